@@ -1,0 +1,153 @@
+"""The one place that builds Kubernetes `Status` errors (code, reason, details, causes).
+
+Raised anywhere below the apiserver as `StatusError`; the apiserver turns it into the JSON body
+real clients parse (kubectl prints `Error from server (Reason): message`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "StatusError", "Cause", "status_success", "bad_request", "unauthorized", "forbidden",
+    "not_found", "already_exists", "conflict", "invalid", "gone", "method_not_allowed",
+    "unsupported_media_type", "internal_error", "too_many_requests", "not_acceptable",
+    "service_unavailable", "timeout", "expired",
+]
+
+Cause = dict[str, str]  # {"type": "FieldValueInvalid", "message": ..., "field": "spec.replicas"}
+
+
+class StatusError(Exception):
+    def __init__(self, code: int, reason: str, message: str,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def to_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            status["details"] = self.details
+        return status
+
+    def __repr__(self) -> str:
+        return f"StatusError({self.code}, {self.reason!r}, {self.message!r})"
+
+
+def status_success(details: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                           "status": "Success"}
+    if details:
+        out["details"] = details
+    return out
+
+
+def _details(group: str, kind: str, name: str | None) -> dict[str, Any]:
+    d: dict[str, Any] = {"kind": kind}
+    if name:
+        d["name"] = name
+    if group:
+        d["group"] = group
+    return d
+
+
+def _gr(group: str, plural: str) -> str:
+    return f"{plural}.{group}" if group else plural
+
+
+def bad_request(message: str) -> StatusError:
+    return StatusError(400, "BadRequest", message)
+
+
+def unauthorized(message: str = "Unauthorized") -> StatusError:
+    return StatusError(401, "Unauthorized", message)
+
+
+def forbidden(message: str, group: str = "", plural: str = "", name: str | None = None) -> StatusError:
+    return StatusError(403, "Forbidden", message, _details(group, plural, name) if plural else None)
+
+
+def not_found(group: str, plural: str, name: str) -> StatusError:
+    return StatusError(404, "NotFound", f'{_gr(group, plural)} "{name}" not found',
+                       _details(group, plural, name))
+
+
+def already_exists(group: str, plural: str, name: str) -> StatusError:
+    return StatusError(409, "AlreadyExists", f'{_gr(group, plural)} "{name}" already exists',
+                       _details(group, plural, name))
+
+
+def conflict(group: str, plural: str, name: str, why: str) -> StatusError:
+    return StatusError(
+        409, "Conflict",
+        f'Operation cannot be fulfilled on {_gr(group, plural)} "{name}": {why}',
+        _details(group, plural, name))
+
+
+def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> StatusError:
+    """422 Invalid, message formatted as upstream: `Kind "name" is invalid: [f: msg, ...]`."""
+    parts = []
+    for c in causes:
+        msg = c.get("message", "")
+        parts.append(f'{c["field"]}: {msg}' if c.get("field") else msg)
+    joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    details = _details(group, kind, name)
+    details["causes"] = causes
+    qual = f"{kind}.{group}" if group else kind
+    return StatusError(422, "Invalid", f'{qual} "{name}" is invalid: {joined}', details)
+
+
+def gone(message: str) -> StatusError:
+    return StatusError(410, "Gone", message)
+
+
+def expired(message: str) -> StatusError:
+    # upstream: too old resource version is 410 with reason Expired
+    return StatusError(410, "Expired", message)
+
+
+def method_not_allowed(message: str) -> StatusError:
+    return StatusError(405, "MethodNotAllowed", message)
+
+
+def not_acceptable(message: str) -> StatusError:
+    return StatusError(406, "NotAcceptable", message)
+
+
+def unsupported_media_type(content_type: str) -> StatusError:
+    return StatusError(415, "UnsupportedMediaType",
+                       f"the body of the request was in an unknown format - accepted media "
+                       f"types include: application/json, application/yaml, "
+                       f"application/json-patch+json, application/merge-patch+json, "
+                       f"application/strategic-merge-patch+json, application/apply-patch+yaml "
+                       f"(got {content_type!r})")
+
+
+def too_many_requests(message: str) -> StatusError:
+    return StatusError(429, "TooManyRequests", message)
+
+
+def internal_error(message: str) -> StatusError:
+    return StatusError(500, "InternalError", f"Internal error occurred: {message}")
+
+
+def service_unavailable(message: str) -> StatusError:
+    return StatusError(503, "ServiceUnavailable", message)
+
+
+def timeout(message: str) -> StatusError:
+    return StatusError(504, "Timeout", message)
+
+
+def field_cause(field: str, message: str, type_: str = "FieldValueInvalid") -> Cause:
+    return {"type": type_, "message": message, "field": field}
