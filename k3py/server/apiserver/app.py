@@ -1,0 +1,178 @@
+"""The aiohttp application serving the Kubernetes API: health, version, discovery, OpenAPI,
+and every resource path. One catch-all route; authentication runs before dispatch.
+
+Built by k3py.server.main with the Registry; extra stream handlers (logs, exec...) and
+extra routes (the node tunnel) are plugged in by the server before start."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from k3py import __version__
+from k3py.api import errors
+from k3py.api.resources import ResourceRegistry
+from k3py.server.apiserver import handlers
+from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator, User
+from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
+from k3py.server.apiserver.negotiation import json_response, status_response
+from k3py.server.apiserver.paths import parse_resource_path
+from k3py.server.registry import Registry
+
+__all__ = ["ApiServer", "API_SERVER", "build_app"]
+
+log = logging.getLogger("k3py.apiserver")
+
+KUBE_GIT_VERSION = "v1.31.0"  # the Kubernetes API level we model
+
+
+@dataclass(kw_only=True)
+class ApiServer:
+    registry: Registry
+    resources: ResourceRegistry
+    authenticator: Authenticator
+    discovery: Discovery
+    streams: dict[str, handlers.StreamHandler] = field(default_factory=dict)
+    ready: bool = False
+    started: float = field(default_factory=time.time)
+
+
+API_SERVER: web.AppKey[ApiServer] = web.AppKey("api_server", ApiServer)
+
+
+def _version_info() -> dict:
+    return {"major": "1", "minor": KUBE_GIT_VERSION.split(".")[1],
+            "gitVersion": f"{KUBE_GIT_VERSION}+k3py{__version__}",
+            "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
+            "goVersion": f"python{platform.python_version()}", "compiler": "cpython",
+            "platform": f"linux/{platform.machine()}"}
+
+
+def _accepts_aggregated(request: web.Request) -> str | None:
+    accept = request.headers.get("Accept", "")
+    if "as=APIGroupDiscoveryList" not in accept:
+        return None
+    if "v=v2;" in accept or accept.endswith("v=v2") or "v=v2;as" in accept:
+        return AGGREGATED_V2
+    if "v=v2beta1" in accept:
+        return AGGREGATED_V2BETA1
+    return None
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    api: ApiServer = request.app[API_SERVER]
+    path = request.path
+    if path in ("/healthz", "/livez", "/ping"):
+        return web.Response(text="ok")
+    if path == "/readyz":
+        if not api.ready:
+            return web.Response(status=503, text="not ready")
+        return web.Response(text="ok")
+    user = api.authenticator.authenticate(request)
+    if user is None and path not in PUBLIC_PATHS:
+        raise errors.unauthorized()
+    if path == "/version":
+        return json_response(_version_info())
+    if user is None:
+        raise errors.unauthorized()
+    if path in ("/api", "/api/"):
+        agg = _accepts_aggregated(request)
+        if agg:
+            doc = api.discovery.aggregated(core=True, api_version=_agg_version(agg))
+            return _aggregated_response(doc, agg)
+        return json_response(api.discovery.api_versions())
+    if path in ("/apis", "/apis/"):
+        agg = _accepts_aggregated(request)
+        if agg:
+            doc = api.discovery.aggregated(core=False, api_version=_agg_version(agg))
+            return _aggregated_response(doc, agg)
+        return json_response(api.discovery.api_group_list())
+    if path.startswith("/openapi/"):
+        return await _openapi(request, api)
+    parts = [p for p in path.split("/") if p]
+    if len(parts) == 2 and parts[0] == "apis":
+        group = api.discovery.api_group(parts[1])
+        if group is None:
+            raise errors.StatusError(404, "NotFound",
+                                     "the server could not find the requested resource")
+        return json_response(group)
+    rp = parse_resource_path(path, api.resources)
+    if rp is None:
+        raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+    if rp.resource is None:
+        return json_response(api.discovery.resource_list(rp.group, rp.version))
+    return await handlers.handle_resource(request, rp, user, api.registry, api.streams)
+
+
+def _agg_version(content_type: str) -> str:
+    return "apidiscovery.k8s.io/v2" if content_type == AGGREGATED_V2 \
+        else "apidiscovery.k8s.io/v2beta1"
+
+
+def _aggregated_response(doc: dict, content_type: str) -> web.Response:
+    import orjson
+    return web.Response(body=orjson.dumps(doc), headers={"Content-Type": content_type})
+
+
+async def _openapi(request: web.Request, api: ApiServer) -> web.Response:
+    from k3py.api import openapi
+    path = request.path
+    gen = api.resources.generation
+    resources = list(api.resources)
+    if path == "/openapi/v2":
+        accept = request.headers.get("Accept", "")
+        if "protobuf" in accept and "json" not in accept:
+            raise errors.not_acceptable("only application/json is served")
+        return web.Response(body=openapi.openapi_v2(resources, gen),
+                            content_type="application/json")
+    if path in ("/openapi/v3", "/openapi/v3/"):
+        return json_response(openapi.openapi_v3_index(resources, gen))
+    if path.startswith("/openapi/v3/"):
+        gv = path[len("/openapi/v3/"):].strip("/")
+        parts = gv.split("/")
+        if parts[0] == "api" and len(parts) == 2:
+            group, version = "", parts[1]
+        elif parts[0] == "apis" and len(parts) == 3:
+            group, version = parts[1], parts[2]
+        else:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+        body = openapi.openapi_v3_group_version(resources, group, version, gen)
+        if body is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+        return web.Response(body=body, content_type="application/json",
+                            headers={"Cache-Control": "public, immutable"})
+    raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.StatusError as e:
+        if e.code >= 500:
+            log.warning("%s %s -> %s %s", request.method, request.path, e.code, e.message)
+        return status_response(e)
+    except web.HTTPException:
+        raise
+    except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
+        log.exception("internal error on %s %s", request.method, request.path)
+        return status_response(errors.internal_error(str(e) or type(e).__name__))
+
+
+def build_app(api: ApiServer) -> web.Application:
+    app = web.Application(middlewares=[_errors_middleware], client_max_size=4 * 1024 * 1024)
+    app[API_SERVER] = api
+    return app
+
+
+def add_resource_routes(app: web.Application) -> None:
+    """The catch-all route; call after any specific routes (e.g. the node tunnel)."""
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+
+
+def current_user(request: web.Request) -> User | None:
+    return request.app[API_SERVER].authenticator.authenticate(request)

@@ -1,0 +1,86 @@
+"""Content negotiation: request bodies (JSON/YAML), responses (JSON, Table), query options.
+
+Pure helpers used by the verb handlers and the watch stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import yaml
+from aiohttp import web
+
+from k3py.api import errors, kinds
+from k3py.api.resources import Resource
+
+__all__ = ["wants_table", "decode_body", "json_response", "status_response",
+           "table_for", "include_object", "bool_param", "dry_run", "int_param"]
+
+JSON = "application/json"
+
+
+def wants_table(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "as=Table" in accept and "g=meta.k8s.io" in accept
+
+
+def include_object(request: web.Request) -> str:
+    return request.query.get("includeObject", "Metadata") or "Metadata"
+
+
+def decode_body(body: bytes, content_type: str) -> Any:
+    ct = (content_type or JSON).split(";")[0].strip().lower()
+    if not body:
+        raise errors.bad_request("the request body is empty")
+    if ct in ("application/json", "", "*/*", "application/vnd.kubernetes.protobuf"):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            if ct == "application/vnd.kubernetes.protobuf":
+                raise errors.unsupported_media_type(ct) from None
+            raise errors.bad_request(f"error decoding JSON body: {e}") from None
+    if ct in ("application/yaml", "application/x-yaml", "text/yaml"):
+        try:
+            return yaml.safe_load(body)
+        except yaml.YAMLError as e:
+            raise errors.bad_request(f"error decoding YAML body: {e}") from None
+    raise errors.unsupported_media_type(ct)
+
+
+def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type=JSON,
+                        headers=headers)
+
+
+def status_response(err: errors.StatusError) -> web.Response:
+    return json_response(err.to_status(), status=err.code)
+
+
+def table_for(res: Resource, objs: list[dict], request: web.Request,
+              list_meta: dict | None = None) -> dict:
+    table = kinds.build_table(res, objs, include_object=include_object(request))
+    if list_meta is not None:
+        table["metadata"] = list_meta
+    return table
+
+
+def bool_param(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("true", "1")
+
+
+def int_param(request: web.Request, name: str) -> int | None:
+    v = request.query.get(name)
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise errors.bad_request(f'invalid value for {name}: "{v}"') from None
+
+
+def dry_run(request: web.Request) -> bool:
+    values = request.query.getall("dryRun", [])
+    for v in values:
+        if v != "All":
+            raise errors.bad_request(f'unsupported dry run option "{v}": only "All" is supported')
+    return bool(values)

@@ -1,0 +1,356 @@
+"""The one informer / work-queue base every controller and the scheduler build on.
+
+Informers list+watch a resource through the Registry into a cache (one shared informer per
+resource); a Controller reconciles keys from a de-duplicating queue, one key at a time per
+object and several objects in parallel; EventRecorder writes core/v1 Events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from k3py.api import errors
+from k3py.api.objects import new_uid, now_rfc3339
+from k3py.api.resources import Resource
+from k3py.server.registry import Registry
+
+__all__ = ["Informer", "InformerFactory", "WorkQueue", "Controller", "ControllerContext",
+           "EventRecorder", "object_key", "split_key"]
+
+log = logging.getLogger("k3py.controllers")
+
+Handler = Callable[[str, dict | None, dict | None], None]  # (type, old, new)
+
+
+def object_key(obj: dict) -> str:
+    md = obj.get("metadata") or {}
+    ns = md.get("namespace")
+    return f"{ns}/{md.get('name')}" if ns else str(md.get("name"))
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    if "/" in key:
+        ns, name = key.split("/", 1)
+        return ns, name
+    return None, key
+
+
+class Informer:
+    """A cache of one resource kept current by list + watch (relist on 410 or error)."""
+
+    def __init__(self, registry: Registry, res: Resource) -> None:
+        self.registry = registry
+        self.res = res
+        self.cache: dict[str, dict] = {}
+        self.handlers: list[Handler] = []
+        self.synced = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.indexes: dict[str, Callable[[dict], list[str]]] = {}
+        self._index_data: dict[str, dict[str, set[str]]] = {}
+
+    def add_handler(self, handler: Handler) -> None:
+        self.handlers.append(handler)
+        for obj in list(self.cache.values()):
+            handler("ADDED", None, obj)
+
+    def add_index(self, name: str, fn: Callable[[dict], list[str]]) -> None:
+        self.indexes[name] = fn
+        data: dict[str, set[str]] = {}
+        for key, obj in self.cache.items():
+            for v in fn(obj):
+                data.setdefault(v, set()).add(key)
+        self._index_data[name] = data
+
+    def by_index(self, name: str, value: str) -> list[dict]:
+        keys = self._index_data.get(name, {}).get(value, ())
+        return [self.cache[k] for k in list(keys) if k in self.cache]
+
+    def _reindex(self, key: str, old: dict | None, new: dict | None) -> None:
+        for name, fn in self.indexes.items():
+            data = self._index_data.setdefault(name, {})
+            if old is not None:
+                for v in fn(old):
+                    s = data.get(v)
+                    if s:
+                        s.discard(key)
+                        if not s:
+                            del data[v]
+            if new is not None:
+                for v in fn(new):
+                    data.setdefault(v, set()).add(key)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"informer-{self.res.plural}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    def get(self, namespace: str | None, name: str) -> dict | None:
+        return self.cache.get(f"{namespace}/{name}" if namespace else name)
+
+    def list(self, namespace: str | None = None) -> list[dict]:
+        if namespace is None:
+            return list(self.cache.values())
+        prefix = namespace + "/"
+        return [o for k, o in self.cache.items() if k.startswith(prefix)]
+
+    def _emit(self, etype: str, old: dict | None, new: dict | None) -> None:
+        for h in self.handlers:
+            try:
+                h(etype, old, new)
+            except Exception:  # noqa: BLE001
+                log.exception("informer handler failed for %s", self.res.plural)
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                listing = await self.registry.list(self.res, None)
+                rv = listing["metadata"]["resourceVersion"]
+                fresh = {object_key(o): o for o in listing["items"]}
+                for key in list(self.cache):
+                    if key not in fresh:
+                        old = self.cache.pop(key)
+                        self._reindex(key, old, None)
+                        self._emit("DELETED", old, None)
+                for key, obj in fresh.items():
+                    old = self.cache.get(key)
+                    self.cache[key] = obj
+                    self._reindex(key, old, obj)
+                    if old is None:
+                        self._emit("ADDED", None, obj)
+                    elif old["metadata"].get("resourceVersion") != obj["metadata"].get(
+                            "resourceVersion"):
+                        self._emit("MODIFIED", old, obj)
+                self.synced.set()
+                backoff = 0.2
+                stream = await self.registry.watch(self.res, None, resource_version=rv)
+                async for etype, obj in stream:
+                    key = object_key(obj)
+                    if etype == "DELETED":
+                        old = self.cache.pop(key, None)
+                        self._reindex(key, old, None)
+                        self._emit("DELETED", old, obj)
+                    elif etype in ("ADDED", "MODIFIED"):
+                        old = self.cache.get(key)
+                        self.cache[key] = obj
+                        self._reindex(key, old, obj)
+                        self._emit("MODIFIED" if old else "ADDED", old, obj)
+            except asyncio.CancelledError:
+                raise
+            except errors.StatusError as e:
+                if e.code != 410:
+                    log.warning("informer %s: %s", self.res.plural, e.message)
+            except Exception:  # noqa: BLE001
+                log.exception("informer %s failed; relisting", self.res.plural)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+class InformerFactory:
+    """One shared informer per resource in the process."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._informers: dict[tuple[str, str], Informer] = {}
+
+    def informer(self, group: str, plural: str) -> Informer:
+        key = (group, plural)
+        inf = self._informers.get(key)
+        if inf is None:
+            res = self.registry.resources.find(group, plural)
+            if res is None:
+                raise KeyError(f"unknown resource {plural}.{group}")
+            inf = Informer(self.registry, res)
+            self._informers[key] = inf
+            inf.start()
+        return inf
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(
+            asyncio.gather(*(i.synced.wait() for i in self._informers.values())), timeout)
+
+    async def stop(self) -> None:
+        for inf in self._informers.values():
+            await inf.stop()
+
+
+class WorkQueue:
+    """De-duplicating queue of keys with delayed adds; a key is never processed twice at once."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._processing: set[str] = set()
+        self._dirty: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def add(self, key: str) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
+
+    def add_after(self, key: str, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        old = self._timers.get(key)
+        when = loop.time() + delay
+        if old is not None:
+            if old.when() <= when:
+                return
+            old.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    async def get(self) -> str:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+
+@dataclass(kw_only=True)
+class ControllerContext:
+    registry: Registry
+    informers: InformerFactory
+    recorder: EventRecorder
+    config: Any = None  # ServerConfig
+    extra: dict = field(default_factory=dict)
+
+    def resource(self, group: str, plural: str) -> Resource:
+        res = self.registry.resources.find(group, plural)
+        if res is None:
+            raise KeyError(f"unknown resource {plural}.{group}")
+        return res
+
+
+class Controller:
+    """Subclass: set `name`, register informer handlers in `setup`, implement `reconcile`."""
+
+    name = "controller"
+    workers = 2
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+        self.registry = ctx.registry
+        self.queue = WorkQueue()
+        self._tasks: list[asyncio.Task] = []
+        self._failures: dict[str, int] = {}
+
+    def setup(self) -> None:
+        """Register informer handlers that enqueue keys."""
+
+    async def reconcile(self, key: str) -> None:
+        raise NotImplementedError
+
+    def enqueue(self, key: str, after: float = 0.0) -> None:
+        self.queue.add_after(key, after)
+
+    async def start(self) -> None:
+        self.setup()
+        for i in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"{self.name}-{i}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                n = self._failures.get(key, 0) + 1
+                self._failures[key] = n
+                level = logging.DEBUG if isinstance(e, errors.StatusError) and e.code == 409 \
+                    else logging.WARNING
+                log.log(level, "%s: reconcile %s failed (%s): %s", self.name, key, n, e,
+                        exc_info=level == logging.WARNING and n < 3)
+                self.queue.add_after(key, min(0.05 * 2 ** n, 30.0) * random.uniform(0.8, 1.2))
+            finally:
+                self.queue.done(key)
+
+
+class EventRecorder:
+    """Writes core/v1 Events, aggregating repeats of the same event into a count."""
+
+    def __init__(self, registry: Registry, component: str = "k3py") -> None:
+        self.registry = registry
+        self.component = component
+        self._seen: dict[str, tuple[str, str, float]] = {}  # hash -> (ns, name, last time)
+
+    async def record(self, obj: dict, type_: str, reason: str, message: str,
+                     component: str | None = None) -> None:
+        res = self.registry.resources.get("", "v1", "events")
+        if res is None:
+            return
+        md = obj.get("metadata") or {}
+        ns = md.get("namespace") or "default"
+        involved = {"kind": obj.get("kind"), "namespace": md.get("namespace"),
+                    "name": md.get("name"), "uid": md.get("uid"),
+                    "apiVersion": obj.get("apiVersion"),
+                    "resourceVersion": md.get("resourceVersion")}
+        involved = {k: v for k, v in involved.items() if v}
+        h = hashlib.sha1(f"{md.get('uid')}|{reason}|{message}|{type_}".encode()).hexdigest()
+        now = now_rfc3339()
+        seen = self._seen.get(h)
+        try:
+            if seen and time.time() - seen[2] < 600:
+                def bump(ev: dict) -> dict:
+                    ev["count"] = int(ev.get("count") or 1) + 1
+                    ev["lastTimestamp"] = now
+                    return ev
+                out = await self.registry.update_with(res, seen[0], seen[1], bump)
+                if out is not None:
+                    self._seen[h] = (seen[0], seen[1], time.time())
+                    return
+            name = f"{md.get('name')}.{new_uid().replace('-', '')[:16]}"
+            ev = {"apiVersion": "v1", "kind": "Event",
+                  "metadata": {"name": name, "namespace": ns},
+                  "involvedObject": involved, "reason": reason, "message": message,
+                  "type": type_, "count": 1, "firstTimestamp": now, "lastTimestamp": now,
+                  "eventTime": None, "reportingComponent": component or self.component,
+                  "reportingInstance": "", "source": {"component": component or self.component}}
+            await self.registry.create(res, ns, ev)
+            self._seen[h] = (ns, name, time.time())
+            if len(self._seen) > 5000:
+                cutoff = time.time() - 600
+                self._seen = {k: v for k, v in self._seen.items() if v[2] > cutoff}
+        except errors.StatusError as e:
+            log.debug("event not recorded: %s", e.message)

@@ -1,0 +1,570 @@
+"""The typed object layer over the store: create/get/list/update/patch/delete/watch of objects.
+
+Called by the apiserver handlers and, in-process, by controllers and the scheduler; it applies
+admission (defaults, validation), optimistic concurrency, finalizers and deletion semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from k3py.api import errors
+from k3py.api.objects import deepcopy, dumps, loads, new_uid, now_rfc3339
+from k3py.api.resources import Resource, ResourceRegistry
+from k3py.server import admission
+from k3py.server.store.backend import (
+    Backend,
+    CompactedError,
+    Event,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyValue,
+)
+
+__all__ = ["Registry", "ListOptions", "WatchEvent"]
+
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+_CONFLICT_MSG = "the object has been modified; please apply your changes to the latest version and try again"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListOptions:
+    label_selector: str = ""
+    field_selector: str = ""
+    limit: int = 0
+    continue_: str = ""
+    resource_version: str = ""
+    resource_version_match: str = ""
+
+
+WatchEvent = tuple[str, dict]  # ("ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK", object)
+
+
+def _encode_continue(rev: int, start_key: str) -> str:
+    raw = orjson.dumps({"v": "meta.k8s.io/v1", "rv": rev, "start": start_key})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[int, str]:
+    try:
+        pad = "=" * (-len(token) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(token + pad))
+        rev, start = int(data["rv"]), str(data["start"])
+        if data.get("v") != "meta.k8s.io/v1":
+            raise ValueError
+        return rev, start
+    except Exception as e:  # noqa: BLE001 - any malformed token is a client error
+        raise errors.bad_request(f"invalid continue token: {e or 'malformed'}") from None
+
+
+def _rv_int(rv: str, what: str = "resourceVersion") -> int:
+    try:
+        n = int(rv)
+        if n < 0:
+            raise ValueError
+        return n
+    except ValueError:
+        raise errors.bad_request(f'invalid {what} "{rv}"') from None
+
+
+class Registry:
+    """Objects by resource; every write goes through admission and a compare-and-swap."""
+
+    def __init__(self, backend: Backend, resources: ResourceRegistry) -> None:
+        self.backend = backend
+        self.resources = resources
+        # Set by the server when graceful pod deletion is wanted (a kubelet will finish it).
+        self.pod_graceful_delete: Callable[[dict], bool] = lambda pod: False
+        # Extra admission steps (e.g. CRD schema validation, service IP allocation).
+        self.create_hooks: list[Callable[[Resource, dict], Any]] = []
+        self.delete_hooks: list[Callable[[Resource, dict], Any]] = []
+
+    # ---------------------------------------------------------------- decoding
+
+    def decode(self, res: Resource, kv: KeyValue) -> dict:
+        obj = loads(kv.value)
+        md = obj.get("metadata")
+        if md is None:
+            md = obj["metadata"] = {}
+        md["resourceVersion"] = str(kv.mod_revision)
+        if obj.get("apiVersion") != res.api_version:
+            obj = admission.convert(res, obj)
+        return obj
+
+    def _key(self, res: Resource, namespace: str | None, name: str) -> str:
+        return self.resources.storage_key(res, namespace, name)
+
+    @staticmethod
+    def _strip(obj: dict) -> bytes:
+        md = obj.get("metadata") or {}
+        rv = md.pop("resourceVersion", None)
+        try:
+            return dumps(obj)
+        finally:
+            if rv is not None:
+                md["resourceVersion"] = rv
+
+    # ---------------------------------------------------------------- reads
+
+    async def get(self, res: Resource, namespace: str | None, name: str) -> dict:
+        _, kv = await self.backend.get(self._key(res, namespace, name))
+        if kv is None:
+            raise errors.not_found(res.group, res.plural, name)
+        return self.decode(res, kv)
+
+    async def try_get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
+        _, kv = await self.backend.get(self._key(res, namespace, name))
+        return None if kv is None else self.decode(res, kv)
+
+    async def list(self, res: Resource, namespace: str | None,
+                   opts: ListOptions = ListOptions()) -> dict:
+        prefix = self.resources.storage_prefix(res, namespace or None)
+        label_sel = admission.label_selector(opts.label_selector)
+        field_sel = admission.field_selector(opts.field_selector, res)
+        revision = 0
+        start = prefix
+        if opts.continue_:
+            revision, start_suffix = _decode_continue(opts.continue_)
+            start = prefix + start_suffix
+        elif opts.resource_version not in ("", "0") and opts.resource_version_match == "Exact":
+            revision = _rv_int(opts.resource_version)
+        limit = max(0, opts.limit)
+        items: list[dict] = []
+        next_key = ""
+        try:
+            while True:
+                page = 0 if not limit else max(limit - len(items), 0) + 1
+                if (label_sel or field_sel) and limit:
+                    page = max(page, 500)
+                rev, kvs = await self.backend.list(prefix, start_key=start, limit=page,
+                                                   revision=revision)
+                revision = revision or rev
+                more = bool(page) and len(kvs) >= page
+                for i, kv in enumerate(kvs):
+                    if limit and len(items) >= limit:
+                        next_key = kv.key
+                        break
+                    obj = self.decode(res, kv)
+                    if label_sel and not label_sel.matches(
+                            (obj.get("metadata") or {}).get("labels") or {}):
+                        continue
+                    if field_sel and not field_sel.matches(obj):
+                        continue
+                    items.append(obj)
+                    if limit and len(items) >= limit and i + 1 < len(kvs):
+                        next_key = kvs[i + 1].key
+                        break
+                if next_key or not more:
+                    break
+                start = kvs[-1].key + "\x00"
+        except CompactedError:
+            if opts.continue_:
+                raise errors.StatusError(
+                    410, "Expired",
+                    "The provided continue parameter is too old to display a consistent list "
+                    "result. You can start a new list without the continue parameter.") from None
+            raise errors.expired(f"too old resource version: {revision}") from None
+        except FutureRevisionError as e:
+            raise errors.timeout(f"Too large resource version: {e.revision}, "
+                                 f"current resource version: {e.current}") from None
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        if next_key:
+            meta["continue"] = _encode_continue(revision, next_key[len(prefix):])
+        return {"kind": res.list_kind, "apiVersion": res.api_version, "metadata": meta,
+                "items": items}
+
+    # ---------------------------------------------------------------- create
+
+    async def create(self, res: Resource, namespace: str | None, obj: dict, *,
+                     dry_run: bool = False, field_manager: str = "") -> dict:
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body of the request is not a JSON object")
+        obj = self._check_type(res, obj)
+        md = obj.setdefault("metadata", {})
+        if not isinstance(md, dict):
+            raise errors.bad_request("metadata must be an object")
+        if res.namespaced:
+            ns = md.get("namespace") or namespace
+            if namespace and md.get("namespace") and md["namespace"] != namespace:
+                raise errors.bad_request("the namespace of the provided object does not match "
+                                         "the namespace sent on the request")
+            if not ns:
+                raise errors.bad_request("a namespace is required for namespaced resources")
+            md["namespace"] = ns
+            await self._check_namespace_open(ns, res)
+        else:
+            md.pop("namespace", None)
+        if not md.get("name"):
+            gen = md.get("generateName")
+            if gen:
+                md["name"] = gen + "".join(random.choices(_NAME_CHARS, k=5))
+            else:
+                raise errors.invalid(res.group, res.kind, "", [errors.field_cause(
+                    "metadata.name", "name or generateName is required", "FieldValueRequired")])
+        for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
+                  "selfLink"):
+            md.pop(k, None)
+        md["uid"] = new_uid()
+        md["creationTimestamp"] = now_rfc3339()
+        admission.prepare_for_create(res, obj)
+        admission.default(res, obj)
+        for hook in self.create_hooks:
+            r = hook(res, obj)
+            if asyncio.iscoroutine(r):
+                await r
+        admission.check_valid(res, obj)
+        if field_manager:
+            admission.track_managed_fields(obj, None, field_manager, "Update")
+        if dry_run:
+            return obj
+        key = self._key(res, md.get("namespace"), md["name"])
+        try:
+            rev = await self.backend.create(key, self._strip(obj))
+        except KeyExistsError:
+            raise errors.already_exists(res.group, res.plural, md["name"]) from None
+        md["resourceVersion"] = str(rev)
+        return obj
+
+    def _check_type(self, res: Resource, obj: dict) -> dict:
+        kind, api_version = obj.get("kind"), obj.get("apiVersion")
+        if kind and kind != res.kind:
+            raise errors.bad_request(
+                f"the kind in the data ({kind}) does not match the expected kind ({res.kind})")
+        if api_version and api_version != res.api_version:
+            other = self.resources.by_api_version_kind(api_version, res.kind)
+            if other is None or other.group != res.group:
+                raise errors.bad_request(
+                    f"the API version in the data ({api_version}) does not match the "
+                    f"expected API version ({res.api_version})")
+            obj = admission.convert(res, obj)
+        obj["kind"] = res.kind
+        obj["apiVersion"] = res.api_version
+        return obj
+
+    async def _check_namespace_open(self, ns: str, res: Resource) -> None:
+        ns_res = self.resources.get("", "v1", "namespaces")
+        if ns_res is None:
+            return
+        _, kv = await self.backend.get(self._key(ns_res, None, ns))
+        if kv is None:
+            raise errors.not_found("", "namespaces", ns)
+        if res.kind in ("Event",):
+            return
+        nsobj = loads(kv.value)
+        if (nsobj.get("metadata") or {}).get("deletionTimestamp"):
+            raise errors.forbidden(
+                f'{res.group_resource} is forbidden: unable to create new content in namespace '
+                f'{ns} because it is being terminated', res.group, res.plural)
+
+    # ---------------------------------------------------------------- update
+
+    async def update(self, res: Resource, namespace: str | None, name: str, obj: dict, *,
+                     subresource: str = "", dry_run: bool = False,
+                     field_manager: str = "", allow_create: bool = False) -> dict:
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body of the request is not a JSON object")
+        obj = self._check_type(res, obj)
+        md = obj.setdefault("metadata", {})
+        if md.get("name") and md["name"] != name:
+            raise errors.bad_request(
+                f'the name of the object ({md["name"]}) does not match the name on the URL ({name})')
+        if res.namespaced and md.get("namespace") and namespace and md["namespace"] != namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the "
+                                     "namespace sent on the request")
+        md["name"] = name
+        if res.namespaced:
+            md["namespace"] = namespace
+        key = self._key(res, namespace, name)
+        _, kv = await self.backend.get(key)
+        if kv is None:
+            if allow_create and not subresource:
+                return await self.create(res, namespace, obj, dry_run=dry_run,
+                                         field_manager=field_manager)
+            raise errors.not_found(res.group, res.plural, name)
+        want_rv = md.get("resourceVersion") or ""
+        if want_rv and want_rv != str(kv.mod_revision):
+            raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
+        return await self._write_update(res, key, kv, obj, subresource=subresource,
+                                        dry_run=dry_run, field_manager=field_manager,
+                                        strict_rv=bool(want_rv))
+
+    async def _write_update(self, res: Resource, key: str, kv: KeyValue, obj: dict, *,
+                            subresource: str, dry_run: bool, field_manager: str,
+                            strict_rv: bool, operation: str = "Update") -> dict:
+        old = self.decode(res, kv)
+        new = admission.prepare_for_update(res, obj, old, subresource)
+        md, omd = new["metadata"], old["metadata"]
+        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                  "namespace", "name"):
+            if k in omd:
+                md[k] = omd[k]
+            else:
+                md.pop(k, None)
+        if not md.get("generateName") and omd.get("generateName"):
+            md["generateName"] = omd["generateName"]
+        admission.default(res, new, old)
+        admission.check_valid(res, new, old)
+        if field_manager:
+            admission.track_managed_fields(new, old, field_manager, operation)
+        md.pop("resourceVersion", None)
+        omd_cmp = dict(omd)
+        omd_cmp.pop("resourceVersion", None)
+        if new == {**old, "metadata": omd_cmp}:
+            return old  # no-op update: upstream does not bump the resourceVersion
+        if dry_run:
+            md["resourceVersion"] = omd["resourceVersion"]
+            return new
+        if md.get("deletionTimestamp") and not md.get("finalizers") and \
+                admission.finalize_when_empty(res, new):
+            rev, dkv, ok = await self.backend.delete(key, kv.mod_revision)
+            if not ok:
+                raise errors.conflict(res.group, res.plural, md["name"], _CONFLICT_MSG)
+            md["resourceVersion"] = str(rev)
+            await self._after_delete(res, new)
+            return new
+        rev, cur, ok = await self.backend.update(key, self._strip(new), kv.mod_revision)
+        if not ok:
+            if cur is None:
+                raise errors.not_found(res.group, res.plural, md["name"])
+            raise errors.conflict(res.group, res.plural, md["name"], _CONFLICT_MSG)
+        md["resourceVersion"] = str(cur.mod_revision if cur else rev)
+        return new
+
+    async def update_with(self, res: Resource, namespace: str | None, name: str,
+                          mutate: Callable[[dict], dict | None], *, subresource: str = "",
+                          field_manager: str = "") -> dict | None:
+        """Read-modify-write retried on conflict; `mutate` returns None to skip the write.
+        Returns the written object, or None if the object is gone or mutate skipped."""
+        key = self._key(res, namespace, name)
+        for _ in range(50):
+            _, kv = await self.backend.get(key)
+            if kv is None:
+                return None
+            cur = self.decode(res, kv)
+            new = mutate(deepcopy(cur))
+            if new is None:
+                return None
+            try:
+                return await self._write_update(res, key, kv, new, subresource=subresource,
+                                                dry_run=False, field_manager=field_manager,
+                                                strict_rv=True)
+            except errors.StatusError as e:
+                if e.code == 409 and e.reason == "Conflict":
+                    continue
+                if e.code == 404:
+                    return None
+                raise
+        raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
+
+    # ---------------------------------------------------------------- patch
+
+    async def patch(self, res: Resource, namespace: str | None, name: str, body: bytes,
+                    patch_type: str, *, subresource: str = "", dry_run: bool = False,
+                    field_manager: str = "", force: bool = False) -> dict:
+        key = self._key(res, namespace, name)
+        for _ in range(20):
+            _, kv = await self.backend.get(key)
+            if kv is None:
+                if patch_type == "apply":
+                    applied = admission.parse_apply_body(body)
+                    out = admission.server_side_apply(res, None, applied, field_manager, force)
+                    return await self.create(res, namespace, out, dry_run=dry_run)
+                raise errors.not_found(res.group, res.plural, name)
+            cur = self.decode(res, kv)
+            new = admission.apply_patch(res, cur, body, patch_type, field_manager, force)
+            nmd = new.setdefault("metadata", {})
+            want_rv = nmd.get("resourceVersion")
+            if want_rv and want_rv != cur["metadata"]["resourceVersion"]:
+                raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
+            if nmd.get("name", name) != name:
+                raise errors.bad_request("metadata.name cannot be changed by a patch")
+            nmd["name"] = name
+            if res.namespaced:
+                nmd["namespace"] = namespace
+            new["kind"], new["apiVersion"] = res.kind, res.api_version
+            try:
+                return await self._write_update(
+                    res, key, kv, new, subresource=subresource, dry_run=dry_run,
+                    field_manager=field_manager if patch_type != "apply" else "",
+                    strict_rv=bool(want_rv),
+                    operation="Apply" if patch_type == "apply" else "Update")
+            except errors.StatusError as e:
+                if e.code == 409 and e.reason == "Conflict" and not want_rv:
+                    continue
+                raise
+        raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
+
+    # ---------------------------------------------------------------- delete
+
+    async def delete(self, res: Resource, namespace: str | None, name: str,
+                     options: dict | None = None, *, dry_run: bool = False) -> dict:
+        options = options or {}
+        key = self._key(res, namespace, name)
+        for _ in range(20):
+            _, kv = await self.backend.get(key)
+            if kv is None:
+                raise errors.not_found(res.group, res.plural, name)
+            obj = self.decode(res, kv)
+            md = obj["metadata"]
+            pre = options.get("preconditions") or {}
+            if pre.get("uid") and pre["uid"] != md.get("uid"):
+                raise errors.conflict(
+                    res.group, res.plural, name,
+                    f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object '
+                    f'meta: {md.get("uid")}')
+            if pre.get("resourceVersion") and pre["resourceVersion"] != md["resourceVersion"]:
+                raise errors.conflict(
+                    res.group, res.plural, name,
+                    f'Precondition failed: ResourceVersion in precondition: '
+                    f'{pre["resourceVersion"]}, ResourceVersion in object meta: '
+                    f'{md["resourceVersion"]}')
+            graceful = self._graceful(res, obj, options)
+            finalizers = list(md.get("finalizers") or [])
+            policy = options.get("propagationPolicy") or ""
+            if not policy and options.get("orphanDependents") is not None:
+                policy = "Orphan" if options["orphanDependents"] else "Background"
+            if policy == "Foreground" and "foregroundDeletion" not in finalizers:
+                finalizers.append("foregroundDeletion")
+            if policy == "Orphan" and "orphan" not in finalizers:
+                finalizers.append("orphan")
+            pending = bool(finalizers) or graceful is not None or \
+                admission.needs_finalization(res, obj)
+            if pending:
+                if md.get("deletionTimestamp") and finalizers == (md.get("finalizers") or []) \
+                        and graceful is None:
+                    return obj  # already terminating
+                new = deepcopy(obj)
+                nmd = new["metadata"]
+                if finalizers:
+                    nmd["finalizers"] = finalizers
+                if not nmd.get("deletionTimestamp"):
+                    nmd["deletionTimestamp"] = now_rfc3339()
+                    nmd["deletionGracePeriodSeconds"] = graceful or 0
+                elif graceful is not None:
+                    nmd["deletionGracePeriodSeconds"] = min(
+                        graceful, nmd.get("deletionGracePeriodSeconds") or graceful)
+                admission.on_terminating(res, new)
+                if dry_run:
+                    return new
+                nmd.pop("resourceVersion", None)
+                rev, cur, ok = await self.backend.update(key, self._strip(new), kv.mod_revision)
+                if not ok:
+                    continue
+                nmd["resourceVersion"] = str(rev)
+                return new
+            if dry_run:
+                return obj
+            rev, dkv, ok = await self.backend.delete(key, kv.mod_revision)
+            if not ok:
+                continue
+            md["resourceVersion"] = str(rev)
+            await self._after_delete(res, obj)
+            return obj
+        raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
+
+    def _graceful(self, res: Resource, obj: dict, options: dict) -> int | None:
+        """Seconds of grace if this delete should wait for a kubelet, else None."""
+        if res.kind != "Pod" or res.group != "":
+            return None
+        grace = options.get("gracePeriodSeconds")
+        if grace is None:
+            grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        if grace == 0 or not self.pod_graceful_delete(obj):
+            return None
+        return int(grace)
+
+    async def _after_delete(self, res: Resource, obj: dict) -> None:
+        for hook in self.delete_hooks:
+            r = hook(res, obj)
+            if asyncio.iscoroutine(r):
+                await r
+
+    async def delete_collection(self, res: Resource, namespace: str | None,
+                                opts: ListOptions, options: dict | None = None, *,
+                                dry_run: bool = False) -> dict:
+        listing = await self.list(res, namespace, ListOptions(
+            label_selector=opts.label_selector, field_selector=opts.field_selector))
+        deleted = []
+        for obj in listing["items"]:
+            md = obj["metadata"]
+            try:
+                deleted.append(await self.delete(res, md.get("namespace"), md["name"], options,
+                                                 dry_run=dry_run))
+            except errors.StatusError as e:
+                if e.code != 404:
+                    raise
+        listing["items"] = deleted
+        return listing
+
+    # ---------------------------------------------------------------- watch
+
+    async def watch(self, res: Resource, namespace: str | None, *, resource_version: str = "",
+                    label_selector: str = "", field_selector: str = "",
+                    send_initial_events: bool | None = None) -> AsyncIterator[WatchEvent]:
+        """Events as (type, object). rv "" / "0": the current state as ADDED, then changes."""
+        prefix = self.resources.storage_prefix(res, namespace or None)
+        label_sel = admission.label_selector(label_selector)
+        field_sel = admission.field_selector(field_selector, res)
+
+        def matches(obj: dict) -> bool:
+            if label_sel and not label_sel.matches((obj.get("metadata") or {}).get("labels") or {}):
+                return False
+            return not (field_sel and not field_sel.matches(obj))
+
+        initial: list[KeyValue] = []
+        if resource_version in ("", "0") or send_initial_events:
+            rev, initial = await self.backend.list(prefix)
+        else:
+            rev = _rv_int(resource_version)
+        try:
+            w = await self.backend.watch(prefix, rev)
+        except CompactedError as e:
+            raise errors.expired(
+                f"too old resource version: {rev} ({e.compact_revision})") from None
+        return self._watch_stream(res, w, initial, matches, rev, send_initial_events)
+
+    async def _watch_stream(self, res: Resource, w: Any, initial: list[KeyValue],
+                            matches: Callable[[dict], bool], rev: int,
+                            send_initial_events: bool | None) -> AsyncIterator[WatchEvent]:
+        try:
+            for kv in initial:
+                obj = self.decode(res, kv)
+                if matches(obj):
+                    yield "ADDED", obj
+            if send_initial_events:
+                yield "BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version,
+                                   "metadata": {"resourceVersion": str(rev), "annotations": {
+                                       "k8s.io/initial-events-end": "true"}}}
+            async for batch in w.events():
+                for ev in batch:
+                    out = self._convert_event(res, ev, matches)
+                    if out is not None:
+                        yield out
+        finally:
+            w.cancel()
+
+    def _convert_event(self, res: Resource, ev: Event,
+                       matches: Callable[[dict], bool]) -> WatchEvent | None:
+        obj = self.decode(res, ev.kv)
+        if ev.delete:
+            return ("DELETED", obj) if matches(obj) else None
+        now = matches(obj)
+        if ev.create or ev.prev_kv is None:
+            return ("ADDED", obj) if now else None
+        before = matches(self.decode(res, ev.prev_kv))
+        if now and before:
+            return "MODIFIED", obj
+        if now:
+            return "ADDED", obj
+        if before:
+            return "DELETED", obj
+        return None
+
+    async def current_revision(self) -> int:
+        return await self.backend.current_revision()
