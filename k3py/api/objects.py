@@ -31,7 +31,7 @@ def deepcopy(obj: Any) -> Any:
 
 
 def now_rfc3339(micro: bool = False) -> str:
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     if micro:
         return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")

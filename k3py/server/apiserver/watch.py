@@ -79,7 +79,7 @@ async def serve_watch(request: web.Request, registry: Registry, res: Resource,
             wait = min(deadline, next_bookmark if bookmarks else deadline, now + _IDLE_CHECK) - now
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.01))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 transport = request.transport
                 if transport is None or transport.is_closing():
                     break

@@ -1,0 +1,78 @@
+"""Start-up steps of `k3py server` that touch the cluster state: built-in CRDs, namespaces,
+the kubernetes Service, authenticators, extra routes and the controllers.
+
+Kept apart from main.py so each step can be read (and later swapped) on its own."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from k3py.server.apiserver.app import ApiServer
+from k3py.server.apiserver.auth import Authenticator
+from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
+from k3py.server.registry import Registry
+
+__all__ = ["prepare", "install_authenticators", "install_routes", "start_controllers",
+           "SYSTEM_NAMESPACES"]
+
+log = logging.getLogger("k3py.server")
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+async def ensure_namespaces(registry: Registry) -> None:
+    res = registry.resources.get("", "v1", "namespaces")
+    for name in SYSTEM_NAMESPACES:
+        if await registry.try_get(res, None, name) is None:
+            try:
+                await registry.create(res, None, {"apiVersion": "v1", "kind": "Namespace",
+                                                  "metadata": {"name": name}})
+            except Exception as e:  # noqa: BLE001 - a concurrent creator won
+                log.debug("namespace %s: %s", name, e)
+
+
+async def prepare(registry: Registry, config, advertise: str) -> None:
+    await ensure_namespaces(registry)
+    try:
+        from k3py.server import crds
+        await crds.install_builtin_crds(registry)
+        await crds.load_crds(registry)
+    except ImportError:
+        log.warning("CRD support not available")
+    try:
+        from k3py.server.controllers import service
+        allocator = service.ServiceAllocator.install(
+            registry, config.service_cidr, config.service_node_port_range)
+        await allocator.rebuild() if hasattr(allocator, "rebuild") else None
+        await service.ensure_kubernetes_service(registry, advertise, config.https_listen_port)
+    except ImportError:
+        log.warning("service allocation not available")
+
+
+def install_authenticators(authenticator: Authenticator, registry: Registry, config,
+                           token: str) -> None:
+    """Client certificates are handled by TLS; node and service-account tokens plug in here."""
+
+
+def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
+    """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
+
+
+async def start_controllers(registry: Registry, config, advertise: str) -> list:
+    from k3py.server.controllers.manager import start_controllers as start_all
+    informers = InformerFactory(registry)
+    ctx = ControllerContext(registry=registry, informers=informers,
+                            recorder=EventRecorder(registry), config=config,
+                            extra={"api_endpoint": (advertise, config.https_listen_port)})
+    disabled = frozenset()
+    started = await start_all(ctx, disabled)
+    try:
+        from k3py.server.crds import CRDController
+        crd = CRDController(ctx)
+        await crd.start()
+        started.append(crd)
+    except ImportError:
+        pass
+    return started

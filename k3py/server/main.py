@@ -1,0 +1,189 @@
+"""`k3py server`: wires the store, registry, API server, controllers and scheduler together.
+
+One readable start-up function (`serve`) in dependency order; `run` is the blocking entry the
+CLI calls and turns start-up failures into one clear line and exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from k3py.api.resources import builtin_registry
+from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
+from k3py.server.apiserver.auth import Authenticator
+from k3py.server.apiserver.discovery import Discovery
+from k3py.server.registry import Registry
+
+__all__ = ["run", "serve", "StartupError", "RunningServer"]
+
+log = logging.getLogger("k3py.server")
+
+
+class StartupError(Exception):
+    """A problem the user must fix; printed as one line."""
+
+
+@dataclass
+class RunningServer:
+    registry: Registry
+    api: ApiServer
+    runner: web.AppRunner
+    backend: object
+    controllers: list
+    url: str
+
+
+def _check_data_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".k3py-write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise StartupError(f"data dir {path} is not writable ({e.strerror}); choose another "
+                           f"with --data-dir or run as a user who can write there") from None
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} on {host} is already in use; stop what is "
+                               f"listening there or pass --https-listen-port") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    finally:
+        s.close()
+
+
+def _given_token(config) -> str:
+    if config.token:
+        return config.token
+    if config.token_file:
+        try:
+            with open(config.token_file) as f:
+                return f.read().strip()
+        except OSError as e:
+            raise StartupError(f"cannot read --token-file {config.token_file}: "
+                               f"{e.strerror}") from None
+    return ""
+
+
+def _primary_ip() -> str:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent for a UDP connect
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+async def serve(config, *, stop: asyncio.Event | None = None,
+                started: asyncio.Future | None = None) -> RunningServer:
+    """Start everything; returns once serving. Call `shutdown` to stop."""
+    from k3py import pki
+    from k3py.server.store.sqlite import SQLiteBackend
+
+    _check_data_dir(config.data_dir)
+    _check_port(config.bind_address, config.https_listen_port)
+    for d in (config.server_dir, os.path.dirname(config.db_path), config.tls_dir):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+
+    advertise = config.advertise_address or (
+        "127.0.0.1" if config.bind_address in ("127.0.0.1", "localhost") else _primary_ip())
+    sans = [socket.gethostname(), "localhost", *config.tls_san]
+    ips = ["127.0.0.1", advertise]
+    if config.bind_address not in ("0.0.0.0", "::", ""):
+        ips.append(config.bind_address)
+    bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips)
+    token = pki.ensure_token(config.token_path, bundle.ca_cert_pem, _given_token(config))
+
+    backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
+                            compact_min_retain=config.compact_min_retain)
+    await backend.start()
+    resources = builtin_registry()
+    registry = Registry(backend, resources)
+
+    from k3py.server import bootstrap
+    await bootstrap.prepare(registry, config, advertise)
+
+    authenticator = Authenticator()
+    bootstrap.install_authenticators(authenticator, registry, config, token)
+    url_host = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else \
+        config.bind_address
+    server_address = f"{advertise}:{config.https_listen_port}"
+    api = ApiServer(registry=registry, resources=resources, authenticator=authenticator,
+                    discovery=Discovery(resources, server_address))
+    app = build_app(api)
+    bootstrap.install_routes(app, api, registry, config)
+    add_resource_routes(app)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    ssl_ctx = pki.server_ssl_context(bundle)
+    site = web.TCPSite(runner, config.bind_address or None, config.https_listen_port,
+                       ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+    await site.start()
+    url = f"https://{url_host}:{config.https_listen_port}"
+    if config.write_kubeconfig:
+        admin_cert, admin_key = bundle.admin_cert_pem, bundle.admin_key_pem
+        pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
+                             admin_key, mode=int(config.write_kubeconfig_mode, 8))
+    controllers = await bootstrap.start_controllers(registry, config, advertise)
+    api.ready = True
+    log.info("k3py server is ready at %s (node token in %s)", url, config.token_path)
+    return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
+                         controllers=controllers, url=url)
+
+
+async def shutdown(server: RunningServer) -> None:
+    server.api.ready = False
+    for c in reversed(server.controllers):
+        with contextlib.suppress(Exception):
+            await c.stop()
+    with contextlib.suppress(Exception):
+        await server.runner.cleanup()
+    await server.backend.close()
+
+
+async def _main(config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await serve(config)
+    print(f"k3py server ready: {server.url}", file=sys.stderr, flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    await shutdown(server)
+    return 0
+
+
+def run(config) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if config.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
+        pass
+    try:
+        return asyncio.run(_main(config))
+    except StartupError as e:
+        print(f"k3py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
