@@ -1,0 +1,131 @@
+"""Test harness: start real `k3py server` processes on free ports with temporary data dirs,
+and drive them with the real kubectl and the official kubernetes Python client.
+
+Every process started here is torn down by its owner (fixtures call stop() in finally)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL"]
+
+KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - keep polling; report the last error
+            last_exc = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
+                       + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class ServerProcess:
+    """A real `python -m k3py server` child process."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None,
+                 extra_args: list[str] | None = None, env: dict | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.kubeconfig = self.data_dir / "kubeconfig.yaml"
+        self.extra_args = extra_args or []
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.data_dir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "k3py", "server", "--data-dir", str(self.data_dir),
+                "--bind-address", "127.0.0.1", "--https-listen-port", str(self.port),
+                "--write-kubeconfig", str(self.kubeconfig), "--disable-agent",
+                *self.extra_args]
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        for k in list(env):
+            if k.startswith("K3PY_") and k not in self.env:
+                env.pop(k)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+        def ready() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"k3py server exited with {self.proc.returncode}:\n"
+                                   + self.log_path.read_text()[-3000:])
+            with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=2) as r:
+                return r.status == 200 and self.kubeconfig.exists()
+        try:
+            wait_for(ready, timeout, 0.05, "k3py server /readyz")
+        except TimeoutError:
+            raise TimeoutError("server not ready:\n" + self.log_path.read_text()[-3000:]) from None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 60.0) -> subprocess.CompletedProcess:
+        cmd = [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({out.returncode}):\n"
+                                 f"{out.stdout}\n{out.stderr}")
+        return out
+
+    def kubectl_json(self, *args: str) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def client(self):
+        """An ApiClient of the official kubernetes package, from the written kubeconfig."""
+        from kubernetes import client, config
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)
