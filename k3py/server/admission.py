@@ -36,9 +36,43 @@ def register_validator(fn: Any) -> None:
     _EXTRA_VALIDATORS.append(fn)
 
 
+_CONVERTERS: list[Any] = []  # fn(res, obj) -> converted obj or None (CRDs register here)
+
+
+def register_converter(fn: Any) -> None:
+    _CONVERTERS.append(fn)
+
+
+_EVENT_FIELDS = (  # core/v1 Event field <-> events.k8s.io/v1 Event field
+    ("involvedObject", "regarding"), ("message", "note"), ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"), ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"), ("reportingComponent", "reportingController"),
+)
+
+
+def _convert_event(obj: dict, to_core: bool) -> dict:
+    out = dict(obj)
+    for core, new in _EVENT_FIELDS:
+        src, dst = (new, core) if to_core else (core, new)
+        if src in out:
+            out[dst] = out.pop(src)
+    out["apiVersion"] = "v1" if to_core else "events.k8s.io/v1"
+    return out
+
+
 def convert(res: Resource, obj: dict) -> dict:
     """Present a stored object in the served version of its resource."""
-    return kinds.convert(res, obj)
+    for fn in _CONVERTERS:
+        out = fn(res, obj)
+        if out is not None:
+            return out
+    if res.kind == "Event" and obj.get("kind") == "Event":
+        if res.group == "events.k8s.io" and obj.get("apiVersion") == "v1":
+            return _convert_event(obj, to_core=False)
+        if res.group == "" and obj.get("apiVersion") == "events.k8s.io/v1":
+            return _convert_event(obj, to_core=True)
+    obj["apiVersion"] = res.api_version
+    return obj
 
 
 def label_selector(s: str):
