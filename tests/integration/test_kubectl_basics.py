@@ -1,0 +1,177 @@
+"""The everyday kubectl verbs against a real k3py server: get/apply/create/describe/label/
+annotate/scale/patch/delete, tables, output formats, discovery, errors as kubectl prints them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+DEPLOY = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+        command: ["sleep", "3600"]
+        ports:
+        - containerPort: 80
+        env:
+        - {name: A, value: "1"}
+"""
+
+
+def test_get_namespaces_table(server):
+    out = server.kubectl("get", "ns").stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "AGE"]
+    names = {line.split()[0] for line in lines[1:]}
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
+    assert all(line.split()[1] == "Active" for line in lines[1:])
+
+
+def test_api_resources_and_short_names(server):
+    out = server.kubectl("api-resources").stdout
+    assert "deployments" in out and "deploy" in out and "apps/v1" in out
+    assert "configmaps" in out and "cm" in out
+    server.kubectl("get", "po,svc,cm,deploy")
+    server.kubectl("get", "all")
+
+
+def test_configmap_crud_and_output_formats(server):
+    server.kubectl("create", "configmap", "cfg", "--from-literal=a=1", "--from-literal=b=2")
+    obj = server.kubectl_json("get", "cm", "cfg")
+    assert obj["data"] == {"a": "1", "b": "2"}
+    assert obj["metadata"]["uid"] and obj["metadata"]["resourceVersion"]
+    assert obj["metadata"]["creationTimestamp"].endswith("Z")
+    out = server.kubectl("get", "cm", "cfg", "-o", "jsonpath={.data.a}").stdout
+    assert out == "1"
+    out = server.kubectl("get", "cm", "cfg", "-o", "yaml").stdout
+    assert "name: cfg" in out
+    table = server.kubectl("get", "cm", "cfg").stdout.splitlines()
+    assert table[0].split() == ["NAME", "DATA", "AGE"]
+    assert table[1].split()[:2] == ["cfg", "2"]
+    server.kubectl("label", "cm", "cfg", "tier=backend")
+    server.kubectl("annotate", "cm", "cfg", "note=hello")
+    obj = server.kubectl_json("get", "cm", "cfg")
+    assert obj["metadata"]["labels"] == {"tier": "backend"}
+    assert obj["metadata"]["annotations"]["note"] == "hello"
+    out = server.kubectl("get", "cm", "-l", "tier=backend", "-o", "name").stdout
+    assert out.strip() == "configmap/cfg"
+    out = server.kubectl("get", "cm", "-l", "tier!=backend", "-o", "name").stdout
+    assert "configmap/cfg" not in out
+    server.kubectl("patch", "cm", "cfg", "--type=merge", "-p", '{"data":{"c":"3"}}')
+    server.kubectl("patch", "cm", "cfg", "--type=json",
+                   "-p", '[{"op":"remove","path":"/data/a"}]')
+    obj = server.kubectl_json("get", "cm", "cfg")
+    assert obj["data"] == {"b": "2", "c": "3"}
+    out = server.kubectl("delete", "cm", "cfg").stdout
+    assert 'configmap "cfg" deleted' in out
+    err = server.kubectl("get", "cm", "cfg", check=False)
+    assert err.returncode == 1
+    assert 'Error from server (NotFound): configmaps "cfg" not found' in err.stderr
+
+
+def test_apply_deployment_reapply_and_scale(server):
+    out = server.kubectl("apply", "-f", "-", input=DEPLOY).stdout
+    assert "deployment.apps/web created" in out
+    out = server.kubectl("apply", "-f", "-", input=DEPLOY).stdout
+    assert "deployment.apps/web unchanged" in out
+    changed = DEPLOY.replace('value: "1"', 'value: "2"')
+    out = server.kubectl("apply", "-f", "-", input=changed).stdout
+    assert "deployment.apps/web configured" in out
+    obj = server.kubectl_json("get", "deploy", "web")
+    c = obj["spec"]["template"]["spec"]["containers"][0]
+    assert c["env"] == [{"name": "A", "value": "2"}]
+    # upstream defaults are visible
+    assert obj["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert obj["spec"]["revisionHistoryLimit"] == 10
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert c["ports"][0]["protocol"] == "TCP"
+    out = server.kubectl("scale", "deploy", "web", "--replicas=3").stdout
+    assert "scaled" in out
+    assert server.kubectl_json("get", "deploy", "web")["spec"]["replicas"] == 3
+    header = server.kubectl("get", "deploy").stdout.splitlines()[0].split()
+    assert header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    server.kubectl("describe", "deploy", "web")
+    server.kubectl("delete", "deploy", "web")
+
+
+def test_create_duplicate_is_already_exists(server):
+    server.kubectl("create", "namespace", "dup")
+    err = server.kubectl("create", "namespace", "dup", check=False)
+    assert err.returncode == 1
+    assert 'Error from server (AlreadyExists): namespaces "dup" already exists' in err.stderr
+
+
+def test_invalid_deployment_is_422(server):
+    bad = DEPLOY.replace("replicas: 2", "replicas: -1")
+    err = server.kubectl("apply", "-f", "-", input=bad, check=False)
+    assert err.returncode == 1
+    assert "is invalid" in err.stderr and "spec.replicas" in err.stderr
+    mismatch = DEPLOY.replace("labels: {app: web}\n    spec:", "labels: {app: other}\n    spec:")
+    err = server.kubectl("apply", "-f", "-", input=mismatch, check=False)
+    assert err.returncode == 1
+    assert "selector does not match template labels" in err.stderr
+
+
+def test_invalid_name_is_422(server):
+    err = server.kubectl("create", "configmap", "Bad_Name", check=False)
+    assert err.returncode == 1
+    assert "Invalid" in err.stderr or "invalid" in err.stderr
+    assert "RFC 1123" in err.stderr
+
+
+def test_dry_run_server_does_not_persist(server):
+    server.kubectl("create", "configmap", "dry", "--dry-run=server", "--from-literal=a=b")
+    assert server.kubectl("get", "cm", "dry", check=False).returncode == 1
+
+
+def test_generate_name(server):
+    out = server.kubectl("create", "-f", "-", "-o", "json", input=json.dumps({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}})).stdout
+    name = json.loads(out)["metadata"]["name"]
+    assert name.startswith("gen-") and len(name) == len("gen-") + 5
+
+
+def test_namespace_delete_removes_contents(server):
+    server.kubectl("create", "namespace", "doomed")
+    server.kubectl("-n", "doomed", "create", "configmap", "x", "--from-literal=a=b")
+    server.kubectl("delete", "namespace", "doomed", "--wait=false")
+
+    def gone() -> bool:
+        return server.kubectl("get", "ns", "doomed", check=False).returncode == 1
+    wait_for(gone, 30, 0.2, "namespace doomed to be deleted")
+    out = server.kubectl("get", "cm", "-A", "-o", "name", "--field-selector",
+                         "metadata.namespace=doomed").stdout
+    assert out.strip() == ""
+
+
+def test_server_side_apply(server):
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: '1'\n"
+    out = server.kubectl("apply", "--server-side", "-f", "-", input=cm).stdout
+    assert "serverside-applied" in out
+    obj = server.kubectl_json("get", "cm", "ssa", "--show-managed-fields")
+    managers = {m["manager"] for m in obj["metadata"]["managedFields"]}
+    assert "kubectl" in managers
+    err = server.kubectl("apply", "--server-side", "--field-manager=other", "-f", "-",
+                         input=cm.replace("'1'", "'2'"), check=False)
+    assert err.returncode == 1 and "conflict" in err.stderr.lower()
+    server.kubectl("apply", "--server-side", "--field-manager=other", "--force-conflicts",
+                   "-f", "-", input=cm.replace("'1'", "'2'"))
+    assert server.kubectl_json("get", "cm", "ssa")["data"]["a"] == "2"
