@@ -1,0 +1,157 @@
+"""Service-account tokens: signed JWTs issued through serviceaccounts/<name>/token
+(TokenRequest) and verified by the API server's bearer-token authenticator.
+
+The signing key pair is the server's sa.key/sa.pub from k3py.pki; tokens carry the upstream
+claims so in-cluster clients (load_incluster_config) and tools that decode them work."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import orjson
+from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from k3py.api import errors
+from k3py.api.objects import now_rfc3339
+from k3py.server.apiserver.auth import User
+from k3py.server.apiserver.negotiation import decode_body, json_response
+from k3py.server.apiserver.paths import ResourcePath
+from k3py.server.registry import Registry
+
+__all__ = ["TokenIssuer", "token_request_handler", "DEFAULT_ISSUER"]
+
+DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+DEFAULT_AUDIENCES = (DEFAULT_ISSUER, "k3s")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+class TokenIssuer:
+    def __init__(self, private_key_pem: bytes, issuer: str = DEFAULT_ISSUER) -> None:
+        self._key = serialization.load_pem_private_key(private_key_pem, password=None)
+        self._pub = self._key.public_key()
+        self.issuer = issuer
+        if isinstance(self._key, ec.EllipticCurvePrivateKey):
+            self.alg = "ES256"
+        elif isinstance(self._key, rsa.RSAPrivateKey):
+            self.alg = "RS256"
+        else:  # pragma: no cover - pki only makes EC or RSA keys
+            raise ValueError("unsupported service-account key type")
+        der = self._pub.public_bytes(serialization.Encoding.DER,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.kid = _b64(_sha256(der))
+
+    def _sign(self, signing_input: bytes) -> bytes:
+        if self.alg == "ES256":
+            der = self._key.sign(signing_input, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
+            r, s = decode_dss_signature(der)
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return self._key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg]
+
+    def _verify(self, signing_input: bytes, sig: bytes) -> bool:
+        try:
+            if self.alg == "ES256":
+                if len(sig) != 64:
+                    return False
+                der = encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                           int.from_bytes(sig[32:], "big"))
+                self._pub.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
+            else:
+                self._pub.verify(sig, signing_input, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg]
+            return True
+        except InvalidSignature:
+            return False
+
+    def issue(self, namespace: str, name: str, uid: str, *, audiences: list[str] | None = None,
+              expiration_seconds: int = 3600, pod: dict | None = None) -> tuple[str, int]:
+        now = int(time.time())
+        exp = now + max(600, expiration_seconds)
+        claims: dict = {
+            "aud": list(audiences or DEFAULT_AUDIENCES), "exp": exp, "iat": now, "nbf": now,
+            "iss": self.issuer, "sub": f"system:serviceaccount:{namespace}:{name}",
+            "kubernetes.io": {"namespace": namespace,
+                              "serviceaccount": {"name": name, "uid": uid}},
+        }
+        if pod:
+            claims["kubernetes.io"]["pod"] = {"name": pod["metadata"]["name"],
+                                              "uid": pod["metadata"]["uid"]}
+        header = {"alg": self.alg, "kid": self.kid}
+        signing_input = f"{_b64(orjson.dumps(header))}.{_b64(orjson.dumps(claims))}".encode()
+        return f"{signing_input.decode()}.{_b64(self._sign(signing_input))}", exp
+
+    def authenticate(self, token: str) -> User | None:
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            header = orjson.loads(_unb64(parts[0]))
+            claims = orjson.loads(_unb64(parts[1]))
+            sig = _unb64(parts[2])
+        except Exception:  # noqa: BLE001 - not our token
+            return None
+        if header.get("alg") != self.alg:
+            return None
+        if not self._verify(f"{parts[0]}.{parts[1]}".encode(), sig):
+            return None
+        if claims.get("iss") != self.issuer or claims.get("exp", 0) < time.time():
+            return None
+        sub = str(claims.get("sub", ""))
+        if not sub.startswith("system:serviceaccount:"):
+            return None
+        ns = sub.split(":")[2]
+        return User(sub, ("system:serviceaccounts", f"system:serviceaccounts:{ns}",
+                          "system:authenticated"))
+
+
+def _sha256(data: bytes) -> bytes:
+    h = hashes.Hash(hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+def token_request_handler(registry: Registry, issuer: TokenIssuer):
+    """serviceaccounts/<name>/token: POST a TokenRequest, get a signed token back."""
+
+    async def handle(request: web.Request, rp: ResourcePath, user: User) -> web.Response:
+        if request.method != "POST":
+            raise errors.method_not_allowed("token only supports create")
+        res = rp.resource
+        assert res is not None and rp.name
+        sa = await registry.get(res, rp.namespace, rp.name)
+        body = decode_body(await request.read(), request.content_type) if request.can_read_body \
+            else {}
+        spec = (body or {}).get("spec") or {}
+        pod = None
+        ref = spec.get("boundObjectRef") or {}
+        if ref.get("kind") == "Pod" and ref.get("name"):
+            pods = registry.resources.get("", "v1", "pods")
+            pod = await registry.get(pods, rp.namespace, ref["name"])
+        token, exp = issuer.issue(rp.namespace or "default", rp.name, sa["metadata"]["uid"],
+                                  audiences=spec.get("audiences") or None,
+                                  expiration_seconds=int(spec.get("expirationSeconds") or 3600),
+                                  pod=pod)
+        import datetime as _dt
+        exp_ts = _dt.datetime.fromtimestamp(exp, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out = {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+               "metadata": {"name": rp.name, "namespace": rp.namespace,
+                            "creationTimestamp": now_rfc3339()},
+               "spec": {**spec, "audiences": spec.get("audiences") or list(DEFAULT_AUDIENCES),
+                        "expirationSeconds": int(spec.get("expirationSeconds") or 3600)},
+               "status": {"token": token, "expirationTimestamp": exp_ts}}
+        return json_response(out, 201)
+
+    return handle
