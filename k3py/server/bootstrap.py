@@ -10,7 +10,6 @@ import logging
 from aiohttp import web
 
 from k3py.server.apiserver.app import ApiServer
-from k3py.server.apiserver.auth import Authenticator
 from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
 from k3py.server.registry import Registry
 
@@ -51,9 +50,13 @@ async def prepare(registry: Registry, config, advertise: str) -> None:
         log.warning("service allocation not available")
 
 
-def install_authenticators(authenticator: Authenticator, registry: Registry, config,
-                           token: str) -> None:
-    """Client certificates are handled by TLS; node and service-account tokens plug in here."""
+def install_authenticators(api: ApiServer, registry: Registry, config, token: str,
+                           sa_key_pem: bytes) -> None:
+    """Client certificates are handled by TLS; service-account (and node) tokens plug in here."""
+    from k3py.server.serviceaccounts import TokenIssuer, token_request_handler
+    issuer = TokenIssuer(sa_key_pem)
+    api.authenticator.token_authenticators.append(issuer.authenticate)
+    api.streams["token"] = token_request_handler(registry, issuer)
 
 
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
@@ -75,4 +78,8 @@ async def start_controllers(registry: Registry, config, advertise: str) -> list:
         started.append(crd)
     except ImportError:
         pass
+    from k3py.server.addons.manifests import ManifestDeployer
+    deployer = ManifestDeployer(registry, config.manifests_dir)
+    await deployer.start()
+    started.append(deployer)
     return started

@@ -121,12 +121,12 @@ async def serve(config, *, stop: asyncio.Event | None = None,
     await bootstrap.prepare(registry, config, advertise)
 
     authenticator = Authenticator()
-    bootstrap.install_authenticators(authenticator, registry, config, token)
     url_host = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else \
         config.bind_address
     server_address = f"{advertise}:{config.https_listen_port}"
     api = ApiServer(registry=registry, resources=resources, authenticator=authenticator,
                     discovery=Discovery(resources, server_address))
+    bootstrap.install_authenticators(api, registry, config, token, bundle.sa_key_pem)
     app = build_app(api)
     bootstrap.install_routes(app, api, registry, config)
     add_resource_routes(app)
