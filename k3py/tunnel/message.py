@@ -1,0 +1,132 @@
+"""The tunnel message envelope (after KubeEdge's beehive model): header + route + content.
+
+Built by cloudhub and edgehub; every message has an id, ACKs and responses name it as parent."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = [
+    "Header", "Route", "Message", "new_message", "ack_for", "needs_ack",
+    "GROUP_RESOURCE", "GROUP_STREAM", "GROUP_TUNNEL",
+    "OP_INSERT", "OP_UPDATE", "OP_DELETE", "OP_SYNC", "OP_RESPONSE", "OP_ACK",
+    "OP_KEEPALIVE", "CLOUD", "EDGE", "resource_key", "split_resource_key",
+]
+
+# route.group: what kind of payload this is
+GROUP_RESOURCE = "resource"  # Kubernetes objects (pods, configmaps, nodes, leases, events)
+GROUP_STREAM = "stream"      # logs / exec frames: live only, never resent
+GROUP_TUNNEL = "tunnel"      # the link itself: ACKs, keepalives
+
+OP_INSERT = "insert"
+OP_UPDATE = "update"
+OP_DELETE = "delete"
+OP_SYNC = "sync"            # the full desired set of a resource kind for this node
+OP_RESPONSE = "response"
+OP_ACK = "ack"
+OP_KEEPALIVE = "keepalive"
+
+CLOUD = "cloudhub"
+EDGE = "edgehub"
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    id: str
+    parent_id: str = ""
+    timestamp: int = 0          # milliseconds since the epoch, as in beehive
+    resource_version: str = ""
+    sync: bool = False          # the sender waits for an OP_RESPONSE naming this id
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    source: str = ""
+    destination: str = ""
+    group: str = GROUP_RESOURCE
+    operation: str = ""
+    resource: str = ""          # "<plural>/<namespace>/<name>[/<subresource>]", "" ns if cluster
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    header: Header
+    route: Route
+    content: Any = None
+    # for coalescing in an outbox: a newer message with the same key replaces an older one
+    key: str = field(default="", compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.header.id
+
+    def to_dict(self) -> dict:
+        h, r = self.header, self.route
+        return {
+            "header": {"msg_id": h.id, "parent_msg_id": h.parent_id, "timestamp": h.timestamp,
+                       "resourceversion": h.resource_version, "sync": h.sync},
+            "route": {"source": r.source, "destination": r.destination, "group": r.group,
+                      "operation": r.operation, "resource": r.resource},
+            "content": self.content,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Message:
+        h, r = d.get("header"), d.get("route")
+        if not isinstance(h, dict) or not isinstance(r, dict):
+            raise ValueError("message needs a header and a route object")
+        msg_id = h.get("msg_id")
+        if not isinstance(msg_id, str) or not msg_id:
+            raise ValueError("message header has no msg_id")
+        header = Header(id=msg_id, parent_id=str(h.get("parent_msg_id") or ""),
+                        timestamp=int(h.get("timestamp") or 0),
+                        resource_version=str(h.get("resourceversion") or ""),
+                        sync=bool(h.get("sync", False)))
+        route = Route(source=str(r.get("source") or ""),
+                      destination=str(r.get("destination") or ""),
+                      group=str(r.get("group") or ""), operation=str(r.get("operation") or ""),
+                      resource=str(r.get("resource") or ""))
+        return cls(header, route, d.get("content"))
+
+    def with_content(self, content: Any) -> Message:
+        return replace(self, content=content)
+
+
+def new_message(*, source: str, group: str, operation: str, resource: str = "",
+                content: Any = None, parent_id: str = "", resource_version: str = "",
+                sync: bool = False, destination: str = "", key: str = "",
+                msg_id: str = "") -> Message:
+    header = Header(id=msg_id or uuid.uuid4().hex, parent_id=parent_id,
+                    timestamp=int(time.time() * 1000), resource_version=resource_version,
+                    sync=sync)
+    route = Route(source=source, destination=destination, group=group, operation=operation,
+                  resource=resource)
+    return Message(header, route, content, key)
+
+
+def ack_for(ids: list[str], *, source: str) -> Message:
+    """One ACK message can acknowledge many ids (batched after a burst)."""
+    return new_message(source=source, group=GROUP_TUNNEL, operation=OP_ACK,
+                       content={"ids": list(ids)})
+
+
+def needs_ack(msg: Message) -> bool:
+    """Resource messages are reliable; stream frames and link messages are not."""
+    return msg.route.group == GROUP_RESOURCE
+
+
+def resource_key(plural: str, namespace: str | None, name: str, subresource: str = "") -> str:
+    key = f"{plural}/{namespace or ''}/{name}"
+    return f"{key}/{subresource}" if subresource else key
+
+
+def split_resource_key(key: str) -> tuple[str, str | None, str, str]:
+    """(plural, namespace or None, name, subresource); ValueError if malformed."""
+    parts = key.split("/")
+    if len(parts) not in (3, 4) or not parts[0]:
+        raise ValueError(f"malformed resource {key!r}")
+    sub = parts[3] if len(parts) == 4 else ""
+    return parts[0], parts[1] or None, parts[2], sub

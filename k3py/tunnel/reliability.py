@@ -1,0 +1,136 @@
+"""ACK/resend bookkeeping for the tunnel: the unACKed outbox, the duplicate window, backoff.
+
+Pure state machines (clock and randomness passed in) owned by cloudhub's node sessions and by
+edgehub; they decide what to (re)send, the hubs do the I/O."""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from k3py.tunnel.message import Message
+
+__all__ = ["Outbox", "ReceivedWindow", "Backoff"]
+
+
+@dataclass(slots=True)
+class _Entry:
+    msg: Message
+    sent_at: float | None = None
+    attempts: int = 0
+
+
+class Outbox:
+    """Messages sent or to send, kept in order until the peer ACKs them.
+
+    A message with a `key` supersedes an unACKed older one with the same key (a newer pod
+    spec makes the older one pointless), so the outbox is bounded by the number of objects
+    rather than the number of changes while a node is offline."""
+
+    def __init__(self, max_len: int = 100_000) -> None:
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._by_key: dict[str, str] = {}
+        self.max_len = max_len
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, msg_id: str) -> bool:
+        return msg_id in self._entries
+
+    def add(self, msg: Message) -> Message:
+        if msg.key:
+            old = self._by_key.pop(msg.key, None)
+            if old is not None:
+                self._entries.pop(old, None)
+            self._by_key[msg.key] = msg.id
+        self._entries[msg.id] = _Entry(msg)
+        while len(self._entries) > self.max_len:
+            _, entry = self._entries.popitem(last=False)
+            self._forget_key(entry.msg)
+            self.dropped += 1
+        return msg
+
+    def _forget_key(self, msg: Message) -> None:
+        if msg.key and self._by_key.get(msg.key) == msg.id:
+            del self._by_key[msg.key]
+
+    def ack(self, ids: Iterable[str]) -> list[Message]:
+        done = []
+        for msg_id in ids:
+            entry = self._entries.pop(msg_id, None)
+            if entry is not None:
+                self._forget_key(entry.msg)
+                done.append(entry.msg)
+        return done
+
+    def mark_sent(self, msg_id: str, now: float) -> None:
+        entry = self._entries.get(msg_id)
+        if entry is not None:
+            entry.sent_at = now
+            entry.attempts += 1
+
+    def pending(self) -> list[Message]:
+        """Everything unACKed, oldest first: what to send again after a reconnect."""
+        return [e.msg for e in self._entries.values()]
+
+    def unsent(self) -> list[Message]:
+        return [e.msg for e in self._entries.values() if e.sent_at is None]
+
+    def due(self, now: float, timeout: float) -> list[Message]:
+        """Sent more than `timeout` ago and still unACKed (lost on a live link)."""
+        return [e.msg for e in self._entries.values()
+                if e.sent_at is not None and now - e.sent_at >= timeout]
+
+    def reset_sent(self) -> None:
+        """The link dropped: nothing is in flight any more."""
+        for e in self._entries.values():
+            e.sent_at = None
+
+    def attempts(self, msg_id: str) -> int:
+        entry = self._entries.get(msg_id)
+        return entry.attempts if entry else 0
+
+
+class ReceivedWindow:
+    """The ids of the last `size` messages received, to drop resent duplicates."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, msg_id: str) -> bool:
+        return msg_id in self._ids
+
+    def seen(self, msg_id: str) -> bool:
+        """True if `msg_id` was already received; records it otherwise."""
+        if msg_id in self._ids:
+            self._ids.move_to_end(msg_id)
+            return True
+        self._ids[msg_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return False
+
+
+class Backoff:
+    """Exponential backoff with jitter: base * factor**n, capped, each delay in [d/2, d]."""
+
+    def __init__(self, base: float = 0.5, cap: float = 10.0, factor: float = 2.0,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.base, self.cap, self.factor, self._rand = base, cap, factor, rand
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        d = min(self.cap, self.base * self.factor ** self.failures)
+        self.failures = min(self.failures + 1, 64)
+        return d / 2 + self._rand() * d / 2
+
+    def reset(self) -> None:
+        self.failures = 0

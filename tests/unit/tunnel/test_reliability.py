@@ -1,0 +1,84 @@
+"""ACK/resend bookkeeping: outbox order, coalescing, resend after reconnect, dedup window, backoff.
+
+Pure tests of k3py.tunnel.reliability (clock and randomness injected)."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3py.tunnel.message import new_message
+from k3py.tunnel.reliability import Backoff, Outbox, ReceivedWindow
+
+pytestmark = pytest.mark.unit
+
+
+def _msg(key: str = "", n: int = 0):
+    return new_message(source="s", group="resource", operation="update", key=key,
+                       content={"n": n})
+
+
+def test_outbox_keeps_order_until_acked():
+    box = Outbox()
+    a, b, c = box.add(_msg()), box.add(_msg()), box.add(_msg())
+    assert [m.id for m in box.pending()] == [a.id, b.id, c.id]
+    assert box.ack([b.id, "unknown"]) == [b]
+    assert [m.id for m in box.pending()] == [a.id, c.id]
+
+
+def test_newer_message_for_same_key_supersedes_unacked_one():
+    box = Outbox()
+    old = box.add(_msg("pods/ns/p", 1))
+    other = box.add(_msg("pods/ns/q", 1))
+    new = box.add(_msg("pods/ns/p", 2))
+    assert [m.id for m in box.pending()] == [other.id, new.id]
+    assert old.id not in box
+    # a late ACK of the superseded id is harmless
+    assert box.ack([old.id]) == []
+    assert len(box) == 2
+
+
+def test_resend_after_reconnect_and_timeout():
+    box = Outbox()
+    a, b = box.add(_msg()), box.add(_msg())
+    assert box.unsent() == [a, b]
+    box.mark_sent(a.id, now=100.0)
+    box.mark_sent(b.id, now=105.0)
+    assert box.unsent() == []
+    assert box.due(now=110.0, timeout=10.0) == [a]
+    box.reset_sent()
+    assert box.unsent() == [a, b]
+    assert box.attempts(a.id) == 1
+
+
+def test_outbox_bound_drops_oldest():
+    box = Outbox(max_len=3)
+    msgs = [box.add(_msg(f"k{i}")) for i in range(5)]
+    assert [m.id for m in box.pending()] == [m.id for m in msgs[2:]]
+    assert box.dropped == 2
+    # the key index forgot the dropped ones: re-adding k0 does not remove anything else
+    box.add(_msg("k0"))
+    assert len(box) == 3
+
+
+def test_received_window_drops_duplicates_within_bound():
+    w = ReceivedWindow(size=3)
+    assert not w.seen("a")
+    assert w.seen("a")
+    for i in "bcd":
+        assert not w.seen(i)
+    assert len(w) == 3
+    assert "a" not in w  # evicted: the window is bounded
+    assert not w.seen("a")
+
+
+def test_backoff_grows_with_jitter_and_caps_at_ten_seconds():
+    lo = Backoff(base=0.5, cap=10.0, rand=lambda: 0.0)
+    hi = Backoff(base=0.5, cap=10.0, rand=lambda: 0.999999)
+    lows = [lo.next_delay() for _ in range(10)]
+    highs = [hi.next_delay() for _ in range(10)]
+    assert lows[0] == pytest.approx(0.25) and highs[0] == pytest.approx(0.5, rel=1e-3)
+    assert all(x <= y for x, y in zip(highs, highs[1:], strict=False))
+    assert max(highs) <= 10.0 and highs[-1] == pytest.approx(10.0, rel=1e-3)
+    assert lows[-1] == pytest.approx(5.0)
+    hi.reset()
+    assert hi.next_delay() == pytest.approx(0.5, rel=1e-3)
