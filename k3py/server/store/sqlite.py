@@ -49,6 +49,9 @@ SCHEMA = [
 ]
 
 _PRAGMAS = [
+    # Only takes effect on a new file: lets checkpoint() hand pages freed by compaction back to
+    # the file system, so a burst of objects does not leave state.db large for ever.
+    "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     # FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss,
     # not only a process kill; group commit keeps that to one fsync per batch.
@@ -81,6 +84,8 @@ _COMPACT_SUPERSEDED = ("DELETE FROM kine WHERE id IN (SELECT prev_revision FROM 
 _COMPACT_TOMBSTONES = "DELETE FROM kine WHERE deleted = 1 AND id > ? AND id <= ?"
 _SET_COMPACT = "UPDATE kine_meta SET value = ? WHERE key = 'compact_revision'"
 
+_VACUUM_MIN_FREE = 1024  # free pages (4 MiB) before checkpoint() shrinks the file
+_VACUUM_MAX_PAGES = 4096  # pages moved per checkpoint: bounds the WAL that vacuuming writes
 _MAX_BATCH = 1000  # write ops per transaction
 _COMPACT_CHUNK = 5000  # revisions per compaction transaction, so writes wait little
 _READERS = 4
@@ -320,7 +325,8 @@ class SQLiteBackend:
             return self._compact_rev
 
     async def checkpoint(self) -> tuple[int, int, int]:
-        """PRAGMA wal_checkpoint(TRUNCATE) on the writer: (busy, wal pages, checkpointed)."""
+        """Return free pages to the file system (incremental vacuum) when there are many, then
+        PRAGMA wal_checkpoint(TRUNCATE) on the writer: (busy, wal pages, checkpointed)."""
         return await self._submit("checkpoint")
 
     # ------------------------------------------------------------------ writer thread
@@ -426,6 +432,8 @@ class SQLiteBackend:
                         conn.execute(_SET_COMPACT, (hi,))
                 result: Any = hi
             elif op.kind == "checkpoint":
+                if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _VACUUM_MIN_FREE:
+                    conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_MAX_PAGES})").fetchall()
                 # A short busy wait: readers holding old snapshots must not stall writes long.
                 conn.setbusytimeout(200)
                 try:
