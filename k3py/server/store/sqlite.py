@@ -79,6 +79,9 @@ _REPLAY = ("SELECT k.id, k.name, k.created, k.deleted, k.create_revision, k.valu
            "p.id, p.create_revision, p.value FROM kine AS k "
            "LEFT JOIN kine AS p ON p.id = k.prev_revision "
            "WHERE k.id > ? AND {range} ORDER BY k.id")
+# A recent replay walks the id range (cheap whatever the prefix holds); one from far back walks
+# the prefix's (name, id) range instead. "+k.name" keeps SQLite off the name index.
+_REPLAY_BY_ID_MAX = 50_000
 _COMPACT_SUPERSEDED = ("DELETE FROM kine WHERE id IN (SELECT prev_revision FROM kine "
                        "WHERE id > ? AND id <= ? AND prev_revision != 0)")
 _COMPACT_TOMBSTONES = "DELETE FROM kine WHERE deleted = 1 AND id > ? AND id <= ?"
@@ -278,6 +281,8 @@ class SQLiteBackend:
         if revision <= 0:
             return WatchStream(self._broadcaster, sub, [], 0, self._rev, self._compact_rev)
         cond, args = _range(prefix, "")
+        if self._rev - revision <= _REPLAY_BY_ID_MAX:
+            cond = cond.replace("k.name", "+k.name")
         sql = _REPLAY.format(range=cond)
 
         def q(conn: apsw.Connection, current: int, compact: int) -> tuple[list[Event], int, int]:
