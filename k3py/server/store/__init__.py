@@ -1,0 +1,20 @@
+"""The datastore: the Backend protocol (backend.py) and its embedded SQLite driver (sqlite.py).
+
+Used by the registry (k3py/server/registry.py) and wired in k3py/server/main.py; see
+docs/store-flow.md for how writes, reads, watches and compaction work."""
+
+from k3py.server.store.backend import (
+    Backend,
+    CompactedError,
+    Event,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyValue,
+    StoreError,
+    WatchResult,
+)
+
+__all__ = [
+    "Backend", "KeyValue", "Event", "WatchResult",
+    "StoreError", "KeyExistsError", "CompactedError", "FutureRevisionError",
+]
