@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2}"
+APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -15,6 +15,19 @@ if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
     echo "k3py setup: please install:$missing (needs root)" >&2
+  fi
+fi
+
+# podman on this host needs runc (crun fails here) and explicit ulimits; set them only if unset.
+CONTAINERS_CONF=/etc/containers/containers.conf
+if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
+  mkdir -p /etc/containers
+  touch "$CONTAINERS_CONF"
+  if ! grep -q '^[[:space:]]*runtime[[:space:]]*=' "$CONTAINERS_CONF"; then
+    printf '\n[engine]\nruntime = "runc"\n' >> "$CONTAINERS_CONF"
+  fi
+  if ! grep -q '^[[:space:]]*default_ulimits[[:space:]]*=' "$CONTAINERS_CONF"; then
+    printf '\n[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n' >> "$CONTAINERS_CONF"
   fi
 fi
 

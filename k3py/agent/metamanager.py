@@ -1,0 +1,167 @@
+"""The agent's local cache in <data-dir>/agent/meta.db: desired pods, configmaps and secrets
+as last received from cloudhub, and status messages queued for the server.
+
+edgehub calls `apply` (persist, then ACK) and `queue`/`acked` for the up direction; the pod
+syncer reads `pods()` and is woken through `changed`; on restart the agent starts from here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+
+import orjson
+
+from k3py.tunnel.message import (
+    OP_DELETE,
+    OP_INSERT,
+    OP_SYNC,
+    OP_UPDATE,
+    Message,
+    split_resource_key,
+)
+
+__all__ = ["MetaManager", "CACHED_KINDS"]
+
+CACHED_KINDS = ("pods", "configmaps", "secrets")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "
+    "name TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, namespace, name))",
+    # rowid order = order queued; INSERT OR REPLACE on the key moves a message to the end
+    "CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, id TEXT NOT NULL, "
+    "body BLOB NOT NULL)",
+)
+
+
+class MetaManager:
+    """SQLite writes run in a worker thread, one at a time; reads come from memory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in CACHED_KINDS}
+        self._lock = asyncio.Lock()
+        self.changed = asyncio.Event()
+        self.listeners: list[Callable[[str], None]] = []
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        for stmt in _SCHEMA:
+            db.execute(stmt)
+        for kind, ns, name, body in db.execute("SELECT kind, namespace, name, body FROM objects"):
+            if kind in self._objects:
+                self._objects[kind][(ns, name)] = orjson.loads(body)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            async with self._lock:
+                db, self._db = self._db, None
+                await asyncio.to_thread(db.close)
+
+    # ---------------------------------------------------------------- reads
+
+    def pods(self) -> list[dict]:
+        return list(self._objects["pods"].values())
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        return self._objects.get(kind, {}).get((namespace, name))
+
+    # ---------------------------------------------------------------- down: desired state
+
+    async def apply(self, msg: Message) -> bool:
+        """Persist what a resource message says; True if it was understood. Idempotent."""
+        op = msg.route.operation
+        if op == OP_SYNC:
+            content = msg.content if isinstance(msg.content, dict) else {}
+            snapshot = {k: [o for o in content.get(k) or [] if isinstance(o, dict)]
+                        for k in CACHED_KINDS if k in content}
+            await self._write(self._sync_rows, snapshot)
+            for kind, objs in snapshot.items():
+                self._objects[kind] = {_nsname(o): o for o in objs}
+            self._notify("sync")
+            return True
+        try:
+            kind, ns, name, sub = split_resource_key(msg.route.resource)
+        except ValueError:
+            return False
+        if kind not in self._objects or sub:
+            return False
+        ns = ns or ""
+        if op in (OP_INSERT, OP_UPDATE) and isinstance(msg.content, dict):
+            await self._write(self._put_row, kind, ns, name, msg.content)
+            self._objects[kind][(ns, name)] = msg.content
+        elif op == OP_DELETE:
+            await self._write(self._delete_row, kind, ns, name)
+            self._objects[kind].pop((ns, name), None)
+        else:
+            return False
+        self._notify(kind)
+        return True
+
+    def _notify(self, what: str) -> None:
+        self.changed.set()
+        for fn in self.listeners:
+            fn(what)
+
+    async def _write(self, fn: Callable, *args) -> None:
+        async with self._lock:
+            if self._db is None:
+                raise RuntimeError("metamanager is closed")
+            await asyncio.to_thread(fn, self._db, *args)
+
+    @staticmethod
+    def _put_row(db: sqlite3.Connection, kind: str, ns: str, name: str, obj: dict) -> None:
+        db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
+                   (kind, ns, name, orjson.dumps(obj)))
+
+    @staticmethod
+    def _delete_row(db: sqlite3.Connection, kind: str, ns: str, name: str) -> None:
+        db.execute("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
+                   (kind, ns, name))
+
+    @staticmethod
+    def _sync_rows(db: sqlite3.Connection, snapshot: dict[str, list[dict]]) -> None:
+        with db:
+            db.execute("BEGIN")
+            for kind, objs in snapshot.items():
+                db.execute("DELETE FROM objects WHERE kind=?", (kind,))
+                db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
+                               [(kind, *_nsname(o), orjson.dumps(o)) for o in objs])
+
+    # ---------------------------------------------------------------- up: queued status
+
+    async def queue(self, msg: Message) -> None:
+        """Keep an up message until the server ACKs it (survives agent restarts)."""
+        body = orjson.dumps(msg.to_dict())
+        await self._write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)", (msg.key or msg.id, msg.id, body)))
+
+    async def acked(self, ids: list[str]) -> None:
+        if ids:
+            await self._write(lambda db: db.executemany(
+                "DELETE FROM outbox WHERE id=?", [(i,) for i in ids]))
+
+    def queued(self) -> list[Message]:
+        """The queued messages in order; call after open(), before the loop starts sending."""
+        assert self._db is not None
+        out = []
+        for key, body in self._db.execute("SELECT key, body FROM outbox ORDER BY rowid"):
+            msg = Message.from_dict(orjson.loads(body))
+            out.append(Message(msg.header, msg.route, msg.content, key))
+        return out
+
+
+def _nsname(obj: dict) -> tuple[str, str]:
+    md = obj.get("metadata") or {}
+    return md.get("namespace") or "", md.get("name") or ""

@@ -1,0 +1,98 @@
+"""metamanager: desired objects and queued status persist in meta.db and survive a reopen.
+
+Uses a real SQLite file in tmp_path; no processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3py.agent.metamanager import MetaManager
+from k3py.tunnel.message import GROUP_RESOURCE, OP_DELETE, OP_INSERT, OP_SYNC, new_message
+
+pytestmark = pytest.mark.unit
+
+
+def _pod(name: str, ns: str = "default") -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns,
+                                                            "uid": f"uid-{name}"}}
+
+
+def _put(kind: str, obj: dict, op: str = OP_INSERT):
+    md = obj["metadata"]
+    return new_message(source="cloudhub", group=GROUP_RESOURCE, operation=op,
+                       resource=f"{kind}/{md.get('namespace', '')}/{md['name']}", content=obj)
+
+
+async def test_apply_persists_and_reopen_restores(tmp_path):
+    path = str(tmp_path / "agent" / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+    assert await mm.apply(_put("pods", _pod("a")))
+    assert await mm.apply(_put("pods", _pod("b")))
+    assert await mm.apply(_put("configmaps", {"metadata": {"name": "c", "namespace": "default"},
+                                              "data": {"k": "v"}}))
+    assert await mm.apply(_put("pods", _pod("a"), OP_DELETE))
+    assert mm.changed.is_set()
+    await mm.close()
+
+    again = MetaManager(path)
+    await again.open()
+    assert [p["metadata"]["name"] for p in again.pods()] == ["b"]
+    assert again.get("configmaps", "default", "c")["data"] == {"k": "v"}
+    await again.close()
+
+
+async def test_apply_is_idempotent_and_rejects_unknown(tmp_path):
+    mm = MetaManager(str(tmp_path / "meta.db"))
+    await mm.open()
+    msg = _put("pods", _pod("a"))
+    assert await mm.apply(msg) and await mm.apply(msg)
+    assert len(mm.pods()) == 1
+    assert not await mm.apply(_put("nodes", {"metadata": {"name": "n"}}))
+    assert not await mm.apply(new_message(source="x", group=GROUP_RESOURCE, operation=OP_INSERT,
+                                          resource="bad"))
+    await mm.close()
+
+
+async def test_sync_replaces_the_desired_set(tmp_path):
+    mm = MetaManager(str(tmp_path / "meta.db"))
+    await mm.open()
+    await mm.apply(_put("pods", _pod("old")))
+    await mm.apply(_put("secrets", {"metadata": {"name": "s", "namespace": "default"}}))
+    sync = new_message(source="cloudhub", group=GROUP_RESOURCE, operation=OP_SYNC,
+                       content={"pods": [_pod("new1"), _pod("new2", "ns2")]})
+    assert await mm.apply(sync)
+    assert sorted(p["metadata"]["name"] for p in mm.pods()) == ["new1", "new2"]
+    # kinds absent from the snapshot are left alone
+    assert mm.get("secrets", "default", "s") is not None
+    await mm.close()
+    again = MetaManager(str(tmp_path / "meta.db"))
+    await again.open()
+    assert sorted(p["metadata"]["name"] for p in again.pods()) == ["new1", "new2"]
+    await again.close()
+
+
+async def test_queued_status_survives_restart_until_acked(tmp_path):
+    path = str(tmp_path / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+    first = new_message(source="edgehub", group=GROUP_RESOURCE, operation="update",
+                        resource="pods/default/a/status", content={"phase": "Pending"},
+                        key="pods/default/a/status")
+    other = new_message(source="edgehub", group=GROUP_RESOURCE, operation="insert",
+                        resource="events/default/e1", content={"reason": "Started"})
+    newer = new_message(source="edgehub", group=GROUP_RESOURCE, operation="update",
+                        resource="pods/default/a/status", content={"phase": "Running"},
+                        key="pods/default/a/status")
+    for m in (first, other, newer):
+        await mm.queue(m)
+    await mm.close()
+
+    again = MetaManager(path)
+    await again.open()
+    queued = again.queued()
+    assert [m.id for m in queued] == [other.id, newer.id]
+    assert queued[1].content == {"phase": "Running"} and queued[1].key == newer.key
+    await again.acked([other.id])
+    assert [m.id for m in again.queued()] == [newer.id]
+    await again.close()
