@@ -18,7 +18,7 @@ __all__ = [
     "convert", "label_selector", "field_selector", "prepare_for_create", "prepare_for_update",
     "default", "check_valid", "track_managed_fields", "apply_patch", "parse_apply_body",
     "server_side_apply", "needs_finalization", "on_terminating", "finalize_when_empty",
-    "PATCH_TYPES",
+    "PATCH_TYPES", "register_validator", "register_converter", "register_preparer",
 ]
 
 PATCH_TYPES = {
@@ -41,6 +41,15 @@ _CONVERTERS: list[Any] = []  # fn(res, obj) -> converted obj or None (CRDs regis
 
 def register_converter(fn: Any) -> None:
     _CONVERTERS.append(fn)
+
+
+# fn(res, obj, old | None, subresource) -> new obj or None (in place); runs after the kind's
+# own strategy. CRDs register the custom-resource status/spec split here.
+_PREPARERS: list[Any] = []
+
+
+def register_preparer(fn: Any) -> None:
+    _PREPARERS.append(fn)
 
 
 _EVENT_FIELDS = (  # core/v1 Event field <-> events.k8s.io/v1 Event field
@@ -85,10 +94,15 @@ def field_selector(s: str, res: Resource):
 
 def prepare_for_create(res: Resource, obj: dict) -> None:
     kinds.prepare_for_create(res, obj)
+    for fn in _PREPARERS:
+        fn(res, obj, None, "")
 
 
 def prepare_for_update(res: Resource, obj: dict, old: dict, subresource: str) -> dict:
-    return kinds.prepare_for_update(res, obj, old, subresource)
+    new = kinds.prepare_for_update(res, obj, old, subresource)
+    for fn in _PREPARERS:
+        new = fn(res, new, old, subresource) or new
+    return new
 
 
 def default(res: Resource, obj: dict, old: dict | None = None) -> None:
