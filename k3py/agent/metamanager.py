@@ -32,6 +32,7 @@ _SCHEMA = (
     # rowid order = order queued; INSERT OR REPLACE on the key moves a message to the end
     "CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, id TEXT NOT NULL, "
     "body BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 
@@ -45,6 +46,8 @@ class MetaManager:
         self._lock = asyncio.Lock()
         self.changed = asyncio.Event()
         self.listeners: list[Callable[[str], None]] = []
+        # True once a full snapshot was stored: the server may then resume instead of resync
+        self.synced = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -61,6 +64,7 @@ class MetaManager:
         for kind, ns, name, body in db.execute("SELECT kind, namespace, name, body FROM objects"):
             if kind in self._objects:
                 self._objects[kind][(ns, name)] = orjson.loads(body)
+        self.synced = db.execute("SELECT 1 FROM state WHERE key='synced'").fetchone() is not None
         self._db = db
 
     async def close(self) -> None:
@@ -89,6 +93,7 @@ class MetaManager:
             await self._write(self._sync_rows, snapshot)
             for kind, objs in snapshot.items():
                 self._objects[kind] = {_nsname(o): o for o in objs}
+            self.synced = True
             self._notify("sync")
             return True
         try:
@@ -138,6 +143,7 @@ class MetaManager:
                 db.execute("DELETE FROM objects WHERE kind=?", (kind,))
                 db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
                                [(kind, *_nsname(o), orjson.dumps(o)) for o in objs])
+            db.execute("INSERT OR REPLACE INTO state VALUES ('synced', '1')")
 
     # ---------------------------------------------------------------- up: queued status
 

@@ -90,6 +90,12 @@ class Outbox:
         for e in self._entries.values():
             e.sent_at = None
 
+    def reset_one(self, msg_id: str) -> None:
+        """Send this one again (no ACK came in time)."""
+        entry = self._entries.get(msg_id)
+        if entry is not None:
+            entry.sent_at = None
+
     def attempts(self, msg_id: str) -> int:
         entry = self._entries.get(msg_id)
         return entry.attempts if entry else 0
@@ -117,6 +123,10 @@ class ReceivedWindow:
         if len(self._ids) > self.size:
             self._ids.popitem(last=False)
         return False
+
+    def forget(self, msg_id: str) -> None:
+        """Processing failed: a resend of this id must be handled, not dropped."""
+        self._ids.pop(msg_id, None)
 
 
 class Backoff:

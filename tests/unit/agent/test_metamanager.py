@@ -58,6 +58,7 @@ async def test_sync_replaces_the_desired_set(tmp_path):
     mm = MetaManager(str(tmp_path / "meta.db"))
     await mm.open()
     await mm.apply(_put("pods", _pod("old")))
+    assert not mm.synced
     await mm.apply(_put("secrets", {"metadata": {"name": "s", "namespace": "default"}}))
     sync = new_message(source="cloudhub", group=GROUP_RESOURCE, operation=OP_SYNC,
                        content={"pods": [_pod("new1"), _pod("new2", "ns2")]})
@@ -68,6 +69,7 @@ async def test_sync_replaces_the_desired_set(tmp_path):
     await mm.close()
     again = MetaManager(str(tmp_path / "meta.db"))
     await again.open()
+    assert again.synced
     assert sorted(p["metadata"]["name"] for p in again.pods()) == ["new1", "new2"]
     await again.close()
 

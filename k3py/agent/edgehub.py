@@ -1,0 +1,229 @@
+"""The agent end of the node tunnel: dials wss://server/v1-k3py/tunnel with the node cert,
+reconnects with exponential backoff + jitter (capped at 10 s), ACKs after persisting, resends.
+
+Down messages go to metamanager (persist, then ACK); stream requests go to `stream_handlers`
+by operation; up messages (`send`) are queued in meta.db until cloudhub ACKs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from k3py.agent.metamanager import MetaManager
+from k3py.tunnel import framing
+from k3py.tunnel.message import (
+    EDGE,
+    GROUP_RESOURCE,
+    GROUP_STREAM,
+    GROUP_TUNNEL,
+    OP_ACK,
+    Message,
+    ack_for,
+    stream_frame,
+)
+from k3py.tunnel.reliability import Backoff, Outbox, ReceivedWindow
+
+__all__ = ["EdgeHub", "TUNNEL_PATH"]
+
+log = logging.getLogger("k3py.edgehub")
+
+TUNNEL_PATH = "/v1-k3py/tunnel"
+RESEND_AFTER = 30.0
+HEARTBEAT = 10.0
+
+StreamHandler = Callable[[Message], Awaitable[None]]
+
+
+class EdgeHub:
+    def __init__(self, *, server: str, ssl_context: ssl.SSLContext, meta: MetaManager,
+                 session: aiohttp.ClientSession, backoff: Backoff | None = None) -> None:
+        self.url = server.rstrip("/") + TUNNEL_PATH
+        self.ssl = ssl_context
+        self.meta = meta
+        self.session = session
+        self.backoff = backoff or Backoff(base=0.5, cap=10.0)
+        self.outbox = Outbox()
+        self.window = ReceivedWindow()
+        self.connected = asyncio.Event()
+        self.stream_handlers: dict[str, StreamHandler] = {}
+        self.on_connect: list[Callable[[], None]] = []
+        self.connects = 0
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._live: deque[Message] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stream_tasks: dict[str, asyncio.Task] = {}
+        self.last_error = ""
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        for msg in self.meta.queued():
+            self.outbox.add(msg)
+        self._task = asyncio.create_task(self._run(), name="edgehub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        for t in list(self._stream_tasks.values()):
+            t.cancel()
+
+    # ---------------------------------------------------------------- sending
+
+    async def send(self, msg: Message) -> None:
+        """Reliable: persisted, then sent whenever connected, until cloudhub ACKs it."""
+        await self.meta.queue(msg)
+        self.outbox.add(msg)
+        self._wakeup.set()
+
+    def send_live(self, msg: Message) -> bool:
+        if self._ws is None or self._ws.closed:
+            return False
+        self._live.append(msg)
+        self._wakeup.set()
+        return True
+
+    # ---------------------------------------------------------------- the link
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                ws = await self.session.ws_connect(
+                    self.url, ssl=self.ssl, heartbeat=HEARTBEAT,
+                    protocols=(framing.SUBPROTOCOL,), max_msg_size=framing.MAX_FRAME_BYTES,
+                    headers={"X-K3py-Resume": "1" if self.meta.synced else "0"},
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+            except asyncio.CancelledError:
+                raise
+            except aiohttp.WSServerHandshakeError as e:
+                self._failed(f"tunnel handshake refused: {e.status} {e.message}")
+                await asyncio.sleep(self.backoff.next_delay())
+                continue
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                self._failed(f"cannot reach {self.url}: {e or type(e).__name__}")
+                await asyncio.sleep(self.backoff.next_delay())
+                continue
+            self.connects += 1
+            log.info("tunnel connected to %s", self.url)
+            self.backoff.reset()
+            self.last_error = ""
+            try:
+                await self._serve(ws)
+            except asyncio.CancelledError:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(ws.close())
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure of a link means: reconnect
+                log.warning("tunnel failed: %s", e)
+            finally:
+                self._ws = None
+                self.connected.clear()
+                self._live.clear()
+                self.outbox.reset_sent()
+            log.warning("tunnel to %s lost; reconnecting", self.url)
+            await asyncio.sleep(self.backoff.next_delay())
+
+    def _failed(self, why: str) -> None:
+        if why != self.last_error:
+            log.warning("%s (retrying with backoff)", why)
+        self.last_error = why
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self.outbox.reset_sent()
+        self.connected.set()
+        for fn in self.on_connect:
+            fn()
+        writer = asyncio.create_task(self._write_loop(ws))
+        self._wakeup.set()
+        try:
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    msg = framing.decode(frame.data)
+                except framing.FramingError as e:
+                    log.warning("bad frame from server: %s", e)
+                    continue
+                await self._received(msg)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+
+    async def _write_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        last_resend = time.monotonic()
+        while not ws.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), RESEND_AFTER / 3)
+            self._wakeup.clear()
+            while self._live:
+                await ws.send_str(framing.encode(self._live.popleft()))
+            now = time.monotonic()
+            if now - last_resend > RESEND_AFTER / 3:
+                last_resend = now
+                for msg in self.outbox.due(now, RESEND_AFTER):
+                    self.outbox.reset_one(msg.id)
+            for msg in self.outbox.unsent():
+                await ws.send_str(framing.encode(msg))
+                self.outbox.mark_sent(msg.id, time.monotonic())
+
+    async def _received(self, msg: Message) -> None:
+        group = msg.route.group
+        if group == GROUP_TUNNEL:
+            if msg.route.operation == OP_ACK:
+                ids = (msg.content or {}).get("ids") or []
+                self.outbox.ack(ids)
+                await self.meta.acked(ids)
+            return
+        if group == GROUP_STREAM:
+            self._stream(msg)
+            return
+        if group != GROUP_RESOURCE:
+            return
+        if not self.window.seen(msg.id):
+            try:
+                if not await self.meta.apply(msg):
+                    log.info("ignored %s %s", msg.route.operation, msg.route.resource)
+            except Exception:  # noqa: BLE001 - not persisted: no ACK, the server resends
+                self.window.forget(msg.id)
+                log.exception("persisting %s failed", msg.route.resource)
+                return
+        self.send_live(ack_for([msg.id], source=EDGE))
+
+    def _stream(self, msg: Message) -> None:
+        if msg.route.operation == "close":
+            task = self._stream_tasks.pop(msg.header.parent_id, None)
+            if task is not None:
+                task.cancel()
+            return
+        handler = self.stream_handlers.get(msg.route.operation)
+        if handler is None:
+            self.send_live(_stream_error(msg.id, 400, f"unsupported stream "
+                                         f"{msg.route.operation!r}"))
+            return
+
+        async def run() -> None:
+            try:
+                await handler(msg)
+            except asyncio.CancelledError:
+                pass
+            except Exception as e:  # noqa: BLE001 - report to the waiting client
+                log.exception("stream %s failed", msg.route.operation)
+                self.send_live(_stream_error(msg.id, 500, str(e) or type(e).__name__))
+            finally:
+                self._stream_tasks.pop(msg.id, None)
+        self._stream_tasks[msg.id] = asyncio.create_task(run())
+
+
+def _stream_error(stream_id: str, code: int, message: str) -> Message:
+    return stream_frame(stream_id, "error", {"code": code, "message": message}, source=EDGE)

@@ -1,0 +1,171 @@
+"""cloudhub and edgehub talking over a real websocket, in one process (no TLS, no podman):
+snapshot on first connect, live pod changes, resend after reconnect, status written up.
+
+A real Registry on SQLite serves as the server's state; a test authenticator stands in for the
+node client certificate."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from k3py.agent.edgehub import EdgeHub
+from k3py.agent.metamanager import MetaManager
+from k3py.api.resources import builtin_registry
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message
+from k3py.tunnel.reliability import Backoff
+
+pytestmark = pytest.mark.unit
+
+# the server package is being completed in parallel; skip (not fail) until it imports
+pytest.importorskip("k3py.server.registry")
+from k3py.server.apiserver.auth import User  # noqa: E402
+from k3py.server.cloudhub import TUNNEL_PATH, CloudHub  # noqa: E402
+from k3py.server.registry import Registry  # noqa: E402
+from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
+
+
+class NodeAuth:
+    def __init__(self, node: str = "n1") -> None:
+        self.user = User(f"system:node:{node}", ("system:nodes",))
+
+    def authenticate(self, request):
+        return self.user
+
+
+def _pod(name: str, node: str = "n1", cm: str = "") -> dict:
+    spec: dict = {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}
+    if cm:
+        spec["volumes"] = [{"name": "v", "configMap": {"name": cm}}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+            "spec": spec}
+
+
+async def _wait(pred, timeout: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    backend = SQLiteBackend(str(tmp_path / "state.db"))
+    await backend.start()
+    registry = Registry(backend, builtin_registry())
+    ns = registry.resources.get("", "v1", "namespaces")
+    for name in ("default", "kube-node-lease"):
+        await registry.create(ns, None, {"metadata": {"name": name}})
+    hub = CloudHub(registry, NodeAuth())
+    app = web.Application()
+    app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    session = aiohttp.ClientSession()
+    agents = []
+
+    async def agent():
+        meta = MetaManager(str(tmp_path / f"meta{len(agents)}.db"))
+        await meta.open()
+        eh = EdgeHub(server=f"http://127.0.0.1:{port}", ssl_context=None, meta=meta,
+                     session=session, backoff=Backoff(base=0.05, cap=0.2))
+        eh.start()
+        agents.append(eh)
+        return eh
+    try:
+        yield registry, hub, agent
+    finally:
+        for eh in agents:
+            await eh.stop()
+            await eh.meta.close()
+        await session.close()
+        await hub.stop()
+        await runner.cleanup()
+        await backend.close()
+
+
+async def test_snapshot_live_updates_and_status_up(cluster):
+    registry, hub, agent = cluster
+    pods = registry.resources.get("", "v1", "pods")
+    cms = registry.resources.get("", "v1", "configmaps")
+    await registry.create(cms, "default", {"metadata": {"name": "cfg"}, "data": {"a": "1"}})
+    await registry.create(pods, "default", _pod("before", cm="cfg"))
+    await registry.create(pods, "default", _pod("elsewhere", node="n2"))
+    eh = await agent()
+    meta = eh.meta
+    await _wait(lambda: [p["metadata"]["name"] for p in meta.pods()] == ["before"])
+    assert meta.get("configmaps", "default", "cfg")["data"] == {"a": "1"}
+    assert meta.synced
+
+    await registry.create(pods, "default", _pod("after"))
+    await _wait(lambda: len(meta.pods()) == 2)
+    await registry.delete(pods, "default", "before")
+    await _wait(lambda: [p["metadata"]["name"] for p in meta.pods()] == ["after"])
+    # everything sent down was ACKed
+    await _wait(lambda: len(hub.sessions["n1"].outbox) == 0)
+
+    uid = (await registry.get(pods, "default", "after"))["metadata"]["uid"]
+    await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
+                              resource="pods/default/after/status", key="s",
+                              content={"uid": uid, "status": {"phase": "Running"}}))
+    async def phase():
+        return (await registry.get(pods, "default", "after")).get("status", {}).get("phase")
+    for _ in range(200):
+        if await phase() == "Running":
+            break
+        await asyncio.sleep(0.02)
+    assert await phase() == "Running"
+    await _wait(lambda: len(eh.outbox) == 0)
+    assert meta.queued() == []
+
+
+async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
+    registry, hub, agent = cluster
+    pods = registry.resources.get("", "v1", "pods")
+    eh = await agent()
+    await _wait(lambda: eh.connected.is_set() and eh.meta.synced)
+    session = hub.sessions["n1"]
+    # cut the link from the server side and change things while the node is away
+    await session.ws.close()
+    await _wait(lambda: not eh.connected.is_set())
+    await registry.create(pods, "default", _pod("while-away"))
+    await _wait(lambda: len(session.outbox) == 1)
+    await _wait(lambda: eh.connected.is_set(), timeout=10)
+    await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
+    await _wait(lambda: len(session.outbox) == 0)
+    assert eh.connects >= 2
+
+
+async def test_node_registration_and_lease(cluster):
+    registry, hub, agent = cluster
+    eh = await agent()
+    node = {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation="insert",
+                              resource="nodes//n1", content=node, key="node"))
+    await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
+                              resource="leases/kube-node-lease/n1", key="lease",
+                              content={"leaseDurationSeconds": 40,
+                                       "renewTime": "2024-01-01T00:00:00.000000Z"}))
+    nodes = registry.resources.get("", "v1", "nodes")
+    leases = registry.resources.find("coordination.k8s.io", "leases")
+    await _wait(lambda: len(eh.outbox) == 0)
+    got = await registry.get(nodes, None, "n1")
+    assert got["metadata"]["labels"]["kubernetes.io/hostname"] == "n1"
+    assert got["status"]["conditions"][0]["status"] == "True"
+    lease = await registry.get(leases, "kube-node-lease", "n1")
+    assert lease["spec"]["holderIdentity"] == "n1"
+    # a node may not write another node
+    await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation="insert",
+                              resource="nodes//n2", content={"metadata": {"name": "n2"}}))
+    await _wait(lambda: len(eh.outbox) == 0)
+    assert await registry.try_get(nodes, None, "n2") is None
