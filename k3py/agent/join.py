@@ -1,0 +1,144 @@
+"""Joining a cluster: fetch the server CA from GET /cacerts, check it against the hash in the
+K3s-style token (K10<sha256 of CA>::server:<secret>), exchange the token for a node client
+certificate at POST /v1-k3py/node-cert, and keep it in <data-dir>/agent/.
+
+Called once at agent start-up; JoinError is a problem the user must fix (one line, exit 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+
+import aiohttp
+
+from k3py.tunnel.reliability import Backoff
+
+__all__ = ["JoinError", "NodeCredentials", "parse_token", "join", "ssl_context"]
+
+log = logging.getLogger("k3py.agent")
+
+CACERTS_PATH = "/cacerts"
+NODE_CERT_PATH = "/v1-k3py/node-cert"
+
+
+class JoinError(Exception):
+    """A wrong token, a wrong CA, a rejected node: retrying will not help."""
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    ca_path: str
+    cert_path: str
+    key_path: str
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    """(CA sha256 hex or "", secret). Accepts the full K10 form and a bare secret."""
+    token = token.strip()
+    if token.startswith("K10") and "::" in token:
+        ca_hash, _, creds = token[3:].partition("::")
+        secret = creds.split(":", 1)[1] if ":" in creds else creds
+        if len(ca_hash) != 64 or any(ch not in "0123456789abcdef" for ch in ca_hash.lower()):
+            raise JoinError("the token's CA hash is malformed (want K10<64 hex>::server:<secret>)")
+        return ca_hash.lower(), secret
+    return "", token
+
+
+def ssl_context(creds: NodeCredentials) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=creds.ca_path)
+    ctx.check_hostname = False  # the CA is pinned by hash; server names vary at the edge
+    ctx.load_cert_chain(creds.cert_path, creds.key_path)
+    return ctx
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+async def _retrying(what: str, fn, *, attempts: int = 0):
+    """Retry network failures with backoff (the server may still be starting); not HTTP errors."""
+    backoff = Backoff(base=0.5, cap=10.0)
+    n = 0
+    while True:
+        try:
+            return await fn()
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as e:
+            n += 1
+            if attempts and n >= attempts:
+                raise JoinError(f"cannot reach the server to {what}: {e}") from None
+            delay = backoff.next_delay()
+            log.warning("cannot reach the server to %s (%s); retrying in %.1fs", what, e, delay)
+            await asyncio.sleep(delay)
+
+
+async def join(session: aiohttp.ClientSession, server: str, token: str, node_name: str,
+               agent_dir: str) -> NodeCredentials:
+    server = server.rstrip("/")
+    os.makedirs(agent_dir, mode=0o700, exist_ok=True)
+    creds = NodeCredentials(os.path.join(agent_dir, "server-ca.crt"),
+                            os.path.join(agent_dir, "client-node.crt"),
+                            os.path.join(agent_dir, "client-node.key"))
+    ca_hash, secret = parse_token(token) if token else ("", "")
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # verified below by the hash carried in the token
+
+    async def fetch_ca() -> bytes:
+        async with session.get(server + CACERTS_PATH, ssl=insecure,
+                               timeout=aiohttp.ClientTimeout(total=15)) as r:
+            if r.status != 200:
+                raise JoinError(f"GET {CACERTS_PATH} on {server} returned {r.status}")
+            return await r.read()
+    ca_pem = await _retrying("fetch its CA", fetch_ca)
+    got = hashlib.sha256(ca_pem).hexdigest()
+    if ca_hash and got != ca_hash:
+        raise JoinError(f"the server's CA certificate (sha256 {got[:12]}…) does not match the "
+                        f"token (sha256 {ca_hash[:12]}…): wrong --token or --server")
+    have_cert = os.path.exists(creds.cert_path) and os.path.exists(creds.key_path)
+    if have_cert and os.path.exists(creds.ca_path):
+        with open(creds.ca_path, "rb") as f:
+            if f.read() == ca_pem and _cert_node(creds.cert_path) == node_name:
+                return creds
+    if not secret:
+        raise JoinError("a token is required to join (--token or K3PY_TOKEN)")
+    _write(creds.ca_path, ca_pem, 0o644)
+    verified = ssl.create_default_context(cafile=creds.ca_path)
+    verified.check_hostname = False
+
+    async def fetch_cert() -> dict:
+        async with session.post(server + NODE_CERT_PATH, ssl=verified,
+                                json={"nodeName": node_name},
+                                headers={"Authorization": f"Bearer {token.strip()}"},
+                                timeout=aiohttp.ClientTimeout(total=30)) as r:
+            if r.status in (401, 403):
+                raise JoinError(f"the server rejected the join token ({r.status}): check --token")
+            if r.status != 200:
+                raise JoinError(f"POST {NODE_CERT_PATH} returned {r.status}: "
+                                f"{(await r.text())[:200]}")
+            return await r.json()
+    body = await _retrying("get a node certificate", fetch_cert)
+    _write(creds.key_path, body["key"].encode(), 0o600)
+    _write(creds.cert_path, body["cert"].encode(), 0o644)
+    log.info("joined %s as node %s", server, node_name)
+    return creds
+
+
+def _cert_node(cert_path: str) -> str:
+    """The node name in a stored certificate's CN (system:node:<name>), "" if unreadable."""
+    try:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+        with open(cert_path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        return str(cn).removeprefix("system:node:")
+    except Exception:  # noqa: BLE001 - any problem: fetch a fresh one
+        return ""

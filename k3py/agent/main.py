@@ -1,0 +1,147 @@
+"""`k3py agent`: join, then run edgehub, metamanager, the pod syncer and node heartbeats.
+
+`run(config)` is the blocking CLI entry (one clear error line and exit 1 on a join problem);
+`start_agent(config, embedded=...)` starts the same agent inside the server's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+import aiohttp
+
+from k3py.agent.edgehub import EdgeHub
+from k3py.agent.join import JoinError, join, ssl_context
+from k3py.agent.metamanager import MetaManager
+from k3py.agent.node import NodeReporter, node_object, parse_taint, primary_ip
+from k3py.agent.pods import PodSyncer
+from k3py.agent.runtime.podman import Podman
+from k3py.agent.streams import install_stream_handlers
+
+__all__ = ["run", "start_agent", "AgentHandle"]
+
+log = logging.getLogger("k3py.agent")
+
+
+@dataclass
+class AgentHandle:
+    node_name: str
+    session: aiohttp.ClientSession
+    meta: MetaManager
+    hub: EdgeHub
+    pods: PodSyncer
+    reporter: NodeReporter
+
+    async def stop(self) -> None:
+        await self.reporter.stop()
+        await self.pods.stop()
+        await self.hub.stop()
+        await self.meta.close()
+        await self.session.close()
+
+
+def _opt(config, name: str, default=None):
+    value = getattr(config, name, default)
+    return default if value is None else value
+
+
+def _labels(items) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        key, _, value = str(item).partition("=")
+        out[key] = value
+    return out
+
+
+def _node_name(config, data_dir: str) -> str:
+    name = _opt(config, "node_name", "") or socket.gethostname().split(".")[0].lower()
+    if _opt(config, "with_node_id", False):
+        path = os.path.join(data_dir, "agent", "node-id")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(os.urandom(4).hex())
+        with open(path) as f:
+            name = f"{name}-{f.read().strip()}"
+    return name
+
+
+async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
+    data_dir = _opt(config, "data_dir", "/var/lib/k3py")
+    server = _opt(config, "server", "") or _opt(config, "server_url", "")
+    token = _opt(config, "token", "")
+    if not token and _opt(config, "token_file", ""):
+        with open(config.token_file) as f:
+            token = f.read().strip()
+    if not server:
+        raise JoinError("--server (K3PY_URL) is required")
+    agent_dir = os.path.join(data_dir, "agent")
+    node_name = _node_name(config, data_dir)
+    try:
+        taints = [parse_taint(t) for t in _opt(config, "node_taints", ()) or ()]
+    except ValueError as e:
+        raise JoinError(str(e)) from None
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=15))
+    try:
+        creds = await join(session, server, token, node_name, agent_dir)
+        runtime = Podman(node_name=node_name)
+        images_dir = os.path.join(agent_dir, "images")
+        if os.path.isdir(images_dir):
+            loaded = await runtime.load_images(images_dir)
+            if loaded:
+                log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
+        meta = MetaManager(os.path.join(agent_dir, "meta.db"))
+        await meta.open()
+    except BaseException:
+        await session.close()
+        raise
+    node_ip = _opt(config, "node_ip", "") or primary_ip()
+    node = node_object(name=node_name, node_ip=node_ip,
+                       labels=_labels(_opt(config, "node_labels", ())), taints=taints,
+                       runtime_version=await runtime.version(), data_dir=data_dir,
+                       role="server" if embedded else "agent")
+    hub = EdgeHub(server=server, ssl_context=ssl_context(creds), meta=meta, session=session)
+    reporter = NodeReporter(node, hub.send)
+    pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=data_dir,
+                     node_name=node_name, host_ip=node_ip)
+    install_stream_handlers(hub, pods, runtime)
+    hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
+    hub.start()
+    pods.start()
+    reporter.start()
+    log.info("k3py agent %s started (server %s)", node_name, server)
+    return AgentHandle(node_name, session, meta, hub, pods, reporter)
+
+
+async def _main(config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    handle = await start_agent(config, embedded=False)
+    print(f"k3py agent {handle.node_name} running", file=sys.stderr, flush=True)
+    await stop.wait()
+    await handle.stop()
+    return 0
+
+
+def run(config) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if _opt(config, "debug", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_main(config))
+    except JoinError as e:
+        print(f"k3py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()

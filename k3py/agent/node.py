@@ -1,0 +1,188 @@
+"""The agent's Node: registration (labels, taints, capacity, addresses, nodeInfo), the Ready
+condition and Lease heartbeats in kube-node-lease every 10 s.
+
+Everything goes up through the tunnel (edgehub reliable messages, coalesced by key), not as
+direct API calls: the agent needs one outbound connection only, as a KubeEdge edge node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import os
+import platform
+import shutil
+import socket
+
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_INSERT, OP_UPDATE, new_message
+
+__all__ = ["NodeReporter", "node_object", "parse_taint", "KUBELET_VERSION"]
+
+KUBELET_VERSION = "k3py/v0.1.0"
+LEASE_SECONDS = 10.0
+STATUS_SECONDS = 10.0
+LEASE_DURATION = 40
+
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm"}
+
+
+def _now(micro: bool = False) -> str:
+    now = _dt.datetime.now(_dt.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_taint(text: str) -> dict:
+    """key=value:Effect or key:Effect (the --node-taint syntax of K3s and kubectl taint)."""
+    body, _, effect = text.rpartition(":")
+    if not body or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise ValueError(f"invalid taint {text!r}: want key[=value]:NoSchedule|"
+                         f"PreferNoSchedule|NoExecute")
+    key, _, value = body.partition("=")
+    taint = {"key": key, "effect": effect}
+    if value:
+        taint["value"] = value
+    return taint
+
+
+def _memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def node_object(*, name: str, node_ip: str, labels: dict[str, str], taints: list[dict],
+                runtime_version: str, data_dir: str, role: str) -> dict:
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    all_labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                  "kubernetes.io/arch": arch, "beta.kubernetes.io/os": "linux",
+                  "beta.kubernetes.io/arch": arch}
+    if role == "server":
+        all_labels["node-role.kubernetes.io/control-plane"] = "true"
+        all_labels["node-role.kubernetes.io/master"] = "true"
+    else:
+        all_labels["node-role.kubernetes.io/edge"] = ""
+    all_labels.update(labels)
+    mem = _memory_bytes()
+    try:
+        disk = shutil.disk_usage(data_dir).total
+    except OSError:
+        disk = 0
+    capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{mem // 1024}Ki",
+                "pods": "110", "ephemeral-storage": f"{disk // 1024}Ki"}
+    uname = platform.uname()
+    spec: dict = {}
+    if taints:
+        spec["taints"] = taints
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": all_labels,
+                     "annotations": {"node.alpha.kubernetes.io/ttl": "0",
+                                     "k3py.io/node-ip": node_ip}},
+        "spec": spec,
+        "status": {
+            "capacity": capacity, "allocatable": dict(capacity),
+            "addresses": [{"type": "InternalIP", "address": node_ip},
+                          {"type": "Hostname", "address": name}],
+            "nodeInfo": {"architecture": arch, "operatingSystem": "linux",
+                         "kernelVersion": uname.release, "osImage": _os_image(),
+                         "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
+                         "containerRuntimeVersion": f"podman://{runtime_version}",
+                         "machineID": _machine_id(), "systemUUID": "", "bootID": ""},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "conditions": [],
+        },
+    }
+
+
+def _os_image() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _machine_id() -> str:
+    try:
+        with open("/etc/machine-id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def primary_ip() -> str:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent for a UDP connect
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+class NodeReporter:
+    """Registers the node once per connection, then renews its lease and status."""
+
+    def __init__(self, node: dict, send) -> None:
+        self.node = node
+        self.name = node["metadata"]["name"]
+        self.send = send  # async (Message) -> None
+        self._transition = _now()
+        self._task: asyncio.Task | None = None
+
+    def _ready_status(self) -> dict:
+        status = dict(self.node["status"])
+        now = _now()
+        status["conditions"] = [
+            {"type": t, "status": "False", "reason": r, "message": m,
+             "lastHeartbeatTime": now, "lastTransitionTime": self._transition}
+            for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "enough memory"),
+                            ("DiskPressure", "KubeletHasNoDiskPressure", "no disk pressure"),
+                            ("PIDPressure", "KubeletHasSufficientPID", "enough PIDs"))
+        ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+              "message": "k3py agent is posting ready status", "lastHeartbeatTime": now,
+              "lastTransitionTime": self._transition}]
+        return status
+
+    async def register(self) -> None:
+        node = dict(self.node, status=self._ready_status())
+        await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_INSERT,
+                                    resource=f"nodes//{self.name}", content=node, key="node"))
+
+    async def renew_lease(self) -> None:
+        await self.send(new_message(
+            source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
+            resource=f"leases/kube-node-lease/{self.name}", key="lease",
+            content={"holderIdentity": self.name, "leaseDurationSeconds": LEASE_DURATION,
+                     "renewTime": _now(micro=True)}))
+
+    async def post_status(self) -> None:
+        await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
+                                    resource=f"nodes//{self.name}/status",
+                                    content=self._ready_status(), key="node-status"))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="node-heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def _loop(self) -> None:
+        await self.register()
+        n = 0
+        while True:
+            await self.renew_lease()
+            if n % max(1, int(STATUS_SECONDS / LEASE_SECONDS)) == 0 and n:
+                await self.post_status()
+            n += 1
+            await asyncio.sleep(LEASE_SECONDS)

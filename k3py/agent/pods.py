@@ -1,0 +1,324 @@
+"""The pod syncer (edged): makes podman match the desired pods in metamanager and reports
+pod status up through edgehub.
+
+Woken by metamanager changes and every few seconds; adopts podman pods carrying our uid label
+after a restart, removes the ones no longer desired, and sends status only when it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import shutil
+
+from k3py.agent.metamanager import MetaManager
+from k3py.agent.runtime.podman import (
+    LABEL_CONTAINER,
+    Podman,
+    RuntimeError_,
+    container_name_for,
+)
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message, resource_key
+
+__all__ = ["PodSyncer", "container_specs", "phase_of"]
+
+log = logging.getLogger("k3py.pods")
+
+RESYNC_SECONDS = 3.0
+
+
+def _uid(pod: dict) -> str:
+    return (pod.get("metadata") or {}).get("uid") or ""
+
+
+def _field_ref(pod: dict, path: str, host_ip: str) -> str:
+    md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    simple = {"metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
+              "metadata.uid": md.get("uid"), "spec.nodeName": spec.get("nodeName"),
+              "spec.serviceAccountName": spec.get("serviceAccountName"),
+              "status.hostIP": host_ip, "status.podIP": (pod.get("status") or {}).get("podIP")}
+    if path in simple:
+        return simple[path] or ""
+    for prefix, source in (("metadata.labels['", md.get("labels")),
+                           ("metadata.annotations['", md.get("annotations"))):
+        if path.startswith(prefix) and path.endswith("']"):
+            return (source or {}).get(path[len(prefix):-2], "")
+    return ""
+
+
+def _data_of(obj: dict | None, secret: bool) -> dict[str, str]:
+    if obj is None:
+        return {}
+    if secret:
+        out = {k: base64.b64decode(v).decode(errors="replace")
+               for k, v in (obj.get("data") or {}).items()}
+        out.update(obj.get("stringData") or {})
+        return out
+    return dict(obj.get("data") or {})
+
+
+def container_specs(pod: dict, meta: MetaManager, volume_dirs: dict[str, str],
+                    host_ip: str) -> list[dict]:
+    """The runtime's view of each container (init containers are not yet run separately)."""
+    ns = (pod.get("metadata") or {}).get("namespace") or "default"
+    spec = pod.get("spec") or {}
+    out = []
+    for c in spec.get("containers") or []:
+        env: list[tuple[str, str]] = []
+        for ef in c.get("envFrom") or []:
+            prefix = ef.get("prefix") or ""
+            if ef.get("configMapRef"):
+                data = _data_of(meta.get("configmaps", ns, ef["configMapRef"]["name"]), False)
+            elif ef.get("secretRef"):
+                data = _data_of(meta.get("secrets", ns, ef["secretRef"]["name"]), True)
+            else:
+                data = {}
+            env += [(prefix + k, v) for k, v in data.items()]
+        for e in c.get("env") or []:
+            vf = e.get("valueFrom")
+            if not vf:
+                env.append((e["name"], e.get("value") or ""))
+            elif vf.get("configMapKeyRef"):
+                ref = vf["configMapKeyRef"]
+                env.append((e["name"], _data_of(meta.get("configmaps", ns, ref["name"]),
+                                                False).get(ref.get("key"), "")))
+            elif vf.get("secretKeyRef"):
+                ref = vf["secretKeyRef"]
+                env.append((e["name"], _data_of(meta.get("secrets", ns, ref["name"]),
+                                                True).get(ref.get("key"), "")))
+            elif vf.get("fieldRef"):
+                env.append((e["name"], _field_ref(pod, vf["fieldRef"].get("fieldPath", ""),
+                                                  host_ip)))
+        mounts = [(volume_dirs[m["name"]] + ("/" + m["subPath"] if m.get("subPath") else ""),
+                   m["mountPath"], bool(m.get("readOnly")))
+                  for m in c.get("volumeMounts") or [] if m.get("name") in volume_dirs]
+        sc = c.get("securityContext") or {}
+        user = ""
+        if sc.get("runAsUser") is not None:
+            user = str(sc["runAsUser"]) + (f":{sc['runAsGroup']}"
+                                           if sc.get("runAsGroup") is not None else "")
+        out.append({"name": c["name"], "image": c.get("image") or "",
+                    "pullPolicy": c.get("imagePullPolicy") or (
+                        "Always" if (c.get("image") or "").endswith(":latest") else
+                        "IfNotPresent"),
+                    "entrypoint": c.get("command"), "args": c.get("args"), "env": env,
+                    "workdir": c.get("workingDir"), "mounts": mounts,
+                    "privileged": bool(sc.get("privileged")), "user": user,
+                    "tty": bool(c.get("tty")), "stdin": bool(c.get("stdin"))})
+    return out
+
+
+def _write_files(directory: str, files: dict[str, str | bytes], mode: int = 0o644) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name, data in files.items():
+        path = os.path.join(directory, name)
+        with open(path, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(path, mode)
+
+
+def prepare_volumes(pod: dict, meta: MetaManager, root: str) -> dict[str, str]:
+    """Host directories for the pod's volumes (emptyDir, hostPath, configMap, secret)."""
+    ns = (pod.get("metadata") or {}).get("namespace") or "default"
+    dirs: dict[str, str] = {}
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        name = vol.get("name") or ""
+        path = os.path.join(root, name)
+        if "hostPath" in vol:
+            dirs[name] = vol["hostPath"].get("path") or "/"
+            if (vol["hostPath"].get("type") or "") == "DirectoryOrCreate":
+                os.makedirs(dirs[name], exist_ok=True)
+        elif "emptyDir" in vol:
+            os.makedirs(path, exist_ok=True)
+            dirs[name] = path
+        elif "configMap" in vol:
+            obj = meta.get("configmaps", ns, vol["configMap"].get("name") or "") or {}
+            files: dict[str, str | bytes] = dict(obj.get("data") or {})
+            files.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+            _write_files(path, files)
+            dirs[name] = path
+        elif "secret" in vol:
+            obj = meta.get("secrets", ns, vol["secret"].get("secretName") or "") or {}
+            _write_files(path, {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()},
+                         0o600)
+            dirs[name] = path
+    return dirs
+
+
+def _state(c: dict) -> tuple[dict, bool]:
+    st = c.get("State") or {}
+    status = (st.get("Status") or "").lower()
+    if status == "running":
+        return {"running": {"startedAt": _ts(st.get("StartedAt"))}}, True
+    if status in ("exited", "stopped"):
+        return {"terminated": {"exitCode": st.get("ExitCode", 0),
+                               "reason": "Completed" if st.get("ExitCode", 0) == 0 else "Error",
+                               "startedAt": _ts(st.get("StartedAt")),
+                               "finishedAt": _ts(st.get("FinishedAt"))}}, False
+    return {"waiting": {"reason": "ContainerCreating"}}, False
+
+
+def _ts(value) -> str | None:
+    if not value or str(value).startswith("0001"):
+        return None
+    # podman: 2024-01-01T10:00:00.123456789Z or with offset; Kubernetes wants seconds + Z
+    s = str(value)
+    return s[:19] + "Z" if len(s) >= 19 else s
+
+
+def phase_of(restart_policy: str, states: list[dict]) -> str:
+    if not states:
+        return "Pending"
+    if any("running" in s for s in states):
+        return "Running"
+    if all("terminated" in s for s in states):
+        codes = [s["terminated"]["exitCode"] for s in states]
+        if restart_policy == "Never" or (restart_policy == "OnFailure"
+                                         and all(c == 0 for c in codes)):
+            return "Succeeded" if all(c == 0 for c in codes) else "Failed"
+        return "Running"  # podman is restarting them
+    return "Pending"
+
+
+class PodSyncer:
+    def __init__(self, *, meta: MetaManager, runtime: Podman, send, data_dir: str,
+                 node_name: str, host_ip: str) -> None:
+        self.meta = meta
+        self.runtime = runtime
+        self.send = send  # async (Message) -> None: reliable up message (edgehub.send)
+        self.pods_dir = os.path.join(data_dir, "agent", "pods")
+        self.node_name = node_name
+        self.host_ip = host_ip
+        self._sent_status: dict[str, dict] = {}
+        self._errors: dict[str, tuple[str, str]] = {}  # uid -> (reason, message)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="pod-syncer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            self.meta.changed.clear()
+            try:
+                await self.sync_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep syncing; podman may come back
+                log.exception("pod sync failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.meta.changed.wait(), RESYNC_SECONDS)
+
+    async def sync_once(self) -> None:
+        desired = {_uid(p): p for p in self.meta.pods()
+                   if _uid(p) and not (p.get("metadata") or {}).get("deletionTimestamp")}
+        actual = await self.runtime.list_pods()
+        for uid, info in actual.items():
+            if uid not in desired:
+                log.info("removing pod %s (no longer desired)", info.get("Name"))
+                grace = 30
+                await self.runtime.remove_pod(info["Id"], grace=min(grace, 10))
+                self._sent_status.pop(uid, None)
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(os.path.join(self.pods_dir, uid))
+        for uid, pod in desired.items():
+            if uid not in actual:
+                await self._start(pod)
+        actual = await self.runtime.list_pods()
+        for uid, pod in desired.items():
+            await self._report(pod, actual.get(uid))
+
+    async def _start(self, pod: dict) -> None:
+        uid = _uid(pod)
+        try:
+            vols = await asyncio.to_thread(prepare_volumes, pod, self.meta,
+                                           os.path.join(self.pods_dir, uid, "volumes"))
+            specs = container_specs(pod, self.meta, vols, self.host_ip)
+            await self.runtime.create_pod(pod, specs)
+            self._errors.pop(uid, None)
+            log.info("started pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
+        except RuntimeError_ as e:
+            self._errors[uid] = (e.reason, str(e))
+            log.warning("pod %s/%s: %s", pod["metadata"]["namespace"],
+                        pod["metadata"]["name"], e)
+
+    async def _report(self, pod: dict, info: dict | None) -> None:
+        status = await self.status_of(pod, info)
+        uid = _uid(pod)
+        if self._sent_status.get(uid) == status:
+            return
+        self._sent_status[uid] = status
+        md = pod["metadata"]
+        key = resource_key("pods", md["namespace"], md["name"], "status")
+        await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
+                                    resource=key, key=key,
+                                    content={"uid": uid, "status": status}))
+
+    async def status_of(self, pod: dict, info: dict | None) -> dict:
+        spec = pod.get("spec") or {}
+        names = [c["name"] for c in spec.get("containers") or []]
+        by_name: dict[str, dict] = {}
+        pod_ip = ""
+        started = None
+        if info is not None:
+            try:
+                pinfo, containers = await self.runtime.inspect_pod(info["Id"])
+            except RuntimeError_:
+                pinfo, containers = {}, []
+            started = _ts(pinfo.get("Created"))
+            infra = pinfo.get("InfraContainerID")
+            for c in containers:
+                cname = (c.get("Config") or {}).get("Labels", {}).get(LABEL_CONTAINER)
+                if cname:
+                    by_name[cname] = c
+                if c.get("Id") == infra or (not pod_ip and cname):
+                    ip = (c.get("NetworkSettings") or {}).get("IPAddress") or ""
+                    pod_ip = ip or pod_ip
+        if spec.get("hostNetwork"):
+            pod_ip = self.host_ip
+        err = self._errors.get(_uid(pod))
+        statuses, states = [], []
+        for name in names:
+            c = by_name.get(name)
+            image = next(x.get("image") for x in spec["containers"] if x["name"] == name)
+            if c is None:
+                state = {"waiting": {"reason": err[0], "message": err[1]} if err
+                         else {"reason": "ContainerCreating"}}
+                ready, restarts, image_id, cid = False, 0, "", ""
+            else:
+                state, ready = _state(c)
+                restarts = c.get("RestartCount") or 0
+                image_id, cid = c.get("Image") or "", f"podman://{c.get('Id')}"
+                states.append(state)
+            statuses.append({"name": name, "state": state, "ready": ready,
+                             "restartCount": restarts, "image": image, "imageID": image_id,
+                             "containerID": cid, "started": ready, "lastState": {}})
+        if len(states) < len(names):
+            phase = "Pending"
+        else:
+            phase = phase_of(spec.get("restartPolicy") or "Always", states)
+        all_ready = bool(statuses) and all(s["ready"] for s in statuses)
+        cond = "True" if all_ready else "False"
+        status = {"phase": phase, "hostIP": self.host_ip, "podIP": pod_ip or None,
+                  "podIPs": [{"ip": pod_ip}] if pod_ip else [],
+                  "startTime": started, "containerStatuses": statuses, "qosClass": "BestEffort",
+                  "conditions": [
+                      {"type": "PodScheduled", "status": "True"},
+                      {"type": "Initialized", "status": "True"},
+                      {"type": "ContainersReady", "status": cond},
+                      {"type": "Ready", "status": cond}]}
+        return {k: v for k, v in status.items() if v is not None}
+
+    def container_name(self, namespace: str, name: str, container: str) -> str | None:
+        for pod in self.meta.pods():
+            md = pod.get("metadata") or {}
+            if md.get("namespace") == namespace and md.get("name") == name:
+                return container_name_for(pod, container)
+        return None

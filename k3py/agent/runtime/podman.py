@@ -1,0 +1,217 @@
+"""Podman as the container runtime, driven through the `podman` CLI (asyncio subprocesses).
+
+Each Kubernetes pod is a podman pod; every pod and container carries io.k3py.* labels so the
+agent adopts what it started before a restart. The CLI was chosen over the `podman` Python
+package for now: no extra dependency or service socket, and it never blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+
+__all__ = ["Podman", "RuntimeError_", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
+           "pod_name_for", "container_name_for"]
+
+log = logging.getLogger("k3py.runtime")
+
+LABEL_UID = "io.k3py.pod-uid"
+LABEL_NS = "io.k3py.pod-namespace"
+LABEL_NAME = "io.k3py.pod-name"
+LABEL_CONTAINER = "io.k3py.container"
+LABEL_NODE = "io.k3py.node"
+
+_RESTART = {"Always": "always", "OnFailure": "on-failure", "Never": "no"}
+
+
+class RuntimeError_(Exception):
+    """A podman command failed; `reason` is the Kubernetes waiting reason to report."""
+
+    def __init__(self, message: str, reason: str = "CreateContainerError") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def pod_name_for(pod: dict) -> str:
+    md = pod["metadata"]
+    return f"{md['namespace']}_{md['name']}_{md['uid'][:8]}"
+
+
+def container_name_for(pod: dict, container: str) -> str:
+    md = pod["metadata"]
+    return f"{md['namespace']}_{md['name']}_{container}_{md['uid'][:8]}"
+
+
+class Podman:
+    def __init__(self, *, binary: str = "podman", node_name: str = "",
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.binary = binary
+        self.node_name = node_name
+        self.extra_args = extra_args  # e.g. --root/--runroot for a per-agent storage
+
+    async def run(self, *args: str, check: bool = True, timeout: float = 120.0) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        if check and proc.returncode != 0:
+            raise RuntimeError_(err.decode(errors="replace").strip() or
+                                f"podman {args[0]} exited with {proc.returncode}")
+        return out.decode(errors="replace")
+
+    async def version(self) -> str:
+        try:
+            return (await self.run("version", "--format", "{{.Client.Version}}")).strip()
+        except (OSError, RuntimeError_):
+            return "unknown"
+
+    # ---------------------------------------------------------------- images
+
+    async def load_images(self, directory: str) -> list[str]:
+        """Import every image tarball in `directory` (the K3s airgap images convention)."""
+        loaded = []
+        for path in sorted(glob.glob(os.path.join(directory, "*.tar*"))):
+            try:
+                await self.run("load", "-q", "-i", path, timeout=600)
+                loaded.append(path)
+            except RuntimeError_ as e:
+                log.warning("could not import image tarball %s: %s", path, e)
+        return loaded
+
+    async def ensure_image(self, image: str, policy: str) -> None:
+        exists = (await self._rc("image", "exists", image)) == 0
+        if exists and policy != "Always":
+            return
+        if policy == "Never":
+            raise RuntimeError_(f'Container image "{image}" is not present with pull policy '
+                                f'of Never', "ErrImageNeverPull")
+        try:
+            await self.run("pull", "-q", image, timeout=600)
+        except RuntimeError_ as e:
+            if exists:
+                return  # Always, but offline: run what we have, like an air-gapped kubelet
+            raise RuntimeError_(f'failed to pull image "{image}": {e}', "ErrImagePull") from None
+
+    async def _rc(self, *args: str) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        return await proc.wait()
+
+    # ---------------------------------------------------------------- pods
+
+    async def list_pods(self) -> dict[str, dict]:
+        """Pods started by k3py on this node, by Kubernetes pod uid."""
+        args = ["pod", "ps", "--format", "json", "--filter", f"label={LABEL_UID}"]
+        if self.node_name:
+            args += ["--filter", f"label={LABEL_NODE}={self.node_name}"]
+        out = await self.run(*args)
+        pods = json.loads(out or "[]") or []
+        return {p["Labels"][LABEL_UID]: p for p in pods if (p.get("Labels") or {}).get(LABEL_UID)}
+
+    async def create_pod(self, pod: dict, containers: list[dict]) -> None:
+        """`containers`: [{name, image, pullPolicy, entrypoint, args, env, workdir,
+        mounts: [(host, container, ro)], privileged, user, tty, stdin}] in start order."""
+        md, spec = pod["metadata"], pod.get("spec") or {}
+        name = pod_name_for(pod)
+        labels = [f"{LABEL_UID}={md['uid']}", f"{LABEL_NS}={md['namespace']}",
+                  f"{LABEL_NAME}={md['name']}", f"{LABEL_NODE}={self.node_name}"]
+        args = ["pod", "create", "--name", name]
+        for label in labels:
+            args += ["--label", label]
+        if spec.get("hostNetwork"):
+            args += ["--network", "host"]
+        else:
+            args += ["--hostname", md["name"][:63]]
+            for c in spec.get("containers") or []:
+                for p in c.get("ports") or []:
+                    if p.get("hostPort"):
+                        proto = (p.get("protocol") or "TCP").lower()
+                        args += ["-p", f"{p['hostPort']}:{p['containerPort']}/{proto}"]
+        await self.run(*args)
+        restart = _RESTART.get(spec.get("restartPolicy") or "Always", "always")
+        try:
+            for c in containers:
+                await self.ensure_image(c["image"], c.get("pullPolicy") or "IfNotPresent")
+                cargs = ["create", "--pod", name, "--name", container_name_for(pod, c["name"]),
+                         "--restart", restart, "--label", f"{LABEL_CONTAINER}={c['name']}"]
+                for label in labels:
+                    cargs += ["--label", label]
+                for k, v in c.get("env") or []:
+                    cargs += ["--env", f"{k}={v}"]
+                if c.get("workdir"):
+                    cargs += ["--workdir", c["workdir"]]
+                for host, target, ro in c.get("mounts") or []:
+                    cargs += ["--volume", f"{host}:{target}{':ro' if ro else ''}"]
+                if c.get("privileged"):
+                    cargs.append("--privileged")
+                if c.get("user"):
+                    cargs += ["--user", c["user"]]
+                if c.get("tty"):
+                    cargs.append("--tty")
+                if c.get("stdin"):
+                    cargs.append("--interactive")
+                if c.get("entrypoint"):
+                    cargs += ["--entrypoint", json.dumps(c["entrypoint"])]
+                cargs.append(c["image"])
+                cargs += [str(a) for a in c.get("args") or []]
+                await self.run(*cargs)
+            await self.run("pod", "start", name)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.run("pod", "rm", "-f", name, check=False)
+            raise
+
+    async def remove_pod(self, name_or_id: str, grace: int = 30) -> None:
+        await self.run("pod", "stop", "-t", str(max(0, grace)), name_or_id, check=False,
+                       timeout=grace + 30)
+        await self.run("pod", "rm", "-f", name_or_id, check=False)
+
+    async def inspect_pod(self, name_or_id: str) -> tuple[dict, list[dict]]:
+        """(pod inspect, [container inspect]) with the infra container left out."""
+        pod = json.loads(await self.run("pod", "inspect", name_or_id))
+        if isinstance(pod, list):
+            pod = pod[0]
+        ids = [c["Id"] for c in pod.get("Containers") or []]
+        containers = json.loads(await self.run("inspect", *ids)) if ids else []
+        return pod, containers
+
+    # ---------------------------------------------------------------- streams
+
+    async def logs(self, container: str, *, follow: bool = False, tail: int | None = None,
+                   since: str | None = None, timestamps: bool = False) -> AsyncIterator[bytes]:
+        args = ["logs"]
+        if follow:
+            args.append("--follow")
+        if tail is not None:
+            args += ["--tail", str(tail)]
+        if since:
+            args += ["--since", since]
+        if timestamps:
+            args.append("--timestamps")
+        args.append(container)
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        assert proc.stdout is not None
+        try:
+            while True:
+                chunk = await proc.stdout.read(32768)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()

@@ -1,0 +1,108 @@
+"""Node joining on the server: GET /cacerts (unauthenticated, like K3s) and
+POST /v1-k3py/node-cert, which trades the join token for a node client certificate.
+
+Installed by bootstrap.install_routes; the certificate (CN=system:node:<name>,
+O=system:nodes) then authenticates the node's tunnel and API calls through TLS."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hmac
+import logging
+import re
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from k3py.api import errors
+
+__all__ = ["NodeJoin", "token_secret", "CACERTS_PATH", "NODE_CERT_PATH"]
+
+log = logging.getLogger("k3py.nodeauth")
+
+CACERTS_PATH = "/cacerts"
+NODE_CERT_PATH = "/v1-k3py/node-cert"
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def token_secret(token: str) -> str:
+    """The secret part of K10<hash>::<user>:<secret>; a bare token is its own secret."""
+    token = token.strip()
+    if token.startswith("K10") and "::" in token:
+        creds = token.split("::", 1)[1]
+        return creds.split(":", 1)[1] if ":" in creds else creds
+    return token
+
+
+class NodeJoin:
+    def __init__(self, *, ca_cert_pem: bytes, ca_key_pem: bytes, token: str,
+                 valid_days: int = 365) -> None:
+        self.ca_cert_pem = ca_cert_pem
+        self._ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+        self._ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+        self._secret = token_secret(token)
+        self.valid_days = valid_days
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get(CACERTS_PATH, self.cacerts)
+        app.router.add_post(NODE_CERT_PATH, self.node_cert)
+
+    async def cacerts(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.ca_cert_pem, content_type="application/x-pem-file")
+
+    def _token_ok(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = token_secret(auth[7:])
+        elif auth[:6].lower() == "basic ":
+            import base64
+            try:
+                given = base64.b64decode(auth[6:]).decode().split(":", 1)[1]
+            except (ValueError, IndexError):
+                return False
+            given = token_secret(given)
+        else:
+            return False
+        return bool(self._secret) and hmac.compare_digest(given.encode(), self._secret.encode())
+
+    async def node_cert(self, request: web.Request) -> web.Response:
+        if not self._token_ok(request):
+            log.warning("node join with a wrong token from %s", request.remote)
+            return _status(errors.unauthorized("invalid join token"))
+        try:
+            body = await request.json()
+            node = str(body["nodeName"])
+        except (ValueError, KeyError, TypeError):
+            return _status(errors.bad_request('body must be {"nodeName": "<name>"}'))
+        if not _NODE_NAME.match(node):
+            return _status(errors.bad_request(f"invalid node name {node!r}"))
+        cert_pem, key_pem = self.issue(node)
+        log.info("issued a client certificate to node %s", node)
+        return web.json_response({"cert": cert_pem.decode(), "key": key_pem.decode(),
+                                  "ca": self.ca_cert_pem.decode()})
+
+    def issue(self, node: str) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _dt.datetime.now(_dt.UTC)
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}")])
+        cert = (x509.CertificateBuilder()
+                .subject_name(subject).issuer_name(self._ca_cert.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - _dt.timedelta(minutes=5))
+                .not_valid_after(now + _dt.timedelta(days=self.valid_days))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                               critical=False)
+                .sign(self._ca_key, hashes.SHA256()))
+        key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption())
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _status(e: errors.StatusError) -> web.Response:
+    return web.json_response(e.to_status(), status=e.code)
