@@ -1,0 +1,260 @@
+"""CustomResourceDefinition validation messages, the Resources a CRD serves, and the CRD
+lifecycle in-process (registry over a temporary SQLite store, the CRD controller running)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import pytest
+
+from k3py.api import errors
+from k3py.api.resources import builtin_registry
+from k3py.server import crds
+from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
+from k3py.server.registry import Registry
+
+pytestmark = pytest.mark.unit
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                  "listKind": "WidgetList", "shortNames": ["wd"]},
+        "versions": [
+            {"name": "v1alpha1", "served": True, "storage": False,
+             "schema": {"openAPIV3Schema": {"type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True}}},
+            {"name": "v1", "served": True, "storage": True,
+             "subresources": {"status": {}, "scale": {
+                 "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+             "additionalPrinterColumns": [
+                 {"name": "Color", "type": "string", "jsonPath": ".spec.color"}],
+             "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                 "spec": {"type": "object", "required": ["color"], "properties": {
+                     "color": {"type": "string", "enum": ["red", "blue"]},
+                     "replicas": {"type": "integer", "default": 1}}},
+                 "status": {"type": "object", "properties": {
+                     "replicas": {"type": "integer"}}}}}}},
+        ],
+    },
+}
+
+
+def crd(**changes) -> dict:
+    out = copy.deepcopy(CRD)
+    for path, value in changes.items():
+        node = out
+        *parents, last = path.split("__")
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    return out
+
+
+def msgs(obj: dict) -> list[str]:
+    return [f'{c["field"]}: {c["message"]}' for c in crds.validate_crd(obj)]
+
+
+def test_valid_crd():
+    assert msgs(CRD) == []
+
+
+def test_name_must_match_plural_and_group():
+    assert msgs(crd(metadata__name="widget.example.com")) == [
+        'metadata.name: Invalid value: "widget.example.com": must be '
+        'spec.names.plural+"."+spec.group']
+
+
+def test_group_needs_a_dot():
+    out = msgs(crd(metadata__name="widgets.example", spec__group="example"))
+    assert out == ['spec.group: Invalid value: "example": should be a domain with at least '
+                   'one dot']
+
+
+def test_scope():
+    assert msgs(crd(spec__scope="Global")) == [
+        'spec.scope: Unsupported value: "Global": supported values: "Cluster", "Namespaced"']
+    assert msgs(crd(spec__scope=None)) == ["spec.scope: Required value"]
+
+
+def test_exactly_one_storage_version():
+    out = msgs(crd(spec__versions__0__storage=True))
+    assert len(out) == 1 and out[0].startswith("spec.versions: Invalid value: ")
+    assert out[0].endswith(": must have exactly one version marked as storage version")
+
+
+def test_schema_required_and_structural():
+    assert msgs(crd(spec__versions__0__schema=None)) == [
+        "spec.versions[0].schema.openAPIV3Schema: Required value"]
+    bad = crd(spec__versions__0__schema={"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"properties": {"a": {"type": "string"}}}}}})
+    assert msgs(bad) == ["spec.versions[0].schema.openAPIV3Schema.properties[spec].type: "
+                         "Required value: must not be empty for specified object fields"]
+
+
+def test_names_required():
+    out = msgs(crd(spec__names={"plural": "widgets"}))
+    assert "spec.names.kind: Required value" in out
+    assert "spec.names.listKind: Required value" in out
+
+
+def test_scale_paths_and_columns():
+    v = "spec.versions[1]"
+    out = msgs(crd(spec__versions__1__subresources={"scale": {"specReplicasPath": ".replicas"}}))
+    assert out == [f'{v}.subresources.scale.specReplicasPath: Invalid value: ".replicas": '
+                   "should be a json path under .spec",
+                   f"{v}.subresources.scale.statusReplicasPath: Required value"]
+    out = msgs(crd(spec__versions__1__additionalPrinterColumns=[{"name": "X", "type": "str",
+                                                                  "jsonPath": ".a"}]))
+    assert out == [f'{v}.additionalPrinterColumns[0].type: Invalid value: "str": must be one '
+                   "of boolean,date,integer,number,string"]
+
+
+def test_resources_for_versions_in_priority_order():
+    res = crds.resources_for(CRD)
+    assert [r.version for r in res] == ["v1", "v1alpha1"]
+    v1 = res[0]
+    assert (v1.group, v1.kind, v1.plural, v1.singular, v1.namespaced) == \
+        ("example.com", "Widget", "widgets", "widget", True)
+    assert v1.crd and v1.storage_version == "v1" and v1.short_names == ("wd",)
+    assert v1.subresources == ("status", "scale")
+    assert v1.extra["scale"]["specReplicasPath"] == ".spec.replicas"
+    assert v1.extra["printer_columns"][0]["name"] == "Color"
+    assert v1.extra["schema"]["properties"]["spec"]["required"] == ["color"]
+    assert res[1].subresources == () and "scale" not in res[1].extra
+    order = sorted(["v1alpha1", "v2", "v1beta2", "v1", "foo", "v1beta1", "v10alpha1"],
+                   key=crds.version_priority)
+    assert order == ["v2", "v1", "v1beta2", "v1beta1", "v10alpha1", "v1alpha1", "foo"]
+
+
+def test_builtin_kubeedge_crds_are_valid():
+    for obj in crds._read_builtin():
+        assert crds.validate_crd(obj) == [], obj["metadata"]["name"]
+        versions = {v["name"]: v for v in obj["spec"]["versions"]}
+        assert set(versions) == {"v1alpha1", "v1alpha2", "v1beta1"}
+        assert [n for n, v in versions.items() if v["storage"]] == ["v1beta1"]
+        assert all(v["served"] for v in versions.values())
+
+
+# ------------------------------------------------------------------ in-process lifecycle
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    from k3py.server.store.sqlite import SQLiteBackend
+    backend = SQLiteBackend(str(tmp_path / "state.db"))
+    await backend.start()
+    registry = Registry(backend, builtin_registry())
+    ns = registry.resources.get("", "v1", "namespaces")
+    await registry.create(ns, None, {"apiVersion": "v1", "kind": "Namespace",
+                                     "metadata": {"name": "default"}})
+    ctx = ControllerContext(registry=registry, informers=InformerFactory(registry),
+                            recorder=EventRecorder(registry))
+    controller = crds.CRDController(ctx)
+    await controller.start()
+    try:
+        yield registry
+    finally:
+        await controller.stop()
+        await ctx.informers.stop()
+        await backend.close()
+
+
+async def poll(fn, timeout: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fn()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.02)
+
+
+def crd_res(registry: Registry):
+    return registry.resources.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+
+async def established(registry: Registry, name: str) -> dict | None:
+    obj = await registry.get(crd_res(registry), None, name)
+    conds = {c["type"]: c["status"] for c in obj["status"].get("conditions") or []}
+    return obj if conds.get("Established") == "True" else None
+
+
+async def test_crd_is_served_established_and_cleaned_up(cluster):
+    registry = cluster
+    created = await registry.create(crd_res(registry), None, copy.deepcopy(CRD))
+    assert crds.CLEANUP_FINALIZER in created["metadata"]["finalizers"]
+    assert created["status"]["storedVersions"] == ["v1"]
+    obj = await poll(lambda: established(registry, "widgets.example.com"))
+    assert obj["status"]["acceptedNames"]["kind"] == "Widget"
+    assert {c["type"]: c["status"] for c in obj["status"]["conditions"]}["NamesAccepted"] == \
+        "True"
+    res = registry.resources.get("example.com", "v1", "widgets")
+    assert res is not None and registry.resources.find("example.com", "widgets").version == "v1"
+
+    with pytest.raises(errors.StatusError) as e:
+        await registry.create(res, "default", {"apiVersion": "example.com/v1", "kind": "Widget",
+                                               "metadata": {"name": "w"},
+                                               "spec": {"color": "pink"}})
+    assert e.value.code == 422 and 'spec.color: Unsupported value: "pink"' in e.value.message
+
+    w = await registry.create(res, "default", {
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+        "spec": {"color": "red", "unknown": 1}, "status": {"replicas": 9}})
+    assert w["spec"] == {"color": "red", "replicas": 1}  # pruned and defaulted
+    assert "status" not in w and w["metadata"]["generation"] == 1
+
+    w["spec"]["color"] = "blue"
+    w["status"] = {"replicas": 4}
+    w = await registry.update(res, "default", "w", w)
+    assert "status" not in w and w["metadata"]["generation"] == 2
+    w["status"] = {"replicas": 4}
+    w["spec"]["color"] = "red"
+    w = await registry.update(res, "default", "w", w, subresource="status")
+    assert w["status"] == {"replicas": 4} and w["spec"]["color"] == "blue"
+    assert w["metadata"]["generation"] == 2
+
+    old = registry.resources.get("example.com", "v1alpha1", "widgets")
+    read = await registry.get(old, "default", "w")
+    assert read["apiVersion"] == "example.com/v1alpha1" and read["spec"]["color"] == "blue"
+
+    await registry.delete(crd_res(registry), None, "widgets.example.com")
+
+    async def gone():
+        return await registry.try_get(crd_res(registry), None, "widgets.example.com") is None
+    await poll(gone)
+    assert registry.resources.find("example.com", "widgets") is None
+    _, left = await registry.backend.list("/registry/example.com/")
+    assert left == []
+
+
+async def test_builtin_crds_install_idempotently_and_load(cluster):
+    registry = cluster
+    names = await crds.install_builtin_crds(registry)
+    assert sorted(names) == ["devicemodels.devices.kubeedge.io", "devices.devices.kubeedge.io"]
+    await crds.install_builtin_crds(registry)
+    live = await registry.get(crd_res(registry), None, "devices.devices.kubeedge.io")
+    assert live["metadata"]["generation"] == 1  # the second install changed nothing
+    assert await crds.load_crds(registry) >= 2
+    assert registry.resources.find("devices.kubeedge.io", "devices").version == "v1beta1"
+    v1alpha2 = registry.resources.get("devices.kubeedge.io", "v1alpha2", "devices")
+    device = {"apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "Device",
+              "metadata": {"name": "temperature", "labels": {"description": "temperature"}},
+              "spec": {"deviceModelRef": {"name": "temperature-model"}, "nodeSelector": {
+                  "nodeSelectorTerms": [{"matchExpressions": [
+                      {"key": "", "operator": "In", "values": ["edge-node"]}]}]}},
+              "status": {"twins": [{"propertyName": "temperature-status", "desired": {
+                  "metadata": {"type": "string"}, "value": ""}}]}}
+    out = await registry.create(v1alpha2, "default", copy.deepcopy(device))
+    assert out["spec"] == device["spec"] and out["status"] == device["status"]
+    v1beta1 = registry.resources.get("devices.kubeedge.io", "v1beta1", "devices")
+    read = await registry.get(v1beta1, "default", "temperature")
+    assert read["apiVersion"] == "devices.kubeedge.io/v1beta1"
+    assert read["status"]["twins"][0]["propertyName"] == "temperature-status"
