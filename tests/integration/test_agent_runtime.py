@@ -1,0 +1,99 @@
+"""The pod syncer on real podman (no server): a desired pod runs as a podman pod with our
+labels, its status goes up Running with a pod IP, a restarted syncer adopts it, and it is
+removed when no longer desired.
+
+Needs podman and the offline busybox image (airgap/build-test-image.sh); always removes its pods."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from k3py.agent.metamanager import MetaManager
+from k3py.agent.pods import PodSyncer
+from k3py.agent.runtime.podman import LABEL_NODE, Podman
+from k3py.tunnel.message import GROUP_RESOURCE, OP_DELETE, OP_INSERT, new_message
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")]
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "k3py.local/busybox:latest"
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    out = tmp_path_factory.mktemp("img") / "busybox.tar"
+    subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def _podman_pods(node: str) -> list[dict]:
+    out = subprocess.run(["podman", "pod", "ps", "--format", "json", "--filter",
+                          f"label={LABEL_NODE}={node}"], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out or "[]") or []
+
+
+@pytest.fixture
+def node():
+    name = f"rt-{uuid.uuid4().hex[:6]}"
+    yield name
+    for p in _podman_pods(name):
+        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", p["Id"]], capture_output=True)
+
+
+def _pod(uid: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "uid": uid},
+            "spec": {"nodeName": "x", "restartPolicy": "Always", "containers": [
+                {"name": "main", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                 "command": ["sh", "-c", "echo hello $GREETING; sleep 3600"],
+                 "env": [{"name": "GREETING", "value": "k3py"}]}]}}
+
+
+async def test_pod_runs_is_adopted_and_removed(image, node, tmp_path):
+    meta = MetaManager(str(tmp_path / "meta.db"))
+    await meta.open()
+    sent = []
+
+    async def send(msg):
+        sent.append(msg)
+    runtime = Podman(node_name=node)
+    syncer = PodSyncer(meta=meta, runtime=runtime, send=send, data_dir=str(tmp_path),
+                       node_name=node, host_ip="127.0.0.1")
+    uid = str(uuid.uuid4())
+    await meta.apply(new_message(source="t", group=GROUP_RESOURCE, operation=OP_INSERT,
+                                 resource="pods/default/web", content=_pod(uid)))
+    status = {}
+    for _ in range(100):
+        await syncer.sync_once()
+        status = sent[-1].content["status"] if sent else {}
+        if status.get("phase") == "Running" and status.get("podIP"):
+            break
+        await asyncio.sleep(0.2)
+    assert status["phase"] == "Running", status
+    assert status["containerStatuses"][0]["ready"] is True
+    assert len(_podman_pods(node)) == 1
+    logs = b"".join([c async for c in runtime.logs(syncer.container_name("default", "web",
+                                                                          "main"))])
+    assert b"hello k3py" in logs
+
+    # a new syncer (agent restart) adopts the pod instead of starting a second one
+    again = PodSyncer(meta=meta, runtime=runtime, send=send, data_dir=str(tmp_path),
+                      node_name=node, host_ip="127.0.0.1")
+    await again.sync_once()
+    assert len(_podman_pods(node)) == 1
+
+    await meta.apply(new_message(source="t", group=GROUP_RESOURCE, operation=OP_DELETE,
+                                 resource="pods/default/web", content=_pod(uid)))
+    await again.sync_once()
+    assert _podman_pods(node) == []
+    await meta.close()
