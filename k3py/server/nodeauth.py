@@ -39,8 +39,10 @@ def token_secret(token: str) -> str:
 
 class NodeJoin:
     def __init__(self, *, ca_cert_pem: bytes, ca_key_pem: bytes, token: str,
-                 valid_days: int = 365) -> None:
-        self.ca_cert_pem = ca_cert_pem
+                 valid_days: int = 365, served_ca_pem: bytes | None = None) -> None:
+        """`ca_*`: the CA the API server trusts for client certificates (signs node certs);
+        `served_ca_pem`: what /cacerts returns (the CA of the serving cert), if different."""
+        self.ca_cert_pem = served_ca_pem or ca_cert_pem
         self._ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
         self._ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
         self._secret = token_secret(token)
@@ -106,3 +108,36 @@ class NodeJoin:
 
 def _status(e: errors.StatusError) -> web.Response:
     return web.json_response(e.to_status(), status=e.code)
+
+
+def _read_first(directory: str, names: tuple[str, ...]) -> tuple[bytes, str] | None:
+    import os
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return f.read(), name
+    return None
+
+
+def install_from_config(app: web.Application, config) -> NodeJoin | None:
+    """Wire the join routes from the server's TLS dir and token file (written by k3py.pki):
+    node certs are signed by the client CA, /cacerts serves the server (serving) CA."""
+    signer = None
+    for base in ("client-ca", "ca", "server-ca"):
+        cert = _read_first(config.tls_dir, (f"{base}.crt", f"{base}.pem"))
+        key = _read_first(config.tls_dir, (f"{base}.key", f"{base}-key.pem"))
+        if cert and key:
+            signer = (cert[0], key[0])
+            break
+    served = _read_first(config.tls_dir, ("server-ca.crt", "ca.crt", "server-ca.pem",
+                                          "ca.pem"))
+    if signer is None or served is None:
+        log.warning("no CA certificate/key in %s: agents cannot join", config.tls_dir)
+        return None
+    with open(config.token_path) as f:
+        token = f.read().strip()
+    join = NodeJoin(ca_cert_pem=signer[0], ca_key_pem=signer[1], token=token,
+                    served_ca_pem=served[0])
+    join.install(app)
+    return join

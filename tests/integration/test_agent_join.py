@@ -1,0 +1,93 @@
+"""A real `k3py agent` process joining a real server: the node registers Ready with its lease,
+a wrong token or a wrong CA hash is one error line and exit 1, and a pod runs on podman.
+
+Uses tests/harness.py's ServerProcess; the agent's podman pods are removed at teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ServerProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("k3py.cli.agent")  # the CLI lands with the server work
+
+
+def _agent_cmd(srv: ServerProcess, data_dir: Path, node: str, token: str) -> list[str]:
+    return [sys.executable, "-m", "k3py", "agent", "--server", srv.url, "--token", token,
+            "--data-dir", str(data_dir), "--node-name", node]
+
+
+def _token(srv: ServerProcess) -> str:
+    return (srv.data_dir / "server" / "token").read_text().strip()
+
+
+@pytest.fixture
+def agent_procs():
+    procs: list[tuple[subprocess.Popen, str]] = []
+    yield procs
+    for proc, node in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        out = subprocess.run(["podman", "pod", "ps", "-q", "--filter",
+                              f"label=io.k3py.node={node}"], capture_output=True, text=True)
+        for pod_id in out.stdout.split():
+            subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id], capture_output=True)
+
+
+def test_wrong_token_and_wrong_ca_fail_fast(server, tmp_path):
+    good = _token(server)
+    wrong_secret = good.rsplit(":", 1)[0] + ":nope"
+    wrong_ca = "K10" + "0" * 64 + "::server:" + good.rsplit(":", 1)[1]
+    for token, needle in ((wrong_secret, "rejected the join token"),
+                          (wrong_ca, "does not match the token")):
+        out = subprocess.run(_agent_cmd(server, tmp_path / uuid.uuid4().hex, "n", token),
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1
+        assert needle in out.stderr
+
+
+def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
+    node = f"edge-{uuid.uuid4().hex[:6]}"
+    data = tmp_path / "agent"
+    log = open(tmp_path / "agent.log", "wb")
+    proc = subprocess.Popen(_agent_cmd(server, data, node, _token(server)), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={k: v for k, v in os.environ.items()
+                                 if not k.startswith("K3PY_")})
+    agent_procs.append((proc, node))
+
+    def ready():
+        n = server.kubectl_json("get", "node", node)
+        conds = {c["type"]: c["status"] for c in n["status"].get("conditions", [])}
+        return conds.get("Ready") == "True" and n
+    n = wait_for(ready, 30, 0.3, f"node {node} Ready")
+    assert n["metadata"]["labels"]["node-role.kubernetes.io/edge"] == ""
+    assert n["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("podman://")
+    lease = server.kubectl_json("get", "lease", "-n", "kube-node-lease", node)
+    assert lease["spec"]["holderIdentity"] == node
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello"},
+           "spec": {"nodeName": node, "containers": [{
+               "name": "c", "image": "k3py.local/busybox:latest",
+               "imagePullPolicy": "IfNotPresent",
+               "command": ["sh", "-c", "echo hi-from-k3py; sleep 3600"]}]}}
+    server.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    try:
+        wait_for(lambda: server.kubectl_json("get", "pod", "hello")["status"].get("phase")
+                 == "Running", 60, 0.5, "pod Running")
+        wait_for(lambda: "hi-from-k3py" in server.kubectl("logs", "hello").stdout, 20, 0.5,
+                 "kubectl logs through the tunnel")
+    finally:
+        server.kubectl("delete", "pod", "hello", "--wait=false", check=False)
