@@ -60,6 +60,9 @@ def test_wrong_token_and_wrong_ca_fail_fast(server, tmp_path):
 
 
 def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(["sh", str(root / "airgap" / "build-test-image.sh"),
+                    str(tmp_path / "busybox.tar")], check=True, capture_output=True)
     node = f"edge-{uuid.uuid4().hex[:6]}"
     data = tmp_path / "agent"
     log = open(tmp_path / "agent.log", "wb")
