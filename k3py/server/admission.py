@@ -168,6 +168,17 @@ def apply_patch(res: Resource, cur: dict, body: bytes, patch_type: str, manager:
     raise errors.unsupported_media_type(patch_type)
 
 
+def unknown_fields(res: Resource, obj: dict) -> list[str]:
+    """Dotted paths of fields the schema of `res` does not know (for fieldValidation)."""
+    if res.crd:
+        if res.extra.get("preserve_unknown_fields"):
+            return []
+        from k3py.api import structural
+        return structural.find_unknown_fields(res.extra.get("schema"), obj)
+    finder = getattr(patchlib, "find_unknown_fields", None)
+    return list(finder(res.api_version, res.kind, obj)) if finder else []
+
+
 def needs_finalization(res: Resource, obj: dict) -> bool:
     """Objects that wait for a controller before they go (namespaces with spec.finalizers)."""
     if res.group == "" and res.kind == "Namespace":

@@ -47,11 +47,13 @@ def _list_options(request: web.Request) -> ListOptions:
 
 
 def _object_response(request: web.Request, res: Resource, obj: dict,
-                     status: int = 200) -> web.Response:
+                     status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
     if wants_table(request):
         return json_response(table_for(res, [obj], request, {
-            "resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}), status)
-    return json_response(obj, status)
+            "resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}), status,
+            headers)
+    return json_response(obj, status, headers)
 
 
 async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
@@ -97,10 +99,10 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         return json_response(out)
     if verb == "create" and rp.name is None:
         body = decode_body(await request.read(), request.content_type)
+        warnings = _check_unknown_fields(request, res, body)
         obj = await registry.create(res, ns, body, dry_run=dry_run(request),
                                     field_manager=_field_manager(request))
-        _check_unknown_fields(request, res, body)
-        return _object_response(request, res, obj, 201)
+        return _object_response(request, res, obj, 201, warnings)
 
     name = rp.name
     assert name is not None
@@ -116,12 +118,12 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         return _object_response(request, res, await registry.get(res, ns, name))
     if verb == "update" or (verb == "create" and sub == "status"):
         body = decode_body(await request.read(), request.content_type)
+        warnings = _check_unknown_fields(request, res, body)
         obj = await registry.update(res, ns, name, body, subresource=sub,
                                     dry_run=dry_run(request),
                                     field_manager=_field_manager(request),
                                     allow_create=res.plural in ("leases", "endpoints"))
-        _check_unknown_fields(request, res, body)
-        return _object_response(request, res, obj)
+        return _object_response(request, res, obj, warnings=warnings)
     if verb == "patch":
         ptype = admission.PATCH_TYPES.get(request.content_type)
         if ptype is None:
@@ -149,9 +151,21 @@ def _field_manager(request: web.Request, ptype: str = "") -> str:
     return agent.split("/")[0][:128]
 
 
-def _check_unknown_fields(request: web.Request, res: Resource, body: dict) -> None:
-    # fieldValidation=Strict is enforced by admission validators where a schema exists.
-    return None
+def _check_unknown_fields(request: web.Request, res: Resource, body: object) -> list[str]:
+    """fieldValidation: Strict -> 400 on unknown fields, Warn (default) -> warnings, Ignore."""
+    mode = request.query.get("fieldValidation", "Warn") or "Warn"
+    if mode not in ("Strict", "Warn", "Ignore"):
+        raise errors.bad_request(f'fieldValidation: Unsupported value: "{mode}": supported '
+                                 'values: "Ignore", "Strict", "Warn"')
+    if mode == "Ignore" or not isinstance(body, dict):
+        return []
+    unknown = admission.unknown_fields(res, body)
+    if not unknown:
+        return []
+    messages = [f'unknown field "{f}"' for f in unknown]
+    if mode == "Strict":
+        raise errors.bad_request("strict decoding error: " + ", ".join(messages))
+    return [m.replace('"', '\\"') for m in messages]
 
 
 async def _delete_options(request: web.Request) -> dict:
