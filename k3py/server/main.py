@@ -158,20 +158,27 @@ async def shutdown(server: RunningServer) -> None:
     await server.backend.close()
 
 
-async def _main(config) -> int:
+async def _main(config, after_ready) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = await serve(config)
     print(f"k3py server ready: {server.url}", file=sys.stderr, flush=True)
+    extra = await after_ready(config, server) if after_ready else None
     await stop.wait()
     log.info("shutting down")
+    if extra is not None and hasattr(extra, "stop"):
+        with contextlib.suppress(Exception):
+            await extra.stop()
     await shutdown(server)
     return 0
 
 
-def run(config) -> int:
+def run(config, *, after_ready=None) -> int:
+    """Blocking entry for the CLI. `after_ready(config, server)` may start more (the
+    embedded agent, which the server package must not import) and return a handle with
+    an async stop()."""
     logging.basicConfig(
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -181,7 +188,7 @@ def run(config) -> int:
     except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
         pass
     try:
-        return asyncio.run(_main(config))
+        return asyncio.run(_main(config, after_ready))
     except StartupError as e:
         print(f"k3py: error: {e}", file=sys.stderr)
         return 1
