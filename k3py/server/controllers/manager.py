@@ -37,7 +37,13 @@ async def start_controllers(ctx: ControllerContext,
     for module_name, class_name in CONTROLLERS:
         if class_name in disabled:
             continue
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            log.warning("controller %s is not part of this build; skipping", class_name)
+            continue
         controller = getattr(module, class_name)(ctx)
         await controller.start()
         started.append(controller)
