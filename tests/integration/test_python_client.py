@@ -86,11 +86,26 @@ def test_watch_events_and_resume(server):
     assert seen == [("ADDED", "1"), ("MODIFIED", "2"), ("DELETED", "2")]
 
 
-def test_watch_too_old_resource_version_is_410(server):
-    v1 = client.CoreV1Api(server.client())
+def test_watch_too_old_resource_version_is_410(fresh_server):
+    srv = fresh_server
+    srv.extra_args = ["--compact-interval", "0.5", "--compact-min-retain", "5"]
+    srv.start()
+    v1 = client.CoreV1Api(srv.client())
+    first = v1.create_namespaced_config_map("default", cm("old")).metadata.resource_version
+    for i in range(30):
+        v1.patch_namespaced_config_map("old", "default", {"data": {"i": str(i)}})
+
+    def compacted() -> bool:
+        try:
+            v1.list_namespaced_config_map("default", resource_version=first,
+                                          resource_version_match="Exact")
+        except ApiException as e:
+            return e.status == 410
+        return False
+    wait_for(compacted, 20, 0.2, "compaction past the first revision")
     w = watch.Watch()
     with pytest.raises(ApiException) as e:
-        for _ in w.stream(v1.list_namespaced_config_map, "default", resource_version="1",
+        for _ in w.stream(v1.list_namespaced_config_map, "default", resource_version=first,
                           timeout_seconds=3):
             pass
     assert e.value.status == 410

@@ -32,7 +32,8 @@ def decode_body(body: bytes, content_type: str) -> Any:
     ct = (content_type or JSON).split(";")[0].strip().lower()
     if not body:
         raise errors.bad_request("the request body is empty")
-    if ct in ("application/json", "", "*/*", "application/vnd.kubernetes.protobuf"):
+    if ct in ("application/json", "", "*/*", "application/octet-stream",
+              "application/vnd.kubernetes.protobuf"):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as e:
