@@ -127,7 +127,7 @@ def test_invalid_deployment_is_422(server):
     mismatch = DEPLOY.replace("labels: {app: web}\n    spec:", "labels: {app: other}\n    spec:")
     err = server.kubectl("apply", "-f", "-", input=mismatch, check=False)
     assert err.returncode == 1
-    assert "selector does not match template labels" in err.stderr
+    assert "does not match template `labels`" in err.stderr
 
 
 def test_invalid_name_is_422(server):
