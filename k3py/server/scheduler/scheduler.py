@@ -1,0 +1,272 @@
+"""The default-scheduler: watches unscheduled pods and nodes, filters and scores nodes from a
+pod-per-node cache, and binds through the pods/binding logic (k3py.server.apiserver.handlers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from k3py.api import errors
+from k3py.api.objects import now_rfc3339
+from k3py.server.apiserver.handlers import bind_pod
+from k3py.server.controllers.base import Controller, ControllerContext, split_key
+from k3py.server.scheduler.filters import UNRESOLVABLE, run_filters
+from k3py.server.scheduler.nodeinfo import NodeInfo, pod_key
+from k3py.server.scheduler.scores import score_nodes
+
+__all__ = ["Scheduler", "fit_error_message", "SCHEDULER_NAME"]
+
+log = logging.getLogger("k3py.scheduler")
+
+SCHEDULER_NAME = "default-scheduler"
+RETRY_UNSCHEDULABLE = 30.0
+
+
+def _histogram(counts: dict[str, int]) -> str:
+    return ", ".join(sorted(f"{n} {reason}" for reason, n in counts.items()))
+
+
+def fit_error_message(num_nodes: int, failures: dict[str, tuple[str, list[str]]]) -> str:
+    """Upstream's FitError text plus the preemption post-filter summary."""
+    if num_nodes == 0:
+        return "0/0 nodes are available: no nodes available to schedule pods."
+    reasons: dict[str, int] = {}
+    preemption: dict[str, int] = {}
+    for plugin, node_reasons in failures.values():
+        for r in node_reasons:
+            reasons[r] = reasons.get(r, 0) + 1
+        why = "Preemption is not helpful for scheduling" if plugin in UNRESOLVABLE \
+            else "No preemption victims found for incoming pod"
+        preemption[why] = preemption.get(why, 0) + 1
+    return (f"0/{num_nodes} nodes are available: {_histogram(reasons)}. "
+            f"preemption: 0/{num_nodes} nodes are available: {_histogram(preemption)}.")
+
+
+def _wants_scheduling(pod: dict) -> bool:
+    spec = pod.get("spec") or {}
+    if spec.get("nodeName") or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    if (spec.get("schedulerName") or SCHEDULER_NAME) != SCHEDULER_NAME:
+        return False
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def _occupies_node(pod: dict) -> bool:
+    return bool((pod.get("spec") or {}).get("nodeName")) and \
+        (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+class Scheduler(Controller):
+    """One scheduling decision at a time (the cache is the truth); bindings run concurrently."""
+
+    name = "scheduler"
+    workers = 1
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.nodes: dict[str, NodeInfo] = {}
+        self._pod_node: dict[str, str] = {}  # pod key -> node it occupies in the cache
+        self._assumed: dict[str, float] = {}  # pod key -> when we bound it ourselves
+        self.unschedulable: set[str] = set()
+        self._attempts: dict[str, int] = {}
+        self._binds: set[asyncio.Task] = set()
+        self._periodic: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ cache upkeep
+
+    def _info(self, name: str) -> NodeInfo:
+        info = self.nodes.get(name)
+        if info is None:
+            info = self.nodes[name] = NodeInfo(name=name)
+        return info
+
+    def _place(self, key: str, pod: dict | None) -> None:
+        old_node = self._pod_node.pop(key, None)
+        if old_node is not None and old_node in self.nodes:
+            info = self.nodes[old_node]
+            info.remove_pod(key)
+            if info.node is None and not info.pods:
+                del self.nodes[old_node]
+        if pod is not None and _occupies_node(pod):
+            node = pod["spec"]["nodeName"]
+            self._info(node).add_pod(pod)
+            self._pod_node[key] = node
+
+    def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
+        pod = new if etype != "DELETED" else None
+        key = pod_key(new or old or {})
+        if pod is not None and key in self._assumed and not _occupies_node(pod):
+            # the watch has not caught up with our binding yet: keep the assumed placement
+            if time.monotonic() - self._assumed[key] < 30:
+                return
+        if pod is None or _occupies_node(pod):
+            self._assumed.pop(key, None)
+        self._place(key, pod)
+        if pod is not None and _wants_scheduling(pod) and key not in self._assumed:
+            # our own status writes must not spin an unschedulable pod; spec changes retry it
+            if key not in self.unschedulable or old is None or \
+                    old.get("spec") != pod.get("spec"):
+                self.enqueue(key)
+        else:
+            self.unschedulable.discard(key)
+            self._attempts.pop(key, None)
+        if etype == "DELETED" or (old is not None and _occupies_node(old)
+                                  and (pod is None or not _occupies_node(pod))):
+            self._retry_unschedulable()
+
+    def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
+        name = (new or old or {}).get("metadata", {}).get("name")
+        if not name:
+            return
+        if etype == "DELETED":
+            info = self.nodes.get(name)
+            if info is not None:
+                info.node = None
+                if not info.pods:
+                    del self.nodes[name]
+            return
+        self._info(name).node = new
+        if old is None or (old.get("spec"), (old.get("metadata") or {}).get("labels"),
+                           (old.get("status") or {}).get("allocatable")) != \
+                (new.get("spec"), (new.get("metadata") or {}).get("labels"),
+                 (new.get("status") or {}).get("allocatable")):
+            self._retry_unschedulable()
+
+    def _retry_unschedulable(self) -> None:
+        for key in list(self.unschedulable):
+            self.enqueue(key)
+
+    def setup(self) -> None:
+        self.pods = self.ctx.informers.informer("", "pods")
+        self.node_informer = self.ctx.informers.informer("", "nodes")
+        self.node_informer.add_handler(self._on_node)
+        self.pods.add_handler(self._on_pod)
+        self.pod_res = self.ctx.resource("", "pods")
+
+    async def start(self) -> None:
+        await super().start()
+        self._periodic = asyncio.create_task(self._flush_unschedulable(),
+                                             name="scheduler-retry")
+
+    async def stop(self) -> None:
+        if self._periodic:
+            self._periodic.cancel()
+        for t in list(self._binds):
+            t.cancel()
+        await super().stop()
+
+    async def _flush_unschedulable(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_UNSCHEDULABLE)
+            self._retry_unschedulable()
+
+    # ------------------------------------------------------------ one decision
+
+    async def reconcile(self, key: str) -> None:
+        await self.pods.synced.wait()
+        await self.node_informer.synced.wait()
+        ns, name = split_key(key)
+        pod = self.pods.get(ns, name)
+        if pod is None or not _wants_scheduling(pod) or key in self._assumed:
+            self.unschedulable.discard(key)
+            return
+        if (pod.get("spec") or {}).get("schedulingGates"):
+            await self._set_condition(pod, "SchedulingGated",
+                                      "Scheduling is blocked due to non-empty scheduling gates")
+            return
+        node = self.schedule_one(pod)
+        if isinstance(node, str):
+            self.unschedulable.discard(key)
+            self._attempts.pop(key, None)
+            self._assume(pod, node)
+            task = asyncio.create_task(self._bind(pod, node), name=f"bind-{key}")
+            self._binds.add(task)
+            task.add_done_callback(self._binds.discard)
+            return
+        message = node[1]
+        self.unschedulable.add(key)
+        n = self._attempts.get(key, 0) + 1
+        self._attempts[key] = n
+        self.enqueue(key, after=min(1.0 * 2 ** (n - 1), RETRY_UNSCHEDULABLE))
+        await self.ctx.recorder.record(pod, "Warning", "FailedScheduling", message,
+                                       component=SCHEDULER_NAME)
+        await self._set_condition(pod, "Unschedulable", message)
+
+    def schedule_one(self, pod: dict) -> str | tuple[None, str]:
+        """The chosen node name, or (None, FailedScheduling message)."""
+        nodes = [i for i in self.nodes.values() if i.node is not None]
+        feasible: list[NodeInfo] = []
+        failures: dict[str, tuple[str, list[str]]] = {}
+        for info in nodes:
+            plugin, reasons = run_filters(pod, info)
+            if reasons:
+                failures[info.name] = (plugin, reasons)
+            else:
+                feasible.append(info)
+        if not feasible:
+            return None, fit_error_message(len(nodes), failures)
+        if len(feasible) == 1:
+            return feasible[0].name
+        scores = score_nodes(pod, feasible)
+        best = max(scores.values())
+        return random.choice([n for n, s in scores.items() if s == best])
+
+    def _assume(self, pod: dict, node: str) -> None:
+        key = pod_key(pod)
+        placed = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}
+        self._assumed[key] = time.monotonic()
+        self._place(key, placed)
+
+    def _forget(self, key: str) -> None:
+        self._assumed.pop(key, None)
+        self._place(key, None)
+
+    async def _bind(self, pod: dict, node: str) -> None:
+        md = pod["metadata"]
+        key = pod_key(pod)
+        try:
+            await bind_pod(self.registry, self.pod_res, md["namespace"], md["name"], node)
+        except errors.StatusError as e:
+            log.info("binding %s to %s failed: %s", key, node, e.message)
+            self._forget(key)
+            if e.code == 409 and "already assigned" not in e.message and \
+                    "being deleted" not in e.message:
+                self.enqueue(key, after=0.1)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("binding %s to %s failed", key, node)
+            self._forget(key)
+            self.enqueue(key, after=1.0)
+            return
+        await self.ctx.recorder.record(
+            pod, "Normal", "Scheduled",
+            f"Successfully assigned {md['namespace']}/{md['name']} to {node}",
+            component=SCHEDULER_NAME)
+
+    async def _set_condition(self, pod: dict, reason: str, message: str) -> None:
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("reason") == reason and \
+                    c.get("message") == message and c.get("status") == "False":
+                return
+
+        def mutate(cur: dict) -> dict | None:
+            if (cur.get("spec") or {}).get("nodeName"):
+                return None
+            status = cur.setdefault("status", {})
+            conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "False", "lastProbeTime": None,
+                          "lastTransitionTime": now_rfc3339(), "reason": reason,
+                          "message": message})
+            status["conditions"] = conds
+            status.setdefault("phase", "Pending")
+            return cur
+        md = pod["metadata"]
+        try:
+            await self.registry.update_with(self.pod_res, md["namespace"], md["name"], mutate,
+                                            subresource="status")
+        except errors.StatusError as e:
+            log.debug("pod condition for %s/%s: %s", md["namespace"], md["name"], e.message)

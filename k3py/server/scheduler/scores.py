@@ -1,0 +1,107 @@
+"""Scheduler scores as upstream's default plugins compute them, each 0..100 per node after
+normalisation, combined with upstream's weights. Pure; scheduler.py picks the best node."""
+
+from __future__ import annotations
+
+import math
+
+from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
+from k3py.server.scheduler.nodeinfo import NodeInfo, node_allocatable, pod_requests
+
+__all__ = ["least_allocated", "balanced_allocation", "node_affinity_raw", "taint_raw",
+           "spread_raw", "score_nodes", "MAX_SCORE", "WEIGHTS"]
+
+MAX_SCORE = 100
+WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAffinity": 2,
+           "TaintToleration": 3, "SelectorSpread": 2}
+
+
+def _fractions(pod: dict, info: NodeInfo) -> list[tuple[int, int]]:
+    """(requested including this pod, allocatable) for cpu and memory."""
+    alloc = node_allocatable(info.node or {})
+    want = pod_requests(pod, non_zero=True)
+    out = []
+    for r in ("cpu", "memory"):
+        cap = alloc.get(r, 0) if alloc is not None else 0
+        out.append((info.non_zero_requested.get(r, 0) + want.get(r, 0), cap))
+    return out
+
+
+def least_allocated(pod: dict, info: NodeInfo) -> int:
+    """Average over cpu and memory of the free share left after placing the pod."""
+    parts = []
+    for used, cap in _fractions(pod, info):
+        if cap <= 0 or used > cap:
+            parts.append(0)
+        else:
+            parts.append((cap - used) * MAX_SCORE // cap)
+    return sum(parts) // len(parts)
+
+
+def balanced_allocation(pod: dict, info: NodeInfo) -> int:
+    """Higher when cpu and memory are used in equal shares (1 - standard deviation)."""
+    shares = []
+    for used, cap in _fractions(pod, info):
+        shares.append(min(used / cap, 1.0) if cap > 0 else 1.0)
+    mean = sum(shares) / len(shares)
+    std = math.sqrt(sum((s - mean) ** 2 for s in shares) / len(shares))
+    return int((1 - std) * MAX_SCORE)
+
+
+def node_affinity_raw(pod: dict, info: NodeInfo) -> int:
+    """Sum of weights of the preferred node affinity terms the node matches."""
+    preferred = ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
+                 .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+    node = info.node or {}
+    return sum(int(p.get("weight") or 0) for p in preferred
+               if node_selector_term_matches(p.get("preference") or {}, node))
+
+
+def taint_raw(pod: dict, info: NodeInfo) -> int:
+    """Count of PreferNoSchedule taints the pod does not tolerate (lower is better)."""
+    tolerations = [t for t in (pod.get("spec") or {}).get("tolerations") or []
+                   if (t.get("effect") or "PreferNoSchedule") == "PreferNoSchedule"]
+    return sum(1 for taint in ((info.node or {}).get("spec") or {}).get("taints") or []
+               if taint.get("effect") == "PreferNoSchedule"
+               and not any(tolerates(t, taint) for t in tolerations))
+
+
+def _owner_uid(pod: dict) -> str | None:
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def spread_raw(pod: dict, info: NodeInfo) -> int:
+    """Pods on the node with the same controller as this pod (lower is better)."""
+    owner = _owner_uid(pod)
+    if owner is None:
+        return 0
+    ns = (pod.get("metadata") or {}).get("namespace")
+    return sum(1 for p in info.pods.values()
+               if _owner_uid(p) == owner and (p.get("metadata") or {}).get("namespace") == ns)
+
+
+def _normalize(raw: dict[str, int], reverse: bool) -> dict[str, int]:
+    top = max(raw.values(), default=0)
+    if top == 0:
+        return {n: MAX_SCORE if reverse else 0 for n in raw}
+    if reverse:
+        return {n: MAX_SCORE - v * MAX_SCORE // top for n, v in raw.items()}
+    return {n: v * MAX_SCORE // top for n, v in raw.items()}
+
+
+def score_nodes(pod: dict, infos: list[NodeInfo]) -> dict[str, int]:
+    """Weighted total per feasible node name."""
+    totals = {i.name: 0 for i in infos}
+    for i in infos:
+        totals[i.name] += WEIGHTS["NodeResourcesFit"] * least_allocated(pod, i)
+        totals[i.name] += WEIGHTS["NodeResourcesBalancedAllocation"] * \
+            balanced_allocation(pod, i)
+    for plugin, fn, reverse in (("NodeAffinity", node_affinity_raw, False),
+                                ("TaintToleration", taint_raw, True),
+                                ("SelectorSpread", spread_raw, True)):
+        for name, s in _normalize({i.name: fn(pod, i) for i in infos}, reverse).items():
+            totals[name] += WEIGHTS[plugin] * s
+    return totals

@@ -1,0 +1,101 @@
+"""The Scheduler against a real in-process Registry: binding, FailedScheduling events and the
+PodScheduled condition, retry when a node appears, spreading and throughput."""
+
+import time
+
+import pytest
+
+from k3py.server.scheduler.scheduler import Scheduler
+from tests.unit.controllers.test_core_support import cluster, eventually
+
+pytestmark = pytest.mark.unit
+
+
+def node(name, cpu="4", pods="110", labels=None):
+    return {"metadata": {"name": name, "labels": labels or {}},
+            "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": pods},
+                       "capacity": {"cpu": cpu, "memory": "8Gi", "pods": pods}}}
+
+
+def pod(name, cpu=None, **spec):
+    c = {"name": "c", "image": "busybox"}
+    if cpu:
+        c["resources"] = {"requests": {"cpu": cpu}}
+    return {"metadata": {"name": name}, "spec": {"containers": [c], **spec}}
+
+
+async def test_binds_and_records_scheduled(tmp_path) -> None:
+    async with cluster(tmp_path) as c:
+        await c.create("nodes", node("node1"))
+        await c.start(Scheduler)
+        await c.create("pods", pod("web-1"))
+
+        async def bound():
+            p = await c.get("pods", "default", "web-1")
+            return p["spec"].get("nodeName")
+        assert await eventually(bound) == "node1"
+        p = await c.get("pods", "default", "web-1")
+        cond = [x for x in p["status"]["conditions"] if x["type"] == "PodScheduled"][0]
+        assert cond["status"] == "True"
+
+        async def event():
+            return [e for e in await c.list("events", "default") if e["reason"] == "Scheduled"]
+        ev = (await eventually(event))[0]
+        assert ev["message"] == "Successfully assigned default/web-1 to node1"
+        assert ev["source"]["component"] == "default-scheduler"
+
+
+async def test_unschedulable_then_node_appears(tmp_path) -> None:
+    async with cluster(tmp_path) as c:
+        await c.create("nodes", node("small", cpu="1"))
+        await c.create("nodes", node("ssd", cpu="1", labels={"disk": "ssd"}))
+        await c.create("nodes", node("other", cpu="1"))
+        await c.start(Scheduler)
+        await c.create("pods", pod("big", cpu="2", nodeSelector={"disk": "ssd"}))
+        await c.create("pods", pod("other-sched", schedulerName="my-scheduler"))
+
+        async def condition():
+            p = await c.get("pods", "default", "big")
+            conds = [x for x in (p.get("status") or {}).get("conditions") or []
+                     if x["type"] == "PodScheduled"]
+            return conds[0] if conds else None
+        cond = await eventually(condition)
+        msg = ("0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node "
+               "affinity/selector. preemption: 0/3 nodes are available: 1 No preemption "
+               "victims found for incoming pod, 2 Preemption is not helpful for scheduling.")
+        assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
+        assert cond["message"] == msg
+        evs = [e for e in await c.list("events", "default") if e["reason"] == "FailedScheduling"]
+        assert evs and evs[0]["message"] == msg and evs[0]["type"] == "Warning"
+
+        await c.create("nodes", node("ssd-big", cpu="8", labels={"disk": "ssd"}))
+
+        async def bound():
+            return (await c.get("pods", "default", "big"))["spec"].get("nodeName")
+        assert await eventually(bound) == "ssd-big"
+        assert not (await c.get("pods", "default", "other-sched"))["spec"].get("nodeName")
+
+
+async def test_spread_and_throughput(tmp_path) -> None:
+    async with cluster(tmp_path) as c:
+        for i in range(3):
+            await c.create("nodes", node(f"n{i}"))
+        await c.start(Scheduler)
+        owner = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                  "uid": "11111111-2222-3333-4444-555555555555", "controller": True}]
+        start = time.monotonic()
+        for i in range(99):
+            p = pod(f"p{i}", cpu="10m")
+            p["metadata"]["ownerReferences"] = owner
+            await c.create("pods", p)
+
+        async def all_bound():
+            pods = await c.list("pods", "default")
+            return len(pods) == 99 and all(p["spec"].get("nodeName") for p in pods)
+        await eventually(all_bound, timeout=20)
+        elapsed = time.monotonic() - start
+        counts: dict[str, int] = {}
+        for p in await c.list("pods", "default"):
+            counts[p["spec"]["nodeName"]] = counts.get(p["spec"]["nodeName"], 0) + 1
+        assert sorted(counts.values()) == [33, 33, 33], counts
+        assert elapsed < 10, elapsed
