@@ -1,47 +1,72 @@
 """Frozen configuration records for the two roles, `ServerConfig` and `AgentConfig`: the one
-home of defaults. Built by k3py.cli.flags (flags > env > config file > defaults); read by
-k3py.server.main and k3py.agent.main."""
+home of defaults. Built by k3py.cli.flags (flag > env var > config file > these defaults)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass
 
 __all__ = ["ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG"]
+           "DEFAULT_KUBECONFIG", "DISABLEABLE_COMPONENTS", "hostname"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
 DEFAULT_KUBECONFIG = "/etc/k3py/k3py.yaml"
+# What `--disable` accepts: the packaged components the server deploys (K3s: traefik,
+# servicelb, local-storage, coredns). A typo must fail loudly rather than be ignored.
+DISABLEABLE_COMPONENTS = ("ingress", "servicelb", "local-storage", "dns")
 
 
-def _hostname() -> str:
-    return socket.gethostname().lower()
+def hostname() -> str:
+    """This host's name as a node name: the first DNS label, lower case (what the agent uses
+    when no --node-name is given)."""
+    return socket.gethostname().split(".")[0].lower() or "localhost"
+
+
+def _node_id(data_dir: str) -> str:
+    """A random id kept in <data-dir>/agent/node-id, so --with-node-id names survive restarts."""
+    path = os.path.join(data_dir, "agent", "node-id")
+    try:
+        with open(path) as f:
+            existing = f.read().strip()
+        if existing:
+            return existing
+    except OSError:
+        pass
+    node_id = os.urandom(4).hex()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(node_id)
+    return node_id
 
 
 @dataclass(frozen=True, kw_only=True)
-class AgentConfig:
-    server: str = ""
+class _NodeConfig:
+    """Fields and paths shared by the server (for its embedded agent) and the agent."""
+
+    data_dir: str = DEFAULT_DATA_DIR
     token: str = ""
     token_file: str = ""
-    data_dir: str = DEFAULT_DATA_DIR
-    node_name: str = ""
-    node_label: tuple[str, ...] = ()
-    node_taint: tuple[str, ...] = ()
-    node_ip: str = ""
+    node_name: str = ""  # "" = this host's name (hostname())
+    node_label: tuple[str, ...] = ()  # "key=value"
+    node_taint: tuple[str, ...] = ()  # "key=value:Effect"
+    node_ip: str = ""  # "" = the address of the default route's interface
     with_node_id: bool = False
     debug: bool = False
-    embedded: bool = False
+    config: str = ""  # the config file these values were read from ("" = none)
 
     @property
     def effective_node_name(self) -> str:
-        name = self.node_name or _hostname()
+        """--node-name or the hostname, with the persistent id appended for --with-node-id.
+        Reading it with --with-node-id creates <data-dir>/agent/node-id on first use."""
+        name = self.node_name or hostname()
         if self.with_node_id:
             name = f"{name}-{_node_id(self.data_dir)}"
         return name
 
-    # the agent reads these through getattr; keep both spellings
+    # the agent reads the plural spellings through getattr
     @property
     def node_labels(self) -> tuple[str, ...]:
         return self.node_label
@@ -56,35 +81,31 @@ class AgentConfig:
 
     @property
     def images_dir(self) -> str:
+        """Airgap image tarballs imported at agent start."""
         return os.path.join(self.agent_dir, "images")
 
     @property
     def meta_db_path(self) -> str:
         return os.path.join(self.agent_dir, "meta.db")
 
-
-def _node_id(data_dir: str) -> str:
-    path = os.path.join(data_dir, "agent", "node-id")
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        node_id = os.urandom(4).hex()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(node_id)
-        return node_id
+    @property
+    def storage_dir(self) -> str:
+        """local-path volumes."""
+        return os.path.join(self.data_dir, "storage")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServerConfig:
-    data_dir: str = DEFAULT_DATA_DIR
+class AgentConfig(_NodeConfig):
+    server: str = ""  # https://HOST:6443 (K3PY_URL)
+    embedded: bool = False  # started in-process by `k3py server`
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig(_NodeConfig):
     bind_address: str = "0.0.0.0"
     https_listen_port: int = 6443
-    advertise_address: str = ""
+    advertise_address: str = ""  # "" = node-ip or the default route's address
     tls_san: tuple[str, ...] = ()
-    token: str = ""
-    token_file: str = ""
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     cluster_cidr: str = "10.42.0.0/16"
@@ -93,17 +114,11 @@ class ServerConfig:
     cluster_dns: str = "10.43.0.10"
     cluster_domain: str = "cluster.local"
     disable_agent: bool = False
-    disable: tuple[str, ...] = ()
-    node_name: str = ""
-    node_label: tuple[str, ...] = ()
-    node_taint: tuple[str, ...] = ()
-    node_ip: str = ""
-    datastore_endpoint: str = ""
-    compact_interval: float = 300.0
-    compact_min_retain: int = 1000
-    node_eviction_timeout: float = 0.0
-    debug: bool = False
-    config: str = ""
+    disable: tuple[str, ...] = ()  # names from DISABLEABLE_COMPONENTS
+    datastore_endpoint: str = ""  # "" = embedded SQLite at db_path
+    compact_interval: float = 300.0  # seconds between store compactions
+    compact_min_retain: int = 1000  # revisions compaction always keeps
+    node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
 
     @property
     def server_dir(self) -> str:
@@ -123,15 +138,32 @@ class ServerConfig:
 
     @property
     def manifests_dir(self) -> str:
+        """Manifests applied automatically at start (K3s: server/manifests)."""
         return os.path.join(self.server_dir, "manifests")
 
     @property
-    def storage_dir(self) -> str:
-        return os.path.join(self.data_dir, "storage")
+    def kubeconfig_mode(self) -> int:
+        """write_kubeconfig_mode as an int (the flag table has checked it is octal)."""
+        return int(self.write_kubeconfig_mode, 8)
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
+        net = ipaddress.ip_network(self.service_cidr, strict=False)
+        return str(net.network_address + 1)
+
+    @property
+    def node_port_range(self) -> tuple[int, int]:
+        low, _, high = self.service_node_port_range.partition("-")
+        return int(low), int(high)
+
+    def is_disabled(self, component: str) -> bool:
+        return component in self.disable
 
     def agent_config(self, server_url: str, token: str) -> AgentConfig:
-        """The embedded agent's configuration (same data dir, the server's node name)."""
+        """The embedded agent's configuration: same data dir and node options as the server."""
         return AgentConfig(server=server_url, token=token, data_dir=self.data_dir,
                            node_name=self.node_name, node_label=self.node_label,
                            node_taint=self.node_taint, node_ip=self.node_ip,
-                           debug=self.debug, embedded=True)
+                           with_node_id=self.with_node_id, debug=self.debug,
+                           config=self.config, embedded=True)

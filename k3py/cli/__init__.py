@@ -1,62 +1,103 @@
-"""The `k3py` command: dispatches to subcommands (server, agent, kubectl, token, check-config,
-airgap). Usage errors are one line on stderr and exit code 1."""
+"""The `k3py` command: dispatches to the subcommands (server, agent, kubectl, token,
+check-config, airgap). Usage errors are one `k3py: error: ...` line on stderr, exit code 1."""
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
+from collections.abc import Callable
 
 from k3py import PROGRAM, __version__
 
-__all__ = ["main"]
+__all__ = ["main", "version_line"]
 
-USAGE = f"""Usage: {PROGRAM} COMMAND [flags]
+USAGE = f"""NAME:
+   {PROGRAM} - a lightweight single-binary Kubernetes for the edge
 
-Commands:
-  server         Run a server (Kubernetes API, controllers and, unless --disable-agent, a node)
-  agent          Run an agent node that joins a server (--server URL --token TOKEN)
-  kubectl        Run kubectl against the local server (KUBECONFIG=/etc/k3py/k3py.yaml)
-  token          Print the node join token of the local server
-  check-config   Check this host for what k3py needs
-  airgap         Import image tarballs for air-gapped nodes
+USAGE:
+   {PROGRAM} COMMAND [OPTIONS]
 
-Run '{PROGRAM} COMMAND --help' for a command's flags. '{PROGRAM} --version' prints the version."""
+COMMANDS:
+   server         Run the Kubernetes API server (and, unless --disable-agent, a node)
+   agent          Run a node that joins a server (--server URL --token TOKEN)
+   kubectl        Run kubectl against the local server (KUBECONFIG=/etc/k3py/k3py.yaml)
+   token          Print the join token of the local server
+   check-config   Check this host for what k3py needs
+   airgap         Import image tarballs on air-gapped nodes (airgap import FILE...)
+
+Run '{PROGRAM} COMMAND --help' for a command's options; '{PROGRAM} --version' for the version."""
 
 
-def _fail(message: str) -> int:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+def version_line() -> str:
+    return f"{PROGRAM} version v{__version__} (python {platform.python_version()})"
+
+
+def _commands() -> dict[str, Callable[[list[str]], int]]:
+    # imported lazily: `k3py kubectl` and `--version` must not pay for the server's imports
+    def server(argv: list[str]) -> int:
+        from k3py.cli.server import server_command
+        return server_command(argv)
+
+    def agent(argv: list[str]) -> int:
+        from k3py.cli.agent import agent_command
+        return agent_command(argv)
+
+    def kubectl(argv: list[str]) -> int:
+        from k3py.cli.kubectl import kubectl_command
+        return kubectl_command(argv)
+
+    def token(argv: list[str]) -> int:
+        from k3py.cli.token import token_command
+        return token_command(argv)
+
+    def check_config(argv: list[str]) -> int:
+        from k3py.cli.check_config import check_config_command
+        return check_config_command(argv)
+
+    def airgap(argv: list[str]) -> int:
+        from k3py.cli.airgap import airgap_command
+        return airgap_command(argv)
+
+    return {"server": server, "agent": agent, "kubectl": kubectl, "token": token,
+            "check-config": check_config, "airgap": airgap}
+
+
+def fail(message: str) -> int:
+    """Print the one error line (newlines folded) and return the exit code 1."""
+    line = " ".join(str(message).split())
+    print(f"{PROGRAM}: error: {line}", file=sys.stderr, flush=True)
     return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
+    from k3py.cli.flags import HelpRequested, UsageError
+
+    if argv is None:
+        argv = sys.argv[1:]
+        # multi-call binary, as K3s: a `kubectl` symlink to k3py behaves as `k3py kubectl`
+        if os.path.basename(sys.argv[0]) == "kubectl":
+            argv = ["kubectl", *argv]
+    args = list(argv)
+    if not args:
+        return fail(f"no command given; run '{PROGRAM} server', '{PROGRAM} agent' or "
+                    f"'{PROGRAM} --help'")
+    if args[0] in ("-h", "--help", "help"):
         print(USAGE)
-        return 0 if args else 1
-    if args[0] in ("--version", "-v", "version"):
-        print(f"{PROGRAM} version v{__version__} (python {platform.python_version()})")
         return 0
-    command, rest = args[0], args[1:]
-    from k3py.cli.flags import UsageError
+    if args[0] in ("--version", "-v", "version"):
+        print(version_line())
+        return 0
+    command = _commands().get(args[0])
+    if command is None:
+        return fail(f"unknown command {args[0]!r}; run '{PROGRAM} --help' for the commands")
     try:
-        if command == "server":
-            from k3py.cli.server import server_command
-            return server_command(rest)
-        if command == "agent":
-            from k3py.cli.agent import agent_command
-            return agent_command(rest)
-        if command == "kubectl":
-            from k3py.cli.kubectl import kubectl_command
-            return kubectl_command(rest)
-        if command == "token":
-            from k3py.cli.token import token_command
-            return token_command(rest)
-        if command == "check-config":
-            from k3py.cli.check_config import check_config_command
-            return check_config_command(rest)
-        if command == "airgap":
-            from k3py.cli.airgap import airgap_command
-            return airgap_command(rest)
+        return command(args[1:])
+    except HelpRequested as e:
+        print(str(e))
+        return 0
     except UsageError as e:
-        return _fail(str(e))
-    return _fail(f"unknown command {command!r}; run '{PROGRAM} --help' for the list")
+        return fail(str(e))
+    except KeyboardInterrupt:
+        return 130

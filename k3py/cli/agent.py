@@ -1,7 +1,11 @@
-"""`k3py agent`: parse flags into an AgentConfig and run the agent until stopped."""
+"""`k3py agent`: flags -> AgentConfig -> k3py.agent.main.run(config), which blocks until
+stopped. --server (K3PY_URL) and a token (K3PY_TOKEN or --token-file) are required."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from k3py import PROGRAM
 from k3py.cli.flags import UsageError, agent_config
 
 __all__ = ["agent_command"]
@@ -10,9 +14,21 @@ __all__ = ["agent_command"]
 def agent_command(argv: list[str]) -> int:
     config = agent_config(argv)
     if not config.server:
-        raise UsageError("--server (or K3PY_URL) is required, e.g. --server https://HOST:6443")
-    if not config.token and not config.token_file:
-        raise UsageError("--token (or K3PY_TOKEN) is required; get it with 'k3py token' on "
-                         "the server")
-    from k3py.agent import main as agent_main
+        raise UsageError("--server (or K3PY_URL) is required, e.g. --server "
+                         "https://SERVER:6443")
+    if not config.token and config.token_file:
+        try:
+            with open(config.token_file) as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read --token-file {config.token_file}: "
+                             f"{e.strerror or e}") from None
+        if not token:
+            raise UsageError(f"--token-file {config.token_file} is empty; copy the output of "
+                             f"'{PROGRAM} token' on the server into it")
+        config = dataclasses.replace(config, token=token)
+    if not config.token:
+        raise UsageError(f"--token (or K3PY_TOKEN) is required; get it with '{PROGRAM} token' "
+                         f"on the server")
+    from k3py.agent import main as agent_main  # heavy: only when really running
     return agent_main.run(config)

@@ -1,91 +1,266 @@
 """`k3py check-config`: checks this host for what k3py needs (K3s's check-config in spirit):
-Python, SQLite, podman and the two podman settings some hosts require, network namespaces,
-ports. Prints one line per check with advice; exit 1 when a required check fails."""
+Python, SQLite, podman and its containers.conf on awkward hosts, netns, overlay, free ports.
+
+Prints one line per check (pass / warn / fail) with one line of advice; exit 1 on a failure."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import resource
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["check_config_command", "run_checks"]
+from k3py import PROGRAM
+from k3py.cli.flags import HelpRequested, UsageError
+
+__all__ = ["check_config_command", "run_checks", "Check", "cgroup_layout",
+           "nofile_raise_forbidden", "read_containers_conf"]
 
 CONTAINERS_CONF = "/etc/containers/containers.conf"
+# podman gives containers nofile=1048576 unless containers.conf says otherwise
+PODMAN_DEFAULT_NOFILE = 1048576
+MIN_SQLITE = (3, 35, 0)  # RETURNING, used by the store
+MIN_PODMAN = (4, 0, 0)
+PORTS = ((6443, "API server"), (80, "ingress http"), (443, "ingress https"),
+         (1883, "MQTT broker"))
 
 
-def _hybrid_cgroups() -> bool:
-    """cgroup v1 or hybrid (v1 controllers plus a v2 unified mount): crun fails here."""
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return False  # pure v2
-    return os.path.isdir("/sys/fs/cgroup/unified") or os.path.isdir("/sys/fs/cgroup/memory")
+@dataclass(frozen=True)
+class Check:
+    section: str
+    name: str
+    status: str  # pass | warn | fail
+    detail: str = ""
+    advice: str = ""  # one line: what to do (warn and fail only)
 
 
-def _conf_text() -> str:
+def _version_tuple(text: str) -> tuple[int, ...]:
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(x or 0) for x in m.groups()) if m else ()
+
+
+def cgroup_layout(root: str = "/sys/fs/cgroup") -> str:
+    """'v2' (unified), 'hybrid' (v1 controllers plus a v2 mount at unified/), 'v1' or
+    'none'. crun fails to start containers on v1 and hybrid hosts; runc works."""
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        return "v2"
+    if os.path.isdir(os.path.join(root, "unified")):
+        return "hybrid"
+    if any(os.path.isdir(os.path.join(root, c)) for c in ("memory", "cpu", "pids")):
+        return "v1"
+    return "none"
+
+
+def nofile_raise_forbidden() -> tuple[bool, int]:
+    """(True if this process may not raise its nofile hard limit to podman's default, the
+    hard limit). Unprivileged users and containers without CAP_SYS_RESOURCE hit this, and
+    then every container start fails unless containers.conf sets default_ulimits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= PODMAN_DEFAULT_NOFILE:
+        return False, hard
     try:
-        with open(CONTAINERS_CONF) as f:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, PODMAN_DEFAULT_NOFILE))
+    except (ValueError, OSError):
+        return True, hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # lowering is always allowed
+    return False, hard
+
+
+def read_containers_conf(paths: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """The merged containers.conf tables (later files win, as podman reads them) and an
+    error message for a file that is not valid TOML ("" when all parse)."""
+    if paths is None:
+        if os.environ.get("CONTAINERS_CONF"):
+            paths = [os.environ["CONTAINERS_CONF"]]
+        else:
+            paths = ["/usr/share/containers/containers.conf", CONTAINERS_CONF,
+                     *sorted(glob.glob("/etc/containers/containers.conf.d/*.conf"))]
+    merged: dict[str, Any] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError:
+            continue
+        except tomllib.TOMLDecodeError as e:
+            return merged, f"{path} is not valid TOML ({e})"
+        for table, values in data.items():
+            if isinstance(values, dict):
+                merged.setdefault(table, {}).update(values)
+    return merged, ""
+
+
+def _ulimit_values(entries: Any, name: str) -> tuple[int, int] | None:
+    for entry in entries if isinstance(entries, list) else []:
+        key, _, limits = str(entry).partition("=")
+        if key.strip() == name:
+            soft, _, hard = limits.partition(":")
+            try:
+                return int(soft), int(hard or soft)
+            except ValueError:
+                return None
+    return None
+
+
+def _system_checks() -> list[Check]:
+    out = []
+    py = sys.version_info
+    ok = py >= (3, 11)
+    out.append(Check("System", "python", "pass" if ok else "fail",
+                     f"{py.major}.{py.minor}.{py.micro}",
+                     "" if ok else "install Python 3.11 or newer"))
+    try:
+        import apsw
+        version = apsw.sqlite_lib_version()
+        ok = _version_tuple(version) >= MIN_SQLITE
+        out.append(Check("System", "sqlite", "pass" if ok else "fail",
+                         f"{version} (apsw {apsw.apsw_version()})",
+                         "" if ok else "pip install -U apsw (it bundles a recent SQLite)"))
+    except ImportError:
+        out.append(Check("System", "sqlite", "fail", "apsw missing",
+                         "pip install apsw (the server's store uses it)"))
+    fs = _read("/proc/filesystems")
+    ok = "overlay" in fs
+    out.append(Check("System", "overlay filesystem", "pass" if ok else "warn",
+                     "" if ok else "not in /proc/filesystems",
+                     "" if ok else "modprobe overlay (podman falls back to the slow vfs "
+                     "storage driver)"))
+    ip = shutil.which("ip")
+    netns_ok = os.path.exists("/proc/self/ns/net") and ip is not None and _runs([ip, "netns",
+                                                                                  "list"])
+    out.append(Check("System", "network namespaces", "pass" if netns_ok else "warn",
+                     "ip netns works" if netns_ok else "ip netns unavailable",
+                     "" if netns_ok else "apt-get install iproute2, and use a kernel with "
+                     "CONFIG_NET_NS (needed for pod networking)"))
+    return out
+
+
+def _podman_checks() -> list[Check]:
+    sec = "Container runtime"
+    podman = shutil.which("podman")
+    if podman is None:
+        return [Check(sec, "podman", "warn", "not found",
+                      "apt-get install podman runc (needed to run pods on this node; the API "
+                      "server works without it)")]
+    version = _output([podman, "--version"]) or "unknown"
+    ok = _version_tuple(version) >= MIN_PODMAN
+    out = [Check(sec, "podman", "pass" if ok else "warn", version.removeprefix("podman "),
+                 "" if ok else "upgrade to podman 4 or newer")]
+    conf, conf_error = read_containers_conf()
+    if conf_error:
+        out.append(Check(sec, "containers.conf", "fail", conf_error,
+                         f"fix the TOML syntax in {CONTAINERS_CONF}"))
+    layout = cgroup_layout()
+    runtime = conf.get("engine", {}).get("runtime", "")
+    if layout in ("v1", "hybrid"):
+        runc = shutil.which("runc")
+        if runtime == "runc" and runc:
+            out.append(Check(sec, "OCI runtime", "pass", f"cgroups {layout}, runtime = runc"))
+        elif runtime == "runc":
+            out.append(Check(sec, "OCI runtime", "fail", "runtime = runc but no runc binary",
+                             "apt-get install runc"))
+        else:
+            out.append(Check(sec, "OCI runtime", "fail",
+                             f"cgroups {layout}, runtime = {runtime or 'default (crun)'}",
+                             f'crun fails on cgroup v1/hybrid hosts: put runtime = "runc" '
+                             f"under [engine] in {CONTAINERS_CONF} and apt-get install runc"))
+    else:
+        out.append(Check(sec, "OCI runtime", "pass",
+                         f"cgroups {layout}, runtime = {runtime or 'default'}"))
+    forbidden, hard = nofile_raise_forbidden()
+    if forbidden:
+        nofile = _ulimit_values(conf.get("containers", {}).get("default_ulimits"), "nofile")
+        ok = nofile is not None and nofile[1] <= hard
+        out.append(Check(sec, "container ulimits", "pass" if ok else "fail",
+                         f"host nofile hard limit {hard}, may not be raised; containers get "
+                         (f"nofile={nofile[0]}:{nofile[1]}" if nofile else "podman's default 1048576"),
+                         "" if ok else 'add default_ulimits = ["nofile=1024:1024", '
+                         f'"nproc=4096:4096"] under [containers] in {CONTAINERS_CONF}'))
+    else:
+        out.append(Check(sec, "container ulimits", "pass", f"nofile hard limit {hard}"))
+    return out
+
+
+def _port_checks() -> list[Check]:
+    out = []
+    for port, what in PORTS:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("0.0.0.0", port))
+                out.append(Check("Ports", f"{port} ({what})", "pass", "free"))
+            except PermissionError:
+                out.append(Check("Ports", f"{port} ({what})", "warn", "needs root",
+                                 "run the server as root (ports below 1024)"))
+            except OSError:
+                out.append(Check("Ports", f"{port} ({what})", "warn", "in use",
+                                 f"stop what listens on {port} (is {PROGRAM} already "
+                                 f"running?) or choose another port"))
+    return out
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
             return f.read()
     except OSError:
         return ""
 
 
-def run_checks() -> list[tuple[str, str, str]]:
-    """(status pass|warn|fail, what, advice)."""
-    out: list[tuple[str, str, str]] = []
-    py = sys.version_info
-    out.append(("pass" if py >= (3, 11) else "fail", f"python {py.major}.{py.minor}",
-                "" if py >= (3, 11) else "install Python 3.11 or newer"))
+def _runs(cmd: list[str]) -> bool:
     try:
-        import apsw
-        out.append(("pass", f"sqlite {apsw.sqlite_lib_version()} (apsw)", ""))
-    except ImportError:
-        out.append(("fail", "apsw (SQLite store)", "pip install apsw"))
-    podman = shutil.which("podman")
-    if podman is None:
-        out.append(("warn", "podman", "apt-get install podman runc (needed to run pods on "
-                    "this node; the API server works without it)"))
-    else:
-        try:
-            ver = subprocess.run([podman, "--version"], capture_output=True, text=True,
-                                 timeout=20).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            ver = "podman (version unknown)"
-        out.append(("pass", ver, ""))
-        conf = _conf_text()
-        if _hybrid_cgroups():
-            ok = 'runtime = "runc"' in conf
-            out.append(("pass" if ok else "fail", "container runtime on hybrid cgroups",
-                        "" if ok else f'crun fails on cgroup v1/hybrid hosts: add runtime = '
-                        f'"runc" under [engine] in {CONTAINERS_CONF} (and apt-get install runc)'))
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and hard < 1048576:
-            ok = "default_ulimits" in conf and "nofile=" in conf
-            out.append(("pass" if ok else "fail", f"container ulimits (host nofile hard limit "
-                        f"{hard})", "" if ok else 'this host forbids raising limits: add '
-                        'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"] under '
-                        f"[containers] in {CONTAINERS_CONF}"))
-    ip = shutil.which("ip")
-    out.append(("pass" if ip else "warn", "iproute2 (ip netns)",
-                "" if ip else "apt-get install iproute2"))
-    for port in (6443,):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("0.0.0.0", port))
-                out.append(("pass", f"port {port} free", ""))
-            except OSError:
-                out.append(("warn", f"port {port} in use",
-                            "another server is running, or pass --https-listen-port"))
-    return out
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _output(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def run_checks() -> list[Check]:
+    return _system_checks() + _podman_checks() + _port_checks()
+
+
+_COLORS = {"pass": "\033[32m", "warn": "\033[33m", "fail": "\033[31m"}
+
+
+def format_report(checks: list[Check], color: bool = False) -> str:
+    lines: list[str] = []
+    section = ""
+    for c in checks:
+        if c.section != section:
+            section = c.section
+            lines += ([""] if lines else []) + [f"{section}:"]
+        status = f"{_COLORS[c.status]}{c.status}\033[0m" if color else c.status
+        lines.append(f"- {c.name}: " + (f"{c.detail}: " if c.detail else "") + status)
+        if c.advice and c.status != "pass":
+            lines.append(f"    -> {c.advice}")
+    fails = sum(c.status == "fail" for c in checks)
+    warns = sum(c.status == "warn" for c in checks)
+    summary = "fail" if fails else "pass"
+    extra = ", ".join(p for p in (f"{fails} failed" if fails else "",
+                                  f"{warns} warning{'s' * (warns != 1)}" if warns else "") if p)
+    lines += ["", f"STATUS: {summary}" + (f" ({extra})" if extra else "")]
+    return "\n".join(lines)
 
 
 def check_config_command(argv: list[str]) -> int:
-    failed = False
-    for status, what, advice in run_checks():
-        mark = {"pass": "ok  ", "warn": "warn", "fail": "FAIL"}[status]
-        print(f"[{mark}] {what}" + (f": {advice}" if advice else ""))
-        failed = failed or status == "fail"
-    print("STATUS: " + ("fail" if failed else "pass"))
-    return 1 if failed else 0
+    if argv and argv[0] in ("-h", "--help"):
+        raise HelpRequested(f"USAGE:\n   {PROGRAM} check-config\n\nChecks this host for what "
+                            f"{PROGRAM} needs; exit 1 when a required check fails.")
+    if argv:
+        raise UsageError(f"'{PROGRAM} check-config' takes no arguments (got {argv[0]!r})")
+    checks = run_checks()
+    print(format_report(checks, color=sys.stdout.isatty()))
+    return 1 if any(c.status == "fail" for c in checks) else 0

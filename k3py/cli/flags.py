@@ -1,219 +1,449 @@
-"""The one table of flags: each flag is also an env var K3PY_<FLAG> and a config.yaml key
-(the long flag name). Precedence: flag > env var > config file > default (k3py.config).
+"""The one table of flags: each flag is also an env var (K3PY_<FLAG_NAME>) and a config.yaml key
+(its long name). Precedence: flag > env var > config file > default (k3py.config).
 
-Parsing errors raise UsageError, which the CLI prints as one line and exits 1."""
+Any problem raises UsageError, which the CLI prints as one `k3py: error: ...` line, exit 1."""
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
-from dataclasses import dataclass, fields
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from k3py import PROGRAM
-from k3py.config import DEFAULT_CONFIG_FILE, AgentConfig, ServerConfig
+from k3py.config import DEFAULT_CONFIG_FILE, DISABLEABLE_COMPONENTS, AgentConfig, ServerConfig
 
-__all__ = ["Flag", "SERVER_FLAGS", "AGENT_FLAGS", "UsageError", "parse", "env_name",
-           "help_text"]
+__all__ = ["Flag", "FLAGS", "UsageError", "HelpRequested", "parse", "flags_for", "env_name",
+           "help_text", "server_config", "agent_config", "ENV_PREFIX"]
+
+ENV_PREFIX = PROGRAM.upper()
+CONFIG_ENV = f"{ENV_PREFIX}_CONFIG_FILE"
 
 
 class UsageError(Exception):
-    pass
+    """A mistake the user must fix; the message is one line that says what to do."""
+
+
+class HelpRequested(Exception):
+    """--help was given; the message is the help text for stdout, exit 0."""
+
+
+def env_name(flag: str) -> str:
+    return f"{ENV_PREFIX}_{flag.upper().replace('-', '_')}"
+
+
+# ---- value checks: each returns the (normalised) value or raises ValueError("expected ...")
+
+def _port(v: int) -> int:
+    if not 1 <= v <= 65535:
+        raise ValueError("expected a port number 1-65535")
+    return v
+
+
+def _ip(v: str) -> str:
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError("expected an IP address such as 192.168.1.10") from None
+
+
+def _bind_ip(v: str) -> str:
+    return v if v == "localhost" else _ip(v)
+
+
+def _cidr(v: str) -> str:
+    try:
+        ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        raise ValueError("expected a CIDR such as 10.42.0.0/16") from None
+    return v
+
+
+def _port_range(v: str) -> str:
+    m = re.fullmatch(r"(\d+)-(\d+)", v.strip())
+    if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
+        raise ValueError("expected a port range LOW-HIGH such as 30000-32767")
+    return f"{int(m[1])}-{int(m[2])}"
+
+
+def _mode(v: str) -> str:
+    try:
+        mode = int(v, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ValueError("expected an octal file mode such as 0600 or 644")
+    return f"{mode:04o}"
+
+
+def _non_negative(v: float) -> float:
+    if v < 0:
+        raise ValueError("expected a number >= 0")
+    return v
+
+
+def _https_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("expected the server's URL such as https://192.168.1.10:6443")
+    return v.rstrip("/")
+
+
+def _labels(items: tuple[str, ...]) -> tuple[str, ...]:
+    for item in items:
+        key, eq, _ = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"expected key=value labels, got {item!r}")
+    return items
+
+
+_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
+    for item in items:
+        key_value, _, effect = item.rpartition(":")
+        if not key_value or key_value.startswith("=") or effect not in _EFFECTS:
+            raise ValueError(f"expected key=value:Effect taints with Effect one of "
+                             f"{', '.join(_EFFECTS)}, got {item!r}")
+    return items
+
+
+def _components(items: tuple[str, ...]) -> tuple[str, ...]:
+    for item in items:
+        if item not in DISABLEABLE_COMPONENTS:
+            raise ValueError(f"expected components from {', '.join(DISABLEABLE_COMPONENTS)}, "
+                             f"got {item!r}")
+    return items
+
+
+SERVER, AGENT, TOKEN = "server", "agent", "token"
+_BOTH = (SERVER, AGENT)
 
 
 @dataclass(frozen=True)
 class Flag:
-    name: str  # long name without dashes
-    kind: type  # str, int, float, bool, list (repeatable)
-    help: str
-    env: str = ""  # overrides the derived env var name
-    field: str = ""  # config dataclass field; default: name with _ for -
+    name: str  # the long name without dashes; also the config.yaml key
+    kind: type  # str, int, float, bool, or list (repeatable; values may be comma-separated)
+    help: str  # "(section) what it does", K3s style; the default is added from k3py.config
+    commands: tuple[str, ...] = _BOTH
+    short: str = ""  # one letter, as K3s: -c, -d, -t, -s
+    env_aliases: tuple[str, ...] = ()  # K3s-style names read before the derived one
+    check: Callable[[Any], Any] | None = None
+    default_help: str = ""  # shown instead of the dataclass default (e.g. "hostname")
 
     @property
     def attr(self) -> str:
-        return self.field or self.name.replace("-", "_")
+        return self.name.replace("-", "_")
 
     @property
-    def env_var(self) -> str:
-        return self.env or env_name(self.name)
+    def env_vars(self) -> tuple[str, ...]:
+        return (*self.env_aliases, env_name(self.name))
 
 
-def env_name(flag: str) -> str:
-    return f"{PROGRAM.upper()}_{flag.upper().replace('-', '_')}"
-
-
-_COMMON = (
-    Flag("config", str, "(config) Load configuration from FILE (default /etc/k3py/config.yaml)",
-         env="K3PY_CONFIG_FILE"),
+FLAGS: tuple[Flag, ...] = (
+    Flag("config", str, "(config) Load configuration from FILE", (*_BOTH, TOKEN), short="c",
+         env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
-    Flag("data-dir", str, "(data) Folder to hold state (default /var/lib/k3py)"),
-    Flag("node-name", str, "(agent/node) Node name"),
-    Flag("node-label", list, "(agent/node) Registering and starting kubelet with set of labels"),
-    Flag("node-taint", list, "(agent/node) Registering kubelet with set of taints"),
-    Flag("node-ip", str, "(agent/networking) IP address to advertise for node"),
-    Flag("token", str, "(cluster) Shared secret used to join a server or agent to a cluster"),
-    Flag("token-file", str, "(cluster) File containing the token"),
-)
-
-SERVER_FLAGS: tuple[Flag, ...] = _COMMON + (
-    Flag("bind-address", str, "(listener) k3py bind address (default: 0.0.0.0)"),
-    Flag("https-listen-port", int, "(listener) HTTPS listen port (default: 6443)"),
-    Flag("advertise-address", str, "(listener) IP address that apiserver uses to advertise "
-         "to members of the cluster (default: node-external-ip/node-ip)"),
+    # listener
+    Flag("bind-address", str, "(listener) k3py bind address", (SERVER,), check=_bind_ip),
+    Flag("https-listen-port", int, "(listener) HTTPS listen port (API and node tunnel)",
+         (SERVER,), check=_port),
+    Flag("advertise-address", str, "(listener) IP address that the apiserver advertises to "
+         "members of the cluster", (SERVER,), check=_ip, default_help="node-ip"),
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
-         "Subject Alternative Names on the server TLS cert"),
-    Flag("write-kubeconfig", str, "(client) Write kubeconfig for admin client to this file "
-         "(default /etc/k3py/k3py.yaml)", env="K3PY_KUBECONFIG_OUTPUT"),
-    Flag("write-kubeconfig-mode", str, "(client) Write kubeconfig with this mode "
-         "(default 0600)", env="K3PY_KUBECONFIG_MODE"),
-    Flag("cluster-cidr", str, "(networking) IPv4 network CIDR to use for pod IPs "
-         "(default: 10.42.0.0/16)"),
-    Flag("service-cidr", str, "(networking) IPv4 network CIDR to use for service IPs "
-         "(default: 10.43.0.0/16)"),
+         "Subject Alternative Names on the server TLS cert", (SERVER,)),
+    # data
+    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN), short="d"),
+    # networking
+    Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
+         (SERVER,), check=_cidr),
+    Flag("service-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for service IPs",
+         (SERVER,), check=_cidr),
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
-         "with NodePort visibility (default: 30000-32767)"),
-    Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for coredns service"),
-    Flag("cluster-domain", str, "(networking) Cluster Domain (default: cluster.local)"),
+         "with NodePort visibility", (SERVER,), check=_port_range),
+    Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for the DNS service; should be in "
+         "your service-cidr range", (SERVER,), check=_ip,
+         default_help="10th address of service-cidr"),
+    Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,)),
+    # client
+    Flag("write-kubeconfig", str, "(client) Write kubeconfig for admin client to this file",
+         (SERVER,), short="o", env_aliases=(f"{ENV_PREFIX}_KUBECONFIG_OUTPUT",)),
+    Flag("write-kubeconfig-mode", str, "(client) Write kubeconfig with this mode", (SERVER,),
+         env_aliases=(f"{ENV_PREFIX}_KUBECONFIG_MODE",), check=_mode),
+    # cluster
+    Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
+         short="t"),
+    Flag("token-file", str, "(cluster) File containing the token"),
+    Flag("server", str, "(cluster) Server to connect to", (AGENT,), short="s",
+         env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
+    # db
+    Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a shared datastore",
+         (SERVER,), default_help="embedded SQLite in data-dir/server/db"),
+    Flag("compact-interval", float, "(db) Seconds between compactions of old revisions",
+         (SERVER,), check=_non_negative),
+    Flag("compact-min-retain", int, "(db) Number of newest revisions compaction always keeps",
+         (SERVER,), check=_non_negative),
+    # components
+    Flag("disable", list, "(components) Do not deploy packaged components "
+         f"({', '.join(DISABLEABLE_COMPONENTS)})", (SERVER,), check=_components),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
-         "node"),
-    Flag("disable", list, "(components) Do not deploy packaged components (ingress, "
-         "local-storage, servicelb)"),
-    Flag("datastore-endpoint", str, "(db) Specify postgres data source name (default: "
-         "embedded SQLite)"),
-    Flag("compact-interval", float, "(db) Seconds between store compactions (default 300)"),
-    Flag("compact-min-retain", int, "(db) Revisions kept by compaction (default 1000)"),
+         "node", (SERVER,)),
+    # node
+    Flag("node-name", str, "(agent/node) Node name", default_help="hostname"),
+    Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name"),
+    Flag("node-label", list, "(agent/node) Registering the node with a set of labels "
+         "(key=value)", check=_labels),
+    Flag("node-taint", list, "(agent/node) Registering the node with a set of taints "
+         "(key=value:Effect)", check=_taints),
     Flag("node-eviction-timeout", float, "(agent/node) Seconds an unreachable node keeps its "
-         "pods before they are evicted (default 0 = never, edge autonomy)"),
+         "pods before they are evicted; 0 = never (edge autonomy)", (SERVER,),
+         check=_non_negative),
+    Flag("node-ip", str, "(agent/networking) IP address to advertise for node", check=_ip,
+         default_help="address of the default route"),
 )
 
-AGENT_FLAGS: tuple[Flag, ...] = _COMMON + (
-    Flag("server", str, "(cluster) Server to connect to", env="K3PY_URL"),
-    Flag("with-node-id", bool, "(agent/node) Append id to node name"),
-)
+_CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
+_CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
+                                    TOKEN: ServerConfig}
 
 
-def _convert(flag: Flag, raw: Any, source: str) -> Any:
-    where = f"--{flag.name}" if source == "flag" else (
-        flag.env_var if source == "env" else f"'{flag.name}' in the config file")
-    try:
-        if flag.kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            s = str(raw).strip().lower()
-            if s in ("1", "true", "yes", "on"):
-                return True
-            if s in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError
-        if flag.kind is int:
-            if isinstance(raw, bool):
-                raise ValueError
+def flags_for(command: str) -> tuple[Flag, ...]:
+    return tuple(f for f in FLAGS if command in f.commands)
+
+
+def default_of(flag: Flag, command: str) -> Any:
+    for f in fields(_CONFIG_CLASSES[command]):
+        if f.name == flag.attr and f.default is not MISSING:
+            return f.default
+    return None
+
+
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number",
+               list: "a list of strings", str: "a string"}
+
+
+def _convert(flag: Flag, raw: Any) -> Any:
+    """Raw text (flag, env) or YAML value (config file) -> the typed, checked value."""
+    if flag.kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        s = str(raw).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected {_KIND_WORDS[bool]}")
+    if flag.kind is list:
+        items = raw if isinstance(raw, list) else [raw]
+        if any(isinstance(x, (dict, list)) or x is None for x in items):
+            raise ValueError("expected a list of strings")
+        value: Any = tuple(p.strip() for x in items for p in str(x).split(",") if p.strip())
+    elif isinstance(raw, (dict, list, bool)) or raw is None:
+        raise ValueError(f"expected {_KIND_WORDS[flag.kind]}")
+    elif flag.kind is int:
+        try:
             value = int(str(raw).strip())
-            if flag.name.endswith("port") and not 1 <= value <= 65535:
-                raise ValueError
-            return value
-        if flag.kind is float:
-            return float(str(raw).strip())
-        if flag.kind is list:
-            if isinstance(raw, list):
-                return tuple(str(x) for x in raw)
-            return tuple(x.strip() for x in str(raw).split(",") if x.strip())
-        if isinstance(raw, (dict, list)):
-            raise ValueError
-        return str(raw)
-    except ValueError:
-        kind = {bool: "true or false", int: "a number", float: "a number",
-                list: "a list"}.get(flag.kind, "a string")
-        if flag.name.endswith("port"):
-            kind = "a port number (1-65535)"
-        raise UsageError(f"invalid value {raw!r} for {where}: expected {kind}") from None
+        except ValueError:
+            raise ValueError(f"expected {_KIND_WORDS[int]}") from None
+    elif flag.kind is float:
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"expected {_KIND_WORDS[float]}") from None
+    else:
+        value = str(raw)
+    return flag.check(value) if flag.check else value
 
 
-def _load_config_file(path: str, explicit: bool) -> dict:
+def _checked(flag: Flag, raw: Any, where: str) -> Any:
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        return _convert(flag, raw)
+    except ValueError as e:
+        shown = raw if isinstance(raw, str) else yaml.safe_dump(raw, default_flow_style=True
+                                                                ).strip().removesuffix("...")
+        raise UsageError(f"invalid value {str(shown).strip()!r} for {where}: {e}") from None
+
+
+def _suggest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def _load_config_file(path: str, explicit: bool) -> dict[str, Any]:
+    how = f"--config or {CONFIG_ENV}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
     except FileNotFoundError:
         if explicit:
-            raise UsageError(f"config file {path} does not exist; fix --config or create it") from None
+            raise UsageError(f"config file {path} does not exist; create it or fix "
+                             f"{how}") from None
         return {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"cannot read config file {path}: {e}".replace("\n", " ")) from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a directory; point {how} at a "
+                         f"YAML file") from None
+    except PermissionError:
+        raise UsageError(f"cannot read config file {path}: permission denied; run as root "
+                         f"or make it readable") from None
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise UsageError(f"config file {path} is not valid YAML{at} ({problem}); "
+                         f"fix the file") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise UsageError(f"config file {path} must be a mapping of flag names to values")
+        raise UsageError(f"config file {path} must be a mapping of flag names to values, "
+                         f"e.g. 'https-listen-port: 6443'")
     return data
 
 
-def parse(argv: list[str], flags: tuple[Flag, ...], command: str,
-          environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """argv (after the subcommand) -> {attr: value} with precedence applied."""
-    env = os.environ if environ is None else environ
-    by_name = {f.name: f for f in flags}
+def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...]) -> dict[str, Any]:
+    by_long = {f.name: f for f in flags}
+    by_short = {f.short: f for f in flags if f.short}
+    see = f"run '{PROGRAM} {command} --help' for the flags"
     given: dict[str, Any] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in ("-h", "--help"):
-            raise SystemExit(print(help_text(command, flags)) or 0)
-        if not arg.startswith("--"):
-            raise UsageError(f"unexpected argument {arg!r} for '{PROGRAM} {command}'; "
-                             f"see '{PROGRAM} {command} --help'")
-        name, eq, value = arg[2:].partition("=")
-        flag = by_name.get(name)
-        if flag is None:
-            raise UsageError(f"unknown flag --{name} for '{PROGRAM} {command}'; "
-                             f"see '{PROGRAM} {command} --help'")
-        if flag.kind is bool and not eq:
-            raw: Any = True
-        elif eq:
-            raw = value
-        else:
-            i += 1
-            if i >= len(argv):
-                raise UsageError(f"flag --{name} needs a value")
-            raw = argv[i]
-        converted = _convert(flag, raw, "flag")
-        if flag.kind is list:
-            given[flag.attr] = given.get(flag.attr, ()) + converted
-        else:
-            given[flag.attr] = converted
         i += 1
+        if arg in ("-h", "--help"):
+            raise HelpRequested(help_text(command))
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[2:].partition("=")
+            flag = by_long.get(name)
+            shown = f"--{name}"
+        elif arg.startswith("-") and len(arg) > 1 and arg != "--":
+            name, eq, value = arg[1:].partition("=")
+            flag = by_short.get(name)
+            shown = f"-{name}"
+        else:
+            raise UsageError(f"unexpected argument {arg!r} for '{PROGRAM} {command}'; {see}")
+        if flag is None:
+            hint = _suggest(name, list(by_long))
+            raise UsageError(f"unknown flag {shown} for '{PROGRAM} {command}'{hint}; {see}")
+        if eq:
+            raw: Any = value
+        elif flag.kind is bool:
+            raw = True
+        elif i < len(argv):
+            raw = argv[i]
+            i += 1
+        else:
+            raise UsageError(f"flag --{flag.name} needs a value, e.g. --{flag.name} VALUE")
+        converted = _checked(flag, raw, f"--{flag.name}")
+        if flag.kind is list:
+            converted = given.get(flag.attr, ()) + converted
+        given[flag.attr] = converted
+    return given
 
-    out: dict[str, Any] = {}
-    config_path = given.get("config") or env.get("K3PY_CONFIG_FILE") or ""
-    file_values = _load_config_file(config_path or DEFAULT_CONFIG_FILE, bool(config_path))
+
+def parse(argv: list[str], command: str,
+          environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Flags of `command` (server, agent or token) from argv, the environment and the config
+    file -> {config field: value} for what was set anywhere; unset fields keep their
+    dataclass default. `config` is the config file that was read ("" when none)."""
+    env = os.environ if environ is None else environ
+    flags = flags_for(command)
+    given = _scan_argv(argv, command, flags)
+
+    config_path, explicit = given.get("config", ""), True
+    if not config_path:
+        config_path = next((env[n] for n in _CONFIG_FLAG.env_vars if env.get(n)), "")
+    if not config_path:
+        config_path, explicit = DEFAULT_CONFIG_FILE, False
+    file_values = _load_config_file(config_path, explicit)
+
+    values: dict[str, Any] = {}
+    all_by_name = {f.name: f for f in FLAGS}
     for key, raw in file_values.items():
-        flag = by_name.get(str(key))
+        flag = all_by_name.get(str(key))
         if flag is None or flag.name == "config":
-            raise UsageError(f"unknown key '{key}' in config file "
-                             f"{config_path or DEFAULT_CONFIG_FILE}; keys are long flag names")
-        out[flag.attr] = _convert(flag, raw, "file")
+            hint = _suggest(str(key), [f.name for f in FLAGS if f.name != "config"])
+            hint = hint.replace("--", "") if hint else ""
+            raise UsageError(f"unknown key {str(key)!r} in config file {config_path}{hint}; "
+                             f"keys are long flag names, see '{PROGRAM} {command} --help'")
+        if command not in flag.commands:
+            continue  # one config.yaml serves server and agent, as in K3s
+        values[flag.attr] = _checked(flag, raw, f"{key!r} in config file {config_path}")
+
     for flag in flags:
-        if flag.env_var in env and env[flag.env_var] != "":
-            out[flag.attr] = _convert(flag, env[flag.env_var], "env")
-    out.update(given)
-    return out
+        for var in flag.env_vars:
+            if env.get(var, "") != "":
+                values[flag.attr] = _checked(flag, env[var], f"{var} (--{flag.name})")
+                break
+
+    values.update(given)
+    values["config"] = config_path if (file_values or explicit) else ""
+    return values
 
 
-def build_config(cls: type, values: dict[str, Any]) -> Any:
+def _build(cls: type, values: dict[str, Any]) -> Any:
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def server_config(argv: list[str], environ: dict[str, str] | None = None) -> ServerConfig:
-    values = parse(argv, SERVER_FLAGS, "server", environ)
-    return build_config(ServerConfig, values)
+def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
+    values = parse(argv, SERVER, environ)
+    if "service_cidr" in values and "cluster_dns" not in values:
+        # as K3s: the DNS service IP follows a custom service CIDR (its 10th address)
+        net = ipaddress.ip_network(values["service_cidr"], strict=False)
+        values["cluster_dns"] = str(net.network_address + 10)
+    config: ServerConfig = _build(ServerConfig, values)
+    service_net = ipaddress.ip_network(config.service_cidr, strict=False)
+    if ipaddress.ip_address(config.cluster_dns) not in service_net:
+        raise UsageError(f"--cluster-dns {config.cluster_dns} is outside --service-cidr "
+                         f"{config.service_cidr}; pick an address inside it")
+    if service_net.overlaps(ipaddress.ip_network(config.cluster_cidr, strict=False)):
+        raise UsageError(f"--cluster-cidr {config.cluster_cidr} overlaps --service-cidr "
+                         f"{config.service_cidr}; pod and service networks must be disjoint")
+    return config
 
 
-def agent_config(argv: list[str], environ: dict[str, str] | None = None) -> AgentConfig:
-    values = parse(argv, AGENT_FLAGS, "agent", environ)
-    return build_config(AgentConfig, values)
+def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> AgentConfig:
+    return _build(AgentConfig, parse(argv, AGENT, environ))
 
 
-def help_text(command: str, flags: tuple[Flag, ...]) -> str:
-    lines = [f"Usage: {PROGRAM} {command} [flags]", "", "Flags:"]
-    for f in sorted(flags, key=lambda f: f.help):
-        value = "" if f.kind is bool else " value"
-        lines.append(f"  --{f.name}{value:<7} {f.help} [${f.env_var}]")
+def _shown_default(flag: Flag, command: str) -> str:
+    if flag.default_help:
+        return flag.default_help
+    default = default_of(flag, command)
+    if default in (None, "", (), False):
+        return ""
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+_ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
+          AGENT: "Run a node that joins a server",
+          TOKEN: "Print the join token of the local server"}
+
+
+def help_text(command: str) -> str:
+    rows = []
+    for flag in flags_for(command):
+        value = "" if flag.kind is bool else " value"
+        left = f"--{flag.name}{value}" + (f", -{flag.short}{value}" if flag.short else "")
+        default = _shown_default(flag, command)
+        text = flag.help + (f" (default: {default})" if default else "")
+        rows.append((left, f"{text} [${' / $'.join(flag.env_vars)}]"))
+    width = max(len(left) for left, _ in rows) + 3
+    lines = [f"NAME:\n   {PROGRAM} {command} - {_ABOUT.get(command, '')}", "",
+             f"USAGE:\n   {PROGRAM} {command} [OPTIONS]", "", "OPTIONS:"]
+    lines += [f"   {left:<{width}}{right}" for left, right in rows]
+    lines += ["   --help, -h".ljust(width + 3) + "show help", "",
+              f"Each flag is also an environment variable and a key of the config file "
+              f"({DEFAULT_CONFIG_FILE}).", "Precedence: flag > environment > config file > "
+              "default."]
     return "\n".join(lines)
