@@ -1,0 +1,319 @@
+"""Service ClusterIP and NodePort allocation as registry create/delete hooks (plus an update
+preparer keeping allocated values), a repair loop, and the `kubernetes` Service itself.
+
+Installed by k3py.server.bootstrap; state is rebuilt from the stored Services at start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import time
+
+from k3py.api import errors
+from k3py.api.resources import Resource
+from k3py.server import admission
+from k3py.server.registry import Registry
+
+__all__ = ["ServiceAllocator", "ensure_kubernetes_service", "IPAllocator", "PortAllocator"]
+
+log = logging.getLogger("k3py.services")
+
+_NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
+_PENDING_GRACE = 30.0  # an allocation not yet visible in the store is kept this long
+
+
+def _is_service(res: Resource) -> bool:
+    return res.group == "" and res.kind == "Service"
+
+
+class _Bitmap:
+    """Allocated members of a range, with in-flight allocations remembered for repair."""
+
+    def __init__(self) -> None:
+        self.used: set[int] = set()
+        self.pending: dict[int, float] = {}
+
+    def take(self, n: int) -> bool:
+        if n in self.used:
+            return False
+        self.used.add(n)
+        self.pending[n] = time.monotonic()
+        return True
+
+    def release(self, n: int) -> None:
+        self.used.discard(n)
+        self.pending.pop(n, None)
+
+    def repair(self, in_store: set[int]) -> None:
+        now = time.monotonic()
+        keep = {n for n, t in self.pending.items() if now - t < _PENDING_GRACE}
+        self.pending = {n: t for n, t in self.pending.items() if n in keep and n not in in_store}
+        self.used = in_store | keep
+
+
+class IPAllocator(_Bitmap):
+    def __init__(self, cidr: str) -> None:
+        super().__init__()
+        self.network = ipaddress.ip_network(cidr, strict=False)
+        self.first = int(self.network.network_address) + 1  # reserved for `kubernetes`
+        self.last = int(self.network.broadcast_address) - (
+            1 if self.network.version == 4 else 0)
+
+    def contains(self, ip: str) -> bool:
+        try:
+            n = int(ipaddress.ip_address(ip))
+        except ValueError:
+            return False
+        return self.first <= n <= self.last
+
+    def allocate(self, ip: str | None = None) -> str:
+        if ip:
+            if not self.contains(ip):
+                raise ValueError(f"failed to allocate IP {ip}: the provided IP ({ip}) is not "
+                                 f"in the valid range. The range of valid IPs is {self.network}")
+            if not self.take(int(ipaddress.ip_address(ip))):
+                raise ValueError(f"failed to allocate IP {ip}: provided IP is already allocated")
+            return ip
+        lo, hi = self.first + 1, self.last
+        for _ in range(64):
+            n = random.randint(lo, hi)
+            if self.take(n):
+                return str(ipaddress.ip_address(n))
+        for n in range(lo, hi + 1):
+            if self.take(n):
+                return str(ipaddress.ip_address(n))
+        raise ValueError("failed to allocate a serviceIP: range is full")
+
+    def release_ip(self, ip: str) -> None:
+        if self.contains(ip):
+            self.release(int(ipaddress.ip_address(ip)))
+
+
+class PortAllocator(_Bitmap):
+    def __init__(self, port_range: str) -> None:
+        super().__init__()
+        lo, _, hi = port_range.partition("-")
+        self.lo, self.hi = int(lo), int(hi or lo)
+
+    def allocate(self, port: int | None = None) -> int:
+        if port:
+            if not self.lo <= port <= self.hi:
+                raise ValueError(f"provided port is not in the valid range. The range of valid "
+                                 f"ports is {self.lo}-{self.hi}")
+            if not self.take(port):
+                raise ValueError("provided port is already allocated")
+            return port
+        for _ in range(64):
+            n = random.randint(self.lo, self.hi)
+            if self.take(n):
+                return n
+        for n in range(self.lo, self.hi + 1):
+            if self.take(n):
+                return n
+        raise ValueError("range is full")
+
+
+def _cluster_ips(spec: dict) -> list[str]:
+    ips = list(spec.get("clusterIPs") or [])
+    if not ips and spec.get("clusterIP"):
+        ips = [spec["clusterIP"]]
+    return [ip for ip in ips if ip and ip != "None"]
+
+
+def _node_ports(spec: dict) -> list[int]:
+    return [p["nodePort"] for p in spec.get("ports") or []
+            if isinstance(p, dict) and isinstance(p.get("nodePort"), int) and p["nodePort"]]
+
+
+class ServiceAllocator:
+    """ClusterIPs from the service CIDR and node ports from the node-port range."""
+
+    _active: ServiceAllocator | None = None  # the update preparer is process-wide
+    _preparer_registered = False
+
+    def __init__(self, registry: Registry, service_cidr: str, node_port_range: str) -> None:
+        self.registry = registry
+        self.ips = IPAllocator(service_cidr)
+        self.ports = PortAllocator(node_port_range)
+        self._repair_task: asyncio.Task | None = None
+
+    @classmethod
+    def install(cls, registry: Registry, service_cidr: str = "10.43.0.0/16",
+                node_port_range: str = "30000-32767") -> ServiceAllocator:
+        self = cls(registry, service_cidr, node_port_range)
+        registry.create_hooks.append(self.on_create)
+        registry.delete_hooks.append(self.on_delete)
+        ServiceAllocator._active = self
+        if not ServiceAllocator._preparer_registered:
+            admission.register_preparer(_prepare_update)
+            ServiceAllocator._preparer_registered = True
+        return self
+
+    @property
+    def kubernetes_ip(self) -> str:
+        return str(ipaddress.ip_address(self.ips.first))
+
+    # ------------------------------------------------------------ state
+
+    async def rebuild(self, repair_interval: float = 60.0) -> None:
+        """Load allocations from the stored Services and start the repair loop."""
+        await self.repair()
+        if self._repair_task is None and repair_interval > 0:
+            self._repair_task = asyncio.create_task(self._repair_loop(repair_interval),
+                                                    name="service-allocator-repair")
+
+    async def repair(self) -> None:
+        res = self.registry.resources.get("", "v1", "services")
+        items = (await self.registry.list(res, None))["items"]
+        ips: set[int] = set()
+        ports: set[int] = set()
+        for svc in items:
+            spec = svc.get("spec") or {}
+            ips.update(int(ipaddress.ip_address(ip)) for ip in _cluster_ips(spec)
+                       if self.ips.contains(ip))
+            ports.update(_node_ports(spec))
+        self.ips.repair(ips)
+        self.ports.repair(ports)
+
+    async def _repair_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.repair()
+            except Exception:  # noqa: BLE001
+                log.exception("service allocation repair failed")
+
+    async def stop(self) -> None:
+        if self._repair_task:
+            self._repair_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._repair_task
+
+    # ------------------------------------------------------------ hooks
+
+    def on_create(self, res: Resource, obj: dict) -> None:
+        if not _is_service(res):
+            return
+        self.allocate(obj, None)
+
+    def on_delete(self, res: Resource, obj: dict) -> None:
+        if not _is_service(res):
+            return
+        spec = obj.get("spec") or {}
+        for ip in _cluster_ips(spec):
+            self.ips.release_ip(ip)
+        for port in _node_ports(spec):
+            self.ports.release(port)
+
+    def allocate(self, obj: dict, old: dict | None) -> None:
+        """Fill clusterIP(s) and node ports of `obj`; 422 Invalid on a taken value."""
+        spec = obj.setdefault("spec", {})
+        name = (obj.get("metadata") or {}).get("name") or ""
+        stype = spec.get("type") or "ClusterIP"
+        old_spec = (old or {}).get("spec") or {}
+        taken: list[tuple[str, int]] = []  # rolled back if a later step fails
+        try:
+            if stype == "ExternalName":
+                spec.pop("clusterIP", None)
+                spec.pop("clusterIPs", None)
+            elif spec.get("clusterIP") == "None" or spec.get("clusterIPs") == ["None"]:
+                spec["clusterIP"] = "None"
+                spec["clusterIPs"] = ["None"]
+            else:
+                have = _cluster_ips(old_spec)
+                want = spec.get("clusterIP") or (spec.get("clusterIPs") or [None])[0]
+                if have and (not want or want == have[0]):
+                    ip = have[0]
+                else:
+                    try:
+                        ip = self.ips.allocate(want)
+                    except ValueError as e:
+                        raise errors.invalid("", "Service", name, [errors.field_cause(
+                            "spec.clusterIPs", f'Invalid value: ["{want}"]: {e}')]) from None
+                    taken.append(("ip", int(ipaddress.ip_address(ip))))
+                spec["clusterIP"] = ip
+                spec["clusterIPs"] = [ip]
+            if stype in _NODE_PORT_TYPES:
+                old_ports = set(_node_ports(old_spec))
+                for i, p in enumerate(spec.get("ports") or []):
+                    if not isinstance(p, dict):
+                        continue
+                    want_port = p.get("nodePort") or None
+                    if want_port in old_ports:
+                        continue
+                    try:
+                        p["nodePort"] = self.ports.allocate(want_port)
+                    except ValueError as e:
+                        raise errors.invalid("", "Service", name, [errors.field_cause(
+                            f"spec.ports[{i}].nodePort",
+                            f"Invalid value: {want_port}: {e}")]) from None
+                    taken.append(("port", p["nodePort"]))
+        except errors.StatusError:
+            for kind, n in taken:
+                (self.ips if kind == "ip" else self.ports).release(n)
+            raise
+
+
+def _prepare_update(res: Resource, obj: dict, old: dict | None, subresource: str) -> None:
+    """Updates keep allocated values a client left out and allocate what a type change needs
+    (upstream's patchAllocatedValues + dropTypeDependentFields)."""
+    if old is None or subresource or not _is_service(res) or not isinstance(obj, dict):
+        return None
+    alloc = ServiceAllocator._active
+    spec = obj.setdefault("spec", {})
+    old_spec = old.get("spec") or {}
+    stype = spec.get("type") or old_spec.get("type") or "ClusterIP"
+    old_type = old_spec.get("type") or "ClusterIP"
+    if stype != "ExternalName" and not spec.get("clusterIP") and not spec.get("clusterIPs"):
+        if old_spec.get("clusterIP"):
+            spec["clusterIP"] = old_spec["clusterIP"]
+            spec["clusterIPs"] = list(old_spec.get("clusterIPs") or [old_spec["clusterIP"]])
+    old_np = {(p.get("port"), p.get("protocol") or "TCP"): p.get("nodePort")
+              for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+    if stype in _NODE_PORT_TYPES:
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict) and not p.get("nodePort"):
+                prev = old_np.get((p.get("port"), p.get("protocol") or "TCP"))
+                if prev:
+                    p["nodePort"] = prev
+    elif old_type in _NODE_PORT_TYPES:
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict) and p.get("nodePort") and \
+                    old_np.get((p.get("port"), p.get("protocol") or "TCP")) == p["nodePort"]:
+                p.pop("nodePort")  # released lazily by the repair loop
+    if alloc is not None:
+        alloc.allocate(obj, old)
+    return None
+
+
+async def ensure_kubernetes_service(registry: Registry, advertise_ip: str, port: int) -> dict:
+    """default/kubernetes: ClusterIP = first IP of the service CIDR, port 443 -> API port."""
+    res = registry.resources.get("", "v1", "services")
+    alloc = ServiceAllocator._active
+    cluster_ip = alloc.kubernetes_ip if alloc else "10.43.0.1"
+    ports = [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": int(port)}]
+    svc = await registry.try_get(res, "default", "kubernetes")
+    if svc is None:
+        try:
+            return await registry.create(res, "default", {
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                             "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "ports": ports,
+                         "sessionAffinity": "None"}})
+        except errors.StatusError as e:
+            if e.code != 409:
+                raise
+            svc = await registry.get(res, "default", "kubernetes")
+
+    def fix(cur: dict) -> dict | None:
+        have = [{k: p.get(k) for k in ("name", "port", "protocol", "targetPort")}
+                for p in (cur.get("spec") or {}).get("ports") or []]
+        if have == ports:
+            return None
+        cur["spec"]["ports"] = ports
+        return cur
+    return await registry.update_with(res, "default", "kubernetes", fix) or svc
