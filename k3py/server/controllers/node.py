@@ -1,0 +1,182 @@
+"""NodeLifecycleController: marks nodes whose kubelet stopped heartbeating (Lease renewTime
+and Ready lastHeartbeatTime both older than the grace period) Ready=Unknown and taints them
+node.kubernetes.io/unreachable:NoSchedule; the taint goes when heartbeats resume.
+
+Nodes with neither a Lease nor conditions (created through the API for tests) are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import logging
+
+from k3py.api.objects import now_rfc3339, parse_time
+from k3py.server.controllers.base import Controller, ControllerContext
+
+__all__ = ["NodeLifecycleController", "UNREACHABLE_TAINT", "NOT_READY_TAINT", "last_heartbeat",
+           "desired_taint", "mark_unknown"]
+
+log = logging.getLogger("k3py.controllers.node")
+
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+LEASE_NS = "kube-node-lease"
+UNKNOWN_REASON = "NodeStatusUnknown"
+UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
+MONITOR_PERIOD = 5.0
+
+
+def _ready(node: dict) -> dict | None:
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c
+    return None
+
+
+def last_heartbeat(node: dict, lease: dict | None) -> _dt.datetime | None:
+    """The newest of the Lease renewTime and the Ready condition's lastHeartbeatTime."""
+    times = []
+    if lease is not None:
+        times.append(parse_time((lease.get("spec") or {}).get("renewTime")))
+    ready = _ready(node)
+    if ready is not None:
+        times.append(parse_time(ready.get("lastHeartbeatTime")))
+    times = [t if t.tzinfo else t.replace(tzinfo=_dt.UTC) for t in times if t is not None]
+    return max(times, default=None)
+
+
+def desired_taint(node: dict) -> str | None:
+    """The lifecycle NoSchedule taint the node's Ready condition calls for."""
+    ready = _ready(node)
+    if ready is None:
+        return None
+    if ready.get("status") == "Unknown":
+        return UNREACHABLE_TAINT
+    if ready.get("status") == "False":
+        return NOT_READY_TAINT
+    return None
+
+
+def mark_unknown(node: dict, now: str) -> dict | None:
+    """Every condition to Unknown (status write); None when already so."""
+    status = node.setdefault("status", {})
+    conds = status.get("conditions") or []
+    if not conds:
+        conds = [{"type": "Ready"}]
+    changed = False
+    out = []
+    for c in conds:
+        c = dict(c)
+        if c.get("status") != "Unknown":
+            changed = True
+            c["status"] = "Unknown"
+            c["reason"] = UNKNOWN_REASON
+            c["message"] = UNKNOWN_MESSAGE
+            c["lastTransitionTime"] = now
+            c.setdefault("lastHeartbeatTime", None)
+        out.append(c)
+    if not changed:
+        return None
+    status["conditions"] = out
+    return node
+
+
+def _set_taints(node: dict, want: str | None, now: str) -> dict | None:
+    spec = node.setdefault("spec", {})
+    taints = list(spec.get("taints") or [])
+    ours = (UNREACHABLE_TAINT, NOT_READY_TAINT)
+    kept = [t for t in taints if not (t.get("key") in ours and t.get("effect") == "NoSchedule"
+                                      and t.get("key") != want)]
+    if want and not any(t.get("key") == want and t.get("effect") == "NoSchedule"
+                        for t in kept):
+        kept.append({"key": want, "effect": "NoSchedule", "timeAdded": now})
+    if kept == taints:
+        return None
+    if kept:
+        spec["taints"] = kept
+    else:
+        spec.pop("taints", None)
+    return node
+
+
+class NodeLifecycleController(Controller):
+    name = "node-lifecycle-controller"
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.grace = float(ctx.extra.get("node_monitor_grace_period", 40))
+        self.period = float(ctx.extra.get("node_monitor_period", MONITOR_PERIOD))
+        self.started = _dt.datetime.now(_dt.UTC)
+        self._ticker: asyncio.Task | None = None
+
+    def setup(self) -> None:
+        self.nodes = self.ctx.informers.informer("", "nodes")
+        self.nodes.add_handler(self._on_node)
+        try:
+            self.leases = self.ctx.informers.informer("coordination.k8s.io", "leases")
+            self.leases.add_handler(self._on_lease)
+        except KeyError:
+            self.leases = None
+
+    def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
+        if new is not None and etype != "DELETED":
+            self.enqueue(new["metadata"]["name"])
+
+    def _on_lease(self, etype: str, old: dict | None, new: dict | None) -> None:
+        obj = new if new is not None else old
+        md = (obj or {}).get("metadata") or {}
+        if md.get("namespace") == LEASE_NS and etype != "DELETED":
+            self.enqueue(md.get("name"))
+
+    async def start(self) -> None:
+        await super().start()
+        self._ticker = asyncio.create_task(self._tick(), name="node-lifecycle-monitor")
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(BaseException):
+                await self._ticker
+        await super().stop()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            for node in self.nodes.list():
+                self.enqueue(node["metadata"]["name"])
+
+    async def reconcile(self, key: str) -> None:
+        node = self.nodes.get(None, key)
+        if node is None:
+            return
+        lease = self.leases.get(LEASE_NS, key) if self.leases is not None else None
+        conds = (node.get("status") or {}).get("conditions") or []
+        if lease is None and not conds:
+            return
+        res = self.ctx.resource("", "nodes")
+        beat = last_heartbeat(node, lease)
+        now = _dt.datetime.now(_dt.UTC)
+        # after a server restart every node gets a full grace period to check in
+        since = max(beat, self.started) if beat is not None else self.started
+        stale = (now - since).total_seconds() > self.grace
+        stamp = now_rfc3339()
+        if stale:
+            ready = _ready(node)
+            if ready is None or ready.get("status") != "Unknown":
+                log.info("node %s: no heartbeat for %.0fs; marking Unknown", key,
+                         (now - since).total_seconds())
+                await self.registry.update_with(res, None, key, lambda n: mark_unknown(n, stamp),
+                                                subresource="status")
+                await self.ctx.recorder.record(
+                    node, "Normal", "NodeNotReady",
+                    f"Node {key} status is now: NodeNotReady", component="node-controller")
+            await self.registry.update_with(
+                res, None, key, lambda n: _set_taints(n, UNREACHABLE_TAINT, stamp))
+        else:
+            # heartbeats are fresh: the taint follows the posted Ready condition
+            await self.registry.update_with(
+                res, None, key, lambda n: _set_taints(n, desired_taint(n), stamp))
+            if beat is not None:
+                left = self.grace - (now - since).total_seconds()
+                self.enqueue(key, after=max(left, 0) + 0.5)
