@@ -1,0 +1,133 @@
+"""Endpoints and EndpointSlice controllers against a real Registry: ready and not-ready pod
+IPs, named targetPorts, slice labels/conditions, and clean-up when the Service goes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from k3py.api.resources import builtin_registry
+from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
+from k3py.server.controllers.endpoints import EndpointsController, build_subsets, pod_ports
+from k3py.server.controllers.endpointslice import EndpointSliceController
+from k3py.server.registry import Registry
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    from k3py.server.store.sqlite import SQLiteBackend
+    backend = SQLiteBackend(str(tmp_path / "state.db"))
+    await backend.start()
+    registry = Registry(backend, builtin_registry())
+    ns = registry.resources.get("", "v1", "namespaces")
+    await registry.create(ns, None, {"metadata": {"name": "default"}})
+    ctx = ControllerContext(registry=registry, informers=InformerFactory(registry),
+                            recorder=EventRecorder(registry))
+    controllers = [EndpointsController(ctx), EndpointSliceController(ctx)]
+    for c in controllers:
+        await c.start()
+    try:
+        yield registry
+    finally:
+        for c in controllers:
+            await c.stop()
+        await ctx.informers.stop()
+        await backend.close()
+
+
+async def poll(fn, timeout: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fn()
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+SVC = {"metadata": {"name": "web", "namespace": "default", "uid": "svc-uid"},
+       "spec": {"selector": {"app": "web"}, "clusterIP": "10.43.0.10",
+                "ports": [{"name": "http", "port": 80, "targetPort": "http",
+                           "protocol": "TCP"}]}}
+
+
+def pod(name: str, ip: str | None, ready: bool, app: str = "web", port_name: str = "http"):
+    status: dict = {"phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if ip:
+        status["podIP"] = ip
+    return {"metadata": {"name": name, "namespace": "default", "labels": {"app": app},
+                         "uid": f"uid-{name}"},
+            "spec": {"nodeName": "n1", "containers": [{
+                "name": "c", "image": "nginx",
+                "ports": [{"name": port_name, "containerPort": 8080}]}]},
+            "status": status}
+
+
+def test_subsets_ready_notready_and_named_ports():
+    pods = [pod("a", "10.42.0.2", True), pod("b", "10.42.0.1", False),
+            pod("c", None, True), pod("d", "10.42.0.9", True, app="other"),
+            pod("e", "10.42.0.5", True, port_name="metrics")]
+    assert pod_ports(SVC, pods[0]) == (("http", 8080, "TCP", ""),)
+    subsets = build_subsets(SVC, pods)
+    assert len(subsets) == 1
+    assert [a["ip"] for a in subsets[0]["addresses"]] == ["10.42.0.2"]
+    assert [a["ip"] for a in subsets[0]["notReadyAddresses"]] == ["10.42.0.1"]
+    assert subsets[0]["addresses"][0]["targetRef"]["name"] == "a"
+    assert subsets[0]["addresses"][0]["nodeName"] == "n1"
+    assert subsets[0]["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+
+
+async def test_endpoints_and_slices_follow_pods(cluster):
+    reg = cluster
+    svc_res = reg.resources.find("", "services")
+    pods = reg.resources.find("", "pods")
+    ep_res = reg.resources.find("", "endpoints")
+    es_res = reg.resources.find("discovery.k8s.io", "endpointslices")
+    svc = {"metadata": {"name": "web"}, "spec": {
+        "selector": {"app": "web"}, "clusterIP": "10.43.0.10",
+        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+    await reg.create(svc_res, "default", svc)
+    await reg.create(pods, "default", pod("a", "10.42.0.2", True))
+    await reg.create(pods, "default", pod("b", "10.42.0.3", False))
+
+    async def endpoints():
+        ep = await reg.try_get(ep_res, "default", "web")
+        subs = (ep or {}).get("subsets") or []
+        return subs and subs[0].get("addresses") and subs[0].get("notReadyAddresses") and ep
+    ep = await poll(endpoints)
+    assert ep["subsets"][0]["addresses"][0]["ip"] == "10.42.0.2"
+
+    async def slices():
+        items = (await reg.list(es_res, "default"))["items"]
+        return len(items) == 1 and len(items[0].get("endpoints") or []) == 2 and items
+    items = await poll(slices)
+    s = items[0]
+    assert s["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+    assert s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == \
+        "endpointslice-controller.k8s.io"
+    assert s["addressType"] == "IPv4"
+    assert s["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    by_ip = {e["addresses"][0]: e for e in s["endpoints"]}
+    assert by_ip["10.42.0.2"]["conditions"]["ready"] is True
+    assert by_ip["10.42.0.3"]["conditions"]["ready"] is False
+    assert s["metadata"]["ownerReferences"][0]["kind"] == "Service"
+
+    await reg.delete(pods, "default", "b")
+
+    async def one_left():
+        items = (await reg.list(es_res, "default"))["items"]
+        ep = await reg.get(ep_res, "default", "web")
+        return len(items) == 1 and len(items[0].get("endpoints") or []) == 1 and \
+            not ep["subsets"][0].get("notReadyAddresses")
+    await poll(one_left)
+
+    await reg.delete(svc_res, "default", "web")
+
+    async def gone():
+        return await reg.try_get(ep_res, "default", "web") is None and \
+            not (await reg.list(es_res, "default"))["items"]
+    await poll(gone)
