@@ -178,9 +178,10 @@ def _podman_checks() -> list[Check]:
     if forbidden:
         nofile = _ulimit_values(conf.get("containers", {}).get("default_ulimits"), "nofile")
         ok = nofile is not None and nofile[1] <= hard
+        given = f"nofile={nofile[0]}:{nofile[1]}" if nofile else "podman's default 1048576"
         out.append(Check(sec, "container ulimits", "pass" if ok else "fail",
                          f"host nofile hard limit {hard}, may not be raised; containers get "
-                         (f"nofile={nofile[0]}:{nofile[1]}" if nofile else "podman's default 1048576"),
+                         f"{given}",
                          "" if ok else 'add default_ulimits = ["nofile=1024:1024", '
                          f'"nproc=4096:4096"] under [containers] in {CONTAINERS_CONF}'))
     else:

@@ -1,0 +1,140 @@
+"""`k3py kubectl` (which kubectl, which KUBECONFIG) and `k3py check-config`'s detectors
+(cgroup layout, containers.conf, report format), without running podman or kubectl."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from k3py.cli import check_config, kubectl, main
+
+pytestmark = pytest.mark.unit
+
+
+def test_kubeconfig_default_and_overrides():
+    assert kubectl.kubectl_env({})["KUBECONFIG"] == "/etc/k3py/k3py.yaml"
+    assert kubectl.kubectl_env({"K3PY_KUBECONFIG": "/k"})["KUBECONFIG"] == "/k"
+    env = kubectl.kubectl_env({"KUBECONFIG": "/mine", "K3PY_KUBECONFIG": "/k"})
+    assert env["KUBECONFIG"] == "/mine"
+
+
+def _executable(path, text="#!/bin/sh\nexit 0\n"):
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_find_kubectl_skips_a_symlink_to_k3py_itself(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    me = _executable(tmp_path / "bin" / "k3py")
+    monkeypatch.setattr(sys, "executable", str(me))
+    monkeypatch.setattr(sys, "argv", [str(me)])
+    link_dir = tmp_path / "links"
+    link_dir.mkdir()
+    os.symlink(me, link_dir / "kubectl")
+    assert kubectl.find_kubectl(str(link_dir)) is None
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    real = _executable(real_dir / "kubectl")
+    assert kubectl.find_kubectl(f"{link_dir}{os.pathsep}{real_dir}") == str(real)
+    beside = _executable(tmp_path / "bin" / "kubectl")
+    assert kubectl.find_kubectl(str(link_dir)) == str(beside)  # next to the executable
+
+
+def test_missing_kubectl_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "k3py"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["kubectl", "get", "nodes"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kubectl not found" in err[0]
+
+
+def test_cgroup_layout(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu memory\n")
+    assert check_config.cgroup_layout(str(v2)) == "v2"
+    hybrid = tmp_path / "hybrid"
+    (hybrid / "unified").mkdir(parents=True)
+    (hybrid / "memory").mkdir()
+    assert check_config.cgroup_layout(str(hybrid)) == "hybrid"
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    assert check_config.cgroup_layout(str(v1)) == "v1"
+    assert check_config.cgroup_layout(str(tmp_path / "none")) == "none"
+
+
+def test_containers_conf_merge_and_ulimits(tmp_path):
+    base = tmp_path / "base.conf"
+    base.write_text('[engine]\nruntime = "crun"\n[containers]\nlog_driver = "k8s-file"\n')
+    etc = tmp_path / "etc.conf"
+    etc.write_text('[engine]\nruntime = "runc"\n\n[containers]\n'
+                   'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n')
+    conf, error = check_config.read_containers_conf([str(base), str(etc),
+                                                     str(tmp_path / "missing")])
+    assert error == ""
+    assert conf["engine"]["runtime"] == "runc"
+    assert conf["containers"]["log_driver"] == "k8s-file"
+    limits = conf["containers"]["default_ulimits"]
+    assert check_config._ulimit_values(limits, "nofile") == (1024, 1024)
+    assert check_config._ulimit_values(limits, "core") is None
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[engine\n")
+    assert "not valid TOML" in check_config.read_containers_conf([str(bad)])[1]
+
+
+def test_nofile_probe_leaves_limits_unchanged():
+    import resource
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    forbidden, hard = check_config.nofile_raise_forbidden()
+    assert isinstance(forbidden, bool) and hard == before[1]
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == before
+
+
+def test_report_format():
+    checks = [check_config.Check("System", "python", "pass", "3.11.7"),
+              check_config.Check("Container runtime", "OCI runtime", "fail",
+                                 "cgroups hybrid, runtime = crun", 'put runtime = "runc"'),
+              check_config.Check("Ports", "6443 (API server)", "warn", "in use", "stop it")]
+    text = check_config.format_report(checks)
+    assert "System:\n- python: 3.11.7: pass" in text
+    assert "- OCI runtime: cgroups hybrid, runtime = crun: fail\n    -> put runtime" in text
+    assert text.endswith("STATUS: fail (1 failed, 1 warning)")
+
+
+def test_check_config_exit_code(monkeypatch, capsys):
+    monkeypatch.setattr(check_config, "run_checks", lambda: [
+        check_config.Check("System", "python", "pass", "3.11")])
+    assert main(["check-config"]) == 0
+    assert "STATUS: pass" in capsys.readouterr().out
+    monkeypatch.setattr(check_config, "run_checks", lambda: [
+        check_config.Check("System", "sqlite", "fail", "apsw missing", "pip install apsw")])
+    assert main(["check-config"]) == 1
+
+
+@pytest.mark.parametrize("conf,layout,forbidden,expected", [
+    ({"engine": {"runtime": "runc"},
+      "containers": {"default_ulimits": ["nofile=1024:1024", "nproc=4096:4096"]}},
+     "hybrid", True, {"OCI runtime": "pass", "container ulimits": "pass"}),
+    ({}, "hybrid", True, {"OCI runtime": "fail", "container ulimits": "fail"}),
+    ({"containers": {"default_ulimits": ["nofile=65536:65536"]}}, "v2", True,
+     {"OCI runtime": "pass", "container ulimits": "fail"}),
+    ({}, "v2", False, {"OCI runtime": "pass", "container ulimits": "pass"}),
+])
+def test_podman_checks(monkeypatch, conf, layout, forbidden, expected):
+    monkeypatch.setattr(check_config.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(check_config, "_output", lambda cmd: "podman version 4.3.1")
+    monkeypatch.setattr(check_config, "read_containers_conf", lambda: (conf, ""))
+    monkeypatch.setattr(check_config, "cgroup_layout", lambda: layout)
+    monkeypatch.setattr(check_config, "nofile_raise_forbidden", lambda: (forbidden, 20000))
+    got = {c.name: c for c in check_config._podman_checks()}
+    assert got["podman"].status == "pass" and got["podman"].detail == "version 4.3.1"
+    for name, status in expected.items():
+        assert got[name].status == status, got[name]
+        if status == "fail":
+            assert "/etc/containers/containers.conf" in got[name].advice
+    if forbidden and expected["container ulimits"] == "fail":
+        assert 'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]' in \
+            got["container ulimits"].advice

@@ -1,0 +1,319 @@
+"""The flag table: precedence flag > env var > config file > default, the K3s-style env names,
+config-file rules, and every usage error as one `k3py: error:` line with exit code 1."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from k3py import PROGRAM, __version__
+from k3py.cli import flags, main
+from k3py.cli.flags import FLAGS, UsageError, agent_config, parse, server_config
+from k3py.config import AgentConfig, ServerConfig
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """No K3PY_* from the developer's shell, no /etc/k3py/config.yaml from the host."""
+    for name in list(os.environ):
+        if name.startswith("K3PY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(flags, "DEFAULT_CONFIG_FILE", str(tmp_path / "absent" / "config.yaml"))
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_error_line(capsys, *argv: str) -> str:
+    code, _, err = run_main(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{PROGRAM}: error: ")
+    return lines[0]
+
+
+# ---------------------------------------------------------------- defaults and paths
+
+def test_no_flags_give_the_dataclass_defaults():
+    assert server_config([], environ={}) == ServerConfig()
+    assert agent_config([], environ={}) == AgentConfig()
+
+
+def test_defaults_and_derived_paths():
+    c = ServerConfig(data_dir="/d")
+    assert (c.https_listen_port, c.bind_address, c.write_kubeconfig) == \
+        (6443, "0.0.0.0", "/etc/k3py/k3py.yaml")
+    assert (c.cluster_cidr, c.service_cidr, c.cluster_dns) == \
+        ("10.42.0.0/16", "10.43.0.0/16", "10.43.0.10")
+    assert (c.compact_interval, c.compact_min_retain) == (300.0, 1000)
+    assert c.db_path == "/d/server/db/state.db"
+    assert (c.tls_dir, c.token_path, c.manifests_dir) == \
+        ("/d/server/tls", "/d/server/token", "/d/server/manifests")
+    assert (c.images_dir, c.meta_db_path, c.storage_dir) == \
+        ("/d/agent/images", "/d/agent/meta.db", "/d/storage")
+    assert c.kubernetes_service_ip == "10.43.0.1"
+    assert c.node_port_range == (30000, 32767)
+    assert c.kubeconfig_mode == 0o600
+    embedded = c.agent_config("https://127.0.0.1:6443", "tok")
+    assert embedded.embedded and embedded.data_dir == "/d" and embedded.token == "tok"
+
+
+def test_with_node_id_is_persistent(tmp_path):
+    c = AgentConfig(data_dir=str(tmp_path), node_name="pi", with_node_id=True)
+    name = c.effective_node_name
+    assert name.startswith("pi-") and len(name) == len("pi-") + 8
+    assert AgentConfig(data_dir=str(tmp_path), node_name="pi",
+                       with_node_id=True).effective_node_name == name
+
+
+# ---------------------------------------------------------------- precedence
+
+def test_precedence_flag_env_file_default(tmp_path):
+    cfg = write(tmp_path, "https-listen-port: 1111\n")
+    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_HTTPS_LISTEN_PORT": "2222"}
+    assert server_config(["--https-listen-port", "3333"], env).https_listen_port == 3333
+    assert server_config([], env).https_listen_port == 2222
+    assert server_config([], {"K3PY_CONFIG_FILE": cfg}).https_listen_port == 1111
+    assert server_config([], {}).https_listen_port == 6443
+
+
+def test_config_flag_beats_config_env(tmp_path):
+    a = write(tmp_path, "data-dir: /from-flag\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("data-dir: /from-env\n")
+    c = server_config(["--config", a], {"K3PY_CONFIG_FILE": str(b)})
+    assert c.data_dir == "/from-flag" and c.config == a
+    assert server_config([], {"K3PY_CONFIG_FILE": str(b)}).data_dir == "/from-env"
+
+
+def test_default_config_file_is_read_when_present(tmp_path, monkeypatch):
+    path = write(tmp_path, "node-name: from-default-file\n")
+    monkeypatch.setattr(flags, "DEFAULT_CONFIG_FILE", path)
+    c = agent_config([], {})
+    assert c.node_name == "from-default-file" and c.config == path
+
+
+def test_repeatable_flags_accumulate_and_split_commas(tmp_path):
+    c = server_config(["--tls-san", "a.example", "--tls-san=b.example,10.0.0.1",
+                       "--node-label", "zone=lab"], {})
+    assert c.tls_san == ("a.example", "b.example", "10.0.0.1")
+    assert c.node_label == ("zone=lab",)
+    assert server_config([], {"K3PY_TLS_SAN": "x, y"}).tls_san == ("x", "y")
+    cfg = write(tmp_path, "tls-san:\n  - one\n  - two\nnode-taint: [\"gpu=true:NoSchedule\"]\n")
+    c = server_config(["--config", cfg], {})
+    assert c.tls_san == ("one", "two") and c.node_taint == ("gpu=true:NoSchedule",)
+    # a higher source replaces, it does not append
+    assert server_config(["--config", cfg, "--tls-san", "three"], {}).tls_san == ("three",)
+
+
+@pytest.mark.parametrize("argv,env,text,expected", [
+    (["--disable-agent"], {}, "", True),
+    (["--disable-agent=false"], {"K3PY_DISABLE_AGENT": "true"}, "", False),
+    ([], {"K3PY_DISABLE_AGENT": "1"}, "", True),
+    ([], {}, "disable-agent: true\n", True),
+    ([], {"K3PY_DISABLE_AGENT": "no"}, "disable-agent: true\n", False),
+])
+def test_bool_flags(tmp_path, argv, env, text, expected):
+    if text:
+        env = {**env, "K3PY_CONFIG_FILE": write(tmp_path, text)}
+    assert server_config(argv, env).disable_agent is expected
+
+
+def test_k3s_style_env_names():
+    c = agent_config([], {"K3PY_URL": "https://srv:6443/", "K3PY_TOKEN": "K10abc::server:s",
+                          "K3PY_NODE_NAME": "pi-1", "K3PY_DATA_DIR": "/data"})
+    assert (c.server, c.token, c.node_name, c.data_dir) == \
+        ("https://srv:6443", "K10abc::server:s", "pi-1", "/data")
+    assert agent_config([], {"K3PY_SERVER": "https://b:6443"}).server == "https://b:6443"
+    s = server_config([], {"K3PY_KUBECONFIG_OUTPUT": "/k.yaml", "K3PY_KUBECONFIG_MODE": "644"})
+    assert (s.write_kubeconfig, s.write_kubeconfig_mode) == ("/k.yaml", "0644")
+    assert server_config([], {"K3PY_WRITE_KUBECONFIG": "/w.yaml"}).write_kubeconfig == "/w.yaml"
+
+
+def test_every_flag_has_its_derived_env_var():
+    for flag in FLAGS:
+        assert flag.env_vars[-1] == "K3PY_" + flag.name.upper().replace("-", "_")
+        assert flag.help.startswith("("), flag.name  # K3s-style section tag
+
+
+def test_short_flags():
+    c = agent_config(["-s", "https://h:6443", "-t", "tok", "-d", "/x"], {})
+    assert (c.server, c.token, c.data_dir) == ("https://h:6443", "tok", "/x")
+
+
+def test_values_are_normalised():
+    c = server_config(["--write-kubeconfig-mode", "644", "--service-node-port-range",
+                       "30000-30100", "--node-ip", "192.168.1.2"], {})
+    assert c.write_kubeconfig_mode == "0644" and c.kubeconfig_mode == 0o644
+    assert c.node_port_range == (30000, 30100) and c.node_ip == "192.168.1.2"
+
+
+def test_cluster_dns_follows_a_custom_service_cidr():
+    assert server_config(["--service-cidr", "10.96.0.0/12"], {}).cluster_dns == "10.96.0.10"
+    c = server_config(["--service-cidr", "10.96.0.0/12", "--cluster-dns", "10.96.0.53"], {})
+    assert c.cluster_dns == "10.96.0.53"
+
+
+def test_config_file_may_hold_keys_of_the_other_command(tmp_path):
+    cfg = write(tmp_path, "server: https://srv:6443\ntls-san: [a]\nnode-name: n1\n")
+    assert server_config(["--config", cfg], {}).node_name == "n1"
+    assert agent_config(["--config", cfg], {}).server == "https://srv:6443"
+
+
+def test_empty_config_file_is_fine(tmp_path):
+    assert server_config(["--config", write(tmp_path, "")], {}).https_listen_port == 6443
+
+
+# ---------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("argv,text,words", [
+    (["--config", "/nope/config.yaml"], None, ["/nope/config.yaml", "does not exist"]),
+    ([], "bogus-key: 1\n", ["bogus-key", "flag names"]),
+    ([], "config: other.yaml\n", ["'config'"]),
+    ([], "https-listen-port: [1]\n", ["https-listen-port", "config file"]),
+    ([], "- a\n- b\n", ["mapping"]),
+    ([], "a: [\n", ["not valid YAML", "line"]),
+    ([], "tls-sn: [a]\n", ["did you mean tls-san"]),
+])
+def test_config_file_errors(tmp_path, argv, text, words):
+    if text is not None:
+        argv = ["--config", write(tmp_path, text)]
+    with pytest.raises(UsageError) as e:
+        server_config(argv, {})
+    message = str(e.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_unreadable_config_file(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    path = write(tmp_path, "debug: true\n")
+    os.chmod(path, 0)
+    with pytest.raises(UsageError, match="permission denied"):
+        parse(["--config", path], "server", {})
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["server", "--https-listen-port", "notaport"], ["--https-listen-port", "notaport"]),
+    (["server", "--https-listen-port", "70000"], ["1-65535"]),
+    (["server", "--no-such-flag"], ["--no-such-flag", "k3py server --help"]),
+    (["server", "--https-listn-port", "1"], ["did you mean --https-listen-port"]),
+    (["server", "-x"], ["-x"]),
+    (["server", "stray"], ["'stray'"]),
+    (["server", "--data-dir"], ["needs a value"]),
+    (["server", "--cluster-cidr", "nope"], ["--cluster-cidr", "CIDR"]),
+    (["server", "--cluster-dns", "10.99.0.10"], ["outside --service-cidr"]),
+    (["server", "--cluster-cidr", "10.43.0.0/24"], ["overlaps"]),
+    (["server", "--write-kubeconfig-mode", "999"], ["octal"]),
+    (["server", "--service-node-port-range", "5-1"], ["LOW-HIGH"]),
+    (["server", "--node-taint", "dedicated"], ["Effect"]),
+    (["server", "--node-label", "novalue"], ["key=value"]),
+    (["server", "--disable", "traefik"], ["traefik", "ingress"]),
+    (["server", "--advertise-address", "my-host"], ["IP address"]),
+    (["server", "--debug=maybe"], ["true or false"]),
+    (["server", "--compact-interval", "-1"], [">= 0"]),
+    (["server", "--config", "/nope.yaml"], ["/nope.yaml"]),
+    (["agent", "--server", "http://srv:6443"], ["https://"]),
+    (["agent"], ["--server", "K3PY_URL"]),
+    (["agent", "--server", "https://srv:6443"], ["--token", "k3py token"]),
+    (["token", "--tls-san", "x"], ["unknown flag --tls-san"]),
+    (["no-such-command"], ["unknown command"]),
+    ([], ["no command"]),
+])
+def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
+    line = one_error_line(capsys, *argv)
+    for word in words:
+        assert word in line, line
+
+
+def test_bad_env_value_names_the_variable(capsys, monkeypatch):
+    monkeypatch.setenv("K3PY_HTTPS_LISTEN_PORT", "x")
+    line = one_error_line(capsys, "server")
+    assert "K3PY_HTTPS_LISTEN_PORT" in line and "--https-listen-port" in line
+
+
+def test_agent_token_file(capsys, tmp_path, monkeypatch):
+    line = one_error_line(capsys, "agent", "--server", "https://srv:6443", "--token-file",
+                          str(tmp_path / "missing"))
+    assert "cannot read --token-file" in line
+    (tmp_path / "empty").write_text("\n")
+    line = one_error_line(capsys, "agent", "-s", "https://srv:6443", "--token-file",
+                          str(tmp_path / "empty"))
+    assert "is empty" in line
+
+
+def test_agent_calls_agent_main_run(monkeypatch, tmp_path):
+    import types
+    seen = {}
+    fake = types.ModuleType("k3py.agent.main")
+    fake.run = lambda config: seen.setdefault("config", config) and 7
+    monkeypatch.setitem(sys.modules, "k3py.agent.main", fake)
+    import k3py.agent
+    monkeypatch.setattr(k3py.agent, "main", fake, raising=False)
+    (tmp_path / "tok").write_text("K10abc::server:s\n")
+    code = main(["agent", "--server", "https://srv:6443", "--token-file", str(tmp_path / "tok"),
+                 "--node-label", "a=b"])
+    assert code == 7
+    assert seen["config"].token == "K10abc::server:s"
+    assert seen["config"].node_label == ("a=b",)
+
+
+def test_server_calls_server_main_run(monkeypatch):
+    import types
+    seen = {}
+
+    def run(config, *, after_ready=None):
+        seen.update(config=config, after_ready=after_ready)
+        return 0
+    fake = types.ModuleType("k3py.server.main")
+    fake.run = run
+    monkeypatch.setitem(sys.modules, "k3py.server.main", fake)
+    import k3py.server
+    monkeypatch.setattr(k3py.server, "main", fake, raising=False)
+    assert main(["server", "--https-listen-port", "7443", "--disable-agent"]) == 0
+    assert seen["config"].https_listen_port == 7443 and seen["after_ready"] is None
+    assert main(["server"]) == 0
+    assert seen["after_ready"] is not None
+
+
+# ---------------------------------------------------------------- version, help, token
+
+def test_version(capsys):
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0
+    assert out.startswith(f"k3py version v{__version__} (python {sys.version_info.major}.")
+
+
+@pytest.mark.parametrize("command", ["server", "agent", "token"])
+def test_help_lists_every_flag_with_env_and_default(capsys, command):
+    code, out, err = run_main(capsys, command, "--help")
+    assert code == 0 and not err
+    for flag in flags.flags_for(command):
+        assert f"--{flag.name}" in out and f"${flag.env_vars[-1]}" in out
+    if command == "server":
+        assert "(default: 6443)" in out and "(listener)" in out
+
+
+def test_token_prints_the_token(capsys, tmp_path):
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "token").write_text("K10abc::server:s3cret\n")
+    code, out, _ = run_main(capsys, "token", "--data-dir", str(tmp_path))
+    assert code == 0 and out == "K10abc::server:s3cret\n"
+    line = one_error_line(capsys, "token", "-d", str(tmp_path / "other"))
+    assert "start 'k3py server' first" in line
