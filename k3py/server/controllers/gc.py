@@ -1,237 +1,279 @@
-"""GarbageCollector: deletes dependents whose owners are all gone, and carries out foreground
-(delete dependents first) and orphan (strip ownerReferences) deletion of owners.
-
-Owners are looked up by uid in the informer caches and confirmed with a live GET before a
-dependent is deleted, so a cache that lags behind a fresh owner never costs a dependent."""
+"""GarbageCollector: an ownerReferences graph (by uid) over every deletable resource but
+events; deletes dependents whose owners are all gone, and runs Foreground and Orphan deletion."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from k3py.api import errors
 from k3py.api.resources import Resource
-from k3py.server.controllers.base import Controller, object_key, split_key
+from k3py.server.controllers.base import Controller, ControllerContext
 
-__all__ = ["GarbageCollector", "WATCHED", "FOREGROUND", "ORPHAN"]
+__all__ = ["GarbageCollector", "classify_owners", "deletion_policy", "watched_resources",
+           "FOREGROUND", "ORPHAN"]
 
 log = logging.getLogger("k3py.controllers.gc")
 
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
-WATCHED: tuple[tuple[str, str], ...] = (
-    ("", "pods"), ("apps", "replicasets"), ("apps", "deployments"), ("apps", "daemonsets"),
-    ("apps", "statefulsets"), ("batch", "jobs"), ("batch", "cronjobs"),
-    ("apps", "controllerrevisions"), ("discovery.k8s.io", "endpointslices"), ("", "events"),
-    ("", "services"),
-)
-RECHECK_SECONDS = 30.0
+SKIP = {("", "events"), ("events.k8s.io", "events")}
+_RESCAN = 5.0  # how often new resources (CRDs) are picked up
 
 
-def _refs(obj: dict | None) -> list[dict]:
-    return list(((obj or {}).get("metadata") or {}).get("ownerReferences") or [])
+def watched_resources(registry) -> list[Resource]:
+    """Every listable, watchable, deletable resource (one per storage location)."""
+    seen: set[str] = set()
+    out = []
+    for res in registry.resources:
+        if (res.group, res.plural) in SKIP:
+            continue
+        if not {"list", "watch", "delete"} <= set(res.verbs):
+            continue
+        prefix = registry.resources.storage_prefix(res)
+        if prefix not in seen:
+            seen.add(prefix)
+            out.append(res)
+    return out
 
 
-def _owner_uids(obj: dict) -> list[str]:
-    return [r["uid"] for r in _refs(obj) if r.get("uid")]
+def _finalizers(obj: dict) -> list[str]:
+    return list((obj.get("metadata") or {}).get("finalizers") or [])
 
 
-def _finalizers(obj: dict | None) -> list[str]:
-    return list(((obj or {}).get("metadata") or {}).get("finalizers") or [])
+def _deleting(obj: dict) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
-def _terminating_owner(obj: dict | None) -> bool:
-    md = (obj or {}).get("metadata") or {}
-    return bool(md.get("deletionTimestamp")) and bool(
-        {FOREGROUND, ORPHAN} & set(md.get("finalizers") or []))
+def classify_owners(dependent: dict, owner_state) -> tuple[list[dict], list[dict], list[dict]]:
+    """Split the dependent's ownerReferences into (solid, dangling, waiting) using
+    `owner_state(ref) -> "solid" | "dangling" | "waiting" | "unknown"`; unknown counts solid."""
+    solid, dangling, waiting = [], [], []
+    for ref in (dependent.get("metadata") or {}).get("ownerReferences") or []:
+        state = owner_state(ref)
+        (dangling if state == "dangling" else waiting if state == "waiting" else solid).append(
+            ref)
+    return solid, dangling, waiting
+
+
+def deletion_policy(dependent: dict, waiting: list[dict]) -> str:
+    fins = _finalizers(dependent)
+    if ORPHAN in fins:
+        return "Orphan"
+    if FOREGROUND in fins or waiting:
+        return "Foreground"
+    return "Background"
 
 
 class GarbageCollector(Controller):
-    name = "garbage-collector"
+    name = "garbagecollector"
     workers = 4
 
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.objects: dict[str, tuple[Resource, dict]] = {}  # uid -> (resource, object)
+        self.dependents: dict[str, set[str]] = {}  # owner uid -> dependent uids
+        self._watched: set[str] = set()
+        self._informers: list = []
+        self._rescan: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ graph upkeep
+
     def setup(self) -> None:
-        self.informers: dict[tuple[str, str], object] = {}
-        for group, plural in WATCHED:
+        self._watch_new_resources()
+
+    async def start(self) -> None:
+        await super().start()
+        self._rescan = asyncio.create_task(self._rescan_loop(), name="gc-rescan")
+
+    async def stop(self) -> None:
+        if self._rescan:
+            self._rescan.cancel()
+            with contextlib.suppress(BaseException):
+                await self._rescan
+        await super().stop()
+
+    async def _rescan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_RESCAN)
+            self._watch_new_resources()
+
+    def _watch_new_resources(self) -> None:
+        for res in watched_resources(self.registry):
+            prefix = self.registry.resources.storage_prefix(res)
+            if prefix in self._watched:
+                continue
+            self._watched.add(prefix)
             try:
-                inf = self.ctx.informers.informer(group, plural)
+                inf = self.ctx.informers.informer(res.group, res.plural)
             except KeyError:
                 continue
-            inf.add_index("gc-owner", _owner_uids)
-            self.informers[(group, plural)] = inf
-            inf.add_handler(self._handler(group, plural))
+            self._informers.append(inf)
+            inf.add_handler(self._handler(res))
 
-    # ------------------------------------------------------------ event wiring
-
-    def _handler(self, group: str, plural: str):
+    def _handler(self, res: Resource):
         def on_event(etype: str, old: dict | None, new: dict | None) -> None:
-            obj = new if new is not None else old
+            obj = new if etype != "DELETED" else (new or old)
             if obj is None:
                 return
-            key = object_key(obj)
-            if etype == "DELETED":
-                uid = (obj.get("metadata") or {}).get("uid")
-                if uid:
-                    self._enqueue_dependents(uid)
-                self._enqueue_terminating_owners(obj)
+            uid = (obj.get("metadata") or {}).get("uid")
+            if not uid:
                 return
-            if _refs(new) and (etype == "ADDED" or _refs(new) != _refs(old)):
-                self.enqueue(f"d|{group}|{plural}|{key}")
-            if _terminating_owner(new):
-                self.enqueue(f"o|{group}|{plural}|{key}")
+            before = self.objects.get(uid)
+            old_owners = {r.get("uid") for r in
+                          ((before[1] if before else old) or {}).get("metadata", {})
+                          .get("ownerReferences") or []}
+            if etype == "DELETED":
+                self.objects.pop(uid, None)
+                for o in old_owners:
+                    self._unlink(o, uid)
+                for dep in list(self.dependents.get(uid, ())):
+                    self.enqueue("d/" + dep)
+                for o in old_owners:  # a foreground owner may be waiting for this one
+                    if o in self.objects:
+                        self.enqueue("o/" + o)
+                return
+            self.objects[uid] = (res, obj)
+            owners = {r.get("uid") for r in (obj.get("metadata") or {}).get("ownerReferences")
+                      or []}
+            for o in old_owners - owners:
+                self._unlink(o, uid)
+            for o in owners - old_owners:
+                self.dependents.setdefault(o, set()).add(uid)
+            if owners and (before is None or owners != old_owners):
+                self.enqueue("d/" + uid)
+            if _deleting(obj) and {FOREGROUND, ORPHAN} & set(_finalizers(obj)):
+                self.enqueue("o/" + uid)
         return on_event
 
-    def _enqueue_dependents(self, uid: str) -> None:
-        for (group, plural), inf in self.informers.items():
-            for dep in inf.by_index("gc-owner", uid):
-                self.enqueue(f"d|{group}|{plural}|{object_key(dep)}")
+    def _unlink(self, owner: str, dep: str) -> None:
+        deps = self.dependents.get(owner)
+        if deps is not None:
+            deps.discard(dep)
+            if not deps:
+                del self.dependents[owner]
 
-    def _enqueue_terminating_owners(self, dependent: dict) -> None:
-        ns = (dependent.get("metadata") or {}).get("namespace")
-        for ref in _refs(dependent):
-            res = self._resource_of(ref)
-            if res is None:
-                continue
-            inf = self.informers.get((res.group, res.plural))
-            if inf is None:
-                continue
-            owner = inf.get(ns if res.namespaced else None, ref.get("name") or "")
-            if owner is not None and _terminating_owner(owner):
-                self.enqueue(f"o|{res.group}|{res.plural}|{object_key(owner)}", after=0.1)
-
-    def _resource_of(self, ref: dict) -> Resource | None:
-        api_version, kind = ref.get("apiVersion") or "", ref.get("kind") or ""
-        res = self.registry.resources.by_api_version_kind(api_version, kind)
-        if res is None:
-            group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
-            res = self.registry.resources.by_kind(group, kind)
-        return res
-
-    def dependents_of(self, uid: str) -> list[tuple[Resource, dict]]:
-        out = []
-        for (group, plural), inf in self.informers.items():
-            res = self.registry.resources.find(group, plural)
-            if res is None:
-                continue
-            out.extend((res, dep) for dep in inf.by_index("gc-owner", uid))
-        return out
-
-    # ------------------------------------------------------------ reconcile
+    # ------------------------------------------------------------ decisions
 
     async def reconcile(self, key: str) -> None:
-        kind, group, plural, obj_key = key.split("|", 3)
-        res = self.registry.resources.find(group, plural)
-        if res is None:
-            return
-        ns, name = split_key(obj_key)
+        for inf in list(self._informers):
+            await inf.synced.wait()
+        kind, uid = key.split("/", 1)
         if kind == "d":
-            await self._check_dependent(res, ns, name, key)
+            await self.attempt_to_delete(uid)
         else:
-            await self._process_owner(res, ns, name, key)
+            await self.process_deleting_owner(uid)
 
-    async def _owner_state(self, ref: dict, ns: str | None) -> str:
-        """"present", "absent" or "unknown" (kind not served: leave the dependent alone)."""
-        res = self._resource_of(ref)
-        if res is None:
+    async def _owner_state(self, dep_res: Resource, dep: dict, ref: dict) -> str:
+        cached = self.objects.get(ref.get("uid", ""))
+        if cached is not None:
+            owner = cached[1]
+            if _deleting(owner) and FOREGROUND in _finalizers(owner):
+                return "waiting"
+            return "solid"
+        # not in the graph: ask the store before calling it gone (upstream's virtual nodes)
+        owner_res = self.registry.resources.by_api_version_kind(
+            ref.get("apiVersion") or "", ref.get("kind") or "")
+        if owner_res is None:
+            group = (ref.get("apiVersion") or "").rpartition("/")[0]
+            owner_res = self.registry.resources.by_kind(group, ref.get("kind") or "")
+        if owner_res is None:
             return "unknown"
-        owner_ns = ns if res.namespaced else None
-        inf = self.informers.get((res.group, res.plural))
-        if inf is not None:
-            cached = inf.get(owner_ns, ref.get("name") or "")
-            if cached is not None and cached["metadata"].get("uid") == ref.get("uid"):
-                return "present"
-        live = await self.registry.try_get(res, owner_ns, ref.get("name") or "")
-        if live is not None and live["metadata"].get("uid") == ref.get("uid"):
-            return "present"
-        return "absent"
+        ns = (dep.get("metadata") or {}).get("namespace")
+        if owner_res.namespaced and not ns:
+            return "dangling"
+        live = await self.registry.try_get(owner_res, ns if owner_res.namespaced else None,
+                                           ref.get("name") or "")
+        if live is None or live["metadata"].get("uid") != ref.get("uid"):
+            return "dangling"
+        if _deleting(live) and FOREGROUND in _finalizers(live):
+            return "waiting"
+        return "solid"
 
-    async def _check_dependent(self, res: Resource, ns: str | None, name: str,
-                               key: str) -> None:
-        obj = await self.registry.try_get(res, ns, name)
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
+    async def attempt_to_delete(self, uid: str) -> None:
+        cached = self.objects.get(uid)
+        if cached is None:
             return
-        refs = _refs(obj)
-        if not refs:
+        res, dep = cached
+        md = dep.get("metadata") or {}
+        if _deleting(dep) or not md.get("ownerReferences"):
             return
-        states = [await self._owner_state(ref, ns) for ref in refs]
-        if "absent" not in states:
-            if any((self._resource_of(r) is None or (self._resource_of(r).group,
-                    self._resource_of(r).plural) not in self.informers) for r in refs):
-                self.enqueue(key, after=RECHECK_SECONDS)
+        states = {}
+        for ref in md["ownerReferences"]:
+            states[ref.get("uid")] = await self._owner_state(res, dep, ref)
+        solid, dangling, waiting = classify_owners(dep, lambda r: states[r.get("uid")])
+        if solid:
+            gone = {r.get("uid") for r in dangling + waiting}
+            if gone:
+                await self._remove_owner_refs(res, dep, gone)
             return
-        if all(s == "absent" for s in states):
-            log.info("gc: deleting %s %s/%s: owners are gone", res.kind, ns, name)
-            try:
-                await self.registry.delete(res, ns, name, {
-                    "propagationPolicy": "Background",
-                    "preconditions": {"uid": obj["metadata"].get("uid")}})
-            except errors.StatusError as e:
-                if e.code not in (404, 409):
-                    raise
-            return
-        # some owners gone, some not: drop the dangling references
-        gone = {r.get("uid") for r, s in zip(refs, states, strict=True) if s == "absent"}
+        policy = deletion_policy(dep, waiting)
+        log.debug("deleting %s %s/%s (owners gone), policy %s", res.plural,
+                  md.get("namespace"), md.get("name"), policy)
+        try:
+            await self.registry.delete(res, md.get("namespace"), md["name"], {
+                "propagationPolicy": policy, "preconditions": {"uid": uid}})
+        except errors.StatusError as e:
+            if e.code not in (404, 409):
+                raise
 
-        def strip(cur: dict) -> dict | None:
-            if cur["metadata"].get("uid") != obj["metadata"].get("uid"):
+    async def _remove_owner_refs(self, res: Resource, obj: dict, owner_uids: set[str]) -> None:
+        md = obj["metadata"]
+        uid = md.get("uid")
+
+        def mutate(cur: dict) -> dict | None:
+            cmd = cur.get("metadata") or {}
+            if cmd.get("uid") != uid:
                 return None
-            cur["metadata"]["ownerReferences"] = [
-                r for r in _refs(cur) if r.get("uid") not in gone]
+            refs = cmd.get("ownerReferences") or []
+            keep = [r for r in refs if r.get("uid") not in owner_uids]
+            if len(keep) == len(refs):
+                return None
+            if keep:
+                cmd["ownerReferences"] = keep
+            else:
+                cmd.pop("ownerReferences", None)
             return cur
-        await self.registry.update_with(res, ns, name, strip)
+        await self.registry.update_with(res, md.get("namespace"), md["name"], mutate)
 
-    async def _process_owner(self, res: Resource, ns: str | None, name: str,
-                             key: str) -> None:
-        owner = await self.registry.try_get(res, ns, name)
-        if owner is None or not _terminating_owner(owner):
+    async def process_deleting_owner(self, uid: str) -> None:
+        cached = self.objects.get(uid)
+        if cached is None:
             return
-        uid = owner["metadata"].get("uid")
+        res, owner = cached
+        if not _deleting(owner):
+            return
         fins = _finalizers(owner)
+        deps = [self.objects[d] for d in list(self.dependents.get(uid, ())) if d in self.objects]
         if ORPHAN in fins:
-            for dres, dep in self.dependents_of(uid):
-                dmd = dep["metadata"]
-
-                def strip(cur: dict) -> dict | None:
-                    refs = _refs(cur)
-                    kept = [r for r in refs if r.get("uid") != uid]
-                    if len(kept) == len(refs):
-                        return None
-                    if kept:
-                        cur["metadata"]["ownerReferences"] = kept
-                    else:
-                        cur["metadata"].pop("ownerReferences", None)
-                    return cur
-                await self.registry.update_with(dres, dmd.get("namespace"), dmd["name"], strip)
-            await self._remove_finalizer(res, ns, name, uid, ORPHAN)
+            for dres, dep in deps:
+                await self._remove_owner_refs(dres, dep, {uid})
+            await self._drop_finalizer(res, owner, ORPHAN)
             return
         if FOREGROUND not in fins:
             return
-        remaining = 0
-        for dres, dep in self.dependents_of(uid):
-            dmd = dep["metadata"]
-            remaining += 1
-            if dmd.get("deletionTimestamp"):
-                continue
-            has_own = bool(self.dependents_of(dmd.get("uid") or ""))
-            try:
-                await self.registry.delete(dres, dmd.get("namespace"), dmd["name"], {
-                    "propagationPolicy": "Foreground" if has_own else "Background",
-                    "preconditions": {"uid": dmd.get("uid")}})
-            except errors.StatusError as e:
-                if e.code not in (404, 409):
-                    raise
-        if remaining:
-            self.enqueue(key, after=1.0)
+        blocking = 0
+        for _dres, dep in deps:
+            ref = next((r for r in dep["metadata"].get("ownerReferences") or []
+                        if r.get("uid") == uid), {})
+            if ref.get("blockOwnerDeletion"):
+                blocking += 1
+            if not _deleting(dep):
+                self.enqueue("d/" + dep["metadata"]["uid"])
+        if blocking:
+            self.enqueue("o/" + uid, after=1.0)  # DELETED events usually come first
             return
-        await self._remove_finalizer(res, ns, name, uid, FOREGROUND)
+        await self._drop_finalizer(res, owner, FOREGROUND)
 
-    async def _remove_finalizer(self, res: Resource, ns: str | None, name: str, uid: str,
-                                finalizer: str) -> None:
-        def drop(cur: dict) -> dict | None:
-            md = cur["metadata"]
-            if md.get("uid") != uid or finalizer not in (md.get("finalizers") or []):
+    async def _drop_finalizer(self, res: Resource, obj: dict, finalizer: str) -> None:
+        md = obj["metadata"]
+        uid = md.get("uid")
+
+        def mutate(cur: dict) -> dict | None:
+            cmd = cur.get("metadata") or {}
+            if cmd.get("uid") != uid or finalizer not in (cmd.get("finalizers") or []):
                 return None
-            md["finalizers"] = [f for f in md["finalizers"] if f != finalizer]
-            if not md["finalizers"]:
-                md.pop("finalizers")
+            cmd["finalizers"] = [f for f in cmd["finalizers"] if f != finalizer]
             return cur
-        await self.registry.update_with(res, ns, name, drop)
+        await self.registry.update_with(res, md.get("namespace"), md["name"], mutate)
