@@ -1,255 +1,399 @@
-"""Patch application: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and strategic merge
-patch with upstream's merge keys and directives ($patch, $retainKeys,
-$deleteFromPrimitiveList, $setElementOrder). Pure; errors are Status errors."""
+"""The three PATCH bodies of the Kubernetes API applied to a JSON document: JSON patch (RFC 6902),
+JSON merge patch (RFC 7386) and strategic merge patch, with upstream's error codes (pure).
+
+Strategic merge reads patch strategies and merge keys from the generated schema definitions;
+kinds without a definition (custom resources) get merge-patch semantics, like upstream."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from k3py.api import errors
+from k3py.api.schema import Schema, schema_for
+from k3py.api.schema import find_unknown_fields as _find_unknown_fields
 
 __all__ = ["apply_json_patch", "apply_merge_patch", "apply_strategic_merge_patch",
-           "schema_lookup", "MERGE_KEYS"]
+           "schema_lookup", "schema_for", "find_unknown_fields", "MAX_JSON_PATCH_OPERATIONS"]
 
-# list field -> merge key (None: a set-like primitive list merged by value)
-MERGE_KEYS: dict[str, str | None] = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-    "env": "name", "volumes": "name", "volumeMounts": "mountPath",
-    "volumeDevices": "devicePath", "imagePullSecrets": "name", "hostAliases": "ip",
-    "conditions": "type", "ownerReferences": "uid", "topologySpreadConstraints": "topologyKey",
-    "resourceClaims": "name", "schedulingGates": "name", "finalizers": None,
-    "secrets": "name", "ephemeralContainerStatuses": "name", "containerStatuses": "name",
-    "initContainerStatuses": "name", "podIPs": "ip", "addresses": "type",
-}
+MAX_JSON_PATCH_OPERATIONS = 10000
+
+SchemaArg = Schema | Callable[[str, str], Schema | None] | None
 
 
-def schema_lookup(api_version: str, kind: str) -> Any:
-    """Patch metadata source for a kind; the field-name table serves every built-in."""
-    return MERGE_KEYS
+def schema_lookup(api_version: str, kind: str) -> Schema | None:
+    """The strategic-merge / apply schema of a built-in kind (None for custom resources)."""
+    return schema_for(api_version, kind)
 
 
-def _ptr_tokens(path: str) -> list[str]:
+def find_unknown_fields(api_version: str, kind: str, obj: Any) -> list[str]:
+    """Paths of fields a built-in kind does not define (fieldValidation Strict / Warn)."""
+    return _find_unknown_fields(api_version, kind, obj)
+
+
+def _rejected(detail: str) -> errors.StatusError:
+    # upstream wraps patch-application errors in NewGenericServerResponse(422): the detail is
+    # not shown to the client
+    err = errors.StatusError(422, "Invalid",
+                             "the server rejected our request due to an error in our request")
+    err.detail = detail  # type: ignore[attr-defined]
+    return err
+
+
+# ------------------------------------------------------------------ JSON patch (RFC 6902)
+
+
+class _PatchFailed(Exception):
+    pass
+
+
+def _tokens(path: Any) -> list[str]:
+    if not isinstance(path, str):
+        raise _PatchFailed("path must be a string")
     if path == "":
         return []
     if not path.startswith("/"):
-        raise errors.bad_request(f'json patch path "{path}" must start with "/"')
+        raise _PatchFailed(f"invalid path {path!r}")
     return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
 
 
-def _resolve(doc: Any, tokens: list[str], op: str) -> tuple[Any, str]:
-    cur = doc
+def _index(token: str, length: int, allow_end: bool) -> int:
+    if token == "-" and allow_end:
+        return length
+    if not token.lstrip("-").isdigit() or (token.startswith("0") and token != "0"):
+        raise _PatchFailed(f"invalid array index {token!r}")
+    i = int(token)
+    if i < 0:
+        i += length + (1 if allow_end else 0)
+    if i < 0 or i > length or (i == length and not allow_end):
+        raise _PatchFailed(f"array index {token} out of bounds")
+    return i
+
+
+def _parent(doc: Any, tokens: list[str]) -> Any:
+    node = doc
     for t in tokens[:-1]:
-        if isinstance(cur, dict):
-            if t not in cur:
-                raise _json_patch_error(op, f"missing path: {'/'.join(tokens)}")
-            cur = cur[t]
-        elif isinstance(cur, list):
-            try:
-                cur = cur[int(t)]
-            except (ValueError, IndexError):
-                raise _json_patch_error(op, f"unable to access invalid index: {t}") from None
+        if isinstance(node, dict):
+            if t not in node:
+                raise _PatchFailed("doc is missing path")
+            node = node[t]
+        elif isinstance(node, list):
+            node = node[_index(t, len(node), False)]
         else:
-            raise _json_patch_error(op, "path traverses a non-container value")
-    return cur, tokens[-1]
+            raise _PatchFailed("doc is missing path")
+    return node
 
 
-def _json_patch_error(op: str, msg: str) -> errors.StatusError:
-    return errors.StatusError(422, "Invalid", f"the server rejected our request due to an "
-                              f"error in our request: {op} operation does not apply: {msg}")
-
-
-def _get(doc: Any, path: str, op: str) -> Any:
-    cur = doc
-    for t in _ptr_tokens(path):
-        if isinstance(cur, dict) and t in cur:
-            cur = cur[t]
-        elif isinstance(cur, list):
+def _get(doc: Any, tokens: list[str]) -> tuple[bool, Any]:
+    node = doc
+    for t in tokens:
+        if isinstance(node, dict):
+            if t not in node:
+                return False, None
+            node = node[t]
+        elif isinstance(node, list):
             try:
-                cur = cur[int(t)]
-            except (ValueError, IndexError):
-                raise _json_patch_error(op, f"missing path: {path}") from None
+                node = node[_index(t, len(node), False)]
+            except _PatchFailed:
+                return False, None
         else:
-            raise _json_patch_error(op, f"missing path: {path}")
-    return cur
+            return False, None
+    return True, node
 
 
-def _add(doc: Any, path: str, value: Any, op: str = "add") -> Any:
-    tokens = _ptr_tokens(path)
+def _add(doc: Any, tokens: list[str], value: Any) -> Any:
     if not tokens:
         return value
-    parent, last = _resolve(doc, tokens, op)
+    parent, last = _parent(doc, tokens), tokens[-1]
     if isinstance(parent, dict):
         parent[last] = value
     elif isinstance(parent, list):
-        if last == "-":
-            parent.append(value)
-        else:
-            try:
-                i = int(last)
-            except ValueError:
-                raise _json_patch_error(op, f"invalid index {last}") from None
-            if i < 0 or i > len(parent):
-                raise _json_patch_error(op, f"index out of range: {i}")
-            parent.insert(i, value)
+        parent.insert(_index(last, len(parent), True), value)
     else:
-        raise _json_patch_error(op, f"missing path: {path}")
+        raise _PatchFailed("doc is missing path")
     return doc
 
 
-def _remove(doc: Any, path: str, op: str = "remove") -> tuple[Any, Any]:
-    tokens = _ptr_tokens(path)
-    parent, last = _resolve(doc, tokens, op)
+def _remove(doc: Any, tokens: list[str]) -> Any:
+    if not tokens:
+        raise _PatchFailed("cannot remove the whole document")
+    parent, last = _parent(doc, tokens), tokens[-1]
     if isinstance(parent, dict):
         if last not in parent:
-            raise _json_patch_error(op, f"missing path: {path}")
-        return doc, parent.pop(last)
-    if isinstance(parent, list):
-        try:
-            return doc, parent.pop(int(last))
-        except (ValueError, IndexError):
-            raise _json_patch_error(op, f"missing path: {path}") from None
-    raise _json_patch_error(op, f"missing path: {path}")
-
-
-def apply_json_patch(doc: Any, ops: list) -> Any:
-    for raw in ops:
-        if not isinstance(raw, dict) or "op" not in raw:
-            raise errors.bad_request("json patch operation must be an object with an \"op\"")
-        op, path = raw["op"], raw.get("path", "")
-        if op == "add":
-            doc = _add(doc, path, copy.deepcopy(raw.get("value")))
-        elif op == "remove":
-            doc, _ = _remove(doc, path)
-        elif op == "replace":
-            doc, _ = _remove(doc, path, "replace")
-            doc = _add(doc, path, copy.deepcopy(raw.get("value")), "replace")
-        elif op == "move":
-            doc, value = _remove(doc, raw.get("from", ""), "move")
-            doc = _add(doc, path, value, "move")
-        elif op == "copy":
-            doc = _add(doc, path, copy.deepcopy(_get(doc, raw.get("from", ""), "copy")), "copy")
-        elif op == "test":
-            if _get(doc, path, "test") != raw.get("value"):
-                raise _json_patch_error("test", f"testing value {path} failed")
-        else:
-            raise errors.bad_request(f'Unexpected kind: {op}')
+            raise _PatchFailed("Unable to remove nonexistent key")
+        del parent[last]
+    elif isinstance(parent, list):
+        del parent[_index(last, len(parent), False)]
+    else:
+        raise _PatchFailed("doc is missing path")
     return doc
+
+
+def _replace(doc: Any, tokens: list[str], value: Any) -> Any:
+    if not tokens:
+        return value
+    parent, last = _parent(doc, tokens), tokens[-1]
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise _PatchFailed("replace operation does not apply: doc is missing key")
+        parent[last] = value
+    elif isinstance(parent, list):
+        parent[_index(last, len(parent), False)] = value
+    else:
+        raise _PatchFailed("doc is missing path")
+    return doc
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+def apply_json_patch(doc: Any, ops: Any) -> Any:
+    """Apply RFC 6902 operations. Malformed patches are 400, failing operations 422 (upstream)."""
+    if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
+        raise errors.bad_request("json: cannot unmarshal object into Go value of type "
+                                 "jsonpatch.Patch")
+    if len(ops) > MAX_JSON_PATCH_OPERATIONS:
+        raise errors.StatusError(
+            413, "RequestEntityTooLarge",
+            f"Request entity too large: The allowed maximum operations in a JSON patch is "
+            f"{MAX_JSON_PATCH_OPERATIONS}, got {len(ops)}")
+    for op in ops:
+        try:
+            doc = _apply_op(doc, op)
+        except _PatchFailed as e:
+            raise _rejected(str(e)) from None
+    return doc
+
+
+def _apply_op(doc: Any, op: dict) -> Any:
+    kind = op.get("op")
+    tokens = _tokens(op.get("path"))
+    if kind in ("add", "replace", "test") and "value" not in op:
+        raise _PatchFailed(f"missing value for {kind} operation")
+    if kind == "add":
+        return _add(doc, tokens, copy.deepcopy(op["value"]))
+    if kind == "remove":
+        return _remove(doc, tokens)
+    if kind == "replace":
+        return _replace(doc, tokens, copy.deepcopy(op["value"]))
+    if kind in ("move", "copy"):
+        src = _tokens(op.get("from"))
+        found, value = _get(doc, src)
+        if not found:
+            raise _PatchFailed(f"{kind} operation does not apply: doc is missing from path")
+        if kind == "move":
+            if tokens[:len(src)] == src and len(tokens) > len(src):
+                raise _PatchFailed("move operation: from is an ancestor of path")
+            doc = _remove(doc, src)
+        else:
+            value = copy.deepcopy(value)
+        return _add(doc, tokens, value)
+    if kind == "test":
+        found, value = _get(doc, tokens)
+        if not found and op["value"] is None:
+            return doc
+        if not found or not _equal(value, op["value"]):
+            raise _PatchFailed("testing value failed")
+        return doc
+    raise _PatchFailed(f"Unexpected kind: {kind}")
+
+
+# ------------------------------------------------------------------ merge patch (RFC 7386)
 
 
 def apply_merge_patch(doc: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge recursively, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    out = dict(doc) if isinstance(doc, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
+    target = doc if isinstance(doc, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
         else:
-            out[k] = apply_merge_patch(out.get(k), v)
+            target[key] = apply_merge_patch(target.get(key), value)
+    return target
+
+
+# ------------------------------------------------------------------ strategic merge patch
+
+_DIRECTIVE = "$patch"
+_RETAIN_KEYS = "$retainKeys"
+_DELETE_PRIMITIVE = "$deleteFromPrimitiveList/"
+_SET_ORDER = "$setElementOrder/"
+
+
+def apply_strategic_merge_patch(doc: dict, patch: dict, schema: SchemaArg = None) -> dict:
+    """Strategic merge `patch` into `doc` (mutated and returned).
+
+    `schema` is the kind's root Schema, or a lookup `(apiVersion, kind) -> Schema | None`, or
+    None (looked up from the document). Without a schema this is a JSON merge patch."""
+    if not isinstance(patch, dict):
+        raise errors.bad_request("patch must be a JSON object")
+    if callable(schema):
+        schema = schema(str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
+    elif schema is None and isinstance(doc, dict):
+        schema = schema_for(str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
+    if schema is None:
+        return apply_merge_patch(doc, patch)
+    return _merge_map(doc if isinstance(doc, dict) else {}, patch, schema)
+
+
+def _merge_map(original: dict, patch: dict, schema: Schema | None) -> dict:
+    patch = dict(patch)
+    directive = patch.pop(_DIRECTIVE, None)
+    if directive == "replace":
+        return _strip(patch, schema)
+    if directive == "delete":
+        return {}
+    if directive not in (None, "merge"):
+        raise errors.bad_request(f"unknown patch type: {directive} in map")
+
+    retain = patch.pop(_RETAIN_KEYS, None)
+    if retain is not None:
+        if not isinstance(retain, list):
+            raise errors.bad_request("invalid patch format of retainKeys")
+        for key in patch:
+            if not key.startswith("$") and key not in retain:
+                raise _rejected("doesn't match $retainKeys")
+        for key in [k for k in original if k not in retain]:
+            del original[key]
+
+    orders: dict[str, list] = {}
+    for key in [k for k in patch if k.startswith("$")]:
+        value = patch.pop(key)
+        if key.startswith(_DELETE_PRIMITIVE):
+            field = key[len(_DELETE_PRIMITIVE):]
+            if not isinstance(value, list):
+                raise errors.bad_request("Invalid format for primitive list")
+            current = original.get(field)
+            if isinstance(current, list):
+                original[field] = [v for v in current if v not in value]
+        elif key.startswith(_SET_ORDER):
+            if not isinstance(value, list):
+                raise errors.bad_request("invalid patch format of setElementOrder list")
+            orders[key[len(_SET_ORDER):]] = value
+        # other $-keys are unknown directives; upstream ignores them as well
+
+    for key, value in patch.items():
+        sub = schema.field(key) if schema else None
+        if value is None:
+            original.pop(key, None)
+            continue
+        current = original.get(key)
+        if isinstance(value, dict):
+            original[key] = _merge_map(current if isinstance(current, dict) else {}, value, sub)
+        elif isinstance(value, list):
+            strategy, merge_key = schema.patch_meta(key) if schema else ("", "")
+            if "merge" in strategy.split(",") and isinstance(current, list):
+                original[key] = _merge_list(current, value, sub, merge_key)
+            else:
+                original[key] = _strip_list(value, sub, merge_key)
+        else:
+            original[key] = copy.deepcopy(value)
+
+    for field, order in orders.items():
+        strategy, merge_key = schema.patch_meta(field) if schema else ("", "")
+        if isinstance(original.get(field), list):
+            original[field] = _apply_order(original[field], order, merge_key)
+    return original
+
+
+def _strip(value: Any, schema: Schema | None) -> Any:
+    """A patch value taken as is: directives removed, nulls dropped."""
+    if isinstance(value, dict):
+        return _merge_map({}, value, schema)
+    if isinstance(value, list):
+        return _strip_list(value, schema, "")
+    return copy.deepcopy(value)
+
+
+def _strip_list(items: list, schema: Schema | None, merge_key: str) -> list:
+    item_schema = schema.items() if schema else None
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            if item.get(_DIRECTIVE) in ("delete", "replace") and len(item) <= 2:
+                continue  # directives with nothing to delete from
+            out.append(_merge_map({}, item, item_schema))
+        else:
+            out.append(copy.deepcopy(item))
     return out
 
 
-def _merge_key_for(field: str, items: list) -> str | None | bool:
-    """Merge key for list `field`; False = replace the list (atomic)."""
-    if field == "ports":
-        sample = next((i for i in items if isinstance(i, dict)), None)
-        if sample is None:
-            return False
-        return "containerPort" if "containerPort" in sample else "port"
-    if field in MERGE_KEYS:
-        return MERGE_KEYS[field]
-    return False
+def _key_of(item: Any, merge_key: str) -> Any:
+    return item.get(merge_key, _MISSING) if isinstance(item, dict) else _MISSING
 
 
-def _merge_list(field: str, cur: list, patch: list, delete_prims: list | None,
-                order: list | None) -> list:
-    key = _merge_key_for(field, list(patch) + list(cur))
-    if key is False:
-        for item in patch:
-            if isinstance(item, dict) and item.get("$patch") == "replace":
-                return [i for i in patch if not (isinstance(i, dict) and "$patch" in i)]
-        return [_strip(i) for i in patch]
-    if key is None:  # primitive set
-        out = list(cur)
-        for item in patch:
-            if item not in out:
-                out.append(item)
-        if delete_prims:
-            out = [i for i in out if i not in delete_prims]
+_MISSING = object()
+
+
+def _merge_list(original: list, patch: list, schema: Schema | None, merge_key: str) -> list:
+    if any(isinstance(p, dict) and p.get(_DIRECTIVE) == "replace" for p in patch):
+        return _strip_list([p for p in patch if not (
+            isinstance(p, dict) and p.get(_DIRECTIVE) == "replace")], schema, merge_key)
+    if not patch:
+        return original
+    if not any(isinstance(p, dict) for p in patch) and not any(
+            isinstance(o, dict) for o in original):
+        out = list(original)  # primitive list with merge strategy: a set, original order first
+        for v in patch:
+            if v not in out:
+                out.append(copy.deepcopy(v))
         return out
-    out = [copy.deepcopy(i) for i in cur]
+    if not merge_key:
+        return _strip_list(patch, schema, merge_key)
+    item_schema = schema.items() if schema else None
+    out = list(original)
     for item in patch:
         if not isinstance(item, dict):
-            continue
-        directive = item.get("$patch")
-        if directive == "replace":
-            return [_strip(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
-        kv = item.get(key)
-        idx = next((n for n, o in enumerate(out) if isinstance(o, dict) and o.get(key) == kv),
-                   None)
-        if directive == "delete":
-            if idx is not None:
-                out.pop(idx)
+            raise errors.bad_request("unable to merge a non-object item into a list of maps")
+        key = _key_of(item, merge_key)
+        if key is _MISSING:
+            raise errors.StatusError(
+                500, "", f"map: {_go_map(item)} does not contain declared merge key: {merge_key}")
+        idx = next((i for i, o in enumerate(out) if _key_of(o, merge_key) == key), None)
+        if item.get(_DIRECTIVE) == "delete":
+            out = [o for o in out if _key_of(o, merge_key) != key]
             continue
         if idx is None:
-            out.append(_strip(item))
+            out.append(_merge_map({}, item, item_schema))
         else:
-            out[idx] = _smp(out[idx], item)
-    if order:
-        rank = {(o.get(key) if isinstance(o, dict) else o): n for n, o in enumerate(order)}
-        out.sort(key=lambda o: rank.get(o.get(key) if isinstance(o, dict) else o, len(rank)))
+            out[idx] = _merge_map(out[idx], item, item_schema)
     return out
 
 
-def _strip(v: Any) -> Any:
+def _go_map(item: dict) -> str:
+    return "map[" + " ".join(f"{k}:{v}" for k, v in sorted(item.items())) + "]"
+
+
+def _apply_order(items: list, order: list, merge_key: str) -> list:
+    """$setElementOrder: listed items in the given order; others keep their relative place."""
+    def ident(v: Any) -> Any:
+        if merge_key and isinstance(v, dict):
+            return _freeze(v.get(merge_key))
+        return _freeze(v)
+
+    wanted = [ident(o) for o in order]
+    rank = {k: i for i, k in enumerate(wanted)}
+    listed = sorted((it for it in items if ident(it) in rank), key=lambda it: rank[ident(it)])
+    result: list = []
+    li = 0
+    for it in items:
+        if ident(it) in rank:
+            result.append(listed[li])
+            li += 1
+        else:
+            result.append(it)
+    return result
+
+
+def _freeze(v: Any) -> Any:
     if isinstance(v, dict):
-        return {k: _strip(x) for k, x in v.items() if not k.startswith("$")}
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
     if isinstance(v, list):
-        return [_strip(x) for x in v]
+        return tuple(_freeze(x) for x in v)
     return v
-
-
-def _smp(cur: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    if patch.get("$patch") == "replace":
-        return _strip(patch)
-    if patch.get("$patch") == "delete":
-        return None
-    out = dict(cur) if isinstance(cur, dict) else {}
-    retain = patch.get("$retainKeys")
-    for k, v in patch.items():
-        if k.startswith("$"):
-            continue
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, list):
-            old = out.get(k) if isinstance(out.get(k), list) else []
-            out[k] = _merge_list(k, old, v, patch.get(f"$deleteFromPrimitiveList/{k}"),
-                                 patch.get(f"$setElementOrder/{k}"))
-        elif isinstance(v, dict):
-            merged = _smp(out.get(k), v)
-            if merged is None:
-                out.pop(k, None)
-            else:
-                out[k] = merged
-        else:
-            out[k] = v
-    for k, v in patch.items():
-        if k.startswith("$deleteFromPrimitiveList/"):
-            field = k.split("/", 1)[1]
-            if field not in patch and isinstance(out.get(field), list):
-                out[field] = [i for i in out[field] if i not in v]
-        elif k.startswith("$setElementOrder/"):
-            field = k.split("/", 1)[1]
-            if field not in patch and isinstance(out.get(field), list):
-                out[field] = _merge_list(field, out[field], [], None, v)
-    if isinstance(retain, list):
-        out = {k: v for k, v in out.items() if k in retain}
-    return out
-
-
-def apply_strategic_merge_patch(doc: Any, patch: dict, schema: Any = None) -> Any:
-    if not isinstance(patch, dict):
-        raise errors.bad_request("strategic merge patch must be a JSON object")
-    return _smp(doc, patch)
