@@ -17,7 +17,8 @@ from k3py.api.resources import Resource
 from k3py.server import admission
 from k3py.server.registry import Registry
 
-__all__ = ["ServiceAllocator", "ensure_kubernetes_service", "IPAllocator", "PortAllocator"]
+__all__ = ["ServiceAllocator", "ensure_kubernetes_service", "ensure_kubernetes_endpoints",
+           "IPAllocator", "PortAllocator"]
 
 log = logging.getLogger("k3py.services")
 
@@ -298,7 +299,7 @@ async def ensure_kubernetes_service(registry: Registry, advertise_ip: str, port:
     svc = await registry.try_get(res, "default", "kubernetes")
     if svc is None:
         try:
-            return await registry.create(res, "default", {
+            svc = await registry.create(res, "default", {
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": "kubernetes", "namespace": "default",
                              "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -316,4 +317,51 @@ async def ensure_kubernetes_service(registry: Registry, advertise_ip: str, port:
             return None
         cur["spec"]["ports"] = ports
         return cur
-    return await registry.update_with(res, "default", "kubernetes", fix) or svc
+    out = await registry.update_with(res, "default", "kubernetes", fix) or svc
+    await ensure_kubernetes_endpoints(registry, advertise_ip, port)
+    return out
+
+
+async def _put(registry: Registry, res: Resource | None, obj: dict, fields: tuple[str, ...]
+               ) -> None:
+    """Create `obj` in default, or make its `fields` equal to ours."""
+    if res is None:
+        return
+    name = obj["metadata"]["name"]
+
+    def fix(cur: dict) -> dict | None:
+        same = all(cur.get(f) == obj.get(f) for f in fields) and \
+            (cur["metadata"].get("labels") or {}) == obj["metadata"].get("labels", {})
+        if same:
+            return None
+        for f in fields:
+            cur[f] = obj[f]
+        cur["metadata"]["labels"] = obj["metadata"].get("labels", {})
+        return cur
+    if await registry.update_with(res, "default", name, fix) is not None:
+        return
+    if await registry.try_get(res, "default", name) is None:
+        try:
+            await registry.create(res, "default", obj)
+        except errors.StatusError as e:
+            if e.code != 409:
+                raise
+
+
+async def ensure_kubernetes_endpoints(registry: Registry, advertise_ip: str, port: int) -> None:
+    """Endpoints and EndpointSlice of default/kubernetes point at the API server, written by
+    the server itself as upstream's endpoint reconciler does (the Service has no selector)."""
+    family = "IPv6" if ":" in advertise_ip else "IPv4"
+    ports = [{"name": "https", "port": int(port), "protocol": "TCP"}]
+    await _put(registry, registry.resources.get("", "v1", "endpoints"), {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": advertise_ip}], "ports": ports}]}, ("subsets",))
+    await _put(registry, registry.resources.get("discovery.k8s.io", "v1", "endpointslices"), {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [advertise_ip], "conditions": {"ready": True}}],
+        "ports": ports}, ("addressType", "endpoints", "ports"))

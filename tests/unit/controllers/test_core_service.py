@@ -49,6 +49,16 @@ async def test_allocation_through_registry(tmp_path) -> None:
         k = await ensure_kubernetes_service(c.registry, "192.168.1.10", 6443)
         assert k["spec"]["clusterIP"] == "10.43.0.1"
         assert k["spec"]["ports"][0]["targetPort"] == 6443
+        ep = await c.get("endpoints", "default", "kubernetes")
+        assert ep["subsets"] == [{"addresses": [{"ip": "192.168.1.10"}],
+                                  "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]
+        sl = await c.get("endpointslices", "default", "kubernetes", group="discovery.k8s.io")
+        assert sl["endpoints"][0]["addresses"] == ["192.168.1.10"]
+        await ensure_kubernetes_service(c.registry, "192.168.1.11", 6444)  # address changed
+        ep = await c.get("endpoints", "default", "kubernetes")
+        assert ep["subsets"][0]["addresses"] == [{"ip": "192.168.1.11"}]
+        k = await c.get("services", "default", "kubernetes")
+        assert k["spec"]["ports"][0]["targetPort"] == 6444
 
         a = await c.create("services", svc("a"))
         ip = a["spec"]["clusterIP"]
