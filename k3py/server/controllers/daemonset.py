@@ -1,6 +1,6 @@
 """DaemonSetController: one pod per eligible node, pinned with required node affinity.
 
-Eligibility: nodeSelector, required matchFields/matchExpressions, taints vs tolerations."""
+Node eligibility, RollingUpdate (maxUnavailable/maxSurge) and ControllerRevision history."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.deployment import HASH_LABEL
 from k3py.server.controllers.workloads_common import (
     OWNER_INDEX,
+    REVISION_HASH_LABEL,
+    Expectations,
+    RevisionHistory,
     claim_pods,
     is_terminating,
     owner_index,
@@ -20,10 +23,12 @@ from k3py.server.controllers.workloads_common import (
     pod_available,
     pod_from_template,
     pod_ready,
+    resolve_int_or_percent,
     template_hash,
 )
 
-__all__ = ["DaemonSetController", "node_eligible", "tolerates", "DEFAULT_TOLERATIONS"]
+__all__ = ["DaemonSetController", "node_eligible", "node_should_run", "tolerates",
+           "rolling_budget", "DEFAULT_TOLERATIONS"]
 
 log = logging.getLogger("k3py.controllers.daemonset")
 
@@ -71,7 +76,7 @@ def _req_matches(req: dict, values: dict) -> bool:
     return False
 
 
-def node_eligible(pod_spec: dict, node: dict) -> bool:
+def _affinity_matches(pod_spec: dict, node: dict) -> bool:
     labels = (node.get("metadata") or {}).get("labels") or {}
     for k, v in (pod_spec.get("nodeSelector") or {}).items():
         if labels.get(k) != v:
@@ -80,13 +85,36 @@ def node_eligible(pod_spec: dict, node: dict) -> bool:
             .get("requiredDuringSchedulingIgnoredDuringExecution")) or {})
     terms = req.get("nodeSelectorTerms") or []
     fields = {"metadata.name": node["metadata"]["name"]}
-    if terms and not any(
-            all(_req_matches(r, labels) for r in t.get("matchExpressions") or []) and
-            all(_req_matches(r, fields) for r in t.get("matchFields") or [])
-            for t in terms):
-        return False
+    return not terms or any(
+        all(_req_matches(r, labels) for r in t.get("matchExpressions") or []) and
+        all(_req_matches(r, fields) for r in t.get("matchFields") or [])
+        for t in terms)
+
+
+def node_should_run(pod_spec: dict, node: dict) -> tuple[bool, bool]:
+    """(shouldRun, shouldContinueRunning) like upstream NodeShouldRunDaemonPod: a NoSchedule
+    taint stops new daemon pods but leaves running ones; NoExecute evicts them."""
+    if not _affinity_matches(pod_spec, node):
+        return False, False
     tols = list(pod_spec.get("tolerations") or []) + list(DEFAULT_TOLERATIONS)
-    return tolerates(tols, (node.get("spec") or {}).get("taints") or [])
+    taints = (node.get("spec") or {}).get("taints") or []
+    keep = tolerates(tols, [t for t in taints if t.get("effect") == "NoExecute"])
+    return keep and tolerates(tols, taints), keep
+
+
+def node_eligible(pod_spec: dict, node: dict) -> bool:
+    return node_should_run(pod_spec, node)[0]
+
+
+def rolling_budget(ds: dict, desired: int) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) scaled against desiredNumberScheduled; both round up in
+    the DaemonSet controller, and both zero means one unavailable."""
+    ru = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}
+    surge = resolve_int_or_percent(ru.get("maxSurge"), desired, True, default=0)
+    unavail = resolve_int_or_percent(ru.get("maxUnavailable"), desired, True, default=1)
+    if surge == 0 and unavail == 0:
+        unavail = 1
+    return surge, unavail
 
 
 def pin_to_node(spec: dict, node_name: str) -> None:
@@ -116,15 +144,21 @@ def pod_node(pod: dict) -> str | None:
     return None
 
 
+def _hash_of(pod: dict) -> str | None:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH_LABEL)
+
+
 class DaemonSetController(Controller):
     name = "daemonset-controller"
     workers = 2
 
     def setup(self) -> None:
+        self.expectations = Expectations()
         self.ds_inf = self.ctx.informers.informer("apps", "daemonsets")
         self.pod_inf = self.ctx.informers.informer("", "pods")
         self.node_inf = self.ctx.informers.informer("", "nodes")
         self.pod_inf.add_index(OWNER_INDEX, owner_index)
+        self.history = RevisionHistory(self.ctx)
         self.ds_res = self.ctx.resource("apps", "daemonsets")
         self.pod_res = self.ctx.resource("", "pods")
         self.ds_inf.add_handler(self._on_ds)
@@ -134,13 +168,29 @@ class DaemonSetController(Controller):
     def _on_ds(self, etype: str, old: dict | None, new: dict | None) -> None:
         obj = new or old
         if obj is not None:
+            if etype == "DELETED":
+                self.expectations.forget(object_key(obj))
             self.enqueue(object_key(obj))
 
     def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
         pod = new if new is not None else old
         ref = controller_ref(pod or {})
-        if ref and ref.get("kind") == "DaemonSet":
-            self.enqueue(f"{pod['metadata'].get('namespace')}/{ref.get('name')}")
+        if not ref or ref.get("kind") != "DaemonSet":
+            return
+        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
+        if etype == "ADDED":
+            self.expectations.observed_add(key)
+        elif etype == "DELETED":
+            if old is None or not is_terminating(old):
+                self.expectations.observed_del(key)
+        elif old is not None and new is not None and is_terminating(new) and \
+                not is_terminating(old):
+            self.expectations.observed_del(key)
+        self.enqueue(key)
+        mrs = parse_int(((self.ds_inf.get(*key.split("/", 1)) or {}).get("spec") or {})
+                        .get("minReadySeconds"))
+        if mrs > 0 and new is not None and pod_ready(new) and (old is None or not pod_ready(old)):
+            self.enqueue(key, after=mrs + 0.5)
 
     def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
         if etype == "MODIFIED" and old is not None and new is not None and \
@@ -154,55 +204,132 @@ class DaemonSetController(Controller):
         ns, _, name = key.partition("/")
         cached = self.ds_inf.get(ns, name)
         if cached is None:
+            self.expectations.forget(key)
             return
         ds = deepcopy(cached)
         spec = ds.get("spec") or {}
         template = spec.get("template") or {}
-        tmpl_hash = template_hash(template)
+        h = template_hash(template)
         owned = await claim_pods(self.registry, self.pod_res, ds,
-                                 [p for p in self.pod_inf.list(ns) if not is_terminating(p)],
-                                 spec.get("selector"))
+                                 [p for p in self.pod_inf.list(ns) if not is_terminating(p)
+                                  or controller_ref(p)], spec.get("selector"))
         by_node: dict[str, list[dict]] = {}
+        failed: list[dict] = []
         for p in owned:
             if pod_active(p):
                 by_node.setdefault(pod_node(p) or "", []).append(p)
-        nodes = {n["metadata"]["name"]: n for n in self.node_inf.list()}
-        eligible = {n for n, node in nodes.items()
-                    if node_eligible(template.get("spec") or {}, node)}
-        rolling = ((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate") == \
-            "RollingUpdate"
+            elif not is_terminating(p) and (p.get("status") or {}).get("phase") == "Failed":
+                failed.append(p)
+        runs: dict[str, tuple[bool, bool]] = {
+            n: node_should_run(template.get("spec") or {}, node)
+            for n, node in ((node["metadata"]["name"], node) for node in self.node_inf.list())
+            if not is_terminating(node)}
+        eligible = {n for n, (run, _) in runs.items() if run}
         if not is_terminating(ds):
-            for node_name in sorted(eligible):
-                pods = by_node.get(node_name) or []
-                if not pods:
-                    await self._create(ds, template, node_name, tmpl_hash)
-                elif len(pods) > 1:
-                    for extra in pods[1:]:
-                        await self._delete(ds, extra)
-                elif rolling and (pods[0]["metadata"].get("labels") or {}).get(
-                        "controller-revision-hash") != tmpl_hash:
-                    await self._delete(ds, pods[0])  # recreated on the next sync
-            for node_name, pods in by_node.items():
-                if node_name not in eligible:
-                    for p in pods:
-                        await self._delete(ds, p)
-        await self._status(ds, eligible, by_node, tmpl_hash)
+            in_use = {f"{name}-{_hash_of(p)}" for ps in by_node.values() for p in ps}
+            await self.history.sync(ds, f"{name}-{h}", h, in_use)
+            if self.expectations.satisfied(key):
+                await self._manage(key, ds, template, h, by_node, runs, failed)
+        await self._status(ds, eligible, by_node, h)
+
+    async def _manage(self, key: str, ds: dict, template: dict, h: str,
+                      by_node: dict[str, list[dict]], runs: dict[str, tuple[bool, bool]],
+                      failed: list[dict]) -> None:
+        create: list[str] = []
+        delete: list[dict] = list(failed)  # upstream kills failed daemon pods to retry them
+        for node_name, (run, keep) in sorted(runs.items()):
+            pods = by_node.get(node_name) or []
+            if run and not pods:
+                create.append(node_name)
+            elif not keep:
+                delete.extend(pods)
+            elif len(pods) > 1:
+                # keep the newest-revision, oldest pod; a surge pair is handled by the update
+                pods = sorted(pods, key=lambda p: (_hash_of(p) != h,
+                                                   p["metadata"].get("creationTimestamp") or ""))
+                if not (len(pods) == 2 and _hash_of(pods[0]) == h and _hash_of(pods[1]) != h):
+                    delete.extend(pods[1:])
+        delete.extend(p for n, ps in by_node.items() if n not in runs for p in ps)
+        strategy = (ds.get("spec") or {}).get("updateStrategy") or {}
+        if (strategy.get("type") or "RollingUpdate") == "RollingUpdate" and not create:
+            more_create, more_delete = self._rolling_update(ds, h, by_node, runs)
+            create += more_create
+            delete += [p for p in more_delete if p not in delete]
+        if not create and not delete:
+            return
+        self.expectations.expect(key, adds=len(create), dels=len(delete))
+        for node_name in create:
+            try:
+                await self._create(ds, template, node_name, h)
+            except Exception:
+                self.expectations.observed_add(key)
+                raise
+        for pod in delete:
+            if not await self._delete(ds, pod):
+                self.expectations.observed_del(key)
+
+    def _rolling_update(self, ds: dict, h: str, by_node: dict[str, list[dict]],
+                        runs: dict[str, tuple[bool, bool]]) -> tuple[list[str], list[dict]]:
+        """Upstream's rollingUpdate: replace old pods within maxUnavailable, or with maxSurge
+        start the new pod beside the old one and delete the old once the new is available."""
+        mrs = parse_int((ds.get("spec") or {}).get("minReadySeconds"))
+        desired = sum(1 for run, _ in runs.values() if run)
+        surge, max_unavail = rolling_budget(ds, desired)
+        unavailable = 0
+        candidates: list[dict] = []
+        free: list[dict] = []
+        surge_nodes: list[str] = []
+        surging = 0
+        create: list[str] = []
+        for node_name, pods in sorted(by_node.items()):
+            if not runs.get(node_name, (False, False))[1]:
+                continue
+            new = [p for p in pods if _hash_of(p) == h]
+            old = [p for p in pods if _hash_of(p) != h]
+            if new and old:
+                if not surge or pod_available(new[0], mrs):
+                    free.extend(old)
+                else:
+                    surging += 1
+                unavailable += 1
+            elif new:
+                if not pod_available(new[0], mrs):
+                    unavailable += 1
+            elif old:
+                if not pod_available(old[0], mrs) and surge:
+                    create.append(node_name)
+                elif not pod_available(old[0], mrs):
+                    free.extend(old)
+                elif surge:
+                    surge_nodes.append(node_name)
+                else:
+                    candidates.append(old[0])
+        if surge:
+            create += surge_nodes[:max(0, surge - surging)]
+            return create, free
+        budget = max(0, max_unavail - unavailable)
+        return [], free + candidates[:budget]
 
     async def _create(self, ds: dict, template: dict, node_name: str, h: str) -> None:
         pod = pod_from_template(ds, template, generate_name=ds["metadata"]["name"] + "-")
-        pod["metadata"]["labels"]["controller-revision-hash"] = h
+        pod["metadata"]["labels"][REVISION_HASH_LABEL] = h
         pod["metadata"]["labels"].pop(HASH_LABEL, None)
         pin_to_node(pod["spec"], node_name)
         tols = pod["spec"].setdefault("tolerations", [])
         for t in DEFAULT_TOLERATIONS:
             if t not in tols:
                 tols.append(dict(t))
-        created = await self.registry.create(self.pod_res, ds["metadata"]["namespace"], pod)
+        try:
+            created = await self.registry.create(self.pod_res, ds["metadata"]["namespace"], pod)
+        except errors.StatusError as e:
+            await self.ctx.recorder.record(ds, "Warning", "FailedCreate",
+                                           f"Error creating: {e.message}", component=self.name)
+            raise
         await self.ctx.recorder.record(ds, "Normal", "SuccessfulCreate",
                                        f"Created pod: {created['metadata']['name']}",
                                        component=self.name)
 
-    async def _delete(self, ds: dict, pod: dict) -> None:
+    async def _delete(self, ds: dict, pod: dict) -> bool:
         md = pod["metadata"]
         try:
             await self.registry.delete(self.pod_res, md["namespace"], md["name"],
@@ -210,24 +337,24 @@ class DaemonSetController(Controller):
         except errors.StatusError as e:
             if e.code not in (404, 409):
                 raise
-            return
+            return False
         await self.ctx.recorder.record(ds, "Normal", "SuccessfulDelete",
                                        f"Deleted pod: {md['name']}", component=self.name)
+        return True
 
     async def _status(self, ds: dict, eligible: set[str], by_node: dict[str, list[dict]],
                       h: str) -> None:
         mrs = parse_int((ds.get("spec") or {}).get("minReadySeconds"))
         scheduled = [n for n in by_node if n in eligible and by_node[n]]
-        first = [by_node[n][0] for n in scheduled]
+        # per node the pod that counts: the updated one if there is a surge pair
+        first = [sorted(by_node[n], key=lambda p: _hash_of(p) != h)[0] for n in scheduled]
         st = {
             "desiredNumberScheduled": len(eligible),
             "currentNumberScheduled": len(scheduled),
             "numberMisscheduled": len([n for n in by_node if n not in eligible]),
             "numberReady": sum(1 for p in first if pod_ready(p)),
             "numberAvailable": sum(1 for p in first if pod_available(p, mrs)),
-            "updatedNumberScheduled": sum(
-                1 for p in first
-                if (p["metadata"].get("labels") or {}).get("controller-revision-hash") == h),
+            "updatedNumberScheduled": sum(1 for p in first if _hash_of(p) == h),
             "observedGeneration": ds["metadata"].get("generation", 1),
         }
         st["numberUnavailable"] = max(0, st["desiredNumberScheduled"] - st["numberAvailable"])

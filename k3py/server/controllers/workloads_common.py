@@ -11,11 +11,13 @@ from typing import Any
 
 from k3py.api import errors
 from k3py.api.objects import controller_ref, deepcopy, make_controller_ref, parse_time
+from k3py.api.selectors import label_selector_from_struct
 
 __all__ = ["selector_matches", "pod_ready", "pod_available", "pod_active", "ready_since",
            "Expectations", "template_hash", "safe_encode", "fnv32a", "pod_from_template",
            "resolve_int_or_percent", "set_condition", "get_condition", "owner_index",
-           "OWNER_INDEX", "parse_int", "is_terminating", "claim_pods", "now_dt"]
+           "OWNER_INDEX", "parse_int", "is_terminating", "claim_pods", "now_dt",
+           "REVISION_HASH_LABEL", "revision_data", "RevisionHistory"]
 
 OWNER_INDEX = "controller-uid"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
@@ -34,29 +36,15 @@ def parse_int(v: Any, default: int = 0) -> int:
 
 # ------------------------------------------------------------------ selectors
 
-def _match_expr(labels: dict, expr: dict) -> bool:
-    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-    if op == "In":
-        return key in labels and labels[key] in values
-    if op == "NotIn":
-        return key not in labels or labels[key] not in values
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    return False
-
-
 def selector_matches(sel: dict | None, labels: dict | None) -> bool:
     """A metav1.LabelSelector struct against labels; an empty/None selector matches nothing
     (controllers treat an empty selector as selecting nothing)."""
-    labels = labels or {}
     if not sel or not (sel.get("matchLabels") or sel.get("matchExpressions")):
         return False
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    return all(_match_expr(labels, e) for e in sel.get("matchExpressions") or [])
+    try:
+        return label_selector_from_struct(sel).matches(labels or {})
+    except (ValueError, errors.StatusError):
+        return False
 
 
 # ------------------------------------------------------------------ pod state
@@ -284,3 +272,80 @@ async def _release(registry: Any, res: Any, pod: dict, uid: str) -> None:
         await registry.update_with(res, md.get("namespace"), md["name"], mutate)
     except errors.StatusError:
         pass
+
+
+# ------------------------------------------------------------------ controller revisions
+
+REVISION_HASH_LABEL = "controller-revision-hash"
+
+
+def revision_data(template: dict | None) -> dict:
+    """What upstream stores in ControllerRevision.data: a strategic-merge patch that puts the
+    template back (`kubectl rollout undo` applies it as is)."""
+    t = deepcopy(template or {})
+    t["$patch"] = "replace"
+    return {"spec": {"template": t}}
+
+
+class RevisionHistory:
+    """The ControllerRevisions a DaemonSet or StatefulSet owns: records the current template
+    as a revision (re-numbered as the newest on a rollback) and prunes old unused ones."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.registry = ctx.registry
+        self.inf = ctx.informers.informer("apps", "controllerrevisions")
+        self.inf.add_index(OWNER_INDEX, owner_index)
+        self.res = ctx.resource("apps", "controllerrevisions")
+
+    def owned(self, owner: dict) -> list[dict]:
+        return [r for r in self.inf.by_index(OWNER_INDEX, owner["metadata"]["uid"])
+                if not is_terminating(r)]
+
+    async def sync(self, owner: dict, rev_name: str, label_value: str,
+                   in_use: set[str]) -> int:
+        """Ensure revision `rev_name` exists and is the newest; returns its number."""
+        ns = owner["metadata"]["namespace"]
+        template = (owner.get("spec") or {}).get("template") or {}
+        revs = self.owned(owner)
+        others = [r for r in revs if r["metadata"]["name"] != rev_name]
+        top = max((parse_int(r.get("revision")) for r in others), default=0)
+        cur = next((r for r in revs if r["metadata"]["name"] == rev_name), None)
+        if cur is None:
+            labels = dict(((template.get("metadata") or {}).get("labels")) or {})
+            labels[REVISION_HASH_LABEL] = label_value
+            cr = {"apiVersion": "apps/v1", "kind": "ControllerRevision",
+                  "metadata": {"name": rev_name, "namespace": ns, "labels": labels,
+                               "ownerReferences": [make_controller_ref(owner)]},
+                  "data": revision_data(template), "revision": top + 1}
+            try:
+                cur = await self.registry.create(self.res, ns, cr)
+            except errors.StatusError as e:
+                if e.code != 409:
+                    raise
+                cur = await self.registry.try_get(self.res, ns, rev_name)
+                if cur is None or controller_ref(cur) is None or \
+                        controller_ref(cur).get("uid") != owner["metadata"]["uid"]:
+                    return top + 1
+        if parse_int(cur.get("revision")) <= top:
+            def bump(obj: dict) -> dict | None:
+                if parse_int(obj.get("revision")) > top:
+                    return None
+                obj["revision"] = top + 1
+                return obj
+            cur = await self.registry.update_with(self.res, ns, rev_name, bump) or cur
+        await self._prune(owner, others, in_use)
+        return parse_int(cur.get("revision"))
+
+    async def _prune(self, owner: dict, others: list[dict], in_use: set[str]) -> None:
+        limit = (owner.get("spec") or {}).get("revisionHistoryLimit")
+        limit = 10 if limit is None else max(0, parse_int(limit, 10))
+        unused = sorted((r for r in others if r["metadata"]["name"] not in in_use),
+                        key=lambda r: parse_int(r.get("revision")))
+        for r in unused[:max(0, len(unused) - limit)]:
+            try:
+                await self.registry.delete(self.res, r["metadata"]["namespace"],
+                                           r["metadata"]["name"],
+                                           {"preconditions": {"uid": r["metadata"]["uid"]}})
+            except errors.StatusError as e:
+                if e.code not in (404, 409):
+                    raise
