@@ -11,6 +11,7 @@ from k3py.api.objects import controller_ref, deepcopy
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
     OWNER_INDEX,
+    RevisionHistory,
     is_terminating,
     owner_index,
     parse_int,
@@ -44,6 +45,7 @@ class StatefulSetController(Controller):
         self.sts_inf = self.ctx.informers.informer("apps", "statefulsets")
         self.pod_inf = self.ctx.informers.informer("", "pods")
         self.pod_inf.add_index(OWNER_INDEX, owner_index)
+        self.history = RevisionHistory(self.ctx)
         self.sts_res = self.ctx.resource("apps", "statefulsets")
         self.pod_res = self.ctx.resource("", "pods")
         self.pvc_res = self.ctx.resource("", "persistentvolumeclaims")
@@ -77,13 +79,20 @@ class StatefulSetController(Controller):
             i = ordinal_of(name, p["metadata"]["name"])
             if i is not None:
                 pods[i] = p
+        cur_rev = (sts.get("status") or {}).get("currentRevision") or rev
         if not is_terminating(sts):
-            await self._manage(sts, pods, want, start, parallel, rev)
-        await self._status(sts, pods, start, want, rev)
+            in_use = {cur_rev} | {(p["metadata"].get("labels") or {}).get(REV_LABEL) or ""
+                                  for p in pods.values()}
+            await self.history.sync(sts, rev, rev, in_use)
+            await self._manage(sts, pods, want, start, parallel, rev, cur_rev)
+        await self._status(sts, pods, start, want, rev, cur_rev)
 
     async def _manage(self, sts: dict, pods: dict[int, dict], want: int, start: int,
-                      parallel: bool, rev: str) -> None:
+                      parallel: bool, rev: str, cur_rev: str) -> None:
         wanted = range(start, start + want)
+        strategy = (sts.get("spec") or {}).get("updateStrategy") or {}
+        rolling = (strategy.get("type") or "RollingUpdate") == "RollingUpdate"
+        partition = parse_int((strategy.get("rollingUpdate") or {}).get("partition"))
         # replace failed/succeeded pods; create missing ones in order
         for i in wanted:
             p = pods.get(i)
@@ -93,7 +102,11 @@ class StatefulSetController(Controller):
                     return
                 continue
             if p is None:
-                await self._create(sts, i, rev)
+                # below the partition a pod is recreated at the current revision (upstream)
+                if rolling and i - start < partition and cur_rev != rev:
+                    await self._create(sts, i, cur_rev)
+                else:
+                    await self._create(sts, i, rev)
                 if not parallel:
                     return
                 continue
@@ -112,10 +125,8 @@ class StatefulSetController(Controller):
             if not parallel:
                 return
         # rolling update: replace outdated pods from the highest ordinal, one at a time
-        strategy = (sts.get("spec") or {}).get("updateStrategy") or {}
-        if (strategy.get("type") or "RollingUpdate") != "RollingUpdate":
+        if not rolling:
             return
-        partition = parse_int((strategy.get("rollingUpdate") or {}).get("partition"))
         for i in sorted(wanted, reverse=True):
             p = pods.get(i)
             if p is None or i - start < partition:
@@ -127,11 +138,21 @@ class StatefulSetController(Controller):
             if not pod_ready(p):
                 return
 
+    def _template_at(self, sts: dict, rev: str) -> dict:
+        """The pod template recorded in ControllerRevision `rev` (the spec's if unknown)."""
+        for cr in self.history.owned(sts):
+            if cr["metadata"]["name"] == rev:
+                t = deepcopy(((cr.get("data") or {}).get("spec") or {}).get("template") or {})
+                t.pop("$patch", None)
+                if t:
+                    return t
+        return (sts.get("spec") or {}).get("template") or {}
+
     async def _create(self, sts: dict, i: int, rev: str) -> None:
         spec = sts.get("spec") or {}
         name, ns = sts["metadata"]["name"], sts["metadata"]["namespace"]
         pod_name = f"{name}-{i}"
-        pod = pod_from_template(sts, spec.get("template") or {}, name=pod_name)
+        pod = pod_from_template(sts, self._template_at(sts, rev), name=pod_name)
         labels = pod["metadata"]["labels"]
         labels["statefulset.kubernetes.io/pod-name"] = pod_name
         labels["apps.kubernetes.io/pod-index"] = str(i)
@@ -199,22 +220,23 @@ class StatefulSetController(Controller):
                                        component=self.name)
 
     async def _status(self, sts: dict, pods: dict[int, dict], start: int, want: int,
-                      rev: str) -> None:
+                      rev: str, cur_rev: str) -> None:
         mrs = parse_int((sts.get("spec") or {}).get("minReadySeconds"))
         live = [p for p in pods.values() if pod_active(p)]
-        updated = [p for p in live if (p["metadata"].get("labels") or {}).get(REV_LABEL) == rev]
+        def at(r: str) -> int:
+            return sum(1 for p in live if (p["metadata"].get("labels") or {}).get(REV_LABEL) == r)
+        ready = sum(1 for p in live if pod_ready(p))
+        updated = at(rev)
+        # the update is complete (current := update) once every replica is updated and ready
+        if updated == want and len(live) == want and ready == want:
+            cur_rev = rev
         st = {"replicas": len(live),
-              "readyReplicas": sum(1 for p in live if pod_ready(p)),
+              "readyReplicas": ready,
               "availableReplicas": sum(1 for p in live if pod_available(p, mrs)),
-              "currentReplicas": len(updated),
-              "updatedReplicas": len(updated),
-              "currentRevision": rev, "updateRevision": rev,
+              "currentReplicas": at(cur_rev),
+              "updatedReplicas": updated,
+              "currentRevision": cur_rev, "updateRevision": rev,
               "observedGeneration": sts["metadata"].get("generation", 1)}
-        if len(updated) < len(live):
-            old_revs = {(p["metadata"].get("labels") or {}).get(REV_LABEL) for p in live} - {rev}
-            st["currentRevision"] = sorted(r for r in old_revs if r)[0] if old_revs - {None} \
-                else rev
-            st["currentReplicas"] = len(live) - len(updated)
         if mrs > 0 and st["readyReplicas"] > st["availableReplicas"]:
             self.enqueue(object_key(sts), after=1.0)
         cur = sts.get("status") or {}
