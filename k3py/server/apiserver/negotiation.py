@@ -10,7 +10,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from k3py.api import errors, kinds
+from k3py.api import errors, kinds, protobuf
 from k3py.api.resources import Resource
 
 __all__ = ["wants_table", "decode_body", "json_response", "status_response",
@@ -32,13 +32,12 @@ def decode_body(body: bytes, content_type: str) -> Any:
     ct = (content_type or JSON).split(";")[0].strip().lower()
     if not body:
         raise errors.bad_request("the request body is empty")
-    if ct in ("application/json", "", "*/*", "application/octet-stream",
-              "application/vnd.kubernetes.protobuf"):
+    if ct == protobuf.CONTENT_TYPE:
+        return protobuf.decode_k8s_protobuf(body)
+    if ct in ("application/json", "", "*/*", "application/octet-stream"):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            if ct == "application/vnd.kubernetes.protobuf":
-                raise errors.unsupported_media_type(ct) from None
             raise errors.bad_request(f"error decoding JSON body: {e}") from None
     if ct in ("application/yaml", "application/x-yaml", "text/yaml"):
         try:
