@@ -24,11 +24,42 @@ from k3py.server.controllers.workloads_common import (
     set_condition,
 )
 
-__all__ = ["JobController", "job_finished", "want_active"]
+__all__ = ["JobController", "job_finished", "want_active", "format_indexes", "parse_indexes"]
 
 log = logging.getLogger("k3py.controllers.job")
 
 COMPONENT = "job-controller"
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
+
+def format_indexes(indexes: set[int]) -> str:
+    """Upstream's completedIndexes form: sorted, consecutive runs as ranges ("0-2,5")."""
+    out: list[str] = []
+    run: list[int] = []
+    for i in sorted(indexes):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [i]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def parse_indexes(s: str | None) -> set[int]:
+    out: set[int] = set()
+    for part in (s or "").split(","):
+        a, _, b = part.partition("-")
+        if a.isdigit():
+            out.update(range(int(a), int(b if b.isdigit() else a) + 1))
+    return out
+
+
+def pod_index(pod: dict) -> int | None:
+    v = ((pod.get("metadata") or {}).get("annotations") or {}).get(INDEX_KEY)
+    return int(v) if v is not None and str(v).isdigit() else None
 
 
 def job_finished(job: dict) -> str | None:
@@ -117,6 +148,14 @@ class JobController(Controller):
         succeeded_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
         failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
         succeeded = max(parse_int(status.get("succeeded")), len(succeeded_pods))
+        indexed = spec.get("completionMode") == "Indexed"
+        if indexed:
+            done_idx = parse_indexes(status.get("completedIndexes")) | {
+                i for i in map(pod_index, succeeded_pods) if i is not None}
+            done_idx = {i for i in done_idx if i < parse_int(spec.get("completions"))}
+            succeeded = len(done_idx)
+            if done_idx:
+                status["completedIndexes"] = format_indexes(done_idx)
         failed = max(parse_int(status.get("failed")), len(failed_pods))
         suspended = bool(spec.get("suspend"))
         events: list[tuple[str, str, str]] = []
@@ -170,8 +209,14 @@ class JobController(Controller):
             if self.expectations.satisfied(key):
                 diff = want_active(spec, succeeded, len(active)) - len(active)
                 if diff > 0:
-                    self.expectations.expect(key, adds=diff)
-                    await self._create_pods(key, job, diff)
+                    indexes: list[int | None] = [None] * diff
+                    if indexed:
+                        busy = done_idx | {pod_index(p) for p in active}
+                        indexes = [i for i in range(parse_int(spec.get("completions")))
+                                   if i not in busy][:diff]
+                    if indexes:
+                        self.expectations.expect(key, adds=len(indexes))
+                        await self._create_pods(key, job, indexes)
                 elif diff < 0:
                     victims = sorted(active, key=lambda p: (pod_ready(p), bool(
                         (p.get("spec") or {}).get("nodeName"))))[:-diff]
@@ -243,7 +288,7 @@ class JobController(Controller):
 
     # ------------------------------------------------------------ pods
 
-    def _pod_for(self, job: dict) -> dict:
+    def _pod_for(self, job: dict, index: int | None = None) -> dict:
         template = deepcopy((job.get("spec") or {}).get("template") or {})
         labels = template.setdefault("metadata", {}).setdefault("labels", {})
         uid, name = job["metadata"]["uid"], job["metadata"]["name"]
@@ -251,17 +296,29 @@ class JobController(Controller):
         labels.setdefault("batch.kubernetes.io/job-name", name)
         labels.setdefault("controller-uid", uid)
         labels.setdefault("job-name", name)
-        pod = pod_from_template(job, template, generate_name=f"{name}-")
+        if index is not None:
+            labels[INDEX_KEY] = str(index)
+            template["metadata"].setdefault("annotations", {})[INDEX_KEY] = str(index)
+        pod = pod_from_template(job, template, generate_name=f"{name}-" + (
+            f"{index}-" if index is not None else ""))
         pod["spec"].setdefault("restartPolicy", "Never")
+        if index is not None:
+            pod["spec"].setdefault("hostname", f"{name}-{index}")
+            env = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+                "fieldPath": f"metadata.annotations['{INDEX_KEY}']"}}}
+            for c in (pod["spec"].get("initContainers") or []) + \
+                    (pod["spec"].get("containers") or []):
+                c["env"] = [e for e in c.get("env") or [] if e.get("name") != env["name"]]
+                c["env"].insert(0, env)
         return pod
 
-    async def _create_pods(self, key: str, job: dict, n: int) -> None:
-        async def one() -> None:
+    async def _create_pods(self, key: str, job: dict, indexes: list[int | None]) -> None:
+        async def one(index: int | None) -> None:
             created = await self.registry.create(self.pod_res, job["metadata"]["namespace"],
-                                                 self._pod_for(job))
+                                                 self._pod_for(job, index))
             await self._record(job, "SuccessfulCreate",
                                f"Created pod: {created['metadata']['name']}")
-        results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+        results = await asyncio.gather(*(one(i) for i in indexes), return_exceptions=True)
         errs = [r for r in results if isinstance(r, BaseException)]
         for _ in errs:
             self.expectations.observed_add(key)

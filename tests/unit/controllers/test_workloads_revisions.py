@@ -1,4 +1,4 @@
-"""DaemonSet rolling-update budget, NoSchedule vs NoExecute, ControllerRevision history and a
+"""DaemonSet rolling-update budget, NoSchedule vs NoExecute, revision history, Job indexes, and a
 one-at-a-time DaemonSet rollout against the in-memory registry."""
 
 from __future__ import annotations
@@ -97,3 +97,11 @@ async def test_daemonset_rolls_one_node_at_a_time() -> None:
     finally:
         await c.stop()
         await ctx.informers.stop()
+
+
+def test_completed_indexes_round_trip() -> None:
+    from k3py.server.controllers.job import format_indexes, parse_indexes
+    assert format_indexes({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+    assert format_indexes(set()) == ""
+    assert parse_indexes("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
+    assert parse_indexes("") == set()
