@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 
+from k3py import PROGRAM
 from k3py.cli.flags import ENV_PREFIX, UsageError
 from k3py.config import DEFAULT_KUBECONFIG
 
@@ -50,6 +51,10 @@ def kubectl_command(argv: list[str]) -> int:
                          "kubectl package)")
     env = kubectl_env(dict(os.environ))
     kubeconfig = env["KUBECONFIG"]
+    if not os.environ.get("KUBECONFIG") and not os.path.exists(kubeconfig):
+        # kubectl would silently fall back to localhost:8080 and print a puzzling error
+        raise UsageError(f"no kubeconfig at {kubeconfig}; start '{PROGRAM} server' (it writes "
+                         f"it), or point KUBECONFIG or {KUBECONFIG_ENV} at one")
     if os.pathsep not in kubeconfig and os.path.exists(kubeconfig) \
             and not os.access(kubeconfig, os.R_OK):
         raise UsageError(f"cannot read {kubeconfig}: permission denied; run as root, or "

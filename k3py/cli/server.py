@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from k3py.cli.flags import server_config
+from k3py.cli.flags import UsageError, server_config
 from k3py.config import ServerConfig
+from k3py.pki import PkiError
 
 __all__ = ["server_command"]
 
@@ -18,7 +19,10 @@ def server_command(argv: list[str]) -> int:
     config = server_config(argv)
     from k3py.server import main as server_main  # heavy: only when really serving
     after_ready = None if config.disable_agent else start_embedded_agent
-    return server_main.run(config, after_ready=after_ready)
+    try:
+        return server_main.run(config, after_ready=after_ready)
+    except PkiError as e:  # a damaged TLS dir: the message says how to repair it
+        raise UsageError(str(e)) from None
 
 
 async def start_embedded_agent(config: ServerConfig, server: Any) -> Any:

@@ -51,6 +51,35 @@ def test_missing_kubectl_is_one_line(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "kubectl not found" in err[0]
 
 
+def test_missing_default_kubeconfig_is_one_line(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _executable(bin_dir / "kubectl")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("K3PY_KUBECONFIG", str(tmp_path / "missing.yaml"))
+    assert main(["kubectl", "get", "nodes"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no kubeconfig at" in err[0] and "missing.yaml" in err[0]
+
+
+def test_kubectl_execs_with_kubeconfig(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl_bin = _executable(bin_dir / "kubectl")
+    kubeconfig = tmp_path / "k3py.yaml"
+    kubeconfig.write_text("apiVersion: v1\n")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("K3PY_KUBECONFIG", str(kubeconfig))
+    calls = []
+    monkeypatch.setattr(kubectl.os, "execve", lambda *a: calls.append(a))
+    assert main(["kubectl", "get", "ns"]) == 0
+    binary, args, env = calls[0]
+    assert binary == str(kubectl_bin) and args == [str(kubectl_bin), "get", "ns"]
+    assert env["KUBECONFIG"] == str(kubeconfig)
+
+
 def test_cgroup_layout(tmp_path):
     v2 = tmp_path / "v2"
     v2.mkdir()

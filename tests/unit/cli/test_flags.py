@@ -292,6 +292,21 @@ def test_server_calls_server_main_run(monkeypatch):
     assert seen["after_ready"] is not None
 
 
+def test_damaged_tls_dir_is_one_line(monkeypatch, capsys):
+    import types
+
+    from k3py.pki import PkiError
+
+    def run(config, *, after_ready=None):
+        raise PkiError("/d/server/tls/server-ca.key is missing while its pair exists; restore it")
+    fake = types.ModuleType("k3py.server.main")
+    fake.run = run
+    monkeypatch.setitem(sys.modules, "k3py.server.main", fake)
+    import k3py.server
+    monkeypatch.setattr(k3py.server, "main", fake, raising=False)
+    assert "server-ca.key is missing" in one_error_line(capsys, "server")
+
+
 # ---------------------------------------------------------------- version, help, token
 
 def test_version(capsys):
