@@ -344,7 +344,7 @@ def decode_k8s_protobuf(body: bytes, api_version_hint: str = "", kind_hint: str 
         kind = bytes(tm.get(2, b"")).decode() or kind_hint
         encoding = bytes(env.get(3, b"")).decode()
         content_type = bytes(env.get(4, b"")).decode()
-    except (_Malformed, UnicodeDecodeError, TypeError) as e:
+    except (_Malformed, ValueError, TypeError) as e:
         raise errors.bad_request(f"error decoding protobuf envelope: {e}") from None
     if encoding:
         raise errors.unsupported_media_type(f"{CONTENT_TYPE} (contentEncoding {encoding!r})")
@@ -353,6 +353,6 @@ def decode_k8s_protobuf(body: bytes, api_version_hint: str = "", kind_hint: str 
     name = _group_message(api_version, kind)
     try:
         obj = decode_message(name, bytes(env.get(2, b"")))
-    except (_Malformed, RecursionError) as e:
+    except (_Malformed, RecursionError, ValueError, TypeError, struct.error) as e:
         raise errors.bad_request(f"error decoding protobuf {api_version}/{kind}: {e}") from None
     return {"apiVersion": api_version, "kind": kind, **obj}

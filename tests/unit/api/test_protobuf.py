@@ -257,3 +257,24 @@ def test_hints_used_when_type_meta_missing():
     body = MAGIC + ld(2, ld(1, ld(1, "n")))
     assert decode_k8s_protobuf(body, "v1", "Namespace") == {
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}
+
+
+def test_corrupted_bodies_only_raise_status_errors():
+    import random
+    rnd = random.Random(7)
+    bodies = [(FIXTURES / f"{c}.bin").read_bytes() for c in CASES]
+    for _ in range(2000):
+        b = bytearray(rnd.choice(bodies))
+        for _ in range(rnd.randint(1, 4)):
+            j = rnd.randrange(len(MAGIC), len(b))
+            op = rnd.random()
+            if op < 0.5:
+                b[j] = rnd.randrange(256)
+            elif op < 0.75:
+                del b[j]
+            else:
+                b.insert(j, rnd.randrange(256))
+        try:
+            decode_k8s_protobuf(bytes(b))
+        except errors.StatusError as e:
+            assert e.code in (400, 415)
