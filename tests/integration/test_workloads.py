@@ -127,3 +127,86 @@ def test_job_completes(server) -> None:
     assert job["status"]["succeeded"] == 2
     assert job["status"]["completionTime"]
     server.kubectl("wait", "--for=condition=complete", "job/pi", "--timeout=10s")
+
+
+NODES = """
+apiVersion: v1
+kind: Node
+metadata: {name: wn1}
+status: {conditions: [{type: Ready, status: "True"}], allocatable: {cpu: "4", pods: "110"}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: wn2}
+status: {conditions: [{type: Ready, status: "True"}], allocatable: {cpu: "4", pods: "110"}}
+"""
+
+DAEMONSET = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: default}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: c, image: "busybox:1"}]}
+"""
+
+STATEFULSET = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: default}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c, image: "pg:1"}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+
+
+def roll(server, kind: str, selector: str, timeout: float = 60.0) -> None:
+    def done() -> bool:
+        mark(server, selector)
+        out = server.kubectl("rollout", "status", kind, "--timeout=2s", check=False,
+                             timeout=20)
+        return out.returncode == 0
+    wait_for(done, timeout=timeout, interval=0.5, what=f"rollout of {kind}")
+
+
+def test_daemonset_and_statefulset_rollouts(server) -> None:
+    server.kubectl("apply", "-f", "-", input=NODES)
+    server.kubectl("apply", "-f", "-", input=DAEMONSET)
+    roll(server, "ds/agent", "app=agent")
+    nodes = {p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+             ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+             for p in pods(server, "app=agent")}
+    assert {"wn1", "wn2"} <= nodes
+    server.kubectl("set", "image", "ds/agent", "c=busybox:2")
+    roll(server, "ds/agent", "app=agent")
+    assert {p["spec"]["containers"][0]["image"] for p in pods(server, "app=agent")} == \
+        {"busybox:2"}
+    history = server.kubectl("rollout", "history", "ds/agent").stdout
+    assert "1 " in history and "2 " in history
+
+    server.kubectl("apply", "-f", "-", input=STATEFULSET)
+    roll(server, "sts/db", "app=db")
+    names = sorted(p["metadata"]["name"] for p in pods(server, "app=db"))
+    assert names == ["db-0", "db-1"]
+    pvcs = server.kubectl_json("get", "pvc")["items"]
+    assert {"data-db-0", "data-db-1"} <= {p["metadata"]["name"] for p in pvcs}
+    server.kubectl("set", "image", "sts/db", "c=pg:2")
+    roll(server, "sts/db", "app=db")
+    sts = server.kubectl_json("get", "sts", "db")
+    assert sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
+    server.kubectl("rollout", "undo", "sts/db")
+    roll(server, "sts/db", "app=db")
+
+    def images() -> set[str]:
+        return {p["spec"]["containers"][0]["image"] for p in pods(server, "app=db")
+                if not p["metadata"].get("deletionTimestamp")}
+    wait_for(lambda: images() == {"pg:1"}, what="statefulset undo")
