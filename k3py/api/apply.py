@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from k3py.api import errors
-from k3py.api.schema import Schema
+from k3py.api.schema import Schema, schema_for, schema_from_structural
 
 __all__ = ["server_side_apply", "update_managed_fields", "field_set", "encode_fields",
            "decode_fields", "path_string"]
@@ -27,6 +27,15 @@ _IGNORED_META = ("name", "namespace", "uid", "resourceVersion", "generation",
                  "creationTimestamp", "selfLink", "managedFields", "deletionTimestamp",
                  "deletionGracePeriodSeconds")
 _IGNORED_TOP = ("apiVersion", "kind", "status")
+
+# Defaults of list-map key fields: upstream keys `ports` items by containerPort+protocol even
+# when the configuration leaves protocol out, because the schema defaults it.
+_KEY_DEFAULTS = {"protocol": "TCP"}
+
+
+def _item_keys(item: dict, keys: list[str]) -> dict:
+    return {k: item[k] if k in item else _KEY_DEFAULTS[k] for k in keys
+            if k in item or k in _KEY_DEFAULTS}
 
 
 def _now() -> str:
@@ -95,7 +104,7 @@ def _walk(value: Any, schema: Schema | None, prefix: Path, out: set[Path],
         items = schema.items() if schema else None
         if kind == "map" and all(isinstance(i, dict) for i in value):
             for item in value:
-                elem = prefix + (_key_elem({k: item[k] for k in keys if k in item}),)
+                elem = prefix + (_key_elem(_item_keys(item, keys)),)
                 out.add(elem)
                 _walk(item, items, elem, out)
         elif kind == "set":
@@ -181,7 +190,7 @@ def _find_item(items: list, elem: str) -> int | None:
         return None
     for i, item in enumerate(items):
         if kind == "k" and isinstance(item, dict) and all(
-                item.get(k, _ABSENT) == v for k, v in want.items()):
+                item.get(k, _KEY_DEFAULTS.get(k, _ABSENT)) == v for k, v in want.items()):
             return i
         if kind == "v" and item == want:
             return i
@@ -298,10 +307,11 @@ def _store(obj: dict, entries: list[_Entry]) -> None:
         meta.pop("managedFields", None)
 
 
-def _schema(lookup: SchemaLookup, obj: dict) -> Schema | None:
-    if isinstance(lookup, Schema) or lookup is None:
-        return lookup
-    return lookup(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+def _schema(lookup: SchemaLookup, obj: dict) -> Schema:
+    found = lookup if isinstance(lookup, Schema) or lookup is None else lookup(
+        str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+    # kinds without a definition (custom resources): metadata typed, the rest deduced
+    return found if found is not None else schema_from_structural(None)
 
 
 # ------------------------------------------------------------------ merging applied config
@@ -329,7 +339,7 @@ def _merge(live: Any, applied: Any, schema: Schema | None, parent: Schema | None
         if kind == "map" and all(isinstance(i, dict) for i in live + applied):
             out = list(live)
             for item in applied:
-                elem = _key_elem({k: item[k] for k in keys if k in item})
+                elem = _key_elem(_item_keys(item, keys))
                 i = _find_item(out, elem)
                 if i is None:
                     out.append(copy.deepcopy(item))
@@ -400,9 +410,16 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
     if mine is not None:
         owned_by_others = set().union(*(e.fields for e in others)) if others else set()
         other_prefixes = {p[:i] for p in owned_by_others for i in range(1, len(p) + 1)}
-        for p in sorted(mine.fields - applied_set, key=len, reverse=True):
-            if p not in other_prefixes and not any(a[:len(p)] == p for a in applied_set):
-                _remove_path(merged, p)
+        applied_prefixes = {a[:i] for a in applied_set for i in range(1, len(a) + 1)}
+        removed: list[Path] = []
+        # parents first: a removed list item takes its fields with it (they key the lookup)
+        for p in sorted(mine.fields - applied_set, key=len):
+            if p in other_prefixes or p in applied_prefixes:
+                continue
+            if any(p[:len(r)] == r for r in removed):
+                continue
+            _remove_path(merged, p)
+            removed.append(p)
 
     new_entry = _Entry(manager, "Apply", api_version, "", _now(), applied_set)
     if mine is not None and mine.fields == applied_set and mine.api_version == api_version:
@@ -429,7 +446,7 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
         entries = _entries(new)  # the client set them explicitly
     else:
         entries = _entries(old)
-    schema = _schema_for_obj(new)
+    schema = _schema(schema_for, new)
     new_set = field_set(new, schema)
     changed = _changed(old, new, new_set)
     if old is not None:
@@ -455,7 +472,3 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
     _store(new, entries)
     return new
 
-
-def _schema_for_obj(obj: dict) -> Schema | None:
-    from k3py.api.schema import schema_for
-    return schema_for(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))

@@ -150,9 +150,16 @@ def schema_for(api_version: str, kind: str) -> Schema | None:
     return _cached_schema(api_version, kind)
 
 
-def schema_from_structural(openapi_v3_schema: dict | None) -> Schema | None:
-    """Wrap a CRD's structural schema so the apply engine can walk it like a built-in one."""
-    return Schema(openapi_v3_schema) if isinstance(openapi_v3_schema, dict) else None
+_OBJECT_META_REF = {"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+
+
+def schema_from_structural(openapi_v3_schema: dict | None) -> Schema:
+    """A CRD's structural schema (or none: any object) as a walkable Schema whose metadata is
+    the built-in ObjectMeta, so apply tracks labels and annotations like upstream."""
+    body = dict(openapi_v3_schema) if isinstance(openapi_v3_schema, dict) else {
+        "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    body["properties"] = {**(body.get("properties") or {}), "metadata": _OBJECT_META_REF}
+    return Schema(body, definitions())
 
 
 _ROOT_KEPT = ("apiVersion", "kind", "metadata")
