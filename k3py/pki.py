@@ -1,16 +1,15 @@
-"""Certificates and secrets of a k3py cluster: the server CA and the client CA, the serving cert,
-the admin client cert, the ServiceAccount signing key, the join token, kubeconfig files and TLS
-contexts. Files live in <data-dir>/server/tls with K3s's names.
+"""Certificates and secrets of a k3py cluster: server and client CAs, serving and admin certs,
+the ServiceAccount signing key, the join token, kubeconfig files and TLS contexts."""
 
-Two CAs, as K3s: `server-ca` signs the serving certificate (what agents pin through the token's
-CA hash and what kubeconfigs trust); `client-ca` signs the admin and node client certificates
-(what the API server accepts as client identities). Everything is created once and kept across
-restarts; the serving certificate is re-issued with the same CA when its SANs change, and leaf
-certificates are renewed when fewer than 90 days remain. Keys are ECDSA P-256 (like K3s);
-every file is written atomically (temp + fsync + rename), keys with mode 0600.
-
-Join token: `K10<sha256 hex of the server CA PEM>::server:<32 hex secret>`, K3s's format
-(the K10 prefix is kept so the structure is the familiar one; only k3py agents read it)."""
+# Files live in <data-dir>/server/tls with K3s's names. Two CAs, as K3s: `server-ca` signs the
+# serving certificate (what agents pin through the token's CA hash and kubeconfigs trust);
+# `client-ca` signs the admin and node client certificates (the identities the API server
+# accepts), so a leaked client CA key cannot impersonate the server and vice versa.
+# Everything is created once and kept across restarts; the serving certificate is re-issued
+# with the same CA when its SANs change, and leaf certificates are renewed when fewer than
+# 90 days remain. Keys are ECDSA P-256 like K3s; every write is atomic (temp + fsync +
+# rename), keys 0600. Join token: `K10<sha256 hex of the server CA PEM>::server:<secret>`,
+# K3s's structure (K10 prefix kept so it reads familiar; only k3py agents consume it).
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ Run '{PROGRAM} COMMAND --help' for a command's options; '{PROGRAM} --version' fo
 
 
 def version_line() -> str:
-    return f"{PROGRAM} version v{__version__} (python {platform.python_version()})"
+    major, minor = platform.python_version_tuple()[:2]
+    return f"{PROGRAM} version v{__version__} (python {major}.{minor})"
 
 
 def _commands() -> dict[str, Callable[[list[str]], int]]:

@@ -1,7 +1,5 @@
-"""`k3py check-config`: checks this host for what k3py needs (K3s's check-config in spirit):
-Python, SQLite, podman and its containers.conf on awkward hosts, netns, overlay, free ports.
-
-Prints one line per check (pass / warn / fail) with one line of advice; exit 1 on a failure."""
+"""`k3py check-config`: checks this host for what k3py needs (Python, SQLite, podman and its
+containers.conf on awkward hosts, netns, overlay, ports); exit 1 when a check fails."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one table of flags: each flag is also an env var (K3PY_<FLAG_NAME>) and a config.yaml key
-(its long name). Precedence: flag > env var > config file > default (k3py.config).
+(its long name). Precedence: flag > env var > config file > default (k3py.config)."""
 
-Any problem raises UsageError, which the CLI prints as one `k3py: error: ...` line, exit 1."""
+# Any problem raises UsageError, which the CLI prints as one `k3py: error: ...` line, exit 1.
 
 from __future__ import annotations
 

@@ -312,7 +312,8 @@ def test_damaged_tls_dir_is_one_line(monkeypatch, capsys):
 def test_version(capsys):
     code, out, _ = run_main(capsys, "--version")
     assert code == 0
-    assert out.startswith(f"k3py version v{__version__} (python {sys.version_info.major}.")
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert out == f"k3py version v{__version__} (python {py})\n"
 
 
 @pytest.mark.parametrize("command", ["server", "agent", "token"])
