@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from k3py.api import errors
-from k3py.api.schema import Schema, schema_for, schema_from_structural
+from k3py.api.schema import Schema, find_unknown_fields, schema_for, schema_from_structural
 
 __all__ = ["server_side_apply", "update_managed_fields", "field_set", "encode_fields",
            "decode_fields", "path_string"]
@@ -383,6 +383,12 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
     api_version = str(applied.get("apiVersion") or (live or {}).get("apiVersion", ""))
     schema = _schema(schema_lookup, {"apiVersion": api_version,
                                      "kind": applied.get("kind") or (live or {}).get("kind")})
+    kind = str(applied.get("kind") or (live or {}).get("kind", ""))
+    unknown = find_unknown_fields(api_version, kind, applied)
+    if unknown:  # apply needs a typed object: upstream rejects undeclared fields outright
+        group, _, version = api_version.rpartition("/")
+        raise errors.bad_request(f"failed to create typed patch object ({group}/{version}, "
+                                 f"Kind={kind}): .{unknown[0]}: field not declared in schema")
     entries = _entries(live)
     applied_set = field_set(applied, schema)
 

@@ -1,0 +1,178 @@
+"""Server-side apply and managed fields: FieldsV1 sets, re-apply, removal, conflicts, force."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from k3py.api import errors
+from k3py.api.apply import (
+    decode_fields,
+    encode_fields,
+    path_string,
+    server_side_apply,
+    update_managed_fields,
+)
+from k3py.api.patch import schema_lookup
+
+pytestmark = pytest.mark.unit
+
+DEPLOY = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{
+                "name": "web", "image": "nginx:1",
+                "ports": [{"containerPort": 80}],
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+            }]},
+        },
+    },
+}
+
+
+def config(**changes) -> dict:
+    obj = copy.deepcopy(DEPLOY)
+    for path, value in changes.items():
+        node = obj
+        *parents, last = path.split("__")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return obj
+
+
+def apply(live, cfg, manager="kubectl", force=False):
+    return server_side_apply(live, copy.deepcopy(cfg), manager, force, schema_lookup)
+
+
+def entry(obj, manager, operation="Apply"):
+    return next(e for e in obj["metadata"]["managedFields"]
+                if e["manager"] == manager and e["operation"] == operation)
+
+
+def test_create_records_fieldsv1_like_upstream():
+    obj = apply(None, DEPLOY)
+    e = entry(obj, "kubectl")
+    assert e["fieldsType"] == "FieldsV1" and e["apiVersion"] == "apps/v1" and e["time"]
+    f = e["fieldsV1"]
+    assert f["f:metadata"] == {"f:labels": {".": {}, "f:app": {}}}
+    assert f["f:spec"]["f:replicas"] == {} and f["f:spec"]["f:selector"] == {}  # atomic
+    c = f["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"web"}']
+    assert c["."] == {} and c["f:image"] == {} and c["f:name"] == {}
+    assert 'k:{"containerPort":80,"protocol":"TCP"}' in c["f:ports"]
+    assert set(c["f:env"]) == {'k:{"name":"A"}', 'k:{"name":"B"}'}
+    assert obj["spec"]["replicas"] == 2 and obj["metadata"]["name"] == "web"
+
+
+def test_encode_decode_round_trip_and_path_string():
+    paths = {("f:spec", "f:replicas"), ("f:metadata", "f:labels"),
+             ("f:metadata", "f:labels", "f:app"),
+             ("f:spec", "f:c", 'k:{"name":"x"}', "f:image"), ("f:m", 'v:"a"')}
+    assert decode_fields(encode_fields(paths)) == paths
+    assert path_string(("f:spec", "f:c", 'k:{"name":"x"}', "f:image")) == \
+        '.spec.c[name="x"].image'
+    assert path_string(("f:m", 'v:"a"')) == '.m[="a"]'
+
+
+def test_reapply_changed_and_removed_fields():
+    live = apply(None, DEPLOY)
+    cfg = config()
+    cfg["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "A", "value": "9"}]
+    del cfg["metadata"]["labels"]
+    out = apply(live, cfg)
+    assert out["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "A", "value": "9"}]
+    assert "labels" not in out["metadata"]
+    assert "f:metadata" not in entry(out, "kubectl")["fieldsV1"]
+
+
+def test_conflict_with_other_manager_then_force():
+    live = apply(None, DEPLOY)
+    scaled = copy.deepcopy(live)
+    scaled["spec"]["replicas"] = 5
+    update_managed_fields(live, scaled, "kubectl-scale")
+    assert entry(scaled, "kubectl-scale", "Update")["fieldsV1"] == {
+        "f:spec": {"f:replicas": {}}}
+    with pytest.raises(errors.StatusError) as e:
+        apply(scaled, DEPLOY)
+    err = e.value
+    assert err.code == 409 and err.reason == "Conflict"
+    assert err.message.startswith('Apply failed with 1 conflict: conflict with "kubectl-scale" '
+                                  'using apps/v1')
+    assert err.message.endswith(": .spec.replicas")
+    cause = err.details["causes"][0]
+    assert cause["type"] == "FieldManagerConflict" and cause["field"] == ".spec.replicas"
+    assert cause["message"].startswith('conflict with "kubectl-scale" using apps/v1')
+
+    out = apply(scaled, DEPLOY, force=True)
+    assert out["spec"]["replicas"] == 2
+    assert all(m["manager"] != "kubectl-scale" for m in out["metadata"]["managedFields"])
+
+
+def test_same_value_is_shared_not_a_conflict():
+    live = apply(None, DEPLOY)
+    out = apply(live, DEPLOY, manager="other")
+    assert {m["manager"] for m in out["metadata"]["managedFields"]} == {"kubectl", "other"}
+
+
+def test_several_conflicts_message():
+    live = apply(None, DEPLOY)
+    cfg = config(spec__replicas=7)
+    cfg["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    with pytest.raises(errors.StatusError) as e:
+        apply(live, cfg, manager="other")
+    assert e.value.message.startswith('Apply failed with 2 conflicts: conflicts with "kubectl":')
+    assert '- .spec.template.spec.containers[name="web"].image' in e.value.message
+    assert len(e.value.details["causes"]) == 2
+
+
+def test_field_kept_when_another_manager_owns_it():
+    live = apply(None, DEPLOY)
+    both = apply(live, {"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "web", "labels": {"app": "web"}}}, manager="other")
+    cfg = config()
+    del cfg["metadata"]["labels"]
+    out = apply(both, cfg)
+    assert out["metadata"]["labels"] == {"app": "web"}
+
+
+def test_unknown_field_rejected():
+    cfg = config()
+    cfg["spec"]["bogus"] = 1
+    with pytest.raises(errors.StatusError) as e:
+        apply(None, cfg)
+    assert e.value.code == 400 and "field not declared in schema" in e.value.message
+
+
+def test_custom_resource_apply_uses_typed_metadata():
+    cr = {"apiVersion": "example.com/v1", "kind": "Widget",
+          "metadata": {"name": "w", "annotations": {"a": "b"}}, "spec": {"tags": ["x"]}}
+    out = server_side_apply(None, cr, "m", False, lambda *_: None)
+    assert out["metadata"]["managedFields"][0]["fieldsV1"] == {
+        "f:metadata": {"f:annotations": {".": {}, "f:a": {}}}, "f:spec": {"f:tags": {}}}
+
+
+def test_update_managed_fields_create_update_and_reset():
+    new = copy.deepcopy(DEPLOY)
+    update_managed_fields(None, new, "kubectl-create")
+    e = entry(new, "kubectl-create", "Update")
+    assert e["fieldsV1"]["f:spec"]["f:replicas"] == {}
+    old = copy.deepcopy(new)
+    new2 = copy.deepcopy(new)
+    new2["metadata"]["labels"]["tier"] = "fe"
+    update_managed_fields(old, new2, "kubectl-label")
+    assert entry(new2, "kubectl-label", "Update")["fieldsV1"] == {
+        "f:metadata": {"f:labels": {"f:tier": {}}}}
+    unchanged = copy.deepcopy(new2)
+    update_managed_fields(new2, unchanged, "nobody")
+    assert all(m["manager"] != "nobody" for m in unchanged["metadata"]["managedFields"])
+    reset = copy.deepcopy(new2)
+    reset["metadata"]["managedFields"] = [{}]
+    update_managed_fields(new2, reset, "kubectl-edit")
+    assert "managedFields" not in reset["metadata"]
