@@ -1,6 +1,6 @@
 """CronJob scheduling math and the controller creating a Job for a missed schedule.
 
-Uses the in-memory registry; the CronJob is back-dated so one run is already due."""
+Uses the real registry; the CronJob's last run is back-dated so one run is already due."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from k3py.server.controllers.cronjob import (
     job_name_for,
     most_recent_schedule,
 )
-from tests.unit.controllers.test_workloads_fakes import make_ctx, settle
+from tests.unit.controllers.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -39,27 +39,30 @@ def test_job_name_and_schedule() -> None:
     assert most_recent_schedule(obj, dt.datetime(2024, 1, 1, 0, 12, tzinfo=dt.UTC))[0] is None
 
 
-async def test_cronjob_creates_job() -> None:
-    reg, ctx = make_ctx()
-    c = CronJobController(ctx)
-    await c.start()
-    res = reg.resources.find("batch", "cronjobs")
-    try:
-        await reg.create(res, "default", cj(schedule="* * * * *", concurrencyPolicy="Forbid"))
-        past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+async def test_cronjob_creates_job(env) -> None:
+    await env.start(CronJobController)
+    reg = env.registry
+    res = env.res("cronjobs")
+    await reg.create(res, "default", cj(schedule="* * * * *", concurrencyPolicy="Forbid"))
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-        def backdate(o: dict) -> dict:
-            o["metadata"]["creationTimestamp"] = past
-            o["spec"]["suspend"] = False
-            return o
-        await reg.update_with(res, "default", "tick", backdate)
-        await settle(lambda: len(reg.all("jobs")) == 1)
-        job = reg.all("jobs")[0]
-        assert job["metadata"]["name"].startswith("tick-")
-        assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
-        await settle(lambda: (reg.all("cronjobs")[0].get("status") or {}).get("active"))
-        st = reg.all("cronjobs")[0]["status"]
-        assert st["lastScheduleTime"] and st["active"][0]["name"] == job["metadata"]["name"]
-    finally:
-        await c.stop()
-        await ctx.informers.stop()
+    # The registry keeps metadata.creationTimestamp on update, so the last run is back-dated
+    # through the status subresource instead: three scheduled times are then due.
+    def backdate(o: dict) -> dict:
+        o["status"] = dict(o.get("status") or {}, lastScheduleTime=past)
+        return o
+    assert await reg.update_with(res, "default", "tick", backdate, subresource="status")
+
+    async def one_job() -> bool:
+        return len(await env.all("jobs")) == 1
+    await eventually(one_job)
+    job = (await env.all("jobs"))[0]
+    assert job["metadata"]["name"].startswith("tick-")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+
+    async def active() -> bool:
+        return bool(((await env.all("cronjobs"))[0].get("status") or {}).get("active"))
+    await eventually(active)
+    st = (await env.all("cronjobs"))[0]["status"]
+    assert st["lastScheduleTime"] and st["lastScheduleTime"] != past
+    assert st["active"][0]["name"] == job["metadata"]["name"]

@@ -1,5 +1,5 @@
 """DaemonSet node eligibility (selectors, taints vs tolerations) and the controller placing
-one pod per node against the in-memory registry."""
+one pod per node against the real registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from k3py.server.controllers.daemonset import (
     pod_node,
     tolerates,
 )
-from tests.unit.controllers.test_workloads_fakes import make_ctx, settle
+from tests.unit.controllers.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -37,31 +37,31 @@ def test_eligibility() -> None:
     assert len(DEFAULT_TOLERATIONS) == 6
 
 
-async def test_daemonset_one_pod_per_node() -> None:
-    reg, ctx = make_ctx()
-    c = DaemonSetController(ctx)
-    await c.start()
-    nodes = reg.resources.find("", "nodes")
-    ds_res = reg.resources.find("apps", "daemonsets")
-    try:
-        await reg.create(nodes, None, node("n1"))
-        await reg.create(nodes, None, node("n2", taints=[{"key": "x", "effect": "NoSchedule"}]))
-        await reg.create(ds_res, "default", {
-            "apiVersion": "apps/v1", "kind": "DaemonSet",
-            "metadata": {"name": "agent", "namespace": "default"},
-            "spec": {"selector": {"matchLabels": {"app": "agent"}},
-                     "template": {"metadata": {"labels": {"app": "agent"}},
-                                  "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
-        await settle(lambda: len(reg.all("pods")) == 1)
-        assert pod_node(reg.all("pods")[0]) == "n1"
-        await reg.create(nodes, None, node("n3"))
-        await settle(lambda: len(reg.all("pods")) == 2)
-        for p in reg.all("pods"):
-            await reg.set_pod_status(p["metadata"]["name"])
-        await settle(lambda: (reg.all("daemonsets")[0].get("status") or {})
-                     .get("numberReady") == 2)
-        st = reg.all("daemonsets")[0]["status"]
-        assert st["desiredNumberScheduled"] == 2 and st["updatedNumberScheduled"] == 2
-    finally:
-        await c.stop()
-        await ctx.informers.stop()
+async def test_daemonset_one_pod_per_node(env) -> None:
+    await env.start(DaemonSetController)
+    reg = env.registry
+    nodes, ds_res = env.res("nodes"), env.res("daemonsets")
+
+    async def n_pods(n: int) -> bool:
+        return len(await env.all("pods")) == n
+
+    await reg.create(nodes, None, node("n1"))
+    await reg.create(nodes, None, node("n2", taints=[{"key": "x", "effect": "NoSchedule"}]))
+    await reg.create(ds_res, "default", {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "template": {"metadata": {"labels": {"app": "agent"}},
+                              "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
+    await eventually(lambda: n_pods(1))
+    assert pod_node((await env.all("pods"))[0]) == "n1"
+    await reg.create(nodes, None, node("n3"))
+    await eventually(lambda: n_pods(2))
+    for p in await env.all("pods"):
+        await env.set_pod_status(p["metadata"]["name"])
+
+    async def ready2() -> bool:
+        return ((await env.all("daemonsets"))[0].get("status") or {}).get("numberReady") == 2
+    await eventually(ready2)
+    st = (await env.all("daemonsets"))[0]["status"]
+    assert st["desiredNumberScheduled"] == 2 and st["updatedNumberScheduled"] == 2

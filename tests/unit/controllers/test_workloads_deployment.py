@@ -1,5 +1,5 @@
 """Deployment math (surge/unavailable rounding, new RS size, template hash) and a rollout
-driven end to end against the in-memory registry with the ReplicaSet controller."""
+driven end to end against the real registry with the ReplicaSet controller."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from k3py.server.controllers.deployment import (
 )
 from k3py.server.controllers.replicaset import ReplicaSetController
 from k3py.server.controllers.workloads_common import resolve_int_or_percent, template_hash
-from tests.unit.controllers.test_workloads_fakes import make_ctx, settle
+from tests.unit.controllers.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -70,68 +70,72 @@ def test_template_hash_stable_and_distinct() -> None:
     assert equal_ignore_hash(a, t)
 
 
-async def _ready_all(reg) -> None:
-    for p in reg.all("pods"):
+async def _ready_all(env) -> None:
+    for p in await env.all("pods"):
         if (p.get("status") or {}).get("phase") != "Running":
-            await reg.set_pod_status(p["metadata"]["name"])
+            await env.set_pod_status(p["metadata"]["name"])
 
 
-async def test_rolling_update_and_undo() -> None:
-    reg, ctx = make_ctx()
-    ctrls = [DeploymentController(ctx), ReplicaSetController(ctx)]
-    for c in ctrls:
-        await c.start()
-    d_res = reg.resources.find("apps", "deployments")
-    try:
-        await reg.create(d_res, "default", deploy(3))
-        await settle(lambda: len(reg.all("pods")) == 3)
-        rs1 = reg.all("replicasets")[0]
-        assert rs1["metadata"]["name"].startswith("web-")
-        assert rs1["metadata"]["annotations"][REVISION] == "1"
-        assert HASH_LABEL in rs1["spec"]["selector"]["matchLabels"]
-        await _ready_all(reg)
+async def test_rolling_update_and_undo(env) -> None:
+    await env.start(DeploymentController, ReplicaSetController)
+    reg = env.registry
+    d_res = env.res("deployments")
 
-        def done() -> bool:
-            st = reg.all("deployments")[0].get("status") or {}
-            conds = {c["type"]: c for c in st.get("conditions") or []}
-            return st.get("availableReplicas") == 3 and st.get("updatedReplicas") == 3 and \
-                st.get("replicas") == 3 and \
-                conds.get("Progressing", {}).get("reason") == "NewReplicaSetAvailable"
-        await settle(done)
-        st = reg.all("deployments")[0]["status"]
-        assert {c["type"]: c["reason"] for c in st["conditions"]}["Available"] == \
-            "MinimumReplicasAvailable"
+    async def n_pods() -> int:
+        return len(await env.all("pods"))
 
-        async def roll(image: str) -> None:
-            d = deepcopy(reg.all("deployments")[0])
-            d["spec"]["template"]["spec"]["containers"][0]["image"] = image
-            await reg.update(d_res, "default", "web", d)
-            for _ in range(300):
-                assert len(reg.all("pods")) <= 4  # replicas + maxSurge
-                await _ready_all(reg)
-                if done() and reg.all("deployments")[0]["status"]["observedGeneration"] == \
-                        reg.all("deployments")[0]["metadata"]["generation"]:
-                    return
-                await asyncio.sleep(0.02)
-            raise AssertionError(reg.all("deployments")[0]["status"])
+    async def deployment() -> dict:
+        return (await env.all("deployments"))[0]
 
-        await roll("nginx:2")
-        assert len(reg.all("replicasets")) == 2
-        revs = {r["metadata"]["name"]: r["metadata"]["annotations"][REVISION]
-                for r in reg.all("replicasets")}
-        assert sorted(revs.values()) == ["1", "2"]
-        assert reg.all("replicasets", "default") and \
-            {r["metadata"]["name"]: r["spec"]["replicas"] for r in reg.all("replicasets")}[
-                rs1["metadata"]["name"]] == 0
-        await roll("nginx:1")  # undo: the first RS is reused with revision 3
-        assert len(reg.all("replicasets")) == 2
-        rs1_now = [r for r in reg.all("replicasets")
-                   if r["metadata"]["name"] == rs1["metadata"]["name"]][0]
-        assert rs1_now["metadata"]["annotations"][REVISION] == "3"
-        assert rs1_now["spec"]["replicas"] == 3
-        msgs = [e[3] for e in ctx.recorder.events if e[2] == "ScalingReplicaSet"]
-        assert f"Scaled up replica set {rs1['metadata']['name']} to 3" in msgs
-    finally:
-        for c in ctrls:
-            await c.stop()
-        await ctx.informers.stop()
+    await reg.create(d_res, "default", deploy(3))
+    await eventually(lambda: _is(n_pods(), 3))
+    rs1 = (await env.all("replicasets"))[0]
+    assert rs1["metadata"]["name"].startswith("web-")
+    assert rs1["metadata"]["annotations"][REVISION] == "1"
+    assert HASH_LABEL in rs1["spec"]["selector"]["matchLabels"]
+    await _ready_all(env)
+
+    async def done() -> bool:
+        st = (await deployment()).get("status") or {}
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        return st.get("availableReplicas") == 3 and st.get("updatedReplicas") == 3 and \
+            st.get("replicas") == 3 and \
+            conds.get("Progressing", {}).get("reason") == "NewReplicaSetAvailable"
+    await eventually(done)
+    st = (await deployment())["status"]
+    assert {c["type"]: c["reason"] for c in st["conditions"]}["Available"] == \
+        "MinimumReplicasAvailable"
+
+    async def roll(image: str) -> None:
+        d = deepcopy(await deployment())
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        await reg.update(d_res, "default", "web", d)
+        for _ in range(300):
+            assert await n_pods() <= 4  # replicas + maxSurge
+            await _ready_all(env)
+            cur = await deployment()
+            if await done() and cur["status"]["observedGeneration"] == \
+                    cur["metadata"]["generation"]:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError((await deployment())["status"])
+
+    await roll("nginx:2")
+    rss = await env.all("replicasets")
+    assert len(rss) == 2
+    revs = {r["metadata"]["name"]: r["metadata"]["annotations"][REVISION] for r in rss}
+    assert sorted(revs.values()) == ["1", "2"]
+    assert {r["metadata"]["name"]: r["spec"]["replicas"] for r in rss}[
+        rs1["metadata"]["name"]] == 0
+    await roll("nginx:1")  # undo: the first RS is reused with revision 3
+    rss = await env.all("replicasets")
+    assert len(rss) == 2
+    rs1_now = [r for r in rss if r["metadata"]["name"] == rs1["metadata"]["name"]][0]
+    assert rs1_now["metadata"]["annotations"][REVISION] == "3"
+    assert rs1_now["spec"]["replicas"] == 3
+    msgs = [e[3] for e in await env.events() if e[2] == "ScalingReplicaSet"]
+    assert f"Scaled up replica set {rs1['metadata']['name']} to 3" in msgs
+
+
+async def _is(value, expected) -> bool:
+    return await value == expected

@@ -1,4 +1,4 @@
-"""ReplicaSetController against the in-memory registry: create, scale down, adopt, status.
+"""ReplicaSetController against the real registry: create, scale down, adopt, status.
 
 Also the pure deletion ranking used to pick surplus pods."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.server.controllers.replicaset import ReplicaSetController, deletion_rank
-from tests.unit.controllers.test_workloads_fakes import make_ctx, settle
+from tests.unit.controllers.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -29,36 +29,49 @@ def test_deletion_rank_prefers_unscheduled_then_unready() -> None:
         ["b", "c", "a"]
 
 
-async def test_replicaset_scales_and_reports_status() -> None:
-    reg, ctx = make_ctx()
-    c = ReplicaSetController(ctx)
-    await c.start()
-    try:
-        rs_res = reg.resources.find("apps", "replicasets")
-        pod_res = reg.resources.find("", "pods")
-        orphan = {"metadata": {"name": "orphan", "labels": {"app": "web"}}, "spec": {}}
-        await reg.create(pod_res, "default", orphan)
-        await reg.create(rs_res, "default", rs_obj(3))
-        await settle(lambda: len(reg.all("pods")) == 3)
-        await settle(lambda: (reg.all("replicasets")[0].get("status") or {}).get("replicas") == 3)
-        assert reg.creates["pods"] == 3  # orphan + 2 created, no duplicates
-        names = {p["metadata"]["name"] for p in reg.all("pods")}
-        assert "orphan" in names
-        for p in reg.all("pods"):
-            ref = p["metadata"]["ownerReferences"][0]
-            assert ref["controller"] and ref["blockOwnerDeletion"] and ref["kind"] == "ReplicaSet"
-        for n in names:
-            await reg.set_pod_status(n)
-        await settle(lambda: reg.all("replicasets")[0]["status"].get("availableReplicas") == 3)
-        assert reg.all("replicasets")[0]["status"]["observedGeneration"] == 1
-        rs = reg.all("replicasets")[0]
-        rs["spec"]["replicas"] = 1
-        await reg.update(rs_res, "default", "web", rs)
-        await settle(lambda: len(reg.all("pods")) == 1)
-        await settle(lambda: reg.all("replicasets")[0]["status"]["replicas"] == 1)
-        reasons = [e[2] for e in ctx.recorder.events]
-        assert reasons.count("SuccessfulCreate") == 2 and reasons.count("SuccessfulDelete") == 2
-        assert any(e[3].startswith("Created pod: web-") for e in ctx.recorder.events)
-    finally:
-        await c.stop()
-        await ctx.informers.stop()
+async def test_replicaset_scales_and_reports_status(env) -> None:
+    await env.start(ReplicaSetController)
+    reg = env.registry
+    rs_res, pod_res = env.res("replicasets"), env.res("pods")
+
+    async def rs_status() -> dict:
+        return (await env.all("replicasets"))[0].get("status") or {}
+
+    async def pod_names() -> set[str]:
+        return {p["metadata"]["name"] for p in await env.all("pods")}
+
+    orphan = {"metadata": {"name": "orphan", "labels": {"app": "web"}},
+              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    await reg.create(pod_res, "default", orphan)
+    await reg.create(rs_res, "default", rs_obj(3))
+    await eventually(lambda: _count(env.all("pods"), 3))
+    await eventually(lambda: _eq(rs_status(), "replicas", 3))
+    # orphan + 2 created, no duplicates: exactly two creations were recorded
+    reasons = [e[2] for e in await env.events()]
+    assert reasons.count("SuccessfulCreate") == 2 and reasons.count("SuccessfulDelete") == 0
+    names = await pod_names()
+    assert len(names) == 3 and "orphan" in names
+    for p in await env.all("pods"):
+        ref = p["metadata"]["ownerReferences"][0]
+        assert ref["controller"] and ref["blockOwnerDeletion"] and ref["kind"] == "ReplicaSet"
+    for n in names:
+        await env.set_pod_status(n)
+    await eventually(lambda: _eq(rs_status(), "availableReplicas", 3))
+    assert (await rs_status())["observedGeneration"] == 1
+    rs = (await env.all("replicasets"))[0]
+    rs["spec"]["replicas"] = 1
+    await reg.update(rs_res, "default", "web", rs)
+    await eventually(lambda: _count(env.all("pods"), 1))
+    await eventually(lambda: _eq(rs_status(), "replicas", 1))
+    events = await env.events()
+    reasons = [e[2] for e in events]
+    assert reasons.count("SuccessfulCreate") == 2 and reasons.count("SuccessfulDelete") == 2
+    assert any(e[3].startswith("Created pod: web-") for e in events)
+
+
+async def _count(items, n: int) -> bool:
+    return len(await items) == n
+
+
+async def _eq(obj, key: str, value) -> bool:
+    return (await obj).get(key) == value

@@ -1,5 +1,5 @@
 """DaemonSet rolling-update budget, NoSchedule vs NoExecute, revision history, Job indexes, and a
-one-at-a-time DaemonSet rollout against the in-memory registry."""
+one-at-a-time DaemonSet rollout against the real registry."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from k3py.server.controllers.daemonset import (
     rolling_budget,
 )
 from k3py.server.controllers.workloads_common import revision_data
-from tests.unit.controllers.test_workloads_fakes import make_ctx, settle
+from tests.unit.controllers.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -52,51 +52,55 @@ def test_revision_data_is_a_replace_patch() -> None:
     assert "$patch" not in t
 
 
-async def test_daemonset_rolls_one_node_at_a_time() -> None:
-    reg, ctx = make_ctx()
-    c = DaemonSetController(ctx)
-    await c.start()
-    nodes = reg.resources.find("", "nodes")
-    ds_res = reg.resources.find("apps", "daemonsets")
-    try:
-        for n in ("n1", "n2", "n3"):
-            await reg.create(nodes, None, {"apiVersion": "v1", "kind": "Node",
-                                           "metadata": {"name": n}})
-        await reg.create(ds_res, "default", {
-            "apiVersion": "apps/v1", "kind": "DaemonSet",
-            "metadata": {"name": "agent", "namespace": "default"},
-            "spec": {"selector": {"matchLabels": {"app": "agent"}},
-                     "updateStrategy": {"type": "RollingUpdate"},
-                     "template": {"metadata": {"labels": {"app": "agent"}},
-                                  "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}})
-        await settle(lambda: len(reg.all("pods")) == 3)
-        for p in reg.all("pods"):
-            await reg.set_pod_status(p["metadata"]["name"])
-        await settle(lambda: len(reg.all("controllerrevisions")) == 1)
+async def test_daemonset_rolls_one_node_at_a_time(env) -> None:
+    await env.start(DaemonSetController)
+    reg = env.registry
+    nodes, ds_res = env.res("nodes"), env.res("daemonsets")
+    for n in ("n1", "n2", "n3"):
+        await reg.create(nodes, None, {"apiVersion": "v1", "kind": "Node",
+                                       "metadata": {"name": n}})
+    await reg.create(ds_res, "default", {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "updateStrategy": {"type": "RollingUpdate"},
+                 "template": {"metadata": {"labels": {"app": "agent"}},
+                              "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}})
 
-        def set_image(obj: dict) -> dict:
-            obj["spec"]["template"]["spec"]["containers"][0]["image"] = "x:2"
-            return obj
-        await reg.update_with(ds_res, "default", "agent", set_image)
-        seen_max_down = 0
-        for _ in range(60):
-            pods = reg.all("pods")
-            images = [p["spec"]["containers"][0]["image"] for p in pods]
-            ready = [p for p in pods if (p.get("status") or {}).get("conditions")]
-            seen_max_down = max(seen_max_down, 3 - len(ready))
-            if images.count("x:2") == 3 and len(pods) == 3:
-                break
-            for p in pods:
-                if not (p.get("status") or {}).get("conditions"):
-                    await reg.set_pod_status(p["metadata"]["name"])
-            await asyncio.sleep(0.05)
-        assert sorted(images) == ["x:2"] * 3
-        assert seen_max_down <= 1
-        revs = sorted(r["revision"] for r in reg.all("controllerrevisions"))
-        assert revs == [1, 2]
-    finally:
-        await c.stop()
-        await ctx.informers.stop()
+    async def n_pods() -> int:
+        return len(await env.all("pods"))
+
+    async def n_revisions() -> int:
+        return len(await env.all("controllerrevisions"))
+    await eventually(lambda: _is(n_pods(), 3))
+    for p in await env.all("pods"):
+        await env.set_pod_status(p["metadata"]["name"])
+    await eventually(lambda: _is(n_revisions(), 1))
+
+    def set_image(obj: dict) -> dict:
+        obj["spec"]["template"]["spec"]["containers"][0]["image"] = "x:2"
+        return obj
+    await reg.update_with(ds_res, "default", "agent", set_image)
+    seen_max_down = 0
+    for _ in range(60):
+        pods = await env.all("pods")
+        images = [p["spec"]["containers"][0]["image"] for p in pods]
+        ready = [p for p in pods if (p.get("status") or {}).get("conditions")]
+        seen_max_down = max(seen_max_down, 3 - len(ready))
+        if images.count("x:2") == 3 and len(pods) == 3:
+            break
+        for p in pods:
+            if not (p.get("status") or {}).get("conditions"):
+                await env.set_pod_status(p["metadata"]["name"])
+        await asyncio.sleep(0.05)
+    assert sorted(images) == ["x:2"] * 3
+    assert seen_max_down <= 1
+    revs = sorted(r["revision"] for r in await env.all("controllerrevisions"))
+    assert revs == [1, 2]
+
+
+async def _is(value, expected) -> bool:
+    return await value == expected
 
 
 def test_completed_indexes_round_trip() -> None:
