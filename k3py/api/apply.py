@@ -434,6 +434,12 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
     if mine is None:
         ordered.append(new_entry)
     merged.setdefault("metadata", {})
+    # a resourceVersion in the configuration is a precondition; otherwise none is implied
+    applied_rv = (applied.get("metadata") or {}).get("resourceVersion")
+    if live and applied_rv:
+        merged["metadata"]["resourceVersion"] = applied_rv
+    elif live:
+        merged["metadata"].pop("resourceVersion", None)
     _store(merged, ordered)
     return merged
 
