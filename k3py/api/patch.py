@@ -316,8 +316,8 @@ def _strip_list(items: list, schema: Schema | None, merge_key: str) -> list:
     out = []
     for item in items:
         if isinstance(item, dict):
-            if item.get(_DIRECTIVE) in ("delete", "replace") and len(item) <= 2:
-                continue  # directives with nothing to delete from
+            if item.get(_DIRECTIVE) == "delete" or item == {_DIRECTIVE: "replace"}:
+                continue  # directives with nothing to act on
             out.append(_merge_map({}, item, item_schema))
         else:
             out.append(copy.deepcopy(item))

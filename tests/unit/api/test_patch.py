@@ -223,6 +223,13 @@ def test_smp_new_fields_have_directives_stripped():
                                               "env": [{"name": "Z", "value": "1"}]}]
 
 
+def test_smp_delete_directive_on_absent_list_is_dropped():
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {}}
+    out = smp(svc, {"spec": {"ports": [{"$patch": "delete", "port": 80, "protocol": "TCP"},
+                                       {"port": 81}]}})
+    assert out["spec"]["ports"] == [{"port": 81}]
+
+
 def test_smp_unknown_kind_falls_back_to_merge_patch():
     cr = {"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"l": [{"name": "a"}]}}
     out = apply_strategic_merge_patch(cr, {"spec": {"l": [{"name": "b"}]}}, None)
