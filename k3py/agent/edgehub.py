@@ -98,7 +98,7 @@ class EdgeHub:
         while True:
             try:
                 ws = await self.session.ws_connect(
-                    self.url, ssl=self.ssl, heartbeat=HEARTBEAT,
+                    self.url, ssl=self.ssl if self.ssl is not None else True, heartbeat=HEARTBEAT,
                     protocols=(framing.SUBPROTOCOL,), max_msg_size=framing.MAX_FRAME_BYTES,
                     headers={"X-K3py-Resume": "1" if self.meta.synced else "0"},
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0))

@@ -20,7 +20,14 @@ from k3py.agent.runtime.podman import (
     RuntimeError_,
     container_name_for,
 )
-from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message, resource_key
+from k3py.tunnel.message import (
+    EDGE,
+    GROUP_RESOURCE,
+    OP_DELETE,
+    OP_UPDATE,
+    new_message,
+    resource_key,
+)
 
 __all__ = ["PodSyncer", "container_specs", "phase_of"]
 
@@ -182,6 +189,17 @@ def phase_of(restart_policy: str, states: list[dict]) -> str:
     return "Pending"
 
 
+def _grace(pod: dict) -> int:
+    md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    grace = md.get("deletionGracePeriodSeconds")
+    if grace is None:
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+    try:
+        return max(0, int(grace))
+    except (TypeError, ValueError):
+        return 30
+
+
 class PodSyncer:
     def __init__(self, *, meta: MetaManager, runtime: Podman, send, data_dir: str,
                  node_name: str, host_ip: str) -> None:
@@ -194,6 +212,8 @@ class PodSyncer:
         self._sent_status: dict[str, dict] = {}
         self._errors: dict[str, tuple[str, str]] = {}  # uid -> (reason, message)
         self._task: asyncio.Task | None = None
+        self._removing: dict[str, asyncio.Task] = {}  # uid -> podman stop/rm in progress
+        self._finalized: set[str] = set()  # uids whose final delete was sent up
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="pod-syncer")
@@ -203,6 +223,8 @@ class PodSyncer:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        for task in list(self._removing.values()):
+            task.cancel()
 
     async def _loop(self) -> None:
         while True:
@@ -217,23 +239,57 @@ class PodSyncer:
                 await asyncio.wait_for(self.meta.changed.wait(), RESYNC_SECONDS)
 
     async def sync_once(self) -> None:
-        desired = {_uid(p): p for p in self.meta.pods()
-                   if _uid(p) and not (p.get("metadata") or {}).get("deletionTimestamp")}
+        desired: dict[str, dict] = {}
+        terminating: dict[str, dict] = {}
+        for p in self.meta.pods():
+            if _uid(p):
+                deleting = (p.get("metadata") or {}).get("deletionTimestamp")
+                (terminating if deleting else desired)[_uid(p)] = p
         actual = await self.runtime.list_pods()
         for uid, info in actual.items():
-            if uid not in desired:
-                log.info("removing pod %s (no longer desired)", info.get("Name"))
-                grace = 30
-                await self.runtime.remove_pod(info["Id"], grace=min(grace, 10))
-                self._sent_status.pop(uid, None)
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(os.path.join(self.pods_dir, uid))
+            if uid not in desired and uid not in self._removing:
+                pod = terminating.get(uid)
+                grace = _grace(pod) if pod is not None else 2
+                log.info("stopping pod %s (%s, grace %ss)", info.get("Name"),
+                         "deleted" if pod is not None else "no longer desired", grace)
+                self._removing[uid] = asyncio.create_task(self._remove(uid, info["Id"], grace))
+        for uid, pod in terminating.items():
+            # stopped (or never started here): let the server delete the object for good
+            if uid not in actual and uid not in self._removing and uid not in self._finalized:
+                await self._finalize(pod)
         for uid, pod in desired.items():
             if uid not in actual:
                 await self._start(pod)
-        actual = await self.runtime.list_pods()
+        if any(uid not in actual for uid in desired):
+            actual = await self.runtime.list_pods()
         for uid, pod in desired.items():
             await self._report(pod, actual.get(uid))
+        known = set(desired) | set(terminating)
+        self._finalized &= known
+        for uid in [u for u in self._sent_status if u not in known]:
+            self._sent_status.pop(uid, None)
+
+    async def _remove(self, uid: str, pod_id: str, grace: int) -> None:
+        try:
+            await self.runtime.remove_pod(pod_id, grace=grace)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(shutil.rmtree, os.path.join(self.pods_dir, uid))
+        except Exception:  # noqa: BLE001 - the next sync retries
+            log.exception("removing pod %s failed", pod_id)
+        finally:
+            self._removing.pop(uid, None)
+            self.meta.changed.set()  # finalize now rather than at the next resync
+
+    async def _finalize(self, pod: dict) -> None:
+        """The containers are gone: ask the server to delete the pod object (grace 0)."""
+        md = pod["metadata"]
+        self._finalized.add(_uid(pod))
+        self._errors.pop(_uid(pod), None)
+        key = resource_key("pods", md["namespace"], md["name"])
+        log.info("pod %s/%s terminated; deleting it", md["namespace"], md["name"])
+        await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_DELETE,
+                                    resource=key, key=key + "/delete",
+                                    content={"uid": _uid(pod)}))
 
     async def _start(self, pod: dict) -> None:
         uid = _uid(pod)

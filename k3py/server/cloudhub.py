@@ -151,6 +151,16 @@ class CloudHub:
         self._informers = InformerFactory(registry)
         self._tasks: set[asyncio.Task] = set()
         self._started = False
+        # pods on a node with a live tunnel are deleted gracefully: the agent stops them,
+        # then deletes the object with grace 0; elsewhere deletion is immediate
+        registry.pod_graceful_delete = self.node_connected_for
+
+    def node_connected(self, node: str) -> bool:
+        session = self.sessions.get(node) if node else None
+        return session is not None and session.ws is not None and not session.ws.closed
+
+    def node_connected_for(self, pod: dict) -> bool:
+        return self.node_connected(_node_of(pod))
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -352,6 +362,8 @@ class CloudHub:
             await self._renew_lease(node, body)
         elif plural == "pods" and sub == "status":
             await self._pod_status(node, ns or "", name, body)
+        elif plural == "pods" and not sub and msg.route.operation == OP_DELETE:
+            await self._pod_terminated(node, ns or "", name, body.get("uid") or "")
         elif plural == "events":
             await self._event(ns or "default", body)
         else:
@@ -430,6 +442,23 @@ class CloudHub:
             cur["status"] = status
             return cur
         await self.registry.update_with(res, ns, name, put, subresource="status")
+
+    async def _pod_terminated(self, node: str, ns: str, name: str, uid: str) -> None:
+        """The agent stopped a terminating pod's containers: finish the deletion (grace 0)."""
+        res = self._res("", "pods")
+        cur = await self.registry.try_get(res, ns, name)
+        if cur is None or _node_of(cur) != node or (uid and cur["metadata"].get("uid") != uid):
+            return  # already gone, or not this node's pod
+        if not cur["metadata"].get("deletionTimestamp"):
+            raise errors.bad_request(f"pod {ns}/{name} is not terminating")
+        options: dict = {"gracePeriodSeconds": 0}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            await self.registry.delete(res, ns, name, options)
+        except errors.StatusError as e:
+            if e.code != 404:
+                raise
 
     async def _event(self, ns: str, event: dict) -> None:
         res = self._res("", "events")

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -85,12 +86,31 @@ def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
            "spec": {"nodeName": node, "containers": [{
                "name": "c", "image": "k3py.local/busybox:latest",
                "imagePullPolicy": "IfNotPresent",
-               "command": ["sh", "-c", "echo hi-from-k3py; sleep 3600"]}]}}
+               "command": ["sh", "-c", "echo hi-from-k3py; trap 'exit 0' TERM; "
+                           "while true; do sleep 1; done"]}]}}
     server.kubectl("apply", "-f", "-", input=json.dumps(pod))
     try:
         wait_for(lambda: server.kubectl_json("get", "pod", "hello")["status"].get("phase")
                  == "Running", 60, 0.5, "pod Running")
+        wait_for(lambda: " 1/1 " in server.kubectl("get", "pod", "hello").stdout, 20, 0.5,
+                 "pod Ready 1/1 in kubectl get pods")
+        uid = server.kubectl_json("get", "pod", "hello")["metadata"]["uid"]
+        assert _podman_pods(node) == [f"default_hello_{uid[:8]}"]
         wait_for(lambda: "hi-from-k3py" in server.kubectl("logs", "hello").stdout, 20, 0.5,
                  "kubectl logs through the tunnel")
+        # graceful deletion: the agent stops the containers (SIGTERM is trapped, so this is
+        # quick) and then deletes the object; kubectl waits for that
+        t0 = time.monotonic()
+        server.kubectl("delete", "pod", "hello", timeout=60)
+        assert time.monotonic() - t0 < 20
+        assert server.kubectl("get", "pod", "hello", check=False).returncode != 0
+        assert _podman_pods(node) == []
     finally:
-        server.kubectl("delete", "pod", "hello", "--wait=false", check=False)
+        server.kubectl("delete", "pod", "hello", "--wait=false", "--ignore-not-found",
+                       check=False)
+
+
+def _podman_pods(node: str) -> list[str]:
+    out = subprocess.run(["podman", "pod", "ps", "--format", "{{.Name}}", "--filter",
+                          f"label=io.k3py.node={node}"], capture_output=True, text=True)
+    return out.stdout.split()

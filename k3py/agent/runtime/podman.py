@@ -175,7 +175,7 @@ class Podman:
     async def remove_pod(self, name_or_id: str, grace: int = 30) -> None:
         await self.run("pod", "stop", "-t", str(max(0, grace)), name_or_id, check=False,
                        timeout=grace + 30)
-        await self.run("pod", "rm", "-f", name_or_id, check=False)
+        await self.run("pod", "rm", "-f", "-t", "0", name_or_id, check=False)
 
     async def inspect_pod(self, name_or_id: str) -> tuple[dict, list[dict]]:
         """(pod inspect, [container inspect]) with the infra container left out."""

@@ -15,7 +15,7 @@ from aiohttp import web
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.api.resources import builtin_registry
-from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_UPDATE, new_message
 from k3py.tunnel.reliability import Backoff
 
 pytestmark = pytest.mark.unit
@@ -107,8 +107,17 @@ async def test_snapshot_live_updates_and_status_up(cluster):
 
     await registry.create(pods, "default", _pod("after"))
     await _wait(lambda: len(meta.pods()) == 2)
+    # the node is connected: deletion is graceful, the agent gets a deletionTimestamp and
+    # finishes the deletion (grace 0) once its containers are stopped
     await registry.delete(pods, "default", "before")
+    assert (await registry.get(pods, "default", "before"))["metadata"]["deletionTimestamp"]
+    await _wait(lambda: meta.get("pods", "default", "before")["metadata"].get(
+        "deletionTimestamp"))
+    before_uid = meta.get("pods", "default", "before")["metadata"]["uid"]
+    await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_DELETE,
+                              resource="pods/default/before", content={"uid": before_uid}))
     await _wait(lambda: [p["metadata"]["name"] for p in meta.pods()] == ["after"])
+    assert await registry.try_get(pods, "default", "before") is None
     # everything sent down was ACKed
     await _wait(lambda: len(hub.sessions["n1"].outbox) == 0)
 
@@ -138,6 +147,10 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await _wait(lambda: not eh.connected.is_set())
     await registry.create(pods, "default", _pod("while-away"))
     await _wait(lambda: len(session.outbox) == 1)
+    # not connected: deleting a pod of this node is immediate (no agent would finish it)
+    await registry.create(pods, "default", _pod("gone"))
+    await registry.delete(pods, "default", "gone")
+    assert await registry.try_get(pods, "default", "gone") is None
     await _wait(lambda: eh.connected.is_set(), timeout=10)
     await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
     await _wait(lambda: len(session.outbox) == 0)
