@@ -382,6 +382,10 @@ class Registry:
             want_rv = nmd.get("resourceVersion")
             if want_rv and want_rv != cur["metadata"]["resourceVersion"]:
                 raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
+            if b"resourceVersion" not in body:
+                # the patch carried no precondition: the rv is the one we read, so a
+                # concurrent write is retried rather than reported (as upstream)
+                want_rv = None
             if nmd.get("name", name) != name:
                 raise errors.bad_request("metadata.name cannot be changed by a patch")
             nmd["name"] = name
