@@ -137,11 +137,19 @@ async def bench_server(srv: ServerProcess, tmp: Path, quick: bool) -> dict:
         # LIST 10k pods
         n = 2000 if quick else 10000
         pod_url = f"{base}/api/v1/namespaces/default/pods"
+        # the pods are bound to an API-created node so the scheduler stays idle meanwhile
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "bench-node"},
+                "status": {"allocatable": {"cpu": "1000", "memory": "1Ti", "pods": "20000"},
+                           "capacity": {"cpu": "1000", "memory": "1Ti", "pods": "20000"}}}
+        async with s.post(f"{base}/api/v1/nodes", data=orjson.dumps(node),
+                          headers={"Content-Type": "application/json"}) as r:
+            await r.read()
 
         def pod(w: int, i: int) -> bytes:
             return orjson.dumps({"apiVersion": "v1", "kind": "Pod",
                                  "metadata": {"name": f"p-{w}-{i}", "labels": {"app": "bench"}},
-                                 "spec": {"containers": [{"name": "c", "image": "busybox:1.36",
+                                 "spec": {"nodeName": "bench-node",
+                                          "containers": [{"name": "c", "image": "busybox:1.36",
                                                           "command": ["sleep", "3600"]}]}})
         lat_c, _ = await load(s, "POST", lambda w, i: pod_url, pod, 120, 16, n)
         times = []

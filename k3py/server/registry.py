@@ -102,13 +102,46 @@ class Registry:
 
     @staticmethod
     def _strip(obj: dict) -> bytes:
-        md = obj.get("metadata") or {}
-        rv = md.pop("resourceVersion", None)
-        try:
-            return dumps(obj)
-        finally:
-            if rv is not None:
-                md["resourceVersion"] = rv
+        """Stored form: apiVersion, kind, metadata first (so reads can splice the
+        resourceVersion into the bytes), metadata without resourceVersion."""
+        md = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+        ordered = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": md}
+        for k, v in obj.items():
+            if k not in ordered:
+                ordered[k] = v
+        return dumps(ordered)
+
+    @staticmethod
+    def _splice(value: bytes, revision: int, head: bytes) -> bytes | None:
+        """The stored bytes with metadata.resourceVersion set, or None if not splicable."""
+        if not value.startswith(head):
+            return None
+        i = value.find(b'"metadata":{', len(head))
+        if i < 0:
+            return None
+        j = i + 12
+        rv = b'"resourceVersion":"%d"' % revision
+        return value[:j] + rv + (b"" if value[j:j + 1] == b"}" else b",") + value[j:]
+
+    async def list_raw(self, res: Resource, namespace: str | None,
+                       opts: ListOptions = ListOptions()) -> bytes | None:
+        """The JSON body of an unfiltered, unpaged list built from the stored bytes without
+        decoding them; None when the request needs the general path."""
+        if res.crd or opts.label_selector or opts.field_selector or opts.limit or \
+                opts.continue_ or opts.resource_version_match == "Exact":
+            return None
+        prefix = self.resources.storage_prefix(res, namespace or None)
+        rev, kvs = await self.backend.list(prefix)
+        head = b'{"apiVersion":"' + res.api_version.encode() + b'","kind":"' + \
+            res.kind.encode() + b'",'
+        parts = []
+        for kv in kvs:
+            spliced = self._splice(kv.value, kv.mod_revision, head)
+            if spliced is None:
+                return None
+            parts.append(spliced)
+        return b'{"kind":"%s","apiVersion":"%s","metadata":{"resourceVersion":"%d"},"items":[' % (
+            res.list_kind.encode(), res.api_version.encode(), rev) + b",".join(parts) + b"]}"
 
     # ---------------------------------------------------------------- reads
 

@@ -88,6 +88,10 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         return await watchmod.serve_watch(request, registry, res, ns, rp.name)
     if verb == "list":
         opts = _list_options(request)
+        if not wants_table(request):
+            raw = await registry.list_raw(res, ns, opts)
+            if raw is not None:
+                return web.Response(body=raw, content_type="application/json")
         listing = await registry.list(res, ns, opts)
         if wants_table(request):
             return json_response(table_for(res, listing["items"], request, listing["metadata"]))
