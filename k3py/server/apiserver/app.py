@@ -17,7 +17,7 @@ from k3py import __version__
 from k3py.api import errors
 from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
-from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator, User
+from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
 from k3py.server.apiserver.negotiation import json_response, status_response
 from k3py.server.apiserver.paths import parse_resource_path
@@ -172,7 +172,3 @@ def build_app(api: ApiServer) -> web.Application:
 def add_resource_routes(app: web.Application) -> None:
     """The catch-all route; call after any specific routes (e.g. the node tunnel)."""
     app.router.add_route("*", "/{tail:.*}", _dispatch)
-
-
-def current_user(request: web.Request) -> User | None:
-    return request.app[API_SERVER].authenticator.authenticate(request)

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from k3py.api import errors
-from k3py.api.objects import deepcopy, dumps
 from k3py.api.resources import Resource
 from k3py.server import admission
 from k3py.server.apiserver import watch as watchmod
@@ -330,7 +329,3 @@ async def _finalize(request: web.Request, registry: Registry, res: Resource,
     if out is None:
         raise errors.not_found(res.group, res.plural, name)
     return json_response(out)
-
-
-def copy_for_output(obj: dict) -> bytes:
-    return dumps(deepcopy(obj))
