@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -87,10 +88,17 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         taints = [parse_taint(t) for t in _opt(config, "node_taints", ()) or ()]
     except ValueError as e:
         raise JoinError(str(e)) from None
+    runtime = Podman(node_name=node_name)
+    if shutil.which(runtime.binary) is None:
+        raise JoinError("podman is not installed (not found on PATH); this node cannot run "
+                        "pods. Install podman (e.g. sh scripts/setup.sh)")
+    version = await runtime.version()
+    if version == "unknown":
+        raise JoinError("podman does not work on this host ('podman version' failed); "
+                        "this node cannot run pods")
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=15))
     try:
         creds = await join(session, server, token, node_name, agent_dir)
-        runtime = Podman(node_name=node_name)
         images_dir = os.path.join(agent_dir, "images")
         if os.path.isdir(images_dir):
             loaded = await runtime.load_images(images_dir)
@@ -104,7 +112,7 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
     node_ip = _opt(config, "node_ip", "") or primary_ip()
     node = node_object(name=node_name, node_ip=node_ip,
                        labels=_labels(_opt(config, "node_labels", ())), taints=taints,
-                       runtime_version=await runtime.version(), data_dir=data_dir,
+                       runtime_version=version, data_dir=data_dir,
                        role="server" if embedded else "agent")
     hub = EdgeHub(server=server, ssl_context=ssl_context(creds), meta=meta, session=session)
     reporter = NodeReporter(node, hub.send)

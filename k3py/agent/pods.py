@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.runtime.podman import (
@@ -213,6 +214,8 @@ class PodSyncer:
         self._errors: dict[str, tuple[str, str]] = {}  # uid -> (reason, message)
         self._task: asyncio.Task | None = None
         self._removing: dict[str, asyncio.Task] = {}  # uid -> podman stop/rm in progress
+        self._starting: dict[str, asyncio.Task] = {}  # uid -> pull/create/start in progress
+        self._retry: dict[str, tuple[int, float]] = {}  # uid -> (failures, not before)
         self._finalized: set[str] = set()  # uids whose final delete was sent up
 
     def start(self) -> None:
@@ -223,7 +226,7 @@ class PodSyncer:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-        for task in list(self._removing.values()):
+        for task in [*self._removing.values(), *self._starting.values()]:
             task.cancel()
 
     async def _loop(self) -> None:
@@ -246,8 +249,9 @@ class PodSyncer:
                 deleting = (p.get("metadata") or {}).get("deletionTimestamp")
                 (terminating if deleting else desired)[_uid(p)] = p
         actual = await self.runtime.list_pods()
+        busy = self._removing.keys() | self._starting.keys()
         for uid, info in actual.items():
-            if uid not in desired and uid not in self._removing:
+            if uid not in desired and uid not in busy:
                 pod = terminating.get(uid)
                 grace = _grace(pod) if pod is not None else 2
                 log.info("stopping pod %s (%s, grace %ss)", info.get("Name"),
@@ -255,19 +259,20 @@ class PodSyncer:
                 self._removing[uid] = asyncio.create_task(self._remove(uid, info["Id"], grace))
         for uid, pod in terminating.items():
             # stopped (or never started here): let the server delete the object for good
-            if uid not in actual and uid not in self._removing and uid not in self._finalized:
+            if uid not in actual and uid not in busy and uid not in self._finalized:
                 await self._finalize(pod)
         for uid, pod in desired.items():
-            if uid not in actual:
-                await self._start(pod)
-        if any(uid not in actual for uid in desired):
-            actual = await self.runtime.list_pods()
+            # each start in its own task: a slow image pull must not hold up other pods
+            if uid not in actual and uid not in busy and \
+                    self._retry.get(uid, (0, 0.0))[1] <= time.monotonic():
+                self._starting[uid] = asyncio.create_task(self._start(pod))
         for uid, pod in desired.items():
             await self._report(pod, actual.get(uid))
         known = set(desired) | set(terminating)
         self._finalized &= known
-        for uid in [u for u in self._sent_status if u not in known]:
-            self._sent_status.pop(uid, None)
+        for d in (self._sent_status, self._retry, self._errors):
+            for uid in [u for u in d if u not in known]:
+                d.pop(uid, None)
 
     async def _remove(self, uid: str, pod_id: str, grace: int) -> None:
         try:
@@ -299,11 +304,21 @@ class PodSyncer:
             specs = container_specs(pod, self.meta, vols, self.host_ip)
             await self.runtime.create_pod(pod, specs)
             self._errors.pop(uid, None)
+            self._retry.pop(uid, None)
             log.info("started pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
-        except RuntimeError_ as e:
-            self._errors[uid] = (e.reason, str(e))
-            log.warning("pod %s/%s: %s", pod["metadata"]["namespace"],
-                        pod["metadata"]["name"], e)
+        except Exception as e:  # noqa: BLE001 - retried with backoff
+            if isinstance(e, RuntimeError_):
+                self._errors[uid] = (e.reason, str(e))
+                log.warning("pod %s/%s: %s", pod["metadata"]["namespace"],
+                            pod["metadata"]["name"], e)
+            else:
+                log.exception("starting pod %s/%s failed", pod["metadata"]["namespace"],
+                              pod["metadata"]["name"])
+            n = self._retry.get(uid, (0, 0.0))[0] + 1
+            self._retry[uid] = (n, time.monotonic() + min(60.0, 2.0 ** n))
+        finally:
+            self._starting.pop(uid, None)
+            self.meta.changed.set()  # report the new state now
 
     async def _report(self, pod: dict, info: dict | None) -> None:
         status = await self.status_of(pod, info)

@@ -12,6 +12,7 @@ import glob
 import json
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator
 
 __all__ = ["Podman", "RuntimeError_", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
@@ -54,16 +55,23 @@ class Podman:
         self.extra_args = extra_args  # e.g. --root/--runroot for a per-agent storage
 
     async def run(self, *args: str, check: bool = True, timeout: float = 120.0) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
+        # Output goes to temporary files, not pipes: `podman start` leaves conmon running,
+        # and under uvloop (the server's loop, so the embedded agent) conmon inherits the
+        # pipe ends, so reading to EOF would wait for the container to exit.
+        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_f, stderr=err_f)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+            out_f.seek(0)
+            err_f.seek(0)
+            out, err = out_f.read(), err_f.read()
         if check and proc.returncode != 0:
             raise RuntimeError_(err.decode(errors="replace").strip() or
                                 f"podman {args[0]} exited with {proc.returncode}")
