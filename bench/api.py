@@ -123,10 +123,29 @@ async def bench_server(srv: ServerProcess, tmp: Path, quick: bool) -> dict:
             assert r.status in (201, 409), r.status
             stored = await r.read()
         (tmp / "body.json").write_bytes(stored)
-        # GET
-        dur = 3 if quick else 8
-        lat, rps = await load(s, "GET", lambda w, i: f"{ns_url}/bench-get", None, dur, 16, 200000)
-        results["get"] = (rps, pct(lat, 50), pct(lat, 99))
+        # GET, interleaved with the bare handler serving the same body so both see the
+        # same machine load; the best round of each is compared
+        dur = 3 if quick else 5
+        bare_url, bare_proc = start_bare(tmp, srv)
+        bare_ctx = ssl.create_default_context()
+        bare_ctx.check_hostname = False
+        bare_ctx.verify_mode = ssl.CERT_NONE
+        best, bare_best = (0.0, 0.0, 0.0), 0.0
+        try:
+            async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=bare_ctx, limit=0)) as bs:
+                for _ in range(2):
+                    _, brps = await load(bs, "GET", lambda w, i: bare_url, None, dur, 16, 200000)
+                    bare_best = max(bare_best, brps)
+                    lat, rps = await load(s, "GET", lambda w, i: f"{ns_url}/bench-get", None,
+                                          dur, 16, 200000)
+                    if rps > best[0]:
+                        best = (rps, pct(lat, 50), pct(lat, 99))
+        finally:
+            bare_proc.terminate()
+            bare_proc.wait()
+        results["get"] = best
+        results["bare"] = bare_best
         # CREATE
         lat, rps = await load(s, "POST", lambda w, i: ns_url,
                               lambda w, i: orjson.dumps({"apiVersion": "v1", "kind": "ConfigMap",
@@ -206,35 +225,26 @@ async def bench_server(srv: ServerProcess, tmp: Path, quick: bool) -> dict:
     return results
 
 
-async def bench_bare(tmp: Path, srv: ServerProcess, quick: bool) -> float:
-    import aiohttp
+def start_bare(tmp: Path, srv: ServerProcess) -> tuple[str, subprocess.Popen]:
+    """The peer: a bare aiohttp handler returning the stored JSON body, same TLS cert."""
     port = free_port()
     tls = srv.data_dir / "server" / "tls"
-    cert = next((p for p in [tls / "serving-kube-apiserver.crt", tls / "serving.crt",
-                             tls / "server.crt"] if p.exists()), None)
-    key = cert.with_suffix(".key") if cert else None
-    if cert is None or not key.exists():
-        # fall back to the admin client pair: any cert works for a TLS peer measurement
-        cert, key = tmp / "admin.crt", tmp / "admin.key"
+    cert, key = tls / "serving-kube-apiserver.crt", tls / "serving-kube-apiserver.key"
     script = tmp / "bare.py"
     script.write_text(BARE_SERVER)
     proc = subprocess.Popen([sys.executable, str(script), str(cert), str(key),
                              str(tmp / "body.json"), str(port)])
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    import urllib.request
+    url = f"https://127.0.0.1:{port}/x"
     try:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        import urllib.request
-        wait_for(lambda: urllib.request.urlopen(f"https://127.0.0.1:{port}/x", context=ctx,
-                                                timeout=1).status == 200, 20)
-        conn = aiohttp.TCPConnector(ssl=ctx, limit=0)
-        async with aiohttp.ClientSession(connector=conn) as s:
-            _, rps = await load(s, "GET", lambda w, i: f"https://127.0.0.1:{port}/x", None,
-                                3 if quick else 8, 16, 200000)
-        return rps
-    finally:
+        wait_for(lambda: urllib.request.urlopen(url, context=ctx, timeout=1).status == 200, 20)
+    except BaseException:
         proc.terminate()
-        proc.wait()
+        raise
+    return url, proc
 
 
 def raw_apsw_inserts(tmp: Path, seconds: float = 3.0) -> float:
@@ -291,7 +301,7 @@ def main() -> int:
             emit("fanout_p50", pct(fan, 50), "ms")
             emit("fanout_p99", pct(fan, 99), "ms", "< 100 ms")
             emit("fanout_missing_events", res.get("fanout_missing", 0), "events")
-            bare = asyncio.run(bench_bare(tmp, srv, args.quick))
+            bare = res["bare"]
             emit("bare_aiohttp_get_throughput", bare, "req/s")
             print(f"ratio: {rps / bare:.2f}   (k3py GET / bare aiohttp GET, target >= 0.6)")
             raw = raw_apsw_inserts(tmp)
