@@ -1,0 +1,402 @@
+"""Agent benchmark: pod startup latency (create -> Running as seen by a watch) next to raw
+`podman pod create` + `podman run -d` of the same container in the same run, the agent's idle
+RSS and CPU with the pods running, and `kubectl logs` / `kubectl exec` through the tunnel next
+to `podman logs` / `podman exec`.
+
+Run: python3 bench/pods.py [--pods N]. Needs podman and busybox-static (scripts/setup.sh).
+Prints `name: value unit` lines and `ratio: x` lines; exits 1 with a one-line reason when a
+figure cannot be measured. Traffic goes only to 127.0.0.1; every loop is bounded in count and
+time; the server, the agent and every podman pod this run created are removed, even on failure."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.api import client_ssl, emit, pct, rss_mb  # noqa: E402
+from tests.harness import KUBECTL, ServerProcess, wait_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "k3py.local/busybox:latest"
+COMMAND = ["sh", "-c", "echo k3py-bench-ready; exec sleep 3600"]
+BENCH_LABEL = "io.k3py.bench"        # on the raw peer's podman pods and containers
+NODE_LABEL = "io.k3py.node"          # the agent's own label on what it starts
+APP = "k3py-bench-pods"
+POD_TIMEOUT = 90.0                   # create -> Running, per pod
+TOTAL_TIMEOUT = 900.0                # the whole pod phase
+
+
+class Unmeasurable(Exception):
+    """A figure could not be measured; the message is the one-line reason."""
+
+
+def podman(*args: str, timeout: float = 120.0, check: bool = True) -> str:
+    out = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise Unmeasurable(f"podman {' '.join(args[:3])} failed: {out.stderr.strip()[-300:]}")
+    return out.stdout
+
+
+def timed(cmd: list[str], timeout: float = 60.0) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return (time.perf_counter() - t0) * 1000, out
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime+stime, cutime+cstime) of `pid` in clock ticks, from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # fields from #3 (state) on
+    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def remove_podman_pods(label: str) -> int:
+    ids = podman("pod", "ps", "-q", "--filter", f"label={label}", check=False).split()
+    for pod_id in ids:
+        podman("pod", "rm", "-f", "-t", "0", pod_id, check=False)
+    ctrs = podman("ps", "-aq", "--filter", f"label={label}", check=False).split()
+    for cid in ctrs:
+        podman("rm", "-f", "-t", "0", cid, check=False)
+    return len(ids) + len(ctrs)
+
+
+# -- raw peer ---------------------------------------------------------------------------------
+
+def raw_start(name: str, run_id: str) -> float:
+    """`podman pod create` + `podman run -d` of the bench container; ms."""
+    t0 = time.perf_counter()
+    podman("pod", "create", "--name", name, "--label", f"{BENCH_LABEL}={run_id}")
+    podman("run", "-d", "--pod", name, "--name", f"{name}-c", "--label",
+           f"{BENCH_LABEL}={run_id}", IMAGE, *COMMAND)
+    return (time.perf_counter() - t0) * 1000
+
+
+# -- k3py pods through the API ------------------------------------------------------------------
+
+class PodWatch:
+    """One watch on the bench pods; records when each is first seen Running."""
+
+    def __init__(self, session, base: str) -> None:
+        self.s = session
+        self.url = f"{base}/api/v1/namespaces/default/pods"
+        self.running: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Event] = {}
+        self.last_status: dict[str, dict] = {}
+        self.task: asyncio.Task | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        import aiohttp
+        import orjson
+        rv = ""
+        while True:
+            params = {"watch": "true", "labelSelector": f"app={APP}",
+                      "allowWatchBookmarks": "true", "timeoutSeconds": "600"}
+            if rv:
+                params["resourceVersion"] = rv
+            try:
+                async with self.s.get(self.url, params=params,
+                                      timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    if r.status != 200:
+                        raise Unmeasurable(f"pod watch -> HTTP {r.status}")
+                    self.ready.set()
+                    async for line in r.content:
+                        now = time.perf_counter()
+                        if not line.strip():
+                            continue
+                        ev = orjson.loads(line)
+                        obj = ev.get("object") or {}
+                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                        name = (obj.get("metadata") or {}).get("name")
+                        if ev.get("type") in ("ADDED", "MODIFIED") and name:
+                            st = obj.get("status") or {}
+                            self.last_status[name] = st
+                            if st.get("phase") == "Running" and name not in self.running:
+                                self.running[name] = now
+                                if name in self.waiters:
+                                    self.waiters[name].set()
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                await asyncio.sleep(0.1)
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.run())
+        await asyncio.wait_for(self.ready.wait(), 30)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def create_and_wait(self, name: str, node: str) -> float:
+        """POST the pod and wait for the watch to show it Running; ms."""
+        import orjson
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "labels": {"app": APP}},
+               "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
+                        "containers": [{"name": "c", "image": IMAGE,
+                                        "imagePullPolicy": "Never", "command": COMMAND}]}}
+        ev = self.waiters[name] = asyncio.Event()
+        t0 = time.perf_counter()
+        async with self.s.post(self.url, data=orjson.dumps(pod),
+                               headers={"Content-Type": "application/json"}) as r:
+            body = await r.read()
+            if r.status != 201:
+                raise Unmeasurable(f"create pod {name} -> HTTP {r.status}: {body[:200]!r}")
+        try:
+            await asyncio.wait_for(ev.wait(), POD_TIMEOUT)
+        except TimeoutError:
+            st = self.last_status.get(name) or {}
+            why = [(c.get("state") or {}) for c in st.get("containerStatuses") or []]
+            raise Unmeasurable(f"pod {name} not Running after {POD_TIMEOUT:.0f} s "
+                               f"(phase {st.get('phase')!r}, containers {why})") from None
+        return (self.running[name] - t0) * 1000
+
+    async def delete_all(self) -> None:
+        async with self.s.delete(self.url, params={"labelSelector": f"app={APP}"}) as r:
+            await r.read()
+
+
+async def startup_phase(srv: ServerProcess, tmp: Path, node: str, n: int, run_id: str,
+                        res: dict) -> None:
+    """Interleaved: one raw podman pod, then one k3py pod, n times (same machine load)."""
+    import aiohttp
+    ctx = client_ssl(srv.kubeconfig, tmp)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        watch = PodWatch(s, srv.url)
+        await watch.start()
+        deadline = time.perf_counter() + TOTAL_TIMEOUT
+        try:
+            for i in range(n):
+                if time.perf_counter() > deadline:
+                    raise Unmeasurable(f"pod phase over {TOTAL_TIMEOUT:.0f} s after {i} pods")
+                res["raw"].append(await asyncio.to_thread(raw_start, f"k3pybench-{run_id}-{i}",
+                                                          run_id))
+                res["k3py"].append(await watch.create_and_wait(f"bench-{i}", node))
+        finally:
+            await watch.stop()
+
+
+async def delete_phase(srv: ServerProcess, tmp: Path) -> None:
+    import aiohttp
+    ctx = client_ssl(srv.kubeconfig, tmp)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        await PodWatch(s, srv.url).delete_all()
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def start_agent(srv: ServerProcess, tmp: Path, node: str) -> subprocess.Popen:
+    token = (srv.data_dir / "server" / "token").read_text().strip()
+    log = open(tmp / "agent.log", "ab")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "k3py", "agent", "--server", srv.url,
+                             "--token", token, "--data-dir", str(tmp / "agent"),
+                             "--node-name", node], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    log.close()
+    return proc
+
+
+def node_ready(srv: ServerProcess, node: str, agent: subprocess.Popen) -> bool:
+    if agent.poll() is not None:
+        raise Unmeasurable(f"agent exited with {agent.returncode}")
+    out = srv.kubectl("get", "node", node, "-o", "json", check=False, timeout=10)
+    if out.returncode != 0:
+        return False
+    conds = {c["type"]: c["status"]
+             for c in json.loads(out.stdout)["status"].get("conditions", [])}
+    return conds.get("Ready") == "True"
+
+
+def stream_latencies(srv: ServerProcess, pod: str, container: str, calls: int) -> dict:
+    """kubectl logs/exec through the tunnel vs podman logs/exec, interleaved; ms lists."""
+    kc = [KUBECTL, "--kubeconfig", str(srv.kubeconfig)]
+    res: dict = {"kubectl_logs": [], "podman_logs": [], "kubectl_exec": [], "podman_exec": [],
+                 "exec_error": ""}
+    stop_at = time.perf_counter() + 120
+    for _ in range(calls):
+        if time.perf_counter() > stop_at:
+            break
+        ms, out = timed([*kc, "logs", pod])
+        if out.returncode != 0 or "k3py-bench-ready" not in out.stdout:
+            raise Unmeasurable(f"kubectl logs {pod} failed: {(out.stderr or out.stdout)[-200:]}")
+        res["kubectl_logs"].append(ms)
+        ms, out = timed(["podman", "logs", container])
+        if out.returncode != 0 or "k3py-bench-ready" not in out.stdout + out.stderr:
+            raise Unmeasurable(f"podman logs {container} failed: {out.stderr[-200:]}")
+        res["podman_logs"].append(ms)
+    ms, out = timed([*kc, "exec", pod, "--", "true"], timeout=30)
+    if out.returncode != 0:
+        res["exec_error"] = ((out.stderr or out.stdout).strip().splitlines() or ["?"])[-1]
+        return res
+    stop_at = time.perf_counter() + 120
+    for _ in range(calls):
+        if time.perf_counter() > stop_at:
+            break
+        ms, out = timed([*kc, "exec", pod, "--", "true"], timeout=30)
+        if out.returncode != 0:
+            res["exec_error"] = ((out.stderr or out.stdout).strip().splitlines() or ["?"])[-1]
+            break
+        res["kubectl_exec"].append(ms)
+        ms, out = timed(["podman", "exec", container, "true"], timeout=30)
+        if out.returncode != 0:
+            raise Unmeasurable(f"podman exec {container} failed: {out.stderr[-200:]}")
+        res["podman_exec"].append(ms)
+    return res
+
+
+def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
+        started: dict) -> None:
+    for tool in ("podman", "busybox", KUBECTL):
+        if shutil.which(tool) is None:
+            raise Unmeasurable(f"{tool} not found (sh scripts/setup.sh installs podman and "
+                               "busybox-static)")
+    t0 = time.perf_counter()
+    out = subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"),
+                          str(tmp / "busybox.tar")], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise Unmeasurable(f"build-test-image.sh failed: {out.stderr.strip()[-300:]}")
+    emit("test_image_build", time.perf_counter() - t0, "s")
+    # warm the peer once (first podman call of a run pays storage/network setup)
+    raw_start(f"k3pybench-{run_id}-warm", run_id)
+
+    srv = started["server"] = ServerProcess(tmp / "server")
+    srv.start(timeout=60)
+    agent = started["agent"] = start_agent(srv, tmp, node)
+    t0 = time.perf_counter()
+    try:
+        wait_for(lambda: node_ready(srv, node, agent), 60, 0.2, f"node {node} Ready")
+    except TimeoutError as e:
+        raise Unmeasurable(str(e)) from None
+    emit("agent_join_to_ready", time.perf_counter() - t0, "s")
+    time.sleep(3.0)
+    emit("agent_rss_no_pods", rss_mb(agent.pid), "MB")
+
+    res: dict = {"raw": [], "k3py": []}
+    try:
+        asyncio.run(startup_phase(srv, tmp, node, args.pods, run_id, res))
+    finally:
+        raw, k3 = res["raw"], res["k3py"]
+        print(f"pods_measured: {len(k3)} of {args.pods}", flush=True)
+        if raw:
+            emit("raw_podman_start_p50", pct(raw, 50), "ms")
+            emit("raw_podman_start_p99", pct(raw, 99), "ms")
+        if k3:
+            emit("pod_startup_p50", pct(k3, 50), "ms")
+            emit("pod_startup_p99", pct(k3, 99), "ms")
+        if len(k3) >= 10:  # does startup grow with the pods already running?
+            emit("pod_startup_first5_p50", pct(k3[:5], 50), "ms")
+            emit("pod_startup_last5_p50", pct(k3[-5:], 50), "ms")
+            emit("raw_podman_start_last5_p50", pct(raw[-5:], 50), "ms")
+        if raw and k3 and len(k3) == len(raw):
+            print(f"ratio: {pct(k3, 50) / pct(raw, 50):.2f}   (k3py create->Running p50 / "
+                  "podman pod create + run -d p50, target <= 1.3)", flush=True)
+        remove_podman_pods(f"{BENCH_LABEL}={run_id}")  # the idle figures see only k3py's pods
+
+    # idle: the pods run, nothing changes; settle, then ~20 s of /proc/<pid>/stat
+    time.sleep(5.0)
+    hz = os.sysconf("SC_CLK_TCK")
+    own0, kids0 = cpu_ticks(agent.pid)
+    w0 = time.perf_counter()
+    time.sleep(args.idle_seconds)
+    own1, kids1 = cpu_ticks(agent.pid)
+    wall = time.perf_counter() - w0
+    emit("agent_idle_rss", rss_mb(agent.pid), "MB", "< 45 MB")
+    emit("agent_idle_cpu", (own1 - own0) / hz / wall * 100, "% of one core", "< 2 %")
+    emit("agent_idle_cpu_incl_podman_children", (own1 - own0 + kids1 - kids0) / hz / wall * 100,
+         "% of one core")
+    if agent.poll() is not None:
+        raise Unmeasurable(f"agent exited with {agent.returncode} while idle")
+
+    # streams through the tunnel vs podman directly
+    uid = srv.kubectl_json("get", "pod", "bench-0")["metadata"]["uid"]
+    container = f"default_bench-0_c_{uid[:8]}"
+    st = stream_latencies(srv, "bench-0", container, args.calls)
+    emit("kubectl_logs_p50", pct(st["kubectl_logs"], 50), "ms")
+    emit("podman_logs_p50", pct(st["podman_logs"], 50), "ms")
+    print(f"ratio: {pct(st['kubectl_logs'], 50) / pct(st['podman_logs'], 50):.2f}   "
+          "(kubectl logs through the tunnel p50 / podman logs p50)", flush=True)
+    if st["kubectl_exec"]:
+        emit("kubectl_exec_p50", pct(st["kubectl_exec"], 50), "ms")
+        emit("podman_exec_p50", pct(st["podman_exec"], 50), "ms")
+        print(f"ratio: {pct(st['kubectl_exec'], 50) / pct(st['podman_exec'], 50):.2f}   "
+              "(kubectl exec -- true through the tunnel p50 / podman exec true p50)", flush=True)
+    else:
+        print(f"kubectl_exec: unsupported   ({st['exec_error'][:160]})", flush=True)
+
+
+def teardown(srv: ServerProcess | None, agent: subprocess.Popen | None, tmp: Path,
+             node: str, run_id: str) -> None:
+    if srv and agent and agent.poll() is None and srv.proc and srv.proc.poll() is None:
+        try:  # graceful path first: the agent stops and removes its pods
+            asyncio.run(asyncio.wait_for(delete_phase(srv, tmp), 20))
+            wait_for(lambda: not podman("pod", "ps", "-q", "--filter",
+                                        f"label={NODE_LABEL}={node}", check=False).strip(),
+                     30, 0.5, "agent removing its pods")
+        except Exception as e:  # noqa: BLE001 - the forced removal below still runs
+            print(f"# teardown: {type(e).__name__}: {e}"[:200], file=sys.stderr)
+    if agent and agent.poll() is None:
+        agent.terminate()
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+    if srv:
+        srv.stop()
+    left = remove_podman_pods(f"{NODE_LABEL}={node}") + \
+        remove_podman_pods(f"{BENCH_LABEL}={run_id}")
+    if left:
+        print(f"# teardown: force-removed {left} podman pods/containers", file=sys.stderr)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=30, help="pods to start (default 30)")
+    ap.add_argument("--calls", type=int, default=20, help="logs/exec calls (default 20)")
+    ap.add_argument("--idle-seconds", type=float, default=20.0)
+    ap.add_argument("--node-name", default="bench-node")
+    args = ap.parse_args()
+    args.pods = max(1, min(args.pods, 200))
+    args.calls = max(1, min(args.calls, 200))
+    args.idle_seconds = max(1.0, min(args.idle_seconds, 120.0))
+    # SIGTERM/SIGHUP unwind through the finally blocks like Ctrl-C does
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    run_id = uuid.uuid4().hex[:8]
+    started: dict = {}
+    with tempfile.TemporaryDirectory(prefix="k3py-bench-pods-") as d:
+        tmp = Path(d)
+        try:
+            run(args, tmp, run_id, args.node_name, started)
+            return 0
+        except Unmeasurable as e:
+            print(f"error: {e}", flush=True)
+            log = tmp / "agent.log"
+            if log.exists():
+                tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+                print("# agent log tail:\n# " + "\n# ".join(tail), file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("error: interrupted", flush=True)
+            return 130
+        finally:
+            teardown(started.get("server"), started.get("agent"), tmp, args.node_name, run_id)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
