@@ -94,6 +94,12 @@ async def test_pod_runs_is_adopted_and_removed(image, node, tmp_path):
 
     await meta.apply(new_message(source="t", group=GROUP_RESOURCE, operation=OP_DELETE,
                                  resource="pods/default/web", content=_pod(uid)))
-    await again.sync_once()
+    await again.sync_once()  # removal runs in the background (podman stop honours the grace)
+    for _ in range(100):
+        if not _podman_pods(node):
+            break
+        await asyncio.sleep(0.2)
     assert _podman_pods(node) == []
+    await again.stop()
+    await syncer.stop()
     await meta.close()
