@@ -162,6 +162,11 @@ class NetNS:
     # ------------------------------------------------------------------ use
 
     def command(self, cmd: list[str]) -> list[str]:
+        # `ip netns exec` also unshares the mount namespace and remounts /sys, which hides
+        # /sys/fs/cgroup from podman (pods then fail: "creating cgroup for cpu"); nsenter
+        # switches the network namespace only
+        if shutil.which("nsenter"):
+            return ["nsenter", f"--net=/run/netns/{self.name}", "--", *cmd]
         return ["ip", "netns", "exec", self.name, *cmd]
 
     def run(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:

@@ -16,7 +16,9 @@ skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +38,11 @@ RECOVER_SECONDS = 10.0
 GRACE = 40.0           # node-monitor grace period of the server (controllers/node.py)
 LEASE_EVERY = 10.0     # the agent renews its lease this often (agent/node.py)
 MONITOR_PERIOD = 5.0   # how late the node controller may notice
+# The agent renews its lease (and posts its status, unless it reconnects) on its own 10 s tick,
+# not when the link comes back (a renewal made while cut is delivered with its old renewTime),
+# so a renewTime newer than the restore can take the full LEASE_EVERY plus delivery: allow that
+# much slack on lease and heartbeat. Tunnel and the probe pod (down + up) get no slack.
+TICK_SLACK = 1.5
 
 
 def _epoch(ts: str) -> float:
@@ -47,6 +54,10 @@ def _ready(node: dict) -> dict:
         if c["type"] == "Ready":
             return c
     return {}
+
+
+def _fmt(took: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}s" for k, v in took.items())
 
 
 class Cluster:
@@ -64,41 +75,78 @@ class Cluster:
     def ready_status(self, name: str) -> str:
         return _ready(self.node(name)).get("status", "")
 
-    def fresh_since(self, name: str, since: float) -> dict | None:
-        """Ready=True, lease renewed after `since` and Ready heartbeat after `since`, or None."""
-        node = self.node(name)
-        cond = _ready(node)
-        if cond.get("status") != "True":
-            return None
-        if _epoch(cond["lastHeartbeatTime"]) < since:
-            return None
-        renew = _epoch(self.lease(name)["spec"]["renewTime"])
-        if renew < since:
-            return None
-        return {"heartbeat": cond["lastHeartbeatTime"], "renew": renew}
+    def tunnel_since(self, name: str, since: float) -> float | None:
+        """When agent `name` logged its first "tunnel connected" at or after `since` (epoch)."""
+        for line in self.agents[name][2].read_text(errors="replace").splitlines():
+            if "tunnel connected" in line:
+                with contextlib.suppress(ValueError):
+                    at = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                    if at >= since:
+                        return at
+        return None
 
-    def wait_fresh(self, names: list[str], since: float, t0: float, what: str) -> dict:
-        """Poll until every node is fresh since `since`; seconds from monotonic t0 per node."""
-        took: dict[str, float] = {}
-        deadline = t0 + RECOVER_SECONDS
+    def wait_fresh(self, names: list[str], since: float, what: str,
+                   probes: dict[str, str] | None = None,
+                   lost_since: float | None = None) -> dict:
+        """Poll until, for every node: the agent's tunnel is connected again; the node is Ready
+        with a Ready heartbeat newer than `since`; its Lease has a renewTime newer than `since`;
+        and its probe pod (if any), sent down the tunnel, got its status back up.
+        Returns seconds after `since`, per node and per criterion. A tunnel that was never
+        reconnected since `lost_since` (a short cut the websocket heartbeat did not notice)
+        counts as back at 0 s once a fresh heartbeat came through it."""
+        probes = probes or {}
+        lost_since = since if lost_since is None else lost_since
+        want = {n: 3 + (n in probes) for n in names}
+        took: dict[str, dict[str, float]] = {n: {} for n in names}
         while True:
+            now = time.time()
             for n in names:
-                if n not in took:
-                    try:
-                        if self.fresh_since(n, since):
-                            took[n] = time.monotonic() - t0
-                    except AssertionError:  # kubectl failed (server still warming up)
-                        pass
-            if len(took) == len(names):
+                t = took[n]
+                if "tunnel" not in t:
+                    if (at := self.tunnel_since(n, since)) is not None:
+                        t["tunnel"] = at - since
+                    elif "heartbeat" in t and self.tunnel_since(n, lost_since) is None:
+                        t["tunnel"] = 0.0  # the old connection survived the cut
+                try:
+                    cond = _ready(self.node(n))
+                    # lastHeartbeatTime has a resolution of one second
+                    if "heartbeat" not in t and cond.get("status") == "True" \
+                            and _epoch(cond["lastHeartbeatTime"]) >= int(since):
+                        t["heartbeat"] = now - since
+                    if "lease" not in t and \
+                            _epoch(self.lease(n)["spec"]["renewTime"]) >= since:
+                        t["lease"] = now - since
+                    if n in probes and "pod" not in t and self.probe_answered(probes[n]):
+                        t["pod"] = now - since
+                except AssertionError:  # kubectl failed (the server is still warming up)
+                    pass
+            if all(len(took[n]) == want[n] for n in names):
                 return took
-            if time.monotonic() > deadline:
+            if now > since + RECOVER_SECONDS + TICK_SLACK:
                 state = {n: (_ready(self.node(n)), self.lease(n)["spec"].get("renewTime"))
-                         for n in names if n not in took}
+                         for n in names}
                 raise AssertionError(
-                    f"{what}: not recovered within {RECOVER_SECONDS}s (since "
-                    f"{dt.datetime.fromtimestamp(since, dt.UTC).isoformat()}): {state}\n"
-                    + self.logs())
+                    f"{what}: not recovered within {RECOVER_SECONDS}s of "
+                    f"{dt.datetime.fromtimestamp(since, dt.UTC).isoformat()}: got {took}; "
+                    f"now {state}\n" + self.logs())
             time.sleep(0.2)
+
+    def create_probe_pod(self, name: str, node: str) -> None:
+        """A pod bound to `node` whose image is absent with pull policy Never: delivering it is
+        a down message through the tunnel, and the agent answers with a pod status
+        (ErrImageNeverPull) up the tunnel, without podman having to run anything."""
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"nodeName": node, "containers": [{
+                   "name": "c", "image": "k3py.test/absent-on-purpose:never",
+                   "imagePullPolicy": "Never"}]}}
+        self.srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
+
+    def probe_answered(self, name: str) -> bool:
+        pod = self.srv.kubectl_json("get", "pod", name)
+        for cs in pod.get("status", {}).get("containerStatuses") or []:
+            if (cs.get("state", {}).get("waiting") or {}).get("reason") == "ErrImageNeverPull":
+                return True
+        return False
 
     def logs(self) -> str:
         out = ["--- server log (tail)", self.srv.log_path.read_text(errors="replace")[-3000:]]
@@ -153,6 +201,12 @@ def cluster(netns_factory, tmp_path):  # noqa: F811 - the fixture imported above
                                capture_output=True)
 
 
+def _check_bounds(what: str, node: str, took: dict[str, float]) -> None:
+    for k, v in took.items():
+        bound = RECOVER_SECONDS + (TICK_SLACK if k in ("lease", "heartbeat") else 0.0)
+        assert v <= bound, f"{what}: {node} {k} back after {v:.2f}s > {bound}s: {_fmt(took)}"
+
+
 def test_link_cuts_and_server_restart(cluster: Cluster):
     c = cluster
     (name_a, (ns_a, proc_a, _)), (name_b, (_ns_b, proc_b, _)) = list(c.agents.items())
@@ -165,8 +219,9 @@ def test_link_cuts_and_server_restart(cluster: Cluster):
     for i in range(CUTS):
         seen_a: set[str] = set()
         ns_a.cut()
-        cut_at = time.monotonic()
+        cut_at, cut_wall = time.monotonic(), time.time()
         try:
+            c.create_probe_pod(f"probe-cut-{i + 1}", name_a)  # queued by cloudhub while cut
             while time.monotonic() - cut_at < CUT_SECONDS:
                 seen_a.add(c.ready_status(name_a))
                 assert c.ready_status(name_b) == "True", \
@@ -175,7 +230,6 @@ def test_link_cuts_and_server_restart(cluster: Cluster):
         finally:
             ns_a.restore()
         restored = time.time()
-        t0 = time.monotonic()
         assert proc_a.poll() is None and proc_b.poll() is None, c.logs()
         # upstream semantics: Unknown only once the lease and the heartbeat are older than the
         # grace; the lease may be up to LEASE_EVERY old when the cut starts
@@ -183,10 +237,12 @@ def test_link_cuts_and_server_restart(cluster: Cluster):
             assert "Unknown" in seen_a, f"cut {i + 1}: {name_a} never went Unknown: {seen_a}"
         elif CUT_SECONDS + LEASE_EVERY < GRACE - 2:
             assert seen_a == {"True"}, f"cut {i + 1}: {name_a} left Ready: {seen_a}"
-        took = c.wait_fresh([name_a], restored, t0, f"cut {i + 1}")[name_a]
-        recoveries.append(took)
+        took = c.wait_fresh([name_a], restored, f"cut {i + 1}",
+                            {name_a: f"probe-cut-{i + 1}"}, cut_wall)[name_a]
+        _check_bounds(f"cut {i + 1}", name_a, took)
+        recoveries.append(max(took.values()))
         print(f"cut {i + 1}/{CUTS}: {name_a} Ready states while cut {sorted(seen_a)}; "
-              f"tunnel back {took:.2f}s after the link returned")
+              f"after the link returned: {_fmt(took)}")
         assert c.ready_status(name_b) == "True"
 
     # the server restarts under the running agents: same data dir, same port
@@ -194,10 +250,15 @@ def test_link_cuts_and_server_restart(cluster: Cluster):
     down_at = time.monotonic()
     c.srv.start(timeout=60)
     ready_at = time.time()
-    t0 = time.monotonic()
-    took = c.wait_fresh(both, ready_at, t0, "server restart")
-    print(f"server restart: down {t0 - down_at:.2f}s; nodes fresh after /readyz: "
-          + ", ".join(f"{n} {s:.2f}s" for n, s in took.items()))
+    down = time.monotonic() - down_at
+    probes = {n: f"probe-restart-{n}" for n in both}
+    for n, pod in probes.items():
+        c.create_probe_pod(pod, n)
+    took = c.wait_fresh(both, ready_at, "server restart", probes)
+    for n in both:
+        _check_bounds("server restart", n, took[n])
+    print(f"server restart: down {down:.2f}s; after /readyz: "
+          + "; ".join(f"{n} {_fmt(t)}" for n, t in took.items()))
     assert proc_a.poll() is None and proc_b.poll() is None, c.logs()
     if recoveries:
         print(f"link-cut recoveries: min {min(recoveries):.2f}s max {max(recoveries):.2f}s")
