@@ -60,6 +60,8 @@ class EdgeHub:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stream_tasks: dict[str, asyncio.Task] = {}
+        # frames the server sends into an open stream (exec stdin, resize), by stream id
+        self._stream_inputs: dict[str, asyncio.Queue] = {}
         self.last_error = ""
 
     # ---------------------------------------------------------------- lifecycle
@@ -200,11 +202,20 @@ class EdgeHub:
                 return
         self.send_live(ack_for([msg.id], source=EDGE))
 
+    def stream_input(self, stream_id: str) -> asyncio.Queue:
+        """(operation, content) of the frames the server sends into stream `stream_id`."""
+        return self._stream_inputs.setdefault(stream_id, asyncio.Queue())
+
     def _stream(self, msg: Message) -> None:
         if msg.route.operation == "close":
             task = self._stream_tasks.pop(msg.header.parent_id, None)
             if task is not None:
                 task.cancel()
+            return
+        if msg.header.parent_id:
+            q = self._stream_inputs.get(msg.header.parent_id)
+            if q is not None:
+                q.put_nowait((msg.route.operation, msg.content))
             return
         handler = self.stream_handlers.get(msg.route.operation)
         if handler is None:
@@ -222,6 +233,8 @@ class EdgeHub:
                 self.send_live(_stream_error(msg.id, 500, str(e) or type(e).__name__))
             finally:
                 self._stream_tasks.pop(msg.id, None)
+                self._stream_inputs.pop(msg.id, None)
+        self.stream_input(msg.id)
         self._stream_tasks[msg.id] = asyncio.create_task(run())
 
 

@@ -248,8 +248,9 @@ class PodSyncer:
             if _uid(p):
                 deleting = (p.get("metadata") or {}).get("deletionTimestamp")
                 (terminating if deleting else desired)[_uid(p)] = p
+        # snapshot before listing: a start finishing during the listing must not look absent
+        busy = set(self._removing) | set(self._starting)
         actual = await self.runtime.list_pods()
-        busy = self._removing.keys() | self._starting.keys()
         for uid, info in actual.items():
             if uid not in desired and uid not in busy:
                 pod = terminating.get(uid)

@@ -1,10 +1,18 @@
-"""Stream requests arriving through the tunnel (pods/log for now), served from the runtime.
+"""Stream requests arriving through the tunnel (pods/log, pods/exec), served from the runtime.
 
 Registered on edgehub.stream_handlers by main; frames go back with edgehub.send_live."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import fcntl
+import os
+import pty
+import signal
+import struct
+import termios
 
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.pods import PodSyncer
@@ -41,4 +49,132 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
                 break
         hub.send_live(stream_frame(sid, "close", source=EDGE))
 
+    async def exec_(msg: Message) -> None:
+        p = msg.content or {}
+        sid = msg.id
+        name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
+                                   p.get("container") or "")
+        command = [str(c) for c in p.get("command") or []]
+        if name is None or not command:
+            hub.send_live(stream_frame(sid, "error", {
+                "code": 404 if name is None else 400,
+                "reason": "NotFound" if name is None else "BadRequest",
+                "message": f'pod "{p.get("pod")}" is not running on this node' if name is None
+                else "you must specify at least one command for the container"},
+                source=EDGE))
+            return
+        code = await _exec(hub, runtime, sid, name, command, stdin=bool(p.get("stdin")),
+                           tty=bool(p.get("tty")))
+        hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+
     hub.stream_handlers["log"] = log
+    hub.stream_handlers["exec"] = exec_
+
+
+def _send_data(hub: EdgeHub, sid: str, fd: int, data: bytes) -> bool:
+    return hub.send_live(stream_frame(sid, "data", {"fd": fd,
+                                                    "data": base64.b64encode(data).decode()},
+                                      source=EDGE))
+
+
+def _set_winsize(fd: int, size: dict) -> None:
+    rows, cols = int(size.get("Height") or 0), int(size.get("Width") or 0)
+    if rows > 0 and cols > 0:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+async def _exec(hub: EdgeHub, runtime: Podman, sid: str, container: str, command: list[str],
+                *, stdin: bool, tty: bool) -> int:
+    """`podman exec` relaying stdin/stdout/stderr (or one pty) through the tunnel."""
+    inputs = hub.stream_input(sid)
+    args = [runtime.binary, *runtime.extra_args, "exec"]
+    if stdin:
+        args.append("-i")
+    if tty:
+        args.append("-t")
+    args += [container, *command]
+    loop = asyncio.get_running_loop()
+    if tty:
+        master, slave = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(*args, stdin=slave, stdout=slave,
+                                                    stderr=slave, start_new_session=True)
+        os.close(slave)
+        out_q: asyncio.Queue = asyncio.Queue()
+
+        def readable() -> None:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(master)
+            out_q.put_nowait(data)
+        loop.add_reader(master, readable)
+
+        async def pump_out() -> None:
+            while True:
+                data = await out_q.get()
+                if not data:
+                    return
+                _send_data(hub, sid, 1, data)
+
+        async def pump_in() -> None:
+            while True:
+                op, content = await inputs.get()
+                if op == "stdin":
+                    data = base64.b64decode((content or {}).get("data") or "")
+                    with contextlib.suppress(OSError):
+                        os.write(master, data)
+                elif op == "resize":
+                    with contextlib.suppress(OSError, ValueError, TypeError):
+                        _set_winsize(master, content or {})
+                        proc.send_signal(signal.SIGWINCH)
+                elif op == "stdin-close":
+                    with contextlib.suppress(OSError):
+                        os.write(master, b"\x04")
+        writer = asyncio.create_task(pump_in())
+        try:
+            await pump_out()
+            return await proc.wait()
+        finally:
+            writer.cancel()
+            loop.remove_reader(master)
+            os.close(master)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    async def pump(stream: asyncio.StreamReader, fd: int) -> None:
+        while True:
+            data = await stream.read(65536)
+            if not data:
+                return
+            _send_data(hub, sid, fd, data)
+
+    async def pump_in() -> None:
+        assert proc.stdin is not None
+        while True:
+            op, content = await inputs.get()
+            if op == "stdin":
+                proc.stdin.write(base64.b64decode((content or {}).get("data") or ""))
+                with contextlib.suppress(ConnectionError):
+                    await proc.stdin.drain()
+            elif op == "stdin-close":
+                proc.stdin.close()
+                return
+    assert proc.stdout is not None and proc.stderr is not None
+    writer = asyncio.create_task(pump_in()) if stdin else None
+    try:
+        await asyncio.gather(pump(proc.stdout, 1), pump(proc.stderr, 2))
+        return await proc.wait()
+    finally:
+        if writer is not None:
+            writer.cancel()
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()

@@ -67,6 +67,7 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     hub = CloudHub(registry, api.authenticator)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     api.streams["log"] = hub.serve_log
+    api.streams["exec"] = hub.serve_exec
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()

@@ -98,6 +98,15 @@ def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
         assert _podman_pods(node) == [f"default_hello_{uid[:8]}"]
         wait_for(lambda: "hi-from-k3py" in server.kubectl("logs", "hello").stdout, 20, 0.5,
                  "kubectl logs through the tunnel")
+        # kubectl exec (websocket v5.channel.k8s.io) through the tunnel: streams kept apart,
+        # exit code propagated, stdin piped
+        out = server.kubectl("exec", "hello", "--", "sh", "-c", "echo out; echo err >&2; exit 3",
+                             check=False)
+        assert (out.returncode, out.stdout) == (3, "out\n")
+        assert "err\n" in out.stderr
+        out = server.kubectl("exec", "-i", "hello", "--", "cat", input="piped\n")
+        assert out.stdout == "piped\n"
+        assert server.kubectl("exec", "hello", "--", "hostname").stdout.strip() == "hello"
         # graceful deletion: the agent stops the containers (SIGTERM is trapped, so this is
         # quick) and then deletes the object; kubectl waits for that
         t0 = time.monotonic()
