@@ -96,8 +96,15 @@ class EdgeHub:
 
     # ---------------------------------------------------------------- the link
 
+    async def _retry_sleep(self, started: float) -> None:
+        """Attempts start at most one backoff delay apart: a slow failed attempt (a
+        connect timing out on a cut link) counts against the wait."""
+        delay = self.backoff.next_delay() - (asyncio.get_running_loop().time() - started)
+        await asyncio.sleep(max(0.0, delay))
+
     async def _run(self) -> None:
         while True:
+            started = asyncio.get_running_loop().time()
             try:
                 ws = await self.session.ws_connect(
                     self.url, ssl=self.ssl if self.ssl is not None else True, heartbeat=HEARTBEAT,
@@ -108,11 +115,11 @@ class EdgeHub:
                 raise
             except aiohttp.WSServerHandshakeError as e:
                 self._failed(f"tunnel handshake refused: {e.status} {e.message}")
-                await asyncio.sleep(self.backoff.next_delay())
+                await self._retry_sleep(started)
                 continue
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 self._failed(f"cannot reach {self.url}: {e or type(e).__name__}")
-                await asyncio.sleep(self.backoff.next_delay())
+                await self._retry_sleep(started)
                 continue
             self.connects += 1
             log.info("tunnel connected to %s", self.url)

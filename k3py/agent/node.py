@@ -155,6 +155,8 @@ class NodeReporter:
         node = dict(self.node, status=self._ready_status())
         await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_INSERT,
                                     resource=f"nodes//{self.name}", content=node, key="node"))
+        # runs on every (re)connect: a fresh lease at once, not at the next 10 s tick
+        await self.renew_lease()
 
     async def renew_lease(self) -> None:
         await self.send(new_message(

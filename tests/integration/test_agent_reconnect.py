@@ -38,11 +38,9 @@ RECOVER_SECONDS = 10.0
 GRACE = 40.0           # node-monitor grace period of the server (controllers/node.py)
 LEASE_EVERY = 10.0     # the agent renews its lease this often (agent/node.py)
 MONITOR_PERIOD = 5.0   # how late the node controller may notice
-# The agent renews its lease (and posts its status, unless it reconnects) on its own 10 s tick,
-# not when the link comes back (a renewal made while cut is delivered with its old renewTime),
-# so a renewTime newer than the restore can take the full LEASE_EVERY plus delivery: allow that
-# much slack on lease and heartbeat. Tunnel and the probe pod (down + up) get no slack.
-TICK_SLACK = 1.5
+# The agent registers and renews its lease on every (re)connect, so lease, heartbeat, tunnel
+# and the probe pod (down + up) all get the same bound, with no slack.
+TICK_SLACK = 0.0
 
 
 def _epoch(ts: str) -> float:
