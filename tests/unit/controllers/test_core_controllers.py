@@ -8,47 +8,19 @@ import asyncio
 import pytest
 
 from k3py.api.objects import make_controller_ref
-from k3py.api.resources import builtin_registry
-from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
 from k3py.server.controllers.gc import GarbageCollector
 from k3py.server.controllers.namespace import NamespaceController
 from k3py.server.controllers.serviceaccount import ServiceAccountController
 from k3py.server.registry import Registry
+from tests.unit.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def cluster(tmp_path):
-    from k3py.server.store.sqlite import SQLiteBackend
-    backend = SQLiteBackend(str(tmp_path / "state.db"))
-    await backend.start()
-    registry = Registry(backend, builtin_registry())
-    ns = registry.resources.get("", "v1", "namespaces")
-    await registry.create(ns, None, {"metadata": {"name": "default"}})
-    ctx = ControllerContext(registry=registry, informers=InformerFactory(registry),
-                            recorder=EventRecorder(registry))
-    controllers = [NamespaceController(ctx), ServiceAccountController(ctx),
-                   GarbageCollector(ctx)]
-    for c in controllers:
-        await c.start()
-    try:
-        yield registry
-    finally:
-        for c in controllers:
-            await c.stop()
-        await ctx.informers.stop()
-        await backend.close()
-
-
-async def poll(fn, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+async def cluster(env):
+    await env.start(NamespaceController, ServiceAccountController, GarbageCollector)
+    return env.registry
 
 
 def r(reg: Registry, plural: str, group: str = ""):
@@ -83,9 +55,9 @@ async def test_default_service_account_in_new_namespace(cluster):
 
     async def sa():
         return await reg.try_get(r(reg, "serviceaccounts"), "team", "default")
-    assert await poll(sa)
+    assert await eventually(sa, timeout=10.0)
     await reg.delete(r(reg, "serviceaccounts"), "team", "default")
-    assert await poll(sa)
+    assert await eventually(sa, timeout=10.0)
 
 
 async def test_namespace_delete_removes_contents(cluster):
@@ -100,7 +72,7 @@ async def test_namespace_delete_removes_contents(cluster):
 
     async def ns_gone():
         return await reg.try_get(ns_res, None, "gone") is None
-    await poll(ns_gone)
+    await eventually(ns_gone, timeout=10.0)
     assert (await reg.list(r(reg, "configmaps"), "gone"))["items"] == []
     assert (await reg.list(r(reg, "pods"), "gone"))["items"] == []
 
@@ -113,7 +85,7 @@ async def test_gc_deletes_dependents_of_deleted_owner(cluster):
 
     async def pod_gone():
         return await reg.try_get(r(reg, "pods"), "default", "web-1") is None
-    await poll(pod_gone)
+    await eventually(pod_gone, timeout=10.0)
 
 
 async def test_gc_dangling_owner_uid(cluster):
@@ -126,7 +98,7 @@ async def test_gc_dangling_owner_uid(cluster):
 
     async def orphan_gone():
         return await reg.try_get(r(reg, "pods"), "default", "orphan") is None
-    await poll(orphan_gone)
+    await eventually(orphan_gone, timeout=10.0)
     await asyncio.sleep(0.3)
     assert await reg.try_get(r(reg, "pods"), "default", "kept") is not None
 
@@ -142,7 +114,7 @@ async def test_gc_foreground_and_orphan(cluster):
     async def both_gone():
         return (await reg.try_get(rs_res, "default", "fg") is None and
                 await reg.try_get(r(reg, "pods"), "default", "fg-1") is None)
-    await poll(both_gone)
+    await eventually(both_gone, timeout=10.0)
 
     orph = await reg.create(rs_res, "default", rs("orph"))
     await reg.create(r(reg, "pods"), "default", pod("orph-1", orph))
@@ -150,7 +122,7 @@ async def test_gc_foreground_and_orphan(cluster):
 
     async def owner_gone():
         return await reg.try_get(rs_res, "default", "orph") is None
-    await poll(owner_gone)
+    await eventually(owner_gone, timeout=10.0)
     await asyncio.sleep(0.3)
     left = await reg.get(r(reg, "pods"), "default", "orph-1")
     assert not left["metadata"].get("ownerReferences")

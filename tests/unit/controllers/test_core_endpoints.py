@@ -3,49 +3,19 @@ IPs, named targetPorts, slice labels/conditions, and clean-up when the Service g
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from k3py.api.resources import builtin_registry
-from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
 from k3py.server.controllers.endpoints import EndpointsController, build_subsets, pod_ports
 from k3py.server.controllers.endpointslice import EndpointSliceController
-from k3py.server.registry import Registry
+from tests.unit.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def cluster(tmp_path):
-    from k3py.server.store.sqlite import SQLiteBackend
-    backend = SQLiteBackend(str(tmp_path / "state.db"))
-    await backend.start()
-    registry = Registry(backend, builtin_registry())
-    ns = registry.resources.get("", "v1", "namespaces")
-    await registry.create(ns, None, {"metadata": {"name": "default"}})
-    ctx = ControllerContext(registry=registry, informers=InformerFactory(registry),
-                            recorder=EventRecorder(registry))
-    controllers = [EndpointsController(ctx), EndpointSliceController(ctx)]
-    for c in controllers:
-        await c.start()
-    try:
-        yield registry
-    finally:
-        for c in controllers:
-            await c.stop()
-        await ctx.informers.stop()
-        await backend.close()
-
-
-async def poll(fn, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+async def cluster(env):
+    await env.start(EndpointsController, EndpointSliceController)
+    return env.registry
 
 
 SVC = {"metadata": {"name": "web", "namespace": "default", "uid": "svc-uid"},
@@ -98,13 +68,13 @@ async def test_endpoints_and_slices_follow_pods(cluster):
         ep = await reg.try_get(ep_res, "default", "web")
         subs = (ep or {}).get("subsets") or []
         return subs and subs[0].get("addresses") and subs[0].get("notReadyAddresses") and ep
-    ep = await poll(endpoints)
+    ep = await eventually(endpoints, timeout=10.0)
     assert ep["subsets"][0]["addresses"][0]["ip"] == "10.42.0.2"
 
     async def slices():
         items = (await reg.list(es_res, "default"))["items"]
         return len(items) == 1 and len(items[0].get("endpoints") or []) == 2 and items
-    items = await poll(slices)
+    items = await eventually(slices, timeout=10.0)
     s = items[0]
     assert s["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
     assert s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == \
@@ -123,11 +93,11 @@ async def test_endpoints_and_slices_follow_pods(cluster):
         ep = await reg.get(ep_res, "default", "web")
         return len(items) == 1 and len(items[0].get("endpoints") or []) == 1 and \
             not ep["subsets"][0].get("notReadyAddresses")
-    await poll(one_left)
+    await eventually(one_left, timeout=10.0)
 
     await reg.delete(svc_res, "default", "web")
 
     async def gone():
         return await reg.try_get(ep_res, "default", "web") is None and \
             not (await reg.list(es_res, "default"))["items"]
-    await poll(gone)
+    await eventually(gone, timeout=10.0)

@@ -3,54 +3,25 @@ Ready=Unknown with the unreachable taint, which goes once the lease is renewed a
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from k3py.api.objects import now_rfc3339
-from k3py.api.resources import builtin_registry
-from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
 from k3py.server.controllers.node import (
     UNREACHABLE_TAINT,
     NodeLifecycleController,
     desired_taint,
     mark_unknown,
 )
-from k3py.server.registry import Registry
+from tests.unit.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def cluster(tmp_path):
-    from k3py.server.store.sqlite import SQLiteBackend
-    backend = SQLiteBackend(str(tmp_path / "state.db"))
-    await backend.start()
-    registry = Registry(backend, builtin_registry())
-    ns = registry.resources.get("", "v1", "namespaces")
-    for name in ("default", "kube-node-lease"):
-        await registry.create(ns, None, {"metadata": {"name": name}})
-    ctx = ControllerContext(registry=registry, informers=InformerFactory(registry),
-                            recorder=EventRecorder(registry),
-                            extra={"node_monitor_grace_period": 0.6, "node_monitor_period": 0.2})
-    controller = NodeLifecycleController(ctx)
-    await controller.start()
-    try:
-        yield registry
-    finally:
-        await controller.stop()
-        await ctx.informers.stop()
-        await backend.close()
-
-
-async def poll(fn, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+async def cluster(env):
+    env.ctx.extra.update(node_monitor_grace_period=0.6, node_monitor_period=0.2)
+    await env.start(NodeLifecycleController)
+    return env.registry
 
 
 def test_mark_unknown_and_desired_taint():
@@ -76,7 +47,7 @@ async def test_stale_lease_marks_unknown_and_fresh_lease_clears(cluster):
     async def tainted():
         n = await reg.get(nodes, None, "n1")
         return any(t["key"] == UNREACHABLE_TAINT for t in (n.get("spec") or {}).get("taints") or []) and n
-    n = await poll(tainted)
+    n = await eventually(tainted, timeout=10.0)
     ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"][0]
     assert ready["status"] == "Unknown"
     assert ready["message"] == "Kubelet stopped posting node status."
@@ -95,7 +66,7 @@ async def test_stale_lease_marks_unknown_and_fresh_lease_clears(cluster):
     async def clean():
         n = await reg.get(nodes, None, "n1")
         return not (n.get("spec") or {}).get("taints")
-    await poll(clean, timeout=0.5)
+    await eventually(clean, timeout=0.5)
     bare = await reg.get(nodes, None, "bare")
     assert not (bare.get("spec") or {}).get("taints")
     assert not (bare.get("status") or {}).get("conditions")

@@ -3,16 +3,14 @@ lifecycle in-process (registry over a temporary SQLite store, the CRD controller
 
 from __future__ import annotations
 
-import asyncio
 import copy
 
 import pytest
 
 from k3py.api import errors
-from k3py.api.resources import builtin_registry
 from k3py.server import crds
-from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
 from k3py.server.registry import Registry
+from tests.unit.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -146,35 +144,9 @@ def test_builtin_kubeedge_crds_are_valid():
 
 
 @pytest.fixture
-async def cluster(tmp_path):
-    from k3py.server.store.sqlite import SQLiteBackend
-    backend = SQLiteBackend(str(tmp_path / "state.db"))
-    await backend.start()
-    registry = Registry(backend, builtin_registry())
-    ns = registry.resources.get("", "v1", "namespaces")
-    await registry.create(ns, None, {"apiVersion": "v1", "kind": "Namespace",
-                                     "metadata": {"name": "default"}})
-    ctx = ControllerContext(registry=registry, informers=InformerFactory(registry),
-                            recorder=EventRecorder(registry))
-    controller = crds.CRDController(ctx)
-    await controller.start()
-    try:
-        yield registry
-    finally:
-        await controller.stop()
-        await ctx.informers.stop()
-        await backend.close()
-
-
-async def poll(fn, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.02)
+async def cluster(env):
+    await env.start(crds.CRDController)
+    return env.registry
 
 
 def crd_res(registry: Registry):
@@ -192,7 +164,7 @@ async def test_crd_is_served_established_and_cleaned_up(cluster):
     created = await registry.create(crd_res(registry), None, copy.deepcopy(CRD))
     assert crds.CLEANUP_FINALIZER in created["metadata"]["finalizers"]
     assert created["status"]["storedVersions"] == ["v1"]
-    obj = await poll(lambda: established(registry, "widgets.example.com"))
+    obj = await eventually(lambda: established(registry, "widgets.example.com"), timeout=10.0)
     assert obj["status"]["acceptedNames"]["kind"] == "Widget"
     assert {c["type"]: c["status"] for c in obj["status"]["conditions"]}["NamesAccepted"] == \
         "True"
@@ -229,7 +201,7 @@ async def test_crd_is_served_established_and_cleaned_up(cluster):
 
     async def gone():
         return await registry.try_get(crd_res(registry), None, "widgets.example.com") is None
-    await poll(gone)
+    await eventually(gone, timeout=10.0)
     assert registry.resources.find("example.com", "widgets") is None
     _, left = await registry.backend.list("/registry/example.com/")
     assert left == []

@@ -5,25 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from k3py.api.resources import builtin_registry
-from k3py.server.bootstrap import ensure_namespaces
-from k3py.server.registry import ListOptions, Registry
-from k3py.server.store.sqlite import SQLiteBackend
+from k3py.server.registry import ListOptions
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def registry(tmp_path):
-    backend = SQLiteBackend(str(tmp_path / "state.db"), compact_interval=0,
-                            checkpoint_interval=0)
-    await backend.start()
-    reg = Registry(backend, builtin_registry())
-    await ensure_namespaces(reg)
-    try:
-        yield reg
-    finally:
-        await backend.close()
+def registry(env):
+    return env.registry
 
 
 async def test_list_raw_equals_decoded_list(registry):
