@@ -264,11 +264,15 @@ class PodSyncer:
                 await self._finalize(pod)
         for uid, pod in desired.items():
             # each start in its own task: a slow image pull must not hold up other pods
-            if uid not in actual and uid not in busy and \
+            if uid not in actual and uid not in busy and uid not in self._starting and \
                     self._retry.get(uid, (0, 0.0))[1] <= time.monotonic():
+                await self._report(pod, None)  # Pending/ContainerCreating, before the start
                 self._starting[uid] = asyncio.create_task(self._start(pod))
         for uid, pod in desired.items():
-            await self._report(pod, actual.get(uid))
+            # a starting pod reports itself when its start ends: a status computed here could
+            # be older than that report and would overwrite it
+            if uid not in busy and uid not in self._starting:
+                await self._report(pod, actual.get(uid))
         known = set(desired) | set(terminating)
         self._finalized &= known
         for d in (self._sent_status, self._retry, self._errors):
@@ -299,14 +303,16 @@ class PodSyncer:
 
     async def _start(self, pod: dict) -> None:
         uid = _uid(pod)
+        started: dict | None = None
         try:
             vols = await asyncio.to_thread(prepare_volumes, pod, self.meta,
                                            os.path.join(self.pods_dir, uid, "volumes"))
             specs = container_specs(pod, self.meta, vols, self.host_ip)
-            await self.runtime.create_pod(pod, specs)
+            name = await self.runtime.create_pod(pod, specs)
             self._errors.pop(uid, None)
             self._retry.pop(uid, None)
             log.info("started pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
+            started = {"Id": name}
         except Exception as e:  # noqa: BLE001 - retried with backoff
             if isinstance(e, RuntimeError_):
                 self._errors[uid] = (e.reason, str(e))
@@ -318,8 +324,15 @@ class PodSyncer:
             n = self._retry.get(uid, (0, 0.0))[0] + 1
             self._retry[uid] = (n, time.monotonic() + min(60.0, 2.0 ** n))
         finally:
-            self._starting.pop(uid, None)
-            self.meta.changed.set()  # report the new state now
+            # report the outcome now (one inspect of this pod), not on the next full pass
+            try:
+                await self._report(pod, started)
+            except Exception:  # noqa: BLE001 - the next pass reports it
+                log.exception("reporting pod %s failed", uid)
+            finally:
+                self._starting.pop(uid, None)
+                if started is None:
+                    self.meta.changed.set()  # let the next pass schedule the retry
 
     async def _report(self, pod: dict, info: dict | None) -> None:
         status = await self.status_of(pod, info)

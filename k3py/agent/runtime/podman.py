@@ -127,8 +127,8 @@ class Podman:
         pods = json.loads(out or "[]") or []
         return {p["Labels"][LABEL_UID]: p for p in pods if (p.get("Labels") or {}).get(LABEL_UID)}
 
-    async def create_pod(self, pod: dict, containers: list[dict]) -> None:
-        """`containers`: [{name, image, pullPolicy, entrypoint, args, env, workdir,
+    async def create_pod(self, pod: dict, containers: list[dict]) -> str:
+        """Create and start the pod; returns its podman name. `containers`: [{name, image, pullPolicy, entrypoint, args, env, workdir,
         mounts: [(host, container, ro)], privileged, user, tty, stdin}] in start order."""
         md, spec = pod["metadata"], pod.get("spec") or {}
         name = pod_name_for(pod)
@@ -175,6 +175,7 @@ class Podman:
                 cargs += [str(a) for a in c.get("args") or []]
                 await self.run(*cargs)
             await self.run("pod", "start", name)
+            return name
         except Exception:
             with contextlib.suppress(Exception):
                 await self.run("pod", "rm", "-f", name, check=False)
