@@ -11,13 +11,16 @@ from k3py.api.objects import controller_ref, deepcopy
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.deployment import HASH_LABEL
 from k3py.server.controllers.workloads_common import (
-    OWNER_INDEX,
     REVISION_HASH_LABEL,
     Expectations,
     RevisionHistory,
     claim_pods,
+    delete_exact,
+    enqueue_when_available,
     is_terminating,
-    owner_index,
+    observe_pod_event,
+    owner_handler,
+    owner_key_of,
     parse_int,
     pod_active,
     pod_available,
@@ -25,6 +28,8 @@ from k3py.server.controllers.workloads_common import (
     pod_ready,
     resolve_int_or_percent,
     template_hash,
+    watch_pods,
+    write_status,
 )
 
 __all__ = ["DaemonSetController", "node_eligible", "node_should_run", "tolerates",
@@ -155,42 +160,23 @@ class DaemonSetController(Controller):
     def setup(self) -> None:
         self.expectations = Expectations()
         self.ds_inf = self.ctx.informers.informer("apps", "daemonsets")
-        self.pod_inf = self.ctx.informers.informer("", "pods")
+        self.pod_inf, self.pod_res = watch_pods(self.ctx)
         self.node_inf = self.ctx.informers.informer("", "nodes")
-        self.pod_inf.add_index(OWNER_INDEX, owner_index)
         self.history = RevisionHistory(self.ctx)
         self.ds_res = self.ctx.resource("apps", "daemonsets")
-        self.pod_res = self.ctx.resource("", "pods")
-        self.ds_inf.add_handler(self._on_ds)
+        self.ds_inf.add_handler(owner_handler(self))
         self.pod_inf.add_handler(self._on_pod)
         self.node_inf.add_handler(self._on_node)
 
-    def _on_ds(self, etype: str, old: dict | None, new: dict | None) -> None:
-        obj = new or old
-        if obj is not None:
-            if etype == "DELETED":
-                self.expectations.forget(object_key(obj))
-            self.enqueue(object_key(obj))
-
     def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
-        pod = new if new is not None else old
-        ref = controller_ref(pod or {})
-        if not ref or ref.get("kind") != "DaemonSet":
+        key = owner_key_of(new if new is not None else old, "DaemonSet")
+        if key is None:
             return
-        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        if etype == "ADDED":
-            self.expectations.observed_add(key)
-        elif etype == "DELETED":
-            if old is None or not is_terminating(old):
-                self.expectations.observed_del(key)
-        elif old is not None and new is not None and is_terminating(new) and \
-                not is_terminating(old):
-            self.expectations.observed_del(key)
+        observe_pod_event(self.expectations, key, etype, old, new, delete_counted_once=True)
         self.enqueue(key)
         mrs = parse_int(((self.ds_inf.get(*key.split("/", 1)) or {}).get("spec") or {})
                         .get("minReadySeconds"))
-        if mrs > 0 and new is not None and pod_ready(new) and (old is None or not pod_ready(old)):
-            self.enqueue(key, after=mrs + 0.5)
+        enqueue_when_available(self, key, mrs, old, new)
 
     def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
         if etype == "MODIFIED" and old is not None and new is not None and \
@@ -330,16 +316,11 @@ class DaemonSetController(Controller):
                                        component=self.name)
 
     async def _delete(self, ds: dict, pod: dict) -> bool:
-        md = pod["metadata"]
-        try:
-            await self.registry.delete(self.pod_res, md["namespace"], md["name"],
-                                       {"preconditions": {"uid": md.get("uid")}})
-        except errors.StatusError as e:
-            if e.code not in (404, 409):
-                raise
+        if not await delete_exact(self.registry, self.pod_res, pod):
             return False
         await self.ctx.recorder.record(ds, "Normal", "SuccessfulDelete",
-                                       f"Deleted pod: {md['name']}", component=self.name)
+                                       f"Deleted pod: {pod['metadata']['name']}",
+                                       component=self.name)
         return True
 
     async def _status(self, ds: dict, eligible: set[str], by_node: dict[str, list[dict]],
@@ -358,19 +339,6 @@ class DaemonSetController(Controller):
             "observedGeneration": ds["metadata"].get("generation", 1),
         }
         st["numberUnavailable"] = max(0, st["desiredNumberScheduled"] - st["numberAvailable"])
-        if mrs > 0 and st["numberReady"] > st["numberAvailable"]:
-            self.enqueue(object_key(ds), after=1.0)
-        cur = ds.get("status") or {}
-        if all(cur.get(k, 0) == v for k, v in st.items()):
-            return
-
-        def mutate(obj: dict) -> dict | None:
-            status = obj.get("status") or {}
-            status.update(st)
-            for k in ("numberAvailable", "numberUnavailable", "updatedNumberScheduled"):
-                if not status.get(k):
-                    status.pop(k, None)
-            obj["status"] = status
-            return obj
-        await self.registry.update_with(self.ds_res, ds["metadata"]["namespace"],
-                                        ds["metadata"]["name"], mutate, subresource="status")
+        await write_status(self, self.ds_res, ds, st, mrs, "numberReady", "numberAvailable",
+                           omit_zero=("numberAvailable", "numberUnavailable",
+                                      "updatedNumberScheduled"))

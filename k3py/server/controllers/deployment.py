@@ -11,6 +11,7 @@ from k3py.api.objects import controller_ref, deepcopy, make_controller_ref, now_
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
     OWNER_INDEX,
+    delete_exact,
     get_condition,
     is_terminating,
     now_dt,
@@ -461,13 +462,7 @@ class DeploymentController(Controller):
                        parse_int(rs["metadata"].get("generation"), 1)),
                       key=lambda r: (revision_of(r), created_key(r)))
         for rs in dead[:max(0, len(dead) - limit)]:
-            try:
-                await self.registry.delete(self.rs_res, rs["metadata"]["namespace"],
-                                           rs["metadata"]["name"],
-                                           {"preconditions": {"uid": rs["metadata"]["uid"]}})
-            except errors.StatusError as e:
-                if e.code not in (404, 409):
-                    raise
+            await delete_exact(self.registry, self.rs_res, rs)
 
     # ------------------------------------------------------------ status
 

@@ -8,20 +8,24 @@ import asyncio
 import logging
 
 from k3py.api import errors
-from k3py.api.objects import controller_ref, deepcopy, now_rfc3339, parse_time
+from k3py.api.objects import deepcopy, now_rfc3339, parse_time
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
     OWNER_INDEX,
     Expectations,
+    delete_exact,
     get_condition,
     is_terminating,
     now_dt,
-    owner_index,
+    observe_pod_event,
+    owner_handler,
+    owner_key_of,
     parse_int,
     pod_active,
     pod_from_template,
     pod_ready,
     set_condition,
+    watch_pods,
 )
 
 __all__ = ["JobController", "job_finished", "want_active", "format_indexes", "parse_indexes"]
@@ -91,34 +95,16 @@ class JobController(Controller):
     def setup(self) -> None:
         self.expectations = Expectations()
         self.job_inf = self.ctx.informers.informer("batch", "jobs")
-        self.pod_inf = self.ctx.informers.informer("", "pods")
-        self.pod_inf.add_index(OWNER_INDEX, owner_index)
+        self.pod_inf, self.pod_res = watch_pods(self.ctx)
         self.job_res = self.ctx.resource("batch", "jobs")
-        self.pod_res = self.ctx.resource("", "pods")
-        self.job_inf.add_handler(self._on_job)
+        self.job_inf.add_handler(owner_handler(self))
         self.pod_inf.add_handler(self._on_pod)
 
-    def _on_job(self, etype: str, old: dict | None, new: dict | None) -> None:
-        obj = new or old
-        if obj is None:
-            return
-        if etype == "DELETED":
-            self.expectations.forget(object_key(obj))
-        self.enqueue(object_key(obj))
-
     def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
-        pod = new if new is not None else old
-        ref = controller_ref(pod or {})
-        if not ref or ref.get("kind") != "Job":
+        key = owner_key_of(new if new is not None else old, "Job")
+        if key is None:
             return
-        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        if etype == "ADDED":
-            self.expectations.observed_add(key)
-        elif etype == "DELETED":
-            self.expectations.observed_del(key)
-        elif new is not None and old is not None and is_terminating(new) and \
-                not is_terminating(old):
-            self.expectations.observed_del(key)
+        observe_pod_event(self.expectations, key, etype, old, new)
         self.enqueue(key)
 
     async def _record(self, job: dict, reason: str, msg: str, type_: str = "Normal") -> None:
@@ -327,12 +313,6 @@ class JobController(Controller):
 
     async def _delete_pods(self, key: str, job: dict, pods: list[dict]) -> None:
         for pod in pods:
-            md = pod["metadata"]
-            try:
-                await self.registry.delete(self.pod_res, md["namespace"], md["name"],
-                                           {"preconditions": {"uid": md.get("uid")}})
-            except errors.StatusError as e:
-                if e.code not in (404, 409):
-                    raise
-                continue
-            await self._record(job, "SuccessfulDelete", f"Deleted pod: {md['name']}")
+            if await delete_exact(self.registry, self.pod_res, pod):
+                await self._record(job, "SuccessfulDelete",
+                                   f"Deleted pod: {pod['metadata']['name']}")

@@ -11,18 +11,20 @@ from k3py.api import errors
 from k3py.api.objects import controller_ref, parse_time
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
-    OWNER_INDEX,
     Expectations,
     claim_pods,
+    enqueue_when_available,
     is_terminating,
     now_dt,
-    owner_index,
+    owner_handler,
     parse_int,
     pod_active,
     pod_available,
     pod_from_template,
     pod_ready,
     selector_matches,
+    watch_pods,
+    write_status,
 )
 
 __all__ = ["ReplicaSetController", "deletion_rank"]
@@ -51,22 +53,12 @@ class ReplicaSetController(Controller):
     def setup(self) -> None:
         self.expectations = Expectations()
         self.rs_inf = self.ctx.informers.informer(self.group, self.plural)
-        self.pod_inf = self.ctx.informers.informer("", "pods")
-        self.pod_inf.add_index(OWNER_INDEX, owner_index)
+        self.pod_inf, self.pod_res = watch_pods(self.ctx)
         self.rs_res = self.ctx.resource(self.group, self.plural)
-        self.pod_res = self.ctx.resource("", "pods")
-        self.rs_inf.add_handler(self._on_rs)
+        self.rs_inf.add_handler(owner_handler(self))
         self.pod_inf.add_handler(self._on_pod)
 
     # ------------------------------------------------------------ handlers
-
-    def _on_rs(self, etype: str, old: dict | None, new: dict | None) -> None:
-        obj = new or old
-        if obj is None:
-            return
-        if etype == "DELETED":
-            self.expectations.forget(object_key(obj))
-        self.enqueue(object_key(obj))
 
     def _owner_key(self, pod: dict) -> str | None:
         ref = controller_ref(pod)
@@ -112,10 +104,7 @@ class ReplicaSetController(Controller):
                     not is_terminating(old):
                 self.expectations.observed_del(key)
             self.enqueue(key)
-            mrs = self._min_ready(key)
-            if mrs > 0 and new is not None and pod_ready(new) and \
-                    (old is None or not pod_ready(old)):
-                self.enqueue(key, after=mrs + 0.5)
+            enqueue_when_available(self, key, self._min_ready(key), old, new)
         elif controller_ref(pod) is None:
             for k in self._orphan_owners(pod):
                 self.enqueue(k)
@@ -215,26 +204,9 @@ class ReplicaSetController(Controller):
             "availableReplicas": sum(1 for p in active if pod_available(p, mrs, now)),
             "observedGeneration": rs["metadata"].get("generation", 1),
         }
-        if mrs > 0 and st["readyReplicas"] > st["availableReplicas"]:
-            self.enqueue(object_key(rs), after=1.0)
-        cur = rs.get("status") or {}
-        if all(cur.get(k, 0) == v for k, v in st.items()):
-            return
-
-        def mutate(obj: dict) -> dict | None:
-            if obj["metadata"].get("uid") != rs["metadata"]["uid"]:
-                return None
-            status = obj.setdefault("status", {})
-            if all(status.get(k, 0) == v for k, v in st.items()):
-                return None
-            status.update(st)
-            for k in ("fullyLabeledReplicas", "readyReplicas", "availableReplicas"):
-                if not status.get(k):
-                    status.pop(k, None)
-            return obj
-
-        await self.registry.update_with(self.rs_res, rs["metadata"]["namespace"],
-                                        rs["metadata"]["name"], mutate, subresource="status")
+        await write_status(self, self.rs_res, rs, st, mrs, "readyReplicas", "availableReplicas",
+                           omit_zero=("fullyLabeledReplicas", "readyReplicas",
+                                      "availableReplicas"), same_object=True)
 
 
 def is_controlled_by_uid(pod: dict, uid: str) -> bool:

@@ -7,19 +7,22 @@ from __future__ import annotations
 import logging
 
 from k3py.api import errors
-from k3py.api.objects import controller_ref, deepcopy
+from k3py.api.objects import deepcopy
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
     OWNER_INDEX,
     RevisionHistory,
+    delete_exact,
     is_terminating,
-    owner_index,
+    owner_key_of,
     parse_int,
     pod_active,
     pod_available,
     pod_from_template,
     pod_ready,
     template_hash,
+    watch_pods,
+    write_status,
 )
 
 __all__ = ["StatefulSetController", "ordinal_of"]
@@ -43,11 +46,9 @@ class StatefulSetController(Controller):
 
     def setup(self) -> None:
         self.sts_inf = self.ctx.informers.informer("apps", "statefulsets")
-        self.pod_inf = self.ctx.informers.informer("", "pods")
-        self.pod_inf.add_index(OWNER_INDEX, owner_index)
+        self.pod_inf, self.pod_res = watch_pods(self.ctx)
         self.history = RevisionHistory(self.ctx)
         self.sts_res = self.ctx.resource("apps", "statefulsets")
-        self.pod_res = self.ctx.resource("", "pods")
         self.pvc_res = self.ctx.resource("", "persistentvolumeclaims")
         self.sts_inf.add_handler(self._on_sts)
         self.pod_inf.add_handler(self._on_pod)
@@ -58,10 +59,9 @@ class StatefulSetController(Controller):
             self.enqueue(object_key(obj))
 
     def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
-        pod = new if new is not None else old
-        ref = controller_ref(pod or {})
-        if ref and ref.get("kind") == "StatefulSet":
-            self.enqueue(f"{pod['metadata'].get('namespace')}/{ref.get('name')}")
+        key = owner_key_of(new if new is not None else old, "StatefulSet")
+        if key is not None:
+            self.enqueue(key)
 
     async def reconcile(self, key: str) -> None:
         ns, _, name = key.partition("/")
@@ -206,16 +206,10 @@ class StatefulSetController(Controller):
             f"{sts['metadata']['name']} success", component=self.name)
 
     async def _delete(self, sts: dict, pod: dict) -> None:
-        md = pod["metadata"]
-        try:
-            await self.registry.delete(self.pod_res, md["namespace"], md["name"],
-                                       {"preconditions": {"uid": md.get("uid")}})
-        except errors.StatusError as e:
-            if e.code not in (404, 409):
-                raise
+        if not await delete_exact(self.registry, self.pod_res, pod):
             return
         await self.ctx.recorder.record(sts, "Normal", "SuccessfulDelete",
-                                       f"delete Pod {md['name']} in StatefulSet "
+                                       f"delete Pod {pod['metadata']['name']} in StatefulSet "
                                        f"{sts['metadata']['name']} successful",
                                        component=self.name)
 
@@ -237,17 +231,5 @@ class StatefulSetController(Controller):
               "updatedReplicas": updated,
               "currentRevision": cur_rev, "updateRevision": rev,
               "observedGeneration": sts["metadata"].get("generation", 1)}
-        if mrs > 0 and st["readyReplicas"] > st["availableReplicas"]:
-            self.enqueue(object_key(sts), after=1.0)
-        cur = sts.get("status") or {}
-        if all(cur.get(k, 0) == v for k, v in st.items()):
-            return
-
-        def mutate(obj: dict) -> dict | None:
-            status = obj.get("status") or {}
-            status.update(st)
-            status.setdefault("collisionCount", 0)
-            obj["status"] = status
-            return obj
-        await self.registry.update_with(self.sts_res, sts["metadata"]["namespace"],
-                                        sts["metadata"]["name"], mutate, subresource="status")
+        await write_status(self, self.sts_res, sts, st, mrs, "readyReplicas", "availableReplicas",
+                           defaults={"collisionCount": 0})

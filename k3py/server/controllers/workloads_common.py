@@ -1,23 +1,28 @@
 """Shared helpers for the workload controllers: pod readiness, selectors, expectations, hashing.
 
-Pure functions plus a small Expectations tracker and the adopt/create/delete pod plumbing."""
+Pure functions plus a small Expectations tracker, the adopt/create/delete pod plumbing and the
+informer-handler and status-write pieces the workload controllers share."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from k3py.api import errors
 from k3py.api.objects import controller_ref, deepcopy, make_controller_ref, parse_time
 from k3py.api.selectors import label_selector_from_struct
+from k3py.server.controllers.base import object_key
 
 __all__ = ["selector_matches", "pod_ready", "pod_available", "pod_active", "ready_since",
            "Expectations", "template_hash", "safe_encode", "fnv32a", "pod_from_template",
            "resolve_int_or_percent", "set_condition", "get_condition", "owner_index",
            "OWNER_INDEX", "parse_int", "is_terminating", "claim_pods", "now_dt",
-           "REVISION_HASH_LABEL", "revision_data", "RevisionHistory"]
+           "REVISION_HASH_LABEL", "revision_data", "RevisionHistory", "watch_pods",
+           "owner_handler", "owner_key_of", "observe_pod_event", "enqueue_when_available",
+           "delete_exact", "write_status"]
 
 OWNER_INDEX = "controller-uid"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
@@ -182,11 +187,110 @@ class Expectations:
         self._exp.pop(key, None)
 
 
+def owner_handler(ctrl: Any) -> Callable[[str, dict | None, dict | None], None]:
+    """The informer handler for the kind a controller with `expectations` manages: enqueue the
+    object, and forget its expectations once it is deleted."""
+    def handle(etype: str, old: dict | None, new: dict | None) -> None:
+        obj = new or old
+        if obj is None:
+            return
+        if etype == "DELETED":
+            ctrl.expectations.forget(object_key(obj))
+        ctrl.enqueue(object_key(obj))
+    return handle
+
+
+def observe_pod_event(expectations: Expectations, key: str, etype: str, old: dict | None,
+                      new: dict | None, delete_counted_once: bool = False) -> None:
+    """Count a pod event against `key`'s expectations: ADDED is an observed create, a pod
+    turning terminating an observed delete, and so is DELETED, unless `delete_counted_once`
+    and the pod was already terminating (counted then)."""
+    if etype == "ADDED":
+        expectations.observed_add(key)
+    elif etype == "DELETED":
+        if not delete_counted_once or old is None or not is_terminating(old):
+            expectations.observed_del(key)
+    elif old is not None and new is not None and is_terminating(new) and \
+            not is_terminating(old):
+        expectations.observed_del(key)
+
+
+def enqueue_when_available(ctrl: Any, key: str, min_ready_seconds: int, old: dict | None,
+                           new: dict | None) -> None:
+    """A pod that just turned Ready becomes available `min_ready_seconds` later: look again
+    at its owner then."""
+    if min_ready_seconds > 0 and new is not None and pod_ready(new) and \
+            (old is None or not pod_ready(old)):
+        ctrl.enqueue(key, after=min_ready_seconds + 0.5)
+
+
+async def write_status(ctrl: Any, res: Any, obj: dict, st: dict, min_ready_seconds: int,
+                       ready: str, available: str, omit_zero: tuple[str, ...] = (),
+                       defaults: dict | None = None, same_object: bool = False) -> None:
+    """Merge the counts `st` into `obj`'s status subresource unless its cached status has them
+    already. With minReadySeconds, `obj` is looked at again in a second while st[ready] pods
+    are more than st[available]. `omit_zero` fields are dropped when zero, `defaults` filled
+    in when missing; `same_object` writes nothing to another incarnation (uid) of `obj` nor
+    when the live status has the counts already."""
+    if min_ready_seconds > 0 and st[ready] > st[available]:
+        ctrl.enqueue(object_key(obj), after=1.0)
+    cur = obj.get("status") or {}
+    if all(cur.get(k, 0) == v for k, v in st.items()):
+        return
+
+    def mutate(live: dict) -> dict | None:
+        if same_object and live["metadata"].get("uid") != obj["metadata"]["uid"]:
+            return None
+        status = live.get("status") or {}
+        if same_object and all(status.get(k, 0) == v for k, v in st.items()):
+            return None
+        status.update(st)
+        for k in omit_zero:
+            if not status.get(k):
+                status.pop(k, None)
+        for k, v in (defaults or {}).items():
+            status.setdefault(k, v)
+        live["status"] = status
+        return live
+
+    await ctrl.registry.update_with(res, obj["metadata"]["namespace"], obj["metadata"]["name"],
+                                    mutate, subresource="status")
+
+
 # ------------------------------------------------------------------ pods
 
 def owner_index(obj: dict) -> list[str]:
     ref = controller_ref(obj)
     return [ref["uid"]] if ref and ref.get("uid") else []
+
+
+def watch_pods(ctx: Any) -> tuple[Any, Any]:
+    """The pod informer, indexed by controller uid (OWNER_INDEX), and the pods Resource."""
+    inf = ctx.informers.informer("", "pods")
+    inf.add_index(OWNER_INDEX, owner_index)
+    return inf, ctx.resource("", "pods")
+
+
+def owner_key_of(pod: dict | None, kind: str) -> str | None:
+    """`namespace/name` of the `kind` object the pod's controller reference names, if any."""
+    ref = controller_ref(pod) if pod is not None else None
+    if not ref or ref.get("kind") != kind:
+        return None
+    return f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
+
+
+async def delete_exact(registry: Any, res: Any, obj: dict) -> bool:
+    """Delete this incarnation of `obj` (uid precondition). False when it is gone or replaced
+    already (404/409); any other error is raised."""
+    md = obj["metadata"]
+    try:
+        await registry.delete(res, md["namespace"], md["name"],
+                              {"preconditions": {"uid": md.get("uid")}})
+    except errors.StatusError as e:
+        if e.code not in (404, 409):
+            raise
+        return False
+    return True
 
 
 def pod_from_template(owner: dict, template: dict, generate_name: str | None = None,
@@ -342,10 +446,4 @@ class RevisionHistory:
         unused = sorted((r for r in others if r["metadata"]["name"] not in in_use),
                         key=lambda r: parse_int(r.get("revision")))
         for r in unused[:max(0, len(unused) - limit)]:
-            try:
-                await self.registry.delete(self.res, r["metadata"]["namespace"],
-                                           r["metadata"]["name"],
-                                           {"preconditions": {"uid": r["metadata"]["uid"]}})
-            except errors.StatusError as e:
-                if e.code not in (404, 409):
-                    raise
+            await delete_exact(self.registry, self.res, r)
