@@ -1,8 +1,11 @@
 """The pod syncer (edged): makes podman match the desired pods in metamanager and reports
 pod status up through edgehub.
 
-Woken by metamanager changes and every few seconds; adopts podman pods carrying our uid label
-after a restart, removes the ones no longer desired, and sends status only when it changes."""
+Woken by metamanager changes, by `podman events` of our containers (exits, restarts, removals)
+and by a rare full resync; adopts podman pods carrying our uid label after a restart, removes the
+ones no longer desired, and sends status only when it changes. A pass costs two podman commands
+for all pods (`pod ps`, `ps -a`) plus one batched `inspect` of the containers whose state changed
+since they were last inspected; a started pod reports its own status right after its start."""
 
 from __future__ import annotations
 
@@ -11,12 +14,15 @@ import base64
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
+from datetime import datetime
 
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.runtime.podman import (
     LABEL_CONTAINER,
+    LABEL_UID,
     Podman,
     RuntimeError_,
     container_name_for,
@@ -34,7 +40,11 @@ __all__ = ["PodSyncer", "container_specs", "phase_of"]
 
 log = logging.getLogger("k3py.pods")
 
-RESYNC_SECONDS = 3.0
+RESYNC_SECONDS = 30.0          # full pass while `podman events` is followed
+FALLBACK_RESYNC_SECONDS = 5.0  # full pass while it cannot be
+EVENT_MIN_INTERVAL = 1.0       # at most one event-driven pass a second (crash loops)
+_WAKE_EVENTS = {"died", "start", "remove"}
+_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
 
 
 def _uid(pod: dict) -> str:
@@ -190,6 +200,32 @@ def phase_of(restart_policy: str, states: list[dict]) -> str:
     return "Pending"
 
 
+def _epoch(value) -> int | None:
+    """podman inspect time (RFC 3339, nanoseconds) -> unix seconds, as `podman ps` gives them."""
+    m = _TIME.match(str(value or ""))
+    if m is None:
+        return None
+    tz = m.group(2) or "Z"
+    try:
+        dt = datetime.fromisoformat(m.group(1) + ("+00:00" if tz == "Z" else tz))
+    except ValueError:
+        return None
+    return int(dt.timestamp())
+
+
+def _ps_sig(c: dict) -> tuple:
+    """What `podman ps -a` tells of a container's state; a change means inspect it again."""
+    return (str(c.get("State") or "").lower(), c.get("StartedAt"), c.get("ExitedAt"),
+            c.get("ExitCode"))
+
+
+def _inspect_sig(c: dict) -> tuple:
+    """_ps_sig computed from a `podman inspect` of the container."""
+    st = c.get("State") or {}
+    return (str(st.get("Status") or "").lower(), _epoch(st.get("StartedAt")),
+            _epoch(st.get("FinishedAt")), st.get("ExitCode"))
+
+
 def _grace(pod: dict) -> int:
     md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
     grace = md.get("deletionGracePeriodSeconds")
@@ -213,19 +249,26 @@ class PodSyncer:
         self._sent_status: dict[str, dict] = {}
         self._errors: dict[str, tuple[str, str]] = {}  # uid -> (reason, message)
         self._task: asyncio.Task | None = None
+        self._events_task: asyncio.Task | None = None
+        self._events_ok = False  # `podman events` is being followed
+        self._last_event_wake = 0.0
         self._removing: dict[str, asyncio.Task] = {}  # uid -> podman stop/rm in progress
         self._starting: dict[str, asyncio.Task] = {}  # uid -> pull/create/start in progress
         self._retry: dict[str, tuple[int, float]] = {}  # uid -> (failures, not before)
         self._finalized: set[str] = set()  # uids whose final delete was sent up
+        # container id -> (_ps_sig when inspected, podman inspect); refreshed when ps differs
+        self._inspected: dict[str, tuple[tuple, dict]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="pod-syncer")
+        self._events_task = asyncio.create_task(self._follow_events(), name="pod-events")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        for task in (self._events_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         for task in [*self._removing.values(), *self._starting.values()]:
             task.cancel()
 
@@ -238,8 +281,45 @@ class PodSyncer:
                 raise
             except Exception:  # noqa: BLE001 - keep syncing; podman may come back
                 log.exception("pod sync failed")
+            timeout = RESYNC_SECONDS if self._events_ok else FALLBACK_RESYNC_SECONDS
+            now = time.monotonic()
+            for uid, (_, not_before) in list(self._retry.items()):
+                if not_before > now and uid not in self._starting:
+                    timeout = min(timeout, not_before - now + 0.05)  # the backoff retry
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.meta.changed.wait(), RESYNC_SECONDS)
+                await asyncio.wait_for(self.meta.changed.wait(), timeout)
+
+    async def _follow_events(self) -> None:
+        """Wake the syncer when one of our containers dies, (re)starts or is removed; the
+        periodic resync covers whatever this misses (and all of it while podman is away)."""
+        backoff, first = 1.0, True
+        while True:
+            t0 = time.monotonic()
+            try:
+                self._events_ok = True
+                if not first:
+                    self.meta.changed.set()  # events may have been missed meanwhile
+                first = False
+                async for ev in self.runtime.events():
+                    if ev.get("Status") not in _WAKE_EVENTS:
+                        continue
+                    uid = (ev.get("Attributes") or {}).get(LABEL_UID)
+                    if uid in self._starting or uid in self._removing:
+                        continue  # they report / wake when they end
+                    wait = self._last_event_wake + EVENT_MIN_INTERVAL - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    self._last_event_wake = time.monotonic()
+                    self.meta.changed.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - retried with backoff
+                log.debug("podman events: %s", e)
+            self._events_ok = False
+            if time.monotonic() - t0 > 60:
+                backoff = 1.0
+            await asyncio.sleep(backoff)
+            backoff = min(60.0, backoff * 2)
 
     async def sync_once(self) -> None:
         desired: dict[str, dict] = {}
@@ -251,6 +331,7 @@ class PodSyncer:
         # snapshot before listing: a start finishing during the listing must not look absent
         busy = set(self._removing) | set(self._starting)
         actual = await self.runtime.list_pods()
+        by_pod = await self._containers_by_pod()
         for uid, info in actual.items():
             if uid not in desired and uid not in busy:
                 pod = terminating.get(uid)
@@ -266,18 +347,42 @@ class PodSyncer:
             # each start in its own task: a slow image pull must not hold up other pods
             if uid not in actual and uid not in busy and uid not in self._starting and \
                     self._retry.get(uid, (0, 0.0))[1] <= time.monotonic():
-                await self._report(pod, None)  # Pending/ContainerCreating, before the start
+                await self._report(pod, None, [])  # Pending/ContainerCreating, before the start
                 self._starting[uid] = asyncio.create_task(self._start(pod))
         for uid, pod in desired.items():
             # a starting pod reports itself when its start ends: a status computed here could
             # be older than that report and would overwrite it
             if uid not in busy and uid not in self._starting:
-                await self._report(pod, actual.get(uid))
+                info = actual.get(uid)
+                if info is None:
+                    await self._report(pod, None, [])
+                else:
+                    await self._report(pod, info.get("Created"), by_pod.get(info.get("Id"), []))
         known = set(desired) | set(terminating)
         self._finalized &= known
         for d in (self._sent_status, self._retry, self._errors):
             for uid in [u for u in d if u not in known]:
                 d.pop(uid, None)
+
+    async def _containers_by_pod(self) -> dict[str, list[dict]]:
+        """podman pod id -> [container inspect] (infra included) for all our pods: one
+        `podman ps -a`, and one `podman inspect` of just the containers that changed."""
+        sigs = {c["Id"]: _ps_sig(c) for c in await self.runtime.list_containers()
+                if c.get("Id")}
+        for cid in [cid for cid in self._inspected if cid not in sigs]:
+            self._inspected.pop(cid, None)
+        stale = [cid for cid, sig in sigs.items()
+                 if cid not in self._inspected or self._inspected[cid][0] != sig]
+        if stale:
+            for c in await self.runtime.inspect(*stale):
+                if c.get("Id") in sigs:
+                    self._inspected[c["Id"]] = (sigs[c["Id"]], c)
+        by_pod: dict[str, list[dict]] = {}
+        for cid in sigs:
+            entry = self._inspected.get(cid)
+            if entry is not None:
+                by_pod.setdefault(entry[1].get("Pod") or "", []).append(entry[1])
+        return by_pod
 
     async def _remove(self, uid: str, pod_id: str, grace: int) -> None:
         try:
@@ -303,39 +408,52 @@ class PodSyncer:
 
     async def _start(self, pod: dict) -> None:
         uid = _uid(pod)
-        started: dict | None = None
+        created: str | None = None
+        containers: list[dict] = []
+        ok = False
         try:
             vols = await asyncio.to_thread(prepare_volumes, pod, self.meta,
                                            os.path.join(self.pods_dir, uid, "volumes"))
             specs = container_specs(pod, self.meta, vols, self.host_ip)
             name = await self.runtime.create_pod(pod, specs)
+            ok = True
             self._errors.pop(uid, None)
             self._retry.pop(uid, None)
             log.info("started pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
-            started = {"Id": name}
+            # one inspect of this pod and its containers: its status goes up now
+            items = await self.runtime.inspect(
+                name, *[container_name_for(pod, c["name"]) for c in specs])
+            for item in items:
+                if "State" in item:
+                    containers.append(item)
+                    self._inspected[item["Id"]] = (_inspect_sig(item), item)
+                else:
+                    created = item.get("Created")
         except Exception as e:  # noqa: BLE001 - retried with backoff
-            if isinstance(e, RuntimeError_):
+            if ok:
+                log.warning("inspecting started pod %s failed: %s", uid, e)
+            elif isinstance(e, RuntimeError_):
                 self._errors[uid] = (e.reason, str(e))
                 log.warning("pod %s/%s: %s", pod["metadata"]["namespace"],
                             pod["metadata"]["name"], e)
             else:
                 log.exception("starting pod %s/%s failed", pod["metadata"]["namespace"],
                               pod["metadata"]["name"])
-            n = self._retry.get(uid, (0, 0.0))[0] + 1
-            self._retry[uid] = (n, time.monotonic() + min(60.0, 2.0 ** n))
+            if not ok:
+                n = self._retry.get(uid, (0, 0.0))[0] + 1
+                self._retry[uid] = (n, time.monotonic() + min(60.0, 2.0 ** n))
         finally:
-            # report the outcome now (one inspect of this pod), not on the next full pass
-            try:
-                await self._report(pod, started)
+            try:  # report the outcome now, not on the next full pass
+                await self._report(pod, created, containers)
             except Exception:  # noqa: BLE001 - the next pass reports it
                 log.exception("reporting pod %s failed", uid)
             finally:
                 self._starting.pop(uid, None)
-                if started is None:
-                    self.meta.changed.set()  # let the next pass schedule the retry
+                if not ok or not containers:
+                    self.meta.changed.set()  # schedule the retry / find the real state
 
-    async def _report(self, pod: dict, info: dict | None) -> None:
-        status = await self.status_of(pod, info)
+    async def _report(self, pod: dict, created: str | None, containers: list[dict]) -> None:
+        status = self.status_of(pod, created, containers)
         uid = _uid(pod)
         if self._sent_status.get(uid) == status:
             return
@@ -346,26 +464,21 @@ class PodSyncer:
                                     resource=key, key=key,
                                     content={"uid": uid, "status": status}))
 
-    async def status_of(self, pod: dict, info: dict | None) -> dict:
+    def status_of(self, pod: dict, created: str | None, containers: list[dict]) -> dict:
+        """The pod's status from its podman pod's creation time and its containers' inspects
+        (the infra container's too, when known: it holds the pod IP)."""
         spec = pod.get("spec") or {}
         names = [c["name"] for c in spec.get("containers") or []]
         by_name: dict[str, dict] = {}
         pod_ip = ""
-        started = None
-        if info is not None:
-            try:
-                pinfo, containers = await self.runtime.inspect_pod(info["Id"])
-            except RuntimeError_:
-                pinfo, containers = {}, []
-            started = _ts(pinfo.get("Created"))
-            infra = pinfo.get("InfraContainerID")
-            for c in containers:
-                cname = (c.get("Config") or {}).get("Labels", {}).get(LABEL_CONTAINER)
-                if cname:
-                    by_name[cname] = c
-                if c.get("Id") == infra or (not pod_ip and cname):
-                    ip = (c.get("NetworkSettings") or {}).get("IPAddress") or ""
-                    pod_ip = ip or pod_ip
+        started = _ts(created)
+        for c in sorted(containers, key=lambda c: not c.get("IsInfra")):  # infra first
+            cname = ((c.get("Config") or {}).get("Labels") or {}).get(LABEL_CONTAINER)
+            if cname:
+                by_name[cname] = c
+            if c.get("IsInfra") or (not pod_ip and cname):
+                ip = (c.get("NetworkSettings") or {}).get("IPAddress") or ""
+                pod_ip = pod_ip or ip
         if spec.get("hostNetwork"):
             pod_ip = self.host_ip
         err = self._errors.get(_uid(pod))

@@ -103,3 +103,61 @@ async def test_pod_runs_is_adopted_and_removed(image, node, tmp_path):
     await again.stop()
     await syncer.stop()
     await meta.close()
+
+
+async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, node, tmp_path):
+    """A container exit reaches the status through `podman events` (well before the periodic
+    resync), a started pod reports Running by itself, and a pass with nothing changed costs
+    two podman commands in total (`pod ps`, `ps -a`), not some per pod."""
+    meta = MetaManager(str(tmp_path / "meta.db"))
+    await meta.open()
+    sent = []
+
+    async def send(msg):
+        sent.append(msg)
+    runtime = Podman(node_name=node)
+    calls: list[tuple[str, ...]] = []
+    run = runtime.run
+
+    async def counting_run(*args, **kw):
+        calls.append(args)
+        return await run(*args, **kw)
+    runtime.run = counting_run
+    syncer = PodSyncer(meta=meta, runtime=runtime, send=send, data_dir=str(tmp_path),
+                       node_name=node, host_ip="127.0.0.1")
+
+    def status_of(name):
+        for m in reversed(sent):
+            if m.route.resource == f"pods/default/{name}/status":
+                return m.content["status"]
+        return {}
+    pods = []
+    for name, cmd, policy in (("idle", "sleep 3600", "Always"),
+                              ("quits", "sleep 3; exit 3", "Never")):
+        p = _pod(str(uuid.uuid4()))
+        p["metadata"]["name"] = name
+        p["spec"]["restartPolicy"] = policy
+        p["spec"]["containers"][0]["command"] = ["sh", "-c", cmd]
+        pods.append(p)
+        await meta.apply(new_message(source="t", group=GROUP_RESOURCE, operation=OP_INSERT,
+                                     resource=f"pods/default/{name}", content=p))
+    syncer.start()
+    try:
+        for _ in range(150):
+            if status_of("idle").get("phase") == "Running" and \
+                    status_of("quits").get("phase") == "Failed":
+                break
+            await asyncio.sleep(0.1)
+        assert syncer._events_ok  # the exit came through `podman events`, not a resync
+        assert status_of("idle")["phase"] == "Running"
+        assert status_of("idle")["podIP"]
+        quits = status_of("quits")
+        assert quits["phase"] == "Failed", quits
+        assert quits["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+        await asyncio.sleep(0.5)
+        calls.clear()
+        await syncer.sync_once()
+        assert sorted(c[0] for c in calls) == ["pod", "ps"], calls
+    finally:
+        await syncer.stop()
+        await meta.close()

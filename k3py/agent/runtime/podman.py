@@ -127,6 +127,50 @@ class Podman:
         pods = json.loads(out or "[]") or []
         return {p["Labels"][LABEL_UID]: p for p in pods if (p.get("Labels") or {}).get(LABEL_UID)}
 
+    def _own_filter(self) -> str:
+        """One podman `label=` filter for what this agent started."""
+        return f"label={LABEL_NODE}={self.node_name}" if self.node_name else f"label={LABEL_UID}"
+
+    async def list_containers(self) -> list[dict]:
+        """`podman ps -a` entries (infra containers included) of k3py's pods on this node:
+        one command for every pod, with state, start/exit times and exit code."""
+        out = await self.run("ps", "-a", "--format", "json", "--filter", self._own_filter())
+        return [c for c in json.loads(out or "[]") or []
+                if (c.get("Labels") or {}).get(LABEL_UID)]
+
+    async def inspect(self, *names_or_ids: str) -> list[dict]:
+        """`podman inspect` of pods and/or containers in one command; the ones that vanished
+        meanwhile are left out rather than failing the rest."""
+        if not names_or_ids:
+            return []
+        out = await self.run("inspect", *names_or_ids, check=False)
+        try:
+            found = json.loads(out or "[]") or []
+        except ValueError:
+            return []
+        return found if isinstance(found, list) else [found]
+
+    async def events(self) -> AsyncIterator[dict]:
+        """Follow `podman events` for k3py's containers on this node (one long-lived process,
+        idle when nothing happens); yields each event as a dict until the process ends."""
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, *self.extra_args, "events", "--format", "json", "--filter",
+            self._own_filter(), "--filter", "type=container",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, limit=1 << 20)
+        assert proc.stdout is not None
+        try:
+            async for line in proc.stdout:
+                with contextlib.suppress(ValueError):
+                    ev = json.loads(line)
+                    if isinstance(ev, dict):
+                        yield ev
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
+
     async def create_pod(self, pod: dict, containers: list[dict]) -> str:
         """Create and start the pod; returns its podman name. `containers`: [{name, image, pullPolicy, entrypoint, args, env, workdir,
         mounts: [(host, container, ro)], privileged, user, tty, stdin}] in start order."""
