@@ -53,6 +53,7 @@ class Podman:
         self.binary = binary
         self.node_name = node_name
         self.extra_args = extra_args  # e.g. --root/--runroot for a per-agent storage
+        self._images: set[str] = set()  # seen present: no `image exists` per start
 
     async def run(self, *args: str, check: bool = True, timeout: float = 120.0) -> str:
         # Output goes to temporary files, not pipes: `podman start` leaves conmon running,
@@ -97,8 +98,11 @@ class Podman:
         return loaded
 
     async def ensure_image(self, image: str, policy: str) -> None:
+        if policy != "Always" and image in self._images:
+            return  # the container is run with --pull never: if it vanished, that fails
         exists = (await self._rc("image", "exists", image)) == 0
         if exists and policy != "Always":
+            self._images.add(image)
             return
         if policy == "Never":
             raise RuntimeError_(f'Container image "{image}" is not present with pull policy '
@@ -109,6 +113,7 @@ class Podman:
             if exists:
                 return  # Always, but offline: run what we have, like an air-gapped kubelet
             raise RuntimeError_(f'failed to pull image "{image}": {e}', "ErrImagePull") from None
+        self._images.add(image)
 
     async def _rc(self, *args: str) -> int:
         proc = await asyncio.create_subprocess_exec(
@@ -195,7 +200,10 @@ class Podman:
         try:
             for c in containers:
                 await self.ensure_image(c["image"], c.get("pullPolicy") or "IfNotPresent")
-                cargs = ["create", "--pod", name, "--name", container_name_for(pod, c["name"]),
+                # `run -d` = create + start (the pod's infra container starts with the first);
+                # ensure_image did any pull, so podman itself never pulls here
+                cargs = ["run", "-d", "--pull", "never", "--pod", name,
+                         "--name", container_name_for(pod, c["name"]),
                          "--restart", restart, "--label", f"{LABEL_CONTAINER}={c['name']}"]
                 for label in labels:
                     cargs += ["--label", label]
@@ -217,8 +225,13 @@ class Podman:
                     cargs += ["--entrypoint", json.dumps(c["entrypoint"])]
                 cargs.append(c["image"])
                 cargs += [str(a) for a in c.get("args") or []]
-                await self.run(*cargs)
-            await self.run("pod", "start", name)
+                try:
+                    await self.run(*cargs)
+                except RuntimeError_:
+                    self._images.discard(c["image"])  # check it again on the retry
+                    raise
+            if not containers:
+                await self.run("pod", "start", name)
             return name
         except Exception:
             with contextlib.suppress(Exception):
