@@ -44,7 +44,7 @@ RESYNC_SECONDS = 30.0          # full pass while `podman events` is followed
 FALLBACK_RESYNC_SECONDS = 5.0  # full pass while it cannot be
 EVENT_MIN_INTERVAL = 1.0       # at most one event-driven pass a second (crash loops)
 _WAKE_EVENTS = {"died", "start", "remove"}
-_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
+_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
 
 
 def _uid(pod: dict) -> str:
@@ -200,17 +200,23 @@ def phase_of(restart_policy: str, states: list[dict]) -> str:
     return "Pending"
 
 
-def _epoch(value) -> int | None:
-    """podman inspect time (RFC 3339, nanoseconds) -> unix seconds, as `podman ps` gives them."""
+def _unix(value) -> float | None:
+    """podman time (RFC 3339 with nanoseconds) -> unix time."""
     m = _TIME.match(str(value or ""))
     if m is None:
         return None
-    tz = m.group(2) or "Z"
+    tz = m.group(3) or "Z"
     try:
         dt = datetime.fromisoformat(m.group(1) + ("+00:00" if tz == "Z" else tz))
     except ValueError:
         return None
-    return int(dt.timestamp())
+    return dt.timestamp() + float("0" + (m.group(2) or ".0"))
+
+
+def _epoch(value) -> int | None:
+    """podman inspect time -> whole unix seconds, as `podman ps` gives them."""
+    m = _TIME.match(str(value or ""))
+    return None if m is None else int(_unix(m.group(1) + (m.group(3) or "Z")))
 
 
 def _ps_sig(c: dict) -> tuple:
@@ -252,6 +258,16 @@ class PodSyncer:
         self._events_task: asyncio.Task | None = None
         self._events_ok = False  # `podman events` is being followed
         self._last_event_wake = 0.0
+        self._wake_handle: asyncio.TimerHandle | None = None
+        # wall clock before the last pass's listing / a start's inspect: events older than
+        # that are already reflected in what was reported
+        self._synced_at = 0.0
+        self._started_at: dict[str, float] = {}  # uid -> wall clock before its inspect
+        # uids with a podman pod at the last listing, or started since: a desired pod outside
+        # this set (once a listing was made) is new and starts before the pass lists podman
+        self._present: set[str] | None = None
+        self._known_desired: set[str] = set()  # desired uids at the end of the last pass
+        self._dirty = False  # something happened in podman: the next pass lists it
         self._removing: dict[str, asyncio.Task] = {}  # uid -> podman stop/rm in progress
         self._starting: dict[str, asyncio.Task] = {}  # uid -> pull/create/start in progress
         self._retry: dict[str, tuple[int, float]] = {}  # uid -> (failures, not before)
@@ -264,6 +280,8 @@ class PodSyncer:
         self._events_task = asyncio.create_task(self._follow_events(), name="pod-events")
 
     async def stop(self) -> None:
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
         for task in (self._events_task, self._task):
             if task is not None:
                 task.cancel()
@@ -272,22 +290,35 @@ class PodSyncer:
         for task in [*self._removing.values(), *self._starting.values()]:
             task.cancel()
 
+    def _wake(self) -> None:
+        """Run a full pass (listing podman) now, not just the new pods' starts."""
+        self._dirty = True
+        self.meta.changed.set()
+
     async def _loop(self) -> None:
+        next_full = 0.0
         while True:
             self.meta.changed.clear()
+            full = self._dirty or time.monotonic() >= next_full
+            self._dirty = False
             try:
-                await self.sync_once()
+                listed = await self.sync_once(full=full)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep syncing; podman may come back
                 log.exception("pod sync failed")
-            timeout = RESYNC_SECONDS if self._events_ok else FALLBACK_RESYNC_SECONDS
+                listed = True
             now = time.monotonic()
+            if listed:
+                next_full = now + (RESYNC_SECONDS if self._events_ok else FALLBACK_RESYNC_SECONDS)
+            timeout = next_full - now
             for uid, (_, not_before) in list(self._retry.items()):
                 if not_before > now and uid not in self._starting:
                     timeout = min(timeout, not_before - now + 0.05)  # the backoff retry
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.meta.changed.wait(), timeout)
+                await asyncio.wait_for(self.meta.changed.wait(), max(0.0, timeout))
+                continue
+            self._dirty = True  # the resync or a backoff retry is due
 
     async def _follow_events(self) -> None:
         """Wake the syncer when one of our containers dies, (re)starts or is removed; the
@@ -298,19 +329,10 @@ class PodSyncer:
             try:
                 self._events_ok = True
                 if not first:
-                    self.meta.changed.set()  # events may have been missed meanwhile
+                    self._wake()  # events may have been missed meanwhile
                 first = False
                 async for ev in self.runtime.events():
-                    if ev.get("Status") not in _WAKE_EVENTS:
-                        continue
-                    uid = (ev.get("Attributes") or {}).get(LABEL_UID)
-                    if uid in self._starting or uid in self._removing:
-                        continue  # they report / wake when they end
-                    wait = self._last_event_wake + EVENT_MIN_INTERVAL - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    self._last_event_wake = time.monotonic()
-                    self.meta.changed.set()
+                    self._on_event(ev)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - retried with backoff
@@ -321,17 +343,50 @@ class PodSyncer:
             await asyncio.sleep(backoff)
             backoff = min(60.0, backoff * 2)
 
-    async def sync_once(self) -> None:
+    def _on_event(self, ev: dict) -> None:
+        if ev.get("Status") not in _WAKE_EVENTS:
+            return
+        uid = (ev.get("Attributes") or {}).get(LABEL_UID) or ""
+        if uid in self._starting or uid in self._removing:
+            return  # they report / wake when they end
+        at = _unix(ev.get("Time"))
+        if at is not None and at < max(self._synced_at, self._started_at.get(uid, 0.0)):
+            return  # e.g. our own start: seen by the inspect or listing that came after it
+        if self._wake_handle is not None:
+            return  # a wake is already due: events in a burst share it
+        delay = max(0.0, self._last_event_wake + EVENT_MIN_INTERVAL - time.monotonic())
+        self._wake_handle = asyncio.get_running_loop().call_later(delay, self._event_wake)
+
+    def _event_wake(self) -> None:
+        self._wake_handle = None
+        self._last_event_wake = time.monotonic()
+        self._wake()
+
+    async def sync_once(self, full: bool = True) -> bool:
+        """One pass; returns whether it listed podman. Without `full`, a pass for a metadata
+        change that only added pods starts them and lists nothing (podman did not change:
+        events or the start's own report say when it does)."""
         desired: dict[str, dict] = {}
         terminating: dict[str, dict] = {}
         for p in self.meta.pods():
             if _uid(p):
                 deleting = (p.get("metadata") or {}).get("deletionTimestamp")
                 (terminating if deleting else desired)[_uid(p)] = p
+        if self._present is not None:
+            for uid, pod in desired.items():
+                if uid not in self._present and uid not in self._retry:
+                    await self._launch(uid, pod)  # new: no need to wait for the listing
+            if not full and all(u in desired for u in self._known_desired) and \
+                    all(u in self._finalized for u in terminating):
+                self._known_desired = set(desired)
+                return False
         # snapshot before listing: a start finishing during the listing must not look absent
         busy = set(self._removing) | set(self._starting)
+        listed_at = time.time()
         actual = await self.runtime.list_pods()
+        self._present = set(actual) | busy
         by_pod = await self._containers_by_pod()
+        self._synced_at = listed_at
         for uid, info in actual.items():
             if uid not in desired and uid not in busy:
                 pod = terminating.get(uid)
@@ -344,11 +399,8 @@ class PodSyncer:
             if uid not in actual and uid not in busy and uid not in self._finalized:
                 await self._finalize(pod)
         for uid, pod in desired.items():
-            # each start in its own task: a slow image pull must not hold up other pods
-            if uid not in actual and uid not in busy and uid not in self._starting and \
-                    self._retry.get(uid, (0, 0.0))[1] <= time.monotonic():
-                await self._report(pod, None, [])  # Pending/ContainerCreating, before the start
-                self._starting[uid] = asyncio.create_task(self._start(pod))
+            if uid not in actual and uid not in busy:
+                await self._launch(uid, pod)
         for uid, pod in desired.items():
             # a starting pod reports itself when its start ends: a status computed here could
             # be older than that report and would overwrite it
@@ -358,11 +410,22 @@ class PodSyncer:
                     await self._report(pod, None, [])
                 else:
                     await self._report(pod, info.get("Created"), by_pod.get(info.get("Id"), []))
+        self._known_desired = set(desired)
         known = set(desired) | set(terminating)
         self._finalized &= known
-        for d in (self._sent_status, self._retry, self._errors):
+        for d in (self._sent_status, self._retry, self._errors, self._started_at):
             for uid in [u for u in d if u not in known]:
                 d.pop(uid, None)
+        return True
+
+    async def _launch(self, uid: str, pod: dict) -> None:
+        """Start the pod in its own task (a slow image pull must not hold up other pods),
+        unless it is starting or being removed, or its backoff after a failure runs."""
+        if uid in self._starting or uid in self._removing or \
+                self._retry.get(uid, (0, 0.0))[1] > time.monotonic():
+            return
+        await self._report(pod, None, [])  # Pending/ContainerCreating, before the start
+        self._starting[uid] = asyncio.create_task(self._start(pod))
 
     async def _containers_by_pod(self) -> dict[str, list[dict]]:
         """podman pod id -> [container inspect] (infra included) for all our pods: one
@@ -393,7 +456,7 @@ class PodSyncer:
             log.exception("removing pod %s failed", pod_id)
         finally:
             self._removing.pop(uid, None)
-            self.meta.changed.set()  # finalize now rather than at the next resync
+            self._wake()  # finalize now rather than at the next resync
 
     async def _finalize(self, pod: dict) -> None:
         """The containers are gone: ask the server to delete the pod object (grace 0)."""
@@ -417,14 +480,17 @@ class PodSyncer:
             specs = container_specs(pod, self.meta, vols, self.host_ip)
             name = await self.runtime.create_pod(pod, specs)
             ok = True
+            if self._present is not None:
+                self._present.add(uid)
             self._errors.pop(uid, None)
             self._retry.pop(uid, None)
             log.info("started pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
             # one inspect of this pod and its containers: its status goes up now
+            self._started_at[uid] = time.time()
             items = await self.runtime.inspect(
                 name, *[container_name_for(pod, c["name"]) for c in specs])
             for item in items:
-                if "State" in item:
+                if isinstance(item.get("State"), dict):  # a container (a pod's is a string)
                     containers.append(item)
                     self._inspected[item["Id"]] = (_inspect_sig(item), item)
                 else:
@@ -450,7 +516,7 @@ class PodSyncer:
             finally:
                 self._starting.pop(uid, None)
                 if not ok or not containers:
-                    self.meta.changed.set()  # schedule the retry / find the real state
+                    self._wake()  # schedule the retry / find the real state
 
     async def _report(self, pod: dict, created: str | None, containers: list[dict]) -> None:
         status = self.status_of(pod, created, containers)

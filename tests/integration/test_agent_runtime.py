@@ -107,8 +107,8 @@ async def test_pod_runs_is_adopted_and_removed(image, node, tmp_path):
 
 async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, node, tmp_path):
     """A container exit reaches the status through `podman events` (well before the periodic
-    resync), a started pod reports Running by itself, and a pass with nothing changed costs
-    two podman commands in total (`pod ps`, `ps -a`), not some per pod."""
+    resync), a started pod reports Running by itself, nothing polls podman while idle, and a
+    pass with nothing changed costs two podman commands in total (`pod ps`, `ps -a`)."""
     meta = MetaManager(str(tmp_path / "meta.db"))
     await meta.open()
     sent = []
@@ -154,8 +154,10 @@ async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, nod
         quits = status_of("quits")
         assert quits["phase"] == "Failed", quits
         assert quits["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)  # events of the starts and the exit have come in
         calls.clear()
+        await asyncio.sleep(2.5)
+        assert calls == []  # idle: no polling between the (30 s) resyncs
         await syncer.sync_once()
         assert sorted(c[0] for c in calls) == ["pod", "ps"], calls
     finally:
