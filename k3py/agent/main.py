@@ -20,10 +20,11 @@ import aiohttp
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import JoinError, join, ssl_context
 from k3py.agent.metamanager import MetaManager
-from k3py.agent.node import NodeReporter, node_object, parse_taint, primary_ip
+from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime.podman import Podman
 from k3py.agent.streams import install_stream_handlers
+from k3py.hostinfo import primary_ip
 
 __all__ = ["run", "start_agent", "AgentHandle"]
 

@@ -12,7 +12,6 @@ import datetime as _dt
 import os
 import platform
 import shutil
-import socket
 
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_INSERT, OP_UPDATE, new_message
 
@@ -117,14 +116,6 @@ def _machine_id() -> str:
     except OSError:
         return ""
 
-
-def primary_ip() -> str:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent for a UDP connect
-            return s.getsockname()[0]
-    except OSError:
-        return "127.0.0.1"
 
 
 class NodeReporter:

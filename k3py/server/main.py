@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from k3py.api.resources import builtin_registry
+from k3py.hostinfo import primary_ip
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
@@ -82,15 +83,6 @@ def _given_token(config) -> str:
     return ""
 
 
-def _primary_ip() -> str:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent for a UDP connect
-            return s.getsockname()[0]
-    except OSError:
-        return "127.0.0.1"
-
-
 async def serve(config, *, stop: asyncio.Event | None = None,
                 started: asyncio.Future | None = None) -> RunningServer:
     """Start everything; returns once serving. Call `shutdown` to stop."""
@@ -103,7 +95,7 @@ async def serve(config, *, stop: asyncio.Event | None = None,
         os.makedirs(d, mode=0o700, exist_ok=True)
 
     advertise = config.advertise_address or (
-        "127.0.0.1" if config.bind_address in ("127.0.0.1", "localhost") else _primary_ip())
+        "127.0.0.1" if config.bind_address in ("127.0.0.1", "localhost") else primary_ip())
     sans = [socket.gethostname(), "localhost", *config.tls_san]
     ips = ["127.0.0.1", advertise]
     if config.bind_address not in ("0.0.0.0", "::", ""):
