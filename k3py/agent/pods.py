@@ -10,7 +10,6 @@ since they were last inspected; a started pod reports its own status right after
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
@@ -20,6 +19,7 @@ import time
 from datetime import datetime
 
 from k3py.agent.metamanager import MetaManager
+from k3py.agent.podspec import container_specs, prepare_volumes
 from k3py.agent.runtime.podman import (
     LABEL_CONTAINER,
     LABEL_UID,
@@ -36,7 +36,7 @@ from k3py.tunnel.message import (
     resource_key,
 )
 
-__all__ = ["PodSyncer", "container_specs", "phase_of"]
+__all__ = ["PodSyncer", "phase_of"]
 
 log = logging.getLogger("k3py.pods")
 
@@ -49,120 +49,6 @@ _TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?
 
 def _uid(pod: dict) -> str:
     return (pod.get("metadata") or {}).get("uid") or ""
-
-
-def _field_ref(pod: dict, path: str, host_ip: str) -> str:
-    md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-    simple = {"metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
-              "metadata.uid": md.get("uid"), "spec.nodeName": spec.get("nodeName"),
-              "spec.serviceAccountName": spec.get("serviceAccountName"),
-              "status.hostIP": host_ip, "status.podIP": (pod.get("status") or {}).get("podIP")}
-    if path in simple:
-        return simple[path] or ""
-    for prefix, source in (("metadata.labels['", md.get("labels")),
-                           ("metadata.annotations['", md.get("annotations"))):
-        if path.startswith(prefix) and path.endswith("']"):
-            return (source or {}).get(path[len(prefix):-2], "")
-    return ""
-
-
-def _data_of(obj: dict | None, secret: bool) -> dict[str, str]:
-    if obj is None:
-        return {}
-    if secret:
-        out = {k: base64.b64decode(v).decode(errors="replace")
-               for k, v in (obj.get("data") or {}).items()}
-        out.update(obj.get("stringData") or {})
-        return out
-    return dict(obj.get("data") or {})
-
-
-def container_specs(pod: dict, meta: MetaManager, volume_dirs: dict[str, str],
-                    host_ip: str) -> list[dict]:
-    """The runtime's view of each container (init containers are not yet run separately)."""
-    ns = (pod.get("metadata") or {}).get("namespace") or "default"
-    spec = pod.get("spec") or {}
-    out = []
-    for c in spec.get("containers") or []:
-        env: list[tuple[str, str]] = []
-        for ef in c.get("envFrom") or []:
-            prefix = ef.get("prefix") or ""
-            if ef.get("configMapRef"):
-                data = _data_of(meta.get("configmaps", ns, ef["configMapRef"]["name"]), False)
-            elif ef.get("secretRef"):
-                data = _data_of(meta.get("secrets", ns, ef["secretRef"]["name"]), True)
-            else:
-                data = {}
-            env += [(prefix + k, v) for k, v in data.items()]
-        for e in c.get("env") or []:
-            vf = e.get("valueFrom")
-            if not vf:
-                env.append((e["name"], e.get("value") or ""))
-            elif vf.get("configMapKeyRef"):
-                ref = vf["configMapKeyRef"]
-                env.append((e["name"], _data_of(meta.get("configmaps", ns, ref["name"]),
-                                                False).get(ref.get("key"), "")))
-            elif vf.get("secretKeyRef"):
-                ref = vf["secretKeyRef"]
-                env.append((e["name"], _data_of(meta.get("secrets", ns, ref["name"]),
-                                                True).get(ref.get("key"), "")))
-            elif vf.get("fieldRef"):
-                env.append((e["name"], _field_ref(pod, vf["fieldRef"].get("fieldPath", ""),
-                                                  host_ip)))
-        mounts = [(volume_dirs[m["name"]] + ("/" + m["subPath"] if m.get("subPath") else ""),
-                   m["mountPath"], bool(m.get("readOnly")))
-                  for m in c.get("volumeMounts") or [] if m.get("name") in volume_dirs]
-        sc = c.get("securityContext") or {}
-        user = ""
-        if sc.get("runAsUser") is not None:
-            user = str(sc["runAsUser"]) + (f":{sc['runAsGroup']}"
-                                           if sc.get("runAsGroup") is not None else "")
-        out.append({"name": c["name"], "image": c.get("image") or "",
-                    "pullPolicy": c.get("imagePullPolicy") or (
-                        "Always" if (c.get("image") or "").endswith(":latest") else
-                        "IfNotPresent"),
-                    "entrypoint": c.get("command"), "args": c.get("args"), "env": env,
-                    "workdir": c.get("workingDir"), "mounts": mounts,
-                    "privileged": bool(sc.get("privileged")), "user": user,
-                    "tty": bool(c.get("tty")), "stdin": bool(c.get("stdin"))})
-    return out
-
-
-def _write_files(directory: str, files: dict[str, str | bytes], mode: int = 0o644) -> None:
-    os.makedirs(directory, exist_ok=True)
-    for name, data in files.items():
-        path = os.path.join(directory, name)
-        with open(path, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(path, mode)
-
-
-def prepare_volumes(pod: dict, meta: MetaManager, root: str) -> dict[str, str]:
-    """Host directories for the pod's volumes (emptyDir, hostPath, configMap, secret)."""
-    ns = (pod.get("metadata") or {}).get("namespace") or "default"
-    dirs: dict[str, str] = {}
-    for vol in (pod.get("spec") or {}).get("volumes") or []:
-        name = vol.get("name") or ""
-        path = os.path.join(root, name)
-        if "hostPath" in vol:
-            dirs[name] = vol["hostPath"].get("path") or "/"
-            if (vol["hostPath"].get("type") or "") == "DirectoryOrCreate":
-                os.makedirs(dirs[name], exist_ok=True)
-        elif "emptyDir" in vol:
-            os.makedirs(path, exist_ok=True)
-            dirs[name] = path
-        elif "configMap" in vol:
-            obj = meta.get("configmaps", ns, vol["configMap"].get("name") or "") or {}
-            files: dict[str, str | bytes] = dict(obj.get("data") or {})
-            files.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
-            _write_files(path, files)
-            dirs[name] = path
-        elif "secret" in vol:
-            obj = meta.get("secrets", ns, vol["secret"].get("secretName") or "") or {}
-            _write_files(path, {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()},
-                         0o600)
-            dirs[name] = path
-    return dirs
 
 
 def _state(c: dict) -> tuple[dict, bool]:

@@ -61,13 +61,12 @@ def install_authenticators(api: ApiServer, registry: Registry, config, token: st
 
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
-    from k3py.server import nodeauth
+    from k3py.server import nodeauth, streams
     from k3py.server.cloudhub import TUNNEL_PATH, CloudHub
     nodeauth.install_from_config(app, config)
     hub = CloudHub(registry, api.authenticator)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
-    api.streams["log"] = hub.serve_log
-    api.streams["exec"] = hub.serve_exec
+    streams.install(api, hub)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()
