@@ -1,5 +1,6 @@
-"""The agent's local cache in <data-dir>/agent/meta.db: desired pods, configmaps and secrets
-as last received from cloudhub, and status messages queued for the server.
+"""The agent's local cache in <data-dir>/agent/meta.db: desired pods, the configmaps and secrets
+they need and the devices (and device models) bound to this node, as last received from
+cloudhub, and status messages queued for the server.
 
 edgehub calls `apply` (persist, then ACK) and `queue`/`acked` for the up direction; the pod
 syncer reads `pods()` and is woken through `changed`; on restart the agent starts from here."""
@@ -24,7 +25,7 @@ from k3py.tunnel.message import (
 
 __all__ = ["MetaManager", "CACHED_KINDS"]
 
-CACHED_KINDS = ("pods", "configmaps", "secrets")
+CACHED_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "

@@ -22,6 +22,7 @@ from k3py.api import errors
 from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.controllers.base import InformerFactory
+from k3py.server.devicesync import DeviceFeed
 from k3py.server.registry import Registry
 from k3py.tunnel import framing
 from k3py.tunnel.message import (
@@ -173,9 +174,13 @@ class CloudHub:
         self.configmaps.add_handler(lambda t, o, n: self._on_ref("configmaps", t, o, n))
         self.secrets = self._informers.informer("", "secrets")
         self.secrets.add_handler(lambda t, o, n: self._on_ref("secrets", t, o, n))
+        self.device_feed = DeviceFeed(self._informers, self._send_object)
+        self.device_feed.start()
         self._spawn(self._resend_loop())
 
     async def stop(self) -> None:
+        if self._started:
+            await self.device_feed.stop()
         for task in list(self._tasks):
             task.cancel()
         for s in self.sessions.values():
@@ -210,6 +215,7 @@ class CloudHub:
             obj = self._ref_object(plural, ns, name)
             if obj is not None:
                 content[plural].append(obj)
+        content.update(self.device_feed.snapshot(node))
         return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
                            content=content, key="sync")
 
@@ -221,6 +227,12 @@ class CloudHub:
                            content=obj, key=key,
                            resource_version=(obj.get("metadata") or {}).get(
                                "resourceVersion", ""))
+
+    def _send_object(self, node: str, plural: str, etype: str, obj: dict) -> None:
+        """Queue one object change for a node that has a session (devices, device models)."""
+        session = self.sessions.get(node)
+        if session is not None:
+            session.send(self._object_message(plural, etype, obj))
 
     def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
         before, after = _node_of(old), _node_of(new)
