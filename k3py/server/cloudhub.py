@@ -23,7 +23,10 @@ from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.devicesync import DeviceFeed
+from k3py.server.podtokens import KIND as TOKENS_KIND
+from k3py.server.podtokens import PodTokens
 from k3py.server.registry import Registry
+from k3py.server.serviceaccounts import TokenIssuer
 from k3py.tunnel import framing
 from k3py.tunnel.message import (
     CLOUD,
@@ -143,9 +146,12 @@ class NodeSession:
 class CloudHub:
     """Per-node sessions, fed by pod/configmap/secret informers; serves the tunnel route."""
 
-    def __init__(self, registry: Registry, authenticator: Authenticator) -> None:
+    def __init__(self, registry: Registry, authenticator: Authenticator,
+                 issuer: TokenIssuer | None = None) -> None:
         self.registry = registry
         self.authenticator = authenticator
+        self.issuer = issuer  # pods' service-account tokens go down with them (podtokens.py)
+        self.tokens: PodTokens | None = None
         self.sessions: dict[str, NodeSession] = {}
         self._informers = InformerFactory(registry)
         self._tasks: set[asyncio.Task] = set()
@@ -176,7 +182,30 @@ class CloudHub:
         self.secrets.add_handler(lambda t, o, n: self._on_ref("secrets", t, o, n))
         self.device_feed = DeviceFeed(self._informers, self._send_object)
         self.device_feed.start()
+        if self.issuer is not None:
+            self._start_tokens(self.issuer)
         self._spawn(self._resend_loop())
+
+    def _start_tokens(self, issuer: TokenIssuer) -> None:
+        accounts = self._informers.informer("", "serviceaccounts")
+
+        def account_uid(ns: str, name: str) -> str:
+            return ((accounts.get(ns, name) or {}).get("metadata") or {}).get("uid") or ""
+
+        def pod_alive(ns: str, name: str, uid: str) -> bool | None:
+            if not self.pods.synced.is_set():
+                return None
+            pod = self.pods.get(ns, name)
+            return pod is not None and pod["metadata"].get("uid") == uid
+
+        def send(node: str, obj: dict) -> None:
+            if node in self.sessions:
+                self.sessions[node].send(self._object_message(TOKENS_KIND, "MODIFIED", obj))
+        self.tokens = PodTokens(issuer, account_uid)
+        issuer.pod_alive = pod_alive
+        self._spawn(self.tokens.refresh_loop(lambda: [n for n in self.sessions
+                                                      if self.node_connected(n)],
+                                             lambda n: self.pods.by_index("node", n), send))
 
     async def stop(self) -> None:
         if self._started:
@@ -211,6 +240,8 @@ class CloudHub:
     def snapshot(self, node: str) -> Message:
         pods = self.pods.by_index("node", node)
         content: dict[str, list[dict]] = {"pods": pods, "configmaps": [], "secrets": []}
+        if self.tokens is not None:
+            content[TOKENS_KIND] = [o for o in map(self.tokens.object_for, pods) if o]
         for plural, ns, name in sorted(self._refs_for_node(node)):
             obj = self._ref_object(plural, ns, name)
             if obj is not None:
@@ -238,9 +269,15 @@ class CloudHub:
         before, after = _node_of(old), _node_of(new)
         if before and before != after and before in self.sessions:
             self.sessions[before].send(self._object_message("pods", "DELETED", old))
+        if etype == "DELETED" and self.tokens is not None:
+            self._pod_tokens_gone(new or old)
         if after and after in self.sessions and new is not None:
             session = self.sessions[after]
             if etype != "DELETED":
+                if self.tokens is not None and (etype == "ADDED" or before != after):
+                    tokens = self.tokens.object_for(new)  # new to this node: tokens first
+                    if tokens is not None:
+                        session.send(self._object_message(TOKENS_KIND, "MODIFIED", tokens))
                 # referenced objects first, so the agent has them when it starts the pod
                 ns = _ns_name(new)[0]
                 for plural, name in sorted(referenced_objects(new)):
@@ -248,6 +285,15 @@ class CloudHub:
                     if obj is not None:
                         session.send(self._object_message(plural, "MODIFIED", obj))
             session.send(self._object_message("pods", etype, new))
+
+    def _pod_tokens_gone(self, pod: dict | None) -> None:
+        if pod is None or self.tokens is None:
+            return
+        self.tokens.forget(pod["metadata"].get("uid") or "")
+        node = _node_of(pod)
+        if node in self.sessions:
+            self.sessions[node].send(self._object_message(
+                TOKENS_KIND, "DELETED", self.tokens.deleted_object(pod)))
 
     def _on_ref(self, plural: str, etype: str, old: dict | None, new: dict | None) -> None:
         obj = new or old
@@ -480,6 +526,14 @@ class CloudHub:
         except errors.StatusError as e:
             if e.code != 409:
                 raise
+
+            def repeat(cur: dict) -> dict:  # the agent aggregates repeats under one name
+                for k in ("count", "lastTimestamp", "message"):
+                    if event.get(k) is not None:
+                        cur[k] = event[k]
+                return cur
+            await self.registry.update_with(res, ns, event["metadata"].get("name") or "",
+                                            repeat)
 
     # ---------------------------------------------------------------- streams
 

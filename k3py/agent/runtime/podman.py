@@ -12,6 +12,7 @@ import glob
 import json
 import logging
 import os
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 
@@ -25,9 +26,6 @@ LABEL_NS = "io.k3py.pod-namespace"
 LABEL_NAME = "io.k3py.pod-name"
 LABEL_CONTAINER = "io.k3py.container"
 LABEL_NODE = "io.k3py.node"
-
-_RESTART = {"Always": "always", "OnFailure": "on-failure", "Never": "no"}
-
 
 class RuntimeError_(Exception):
     """A podman command failed; `reason` is the Kubernetes waiting reason to report."""
@@ -97,13 +95,16 @@ class Podman:
                 log.warning("could not import image tarball %s: %s", path, e)
         return loaded
 
-    async def ensure_image(self, image: str, policy: str) -> None:
+    async def ensure_image(self, image: str, policy: str) -> str:
+        """Make `image` present per the pull policy: "present" (nothing pulled), "pulled",
+        or "offline" (Always, but the pull failed and the local copy is used, like an
+        air-gapped kubelet). Raises ErrImageNeverPull / ErrImagePull."""
         if policy != "Always" and image in self._images:
-            return  # the container is run with --pull never: if it vanished, that fails
+            return "present"  # the container is run with --pull never: if it vanished, that fails
         exists = (await self._rc("image", "exists", image)) == 0
         if exists and policy != "Always":
             self._images.add(image)
-            return
+            return "present"
         if policy == "Never":
             raise RuntimeError_(f'Container image "{image}" is not present with pull policy '
                                 f'of Never', "ErrImageNeverPull")
@@ -111,9 +112,11 @@ class Podman:
             await self.run("pull", "-q", image, timeout=600)
         except RuntimeError_ as e:
             if exists:
-                return  # Always, but offline: run what we have, like an air-gapped kubelet
-            raise RuntimeError_(f'failed to pull image "{image}": {e}', "ErrImagePull") from None
+                return "offline"
+            raise RuntimeError_(f'failed to pull and unpack image "{image}": {e}',
+                                "ErrImagePull") from None
         self._images.add(image)
+        return "pulled"
 
     async def _rc(self, *args: str) -> int:
         proc = await asyncio.create_subprocess_exec(
@@ -176,15 +179,18 @@ class Podman:
                     proc.kill()
             await proc.wait()
 
-    async def create_pod(self, pod: dict, containers: list[dict]) -> str:
-        """Create and start the pod; returns its podman name. `containers`: [{name, image, pullPolicy, entrypoint, args, env, workdir,
-        mounts: [(host, container, ro)], privileged, user, tty, stdin}] in start order."""
+    def _labels(self, pod: dict) -> list[str]:
+        md = pod["metadata"]
+        return [f"{LABEL_UID}={md['uid']}", f"{LABEL_NS}={md['namespace']}",
+                f"{LABEL_NAME}={md['name']}", f"{LABEL_NODE}={self.node_name}"]
+
+    async def create_sandbox(self, pod: dict) -> str:
+        """Create the podman pod (network, hostname, host ports) that the containers join;
+        returns its name. Its infra container starts with the first container run in it."""
         md, spec = pod["metadata"], pod.get("spec") or {}
         name = pod_name_for(pod)
-        labels = [f"{LABEL_UID}={md['uid']}", f"{LABEL_NS}={md['namespace']}",
-                  f"{LABEL_NAME}={md['name']}", f"{LABEL_NODE}={self.node_name}"]
         args = ["pod", "create", "--name", name]
-        for label in labels:
+        for label in self._labels(pod):
             args += ["--label", label]
         if spec.get("hostNetwork"):
             args += ["--network", "host"]
@@ -196,47 +202,79 @@ class Podman:
                         proto = (p.get("protocol") or "TCP").lower()
                         args += ["-p", f"{p['hostPort']}:{p['containerPort']}/{proto}"]
         await self.run(*args)
-        restart = _RESTART.get(spec.get("restartPolicy") or "Always", "always")
+        return name
+
+    async def run_container(self, pod: dict, c: dict, *, limits: dict | None = None,
+                            grace: int = 30) -> bool:
+        """Create and start one container in the pod's sandbox, never restarted by podman
+        (the agent restarts it, with backoff). `c`: {name, image, entrypoint, args, env,
+        workdir, mounts: [(host, container, ro)], privileged, user, tty, stdin}; `limits`:
+        {cpus: str, memory: int}. Returns False when the limits had to be dropped because
+        podman refused them (e.g. a cgroup setup without those controllers)."""
+        cname = container_name_for(pod, c["name"])
+        # ensure_image did any pull, so podman itself never pulls here
+        cargs = ["run", "-d", "--pull", "never", "--pod", pod_name_for(pod), "--name", cname,
+                 "--restart", "no", "--stop-timeout", str(max(0, grace)),
+                 "--label", f"{LABEL_CONTAINER}={c['name']}"]
+        for label in self._labels(pod):
+            cargs += ["--label", label]
+        for k, v in c.get("env") or []:
+            cargs += ["--env", f"{k}={v}"]
+        if c.get("workdir"):
+            cargs += ["--workdir", c["workdir"]]
+        for host, target, ro in c.get("mounts") or []:
+            cargs += ["--volume", f"{host}:{target}{':ro' if ro else ''}"]
+        if c.get("privileged"):
+            cargs.append("--privileged")
+        if c.get("user"):
+            cargs += ["--user", c["user"]]
+        if c.get("tty"):
+            cargs.append("--tty")
+        if c.get("stdin"):
+            cargs.append("--interactive")
+        if c.get("entrypoint"):
+            cargs += ["--entrypoint", json.dumps(c["entrypoint"])]
+        tail = [c["image"], *[str(a) for a in c.get("args") or []]]
+        lim: list[str] = []
+        if limits and limits.get("cpus"):
+            lim += ["--cpus", str(limits["cpus"])]
+        if limits and limits.get("memory"):
+            lim += ["--memory", str(limits["memory"])]
         try:
-            for c in containers:
-                await self.ensure_image(c["image"], c.get("pullPolicy") or "IfNotPresent")
-                # `run -d` = create + start (the pod's infra container starts with the first);
-                # ensure_image did any pull, so podman itself never pulls here
-                cargs = ["run", "-d", "--pull", "never", "--pod", name,
-                         "--name", container_name_for(pod, c["name"]),
-                         "--restart", restart, "--label", f"{LABEL_CONTAINER}={c['name']}"]
-                for label in labels:
-                    cargs += ["--label", label]
-                for k, v in c.get("env") or []:
-                    cargs += ["--env", f"{k}={v}"]
-                if c.get("workdir"):
-                    cargs += ["--workdir", c["workdir"]]
-                for host, target, ro in c.get("mounts") or []:
-                    cargs += ["--volume", f"{host}:{target}{':ro' if ro else ''}"]
-                if c.get("privileged"):
-                    cargs.append("--privileged")
-                if c.get("user"):
-                    cargs += ["--user", c["user"]]
-                if c.get("tty"):
-                    cargs.append("--tty")
-                if c.get("stdin"):
-                    cargs.append("--interactive")
-                if c.get("entrypoint"):
-                    cargs += ["--entrypoint", json.dumps(c["entrypoint"])]
-                cargs.append(c["image"])
-                cargs += [str(a) for a in c.get("args") or []]
-                try:
-                    await self.run(*cargs)
-                except RuntimeError_:
-                    self._images.discard(c["image"])  # check it again on the retry
-                    raise
-            if not containers:
-                await self.run("pod", "start", name)
-            return name
-        except Exception:
-            with contextlib.suppress(Exception):
-                await self.run("pod", "rm", "-f", name, check=False)
-            raise
+            await self.run(*cargs, *lim, *tail)
+            return True
+        except RuntimeError_ as e:
+            await self.run("rm", "-f", "-t", "0", cname, check=False)
+            if lim and any(w in str(e).lower() for w in ("cgroup", "cpu", "memory", "swap")):
+                await self.run(*cargs, *tail)  # the host cannot limit: run unlimited
+                return False
+            self._images.discard(c["image"])  # check it again on the retry
+            raise RuntimeError_(str(e), "CreateContainerError") from None
+
+    async def start_container(self, name: str) -> None:
+        """Start an exited container again (a restart: same container, same logs)."""
+        await self.run("start", name)
+
+    async def stop_container(self, name: str, grace: int) -> None:
+        """SIGTERM (the image's stop signal), SIGKILL after `grace` seconds."""
+        await self.run("stop", "-t", str(max(0, grace)), name, check=False, timeout=grace + 30)
+
+    async def exec_check(self, container: str, argv: list[str], timeout: float
+                         ) -> tuple[int, str]:
+        """`podman exec` for probes: (exit code, output); TimeoutError past `timeout`."""
+        with tempfile.TemporaryFile() as out_f:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary, *self.extra_args, "exec", container, *argv,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out_f, stderr=subprocess.STDOUT)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+            out_f.seek(0)
+            return proc.returncode or 0, out_f.read(4096).decode(errors="replace")
 
     async def remove_pod(self, name_or_id: str, grace: int = 30) -> None:
         await self.run("pod", "stop", "-t", str(max(0, grace)), name_or_id, check=False,
