@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from k3py.agent import podspec
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import JoinError, join, ssl_context
 from k3py.agent.metamanager import MetaManager
@@ -111,6 +112,7 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         await session.close()
         raise
     node_ip = _opt(config, "node_ip", "") or primary_ip()
+    podspec.attach(meta, server, node_ip)  # pods' API address, token file rotation
     node = node_object(name=node_name, node_ip=node_ip,
                        labels=_labels(_opt(config, "node_labels", ())), taints=taints,
                        runtime_version=version, data_dir=data_dir,

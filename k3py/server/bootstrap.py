@@ -53,10 +53,16 @@ async def prepare(registry: Registry, config, advertise: str) -> None:
 def install_authenticators(api: ApiServer, registry: Registry, config, token: str,
                            sa_key_pem: bytes) -> None:
     """Client certificates are handled by TLS; service-account (and node) tokens plug in here."""
-    from k3py.server.serviceaccounts import TokenIssuer, token_request_handler
+    from k3py.server.serviceaccounts import (
+        ServiceAccountAdmission,
+        TokenIssuer,
+        token_request_handler,
+    )
     issuer = TokenIssuer(sa_key_pem)
     api.authenticator.token_authenticators.append(issuer.authenticate)
     api.streams["token"] = token_request_handler(registry, issuer)
+    api.authenticator.sa_issuer = issuer  # type: ignore[attr-defined] # CloudHub mints pod tokens
+    ServiceAccountAdmission.install(registry)
 
 
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
@@ -64,7 +70,7 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     from k3py.server import nodeauth, streams
     from k3py.server.cloudhub import TUNNEL_PATH, CloudHub
     nodeauth.install_from_config(app, config)
-    hub = CloudHub(registry, api.authenticator)
+    hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None))
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
 

@@ -6,8 +6,11 @@ claims so in-cluster clients (load_incluster_config) and tools that decode them 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import random
 import time
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -26,7 +29,9 @@ from k3py.server.apiserver.negotiation import decode_body, json_response
 from k3py.server.apiserver.paths import ResourcePath
 from k3py.server.registry import Registry
 
-__all__ = ["TokenIssuer", "token_request_handler", "DEFAULT_ISSUER"]
+__all__ = ["TokenIssuer", "token_request_handler", "DEFAULT_ISSUER", "SA_MOUNT_PATH",
+           "TOKEN_VOLUME_PREFIX", "mount_service_account_token", "ServiceAccountAdmission",
+           "bound_pod_of"]
 
 DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 DEFAULT_AUDIENCES = (DEFAULT_ISSUER, "k3s")
@@ -42,6 +47,9 @@ def _unb64(data: str) -> bytes:
 
 class TokenIssuer:
     def __init__(self, private_key_pem: bytes, issuer: str = DEFAULT_ISSUER) -> None:
+        # (namespace, pod name, pod uid) -> False once that pod is gone, None if unknown;
+        # set by CloudHub's pod-token plumbing (k3py.server.podtokens)
+        self.pod_alive: Callable[[str, str, str], bool | None] | None = None
         self._key = serialization.load_pem_private_key(private_key_pem, password=None)
         self._pub = self._key.public_key()
         self.issuer = issuer
@@ -113,8 +121,20 @@ class TokenIssuer:
         if not sub.startswith("system:serviceaccount:"):
             return None
         ns = sub.split(":")[2]
+        bound = bound_pod_of(claims)
+        if bound is not None and self.pod_alive is not None and \
+                self.pod_alive(ns, bound[0], bound[1]) is False:
+            return None  # a pod-bound token dies with its pod (upstream: "pod ... not found")
         return User(sub, ("system:serviceaccounts", f"system:serviceaccounts:{ns}",
                           "system:authenticated"))
+
+
+def bound_pod_of(claims: dict) -> tuple[str, str] | None:
+    """(name, uid) of the pod a token is bound to, from its kubernetes.io claim."""
+    pod = ((claims.get("kubernetes.io") or {}) if isinstance(claims, dict) else {}).get("pod")
+    if isinstance(pod, dict) and pod.get("name") and pod.get("uid"):
+        return str(pod["name"]), str(pod["uid"])
+    return None
 
 
 def _sha256(data: bytes) -> bytes:
@@ -155,3 +175,106 @@ def token_request_handler(registry: Registry, issuer: TokenIssuer):
         return json_response(out, 201)
 
     return handle
+
+
+# ---------------------------------------------------------------- pod admission
+
+SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME_PREFIX = "kube-api-access-"
+TOKEN_EXPIRATION = 3607  # upstream's kube-api-access default (an hour plus 7 s)
+_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # upstream's name generator alphabet
+SA_WAIT_SECONDS = 5.0  # how long a pod waits for its namespace's "default" ServiceAccount
+
+
+def _token_volume(name: str) -> dict:
+    return {"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt",
+                                                                 "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+            "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}}
+
+
+def mount_service_account_token(spec: dict, suffix: str | None = None) -> str | None:
+    """Upstream's mountServiceAccountToken: every container and initContainer without a mount
+    at SA_MOUNT_PATH gets a read-only one of the kube-api-access-xxxxx projected volume, which
+    is added if a container needed it and no such volume exists. Returns the volume name used
+    (None if no container needed it)."""
+    volumes = spec.get("volumes") or []
+    name = next((v.get("name") for v in volumes if isinstance(v, dict) and
+                 str(v.get("name") or "").startswith(TOKEN_VOLUME_PREFIX)), None)
+    has_volume = name is not None
+    if name is None:
+        name = TOKEN_VOLUME_PREFIX + (suffix or "".join(random.choices(_SUFFIX_CHARS, k=5)))
+    needed = False
+    for key in ("initContainers", "containers"):
+        for c in spec.get(key) or []:
+            if not isinstance(c, dict):
+                continue
+            mounts = c.get("volumeMounts") or []
+            if any(isinstance(m, dict) and m.get("mountPath") == SA_MOUNT_PATH for m in mounts):
+                continue
+            c["volumeMounts"] = [*mounts, {"name": name, "readOnly": True,
+                                           "mountPath": SA_MOUNT_PATH}]
+            needed = True
+    if not needed:
+        return None
+    if not has_volume:
+        spec["volumes"] = [*volumes, _token_volume(name)]
+    return name
+
+
+def should_automount(spec: dict, account: dict | None) -> bool:
+    """The pod's automountServiceAccountToken wins, then the ServiceAccount's; default true."""
+    if spec.get("automountServiceAccountToken") is not None:
+        return bool(spec["automountServiceAccountToken"])
+    if account is not None and account.get("automountServiceAccountToken") is not None:
+        return bool(account["automountServiceAccountToken"])
+    return True
+
+
+class ServiceAccountAdmission:
+    """Registry create hook for pods (upstream's ServiceAccount admission plugin): the pod's
+    ServiceAccount must exist (403 otherwise) and its token is mounted unless opted out.
+
+    A namespace's "default" account is made by the serviceaccount controller just after the
+    namespace: a pod created right away waits up to SA_WAIT_SECONDS for it (upstream retries
+    its lookup against the API for the same reason) instead of failing."""
+
+    def __init__(self, registry: Registry, wait_seconds: float = SA_WAIT_SECONDS) -> None:
+        self.registry = registry
+        self.wait_seconds = wait_seconds
+
+    @classmethod
+    def install(cls, registry: Registry) -> ServiceAccountAdmission:
+        hook = cls(registry)
+        registry.create_hooks.append(hook)
+        return hook
+
+    async def _account(self, ns: str, name: str) -> dict | None:
+        res = self.registry.resources.get("", "v1", "serviceaccounts")
+        deadline = time.monotonic() + (self.wait_seconds if name == "default" else 0.0)
+        while True:
+            sa = await self.registry.try_get(res, ns, name)
+            if sa is not None or time.monotonic() >= deadline:
+                return sa
+            await asyncio.sleep(0.1)
+
+    async def __call__(self, res, obj: dict) -> None:
+        if res.group != "" or res.kind != "Pod":
+            return
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        ns = (obj.get("metadata") or {}).get("namespace") or "default"
+        name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        spec["serviceAccountName"] = spec["serviceAccount"] = name
+        account = await self._account(ns, name)
+        if account is None:
+            pod = (obj.get("metadata") or {}).get("name") or ""
+            raise errors.forbidden(f'pods "{pod}" is forbidden: error looking up service '
+                                   f'account {ns}/{name}: serviceaccount "{name}" not found',
+                                   "", "pods", pod)
+        if should_automount(spec, account):
+            mount_service_account_token(spec)

@@ -17,6 +17,7 @@ log = logging.getLogger("k3py.controllers")
 CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.namespace", "NamespaceController"),
     ("k3py.server.controllers.serviceaccount", "ServiceAccountController"),
+    ("k3py.server.controllers.rootca", "RootCAController"),
     ("k3py.server.controllers.gc", "GarbageCollector"),
     ("k3py.server.controllers.deployment", "DeploymentController"),
     ("k3py.server.controllers.replicaset", "ReplicaSetController"),
