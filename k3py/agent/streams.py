@@ -1,4 +1,5 @@
-"""Stream requests arriving through the tunnel (pods/log, pods/exec), served from the runtime.
+"""Stream requests arriving through the tunnel (pods/log, exec, attach, portforward), served
+from the runtime.
 
 Registered on edgehub.stream_handlers by main; frames go back with edgehub.send_live."""
 
@@ -16,6 +17,7 @@ import termios
 
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.pods import PodSyncer
+from k3py.agent.portforward import forward_port
 from k3py.agent.runtime.podman import Podman
 from k3py.tunnel.message import EDGE, Message, stream_frame
 
@@ -63,12 +65,56 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
                 else "you must specify at least one command for the container"},
                 source=EDGE))
             return
-        code = await _exec(hub, runtime, sid, name, command, stdin=bool(p.get("stdin")),
+        args = [runtime.binary, *runtime.extra_args, "exec"]
+        args += ["-i"] if p.get("stdin") else []
+        args += ["-t"] if p.get("tty") else []
+        code = await _exec(hub, sid, [*args, name, *command], stdin=bool(p.get("stdin")),
                            tty=bool(p.get("tty")))
         hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
 
+    async def attach(msg: Message) -> None:
+        """`podman attach` to the running container; killing it on a detach (the stream's
+        close) leaves the container running: signals are not proxied."""
+        p = msg.content or {}
+        sid = msg.id
+        name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
+                                   p.get("container") or "")
+        if name is None:
+            hub.send_live(_not_here(sid, p))
+            return
+        args = [runtime.binary, *runtime.extra_args, "attach", "--sig-proxy=false"]
+        if not p.get("stdin"):
+            args.append("--no-stdin")
+        code = await _exec(hub, sid, [*args, name], stdin=bool(p.get("stdin")),
+                           tty=bool(p.get("tty")))
+        hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+
+    async def portforward(msg: Message) -> None:
+        p = msg.content or {}
+        pod = _find_pod(pods, p.get("namespace") or "", p.get("pod") or "")
+        if pod is None:
+            hub.send_live(_not_here(msg.id, p))
+            return
+        await forward_port(hub, runtime, msg.id, pod, int(p.get("port") or 0))
+
     hub.stream_handlers["log"] = log
     hub.stream_handlers["exec"] = exec_
+    hub.stream_handlers["attach"] = attach
+    hub.stream_handlers["portforward"] = portforward
+
+
+def _not_here(sid: str, p: dict) -> Message:
+    return stream_frame(sid, "error", {
+        "code": 404, "reason": "NotFound",
+        "message": f'pod "{p.get("pod")}" is not running on this node'}, source=EDGE)
+
+
+def _find_pod(pods: PodSyncer, namespace: str, name: str) -> dict | None:
+    for pod in pods.meta.pods():
+        md = pod.get("metadata") or {}
+        if md.get("namespace") == namespace and md.get("name") == name:
+            return pod
+    return None
 
 
 def _send_data(hub: EdgeHub, sid: str, fd: int, data: bytes) -> bool:
@@ -83,16 +129,10 @@ def _set_winsize(fd: int, size: dict) -> None:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-async def _exec(hub: EdgeHub, runtime: Podman, sid: str, container: str, command: list[str],
-                *, stdin: bool, tty: bool) -> int:
-    """`podman exec` relaying stdin/stdout/stderr (or one pty) through the tunnel."""
+async def _exec(hub: EdgeHub, sid: str, args: list[str], *, stdin: bool, tty: bool) -> int:
+    """Run `args` (podman exec/attach) relaying stdin/stdout/stderr (or one pty) through the
+    tunnel."""
     inputs = hub.stream_input(sid)
-    args = [runtime.binary, *runtime.extra_args, "exec"]
-    if stdin:
-        args.append("-i")
-    if tty:
-        args.append("-t")
-    args += [container, *command]
     loop = asyncio.get_running_loop()
     if tty:
         master, slave = pty.openpty()

@@ -1,11 +1,13 @@
-"""Pod streams served through a node's tunnel: pods/log and pods/exec (the websocket
-remotecommand protocol), relayed to the node's agent as GROUP_STREAM frames."""
+"""Pod streams served through a node's tunnel: pods/log, pods/exec and pods/attach (the
+remotecommand protocol over websocket v5/v4 or SPDY/3.1 v4) and pods/portforward (SPDY/3.1,
+raw or tunneled in a websocket), relayed to the node's agent as GROUP_STREAM frames."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import json
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -14,9 +16,12 @@ from k3py.api import errors
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.paths import ResourcePath
 from k3py.server.cloudhub import CloudHub, _node_of
+from k3py.server.spdy import SpdyStream
+from k3py.server.spdyconn import SpdyConnection, accept_spdy, wants_spdy, wants_websocket
 from k3py.tunnel.message import CLOUD, stream_frame
 
-__all__ = ["serve_log", "serve_exec", "exit_status", "EXEC_PROTOCOLS", "install"]
+__all__ = ["serve_log", "serve_exec", "serve_attach", "serve_portforward", "exit_status",
+           "EXEC_PROTOCOLS", "install"]
 
 # the Kubernetes remotecommand websocket protocols (kubectl >= 1.30 offers v5 first)
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -27,6 +32,9 @@ def install(api, hub: CloudHub) -> None:
     """Register the stream subresources on the API server."""
     api.streams["log"] = lambda request, rp, user: serve_log(hub, request, rp, user)
     api.streams["exec"] = lambda request, rp, user: serve_exec(hub, request, rp, user)
+    api.streams["attach"] = lambda request, rp, user: serve_attach(hub, request, rp, user)
+    api.streams["portforward"] = (
+        lambda request, rp, user: serve_portforward(hub, request, rp, user))
 
 
 async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
@@ -75,91 +83,385 @@ async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
     await resp.write_eof()
     return resp
 
-async def serve_exec(hub: CloudHub, request: web.Request, rp: ResourcePath,
-                     user: User) -> web.StreamResponse:
-    """pods/<name>/exec over the websocket remotecommand protocol (v5/v4.channel.k8s.io),
-    relayed to `podman exec` on the node through the tunnel."""
+SPDY_EXEC_PROTOCOLS = ("v4.channel.k8s.io",)
+PORTFORWARD_PROTOCOL = "portforward.k8s.io"
+STREAM_WAIT = 30.0  # seconds a SPDY client has to open the streams its query announced
+
+
+def _true(q, key: str, default: bool = False) -> bool:
+    v = q.get(key)
+    return default if v is None else v.lower() in ("true", "1")
+
+
+async def _stream_target(hub: CloudHub, rp: ResourcePath, what: str) -> tuple[dict, str]:
+    """The pod and its node, or the Status a kubelet/apiserver would answer: 404 no pod,
+    400 not scheduled / completed, 503 node not connected."""
     pod = await hub.registry.get(hub._res("", "pods"), rp.namespace, rp.name or "")
     node = _node_of(pod)
     if not node:
         raise errors.bad_request(f'pod "{rp.name}" is not scheduled to a node yet')
-    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-        raise errors.bad_request("cannot exec into a container in a completed pod; "
-                                 f"current phase is {pod['status']['phase']}")
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise errors.StatusError(400, "BadRequest",
-                                 "exec needs a websocket upgrade (v5.channel.k8s.io); "
-                                 "SPDY is not supported by k3py")
-    q = request.query
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        raise errors.bad_request(f"cannot {what} a container in a completed pod; "
+                                 f"current phase is {phase}")
+    session = hub.sessions.get(node)
+    if session is None or session.ws is None or session.ws.closed:
+        raise errors.service_unavailable(f"node {node} is not connected to the server")
+    return pod, node
+
+
+def _container_of(pod: dict, rp: ResourcePath, q) -> str:
     containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
     container = q.get("container") or (containers[0] if containers else "")
     if container not in containers:
         raise errors.bad_request(f"container {container} is not valid for pod {rp.name}")
-    stdin, tty = q.get("stdin") in ("true", "1"), q.get("tty") in ("true", "1")
-    params = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"],
-              "container": container, "command": q.getall("command", []),
-              "stdin": stdin, "tty": tty}
-    session, stream_id, queue = await hub.open_stream(node, "exec", params)
-    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, heartbeat=30.0)
-    try:
-        await ws.prepare(request)
-        v5 = ws.ws_protocol == EXEC_PROTOCOLS[0]
+    return container
 
-        async def client_to_node() -> None:
-            async for frame in ws:
-                if frame.type != WSMsgType.BINARY or not frame.data:
-                    continue
-                ch, data = frame.data[0], frame.data[1:]
-                if ch == CH_STDIN:
-                    op, content = "stdin", {"data": base64.b64encode(data).decode()}
-                elif ch == CH_RESIZE:
-                    try:
-                        op, content = "resize", orjson.loads(data)
-                    except ValueError:
-                        continue
-                elif ch == CH_CLOSE and v5 and data[:1] == bytes([CH_STDIN]):
-                    op, content = "stdin-close", None
-                else:
-                    continue
-                session.send_live(stream_frame(stream_id, op, content, source=CLOUD))
-        reader = asyncio.create_task(client_to_node())
-        status: dict = {"metadata": {}, "status": "Success"}
+
+async def serve_exec(hub: CloudHub, request: web.Request, rp: ResourcePath,
+                     user: User) -> web.StreamResponse:
+    """pods/<name>/exec: `podman exec` on the node, over websocket v5/v4 or SPDY v4."""
+    return await _serve_remotecommand(hub, request, rp, "exec")
+
+
+async def serve_attach(hub: CloudHub, request: web.Request, rp: ResourcePath,
+                       user: User) -> web.StreamResponse:
+    """pods/<name>/attach: `podman attach` on the node; detaching leaves the container
+    running."""
+    return await _serve_remotecommand(hub, request, rp, "attach")
+
+
+async def _serve_remotecommand(hub: CloudHub, request: web.Request, rp: ResourcePath,
+                               op: str) -> web.StreamResponse:
+    pod, node = await _stream_target(hub, rp, "exec into" if op == "exec" else "attach to")
+    q = request.query
+    container = _container_of(pod, rp, q)
+    tty = _true(q, "tty")
+    stdin, stdout = _true(q, "stdin"), _true(q, "stdout", True)
+    stderr = _true(q, "stderr", True) and not tty
+    command = q.getall("command", [])
+    if op == "exec" and not command:
+        raise errors.bad_request("you must specify at least one command for the container")
+    if not (stdin or stdout or stderr):
+        raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    if op == "attach":
+        spec = next(c for c in pod["spec"]["containers"] if c["name"] == container)
+        stdin = stdin and bool(spec.get("stdin"))
+        tty = tty and bool(spec.get("tty"))
+    params = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"],
+              "container": container, "command": command, "stdin": stdin, "tty": tty}
+    if wants_websocket(request):
+        client: _Client = await _WsClient.accept(request)
+    elif wants_spdy(request):
+        expect = {"error"} | {name for name, on in (("stdin", stdin), ("stdout", stdout),
+                                                    ("stderr", stderr), ("resize", tty)) if on}
+        client = await _SpdyClient.accept(request, expect)
+    else:
+        raise errors.bad_request(f"{op} needs a connection upgrade: websocket "
+                                 f"(v5.channel.k8s.io) or SPDY/3.1 (v4.channel.k8s.io)")
+    try:
+        if not await client.ready():
+            return client.response
         try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, reader},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    return ws  # the client went away
-                kind, content = getter.result()
-                content = content if isinstance(content, dict) else {}
-                if kind == "data":
-                    fd = CH_STDERR if content.get("fd") == 2 else CH_STDOUT
-                    await ws.send_bytes(bytes([fd]) +
-                                        base64.b64decode(content.get("data") or ""))
-                elif kind == "exit":
-                    code = int(content.get("code") or 0)
-                    if code:
-                        status = exit_status(params["command"], code)
-                    break
-                elif kind == "error":
-                    status = {"metadata": {}, "status": "Failure",
-                              "message": content.get("message") or "exec failed",
-                              "reason": content.get("reason") or "InternalError",
-                              "code": int(content.get("code") or 500)}
-                    break
-                elif kind == "close":
-                    break
-            await ws.send_bytes(bytes([CH_ERROR]) + orjson.dumps(status))
+            session, stream_id, queue = await hub.open_stream(node, op, params)
+        except errors.StatusError as e:
+            await client.finish(_failure(e.code, e.reason, e.message))
+            return client.response
+        try:
+            status = await _relay(client, session, stream_id, queue, command, op)
+            if status is not None:
+                await client.finish(status)
         finally:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
-        await ws.close()
+            await hub.close_stream(session, stream_id)
     finally:
+        await client.close()
+    return client.response
+
+
+def _failure(code: int, reason: str, message: str) -> dict:
+    return {"metadata": {}, "status": "Failure", "message": message, "reason": reason,
+            "code": code}
+
+
+async def _relay(client: _Client, session, stream_id: str, queue: asyncio.Queue,
+                 command: list[str], op: str) -> dict | None:
+    """Frames both ways until the process ends (its Status) or the client leaves (None)."""
+    def to_node(kind: str, content) -> None:
+        session.send_live(stream_frame(stream_id, kind, content, source=CLOUD))
+    reader = asyncio.create_task(client.pump(to_node))
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return None  # the client went away
+            kind, content = getter.result()
+            content = content if isinstance(content, dict) else {"message": str(content)}
+            if kind == "data":
+                await client.output(2 if content.get("fd") == 2 else 1,
+                                    base64.b64decode(content.get("data") or ""))
+            elif kind == "exit":
+                code = int(content.get("code") or 0)
+                if code and op == "exec":
+                    return exit_status(command, code)
+                return {"metadata": {}, "status": "Success"}
+            elif kind == "error":
+                return _failure(int(content.get("code") or 500),
+                                content.get("reason") or "InternalError",
+                                content.get("message") or f"{op} failed")
+            elif kind == "close":
+                return {"metadata": {}, "status": "Success"}
+    finally:
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await reader
+
+
+class _Client:
+    """One remotecommand client, whatever its transport."""
+
+    response: web.StreamResponse
+
+    async def ready(self) -> bool:
+        return True
+
+    async def pump(self, to_node) -> None:
+        """Client input (stdin, resize, stdin-close) to the node, until the client is gone."""
+        raise NotImplementedError
+
+    async def output(self, fd: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def finish(self, status: dict) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class _WsClient(_Client):
+    """remotecommand over websocket: a channel byte in front of every binary message;
+    v5 adds the close channel (255) that half-closes stdin (kubectl cp needs it)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.response = self.ws = ws
+        self.v5 = ws.ws_protocol == EXEC_PROTOCOLS[0]
+
+    @classmethod
+    async def accept(cls, request: web.Request) -> _WsClient:
+        ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, heartbeat=30.0)
+        await ws.prepare(request)
+        return cls(ws)
+
+    async def pump(self, to_node) -> None:
+        async for frame in self.ws:
+            if frame.type != WSMsgType.BINARY or not frame.data:
+                continue
+            ch, data = frame.data[0], frame.data[1:]
+            if ch == CH_STDIN:
+                to_node("stdin", {"data": base64.b64encode(data).decode()})
+            elif ch == CH_RESIZE:
+                with contextlib.suppress(ValueError):
+                    to_node("resize", orjson.loads(data))
+            elif ch == CH_CLOSE and self.v5 and data[:1] == bytes([CH_STDIN]):
+                to_node("stdin-close", None)
+
+    async def output(self, fd: int, data: bytes) -> None:
+        await self.ws.send_bytes(bytes([CH_STDERR if fd == 2 else CH_STDOUT]) + data)
+
+    async def finish(self, status: dict) -> None:
+        await self.ws.send_bytes(bytes([CH_ERROR]) + orjson.dumps(status))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class _SpdyClient(_Client):
+    """remotecommand v4 over SPDY: one stream per role, named by its streamtype header;
+    the Status goes on the error stream as JSON, then every stream is half-closed."""
+
+    def __init__(self, expect: set[str]) -> None:
+        self.expect = expect
+        self.streams: dict[str, SpdyStream] = {}
+        self.all_here = asyncio.Event()
+        self.conn: SpdyConnection | None = None
+
+    @classmethod
+    async def accept(cls, request: web.Request, expect: set[str]) -> _SpdyClient:
+        self = cls(expect)
+        self.conn = await accept_spdy(request, SPDY_EXEC_PROTOCOLS, self._on_stream)
+        self.response = self.conn.response
+        return self
+
+    def _on_stream(self, st: SpdyStream) -> None:
+        kind = st.headers.get("streamtype", "")
+        if kind in self.expect and kind not in self.streams:
+            self.streams[kind] = st
+            if set(self.streams) >= self.expect:
+                self.all_here.set()
+
+    async def ready(self) -> bool:
+        assert self.conn is not None
+        waiter = asyncio.ensure_future(self.all_here.wait())
+        closed = asyncio.ensure_future(self.conn.session.closed.wait())
+        done, _ = await asyncio.wait({waiter, closed}, timeout=STREAM_WAIT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        closed.cancel()
+        if self.all_here.is_set():
+            return True
+        if "error" in self.streams and not self.conn.session.closed.is_set():
+            await self.finish(_failure(400, "BadRequest", "timed out waiting for the client "
+                                       f"to create streams {sorted(self.expect)}"))
+        return False
+
+    async def pump(self, to_node) -> None:
+        assert self.conn is not None
+
+        async def stdin() -> None:
+            st = self.streams["stdin"]
+            while data := await st.read():
+                to_node("stdin", {"data": base64.b64encode(data).decode()})
+            if not st.reset:
+                to_node("stdin-close", None)
+
+        async def resize() -> None:
+            st, buf, dec = self.streams["resize"], "", json.JSONDecoder()
+            while data := await st.read():
+                buf += data.decode(errors="replace")
+                while buf.strip():
+                    try:
+                        size, end = dec.raw_decode(buf.lstrip())
+                    except ValueError:
+                        break
+                    buf = buf.lstrip()[end:]
+                    if isinstance(size, dict):
+                        to_node("resize", size)
+        tasks = [asyncio.create_task(f()) for name, f in (("stdin", stdin), ("resize", resize))
+                 if name in self.streams]
+        try:
+            await self.conn.session.closed.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def output(self, fd: int, data: bytes) -> None:
+        st = self.streams.get("stderr" if fd == 2 else "stdout") or self.streams.get("stdout")
+        if st is not None:
+            with contextlib.suppress(ConnectionError):
+                await st.write(data)
+
+    async def finish(self, status: dict) -> None:
+        with contextlib.suppress(ConnectionError):
+            for kind in ("stdout", "stderr"):
+                if kind in self.streams:
+                    await self.streams[kind].close()
+            err = self.streams.get("error")
+            if err is not None:
+                await err.write(orjson.dumps(status))
+                await err.close()
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+
+async def serve_portforward(hub: CloudHub, request: web.Request, rp: ResourcePath,
+                            user: User) -> web.StreamResponse:
+    """pods/<name>/portforward (portforward.k8s.io over SPDY): per forwarded connection the
+    client opens an error and a data stream sharing a requestid; each pair becomes one
+    "portforward" tunnel stream to the agent, which connects to the port inside the pod."""
+    pod, node = await _stream_target(hub, rp, "port-forward to")
+    pairs: dict[str, dict[str, SpdyStream]] = {}
+    tasks: set[asyncio.Task] = set()
+    base = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"]}
+
+    def on_stream(st: SpdyStream) -> None:
+        rid = st.headers.get("requestid") or st.headers.get("port", "")
+        kind = st.headers.get("streamtype", "")
+        if kind not in ("error", "data"):
+            asyncio.ensure_future(st.rst())
+            return
+        pair = pairs.setdefault(rid, {})
+        pair[kind] = st
+        if len(pair) == 2:
+            del pairs[rid]
+            task = asyncio.create_task(_forward(hub, node, base, pair["error"], pair["data"]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    conn = await accept_spdy(request, (PORTFORWARD_PROTOCOL,), on_stream)
+    try:
+        await conn.session.closed.wait()
+    finally:
+        for t in list(tasks):
+            t.cancel()
+        await conn.close(linger=0)
+    return conn.response
+
+
+async def _forward(hub: CloudHub, node: str, base: dict, err: SpdyStream,
+                   data: SpdyStream) -> None:
+    """One forwarded connection: bytes both ways, failures as text on the error stream."""
+    port_s = data.headers.get("port", "")
+    try:
+        port = int(port_s)
+        if not 0 < port < 65536:
+            raise ValueError
+    except ValueError:
+        await _forward_error(err, data, f'invalid port "{port_s}"')
+        return
+    try:
+        session, stream_id, queue = await hub.open_stream(node, "portforward",
+                                                          {**base, "port": port})
+    except errors.StatusError as e:
+        await _forward_error(err, data, e.message)
+        return
+
+    async def upstream() -> None:
+        while chunk := await data.read():
+            session.send_live(stream_frame(stream_id, "data",
+                                           {"data": base64.b64encode(chunk).decode()},
+                                           source=CLOUD))
+        if not data.reset:
+            session.send_live(stream_frame(stream_id, "data-close", source=CLOUD))
+            await asyncio.Event().wait()  # half-closed: keep relaying the other way
+    up = asyncio.create_task(upstream())
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, up}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return  # the client reset the stream or left
+            kind, content = getter.result()
+            content = content if isinstance(content, dict) else {"message": str(content)}
+            if kind == "data":
+                await data.write(base64.b64decode(content.get("data") or ""))
+            elif kind == "error":
+                msg = content.get("message") or "port-forward failed"
+                await _forward_error(err, data, f"error forwarding port {port} to pod "
+                                     f"{base['pod']}, uid {base['uid']}: {msg}")
+                return
+            elif kind == "close":
+                return
+    except ConnectionError:
+        return
+    finally:
+        up.cancel()
         await hub.close_stream(session, stream_id)
-    return ws
+        with contextlib.suppress(ConnectionError):
+            await data.close()
+            await err.close()
+
+
+async def _forward_error(err: SpdyStream, data: SpdyStream, message: str) -> None:
+    with contextlib.suppress(ConnectionError):
+        await err.write(message.encode())
+        await err.close()
+        await data.close()
+
 
 
 def exit_status(command: list[str], code: int) -> dict:
