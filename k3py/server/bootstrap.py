@@ -70,15 +70,19 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     from k3py.server import nodeauth, streams
     from k3py.server.cloudhub import TUNNEL_PATH, CloudHub
     nodeauth.install_from_config(app, config)
+    from k3py.server.rbac import RBACAuthorizer
     hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None))
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
+    rbac = RBACAuthorizer.install(registry)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()
+        rbac.start()
 
     async def stop_hub(_app: web.Application) -> None:
         await hub.stop()
+        await rbac.stop()
     app.on_startup.append(start_hub)
     app.on_cleanup.append(stop_hub)
 

@@ -78,6 +78,10 @@ class Authenticator:
         return None
 
 
+# (user, verb, group, plural, namespace, name, subresource) -> True to allow (RBAC: rbac.py)
+EXTRA_AUTHORIZERS: list[Callable[..., bool]] = []
+
+
 def authorize(user: User, verb: str, group: str, plural: str, namespace: str | None,
               name: str | None = None, subresource: str = "") -> None:
     """Raise 403 unless `user` may do `verb` on the resource."""
@@ -85,6 +89,9 @@ def authorize(user: User, verb: str, group: str, plural: str, namespace: str | N
         return
     node = user.node_name
     if node is not None and _node_allowed(node, verb, group, plural, name, subresource):
+        return
+    if any(fn(user, verb, group, plural, namespace, name, subresource)
+           for fn in EXTRA_AUTHORIZERS):
         return
     what = f"{plural}/{subresource}" if subresource else plural
     where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
