@@ -24,7 +24,6 @@ receives with the full snapshot); the agent keeps the last ones in meta.db for o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -92,7 +91,7 @@ class PodTokens:
                                            audiences=[audience] if audience else None,
                                            expiration_seconds=expiration, pod=pod)
             tokens[key] = {"token": token, "expirationTimestamp": exp}
-            at = now + REFRESH_FRACTION * (exp - now)
+            at = now + REFRESH_FRACTION * expiration  # token_sources applied the minimum
             refresh_at = at if refresh_at is None else min(refresh_at, at)
         obj = {"apiVersion": "v1", "kind": "PodTokens",
                "metadata": {"namespace": ns, "name": md.get("name"), "uid": uid},
@@ -118,9 +117,10 @@ class PodTokens:
                 for pod in pods_on(node):
                     if pod["metadata"].get("deletionTimestamp") or not self.due(pod):
                         continue
-                    with contextlib.suppress(Exception):
+                    try:
                         obj = self.object_for(pod)
                         if obj is not None:
                             send(node, obj)
-                            log.debug("rotated tokens of pod %s/%s", obj["metadata"]["namespace"],
-                                      obj["metadata"]["name"])
+                    except Exception:  # noqa: BLE001 - the next round tries again
+                        log.exception("rotating the tokens of pod %s failed",
+                                      pod["metadata"].get("name"))
