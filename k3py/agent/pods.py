@@ -5,7 +5,13 @@ Woken by metamanager changes, by `podman events` of our containers (exits, resta
 and by a rare full resync; adopts podman pods carrying our uid label after a restart, removes the
 ones no longer desired, and sends status only when it changes. A pass costs two podman commands
 for all pods (`pod ps`, `ps -a`) plus one batched `inspect` of the containers whose state changed
-since they were last inspected; a started pod reports its own status right after its start."""
+since they were last inspected; a started pod reports its own status right after its start.
+
+The kubelet's container lifecycle is the agent's, not podman's: containers run with
+`--restart no` and exits are restarted here per restartPolicy with the crash-loop backoff
+(restart counts persisted in <pods_dir>/<uid>/state.json), init containers run one by one
+first, failed pulls back off, probes (probes.py) drive readiness and liveness kills, and the
+kubelet's Events go up the tunnel. Each pod has at most one task (start, restarts) at a time."""
 
 from __future__ import annotations
 
@@ -370,6 +376,7 @@ class PodSyncer:
             if uid not in busy and uid not in self._starting:
                 info = actual.get(uid)
                 if info is None:
+                    self._stop_probes(uid)
                     await self._report(pod, None, [])
                     continue
                 containers = by_pod.get(info.get("Id"), [])

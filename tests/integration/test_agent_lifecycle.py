@@ -252,3 +252,24 @@ def test_resources_qos_and_limits(srv):
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(64 * 2**20), str(500_000_000)]
     _delete(srv, "guaranteed", "burstable", "besteffort")
+
+
+def test_restart_count_survives_an_agent_restart(srv):
+    # last in the module: it restarts the server (and so its embedded agent)
+    _apply(srv, "persist", {"containers": [_c("c", "sleep 1; exit 1")]})
+    wait_for(lambda: _cs(srv, "persist").get("restartCount", 0) >= 2, 60, 0.3, "2 restarts")
+    before = _cs(srv, "persist")["restartCount"]
+    srv.stop()
+    srv.start()
+    wait_for(lambda: "True" in srv.kubectl(
+        "get", "node", srv.node, "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False).stdout,
+        30, 0.3, "node Ready again")
+    counts = []
+
+    def grew() -> bool:
+        counts.append(_cs(srv, "persist").get("restartCount", 0))
+        return counts[-1] > before
+    wait_for(grew, 60, 0.5, "restarted again after the agent restart")
+    assert min(counts) >= before, counts  # never reset to 0 by the new agent
+    _delete(srv, "persist")
