@@ -3,13 +3,15 @@ home of defaults. Built by k3py.cli.flags (flag > env var > config file > these 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 
 __all__ = ["ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG", "DISABLEABLE_COMPONENTS", "hostname"]
+           "DEFAULT_KUBECONFIG", "DISABLEABLE_COMPONENTS", "hostname", "podman_storage_args"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
@@ -42,6 +44,23 @@ def _node_id(data_dir: str) -> str:
     return node_id
 
 
+def podman_storage_args(root: str) -> tuple[str, ...]:
+    """Global podman options for --podman-root DIR: a storage of this agent's own, so several
+    agents on one machine neither see nor adopt each other's pods; () = podman's default.
+    Podman refuses a runroot longer than 50 characters (it holds sockets), so a long DIR gets
+    its runroot under /run (or the temp dir) named by a hash of DIR."""
+    if not root:
+        return ()
+    root = os.path.abspath(root)
+    runroot = os.path.join(root, "run")
+    if len(runroot) > 50:
+        base = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+        runroot = os.path.join(base, "k3py-podman-" + hashlib.sha256(root.encode())
+                               .hexdigest()[:12])
+    return ("--root", os.path.join(root, "storage"), "--runroot", runroot,
+            "--tmpdir", os.path.join(root, "tmp"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class _NodeConfig:
     """Fields and paths shared by the server (for its embedded agent) and the agent."""
@@ -54,6 +73,7 @@ class _NodeConfig:
     node_taint: tuple[str, ...] = ()  # "key=value:Effect"
     node_ip: str = ""  # "" = the address of the default route's interface
     with_node_id: bool = False
+    podman_root: str = ""  # "" = podman's default storage (the host's `podman ps` shows pods)
     debug: bool = False
     config: str = ""  # the config file these values were read from ("" = none)
 
@@ -83,6 +103,10 @@ class _NodeConfig:
     def images_dir(self) -> str:
         """Airgap image tarballs imported at agent start."""
         return os.path.join(self.agent_dir, "images")
+
+    @property
+    def podman_args(self) -> tuple[str, ...]:
+        return podman_storage_args(self.podman_root)
 
     @property
     def meta_db_path(self) -> str:
@@ -165,5 +189,6 @@ class ServerConfig(_NodeConfig):
         return AgentConfig(server=server_url, token=token, data_dir=self.data_dir,
                            node_name=self.node_name, node_label=self.node_label,
                            node_taint=self.node_taint, node_ip=self.node_ip,
-                           with_node_id=self.with_node_id, debug=self.debug,
+                           with_node_id=self.with_node_id, podman_root=self.podman_root,
+                           debug=self.debug,
                            config=self.config, embedded=True)

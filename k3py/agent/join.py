@@ -1,6 +1,8 @@
 """Joining a cluster: fetch the server CA from GET /cacerts, check it against the hash in the
 K3s-style token (K10<sha256 of CA>::server:<secret>), exchange the token for a node client
-certificate at POST /v1-k3py/node-cert, and keep it in <data-dir>/agent/.
+certificate at POST /v1-k3py/node-cert, and keep it in <data-dir>/agent/. The request carries
+this machine's node password (<data-dir>/agent/node-password, random, made once), so a second
+machine cannot take a node name that is in use (k3py.server.nodepassword).
 
 Called once at agent start-up; JoinError is a problem the user must fix (one line, exit 1)."""
 
@@ -53,6 +55,30 @@ def ssl_context(creds: NodeCredentials) -> ssl.SSLContext:
     ctx.check_hostname = False  # the CA is pinned by hash; server names vary at the edge
     ctx.load_cert_chain(creds.cert_path, creds.key_path)
     return ctx
+
+
+def node_password(agent_dir: str) -> str:
+    """This machine's node password, created on first use (0600, never leaves but hashed)."""
+    path = os.path.join(agent_dir, "node-password")
+    try:
+        with open(path) as f:
+            password = f.read().strip()
+        if password:
+            return password
+    except FileNotFoundError:
+        pass
+    password = os.urandom(16).hex()
+    _write(path, password.encode() + b"\n", 0o600)
+    return password
+
+
+def _status_message(text: str) -> str:
+    """The message of a Kubernetes Status body, else the text itself (one line, short)."""
+    import json
+    try:
+        return str(json.loads(text).get("message") or text)[:300]
+    except (ValueError, AttributeError):
+        return " ".join(text.split())[:200]
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
@@ -113,13 +139,18 @@ async def join(session: aiohttp.ClientSession, server: str, token: str, node_nam
     verified = ssl.create_default_context(cafile=creds.ca_path)
     verified.check_hostname = False
 
+    password = node_password(agent_dir)
+
     async def fetch_cert() -> dict:
         async with session.post(server + NODE_CERT_PATH, ssl=verified,
-                                json={"nodeName": node_name},
+                                json={"nodeName": node_name, "nodePassword": password},
                                 headers={"Authorization": f"Bearer {token.strip()}"},
                                 timeout=aiohttp.ClientTimeout(total=30)) as r:
             if r.status in (401, 403):
                 raise JoinError(f"the server rejected the join token ({r.status}): check --token")
+            if r.status == 409:
+                raise JoinError(f"the server refused to join: "
+                                f"{_status_message(await r.text())}")
             if r.status != 200:
                 raise JoinError(f"POST {NODE_CERT_PATH} returned {r.status}: "
                                 f"{(await r.text())[:200]}")

@@ -25,6 +25,7 @@ from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime.podman import Podman
 from k3py.agent.streams import install_stream_handlers
+from k3py.config import podman_storage_args
 from k3py.hostinfo import primary_ip
 
 __all__ = ["run", "start_agent", "AgentHandle"]
@@ -90,7 +91,8 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         taints = [parse_taint(t) for t in _opt(config, "node_taints", ()) or ()]
     except ValueError as e:
         raise JoinError(str(e)) from None
-    runtime = Podman(node_name=node_name)
+    runtime = Podman(node_name=node_name,
+                     extra_args=podman_storage_args(_opt(config, "podman_root", "")))
     if shutil.which(runtime.binary) is None:
         raise JoinError("podman is not installed (not found on PATH); this node cannot run "
                         "pods. Install podman (e.g. sh scripts/setup.sh)")

@@ -4,10 +4,8 @@ node's podman, as the agent does at start for <data-dir>/agent/images/."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
+import shutil
 
 from k3py import PROGRAM
 from k3py.cli.flags import HelpRequested, UsageError
@@ -15,39 +13,28 @@ from k3py.cli.flags import HelpRequested, UsageError
 __all__ = ["airgap_command"]
 
 USAGE = f"""USAGE:
-   {PROGRAM} airgap import FILE [FILE...]
+   {PROGRAM} airgap import [--podman-root DIR] FILE [FILE...]
 
-Imports image tarballs (docker save / podman save, .tar or compressed) into this node's podman.
+Imports image tarballs (docker-archive or oci-archive: .tar, .tar.gz, .tar.zst, .tar.xz) into
+this node's podman (--podman-root / K3PY_PODMAN_ROOT: the agent's own podman storage).
 At start the agent imports every tarball in <data-dir>/agent/images/ the same way."""
 
 
-def _importer() -> Callable[[str], Any]:
-    """The runtime's tarball importer; podman load through the Podman runtime until
-    k3py.agent.runtime.images lands."""
-    try:
-        from k3py.agent.runtime.images import import_tarball  # type: ignore[import-not-found]
-        return import_tarball
-    except ImportError:
-        pass
-    try:
-        from k3py.agent.runtime.podman import Podman
-    except ImportError:
-        raise UsageError(f"'{PROGRAM} airgap import' is not available yet in this build; "
-                         f"copy the tarballs to <data-dir>/agent/images/ instead") from None
-    runtime = Podman(node_name="")
-
-    def load(path: str) -> Awaitable[str]:
-        return runtime.run("load", "-q", "-i", path, timeout=600)
-    return load
-
-
-async def _import_all(files: list[str]) -> None:
-    importer = _importer()
+async def _import_all(files: list[str], podman_root: str) -> list[str]:
+    """Import each file; returns one error line per file that failed."""
+    from k3py.agent import images
+    from k3py.agent.runtime.podman import Podman
+    from k3py.config import podman_storage_args
+    runtime = Podman(extra_args=podman_storage_args(podman_root))
+    failed = []
     for path in files:
-        result = importer(path)
-        if inspect.isawaitable(result):
-            await result
-        print(f"imported {path}")
+        try:
+            names = await images.import_tarball(runtime, path)
+        except (images.ImportError_, OSError) as e:
+            failed.append(f"{path}: {e}")
+            continue
+        print(f"imported {path}: {', '.join(names) or '(no image names)'}")
+    return failed
 
 
 def airgap_command(argv: list[str]) -> int:
@@ -56,17 +43,29 @@ def airgap_command(argv: list[str]) -> int:
     if argv[0] != "import":
         raise UsageError(f"unknown airgap command {argv[0]!r}; usage: {PROGRAM} airgap "
                          f"import FILE [FILE...]")
-    files = argv[1:]
+    args = argv[1:]
+    podman_root = os.environ.get("K3PY_PODMAN_ROOT", "")
+    files = []
+    while args:
+        arg = args.pop(0)
+        if arg == "--podman-root" or arg.startswith("--podman-root="):
+            value = arg.partition("=")[2] if "=" in arg else (args.pop(0) if args else "")
+            if not value:
+                raise UsageError("--podman-root needs a directory")
+            podman_root = value
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg}; usage: {PROGRAM} airgap import "
+                             f"[--podman-root DIR] FILE [FILE...]")
+        else:
+            files.append(arg)
     if not files:
         raise UsageError(f"no tarball given; usage: {PROGRAM} airgap import FILE [FILE...]")
     for path in files:
         if not os.path.isfile(path):
             raise UsageError(f"no such file: {path}; give the path of an images tarball")
-    try:
-        asyncio.run(_import_all(files))
-    except UsageError:
-        raise
-    except Exception as e:  # noqa: BLE001 - podman's message, folded into one line
-        raise UsageError(f"import failed: {e}; check that podman works "
-                         f"('{PROGRAM} check-config')") from None
+    if shutil.which("podman") is None:
+        raise UsageError("podman is not installed (not found on PATH)")
+    failed = asyncio.run(_import_all(files, podman_root))
+    if failed:
+        raise UsageError("import failed: " + " | ".join(failed))
     return 0

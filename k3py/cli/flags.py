@@ -207,6 +207,9 @@ FLAGS: tuple[Flag, ...] = (
          check=_non_negative),
     Flag("node-ip", str, "(agent/networking) IP address to advertise for node", check=_ip,
          default_help="address of the default route"),
+    Flag("podman-root", str, "(agent/runtime) Run podman with its own storage under DIR "
+         "(DIR/storage, DIR/run, DIR/tmp), e.g. for several agents on one machine",
+         default_help="podman's own storage"),
 )
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")

@@ -69,7 +69,7 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     from k3py.server import nodeauth, streams
     from k3py.server.cloudhub import TUNNEL_PATH, CloudHub
-    nodeauth.install_from_config(app, config)
+    nodeauth.install_from_config(app, config, registry)
     from k3py.server.rbac import RBACAuthorizer
     hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None))
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)

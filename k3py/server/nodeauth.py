@@ -2,7 +2,8 @@
 POST /v1-k3py/node-cert, which trades the join token for a node client certificate.
 
 Installed by bootstrap.install_routes; the certificate (CN=system:node:<name>,
-O=system:nodes) then authenticates the node's tunnel and API calls through TLS."""
+O=system:nodes) then authenticates the node's tunnel and API calls through TLS. A node name
+belongs to the machine that first used it (k3py.server.nodepassword, as K3s's node password)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from k3py.api import errors
+from k3py.server.nodepassword import NodePasswords
 
 __all__ = ["NodeJoin", "token_secret", "CACERTS_PATH", "NODE_CERT_PATH"]
 
@@ -39,7 +41,8 @@ def token_secret(token: str) -> str:
 
 class NodeJoin:
     def __init__(self, *, ca_cert_pem: bytes, ca_key_pem: bytes, token: str,
-                 valid_days: int = 365, served_ca_pem: bytes | None = None) -> None:
+                 valid_days: int = 365, served_ca_pem: bytes | None = None,
+                 passwords: NodePasswords | None = None) -> None:
         """`ca_*`: the CA the API server trusts for client certificates (signs node certs);
         `served_ca_pem`: what /cacerts returns (the CA of the serving cert), if different."""
         self.ca_cert_pem = served_ca_pem or ca_cert_pem
@@ -47,6 +50,7 @@ class NodeJoin:
         self._ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
         self._secret = token_secret(token)
         self.valid_days = valid_days
+        self.passwords = passwords  # None: no registry (unit tests), names are not guarded
 
     def install(self, app: web.Application) -> None:
         app.router.add_get(CACERTS_PATH, self.cacerts)
@@ -77,10 +81,19 @@ class NodeJoin:
         try:
             body = await request.json()
             node = str(body["nodeName"])
-        except (ValueError, KeyError, TypeError):
-            return _status(errors.bad_request('body must be {"nodeName": "<name>"}'))
+            password = str(body.get("nodePassword") or "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return _status(errors.bad_request('body must be {"nodeName": "<name>", '
+                                              '"nodePassword": "<secret>"}'))
         if not _NODE_NAME.match(node):
             return _status(errors.bad_request(f"invalid node name {node!r}"))
+        if self.passwords is not None:
+            try:
+                await self.passwords.claim(node, password)
+            except errors.StatusError as e:
+                if e.code == 409:
+                    log.warning("node join from %s refused: %s", request.remote, e.message)
+                return _status(e)
         cert_pem, key_pem = self.issue(node)
         log.info("issued a client certificate to node %s", node)
         return web.json_response({"cert": cert_pem.decode(), "key": key_pem.decode(),
@@ -120,7 +133,7 @@ def _read_first(directory: str, names: tuple[str, ...]) -> tuple[bytes, str] | N
     return None
 
 
-def install_from_config(app: web.Application, config) -> NodeJoin | None:
+def install_from_config(app: web.Application, config, registry=None) -> NodeJoin | None:
     """Wire the join routes from the server's TLS dir and token file (written by k3py.pki):
     node certs are signed by the client CA, /cacerts serves the server (serving) CA."""
     signer = None
@@ -138,6 +151,7 @@ def install_from_config(app: web.Application, config) -> NodeJoin | None:
     with open(config.token_path) as f:
         token = f.read().strip()
     join = NodeJoin(ca_cert_pem=signer[0], ca_key_pem=signer[1], token=token,
-                    served_ca_pem=served[0])
+                    served_ca_pem=served[0],
+                    passwords=NodePasswords(registry) if registry is not None else None)
     join.install(app)
     return join

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import json
 import logging
-import os
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -84,16 +82,11 @@ class Podman:
 
     # ---------------------------------------------------------------- images
 
-    async def load_images(self, directory: str) -> list[str]:
-        """Import every image tarball in `directory` (the K3s airgap images convention)."""
-        loaded = []
-        for path in sorted(glob.glob(os.path.join(directory, "*.tar*"))):
-            try:
-                await self.run("load", "-q", "-i", path, timeout=600)
-                loaded.append(path)
-            except RuntimeError_ as e:
-                log.warning("could not import image tarball %s: %s", path, e)
-        return loaded
+    async def load_images(self, directory: str, state_path: str | None = None) -> list[str]:
+        """Import the image tarballs in `directory` not imported before (the K3s airgap
+        images convention; k3py.agent.images has the formats and the skip-on-restart)."""
+        from k3py.agent import images
+        return await images.import_dir(self, directory, state_path)
 
     async def ensure_image(self, image: str, policy: str) -> str:
         """Make `image` present per the pull policy: "present" (nothing pulled), "pulled",

@@ -1,0 +1,100 @@
+"""Node passwords: a node name belongs to the machine that first joined with it, as in K3s.
+
+Each agent keeps a random secret in <data-dir>/agent/node-password and sends it when it asks for
+a node certificate; the server keeps its scrypt hash in the Secret
+kube-system/<node>.node-password.k3py. A different secret for a name whose Node exists is a
+409 (two machines would otherwise fight over one Node, its pods and its tunnel); once the Node
+is deleted (`kubectl delete node NAME`) the name is free and the next agent claims it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import os
+
+from k3py.api import errors
+
+__all__ = ["NodePasswords", "secret_name", "hash_password", "check_password"]
+
+log = logging.getLogger("k3py.nodeauth")
+
+NAMESPACE = "kube-system"
+SECRET_TYPE = "k3py.io/node-password"
+_N, _R, _P = 2 ** 14, 8, 1  # scrypt cost: ~20 ms, once per certificate request
+
+
+def secret_name(node: str) -> str:
+    return f"{node}.node-password.k3py"
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt if salt is not None else os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        kind, salt_hex, _ = stored.split("$")
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        return False
+    return kind == "scrypt" and hmac.compare_digest(hash_password(password, salt), stored)
+
+
+def _stored_hash(secret: dict) -> str:
+    try:
+        return base64.b64decode((secret.get("data") or {}).get("hash", "")).decode()
+    except (ValueError, TypeError):
+        return ""
+
+
+class NodePasswords:
+    def __init__(self, registry) -> None:
+        self.registry = registry
+        self._lock = asyncio.Lock()  # one claim at a time: two racing joins cannot both win
+
+    def _res(self, group: str, plural: str):
+        res = self.registry.resources.find(group, plural)
+        if res is None:
+            raise errors.internal_error(f"resource {plural}.{group} is not served")
+        return res
+
+    def _secret(self, node: str, hashed: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE,
+                "metadata": {"name": secret_name(node), "namespace": NAMESPACE,
+                             "labels": {"k3py.io/node": node}},
+                "data": {"hash": base64.b64encode(hashed.encode()).decode()}}
+
+    async def claim(self, node: str, password: str) -> None:
+        """Accept `password` for `node` (storing it on first use) or raise a StatusError."""
+        if not password:
+            raise errors.bad_request("nodePassword is required (this agent is older than the "
+                                     "server: upgrade it)")
+        async with self._lock:
+            secrets = self._res("", "secrets")
+            cur = await self.registry.try_get(secrets, NAMESPACE, secret_name(node))
+            if cur is not None:
+                stored = _stored_hash(cur)
+                if await asyncio.to_thread(check_password, password, stored):
+                    return
+                if await self.registry.try_get(self._res("", "nodes"), None, node) is not None:
+                    raise errors.StatusError(
+                        409, "Conflict",
+                        f'node name "{node}" is already used by another machine (its node '
+                        f"password differs): give this agent another --node-name or use "
+                        f"--with-node-id; if that machine is gone, free the name with "
+                        f"'kubectl delete node {node}'")
+                log.info("node %s was deleted: its name goes to a new machine", node)
+            hashed = await asyncio.to_thread(hash_password, password)
+            if cur is None:
+                await self.registry.create(secrets, NAMESPACE, self._secret(node, hashed))
+                return
+
+            def replace(obj: dict) -> dict:
+                obj["data"] = self._secret(node, hashed)["data"]
+                return obj
+            await self.registry.update_with(secrets, NAMESPACE, secret_name(node), replace)

@@ -1,0 +1,87 @@
+"""Node passwords: a node name belongs to the machine (data dir) that first joined with it;
+a second machine is refused with one clear JoinError while the Node exists, the same machine
+is always accepted, and deleting the Node frees the name.
+
+Served in-process over plain HTTP: k3py.server.nodeauth with a real registry (SQLite)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from k3py.agent.join import JoinError, join
+from k3py.server.nodeauth import NodeJoin
+from k3py.server.nodepassword import (
+    NodePasswords,
+    check_password,
+    hash_password,
+    secret_name,
+)
+from tests.unit.agent.test_join import _ca
+
+pytestmark = pytest.mark.unit
+
+
+def test_hash_and_check():
+    stored = hash_password("abc")
+    assert stored.startswith("scrypt$") and "abc" not in stored
+    assert check_password("abc", stored)
+    assert not check_password("abd", stored)
+    assert not check_password("abc", "garbage")
+
+
+@pytest.fixture
+async def cluster(env):
+    ca_pem, key_pem = _ca()
+    token = "K10" + __import__("hashlib").sha256(ca_pem).hexdigest() + "::server:s3cret"
+    app = web.Application()
+    NodeJoin(ca_cert_pem=ca_pem, ca_key_pem=key_pem, token=token,
+             passwords=NodePasswords(env.registry)).install(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        yield env, f"http://127.0.0.1:{port}", token, session
+    await runner.cleanup()
+
+
+async def _fresh_join(session, url, token, name, agent_dir):
+    """A join that really asks the server (no cached certificate), as a first start does."""
+    for f in ("client-node.crt", "client-node.key"):
+        (agent_dir / f).unlink(missing_ok=True)
+    return await join(session, url, token, name, str(agent_dir))
+
+
+async def test_duplicate_node_name_is_refused_until_the_node_is_deleted(cluster, tmp_path):
+    env, url, token, session = cluster
+    a, b = tmp_path / "a" / "agent", tmp_path / "b" / "agent"
+    await join(session, url, token, "pi-1", str(a))
+    assert (a / "node-password").stat().st_mode & 0o077 == 0
+    secret = await env.registry.get(env.res("secrets"), "kube-system", secret_name("pi-1"))
+    assert secret["type"] == "k3py.io/node-password"
+    nodes = env.res("nodes")
+    await env.registry.create(nodes, None, {"metadata": {"name": "pi-1"}})
+
+    with pytest.raises(JoinError, match=r'node name "pi-1" is already used by another machine'
+                                        r".*--node-name.*--with-node-id"):
+        await _fresh_join(session, url, token, "pi-1", b)
+    assert not (b / "client-node.crt").exists()
+    await _fresh_join(session, url, token, "pi-1", a)  # the same machine, restarted
+    await _fresh_join(session, url, token, "pi-2", b)  # another name is fine
+
+    await env.registry.delete(nodes, None, "pi-1", {"gracePeriodSeconds": 0})
+    await _fresh_join(session, url, token, "pi-1", b)  # the name is free again: b claims it
+    await env.registry.create(nodes, None, {"metadata": {"name": "pi-1"}})
+    with pytest.raises(JoinError, match="already used by another machine"):
+        await _fresh_join(session, url, token, "pi-1", a)
+
+
+async def test_a_join_without_a_password_is_a_bad_request(cluster):
+    _env, url, token, session = cluster
+    async with session.post(url + "/v1-k3py/node-cert", json={"nodeName": "pi-9"},
+                            headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 400
+        assert "nodePassword is required" in (await r.json())["message"]
