@@ -1,0 +1,323 @@
+"""The issue's proof, for real: one server (--disable-agent) and two `k3py agent` processes, each
+in its own network namespace (tests/integration/netns.py) with its own podman storage
+(--podman-root), the test image shipped in only as a tarball in <data-dir>/agent/images/.
+
+- pods land where nodeSelector and taints/tolerations say, and really run: checked with podman
+  on that agent's storage (and absent from the other agent's and the host's default storage);
+- `kubectl logs` and `kubectl exec` work against pods on both agents, through the tunnels;
+- agent kill -9 and restart: its pods are adopted, none duplicated or lost (same pod uids,
+  same podman containers, still Running, no restarts);
+- deletion across a tunnel drop: a pod deleted while its node's link is cut (the server has
+  not noticed yet, so the pod stays Terminating) and a pod deleted once the server saw the
+  node go (deleted at once) are both stopped on the node after the link returns, and the
+  Terminating pod object goes away.
+
+Needs root (`ip netns`) and podman; skipped with the reason otherwise. Always removes its
+pods, podman storages and namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from k3py.config import podman_storage_args
+from tests.harness import ServerProcess, wait_for
+from tests.integration.netns import NetNS, require_netns
+
+pytestmark = [pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "k3py.local/busybox:latest"
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
+
+
+@dataclass
+class Agent:
+    label: str
+    name: str
+    ns: NetNS
+    data_dir: Path
+    podman_root: Path
+    log: Path
+    args: list[str]
+    proc: subprocess.Popen | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def podman(self) -> list[str]:
+        return ["podman", *podman_storage_args(str(self.podman_root))]
+
+    def start(self) -> None:
+        with open(self.log, "ab") as f:
+            self.proc = self.ns.popen(self.args, stdout=f, stderr=subprocess.STDOUT, env=ENV,
+                                      cwd=str(ROOT))
+
+    def kill9(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-2000:]
+        self.proc.send_signal(signal.SIGKILL)  # the agent only: its containers keep running
+        self.proc.wait(10)
+
+    def containers(self) -> dict[str, tuple[str, str]]:
+        """k3py's app containers (not pods' infra) in this agent's storage: id -> (pod uid,
+        state)."""
+        out = subprocess.run([*self.podman, "ps", "-a", "--format", "json", "--filter",
+                              f"label=io.k3py.node={self.name}"],
+                             capture_output=True, text=True, check=True, timeout=60)
+        return {c["Id"]: (c["Labels"].get("io.k3py.pod-uid", ""), c["State"])
+                for c in json.loads(out.stdout or "[]") if not c.get("IsInfra")}
+
+    def podman_pods(self) -> list[str]:
+        out = subprocess.run([*self.podman, "pod", "ps", "--format", "{{.Name}}", "--filter",
+                              f"label=io.k3py.node={self.name}"],
+                             capture_output=True, text=True, check=True, timeout=60)
+        return sorted(out.stdout.split())
+
+    def connected_since(self, since: float) -> bool:
+        import datetime as dt
+        for line in self.log.read_text(errors="replace").splitlines():
+            if "tunnel connected" in line:
+                with contextlib.suppress(ValueError):
+                    if dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() \
+                            >= since:
+                        return True
+        return False
+
+
+class Cluster:
+    def __init__(self, srv: ServerProcess, agents: dict[str, Agent]) -> None:
+        self.srv = srv
+        self.a, self.b = agents["a"], agents["b"]
+
+    def logs(self) -> str:
+        out = ["--- server log (tail)", self.srv.log_path.read_text(errors="replace")[-4000:]]
+        for ag in (self.a, self.b):
+            out += [f"--- agent {ag.name} log (tail)",
+                    ag.log.read_text(errors="replace")[-4000:]]
+        return "\n".join(out)
+
+    def wait(self, pred, timeout: float, what: str):
+        try:
+            return wait_for(pred, timeout, 0.3, what)
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n{self.logs()}") from None
+
+    def pod(self, name: str) -> dict:
+        return self.srv.kubectl_json("get", "pod", name)
+
+    def pod_gone(self, name: str) -> bool:
+        return self.srv.kubectl("get", "pod", name, check=False).returncode != 0
+
+    def ready(self, node: str) -> bool:
+        n = self.srv.kubectl_json("get", "node", node)
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in n.get("status", {}).get("conditions", []))
+
+    def apply_pod(self, name: str, *, selector: dict | None = None,
+                  tolerate: bool = False, script: str = "") -> None:
+        spec: dict = {"terminationGracePeriodSeconds": 5, "containers": [{
+            "name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+            "command": ["sh", "-c", script or f"echo hello-from-{name}; trap 'exit 0' TERM; "
+                        "while true; do sleep 1; done"]}]}
+        if selector:
+            spec["nodeSelector"] = selector
+        if tolerate:
+            spec["tolerations"] = [{"key": "dedicated", "operator": "Equal", "value": "b",
+                                    "effect": "NoSchedule"}]
+        self.srv.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}))
+
+    def running(self, name: str) -> dict | None:
+        p = self.pod(name)
+        ok = p.get("status", {}).get("phase") == "Running" and all(
+            cs.get("ready") for cs in p["status"].get("containerStatuses") or [{}])
+        return p if ok else None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    require_netns()
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
+    tmp = tmp_path_factory.mktemp("two-nodes")
+    tarball = tmp / "busybox.tar"
+    subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"), str(tarball)],
+                   check=True, capture_output=True, cwd=ROOT)
+    made: list[NetNS] = []
+    agents: dict[str, Agent] = {}
+    srv = None
+    try:
+        for _ in range(2):
+            ns = NetNS()
+            made.append(ns)
+            ns.create()
+        ns_a, ns_b = made
+        srv = ServerProcess(tmp / "server", extra_args=[
+            "--bind-address", "0.0.0.0", "--advertise-address", ns_a.host_ip,
+            "--tls-san", ns_b.host_ip])
+        srv.start()
+        token = (srv.data_dir / "server" / "token").read_text().strip()
+        suffix = uuid.uuid4().hex[:6]
+        for label, ns, node_args in (
+                ("a", ns_a, ["--node-label", "site=alpha"]),
+                ("b", ns_b, ["--node-label", "site=beta",
+                             "--node-taint", "dedicated=b:NoSchedule"])):
+            data = tmp / f"agent-{label}"
+            (data / "agent" / "images").mkdir(parents=True)
+            shutil.copy(tarball, data / "agent" / "images" / "busybox.tar")
+            name = f"two-{label}-{suffix}"
+            args = [sys.executable, "-m", "k3py", "agent",
+                    "--server", f"https://{ns.host_ip}:{srv.port}", "--token", token,
+                    "--data-dir", str(data), "--node-name", name,
+                    "--podman-root", str(data / "podman"), *node_args]
+            agents[label] = Agent(label, name, ns, data, data / "podman",
+                                  tmp / f"agent-{label}.log", args)
+            agents[label].start()
+        c = Cluster(srv, agents)
+        for ag in agents.values():
+            c.wait(lambda n=ag.name: c.ready(n), 60, f"node {ag.name} Ready")
+        yield c
+    finally:
+        if srv is not None and srv.proc is not None and srv.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                srv.kubectl("delete", "pods", "--all", "--wait=false", "--grace-period=0",
+                            "--force", check=False, timeout=20)
+        for ag in agents.values():
+            if ag.proc is not None and ag.proc.poll() is None:
+                ag.proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    ag.proc.wait(10)
+        if srv is not None:
+            srv.stop()
+        for ag in agents.values():
+            ids = subprocess.run([*ag.podman, "pod", "ps", "-q"], capture_output=True,
+                                 text=True).stdout.split()
+            for pod_id in ids:
+                subprocess.run([*ag.podman, "pod", "rm", "-f", "-t", "0", pod_id],
+                               capture_output=True)
+            subprocess.run([*ag.podman, "rmi", "-a", "-f"], capture_output=True)
+        for ns in reversed(made):
+            ns.destroy()
+        for ag in agents.values():
+            args = podman_storage_args(str(ag.podman_root))
+            subprocess.run(["umount", "-R", str(ag.podman_root / "storage" / "overlay")],
+                           capture_output=True)
+            shutil.rmtree(ag.podman_root, ignore_errors=True)
+            shutil.rmtree(args[args.index("--runroot") + 1], ignore_errors=True)
+
+
+def test_two_agents_placement_streams_and_kill9_adoption(cluster: Cluster):
+    c = cluster
+    a, b = c.a, c.b
+    c.apply_pod("on-a", selector={"site": "alpha"})
+    c.apply_pod("on-b", selector={"site": "beta"}, tolerate=True)
+    c.apply_pod("anywhere")  # no toleration: only A is possible
+    pods = {p: c.wait(lambda p=p: c.running(p), 60, f"pod {p} Running")
+            for p in ("on-a", "on-b", "anywhere")}
+    where = {p: obj["spec"]["nodeName"] for p, obj in pods.items()}
+    assert where == {"on-a": a.name, "on-b": b.name, "anywhere": a.name}, where
+    uids = {p: obj["metadata"]["uid"] for p, obj in pods.items()}
+
+    # really running, each in its own agent's storage only
+    in_a, in_b = a.containers(), b.containers()
+    assert sorted(u for u, _ in in_a.values()) == sorted([uids["on-a"], uids["anywhere"]])
+    assert [u for u, _ in in_b.values()] == [uids["on-b"]]
+    assert all(state == "running" for _, state in [*in_a.values(), *in_b.values()])
+    host = subprocess.run(["podman", "ps", "-a", "-q", "--filter",
+                           f"label=io.k3py.node={a.name}", "--filter",
+                           f"label=io.k3py.node={b.name}"], capture_output=True, text=True)
+    assert host.stdout.split() == [], "pods leaked into the host's default podman storage"
+    # the image came from the tarball, into each storage (pull policy Never)
+    for ag in (a, b):
+        assert subprocess.run([*ag.podman, "image", "exists", IMAGE]).returncode == 0
+
+    # logs and exec through both tunnels
+    for p in ("on-a", "on-b"):
+        c.wait(lambda p=p: f"hello-from-{p}" in c.srv.kubectl("logs", p).stdout, 20,
+               f"kubectl logs {p}")
+        out = c.srv.kubectl("exec", p, "--", "sh", "-c", "hostname; exit 4", check=False)
+        assert (out.returncode, out.stdout) == (4, f"{p}\n"), out
+        out = c.srv.kubectl("exec", "-i", p, "--", "cat", input=f"to-{p}\n")
+        assert out.stdout == f"to-{p}\n"
+
+    # kill -9 agent A and restart it: adopted, nothing duplicated or lost
+    before = a.containers()
+    pods_before = a.podman_pods()
+    a.kill9()
+    restarted = time.time()
+    a.start()
+    c.wait(lambda: a.connected_since(restarted), 30, f"{a.name} tunnel back after restart")
+    # a pod created after the restart runs: the restarted agent has done its sync passes
+    c.apply_pod("after-restart", selector={"site": "alpha"})
+    c.wait(lambda: c.running("after-restart"), 60, "a new pod on the restarted agent")
+    after = a.containers()
+    new_uid = c.pod("after-restart")["metadata"]["uid"]
+    assert {k: v for k, v in after.items() if v[0] != new_uid} == before, \
+        f"containers changed across the agent restart:\n{before}\n{after}\n{c.logs()}"
+    assert len([p for p in a.podman_pods() if p not in pods_before]) == 1
+    for p in ("on-a", "anywhere"):
+        obj = c.running(p)
+        assert obj is not None, c.pod(p)
+        assert obj["metadata"]["uid"] == uids[p]
+        assert [cs["restartCount"] for cs in obj["status"]["containerStatuses"]] == [0]
+    assert b.containers() == in_b
+    assert c.srv.kubectl("exec", "on-a", "--", "echo", "still-here").stdout == "still-here\n"
+    c.srv.kubectl("delete", "pod", "after-restart", "on-b", "anywhere", timeout=60)
+    assert not any(u in {uids["on-b"], uids["anywhere"], new_uid}
+                   for u, _ in [*a.containers().values(), *b.containers().values()])
+
+
+def test_deletion_reaches_the_node_across_a_tunnel_drop(cluster: Cluster):
+    c = cluster
+    a = c.a
+    names = ("del-mid-stop", "del-during-cut", "del-while-offline")
+    for p in names:
+        # del-mid-stop ignores SIGTERM: its stop takes the whole grace period (5 s)
+        c.apply_pod(p, selector={"site": "alpha"},
+                    script="trap '' TERM; while true; do sleep 1; done"
+                    if p == "del-mid-stop" else "")
+    uids = {p: c.wait(lambda p=p: c.running(p), 60, f"pod {p} Running")["metadata"]["uid"]
+            for p in names}
+    server_log = c.srv.log_path
+    disconnects = server_log.read_text(errors="replace").count(f"node {a.name} disconnected")
+    # the node got the deletion and is stopping the pod when its link drops: the
+    # "terminated, delete it" message it sends at the end of the grace must get through later
+    c.srv.kubectl("delete", "pod", "del-mid-stop", "--wait=false")
+    c.wait(lambda: "stopping pod default_del-mid-stop" in a.log.read_text(errors="replace"),
+           20, "the agent to start stopping del-mid-stop")
+    a.ns.cut()
+    try:
+        cut_at = time.time()
+        # the server has not noticed the cut yet: a graceful delete, the pod stays Terminating
+        c.srv.kubectl("delete", "pod", "del-during-cut", "--wait=false")
+        assert c.pod("del-during-cut")["metadata"].get("deletionTimestamp")
+        # once the server has seen the node go, a delete is immediate; the node is told later
+        c.wait(lambda: server_log.read_text(errors="replace").count(
+            f"node {a.name} disconnected") > disconnects, 60, "the server to see the cut")
+        c.srv.kubectl("delete", "pod", "del-while-offline", "--wait=false")
+        c.wait(lambda: c.pod_gone("del-while-offline"), 20, "offline delete at once")
+        for p in ("del-mid-stop", "del-during-cut"):
+            assert c.pod(p)["metadata"].get("deletionTimestamp"), \
+                f"the Terminating pod {p} vanished while its node was unreachable"
+        running = {u for u, state in a.containers().values() if state == "running"}
+        assert {uids["del-during-cut"], uids["del-while-offline"]} <= running, \
+            "the node stopped pods it had not been told about"
+    finally:
+        a.ns.restore()
+    c.wait(lambda: a.connected_since(cut_at), 30, "tunnel back after the cut")
+    for p in ("del-mid-stop", "del-during-cut"):
+        c.wait(lambda p=p: c.pod_gone(p), 30, f"the Terminating pod {p} deleted")
+    c.wait(lambda: not ({u for u, _ in a.containers().values()} & set(uids.values())), 30,
+           "the pods' containers removed from the node")
+    assert not [n for n in c.srv.kubectl("get", "pods", "-o", "name").stdout.split()
+                if n.startswith("pod/del-")]
