@@ -123,3 +123,58 @@ def _podman_pods(node: str) -> list[str]:
     out = subprocess.run(["podman", "pod", "ps", "--format", "{{.Name}}", "--filter",
                           f"label=io.k3py.node={node}"], capture_output=True, text=True)
     return out.stdout.split()
+
+
+def test_duplicate_node_name_is_refused_until_the_node_is_deleted(server, tmp_path, agent_procs):
+    """K3s-style node passwords: a second machine (another data dir) asking for a node name in
+    use gets one clear line and exit 1; the first machine is accepted again after a restart
+    (even without its cached certificate); `kubectl delete node` frees the name."""
+    node = f"dup-{uuid.uuid4().hex[:6]}"
+    token = _token(server)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
+
+    def start(data: Path) -> subprocess.Popen:
+        log = open(tmp_path / f"{data.name}.log", "ab")
+        proc = subprocess.Popen(_agent_cmd(server, data, node, token), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        agent_procs.append((proc, node))
+        return proc
+
+    def ready() -> bool:
+        out = server.kubectl("get", "node", node, "-o", "json", check=False)
+        if out.returncode != 0:
+            return False
+        conds = {c["type"]: c for c in json.loads(out.stdout)["status"].get("conditions", [])}
+        return conds.get("Ready", {}).get("status") == "True"
+
+    def stop(proc: subprocess.Popen) -> None:
+        proc.terminate()
+        proc.wait(15)
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    a = start(first)
+    wait_for(ready, 30, 0.3, f"node {node} Ready")
+    out = subprocess.run(_agent_cmd(server, second, node, token), capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f'node name "{node}" is already used by another machine' in lines[0]
+    assert "--node-name" in lines[0] and "--with-node-id" in lines[0]
+    assert a.poll() is None
+
+    # the same machine restarts, even having lost its certificate: accepted
+    stop(a)
+    (first / "agent" / "client-node.crt").unlink()
+    a = start(first)
+    wait_for(lambda: (first / "agent" / "client-node.crt").exists(), 30, 0.2,
+             "a new certificate for the first machine")
+    wait_for(ready, 30, 0.3, f"node {node} Ready again")
+    assert a.poll() is None
+
+    # the node is deleted: its name is free for the second machine
+    stop(a)
+    server.kubectl("delete", "node", node)
+    b = start(second)
+    wait_for(lambda: b.poll() is None and ready(), 30, 0.3, f"node {node} Ready for the second")
+    assert b.poll() is None
