@@ -7,10 +7,12 @@ image); everything is driven by the real kubectl. Podman pods removed at teardow
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import queue
 import subprocess
-import time
+import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -51,6 +53,7 @@ PODS = {
                          "exec httpd -f -p 127.0.0.1:8081 -h /www"),
     # attach targets: one echoing its stdin, one printing a tick every 0.2 s
     "echo": dict(script="while read l; do echo got:$l; done; sleep 3600", stdin=True),
+    "echo2": dict(script="while read l; do echo got:$l; done; sleep 3600", stdin=True),
     "ticker": dict(script="i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done"),
     "done": dict(script="echo finished", restartPolicy=None),
 }
@@ -150,3 +153,132 @@ def test_port_forward_to_a_closed_port_reports_the_error(cluster):
     finally:
         _, err = _stop(proc)
     assert "9999" in err and "connection refused" in err.lower(), err
+
+
+SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+
+
+@pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
+def test_exec(cluster, env):
+    out = subprocess.run([KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "exec", "web", "--",
+                          "sh", "-c", "echo out; echo err >&2; exit 3"],
+                         capture_output=True, text=True, env={**os.environ, **env}, timeout=30)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == "out\n"
+    assert "err\n" in out.stderr
+    out = subprocess.run([KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "exec", "-i", "web",
+                          "--", "sh", "-c", "cat; echo end"], input="line1\nline2\n",
+                         capture_output=True, text=True, env={**os.environ, **env}, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "line1\nline2\nend\n"
+    if env:  # kubectl really took the SPDY path
+        out = subprocess.run([KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "-v=8", "exec",
+                              "web", "--", "true"], capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=30)
+        assert "Upgrade: SPDY/3.1" in out.stderr
+
+
+def _read_until(proc, needle: str, timeout: float = 30.0) -> str:
+    """stdout lines of `proc` until one holds `needle` (a reader thread: no hang)."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+    threading.Thread(target=pump, daemon=True).start()
+    seen = ""
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            raise AssertionError(f"{needle!r} not in {seen!r}")
+        seen += line
+        if needle in line:
+            return seen
+
+
+def _running_unrestarted(srv, name: str) -> bool:
+    pod = srv.kubectl_json("get", "pod", name)
+    cs = pod["status"]["containerStatuses"][0]
+    return pod["status"]["phase"] == "Running" and cs["restartCount"] == 0 and \
+        "running" in cs["state"]
+
+
+@pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
+def test_attach(cluster, env):
+    for _ in range(2):  # attach, detach, attach again
+        proc = _kubectl_popen(cluster, "attach", "ticker", env=env)
+        try:
+            _read_until(proc, "tick-")
+        finally:
+            _stop(proc)
+    # stdin: podman (conmon) closes the container's stdin when an attach with stdin ends,
+    # so each variant attaches to its own stdin pod
+    name = "echo" if env else "echo2"
+    proc = _kubectl_popen(cluster, "attach", "-i", name, env=env, stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write("hello\n")
+        proc.stdin.flush()
+        _read_until(proc, "got:hello")
+    finally:
+        _stop(proc)
+    # detaching left both containers running
+    assert _running_unrestarted(cluster, "ticker")
+    assert _running_unrestarted(cluster, name)
+    out = cluster.kubectl("exec", name, "--", "sh", "-c", "echo alive")
+    assert out.stdout == "alive\n"
+
+
+def test_cp_both_ways(cluster, tmp_path):
+    src = tmp_path / "in.txt"
+    payload = "".join(f"line {i} {'x' * 50}\n" for i in range(2000))  # ~120 KB
+    src.write_text(payload)
+    cluster.kubectl("cp", str(src), "web:/tmp/in.txt")
+    out = cluster.kubectl("exec", "web", "--", "md5sum", "/tmp/in.txt")
+    assert out.stdout.split()[0] == hashlib.md5(payload.encode()).hexdigest()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("aaa\n")
+    cluster.kubectl("cp", str(tmp_path / "d"), "web:/tmp/d")
+    assert cluster.kubectl("exec", "web", "--", "cat", "/tmp/d/a.txt").stdout == "aaa\n"
+    dst = tmp_path / "out.txt"
+    cluster.kubectl("cp", "web:/tmp/in.txt", str(dst))
+    assert dst.read_text() == payload
+    cluster.kubectl("cp", "web:/www/index.html", str(tmp_path / "index.html"))
+    assert (tmp_path / "index.html").read_text() == "hello-web\n"
+
+
+def test_stream_errors_are_statuses(cluster):
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    api = client.CoreV1Api(cluster.client())
+    ghost = _pod("ghost", "no-such-node", "true")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(ghost))
+
+    def status_of(call, *args, **kw) -> tuple[int, dict]:
+        with pytest.raises(ApiException) as e:
+            call(*args, **kw)
+        return e.value.status, json.loads(e.value.body)
+    cases = [
+        (api.connect_post_namespaced_pod_exec, ("nope", "default"), {"command": ["true"]}, 404),
+        (api.connect_post_namespaced_pod_exec, ("done", "default"), {"command": ["true"]}, 400),
+        (api.connect_post_namespaced_pod_exec, ("web", "default"),
+         {"command": ["true"], "container": "bad"}, 400),
+        (api.connect_post_namespaced_pod_exec, ("ghost", "default"), {"command": ["true"]}, 503),
+        (api.connect_post_namespaced_pod_attach, ("nope", "default"), {}, 404),
+        (api.connect_post_namespaced_pod_attach, ("done", "default"), {}, 400),
+        (api.connect_post_namespaced_pod_portforward, ("nope", "default"), {"ports": "80"}, 404),
+        (api.connect_post_namespaced_pod_portforward, ("ghost", "default"), {"ports": "80"}, 503),
+        # no upgrade asked for: a Status, not a hang
+        (api.connect_post_namespaced_pod_portforward, ("web", "default"), {"ports": "80"}, 400),
+        (api.connect_post_namespaced_pod_exec, ("web", "default"), {"command": ["true"]}, 400),
+    ]
+    for call, args, kw, code in cases:
+        got, body = status_of(call, *args, **kw)
+        assert (got, body["kind"], body["code"]) == (code, "Status", code), (call, args, body)
+    # kubectl shows the server's message
+    out = cluster.kubectl("exec", "done", "--", "true", check=False)
+    assert out.returncode != 0 and "completed pod" in out.stderr
+    cluster.kubectl("delete", "pod", "ghost", "--wait=false")
