@@ -4,9 +4,10 @@ backoff (10 s doubling to 300 s, reset after 10 min of running), and Event objec
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime
+
+from k3py.api.quantity import QuantityError, int_value, parse_quantity
 
 __all__ = ["parse_cpu", "parse_memory", "qos_class", "podman_limits", "should_restart",
            "BACKOFF_INITIAL", "BACKOFF_MAX", "BACKOFF_RESET", "next_backoff", "note_exit",
@@ -16,33 +17,24 @@ BACKOFF_INITIAL = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0  # a container that ran this long starts its backoff over
 
-_MEM = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-        "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_QTY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-
-
 def parse_cpu(value) -> float | None:
     """A CPU quantity ("500m", "1", 0.5) in cores; None when absent or malformed."""
-    m = _QTY.match(str(value).strip()) if value is not None else None
-    if m is None:
+    if value is None:
         return None
-    n = float(m.group(1))
-    suffix = m.group(2) or ""
-    if suffix == "m":
-        return n / 1000
-    return n * _MEM.get(suffix, 1)
+    try:
+        return float(parse_quantity(value))
+    except QuantityError:
+        return None
 
 
 def parse_memory(value) -> int | None:
     """A memory quantity ("128Mi", "1G", "1e6", 1000) in bytes; None when absent/malformed."""
-    m = _QTY.match(str(value).strip()) if value is not None else None
-    if m is None:
+    if value is None:
         return None
-    suffix = m.group(2) or ""
-    n = float(m.group(1))
-    if suffix == "m":
-        return int(n / 1000)
-    return int(n * _MEM[suffix])
+    try:
+        return int_value(value)
+    except QuantityError:
+        return None
 
 
 def _cpu_mem(rl: dict | None) -> dict[str, float]:

@@ -51,9 +51,18 @@ def resolve_port(port, container: dict) -> int | None:
     return None
 
 
-_INSECURE = ssl.create_default_context()
-_INSECURE.check_hostname = False
-_INSECURE.verify_mode = ssl.CERT_NONE
+_insecure: ssl.SSLContext | None = None
+
+
+def _insecure_context() -> ssl.SSLContext:
+    """HTTPS probes do not verify (as the kubelet); made on first use: a context with the
+    system CAs loaded costs memory an agent without HTTPS probes need not pay."""
+    global _insecure
+    if _insecure is None:
+        _insecure = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        _insecure.check_hostname = False
+        _insecure.verify_mode = ssl.CERT_NONE
+    return _insecure
 
 ExecFn = Callable[[list[str], float], Awaitable[tuple[int, str]]]
 
@@ -86,7 +95,7 @@ async def check(probe: dict, *, container: dict, host: str, exec_fn: ExecFn,
             async with aiohttp.ClientSession(
                     timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
                     session.get(url, headers=headers, allow_redirects=False,
-                                ssl=_INSECURE if scheme == "https" else None) as resp:
+                                ssl=_insecure_context() if scheme == "https" else None) as resp:
                 await resp.read()
                 if 200 <= resp.status < 400:
                     return True, ""
