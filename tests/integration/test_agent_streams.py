@@ -48,7 +48,9 @@ def _pod(name: str, node: str, script: str, **container) -> dict:
 PODS = {
     # busybox httpd on all addresses, and one bound to the pod's loopback only
     "web": dict(script="mkdir -p /www && echo hello-web > /www/index.html && "
-                       "exec httpd -f -p 8080 -h /www"),
+                       "i=0; while [ $i -lt 3000 ]; do echo line-$i-$i-$i-$i-$i-$i-$i-$i-$i; "
+                       "i=$((i+1)); done > /www/big.txt && exec httpd -f -p 8080 -h /www",
+                ports=[{"containerPort": 8080}]),
     "local": dict(script="mkdir -p /www && echo hello-local > /www/index.html && "
                          "exec httpd -f -p 127.0.0.1:8081 -h /www"),
     # attach targets: one echoing its stdin, one printing a tick every 0.2 s
@@ -80,7 +82,11 @@ def cluster(tmp_path_factory):
             pod = _pod(name, node, p["script"], **extra)
             if "restartPolicy" in p:
                 pod["spec"]["restartPolicy"] = "Never"
+            pod["metadata"]["labels"] = {"app": name}
             items.append(pod)
+        items.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                      "spec": {"selector": {"app": "web"},
+                               "ports": [{"port": 80, "targetPort": 8080}]}})
         srv.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(i) for i in items))
 
         def phases():
@@ -135,6 +141,14 @@ def test_port_forward(cluster, websockets):
     try:
         for _ in range(3):  # several connections over one session
             assert _fetch(f"http://127.0.0.1:{local}/") == "hello-web\n"
+        big = _fetch(f"http://127.0.0.1:{local}/big.txt")  # ~150 KB: many frames
+        assert big.splitlines()[2999] == "line-2999" + "-2999" * 8
+    finally:
+        _stop(proc)
+    # a service resolves to one of its pods (client side), its port to the targetPort
+    proc, local = _port_forward(cluster, "svc/web", 80, env)
+    try:
+        assert _fetch(f"http://127.0.0.1:{local}/") == "hello-web\n"
     finally:
         _stop(proc)
     # a server bound to 127.0.0.1 inside the pod is reached through the pod's own loopback
