@@ -615,6 +615,7 @@ class PodSyncer:
         except RuntimeError_ as e:
             log.warning("restarting %s of pod %s failed: %s", name, uid, e)
             return
+        self._event(pod, "Created", f"Created container {name}", container=name, init=init)
         self._event(pod, "Started", f"Started container {name}", container=name, init=init)
 
     # ---------------------------------------------------------------- the plan

@@ -75,10 +75,10 @@ async def check(probe: dict, *, container: dict, host: str, exec_fn: ExecFn,
         try:
             rc, out = await exec_fn(cmd, timeout)
         except TimeoutError:
-            return False, f"command {cmd!r} timed out"
+            return False, f'command "{" ".join(cmd)}" timed out'
         if rc == 0:
             return True, ""
-        return False, out.strip() or f"command {cmd!r} exited with {rc}"
+        return False, out.strip() or f'command "{" ".join(cmd)}" exited with {rc}'
     if probe.get("httpGet") is not None:
         h = probe["httpGet"]
         port = resolve_port(h.get("port"), container)
