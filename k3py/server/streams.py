@@ -144,7 +144,10 @@ async def _serve_remotecommand(hub: CloudHub, request: web.Request, rp: Resource
         raise errors.bad_request("you must specify at least one command for the container")
     if not (stdin or stdout or stderr):
         raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
-    if op == "attach":
+    # the SPDY streams the client opens follow its query, whatever the container allows
+    expect = {"error"} | {name for name, on in (("stdin", stdin), ("stdout", stdout),
+                                                ("stderr", stderr), ("resize", tty)) if on}
+    if op == "attach":  # a container without stdin / tty gets neither
         spec = next(c for c in pod["spec"]["containers"] if c["name"] == container)
         stdin = stdin and bool(spec.get("stdin"))
         tty = tty and bool(spec.get("tty"))
@@ -153,8 +156,6 @@ async def _serve_remotecommand(hub: CloudHub, request: web.Request, rp: Resource
     if wants_websocket(request):
         client: _Client = await _WsClient.accept(request)
     elif wants_spdy(request):
-        expect = {"error"} | {name for name, on in (("stdin", stdin), ("stdout", stdout),
-                                                    ("stderr", stderr), ("resize", tty)) if on}
         client = await _SpdyClient.accept(request, expect)
     else:
         raise errors.bad_request(f"{op} needs a connection upgrade: websocket "

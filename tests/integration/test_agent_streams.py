@@ -246,22 +246,44 @@ def test_attach(cluster, env):
     assert out.stdout == "alive\n"
 
 
-def test_cp_both_ways(cluster, tmp_path):
+def _kubectl(srv, *args: str, env: dict, input: str | None = None) -> str:
+    out = subprocess.run([KUBECTL, "--kubeconfig", str(srv.kubeconfig), *args],
+                         capture_output=True, text=True, input=input,
+                         env={**os.environ, **env}, timeout=60)
+    assert out.returncode == 0, f"kubectl {args}: {out.stderr}"
+    return out.stdout
+
+
+@pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
+def test_cp_both_ways(cluster, tmp_path, env):
+    # kubectl cp is tar over exec with stdin: its end is the v5 close signal (websocket) or
+    # the stdin stream's FIN (SPDY)
     src = tmp_path / "in.txt"
     payload = "".join(f"line {i} {'x' * 50}\n" for i in range(2000))  # ~120 KB
     src.write_text(payload)
-    cluster.kubectl("cp", str(src), "web:/tmp/in.txt")
-    out = cluster.kubectl("exec", "web", "--", "md5sum", "/tmp/in.txt")
-    assert out.stdout.split()[0] == hashlib.md5(payload.encode()).hexdigest()
+    _kubectl(cluster, "cp", str(src), "web:/tmp/in.txt", env=env)
+    out = _kubectl(cluster, "exec", "web", "--", "md5sum", "/tmp/in.txt", env=env)
+    assert out.split()[0] == hashlib.md5(payload.encode()).hexdigest()
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("aaa\n")
-    cluster.kubectl("cp", str(tmp_path / "d"), "web:/tmp/d")
-    assert cluster.kubectl("exec", "web", "--", "cat", "/tmp/d/a.txt").stdout == "aaa\n"
+    _kubectl(cluster, "cp", str(tmp_path / "d"), "web:/tmp/d", env=env)
+    assert _kubectl(cluster, "exec", "web", "--", "cat", "/tmp/d/a.txt", env=env) == "aaa\n"
     dst = tmp_path / "out.txt"
-    cluster.kubectl("cp", "web:/tmp/in.txt", str(dst))
+    _kubectl(cluster, "cp", "web:/tmp/in.txt", str(dst), env=env)
     assert dst.read_text() == payload
-    cluster.kubectl("cp", "web:/www/index.html", str(tmp_path / "index.html"))
+    _kubectl(cluster, "cp", "web:/www/index.html", str(tmp_path / "index.html"), env=env)
     assert (tmp_path / "index.html").read_text() == "hello-web\n"
+
+
+@pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
+def test_exec_tty_gets_the_terminal_size(cluster, env):
+    # `script` gives kubectl a terminal (40x100); -t sends its size on the resize channel
+    cmd = (f"stty rows 40 cols 100; {KUBECTL} --kubeconfig {cluster.kubeconfig} exec -it web "
+           f"-- sh -c 'sleep 0.5; stty size; tty'")
+    out = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                         env={**os.environ, **env}, timeout=30, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "40 100" in out.stdout and "/dev/pts/" in out.stdout, out.stdout
 
 
 def test_stream_errors_are_statuses(cluster):
