@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import ssl
 import time
@@ -15,6 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+from yarl import URL
 
 from k3py.agent.metamanager import MetaManager
 from k3py.tunnel import framing
@@ -37,6 +39,12 @@ log = logging.getLogger("k3py.edgehub")
 TUNNEL_PATH = "/v1-k3py/tunnel"
 RESEND_AFTER = 30.0
 HEARTBEAT = 10.0
+# While the server's address does not answer at all (a cut link, no route), one TCP probe a
+# second says when it answers again: a dial attempt made during the cut would wait for its SYN
+# retransmits (1, 3, 7, 15 s apart) and could come back up to 8 s after the link did.
+PROBE_EVERY = 1.0
+_UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT, errno.ENETDOWN,
+                errno.EHOSTDOWN}
 
 StreamHandler = Callable[[Message], Awaitable[None]]
 
@@ -96,11 +104,41 @@ class EdgeHub:
 
     # ---------------------------------------------------------------- the link
 
-    async def _retry_sleep(self, started: float) -> None:
+    async def _retry_sleep(self, started: float, unreachable: bool = False) -> None:
         """Attempts start at most one backoff delay apart: a slow failed attempt (a
-        connect timing out on a cut link) counts against the wait."""
+        connect timing out on a cut link) counts against the wait. If the server did not
+        answer at all, the next attempt waits instead until a probe gets an answer."""
         delay = self.backoff.next_delay() - (asyncio.get_running_loop().time() - started)
+        if unreachable:
+            await self._await_answer()
+            return
         await asyncio.sleep(max(0.0, delay))
+
+    async def _probe(self) -> bool:
+        """True if the server's address answers a TCP connect (accepted or refused) within
+        PROBE_EVERY; False if nothing answers (link down, no route)."""
+        url = URL(self.url)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(url.host, url.port), PROBE_EVERY)
+        except TimeoutError:
+            return False
+        except OSError as e:  # refused, reset: the host is there (its server may be down)
+            return e.errno not in _UNREACHABLE
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return True
+
+    async def _await_answer(self) -> None:
+        """Probe once a second until the server's address answers: the dial follows at once
+        (reconnect attempts themselves still back off: a refused or failing dial does)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            if await self._probe():
+                return
+            await asyncio.sleep(max(0.0, PROBE_EVERY - (loop.time() - started)))
 
     async def _run(self) -> None:
         while True:
@@ -119,7 +157,7 @@ class EdgeHub:
                 continue
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 self._failed(f"cannot reach {self.url}: {e or type(e).__name__}")
-                await self._retry_sleep(started)
+                await self._retry_sleep(started, _unreachable(e))
                 continue
             self.connects += 1
             log.info("tunnel connected to %s", self.url)
@@ -140,6 +178,7 @@ class EdgeHub:
                 self.outbox.reset_sent()
             log.warning("tunnel to %s lost; reconnecting", self.url)
             await asyncio.sleep(self.backoff.next_delay())
+            await self._await_answer()  # a cut link: dial when it answers, not into the cut
 
     def _failed(self, why: str) -> None:
         if why != self.last_error:
@@ -243,6 +282,15 @@ class EdgeHub:
                 self._stream_inputs.pop(msg.id, None)
         self.stream_input(msg.id)
         self._stream_tasks[msg.id] = asyncio.create_task(run())
+
+
+def _unreachable(e: BaseException) -> bool:
+    """A dial that got no answer at all (as opposed to a refusal or an HTTP/TLS error)."""
+    if isinstance(e, TimeoutError | aiohttp.ServerTimeoutError):
+        return True
+    if isinstance(e, aiohttp.ClientConnectorError):
+        e = e.os_error
+    return isinstance(e, OSError) and e.errno in _UNREACHABLE
 
 
 def _stream_error(stream_id: str, code: int, message: str) -> Message:
