@@ -7,12 +7,14 @@ image); everything is driven by the real kubectl. Podman pods removed at teardow
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import queue
 import subprocess
 import threading
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -56,6 +58,7 @@ PODS = {
     # attach targets: one echoing its stdin, one printing a tick every 0.2 s
     "echo": dict(script="while read l; do echo got:$l; done; sleep 3600", stdin=True),
     "echo2": dict(script="while read l; do echo got:$l; done; sleep 3600", stdin=True),
+    "shell": dict(script="exec sh", stdin=True, tty=True),
     "ticker": dict(script="i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done"),
     "done": dict(script="echo finished", restartPolicy=None),
 }
@@ -197,8 +200,9 @@ def _read_until(proc, needle: str, timeout: float = 30.0) -> str:
     lines: queue.Queue = queue.Queue()
 
     def pump() -> None:
-        for line in proc.stdout:
-            lines.put(line)
+        with contextlib.suppress(ValueError):  # closed by _stop meanwhile
+            for line in proc.stdout:
+                lines.put(line)
         lines.put(None)
     threading.Thread(target=pump, daemon=True).start()
     seen = ""
@@ -252,6 +256,21 @@ def _kubectl(srv, *args: str, env: dict, input: str | None = None) -> str:
                          env={**os.environ, **env}, timeout=60)
     assert out.returncode == 0, f"kubectl {args}: {out.stderr}"
     return out.stdout
+
+
+def test_attach_tty(cluster):
+    # kubectl attach -it under `script` (a terminal): keystrokes reach the container's shell
+    cmd = f"{KUBECTL} --kubeconfig {cluster.kubeconfig} attach -it shell"
+    proc = subprocess.Popen(["script", "-qec", cmd, "/dev/null"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)  # let kubectl set its terminal up before typing
+        proc.stdin.write("echo attached-$((40+2))\n")
+        proc.stdin.flush()
+        _read_until(proc, "attached-42")
+    finally:
+        _stop(proc)
+    assert _running_unrestarted(cluster, "shell")
 
 
 @pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
