@@ -380,6 +380,8 @@ class PodSyncer:
                     await self._report(pod, None, [])
                     continue
                 containers = by_pod.get(info.get("Id"), [])
+                if uid in self._pull:
+                    await self._image_appeared(pod)
                 actions = self._plan(pod, containers)[0]
                 if actions:  # (re)start containers: the task reports when done
                     self._starting[uid] = asyncio.create_task(
@@ -601,6 +603,19 @@ class PodSyncer:
         entry.update(at=now, due=now + delay, reason=e.reason, message=str(e))
         log.warning("pod %s/%s container %s: %s", pod["metadata"]["namespace"],
                     pod["metadata"]["name"], name, e)
+
+    async def _image_appeared(self, pod: dict) -> None:
+        """A full pass ends the pull backoff of images that appeared meanwhile (e.g. `k3py
+        airgap import`, `podman load`): retried now rather than up to 5 min later."""
+        spec = pod.get("spec") or {}
+        images = {c["name"]: c.get("image") or "" for c in
+                  [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]}
+        now = time.time()
+        for name, entry in (self._pull.get(_uid(pod)) or {}).items():
+            if entry["reason"] in ("ErrImagePull", "ErrImageNeverPull") and \
+                    entry["due"] > now and images.get(name) and \
+                    await self.runtime.image_exists(images[name]):
+                entry["due"] = now
 
     async def _restart_container(self, pod: dict, name: str, init: bool, c: dict) -> None:
         """Start an exited container again (its backoff is over): counted and persisted."""

@@ -111,6 +111,9 @@ class Podman:
         self._images.add(image)
         return "pulled"
 
+    async def image_exists(self, image: str) -> bool:
+        return (await self._rc("image", "exists", image)) == 0
+
     async def _rc(self, *args: str) -> int:
         proc = await asyncio.create_subprocess_exec(
             self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
