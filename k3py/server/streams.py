@@ -374,9 +374,12 @@ async def serve_portforward(hub: CloudHub, request: web.Request, rp: ResourcePat
     client opens an error and a data stream sharing a requestid; each pair becomes one
     "portforward" tunnel stream to the agent, which connects to the port inside the pod."""
     pod, node = await _stream_target(hub, rp, "port-forward to")
+    base = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"]}
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    if wants_websocket(request) and "SPDY/3.1+" not in offered:
+        return await _serve_ws_portforward(hub, request, node, base)
     pairs: dict[str, dict[str, SpdyStream]] = {}
     tasks: set[asyncio.Task] = set()
-    base = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"]}
 
     def on_stream(st: SpdyStream) -> None:
         rid = st.headers.get("requestid") or st.headers.get("port", "")
@@ -455,6 +458,80 @@ async def _forward(hub: CloudHub, node: str, base: dict, err: SpdyStream,
         with contextlib.suppress(ConnectionError):
             await data.close()
             await err.close()
+
+
+async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
+                                base: dict) -> web.StreamResponse:
+    """The websocket port-forward protocol (v4.channel.k8s.io; the Python client's): the
+    ports come in the query, port i has data channel 2i and error channel 2i+1, each opened
+    by a frame holding the port (2 bytes, little endian). One connection per port; the
+    websocket closes when every port's connection ended."""
+    ports: list[int] = []
+    for value in request.query.getall("ports", []):
+        for p in value.split(","):
+            try:
+                port = int(p)
+            except ValueError:
+                raise errors.bad_request(f'invalid port "{p}"') from None
+            if not 0 < port < 65536:
+                raise errors.bad_request(f'invalid port "{p}"')
+            ports.append(port)
+    if not ports:
+        raise errors.bad_request("query parameter \"ports\" is required")
+    ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",), heartbeat=30.0)
+    await ws.prepare(request)
+    opened = []
+    try:
+        for i, port in enumerate(ports):
+            prefix = port.to_bytes(2, "little")
+            await ws.send_bytes(bytes([2 * i]) + prefix)
+            await ws.send_bytes(bytes([2 * i + 1]) + prefix)
+            try:
+                opened.append(await hub.open_stream(node, "portforward", {**base, "port": port}))
+            except errors.StatusError as e:
+                await ws.send_bytes(bytes([2 * i + 1]) + e.message.encode())
+                opened.append(None)
+
+        async def from_client() -> None:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY or not msg.data:
+                    continue
+                ch = msg.data[0]
+                if ch % 2 == 0 and ch // 2 < len(opened) and opened[ch // 2] is not None:
+                    session, stream_id, _ = opened[ch // 2]
+                    session.send_live(stream_frame(stream_id, "data", {
+                        "data": base64.b64encode(msg.data[1:]).decode()}, source=CLOUD))
+
+        async def to_client(i: int, queue: asyncio.Queue) -> None:
+            while True:
+                kind, content = await queue.get()
+                content = content if isinstance(content, dict) else {"message": str(content)}
+                if kind == "data":
+                    await ws.send_bytes(bytes([2 * i]) +
+                                        base64.b64decode(content.get("data") or ""))
+                elif kind == "error":
+                    await ws.send_bytes(bytes([2 * i + 1]) + (
+                        f"error forwarding port {ports[i]} to pod {base['pod']}, uid "
+                        f"{base['uid']}: {content.get('message')}").encode())
+                    return
+                elif kind == "close":
+                    return
+        reader = asyncio.create_task(from_client())
+        pumps = [asyncio.create_task(to_client(i, o[2])) for i, o in enumerate(opened)
+                 if o is not None]
+        try:
+            if pumps:
+                await asyncio.wait({reader, asyncio.ensure_future(asyncio.gather(*pumps))},
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (reader, *pumps):
+                t.cancel()
+    finally:
+        for o in opened:
+            if o is not None:
+                await hub.close_stream(o[0], o[1])
+        await ws.close()
+    return ws
 
 
 async def _forward_error(err: SpdyStream, data: SpdyStream, message: str) -> None:

@@ -162,6 +162,24 @@ def test_port_forward(cluster, websockets):
         _stop(proc)
 
 
+def test_port_forward_with_the_python_client(cluster):
+    # the official client speaks the websocket channel protocol (v4.channel.k8s.io)
+    from kubernetes import client
+    from kubernetes.stream import portforward
+    api = client.CoreV1Api(cluster.client())
+    pf = portforward(api.connect_get_namespaced_pod_portforward, "local", "default",
+                     ports="8081")
+    sock = pf.socket(8081)
+    sock.settimeout(20)
+    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.") and data.endswith(b"hello-local\n")
+    assert pf.error(8081) is None
+
+
 def test_port_forward_to_a_closed_port_reports_the_error(cluster):
     proc, local = _port_forward(cluster, "pod/web", 9999)
     try:
