@@ -191,12 +191,12 @@ def cluster(netns_factory, tmp_path):  # noqa: F811 - the fixture imported above
             except subprocess.TimeoutExpired:
                 proc.kill()
         srv.stop()
-        for name in agents:
-            out = subprocess.run(["podman", "pod", "ps", "-q", "--filter",
-                                  f"label=io.k3py.node={name}"], capture_output=True, text=True)
+        for name, (ns, _proc, _log) in agents.items():
+            # inside the agent's namespace, where its pods' bridge is: netavark must tear their
+            # network down (the IPAM database is shared by the whole host)
+            out = ns.run(["podman", "pod", "ps", "-q", "--filter", f"label=io.k3py.node={name}"])
             for pod_id in out.stdout.split():
-                subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id],
-                               capture_output=True)
+                ns.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id], timeout=60)
 
 
 def _check_bounds(what: str, node: str, took: dict[str, float]) -> None:
