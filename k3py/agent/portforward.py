@@ -127,6 +127,7 @@ async def _connect(runtime: Podman, pod: dict, port: int) -> socket.socket:
                 other.close()
         return s
     assert last is not None
+    _infra_pids.pop(pod["metadata"]["uid"], None)  # a stale pid must not stick around
     raise last
 
 
