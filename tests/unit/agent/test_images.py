@@ -1,0 +1,39 @@
+"""Air-gap tarball helpers: which files count as image tarballs, compression told by content
+(not by name), and the image names read from `podman load` output."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+
+import pytest
+
+from k3py.agent.images import _loaded_names, compression_of, tarballs_in
+
+pytestmark = pytest.mark.unit
+
+
+def test_tarballs_in(tmp_path):
+    for name in ("b.tar", "a.tar.zst", "c.tar.gz", "d.tgz", "e.tar.xz", "notes.txt", "x.zip"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "dir.tar").mkdir()
+    assert [p.rsplit("/", 1)[1] for p in tarballs_in(str(tmp_path))] == \
+        ["a.tar.zst", "b.tar", "c.tar.gz", "d.tgz", "e.tar.xz"]
+    assert tarballs_in(str(tmp_path / "missing")) == []
+
+
+def test_compression_by_content(tmp_path):
+    (tmp_path / "plain.tar.gz").write_bytes(b"ustar" + b"\0" * 100)  # misnamed: plain
+    (tmp_path / "g").write_bytes(gzip.compress(b"x"))
+    (tmp_path / "z").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 8)
+    (tmp_path / "x").write_bytes(lzma.compress(b"x"))
+    assert [compression_of(str(tmp_path / n)) for n in ("plain.tar.gz", "g", "z", "x")] == \
+        ["", "gzip", "zstd", "xz"]
+
+
+def test_loaded_names():
+    assert _loaded_names("Loaded image: k3py.local/busybox:latest\n") == \
+        ["k3py.local/busybox:latest"]
+    assert _loaded_names("Getting image source signatures\nLoaded image(s): a:1,b:2\n") == \
+        ["a:1", "b:2"]
+    assert _loaded_names("") == []
