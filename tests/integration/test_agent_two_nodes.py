@@ -274,6 +274,8 @@ def test_two_agents_placement_streams_and_kill9_adoption(cluster: Cluster):
         assert obj["metadata"]["uid"] == uids[p]
         assert [cs["restartCount"] for cs in obj["status"]["containerStatuses"]] == [0]
     assert b.containers() == in_b
+    # the restart did not import the image tarball again (it was imported at first start)
+    assert a.log.read_text(errors="replace").count("imported image tarball") == 1
     assert c.srv.kubectl("exec", "on-a", "--", "echo", "still-here").stdout == "still-here\n"
     c.srv.kubectl("delete", "pod", "after-restart", "on-b", "anywhere", timeout=60)
     assert not any(u in {uids["on-b"], uids["anywhere"], new_uid}
