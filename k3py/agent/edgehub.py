@@ -51,8 +51,14 @@ StreamHandler = Callable[[Message], Awaitable[None]]
 
 class EdgeHub:
     def __init__(self, *, server: str, ssl_context: ssl.SSLContext, meta: MetaManager,
-                 session: aiohttp.ClientSession, backoff: Backoff | None = None) -> None:
+                 session: aiohttp.ClientSession, backoff: Backoff | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.url = server.rstrip("/") + TUNNEL_PATH
+        self.headers = dict(headers or {})  # sent on every dial (the node password)
+        # set when the server refuses this node for good (409: its name went to another
+        # machine); dialling stops and `refused` says why
+        self.fatal = asyncio.Event()
+        self.refused = ""
         self.ssl = ssl_context
         self.meta = meta
         self.session = session
@@ -147,11 +153,20 @@ class EdgeHub:
                 ws = await self.session.ws_connect(
                     self.url, ssl=self.ssl if self.ssl is not None else True, heartbeat=HEARTBEAT,
                     protocols=(framing.SUBPROTOCOL,), max_msg_size=framing.MAX_FRAME_BYTES,
-                    headers={"X-K3py-Resume": "1" if self.meta.synced else "0"},
+                    headers={**self.headers,
+                             "X-K3py-Resume": "1" if self.meta.synced else "0"},
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
             except asyncio.CancelledError:
                 raise
             except aiohttp.WSServerHandshakeError as e:
+                if e.status == 409:
+                    self.refused = (f"the server refused this node's tunnel ({e.status}): its "
+                                    f"node name now belongs to another machine (the node was "
+                                    f"deleted and the name claimed again); start this agent "
+                                    f"with another --node-name or --with-node-id")
+                    log.error("%s", self.refused)
+                    self.fatal.set()
+                    return
                 self._failed(f"tunnel handshake refused: {e.status} {e.message}")
                 await self._retry_sleep(started)
                 continue

@@ -19,12 +19,14 @@ import aiohttp
 
 from k3py.tunnel.reliability import Backoff
 
-__all__ = ["JoinError", "NodeCredentials", "parse_token", "join", "ssl_context"]
+__all__ = ["JoinError", "NodeCredentials", "parse_token", "join", "ssl_context",
+           "node_password", "NODE_PASSWORD_HEADER"]
 
 log = logging.getLogger("k3py.agent")
 
 CACERTS_PATH = "/cacerts"
 NODE_CERT_PATH = "/v1-k3py/node-cert"
+NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on each tunnel dial (k3py.server.nodepassword)
 
 
 class JoinError(Exception):

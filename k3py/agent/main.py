@@ -19,7 +19,7 @@ import aiohttp
 
 from k3py.agent import podspec
 from k3py.agent.edgehub import EdgeHub
-from k3py.agent.join import JoinError, join, ssl_context
+from k3py.agent.join import NODE_PASSWORD_HEADER, JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
@@ -119,7 +119,8 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
                        labels=_labels(_opt(config, "node_labels", ())), taints=taints,
                        runtime_version=version, data_dir=data_dir,
                        role="server" if embedded else "agent")
-    hub = EdgeHub(server=server, ssl_context=ssl_context(creds), meta=meta, session=session)
+    hub = EdgeHub(server=server, ssl_context=ssl_context(creds), meta=meta, session=session,
+                  headers={NODE_PASSWORD_HEADER: node_password(agent_dir)})
     reporter = NodeReporter(node, hub.send)
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=data_dir,
                      node_name=node_name, host_ip=node_ip)
@@ -139,8 +140,13 @@ async def _main(config) -> int:
         loop.add_signal_handler(sig, stop.set)
     handle = await start_agent(config, embedded=False)
     print(f"k3py agent {handle.node_name} running", file=sys.stderr, flush=True)
-    await stop.wait()
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(handle.hub.fatal.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
     await handle.stop()
+    if handle.hub.fatal.is_set():
+        raise JoinError(handle.hub.refused)
     return 0
 
 

@@ -23,6 +23,7 @@ from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.devicesync import DeviceFeed
+from k3py.server.nodepassword import PASSWORD_HEADER, NodePasswords
 from k3py.server.podtokens import KIND as TOKENS_KIND
 from k3py.server.podtokens import PodTokens
 from k3py.server.registry import Registry
@@ -153,6 +154,7 @@ class CloudHub:
         self.issuer = issuer  # pods' service-account tokens go down with them (podtokens.py)
         self.tokens: PodTokens | None = None
         self.sessions: dict[str, NodeSession] = {}
+        self.passwords = NodePasswords(registry)
         self._informers = InformerFactory(registry)
         self._tasks: set[asyncio.Task] = set()
         self._started = False
@@ -325,6 +327,12 @@ class CloudHub:
 
     async def handle_tunnel(self, request: web.Request) -> web.StreamResponse:
         node = self.node_of_request(request)
+        password = request.headers.get(PASSWORD_HEADER, "")
+        if password and not await self.passwords.owns(node, password):
+            # a certificate from before the Node was deleted and its name went elsewhere
+            log.warning("node %s: tunnel refused, the name belongs to another machine", node)
+            raise errors.StatusError(409, "Conflict", f'node name "{node}" belongs to another '
+                                     f"machine now (its node password differs)")
         self.start()
         await self.pods.synced.wait()
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, protocols=(framing.SUBPROTOCOL,),

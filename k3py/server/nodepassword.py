@@ -17,10 +17,12 @@ import os
 
 from k3py.api import errors
 
-__all__ = ["NodePasswords", "secret_name", "hash_password", "check_password"]
+__all__ = ["NodePasswords", "PASSWORD_HEADER", "secret_name", "hash_password",
+           "check_password"]
 
 log = logging.getLogger("k3py.nodeauth")
 
+PASSWORD_HEADER = "X-K3py-Node-Password"  # sent by the agent on each tunnel dial
 NAMESPACE = "kube-system"
 SECRET_TYPE = "k3py.io/node-password"
 _N, _R, _P = 2 ** 14, 8, 1  # scrypt cost: ~20 ms, once per certificate request
@@ -56,6 +58,7 @@ class NodePasswords:
     def __init__(self, registry) -> None:
         self.registry = registry
         self._lock = asyncio.Lock()  # one claim at a time: two racing joins cannot both win
+        self._verified: dict[str, tuple[str, str]] = {}  # node -> (secret rv, password sha256)
 
     def _res(self, group: str, plural: str):
         res = self.registry.resources.find(group, plural)
@@ -68,6 +71,22 @@ class NodePasswords:
                 "metadata": {"name": secret_name(node), "namespace": NAMESPACE,
                              "labels": {"k3py.io/node": node}},
                 "data": {"hash": base64.b64encode(hashed.encode()).decode()}}
+
+    async def owns(self, node: str, password: str) -> bool:
+        """Whether `password` may use `node` now: no stored hash, or the stored one matches.
+        The tunnel asks this on every connect, so a machine holding an old certificate for a
+        name that went to another machine is turned away; the scrypt check is cached."""
+        cur = await self.registry.try_get(self._res("", "secrets"), NAMESPACE, secret_name(node))
+        if cur is None:
+            return True
+        rv = cur["metadata"].get("resourceVersion", "")
+        fingerprint = (rv, hashlib.sha256(password.encode()).hexdigest())
+        if self._verified.get(node) == fingerprint:
+            return True
+        ok = await asyncio.to_thread(check_password, password, _stored_hash(cur))
+        if ok:
+            self._verified[node] = fingerprint
+        return ok
 
     async def claim(self, node: str, password: str) -> None:
         """Accept `password` for `node` (storing it on first use) or raise a StatusError."""

@@ -128,7 +128,8 @@ def _podman_pods(node: str) -> list[str]:
 def test_duplicate_node_name_is_refused_until_the_node_is_deleted(server, tmp_path, agent_procs):
     """K3s-style node passwords: a second machine (another data dir) asking for a node name in
     use gets one clear line and exit 1; the first machine is accepted again after a restart
-    (even without its cached certificate); `kubectl delete node` frees the name."""
+    (even without its cached certificate); `kubectl delete node` frees the name, and once the
+    second machine has it, the first one's old certificate no longer opens a tunnel."""
     node = f"dup-{uuid.uuid4().hex[:6]}"
     token = _token(server)
     env = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
@@ -178,3 +179,10 @@ def test_duplicate_node_name_is_refused_until_the_node_is_deleted(server, tmp_pa
     b = start(second)
     wait_for(lambda: b.poll() is None and ready(), 30, 0.3, f"node {node} Ready for the second")
     assert b.poll() is None
+    # the first machine comes back with its old certificate: its tunnel is refused, exit 1
+    a = start(first)
+    assert a.wait(30) == 1
+    last = (tmp_path / "first.log").read_text().strip().splitlines()[-1]
+    assert last.startswith("k3py: error: the server refused this node's tunnel (409)"), last
+    assert "--node-name" in last
+    assert b.poll() is None and ready()

@@ -85,3 +85,15 @@ async def test_a_join_without_a_password_is_a_bad_request(cluster):
                             headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 400
         assert "nodePassword is required" in (await r.json())["message"]
+
+
+async def test_owns_checks_the_stored_password(env):
+    passwords = NodePasswords(env.registry)
+    assert await passwords.owns("pi-7", "anything")  # nothing stored: not guarded
+    await passwords.claim("pi-7", "first")
+    assert await passwords.owns("pi-7", "first")
+    assert await passwords.owns("pi-7", "first")  # cached
+    assert not await passwords.owns("pi-7", "second")
+    await passwords.claim("pi-7", "second")  # no Node object: the name is free
+    assert not await passwords.owns("pi-7", "first")
+    assert await passwords.owns("pi-7", "second")
