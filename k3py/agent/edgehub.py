@@ -1,5 +1,7 @@
 """The agent end of the node tunnel: dials wss://server/v1-k3py/tunnel with the node cert,
 reconnects with exponential backoff + jitter (capped at 10 s), ACKs after persisting, resends.
+While the server's address does not answer at all (a cut link), a TCP probe a second decides
+when to dial, so the tunnel is back within about a second of the link.
 
 Down messages go to metamanager (persist, then ACK); stream requests go to `stream_handlers`
 by operation; up messages (`send`) are queued in meta.db until cloudhub ACKs them."""
