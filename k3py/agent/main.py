@@ -150,7 +150,17 @@ async def _main(config) -> int:
     return 0
 
 
+def _few_malloc_arenas() -> None:
+    """glibc gives threads that allocate their own malloc arenas, each adding to the resident
+    size; the agent's worker threads (meta.db writes, port-forward connects) only do short
+    work, so two arenas are plenty on a small board. No-op where glibc's mallopt is absent."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def run(config) -> int:
+    _few_malloc_arenas()
     logging.basicConfig(
         level=logging.DEBUG if _opt(config, "debug", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

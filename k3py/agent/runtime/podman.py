@@ -43,6 +43,22 @@ def container_name_for(pod: dict, container: str) -> str:
     return f"{md['namespace']}_{md['name']}_{container}_{md['uid'][:8]}"
 
 
+# what the agent reads of a container's inspect: it caches one per container, and a full
+# inspect (~25 KB of Python objects) times 60 containers is megabytes of an agent's RSS
+_KEEP = ("Id", "Name", "Pod", "IsInfra", "Image", "ImageName", "Created", "RestartCount",
+         "State")
+
+
+def _slim(item: dict) -> dict:
+    if not isinstance(item.get("State"), dict):
+        return item  # a pod's inspect: its State is a string; read once per start
+    out = {k: item[k] for k in _KEEP if k in item}
+    out["Config"] = {"Labels": (item.get("Config") or {}).get("Labels") or {}}
+    out["NetworkSettings"] = {
+        "IPAddress": (item.get("NetworkSettings") or {}).get("IPAddress") or ""}
+    return out
+
+
 class Podman:
     def __init__(self, *, binary: str = "podman", node_name: str = "",
                  extra_args: tuple[str, ...] = ()) -> None:
@@ -152,7 +168,8 @@ class Podman:
             found = json.loads(out or "[]") or []
         except ValueError:
             return []
-        return found if isinstance(found, list) else [found]
+        return [_slim(x) for x in (found if isinstance(found, list) else [found])
+                if isinstance(x, dict)]
 
     async def events(self) -> AsyncIterator[dict]:
         """Follow `podman events` for k3py's containers on this node (one long-lived process,
