@@ -10,6 +10,8 @@ import socket
 import tempfile
 from dataclasses import dataclass
 
+from k3py.hostinfo import machine_secret
+
 __all__ = ["ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
            "DEFAULT_KUBECONFIG", "DISABLEABLE_COMPONENTS", "hostname", "podman_storage_args"]
 
@@ -29,19 +31,7 @@ def hostname() -> str:
 
 def _node_id(data_dir: str) -> str:
     """A random id kept in <data-dir>/agent/node-id, so --with-node-id names survive restarts."""
-    path = os.path.join(data_dir, "agent", "node-id")
-    try:
-        with open(path) as f:
-            existing = f.read().strip()
-        if existing:
-            return existing
-    except OSError:
-        pass
-    node_id = os.urandom(4).hex()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(node_id)
-    return node_id
+    return machine_secret(os.path.join(data_dir, "agent", "node-id"), 4)
 
 
 def podman_storage_args(root: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from k3py.hostinfo import machine_secret
 from k3py.tunnel.reliability import Backoff
 
 __all__ = ["JoinError", "NodeCredentials", "parse_token", "join", "ssl_context",
@@ -61,17 +62,7 @@ def ssl_context(creds: NodeCredentials) -> ssl.SSLContext:
 
 def node_password(agent_dir: str) -> str:
     """This machine's node password, created on first use (0600, never leaves but hashed)."""
-    path = os.path.join(agent_dir, "node-password")
-    try:
-        with open(path) as f:
-            password = f.read().strip()
-        if password:
-            return password
-    except FileNotFoundError:
-        pass
-    password = os.urandom(16).hex()
-    _write(path, password.encode() + b"\n", 0o600)
-    return password
+    return machine_secret(os.path.join(agent_dir, "node-password"), 16)
 
 
 def _status_message(text: str) -> str:

@@ -67,14 +67,16 @@ class Podman:
         self.extra_args = extra_args  # e.g. --root/--runroot for a per-agent storage
         self._images: set[str] = set()  # seen present: no `image exists` per start
 
-    async def run(self, *args: str, check: bool = True, timeout: float = 120.0) -> str:
-        # Output goes to temporary files, not pipes: `podman start` leaves conmon running,
-        # and under uvloop (the server's loop, so the embedded agent) conmon inherits the
-        # pipe ends, so reading to EOF would wait for the container to exit.
+    async def _run_captured(self, args: tuple[str, ...] | list[str], timeout: float,
+                            merge_stderr: bool = False) -> tuple[int, bytes, bytes]:
+        """Run podman; (exit code, stdout, stderr). Output goes to temporary files, not
+        pipes: `podman start` leaves conmon running, and under uvloop (the server's loop, so
+        the embedded agent) conmon inherits the pipe ends, so reading to EOF would wait for
+        the container to exit. A timeout or cancellation kills podman."""
         with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
             proc = await asyncio.create_subprocess_exec(
                 self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_f, stderr=err_f)
+                stdout=out_f, stderr=subprocess.STDOUT if merge_stderr else err_f)
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
             except (TimeoutError, asyncio.CancelledError):
@@ -84,10 +86,13 @@ class Podman:
                 raise
             out_f.seek(0)
             err_f.seek(0)
-            out, err = out_f.read(), err_f.read()
-        if check and proc.returncode != 0:
+            return proc.returncode or 0, out_f.read(), err_f.read()
+
+    async def run(self, *args: str, check: bool = True, timeout: float = 120.0) -> str:
+        rc, out, err = await self._run_captured(args, timeout)
+        if check and rc != 0:
             raise RuntimeError_(err.decode(errors="replace").strip() or
-                                f"podman {args[0]} exited with {proc.returncode}")
+                                f"podman {args[0]} exited with {rc}")
         return out.decode(errors="replace")
 
     async def version(self) -> str:
@@ -275,19 +280,9 @@ class Podman:
     async def exec_check(self, container: str, argv: list[str], timeout: float
                          ) -> tuple[int, str]:
         """`podman exec` for probes: (exit code, output); TimeoutError past `timeout`."""
-        with tempfile.TemporaryFile() as out_f:
-            proc = await asyncio.create_subprocess_exec(
-                self.binary, *self.extra_args, "exec", container, *argv,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out_f, stderr=subprocess.STDOUT)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except (TimeoutError, asyncio.CancelledError):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise
-            out_f.seek(0)
-            return proc.returncode or 0, out_f.read(4096).decode(errors="replace")
+        rc, out, _ = await self._run_captured(["exec", container, *argv], timeout,
+                                              merge_stderr=True)
+        return rc, out[:4096].decode(errors="replace")
 
     async def remove_pod(self, name_or_id: str, grace: int = 30) -> None:
         await self.run("pod", "stop", "-t", str(max(0, grace)), name_or_id, check=False,
