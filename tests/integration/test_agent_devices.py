@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.harness import wait_for
-from tests.integration.test_agent_embedded import EmbeddedServer, _remove_podman_pods
+from tests.integration.agents import EmbeddedServer, remove_podman_pods
 from tests.integration.test_crds import DEVICE, MODEL
 
 pytestmark = pytest.mark.integration
@@ -63,4 +63,4 @@ def test_devices_reach_their_node(tmp_path):
                  "deleted device dropped after a server restart")
     finally:
         srv.stop()
-        _remove_podman_pods(node)
+        remove_podman_pods(node)

@@ -8,59 +8,38 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, wait_for
+from tests.harness import wait_for
+from tests.integration.agents import (
+    IMAGE,
+    EmbeddedServer,
+    embedded_node,
+    podman_pods,
+    remove_podman_pods,
+)
 
 pytestmark = pytest.mark.integration
 
 
-class EmbeddedServer(ServerProcess):
-    def command(self) -> list[str]:
-        return [a for a in super().command() if a != "--disable-agent"]
-
-
-def _remove_podman_pods(node: str) -> None:
-    out = subprocess.run(["podman", "pod", "ps", "-q", "--filter",
-                          f"label=io.k3py.node={node}"], capture_output=True, text=True)
-    for pod_id in out.stdout.split():
-        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id], capture_output=True)
-
-
-def _podman_pods(node: str) -> list[str]:
-    out = subprocess.run(["podman", "pod", "ps", "--format", "{{.Name}}", "--filter",
-                          f"label=io.k3py.node={node}"], capture_output=True, text=True)
-    return out.stdout.split()
+# the names other agent test modules imported from here before tests/integration/agents.py
+_remove_podman_pods, _podman_pods = remove_podman_pods, podman_pods
 
 
 def test_embedded_agent_runs_pods(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run(["sh", str(root / "airgap" / "build-test-image.sh"),
-                    str(tmp_path / "busybox.tar")], check=True, capture_output=True)
-    node = f"srv-{uuid.uuid4().hex[:6]}"
-    srv = EmbeddedServer(tmp_path / "k3py", extra_args=["--node-name", node])
-    try:
-        srv.start()
-
-        def ready():
-            n = srv.kubectl_json("get", "node", node)
-            conds = {c["type"]: c["status"] for c in n["status"].get("conditions", [])}
-            return conds.get("Ready") == "True" and n
-        n = wait_for(ready, 30, 0.3, f"node {node} Ready")
-        labels = n["metadata"]["labels"]
+    with embedded_node(tmp_path, "srv", timeout=30) as srv:
+        node = srv.node
+        labels = srv.kubectl_json("get", "node", node)["metadata"]["labels"]
         assert labels["node-role.kubernetes.io/control-plane"] == "true"
         assert labels["node-role.kubernetes.io/master"] == "true"
         assert "node-role.kubernetes.io/edge" not in labels
         assert "control-plane,master" in srv.kubectl("get", "node", node).stdout
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
                "spec": {"nodeName": node, "containers": [{
-                   "name": "c", "image": "k3py.local/busybox:latest",
-                   "imagePullPolicy": "IfNotPresent",
+                   "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
                    "command": ["sh", "-c", "echo embedded-ok; trap 'exit 0' TERM; "
                                "while true; do sleep 1; done"]}]}}
         srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
@@ -68,12 +47,9 @@ def test_embedded_agent_runs_pods(tmp_path):
                  "Running" in srv.kubectl("get", "pod", "web").stdout, 60, 0.5,
                  "pod Running 1/1")
         wait_for(lambda: "embedded-ok" in srv.kubectl("logs", "web").stdout, 20, 0.5, "logs")
-        assert len(_podman_pods(node)) == 1
+        assert len(podman_pods(node)) == 1
         srv.kubectl("delete", "pod", "web", timeout=60)
-        assert _podman_pods(node) == []
-    finally:
-        srv.stop()
-        _remove_podman_pods(node)
+        assert podman_pods(node) == []
 
 
 def test_no_podman_keeps_the_api_up(tmp_path):
@@ -96,4 +72,4 @@ def test_no_podman_keeps_the_api_up(tmp_path):
         assert srv.proc is not None and srv.proc.poll() is None
     finally:
         srv.stop()
-        _remove_podman_pods(node)
+        remove_podman_pods(node)

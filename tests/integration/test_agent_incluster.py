@@ -21,22 +21,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ServerProcess, wait_for
+from tests.integration.agents import IMAGE, ROOT, embedded_node
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 PY_IMAGE = "k3py.local/python-k8s:latest"
-BUSYBOX = "k3py.local/busybox:latest"
-
-
-class EmbeddedServer(ServerProcess):
-    """`k3py server` with its embedded agent, listening on every address."""
-
-    def command(self) -> list[str]:
-        cmd = [a for a in super().command() if a != "--disable-agent"]
-        cmd[cmd.index("--bind-address") + 1] = "0.0.0.0"
-        return cmd
+BUSYBOX = IMAGE
 
 
 def _cache_dir() -> Path:
@@ -44,37 +35,18 @@ def _cache_dir() -> Path:
     return Path(base) / "k3py"
 
 
-def _remove_podman_pods(node: str) -> None:
-    out = subprocess.run(["podman", "pod", "ps", "-q", "--filter",
-                          f"label=io.k3py.node={node}"], capture_output=True, text=True)
-    for pod_id in out.stdout.split():
-        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id], capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("incluster")
-    subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"),
-                    str(tmp / "busybox.tar")], check=True, capture_output=True)
     _cache_dir().mkdir(parents=True, exist_ok=True)
     subprocess.run(["sh", str(ROOT / "airgap" / "build-python-image.sh"),
                     str(_cache_dir() / "python-k8s.tar")], check=True, capture_output=True)
-    node = f"inc-{uuid.uuid4().hex[:6]}"
-    srv = EmbeddedServer(tmp / "k3py", extra_args=["--node-name", node])
-    try:
-        srv.start()
-
-        def ready():
-            n = srv.kubectl_json("get", "node", node)
-            conds = {c["type"]: c["status"] for c in n["status"].get("conditions", [])}
-            return conds.get("Ready") == "True" and n
-        n = wait_for(ready, 60, 0.3, f"node {node} Ready")
+    # pods reach the API at the node's address, so the server listens on every address
+    with embedded_node(tmp_path_factory.mktemp("incluster"), "inc",
+                       bind_address="0.0.0.0") as srv:
+        n = srv.kubectl_json("get", "node", srv.node)
         node_ip = next(a["address"] for a in n["status"]["addresses"]
                        if a["type"] == "InternalIP")
-        yield srv, node, node_ip
-    finally:
-        srv.stop()
-        _remove_podman_pods(node)
+        yield srv, srv.node, node_ip
 
 
 def _apply(srv: ServerProcess, *objs: dict) -> None:

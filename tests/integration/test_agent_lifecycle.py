@@ -11,38 +11,19 @@ import json
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.harness import wait_for
-from tests.integration.test_agent_embedded import EmbeddedServer, _remove_podman_pods
+from tests.integration.agents import IMAGE, embedded_node
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")]
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "k3py.local/busybox:latest"
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("lifecycle")
-    subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"), str(tmp / "bb.tar")],
-                   check=True, capture_output=True)
-    node = f"lc-{uuid.uuid4().hex[:6]}"
-    s = EmbeddedServer(tmp / "k3py", extra_args=["--node-name", node])
-    s.node = node
-    try:
-        s.start()
-        wait_for(lambda: "True" in s.kubectl(
-            "get", "node", node, "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False).stdout,
-            30, 0.3, "node Ready")
+    with embedded_node(tmp_path_factory.mktemp("lifecycle"), "lc", timeout=30) as s:
         yield s
-    finally:
-        s.stop()
-        _remove_podman_pods(node)
 
 
 def _apply(srv, name: str, spec: dict) -> None:

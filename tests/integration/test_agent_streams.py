@@ -16,29 +16,13 @@ import subprocess
 import threading
 import time
 import urllib.request
-import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
+from tests.harness import KUBECTL, free_port, wait_for
+from tests.integration.agents import IMAGE, embedded_node
 
 pytestmark = pytest.mark.integration
-
-IMAGE = "k3py.local/busybox:latest"
-
-
-class EmbeddedServer(ServerProcess):
-    def command(self) -> list[str]:
-        return [a for a in super().command() if a != "--disable-agent"]
-
-
-def _remove_podman_pods(node: str) -> None:
-    out = subprocess.run(["podman", "pod", "ps", "-q", "--filter",
-                          f"label=io.k3py.node={node}"], capture_output=True, text=True)
-    for pod_id in out.stdout.split():
-        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id], capture_output=True)
-
 
 def _pod(name: str, node: str, script: str, **container) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -66,19 +50,8 @@ PODS = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("streams")
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run(["sh", str(root / "airgap" / "build-test-image.sh"),
-                    str(tmp / "busybox.tar")], check=True, capture_output=True)
-    node = f"str-{uuid.uuid4().hex[:6]}"
-    srv = EmbeddedServer(tmp / "k3py", extra_args=["--node-name", node])
-    try:
-        srv.start()
-        def ready():
-            n = srv.kubectl_json("get", "node", node)
-            conds = {c["type"]: c["status"] for c in n["status"].get("conditions", [])}
-            return conds.get("Ready") == "True"
-        wait_for(ready, 30, 0.3, f"node {node} Ready")
+    with embedded_node(tmp_path_factory.mktemp("streams"), "str", timeout=30) as srv:
+        node = srv.node
         items = []
         for name, p in PODS.items():
             extra = {k: v for k, v in p.items() if k not in ("script", "restartPolicy")}
@@ -98,11 +71,7 @@ def cluster(tmp_path_factory):
             want = {n: "Succeeded" if n == "done" else "Running" for n in PODS}
             return got == want
         wait_for(phases, 60, 0.3, "pods Running (and done Succeeded)")
-        srv.node = node
         yield srv
-    finally:
-        srv.stop()
-        _remove_podman_pods(node)
 
 
 def _kubectl_popen(srv, *args: str, env: dict | None = None, stdin=None):
