@@ -5,6 +5,10 @@ in its own network namespace (tests/integration/netns.py) with its own podman st
 - pods land where nodeSelector and taints/tolerations say, and really run: checked with podman
   on that agent's storage (and absent from the other agent's and the host's default storage);
 - `kubectl logs` and `kubectl exec` work against pods on both agents, through the tunnels;
+- on both agents: restarts per policy (OnFailure -> CrashLoopBackOff, Never -> Failed),
+  httpGet and exec readiness probes make pods Ready (the agent reaches its pods from its own
+  namespace), and every stream command works: logs (-f, --tail), exec -i with its exit code,
+  port-forward (websocket and SPDY) to the pod's httpd, cp in and out, attach -it;
 - agent kill -9 and restart: its pods are adopted, none duplicated or lost (same pod uids,
   same podman containers, still Running, no restarts);
 - deletion across a tunnel drop: a pod deleted while its node's link is cut (the server has
@@ -18,12 +22,14 @@ pods, podman storages and namespaces."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,8 +38,18 @@ from pathlib import Path
 import pytest
 
 from k3py.config import podman_storage_args
-from tests.harness import ServerProcess, wait_for
+from tests.harness import KUBECTL, ServerProcess, wait_for
 from tests.integration.netns import NetNS, require_netns
+from tests.integration.test_agent_lifecycle import _cs
+from tests.integration.test_agent_streams import (
+    _fetch,
+    _kubectl,
+    _kubectl_popen,
+    _port_forward,
+    _read_until,
+    _running_unrestarted,
+    _stop,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -124,11 +140,14 @@ class Cluster:
                    for c in n.get("status", {}).get("conditions", []))
 
     def apply_pod(self, name: str, *, selector: dict | None = None,
-                  tolerate: bool = False, script: str = "") -> None:
+                  tolerate: bool = False, script: str = "", restart_policy: str = "",
+                  **container) -> None:
         spec: dict = {"terminationGracePeriodSeconds": 5, "containers": [{
             "name": "c", "image": IMAGE, "imagePullPolicy": "Never",
             "command": ["sh", "-c", script or f"echo hello-from-{name}; trap 'exit 0' TERM; "
-                        "while true; do sleep 1; done"]}]}
+                        "while true; do sleep 1; done"], **container}]}
+        if restart_policy:
+            spec["restartPolicy"] = restart_policy
         if selector:
             spec["nodeSelector"] = selector
         if tolerate:
@@ -280,6 +299,125 @@ def test_two_agents_placement_streams_and_kill9_adoption(cluster: Cluster):
     c.srv.kubectl("delete", "pod", "after-restart", "on-b", "anywhere", timeout=60)
     assert not any(u in {uids["on-b"], uids["anywhere"], new_uid}
                    for u, _ in [*a.containers().values(), *b.containers().values()])
+
+
+# where each agent's pods go: A by its label; B by its label plus a toleration of its taint
+PLACE = {"a": {"selector": {"site": "alpha"}}, "b": {"selector": {"site": "beta"},
+                                                      "tolerate": True}}
+WEB = ("mkdir -p /www; echo hello-web-{x} > /www/index.html; "
+       "for i in 1 2 3; do echo line-$i; done; "
+       "(i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.5; done) & "
+       "exec httpd -f -p 8080 -h /www")
+
+
+def _follow_two_lines(c: Cluster, pod: str) -> list[str]:
+    """`kubectl logs -f --tail=1`: the last line so far, then one written after it."""
+    proc = _kubectl_popen(c.srv, "logs", "-f", "--tail=1", pod)
+    timer = threading.Timer(30, proc.kill)  # a hang fails the test instead of blocking it
+    timer.start()
+    try:
+        return [proc.stdout.readline() for _ in range(2)]
+    finally:
+        timer.cancel()
+        _stop(proc)
+
+
+def _attach_tty(c: Cluster, pod: str) -> None:
+    """`kubectl attach -it` under `script` (a terminal): a keystroke reaches the shell."""
+    cmd = f"{KUBECTL} --kubeconfig {c.srv.kubeconfig} attach -it {pod}"
+    proc = subprocess.Popen(["script", "-qec", cmd, "/dev/null"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)  # let kubectl set its terminal up before typing
+        proc.stdin.write(f"echo {pod}-attached-$((40+2))\n")
+        proc.stdin.flush()
+        _read_until(proc, f"{pod}-attached-42")
+    finally:
+        _stop(proc)
+
+
+def test_restarts_probes_and_every_stream_on_both_agents(cluster: Cluster, tmp_path):
+    c = cluster
+    agents = {"a": c.a, "b": c.b}
+    for x, place in PLACE.items():
+        # readiness probes that pass only once the test made them: an httpGet one (the agent
+        # reaches the pod IP from its own netns) and an exec one
+        c.apply_pod(f"web-{x}", **place, script=WEB.format(x=x),
+                    ports=[{"containerPort": 8080}],
+                    readinessProbe={"httpGet": {"path": "/ready", "port": 8080},
+                                    "periodSeconds": 1})
+        c.apply_pod(f"shell-{x}", **place, script="exec sh", stdin=True, tty=True,
+                    readinessProbe={"exec": {"command": ["test", "-e", "/tmp/ready"]},
+                                    "periodSeconds": 1})
+        c.apply_pod(f"crash-{x}", **place, script="echo boom; exit 1",
+                    restart_policy="OnFailure")
+        c.apply_pod(f"never-{x}", **place, script="echo one; echo two; echo three; exit 3",
+                    restart_policy="Never")
+    for x, ag in agents.items():
+        for p, ready_file in ((f"web-{x}", "/www/ready"), (f"shell-{x}", "/tmp/ready")):
+            c.wait(lambda p=p: c.pod(p)["status"].get("phase") == "Running", 60,
+                   f"pod {p} Running")
+            assert not c.running(p), f"{p} Ready before its probe could pass"
+            out = c.srv.kubectl("exec", p, "--", "touch", ready_file, check=False)
+            assert out.returncode == 0, f"{out.stderr}\n{json.dumps(c.pod(p)['status'])}\n" \
+                f"{c.logs()}"
+            obj = c.wait(lambda p=p: c.running(p), 30, f"pod {p} Ready through its probe")
+            assert obj["spec"]["nodeName"] == ag.name
+            conds = {k["type"]: k["status"] for k in obj["status"]["conditions"]}
+            assert conds["Ready"] == "True", obj["status"]
+
+    for x in PLACE:
+        web = f"web-{x}"
+        # logs: -f follows (a line written after the tail), --tail
+        first, second = _follow_two_lines(c, web)
+        assert first.startswith("tick-") and second.startswith("tick-"), (first, second)
+        assert int(second[5:]) > int(first[5:])
+        assert c.srv.kubectl("logs", web, "--tail=2").stdout.count("tick-") == 2
+        # exec: stdin in, stdout out, the command's exit code back
+        out = c.srv.kubectl("exec", "-i", web, "--", "sh", "-c", "cat; exit 5",
+                            input=f"to-{web}\n", check=False)
+        assert (out.returncode, out.stdout) == (5, f"to-{web}\n"), out
+        # port-forward: the agent enters the pod's netns from its own namespace
+        for websockets in ("true", "false"):
+            proc, local = _port_forward(c.srv, f"pod/{web}", 8080,
+                                        {"KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets})
+            try:
+                assert _fetch(f"http://127.0.0.1:{local}/") == f"hello-web-{x}\n"
+            finally:
+                _stop(proc)
+        # cp in, then out again
+        src, back = tmp_path / f"in-{x}.txt", tmp_path / f"out-{x}.txt"
+        payload = "".join(f"{x} line {i} {'y' * 40}\n" for i in range(1000))
+        src.write_text(payload)
+        _kubectl(c.srv, "cp", str(src), f"{web}:/tmp/in.txt", env={})
+        got = _kubectl(c.srv, "exec", web, "--", "md5sum", "/tmp/in.txt", env={})
+        assert got.split()[0] == hashlib.md5(payload.encode()).hexdigest()
+        _kubectl(c.srv, "cp", f"{web}:/tmp/in.txt", str(back), env={})
+        assert back.read_text() == payload
+        # attach with stdin and a tty; detaching leaves the container running
+        _attach_tty(c, f"shell-{x}")
+        assert _running_unrestarted(c.srv, f"shell-{x}")
+
+    for x, ag in agents.items():
+        # OnFailure restarts a failing container: CrashLoopBackOff between the runs
+        cs = c.wait(lambda x=x: (s := _cs(c.srv, f"crash-{x}")).get("restartCount", 0) >= 1
+                    and ("running" in s["state"] or s["state"].get("waiting", {}).get(
+                        "reason") == "CrashLoopBackOff") and s, 60, f"crash-{x} restarted")
+        assert cs["lastState"]["terminated"]["exitCode"] == 1, cs
+        assert c.pod(f"crash-{x}")["status"]["phase"] == "Running"
+        # Never: the pod fails, its container is not restarted, its logs stay readable
+        c.wait(lambda x=x: c.pod(f"never-{x}")["status"].get("phase") == "Failed", 40,
+               f"never-{x} Failed")
+        cs = _cs(c.srv, f"never-{x}")
+        assert cs["state"]["terminated"]["exitCode"] == 3 and cs["restartCount"] == 0
+        assert c.srv.kubectl("logs", f"never-{x}", "--tail=2").stdout == "two\nthree\n"
+        # all of it ran in that agent's own storage
+        uids = {c.pod(f"{p}-{x}")["metadata"]["uid"] for p in ("web", "shell", "crash", "never")}
+        assert uids <= {u for u, _ in ag.containers().values()}
+        other = c.b if ag is c.a else c.a
+        assert not uids & {u for u, _ in other.containers().values()}
+    c.srv.kubectl("delete", "pod", "--wait=false",
+                  *[f"{p}-{x}" for p in ("web", "shell", "crash", "never") for x in PLACE])
 
 
 def test_deletion_reaches_the_node_across_a_tunnel_drop(cluster: Cluster):
