@@ -259,15 +259,33 @@ class Podman:
         if limits and limits.get("memory"):
             lim += ["--memory", str(limits["memory"])]
         try:
-            await self.run(*cargs, *lim, *tail)
+            await self._run_new(cname, c.get("workdir") or "", cargs, lim, tail)
             return True
         except RuntimeError_ as e:
             await self.run("rm", "-f", "-t", "0", cname, check=False)
             if lim and any(w in str(e).lower() for w in ("cgroup", "cpu", "memory", "swap")):
-                await self.run(*cargs, *tail)  # the host cannot limit: run unlimited
+                # the host cannot limit: run unlimited
+                await self._run_new(cname, c.get("workdir") or "", cargs, [], tail)
                 return False
             self._images.discard(c["image"])  # check it again on the retry
             raise RuntimeError_(str(e), "CreateContainerError") from None
+
+    async def _run_new(self, cname: str, workdir: str, cargs: list[str], lim: list[str],
+                       tail: list[str]) -> None:
+        """`podman run -d`; a workingDir missing from the image is created first, as
+        Kubernetes runtimes do (podman 4.3 refuses to start in a directory that does not exist):
+        create the container, copy an empty directory to that path, then start it."""
+        try:
+            await self.run(*cargs, *lim, *tail)
+            return
+        except RuntimeError_ as e:
+            if not (workdir and "workdir" in str(e) and "does not exist" in str(e)):
+                raise
+        await self.run("rm", "-f", "-t", "0", cname, check=False)
+        await self.run("create", *cargs[2:], *lim, *tail)  # cargs = ["run", "-d", ...]
+        with tempfile.TemporaryDirectory() as empty:
+            await self.run("cp", empty, f"{cname}:{workdir}")
+        await self.run("start", cname)
 
     async def start_container(self, name: str) -> None:
         """Start an exited container again (a restart: same container, same logs)."""
