@@ -2,6 +2,13 @@
 and Ready lastHeartbeatTime both older than the grace period) Ready=Unknown and taints them
 node.kubernetes.io/unreachable:NoSchedule; the taint goes when heartbeats resume.
 
+Pods of an unreachable node are kept by default (KubeEdge's edge autonomy: the node goes on
+running them offline). `--node-eviction-timeout T` (> 0) turns eviction on, as upstream's
+taint-based eviction: the node also gets the NoExecute taint, and each of its pods is deleted
+T seconds after the taint was added, or after its own tolerationSeconds for that taint if
+shorter (the 300 s default tolerations included); a toleration without tolerationSeconds
+(DaemonSet pods) keeps the pod. Controllers then recreate evicted pods on other nodes.
+
 Nodes with neither a Lease nor conditions (created through the API for tests) are left alone."""
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from k3py.api.objects import now_rfc3339, parse_time
 from k3py.server.controllers.base import Controller, ControllerContext
 
 __all__ = ["NodeLifecycleController", "UNREACHABLE_TAINT", "NOT_READY_TAINT", "last_heartbeat",
-           "desired_taint", "mark_unknown"]
+           "desired_taint", "mark_unknown", "eviction_delay"]
 
 log = logging.getLogger("k3py.controllers.node")
 
@@ -82,15 +89,20 @@ def mark_unknown(node: dict, now: str) -> dict | None:
     return node
 
 
-def _set_taints(node: dict, want: str | None, now: str) -> dict | None:
+def _set_taints(node: dict, want: str | None, now: str, no_execute: bool = False
+                ) -> dict | None:
+    """Make the lifecycle taints `want`:NoSchedule (and `want`:NoExecute when evicting);
+    None when they already are."""
     spec = node.setdefault("spec", {})
     taints = list(spec.get("taints") or [])
     ours = (UNREACHABLE_TAINT, NOT_READY_TAINT)
-    kept = [t for t in taints if not (t.get("key") in ours and t.get("effect") == "NoSchedule"
-                                      and t.get("key") != want)]
-    if want and not any(t.get("key") == want and t.get("effect") == "NoSchedule"
-                        for t in kept):
-        kept.append({"key": want, "effect": "NoSchedule", "timeAdded": now})
+    effects = ("NoSchedule", "NoExecute") if no_execute else ("NoSchedule",)
+    wanted = {(want, e) for e in effects} if want else set()
+    kept = [t for t in taints if t.get("key") not in ours or
+            (t.get("key"), t.get("effect")) in wanted]
+    for key, effect in sorted(wanted):
+        if not any(t.get("key") == key and t.get("effect") == effect for t in kept):
+            kept.append({"key": key, "effect": effect, "timeAdded": now})
     if kept == taints:
         return None
     if kept:
@@ -100,6 +112,25 @@ def _set_taints(node: dict, want: str | None, now: str) -> dict | None:
     return node
 
 
+def _tolerates(t: dict, key: str, effect: str) -> bool:
+    if t.get("effect") not in (None, "", effect):
+        return False
+    if (t.get("operator") or "Equal") == "Exists":
+        return not t.get("key") or t.get("key") == key
+    return t.get("key") == key and not t.get("value")
+
+
+def eviction_delay(pod: dict, timeout: float, key: str = UNREACHABLE_TAINT) -> float | None:
+    """Seconds after the `key`:NoExecute taint at which the pod is evicted; None = never."""
+    for t in (pod.get("spec") or {}).get("tolerations") or []:
+        if _tolerates(t, key, "NoExecute"):
+            seconds = t.get("tolerationSeconds")
+            if seconds is None:
+                return None
+            return min(timeout, max(0.0, float(seconds)))
+    return timeout
+
+
 class NodeLifecycleController(Controller):
     name = "node-lifecycle-controller"
 
@@ -107,6 +138,7 @@ class NodeLifecycleController(Controller):
         super().__init__(ctx)
         self.grace = float(ctx.extra.get("node_monitor_grace_period", 40))
         self.period = float(ctx.extra.get("node_monitor_period", MONITOR_PERIOD))
+        self.evict_after = float(getattr(ctx.config, "node_eviction_timeout", 0) or 0)
         self.started = _dt.datetime.now(_dt.UTC)
         self._ticker: asyncio.Task | None = None
 
@@ -118,6 +150,10 @@ class NodeLifecycleController(Controller):
             self.leases.add_handler(self._on_lease)
         except KeyError:
             self.leases = None
+        if self.evict_after > 0:
+            self.pods = self.ctx.informers.informer("", "pods")
+            self.pods.add_index("node", lambda p: [n] if (n := (p.get("spec") or {}).get(
+                "nodeName")) else [])
 
     def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
         if new is not None and etype != "DELETED":
@@ -171,12 +207,47 @@ class NodeLifecycleController(Controller):
                 await self.ctx.recorder.record(
                     node, "Normal", "NodeNotReady",
                     f"Node {key} status is now: NodeNotReady", component="node-controller")
-            await self.registry.update_with(
-                res, None, key, lambda n: _set_taints(n, UNREACHABLE_TAINT, stamp))
+            evicting = self.evict_after > 0
+            tainted = await self.registry.update_with(
+                res, None, key, lambda n: _set_taints(n, UNREACHABLE_TAINT, stamp, evicting))
+            if evicting:
+                await self._evict(key, tainted or node, now)
         else:
             # heartbeats are fresh: the taint follows the posted Ready condition
             await self.registry.update_with(
-                res, None, key, lambda n: _set_taints(n, desired_taint(n), stamp))
+                res, None, key, lambda n: _set_taints(n, desired_taint(n), stamp,
+                                                      self.evict_after > 0))
             if beat is not None:
                 left = self.grace - (now - since).total_seconds()
                 self.enqueue(key, after=max(left, 0) + 0.5)
+
+    async def _evict(self, key: str, node: dict, now: _dt.datetime) -> None:
+        """Delete the node's pods whose time on the NoExecute taint is up; come back for the
+        rest when theirs is."""
+        added = next((parse_time(t.get("timeAdded")) for t in
+                      (node.get("spec") or {}).get("taints") or []
+                      if t.get("key") == UNREACHABLE_TAINT and t.get("effect") == "NoExecute"),
+                     None)
+        if added is None:
+            return
+        added = added if added.tzinfo else added.replace(tzinfo=_dt.UTC)
+        waited = (now - added).total_seconds()
+        res = self.ctx.resource("", "pods")
+        for pod in self.pods.by_index("node", key):
+            md = pod["metadata"]
+            if md.get("deletionTimestamp"):
+                continue
+            delay = eviction_delay(pod, self.evict_after)
+            if delay is None:
+                continue
+            if waited < delay:
+                self.enqueue(key, after=delay - waited + 0.1)
+                continue
+            log.info("node %s unreachable for %.0fs: evicting pod %s/%s", key, waited,
+                     md["namespace"], md["name"])
+            await self.ctx.recorder.record(
+                pod, "Normal", "TaintManagerEviction",
+                f"Marking for deletion Pod {md['namespace']}/{md['name']}",
+                component="taint-eviction-controller")
+            with contextlib.suppress(Exception):
+                await self.registry.delete(res, md["namespace"], md["name"])

@@ -1,7 +1,11 @@
 """NodeLifecycleController against a real Registry: a node whose lease goes stale turns
-Ready=Unknown with the unreachable taint, which goes once the lease is renewed again."""
+Ready=Unknown with the unreachable taint, which goes once the lease is renewed again; its pods
+stay (edge autonomy) unless --node-eviction-timeout turns taint-based eviction on."""
 
 from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -10,6 +14,7 @@ from k3py.server.controllers.node import (
     UNREACHABLE_TAINT,
     NodeLifecycleController,
     desired_taint,
+    eviction_delay,
     mark_unknown,
 )
 from tests.unit.conftest import eventually
@@ -70,3 +75,61 @@ async def test_stale_lease_marks_unknown_and_fresh_lease_clears(cluster):
     bare = await reg.get(nodes, None, "bare")
     assert not (bare.get("spec") or {}).get("taints")
     assert not (bare.get("status") or {}).get("conditions")
+
+
+def test_eviction_delay_follows_tolerations():
+    assert eviction_delay({"spec": {}}, 60) == 60
+    default = {"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute",
+               "tolerationSeconds": 300}
+    assert eviction_delay({"spec": {"tolerations": [default]}}, 60) == 60
+    assert eviction_delay({"spec": {"tolerations": [{**default, "tolerationSeconds": 5}]}},
+                          60) == 5
+    forever = {"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute"}
+    assert eviction_delay({"spec": {"tolerations": [forever]}}, 60) is None
+    assert eviction_delay({"spec": {"tolerations": [{"operator": "Exists"}]}}, 60) is None
+    other = {"key": "x", "operator": "Exists"}
+    assert eviction_delay({"spec": {"tolerations": [other]}}, 60) == 60
+
+
+async def _stale_node_with_pods(env, name: str) -> None:
+    reg = env.registry
+    await reg.create(env.res("nodes"), None, {"metadata": {"name": name}})
+    await reg.create(env.res("leases", "coordination.k8s.io"), "kube-node-lease", {
+        "metadata": {"name": name}, "spec": {"holderIdentity": name,
+                                             "renewTime": now_rfc3339(micro=True)}})
+    c = [{"name": "c", "image": "busybox"}]
+    await reg.create(env.res("pods"), "default", {
+        "metadata": {"name": "plain"}, "spec": {"nodeName": name, "containers": c}})
+    await reg.create(env.res("pods"), "default", {
+        "metadata": {"name": "tolerant"}, "spec": {"nodeName": name, "containers": c,
+                                                   "tolerations": [{"operator": "Exists"}]}})
+
+
+async def test_pods_of_an_unreachable_node_stay_by_default(env):
+    env.ctx.extra.update(node_monitor_grace_period=0.3, node_monitor_period=0.1)
+    await env.start(NodeLifecycleController)
+    await _stale_node_with_pods(env, "edge")
+
+    async def unknown():
+        n = await env.registry.get(env.res("nodes"), None, "edge")
+        return [(t["key"], t["effect"]) for t in (n.get("spec") or {}).get("taints") or []]
+    assert await eventually(unknown, timeout=10.0) == [(UNREACHABLE_TAINT, "NoSchedule")]
+    await asyncio.sleep(1.0)  # well past any eviction: none happens
+    assert {p["metadata"]["name"] for p in await env.all("pods")} == {"plain", "tolerant"}
+
+
+async def test_eviction_timeout_evicts_pods_that_do_not_tolerate(env):
+    env.ctx.extra.update(node_monitor_grace_period=0.3, node_monitor_period=0.1)
+    env.ctx.config = SimpleNamespace(node_eviction_timeout=0.5)
+    await env.start(NodeLifecycleController)
+    await _stale_node_with_pods(env, "edge")
+
+    async def evicted():
+        names = {p["metadata"]["name"] for p in await env.all("pods")}
+        return names == {"tolerant"} and names
+    await eventually(evicted, timeout=10.0)
+    n = await env.registry.get(env.res("nodes"), None, "edge")
+    assert {(t["key"], t["effect"]) for t in n["spec"]["taints"]} == {
+        (UNREACHABLE_TAINT, "NoSchedule"), (UNREACHABLE_TAINT, "NoExecute")}
+    assert ("plain", "Normal", "TaintManagerEviction", "Marking for deletion Pod default/plain") \
+        in await env.events()
