@@ -62,8 +62,17 @@ async def cluster(tmp_path):
     for name in ("default", "kube-node-lease"):
         await registry.create(ns, None, {"metadata": {"name": name}})
     hub = CloudHub(registry, NodeAuth())
+    # open unless a test closes it: a closed gate answers the tunnel's handshake 503, so an
+    # agent stays away (retrying) exactly as long as the test needs it away
+    gate = asyncio.Event()
+    gate.set()
+
+    async def tunnel(request):
+        if not gate.is_set():
+            return web.Response(status=503, text="gate closed by the test")
+        return await hub.handle_tunnel(request)
     app = web.Application()
-    app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
+    app.router.add_get(TUNNEL_PATH, tunnel)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -81,7 +90,7 @@ async def cluster(tmp_path):
         agents.append(eh)
         return eh
     try:
-        yield registry, hub, agent
+        yield registry, hub, agent, gate
     finally:
         for eh in agents:
             await eh.stop()
@@ -93,7 +102,7 @@ async def cluster(tmp_path):
 
 
 async def test_snapshot_live_updates_and_status_up(cluster):
-    registry, hub, agent = cluster
+    registry, hub, agent, _ = cluster
     pods = registry.resources.get("", "v1", "pods")
     cms = registry.resources.get("", "v1", "configmaps")
     await registry.create(cms, "default", {"metadata": {"name": "cfg"}, "data": {"a": "1"}})
@@ -137,12 +146,15 @@ async def test_snapshot_live_updates_and_status_up(cluster):
 
 
 async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
-    registry, hub, agent = cluster
+    registry, hub, agent, gate = cluster
     pods = registry.resources.get("", "v1", "pods")
     eh = await agent()
     await _wait(lambda: eh.connected.is_set() and eh.meta.synced)
     session = hub.sessions["n1"]
-    # cut the link from the server side and change things while the node is away
+    # cut the link from the server side and change things while the node is away; the gate
+    # keeps it away until then (with a 50-200 ms backoff it would otherwise be back, and the
+    # queued change sent and ACKed, before the checks below see it queued)
+    gate.clear()
     await session.ws.close()
     await _wait(lambda: not eh.connected.is_set())
     await registry.create(pods, "default", _pod("while-away"))
@@ -151,6 +163,8 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await registry.create(pods, "default", _pod("gone"))
     await registry.delete(pods, "default", "gone")
     assert await registry.try_get(pods, "default", "gone") is None
+    assert not eh.connected.is_set() and eh.connects == 1
+    gate.set()
     await _wait(lambda: eh.connected.is_set(), timeout=10)
     await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
     await _wait(lambda: len(session.outbox) == 0)
@@ -158,7 +172,7 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
 
 
 async def test_node_registration_and_lease(cluster):
-    registry, hub, agent = cluster
+    registry, hub, agent, _ = cluster
     eh = await agent()
     node = {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
