@@ -5,15 +5,21 @@ test's node started (only those: podman is shared by everything on the machine).
 from __future__ import annotations
 
 import contextlib
+import os
+import queue
 import subprocess
+import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness import ServerProcess, wait_for
+from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
 
 __all__ = ["ROOT", "IMAGE", "EmbeddedServer", "build_test_image", "embedded_node",
-           "node_ready", "podman_pods", "remove_podman_pods"]
+           "node_ready", "podman_pods", "remove_podman_pods", "container_status", "fetch",
+           "kubectl_env", "kubectl_popen", "port_forward", "read_until", "running_unrestarted",
+           "stop_proc"]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "k3py.local/busybox:latest"
@@ -76,3 +82,80 @@ def embedded_node(tmp: Path, prefix: str, timeout: float = 60.0, bind_address: s
     finally:
         srv.stop()
         remove_podman_pods(node)
+
+
+# ---------------------------------------------------------------- kubectl stream helpers
+
+def kubectl_popen(srv, *args: str, env: dict | None = None, stdin=None):
+    return subprocess.Popen([KUBECTL, "--kubeconfig", str(srv.kubeconfig), *args],
+                            stdin=stdin or subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
+def port_forward(srv, target: str, remote: int, env: dict | None = None):
+    """Runs `kubectl port-forward`, yields the local port once it listens."""
+    local = free_port()
+    proc = kubectl_popen(srv, "port-forward", target, f"{local}:{remote}", env=env)
+    line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:<local> -> <remote>"
+    if "Forwarding from" not in line:
+        proc.kill()
+        raise AssertionError(f"port-forward did not start: {line}{proc.stderr.read()}")
+    return proc, local
+
+
+def stop_proc(proc) -> tuple[str, str]:
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
+def read_until(proc, needle: str, timeout: float = 30.0) -> str:
+    """stdout lines of `proc` until one holds `needle` (a reader thread: no hang)."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        with contextlib.suppress(ValueError):  # closed by stop_proc meanwhile
+            for line in proc.stdout:
+                lines.put(line)
+        lines.put(None)
+    threading.Thread(target=pump, daemon=True).start()
+    seen = ""
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            raise AssertionError(f"{needle!r} not in {seen!r}")
+        seen += line
+        if needle in line:
+            return seen
+
+
+def running_unrestarted(srv, name: str) -> bool:
+    pod = srv.kubectl_json("get", "pod", name)
+    cs = pod["status"]["containerStatuses"][0]
+    return pod["status"]["phase"] == "Running" and cs["restartCount"] == 0 and \
+        "running" in cs["state"]
+
+
+def kubectl_env(srv, *args: str, env: dict, input: str | None = None) -> str:
+    out = subprocess.run([KUBECTL, "--kubeconfig", str(srv.kubeconfig), *args],
+                         capture_output=True, text=True, input=input,
+                         env={**os.environ, **env}, timeout=60)
+    assert out.returncode == 0, f"kubectl {args}: {out.stderr}"
+    return out.stdout
+
+
+def container_status(srv, name: str, key: str = "containerStatuses") -> dict:
+    """The pod's first container status (or init container status with `key`)."""
+    return (srv.kubectl_json("get", "pod", name).get("status") or {}).get(key, [{}])[0]

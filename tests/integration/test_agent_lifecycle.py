@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.harness import wait_for
-from tests.integration.agents import IMAGE, embedded_node
+from tests.integration.agents import IMAGE, container_status, embedded_node
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")]
@@ -41,10 +41,6 @@ def _pod(srv, name: str) -> dict:
     return srv.kubectl_json("get", "pod", name)
 
 
-def _cs(srv, name: str, key: str = "containerStatuses") -> dict:
-    return (_pod(srv, name).get("status") or {}).get(key, [{}])[0]
-
-
 def _events(srv, name: str) -> list[dict]:
     return srv.kubectl_json("get", "events", "--field-selector",
                             f"involvedObject.name={name}")["items"]
@@ -56,7 +52,7 @@ def _delete(srv, *names: str) -> None:
 
 def test_crash_loop_backoff(srv):
     _apply(srv, "crash", {"containers": [_c("c", "echo boom; exit 1")]})
-    cs = wait_for(lambda: (s := _cs(srv, "crash")).get("restartCount", 0) >= 1 and
+    cs = wait_for(lambda: (s := container_status(srv, "crash")).get("restartCount", 0) >= 1 and
                   (s.get("state") or {}).get("waiting", {}).get("reason") ==
                   "CrashLoopBackOff" and s, 40, 0.3, "CrashLoopBackOff")
     uid = _pod(srv, "crash")["metadata"]["uid"]
@@ -70,8 +66,8 @@ def test_crash_loop_backoff(srv):
     pod = _pod(srv, "crash")
     assert pod["status"]["phase"] == "Running"  # restartPolicy Always keeps restarting it
     # after the 10 s backoff it runs (and crashes) again: the count keeps growing
-    wait_for(lambda: _cs(srv, "crash").get("restartCount", 0) >= 2, 40, 0.5, "restart 2")
-    wait_for(lambda: "20s" in ((_cs(srv, "crash").get("state") or {}).get("waiting") or {})
+    wait_for(lambda: container_status(srv, "crash").get("restartCount", 0) >= 2, 40, 0.5, "restart 2")
+    wait_for(lambda: "20s" in ((container_status(srv, "crash").get("state") or {}).get("waiting") or {})
              .get("message", ""), 20, 0.3, "back-off doubled to 20s")
     describe = srv.kubectl("describe", "pod", "crash").stdout
     assert "Back-off restarting failed container c in pod crash_default" in describe
@@ -88,10 +84,10 @@ def test_restart_policies(srv):
              "OnFailure + exit 0 -> Succeeded")
     wait_for(lambda: _pod(srv, "never-bad")["status"].get("phase") == "Failed", 40, 0.3,
              "Never + exit 3 -> Failed")
-    cs = _cs(srv, "never-bad")
+    cs = container_status(srv, "never-bad")
     assert cs["state"]["terminated"]["exitCode"] == 3 and cs["restartCount"] == 0
-    assert _cs(srv, "onfail-ok")["state"]["terminated"]["reason"] == "Completed"
-    wait_for(lambda: _cs(srv, "onfail-bad").get("restartCount", 0) >= 1, 40, 0.3,
+    assert container_status(srv, "onfail-ok")["state"]["terminated"]["reason"] == "Completed"
+    wait_for(lambda: container_status(srv, "onfail-bad").get("restartCount", 0) >= 1, 40, 0.3,
              "OnFailure restarts a failure")
     assert _pod(srv, "onfail-bad")["status"]["phase"] in ("Running", "Pending")
     assert "Completed" in srv.kubectl("get", "pod", "onfail-ok").stdout
@@ -143,8 +139,8 @@ def test_image_pull_errors_and_recovery(srv):
     _apply(srv, "pull", {"containers": [{"name": "c", "image": image,
                                          "command": ["sleep", "3600"]}]})
     try:
-        w = wait_for(lambda: (_cs(srv, "pull").get("state") or {}).get("waiting", {}).get(
-            "reason") == "ErrImagePull" and _cs(srv, "pull")["state"]["waiting"], 30, 0.2,
+        w = wait_for(lambda: (container_status(srv, "pull").get("state") or {}).get("waiting", {}).get(
+            "reason") == "ErrImagePull" and container_status(srv, "pull")["state"]["waiting"], 30, 0.2,
             "ErrImagePull")
         assert image in w["message"] and "k3py.local" in w["message"]
         wait_for(lambda: "ImagePullBackOff" in srv.kubectl("get", "pod", "pull").stdout, 30,
@@ -170,14 +166,14 @@ def test_readiness_exec_probe(srv):
         st = _pod(srv, "ready")["status"]
         return {c["type"]: c["status"] for c in st.get("conditions") or []}.get("Ready", "")
     wait_for(lambda: _pod(srv, "ready")["status"].get("phase") == "Running", 30, 0.3, "Running")
-    assert ready() == "False" and _cs(srv, "ready")["ready"] is False
+    assert ready() == "False" and container_status(srv, "ready")["ready"] is False
     assert "0/1" in srv.kubectl("get", "pod", "ready").stdout
     srv.kubectl("exec", "ready", "--", "touch", "/tmp/ready")
     wait_for(lambda: ready() == "True", 20, 0.3, "Ready after the file appears")
-    assert _cs(srv, "ready")["ready"] is True and _cs(srv, "ready")["started"] is True
+    assert container_status(srv, "ready")["ready"] is True and container_status(srv, "ready")["started"] is True
     srv.kubectl("exec", "ready", "--", "rm", "/tmp/ready")
     wait_for(lambda: ready() == "False", 20, 0.3, "not Ready after it is gone")
-    assert _cs(srv, "ready")["restartCount"] == 0  # readiness never restarts
+    assert container_status(srv, "ready")["restartCount"] == 0  # readiness never restarts
     _delete(srv, "ready")
 
 
@@ -193,13 +189,13 @@ def test_liveness_http_and_tcp_probes(srv):
                       "failureThreshold": 30})]})
     wait_for(lambda: " 1/1 " in srv.kubectl("get", "pod", "live").stdout, 40, 0.3,
              "Ready through the startup and tcpSocket readiness probes")
-    assert _cs(srv, "live")["restartCount"] == 0
+    assert container_status(srv, "live")["restartCount"] == 0
     srv.kubectl("exec", "live", "--", "rm", "/www/healthz")  # liveness now gets 404s
-    wait_for(lambda: _cs(srv, "live").get("restartCount", 0) >= 1, 40, 0.3,
+    wait_for(lambda: container_status(srv, "live").get("restartCount", 0) >= 1, 40, 0.3,
              "restarted after failing liveness")
     wait_for(lambda: " 1/1 " in srv.kubectl("get", "pod", "live").stdout, 40, 0.3,
              "healthy again after the restart (the script recreates the file)")
-    cs = _cs(srv, "live")
+    cs = container_status(srv, "live")
     assert cs["lastState"]["terminated"]["exitCode"] in (137, 143)
     describe = srv.kubectl("describe", "pod", "live").stdout
     assert "Liveness probe failed: HTTP probe failed with statuscode: 404" in describe
@@ -212,7 +208,7 @@ def test_liveness_http_and_tcp_probes(srv):
     wait_for(lambda: any(e["reason"] == "Unhealthy" and "Readiness probe failed: dial tcp"
                          in e["message"] for e in _events(srv, "closed")), 30, 0.5,
              "Unhealthy event of the tcpSocket probe")
-    assert _cs(srv, "closed")["ready"] is False
+    assert container_status(srv, "closed")["ready"] is False
     _delete(srv, "live", "closed")
 
 
@@ -241,8 +237,8 @@ def test_resources_qos_and_limits(srv):
 def test_restart_count_survives_an_agent_restart(srv):
     # last in the module: it restarts the server (and so its embedded agent)
     _apply(srv, "persist", {"containers": [_c("c", "sleep 1; exit 1")]})
-    wait_for(lambda: _cs(srv, "persist").get("restartCount", 0) >= 2, 60, 0.3, "2 restarts")
-    before = _cs(srv, "persist")["restartCount"]
+    wait_for(lambda: container_status(srv, "persist").get("restartCount", 0) >= 2, 60, 0.3, "2 restarts")
+    before = container_status(srv, "persist")["restartCount"]
     srv.stop()
     srv.start()
     wait_for(lambda: "True" in srv.kubectl(
@@ -252,7 +248,7 @@ def test_restart_count_survives_an_agent_restart(srv):
     counts = []
 
     def grew() -> bool:
-        counts.append(_cs(srv, "persist").get("restartCount", 0))
+        counts.append(container_status(srv, "persist").get("restartCount", 0))
         return counts[-1] > before
     wait_for(grew, 60, 0.5, "restarted again after the agent restart")
     assert min(counts) >= before, counts  # never reset to 0 by the new agent

@@ -7,20 +7,26 @@ image); everything is driven by the real kubectl. Podman pods removed at teardow
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import queue
 import subprocess
-import threading
 import time
-import urllib.request
 
 import pytest
 
-from tests.harness import KUBECTL, free_port, wait_for
-from tests.integration.agents import IMAGE, embedded_node
+from tests.harness import KUBECTL, wait_for
+from tests.integration.agents import (
+    IMAGE,
+    embedded_node,
+    fetch,
+    kubectl_env,
+    kubectl_popen,
+    port_forward,
+    read_until,
+    running_unrestarted,
+    stop_proc,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,61 +80,29 @@ def cluster(tmp_path_factory):
         yield srv
 
 
-def _kubectl_popen(srv, *args: str, env: dict | None = None, stdin=None):
-    return subprocess.Popen([KUBECTL, "--kubeconfig", str(srv.kubeconfig), *args],
-                            stdin=stdin or subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
-
-
-def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return r.read().decode()
-
-
-def _port_forward(srv, target: str, remote: int, env: dict | None = None):
-    """Runs `kubectl port-forward`, yields the local port once it listens."""
-    local = free_port()
-    proc = _kubectl_popen(srv, "port-forward", target, f"{local}:{remote}", env=env)
-    line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:<local> -> <remote>"
-    if "Forwarding from" not in line:
-        proc.kill()
-        raise AssertionError(f"port-forward did not start: {line}{proc.stderr.read()}")
-    return proc, local
-
-
-def _stop(proc) -> tuple[str, str]:
-    proc.terminate()
-    try:
-        return proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()
-
-
 @pytest.mark.parametrize("websockets", ["true", "false"])
 def test_port_forward(cluster, websockets):
     env = {"KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets}
-    proc, local = _port_forward(cluster, "pod/web", 8080, env)
+    proc, local = port_forward(cluster, "pod/web", 8080, env)
     try:
         for _ in range(3):  # several connections over one session
-            assert _fetch(f"http://127.0.0.1:{local}/") == "hello-web\n"
-        big = _fetch(f"http://127.0.0.1:{local}/big.txt")  # ~150 KB: many frames
+            assert fetch(f"http://127.0.0.1:{local}/") == "hello-web\n"
+        big = fetch(f"http://127.0.0.1:{local}/big.txt")  # ~150 KB: many frames
         assert big.splitlines()[2999] == "line-2999" + "-2999" * 8
     finally:
-        _stop(proc)
+        stop_proc(proc)
     # a service resolves to one of its pods (client side), its port to the targetPort
-    proc, local = _port_forward(cluster, "svc/web", 80, env)
+    proc, local = port_forward(cluster, "svc/web", 80, env)
     try:
-        assert _fetch(f"http://127.0.0.1:{local}/") == "hello-web\n"
+        assert fetch(f"http://127.0.0.1:{local}/") == "hello-web\n"
     finally:
-        _stop(proc)
+        stop_proc(proc)
     # a server bound to 127.0.0.1 inside the pod is reached through the pod's own loopback
-    proc, local = _port_forward(cluster, "pod/local", 8081, env)
+    proc, local = port_forward(cluster, "pod/local", 8081, env)
     try:
-        assert _fetch(f"http://127.0.0.1:{local}/") == "hello-local\n"
+        assert fetch(f"http://127.0.0.1:{local}/") == "hello-local\n"
     finally:
-        _stop(proc)
+        stop_proc(proc)
 
 
 def test_port_forward_with_the_python_client(cluster):
@@ -150,12 +124,12 @@ def test_port_forward_with_the_python_client(cluster):
 
 
 def test_port_forward_to_a_closed_port_reports_the_error(cluster):
-    proc, local = _port_forward(cluster, "pod/web", 9999)
+    proc, local = port_forward(cluster, "pod/web", 9999)
     try:
         with pytest.raises(OSError):
-            _fetch(f"http://127.0.0.1:{local}/")
+            fetch(f"http://127.0.0.1:{local}/")
     finally:
-        _, err = _stop(proc)
+        _, err = stop_proc(proc)
     assert "9999" in err and "connection refused" in err.lower(), err
 
 
@@ -182,67 +156,29 @@ def test_exec(cluster, env):
         assert "Upgrade: SPDY/3.1" in out.stderr
 
 
-def _read_until(proc, needle: str, timeout: float = 30.0) -> str:
-    """stdout lines of `proc` until one holds `needle` (a reader thread: no hang)."""
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        with contextlib.suppress(ValueError):  # closed by _stop meanwhile
-            for line in proc.stdout:
-                lines.put(line)
-        lines.put(None)
-    threading.Thread(target=pump, daemon=True).start()
-    seen = ""
-    while True:
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            line = None
-        if line is None:
-            raise AssertionError(f"{needle!r} not in {seen!r}")
-        seen += line
-        if needle in line:
-            return seen
-
-
-def _running_unrestarted(srv, name: str) -> bool:
-    pod = srv.kubectl_json("get", "pod", name)
-    cs = pod["status"]["containerStatuses"][0]
-    return pod["status"]["phase"] == "Running" and cs["restartCount"] == 0 and \
-        "running" in cs["state"]
-
-
 @pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
 def test_attach(cluster, env):
     for _ in range(2):  # attach, detach, attach again
-        proc = _kubectl_popen(cluster, "attach", "ticker", env=env)
+        proc = kubectl_popen(cluster, "attach", "ticker", env=env)
         try:
-            _read_until(proc, "tick-")
+            read_until(proc, "tick-")
         finally:
-            _stop(proc)
+            stop_proc(proc)
     # stdin: podman (conmon) closes the container's stdin when an attach with stdin ends,
     # so each variant attaches to its own stdin pod
     name = "echo" if env else "echo2"
-    proc = _kubectl_popen(cluster, "attach", "-i", name, env=env, stdin=subprocess.PIPE)
+    proc = kubectl_popen(cluster, "attach", "-i", name, env=env, stdin=subprocess.PIPE)
     try:
         proc.stdin.write("hello\n")
         proc.stdin.flush()
-        _read_until(proc, "got:hello")
+        read_until(proc, "got:hello")
     finally:
-        _stop(proc)
+        stop_proc(proc)
     # detaching left both containers running
-    assert _running_unrestarted(cluster, "ticker")
-    assert _running_unrestarted(cluster, name)
+    assert running_unrestarted(cluster, "ticker")
+    assert running_unrestarted(cluster, name)
     out = cluster.kubectl("exec", name, "--", "sh", "-c", "echo alive")
     assert out.stdout == "alive\n"
-
-
-def _kubectl(srv, *args: str, env: dict, input: str | None = None) -> str:
-    out = subprocess.run([KUBECTL, "--kubeconfig", str(srv.kubeconfig), *args],
-                         capture_output=True, text=True, input=input,
-                         env={**os.environ, **env}, timeout=60)
-    assert out.returncode == 0, f"kubectl {args}: {out.stderr}"
-    return out.stdout
 
 
 def test_attach_tty(cluster):
@@ -254,10 +190,10 @@ def test_attach_tty(cluster):
         time.sleep(1)  # let kubectl set its terminal up before typing
         proc.stdin.write("echo attached-$((40+2))\n")
         proc.stdin.flush()
-        _read_until(proc, "attached-42")
+        read_until(proc, "attached-42")
     finally:
-        _stop(proc)
-    assert _running_unrestarted(cluster, "shell")
+        stop_proc(proc)
+    assert running_unrestarted(cluster, "shell")
 
 
 @pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
@@ -267,17 +203,17 @@ def test_cp_both_ways(cluster, tmp_path, env):
     src = tmp_path / "in.txt"
     payload = "".join(f"line {i} {'x' * 50}\n" for i in range(2000))  # ~120 KB
     src.write_text(payload)
-    _kubectl(cluster, "cp", str(src), "web:/tmp/in.txt", env=env)
-    out = _kubectl(cluster, "exec", "web", "--", "md5sum", "/tmp/in.txt", env=env)
+    kubectl_env(cluster, "cp", str(src), "web:/tmp/in.txt", env=env)
+    out = kubectl_env(cluster, "exec", "web", "--", "md5sum", "/tmp/in.txt", env=env)
     assert out.split()[0] == hashlib.md5(payload.encode()).hexdigest()
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("aaa\n")
-    _kubectl(cluster, "cp", str(tmp_path / "d"), "web:/tmp/d", env=env)
-    assert _kubectl(cluster, "exec", "web", "--", "cat", "/tmp/d/a.txt", env=env) == "aaa\n"
+    kubectl_env(cluster, "cp", str(tmp_path / "d"), "web:/tmp/d", env=env)
+    assert kubectl_env(cluster, "exec", "web", "--", "cat", "/tmp/d/a.txt", env=env) == "aaa\n"
     dst = tmp_path / "out.txt"
-    _kubectl(cluster, "cp", "web:/tmp/in.txt", str(dst), env=env)
+    kubectl_env(cluster, "cp", "web:/tmp/in.txt", str(dst), env=env)
     assert dst.read_text() == payload
-    _kubectl(cluster, "cp", "web:/www/index.html", str(tmp_path / "index.html"), env=env)
+    kubectl_env(cluster, "cp", "web:/www/index.html", str(tmp_path / "index.html"), env=env)
     assert (tmp_path / "index.html").read_text() == "hello-web\n"
 
 

@@ -39,17 +39,17 @@ import pytest
 
 from k3py.config import podman_storage_args
 from tests.harness import KUBECTL, ServerProcess, wait_for
-from tests.integration.netns import NetNS, require_netns
-from tests.integration.test_agent_lifecycle import _cs
-from tests.integration.test_agent_streams import (
-    _fetch,
-    _kubectl,
-    _kubectl_popen,
-    _port_forward,
-    _read_until,
-    _running_unrestarted,
-    _stop,
+from tests.integration.agents import (
+    container_status,
+    fetch,
+    kubectl_env,
+    kubectl_popen,
+    port_forward,
+    read_until,
+    running_unrestarted,
+    stop_proc,
 )
+from tests.integration.netns import NetNS, require_netns
 
 pytestmark = [pytest.mark.integration]
 
@@ -312,14 +312,14 @@ WEB = ("mkdir -p /www; echo hello-web-{x} > /www/index.html; "
 
 def _follow_two_lines(c: Cluster, pod: str) -> list[str]:
     """`kubectl logs -f --tail=1`: the last line so far, then one written after it."""
-    proc = _kubectl_popen(c.srv, "logs", "-f", "--tail=1", pod)
+    proc = kubectl_popen(c.srv, "logs", "-f", "--tail=1", pod)
     timer = threading.Timer(30, proc.kill)  # a hang fails the test instead of blocking it
     timer.start()
     try:
         return [proc.stdout.readline() for _ in range(2)]
     finally:
         timer.cancel()
-        _stop(proc)
+        stop_proc(proc)
 
 
 def _attach_tty(c: Cluster, pod: str) -> None:
@@ -331,9 +331,9 @@ def _attach_tty(c: Cluster, pod: str) -> None:
         time.sleep(1)  # let kubectl set its terminal up before typing
         proc.stdin.write(f"echo {pod}-attached-$((40+2))\n")
         proc.stdin.flush()
-        _read_until(proc, f"{pod}-attached-42")
+        read_until(proc, f"{pod}-attached-42")
     finally:
-        _stop(proc)
+        stop_proc(proc)
 
 
 def test_restarts_probes_and_every_stream_on_both_agents(cluster: Cluster, tmp_path):
@@ -379,28 +379,28 @@ def test_restarts_probes_and_every_stream_on_both_agents(cluster: Cluster, tmp_p
         assert (out.returncode, out.stdout) == (5, f"to-{web}\n"), out
         # port-forward: the agent enters the pod's netns from its own namespace
         for websockets in ("true", "false"):
-            proc, local = _port_forward(c.srv, f"pod/{web}", 8080,
+            proc, local = port_forward(c.srv, f"pod/{web}", 8080,
                                         {"KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets})
             try:
-                assert _fetch(f"http://127.0.0.1:{local}/") == f"hello-web-{x}\n"
+                assert fetch(f"http://127.0.0.1:{local}/") == f"hello-web-{x}\n"
             finally:
-                _stop(proc)
+                stop_proc(proc)
         # cp in, then out again
         src, back = tmp_path / f"in-{x}.txt", tmp_path / f"out-{x}.txt"
         payload = "".join(f"{x} line {i} {'y' * 40}\n" for i in range(1000))
         src.write_text(payload)
-        _kubectl(c.srv, "cp", str(src), f"{web}:/tmp/in.txt", env={})
-        got = _kubectl(c.srv, "exec", web, "--", "md5sum", "/tmp/in.txt", env={})
+        kubectl_env(c.srv, "cp", str(src), f"{web}:/tmp/in.txt", env={})
+        got = kubectl_env(c.srv, "exec", web, "--", "md5sum", "/tmp/in.txt", env={})
         assert got.split()[0] == hashlib.md5(payload.encode()).hexdigest()
-        _kubectl(c.srv, "cp", f"{web}:/tmp/in.txt", str(back), env={})
+        kubectl_env(c.srv, "cp", f"{web}:/tmp/in.txt", str(back), env={})
         assert back.read_text() == payload
         # attach with stdin and a tty; detaching leaves the container running
         _attach_tty(c, f"shell-{x}")
-        assert _running_unrestarted(c.srv, f"shell-{x}")
+        assert running_unrestarted(c.srv, f"shell-{x}")
 
     for x, ag in agents.items():
         # OnFailure restarts a failing container: CrashLoopBackOff between the runs
-        cs = c.wait(lambda x=x: (s := _cs(c.srv, f"crash-{x}")).get("restartCount", 0) >= 1
+        cs = c.wait(lambda x=x: (s := container_status(c.srv, f"crash-{x}")).get("restartCount", 0) >= 1
                     and ("running" in s["state"] or s["state"].get("waiting", {}).get(
                         "reason") == "CrashLoopBackOff") and s, 60, f"crash-{x} restarted")
         assert cs["lastState"]["terminated"]["exitCode"] == 1, cs
@@ -408,7 +408,7 @@ def test_restarts_probes_and_every_stream_on_both_agents(cluster: Cluster, tmp_p
         # Never: the pod fails, its container is not restarted, its logs stay readable
         c.wait(lambda x=x: c.pod(f"never-{x}")["status"].get("phase") == "Failed", 40,
                f"never-{x} Failed")
-        cs = _cs(c.srv, f"never-{x}")
+        cs = container_status(c.srv, f"never-{x}")
         assert cs["state"]["terminated"]["exitCode"] == 3 and cs["restartCount"] == 0
         assert c.srv.kubectl("logs", f"never-{x}", "--tail=2").stdout == "two\nthree\n"
         # all of it ran in that agent's own storage
