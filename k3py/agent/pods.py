@@ -35,6 +35,7 @@ from k3py.agent.lifecycle import (
     qos_class,
     should_restart,
 )
+from k3py.agent.logwindow import last_line_time
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.podspec import container_specs, prepare_volumes
 from k3py.agent.probes import ContainerProbes
@@ -624,14 +625,29 @@ class PodSyncer:
         entry["restarts"] = int(entry.get("restarts") or 0) + 1
         entry["last"] = _terminated(c)
         entry["backoff"] = next_backoff(float(entry.get("delay") or 0.0))
+        cname = container_name_for(pod, name)
+        await self._mark_log(entry, cname)
         self._save(uid)
         try:
-            await self.runtime.start_container(container_name_for(pod, name))
+            await self.runtime.start_container(cname)
         except RuntimeError_ as e:
             log.warning("restarting %s of pod %s failed: %s", name, uid, e)
             return
         self._event(pod, "Created", f"Created container {name}", container=name, init=init)
         self._event(pod, "Started", f"Started container {name}", container=name, init=init)
+
+    async def _mark_log(self, entry: dict, cname: str) -> None:
+        """Before a restart: where the ended run's log stops (see agent/logwindow.py), so
+        `kubectl logs` shows the current run only and `--previous` the one before."""
+        out = b""
+        try:
+            async for chunk in self.runtime.logs(cname, tail=1, timestamps=True):
+                out += chunk
+        except OSError as e:
+            log.warning("reading the log end of %s: %s", cname, e)
+        marks = entry.get("logs") or {}
+        last = last_line_time(out) or marks.get("cur")
+        entry["logs"] = {"prev": marks.get("cur"), "cur": last}
 
     # ---------------------------------------------------------------- the plan
 
@@ -918,6 +934,14 @@ class PodSyncer:
         if init_statuses:
             status["initContainerStatuses"] = init_statuses
         return {k: v for k, v in status.items() if v is not None}
+
+    def log_marks(self, namespace: str, name: str, container: str) -> dict | None:
+        """The container's log boundaries recorded at its restarts (None: never restarted)."""
+        for pod in self.meta.pods():
+            md = pod.get("metadata") or {}
+            if md.get("namespace") == namespace and md.get("name") == name:
+                return self._centry(_uid(pod), container).get("logs")
+        return None
 
     def container_name(self, namespace: str, name: str, container: str) -> str | None:
         for pod in self.meta.pods():

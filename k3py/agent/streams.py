@@ -14,8 +14,10 @@ import pty
 import signal
 import struct
 import termios
+from collections.abc import AsyncIterator
 
 from k3py.agent.edgehub import EdgeHub
+from k3py.agent.logwindow import log_window, tail_lines
 from k3py.agent.pods import PodSyncer
 from k3py.agent.portforward import forward_port
 from k3py.agent.runtime.podman import Podman
@@ -35,12 +37,27 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
                 "code": 404, "reason": "NotFound",
                 "message": f'pod "{p.get("pod")}" is not running on this node'}, source=EDGE))
             return
+        window = log_window(pods.log_marks(p.get("namespace") or "", p.get("pod") or "",
+                                           p.get("container") or ""),
+                            bool(p.get("previous")), p.get("sinceSeconds"), p.get("sinceTime"))
+        if window is None:
+            hub.send_live(stream_frame(sid, "error", {
+                "code": 400, "reason": "BadRequest",
+                "message": f'previous terminated container "{p.get("container")}" in pod '
+                           f'"{p.get("pod")}" not found'}, source=EDGE))
+            return
         tail = int(p["tailLines"]) if p.get("tailLines") not in (None, "") else None
-        since = f"{int(p['sinceSeconds'])}s" if p.get("sinceSeconds") else p.get("sinceTime")
         limit = int(p["limitBytes"]) if p.get("limitBytes") else 0
         sent = 0
-        async for chunk in runtime.logs(name, follow=bool(p.get("follow")), tail=tail,
-                                        since=since, timestamps=bool(p.get("timestamps"))):
+        if window.empty:
+            chunks = _no_chunks()
+        elif window.until:  # the previous run: podman would tail before --until, so tail here
+            chunks = _tailed(runtime.logs(name, since=window.since, until=window.until,
+                                          timestamps=bool(p.get("timestamps"))), tail)
+        else:
+            chunks = runtime.logs(name, follow=bool(p.get("follow")), tail=tail,
+                                  since=window.since, timestamps=bool(p.get("timestamps")))
+        async for chunk in chunks:
             if limit:
                 chunk = chunk[:max(0, limit - sent)]
             sent += len(chunk)
@@ -101,6 +118,19 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
     hub.stream_handlers["exec"] = exec_
     hub.stream_handlers["attach"] = attach
     hub.stream_handlers["portforward"] = portforward
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+async def _tailed(chunks: AsyncIterator[bytes], tail: int | None) -> AsyncIterator[bytes]:
+    """A finished log, its last `tail` lines only (all when tail is None)."""
+    data = b""
+    async for chunk in chunks:
+        data += chunk
+    yield data if tail is None else tail_lines(data, tail)
 
 
 def _not_here(sid: str, p: dict) -> Message:

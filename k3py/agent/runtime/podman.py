@@ -319,7 +319,8 @@ class Podman:
     # ---------------------------------------------------------------- streams
 
     async def logs(self, container: str, *, follow: bool = False, tail: int | None = None,
-                   since: str | None = None, timestamps: bool = False) -> AsyncIterator[bytes]:
+                   since: str | None = None, until: str | None = None,
+                   timestamps: bool = False) -> AsyncIterator[bytes]:
         args = ["logs"]
         if follow:
             args.append("--follow")
@@ -327,6 +328,8 @@ class Podman:
             args += ["--tail", str(tail)]
         if since:
             args += ["--since", since]
+        if until:
+            args += ["--until", until]
         if timestamps:
             args.append("--timestamps")
         args.append(container)
