@@ -446,6 +446,7 @@ class CloudHub:
                     raise
             if status:
                 await self._node_status(node, status)
+            await self.passwords.adopt(node)  # the Node owns its password Secret
             return
 
         def merge(cur: dict) -> dict:
@@ -457,6 +458,7 @@ class CloudHub:
         await self.registry.update_with(res, None, node, merge)
         if obj.get("status"):
             await self._node_status(node, obj["status"])
+        await self.passwords.adopt(node)
 
     async def _node_status(self, node: str, status: dict) -> None:
         res = self._res("", "nodes")

@@ -4,12 +4,14 @@ Each agent keeps a random secret in <data-dir>/agent/node-password and sends it 
 a node certificate; the server keeps its scrypt hash in the Secret
 kube-system/<node>.node-password.k3py. A different secret for a name whose Node exists is a
 409 (two machines would otherwise fight over one Node, its pods and its tunnel); once the Node
-is deleted (`kubectl delete node NAME`) the name is free and the next agent claims it."""
+is deleted (`kubectl delete node NAME`) the name is free and the next agent claims it. The
+Node owns the Secret (ownerReference), so the garbage collector deletes it with the Node."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -66,19 +68,31 @@ class NodePasswords:
             raise errors.internal_error(f"resource {plural}.{group} is not served")
         return res
 
-    def _secret(self, node: str, hashed: str) -> dict:
-        return {"apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE,
-                "metadata": {"name": secret_name(node), "namespace": NAMESPACE,
-                             "labels": {"k3py.io/node": node}},
+    def _secret(self, node: str, hashed: str, owner: dict | None = None) -> dict:
+        md: dict = {"name": secret_name(node), "namespace": NAMESPACE,
+                    "labels": {"k3py.io/node": node}}
+        if owner is not None:
+            md["ownerReferences"] = [_owner_ref(owner)]
+        return {"apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE, "metadata": md,
                 "data": {"hash": base64.b64encode(hashed.encode()).decode()}}
 
+    async def _node(self, node: str) -> dict | None:
+        return await self.registry.try_get(self._res("", "nodes"), None, node)
+
     async def owns(self, node: str, password: str) -> bool:
-        """Whether `password` may use `node` now: no stored hash, or the stored one matches.
-        The tunnel asks this on every connect, so a machine holding an old certificate for a
-        name that went to another machine is turned away; the scrypt check is cached."""
+        """Whether `password` may use `node` now: the stored hash matches, or there is none
+        (the Node was deleted, its Secret with it): then this machine claims the name again,
+        so another machine cannot take it while this one is connected. The tunnel asks this
+        on every connect, so a machine holding an old certificate for a name that went to
+        another machine is turned away; the scrypt check is cached."""
         cur = await self.registry.try_get(self._res("", "secrets"), NAMESPACE, secret_name(node))
         if cur is None:
-            return True
+            with contextlib.suppress(errors.StatusError):  # lost a race: check who won
+                await self.claim(node, password)
+            cur = await self.registry.try_get(self._res("", "secrets"), NAMESPACE,
+                                              secret_name(node))
+            if cur is None:
+                return True
         rv = cur["metadata"].get("resourceVersion", "")
         fingerprint = (rv, hashlib.sha256(password.encode()).hexdigest())
         if self._verified.get(node) == fingerprint:
@@ -96,11 +110,12 @@ class NodePasswords:
         async with self._lock:
             secrets = self._res("", "secrets")
             cur = await self.registry.try_get(secrets, NAMESPACE, secret_name(node))
+            owner = await self._node(node)
             if cur is not None:
                 stored = _stored_hash(cur)
                 if await asyncio.to_thread(check_password, password, stored):
                     return
-                if await self.registry.try_get(self._res("", "nodes"), None, node) is not None:
+                if owner is not None:
                     raise errors.StatusError(
                         409, "Conflict",
                         f'node name "{node}" is already used by another machine (its node '
@@ -108,12 +123,35 @@ class NodePasswords:
                         f"--with-node-id; if that machine is gone, free the name with "
                         f"'kubectl delete node {node}'")
                 log.info("node %s was deleted: its name goes to a new machine", node)
+                # a new Secret (new uid), not an update: the garbage collector may be about
+                # to delete the old one with its deleted Node (it deletes by uid)
+                with contextlib.suppress(errors.StatusError):
+                    await self.registry.delete(secrets, NAMESPACE, secret_name(node), {
+                        "preconditions": {"uid": cur["metadata"].get("uid")}})
             hashed = await asyncio.to_thread(hash_password, password)
-            if cur is None:
-                await self.registry.create(secrets, NAMESPACE, self._secret(node, hashed))
-                return
+            await self.registry.create(secrets, NAMESPACE, self._secret(node, hashed, owner))
 
-            def replace(obj: dict) -> dict:
-                obj["data"] = self._secret(node, hashed)["data"]
-                return obj
-            await self.registry.update_with(secrets, NAMESPACE, secret_name(node), replace)
+    async def adopt(self, node: str) -> None:
+        """Make the Node the owner of its password Secret (called when a Node registers; the
+        Secret is usually made first, at the join), so deleting the Node deletes it too."""
+        owner = await self._node(node)
+        if owner is None:
+            return
+        ref = _owner_ref(owner)
+        secrets = self._res("", "secrets")
+        cur = await self.registry.try_get(secrets, NAMESPACE, secret_name(node))
+        if cur is None or ref in (cur["metadata"].get("ownerReferences") or []):
+            return
+
+        def own(obj: dict) -> dict | None:
+            refs = [r for r in obj["metadata"].get("ownerReferences") or []
+                    if r.get("kind") != "Node"]  # a deleted Node of the same name
+            obj["metadata"]["ownerReferences"] = [*refs, ref]
+            return obj
+        with contextlib.suppress(errors.StatusError):  # deleted meanwhile
+            await self.registry.update_with(secrets, NAMESPACE, secret_name(node), own)
+
+
+def _owner_ref(node: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Node", "name": node["metadata"]["name"],
+            "uid": node["metadata"]["uid"]}

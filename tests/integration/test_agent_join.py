@@ -173,12 +173,25 @@ def test_duplicate_node_name_is_refused_until_the_node_is_deleted(server, tmp_pa
     wait_for(ready, 30, 0.3, f"node {node} Ready again")
     assert a.poll() is None
 
+    # the Node owns its password Secret: deleting the Node deletes it (garbage collector)
+    secret = f"{node}.node-password.k3py"
+    uid = server.kubectl_json("get", "node", node)["metadata"]["uid"]
+    refs = server.kubectl_json("get", "secret", "-n", "kube-system", secret)["metadata"]
+    assert refs["ownerReferences"] == [{"apiVersion": "v1", "kind": "Node", "name": node,
+                                        "uid": uid}]
+
     # the node is deleted: its name is free for the second machine
     stop(a)
     server.kubectl("delete", "node", node)
+    wait_for(lambda: server.kubectl("get", "secret", "-n", "kube-system", secret,
+                                    check=False).returncode != 0, 30, 0.3, "secret deleted")
     b = start(second)
     wait_for(lambda: b.poll() is None and ready(), 30, 0.3, f"node {node} Ready for the second")
     assert b.poll() is None
+    uid = server.kubectl_json("get", "node", node)["metadata"]["uid"]
+    wait_for(lambda: [r["uid"] for r in server.kubectl_json(
+        "get", "secret", "-n", "kube-system", secret)["metadata"].get("ownerReferences", [])]
+        == [uid], 30, 0.3, "the new Node owns the new Secret")
     # the first machine comes back with its old certificate: its tunnel is refused, exit 1
     a = start(first)
     assert a.wait(30) == 1

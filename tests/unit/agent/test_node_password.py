@@ -89,11 +89,39 @@ async def test_a_join_without_a_password_is_a_bad_request(cluster):
 
 async def test_owns_checks_the_stored_password(env):
     passwords = NodePasswords(env.registry)
-    assert await passwords.owns("pi-7", "anything")  # nothing stored: not guarded
-    await passwords.claim("pi-7", "first")
+    assert await passwords.owns("pi-7", "anything")  # nothing stored: it claims the name
+    assert not await passwords.owns("pi-7", "other")
+    await passwords.claim("pi-7", "first")  # no Node object: the name is free
     assert await passwords.owns("pi-7", "first")
     assert await passwords.owns("pi-7", "first")  # cached
     assert not await passwords.owns("pi-7", "second")
     await passwords.claim("pi-7", "second")  # no Node object: the name is free
     assert not await passwords.owns("pi-7", "first")
     assert await passwords.owns("pi-7", "second")
+
+
+async def test_the_node_owns_its_password_secret(env):
+    """An ownerReference to the Node (by uid), so the garbage collector deletes the Secret
+    with it: added when the Node registers after the join, set at once when it exists."""
+    passwords, nodes, secrets = NodePasswords(env.registry), env.res("nodes"), env.res("secrets")
+    await passwords.claim("pi-8", "pw")
+    await passwords.adopt("pi-8")  # no Node yet: nothing to own it
+    secret = await env.registry.get(secrets, "kube-system", secret_name("pi-8"))
+    assert not secret["metadata"].get("ownerReferences")
+    node = await env.registry.create(nodes, None, {"metadata": {"name": "pi-8"}})
+    await passwords.adopt("pi-8")
+    await passwords.adopt("pi-8")  # idempotent
+    secret = await env.registry.get(secrets, "kube-system", secret_name("pi-8"))
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Node", "name": "pi-8", "uid": node["metadata"]["uid"]}]
+    # a new machine after the Node was deleted: a new Secret (new uid), owned by the new Node
+    await env.registry.delete(nodes, None, "pi-8", {"gracePeriodSeconds": 0})
+    await passwords.claim("pi-8", "other")
+    fresh = await env.registry.get(secrets, "kube-system", secret_name("pi-8"))
+    assert fresh["metadata"]["uid"] != secret["metadata"]["uid"]
+    assert not fresh["metadata"].get("ownerReferences")
+    node = await env.registry.create(nodes, None, {"metadata": {"name": "pi-8"}})
+    await env.registry.delete(secrets, "kube-system", secret_name("pi-8"))
+    await passwords.claim("pi-8", "other")  # the Node exists: owned from the start
+    fresh = await env.registry.get(secrets, "kube-system", secret_name("pi-8"))
+    assert fresh["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
