@@ -2,7 +2,8 @@
 real server over veth links; agent A's link is cut and restored several times, then the server
 process is restarted under the running agents. After each disruption the tunnel must be back
 within RECOVER_SECONDS: node Ready, Lease renewTime newer than the moment the link returned,
-and the Ready heartbeat (an up message through the tunnel, ACKed by cloudhub) newer too.
+and the Ready heartbeat (an up message through the tunnel, ACKed by cloudhub) newer too; and
+`kubectl logs` / `kubectl exec` on a pod of the node work again within the same bound.
 
 K3s (k3s-io/k3s) and KubeEdge both have open reports of nodes that stay NotReady after a network
 disruption; this is the regression test for that class of bug.
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ServerProcess, wait_for
+from tests.integration.agents import IMAGE, build_test_image
 from tests.integration.netns import netns_factory  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -146,6 +148,28 @@ class Cluster:
                 return True
         return False
 
+    def create_stream_pod(self, name: str, node: str) -> None:
+        """A running busybox pod on `node`, for kubectl logs / exec after each recovery."""
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
+                   "name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+                   "command": ["sh", "-c", f"echo hello-from-{name}; exec sleep 3600"]}]}}
+        self.srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
+
+    def streams_work(self, name: str, since: float, what: str) -> float:
+        """Seconds after `since` at which `kubectl logs` and `kubectl exec` on pod `name` both
+        answered through the tunnel; fails past RECOVER_SECONDS."""
+        def ok() -> bool:
+            logs = self.srv.kubectl("logs", name, check=False)
+            run = self.srv.kubectl("exec", name, "--", "echo", "exec-ok", check=False)
+            return f"hello-from-{name}" in logs.stdout and run.stdout == "exec-ok\n"
+        while not ok():
+            if time.time() > since + RECOVER_SECONDS:
+                raise AssertionError(f"{what}: kubectl logs/exec on {name} not working "
+                                     f"{RECOVER_SECONDS}s after recovery\n" + self.logs())
+            time.sleep(0.2)
+        return time.time() - since
+
     def logs(self) -> str:
         out = ["--- server log (tail)", self.srv.log_path.read_text(errors="replace")[-3000:]]
         for name, (_ns, _proc, log) in self.agents.items():
@@ -156,6 +180,7 @@ class Cluster:
 @pytest.fixture
 def cluster(netns_factory, tmp_path):  # noqa: F811 - the fixture imported above
     ns_a, ns_b = netns_factory(), netns_factory()
+    build_test_image(tmp_path / "busybox.tar")
     srv = ServerProcess(tmp_path / "server", extra_args=[
         "--bind-address", "0.0.0.0", "--advertise-address", ns_a.host_ip,
         "--tls-san", ns_b.host_ip])
@@ -180,6 +205,11 @@ def cluster(netns_factory, tmp_path):  # noqa: F811 - the fixture imported above
                 wait_for(lambda n=name: c.ready_status(n) == "True", 60, 0.3, f"node {name} Ready")
             except TimeoutError as e:
                 raise AssertionError(f"{e}\n{c.logs()}") from None
+        for name in agents:
+            c.create_stream_pod(f"shell-{name}", name)
+        for name in agents:
+            wait_for(lambda n=name: c.srv.kubectl_json("get", "pod", f"shell-{n}")["status"].get(
+                "phase") == "Running", 60, 0.3, f"pod shell-{name} Running")
         yield c
     finally:
         for _ns, proc, _log in agents.values():
@@ -238,6 +268,7 @@ def test_link_cuts_and_server_restart(cluster: Cluster):
         took = c.wait_fresh([name_a], restored, f"cut {i + 1}",
                             {name_a: f"probe-cut-{i + 1}"}, cut_wall)[name_a]
         _check_bounds(f"cut {i + 1}", name_a, took)
+        took["logs+exec"] = c.streams_work(f"shell-{name_a}", restored, f"cut {i + 1}")
         recoveries.append(max(took.values()))
         print(f"cut {i + 1}/{CUTS}: {name_a} Ready states while cut {sorted(seen_a)}; "
               f"after the link returned: {_fmt(took)}")
@@ -255,6 +286,7 @@ def test_link_cuts_and_server_restart(cluster: Cluster):
     took = c.wait_fresh(both, ready_at, "server restart", probes)
     for n in both:
         _check_bounds("server restart", n, took[n])
+        took[n]["logs+exec"] = c.streams_work(f"shell-{n}", ready_at, "server restart")
     print(f"server restart: down {down:.2f}s; after /readyz: "
           + "; ".join(f"{n} {_fmt(t)}" for n, t in took.items()))
     assert proc_a.poll() is None and proc_b.poll() is None, c.logs()
