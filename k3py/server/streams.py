@@ -37,6 +37,22 @@ def install(api, hub: CloudHub) -> None:
         lambda request, rp, user: serve_portforward(hub, request, rp, user))
 
 
+async def _next_frame(queue: asyncio.Queue, until: asyncio.Future | None = None
+                      ) -> tuple[str, dict] | None:
+    """The node's next frame on a stream as (kind, content dict), or None when `until` (the
+    client's side of the relay) ends first."""
+    if until is None:
+        kind, content = await queue.get()
+    else:
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait({getter, until}, return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            getter.cancel()
+            return None
+        kind, content = getter.result()
+    return kind, content if isinstance(content, dict) else {"message": str(content)}
+
+
 async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
                     user: User) -> web.StreamResponse:
     """GET pods/<name>/log: relayed from the node's runtime through the tunnel."""
@@ -60,13 +76,12 @@ async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
     resp: web.StreamResponse | None = None
     try:
         while True:
-            kind, content = await queue.get()
+            kind, content = await _next_frame(queue)
             if kind == "error":
                 if resp is None:
-                    err = content if isinstance(content, dict) else {"message": str(content)}
-                    raise errors.StatusError(int(err.get("code") or 500),
-                                             err.get("reason") or "InternalError",
-                                             err.get("message") or "log stream failed")
+                    raise errors.StatusError(int(content.get("code") or 500),
+                                             content.get("reason") or "InternalError",
+                                             content.get("message") or "log stream failed")
                 break
             if resp is None:
                 resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
@@ -74,7 +89,7 @@ async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
             if kind == "close":
                 break
             if kind == "data":
-                await resp.write(base64.b64decode((content or {}).get("data") or ""))
+                await resp.write(base64.b64decode(content.get("data") or ""))
     finally:
         await hub.close_stream(session, stream_id)
     if resp is None:
@@ -192,13 +207,10 @@ async def _relay(client: _Client, session, stream_id: str, queue: asyncio.Queue,
     reader = asyncio.create_task(client.pump(to_node))
     try:
         while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
+            frame = await _next_frame(queue, reader)
+            if frame is None:
                 return None  # the client went away
-            kind, content = getter.result()
-            content = content if isinstance(content, dict) else {"message": str(content)}
+            kind, content = frame
             if kind == "data":
                 await client.output(2 if content.get("fd") == 2 else 1,
                                     base64.b64decode(content.get("data") or ""))
@@ -434,13 +446,10 @@ async def _forward(hub: CloudHub, node: str, base: dict, err: SpdyStream,
     up = asyncio.create_task(upstream())
     try:
         while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, up}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
+            frame = await _next_frame(queue, up)
+            if frame is None:
                 return  # the client reset the stream or left
-            kind, content = getter.result()
-            content = content if isinstance(content, dict) else {"message": str(content)}
+            kind, content = frame
             if kind == "data":
                 await data.write(base64.b64decode(content.get("data") or ""))
             elif kind == "error":
@@ -504,8 +513,7 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
 
         async def to_client(i: int, queue: asyncio.Queue) -> None:
             while True:
-                kind, content = await queue.get()
-                content = content if isinstance(content, dict) else {"message": str(content)}
+                kind, content = await _next_frame(queue)
                 if kind == "data":
                     await ws.send_bytes(bytes([2 * i]) +
                                         base64.b64decode(content.get("data") or ""))
