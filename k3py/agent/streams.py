@@ -20,7 +20,7 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.logwindow import log_window, tail_lines
 from k3py.agent.pods import PodSyncer
 from k3py.agent.portforward import forward_port
-from k3py.agent.runtime.podman import Podman
+from k3py.agent.runtime.podman import Podman, reap
 from k3py.tunnel.message import EDGE, Message, stream_frame
 
 __all__ = ["install_stream_handlers"]
@@ -210,10 +210,7 @@ async def _exec(hub: EdgeHub, sid: str, args: list[str], *, stdin: bool, tty: bo
             writer.cancel()
             loop.remove_reader(master)
             os.close(master)
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+            await reap(proc)
     proc = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -244,7 +241,4 @@ async def _exec(hub: EdgeHub, sid: str, args: list[str], *, stdin: bool, tty: bo
     finally:
         if writer is not None:
             writer.cancel()
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await reap(proc)

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 
-__all__ = ["Podman", "RuntimeError_", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
+__all__ = ["Podman", "RuntimeError_", "reap", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
            "pod_name_for", "container_name_for"]
 
 log = logging.getLogger("k3py.runtime")
@@ -31,6 +31,14 @@ class RuntimeError_(Exception):
     def __init__(self, message: str, reason: str = "CreateContainerError") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+async def reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill `proc` unless it has exited, and wait for it (no zombie, no orphaned podman)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await proc.wait()
 
 
 def pod_name_for(pod: dict) -> str:
@@ -80,9 +88,7 @@ class Podman:
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
             except (TimeoutError, asyncio.CancelledError):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                await reap(proc)
                 raise
             out_f.seek(0)
             err_f.seek(0)
@@ -192,10 +198,7 @@ class Podman:
                     if isinstance(ev, dict):
                         yield ev
         finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            await proc.wait()
+            await reap(proc)
 
     def _labels(self, pod: dict) -> list[str]:
         md = pod["metadata"]
@@ -344,7 +347,4 @@ class Podman:
                     break
                 yield chunk
         finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            await proc.wait()
+            await reap(proc)
