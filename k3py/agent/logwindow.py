@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 
 __all__ = ["LogWindow", "fmt_ns", "last_line_time", "log_window", "parse_ns", "tail_lines"]
 
-_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+# podman's times: RFC 3339 with up to nanoseconds; a missing zone is UTC, "+0100" is accepted
+_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9})\d*)?"
+                 r"(Z|[+-]\d\d:?\d\d)?$")
 
 
 def parse_ns(ts: str) -> int | None:
@@ -28,8 +30,12 @@ def parse_ns(ts: str) -> int | None:
     m = _TS.match(ts.strip())
     if not m:
         return None
-    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-    secs = int(datetime.fromisoformat(m.group(1) + tz).timestamp())
+    tz = m.group(3) or "Z"
+    tz = "+00:00" if tz == "Z" else tz if ":" in tz else f"{tz[:3]}:{tz[3:]}"
+    try:
+        secs = int(datetime.fromisoformat(m.group(1) + tz).timestamp())
+    except ValueError:  # e.g. month 13
+        return None
     return secs * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
 
 

@@ -20,11 +20,9 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
-from datetime import datetime
 from functools import partial
 
 from k3py.agent.lifecycle import (
@@ -35,7 +33,7 @@ from k3py.agent.lifecycle import (
     qos_class,
     should_restart,
 )
-from k3py.agent.logwindow import last_line_time
+from k3py.agent.logwindow import last_line_time, parse_ns
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.podspec import container_specs, prepare_volumes
 from k3py.agent.probes import ContainerProbes
@@ -66,7 +64,6 @@ EVENT_MIN_INTERVAL = 1.0       # at most one event-driven pass a second (crash l
 EVENT_REPEAT_INTERVAL = 5.0  # a repeated Event goes up (with its count) at most this often
 PULL_BACKOFF_INITIAL, PULL_BACKOFF_MAX = 10.0, 300.0
 _WAKE_EVENTS = {"died", "start", "remove"}
-_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
 
 
 def _uid(pod: dict) -> str:
@@ -128,21 +125,14 @@ def phase_of(restart_policy: str, states: list[dict]) -> str:
 
 def _unix(value) -> float | None:
     """podman time (RFC 3339 with nanoseconds) -> unix time."""
-    m = _TIME.match(str(value or ""))
-    if m is None:
-        return None
-    tz = m.group(3) or "Z"
-    try:
-        dt = datetime.fromisoformat(m.group(1) + ("+00:00" if tz == "Z" else tz))
-    except ValueError:
-        return None
-    return dt.timestamp() + float("0" + (m.group(2) or ".0"))
+    ns = parse_ns(str(value or ""))
+    return None if ns is None else ns / 1e9
 
 
 def _epoch(value) -> int | None:
     """podman inspect time -> whole unix seconds, as `podman ps` gives them."""
-    m = _TIME.match(str(value or ""))
-    return None if m is None else int(_unix(m.group(1) + (m.group(3) or "Z")))
+    ns = parse_ns(str(value or ""))
+    return None if ns is None else ns // 1_000_000_000
 
 
 def _ps_sig(c: dict) -> tuple:
