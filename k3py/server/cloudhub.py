@@ -408,12 +408,6 @@ class CloudHub:
 
     # ---------------------------------------------------------------- up: writes
 
-    def _res(self, group: str, plural: str):
-        res = self.registry.resources.find(group, plural)
-        if res is None:
-            raise errors.internal_error(f"resource {plural}.{group} is not served")
-        return res
-
     async def _write_up(self, node: str, msg: Message) -> None:
         plural, ns, name, sub = split_resource_key(msg.route.resource)
         body = msg.content if isinstance(msg.content, dict) else {}
@@ -434,7 +428,7 @@ class CloudHub:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
 
     async def _register_node(self, node: str, obj: dict) -> None:
-        res = self._res("", "nodes")
+        res = self.registry.served("", "nodes")
         md = obj.setdefault("metadata", {})
         md["name"] = node
         if await self.registry.try_get(res, None, node) is None:
@@ -461,7 +455,7 @@ class CloudHub:
         await self.passwords.adopt(node)
 
     async def _node_status(self, node: str, status: dict) -> None:
-        res = self._res("", "nodes")
+        res = self.registry.served("", "nodes")
 
         def put(cur: dict) -> dict:
             cur["status"] = status
@@ -469,11 +463,11 @@ class CloudHub:
         await self.registry.update_with(res, None, node, put, subresource="status")
 
     async def _renew_lease(self, node: str, spec: dict) -> None:
-        res = self._res("coordination.k8s.io", "leases")
+        res = self.registry.served("coordination.k8s.io", "leases")
         spec = {**spec, "holderIdentity": node}
         ns = "kube-node-lease"
         if await self.registry.try_get(res, ns, node) is None:
-            nodes = self._res("", "nodes")
+            nodes = self.registry.served("", "nodes")
             owner = await self.registry.try_get(nodes, None, node)
             md: dict = {"name": node, "namespace": ns}
             if owner is not None:
@@ -494,7 +488,7 @@ class CloudHub:
         await self.registry.update_with(res, ns, node, renew)
 
     async def _pod_status(self, node: str, ns: str, name: str, body: dict) -> None:
-        res = self._res("", "pods")
+        res = self.registry.served("", "pods")
         uid = body.get("uid")
         status = body.get("status") or {}
 
@@ -511,7 +505,7 @@ class CloudHub:
 
     async def _pod_terminated(self, node: str, ns: str, name: str, uid: str) -> None:
         """The agent stopped a terminating pod's containers: finish the deletion (grace 0)."""
-        res = self._res("", "pods")
+        res = self.registry.served("", "pods")
         cur = await self.registry.try_get(res, ns, name)
         if cur is None or _node_of(cur) != node or (uid and cur["metadata"].get("uid") != uid):
             return  # already gone, or not this node's pod
@@ -527,7 +521,7 @@ class CloudHub:
                 raise
 
     async def _event(self, ns: str, event: dict) -> None:
-        res = self._res("", "events")
+        res = self.registry.served("", "events")
         event.setdefault("metadata", {})["namespace"] = ns
         event.setdefault("firstTimestamp", now_rfc3339())
         event.setdefault("lastTimestamp", event["firstTimestamp"])

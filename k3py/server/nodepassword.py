@@ -62,12 +62,6 @@ class NodePasswords:
         self._lock = asyncio.Lock()  # one claim at a time: two racing joins cannot both win
         self._verified: dict[str, tuple[str, str]] = {}  # node -> (secret rv, password sha256)
 
-    def _res(self, group: str, plural: str):
-        res = self.registry.resources.find(group, plural)
-        if res is None:
-            raise errors.internal_error(f"resource {plural}.{group} is not served")
-        return res
-
     def _secret(self, node: str, hashed: str, owner: dict | None = None) -> dict:
         md: dict = {"name": secret_name(node), "namespace": NAMESPACE,
                     "labels": {"k3py.io/node": node}}
@@ -77,7 +71,7 @@ class NodePasswords:
                 "data": {"hash": base64.b64encode(hashed.encode()).decode()}}
 
     async def _node(self, node: str) -> dict | None:
-        return await self.registry.try_get(self._res("", "nodes"), None, node)
+        return await self.registry.try_get(self.registry.served("", "nodes"), None, node)
 
     async def owns(self, node: str, password: str) -> bool:
         """Whether `password` may use `node` now: the stored hash matches, or there is none
@@ -85,11 +79,11 @@ class NodePasswords:
         so another machine cannot take it while this one is connected. The tunnel asks this
         on every connect, so a machine holding an old certificate for a name that went to
         another machine is turned away; the scrypt check is cached."""
-        cur = await self.registry.try_get(self._res("", "secrets"), NAMESPACE, secret_name(node))
+        cur = await self.registry.try_get(self.registry.served("", "secrets"), NAMESPACE, secret_name(node))
         if cur is None:
             with contextlib.suppress(errors.StatusError):  # lost a race: check who won
                 await self.claim(node, password)
-            cur = await self.registry.try_get(self._res("", "secrets"), NAMESPACE,
+            cur = await self.registry.try_get(self.registry.served("", "secrets"), NAMESPACE,
                                               secret_name(node))
             if cur is None:
                 return True
@@ -108,7 +102,7 @@ class NodePasswords:
             raise errors.bad_request("nodePassword is required (this agent is older than the "
                                      "server: upgrade it)")
         async with self._lock:
-            secrets = self._res("", "secrets")
+            secrets = self.registry.served("", "secrets")
             cur = await self.registry.try_get(secrets, NAMESPACE, secret_name(node))
             owner = await self._node(node)
             if cur is not None:
@@ -138,7 +132,7 @@ class NodePasswords:
         if owner is None:
             return
         ref = _owner_ref(owner)
-        secrets = self._res("", "secrets")
+        secrets = self.registry.served("", "secrets")
         cur = await self.registry.try_get(secrets, NAMESPACE, secret_name(node))
         if cur is None or ref in (cur["metadata"].get("ownerReferences") or []):
             return

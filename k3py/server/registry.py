@@ -85,6 +85,13 @@ class Registry:
         self.create_hooks: list[Callable[[Resource, dict], Any]] = []
         self.delete_hooks: list[Callable[[Resource, dict], Any]] = []
 
+    def served(self, group: str, plural: str) -> Resource:
+        """The served resource; a 500 Status when it is not (a built-in missing is a bug)."""
+        res = self.resources.find(group, plural)
+        if res is None:
+            raise errors.internal_error(f"resource {plural}.{group} is not served")
+        return res
+
     # ---------------------------------------------------------------- decoding
 
     def decode(self, res: Resource, kv: KeyValue) -> dict:

@@ -56,7 +56,7 @@ async def _next_frame(queue: asyncio.Queue, until: asyncio.Future | None = None
 async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
                     user: User) -> web.StreamResponse:
     """GET pods/<name>/log: relayed from the node's runtime through the tunnel."""
-    pod = await hub.registry.get(hub._res("", "pods"), rp.namespace, rp.name or "")
+    pod = await hub.registry.get(hub.registry.served("", "pods"), rp.namespace, rp.name or "")
     node = _node_of(pod)
     if not node:
         raise errors.bad_request(f'pod "{rp.name}" is not scheduled to a node yet')
@@ -111,7 +111,7 @@ def _true(q, key: str, default: bool = False) -> bool:
 async def _stream_target(hub: CloudHub, rp: ResourcePath, what: str) -> tuple[dict, str]:
     """The pod and its node, or the Status a kubelet/apiserver would answer: 404 no pod,
     400 not scheduled / completed, 503 node not connected."""
-    pod = await hub.registry.get(hub._res("", "pods"), rp.namespace, rp.name or "")
+    pod = await hub.registry.get(hub.registry.served("", "pods"), rp.namespace, rp.name or "")
     node = _node_of(pod)
     if not node:
         raise errors.bad_request(f'pod "{rp.name}" is not scheduled to a node yet')
