@@ -21,6 +21,7 @@ import aiohttp
 from yarl import URL
 
 from k3py.agent.metamanager import MetaManager
+from k3py.agent.tasks import cancel_and_wait
 from k3py.tunnel import framing
 from k3py.tunnel.message import (
     EDGE,
@@ -88,10 +89,7 @@ class EdgeHub:
         self._task = asyncio.create_task(self._run(), name="edgehub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await cancel_and_wait(self._task)
         for t in list(self._stream_tasks.values()):
             t.cancel()
 

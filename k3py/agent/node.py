@@ -7,12 +7,12 @@ direct API calls: the agent needs one outbound connection only, as a KubeEdge ed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as _dt
 import os
 import platform
 import shutil
 
+from k3py.agent.tasks import cancel_and_wait
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_INSERT, OP_UPDATE, new_message
 
 __all__ = ["NodeReporter", "node_object", "parse_taint", "KUBELET_VERSION"]
@@ -165,10 +165,7 @@ class NodeReporter:
         self._task = asyncio.create_task(self._loop(), name="node-heartbeat")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         await self.register()

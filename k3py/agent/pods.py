@@ -44,6 +44,7 @@ from k3py.agent.runtime.podman import (
     RuntimeError_,
     container_name_for,
 )
+from k3py.agent.tasks import cancel_and_wait
 from k3py.tunnel.message import (
     EDGE,
     GROUP_RESOURCE,
@@ -214,10 +215,7 @@ class PodSyncer:
         for _, probes in self._probes.values():
             probes.stop()
         for task in (self._events_task, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait(task)
         for task in [*self._removing.values(), *self._starting.values(), *self._bg]:
             task.cancel()
 
