@@ -64,6 +64,7 @@ class _NodeConfig:
     node_ip: str = ""  # "" = the address of the default route's interface
     with_node_id: bool = False
     podman_root: str = ""  # "" = podman's default storage (the host's `podman ps` shows pods)
+    container_runtime_endpoint: str = ""  # "" = find a podman API socket or start a service
     debug: bool = False
     config: str = ""  # the config file these values were read from ("" = none)
 
@@ -180,5 +181,6 @@ class ServerConfig(_NodeConfig):
                            node_name=self.node_name, node_label=self.node_label,
                            node_taint=self.node_taint, node_ip=self.node_ip,
                            with_node_id=self.with_node_id, podman_root=self.podman_root,
+                           container_runtime_endpoint=self.container_runtime_endpoint,
                            debug=self.debug,
                            config=self.config, embedded=True)

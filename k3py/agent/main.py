@@ -23,7 +23,8 @@ from k3py.agent.join import NODE_PASSWORD_HEADER, JoinError, join, node_password
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
-from k3py.agent.runtime.podman import Podman
+from k3py.agent.runtime.libpod import LibpodAPI
+from k3py.agent.runtime.podman import RuntimeError_
 from k3py.agent.streams import install_stream_handlers
 from k3py.config import podman_storage_args
 from k3py.hostinfo import primary_ip
@@ -41,6 +42,7 @@ class AgentHandle:
     hub: EdgeHub
     pods: PodSyncer
     reporter: NodeReporter
+    runtime: LibpodAPI
 
     async def stop(self) -> None:
         await self.reporter.stop()
@@ -48,6 +50,7 @@ class AgentHandle:
         await self.hub.stop()
         await self.meta.close()
         await self.session.close()
+        await self.runtime.close()
 
 
 def _opt(config, name: str, default=None):
@@ -91,8 +94,9 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         taints = [parse_taint(t) for t in _opt(config, "node_taints", ()) or ()]
     except ValueError as e:
         raise JoinError(str(e)) from None
-    runtime = Podman(node_name=node_name,
-                     extra_args=podman_storage_args(_opt(config, "podman_root", "")))
+    runtime = LibpodAPI(agent_dir=agent_dir, node_name=node_name,
+                        endpoint=_opt(config, "container_runtime_endpoint", ""),
+                        extra_args=podman_storage_args(_opt(config, "podman_root", "")))
     if shutil.which(runtime.binary) is None:
         raise JoinError("podman is not installed (not found on PATH); this node cannot run "
                         "pods. Install podman (e.g. sh scripts/setup.sh)")
@@ -103,6 +107,10 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=15))
     try:
         creds = await join(session, server, token, node_name, agent_dir)
+        try:
+            await runtime.open()
+        except RuntimeError_ as e:
+            raise JoinError(str(e)) from None
         images_dir = os.path.join(agent_dir, "images")
         if os.path.isdir(images_dir):
             loaded = await runtime.load_images(images_dir)
@@ -112,6 +120,7 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         await meta.open()
     except BaseException:
         await session.close()
+        await runtime.close()
         raise
     node_ip = _opt(config, "node_ip", "") or primary_ip()
     podspec.attach(meta, server, node_ip)  # pods' API address, token file rotation
@@ -130,7 +139,7 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
     pods.start()
     reporter.start()
     log.info("k3py agent %s started (server %s)", node_name, server)
-    return AgentHandle(node_name, session, meta, hub, pods, reporter)
+    return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime)
 
 
 async def _main(config) -> int:

@@ -88,6 +88,12 @@ def _non_negative(v: float) -> float:
     return v
 
 
+def _unix_endpoint(v: str) -> str:
+    if not v.startswith("unix:///"):
+        raise ValueError("expected a podman API socket such as unix:///run/podman/podman.sock")
+    return v
+
+
 def _https_url(v: str) -> str:
     parts = urlsplit(v)
     if parts.scheme != "https" or not parts.hostname:
@@ -210,6 +216,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("podman-root", str, "(agent/runtime) Run podman with its own storage under DIR "
          "(DIR/storage, DIR/run, DIR/tmp), e.g. for several agents on one machine",
          default_help="podman's own storage"),
+    Flag("container-runtime-endpoint", str, "(agent/runtime) The podman API socket to use "
+         "(unix:///PATH)", check=_unix_endpoint,
+         default_help="a running system service, else one the agent starts on "
+                      "<data-dir>/agent/podman.sock"),
 )
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
