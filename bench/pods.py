@@ -61,6 +61,16 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
 
 
+def service_pid(agent_pid: int) -> int | None:
+    """The `podman system service` the agent started (its child), if it runs one."""
+    for task in Path(f"/proc/{agent_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"system" in cmd and b"service" in cmd:
+                return int(child)
+    return None
+
+
 def remove_podman_pods(label: str) -> int:
     ids = podman("pod", "ps", "-q", "--filter", f"label={label}", check=False).split()
     for pod_id in ids:
@@ -256,6 +266,27 @@ def stream_latencies(srv: ServerProcess, pod: str, container: str, calls: int) -
     return res
 
 
+async def probe_exec_latencies(agent_dir: Path, container: str, calls: int) -> dict:
+    """A probe's exec as the agent runs it (libpod API) next to the same exec through the
+    podman CLI the agent used before; ms lists, interleaved."""
+    from k3py.agent.runtime.libpod import LibpodAPI
+    from k3py.agent.runtime.podman import Podman
+    api, cli = LibpodAPI(agent_dir=str(agent_dir)), Podman()
+    await api.open()  # the agent's own service: it answers on agent/podman.sock
+    res: dict = {"api": [], "cli": []}
+    try:
+        for _ in range(calls):
+            for key, rt in (("api", api), ("cli", cli)):
+                t0 = time.perf_counter()
+                code, _ = await rt.exec_check(container, ["true"], 30)
+                if code != 0:
+                    raise Unmeasurable(f"probe exec ({key}) in {container} exited {code}")
+                res[key].append((time.perf_counter() - t0) * 1000)
+    finally:
+        await api.close()
+    return res
+
+
 def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
         started: dict) -> None:
     for tool in ("podman", "busybox", KUBECTL):
@@ -307,15 +338,21 @@ def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
     # idle: the pods run, nothing changes; settle, then ~20 s of /proc/<pid>/stat
     time.sleep(5.0)
     hz = os.sysconf("SC_CLK_TCK")
+    svc = service_pid(agent.pid)
     own0, kids0 = cpu_ticks(agent.pid)
+    svc0 = cpu_ticks(svc)[0] if svc else 0
     w0 = time.perf_counter()
     time.sleep(args.idle_seconds)
     own1, kids1 = cpu_ticks(agent.pid)
+    svc1 = cpu_ticks(svc)[0] if svc else 0
     wall = time.perf_counter() - w0
     emit("agent_idle_rss", rss_mb(agent.pid), "MB", "< 45 MB")
     emit("agent_idle_cpu", (own1 - own0) / hz / wall * 100, "% of one core", "< 2 %")
     emit("agent_idle_cpu_incl_podman_children", (own1 - own0 + kids1 - kids0) / hz / wall * 100,
          "% of one core")
+    if svc:  # the libpod API service the agent started: podman's process, counted apart
+        emit("podman_api_service_idle_rss", rss_mb(svc), "MB")
+        emit("podman_api_service_idle_cpu", (svc1 - svc0) / hz / wall * 100, "% of one core")
     if agent.poll() is not None:
         raise Unmeasurable(f"agent exited with {agent.returncode} while idle")
 
@@ -334,6 +371,11 @@ def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
               "(kubectl exec -- true through the tunnel p50 / podman exec true p50)", flush=True)
     else:
         print(f"kubectl_exec: unsupported   ({st['exec_error'][:160]})", flush=True)
+    pe = asyncio.run(probe_exec_latencies(tmp / "agent" / "agent", container, args.calls))
+    emit("probe_exec_api_p50", pct(pe["api"], 50), "ms")
+    emit("probe_exec_cli_p50", pct(pe["cli"], 50), "ms")
+    print(f"ratio: {pct(pe['api'], 50) / pct(pe['cli'], 50):.2f}   (a probe's exec through the "
+          "libpod API p50 / through the podman CLI p50)", flush=True)
 
 
 def teardown(srv: ServerProcess | None, agent: subprocess.Popen | None, tmp: Path,
