@@ -26,6 +26,7 @@ from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_
 from k3py.agent.streams import install_stream_handlers
+from k3py.agent.tasks import cancel_and_wait
 from k3py.config import podman_storage_args
 from k3py.hostinfo import primary_ip
 
@@ -105,10 +106,13 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         raise JoinError("podman does not work on this host ('podman version' failed); "
                         "this node cannot run pods")
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=15))
+    opening = asyncio.ensure_future(runtime.open())  # find or start the podman API meanwhile
     try:
-        creds = await join(session, server, token, node_name, agent_dir)
         try:
-            await runtime.open()
+            if runtime.endpoint:
+                await opening  # a given socket that does not answer fails before the join
+            creds = await join(session, server, token, node_name, agent_dir)
+            await opening
         except RuntimeError_ as e:
             raise JoinError(str(e)) from None
         images_dir = os.path.join(agent_dir, "images")
@@ -120,6 +124,7 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         await meta.open()
     except BaseException:
         await session.close()
+        await cancel_and_wait(opening)
         await runtime.close()
         raise
     node_ip = _opt(config, "node_ip", "") or primary_ip()

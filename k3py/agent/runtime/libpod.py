@@ -103,6 +103,7 @@ class LibpodAPI(Podman):
         self.socket = ""
         self._service: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._reviving = asyncio.Lock()
 
     # ------------------------------------------------------------ the service
 
@@ -181,11 +182,14 @@ class LibpodAPI(Podman):
     async def _revive(self) -> None:
         """The socket refused us: start the service again when it was ours and has gone
         (e.g. killed); a system service is left to its owner."""
-        if self._service is not None and self._service.returncode is not None:
+        async with self._reviving:  # several requests fail at once: one new service
+            if self._service is None or self._service.returncode is None:
+                return
             log.warning("podman API service exited (%s); starting it again",
                         self._service.returncode)
             if self._session is not None:
                 await self._session.close()
+                self._session = None
             await self._spawn(self.socket)
 
     # ------------------------------------------------------------ requests
@@ -293,7 +297,12 @@ class LibpodAPI(Podman):
             raise RuntimeError_("the podman API is not open")
         params = {"stream": "true", **self._filters(
             label=[self._own_filter().removeprefix("label=")], type=["container"])}
-        async with self._session.get(f"{API}/events", params=params) as r:
+        try:
+            r = await self._session.get(f"{API}/events", params=params)
+        except aiohttp.ClientConnectorError:
+            await self._revive()  # the syncer follows again after its backoff
+            raise
+        async with r:
             if r.status != 200:
                 raise RuntimeError_(_error(r.status, await r.read()))
             async for line in r.content:
