@@ -11,6 +11,8 @@ both halves of the proof:
   TaintManagerEviction event;
 - without the flag, the node goes Unknown with the NoSchedule taint only, and the same pods,
   short toleration included, are all kept (edge autonomy: the node runs them offline).
+Then the evicting node's agent is restarted: the taints go, and it removes the evicted pods'
+containers (still running on the node while it was cut off) and keeps the tolerating pod.
 
 The agents' podman pods (labelled with their unique node names) are removed at the end."""
 
@@ -31,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ServerProcess, wait_for
-from tests.integration.agents import IMAGE, build_test_image, remove_podman_pods
+from tests.integration.agents import IMAGE, build_test_image, podman_pods, remove_podman_pods
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -213,3 +215,15 @@ def test_unreachable_node_evicts_only_with_the_flag(sides):
     assert sorted(kept) == sorted(names)
     assert not any(p["metadata"].get("deletionTimestamp") for p in kept.values())
     assert keep.evictions() == {}
+
+    # the evicting node comes back: taints gone, and its agent removes the evicted pods'
+    # containers, which ran on offline, and keeps the tolerating one
+    for s in (evict, keep):
+        assert len(podman_pods(s.node)) == len(names), podman_pods(s.node)
+    evict.start_agent()
+    wait_for(lambda: evict.ready() == "True", 60, 0.3, "node back Ready" + evict.logs())
+    wait_for(lambda: not evict.taints(), 15, 0.5, "lifecycle taints removed" + evict.logs())
+    uid = left["forever"]["metadata"]["uid"]
+    wait_for(lambda: podman_pods(evict.node) == [f"default_forever_{uid[:8]}"], 60, 0.5,
+             "evicted pods removed from podman" + evict.logs())
+    wait_for(lambda: evict.running(["forever"]), 30, 0.5, "kept pod Running")
