@@ -88,12 +88,12 @@ async def _infra_pid(runtime: Podman, pod: dict) -> int:
     pid = _infra_pids.get(uid)
     if pid and os.path.exists(f"/proc/{pid}/ns/net"):
         return pid
-    infra = (await runtime.run("pod", "inspect", "--format", "{{.InfraContainerID}}",
-                               pod_name_for(pod))).strip()
+    found = await runtime.inspect(pod_name_for(pod))
+    infra = (found[0].get("InfraContainerID") or "") if found else ""
     if not infra:
         raise OSError(errno_.ENOENT, "the pod has no infra container")
-    out = (await runtime.run("inspect", "--format", "{{.State.Pid}}", infra)).strip()
-    pid = int(out or 0)
+    found = await runtime.inspect(infra)
+    pid = int(((found[0].get("State") or {}).get("Pid") or 0) if found else 0)
     if pid <= 0:
         raise OSError(errno_.ESRCH, "the pod's infra container is not running")
     _infra_pids[uid] = pid

@@ -428,13 +428,6 @@ class LibpodAPI(Podman):
                          timeout=grace + 30, check=False)
         await self._json("DELETE", f"/pods/{ref}", params={"force": "true"}, check=False)
 
-    async def inspect_pod(self, name_or_id: str) -> tuple[dict, list[dict]]:
-        pod = await self._json("GET", f"/pods/{quote(name_or_id, safe='')}/json")
-        ids = [c["Id"] for c in (pod or {}).get("Containers") or []]
-        found = await asyncio.gather(*(self._json("GET", f"/containers/{i}/json",
-                                                  check=False) for i in ids))
-        return pod or {}, [c for c in found if c]
-
     # ------------------------------------------------------------ logs
 
     async def logs(self, container: str, *, follow: bool = False, tail: int | None = None,

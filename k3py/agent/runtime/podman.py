@@ -310,15 +310,6 @@ class Podman:
                        timeout=grace + 30)
         await self.run("pod", "rm", "-f", "-t", "0", name_or_id, check=False)
 
-    async def inspect_pod(self, name_or_id: str) -> tuple[dict, list[dict]]:
-        """(pod inspect, [container inspect]) with the infra container left out."""
-        pod = json.loads(await self.run("pod", "inspect", name_or_id))
-        if isinstance(pod, list):
-            pod = pod[0]
-        ids = [c["Id"] for c in pod.get("Containers") or []]
-        containers = json.loads(await self.run("inspect", *ids)) if ids else []
-        return pod, containers
-
     # ---------------------------------------------------------------- streams
 
     async def logs(self, container: str, *, follow: bool = False, tail: int | None = None,
