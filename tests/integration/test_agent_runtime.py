@@ -1,6 +1,7 @@
 """The pod syncer on real podman (no server): a desired pod runs as a podman pod with our
 labels, its status goes up Running with a pod IP, a restarted syncer adopts it, and it is
-removed when no longer desired.
+removed when no longer desired. Each test runs on both runtimes: the libpod REST API (what
+the agent uses, here with a `podman system service` of its own) and the podman CLI.
 
 Needs podman and the offline busybox image (airgap/build-test-image.sh); always removes its pods."""
 
@@ -17,6 +18,7 @@ import pytest
 
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.pods import PodSyncer
+from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_NODE, Podman
 from k3py.tunnel.message import GROUP_RESOURCE, OP_DELETE, OP_INSERT, new_message
 
@@ -50,6 +52,19 @@ def node():
         subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", p["Id"]], capture_output=True)
 
 
+@pytest.fixture(params=["api", "cli"])
+async def runtime(request, node, tmp_path):
+    if request.param == "cli":
+        yield Podman(node_name=node)
+        return
+    rt = LibpodAPI(agent_dir=str(tmp_path / "agent"), node_name=node)
+    await rt.open()
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
 def _pod(uid: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "web", "namespace": "default", "uid": uid},
@@ -59,14 +74,13 @@ def _pod(uid: str) -> dict:
                  "env": [{"name": "GREETING", "value": "k3py"}]}]}}
 
 
-async def test_pod_runs_is_adopted_and_removed(image, node, tmp_path):
+async def test_pod_runs_is_adopted_and_removed(image, node, tmp_path, runtime):
     meta = MetaManager(str(tmp_path / "meta.db"))
     await meta.open()
     sent = []
 
     async def send(msg):
         sent.append(msg)
-    runtime = Podman(node_name=node)
     syncer = PodSyncer(meta=meta, runtime=runtime, send=send, data_dir=str(tmp_path),
                        node_name=node, host_ip="127.0.0.1")
     uid = str(uuid.uuid4())
@@ -106,24 +120,28 @@ async def test_pod_runs_is_adopted_and_removed(image, node, tmp_path):
     await meta.close()
 
 
-async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, node, tmp_path):
-    """A container exit reaches the status through `podman events` (well before the periodic
+async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, node, tmp_path,
+                                                                     runtime):
+    """A container exit reaches the status through podman's events (well before the periodic
     resync), a started pod reports Running by itself, nothing polls podman while idle, and a
-    pass with nothing changed costs two podman commands in total (`pod ps`, `ps -a`)."""
+    pass with nothing changed costs two podman calls in total (list pods, list containers)."""
     meta = MetaManager(str(tmp_path / "meta.db"))
     await meta.open()
     sent = []
 
     async def send(msg):
         sent.append(msg)
-    runtime = Podman(node_name=node)
     calls: list[tuple[str, ...]] = []
-    run = runtime.run
+    api = isinstance(runtime, LibpodAPI)
+    run = runtime._call if api else runtime.run
 
     async def counting_run(*args, **kw):
         calls.append(args)
         return await run(*args, **kw)
-    runtime.run = counting_run
+    if api:
+        runtime._call = counting_run
+    else:
+        runtime.run = counting_run
     syncer = PodSyncer(meta=meta, runtime=runtime, send=send, data_dir=str(tmp_path),
                        node_name=node, host_ip="127.0.0.1")
 
@@ -160,7 +178,9 @@ async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, nod
         await asyncio.sleep(2.5)
         assert calls == []  # idle: no polling between the (30 s) resyncs
         await syncer.sync_once()
-        assert sorted(c[0] for c in calls) == ["pod", "ps"], calls
+        expected = [("GET", "/containers/json"), ("GET", "/pods/json")] if api else \
+            [("pod",), ("ps",)]
+        assert sorted(c[:len(expected[0])] for c in calls) == expected, calls
     finally:
         await syncer.stop()
         await meta.close()

@@ -210,6 +210,8 @@ class LibpodAPI(Podman):
                 if attempt:
                     raise RuntimeError_(f"podman API: {e}") from None
                 await self._revive()
+            except aiohttp.ClientError as e:  # e.g. the service died mid-request
+                raise RuntimeError_(f"podman API {method} {path}: {e!r}") from None
         raise AssertionError("unreachable")
 
     async def _json(self, method: str, path: str, *, params: dict | None = None,
