@@ -117,8 +117,12 @@ class Side:
 
     def stop(self) -> None:
         if self.agent is not None and self.agent.poll() is None:
-            self.agent.kill()
-            self.agent.wait(10)
+            self.agent.terminate()  # a clean stop ends its podman service too
+            try:
+                self.agent.wait(15)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait(10)
         self.srv.stop()
         remove_podman_pods(self.node)
 
