@@ -184,7 +184,31 @@ def _podman_checks() -> list[Check]:
                          f'"nproc=4096:4096"] under [containers] in {CONTAINERS_CONF}'))
     else:
         out.append(Check(sec, "container ulimits", "pass", f"nofile hard limit {hard}"))
+    out.append(_api_check(sec))
     return out
+
+
+def api_socket_answers(path: str, timeout: float = 3.0) -> bool:
+    """Whether a podman libpod API answers its _ping on the unix socket `path`."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(b"GET /v4.0.0/libpod/_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+            return s.recv(64).startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+    except OSError:
+        return False
+
+
+def _api_check(sec: str) -> Check:
+    """The agent talks to podman through its libpod API: a running system service is used,
+    otherwise the agent starts one; either way is fine, this says which will happen."""
+    from k3py.agent.runtime.libpod import system_sockets
+    for path in system_sockets():
+        if os.path.exists(path) and api_socket_answers(path):
+            return Check(sec, "podman API", "pass", f"system service at {path}")
+    return Check(sec, "podman API", "pass", "no system service running: the agent starts "
+                 "its own (podman system service on <data-dir>/agent/podman.sock)")
 
 
 def _port_checks() -> list[Check]:

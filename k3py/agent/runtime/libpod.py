@@ -42,7 +42,7 @@ from k3py.agent.runtime.podman import (
     pod_name_for,
 )
 
-__all__ = ["LibpodAPI", "socket_path_for"]
+__all__ = ["LibpodAPI", "socket_path_for", "system_sockets", "demux"]
 
 log = logging.getLogger("k3py.runtime")
 
@@ -62,7 +62,7 @@ def socket_path_for(agent_dir: str) -> str:
                         + ".sock")
 
 
-def _system_sockets() -> list[str]:
+def system_sockets() -> list[str]:
     out = []
     host = os.environ.get("CONTAINER_HOST", "")
     if host.startswith("unix://"):
@@ -118,7 +118,7 @@ class LibpodAPI(Podman):
             self._use(path)
             return
         own = socket_path_for(self.agent_dir)
-        candidates = [own] if self.extra_args else [*_system_sockets(), own]
+        candidates = [own] if self.extra_args else [*system_sockets(), own]
         for path in candidates:
             if os.path.exists(path) and await self._ping(path):
                 self._use(path)

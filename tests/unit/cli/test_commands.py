@@ -167,3 +167,31 @@ def test_podman_checks(monkeypatch, conf, layout, forbidden, expected):
     if forbidden and expected["container ulimits"] == "fail":
         assert 'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]' in \
             got["container ulimits"].advice
+
+
+def test_podman_api_check_finds_an_answering_service(tmp_path, monkeypatch):
+    """A socket that answers the libpod _ping is reported as the system service the agent
+    will use; a socket nobody serves, or no socket, means the agent starts its own."""
+    import socket
+    import threading
+
+    from k3py.agent.runtime import libpod
+    path = str(tmp_path / "podman.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+
+    def answer() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            assert conn.recv(1024).startswith(b"GET /v4.0.0/libpod/_ping ")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    monkeypatch.setattr(libpod, "system_sockets", lambda: [str(tmp_path / "none.sock"), path])
+    got = check_config._api_check("Container runtime")
+    t.join(5)
+    assert (got.status, got.detail) == ("pass", f"system service at {path}")
+    srv.close()  # nobody serves it now
+    got = check_config._api_check("Container runtime")
+    assert got.status == "pass" and "the agent starts its own" in got.detail
