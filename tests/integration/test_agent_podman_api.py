@@ -1,7 +1,7 @@
 """The agent drives podman through its libpod REST API: a real `k3py agent` with no system
 service around starts its own `podman system service` on <data-dir>/agent/podman.sock, gets
 a new one when that service is killed, stops it when the agent stops, reuses it after an
-agent kill -9, and uses a given --container-runtime-endpoint instead of starting one; a
+agent kill -9 (and replaces that one too when it dies), and uses a given --container-runtime-endpoint instead of starting one; a
 socket that does not answer is one error line and exit 1.
 
 Real server (tests/harness.py), real agents, real podman; only this test's pods and the
@@ -173,8 +173,13 @@ def test_own_service_started_revived_stopped_and_reused(server, tmp_path, image)
         assert sorted(podman_pods(node)) == sorted(
             f"default_{n}_{server.kubectl_json('get', 'pod', n)['metadata']['uid'][:8]}"
             for n in ("api-a", "api-b"))
+        # the reused service dies too: the agent starts one of its own again
+        os.kill(third[0], signal.SIGKILL)
         server.kubectl("delete", "pod", "api-b", timeout=60)
         assert len(podman_pods(node)) == 1
+        fourth = wait_for(lambda: _children_services(proc.pid), 10, 0.2, "a service again")
+        leftovers.update(fourth)
+        assert _running(server, "api-a")
     finally:
         if agent.proc is not None:
             agent.stop()

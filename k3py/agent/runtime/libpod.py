@@ -180,13 +180,18 @@ class LibpodAPI(Podman):
                 await proc.wait()
 
     async def _revive(self) -> None:
-        """The socket refused us: start the service again when it was ours and has gone
-        (e.g. killed); a system service is left to its owner."""
+        """The socket refused us: start a service again when the socket is the agent's own
+        (its service was killed, or the one it reused after a restart went away); a system
+        service or a given endpoint is left to its owner."""
         async with self._reviving:  # several requests fail at once: one new service
-            if self._service is None or self._service.returncode is None:
+            if self.socket != socket_path_for(self.agent_dir) or await self._ping(self.socket):
                 return
-            log.warning("podman API service exited (%s); starting it again",
-                        self._service.returncode)
+            if self._service is not None and self._service.returncode is None:
+                try:  # just killed: let the child watcher see it go
+                    await asyncio.wait_for(self._service.wait(), 2)
+                except TimeoutError:
+                    return  # alive but not answering: not ours to replace
+            log.warning("the podman API service on %s is gone; starting it again", self.socket)
             if self._session is not None:
                 await self._session.close()
                 self._session = None
