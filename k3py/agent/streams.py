@@ -1,7 +1,9 @@
 """Stream requests arriving through the tunnel (pods/log, exec, attach, portforward), served
 from the runtime.
 
-Registered on edgehub.stream_handlers by main; frames go back with edgehub.send_live."""
+Registered on edgehub.stream_handlers by main; frames go back with edgehub.send_live. Exec and
+attach go through podman's API when the runtime is a LibpodAPI (one hijacked connection, no
+podman process); the plain CLI runtime runs `podman exec`/`podman attach` on pipes or a pty."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.logwindow import log_window, tail_lines
 from k3py.agent.pods import PodSyncer
 from k3py.agent.portforward import forward_port
+from k3py.agent.runtime.libpod import LibpodAPI
+from k3py.agent.runtime.libpod_streams import ApiStream, attach_stream, exec_stream
 from k3py.agent.runtime.podman import Podman, reap
 from k3py.tunnel.message import EDGE, Message, stream_frame
 
@@ -82,6 +86,13 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
                 else "you must specify at least one command for the container"},
                 source=EDGE))
             return
+        if isinstance(runtime, LibpodAPI):
+            async def start(size: tuple[int, int] | None) -> ApiStream:
+                return await exec_stream(runtime, name, command, stdin=bool(p.get("stdin")),
+                                         tty=bool(p.get("tty")), size=size)
+            code = await _api_session(hub, sid, start, tty=bool(p.get("tty")))
+            hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+            return
         args = [runtime.binary, *runtime.extra_args, "exec"]
         args += ["-i"] if p.get("stdin") else []
         args += ["-t"] if p.get("tty") else []
@@ -90,14 +101,24 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
         hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
 
     async def attach(msg: Message) -> None:
-        """`podman attach` to the running container; killing it on a detach (the stream's
-        close) leaves the container running: signals are not proxied."""
+        """Attach to the running container (the API's attach, or `podman attach`); a detach
+        (the stream's close) leaves the container running: signals are not proxied."""
         p = msg.content or {}
         sid = msg.id
         name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
                                    p.get("container") or "")
         if name is None:
             hub.send_live(_not_here(sid, p))
+            return
+        if isinstance(runtime, LibpodAPI):
+            async def start(size: tuple[int, int] | None) -> ApiStream:
+                stream = await attach_stream(runtime, name, stdin=bool(p.get("stdin")))
+                if size:
+                    with contextlib.suppress(Exception):
+                        await stream.resize(*size)
+                return stream
+            code = await _api_session(hub, sid, start, tty=bool(p.get("tty")))
+            hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
             return
         args = [runtime.binary, *runtime.extra_args, "attach", "--sig-proxy=false"]
         if not p.get("stdin"):
@@ -157,6 +178,55 @@ def _set_winsize(fd: int, size: dict) -> None:
     rows, cols = int(size.get("Height") or 0), int(size.get("Width") or 0)
     if rows > 0 and cols > 0:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _size(content) -> tuple[int, int] | None:
+    """(rows, cols) of a resize frame, None when it carries no usable size."""
+    try:
+        rows, cols = int(content.get("Height") or 0), int(content.get("Width") or 0)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (rows, cols) if rows > 0 and cols > 0 else None
+
+
+async def _api_session(hub: EdgeHub, sid: str, start, *, tty: bool) -> int:
+    """Relay one API exec/attach (`start(size)` opens it) through the tunnel; its exit code.
+
+    The client sends its terminal size first thing: a size already queued when the session
+    starts is the one it starts with, so the first lines a shell prints fit the terminal."""
+    inputs = hub.stream_input(sid)
+    pending: list[tuple[str, object]] = []
+    size = None
+    while not inputs.empty():
+        op, content = inputs.get_nowait()
+        if op == "resize" and tty:
+            size = _size(content) or size
+        else:
+            pending.append((op, content))
+    stream = await start(size)
+
+    async def handle(op: str, content) -> None:
+        if op == "stdin":
+            await stream.write(base64.b64decode((content or {}).get("data") or ""))
+        elif op == "stdin-close":
+            await stream.close_stdin()
+        elif op == "resize" and tty and (rows_cols := _size(content)):
+            with contextlib.suppress(Exception):  # a resize lost is no reason to end
+                await stream.resize(*rows_cols)
+
+    async def pump_in() -> None:
+        for op, content in pending:
+            await handle(op, content)
+        while True:
+            await handle(*await inputs.get())
+    writer = asyncio.create_task(pump_in())
+    try:
+        async for fd, data in stream.output():
+            _send_data(hub, sid, fd, data)
+        return await stream.exit_code()
+    finally:
+        writer.cancel()
+        stream.close()
 
 
 async def _exec(hub: EdgeHub, sid: str, args: list[str], *, stdin: bool, tty: bool) -> int:
