@@ -228,6 +228,24 @@ def test_exec_tty_gets_the_terminal_size(cluster, env):
     assert "40 100" in out.stdout and "/dev/pts/" in out.stdout, out.stdout
 
 
+@pytest.mark.parametrize("env", [SPDY, {}], ids=["spdy", "websocket"])
+def test_exec_failures_and_unread_stdin(cluster, env):
+    def kubectl_exec(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "exec", *args],
+                              capture_output=True, text=True, input=input,
+                              env={**os.environ, **env}, timeout=30)
+    # a command the image lacks: the runtime's message and 127, none of podman's plumbing
+    # (its attach socket reset, which podman's API writes into stderr)
+    for _ in range(3):
+        out = kubectl_exec("web", "--", "no-such-command")
+        assert out.returncode == 127, out.stderr
+        assert "executable file not found" in out.stderr and "unixpacket" not in out.stderr
+    # stdin the command never reads: its own output and exit code all the same
+    out = kubectl_exec("-i", "web", "--", "sh", "-c", "echo quick; exit 2", input="x" * 200000)
+    assert (out.returncode, out.stdout) == (2, "quick\n"), out.stderr
+    assert "unixpacket" not in out.stderr
+
+
 def test_stream_errors_are_statuses(cluster):
     from kubernetes import client
     from kubernetes.client.rest import ApiException

@@ -28,11 +28,11 @@ __all__ = ["ApiStream", "Frames", "attach_stream", "exec_stream"]
 _PREFIX = urlsplit(API).path  # /v4.0.0/libpod
 _HEADER = struct.Struct(">BxxxI")  # stream (0 stdin, 1 stdout, 2 stderr), payload size
 _HEAD_LIMIT = 64 * 1024
-# podman reports, in the stderr stream, that conmon reset the attach socket when a short
-# process is gone before podman's last read: noise about podman's own plumbing (the CLI
-# does not print it), never the process's output
-_CONMON_RESET = re.compile(rb"^Error: read unixpacket [^\n]*/attach: read: connection reset "
-                           rb"by peer\n?$")
+# podman reports, in the stderr stream, that conmon reset the attach socket when the
+# process is gone before podman's last read of its output or write of its stdin: noise about
+# podman's own plumbing, never the process's output
+_CONMON_RESET = re.compile(rb"^Error: (?:read|write) unixpacket [^\n]*/attach: (?:read|write): "
+                           rb"(?:connection reset by peer|broken pipe)\n?$")
 
 
 class Frames:

@@ -32,7 +32,8 @@ def test_frames_byte_by_byte():
 def test_podman_attach_socket_reset_is_not_the_process_stderr():
     noise = (b"Error: read unixpacket @->/proc/self/fd/16/attach: read: connection reset by "
              b"peer\n")
+    noise2 = b"Error: write unixpacket @->/proc/self/fd/15/attach: write: broken pipe\n"
     real = b"Error: runc: exec failed: executable file not found in $PATH\n"
-    data = _frame(2, real) + _frame(2, noise) + _frame(1, noise)
+    data = _frame(2, real) + _frame(2, noise) + _frame(2, noise2) + _frame(1, noise)
     # only podman's own line on stderr is dropped; the same text from the process stays
     assert Frames().feed(data) == [(2, real), (1, noise)]
