@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import client_ssl, emit, pct, rss_mb  # noqa: E402
-from tests.harness import KUBECTL, ServerProcess, wait_for  # noqa: E402
+from tests.harness import KUBECTL, ServerProcess, free_port, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "k3py.local/busybox:latest"
@@ -266,6 +266,52 @@ def stream_latencies(srv: ServerProcess, pod: str, container: str, calls: int) -
     return res
 
 
+PF_MB = 16  # the file fetched through port-forward and directly
+
+
+def _fetch_mb_s(url: str) -> float:
+    import urllib.request
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 - loopback / pod IP
+        size = len(r.read())
+    if size != PF_MB << 20:
+        raise Unmeasurable(f"fetched {size} bytes from {url}, expected {PF_MB} MiB")
+    return size / (1 << 20) / (time.perf_counter() - t0)
+
+
+def port_forward_throughput(srv: ServerProcess, node: str, rounds: int = 3) -> dict:
+    """MB/s of one HTTP download from a pod: through `kubectl port-forward` (server, tunnel,
+    agent, pod netns) next to straight to the pod IP from this host; best of `rounds`."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-pf"},
+           "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+               "name": "web", "image": "k3py.local/busybox:latest",
+               "imagePullPolicy": "Never", "command": ["sh", "-c",
+               f"mkdir -p /www && dd if=/dev/zero of=/www/f bs=1M count={PF_MB} 2>/dev/null "
+               "&& exec httpd -f -p 8080 -h /www"]}]}}
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: srv.kubectl_json("get", "pod", "bench-pf")["status"].get("phase")
+             == "Running", 60, 0.3, "bench-pf Running")
+    ip = srv.kubectl_json("get", "pod", "bench-pf")["status"]["podIP"]
+    wait_for(lambda: _fetch_mb_s(f"http://{ip}:8080/f"), 30, 0.3, "httpd in bench-pf")
+    port = free_port()
+    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(srv.kubeconfig), "port-forward",
+                           "pod/bench-pf", f"{port}:8080"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert pf.stdout is not None
+        if "Forwarding" not in pf.stdout.readline():
+            raise Unmeasurable("kubectl port-forward did not start")
+        res = {"direct": [], "port_forward": []}
+        for _ in range(rounds):
+            res["direct"].append(_fetch_mb_s(f"http://{ip}:8080/f"))
+            res["port_forward"].append(_fetch_mb_s(f"http://127.0.0.1:{port}/f"))
+        return res
+    finally:
+        pf.terminate()
+        pf.wait(10)
+        srv.kubectl("delete", "pod", "bench-pf", "--wait=false", check=False)
+
+
 async def probe_exec_latencies(agent_dir: Path, container: str, calls: int) -> dict:
     """A probe's exec as the agent runs it (libpod API) next to the same exec through the
     podman CLI the agent used before; ms lists, interleaved."""
@@ -371,6 +417,11 @@ def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
               "(kubectl exec -- true through the tunnel p50 / podman exec true p50)", flush=True)
     else:
         print(f"kubectl_exec: unsupported   ({st['exec_error'][:160]})", flush=True)
+    tp = port_forward_throughput(srv, node)
+    emit("port_forward_mb_s", max(tp["port_forward"]), "MB/s")
+    emit("direct_to_pod_ip_mb_s", max(tp["direct"]), "MB/s")
+    print(f"ratio: {max(tp['port_forward']) / max(tp['direct']):.3f}   (kubectl port-forward "
+          "through the tunnel / straight to the pod IP, best of 3)", flush=True)
     pe = asyncio.run(probe_exec_latencies(tmp / "agent" / "agent", container, args.calls))
     emit("probe_exec_api_p50", pct(pe["api"], 50), "ms")
     emit("probe_exec_cli_p50", pct(pe["cli"], 50), "ms")
