@@ -244,16 +244,7 @@ class LibpodAPI(Podman):
         status, _ = await self._call("GET", f"/images/{quote(image, safe='')}/exists")
         return status == 204
 
-    async def ensure_image(self, image: str, policy: str) -> str:
-        if policy != "Always" and image in self._images:
-            return "present"
-        exists = await self.image_exists(image)
-        if exists and policy != "Always":
-            self._images.add(image)
-            return "present"
-        if policy == "Never":
-            raise RuntimeError_(f'Container image "{image}" is not present with pull policy '
-                                f'of Never', "ErrImageNeverPull")
+    async def _pull(self, image: str) -> None:
         status, data = await self._call("POST", "/images/pull",
                                         params={"reference": image, "quiet": "true"},
                                         timeout=600)
@@ -262,12 +253,7 @@ class LibpodAPI(Podman):
             with contextlib.suppress(ValueError, AttributeError):
                 error = error or str(json.loads(line).get("error") or "")
         if error:
-            if exists:
-                return "offline"
-            raise RuntimeError_(f'failed to pull and unpack image "{image}": {error}',
-                                "ErrImagePull")
-        self._images.add(image)
-        return "pulled"
+            raise RuntimeError_(error)
 
     # ------------------------------------------------------------ listing
 

@@ -121,7 +121,7 @@ class Podman:
         air-gapped kubelet). Raises ErrImageNeverPull / ErrImagePull."""
         if policy != "Always" and image in self._images:
             return "present"  # the container is run with --pull never: if it vanished, that fails
-        exists = (await self._rc("image", "exists", image)) == 0
+        exists = await self.image_exists(image)
         if exists and policy != "Always":
             self._images.add(image)
             return "present"
@@ -129,7 +129,7 @@ class Podman:
             raise RuntimeError_(f'Container image "{image}" is not present with pull policy '
                                 f'of Never', "ErrImageNeverPull")
         try:
-            await self.run("pull", "-q", image, timeout=600)
+            await self._pull(image)
         except RuntimeError_ as e:
             if exists:
                 return "offline"
@@ -140,6 +140,10 @@ class Podman:
 
     async def image_exists(self, image: str) -> bool:
         return (await self._rc("image", "exists", image)) == 0
+
+    async def _pull(self, image: str) -> None:
+        """Pull `image`; RuntimeError_ with the registry's error when it cannot."""
+        await self.run("pull", "-q", image, timeout=600)
 
     async def _rc(self, *args: str) -> int:
         proc = await asyncio.create_subprocess_exec(
