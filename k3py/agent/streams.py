@@ -23,7 +23,7 @@ from k3py.agent.logwindow import log_window, tail_lines
 from k3py.agent.pods import PodSyncer
 from k3py.agent.portforward import forward_port
 from k3py.agent.runtime.libpod import LibpodAPI
-from k3py.agent.runtime.libpod_streams import ApiStream, attach_stream, exec_stream
+from k3py.agent.runtime.libpod_streams import ApiStream, NotRunning, attach_stream, exec_stream
 from k3py.agent.runtime.podman import Podman, reap
 from k3py.tunnel.message import EDGE, Message, stream_frame
 
@@ -90,8 +90,7 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
             async def start(size: tuple[int, int] | None) -> ApiStream:
                 return await exec_stream(runtime, name, command, stdin=bool(p.get("stdin")),
                                          tty=bool(p.get("tty")), size=size)
-            code = await _api_session(hub, sid, start, tty=bool(p.get("tty")))
-            hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+            await _serve_api(hub, sid, p, start)
             return
         args = [runtime.binary, *runtime.extra_args, "exec"]
         args += ["-i"] if p.get("stdin") else []
@@ -117,8 +116,7 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
                     with contextlib.suppress(Exception):
                         await stream.resize(*size)
                 return stream
-            code = await _api_session(hub, sid, start, tty=bool(p.get("tty")))
-            hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+            await _serve_api(hub, sid, p, start)
             return
         args = [runtime.binary, *runtime.extra_args, "attach", "--sig-proxy=false"]
         if not p.get("stdin"):
@@ -189,6 +187,20 @@ def _size(content) -> tuple[int, int] | None:
     return (rows, cols) if rows > 0 and cols > 0 else None
 
 
+async def _serve_api(hub: EdgeHub, sid: str, p: dict, start) -> None:
+    """An API exec/attach to its end: the exit frame, or a Status when the container is not
+    running (other runtime errors reach the client as the handler's 500)."""
+    try:
+        code = await _api_session(hub, sid, start, tty=bool(p.get("tty")))
+    except NotRunning:
+        hub.send_live(stream_frame(sid, "error", {
+            "code": 400, "reason": "BadRequest",
+            "message": f'container "{p.get("container")}" in pod "{p.get("pod")}" is not '
+                       f'running'}, source=EDGE))
+        return
+    hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+
+
 async def _api_session(hub: EdgeHub, sid: str, start, *, tty: bool) -> int:
     """Relay one API exec/attach (`start(size)` opens it) through the tunnel; its exit code.
 
@@ -203,7 +215,7 @@ async def _api_session(hub: EdgeHub, sid: str, start, *, tty: bool) -> int:
             size = _size(content) or size
         else:
             pending.append((op, content))
-    stream = await start(size)
+    stream = await start(size)  # NotRunning: the caller's Status
 
     async def handle(op: str, content) -> None:
         if op == "stdin":

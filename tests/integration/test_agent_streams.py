@@ -18,6 +18,7 @@ import pytest
 from tests.harness import KUBECTL, wait_for
 from tests.integration.agents import (
     IMAGE,
+    container_status,
     embedded_node,
     fetch,
     kubectl_env,
@@ -246,6 +247,21 @@ def test_exec_failures_and_unread_stdin(cluster, env):
     out = kubectl_exec("-i", "web", "--", "sh", "-c", "echo quick; exit 2", input="x" * 200000)
     assert out.returncode == 2, out.stderr
     assert out.stdout in ("quick\n", "") and "unixpacket" not in out.stderr
+
+
+def test_exec_and_attach_to_a_container_not_running(cluster):
+    # a crashed container waiting out its backoff: both are refused with a message, the
+    # attach is not left hanging until the container runs again
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_pod("crash", cluster.node, "exit 1")))
+    try:
+        wait_for(lambda: ((container_status(cluster, "crash").get("state") or {})
+                          .get("waiting") or {}).get("reason") == "CrashLoopBackOff",
+                 60, 0.3, "crash in CrashLoopBackOff")
+        for args in (("exec", "crash", "--", "true"), ("attach", "crash")):
+            out = cluster.kubectl(*args, check=False, timeout=30)
+            assert out.returncode != 0 and "is not running" in out.stderr, (args, out.stderr)
+    finally:
+        cluster.kubectl("delete", "pod", "crash", "--wait=false")
 
 
 def test_stream_errors_are_statuses(cluster):

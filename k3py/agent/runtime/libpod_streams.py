@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from k3py.agent.runtime.libpod import API, LibpodAPI, _error
 from k3py.agent.runtime.podman import RuntimeError_
 
-__all__ = ["ApiStream", "Frames", "attach_stream", "exec_stream"]
+__all__ = ["ApiStream", "Frames", "NotRunning", "attach_stream", "exec_stream"]
 
 _PREFIX = urlsplit(API).path  # /v4.0.0/libpod
 _HEADER = struct.Struct(">BxxxI")  # stream (0 stdin, 1 stdout, 2 stderr), payload size
@@ -33,6 +33,12 @@ _HEAD_LIMIT = 64 * 1024
 # podman's own plumbing, never the process's output
 _CONMON_RESET = re.compile(rb"^Error: (?:read|write) unixpacket [^\n]*/attach: (?:read|write): "
                            rb"(?:connection reset by peer|broken pipe)\n?$")
+
+
+class NotRunning(RuntimeError_):
+    """The container is not running (exited, or not started yet): nothing to exec in or
+    attach to. Checked before an attach, which podman would otherwise hold open until the
+    container starts again."""
 
 
 class Frames:
@@ -174,10 +180,15 @@ async def exec_stream(api: LibpodAPI, container: str, argv: list[str], *, stdin:
                       tty: bool, size: tuple[int, int] | None = None) -> ApiStream:
     """Create and start an exec session in `container`, its terminal `size` (rows, cols)
     from the start when known."""
-    made = await api._json("POST", f"/containers/{quote(container, safe='')}/exec",
-                           body={"AttachStdin": stdin, "AttachStdout": True,
-                                 "AttachStderr": not tty, "Tty": tty,
-                                 "Cmd": [str(a) for a in argv]})
+    try:
+        made = await api._json("POST", f"/containers/{quote(container, safe='')}/exec",
+                               body={"AttachStdin": stdin, "AttachStdout": True,
+                                     "AttachStderr": not tty, "Tty": tty,
+                                     "Cmd": [str(a) for a in argv]})
+    except RuntimeError_ as e:
+        if "state improper" in str(e):
+            raise NotRunning(f'container "{container}" is not running') from None
+        raise
     exec_id = (made or {}).get("Id")
     if not exec_id:
         raise RuntimeError_(f"podman API: no exec id for {container}")
@@ -195,6 +206,8 @@ async def attach_stream(api: LibpodAPI, container: str, *, stdin: bool) -> ApiSt
     whatever the client asked for, so the container says which."""
     ref = quote(container, safe="")
     info = await api._json("GET", f"/containers/{ref}/json") or {}
+    if not (info.get("State") or {}).get("Running"):
+        raise NotRunning(f'container "{container}" is not running')
     tty = bool((info.get("Config") or {}).get("Tty"))
     params = {"stream": "true", "stdin": "true" if stdin else "false", "stdout": "true",
               "stderr": "true"}
