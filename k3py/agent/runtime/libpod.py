@@ -1,7 +1,7 @@
 """Podman through its libpod REST API: the pod lifecycle, inspection, events, logs and probe
 execs go over the API socket of a `podman system service`; what stays on the CLI is what
-the API makes no simpler (image tarball loads, and the interactive exec/attach streams,
-which run podman under a pty).
+the API makes no simpler: image tarball loads. Interactive exec and attach use the same API
+through a hijacked connection (libpod_streams.py).
 
 Why the API: a pod start costs one podman process less per step (create + start of a
 container is two requests, not a `podman run` that loads podman's whole state), and a probe
@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import tempfile
 from collections.abc import AsyncIterator
@@ -42,7 +43,7 @@ from k3py.agent.runtime.podman import (
     pod_name_for,
 )
 
-__all__ = ["LibpodAPI", "socket_path_for", "system_sockets", "demux"]
+__all__ = ["Frames", "LibpodAPI", "socket_path_for", "system_sockets"]
 
 log = logging.getLogger("k3py.runtime")
 
@@ -82,16 +83,38 @@ def _error(status: int, body: bytes) -> str:
         return body.decode(errors="replace").strip() or f"podman API answered {status}"
 
 
-def demux(buf: bytearray) -> list[bytes]:
-    """Take the complete frames of podman's multiplexed stream off the front of `buf`."""
-    out = []
-    while len(buf) >= _FRAME.size:
-        _, size = _FRAME.unpack_from(buf)
-        if len(buf) < _FRAME.size + size:
-            break
-        out.append(bytes(buf[_FRAME.size:_FRAME.size + size]))
-        del buf[:_FRAME.size + size]
-    return out
+# podman reports, in the stderr stream, that conmon reset the attach socket when the
+# process is gone before podman's last read of its output or write of its stdin: noise about
+# podman's own plumbing, never the process's output
+_CONMON_RESET = re.compile(rb"^Error: (?:read|write) unixpacket [^\n]*/attach: (?:read|write): "
+                           rb"(?:connection reset by peer|broken pipe)\n?$")
+
+
+class Frames:
+    """podman's multiplexed stream (logs, execs, attach without a tty) cut into (fd, payload),
+    fd 1 or 2. Bytes are fed as they come; an incomplete frame waits for the rest. With
+    `attach_noise`, podman's own attach-socket reset messages are dropped (an exec's stream;
+    never a log, which is the container's own output)."""
+
+    def __init__(self, attach_noise: bool = True) -> None:
+        self._buf = bytearray()
+        self._noise = attach_noise
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= _FRAME.size:
+            stream, size = _FRAME.unpack_from(self._buf)
+            end = _FRAME.size + size
+            if len(self._buf) < end:
+                break
+            payload = bytes(self._buf[_FRAME.size:end])
+            del self._buf[:end]
+            if self._noise and stream == 2 and _CONMON_RESET.match(payload):
+                continue
+            if payload:
+                out.append((2 if stream == 2 else 1, payload))
+        return out
 
 
 class LibpodAPI(Podman):
@@ -411,7 +434,7 @@ class LibpodAPI(Podman):
             if status >= 300:
                 raise RuntimeError_(_error(status, data))
             info = await self._json("GET", f"/exec/{exec_id}/json") or {}
-        out = b"".join(demux(bytearray(data)))
+        out = b"".join(p for _, p in Frames().feed(data))
         code = info.get("ExitCode")
         return (code if isinstance(code, int) else 126), out[:4096].decode(errors="replace")
 
@@ -451,9 +474,8 @@ class LibpodAPI(Podman):
                                      params=params) as r:
             if r.status != 200:
                 raise RuntimeError_(_error(r.status, await r.read()))
-            buf = bytearray()
+            frames = Frames(attach_noise=False)
             async for chunk in r.content.iter_any():
-                buf += chunk
-                out = demux(buf)
+                out = frames.feed(chunk)
                 if out:
-                    yield b"".join(out)
+                    yield b"".join(p for _, p in out)

@@ -15,54 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-import struct
 from collections.abc import AsyncIterator
 from urllib.parse import quote, urlencode, urlsplit
 
-from k3py.agent.runtime.libpod import API, LibpodAPI, _error
+from k3py.agent.runtime.libpod import API, Frames, LibpodAPI, _error
 from k3py.agent.runtime.podman import RuntimeError_
 
-__all__ = ["ApiStream", "Frames", "NotRunning", "attach_stream", "exec_stream"]
+__all__ = ["ApiStream", "NotRunning", "attach_stream", "exec_stream"]
 
 _PREFIX = urlsplit(API).path  # /v4.0.0/libpod
-_HEADER = struct.Struct(">BxxxI")  # stream (0 stdin, 1 stdout, 2 stderr), payload size
 _HEAD_LIMIT = 64 * 1024
-# podman reports, in the stderr stream, that conmon reset the attach socket when the
-# process is gone before podman's last read of its output or write of its stdin: noise about
-# podman's own plumbing, never the process's output
-_CONMON_RESET = re.compile(rb"^Error: (?:read|write) unixpacket [^\n]*/attach: (?:read|write): "
-                           rb"(?:connection reset by peer|broken pipe)\n?$")
-
-
 class NotRunning(RuntimeError_):
     """The container is not running (exited, or not started yet): nothing to exec in or
     attach to. Checked before an attach, which podman would otherwise hold open until the
     container starts again."""
-
-
-class Frames:
-    """podman's multiplexed stream cut into (fd, payload); fd 1 or 2. Bytes are fed as they
-    come; an incomplete frame waits for the rest."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self._buf += data
-        out = []
-        while len(self._buf) >= _HEADER.size:
-            stream, size = _HEADER.unpack_from(self._buf)
-            end = _HEADER.size + size
-            if len(self._buf) < end:
-                break
-            payload = bytes(self._buf[_HEADER.size:end])
-            del self._buf[:end]
-            if stream == 2 and _CONMON_RESET.match(payload):
-                continue
-            if payload:
-                out.append((2 if stream == 2 else 1, payload))
-        return out
 
 
 async def _hijack(socket: str, path: str, params: dict | None, body) -> tuple[

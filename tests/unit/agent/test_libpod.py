@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from k3py.agent.runtime.libpod import demux, socket_path_for
+from k3py.agent.runtime.libpod import Frames, socket_path_for
 
 pytestmark = pytest.mark.unit
 
@@ -17,22 +17,13 @@ def _frame(stream: int, payload: bytes) -> bytes:
     return struct.pack(">BxxxI", stream, len(payload)) + payload
 
 
-def test_demux_takes_whole_frames_and_keeps_the_rest():
-    data = _frame(1, b"out\n") + _frame(2, b"err\n") + _frame(1, b"")
-    buf = bytearray(data + _frame(1, b"partial")[:10])
-    assert demux(buf) == [b"out\n", b"err\n", b""]
-    assert len(buf) == 10  # an incomplete frame waits for the rest
-    buf += _frame(1, b"partial")[10:]
-    assert demux(buf) == [b"partial"] and buf == bytearray()
-
-
-def test_demux_byte_by_byte():
-    data = _frame(1, b"a" * 300) + _frame(2, b"b")
-    buf, out = bytearray(), []
-    for i in range(len(data)):
-        buf += data[i:i + 1]
-        out += demux(buf)
-    assert out == [b"a" * 300, b"b"]
+def test_a_log_keeps_whatever_the_container_wrote():
+    """A log is the container's own output: a line that looks like podman's attach noise is
+    kept there (only exec streams drop it), and empty frames are skipped."""
+    noise = b"Error: read unixpacket @->/run/x/attach: read: connection reset by peer\n"
+    data = _frame(1, b"out\n") + _frame(2, noise) + _frame(1, b"")
+    assert Frames(attach_noise=False).feed(data) == [(1, b"out\n"), (2, noise)]
+    assert Frames().feed(data) == [(1, b"out\n")]
 
 
 def test_socket_path_fits_a_unix_socket(tmp_path):

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from k3py.agent.runtime.libpod_streams import Frames
+from k3py.agent.runtime.libpod import Frames
 
 pytestmark = pytest.mark.unit
 
