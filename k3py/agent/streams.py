@@ -2,20 +2,13 @@
 from the runtime.
 
 Registered on edgehub.stream_handlers by main; frames go back with edgehub.send_live. Exec and
-attach go through podman's API when the runtime is a LibpodAPI (one hijacked connection, no
-podman process); the plain CLI runtime runs `podman exec`/`podman attach` on pipes or a pty."""
+attach go through podman's API (one hijacked connection each, no podman process)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-import fcntl
-import os
-import pty
-import signal
-import struct
-import termios
 from collections.abc import AsyncIterator
 
 from k3py.agent.edgehub import EdgeHub
@@ -24,22 +17,19 @@ from k3py.agent.pods import PodSyncer
 from k3py.agent.portforward import forward_port
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.libpod_streams import ApiStream, NotRunning, attach_stream, exec_stream
-from k3py.agent.runtime.podman import Podman, reap
 from k3py.tunnel.message import EDGE, Message, stream_frame
 
 __all__ = ["install_stream_handlers"]
 
 
-def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> None:
+def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: LibpodAPI) -> None:
     async def log(msg: Message) -> None:
         p = msg.content or {}
         sid = msg.id
         name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
                                    p.get("container") or "")
         if name is None:
-            hub.send_live(stream_frame(sid, "error", {
-                "code": 404, "reason": "NotFound",
-                "message": f'pod "{p.get("pod")}" is not running on this node'}, source=EDGE))
+            hub.send_live(_not_here(sid, p))
             return
         window = log_window(pods.log_marks(p.get("namespace") or "", p.get("pod") or "",
                                            p.get("container") or ""),
@@ -78,30 +68,24 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
         name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
                                    p.get("container") or "")
         command = [str(c) for c in p.get("command") or []]
-        if name is None or not command:
+        if name is None:
+            hub.send_live(_not_here(sid, p))
+            return
+        if not command:
             hub.send_live(stream_frame(sid, "error", {
-                "code": 404 if name is None else 400,
-                "reason": "NotFound" if name is None else "BadRequest",
-                "message": f'pod "{p.get("pod")}" is not running on this node' if name is None
-                else "you must specify at least one command for the container"},
+                "code": 400, "reason": "BadRequest",
+                "message": "you must specify at least one command for the container"},
                 source=EDGE))
             return
-        if isinstance(runtime, LibpodAPI):
-            async def start(size: tuple[int, int] | None) -> ApiStream:
-                return await exec_stream(runtime, name, command, stdin=bool(p.get("stdin")),
-                                         tty=bool(p.get("tty")), size=size)
-            await _serve_api(hub, sid, p, start)
-            return
-        args = [runtime.binary, *runtime.extra_args, "exec"]
-        args += ["-i"] if p.get("stdin") else []
-        args += ["-t"] if p.get("tty") else []
-        code = await _exec(hub, sid, [*args, name, *command], stdin=bool(p.get("stdin")),
-                           tty=bool(p.get("tty")))
-        hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+
+        async def start(size: tuple[int, int] | None) -> ApiStream:
+            return await exec_stream(runtime, name, command, stdin=bool(p.get("stdin")),
+                                     tty=bool(p.get("tty")), size=size)
+        await _serve_api(hub, sid, p, start)
 
     async def attach(msg: Message) -> None:
-        """Attach to the running container (the API's attach, or `podman attach`); a detach
-        (the stream's close) leaves the container running: signals are not proxied."""
+        """Attach to the running container through the API; a detach (the stream's close)
+        leaves the container running: signals are not proxied."""
         p = msg.content or {}
         sid = msg.id
         name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
@@ -109,21 +93,14 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: Podman) -> N
         if name is None:
             hub.send_live(_not_here(sid, p))
             return
-        if isinstance(runtime, LibpodAPI):
-            async def start(size: tuple[int, int] | None) -> ApiStream:
-                stream = await attach_stream(runtime, name, stdin=bool(p.get("stdin")))
-                if size:
-                    with contextlib.suppress(Exception):
-                        await stream.resize(*size)
-                return stream
-            await _serve_api(hub, sid, p, start)
-            return
-        args = [runtime.binary, *runtime.extra_args, "attach", "--sig-proxy=false"]
-        if not p.get("stdin"):
-            args.append("--no-stdin")
-        code = await _exec(hub, sid, [*args, name], stdin=bool(p.get("stdin")),
-                           tty=bool(p.get("tty")))
-        hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+
+        async def start(size: tuple[int, int] | None) -> ApiStream:
+            stream = await attach_stream(runtime, name, stdin=bool(p.get("stdin")))
+            if size:
+                with contextlib.suppress(Exception):
+                    await stream.resize(*size)
+            return stream
+        await _serve_api(hub, sid, p, start)
 
     async def portforward(msg: Message) -> None:
         p = msg.content or {}
@@ -170,12 +147,6 @@ def _send_data(hub: EdgeHub, sid: str, fd: int, data: bytes) -> bool:
     return hub.send_live(stream_frame(sid, "data", {"fd": fd,
                                                     "data": base64.b64encode(data).decode()},
                                       source=EDGE))
-
-
-def _set_winsize(fd: int, size: dict) -> None:
-    rows, cols = int(size.get("Height") or 0), int(size.get("Width") or 0)
-    if rows > 0 and cols > 0:
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def _size(content) -> tuple[int, int] | None:
@@ -239,88 +210,3 @@ async def _api_session(hub: EdgeHub, sid: str, start, *, tty: bool) -> int:
     finally:
         writer.cancel()
         stream.close()
-
-
-async def _exec(hub: EdgeHub, sid: str, args: list[str], *, stdin: bool, tty: bool) -> int:
-    """Run `args` (podman exec/attach) relaying stdin/stdout/stderr (or one pty) through the
-    tunnel."""
-    inputs = hub.stream_input(sid)
-    loop = asyncio.get_running_loop()
-    if tty:
-        master, slave = pty.openpty()
-        proc = await asyncio.create_subprocess_exec(*args, stdin=slave, stdout=slave,
-                                                    stderr=slave, start_new_session=True)
-        os.close(slave)
-        out_q: asyncio.Queue = asyncio.Queue()
-
-        def readable() -> None:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(master)
-            out_q.put_nowait(data)
-        loop.add_reader(master, readable)
-
-        async def pump_out() -> None:
-            while True:
-                data = await out_q.get()
-                if not data:
-                    return
-                _send_data(hub, sid, 1, data)
-
-        async def pump_in() -> None:
-            while True:
-                op, content = await inputs.get()
-                if op == "stdin":
-                    data = base64.b64decode((content or {}).get("data") or "")
-                    with contextlib.suppress(OSError):
-                        os.write(master, data)
-                elif op == "resize":
-                    with contextlib.suppress(OSError, ValueError, TypeError):
-                        _set_winsize(master, content or {})
-                        proc.send_signal(signal.SIGWINCH)
-                elif op == "stdin-close":
-                    with contextlib.suppress(OSError):
-                        os.write(master, b"\x04")
-        writer = asyncio.create_task(pump_in())
-        try:
-            await pump_out()
-            return await proc.wait()
-        finally:
-            writer.cancel()
-            loop.remove_reader(master)
-            os.close(master)
-            await reap(proc)
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-
-    async def pump(stream: asyncio.StreamReader, fd: int) -> None:
-        while True:
-            data = await stream.read(65536)
-            if not data:
-                return
-            _send_data(hub, sid, fd, data)
-
-    async def pump_in() -> None:
-        assert proc.stdin is not None
-        while True:
-            op, content = await inputs.get()
-            if op == "stdin":
-                proc.stdin.write(base64.b64decode((content or {}).get("data") or ""))
-                with contextlib.suppress(ConnectionError):
-                    await proc.stdin.drain()
-            elif op == "stdin-close":
-                proc.stdin.close()
-                return
-    assert proc.stdout is not None and proc.stderr is not None
-    writer = asyncio.create_task(pump_in()) if stdin else None
-    try:
-        await asyncio.gather(pump(proc.stdout, 1), pump(proc.stderr, 2))
-        return await proc.wait()
-    finally:
-        if writer is not None:
-            writer.cancel()
-        await reap(proc)
