@@ -37,10 +37,10 @@ from k3py.agent.logwindow import last_line_time, parse_ns
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.podspec import container_specs, prepare_volumes
 from k3py.agent.probes import ContainerProbes
+from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import (
     LABEL_CONTAINER,
     LABEL_UID,
-    Podman,
     RuntimeError_,
     container_name_for,
 )
@@ -161,7 +161,7 @@ def _grace(pod: dict) -> int:
 
 
 class PodSyncer:
-    def __init__(self, *, meta: MetaManager, runtime: Podman, send, data_dir: str,
+    def __init__(self, *, meta: MetaManager, runtime: LibpodAPI, send, data_dir: str,
                  node_name: str, host_ip: str) -> None:
         self.meta = meta
         self.runtime = runtime

@@ -18,7 +18,8 @@ import socket
 import threading
 
 from k3py.agent.edgehub import EdgeHub
-from k3py.agent.runtime.podman import Podman, RuntimeError_, pod_name_for
+from k3py.agent.runtime.libpod import LibpodAPI
+from k3py.agent.runtime.podman import RuntimeError_, pod_name_for
 from k3py.tunnel.message import EDGE, stream_frame
 
 __all__ = ["forward_port", "sockets_in_netns"]
@@ -83,7 +84,7 @@ async def sockets_in_netns(pid: int, families: tuple[int, ...]) -> list[socket.s
     return await fut
 
 
-async def _infra_pid(runtime: Podman, pod: dict) -> int:
+async def _infra_pid(runtime: LibpodAPI, pod: dict) -> int:
     uid = pod["metadata"]["uid"]
     pid = _infra_pids.get(uid)
     if pid and os.path.exists(f"/proc/{pid}/ns/net"):
@@ -100,7 +101,7 @@ async def _infra_pid(runtime: Podman, pod: dict) -> int:
     return pid
 
 
-async def _connect(runtime: Podman, pod: dict, port: int) -> socket.socket:
+async def _connect(runtime: LibpodAPI, pod: dict, port: int) -> socket.socket:
     """A socket connected to localhost:port as seen from inside the pod (IPv4, then IPv6)."""
     families = (socket.AF_INET, socket.AF_INET6)
     if (pod.get("spec") or {}).get("hostNetwork"):
@@ -131,7 +132,7 @@ async def _connect(runtime: Podman, pod: dict, port: int) -> socket.socket:
     raise last
 
 
-async def forward_port(hub: EdgeHub, runtime: Podman, sid: str, pod: dict, port: int) -> None:
+async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, port: int) -> None:
     """Relay tunnel stream `sid` to localhost:`port` in the pod: "data" frames both ways,
     "data-close" half-closes toward the pod, "close" when the pod side ends, "error" when
     the connection cannot be made."""

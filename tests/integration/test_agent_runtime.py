@@ -1,7 +1,7 @@
 """The pod syncer on real podman (no server): a desired pod runs as a podman pod with our
 labels, its status goes up Running with a pod IP, a restarted syncer adopts it, and it is
-removed when no longer desired. Each test runs on both runtimes: the libpod REST API (what
-the agent uses, here with a `podman system service` of its own) and the podman CLI.
+removed when no longer desired. The runtime is the agent's: the libpod REST API, here with a
+`podman system service` of its own.
 
 Needs podman and the offline busybox image (airgap/build-test-image.sh); always removes its pods."""
 
@@ -19,7 +19,7 @@ import pytest
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime.libpod import LibpodAPI
-from k3py.agent.runtime.podman import LABEL_NODE, Podman
+from k3py.agent.runtime.podman import LABEL_NODE
 from k3py.tunnel.message import GROUP_RESOURCE, OP_DELETE, OP_INSERT, new_message
 
 pytestmark = [pytest.mark.integration,
@@ -52,11 +52,8 @@ def node():
         subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", p["Id"]], capture_output=True)
 
 
-@pytest.fixture(params=["api", "cli"])
-async def runtime(request, node, tmp_path):
-    if request.param == "cli":
-        yield Podman(node_name=node)
-        return
+@pytest.fixture
+async def runtime(node, tmp_path):
     rt = LibpodAPI(agent_dir=str(tmp_path / "agent"), node_name=node)
     await rt.open()
     try:
@@ -124,7 +121,7 @@ async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, nod
                                                                      runtime):
     """A container exit reaches the status through podman's events (well before the periodic
     resync), a started pod reports Running by itself, nothing polls podman while idle, and a
-    pass with nothing changed costs two podman calls in total (list pods, list containers)."""
+    pass with nothing changed costs two API calls in total (list pods, list containers)."""
     meta = MetaManager(str(tmp_path / "meta.db"))
     await meta.open()
     sent = []
@@ -132,16 +129,12 @@ async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, nod
     async def send(msg):
         sent.append(msg)
     calls: list[tuple[str, ...]] = []
-    api = isinstance(runtime, LibpodAPI)
-    run = runtime._call if api else runtime.run
+    call = runtime._call
 
-    async def counting_run(*args, **kw):
+    async def counting_call(*args, **kw):
         calls.append(args)
-        return await run(*args, **kw)
-    if api:
-        runtime._call = counting_run
-    else:
-        runtime.run = counting_run
+        return await call(*args, **kw)
+    runtime._call = counting_call
     syncer = PodSyncer(meta=meta, runtime=runtime, send=send, data_dir=str(tmp_path),
                        node_name=node, host_ip="127.0.0.1")
 
@@ -178,9 +171,7 @@ async def test_exit_is_reported_from_events_and_idle_passes_are_cheap(image, nod
         await asyncio.sleep(2.5)
         assert calls == []  # idle: no polling between the (30 s) resyncs
         await syncer.sync_once()
-        expected = [("GET", "/containers/json"), ("GET", "/pods/json")] if api else \
-            [("pod",), ("ps",)]
-        assert sorted(c[:len(expected[0])] for c in calls) == expected, calls
+        assert sorted(calls) == [("GET", "/containers/json"), ("GET", "/pods/json")], calls
     finally:
         await syncer.stop()
         await meta.close()

@@ -1,7 +1,8 @@
 """Podman through its libpod REST API: the pod lifecycle, inspection, events, logs and probe
 execs go over the API socket of a `podman system service`; what stays on the CLI is what
-the API makes no simpler: image tarball loads. Interactive exec and attach use the same API
-through a hijacked connection (libpod_streams.py).
+the API makes no simpler: image tarball loads, and logs with nanosecond timestamps (the
+CLI base class, podman.py). Interactive exec and attach use the same API through a hijacked
+connection (libpod_streams.py).
 
 Why the API: a pod start costs one podman process less per step (create + start of a
 container is two requests, not a `podman run` that loads podman's whole state), and a probe
@@ -35,6 +36,9 @@ import aiohttp
 from k3py.agent.logwindow import fmt_ns
 from k3py.agent.runtime.podman import (
     LABEL_CONTAINER,
+    LABEL_NAME,
+    LABEL_NODE,
+    LABEL_NS,
     LABEL_UID,
     Podman,
     RuntimeError_,
@@ -281,14 +285,14 @@ class LibpodAPI(Podman):
     # ------------------------------------------------------------ listing
 
     async def list_pods(self) -> dict[str, dict]:
-        labels = [LABEL_UID] + ([f"io.k3py.node={self.node_name}"] if self.node_name else [])
+        labels = [LABEL_UID] + ([f"{LABEL_NODE}={self.node_name}"] if self.node_name else [])
         pods = await self._json("GET", "/pods/json", params=self._filters(label=labels)) or []
         return {p["Labels"][LABEL_UID]: p for p in pods if (p.get("Labels") or {}).get(LABEL_UID)}
 
     async def list_containers(self) -> list[dict]:
         found = await self._json("GET", "/containers/json",
                                  params={"all": "true", **self._filters(
-                                     label=[self._own_filter().removeprefix("label=")])}) or []
+                                     label=[self._own_label()])}) or []
         return [c for c in found if (c.get("Labels") or {}).get(LABEL_UID)]
 
     async def _inspect_one(self, name: str) -> dict | None:
@@ -312,7 +316,7 @@ class LibpodAPI(Podman):
         if self._session is None:
             raise RuntimeError_("the podman API is not open")
         params = {"stream": "true", **self._filters(
-            label=[self._own_filter().removeprefix("label=")], type=["container"])}
+            label=[self._own_label()], type=["container"])}
         try:
             r = await self._session.get(f"{API}/events", params=params)
         except aiohttp.ClientConnectorError:
@@ -335,8 +339,14 @@ class LibpodAPI(Podman):
 
     # ------------------------------------------------------------ pods and containers
 
+    def _own_label(self) -> str:
+        """One podman label filter for what this agent started."""
+        return f"{LABEL_NODE}={self.node_name}" if self.node_name else LABEL_UID
+
     def _label_map(self, pod: dict) -> dict[str, str]:
-        return dict(x.split("=", 1) for x in self._labels(pod))
+        md = pod["metadata"]
+        return {LABEL_UID: md["uid"], LABEL_NS: md["namespace"], LABEL_NAME: md["name"],
+                LABEL_NODE: self.node_name}
 
     async def create_sandbox(self, pod: dict) -> str:
         md, spec = pod["metadata"], pod.get("spec") or {}

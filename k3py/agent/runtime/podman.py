@@ -1,16 +1,16 @@
-"""Podman as the container runtime, driven through the `podman` CLI (asyncio subprocesses).
+"""The `podman` CLI (asyncio subprocesses), for what the agent still runs podman for: image
+tarball loads (at start and `k3py airgap import`), the image checks they need, and logs with
+nanosecond timestamps. It is the base of the libpod API runtime (libpod.py), which runs the
+pods; the names and labels both share are here.
 
 Each Kubernetes pod is a podman pod; every pod and container carries io.k3py.* labels so the
-agent adopts what it started before a restart. The CLI was chosen over the `podman` Python
-package for now: no extra dependency or service socket, and it never blocks the event loop."""
+agent adopts what it started before a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 
@@ -75,8 +75,8 @@ class Podman:
         self.extra_args = extra_args  # e.g. --root/--runroot for a per-agent storage
         self._images: set[str] = set()  # seen present: no `image exists` per start
 
-    async def _run_captured(self, args: tuple[str, ...] | list[str], timeout: float,
-                            merge_stderr: bool = False) -> tuple[int, bytes, bytes]:
+    async def _run_captured(self, args: tuple[str, ...] | list[str], timeout: float
+                            ) -> tuple[int, bytes, bytes]:
         """Run podman; (exit code, stdout, stderr). Output goes to temporary files, not
         pipes: `podman start` leaves conmon running, and under uvloop (the server's loop, so
         the embedded agent) conmon inherits the pipe ends, so reading to EOF would wait for
@@ -84,7 +84,7 @@ class Podman:
         with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
             proc = await asyncio.create_subprocess_exec(
                 self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_f, stderr=subprocess.STDOUT if merge_stderr else err_f)
+                stdout=out_f, stderr=err_f)
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
             except (TimeoutError, asyncio.CancelledError):
@@ -150,169 +150,6 @@ class Podman:
             self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         return await proc.wait()
-
-    # ---------------------------------------------------------------- pods
-
-    async def list_pods(self) -> dict[str, dict]:
-        """Pods started by k3py on this node, by Kubernetes pod uid."""
-        args = ["pod", "ps", "--format", "json", "--filter", f"label={LABEL_UID}"]
-        if self.node_name:
-            args += ["--filter", f"label={LABEL_NODE}={self.node_name}"]
-        out = await self.run(*args)
-        pods = json.loads(out or "[]") or []
-        return {p["Labels"][LABEL_UID]: p for p in pods if (p.get("Labels") or {}).get(LABEL_UID)}
-
-    def _own_filter(self) -> str:
-        """One podman `label=` filter for what this agent started."""
-        return f"label={LABEL_NODE}={self.node_name}" if self.node_name else f"label={LABEL_UID}"
-
-    async def list_containers(self) -> list[dict]:
-        """`podman ps -a` entries (infra containers included) of k3py's pods on this node:
-        one command for every pod, with state, start/exit times and exit code."""
-        out = await self.run("ps", "-a", "--format", "json", "--filter", self._own_filter())
-        return [c for c in json.loads(out or "[]") or []
-                if (c.get("Labels") or {}).get(LABEL_UID)]
-
-    async def inspect(self, *names_or_ids: str) -> list[dict]:
-        """`podman inspect` of pods and/or containers in one command; the ones that vanished
-        meanwhile are left out rather than failing the rest."""
-        if not names_or_ids:
-            return []
-        out = await self.run("inspect", *names_or_ids, check=False)
-        try:
-            found = json.loads(out or "[]") or []
-        except ValueError:
-            return []
-        return [_slim(x) for x in (found if isinstance(found, list) else [found])
-                if isinstance(x, dict)]
-
-    async def events(self) -> AsyncIterator[dict]:
-        """Follow `podman events` for k3py's containers on this node (one long-lived process,
-        idle when nothing happens); yields each event as a dict until the process ends."""
-        proc = await asyncio.create_subprocess_exec(
-            self.binary, *self.extra_args, "events", "--format", "json", "--filter",
-            self._own_filter(), "--filter", "type=container",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, limit=1 << 20)
-        assert proc.stdout is not None
-        try:
-            async for line in proc.stdout:
-                with contextlib.suppress(ValueError):
-                    ev = json.loads(line)
-                    if isinstance(ev, dict):
-                        yield ev
-        finally:
-            await reap(proc)
-
-    def _labels(self, pod: dict) -> list[str]:
-        md = pod["metadata"]
-        return [f"{LABEL_UID}={md['uid']}", f"{LABEL_NS}={md['namespace']}",
-                f"{LABEL_NAME}={md['name']}", f"{LABEL_NODE}={self.node_name}"]
-
-    async def create_sandbox(self, pod: dict) -> str:
-        """Create the podman pod (network, hostname, host ports) that the containers join;
-        returns its name. Its infra container starts with the first container run in it."""
-        md, spec = pod["metadata"], pod.get("spec") or {}
-        name = pod_name_for(pod)
-        args = ["pod", "create", "--name", name]
-        for label in self._labels(pod):
-            args += ["--label", label]
-        if spec.get("hostNetwork"):
-            args += ["--network", "host"]
-        else:
-            args += ["--hostname", md["name"][:63]]
-            for c in spec.get("containers") or []:
-                for p in c.get("ports") or []:
-                    if p.get("hostPort"):
-                        proto = (p.get("protocol") or "TCP").lower()
-                        args += ["-p", f"{p['hostPort']}:{p['containerPort']}/{proto}"]
-        await self.run(*args)
-        return name
-
-    async def run_container(self, pod: dict, c: dict, *, limits: dict | None = None,
-                            grace: int = 30) -> bool:
-        """Create and start one container in the pod's sandbox, never restarted by podman
-        (the agent restarts it, with backoff). `c`: {name, image, entrypoint, args, env,
-        workdir, mounts: [(host, container, ro)], privileged, user, tty, stdin}; `limits`:
-        {cpus: str, memory: int}. Returns False when the limits had to be dropped because
-        podman refused them (e.g. a cgroup setup without those controllers)."""
-        cname = container_name_for(pod, c["name"])
-        # ensure_image did any pull, so podman itself never pulls here
-        cargs = ["run", "-d", "--pull", "never", "--pod", pod_name_for(pod), "--name", cname,
-                 "--restart", "no", "--stop-timeout", str(max(0, grace)),
-                 "--label", f"{LABEL_CONTAINER}={c['name']}"]
-        for label in self._labels(pod):
-            cargs += ["--label", label]
-        for k, v in c.get("env") or []:
-            cargs += ["--env", f"{k}={v}"]
-        if c.get("workdir"):
-            cargs += ["--workdir", c["workdir"]]
-        for host, target, ro in c.get("mounts") or []:
-            cargs += ["--volume", f"{host}:{target}{':ro' if ro else ''}"]
-        if c.get("privileged"):
-            cargs.append("--privileged")
-        if c.get("user"):
-            cargs += ["--user", c["user"]]
-        if c.get("tty"):
-            cargs.append("--tty")
-        if c.get("stdin"):
-            cargs.append("--interactive")
-        if c.get("entrypoint"):
-            cargs += ["--entrypoint", json.dumps(c["entrypoint"])]
-        tail = [c["image"], *[str(a) for a in c.get("args") or []]]
-        lim: list[str] = []
-        if limits and limits.get("cpus"):
-            lim += ["--cpus", str(limits["cpus"])]
-        if limits and limits.get("memory"):
-            lim += ["--memory", str(limits["memory"])]
-        try:
-            await self._run_new(cname, c.get("workdir") or "", cargs, lim, tail)
-            return True
-        except RuntimeError_ as e:
-            await self.run("rm", "-f", "-t", "0", cname, check=False)
-            if lim and any(w in str(e).lower() for w in ("cgroup", "cpu", "memory", "swap")):
-                # the host cannot limit: run unlimited
-                await self._run_new(cname, c.get("workdir") or "", cargs, [], tail)
-                return False
-            self._images.discard(c["image"])  # check it again on the retry
-            raise RuntimeError_(str(e), "CreateContainerError") from None
-
-    async def _run_new(self, cname: str, workdir: str, cargs: list[str], lim: list[str],
-                       tail: list[str]) -> None:
-        """`podman run -d`; a workingDir missing from the image is created first, as
-        Kubernetes runtimes do (podman 4.3 refuses to start in a directory that does not exist):
-        create the container, copy an empty directory to that path, then start it."""
-        try:
-            await self.run(*cargs, *lim, *tail)
-            return
-        except RuntimeError_ as e:
-            if not (workdir and "workdir" in str(e) and "does not exist" in str(e)):
-                raise
-        await self.run("rm", "-f", "-t", "0", cname, check=False)
-        await self.run("create", *cargs[2:], *lim, *tail)  # cargs = ["run", "-d", ...]
-        with tempfile.TemporaryDirectory() as empty:
-            await self.run("cp", empty, f"{cname}:{workdir}")
-        await self.run("start", cname)
-
-    async def start_container(self, name: str) -> None:
-        """Start an exited container again (a restart: same container, same logs)."""
-        await self.run("start", name)
-
-    async def stop_container(self, name: str, grace: int) -> None:
-        """SIGTERM (the image's stop signal), SIGKILL after `grace` seconds."""
-        await self.run("stop", "-t", str(max(0, grace)), name, check=False, timeout=grace + 30)
-
-    async def exec_check(self, container: str, argv: list[str], timeout: float
-                         ) -> tuple[int, str]:
-        """`podman exec` for probes: (exit code, output); TimeoutError past `timeout`."""
-        rc, out, _ = await self._run_captured(["exec", container, *argv], timeout,
-                                              merge_stderr=True)
-        return rc, out[:4096].decode(errors="replace")
-
-    async def remove_pod(self, name_or_id: str, grace: int = 30) -> None:
-        await self.run("pod", "stop", "-t", str(max(0, grace)), name_or_id, check=False,
-                       timeout=grace + 30)
-        await self.run("pod", "rm", "-f", "-t", "0", name_or_id, check=False)
 
     # ---------------------------------------------------------------- streams
 
