@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ServerProcess, wait_for
+from tests.integration.agents import build_test_image
 
 pytestmark = pytest.mark.integration
 
@@ -61,9 +62,7 @@ def test_wrong_token_and_wrong_ca_fail_fast(server, tmp_path):
 
 
 def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run(["sh", str(root / "airgap" / "build-test-image.sh"),
-                    str(tmp_path / "busybox.tar")], check=True, capture_output=True)
+    build_test_image(tmp_path / "busybox.tar")
     node = f"edge-{uuid.uuid4().hex[:6]}"
     data = tmp_path / "agent"
     log = open(tmp_path / "agent.log", "wb")

@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -21,20 +20,17 @@ from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_NODE
 from k3py.tunnel.message import GROUP_RESOURCE, OP_DELETE, OP_INSERT, new_message
+from tests.integration.agents import build_test_image
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")]
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "k3py.local/busybox:latest"
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    out = tmp_path_factory.mktemp("img") / "busybox.tar"
-    subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"), str(out)], check=True,
-                   capture_output=True)
-    return out
+    return build_test_image(tmp_path_factory.mktemp("img") / "busybox.tar")
 
 
 def _podman_pods(node: str) -> list[dict]:

@@ -40,6 +40,7 @@ import pytest
 from k3py.config import podman_storage_args
 from tests.harness import KUBECTL, ServerProcess, wait_for
 from tests.integration.agents import (
+    build_test_image,
     container_status,
     fetch,
     kubectl_env,
@@ -170,8 +171,7 @@ def cluster(tmp_path_factory):
         pytest.skip("podman is not installed")
     tmp = tmp_path_factory.mktemp("two-nodes")
     tarball = tmp / "busybox.tar"
-    subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"), str(tarball)],
-                   check=True, capture_output=True, cwd=ROOT)
+    build_test_image(tarball)
     made: list[NetNS] = []
     agents: dict[str, Agent] = {}
     srv = None

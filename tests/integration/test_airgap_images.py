@@ -18,6 +18,7 @@ import pytest
 from k3py.agent import images
 from k3py.agent.runtime.podman import Podman
 from k3py.config import podman_storage_args
+from tests.integration.agents import build_test_image
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +32,7 @@ def tarballs(tmp_path_factory):
         pytest.skip("podman is not installed")
     tmp = tmp_path_factory.mktemp("airgap")
     docker = tmp / "bb.tar"
-    subprocess.run(["sh", str(ROOT / "airgap" / "build-test-image.sh"), str(docker)],
-                   check=True, capture_output=True, cwd=ROOT)
+    build_test_image(docker)
     oci = tmp / "bb-oci.tar"
     subprocess.run(["podman", "save", "-q", "--format", "oci-archive", "-o", str(oci), IMAGE],
                    check=True, capture_output=True)
