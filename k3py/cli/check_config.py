@@ -3,6 +3,7 @@ containers.conf on awkward hosts, netns, overlay, ports); exit 1 when a check fa
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import re
@@ -188,24 +189,12 @@ def _podman_checks() -> list[Check]:
     return out
 
 
-def api_socket_answers(path: str, timeout: float = 3.0) -> bool:
-    """Whether a podman libpod API answers its _ping on the unix socket `path`."""
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(timeout)
-            s.connect(path)
-            s.sendall(b"GET /v4.0.0/libpod/_ping HTTP/1.0\r\nHost: d\r\n\r\n")
-            return s.recv(64).startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
-    except OSError:
-        return False
-
-
 def _api_check(sec: str) -> Check:
     """The agent talks to podman through its libpod API: a running system service is used,
     otherwise the agent starts one; either way is fine, this says which will happen."""
-    from k3py.agent.runtime.libpod import system_sockets
+    from k3py.agent.runtime.libpod import ping, system_sockets
     for path in system_sockets():
-        if os.path.exists(path) and api_socket_answers(path):
+        if os.path.exists(path) and asyncio.run(ping(path)):
             return Check(sec, "podman API", "pass", f"system service at {path}")
     return Check(sec, "podman API", "pass", "no system service running: the agent starts "
                  "its own (podman system service on <data-dir>/agent/podman.sock)")

@@ -47,7 +47,7 @@ from k3py.agent.runtime.podman import (
     pod_name_for,
 )
 
-__all__ = ["Frames", "LibpodAPI", "socket_path_for", "system_sockets"]
+__all__ = ["Frames", "LibpodAPI", "ping", "socket_path_for", "system_sockets"]
 
 log = logging.getLogger("k3py.runtime")
 
@@ -77,6 +77,16 @@ def system_sockets() -> list[str]:
     elif os.environ.get("XDG_RUNTIME_DIR"):
         out.append(os.path.join(os.environ["XDG_RUNTIME_DIR"], "podman", "podman.sock"))
     return out
+
+
+async def ping(path: str) -> bool:
+    """Whether a libpod API answers its _ping on the unix socket `path`."""
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as s:
+            async with s.get(f"{API}/_ping", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                return r.status == 200
+    except (TimeoutError, OSError, aiohttp.ClientError):
+        return False
 
 
 def _error(status: int, body: bytes) -> str:
@@ -138,7 +148,7 @@ class LibpodAPI(Podman):
         """Find the API socket, or start a service; RuntimeError_ when none answers."""
         if self.endpoint:
             path = self.endpoint.removeprefix("unix://")
-            if not await self._ping(path):
+            if not await ping(path):
                 raise RuntimeError_(f"the podman API at {self.endpoint} does not answer; "
                                     f"start it with 'podman system service' or drop "
                                     f"--container-runtime-endpoint")
@@ -147,19 +157,11 @@ class LibpodAPI(Podman):
         own = socket_path_for(self.agent_dir)
         candidates = [own] if self.extra_args else [*system_sockets(), own]
         for path in candidates:
-            if os.path.exists(path) and await self._ping(path):
+            if os.path.exists(path) and await ping(path):
                 self._use(path)
                 log.info("podman API at %s", path)
                 return
         await self._spawn(own)
-
-    async def _ping(self, path: str) -> bool:
-        try:
-            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as s:
-                async with s.get(f"{API}/_ping", timeout=aiohttp.ClientTimeout(total=5)) as r:
-                    return r.status == 200
-        except (TimeoutError, OSError, aiohttp.ClientError):
-            return False
 
     def _use(self, path: str) -> None:
         self.socket = path
@@ -183,7 +185,7 @@ class LibpodAPI(Podman):
         for _ in range(150):
             if self._service.returncode is not None:
                 break
-            if os.path.exists(path) and await self._ping(path):
+            if os.path.exists(path) and await ping(path):
                 self._use(path)
                 log.info("started podman API service on %s (pid %d)", path, self._service.pid)
                 return
@@ -211,7 +213,7 @@ class LibpodAPI(Podman):
         (its service was killed, or the one it reused after a restart went away); a system
         service or a given endpoint is left to its owner."""
         async with self._reviving:  # several requests fail at once: one new service
-            if self.socket != socket_path_for(self.agent_dir) or await self._ping(self.socket):
+            if self.socket != socket_path_for(self.agent_dir) or await ping(self.socket):
                 return
             if self._service is not None and self._service.returncode is None:
                 try:  # just killed: let the child watcher see it go
