@@ -71,8 +71,13 @@ class Agent:
         self.srv, self.data, self.node, self.extra = srv, data, node, extra
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def log(self) -> Path:
+        return self.data.parent / f"{self.data.name}.log"
+
     def start(self) -> subprocess.Popen:
-        log = open(self.data.parent / f"{self.data.name}.log", "ab")
+        log = open(self.log, "ab")
+        self._log_from = log.tell()  # this start's own lines come after this offset
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "k3py", "agent", "--server", self.srv.url, "--token",
              _token(self.srv), "--data-dir", str(self.data), "--node-name", self.node,
@@ -82,6 +87,12 @@ class Agent:
         return self.proc
 
     def ready(self) -> bool:
+        """Ready, and through this process's own tunnel: after a restart the Node stays
+        Ready from the previous process's heartbeats for up to 40 s."""
+        with open(self.log, "rb") as f:
+            f.seek(self._log_from)
+            if b"tunnel connected" not in f.read():
+                return False
         out = self.srv.kubectl("get", "node", self.node, "-o", "json", check=False)
         if out.returncode != 0 or (self.proc and self.proc.poll() is not None):
             return False
