@@ -2,7 +2,7 @@
 K3s-style token (K10<sha256 of CA>::server:<secret>), exchange the token for a node client
 certificate at POST /v1-k3py/node-cert, and keep it in <data-dir>/agent/. The request carries
 this machine's node password (<data-dir>/agent/node-password, random, made once), so a second
-machine cannot take a node name that is in use (k3py.server.nodepassword).
+machine cannot take a node name that is in use (k3py.server.edge.nodepassword).
 
 Called once at agent start-up; JoinError is a problem the user must fix (one line, exit 1)."""
 
@@ -27,7 +27,7 @@ log = logging.getLogger("k3py.agent")
 
 CACERTS_PATH = "/cacerts"
 NODE_CERT_PATH = "/v1-k3py/node-cert"
-NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on each tunnel dial (k3py.server.nodepassword)
+NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on each tunnel dial (k3py.server.edge.nodepassword)
 
 
 class JoinError(Exception):

@@ -26,7 +26,7 @@ from k3py.tunnel.message import (
 __all__ = ["MetaManager", "CACHED_KINDS"]
 
 CACHED_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels",
-                "podtokens")  # podtokens: pods' service-account tokens (server/podtokens.py)
+                "podtokens")  # podtokens: pods' service-account tokens (server/edge/podtokens.py)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "

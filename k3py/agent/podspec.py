@@ -12,7 +12,7 @@ advertise address. hostNetwork pods share the host's loopback and keep the joine
 The variable names are upstream's for the `kubernetes` Service (KUBERNETES_PORT_443_TCP*)
 while the values carry the server's real port.
 
-Service-account tokens arrive as `podtokens` objects (k3py/server/podtokens.py); each token is
+Service-account tokens arrive as `podtokens` objects (k3py/server/edge/podtokens.py); each token is
 written to <volume dir>/<path> by write-then-rename, so a running pod that mounts the whole
 volume directory sees a fresh token as soon as the server sends one."""
 

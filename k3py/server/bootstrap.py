@@ -67,8 +67,8 @@ def install_authenticators(api: ApiServer, registry: Registry, config, token: st
 
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
-    from k3py.server import nodeauth, streams
-    from k3py.server.cloudhub import TUNNEL_PATH, CloudHub
+    from k3py.server.edge import nodeauth, streams
+    from k3py.server.edge.cloudhub import TUNNEL_PATH, CloudHub
     nodeauth.install_from_config(app, config, registry)
     from k3py.server.rbac import RBACAuthorizer
     hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None))

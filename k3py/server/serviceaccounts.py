@@ -48,7 +48,7 @@ def _unb64(data: str) -> bytes:
 class TokenIssuer:
     def __init__(self, private_key_pem: bytes, issuer: str = DEFAULT_ISSUER) -> None:
         # (namespace, pod name, pod uid) -> False once that pod is gone, None if unknown;
-        # set by CloudHub's pod-token plumbing (k3py.server.podtokens)
+        # set by CloudHub's pod-token plumbing (k3py.server.edge.podtokens)
         self.pod_alive: Callable[[str, str, str], bool | None] | None = None
         self._key = serialization.load_pem_private_key(private_key_pem, password=None)
         self._pub = self._key.public_key()

@@ -1,7 +1,7 @@
 """Joining: the agent checks the CA hash in the token and trades the token for a node cert;
 a wrong CA or a wrong token is a JoinError at once, never a hang.
 
-The server side is k3py.server.nodeauth served in-process over plain HTTP."""
+The server side is k3py.server.edge.nodeauth served in-process over plain HTTP."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from k3py.agent.join import JoinError, join, parse_token
-from k3py.server.nodeauth import NodeJoin
+from k3py.server.edge.nodeauth import NodeJoin
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 a second machine is refused with one clear JoinError while the Node exists, the same machine
 is always accepted, and deleting the Node frees the name.
 
-Served in-process over plain HTTP: k3py.server.nodeauth with a real registry (SQLite)."""
+Served in-process over plain HTTP: k3py.server.edge.nodeauth with a real registry (SQLite)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 
 from k3py.agent.join import JoinError, join
-from k3py.server.nodeauth import NodeJoin
-from k3py.server.nodepassword import (
+from k3py.server.edge.nodeauth import NodeJoin
+from k3py.server.edge.nodepassword import (
     NodePasswords,
     check_password,
     hash_password,

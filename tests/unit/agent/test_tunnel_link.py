@@ -23,7 +23,7 @@ pytestmark = pytest.mark.unit
 # the server package is being completed in parallel; skip (not fail) until it imports
 pytest.importorskip("k3py.server.registry")
 from k3py.server.apiserver.auth import User  # noqa: E402
-from k3py.server.cloudhub import TUNNEL_PATH, CloudHub  # noqa: E402
+from k3py.server.edge.cloudhub import TUNNEL_PATH, CloudHub  # noqa: E402
 from k3py.server.registry import Registry  # noqa: E402
 from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
 

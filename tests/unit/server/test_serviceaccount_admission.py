@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from k3py.api import errors
 from k3py.server.apiserver.auth import User
 from k3py.server.controllers.rootca import ROOT_CA_CONFIGMAP, RootCAController
-from k3py.server.podtokens import PodTokens, token_sources
+from k3py.server.edge.podtokens import PodTokens, token_sources
 from k3py.server.rbac import rule_allows, subject_matches
 from k3py.server.serviceaccounts import (
     SA_MOUNT_PATH,

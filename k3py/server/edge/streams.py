@@ -15,9 +15,9 @@ from aiohttp import WSMsgType, web
 from k3py.api import errors
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.paths import ResourcePath
-from k3py.server.cloudhub import CloudHub, _node_of
-from k3py.server.spdy import SpdyStream
-from k3py.server.spdyconn import SpdyConnection, accept_spdy, wants_spdy, wants_websocket
+from k3py.server.edge.cloudhub import CloudHub, _node_of
+from k3py.server.edge.spdy import SpdyStream
+from k3py.server.edge.spdyconn import SpdyConnection, accept_spdy, wants_spdy, wants_websocket
 from k3py.tunnel.message import CLOUD, stream_frame
 
 __all__ = ["serve_log", "serve_exec", "serve_attach", "serve_portforward", "exit_status",

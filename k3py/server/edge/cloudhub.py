@@ -22,10 +22,10 @@ from k3py.api import errors
 from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.controllers.base import InformerFactory
-from k3py.server.devicesync import DeviceFeed
-from k3py.server.nodepassword import PASSWORD_HEADER, NodePasswords
-from k3py.server.podtokens import KIND as TOKENS_KIND
-from k3py.server.podtokens import PodTokens
+from k3py.server.edge.devicesync import DeviceFeed
+from k3py.server.edge.nodepassword import PASSWORD_HEADER, NodePasswords
+from k3py.server.edge.podtokens import KIND as TOKENS_KIND
+from k3py.server.edge.podtokens import PodTokens
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
 from k3py.tunnel import framing

@@ -13,7 +13,7 @@ import contextlib
 from aiohttp import WSMsgType, web
 
 from k3py.api import errors
-from k3py.server.spdy import SpdySession, StreamCallback
+from k3py.server.edge.spdy import SpdySession, StreamCallback
 
 __all__ = ["SpdyConnection", "accept_spdy", "wants_websocket", "wants_spdy"]
 

@@ -3,7 +3,7 @@ POST /v1-k3py/node-cert, which trades the join token for a node client certifica
 
 Installed by bootstrap.install_routes; the certificate (CN=system:node:<name>,
 O=system:nodes) then authenticates the node's tunnel and API calls through TLS. A node name
-belongs to the machine that first used it (k3py.server.nodepassword, as K3s's node password)."""
+belongs to the machine that first used it (nodepassword.py, as K3s's node password)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from k3py.api import errors
-from k3py.server.nodepassword import NodePasswords
+from k3py.server.edge.nodepassword import NodePasswords
 
 __all__ = ["NodeJoin", "token_secret", "CACERTS_PATH", "NODE_CERT_PATH"]
 

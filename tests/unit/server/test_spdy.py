@@ -1,4 +1,4 @@
-"""SPDY/3.1 framing and session (k3py/server/spdy.py): frames round trip split or coalesced,
+"""SPDY/3.1 framing and session (k3py/server/edge/spdy.py): frames round trip split or coalesced,
 header blocks compress with the SPDY/3 dictionary across blocks, sessions reply to streams,
 half-close, reset, echo pings, and flow control holds writes until WINDOW_UPDATE (only for a
 peer that does flow control)."""
@@ -11,8 +11,8 @@ import zlib
 
 import pytest
 
-from k3py.server import spdy
-from k3py.server.spdy import (
+from k3py.server.edge import spdy
+from k3py.server.edge.spdy import (
     DATA,
     FLAG_FIN,
     GOAWAY,
