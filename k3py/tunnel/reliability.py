@@ -1,18 +1,22 @@
-"""ACK/resend bookkeeping for the tunnel: the unACKed outbox, the duplicate window, backoff.
+"""ACK/resend bookkeeping for the tunnel: the unACKed outbox, the send queue, the duplicate
+window, backoff.
 
 Pure state machines (clock and randomness passed in) owned by cloudhub's node sessions and by
-edgehub; they decide what to (re)send, the hubs do the I/O."""
+edgehub; they decide what to (re)send, the hubs own the websocket and do the I/O."""
 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from k3py.tunnel.message import Message
 
-__all__ = ["Outbox", "ReceivedWindow", "Backoff"]
+__all__ = ["Outbox", "SendQueue", "ReceivedWindow", "Backoff", "RESEND_AFTER"]
+
+RESEND_AFTER = 30.0  # seconds without ACK on a live link before a message is sent again
 
 
 @dataclass(slots=True)
@@ -99,6 +103,52 @@ class Outbox:
     def attempts(self, msg_id: str) -> int:
         entry = self._entries.get(msg_id)
         return entry.attempts if entry else 0
+
+
+class SendQueue:
+    """What one end of the link writes next: live messages first (ACKs, stream frames: lost
+    with the link, never resent), then the outbox's messages not sent yet, oldest first.
+
+    Both hubs' writer tasks drain it with `flush` whenever they are woken; the hub owns the
+    websocket and the wakeup, this owns the order and what counts as sent."""
+
+    def __init__(self, outbox: Outbox | None = None) -> None:
+        self.outbox = outbox if outbox is not None else Outbox()
+        self._live: deque[Message] = deque()
+
+    def add(self, msg: Message) -> None:
+        """Reliable: kept until ACKed."""
+        self.outbox.add(msg)
+
+    def add_live(self, msg: Message) -> None:
+        self._live.append(msg)
+
+    def ack(self, ids: Iterable[str]) -> list[Message]:
+        return self.outbox.ack(ids)
+
+    def link_reset(self) -> None:
+        """The link dropped or a new one is up: queued live messages belonged to the old
+        one, and nothing is in flight, so everything unACKed goes again, in order."""
+        self._live.clear()
+        self.outbox.reset_sent()
+
+    def requeue_due(self, now: float, after: float = RESEND_AFTER) -> bool:
+        """Send again what was sent `after` seconds ago and is still unACKed (lost on a live
+        link); True if there is any, so the writer must be woken."""
+        due = self.outbox.due(now, after)
+        for msg in due:
+            self.outbox.reset_one(msg.id)
+        return bool(due)
+
+    async def flush(self, write: Callable[[Message], Awaitable[None]],
+                    clock: Callable[[], float] = time.monotonic) -> None:
+        """Write everything pending through `write`, in order; a reliable message counts as
+        sent (its resend timer starts) once `write` returned."""
+        while self._live:
+            await write(self._live.popleft())
+        for msg in self.outbox.unsent():
+            await write(msg)
+            self.outbox.mark_sent(msg.id, clock())
 
 
 class ReceivedWindow:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.tunnel.message import new_message
-from k3py.tunnel.reliability import Backoff, Outbox, ReceivedWindow
+from k3py.tunnel.reliability import Backoff, Outbox, ReceivedWindow, SendQueue
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +82,54 @@ def test_backoff_grows_with_jitter_and_caps_at_ten_seconds():
     assert lows[-1] == pytest.approx(5.0)
     hi.reset()
     assert hi.next_delay() == pytest.approx(0.5, rel=1e-3)
+
+
+async def test_send_queue_writes_live_first_then_unsent_in_order_and_resends_due():
+    q = SendQueue()
+    a, b = _msg("a"), _msg("b")
+    q.add(a)
+    q.add(b)
+    ack = new_message(source="s", group="tunnel", operation="ack")
+    q.add_live(ack)
+    written: list = []
+
+    async def write(msg):
+        written.append(msg.id)
+    await q.flush(write, clock=lambda: 100.0)
+    assert written == [ack.id, a.id, b.id]
+    written.clear()
+    await q.flush(write, clock=lambda: 101.0)
+    assert written == []  # sent, waiting for the ACK
+    q.ack([a.id])
+    assert not q.requeue_due(120.0, after=30.0)
+    assert q.requeue_due(130.0, after=30.0)  # b: sent at 100, no ACK by 130
+    await q.flush(write, clock=lambda: 130.0)
+    assert written == [b.id]
+
+
+async def test_send_queue_link_reset_drops_live_and_sends_unacked_again():
+    q = SendQueue()
+    a = _msg("a")
+    q.add(a)
+    written: list = []
+
+    async def write(msg):
+        written.append(msg.id)
+    await q.flush(write)
+    q.add_live(new_message(source="s", group="stream", operation="data"))
+    q.link_reset()
+    await q.flush(write)
+    assert written == [a.id, a.id]
+
+
+async def test_send_queue_write_failure_leaves_the_message_unsent():
+    q = SendQueue()
+    a = _msg("a")
+    q.add(a)
+
+    async def broken(msg):
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await q.flush(broken)
+    assert [m.id for m in q.outbox.unsent()] == [a.id]

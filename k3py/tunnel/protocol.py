@@ -1,0 +1,180 @@
+"""What both ends of the node tunnel must spell alike: the join and tunnel paths, headers and
+fields, the kinds sent down, and the stream operations, frames and request records.
+
+Imported by k3py.server.edge (cloudhub, nodeauth, streams) and by the agent (edgehub, join,
+streams, metamanager); the envelope's groups and operations are message.py's. No I/O."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
+    "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
+    "POD_TOKENS_KIND", "DOWN_KINDS",
+    "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD",
+    "FRAME_DATA", "FRAME_EXIT", "FRAME_ERROR", "FRAME_CLOSE",
+    "FRAME_STDIN", "FRAME_STDIN_CLOSE", "FRAME_RESIZE", "FRAME_DATA_CLOSE",
+    "data_content", "content_data", "LogRequest", "ExecRequest", "PortForwardRequest",
+]
+
+# ---------------------------------------------------------------- joining (plain HTTPS)
+
+CACERTS_PATH = "/cacerts"              # GET, unauthenticated (as K3s): the server CA's PEM
+NODE_CERT_PATH = "/v1-k3py/node-cert"  # POST with "Authorization: Bearer <join token>"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCertRequest:
+    """The body of POST NODE_CERT_PATH: the node name and this machine's node password."""
+
+    node_name: str
+    node_password: str = ""
+
+    def to_dict(self) -> dict:
+        return {"nodeName": self.node_name, "nodePassword": self.node_password}
+
+    @classmethod
+    def from_dict(cls, body: Any) -> NodeCertRequest:
+        """KeyError, TypeError or AttributeError when `body` is not such an object."""
+        return cls(str(body["nodeName"]), str(body.get("nodePassword") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCertResponse:
+    """The answer of POST NODE_CERT_PATH: the node's client certificate, its key, the CA."""
+
+    cert: str
+    key: str
+    ca: str
+
+    def to_dict(self) -> dict:
+        return {"cert": self.cert, "key": self.key, "ca": self.ca}
+
+    @classmethod
+    def from_dict(cls, body: dict) -> NodeCertResponse:
+        return cls(body["cert"], body["key"], body.get("ca") or "")
+
+
+# ---------------------------------------------------------------- the tunnel (a websocket)
+
+TUNNEL_PATH = "/v1-k3py/tunnel"
+RESUME_HEADER = "X-K3py-Resume"  # "1": the agent holds a snapshot, resend what is unACKed only
+NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on every dial: the name is still this machine's
+HEARTBEAT = 10.0  # seconds between websocket pings, both ends
+
+# the kinds sent down (resource keys' plural, the keys of a sync snapshot's content)
+POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/podtokens.py)
+DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND)
+
+# ---------------------------------------------------------------- streams
+# A stream request is a GROUP_STREAM message with no parent: route.operation is one of
+# STREAM_*, content the request's to_content(), and its id becomes the stream id. Frames of an
+# open stream name the stream as their parent; their route.operation is one of FRAME_*.
+
+STREAM_LOG = "log"
+STREAM_EXEC = "exec"
+STREAM_ATTACH = "attach"
+STREAM_PORTFORWARD = "portforward"
+
+# node to server
+FRAME_DATA = "data"              # {"data": base64, "fd": 1 or 2 (exec, attach)}; also server
+                                 # to node for port-forward
+FRAME_EXIT = "exit"              # {"code": exit code}: exec/attach ended
+FRAME_ERROR = "error"            # {"code", "reason", "message"}: the stream failed, it is over
+FRAME_CLOSE = "close"            # the stream ended; server to node: stop serving it
+# server to node
+FRAME_STDIN = "stdin"            # {"data": base64}
+FRAME_STDIN_CLOSE = "stdin-close"
+FRAME_RESIZE = "resize"          # {"Width": cols, "Height": rows}, as kubectl sends it
+FRAME_DATA_CLOSE = "data-close"  # port-forward: the client half-closed its connection
+
+
+def data_content(data: bytes, fd: int | None = None) -> dict:
+    """The content of a FRAME_DATA or FRAME_STDIN frame (`fd`: exec/attach output only)."""
+    encoded = base64.b64encode(data).decode()
+    return {"data": encoded} if fd is None else {"fd": fd, "data": encoded}
+
+
+def content_data(content: Any) -> bytes:
+    """The bytes a FRAME_DATA or FRAME_STDIN frame carries."""
+    return base64.b64decode((content or {}).get("data") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class LogRequest:
+    """pods/log: the query's values as kubectl gave them (strings, None when absent)."""
+
+    namespace: str
+    pod: str
+    uid: str
+    container: str
+    follow: bool = False
+    tail_lines: str | None = None
+    since_seconds: str | None = None
+    since_time: str | None = None
+    timestamps: bool = False
+    previous: bool = False
+    limit_bytes: str | None = None
+
+    def to_content(self) -> dict:
+        return {"namespace": self.namespace, "pod": self.pod, "uid": self.uid,
+                "container": self.container, "follow": self.follow,
+                "tailLines": self.tail_lines, "sinceSeconds": self.since_seconds,
+                "sinceTime": self.since_time, "timestamps": self.timestamps,
+                "previous": self.previous, "limitBytes": self.limit_bytes}
+
+    @classmethod
+    def from_content(cls, c: Any) -> LogRequest:
+        c = c if isinstance(c, dict) else {}
+        return cls(c.get("namespace") or "", c.get("pod") or "", c.get("uid") or "",
+                   c.get("container") or "", bool(c.get("follow")), c.get("tailLines"),
+                   c.get("sinceSeconds"), c.get("sinceTime"), bool(c.get("timestamps")),
+                   bool(c.get("previous")), c.get("limitBytes"))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRequest:
+    """pods/exec and pods/attach (attach: no command)."""
+
+    namespace: str
+    pod: str
+    uid: str
+    container: str
+    command: list[str] = field(default_factory=list)
+    stdin: bool = False
+    tty: bool = False
+
+    def to_content(self) -> dict:
+        return {"namespace": self.namespace, "pod": self.pod, "uid": self.uid,
+                "container": self.container, "command": list(self.command),
+                "stdin": self.stdin, "tty": self.tty}
+
+    @classmethod
+    def from_content(cls, c: Any) -> ExecRequest:
+        c = c if isinstance(c, dict) else {}
+        return cls(c.get("namespace") or "", c.get("pod") or "", c.get("uid") or "",
+                   c.get("container") or "", [str(x) for x in c.get("command") or []],
+                   bool(c.get("stdin")), bool(c.get("tty")))
+
+
+@dataclass(frozen=True, slots=True)
+class PortForwardRequest:
+    """pods/portforward: one forwarded connection to `port` on the pod's localhost."""
+
+    namespace: str
+    pod: str
+    uid: str
+    port: int = 0
+
+    def to_content(self) -> dict:
+        return {"namespace": self.namespace, "pod": self.pod, "uid": self.uid,
+                "port": self.port}
+
+    @classmethod
+    def from_content(cls, c: Any) -> PortForwardRequest:
+        c = c if isinstance(c, dict) else {}
+        return cls(c.get("namespace") or "", c.get("pod") or "", c.get("uid") or "",
+                   int(c.get("port") or 0))
