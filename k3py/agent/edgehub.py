@@ -4,7 +4,8 @@ While the server's address does not answer at all (a cut link), a TCP probe a se
 when to dial, so the tunnel is back within about a second of the link.
 
 Down messages go to metamanager (persist, then ACK); stream requests go to `stream_handlers`
-by operation; up messages (`send`) are queued in meta.db until cloudhub ACKs them."""
+by operation; up messages (`send`) are queued in meta.db until cloudhub ACKs them. The paths,
+headers and stream names both ends share are k3py.tunnel.protocol's."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import errno
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -33,15 +33,13 @@ from k3py.tunnel.message import (
     ack_for,
     stream_frame,
 )
-from k3py.tunnel.reliability import Backoff, Outbox, ReceivedWindow
+from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_ERROR, HEARTBEAT, RESUME_HEADER, TUNNEL_PATH
+from k3py.tunnel.reliability import RESEND_AFTER, Backoff, ReceivedWindow, SendQueue
 
-__all__ = ["EdgeHub", "TUNNEL_PATH"]
+__all__ = ["EdgeHub"]
 
 log = logging.getLogger("k3py.edgehub")
 
-TUNNEL_PATH = "/v1-k3py/tunnel"
-RESEND_AFTER = 30.0
-HEARTBEAT = 10.0
 # While the server's address does not answer at all (a cut link, no route), one TCP probe a
 # second says when it answers again: a dial attempt made during the cut would wait for its SYN
 # retransmits (1, 3, 7, 15 s apart) and could come back up to 8 s after the link did.
@@ -66,14 +64,13 @@ class EdgeHub:
         self.meta = meta
         self.session = session
         self.backoff = backoff or Backoff(base=0.5, cap=10.0)
-        self.outbox = Outbox()
+        self.queue = SendQueue()
         self.window = ReceivedWindow()
         self.connected = asyncio.Event()
         self.stream_handlers: dict[str, StreamHandler] = {}
         self.on_connect: list[Callable[[], None]] = []
         self.connects = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._live: deque[Message] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stream_tasks: dict[str, asyncio.Task] = {}
@@ -85,7 +82,7 @@ class EdgeHub:
 
     def start(self) -> None:
         for msg in self.meta.queued():
-            self.outbox.add(msg)
+            self.queue.add(msg)
         self._task = asyncio.create_task(self._run(), name="edgehub")
 
     async def stop(self) -> None:
@@ -98,13 +95,13 @@ class EdgeHub:
     async def send(self, msg: Message) -> None:
         """Reliable: persisted, then sent whenever connected, until cloudhub ACKs it."""
         await self.meta.queue(msg)
-        self.outbox.add(msg)
+        self.queue.add(msg)
         self._wakeup.set()
 
     def send_live(self, msg: Message) -> bool:
         if self._ws is None or self._ws.closed:
             return False
-        self._live.append(msg)
+        self.queue.add_live(msg)
         self._wakeup.set()
         return True
 
@@ -154,7 +151,7 @@ class EdgeHub:
                     self.url, ssl=self.ssl if self.ssl is not None else True, heartbeat=HEARTBEAT,
                     protocols=(framing.SUBPROTOCOL,), max_msg_size=framing.MAX_FRAME_BYTES,
                     headers={**self.headers,
-                             "X-K3py-Resume": "1" if self.meta.synced else "0"},
+                             RESUME_HEADER: "1" if self.meta.synced else "0"},
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
             except asyncio.CancelledError:
                 raise
@@ -189,8 +186,7 @@ class EdgeHub:
             finally:
                 self._ws = None
                 self.connected.clear()
-                self._live.clear()
-                self.outbox.reset_sent()
+                self.queue.link_reset()
             log.warning("tunnel to %s lost; reconnecting", self.url)
             await asyncio.sleep(self.backoff.next_delay())
             await self._await_answer()  # a cut link: dial when it answers, not into the cut
@@ -202,7 +198,7 @@ class EdgeHub:
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
-        self.outbox.reset_sent()
+        self.queue.link_reset()
         self.connected.set()
         for fn in self.on_connect:
             fn()
@@ -224,28 +220,25 @@ class EdgeHub:
                 await writer
 
     async def _write_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async def write(msg: Message) -> None:
+            await ws.send_str(framing.encode(msg))
         last_resend = time.monotonic()
         while not ws.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), RESEND_AFTER / 3)
             self._wakeup.clear()
-            while self._live:
-                await ws.send_str(framing.encode(self._live.popleft()))
             now = time.monotonic()
             if now - last_resend > RESEND_AFTER / 3:
                 last_resend = now
-                for msg in self.outbox.due(now, RESEND_AFTER):
-                    self.outbox.reset_one(msg.id)
-            for msg in self.outbox.unsent():
-                await ws.send_str(framing.encode(msg))
-                self.outbox.mark_sent(msg.id, time.monotonic())
+                self.queue.requeue_due(now)
+            await self.queue.flush(write)
 
     async def _received(self, msg: Message) -> None:
         group = msg.route.group
         if group == GROUP_TUNNEL:
             if msg.route.operation == OP_ACK:
                 ids = (msg.content or {}).get("ids") or []
-                self.outbox.ack(ids)
+                self.queue.ack(ids)
                 await self.meta.acked(ids)
             return
         if group == GROUP_STREAM:
@@ -268,7 +261,7 @@ class EdgeHub:
         return self._stream_inputs.setdefault(stream_id, asyncio.Queue())
 
     def _stream(self, msg: Message) -> None:
-        if msg.route.operation == "close":
+        if msg.route.operation == FRAME_CLOSE:
             task = self._stream_tasks.pop(msg.header.parent_id, None)
             if task is not None:
                 task.cancel()
@@ -309,4 +302,4 @@ def _unreachable(e: BaseException) -> bool:
 
 
 def _stream_error(stream_id: str, code: int, message: str) -> Message:
-    return stream_frame(stream_id, "error", {"code": code, "message": message}, source=EDGE)
+    return stream_frame(stream_id, FRAME_ERROR, {"code": code, "message": message}, source=EDGE)

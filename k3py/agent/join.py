@@ -2,7 +2,8 @@
 K3s-style token (K10<sha256 of CA>::server:<secret>), exchange the token for a node client
 certificate at POST /v1-k3py/node-cert, and keep it in <data-dir>/agent/. The request carries
 this machine's node password (<data-dir>/agent/node-password, random, made once), so a second
-machine cannot take a node name that is in use (k3py.server.edge.nodepassword).
+machine cannot take a node name that is in use (k3py.server.edge.nodepassword); the agent's
+tunnel sends it again on every dial (protocol.NODE_PASSWORD_HEADER).
 
 Called once at agent start-up; JoinError is a problem the user must fix (one line, exit 1)."""
 
@@ -18,16 +19,13 @@ from dataclasses import dataclass
 import aiohttp
 
 from k3py.hostinfo import machine_secret
+from k3py.tunnel.protocol import CACERTS_PATH, NODE_CERT_PATH, NodeCertRequest, NodeCertResponse
 from k3py.tunnel.reliability import Backoff
 
 __all__ = ["JoinError", "NodeCredentials", "parse_token", "join", "ssl_context",
-           "node_password", "NODE_PASSWORD_HEADER"]
+           "node_password"]
 
 log = logging.getLogger("k3py.agent")
-
-CACERTS_PATH = "/cacerts"
-NODE_CERT_PATH = "/v1-k3py/node-cert"
-NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on each tunnel dial (k3py.server.edge.nodepassword)
 
 
 class JoinError(Exception):
@@ -134,9 +132,9 @@ async def join(session: aiohttp.ClientSession, server: str, token: str, node_nam
 
     password = node_password(agent_dir)
 
-    async def fetch_cert() -> dict:
+    async def fetch_cert() -> NodeCertResponse:
         async with session.post(server + NODE_CERT_PATH, ssl=verified,
-                                json={"nodeName": node_name, "nodePassword": password},
+                                json=NodeCertRequest(node_name, password).to_dict(),
                                 headers={"Authorization": f"Bearer {token.strip()}"},
                                 timeout=aiohttp.ClientTimeout(total=30)) as r:
             if r.status in (401, 403):
@@ -147,10 +145,10 @@ async def join(session: aiohttp.ClientSession, server: str, token: str, node_nam
             if r.status != 200:
                 raise JoinError(f"POST {NODE_CERT_PATH} returned {r.status}: "
                                 f"{(await r.text())[:200]}")
-            return await r.json()
+            return NodeCertResponse.from_dict(await r.json())
     body = await _retrying("get a node certificate", fetch_cert)
-    _write(creds.key_path, body["key"].encode(), 0o600)
-    _write(creds.cert_path, body["cert"].encode(), 0o644)
+    _write(creds.key_path, body.key.encode(), 0o600)
+    _write(creds.cert_path, body.cert.encode(), 0o644)
     log.info("joined %s as node %s", server, node_name)
     return creds
 

@@ -19,7 +19,7 @@ import aiohttp
 
 from k3py.agent import podspec
 from k3py.agent.edgehub import EdgeHub
-from k3py.agent.join import NODE_PASSWORD_HEADER, JoinError, join, node_password, ssl_context
+from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
@@ -29,6 +29,7 @@ from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
 from k3py.config import podman_storage_args
 from k3py.hostinfo import primary_ip
+from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
 
 __all__ = ["run", "start_agent", "AgentHandle"]
 

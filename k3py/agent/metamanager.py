@@ -22,11 +22,11 @@ from k3py.tunnel.message import (
     Message,
     split_resource_key,
 )
+from k3py.tunnel.protocol import DOWN_KINDS
 
 __all__ = ["MetaManager", "CACHED_KINDS"]
 
-CACHED_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels",
-                "podtokens")  # podtokens: pods' service-account tokens (server/edge/podtokens.py)
+CACHED_KINDS = DOWN_KINDS  # every kind the server sends down is kept
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "

@@ -28,11 +28,10 @@ from urllib.parse import urlsplit
 
 from k3py.agent.metamanager import MetaManager
 from k3py.api.quantity import QuantityError, parse_quantity
+from k3py.tunnel.protocol import POD_TOKENS_KIND
 
 __all__ = ["container_specs", "prepare_volumes", "attach", "api_endpoint", "resource_value",
-           "refresh_tokens", "TOKENS_KIND"]
-
-TOKENS_KIND = "podtokens"
+           "refresh_tokens"]
 
 # id(meta) -> (the server URL its agent joined with, the node IP)
 _ATTACHED: dict[int, tuple[str, str]] = {}
@@ -43,7 +42,7 @@ def attach(meta: MetaManager, server_url: str, host_ip: str = "") -> None:
     service-account token files whenever fresh tokens arrive in `meta`."""
     if id(meta) not in _ATTACHED:
         meta.listeners.append(lambda what: refresh_tokens(meta) if what in (
-            TOKENS_KIND, "sync") else None)
+            POD_TOKENS_KIND, "sync") else None)
     _ATTACHED[id(meta)] = (server_url, host_ip)
 
 
@@ -304,7 +303,7 @@ def _downward_files(pod: dict, items: list | None, mode: int, host_ip: str
 
 def _pod_tokens(pod: dict, meta: MetaManager) -> dict:
     md = pod.get("metadata") or {}
-    obj = meta.get(TOKENS_KIND, md.get("namespace") or "", md.get("name") or "") or {}
+    obj = meta.get(POD_TOKENS_KIND, md.get("namespace") or "", md.get("name") or "") or {}
     if (obj.get("metadata") or {}).get("uid") != md.get("uid"):
         return {}  # tokens of an older pod with this name
     return obj.get("tokens") or {}

@@ -9,7 +9,6 @@ share the host's namespace, so their socket is an ordinary one."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import errno as errno_
@@ -21,6 +20,14 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_, pod_name_for
 from k3py.tunnel.message import EDGE, stream_frame
+from k3py.tunnel.protocol import (
+    FRAME_CLOSE,
+    FRAME_DATA,
+    FRAME_DATA_CLOSE,
+    FRAME_ERROR,
+    content_data,
+    data_content,
+)
 
 __all__ = ["forward_port", "sockets_in_netns"]
 
@@ -137,14 +144,14 @@ async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, po
     "data-close" half-closes toward the pod, "close" when the pod side ends, "error" when
     the connection cannot be made."""
     if not 0 < port < 65536:
-        hub.send_live(stream_frame(sid, "error", {"message": f"invalid port {port}"},
+        hub.send_live(stream_frame(sid, FRAME_ERROR, {"message": f"invalid port {port}"},
                                    source=EDGE))
         return
     try:
         sock = await _connect(runtime, pod, port)
     except (OSError, RuntimeError_, ValueError) as e:
         msg = os.strerror(e.errno).lower() if isinstance(e, OSError) and e.errno else str(e)
-        hub.send_live(stream_frame(sid, "error", {
+        hub.send_live(stream_frame(sid, FRAME_ERROR, {
             "message": f"failed to connect to localhost:{port} inside namespace of pod "
                        f"{pod['metadata']['name']}: {msg}"}, source=EDGE))
         return
@@ -154,20 +161,19 @@ async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, po
     async def to_pod() -> None:
         while True:
             op, content = await inputs.get()
-            if op == "data":
-                writer.write(base64.b64decode((content or {}).get("data") or ""))
+            if op == FRAME_DATA:
+                writer.write(content_data(content))
                 await writer.drain()
-            elif op == "data-close" and writer.can_write_eof():
+            elif op == FRAME_DATA_CLOSE and writer.can_write_eof():
                 writer.write_eof()
     pump_in = asyncio.create_task(to_pod())
     try:
         while data := await reader.read(65536):
-            if not hub.send_live(stream_frame(sid, "data", {
-                    "data": base64.b64encode(data).decode()}, source=EDGE)):
+            if not hub.send_live(stream_frame(sid, FRAME_DATA, data_content(data), source=EDGE)):
                 return
-        hub.send_live(stream_frame(sid, "close", source=EDGE))
+        hub.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))
     except ConnectionError:
-        hub.send_live(stream_frame(sid, "close", source=EDGE))
+        hub.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))
     finally:
         pump_in.cancel()
         with contextlib.suppress(BaseException):

@@ -7,7 +7,6 @@ attach go through podman's API (one hijacked connection each, no podman process)
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -18,102 +17,116 @@ from k3py.agent.portforward import forward_port
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.libpod_streams import ApiStream, NotRunning, attach_stream, exec_stream
 from k3py.tunnel.message import EDGE, Message, stream_frame
+from k3py.tunnel.protocol import (
+    FRAME_CLOSE,
+    FRAME_DATA,
+    FRAME_ERROR,
+    FRAME_EXIT,
+    FRAME_RESIZE,
+    FRAME_STDIN,
+    FRAME_STDIN_CLOSE,
+    STREAM_ATTACH,
+    STREAM_EXEC,
+    STREAM_LOG,
+    STREAM_PORTFORWARD,
+    ExecRequest,
+    LogRequest,
+    PortForwardRequest,
+    content_data,
+    data_content,
+)
 
 __all__ = ["install_stream_handlers"]
 
 
 def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: LibpodAPI) -> None:
     async def log(msg: Message) -> None:
-        p = msg.content or {}
+        r = LogRequest.from_content(msg.content)
         sid = msg.id
-        name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
-                                   p.get("container") or "")
+        name = pods.container_name(r.namespace, r.pod, r.container)
         if name is None:
-            hub.send_live(_not_here(sid, p))
+            hub.send_live(_not_here(sid, r.pod))
             return
-        window = log_window(pods.log_marks(p.get("namespace") or "", p.get("pod") or "",
-                                           p.get("container") or ""),
-                            bool(p.get("previous")), p.get("sinceSeconds"), p.get("sinceTime"))
+        window = log_window(pods.log_marks(r.namespace, r.pod, r.container),
+                            r.previous, r.since_seconds, r.since_time)
         if window is None:
-            hub.send_live(stream_frame(sid, "error", {
+            hub.send_live(stream_frame(sid, FRAME_ERROR, {
                 "code": 400, "reason": "BadRequest",
-                "message": f'previous terminated container "{p.get("container")}" in pod '
-                           f'"{p.get("pod")}" not found'}, source=EDGE))
+                "message": f'previous terminated container "{r.container}" in pod '
+                           f'"{r.pod}" not found'}, source=EDGE))
             return
-        tail = int(p["tailLines"]) if p.get("tailLines") not in (None, "") else None
-        limit = int(p["limitBytes"]) if p.get("limitBytes") else 0
+        tail = int(r.tail_lines) if r.tail_lines not in (None, "") else None
+        limit = int(r.limit_bytes) if r.limit_bytes else 0
         sent = 0
         if window.empty:
             chunks = _no_chunks()
         elif window.until:  # the previous run: podman would tail before --until, so tail here
             chunks = _tailed(runtime.logs(name, since=window.since, until=window.until,
-                                          timestamps=bool(p.get("timestamps"))), tail)
+                                          timestamps=r.timestamps), tail)
         else:
-            chunks = runtime.logs(name, follow=bool(p.get("follow")), tail=tail,
-                                  since=window.since, timestamps=bool(p.get("timestamps")))
+            chunks = runtime.logs(name, follow=r.follow, tail=tail, since=window.since,
+                                  timestamps=r.timestamps)
         async for chunk in chunks:
             if limit:
                 chunk = chunk[:max(0, limit - sent)]
             sent += len(chunk)
-            if chunk and not hub.send_live(stream_frame(
-                    sid, "data", {"data": base64.b64encode(chunk).decode()}, source=EDGE)):
+            if chunk and not hub.send_live(stream_frame(sid, FRAME_DATA, data_content(chunk),
+                                                        source=EDGE)):
                 return
             if limit and sent >= limit:
                 break
-        hub.send_live(stream_frame(sid, "close", source=EDGE))
+        hub.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))
 
     async def exec_(msg: Message) -> None:
-        p = msg.content or {}
+        r = ExecRequest.from_content(msg.content)
         sid = msg.id
-        name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
-                                   p.get("container") or "")
-        command = [str(c) for c in p.get("command") or []]
+        name = pods.container_name(r.namespace, r.pod, r.container)
+        command = r.command
         if name is None:
-            hub.send_live(_not_here(sid, p))
+            hub.send_live(_not_here(sid, r.pod))
             return
         if not command:
-            hub.send_live(stream_frame(sid, "error", {
+            hub.send_live(stream_frame(sid, FRAME_ERROR, {
                 "code": 400, "reason": "BadRequest",
                 "message": "you must specify at least one command for the container"},
                 source=EDGE))
             return
 
         async def start(size: tuple[int, int] | None) -> ApiStream:
-            return await exec_stream(runtime, name, command, stdin=bool(p.get("stdin")),
-                                     tty=bool(p.get("tty")), size=size)
-        await _serve_api(hub, sid, p, start)
+            return await exec_stream(runtime, name, command, stdin=r.stdin, tty=r.tty,
+                                     size=size)
+        await _serve_api(hub, sid, r, start)
 
     async def attach(msg: Message) -> None:
         """Attach to the running container through the API; a detach (the stream's close)
         leaves the container running: signals are not proxied."""
-        p = msg.content or {}
+        r = ExecRequest.from_content(msg.content)
         sid = msg.id
-        name = pods.container_name(p.get("namespace") or "", p.get("pod") or "",
-                                   p.get("container") or "")
+        name = pods.container_name(r.namespace, r.pod, r.container)
         if name is None:
-            hub.send_live(_not_here(sid, p))
+            hub.send_live(_not_here(sid, r.pod))
             return
 
         async def start(size: tuple[int, int] | None) -> ApiStream:
-            stream = await attach_stream(runtime, name, stdin=bool(p.get("stdin")))
+            stream = await attach_stream(runtime, name, stdin=r.stdin)
             if size:
                 with contextlib.suppress(Exception):
                     await stream.resize(*size)
             return stream
-        await _serve_api(hub, sid, p, start)
+        await _serve_api(hub, sid, r, start)
 
     async def portforward(msg: Message) -> None:
-        p = msg.content or {}
-        pod = _find_pod(pods, p.get("namespace") or "", p.get("pod") or "")
+        r = PortForwardRequest.from_content(msg.content)
+        pod = _find_pod(pods, r.namespace, r.pod)
         if pod is None:
-            hub.send_live(_not_here(msg.id, p))
+            hub.send_live(_not_here(msg.id, r.pod))
             return
-        await forward_port(hub, runtime, msg.id, pod, int(p.get("port") or 0))
+        await forward_port(hub, runtime, msg.id, pod, r.port)
 
-    hub.stream_handlers["log"] = log
-    hub.stream_handlers["exec"] = exec_
-    hub.stream_handlers["attach"] = attach
-    hub.stream_handlers["portforward"] = portforward
+    hub.stream_handlers[STREAM_LOG] = log
+    hub.stream_handlers[STREAM_EXEC] = exec_
+    hub.stream_handlers[STREAM_ATTACH] = attach
+    hub.stream_handlers[STREAM_PORTFORWARD] = portforward
 
 
 async def _no_chunks() -> AsyncIterator[bytes]:
@@ -129,10 +142,10 @@ async def _tailed(chunks: AsyncIterator[bytes], tail: int | None) -> AsyncIterat
     yield data if tail is None else tail_lines(data, tail)
 
 
-def _not_here(sid: str, p: dict) -> Message:
-    return stream_frame(sid, "error", {
+def _not_here(sid: str, pod: str) -> Message:
+    return stream_frame(sid, FRAME_ERROR, {
         "code": 404, "reason": "NotFound",
-        "message": f'pod "{p.get("pod")}" is not running on this node'}, source=EDGE)
+        "message": f'pod "{pod}" is not running on this node'}, source=EDGE)
 
 
 def _find_pod(pods: PodSyncer, namespace: str, name: str) -> dict | None:
@@ -144,9 +157,7 @@ def _find_pod(pods: PodSyncer, namespace: str, name: str) -> dict | None:
 
 
 def _send_data(hub: EdgeHub, sid: str, fd: int, data: bytes) -> bool:
-    return hub.send_live(stream_frame(sid, "data", {"fd": fd,
-                                                    "data": base64.b64encode(data).decode()},
-                                      source=EDGE))
+    return hub.send_live(stream_frame(sid, FRAME_DATA, data_content(data, fd), source=EDGE))
 
 
 def _size(content) -> tuple[int, int] | None:
@@ -158,18 +169,18 @@ def _size(content) -> tuple[int, int] | None:
     return (rows, cols) if rows > 0 and cols > 0 else None
 
 
-async def _serve_api(hub: EdgeHub, sid: str, p: dict, start) -> None:
+async def _serve_api(hub: EdgeHub, sid: str, r: ExecRequest, start) -> None:
     """An API exec/attach to its end: the exit frame, or a Status when the container is not
     running (other runtime errors reach the client as the handler's 500)."""
     try:
-        code = await _api_session(hub, sid, start, tty=bool(p.get("tty")))
+        code = await _api_session(hub, sid, start, tty=r.tty)
     except NotRunning:
-        hub.send_live(stream_frame(sid, "error", {
+        hub.send_live(stream_frame(sid, FRAME_ERROR, {
             "code": 400, "reason": "BadRequest",
-            "message": f'container "{p.get("container")}" in pod "{p.get("pod")}" is not '
-                       f'running'}, source=EDGE))
+            "message": f'container "{r.container}" in pod "{r.pod}" is not running'},
+            source=EDGE))
         return
-    hub.send_live(stream_frame(sid, "exit", {"code": code}, source=EDGE))
+    hub.send_live(stream_frame(sid, FRAME_EXIT, {"code": code}, source=EDGE))
 
 
 async def _api_session(hub: EdgeHub, sid: str, start, *, tty: bool) -> int:
@@ -182,18 +193,18 @@ async def _api_session(hub: EdgeHub, sid: str, start, *, tty: bool) -> int:
     size = None
     while not inputs.empty():
         op, content = inputs.get_nowait()
-        if op == "resize" and tty:
+        if op == FRAME_RESIZE and tty:
             size = _size(content) or size
         else:
             pending.append((op, content))
     stream = await start(size)  # NotRunning: the caller's Status
 
     async def handle(op: str, content) -> None:
-        if op == "stdin":
-            await stream.write(base64.b64decode((content or {}).get("data") or ""))
-        elif op == "stdin-close":
+        if op == FRAME_STDIN:
+            await stream.write(content_data(content))
+        elif op == FRAME_STDIN_CLOSE:
             await stream.close_stdin()
-        elif op == "resize" and tty and (rows_cols := _size(content)):
+        elif op == FRAME_RESIZE and tty and (rows_cols := _size(content)):
             with contextlib.suppress(Exception):  # a resize lost is no reason to end
                 await stream.resize(*rows_cols)
 

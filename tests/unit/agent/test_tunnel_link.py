@@ -141,7 +141,7 @@ async def test_snapshot_live_updates_and_status_up(cluster):
             break
         await asyncio.sleep(0.02)
     assert await phase() == "Running"
-    await _wait(lambda: len(eh.outbox) == 0)
+    await _wait(lambda: len(eh.queue.outbox) == 0)
     assert meta.queued() == []
 
 
@@ -185,7 +185,7 @@ async def test_node_registration_and_lease(cluster):
                                        "renewTime": "2024-01-01T00:00:00.000000Z"}))
     nodes = registry.resources.get("", "v1", "nodes")
     leases = registry.resources.find("coordination.k8s.io", "leases")
-    await _wait(lambda: len(eh.outbox) == 0)
+    await _wait(lambda: len(eh.queue.outbox) == 0)
     got = await registry.get(nodes, None, "n1")
     assert got["metadata"]["labels"]["kubernetes.io/hostname"] == "n1"
     assert got["status"]["conditions"][0]["status"] == "True"
@@ -194,5 +194,5 @@ async def test_node_registration_and_lease(cluster):
     # a node may not write another node
     await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation="insert",
                               resource="nodes//n2", content={"metadata": {"name": "n2"}}))
-    await _wait(lambda: len(eh.outbox) == 0)
+    await _wait(lambda: len(eh.queue.outbox) == 0)
     assert await registry.try_get(nodes, None, "n2") is None
