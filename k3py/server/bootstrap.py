@@ -68,10 +68,13 @@ def install_authenticators(api: ApiServer, registry: Registry, config, token: st
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     from k3py.server.edge import nodeauth, streams
-    from k3py.server.edge.cloudhub import TUNNEL_PATH, CloudHub
+    from k3py.server.edge.cloudhub import CloudHub
+    from k3py.tunnel.protocol import TUNNEL_PATH
     nodeauth.install_from_config(app, config, registry)
     from k3py.server.rbac import RBACAuthorizer
-    hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None))
+    informers = InformerFactory(registry)  # the hub's; stopped below, after the hub
+    hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None),
+                   informers=informers)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
     rbac = RBACAuthorizer.install(registry)
@@ -82,6 +85,7 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
 
     async def stop_hub(_app: web.Application) -> None:
         await hub.stop()
+        await informers.stop()
         await rbac.stop()
     app.on_startup.append(start_hub)
     app.on_cleanup.append(stop_hub)

@@ -20,13 +20,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from k3py.api import errors
 from k3py.server.edge.nodepassword import NodePasswords
+from k3py.tunnel.protocol import CACERTS_PATH, NODE_CERT_PATH, NodeCertRequest, NodeCertResponse
 
-__all__ = ["NodeJoin", "token_secret", "CACERTS_PATH", "NODE_CERT_PATH"]
+__all__ = ["NodeJoin", "token_secret"]
 
 log = logging.getLogger("k3py.nodeauth")
 
-CACERTS_PATH = "/cacerts"
-NODE_CERT_PATH = "/v1-k3py/node-cert"
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -79,9 +78,8 @@ class NodeJoin:
             log.warning("node join with a wrong token from %s", request.remote)
             return _status(errors.unauthorized("invalid join token"))
         try:
-            body = await request.json()
-            node = str(body["nodeName"])
-            password = str(body.get("nodePassword") or "")
+            body = NodeCertRequest.from_dict(await request.json())
+            node, password = body.node_name, body.node_password
         except (ValueError, KeyError, TypeError, AttributeError):
             return _status(errors.bad_request('body must be {"nodeName": "<name>", '
                                               '"nodePassword": "<secret>"}'))
@@ -96,8 +94,8 @@ class NodeJoin:
                 return _status(e)
         cert_pem, key_pem = self.issue(node)
         log.info("issued a client certificate to node %s", node)
-        return web.json_response({"cert": cert_pem.decode(), "key": key_pem.decode(),
-                                  "ca": self.ca_cert_pem.decode()})
+        return web.json_response(NodeCertResponse(cert_pem.decode(), key_pem.decode(),
+                                                  self.ca_cert_pem.decode()).to_dict())
 
     def issue(self, node: str) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())

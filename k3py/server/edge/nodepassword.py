@@ -19,12 +19,11 @@ import os
 
 from k3py.api import errors
 
-__all__ = ["NodePasswords", "PASSWORD_HEADER", "secret_name", "hash_password",
+__all__ = ["NodePasswords", "secret_name", "hash_password",
            "check_password"]
 
 log = logging.getLogger("k3py.nodeauth")
 
-PASSWORD_HEADER = "X-K3py-Node-Password"  # sent by the agent on each tunnel dial
 NAMESPACE = "kube-system"
 SECRET_TYPE = "k3py.io/node-password"
 _N, _R, _P = 2 ** 14, 8, 1  # scrypt cost: ~20 ms, once per certificate request

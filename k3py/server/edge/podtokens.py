@@ -30,11 +30,10 @@ from collections.abc import Callable, Iterable
 
 from k3py.server.serviceaccounts import TokenIssuer
 
-__all__ = ["PodTokens", "KIND", "token_sources", "MIN_EXPIRATION"]
+__all__ = ["PodTokens", "token_sources", "MIN_EXPIRATION"]
 
 log = logging.getLogger("k3py.podtokens")
 
-KIND = "podtokens"  # the tunnel's plural for these objects (agent: metamanager CACHED_KINDS)
 MIN_EXPIRATION = 600
 DEFAULT_EXPIRATION = 3600
 REFRESH_FRACTION = 0.8

@@ -5,9 +5,9 @@ raw or tunneled in a websocket), relayed to the node's agent as GROUP_STREAM fra
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
+from dataclasses import replace
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -15,10 +15,30 @@ from aiohttp import WSMsgType, web
 from k3py.api import errors
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.paths import ResourcePath
-from k3py.server.edge.cloudhub import CloudHub, _node_of
+from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.edge.downstream import node_of
 from k3py.server.edge.spdy import SpdyStream
 from k3py.server.edge.spdyconn import SpdyConnection, accept_spdy, wants_spdy, wants_websocket
 from k3py.tunnel.message import CLOUD, stream_frame
+from k3py.tunnel.protocol import (
+    FRAME_CLOSE,
+    FRAME_DATA,
+    FRAME_DATA_CLOSE,
+    FRAME_ERROR,
+    FRAME_EXIT,
+    FRAME_RESIZE,
+    FRAME_STDIN,
+    FRAME_STDIN_CLOSE,
+    STREAM_ATTACH,
+    STREAM_EXEC,
+    STREAM_LOG,
+    STREAM_PORTFORWARD,
+    ExecRequest,
+    LogRequest,
+    PortForwardRequest,
+    content_data,
+    data_content,
+)
 
 __all__ = ["serve_log", "serve_exec", "serve_attach", "serve_portforward", "exit_status",
            "EXEC_PROTOCOLS", "install"]
@@ -53,13 +73,19 @@ async def _next_frame(queue: asyncio.Queue, until: asyncio.Future | None = None
     return kind, content if isinstance(content, dict) else {"message": str(content)}
 
 
+async def _scheduled_pod(hub: CloudHub, rp: ResourcePath) -> tuple[dict, str]:
+    """The pod and its node: 404 without the pod, 400 while it is not scheduled."""
+    pod = await hub.registry.get(hub.registry.served("", "pods"), rp.namespace, rp.name or "")
+    node = node_of(pod)
+    if not node:
+        raise errors.bad_request(f'pod "{rp.name}" is not scheduled to a node yet')
+    return pod, node
+
+
 async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
                     user: User) -> web.StreamResponse:
     """GET pods/<name>/log: relayed from the node's runtime through the tunnel."""
-    pod = await hub.registry.get(hub.registry.served("", "pods"), rp.namespace, rp.name or "")
-    node = _node_of(pod)
-    if not node:
-        raise errors.bad_request(f'pod "{rp.name}" is not scheduled to a node yet')
+    pod, node = await _scheduled_pod(hub, rp)
     q = request.query
     containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
     container = q.get("container") or (containers[0] if len(containers) == 1 else "")
@@ -67,17 +93,18 @@ async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
         raise errors.bad_request(
             f"a container name must be specified for pod {rp.name}, choose one of: "
             f"[{' '.join(containers)}]")
-    params = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"],
-              "container": container, "follow": q.get("follow") == "true",
-              "tailLines": q.get("tailLines"), "sinceSeconds": q.get("sinceSeconds"),
-              "sinceTime": q.get("sinceTime"), "timestamps": q.get("timestamps") == "true",
-              "previous": q.get("previous") == "true", "limitBytes": q.get("limitBytes")}
-    session, stream_id, queue = await hub.open_stream(node, "log", params)
+    params = LogRequest(
+        namespace=rp.namespace or "", pod=rp.name or "", uid=pod["metadata"]["uid"],
+        container=container, follow=q.get("follow") == "true", tail_lines=q.get("tailLines"),
+        since_seconds=q.get("sinceSeconds"), since_time=q.get("sinceTime"),
+        timestamps=q.get("timestamps") == "true", previous=q.get("previous") == "true",
+        limit_bytes=q.get("limitBytes"))
+    session, stream_id, queue = await hub.open_stream(node, STREAM_LOG, params.to_content())
     resp: web.StreamResponse | None = None
     try:
         while True:
             kind, content = await _next_frame(queue)
-            if kind == "error":
+            if kind == FRAME_ERROR:
                 if resp is None:
                     raise errors.StatusError(int(content.get("code") or 500),
                                              content.get("reason") or "InternalError",
@@ -86,10 +113,10 @@ async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
             if resp is None:
                 resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
                 await resp.prepare(request)
-            if kind == "close":
+            if kind == FRAME_CLOSE:
                 break
-            if kind == "data":
-                await resp.write(base64.b64decode(content.get("data") or ""))
+            if kind == FRAME_DATA:
+                await resp.write(content_data(content))
     finally:
         await hub.close_stream(session, stream_id)
     if resp is None:
@@ -111,16 +138,12 @@ def _true(q, key: str, default: bool = False) -> bool:
 async def _stream_target(hub: CloudHub, rp: ResourcePath, what: str) -> tuple[dict, str]:
     """The pod and its node, or the Status a kubelet/apiserver would answer: 404 no pod,
     400 not scheduled / completed, 503 node not connected."""
-    pod = await hub.registry.get(hub.registry.served("", "pods"), rp.namespace, rp.name or "")
-    node = _node_of(pod)
-    if not node:
-        raise errors.bad_request(f'pod "{rp.name}" is not scheduled to a node yet')
+    pod, node = await _scheduled_pod(hub, rp)
     phase = (pod.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed"):
         raise errors.bad_request(f"cannot {what} a container in a completed pod; "
                                  f"current phase is {phase}")
-    session = hub.sessions.get(node)
-    if session is None or session.ws is None or session.ws.closed:
+    if not hub.node_connected(node):
         raise errors.service_unavailable(f"node {node} is not connected to the server")
     return pod, node
 
@@ -136,38 +159,39 @@ def _container_of(pod: dict, rp: ResourcePath, q) -> str:
 async def serve_exec(hub: CloudHub, request: web.Request, rp: ResourcePath,
                      user: User) -> web.StreamResponse:
     """pods/<name>/exec: `podman exec` on the node, over websocket v5/v4 or SPDY v4."""
-    return await _serve_remotecommand(hub, request, rp, "exec")
+    return await _serve_remotecommand(hub, request, rp, STREAM_EXEC)
 
 
 async def serve_attach(hub: CloudHub, request: web.Request, rp: ResourcePath,
                        user: User) -> web.StreamResponse:
     """pods/<name>/attach: `podman attach` on the node; detaching leaves the container
     running."""
-    return await _serve_remotecommand(hub, request, rp, "attach")
+    return await _serve_remotecommand(hub, request, rp, STREAM_ATTACH)
 
 
 async def _serve_remotecommand(hub: CloudHub, request: web.Request, rp: ResourcePath,
                                op: str) -> web.StreamResponse:
-    pod, node = await _stream_target(hub, rp, "exec into" if op == "exec" else "attach to")
+    pod, node = await _stream_target(hub, rp, "exec into" if op == STREAM_EXEC else "attach to")
     q = request.query
     container = _container_of(pod, rp, q)
     tty = _true(q, "tty")
     stdin, stdout = _true(q, "stdin"), _true(q, "stdout", True)
     stderr = _true(q, "stderr", True) and not tty
     command = q.getall("command", [])
-    if op == "exec" and not command:
+    if op == STREAM_EXEC and not command:
         raise errors.bad_request("you must specify at least one command for the container")
     if not (stdin or stdout or stderr):
         raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
     # the SPDY streams the client opens follow its query, whatever the container allows
     expect = {"error"} | {name for name, on in (("stdin", stdin), ("stdout", stdout),
                                                 ("stderr", stderr), ("resize", tty)) if on}
-    if op == "attach":  # a container without stdin / tty gets neither
+    if op == STREAM_ATTACH:  # a container without stdin / tty gets neither
         spec = next(c for c in pod["spec"]["containers"] if c["name"] == container)
         stdin = stdin and bool(spec.get("stdin"))
         tty = tty and bool(spec.get("tty"))
-    params = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"],
-              "container": container, "command": command, "stdin": stdin, "tty": tty}
+    params = ExecRequest(namespace=rp.namespace or "", pod=rp.name or "",
+                         uid=pod["metadata"]["uid"], container=container, command=command,
+                         stdin=stdin, tty=tty)
     if wants_websocket(request):
         client: _Client = await _WsClient.accept(request)
     elif wants_spdy(request):
@@ -179,7 +203,7 @@ async def _serve_remotecommand(hub: CloudHub, request: web.Request, rp: Resource
         if not await client.ready():
             return client.response
         try:
-            session, stream_id, queue = await hub.open_stream(node, op, params)
+            session, stream_id, queue = await hub.open_stream(node, op, params.to_content())
         except errors.StatusError as e:
             await client.finish(_failure(e.code, e.reason, e.message))
             return client.response
@@ -211,19 +235,19 @@ async def _relay(client: _Client, session, stream_id: str, queue: asyncio.Queue,
             if frame is None:
                 return None  # the client went away
             kind, content = frame
-            if kind == "data":
+            if kind == FRAME_DATA:
                 await client.output(2 if content.get("fd") == 2 else 1,
-                                    base64.b64decode(content.get("data") or ""))
-            elif kind == "exit":
+                                    content_data(content))
+            elif kind == FRAME_EXIT:
                 code = int(content.get("code") or 0)
-                if code and op == "exec":
+                if code and op == STREAM_EXEC:
                     return exit_status(command, code)
                 return {"metadata": {}, "status": "Success"}
-            elif kind == "error":
+            elif kind == FRAME_ERROR:
                 return _failure(int(content.get("code") or 500),
                                 content.get("reason") or "InternalError",
                                 content.get("message") or f"{op} failed")
-            elif kind == "close":
+            elif kind == FRAME_CLOSE:
                 return {"metadata": {}, "status": "Success"}
     finally:
         reader.cancel()
@@ -273,12 +297,12 @@ class _WsClient(_Client):
                 continue
             ch, data = frame.data[0], frame.data[1:]
             if ch == CH_STDIN:
-                to_node("stdin", {"data": base64.b64encode(data).decode()})
+                to_node(FRAME_STDIN, data_content(data))
             elif ch == CH_RESIZE:
                 with contextlib.suppress(ValueError):
-                    to_node("resize", orjson.loads(data))
+                    to_node(FRAME_RESIZE, orjson.loads(data))
             elif ch == CH_CLOSE and self.v5 and data[:1] == bytes([CH_STDIN]):
-                to_node("stdin-close", None)
+                to_node(FRAME_STDIN_CLOSE, None)
 
     async def output(self, fd: int, data: bytes) -> None:
         await self.ws.send_bytes(bytes([CH_STDERR if fd == 2 else CH_STDOUT]) + data)
@@ -335,9 +359,9 @@ class _SpdyClient(_Client):
         async def stdin() -> None:
             st = self.streams["stdin"]
             while data := await st.read():
-                to_node("stdin", {"data": base64.b64encode(data).decode()})
+                to_node(FRAME_STDIN, data_content(data))
             if not st.reset:
-                to_node("stdin-close", None)
+                to_node(FRAME_STDIN_CLOSE, None)
 
         async def resize() -> None:
             st, buf, dec = self.streams["resize"], "", json.JSONDecoder()
@@ -350,7 +374,7 @@ class _SpdyClient(_Client):
                         break
                     buf = buf.lstrip()[end:]
                     if isinstance(size, dict):
-                        to_node("resize", size)
+                        to_node(FRAME_RESIZE, size)
         tasks = [asyncio.create_task(f()) for name, f in (("stdin", stdin), ("resize", resize))
                  if name in self.streams]
         try:
@@ -386,7 +410,8 @@ async def serve_portforward(hub: CloudHub, request: web.Request, rp: ResourcePat
     client opens an error and a data stream sharing a requestid; each pair becomes one
     "portforward" tunnel stream to the agent, which connects to the port inside the pod."""
     pod, node = await _stream_target(hub, rp, "port-forward to")
-    base = {"namespace": rp.namespace, "pod": rp.name, "uid": pod["metadata"]["uid"]}
+    base = PortForwardRequest(namespace=rp.namespace or "", pod=rp.name or "",
+                              uid=pod["metadata"]["uid"])
     offered = request.headers.get("Sec-WebSocket-Protocol", "")
     if wants_websocket(request) and "SPDY/3.1+" not in offered:
         return await _serve_ws_portforward(hub, request, node, base)
@@ -417,7 +442,7 @@ async def serve_portforward(hub: CloudHub, request: web.Request, rp: ResourcePat
     return conn.response
 
 
-async def _forward(hub: CloudHub, node: str, base: dict, err: SpdyStream,
+async def _forward(hub: CloudHub, node: str, base: PortForwardRequest, err: SpdyStream,
                    data: SpdyStream) -> None:
     """One forwarded connection: bytes both ways, failures as text on the error stream."""
     port_s = data.headers.get("port", "")
@@ -429,19 +454,18 @@ async def _forward(hub: CloudHub, node: str, base: dict, err: SpdyStream,
         await _forward_error(err, data, f'invalid port "{port_s}"')
         return
     try:
-        session, stream_id, queue = await hub.open_stream(node, "portforward",
-                                                          {**base, "port": port})
+        session, stream_id, queue = await hub.open_stream(
+            node, STREAM_PORTFORWARD, replace(base, port=port).to_content())
     except errors.StatusError as e:
         await _forward_error(err, data, e.message)
         return
 
     async def upstream() -> None:
         while chunk := await data.read():
-            session.send_live(stream_frame(stream_id, "data",
-                                           {"data": base64.b64encode(chunk).decode()},
+            session.send_live(stream_frame(stream_id, FRAME_DATA, data_content(chunk),
                                            source=CLOUD))
         if not data.reset:
-            session.send_live(stream_frame(stream_id, "data-close", source=CLOUD))
+            session.send_live(stream_frame(stream_id, FRAME_DATA_CLOSE, source=CLOUD))
             await asyncio.Event().wait()  # half-closed: keep relaying the other way
     up = asyncio.create_task(upstream())
     try:
@@ -450,14 +474,14 @@ async def _forward(hub: CloudHub, node: str, base: dict, err: SpdyStream,
             if frame is None:
                 return  # the client reset the stream or left
             kind, content = frame
-            if kind == "data":
-                await data.write(base64.b64decode(content.get("data") or ""))
-            elif kind == "error":
+            if kind == FRAME_DATA:
+                await data.write(content_data(content))
+            elif kind == FRAME_ERROR:
                 msg = content.get("message") or "port-forward failed"
                 await _forward_error(err, data, f"error forwarding port {port} to pod "
-                                     f"{base['pod']}, uid {base['uid']}: {msg}")
+                                     f"{base.pod}, uid {base.uid}: {msg}")
                 return
-            elif kind == "close":
+            elif kind == FRAME_CLOSE:
                 return
     except ConnectionError:
         return
@@ -470,7 +494,7 @@ async def _forward(hub: CloudHub, node: str, base: dict, err: SpdyStream,
 
 
 async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
-                                base: dict) -> web.StreamResponse:
+                                base: PortForwardRequest) -> web.StreamResponse:
     """The websocket port-forward protocol (v4.channel.k8s.io; the Python client's): the
     ports come in the query, port i has data channel 2i and error channel 2i+1, each opened
     by a frame holding the port (2 bytes, little endian). One connection per port; the
@@ -496,7 +520,8 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
             await ws.send_bytes(bytes([2 * i]) + prefix)
             await ws.send_bytes(bytes([2 * i + 1]) + prefix)
             try:
-                opened.append(await hub.open_stream(node, "portforward", {**base, "port": port}))
+                opened.append(await hub.open_stream(node, STREAM_PORTFORWARD,
+                                                    replace(base, port=port).to_content()))
             except errors.StatusError as e:
                 await ws.send_bytes(bytes([2 * i + 1]) + e.message.encode())
                 opened.append(None)
@@ -508,21 +533,21 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
                 ch = msg.data[0]
                 if ch % 2 == 0 and ch // 2 < len(opened) and opened[ch // 2] is not None:
                     session, stream_id, _ = opened[ch // 2]
-                    session.send_live(stream_frame(stream_id, "data", {
-                        "data": base64.b64encode(msg.data[1:]).decode()}, source=CLOUD))
+                    session.send_live(stream_frame(stream_id, FRAME_DATA,
+                                                   data_content(msg.data[1:]), source=CLOUD))
 
         async def to_client(i: int, queue: asyncio.Queue) -> None:
             while True:
                 kind, content = await _next_frame(queue)
-                if kind == "data":
+                if kind == FRAME_DATA:
                     await ws.send_bytes(bytes([2 * i]) +
-                                        base64.b64decode(content.get("data") or ""))
-                elif kind == "error":
+                                        content_data(content))
+                elif kind == FRAME_ERROR:
                     await ws.send_bytes(bytes([2 * i + 1]) + (
-                        f"error forwarding port {ports[i]} to pod {base['pod']}, uid "
-                        f"{base['uid']}: {content.get('message')}").encode())
+                        f"error forwarding port {ports[i]} to pod {base.pod}, uid "
+                        f"{base.uid}: {content.get('message')}").encode())
                     return
-                elif kind == "close":
+                elif kind == FRAME_CLOSE:
                     return
         reader = asyncio.create_task(from_client())
         pumps = [asyncio.create_task(to_client(i, o[2])) for i, o in enumerate(opened)

@@ -16,6 +16,7 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.api.resources import builtin_registry
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_UPDATE, new_message
+from k3py.tunnel.protocol import TUNNEL_PATH
 from k3py.tunnel.reliability import Backoff
 
 pytestmark = pytest.mark.unit
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.unit
 # the server package is being completed in parallel; skip (not fail) until it imports
 pytest.importorskip("k3py.server.registry")
 from k3py.server.apiserver.auth import User  # noqa: E402
-from k3py.server.edge.cloudhub import TUNNEL_PATH, CloudHub  # noqa: E402
+from k3py.server.controllers.base import InformerFactory  # noqa: E402
+from k3py.server.edge.cloudhub import CloudHub  # noqa: E402
 from k3py.server.registry import Registry  # noqa: E402
 from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
 
@@ -61,7 +63,8 @@ async def cluster(tmp_path):
     ns = registry.resources.get("", "v1", "namespaces")
     for name in ("default", "kube-node-lease"):
         await registry.create(ns, None, {"metadata": {"name": name}})
-    hub = CloudHub(registry, NodeAuth())
+    informers = InformerFactory(registry)
+    hub = CloudHub(registry, NodeAuth(), informers=informers)
     # open unless a test closes it: a closed gate answers the tunnel's handshake 503, so an
     # agent stays away (retrying) exactly as long as the test needs it away
     gate = asyncio.Event()
@@ -97,6 +100,7 @@ async def cluster(tmp_path):
             await eh.meta.close()
         await session.close()
         await hub.stop()
+        await informers.stop()
         await runner.cleanup()
         await backend.close()
 
@@ -128,7 +132,7 @@ async def test_snapshot_live_updates_and_status_up(cluster):
     await _wait(lambda: [p["metadata"]["name"] for p in meta.pods()] == ["after"])
     assert await registry.try_get(pods, "default", "before") is None
     # everything sent down was ACKed
-    await _wait(lambda: len(hub.sessions["n1"].outbox) == 0)
+    await _wait(lambda: len(hub.sessions["n1"].queue.outbox) == 0)
 
     uid = (await registry.get(pods, "default", "after"))["metadata"]["uid"]
     await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
@@ -158,7 +162,7 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await session.ws.close()
     await _wait(lambda: not eh.connected.is_set())
     await registry.create(pods, "default", _pod("while-away"))
-    await _wait(lambda: len(session.outbox) == 1)
+    await _wait(lambda: len(session.queue.outbox) == 1)
     # not connected: deleting a pod of this node is immediate (no agent would finish it)
     await registry.create(pods, "default", _pod("gone"))
     await registry.delete(pods, "default", "gone")
@@ -167,7 +171,7 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     gate.set()
     await _wait(lambda: eh.connected.is_set(), timeout=10)
     await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
-    await _wait(lambda: len(session.outbox) == 0)
+    await _wait(lambda: len(session.queue.outbox) == 0)
     assert eh.connects >= 2
 
 

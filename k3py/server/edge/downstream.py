@@ -1,0 +1,221 @@
+"""Downstream sync: what each node must hold (its pods; the configmaps, secrets and tokens they
+need; its devices) as one snapshot on a full sync, then one object message per change.
+
+Fed by the server's informers; queues into CloudHub's node sessions (sessions.py); the tokens
+come from podtokens.py, the devices from devicesync.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+
+from k3py.server.controllers.base import Informer, InformerFactory
+from k3py.server.edge.devicesync import DeviceFeed
+from k3py.server.edge.podtokens import PodTokens
+from k3py.server.edge.sessions import NodeSession
+from k3py.server.serviceaccounts import TokenIssuer
+from k3py.tunnel.message import (
+    CLOUD,
+    GROUP_RESOURCE,
+    OP_DELETE,
+    OP_INSERT,
+    OP_SYNC,
+    OP_UPDATE,
+    Message,
+    new_message,
+    resource_key,
+)
+from k3py.tunnel.protocol import POD_TOKENS_KIND
+
+__all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message"]
+
+
+def referenced_objects(pod: dict) -> set[tuple[str, str]]:
+    """(plural, name) of the configmaps and secrets a pod needs, in the pod's namespace."""
+    spec = pod.get("spec") or {}
+    refs: set[tuple[str, str]] = set()
+    for vol in spec.get("volumes") or []:
+        if (vol.get("configMap") or {}).get("name"):
+            refs.add(("configmaps", vol["configMap"]["name"]))
+        if (vol.get("secret") or {}).get("secretName"):
+            refs.add(("secrets", vol["secret"]["secretName"]))
+        for src in (vol.get("projected") or {}).get("sources") or []:
+            if (src.get("configMap") or {}).get("name"):
+                refs.add(("configmaps", src["configMap"]["name"]))
+            if (src.get("secret") or {}).get("name"):
+                refs.add(("secrets", src["secret"]["name"]))
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        for env in c.get("env") or []:
+            vf = env.get("valueFrom") or {}
+            if (vf.get("configMapKeyRef") or {}).get("name"):
+                refs.add(("configmaps", vf["configMapKeyRef"]["name"]))
+            if (vf.get("secretKeyRef") or {}).get("name"):
+                refs.add(("secrets", vf["secretKeyRef"]["name"]))
+        for ef in c.get("envFrom") or []:
+            if (ef.get("configMapRef") or {}).get("name"):
+                refs.add(("configmaps", ef["configMapRef"]["name"]))
+            if (ef.get("secretRef") or {}).get("name"):
+                refs.add(("secrets", ef["secretRef"]["name"]))
+    for ps in spec.get("imagePullSecrets") or []:
+        if ps.get("name"):
+            refs.add(("secrets", ps["name"]))
+    return refs
+
+
+def node_of(pod: dict | None) -> str:
+    """The node a pod is bound to, "" if none."""
+    return ((pod or {}).get("spec") or {}).get("nodeName") or ""
+
+
+def _ns_name(obj: dict) -> tuple[str, str]:
+    md = obj.get("metadata") or {}
+    return md.get("namespace") or "", md.get("name") or ""
+
+
+def object_message(plural: str, etype: str, obj: dict) -> Message:
+    """A reliable message for one object change; the key lets a newer change of the same
+    object supersede an unACKed older one."""
+    ns, name = _ns_name(obj)
+    op = {"ADDED": OP_INSERT, "MODIFIED": OP_UPDATE}.get(etype, OP_DELETE)
+    key = resource_key(plural, ns, name)
+    return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=op, resource=key,
+                       content=obj, key=key,
+                       resource_version=(obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+class DownstreamSync:
+    """Pod, configmap, secret (and service account) informers feeding the node sessions;
+    `start` creates them on the factory, whose owner stops them."""
+
+    def __init__(self, informers: InformerFactory, sessions: dict[str, NodeSession],
+                 issuer: TokenIssuer | None, connected: Callable[[str], bool]) -> None:
+        self._informers = informers
+        self.sessions = sessions
+        self.issuer = issuer  # pods' service-account tokens go down with them (podtokens.py)
+        self._connected = connected
+        self.tokens: PodTokens | None = None
+        self.pods: Informer
+        self.configmaps: Informer
+        self.secrets: Informer
+        self.device_feed: DeviceFeed | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self.pods = self._informers.informer("", "pods")
+        self.pods.add_index("node", lambda p: [node_of(p)] if node_of(p) else [])
+        self.pods.add_handler(self._on_pod)
+        self.configmaps = self._informers.informer("", "configmaps")
+        self.configmaps.add_handler(lambda t, o, n: self._on_ref("configmaps", t, o, n))
+        self.secrets = self._informers.informer("", "secrets")
+        self.secrets.add_handler(lambda t, o, n: self._on_ref("secrets", t, o, n))
+        self.device_feed = DeviceFeed(self._informers, self.send_object)
+        self.device_feed.start()
+        if self.issuer is not None:
+            self._start_tokens(self.issuer)
+
+    async def stop(self) -> None:
+        if self.device_feed is not None:
+            await self.device_feed.stop()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro: Coroutine) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_tokens(self, issuer: TokenIssuer) -> None:
+        accounts = self._informers.informer("", "serviceaccounts")
+
+        def account_uid(ns: str, name: str) -> str:
+            return ((accounts.get(ns, name) or {}).get("metadata") or {}).get("uid") or ""
+
+        def pod_alive(ns: str, name: str, uid: str) -> bool | None:
+            if not self.pods.synced.is_set():
+                return None
+            pod = self.pods.get(ns, name)
+            return pod is not None and pod["metadata"].get("uid") == uid
+
+        def send(node: str, obj: dict) -> None:
+            if node in self.sessions:
+                self.sessions[node].send(object_message(POD_TOKENS_KIND, "MODIFIED", obj))
+        self.tokens = PodTokens(issuer, account_uid)
+        issuer.pod_alive = pod_alive
+        self._spawn(self.tokens.refresh_loop(lambda: [n for n in self.sessions
+                                                      if self._connected(n)],
+                                             lambda n: self.pods.by_index("node", n), send))
+
+    # ---------------------------------------------------------------- what a node holds
+
+    def _refs_for_node(self, node: str) -> set[tuple[str, str, str]]:
+        out: set[tuple[str, str, str]] = set()
+        for pod in self.pods.by_index("node", node):
+            ns = _ns_name(pod)[0]
+            out.update((plural, ns, name) for plural, name in referenced_objects(pod))
+        return out
+
+    def _ref_object(self, plural: str, ns: str, name: str) -> dict | None:
+        inf = self.configmaps if plural == "configmaps" else self.secrets
+        return inf.get(ns, name)
+
+    def snapshot(self, node: str) -> Message:
+        """Everything `node` must hold, in one OP_SYNC message (a full sync)."""
+        pods = self.pods.by_index("node", node)
+        content: dict[str, list[dict]] = {"pods": pods, "configmaps": [], "secrets": []}
+        if self.tokens is not None:
+            content[POD_TOKENS_KIND] = [o for o in map(self.tokens.object_for, pods) if o]
+        for plural, ns, name in sorted(self._refs_for_node(node)):
+            obj = self._ref_object(plural, ns, name)
+            if obj is not None:
+                content[plural].append(obj)
+        if self.device_feed is not None:
+            content.update(self.device_feed.snapshot(node))
+        return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
+                           content=content, key="sync")
+
+    # ---------------------------------------------------------------- changes
+
+    def send_object(self, node: str, plural: str, etype: str, obj: dict) -> None:
+        """Queue one object change for a node that has a session (devices, device models)."""
+        session = self.sessions.get(node)
+        if session is not None:
+            session.send(object_message(plural, etype, obj))
+
+    def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
+        before, after = node_of(old), node_of(new)
+        if before and before != after and before in self.sessions:
+            self.sessions[before].send(object_message("pods", "DELETED", old))
+        if etype == "DELETED" and self.tokens is not None:
+            self._pod_tokens_gone(new or old)
+        if after and after in self.sessions and new is not None:
+            session = self.sessions[after]
+            if etype != "DELETED":
+                if self.tokens is not None and (etype == "ADDED" or before != after):
+                    tokens = self.tokens.object_for(new)  # new to this node: tokens first
+                    if tokens is not None:
+                        session.send(object_message(POD_TOKENS_KIND, "MODIFIED", tokens))
+                # referenced objects first, so the agent has them when it starts the pod
+                ns = _ns_name(new)[0]
+                for plural, name in sorted(referenced_objects(new)):
+                    obj = self._ref_object(plural, ns, name)
+                    if obj is not None:
+                        session.send(object_message(plural, "MODIFIED", obj))
+            session.send(object_message("pods", etype, new))
+
+    def _pod_tokens_gone(self, pod: dict | None) -> None:
+        if pod is None or self.tokens is None:
+            return
+        self.tokens.forget(pod["metadata"].get("uid") or "")
+        node = node_of(pod)
+        if node in self.sessions:
+            self.sessions[node].send(object_message(
+                POD_TOKENS_KIND, "DELETED", self.tokens.deleted_object(pod)))
+
+    def _on_ref(self, plural: str, etype: str, old: dict | None, new: dict | None) -> None:
+        obj = new or old
+        if obj is None:
+            return
+        ns, name = _ns_name(obj)
+        for node, session in self.sessions.items():
+            if (plural, ns, name) in self._refs_for_node(node):
+                session.send(object_message(plural, etype, obj))

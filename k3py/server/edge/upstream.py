@@ -1,0 +1,156 @@
+"""Upstream status: what a node writes through its tunnel (its Node and status, its Lease,
+its pods' status, finished pod deletions, Events), checked against the node, via the Registry.
+
+Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
+500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
+
+from __future__ import annotations
+
+from k3py.api import errors
+from k3py.api.objects import now_rfc3339
+from k3py.server.edge.downstream import node_of
+from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.registry import Registry
+from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
+
+__all__ = ["UpstreamWriter"]
+
+
+class UpstreamWriter:
+    """The writes a node may make, each limited to the node's own objects."""
+
+    def __init__(self, registry: Registry, passwords: NodePasswords) -> None:
+        self.registry = registry
+        self.passwords = passwords  # a registering Node adopts its password Secret
+
+    async def write(self, node: str, msg: Message) -> None:
+        """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
+        plural, ns, name, sub = split_resource_key(msg.route.resource)
+        body = msg.content if isinstance(msg.content, dict) else {}
+        if plural == "nodes":
+            if name != node:
+                raise errors.forbidden(f"node {node} may not write node {name}")
+            await (self._node_status(node, body) if sub == "status"
+                   else self._register_node(node, body))
+        elif plural == "leases":
+            await self._renew_lease(node, body)
+        elif plural == "pods" and sub == "status":
+            await self._pod_status(node, ns or "", name, body)
+        elif plural == "pods" and not sub and msg.route.operation == OP_DELETE:
+            await self._pod_terminated(node, ns or "", name, body.get("uid") or "")
+        elif plural == "events":
+            await self._event(ns or "default", body)
+        else:
+            raise errors.bad_request(f"unsupported up message {msg.route.resource}")
+
+    async def _register_node(self, node: str, obj: dict) -> None:
+        res = self.registry.served("", "nodes")
+        md = obj.setdefault("metadata", {})
+        md["name"] = node
+        if await self.registry.try_get(res, None, node) is None:
+            status = obj.pop("status", None)
+            try:
+                await self.registry.create(res, None, obj)
+            except errors.StatusError as e:
+                if e.code != 409:
+                    raise
+            if status:
+                await self._node_status(node, status)
+            await self.passwords.adopt(node)  # the Node owns its password Secret
+            return
+
+        def merge(cur: dict) -> dict:
+            labels = cur["metadata"].setdefault("labels", {})
+            labels.update(md.get("labels") or {})
+            annotations = cur["metadata"].setdefault("annotations", {})
+            annotations.update(md.get("annotations") or {})
+            return cur
+        await self.registry.update_with(res, None, node, merge)
+        if obj.get("status"):
+            await self._node_status(node, obj["status"])
+        await self.passwords.adopt(node)
+
+    async def _node_status(self, node: str, status: dict) -> None:
+        res = self.registry.served("", "nodes")
+
+        def put(cur: dict) -> dict:
+            cur["status"] = status
+            return cur
+        await self.registry.update_with(res, None, node, put, subresource="status")
+
+    async def _renew_lease(self, node: str, spec: dict) -> None:
+        res = self.registry.served("coordination.k8s.io", "leases")
+        spec = {**spec, "holderIdentity": node}
+        ns = "kube-node-lease"
+        if await self.registry.try_get(res, ns, node) is None:
+            nodes = self.registry.served("", "nodes")
+            owner = await self.registry.try_get(nodes, None, node)
+            md: dict = {"name": node, "namespace": ns}
+            if owner is not None:
+                md["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node,
+                                          "uid": owner["metadata"]["uid"]}]
+            try:
+                await self.registry.create(res, ns, {"apiVersion": "coordination.k8s.io/v1",
+                                                     "kind": "Lease", "metadata": md,
+                                                     "spec": spec})
+                return
+            except errors.StatusError as e:
+                if e.code != 409:
+                    raise
+
+        def renew(cur: dict) -> dict:
+            cur["spec"] = {**(cur.get("spec") or {}), **spec}
+            return cur
+        await self.registry.update_with(res, ns, node, renew)
+
+    async def _pod_status(self, node: str, ns: str, name: str, body: dict) -> None:
+        res = self.registry.served("", "pods")
+        uid = body.get("uid")
+        status = body.get("status") or {}
+
+        def put(cur: dict) -> dict | None:
+            if node_of(cur) != node:
+                return None  # not this node's pod (any more): drop silently
+            if uid and cur["metadata"].get("uid") != uid:
+                return None  # an older incarnation of the pod
+            if cur.get("status") == status:
+                return None
+            cur["status"] = status
+            return cur
+        await self.registry.update_with(res, ns, name, put, subresource="status")
+
+    async def _pod_terminated(self, node: str, ns: str, name: str, uid: str) -> None:
+        """The agent stopped a terminating pod's containers: finish the deletion (grace 0)."""
+        res = self.registry.served("", "pods")
+        cur = await self.registry.try_get(res, ns, name)
+        if cur is None or node_of(cur) != node or (uid and cur["metadata"].get("uid") != uid):
+            return  # already gone, or not this node's pod
+        if not cur["metadata"].get("deletionTimestamp"):
+            raise errors.bad_request(f"pod {ns}/{name} is not terminating")
+        options: dict = {"gracePeriodSeconds": 0}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            await self.registry.delete(res, ns, name, options)
+        except errors.StatusError as e:
+            if e.code != 404:
+                raise
+
+    async def _event(self, ns: str, event: dict) -> None:
+        res = self.registry.served("", "events")
+        event.setdefault("metadata", {})["namespace"] = ns
+        event.setdefault("firstTimestamp", now_rfc3339())
+        event.setdefault("lastTimestamp", event["firstTimestamp"])
+        try:
+            await self.registry.create(res, ns, event)
+        except errors.StatusError as e:
+            if e.code != 409:
+                raise
+
+            def repeat(cur: dict) -> dict:  # the agent aggregates repeats under one name
+                for k in ("count", "lastTimestamp", "message"):
+                    if event.get(k) is not None:
+                        cur[k] = event[k]
+                return cur
+            await self.registry.update_with(res, ns, event["metadata"].get("name") or "",
+                                            repeat)
