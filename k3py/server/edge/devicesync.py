@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from k3py.api.objects import name_of, namespace_of
+
 __all__ = ["DEVICE_GROUP", "DeviceFeed", "device_node", "device_model"]
 
 log = logging.getLogger("k3py.cloudhub")
@@ -35,11 +37,6 @@ def device_node(dev: dict | None) -> str:
 
 def device_model(dev: dict | None) -> str:
     return (((dev or {}).get("spec") or {}).get("deviceModelRef") or {}).get("name") or ""
-
-
-def _ns_name(obj: dict) -> tuple[str, str]:
-    md = obj.get("metadata") or {}
-    return md.get("namespace") or "", md.get("name") or ""
 
 
 class DeviceFeed:
@@ -81,7 +78,7 @@ class DeviceFeed:
             return {}
         devices = self.devices.by_index("node", node)
         models = []
-        for ns, name in sorted({(_ns_name(d)[0], device_model(d)) for d in devices}):
+        for ns, name in sorted({(namespace_of(d), device_model(d)) for d in devices}):
             model = self.models.get(ns, name) if name else None
             if model is not None:
                 models.append(model)
@@ -91,7 +88,7 @@ class DeviceFeed:
         name = device_model(dev)
         if not name or self.models is None:
             return None
-        return self.models.get(_ns_name(dev)[0], name)
+        return self.models.get(namespace_of(dev), name)
 
     def _on_device(self, etype: str, old: dict | None, new: dict | None) -> None:
         before, after = device_node(old), device_node(new)
@@ -108,7 +105,7 @@ class DeviceFeed:
         model = new or old
         if model is None or self.devices is None:
             return
-        ns, name = _ns_name(model)
+        ns, name = namespace_of(model), name_of(model)
         nodes = {device_node(d) for d in self.devices.list(ns)
                  if device_model(d) == name and device_node(d)}
         for node in sorted(nodes):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 
+from k3py.api.objects import name_of, namespace_of
 from k3py.server.controllers.base import Informer, InformerFactory
 from k3py.server.edge.devicesync import DeviceFeed
 from k3py.server.edge.podtokens import PodTokens
@@ -67,15 +68,10 @@ def node_of(pod: dict | None) -> str:
     return ((pod or {}).get("spec") or {}).get("nodeName") or ""
 
 
-def _ns_name(obj: dict) -> tuple[str, str]:
-    md = obj.get("metadata") or {}
-    return md.get("namespace") or "", md.get("name") or ""
-
-
 def object_message(plural: str, etype: str, obj: dict) -> Message:
     """A reliable message for one object change; the key lets a newer change of the same
     object supersede an unACKed older one."""
-    ns, name = _ns_name(obj)
+    ns, name = namespace_of(obj), name_of(obj)
     op = {"ADDED": OP_INSERT, "MODIFIED": OP_UPDATE}.get(etype, OP_DELETE)
     key = resource_key(plural, ns, name)
     return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=op, resource=key,
@@ -150,7 +146,7 @@ class DownstreamSync:
     def _refs_for_node(self, node: str) -> set[tuple[str, str, str]]:
         out: set[tuple[str, str, str]] = set()
         for pod in self.pods.by_index("node", node):
-            ns = _ns_name(pod)[0]
+            ns = namespace_of(pod)
             out.update((plural, ns, name) for plural, name in referenced_objects(pod))
         return out
 
@@ -195,7 +191,7 @@ class DownstreamSync:
                     if tokens is not None:
                         session.send(object_message(POD_TOKENS_KIND, "MODIFIED", tokens))
                 # referenced objects first, so the agent has them when it starts the pod
-                ns = _ns_name(new)[0]
+                ns = namespace_of(new)
                 for plural, name in sorted(referenced_objects(new)):
                     obj = self._ref_object(plural, ns, name)
                     if obj is not None:
@@ -215,7 +211,7 @@ class DownstreamSync:
         obj = new or old
         if obj is None:
             return
-        ns, name = _ns_name(obj)
+        ns, name = namespace_of(obj), name_of(obj)
         for node, session in self.sessions.items():
             if (plural, ns, name) in self._refs_for_node(node):
                 session.send(object_message(plural, etype, obj))
