@@ -1,0 +1,96 @@
+"""Hostile request bodies against a live server: YAML alias bombs, deep nesting and values JSON
+cannot carry are answered 400 at once, the server's memory stays put, and it keeps serving."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+# Nine levels of nine aliases: 9^9 (387 million) strings once expanded, in about 500 bytes.
+BOMB = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: lol}
+data:
+  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+  i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+CM_PATH = "/api/v1/namespaces/default/configmaps"
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _send(server, method: str, path: str, body: str | bytes, content_type: str):
+    pool = server.client().rest_client.pool_manager  # TLS and the admin's client cert
+    body = body.encode() if isinstance(body, str) else body
+    r = pool.request(method, server.url + path, body=body, timeout=30,
+                     headers={"Content-Type": content_type, "Accept": "application/json"})
+    return r.status, json.loads(r.data or b"{}")
+
+
+def _expect_400(server, method: str, path: str, body: str | bytes, content_type: str,
+                words: str) -> None:
+    status, answer = _send(server, method, path, body, content_type)
+    assert status == 400, (status, answer)
+    assert answer["kind"] == "Status" and answer["reason"] == "BadRequest", answer
+    assert words in answer["message"], answer["message"]
+
+
+def test_yaml_alias_bomb_is_refused_without_growing_the_server(server):
+    before = _rss_kib(server.proc.pid)
+    _expect_400(server, "POST", CM_PATH, BOMB, "application/yaml", "excessive aliasing")
+    _expect_400(server, "PATCH", CM_PATH + "/lol?fieldManager=t", BOMB,
+                "application/apply-patch+yaml", "excessive aliasing")
+    assert _rss_kib(server.proc.pid) - before < 50 * 1024
+    assert server.kubectl("get", "configmap", "lol", check=False).returncode != 0
+    server.kubectl("get", "ns", "default")
+
+
+@pytest.mark.parametrize("body, content_type, words", [
+    ("[" * 3000 + "]" * 3000, "application/yaml", "nesting deeper than"),
+    ("[" * 300 + "]" * 300, "application/json", "nesting deeper than"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\ndata: !!set {a, b}\n",
+     "application/yaml", "no JSON equivalent"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\nbinaryData: {a: !!binary aGk=}\n",
+     "application/yaml", "no JSON equivalent"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\ndata: {1: x}\n",
+     "application/yaml", "map keys must be strings"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\ndata: {~: x}\n",
+     "application/yaml", "map keys must be strings"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s, x: " + "9" * 5000 + "}\n",
+     "application/yaml", "64-bit range"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n---\nkind: Pod\n",
+     "application/yaml", "single YAML document"),
+])
+def test_bodies_json_cannot_carry_are_400(server, body, content_type, words):
+    _expect_400(server, "POST", CM_PATH, body, content_type, words)
+
+
+def test_deep_patch_is_400(server):
+    server.kubectl("create", "configmap", "deep")
+    _expect_400(server, "PATCH", CM_PATH + "/deep", '{"data":' * 300 + "{}" + "}" * 300,
+                "application/merge-patch+json", "nesting deeper than")
+
+
+def test_yaml_timestamps_and_merge_keys_convert_like_upstream(server):
+    body = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: when}\n"
+            "data: {<<: {day: 2020-01-01}, id: abc}\n")
+    status, obj = _send(server, "POST", CM_PATH, body, "application/yaml")
+    assert status == 201, obj
+    assert obj["data"] == {"day": "2020-01-01", "id": "abc"}
