@@ -161,9 +161,8 @@ def apply_json_patch(doc: Any, ops: Any) -> Any:
         raise errors.bad_request("json: cannot unmarshal object into Go value of type "
                                  "jsonpatch.Patch")
     if len(ops) > MAX_JSON_PATCH_OPERATIONS:
-        raise errors.StatusError(
-            413, "RequestEntityTooLarge",
-            f"Request entity too large: The allowed maximum operations in a JSON patch is "
+        raise errors.request_entity_too_large(
+            f"The allowed maximum operations in a JSON patch is "
             f"{MAX_JSON_PATCH_OPERATIONS}, got {len(ops)}")
     copied = [0]
     for op in ops:

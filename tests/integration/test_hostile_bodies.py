@@ -94,3 +94,13 @@ def test_yaml_timestamps_and_merge_keys_convert_like_upstream(server):
     status, obj = _send(server, "POST", CM_PATH, body, "application/yaml")
     assert status == 201, obj
     assert obj["data"] == {"day": "2020-01-01", "id": "abc"}
+
+
+def test_body_over_3_mib_is_413_status(server):
+    big = '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"a":"' + \
+        "x" * (3 * 1024 * 1024) + '"}}'
+    status, answer = _send(server, "POST", CM_PATH, big, "application/json")
+    assert status == 413, (status, answer)
+    assert answer["reason"] == "RequestEntityTooLarge"
+    assert answer["message"] == "Request entity too large: limit is 3145728"
+    server.kubectl("get", "ns", "default")
