@@ -104,3 +104,17 @@ def test_body_over_3_mib_is_413_status(server):
     assert answer["reason"] == "RequestEntityTooLarge"
     assert answer["message"] == "Request entity too large: limit is 3145728"
     server.kubectl("get", "ns", "default")
+
+
+def test_configmap_data_over_1_mib_is_422(server):
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge"},
+            "data": {"a": "x" * (600 * 1024), "b": "y" * (600 * 1024)}}
+    status, answer = _send(server, "POST", CM_PATH, json.dumps(body), "application/json")
+    assert status == 422, (status, answer)
+    assert answer["reason"] == "Invalid"
+    assert "Too long: may not be more than 1048576 bytes" in answer["message"]
+    for bad in ([1, 2], "x"):  # wrong shape: a 422, never a 500
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shape"},
+                "data": bad}
+        status, answer = _send(server, "POST", CM_PATH, json.dumps(body), "application/json")
+        assert status in (400, 422), (status, answer)
