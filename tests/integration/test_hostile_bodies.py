@@ -118,3 +118,46 @@ def test_configmap_data_over_1_mib_is_422(server):
                 "data": bad}
         status, answer = _send(server, "POST", CM_PATH, json.dumps(body), "application/json")
         assert status in (400, 422), (status, answer)
+
+
+def _cm(**metadata) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "typed", **metadata}}
+
+
+@pytest.mark.parametrize("body, words", [
+    (_cm(name=5), "cannot unmarshal number into Go struct field ConfigMap.metadata.name "
+                  "of type string"),
+    ({**_cm(), "apiVersion": 1}, "Go struct field .apiVersion of type string"),
+    ({**_cm(), "kind": []}, "Go struct field .kind of type string"),
+    (_cm(generateName=5), "ConfigMap.metadata.generateName"),
+    (_cm(finalizers="x"), "ConfigMap.metadata.finalizers of type []string"),
+    (_cm(finalizers=[1]), "ConfigMap.metadata.finalizers of type string"),
+    (_cm(ownerReferences="x"), "ConfigMap.metadata.ownerReferences of type []v1.OwnerReference"),
+    (_cm(managedFields="x"), "ConfigMap.metadata.managedFields"),
+    (_cm(deletionGracePeriodSeconds="x"), "deletionGracePeriodSeconds of type int64"),
+    ({**_cm(), "data": {"a": 1}}, "ConfigMap.data.a of type string"),
+])
+def test_wrong_types_are_400_before_any_default_runs(server, body, words):
+    status, answer = _send(server, "POST", CM_PATH, json.dumps(body), "application/json")
+    assert status == 400, (status, answer)
+    assert answer["reason"] == "BadRequest" and words in answer["message"], answer["message"]
+
+
+def test_owner_references_validated_and_quantities_may_be_numbers(server):
+    refs = [{"x": 1}]
+    status, answer = _send(server, "POST", CM_PATH, json.dumps(_cm(ownerReferences=refs)),
+                           "application/json")
+    assert status == 422, (status, answer)
+    assert "apiVersion must not be empty" in answer["message"]
+    two = [{"apiVersion": "v1", "kind": "ConfigMap", "name": n, "uid": n, "controller": True}
+           for n in ("a", "b")]
+    status, answer = _send(server, "POST", CM_PATH, json.dumps(_cm(ownerReferences=two)),
+                           "application/json")
+    assert status == 422 and "Only one reference" in answer["message"], answer
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"},
+           "spec": {"containers": [{"name": "c", "image": "busybox",
+                                    "resources": {"limits": {"cpu": 1, "memory": "1Gi"}},
+                                    "ports": [{"containerPort": 80}]}]}}
+    status, answer = _send(server, "POST", "/api/v1/namespaces/default/pods", json.dumps(pod),
+                           "application/json")
+    assert status == 201, answer  # a number is a fine Quantity, as upstream
