@@ -11,7 +11,7 @@ __all__ = [
     "StatusError", "Cause", "status_success", "bad_request", "unauthorized", "forbidden",
     "not_found", "already_exists", "conflict", "invalid", "gone", "method_not_allowed",
     "unsupported_media_type", "internal_error", "too_many_requests", "not_acceptable",
-    "service_unavailable", "timeout", "expired",
+    "service_unavailable", "timeout", "expired", "request_entity_too_large",
 ]
 
 Cause = dict[str, str]  # {"type": "FieldValueInvalid", "message": ..., "field": "spec.replicas"}
@@ -135,6 +135,10 @@ def unsupported_media_type(content_type: str) -> StatusError:
 
 def too_many_requests(message: str) -> StatusError:
     return StatusError(429, "TooManyRequests", message)
+
+
+def request_entity_too_large(message: str) -> StatusError:
+    return StatusError(413, "RequestEntityTooLarge", f"Request entity too large: {message}")
 
 
 def internal_error(message: str) -> StatusError:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["definitions", "definition_name", "definition_for", "Schema", "schema_for",
-           "schema_from_structural", "find_unknown_fields"]
+           "schema_from_structural", "find_unknown_fields", "wrong_type",
+           "json_type_name"]
 
 _DATA = Path(__file__).resolve().parent / "data" / "definitions.json.gz"
 _lock = threading.Lock()
@@ -190,3 +191,112 @@ def _unknown(s: Schema, v: Any, path: str, out: list[str]) -> None:
         if items is not None:
             for i, item in enumerate(v):
                 _unknown(items, item, f"{path}[{i}]", out)
+
+
+# ------------------------------------------------------------------ JSON types (decode step)
+
+_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+_JSON_NAMES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number",
+               float: "number"}
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON name of a decoded value's type, as Go's decode errors spell it."""
+    return _JSON_NAMES.get(type(value), "value")
+
+
+def _deref(node: dict, defs: dict[str, dict]) -> tuple[dict, str]:
+    ref = ""
+    for _ in range(8):
+        r = node.get("$ref")
+        if not r and len(node.get("allOf") or ()) == 1:
+            r = node["allOf"][0].get("$ref")
+        if not r:
+            break
+        ref = r.rsplit("/", 1)[-1]
+        node = defs.get(ref) or {}
+    return node, ref
+
+
+def _go_type(node: dict, ref: str, defs: dict[str, dict]) -> str:
+    if ref:
+        return ref.rsplit(".", 2)[-2] + "." + ref.rsplit(".", 1)[-1]  # v1.PodSpec
+    t = node.get("type", "")
+    if t == "integer":
+        return node.get("format") or "int64"
+    if t == "array" and isinstance(node.get("items"), dict):
+        return "[]" + _go_type(*_deref(node["items"], defs), defs)
+    if t == "object" and isinstance(node.get("additionalProperties"), dict):
+        return "map[string]" + _go_type(*_deref(node["additionalProperties"], defs), defs)
+    return {"number": "float64", "boolean": "bool", "array": "[]interface {}",
+            "object": "map[string]interface {}"}.get(t, t or "interface {}")
+
+
+def _type_ok(node: dict, ref: str, value: Any) -> bool:
+    if ref == _QUANTITY:  # accepts 2 as well as "2"
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if node.get("x-kubernetes-int-or-string"):
+        return isinstance(value, (str, int)) and not isinstance(value, bool)
+    t = node.get("type") or ("object" if "properties" in node else "")
+    if t == "string":
+        return isinstance(value, str)
+    if t == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer())
+    if t == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t == "boolean":
+        return isinstance(value, bool)
+    if t == "array":
+        return isinstance(value, list)
+    if t == "object" and ("properties" in node or "additionalProperties" in node):
+        return isinstance(value, dict)
+    return True  # no type, or a bare "object" (how the generator renders []byte, FieldsV1)
+
+
+def _first_wrong_type(node: dict, value: Any, path: str, defs: dict[str, dict]) -> str | None:
+    if value is None:  # null leaves a field at its zero value, as in Go
+        return None
+    node, ref = _deref(node, defs)
+    if not _type_ok(node, ref, value):
+        return f"json: cannot unmarshal {json_type_name(value)} into Go " \
+               f"struct field {path} of type {_go_type(node, ref, defs)}"
+    if isinstance(value, list):
+        items = node.get("items")
+        if isinstance(items, dict):
+            for item in value:
+                err = _first_wrong_type(items, item, path, defs)
+                if err:
+                    return err
+    elif isinstance(value, dict) and not node.get("x-kubernetes-preserve-unknown-fields"):
+        props = node.get("properties") or {}
+        addl = node.get("additionalProperties")
+        for key, val in value.items():
+            sub = props.get(key) if props else None
+            if sub is None and isinstance(addl, dict):
+                sub = addl
+            if sub is not None:
+                err = _first_wrong_type(sub, val, f"{path}.{key}", defs)
+                if err:
+                    return err
+    return None
+
+
+def wrong_type(api_version: str, kind: str, obj: dict, *, crd: bool = False) -> str | None:
+    """Upstream's decode error for the first value whose JSON type does not fit the kind's
+    schema (a string where a list goes, a number as a name), None when all fit. For CRDs only
+    metadata is checked here; their own schema is validated later."""
+    defs = definitions()
+    if crd:
+        meta = obj.get("metadata")
+        err = _first_wrong_type({"$ref": _OBJECT_META}, meta, "ObjectMeta.metadata", defs)
+    else:
+        name = definition_name(api_version, kind)
+        if not name:
+            return None
+        err = _first_wrong_type({"$ref": name}, obj, kind, defs)
+    if err is None:
+        return None
+    version = api_version.rpartition("/")[2]
+    return f'{kind} in version "{version}" cannot be handled as a {kind}: {err}'

@@ -215,6 +215,26 @@ def check_object_meta(md: dict, name_check: NameCheck = dns1123_subdomain) -> li
         if not isinstance(f, str):
             continue
         causes += [invalid_value(f"metadata.finalizers[{i}]", f, m) for m in qualified_name(f)]
+    return causes + check_owner_references(md.get("ownerReferences"))
+
+
+def check_owner_references(refs: object) -> list[Cause]:
+    """ValidateOwnerReferences: each names its owner fully; at most one is the controller."""
+    if not isinstance(refs, list):
+        return []
+    causes = []
+    controllers = 0
+    for ref in refs:
+        if not isinstance(ref, dict):
+            continue
+        for key in ("apiVersion", "kind", "name", "uid"):
+            if not ref.get(key):
+                causes.append(invalid_value(f"metadata.ownerReferences.{key}", ref.get(key, ""),
+                                            f"{key} must not be empty"))
+        controllers += ref.get("controller") is True
+    if controllers > 1:
+        causes.append(invalid_value("metadata.ownerReferences", refs,
+                                    "Only one reference can have Controller set to true"))
     return causes
 
 

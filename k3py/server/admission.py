@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-from k3py.api import errors, kinds, selectors
+from k3py.api import decoding, errors, kinds, selectors
 from k3py.api import patch as patchlib
-from k3py.api.objects import deepcopy, loads
+from k3py.api.objects import deepcopy
 from k3py.api.resources import Resource
 
 __all__ = [
@@ -127,10 +125,7 @@ def track_managed_fields(new: dict, old: dict | None, manager: str, operation: s
 
 
 def parse_apply_body(body: bytes) -> dict:
-    try:
-        obj = yaml.safe_load(body)
-    except yaml.YAMLError as e:
-        raise errors.bad_request(f"error decoding YAML: {e}") from None
+    obj = decoding.load_yaml(body, "YAML")
     if not isinstance(obj, dict):
         raise errors.bad_request("apply patch must be an object")
     return obj
@@ -149,10 +144,7 @@ def apply_patch(res: Resource, cur: dict, body: bytes, patch_type: str, manager:
                 force: bool) -> dict:
     if patch_type == "apply":
         return server_side_apply(res, cur, parse_apply_body(body), manager, force)
-    try:
-        patch = loads(body)
-    except Exception as e:  # noqa: BLE001
-        raise errors.bad_request(f"error decoding patch: {e}") from None
+    patch = decoding.load_json(body, "patch")
     doc = deepcopy(cur)
     if patch_type == "json":
         if not isinstance(patch, list):

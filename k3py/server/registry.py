@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from k3py.api import errors
+from k3py.api import errors, schema
 from k3py.api.objects import deepcopy, dumps, loads, new_uid, now_rfc3339
 from k3py.api.resources import Resource, ResourceRegistry
 from k3py.server import admission
@@ -273,6 +273,12 @@ class Registry:
 
     def _check_type(self, res: Resource, obj: dict) -> dict:
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
+        for field, value in (("apiVersion", api_version), ("kind", kind)):
+            if value is not None and not isinstance(value, str):
+                raise errors.bad_request(
+                    f"couldn't get version/kind; json parse error: json: cannot unmarshal "
+                    f"{schema.json_type_name(value)} into Go struct field .{field} of type "
+                    f"string")
         if kind and kind != res.kind:
             raise errors.bad_request(
                 f"the kind in the data ({kind}) does not match the expected kind ({res.kind})")
@@ -285,6 +291,9 @@ class Registry:
             obj = admission.convert(res, obj)
         obj["kind"] = res.kind
         obj["apiVersion"] = res.api_version
+        wrong = schema.wrong_type(res.api_version, res.kind, obj, crd=res.crd)
+        if wrong:  # before any default or hook reads a field as the type it should be
+            raise errors.bad_request(wrong)
         return obj
 
     async def _check_namespace_open(self, ns: str, res: Resource) -> None:

@@ -224,11 +224,22 @@ def _immutable_data(obj: dict, old: dict | None, fields: tuple[str, ...]) -> lis
     return causes
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # upstream's MaxSecretSize, for ConfigMaps and Secrets alike
+
+
+def _values(data: object) -> list:
+    return list(data.values()) if isinstance(data, dict) else []
+
+
 def _validate_configmap(obj: dict, old: dict | None) -> list[Cause]:
     causes = _config_keys(obj.get("data"), "data") + _config_keys(obj.get("binaryData"),
                                                                   "binaryData")
     for k in set(obj.get("data") or {}) & set(obj.get("binaryData") or {}):
         causes.append(v.invalid_value("data", k, "duplicate of key present in binaryData"))
+    total = sum(len(str(x)) for x in _values(obj.get("data"))) + sum(
+        len(str(x)) * 3 // 4 for x in _values(obj.get("binaryData")))
+    if total > MAX_CONFIG_BYTES:  # upstream names the whole object: field ""
+        causes.append(v.too_long("", MAX_CONFIG_BYTES))
     return causes + _immutable_data(obj, old, ("data", "binaryData"))
 
 
@@ -257,9 +268,9 @@ def _validate_secret(obj: dict, old: dict | None) -> list[Cause]:
     for k in _SECRET_KEYS.get(st, ()):
         if k not in (obj.get("data") or {}):
             causes.append(v.required(f"data[{k}]"))
-    total = sum(len(str(x)) * 3 // 4 for x in (obj.get("data") or {}).values())
-    if total > 1024 * 1024:
-        causes.append(v.too_long("data", 1024 * 1024))
+    total = sum(len(str(x)) * 3 // 4 for x in _values(obj.get("data")))
+    if total > MAX_CONFIG_BYTES:
+        causes.append(v.too_long("data", MAX_CONFIG_BYTES))
     if old is not None and (old.get("type") or "Opaque") != st:
         causes.append(v.invalid_value("type", st, "field is immutable"))
     return causes + _immutable_data(obj, old, ("data",))

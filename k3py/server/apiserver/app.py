@@ -148,6 +148,9 @@ async def _openapi(request: web.Request, api: ApiServer) -> web.Response:
     raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
 
 
+MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's MaxRequestBodyBytes
+
+
 @web.middleware
 async def _errors_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
@@ -156,6 +159,8 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         if e.code >= 500:
             log.warning("%s %s -> %s %s", request.method, request.path, e.code, e.message)
         return status_response(e)
+    except web.HTTPRequestEntityTooLarge:
+        return status_response(errors.request_entity_too_large(f"limit is {MAX_BODY_BYTES}"))
     except web.HTTPException:
         raise
     except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
@@ -164,7 +169,7 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
 
 
 def build_app(api: ApiServer) -> web.Application:
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[API_SERVER] = api
     return app
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import yaml
 from aiohttp import web
 
-from k3py.api import errors, kinds, protobuf
+from k3py.api import decoding, errors, kinds, protobuf
 from k3py.api.resources import Resource
 
 __all__ = ["wants_table", "decode_body", "json_response", "status_response",
@@ -35,15 +34,9 @@ def decode_body(body: bytes, content_type: str) -> Any:
     if ct == protobuf.CONTENT_TYPE:
         return protobuf.decode_k8s_protobuf(body)
     if ct in ("application/json", "", "*/*", "application/octet-stream"):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise errors.bad_request(f"error decoding JSON body: {e}") from None
+        return decoding.load_json(body)
     if ct in ("application/yaml", "application/x-yaml", "text/yaml"):
-        try:
-            return yaml.safe_load(body)
-        except yaml.YAMLError as e:
-            raise errors.bad_request(f"error decoding YAML body: {e}") from None
+        return decoding.load_yaml(body)
     raise errors.unsupported_media_type(ct)
 
 

@@ -243,3 +243,15 @@ def test_schema_lookup_and_unknown_fields():
     obj["spec"]["containers"][0]["bogus"] = 1
     obj["spec"]["nodeSelector"] = {"any": "key"}
     assert find_unknown_fields("v1", "Pod", obj) == ["spec.containers[0].bogus"]
+
+
+def test_json_patch_copies_bounded_in_bytes():
+    """Each copy doubling a value: 24 tiny ops were gigabytes before the 3 MiB bound."""
+    doc = {"data": {"v0": "x" * 1024}}
+    ops = [{"op": "copy", "from": "/data", "path": f"/data/v{i}"} for i in range(1, 25)]
+    with pytest.raises(errors.StatusError) as e:
+        apply_json_patch(doc, ops)
+    assert e.value.code == 422
+    assert "accumulated size increase of copy" in e.value.detail
+    small = [{"op": "copy", "from": "/data/v0", "path": "/data/c"}]
+    assert apply_json_patch({"data": {"v0": "x"}}, small)["data"]["c"] == "x"
