@@ -6,4 +6,10 @@ cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 PY="${PYTHON:-python3}"
 "$PY" -m ruff check k3py tests bench 2>/dev/null || { "$PY" -m ruff check k3py tests bench; exit 1; }
+# The layering contracts in pyproject.toml ([tool.importlinter]); quiet unless one is broken.
+lint_imports() {
+  "$PY" -c 'from importlinter.cli import lint_imports_command; lint_imports_command()' \
+    --no-logo --no-cache
+}
+lint_imports >/dev/null 2>&1 || { lint_imports; exit 1; }
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"

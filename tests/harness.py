@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL"]
+__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env"]
 
 KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
 
@@ -25,6 +25,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without K3PY_* variables, so a child k3py reads only its flags."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
@@ -66,12 +71,20 @@ class ServerProcess:
                 "--write-kubeconfig", str(self.kubeconfig), "--disable-agent",
                 *self.extra_args]
 
+    def join_token(self) -> str:
+        return (self.data_dir / "server" / "token").read_text().strip()
+
+    def agent_command(self, data_dir: Path, node: str, *extra: str, server: str = "",
+                      token: str = "") -> list[str]:
+        """`python -m k3py agent` joining this server (`server`: another URL for it, e.g.
+        from a network namespace; `token`: another token than the server's)."""
+        return [sys.executable, "-m", "k3py", "agent", "--server", server or self.url,
+                "--token", token or self.join_token(), "--data-dir", str(data_dir),
+                "--node-name", node, *extra]
+
     def start(self, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env}
-        for k in list(env):
-            if k.startswith("K3PY_") and k not in self.env:
-                env.pop(k)
+        env = {**clean_env(), **self.env}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)

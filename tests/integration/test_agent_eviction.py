@@ -21,18 +21,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, wait_for
+from tests.harness import ServerProcess, clean_env, wait_for
 from tests.integration.agents import IMAGE, build_test_image, podman_pods, remove_podman_pods
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +40,6 @@ SHORT_TOLERATION = 2    # tolerationSeconds of the pod that must go first
 GRACE = 40              # node-monitor grace period (controllers/node.py)
 LEASE_EVERY = 10        # the agent renews its Lease this often (agent/node.py)
 UNREACHABLE = "node.kubernetes.io/unreachable"
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
 
 
 class Side:
@@ -56,13 +53,10 @@ class Side:
         self.agent: subprocess.Popen | None = None
 
     def start_agent(self) -> None:
-        token = (self.srv.data_dir / "server" / "token").read_text().strip()
         with open(self.agent_log, "ab") as log:
             self.agent = subprocess.Popen(
-                [sys.executable, "-m", "k3py", "agent", "--server", self.srv.url,
-                 "--token", token, "--data-dir", str(self.agent_dir),
-                 "--node-name", self.node],
-                stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+                self.srv.agent_command(self.agent_dir, self.node),
+                stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
 
     def kill_agent(self) -> None:
         """SIGKILL to the agent only: its containers keep running under conmon, as on a node

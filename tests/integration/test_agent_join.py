@@ -6,30 +6,19 @@ Uses tests/harness.py's ServerProcess; the agent's podman pods are removed at te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, wait_for
+from tests.harness import clean_env, wait_for
 from tests.integration.agents import build_test_image
 
 pytestmark = pytest.mark.integration
 
 pytest.importorskip("k3py.cli.agent")  # the CLI lands with the server work
-
-
-def _agent_cmd(srv: ServerProcess, data_dir: Path, node: str, token: str) -> list[str]:
-    return [sys.executable, "-m", "k3py", "agent", "--server", srv.url, "--token", token,
-            "--data-dir", str(data_dir), "--node-name", node]
-
-
-def _token(srv: ServerProcess) -> str:
-    return (srv.data_dir / "server" / "token").read_text().strip()
 
 
 @pytest.fixture
@@ -50,12 +39,12 @@ def agent_procs():
 
 
 def test_wrong_token_and_wrong_ca_fail_fast(server, tmp_path):
-    good = _token(server)
+    good = server.join_token()
     wrong_secret = good.rsplit(":", 1)[0] + ":nope"
     wrong_ca = "K10" + "0" * 64 + "::server:" + good.rsplit(":", 1)[1]
     for token, needle in ((wrong_secret, "rejected the join token"),
                           (wrong_ca, "does not match the token")):
-        out = subprocess.run(_agent_cmd(server, tmp_path / uuid.uuid4().hex, "n", token),
+        out = subprocess.run(server.agent_command(tmp_path / uuid.uuid4().hex, "n", token=token),
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 1
         assert needle in out.stderr
@@ -66,10 +55,8 @@ def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
     node = f"edge-{uuid.uuid4().hex[:6]}"
     data = tmp_path / "agent"
     log = open(tmp_path / "agent.log", "wb")
-    proc = subprocess.Popen(_agent_cmd(server, data, node, _token(server)), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={k: v for k, v in os.environ.items()
-                                 if not k.startswith("K3PY_")})
+    proc = subprocess.Popen(server.agent_command(data, node), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, env=clean_env())
     agent_procs.append((proc, node))
 
     def ready():
@@ -130,12 +117,11 @@ def test_duplicate_node_name_is_refused_until_the_node_is_deleted(server, tmp_pa
     (even without its cached certificate); `kubectl delete node` frees the name, and once the
     second machine has it, the first one's old certificate no longer opens a tunnel."""
     node = f"dup-{uuid.uuid4().hex[:6]}"
-    token = _token(server)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
+    env = clean_env()
 
     def start(data: Path) -> subprocess.Popen:
         log = open(tmp_path / f"{data.name}.log", "ab")
-        proc = subprocess.Popen(_agent_cmd(server, data, node, token), stdout=log,
+        proc = subprocess.Popen(server.agent_command(data, node), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
         agent_procs.append((proc, node))
         return proc
@@ -154,7 +140,7 @@ def test_duplicate_node_name_is_refused_until_the_node_is_deleted(server, tmp_pa
     first, second = tmp_path / "first", tmp_path / "second"
     a = start(first)
     wait_for(ready, 30, 0.3, f"node {node} Ready")
-    out = subprocess.run(_agent_cmd(server, second, node, token), capture_output=True,
+    out = subprocess.run(server.agent_command(second, node), capture_output=True,
                          text=True, timeout=60, env=env)
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()

@@ -19,18 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, wait_for
+from tests.harness import ServerProcess, clean_env, wait_for
 from tests.integration.agents import build_test_image, podman_pods, remove_podman_pods
 
 pytestmark = pytest.mark.integration
-
-
-def _token(srv: ServerProcess) -> str:
-    return (srv.data_dir / "server" / "token").read_text().strip()
-
-
-def _env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
 
 
 def _children_services(pid: int) -> list[int]:
@@ -79,10 +71,8 @@ class Agent:
         log = open(self.log, "ab")
         self._log_from = log.tell()  # this start's own lines come after this offset
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "k3py", "agent", "--server", self.srv.url, "--token",
-             _token(self.srv), "--data-dir", str(self.data), "--node-name", self.node,
-             *self.extra], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=_env())
+            self.srv.agent_command(self.data, self.node, *self.extra), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, env=clean_env())
         log.close()
         return self.proc
 
@@ -231,15 +221,14 @@ def test_given_endpoint_is_used_and_a_dead_one_is_one_line(server, tmp_path, ima
 
     # a socket nobody serves: one line, exit 1, no hang
     out = subprocess.run(
-        [sys.executable, "-m", "k3py", "agent", "--server", server.url, "--token",
-         _token(server), "--data-dir", str(tmp_path / "agent2"), "--node-name", node + "-x",
-         "--container-runtime-endpoint", f"unix://{tmp_path}/nobody.sock"],
-        capture_output=True, text=True, timeout=60, env=_env())
+        server.agent_command(tmp_path / "agent2", node + "-x", "--container-runtime-endpoint",
+                             f"unix://{tmp_path}/nobody.sock"),
+        capture_output=True, text=True, timeout=60, env=clean_env())
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not answer" in lines[0], out.stderr
     # and a value that is not a unix socket URL is refused by the flag parser
     out = subprocess.run([sys.executable, "-m", "k3py", "agent", "--server", server.url,
                           "--token", "x", "--container-runtime-endpoint", "/run/x.sock"],
-                         capture_output=True, text=True, timeout=60, env=_env())
+                         capture_output=True, text=True, timeout=60, env=clean_env())
     assert out.returncode != 0 and "unix:///" in out.stderr

@@ -22,13 +22,12 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, wait_for
+from tests.harness import ServerProcess, clean_env, wait_for
 from tests.integration.agents import IMAGE, build_test_image
 from tests.integration.netns import netns_factory  # noqa: F401 - fixture
 
@@ -187,16 +186,14 @@ def cluster(netns_factory, tmp_path):  # noqa: F811 - the fixture imported above
     agents: dict[str, tuple] = {}
     try:
         srv.start()
-        token = (srv.data_dir / "server" / "token").read_text().strip()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
+        env = clean_env()
         for label, ns in (("a", ns_a), ("b", ns_b)):
             name = f"edge-{label}-{ns.id[:6]}"
             log = tmp_path / f"agent-{label}.log"
             with open(log, "wb") as f:
-                proc = ns.popen([sys.executable, "-m", "k3py", "agent",
-                                 "--server", f"https://{ns.host_ip}:{srv.port}",
-                                 "--token", token, "--data-dir", str(tmp_path / f"agent-{label}"),
-                                 "--node-name", name], stdout=f, stderr=subprocess.STDOUT,
+                proc = ns.popen(srv.agent_command(tmp_path / f"agent-{label}", name,
+                                                  server=f"https://{ns.host_ip}:{srv.port}"),
+                                stdout=f, stderr=subprocess.STDOUT,
                                 env=env, cwd=str(Path(__file__).resolve().parents[2]))
             agents[name] = (ns, proc, log)
         c = Cluster(srv, agents, tmp_path)

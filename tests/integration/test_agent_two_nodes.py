@@ -24,11 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,8 +36,9 @@ from pathlib import Path
 import pytest
 
 from k3py.config import podman_storage_args
-from tests.harness import KUBECTL, ServerProcess, wait_for
+from tests.harness import KUBECTL, ServerProcess, clean_env, wait_for
 from tests.integration.agents import (
+    IMAGE,
     build_test_image,
     container_status,
     fetch,
@@ -55,8 +54,6 @@ from tests.integration.netns import NetNS, require_netns
 pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "k3py.local/busybox:latest"
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
 
 
 @dataclass
@@ -77,7 +74,7 @@ class Agent:
 
     def start(self) -> None:
         with open(self.log, "ab") as f:
-            self.proc = self.ns.popen(self.args, stdout=f, stderr=subprocess.STDOUT, env=ENV,
+            self.proc = self.ns.popen(self.args, stdout=f, stderr=subprocess.STDOUT, env=clean_env(),
                                       cwd=str(ROOT))
 
     def kill9(self) -> None:
@@ -185,7 +182,6 @@ def cluster(tmp_path_factory):
             "--bind-address", "0.0.0.0", "--advertise-address", ns_a.host_ip,
             "--tls-san", ns_b.host_ip])
         srv.start()
-        token = (srv.data_dir / "server" / "token").read_text().strip()
         suffix = uuid.uuid4().hex[:6]
         for label, ns, node_args in (
                 ("a", ns_a, ["--node-label", "site=alpha"]),
@@ -195,10 +191,8 @@ def cluster(tmp_path_factory):
             (data / "agent" / "images").mkdir(parents=True)
             shutil.copy(tarball, data / "agent" / "images" / "busybox.tar")
             name = f"two-{label}-{suffix}"
-            args = [sys.executable, "-m", "k3py", "agent",
-                    "--server", f"https://{ns.host_ip}:{srv.port}", "--token", token,
-                    "--data-dir", str(data), "--node-name", name,
-                    "--podman-root", str(data / "podman"), *node_args]
+            args = srv.agent_command(data, name, "--podman-root", str(data / "podman"),
+                                     *node_args, server=f"https://{ns.host_ip}:{srv.port}")
             agents[label] = Agent(label, name, ns, data, data / "podman",
                                   tmp / f"agent-{label}.log", args)
             agents[label].start()

@@ -2,7 +2,8 @@
 EventRecorder and InformerFactory in a ControllerContext, and the namespaces.
 
 `env` is the fixture (`real_env` builds the same for a test that wants other namespaces or its
-own helper class); `eventually` polls a (sync or async) predicate with a deadline."""
+own helper class); `eventually` polls a (sync or async) predicate with a deadline;
+`serve_app` serves an aiohttp app in-process on a free loopback port."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
 from k3py.api.resources import Resource, builtin_registry
 from k3py.server.bootstrap import ensure_namespaces
@@ -43,6 +45,16 @@ async def eventually(pred: Callable[[], Any], timeout: float = 5.0, interval: fl
             return value
         assert loop.time() < end, f"timed out waiting for {what} (last: {value!r})"
         await asyncio.sleep(interval)
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1 (a free port, plain HTTP); returns (runner, port): the caller
+    awaits runner.cleanup()."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
 
 
 class ControllerEnv:

@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from k3py.agent.join import JoinError, join, parse_token
 from k3py.server.edge.nodeauth import NodeJoin
+from tests.unit.conftest import serve_app
 
 pytestmark = pytest.mark.unit
 
@@ -42,11 +43,7 @@ async def server():
     token = f"K10{hashlib.sha256(ca_pem).hexdigest()}::server:s3cret"
     app = web.Application()
     NodeJoin(ca_cert_pem=ca_pem, ca_key_pem=key_pem, token=token).install(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve_app(app)
     async with aiohttp.ClientSession() as session:
         yield f"http://127.0.0.1:{port}", token, session
     await runner.cleanup()

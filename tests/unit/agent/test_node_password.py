@@ -19,6 +19,7 @@ from k3py.server.edge.nodepassword import (
     secret_name,
 )
 from tests.unit.agent.test_join import _ca
+from tests.unit.conftest import serve_app
 
 pytestmark = pytest.mark.unit
 
@@ -39,11 +40,7 @@ async def cluster(env):
     app = web.Application()
     NodeJoin(ca_cert_pem=ca_pem, ca_key_pem=key_pem, token=token,
              passwords=NodePasswords(env.registry)).install(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve_app(app)
     async with aiohttp.ClientSession() as session:
         yield env, f"http://127.0.0.1:{port}", token, session
     await runner.cleanup()

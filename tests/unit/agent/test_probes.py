@@ -9,6 +9,7 @@ import socket
 from aiohttp import web
 
 from k3py.agent.probes import ContainerProbes, check
+from tests.unit.conftest import serve_app
 
 
 def _closed_port() -> int:
@@ -20,11 +21,7 @@ def _closed_port() -> int:
 async def _serve(handler) -> tuple[web.AppRunner, int]:
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    return await serve_app(app)
 
 
 async def _no_exec(argv, timeout):

@@ -28,6 +28,7 @@ from k3py.server.controllers.base import InformerFactory  # noqa: E402
 from k3py.server.edge.cloudhub import CloudHub  # noqa: E402
 from k3py.server.registry import Registry  # noqa: E402
 from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
+from tests.unit.conftest import serve_app  # noqa: E402
 
 
 class NodeAuth:
@@ -76,11 +77,7 @@ async def cluster(tmp_path):
         return await hub.handle_tunnel(request)
     app = web.Application()
     app.router.add_get(TUNNEL_PATH, tunnel)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve_app(app)
     session = aiohttp.ClientSession()
     agents = []
 
