@@ -14,7 +14,7 @@ import re
 
 import yaml
 
-from k3py.api import errors, structural
+from k3py.api import errors, structural, validation
 from k3py.api.errors import Cause
 from k3py.api.objects import now_rfc3339
 from k3py.api.resources import Resource, ResourceRegistry
@@ -31,16 +31,6 @@ log = logging.getLogger("k3py.crds")
 GROUP = "apiextensions.k8s.io"
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 BUILTIN_ANNOTATION = "k3py.io/builtin-crd"
-_DNS1123_SUB = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                "characters, '-' or '.', and must start and end with an alphanumeric character "
-                "(e.g. 'example.com', regex used for validation is "
-                "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-_DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
-                "start with an alphabetic character, and end with an alphanumeric character "
-                "(e.g. 'my-name',  or 'abc-123', regex used for validation is "
-                "'[a-z]([-a-z0-9]*[a-z0-9])?')")
 _COLUMN_TYPES = "boolean,date,integer,number,string"
 _COLUMN_FORMATS = "byte,date,date-time,double,float,int32,int64,password"
 _KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
@@ -69,9 +59,12 @@ def _inv(path: str, value, detail: str) -> Cause:
     return errors.field_cause(path, f"Invalid value: {structural.format_value(value)}: {detail}")
 
 
-def _req(path: str, detail: str = "") -> Cause:
-    return errors.field_cause(path, "Required value" + (f": {detail}" if detail else ""),
-                              "FieldValueRequired")
+_req = validation.required
+
+
+def _dns_errors(path: str, value, problems: list[str], prefix: str = "") -> list[Cause]:
+    """One Invalid cause with all of a name check's problems (upstream joins them with ",")."""
+    return [_inv(path, value, prefix + ",".join(problems))] if problems else []
 
 
 def _default_spec(spec: dict) -> None:
@@ -95,8 +88,8 @@ def validate_crd(crd: dict, old: dict | None = None) -> list[Cause]:
         out.append(_inv("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
     if not group:
         out.append(_req("spec.group"))
-    elif not _DNS1123_SUB.match(group):
-        out.append(_inv("spec.group", group, _DNS1123_MSG))
+    elif problems := validation.dns1123_subdomain(group):
+        out.extend(_dns_errors("spec.group", group, problems))
     elif "." not in group:
         out.append(_inv("spec.group", group, "should be a domain with at least one dot"))
     scope = spec.get("scope") or ""
@@ -115,17 +108,19 @@ def validate_crd(crd: dict, old: dict | None = None) -> list[Cause]:
         value = names.get(key)
         if not value:
             out.append(_req(f"spec.names.{key}"))
-        elif key in ("plural", "singular") and not _DNS1035.match(value):
-            out.append(_inv(f"spec.names.{key}", value, _DNS1035_MSG))
-        elif key in ("kind", "listKind") and not _DNS1035.match(str(value).lower()):
-            out.append(_inv(f"spec.names.{key}", value,
-                            "may have mixed case, but should otherwise match: " + _DNS1035_MSG))
+        elif key in ("plural", "singular"):
+            out.extend(_dns_errors(f"spec.names.{key}", value,
+                                   validation.dns1035_label(str(value))))
+        else:
+            out.extend(_dns_errors(f"spec.names.{key}", value,
+                                   validation.dns1035_label(str(value).lower()),
+                                   "may have mixed case, but should otherwise match: "))
     if names.get("kind") and names.get("kind") == names.get("listKind"):
         out.append(_inv("spec.names.listKind", names["listKind"],
                         "kind and listKind may not be the same"))
     for i, short in enumerate(names.get("shortNames") or ()):
-        if not _DNS1035.match(str(short)):
-            out.append(_inv(f"spec.names.shortNames[{i}]", short, _DNS1035_MSG))
+        out.extend(_dns_errors(f"spec.names.shortNames[{i}]", short,
+                               validation.dns1035_label(str(short))))
     if old is not None:
         old_scope = (old.get("spec") or {}).get("scope")
         if old_scope and scope and scope != old_scope:
@@ -142,8 +137,7 @@ def _validate_versions(spec: dict) -> list[Cause]:
     for i, v in enumerate(versions):
         path = f"spec.versions[{i}]"
         vname = str(v.get("name") or "")
-        if not _DNS1035.match(vname):
-            out.append(_inv(f"{path}.name", vname, _DNS1035_MSG))
+        out.extend(_dns_errors(f"{path}.name", vname, validation.dns1035_label(vname)))
         schema = (v.get("schema") or {}).get("openAPIV3Schema")
         subs = v.get("subresources") or {}
         if schema is None:
