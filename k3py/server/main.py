@@ -19,9 +19,11 @@ from aiohttp import web
 
 from k3py.api.resources import builtin_registry
 from k3py.hostinfo import primary_ip
+from k3py.server import bootstrap
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
+from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
 
 __all__ = ["run", "serve", "StartupError", "RunningServer"]
@@ -41,6 +43,7 @@ class RunningServer:
     backend: object
     controllers: list
     url: str
+    services: ServiceAllocator
 
 
 def _check_data_dir(path: str) -> None:
@@ -108,9 +111,8 @@ async def serve(config, *, stop: asyncio.Event | None = None,
     await backend.start()
     resources = builtin_registry()
     registry = Registry(backend, resources)
-
-    from k3py.server import bootstrap
-    await bootstrap.prepare(registry, config, advertise)
+    plugins = bootstrap.install_admission(registry, config)
+    await bootstrap.prepare(registry, plugins, config, advertise)
 
     authenticator = Authenticator()
     url_host = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else \
@@ -133,11 +135,11 @@ async def serve(config, *, stop: asyncio.Event | None = None,
         admin_cert, admin_key = bundle.admin_cert_pem, bundle.admin_key_pem
         pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
                              admin_key, mode=int(config.write_kubeconfig_mode, 8))
-    controllers = await bootstrap.start_controllers(registry, config, advertise)
+    controllers = await bootstrap.start_controllers(registry, plugins, config, advertise)
     api.ready = True
     log.info("k3py server is ready at %s (node token in %s)", url, config.token_path)
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
-                         controllers=controllers, url=url)
+                         controllers=controllers, url=url, services=plugins.services)
 
 
 async def shutdown(server: RunningServer) -> None:
@@ -147,6 +149,7 @@ async def shutdown(server: RunningServer) -> None:
             await c.stop()
     with contextlib.suppress(Exception):
         await server.runner.cleanup()
+    await server.services.stop()
     await server.backend.close()
 
 
