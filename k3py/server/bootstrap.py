@@ -2,9 +2,9 @@
 and authorizer chains, built-in CRDs, namespaces, the kubernetes Service, authenticators, extra
 routes and the controllers.
 
-Called in order by k3py.server.main.serve, which owns what they share (the Registry, the
-ApiServer); every admission plug-in is wired here and nowhere else, so two servers in one
-process never see each other's. Kept apart from main.py so each step reads on its own."""
+Called in order by k3py.server.main.serve, which owns what they share (the Registry, the one
+InformerFactory, the ApiServer); every plug-in is wired here and nowhere else, so two servers
+in one process never see each other's. Kept apart from main.py so each step reads on its own."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from aiohttp import web
 from k3py.server import crds, nodeauth, streams
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
+from k3py.server.apiserver.auth import AuthorizerChain
 from k3py.server.cloudhub import TUNNEL_PATH, CloudHub
 from k3py.server.controllers import service
 from k3py.server.controllers.base import (
@@ -33,7 +34,7 @@ from k3py.server.serviceaccounts import (
     token_request_handler,
 )
 
-__all__ = ["Plugins", "install_admission", "prepare",
+__all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
            "install_authenticators", "install_routes", "start_controllers",
            "ensure_namespaces", "SYSTEM_NAMESPACES"]
 
@@ -69,6 +70,14 @@ def install_admission(registry: Registry, config) -> Plugins:
     return Plugins(crds=custom, services=services)
 
 
+def authorizer_chain(informers: InformerFactory) -> AuthorizerChain:
+    """SystemMasters -> Node -> RBAC -> Deny (`names()` lists them); RBAC reads the server's
+    shared informers."""
+    chain = AuthorizerChain()
+    chain.add("RBAC", RBACAuthorizer(informers).allows)
+    return chain
+
+
 async def ensure_namespaces(registry: Registry) -> None:
     res = registry.resources.get("", "v1", "namespaces")
     for name in SYSTEM_NAMESPACES:
@@ -91,37 +100,32 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
                                             advertise, config.https_listen_port)
 
 
-def install_authenticators(api: ApiServer, registry: Registry, config, token: str,
-                           sa_key_pem: bytes) -> None:
-    """Client certificates are handled by TLS; service-account (and node) tokens plug in here."""
-    issuer = TokenIssuer(sa_key_pem)
+def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer) -> None:
+    """Client certificates are handled by TLS; service-account tokens plug in here (node
+    tokens with the routes)."""
     api.authenticator.token_authenticators.append(issuer.authenticate)
     api.streams["token"] = token_request_handler(registry, issuer)
-    api.authenticator.sa_issuer = issuer  # type: ignore[attr-defined] # CloudHub mints pod tokens
 
 
-def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
+def install_routes(app: web.Application, api: ApiServer, registry: Registry, config,
+                   informers: InformerFactory, issuer: TokenIssuer) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     nodeauth.install_from_config(app, config, registry)
-    hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None))
+    hub = CloudHub(registry, api.authenticator, issuer, informers=informers)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
-    rbac = RBACAuthorizer.install(registry)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()
-        rbac.start()
 
     async def stop_hub(_app: web.Application) -> None:
         await hub.stop()
-        await rbac.stop()
     app.on_startup.append(start_hub)
     app.on_cleanup.append(stop_hub)
 
 
-async def start_controllers(registry: Registry, plugins: Plugins, config,
-                            advertise: str) -> list[Controller | ManifestDeployer]:
-    informers = InformerFactory(registry)
+async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
+                            informers: InformerFactory) -> list[Controller | ManifestDeployer]:
     ctx = ControllerContext(registry=registry, informers=informers,
                             recorder=EventRecorder(registry), config=config,
                             extra={"api_endpoint": (advertise, config.https_listen_port)})

@@ -148,14 +148,14 @@ class CloudHub:
     """Per-node sessions, fed by pod/configmap/secret informers; serves the tunnel route."""
 
     def __init__(self, registry: Registry, authenticator: Authenticator,
-                 issuer: TokenIssuer | None = None) -> None:
+                 issuer: TokenIssuer | None = None, *, informers: InformerFactory) -> None:
         self.registry = registry
         self.authenticator = authenticator
         self.issuer = issuer  # pods' service-account tokens go down with them (podtokens.py)
         self.tokens: PodTokens | None = None
         self.sessions: dict[str, NodeSession] = {}
         self.passwords = NodePasswords(registry)
-        self._informers = InformerFactory(registry)
+        self._informers = informers  # the server's shared ones: its owner starts and stops them
         self._tasks: set[asyncio.Task] = set()
         self._started = False
         # pods on a node with a live tunnel are deleted gracefully: the agent stops them,
@@ -218,7 +218,6 @@ class CloudHub:
             if s.ws is not None:
                 with contextlib.suppress(Exception):
                     await s.ws.close()
-        await self._informers.stop()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)

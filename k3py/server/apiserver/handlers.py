@@ -14,7 +14,7 @@ from k3py.api import errors
 from k3py.api.resources import Resource
 from k3py.server import admission
 from k3py.server.apiserver import watch as watchmod
-from k3py.server.apiserver.auth import User, authorize
+from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.apiserver.negotiation import (
     bool_param,
     decode_body,
@@ -82,7 +82,8 @@ def _object_response(request: web.Request, res: Resource, obj: dict,
 
 
 async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
-                          registry: Registry, streams: dict[str, StreamHandler]) -> web.StreamResponse:
+                          registry: Registry, authorizer: AuthorizerChain,
+                          streams: dict[str, StreamHandler]) -> web.StreamResponse:
     res = rp.resource
     assert res is not None
     method = request.method
@@ -97,8 +98,8 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
                                         f"requested resource ({method})")
     sub = rp.subresource
     if sub in streams:
-        authorize(user, "create" if method != "GET" else "get", res.group, res.plural,
-                  rp.namespace, rp.name, sub)
+        authorizer.authorize(user, "create" if method != "GET" else "get", res.group,
+                             res.plural, rp.namespace, rp.name, sub)
         return await streams[sub](request, rp, user)
     if sub and sub not in ("status", "scale", "binding", "eviction", "finalize"):
         raise errors.StatusError(404, "NotFound", f"the server could not find the requested "
@@ -106,7 +107,7 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
     if verb not in res.verbs and not sub:
         raise errors.method_not_allowed(f"the server does not allow this method on the "
                                         f"requested resource ({verb})")
-    authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub)
+    authorizer.authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub)
     ns = rp.namespace if res.namespaced else None
 
     if verb == "watch":

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.unit
 pytest.importorskip("k3py.server.registry")
 from k3py.server.apiserver.auth import User  # noqa: E402
 from k3py.server.cloudhub import TUNNEL_PATH, CloudHub  # noqa: E402
+from k3py.server.controllers.base import InformerFactory  # noqa: E402
 from k3py.server.registry import Registry  # noqa: E402
 from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
 
@@ -61,7 +62,8 @@ async def cluster(tmp_path):
     ns = registry.resources.get("", "v1", "namespaces")
     for name in ("default", "kube-node-lease"):
         await registry.create(ns, None, {"metadata": {"name": name}})
-    hub = CloudHub(registry, NodeAuth())
+    informers = InformerFactory(registry)
+    hub = CloudHub(registry, NodeAuth(), informers=informers)
     # open unless a test closes it: a closed gate answers the tunnel's handshake 503, so an
     # agent stays away (retrying) exactly as long as the test needs it away
     gate = asyncio.Event()
@@ -97,6 +99,7 @@ async def cluster(tmp_path):
             await eh.meta.close()
         await session.close()
         await hub.stop()
+        await informers.stop()
         await runner.cleanup()
         await backend.close()
 
