@@ -1,22 +1,29 @@
 """Admission for every write: strategies (status vs spec, generation), defaults, validation,
 patch application, managed fields, version conversion. Called only by the registry.
 
-Per-kind facts live in k3py/api/kinds (pure); this module decides the order they run in."""
+Per-kind facts live in k3py/api/kinds (pure); this module decides the order they run in. The
+plug-in steps (CRDs, service allocation, ServiceAccount) sit in one AdmissionChain per server:
+k3py.server.bootstrap fills it at start, the server's Registry owns and runs it."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from k3py.api import decoding, errors, kinds, selectors
+from k3py.api import apply as applylib
+from k3py.api import decoding, errors, kinds, selectors, structural
 from k3py.api import patch as patchlib
+from k3py.api.errors import Cause
 from k3py.api.objects import deepcopy
 from k3py.api.resources import Resource
 
 __all__ = [
-    "convert", "label_selector", "field_selector", "prepare_for_create", "prepare_for_update",
-    "default", "check_valid", "track_managed_fields", "apply_patch", "parse_apply_body",
-    "server_side_apply", "needs_finalization", "on_terminating", "finalize_when_empty",
-    "PATCH_TYPES", "register_validator", "register_converter", "register_preparer",
+    "AdmissionChain", "Step", "Preparer", "Mutator", "Validator", "Converter", "DeleteHook",
+    "label_selector", "field_selector", "track_managed_fields", "apply_patch",
+    "parse_apply_body", "server_side_apply", "unknown_fields", "needs_finalization",
+    "on_terminating", "finalize_when_empty", "PATCH_TYPES",
 ]
 
 PATCH_TYPES = {
@@ -26,29 +33,6 @@ PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
     "application/apply-patch+cbor": "apply-cbor",
 }
-
-_EXTRA_VALIDATORS: list[Any] = []  # CRD schema validation registers here
-
-
-def register_validator(fn: Any) -> None:
-    _EXTRA_VALIDATORS.append(fn)
-
-
-_CONVERTERS: list[Any] = []  # fn(res, obj) -> converted obj or None (CRDs register here)
-
-
-def register_converter(fn: Any) -> None:
-    _CONVERTERS.append(fn)
-
-
-# fn(res, obj, old | None, subresource) -> new obj or None (in place); runs after the kind's
-# own strategy. CRDs register the custom-resource status/spec split here.
-_PREPARERS: list[Any] = []
-
-
-def register_preparer(fn: Any) -> None:
-    _PREPARERS.append(fn)
-
 
 _EVENT_FIELDS = (  # core/v1 Event field <-> events.k8s.io/v1 Event field
     ("involvedObject", "regarding"), ("message", "note"), ("source", "deprecatedSource"),
@@ -67,21 +51,6 @@ def _convert_event(obj: dict, to_core: bool) -> dict:
     return out
 
 
-def convert(res: Resource, obj: dict) -> dict:
-    """Present a stored object in the served version of its resource."""
-    for fn in _CONVERTERS:
-        out = fn(res, obj)
-        if out is not None:
-            return out
-    if res.kind == "Event" and obj.get("kind") == "Event":
-        if res.group == "events.k8s.io" and obj.get("apiVersion") == "v1":
-            return _convert_event(obj, to_core=False)
-        if res.group == "" and obj.get("apiVersion") == "events.k8s.io/v1":
-            return _convert_event(obj, to_core=True)
-    obj["apiVersion"] = res.api_version
-    return obj
-
-
 def label_selector(s: str):
     return selectors.parse_label_selector(s) if s else None
 
@@ -90,37 +59,7 @@ def field_selector(s: str, res: Resource):
     return selectors.parse_field_selector(s, res) if s else None
 
 
-def prepare_for_create(res: Resource, obj: dict) -> None:
-    kinds.prepare_for_create(res, obj)
-    for fn in _PREPARERS:
-        fn(res, obj, None, "")
-
-
-def prepare_for_update(res: Resource, obj: dict, old: dict, subresource: str) -> dict:
-    new = kinds.prepare_for_update(res, obj, old, subresource)
-    for fn in _PREPARERS:
-        new = fn(res, new, old, subresource) or new
-    return new
-
-
-def default(res: Resource, obj: dict, old: dict | None = None) -> None:
-    kinds.default(res, obj, old)
-
-
-def check_valid(res: Resource, obj: dict, old: dict | None = None) -> None:
-    causes = list(kinds.validate(res, obj, old))
-    for fn in _EXTRA_VALIDATORS:
-        causes.extend(fn(res, obj, old) or [])
-    if causes:
-        name = (obj.get("metadata") or {}).get("name") or ""
-        raise errors.invalid(res.group, res.kind, name, causes)
-
-
 def track_managed_fields(new: dict, old: dict | None, manager: str, operation: str) -> None:
-    try:
-        from k3py.api import apply as applylib
-    except ImportError:  # pragma: no cover - apply engine not present
-        return
     applylib.update_managed_fields(old, new, manager, operation)
 
 
@@ -136,7 +75,6 @@ def server_side_apply(res: Resource, live: dict | None, applied: dict, manager: 
     if not manager:
         raise errors.bad_request("PATCH, application/apply-patch+yaml requires fieldManager "
                                  "to be set")
-    from k3py.api import apply as applylib
     return applylib.server_side_apply(live, applied, manager, force, patchlib.schema_lookup)
 
 
@@ -165,10 +103,8 @@ def unknown_fields(res: Resource, obj: dict) -> list[str]:
     if res.crd:
         if res.extra.get("preserve_unknown_fields"):
             return []
-        from k3py.api import structural
         return structural.find_unknown_fields(res.extra.get("schema"), obj)
-    finder = getattr(patchlib, "find_unknown_fields", None)
-    return list(finder(res.api_version, res.kind, obj)) if finder else []
+    return list(patchlib.find_unknown_fields(res.api_version, res.kind, obj))
 
 
 def needs_finalization(res: Resource, obj: dict) -> bool:
@@ -186,3 +122,116 @@ def on_terminating(res: Resource, obj: dict) -> None:
 def finalize_when_empty(res: Resource, obj: dict) -> bool:
     """A terminating object whose finalizers are all gone is removed by the same write."""
     return not needs_finalization(res, obj)
+
+
+# ------------------------------------------------------------------ the plug-in chain
+
+# (res, obj, old | None, subresource) -> new obj, or None when changed in place; runs after
+# the kind's own strategy (CRDs: the custom-resource status/spec split)
+Preparer = Callable[[Resource, dict, dict | None, str], dict | None]
+# (res, obj) on create, after defaults and before validation; may be async (may read the store)
+Mutator = Callable[[Resource, dict], Awaitable[None] | None]
+# (res, obj, old | None) -> causes of a 422 Invalid
+Validator = Callable[[Resource, dict, dict | None], list[Cause]]
+# (res, stored obj) -> the object in the served version, or None when not this step's kind
+Converter = Callable[[Resource, dict], dict | None]
+# (res, obj) after an object is gone from the store; may be async
+DeleteHook = Callable[[Resource, dict], Awaitable[None] | None]
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True, slots=True)
+class Step(Generic[F]):
+    """One named plug-in step; the name is what `AdmissionChain.describe` lists."""
+    name: str
+    fn: F
+
+
+class AdmissionChain:
+    """The ordered plug-in steps of one server's admission, run by its Registry.
+
+    A write runs: the kind's strategy, then `preparers`; the kind's defaults; on create the
+    `mutators`; the kind's validation plus `validators`. Reads in another version run the
+    `converters` (the first that answers wins, then the built-in Event conversion). A delete
+    that removed the object runs `delete_hooks`. Each list runs in the order steps were added."""
+
+    def __init__(self) -> None:
+        self.preparers: list[Step[Preparer]] = []
+        self.mutators: list[Step[Mutator]] = []
+        self.validators: list[Step[Validator]] = []
+        self.converters: list[Step[Converter]] = []
+        self.delete_hooks: list[Step[DeleteHook]] = []
+
+    def add_preparer(self, name: str, fn: Preparer) -> None:
+        self.preparers.append(Step(name, fn))
+
+    def add_mutator(self, name: str, fn: Mutator) -> None:
+        self.mutators.append(Step(name, fn))
+
+    def add_validator(self, name: str, fn: Validator) -> None:
+        self.validators.append(Step(name, fn))
+
+    def add_converter(self, name: str, fn: Converter) -> None:
+        self.converters.append(Step(name, fn))
+
+    def add_delete_hook(self, name: str, fn: DeleteHook) -> None:
+        self.delete_hooks.append(Step(name, fn))
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(phase, step name) in the order a write meets them, for a reader or a test."""
+        phases = (("prepare", self.preparers), ("mutate", self.mutators),
+                  ("validate", self.validators), ("convert", self.converters),
+                  ("after-delete", self.delete_hooks))
+        return [(phase, step.name) for phase, steps in phases for step in steps]
+
+    # ------------------------------------------------------------ run by the registry
+
+    def convert(self, res: Resource, obj: dict) -> dict:
+        """Present a stored object in the served version of its resource."""
+        for step in self.converters:
+            out = step.fn(res, obj)
+            if out is not None:
+                return out
+        if res.kind == "Event" and obj.get("kind") == "Event":
+            if res.group == "events.k8s.io" and obj.get("apiVersion") == "v1":
+                return _convert_event(obj, to_core=False)
+            if res.group == "" and obj.get("apiVersion") == "events.k8s.io/v1":
+                return _convert_event(obj, to_core=True)
+        obj["apiVersion"] = res.api_version
+        return obj
+
+    def prepare_for_create(self, res: Resource, obj: dict) -> None:
+        kinds.prepare_for_create(res, obj)
+        for step in self.preparers:
+            step.fn(res, obj, None, "")
+
+    def prepare_for_update(self, res: Resource, obj: dict, old: dict, subresource: str) -> dict:
+        new = kinds.prepare_for_update(res, obj, old, subresource)
+        for step in self.preparers:
+            new = step.fn(res, new, old, subresource) or new
+        return new
+
+    @staticmethod
+    def default(res: Resource, obj: dict, old: dict | None = None) -> None:
+        kinds.default(res, obj, old)
+
+    async def mutate_create(self, res: Resource, obj: dict) -> None:
+        for step in self.mutators:
+            r = step.fn(res, obj)
+            if asyncio.iscoroutine(r):
+                await r
+
+    def check_valid(self, res: Resource, obj: dict, old: dict | None = None) -> None:
+        causes = list(kinds.validate(res, obj, old))
+        for step in self.validators:
+            causes.extend(step.fn(res, obj, old) or [])
+        if causes:
+            name = (obj.get("metadata") or {}).get("name") or ""
+            raise errors.invalid(res.group, res.kind, name, causes)
+
+    async def after_delete(self, res: Resource, obj: dict) -> None:
+        for step in self.delete_hooks:
+            r = step.fn(res, obj)
+            if asyncio.iscoroutine(r):
+                await r

@@ -1,24 +1,83 @@
-"""Start-up steps of `k3py server` that touch the cluster state: built-in CRDs, namespaces,
-the kubernetes Service, authenticators, extra routes and the controllers.
+"""Start-up steps of `k3py server` that touch the cluster state: the plug-ins of the admission
+and authorizer chains, built-in CRDs, namespaces, the kubernetes Service, authenticators, extra
+routes and the controllers.
 
-Kept apart from main.py so each step can be read (and later swapped) on its own."""
+Called in order by k3py.server.main.serve, which owns what they share (the Registry, the one
+InformerFactory, the ApiServer); every plug-in is wired here and nowhere else, so two servers
+in one process never see each other's. Kept apart from main.py so each step reads on its own."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from k3py.server import crds
+from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
-from k3py.server.controllers.base import ControllerContext, EventRecorder, InformerFactory
+from k3py.server.apiserver.auth import AuthorizerChain
+from k3py.server.controllers import service
+from k3py.server.controllers.base import (
+    Controller,
+    ControllerContext,
+    EventRecorder,
+    InformerFactory,
+)
+from k3py.server.controllers.manager import start_controllers as start_builtin_controllers
+from k3py.server.edge import nodeauth, streams
+from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.rbac import RBACAuthorizer
 from k3py.server.registry import Registry
+from k3py.server.serviceaccounts import (
+    ServiceAccountAdmission,
+    TokenIssuer,
+    token_request_handler,
+)
+from k3py.tunnel.protocol import TUNNEL_PATH
 
-__all__ = ["prepare", "install_authenticators", "install_routes", "start_controllers",
-           "SYSTEM_NAMESPACES"]
+__all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
+           "install_authenticators", "install_routes", "start_controllers",
+           "ensure_namespaces", "SYSTEM_NAMESPACES"]
 
 log = logging.getLogger("k3py.server")
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass(frozen=True, slots=True)
+class Plugins:
+    """The admission plug-ins of one server that keep state, for the steps after."""
+    crds: crds.CustomResources
+    services: service.ServiceAllocator
+
+
+def install_admission(registry: Registry, config) -> Plugins:
+    """Fill the registry's AdmissionChain; within each phase the steps run in this order:
+
+    prepare   CustomResourceStrategy, ServiceAllocatedValues
+    mutate    ServiceAllocation, ServiceAccount (create only)
+    validate  CustomResourceValidation
+    convert   CustomResourceConversion
+    delete    ServiceRelease
+
+    `registry.admission.describe()` lists the same at run time."""
+    chain = registry.admission
+    custom = crds.CustomResources(registry)
+    custom.install(chain)
+    services = service.ServiceAllocator(registry, config.service_cidr,
+                                        config.service_node_port_range)
+    services.install(chain)
+    chain.add_mutator("ServiceAccount", ServiceAccountAdmission(registry))
+    return Plugins(crds=custom, services=services)
+
+
+def authorizer_chain(informers: InformerFactory) -> AuthorizerChain:
+    """SystemMasters -> Node -> RBAC -> Deny (`names()` lists them); RBAC reads the server's
+    shared informers."""
+    chain = AuthorizerChain()
+    chain.add("RBAC", RBACAuthorizer(informers).allows)
+    return chain
 
 
 async def ensure_namespaces(registry: Registry) -> None:
@@ -32,81 +91,51 @@ async def ensure_namespaces(registry: Registry) -> None:
                 log.debug("namespace %s: %s", name, e)
 
 
-async def prepare(registry: Registry, config, advertise: str) -> None:
+async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) -> None:
+    """State the API needs before it opens: namespaces, CRDs served, service allocations
+    known, the kubernetes Service."""
     await ensure_namespaces(registry)
-    try:
-        from k3py.server import crds
-        await crds.install_builtin_crds(registry)
-        await crds.load_crds(registry)
-    except ImportError:
-        log.warning("CRD support not available")
-    try:
-        from k3py.server.controllers import service
-        allocator = service.ServiceAllocator.install(
-            registry, config.service_cidr, config.service_node_port_range)
-        await allocator.rebuild() if hasattr(allocator, "rebuild") else None
-        await service.ensure_kubernetes_service(registry, advertise, config.https_listen_port)
-    except ImportError:
-        log.warning("service allocation not available")
+    await crds.install_builtin_crds(registry)
+    await plugins.crds.load()
+    await plugins.services.rebuild()
+    await service.ensure_kubernetes_service(registry, plugins.services.kubernetes_ip,
+                                            advertise, config.https_listen_port)
 
 
-def install_authenticators(api: ApiServer, registry: Registry, config, token: str,
-                           sa_key_pem: bytes) -> None:
-    """Client certificates are handled by TLS; service-account (and node) tokens plug in here."""
-    from k3py.server.serviceaccounts import (
-        ServiceAccountAdmission,
-        TokenIssuer,
-        token_request_handler,
-    )
-    issuer = TokenIssuer(sa_key_pem)
+def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer) -> None:
+    """Client certificates are handled by TLS; service-account tokens plug in here (node
+    tokens with the routes)."""
     api.authenticator.token_authenticators.append(issuer.authenticate)
     api.streams["token"] = token_request_handler(registry, issuer)
-    api.authenticator.sa_issuer = issuer  # type: ignore[attr-defined] # CloudHub mints pod tokens
-    ServiceAccountAdmission.install(registry)
 
 
-def install_routes(app: web.Application, api: ApiServer, registry: Registry, config) -> None:
+def install_routes(app: web.Application, api: ApiServer, registry: Registry, config,
+                   informers: InformerFactory, issuer: TokenIssuer) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
-    from k3py.server.edge import nodeauth, streams
-    from k3py.server.edge.cloudhub import CloudHub
-    from k3py.tunnel.protocol import TUNNEL_PATH
     nodeauth.install_from_config(app, config, registry)
-    from k3py.server.rbac import RBACAuthorizer
-    informers = InformerFactory(registry)  # the hub's; stopped below, after the hub
-    hub = CloudHub(registry, api.authenticator, getattr(api.authenticator, "sa_issuer", None),
-                   informers=informers)
+    hub = CloudHub(registry, api.authenticator, issuer, informers=informers)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
-    rbac = RBACAuthorizer.install(registry)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()
-        rbac.start()
 
     async def stop_hub(_app: web.Application) -> None:
         await hub.stop()
-        await informers.stop()
-        await rbac.stop()
     app.on_startup.append(start_hub)
     app.on_cleanup.append(stop_hub)
 
 
-async def start_controllers(registry: Registry, config, advertise: str) -> list:
-    from k3py.server.controllers.manager import start_controllers as start_all
-    informers = InformerFactory(registry)
+async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
+                            informers: InformerFactory) -> list[Controller | ManifestDeployer]:
     ctx = ControllerContext(registry=registry, informers=informers,
                             recorder=EventRecorder(registry), config=config,
                             extra={"api_endpoint": (advertise, config.https_listen_port)})
-    disabled = frozenset()
-    started = await start_all(ctx, disabled)
-    try:
-        from k3py.server.crds import CRDController
-        crd = CRDController(ctx)
-        await crd.start()
-        started.append(crd)
-    except ImportError:
-        pass
-    from k3py.server.addons.manifests import ManifestDeployer
+    started: list[Controller | ManifestDeployer] = [
+        *await start_builtin_controllers(ctx, frozenset())]
+    crd = crds.CRDController(ctx, plugins.crds)
+    await crd.start()
+    started.append(crd)
     deployer = ManifestDeployer(registry, config.manifests_dir)
     await deployer.start()
     started.append(deployer)

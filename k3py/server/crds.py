@@ -1,6 +1,8 @@
 """CustomResourceDefinitions served dynamically: CRD validation and strategy, one Resource per
 served version, the controller that establishes and cleans up CRDs, and the built-in CRDs.
 
+One CustomResources per server holds what it serves and which CRDs are terminating; bootstrap
+adds its admission steps to that server's AdmissionChain and hands it to the CRDController.
 Conversion strategy None only (the apiVersion is rewritten); all versions share one storage key."""
 
 from __future__ import annotations
@@ -14,39 +16,25 @@ import re
 
 import yaml
 
-from k3py.api import errors, structural
+from k3py.api import errors, structural, validation
 from k3py.api.errors import Cause
 from k3py.api.objects import now_rfc3339
 from k3py.api.resources import Resource, ResourceRegistry
-from k3py.server import admission
+from k3py.server.admission import AdmissionChain
 from k3py.server.controllers.base import Controller, ControllerContext
 from k3py.server.registry import Registry
 
-__all__ = ["CRDController", "load_crds", "install_builtin_crds", "validate_crd",
-           "resources_for", "register_crd", "unregister_crd", "install_admission",
-           "CLEANUP_FINALIZER", "GROUP"]
+__all__ = ["CustomResources", "CRDController", "install_builtin_crds", "validate_crd",
+           "resources_for", "version_priority", "CLEANUP_FINALIZER", "GROUP"]
 
 log = logging.getLogger("k3py.crds")
 
 GROUP = "apiextensions.k8s.io"
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 BUILTIN_ANNOTATION = "k3py.io/builtin-crd"
-_DNS1123_SUB = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                "characters, '-' or '.', and must start and end with an alphanumeric character "
-                "(e.g. 'example.com', regex used for validation is "
-                "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-_DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
-                "start with an alphabetic character, and end with an alphanumeric character "
-                "(e.g. 'my-name',  or 'abc-123', regex used for validation is "
-                "'[a-z]([-a-z0-9]*[a-z0-9])?')")
 _COLUMN_TYPES = "boolean,date,integer,number,string"
 _COLUMN_FORMATS = "byte,date,date-time,double,float,int32,int64,password"
 _KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
-
-_terminating: set[str] = set()  # CRD names whose custom objects are being deleted
-_registered: dict[str, str] = {}  # CRD name -> signature of the resources registered for it
 
 
 def _is_crd(res: Resource) -> bool:
@@ -69,9 +57,12 @@ def _inv(path: str, value, detail: str) -> Cause:
     return errors.field_cause(path, f"Invalid value: {structural.format_value(value)}: {detail}")
 
 
-def _req(path: str, detail: str = "") -> Cause:
-    return errors.field_cause(path, "Required value" + (f": {detail}" if detail else ""),
-                              "FieldValueRequired")
+_req = validation.required
+
+
+def _dns_errors(path: str, value, problems: list[str], prefix: str = "") -> list[Cause]:
+    """One Invalid cause with all of a name check's problems (upstream joins them with ",")."""
+    return [_inv(path, value, prefix + ",".join(problems))] if problems else []
 
 
 def _default_spec(spec: dict) -> None:
@@ -95,8 +86,8 @@ def validate_crd(crd: dict, old: dict | None = None) -> list[Cause]:
         out.append(_inv("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
     if not group:
         out.append(_req("spec.group"))
-    elif not _DNS1123_SUB.match(group):
-        out.append(_inv("spec.group", group, _DNS1123_MSG))
+    elif problems := validation.dns1123_subdomain(group):
+        out.extend(_dns_errors("spec.group", group, problems))
     elif "." not in group:
         out.append(_inv("spec.group", group, "should be a domain with at least one dot"))
     scope = spec.get("scope") or ""
@@ -115,17 +106,19 @@ def validate_crd(crd: dict, old: dict | None = None) -> list[Cause]:
         value = names.get(key)
         if not value:
             out.append(_req(f"spec.names.{key}"))
-        elif key in ("plural", "singular") and not _DNS1035.match(value):
-            out.append(_inv(f"spec.names.{key}", value, _DNS1035_MSG))
-        elif key in ("kind", "listKind") and not _DNS1035.match(str(value).lower()):
-            out.append(_inv(f"spec.names.{key}", value,
-                            "may have mixed case, but should otherwise match: " + _DNS1035_MSG))
+        elif key in ("plural", "singular"):
+            out.extend(_dns_errors(f"spec.names.{key}", value,
+                                   validation.dns1035_label(str(value))))
+        else:
+            out.extend(_dns_errors(f"spec.names.{key}", value,
+                                   validation.dns1035_label(str(value).lower()),
+                                   "may have mixed case, but should otherwise match: "))
     if names.get("kind") and names.get("kind") == names.get("listKind"):
         out.append(_inv("spec.names.listKind", names["listKind"],
                         "kind and listKind may not be the same"))
     for i, short in enumerate(names.get("shortNames") or ()):
-        if not _DNS1035.match(str(short)):
-            out.append(_inv(f"spec.names.shortNames[{i}]", short, _DNS1035_MSG))
+        out.extend(_dns_errors(f"spec.names.shortNames[{i}]", short,
+                               validation.dns1035_label(str(short))))
     if old is not None:
         old_scope = (old.get("spec") or {}).get("scope")
         if old_scope and scope and scope != old_scope:
@@ -142,8 +135,7 @@ def _validate_versions(spec: dict) -> list[Cause]:
     for i, v in enumerate(versions):
         path = f"spec.versions[{i}]"
         vname = str(v.get("name") or "")
-        if not _DNS1035.match(vname):
-            out.append(_inv(f"{path}.name", vname, _DNS1035_MSG))
+        out.extend(_dns_errors(f"{path}.name", vname, validation.dns1035_label(vname)))
         schema = (v.get("schema") or {}).get("openAPIV3Schema")
         subs = v.get("subresources") or {}
         if schema is None:
@@ -250,32 +242,6 @@ def _names_conflict(resources: ResourceRegistry, crd: dict) -> str:
     return ""
 
 
-def register_crd(resources: ResourceRegistry, crd: dict) -> str:
-    """Serve the CRD's versions; returns a names conflict message ("" when accepted)."""
-    conflict = _names_conflict(resources, crd)
-    if conflict:
-        return conflict
-    name, spec = crd["metadata"]["name"], crd["spec"]
-    new = resources_for(crd)
-    sig = json.dumps([[r.version, r.namespaced, r.kind, r.singular, r.short_names, r.categories,
-                       r.subresources, r.storage_version, r.extra] for r in new],
-                     sort_keys=True, default=str)
-    if _registered.get(name) == sig and resources.find(spec["group"], spec["names"]["plural"]):
-        return ""
-    # No await between remove and add: requests on the event loop never see a gap.
-    resources.remove_group_resource(spec["group"], spec["names"]["plural"])
-    for r in new:
-        resources.add(r)
-    _registered[name] = sig
-    return ""
-
-
-def unregister_crd(resources: ResourceRegistry, name: str) -> None:
-    plural, _, group = name.partition(".")
-    if _registered.pop(name, None) is not None or resources.find(group, plural):
-        resources.remove_group_resource(group, plural)
-
-
 # ------------------------------------------------------------------ admission hooks
 
 
@@ -326,11 +292,12 @@ def _prepare_crd(obj: dict, old: dict | None, sub: str) -> dict:
     return obj
 
 
-def _prepare_custom(res: Resource, obj: dict, old: dict | None, sub: str) -> dict:
+def _prepare_custom(res: Resource, obj: dict, old: dict | None, sub: str,
+                    terminating: set[str]) -> dict:
     has_status = "status" in res.subresources
     md = obj.setdefault("metadata", {})
     if old is None:
-        if res.extra.get("crd_name") in _terminating:
+        if res.extra.get("crd_name") in terminating:
             raise errors.method_not_allowed(
                 "create not allowed while custom resource definition is terminating")
         if has_status:
@@ -350,15 +317,9 @@ def _prepare_custom(res: Resource, obj: dict, old: dict | None, sub: str) -> dic
     return obj
 
 
-def _preparer(res: Resource, obj: dict, old: dict | None, sub: str) -> dict | None:
-    if _is_crd(res):
-        return _prepare_crd(obj, old, sub)
-    if res.crd:
-        return _prepare_custom(res, obj, old, sub)
-    return None
-
-
-def _validator(res: Resource, obj: dict, old: dict | None) -> list[Cause]:
+def validate_custom(res: Resource, obj: dict, old: dict | None) -> list[Cause]:
+    """Validation of CRDs themselves and of custom objects against their version's schema
+    (pruned and defaulted first, as upstream)."""
     if _is_crd(res):
         return validate_crd(obj, old)
     if not res.crd:
@@ -372,7 +333,7 @@ def _validator(res: Resource, obj: dict, old: dict | None) -> list[Cause]:
     return structural.validate(schema, obj)
 
 
-def _converter(res: Resource, obj: dict) -> dict | None:
+def convert_custom(res: Resource, obj: dict) -> dict | None:
     if not res.crd:
         return None
     group = str(obj.get("apiVersion") or "").rpartition("/")[0]
@@ -383,18 +344,77 @@ def _converter(res: Resource, obj: dict) -> dict | None:
     return obj
 
 
-_installed = False
+
+# ------------------------------------------------------------------ one server's CRDs
 
 
-def install_admission() -> None:
-    """Register the CRD strategy, validation and conversion with admission (once)."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    admission.register_preparer(_preparer)
-    admission.register_validator(_validator)
-    admission.register_converter(_converter)
+class CustomResources:
+    """What one server serves from its CRDs, and which CRDs are terminating (their objects
+    may not be created). Written by the CRDController and at start-up (`load`); read by the
+    custom objects' strategy in the server's AdmissionChain."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.terminating: set[str] = set()
+        self._registered: dict[str, str] = {}  # CRD name -> signature of its Resources
+
+    def install(self, chain: AdmissionChain) -> None:
+        """Add the CRD and custom-object steps to this server's admission chain."""
+        chain.add_preparer("CustomResourceStrategy", self.prepare)
+        chain.add_validator("CustomResourceValidation", validate_custom)
+        chain.add_converter("CustomResourceConversion", convert_custom)
+
+    def prepare(self, res: Resource, obj: dict, old: dict | None, sub: str) -> dict | None:
+        if _is_crd(res):
+            return _prepare_crd(obj, old, sub)
+        if res.crd:
+            return _prepare_custom(res, obj, old, sub, self.terminating)
+        return None
+
+    def register(self, crd: dict) -> str:
+        """Serve the CRD's versions; returns a names conflict message ("" when accepted)."""
+        resources = self.registry.resources
+        conflict = _names_conflict(resources, crd)
+        if conflict:
+            return conflict
+        name, spec = crd["metadata"]["name"], crd["spec"]
+        new = resources_for(crd)
+        sig = json.dumps([[r.version, r.namespaced, r.kind, r.singular, r.short_names,
+                           r.categories, r.subresources, r.storage_version, r.extra]
+                          for r in new], sort_keys=True, default=str)
+        if self._registered.get(name) == sig and \
+                resources.find(spec["group"], spec["names"]["plural"]):
+            return ""
+        # No await between remove and add: requests on the event loop never see a gap.
+        resources.remove_group_resource(spec["group"], spec["names"]["plural"])
+        for r in new:
+            resources.add(r)
+        self._registered[name] = sig
+        return ""
+
+    def unregister(self, name: str) -> None:
+        plural, _, group = name.partition(".")
+        resources = self.registry.resources
+        if self._registered.pop(name, None) is not None or resources.find(group, plural):
+            resources.remove_group_resource(group, plural)
+
+    async def load(self) -> int:
+        """Serve every stored CRD before the API opens (a restart serves them immediately)."""
+        listing = await self.registry.list(_crd_resource(self.registry), None)
+        n = 0
+        for crd in listing["items"]:
+            try:
+                conflict = self.register(crd)
+            except (KeyError, TypeError) as e:
+                log.warning("CRD %s not served: %s", crd["metadata"].get("name"), e)
+                continue
+            if conflict:
+                log.warning("CRD %s not served: %s", crd["metadata"]["name"], conflict)
+                continue
+            if crd["metadata"].get("deletionTimestamp"):
+                self.terminating.add(crd["metadata"]["name"])
+            n += 1
+        return n
 
 
 # ------------------------------------------------------------------ start-up
@@ -407,26 +427,6 @@ def _crd_resource(registry: Registry) -> Resource:
     return res
 
 
-async def load_crds(registry: Registry) -> int:
-    """Serve every stored CRD before the API opens (a restart serves them immediately)."""
-    install_admission()
-    listing = await registry.list(_crd_resource(registry), None)
-    n = 0
-    for crd in listing["items"]:
-        try:
-            conflict = register_crd(registry.resources, crd)
-        except (KeyError, TypeError) as e:
-            log.warning("CRD %s not served: %s", crd["metadata"].get("name"), e)
-            continue
-        if conflict:
-            log.warning("CRD %s not served: %s", crd["metadata"]["name"], conflict)
-            continue
-        if crd["metadata"].get("deletionTimestamp"):
-            _terminating.add(crd["metadata"]["name"])
-        n += 1
-    return n
-
-
 def _read_builtin() -> list[dict]:
     out = []
     folder = importlib.resources.files("k3py.api") / "data" / "crds"
@@ -437,8 +437,8 @@ def _read_builtin() -> list[dict]:
 
 
 async def install_builtin_crds(registry: Registry) -> list[str]:
-    """Create (or bring up to date) the CRDs k3py ships: KubeEdge devices. Idempotent."""
-    install_admission()
+    """Create (or bring up to date) the CRDs k3py ships: KubeEdge devices. Idempotent.
+    The registry's admission chain must hold the CRD steps (CustomResources.install)."""
     res = _crd_resource(registry)
     wanted = await asyncio.to_thread(_read_builtin)
     done = []
@@ -489,9 +489,9 @@ class CRDController(Controller):
     name = "crd"
     workers = 2
 
-    def __init__(self, ctx: ControllerContext) -> None:
+    def __init__(self, ctx: ControllerContext, crds: CustomResources) -> None:
         super().__init__(ctx)
-        install_admission()
+        self.crds = crds
 
     def setup(self) -> None:
         inf = self.ctx.informers.informer(GROUP, "customresourcedefinitions")
@@ -506,14 +506,14 @@ class CRDController(Controller):
         res = _crd_resource(self.registry)
         crd = await self.registry.try_get(res, None, key)
         if crd is None:
-            unregister_crd(self.registry.resources, key)
-            _terminating.discard(key)
+            self.crds.unregister(key)
+            self.crds.terminating.discard(key)
             return
         if crd["metadata"].get("deletionTimestamp"):
             await self._finalize(res, crd)
             return
-        _terminating.discard(key)
-        conflict = register_crd(self.registry.resources, crd)
+        self.crds.terminating.discard(key)
+        conflict = self.crds.register(crd)
         await self._set_status(res, crd, conflict)
 
     async def _set_status(self, res: Resource, crd: dict, conflict: str) -> None:
@@ -545,7 +545,7 @@ class CRDController(Controller):
 
     async def _finalize(self, res: Resource, crd: dict) -> None:
         name = crd["metadata"]["name"]
-        _terminating.add(name)
+        self.crds.terminating.add(name)
         if CLEANUP_FINALIZER not in (crd["metadata"].get("finalizers") or []):
             return
         old = (crd.get("status") or {}).get("conditions") or []
@@ -562,7 +562,7 @@ class CRDController(Controller):
         spec = crd["spec"]
         served = self.registry.resources.find(spec["group"], spec["names"]["plural"])
         if served is None and resources_for(crd):
-            register_crd(self.registry.resources, crd)
+            self.crds.register(crd)
             served = self.registry.resources.find(spec["group"], spec["names"]["plural"])
         if served is not None:
             listing = await self.registry.list(served, None)
@@ -576,7 +576,7 @@ class CRDController(Controller):
             if (await self.registry.list(served, None))["items"]:
                 self.enqueue(name, 1.0)  # instances with finalizers are still going away
                 return
-        unregister_crd(self.registry.resources, name)
+        self.crds.unregister(name)
 
         def drop_finalizer(cur: dict) -> dict | None:
             fins = cur["metadata"].get("finalizers") or []

@@ -19,10 +19,14 @@ from aiohttp import web
 
 from k3py.api.resources import builtin_registry
 from k3py.hostinfo import primary_ip
+from k3py.server import bootstrap
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
+from k3py.server.controllers.base import InformerFactory
+from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
+from k3py.server.serviceaccounts import TokenIssuer
 
 __all__ = ["run", "serve", "StartupError", "RunningServer"]
 
@@ -41,6 +45,8 @@ class RunningServer:
     backend: object
     controllers: list
     url: str
+    informers: InformerFactory  # the one cache the controllers, RBAC and the tunnel share
+    services: ServiceAllocator
 
 
 def _check_data_dir(path: str) -> None:
@@ -101,26 +107,29 @@ async def serve(config, *, stop: asyncio.Event | None = None,
     if config.bind_address not in ("0.0.0.0", "::", ""):
         ips.append(config.bind_address)
     bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips)
-    token = pki.ensure_token(config.token_path, bundle.ca_cert_pem, _given_token(config))
+    # the join token file; nodeauth reads it back when it installs the join route
+    pki.ensure_token(config.token_path, bundle.ca_cert_pem, _given_token(config))
 
     backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
                             compact_min_retain=config.compact_min_retain)
     await backend.start()
     resources = builtin_registry()
     registry = Registry(backend, resources)
+    plugins = bootstrap.install_admission(registry, config)
+    await bootstrap.prepare(registry, plugins, config, advertise)
 
-    from k3py.server import bootstrap
-    await bootstrap.prepare(registry, config, advertise)
-
-    authenticator = Authenticator()
+    # one informer per resource for this server: controllers, RBAC and the tunnel share it
+    informers = InformerFactory(registry)
     url_host = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else \
         config.bind_address
     server_address = f"{advertise}:{config.https_listen_port}"
-    api = ApiServer(registry=registry, resources=resources, authenticator=authenticator,
+    api = ApiServer(registry=registry, resources=resources, authenticator=Authenticator(),
+                    authorizer=bootstrap.authorizer_chain(informers),
                     discovery=Discovery(resources, server_address))
-    bootstrap.install_authenticators(api, registry, config, token, bundle.sa_key_pem)
+    issuer = TokenIssuer(bundle.sa_key_pem)  # also mints the pods' tokens the tunnel sends
+    bootstrap.install_authenticators(api, registry, issuer)
     app = build_app(api)
-    bootstrap.install_routes(app, api, registry, config)
+    bootstrap.install_routes(app, api, registry, config, informers, issuer)
     add_resource_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -133,11 +142,13 @@ async def serve(config, *, stop: asyncio.Event | None = None,
         admin_cert, admin_key = bundle.admin_cert_pem, bundle.admin_key_pem
         pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
                              admin_key, mode=int(config.write_kubeconfig_mode, 8))
-    controllers = await bootstrap.start_controllers(registry, config, advertise)
+    controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
+                                                    informers)
     api.ready = True
     log.info("k3py server is ready at %s (node token in %s)", url, config.token_path)
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
-                         controllers=controllers, url=url)
+                         controllers=controllers, url=url, informers=informers,
+                         services=plugins.services)
 
 
 async def shutdown(server: RunningServer) -> None:
@@ -147,6 +158,8 @@ async def shutdown(server: RunningServer) -> None:
             await c.stop()
     with contextlib.suppress(Exception):
         await server.runner.cleanup()
+    await server.informers.stop()
+    await server.services.stop()
     await server.backend.close()
 
 

@@ -1,19 +1,17 @@
 """RBAC for users that are neither admins (system:masters) nor nodes: Roles, ClusterRoles and
 their bindings, evaluated from informer caches like upstream's RBAC authorizer (rules with
 verbs, apiGroups, resources incl. "res/sub" and "*", resourceNames; User, Group and
-ServiceAccount subjects). Only grants, never denies: auth.authorize consults it before
-refusing, so admin and node access is unchanged. Not modelled: aggregated ClusterRoles,
-nonResourceURLs, escalation checks on writes to RBAC objects.
+ServiceAccount subjects). Only grants, never denies: bootstrap adds it to the server's
+AuthorizerChain after the admin and node authorizers, so their access is unchanged. Not
+modelled: aggregated ClusterRoles, nonResourceURLs, escalation checks on writes to RBAC objects.
 
 Needed so in-cluster clients (service-account tokens mounted into pods) can be given access
 the upstream way: a RoleBinding of the pod's ServiceAccount to a Role."""
 
 from __future__ import annotations
 
-from k3py.server.apiserver import auth
 from k3py.server.apiserver.auth import User
 from k3py.server.controllers.base import InformerFactory
-from k3py.server.registry import Registry
 
 __all__ = ["RBACAuthorizer", "rule_allows", "subject_matches"]
 
@@ -50,27 +48,14 @@ def subject_matches(subject: dict, user: User, binding_ns: str | None) -> bool:
 
 
 class RBACAuthorizer:
-    def __init__(self, registry: Registry) -> None:
-        self._informers = InformerFactory(registry)
-        self.roles = self._informers.informer(_G, "roles")
-        self.role_bindings = self._informers.informer(_G, "rolebindings")
-        self.cluster_roles = self._informers.informer(_G, "clusterroles")
-        self.cluster_bindings = self._informers.informer(_G, "clusterrolebindings")
+    """Reads the four RBAC informers of the server's shared InformerFactory (which starts and
+    stops them)."""
 
-    @classmethod
-    def install(cls, registry: Registry) -> RBACAuthorizer:
-        authz = cls(registry)
-        auth.EXTRA_AUTHORIZERS.append(authz.allows)
-        return authz
-
-    def start(self) -> None:
-        for inf in (self.roles, self.role_bindings, self.cluster_roles, self.cluster_bindings):
-            inf.start()
-
-    async def stop(self) -> None:
-        if self.allows in auth.EXTRA_AUTHORIZERS:
-            auth.EXTRA_AUTHORIZERS.remove(self.allows)
-        await self._informers.stop()
+    def __init__(self, informers: InformerFactory) -> None:
+        self.roles = informers.informer(_G, "roles")
+        self.role_bindings = informers.informer(_G, "rolebindings")
+        self.cluster_roles = informers.informer(_G, "clusterroles")
+        self.cluster_bindings = informers.informer(_G, "clusterrolebindings")
 
     def _rules(self, ref: dict, ns: str | None) -> list[dict]:
         if ref.get("kind") == "ClusterRole":

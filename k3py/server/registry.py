@@ -5,7 +5,6 @@ admission (defaults, validation), optimistic concurrency, finalizers and deletio
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import random
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +17,7 @@ from k3py.api import errors, schema
 from k3py.api.objects import deepcopy, dumps, loads, new_uid, now_rfc3339
 from k3py.api.resources import Resource, ResourceRegistry
 from k3py.server import admission
+from k3py.server.admission import AdmissionChain
 from k3py.server.store.backend import (
     Backend,
     CompactedError,
@@ -76,14 +76,15 @@ def _rv_int(rv: str, what: str = "resourceVersion") -> int:
 class Registry:
     """Objects by resource; every write goes through admission and a compare-and-swap."""
 
-    def __init__(self, backend: Backend, resources: ResourceRegistry) -> None:
+    def __init__(self, backend: Backend, resources: ResourceRegistry,
+                 admission_chain: AdmissionChain | None = None) -> None:
         self.backend = backend
         self.resources = resources
         # Set by the server when graceful pod deletion is wanted (a kubelet will finish it).
         self.pod_graceful_delete: Callable[[dict], bool] = lambda pod: False
-        # Extra admission steps (e.g. CRD schema validation, service IP allocation).
-        self.create_hooks: list[Callable[[Resource, dict], Any]] = []
-        self.delete_hooks: list[Callable[[Resource, dict], Any]] = []
+        # This server's admission plug-ins (CRDs, service allocation, ServiceAccount), filled
+        # by k3py.server.bootstrap; empty for a bare registry (unit tests)
+        self.admission = admission_chain if admission_chain is not None else AdmissionChain()
 
     def served(self, group: str, plural: str) -> Resource:
         """The served resource; a 500 Status when it is not (a built-in missing is a bug)."""
@@ -101,7 +102,7 @@ class Registry:
             md = obj["metadata"] = {}
         md["resourceVersion"] = str(kv.mod_revision)
         if obj.get("apiVersion") != res.api_version:
-            obj = admission.convert(res, obj)
+            obj = self.admission.convert(res, obj)
         return obj
 
     def _key(self, res: Resource, namespace: str | None, name: str) -> str:
@@ -252,13 +253,10 @@ class Registry:
             md.pop(k, None)
         md["uid"] = new_uid()
         md["creationTimestamp"] = now_rfc3339()
-        admission.prepare_for_create(res, obj)
-        admission.default(res, obj)
-        for hook in self.create_hooks:
-            r = hook(res, obj)
-            if asyncio.iscoroutine(r):
-                await r
-        admission.check_valid(res, obj)
+        self.admission.prepare_for_create(res, obj)
+        self.admission.default(res, obj)
+        await self.admission.mutate_create(res, obj)
+        self.admission.check_valid(res, obj)
         if field_manager:
             admission.track_managed_fields(obj, None, field_manager, "Update")
         if dry_run:
@@ -288,7 +286,7 @@ class Registry:
                 raise errors.bad_request(
                     f"the API version in the data ({api_version}) does not match the "
                     f"expected API version ({res.api_version})")
-            obj = admission.convert(res, obj)
+            obj = self.admission.convert(res, obj)
         obj["kind"] = res.kind
         obj["apiVersion"] = res.api_version
         wrong = schema.wrong_type(res.api_version, res.kind, obj, crd=res.crd)
@@ -347,7 +345,7 @@ class Registry:
                             subresource: str, dry_run: bool, field_manager: str,
                             strict_rv: bool, operation: str = "Update") -> dict:
         old = self.decode(res, kv)
-        new = admission.prepare_for_update(res, obj, old, subresource)
+        new = self.admission.prepare_for_update(res, obj, old, subresource)
         md, omd = new["metadata"], old["metadata"]
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                   "namespace", "name"):
@@ -357,8 +355,8 @@ class Registry:
                 md.pop(k, None)
         if not md.get("generateName") and omd.get("generateName"):
             md["generateName"] = omd["generateName"]
-        admission.default(res, new, old)
-        admission.check_valid(res, new, old)
+        self.admission.default(res, new, old)
+        self.admission.check_valid(res, new, old)
         if field_manager:
             admission.track_managed_fields(new, old, field_manager, operation)
         md.pop("resourceVersion", None)
@@ -533,10 +531,7 @@ class Registry:
         return int(grace)
 
     async def _after_delete(self, res: Resource, obj: dict) -> None:
-        for hook in self.delete_hooks:
-            r = hook(res, obj)
-            if asyncio.iscoroutine(r):
-                await r
+        await self.admission.after_delete(res, obj)
 
     async def delete_collection(self, res: Resource, namespace: str | None,
                                 opts: ListOptions, options: dict | None = None, *,

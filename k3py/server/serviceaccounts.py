@@ -235,8 +235,9 @@ def should_automount(spec: dict, account: dict | None) -> bool:
 
 
 class ServiceAccountAdmission:
-    """Registry create hook for pods (upstream's ServiceAccount admission plugin): the pod's
-    ServiceAccount must exist (403 otherwise) and its token is mounted unless opted out.
+    """Mutating admission step on pod create (upstream's ServiceAccount admission plugin;
+    bootstrap adds it to the server's chain): the pod's ServiceAccount must exist (403
+    otherwise) and its token is mounted unless opted out.
 
     A namespace's "default" account is made by the serviceaccount controller just after the
     namespace: a pod created right away waits up to SA_WAIT_SECONDS for it (upstream retries
@@ -245,12 +246,6 @@ class ServiceAccountAdmission:
     def __init__(self, registry: Registry, wait_seconds: float = SA_WAIT_SECONDS) -> None:
         self.registry = registry
         self.wait_seconds = wait_seconds
-
-    @classmethod
-    def install(cls, registry: Registry) -> ServiceAccountAdmission:
-        hook = cls(registry)
-        registry.create_hooks.append(hook)
-        return hook
 
     async def _account(self, ns: str, name: str) -> dict | None:
         res = self.registry.resources.get("", "v1", "serviceaccounts")

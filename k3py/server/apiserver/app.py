@@ -17,7 +17,7 @@ from k3py import __version__
 from k3py.api import errors
 from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
-from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator
+from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator, AuthorizerChain
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
 from k3py.server.apiserver.negotiation import json_response, status_response
 from k3py.server.apiserver.paths import parse_resource_path
@@ -35,6 +35,7 @@ class ApiServer:
     registry: Registry
     resources: ResourceRegistry
     authenticator: Authenticator
+    authorizer: AuthorizerChain
     discovery: Discovery
     streams: dict[str, handlers.StreamHandler] = field(default_factory=dict)
     ready: bool = False
@@ -105,7 +106,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
     if rp.resource is None:
         return json_response(api.discovery.resource_list(rp.group, rp.version))
-    return await handlers.handle_resource(request, rp, user, api.registry, api.streams)
+    return await handlers.handle_resource(request, rp, user, api.registry, api.authorizer,
+                                          api.streams)
 
 
 def _agg_version(content_type: str) -> str:

@@ -1,7 +1,9 @@
 """Authentication (client certificates, bearer tokens) and authorization for API requests.
 
 Anonymous requests get 401 except on health endpoints; system:masters may do anything; nodes
-are limited to what a kubelet needs (tightened by the agent work); other users get 403."""
+are limited to what a kubelet needs (tightened by the agent work); RBAC (added by bootstrap to
+the server's AuthorizerChain) grants the rest; other users get 403. The ApiServer owns one
+Authenticator and one AuthorizerChain; handlers read them."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from aiohttp import web
 
 from k3py.api import errors
 
-__all__ = ["User", "Authenticator", "authorize", "PUBLIC_PATHS"]
+__all__ = ["User", "Authenticator", "Authorizer", "AuthorizerChain", "node_allows",
+           "PUBLIC_PATHS"]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/ping"})
 
@@ -78,27 +81,50 @@ class Authenticator:
         return None
 
 
-# (user, verb, group, plural, namespace, name, subresource) -> True to allow (RBAC: rbac.py)
-EXTRA_AUTHORIZERS: list[Callable[..., bool]] = []
+# (user, verb, group, plural, namespace, name, subresource) -> True to allow; False only
+# means "no opinion": the next authorizer is asked, and when none allows, the request is denied
+Authorizer = Callable[[User, str, str, str, str | None, str | None, str], bool]
 
 
-def authorize(user: User, verb: str, group: str, plural: str, namespace: str | None,
-              name: str | None = None, subresource: str = "") -> None:
-    """Raise 403 unless `user` may do `verb` on the resource."""
-    if user.is_admin:
-        return
+class AuthorizerChain:
+    """One server's authorizers in order: system:masters, Node, then what bootstrap adds
+    (RBAC), then deny. `names()` lists them as they run."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Authorizer]] = [("SystemMasters", _admin_allows),
+                                                     ("Node", node_allows)]
+
+    def add(self, name: str, fn: Authorizer) -> None:
+        self._steps.append((name, fn))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self._steps] + ["Deny"]
+
+    def authorize(self, user: User, verb: str, group: str, plural: str,
+                  namespace: str | None, name: str | None = None,
+                  subresource: str = "") -> None:
+        """Raise 403 unless `user` may do `verb` on the resource."""
+        for _, fn in self._steps:
+            if fn(user, verb, group, plural, namespace, name, subresource):
+                return
+        what = f"{plural}/{subresource}" if subresource else plural
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        raise errors.forbidden(
+            f'{plural}{"." + group if group else ""}{" " + repr(name).replace(chr(39), chr(34)) if name else ""} '
+            f'is forbidden: User "{user.name}" cannot {verb} resource "{what}" in API group '
+            f'"{group}"{where}', group, plural, name)
+
+
+def _admin_allows(user: User, verb: str, group: str, plural: str, namespace: str | None,
+                  name: str | None, subresource: str) -> bool:
+    return user.is_admin
+
+
+def node_allows(user: User, verb: str, group: str, plural: str, namespace: str | None,
+                name: str | None, subresource: str) -> bool:
+    """What a kubelet needs, for users of the system:nodes group named system:node:<name>."""
     node = user.node_name
-    if node is not None and _node_allowed(node, verb, group, plural, name, subresource):
-        return
-    if any(fn(user, verb, group, plural, namespace, name, subresource)
-           for fn in EXTRA_AUTHORIZERS):
-        return
-    what = f"{plural}/{subresource}" if subresource else plural
-    where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-    raise errors.forbidden(
-        f'{plural}{"." + group if group else ""}{" " + repr(name).replace(chr(39), chr(34)) if name else ""} '
-        f'is forbidden: User "{user.name}" cannot {verb} resource "{what}" in API group '
-        f'"{group}"{where}', group, plural, name)
+    return node is not None and _node_allowed(node, verb, group, plural, name, subresource)
 
 
 _NODE_READ = {"pods", "configmaps", "secrets", "services", "endpoints", "nodes",

@@ -6,6 +6,7 @@ Dispatch is by HTTP method and parsed path; object semantics live in the registr
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -13,7 +14,7 @@ from k3py.api import errors
 from k3py.api.resources import Resource
 from k3py.server import admission
 from k3py.server.apiserver import watch as watchmod
-from k3py.server.apiserver.auth import User, authorize
+from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.apiserver.negotiation import (
     bool_param,
     decode_body,
@@ -26,13 +27,38 @@ from k3py.server.apiserver.negotiation import (
 from k3py.server.apiserver.paths import ResourcePath
 from k3py.server.registry import ListOptions, Registry
 
-__all__ = ["handle_resource", "StreamHandler"]
+__all__ = ["handle_resource", "StreamHandler", "WriteOptions"]
 
 # (request, path, user) -> response: logs, exec, attach, portforward, proxy (the tunnel adds them)
 StreamHandler = Callable[[web.Request, ResourcePath, User], Awaitable[web.StreamResponse]]
 
 _VERB_BY_METHOD = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
                    "DELETE": "delete"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteOptions:
+    """The query options of a write (create, update, patch, delete), parsed once per request.
+    `field_validation` is checked where it is used (create and update bodies)."""
+    dry_run: bool = False
+    field_manager: str = ""
+    field_validation: str = "Warn"
+    force: bool = False
+
+
+def _write_options(request: web.Request, ptype: str = "") -> WriteOptions:
+    """dryRun (only "All"), fieldManager (else the User-Agent's product, except for apply,
+    which requires one), fieldValidation and force."""
+    return WriteOptions(dry_run=dry_run(request), field_manager=_field_manager(request, ptype),
+                        field_validation=request.query.get("fieldValidation", "Warn") or "Warn",
+                        force=bool_param(request, "force"))
+
+
+def _field_manager(request: web.Request, ptype: str = "") -> str:
+    manager = request.query.get("fieldManager", "")
+    if not manager and ptype != "apply":
+        manager = request.headers.get("User-Agent", "unknown").split("/")[0][:128]
+    return manager
 
 
 def _list_options(request: web.Request) -> ListOptions:
@@ -56,7 +82,8 @@ def _object_response(request: web.Request, res: Resource, obj: dict,
 
 
 async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
-                          registry: Registry, streams: dict[str, StreamHandler]) -> web.StreamResponse:
+                          registry: Registry, authorizer: AuthorizerChain,
+                          streams: dict[str, StreamHandler]) -> web.StreamResponse:
     res = rp.resource
     assert res is not None
     method = request.method
@@ -71,8 +98,8 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
                                         f"requested resource ({method})")
     sub = rp.subresource
     if sub in streams:
-        authorize(user, "create" if method != "GET" else "get", res.group, res.plural,
-                  rp.namespace, rp.name, sub)
+        authorizer.authorize(user, "create" if method != "GET" else "get", res.group,
+                             res.plural, rp.namespace, rp.name, sub)
         return await streams[sub](request, rp, user)
     if sub and sub not in ("status", "scale", "binding", "eviction", "finalize"):
         raise errors.StatusError(404, "NotFound", f"the server could not find the requested "
@@ -80,7 +107,7 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
     if verb not in res.verbs and not sub:
         raise errors.method_not_allowed(f"the server does not allow this method on the "
                                         f"requested resource ({verb})")
-    authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub)
+    authorizer.authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub)
     ns = rp.namespace if res.namespaced else None
 
     if verb == "watch":
@@ -97,14 +124,16 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         return json_response(listing)
     if verb == "deletecollection":
         options = await _delete_options(request)
-        out = await registry.delete_collection(res, ns, _list_options(request), options,
-                                               dry_run=dry_run(request))
+        list_opts = _list_options(request)
+        out = await registry.delete_collection(res, ns, list_opts, options,
+                                               dry_run=_write_options(request).dry_run)
         return json_response(out)
     if verb == "create" and rp.name is None:
         body = decode_body(await request.read(), request.content_type)
-        warnings = _check_unknown_fields(request, res, body)
-        obj = await registry.create(res, ns, body, dry_run=dry_run(request),
-                                    field_manager=_field_manager(request))
+        opts = _write_options(request)
+        warnings = _check_unknown_fields(opts, res, body)
+        obj = await registry.create(res, ns, body, dry_run=opts.dry_run,
+                                    field_manager=opts.field_manager)
         return _object_response(request, res, obj, 201, warnings)
 
     name = rp.name
@@ -121,10 +150,10 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         return _object_response(request, res, await registry.get(res, ns, name))
     if verb == "update" or (verb == "create" and sub == "status"):
         body = decode_body(await request.read(), request.content_type)
-        warnings = _check_unknown_fields(request, res, body)
+        opts = _write_options(request)
+        warnings = _check_unknown_fields(opts, res, body)
         obj = await registry.update(res, ns, name, body, subresource=sub,
-                                    dry_run=dry_run(request),
-                                    field_manager=_field_manager(request),
+                                    dry_run=opts.dry_run, field_manager=opts.field_manager,
                                     allow_create=res.plural in ("leases", "endpoints"))
         return _object_response(request, res, obj, warnings=warnings)
     if verb == "patch":
@@ -132,31 +161,22 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         if ptype is None:
             raise errors.unsupported_media_type(request.content_type)
         body = await request.read()
+        opts = _write_options(request, ptype)
         obj = await registry.patch(res, ns, name, body, ptype, subresource=sub,
-                                   dry_run=dry_run(request),
-                                   field_manager=_field_manager(request, ptype),
-                                   force=bool_param(request, "force"))
+                                   dry_run=opts.dry_run, field_manager=opts.field_manager,
+                                   force=opts.force)
         return _object_response(request, res, obj)
     if verb == "delete":
         options = await _delete_options(request)
-        obj = await registry.delete(res, ns, name, options, dry_run=dry_run(request))
+        obj = await registry.delete(res, ns, name, options,
+                                    dry_run=_write_options(request).dry_run)
         return _object_response(request, res, obj)
     raise errors.method_not_allowed(f"{verb} is not supported here")
 
 
-def _field_manager(request: web.Request, ptype: str = "") -> str:
-    fm = request.query.get("fieldManager", "")
-    if fm:
-        return fm
-    if ptype == "apply":
-        return ""
-    agent = request.headers.get("User-Agent", "unknown")
-    return agent.split("/")[0][:128]
-
-
-def _check_unknown_fields(request: web.Request, res: Resource, body: object) -> list[str]:
+def _check_unknown_fields(opts: WriteOptions, res: Resource, body: object) -> list[str]:
     """fieldValidation: Strict -> 400 on unknown fields, Warn (default) -> warnings, Ignore."""
-    mode = request.query.get("fieldValidation", "Warn") or "Warn"
+    mode = opts.field_validation
     if mode not in ("Strict", "Warn", "Ignore"):
         raise errors.bad_request(f'fieldValidation: Unsupported value: "{mode}": supported '
                                  'values: "Ignore", "Strict", "Warn"')
@@ -312,7 +332,7 @@ async def _eviction(request: web.Request, registry: Registry, res: Resource, ns:
     body = decode_body(await request.read(), request.content_type) if request.can_read_body \
         else {}
     options = (body or {}).get("deleteOptions") or {}
-    await registry.delete(res, ns, name, options, dry_run=dry_run(request))
+    await registry.delete(res, ns, name, options, dry_run=_write_options(request).dry_run)
     return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                           "status": "Success", "code": 201}, 201)
 

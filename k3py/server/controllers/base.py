@@ -22,7 +22,7 @@ from k3py.api.resources import Resource
 from k3py.server.registry import Registry
 
 __all__ = ["Informer", "InformerFactory", "WorkQueue", "Controller", "ControllerContext",
-           "EventRecorder", "object_key", "split_key"]
+           "EventRecorder", "object_key", "split_key", "NODE_INDEX", "pod_node"]
 
 log = logging.getLogger("k3py.controllers")
 
@@ -33,6 +33,16 @@ def object_key(obj: dict) -> str:
     md = obj.get("metadata") or {}
     ns = md.get("namespace")
     return f"{ns}/{md.get('name')}" if ns else str(md.get("name"))
+
+
+# Pods by spec.nodeName. The pods informer is shared by everyone on the server, and an index
+# is one per name: whoever adds "node" must add this one.
+NODE_INDEX = "node"
+
+
+def pod_node(pod: dict) -> list[str]:
+    node = (pod.get("spec") or {}).get("nodeName")
+    return [node] if node else []
 
 
 def split_key(key: str) -> tuple[str | None, str]:
@@ -159,7 +169,9 @@ class Informer:
 
 
 class InformerFactory:
-    """One shared informer per resource in the process."""
+    """One shared informer per resource for one server: serve() builds it, the controllers,
+    RBAC and the node tunnel ask it for informers (each starts when first asked), and
+    shutdown() stops them all."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry

@@ -19,7 +19,7 @@ import datetime as _dt
 import logging
 
 from k3py.api.objects import now_rfc3339, parse_time
-from k3py.server.controllers.base import Controller, ControllerContext
+from k3py.server.controllers.base import NODE_INDEX, Controller, ControllerContext, pod_node
 
 __all__ = ["NodeLifecycleController", "UNREACHABLE_TAINT", "NOT_READY_TAINT", "last_heartbeat",
            "desired_taint", "mark_unknown", "eviction_delay"]
@@ -152,8 +152,7 @@ class NodeLifecycleController(Controller):
             self.leases = None
         if self.evict_after > 0:
             self.pods = self.ctx.informers.informer("", "pods")
-            self.pods.add_index("node", lambda p: [n] if (n := (p.get("spec") or {}).get(
-                "nodeName")) else [])
+            self.pods.add_index(NODE_INDEX, pod_node)
 
     def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
         if new is not None and etype != "DELETED":
@@ -233,7 +232,7 @@ class NodeLifecycleController(Controller):
         added = added if added.tzinfo else added.replace(tzinfo=_dt.UTC)
         waited = (now - added).total_seconds()
         res = self.ctx.resource("", "pods")
-        for pod in self.pods.by_index("node", key):
+        for pod in self.pods.by_index(NODE_INDEX, key):
             md = pod["metadata"]
             if md.get("deletionTimestamp"):
                 continue

@@ -1,7 +1,9 @@
-"""Service ClusterIP and NodePort allocation as registry create/delete hooks (plus an update
-preparer keeping allocated values), a repair loop, and the `kubernetes` Service itself.
+"""Service ClusterIP and NodePort allocation as admission steps of one server (a create
+mutator, an update preparer keeping allocated values, a delete hook), a repair loop, and the
+`kubernetes` Service itself.
 
-Installed by k3py.server.bootstrap; state is rebuilt from the stored Services at start."""
+Built and added to the server's AdmissionChain by k3py.server.bootstrap; state is rebuilt
+from the stored Services at start."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 
 from k3py.api import errors
 from k3py.api.resources import Resource
-from k3py.server import admission
+from k3py.server.admission import AdmissionChain
 from k3py.server.registry import Registry
 
 __all__ = ["ServiceAllocator", "ensure_kubernetes_service", "ensure_kubernetes_endpoints",
@@ -132,26 +134,17 @@ def _node_ports(spec: dict) -> list[int]:
 class ServiceAllocator:
     """ClusterIPs from the service CIDR and node ports from the node-port range."""
 
-    _active: ServiceAllocator | None = None  # the update preparer is process-wide
-    _preparer_registered = False
-
     def __init__(self, registry: Registry, service_cidr: str, node_port_range: str) -> None:
         self.registry = registry
         self.ips = IPAllocator(service_cidr)
         self.ports = PortAllocator(node_port_range)
         self._repair_task: asyncio.Task | None = None
 
-    @classmethod
-    def install(cls, registry: Registry, service_cidr: str = "10.43.0.0/16",
-                node_port_range: str = "30000-32767") -> ServiceAllocator:
-        self = cls(registry, service_cidr, node_port_range)
-        registry.create_hooks.append(self.on_create)
-        registry.delete_hooks.append(self.on_delete)
-        ServiceAllocator._active = self
-        if not ServiceAllocator._preparer_registered:
-            admission.register_preparer(_prepare_update)
-            ServiceAllocator._preparer_registered = True
-        return self
+    def install(self, chain: AdmissionChain) -> None:
+        """Add this allocator's steps to a server's admission chain."""
+        chain.add_preparer("ServiceAllocatedValues", self.prepare_update)
+        chain.add_mutator("ServiceAllocation", self.on_create)
+        chain.add_delete_hook("ServiceRelease", self.on_delete)
 
     @property
     def kubernetes_ip(self) -> str:
@@ -199,6 +192,15 @@ class ServiceAllocator:
         if not _is_service(res):
             return
         self.allocate(obj, None)
+
+    def prepare_update(self, res: Resource, obj: dict, old: dict | None,
+                       subresource: str) -> None:
+        """Updates keep allocated values a client left out and allocate what a type change
+        needs (upstream's patchAllocatedValues + dropTypeDependentFields)."""
+        if old is None or subresource or not _is_service(res) or not isinstance(obj, dict):
+            return
+        _keep_allocated_values(obj, old)
+        self.allocate(obj, old)
 
     def on_delete(self, res: Resource, obj: dict) -> None:
         if not _is_service(res):
@@ -258,12 +260,7 @@ class ServiceAllocator:
             raise
 
 
-def _prepare_update(res: Resource, obj: dict, old: dict | None, subresource: str) -> None:
-    """Updates keep allocated values a client left out and allocate what a type change needs
-    (upstream's patchAllocatedValues + dropTypeDependentFields)."""
-    if old is None or subresource or not _is_service(res) or not isinstance(obj, dict):
-        return None
-    alloc = ServiceAllocator._active
+def _keep_allocated_values(obj: dict, old: dict) -> None:
     spec = obj.setdefault("spec", {})
     old_spec = old.get("spec") or {}
     stype = spec.get("type") or old_spec.get("type") or "ClusterIP"
@@ -285,16 +282,13 @@ def _prepare_update(res: Resource, obj: dict, old: dict | None, subresource: str
             if isinstance(p, dict) and p.get("nodePort") and \
                     old_np.get((p.get("port"), p.get("protocol") or "TCP")) == p["nodePort"]:
                 p.pop("nodePort")  # released lazily by the repair loop
-    if alloc is not None:
-        alloc.allocate(obj, old)
-    return None
 
 
-async def ensure_kubernetes_service(registry: Registry, advertise_ip: str, port: int) -> dict:
-    """default/kubernetes: ClusterIP = first IP of the service CIDR, port 443 -> API port."""
+async def ensure_kubernetes_service(registry: Registry, cluster_ip: str, advertise_ip: str,
+                                    port: int) -> dict:
+    """default/kubernetes: ClusterIP = first IP of the service CIDR (the allocator's
+    `kubernetes_ip`), port 443 -> API port."""
     res = registry.resources.get("", "v1", "services")
-    alloc = ServiceAllocator._active
-    cluster_ip = alloc.kubernetes_ip if alloc else "10.43.0.1"
     ports = [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": int(port)}]
     svc = await registry.try_get(res, "default", "kubernetes")
     if svc is None:

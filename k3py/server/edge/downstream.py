@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 
 from k3py.api.objects import name_of, namespace_of
-from k3py.server.controllers.base import Informer, InformerFactory
+from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
 from k3py.server.edge.devicesync import DeviceFeed
 from k3py.server.edge.podtokens import PodTokens
 from k3py.server.edge.sessions import NodeSession
@@ -98,7 +98,7 @@ class DownstreamSync:
 
     def start(self) -> None:
         self.pods = self._informers.informer("", "pods")
-        self.pods.add_index("node", lambda p: [node_of(p)] if node_of(p) else [])
+        self.pods.add_index(NODE_INDEX, pod_node)  # the one definition: the informer is shared
         self.pods.add_handler(self._on_pod)
         self.configmaps = self._informers.informer("", "configmaps")
         self.configmaps.add_handler(lambda t, o, n: self._on_ref("configmaps", t, o, n))
@@ -139,13 +139,13 @@ class DownstreamSync:
         issuer.pod_alive = pod_alive
         self._spawn(self.tokens.refresh_loop(lambda: [n for n in self.sessions
                                                       if self._connected(n)],
-                                             lambda n: self.pods.by_index("node", n), send))
+                                             lambda n: self.pods.by_index(NODE_INDEX, n), send))
 
     # ---------------------------------------------------------------- what a node holds
 
     def _refs_for_node(self, node: str) -> set[tuple[str, str, str]]:
         out: set[tuple[str, str, str]] = set()
-        for pod in self.pods.by_index("node", node):
+        for pod in self.pods.by_index(NODE_INDEX, node):
             ns = namespace_of(pod)
             out.update((plural, ns, name) for plural, name in referenced_objects(pod))
         return out
@@ -156,7 +156,7 @@ class DownstreamSync:
 
     def snapshot(self, node: str) -> Message:
         """Everything `node` must hold, in one OP_SYNC message (a full sync)."""
-        pods = self.pods.by_index("node", node)
+        pods = self.pods.by_index(NODE_INDEX, node)
         content: dict[str, list[dict]] = {"pods": pods, "configmaps": [], "secrets": []}
         if self.tokens is not None:
             content[POD_TOKENS_KIND] = [o for o in map(self.tokens.object_for, pods) if o]

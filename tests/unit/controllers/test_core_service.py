@@ -4,6 +4,7 @@ conflicts as 422, headless, release on delete, immutability on update, rebuild a
 import pytest
 
 from k3py.api import errors
+from k3py.server.admission import AdmissionChain
 from k3py.server.controllers.service import (
     IPAllocator,
     PortAllocator,
@@ -44,9 +45,10 @@ def test_port_allocator() -> None:
 
 async def test_allocation_through_registry(tmp_path) -> None:
     async with cluster(tmp_path) as c:
-        alloc = ServiceAllocator.install(c.registry, "10.43.0.0/16", "30000-32767")
+        alloc = ServiceAllocator(c.registry, "10.43.0.0/16", "30000-32767")
+        alloc.install(c.registry.admission)
         await alloc.rebuild(repair_interval=0)
-        k = await ensure_kubernetes_service(c.registry, "192.168.1.10", 6443)
+        k = await ensure_kubernetes_service(c.registry, alloc.kubernetes_ip, "192.168.1.10", 6443)
         assert k["spec"]["clusterIP"] == "10.43.0.1"
         assert k["spec"]["ports"][0]["targetPort"] == 6443
         ep = await c.get("endpoints", "default", "kubernetes")
@@ -54,7 +56,8 @@ async def test_allocation_through_registry(tmp_path) -> None:
                                   "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]
         sl = await c.get("endpointslices", "default", "kubernetes", group="discovery.k8s.io")
         assert sl["endpoints"][0]["addresses"] == ["192.168.1.10"]
-        await ensure_kubernetes_service(c.registry, "192.168.1.11", 6444)  # address changed
+        # address changed
+        await ensure_kubernetes_service(c.registry, alloc.kubernetes_ip, "192.168.1.11", 6444)
         ep = await c.get("endpoints", "default", "kubernetes")
         assert ep["subsets"][0]["addresses"] == [{"ip": "192.168.1.11"}]
         k = await c.get("services", "default", "kubernetes")
@@ -100,8 +103,10 @@ async def test_allocation_through_registry(tmp_path) -> None:
                                                ports=[{"port": 80, "nodePort": 30080}]))
         assert again["spec"]["ports"][0]["nodePort"] == 30080
 
-        # a fresh allocator learns the taken values from the store
-        fresh = ServiceAllocator.install(c.registry, "10.43.0.0/16", "30000-32767")
+        # a fresh allocator (a restarted server's chain) learns the taken values from the store
+        c.registry.admission = AdmissionChain()
+        fresh = ServiceAllocator(c.registry, "10.43.0.0/16", "30000-32767")
+        fresh.install(c.registry.admission)
         await fresh.rebuild(repair_interval=0)
         with pytest.raises(errors.StatusError):
             await c.create("services", svc("np4", "NodePort",

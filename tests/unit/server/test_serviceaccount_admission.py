@@ -74,7 +74,7 @@ def test_automount_precedence():
 
 
 async def test_admission_on_create(env):
-    env.registry.create_hooks.append(ServiceAccountAdmission(env.registry, 0.2))
+    env.registry.admission.add_mutator("ServiceAccount", ServiceAccountAdmission(env.registry, 0.2))
     pods, sas = env.res("pods"), env.res("serviceaccounts")
     with pytest.raises(errors.StatusError) as e:
         await env.registry.create(pods, "default", _pod("nosa"))
@@ -94,7 +94,7 @@ async def test_admission_on_create(env):
 
 
 async def test_admission_waits_for_the_default_account(env):
-    env.registry.create_hooks.append(ServiceAccountAdmission(env.registry, 5.0))
+    env.registry.admission.add_mutator("ServiceAccount", ServiceAccountAdmission(env.registry, 5.0))
 
     async def later():
         await asyncio.sleep(0.3)
