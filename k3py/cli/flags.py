@@ -460,3 +460,56 @@ def help_text(command: str) -> str:
               f"({DEFAULT_CONFIG_FILE}).", "Precedence: flag > environment > config file > "
               "default."]
     return "\n".join(lines)
+
+
+# ---- `k3py mapper KIND` (devices): its flags, kept in this one block; defaults from
+# k3py.mapper.options. A mapper usually runs in a pod, so K3PY_DEVICE etc. configure it too.
+
+from k3py.mapper.options import MapperOptions  # noqa: E402
+
+MAPPER = "mapper"
+
+
+def _duration(v: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", v)
+    if not m or float(m[1]) <= 0:
+        raise ValueError("expected a duration such as 2s, 500ms or 1m")
+    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
+
+
+def _broker_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("tcp", "mqtt", "ssl", "mqtts") or not parts.hostname:
+        raise ValueError("expected an MQTT broker URL such as tcp://127.0.0.1:1883")
+    return v
+
+
+def _pin_mode(v: str) -> str:
+    if v.lower() not in ("bcm", "board"):
+        raise ValueError("expected bcm or board")
+    return v.lower()
+
+
+FLAGS = FLAGS + (
+    Flag("device", str, "(mapper) Name of the Device this mapper serves", (MAPPER,)),
+    Flag("namespace", str, "(mapper) Namespace of the Device: topics in KubeEdge v1.17+ form "
+         "($hw/events/device/NAMESPACE/NAME/...)", (MAPPER,),
+         default_help="none: $hw/events/device/NAME/..., as KubeEdge up to v1.16"),
+    Flag("broker", str, "(mapper) The node's MQTT broker", (MAPPER,), check=_broker_url),
+    Flag("broker-username", str, "(mapper) MQTT user name", (MAPPER,)),
+    Flag("broker-password", str, "(mapper) MQTT password", (MAPPER,)),
+    Flag("broker-ca", str, "(mapper) CA bundle for an ssl:// broker", (MAPPER,),
+         default_help="the system's CAs"),
+    Flag("interval", str, "(mapper) Time between readings", (MAPPER,), check=_duration,
+         default_help="counter 1s, dht11 and simulated 2s"),
+    Flag("pin", int, "(mapper/dht11) GPIO pin of the sensor's DATA line", (MAPPER,)),
+    Flag("pin-mode", str, "(mapper/dht11) Pin numbering: bcm or board", (MAPPER,),
+         check=_pin_mode),
+    Flag("seed", int, "(mapper/simulated) Seed of the simulated series", (MAPPER,)),
+)
+_CONFIG_CLASSES[MAPPER] = MapperOptions
+_ABOUT[MAPPER] = "Run a device mapper (dht11, simulated, counter) against the node's MQTT broker"
+
+
+def mapper_options(argv: list[str], environ: Mapping[str, str] | None = None) -> MapperOptions:
+    return _build(MapperOptions, parse(argv, MAPPER, environ))
