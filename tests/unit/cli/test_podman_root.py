@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.cli.flags import agent_config, server_config
-from k3py.config import podman_storage_args
+from k3py.config import AgentConfig, podman_storage_args
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +19,9 @@ def test_flag_env_and_config_file(tmp_path):
     cfg.write_text("podman-root: /from-file\n")
     assert agent_config(["--config", str(cfg)], environ={}).podman_root == "/from-file"
     srv = server_config(["--podman-root", "/s"], environ={})
-    assert srv.agent_config("https://127.0.0.1:6443", "t").podman_root == "/s"
+    embedded = AgentConfig.for_node(srv, server="https://127.0.0.1:6443", token="t",
+                                    embedded=True)
+    assert embedded.podman_root == "/s"
 
 
 def test_storage_args():
