@@ -142,7 +142,7 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
     return items
 
 
-SERVER, AGENT, TOKEN = "server", "agent", "token"
+SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 _BOTH = (SERVER, AGENT)
 
 
@@ -172,7 +172,8 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("config", str, "(config) Load configuration from FILE", (*_BOTH, TOKEN), short="c",
+    Flag("config", str, "(config) Load configuration from FILE", (*_BOTH, TOKEN, AIRGAP),
+         short="c",
          env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
     # listener
@@ -237,6 +238,7 @@ FLAGS: tuple[Flag, ...] = (
          default_help="address of the default route"),
     Flag("podman-root", str, "(agent/runtime) Run podman with its own storage under DIR "
          "(DIR/storage, DIR/run, DIR/tmp), e.g. for several agents on one machine",
+         (*_BOTH, AIRGAP),
          default_help="podman's own storage"),
     Flag("container-runtime-endpoint", str, "(agent/runtime) The podman API socket to use "
          "(unix:///PATH)", check=_unix_endpoint,
@@ -246,7 +248,7 @@ FLAGS: tuple[Flag, ...] = (
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
 _CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
-                                    TOKEN: ServerConfig}
+                                    TOKEN: ServerConfig, AIRGAP: AgentConfig}
 
 
 def flags_for(command: str) -> tuple[Flag, ...]:
@@ -343,7 +345,8 @@ def _load_config_file(path: str, explicit: bool) -> dict[str, Any]:
     return data
 
 
-def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...]) -> dict[str, Any]:
+def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...],
+               positional: list[str] | None) -> dict[str, Any]:
     by_long = {f.name: f for f in flags}
     by_short = {f.short: f for f in flags if f.short}
     see = f"run '{PROGRAM} {command} --help' for the flags"
@@ -362,6 +365,9 @@ def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...]) -> dict[s
             name, eq, value = arg[1:].partition("=")
             flag = by_short.get(name)
             shown = f"-{name}"
+        elif positional is not None:
+            positional.append(arg)
+            continue
         else:
             raise UsageError(f"unexpected argument {arg!r} for '{PROGRAM} {command}'; {see}")
         if flag is None:
@@ -383,15 +389,16 @@ def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...]) -> dict[s
     return given
 
 
-def parse(argv: list[str], command: str,
-          environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Flags of `command` (server, agent or token) from argv, the environment and the config
-    file -> {config field: value} for what was set anywhere; unset fields keep their
+def parse(argv: list[str], command: str, environ: Mapping[str, str] | None = None, *,
+          positional: list[str] | None = None) -> dict[str, Any]:
+    """Flags of `command` (server, agent, token or airgap) from argv, the environment and the
+    config file -> {config field: value} for what was set anywhere; unset fields keep their
     dataclass default. `config` is the config file that was read ("" when none). A flag
-    that is not implemented raises UsageError naming the source that set it."""
+    that is not implemented raises UsageError naming the source that set it. Arguments that
+    are not flags go to `positional` when given (else they are an error)."""
     env = os.environ if environ is None else environ
     flags = flags_for(command)
-    given = _scan_argv(argv, command, flags)
+    given = _scan_argv(argv, command, flags, positional)
 
     config_path, explicit = given.get("config", ""), True
     if not config_path:
@@ -501,7 +508,8 @@ def _shown_default(flag: Flag, command: str) -> str:
 
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
           AGENT: "Run a node that joins a server",
-          TOKEN: "Print the join token of the local server"}
+          TOKEN: "Print the join token of the local server",
+          AIRGAP: "Import image tarballs into this node's podman"}
 
 
 def help_text(command: str) -> str:
