@@ -88,7 +88,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     ips = ["127.0.0.1", advertise]
     if config.bind_address not in ("0.0.0.0", "::", ""):
         ips.append(config.bind_address)
-    bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips)
+    bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips,
+                            service_ip=config.kubernetes_service_ip)
     token = pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
 
     backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,

@@ -154,3 +154,20 @@ def test_unimplemented_key_for_the_server_does_not_stop_the_agent(tmp_path):
     cfg.write_text("datastore-endpoint: postgres://db/k3s\ncluster-cidr: 10.52.0.0/16\n")
     line = one_line_error(k3py("agent", "--config", str(cfg), "--data-dir", str(tmp_path)))
     assert "--server" in line and "datastore" not in line, line
+
+
+def test_custom_service_cidr_is_in_the_serving_certificate(tmp_path):
+    """In-cluster clients reach the API at the `kubernetes` Service's ClusterIP, the first
+    address of --service-cidr: the serving certificate must name that address."""
+    from k3py.pki import _cert_sans
+
+    srv = ServerProcess(tmp_path / "d", extra_args=["--service-cidr", "10.96.0.0/12"])
+    try:
+        srv.start()
+        svc = srv.kubectl_json("get", "service", "kubernetes", "-n", "default")
+        assert svc["spec"]["clusterIP"] == "10.96.0.1"
+        cert = (srv.data_dir / "server" / "tls" / "serving-kube-apiserver.crt").read_bytes()
+        _, ips = _cert_sans(cert)
+        assert "10.96.0.1" in ips and "10.43.0.1" not in ips, ips
+    finally:
+        srv.stop()
