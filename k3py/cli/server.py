@@ -35,7 +35,7 @@ async def start_embedded_agent(config: ServerConfig, server: Any) -> Any:
         return None
     with open(config.token_path) as f:
         token = f.read().strip()
-    url = getattr(server, "url", "") or f"https://127.0.0.1:{config.https_listen_port}"
+    url = server.url
     try:
         return await start_agent(AgentConfig.for_node(config, server=url, token=token,
                                                       embedded=True))
