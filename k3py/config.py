@@ -1,5 +1,8 @@
 """Frozen configuration records for the two roles, `ServerConfig` and `AgentConfig`: the one
-home of defaults. Built by k3py.cli.flags (flag > env var > config file > these defaults)."""
+home of defaults. Built by k3py.cli.flags (flag > env var > config file > these defaults).
+
+Every field has a reader; a flag k3py accepts but does not implement has no field here (the
+flag table refuses it at start). Components read options as attributes, never with getattr."""
 
 from __future__ import annotations
 
@@ -8,19 +11,16 @@ import ipaddress
 import os
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from k3py.hostinfo import machine_secret
 
-__all__ = ["ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG", "DISABLEABLE_COMPONENTS", "hostname", "podman_storage_args"]
+__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
+           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
 DEFAULT_KUBECONFIG = "/etc/k3py/k3py.yaml"
-# What `--disable` accepts: the packaged components the server deploys (K3s: traefik,
-# servicelb, local-storage, coredns). A typo must fail loudly rather than be ignored.
-DISABLEABLE_COMPONENTS = ("ingress", "servicelb", "local-storage", "dns")
 
 
 def hostname() -> str:
@@ -52,12 +52,11 @@ def podman_storage_args(root: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _NodeConfig:
+class NodeConfig:
     """Fields and paths shared by the server (for its embedded agent) and the agent."""
 
     data_dir: str = DEFAULT_DATA_DIR
-    token: str = ""
-    token_file: str = ""
+    token: str = ""  # --token, or the content of --token-file (read when the config is built)
     node_name: str = ""  # "" = this host's name (hostname())
     node_label: tuple[str, ...] = ()  # "key=value"
     node_taint: tuple[str, ...] = ()  # "key=value:Effect"
@@ -66,25 +65,21 @@ class _NodeConfig:
     podman_root: str = ""  # "" = podman's default storage (the host's `podman ps` shows pods)
     container_runtime_endpoint: str = ""  # "" = find a podman API socket or start a service
     debug: bool = False
-    config: str = ""  # the config file these values were read from ("" = none)
 
     @property
     def effective_node_name(self) -> str:
-        """--node-name or the hostname, with the persistent id appended for --with-node-id.
-        Reading it with --with-node-id creates <data-dir>/agent/node-id on first use."""
+        """The one derivation of this node's name: --node-name (K3PY_NODE_NAME) or the
+        hostname, with the persistent id appended for --with-node-id. Reading it with
+        --with-node-id creates <data-dir>/agent/node-id on first use."""
         name = self.node_name or hostname()
         if self.with_node_id:
             name = f"{name}-{_node_id(self.data_dir)}"
         return name
 
-    # the agent reads the plural spellings through getattr
     @property
-    def node_labels(self) -> tuple[str, ...]:
-        return self.node_label
-
-    @property
-    def node_taints(self) -> tuple[str, ...]:
-        return self.node_taint
+    def labels(self) -> dict[str, str]:
+        """--node-label key=value items as the Node's labels (the flag table checked them)."""
+        return dict(item.partition("=")[::2] for item in self.node_label)
 
     @property
     def agent_dir(self) -> str:
@@ -103,34 +98,33 @@ class _NodeConfig:
     def meta_db_path(self) -> str:
         return os.path.join(self.agent_dir, "meta.db")
 
-    @property
-    def storage_dir(self) -> str:
-        """local-path volumes."""
-        return os.path.join(self.data_dir, "storage")
 
 
 @dataclass(frozen=True, kw_only=True)
-class AgentConfig(_NodeConfig):
+class AgentConfig(NodeConfig):
     server: str = ""  # https://HOST:6443 (K3PY_URL)
-    embedded: bool = False  # started in-process by `k3py server`
+    embedded: bool = False  # started in-process by `k3py server` (registers role "server")
+
+    @classmethod
+    def for_node(cls, node: NodeConfig, *, server: str, token: str,
+                 embedded: bool) -> AgentConfig:
+        """The one way an agent's configuration is made, for `k3py agent` and for the server's
+        embedded agent alike: every node option of `node`, plus where to join and with what."""
+        shared = {f.name: getattr(node, f.name) for f in fields(NodeConfig)}
+        return cls(**{**shared, "token": token}, server=server, embedded=embedded)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServerConfig(_NodeConfig):
+class ServerConfig(NodeConfig):
     bind_address: str = "0.0.0.0"
     https_listen_port: int = 6443
     advertise_address: str = ""  # "" = node-ip or the default route's address
     tls_san: tuple[str, ...] = ()
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
-    cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
     service_node_port_range: str = "30000-32767"
-    cluster_dns: str = "10.43.0.10"
-    cluster_domain: str = "cluster.local"
     disable_agent: bool = False
-    disable: tuple[str, ...] = ()  # names from DISABLEABLE_COMPONENTS
-    datastore_endpoint: str = ""  # "" = embedded SQLite at db_path
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
@@ -166,21 +160,3 @@ class ServerConfig(_NodeConfig):
         """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
         net = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(net.network_address + 1)
-
-    @property
-    def node_port_range(self) -> tuple[int, int]:
-        low, _, high = self.service_node_port_range.partition("-")
-        return int(low), int(high)
-
-    def is_disabled(self, component: str) -> bool:
-        return component in self.disable
-
-    def agent_config(self, server_url: str, token: str) -> AgentConfig:
-        """The embedded agent's configuration: same data dir and node options as the server."""
-        return AgentConfig(server=server_url, token=token, data_dir=self.data_dir,
-                           node_name=self.node_name, node_label=self.node_label,
-                           node_taint=self.node_taint, node_ip=self.node_ip,
-                           with_node_id=self.with_node_id, podman_root=self.podman_root,
-                           container_runtime_endpoint=self.container_runtime_endpoint,
-                           debug=self.debug,
-                           config=self.config, embedded=True)

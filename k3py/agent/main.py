@@ -1,7 +1,7 @@
 """`k3py agent`: join, then run edgehub, metamanager, the pod syncer and node heartbeats.
 
 `run(config)` is the blocking CLI entry (one clear error line and exit 1 on a join problem);
-`start_agent(config, embedded=...)` starts the same agent inside the server's event loop."""
+`start_agent(config)` also starts the same agent inside the server's event loop (embedded)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_
 from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
-from k3py.config import podman_storage_args
+from k3py.config import AgentConfig
 from k3py.hostinfo import primary_ip
 from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
 
@@ -55,50 +54,20 @@ class AgentHandle:
         await self.runtime.close()
 
 
-def _opt(config, name: str, default=None):
-    value = getattr(config, name, default)
-    return default if value is None else value
-
-
-def _labels(items) -> dict[str, str]:
-    out = {}
-    for item in items or ():
-        key, _, value = str(item).partition("=")
-        out[key] = value
-    return out
-
-
-def _node_name(config, data_dir: str) -> str:
-    name = _opt(config, "node_name", "") or socket.gethostname().split(".")[0].lower()
-    if _opt(config, "with_node_id", False):
-        path = os.path.join(data_dir, "agent", "node-id")
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(os.urandom(4).hex())
-        with open(path) as f:
-            name = f"{name}-{f.read().strip()}"
-    return name
-
-
-async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
-    data_dir = _opt(config, "data_dir", "/var/lib/k3py")
-    server = _opt(config, "server", "") or _opt(config, "server_url", "")
-    token = _opt(config, "token", "")
-    if not token and _opt(config, "token_file", ""):
-        with open(config.token_file) as f:
-            token = f.read().strip()
-    if not server:
+async def start_agent(config: AgentConfig) -> AgentHandle:
+    """Join and start every part of the agent; `config.embedded` when `k3py server` runs it
+    in-process for its own node."""
+    if not config.server:
         raise JoinError("--server (K3PY_URL) is required")
-    agent_dir = os.path.join(data_dir, "agent")
-    node_name = _node_name(config, data_dir)
+    agent_dir = config.agent_dir
+    node_name = config.effective_node_name
     try:
-        taints = [parse_taint(t) for t in _opt(config, "node_taints", ()) or ()]
+        taints = [parse_taint(t) for t in config.node_taint]
     except ValueError as e:
         raise JoinError(str(e)) from None
     runtime = LibpodAPI(agent_dir=agent_dir, node_name=node_name,
-                        endpoint=_opt(config, "container_runtime_endpoint", ""),
-                        extra_args=podman_storage_args(_opt(config, "podman_root", "")))
+                        endpoint=config.container_runtime_endpoint,
+                        extra_args=config.podman_args)
     if shutil.which(runtime.binary) is None:
         raise JoinError("podman is not installed (not found on PATH); this node cannot run "
                         "pods. Install podman (e.g. sh scripts/setup.sh)")
@@ -112,48 +81,48 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         try:
             if runtime.endpoint:
                 await opening  # a given socket that does not answer fails before the join
-            creds = await join(session, server, token, node_name, agent_dir)
+            creds = await join(session, config.server, config.token, node_name, agent_dir)
             await opening
         except RuntimeError_ as e:
             raise JoinError(str(e)) from None
-        images_dir = os.path.join(agent_dir, "images")
+        images_dir = config.images_dir
         if os.path.isdir(images_dir):
             loaded = await runtime.load_images(images_dir)
             if loaded:
                 log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
-        meta = MetaManager(os.path.join(agent_dir, "meta.db"))
+        meta = MetaManager(config.meta_db_path)
         await meta.open()
     except BaseException:
         await session.close()
         await cancel_and_wait(opening)
         await runtime.close()
         raise
-    node_ip = _opt(config, "node_ip", "") or primary_ip()
-    podspec.attach(meta, server, node_ip)  # pods' API address, token file rotation
+    node_ip = config.node_ip or primary_ip()
+    podspec.attach(meta, config.server, node_ip)  # pods' API address, token file rotation
     node = node_object(name=node_name, node_ip=node_ip,
-                       labels=_labels(_opt(config, "node_labels", ())), taints=taints,
-                       runtime_version=version, data_dir=data_dir,
-                       role="server" if embedded else "agent")
-    hub = EdgeHub(server=server, ssl_context=ssl_context(creds), meta=meta, session=session,
+                       labels=config.labels, taints=taints,
+                       runtime_version=version, data_dir=config.data_dir,
+                       role="server" if config.embedded else "agent")
+    hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,
                   headers={NODE_PASSWORD_HEADER: node_password(agent_dir)})
     reporter = NodeReporter(node, hub.send)
-    pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=data_dir,
+    pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
                      node_name=node_name, host_ip=node_ip)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
     hub.start()
     pods.start()
     reporter.start()
-    log.info("k3py agent %s started (server %s)", node_name, server)
+    log.info("k3py agent %s started (server %s)", node_name, config.server)
     return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime)
 
 
-async def _main(config) -> int:
+async def _main(config: AgentConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    handle = await start_agent(config, embedded=False)
+    handle = await start_agent(config)
     print(f"k3py agent {handle.node_name} running", file=sys.stderr, flush=True)
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(handle.hub.fatal.wait())]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -174,10 +143,11 @@ def _few_malloc_arenas() -> None:
         ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
 
 
-def run(config) -> int:
+def run(config: AgentConfig) -> int:
+    """Blocking entry of `k3py agent`: one error line and exit code 1 on a join problem."""
     _few_malloc_arenas()
     logging.basicConfig(
-        level=logging.DEBUG if _opt(config, "debug", False) else logging.INFO,
+        level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(_main(config))

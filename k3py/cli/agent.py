@@ -3,8 +3,6 @@ stopped. --server (K3PY_URL) and a token (K3PY_TOKEN or --token-file) are requir
 
 from __future__ import annotations
 
-import dataclasses
-
 from k3py import PROGRAM
 from k3py.cli.flags import UsageError, agent_config
 
@@ -16,17 +14,6 @@ def agent_command(argv: list[str]) -> int:
     if not config.server:
         raise UsageError("--server (or K3PY_URL) is required, e.g. --server "
                          "https://SERVER:6443")
-    if not config.token and config.token_file:
-        try:
-            with open(config.token_file) as f:
-                token = f.read().strip()
-        except OSError as e:
-            raise UsageError(f"cannot read --token-file {config.token_file}: "
-                             f"{e.strerror or e}") from None
-        if not token:
-            raise UsageError(f"--token-file {config.token_file} is empty; copy the output of "
-                             f"'{PROGRAM} token' on the server into it")
-        config = dataclasses.replace(config, token=token)
     if not config.token:
         raise UsageError(f"--token (or K3PY_TOKEN) is required; get it with '{PROGRAM} token' "
                          f"on the server")

@@ -8,7 +8,7 @@ import os
 import shutil
 
 from k3py import PROGRAM
-from k3py.cli.flags import HelpRequested, UsageError
+from k3py.cli.flags import AIRGAP, HelpRequested, UsageError, parse
 
 __all__ = ["airgap_command"]
 
@@ -16,7 +16,8 @@ USAGE = f"""USAGE:
    {PROGRAM} airgap import [--podman-root DIR] FILE [FILE...]
 
 Imports image tarballs (docker-archive or oci-archive: .tar, .tar.gz, .tar.zst, .tar.xz) into
-this node's podman (--podman-root / K3PY_PODMAN_ROOT: the agent's own podman storage).
+this node's podman (--podman-root / K3PY_PODMAN_ROOT / config key podman-root: the agent's
+own podman storage; -c/--config FILE as for the agent).
 At start the agent imports every tarball in <data-dir>/agent/images/ the same way."""
 
 
@@ -43,21 +44,10 @@ def airgap_command(argv: list[str]) -> int:
     if argv[0] != "import":
         raise UsageError(f"unknown airgap command {argv[0]!r}; usage: {PROGRAM} airgap "
                          f"import FILE [FILE...]")
-    args = argv[1:]
-    podman_root = os.environ.get("K3PY_PODMAN_ROOT", "")
-    files = []
-    while args:
-        arg = args.pop(0)
-        if arg == "--podman-root" or arg.startswith("--podman-root="):
-            value = arg.partition("=")[2] if "=" in arg else (args.pop(0) if args else "")
-            if not value:
-                raise UsageError("--podman-root needs a directory")
-            podman_root = value
-        elif arg.startswith("-") and arg != "-":
-            raise UsageError(f"unknown option {arg}; usage: {PROGRAM} airgap import "
-                             f"[--podman-root DIR] FILE [FILE...]")
-        else:
-            files.append(arg)
+    if any(arg in ("-h", "--help") for arg in argv[1:]):
+        raise HelpRequested(USAGE)
+    files: list[str] = []
+    podman_root = parse(argv[1:], AIRGAP, positional=files).get("podman_root", "")
     if not files:
         raise UsageError(f"no tarball given; usage: {PROGRAM} airgap import FILE [FILE...]")
     for path in files:

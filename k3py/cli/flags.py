@@ -1,7 +1,9 @@
 """The one table of flags: each flag is also an env var (K3PY_<FLAG_NAME>) and a config.yaml key
-(its long name). Precedence: flag > env var > config file > default (k3py.config)."""
+(its long name). Precedence: flag > env var > config file > default (k3py.config).
 
-# Any problem raises UsageError, which the CLI prints as one `k3py: error: ...` line, exit 1.
+Any problem raises UsageError, which the CLI prints as one `k3py: error: ...` line, exit 1.
+A flag (or --disable value) that k3py accepts from K3s but does not implement yet is refused
+by name, from whichever source set it, rather than silently ignored."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from k3py import PROGRAM
-from k3py.config import DEFAULT_CONFIG_FILE, DISABLEABLE_COMPONENTS, AgentConfig, ServerConfig
+from k3py.config import DEFAULT_CONFIG_FILE, AgentConfig, NodeConfig, ServerConfig
 
 __all__ = ["Flag", "FLAGS", "UsageError", "HelpRequested", "parse", "flags_for", "env_name",
            "help_text", "server_config", "agent_config", "ENV_PREFIX"]
@@ -121,15 +123,26 @@ def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
     return items
 
 
+# The packaged components of K3s that `--disable` names (traefik, servicelb, local-storage,
+# coredns) -> why k3py cannot disable them: it does not deploy any of them yet. A component
+# k3py does deploy moves out of here into a `disable` field that its deployer reads.
+_NOT_YET_COMPONENTS = {
+    "ingress": "k3py deploys no ingress controller",
+    "servicelb": "k3py deploys no service load balancer",
+    "local-storage": "k3py deploys no local-path storage provisioner",
+    "dns": "k3py deploys no cluster DNS",
+}
+
+
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
     for item in items:
-        if item not in DISABLEABLE_COMPONENTS:
-            raise ValueError(f"expected components from {', '.join(DISABLEABLE_COMPONENTS)}, "
+        if item not in _NOT_YET_COMPONENTS:
+            raise ValueError(f"expected components from {', '.join(_NOT_YET_COMPONENTS)}, "
                              f"got {item!r}")
     return items
 
 
-SERVER, AGENT, TOKEN = "server", "agent", "token"
+SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 _BOTH = (SERVER, AGENT)
 
 
@@ -143,6 +156,11 @@ class Flag:
     env_aliases: tuple[str, ...] = ()  # K3s-style names read before the derived one
     check: Callable[[Any], Any] | None = None
     default_help: str = ""  # shown instead of the dataclass default (e.g. "hostname")
+    # accepted (K3s has it) but not implemented: why, for the one-line refusal at start;
+    # such a flag has no config field
+    not_implemented: str = ""
+    # values of a list flag that are refused by name, each with why (--disable)
+    not_implemented_values: tuple[tuple[str, str], ...] = ()
 
     @property
     def attr(self) -> str:
@@ -154,7 +172,8 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("config", str, "(config) Load configuration from FILE", (*_BOTH, TOKEN), short="c",
+    Flag("config", str, "(config) Load configuration from FILE", (*_BOTH, TOKEN, AIRGAP),
+         short="c",
          env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
     # listener
@@ -169,15 +188,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN), short="d"),
     # networking
     Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
-         (SERVER,), check=_cidr),
+         (SERVER,), check=_cidr,
+         not_implemented="pods get their addresses from podman's default network"),
     Flag("service-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for service IPs",
          (SERVER,), check=_cidr),
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
          "with NodePort visibility", (SERVER,), check=_port_range),
     Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for the DNS service; should be in "
          "your service-cidr range", (SERVER,), check=_ip,
-         default_help="10th address of service-cidr"),
-    Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,)),
+         not_implemented="k3py runs no cluster DNS service"),
+    Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,),
+         not_implemented="k3py runs no cluster DNS service"),
     # client
     Flag("write-kubeconfig", str, "(client) Write kubeconfig for admin client to this file",
          (SERVER,), short="o", env_aliases=(f"{ENV_PREFIX}_KUBECONFIG_OUTPUT",)),
@@ -191,14 +212,16 @@ FLAGS: tuple[Flag, ...] = (
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a shared datastore",
-         (SERVER,), default_help="embedded SQLite in data-dir/server/db"),
+         (SERVER,), not_implemented="only the embedded SQLite store in "
+         "<data-dir>/server/db"),
     Flag("compact-interval", float, "(db) Seconds between compactions of old revisions",
          (SERVER,), check=_non_negative),
     Flag("compact-min-retain", int, "(db) Number of newest revisions compaction always keeps",
          (SERVER,), check=_non_negative),
     # components
     Flag("disable", list, "(components) Do not deploy packaged components "
-         f"({', '.join(DISABLEABLE_COMPONENTS)})", (SERVER,), check=_components),
+         f"({', '.join(_NOT_YET_COMPONENTS)})", (SERVER,), check=_components,
+         not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
     # node
@@ -215,6 +238,7 @@ FLAGS: tuple[Flag, ...] = (
          default_help="address of the default route"),
     Flag("podman-root", str, "(agent/runtime) Run podman with its own storage under DIR "
          "(DIR/storage, DIR/run, DIR/tmp), e.g. for several agents on one machine",
+         (*_BOTH, AIRGAP),
          default_help="podman's own storage"),
     Flag("container-runtime-endpoint", str, "(agent/runtime) The podman API socket to use "
          "(unix:///PATH)", check=_unix_endpoint,
@@ -224,7 +248,7 @@ FLAGS: tuple[Flag, ...] = (
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
 _CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
-                                    TOKEN: ServerConfig}
+                                    TOKEN: ServerConfig, AIRGAP: AgentConfig}
 
 
 def flags_for(command: str) -> tuple[Flag, ...]:
@@ -321,7 +345,8 @@ def _load_config_file(path: str, explicit: bool) -> dict[str, Any]:
     return data
 
 
-def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...]) -> dict[str, Any]:
+def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...],
+               positional: list[str] | None) -> dict[str, Any]:
     by_long = {f.name: f for f in flags}
     by_short = {f.short: f for f in flags if f.short}
     see = f"run '{PROGRAM} {command} --help' for the flags"
@@ -340,6 +365,9 @@ def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...]) -> dict[s
             name, eq, value = arg[1:].partition("=")
             flag = by_short.get(name)
             shown = f"-{name}"
+        elif positional is not None:
+            positional.append(arg)
+            continue
         else:
             raise UsageError(f"unexpected argument {arg!r} for '{PROGRAM} {command}'; {see}")
         if flag is None:
@@ -361,14 +389,16 @@ def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...]) -> dict[s
     return given
 
 
-def parse(argv: list[str], command: str,
-          environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Flags of `command` (server, agent or token) from argv, the environment and the config
-    file -> {config field: value} for what was set anywhere; unset fields keep their
-    dataclass default. `config` is the config file that was read ("" when none)."""
+def parse(argv: list[str], command: str, environ: Mapping[str, str] | None = None, *,
+          positional: list[str] | None = None) -> dict[str, Any]:
+    """Flags of `command` (server, agent, token or airgap) from argv, the environment and the
+    config file -> {config field: value} for what was set anywhere; unset fields keep their
+    dataclass default. `config` is the config file that was read ("" when none). A flag
+    that is not implemented raises UsageError naming the source that set it. Arguments that
+    are not flags go to `positional` when given (else they are an error)."""
     env = os.environ if environ is None else environ
     flags = flags_for(command)
-    given = _scan_argv(argv, command, flags)
+    given = _scan_argv(argv, command, flags, positional)
 
     config_path, explicit = given.get("config", ""), True
     if not config_path:
@@ -378,6 +408,7 @@ def parse(argv: list[str], command: str,
     file_values = _load_config_file(config_path, explicit)
 
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # field -> where it was set: a config file, env var, or ""
     all_by_name = {f.name: f for f in FLAGS}
     for key, raw in file_values.items():
         flag = all_by_name.get(str(key))
@@ -389,16 +420,45 @@ def parse(argv: list[str], command: str,
         if command not in flag.commands:
             continue  # one config.yaml serves server and agent, as in K3s
         values[flag.attr] = _checked(flag, raw, f"{key!r} in config file {config_path}")
+        sources[flag.attr] = config_path
 
     for flag in flags:
         for var in flag.env_vars:
             if env.get(var, "") != "":
                 values[flag.attr] = _checked(flag, env[var], f"{var} (--{flag.name})")
+                sources[flag.attr] = var
                 break
 
     values.update(given)
+    sources.update({attr: "" for attr in given})
+    for flag in flags:
+        if (flag.not_implemented or flag.not_implemented_values) and values.get(flag.attr):
+            _refuse_not_implemented(flag, values[flag.attr], command, sources[flag.attr])
     values["config"] = config_path if (file_values or explicit) else ""
     return values
+
+
+def _refuse_not_implemented(flag: Flag, value: Any, command: str, source: str) -> None:
+    """One line naming the flag, why it does nothing yet, and the source to remove it from:
+    the command line (source ""), an env var (K3PY_...) or a config file (its path)."""
+    head = f"'{PROGRAM} {command}' does not implement --{flag.name}"
+    if flag.not_implemented:
+        if not source:
+            fix = "remove it from the command line"
+        elif source.startswith(f"{ENV_PREFIX}_"):
+            fix = f"unset the environment variable {source}"
+        else:
+            fix = f"remove the key {flag.name!r} from config file {source}"
+        raise UsageError(f"{head} yet ({flag.not_implemented}); {fix}")
+    refused = dict(flag.not_implemented_values)
+    for item in value if flag.kind is list else (value,):
+        if item in refused:
+            where = ("on the command line" if not source else
+                     f"in the environment variable {source}"
+                     if source.startswith(f"{ENV_PREFIX}_") else
+                     f"in the key {flag.name!r} of config file {source}")
+            raise UsageError(f"{head} {item} yet ({refused[item]}); remove {item!r} from "
+                             f"--{flag.name} {where}")
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:
@@ -406,25 +466,33 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
+def _token(values: dict[str, Any]) -> str:
+    """--token, else the content of --token-file ("" when neither is given)."""
+    if values.get("token") or not values.get("token_file"):
+        return values.get("token", "")
+    path = values["token_file"]
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise UsageError(f"cannot read --token-file {path}: {e.strerror or e}") from None
+
+
 def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
     values = parse(argv, SERVER, environ)
-    if "service_cidr" in values and "cluster_dns" not in values:
-        # as K3s: the DNS service IP follows a custom service CIDR (its 10th address)
-        net = ipaddress.ip_network(values["service_cidr"], strict=False)
-        values["cluster_dns"] = str(net.network_address + 10)
-    config: ServerConfig = _build(ServerConfig, values)
-    service_net = ipaddress.ip_network(config.service_cidr, strict=False)
-    if ipaddress.ip_address(config.cluster_dns) not in service_net:
-        raise UsageError(f"--cluster-dns {config.cluster_dns} is outside --service-cidr "
-                         f"{config.service_cidr}; pick an address inside it")
-    if service_net.overlaps(ipaddress.ip_network(config.cluster_cidr, strict=False)):
-        raise UsageError(f"--cluster-cidr {config.cluster_cidr} overlaps --service-cidr "
-                         f"{config.service_cidr}; pod and service networks must be disjoint")
-    return config
+    values["token"] = _token(values)
+    return _build(ServerConfig, values)
 
 
 def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> AgentConfig:
-    return _build(AgentConfig, parse(argv, AGENT, environ))
+    """`k3py agent`'s configuration, made by AgentConfig.for_node as the embedded agent's is."""
+    values = parse(argv, AGENT, environ)
+    token = _token(values)
+    if not token and values.get("token_file"):
+        raise UsageError(f"--token-file {values['token_file']} is empty; copy the output of "
+                         f"'{PROGRAM} token' on the server into it")
+    return AgentConfig.for_node(_build(NodeConfig, values), server=values.get("server", ""),
+                                token=token, embedded=False)
 
 
 def _shown_default(flag: Flag, command: str) -> str:
@@ -440,7 +508,8 @@ def _shown_default(flag: Flag, command: str) -> str:
 
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
           AGENT: "Run a node that joins a server",
-          TOKEN: "Print the join token of the local server"}
+          TOKEN: "Print the join token of the local server",
+          AIRGAP: "Import image tarballs into this node's podman"}
 
 
 def help_text(command: str) -> str:
@@ -450,6 +519,10 @@ def help_text(command: str) -> str:
         left = f"--{flag.name}{value}" + (f", -{flag.short}{value}" if flag.short else "")
         default = _shown_default(flag, command)
         text = flag.help + (f" (default: {default})" if default else "")
+        if flag.not_implemented:
+            text += f" (not implemented yet: {flag.not_implemented}; refused)"
+        elif flag.not_implemented_values:
+            text += " (not implemented yet: each is refused)"
         rows.append((left, f"{text} [${' / $'.join(flag.env_vars)}]"))
     width = max(len(left) for left, _ in rows) + 3
     lines = [f"NAME:\n   {PROGRAM} {command} - {_ABOUT.get(command, '')}", "",

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from k3py.cli.flags import UsageError, server_config
-from k3py.config import ServerConfig
+from k3py.config import AgentConfig, ServerConfig
 from k3py.pki import PkiError
 
 __all__ = ["server_command"]
@@ -35,9 +35,10 @@ async def start_embedded_agent(config: ServerConfig, server: Any) -> Any:
         return None
     with open(config.token_path) as f:
         token = f.read().strip()
-    url = getattr(server, "url", "") or f"https://127.0.0.1:{config.https_listen_port}"
+    url = server.url
     try:
-        return await start_agent(config.agent_config(url, token), embedded=True)
+        return await start_agent(AgentConfig.for_node(config, server=url, token=token,
+                                                      embedded=True))
     except Exception as e:  # noqa: BLE001 - the API stays up even if this node cannot run pods
         log.error("embedded agent did not start (%s); the API server keeps running. "
                   "Run 'k3py check-config' to see what this host is missing.", e)

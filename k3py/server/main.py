@@ -13,11 +13,14 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
 from k3py.api.resources import builtin_registry
+from k3py.config import ServerConfig
 from k3py.hostinfo import primary_ip
 from k3py.server import bootstrap
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
@@ -76,20 +79,7 @@ def _check_port(host: str, port: int) -> None:
         s.close()
 
 
-def _given_token(config) -> str:
-    if config.token:
-        return config.token
-    if config.token_file:
-        try:
-            with open(config.token_file) as f:
-                return f.read().strip()
-        except OSError as e:
-            raise StartupError(f"cannot read --token-file {config.token_file}: "
-                               f"{e.strerror}") from None
-    return ""
-
-
-async def serve(config, *, stop: asyncio.Event | None = None,
+async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                 started: asyncio.Future | None = None) -> RunningServer:
     """Start everything; returns once serving. Call `shutdown` to stop."""
     from k3py import pki
@@ -106,9 +96,10 @@ async def serve(config, *, stop: asyncio.Event | None = None,
     ips = ["127.0.0.1", advertise]
     if config.bind_address not in ("0.0.0.0", "::", ""):
         ips.append(config.bind_address)
-    bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips)
+    bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips,
+                            service_ip=config.kubernetes_service_ip)
     # the join token file; nodeauth reads it back when it installs the join route
-    pki.ensure_token(config.token_path, bundle.ca_cert_pem, _given_token(config))
+    pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
 
     backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
                             compact_min_retain=config.compact_min_retain)
@@ -141,7 +132,7 @@ async def serve(config, *, stop: asyncio.Event | None = None,
     if config.write_kubeconfig:
         admin_cert, admin_key = bundle.admin_cert_pem, bundle.admin_key_pem
         pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
-                             admin_key, mode=int(config.write_kubeconfig_mode, 8))
+                             admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
                                                     informers)
     api.ready = True
@@ -163,7 +154,16 @@ async def shutdown(server: RunningServer) -> None:
     await server.backend.close()
 
 
-async def _main(config, after_ready) -> int:
+class Stoppable(Protocol):
+    """What `after_ready` hands back (the embedded agent): stopped before the server."""
+
+    async def stop(self) -> None: ...
+
+
+AfterReady = Callable[[ServerConfig, RunningServer], Awaitable[Stoppable | None]]
+
+
+async def _main(config: ServerConfig, after_ready: AfterReady | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,14 +173,14 @@ async def _main(config, after_ready) -> int:
     extra = await after_ready(config, server) if after_ready else None
     await stop.wait()
     log.info("shutting down")
-    if extra is not None and hasattr(extra, "stop"):
+    if extra is not None:
         with contextlib.suppress(Exception):
             await extra.stop()
     await shutdown(server)
     return 0
 
 
-def run(config, *, after_ready=None) -> int:
+def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
     """Blocking entry for the CLI. `after_ready(config, server)` may start more (the
     embedded agent, which the server package must not import) and return a handle with
     an async stop()."""

@@ -103,3 +103,71 @@ def test_config_file_keys_are_flag_names(tmp_path):
         assert "default" in srv.kubectl("get", "ns").stdout
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------- flags not implemented yet
+
+@pytest.mark.parametrize("how", ["flag", "env", "config file"])
+def test_datastore_endpoint_is_refused_before_anything_starts(tmp_path, how):
+    data_dir, dsn = tmp_path / "d", "postgres://k3s:secret@db:5432/k3s"
+    args = ["server", "--data-dir", str(data_dir), "--https-listen-port", str(free_port()),
+            "--write-kubeconfig", str(tmp_path / "kc")]
+    env = {}
+    if how == "flag":
+        args += ["--datastore-endpoint", dsn]
+    elif how == "env":
+        env["K3PY_DATASTORE_ENDPOINT"] = dsn
+    else:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(f"datastore-endpoint: {dsn}\n")
+        args += ["--config", str(cfg)]
+    line = one_line_error(k3py(*args, env=env))
+    assert "--datastore-endpoint" in line and "SQLite" in line, line
+    assert {"flag": "command line", "env": "K3PY_DATASTORE_ENDPOINT",
+            "config file": f"config file {tmp_path / 'config.yaml'}"}[how] in line, line
+    assert not data_dir.exists() and not (tmp_path / "kc").exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "config file"])
+def test_disable_of_a_component_k3py_does_not_deploy_is_refused(tmp_path, how):
+    args = ["server", "--data-dir", str(tmp_path / "d"), "--https-listen-port",
+            str(free_port()), "--write-kubeconfig", str(tmp_path / "kc"), "--disable-agent"]
+    env = {}
+    if how == "flag":
+        args += ["--disable", "servicelb"]
+    elif how == "env":
+        env["K3PY_DISABLE"] = "servicelb"
+    else:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text("disable:\n  - servicelb\n")
+        args += ["--config", str(cfg)]
+    line = one_line_error(k3py(*args, env=env))
+    assert "--disable servicelb" in line and "remove 'servicelb'" in line, line
+    assert {"flag": "command line", "env": "K3PY_DISABLE",
+            "config file": "config file"}[how] in line, line
+    assert not (tmp_path / "d").exists()
+
+
+def test_unimplemented_key_for_the_server_does_not_stop_the_agent(tmp_path):
+    """One config.yaml serves both roles: the agent skips server-only keys, refused or not."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("datastore-endpoint: postgres://db/k3s\ncluster-cidr: 10.52.0.0/16\n")
+    line = one_line_error(k3py("agent", "--config", str(cfg), "--data-dir", str(tmp_path)))
+    assert "--server" in line and "datastore" not in line, line
+
+
+def test_custom_service_cidr_is_in_the_serving_certificate(tmp_path):
+    """In-cluster clients reach the API at the `kubernetes` Service's ClusterIP, the first
+    address of --service-cidr: the serving certificate must name that address."""
+    from k3py.pki import _cert_sans
+
+    srv = ServerProcess(tmp_path / "d", extra_args=["--service-cidr", "10.96.0.0/12"])
+    try:
+        srv.start()
+        svc = srv.kubectl_json("get", "service", "kubernetes", "-n", "default")
+        assert svc["spec"]["clusterIP"] == "10.96.0.1"
+        cert = (srv.data_dir / "server" / "tls" / "serving-kube-apiserver.crt").read_bytes()
+        _, ips = _cert_sans(cert)
+        assert "10.96.0.1" in ips and "10.43.0.1" not in ips, ips
+    finally:
+        srv.stop()

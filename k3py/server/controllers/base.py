@@ -14,11 +14,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from k3py.api import errors
 from k3py.api.objects import new_uid, now_rfc3339
 from k3py.api.resources import Resource
+from k3py.config import ServerConfig
 from k3py.server.registry import Registry
 
 __all__ = ["Informer", "InformerFactory", "WorkQueue", "Controller", "ControllerContext",
@@ -255,7 +255,7 @@ class ControllerContext:
     registry: Registry
     informers: InformerFactory
     recorder: EventRecorder
-    config: Any = None  # ServerConfig
+    config: ServerConfig = field(default_factory=ServerConfig)
     extra: dict = field(default_factory=dict)
 
     def resource(self, group: str, plural: str) -> Resource:

@@ -138,7 +138,7 @@ class NodeLifecycleController(Controller):
         super().__init__(ctx)
         self.grace = float(ctx.extra.get("node_monitor_grace_period", 40))
         self.period = float(ctx.extra.get("node_monitor_period", MONITOR_PERIOD))
-        self.evict_after = float(getattr(ctx.config, "node_eviction_timeout", 0) or 0)
+        self.evict_after = ctx.config.node_eviction_timeout
         self.started = _dt.datetime.now(_dt.UTC)
         self._ticker: asyncio.Task | None = None
 

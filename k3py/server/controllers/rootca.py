@@ -11,6 +11,7 @@ import logging
 import os
 
 from k3py.api import errors
+from k3py.config import ServerConfig
 from k3py.server.controllers.base import Controller, ControllerContext
 
 __all__ = ["RootCAController", "ROOT_CA_CONFIGMAP", "DESCRIPTION_ANNOTATION"]
@@ -25,12 +26,9 @@ _DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiser
                 "of Kubernetes clusters.")
 
 
-def _read_ca(config) -> str | None:
-    tls_dir = getattr(config, "tls_dir", None)
-    if not tls_dir:
-        return None
+def _read_ca(config: ServerConfig) -> str | None:
     try:
-        with open(os.path.join(tls_dir, "server-ca.crt")) as f:
+        with open(os.path.join(config.tls_dir, "server-ca.crt")) as f:
             return f.read()
     except OSError:
         return None

@@ -3,6 +3,7 @@ config-file rules, and every usage error as one `k3py: error:` line with exit co
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -57,19 +58,51 @@ def test_defaults_and_derived_paths():
     c = ServerConfig(data_dir="/d")
     assert (c.https_listen_port, c.bind_address, c.write_kubeconfig) == \
         (6443, "0.0.0.0", "/etc/k3py/k3py.yaml")
-    assert (c.cluster_cidr, c.service_cidr, c.cluster_dns) == \
-        ("10.42.0.0/16", "10.43.0.0/16", "10.43.0.10")
+    assert (c.service_cidr, c.service_node_port_range) == ("10.43.0.0/16", "30000-32767")
     assert (c.compact_interval, c.compact_min_retain) == (300.0, 1000)
     assert c.db_path == "/d/server/db/state.db"
     assert (c.tls_dir, c.token_path, c.manifests_dir) == \
         ("/d/server/tls", "/d/server/token", "/d/server/manifests")
-    assert (c.images_dir, c.meta_db_path, c.storage_dir) == \
-        ("/d/agent/images", "/d/agent/meta.db", "/d/storage")
+    assert (c.agent_dir, c.images_dir, c.meta_db_path) == \
+        ("/d/agent", "/d/agent/images", "/d/agent/meta.db")
     assert c.kubernetes_service_ip == "10.43.0.1"
-    assert c.node_port_range == (30000, 32767)
     assert c.kubeconfig_mode == 0o600
-    embedded = c.agent_config("https://127.0.0.1:6443", "tok")
-    assert embedded.embedded and embedded.data_dir == "/d" and embedded.token == "tok"
+
+
+def test_embedded_agent_and_k3py_agent_get_the_same_node_options(tmp_path):
+    """One function (AgentConfig.for_node) makes both: every node option reaches the agent."""
+    node_flags = ["--data-dir", str(tmp_path), "--node-name", "pi", "--with-node-id",
+                  "--node-label", "a=b", "--node-taint", "k=v:NoSchedule", "--node-ip",
+                  "10.0.0.5", "--podman-root", "/p", "--container-runtime-endpoint",
+                  "unix:///run/p.sock", "--debug"]
+    server = server_config([*node_flags, "--token", "given"], {})
+    embedded = AgentConfig.for_node(server, server="https://127.0.0.1:6443", token="tok",
+                                    embedded=True)
+    agent = agent_config([*node_flags, "--server", "https://127.0.0.1:6443", "--token",
+                          "tok"], {})
+    assert embedded == dataclasses.replace(agent, embedded=True)
+    assert (embedded.server, embedded.token, embedded.labels) == \
+        ("https://127.0.0.1:6443", "tok", {"a": "b"})
+    assert embedded.effective_node_name == agent.effective_node_name
+    assert agent.effective_node_name.startswith("pi-")
+
+
+def test_node_name_is_the_flag_or_the_hostname(monkeypatch):
+    monkeypatch.setattr("socket.gethostname", lambda: "Pi-4.lan")
+    assert agent_config([], {}).effective_node_name == "pi-4"
+    assert agent_config([], {"K3PY_NODE_NAME": "edge-1"}).effective_node_name == "edge-1"
+    assert server_config(["--node-name", "srv"], {}).effective_node_name == "srv"
+
+
+def test_every_config_field_is_a_flag():
+    """A field no flag sets is dead; a refused flag has no field (nothing would read it)."""
+    attrs = {f.attr for f in FLAGS}
+    for cls in (ServerConfig, AgentConfig):
+        for field in dataclasses.fields(cls):
+            assert field.name in attrs or field.name == "embedded", field.name
+    for flag in FLAGS:
+        if flag.not_implemented or flag.not_implemented_values:
+            assert flag.attr not in {f.name for f in dataclasses.fields(ServerConfig)}
 
 
 def test_with_node_id_is_persistent(tmp_path):
@@ -96,7 +129,7 @@ def test_config_flag_beats_config_env(tmp_path):
     b = tmp_path / "b.yaml"
     b.write_text("data-dir: /from-env\n")
     c = server_config(["--config", a], {"K3PY_CONFIG_FILE": str(b)})
-    assert c.data_dir == "/from-flag" and c.config == a
+    assert c.data_dir == "/from-flag" and parse(["--config", a], "server", {})["config"] == a
     assert server_config([], {"K3PY_CONFIG_FILE": str(b)}).data_dir == "/from-env"
 
 
@@ -104,7 +137,7 @@ def test_default_config_file_is_read_when_present(tmp_path, monkeypatch):
     path = write(tmp_path, "node-name: from-default-file\n")
     monkeypatch.setattr(flags, "DEFAULT_CONFIG_FILE", path)
     c = agent_config([], {})
-    assert c.node_name == "from-default-file" and c.config == path
+    assert c.node_name == "from-default-file" and parse([], "agent", {})["config"] == path
 
 
 def test_repeatable_flags_accumulate_and_split_commas(tmp_path):
@@ -159,13 +192,9 @@ def test_values_are_normalised():
     c = server_config(["--write-kubeconfig-mode", "644", "--service-node-port-range",
                        "30000-30100", "--node-ip", "192.168.1.2"], {})
     assert c.write_kubeconfig_mode == "0644" and c.kubeconfig_mode == 0o644
-    assert c.node_port_range == (30000, 30100) and c.node_ip == "192.168.1.2"
-
-
-def test_cluster_dns_follows_a_custom_service_cidr():
-    assert server_config(["--service-cidr", "10.96.0.0/12"], {}).cluster_dns == "10.96.0.10"
-    c = server_config(["--service-cidr", "10.96.0.0/12", "--cluster-dns", "10.96.0.53"], {})
-    assert c.cluster_dns == "10.96.0.53"
+    assert c.service_node_port_range == "30000-30100" and c.node_ip == "192.168.1.2"
+    assert server_config(["--service-cidr", "10.96.0.0/12"], {}).kubernetes_service_ip == \
+        "10.96.0.1"
 
 
 def test_config_file_may_hold_keys_of_the_other_command(tmp_path):
@@ -218,8 +247,6 @@ def test_unreadable_config_file(tmp_path):
     (["server", "stray"], ["'stray'"]),
     (["server", "--data-dir"], ["needs a value"]),
     (["server", "--cluster-cidr", "nope"], ["--cluster-cidr", "CIDR"]),
-    (["server", "--cluster-dns", "10.99.0.10"], ["outside --service-cidr"]),
-    (["server", "--cluster-cidr", "10.43.0.0/24"], ["overlaps"]),
     (["server", "--write-kubeconfig-mode", "999"], ["octal"]),
     (["server", "--service-node-port-range", "5-1"], ["LOW-HIGH"]),
     (["server", "--node-taint", "dedicated"], ["Effect"]),
@@ -240,6 +267,89 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
     line = one_error_line(capsys, *argv)
     for word in words:
         assert word in line, line
+
+
+# ---------------------------------------------------------------- not implemented: refused
+
+REFUSED = [  # (flag, value, words the one line must hold)
+    ("datastore-endpoint", "postgres://k3s@db/k3s", ["--datastore-endpoint", "SQLite"]),
+    ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
+    ("cluster-dns", "10.43.0.10", ["--cluster-dns", "DNS"]),
+    ("cluster-domain", "example.local", ["--cluster-domain", "DNS"]),
+    ("disable", "ingress", ["--disable ingress", "ingress controller"]),
+    ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
+    ("disable", "local-storage", ["--disable local-storage", "storage"]),
+    ("disable", "dns", ["--disable dns", "DNS"]),
+]
+
+
+@pytest.mark.parametrize("flag,value,words", REFUSED)
+def test_unimplemented_flag_is_refused_from_the_command_line(flag, value, words):
+    with pytest.raises(UsageError) as e:
+        server_config([f"--{flag}", value], {})
+    message = str(e.value)
+    assert "does not implement" in message and "command line" in message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("flag,value,words", REFUSED)
+def test_unimplemented_flag_is_refused_from_the_environment(flag, value, words):
+    var = flags.env_name(flag)
+    with pytest.raises(UsageError) as e:
+        server_config([], {var: value})
+    assert f"environment variable {var}" in str(e.value)
+    assert ("unset" in str(e.value)) == (flag != "disable")
+    for word in words:
+        assert word in str(e.value)
+
+
+@pytest.mark.parametrize("flag,value,words", REFUSED)
+def test_unimplemented_flag_is_refused_from_the_config_file(tmp_path, flag, value, words):
+    cfg = write(tmp_path, f"{flag}: [{value}]\n" if flag == "disable" else
+                f"{flag}: {value}\n")
+    with pytest.raises(UsageError) as e:
+        server_config(["--config", cfg], {})
+    assert f"key {flag!r}" in str(e.value) and f"config file {cfg}" in str(e.value)
+    for word in words:
+        assert word in str(e.value)
+
+
+def test_refusal_names_the_source_that_won(tmp_path):
+    cfg = write(tmp_path, "datastore-endpoint: postgres://file\n")
+    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_DATASTORE_ENDPOINT": "postgres://env"}
+    with pytest.raises(UsageError, match="environment variable K3PY_DATASTORE_ENDPOINT"):
+        server_config([], env)
+    with pytest.raises(UsageError, match="remove it from the command line"):
+        server_config(["--datastore-endpoint", "postgres://flag"], env)
+
+
+def test_unimplemented_flags_left_empty_are_fine(tmp_path):
+    cfg = write(tmp_path, "datastore-endpoint: \"\"\ndisable: []\n")
+    assert server_config(["--config", cfg], {"K3PY_CLUSTER_CIDR": ""}) == ServerConfig()
+
+
+def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
+    cfg = write(tmp_path, "datastore-endpoint: postgres://db\nserver: https://srv:6443\n")
+    assert agent_config(["--config", cfg], {}).server == "https://srv:6443"
+
+
+def test_disable_typo_is_still_a_bad_value():
+    with pytest.raises(UsageError, match="expected components from ingress"):
+        server_config(["--disable", "traefik"], {})
+
+
+def test_refusal_through_main_is_one_line_exit_1(capsys):
+    line = one_error_line(capsys, "server", "--datastore-endpoint", "postgres://db")
+    assert "--datastore-endpoint" in line and "remove it" in line
+
+
+def test_help_marks_the_refused_flags(capsys):
+    _, out, _ = run_main(capsys, "server", "--help")
+    refused = [line for line in out.splitlines() if "not implemented yet" in line]
+    assert {line.split()[0] for line in refused} == \
+        {"--datastore-endpoint", "--cluster-cidr", "--cluster-dns", "--cluster-domain",
+         "--disable"}
 
 
 def test_bad_env_value_names_the_variable(capsys, monkeypatch):
