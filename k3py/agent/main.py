@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from k3py.agent import podspec
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import NODE_PASSWORD_HEADER, JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
@@ -128,7 +127,6 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
         await runtime.close()
         raise
     node_ip = _opt(config, "node_ip", "") or primary_ip()
-    podspec.attach(meta, server, node_ip)  # pods' API address, token file rotation
     node = node_object(name=node_name, node_ip=node_ip,
                        labels=_labels(_opt(config, "node_labels", ())), taints=taints,
                        runtime_version=version, data_dir=data_dir,
@@ -137,7 +135,7 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
                   headers={NODE_PASSWORD_HEADER: node_password(agent_dir)})
     reporter = NodeReporter(node, hub.send)
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=data_dir,
-                     node_name=node_name, host_ip=node_ip)
+                     node_name=node_name, host_ip=node_ip, server_url=server)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
     hub.start()

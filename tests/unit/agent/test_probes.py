@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from aiohttp import web
 
-from k3py.agent.probes import ContainerProbes, check
+from k3py.agent.pods.probes import ContainerProbes, check
+
+pytestmark = pytest.mark.unit
 
 
 def _closed_port() -> int:
