@@ -22,6 +22,7 @@ from k3py.agent.join import NODE_PASSWORD_HEADER, JoinError, join, node_password
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
+from k3py.agent.runtime import images
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_
 from k3py.agent.streams import install_stream_handlers
@@ -116,7 +117,7 @@ async def start_agent(config, *, embedded: bool = False) -> AgentHandle:
             raise JoinError(str(e)) from None
         images_dir = os.path.join(agent_dir, "images")
         if os.path.isdir(images_dir):
-            loaded = await runtime.load_images(images_dir)
+            loaded = await images.import_dir(runtime, images_dir)
             if loaded:
                 log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
         meta = MetaManager(os.path.join(agent_dir, "meta.db"))
