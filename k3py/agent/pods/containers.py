@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from k3py.agent.lifecycle import podman_limits
 from k3py.agent.logwindow import last_line_time
 from k3py.agent.pods.inspects import inspect_signature, running, terminated
-from k3py.agent.pods.record import PodRecord
+from k3py.agent.pods.record import PodRecord, pod_uid
 from k3py.agent.pods.restarts import (
     PullFailure,
     RestartState,
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["ContainerActions", "grace_of"]
 
 log = logging.getLogger("k3py.pods")
-
-
-def _uid(pod: dict) -> str:
-    return (pod.get("metadata") or {}).get("uid") or ""
 
 
 def grace_of(pod: dict) -> int:
@@ -61,17 +57,17 @@ class ContainerActions:
 
     def _event(self, pod: dict, reason: str, message: str, type_: str = "Normal",
                container: str | None = None, init: bool = False) -> None:
-        self.syncer.events.event(self.syncer.record(_uid(pod)), pod, reason, message, type_,
+        self.syncer.events.event(self.syncer.record(pod_uid(pod)), pod, reason, message, type_,
                                  container, init)
 
     def _volumes(self, pod: dict) -> dict[str, str]:
         return self.syncer.specs.prepare_volumes(
-            pod, os.path.join(self.syncer.pods_dir, _uid(pod), "volumes"))
+            pod, os.path.join(self.syncer.pods_dir, pod_uid(pod), "volumes"))
 
     async def start(self, pod: dict) -> None:
         """A new pod: its volumes and podman pod, then what its plan says first (the first
         init container, or all app containers), and its status right away."""
-        uid = _uid(pod)
+        uid = pod_uid(pod)
         created: str | None = None
         containers: list[dict] = []
         ok = False
@@ -124,7 +120,7 @@ class ContainerActions:
     async def act(self, pod: dict, pod_id: str, created: str | None, actions: list) -> None:
         """Run a present pod's pending actions (restarts, next init container, app
         containers), then report its status from a fresh inspect."""
-        uid = _uid(pod)
+        uid = pod_uid(pod)
         try:
             vols = None
             if any(isinstance(a, Run) for a in actions):
@@ -158,7 +154,7 @@ class ContainerActions:
                              ) -> None:
         """Pull (per imagePullPolicy) and run one container; a failure is remembered with
         its backoff (ErrImagePull → ImagePullBackOff) rather than raised."""
-        uid, init = _uid(pod), key == "initContainers"
+        uid, init = pod_uid(pod), key == "initContainers"
         spec_c = next(c for c in (pod.get("spec") or {}).get(key) or [] if c["name"] == name)
         rc = next(c for c in self.syncer.specs.container_specs(pod, vols, key=key)
                   if c["name"] == name)
@@ -201,7 +197,7 @@ class ContainerActions:
         self._event(pod, "Started", f"Started container {name}", container=name, init=init)
 
     def _failed(self, pod: dict, name: str, e: RuntimeError_) -> None:
-        entry = self.syncer.record(_uid(pod)).pulls.setdefault(
+        entry = self.syncer.record(pod_uid(pod)).pulls.setdefault(
             name, PullFailure(e.reason, str(e)))
         note_pull_failure(entry, e.reason, str(e), time.time())
         log.warning("pod %s/%s container %s: %s", pod["metadata"]["namespace"],
@@ -222,7 +218,7 @@ class ContainerActions:
 
     async def _restart_container(self, pod: dict, name: str, init: bool, c: dict) -> None:
         """Start an exited container again (its backoff is over): counted and persisted."""
-        uid = _uid(pod)
+        uid = pod_uid(pod)
         entry = self.syncer.restarts_of(uid).setdefault(name, RestartState())
         entry.restarts += 1
         entry.last = terminated(c)

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from k3py.agent.pods.probes import ContainerProbes
 from k3py.agent.pods.restarts import PullFailure, RestartState
 
-__all__ = ["PodRecord", "EventCount"]
+__all__ = ["PodRecord", "EventCount", "pod_uid"]
+
+
+def pod_uid(pod: dict) -> str:
+    """The uid records are kept by."""
+    return (pod.get("metadata") or {}).get("uid") or ""
 
 
 @dataclass

@@ -31,7 +31,7 @@ from k3py.agent.pods.events import EventRecorder
 from k3py.agent.pods.inspects import listing_signature, running, unix_time
 from k3py.agent.pods.podspec import PodSpecs
 from k3py.agent.pods.probes import ContainerProbes
-from k3py.agent.pods.record import PodRecord
+from k3py.agent.pods.record import PodRecord, pod_uid
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_UID, container_name_for
 from k3py.agent.tasks import cancel_and_wait
@@ -53,10 +53,6 @@ RESYNC_SECONDS = 30.0          # full pass while podman's events are followed
 FALLBACK_RESYNC_SECONDS = 5.0  # full pass while they cannot be
 EVENT_MIN_INTERVAL = 1.0       # at most one event-driven pass a second (crash loops)
 _WAKE_EVENTS = {"died", "start", "remove"}
-
-
-def _uid(pod: dict) -> str:
-    return (pod.get("metadata") or {}).get("uid") or ""
 
 
 class PodSyncer:
@@ -114,16 +110,16 @@ class PodSyncer:
 
     def log_marks(self, namespace: str, name: str, container: str) -> dict | None:
         """The container's log boundaries recorded at its restarts (None: never restarted)."""
-        pod = self._find(namespace, name)
+        pod = self.find_pod(namespace, name)
         if pod is None:
             return None
-        return self.restarts_of(_uid(pod)).setdefault(container, restarts.RestartState()).logs
+        return self.restarts_of(pod_uid(pod)).setdefault(container, restarts.RestartState()).logs
 
     def container_name(self, namespace: str, name: str, container: str) -> str | None:
-        pod = self._find(namespace, name)
+        pod = self.find_pod(namespace, name)
         return None if pod is None else container_name_for(pod, container)
 
-    def _find(self, namespace: str, name: str) -> dict | None:
+    def find_pod(self, namespace: str, name: str) -> dict | None:
         for pod in self.meta.pods():
             md = pod.get("metadata") or {}
             if md.get("namespace") == namespace and md.get("name") == name:
@@ -287,9 +283,9 @@ class PodSyncer:
         desired: dict[str, dict] = {}
         terminating: dict[str, dict] = {}
         for p in self.meta.pods():
-            if _uid(p):
+            if pod_uid(p):
                 deleting = (p.get("metadata") or {}).get("deletionTimestamp")
-                (terminating if deleting else desired)[_uid(p)] = p
+                (terminating if deleting else desired)[pod_uid(p)] = p
         return desired, terminating
 
     async def _launch_new(self, desired: dict[str, dict]) -> None:
@@ -431,21 +427,21 @@ class PodSyncer:
     async def _finalize(self, pod: dict) -> None:
         """The containers are gone: ask the server to delete the pod object (grace 0)."""
         md = pod["metadata"]
-        rec = self.record(_uid(pod))
+        rec = self.record(pod_uid(pod))
         rec.finalized = True
         rec.error = None
         key = resource_key("pods", md["namespace"], md["name"])
         log.info("pod %s/%s terminated; deleting it", md["namespace"], md["name"])
         await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_DELETE,
                                     resource=key, key=key + "/delete",
-                                    content={"uid": _uid(pod)}))
+                                    content={"uid": pod_uid(pod)}))
 
     # ---------------------------------------------------------------- plan and status
 
     def plan(self, pod: dict, containers: list[dict]) -> restarts.Plan:
         """The pod's restart plan (restarts.py); persists new exits, sends BackOff Events and
         sets the timers of the backoffs it waits for."""
-        uid = _uid(pod)
+        uid = pod_uid(pod)
         rec = self.record(uid)
         p = restarts.plan(pod, containers, self.restarts_of(uid), rec.pulls)
         if p.new_exits:
@@ -462,7 +458,7 @@ class PodSyncer:
     async def report(self, pod: dict, created: str | None, containers: list[dict]) -> None:
         """Send the pod's status up, unless it is the one sent last."""
         st = self.status_of(pod, created, containers)
-        rec = self.record(_uid(pod))
+        rec = self.record(pod_uid(pod))
         if rec.sent_status == st:
             return
         rec.sent_status = st
@@ -470,13 +466,13 @@ class PodSyncer:
         key = resource_key("pods", md["namespace"], md["name"], "status")
         await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
                                     resource=key, key=key,
-                                    content={"uid": _uid(pod), "status": st}))
+                                    content={"uid": pod_uid(pod), "status": st}))
 
     def status_of(self, pod: dict, created: str | None, containers: list[dict]) -> dict:
         """The pod's status from its podman pod's creation time and its containers' inspects
         (the infra container's too, when known: it holds the pod IP); starts and stops the
         probes of its containers on the way."""
-        uid = _uid(pod)
+        uid = pod_uid(pod)
         by_name, pod_ip = status.pod_network(pod, containers, self.host_ip)
         p = None
         if containers:
@@ -497,7 +493,7 @@ class PodSyncer:
 
     def _sync_probes(self, pod: dict, by_name: dict[str, dict], pod_ip: str) -> None:
         """One ContainerProbes per running container instance that has probes."""
-        rec = self.record(_uid(pod))
+        rec = self.record(pod_uid(pod))
         for spec_c in (pod.get("spec") or {}).get("containers") or []:
             if not any(spec_c.get(k) for k in ("startupProbe", "livenessProbe",
                                                 "readinessProbe")):
@@ -522,12 +518,12 @@ class PodSyncer:
                 rec.probes.pop(name, None)
 
     def _unhealthy(self, pod: dict, name: str, kind: str, message: str) -> None:
-        self.events.event(self.record(_uid(pod)), pod, "Unhealthy", message, "Warning", name)
+        self.events.event(self.record(pod_uid(pod)), pod, "Unhealthy", message, "Warning", name)
 
     def _kill(self, pod: dict, name: str, spec_c: dict, message: str) -> None:
         """Liveness/startup gave up: SIGTERM, SIGKILL after the grace period; the exit is
         then restarted (or not) like any other."""
-        self.events.event(self.record(_uid(pod)), pod, "Killing", message, container=name)
+        self.events.event(self.record(pod_uid(pod)), pod, "Killing", message, container=name)
         grace = grace_of(pod)
         for kind in ("livenessProbe", "startupProbe"):
             g = (spec_c.get(kind) or {}).get("terminationGracePeriodSeconds")
