@@ -1,6 +1,6 @@
-"""Pure pieces of the kubelet's container lifecycle, kept apart from the syncer's I/O so they
-can be unit-tested: resource quantities and QoS class, restart decisions and the crash-loop
-backoff (10 s doubling to 300 s, reset after 10 min of running), and Event objects."""
+"""Pure pieces of the kubelet's container lifecycle, kept apart from the pod syncer's I/O so
+they can be unit-tested: resource quantities, QoS class, podman limits and Event objects (the
+restart policy and crash-loop backoff are pods/restarts.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,7 @@ from datetime import UTC, datetime
 
 from k3py.api.quantity import QuantityError, int_value, parse_quantity
 
-__all__ = ["parse_cpu", "parse_memory", "qos_class", "podman_limits", "should_restart",
-           "BACKOFF_INITIAL", "BACKOFF_MAX", "BACKOFF_RESET", "next_backoff", "note_exit",
-           "make_event", "rfc3339"]
-
-BACKOFF_INITIAL = 10.0
-BACKOFF_MAX = 300.0
-BACKOFF_RESET = 600.0  # a container that ran this long starts its backoff over
+__all__ = ["parse_cpu", "parse_memory", "qos_class", "podman_limits", "make_event", "rfc3339"]
 
 def parse_cpu(value) -> float | None:
     """A CPU quantity ("500m", "1", 0.5) in cores; None when absent or malformed."""
@@ -75,34 +69,6 @@ def podman_limits(container: dict) -> dict:
     if mem:
         out["memory"] = mem
     return out
-
-
-def should_restart(policy: str, exit_code: int, init: bool) -> bool:
-    """Whether an exited container is started again under the pod's restartPolicy (init
-    containers are re-run until they succeed unless the policy is Never)."""
-    if init:
-        return policy != "Never" and exit_code != 0
-    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
-
-
-def next_backoff(delay: float) -> float:
-    """The delay before the restart after the one that waited `delay` (0 = none yet)."""
-    return min(BACKOFF_MAX, max(BACKOFF_INITIAL, delay * 2))
-
-
-def note_exit(entry: dict, exit_key: str, started: float | None, finished: float | None,
-              now: float) -> None:
-    """Record a new exit of a container in its persisted `entry` (once per exit): the delay
-    before it may be restarted and when that is due. Like the kubelet, the first crash
-    restarts at once, later ones wait 10 s, 20 s, ... 300 s; a run of 10 min resets that."""
-    if entry.get("exit") == exit_key:
-        return
-    finished = finished or now
-    if started is not None and finished - started >= BACKOFF_RESET:
-        entry["backoff"] = 0.0
-    entry["exit"] = exit_key
-    entry["delay"] = float(entry.get("backoff") or 0.0)
-    entry["due"] = finished + entry["delay"]
 
 
 def rfc3339(t: float | None = None) -> str:

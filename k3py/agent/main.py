@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from k3py.agent import podspec
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
+from k3py.agent.runtime import images
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_
 from k3py.agent.streams import install_stream_handlers
@@ -87,7 +87,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
             raise JoinError(str(e)) from None
         images_dir = config.images_dir
         if os.path.isdir(images_dir):
-            loaded = await runtime.load_images(images_dir)
+            loaded = await images.import_dir(runtime, images_dir)
             if loaded:
                 log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
         meta = MetaManager(config.meta_db_path)
@@ -98,7 +98,6 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
         await runtime.close()
         raise
     node_ip = config.node_ip or primary_ip()
-    podspec.attach(meta, config.server, node_ip)  # pods' API address, token file rotation
     node = node_object(name=node_name, node_ip=node_ip,
                        labels=config.labels, taints=taints,
                        runtime_version=version, data_dir=config.data_dir,
@@ -107,7 +106,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                   headers={NODE_PASSWORD_HEADER: node_password(agent_dir)})
     reporter = NodeReporter(node, hub.send)
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
-                     node_name=node_name, host_ip=node_ip)
+                     node_name=node_name, host_ip=node_ip, server_url=config.server)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
     hub.start()

@@ -3,15 +3,17 @@ they need and the devices (and device models) bound to this node, as last receiv
 cloudhub, and status messages queued for the server.
 
 edgehub calls `apply` (persist, then ACK) and `queue`/`acked` for the up direction; the pod
-syncer reads `pods()` and is woken through `changed`; on restart the agent starts from here."""
+syncer reads `pods()` and is woken through `changed`; on restart the agent starts from here.
+SQLite through apsw, as the server's store (server/store/sqlite.py); the file is the one the
+agent wrote with the stdlib sqlite3 before, so an agent upgraded in place keeps its cache."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from collections.abc import Callable
 
+import apsw
 import orjson
 
 from k3py.tunnel.message import (
@@ -38,12 +40,21 @@ _SCHEMA = (
 )
 
 
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # NORMAL, as with sqlite3 before: a committed write survives the agent being killed; the
+    # WAL is not synced at each commit, so only power loss can lose the last commits
+    "PRAGMA synchronous=NORMAL",
+)
+
+
 class MetaManager:
-    """SQLite writes run in a worker thread, one at a time; reads come from memory."""
+    """SQLite writes run in a worker thread, one at a time, each committed before it returns
+    (apsw's autocommit; a sync is one transaction); reads come from memory."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
+        self._db: apsw.Connection | None = None
         self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in CACHED_KINDS}
         self._lock = asyncio.Lock()
         self.changed = asyncio.Event()
@@ -58,9 +69,10 @@ class MetaManager:
 
     def _open(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = apsw.Connection(self.path)
+        db.setbusytimeout(5000)
+        for stmt in _PRAGMAS:
+            db.execute(stmt).fetchall()
         for stmt in _SCHEMA:
             db.execute(stmt)
         for kind, ns, name, body in db.execute("SELECT kind, namespace, name, body FROM objects"):
@@ -128,19 +140,18 @@ class MetaManager:
             await asyncio.to_thread(fn, self._db, *args)
 
     @staticmethod
-    def _put_row(db: sqlite3.Connection, kind: str, ns: str, name: str, obj: dict) -> None:
+    def _put_row(db: apsw.Connection, kind: str, ns: str, name: str, obj: dict) -> None:
         db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
                    (kind, ns, name, orjson.dumps(obj)))
 
     @staticmethod
-    def _delete_row(db: sqlite3.Connection, kind: str, ns: str, name: str) -> None:
+    def _delete_row(db: apsw.Connection, kind: str, ns: str, name: str) -> None:
         db.execute("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
                    (kind, ns, name))
 
     @staticmethod
-    def _sync_rows(db: sqlite3.Connection, snapshot: dict[str, list[dict]]) -> None:
-        with db:
-            db.execute("BEGIN")
+    def _sync_rows(db: apsw.Connection, snapshot: dict[str, list[dict]]) -> None:
+        with db:  # one transaction: the old set or the new one, never half of each
             for kind, objs in snapshot.items():
                 db.execute("DELETE FROM objects WHERE kind=?", (kind,))
                 db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",

@@ -117,7 +117,7 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: LibpodAPI) -
 
     async def portforward(msg: Message) -> None:
         r = PortForwardRequest.from_content(msg.content)
-        pod = _find_pod(pods, r.namespace, r.pod)
+        pod = pods.find_pod(r.namespace, r.pod)
         if pod is None:
             hub.send_live(_not_here(msg.id, r.pod))
             return
@@ -146,14 +146,6 @@ def _not_here(sid: str, pod: str) -> Message:
     return stream_frame(sid, FRAME_ERROR, {
         "code": 404, "reason": "NotFound",
         "message": f'pod "{pod}" is not running on this node'}, source=EDGE)
-
-
-def _find_pod(pods: PodSyncer, namespace: str, name: str) -> dict | None:
-    for pod in pods.meta.pods():
-        md = pod.get("metadata") or {}
-        if md.get("namespace") == namespace and md.get("name") == name:
-            return pod
-    return None
 
 
 def _send_data(hub: EdgeHub, sid: str, fd: int, data: bytes) -> bool:

@@ -23,7 +23,7 @@ At start the agent imports every tarball in <data-dir>/agent/images/ the same wa
 
 async def _import_all(files: list[str], podman_root: str) -> list[str]:
     """Import each file; returns one error line per file that failed."""
-    from k3py.agent import images
+    from k3py.agent.runtime import images
     from k3py.agent.runtime.podman import Podman
     from k3py.config import podman_storage_args
     runtime = Podman(extra_args=podman_storage_args(podman_root))

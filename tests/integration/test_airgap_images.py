@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from k3py.agent import images
+from k3py.agent.runtime import images
 from k3py.agent.runtime.podman import Podman
 from k3py.config import podman_storage_args
 from tests.integration.agents import build_test_image
@@ -87,7 +87,7 @@ def test_images_dir_skips_imported_tarballs(tarballs, podman_root, tmp_path, cap
     (images_dir / "README.txt").write_text("not an image")
     runtime = Podman(extra_args=podman_storage_args(str(podman_root)))
     with caplog.at_level(logging.WARNING, logger="k3py.images"):
-        first = asyncio.run(runtime.load_images(str(images_dir)))
+        first = asyncio.run(images.import_dir(runtime, str(images_dir)))
     assert first == [str(images_dir / "busybox.tar.gz")]
     assert _exists(podman_root)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -96,10 +96,10 @@ def test_images_dir_skips_imported_tarballs(tarballs, podman_root, tmp_path, cap
 
     # a restart: nothing to import, even if the file was touched (same bytes)
     (images_dir / "busybox.tar.gz").touch()
-    assert asyncio.run(runtime.load_images(str(images_dir))) == []
+    assert asyncio.run(images.import_dir(runtime, str(images_dir))) == []
     # the image was removed from podman's storage: imported again
     _rmi(podman_root)
-    assert asyncio.run(runtime.load_images(str(images_dir))) == [str(images_dir /
+    assert asyncio.run(images.import_dir(runtime, str(images_dir))) == [str(images_dir /
                                                                      "busybox.tar.gz")]
     assert _exists(podman_root)
 

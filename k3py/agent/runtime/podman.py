@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator
 
 __all__ = ["Podman", "RuntimeError_", "reap", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
-           "pod_name_for", "container_name_for"]
+           "pod_name_for", "container_name_for", "loaded_names"]
 
 log = logging.getLogger("k3py.runtime")
 
@@ -39,6 +39,16 @@ async def reap(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     await proc.wait()
+
+
+def loaded_names(output: str) -> list[str]:
+    """Image names from `podman load` output ("Loaded image: a" or "Loaded image(s): a,b")."""
+    names: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("Loaded image"):
+            rest = line.split(":", 1)[1] if ":" in line else ""
+            names += [n.strip() for n in rest.split(",") if n.strip()]
+    return names
 
 
 def pod_name_for(pod: dict) -> str:
@@ -109,11 +119,10 @@ class Podman:
 
     # ---------------------------------------------------------------- images
 
-    async def load_images(self, directory: str, state_path: str | None = None) -> list[str]:
-        """Import the image tarballs in `directory` not imported before (the K3s airgap
-        images convention; k3py.agent.images has the formats and the skip-on-restart)."""
-        from k3py.agent import images
-        return await images.import_dir(self, directory, state_path)
+    async def load_archive(self, path: str) -> list[str]:
+        """`podman load` one docker-archive / oci-archive tarball; the image names it held.
+        Raises RuntimeError_ with podman's error (images.py retries compressed ones)."""
+        return loaded_names(await self.run("load", "-q", "-i", path, timeout=600))
 
     async def ensure_image(self, image: str, policy: str) -> str:
         """Make `image` present per the pull policy: "present" (nothing pulled), "pulled",

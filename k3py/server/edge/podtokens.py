@@ -8,7 +8,7 @@ the kubelet's part instead:
   object down the tunnel right before the pod itself (like a referenced secret), keyed by the
   pod's namespace/name: {"metadata": {namespace, name, uid}, "tokens": {"<volume>/<path>":
   {"token", "expirationTimestamp"}}}. The agent's metamanager caches it with the pod, and
-  k3py/agent/podspec.py writes each token into the pod's projected volume.
+  k3py/agent/pods/podspec.py writes each token into the pod's projected volume.
 - Each token is minted here with TokenIssuer: subject the pod's ServiceAccount, audience the
   source's `audience` (default: the API server's), lifetime `expirationSeconds` (at least 600
   s, as upstream), bound to the pod (kubernetes.io.pod {name, uid} claims).

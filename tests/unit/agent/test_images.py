@@ -8,7 +8,8 @@ import lzma
 
 import pytest
 
-from k3py.agent.images import _loaded_names, compression_of, tarballs_in
+from k3py.agent.runtime.images import compression_of, tarballs_in
+from k3py.agent.runtime.podman import loaded_names
 
 pytestmark = pytest.mark.unit
 
@@ -31,9 +32,9 @@ def test_compression_by_content(tmp_path):
         ["", "gzip", "zstd", "xz"]
 
 
-def test_loaded_names():
-    assert _loaded_names("Loaded image: k3py.local/busybox:latest\n") == \
+def testloaded_names():
+    assert loaded_names("Loaded image: k3py.local/busybox:latest\n") == \
         ["k3py.local/busybox:latest"]
-    assert _loaded_names("Getting image source signatures\nLoaded image(s): a:1,b:2\n") == \
+    assert loaded_names("Getting image source signatures\nLoaded image(s): a:1,b:2\n") == \
         ["a:1", "b:2"]
-    assert _loaded_names("") == []
+    assert loaded_names("") == []

@@ -1,21 +1,15 @@
-"""The pure kubelet lifecycle rules of k3py/agent/lifecycle.py and k3py/agent/probes.py:
-quantities, QoS class, podman limits, restart decisions, the crash-loop backoff, probe
-defaults and named ports."""
+"""The pure kubelet lifecycle rules of k3py/agent/lifecycle.py and k3py/agent/pods/probes.py:
+quantities, QoS class, podman limits, Event objects, probe defaults and named ports (restarts
+and status: test_pod_restarts.py, test_pod_status.py)."""
 
 from __future__ import annotations
 
-from k3py.agent.lifecycle import (
-    make_event,
-    next_backoff,
-    note_exit,
-    parse_cpu,
-    parse_memory,
-    podman_limits,
-    qos_class,
-    should_restart,
-)
-from k3py.agent.pods import phase_of
-from k3py.agent.probes import probe_params, resolve_port
+import pytest
+
+from k3py.agent.lifecycle import make_event, parse_cpu, parse_memory, podman_limits, qos_class
+from k3py.agent.pods.probes import probe_params, resolve_port
+
+pytestmark = pytest.mark.unit
 
 
 def _pod(*resources: dict, init: dict | None = None) -> dict:
@@ -56,43 +50,6 @@ def test_podman_limits():
         {"cpus": "0.5", "memory": 64 * 2**20}
     assert podman_limits({"resources": {"limits": {"cpu": "2"}}}) == {"cpus": "2"}
     assert podman_limits({"resources": {"requests": {"cpu": "2"}}}) == {}
-
-
-def test_should_restart():
-    assert should_restart("Always", 0, False) and should_restart("Always", 1, False)
-    assert should_restart("OnFailure", 1, False) and not should_restart("OnFailure", 0, False)
-    assert not should_restart("Never", 1, False)
-    assert should_restart("Always", 1, True) and not should_restart("Always", 0, True)
-    assert not should_restart("Never", 1, True)
-
-
-def test_backoff_sequence_and_reset():
-    entry: dict = {"restarts": 0, "backoff": 0.0}
-    delays = []
-    t = 1000.0
-    for i in range(8):
-        note_exit(entry, f"exit{i}", t, t + 1, t + 1)
-        delays.append(entry["delay"])
-        assert entry["due"] == t + 1 + entry["delay"]
-        note_exit(entry, f"exit{i}", t, t + 1, t + 5)  # the same exit again: no change
-        assert entry["due"] == t + 1 + delays[-1]
-        entry["backoff"] = next_backoff(entry["delay"])  # what a restart records
-        t += 1000
-    assert delays == [0, 10, 20, 40, 80, 160, 300, 300]
-    note_exit(entry, "long", t, t + 601, t + 601)  # ran 10 min: starts over
-    assert entry["delay"] == 0
-
-
-def test_phase_of():
-    run, ok, bad = ({"running": {}}, {"terminated": {"exitCode": 0}},
-                    {"terminated": {"exitCode": 1}})
-    assert phase_of("Always", []) == "Pending"
-    assert phase_of("Always", [run, bad]) == "Running"
-    assert phase_of("Always", [ok]) == "Running"
-    assert phase_of("OnFailure", [ok]) == "Succeeded"
-    assert phase_of("OnFailure", [bad]) == "Running"
-    assert phase_of("Never", [ok, bad]) == "Failed"
-    assert phase_of("Never", [ok]) == "Succeeded"
 
 
 def test_probe_params_and_ports():

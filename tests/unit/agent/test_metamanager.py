@@ -4,6 +4,9 @@ Uses a real SQLite file in tmp_path; no processes."""
 
 from __future__ import annotations
 
+import sqlite3
+
+import orjson
 import pytest
 
 from k3py.agent.metamanager import MetaManager
@@ -98,3 +101,42 @@ async def test_queued_status_survives_restart_until_acked(tmp_path):
     await again.acked([other.id])
     assert [m.id for m in again.queued()] == [newer.id]
     await again.close()
+
+
+async def test_meta_db_of_an_older_agent_is_read(tmp_path):
+    """An agent upgraded in place starts from the meta.db the stdlib sqlite3 version wrote."""
+    path = str(tmp_path / "meta.db")
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "
+                "name TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, namespace, name))")
+    old.execute("CREATE TABLE outbox (key TEXT PRIMARY KEY, id TEXT NOT NULL, body BLOB NOT NULL)")
+    old.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    old.execute("INSERT INTO objects VALUES ('pods', 'default', 'a', ?)",
+                (orjson.dumps(_pod("a")),))
+    old.execute("INSERT INTO state VALUES ('synced', '1')")
+    msg = new_message(source="edgehub", group=GROUP_RESOURCE, operation="update",
+                      resource="pods/default/a/status", content={"phase": "Running"},
+                      key="pods/default/a/status")
+    old.execute("INSERT INTO outbox VALUES (?, ?, ?)",
+                (msg.key, msg.id, orjson.dumps(msg.to_dict())))
+    old.close()
+    mm = MetaManager(path)
+    await mm.open()
+    assert mm.synced and [p["metadata"]["name"] for p in mm.pods()] == ["a"]
+    assert [m.id for m in mm.queued()] == [msg.id]
+    await mm.close()
+
+
+async def test_apply_is_committed_before_it_returns(tmp_path):
+    """What apply returned (and edgehub ACKed) is in the file for any other reader at once."""
+    path = str(tmp_path / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+    try:
+        assert await mm.apply(_put("pods", _pod("a")))
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT name FROM objects").fetchall() == [("a",)]
+        other.close()
+    finally:
+        await mm.close()

@@ -10,9 +10,12 @@ import os
 
 import pytest
 
-from k3py.agent import podspec
 from k3py.agent.metamanager import MetaManager
+from k3py.agent.pods import podspec
+from k3py.agent.pods.podspec import PodSpecs
 from k3py.tunnel.message import OP_INSERT, new_message, resource_key
+
+pytestmark = pytest.mark.unit
 
 
 async def _put(meta: MetaManager, kind: str, obj: dict) -> None:
@@ -61,7 +64,7 @@ def test_api_endpoint():
 
 
 async def test_env_and_resources(meta):
-    podspec.attach(meta, "https://127.0.0.1:6444", "10.1.2.3")
+    specs = PodSpecs(meta, server_url="https://127.0.0.1:6444", host_ip="10.1.2.3")
     pod = _pod()
     pod["spec"]["containers"][0]["env"] = [
         {"name": "KUBERNETES_SERVICE_PORT", "value": "override"},
@@ -69,7 +72,7 @@ async def test_env_and_resources(meta):
                                                            "divisor": "1Mi"}}},
         {"name": "OTHER", "valueFrom": {"resourceFieldRef": {
             "containerName": "c", "resource": "requests.cpu", "divisor": "1m"}}}]
-    (spec,) = podspec.container_specs(pod, meta, {}, "10.1.2.3")
+    (spec,) = specs.container_specs(pod, {})
     env = dict(spec["env"])
     assert env["KUBERNETES_SERVICE_HOST"] == "10.1.2.3"
     assert env["KUBERNETES_SERVICE_PORT"] == "override"
@@ -121,7 +124,7 @@ async def test_projected_and_downward_volumes(meta, tmp_path):
 
     # a fresh token replaces the file (a new inode: renamed into place), others untouched
     await _put(meta, "pods", pod)
-    podspec.attach(meta, "https://127.0.0.1:6443")
+    PodSpecs(meta, server_url="https://127.0.0.1:6443").watch_tokens()
     before = (proj / "token").stat().st_ino
     await _put(meta, "podtokens", {"metadata": {"name": "p", "namespace": "ns", "uid": "uid-1"},
                                    "tokens": {"proj/token": {"token": "T2"}}})
@@ -134,3 +137,28 @@ async def test_projected_and_downward_volumes(meta, tmp_path):
     await _put(meta, "podtokens", {"metadata": {"name": "p", "namespace": "ns", "uid": "old"},
                                    "tokens": {"proj/token": {"token": "T3"}}})
     assert (proj / "token").read_text() == "T2"
+
+
+async def test_two_agents_in_one_process_keep_their_own_server(tmp_path):
+    """The API address pods get is the joining agent's own, also with another agent (and
+    its own meta cache) in the same process."""
+    metas = [MetaManager(str(tmp_path / n / "meta.db")) for n in ("a", "b")]
+    for m in metas:
+        await m.open()
+    try:
+        a = PodSpecs(metas[0], server_url="https://10.0.0.1:6443", host_ip="10.0.0.7")
+        b = PodSpecs(metas[1], server_url="https://10.0.0.2:7443", host_ip="10.0.0.8")
+        env_a = dict(a.container_specs(_pod(), {})[0]["env"])
+        env_b = dict(b.container_specs(_pod(), {})[0]["env"])
+        assert (env_a["KUBERNETES_SERVICE_HOST"], env_a["KUBERNETES_SERVICE_PORT"]) == \
+            ("10.0.0.1", "6443")
+        assert (env_b["KUBERNETES_SERVICE_HOST"], env_b["KUBERNETES_SERVICE_PORT"]) == \
+            ("10.0.0.2", "7443")
+        a.watch_tokens()
+        a.watch_tokens()
+        assert len(metas[0].listeners) == 1 and metas[1].listeners == []
+        a.unwatch_tokens()
+        assert metas[0].listeners == []
+    finally:
+        for m in metas:
+            await m.close()

@@ -8,7 +8,7 @@ import socket
 
 from aiohttp import web
 
-from k3py.agent.probes import ContainerProbes, check
+from k3py.agent.pods.probes import ContainerProbes, check
 from tests.unit.conftest import serve_app
 
 

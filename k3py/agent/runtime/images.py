@@ -1,5 +1,6 @@
 """Air-gapped images: import docker-archive / oci-archive tarballs (.tar, .tar.gz, .tar.zst,
-.tar.xz) into podman, at agent start from <data-dir>/agent/images/ and for `k3py airgap import`.
+.tar.xz) into podman, at agent start from <data-dir>/agent/images/ and for `k3py airgap import`;
+loads through the runtime's `load_archive` and checks with its `image_exists` (podman.py).
 
 Podman 4.3 loads plain and zstd tarballs itself but not a gzipped docker-archive, so a tarball
 podman refuses is decompressed (streaming, to a temporary file) and loaded again. Tarballs
@@ -19,7 +20,8 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+
+from k3py.agent.runtime.podman import Podman, RuntimeError_
 
 __all__ = ["ImportError_", "TARBALL_SUFFIXES", "tarballs_in", "import_tarball", "import_dir"]
 
@@ -79,16 +81,6 @@ def _one_line(text: str) -> str:
     return "; ".join(lines)[:400] or "podman load failed"
 
 
-def _loaded_names(output: str) -> list[str]:
-    """Image names from `podman load` output ("Loaded image: a" or "Loaded image(s): a,b")."""
-    names: list[str] = []
-    for line in output.splitlines():
-        if line.startswith("Loaded image"):
-            rest = line.split(":", 1)[1] if ":" in line else ""
-            names += [n.strip() for n in rest.split(",") if n.strip()]
-    return names
-
-
 async def _decompress(path: str, kind: str, out_path: str) -> None:
     """Stream-decompress `path` into `out_path` without holding it in memory."""
     if kind == "zstd":
@@ -123,12 +115,11 @@ async def _decompress(path: str, kind: str, out_path: str) -> None:
         raise ImportError_(f"cannot decompress ({kind}): {e}") from None
 
 
-async def import_tarball(runtime: Any, path: str) -> list[str]:
-    """Load one tarball into `runtime` (a Podman); returns the image names it held.
+async def import_tarball(runtime: Podman, path: str) -> list[str]:
+    """Load one tarball into `runtime`; returns the image names it held.
     Raises ImportError_ with podman's reason in one line."""
-    from k3py.agent.runtime.podman import RuntimeError_
     try:
-        return _loaded_names(await runtime.run("load", "-q", "-i", path, timeout=600))
+        return await runtime.load_archive(path)
     except RuntimeError_ as e:
         first_error = _one_line(str(e))
     kind = await asyncio.to_thread(compression_of, path)
@@ -139,7 +130,7 @@ async def import_tarball(runtime: Any, path: str) -> list[str]:
     try:
         await _decompress(path, kind, plain)
         try:
-            return _loaded_names(await runtime.run("load", "-q", "-i", plain, timeout=600))
+            return await runtime.load_archive(plain)
         except RuntimeError_ as e:
             raise ImportError_(_one_line(str(e))) from None
     finally:
@@ -165,7 +156,7 @@ class _State:
         os.replace(tmp, self.path)
 
 
-async def _still_imported(runtime: Any, entry: dict | None, path: str) -> bool:
+async def _still_imported(runtime: Podman, entry: dict | None, path: str) -> bool:
     if not entry or not entry.get("images"):
         return False
     fp = await asyncio.to_thread(_Fingerprint.of, path)
@@ -176,12 +167,15 @@ async def _still_imported(runtime: Any, entry: dict | None, path: str) -> bool:
             return False
         entry["mtime_ns"] = fp.mtime_ns
     for image in entry["images"]:
-        if await runtime._rc("image", "exists", image) != 0:
-            return False  # removed from podman's storage since (podman rmi, new --podman-root)
+        try:
+            if not await runtime.image_exists(image):
+                return False  # removed from podman's storage since (podman rmi, new --podman-root)
+        except RuntimeError_:
+            return False  # podman cannot tell: import again
     return True
 
 
-async def import_dir(runtime: Any, directory: str, state_path: str | None = None) -> list[str]:
+async def import_dir(runtime: Podman, directory: str, state_path: str | None = None) -> list[str]:
     """Import every tarball in `directory` not imported before; returns the paths imported.
     A failure is one warning line naming the file, and the next start tries it again."""
     state = _State(state_path or os.path.join(os.path.dirname(directory.rstrip("/")),

@@ -4,7 +4,7 @@ host directories behind the pod's volumes (emptyDir, hostPath, configMap, secret
 projected with serviceAccountToken sources).
 
 The API address given to pods: there is no kube-proxy, so the `kubernetes` Service's cluster
-IP leads nowhere. Pods get the address this agent joined the server with (`attach`), which is
+IP leads nowhere. Pods get the address this agent joined the server with (PodSpecs), which is
 in the server's serving certificate (the address a node reaches it by); when that is a
 loopback address (the embedded agent joins over 127.0.0.1) a pod on its own network would
 reach itself, so it gets the node IP instead, which the server's certificate lists as its
@@ -30,20 +30,38 @@ from k3py.agent.metamanager import MetaManager
 from k3py.api.quantity import QuantityError, parse_quantity
 from k3py.tunnel.protocol import POD_TOKENS_KIND
 
-__all__ = ["container_specs", "prepare_volumes", "attach", "api_endpoint", "resource_value",
+__all__ = ["PodSpecs", "container_specs", "prepare_volumes", "api_endpoint", "resource_value",
            "refresh_tokens"]
 
-# id(meta) -> (the server URL its agent joined with, the node IP)
-_ATTACHED: dict[int, tuple[str, str]] = {}
+class PodSpecs:
+    """The pod translation of one agent: the server it joined and its node IP (the API
+    address pods get), its meta cache; rewrites service-account token files whenever fresh
+    tokens arrive in the cache, from `watch_tokens()` until `unwatch_tokens()`."""
 
+    def __init__(self, meta: MetaManager, *, server_url: str = "", host_ip: str = "") -> None:
+        self.meta = meta
+        self.server_url = server_url
+        self.host_ip = host_ip
 
-def attach(meta: MetaManager, server_url: str, host_ip: str = "") -> None:
-    """Tell the pod translation which server this agent joined and its node IP, and rewrite
-    service-account token files whenever fresh tokens arrive in `meta`."""
-    if id(meta) not in _ATTACHED:
-        meta.listeners.append(lambda what: refresh_tokens(meta) if what in (
-            POD_TOKENS_KIND, "sync") else None)
-    _ATTACHED[id(meta)] = (server_url, host_ip)
+    def container_specs(self, pod: dict, volume_dirs: dict[str, str],
+                        key: str = "containers") -> list[dict]:
+        return container_specs(pod, self.meta, volume_dirs, self.host_ip, key,
+                               server_url=self.server_url)
+
+    def prepare_volumes(self, pod: dict, root: str) -> dict[str, str]:
+        return prepare_volumes(pod, self.meta, root, self.host_ip)
+
+    def watch_tokens(self) -> None:
+        if self._on_change not in self.meta.listeners:
+            self.meta.listeners.append(self._on_change)
+
+    def unwatch_tokens(self) -> None:
+        if self._on_change in self.meta.listeners:
+            self.meta.listeners.remove(self._on_change)
+
+    def _on_change(self, what: str) -> None:
+        if what in (POD_TOKENS_KIND, "sync"):
+            refresh_tokens(self.meta)
 
 
 def api_endpoint(server_url: str, host_ip: str, host_network: bool) -> tuple[str, int]:
@@ -156,10 +174,10 @@ def _limits(c: dict) -> dict:
     return out
 
 
-def _env_of(pod: dict, c: dict, meta: MetaManager, host_ip: str, ns: str) -> list[tuple[str, str]]:
+def _env_of(pod: dict, c: dict, meta: MetaManager, host_ip: str, ns: str, server_url: str
+            ) -> list[tuple[str, str]]:
     spec = pod.get("spec") or {}
-    host, port = api_endpoint(_ATTACHED.get(id(meta), ("", ""))[0], host_ip,
-                              bool(spec.get("hostNetwork")))
+    host, port = api_endpoint(server_url, host_ip, bool(spec.get("hostNetwork")))
     env: dict[str, str] = dict(_service_env(host, port))
     for ef in c.get("envFrom") or []:
         prefix = ef.get("prefix") or ""
@@ -196,8 +214,9 @@ def _env_of(pod: dict, c: dict, meta: MetaManager, host_ip: str, ns: str) -> lis
 
 
 def container_specs(pod: dict, meta: MetaManager, volume_dirs: dict[str, str],
-                    host_ip: str, key: str = "containers") -> list[dict]:
-    """The runtime's view of each container of `spec[key]` (containers or initContainers)."""
+                    host_ip: str, key: str = "containers", *, server_url: str = "") -> list[dict]:
+    """The runtime's view of each container of `spec[key]` (containers or initContainers);
+    `server_url`: the server this agent joined (see the module docstring)."""
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
     spec = pod.get("spec") or {}
     out = []
@@ -215,7 +234,7 @@ def container_specs(pod: dict, meta: MetaManager, volume_dirs: dict[str, str],
                         "Always" if (c.get("image") or "").endswith(":latest") else
                         "IfNotPresent"),
                     "entrypoint": c.get("command"), "args": c.get("args"),
-                    "env": _env_of(pod, c, meta, host_ip, ns),
+                    "env": _env_of(pod, c, meta, host_ip, ns, server_url),
                     "workdir": c.get("workingDir"), "mounts": mounts,
                     "privileged": bool(sc.get("privileged")), "user": user,
                     "tty": bool(c.get("tty")), "stdin": bool(c.get("stdin")),
@@ -334,13 +353,11 @@ def _projected_files(pod: dict, vol: dict, meta: MetaManager, ns: str, host_ip: 
     return files
 
 
-def prepare_volumes(pod: dict, meta: MetaManager, root: str, host_ip: str | None = None
+def prepare_volumes(pod: dict, meta: MetaManager, root: str, host_ip: str = ""
                     ) -> dict[str, str]:
     """Host directories for the pod's volumes (emptyDir, hostPath, configMap, secret,
-    downwardAPI, projected)."""
+    downwardAPI, projected); `host_ip`: the node IP (status.hostIP in downward files)."""
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
-    if host_ip is None:
-        host_ip = _ATTACHED.get(id(meta), ("", ""))[1]
     dirs: dict[str, str] = {}
     for vol in (pod.get("spec") or {}).get("volumes") or []:
         name = vol.get("name") or ""
