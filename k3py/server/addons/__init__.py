@@ -1,2 +1,2 @@
-"""What the server deploys by itself: the manifests directory (auto-applied, like K3s's)
-and the default objects a cluster starts with."""
+"""What the server deploys by itself: the manifests directory under the data dir, applied at
+start and whenever a file changes, as K3s does."""
