@@ -19,7 +19,7 @@ from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
 from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator, AuthorizerChain
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
-from k3py.server.apiserver.negotiation import json_response, status_response
+from k3py.server.apiserver.negotiation import json_body, json_response, status_response
 from k3py.server.apiserver.paths import parse_resource_path
 from k3py.server.registry import Registry
 
@@ -116,8 +116,7 @@ def _agg_version(content_type: str) -> str:
 
 
 def _aggregated_response(doc: dict, content_type: str) -> web.Response:
-    import orjson
-    return web.Response(body=orjson.dumps(doc), headers={"Content-Type": content_type})
+    return web.Response(body=json_body(doc), headers={"Content-Type": content_type})
 
 
 async def _openapi(request: web.Request, api: ApiServer) -> web.Response:
