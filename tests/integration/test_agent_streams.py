@@ -407,7 +407,8 @@ def test_exec_base64_protocols(cluster, protocol):
         headers["authorization"] = cfg.api_key["authorization"]
     ws = create_websocket(cfg, url, headers)
     try:
-        assert ws.subprotocol == protocol
+        assert {k.lower(): v for k, v in ws.getheaders().items()}.get(
+            "sec-websocket-protocol") == protocol
         ws.send("0" + base64.b64encode(b"hello\n").decode(), opcode=ABNF.OPCODE_TEXT)
         got: dict[int, bytes] = {}
         ws.settimeout(20)
