@@ -451,9 +451,17 @@ class LibpodAPI(Podman):
         return (code if isinstance(code, int) else 126), out[:4096].decode(errors="replace")
 
     async def remove_pod(self, name_or_id: str, grace: int = 30) -> None:
+        """Stop the pod's containers (SIGTERM, SIGKILL after `grace` s), then remove it.
+        The containers are stopped one by one, in parallel, and not with the pod's own stop:
+        podman holds the pod's lock for the whole of a pod stop, and listing pods waits for
+        every pod lock, so one container ignoring SIGTERM would hold up every pass of the
+        syncer (and so every other pod) for its grace period. A container's stop lets go
+        of its lock while it waits."""
         ref = quote(name_or_id, safe="")
-        await self._json("POST", f"/pods/{ref}/stop", params={"t": str(max(0, grace))},
-                         timeout=grace + 30, check=False)
+        found = await self._json("GET", "/containers/json", params={
+            "all": "true", **self._filters(pod=[name_or_id])}, check=False) or []
+        apps = [c["Id"] for c in found if c.get("Id") and not c.get("IsInfra")]
+        await asyncio.gather(*(self.stop_container(cid, grace) for cid in apps))
         await self._json("DELETE", f"/pods/{ref}", params={"force": "true"}, check=False)
 
     # ------------------------------------------------------------ logs
