@@ -41,35 +41,45 @@ def test_socket_path_fits_a_unix_socket(tmp_path):
     assert os.path.isabs(long)
 
 
-async def test_a_pod_is_removed_without_podmans_pod_stop(tmp_path):
-    """remove_pod stops the app containers one by one, in parallel (a container's stop lets
-    go of its lock while it waits; a pod stop holds the pod's lock, and with it every pod
-    listing, for the whole grace period), leaves the infra container to the removal, and
-    removes the pod after its containers stopped."""
+async def test_a_pod_is_removed_without_podmans_own_stops(tmp_path):
+    """remove_pod signals the running app containers, in parallel, waits for their exits
+    itself and kills what outlives its grace (podman's pod stop holds the pod's lock, and its
+    container stop one of a few service-wide slots, for the whole grace period), leaves the
+    infra and exited containers alone, and removes the pod after its containers stopped."""
     calls: list[str] = []
-    stopping = 0
+    waiting = 0
     overlap = 0
 
     async def containers(request: web.Request) -> web.Response:
         calls.append(f"list {json.loads(request.query['filters'])}")
-        return web.json_response([{"Id": "app1"}, {"Id": "app2"},
-                                  {"Id": "infra", "IsInfra": True}])
+        return web.json_response([
+            {"Id": "quits", "State": "running"}, {"Id": "stays", "State": "running"},
+            {"Id": "done", "State": "exited"}, {"Id": "infra", "IsInfra": True,
+                                                "State": "running"}])
 
-    async def stop(request: web.Request) -> web.Response:
-        nonlocal stopping, overlap
-        calls.append(f"stop {request.match_info['id']} t={request.query['timeout']}")
-        stopping += 1
-        overlap = max(overlap, stopping)
-        await asyncio.sleep(0.2)
-        stopping -= 1
-        return web.Response(status=204)
+    async def inspect(request: web.Request) -> web.Response:
+        return web.json_response({"Config": {"StopSignal": 15}})
+
+    async def wait(request: web.Request) -> web.Response:
+        nonlocal waiting, overlap
+        cid = request.match_info["id"]
+        calls.append(f"wait {cid} {request.query.getall('condition')}")
+        waiting += 1
+        overlap = max(overlap, waiting)
+        try:
+            await asyncio.sleep(0.2 if cid == "quits" else 1.5)  # "stays" ignores it
+        finally:
+            waiting -= 1
+        return web.json_response(0)
 
     async def other(request: web.Request) -> web.Response:
-        calls.append(f"{request.method} {request.path.split('/libpod')[1]}")
+        query = "&".join(f"{k}={v}" for k, v in request.query.items())
+        calls.append(f"{request.method} {request.path.split('/libpod')[1]} {query}".strip())
         return web.json_response({})
     app = web.Application()
     app.router.add_get("/v4.0.0/libpod/containers/json", containers)
-    app.router.add_post("/v4.0.0/libpod/containers/{id}/stop", stop)
+    app.router.add_get("/v4.0.0/libpod/containers/{id}/json", inspect)
+    app.router.add_post("/v4.0.0/libpod/containers/{id}/wait", wait)
     app.router.add_route("*", "/v4.0.0/libpod/{tail:.*}", other)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -78,12 +88,17 @@ async def test_a_pod_is_removed_without_podmans_pod_stop(tmp_path):
     rt = LibpodAPI(agent_dir=str(tmp_path / "agent"), endpoint=f"unix://{sock}")
     try:
         await rt.open()
-        await rt.remove_pod("pod1", grace=30)
+        await rt.remove_pod("pod1", grace=1)
     finally:
         await rt.close()
         await runner.cleanup()
     calls = [c for c in calls if c != "GET /_ping"]  # open() checked the socket
     assert calls[0] == "list {'pod': ['pod1']}"
-    assert sorted(calls[1:3]) == ["stop app1 t=30", "stop app2 t=30"]
+    assert sorted(calls[1:5]) == ["POST /containers/quits/kill signal=15",
+                                  "POST /containers/stays/kill signal=15",
+                                  "wait quits ['exited', 'stopped']",
+                                  "wait stays ['exited', 'stopped']"]
     assert overlap == 2  # in parallel
-    assert calls[3:] == ["DELETE /pods/pod1"]
+    assert calls[5:] == ["POST /containers/stays/stop timeout=0",  # its grace is over
+                         "DELETE /pods/pod1 force=true"]
+    assert not any("/pods/pod1/stop" in c for c in calls)
