@@ -274,12 +274,13 @@ class PodSyncer:
                 return False
         # snapshot before listing: a start finishing during the listing must not look absent
         busy = self.workers.busy_uids()
+        stopping = {uid for uid, rec in self._pods.items() if rec.stopping}
         listed_at = time.time()
         actual = await self.runtime.list_pods()
         self._present = set(actual) | busy
         by_pod = await self._containers_by_pod()
         self._synced_at = listed_at
-        self._stop_undesired(actual, desired, terminating)
+        self._stop_undesired(actual, desired, terminating, stopping)
         await self._finalize_stopped(actual, terminating, busy)
         for uid, pod in desired.items():
             if uid not in actual and uid not in busy:
@@ -312,11 +313,14 @@ class PodSyncer:
             (rec := self._pods.get(u)) is not None and rec.finalized for u in terminating)
 
     def _stop_undesired(self, actual: dict[str, dict], desired: dict[str, dict],
-                        terminating: dict[str, dict]) -> None:
+                        terminating: dict[str, dict], stopping: set[str]) -> None:
         """Stop, in their workers, the podman pods of pods deleted or no longer here (after
-        the job a worker is doing: a start in flight ends first, and starts nothing more)."""
+        the job a worker is doing: a start in flight ends first, and starts nothing more).
+        `stopping`: the pods whose stop ran when podman was listed (one that ended since is
+        in the listing still, and gone)."""
         for uid, info in actual.items():
-            if uid in desired or ((rec := self._pods.get(uid)) is not None and rec.stopping):
+            if uid in desired or uid in stopping or \
+                    ((rec := self._pods.get(uid)) is not None and rec.stopping):
                 continue
             pod = terminating.get(uid)
             grace = grace_of(pod) if pod is not None else 2
