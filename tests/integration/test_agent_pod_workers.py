@@ -21,7 +21,7 @@ from tests.integration.agents import IMAGE, embedded_node, podman_pods
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")]
 
-N = 10          # old pods deleted, new pods created meanwhile
+N = 20          # old pods deleted, new pods created meanwhile
 GRACE = 10      # the old pods' grace period: their containers ignore SIGTERM
 BOUND = 8.0     # SIGKILL, pod removal and the final delete after the grace period
 IGNORES_TERM = "trap '' TERM; echo up; while true; do sleep 1; done"
@@ -42,13 +42,12 @@ def _pod(srv, name: str, script: str, grace: int) -> dict:
 
 
 def _apply(srv, pods: list[dict]) -> None:
-    srv.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                      "items": pods}))
+    srv.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(p) for p in pods))
 
 
-def _pods(srv) -> dict[str, dict]:
+def _pods(srv, label: str = "t=pw") -> dict[str, dict]:
     return {p["metadata"]["name"]: p
-            for p in srv.kubectl_json("get", "pods", "-l", "t=pw")["items"]}
+            for p in srv.kubectl_json("get", "pods", "-l", label)["items"]}
 
 
 def _running(p: dict | None) -> bool:
@@ -65,6 +64,7 @@ def _killing_sent(srv, name: str) -> bool:
 
 
 def _running_containers(node: str) -> set[str]:
+    """Names of the node's containers running in podman."""
     out = subprocess.run(["podman", "ps", "--format", "{{.Names}}", "--filter",
                           f"label=io.k3py.node={node}"], capture_output=True, text=True)
     return set(out.stdout.split())
@@ -90,10 +90,10 @@ def test_pods_stopping_through_their_grace_hold_up_no_other_pod(srv):
     ps = wait_for(new_running, GRACE + BOUND, 0.2, "the new pods Running")
     # the new pods run while every old pod is still Terminating, its container still up
     # (it ignores SIGTERM): they did not wait for any old pod's grace period
-    still = _running_containers(srv.node)
+    running = _running_containers(srv.node)
     for n in old:
         assert ps[n]["metadata"].get("deletionTimestamp"), ps[n]["metadata"]
-        assert any(c.startswith(f"default_{n}_c_") for c in still), (n, sorted(still))
+        assert any(c.startswith(f"default_{n}_c_") for c in running), (n, sorted(running))
 
     # each old pod is gone within its grace period (plus a bound) of the delete: they were
     # stopped in parallel, not one grace period after another
@@ -117,8 +117,11 @@ def test_pods_stopping_through_their_grace_hold_up_no_other_pod(srv):
 
 def test_a_pod_deleted_while_it_starts_leaves_nothing(srv):
     names = [f"brief-{i}" for i in range(5)]
-    _apply(srv, [_pod(srv, n, "echo up; exec sleep 3600", 1) for n in names])
+    pods = [_pod(srv, n, "echo up; exec sleep 3600", 1) for n in names]
+    for p in pods:
+        p["metadata"]["labels"] = {"t": "brief"}
+    _apply(srv, pods)
     srv.kubectl("delete", "pod", *names, "--wait=false")
-    wait_for(lambda: not _pods(srv), 30, 0.3, "the pods gone")
+    wait_for(lambda: not _pods(srv, "t=brief"), 30, 0.3, "the pods gone")
     wait_for(lambda: not [p for p in podman_pods(srv.node) if "_brief-" in p], 10, 0.3,
              "their podman pods gone")
