@@ -1,7 +1,9 @@
 """Agent benchmark: pod startup latency (create -> Running as seen by a watch) next to raw
 `podman pod create` + `podman run -d` of the same container in the same run, the agent's idle
-RSS and CPU with the pods running, and `kubectl logs` / `kubectl exec` through the tunnel next
-to `podman logs` / `podman exec`.
+RSS and CPU with the pods running, `kubectl logs` / `kubectl exec` through the tunnel next
+to `podman logs` / `podman exec`, and `kubectl rollout undo` of a 2-replica Deployment whose
+old pods ignore SIGTERM (30 s grace) until `kubectl rollout status` succeeds, next to one
+pod's `kubectl apply` + `kubectl wait --for=condition=Ready`.
 
 Run: python3 bench/pods.py [--pods N]. Needs podman and busybox-static (scripts/setup.sh).
 Prints `name: value unit` lines and `ratio: x` lines; exits 1 with a one-line reason when a
@@ -33,6 +35,10 @@ COMMAND = ["sh", "-c", "echo k3py-bench-ready; exec sleep 3600"]
 BENCH_LABEL = "io.k3py.bench"        # on the raw peer's podman pods and containers
 NODE_LABEL = "io.k3py.node"          # the agent's own label on what it starts
 APP = "k3py-bench-pods"
+ROLLOUT = "bench-rollback"           # the Deployment of the rollback figure (label app=)
+ROLLOUT_GRACE = 30                   # its old pods' grace period; they ignore SIGTERM
+IGNORES_TERM = ["sh", "-c", "trap '' TERM; echo k3py-bench-ready; "
+                "while true; do sleep 1; done"]
 POD_TIMEOUT = 90.0                   # create -> Running, per pod
 TOTAL_TIMEOUT = 900.0                # the whole pod phase
 
@@ -331,6 +337,72 @@ async def probe_exec_latencies(agent_dir: Path, container: str, calls: int) -> l
     return out
 
 
+def _rollout_deployment(node: str, revision: str, grace: int) -> str:
+    """The rollback bench's Deployment: 2 replicas of a container ignoring SIGTERM, upstream's
+    default RollingUpdate (one new pod at a time, none unavailable)."""
+    return json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": ROLLOUT},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": ROLLOUT}},
+                 "template": {"metadata": {"labels": {"app": ROLLOUT}},
+                              "spec": {"nodeName": node, "terminationGracePeriodSeconds": grace,
+                                       "containers": [{
+                                           "name": "c", "image": IMAGE,
+                                           "imagePullPolicy": "Never", "command": IGNORES_TERM,
+                                           "env": [{"name": "REVISION", "value": revision}]}]}}}})
+
+
+def _kubectl_timed(srv: ServerProcess, *args: str, timeout: float = 180.0) -> float:
+    """Run kubectl; seconds it took. Unmeasurable when it fails."""
+    t0 = time.perf_counter()
+    out = srv.kubectl(*args, check=False, timeout=timeout)
+    if out.returncode != 0:
+        raise Unmeasurable(f"kubectl {' '.join(args[:3])} failed: "
+                           f"{(out.stderr or out.stdout).strip()[-200:]}")
+    return time.perf_counter() - t0
+
+
+def _rollout_pods(srv: ServerProcess) -> list[dict]:
+    return srv.kubectl_json("get", "pods", "-l", f"app={ROLLOUT}")["items"]
+
+
+def rollback_phase(srv: ServerProcess, node: str) -> dict:
+    """Seconds of `kubectl rollout undo` + `kubectl rollout status` of the 2-replica
+    Deployment, whose pods of the revision undone ignore SIGTERM with a 30 s grace (they are
+    the ones being replaced: a node stopping them one grace period at a time would make this
+    60 s); next to one pod's `kubectl apply` + `kubectl wait --for=condition=Ready`, kubectl
+    for kubectl."""
+    res: dict = {}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-single"},
+           "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+               "name": "c", "image": IMAGE, "imagePullPolicy": "Never", "command": COMMAND}]}}
+    t0 = time.perf_counter()
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    _kubectl_timed(srv, "wait", "--for=condition=Ready", "pod/bench-single", "--timeout=90s")
+    res["single"] = time.perf_counter() - t0
+    srv.kubectl("delete", "pod", "bench-single", "--wait=false", check=False)
+    try:
+        # revision 1 (its pods stop within 2 s), then revision 2: the 30 s pods
+        srv.kubectl("apply", "-f", "-", input=_rollout_deployment(node, "1", 2))
+        _kubectl_timed(srv, "rollout", "status", f"deploy/{ROLLOUT}", "--timeout=120s")
+        srv.kubectl("apply", "-f", "-", input=_rollout_deployment(node, "2", ROLLOUT_GRACE))
+        _kubectl_timed(srv, "rollout", "status", f"deploy/{ROLLOUT}", "--timeout=120s")
+        try:
+            wait_for(lambda: len(_rollout_pods(srv)) == 2, 30, 0.3, "revision 1's pods gone")
+        except TimeoutError as e:
+            raise Unmeasurable(str(e)) from None
+        t0 = time.perf_counter()
+        _kubectl_timed(srv, "rollout", "undo", f"deploy/{ROLLOUT}")
+        _kubectl_timed(srv, "rollout", "status", f"deploy/{ROLLOUT}", "--timeout=180s")
+        res["rollback"] = time.perf_counter() - t0
+        res["terminating"] = sum(1 for p in _rollout_pods(srv)
+                                 if p["metadata"].get("deletionTimestamp"))
+    finally:  # no 30 s wait at teardown: the objects go at once, the agent stops the rest
+        srv.kubectl("delete", "deploy", ROLLOUT, "--wait=false", check=False)
+        srv.kubectl("delete", "pods", "-l", f"app={ROLLOUT}", "--grace-period=0", "--force",
+                    check=False)
+    return res
+
+
 def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
         started: dict) -> None:
     for tool in ("podman", "busybox", KUBECTL):
@@ -425,6 +497,14 @@ def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
     if st["podman_exec"]:
         print(f"ratio: {pct(pe, 50) / pct(st['podman_exec'], 50):.2f}   (a probe's exec "
               "through the libpod API p50 / podman exec p50)", flush=True)
+
+    rb = rollback_phase(srv, node)
+    emit("single_pod_apply_to_ready", rb["single"], "s")
+    emit("rollback_2_replicas_to_ready", rb["rollback"], "s")
+    print(f"rollback_old_pods_still_terminating_at_ready: {rb['terminating']} of 2", flush=True)
+    print(f"ratio: {rb['rollback'] / rb['single']:.2f}   (kubectl rollout undo + rollout status "
+          f"of 2 replicas whose old pods ignore SIGTERM ({ROLLOUT_GRACE} s grace) / one pod's "
+          "kubectl apply + wait Ready, target <= 2)", flush=True)
 
 
 def teardown(srv: ServerProcess | None, agent: subprocess.Popen | None, tmp: Path,

@@ -1,7 +1,7 @@
-"""What a pod's one task at a time does in podman: a new pod's start (volumes, sandbox, first
+"""What a pod's start and restart jobs do in podman: a new pod's start (volumes, sandbox, first
 containers) and a present pod's actions from its restart plan (runs, restarts), each followed
-by a fresh inspect and the pod's status. Runs for the pod syncer (syncer.py), which owns the
-records, the reporting and the Events these steps produce."""
+by a fresh inspect and the pod's status. They run in the pod's worker (workers.py), for the
+pod syncer (syncer.py), which owns the records, the reporting and the Events they produce."""
 
 from __future__ import annotations
 
@@ -71,6 +71,9 @@ class ContainerActions:
         created: str | None = None
         containers: list[dict] = []
         ok = False
+        if not self.syncer.wanted(pod):
+            self.syncer.wake()  # deleted before its start began: finalized by the next pass
+            return
         try:
             vols = await asyncio.to_thread(self._volumes, pod)
             name = await self.runtime.create_sandbox(pod)
@@ -110,7 +113,6 @@ class ContainerActions:
                 log.exception("reporting pod %s failed", uid)
             finally:
                 rec = self.syncer.record(uid)
-                rec.task = None
                 settled = containers and all(running(c) for c in containers) and \
                     not (pod.get("spec") or {}).get("initContainers")
                 if not ok or not settled or rec.missed:
@@ -138,13 +140,13 @@ class ContainerActions:
             log.exception("pod %s/%s: acting failed", pod["metadata"]["namespace"],
                           pod["metadata"]["name"])
         finally:
-            rec = self.syncer.record(uid)
-            rec.task = None
-            rec.missed = False
+            self.syncer.record(uid).missed = False
             self.syncer.wake()
 
     async def _do(self, pod: dict, actions: list, vols: dict[str, str]) -> None:
         for action in actions:
+            if not self.syncer.wanted(pod):
+                return  # deleted meanwhile: its stop job comes next in its worker
             if isinstance(action, Run):
                 await self._run_container(pod, action.name, action.key, vols)
             else:

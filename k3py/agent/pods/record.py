@@ -1,5 +1,6 @@
 """What the agent knows of one pod it runs, in one record: the pod syncer (syncer.py) keeps a
-PodRecord per pod uid and drops it when the pod is gone; restarts.py and status.py read it.
+PodRecord per pod uid and drops it when the pod is gone; restarts.py, status.py and the pod's
+jobs in its worker (workers.py) read it.
 
 Only `restarts` outlives the agent (<pods_dir>/<uid>/state.json, restarts.py); the rest is
 rebuilt from podman and metamanager after a restart."""
@@ -42,10 +43,8 @@ class PodRecord:
     # wall clock before the inspect that followed our last start: older events are known
     started_at: float = 0.0
     finalized: bool = False  # its final delete was sent up
-    # the one task at a time that starts or restarts its containers, and the removal
-    task: asyncio.Task | None = None
-    removing: asyncio.Task | None = None
-    missed: bool = False  # a podman event came in while `task` ran
+    stopping: bool = False  # its stop job is queued or running in its worker
+    missed: bool = False  # a podman event came in while its worker had a job
     # container name -> restart count and backoff; None until read from state.json
     restarts: dict[str, RestartState] | None = None
     pulls: dict[str, PullFailure] = field(default_factory=dict)  # failed image pull/create
@@ -54,11 +53,6 @@ class PodRecord:
     probes: dict[str, tuple[str, ContainerProbes]] = field(default_factory=dict)
     events: dict[tuple, EventCount] = field(default_factory=dict)  # (container, reason, msg)
     limits_warned: bool = False
-
-    @property
-    def busy(self) -> bool:
-        """A start, restarts or the removal is under way."""
-        return self.task is not None or self.removing is not None
 
     def stop_probes(self) -> None:
         for _, probes in self.probes.values():
@@ -70,12 +64,12 @@ class PodRecord:
             self.timer[1].cancel()
             self.timer = None
 
-    def forget(self) -> PodRecord | None:
+    def forget(self, busy: bool) -> PodRecord | None:
         """The pod is no longer desired nor terminating: what is left of the record once its
-        state is dropped (its running tasks), or None."""
+        state is dropped (what its worker's jobs read while `busy`), or None."""
         self.cancel_timer()
         self.stop_probes()
-        if not self.busy:
+        if not busy:
             return None
-        return PodRecord(task=self.task, removing=self.removing, missed=self.missed,
+        return PodRecord(stopping=self.stopping, missed=self.missed,
                          limits_warned=self.limits_warned)

@@ -10,8 +10,12 @@ full resync; a pass for a metadata change that only added pods starts them witho
 
 The kubelet's container lifecycle is the agent's, not podman's: containers run with restart
 policy "no", init containers run one by one first, exits are restarted per restartPolicy with
-the crash-loop backoff, probes (probes.py) drive readiness and liveness kills. Each pod has at
-most one task (its start, or its restarts) at a time; containers.py holds what those tasks do."""
+the crash-loop backoff, probes (probes.py) drive readiness and liveness kills. What a pass
+decides for a pod (its start, its container runs and restarts, a liveness kill, its stop) runs
+in that pod's worker (workers.py): in order for the pod, in parallel across pods, so a pod
+stopping through a long grace period holds up nobody else; a pass plans nothing for a pod whose
+worker is busy (that worker reports and wakes a pass when its job ends). containers.py holds
+what the start and restart jobs do."""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from k3py.agent.pods.inspects import listing_signature, running, unix_time
 from k3py.agent.pods.podspec import PodSpecs
 from k3py.agent.pods.probes import ContainerProbes
 from k3py.agent.pods.record import PodRecord, pod_uid
+from k3py.agent.pods.workers import PodWorkers
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_UID, container_name_for
 from k3py.agent.tasks import cancel_and_wait
@@ -68,6 +73,7 @@ class PodSyncer:
         self.specs = PodSpecs(meta, server_url=server_url, host_ip=host_ip)
         self.events = EventRecorder(node_name=node_name, send=send, spawn=self._spawn)
         self.containers = ContainerActions(self)
+        self.workers = PodWorkers()
         self._pods: dict[str, PodRecord] = {}  # uid -> what is known of the pod
         self._task: asyncio.Task | None = None
         self._events_task: asyncio.Task | None = None
@@ -99,10 +105,7 @@ class PodSyncer:
             rec.stop_probes()
         for task in (self._events_task, self._task):
             await cancel_and_wait(task)
-        for rec in self._pods.values():
-            for task in (rec.removing, rec.task):
-                if task is not None:
-                    task.cancel()
+        await self.workers.stop()
         for task in self._bg:
             task.cancel()
 
@@ -127,6 +130,14 @@ class PodSyncer:
         return None
 
     # ---------------------------------------------------------------- records
+
+    def wanted(self, pod: dict) -> bool:
+        """The pod is still desired here (not deleted, not replaced by another uid): a start
+        checks between its steps, so a pod deleted meanwhile gets no more containers."""
+        md = pod.get("metadata") or {}
+        now = self.meta.get("pods", md.get("namespace") or "", md.get("name") or "")
+        return now is not None and pod_uid(now) == pod_uid(pod) and \
+            not (now.get("metadata") or {}).get("deletionTimestamp")
 
     def record(self, uid: str) -> PodRecord:
         rec = self._pods.get(uid)
@@ -195,8 +206,8 @@ class PodSyncer:
             if listed:
                 next_full = now + (RESYNC_SECONDS if self._events_ok else FALLBACK_RESYNC_SECONDS)
             timeout = next_full - now
-            for rec in self._pods.values():
-                if rec.start_failures and rec.retry_at > now and rec.task is None:
+            for uid, rec in self._pods.items():
+                if rec.start_failures and rec.retry_at > now and not self.workers.busy(uid):
                     timeout = min(timeout, rec.retry_at - now + 0.05)  # the backoff retry
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.meta.changed.wait(), max(0.0, timeout))
@@ -231,13 +242,13 @@ class PodSyncer:
             return
         uid = (ev.get("Attributes") or {}).get(LABEL_UID) or ""
         rec = self._pods.get(uid)
-        if rec is not None and rec.removing is not None:
-            return  # it wakes when it ends
+        if rec is not None and rec.stopping:
+            return  # its stop wakes a pass when it ends
         at = unix_time(ev.get("Time"))
         if at is not None and at < max(self._synced_at, rec.started_at if rec else 0.0):
             return  # e.g. our own start: seen by the inspect or listing that came after it
-        if rec is not None and rec.task is not None:
-            rec.missed = True  # its task wakes a pass when it ends
+        if rec is not None and self.workers.busy(uid):
+            rec.missed = True  # its worker wakes a pass when its job ends
             return
         if self._wake_handle is not None:
             return  # a wake is already due: events in a burst share it
@@ -262,13 +273,14 @@ class PodSyncer:
                 self._known_desired = set(desired)
                 return False
         # snapshot before listing: a start finishing during the listing must not look absent
-        busy = {uid for uid, rec in self._pods.items() if rec.busy}
+        busy = self.workers.busy_uids()
+        stopping = {uid for uid, rec in self._pods.items() if rec.stopping}
         listed_at = time.time()
         actual = await self.runtime.list_pods()
         self._present = set(actual) | busy
         by_pod = await self._containers_by_pod()
         self._synced_at = listed_at
-        self._stop_undesired(actual, desired, terminating, busy)
+        self._stop_undesired(actual, desired, terminating, stopping)
         await self._finalize_stopped(actual, terminating, busy)
         for uid, pod in desired.items():
             if uid not in actual and uid not in busy:
@@ -301,10 +313,14 @@ class PodSyncer:
             (rec := self._pods.get(u)) is not None and rec.finalized for u in terminating)
 
     def _stop_undesired(self, actual: dict[str, dict], desired: dict[str, dict],
-                        terminating: dict[str, dict], busy: set[str]) -> None:
-        """Stop (in the background) the podman pods of pods deleted or no longer here."""
+                        terminating: dict[str, dict], stopping: set[str]) -> None:
+        """Stop, in their workers, the podman pods of pods deleted or no longer here (after
+        the job a worker is doing: a start in flight ends first, and starts nothing more).
+        `stopping`: the pods whose stop ran when podman was listed (one that ended since is
+        in the listing still, and gone)."""
         for uid, info in actual.items():
-            if uid in desired or uid in busy:
+            if uid in desired or uid in stopping or \
+                    ((rec := self._pods.get(uid)) is not None and rec.stopping):
                 continue
             pod = terminating.get(uid)
             grace = grace_of(pod) if pod is not None else 2
@@ -316,7 +332,8 @@ class PodSyncer:
                 for c in (pod.get("spec") or {}).get("containers") or []:
                     self.events.event(rec, pod, "Killing", f"Stopping container {c['name']}",
                                       container=c["name"])
-            rec.removing = asyncio.create_task(self._remove(uid, info["Id"], grace))
+            rec.stopping = True
+            self.workers.submit(uid, "stop", partial(self._remove, uid, info["Id"], grace))
 
     async def _finalize_stopped(self, actual: dict[str, dict], terminating: dict[str, dict],
                                 busy: set[str]) -> None:
@@ -331,9 +348,9 @@ class PodSyncer:
         """Each desired pod not busy: run what its plan says, or report its status."""
         for uid, pod in desired.items():
             rec = self._pods.get(uid)
-            # a starting pod reports itself when its start ends: a status computed here could
+            # a pod with a job reports itself when the job ends: a status computed here could
             # be older than that report and would overwrite it
-            if uid in busy or (rec is not None and rec.task is not None):
+            if uid in busy or self.workers.busy(uid):
                 continue
             info = actual.get(uid)
             if info is None:
@@ -345,15 +362,15 @@ class PodSyncer:
             if rec is not None and rec.pulls:
                 await self.containers.image_appeared(pod, rec)
             actions = self.plan(pod, containers).actions
-            if actions:  # (re)start containers: the task reports when done
-                self.record(uid).task = asyncio.create_task(
-                    self.containers.act(pod, info.get("Id"), info.get("Created"), actions))
+            if actions:  # (re)start containers: the job reports when done
+                self.workers.submit(uid, "act", partial(
+                    self.containers.act, pod, info.get("Id"), info.get("Created"), actions))
             else:
                 await self.report(pod, info.get("Created"), containers)
 
     def _forget_gone(self, desired: dict[str, dict], terminating: dict[str, dict]) -> None:
-        """Drop what is known of pods neither desired nor being deleted (keeping their tasks
-        until they end), and the probes of pods not desired."""
+        """Drop what is known of pods neither desired nor being deleted (keeping what their
+        workers' jobs need until they end), and the probes of pods not desired."""
         for uid in list(self._pods):
             if uid in desired:
                 continue
@@ -361,20 +378,21 @@ class PodSyncer:
             if uid in terminating:
                 rec.stop_probes()
                 continue
-            left = rec.forget()
+            left = rec.forget(self.workers.busy(uid))
             if left is None:
                 del self._pods[uid]
             else:
                 self._pods[uid] = left
 
     async def _launch(self, uid: str, pod: dict) -> None:
-        """Start the pod in its own task (a slow image pull must not hold up other pods),
-        unless it is starting or being removed, or its backoff after a failure runs."""
+        """Start the pod in its worker (a slow image pull must not hold up other pods),
+        unless its worker is busy (starting or stopping it), or its backoff after a failure
+        runs."""
         rec = self._pods.get(uid)
-        if rec is not None and (rec.busy or rec.retry_at > time.monotonic()):
+        if self.workers.busy(uid) or (rec is not None and rec.retry_at > time.monotonic()):
             return
         await self.report(pod, None, [])  # Pending/ContainerCreating, before the start
-        self.record(uid).task = asyncio.create_task(self.containers.start(pod))
+        self.workers.submit(uid, "start", partial(self.containers.start, pod))
 
     def started(self, uid: str) -> None:
         """The podman pod of `uid` was just created."""
@@ -411,6 +429,7 @@ class PodSyncer:
                 if c.get("Pod") == pod_id and c.get("IsInfra")]
 
     async def _remove(self, uid: str, pod_id: str, grace: int) -> None:
+        """The pod's stop job: its containers get `grace` seconds, then it is removed."""
         try:
             await self.runtime.remove_pod(pod_id, grace=grace)
             if (rec := self._pods.get(uid)) is not None:
@@ -421,7 +440,7 @@ class PodSyncer:
             log.exception("removing pod %s failed", pod_id)
         finally:
             if (rec := self._pods.get(uid)) is not None:
-                rec.removing = None
+                rec.stopping = False
             self.wake()  # finalize now rather than at the next resync
 
     async def _finalize(self, pod: dict) -> None:
@@ -531,6 +550,9 @@ class PodSyncer:
                 grace = g
 
         async def stop() -> None:
-            await self.runtime.stop_container(container_name_for(pod, name), grace)
-            self.wake()
-        self._spawn(stop())
+            try:
+                await self.runtime.stop_container(container_name_for(pod, name), grace)
+            finally:
+                self.wake()
+        # in the pod's worker: the restart that follows is planned once the stop is done
+        self.workers.submit(pod_uid(pod), "kill", stop)

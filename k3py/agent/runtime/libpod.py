@@ -427,9 +427,28 @@ class LibpodAPI(Podman):
         await self._json("POST", f"/containers/{quote(name, safe='')}/start")
 
     async def stop_container(self, name: str, grace: int) -> None:
-        await self._json("POST", f"/containers/{quote(name, safe='')}/stop",
-                         params={"timeout": str(max(0, grace))}, timeout=grace + 30,
-                         check=False)
+        """The kubelet's stop: the container's stop signal, then SIGKILL if it has not
+        exited after `grace` seconds (see remove_pod for why podman's own stop does not
+        do the waiting)."""
+        ref = quote(name, safe="")
+        if grace > 0:
+            info = await self._json("GET", f"/containers/{ref}/json", check=False) or {}
+            sig = (info.get("Config") or {}).get("StopSignal") or "SIGTERM"
+            await self._json("POST", f"/containers/{ref}/kill", params={"signal": str(sig)},
+                             check=False)
+            status = 0
+            with contextlib.suppress(TimeoutError, RuntimeError_):
+                status, _ = await self._call("POST", f"/containers/{ref}/wait", params={
+                    "condition": ["exited", "stopped"]}, timeout=grace)
+            if status in (200, 404):
+                return  # it exited (or is gone) within its grace period
+            if status:  # the wait itself failed: podman's own stop does the waiting
+                await self._json("POST", f"/containers/{ref}/stop",
+                                 params={"timeout": str(grace)}, timeout=grace + 30,
+                                 check=False)
+                return
+        await self._json("POST", f"/containers/{ref}/stop", params={"timeout": "0"},
+                         timeout=30, check=False)
 
     async def exec_check(self, container: str, argv: list[str], timeout: float
                          ) -> tuple[int, str]:
@@ -451,9 +470,19 @@ class LibpodAPI(Podman):
         return (code if isinstance(code, int) else 126), out[:4096].decode(errors="replace")
 
     async def remove_pod(self, name_or_id: str, grace: int = 30) -> None:
+        """Stop the pod's app containers (their stop signal, SIGKILL after `grace` s), then
+        remove the pod. Neither podman's pod stop nor its container stop waits out the grace:
+        a pod stop holds the pod's lock all along, and listing pods waits for every pod's
+        lock (so one slow stop would hold up every pass of the syncer); a container stop
+        holds one of the service's few parallel-operation slots (3 per CPU, plus one) all
+        along, so a handful of slow stops would hold up every other stop and removal. The
+        agent signals, waits for the exit itself, and kills what is left."""
         ref = quote(name_or_id, safe="")
-        await self._json("POST", f"/pods/{ref}/stop", params={"t": str(max(0, grace))},
-                         timeout=grace + 30, check=False)
+        found = await self._json("GET", "/containers/json", params={
+            "all": "true", **self._filters(pod=[name_or_id])}, check=False) or []
+        apps = [c["Id"] for c in found if c.get("Id") and not c.get("IsInfra")
+                and str(c.get("State") or "").lower() in ("running", "paused", "stopping")]
+        await asyncio.gather(*(self.stop_container(cid, grace) for cid in apps))
         await self._json("DELETE", f"/pods/{ref}", params={"force": "true"}, check=False)
 
     # ------------------------------------------------------------ logs
