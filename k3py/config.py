@@ -65,6 +65,17 @@ class NodeConfig:
     podman_root: str = ""  # "" = podman's default storage (the host's `podman ps` shows pods)
     container_runtime_endpoint: str = ""  # "" = find a podman API socket or start a service
     debug: bool = False
+    # the node's MQTT event bus (agent/devices): KubeEdge's eventBus modes
+    mqtt_mode: str = "internal"  # internal (embedded broker) | external | both
+    mqtt_server: str = ""  # external broker: tcp://HOST:PORT or ssl://HOST:PORT
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_ca_file: str = ""  # TLS to the external broker: CA bundle ("" = system CAs)
+    mqtt_cert_file: str = ""  # TLS client certificate and key for the external broker
+    mqtt_key_file: str = ""
+    mqtt_bind: str = "127.0.0.1"  # the embedded broker's address
+    mqtt_port: int = 1883
+    device_offline_after: float = 0.0  # seconds of mapper silence; 0 = 3 x its report cycle
 
     @property
     def effective_node_name(self) -> str:

@@ -78,9 +78,10 @@ class ServerProcess:
                       token: str = "") -> list[str]:
         """`python -m k3py agent` joining this server (`server`: another URL for it, e.g.
         from a network namespace; `token`: another token than the server's)."""
+        mqtt = [] if "--mqtt-port" in extra else ["--mqtt-port", str(free_port())]
         return [sys.executable, "-m", "k3py", "agent", "--server", server or self.url,
                 "--token", token or self.join_token(), "--data-dir", str(data_dir),
-                "--node-name", node, *extra]
+                "--node-name", node, *mqtt, *extra]
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)

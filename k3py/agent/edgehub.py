@@ -92,9 +92,11 @@ class EdgeHub:
 
     # ---------------------------------------------------------------- sending
 
-    async def send(self, msg: Message) -> None:
-        """Reliable: persisted, then sent whenever connected, until cloudhub ACKs it."""
-        await self.meta.queue(msg)
+    async def send(self, msg: Message, *, persisted: bool = False) -> None:
+        """Reliable: persisted in meta's outbox (`persisted`: the caller did it, with writes
+        of its own in the same commit), then sent whenever connected, until cloudhub ACKs."""
+        if not persisted:
+            await self.meta.queue(msg)
         self.queue.add(msg)
         self._wakeup.set()
 

@@ -1,4 +1,5 @@
-"""`k3py agent`: join, then run edgehub, metamanager, the pod syncer and node heartbeats.
+"""`k3py agent`: join, then run edgehub, metamanager, the device twin and its MQTT event bus,
+the pod syncer and node heartbeats.
 
 `run(config)` is the blocking CLI entry (one clear error line and exit 1 on a join problem);
 `start_agent(config)` also starts the same agent inside the server's event loop (embedded)."""
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from k3py.agent.devices.eventbus import BusError
+from k3py.agent.devices.manager import DeviceManager
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
@@ -44,9 +47,11 @@ class AgentHandle:
     pods: PodSyncer
     reporter: NodeReporter
     runtime: LibpodAPI
+    devices: DeviceManager
 
     async def stop(self) -> None:
         await self.reporter.stop()
+        await self.devices.stop()
         await self.pods.stop()
         await self.hub.stop()
         await self.meta.close()
@@ -104,6 +109,14 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                        role="server" if config.embedded else "agent")
     hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,
                   headers={NODE_PASSWORD_HEADER: node_password(agent_dir)})
+    try:
+        devices = DeviceManager(config, node_name, meta, hub)
+        await devices.start()  # the broker first: a taken port stops the agent here
+    except BusError as e:
+        await meta.close()
+        await session.close()
+        await runtime.close()
+        raise JoinError(str(e)) from None
     reporter = NodeReporter(node, hub.send)
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
                      node_name=node_name, host_ip=node_ip, server_url=config.server)
@@ -113,7 +126,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     pods.start()
     reporter.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
-    return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime)
+    return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices)
 
 
 async def _main(config: AgentConfig) -> int:

@@ -1,6 +1,7 @@
 """The agent's local cache in <data-dir>/agent/meta.db: desired pods, the configmaps and secrets
 they need and the devices (and device models) bound to this node, as last received from
-cloudhub, and status messages queued for the server.
+cloudhub, status messages queued for the server, and the device twin's state (each device's
+twin record and the report not sent yet: agent/devices/manager.py).
 
 edgehub calls `apply` (persist, then ACK) and `queue`/`acked` for the up direction; the pod
 syncer reads `pods()` and is woken through `changed`; on restart the agent starts from here.
@@ -37,6 +38,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, id TEXT NOT NULL, "
     "body BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # the device twin (agent/devices): each device's twin record and its report not yet sent
+    "CREATE TABLE IF NOT EXISTS twins (namespace TEXT NOT NULL, name TEXT NOT NULL, "
+    "record BLOB NOT NULL, pending BLOB, PRIMARY KEY (namespace, name))",
 )
 
 
@@ -56,6 +60,8 @@ class MetaManager:
         self.path = path
         self._db: apsw.Connection | None = None
         self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in CACHED_KINDS}
+        # as stored when opened: (namespace, name) -> (twin record, pending report or None)
+        self._twins: dict[tuple[str, str], tuple[dict, dict | None]] = {}
         self._lock = asyncio.Lock()
         self.changed = asyncio.Event()
         self.listeners: list[Callable[[str], None]] = []
@@ -79,6 +85,10 @@ class MetaManager:
             if kind in self._objects:
                 self._objects[kind][(ns, name)] = orjson.loads(body)
         self.synced = db.execute("SELECT 1 FROM state WHERE key='synced'").fetchone() is not None
+        for ns, name, record, pending in db.execute(
+                "SELECT namespace, name, record, pending FROM twins"):
+            self._twins[(ns, name)] = (orjson.loads(record),
+                                       orjson.loads(pending) if pending else None)
         self._db = db
 
     async def close(self) -> None:
@@ -94,6 +104,13 @@ class MetaManager:
 
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
         return self._objects.get(kind, {}).get((namespace, name))
+
+    def objects(self, kind: str) -> list[dict]:
+        return list(self._objects.get(kind, {}).values())
+
+    def twin_state(self) -> dict[tuple[str, str], tuple[dict, dict | None]]:
+        """The device twins as stored when opened: (record, pending report or None)."""
+        return dict(self._twins)
 
     # ---------------------------------------------------------------- down: desired state
 
@@ -171,6 +188,32 @@ class MetaManager:
             await self._write(lambda db: db.executemany(
                 "DELETE FROM outbox WHERE id=?", [(i,) for i in ids]))
 
+    # ---------------------------------------------------------------- the device twin
+
+    async def save_twins(self, rows: list[tuple[str, str, dict, dict | None]]) -> None:
+        """(namespace, name, twin record, pending report or None) per device, one commit."""
+        if rows:
+            await self._write(lambda db: _in_transaction(db, lambda: db.executemany(
+                "INSERT OR REPLACE INTO twins VALUES (?, ?, ?, ?)",
+                [(ns, name, orjson.dumps(rec), orjson.dumps(p) if p is not None else None)
+                 for ns, name, rec, p in rows])))
+
+    async def delete_twins(self, keys: list[tuple[str, str]]) -> None:
+        if keys:
+            await self._write(lambda db: db.executemany(
+                "DELETE FROM twins WHERE namespace=? AND name=?", keys))
+
+    async def queue_device_report(self, msg: Message, key: tuple[str, str]) -> None:
+        """Queue a device's report for the server and mark it sent, in one commit: after a
+        crash it is either still pending or in the outbox, never both, never neither."""
+        body = orjson.dumps(msg.to_dict())
+
+        def write(db: apsw.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)",
+                       (msg.key or msg.id, msg.id, body))
+            db.execute("UPDATE twins SET pending=NULL WHERE namespace=? AND name=?", key)
+        await self._write(lambda db: _in_transaction(db, lambda: write(db)))
+
     def queued(self) -> list[Message]:
         """The queued messages in order; call after open(), before the loop starts sending."""
         assert self._db is not None
@@ -179,6 +222,11 @@ class MetaManager:
             msg = Message.from_dict(orjson.loads(body))
             out.append(Message(msg.header, msg.route, msg.content, key))
         return out
+
+
+def _in_transaction(db: apsw.Connection, fn: Callable[[], None]) -> None:
+    with db:
+        fn()
 
 
 def _nsname(obj: dict) -> tuple[str, str]:

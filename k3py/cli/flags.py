@@ -103,6 +103,29 @@ def _https_url(v: str) -> str:
     return v.rstrip("/")
 
 
+def _duration(v: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", v)
+    if not m or float(m[1]) <= 0:
+        raise ValueError("expected a duration such as 2s, 500ms or 1m")
+    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
+
+
+def _broker_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("tcp", "mqtt", "ssl", "mqtts") or not parts.hostname:
+        raise ValueError("expected an MQTT broker URL such as tcp://127.0.0.1:1883")
+    return v
+
+
+_MQTT_MODES = ("internal", "external", "both")
+
+
+def _mqtt_mode(v: str) -> str:
+    if v.lower() not in _MQTT_MODES:
+        raise ValueError(f"expected one of {', '.join(_MQTT_MODES)}")
+    return v.lower()
+
+
 def _labels(items: tuple[str, ...]) -> tuple[str, ...]:
     for item in items:
         key, eq, _ = item.partition("=")
@@ -244,6 +267,24 @@ FLAGS: tuple[Flag, ...] = (
          "(unix:///PATH)", check=_unix_endpoint,
          default_help="a running system service, else one the agent starts on "
                       "<data-dir>/agent/podman.sock"),
+    # devices (agent/devices: the node's MQTT event bus and device twin)
+    Flag("mqtt-mode", str, "(agent/devices) MQTT broker of the node: internal (embedded), "
+         "external (--mqtt-server) or both", check=_mqtt_mode),
+    Flag("mqtt-server", str, "(agent/devices) External MQTT broker, tcp://HOST:PORT or "
+         "ssl://HOST:PORT (modes external and both)", check=_broker_url),
+    Flag("mqtt-username", str, "(agent/devices) User name on the external MQTT broker"),
+    Flag("mqtt-password", str, "(agent/devices) Password on the external MQTT broker"),
+    Flag("mqtt-ca-file", str, "(agent/devices) CA bundle of an ssl:// external broker",
+         default_help="the system's CAs"),
+    Flag("mqtt-cert-file", str, "(agent/devices) Client certificate for an ssl:// external "
+         "broker"),
+    Flag("mqtt-key-file", str, "(agent/devices) Client key for an ssl:// external broker"),
+    Flag("mqtt-bind", str, "(agent/devices) Address of the embedded MQTT broker (the node IP "
+         "or 0.0.0.0 exposes it)", check=_bind_ip),
+    Flag("mqtt-port", int, "(agent/devices) Port of the embedded MQTT broker", check=_port),
+    Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
+         "goes offline (2s, 500ms, 1m)", check=_duration,
+         default_help="3 x the device's report cycle"),
 )
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
@@ -541,20 +582,6 @@ def help_text(command: str) -> str:
 from k3py.mapper.options import MapperOptions  # noqa: E402
 
 MAPPER = "mapper"
-
-
-def _duration(v: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", v)
-    if not m or float(m[1]) <= 0:
-        raise ValueError("expected a duration such as 2s, 500ms or 1m")
-    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
-
-
-def _broker_url(v: str) -> str:
-    parts = urlsplit(v)
-    if parts.scheme not in ("tcp", "mqtt", "ssl", "mqtts") or not parts.hostname:
-        raise ValueError("expected an MQTT broker URL such as tcp://127.0.0.1:1883")
-    return v
 
 
 def _pin_mode(v: str) -> str:

@@ -14,6 +14,7 @@ __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
     "POD_TOKENS_KIND", "DOWN_KINDS",
+    "DEVICES_KIND", "DEVICE_STATUS", "device_status_resource", "ReportedValue", "DeviceReport",
     "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD",
     "FRAME_DATA", "FRAME_EXIT", "FRAME_ERROR", "FRAME_CLOSE",
     "FRAME_STDIN", "FRAME_STDIN_CLOSE", "FRAME_RESIZE", "FRAME_DATA_CLOSE",
@@ -68,6 +69,81 @@ HEARTBEAT = 10.0  # seconds between websocket pings, both ends
 # the kinds sent down (resource keys' plural, the keys of a sync snapshot's content)
 POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/podtokens.py)
 DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND)
+
+# ---------------------------------------------------------------- device status (node to server)
+# A reliable GROUP_RESOURCE message, operation OP_UPDATE, resource
+# device_status_resource(namespace, name), content DeviceReport.to_content(): what the node's
+# device twin heard from the mapper since its last report (coalesced per report cycle).
+
+DEVICES_KIND = "devices"
+DEVICE_STATUS = "status"
+
+
+def device_status_resource(namespace: str, name: str) -> str:
+    """The resource key of a device status report: "devices/<namespace>/<name>/status"."""
+    return f"{DEVICES_KIND}/{namespace}/{name}/{DEVICE_STATUS}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedValue:
+    """One reading of a twin: value, when the mapper reported it (ms), the model's type."""
+
+    value: str
+    timestamp: int
+    type: str = "string"
+
+    def to_content(self) -> dict:
+        return {"value": self.value, "timestamp": self.timestamp, "type": self.type}
+
+    @classmethod
+    def from_content(cls, c: Any) -> ReportedValue:
+        """ValueError when `c` is not such an object."""
+        if not isinstance(c, dict) or not isinstance(c.get("value"), str):
+            raise ValueError("a reported value needs a string value")
+        return cls(c["value"], int(c.get("timestamp") or 0), str(c.get("type") or "string"))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReport:
+    """twins: the newest reading per twin; history: earlier readings of the same period,
+    oldest first and bounded (the server writes only the newest); desired: the desired value
+    the edge holds per twin (v1beta1 observedDesired); state/last_online from state/update."""
+
+    twins: dict[str, ReportedValue] = field(default_factory=dict)
+    history: dict[str, list[ReportedValue]] = field(default_factory=dict)
+    desired: dict[str, ReportedValue] = field(default_factory=dict)
+    state: str | None = None
+    last_online: str | None = None
+
+    def to_content(self) -> dict:
+        out: dict[str, Any] = {"twins": {k: v.to_content() for k, v in self.twins.items()}}
+        if self.history:
+            out["history"] = {k: [v.to_content() for v in vs] for k, vs in self.history.items()}
+        if self.desired:
+            out["desired"] = {k: v.to_content() for k, v in self.desired.items()}
+        if self.state is not None:
+            out["state"] = self.state
+        if self.last_online is not None:
+            out["lastOnlineTime"] = self.last_online
+        return out
+
+    @classmethod
+    def from_content(cls, c: Any) -> DeviceReport:
+        """ValueError when `c` is not a device report."""
+        if not isinstance(c, dict) or not isinstance(c.get("twins") or {}, dict):
+            raise ValueError("a device report needs a twins object")
+        history = c.get("history") or {}
+        desired = c.get("desired") or {}
+        if not isinstance(history, dict) or not isinstance(desired, dict):
+            raise ValueError("a device report's history and desired are objects")
+        state, last = c.get("state"), c.get("lastOnlineTime")
+        return cls({k: ReportedValue.from_content(v) for k, v in (c.get("twins") or {}).items()},
+                   {k: [ReportedValue.from_content(x) for x in vs or []]
+                    for k, vs in history.items()},
+                   {k: ReportedValue.from_content(v) for k, v in desired.items()},
+                   state if isinstance(state, str) else None,
+                   last if isinstance(last, str) else None)
+
 
 # ---------------------------------------------------------------- streams
 # A stream request is a GROUP_STREAM message with no parent: route.operation is one of

@@ -35,6 +35,8 @@ class EmbeddedServer(ServerProcess):
         cmd = [a for a in super().command() if a != "--disable-agent"]
         if self.bind_address:
             cmd[cmd.index("--bind-address") + 1] = self.bind_address
+        if "--mqtt-port" not in cmd:  # never the node's 1883: tests run side by side
+            cmd += ["--mqtt-port", str(free_port())]
         return cmd
 
 

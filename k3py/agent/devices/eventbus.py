@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -22,11 +23,12 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
 
 from k3py.agent.devices.twin import Device, DeviceTwins, Outcome, Report, ReportCoalescer
 
-__all__ = ["EventBus", "EmbeddedBroker", "ExternalBroker", "LogLimiter", "MODES",
+__all__ = ["EventBus", "BusError", "EmbeddedBroker", "ExternalBroker", "LogLimiter", "MODES",
            "SUBSCRIPTION"]
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,28 @@ class _KubeEdgeBroker(Broker):
         return bool(servers) and all(s.is_serving() for s in servers)
 
 
+class BusError(Exception):
+    """The bus cannot start as configured; the message is one line naming the flag."""
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Bind once ourselves: amqtt logs a traceback of its own when its listener cannot."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as e:
+        raise BusError(f"the MQTT broker cannot listen on {host}:{port} (--mqtt-bind): "
+                       f"{e.strerror or e}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise BusError(f"the MQTT broker cannot listen on {host}:{port} (--mqtt-bind/"
+                           f"--mqtt-port): {e.strerror or e}") from None
+
+
 class EmbeddedBroker:
     """The in-process amqtt broker on `host:port`; `supervise` restarts it when it stops
     serving (listener closed, its broadcast loop died)."""
@@ -94,8 +118,15 @@ class EmbeddedBroker:
                             {"allow_anonymous": True}}}
 
     async def start(self) -> None:
+        """BusError (one line, naming --mqtt-bind/--mqtt-port) when the address is taken."""
+        _check_bindable(self.host, self.port)
         self._broker = _KubeEdgeBroker(self._config())
-        await self._broker.start()
+        try:
+            await self._broker.start()
+        except BrokerError as e:
+            self._broker = None
+            raise BusError(f"the MQTT broker cannot listen on {self.host}:{self.port} "
+                           f"(--mqtt-bind/--mqtt-port): {e}") from None
         log.info("MQTT broker listening on %s:%d", self.host, self.port)
 
     def serving(self) -> bool:
@@ -333,6 +364,11 @@ class EventBus:
             if self.log_limiter.allow(ident, time.monotonic()):
                 log.warning("device %s: rejected %s (further rejections logged at most once "
                             "a minute)", ident, reason)
+        # into the coalescer first (nothing leaves from there before the next tick), so that
+        # what is persisted includes the report not sent yet
+        for report in out.reports:
+            dev = self.twins.devices.get(report.key)
+            self.coalescer.add(report, dev.report_cycle if dev else 1.0)
         if out.persist and self._on_persist is not None:
             devices = [self.twins.devices[k] for k in out.persist if k in self.twins.devices]
             await self._on_persist(devices)
@@ -340,9 +376,6 @@ class EventBus:
             targets = [origin] if msg.reply and origin is not None else self._links
             for link in targets:
                 link.publish(msg.topic, msg.payload)
-        for report in out.reports:
-            dev = self.twins.devices.get(report.key)
-            self.coalescer.add(report, dev.report_cycle if dev else 1.0)
 
     async def _timers(self) -> None:
         last_supervise = time.monotonic()

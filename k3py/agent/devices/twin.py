@@ -1,9 +1,9 @@
 """KubeEdge's device twin as bookkeeping with no I/O: MQTT requests in, (topic, payload) answers
 and coalesced "report up" records out, with upstream's field names, checks and error form.
 
-Driven by the event bus (eventbus.py: MQTT messages in, publishes out) and, later, the agent
-(Device objects of this node and desired values from the cloud in; persists what `Outcome.persist`
-names in metamanager, then sends `ReportCoalescer` output up the tunnel). Clocks and event ids
+Driven by the event bus (eventbus.py: MQTT messages in, publishes out) and the agent's device
+part (manager.py: Device objects of this node and desired values from the cloud in; persists
+what `Outcome.persist` names in metamanager, then sends `ReportCoalescer` output up the tunnel). Clocks and event ids
 are passed in, so every answer is reproducible in tests."""
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from k3py.mapper import topics as t
 
 __all__ = ["Version", "TwinValue", "Twin", "Device", "Publish", "Reported", "Report", "Outcome",
            "DeviceTwins", "ReportCoalescer", "device_from_objects", "DEFAULT_REPORT_CYCLE",
-           "OFFLINE_CYCLES"]
+           "OFFLINE_CYCLES", "HISTORY_LIMIT"]
 
 DEFAULT_REPORT_CYCLE = 1.0  # seconds
 OFFLINE_CYCLES = 3  # a device whose mapper is silent this many report cycles goes offline
+HISTORY_LIMIT = 10  # earlier readings kept per twin in a report not yet sent
 
 # upstream's reasons (dttype.Error*), so that mappers matching on them keep working
 ERR_UNMARSHAL = "Unmarshal update request body failed, please check the request"
@@ -208,23 +209,55 @@ class Reported:
 
 @dataclass(slots=True)
 class Report:
-    """What goes up to the server for one device: reported values and/or the state."""
+    """What goes up to the server for one device: reported values and/or the state.
+    `history`: per twin, readings this report replaced (oldest first, at most HISTORY_LIMIT),
+    so that readings merged while the server is unreachable are not all lost."""
     namespace: str
     name: str
     twins: dict[str, Reported] = field(default_factory=dict)
     state: str | None = None
     last_online: str | None = None
+    history: dict[str, list[Reported]] = field(default_factory=dict)
 
     @property
     def key(self) -> DeviceKey:
         return (self.namespace, self.name)
 
     def merge(self, newer: Report) -> None:
-        self.twins.update(newer.twins)
+        """`newer` on top of this one: its values win, replaced ones go to the history."""
+        for key, value in newer.twins.items():
+            older = self.twins.get(key)
+            hist = [*self.history.get(key, ()), *([older] if older is not None else ()),
+                    *newer.history.get(key, ())][-HISTORY_LIMIT:]
+            if hist:
+                self.history[key] = hist
+            self.twins[key] = value
         if newer.state is not None:
             self.state = newer.state
         if newer.last_online is not None:
             self.last_online = newer.last_online
+
+    def copy(self) -> Report:
+        return Report(self.namespace, self.name, dict(self.twins), self.state,
+                      self.last_online, {k: list(v) for k, v in self.history.items()})
+
+    def record(self) -> dict[str, Any]:
+        """What metamanager persists while the report is not sent; `from_record` reads it."""
+        def one(r: Reported) -> list[Any]:
+            return [r.value, r.timestamp, r.type]
+        return {"namespace": self.namespace, "name": self.name, "state": self.state,
+                "last_online": self.last_online,
+                "twins": {k: one(v) for k, v in self.twins.items()},
+                "history": {k: [one(r) for r in v] for k, v in self.history.items()}}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Report:
+        def one(v: list[Any]) -> Reported:
+            return Reported(str(v[0]), int(v[1]), str(v[2]))
+        return cls(rec["namespace"], rec["name"],
+                   {k: one(v) for k, v in (rec.get("twins") or {}).items()},
+                   rec.get("state"), rec.get("last_online"),
+                   {k: [one(x) for x in v] for k, v in (rec.get("history") or {}).items()})
 
 
 @dataclass(slots=True)
@@ -611,11 +644,14 @@ class ReportCoalescer:
     def add(self, report: Report, cycle: float = DEFAULT_REPORT_CYCLE) -> None:
         entry = self._pending.get(report.key)
         if entry is None:
-            copy = Report(report.namespace, report.name, dict(report.twins), report.state,
-                          report.last_online)
-            self._pending[report.key] = (copy, cycle)
+            self._pending[report.key] = (report.copy(), cycle)
         else:
             entry[0].merge(report)
+
+    def pending(self, key: DeviceKey) -> Report | None:
+        """The report waiting for its cycle (not removed), for persisting it meanwhile."""
+        entry = self._pending.get(key)
+        return entry[0] if entry is not None else None
 
     def due(self, now: float) -> list[Report]:
         """The reports to send now (removed from the pending set)."""

@@ -443,3 +443,26 @@ def test_token_prints_the_token(capsys, tmp_path):
     assert code == 0 and out == "K10abc::server:s3cret\n"
     line = one_error_line(capsys, "token", "-d", str(tmp_path / "other"))
     assert "start 'k3py server' first" in line
+
+
+def test_device_bus_flags_reach_both_agents(tmp_path):
+    argv = ["--mqtt-mode", "BOTH", "--mqtt-server", "ssl://broker:8883", "--mqtt-port", "2883",
+            "--mqtt-bind", "0.0.0.0", "--device-offline-after", "500ms"]
+    agent = agent_config([*argv, "--server", "https://s:6443", "--token", "t"])
+    embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t",
+                                    embedded=True)
+    for cfg in (agent, embedded):
+        assert (cfg.mqtt_mode, cfg.mqtt_server, cfg.mqtt_port, cfg.mqtt_bind,
+                cfg.device_offline_after) == ("both", "ssl://broker:8883", 2883, "0.0.0.0", 0.5)
+    assert agent_config([]).mqtt_port == 1883 and agent_config([]).mqtt_bind == "127.0.0.1"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--mqtt-mode", "bridge"], "internal, external, both"),
+    (["--mqtt-server", "http://x"], "tcp://"),
+    (["--mqtt-port", "0"], "1-65535"),
+    (["--device-offline-after", "soon"], "duration"),
+])
+def test_device_bus_flag_errors(argv, words):
+    with pytest.raises(UsageError, match=words):
+        agent_config(argv)

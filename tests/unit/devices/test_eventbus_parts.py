@@ -41,3 +41,19 @@ def test_modes_are_checked():
     with pytest.raises(ValueError, match="needs an external broker"):
         EventBus(twins, mode="both")
     assert EventBus(twins, mode="external", external=ExternalBroker("tcp://b")).broker is None
+
+
+def test_a_taken_port_is_one_line_naming_the_flags():
+    import asyncio
+    import socket
+
+    from k3py.agent.devices.eventbus import BusError, EmbeddedBroker
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BusError) as e:
+            asyncio.run(EmbeddedBroker("127.0.0.1", port).start())
+    msg = str(e.value)
+    assert "\n" not in msg and "--mqtt-port" in msg and str(port) in msg
