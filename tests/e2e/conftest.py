@@ -1,0 +1,19 @@
+"""The demos' e2e tests build the mapper image once per session from this checkout and remove
+it at the end (podman is shared by everything on the machine)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.e2e.demos import MAPPER_IMAGE, build_mapper_image
+
+
+@pytest.fixture(scope="session")
+def mapper_image(tmp_path_factory):
+    tar = build_mapper_image(tmp_path_factory.mktemp("image") / "k3py-mapper.tar")
+    try:
+        yield tar
+    finally:
+        subprocess.run(["podman", "rmi", "-f", MAPPER_IMAGE], capture_output=True)
