@@ -11,12 +11,14 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import KUBECTL, free_port, wait_for
+from tests.harness import KUBECTL, clean_env, free_port, wait_for
 from tests.integration.agents import EmbeddedServer, node_ready, remove_podman_pods
 
-__all__ = ["ROOT", "MAPPER_IMAGE", "Demo", "demo_cluster", "build_mapper_image"]
+__all__ = ["ROOT", "MAPPER_IMAGE", "Demo", "JoinedAgent", "demo_cluster", "joined_agent",
+           "build_mapper_image"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPER_IMAGE = "k3py.local/mapper:latest"
@@ -75,3 +77,39 @@ def demo_cluster(tmp: Path, prefix: str, image_tar: Path) -> Iterator[Demo]:
     finally:
         srv.stop()
         remove_podman_pods(node)
+
+
+@dataclass(frozen=True)
+class JoinedAgent:
+    node: str
+    data_dir: Path
+    mqtt_port: int
+
+
+@contextlib.contextmanager
+def joined_agent(srv: Demo, tmp: Path, prefix: str, image_tar: Path) -> Iterator[JoinedAgent]:
+    """A `k3py agent` joined to `srv` on this host (its own data dir and broker port), the
+    mapper image dropped in its images directory before start; stopped and its pods removed."""
+    agent = JoinedAgent(f"{prefix}-{uuid.uuid4().hex[:6]}", tmp / "agent", free_port())
+    images = agent.data_dir / "agent" / "images"
+    images.mkdir(parents=True)
+    shutil.copy(image_tar, images / "k3py-mapper.tar")
+    log = open(tmp / "agent.log", "ab")
+    proc = subprocess.Popen(srv.agent_command(agent.data_dir, agent.node, "--mqtt-port",
+                                              str(agent.mqtt_port)),
+                            stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
+                            start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is None and node_ready(srv, agent.node), 60, 0.3,
+                 f"agent node {agent.node} Ready")
+        yield agent
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        remove_podman_pods(agent.node)

@@ -2,7 +2,8 @@
 (v1alpha1) and Device (v1alpha2), the counter mapper pod, the web controller on host port
 WEB_PORT answering the upstream routes with the upstream JSON; ON from the web controller
 reaches the mapper (desired down the tunnel) and the count it reports rises in the Device's
-status; OFF brings it back to 0."""
+status; OFF brings it back to 0. Then the same on a server plus a joined agent: the mapper on
+the agent's node (EDGE_NODE), the web controller on the server's."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.demos import demo_cluster
+from tests.e2e.demos import demo_cluster, joined_agent
 from tests.harness import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -78,3 +79,23 @@ def test_counter_run_sh(tmp_path, mapper_image):
         _wait(srv, lambda: _twin(srv)["reported"]["value"] == "0", 30,
               "the reported count back to 0")
         assert _call(web, "STATUS")["ResultString"] == {"status": "OFF", "value": "0"}
+
+
+def _node_of(srv, app: str) -> str:
+    return srv.kubectl_json("get", "pods", "-l", f"app={app}")["items"][0]["spec"]["nodeName"]
+
+
+def test_counter_run_sh_server_and_joined_agent(tmp_path, mapper_image):
+    with demo_cluster(tmp_path, "cs", mapper_image) as srv, \
+            joined_agent(srv, tmp_path, "ca", mapper_image) as agent:
+        web = free_port()
+        srv.run_sh("counter", WEB_PORT=str(web), EDGE_NODE=agent.node,
+                   K3PY_DATA_DIR=str(agent.data_dir), K3PY_MQTT_PORT=str(agent.mqtt_port))
+        assert _node_of(srv, "counter-mapper") == agent.node
+        assert _node_of(srv, "counter-web-controller") == srv.node
+        labels = srv.kubectl_json("get", "node", srv.node)["metadata"]["labels"]
+        assert "node-role.kubernetes.io/edge" not in labels
+        assert _call(web, "ON")["Result"] == 1
+        _wait(srv, lambda: _reported(srv) >= 2, 30, "the count from the agent's node")
+        assert _call(web, "OFF")["Result"] == 2
+        _wait(srv, lambda: _twin(srv)["reported"]["value"] == "0", 30, "the count back to 0")
