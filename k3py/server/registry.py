@@ -159,6 +159,13 @@ class Registry:
             raise errors.not_found(res.group, res.plural, name)
         return self.decode(res, kv)
 
+    async def stored_api_version(self, res: Resource, namespace: str | None,
+                                 name: str) -> str | None:
+        """The apiVersion an object was written in (a custom resource served in several
+        versions without conversion keeps its own); None when it does not exist."""
+        _, kv = await self.backend.get(self._key(res, namespace, name))
+        return None if kv is None else str(loads(kv.value).get("apiVersion") or "")
+
     async def try_get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
         _, kv = await self.backend.get(self._key(res, namespace, name))
         return None if kv is None else self.decode(res, kv)

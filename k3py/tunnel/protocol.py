@@ -130,16 +130,15 @@ class DeviceReport:
     @classmethod
     def from_content(cls, c: Any) -> DeviceReport:
         """ValueError when `c` is not a device report."""
-        if not isinstance(c, dict) or not isinstance(c.get("twins") or {}, dict):
-            raise ValueError("a device report needs a twins object")
-        history = c.get("history") or {}
-        desired = c.get("desired") or {}
-        if not isinstance(history, dict) or not isinstance(desired, dict):
-            raise ValueError("a device report's history and desired are objects")
+        if not isinstance(c, dict):
+            raise ValueError("a device report is an object")
+        twins, history, desired = (c.get(k, {}) for k in ("twins", "history", "desired"))
+        if not all(isinstance(x, dict) for x in (twins, history, desired)) or \
+                not all(isinstance(vs, list) for vs in history.values()):
+            raise ValueError("a device report's twins, history and desired are objects")
         state, last = c.get("state"), c.get("lastOnlineTime")
-        return cls({k: ReportedValue.from_content(v) for k, v in (c.get("twins") or {}).items()},
-                   {k: [ReportedValue.from_content(x) for x in vs or []]
-                    for k, vs in history.items()},
+        return cls({k: ReportedValue.from_content(v) for k, v in twins.items()},
+                   {k: [ReportedValue.from_content(x) for x in vs] for k, vs in history.items()},
                    {k: ReportedValue.from_content(v) for k, v in desired.items()},
                    state if isinstance(state, str) else None,
                    last if isinstance(last, str) else None)

@@ -108,8 +108,10 @@ class EmbeddedBroker:
         self.port = port
         self.restarts = 0
         self._broker: _KubeEdgeBroker | None = None
-        # amqtt's state machine library logs every transition at INFO
+        # amqtt's state machine library logs every transition at INFO, its broker every
+        # client connection: a mapper reconnecting every few seconds would fill the journal
         logging.getLogger("transitions").setLevel(logging.WARNING)
+        logging.getLogger("amqtt.broker").setLevel(logging.WARNING)
 
     def _config(self) -> dict[str, Any]:
         return {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},

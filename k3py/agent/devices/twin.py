@@ -603,7 +603,9 @@ class DeviceTwins:
             if twin.deleted and value is not None:
                 twin.type = "string"
             document[key] = {"last": last, "current": twin.message()}
-        out = Outcome(persist=[dev.key])
+        # an empty report: the agent sends up the desired values the edge now holds
+        # (v1beta1 status.twins[].observedDesired)
+        out = Outcome(persist=[dev.key], reports=[Report(dev.namespace, dev.name)])
         if document:
             out.publish += self._both_forms(dev, t.TWIN_UPDATE_DOCUMENT,
                                             self._payload(twin=document))

@@ -14,7 +14,7 @@ import logging
 
 from k3py.api.objects import name_of, namespace_of
 
-__all__ = ["DEVICE_GROUP", "DeviceFeed", "device_node", "device_model"]
+__all__ = ["DEVICE_GROUP", "DeviceFeed", "device_node", "device_model", "edge_view"]
 
 log = logging.getLogger("k3py.cloudhub")
 
@@ -33,6 +33,22 @@ def device_node(dev: dict | None) -> str:
             if expr.get("key") in _HOSTNAME_KEYS and expr.get("operator") == "In" and values:
                 return str(values[0])
     return ""
+
+
+_REPORTED_STATUS = ("state", "lastOnlineTime")
+_REPORTED_TWIN = ("reported", "observedDesired")
+
+
+def edge_view(dev: dict) -> dict:
+    """A Device without what its node reports (devicestatus.py) and without resourceVersion
+    and managedFields: when two versions of a Device have the same view, the node has it."""
+    md = {k: v for k, v in (dev.get("metadata") or {}).items()
+          if k not in ("resourceVersion", "managedFields")}
+    status = {k: v for k, v in (dev.get("status") or {}).items() if k not in _REPORTED_STATUS}
+    if isinstance(status.get("twins"), list):
+        status["twins"] = [{k: v for k, v in t.items() if k not in _REPORTED_TWIN}
+                           if isinstance(t, dict) else t for t in status["twins"]]
+    return {**dev, "metadata": md, "status": status}
 
 
 def device_model(dev: dict | None) -> str:
@@ -92,6 +108,9 @@ class DeviceFeed:
 
     def _on_device(self, etype: str, old: dict | None, new: dict | None) -> None:
         before, after = device_node(old), device_node(new)
+        if etype == "MODIFIED" and before == after and old is not None and new is not None \
+                and edge_view(old) == edge_view(new):
+            return  # only what the edge itself reported changed: nothing new for it
         if before and before != after:
             self._send(before, "devices", "DELETED", old)
         if after and new is not None:

@@ -1,5 +1,6 @@
 """Upstream status: what a node writes through its tunnel (its Node and status, its Lease,
-its pods' status, finished pod deletions, Events), checked against the node, via the Registry.
+its pods' status, finished pod deletions, Events, its Devices' status: devicestatus.py),
+checked against the node, via the Registry.
 
 Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
 500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 from k3py.api import errors
 from k3py.api.objects import now_rfc3339
+from k3py.server.edge.devicestatus import DeviceStatusWriter
 from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
+from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND
 
 __all__ = ["UpstreamWriter"]
 
@@ -22,6 +25,7 @@ class UpstreamWriter:
     def __init__(self, registry: Registry, passwords: NodePasswords) -> None:
         self.registry = registry
         self.passwords = passwords  # a registering Node adopts its password Secret
+        self.devices = DeviceStatusWriter(registry)
 
     async def write(self, node: str, msg: Message) -> None:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
@@ -40,6 +44,8 @@ class UpstreamWriter:
             await self._pod_terminated(node, ns or "", name, body.get("uid") or "")
         elif plural == "events":
             await self._event(ns or "default", body)
+        elif plural == DEVICES_KIND and sub == DEVICE_STATUS:
+            await self.devices.write(node, ns or "default", name, msg.content)
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
 

@@ -140,3 +140,21 @@ async def test_apply_is_committed_before_it_returns(tmp_path):
         other.close()
     finally:
         await mm.close()
+
+
+async def test_twin_state_survives_reopen_and_a_queued_report_is_no_longer_pending(tmp_path):
+    path = str(tmp_path / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+    await mm.save_twins([("default", "a", {"twins": {"t": 1}}, {"twins": {"t": [1, 2, "int"]}}),
+                         ("default", "b", {"twins": {}}, None)])
+    report = new_message(source="edgehub", group=GROUP_RESOURCE, operation="update",
+                         resource="devices/default/a/status", content={"twins": {}})
+    await mm.queue_device_report(report, ("default", "a"))
+    await mm.delete_twins([("default", "b")])
+    await mm.close()
+    mm = MetaManager(path)
+    await mm.open()
+    assert mm.twin_state() == {("default", "a"): ({"twins": {"t": 1}}, None)}
+    assert [m.id for m in mm.queued()] == [report.id]
+    await mm.close()
