@@ -12,6 +12,7 @@
 #   NAMESPACE        namespace of the demo's objects (default: default)
 #   K3PY_SKIP_IMAGE  1: do not build or load the image here (it is on the edge node already:
 #                    a joined agent imports <its data-dir>/agent/images/ at start)
+#   K3PY_REBUILD     1: build the image again (after changing k3py or the demos' programs)
 
 DEMO="$(basename "$(cd "$(dirname "$0")" && pwd)")"
 EXAMPLES="$(cd "$(dirname "$0")/.." && pwd)"
@@ -72,7 +73,9 @@ ensure_image() {
   command -v podman >/dev/null 2>&1 ||
     die "podman not found here: build the image on the edge node (airgap/build-mapper-image.sh), drop it in its <data-dir>/agent/images/ and set K3PY_SKIP_IMAGE=1"
   tarball="$DATA_DIR/agent/images/k3py-mapper.tar"
-  if [ -s "$tarball" ] && podman image exists "$IMAGE"; then return 0; fi
+  if [ "${K3PY_REBUILD:-0}" != 1 ] && [ -s "$tarball" ] && podman image exists "$IMAGE"; then
+    return 0
+  fi
   mkdir -p "$DATA_DIR/agent/images" 2>/dev/null ||
     die "cannot write $DATA_DIR/agent/images (set K3PY_DATA_DIR, or run as root)"
   say "building the mapper image $IMAGE into $tarball (offline)"

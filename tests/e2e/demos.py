@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 MAPPER_IMAGE = "k3py.local/mapper:latest"
 
 
+def image_present() -> bool:
+    return subprocess.run(["podman", "image", "exists", MAPPER_IMAGE]).returncode == 0
+
+
 def build_mapper_image(dest: Path) -> Path:
     """Build the mapper image from this checkout (always: the demos' programs are in it)."""
     out = subprocess.run(["sh", str(ROOT / "airgap" / "build-mapper-image.sh"), str(dest)],
@@ -73,6 +77,8 @@ def demo_cluster(tmp: Path, prefix: str, image_tar: Path) -> Iterator[Demo]:
     try:
         srv.start()
         wait_for(lambda: node_ready(srv, node), 60, 0.3, f"node {node} Ready")
+        # the agent imported the tarball before registering its node
+        assert image_present(), srv.log_path.read_text()[-3000:]
         yield srv
     finally:
         srv.stop()
@@ -102,6 +108,7 @@ def joined_agent(srv: Demo, tmp: Path, prefix: str, image_tar: Path) -> Iterator
     try:
         wait_for(lambda: proc.poll() is None and node_ready(srv, agent.node), 60, 0.3,
                  f"agent node {agent.node} Ready")
+        assert "imported 1 image tarball(s)" in (tmp / "agent.log").read_text()
         yield agent
     finally:
         if proc.poll() is None:
