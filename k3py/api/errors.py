@@ -11,10 +11,12 @@ __all__ = [
     "StatusError", "Cause", "status_success", "bad_request", "unauthorized", "forbidden",
     "not_found", "already_exists", "conflict", "invalid", "gone", "method_not_allowed",
     "unsupported_media_type", "internal_error", "too_many_requests", "not_acceptable",
-    "service_unavailable", "timeout", "expired", "request_entity_too_large",
+    "service_unavailable", "timeout", "expired", "request_entity_too_large", "field_cause",
+    "wire_details", "wire_cause", "exit_code_status", "stream_success",
 ]
 
 Cause = dict[str, str]  # {"type": "FieldValueInvalid", "message": ..., "field": "spec.replicas"}
+# (serialized with the type as "reason", upstream's JSON name for StatusCause.Type)
 
 
 class StatusError(Exception):
@@ -27,17 +29,22 @@ class StatusError(Exception):
         self.details = details
 
     def to_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
+        """The Status body, its keys in upstream's struct order (metav1.Status: kind,
+        apiVersion, metadata, status, message, reason, details, code)."""
+        return {"kind": "Status", "apiVersion": "v1", **self.stream_status()}
+
+    def stream_status(self) -> dict[str, Any]:
+        """The Status as a kubelet writes it on an exec/attach error channel: no kind or
+        apiVersion (json.Marshal of a bare metav1.Status), code left out when 0."""
+        status: dict[str, Any] = {"metadata": {}, "status": "Failure"}
+        if self.message:
+            status["message"] = self.message
+        if self.reason:
+            status["reason"] = self.reason
         if self.details:
-            status["details"] = self.details
+            status["details"] = wire_details(self.details)
+        if self.code:
+            status["code"] = self.code
         return status
 
     def __repr__(self) -> str:
@@ -48,16 +55,60 @@ def status_success(details: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
                            "status": "Success"}
     if details:
-        out["details"] = details
+        out["details"] = wire_details(details)
     return out
 
 
+# metav1.StatusDetails and metav1.StatusCause in struct order; a cause's Type is "reason"
+# in JSON (k3py's causes carry it as "type", as the Go field is named)
+_DETAIL_KEYS = ("name", "group", "kind", "uid", "causes", "retryAfterSeconds")
+
+
+def wire_details(details: dict[str, Any]) -> dict[str, Any]:
+    """StatusDetails as upstream serializes them: name, group, kind, uid, causes
+    (reason, message, field), retryAfterSeconds; empty fields left out."""
+    out: dict[str, Any] = {}
+    for key in _DETAIL_KEYS:
+        value = details.get(key)
+        if not value:
+            continue
+        out[key] = [wire_cause(c) for c in value] if key == "causes" else value
+    return out
+
+
+def wire_cause(cause: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    reason = cause.get("reason") or cause.get("type")
+    if reason:
+        out["reason"] = reason
+    for key in ("message", "field"):
+        if cause.get(key):
+            out[key] = cause[key]
+    return out
+
+
+def exit_code_status(command: list[str], code: int) -> dict[str, Any]:
+    """What a kubelet writes on the exec error channel when the command exits non-zero
+    (kubectl and the Python client read the code from the ExitCode cause)."""
+    return StatusError(0, "NonZeroExitCode",
+                       f"command terminated with non-zero exit code: error executing "
+                       f"command [{' '.join(command)}], exit code {code}",
+                       {"causes": [{"reason": "ExitCode", "message": str(code)}]}
+                       ).stream_status()
+
+
+def stream_success() -> dict[str, Any]:
+    """The exec/attach error channel's Success (json.Marshal of a bare metav1.Status)."""
+    return {"metadata": {}, "status": "Success"}
+
+
 def _details(group: str, kind: str, name: str | None) -> dict[str, Any]:
-    d: dict[str, Any] = {"kind": kind}
+    d: dict[str, Any] = {}
     if name:
         d["name"] = name
     if group:
         d["group"] = group
+    d["kind"] = kind
     return d
 
 

@@ -155,6 +155,10 @@ BUILTIN_RESOURCES: tuple[Resource, ...] = (
     _r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
        namespaced=False, short_names=("crd", "crds"), categories=("api-extensions",),
        subresources=("status",)),
+    # apiregistration.k8s.io/v1: the local APIServices, and user ones stored with a status
+    # (k3py does not proxy to aggregated API servers)
+    _r("apiregistration.k8s.io", "v1", "APIService", "apiservices", namespaced=False,
+       categories=("api-extensions",), subresources=("status",)),
 )
 
 # Where a resource in one group is stored under another (kube stores events.k8s.io events

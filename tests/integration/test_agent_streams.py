@@ -296,3 +296,136 @@ def test_stream_errors_are_statuses(cluster):
     out = cluster.kubectl("exec", "done", "--", "true", check=False)
     assert out.returncode != 0 and "completed pod" in out.stderr
     cluster.kubectl("delete", "pod", "ghost", "--wait=false")
+
+
+# ---------------------------------------------------------------- the official Python client
+
+def _py_exec(cluster, command: list[str], **kw):
+    from kubernetes import client
+    from kubernetes.stream import stream
+    api = client.CoreV1Api(cluster.client())
+    return stream(api.connect_get_namespaced_pod_exec, "web", "default", command=command,
+                  stdin=True, stdout=True, stderr=True, _preload_content=False, **kw)
+
+
+def _read_stdout_until(resp, needle: str, timeout: float = 20.0) -> str:
+    out, deadline = "", time.monotonic() + timeout
+    while needle not in out:
+        assert resp.is_open() and time.monotonic() < deadline, (needle, out)
+        resp.update(timeout=1)
+        out += resp.read_stdout()
+    return out
+
+
+def _wait_closed(resp, timeout: float = 20.0) -> None:
+    resp.run_forever(timeout=timeout)
+    assert not resp.is_open()
+
+
+def test_python_client_exec_text_and_binary_stdin(cluster):
+    # stream(..., stdin=True, _preload_content=False) writes a str as a text frame (the
+    # channel as a character) and bytes as a binary frame: the shell gets both
+    resp = _py_exec(cluster, ["sh"], tty=False)
+    try:
+        assert resp.subprotocol == "v5.channel.k8s.io"
+        resp.write_stdin("echo hi\n")
+        assert _read_stdout_until(resp, "hi\n") == "hi\n"
+        resp.write_stdin(b"echo bin-$((40+2))\n")
+        _read_stdout_until(resp, "bin-42\n")
+        resp.write_stdin("echo to-err >&2\n")
+        err, deadline = "", time.monotonic() + 20
+        while "to-err" not in err and time.monotonic() < deadline:
+            resp.update(timeout=1)
+            err += resp.read_stderr()
+        assert err == "to-err\n"
+        resp.write_stdin("exit\n")  # `exit` ends the session, Success on channel 3
+        _wait_closed(resp)
+        assert resp.returncode == 0
+    finally:
+        resp.close()
+    # a non-zero exit comes back as upstream's NonZeroExitCode Status
+    resp = _py_exec(cluster, ["sh"], tty=False)
+    try:
+        resp.write_stdin("exit 7\n")
+        _wait_closed(resp)
+        status = json.loads(resp.peek_channel(3))
+        assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+        assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
+        assert resp.returncode == 7
+    finally:
+        resp.close()
+
+
+def test_python_client_exec_v5_close_ends_stdin(cluster):
+    resp = _py_exec(cluster, ["sh", "-c", "cat; echo end"], tty=False)
+    try:
+        resp.write_stdin("line1\n")
+        resp.write_stdin(b"line2\n")
+        resp.close_channel(0)  # v5: stdin is over, cat sees EOF
+        _wait_closed(resp)
+        assert resp.read_stdout() == "line1\nline2\nend\n"
+        assert resp.returncode == 0
+    finally:
+        resp.close()
+
+
+def test_python_client_exec_tty_resize(cluster):
+    resp = _py_exec(cluster, ["sh"], tty=True)
+    try:
+        resp.write_channel(4, json.dumps({"Height": 33, "Width": 77}))  # text, as the docs do
+        resp.write_stdin("stty size\n")
+        _read_stdout_until(resp, "33 77")
+        resp.write_channel(4, json.dumps({"Height": 20, "Width": 90}).encode())  # binary
+        resp.write_stdin("stty size; tty\n")
+        out = _read_stdout_until(resp, "20 90")
+        out += _read_stdout_until(resp, "/dev/pts/")
+        resp.write_stdin("exit 3\n")
+        _wait_closed(resp)
+        assert resp.returncode == 3
+    finally:
+        resp.close()
+
+
+@pytest.mark.parametrize("protocol", ["v4.base64.channel.k8s.io", "base64.channel.k8s.io"])
+def test_exec_base64_protocols(cluster, protocol):
+    # text frames both ways: the channel as an ASCII digit, the payload in base64; v4 ends
+    # with the Status on channel 3, the older protocol with the failure's message only
+    import base64
+    from urllib.parse import urlencode
+
+    from kubernetes.stream.ws_client import create_websocket
+    from websocket import ABNF
+    api_client = cluster.client()
+    cfg = api_client.configuration
+    query = urlencode([("command", "sh"), ("command", "-c"),
+                       ("command", "read l; echo got:$l; echo oops >&2; exit 5"),
+                       ("stdin", "true"), ("stdout", "true"), ("stderr", "true")])
+    url = cfg.host.replace("https://", "wss://") + \
+        f"/api/v1/namespaces/default/pods/web/exec?{query}"
+    headers = {"sec-websocket-protocol": protocol}
+    if cfg.api_key.get("authorization"):
+        headers["authorization"] = cfg.api_key["authorization"]
+    ws = create_websocket(cfg, url, headers)
+    try:
+        assert {k.lower(): v for k, v in ws.getheaders().items()}.get(
+            "sec-websocket-protocol") == protocol
+        ws.send("0" + base64.b64encode(b"hello\n").decode(), opcode=ABNF.OPCODE_TEXT)
+        got: dict[int, bytes] = {}
+        ws.settimeout(20)
+        while True:
+            opcode, data = ws.recv_data()
+            if opcode == ABNF.OPCODE_CLOSE:
+                break
+            assert opcode == ABNF.OPCODE_TEXT
+            text = data.decode()
+            ch = ord(text[0]) - ord("0")
+            got[ch] = got.get(ch, b"") + base64.b64decode(text[1:])
+    finally:
+        ws.close()
+    assert got[1] == b"got:hello\n" and got[2] == b"oops\n"
+    if protocol.startswith("v4."):
+        status = json.loads(got[3])
+        assert status["reason"] == "NonZeroExitCode", status
+        assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "5"}]
+    else:
+        assert got[3].decode().startswith("command terminated with non-zero exit code")

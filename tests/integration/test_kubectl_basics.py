@@ -175,3 +175,75 @@ def test_server_side_apply(server):
     server.kubectl("apply", "--server-side", "--field-manager=other", "--force-conflicts",
                    "-f", "-", input=cm.replace("'1'", "'2'"))
     assert server.kubectl_json("get", "cm", "ssa")["data"]["a"] == "2"
+
+
+def test_apiservices(server):
+    # a Local APIService per served group version, as on any cluster, and one per CRD group
+    # version (upstream's crdregistration controller)
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.shop.example.com"},
+           "spec": {"group": "shop.example.com", "scope": "Namespaced",
+                    "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                        "openAPIV3Schema": {"type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    server.kubectl("apply", "-f", "-", input=json.dumps(crd))
+
+    def rows() -> dict[str, list[str]]:
+        lines = server.kubectl("get", "apiservices").stdout.splitlines()
+        return {line.split()[0]: line.split() for line in lines[1:]}
+    wait_for(lambda: "v1.shop.example.com" in rows(), 20, 0.3, "the CRD group's APIService")
+    out = server.kubectl("get", "apiservices").stdout.splitlines()
+    assert out[0].split() == ["NAME", "SERVICE", "AVAILABLE", "AGE"]
+    got = rows()
+    for name in ("v1.", "v1.apps", "v1.batch", "v2.autoscaling", "v1.rbac.authorization.k8s.io",
+                 "v1.apiextensions.k8s.io", "v1.shop.example.com"):
+        assert got[name][1:3] == ["Local", "True"], (name, got.get(name))
+    core = server.kubectl_json("get", "apiservice", "v1.")
+    assert core["spec"] == {"group": "", "version": "v1", "groupPriorityMinimum": 18000,
+                            "versionPriority": 1}
+    assert "service" not in core["spec"]
+    cond = core["status"]["conditions"][0]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Available", "True", "Local")
+    apps = server.kubectl_json("get", "apiservice", "v1.apps")["spec"]
+    assert (apps["groupPriorityMinimum"], apps["versionPriority"]) == (17800, 15)
+    # deleting the CRD removes its group's APIService
+    server.kubectl("delete", "crd", "gadgets.shop.example.com")
+    wait_for(lambda: "v1.shop.example.com" not in rows(), 30, 0.3, "CRD APIService removed")
+
+    # a user's APIService for an aggregated server: stored, reported unavailable, its group
+    # version answered 503
+    metrics = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+               "metadata": {"name": "v1beta1.metrics.k8s.io"},
+               "spec": {"group": "metrics.k8s.io", "version": "v1beta1",
+                        "groupPriorityMinimum": 100, "versionPriority": 100,
+                        "insecureSkipTLSVerify": True,
+                        "service": {"name": "metrics-server", "namespace": "kube-system"}}}
+    server.kubectl("apply", "-f", "-", input=json.dumps(metrics))
+    try:
+        wait_for(lambda: rows().get("v1beta1.metrics.k8s.io", [])[1:4] ==
+                 ["kube-system/metrics-server", "False", "(ServiceNotFound)"], 20, 0.3,
+                 "APIService reported ServiceNotFound")
+        obj = server.kubectl_json("get", "apiservice", "v1beta1.metrics.k8s.io")
+        assert obj["spec"]["service"]["port"] == 443
+        cond = obj["status"]["conditions"][0]
+        assert cond["message"] == 'service/metrics-server in "kube-system" is not present'
+        out = server.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
+        assert out.returncode != 0
+        assert "ServiceUnavailable" in out.stderr and "does not proxy" in out.stderr
+        # the Service appears: the next reason (no endpoints) is reported
+        server.kubectl("create", "service", "clusterip", "metrics-server", "-n", "kube-system",
+                       "--tcp=443:4443")
+        wait_for(lambda: rows()["v1beta1.metrics.k8s.io"][2:4] != ["False",
+                                                                  "(ServiceNotFound)"],
+                 20, 0.3, "APIService status follows its Service")
+        assert rows()["v1beta1.metrics.k8s.io"][2] == "False"
+    finally:
+        server.kubectl("delete", "apiservice", "v1beta1.metrics.k8s.io", "--ignore-not-found")
+        server.kubectl("delete", "service", "metrics-server", "-n", "kube-system",
+                       "--ignore-not-found")
+    # validation as upstream's
+    bad = dict(metrics, metadata={"name": "wrong"})
+    out = server.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert out.returncode != 0
+    assert 'must be `spec.version+"."+spec.group`: "v1beta1.metrics.k8s.io"' in out.stderr

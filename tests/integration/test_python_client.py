@@ -110,6 +110,15 @@ def test_watch_too_old_resource_version_is_410(fresh_server):
                           timeout_seconds=3):
             pass
     assert e.value.status == 410
+    # the ERROR event's bytes as kube-apiserver writes them
+    resp = v1.list_namespaced_config_map("default", resource_version=first, watch=True,
+                                         timeout_seconds=3, _preload_content=False)
+    line = resp.data.decode()
+    current = line.split("(")[1].split(")")[0]
+    assert line == (
+        '{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},'
+        '"status":"Failure","message":"too old resource version: ' + first + ' (' + current +
+        ')","reason":"Expired","code":410}}\n')
 
 
 def test_anonymous_is_401_and_health_is_open(server):
@@ -159,3 +168,46 @@ def test_watch_resumes_after_restart_and_writes_survive_kill9(fresh_server):
     wait_for(done.is_set, 20, 0.1, "watch to see the post-restart write")
     assert seen[:50] == acked
     assert seen[-1] == "after"
+
+
+def _body(e: ApiException) -> str:
+    return e.body.decode() if isinstance(e.body, bytes) else e.body
+
+
+def test_status_bodies_are_upstreams_text(server):
+    # some clients and tests compare the text: field order, no spaces, the final newline
+    v1 = client.CoreV1Api(server.client())
+    apps = client.AppsV1Api(server.client())
+    with pytest.raises(ApiException) as e:
+        v1.read_namespaced_config_map("nope", "default")
+    assert e.value.status == 404
+    assert _body(e.value) == (
+        '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+        '"message":"configmaps \\"nope\\" not found","reason":"NotFound",'
+        '"details":{"name":"nope","kind":"configmaps"},"code":404}\n')
+    v1.create_namespaced_config_map("default", cm("dup"))
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_config_map("default", cm("dup"))
+    assert e.value.status == 409
+    assert _body(e.value) == (
+        '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+        '"message":"configmaps \\"dup\\" already exists","reason":"AlreadyExists",'
+        '"details":{"name":"dup","kind":"configmaps"},"code":409}\n')
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bad"},
+              "spec": {"replicas": -1, "selector": {"matchLabels": {"a": "b"}},
+                       "template": {"metadata": {"labels": {"a": "b"}}, "spec": {
+                           "containers": [{"name": "c", "image": "busybox"}]}}}}
+    with pytest.raises(ApiException) as e:
+        apps.create_namespaced_deployment("default", deploy)
+    assert e.value.status == 422
+    assert _body(e.value) == (
+        '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+        '"message":"Deployment.apps \\"bad\\" is invalid: spec.replicas: Invalid value: -1: '
+        'must be greater than or equal to 0","reason":"Invalid","details":{"name":"bad",'
+        '"group":"apps","kind":"Deployment","causes":[{"reason":"FieldValueInvalid",'
+        '"message":"Invalid value: -1: must be greater than or equal to 0",'
+        '"field":"spec.replicas"}]},"code":422}\n')
+    # objects end with the newline too
+    resp = v1.read_namespaced_config_map("dup", "default", _preload_content=False)
+    assert resp.data.endswith(b"}\n")
+    v1.delete_namespaced_config_map("dup", "default")

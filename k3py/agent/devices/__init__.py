@@ -1,0 +1,2 @@
+"""Devices on the node: the MQTT event bus (eventbus.py: embedded amqtt broker or external
+mosquitto) and the KubeEdge device twin bookkeeping it drives (twin.py, no I/O)."""

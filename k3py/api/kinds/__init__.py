@@ -8,7 +8,14 @@ NAME/AGE columns (or the CRD's additionalPrinterColumns)."""
 from __future__ import annotations
 
 from k3py.api.errors import Cause
-from k3py.api.kinds import core, other, printers_core, printers_more, workloads  # noqa: F401
+from k3py.api.kinds import (  # noqa: F401
+    apiregistration,
+    core,
+    other,
+    printers_core,
+    printers_more,
+    workloads,
+)
 from k3py.api.kinds.printers import build_table, table_columns, table_row
 from k3py.api.kinds.registry import HOOKS, KindHooks, hooks_for, register
 from k3py.api.objects import deepcopy
@@ -25,7 +32,8 @@ _RESET_STATUS_ON_CREATE = {("apps", "Deployment"), ("apps", "ReplicaSet"), ("app
                            ("apps", "StatefulSet"), ("batch", "Job"), ("batch", "CronJob"),
                            ("", "Service"), ("networking.k8s.io", "Ingress"),
                            ("", "ReplicationController"), ("", "PersistentVolumeClaim"),
-                           ("policy", "PodDisruptionBudget")}
+                           ("policy", "PodDisruptionBudget"),
+                           ("apiregistration.k8s.io", "APIService")}
 
 
 def convert(res: Resource, obj: dict) -> dict:

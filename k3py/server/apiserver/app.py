@@ -15,11 +15,12 @@ from aiohttp import web
 
 from k3py import __version__
 from k3py.api import errors
+from k3py.api.kinds import apiregistration
 from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
 from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator, AuthorizerChain
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
-from k3py.server.apiserver.negotiation import json_response, status_response
+from k3py.server.apiserver.negotiation import json_body, json_response, status_response
 from k3py.server.apiserver.paths import parse_resource_path
 from k3py.server.registry import Registry
 
@@ -101,6 +102,9 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             raise errors.StatusError(404, "NotFound",
                                      "the server could not find the requested resource")
         return json_response(group)
+    if len(parts) >= 3 and parts[0] == "apis" and \
+            not api.resources.in_group_version(parts[1], parts[2]):
+        await _refuse_aggregated(api, parts[1], parts[2])
     rp = parse_resource_path(path, api.resources)
     if rp is None:
         raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
@@ -110,14 +114,32 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
                                           api.streams)
 
 
+async def _refuse_aggregated(api: ApiServer, group: str, version: str) -> None:
+    """503 for a group version an APIService hands to an aggregated API server: k3py does
+    not proxy to one (a local APIService for a group nobody serves stays a 404)."""
+    res = api.resources.find(apiregistration.GROUP, "apiservices")
+    if res is None:
+        return
+    name = apiregistration.apiservice_name(group, version)
+    try:
+        obj = await api.registry.get(res, None, name)
+    except errors.StatusError:
+        return
+    ref = apiregistration.service_of(obj)
+    if ref is not None:
+        raise errors.service_unavailable(
+            f"the server is currently unable to handle the request: APIService {name} is "
+            f"backed by service {ref.get('namespace')}/{ref.get('name')}, and k3py does not "
+            f"proxy to aggregated API servers")
+
+
 def _agg_version(content_type: str) -> str:
     return "apidiscovery.k8s.io/v2" if content_type == AGGREGATED_V2 \
         else "apidiscovery.k8s.io/v2beta1"
 
 
 def _aggregated_response(doc: dict, content_type: str) -> web.Response:
-    import orjson
-    return web.Response(body=orjson.dumps(doc), headers={"Content-Type": content_type})
+    return web.Response(body=json_body(doc), headers={"Content-Type": content_type})
 
 
 async def _openapi(request: web.Request, api: ApiServer) -> web.Response:

@@ -19,6 +19,7 @@ from k3py.server.apiserver.negotiation import (
     bool_param,
     decode_body,
     dry_run,
+    finish_json,
     int_param,
     json_response,
     table_for,
@@ -117,7 +118,7 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         if not wants_table(request):
             raw = await registry.list_raw(res, ns, opts)
             if raw is not None:
-                return web.Response(body=raw, content_type="application/json")
+                return web.Response(body=finish_json(raw), content_type="application/json")
         listing = await registry.list(res, ns, opts)
         if wants_table(request):
             return json_response(table_for(res, listing["items"], request, listing["metadata"]))

@@ -12,7 +12,8 @@ from aiohttp import web
 from k3py.api import decoding, errors, kinds, protobuf
 from k3py.api.resources import Resource
 
-__all__ = ["wants_table", "decode_body", "json_response", "status_response",
+__all__ = ["wants_table", "decode_body", "json_body", "finish_json", "json_response",
+           "status_response",
            "table_for", "include_object", "bool_param", "dry_run", "int_param"]
 
 JSON = "application/json"
@@ -40,8 +41,27 @@ def decode_body(body: bytes, content_type: str) -> Any:
     raise errors.unsupported_media_type(ct)
 
 
+# what Go's json.Encoder (kube-apiserver's JSON serializer) escapes in strings; these
+# characters only ever occur inside JSON strings, so replacing them in the bytes is safe
+_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
+               ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
+def finish_json(data: bytes) -> bytes:
+    """Encoded JSON as kube-apiserver sends it: Go's escapes and a newline at the end
+    (json.Encoder.Encode writes one after every value)."""
+    for raw, escaped in _GO_ESCAPES:
+        data = data.replace(raw, escaped)
+    return data + b"\n"
+
+
+def json_body(obj: Any) -> bytes:
+    """One response object as kube-apiserver's serializer writes it (see finish_json)."""
+    return finish_json(orjson.dumps(obj))
+
+
 def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(obj), status=status, content_type=JSON,
+    return web.Response(body=json_body(obj), status=status, content_type=JSON,
                         headers=headers)
 
 

@@ -9,12 +9,17 @@ import contextlib
 import random
 import time
 
-import orjson
 from aiohttp import web
 
 from k3py.api import errors, kinds
 from k3py.api.resources import Resource
-from k3py.server.apiserver.negotiation import bool_param, include_object, int_param, wants_table
+from k3py.server.apiserver.negotiation import (
+    bool_param,
+    include_object,
+    int_param,
+    json_body,
+    wants_table,
+)
 from k3py.server.registry import Registry
 
 __all__ = ["serve_watch", "BOOKMARK_INTERVAL"]
@@ -24,7 +29,7 @@ _IDLE_CHECK = 5.0
 
 
 def _line(event_type: str, obj: dict) -> bytes:
-    return orjson.dumps({"type": event_type, "object": obj}) + b"\n"
+    return json_body({"type": event_type, "object": obj})
 
 
 async def serve_watch(request: web.Request, registry: Registry, res: Resource,

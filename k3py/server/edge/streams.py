@@ -5,6 +5,8 @@ raw or tunneled in a websocket), relayed to the node's agent as GROUP_STREAM fra
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 from dataclasses import replace
@@ -40,13 +42,20 @@ from k3py.tunnel.protocol import (
     data_content,
 )
 
-__all__ = ["serve_log", "serve_exec", "serve_attach", "serve_portforward", "exit_status",
-           "EXEC_PROTOCOLS", "install"]
+__all__ = ["serve_log", "serve_exec", "serve_attach", "serve_portforward", "EXEC_PROTOCOLS",
+           "install", "ChannelCodec"]
 
-# the Kubernetes remotecommand websocket protocols (kubectl >= 1.30 offers v5 first)
-EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+# the Kubernetes remotecommand websocket protocols, as kube-apiserver (v5) and the kubelet
+# (the rest) accept them; kubectl >= 1.30 offers v5 first. The base64 ones send text frames:
+# the channel as an ASCII digit, then the payload in base64. "" is a client that named none.
+V5_PROTOCOL, V4_PROTOCOL = "v5.channel.k8s.io", "v4.channel.k8s.io"
+V4_BASE64_PROTOCOL = "v4.base64.channel.k8s.io"
+PRE_V4_PROTOCOL, PRE_V4_BASE64_PROTOCOL = "channel.k8s.io", "base64.channel.k8s.io"
+EXEC_PROTOCOLS = (V5_PROTOCOL, V4_PROTOCOL, V4_BASE64_PROTOCOL, PRE_V4_PROTOCOL,
+                  PRE_V4_BASE64_PROTOCOL)
+_BASE64_PROTOCOLS = (V4_BASE64_PROTOCOL, PRE_V4_BASE64_PROTOCOL)
+_STATUS_JSON_PROTOCOLS = (V5_PROTOCOL, V4_PROTOCOL, V4_BASE64_PROTOCOL)
 CH_STDIN, CH_STDOUT, CH_STDERR, CH_ERROR, CH_RESIZE, CH_CLOSE = 0, 1, 2, 3, 4, 255
-
 
 def install(api, hub: CloudHub) -> None:
     """Register the stream subresources on the API server."""
@@ -205,7 +214,7 @@ async def _serve_remotecommand(hub: CloudHub, request: web.Request, rp: Resource
         try:
             session, stream_id, queue = await hub.open_stream(node, op, params.to_content())
         except errors.StatusError as e:
-            await client.finish(_failure(e.code, e.reason, e.message))
+            await client.finish(e.stream_status())
             return client.response
         try:
             status = await _relay(client, session, stream_id, queue, command, op)
@@ -216,11 +225,6 @@ async def _serve_remotecommand(hub: CloudHub, request: web.Request, rp: Resource
     finally:
         await client.close()
     return client.response
-
-
-def _failure(code: int, reason: str, message: str) -> dict:
-    return {"metadata": {}, "status": "Failure", "message": message, "reason": reason,
-            "code": code}
 
 
 async def _relay(client: _Client, session, stream_id: str, queue: asyncio.Queue,
@@ -241,14 +245,15 @@ async def _relay(client: _Client, session, stream_id: str, queue: asyncio.Queue,
             elif kind == FRAME_EXIT:
                 code = int(content.get("code") or 0)
                 if code and op == STREAM_EXEC:
-                    return exit_status(command, code)
-                return {"metadata": {}, "status": "Success"}
+                    return errors.exit_code_status(command, code)
+                return errors.stream_success()
             elif kind == FRAME_ERROR:
-                return _failure(int(content.get("code") or 500),
-                                content.get("reason") or "InternalError",
-                                content.get("message") or f"{op} failed")
+                return errors.StatusError(int(content.get("code") or 500),
+                                          content.get("reason") or "InternalError",
+                                          content.get("message") or f"{op} failed"
+                                          ).stream_status()
             elif kind == FRAME_CLOSE:
-                return {"metadata": {}, "status": "Success"}
+                return errors.stream_success()
     finally:
         reader.cancel()
         with contextlib.suppress(BaseException):
@@ -277,13 +282,56 @@ class _Client:
         raise NotImplementedError
 
 
+class ChannelCodec:
+    """The framing of one remotecommand websocket protocol, with no I/O: a channel number in
+    front of every message (a byte, or an ASCII digit then base64 for the base64 protocols).
+    Input is read from text and binary frames alike, as upstream's wsstream reads it (the
+    Python client writes stdin in text frames)."""
+
+    def __init__(self, protocol: str | None) -> None:
+        self.protocol = protocol or ""
+        self.base64 = self.protocol in _BASE64_PROTOCOLS
+        self.v5 = self.protocol == V5_PROTOCOL
+        # v4 and v5 put the Status on the error channel as JSON; the older protocols write
+        # only a failure's message, and nothing on success (the kubelet's v1WriteStatusFunc)
+        self.status_json = self.protocol in _STATUS_JSON_PROTOCOLS
+
+    def decode(self, payload: bytes | str) -> tuple[int, bytes] | None:
+        """(channel, data) of one incoming message, or None when it carries nothing."""
+        raw = payload.encode() if isinstance(payload, str) else payload
+        if not raw:
+            return None
+        ch, data = raw[0], raw[1:]
+        if self.base64:
+            ch -= ord("0")
+            try:
+                data = base64.b64decode(data, validate=True)
+            except binascii.Error:
+                return None
+        return ch, data
+
+    def encode(self, ch: int, data: bytes) -> bytes | str:
+        """One outgoing message: text for the base64 protocols, binary otherwise."""
+        if self.base64:
+            return chr(ord("0") + ch) + base64.b64encode(data).decode()
+        return bytes([ch]) + data
+
+    def status(self, status: dict) -> bytes | None:
+        """What the error channel carries for a final Status (None: nothing)."""
+        if self.status_json:
+            return orjson.dumps(status)
+        if status.get("status") == "Success":
+            return None
+        return str(status.get("message") or "").encode()
+
+
 class _WsClient(_Client):
-    """remotecommand over websocket: a channel byte in front of every binary message;
-    v5 adds the close channel (255) that half-closes stdin (kubectl cp needs it)."""
+    """remotecommand over websocket (see ChannelCodec); v5 adds the close channel (255)
+    that half-closes stdin (kubectl cp needs it)."""
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.response = self.ws = ws
-        self.v5 = ws.ws_protocol == EXEC_PROTOCOLS[0]
+        self.codec = ChannelCodec(ws.ws_protocol)
 
     @classmethod
     async def accept(cls, request: web.Request) -> _WsClient:
@@ -293,22 +341,37 @@ class _WsClient(_Client):
 
     async def pump(self, to_node) -> None:
         async for frame in self.ws:
-            if frame.type != WSMsgType.BINARY or not frame.data:
+            if frame.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 continue
-            ch, data = frame.data[0], frame.data[1:]
+            decoded = self.codec.decode(frame.data)
+            if decoded is None:
+                continue
+            ch, data = decoded
             if ch == CH_STDIN:
-                to_node(FRAME_STDIN, data_content(data))
+                if data:
+                    to_node(FRAME_STDIN, data_content(data))
             elif ch == CH_RESIZE:
                 with contextlib.suppress(ValueError):
-                    to_node(FRAME_RESIZE, orjson.loads(data))
-            elif ch == CH_CLOSE and self.v5 and data[:1] == bytes([CH_STDIN]):
+                    size = orjson.loads(data)
+                    if isinstance(size, dict):
+                        to_node(FRAME_RESIZE, size)
+            elif ch == CH_CLOSE and self.codec.v5 and data[:1] == bytes([CH_STDIN]):
                 to_node(FRAME_STDIN_CLOSE, None)
 
+    async def _send(self, ch: int, data: bytes) -> None:
+        message = self.codec.encode(ch, data)
+        if isinstance(message, str):
+            await self.ws.send_str(message)
+        else:
+            await self.ws.send_bytes(message)
+
     async def output(self, fd: int, data: bytes) -> None:
-        await self.ws.send_bytes(bytes([CH_STDERR if fd == 2 else CH_STDOUT]) + data)
+        await self._send(CH_STDERR if fd == 2 else CH_STDOUT, data)
 
     async def finish(self, status: dict) -> None:
-        await self.ws.send_bytes(bytes([CH_ERROR]) + orjson.dumps(status))
+        body = self.codec.status(status)
+        if body is not None:
+            await self._send(CH_ERROR, body)
 
     async def close(self) -> None:
         await self.ws.close()
@@ -349,8 +412,9 @@ class _SpdyClient(_Client):
         if self.all_here.is_set():
             return True
         if "error" in self.streams and not self.conn.session.closed.is_set():
-            await self.finish(_failure(400, "BadRequest", "timed out waiting for the client "
-                                       f"to create streams {sorted(self.expect)}"))
+            await self.finish(errors.bad_request(
+                "timed out waiting for the client to create streams "
+                f"{sorted(self.expect)}").stream_status())
         return False
 
     async def pump(self, to_node) -> None:
@@ -572,14 +636,3 @@ async def _forward_error(err: SpdyStream, data: SpdyStream, message: str) -> Non
         await err.write(message.encode())
         await err.close()
         await data.close()
-
-
-
-def exit_status(command: list[str], code: int) -> dict:
-    """The Status kubectl turns into its own exit code (reason NonZeroExitCode)."""
-    return {"metadata": {}, "status": "Failure",
-            "message": f"command terminated with non-zero exit code: error executing command "
-                       f"[{' '.join(command)}], exit code {code}",
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
-
