@@ -9,7 +9,8 @@ import pytest
 
 from tests.harness import ServerProcess
 
-_MARK_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
+_MARK_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration,
+                   "e2e": pytest.mark.integration}  # the demos' run.sh, for real
 _TESTS = Path(__file__).parent
 
 
