@@ -18,7 +18,7 @@ from tests.harness import KUBECTL, clean_env, free_port, wait_for
 from tests.integration.agents import EmbeddedServer, node_ready, remove_podman_pods
 
 __all__ = ["ROOT", "MAPPER_IMAGE", "Demo", "JoinedAgent", "demo_cluster", "joined_agent",
-           "build_mapper_image"]
+           "server_and_agent", "build_mapper_image"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPER_IMAGE = "k3py.local/mapper:latest"
@@ -91,6 +91,11 @@ class JoinedAgent:
     data_dir: Path
     mqtt_port: int
 
+    def run_env(self) -> dict[str, str]:
+        """What a user sets for run.sh to put the edge side on this agent's node."""
+        return {"EDGE_NODE": self.node, "K3PY_DATA_DIR": str(self.data_dir),
+                "K3PY_MQTT_PORT": str(self.mqtt_port)}
+
 
 @contextlib.contextmanager
 def joined_agent(srv: Demo, tmp: Path, prefix: str, image_tar: Path) -> Iterator[JoinedAgent]:
@@ -120,3 +125,12 @@ def joined_agent(srv: Demo, tmp: Path, prefix: str, image_tar: Path) -> Iterator
                 proc.wait()
         log.close()
         remove_podman_pods(agent.node)
+
+
+@contextlib.contextmanager
+def server_and_agent(tmp: Path, prefix: str,
+                     image_tar: Path) -> Iterator[tuple[Demo, JoinedAgent]]:
+    """demo_cluster plus a joined_agent: node names `{prefix}s-…` (server) and `{prefix}a-…`."""
+    with demo_cluster(tmp, f"{prefix}s", image_tar) as srv, \
+            joined_agent(srv, tmp, f"{prefix}a", image_tar) as agent:
+        yield srv, agent

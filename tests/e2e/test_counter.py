@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.demos import demo_cluster, joined_agent
+from tests.e2e.demos import demo_cluster, server_and_agent
 from tests.harness import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -86,11 +86,9 @@ def _node_of(srv, app: str) -> str:
 
 
 def test_counter_run_sh_server_and_joined_agent(tmp_path, mapper_image):
-    with demo_cluster(tmp_path, "cs", mapper_image) as srv, \
-            joined_agent(srv, tmp_path, "ca", mapper_image) as agent:
+    with server_and_agent(tmp_path, "c", mapper_image) as (srv, agent):
         web = free_port()
-        srv.run_sh("counter", WEB_PORT=str(web), EDGE_NODE=agent.node,
-                   K3PY_DATA_DIR=str(agent.data_dir), K3PY_MQTT_PORT=str(agent.mqtt_port))
+        srv.run_sh("counter", WEB_PORT=str(web), **agent.run_env())
         assert _node_of(srv, "counter-mapper") == agent.node
         assert _node_of(srv, "counter-web-controller") == srv.node
         labels = srv.kubectl_json("get", "node", srv.node)["metadata"]["labels"]
