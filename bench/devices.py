@@ -526,10 +526,13 @@ def broker_rate(port: int, qos: int, count: int, procs: list) -> tuple[float, in
 
 # -- main -------------------------------------------------------------------------------------
 
-def start_agent(srv: ServerProcess, tmp: Path, node: str, port: int) -> subprocess.Popen:
+def start_agent(srv: ServerProcess, tmp: Path, node: str, port: int,
+                profile: str = "") -> subprocess.Popen:
+    cmd = srv.agent_command(tmp / "agent", node, "--mqtt-port", str(port))
+    if profile:  # the event loop's thread under cProfile, written when the agent stops
+        cmd[1:1] = ["-m", "cProfile", "-o", str(Path(profile).resolve())]
     with open(tmp / "agent.log", "ab") as log:
-        return subprocess.Popen(srv.agent_command(tmp / "agent", node, "--mqtt-port", str(port)),
-                                stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
                                 start_new_session=True)
 
 
@@ -541,7 +544,7 @@ def run(args: argparse.Namespace, tmp: Path, started: dict) -> None:
     srv = started["server"] = ServerProcess(tmp / "server")
     srv.start(timeout=60)
     port = free_port()
-    agent = started["agent"] = start_agent(srv, tmp, args.node_name, port)
+    agent = started["agent"] = start_agent(srv, tmp, args.node_name, port, args.profile_agent)
     log = tmp / "agent.log"
     try:
         wait_for(lambda: agent.poll() is None and b"MQTT broker listening" in log.read_bytes(),
@@ -645,6 +648,9 @@ def main() -> int:
     ap.add_argument("--broker-messages", type=int, default=20000,
                     help="messages per broker run, amqtt vs mosquitto (20000)")
     ap.add_argument("--node-name", default="bench-devices")
+    ap.add_argument("--profile-agent", default="", metavar="FILE",
+                    help="run the agent under cProfile, stats written to FILE at its exit "
+                         "(figures then include the profiler's cost)")
     args = ap.parse_args()
     args.devices = max(1, min(args.devices, 2000))
     args.seconds = max(1.0, min(args.seconds, 600.0))
