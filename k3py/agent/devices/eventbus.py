@@ -1,7 +1,8 @@
 """The node's MQTT 3.1.1 event bus: an embedded amqtt broker (127.0.0.1:1883 by default), an
 external broker (mosquitto: tcp:// or ssl://, user/password, TLS), or both, as KubeEdge's modes.
 
-Subscribes to `$hw/events/#` on each broker through a paho-mqtt client, feeds the device twin
+Subscribes to the request topics (SUBSCRIPTIONS) on each broker through a paho-mqtt client,
+feeds the device twin
 (twin.py) and publishes its answers; hands the twin's reports, coalesced, to `on_report` and the
 changed devices to `on_persist` (the agent: metamanager, tunnel). Never stops on bad input."""
 
@@ -27,14 +28,21 @@ from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
 
 from k3py.agent.devices.twin import Device, DeviceTwins, Outcome, Report, ReportCoalescer
+from k3py.mapper import topics as t
 
 __all__ = ["EventBus", "BusError", "EmbeddedBroker", "ExternalBroker", "LogLimiter", "MODES",
-           "SUBSCRIPTION"]
+           "SUBSCRIPTIONS"]
 
 log = logging.getLogger(__name__)
 
 MODES = ("internal", "external", "both")
-SUBSCRIPTION = "$hw/events/#"
+# only what the twin answers (topics.REQUESTS, both id forms), as upstream's `twin/+`: with
+# `$hw/events/#` every result, document and delta the bus publishes came back to it, several
+# deliveries per reading that the agent's one event loop paid for and then ignored
+SUBSCRIPTIONS = tuple(
+    [f"{t.DEVICE_PREFIX}{ident}/{suffix}" for suffix in (t.TWIN_UPDATE, t.TWIN_GET,
+                                                         t.STATE_UPDATE)
+     for ident in ("+", "+/+")] + [f"{t.NODE_PREFIX}+/{t.MEMBERSHIP_GET}"])
 _KUBEEDGE_PREFIX = "$hw/"
 
 
@@ -195,7 +203,7 @@ class LogLimiter:
 
 
 class _Link:
-    """One paho-mqtt client on one broker: subscribes to SUBSCRIPTION, hands messages to the
+    """One paho-mqtt client on one broker: subscribes to SUBSCRIPTIONS, hands messages to the
     event loop, reconnects on its own (paho's network thread)."""
 
     def __init__(self, name: str, host: str, port: int, deliver: Callable[[_Link, str, bytes],
@@ -224,7 +232,7 @@ class _Link:
             log.warning("MQTT %s broker %s:%d refused us: %s", self.name, self.host, self.port,
                         reason)
             return
-        client.subscribe(SUBSCRIPTION, qos=1)
+        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
         self.connected.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:

@@ -57,3 +57,23 @@ def test_a_taken_port_is_one_line_naming_the_flags():
             asyncio.run(EmbeddedBroker("127.0.0.1", port).start())
     msg = str(e.value)
     assert "\n" not in msg and "--mqtt-port" in msg and str(port) in msg
+
+
+def test_the_bus_subscribes_to_requests_only():
+    """Every request the twin answers matches exactly one subscription (no duplicate
+    deliveries); what the bus itself publishes matches none (it is not delivered back)."""
+    from paho.mqtt.client import topic_matches_sub
+
+    from k3py.agent.devices.eventbus import SUBSCRIPTIONS
+    from k3py.mapper import topics as t
+
+    def matches(topic: str) -> int:
+        return sum(topic_matches_sub(sub, topic) for sub in SUBSCRIPTIONS)
+    for ns in ("", "default"):
+        for suffix in t.DEVICE_SUFFIXES:
+            topic = t.device_topic(ns, "twin", suffix)  # a device named like a topic level
+            assert matches(topic) == (suffix in t.REQUESTS), topic
+            assert t.parse_topic(topic).suffix == suffix
+    for suffix in (t.MEMBERSHIP_GET, t.MEMBERSHIP_GET_RESULT, t.MEMBERSHIP_UPDATED):
+        assert matches(t.node_topic("edge-1", suffix)) == (suffix == t.MEMBERSHIP_GET)
+    assert matches("$hw/events/upload/x") == 0 and matches("test") == 0
