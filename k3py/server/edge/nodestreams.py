@@ -1,7 +1,7 @@
 """Streams on a node's tunnel, server side: open one (a request the agent answers with
 frames), deliver the frames the node sends to the relay waiting on it, close it.
 
-The relays that serve kubectl are streams.py's; the sessions are sessions.py's."""
+The relays that serve kubectl are streams.py's and portforward.py's; the sessions are sessions.py's."""
 
 from __future__ import annotations
 
