@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness import KUBECTL, clean_env, free_port, wait_for
-from tests.integration.agents import EmbeddedServer, node_ready, remove_podman_pods
+from tests.integration.agents import EmbeddedServer, node_ready, remove_podman_pods, stop_proc
 
 __all__ = ["ROOT", "MAPPER_IMAGE", "Demo", "JoinedAgent", "demo_cluster", "joined_agent",
            "server_and_agent", "build_mapper_image"]
@@ -117,12 +117,7 @@ def joined_agent(srv: Demo, tmp: Path, prefix: str, image_tar: Path) -> Iterator
         yield agent
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_proc(proc)
         log.close()
         remove_podman_pods(agent.node)
 

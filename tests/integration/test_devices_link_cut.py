@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ServerProcess, clean_env, free_port, wait_for
-from tests.integration.agents import remove_podman_pods
+from tests.integration.agents import remove_podman_pods, stop_proc
 from tests.integration.netns import netns_factory  # noqa: F401 - fixture
 from tests.integration.test_devices_twin import THERMO_MODEL, V1BETA1
 
@@ -153,10 +153,6 @@ def test_readings_across_a_link_cut_and_an_agent_restart(netns_factory, tmp_path
             mapper.stop()
         for proc in agent:
             if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_proc(proc)
         srv.stop()
         remove_podman_pods(node)
