@@ -193,10 +193,13 @@ class MetaManager:
     async def save_twins(self, rows: list[tuple[str, str, dict, dict | None]]) -> None:
         """(namespace, name, twin record, pending report or None) per device, one commit."""
         if rows:
-            await self._write(lambda db: _in_transaction(db, lambda: db.executemany(
-                "INSERT OR REPLACE INTO twins VALUES (?, ?, ?, ?)",
-                [(ns, name, orjson.dumps(rec), orjson.dumps(p) if p is not None else None)
-                 for ns, name, rec, p in rows])))
+            def write(db: apsw.Connection) -> None:
+                with db:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO twins VALUES (?, ?, ?, ?)",
+                        [(ns, name, orjson.dumps(rec), orjson.dumps(p) if p is not None
+                          else None) for ns, name, rec, p in rows])
+            await self._write(write)
 
     async def delete_twins(self, keys: list[tuple[str, str]]) -> None:
         if keys:
@@ -209,10 +212,11 @@ class MetaManager:
         body = orjson.dumps(msg.to_dict())
 
         def write(db: apsw.Connection) -> None:
-            db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)",
-                       (msg.key or msg.id, msg.id, body))
-            db.execute("UPDATE twins SET pending=NULL WHERE namespace=? AND name=?", key)
-        await self._write(lambda db: _in_transaction(db, lambda: write(db)))
+            with db:
+                db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)",
+                           (msg.key or msg.id, msg.id, body))
+                db.execute("UPDATE twins SET pending=NULL WHERE namespace=? AND name=?", key)
+        await self._write(write)
 
     def queued(self) -> list[Message]:
         """The queued messages in order; call after open(), before the loop starts sending."""
@@ -222,11 +226,6 @@ class MetaManager:
             msg = Message.from_dict(orjson.loads(body))
             out.append(Message(msg.header, msg.route, msg.content, key))
         return out
-
-
-def _in_transaction(db: apsw.Connection, fn: Callable[[], None]) -> None:
-    with db:
-        fn()
 
 
 def _nsname(obj: dict) -> tuple[str, str]:

@@ -10,7 +10,7 @@ __all__ = [
     "DEVICE_PREFIX", "NODE_PREFIX", "TWIN_UPDATE", "TWIN_UPDATE_RESULT", "TWIN_UPDATE_DOCUMENT",
     "TWIN_UPDATE_DELTA", "TWIN_GET", "TWIN_GET_RESULT", "STATE_UPDATE", "STATE_UPDATE_RESULT",
     "DEVICE_UPDATED", "MEMBERSHIP_GET", "MEMBERSHIP_GET_RESULT", "MEMBERSHIP_UPDATED",
-    "REQUESTS", "DEVICE_SUFFIXES", "STATES", "VALUE_TYPES", "DeviceTopic", "NodeTopic",
+    "REQUESTS", "DEVICE_SUFFIXES", "STATES", "DeviceTopic", "NodeTopic",
     "device_topic", "node_topic", "parse_topic", "valid_twin_name", "valid_twin_value",
 ]
 
@@ -40,8 +40,6 @@ _BY_LENGTH = sorted(DEVICE_SUFFIXES, key=lambda s: -s.count("/"))
 
 # what state/update accepts (upstream mappers-go's set; compared case-insensitively)
 STATES = ("online", "offline", "ok", "unknown", "unhealthy")
-# metadata.type values a twin may have; "deleted" marks an optional twin removed by a null
-VALUE_TYPES = ("string", "int", "integer", "float", "boolean", "deleted")
 
 # KubeEdge dtcommon.ValidateTwinKey / ValidateTwinValue
 _TWIN_NAME = re.compile(r"[a-zA-Z0-9_.,:/@#-]{1,128}")
@@ -63,10 +61,6 @@ class DeviceTopic(NamedTuple):
     namespace: str
     name: str
     suffix: str
-
-    @property
-    def legacy(self) -> bool:
-        return not self.namespace
 
 
 class NodeTopic(NamedTuple):

@@ -28,6 +28,7 @@ from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
 
 from k3py.agent.devices.twin import Device, DeviceTwins, Outcome, Report, ReportCoalescer
+from k3py.agent.tasks import cancel_and_wait
 from k3py.mapper import topics as t
 
 __all__ = ["EventBus", "BusError", "EmbeddedBroker", "ExternalBroker", "LogLimiter", "MODES",
@@ -291,7 +292,6 @@ class EventBus:
         self.external = external
         self.coalescer = ReportCoalescer()
         self.log_limiter = LogLimiter()
-        self.handled = 0
         self._on_persist = on_persist
         self._on_report = on_report
         self._tick = tick
@@ -333,10 +333,7 @@ class EventBus:
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
         for link in self._links:
             await asyncio.to_thread(link.stop)
@@ -368,7 +365,6 @@ class EventBus:
         await self._carry_out(outcome, None)
 
     async def _carry_out(self, out: Outcome, origin: _Link | None) -> None:
-        self.handled += 1
         if out.error is not None:
             ident, reason = out.error
             if self.log_limiter.allow(ident, time.monotonic()):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -46,15 +45,12 @@ from k3py.agent.devices.twinrules import (  # noqa: F401 (all of upstream's reas
     Rejected,
     validated_twins,
 )
+from k3py.agent.lifecycle import rfc3339
 from k3py.mapper import topics as t
 
 __all__ = ["Version", "TwinValue", "Twin", "Device", "Publish", "Reported", "Report", "Outcome",
            "DeviceTwins", "ReportCoalescer", "device_from_objects", "DEFAULT_REPORT_CYCLE",
            "OFFLINE_CYCLES", "HISTORY_LIMIT"]
-
-
-def _rfc3339(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DeviceTwins:
@@ -216,8 +212,9 @@ class DeviceTwins:
             result[key] = {**changed, "optional": twin.optional,
                            "metadata": {"type": twin.type}}
             document[key] = {"last": last_doc, "current": twin.message()}
-        out = self._heard(dev)
-        out.persist.insert(0, dev.key)
+        out = self._heard(dev)  # persists dev already when it was offline for silence
+        if dev.key not in out.persist:
+            out.persist.insert(0, dev.key)
         out.publish.insert(0, Publish(reply_topic, self._payload(event_id, twin=result),
                                       reply=True))
         if document:
@@ -238,7 +235,7 @@ class DeviceTwins:
             return Outcome()
         dev.offline_by_silence = False
         dev.state = "online"
-        dev.last_online = _rfc3339(self._wall())
+        dev.last_online = rfc3339(self._wall())
         return Outcome(reports=[Report(dev.namespace, dev.name, state=dev.state,
                                        last_online=dev.last_online)], persist=[dev.key])
 
@@ -251,7 +248,7 @@ class DeviceTwins:
         dev.offline_by_silence = False
         dev.state = state
         if state.lower() in ("online", "ok"):
-            dev.last_online = _rfc3339(self._wall())
+            dev.last_online = rfc3339(self._wall())
         device = {"name": dev.name, "state": dev.state}
         if dev.last_online:
             device["lastOnlineTime"] = dev.last_online
