@@ -73,6 +73,14 @@ def _rv_int(rv: str, what: str = "resourceVersion") -> int:
         raise errors.bad_request(f'invalid {what} "{rv}"') from None
 
 
+def _check_json_types(res: Resource, obj: dict) -> None:
+    """Upstream's decode error (400) for a value of the wrong JSON type, before any default
+    or hook reads a field as the type it should be."""
+    wrong = schema.wrong_type(res.api_version, res.kind, obj, crd=res.crd)
+    if wrong:
+        raise errors.bad_request(wrong)
+
+
 class Registry:
     """Objects by resource; every write goes through admission and a compare-and-swap."""
 
@@ -296,9 +304,7 @@ class Registry:
             obj = self.admission.convert(res, obj)
         obj["kind"] = res.kind
         obj["apiVersion"] = res.api_version
-        wrong = schema.wrong_type(res.api_version, res.kind, obj, crd=res.crd)
-        if wrong:  # before any default or hook reads a field as the type it should be
-            raise errors.bad_request(wrong)
+        _check_json_types(res, obj)
         return obj
 
     async def _check_namespace_open(self, ns: str, res: Resource) -> None:
@@ -446,6 +452,7 @@ class Registry:
             if res.namespaced:
                 nmd["namespace"] = namespace
             new["kind"], new["apiVersion"] = res.kind, res.api_version
+            _check_json_types(res, new)  # a patch can bring a wrong type as a body can
             try:
                 return await self._write_update(
                     res, key, kv, new, subresource=subresource, dry_run=dry_run,

@@ -143,6 +143,17 @@ def test_wrong_types_are_400_before_any_default_runs(server, body, words):
     assert answer["reason"] == "BadRequest" and words in answer["message"], answer["message"]
 
 
+def test_wrong_types_by_patch_are_400_too(server):
+    server.kubectl("create", "configmap", "patched")
+    for body, content_type in (('{"data": {"a": 1}}', "application/merge-patch+json"),
+                               ('[{"op": "add", "path": "/data", "value": {"a": 1}}]',
+                                "application/json-patch+json")):
+        status, answer = _send(server, "PATCH", CM_PATH + "/patched", body, content_type)
+        assert status == 400, (status, answer)
+        assert "ConfigMap.data.a of type string" in answer["message"], answer["message"]
+    assert "data" not in server.kubectl_json("get", "configmap", "patched")
+
+
 def test_owner_references_validated_and_quantities_may_be_numbers(server):
     refs = [{"x": 1}]
     status, answer = _send(server, "POST", CM_PATH, json.dumps(_cm(ownerReferences=refs)),
