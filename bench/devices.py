@@ -166,7 +166,6 @@ class DeviceWatch:
         self.first_shown: list[dict[int, float]] = [{} for _ in range(n)]
         self.index = {device_name(i): i for i in range(n)}
         self.modified: list[float] = []
-        self.desired_seen: dict[tuple[int, str], float] = {}
         self.task: asyncio.Task | None = None
         self.ready = asyncio.Event()
         self.error: str = ""
