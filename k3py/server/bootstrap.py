@@ -27,6 +27,7 @@ from k3py.server.controllers.base import (
 from k3py.server.controllers.manager import start_controllers as start_builtin_controllers
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.rbac import RBACAuthorizer
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import (
@@ -76,6 +77,7 @@ def authorizer_chain(informers: InformerFactory) -> AuthorizerChain:
     """SystemMasters -> Node -> RBAC -> Deny (`names()` lists them); RBAC reads the server's
     shared informers."""
     chain = AuthorizerChain()
+    chain.add("Node", NodeAuthorizer(informers).allows)
     chain.add("RBAC", RBACAuthorizer(informers).allows)
     return chain
 

@@ -2,7 +2,7 @@
 their bindings, evaluated from informer caches like upstream's RBAC authorizer (rules with
 verbs, apiGroups, resources incl. "res/sub" and "*", resourceNames; User, Group and
 ServiceAccount subjects). Only grants, never denies: bootstrap adds it to the server's
-AuthorizerChain after the admin and node authorizers, so their access is unchanged. Not
+AuthorizerChain after the admin and Node authorizers (k3py.server.nodeauthz). Not
 modelled: aggregated ClusterRoles, nonResourceURLs, escalation checks on writes to RBAC objects.
 
 Needed so in-cluster clients (service-account tokens mounted into pods) can be given access
@@ -10,7 +10,7 @@ the upstream way: a RoleBinding of the pod's ServiceAccount to a Role."""
 
 from __future__ import annotations
 
-from k3py.server.apiserver.auth import User
+from k3py.server.apiserver.auth import Attributes, User
 from k3py.server.controllers.base import InformerFactory
 
 __all__ = ["RBACAuthorizer", "rule_allows", "subject_matches"]
@@ -66,8 +66,10 @@ class RBACAuthorizer:
             role = None
         return (role or {}).get("rules") or []
 
-    def allows(self, user: User, verb: str, group: str, plural: str, namespace: str | None,
-               name: str | None = None, subresource: str = "") -> bool:
+    def allows(self, attrs: Attributes) -> bool:
+        user, verb, group, plural, namespace, name, subresource = (
+            attrs.user, attrs.verb, attrs.group, attrs.plural, attrs.namespace, attrs.name,
+            attrs.subresource)
         bindings = [(b, None) for b in self.cluster_bindings.list()]
         if namespace:
             bindings += [(b, namespace) for b in self.role_bindings.list(namespace)]

@@ -1,22 +1,22 @@
 """Authentication (client certificates, bearer tokens) and authorization for API requests.
 
-Anonymous requests get 401 except on health endpoints; system:masters may do anything; nodes
-are limited to what a kubelet needs (tightened by the agent work); RBAC (added by bootstrap to
-the server's AuthorizerChain) grants the rest; other users get 403. The ApiServer owns one
+Anonymous requests get 401 except on health endpoints; system:masters may do anything; the
+Node authorizer (k3py.server.nodeauthz) and RBAC (k3py.server.rbac), added by bootstrap to the
+server's AuthorizerChain, grant the rest; everything else gets 403. The ApiServer owns one
 Authenticator and one AuthorizerChain; handlers read them."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from k3py.api import errors
 
-__all__ = ["User", "Authenticator", "Authorizer", "AuthorizerChain", "node_allows",
-           "PUBLIC_PATHS"]
+__all__ = ["User", "Attributes", "Authenticator", "Authorizer", "AuthorizerChain",
+           "field_requirements", "PUBLIC_PATHS"]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/ping"})
 
@@ -81,18 +81,36 @@ class Authenticator:
         return None
 
 
-# (user, verb, group, plural, namespace, name, subresource) -> True to allow; False only
-# means "no opinion": the next authorizer is asked, and when none allows, the request is denied
-Authorizer = Callable[[User, str, str, str, str | None, str | None, str], bool]
+@dataclass(frozen=True)
+class Attributes:
+    """What a request asks, as an authorizer sees it (upstream's authorizer.Attributes).
+    `fields`: the list/watch request's field selector as equality terms
+    (`spec.nodeName=n1` -> {"spec.nodeName": "n1"}), which the Node authorizer uses."""
+    user: User
+    verb: str
+    group: str
+    plural: str
+    namespace: str | None
+    name: str | None = None
+    subresource: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}/{self.subresource}" if self.subresource else self.plural
+
+
+# True to allow; False only means "no opinion": the next authorizer is asked, and when none
+# allows, the request is denied
+Authorizer = Callable[[Attributes], bool]
 
 
 class AuthorizerChain:
-    """One server's authorizers in order: system:masters, Node, then what bootstrap adds
-    (RBAC), then deny. `names()` lists them as they run."""
+    """One server's authorizers in order: system:masters, then what bootstrap adds (the Node
+    authorizer, RBAC), then deny. `names()` lists them as they run."""
 
     def __init__(self) -> None:
-        self._steps: list[tuple[str, Authorizer]] = [("SystemMasters", _admin_allows),
-                                                     ("Node", node_allows)]
+        self._steps: list[tuple[str, Authorizer]] = [("SystemMasters", _admin_allows)]
 
     def add(self, name: str, fn: Authorizer) -> None:
         self._steps.append((name, fn))
@@ -102,48 +120,32 @@ class AuthorizerChain:
 
     def authorize(self, user: User, verb: str, group: str, plural: str,
                   namespace: str | None, name: str | None = None,
-                  subresource: str = "") -> None:
+                  subresource: str = "", fields: Mapping[str, str] | None = None) -> None:
         """Raise 403 unless `user` may do `verb` on the resource."""
+        attrs = Attributes(user, verb, group, plural, namespace, name, subresource,
+                           fields or {})
         for _, fn in self._steps:
-            if fn(user, verb, group, plural, namespace, name, subresource):
+            if fn(attrs):
                 return
-        what = f"{plural}/{subresource}" if subresource else plural
         where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         raise errors.forbidden(
             f'{plural}{"." + group if group else ""}{" " + repr(name).replace(chr(39), chr(34)) if name else ""} '
-            f'is forbidden: User "{user.name}" cannot {verb} resource "{what}" in API group '
-            f'"{group}"{where}', group, plural, name)
+            f'is forbidden: User "{user.name}" cannot {verb} resource "{attrs.resource}" in '
+            f'API group "{group}"{where}', group, plural, name)
 
 
-def _admin_allows(user: User, verb: str, group: str, plural: str, namespace: str | None,
-                  name: str | None, subresource: str) -> bool:
-    return user.is_admin
+def _admin_allows(attrs: Attributes) -> bool:
+    return attrs.user.is_admin
 
 
-def node_allows(user: User, verb: str, group: str, plural: str, namespace: str | None,
-                name: str | None, subresource: str) -> bool:
-    """What a kubelet needs, for users of the system:nodes group named system:node:<name>."""
-    node = user.node_name
-    return node is not None and _node_allowed(node, verb, group, plural, name, subresource)
-
-
-_NODE_READ = {"pods", "configmaps", "secrets", "services", "endpoints", "nodes",
-              "persistentvolumeclaims", "persistentvolumes", "serviceaccounts", "leases",
-              "namespaces", "devices", "devicemodels", "endpointslices"}
-
-
-def _node_allowed(node: str, verb: str, group: str, plural: str, name: str | None,
-                  subresource: str) -> bool:
-    if verb in ("get", "list", "watch") and plural in _NODE_READ:
-        return True
-    if plural == "nodes":
-        return name in (None, node) and verb in ("create", "update", "patch", "get")
-    if plural == "leases" and group == "coordination.k8s.io":
-        return True
-    if plural == "events":
-        return verb in ("create", "update", "patch")
-    if plural == "pods":
-        return subresource == "status" or verb in ("delete", "create")
-    if plural == "devices" and subresource == "status":
-        return True
-    return plural == "serviceaccounts" and subresource == "token"
+def field_requirements(selector: str) -> dict[str, str]:
+    """The equality terms of a field selector ("a=b,c==d"); `!=` terms are left out (they
+    narrow nothing an authorizer could rely on)."""
+    out: dict[str, str] = {}
+    for term in selector.split(","):
+        if "!=" in term:
+            continue
+        key, sep, value = term.partition("==") if "==" in term else term.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out

@@ -14,7 +14,7 @@ from k3py.api import errors
 from k3py.api.resources import Resource
 from k3py.server import admission
 from k3py.server.apiserver import watch as watchmod
-from k3py.server.apiserver.auth import AuthorizerChain, User
+from k3py.server.apiserver.auth import AuthorizerChain, User, field_requirements
 from k3py.server.apiserver.negotiation import (
     bool_param,
     decode_body,
@@ -108,7 +108,9 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
     if verb not in res.verbs and not sub:
         raise errors.method_not_allowed(f"the server does not allow this method on the "
                                         f"requested resource ({verb})")
-    authorizer.authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub)
+    fields = field_requirements(request.query.get("fieldSelector", "")) \
+        if verb in ("list", "watch") else None
+    authorizer.authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub, fields)
     ns = rp.namespace if res.namespaced else None
 
     if verb == "watch":
