@@ -30,7 +30,7 @@ from k3py.agent.runtime.podman import RuntimeError_
 from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
 from k3py.config import AgentConfig
-from k3py.hostinfo import primary_ip
+from k3py.hostinfo import primary_ip, sd_notify
 from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
 
 __all__ = ["run", "start_agent", "AgentHandle"]
@@ -136,6 +136,7 @@ async def _main(config: AgentConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     handle = await start_agent(config)
     print(f"k3py agent {handle.node_name} running", file=sys.stderr, flush=True)
+    sd_notify("READY=1")
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(handle.hub.fatal.wait())]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for w in waits:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from k3py.api.resources import builtin_registry
 from k3py.config import ServerConfig
-from k3py.hostinfo import primary_ip
+from k3py.hostinfo import primary_ip, sd_notify
 from k3py.server import bootstrap
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.auth import Authenticator
@@ -171,7 +171,9 @@ async def _main(config: ServerConfig, after_ready: AfterReady | None) -> int:
     server = await serve(config)
     print(f"k3py server ready: {server.url}", file=sys.stderr, flush=True)
     extra = await after_ready(config, server) if after_ready else None
+    sd_notify("READY=1")  # Type=notify units (install.sh) count as started from here
     await stop.wait()
+    sd_notify("STOPPING=1")
     log.info("shutting down")
     if extra is not None:
         with contextlib.suppress(Exception):
