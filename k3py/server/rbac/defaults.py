@@ -86,11 +86,9 @@ def _edit_rules() -> list[dict]:
                                       "networkpolicies"]),
         _rule(WRITE, ["policy"], ["poddisruptionbudgets"]),
         _rule(WRITE, ["networking.k8s.io"], ["ingresses", "networkpolicies"]),
-        _rule(WRITE, ["coordination.k8s.io"], ["leases"]),
         # view cannot read secrets or open streams; edit can
         _rule(READ, [""], ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy",
                            "secrets", "services/proxy"]),
-        _rule(READ, ["coordination.k8s.io"], ["leases"]),
     ]
 
 
