@@ -287,8 +287,8 @@ def test_can_i_whoami_and_impersonation(cluster):
     assert sa["status"]["userInfo"]["username"] == "system:serviceaccount:team:bound"
     assert "system:serviceaccounts:team" in sa["status"]["userInfo"]["groups"]
     as_bob = json.loads(kubectl(admin, "auth", "whoami", "-o", "json", "--as", "bob",
-                                "--as-group", "qa").stdout)
-    assert as_bob["status"]["userInfo"] == {"username": "bob",
+                                "--as-group", "qa", "--as-uid", "42").stdout)
+    assert as_bob["status"]["userInfo"] == {"username": "bob", "uid": "42",
                                             "groups": ["qa", "system:authenticated"]}
     out = kubectl(admin, "get", "pods", "-n", "default", "--as", "alice")
     assert out.returncode != 0 and 'User "alice" cannot list resource "pods"' in out.stderr
