@@ -37,7 +37,7 @@ from k3py.server.apiserver.negotiation import (
     json_response,
     status_response,
 )
-from k3py.server.apiserver.paths import parse_resource_path
+from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
 
 __all__ = ["ApiServer", "API_SERVER", "build_app", "CreateOnlyHandler"]
@@ -139,7 +139,6 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         api.authorizer.authorize_path(user, request.method.lower(), path)
         raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
     if rp.resource is None:
-        api.authorizer.authorize_path(user, request.method.lower(), path)
         return json_response(api.discovery.resource_list(rp.group, rp.version))
     create_only = api.create_only.get((rp.resource.group, rp.resource.plural))
     if create_only is not None:
@@ -149,16 +148,19 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def _is_non_resource(path: str) -> bool:
-    """Discovery roots and group documents, OpenAPI: authorized as non-resource paths
-    (a group version's resource list is checked where it is recognised)."""
+    """Discovery roots, group and group-version documents (`/api`, `/api/v1`, `/apis`,
+    `/apis/<g>`, `/apis/<g>/<v>`), OpenAPI: authorized as non-resource paths before anything
+    else is looked at, as upstream."""
     parts = [p for p in path.split("/") if p]
-    return path.startswith("/openapi") or len(parts) == 1 and parts[0] in ("api", "apis") or \
-        len(parts) == 2 and parts[0] == "apis"
+    if path.startswith("/openapi") or not parts:
+        return True
+    return parts[0] == "api" and len(parts) <= 2 or parts[0] == "apis" and len(parts) <= 3
 
 
-async def _create_only(request: web.Request, rp, user: User, authorizer: AuthorizerChain,
-                       handler: CreateOnlyHandler) -> web.Response:
+async def _create_only(request: web.Request, rp: ResourcePath, user: User,
+                       authorizer: AuthorizerChain, handler: CreateOnlyHandler) -> web.Response:
     res = rp.resource
+    assert res is not None
     if request.method != "POST" or rp.name is not None or rp.subresource:
         raise errors.method_not_allowed(f"the server does not allow this method on the "
                                         f"requested resource ({request.method})")
