@@ -1,6 +1,7 @@
 """Start-up steps of `k3py server` that touch the cluster state: the plug-ins of the admission
-and authorizer chains, built-in CRDs, namespaces, the kubernetes Service, authenticators, extra
-routes and the controllers.
+and authorizer chains, built-in CRDs, namespaces, the default RBAC roles, the kubernetes
+Service, authenticators, RBAC's escalation check and reviews, extra routes and the
+controllers.
 
 Called in order by k3py.server.main.serve, which owns what they share (the Registry, the one
 InformerFactory, the ApiServer); every plug-in is wired here and nowhere else, so two servers
@@ -29,6 +30,10 @@ from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.rbac import RBACAuthorizer
+from k3py.server.rbac.aggregation import AggregationController
+from k3py.server.rbac.defaults import reconcile_defaults
+from k3py.server.rbac.escalation import EscalationCheck
+from k3py.server.rbac.reviews import Reviews
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import (
     ServiceAccountAdmission,
@@ -38,7 +43,7 @@ from k3py.server.serviceaccounts import (
 from k3py.tunnel.protocol import TUNNEL_PATH
 
 __all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
-           "install_authenticators", "install_routes", "start_controllers",
+           "install_authenticators", "install_rbac", "install_routes", "start_controllers",
            "ensure_namespaces", "SYSTEM_NAMESPACES"]
 
 log = logging.getLogger("k3py.server")
@@ -58,7 +63,7 @@ def install_admission(registry: Registry, config) -> Plugins:
 
     prepare   CustomResourceStrategy, ServiceAllocatedValues
     mutate    ServiceAllocation, ServiceAccount (create only)
-    validate  CustomResourceValidation
+    validate  CustomResourceValidation, RBACEscalation (added by install_rbac)
     convert   CustomResourceConversion
     delete    ServiceRelease
 
@@ -94,9 +99,10 @@ async def ensure_namespaces(registry: Registry) -> None:
 
 
 async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) -> None:
-    """State the API needs before it opens: namespaces, CRDs served, service allocations
-    known, the kubernetes Service."""
+    """State the API needs before it opens: namespaces, the default RBAC roles and bindings,
+    CRDs served, service allocations known, the kubernetes Service."""
     await ensure_namespaces(registry)
+    await reconcile_defaults(registry)
     await crds.install_builtin_crds(registry)
     await plugins.crds.load()
     await plugins.services.rebuild()
@@ -109,6 +115,14 @@ def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssu
     tokens with the routes)."""
     api.authenticator.token_authenticators.append(issuer.authenticate)
     api.streams["token"] = token_request_handler(registry, issuer)
+
+
+def install_rbac(api: ApiServer, registry: Registry, informers: InformerFactory) -> None:
+    """RBAC beyond the authorizer: the escalation check on writes of roles and bindings, and
+    the access reviews (can-i, whoami) served as create-only resources."""
+    rbac = RBACAuthorizer(informers)
+    registry.admission.add_validator("RBACEscalation", EscalationCheck(api.authorizer, rbac))
+    Reviews(api.authorizer, rbac).install(api.create_only)
 
 
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config,
@@ -138,6 +152,9 @@ async def start_controllers(registry: Registry, plugins: Plugins, config, advert
     crd = crds.CRDController(ctx, plugins.crds)
     await crd.start()
     started.append(crd)
+    aggregation = AggregationController(ctx)
+    await aggregation.start()
+    started.append(aggregation)
     deployer = ManifestDeployer(registry, config.manifests_dir)
     await deployer.start()
     started.append(deployer)

@@ -119,6 +119,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                     discovery=Discovery(resources, server_address))
     issuer = TokenIssuer(bundle.sa_key_pem)  # also mints the pods' tokens the tunnel sends
     bootstrap.install_authenticators(api, registry, issuer)
+    bootstrap.install_rbac(api, registry, informers)
     app = build_app(api)
     bootstrap.install_routes(app, api, registry, config, informers, issuer)
     add_resource_routes(app)

@@ -1,14 +1,18 @@
 """The aiohttp application serving the Kubernetes API: health, version, discovery, OpenAPI,
-and every resource path. One catch-all route; authentication runs before dispatch.
+and every resource path. One catch-all route; authentication (then impersonation) runs before
+dispatch, and every path but health is authorized: discovery and OpenAPI as non-resource
+paths (`get /apis/*`), resources by the handlers.
 
-Built by k3py.server.main with the Registry; extra stream handlers (logs, exec...) and
-extra routes (the node tunnel) are plugged in by the server before start."""
+Built by k3py.server.main with the Registry; extra stream handlers (logs, exec...), the
+create-only resources (access reviews) and extra routes (the node tunnel) are plugged in by
+the server before start."""
 
 from __future__ import annotations
 
 import logging
 import platform
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -18,17 +22,32 @@ from k3py.api import errors
 from k3py.api.kinds import apiregistration
 from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
-from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator, AuthorizerChain
+from k3py.server.apiserver.auth import (
+    PUBLIC_PATHS,
+    REQUEST_USER,
+    Authenticator,
+    AuthorizerChain,
+    User,
+)
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
-from k3py.server.apiserver.negotiation import json_body, json_response, status_response
-from k3py.server.apiserver.paths import parse_resource_path
+from k3py.server.apiserver.impersonation import impersonate
+from k3py.server.apiserver.negotiation import (
+    decode_body,
+    json_body,
+    json_response,
+    status_response,
+)
+from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
 
-__all__ = ["ApiServer", "API_SERVER", "build_app"]
+__all__ = ["ApiServer", "API_SERVER", "build_app", "CreateOnlyHandler"]
 
 log = logging.getLogger("k3py.apiserver")
 
 KUBE_GIT_VERSION = "v1.31.0"  # the Kubernetes API level we model
+
+# (decoded body, requesting user, namespace of the path) -> the object answered with 201
+CreateOnlyHandler = Callable[[object, User, str | None], Awaitable[dict]]
 
 
 @dataclass(kw_only=True)
@@ -39,6 +58,9 @@ class ApiServer:
     authorizer: AuthorizerChain
     discovery: Discovery
     streams: dict[str, handlers.StreamHandler] = field(default_factory=dict)
+    # (group, plural) of resources that are only ever created, answered by a handler and
+    # never stored: SelfSubjectAccessReview, SubjectAccessReview, SelfSubjectReview...
+    create_only: dict[tuple[str, str], CreateOnlyHandler] = field(default_factory=dict)
     ready: bool = False
     started: float = field(default_factory=time.time)
 
@@ -77,10 +99,17 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     user = api.authenticator.authenticate(request)
     if user is None and path not in PUBLIC_PATHS:
         raise errors.unauthorized()
+    if user is not None:
+        user = impersonate(request.headers, user, api.authorizer)
+        REQUEST_USER.set(user)
     if path == "/version":
+        if user is not None:
+            api.authorizer.authorize_path(user, request.method.lower(), path)
         return json_response(_version_info())
     if user is None:
         raise errors.unauthorized()
+    if _is_non_resource(path):
+        api.authorizer.authorize_path(user, request.method.lower(), path)
     if path in ("/api", "/api/"):
         agg = _accepts_aggregated(request)
         if agg:
@@ -107,11 +136,37 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         await _refuse_aggregated(api, parts[1], parts[2])
     rp = parse_resource_path(path, api.resources)
     if rp is None:
+        api.authorizer.authorize_path(user, request.method.lower(), path)
         raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
     if rp.resource is None:
         return json_response(api.discovery.resource_list(rp.group, rp.version))
+    create_only = api.create_only.get((rp.resource.group, rp.resource.plural))
+    if create_only is not None:
+        return await _create_only(request, rp, user, api.authorizer, create_only)
     return await handlers.handle_resource(request, rp, user, api.registry, api.authorizer,
                                           api.streams)
+
+
+def _is_non_resource(path: str) -> bool:
+    """Discovery roots, group and group-version documents (`/api`, `/api/v1`, `/apis`,
+    `/apis/<g>`, `/apis/<g>/<v>`), OpenAPI: authorized as non-resource paths before anything
+    else is looked at, as upstream."""
+    parts = [p for p in path.split("/") if p]
+    if path.startswith("/openapi") or not parts:
+        return True
+    return parts[0] == "api" and len(parts) <= 2 or parts[0] == "apis" and len(parts) <= 3
+
+
+async def _create_only(request: web.Request, rp: ResourcePath, user: User,
+                       authorizer: AuthorizerChain, handler: CreateOnlyHandler) -> web.Response:
+    res = rp.resource
+    assert res is not None
+    if request.method != "POST" or rp.name is not None or rp.subresource:
+        raise errors.method_not_allowed(f"the server does not allow this method on the "
+                                        f"requested resource ({request.method})")
+    authorizer.authorize(user, "create", res.group, res.plural, rp.namespace)
+    body = decode_body(await request.read(), request.content_type)
+    return json_response(await handler(body, user, rp.namespace), 201)
 
 
 async def _refuse_aggregated(api: ApiServer, group: str, version: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -16,15 +17,18 @@ from aiohttp import web
 from k3py.api import errors
 
 __all__ = ["User", "Attributes", "Authenticator", "Authorizer", "AuthorizerChain",
-           "field_requirements", "PUBLIC_PATHS"]
+           "field_requirements", "PUBLIC_PATHS", "REQUEST_USER"]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/ping"})
 
 
 @dataclass(frozen=True)
 class User:
+    """Who a request is from; `extra`: (key, values) pairs (impersonation's Extra-*)."""
     name: str
     groups: tuple[str, ...] = field(default=())
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def is_admin(self) -> bool:
@@ -81,11 +85,19 @@ class Authenticator:
         return None
 
 
+# The user of the API request being served (None for the server's own writes), for the
+# checks that run deep in a write, as upstream reads it from the request context: RBAC's
+# escalation check. The ApiServer sets it once a request is authenticated.
+REQUEST_USER: ContextVar[User | None] = ContextVar("k3py_request_user", default=None)
+
+
 @dataclass(frozen=True)
 class Attributes:
     """What a request asks, as an authorizer sees it (upstream's authorizer.Attributes).
     `fields`: the list/watch request's field selector as equality terms
-    (`spec.nodeName=n1` -> {"spec.nodeName": "n1"}), which the Node authorizer uses."""
+    (`spec.nodeName=n1` -> {"spec.nodeName": "n1"}), which the Node authorizer uses.
+    `path`: set for a non-resource request (`/version`, `/apis`), whose group and plural
+    are empty."""
     user: User
     verb: str
     group: str
@@ -94,6 +106,7 @@ class Attributes:
     name: str | None = None
     subresource: str = ""
     fields: Mapping[str, str] = field(default_factory=dict)
+    path: str | None = None
 
     @property
     def resource(self) -> str:
@@ -118,15 +131,23 @@ class AuthorizerChain:
     def names(self) -> list[str]:
         return [name for name, _ in self._steps] + ["Deny"]
 
+    def allows(self, attrs: Attributes) -> bool:
+        return any(fn(attrs) for _, fn in self._steps)
+
+    def authorize_path(self, user: User, verb: str, path: str) -> None:
+        """Raise 403 unless `user` may do `verb` on the non-resource `path`."""
+        if not self.allows(Attributes(user, verb, "", "", None, path=path)):
+            raise errors.forbidden(f'forbidden: User "{user.name}" cannot {verb} path '
+                                   f'"{path}"')
+
     def authorize(self, user: User, verb: str, group: str, plural: str,
                   namespace: str | None, name: str | None = None,
                   subresource: str = "", fields: Mapping[str, str] | None = None) -> None:
         """Raise 403 unless `user` may do `verb` on the resource."""
         attrs = Attributes(user, verb, group, plural, namespace, name, subresource,
                            fields or {})
-        for _, fn in self._steps:
-            if fn(attrs):
-                return
+        if self.allows(attrs):
+            return
         where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         raise errors.forbidden(
             f'{plural}{"." + group if group else ""}{" " + repr(name).replace(chr(39), chr(34)) if name else ""} '
