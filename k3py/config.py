@@ -139,6 +139,7 @@ class ServerConfig(NodeConfig):
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
+    secrets_encryption: bool = True  # Secrets AES-GCM encrypted at rest (store/encryption.py)
 
     @property
     def server_dir(self) -> str:
@@ -151,6 +152,11 @@ class ServerConfig(NodeConfig):
     @property
     def tls_dir(self) -> str:
         return os.path.join(self.server_dir, "tls")
+
+    @property
+    def encryption_config_path(self) -> str:
+        """The secrets-encryption keys, as K3s keeps them (server/cred/)."""
+        return os.path.join(self.server_dir, "cred", "encryption-config.json")
 
     @property
     def token_path(self) -> str:

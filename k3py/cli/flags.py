@@ -166,6 +166,7 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
+SECRETS = "secrets-encrypt"
 _BOTH = (SERVER, AGENT)
 
 
@@ -208,7 +209,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
-    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN), short="d"),
+    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS), short="d"),
     # networking
     Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
          (SERVER,), check=_cidr,
@@ -231,7 +232,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT,), short="s",
+    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a shared datastore",
@@ -247,6 +248,9 @@ FLAGS: tuple[Flag, ...] = (
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
+    Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
+         "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
+         (SERVER,)),
     # node
     Flag("node-name", str, "(agent/node) Node name", default_help="hostname"),
     Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name"),

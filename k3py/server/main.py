@@ -22,7 +22,7 @@ from aiohttp import web
 from k3py.api.resources import builtin_registry
 from k3py.config import ServerConfig
 from k3py.hostinfo import primary_ip, sd_notify
-from k3py.server import bootstrap
+from k3py.server import bootstrap, secretsencrypt
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
@@ -30,6 +30,8 @@ from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
+from k3py.server.store.backend import Backend
+from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 
 __all__ = ["run", "serve", "StartupError", "RunningServer"]
 
@@ -101,10 +103,17 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     # the join token file; nodeauth reads it back when it installs the join route
     pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
 
-    backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
-                            compact_min_retain=config.compact_min_retain)
-    await backend.start()
+    backend: Backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
+                                     compact_min_retain=config.compact_min_retain)
     resources = builtin_registry()
+    keys = EncryptionKeys.load_or_create(config.encryption_config_path,
+                                         enable=config.secrets_encryption)
+    secrets = resources.find("", "secrets")
+    assert secrets is not None
+    encrypting = EncryptingBackend(backend, keys, resources.storage_prefix(secrets)) \
+        if keys.keys else None
+    backend = encrypting or backend
+    await backend.start()
     registry = Registry(backend, resources)
     plugins = bootstrap.install_admission(registry, config)
     await bootstrap.prepare(registry, plugins, config, advertise)
@@ -122,6 +131,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     bootstrap.install_rbac(api, registry, informers)
     app = build_app(api)
     bootstrap.install_routes(app, api, registry, config, informers, issuer)
+    secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
