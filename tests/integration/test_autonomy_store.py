@@ -1,0 +1,148 @@
+"""The stores under faults, through real processes: the server's store under kill -9 with a
+mixed write load over HTTP, the server's and the agent's metamanager's on a full disk.
+
+The full disks are small tmpfs mounts (root only; unmounted at teardown); the load and its
+oracle are storeload.py's, whose 50-round run with figures is bench/autonomy_store.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import random
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ServerProcess
+from tests.integration.storeload import SERVER_ARGS, KillRounds, client_ssl, integrity
+
+pytestmark = pytest.mark.integration
+
+KILL_ROUNDS = 6
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "8m") -> Iterator[Path]:
+    """A small tmpfs at `path` for the duration (skips the test where mounting is refused)."""
+    path.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                          str(path)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {out.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill(path: Path) -> Path:
+    """Write `path` until its file system has no space left; delete it to free the space."""
+    chunk = b"\0" * 65536
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    return path
+
+
+def test_kill9_under_load_keeps_every_acknowledged_write(tmp_path):
+    """KILL_ROUNDS x: 4 clients create/update/patch/delete ConfigMaps in 3 namespaces, the
+    server is killed -9 at a random moment; then the file passes integrity_check, every 2xx
+    write is there as answered (or as the write in flight left it), no revision is handed out
+    twice, and a watch from the last revision seen before the kill gets every later write."""
+    srv = ServerProcess(tmp_path / "k3py", extra_args=SERVER_ARGS)
+    seed = random.randrange(1 << 30)
+    rounds = KillRounds(srv, random.Random(seed))
+    try:
+        srv.start()
+        asyncio.run(rounds.run(KILL_ROUNDS))
+    finally:
+        srv.stop()
+    figures = rounds.figures()
+    assert not rounds.problems, (f"seed {seed}, {figures}:\n" + "\n".join(rounds.problems[:20]))
+    assert figures["rounds"] == KILL_ROUNDS
+    assert figures["writes_acknowledged"] >= KILL_ROUNDS * 10, figures
+
+
+def _api(srv: ServerProcess, ctx, method: str, path: str,
+         body: dict | None = None) -> tuple[int, dict]:
+    """(HTTP code, JSON body) of one request, a Status as well as an object."""
+    req = urllib.request.Request(srv.url + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_full_disk_refuses_writes_with_507_and_recovers(tmp_path):
+    """The data dir on an 8 MiB tmpfs, filled up: a write that needs space is answered 507
+    InsufficientStorage naming the store file (kubectl shows it), reads and the server go on
+    (compaction keeps ticking under it), the file stays intact, and once the filler is deleted
+    writes work again, without a restart; after one, only what was answered 201 is there."""
+    big_file = tmp_path / "big.txt"
+    big_file.write_text("x" * 400_000)
+    big = {"v": big_file.read_text()}
+    cms = "/api/v1/namespaces/default/configmaps"
+    with tmpfs(tmp_path / "data") as data:
+        srv = ServerProcess(data, extra_args=["--compact-interval", "0.2",
+                                              "--compact-min-retain", "10"])
+        srv.log_path = tmp_path / "server.log"  # off the full disk, to tell what happened
+        db = data / "server" / "db" / "state.db"
+        try:
+            srv.start()
+            ctx = client_ssl(srv)
+            code, _ = _api(srv, ctx, "POST", cms, {"metadata": {"name": "before"},
+                                                     "data": {"v": "1"}})
+            assert code == 201
+            filler = fill(data / "filler")
+            answers = [_api(srv, ctx, "POST", cms, {"metadata": {"name": f"big-{i}"},
+                                                      "data": big}) for i in range(20)]
+            refused = [(i, body) for i, (code, body) in enumerate(answers) if code != 201]
+            assert refused, "twenty 400 kB writes fitted on a full 8 MiB disk"
+            for i, body in refused:
+                assert answers[i][0] == 507, answers[i]
+                assert body["reason"] == "InsufficientStorage", body
+                assert "disk is full" in body["message"] and str(db) in body["message"], body
+            out = srv.kubectl("create", "configmap", "by-kubectl", f"--from-file={big_file}",
+                              check=False)
+            assert out.returncode != 0
+            assert "the datastore's disk is full" in out.stderr, out.stderr
+            code, body = _api(srv, ctx, "PUT", f"{cms}/before",
+                              {"metadata": {"name": "before"}, "data": big})
+            assert code == 507, body
+
+            code, body = _api(srv, ctx, "GET", f"{cms}/before")
+            assert code == 200 and body["data"] == {"v": "1"}, body
+            names = srv.kubectl("get", "configmaps", "-o", "name").stdout.split()
+            assert "configmap/before" in names
+            assert srv.proc.poll() is None, "the server died on a full disk"
+            assert integrity(db) == "ok"
+
+            filler.unlink()
+            code, body = _api(srv, ctx, "POST", cms, {"metadata": {"name": "after"},
+                                                       "data": big})
+            assert code == 201, body
+            srv.kubectl("create", "configmap", "by-kubectl", f"--from-file={big_file}")
+        finally:
+            srv.stop()
+        assert integrity(db) == "ok"
+        acked = {f"big-{i}" for i, (code, _) in enumerate(answers) if code == 201}
+        srv.start()
+        try:
+            names = {n.split("/", 1)[1] for n in
+                     srv.kubectl("get", "configmaps", "-o", "name").stdout.split()}
+            assert names == {"kube-root-ca.crt", "before", "after", "by-kubectl"} | acked
+        finally:
+            srv.stop()
