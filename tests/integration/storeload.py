@@ -128,6 +128,7 @@ class KillRounds:
             clients = [asyncio.create_task(self._client(s, c)) for c in range(CLIENTS)]
             await asyncio.sleep(self.rng.uniform(*self.kill_after))
             await asyncio.to_thread(self.srv.kill9)
+            self.srv.stop()  # closes its log file; the next start opens it again
             await asyncio.wait_for(asyncio.gather(*clients, watcher), REQUEST_TIMEOUT + 5)
         self.floor = self.max_rv
         check = await asyncio.to_thread(integrity, self.db)
