@@ -49,6 +49,7 @@ def kill_rounds(rounds: int, seed: int) -> None:
     emit("kill9_lost", f["lost"])
     emit("kill9_problems", len(load.problems))
     emit("kill9_watch_410", f["watch_410"])
+    emit("kill9_watch_events_checked", f["watch_events_checked"])
     emit("kill9_run_time", elapsed, "s")
     emit("cold_start_to_ready", cold, "s")
     emit("restart_to_ready_median", f["ready_after_restart_median"], "s")

@@ -24,9 +24,9 @@ from tests.harness import ServerProcess
 __all__ = ["NAMESPACES", "SERVER_ARGS", "KillRounds", "client_ssl", "integrity"]
 
 NAMESPACES = ("load-a", "load-b", "load-c")
-# compaction every second, so it too runs (and is killed) under the load; 1000 revisions kept
-# is more than a round writes, so a watch resumes from its last revision rather than get 410
-SERVER_ARGS = ["--compact-interval", "1", "--compact-min-retain", "1000"]
+# compaction every second, so it too runs (and is killed) under the load; 3000 revisions kept
+# is more than a round writes, so a watch from the round's start resumes rather than get 410
+SERVER_ARGS = ["--compact-interval", "1", "--compact-min-retain", "3000"]
 CLIENTS = 4
 MAX_KEYS_PER_ROUND = 400  # per client: bounds a round even if the kill came late
 REQUEST_TIMEOUT = 10.0
@@ -98,6 +98,7 @@ class KillRounds:
         self.writes = 0
         self.lost = 0  # keys not as their answers left them
         self.watch_gone = 0
+        self.watch_events = 0  # events the resumed watches checked
         self.ready_times: list[float] = []
         self.problems: list[str] = []
         self._round = 0
@@ -141,7 +142,11 @@ class KillRounds:
                 connector=aiohttp.TCPConnector(ssl=ctx),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as s:
             await self._verify(s)
-            await self._check_watch(s, watch)
+            marker = await self._write_marker(s)
+            # as the client that watched (from the last event it saw), and as one that was
+            # far behind (from the round's start: every write of the round comes again)
+            await self._check_watch(s, watch.last, marker)
+            await self._check_watch(s, since, marker)
         return watch.last
 
     # ---------------------------------------------------------------- the load
@@ -245,9 +250,8 @@ class KillRounds:
             self.acked[key] = Acked(got[0], got[1]) if got else Acked(0, None)
         self.in_flight.clear()
 
-    async def _check_watch(self, s: aiohttp.ClientSession, before: Watched) -> None:
-        """A watch from the last revision seen before the kill gets, in order, every
-        acknowledged write after it (or 410 Gone if that revision was compacted)."""
+    async def _write_marker(self, s: aiohttp.ClientSession) -> tuple[Key, int]:
+        """A ConfigMap written after the restart: the resumed watches read up to it."""
         marker = (NAMESPACES[0], f"r{self._round}-marker")
         url = f"{self.srv.url}/api/v1/namespaces/{marker[0]}/configmaps"
         data = {"v": "marker"}
@@ -256,26 +260,33 @@ class KillRounds:
             marker_rv = _rv(await r.json())
         self.acked[marker] = Acked(marker_rv, data)
         self.max_rv = max(self.max_rv, marker_rv)
-        after = Watched(before.last)
+        return marker, marker_rv
+
+    async def _check_watch(self, s: aiohttp.ClientSession, since: int,
+                           marker: tuple[Key, int]) -> None:
+        """A watch from `since` (before the kill) gets, in order, every acknowledged write
+        after it up to the marker (or 410 Gone if `since` was compacted meanwhile)."""
+        after = Watched(since)
         deadline = time.monotonic() + WATCH_TIMEOUT
-        while (marker, marker_rv) not in after.events and not after.gone:
+        while marker not in after.events and not after.gone:
             if time.monotonic() > deadline:
                 self.problems.append(f"round {self._round}: the resumed watch from "
-                                     f"{before.last} never showed the marker {marker_rv}")
+                                     f"{since} never showed the marker {marker}")
                 return
-            await self._watch_until(s, after, marker_rv)
+            await self._watch_until(s, after, marker[1])
         if after.gone:
             self.watch_gone += 1
             return
         revs = [rv for _, rv in after.events]
-        if revs != sorted(set(revs)) or revs[0] <= before.last:
+        if revs != sorted(set(revs)) or revs[0] <= since:
             self.problems.append(f"round {self._round}: resumed watch out of order: {revs[:20]}")
         seen = set(after.events)
         missing = [(k, rv) for k, rv in self.acked_log
-                   if before.last < rv <= marker_rv and (k, rv) not in seen]
+                   if since < rv <= marker[1] and (k, rv) not in seen]
         if missing:
-            self.problems.append(f"round {self._round}: resumed watch from {before.last} "
+            self.problems.append(f"round {self._round}: resumed watch from {since} "
                                  f"missed {len(missing)} acknowledged writes, e.g. {missing[:3]}")
+        self.watch_events += len(after.events)
 
     async def _watch_until(self, s: aiohttp.ClientSession, w: Watched, rv: int) -> None:
         watcher = asyncio.create_task(self._watch(s, w))
@@ -290,6 +301,7 @@ class KillRounds:
         return {"rounds": self._round, "writes_acknowledged": self.writes,
                 "lost": self.lost,
                 "watch_410": self.watch_gone,
+                "watch_events_checked": self.watch_events,
                 "ready_after_restart_median": sorted(self.ready_times)[len(self.ready_times) // 2]
                 if self.ready_times else float("nan"),
                 "ready_after_restart_max": max(self.ready_times, default=float("nan"))}

@@ -70,7 +70,8 @@ def test_kill9_under_load_keeps_every_acknowledged_write(tmp_path):
     """KILL_ROUNDS x: 4 clients create/update/patch/delete ConfigMaps in 3 namespaces, the
     server is killed -9 at a random moment; then the file passes integrity_check, every 2xx
     write is there as answered (or as the write in flight left it), no revision is handed out
-    twice, and a watch from the last revision seen before the kill gets every later write."""
+    twice, and watches resumed from before the kill (from the last event seen, and from the
+    round's start) get every later acknowledged write, in order."""
     srv = ServerProcess(tmp_path / "k3py", extra_args=SERVER_ARGS)
     seed = random.randrange(1 << 30)
     rounds = KillRounds(srv, random.Random(seed))
