@@ -56,6 +56,11 @@ _PRAGMAS = (
 )
 
 
+# what opening a WAL file says when its -shm file cannot be given its first pages
+_SHM_ERRORS = frozenset({apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMOPEN,
+                         apsw.SQLITE_IOERR_SHMMAP})
+
+
 class DiskFullError(Exception):
     """meta.db's file system is full: the write was not made (for `apply`: not ACKed, so the
     server sends it again). Writes work again once there is space."""
@@ -89,12 +94,16 @@ class MetaManager:
 
     def _open(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        db = apsw.Connection(self.path)
-        db.setbusytimeout(5000)
-        for stmt in _PRAGMAS:
-            db.execute(stmt).fetchall()
-        for stmt in _SCHEMA:
-            db.execute(stmt)
+        try:
+            db = self._connect(exclusive=False)
+        except apsw.IOError as e:
+            if e.extendedresult not in _SHM_ERRORS:
+                raise
+            # no room on the disk for the shared-memory index (meta.db-shm): keep it in this
+            # process's memory instead, which locks the file to the agent, so that the agent
+            # still starts from its cache; writes wait for space as ever
+            log.error("no space for %s-shm: meta.db opened for this process only", self.path)
+            db = self._connect(exclusive=True)
         for kind, ns, name, body in db.execute("SELECT kind, namespace, name, body FROM objects"):
             if kind in self._objects:
                 self._objects[kind][(ns, name)] = orjson.loads(body)
@@ -104,6 +113,24 @@ class MetaManager:
             self._twins[(ns, name)] = (orjson.loads(record),
                                        orjson.loads(pending) if pending else None)
         self._db = db
+
+    def _connect(self, exclusive: bool) -> apsw.Connection:
+        db = apsw.Connection(self.path)
+        try:
+            db.setbusytimeout(5000)
+            if exclusive:
+                db.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+            for stmt in _PRAGMAS:
+                db.execute(stmt).fetchall()
+            for stmt in _SCHEMA:
+                db.execute(stmt)
+        except apsw.FullError:  # a new meta.db on a full disk
+            db.close()
+            raise DiskFullError(self.path) from None
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     async def close(self) -> None:
         if self._db is not None:
