@@ -158,3 +158,13 @@ async def test_twin_state_survives_reopen_and_a_queued_report_is_no_longer_pendi
     assert mm.twin_state() == {("default", "a"): ({"twins": {"t": 1}}, None)}
     assert [m.id for m in mm.queued()] == [report.id]
     await mm.close()
+
+
+async def test_meta_db_syncs_every_commit(tmp_path):
+    """synchronous=FULL in WAL mode: what apply() committed (and edgehub then ACKed) is on
+    disk, so a power cut cannot take back a write the server was told is persisted."""
+    mm = MetaManager(str(tmp_path / "meta.db"))
+    await mm.open()
+    assert mm._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert mm._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    await mm.close()
