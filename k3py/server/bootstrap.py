@@ -29,6 +29,7 @@ from k3py.server.controllers.manager import start_controllers as start_builtin_c
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.nodeauthz import NodeAuthorizer
+from k3py.server.noderestriction import NodeRestriction
 from k3py.server.rbac import RBACAuthorizer
 from k3py.server.rbac.aggregation import AggregationController
 from k3py.server.rbac.defaults import reconcile_defaults
@@ -63,7 +64,7 @@ def install_admission(registry: Registry, config) -> Plugins:
 
     prepare   CustomResourceStrategy, ServiceAllocatedValues
     mutate    ServiceAllocation, ServiceAccount (create only)
-    validate  CustomResourceValidation, RBACEscalation (added by install_rbac)
+    validate  CustomResourceValidation, NodeRestriction, RBACEscalation (install_rbac)
     convert   CustomResourceConversion
     delete    ServiceRelease
 
@@ -75,6 +76,7 @@ def install_admission(registry: Registry, config) -> Plugins:
                                         config.service_node_port_range)
     services.install(chain)
     chain.add_mutator("ServiceAccount", ServiceAccountAdmission(registry))
+    chain.add_validator("NodeRestriction", NodeRestriction())
     return Plugins(crds=custom, services=services)
 
 
