@@ -140,6 +140,10 @@ class ServerConfig(NodeConfig):
     compact_min_retain: int = 1000  # revisions compaction always keeps
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
     secrets_encryption: bool = True  # Secrets AES-GCM encrypted at rest (store/encryption.py)
+    audit_log_path: str = ""  # "" = no audit log (apiserver/audit.py)
+    audit_policy_file: str = ""  # "" = every request at Metadata level
+    audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
+    audit_log_maxbackup: int = 10  # rotated files kept
 
     @property
     def server_dir(self) -> str:

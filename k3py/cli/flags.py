@@ -248,6 +248,13 @@ FLAGS: tuple[Flag, ...] = (
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
+    Flag("audit-log-path", str, "(security) Write an audit log (audit.k8s.io/v1 Events, one "
+         "JSON line each) to this file", (SERVER,)),
+    Flag("audit-policy-file", str, "(security) Audit Policy (audit.k8s.io/v1) choosing what is "
+         "logged at which level", (SERVER,), default_help="every request at Metadata level"),
+    Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
+         "(0: never)", (SERVER,)),
+    Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),
     Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
          "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
          (SERVER,)),

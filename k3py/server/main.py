@@ -24,6 +24,7 @@ from k3py.config import ServerConfig
 from k3py.hostinfo import primary_ip, sd_notify
 from k3py.server import bootstrap, secretsencrypt
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
+from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
 from k3py.server.controllers.base import InformerFactory
@@ -129,7 +130,12 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     issuer = TokenIssuer(bundle.sa_key_pem)  # also mints the pods' tokens the tunnel sends
     bootstrap.install_authenticators(api, registry, issuer)
     bootstrap.install_rbac(api, registry, informers)
-    app = build_app(api)
+    audit = _audit_log(config)
+    app = build_app(api, audit)
+    if audit is not None:
+        async def close_audit(_app: web.Application) -> None:
+            audit.close()
+        app.on_cleanup.append(close_audit)
     bootstrap.install_routes(app, api, registry, config, informers, issuer)
     secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
@@ -151,6 +157,22 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
                          controllers=controllers, url=url, informers=informers,
                          services=plugins.services)
+
+
+def _audit_log(config: ServerConfig) -> AuditLog | None:
+    if not config.audit_log_path:
+        return None
+    try:
+        policy = AuditPolicy.load(config.audit_policy_file) if config.audit_policy_file \
+            else AuditPolicy.default()
+        os.makedirs(os.path.dirname(os.path.abspath(config.audit_log_path)), exist_ok=True)
+        return AuditLog(config.audit_log_path, policy, max_size_mb=config.audit_log_maxsize,
+                        max_backups=config.audit_log_maxbackup)
+    except PolicyError as e:
+        raise StartupError(str(e)) from None
+    except OSError as e:
+        raise StartupError(f"cannot write the audit log {config.audit_log_path}: "
+                           f"{e.strerror}") from None
 
 
 async def shutdown(server: RunningServer) -> None:

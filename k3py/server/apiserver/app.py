@@ -22,6 +22,7 @@ from k3py.api import errors
 from k3py.api.kinds import apiregistration
 from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
+from k3py.server.apiserver.audit import AuditLog
 from k3py.server.apiserver.auth import (
     PUBLIC_PATHS,
     REQUEST_USER,
@@ -41,7 +42,7 @@ from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
 from k3py.server.store import StorageFullError
 
-__all__ = ["ApiServer", "API_SERVER", "build_app", "CreateOnlyHandler"]
+__all__ = ["ApiServer", "API_SERVER", "build_app", "audit_target", "CreateOnlyHandler"]
 
 log = logging.getLogger("k3py.apiserver")
 
@@ -250,8 +251,36 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(errors.internal_error(str(e) or type(e).__name__))
 
 
-def build_app(api: ApiServer) -> web.Application:
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_BODY_BYTES)
+def audit_target(api: ApiServer):
+    """request -> (verb, objectRef or None), as the audit log records them."""
+    def resolve(request: web.Request) -> tuple[str, dict | None]:
+        method = request.method
+        rp = parse_resource_path(request.path, api.resources)
+        if rp is None or rp.resource is None:
+            return method.lower(), None
+        watch = rp.legacy_watch or (method == "GET" and request.query.get("watch") in
+                                    ("1", "true"))
+        if watch:
+            verb = "watch"
+        elif rp.name is None:
+            verb = {"GET": "list", "DELETE": "deletecollection"}.get(
+                method, handlers.VERB_BY_METHOD.get(method, method.lower()))
+        else:
+            verb = handlers.VERB_BY_METHOD.get(method, method.lower())
+        ref = {"resource": rp.resource.plural, "namespace": rp.namespace, "name": rp.name,
+               "apiGroup": rp.resource.group, "apiVersion": rp.version,
+               "subresource": rp.subresource}
+        return verb, {k: v for k, v in ref.items() if v}
+    return resolve
+
+
+def build_app(api: ApiServer, audit: AuditLog | None = None) -> web.Application:
+    """The API's aiohttp app; with `audit`, its middleware records every request (outermost,
+    so it sees the final status of errors too)."""
+    middlewares = [_errors_middleware]
+    if audit is not None:
+        middlewares.insert(0, audit.middleware(audit_target(api)))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[API_SERVER] = api
     return app
 

@@ -33,7 +33,7 @@ __all__ = ["handle_resource", "StreamHandler", "WriteOptions"]
 # (request, path, user) -> response: logs, exec, attach, portforward, proxy (the tunnel adds them)
 StreamHandler = Callable[[web.Request, ResourcePath, User], Awaitable[web.StreamResponse]]
 
-_VERB_BY_METHOD = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+VERB_BY_METHOD = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
                    "DELETE": "delete"}
 
 
@@ -93,7 +93,7 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         verb = {"GET": "watch" if is_watch else "list", "POST": "create",
                 "DELETE": "deletecollection"}.get(method)
     else:
-        verb = "watch" if is_watch else _VERB_BY_METHOD.get(method)
+        verb = "watch" if is_watch else VERB_BY_METHOD.get(method)
     if verb is None:
         raise errors.method_not_allowed(f"the server does not allow this method on the "
                                         f"requested resource ({method})")
