@@ -248,6 +248,12 @@ FLAGS: tuple[Flag, ...] = (
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
+    Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
+         "more get 429 (0: no limit)", (SERVER,)),
+    Flag("max-mutating-requests-inflight", int, "(security) Mutating API requests served at "
+         "once; more get 429 (0: no limit)", (SERVER,)),
+    Flag("request-timeout", float, "(security) Seconds before an API request (not a watch or "
+         "stream) is answered 504", (SERVER,)),
     Flag("audit-log-path", str, "(security) Write an audit log (audit.k8s.io/v1 Events, one "
          "JSON line each) to this file", (SERVER,)),
     Flag("audit-policy-file", str, "(security) Audit Policy (audit.k8s.io/v1) choosing what is "

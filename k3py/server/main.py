@@ -27,6 +27,7 @@ from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
+from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
@@ -131,7 +132,9 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     bootstrap.install_authenticators(api, registry, issuer)
     bootstrap.install_rbac(api, registry, informers)
     audit = _audit_log(config)
-    app = build_app(api, audit)
+    app = build_app(api, audit, RequestLimits(
+        max_readonly=config.max_requests_inflight,
+        max_mutating=config.max_mutating_requests_inflight, timeout=config.request_timeout))
     if audit is not None:
         async def close_audit(_app: web.Application) -> None:
             audit.close()
@@ -215,6 +218,16 @@ async def _main(config: ServerConfig, after_ready: AfterReady | None) -> int:
     return 0
 
 
+def _raise_open_files_limit() -> None:
+    """Clients, watches and node tunnels each hold a socket: take the hard limit of open
+    files as the soft one (systemd units from install.sh give 1048576, as K3s's)."""
+    with contextlib.suppress(Exception):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
     """Blocking entry for the CLI. `after_ready(config, server)` may start more (the
     embedded agent, which the server package must not import) and return a handle with
@@ -222,6 +235,7 @@ def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _raise_open_files_limit()
     try:
         import uvloop
         uvloop.install()

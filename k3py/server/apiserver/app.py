@@ -32,6 +32,7 @@ from k3py.server.apiserver.auth import (
 )
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
 from k3py.server.apiserver.impersonation import impersonate
+from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.apiserver.negotiation import (
     decode_body,
     json_body,
@@ -274,10 +275,14 @@ def audit_target(api: ApiServer):
     return resolve
 
 
-def build_app(api: ApiServer, audit: AuditLog | None = None) -> web.Application:
+def build_app(api: ApiServer, audit: AuditLog | None = None,
+              limits: RequestLimits | None = None) -> web.Application:
     """The API's aiohttp app; with `audit`, its middleware records every request (outermost,
-    so it sees the final status of errors too)."""
+    so it sees the final status of errors too); `limits` (in-flight and timeout) run inside
+    the error handling, so their 429 and 504 are Status bodies."""
     middlewares = [_errors_middleware]
+    if limits is not None:
+        middlewares.append(limits.middleware())
     if audit is not None:
         middlewares.insert(0, audit.middleware(audit_target(api)))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
