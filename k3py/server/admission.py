@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from k3py.api import apply as applylib
-from k3py.api import decoding, errors, kinds, selectors, structural
+from k3py.api import decoding, errors, kinds, schema, selectors, structural
 from k3py.api import patch as patchlib
 from k3py.api.errors import Cause
 from k3py.api.objects import deepcopy
@@ -75,6 +75,9 @@ def server_side_apply(res: Resource, live: dict | None, applied: dict, manager: 
     if not manager:
         raise errors.bad_request("PATCH, application/apply-patch+yaml requires fieldManager "
                                  "to be set")
+    wrong = schema.wrong_type(res.api_version, res.kind, applied, crd=res.crd)
+    if wrong:  # the applied configuration is typed before it is merged, as upstream
+        raise errors.bad_request(wrong)
     return applylib.server_side_apply(live, applied, manager, force, patchlib.schema_lookup)
 
 

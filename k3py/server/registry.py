@@ -285,6 +285,10 @@ class Registry:
         return obj
 
     def _check_type(self, res: Resource, obj: dict) -> dict:
+        if obj.get("metadata") is None:  # JSON null reads as absent, as in Go
+            obj["metadata"] = {}
+        elif not isinstance(obj["metadata"], dict):
+            raise errors.bad_request("metadata must be an object")
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         for field, value in (("apiVersion", api_version), ("kind", kind)):
             if value is not None and not isinstance(value, str):
@@ -438,6 +442,11 @@ class Registry:
                 raise errors.not_found(res.group, res.plural, name)
             cur = self.decode(res, kv)
             new = admission.apply_patch(res, cur, body, patch_type, field_manager, force)
+            if not isinstance(new, dict):  # a JSON patch that replaced the whole document
+                raise errors.bad_request("the patched object is not a JSON object: couldn't "
+                                         "get version/kind")
+            new["kind"], new["apiVersion"] = res.kind, res.api_version
+            _check_json_types(res, new)  # a patch can bring a wrong type as a body can
             nmd = new.setdefault("metadata", {})
             want_rv = nmd.get("resourceVersion")
             if want_rv and want_rv != cur["metadata"]["resourceVersion"]:
@@ -451,8 +460,6 @@ class Registry:
             nmd["name"] = name
             if res.namespaced:
                 nmd["namespace"] = namespace
-            new["kind"], new["apiVersion"] = res.kind, res.api_version
-            _check_json_types(res, new)  # a patch can bring a wrong type as a body can
             try:
                 return await self._write_update(
                     res, key, kv, new, subresource=subresource, dry_run=dry_run,

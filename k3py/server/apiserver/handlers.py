@@ -72,9 +72,17 @@ def _list_options(request: web.Request) -> ListOptions:
                        resource_version_match=q.get("resourceVersionMatch", ""))
 
 
+def _warning_text(text: str) -> str:
+    """A warning as an HTTP quoted-string: quotes and backslashes escaped, control characters
+    (a field name from the body may hold a newline) written as \\xNN, as upstream escapes."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in out)
+
+
 def _object_response(request: web.Request, res: Resource, obj: dict,
                      status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
+    headers = {"Warning": ", ".join(f'299 - "{_warning_text(w)}"' for w in warnings)} \
+        if warnings else None
     if wants_table(request):
         return json_response(table_for(res, [obj], request, {
             "resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}), status,
