@@ -13,6 +13,7 @@ from aiohttp import web
 from k3py.api import errors
 from k3py.api.resources import Resource
 from k3py.server import admission
+from k3py.server.admission import REQUEST_WARNINGS
 from k3py.server.apiserver import watch as watchmod
 from k3py.server.apiserver.auth import AuthorizerChain, User, field_requirements
 from k3py.server.apiserver.negotiation import (
@@ -81,6 +82,7 @@ def _warning_text(text: str) -> str:
 
 def _object_response(request: web.Request, res: Resource, obj: dict,
                      status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    warnings = [*(warnings or []), *(REQUEST_WARNINGS.get() or [])]
     headers = {"Warning": ", ".join(f'299 - "{_warning_text(w)}"' for w in warnings)} \
         if warnings else None
     if wants_table(request):
@@ -119,6 +121,7 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
     fields = field_requirements(request.query.get("fieldSelector", "")) \
         if verb in ("list", "watch") else None
     authorizer.authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub, fields)
+    REQUEST_WARNINGS.set([])  # what admission plug-ins warn about (PodSecurity's warn mode)
     ns = rp.namespace if res.namespaced else None
 
     if verb == "watch":
