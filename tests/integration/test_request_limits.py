@@ -64,3 +64,26 @@ def test_inflight_limit_and_timeout(tmp_path: Path):
                  .returncode == 0, 10, 0.2, "a write after the slow ones ended")
     finally:
         srv.stop()
+
+
+def test_failed_token_authentication_is_limited_per_address(tmp_path: Path):
+    srv = ServerProcess(tmp_path / "srv").start()
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        codes = []
+        for i in range(25):
+            sock = _raw(srv, ctx, (f"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n"
+                                   f"Authorization: Bearer guess-{i}\r\n"
+                                   f"Connection: close\r\n\r\n").encode())
+            codes.append(_status(sock)[0])
+            sock.close()
+        assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}, codes
+        # the admin's client certificate still works from the same address
+        assert srv.kubectl("get", "ns", "default").returncode == 0
+        log = srv.log_path.read_text()
+        assert "authentication failed from 127.0.0.1 (bearer token)" in log
+        assert "guess-" not in log
+    finally:
+        srv.stop()
