@@ -35,6 +35,7 @@ from bench.pods import (  # noqa: E402
     start_agent,
 )
 from tests.harness import ServerProcess, wait_for  # noqa: E402
+from tests.integration.agents import stop_proc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNING_TIMEOUT = 120.0  # N pods running, online or from the cache
@@ -97,12 +98,7 @@ def reboot_recreate(tmp: Path, node: str, n: int = 10) -> dict[str, float]:
         return {"online": online, "from_cache": from_cache}
     finally:
         if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(15)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+            stop_proc(agent)
         srv.stop()
         remove_podman_pods(f"{NODE_LABEL}={node}")
 
