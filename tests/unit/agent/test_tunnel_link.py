@@ -160,15 +160,22 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await _wait(lambda: not eh.connected.is_set())
     await registry.create(pods, "default", _pod("while-away"))
     await _wait(lambda: len(session.queue.outbox) == 1)
-    # not connected: deleting a pod of this node is immediate (no agent would finish it)
+    # not connected: deleting a pod of this node leaves it Terminating until the node confirms
     await registry.create(pods, "default", _pod("gone"))
     await registry.delete(pods, "default", "gone")
-    assert await registry.try_get(pods, "default", "gone") is None
+    gone = await registry.get(pods, "default", "gone")
+    assert gone["metadata"]["deletionTimestamp"]
     assert not eh.connected.is_set() and eh.connects == 1
     gate.set()
     await _wait(lambda: eh.connected.is_set(), timeout=10)
-    await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
+    await _wait(lambda: sorted((p["metadata"]["name"], bool(p["metadata"].get(
+        "deletionTimestamp"))) for p in eh.meta.pods()) == [("gone", True), ("while-away", False)])
     await _wait(lambda: len(session.queue.outbox) == 0)
+    await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_DELETE,
+                              resource="pods/default/gone",
+                              content={"uid": gone["metadata"]["uid"]}))
+    await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
+    assert await registry.try_get(pods, "default", "gone") is None
     assert eh.connects >= 2
 
 
