@@ -15,7 +15,7 @@ from aiohttp import web
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.api.resources import builtin_registry
-from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_UPDATE, new_message
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_INSERT, OP_UPDATE, new_message
 from k3py.tunnel.protocol import TUNNEL_PATH
 from k3py.tunnel.reliability import Backoff
 
@@ -85,7 +85,7 @@ async def cluster(tmp_path):
         meta = MetaManager(str(tmp_path / f"meta{len(agents)}.db"))
         await meta.open()
         eh = EdgeHub(server=f"http://127.0.0.1:{port}", ssl_context=None, meta=meta,
-                     session=session, backoff=Backoff(base=0.05, cap=0.2))
+                     session=session, backoff=Backoff(base=0.05, cap=0.2), node_name="n1")
         eh.start()
         agents.append(eh)
         return eh
@@ -177,6 +177,37 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
     assert await registry.try_get(pods, "default", "gone") is None
     assert eh.connects >= 2
+
+
+async def test_events_over_the_cap_are_dropped_and_reported_at_reconnect(cluster):
+    registry, hub, agent, gate = cluster
+    gate.clear()  # offline from the start
+    eh = await agent()
+    eh.meta.max_queued_events = 3
+    for i in range(5):
+        key = f"events/default/e{i}"
+        await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_INSERT,
+                                  resource=key, key=key, content={
+                                      "metadata": {"name": f"e{i}"},
+                                      "involvedObject": {"kind": "Pod", "name": "p"},
+                                      "reason": "Started", "message": f"m{i}", "count": 1}))
+    assert eh.meta.events_dropped == 2 and len(eh.queue.outbox) == 3
+    gate.set()
+    events = registry.resources.get("", "v1", "events")
+
+    async def posted():
+        return {e["metadata"]["name"]: e for e in
+                (await registry.list(events, "default"))["items"]}
+    for _ in range(500):
+        got = await posted()
+        if len(got) == 4:
+            break
+        await asyncio.sleep(0.02)
+    dropped = [e for e in got.values() if e["reason"] == "EventsDropped"]
+    assert sorted(n for n in got if n.startswith("e")) == ["e2", "e3", "e4"]
+    assert len(dropped) == 1 and dropped[0]["involvedObject"]["name"] == "n1"
+    assert dropped[0]["message"].startswith("2 Events dropped since the agent started")
+    await _wait(lambda: eh.meta.queued() == [])
 
 
 async def test_node_registration_and_lease(cluster):
