@@ -26,6 +26,7 @@ pytest.importorskip("k3py.server.registry")
 from k3py.server.apiserver.auth import User  # noqa: E402
 from k3py.server.controllers.base import InformerFactory  # noqa: E402
 from k3py.server.edge.cloudhub import CloudHub  # noqa: E402
+from k3py.server.edge.downstream import status_only  # noqa: E402
 from k3py.server.registry import Registry  # noqa: E402
 from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
 from tests.unit.conftest import serve_app  # noqa: E402
@@ -132,6 +133,8 @@ async def test_snapshot_live_updates_and_status_up(cluster):
     await _wait(lambda: len(hub.sessions["n1"].queue.outbox) == 0)
 
     uid = (await registry.get(pods, "default", "after"))["metadata"]["uid"]
+    applied: list[str] = []  # what the agent stores from now on, by kind
+    meta.listeners.append(applied.append)
     await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
                               resource="pods/default/after/status", key="s",
                               content={"uid": uid, "status": {"phase": "Running"}}))
@@ -144,6 +147,26 @@ async def test_snapshot_live_updates_and_status_up(cluster):
     assert await phase() == "Running"
     await _wait(lambda: len(eh.queue.outbox) == 0)
     assert meta.queued() == []
+    # the node's own status is not echoed back down; a later change of the pod is (and,
+    # messages going in order, it is the barrier that shows no echo came before it)
+    def label(cur):
+        cur["metadata"]["labels"] = {"l": "1"}
+        return cur
+    await registry.update_with(pods, "default", "after", label)
+    await _wait(lambda: meta.get("pods", "default", "after")["metadata"].get("labels"))
+    assert applied == ["pods"], applied
+
+
+def test_status_only_tells_a_status_write_from_a_change():
+    pod = {"metadata": {"name": "p", "resourceVersion": "1"}, "spec": {"nodeName": "n1"},
+           "status": {"phase": "Pending"}}
+    written = {**pod, "metadata": {**pod["metadata"], "resourceVersion": "2"},
+               "status": {"phase": "Running"}}
+    assert status_only(pod, written)
+    assert not status_only(pod, {**written, "status": {"phase": "Running", "podIP": "10.1"}})
+    assert not status_only(pod, {**written, "metadata": {**written["metadata"],
+                                                         "labels": {"a": "b"}}})
+    assert not status_only(None, written)
 
 
 async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
