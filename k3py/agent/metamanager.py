@@ -28,11 +28,17 @@ from k3py.tunnel.message import (
 )
 from k3py.tunnel.protocol import DOWN_KINDS
 
-__all__ = ["MetaManager", "DiskFullError", "CACHED_KINDS"]
+__all__ = ["MetaManager", "DiskFullError", "CACHED_KINDS", "MAX_QUEUED_EVENTS"]
 
 log = logging.getLogger(__name__)
 
 CACHED_KINDS = DOWN_KINDS  # every kind the server sends down is kept
+
+# Events queued for the server at most, as upstream's event broadcaster queue (client-go's
+# maxQueuedEvents): beyond it the oldest queued Event is dropped. Statuses need no cap: there
+# is one queued message per key (pod status, node status, lease, device report).
+MAX_QUEUED_EVENTS = 1000
+_EVENTS_PREFIX = "events/"  # resource_key("events", ...): the keys of queued Events
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "
@@ -86,6 +92,9 @@ class MetaManager:
         # True once a full snapshot was stored: the server may then resume instead of resync
         self.synced = False
         self.disk_full = False  # the last write failed for want of space
+        # at most this many Events queued; those dropped over it since the agent started
+        self.max_queued_events = MAX_QUEUED_EVENTS
+        self.events_dropped = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -230,15 +239,26 @@ class MetaManager:
 
     # ---------------------------------------------------------------- up: queued status
 
-    async def queue(self, msg: Message) -> None:
-        """Keep an up message until the server ACKs it (survives agent restarts)."""
+    async def queue(self, msg: Message) -> list[str]:
+        """Keep an up message until the server ACKs it (survives agent restarts). A message
+        with a key replaces the queued one with that key (one status per pod, one Event per
+        aggregated Event); queued Events are capped at `max_queued_events`, the oldest dropped
+        first: returns the ids dropped (counted in `events_dropped`)."""
         body = orjson.dumps(msg.to_dict())
+        key = msg.key or msg.id
+        dropped: list[str] = []
+
+        def write(db: apsw.Connection) -> None:
+            with db:
+                db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)", (key, msg.id, body))
+                if key.startswith(_EVENTS_PREFIX):
+                    dropped.extend(_drop_oldest_events(db, self.max_queued_events))
         try:
-            await self._write(lambda db: db.execute(
-                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)",
-                (msg.key or msg.id, msg.id, body)))
+            await self._write(write)
         except DiskFullError:  # edgehub still holds it and sends it: lost only by a restart
-            pass
+            return []
+        self.events_dropped += len(dropped)
+        return dropped
 
     async def acked(self, ids: list[str]) -> None:
         if ids:
@@ -286,6 +306,19 @@ class MetaManager:
             msg = Message.from_dict(orjson.loads(body))
             out.append(Message(msg.header, msg.route, msg.content, key))
         return out
+
+
+def _drop_oldest_events(db: apsw.Connection, cap: int) -> list[str]:
+    """Delete the oldest queued Events beyond `cap`; their ids. The key range
+    is the primary key's index, so the count reads at most the queued Events."""
+    lo, hi = _EVENTS_PREFIX, _EVENTS_PREFIX[:-1] + chr(ord("/") + 1)
+    (n,) = db.execute("SELECT count(*) FROM outbox WHERE key >= ? AND key < ?",
+                      (lo, hi)).fetchone()
+    if n <= cap:
+        return []
+    return [i for (i,) in db.execute(
+        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE key >= ? AND key < ? "
+        "ORDER BY rowid LIMIT ?) RETURNING id", (lo, hi, n - cap))]
 
 
 def _nsname(obj: dict) -> tuple[str, str]:

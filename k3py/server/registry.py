@@ -88,8 +88,6 @@ class Registry:
                  admission_chain: AdmissionChain | None = None) -> None:
         self.backend = backend
         self.resources = resources
-        # Set by the server when graceful pod deletion is wanted (a kubelet will finish it).
-        self.pod_graceful_delete: Callable[[dict], bool] = lambda pod: False
         # This server's admission plug-ins (CRDs, service allocation, ServiceAccount), filled
         # by k3py.server.bootstrap; empty for a bare registry (unit tests)
         self.admission = admission_chain if admission_chain is not None else AdmissionChain()
@@ -541,15 +539,21 @@ class Registry:
         raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
 
     def _graceful(self, res: Resource, obj: dict, options: dict) -> int | None:
-        """Seconds of grace if this delete should wait for a kubelet, else None."""
+        """Seconds of grace if this delete waits for the pod's node, else None (at once).
+
+        As upstream's pod strategy: a pod bound to a node and not finished waits until its
+        node stops it (the agent then deletes it with grace 0, even after being offline) or
+        a delete with grace 0 forces it; an unscheduled or finished pod goes at once. Pods
+        whose node is gone are force-deleted by the pod GC (controllers/podgc.py)."""
         if res.kind != "Pod" or res.group != "":
             return None
         grace = options.get("gracePeriodSeconds")
         if grace is None:
             grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-        if grace == 0 or not self.pod_graceful_delete(obj):
+        if grace == 0 or not (obj.get("spec") or {}).get("nodeName") or \
+                (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return None
-        return int(grace)
+        return max(1, int(grace))  # upstream: a negative grace means 1
 
     async def _after_delete(self, res: Resource, obj: dict) -> None:
         await self.admission.after_delete(res, obj)
