@@ -28,31 +28,25 @@ def install(app: web.Application, authenticator: Authenticator,
     def admin(request: web.Request) -> None:
         user = authenticator.authenticate(request)
         if user is None:
-            raise errors.StatusError(401, "Unauthorized", "Unauthorized")
+            raise errors.unauthorized()
         if not user.is_admin:
             raise errors.forbidden(f'User "{user.name}" cannot manage secrets encryption')
 
     def answer(body: dict) -> web.Response:
         return web.json_response(body)
 
+    # a StatusError raised here becomes a Status body by the app's error middleware
     async def status(request: web.Request) -> web.Response:
-        try:
-            admin(request)
-        except errors.StatusError as e:
-            return web.json_response(e.to_status(), status=e.code)
+        admin(request)
         if backend is None:
             return answer({"encryption": "disabled", "keys": [], "writer": "identity"})
         return answer(backend.keys.status())
 
     async def act(request: web.Request) -> web.Response:
-        try:
-            admin(request)
-        except errors.StatusError as e:
-            return web.json_response(e.to_status(), status=e.code)
+        admin(request)
         if backend is None:
-            return web.json_response(errors.StatusError(
-                400, "BadRequest", "secrets encryption is off on this server: start it with "
-                "--secrets-encryption").to_status(), status=400)
+            raise errors.bad_request("secrets encryption is off on this server: start it "
+                                     "with --secrets-encryption")
         what = request.match_info["action"]
         keys = backend.keys
         async with lock:  # one rotation step at a time
@@ -66,11 +60,9 @@ def install(app: web.Application, authenticator: Authenticator,
                     out["reencrypted"] = await backend.reencrypt()
                     out["dropped"] = keys.drop_old()
             except ValueError as e:
-                return web.json_response(errors.StatusError(
-                    409, "Conflict", str(e)).to_status(), status=409)
+                raise errors.StatusError(409, "Conflict", str(e)) from None
             except EncryptionError as e:
-                return web.json_response(errors.StatusError(
-                    500, "InternalError", str(e)).to_status(), status=500)
+                raise errors.internal_error(str(e)) from None
         return answer({**out, **keys.status()})
 
     app.router.add_get(ENCRYPT_PATH + "/status", status)

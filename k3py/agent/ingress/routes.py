@@ -13,8 +13,9 @@ IngressClass is the default one)."""
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
+
+from k3py.agent.network.records import is_ip
 
 __all__ = ["Backend", "Route", "RouteTable", "build_routes", "CLASS_NAMES"]
 
@@ -172,7 +173,7 @@ def _resolve(b: dict, ns: str, services: dict, slices: dict, node_name: str,
             if (ep.get("conditions") or {}).get("ready") is False:
                 continue
             for ip in ep.get("addresses") or []:
-                if _is_ip(ip):
+                if is_ip(ip):
                     eps.append((ep.get("nodeName") != node_name, ip, target))
     eps.sort()
     return Backend(f"{ns}/{svc_name}", [(ip, p) for _, ip, p in eps])
@@ -186,11 +187,3 @@ def _key(obj: dict) -> tuple[str, str]:
 def _b64(value: str) -> str:
     import base64
     return base64.b64decode(value).decode()
-
-
-def _is_ip(value: object) -> bool:
-    try:
-        ipaddress.ip_address(str(value))
-        return True
-    except ValueError:
-        return False
