@@ -134,6 +134,8 @@ class ServerConfig(NodeConfig):
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     service_cidr: str = "10.43.0.0/16"
+    cluster_dns: str = "10.43.0.10"  # the kube-dns Service IP every agent answers DNS on
+    cluster_domain: str = "cluster.local"
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
     compact_interval: float = 300.0  # seconds between store compactions

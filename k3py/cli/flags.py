@@ -67,6 +67,14 @@ def _cidr(v: str) -> str:
     return v
 
 
+def _domain(v: str) -> str:
+    v = v.strip().strip(".").lower()
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}"
+                        r"[a-z0-9])?)*", v):
+        raise ValueError("expected a DNS domain such as cluster.local")
+    return v
+
+
 def _port_range(v: str) -> str:
     m = re.fullmatch(r"(\d+)-(\d+)", v.strip())
     if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
@@ -219,10 +227,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
          "with NodePort visibility", (SERVER,), check=_port_range),
     Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for the DNS service; should be in "
-         "your service-cidr range", (SERVER,), check=_ip,
-         not_implemented="k3py runs no cluster DNS service"),
-    Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,),
-         not_implemented="k3py runs no cluster DNS service"),
+         "your service-cidr range", (SERVER,), check=_ip),
+    Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,), check=_domain),
     # client
     Flag("write-kubeconfig", str, "(client) Write kubeconfig for admin client to this file",
          (SERVER,), short="o", env_aliases=(f"{ENV_PREFIX}_KUBECONFIG_OUTPUT",)),

@@ -112,6 +112,7 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
     await plugins.services.rebuild()
     await service.ensure_kubernetes_service(registry, plugins.services.kubernetes_ip,
                                             advertise, config.https_listen_port)
+    await service.ensure_dns_service(registry, config.cluster_dns, config.cluster_domain)
 
 
 def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer) -> None:

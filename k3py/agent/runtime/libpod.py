@@ -28,12 +28,13 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from urllib.parse import quote
 
 import aiohttp
 
 from k3py.agent.logwindow import fmt_ns
+from k3py.agent.network.dnsconfig import pod_dns_settings
 from k3py.agent.runtime.podman import (
     LABEL_CLUSTER,
     LABEL_CONTAINER,
@@ -142,6 +143,9 @@ class LibpodAPI(Podman):
         # LABEL_CLUSTER of what this agent starts and owns (join.NodeCredentials.cluster_id);
         # "" (no cluster scope): every pod labelled with this node is ours
         self.cluster = ""
+        # () -> (cluster DNS IP, domain) or None: ClusterFirst pods' resolver (set by the
+        # agent to its NetworkManager.pod_dns)
+        self.cluster_dns: Callable[[], tuple[str, str] | None] | None = None
         # uids of pods an agent older than the cluster label started for this node, taken
         # over because they are desired here (see list_pods)
         self._adopted: set[str] = set()
@@ -395,6 +399,9 @@ class LibpodAPI(Podman):
         md, spec = pod["metadata"], pod.get("spec") or {}
         name = pod_name_for(pod)
         body: dict = {"name": name, "labels": self._label_map(pod)}
+        dns = pod_dns_settings(pod, self.cluster_dns() if self.cluster_dns else None)
+        if dns is not None:
+            body["dns_server"], body["dns_search"], body["dns_option"] = dns
         if spec.get("hostNetwork"):
             body["netns"] = {"nsmode": "host"}
         else:

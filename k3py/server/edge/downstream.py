@@ -26,7 +26,7 @@ from k3py.tunnel.message import (
     new_message,
     resource_key,
 )
-from k3py.tunnel.protocol import POD_TOKENS_KIND
+from k3py.tunnel.protocol import CLUSTER_WIDE_KINDS, POD_TOKENS_KIND
 
 __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message"]
 
@@ -114,6 +114,7 @@ class DownstreamSync:
         self.configmaps: Informer
         self.secrets: Informer
         self.device_feed: DeviceFeed | None = None
+        self.cluster_wide: dict[str, Informer] = {}  # services, endpointslices: to every node
         self._tasks: set[asyncio.Task] = set()
 
     def start(self) -> None:
@@ -124,6 +125,11 @@ class DownstreamSync:
         self.configmaps.add_handler(lambda t, o, n: self._on_ref("configmaps", t, o, n))
         self.secrets = self._informers.informer("", "secrets")
         self.secrets.add_handler(lambda t, o, n: self._on_ref("secrets", t, o, n))
+        self.cluster_wide = {}  # (reset: start may run again on a restarted hub)
+        for plural in CLUSTER_WIDE_KINDS:
+            group = "discovery.k8s.io" if plural == "endpointslices" else ""
+            inf = self.cluster_wide[plural] = self._informers.informer(group, plural)
+            inf.add_handler(lambda t, o, n, plural=plural: self._to_every_node(plural, t, o, n))
         self.device_feed = DeviceFeed(self._informers, self.send_object)
         self.device_feed.start()
         if self.issuer is not None:
@@ -186,6 +192,8 @@ class DownstreamSync:
                 content[plural].append(obj)
         if self.device_feed is not None:
             content.update(self.device_feed.snapshot(node))
+        for plural, inf in self.cluster_wide.items():
+            content[plural] = inf.list()
         return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
                            content=content, key="sync")
 
@@ -233,6 +241,15 @@ class DownstreamSync:
         if node in self.sessions:
             self.sessions[node].send(object_message(
                 POD_TOKENS_KIND, "DELETED", self.tokens.deleted_object(pod)))
+
+    def _to_every_node(self, plural: str, etype: str, old: dict | None,
+                       new: dict | None) -> None:
+        """Services and EndpointSlices: every node holds them all (its DNS and rules)."""
+        obj = new or old
+        if obj is None:
+            return
+        for session in self.sessions.values():
+            session.send(object_message(plural, etype, obj))
 
     def _on_ref(self, plural: str, etype: str, old: dict | None, new: dict | None) -> None:
         obj = new or old

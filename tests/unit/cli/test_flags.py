@@ -274,8 +274,6 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 REFUSED = [  # (flag, value, words the one line must hold)
     ("datastore-endpoint", "postgres://k3s@db/k3s", ["--datastore-endpoint", "SQLite"]),
     ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
-    ("cluster-dns", "10.43.0.10", ["--cluster-dns", "DNS"]),
-    ("cluster-domain", "example.local", ["--cluster-domain", "DNS"]),
     ("disable", "ingress", ["--disable ingress", "ingress controller"]),
     ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
     ("disable", "local-storage", ["--disable local-storage", "storage"]),
@@ -348,8 +346,7 @@ def test_help_marks_the_refused_flags(capsys):
     _, out, _ = run_main(capsys, "server", "--help")
     refused = [line for line in out.splitlines() if "not implemented yet" in line]
     assert {line.split()[0] for line in refused} == \
-        {"--datastore-endpoint", "--cluster-cidr", "--cluster-dns", "--cluster-domain",
-         "--disable"}
+        {"--datastore-endpoint", "--cluster-cidr", "--disable"}
 
 
 def test_bad_env_value_names_the_variable(capsys, monkeypatch):
