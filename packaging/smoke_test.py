@@ -1,7 +1,8 @@
 """Smoke test of a built one-file binary: `--version`, `server` ready, `kubectl get ns` through
-it, and an agent of the same binary joining it (node Ready on the host's podman).
+it, and an agent of the same binary joining it (node Ready on the host's podman; with --pod a
+pod of the offline test image runs on it and `kubectl logs` reads it).
 
-Usage: python3 packaging/smoke_test.py [BINARY] [--qemu ROOT] [--no-agent]
+Usage: python3 packaging/smoke_test.py [BINARY] [--qemu ROOT] [--no-agent] [--pod]
   dist/k3py (default) is what .ci/run checks after packaging/build.sh. --qemu ROOT runs a
   foreign-arch binary (dist/k3py-arm64) under qemu-aarch64-static with ROOT (the arm64 root of
   packaging/build-arm64-root.sh) as its library prefix; kubectl and podman stay the host's."""
@@ -9,6 +10,7 @@ Usage: python3 packaging/smoke_test.py [BINARY] [--qemu ROOT] [--no-agent]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import ServerProcess, clean_env, wait_for  # noqa: E402
-from tests.integration.agents import node_ready, remove_podman_pods  # noqa: E402
+from tests.integration.agents import (  # noqa: E402
+    IMAGE,
+    build_test_image,
+    node_ready,
+    remove_podman_pods,
+)
 
 QEMU = "qemu-aarch64-static"
 
@@ -47,9 +54,33 @@ def check_version(runner: list[str], env: dict[str, str]) -> bool:
     return out.returncode == 0
 
 
+def check_pod(srv: BinaryServer, tmp: Path, node: str, timeout: float) -> bool:
+    """A pod of the offline test image runs on the node and its log comes back through the
+    tunnel (`kubectl logs`)."""
+    build_test_image(tmp / "busybox.tar")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "smoke"},
+           "spec": {"nodeName": node, "containers": [{
+               "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+               "command": ["sh", "-c", "echo hi-from-k3py; trap 'exit 0' TERM; "
+                           "while true; do sleep 1; done"]}]}}
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: srv.kubectl_json("get", "pod", "smoke")["status"].get("phase")
+                 == "Running", timeout, 0.5, "pod smoke Running")
+        wait_for(lambda: "hi-from-k3py" in srv.kubectl("logs", "smoke").stdout, timeout, 0.5,
+                 "kubectl logs smoke")
+    except TimeoutError as e:
+        print(f"smoke: pod did not run: {e}", file=sys.stderr)
+        return False
+    print(f"smoke: pod Running on {node} in {time.monotonic() - t0:.2f}s, kubectl logs ok")
+    return True
+
+
 def check_agent(srv: BinaryServer, tmp: Path, env: dict[str, str], arch: str,
-                timeout: float) -> bool:
-    """An agent of the binary joins: its node turns Ready with podman as its runtime."""
+                timeout: float, pod: bool) -> bool:
+    """An agent of the binary joins: its node turns Ready with podman as its runtime (and,
+    with `pod`, runs a pod)."""
     node = f"smoke-{uuid.uuid4().hex[:6]}"
     log_path = tmp / "agent.log"
     with open(log_path, "wb") as log:
@@ -71,7 +102,7 @@ def check_agent(srv: BinaryServer, tmp: Path, env: dict[str, str], arch: str,
             print(f"smoke: node architecture {info['architecture']}, expected {arch}",
                   file=sys.stderr)
             return False
-        return True
+        return not pod or check_pod(srv, tmp, node, timeout)
     finally:
         proc.terminate()
         try:
@@ -88,6 +119,8 @@ def main() -> int:
     ap.add_argument("--qemu", metavar="ROOT", help="run the arm64 binary under "
                     f"{QEMU} with this arm64 root as its library prefix")
     ap.add_argument("--no-agent", action="store_true", help="skip the agent join")
+    ap.add_argument("--pod", action="store_true", help="also run a pod of the offline test "
+                    "image on the agent's node (airgap/build-test-image.sh)")
     args = ap.parse_args()
     binary = os.path.abspath(args.binary)
     env = clean_env()
@@ -111,7 +144,8 @@ def main() -> int:
                 print("smoke: kubectl get ns did not list the system namespaces",
                       file=sys.stderr)
                 return 1
-            if not args.no_agent and not check_agent(srv, Path(tmp), env, arch, timeout):
+            if not args.no_agent and not check_agent(srv, Path(tmp), env, arch, timeout,
+                                                     args.pod):
                 return 1
         finally:
             srv.stop()
