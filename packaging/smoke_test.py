@@ -26,6 +26,7 @@ from tests.integration.agents import (  # noqa: E402
     build_test_image,
     node_ready,
     remove_podman_pods,
+    stop_proc,
 )
 
 QEMU = "qemu-aarch64-static"
@@ -104,12 +105,7 @@ def check_agent(srv: BinaryServer, tmp: Path, env: dict[str, str], arch: str,
             return False
         return not pod or check_pod(srv, tmp, node, timeout)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_proc(proc)
         remove_podman_pods(node)
 
 
