@@ -75,5 +75,10 @@ cp "$OUT/dist/k3py" "dist/$BIN"
 if [ "$ARCH" = "$HOST" ]; then
   ln -sfn "$BIN" dist/k3py  # what .ci/run and install.sh from a checkout run
   "./dist/$BIN" --version
+else
+  QEMU_LD_PREFIX="$ROOT" qemu-aarch64-static "dist/$BIN" --version
 fi
 log "ok: dist/$BIN ($(du -h "dist/$BIN" | cut -f1), linux/$ARCH) in $(( $(date +%s) - t0 ))s"
+if [ "$ARCH" != "$HOST" ]; then
+  log "smoke test: python3 packaging/smoke_test.py dist/$BIN --qemu $ROOT"
+fi
