@@ -16,7 +16,7 @@ __all__ = ["ANN_BIND_COMPLETED", "ANN_BOUND_BY_CONTROLLER", "ANN_SELECTED_NODE",
            "claim_class", "volume_class", "claim_request", "volume_capacity", "claim_ref",
            "bound_to_claim", "volume_fits_claim", "mismatch", "volume_node_matches",
            "find_matching_volume", "annotations", "is_default_class", "delays_binding",
-           "claim_names"]
+           "claim_names", "pod_claims"]
 
 ANN_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 ANN_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
@@ -174,15 +174,20 @@ def delays_binding(claim: dict, storage_class: dict | None) -> bool:
     return storage_class.get("volumeBindingMode") == WAIT_FOR_CONSUMER
 
 
-def claim_names(pod: dict) -> list[str]:
-    """Names of the claims a pod's volumes use (ephemeral volumes: <pod>-<volume>)."""
+def pod_claims(pod: dict) -> list[tuple[str, bool]]:
+    """(claim name, ephemeral) for each claim a pod's volumes use; an ephemeral volume's
+    claim is <pod>-<volume>, made by the ephemeral volume controller."""
     out = []
     pod_name = (pod.get("metadata") or {}).get("name") or ""
     for vol in (pod.get("spec") or {}).get("volumes") or []:
         if isinstance(vol.get("persistentVolumeClaim"), dict):
             name = vol["persistentVolumeClaim"].get("claimName")
             if name:
-                out.append(name)
+                out.append((name, False))
         elif isinstance(vol.get("ephemeral"), dict):
-            out.append(f"{pod_name}-{vol.get('name')}")
+            out.append((f"{pod_name}-{vol.get('name')}", True))
     return out
+
+
+def claim_names(pod: dict) -> list[str]:
+    return [name for name, _ in pod_claims(pod)]

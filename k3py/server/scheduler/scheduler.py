@@ -80,6 +80,9 @@ class Scheduler(Controller):
         self.unschedulable: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._binds: set[asyncio.Task] = set()
+        # pods whose binding task runs: one waiting for its volumes may outlive the assumed
+        # placement's 30 s and must not be decided a second time meanwhile
+        self._binding: set[str] = set()
         self._periodic: asyncio.Task | None = None
 
     # ------------------------------------------------------------ cache upkeep
@@ -187,7 +190,8 @@ class Scheduler(Controller):
         await self.volume_binder.synced()
         ns, name = split_key(key)
         pod = self.pods.get(ns, name)
-        if pod is None or not _wants_scheduling(pod) or key in self._assumed:
+        if pod is None or not _wants_scheduling(pod) or key in self._assumed or \
+                key in self._binding:
             self.unschedulable.discard(key)
             return
         if (pod.get("spec") or {}).get("schedulingGates"):
@@ -202,7 +206,9 @@ class Scheduler(Controller):
             self._assume(pod, node)
             task = asyncio.create_task(self._bind(pod, node, decision), name=f"bind-{key}")
             self._binds.add(task)
+            self._binding.add(key)
             task.add_done_callback(self._binds.discard)
+            task.add_done_callback(lambda _t: self._binding.discard(key))
             return
         message = node[1]
         self.unschedulable.add(key)

@@ -20,10 +20,10 @@ from k3py.server.controllers.volumematch import (
     annotations,
     bound_to_claim,
     claim_class,
-    claim_names,
     claim_ref,
     delays_binding,
     find_matching_volume,
+    pod_claims,
     volume_node_matches,
 )
 
@@ -86,13 +86,20 @@ class VolumeBinder:
 
     def pre_filter(self, pod: dict) -> PodVolumes | str:
         """The pod's claims, or why no node can take the pod now."""
-        ns = (pod.get("metadata") or {}).get("namespace")
+        md = pod.get("metadata") or {}
+        ns = md.get("namespace")
         out = PodVolumes()
         immediate = False
-        for name in claim_names(pod):
+        for name, ephemeral in pod_claims(pod):
             claim = self.claims.get(ns, name)
             if claim is None:
-                return f'persistentvolumeclaim "{name}" not found'
+                return f'waiting for ephemeral volume controller to create the ' \
+                    f'persistentvolumeclaim "{name}"' if ephemeral else \
+                    f'persistentvolumeclaim "{name}" not found'
+            if ephemeral and not any(o.get("uid") == md.get("uid") for o in
+                                     claim["metadata"].get("ownerReferences") or []):
+                return f"PVC {ns}/{name} was not created for pod {ns}/{md.get('name')} " \
+                    "(pod is not owner)"
             if claim["metadata"].get("deletionTimestamp"):
                 return f'persistentvolumeclaim "{name}" is being deleted'
             if (claim.get("spec") or {}).get("volumeName"):

@@ -8,6 +8,7 @@ import pytest
 
 from k3py.config import ServerConfig
 from k3py.server.controllers.defaultclass import DefaultStorageClass, default_class_name
+from k3py.server.controllers.ephemeral import EphemeralVolumeController
 from k3py.server.controllers.localpath import (
     LocalPathProvisioner,
     ensure_local_path_class,
@@ -156,3 +157,41 @@ async def test_default_class_and_disable(tmp_path) -> None:
         await c.create("storageclasses", mine, group=SC)
         await ensure_local_path_class(c.registry, False)
         assert await c.get("storageclasses", None, "local-path", group=SC) is not None
+
+
+async def test_ephemeral_volume_gets_a_claim_owned_by_its_pod(tmp_path) -> None:
+    async with cluster(tmp_path) as c:
+        await storage_cluster(c, tmp_path)
+        await c.start(EphemeralVolumeController)
+        await c.create("pods", {"metadata": {"name": "scratch"}, "spec": {
+            "containers": [{"name": "c", "image": "x"}],
+            "volumes": [{"name": "tmp", "ephemeral": {"volumeClaimTemplate": {
+                "metadata": {"labels": {"kind": "scratch"}},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}}}}]}})
+        await wait_phase(c, "persistentvolumeclaims", "scratch-tmp", "Bound")
+        claim = await c.get("persistentvolumeclaims", "default", "scratch-tmp")
+        pod_obj = await c.get("pods", "default", "scratch")
+        assert claim["metadata"]["ownerReferences"][0]["uid"] == pod_obj["metadata"]["uid"]
+        assert claim["metadata"]["labels"] == {"kind": "scratch"}
+        assert claim["spec"]["storageClassName"] == "local-path"
+
+        async def scheduled():
+            return (await c.get("pods", "default", "scratch"))["spec"].get("nodeName")
+        await eventually(scheduled, what="pod with an ephemeral volume bound")
+
+        # a claim of that name that the pod does not own is refused, as upstream
+        await c.create("persistentvolumeclaims", pvc("squat-tmp", "1Gi"))
+        await c.create("pods", {"metadata": {"name": "squat"}, "spec": {
+            "containers": [{"name": "c", "image": "x"}],
+            "volumes": [{"name": "tmp", "ephemeral": {"volumeClaimTemplate": {
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}}}}]}})
+
+        async def refused():
+            p = await c.get("pods", "default", "squat")
+            return [x["message"] for x in (p.get("status") or {}).get("conditions") or []
+                    if x["type"] == "PodScheduled"]
+        msg = (await eventually(refused, what="squat unschedulable"))[0]
+        assert "PVC default/squat-tmp was not created for pod default/squat (pod is not " \
+               "owner)" in msg
