@@ -212,8 +212,6 @@ class PersistentVolumeController(Controller):
         provisioner = sc.get("provisioner") or ""
         if provisioner == "kubernetes.io/no-provisioner":
             await self._event(claim, "Normal", "FailedBinding",
-                              "no persistent volumes available for this claim and no storage "
-                              "class is set" if not claim_class(claim) else
                               "no persistent volumes available for this claim")
             return
         ann = annotations(claim)
