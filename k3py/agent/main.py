@@ -88,6 +88,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                 await opening  # a given socket that does not answer fails before the join
             creds = await join(session, config.server, config.token, node_name, agent_dir)
             await opening
+            runtime.cluster = creds.cluster_id()
         except RuntimeError_ as e:
             raise JoinError(str(e)) from None
         images_dir = config.images_dir
@@ -108,7 +109,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                        runtime_version=version, data_dir=config.data_dir,
                        role="server" if config.embedded else "agent")
     hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,
-                  headers={NODE_PASSWORD_HEADER: node_password(agent_dir)})
+                  headers={NODE_PASSWORD_HEADER: node_password(agent_dir)}, node_name=node_name)
     try:
         devices = DeviceManager(config, node_name, meta, hub)
         await devices.start()  # the broker first: a taken port stops the agent here

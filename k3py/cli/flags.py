@@ -167,6 +167,7 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
+SECRETS = "secrets-encrypt"
 _BOTH = (SERVER, AGENT)
 
 
@@ -209,7 +210,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
-    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN), short="d"),
+    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS), short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
     # networking
@@ -234,7 +235,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT,), short="s",
+    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a shared datastore",
@@ -250,6 +251,22 @@ FLAGS: tuple[Flag, ...] = (
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
+    Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
+         "more get 429 (0: no limit)", (SERVER,)),
+    Flag("max-mutating-requests-inflight", int, "(security) Mutating API requests served at "
+         "once; more get 429 (0: no limit)", (SERVER,)),
+    Flag("request-timeout", float, "(security) Seconds before an API request (not a watch or "
+         "stream) is answered 504", (SERVER,)),
+    Flag("audit-log-path", str, "(security) Write an audit log (audit.k8s.io/v1 Events, one "
+         "JSON line each) to this file", (SERVER,)),
+    Flag("audit-policy-file", str, "(security) Audit Policy (audit.k8s.io/v1) choosing what is "
+         "logged at which level", (SERVER,), default_help="every request at Metadata level"),
+    Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
+         "(0: never)", (SERVER,)),
+    Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),
+    Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
+         "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
+         (SERVER,)),
     # node
     Flag("node-name", str, "(agent/node) Node name", default_help="hostname"),
     Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from k3py.server import crds
+from k3py.server import admission, crds
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
@@ -30,6 +30,8 @@ from k3py.server.controllers.manager import start_controllers as start_builtin_c
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.nodeauthz import NodeAuthorizer
+from k3py.server.noderestriction import NodeRestriction
+from k3py.server.podsecurity import PodSecurityAdmission
 from k3py.server.rbac import RBACAuthorizer
 from k3py.server.rbac.aggregation import AggregationController
 from k3py.server.rbac.defaults import reconcile_defaults
@@ -63,8 +65,9 @@ def install_admission(registry: Registry, config) -> Plugins:
     """Fill the registry's AdmissionChain; within each phase the steps run in this order:
 
     prepare   CustomResourceStrategy, ServiceAllocatedValues
-    mutate    ServiceAllocation, ServiceAccount, DefaultStorageClass (create only)
-    validate  CustomResourceValidation, RBACEscalation (added by install_rbac)
+    mutate    ServiceAllocation, ServiceAccount, PodSecurity, DefaultStorageClass
+              (create only)
+    validate  CustomResourceValidation, NodeRestriction, RBACEscalation (install_rbac)
     convert   CustomResourceConversion
     delete    ServiceRelease
 
@@ -76,6 +79,8 @@ def install_admission(registry: Registry, config) -> Plugins:
                                         config.service_node_port_range)
     services.install(chain)
     chain.add_mutator("ServiceAccount", ServiceAccountAdmission(registry))
+    chain.add_mutator("PodSecurity", PodSecurityAdmission(registry, admission.warn))
+    chain.add_validator("NodeRestriction", NodeRestriction())
     chain.add_mutator("DefaultStorageClass", DefaultStorageClass(registry))
     return Plugins(crds=custom, services=services)
 

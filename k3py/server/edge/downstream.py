@@ -63,6 +63,26 @@ def referenced_objects(pod: dict) -> set[tuple[str, str]]:
     return refs
 
 
+# what a write of the pod's status alone changes besides the status
+_STATUS_WRITE_METADATA = ("resourceVersion", "managedFields")
+
+
+def status_only(old: dict | None, new: dict) -> bool:
+    """True if `new` differs from `old` only by what a status write changes (its pod IP
+    excepted: the downward API's status.podIP reads it from the node's copy)."""
+    if old is None:
+        return False
+    if (old.get("status") or {}).get("podIP") != (new.get("status") or {}).get("podIP"):
+        return False
+    return _without_status(old) == _without_status(new)
+
+
+def _without_status(pod: dict) -> dict:
+    md = {k: v for k, v in (pod.get("metadata") or {}).items()
+          if k not in _STATUS_WRITE_METADATA}
+    return {**{k: v for k, v in pod.items() if k != "status"}, "metadata": md}
+
+
 def node_of(pod: dict | None) -> str:
     """The node a pod is bound to, "" if none."""
     return ((pod or {}).get("spec") or {}).get("nodeName") or ""
@@ -185,14 +205,21 @@ class DownstreamSync:
             self._pod_tokens_gone(new or old)
         if after and after in self.sessions and new is not None:
             session = self.sessions[after]
+            arrived = etype == "ADDED" or before != after
+            if etype == "MODIFIED" and not arrived and status_only(old, new):
+                return  # the node's own status report coming back: it has it already
             if etype != "DELETED":
-                if self.tokens is not None and (etype == "ADDED" or before != after):
+                if self.tokens is not None and arrived:
                     tokens = self.tokens.object_for(new)  # new to this node: tokens first
                     if tokens is not None:
                         session.send(object_message(POD_TOKENS_KIND, "MODIFIED", tokens))
-                # referenced objects first, so the agent has them when it starts the pod
+                # referenced objects first, so the agent has them when it starts the pod (a
+                # change of one of them goes down by itself: _on_ref)
+                refs = referenced_objects(new)
+                if not arrived and old is not None:
+                    refs -= referenced_objects(old)
                 ns = namespace_of(new)
-                for plural, name in sorted(referenced_objects(new)):
+                for plural, name in sorted(refs):
                     obj = self._ref_object(plural, ns, name)
                     if obj is not None:
                         session.send(object_message(plural, "MODIFIED", obj))
