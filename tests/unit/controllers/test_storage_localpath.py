@@ -15,6 +15,7 @@ from k3py.server.controllers.localpath import (
     local_path_class,
 )
 from k3py.server.controllers.persistentvolume import PersistentVolumeController
+from k3py.server.controllers.statefulset import StatefulSetController
 from k3py.server.scheduler.scheduler import Scheduler
 from tests.unit.controllers.test_core_support import cluster, eventually
 from tests.unit.controllers.test_storage_binding import pvc, wait_event, wait_phase
@@ -195,3 +196,29 @@ async def test_ephemeral_volume_gets_a_claim_owned_by_its_pod(tmp_path) -> None:
         msg = (await eventually(refused, what="squat unschedulable"))[0]
         assert "PVC default/squat-tmp was not created for pod default/squat (pod is not " \
                "owner)" in msg
+
+
+async def test_statefulset_claims_get_volumes_on_their_pods_nodes(tmp_path) -> None:
+    async with cluster(tmp_path) as c:
+        await storage_cluster(c, tmp_path)
+        await c.start(StatefulSetController)
+        await c.create("statefulsets", {
+            "metadata": {"name": "db"},
+            "spec": {"replicas": 2, "serviceName": "db",
+                     "selector": {"matchLabels": {"app": "db"}},
+                     "template": {"metadata": {"labels": {"app": "db"}},
+                                  "spec": {"containers": [{"name": "c", "image": "x"}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                         "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}}]}})
+        for i in range(2):
+            await wait_phase(c, "persistentvolumeclaims", f"data-db-{i}", "Bound")
+
+            async def placed(i=i):
+                return (await c.get("pods", "default", f"db-{i}"))["spec"].get("nodeName")
+            node_name = await eventually(placed, what=f"db-{i} scheduled")
+            claim = await c.get("persistentvolumeclaims", "default", f"data-db-{i}")
+            vol = await c.get("persistentvolumes", None, claim["spec"]["volumeName"])
+            assert vol["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0][
+                "matchExpressions"][0]["values"] == [node_name]
+            await c.set_pod_status(f"db-{i}")
