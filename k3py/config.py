@@ -138,6 +138,8 @@ class ServerConfig(NodeConfig):
     cluster_domain: str = "cluster.local"
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
+    disable: tuple[str, ...] = ()  # packaged components not deployed (--disable)
+    default_local_storage_path: str = ""  # "" = <data-dir>/storage (local-path volumes)
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes

@@ -160,16 +160,17 @@ def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
 _NOT_YET_COMPONENTS = {
     "ingress": "k3py deploys no ingress controller",
     "servicelb": "k3py deploys no service load balancer",
-    "local-storage": "k3py deploys no local-path storage provisioner",
     "dns": "k3py deploys no cluster DNS",
 }
+# The components k3py deploys, each read from ServerConfig.disable by its deployer.
+_COMPONENTS = ("local-storage",)
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
+    known = (*_COMPONENTS, *_NOT_YET_COMPONENTS)
     for item in items:
-        if item not in _NOT_YET_COMPONENTS:
-            raise ValueError(f"expected components from {', '.join(_NOT_YET_COMPONENTS)}, "
-                             f"got {item!r}")
+        if item not in known:
+            raise ValueError(f"expected components from {', '.join(known)}, got {item!r}")
     return items
 
 
@@ -218,6 +219,8 @@ FLAGS: tuple[Flag, ...] = (
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
     Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS), short="d"),
+    Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
+         "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
     # networking
     Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
          (SERVER,), check=_cidr,
@@ -250,7 +253,7 @@ FLAGS: tuple[Flag, ...] = (
          (SERVER,), check=_non_negative),
     # components
     Flag("disable", list, "(components) Do not deploy packaged components "
-         f"({', '.join(_NOT_YET_COMPONENTS)})", (SERVER,), check=_components,
+         f"({', '.join((*_COMPONENTS, *_NOT_YET_COMPONENTS))})", (SERVER,), check=_components,
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
@@ -586,7 +589,8 @@ def help_text(command: str) -> str:
         if flag.not_implemented:
             text += f" (not implemented yet: {flag.not_implemented}; refused)"
         elif flag.not_implemented_values:
-            text += " (not implemented yet: each is refused)"
+            text += " (not implemented yet, so refused: " + \
+                ", ".join(v for v, _ in flag.not_implemented_values) + ")"
         rows.append((left, f"{text} [${' / $'.join(flag.env_vars)}]"))
     width = max(len(left) for left, _ in rows) + 3
     lines = [f"NAME:\n   {PROGRAM} {command} - {_ABOUT.get(command, '')}", "",

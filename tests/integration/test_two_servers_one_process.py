@@ -136,7 +136,7 @@ async def test_rbac_and_chains_are_per_server(tmp_path):
             assert srv.running.registry.admission.describe() == [
                 ("prepare", "CustomResourceStrategy"), ("prepare", "ServiceAllocatedValues"),
                 ("mutate", "ServiceAllocation"), ("mutate", "ServiceAccount"),
-                ("mutate", "PodSecurity"),
+                ("mutate", "PodSecurity"), ("mutate", "DefaultStorageClass"),
                 ("validate", "CustomResourceValidation"), ("validate", "NodeRestriction"),
                 ("validate", "RBACEscalation"),
                 ("convert", "CustomResourceConversion"), ("after-delete", "ServiceRelease")]
