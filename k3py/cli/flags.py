@@ -230,7 +230,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
          "with NodePort visibility", (SERVER,), check=_port_range),
     Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for the DNS service; should be in "
-         "your service-cidr range", (SERVER,), check=_ip),
+         "your service-cidr range", (SERVER,), check=_ip,
+         default_help="10th address of the service CIDR (10.43.0.10)"),
     Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,), check=_domain),
     # client
     Flag("write-kubeconfig", str, "(client) Write kubeconfig for admin client to this file",
