@@ -287,9 +287,14 @@ def test_server_side_apply_conflict_refused_then_forced(srv, chart, cfg):
               for m in _managed_fields(srv, "configmap", f"{RELEASE}-config")}
     assert "f:message" in owners[helm_manager]["f:data"]
     assert "f:message" not in owners.get("intruder", {}).get("f:data", {}), owners
-    rel = cfg.upgrade(chart, RELEASE, {"message": "again"}, wait="watcher", timeout=WAIT)
+    # with a second replica, waited for by Helm's other waiter (--wait=legacy, Helm 3's, which
+    # reads the ReplicaSets and pods). No rollout: the failed upgrade above had already applied
+    # the Deployment with this message's checksum (Helm applies every object, then reports)
+    rel = cfg.upgrade(chart, RELEASE, {"message": "again", "replicas": 2}, wait="legacy",
+                      timeout=WAIT)
     assert rel["status"] == "deployed", rel
     assert _get(srv, "configmap", f"{RELEASE}-config")["data"] == {"message": "again"}
+    assert len(_served(srv)) == 2
 
 
 def test_uninstall_leaves_nothing(srv, cfg):
