@@ -6,7 +6,8 @@ Prints, for the agent and the server, RSS, open fds, TCP sockets and live asynci
 warm-up round and after the run (both with only the steady pod on the node, once the server's
 view, podman's and the node's own agree), each with `ratio: after/before`; and the time from
 the link's return to a probe pod's status back on the server (p50/p99), and to the agent's
-"tunnel connected" for the cuts after which it dialled again (p50/p99 and how many).
+"tunnel connected" for the cuts after which it dialled again (p50/p99 and how many). On
+stderr: RSS and the store's size every 20 flaps, and the task and object types that grew.
 
 Run (root, for `ip netns`): python3 bench/autonomy_flaps.py [--flaps 100] [--warmup 10]
 [--seed 1]. Exits 1 with a one-line reason when the run cannot be measured or the views do not
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.api import emit, pct  # noqa: E402
+from bench.api import emit, pct, rss_mb  # noqa: E402
 from tests.integration.flaps import FlapRig, Usage  # noqa: E402
 from tests.integration.netns import NetNS, netns_available  # noqa: E402
 
@@ -35,10 +36,21 @@ def emit_usage(who: str, before: Usage, after: Usage) -> None:
         emit(f"{who}_{name}_before", b, unit)
         emit(f"{who}_{name}_after", a, unit)
         print(f"ratio: {a / b:.3f}" if b else "ratio: nan", flush=True)
-    grown = {n: (before.tasks.get(n, 0), c) for n, c in after.tasks.items()
-             if c > before.tasks.get(n, 0)}
-    if grown:
-        print(f"# {who}: tasks that grew (before, after): {grown}", flush=True)
+    if grown := after.grown(before):
+        print(f"# {who}: tasks that grew (before, after): {grown}", file=sys.stderr, flush=True)
+    objects = sorted(after.grown(before, "objects").items(),
+                     key=lambda kv: kv[1][0] - kv[1][1])[:8]
+    print(f"# {who}: object types that grew most (before, after): {dict(objects)}",
+          file=sys.stderr, flush=True)
+
+
+def trend(rig: FlapRig) -> str:
+    """RSS of both processes and the size of the server's store, while the pods churn."""
+    db = rig.srv.data_dir / "server" / "db"
+    size = sum(f.stat().st_size for f in db.iterdir()) / 2**20 if db.is_dir() else 0.0
+    assert rig.agent is not None and rig.srv.proc is not None
+    return (f"agent rss {rss_mb(rig.agent.pid):.1f} MB, server rss "
+            f"{rss_mb(rig.srv.proc.pid):.1f} MB, server store {size:.1f} MB")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -51,16 +63,20 @@ def run(args: argparse.Namespace) -> None:
             rig.clear_churn()
             rig.converge()
             before = rig.usage()
+            print(f"# before: {trend(rig)}", file=sys.stderr, flush=True)
             steady = rig.steady_container()
             rig.recoveries.clear()
             rig.reconnects.clear()
             t0 = time.monotonic()
-            for _ in range(args.flaps):
+            for i in range(1, args.flaps + 1):
                 rig.flap()
+                if i % 20 == 0:
+                    print(f"# after {i} flaps: {trend(rig)}", file=sys.stderr, flush=True)
             took = time.monotonic() - t0
             rig.clear_churn()
             rig.converge()
             after = rig.usage()
+            print(f"# after: {trend(rig)}", file=sys.stderr, flush=True)
             emit("flaps", args.flaps)
             emit("flapping_duration", took, "s")
             emit("steady_pod_recreated", float(rig.steady_container() != steady))

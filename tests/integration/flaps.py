@@ -34,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 RECOVER_SECONDS = 30.0  # bound on a probe's round trip after the link returns
 CONVERGE_SECONDS = 90.0
 KEEP_CHURN = 2  # running churn pods alive at once
+STREAM_TASK = "EdgeHub._stream.<locals>.run"  # the agent's task per open stream
 
-# `python -c TASKS_HOOK <file> <k3py args...>`: k3py with a SIGUSR1 handler that writes
-# {coroutine name: count} of the live asyncio tasks to <file> (the handler runs on the main
-# thread, where the loop runs, between two bytecodes).
+# `python -c TASKS_HOOK <file> <k3py args...>`: k3py with a SIGUSR1 handler that writes to
+# <file> {"tasks": {coroutine name: count} of the live asyncio tasks, "objects": {type name:
+# count} of what the garbage collector tracks} (the handler runs on the main thread, where
+# the loop runs, between two bytecodes).
 TASKS_HOOK = r"""
-import asyncio, collections, json, os, signal, sys
+import asyncio, collections, gc, json, os, signal, sys
 out = sys.argv[1]
 def dump(*_):
     try:
@@ -47,8 +49,9 @@ def dump(*_):
                                     for t in asyncio.all_tasks())
     except RuntimeError as e:
         names = {"<error>": str(e)}
+    objects = collections.Counter(type(o).__name__ for o in gc.get_objects())
     with open(out + ".tmp", "w") as f:
-        json.dump(names, f)
+        json.dump({"tasks": names, "objects": objects}, f)
     os.replace(out + ".tmp", out)
 signal.signal(signal.SIGUSR1, dump)
 from k3py.cli import main
@@ -64,10 +67,16 @@ class Usage:
     fds: int
     tcp: int  # TCP sockets (any state) that belong to the process, per `ss`
     tasks: dict[str, int]
+    objects: dict[str, int]  # objects the garbage collector tracks, by type name
 
     @property
     def task_count(self) -> int:
         return sum(self.tasks.values())
+
+    def grown(self, before: Usage, field: str = "tasks") -> dict[str, tuple[int, int]]:
+        """(before, after) of each task or object name there are more of than `before`."""
+        was, now = getattr(before, field), getattr(self, field)
+        return {n: (was.get(n, 0), c) for n, c in now.items() if c > was.get(n, 0)}
 
 
 def _hooked(cmd: list[str], tasks_file: Path) -> list[str]:
@@ -89,11 +98,21 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def _tasks(pid: int, path: Path) -> dict[str, int]:
+def _dump(pid: int, path: Path) -> dict[str, dict[str, int]]:
     path.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR1)
     wait_for(path.exists, 10, 0.05, f"the task dump of pid {pid}")
     return json.loads(path.read_text())
+
+
+def _tasks(pid: int, path: Path) -> dict[str, int]:
+    return _dump(pid, path)["tasks"]
+
+
+def _usage(pid: int, dump: Path, ss: list[str]) -> Usage:
+    d = _dump(pid, dump)
+    return Usage(_rss_mb(pid), len(os.listdir(f"/proc/{pid}/fd")), _tcp(pid, ss), d["tasks"],
+                 d["objects"])
 
 
 def _tcp(pid: int, ss: list[str]) -> int:
@@ -119,7 +138,7 @@ class FlapRig:
         self.srv.tasks_file = tmp / "server-tasks.json"
         self.agent_dir = tmp / "agent"
         self.agent_log = tmp / "agent.log"
-        self.agent_tasks = tmp / "agent-tasks.json"
+        self.agent_tasks_file = tmp / "agent-tasks.json"
         self.agent: subprocess.Popen | None = None
         self.churn: collections.deque[str] = collections.deque()
         self.flaps = 0
@@ -134,7 +153,7 @@ class FlapRig:
         cmd = self.srv.agent_command(self.agent_dir, self.node,
                                      server=f"https://{self.ns.host_ip}:{self.srv.port}")
         with open(self.agent_log, "ab") as log:
-            self.agent = self.ns.popen(_hooked(cmd, self.agent_tasks), stdout=log,
+            self.agent = self.ns.popen(_hooked(cmd, self.agent_tasks_file), stdout=log,
                                        stderr=subprocess.STDOUT, cwd=str(ROOT),
                                        env={**clean_env(), "PYTHONPATH": str(ROOT)})
         try:
@@ -317,16 +336,18 @@ class FlapRig:
         workers of the deleted pods ended (a worker ends after IDLE_SECONDS without a job)."""
         assert self.agent is not None and self.srv.proc is not None
         agent, server = self.agent.pid, self.srv.proc.pid
-        wait_for(lambda: not _tasks(agent, self.agent_tasks).get("PodWorkers._work"),
+        wait_for(lambda: not _tasks(agent, self.agent_tasks_file).get("PodWorkers._work"),
                  IDLE_SECONDS * 3, 1.0, "the agent's idle pod workers to end")
-        return {
-            "agent": Usage(_rss_mb(agent), len(os.listdir(f"/proc/{agent}/fd")),
-                           _tcp(agent, self.ns.command(["ss", "-tanp"])),
-                           _tasks(agent, self.agent_tasks)),
-            "server": Usage(_rss_mb(server), len(os.listdir(f"/proc/{server}/fd")),
-                            _tcp(server, ["ss", "-tanp"]),
-                            _tasks(server, self.srv.tasks_file)),
-        }
+        return {"agent": _usage(agent, self.agent_tasks_file, self.ns.command(["ss", "-tanp"])),
+                "server": _usage(server, self.srv.tasks_file, ["ss", "-tanp"])}
+
+    def agent_tasks(self) -> dict[str, int]:
+        assert self.agent is not None
+        return _tasks(self.agent.pid, self.agent_tasks_file)
+
+    def agent_streams(self) -> int:
+        """The agent's tasks serving a stream (logs, exec, attach, port-forward)."""
+        return self.agent_tasks().get(STREAM_TASK, 0)
 
     def steady_container(self) -> tuple[str, int]:
         """(containerID, restartCount) of the `steady` pod, as the server has them."""

@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from tests.harness import clean_env, wait_for
+from tests.integration.agents import kubectl_popen, read_until, stop_proc
 from tests.integration.flaps import ROOT, FlapRig
 from tests.integration.netns import netns_factory  # noqa: F401 - fixture
 
@@ -79,6 +80,38 @@ def test_local_pods_with_the_link_cut(rig: FlapRig):
     assert missing.stderr.count("\n") == 1 and "no agent state in" in missing.stderr
 
 
+def test_a_stream_open_when_the_tunnel_drops_ends_on_both_ends(rig: FlapRig):
+    """A cut long enough for the websocket pings to drop the tunnel: `kubectl exec -i` that
+    was open ends with an error, and the agent's task serving it ends too (the stream is
+    gone with the link: nothing would ever read or write it again)."""
+    wait_for(lambda: rig.srv.kubectl_json("get", "pod", "steady")["status"].get("phase")
+             == "Running", 90, 0.3, "steady Running")
+    proc = kubectl_popen(rig.srv, "exec", "-i", "steady", "--", "cat", stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write("before-the-cut\n")
+        proc.stdin.flush()
+        read_until(proc, "before-the-cut")
+        assert rig.agent_streams() == 1
+        lost_at = len(rig.agent_log.read_text(errors="replace"))
+        rig.ns.cut()
+        try:
+            wait_for(lambda: "lost; reconnecting" in
+                     rig.agent_log.read_text(errors="replace")[lost_at:], 60, 0.5,
+                     "the agent to drop the tunnel")
+            proc.wait(60)  # the server ended the stream: kubectl exits
+        finally:
+            rig.ns.restore()
+        assert proc.returncode != 0
+        try:
+            wait_for(lambda: rig.agent_streams() == 0, 30, 0.5,
+                     "the agent's stream task to end")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}: the exec stream outlived the tunnel on the agent "
+                                 f"(tasks {rig.agent_tasks()})") from None
+    finally:
+        stop_proc(proc)
+
+
 def test_flapping_link_with_pod_churn(rig: FlapRig):
     for _ in range(WARMUP):
         rig.flap()
@@ -101,7 +134,7 @@ def test_flapping_link_with_pod_churn(rig: FlapRig):
     assert steady[1] == 0
     for who in before:
         b, a = before[who], after[who]
-        grown = {n: (b.tasks.get(n, 0), c) for n, c in a.tasks.items() if c > b.tasks.get(n, 0)}
+        grown = a.grown(b)
         assert not grown, f"{who}: more asyncio tasks after the flaps: {grown}; {report}"
         assert a.fds <= b.fds + FD_SLACK, f"{who}: fds grew; {report}"
         assert a.tcp <= b.tcp + FD_SLACK, f"{who}: TCP sockets grew; {report}"
