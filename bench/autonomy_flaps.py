@@ -30,6 +30,7 @@ from tests.integration.netns import NetNS, netns_available  # noqa: E402
 
 def emit_usage(who: str, before: Usage, after: Usage) -> None:
     for name, b, a, unit in (("rss", before.rss_mb, after.rss_mb, "MB"),
+                             ("sqlite_memory", before.sqlite_mb, after.sqlite_mb, "MB"),
                              ("fds", before.fds, after.fds, ""),
                              ("tcp_sockets", before.tcp, after.tcp, ""),
                              ("asyncio_tasks", before.task_count, after.task_count, "")):

@@ -38,8 +38,8 @@ STREAM_TASK = "EdgeHub._stream.<locals>.run"  # the agent's task per open stream
 
 # `python -c TASKS_HOOK <file> <k3py args...>`: k3py with a SIGUSR1 handler that writes to
 # <file> {"tasks": {coroutine name: count} of the live asyncio tasks, "objects": {type name:
-# count} of what the garbage collector tracks} (the handler runs on the main thread, where
-# the loop runs, between two bytecodes).
+# count} of what the garbage collector tracks, "sqlite": bytes SQLite holds (its page caches)}
+# (the handler runs on the main thread, where the loop runs, between two bytecodes).
 TASKS_HOOK = r"""
 import asyncio, collections, gc, json, os, signal, sys
 out = sys.argv[1]
@@ -50,8 +50,10 @@ def dump(*_):
     except RuntimeError as e:
         names = {"<error>": str(e)}
     objects = collections.Counter(type(o).__name__ for o in gc.get_objects())
+    apsw = sys.modules.get("apsw")
+    sqlite = apsw.status(apsw.SQLITE_STATUS_MEMORY_USED)[0] if apsw else 0
     with open(out + ".tmp", "w") as f:
-        json.dump({"tasks": names, "objects": objects}, f)
+        json.dump({"tasks": names, "objects": objects, "sqlite": sqlite}, f)
     os.replace(out + ".tmp", out)
 signal.signal(signal.SIGUSR1, dump)
 from k3py.cli import main
@@ -68,6 +70,7 @@ class Usage:
     tcp: int  # TCP sockets (any state) that belong to the process, per `ss`
     tasks: dict[str, int]
     objects: dict[str, int]  # objects the garbage collector tracks, by type name
+    sqlite_mb: float  # memory SQLite holds in the process (page caches, statements)
 
     @property
     def task_count(self) -> int:
@@ -112,7 +115,7 @@ def _tasks(pid: int, path: Path) -> dict[str, int]:
 def _usage(pid: int, dump: Path, ss: list[str]) -> Usage:
     d = _dump(pid, dump)
     return Usage(_rss_mb(pid), len(os.listdir(f"/proc/{pid}/fd")), _tcp(pid, ss), d["tasks"],
-                 d["objects"])
+                 d["objects"], d["sqlite"] / 2**20)
 
 
 def _tcp(pid: int, ss: list[str]) -> int:

@@ -125,7 +125,8 @@ def test_flapping_link_with_pod_churn(rig: FlapRig):
     rig.converge()
     after = rig.usage()
     report = "; ".join(
-        f"{who}: rss {before[who].rss_mb:.1f}->{after[who].rss_mb:.1f} MB, fds "
+        f"{who}: rss {before[who].rss_mb:.1f}->{after[who].rss_mb:.1f} MB (SQLite "
+        f"{before[who].sqlite_mb:.1f}->{after[who].sqlite_mb:.1f} MB), fds "
         f"{before[who].fds}->{after[who].fds}, tcp {before[who].tcp}->{after[who].tcp}, tasks "
         f"{before[who].task_count}->{after[who].task_count}" for who in before)
     print(f"\n{FLAPS} flaps: {report}; probe round trip after the link returned max "
