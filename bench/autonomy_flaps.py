@@ -10,7 +10,7 @@ the link's return to a probe pod's status back on the server (p50/p99), and to t
 stderr: RSS and the store's size every 20 flaps, and the task and object types that grew.
 
 Run (root, for `ip netns`): python3 bench/autonomy_flaps.py [--flaps 100] [--warmup 10]
-[--seed 1]. Exits 1 with a one-line reason when the run cannot be measured or the views do not
+[--seed 1] [--compact-interval S]. Exits 1 with a one-line reason when the run cannot be measured or the views do not
 converge. Bounded: every wait has a deadline; the server, the agent, the namespace and every
 podman pod of the node are removed, even on failure."""
 
@@ -56,7 +56,8 @@ def trend(rig: FlapRig) -> str:
 
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="k3py-flaps-") as tmp, NetNS() as ns:
-        rig = FlapRig(Path(tmp), ns, seed=args.seed)
+        rig = FlapRig(Path(tmp), ns, seed=args.seed, server_args=(
+            ("--compact-interval", str(args.compact_interval)) if args.compact_interval else ()))
         try:
             rig.start()
             for _ in range(args.warmup):
@@ -97,6 +98,8 @@ def main() -> int:
     ap.add_argument("--flaps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--compact-interval", type=float, default=0.0,
+                    help="the server's --compact-interval (default: the server's own)")
     args = ap.parse_args()
     ok, why = netns_available()
     if not ok:

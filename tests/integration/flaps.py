@@ -132,12 +132,13 @@ def _epoch(line: str) -> float | None:
 class FlapRig:
     """Server + agent in `ns`; `start()`, then `flap()`s, `converge()`, `usage()`; `close()`."""
 
-    def __init__(self, tmp: Path, ns: NetNS, *, seed: int = 0) -> None:
+    def __init__(self, tmp: Path, ns: NetNS, *, seed: int = 0,
+                 server_args: tuple[str, ...] = ()) -> None:
         self.tmp, self.ns = tmp, ns
         self.rng = random.Random(seed)
         self.node = f"flap-{ns.id[:6]}"
         self.srv = _HookedServer(tmp / "server", env={"PYTHONPATH": str(ROOT)}, extra_args=[
-            "--bind-address", "0.0.0.0", "--advertise-address", ns.host_ip])
+            "--bind-address", "0.0.0.0", "--advertise-address", ns.host_ip, *server_args])
         self.srv.tasks_file = tmp / "server-tasks.json"
         self.agent_dir = tmp / "agent"
         self.agent_log = tmp / "agent.log"
