@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 
-__all__ = ["primary_ip", "machine_secret"]
+__all__ = ["primary_ip", "machine_secret", "sd_notify"]
 
 
 def primary_ip() -> str:
@@ -37,3 +37,20 @@ def machine_secret(path: str, nbytes: int) -> str:
         f.write(value + "\n")
     os.replace(tmp, path)
     return value
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd our state ("READY=1", "STOPPING=1") when it started us with Type=notify
+    (NOTIFY_SOCKET set, a path or an abstract "@name"); False when there is no one to tell."""
+    addr = os.environ.get("NOTIFY_SOCKET", "")
+    if not addr or addr[0] not in "/@":
+        return False
+    if addr[0] == "@":
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+        return True
+    except OSError:
+        return False

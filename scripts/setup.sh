@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients}"
+APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -32,7 +32,7 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
 fi
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c 'import k3py, aiohttp, apsw, amqtt, paho.mqtt, pytest, pytest_timeout, kubernetes, importlinter' 2>/dev/null || \
+if ! "$PY" -c 'import k3py, aiohttp, apsw, amqtt, paho.mqtt, dns.message, pytest, pytest_timeout, kubernetes, importlinter' 2>/dev/null || \
    ! command -v kubectl >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 fi

@@ -140,7 +140,19 @@ BUILTIN_RESOURCES: tuple[Resource, ...] = (
        short_names=("pc",)),
     # node.k8s.io/v1
     _r("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", namespaced=False),
-    # rbac.authorization.k8s.io/v1 (stored; enforced later)
+    # authentication.k8s.io/v1, authorization.k8s.io/v1: create-only, answered by the
+    # server (k3py.server.rbac.reviews), never stored
+    _r("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",
+       namespaced=False, verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+       namespaced=False, verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews",
+       namespaced=False, verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews",
+       namespaced=False, verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews",
+       verbs=("create",)),
+    # rbac.authorization.k8s.io/v1 (enforced by k3py.server.rbac)
     _r("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     _r("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),

@@ -21,15 +21,19 @@ from aiohttp import web
 
 from k3py.api.resources import builtin_registry
 from k3py.config import ServerConfig
-from k3py.hostinfo import primary_ip
-from k3py.server import bootstrap
+from k3py.hostinfo import primary_ip, sd_notify
+from k3py.server import bootstrap, secretsencrypt
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
+from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
+from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
+from k3py.server.store.backend import Backend
+from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 
 __all__ = ["run", "serve", "StartupError", "RunningServer"]
 
@@ -64,6 +68,14 @@ def _check_data_dir(path: str) -> None:
                            f"with --data-dir or run as a user who can write there") from None
 
 
+def _check_cluster_dns(config: ServerConfig) -> None:
+    import ipaddress
+    net = ipaddress.ip_network(config.service_cidr, strict=False)
+    if ipaddress.ip_address(config.cluster_dns_ip) not in net:
+        raise StartupError(f"--cluster-dns {config.cluster_dns_ip} is outside --service-cidr "
+                           f"{net}: choose an address inside it")
+
+
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
@@ -87,6 +99,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
 
     _check_data_dir(config.data_dir)
     _check_port(config.bind_address, config.https_listen_port)
+    _check_cluster_dns(config)
     for d in (config.server_dir, os.path.dirname(config.db_path), config.tls_dir):
         os.makedirs(d, mode=0o700, exist_ok=True)
 
@@ -101,10 +114,17 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     # the join token file; nodeauth reads it back when it installs the join route
     pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
 
-    backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
-                            compact_min_retain=config.compact_min_retain)
-    await backend.start()
+    backend: Backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
+                                     compact_min_retain=config.compact_min_retain)
     resources = builtin_registry()
+    keys = EncryptionKeys.load_or_create(config.encryption_config_path,
+                                         enable=config.secrets_encryption)
+    secrets = resources.find("", "secrets")
+    assert secrets is not None
+    encrypting = EncryptingBackend(backend, keys, resources.storage_prefix(secrets)) \
+        if keys.keys else None
+    backend = encrypting or backend
+    await backend.start()
     registry = Registry(backend, resources)
     plugins = bootstrap.install_admission(registry, config)
     await bootstrap.prepare(registry, plugins, config, advertise)
@@ -119,8 +139,17 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                     discovery=Discovery(resources, server_address))
     issuer = TokenIssuer(bundle.sa_key_pem)  # also mints the pods' tokens the tunnel sends
     bootstrap.install_authenticators(api, registry, issuer)
-    app = build_app(api)
+    bootstrap.install_rbac(api, registry, informers)
+    audit = _audit_log(config)
+    app = build_app(api, audit, RequestLimits(
+        max_readonly=config.max_requests_inflight,
+        max_mutating=config.max_mutating_requests_inflight, timeout=config.request_timeout))
+    if audit is not None:
+        async def close_audit(_app: web.Application) -> None:
+            audit.close()
+        app.on_cleanup.append(close_audit)
     bootstrap.install_routes(app, api, registry, config, informers, issuer)
+    secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -140,6 +169,22 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
                          controllers=controllers, url=url, informers=informers,
                          services=plugins.services)
+
+
+def _audit_log(config: ServerConfig) -> AuditLog | None:
+    if not config.audit_log_path:
+        return None
+    try:
+        policy = AuditPolicy.load(config.audit_policy_file) if config.audit_policy_file \
+            else AuditPolicy.default()
+        os.makedirs(os.path.dirname(os.path.abspath(config.audit_log_path)), exist_ok=True)
+        return AuditLog(config.audit_log_path, policy, max_size_mb=config.audit_log_maxsize,
+                        max_backups=config.audit_log_maxbackup)
+    except PolicyError as e:
+        raise StartupError(str(e)) from None
+    except OSError as e:
+        raise StartupError(f"cannot write the audit log {config.audit_log_path}: "
+                           f"{e.strerror}") from None
 
 
 async def shutdown(server: RunningServer) -> None:
@@ -171,13 +216,25 @@ async def _main(config: ServerConfig, after_ready: AfterReady | None) -> int:
     server = await serve(config)
     print(f"k3py server ready: {server.url}", file=sys.stderr, flush=True)
     extra = await after_ready(config, server) if after_ready else None
+    sd_notify("READY=1")  # Type=notify units (install.sh) count as started from here
     await stop.wait()
+    sd_notify("STOPPING=1")
     log.info("shutting down")
     if extra is not None:
         with contextlib.suppress(Exception):
             await extra.stop()
     await shutdown(server)
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Clients, watches and node tunnels each hold a socket: take the hard limit of open
+    files as the soft one (systemd units from install.sh give 1048576, as K3s's)."""
+    with contextlib.suppress(Exception):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
@@ -187,6 +244,7 @@ def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _raise_open_files_limit()
     try:
         import uvloop
         uvloop.install()

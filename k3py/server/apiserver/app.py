@@ -1,14 +1,18 @@
 """The aiohttp application serving the Kubernetes API: health, version, discovery, OpenAPI,
-and every resource path. One catch-all route; authentication runs before dispatch.
+and every resource path. One catch-all route; authentication (then impersonation) runs before
+dispatch, and every path but health is authorized: discovery and OpenAPI as non-resource
+paths (`get /apis/*`), resources by the handlers.
 
-Built by k3py.server.main with the Registry; extra stream handlers (logs, exec...) and
-extra routes (the node tunnel) are plugged in by the server before start."""
+Built by k3py.server.main with the Registry; extra stream handlers (logs, exec...), the
+create-only resources (access reviews) and extra routes (the node tunnel) are plugged in by
+the server before start."""
 
 from __future__ import annotations
 
 import logging
 import platform
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -18,17 +22,36 @@ from k3py.api import errors
 from k3py.api.kinds import apiregistration
 from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
-from k3py.server.apiserver.auth import PUBLIC_PATHS, Authenticator, AuthorizerChain
+from k3py.server.apiserver.audit import AuditLog
+from k3py.server.apiserver.auth import (
+    PUBLIC_PATHS,
+    REQUEST_USER,
+    Authenticator,
+    AuthorizerChain,
+    FailedAuthLimiter,
+    User,
+)
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
-from k3py.server.apiserver.negotiation import json_body, json_response, status_response
-from k3py.server.apiserver.paths import parse_resource_path
+from k3py.server.apiserver.impersonation import impersonate
+from k3py.server.apiserver.limits import RequestLimits
+from k3py.server.apiserver.negotiation import (
+    decode_body,
+    json_body,
+    json_response,
+    status_response,
+)
+from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
+from k3py.server.store import StorageFullError
 
-__all__ = ["ApiServer", "API_SERVER", "build_app"]
+__all__ = ["ApiServer", "API_SERVER", "build_app", "audit_target", "CreateOnlyHandler"]
 
 log = logging.getLogger("k3py.apiserver")
 
 KUBE_GIT_VERSION = "v1.31.0"  # the Kubernetes API level we model
+
+# (decoded body, requesting user, namespace of the path) -> the object answered with 201
+CreateOnlyHandler = Callable[[object, User, str | None], Awaitable[dict]]
 
 
 @dataclass(kw_only=True)
@@ -39,8 +62,12 @@ class ApiServer:
     authorizer: AuthorizerChain
     discovery: Discovery
     streams: dict[str, handlers.StreamHandler] = field(default_factory=dict)
+    # (group, plural) of resources that are only ever created, answered by a handler and
+    # never stored: SelfSubjectAccessReview, SubjectAccessReview, SelfSubjectReview...
+    create_only: dict[tuple[str, str], CreateOnlyHandler] = field(default_factory=dict)
     ready: bool = False
     started: float = field(default_factory=time.time)
+    auth_failures: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
 
 
 API_SERVER: web.AppKey[ApiServer] = web.AppKey("api_server", ApiServer)
@@ -74,13 +101,27 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if not api.ready:
             return web.Response(status=503, text="not ready")
         return web.Response(text="ok")
+    peer = request.remote or ""
+    presented = _presented(request)
+    if presented.endswith("token") and api.auth_failures.blocked(peer, time.monotonic()):
+        raise errors.too_many_requests("too many failed authentication attempts from this "
+                                       "address; try again later")
     user = api.authenticator.authenticate(request)
+    if user is None and presented:  # a wrong credential (not none at all)
+        api.auth_failures.failed(peer, presented, time.monotonic())
     if user is None and path not in PUBLIC_PATHS:
         raise errors.unauthorized()
+    if user is not None:
+        user = impersonate(request.headers, user, api.authorizer)
+        REQUEST_USER.set(user)
     if path == "/version":
+        if user is not None:
+            api.authorizer.authorize_path(user, request.method.lower(), path)
         return json_response(_version_info())
     if user is None:
         raise errors.unauthorized()
+    if _is_non_resource(path):
+        api.authorizer.authorize_path(user, request.method.lower(), path)
     if path in ("/api", "/api/"):
         agg = _accepts_aggregated(request)
         if agg:
@@ -107,11 +148,47 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         await _refuse_aggregated(api, parts[1], parts[2])
     rp = parse_resource_path(path, api.resources)
     if rp is None:
+        api.authorizer.authorize_path(user, request.method.lower(), path)
         raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
     if rp.resource is None:
         return json_response(api.discovery.resource_list(rp.group, rp.version))
+    create_only = api.create_only.get((rp.resource.group, rp.resource.plural))
+    if create_only is not None:
+        return await _create_only(request, rp, user, api.authorizer, create_only)
     return await handlers.handle_resource(request, rp, user, api.registry, api.authorizer,
                                           api.streams)
+
+
+def _presented(request: web.Request) -> str:
+    """The kind of credential a request carried (for the failed-authentication log)."""
+    if request.headers.get("Authorization"):
+        return request.headers["Authorization"].split(" ", 1)[0].lower() + " token"
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("peercert"):
+        return "client certificate"
+    return ""
+
+
+def _is_non_resource(path: str) -> bool:
+    """Discovery roots, group and group-version documents (`/api`, `/api/v1`, `/apis`,
+    `/apis/<g>`, `/apis/<g>/<v>`), OpenAPI: authorized as non-resource paths before anything
+    else is looked at, as upstream."""
+    parts = [p for p in path.split("/") if p]
+    if path.startswith("/openapi") or not parts:
+        return True
+    return parts[0] == "api" and len(parts) <= 2 or parts[0] == "apis" and len(parts) <= 3
+
+
+async def _create_only(request: web.Request, rp: ResourcePath, user: User,
+                       authorizer: AuthorizerChain, handler: CreateOnlyHandler) -> web.Response:
+    res = rp.resource
+    assert res is not None
+    if request.method != "POST" or rp.name is not None or rp.subresource:
+        raise errors.method_not_allowed(f"the server does not allow this method on the "
+                                        f"requested resource ({request.method})")
+    authorizer.authorize(user, "create", res.group, res.plural, rp.namespace)
+    body = decode_body(await request.read(), request.content_type)
+    return json_response(await handler(body, user, rp.namespace), 201)
 
 
 async def _refuse_aggregated(api: ApiServer, group: str, version: str) -> None:
@@ -185,6 +262,8 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(e)
     except web.HTTPRequestEntityTooLarge:
         return status_response(errors.request_entity_too_large(f"limit is {MAX_BODY_BYTES}"))
+    except StorageFullError as e:  # logged by the store when the disk filled up
+        return status_response(errors.insufficient_storage(str(e)))
     except web.HTTPException:
         raise
     except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
@@ -192,8 +271,40 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(errors.internal_error(str(e) or type(e).__name__))
 
 
-def build_app(api: ApiServer) -> web.Application:
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_BODY_BYTES)
+def audit_target(api: ApiServer):
+    """request -> (verb, objectRef or None), as the audit log records them."""
+    def resolve(request: web.Request) -> tuple[str, dict | None]:
+        method = request.method
+        rp = parse_resource_path(request.path, api.resources)
+        if rp is None or rp.resource is None:
+            return method.lower(), None
+        watch = rp.legacy_watch or (method == "GET" and request.query.get("watch") in
+                                    ("1", "true"))
+        if watch:
+            verb = "watch"
+        elif rp.name is None:
+            verb = {"GET": "list", "DELETE": "deletecollection"}.get(
+                method, handlers.VERB_BY_METHOD.get(method, method.lower()))
+        else:
+            verb = handlers.VERB_BY_METHOD.get(method, method.lower())
+        ref = {"resource": rp.resource.plural, "namespace": rp.namespace, "name": rp.name,
+               "apiGroup": rp.resource.group, "apiVersion": rp.version,
+               "subresource": rp.subresource}
+        return verb, {k: v for k, v in ref.items() if v}
+    return resolve
+
+
+def build_app(api: ApiServer, audit: AuditLog | None = None,
+              limits: RequestLimits | None = None) -> web.Application:
+    """The API's aiohttp app; with `audit`, its middleware records every request (outermost,
+    so it sees the final status of errors too); `limits` (in-flight and timeout) run inside
+    the error handling, so their 429 and 504 are Status bodies."""
+    middlewares = [_errors_middleware]
+    if limits is not None:
+        middlewares.append(limits.middleware())
+    if audit is not None:
+        middlewares.insert(0, audit.middleware(audit_target(api)))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[API_SERVER] = api
     return app
 

@@ -1,30 +1,37 @@
 """Authentication (client certificates, bearer tokens) and authorization for API requests.
 
-Anonymous requests get 401 except on health endpoints; system:masters may do anything; nodes
-are limited to what a kubelet needs (tightened by the agent work); RBAC (added by bootstrap to
-the server's AuthorizerChain) grants the rest; other users get 403. The ApiServer owns one
+Anonymous requests get 401 except on health endpoints; system:masters may do anything; the
+Node authorizer (k3py.server.nodeauthz) and RBAC (k3py.server.rbac), added by bootstrap to the
+server's AuthorizerChain, grant the rest; everything else gets 403. The ApiServer owns one
 Authenticator and one AuthorizerChain; handlers read them."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from k3py.api import errors
 
-__all__ = ["User", "Authenticator", "Authorizer", "AuthorizerChain", "node_allows",
-           "PUBLIC_PATHS"]
+__all__ = ["FailedAuthLimiter", "User", "Attributes", "Authenticator", "Authorizer", "AuthorizerChain",
+           "field_requirements", "PUBLIC_PATHS", "REQUEST_USER"]
+
+_log = logging.getLogger("k3py.auth")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/ping"})
 
 
 @dataclass(frozen=True)
 class User:
+    """Who a request is from; `extra`: (key, values) pairs (impersonation's Extra-*)."""
     name: str
     groups: tuple[str, ...] = field(default=())
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def is_admin(self) -> bool:
@@ -81,18 +88,45 @@ class Authenticator:
         return None
 
 
-# (user, verb, group, plural, namespace, name, subresource) -> True to allow; False only
-# means "no opinion": the next authorizer is asked, and when none allows, the request is denied
-Authorizer = Callable[[User, str, str, str, str | None, str | None, str], bool]
+# The user of the API request being served (None for the server's own writes), for the
+# checks that run deep in a write, as upstream reads it from the request context: RBAC's
+# escalation check. The ApiServer sets it once a request is authenticated.
+REQUEST_USER: ContextVar[User | None] = ContextVar("k3py_request_user", default=None)
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a request asks, as an authorizer sees it (upstream's authorizer.Attributes).
+    `fields`: the list/watch request's field selector as equality terms
+    (`spec.nodeName=n1` -> {"spec.nodeName": "n1"}), which the Node authorizer uses.
+    `path`: set for a non-resource request (`/version`, `/apis`), whose group and plural
+    are empty."""
+    user: User
+    verb: str
+    group: str
+    plural: str
+    namespace: str | None
+    name: str | None = None
+    subresource: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}/{self.subresource}" if self.subresource else self.plural
+
+
+# True to allow; False only means "no opinion": the next authorizer is asked, and when none
+# allows, the request is denied
+Authorizer = Callable[[Attributes], bool]
 
 
 class AuthorizerChain:
-    """One server's authorizers in order: system:masters, Node, then what bootstrap adds
-    (RBAC), then deny. `names()` lists them as they run."""
+    """One server's authorizers in order: system:masters, then what bootstrap adds (the Node
+    authorizer, RBAC), then deny. `names()` lists them as they run."""
 
     def __init__(self) -> None:
-        self._steps: list[tuple[str, Authorizer]] = [("SystemMasters", _admin_allows),
-                                                     ("Node", node_allows)]
+        self._steps: list[tuple[str, Authorizer]] = [("SystemMasters", _admin_allows)]
 
     def add(self, name: str, fn: Authorizer) -> None:
         self._steps.append((name, fn))
@@ -100,50 +134,70 @@ class AuthorizerChain:
     def names(self) -> list[str]:
         return [name for name, _ in self._steps] + ["Deny"]
 
+    def allows(self, attrs: Attributes) -> bool:
+        return any(fn(attrs) for _, fn in self._steps)
+
+    def authorize_path(self, user: User, verb: str, path: str) -> None:
+        """Raise 403 unless `user` may do `verb` on the non-resource `path`."""
+        if not self.allows(Attributes(user, verb, "", "", None, path=path)):
+            raise errors.forbidden(f'forbidden: User "{user.name}" cannot {verb} path '
+                                   f'"{path}"')
+
     def authorize(self, user: User, verb: str, group: str, plural: str,
                   namespace: str | None, name: str | None = None,
-                  subresource: str = "") -> None:
+                  subresource: str = "", fields: Mapping[str, str] | None = None) -> None:
         """Raise 403 unless `user` may do `verb` on the resource."""
-        for _, fn in self._steps:
-            if fn(user, verb, group, plural, namespace, name, subresource):
-                return
-        what = f"{plural}/{subresource}" if subresource else plural
+        attrs = Attributes(user, verb, group, plural, namespace, name, subresource,
+                           fields or {})
+        if self.allows(attrs):
+            return
         where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         raise errors.forbidden(
             f'{plural}{"." + group if group else ""}{" " + repr(name).replace(chr(39), chr(34)) if name else ""} '
-            f'is forbidden: User "{user.name}" cannot {verb} resource "{what}" in API group '
-            f'"{group}"{where}', group, plural, name)
+            f'is forbidden: User "{user.name}" cannot {verb} resource "{attrs.resource}" in '
+            f'API group "{group}"{where}', group, plural, name)
 
 
-def _admin_allows(user: User, verb: str, group: str, plural: str, namespace: str | None,
-                  name: str | None, subresource: str) -> bool:
-    return user.is_admin
+def _admin_allows(attrs: Attributes) -> bool:
+    return attrs.user.is_admin
 
 
-def node_allows(user: User, verb: str, group: str, plural: str, namespace: str | None,
-                name: str | None, subresource: str) -> bool:
-    """What a kubelet needs, for users of the system:nodes group named system:node:<name>."""
-    node = user.node_name
-    return node is not None and _node_allowed(node, verb, group, plural, name, subresource)
+def field_requirements(selector: str) -> dict[str, str]:
+    """The equality terms of a field selector ("a=b,c==d"); `!=` terms are left out (they
+    narrow nothing an authorizer could rely on)."""
+    out: dict[str, str] = {}
+    for term in selector.split(","):
+        if "!=" in term:
+            continue
+        key, sep, value = term.partition("==") if "==" in term else term.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
 
 
-_NODE_READ = {"pods", "configmaps", "secrets", "services", "endpoints", "nodes",
-              "persistentvolumeclaims", "persistentvolumes", "serviceaccounts", "leases",
-              "namespaces", "devices", "devicemodels", "endpointslices"}
+class FailedAuthLimiter:
+    """Failed authentication per source address: after `limit` wrong credentials within
+    `window` seconds, the address gets 429 for every bearer-token request until the window
+    has passed, so a token cannot be guessed at line speed (client certificates, which cannot
+    be guessed, still pass). Each failing address is logged once a window, with the kind of
+    credential it tried and never the credential itself."""
 
+    def __init__(self, limit: int = 20, window: float = 10.0, max_addresses: int = 10000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_addresses = max_addresses
+        self._seen: dict[str, tuple[float, int]] = {}  # address -> (window start, failures)
 
-def _node_allowed(node: str, verb: str, group: str, plural: str, name: str | None,
-                  subresource: str) -> bool:
-    if verb in ("get", "list", "watch") and plural in _NODE_READ:
-        return True
-    if plural == "nodes":
-        return name in (None, node) and verb in ("create", "update", "patch", "get")
-    if plural == "leases" and group == "coordination.k8s.io":
-        return True
-    if plural == "events":
-        return verb in ("create", "update", "patch")
-    if plural == "pods":
-        return subresource == "status" or verb in ("delete", "create")
-    if plural == "devices" and subresource == "status":
-        return True
-    return plural == "serviceaccounts" and subresource == "token"
+    def blocked(self, address: str, now: float) -> bool:
+        start, count = self._seen.get(address, (0.0, 0))
+        return count >= self.limit and now - start < self.window
+
+    def failed(self, address: str, credential: str, now: float) -> None:
+        start, count = self._seen.get(address, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        if count == 0:
+            _log.warning("authentication failed from %s (%s)", address, credential)
+        if len(self._seen) >= self.max_addresses and address not in self._seen:
+            self._seen = {a: v for a, v in self._seen.items() if now - v[0] < self.window}
+        self._seen[address] = (start, count + 1)

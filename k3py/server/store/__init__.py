@@ -10,11 +10,12 @@ from k3py.server.store.backend import (
     FutureRevisionError,
     KeyExistsError,
     KeyValue,
+    StorageFullError,
     StoreError,
     WatchResult,
 )
 
 __all__ = [
     "Backend", "KeyValue", "Event", "WatchResult",
-    "StoreError", "KeyExistsError", "CompactedError", "FutureRevisionError",
+    "StoreError", "StorageFullError", "KeyExistsError", "CompactedError", "FutureRevisionError",
 ]

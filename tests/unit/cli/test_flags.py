@@ -95,13 +95,14 @@ def test_node_name_is_the_flag_or_the_hostname(monkeypatch):
 
 
 def test_every_config_field_is_a_flag():
-    """A field no flag sets is dead; a refused flag has no field (nothing would read it)."""
+    """A field no flag sets is dead; a refused flag has no field (nothing would read it); a
+    list flag with some values refused (--disable) has one for the values it implements."""
     attrs = {f.attr for f in FLAGS}
     for cls in (ServerConfig, AgentConfig):
         for field in dataclasses.fields(cls):
             assert field.name in attrs or field.name == "embedded", field.name
     for flag in FLAGS:
-        if flag.not_implemented or flag.not_implemented_values:
+        if flag.not_implemented:
             assert flag.attr not in {f.name for f in dataclasses.fields(ServerConfig)}
 
 
@@ -274,11 +275,8 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 REFUSED = [  # (flag, value, words the one line must hold)
     ("datastore-endpoint", "postgres://k3s@db/k3s", ["--datastore-endpoint", "SQLite"]),
     ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
-    ("cluster-dns", "10.43.0.10", ["--cluster-dns", "DNS"]),
-    ("cluster-domain", "example.local", ["--cluster-domain", "DNS"]),
     ("disable", "ingress", ["--disable ingress", "ingress controller"]),
     ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
-    ("disable", "local-storage", ["--disable local-storage", "storage"]),
     ("disable", "dns", ["--disable dns", "DNS"]),
 ]
 
@@ -335,8 +333,18 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from ingress"):
+    with pytest.raises(UsageError, match="expected components from local-storage, ingress"):
         server_config(["--disable", "traefik"], {})
+
+
+def test_disable_local_storage_and_its_path(tmp_path):
+    assert server_config(["--disable", "local-storage"], {}).disable == ("local-storage",)
+    cfg = write(tmp_path, "disable: [local-storage]\ndefault-local-storage-path: /srv/pv\n")
+    config = server_config(["--config", cfg], {})
+    assert config.disable == ("local-storage",)
+    assert config.default_local_storage_path == "/srv/pv"
+    assert server_config([], {"K3PY_DEFAULT_LOCAL_STORAGE_PATH": "/x"}) \
+        .default_local_storage_path == "/x"
 
 
 def test_refusal_through_main_is_one_line_exit_1(capsys):
@@ -348,8 +356,7 @@ def test_help_marks_the_refused_flags(capsys):
     _, out, _ = run_main(capsys, "server", "--help")
     refused = [line for line in out.splitlines() if "not implemented yet" in line]
     assert {line.split()[0] for line in refused} == \
-        {"--datastore-endpoint", "--cluster-cidr", "--cluster-dns", "--cluster-domain",
-         "--disable"}
+        {"--datastore-endpoint", "--cluster-cidr", "--disable"}
 
 
 def test_bad_env_value_names_the_variable(capsys, monkeypatch):

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from k3py.server.store.backend import Backend
+from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 from k3py.server.store.sqlite import SQLiteBackend
 
 
@@ -28,6 +29,11 @@ class StoreFactory:
         options.setdefault("checkpoint_interval", 0)
         if self.kind == "sqlite":
             backend: Any = SQLiteBackend(str(self.where / "state.db"), **options)
+        elif self.kind == "sqlite-encrypted":  # every value through the encryption layer
+            keys = EncryptionKeys.load_or_create(str(self.where / "cred" / "keys.json"),
+                                                 enable=True)
+            backend = EncryptingBackend(SQLiteBackend(str(self.where / "state.db"),
+                                                      **options), keys, prefix="/")
         else:  # pragma: no cover - future drivers
             raise NotImplementedError(self.kind)
         await backend.start()
@@ -40,7 +46,7 @@ class StoreFactory:
         self.opened.clear()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "sqlite-encrypted"])
 async def store_factory(request: pytest.FixtureRequest,
                         tmp_path: Path) -> AsyncIterator[StoreFactory]:
     factory = StoreFactory(request.param, tmp_path)

@@ -1,0 +1,252 @@
+"""Service routing on the node, as kube-proxy's nftables mode does it: one nftables table
+(`ip k3py-proxy`) built from the Services and EndpointSlices the node holds, replaced as a
+whole in one `nft -f` transaction at each change (no half-applied state, nothing left over).
+
+- ClusterIP: `clusterIP . proto . port` -> the service port's chain, which picks a ready
+  endpoint at random (`numgen random`) and DNATs to it; with sessionAffinity ClientIP a client
+  sticks to the endpoint it got for timeoutSeconds (a dynamic set per endpoint, as upstream).
+- NodePort (and LoadBalancer's node ports): `proto . nodePort` to a local address of the node.
+- externalTrafficPolicy Local: node ports reach only this node's endpoints (and keep the client
+  address); internalTrafficPolicy Local: the ClusterIP only this node's endpoints.
+- Masquerade (mark, then masquerade in postrouting) what would not come back through this node
+  otherwise: traffic from outside the cluster CIDR to a ClusterIP, node ports with policy
+  Cluster, and hairpin (an endpoint reaching itself through its Service).
+- A service port with no ready endpoint is rejected (ICMP port unreachable / TCP reset) rather
+  than left to time out; headless and ExternalName Services get no rules.
+
+`build_ruleset(...)` returns the nft script (pure, tested by loading it with `nft -c`);
+`apply(script)` loads it. The nft command is the kernel interface, as the issue asks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+__all__ = ["TABLE", "ServicePort", "service_ports", "build_ruleset", "apply", "delete",
+           "NftError"]
+
+TABLE = "k3py-proxy"
+MASQ_MARK = 0x4000
+_PROTOS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+
+
+class NftError(Exception):
+    """nft refused a ruleset (its message)."""
+
+
+@dataclass
+class Endpoint:
+    ip: str
+    port: int
+    local: bool
+
+
+@dataclass
+class ServicePort:
+    """One port of one Service with the endpoints it routes to."""
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # tcp / udp / sctp
+    port: int
+    cluster_ips: list[str]
+    node_port: int = 0
+    external_local: bool = False
+    internal_local: bool = False
+    affinity_seconds: int = 0  # sessionAffinity ClientIP timeout, 0 = none
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        key = f"{self.namespace}/{self.name}/{self.protocol}/{self.port_name or self.port}"
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @property
+    def comment(self) -> str:
+        return f"{self.namespace}/{self.name}:{self.port_name or self.port}"
+
+
+def service_ports(services: list[dict], slices: list[dict], node_name: str) -> list[ServicePort]:
+    """The routable ports of `services` with their ready IPv4 endpoints from `slices`."""
+    by_service: dict[tuple[str, str], list[dict]] = {}
+    for es in slices:
+        md = es.get("metadata") or {}
+        owner = (md.get("labels") or {}).get("kubernetes.io/service-name")
+        if owner and es.get("addressType", "IPv4") == "IPv4":
+            by_service.setdefault((md.get("namespace") or "default", owner), []).append(es)
+    out = []
+    for svc in services:
+        md, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+        ns, name = md.get("namespace") or "default", md.get("name") or ""
+        if spec.get("type") == "ExternalName":
+            continue
+        ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]
+               if ip and ip != "None" and _is_v4(ip)]
+        if not ips:
+            continue  # headless (or IPv6 only: not routed yet)
+        affinity = 0
+        if spec.get("sessionAffinity") == "ClientIP":
+            cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+            affinity = int(cfg.get("timeoutSeconds") or 10800)
+        for p in spec.get("ports") or []:
+            proto = _PROTOS.get(str(p.get("protocol") or "TCP"))
+            if proto is None or not isinstance(p.get("port"), int):
+                continue
+            sp = ServicePort(
+                ns, name, str(p.get("name") or ""), proto, p["port"], ips,
+                node_port=int(p.get("nodePort") or 0)
+                if spec.get("type") in ("NodePort", "LoadBalancer") else 0,
+                external_local=spec.get("externalTrafficPolicy") == "Local",
+                internal_local=spec.get("internalTrafficPolicy") == "Local",
+                affinity_seconds=affinity)
+            sp.endpoints = _endpoints(by_service.get((ns, name), []), sp, node_name)
+            out.append(sp)
+    return out
+
+
+def _endpoints(slices: list[dict], sp: ServicePort, node_name: str) -> list[Endpoint]:
+    seen: dict[tuple[str, int], Endpoint] = {}
+    for es in slices:
+        port = next((q.get("port") for q in es.get("ports") or []
+                     if str(q.get("name") or "") == sp.port_name
+                     and _PROTOS.get(str(q.get("protocol") or "TCP")) == sp.protocol), None)
+        if not isinstance(port, int):
+            continue
+        for ep in es.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            for ip in ep.get("addresses") or []:
+                if _is_v4(ip):
+                    seen[(ip, port)] = Endpoint(ip, port, ep.get("nodeName") == node_name)
+    return sorted(seen.values(), key=lambda e: (e.ip, e.port))
+
+
+def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "",
+                  table: str = TABLE, masquerade_all: bool = False) -> str:
+    """The whole table as one nft script: declared, flushed by deleting it, and written
+    again, so loading it replaces what was there in one transaction. `table`: one per cluster
+    (two k3py clusters on one host keep their own). `masquerade_all`: ClusterIP traffic is
+    masqueraded too, as kube-proxy's masqueradeAll (needed while pods share one bridge with
+    no pod CIDR per node: a reply must come back through the node to be un-NATed)."""
+    lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
+    vmap_ips: list[str] = []
+    vmap_nodeports: list[str] = []
+    rejects: list[str] = []
+    chains: list[str] = []
+    for sp in ports:
+        cluster_eps = [e for e in sp.endpoints if e.local or not sp.internal_local]
+        ext_eps = [e for e in sp.endpoints if e.local or not sp.external_local]
+        for ip in sp.cluster_ips:
+            key = f"{ip} . {sp.protocol} . {sp.port}"
+            if cluster_eps:
+                vmap_ips.append(f"{key} : goto svc-{sp.id}")
+            else:
+                rejects.append(key)
+        if cluster_eps:
+            chains += _service_chain(f"svc-{sp.id}", sp, cluster_eps, cluster_cidr,
+                                     masquerade_all=masquerade_all)
+        if sp.node_port:
+            if ext_eps:
+                vmap_nodeports.append(f"{sp.protocol} . {sp.node_port} : goto ext-{sp.id}")
+                chains += _service_chain(f"ext-{sp.id}", sp, ext_eps, cluster_cidr,
+                                         masquerade_all=not sp.external_local)
+    lines += [
+        "  map service-ips {", "    type ipv4_addr . inet_proto . inet_service : verdict",
+        *_elements(vmap_ips), "  }",
+        "  map service-nodeports {", "    type inet_proto . inet_service : verdict",
+        *_elements(vmap_nodeports), "  }",
+        "  set no-endpoint-services {", "    type ipv4_addr . inet_proto . inet_service",
+        *_elements(rejects), "  }",
+        "  chain services {",
+        "    ip daddr . meta l4proto . th dport vmap @service-ips",
+        "    fib daddr type local ip daddr != 127.0.0.0/8 "
+        "meta l4proto . th dport vmap @service-nodeports",
+        "  }",
+        "  chain nat-prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;", "    jump services", "  }",
+        "  chain nat-output {",
+        "    type nat hook output priority -100; policy accept;", "    jump services", "  }",
+        "  chain nat-postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        f"    meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} meta mark set meta mark ^ "
+        f"{MASQ_MARK:#x} masquerade fully-random",
+        "  }",
+        "  chain mark-for-masquerade {", f"    meta mark set meta mark | {MASQ_MARK:#x}", "  }",
+        "  chain reject-no-endpoints {",
+        "    ip daddr . meta l4proto . th dport @no-endpoint-services "
+        "reject with icmp type port-unreachable",
+        "  }",
+        "  chain filter-input {",
+        "    type filter hook input priority -110; policy accept;",
+        "    jump reject-no-endpoints", "  }",
+        "  chain filter-forward {",
+        "    type filter hook forward priority -110; policy accept;",
+        "    jump reject-no-endpoints", "  }",
+        "  chain filter-output {",
+        "    type filter hook output priority -110; policy accept;",
+        "    jump reject-no-endpoints", "  }",
+        *chains,
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _service_chain(chain: str, sp: ServicePort, eps: list[Endpoint], cluster_cidr: str,
+                   masquerade_all: bool) -> list[str]:
+    out = [f"  chain {chain} {{", f'    comment "{sp.comment}"']
+    if masquerade_all:
+        out.append("    jump mark-for-masquerade")
+    elif cluster_cidr:
+        out.append(f"    ip saddr != {cluster_cidr} jump mark-for-masquerade")
+    ep_chains = [f"{chain}-ep{i}" for i in range(len(eps))]
+    if sp.affinity_seconds:
+        for name in ep_chains:
+            out.append(f"    ip saddr @{name}-aff goto {name}")
+    if len(eps) == 1:
+        out.append(f"    goto {ep_chains[0]}")
+    else:
+        picks = ", ".join(f"{i} : goto {name}" for i, name in enumerate(ep_chains))
+        out.append(f"    numgen random mod {len(eps)} vmap {{ {picks} }}")
+    out.append("  }")
+    for name, ep in zip(ep_chains, eps, strict=True):
+        if sp.affinity_seconds:
+            out += [f"  set {name}-aff {{", "    type ipv4_addr", "    flags dynamic,timeout",
+                    f"    timeout {sp.affinity_seconds}s", "  }"]
+        out += [f"  chain {name} {{",
+                f"    ip saddr {ep.ip} jump mark-for-masquerade"]  # hairpin
+        if sp.affinity_seconds:
+            out.append(f"    update @{name}-aff {{ ip saddr }}")
+        out += [f"    meta l4proto {sp.protocol} dnat to {ep.ip}:{ep.port}", "  }"]
+    return out
+
+
+def _elements(items: list[str]) -> list[str]:
+    return [f"    elements = {{ {', '.join(items)} }}"] if items else []
+
+
+async def apply(script: str, *, check: bool = False, netns: str = "") -> None:
+    """Load `script` with `nft -f -` (`check`: only `nft -c`, nothing changes); NftError
+    with nft's message when it refuses."""
+    cmd = ["nft", *(["-c"] if check else []), "-f", "-"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate(script.encode())
+    if proc.returncode != 0:
+        raise NftError(err.decode(errors="replace").strip()[:2000])
+
+
+async def delete(*, netns: str = "", table: str = TABLE) -> None:
+    """Remove the table (the agent stops routing services); nothing if it is absent."""
+    await apply(f"table ip {table} {{}}\ndelete table ip {table}\n", netns=netns)
+
+
+def _is_v4(ip: object) -> bool:
+    try:
+        return ipaddress.ip_address(str(ip)).version == 4
+    except ValueError:
+        return False

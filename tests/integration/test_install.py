@@ -1,0 +1,158 @@
+"""install.sh for real, as a user runs it: `curl -sfL http://MIRROR/install.sh | sh -` against
+a mirror on 127.0.0.1 serving the built binary and its checksum file, inside a throwaway root
+(a new mount and network namespace: /etc, /usr/local/bin, /opt, /var/log and the systemd
+directory are private copies, 127.0.0.1:6443 is the namespace's own).
+
+Server flavour with the defaults: downloads and verifies the binary, writes the unit, its env
+file (0600), k3py-killall.sh and k3py-uninstall.sh; with no systemd in reach it runs the server
+under its restart loop, and kubectl works with /etc/k3py/k3py.yaml. A re-run upgrades in place
+and keeps the data; a corrupted download is refused by its checksum; the uninstall script
+leaves nothing of k3py behind. The unit passes `systemd-analyze verify`.
+
+Needs the one-file binary (dist/k3py-amd64 or dist/k3py: .ci/run builds it before the tests,
+else the fixture runs packaging/build.sh) and root for the namespaces (skipped otherwise)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.harness import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _binary() -> Path | None:
+    for name in ("k3py-amd64", "k3py"):
+        if (ROOT / "dist" / name).is_file():
+            return ROOT / "dist" / name
+    return None
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a throwaway root")
+    if _binary() is None:  # .ci/run builds it first; from a bare checkout, build it here
+        out = subprocess.run(["sh", "packaging/build.sh"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=1200)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    binary = _binary()
+    assert binary is not None, "packaging/build.sh made no dist/k3py"
+    d = tmp_path_factory.mktemp("mirror")
+    shutil.copy(binary, d / "k3py-amd64")
+    shutil.copy(ROOT / "install.sh", d / "install.sh")
+    out = subprocess.run(["sha256sum", "k3py-amd64"], cwd=d, capture_output=True, text=True,
+                         check=True)
+    (d / "sha256sum-amd64.txt").write_text(out.stdout)
+    bad = d / "bad"
+    bad.mkdir()
+    (bad / "k3py-amd64").write_bytes(binary.read_bytes()[:-100] + b"x" * 100)
+    (bad / "sha256sum-amd64.txt").write_text(out.stdout)
+    return d
+
+
+def in_throwaway_root(tmp: Path, mirror: Path, script: str) -> subprocess.CompletedProcess:
+    """Run `script` (sh) in new mount and network namespaces with private copies of the
+    directories install.sh writes; $MIRROR is the mirror's URL inside."""
+    port = free_port()
+    prelude = textwrap.dedent(f"""
+        set -eu
+        ip link set lo up
+        for d in /etc /usr/local/bin; do
+            mkdir -p "{tmp}/root$d"
+            cp -a "$d/." "{tmp}/root$d/"
+            mount --bind "{tmp}/root$d" "$d"
+        done
+        for d in /opt /var/log; do
+            mkdir -p "{tmp}/root$d"
+            mount --bind "{tmp}/root$d" "$d"
+        done
+        rm -rf /etc/k3py /etc/systemd/system/k3py*
+        cd "{mirror}"
+        python3 -m http.server --bind 127.0.0.1 {port} >/dev/null 2>&1 &
+        MIRROR_PID=$!
+        trap 'kill $MIRROR_PID 2>/dev/null' EXIT
+        i=0; until curl -sf -o /dev/null http://127.0.0.1:{port}/install.sh; do
+            i=$((i+1)); [ $i -lt 100 ] || exit 9; sleep 0.1; done
+        MIRROR=http://127.0.0.1:{port}
+        export INSTALL_K3PY_NAME=test
+        export K3PY_DATA_DIR="{tmp}/data"
+    """)
+    return subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "sh",
+                           "-c", prelude + textwrap.dedent(script)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_server_install_rerun_and_uninstall(mirror, tmp_path):
+    out = in_throwaway_root(tmp_path, mirror, """
+        curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - server \\
+            --disable-agent
+        kubectl --kubeconfig /etc/k3py/k3py.yaml get ns default -o name
+        echo "ENVMODE $(stat -c %a /etc/systemd/system/k3py-test.service.env)"
+        grep -q '^ExecStart=/usr/local/bin/k3py server .--disable-agent.$' \\
+            /etc/systemd/system/k3py-test.service && echo UNIT-OK
+        grep -q '^Type=notify$' /etc/systemd/system/k3py-test.service && echo NOTIFY-OK
+        systemd-analyze verify /etc/systemd/system/k3py-test.service 2>&1 \\
+            | grep -v -e 'Failed to put bus name' -e 'Cannot determine' -e network-online \\
+                      -e 'systemd-analyze' || true
+        kubectl --kubeconfig /etc/k3py/k3py.yaml create configmap kept --from-literal=a=b
+        # a re-run upgrades in place and keeps the data
+        curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - server \\
+            --disable-agent
+        kubectl --kubeconfig /etc/k3py/k3py.yaml get configmap kept -o name
+        # a download that does not match its checksum is refused, the installed one stays
+        if curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR/bad" sh -; then
+            echo BAD-ACCEPTED
+        fi
+        /usr/local/bin/k3py --version >/dev/null && echo STILL-INSTALLED
+        /usr/local/bin/k3py-test-uninstall.sh
+        ls /usr/local/bin/k3py* /etc/systemd/system/k3py* /etc/k3py "$K3PY_DATA_DIR" \\
+            /opt/k3py 2>/dev/null | sed 's/^/LEFT /' || true
+        pgrep -f '^/usr/local/bin/k3py server' | sed 's/^/PROC /' || true
+    """)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "namespace/default" in out.stdout, text
+    assert "ENVMODE 600" in out.stdout and "UNIT-OK" in out.stdout, text
+    assert "NOTIFY-OK" in out.stdout, text
+    assert "no systemd here" in out.stdout, text
+    assert "configmap/kept" in out.stdout, text
+    assert "checksum mismatch" in out.stderr, text
+    assert "BAD-ACCEPTED" not in out.stdout and "STILL-INSTALLED" in out.stdout, text
+    assert "[k3py] uninstalled" in out.stdout, text
+    assert "LEFT" not in out.stdout and "PROC" not in out.stdout, text
+    assert not [line for line in out.stdout.splitlines() if "k3py-test.service:" in line], text
+
+
+def test_agent_install_needs_url_and_token(mirror, tmp_path):
+    out = in_throwaway_root(tmp_path, mirror, """
+        if curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - agent; then
+            echo NO-URL-ACCEPTED
+        fi
+        if curl -sfL "$MIRROR/install.sh" | K3PY_URL=https://192.0.2.1:6443 \\
+                INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -; then
+            echo NO-TOKEN-ACCEPTED
+        fi
+        curl -sfL "$MIRROR/install.sh" | K3PY_URL=https://192.0.2.1:6443 K3PY_TOKEN=secret \\
+            INSTALL_K3PY_SKIP_START=true INSTALL_K3PY_SKIP_PODMAN=true \\
+            INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - --node-label site=pole7
+        cat /etc/systemd/system/k3py-test.service.env
+        grep '^ExecStart=' /etc/systemd/system/k3py-test.service
+        /usr/local/bin/k3py-test-uninstall.sh
+    """)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "an agent needs K3PY_URL" in out.stderr, text
+    assert "K3PY_TOKEN is not" in out.stderr, text
+    assert "NO-URL-ACCEPTED" not in out.stdout and "NO-TOKEN-ACCEPTED" not in out.stdout, text
+    assert 'K3PY_URL="https://192.0.2.1:6443"' in out.stdout, text
+    assert 'K3PY_TOKEN="secret"' in out.stdout, text
+    assert "ExecStart=/usr/local/bin/k3py agent '--node-label' 'site=pole7'" in out.stdout, text
