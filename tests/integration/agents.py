@@ -16,13 +16,14 @@ from pathlib import Path
 
 from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
 
-__all__ = ["ROOT", "IMAGE", "EmbeddedServer", "build_test_image", "embedded_node",
+__all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "embedded_node",
            "node_ready", "podman_pods", "remove_podman_pods", "container_status", "fetch",
            "kubectl_env", "kubectl_popen", "port_forward", "read_until", "running_unrestarted",
            "stop_proc"]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "k3py.local/busybox:latest"
+PY_IMAGE = "k3py.local/python-k8s:latest"  # a minimal Python with the kubernetes client
 
 
 class EmbeddedServer(ServerProcess):
@@ -38,6 +39,16 @@ class EmbeddedServer(ServerProcess):
         if "--mqtt-port" not in cmd:  # never the node's 1883: tests run side by side
             cmd += ["--mqtt-port", str(free_port())]
         return cmd
+
+
+def build_python_image() -> None:
+    """Build the offline Python image into podman (airgap/build-python-image.sh), its tarball
+    cached in ~/.cache/k3py between runs."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = Path(base) / "k3py"
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["sh", str(ROOT / "airgap" / "build-python-image.sh"),
+                    str(cache / "python-k8s.tar")], check=True, capture_output=True)
 
 
 def build_test_image(dest: Path) -> Path:

@@ -10,36 +10,25 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.harness import ServerProcess, wait_for
-from tests.integration.agents import IMAGE, ROOT, embedded_node
+from tests.integration.agents import IMAGE, PY_IMAGE, build_python_image, embedded_node
 
 pytestmark = pytest.mark.integration
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-PY_IMAGE = "k3py.local/python-k8s:latest"
 BUSYBOX = IMAGE
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "k3py"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    _cache_dir().mkdir(parents=True, exist_ok=True)
-    subprocess.run(["sh", str(ROOT / "airgap" / "build-python-image.sh"),
-                    str(_cache_dir() / "python-k8s.tar")], check=True, capture_output=True)
+    build_python_image()
     # pods reach the API at the node's address, so the server listens on every address
     with embedded_node(tmp_path_factory.mktemp("incluster"), "inc",
                        bind_address="0.0.0.0") as srv:

@@ -7,18 +7,14 @@ kube-system with that IP, and kubernetes.default resolves to the API's ClusterIP
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.harness import wait_for
-from tests.integration.agents import IMAGE, ROOT, embedded_node
+from tests.integration.agents import IMAGE, PY_IMAGE, build_python_image, embedded_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PY_IMAGE = "k3py.local/python-k8s:latest"
 
 CLIENT = """
 import json, socket, urllib.request
@@ -36,16 +32,9 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "k3py"
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    _cache_dir().mkdir(parents=True, exist_ok=True)
-    subprocess.run(["sh", str(ROOT / "airgap" / "build-python-image.sh"),
-                    str(_cache_dir() / "python-k8s.tar")], check=True, capture_output=True)
+    build_python_image()
     with embedded_node(tmp_path_factory.mktemp("svc"), "svc") as s:
         yield s
 
