@@ -11,10 +11,11 @@ from k3py.server.store.backend import (
     KeyExistsError,
     KeyValue,
     StoreError,
+    StoreUnavailableError,
     WatchResult,
 )
 
 __all__ = [
     "Backend", "KeyValue", "Event", "WatchResult",
-    "StoreError", "KeyExistsError", "CompactedError", "FutureRevisionError",
+    "StoreError", "StoreUnavailableError", "KeyExistsError", "CompactedError", "FutureRevisionError",
 ]

@@ -11,7 +11,8 @@ from typing import Protocol
 
 __all__ = [
     "KeyValue", "Event", "WatchResult", "Backend",
-    "StoreError", "KeyExistsError", "CompactedError", "FutureRevisionError",
+    "StoreError", "StoreUnavailableError", "KeyExistsError", "CompactedError",
+    "FutureRevisionError",
 ]
 
 
@@ -33,6 +34,16 @@ class Event:
 
 class StoreError(Exception):
     pass
+
+
+class StoreUnavailableError(StoreError):
+    """The datastore cannot be reached or did not answer in time (-> 503, or 504 if timeout).
+
+    A shared datastore (postgres.py) raises it during an outage; the server keeps running."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class KeyExistsError(StoreError):
