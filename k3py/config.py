@@ -12,10 +12,11 @@ import os
 import socket
 import tempfile
 from dataclasses import dataclass, fields
+from urllib.parse import urlsplit, urlunsplit
 
 from k3py.hostinfo import machine_secret
 
-__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
+__all__ = ["redact_endpoint", "NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
            "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
@@ -136,6 +137,10 @@ class ServerConfig(NodeConfig):
     service_cidr: str = "10.43.0.0/16"
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
+    datastore_endpoint: str = ""  # "" = embedded SQLite; postgres://user:pass@host:port/db
+    datastore_cafile: str = ""
+    datastore_certfile: str = ""
+    datastore_keyfile: str = ""
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
@@ -171,3 +176,12 @@ class ServerConfig(NodeConfig):
         """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
         net = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(net.network_address + 1)
+
+
+def redact_endpoint(endpoint: str) -> str:
+    """A URL with its password replaced by ***, for logs and error lines."""
+    parts = urlsplit(endpoint)
+    if parts.password is None:
+        return endpoint
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -39,6 +39,7 @@ from k3py.server.apiserver.negotiation import (
 )
 from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
+from k3py.server.store.backend import StoreUnavailableError
 
 __all__ = ["ApiServer", "API_SERVER", "build_app", "CreateOnlyHandler"]
 
@@ -240,6 +241,10 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(e)
     except web.HTTPRequestEntityTooLarge:
         return status_response(errors.request_entity_too_large(f"limit is {MAX_BODY_BYTES}"))
+    except StoreUnavailableError as e:  # a shared datastore's outage: clients retry
+        log.warning("%s %s -> datastore unavailable: %s", request.method, request.path, e)
+        err = errors.timeout(str(e)) if e.timeout else errors.service_unavailable(str(e))
+        return status_response(err)
     except web.HTTPException:
         raise
     except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
