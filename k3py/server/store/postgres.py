@@ -88,7 +88,7 @@ _LATEST = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1
 _LATEST_AT = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1 "
               "AND id <= $2 ORDER BY id DESC LIMIT 1")
 _INSERT = "SELECT kine_insert($1, $2, $3, $4, $5, $6)"
-_FILL = ("INSERT INTO kine VALUES ($1, 'gap-' || $1, 0, 1, 0, 0, '') "
+_FILL = ("INSERT INTO kine VALUES ($1::bigint, 'gap-' || $1::text, 0, 1, 0, 0, '') "
          "ON CONFLICT DO NOTHING")
 # Every read is one statement, so its rows and the compact revision come from one snapshot:
 # the compact revision is the first column of each row (one row of NULLs if nothing matched).
