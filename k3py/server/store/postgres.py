@@ -494,11 +494,19 @@ class PostgresBackend:
 
     async def _poll_once(self, conn: asyncpg.Connection) -> bool:
         """Publish the rows after `_rev` up to the first missing id; True if more are ready."""
-        rows = await conn.fetch(_EVENTS.format(cond="true"), self._rev, _POLL_BATCH)
+        rows = await conn.fetch(_WITH_COMPACT.format(_EVENTS.format(cond="true")), self._rev,
+                                _POLL_BATCH)
+        compact = rows[0]["compact"] if rows else 0
+        if compact > self._rev:
+            self._skip_compacted(compact)
+            return True
+        self._compact_rev = max(self._compact_rev, compact)
         expected = self._rev + 1
         events: list[Event] = []
         blocked = False
         for row in rows:
+            if row["id"] is None:
+                break
             if row["id"] != expected:
                 blocked = True
                 break
@@ -511,6 +519,16 @@ class PostgresBackend:
             return await self._on_gap(conn, expected)
         self._gap = None
         return len(rows) == _POLL_BATCH
+
+    def _skip_compacted(self, compact: int) -> None:
+        """This server fell behind another server's compaction (its poller was cut off
+        longer than the retained history): the events in between are gone, so every watch
+        ends (clients re-watch and get 410, then re-list) and polling goes on from there."""
+        log.warning("datastore compacted to %d while this server was at %d: ending watches",
+                    compact, self._rev)
+        self._broadcaster.end_all()
+        self._compact_rev = compact
+        self._publish(compact, [])
 
     async def _on_gap(self, conn: asyncpg.Connection, missing: int) -> bool:
         """An id below a committed row is missing: a writer between nextval and commit, or one
