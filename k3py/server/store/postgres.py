@@ -148,7 +148,7 @@ def _range(prefix: str, start_key: str, first: int) -> tuple[str, list[str]]:
     strict = False
     if start_key.endswith("\x00"):
         start_key, strict = start_key.rstrip("\x00"), True
-    if start_key > prefix:
+    if start_key and start_key >= prefix:
         lo, op = start_key, (">" if strict else ">=")
     else:
         lo, op = prefix, ">="
