@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.harness import free_port, wait_for
 
-__all__ = ["PostgresCluster", "pg_bindir", "SKIP_REASON"]
+__all__ = ["PostgresCluster", "pg_bindir", "SKIP_REASON", "USER", "PASSWORD"]
 
 USER, PASSWORD = "k3py", "k3py-test-secret"
 
@@ -42,14 +42,15 @@ class PostgresCluster:
     """One postgres server. `dsn(db)` is a password-authenticated TCP endpoint; `create_db`
     makes a fresh database. `stop()`/`start()` again simulate an outage (same port, same data).
 
-    `fsync=False` for tests (they never pull the plug); benches keep the default, durable."""
+    `fsync=False` for tests (they never pull the plug); benches keep the default, durable.
+    `tls=(server cert, server key, client CA)` (PEM files): only TLS connections with a client
+    certificate from that CA whose CN is the user, and the password, are accepted."""
 
-    def __init__(self, *, fsync: bool = True) -> None:
+    def __init__(self, *, fsync: bool = True, tls: tuple[str, str, str] | None = None) -> None:
         bindir = pg_bindir()
         if bindir is None:
             raise RuntimeError(SKIP_REASON)
         self.bindir = bindir
-        self.fsync = fsync
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="k3py-pg-"))
         self.data = self.dir / "data"
@@ -62,6 +63,28 @@ class PostgresCluster:
             os.chown(self.dir, self._owner.pw_uid, self._owner.pw_gid)
         self.proc: subprocess.Popen | None = None
         self._initdb()
+        self._settings = {"fsync": "on" if fsync else "off", "max_connections": "200"}
+        if not fsync:
+            self._settings.update(synchronous_commit="off", full_page_writes="off")
+        if tls is not None:
+            self._use_tls(*tls)
+
+    def _own(self, path: Path) -> None:
+        if self._owner is not None:
+            os.chown(path, self._owner.pw_uid, self._owner.pw_gid)
+
+    def _use_tls(self, cert: str, key: str, client_ca: str) -> None:
+        for name, src in (("server.crt", cert), ("server.key", key), ("client-ca.crt", client_ca)):
+            dst = self.dir / name
+            shutil.copy(src, dst)
+            dst.chmod(0o600)
+            self._own(dst)
+        self._settings.update(ssl="on", ssl_cert_file=str(self.dir / "server.crt"),
+                              ssl_key_file=str(self.dir / "server.key"),
+                              ssl_ca_file=str(self.dir / "client-ca.crt"))
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            "hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n")
 
     def _bin(self, name: str) -> str:
         return os.path.join(self.bindir, name)
@@ -69,8 +92,7 @@ class PostgresCluster:
     def _initdb(self) -> None:
         pwfile = self.dir / "pw"
         pwfile.write_text(PASSWORD + "\n")
-        if self._owner is not None:
-            os.chown(pwfile, self._owner.pw_uid, self._owner.pw_gid)
+        self._own(pwfile)
         out = subprocess.run(
             [self._bin("initdb"), "-D", str(self.data), "-U", USER,
              f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
@@ -81,10 +103,9 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         cmd = [self._bin("postgres"), "-D", str(self.data),
-               "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.dir),
-               "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=200"]
-        if not self.fsync:
-            cmd += ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+               "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.dir)]
+        for name, value in self._settings.items():
+            cmd += ["-c", f"{name}={value}"]
         log = open(self.dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, **self._as_user)
@@ -117,8 +138,8 @@ class PostgresCluster:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
-    def dsn(self, db: str, *, password: str = PASSWORD) -> str:
-        return f"postgres://{USER}:{password}@127.0.0.1:{self.port}/{db}?sslmode=disable"
+    def dsn(self, db: str, *, password: str = PASSWORD, sslmode: str = "disable") -> str:
+        return f"postgres://{USER}:{password}@127.0.0.1:{self.port}/{db}?sslmode={sslmode}"
 
     def stop(self) -> None:
         """Fast shutdown (clients are disconnected), as an operator's `pg_ctl stop` would."""

@@ -1,8 +1,10 @@
 """What only the PostgreSQL driver has: several servers on one database (shared writes, watches,
-conditional updates), events that a lost NOTIFY or an id that never commits cannot lose, and an
-outage that fails calls with StoreUnavailableError and heals when the database returns.
+conditional updates), events that a lost NOTIFY or an id that never commits cannot lose, an
+outage that fails calls with StoreUnavailableError and heals when the database returns, and TLS
+with a CA and a client certificate.
 
-Runs on the session's throwaway cluster (conftest.py `pg_cluster`); the outage test has its own."""
+Runs on the session's throwaway cluster (conftest.py `pg_cluster`); the outage and TLS tests
+start their own."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import itertools
 
 import pytest
 
-from k3py.server.store.backend import StoreUnavailableError
+from k3py import pki
+from k3py.server.store.backend import StoreError, StoreUnavailableError
 from k3py.server.store.postgres import PostgresBackend
-from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir
+from tests.pg import PASSWORD, SKIP_REASON, USER, PostgresCluster, pg_bindir
 from tests.unit.store.test_backend_contract import collect
 
 pytestmark = pytest.mark.unit
@@ -116,5 +119,36 @@ async def test_outage_fails_calls_then_heals_and_watches_resume():
             assert [e.kv.key for e in events] == [P + "before", P + "after"]
         finally:
             await store.close()
+    finally:
+        cluster.destroy()
+
+
+@pytest.mark.skipif(pg_bindir() is None, reason=SKIP_REASON)
+async def test_tls_with_a_ca_and_a_client_certificate(tmp_path):
+    """--datastore-cafile/certfile/keyfile: the server is verified (verify-full by default
+    with a CA) and presents the client certificate the database requires."""
+    bundle = pki.ensure_pki(str(tmp_path / "tls"), sans=["localhost"], ips=["127.0.0.1"])
+    cert, key = bundle.issue_client_cert(USER)
+    (tmp_path / "client.crt").write_bytes(cert)
+    (tmp_path / "client.key").write_bytes(key)
+    (tmp_path / "client.key").chmod(0o600)
+    cluster = PostgresCluster(fsync=False, tls=(
+        bundle.serving_cert_path, bundle.serving_key_path, bundle.client_ca_path))
+    try:
+        cluster.start()
+        cluster.create_db("tls")
+        dsn = f"postgres://{USER}:{PASSWORD}@127.0.0.1:{cluster.port}/tls"
+        store = PostgresBackend(dsn, cafile=bundle.ca_cert_path,
+                                certfile=str(tmp_path / "client.crt"),
+                                keyfile=str(tmp_path / "client.key"), compact_interval=0)
+        await store.start()
+        try:
+            rev = await store.create(P + "over-tls", b"1")
+            assert (await store.get(P + "over-tls"))[1].mod_revision == rev
+        finally:
+            await store.close()
+        without_cert = PostgresBackend(dsn, cafile=bundle.ca_cert_path)
+        with pytest.raises(StoreError, match="cannot use the datastore .*:\\*\\*\\*@"):
+            await without_cert.start()
     finally:
         cluster.destroy()
