@@ -399,8 +399,11 @@ class PostgresBackend:
             _INSERT, key, created, deleted, create_revision, prev_revision, value))
         if rev:
             # Like SQLite's group commit: the caller returns after the event is published,
-            # so a read or a watch on this server right after the write sees it.
-            await self._published(rev, _PUBLISH_WAIT)
+            # so a read or a watch on this server right after the write sees it. Bounded: the
+            # row is durable anyway, and the poller may be reconnecting.
+            if not await self._published(rev, _PUBLISH_WAIT):
+                log.warning("revision %d is written but not yet published by this server "
+                            "after %.0fs", rev, _PUBLISH_WAIT)
         return rev
 
     def _contended(self, key: str) -> StoreError:
@@ -429,18 +432,18 @@ class PostgresBackend:
 
     # ------------------------------------------------------------------ publication
 
-    async def _published(self, rev: int, timeout: float) -> None:
-        """Wait until the poller has published `rev` (bounded: the row is durable anyway)."""
+    async def _published(self, rev: int, timeout: float) -> bool:
+        """Wait until the poller has published `rev`, at most `timeout` seconds."""
         if rev <= self._rev or self._closed:
-            return
+            return True
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (rev, next(self._seq), fut))
         self._wake.set()
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            log.warning("revision %d not yet seen by this server's poller after %.1fs",
-                        rev, timeout)
+            return False
+        return True
 
     def _release_waiters(self, upto: int | None) -> None:
         while self._waiters and (upto is None or self._waiters[0][0] <= upto):
