@@ -135,8 +135,12 @@ class ServerConfig(NodeConfig):
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     service_cidr: str = "10.43.0.0/16"
+    cluster_dns: str = "10.43.0.10"  # the kube-dns Service IP every agent answers DNS on
+    cluster_domain: str = "cluster.local"
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
+    disable: tuple[str, ...] = ()  # packaged components not deployed (--disable)
+    default_local_storage_path: str = ""  # "" = <data-dir>/storage (local-path volumes)
     datastore_endpoint: str = ""  # "" = embedded SQLite; postgres://user:pass@host:port/db
     datastore_cafile: str = ""
     datastore_certfile: str = ""
@@ -144,6 +148,14 @@ class ServerConfig(NodeConfig):
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
+    secrets_encryption: bool = True  # Secrets AES-GCM encrypted at rest (store/encryption.py)
+    max_requests_inflight: int = 400  # read-only requests at once (apiserver/limits.py)
+    max_mutating_requests_inflight: int = 200  # mutating requests at once
+    request_timeout: float = 60.0  # seconds before a non-long-running request gets 504
+    audit_log_path: str = ""  # "" = no audit log (apiserver/audit.py)
+    audit_policy_file: str = ""  # "" = every request at Metadata level
+    audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
+    audit_log_maxbackup: int = 10  # rotated files kept
 
     @property
     def server_dir(self) -> str:
@@ -156,6 +168,11 @@ class ServerConfig(NodeConfig):
     @property
     def tls_dir(self) -> str:
         return os.path.join(self.server_dir, "tls")
+
+    @property
+    def encryption_config_path(self) -> str:
+        """The secrets-encryption keys, as K3s keeps them (server/cred/)."""
+        return os.path.join(self.server_dir, "cred", "encryption-config.json")
 
     @property
     def token_path(self) -> str:

@@ -33,7 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["Pki", "PkiError", "ensure_pki", "ensure_token", "parse_token", "token_ca_hash",
            "write_kubeconfig", "issue_client_cert", "server_ssl_context", "client_ssl_context",
-           "atomic_write", "serving_sans", "TOKEN_PREFIX"]
+           "atomic_write", "serving_sans", "default_serving_cert", "TOKEN_PREFIX"]
 
 TOKEN_PREFIX = "K10"
 CA_VALIDITY = _dt.timedelta(days=3650)
@@ -157,6 +157,13 @@ def _issue(ca_cert_pem: bytes, ca_key_pem: bytes, cn: str, orgs: tuple[str, ...]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return _cert_pem(builder.sign(ca_key, hashes.SHA256())), _key_pem(key)
+
+
+def default_serving_cert(cn: str) -> tuple[bytes, bytes]:
+    """(cert PEM, key PEM) of a serving certificate for `cn` from a throwaway CA of its own:
+    what a proxy presents when no certificate matches (as Traefik's default certificate)."""
+    ca_cert, ca_key = _make_ca(f"{cn} CA")
+    return _issue(ca_cert, ca_key, cn, server=True, dns=(cn,))
 
 
 def _leaf_is_good(cert_pem: bytes | None, key_pem: bytes | None, ca_cert_pem: bytes) -> bool:

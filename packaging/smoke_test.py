@@ -1,46 +1,147 @@
-"""Smoke test of a built one-file binary: `server` starts and `kubectl get ns` works through it.
+"""Smoke test of a built one-file binary: `--version`, `server` ready, `kubectl get ns` through
+it, and an agent of the same binary joining it (node Ready on the host's podman; with --pod a
+pod of the offline test image runs on it and `kubectl logs` reads it).
 
-Usage: python3 packaging/smoke_test.py dist/k3py  (run by .ci/run after packaging/build.sh)."""
+Usage: python3 packaging/smoke_test.py [BINARY] [--qemu ROOT] [--no-agent] [--pod]
+  dist/k3py (default) is what .ci/run checks after packaging/build.sh. --qemu ROOT runs a
+  foreign-arch binary (dist/k3py-arm64) under qemu-aarch64-static with ROOT (the arm64 root of
+  packaging/build-arm64-root.sh) as its library prefix; kubectl and podman stay the host's."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import ServerProcess  # noqa: E402
+from tests.harness import ServerProcess, clean_env, wait_for  # noqa: E402
+from tests.integration.agents import (  # noqa: E402
+    IMAGE,
+    build_test_image,
+    node_ready,
+    remove_podman_pods,
+    stop_proc,
+)
+
+QEMU = "qemu-aarch64-static"
 
 
 class BinaryServer(ServerProcess):
-    def __init__(self, binary: str, data_dir: Path) -> None:
-        super().__init__(data_dir)
-        self.binary = binary
+    """A `server` of the binary (`runner` in front of it, e.g. qemu) instead of python -m."""
+
+    def __init__(self, runner: list[str], data_dir: Path, env: dict[str, str]) -> None:
+        super().__init__(data_dir, env=env)
+        self.runner = runner
 
     def command(self) -> list[str]:
-        return [self.binary, *super().command()[3:]]
+        return [*self.runner, *super().command()[3:]]
+
+    def agent_command(self, data_dir: Path, node: str, *extra: str, server: str = "",
+                      token: str = "") -> list[str]:
+        return [*self.runner, *super().agent_command(data_dir, node, *extra, server=server,
+                                                     token=token)[3:]]
+
+
+def check_version(runner: list[str], env: dict[str, str]) -> bool:
+    out = subprocess.run([*runner, "--version"], capture_output=True, text=True, timeout=120,
+                         env=env)
+    print(out.stdout.strip() or out.stderr.strip())
+    return out.returncode == 0
+
+
+def check_pod(srv: BinaryServer, tmp: Path, node: str, timeout: float) -> bool:
+    """A pod of the offline test image runs on the node and its log comes back through the
+    tunnel (`kubectl logs`)."""
+    build_test_image(tmp / "busybox.tar")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "smoke"},
+           "spec": {"nodeName": node, "containers": [{
+               "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+               "command": ["sh", "-c", "echo hi-from-k3py; trap 'exit 0' TERM; "
+                           "while true; do sleep 1; done"]}]}}
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: srv.kubectl_json("get", "pod", "smoke")["status"].get("phase")
+                 == "Running", timeout, 0.5, "pod smoke Running")
+        wait_for(lambda: "hi-from-k3py" in srv.kubectl("logs", "smoke").stdout, timeout, 0.5,
+                 "kubectl logs smoke")
+    except TimeoutError as e:
+        print(f"smoke: pod did not run: {e}", file=sys.stderr)
+        return False
+    print(f"smoke: pod Running on {node} in {time.monotonic() - t0:.2f}s, kubectl logs ok")
+    return True
+
+
+def check_agent(srv: BinaryServer, tmp: Path, env: dict[str, str], arch: str,
+                timeout: float, pod: bool) -> bool:
+    """An agent of the binary joins: its node turns Ready with podman as its runtime (and,
+    with `pod`, runs a pod)."""
+    node = f"smoke-{uuid.uuid4().hex[:6]}"
+    log_path = tmp / "agent.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(srv.agent_command(tmp / "agent", node), stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        try:
+            n = wait_for(lambda: proc.poll() is None and node_ready(srv, node), timeout, 0.5,
+                         f"node {node} Ready")
+        except TimeoutError as e:
+            print(f"smoke: agent did not join: {e}\n{log_path.read_text()[-3000:]}",
+                  file=sys.stderr)
+            return False
+        info = n["status"]["nodeInfo"]
+        print(f"smoke: agent joined in {time.monotonic() - t0:.2f}s: node {node} Ready, "
+              f"{info['architecture']}, {info['containerRuntimeVersion']}")
+        if info["architecture"] != arch:
+            print(f"smoke: node architecture {info['architecture']}, expected {arch}",
+                  file=sys.stderr)
+            return False
+        return not pod or check_pod(srv, tmp, node, timeout)
+    finally:
+        stop_proc(proc)
+        remove_podman_pods(node)
 
 
 def main() -> int:
-    binary = sys.argv[1] if len(sys.argv) > 1 else "dist/k3py"
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
-    print(version.stdout.strip() or version.stderr.strip())
-    if version.returncode != 0:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("binary", nargs="?", default="dist/k3py")
+    ap.add_argument("--qemu", metavar="ROOT", help="run the arm64 binary under "
+                    f"{QEMU} with this arm64 root as its library prefix")
+    ap.add_argument("--no-agent", action="store_true", help="skip the agent join")
+    ap.add_argument("--pod", action="store_true", help="also run a pod of the offline test "
+                    "image on the agent's node (airgap/build-test-image.sh)")
+    args = ap.parse_args()
+    binary = os.path.abspath(args.binary)
+    env = clean_env()
+    runner, arch, timeout = [binary], "amd64", 60.0
+    if args.qemu:
+        # the variable reaches the bootloader's re-exec of itself, which binfmt runs in qemu
+        env["QEMU_LD_PREFIX"] = os.path.abspath(args.qemu)
+        runner, arch, timeout = [QEMU, binary], "arm64", 300.0
+    if not check_version(runner, env):
         print("smoke: --version failed", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
-        srv = BinaryServer(binary, Path(tmp) / "data")
+        srv = BinaryServer(runner, Path(tmp) / "data", env)
         try:
             t0 = time.monotonic()
-            srv.start(timeout=60)
+            srv.start(timeout=timeout)
             print(f"smoke: server ready in {time.monotonic() - t0:.2f}s")
             out = srv.kubectl("get", "ns")
             print(out.stdout)
             if "default" not in out.stdout or "kube-system" not in out.stdout:
                 print("smoke: kubectl get ns did not list the system namespaces",
                       file=sys.stderr)
+                return 1
+            if not args.no_agent and not check_agent(srv, Path(tmp), env, arch, timeout,
+                                                     args.pod):
                 return 1
         finally:
             srv.stop()

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from yarl import URL
 
+from k3py.agent.lifecycle import dropped_events_event
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.tasks import cancel_and_wait
 from k3py.tunnel import framing
@@ -29,8 +30,11 @@ from k3py.tunnel.message import (
     GROUP_STREAM,
     GROUP_TUNNEL,
     OP_ACK,
+    OP_INSERT,
     Message,
     ack_for,
+    new_message,
+    resource_key,
     stream_frame,
 )
 from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_ERROR, HEARTBEAT, RESUME_HEADER, TUNNEL_PATH
@@ -53,7 +57,7 @@ StreamHandler = Callable[[Message], Awaitable[None]]
 class EdgeHub:
     def __init__(self, *, server: str, ssl_context: ssl.SSLContext, meta: MetaManager,
                  session: aiohttp.ClientSession, backoff: Backoff | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, node_name: str = "") -> None:
         self.url = server.rstrip("/") + TUNNEL_PATH
         self.headers = dict(headers or {})  # sent on every dial (the node password)
         # set when the server refuses this node for good (409: its name went to another
@@ -77,6 +81,11 @@ class EdgeHub:
         # frames the server sends into an open stream (exec stdin, resize), by stream id
         self._stream_inputs: dict[str, asyncio.Queue] = {}
         self.last_error = ""
+        self.node_name = node_name  # the Node that an EventsDropped Event is about
+        self._dropped_logged = 0    # meta.events_dropped when last logged / reported
+        self._dropped_reported = 0
+        self._dropped_reports = 0
+        self._started = time.time()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -94,11 +103,40 @@ class EdgeHub:
 
     async def send(self, msg: Message, *, persisted: bool = False) -> None:
         """Reliable: persisted in meta's outbox (`persisted`: the caller did it, with writes
-        of its own in the same commit), then sent whenever connected, until cloudhub ACKs."""
+        of its own in the same commit), then sent whenever connected, until cloudhub ACKs.
+        Queued Events beyond metamanager's cap are dropped, oldest first, and counted."""
         if not persisted:
-            await self.meta.queue(msg)
+            dropped = await self.meta.queue(msg)
+            if dropped:
+                self.queue.ack(dropped)  # gone from meta.db: not to be sent either
+                self._log_dropped()
         self.queue.add(msg)
         self._wakeup.set()
+
+    def _log_dropped(self) -> None:
+        total = self.meta.events_dropped
+        if total - self._dropped_logged >= 100 or not self._dropped_logged:
+            log.warning("%d queued Events dropped so far: more than %d waited for the server",
+                        total, self.meta.max_queued_events)
+            self._dropped_logged = total
+
+    async def _report_dropped(self) -> None:
+        """On a reconnect, a Warning Event on the Node says how many Events were dropped
+        (the agent's log said it as it happened). Its key is not an Event's, so the report
+        itself never pushes a queued Event out, and a newer report replaces an unsent one."""
+        dropped = self.meta.events_dropped
+        if dropped <= self._dropped_reported or not self.node_name:
+            return
+        self._dropped_reported = dropped
+        self._dropped_reports += 1
+        event = dropped_events_event(
+            self.node_name, name=f"{self.node_name}.eventsdropped.{int(self._started * 1e3):x}",
+            dropped=dropped, cap=self.meta.max_queued_events, reports=self._dropped_reports,
+            first=self._started)
+        await self.send(new_message(
+            source=EDGE, group=GROUP_RESOURCE, operation=OP_INSERT, key="events-dropped",
+            resource=resource_key("events", "default", event["metadata"]["name"]),
+            content=event))
 
     def send_live(self, msg: Message) -> bool:
         if self._ws is None or self._ws.closed:
@@ -206,6 +244,7 @@ class EdgeHub:
             fn()
         writer = asyncio.create_task(self._write_loop(ws))
         self._wakeup.set()
+        await self._report_dropped()
         try:
             async for frame in ws:
                 if frame.type != aiohttp.WSMsgType.TEXT:

@@ -5,7 +5,12 @@ this machine's node password (<data-dir>/agent/node-password, random, made once)
 machine cannot take a node name that is in use (k3py.server.edge.nodepassword); the agent's
 tunnel sends it again on every dial (protocol.NODE_PASSWORD_HEADER).
 
-Called once at agent start-up; JoinError is a problem the user must fix (one line, exit 1)."""
+A node that joined before starts from the credential it keeps (`stored`), without asking the
+server anything: an agent restarted while the server is unreachable must run its pods from its
+cache at once, and its tunnel connects when the server is back. Only a first join (or a
+credential for another node name, another CA than the token's, or an expired one) needs the
+server. Called once at agent start-up; JoinError is a problem the user must fix (one line,
+exit 1)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import hashlib
 import logging
 import os
 import ssl
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,7 +28,7 @@ from k3py.hostinfo import machine_secret
 from k3py.tunnel.protocol import CACERTS_PATH, NODE_CERT_PATH, NodeCertRequest, NodeCertResponse
 from k3py.tunnel.reliability import Backoff
 
-__all__ = ["JoinError", "NodeCredentials", "parse_token", "join", "ssl_context",
+__all__ = ["JoinError", "NodeCredentials", "parse_token", "join", "stored", "ssl_context",
            "node_password"]
 
 log = logging.getLogger("k3py.agent")
@@ -37,6 +43,19 @@ class NodeCredentials:
     ca_path: str
     cert_path: str
     key_path: str
+
+    @classmethod
+    def in_dir(cls, agent_dir: str) -> NodeCredentials:
+        return cls(os.path.join(agent_dir, "server-ca.crt"),
+                   os.path.join(agent_dir, "client-node.crt"),
+                   os.path.join(agent_dir, "client-node.key"))
+
+    def cluster_id(self) -> str:
+        """The cluster this credential belongs to: the first 12 hex digits of the CA's
+        sha256 (the hash a K10 token carries), so that two clusters on one host tell their
+        containers apart (runtime/podman.py's LABEL_CLUSTER)."""
+        with open(self.ca_path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
 def parse_token(token: str) -> tuple[str, str]:
@@ -96,14 +115,35 @@ async def _retrying(what: str, fn, *, attempts: int = 0):
             await asyncio.sleep(delay)
 
 
+def stored(agent_dir: str, node_name: str, ca_hash: str = "") -> NodeCredentials | None:
+    """The credential an earlier join left in `agent_dir`, if it is for `node_name`, has not
+    expired, and its CA is the one the token names (any, for a token without a CA hash);
+    else None."""
+    creds = NodeCredentials.in_dir(agent_dir)
+    if not all(os.path.exists(p) for p in (creds.ca_path, creds.cert_path, creds.key_path)):
+        return None
+    subject, not_after = _cert_subject(creds.cert_path)
+    if subject != node_name or not_after <= time.time():
+        return None
+    with open(creds.ca_path, "rb") as f:
+        if ca_hash and hashlib.sha256(f.read()).hexdigest() != ca_hash:
+            return None
+    return creds
+
+
 async def join(session: aiohttp.ClientSession, server: str, token: str, node_name: str,
                agent_dir: str) -> NodeCredentials:
+    """The node's credential: the stored one when it fits (no network), else a new one from
+    the server (retrying while it cannot be reached)."""
     server = server.rstrip("/")
     os.makedirs(agent_dir, mode=0o700, exist_ok=True)
-    creds = NodeCredentials(os.path.join(agent_dir, "server-ca.crt"),
-                            os.path.join(agent_dir, "client-node.crt"),
-                            os.path.join(agent_dir, "client-node.key"))
     ca_hash, secret = parse_token(token) if token else ("", "")
+    kept = stored(agent_dir, node_name, ca_hash)
+    if kept is not None:
+        log.info("node %s starts with its stored credential; its tunnel connects when %s "
+                 "answers", node_name, server)
+        return kept
+    creds = NodeCredentials.in_dir(agent_dir)
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE  # verified below by the hash carried in the token
@@ -119,11 +159,6 @@ async def join(session: aiohttp.ClientSession, server: str, token: str, node_nam
     if ca_hash and got != ca_hash:
         raise JoinError(f"the server's CA certificate (sha256 {got[:12]}…) does not match the "
                         f"token (sha256 {ca_hash[:12]}…): wrong --token or --server")
-    have_cert = os.path.exists(creds.cert_path) and os.path.exists(creds.key_path)
-    if have_cert and os.path.exists(creds.ca_path):
-        with open(creds.ca_path, "rb") as f:
-            if f.read() == ca_pem and _cert_node(creds.cert_path) == node_name:
-                return creds
     if not secret:
         raise JoinError("a token is required to join (--token or K3PY_TOKEN)")
     _write(creds.ca_path, ca_pem, 0o644)
@@ -153,17 +188,19 @@ async def join(session: aiohttp.ClientSession, server: str, token: str, node_nam
     return creds
 
 
-def _cert_node(cert_path: str) -> str:
-    """The node name in a stored certificate's CN (system:node:<name>), "" if unreadable.
+def _cert_subject(cert_path: str) -> tuple[str, float]:
+    """(the node name in a stored certificate's CN (system:node:<name>), its notAfter as a
+    Unix time); ("", 0) if unreadable.
 
     Read with the ssl module's own decoder: loading `cryptography` for this would cost the
     agent ~7 MB of resident memory for the rest of its life."""
     try:
-        decode = ssl._ssl._test_decode_cert  # type: ignore[attr-defined]
-        for rdn in decode(cert_path).get("subject") or ():
+        decoded = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
+        not_after = float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+        for rdn in decoded.get("subject") or ():
             for key, value in rdn:
                 if key == "commonName":
-                    return str(value).removeprefix("system:node:")
-        return ""
+                    return str(value).removeprefix("system:node:"), not_after
+        return "", 0.0
     except Exception:  # noqa: BLE001 - any problem: fetch a fresh one
-        return ""
+        return "", 0.0

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 from k3py.api.quantity import QuantityError, int_value, parse_quantity
 
-__all__ = ["parse_cpu", "parse_memory", "qos_class", "podman_limits", "make_event", "rfc3339"]
+__all__ = ["parse_cpu", "parse_memory", "qos_class", "podman_limits", "make_event",
+           "dropped_events_event", "rfc3339"]
 
 def parse_cpu(value) -> float | None:
     """A CPU quantity ("500m", "1", 0.5) in cores; None when absent or malformed."""
@@ -92,3 +93,20 @@ def make_event(pod: dict, *, name: str, reason: str, message: str, type_: str,
             "source": {"component": "kubelet", "host": node},
             "reportingComponent": "kubelet", "reportingInstance": node,
             "firstTimestamp": rfc3339(first), "lastTimestamp": rfc3339(last), "count": count}
+
+
+def dropped_events_event(node: str, *, name: str, dropped: int, cap: int, reports: int,
+                         first: float) -> dict:
+    """A Warning Event on the Node: `dropped` Events were dropped since the agent started,
+    because more than `cap` waited for the server; one Event object per agent run (`name`),
+    its count the number of reports (the kubelet's Events about its Node go to "default",
+    with the node name as uid)."""
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"kind": "Node", "apiVersion": "v1", "name": node, "uid": node},
+            "reason": "EventsDropped", "type": "Warning",
+            "message": f"{dropped} Events dropped since the agent started: at most {cap} wait "
+                       f"for the server while it cannot be reached, the oldest go first",
+            "source": {"component": "kubelet", "host": node},
+            "reportingComponent": "kubelet", "reportingInstance": node,
+            "firstTimestamp": rfc3339(first), "lastTimestamp": rfc3339(), "count": reports}

@@ -22,6 +22,7 @@ from k3py.agent.devices.manager import DeviceManager
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
+from k3py.agent.network.manager import NetworkManager
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime import images
@@ -48,10 +49,12 @@ class AgentHandle:
     reporter: NodeReporter
     runtime: LibpodAPI
     devices: DeviceManager
+    network: NetworkManager
 
     async def stop(self) -> None:
         await self.reporter.stop()
         await self.devices.stop()
+        await self.network.stop()
         await self.pods.stop()
         await self.hub.stop()
         await self.meta.close()
@@ -88,6 +91,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                 await opening  # a given socket that does not answer fails before the join
             creds = await join(session, config.server, config.token, node_name, agent_dir)
             await opening
+            runtime.cluster = creds.cluster_id()
         except RuntimeError_ as e:
             raise JoinError(str(e)) from None
         images_dir = config.images_dir
@@ -108,7 +112,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                        runtime_version=version, data_dir=config.data_dir,
                        role="server" if config.embedded else "agent")
     hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,
-                  headers={NODE_PASSWORD_HEADER: node_password(agent_dir)})
+                  headers={NODE_PASSWORD_HEADER: node_password(agent_dir)}, node_name=node_name)
     try:
         devices = DeviceManager(config, node_name, meta, hub)
         await devices.start()  # the broker first: a taken port stops the agent here
@@ -120,13 +124,17 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     reporter = NodeReporter(node, hub.send)
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
                      node_name=node_name, host_ip=node_ip, server_url=config.server)
+    network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster)
+    runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
+    network.start()
     hub.start()
     pods.start()
     reporter.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
-    return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices)
+    return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
+                       network)
 
 
 async def _main(config: AgentConfig) -> int:

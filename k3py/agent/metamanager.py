@@ -11,6 +11,7 @@ agent wrote with the stdlib sqlite3 before, so an agent upgraded in place keeps 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 
@@ -27,9 +28,17 @@ from k3py.tunnel.message import (
 )
 from k3py.tunnel.protocol import DOWN_KINDS
 
-__all__ = ["MetaManager", "CACHED_KINDS"]
+__all__ = ["MetaManager", "DiskFullError", "CACHED_KINDS", "MAX_QUEUED_EVENTS"]
+
+log = logging.getLogger(__name__)
 
 CACHED_KINDS = DOWN_KINDS  # every kind the server sends down is kept
+
+# Events queued for the server at most, as upstream's event broadcaster queue (client-go's
+# maxQueuedEvents): beyond it the oldest queued Event is dropped. Statuses need no cap: there
+# is one queued message per key (pod status, node status, lease, device report).
+MAX_QUEUED_EVENTS = 1000
+_EVENTS_PREFIX = "events/"  # resource_key("events", ...): the keys of queued Events
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "
@@ -46,10 +55,25 @@ _SCHEMA = (
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    # NORMAL, as with sqlite3 before: a committed write survives the agent being killed; the
-    # WAL is not synced at each commit, so only power loss can lose the last commits
-    "PRAGMA synchronous=NORMAL",
+    # FULL: the WAL is fsynced at each commit, so what the agent ACKed to the server (apply
+    # persists, then edgehub ACKs) survives a power cut too, not only a kill; with NORMAL the
+    # server would not resend what the last commits lost (bench/autonomy_store.py: the cost)
+    "PRAGMA synchronous=FULL",
 )
+
+
+# what opening a WAL file says when its -shm file cannot be given its first pages
+_SHM_ERRORS = frozenset({apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMOPEN,
+                         apsw.SQLITE_IOERR_SHMMAP})
+
+
+class DiskFullError(Exception):
+    """meta.db's file system is full: the write was not made (for `apply`: not ACKed, so the
+    server sends it again). Writes work again once there is space."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the agent's disk is full: cannot write {path}; not persisted")
+        self.path = path
 
 
 class MetaManager:
@@ -67,6 +91,10 @@ class MetaManager:
         self.listeners: list[Callable[[str], None]] = []
         # True once a full snapshot was stored: the server may then resume instead of resync
         self.synced = False
+        self.disk_full = False  # the last write failed for want of space
+        # at most this many Events queued; those dropped over it since the agent started
+        self.max_queued_events = MAX_QUEUED_EVENTS
+        self.events_dropped = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -75,12 +103,16 @@ class MetaManager:
 
     def _open(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        db = apsw.Connection(self.path)
-        db.setbusytimeout(5000)
-        for stmt in _PRAGMAS:
-            db.execute(stmt).fetchall()
-        for stmt in _SCHEMA:
-            db.execute(stmt)
+        try:
+            db = self._connect(exclusive=False)
+        except apsw.IOError as e:
+            if e.extendedresult not in _SHM_ERRORS:
+                raise
+            # no room on the disk for the shared-memory index (meta.db-shm): keep it in this
+            # process's memory instead, which locks the file to the agent, so that the agent
+            # still starts from its cache; writes wait for space as ever
+            log.error("no space for %s-shm: meta.db opened for this process only", self.path)
+            db = self._connect(exclusive=True)
         for kind, ns, name, body in db.execute("SELECT kind, namespace, name, body FROM objects"):
             if kind in self._objects:
                 self._objects[kind][(ns, name)] = orjson.loads(body)
@@ -90,6 +122,24 @@ class MetaManager:
             self._twins[(ns, name)] = (orjson.loads(record),
                                        orjson.loads(pending) if pending else None)
         self._db = db
+
+    def _connect(self, exclusive: bool) -> apsw.Connection:
+        db = apsw.Connection(self.path)
+        try:
+            db.setbusytimeout(5000)
+            if exclusive:
+                db.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+            for stmt in _PRAGMAS:
+                db.execute(stmt).fetchall()
+            for stmt in _SCHEMA:
+                db.execute(stmt)
+        except apsw.FullError:  # a new meta.db on a full disk
+            db.close()
+            raise DiskFullError(self.path) from None
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     async def close(self) -> None:
         if self._db is not None:
@@ -151,10 +201,22 @@ class MetaManager:
             fn(what)
 
     async def _write(self, fn: Callable, *args) -> None:
+        """Run fn(db, *args) in a thread; DiskFullError if there was no space (SQLite rolled
+        the write back). The disk filling up and writes working again are logged once each."""
         async with self._lock:
             if self._db is None:
                 raise RuntimeError("metamanager is closed")
-            await asyncio.to_thread(fn, self._db, *args)
+            try:
+                await asyncio.to_thread(fn, self._db, *args)
+            except apsw.FullError:
+                if not self.disk_full:
+                    self.disk_full = True
+                    log.error("the disk under %s is full: cached objects are not updated "
+                              "(nor ACKed) until space is freed; running pods go on", self.path)
+                raise DiskFullError(self.path) from None
+            if self.disk_full:
+                self.disk_full = False
+                log.warning("%s is written again: the disk has space", self.path)
 
     @staticmethod
     def _put_row(db: apsw.Connection, kind: str, ns: str, name: str, obj: dict) -> None:
@@ -177,16 +239,34 @@ class MetaManager:
 
     # ---------------------------------------------------------------- up: queued status
 
-    async def queue(self, msg: Message) -> None:
-        """Keep an up message until the server ACKs it (survives agent restarts)."""
+    async def queue(self, msg: Message) -> list[str]:
+        """Keep an up message until the server ACKs it (survives agent restarts). A message
+        with a key replaces the queued one with that key (one status per pod, one Event per
+        aggregated Event); queued Events are capped at `max_queued_events`, the oldest dropped
+        first: returns the ids dropped (counted in `events_dropped`)."""
         body = orjson.dumps(msg.to_dict())
-        await self._write(lambda db: db.execute(
-            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)", (msg.key or msg.id, msg.id, body)))
+        key = msg.key or msg.id
+        dropped: list[str] = []
+
+        def write(db: apsw.Connection) -> None:
+            with db:
+                db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)", (key, msg.id, body))
+                if key.startswith(_EVENTS_PREFIX):
+                    dropped.extend(_drop_oldest_events(db, self.max_queued_events))
+        try:
+            await self._write(write)
+        except DiskFullError:  # edgehub still holds it and sends it: lost only by a restart
+            return []
+        self.events_dropped += len(dropped)
+        return dropped
 
     async def acked(self, ids: list[str]) -> None:
         if ids:
-            await self._write(lambda db: db.executemany(
-                "DELETE FROM outbox WHERE id=?", [(i,) for i in ids]))
+            try:
+                await self._write(lambda db: db.executemany(
+                    "DELETE FROM outbox WHERE id=?", [(i,) for i in ids]))
+            except DiskFullError:  # they stay queued: after a restart the server gets them
+                pass  # again and treats them as the repeats it already handles
 
     # ---------------------------------------------------------------- the device twin
 
@@ -226,6 +306,19 @@ class MetaManager:
             msg = Message.from_dict(orjson.loads(body))
             out.append(Message(msg.header, msg.route, msg.content, key))
         return out
+
+
+def _drop_oldest_events(db: apsw.Connection, cap: int) -> list[str]:
+    """Delete the oldest queued Events beyond `cap`; their ids. The key range
+    is the primary key's index, so the count reads at most the queued Events."""
+    lo, hi = _EVENTS_PREFIX, _EVENTS_PREFIX[:-1] + chr(ord("/") + 1)
+    (n,) = db.execute("SELECT count(*) FROM outbox WHERE key >= ? AND key < ?",
+                      (lo, hi)).fetchone()
+    if n <= cap:
+        return []
+    return [i for (i,) in db.execute(
+        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE key >= ? AND key < ? "
+        "ORDER BY rowid LIMIT ?) RETURNING id", (lo, hi, n - cap))]
 
 
 def _nsname(obj: dict) -> tuple[str, str]:

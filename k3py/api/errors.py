@@ -11,7 +11,7 @@ __all__ = [
     "StatusError", "Cause", "status_success", "bad_request", "unauthorized", "forbidden",
     "not_found", "already_exists", "conflict", "invalid", "gone", "method_not_allowed",
     "unsupported_media_type", "internal_error", "too_many_requests", "not_acceptable",
-    "service_unavailable", "timeout", "expired", "request_entity_too_large", "field_cause",
+    "service_unavailable", "insufficient_storage", "timeout", "expired", "request_entity_too_large", "field_cause",
     "wire_details", "wire_cause", "exit_code_status", "stream_success",
 ]
 
@@ -198,6 +198,12 @@ def internal_error(message: str) -> StatusError:
 
 def service_unavailable(message: str) -> StatusError:
     return StatusError(503, "ServiceUnavailable", message)
+
+
+def insufficient_storage(message: str) -> StatusError:
+    """The datastore's disk is full (kube-apiserver answers etcd's "database space exceeded"
+    with a 500; 507 says what it is, and clients treat it as a server error all the same)."""
+    return StatusError(507, "InsufficientStorage", message)
 
 
 def timeout(message: str) -> StatusError:

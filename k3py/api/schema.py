@@ -255,8 +255,20 @@ def _type_ok(node: dict, ref: str, value: Any) -> bool:
     return True  # no type, or a bare "object" (how the generator renders []byte, FieldsV1)
 
 
+def _zero(node: dict, defs: dict[str, dict]) -> Any:
+    """What Go's decoder leaves for a null map or list entry of this schema: "" for a string,
+    {} for an object, None (the entry stays null) for anything else."""
+    node, _ = _deref(node, defs)
+    t = node.get("type") or ("object" if "properties" in node else "")
+    return "" if t == "string" else {} if t == "object" else None
+
+
 def _first_wrong_type(node: dict, value: Any, path: str, defs: dict[str, dict]) -> str | None:
-    if value is None:  # null leaves a field at its zero value, as in Go
+    """The first value of the wrong JSON type under `node`, None when all fit. On the way,
+    nulls become what Go's decoder makes of them: a struct field's null is the field absent,
+    a map or list entry's null its type's zero value (so no later step meets a null where an
+    object goes)."""
+    if value is None:
         return None
     node, ref = _deref(node, defs)
     if not _type_ok(node, ref, value):
@@ -265,19 +277,27 @@ def _first_wrong_type(node: dict, value: Any, path: str, defs: dict[str, dict]) 
     if isinstance(value, list):
         items = node.get("items")
         if isinstance(items, dict):
-            for item in value:
-                err = _first_wrong_type(items, item, path, defs)
+            for i, item in enumerate(value):
+                if item is None and (zero := _zero(items, defs)) is not None:
+                    value[i] = zero
+                err = _first_wrong_type(items, value[i], path, defs)
                 if err:
                     return err
     elif isinstance(value, dict) and not node.get("x-kubernetes-preserve-unknown-fields"):
         props = node.get("properties") or {}
         addl = node.get("additionalProperties")
-        for key, val in value.items():
+        for key in list(value):
             sub = props.get(key) if props else None
+            if value[key] is None:
+                if sub is not None:
+                    del value[key]  # a struct field: null is absent
+                elif isinstance(addl, dict) and (zero := _zero(addl, defs)) is not None:
+                    value[key] = zero
+                continue
             if sub is None and isinstance(addl, dict):
                 sub = addl
             if sub is not None:
-                err = _first_wrong_type(sub, val, f"{path}.{key}", defs)
+                err = _first_wrong_type(sub, value[key], f"{path}.{key}", defs)
                 if err:
                     return err
     return None
@@ -285,8 +305,9 @@ def _first_wrong_type(node: dict, value: Any, path: str, defs: dict[str, dict]) 
 
 def wrong_type(api_version: str, kind: str, obj: dict, *, crd: bool = False) -> str | None:
     """Upstream's decode error for the first value whose JSON type does not fit the kind's
-    schema (a string where a list goes, a number as a name), None when all fit. For CRDs only
-    metadata is checked here; their own schema is validated later."""
+    schema (a string where a list goes, a number as a name), None when all fit; nulls in `obj`
+    are decoded as Go would on the way (see _first_wrong_type). For CRDs only metadata is
+    checked here; their own schema is validated later."""
     defs = definitions()
     if crd:
         meta = obj.get("metadata")

@@ -73,6 +73,14 @@ def _cidr(v: str) -> str:
     return v
 
 
+def _domain(v: str) -> str:
+    v = v.strip().strip(".").lower()
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}"
+                        r"[a-z0-9])?)*", v):
+        raise ValueError("expected a DNS domain such as cluster.local")
+    return v
+
+
 def _port_range(v: str) -> str:
     m = re.fullmatch(r"(\d+)-(\d+)", v.strip())
     if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
@@ -110,6 +118,8 @@ def _https_url(v: str) -> str:
 
 
 def _datastore_endpoint(v: str) -> str:
+    if not v:  # the embedded SQLite store
+        return v
     parts = urlsplit(v)
     if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
         raise ValueError("expected a PostgreSQL endpoint such as "
@@ -173,20 +183,22 @@ def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
 _NOT_YET_COMPONENTS = {
     "ingress": "k3py deploys no ingress controller",
     "servicelb": "k3py deploys no service load balancer",
-    "local-storage": "k3py deploys no local-path storage provisioner",
     "dns": "k3py deploys no cluster DNS",
 }
+# The components k3py deploys, each read from ServerConfig.disable by its deployer.
+_COMPONENTS = ("local-storage",)
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
+    known = (*_COMPONENTS, *_NOT_YET_COMPONENTS)
     for item in items:
-        if item not in _NOT_YET_COMPONENTS:
-            raise ValueError(f"expected components from {', '.join(_NOT_YET_COMPONENTS)}, "
-                             f"got {item!r}")
+        if item not in known:
+            raise ValueError(f"expected components from {', '.join(known)}, got {item!r}")
     return items
 
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
+SECRETS = "secrets-encrypt"
 _BOTH = (SERVER, AGENT)
 
 
@@ -229,7 +241,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
-    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN), short="d"),
+    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS), short="d"),
+    Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
+         "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
     # networking
     Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
          (SERVER,), check=_cidr,
@@ -239,10 +253,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
          "with NodePort visibility", (SERVER,), check=_port_range),
     Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for the DNS service; should be in "
-         "your service-cidr range", (SERVER,), check=_ip,
-         not_implemented="k3py runs no cluster DNS service"),
-    Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,),
-         not_implemented="k3py runs no cluster DNS service"),
+         "your service-cidr range", (SERVER,), check=_ip),
+    Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,), check=_domain),
     # client
     Flag("write-kubeconfig", str, "(client) Write kubeconfig for admin client to this file",
          (SERVER,), short="o", env_aliases=(f"{ENV_PREFIX}_KUBECONFIG_OUTPUT",)),
@@ -252,7 +264,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT,), short="s",
+    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
@@ -270,10 +282,26 @@ FLAGS: tuple[Flag, ...] = (
          (SERVER,), check=_non_negative),
     # components
     Flag("disable", list, "(components) Do not deploy packaged components "
-         f"({', '.join(_NOT_YET_COMPONENTS)})", (SERVER,), check=_components,
+         f"({', '.join((*_COMPONENTS, *_NOT_YET_COMPONENTS))})", (SERVER,), check=_components,
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
+    Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
+         "more get 429 (0: no limit)", (SERVER,)),
+    Flag("max-mutating-requests-inflight", int, "(security) Mutating API requests served at "
+         "once; more get 429 (0: no limit)", (SERVER,)),
+    Flag("request-timeout", float, "(security) Seconds before an API request (not a watch or "
+         "stream) is answered 504", (SERVER,)),
+    Flag("audit-log-path", str, "(security) Write an audit log (audit.k8s.io/v1 Events, one "
+         "JSON line each) to this file", (SERVER,)),
+    Flag("audit-policy-file", str, "(security) Audit Policy (audit.k8s.io/v1) choosing what is "
+         "logged at which level", (SERVER,), default_help="every request at Metadata level"),
+    Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
+         "(0: never)", (SERVER,)),
+    Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),
+    Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
+         "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
+         (SERVER,)),
     # node
     Flag("node-name", str, "(agent/node) Node name", default_help="hostname"),
     Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name"),
@@ -592,7 +620,8 @@ def help_text(command: str) -> str:
         if flag.not_implemented:
             text += f" (not implemented yet: {flag.not_implemented}; refused)"
         elif flag.not_implemented_values:
-            text += " (not implemented yet: each is refused)"
+            text += " (not implemented yet, so refused: " + \
+                ", ".join(v for v, _ in flag.not_implemented_values) + ")"
         rows.append((left, f"{text} [${' / $'.join(flag.env_vars)}]"))
     width = max(len(left) for left, _ in rows) + 3
     lines = [f"NAME:\n   {PROGRAM} {command} - {_ABOUT.get(command, '')}", "",

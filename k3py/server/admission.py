@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from k3py.api import apply as applylib
-from k3py.api import decoding, errors, kinds, selectors, structural
+from k3py.api import decoding, errors, kinds, schema, selectors, structural
 from k3py.api import patch as patchlib
 from k3py.api.errors import Cause
 from k3py.api.objects import deepcopy
@@ -23,7 +24,7 @@ __all__ = [
     "AdmissionChain", "Step", "Preparer", "Mutator", "Validator", "Converter", "DeleteHook",
     "label_selector", "field_selector", "track_managed_fields", "apply_patch",
     "parse_apply_body", "server_side_apply", "unknown_fields", "needs_finalization",
-    "on_terminating", "finalize_when_empty", "PATCH_TYPES",
+    "on_terminating", "finalize_when_empty", "PATCH_TYPES", "REQUEST_WARNINGS", "warn",
 ]
 
 PATCH_TYPES = {
@@ -75,6 +76,9 @@ def server_side_apply(res: Resource, live: dict | None, applied: dict, manager: 
     if not manager:
         raise errors.bad_request("PATCH, application/apply-patch+yaml requires fieldManager "
                                  "to be set")
+    wrong = schema.wrong_type(res.api_version, res.kind, applied, crd=res.crd)
+    if wrong:  # the applied configuration is typed before it is merged, as upstream
+        raise errors.bad_request(wrong)
     return applylib.server_side_apply(live, applied, manager, force, patchlib.schema_lookup)
 
 
@@ -122,6 +126,20 @@ def on_terminating(res: Resource, obj: dict) -> None:
 def finalize_when_empty(res: Resource, obj: dict) -> bool:
     """A terminating object whose finalizers are all gone is removed by the same write."""
     return not needs_finalization(res, obj)
+
+
+# ------------------------------------------------------------------ request warnings
+
+# The Warning headers of the request being served: the API handler sets a fresh list per
+# request; a plug-in calls warn() (PodSecurity's warn mode), outside a request it is a no-op.
+REQUEST_WARNINGS: ContextVar[list[str] | None] = ContextVar("k3py_request_warnings",
+                                                            default=None)
+
+
+def warn(text: str) -> None:
+    warnings = REQUEST_WARNINGS.get()
+    if warnings is not None:
+        warnings.append(text)
 
 
 # ------------------------------------------------------------------ the plug-in chain

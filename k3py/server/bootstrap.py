@@ -14,21 +14,24 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from k3py.server import crds
+from k3py.server import admission, crds
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
-from k3py.server.controllers import service
+from k3py.server.controllers import localpath, service
 from k3py.server.controllers.base import (
     Controller,
     ControllerContext,
     EventRecorder,
     InformerFactory,
 )
+from k3py.server.controllers.defaultclass import DefaultStorageClass
 from k3py.server.controllers.manager import start_controllers as start_builtin_controllers
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.nodeauthz import NodeAuthorizer
+from k3py.server.noderestriction import NodeRestriction
+from k3py.server.podsecurity import PodSecurityAdmission
 from k3py.server.rbac import RBACAuthorizer
 from k3py.server.rbac.aggregation import AggregationController
 from k3py.server.rbac.defaults import reconcile_defaults
@@ -44,7 +47,7 @@ from k3py.tunnel.protocol import TUNNEL_PATH
 
 __all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
            "install_authenticators", "install_rbac", "install_routes", "start_controllers",
-           "ensure_namespaces", "SYSTEM_NAMESPACES"]
+           "ensure_namespaces", "disabled_controllers", "SYSTEM_NAMESPACES"]
 
 log = logging.getLogger("k3py.server")
 
@@ -62,8 +65,9 @@ def install_admission(registry: Registry, config) -> Plugins:
     """Fill the registry's AdmissionChain; within each phase the steps run in this order:
 
     prepare   CustomResourceStrategy, ServiceAllocatedValues
-    mutate    ServiceAllocation, ServiceAccount (create only)
-    validate  CustomResourceValidation, RBACEscalation (added by install_rbac)
+    mutate    ServiceAllocation, ServiceAccount, PodSecurity, DefaultStorageClass
+              (create only)
+    validate  CustomResourceValidation, NodeRestriction, RBACEscalation (install_rbac)
     convert   CustomResourceConversion
     delete    ServiceRelease
 
@@ -75,6 +79,9 @@ def install_admission(registry: Registry, config) -> Plugins:
                                         config.service_node_port_range)
     services.install(chain)
     chain.add_mutator("ServiceAccount", ServiceAccountAdmission(registry))
+    chain.add_mutator("PodSecurity", PodSecurityAdmission(registry, admission.warn))
+    chain.add_validator("NodeRestriction", NodeRestriction())
+    chain.add_mutator("DefaultStorageClass", DefaultStorageClass(registry))
     return Plugins(crds=custom, services=services)
 
 
@@ -100,7 +107,8 @@ async def ensure_namespaces(registry: Registry) -> None:
 
 async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) -> None:
     """State the API needs before it opens: namespaces, the default RBAC roles and bindings,
-    CRDs served, service allocations known, the kubernetes Service."""
+    CRDs served, service allocations known, the kubernetes Service, the local-path
+    StorageClass (or its removal under --disable local-storage)."""
     await ensure_namespaces(registry)
     await reconcile_defaults(registry)
     await crds.install_builtin_crds(registry)
@@ -108,6 +116,8 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
     await plugins.services.rebuild()
     await service.ensure_kubernetes_service(registry, plugins.services.kubernetes_ip,
                                             advertise, config.https_listen_port)
+    await service.ensure_dns_service(registry, config.cluster_dns, config.cluster_domain)
+    await localpath.ensure_local_path_class(registry, localpath.ADDON not in config.disable)
 
 
 def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer) -> None:
@@ -142,13 +152,18 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.on_cleanup.append(stop_hub)
 
 
+def disabled_controllers(config) -> frozenset[str]:
+    """The built-in controllers a --disable'd component turns off."""
+    return frozenset({"LocalPathProvisioner"} if localpath.ADDON in config.disable else ())
+
+
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
                             informers: InformerFactory) -> list[Controller | ManifestDeployer]:
     ctx = ControllerContext(registry=registry, informers=informers,
                             recorder=EventRecorder(registry), config=config,
                             extra={"api_endpoint": (advertise, config.https_listen_port)})
     started: list[Controller | ManifestDeployer] = [
-        *await start_builtin_controllers(ctx, frozenset())]
+        *await start_builtin_controllers(ctx, disabled_controllers(config))]
     crd = crds.CRDController(ctx, plugins.crds)
     await crd.start()
     started.append(crd)

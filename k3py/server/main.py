@@ -22,15 +22,18 @@ from aiohttp import web
 from k3py.api.resources import builtin_registry
 from k3py.config import ServerConfig, redact_endpoint
 from k3py.hostinfo import primary_ip, sd_notify
-from k3py.server import bootstrap
+from k3py.server import bootstrap, secretsencrypt
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
+from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
+from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
 from k3py.server.store.backend import Backend, StoreError
+from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 
 __all__ = ["run", "serve", "StartupError", "RunningServer"]
 
@@ -126,6 +129,13 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
 
     resources = builtin_registry()
+    keys = EncryptionKeys.load_or_create(config.encryption_config_path,
+                                         enable=config.secrets_encryption)
+    secrets = resources.find("", "secrets")
+    assert secrets is not None
+    encrypting = EncryptingBackend(backend, keys, resources.storage_prefix(secrets)) \
+        if keys.keys else None
+    backend = encrypting or backend  # its start() would start the store again: already open
     registry = Registry(backend, resources)
     plugins = bootstrap.install_admission(registry, config)
     await bootstrap.prepare(registry, plugins, config, advertise)
@@ -141,8 +151,16 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     issuer = TokenIssuer(bundle.sa_key_pem)  # also mints the pods' tokens the tunnel sends
     bootstrap.install_authenticators(api, registry, issuer)
     bootstrap.install_rbac(api, registry, informers)
-    app = build_app(api)
+    audit = _audit_log(config)
+    app = build_app(api, audit, RequestLimits(
+        max_readonly=config.max_requests_inflight,
+        max_mutating=config.max_mutating_requests_inflight, timeout=config.request_timeout))
+    if audit is not None:
+        async def close_audit(_app: web.Application) -> None:
+            audit.close()
+        app.on_cleanup.append(close_audit)
     bootstrap.install_routes(app, api, registry, config, informers, issuer)
+    secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -162,6 +180,22 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
                          controllers=controllers, url=url, informers=informers,
                          services=plugins.services)
+
+
+def _audit_log(config: ServerConfig) -> AuditLog | None:
+    if not config.audit_log_path:
+        return None
+    try:
+        policy = AuditPolicy.load(config.audit_policy_file) if config.audit_policy_file \
+            else AuditPolicy.default()
+        os.makedirs(os.path.dirname(os.path.abspath(config.audit_log_path)), exist_ok=True)
+        return AuditLog(config.audit_log_path, policy, max_size_mb=config.audit_log_maxsize,
+                        max_backups=config.audit_log_maxbackup)
+    except PolicyError as e:
+        raise StartupError(str(e)) from None
+    except OSError as e:
+        raise StartupError(f"cannot write the audit log {config.audit_log_path}: "
+                           f"{e.strerror}") from None
 
 
 async def shutdown(server: RunningServer) -> None:
@@ -204,6 +238,16 @@ async def _main(config: ServerConfig, after_ready: AfterReady | None) -> int:
     return 0
 
 
+def _raise_open_files_limit() -> None:
+    """Clients, watches and node tunnels each hold a socket: take the hard limit of open
+    files as the soft one (systemd units from install.sh give 1048576, as K3s's)."""
+    with contextlib.suppress(Exception):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
     """Blocking entry for the CLI. `after_ready(config, server)` may start more (the
     embedded agent, which the server package must not import) and return a handle with
@@ -211,6 +255,7 @@ def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _raise_open_files_limit()
     try:
         import uvloop
         uvloop.install()

@@ -88,8 +88,6 @@ class Registry:
                  admission_chain: AdmissionChain | None = None) -> None:
         self.backend = backend
         self.resources = resources
-        # Set by the server when graceful pod deletion is wanted (a kubelet will finish it).
-        self.pod_graceful_delete: Callable[[dict], bool] = lambda pod: False
         # This server's admission plug-ins (CRDs, service allocation, ServiceAccount), filled
         # by k3py.server.bootstrap; empty for a bare registry (unit tests)
         self.admission = admission_chain if admission_chain is not None else AdmissionChain()
@@ -285,6 +283,10 @@ class Registry:
         return obj
 
     def _check_type(self, res: Resource, obj: dict) -> dict:
+        if obj.get("metadata") is None:  # JSON null reads as absent, as in Go
+            obj["metadata"] = {}
+        elif not isinstance(obj["metadata"], dict):
+            raise errors.bad_request("metadata must be an object")
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         for field, value in (("apiVersion", api_version), ("kind", kind)):
             if value is not None and not isinstance(value, str):
@@ -438,6 +440,11 @@ class Registry:
                 raise errors.not_found(res.group, res.plural, name)
             cur = self.decode(res, kv)
             new = admission.apply_patch(res, cur, body, patch_type, field_manager, force)
+            if not isinstance(new, dict):  # a JSON patch that replaced the whole document
+                raise errors.bad_request("the patched object is not a JSON object: couldn't "
+                                         "get version/kind")
+            new["kind"], new["apiVersion"] = res.kind, res.api_version
+            _check_json_types(res, new)  # a patch can bring a wrong type as a body can
             nmd = new.setdefault("metadata", {})
             want_rv = nmd.get("resourceVersion")
             if want_rv and want_rv != cur["metadata"]["resourceVersion"]:
@@ -451,8 +458,6 @@ class Registry:
             nmd["name"] = name
             if res.namespaced:
                 nmd["namespace"] = namespace
-            new["kind"], new["apiVersion"] = res.kind, res.api_version
-            _check_json_types(res, new)  # a patch can bring a wrong type as a body can
             try:
                 return await self._write_update(
                     res, key, kv, new, subresource=subresource, dry_run=dry_run,
@@ -534,15 +539,21 @@ class Registry:
         raise errors.conflict(res.group, res.plural, name, _CONFLICT_MSG)
 
     def _graceful(self, res: Resource, obj: dict, options: dict) -> int | None:
-        """Seconds of grace if this delete should wait for a kubelet, else None."""
+        """Seconds of grace if this delete waits for the pod's node, else None (at once).
+
+        As upstream's pod strategy: a pod bound to a node and not finished waits until its
+        node stops it (the agent then deletes it with grace 0, even after being offline) or
+        a delete with grace 0 forces it; an unscheduled or finished pod goes at once. Pods
+        whose node is gone are force-deleted by the pod GC (controllers/podgc.py)."""
         if res.kind != "Pod" or res.group != "":
             return None
         grace = options.get("gracePeriodSeconds")
         if grace is None:
             grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-        if grace == 0 or not self.pod_graceful_delete(obj):
+        if grace == 0 or not (obj.get("spec") or {}).get("nodeName") or \
+                (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return None
-        return int(grace)
+        return max(1, int(grace))  # upstream: a negative grace means 1
 
     async def _after_delete(self, res: Resource, obj: dict) -> None:
         await self.admission.after_delete(res, obj)

@@ -117,6 +117,10 @@ class TokenIssuer:
             return None
         if claims.get("iss") != self.issuer or claims.get("exp", 0) < time.time():
             return None
+        aud = claims.get("aud")
+        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not set(auds) & set(DEFAULT_AUDIENCES):
+            return None  # minted for another audience (e.g. "vault"): not for this API
         sub = str(claims.get("sub", ""))
         if not sub.startswith("system:serviceaccount:"):
             return None

@@ -68,7 +68,10 @@ HEARTBEAT = 10.0  # seconds between websocket pings, both ends
 
 # the kinds sent down (resource keys' plural, the keys of a sync snapshot's content)
 POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/podtokens.py)
-DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND)
+# services and endpointslices go to every node (its DNS and service rules, offline too)
+DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,
+              "services", "endpointslices")
+CLUSTER_WIDE_KINDS = ("services", "endpointslices")
 
 # ---------------------------------------------------------------- device status (node to server)
 # A reliable GROUP_RESOURCE message, operation OP_UPDATE, resource

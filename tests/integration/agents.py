@@ -47,11 +47,16 @@ def build_test_image(dest: Path) -> Path:
     return dest
 
 
-def remove_podman_pods(node: str) -> None:
-    out = subprocess.run(["podman", "pod", "ps", "-q", "--filter",
-                          f"label=io.k3py.node={node}"], capture_output=True, text=True)
+def remove_podman_pods(node: str, ns=None) -> None:
+    """`podman pod rm -f` of the node's pods; inside the node's network namespace `ns` (a
+    NetNS) when its agent ran there: netavark tears the pods' networks down where they are."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = ["podman", *args]
+        return subprocess.run(ns.command(cmd) if ns is not None else cmd,
+                              capture_output=True, text=True, timeout=120)
+    out = run("pod", "ps", "-q", "--filter", f"label=io.k3py.node={node}")
     for pod_id in out.stdout.split():
-        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id], capture_output=True)
+        run("pod", "rm", "-f", "-t", "0", pod_id)
 
 
 def podman_pods(node: str) -> list[str]:

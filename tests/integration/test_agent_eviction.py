@@ -11,8 +11,9 @@ both halves of the proof:
   TaintManagerEviction event;
 - without the flag, the node goes Unknown with the NoSchedule taint only, and the same pods,
   short toleration included, are all kept (edge autonomy: the node runs them offline).
-Then the evicting node's agent is restarted: the taints go, and it removes the evicted pods'
-containers (still running on the node while it was cut off) and keeps the tolerating pod.
+An evicted pod stays Terminating, as upstream, until its node confirms. Then the evicting node's
+agent is restarted: the taints go, and it removes the evicted pods' containers (still running on
+the node while it was cut off), which deletes their objects, and keeps the tolerating pod.
 
 The agents' podman pods (labelled with their unique node names) are removed at the end."""
 
@@ -91,6 +92,10 @@ class Side:
     def pods(self) -> dict[str, dict]:
         return {p["metadata"]["name"]: p
                 for p in self.srv.kubectl_json("get", "pods")["items"]}
+
+    def live_pods(self) -> dict[str, dict]:
+        """The pods not marked for deletion."""
+        return {n: p for n, p in self.pods().items() if not p["metadata"].get("deletionTimestamp")}
 
     def running(self, names: list[str]) -> bool:
         pods = self.pods()
@@ -174,17 +179,19 @@ def test_unreachable_node_evicts_only_with_the_flag(sides):
     wait_for(lambda: (UNREACHABLE, "NoExecute") in evict.taints(), 15, 0.5,
              "NoExecute taint" + evict.logs())
     assert (UNREACHABLE, "NoSchedule") in evict.taints()
-    wait_for(lambda: "short" not in evict.pods(), SHORT_TOLERATION + 15, 0.3,
+    wait_for(lambda: "short" not in evict.live_pods(), SHORT_TOLERATION + 15, 0.3,
              "short-toleration pod evicted" + evict.logs())
     # (the default pod's turn is EVICT_AFTER - SHORT_TOLERATION seconds away)
     still = evict.pods()
     assert "default" in still and not still["default"]["metadata"].get("deletionTimestamp")
 
     # EVICT_AFTER caps the default 300 s; a toleration without seconds is never up
-    wait_for(lambda: "default" not in evict.pods(), EVICT_AFTER + 15, 0.5,
+    wait_for(lambda: "default" not in evict.live_pods(), EVICT_AFTER + 15, 0.5,
              "default-toleration pod evicted" + evict.logs())
-    left = evict.pods()
+    left = evict.live_pods()
     assert list(left) == ["forever"]
+    # as upstream: an evicted pod stays Terminating until its node confirms it stopped it
+    assert sorted(evict.pods()) == sorted(names)
     assert not left["forever"]["metadata"].get("deletionTimestamp")
 
     # the events, and that no pod went before its time (server clocks, 1 s resolution)
@@ -224,4 +231,6 @@ def test_unreachable_node_evicts_only_with_the_flag(sides):
     uid = left["forever"]["metadata"]["uid"]
     wait_for(lambda: podman_pods(evict.node) == [f"default_forever_{uid[:8]}"], 60, 0.5,
              "evicted pods removed from podman" + evict.logs())
+    wait_for(lambda: list(evict.pods()) == ["forever"], 30, 0.5,
+             "evicted pods deleted once the node confirmed" + evict.logs())
     wait_for(lambda: evict.running(["forever"]), 30, 0.5, "kept pod Running")

@@ -78,6 +78,8 @@ def in_throwaway_root(tmp: Path, mirror: Path, script: str) -> subprocess.Comple
         rm -rf /etc/k3py /etc/systemd/system/k3py*
         cd "{mirror}"
         python3 -m http.server --bind 127.0.0.1 {port} >/dev/null 2>&1 &
+        MIRROR_PID=$!
+        trap 'kill $MIRROR_PID 2>/dev/null' EXIT
         i=0; until curl -sf -o /dev/null http://127.0.0.1:{port}/install.sh; do
             i=$((i+1)); [ $i -lt 100 ] || exit 9; sleep 0.1; done
         MIRROR=http://127.0.0.1:{port}

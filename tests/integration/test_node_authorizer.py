@@ -4,7 +4,8 @@ real join (k3py.agent.join, the same code `k3py agent` runs), then the real kube
 Node A gets its own Node, the pods bound to it (by name, or listed with
 --field-selector spec.nodeName=a) and the secret its pod uses; it is refused (Forbidden) the
 secret only node B's pod uses, all secrets or pods of the cluster, node B's Node and pods, and
-writes outside its own pods (create a secret, delete B's pod, bind itself cluster-admin)."""
+writes outside its own pods (create a secret, delete B's pod, bind itself cluster-admin),
+and NodeRestriction keeps it from giving itself restricted labels or changing its taints."""
 
 from __future__ import annotations
 
@@ -113,3 +114,20 @@ def test_node_b_reads_its_own_secret_and_the_list_shows_only_its_pods(cluster):
     out = as_node(configs["b"], "get", "pods", "-A", "--field-selector", "spec.nodeName=b",
                   "-o", "name")
     assert out.stdout.split() == ["pod/pb"], out.stderr
+
+
+def test_node_restriction_on_its_own_node(cluster):
+    """NodeRestriction: node A may label itself with ordinary labels, not call itself a
+    control-plane node or set node-restriction labels, nor change its taints."""
+    _, configs = cluster
+    out = as_node(configs["a"], "label", "node", "a", "site=pole7")
+    assert out.returncode == 0, out.stderr
+    for label in ("node-role.kubernetes.io/control-plane=true",
+                  "node-restriction.kubernetes.io/trusted=true"):
+        out = as_node(configs["a"], "label", "node", "a", label)
+        assert out.returncode != 0 and "is not allowed to modify labels" in out.stderr, \
+            out.stderr
+    out = as_node(configs["a"], "taint", "node", "a", "k=v:NoSchedule")
+    assert out.returncode != 0 and "not allowed to modify taints" in out.stderr, out.stderr
+    out = as_node(configs["a"], "label", "node", "b", "site=pole7")
+    assert out.returncode != 0 and "forbidden" in out.stderr.lower()

@@ -136,7 +136,9 @@ async def test_rbac_and_chains_are_per_server(tmp_path):
             assert srv.running.registry.admission.describe() == [
                 ("prepare", "CustomResourceStrategy"), ("prepare", "ServiceAllocatedValues"),
                 ("mutate", "ServiceAllocation"), ("mutate", "ServiceAccount"),
-                ("validate", "CustomResourceValidation"), ("validate", "RBACEscalation"),
+                ("mutate", "PodSecurity"), ("mutate", "DefaultStorageClass"),
+                ("validate", "CustomResourceValidation"), ("validate", "NodeRestriction"),
+                ("validate", "RBACEscalation"),
                 ("convert", "CustomResourceConversion"), ("after-delete", "ServiceRelease")]
         assert a.running.registry.admission is not b.running.registry.admission
 

@@ -123,10 +123,14 @@ def _endpoints(slices: list[dict], sp: ServicePort, node_name: str) -> list[Endp
     return sorted(seen.values(), key=lambda e: (e.ip, e.port))
 
 
-def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "") -> str:
+def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "",
+                  table: str = TABLE, masquerade_all: bool = False) -> str:
     """The whole table as one nft script: declared, flushed by deleting it, and written
-    again, so loading it replaces what was there in one transaction."""
-    lines = [f"table ip {TABLE} {{}}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
+    again, so loading it replaces what was there in one transaction. `table`: one per cluster
+    (two k3py clusters on one host keep their own). `masquerade_all`: ClusterIP traffic is
+    masqueraded too, as kube-proxy's masqueradeAll (needed while pods share one bridge with
+    no pod CIDR per node: a reply must come back through the node to be un-NATed)."""
+    lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
     vmap_ips: list[str] = []
     vmap_nodeports: list[str] = []
     rejects: list[str] = []
@@ -142,7 +146,7 @@ def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "") -> str:
                 rejects.append(key)
         if cluster_eps:
             chains += _service_chain(f"svc-{sp.id}", sp, cluster_eps, cluster_cidr,
-                                     masquerade_all=False)
+                                     masquerade_all=masquerade_all)
         if sp.node_port:
             if ext_eps:
                 vmap_nodeports.append(f"{sp.protocol} . {sp.node_port} : goto ext-{sp.id}")
@@ -236,9 +240,9 @@ async def apply(script: str, *, check: bool = False, netns: str = "") -> None:
         raise NftError(err.decode(errors="replace").strip()[:2000])
 
 
-async def delete(*, netns: str = "") -> None:
+async def delete(*, netns: str = "", table: str = TABLE) -> None:
     """Remove the table (the agent stops routing services); nothing if it is absent."""
-    await apply(f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n", netns=netns)
+    await apply(f"table ip {table} {{}}\ndelete table ip {table}\n", netns=netns)
 
 
 def _is_v4(ip: object) -> bool:

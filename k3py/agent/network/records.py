@@ -28,7 +28,7 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
-__all__ = ["ClusterRecords", "Answer", "TTL"]
+__all__ = ["ClusterRecords", "Answer", "TTL", "is_ip"]
 
 TTL = 5  # CoreDNS kubernetes plugin's default
 _A, _AAAA, _CNAME, _SRV, _PTR, _SOA, _ANY = (dns.rdatatype.A, dns.rdatatype.AAAA,
@@ -106,7 +106,7 @@ class ClusterRecords:
             cond = ep.get("conditions") or {}
             if cond.get("ready") is False:
                 continue
-            addrs = [a for a in ep.get("addresses") or [] if _is_ip(a)]
+            addrs = [a for a in ep.get("addresses") or [] if is_ip(a)]
             if addrs:
                 ready.append(_Endpoint(addrs, ep.get("hostname") or ""))
         self._slices.setdefault((ns, owner), {})[name] = ready
@@ -169,9 +169,9 @@ class ClusterRecords:
 
     def _pod(self, dashed: str, qname: dns.name.Name, qtype: int) -> list | None:
         ip = dashed.replace("-", ".")
-        if not _is_ip(ip) or ipaddress.ip_address(ip).version != 4:
+        if not is_ip(ip) or ipaddress.ip_address(ip).version != 4:
             ip = dashed.replace("-", ":")
-            if not _is_ip(ip):
+            if not is_ip(ip):
                 return None
         return self._addresses(qname, [ip], qtype)
 
@@ -258,14 +258,14 @@ def _cluster_ips(spec: dict) -> list[str] | None:
     ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip]
     if not ips or ips == ["None"]:
         return None
-    return [ip for ip in ips if _is_ip(ip)]
+    return [ip for ip in ips if is_ip(ip)]
 
 
 def _endpoint_label(ep: _Endpoint, ip: str) -> str:
     return ep.hostname.lower() if ep.hostname else _dashed(ip)
 
 
-def _is_ip(value: object) -> bool:
+def is_ip(value: object) -> bool:
     try:
         ipaddress.ip_address(str(value))
         return True

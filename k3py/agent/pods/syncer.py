@@ -276,7 +276,7 @@ class PodSyncer:
         busy = self.workers.busy_uids()
         stopping = {uid for uid, rec in self._pods.items() if rec.stopping}
         listed_at = time.time()
-        actual = await self.runtime.list_pods()
+        actual = await self.runtime.list_pods(claim=desired.keys() | terminating.keys())
         self._present = set(actual) | busy
         by_pod = await self._containers_by_pod()
         self._synced_at = listed_at

@@ -28,13 +28,15 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from urllib.parse import quote
 
 import aiohttp
 
 from k3py.agent.logwindow import fmt_ns
+from k3py.agent.network.dnsconfig import pod_dns_settings
 from k3py.agent.runtime.podman import (
+    LABEL_CLUSTER,
     LABEL_CONTAINER,
     LABEL_NAME,
     LABEL_NODE,
@@ -138,6 +140,15 @@ class LibpodAPI(Podman):
         self.agent_dir = agent_dir
         self.endpoint = endpoint
         self.socket = ""
+        # LABEL_CLUSTER of what this agent starts and owns (join.NodeCredentials.cluster_id);
+        # "" (no cluster scope): every pod labelled with this node is ours
+        self.cluster = ""
+        # () -> (cluster DNS IP, domain) or None: ClusterFirst pods' resolver (set by the
+        # agent to its NetworkManager.pod_dns)
+        self.cluster_dns: Callable[[], tuple[str, str] | None] | None = None
+        # uids of pods an agent older than the cluster label started for this node, taken
+        # over because they are desired here (see list_pods)
+        self._adopted: set[str] = set()
         self._service: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self._reviving = asyncio.Lock()
@@ -286,16 +297,27 @@ class LibpodAPI(Podman):
 
     # ------------------------------------------------------------ listing
 
-    async def list_pods(self) -> dict[str, dict]:
-        labels = [LABEL_UID] + ([f"{LABEL_NODE}={self.node_name}"] if self.node_name else [])
-        pods = await self._json("GET", "/pods/json", params=self._filters(label=labels)) or []
-        return {p["Labels"][LABEL_UID]: p for p in pods if (p.get("Labels") or {}).get(LABEL_UID)}
+    async def list_pods(self, claim: Collection[str] = ()) -> dict[str, dict]:
+        """Our podman pods by pod uid: this node's and this cluster's, and those an agent
+        older than the cluster label started for this node whose uid is in `claim` (the
+        pods desired here). Such a pod is adopted once and stays ours until it is removed;
+        one that is not claimed may be another cluster's and is never listed."""
+        pods = await self._json("GET", "/pods/json",
+                                params=self._filters(label=[self._own_label()])) or []
+        out = {}
+        for p in pods:
+            labels = p.get("Labels") or {}
+            uid = labels.get(LABEL_UID)
+            if uid and self._ours(labels, claim):
+                out[uid] = p
+        return out
 
     async def list_containers(self) -> list[dict]:
+        """The containers of our pods (as list_pods last decided for unlabelled ones)."""
         found = await self._json("GET", "/containers/json",
                                  params={"all": "true", **self._filters(
                                      label=[self._own_label()])}) or []
-        return [c for c in found if (c.get("Labels") or {}).get(LABEL_UID)]
+        return [c for c in found if self._ours(c.get("Labels") or {})]
 
     async def _inspect_one(self, name: str) -> dict | None:
         status, data = await self._call("GET", f"/containers/{quote(name, safe='')}/json")
@@ -331,6 +353,8 @@ class LibpodAPI(Podman):
                 with contextlib.suppress(ValueError, TypeError, AttributeError):
                     ev = json.loads(line)
                     actor = ev.get("Actor") or {}
+                    if not self._ours(actor.get("Attributes") or {}):
+                        continue
                     ns = int(ev.get("timeNano") or int(ev.get("time") or 0) * 10**9)
                     yield {"ID": ev.get("id") or actor.get("ID"),
                            "Status": ev.get("status") or ev.get("Action"),
@@ -342,18 +366,42 @@ class LibpodAPI(Podman):
     # ------------------------------------------------------------ pods and containers
 
     def _own_label(self) -> str:
-        """One podman label filter for what this agent started."""
+        """One podman label filter for what this node's agents started (any cluster's:
+        `_ours` tells them apart, since podman cannot filter on a label's absence)."""
         return f"{LABEL_NODE}={self.node_name}" if self.node_name else LABEL_UID
+
+    def _ours(self, labels: dict[str, str], claim: Collection[str] = ()) -> bool:
+        """Whether a pod or container with these labels belongs to this agent: its cluster's,
+        or one without a cluster label adopted now (its uid claimed) or before."""
+        uid = labels.get(LABEL_UID)
+        if not uid:
+            return False
+        cluster = labels.get(LABEL_CLUSTER)
+        if not self.cluster or cluster == self.cluster:
+            return True
+        if cluster is not None:
+            return False  # another cluster's, on a node of the same name
+        if uid not in self._adopted and uid in claim:
+            log.info("adopting pod %s/%s (%s), started by an agent before cluster labels",
+                     labels.get(LABEL_NS), labels.get(LABEL_NAME), uid)
+            self._adopted.add(uid)
+        return uid in self._adopted
 
     def _label_map(self, pod: dict) -> dict[str, str]:
         md = pod["metadata"]
-        return {LABEL_UID: md["uid"], LABEL_NS: md["namespace"], LABEL_NAME: md["name"],
-                LABEL_NODE: self.node_name}
+        labels = {LABEL_UID: md["uid"], LABEL_NS: md["namespace"], LABEL_NAME: md["name"],
+                  LABEL_NODE: self.node_name}
+        if self.cluster:
+            labels[LABEL_CLUSTER] = self.cluster
+        return labels
 
     async def create_sandbox(self, pod: dict) -> str:
         md, spec = pod["metadata"], pod.get("spec") or {}
         name = pod_name_for(pod)
         body: dict = {"name": name, "labels": self._label_map(pod)}
+        dns = pod_dns_settings(pod, self.cluster_dns() if self.cluster_dns else None)
+        if dns is not None:
+            body["dns_server"], body["dns_search"], body["dns_option"] = dns
         if spec.get("hostNetwork"):
             body["netns"] = {"nsmode": "host"}
         else:

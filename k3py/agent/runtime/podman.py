@@ -4,7 +4,9 @@ nanosecond timestamps. It is the base of the libpod API runtime (libpod.py), whi
 pods; the names and labels both share are here.
 
 Each Kubernetes pod is a podman pod; every pod and container carries io.k3py.* labels so the
-agent adopts what it started before a restart."""
+agent adopts what it started before a restart: the pod's uid, namespace and name, the node and
+the cluster (LABEL_CLUSTER, from the server CA), so that several clusters on one host, even
+with the same node name, never list, adopt or remove each other's pods."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator
 
 __all__ = ["Podman", "RuntimeError_", "reap", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
-           "pod_name_for", "container_name_for", "loaded_names"]
+           "LABEL_NODE", "LABEL_CLUSTER", "pod_name_for", "container_name_for", "loaded_names"]
 
 log = logging.getLogger("k3py.runtime")
 
@@ -24,6 +26,7 @@ LABEL_NS = "io.k3py.pod-namespace"
 LABEL_NAME = "io.k3py.pod-name"
 LABEL_CONTAINER = "io.k3py.container"
 LABEL_NODE = "io.k3py.node"
+LABEL_CLUSTER = "io.k3py.cluster"
 
 class RuntimeError_(Exception):
     """A podman command failed; `reason` is the Kubernetes waiting reason to report."""

@@ -22,15 +22,18 @@ from k3py.api import errors
 from k3py.api.kinds import apiregistration
 from k3py.api.resources import ResourceRegistry
 from k3py.server.apiserver import handlers
+from k3py.server.apiserver.audit import AuditLog
 from k3py.server.apiserver.auth import (
     PUBLIC_PATHS,
     REQUEST_USER,
     Authenticator,
     AuthorizerChain,
+    FailedAuthLimiter,
     User,
 )
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
 from k3py.server.apiserver.impersonation import impersonate
+from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.apiserver.negotiation import (
     decode_body,
     json_body,
@@ -39,9 +42,9 @@ from k3py.server.apiserver.negotiation import (
 )
 from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
-from k3py.server.store.backend import StoreUnavailableError
+from k3py.server.store import StorageFullError, StoreUnavailableError
 
-__all__ = ["ApiServer", "API_SERVER", "build_app", "CreateOnlyHandler"]
+__all__ = ["ApiServer", "API_SERVER", "build_app", "audit_target", "CreateOnlyHandler"]
 
 log = logging.getLogger("k3py.apiserver")
 
@@ -64,6 +67,7 @@ class ApiServer:
     create_only: dict[tuple[str, str], CreateOnlyHandler] = field(default_factory=dict)
     ready: bool = False
     started: float = field(default_factory=time.time)
+    auth_failures: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
 
 
 API_SERVER: web.AppKey[ApiServer] = web.AppKey("api_server", ApiServer)
@@ -97,7 +101,14 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if not api.ready:
             return web.Response(status=503, text="not ready")
         return web.Response(text="ok")
+    peer = request.remote or ""
+    presented = _presented(request)
+    if presented.endswith("token") and api.auth_failures.blocked(peer, time.monotonic()):
+        raise errors.too_many_requests("too many failed authentication attempts from this "
+                                       "address; try again later")
     user = api.authenticator.authenticate(request)
+    if user is None and presented:  # a wrong credential (not none at all)
+        api.auth_failures.failed(peer, presented, time.monotonic())
     if user is None and path not in PUBLIC_PATHS:
         raise errors.unauthorized()
     if user is not None:
@@ -146,6 +157,16 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return await _create_only(request, rp, user, api.authorizer, create_only)
     return await handlers.handle_resource(request, rp, user, api.registry, api.authorizer,
                                           api.streams)
+
+
+def _presented(request: web.Request) -> str:
+    """The kind of credential a request carried (for the failed-authentication log)."""
+    if request.headers.get("Authorization"):
+        return request.headers["Authorization"].split(" ", 1)[0].lower() + " token"
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("peercert"):
+        return "client certificate"
+    return ""
 
 
 def _is_non_resource(path: str) -> bool:
@@ -241,6 +262,8 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(e)
     except web.HTTPRequestEntityTooLarge:
         return status_response(errors.request_entity_too_large(f"limit is {MAX_BODY_BYTES}"))
+    except StorageFullError as e:  # logged by the store when the disk filled up
+        return status_response(errors.insufficient_storage(str(e)))
     except StoreUnavailableError as e:  # a shared datastore's outage: clients retry
         log.warning("%s %s -> datastore unavailable: %s", request.method, request.path, e)
         err = errors.timeout(str(e)) if e.timeout else errors.service_unavailable(str(e))
@@ -252,8 +275,40 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(errors.internal_error(str(e) or type(e).__name__))
 
 
-def build_app(api: ApiServer) -> web.Application:
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_BODY_BYTES)
+def audit_target(api: ApiServer):
+    """request -> (verb, objectRef or None), as the audit log records them."""
+    def resolve(request: web.Request) -> tuple[str, dict | None]:
+        method = request.method
+        rp = parse_resource_path(request.path, api.resources)
+        if rp is None or rp.resource is None:
+            return method.lower(), None
+        watch = rp.legacy_watch or (method == "GET" and request.query.get("watch") in
+                                    ("1", "true"))
+        if watch:
+            verb = "watch"
+        elif rp.name is None:
+            verb = {"GET": "list", "DELETE": "deletecollection"}.get(
+                method, handlers.VERB_BY_METHOD.get(method, method.lower()))
+        else:
+            verb = handlers.VERB_BY_METHOD.get(method, method.lower())
+        ref = {"resource": rp.resource.plural, "namespace": rp.namespace, "name": rp.name,
+               "apiGroup": rp.resource.group, "apiVersion": rp.version,
+               "subresource": rp.subresource}
+        return verb, {k: v for k, v in ref.items() if v}
+    return resolve
+
+
+def build_app(api: ApiServer, audit: AuditLog | None = None,
+              limits: RequestLimits | None = None) -> web.Application:
+    """The API's aiohttp app; with `audit`, its middleware records every request (outermost,
+    so it sees the final status of errors too); `limits` (in-flight and timeout) run inside
+    the error handling, so their 429 and 504 are Status bodies."""
+    middlewares = [_errors_middleware]
+    if limits is not None:
+        middlewares.append(limits.middleware())
+    if audit is not None:
+        middlewares.insert(0, audit.middleware(audit_target(api)))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[API_SERVER] = api
     return app
 

@@ -8,6 +8,7 @@ Authenticator and one AuthorizerChain; handlers read them."""
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from aiohttp import web
 
 from k3py.api import errors
 
-__all__ = ["User", "Attributes", "Authenticator", "Authorizer", "AuthorizerChain",
+__all__ = ["FailedAuthLimiter", "User", "Attributes", "Authenticator", "Authorizer", "AuthorizerChain",
            "field_requirements", "PUBLIC_PATHS", "REQUEST_USER"]
+
+_log = logging.getLogger("k3py.auth")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/ping"})
 
@@ -170,3 +173,31 @@ def field_requirements(selector: str) -> dict[str, str]:
         if sep and key.strip():
             out[key.strip()] = value.strip()
     return out
+
+
+class FailedAuthLimiter:
+    """Failed authentication per source address: after `limit` wrong credentials within
+    `window` seconds, the address gets 429 for every bearer-token request until the window
+    has passed, so a token cannot be guessed at line speed (client certificates, which cannot
+    be guessed, still pass). Each failing address is logged once a window, with the kind of
+    credential it tried and never the credential itself."""
+
+    def __init__(self, limit: int = 20, window: float = 10.0, max_addresses: int = 10000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_addresses = max_addresses
+        self._seen: dict[str, tuple[float, int]] = {}  # address -> (window start, failures)
+
+    def blocked(self, address: str, now: float) -> bool:
+        start, count = self._seen.get(address, (0.0, 0))
+        return count >= self.limit and now - start < self.window
+
+    def failed(self, address: str, credential: str, now: float) -> None:
+        start, count = self._seen.get(address, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        if count == 0:
+            _log.warning("authentication failed from %s (%s)", address, credential)
+        if len(self._seen) >= self.max_addresses and address not in self._seen:
+            self._seen = {a: v for a, v in self._seen.items() if now - v[0] < self.window}
+        self._seen[address] = (start, count + 1)

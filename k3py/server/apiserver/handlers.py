@@ -13,6 +13,7 @@ from aiohttp import web
 from k3py.api import errors
 from k3py.api.resources import Resource
 from k3py.server import admission
+from k3py.server.admission import REQUEST_WARNINGS
 from k3py.server.apiserver import watch as watchmod
 from k3py.server.apiserver.auth import AuthorizerChain, User, field_requirements
 from k3py.server.apiserver.negotiation import (
@@ -33,7 +34,7 @@ __all__ = ["handle_resource", "StreamHandler", "WriteOptions"]
 # (request, path, user) -> response: logs, exec, attach, portforward, proxy (the tunnel adds them)
 StreamHandler = Callable[[web.Request, ResourcePath, User], Awaitable[web.StreamResponse]]
 
-_VERB_BY_METHOD = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+VERB_BY_METHOD = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
                    "DELETE": "delete"}
 
 
@@ -72,9 +73,18 @@ def _list_options(request: web.Request) -> ListOptions:
                        resource_version_match=q.get("resourceVersionMatch", ""))
 
 
+def _warning_text(text: str) -> str:
+    """A warning as an HTTP quoted-string: quotes and backslashes escaped, control characters
+    (a field name from the body may hold a newline) written as \\xNN, as upstream escapes."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in out)
+
+
 def _object_response(request: web.Request, res: Resource, obj: dict,
                      status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
+    warnings = [*(warnings or []), *(REQUEST_WARNINGS.get() or [])]
+    headers = {"Warning": ", ".join(f'299 - "{_warning_text(w)}"' for w in warnings)} \
+        if warnings else None
     if wants_table(request):
         return json_response(table_for(res, [obj], request, {
             "resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}), status,
@@ -93,7 +103,7 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         verb = {"GET": "watch" if is_watch else "list", "POST": "create",
                 "DELETE": "deletecollection"}.get(method)
     else:
-        verb = "watch" if is_watch else _VERB_BY_METHOD.get(method)
+        verb = "watch" if is_watch else VERB_BY_METHOD.get(method)
     if verb is None:
         raise errors.method_not_allowed(f"the server does not allow this method on the "
                                         f"requested resource ({method})")
@@ -111,6 +121,7 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
     fields = field_requirements(request.query.get("fieldSelector", "")) \
         if verb in ("list", "watch") else None
     authorizer.authorize(user, verb, res.group, res.plural, rp.namespace, rp.name, sub, fields)
+    REQUEST_WARNINGS.set([])  # what admission plug-ins warn about (PodSecurity's warn mode)
     ns = rp.namespace if res.namespaced else None
 
     if verb == "watch":

@@ -29,7 +29,11 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.endpointslice", "EndpointSliceController"),
     ("k3py.server.controllers.node", "NodeLifecycleController"),
     ("k3py.server.controllers.nodeipam", "NodeIPAMController"),
+    ("k3py.server.controllers.podgc", "PodGCController"),
     ("k3py.server.controllers.apiservice", "APIServiceController"),
+    ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),
+    ("k3py.server.controllers.ephemeral", "EphemeralVolumeController"),
+    ("k3py.server.controllers.localpath", "LocalPathProvisioner"),
     ("k3py.server.scheduler.scheduler", "Scheduler"),
 )
 

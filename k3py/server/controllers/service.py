@@ -20,6 +20,7 @@ from k3py.server.admission import AdmissionChain
 from k3py.server.registry import Registry
 
 __all__ = ["ServiceAllocator", "ensure_kubernetes_service", "ensure_kubernetes_endpoints",
+           "ensure_dns_service", "DNS_DOMAIN_ANNOTATION", "NODE_LOCAL_ANNOTATION",
            "IPAllocator", "PortAllocator"]
 
 log = logging.getLogger("k3py.services")
@@ -314,6 +315,47 @@ async def ensure_kubernetes_service(registry: Registry, cluster_ip: str, adverti
     out = await registry.update_with(res, "default", "kubernetes", fix) or svc
     await ensure_kubernetes_endpoints(registry, advertise_ip, port)
     return out
+
+
+DNS_DOMAIN_ANNOTATION = "k3py.io/cluster-domain"
+NODE_LOCAL_ANNOTATION = "k3py.io/node-local"
+
+
+async def ensure_dns_service(registry: Registry, cluster_dns: str, domain: str) -> None:
+    """kube-system/kube-dns at the cluster DNS IP, as tools that look for it expect. Every
+    agent answers that IP itself (agent/network: node-local, so DNS works offline): the
+    Service has no endpoints and the node's service rules leave it alone. Its annotations
+    tell agents the DNS IP and the cluster domain (they follow the server's flags)."""
+    res = registry.resources.get("", "v1", "services")
+    want = {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
+                                    "kubernetes.io/cluster-service": "true"},
+                         "annotations": {DNS_DOMAIN_ANNOTATION: domain,
+                                         NODE_LOCAL_ANNOTATION: "true"}},
+            "spec": {"type": "ClusterIP", "clusterIP": cluster_dns, "clusterIPs": [cluster_dns],
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP",
+                                "targetPort": 53}]}}
+    cur = await registry.try_get(res, "kube-system", "kube-dns")
+    if cur is not None and (cur.get("spec") or {}).get("clusterIP") != cluster_dns:
+        await registry.delete(res, "kube-system", "kube-dns")  # --cluster-dns changed
+        cur = None
+    if cur is None:
+        try:
+            await registry.create(res, "kube-system", want)
+        except errors.StatusError as e:
+            if e.code != 409:
+                raise
+        return
+
+    def fix(obj: dict) -> dict | None:
+        ann = obj["metadata"].setdefault("annotations", {})
+        if ann.get(DNS_DOMAIN_ANNOTATION) == domain and ann.get(NODE_LOCAL_ANNOTATION):
+            return None
+        ann.update(want["metadata"]["annotations"])
+        return obj
+    await registry.update_with(res, "kube-system", "kube-dns", fix)
 
 
 async def _put(registry: Registry, res: Resource | None, obj: dict, fields: tuple[str, ...]

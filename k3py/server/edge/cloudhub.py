@@ -14,7 +14,7 @@ from aiohttp import web
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.edge import nodestreams
-from k3py.server.edge.downstream import DownstreamSync, node_of, referenced_objects
+from k3py.server.edge.downstream import DownstreamSync, referenced_objects
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.edge.sessions import NodeSession, TunnelHandler, resend_loop
 from k3py.server.edge.upstream import UpstreamWriter
@@ -43,16 +43,10 @@ class CloudHub:
                                     write_up=self.upstream.write)
         self._resend: asyncio.Task | None = None
         self._started = False
-        # pods on a node with a live tunnel are deleted gracefully: the agent stops them,
-        # then deletes the object with grace 0; elsewhere deletion is immediate
-        registry.pod_graceful_delete = self.node_connected_for
 
     def node_connected(self, node: str) -> bool:
         session = self.sessions.get(node) if node else None
         return session is not None and session.connected
-
-    def node_connected_for(self, pod: dict) -> bool:
-        return self.node_connected(node_of(pod))
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -26,7 +26,7 @@ from k3py.tunnel.message import (
     new_message,
     resource_key,
 )
-from k3py.tunnel.protocol import POD_TOKENS_KIND
+from k3py.tunnel.protocol import CLUSTER_WIDE_KINDS, POD_TOKENS_KIND
 
 __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message"]
 
@@ -63,6 +63,26 @@ def referenced_objects(pod: dict) -> set[tuple[str, str]]:
     return refs
 
 
+# what a write of the pod's status alone changes besides the status
+_STATUS_WRITE_METADATA = ("resourceVersion", "managedFields")
+
+
+def status_only(old: dict | None, new: dict) -> bool:
+    """True if `new` differs from `old` only by what a status write changes (its pod IP
+    excepted: the downward API's status.podIP reads it from the node's copy)."""
+    if old is None:
+        return False
+    if (old.get("status") or {}).get("podIP") != (new.get("status") or {}).get("podIP"):
+        return False
+    return _without_status(old) == _without_status(new)
+
+
+def _without_status(pod: dict) -> dict:
+    md = {k: v for k, v in (pod.get("metadata") or {}).items()
+          if k not in _STATUS_WRITE_METADATA}
+    return {**{k: v for k, v in pod.items() if k != "status"}, "metadata": md}
+
+
 def node_of(pod: dict | None) -> str:
     """The node a pod is bound to, "" if none."""
     return ((pod or {}).get("spec") or {}).get("nodeName") or ""
@@ -94,6 +114,7 @@ class DownstreamSync:
         self.configmaps: Informer
         self.secrets: Informer
         self.device_feed: DeviceFeed | None = None
+        self.cluster_wide: dict[str, Informer] = {}  # services, endpointslices: to every node
         self._tasks: set[asyncio.Task] = set()
 
     def start(self) -> None:
@@ -104,6 +125,11 @@ class DownstreamSync:
         self.configmaps.add_handler(lambda t, o, n: self._on_ref("configmaps", t, o, n))
         self.secrets = self._informers.informer("", "secrets")
         self.secrets.add_handler(lambda t, o, n: self._on_ref("secrets", t, o, n))
+        self.cluster_wide = {}  # (reset: start may run again on a restarted hub)
+        for plural in CLUSTER_WIDE_KINDS:
+            group = "discovery.k8s.io" if plural == "endpointslices" else ""
+            inf = self.cluster_wide[plural] = self._informers.informer(group, plural)
+            inf.add_handler(lambda t, o, n, plural=plural: self._to_every_node(plural, t, o, n))
         self.device_feed = DeviceFeed(self._informers, self.send_object)
         self.device_feed.start()
         if self.issuer is not None:
@@ -166,6 +192,8 @@ class DownstreamSync:
                 content[plural].append(obj)
         if self.device_feed is not None:
             content.update(self.device_feed.snapshot(node))
+        for plural, inf in self.cluster_wide.items():
+            content[plural] = inf.list()
         return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
                            content=content, key="sync")
 
@@ -185,14 +213,21 @@ class DownstreamSync:
             self._pod_tokens_gone(new or old)
         if after and after in self.sessions and new is not None:
             session = self.sessions[after]
+            arrived = etype == "ADDED" or before != after
+            if etype == "MODIFIED" and not arrived and status_only(old, new):
+                return  # the node's own status report coming back: it has it already
             if etype != "DELETED":
-                if self.tokens is not None and (etype == "ADDED" or before != after):
+                if self.tokens is not None and arrived:
                     tokens = self.tokens.object_for(new)  # new to this node: tokens first
                     if tokens is not None:
                         session.send(object_message(POD_TOKENS_KIND, "MODIFIED", tokens))
-                # referenced objects first, so the agent has them when it starts the pod
+                # referenced objects first, so the agent has them when it starts the pod (a
+                # change of one of them goes down by itself: _on_ref)
+                refs = referenced_objects(new)
+                if not arrived and old is not None:
+                    refs -= referenced_objects(old)
                 ns = namespace_of(new)
-                for plural, name in sorted(referenced_objects(new)):
+                for plural, name in sorted(refs):
                     obj = self._ref_object(plural, ns, name)
                     if obj is not None:
                         session.send(object_message(plural, "MODIFIED", obj))
@@ -206,6 +241,15 @@ class DownstreamSync:
         if node in self.sessions:
             self.sessions[node].send(object_message(
                 POD_TOKENS_KIND, "DELETED", self.tokens.deleted_object(pod)))
+
+    def _to_every_node(self, plural: str, etype: str, old: dict | None,
+                       new: dict | None) -> None:
+        """Services and EndpointSlices: every node holds them all (its DNS and rules)."""
+        obj = new or old
+        if obj is None:
+            return
+        for session in self.sessions.values():
+            session.send(object_message(plural, etype, obj))
 
     def _on_ref(self, plural: str, etype: str, old: dict | None, new: dict | None) -> None:
         obj = new or old

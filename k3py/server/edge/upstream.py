@@ -143,20 +143,30 @@ class UpstreamWriter:
                 raise
 
     async def _event(self, ns: str, event: dict) -> None:
+        """Create the Event, or, for a repeat the agent aggregated under the same name, raise
+        its count (tried first for a repeat: one write instead of a failed create and one).
+        An older or equal count than the stored one changes nothing: a message resent after
+        the duplicate window cannot count an Event twice."""
         res = self.registry.served("", "events")
         event.setdefault("metadata", {})["namespace"] = ns
         event.setdefault("firstTimestamp", now_rfc3339())
         event.setdefault("lastTimestamp", event["firstTimestamp"])
+        name = event["metadata"].get("name") or ""
+
+        def repeat(cur: dict) -> dict | None:
+            if int(cur.get("count") or 1) >= int(event.get("count") or 1):
+                return None
+            for k in ("count", "lastTimestamp", "message"):
+                if event.get(k) is not None:
+                    cur[k] = event[k]
+            return cur
+        if int(event.get("count") or 1) > 1 and name and \
+                await self.registry.try_get(res, ns, name) is not None:
+            await self.registry.update_with(res, ns, name, repeat)
+            return
         try:
             await self.registry.create(res, ns, event)
         except errors.StatusError as e:
             if e.code != 409:
                 raise
-
-            def repeat(cur: dict) -> dict:  # the agent aggregates repeats under one name
-                for k in ("count", "lastTimestamp", "message"):
-                    if event.get(k) is not None:
-                        cur[k] = event[k]
-                return cur
-            await self.registry.update_with(res, ns, event["metadata"].get("name") or "",
-                                            repeat)
+            await self.registry.update_with(res, ns, name, repeat)

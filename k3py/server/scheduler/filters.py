@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from k3py.api.nodeselector import node_selector_term_matches
 from k3py.server.scheduler.nodeinfo import (
     NodeInfo,
     node_allocatable,
@@ -51,48 +52,6 @@ def untolerated_taint(pod: dict, node: dict, effects: tuple[str, ...]) -> dict |
         if taint.get("effect") in effects and not _tolerated(tolerations, taint):
             return taint
     return None
-
-
-def _int(s: str) -> int | None:
-    try:
-        return int(s)
-    except (TypeError, ValueError):
-        return None
-
-
-def _requirement_matches(req: dict, values: dict[str, str]) -> bool:
-    key, op, want = req.get("key") or "", req.get("operator"), req.get("values") or []
-    have = values.get(key)
-    if op == "In":
-        return have is not None and have in want
-    if op == "NotIn":
-        return have is None or have not in want
-    if op == "Exists":
-        return key in values
-    if op == "DoesNotExist":
-        return key not in values
-    if op in ("Gt", "Lt"):
-        if have is None or len(want) != 1:
-            return False
-        a, b = _int(have), _int(want[0])
-        if a is None or b is None:
-            return False
-        return a > b if op == "Gt" else a < b
-    return False
-
-
-def node_selector_term_matches(term: dict, node: dict) -> bool:
-    """A term with no requirements matches nothing, as upstream."""
-    exprs = term.get("matchExpressions") or []
-    fields = term.get("matchFields") or []
-    if not exprs and not fields:
-        return False
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    if not all(_requirement_matches(r, labels) for r in exprs):
-        return False
-    field_values = {"metadata.name": (node.get("metadata") or {}).get("name") or ""}
-    return all(r.get("key") == "metadata.name" and _requirement_matches(r, field_values)
-               for r in fields)
 
 
 def node_selector_matches(pod: dict, node: dict) -> bool:
@@ -181,7 +140,8 @@ FILTERS: tuple[tuple[str, Callable[[dict, NodeInfo], Reasons]], ...] = (
     ("NodeResourcesFit", node_resources_fit),
 )
 # Failures preemption cannot fix (upstream: UnschedulableAndUnresolvable).
-UNRESOLVABLE = frozenset({"NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity"})
+UNRESOLVABLE = frozenset({"NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity",
+                          "VolumeBinding"})
 
 
 def run_filters(pod: dict, info: NodeInfo) -> tuple[str, Reasons]:

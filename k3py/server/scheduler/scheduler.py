@@ -1,5 +1,6 @@
 """The default-scheduler: watches unscheduled pods and nodes, filters and scores nodes from a
-pod-per-node cache, and binds through the pods/binding logic (k3py.server.apiserver.handlers)."""
+pod-per-node cache, binds the pod's volumes (volumebinding.py) and then the pod through the
+pods/binding logic (k3py.server.apiserver.handlers)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from k3py.server.controllers.base import Controller, ControllerContext, split_ke
 from k3py.server.scheduler.filters import UNRESOLVABLE, run_filters
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_key
 from k3py.server.scheduler.scores import score_nodes
+from k3py.server.scheduler.volumebinding import Decision, PodVolumes, VolumeBinder
 
-__all__ = ["Scheduler", "fit_error_message", "SCHEDULER_NAME"]
+__all__ = ["Scheduler", "fit_error_message", "pre_filter_error_message", "SCHEDULER_NAME"]
 
 log = logging.getLogger("k3py.scheduler")
 
@@ -42,6 +44,12 @@ def fit_error_message(num_nodes: int, failures: dict[str, tuple[str, list[str]]]
         preemption[why] = preemption.get(why, 0) + 1
     return (f"0/{num_nodes} nodes are available: {_histogram(reasons)}. "
             f"preemption: 0/{num_nodes} nodes are available: {_histogram(preemption)}.")
+
+
+def pre_filter_error_message(num_nodes: int, message: str) -> str:
+    """Upstream's FitError when a PreFilter plugin rejects the pod before any node."""
+    return (f"0/{num_nodes} nodes are available: {message}. preemption: 0/{num_nodes} nodes "
+            f"are available: {num_nodes} Preemption is not helpful for scheduling.")
 
 
 def _wants_scheduling(pod: dict) -> bool:
@@ -72,6 +80,9 @@ class Scheduler(Controller):
         self.unschedulable: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._binds: set[asyncio.Task] = set()
+        # pods whose binding task runs: one waiting for its volumes may outlive the assumed
+        # placement's 30 s and must not be decided a second time meanwhile
+        self._binding: set[str] = set()
         self._periodic: asyncio.Task | None = None
 
     # ------------------------------------------------------------ cache upkeep
@@ -138,12 +149,21 @@ class Scheduler(Controller):
         for key in list(self.unschedulable):
             self.enqueue(key)
 
+    def _on_volume_change(self, etype: str, old: dict | None, new: dict | None) -> None:
+        # a claim created or bound, a volume or class added: pods waiting on them may fit
+        if self.unschedulable:
+            self._retry_unschedulable()
+
     def setup(self) -> None:
         self.pods = self.ctx.informers.informer("", "pods")
         self.node_informer = self.ctx.informers.informer("", "nodes")
         self.node_informer.add_handler(self._on_node)
         self.pods.add_handler(self._on_pod)
         self.pod_res = self.ctx.resource("", "pods")
+        self.volume_binder = VolumeBinder(self.ctx)
+        for inf in (self.volume_binder.claims, self.volume_binder.volumes,
+                    self.volume_binder.classes):
+            inf.add_handler(self._on_volume_change)
 
     async def start(self) -> None:
         await super().start()
@@ -167,9 +187,11 @@ class Scheduler(Controller):
     async def reconcile(self, key: str) -> None:
         await self.pods.synced.wait()
         await self.node_informer.synced.wait()
+        await self.volume_binder.synced()
         ns, name = split_key(key)
         pod = self.pods.get(ns, name)
-        if pod is None or not _wants_scheduling(pod) or key in self._assumed:
+        if pod is None or not _wants_scheduling(pod) or key in self._assumed or \
+                key in self._binding:
             self.unschedulable.discard(key)
             return
         if (pod.get("spec") or {}).get("schedulingGates"):
@@ -180,10 +202,13 @@ class Scheduler(Controller):
         if isinstance(node, str):
             self.unschedulable.discard(key)
             self._attempts.pop(key, None)
+            decision = self._assume_volumes(pod, node)
             self._assume(pod, node)
-            task = asyncio.create_task(self._bind(pod, node), name=f"bind-{key}")
+            task = asyncio.create_task(self._bind(pod, node, decision), name=f"bind-{key}")
             self._binds.add(task)
+            self._binding.add(key)
             task.add_done_callback(self._binds.discard)
+            task.add_done_callback(lambda _t: self._binding.discard(key))
             return
         message = node[1]
         self.unschedulable.add(key)
@@ -197,10 +222,16 @@ class Scheduler(Controller):
     def schedule_one(self, pod: dict) -> str | tuple[None, str]:
         """The chosen node name, or (None, FailedScheduling message)."""
         nodes = [i for i in self.nodes.values() if i.node is not None]
+        volumes = self.volume_binder.pre_filter(pod)
+        if isinstance(volumes, str) and nodes:
+            return None, pre_filter_error_message(len(nodes), volumes)
         feasible: list[NodeInfo] = []
         failures: dict[str, tuple[str, list[str]]] = {}
         for info in nodes:
             plugin, reasons = run_filters(pod, info)
+            if not reasons and isinstance(volumes, PodVolumes) and not volumes.empty:
+                plugin, reasons = "VolumeBinding", \
+                    self.volume_binder.filter(volumes, info.node or {})
             if reasons:
                 failures[info.name] = (plugin, reasons)
             else:
@@ -213,6 +244,12 @@ class Scheduler(Controller):
         best = max(scores.values())
         return random.choice([n for n, s in scores.items() if s == best])
 
+    def _assume_volumes(self, pod: dict, node: str) -> Decision | None:
+        volumes = self.volume_binder.pre_filter(pod)
+        if isinstance(volumes, str) or volumes.empty:
+            return None
+        return self.volume_binder.assume(volumes, self.nodes[node].node or {})
+
     def _assume(self, pod: dict, node: str) -> None:
         key = pod_key(pod)
         placed = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}
@@ -223,9 +260,29 @@ class Scheduler(Controller):
         self._assumed.pop(key, None)
         self._place(key, None)
 
-    async def _bind(self, pod: dict, node: str) -> None:
+    async def _bind_volumes(self, pod: dict, decision: Decision) -> bool:
+        """PreBind: False (and the pod back in the queue) when its volumes could not be bound."""
+        key = pod_key(pod)
+        try:
+            await self.volume_binder.bind(decision)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except (errors.StatusError, TimeoutError) as e:
+            message = e.message if isinstance(e, errors.StatusError) else str(e)
+        self._forget(key)
+        self.unschedulable.add(key)
+        self.enqueue(key, after=1.0)
+        await self.ctx.recorder.record(pod, "Warning", "FailedScheduling",
+                                       f'running PreBind plugin "VolumeBinding": {message}',
+                                       component=SCHEDULER_NAME)
+        return False
+
+    async def _bind(self, pod: dict, node: str, decision: Decision | None = None) -> None:
         md = pod["metadata"]
         key = pod_key(pod)
+        if decision is not None and not await self._bind_volumes(pod, decision):
+            return
         try:
             await bind_pod(self.registry, self.pod_res, md["namespace"], md["name"], node)
         except errors.StatusError as e:

@@ -1,4 +1,5 @@
-"""The datastore: the Backend protocol (backend.py) and its embedded SQLite driver (sqlite.py).
+"""The datastore: the Backend protocol (backend.py), the embedded SQLite driver (sqlite.py) and
+the PostgreSQL one several servers share (postgres.py, imported only when configured).
 
 Used by the registry (k3py/server/registry.py) and wired in k3py/server/main.py; see
 docs/store-flow.md for how writes, reads, watches and compaction work."""
@@ -10,6 +11,7 @@ from k3py.server.store.backend import (
     FutureRevisionError,
     KeyExistsError,
     KeyValue,
+    StorageFullError,
     StoreError,
     StoreUnavailableError,
     WatchResult,
@@ -17,5 +19,6 @@ from k3py.server.store.backend import (
 
 __all__ = [
     "Backend", "KeyValue", "Event", "WatchResult",
-    "StoreError", "StoreUnavailableError", "KeyExistsError", "CompactedError", "FutureRevisionError",
+    "StoreError", "StorageFullError", "StoreUnavailableError", "KeyExistsError",
+    "CompactedError", "FutureRevisionError",
 ]

@@ -11,8 +11,8 @@ from typing import Protocol
 
 __all__ = [
     "KeyValue", "Event", "WatchResult", "Backend",
-    "StoreError", "StoreUnavailableError", "KeyExistsError", "CompactedError",
-    "FutureRevisionError",
+    "StoreError", "StorageFullError", "StoreUnavailableError", "KeyExistsError",
+    "CompactedError", "FutureRevisionError",
 ]
 
 
@@ -34,6 +34,16 @@ class Event:
 
 class StoreError(Exception):
     pass
+
+
+class StorageFullError(StoreError):
+    """The file system under the datastore is full: nothing was written (-> 507). Writes work
+    again, without a restart, once space is freed; reads are not affected."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the datastore's disk is full: cannot write {path}; free space on "
+                         f"its file system (writes resume by themselves)")
+        self.path = path
 
 
 class StoreUnavailableError(StoreError):

@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from k3py.server.store.backend import CompactedError, FutureRevisionError
+from k3py.server.store.backend import CompactedError, FutureRevisionError, StorageFullError
 
 __all__ = ["prefix_end", "check_read_revision", "Maintenance"]
 
@@ -91,5 +91,7 @@ class Maintenance:
                 await job()
             except asyncio.CancelledError:
                 raise
+            except StorageFullError as e:  # the writer logged it when the disk filled up
+                log.warning("store maintenance skipped: %s", e)
             except Exception:
                 log.exception("store maintenance failed; retrying in %.0fs", interval)

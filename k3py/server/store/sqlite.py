@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import apsw
@@ -21,6 +22,7 @@ from k3py.server.store.backend import (
     Event,
     KeyExistsError,
     KeyValue,
+    StorageFullError,
     StoreError,
 )
 from k3py.server.store.broadcaster import Broadcaster, WatchStream
@@ -134,6 +136,7 @@ class SQLiteBackend:
         self._rev = 0  # newest revision published on the loop
         self._compact_rev = 0
         self._w_rev = 0  # writer thread only: newest revision written
+        self._full = False  # writer thread only: the last write failed on a full disk
         self._wq: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._wconn: apsw.Connection | None = None
@@ -372,21 +375,31 @@ class SQLiteBackend:
         results: list[tuple[_Op, Any]] = []
         events: list[Event] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 for op in ops:
                     results.append((op, self._apply(conn, op, events)))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except Exception as e:  # nothing of this batch is durable: every caller gets the error
-            log.exception("store write batch failed")
             self._w_rev = start_rev
-            err = e if isinstance(e, StoreError) else StoreError(f"store write failed: {e}")
+            err = self._write_error(e, "write batch")
+            if not isinstance(err, StorageFullError):
+                log.error("store write batch failed", exc_info=e)
             self._deliver([(op, err) for op in ops], [])
             return
+        if self._full:
+            self._full = False
+            log.warning("store writes work again: %s has free space", self.path)
         self._deliver(results, events)
+
+    def _write_error(self, e: Exception, what: str) -> StoreError:
+        """The error callers get for a failed transaction. A full disk is logged here, once
+        when it starts, not at every refused write."""
+        if isinstance(e, apsw.FullError):
+            if not self._full:
+                self._full = True
+                log.error("store %s failed: the disk under %s is full; writes are refused "
+                          "(507) until space is freed, reads go on", what, self.path)
+            return StorageFullError(self.path)
+        return e if isinstance(e, StoreError) else StoreError(f"store {what} failed: {e}")
 
     def _apply(self, conn: apsw.Connection, op: _Op, events: list[Event]) -> Any:
         """One op inside the batch transaction; a failed check affects only this op."""
@@ -428,7 +441,7 @@ class SQLiteBackend:
     def _run_maintenance(self, conn: apsw.Connection, op: _Op) -> None:
         try:
             if op.kind == "compact":
-                with conn:  # one transaction per chunk
+                with _transaction(conn):  # one transaction per chunk
                     lo = conn.execute(_COMPACT).fetchone()[0]
                     hi = op.revision
                     if hi > lo:
@@ -448,7 +461,7 @@ class SQLiteBackend:
             else:
                 result = StoreError(f"unknown store op {op.kind}")
         except Exception as e:
-            result = e if isinstance(e, StoreError) else StoreError(f"store {op.kind}: {e}")
+            result = self._write_error(e, op.kind)
         self._deliver([(op, result)], [])
 
     def _deliver(self, results: list[tuple[_Op, Any]], events: list[Event]) -> None:
@@ -473,6 +486,20 @@ class SQLiteBackend:
                 fut.set_exception(res)
             else:
                 fut.set_result(res)
+
+
+@contextlib.contextmanager
+def _transaction(conn: apsw.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error unless SQLite already did it (it
+    does after a full disk or an I/O error, and a second ROLLBACK would hide the cause)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _event(rid: int, name: str, created: int, deleted: int, crev: int, value: bytes,

@@ -102,3 +102,45 @@ async def test_a_pod_is_removed_without_podmans_own_stops(tmp_path):
     assert calls[5:] == ["POST /containers/stays/stop timeout=0",  # its grace is over
                          "DELETE /pods/pod1 force=true"]
     assert not any("/pods/pod1/stop" in c for c in calls)
+
+
+async def test_only_this_clusters_pods_are_listed(tmp_path):
+    """Two clusters on one host may name their nodes alike: a pod or container of another
+    cluster is never listed (so never adopted or removed); one an agent older than the
+    cluster label started is adopted once it is desired here, and stays listed after."""
+    def labels(uid: str, cluster: str | None) -> dict:
+        out = {"io.k3py.pod-uid": uid, "io.k3py.node": "n1", "io.k3py.pod-name": uid,
+               "io.k3py.pod-namespace": "default"}
+        return out if cluster is None else {**out, "io.k3py.cluster": cluster}
+    items = [("ours", "c1"), ("theirs", "c2"), ("legacy", None), ("stray", None)]
+    filters: list[dict] = []
+
+    async def listing(request: web.Request) -> web.Response:
+        filters.append(json.loads(request.query["filters"]))
+        return web.json_response([{"Id": uid, "Labels": labels(uid, c)} for uid, c in items])
+    async def ping(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+    app = web.Application()
+    app.router.add_get("/v4.0.0/libpod/pods/json", listing)
+    app.router.add_get("/v4.0.0/libpod/containers/json", listing)
+    app.router.add_get("/v4.0.0/libpod/_ping", ping)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = str(tmp_path / "api.sock")
+    await web.UnixSite(runner, sock).start()
+    rt = LibpodAPI(agent_dir=str(tmp_path / "agent"), endpoint=f"unix://{sock}",
+                   node_name="n1")
+    rt.cluster = "c1"
+    try:
+        await rt.open()
+        assert set(await rt.list_pods()) == {"ours"}
+        assert [c["Id"] for c in await rt.list_containers()] == ["ours"]
+        assert set(await rt.list_pods(claim={"legacy", "theirs"})) == {"ours", "legacy"}
+        assert set(await rt.list_pods()) == {"ours", "legacy"}  # adopted for good
+        assert [c["Id"] for c in await rt.list_containers()] == ["ours", "legacy"]
+    finally:
+        await rt.close()
+        await runner.cleanup()
+    assert all(f == {"label": ["io.k3py.node=n1"]} for f in filters), filters
+    made = rt._label_map({"metadata": {"uid": "u", "namespace": "ns", "name": "p"}})
+    assert made["io.k3py.cluster"] == "c1" and made["io.k3py.node"] == "n1"

@@ -158,3 +158,39 @@ async def test_twin_state_survives_reopen_and_a_queued_report_is_no_longer_pendi
     assert mm.twin_state() == {("default", "a"): ({"twins": {"t": 1}}, None)}
     assert [m.id for m in mm.queued()] == [report.id]
     await mm.close()
+
+
+async def test_meta_db_syncs_every_commit(tmp_path):
+    """synchronous=FULL in WAL mode: what apply() committed (and edgehub then ACKed) is on
+    disk, so a power cut cannot take back a write the server was told is persisted."""
+    mm = MetaManager(str(tmp_path / "meta.db"))
+    await mm.open()
+    assert mm._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert mm._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    await mm.close()
+
+
+async def test_outbox_keeps_one_status_per_pod_and_caps_events(tmp_path):
+    mm = MetaManager(str(tmp_path / "meta.db"))
+    await mm.open()
+    mm.max_queued_events = 5
+
+    def up(key: str, content: dict):
+        return new_message(source="edgehub", group=GROUP_RESOURCE, operation=OP_INSERT,
+                           resource=key, key=key, content=content)
+    for phase in ("Pending", "Running", "Failed"):  # the newest status supersedes the older
+        assert await mm.queue(up("pods/default/a/status", {"phase": phase})) == []
+    events = [up(f"events/default/a.{i}", {"count": 1}) for i in range(8)]
+    dropped = []
+    for i, ev in enumerate(events):
+        dropped += await mm.queue(ev)
+        if i == 1:  # a repeat of an Event replaces it and makes it the newest
+            dropped += await mm.queue(up("events/default/a.0", {"count": 2}))
+    queued = mm.queued()
+    assert [m.key for m in queued] == ["pods/default/a/status"] + [
+        f"events/default/a.{i}" for i in (3, 4, 5, 6, 7)]
+    assert queued[0].content == {"phase": "Failed"}
+    # a.1, then a.0's repeat, then a.2 were the oldest; a.0's first version was replaced
+    assert mm.events_dropped == 3 and len(dropped) == 3
+    assert events[1].id in dropped and events[2].id in dropped and events[0].id not in dropped
+    await mm.close()

@@ -15,7 +15,7 @@ from aiohttp import web
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.api.resources import builtin_registry
-from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_UPDATE, new_message
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_INSERT, OP_UPDATE, new_message
 from k3py.tunnel.protocol import TUNNEL_PATH
 from k3py.tunnel.reliability import Backoff
 
@@ -26,6 +26,7 @@ pytest.importorskip("k3py.server.registry")
 from k3py.server.apiserver.auth import User  # noqa: E402
 from k3py.server.controllers.base import InformerFactory  # noqa: E402
 from k3py.server.edge.cloudhub import CloudHub  # noqa: E402
+from k3py.server.edge.downstream import status_only  # noqa: E402
 from k3py.server.registry import Registry  # noqa: E402
 from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
 from tests.unit.conftest import serve_app  # noqa: E402
@@ -85,7 +86,7 @@ async def cluster(tmp_path):
         meta = MetaManager(str(tmp_path / f"meta{len(agents)}.db"))
         await meta.open()
         eh = EdgeHub(server=f"http://127.0.0.1:{port}", ssl_context=None, meta=meta,
-                     session=session, backoff=Backoff(base=0.05, cap=0.2))
+                     session=session, backoff=Backoff(base=0.05, cap=0.2), node_name="n1")
         eh.start()
         agents.append(eh)
         return eh
@@ -132,6 +133,8 @@ async def test_snapshot_live_updates_and_status_up(cluster):
     await _wait(lambda: len(hub.sessions["n1"].queue.outbox) == 0)
 
     uid = (await registry.get(pods, "default", "after"))["metadata"]["uid"]
+    applied: list[str] = []  # what the agent stores from now on, by kind
+    meta.listeners.append(applied.append)
     await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
                               resource="pods/default/after/status", key="s",
                               content={"uid": uid, "status": {"phase": "Running"}}))
@@ -144,6 +147,26 @@ async def test_snapshot_live_updates_and_status_up(cluster):
     assert await phase() == "Running"
     await _wait(lambda: len(eh.queue.outbox) == 0)
     assert meta.queued() == []
+    # the node's own status is not echoed back down; a later change of the pod is (and,
+    # messages going in order, it is the barrier that shows no echo came before it)
+    def label(cur):
+        cur["metadata"]["labels"] = {"l": "1"}
+        return cur
+    await registry.update_with(pods, "default", "after", label)
+    await _wait(lambda: meta.get("pods", "default", "after")["metadata"].get("labels"))
+    assert applied == ["pods"], applied
+
+
+def test_status_only_tells_a_status_write_from_a_change():
+    pod = {"metadata": {"name": "p", "resourceVersion": "1"}, "spec": {"nodeName": "n1"},
+           "status": {"phase": "Pending"}}
+    written = {**pod, "metadata": {**pod["metadata"], "resourceVersion": "2"},
+               "status": {"phase": "Running"}}
+    assert status_only(pod, written)
+    assert not status_only(pod, {**written, "status": {"phase": "Running", "podIP": "10.1"}})
+    assert not status_only(pod, {**written, "metadata": {**written["metadata"],
+                                                         "labels": {"a": "b"}}})
+    assert not status_only(None, written)
 
 
 async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
@@ -160,16 +183,54 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await _wait(lambda: not eh.connected.is_set())
     await registry.create(pods, "default", _pod("while-away"))
     await _wait(lambda: len(session.queue.outbox) == 1)
-    # not connected: deleting a pod of this node is immediate (no agent would finish it)
+    # not connected: deleting a pod of this node leaves it Terminating until the node confirms
     await registry.create(pods, "default", _pod("gone"))
     await registry.delete(pods, "default", "gone")
-    assert await registry.try_get(pods, "default", "gone") is None
+    gone = await registry.get(pods, "default", "gone")
+    assert gone["metadata"]["deletionTimestamp"]
     assert not eh.connected.is_set() and eh.connects == 1
     gate.set()
     await _wait(lambda: eh.connected.is_set(), timeout=10)
-    await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
+    await _wait(lambda: sorted((p["metadata"]["name"], bool(p["metadata"].get(
+        "deletionTimestamp"))) for p in eh.meta.pods()) == [("gone", True), ("while-away", False)])
     await _wait(lambda: len(session.queue.outbox) == 0)
+    await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_DELETE,
+                              resource="pods/default/gone",
+                              content={"uid": gone["metadata"]["uid"]}))
+    await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
+    assert await registry.try_get(pods, "default", "gone") is None
     assert eh.connects >= 2
+
+
+async def test_events_over_the_cap_are_dropped_and_reported_at_reconnect(cluster):
+    registry, hub, agent, gate = cluster
+    gate.clear()  # offline from the start
+    eh = await agent()
+    eh.meta.max_queued_events = 3
+    for i in range(5):
+        key = f"events/default/e{i}"
+        await eh.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_INSERT,
+                                  resource=key, key=key, content={
+                                      "metadata": {"name": f"e{i}"},
+                                      "involvedObject": {"kind": "Pod", "name": "p"},
+                                      "reason": "Started", "message": f"m{i}", "count": 1}))
+    assert eh.meta.events_dropped == 2 and len(eh.queue.outbox) == 3
+    gate.set()
+    events = registry.resources.get("", "v1", "events")
+
+    async def posted():
+        return {e["metadata"]["name"]: e for e in
+                (await registry.list(events, "default"))["items"]}
+    for _ in range(500):
+        got = await posted()
+        if len(got) == 4:
+            break
+        await asyncio.sleep(0.02)
+    dropped = [e for e in got.values() if e["reason"] == "EventsDropped"]
+    assert sorted(n for n in got if n.startswith("e")) == ["e2", "e3", "e4"]
+    assert len(dropped) == 1 and dropped[0]["involvedObject"]["name"] == "n1"
+    assert dropped[0]["message"].startswith("2 Events dropped since the agent started")
+    await _wait(lambda: eh.meta.queued() == [])
 
 
 async def test_node_registration_and_lease(cluster):

@@ -95,13 +95,14 @@ def test_node_name_is_the_flag_or_the_hostname(monkeypatch):
 
 
 def test_every_config_field_is_a_flag():
-    """A field no flag sets is dead; a refused flag has no field (nothing would read it)."""
+    """A field no flag sets is dead; a refused flag has no field (nothing would read it); a
+    list flag with some values refused (--disable) has one for the values it implements."""
     attrs = {f.attr for f in FLAGS}
     for cls in (ServerConfig, AgentConfig):
         for field in dataclasses.fields(cls):
             assert field.name in attrs or field.name == "embedded", field.name
     for flag in FLAGS:
-        if flag.not_implemented or flag.not_implemented_values:
+        if flag.not_implemented:
             assert flag.attr not in {f.name for f in dataclasses.fields(ServerConfig)}
 
 
@@ -273,11 +274,8 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 
 REFUSED = [  # (flag, value, words the one line must hold)
     ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
-    ("cluster-dns", "10.43.0.10", ["--cluster-dns", "DNS"]),
-    ("cluster-domain", "example.local", ["--cluster-domain", "DNS"]),
     ("disable", "ingress", ["--disable ingress", "ingress controller"]),
     ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
-    ("disable", "local-storage", ["--disable local-storage", "storage"]),
     ("disable", "dns", ["--disable dns", "DNS"]),
 ]
 
@@ -315,16 +313,16 @@ def test_unimplemented_flag_is_refused_from_the_config_file(tmp_path, flag, valu
 
 
 def test_refusal_names_the_source_that_won(tmp_path):
-    cfg = write(tmp_path, "cluster-domain: file.local\n")
-    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_CLUSTER_DOMAIN": "env.local"}
-    with pytest.raises(UsageError, match="environment variable K3PY_CLUSTER_DOMAIN"):
+    cfg = write(tmp_path, "cluster-cidr: 10.52.0.0/16\n")
+    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_CLUSTER_CIDR": "10.53.0.0/16"}
+    with pytest.raises(UsageError, match="environment variable K3PY_CLUSTER_CIDR"):
         server_config([], env)
     with pytest.raises(UsageError, match="remove it from the command line"):
-        server_config(["--cluster-domain", "flag.local"], env)
+        server_config(["--cluster-cidr", "10.54.0.0/16"], env)
 
 
 def test_unimplemented_flags_left_empty_are_fine(tmp_path):
-    cfg = write(tmp_path, "cluster-domain: \"\"\ndisable: []\n")
+    cfg = write(tmp_path, "datastore-endpoint: \"\"\ndisable: []\n")
     assert server_config(["--config", cfg], {"K3PY_CLUSTER_CIDR": ""}) == ServerConfig()
 
 
@@ -334,20 +332,30 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from ingress"):
+    with pytest.raises(UsageError, match="expected components from local-storage, ingress"):
         server_config(["--disable", "traefik"], {})
 
 
+def test_disable_local_storage_and_its_path(tmp_path):
+    assert server_config(["--disable", "local-storage"], {}).disable == ("local-storage",)
+    cfg = write(tmp_path, "disable: [local-storage]\ndefault-local-storage-path: /srv/pv\n")
+    config = server_config(["--config", cfg], {})
+    assert config.disable == ("local-storage",)
+    assert config.default_local_storage_path == "/srv/pv"
+    assert server_config([], {"K3PY_DEFAULT_LOCAL_STORAGE_PATH": "/x"}) \
+        .default_local_storage_path == "/x"
+
+
 def test_refusal_through_main_is_one_line_exit_1(capsys):
-    line = one_error_line(capsys, "server", "--cluster-domain", "example.local")
-    assert "--cluster-domain" in line and "remove it" in line
+    line = one_error_line(capsys, "server", "--cluster-cidr", "10.52.0.0/16")
+    assert "--cluster-cidr" in line and "remove it" in line
 
 
 def test_help_marks_the_refused_flags(capsys):
     _, out, _ = run_main(capsys, "server", "--help")
     refused = [line for line in out.splitlines() if "not implemented yet" in line]
     assert {line.split()[0] for line in refused} == \
-        {"--cluster-cidr", "--cluster-dns", "--cluster-domain", "--disable"}
+        {"--cluster-cidr", "--disable"}
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])

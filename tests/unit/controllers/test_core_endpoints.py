@@ -86,7 +86,7 @@ async def test_endpoints_and_slices_follow_pods(cluster):
     assert by_ip["10.42.0.3"]["conditions"]["ready"] is False
     assert s["metadata"]["ownerReferences"][0]["kind"] == "Service"
 
-    await reg.delete(pods, "default", "b")
+    await reg.delete(pods, "default", "b", {"gracePeriodSeconds": 0})  # as its node confirms
 
     async def one_left():
         items = (await reg.list(es_res, "default"))["items"]

@@ -124,8 +124,9 @@ async def test_eviction_timeout_evicts_pods_that_do_not_tolerate(env):
     await env.start(NodeLifecycleController)
     await _stale_node_with_pods(env, "edge")
 
-    async def evicted():
-        names = {p["metadata"]["name"] for p in await env.all("pods")}
+    async def evicted():  # marked for deletion: Terminating until the node confirms
+        names = {p["metadata"]["name"] for p in await env.all("pods")
+                 if not p["metadata"].get("deletionTimestamp")}
         return names == {"tolerant"} and names
     await eventually(evicted, timeout=10.0)
     n = await env.registry.get(env.res("nodes"), None, "edge")

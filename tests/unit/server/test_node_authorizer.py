@@ -118,3 +118,14 @@ def test_pod_references():
         ("secrets", "s1"), ("configmaps", "c1"), ("persistentvolumeclaims", "d1"),
         ("persistentvolumeclaims", "p-scratch"), ("secrets", "pull"),
         ("serviceaccounts", "builder")}
+
+
+def test_labels_a_node_may_set_on_itself():
+    from k3py.server.noderestriction import label_allowed_for_node
+    for ok in ("site", "example.com/rack", "kubernetes.io/hostname", "kubernetes.io/arch",
+               "topology.kubernetes.io/zone", "node.kubernetes.io/instance-type",
+               "kubelet.kubernetes.io/x", "node.kubernetes.io/anything"):
+        assert label_allowed_for_node(ok), ok
+    for bad in ("node-role.kubernetes.io/control-plane", "node-restriction.kubernetes.io/t",
+                "kubernetes.io/role", "foo.k8s.io/x", "k8s.io/x"):
+        assert not label_allowed_for_node(bad), bad

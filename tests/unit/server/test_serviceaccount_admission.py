@@ -174,3 +174,15 @@ def test_rbac_rules_and_subjects():
     assert not subject_matches({"kind": "ServiceAccount", "name": "default"}, sa, "other")
     assert subject_matches({"kind": "Group", "name": "system:serviceaccounts"}, sa, None)
     assert subject_matches({"kind": "User", "name": sa.name}, sa, None)
+
+
+def test_a_token_for_another_audience_does_not_authenticate():
+    from k3py import pki
+    from k3py.server.serviceaccounts import TokenIssuer
+    key = pki._key_pem(pki._new_key())
+    issuer = TokenIssuer(key)
+    def token(**kw) -> str:
+        return issuer.issue("default", "sa", "uid-1", **kw)[0]
+    assert issuer.authenticate(token()) is not None
+    assert issuer.authenticate(token(audiences=["vault"])) is None
+    assert issuer.authenticate(token(audiences=["vault", "k3s"])) is not None

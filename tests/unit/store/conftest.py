@@ -1,7 +1,7 @@
 """Fixtures for the store tests: `store` opens a Backend on fresh storage, reopenable for restarts.
 
-Each driver is a param of `store_factory`: SQLite on a temp file, PostgreSQL on a fresh database
-of one throwaway cluster per session (tests/pg.py); test_backend_contract.py uses only the
+Each driver is a param of `store_factory`: SQLite on a temp file (bare, and under the encryption
+layer), PostgreSQL on a fresh database of one throwaway cluster per session (tests/pg.py); test_backend_contract.py uses only the
 Backend protocol through these fixtures."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from k3py.server.store.backend import Backend
+from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 from k3py.server.store.sqlite import SQLiteBackend
 from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir
 
@@ -33,6 +34,11 @@ class StoreFactory:
         options.setdefault("checkpoint_interval", 0)
         if self.kind == "sqlite":
             backend: Any = SQLiteBackend(str(Path(self.where) / "state.db"), **options)
+        elif self.kind == "sqlite-encrypted":  # every value through the encryption layer
+            where = Path(self.where)
+            keys = EncryptionKeys.load_or_create(str(where / "cred" / "keys.json"), enable=True)
+            backend = EncryptingBackend(SQLiteBackend(str(where / "state.db"), **options),
+                                        keys, prefix="/")
         else:
             from k3py.server.store.postgres import PostgresBackend
             backend = PostgresBackend(str(self.where), **options)
@@ -57,7 +63,7 @@ def pg_cluster() -> Iterator[PostgresCluster]:
         cluster.destroy()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-encrypted", "postgres"])
 async def store_factory(request: pytest.FixtureRequest,
                         tmp_path: Path) -> AsyncIterator[StoreFactory]:
     if request.param == "postgres":

@@ -10,7 +10,7 @@ import apsw
 import pytest
 
 from k3py.server.store import sqlite
-from k3py.server.store.backend import StoreError
+from k3py.server.store.backend import StorageFullError, StoreError
 from k3py.server.store.sqlite import SQLiteBackend
 
 pytestmark = pytest.mark.unit
@@ -99,3 +99,24 @@ async def test_close_ends_watches_and_refuses_calls(tmp_path):
     with pytest.raises(StoreError):
         await store.get(P + "a")
     await store.close()  # idempotent
+
+
+async def test_full_disk_fails_the_batch_then_writes_resume(db: SQLiteBackend):
+    """SQLITE_FULL (here: the file may not grow) rolls the batch back and fails each of its
+    writes with StorageFullError naming the file; reads go on; writes work again, with no
+    revision handed out twice, once there is room (the tmpfs version is an integration test)."""
+    rev = await db.create(P + "a", b"1")
+    pages = db._wconn.execute("PRAGMA page_count").fetchone()[0]
+    db._wconn.execute(f"PRAGMA max_page_count={pages}")
+    big = b"x" * 200_000
+    results = await asyncio.gather(db.create(P + "b", big), db.update(P + "a", big, rev),
+                                   return_exceptions=True)
+    for r in results:
+        assert isinstance(r, StorageFullError), r
+        assert db.path in str(r) and "disk is full" in str(r)
+    assert await db.current_revision() == rev
+    _, kv = await db.get(P + "a")
+    assert kv is not None and kv.value == b"1"
+    db._wconn.execute("PRAGMA max_page_count=1073741823")
+    assert await db.create(P + "b", big) == rev + 1
+    assert peek(db.path, "PRAGMA integrity_check") == [("ok",)]

@@ -1,0 +1,166 @@
+"""The node's service networking, fed from metamanager (so it keeps working offline): the
+Services and EndpointSlices the server sends every node become the cluster DNS records
+(records.py, served by dns.py on the cluster DNS IP) and the node's nftables service rules
+(proxy.py), rebuilt together a moment after any change.
+
+The cluster DNS IP and domain come from the kube-system/kube-dns Service the server keeps
+(its annotations follow `k3py server --cluster-dns/--cluster-domain`). The IP is added to the
+node's loopback, so pods reach it through their gateway and the node itself does too; that
+Service gets no service rules (there is nothing to forward to: every node answers itself).
+Without root, nft or a free port 53 on that IP, the part that cannot run logs why and the rest
+goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import shutil
+
+from k3py.agent.metamanager import MetaManager
+from k3py.agent.network import proxy
+from k3py.agent.network.dns import DNSServer, host_resolvers
+from k3py.agent.network.records import ClusterRecords
+
+__all__ = ["NetworkManager", "DNS_DOMAIN_ANNOTATION", "NODE_LOCAL_ANNOTATION"]
+
+log = logging.getLogger("k3py.network")
+
+DNS_DOMAIN_ANNOTATION = "k3py.io/cluster-domain"  # server/controllers/service.py writes them
+NODE_LOCAL_ANNOTATION = "k3py.io/node-local"
+DEBOUNCE_SECONDS = 0.2
+
+
+class NetworkManager:
+    def __init__(self, meta: MetaManager, *, node_name: str, cluster_id: str = "",
+                 dns_port: int = 53) -> None:
+        self.meta = meta
+        self.node_name = node_name
+        self.table = f"{proxy.TABLE}-{cluster_id}" if cluster_id else proxy.TABLE
+        self.dns_port = dns_port
+        self.records = ClusterRecords()
+        self.dns: tuple[str, str] | None = None  # (IP, domain) once kube-dns is known
+        self._server: DNSServer | None = None
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._nft = shutil.which("nft") is not None
+        self._rules_failed = False
+
+    def start(self) -> None:
+        self.meta.listeners.append(self._on_change)
+        self._task = asyncio.create_task(self._loop(), name="network")
+        self._wake.set()
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.meta.listeners.remove(self._on_change)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._server is not None:
+            await self._server.stop()
+        if self._nft:
+            with contextlib.suppress(proxy.NftError, OSError):
+                await proxy.delete(table=self.table)
+
+    def _on_change(self, what: str) -> None:
+        if what in ("services", "endpointslices", "sync"):
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(DEBOUNCE_SECONDS)  # a burst of changes: one rebuild
+            self._wake.clear()
+            try:
+                await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next change tries again
+                log.exception("updating the node's service networking failed")
+
+    async def sync(self) -> None:
+        services = self.meta.objects("services")
+        slices = self.meta.objects("endpointslices")
+        dns = _dns_of(services)
+        records = ClusterRecords(dns[1] if dns else "cluster.local")
+        for svc in services:
+            records.set_service(svc)
+        for es in slices:
+            records.set_endpointslice(es)
+        self.records = records
+        if dns is not None and dns != self.dns:
+            await self._serve_dns(*dns)
+        if self._server is not None:
+            self._server.records = records
+        routed = [s for s in services if not _node_local(s)]
+        await self._apply_rules(proxy.service_ports(routed, slices, self.node_name))
+
+    async def _serve_dns(self, ip: str, domain: str) -> None:
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        self.dns = (ip, domain)
+        await _add_loopback_address(ip)
+        server = DNSServer(self.records, upstreams=lambda: host_resolvers(exclude=(ip,)))
+        try:
+            await server.start(ip, self.dns_port)
+        except OSError as e:
+            log.warning("cluster DNS cannot listen on %s:%s (%s); pods fall back to the "
+                        "host's resolvers", ip, self.dns_port, e.strerror)
+            return
+        self._server = server
+        log.info("cluster DNS for %s answering on %s:%s", domain, ip, self.dns_port)
+
+    async def _apply_rules(self, ports: list[proxy.ServicePort]) -> None:
+        if not self._nft:
+            if not self._rules_failed:
+                log.warning("nft is not installed: Services are not routed on this node")
+                self._rules_failed = True
+            return
+        try:
+            await proxy.apply(proxy.build_ruleset(ports, table=self.table,
+                                                  masquerade_all=True))
+            if self._rules_failed:
+                log.info("service rules loaded again (%d service ports)", len(ports))
+            self._rules_failed = False
+        except (proxy.NftError, OSError) as e:
+            if not self._rules_failed:
+                log.warning("loading the service rules failed: %s", e)
+            self._rules_failed = True
+
+    def pod_dns(self) -> tuple[str, str] | None:
+        """(cluster DNS IP, domain) for pods with dnsPolicy ClusterFirst, once served."""
+        return self.dns if self._server is not None else None
+
+
+def _node_local(svc: dict) -> bool:
+    return ((svc.get("metadata") or {}).get("annotations") or {}).get(NODE_LOCAL_ANNOTATION) \
+        == "true"
+
+
+def _dns_of(services: list[dict]) -> tuple[str, str] | None:
+    for svc in services:
+        md = svc.get("metadata") or {}
+        if md.get("namespace") == "kube-system" and md.get("name") == "kube-dns":
+            ip = (svc.get("spec") or {}).get("clusterIP") or ""
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(ip)
+                domain = (md.get("annotations") or {}).get(DNS_DOMAIN_ANNOTATION) or \
+                    "cluster.local"
+                return ip, domain
+    return None
+
+
+async def _add_loopback_address(ip: str) -> None:
+    """The cluster DNS IP on lo (idempotent); failure is left to the bind to report."""
+    if shutil.which("ip") is None:
+        return
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "addr", "replace", f"{ip}/32", "dev", "lo",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        log.debug("adding %s to lo: %s", ip, err.decode(errors="replace").strip())

@@ -1,0 +1,211 @@
+"""Pod Security Admission, as upstream's built-in plug-in: the Pod Security Standards
+(privileged, baseline, restricted; "latest") chosen per namespace by the labels
+`pod-security.kubernetes.io/enforce`, `.../warn` and `.../audit`.
+
+- enforce: a pod that violates the level is refused on create, 403 with upstream's message
+  (`violates PodSecurity "restricted:latest": ...`);
+- warn: the request succeeds with a Warning header per violation; also for the pod template
+  of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs and CronJobs (enforce does not
+  apply to templates, as upstream);
+- audit: recorded as an annotation on the audit Event upstream; here a log line.
+A namespace without labels is privileged (no checks), as on a K3s server without a
+PodSecurity configuration. kube-system is exempt."""
+
+from __future__ import annotations
+
+import logging
+
+from k3py.api import errors
+from k3py.api.resources import Resource
+from k3py.server.registry import Registry
+
+__all__ = ["PodSecurityAdmission", "check_pod", "LEVELS"]
+
+log = logging.getLogger("k3py.podsecurity")
+
+LEVELS = ("privileged", "baseline", "restricted")
+_LABEL = "pod-security.kubernetes.io/"
+_EXEMPT_NAMESPACES = {"kube-system"}
+_TEMPLATES = {("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"),
+              ("apps", "daemonsets"), ("batch", "jobs"), ("", "replicationcontrollers")}
+
+_BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                  "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+_SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
+                 "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies",
+                 "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                 "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout",
+                 "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
+_RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                       "persistentVolumeClaim", "projected", "secret"}
+
+
+def _containers(spec: dict) -> list[dict]:
+    return [c for key in ("initContainers", "containers", "ephemeralContainers")
+            for c in spec.get(key) or [] if isinstance(c, dict)]
+
+
+def _names(cs: list[dict]) -> str:
+    names = ", ".join(f'"{c.get("name")}"' for c in cs)
+    return f'container{"s" if len(cs) > 1 else ""} {names}'
+
+
+def _baseline(spec: dict) -> list[str]:
+    out = []
+    cs = _containers(spec)
+    sec = spec.get("securityContext") or {}
+    host = [f"{k}=true" for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
+    if host:
+        out.append(f"host namespaces ({', '.join(host)})")
+    priv = [c for c in cs if (c.get("securityContext") or {}).get("privileged")]
+    if priv:
+        out.append(f"privileged ({_names(priv)} must not set "
+                   f"securityContext.privileged=true)")
+    adds = {}
+    for c in cs:
+        extra = [a for a in ((c.get("securityContext") or {}).get("capabilities") or {})
+                 .get("add") or [] if a not in _BASELINE_CAPS]
+        if extra:
+            adds[c.get("name")] = extra
+    if adds:
+        caps = sorted({a for v in adds.values() for a in v})
+        out.append(f'non-default capabilities ({_names([{"name": n} for n in adds])} must not '
+                   f'include {", ".join(repr(a).replace(chr(39), chr(34)) for a in caps)} in '
+                   f'securityContext.capabilities.add)')
+    host_paths = [v.get("name") for v in spec.get("volumes") or [] if v.get("hostPath")]
+    if host_paths:
+        out.append(f'hostPath volumes (volume{"s" if len(host_paths) > 1 else ""} '
+                   f'{", ".join(chr(34) + str(n) + chr(34) for n in host_paths)})')
+    ports = [c for c in cs if any(p.get("hostPort") for p in c.get("ports") or [])]
+    if ports:
+        out.append(f"hostPort ({_names(ports)} uses hostPort)")
+    if (sec.get("windowsOptions") or {}).get("hostProcess"):
+        out.append("hostProcess (pod must not set securityContext.windowsOptions.hostProcess)")
+    unconfined = []
+    if (sec.get("seccompProfile") or {}).get("type") == "Unconfined":
+        unconfined.append("pod")
+    unconfined += [c.get("name") for c in cs if ((c.get("securityContext") or {})
+                   .get("seccompProfile") or {}).get("type") == "Unconfined"]
+    if unconfined:
+        out.append("seccompProfile (must not set securityContext.seccompProfile.type to "
+                   "\"Unconfined\")")
+    proc = [c for c in cs if (c.get("securityContext") or {}).get("procMount") not in
+            (None, "Default")]
+    if proc:
+        out.append(f"procMount ({_names(proc)} must not set securityContext.procMount)")
+    bad_sysctls = [s.get("name") for s in sec.get("sysctls") or []
+                   if s.get("name") not in _SAFE_SYSCTLS]
+    if bad_sysctls:
+        out.append(f"forbidden sysctls ({', '.join(map(str, bad_sysctls))})")
+    return out
+
+
+def _restricted(spec: dict) -> list[str]:
+    out = _baseline(spec)
+    cs = _containers(spec)
+    sec = spec.get("securityContext") or {}
+    vols = [v.get("name") for v in spec.get("volumes") or []
+            if not any(k in v for k in _RESTRICTED_VOLUMES)]
+    if vols:
+        out.append(f"restricted volume types (volume"
+                   f"{'s' if len(vols) > 1 else ''} {', '.join(chr(34) + str(n) + chr(34) for n in vols)} "
+                   f"uses a volume type that is not allowed)")
+    esc = [c for c in cs if (c.get("securityContext") or {}).get("allowPrivilegeEscalation")
+           is not False]
+    if esc:
+        out.append(f"allowPrivilegeEscalation != false ({_names(esc)} must set "
+                   f"securityContext.allowPrivilegeEscalation=false)")
+    caps = [c for c in cs if "ALL" not in (((c.get("securityContext") or {})
+                                            .get("capabilities") or {}).get("drop") or [])]
+    if caps:
+        out.append(f'unrestricted capabilities ({_names(caps)} must set '
+                   f'securityContext.capabilities.drop=["ALL"])')
+    if not sec.get("runAsNonRoot"):
+        root = [c for c in cs if not (c.get("securityContext") or {}).get("runAsNonRoot")]
+        if root:
+            out.append(f"runAsNonRoot != true (pod or {_names(root)} must set "
+                       f"securityContext.runAsNonRoot=true)")
+    if sec.get("runAsUser") == 0 or any((c.get("securityContext") or {}).get("runAsUser") == 0
+                                        for c in cs):
+        out.append("runAsUser=0 (pod and containers must not set runAsUser=0)")
+    pod_seccomp = (sec.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in ("RuntimeDefault", "Localhost"):
+        missing = [c for c in cs if (((c.get("securityContext") or {}).get("seccompProfile")
+                                      or {}).get("type")) not in ("RuntimeDefault", "Localhost")]
+        if missing:
+            out.append(f'seccompProfile (pod or {_names(missing)} must set '
+                       f'securityContext.seccompProfile.type to "RuntimeDefault" or '
+                       f'"Localhost")')
+    return out
+
+
+def check_pod(level: str, spec: dict) -> list[str]:
+    """The violations of `spec` (a PodSpec) against `level`, in upstream's wording."""
+    if level == "baseline":
+        return _baseline(spec)
+    if level == "restricted":
+        return _restricted(spec)
+    return []
+
+
+def _levels(ns: dict | None) -> dict[str, str]:
+    labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
+    out = {}
+    for mode in ("enforce", "warn", "audit"):
+        level = labels.get(_LABEL + mode)
+        if level in LEVELS and level != "privileged":
+            out[mode] = level
+    return out
+
+
+class PodSecurityAdmission:
+    """A create mutator (it reads the namespace) that refuses or warns."""
+
+    def __init__(self, registry: Registry, warn) -> None:
+        self.registry = registry
+        self.warn = warn  # appends a Warning to the current request's response
+
+    async def __call__(self, res: Resource, obj: dict) -> None:
+        key = (res.group, res.plural)
+        if key != ("", "pods") and key not in _TEMPLATES and key != ("batch", "cronjobs"):
+            return
+        ns = (obj.get("metadata") or {}).get("namespace") or ""
+        if not ns or ns in _EXEMPT_NAMESPACES:
+            return
+        ns_res = self.registry.served("", "namespaces")
+        levels = _levels(await self.registry.try_get(ns_res, None, ns))
+        if not levels:
+            return
+        spec = _pod_spec(key, obj)
+        if spec is None:
+            return
+        name = (obj.get("metadata") or {}).get("name") or \
+            (obj.get("metadata") or {}).get("generateName") or ""
+        if key == ("", "pods") and "enforce" in levels:
+            bad = check_pod(levels["enforce"], spec)
+            if bad:
+                raise errors.forbidden(
+                    f'pods "{name}" is forbidden: violates PodSecurity '
+                    f'"{levels["enforce"]}:latest": {", ".join(bad)}', "", "pods", name)
+        if "warn" in levels:
+            bad = check_pod(levels["warn"], spec)
+            if bad:
+                self.warn(f'would violate PodSecurity "{levels["warn"]}:latest": '
+                          f'{", ".join(bad)}')
+        if "audit" in levels:
+            bad = check_pod(levels["audit"], spec)
+            if bad:
+                log.info("PodSecurity audit: %s %s/%s violates %s:latest: %s", res.kind, ns,
+                         name, levels["audit"], "; ".join(bad))
+
+
+def _pod_spec(key: tuple[str, str], obj: dict) -> dict | None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return None
+    if key == ("", "pods"):
+        return spec
+    if key == ("batch", "cronjobs"):
+        spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
+    tmpl = (spec.get("template") or {}).get("spec")
+    return tmpl if isinstance(tmpl, dict) else None

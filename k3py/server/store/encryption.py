@@ -1,0 +1,270 @@
+"""Secrets encrypted at rest, as kube-apiserver's encryption providers and K3s's
+`--secrets-encryption`: the values of Secrets (SECRETS_PREFIX) are AES-GCM ciphertext in the
+datastore (upstream's aesgcm format: `k8s:enc:aesgcm:v1:<key name>:` + 12-byte nonce +
+ciphertext and tag, the storage key as authenticated data, so a value cannot be moved to
+another key), and plaintext everywhere above the Backend.
+
+The keys live in an EncryptionConfiguration-shaped file (apiserver.config.k8s.io/v1) under
+the server's data dir, `server/cred/encryption-config.json`, mode 0600, as K3s keeps it:
+the first provider writes, every provider reads (an `identity` provider reads values stored
+before encryption was turned on). `EncryptingBackend` wraps any Backend; `EncryptionKeys`
+reads, writes and rotates the file (prepare: add a new key; rotate: make it the one that
+writes; reencrypt: rewrite every secret with it, then drop the others)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import secrets as _secrets
+from collections.abc import AsyncIterator
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from k3py.server.store.backend import Backend, Event, KeyValue, WatchResult
+
+__all__ = ["EncryptionKeys", "EncryptingBackend", "EncryptionError", "SECRETS_PREFIX"]
+
+SECRETS_PREFIX = "/registry/core/secrets/"  # ResourceRegistry.storage_prefix of secrets
+_AESGCM = "k8s:enc:aesgcm:v1:"
+_NONCE = 12
+
+
+class EncryptionError(Exception):
+    """A stored value cannot be decrypted with any key we hold (a lost or wrong key)."""
+
+
+def _key_name() -> str:
+    """When it was made, and random: two keys never share a name (no ":": the separator)."""
+    return "k3py-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + \
+        _secrets.token_hex(3)
+
+
+class EncryptionKeys:
+    """The key file and the ciphers made from it. `enabled`: new writes are encrypted."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.keys: list[tuple[str, bytes]] = []  # (name, 32 bytes), the writer first
+        self.enabled = False
+        self._ciphers: dict[str, AESGCM] = {}
+
+    # ---------------------------------------------------------------- the file
+
+    @classmethod
+    def load_or_create(cls, path: str, *, enable: bool) -> EncryptionKeys:
+        """The file's keys; with `enable` and no file (or no key), a first key is made and
+        written. Without `enable` an existing file still decrypts what it encrypted."""
+        keys = cls(path)
+        if os.path.exists(path):
+            keys._read()
+        if enable and not keys.keys:
+            keys.keys = [(_key_name(), _secrets.token_bytes(32))]
+        keys.enabled = enable and bool(keys.keys)
+        keys._ciphers = {name: AESGCM(k) for name, k in keys.keys}
+        if enable:
+            keys.save()
+        return keys
+
+    def _read(self) -> None:
+        with open(self.path) as f:
+            doc = json.load(f)
+        for res in doc.get("resources") or []:
+            if "secrets" not in (res.get("resources") or []):
+                continue
+            for provider in res.get("providers") or []:
+                for k in (provider.get("aesgcm") or {}).get("keys") or []:
+                    name, secret = str(k["name"]), base64.b64decode(k["secret"])
+                    if ":" in name or len(secret) not in (16, 24, 32):
+                        raise ValueError(f"{self.path}: key {name!r} must have no ':' and "
+                                         f"16, 24 or 32 bytes (base64)")
+                    self.keys.append((name, secret))
+
+    def save(self) -> None:
+        doc = {"kind": "EncryptionConfiguration", "apiVersion": "apiserver.config.k8s.io/v1",
+               "resources": [{"resources": ["secrets"], "providers": [
+                   *([{"aesgcm": {"keys": [
+                       {"name": n, "secret": base64.b64encode(k).decode()}
+                       for n, k in self.keys]}}] if self.keys else []),
+                   {"identity": {}}]}]}
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    # ---------------------------------------------------------------- rotation
+
+    def prepare(self) -> str:
+        """Add a new key after the current writer (it reads, it does not write yet)."""
+        name = _key_name()
+        self.keys.append((name, _secrets.token_bytes(32)))
+        self._ciphers[name] = AESGCM(self.keys[-1][1])
+        self.save()
+        return name
+
+    def rotate(self) -> str:
+        """Make the newest key the writer."""
+        if len(self.keys) < 2:
+            raise ValueError("no prepared key to rotate to: run prepare first")
+        self.keys.insert(0, self.keys.pop())
+        self.enabled = True
+        self.save()
+        return self.keys[0][0]
+
+    def drop_old(self) -> list[str]:
+        """After a reencrypt: keep only the writer."""
+        dropped = [n for n, _ in self.keys[1:]]
+        self.keys = self.keys[:1]
+        self._ciphers = {n: AESGCM(k) for n, k in self.keys}
+        self.save()
+        return dropped
+
+    def status(self) -> dict:
+        return {"encryption": "enabled" if self.enabled else "disabled",
+                "keys": [n for n, _ in self.keys],
+                "writer": self.keys[0][0] if self.enabled else "identity"}
+
+    # ---------------------------------------------------------------- values
+
+    def encrypt(self, key: str, value: bytes) -> bytes:
+        if not self.enabled:
+            return value
+        name, _ = self.keys[0]
+        nonce = _secrets.token_bytes(_NONCE)
+        sealed = self._ciphers[name].encrypt(nonce, value, key.encode())
+        return f"{_AESGCM}{name}:".encode() + nonce + sealed
+
+    def decrypt(self, key: str, value: bytes) -> bytes:
+        if not value.startswith(b"k8s:enc:"):
+            return value  # stored before encryption (identity)
+        head, sep, rest = value[len(_AESGCM):].partition(b":")
+        if not value.startswith(_AESGCM.encode()) or not sep:
+            raise EncryptionError(f"{key}: stored with an unknown provider")
+        cipher = self._ciphers.get(head.decode(errors="replace"))
+        if cipher is None:
+            raise EncryptionError(f"{key}: encrypted with key {head.decode(errors='replace')!r}"
+                                  f", which is not in {self.path}")
+        try:
+            return cipher.decrypt(rest[:_NONCE], rest[_NONCE:], key.encode())
+        except Exception as e:  # noqa: BLE001 - InvalidTag: a wrong key or a tampered value
+            raise EncryptionError(f"{key}: cannot decrypt ({type(e).__name__})") from None
+
+    def written_by_writer(self, value: bytes) -> bool:
+        """The value is already in the form a write would give it now."""
+        if not self.enabled:
+            return not value.startswith(b"k8s:enc:")
+        return value.startswith(f"{_AESGCM}{self.keys[0][0]}:".encode())
+
+
+class EncryptingBackend:
+    """A Backend whose values under `prefix` (the Secrets) are encrypted in the wrapped one."""
+
+    def __init__(self, inner: Backend, keys: EncryptionKeys,
+                 prefix: str = SECRETS_PREFIX) -> None:
+        self.inner = inner
+        self.keys = keys
+        self.prefix = prefix
+
+    def __getattr__(self, name: str):  # anything else of the driver (stats, paths)
+        return getattr(self.inner, name)
+
+    def _in(self, key: str, value: bytes) -> bytes:
+        return self.keys.encrypt(key, value) if key.startswith(self.prefix) else value
+
+    def _covers(self, prefix: str) -> bool:
+        return prefix.startswith(self.prefix) or self.prefix.startswith(prefix)
+
+    def _out(self, kv: KeyValue | None) -> KeyValue | None:
+        if kv is None or not kv.key.startswith(self.prefix):
+            return kv
+        return KeyValue(kv.key, kv.create_revision, kv.mod_revision,
+                        self.keys.decrypt(kv.key, kv.value))
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def current_revision(self) -> int:
+        return await self.inner.current_revision()
+
+    async def compact_revision(self) -> int:
+        return await self.inner.compact_revision()
+
+    async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
+        rev, kv = await self.inner.get(key, revision)
+        return rev, self._out(kv)
+
+    async def list(self, prefix: str, start_key: str = "", limit: int = 0,
+                   revision: int = 0) -> tuple[int, list[KeyValue]]:
+        rev, kvs = await self.inner.list(prefix, start_key, limit, revision)
+        if self._covers(prefix):
+            kvs = [self._out(kv) for kv in kvs]  # type: ignore[misc]
+        return rev, kvs
+
+    async def count(self, prefix: str) -> tuple[int, int]:
+        return await self.inner.count(prefix)
+
+    async def create(self, key: str, value: bytes) -> int:
+        return await self.inner.create(key, self._in(key, value))
+
+    async def update(self, key: str, value: bytes,
+                     revision: int) -> tuple[int, KeyValue | None, bool]:
+        rev, kv, ok = await self.inner.update(key, self._in(key, value), revision)
+        return rev, self._out(kv), ok
+
+    async def delete(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None, bool]:
+        rev, kv, ok = await self.inner.delete(key, revision)
+        return rev, self._out(kv), ok
+
+    async def watch(self, prefix: str, revision: int) -> WatchResult:
+        inner = await self.inner.watch(prefix, revision)
+        if not self._covers(prefix):
+            return inner
+        return _DecryptingWatch(inner, self)
+
+    async def compact(self, revision: int) -> int:
+        return await self.inner.compact(revision)
+
+    async def reencrypt(self) -> int:
+        """Rewrite every secret not yet in the writer's form; the number rewritten. A
+        secret changed meanwhile is left to that change (which wrote it the new way)."""
+        _, kvs = await self.inner.list(self.prefix)
+        done = 0
+        for kv in kvs:
+            if self.keys.written_by_writer(kv.value):
+                continue
+            plain = self.keys.decrypt(kv.key, kv.value)
+            _, _, ok = await self.inner.update(kv.key, self.keys.encrypt(kv.key, plain),
+                                               kv.mod_revision)
+            done += ok
+        return done
+
+
+class _DecryptingWatch:
+    def __init__(self, inner: WatchResult, backend: EncryptingBackend) -> None:
+        self.inner = inner
+        self.backend = backend
+
+    @property
+    def current_revision(self) -> int:
+        return self.inner.current_revision
+
+    @property
+    def compact_revision(self) -> int:
+        return self.inner.compact_revision
+
+    async def events(self) -> AsyncIterator[list[Event]]:
+        out = self.backend._out
+        async for batch in self.inner.events():
+            yield [Event(e.create, e.delete, out(e.kv) or e.kv, out(e.prev_kv))
+                   for e in batch]
+
+    def cancel(self) -> None:
+        self.inner.cancel()
