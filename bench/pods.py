@@ -2,10 +2,12 @@
 `podman pod create` + `podman run -d` of the same container in the same run, the agent's idle
 RSS and CPU with the pods running, `kubectl logs` / `kubectl exec` through the tunnel next
 to `podman logs` / `podman exec`, and `kubectl rollout undo` of a 2-replica Deployment whose
-old pods ignore SIGTERM (30 s grace) until `kubectl rollout status` succeeds, next to one
-pod's `kubectl apply` + `kubectl wait --for=condition=Ready`.
+old pods ignore SIGTERM (30 s grace) until `kubectl rollout status` succeeds, and the same
+rollback by Helm 4 (`helm rollback --wait`, its Go library through helm-python-sdk), each next
+to one pod's `kubectl apply` + `kubectl wait --for=condition=Ready`.
 
-Run: python3 bench/pods.py [--pods N]. Needs podman and busybox-static (scripts/setup.sh).
+Run: python3 bench/pods.py [--pods N]. Needs podman, busybox-static and helm-python-sdk
+(scripts/setup.sh).
 Prints `name: value unit` lines and `ratio: x` lines; exits 1 with a one-line reason when a
 figure cannot be measured. Traffic goes only to 127.0.0.1; every loop is bounded in count and
 time; the server, the agent and every podman pod this run created are removed, even on failure."""
@@ -27,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import client_ssl, emit, pct, rss_mb  # noqa: E402
-from tests.harness import KUBECTL, ServerProcess, free_port, wait_for  # noqa: E402
+from tests.harness import KUBECTL, ServerProcess, clean_env, free_port, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "k3py.local/busybox:latest"
@@ -36,6 +38,7 @@ BENCH_LABEL = "io.k3py.bench"        # on the raw peer's podman pods and contain
 NODE_LABEL = "io.k3py.node"          # the agent's own label on what it starts
 APP = "k3py-bench-pods"
 ROLLOUT = "bench-rollback"           # the Deployment of the rollback figure (label app=)
+HELM_ROLLOUT = "bench-helm-rollback"  # the same Deployment as a Helm release's
 ROLLOUT_GRACE = 30                   # its old pods' grace period; they ignore SIGTERM
 IGNORES_TERM = ["sh", "-c", "trap '' TERM; echo k3py-bench-ready; "
                 "while true; do sleep 1; done"]
@@ -213,13 +216,10 @@ async def delete_phase(srv: ServerProcess, tmp: Path) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 def start_agent(srv: ServerProcess, tmp: Path, node: str) -> subprocess.Popen:
-    token = (srv.data_dir / "server" / "token").read_text().strip()
+    """The agent joining `srv`, on a free MQTT port (never the machine's 1883)."""
     log = open(tmp / "agent.log", "ab")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
-    proc = subprocess.Popen([sys.executable, "-m", "k3py", "agent", "--server", srv.url,
-                             "--token", token, "--data-dir", str(tmp / "agent"),
-                             "--node-name", node], stdout=log, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(srv.agent_command(tmp / "agent", node), stdout=log,
+                            stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
     log.close()
     return proc
 
@@ -337,18 +337,18 @@ async def probe_exec_latencies(agent_dir: Path, container: str, calls: int) -> l
     return out
 
 
-def _rollout_deployment(node: str, revision: str, grace: int) -> str:
+def _rollout_deployment(node: str, revision: str, grace: int, name: str = ROLLOUT) -> dict:
     """The rollback bench's Deployment: 2 replicas of a container ignoring SIGTERM, upstream's
     default RollingUpdate (one new pod at a time, none unavailable)."""
-    return json.dumps({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": ROLLOUT},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": ROLLOUT}},
-                 "template": {"metadata": {"labels": {"app": ROLLOUT}},
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
                               "spec": {"nodeName": node, "terminationGracePeriodSeconds": grace,
                                        "containers": [{
                                            "name": "c", "image": IMAGE,
                                            "imagePullPolicy": "Never", "command": IGNORES_TERM,
-                                           "env": [{"name": "REVISION", "value": revision}]}]}}}})
+                                           "env": [{"name": "REVISION", "value": revision}]}]}}}}
 
 
 def _kubectl_timed(srv: ServerProcess, *args: str, timeout: float = 180.0) -> float:
@@ -361,8 +361,8 @@ def _kubectl_timed(srv: ServerProcess, *args: str, timeout: float = 180.0) -> fl
     return time.perf_counter() - t0
 
 
-def _rollout_pods(srv: ServerProcess) -> list[dict]:
-    return srv.kubectl_json("get", "pods", "-l", f"app={ROLLOUT}")["items"]
+def _rollout_pods(srv: ServerProcess, name: str = ROLLOUT) -> list[dict]:
+    return srv.kubectl_json("get", "pods", "-l", f"app={name}")["items"]
 
 
 def rollback_phase(srv: ServerProcess, node: str) -> dict:
@@ -382,9 +382,10 @@ def rollback_phase(srv: ServerProcess, node: str) -> dict:
     srv.kubectl("delete", "pod", "bench-single", "--wait=false", check=False)
     try:
         # revision 1 (its pods stop within 2 s), then revision 2: the 30 s pods
-        srv.kubectl("apply", "-f", "-", input=_rollout_deployment(node, "1", 2))
+        srv.kubectl("apply", "-f", "-", input=json.dumps(_rollout_deployment(node, "1", 2)))
         _kubectl_timed(srv, "rollout", "status", f"deploy/{ROLLOUT}", "--timeout=120s")
-        srv.kubectl("apply", "-f", "-", input=_rollout_deployment(node, "2", ROLLOUT_GRACE))
+        srv.kubectl("apply", "-f", "-",
+                    input=json.dumps(_rollout_deployment(node, "2", ROLLOUT_GRACE)))
         _kubectl_timed(srv, "rollout", "status", f"deploy/{ROLLOUT}", "--timeout=120s")
         try:
             wait_for(lambda: len(_rollout_pods(srv)) == 2, 30, 0.3, "revision 1's pods gone")
@@ -400,6 +401,49 @@ def rollback_phase(srv: ServerProcess, node: str) -> dict:
         srv.kubectl("delete", "deploy", ROLLOUT, "--wait=false", check=False)
         srv.kubectl("delete", "pods", "-l", f"app={ROLLOUT}", "--grace-period=0", "--force",
                     check=False)
+    return res
+
+
+# the chart of the Helm rollback: its one template is the Deployment given in its values
+HELM_CHART = {"Chart.yaml": "apiVersion: v2\nname: bench-rollback\nversion: 0.1.0\n",
+              "templates/deployment.yaml": "{{ toJson .Values.deployment }}\n"}
+
+
+def helm_rollback_phase(srv: ServerProcess, node: str, tmp: Path) -> dict:
+    """Seconds of Helm 4's `rollback --wait` (helm-python-sdk) of a release holding the same
+    2-replica Deployment: installed at revision 1 (pods stopping within 2 s), upgraded with
+    --wait to revision 2 (pods ignoring SIGTERM, 30 s grace), rolled back to revision 1.
+    Empty when helm-python-sdk is not installed."""
+    try:
+        import helm_python as helm
+    except ImportError:
+        return {}
+    chart = tmp / "helm-chart"
+    for name, text in HELM_CHART.items():
+        (chart / name).parent.mkdir(parents=True, exist_ok=True)
+        (chart / name).write_text(text)
+
+    def values(revision: str, grace: int) -> dict:
+        return {"deployment": _rollout_deployment(node, revision, grace, HELM_ROLLOUT)}
+    res: dict = {}
+    with helm.Config(kubeconfig_path=str(srv.kubeconfig), namespace="default") as cfg:
+        try:
+            cfg.install(chart, HELM_ROLLOUT, values("1", 2), wait="watcher", timeout=120)
+            cfg.upgrade(chart, HELM_ROLLOUT, values("2", ROLLOUT_GRACE), wait="watcher",
+                        timeout=120)
+            wait_for(lambda: len(_rollout_pods(srv, HELM_ROLLOUT)) == 2, 30, 0.3,
+                     "revision 1's pods gone")
+            t0 = time.perf_counter()
+            cfg.rollback(HELM_ROLLOUT, version=1, wait="watcher", timeout=180)
+            res["rollback"] = time.perf_counter() - t0
+            res["terminating"] = sum(1 for p in _rollout_pods(srv, HELM_ROLLOUT)
+                                     if p["metadata"].get("deletionTimestamp"))
+        except (helm.HelmError, TimeoutError) as e:
+            raise Unmeasurable(f"helm rollback phase: {e}"[:300]) from None
+        finally:  # the release's objects go at once, the agent stops the rest
+            cfg.uninstall(HELM_ROLLOUT, ignore_not_found=True)
+            srv.kubectl("delete", "pods", "-l", f"app={HELM_ROLLOUT}", "--grace-period=0",
+                        "--force", check=False)
     return res
 
 
@@ -505,6 +549,16 @@ def run(args: argparse.Namespace, tmp: Path, run_id: str, node: str,
     print(f"ratio: {rb['rollback'] / rb['single']:.2f}   (kubectl rollout undo + rollout status "
           f"of 2 replicas whose old pods ignore SIGTERM ({ROLLOUT_GRACE} s grace) / one pod's "
           "kubectl apply + wait Ready, target <= 2)", flush=True)
+    hr = helm_rollback_phase(srv, node, tmp)
+    if not hr:
+        print("helm_rollback: unmeasured   (helm-python-sdk not installed)", flush=True)
+        return
+    emit("helm_rollback_2_replicas_to_ready", hr["rollback"], "s")
+    print(f"helm_rollback_old_pods_still_terminating_at_ready: {hr['terminating']} of 2",
+          flush=True)
+    print(f"ratio: {hr['rollback'] / rb['single']:.2f}   (helm rollback --wait of 2 replicas "
+          f"whose old pods ignore SIGTERM ({ROLLOUT_GRACE} s grace) / one pod's kubectl apply "
+          "+ wait Ready, target <= 2)", flush=True)
 
 
 def teardown(srv: ServerProcess | None, agent: subprocess.Popen | None, tmp: Path,

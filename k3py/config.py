@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from k3py.hostinfo import machine_secret
 
-__all__ = ["redact_endpoint", "NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args"]
+__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
+           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
@@ -135,7 +135,8 @@ class ServerConfig(NodeConfig):
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     service_cidr: str = "10.43.0.0/16"
-    cluster_dns: str = "10.43.0.10"  # the kube-dns Service IP every agent answers DNS on
+    cluster_dns: str = ""  # the kube-dns Service IP every agent answers DNS on; "" = the
+    # 10th address of the service CIDR, as K3s (10.43.0.10)
     cluster_domain: str = "cluster.local"
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
@@ -187,6 +188,14 @@ class ServerConfig(NodeConfig):
     def kubeconfig_mode(self) -> int:
         """write_kubeconfig_mode as an int (the flag table has checked it is octal)."""
         return int(self.write_kubeconfig_mode, 8)
+
+    @property
+    def cluster_dns_ip(self) -> str:
+        """--cluster-dns, or the service CIDR's 10th address (K3s's default)."""
+        if self.cluster_dns:
+            return self.cluster_dns
+        net = ipaddress.ip_network(self.service_cidr, strict=False)
+        return str(net.network_address + 10)
 
     @property
     def kubernetes_service_ip(self) -> str:

@@ -33,7 +33,7 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
 fi
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c 'import k3py, aiohttp, apsw, asyncpg, amqtt, paho.mqtt, dns.message, pytest, pytest_timeout, kubernetes, importlinter' 2>/dev/null || \
+if ! "$PY" -c 'import k3py, aiohttp, apsw, asyncpg, amqtt, paho.mqtt, dns.message, pytest, pytest_timeout, kubernetes, importlinter, helm_python' 2>/dev/null || \
    ! command -v kubectl >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 fi

@@ -96,6 +96,11 @@ class EdgeHub:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        self._end_streams()
+
+    def _end_streams(self) -> None:
+        """Cancel the tasks serving streams: a stream lives on one websocket (the server ends
+        its side when that closes), so after the link nothing reads or writes it again."""
         for t in list(self._stream_tasks.values()):
             t.cancel()
 
@@ -227,6 +232,7 @@ class EdgeHub:
                 self._ws = None
                 self.connected.clear()
                 self.queue.link_reset()
+                self._end_streams()
             log.warning("tunnel to %s lost; reconnecting", self.url)
             await asyncio.sleep(self.backoff.next_delay())
             await self._await_answer()  # a cut link: dial when it answers, not into the cut

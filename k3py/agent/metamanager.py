@@ -247,18 +247,39 @@ class MetaManager:
         body = orjson.dumps(msg.to_dict())
         key = msg.key or msg.id
         dropped: list[str] = []
+        reported = self._reported_pod(msg)  # the cached pod with the status it reports
 
         def write(db: apsw.Connection) -> None:
             with db:
                 db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)", (key, msg.id, body))
                 if key.startswith(_EVENTS_PREFIX):
                     dropped.extend(_drop_oldest_events(db, self.max_queued_events))
+                if reported is not None:
+                    self._put_row(db, "pods", *_nsname(reported), reported)
         try:
             await self._write(write)
         except DiskFullError:  # edgehub still holds it and sends it: lost only by a restart
             return []
+        if reported is not None:
+            self._objects["pods"][_nsname(reported)] = reported
         self.events_dropped += len(dropped)
         return dropped
+
+    def _reported_pod(self, msg: Message) -> dict | None:
+        """For a pod status report: the cached pod carrying that status, so the cache holds
+        what the node last reported (the server does not echo a status back down)."""
+        if not isinstance(msg.content, dict) or not isinstance(msg.content.get("status"), dict):
+            return None
+        try:
+            kind, ns, name, sub = split_resource_key(msg.route.resource)
+        except ValueError:
+            return None
+        if kind != "pods" or sub != "status":
+            return None
+        pod = self._objects["pods"].get((ns or "", name))
+        if pod is None or (pod.get("metadata") or {}).get("uid") != msg.content.get("uid"):
+            return None
+        return {**pod, "status": msg.content["status"]}
 
     async def acked(self, ids: list[str]) -> None:
         if ids:

@@ -21,6 +21,7 @@ USAGE:
 COMMANDS:
    server         Run the Kubernetes API server (and, unless --disable-agent, a node)
    agent          Run a node that joins a server (--server URL --token TOKEN)
+   agent pods     Print this node's pods from its own state (works without the server)
    kubectl        Run kubectl against the local server (KUBECONFIG=/etc/k3py/k3py.yaml)
    token          Print the join token of the local server
    check-config   Check this host for what k3py needs

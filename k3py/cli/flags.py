@@ -199,6 +199,7 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 SECRETS = "secrets-encrypt"
+PODS = "agent pods"  # the node's pods from its local state
 _BOTH = (SERVER, AGENT)
 
 
@@ -228,7 +229,8 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("config", str, "(config) Load configuration from FILE", (*_BOTH, TOKEN, AIRGAP),
+    Flag("config", str, "(config) Load configuration from FILE",
+         (*_BOTH, TOKEN, AIRGAP, PODS),
          short="c",
          env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
@@ -241,7 +243,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
-    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS), short="d"),
+    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS, PODS),
+         short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
     # networking
@@ -253,7 +256,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
          "with NodePort visibility", (SERVER,), check=_port_range),
     Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for the DNS service; should be in "
-         "your service-cidr range", (SERVER,), check=_ip),
+         "your service-cidr range", (SERVER,), check=_ip,
+         default_help="10th address of the service CIDR (10.43.0.10)"),
     Flag("cluster-domain", str, "(networking) Cluster Domain", (SERVER,), check=_domain),
     # client
     Flag("write-kubeconfig", str, "(client) Write kubeconfig for admin client to this file",
@@ -303,8 +307,9 @@ FLAGS: tuple[Flag, ...] = (
          "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
          (SERVER,)),
     # node
-    Flag("node-name", str, "(agent/node) Node name", default_help="hostname"),
-    Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name"),
+    Flag("node-name", str, "(agent/node) Node name", (*_BOTH, PODS), default_help="hostname"),
+    Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name",
+         (*_BOTH, PODS)),
     Flag("node-label", list, "(agent/node) Registering the node with a set of labels "
          "(key=value)", check=_labels),
     Flag("node-taint", list, "(agent/node) Registering the node with a set of taints "
@@ -316,7 +321,7 @@ FLAGS: tuple[Flag, ...] = (
          default_help="address of the default route"),
     Flag("podman-root", str, "(agent/runtime) Run podman with its own storage under DIR "
          "(DIR/storage, DIR/run, DIR/tmp), e.g. for several agents on one machine",
-         (*_BOTH, AIRGAP),
+         (*_BOTH, AIRGAP, PODS),
          default_help="podman's own storage"),
     Flag("container-runtime-endpoint", str, "(agent/runtime) The podman API socket to use "
          "(unix:///PATH)", check=_unix_endpoint,
@@ -344,7 +349,8 @@ FLAGS: tuple[Flag, ...] = (
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
 _CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
-                                    TOKEN: ServerConfig, AIRGAP: AgentConfig}
+                                    TOKEN: ServerConfig, AIRGAP: AgentConfig,
+                                    PODS: AgentConfig}
 
 
 def flags_for(command: str) -> tuple[Flag, ...]:
@@ -607,7 +613,8 @@ def _shown_default(flag: Flag, command: str) -> str:
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
           AGENT: "Run a node that joins a server",
           TOKEN: "Print the join token of the local server",
-          AIRGAP: "Import image tarballs into this node's podman"}
+          AIRGAP: "Import image tarballs into this node's podman",
+          PODS: "Print this node's pods from its own state (works without the server)"}
 
 
 def help_text(command: str) -> str:
@@ -632,6 +639,23 @@ def help_text(command: str) -> str:
               f"({DEFAULT_CONFIG_FILE}).", "Precedence: flag > environment > config file > "
               "default."]
     return "\n".join(lines)
+
+
+# ---- `k3py agent pods`: its one flag of its own (it shares data-dir, node-name, podman-root)
+
+_OUTPUTS = ("wide", "json")
+
+
+def _output(v: str) -> str:
+    if v not in _OUTPUTS:
+        raise ValueError(f"expected one of {', '.join(_OUTPUTS)}")
+    return v
+
+
+FLAGS = FLAGS + (
+    Flag("output", str, "(pods) Output format: json, or wide (the table)", (PODS,), short="o",
+         check=_output, default_help="wide"),
+)
 
 
 # ---- `k3py mapper KIND` (devices): its flags, kept in this one block; defaults from

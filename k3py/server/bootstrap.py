@@ -116,7 +116,7 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
     await plugins.services.rebuild()
     await service.ensure_kubernetes_service(registry, plugins.services.kubernetes_ip,
                                             advertise, config.https_listen_port)
-    await service.ensure_dns_service(registry, config.cluster_dns, config.cluster_domain)
+    await service.ensure_dns_service(registry, config.cluster_dns_ip, config.cluster_domain)
     await localpath.ensure_local_path_class(registry, localpath.ADDON not in config.disable)
 
 

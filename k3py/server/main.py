@@ -68,6 +68,14 @@ def _check_data_dir(path: str) -> None:
                            f"with --data-dir or run as a user who can write there") from None
 
 
+def _check_cluster_dns(config: ServerConfig) -> None:
+    import ipaddress
+    net = ipaddress.ip_network(config.service_cidr, strict=False)
+    if ipaddress.ip_address(config.cluster_dns_ip) not in net:
+        raise StartupError(f"--cluster-dns {config.cluster_dns_ip} is outside --service-cidr "
+                           f"{net}: choose an address inside it")
+
+
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
@@ -113,6 +121,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
 
     _check_data_dir(config.data_dir)
     _check_port(config.bind_address, config.https_listen_port)
+    _check_cluster_dns(config)
     for d in (config.server_dir, os.path.dirname(config.db_path), config.tls_dir):
         os.makedirs(d, mode=0o700, exist_ok=True)
     backend = await _open_store(config)  # first: a datastore that cannot be used changes nothing

@@ -527,7 +527,7 @@ class PodSyncer:
                 probes = ContainerProbes(
                     spec_c, host=pod_ip or self.host_ip,
                     exec_fn=partial(self.runtime.exec_check, container_name_for(pod, name)),
-                    on_change=self.wake,
+                    on_change=partial(self._probe_changed, pod_uid(pod)),
                     on_unhealthy=partial(self._unhealthy, pod, name),
                     on_kill=partial(self._kill, pod, name, spec_c))
                 probes.start()
@@ -535,6 +535,13 @@ class PodSyncer:
             elif not running(c) and cur is not None:
                 cur[1].stop()
                 rec.probes.pop(name, None)
+
+    def _probe_changed(self, uid: str) -> None:
+        """A probe's result changed: a pass reports it; if the pod's worker is busy (its
+        start is still reporting), that pass skips the pod, so the job's end wakes another."""
+        if self.workers.busy(uid):
+            self.record(uid).missed = True
+        self.wake()
 
     def _unhealthy(self, pod: dict, name: str, kind: str, message: str) -> None:
         self.events.event(self.record(pod_uid(pod)), pod, "Unhealthy", message, "Warning", name)

@@ -67,7 +67,10 @@ class RequestLimits:
             try:
                 if self.timeout <= 0:
                     return await handler(request)
-                return await asyncio.wait_for(handler(request), self.timeout)
+                # in this task (not wait_for's new one): what the handler sets in context
+                # variables (the request's user) stays visible to the middlewares around it
+                async with asyncio.timeout(self.timeout):
+                    return await handler(request)
             except TimeoutError:
                 raise errors.timeout("Timeout: request did not complete within the allowed "
                                      f"duration ({self.timeout:g}s)") from None
