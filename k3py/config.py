@@ -12,11 +12,12 @@ import os
 import socket
 import tempfile
 from dataclasses import dataclass, fields
+from urllib.parse import urlsplit, urlunsplit
 
 from k3py.hostinfo import machine_secret
 
 __all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args"]
+           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
@@ -141,6 +142,10 @@ class ServerConfig(NodeConfig):
     disable_agent: bool = False
     disable: tuple[str, ...] = ()  # packaged components not deployed (--disable)
     default_local_storage_path: str = ""  # "" = <data-dir>/storage (local-path volumes)
+    datastore_endpoint: str = ""  # "" = embedded SQLite; postgres://user:pass@host:port/db
+    datastore_cafile: str = ""
+    datastore_certfile: str = ""
+    datastore_keyfile: str = ""
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
@@ -197,3 +202,12 @@ class ServerConfig(NodeConfig):
         """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
         net = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(net.network_address + 1)
+
+
+def redact_endpoint(endpoint: str) -> str:
+    """A URL with its password replaced by ***, for logs and error lines."""
+    parts = urlsplit(endpoint)
+    if parts.password is None:
+        return endpoint
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from k3py import PROGRAM
-from k3py.config import DEFAULT_CONFIG_FILE, AgentConfig, NodeConfig, ServerConfig
+from k3py.config import (
+    DEFAULT_CONFIG_FILE,
+    AgentConfig,
+    NodeConfig,
+    ServerConfig,
+    redact_endpoint,
+)
 
 __all__ = ["Flag", "FLAGS", "UsageError", "HelpRequested", "parse", "flags_for", "env_name",
            "help_text", "server_config", "agent_config", "ENV_PREFIX"]
@@ -109,6 +115,23 @@ def _https_url(v: str) -> str:
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError("expected the server's URL such as https://192.168.1.10:6443")
     return v.rstrip("/")
+
+
+def _datastore_endpoint(v: str) -> str:
+    if not v:  # the embedded SQLite store
+        return v
+    parts = urlsplit(v)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+        raise ValueError("expected a PostgreSQL endpoint such as "
+                         "postgres://user:pass@db.example:5432/k3py?sslmode=require "
+                         "(k3py supports only PostgreSQL as an external datastore)")
+    return v
+
+
+def _existing_file(v: str) -> str:
+    if not os.path.isfile(v):
+        raise ValueError("expected an existing file")
+    return v
 
 
 def _duration(v: str) -> float:
@@ -248,9 +271,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
-    Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a shared datastore",
-         (SERVER,), not_implemented="only the embedded SQLite store in "
-         "<data-dir>/server/db"),
+    Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
+         "by several servers (postgres://user:pass@host:port/db?sslmode=...); default: the "
+         "embedded SQLite store in <data-dir>/server/db", (SERVER,), check=_datastore_endpoint),
+    Flag("datastore-cafile", str, "(db) TLS Certificate Authority file used to secure "
+         "datastore backend communication", (SERVER,), check=_existing_file),
+    Flag("datastore-certfile", str, "(db) TLS certification file used to secure datastore "
+         "backend communication", (SERVER,), check=_existing_file),
+    Flag("datastore-keyfile", str, "(db) TLS key file used to secure datastore backend "
+         "communication", (SERVER,), check=_existing_file),
     Flag("compact-interval", float, "(db) Seconds between compactions of old revisions",
          (SERVER,), check=_non_negative),
     Flag("compact-min-retain", int, "(db) Number of newest revisions compaction always keeps",
@@ -378,6 +407,8 @@ def _checked(flag: Flag, raw: Any, where: str) -> Any:
     except ValueError as e:
         shown = raw if isinstance(raw, str) else yaml.safe_dump(raw, default_flow_style=True
                                                                 ).strip().removesuffix("...")
+        if flag.name == "datastore-endpoint":
+            shown = redact_endpoint(str(shown))
         raise UsageError(f"invalid value {str(shown).strip()!r} for {where}: {e}") from None
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from aiohttp import web
 
 from k3py.api.resources import builtin_registry
-from k3py.config import ServerConfig
+from k3py.config import ServerConfig, redact_endpoint
 from k3py.hostinfo import primary_ip, sd_notify
 from k3py.server import bootstrap, secretsencrypt
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
@@ -32,7 +32,7 @@ from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
-from k3py.server.store.backend import Backend
+from k3py.server.store.backend import Backend, StoreError
 from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 
 __all__ = ["run", "serve", "StartupError", "RunningServer"]
@@ -91,17 +91,40 @@ def _check_port(host: str, port: int) -> None:
         s.close()
 
 
+async def _open_store(config: ServerConfig) -> Backend:
+    """The embedded SQLite store, or the PostgreSQL one several servers share (its driver is
+    imported only then). A datastore that cannot be used is one line at start."""
+    if not config.datastore_endpoint:
+        from k3py.server.store.sqlite import SQLiteBackend
+        backend: Backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
+                                         compact_min_retain=config.compact_min_retain)
+        await backend.start()
+        return backend
+    from k3py.server.store.postgres import PostgresBackend
+    backend = PostgresBackend(config.datastore_endpoint, cafile=config.datastore_cafile,
+                              certfile=config.datastore_certfile,
+                              keyfile=config.datastore_keyfile,
+                              compact_interval=config.compact_interval,
+                              compact_min_retain=config.compact_min_retain)
+    try:
+        await backend.start()
+    except StoreError as e:
+        raise StartupError(str(e)) from None
+    log.info("datastore: %s", redact_endpoint(config.datastore_endpoint))
+    return backend
+
+
 async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                 started: asyncio.Future | None = None) -> RunningServer:
     """Start everything; returns once serving. Call `shutdown` to stop."""
     from k3py import pki
-    from k3py.server.store.sqlite import SQLiteBackend
 
     _check_data_dir(config.data_dir)
     _check_port(config.bind_address, config.https_listen_port)
     _check_cluster_dns(config)
     for d in (config.server_dir, os.path.dirname(config.db_path), config.tls_dir):
         os.makedirs(d, mode=0o700, exist_ok=True)
+    backend = await _open_store(config)  # first: a datastore that cannot be used changes nothing
 
     advertise = config.advertise_address or (
         "127.0.0.1" if config.bind_address in ("127.0.0.1", "localhost") else primary_ip())
@@ -114,8 +137,6 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     # the join token file; nodeauth reads it back when it installs the join route
     pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
 
-    backend: Backend = SQLiteBackend(config.db_path, compact_interval=config.compact_interval,
-                                     compact_min_retain=config.compact_min_retain)
     resources = builtin_registry()
     keys = EncryptionKeys.load_or_create(config.encryption_config_path,
                                          enable=config.secrets_encryption)
@@ -123,8 +144,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     assert secrets is not None
     encrypting = EncryptingBackend(backend, keys, resources.storage_prefix(secrets)) \
         if keys.keys else None
-    backend = encrypting or backend
-    await backend.start()
+    backend = encrypting or backend  # its start() would start the store again: already open
     registry = Registry(backend, resources)
     plugins = bootstrap.install_admission(registry, config)
     await bootstrap.prepare(registry, plugins, config, advertise)

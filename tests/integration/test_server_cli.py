@@ -108,27 +108,6 @@ def test_config_file_keys_are_flag_names(tmp_path):
 # ---------------------------------------------------------------- flags not implemented yet
 
 @pytest.mark.parametrize("how", ["flag", "env", "config file"])
-def test_datastore_endpoint_is_refused_before_anything_starts(tmp_path, how):
-    data_dir, dsn = tmp_path / "d", "postgres://k3s:secret@db:5432/k3s"
-    args = ["server", "--data-dir", str(data_dir), "--https-listen-port", str(free_port()),
-            "--write-kubeconfig", str(tmp_path / "kc")]
-    env = {}
-    if how == "flag":
-        args += ["--datastore-endpoint", dsn]
-    elif how == "env":
-        env["K3PY_DATASTORE_ENDPOINT"] = dsn
-    else:
-        cfg = tmp_path / "config.yaml"
-        cfg.write_text(f"datastore-endpoint: {dsn}\n")
-        args += ["--config", str(cfg)]
-    line = one_line_error(k3py(*args, env=env))
-    assert "--datastore-endpoint" in line and "SQLite" in line, line
-    assert {"flag": "command line", "env": "K3PY_DATASTORE_ENDPOINT",
-            "config file": f"config file {tmp_path / 'config.yaml'}"}[how] in line, line
-    assert not data_dir.exists() and not (tmp_path / "kc").exists()
-
-
-@pytest.mark.parametrize("how", ["flag", "env", "config file"])
 def test_disable_of_a_component_k3py_does_not_deploy_is_refused(tmp_path, how):
     args = ["server", "--data-dir", str(tmp_path / "d"), "--https-listen-port",
             str(free_port()), "--write-kubeconfig", str(tmp_path / "kc"), "--disable-agent"]

@@ -42,7 +42,7 @@ from k3py.server.apiserver.negotiation import (
 )
 from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
-from k3py.server.store import StorageFullError
+from k3py.server.store import StorageFullError, StoreUnavailableError
 
 __all__ = ["ApiServer", "API_SERVER", "build_app", "audit_target", "CreateOnlyHandler"]
 
@@ -264,6 +264,10 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(errors.request_entity_too_large(f"limit is {MAX_BODY_BYTES}"))
     except StorageFullError as e:  # logged by the store when the disk filled up
         return status_response(errors.insufficient_storage(str(e)))
+    except StoreUnavailableError as e:  # a shared datastore's outage: clients retry
+        log.warning("%s %s -> datastore unavailable: %s", request.method, request.path, e)
+        err = errors.timeout(str(e)) if e.timeout else errors.service_unavailable(str(e))
+        return status_response(err)
     except web.HTTPException:
         raise
     except Exception as e:  # noqa: BLE001 - one bad request must not take the server down

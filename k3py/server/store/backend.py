@@ -11,7 +11,8 @@ from typing import Protocol
 
 __all__ = [
     "KeyValue", "Event", "WatchResult", "Backend",
-    "StoreError", "StorageFullError", "KeyExistsError", "CompactedError", "FutureRevisionError",
+    "StoreError", "StorageFullError", "StoreUnavailableError", "KeyExistsError",
+    "CompactedError", "FutureRevisionError",
 ]
 
 
@@ -43,6 +44,16 @@ class StorageFullError(StoreError):
         super().__init__(f"the datastore's disk is full: cannot write {path}; free space on "
                          f"its file system (writes resume by themselves)")
         self.path = path
+
+
+class StoreUnavailableError(StoreError):
+    """The datastore cannot be reached or did not answer in time (-> 503, or 504 if timeout).
+
+    A shared datastore (postgres.py) raises it during an outage; the server keeps running."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class KeyExistsError(StoreError):

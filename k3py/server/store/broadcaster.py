@@ -114,11 +114,16 @@ class Broadcaster:
         for sub in dropped:
             self.unsubscribe(sub)
 
-    def close(self) -> None:
-        self._closed = True
+    def end_all(self) -> None:
+        """End every current watch (their clients re-watch, or re-list if compacted); new
+        subscriptions are still taken. For a feed that has lost events it cannot replay."""
         for subs in list(self._by_prefix.values()):
             for sub in list(subs):
                 self.unsubscribe(sub)
+
+    def close(self) -> None:
+        self._closed = True
+        self.end_all()
 
 
 class WatchStream:

@@ -273,7 +273,6 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 # ---------------------------------------------------------------- not implemented: refused
 
 REFUSED = [  # (flag, value, words the one line must hold)
-    ("datastore-endpoint", "postgres://k3s@db/k3s", ["--datastore-endpoint", "SQLite"]),
     ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
     ("disable", "ingress", ["--disable ingress", "ingress controller"]),
     ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
@@ -314,12 +313,12 @@ def test_unimplemented_flag_is_refused_from_the_config_file(tmp_path, flag, valu
 
 
 def test_refusal_names_the_source_that_won(tmp_path):
-    cfg = write(tmp_path, "datastore-endpoint: postgres://file\n")
-    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_DATASTORE_ENDPOINT": "postgres://env"}
-    with pytest.raises(UsageError, match="environment variable K3PY_DATASTORE_ENDPOINT"):
+    cfg = write(tmp_path, "cluster-cidr: 10.52.0.0/16\n")
+    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_CLUSTER_CIDR": "10.53.0.0/16"}
+    with pytest.raises(UsageError, match="environment variable K3PY_CLUSTER_CIDR"):
         server_config([], env)
     with pytest.raises(UsageError, match="remove it from the command line"):
-        server_config(["--datastore-endpoint", "postgres://flag"], env)
+        server_config(["--cluster-cidr", "10.54.0.0/16"], env)
 
 
 def test_unimplemented_flags_left_empty_are_fine(tmp_path):
@@ -348,15 +347,35 @@ def test_disable_local_storage_and_its_path(tmp_path):
 
 
 def test_refusal_through_main_is_one_line_exit_1(capsys):
-    line = one_error_line(capsys, "server", "--datastore-endpoint", "postgres://db")
-    assert "--datastore-endpoint" in line and "remove it" in line
+    line = one_error_line(capsys, "server", "--cluster-cidr", "10.52.0.0/16")
+    assert "--cluster-cidr" in line and "remove it" in line
 
 
 def test_help_marks_the_refused_flags(capsys):
     _, out, _ = run_main(capsys, "server", "--help")
     refused = [line for line in out.splitlines() if "not implemented yet" in line]
     assert {line.split()[0] for line in refused} == \
-        {"--datastore-endpoint", "--cluster-cidr", "--disable"}
+        {"--cluster-cidr", "--disable"}
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_datastore_endpoint_takes_a_postgres_url(tmp_path, scheme):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    dsn = f"{scheme}://k3s:secret@db.example:5432/k3s?sslmode=verify-full"
+    config = server_config(["--datastore-endpoint", dsn, "--datastore-cafile", str(ca)], {})
+    assert config.datastore_endpoint == dsn and config.datastore_cafile == str(ca)
+
+
+def test_datastore_endpoint_other_than_postgres_is_refused_without_its_password():
+    with pytest.raises(UsageError) as e:
+        server_config(["--datastore-endpoint", "mysql://root:hunter2@tcp(db:3306)/k3s"], {})
+    assert "PostgreSQL" in str(e.value) and "hunter2" not in str(e.value)
+
+
+def test_datastore_tls_file_must_exist(tmp_path):
+    with pytest.raises(UsageError, match="--datastore-keyfile.*expected an existing file"):
+        server_config(["--datastore-keyfile", str(tmp_path / "missing.key")], {})
 
 
 def test_bad_env_value_names_the_variable(capsys, monkeypatch):

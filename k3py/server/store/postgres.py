@@ -1,0 +1,570 @@
+"""The shared datastore: the kine-style revision log in one PostgreSQL table, driven through asyncpg.
+
+Implements backend.Backend for the registry when `--datastore-endpoint postgres://...` is given;
+several servers share one database. Writes are conditional inserts, one poller per server turns
+committed rows into events (LISTEN/NOTIFY wakes it; gaps are waited for, then filled) and hands
+them to broadcaster.py; logstructured.py holds the revision rules and the periodic compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from k3py.config import redact_endpoint
+from k3py.server.store.backend import (
+    CompactedError,
+    Event,
+    KeyExistsError,
+    KeyValue,
+    StoreError,
+    StoreUnavailableError,
+)
+from k3py.server.store.broadcaster import Broadcaster, WatchStream
+from k3py.server.store.logstructured import Maintenance, check_read_revision, prefix_end
+
+__all__ = ["PostgresBackend", "SCHEMA"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_CHANNEL = "kine"
+# Taken while the schema is created, so servers starting together do not race on it.
+_SCHEMA_LOCK = 0x6B337079
+
+# The whole schema. One row per key version; id is the revision, taken from kine_id_seq; the
+# newest row per name is the key's state, deleted=1 marks a tombstone. The unique
+# (name, prev_revision) index is what makes a write conditional across servers: two writers
+# that read the same live row both insert its successor, and only one insert can succeed.
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS kine (
+        id BIGINT PRIMARY KEY,
+        name TEXT COLLATE "C" NOT NULL,
+        created SMALLINT NOT NULL,
+        deleted SMALLINT NOT NULL,
+        create_revision BIGINT NOT NULL,
+        prev_revision BIGINT NOT NULL,
+        value BYTEA NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS kine_name_id ON kine (name, id)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision ON kine (name, prev_revision)",
+    # Revision 0 means "now" in the API, so the first row is revision 2 (the empty store is 1).
+    "CREATE SEQUENCE IF NOT EXISTS kine_id_seq START WITH 2",
+    "CREATE TABLE IF NOT EXISTS kine_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "INSERT INTO kine_meta (key, value) VALUES ('compact_revision', 0) ON CONFLICT DO NOTHING",
+    # One round trip per write. A conflict (another writer took the key's successor slot, or
+    # a poller filled this id as a gap) leaves a gap row under the id instead, so the log stays
+    # dense and no poller waits for an id that will never commit; it returns 0: try again.
+    """CREATE OR REPLACE FUNCTION kine_insert(p_name TEXT, p_created SMALLINT,
+            p_deleted SMALLINT, p_create_revision BIGINT, p_prev_revision BIGINT,
+            p_value BYTEA) RETURNS BIGINT LANGUAGE plpgsql AS $$
+    DECLARE
+        rev BIGINT := nextval('kine_id_seq');
+    BEGIN
+        BEGIN
+            INSERT INTO kine VALUES (rev, p_name, p_created, p_deleted,
+                CASE WHEN p_created = 1 THEN rev ELSE p_create_revision END,
+                p_prev_revision, p_value);
+        EXCEPTION WHEN unique_violation THEN
+            INSERT INTO kine VALUES (rev, 'gap-' || rev, 0, 1, 0, 0, '')
+                ON CONFLICT DO NOTHING;
+            rev := 0;
+        END;
+        PERFORM pg_notify('kine', '');
+        RETURN rev;
+    END $$""",
+]
+
+# Gap rows have create_revision 0; every real row has its creation's id there.
+_REAL = "k.create_revision > 0"
+_LATEST = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1 "
+           "ORDER BY id DESC LIMIT 1")
+_LATEST_AT = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1 "
+              "AND id <= $2 ORDER BY id DESC LIMIT 1")
+_INSERT = "SELECT kine_insert($1, $2, $3, $4, $5, $6)"
+_FILL = ("INSERT INTO kine VALUES ($1::bigint, 'gap-' || $1::text, 0, 1, 0, 0, '') "
+         "ON CONFLICT DO NOTHING")
+# Every read is one statement, so its rows and the compact revision come from one snapshot:
+# the compact revision is the first column of each row (one row of NULLs if nothing matched).
+_WITH_COMPACT = ("SELECT m.value AS compact, q.* FROM kine_meta AS m LEFT JOIN LATERAL ({}) "
+                 "AS q ON true WHERE m.key = 'compact_revision'")
+_LIST = ("SELECT k.id, k.name, k.create_revision, k.value FROM kine AS k "
+         "WHERE {range} AND k.deleted = 0 AND k.id = "
+         "(SELECT MAX(id) FROM kine WHERE name = k.name AND id <= $1) "
+         "ORDER BY k.name LIMIT $2")
+_COUNT = ("SELECT COUNT(*) FROM kine AS k WHERE {range} AND k.deleted = 0 AND k.id = "
+          "(SELECT MAX(id) FROM kine WHERE name = k.name AND id <= $1)")
+_EVENTS = ("SELECT k.id, k.name, k.created, k.deleted, k.create_revision, k.value, "
+           "p.id AS pid, p.create_revision AS pcrev, p.value AS pvalue FROM kine AS k "
+           "LEFT JOIN kine AS p ON p.id = k.prev_revision "
+           "WHERE k.id > $1 AND {cond} ORDER BY k.id LIMIT $2")
+_START = ("SELECT GREATEST(1, (SELECT MAX(id) FROM kine), "
+          "(SELECT value FROM kine_meta WHERE key = 'compact_revision'))")
+_COMPACT_LOCK = "SELECT value FROM kine_meta WHERE key = 'compact_revision' FOR UPDATE"
+_COMPACT_SUPERSEDED = ("DELETE FROM kine WHERE id IN (SELECT prev_revision FROM kine "
+                       "WHERE id > $1 AND id <= $2 AND prev_revision != 0)")
+_COMPACT_TOMBSTONES = "DELETE FROM kine WHERE deleted = 1 AND id > $1 AND id <= $2"
+_SET_COMPACT = "UPDATE kine_meta SET value = $1 WHERE key = 'compact_revision'"
+
+_POLL_BATCH = 1000  # rows per poll query
+_POLL_INTERVAL = 1.0  # seconds between polls when no notification arrives (a missed NOTIFY)
+_GAP_WAIT = 0.5  # seconds an id may stay missing before the poller fills it
+_PUBLISH_WAIT = 5.0  # seconds a writer waits to see its own row published
+_WRITE_TRIES = 10
+_COMPACT_CHUNK = 5000
+_CONNECT_TIMEOUT = 5.0
+_COMMAND_TIMEOUT = 10.0
+_RECONNECT_MAX = 2.0
+
+# What a lost or refused connection raises: the datastore is unavailable, not the request wrong.
+_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+                asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
+
+
+def _dsn(endpoint: str, cafile: str, certfile: str, keyfile: str) -> str:
+    """The endpoint with --datastore-cafile/certfile/keyfile as libpq's ssl* parameters."""
+    parts = urlsplit(endpoint)
+    query = dict(parse_qsl(parts.query))
+    for name, path in (("sslrootcert", cafile), ("sslcert", certfile), ("sslkey", keyfile)):
+        if path:
+            query.setdefault(name, path)
+    if cafile:
+        query.setdefault("sslmode", "verify-full")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _range(prefix: str, start_key: str, first: int) -> tuple[str, list[str]]:
+    """SQL bounds for keys under prefix from start_key; parameters numbered from $first.
+
+    PostgreSQL text cannot hold NUL; the registry pages with `last key + "\\0"`, which is the
+    smallest key after `last key`, so a trailing NUL becomes a strict bound."""
+    strict = False
+    if start_key.endswith("\x00"):
+        start_key, strict = start_key.rstrip("\x00"), True
+    if start_key and start_key >= prefix:
+        lo, op = start_key, (">" if strict else ">=")
+    else:
+        lo, op = prefix, ">="
+    hi = prefix_end(prefix)
+    if hi is None:
+        return f"k.name {op} ${first}", [lo]
+    return f"k.name {op} ${first} AND k.name < ${first + 1}", [lo, hi]
+
+
+def _event(row: asyncpg.Record) -> Event:
+    kv = KeyValue(row["name"], row["create_revision"], row["id"], row["value"])
+    prev = None
+    if row["pid"] is not None and not row["created"]:
+        prev = KeyValue(row["name"], row["pcrev"] or 0, row["pid"], row["pvalue"] or b"")
+    return Event(create=bool(row["created"]), delete=bool(row["deleted"]), kv=kv, prev_kv=prev)
+
+
+class PostgresBackend:
+    """Backend on a PostgreSQL database shared by every server. `await start()` before use.
+
+    `_rev` is the newest revision this server's poller has published: every id up to it is
+    committed or filled, so reads at `_rev` and watches from it are stable and gap-free."""
+
+    def __init__(self, endpoint: str, *, cafile: str = "", certfile: str = "",
+                 keyfile: str = "", compact_interval: float = 300.0,
+                 compact_min_retain: int = 1000, checkpoint_interval: float = 0.0,
+                 pool_size: int = 8) -> None:
+        del checkpoint_interval  # PostgreSQL checkpoints itself; kept for one constructor shape
+        self.endpoint = redact_endpoint(endpoint)
+        self._dsn = _dsn(endpoint, cafile, certfile, keyfile)
+        self._pool_size = pool_size
+        self._compact_interval = compact_interval
+        self._compact_min_retain = compact_min_retain
+        self._pool: asyncpg.Pool | None = None
+        self._rev = 0
+        self._compact_rev = 0
+        self._broadcaster = Broadcaster()
+        self._wake = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._gap: tuple[int, float] | None = None  # (missing id, fill deadline)
+        self._compact_lock = asyncio.Lock()
+        self._maintenance: Maintenance | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect, create the schema, start the poller. StoreError with one clear line if the
+        database cannot be reached or refuses us."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, timeout=_CONNECT_TIMEOUT,
+                command_timeout=_COMMAND_TIMEOUT)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                for stmt in SCHEMA:
+                    await conn.execute(stmt)
+            self._rev = await self._pool.fetchval(_START)
+            self._compact_rev = await self._pool.fetchval(
+                "SELECT value FROM kine_meta WHERE key = 'compact_revision'")
+        except (asyncpg.PostgresError, ssl.SSLError, TimeoutError, *_UNAVAILABLE) as e:
+            if self._pool is not None:
+                self._pool.terminate()
+            raise StoreError(f"cannot use the datastore {self.endpoint}: {_describe(e)}") from None
+        self._poller = asyncio.create_task(self._poll_forever(), name="store-poll")
+        self._maintenance = Maintenance(
+            current_revision=lambda: self._rev, compact_revision=lambda: self._compact_rev,
+            compact=self.compact, checkpoint=_nothing,
+            compact_interval=self._compact_interval,
+            compact_min_retain=self._compact_min_retain, checkpoint_interval=0)
+        self._maintenance.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._maintenance is not None:
+            await self._maintenance.stop()
+        if self._poller is not None:
+            self._poller.cancel()
+            try:
+                await self._poller
+            except asyncio.CancelledError:
+                pass
+        self._broadcaster.close()
+        self._release_waiters(None)
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 5)
+            except (TimeoutError, *_UNAVAILABLE):
+                self._pool.terminate()
+
+    @property
+    def watcher_count(self) -> int:
+        return self._broadcaster.watcher_count
+
+    async def _db(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """Run a call on the pool; a lost datastore becomes StoreUnavailableError."""
+        if self._closed or self._pool is None:
+            raise StoreError("store is closed")
+        try:
+            return await call(self._pool)
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"the datastore {self.endpoint} did not answer within {_COMMAND_TIMEOUT:.0f}s",
+                timeout=True) from None
+        except _UNAVAILABLE as e:
+            raise StoreUnavailableError(
+                f"the datastore {self.endpoint} is unavailable: {_describe(e)}") from None
+        except asyncpg.PostgresError as e:
+            raise StoreError(f"datastore error: {_describe(e)}") from None
+
+    # ------------------------------------------------------------------ reads
+
+    async def current_revision(self) -> int:
+        return self._rev
+
+    async def compact_revision(self) -> int:
+        return self._compact_rev
+
+    async def _read_at(self, revision: int) -> int:
+        """The revision a read runs at; a revision another server has written but this
+        server's poller has not yet published is waited for briefly, then refused."""
+        if revision > self._rev:
+            await self._published(revision, 0.5)
+        return revision if revision > 0 else self._rev
+
+    async def _read(self, sql: str, *args: Any) -> tuple[int, list[asyncpg.Record]]:
+        """(compact revision, rows) of one read statement wrapped by _WITH_COMPACT."""
+        rows = await self._db(lambda p: p.fetch(_WITH_COMPACT.format(sql), *args))
+        if not rows:
+            raise StoreError("datastore is missing its compact revision")
+        compact = rows[0]["compact"]
+        self._compact_rev = max(self._compact_rev, compact)
+        return compact, [r for r in rows if r["id"] is not None]
+
+    async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
+        if revision > 0:
+            await self._read_at(revision)
+            check_read_revision(revision, self._rev, self._compact_rev)
+            compact, rows = await self._read(_LATEST_AT, key, revision)
+            check_read_revision(revision, self._rev, compact)
+        else:
+            _, rows = await self._read(_LATEST, key)
+        row = rows[0] if rows else None
+        current = max(self._rev, row["id"] if row else 0)
+        if row is None or row["deleted"]:
+            return current, None
+        return current, KeyValue(key, row["create_revision"], row["id"], row["value"])
+
+    async def list(self, prefix: str, start_key: str = "", limit: int = 0,
+                   revision: int = 0) -> tuple[int, list[KeyValue]]:
+        at = await self._read_at(revision)
+        check_read_revision(revision, self._rev, self._compact_rev)
+        cond, args = _range(prefix, start_key, 3)
+        compact, rows = await self._read(_LIST.format(range=cond), at,
+                                         limit if limit > 0 else None, *args)
+        check_read_revision(revision, self._rev, compact)
+        return at, [KeyValue(r["name"], r["create_revision"], r["id"], r["value"])
+                    for r in rows]
+
+    async def count(self, prefix: str) -> tuple[int, int]:
+        at = self._rev
+        cond, args = _range(prefix, "", 2)
+        n = await self._db(lambda p: p.fetchval(_COUNT.format(range=cond), at, *args))
+        return at, n
+
+    # ------------------------------------------------------------------ watch
+
+    async def watch(self, prefix: str, revision: int) -> WatchStream:
+        # Subscribe, then replay up to the published revision at that moment: later rows
+        # reach the subscription from the poller, so nothing is missed or seen twice.
+        sub = self._broadcaster.subscribe(prefix)
+        at = self._rev
+        if revision <= 0:
+            return WatchStream(self._broadcaster, sub, [], 0, at, self._compact_rev)
+        try:
+            replay = await self._replay(prefix, revision, at)
+        except BaseException:
+            self._broadcaster.unsubscribe(sub)
+            raise
+        return WatchStream(self._broadcaster, sub, replay, max(at, revision), at,
+                           self._compact_rev)
+
+    async def _replay(self, prefix: str, revision: int, at: int) -> list[Event]:
+        cond, args = _range(prefix, "", 4)
+        sql = _EVENTS.format(cond=f"k.id <= $3 AND {_REAL} AND {cond}")
+        events: list[Event] = []
+        after = revision
+        while after < at:
+            compact, rows = await self._read(sql, after, _POLL_BATCH, at, *args)
+            if revision < compact:
+                raise CompactedError(revision, compact)
+            events.extend(_event(r) for r in rows)
+            if len(rows) < _POLL_BATCH:
+                break
+            after = rows[-1]["id"]
+        return events
+
+    # ------------------------------------------------------------------ writes
+
+    async def create(self, key: str, value: bytes) -> int:
+        for _ in range(_WRITE_TRIES):
+            row = await self._db(lambda p: p.fetchrow(_LATEST, key))
+            if row is not None and not row["deleted"]:
+                raise KeyExistsError(key)
+            prev = row["id"] if row is not None else 0
+            rev = await self._insert(key, 1, 0, 0, prev, value)
+            if rev:
+                return rev
+        raise self._contended(key)
+
+    async def update(self, key: str, value: bytes,
+                     revision: int) -> tuple[int, KeyValue | None, bool]:
+        for _ in range(_WRITE_TRIES):
+            live = await self._live(key)
+            if live is None or live.mod_revision != revision:
+                return self._rev, live, False
+            rev = await self._insert(key, 0, 0, live.create_revision, live.mod_revision, value)
+            if rev:
+                return rev, KeyValue(key, live.create_revision, rev, value), True
+        raise self._contended(key)
+
+    async def delete(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None, bool]:
+        for _ in range(_WRITE_TRIES):
+            live = await self._live(key)
+            if live is None or (revision and live.mod_revision != revision):
+                return self._rev, live, False
+            # the tombstone carries the last value, so a DELETED event can show the object
+            rev = await self._insert(key, 0, 1, live.create_revision, live.mod_revision,
+                                     live.value)
+            if rev:
+                return rev, live, True
+        raise self._contended(key)
+
+    async def _live(self, key: str) -> KeyValue | None:
+        row = await self._db(lambda p: p.fetchrow(_LATEST, key))
+        if row is None or row["deleted"]:
+            return None
+        return KeyValue(key, row["create_revision"], row["id"], row["value"])
+
+    async def _insert(self, key: str, created: int, deleted: int, create_revision: int,
+                      prev_revision: int, value: bytes) -> int:
+        """The new row's revision once this server has published it, or 0 on a conflict."""
+        rev = await self._db(lambda p: p.fetchval(
+            _INSERT, key, created, deleted, create_revision, prev_revision, value))
+        if rev:
+            # Like SQLite's group commit: the caller returns after the event is published,
+            # so a read or a watch on this server right after the write sees it. Bounded: the
+            # row is durable anyway, and the poller may be reconnecting.
+            if not await self._published(rev, _PUBLISH_WAIT):
+                log.warning("revision %d is written but not yet published by this server "
+                            "after %.0fs", rev, _PUBLISH_WAIT)
+        return rev
+
+    def _contended(self, key: str) -> StoreError:
+        return StoreError(f"key {key} changed under {_WRITE_TRIES} attempts in a row; retry")
+
+    async def compact(self, revision: int) -> int:
+        """Remove history up to `revision` (clamped to the published revision), in chunks;
+        servers sharing the database serialise on the kine_meta row."""
+        async with self._compact_lock:
+            target = min(revision, self._rev)
+            while self._compact_rev < target:
+                hi = min(self._compact_rev + _COMPACT_CHUNK, target)
+                self._compact_rev = await self._db(lambda p, hi=hi: self._compact_chunk(p, hi))
+            return self._compact_rev
+
+    @staticmethod
+    async def _compact_chunk(pool: asyncpg.Pool, hi: int) -> int:
+        async with pool.acquire() as conn, conn.transaction():
+            lo = await conn.fetchval(_COMPACT_LOCK)
+            if hi <= lo:
+                return lo
+            await conn.execute(_COMPACT_SUPERSEDED, lo, hi)
+            await conn.execute(_COMPACT_TOMBSTONES, lo, hi)
+            await conn.execute(_SET_COMPACT, hi)
+            return hi
+
+    # ------------------------------------------------------------------ publication
+
+    async def _published(self, rev: int, timeout: float) -> bool:
+        """Wait until the poller has published `rev`, at most `timeout` seconds."""
+        if rev <= self._rev or self._closed:
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (rev, next(self._seq), fut))
+        self._wake.set()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _release_waiters(self, upto: int | None) -> None:
+        while self._waiters and (upto is None or self._waiters[0][0] <= upto):
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _poll_forever(self) -> None:
+        """One LISTEN connection: poll after each notification, and every second anyway (a
+        NOTIFY lost with a connection must not lose an event). Reconnects after an outage."""
+        delay = 0.1
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT,
+                                             command_timeout=_COMMAND_TIMEOUT)
+                await conn.add_listener(_CHANNEL, self._notified)
+                conn.add_termination_listener(lambda _c: self._wake.set())
+                if delay > 0.1:
+                    log.info("datastore %s is back; watches resume from revision %d",
+                             self.endpoint, self._rev)
+                delay = 0.1
+                while True:
+                    self._wake.clear()
+                    more = await self._poll_once(conn)
+                    if not more:
+                        await self._sleep_until_woken()
+            except asyncio.CancelledError:
+                raise
+            except (asyncpg.PostgresError, TimeoutError, *_UNAVAILABLE) as e:
+                if delay == 0.1:
+                    log.warning("datastore %s: watch poller lost its connection (%s); "
+                                "reconnecting", self.endpoint, _describe(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+
+    def _notified(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _sleep_until_woken(self) -> None:
+        timeout = _POLL_INTERVAL
+        if self._gap is not None:
+            timeout = min(timeout, max(0.0, self._gap[1] - asyncio.get_running_loop().time()))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _poll_once(self, conn: asyncpg.Connection) -> bool:
+        """Publish the rows after `_rev` up to the first missing id; True if more are ready."""
+        rows = await conn.fetch(_WITH_COMPACT.format(_EVENTS.format(cond="true")), self._rev,
+                                _POLL_BATCH)
+        compact = rows[0]["compact"] if rows else 0
+        if compact > self._rev:
+            self._skip_compacted(compact)
+            return True
+        self._compact_rev = max(self._compact_rev, compact)
+        expected = self._rev + 1
+        events: list[Event] = []
+        blocked = False
+        for row in rows:
+            if row["id"] is None:
+                break
+            if row["id"] != expected:
+                blocked = True
+                break
+            if row["create_revision"] > 0:
+                events.append(_event(row))
+            expected += 1
+        if expected - 1 > self._rev:
+            self._publish(expected - 1, events)
+        if blocked:
+            return await self._on_gap(conn, expected)
+        self._gap = None
+        return len(rows) == _POLL_BATCH
+
+    def _skip_compacted(self, compact: int) -> None:
+        """This server fell behind another server's compaction (its poller was cut off
+        longer than the retained history): the events in between are gone, so every watch
+        ends (clients re-watch and get 410, then re-list) and polling goes on from there."""
+        log.warning("datastore compacted to %d while this server was at %d: ending watches",
+                    compact, self._rev)
+        self._broadcaster.end_all()
+        self._compact_rev = compact
+        self._publish(compact, [])
+
+    async def _on_gap(self, conn: asyncpg.Connection, missing: int) -> bool:
+        """An id below a committed row is missing: a writer between nextval and commit, or one
+        that died there. Wait for it a little; then take the id with a gap row (kine's fill),
+        which makes a late writer of it retry under a new id."""
+        now = asyncio.get_running_loop().time()
+        if self._gap is None or self._gap[0] != missing:
+            self._gap = (missing, now + _GAP_WAIT)
+            return False
+        if now < self._gap[1]:
+            return False
+        log.info("filling revision %d: not committed after %.1fs", missing, _GAP_WAIT)
+        await conn.execute(_FILL, missing)
+        self._gap = None
+        return True
+
+    def _publish(self, rev: int, events: list[Event]) -> None:
+        self._rev = rev
+        self._broadcaster.publish(events)
+        self._release_waiters(rev)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _describe(e: BaseException) -> str:
+    """A one-line reason for a driver error, without the traceback."""
+    if isinstance(e, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        return f"{e} (check the user and password in the endpoint)"
+    if isinstance(e, asyncpg.InvalidCatalogNameError):
+        return f"{e} (create it first, e.g. createdb)"
+    if isinstance(e, TimeoutError):
+        return "no answer (timed out)"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text

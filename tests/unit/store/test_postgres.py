@@ -1,0 +1,154 @@
+"""What only the PostgreSQL driver has: several servers on one database (shared writes, watches,
+conditional updates), events that a lost NOTIFY or an id that never commits cannot lose, an
+outage that fails calls with StoreUnavailableError and heals when the database returns, and TLS
+with a CA and a client certificate.
+
+Runs on the session's throwaway cluster (conftest.py `pg_cluster`); the outage and TLS tests
+start their own."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from k3py import pki
+from k3py.server.store.backend import StoreError, StoreUnavailableError
+from k3py.server.store.postgres import PostgresBackend
+from tests.pg import PASSWORD, SKIP_REASON, USER, PostgresCluster, pg_bindir
+from tests.unit.store.test_backend_contract import collect
+
+pytestmark = pytest.mark.unit
+
+P = "/registry/configmaps/"
+_names = itertools.count()
+
+
+@pytest.fixture
+async def two(pg_cluster):
+    """Two backends (two servers' stores) on one fresh database, and the database's name."""
+    db = f"shared{next(_names)}"
+    pair = [PostgresBackend(pg_cluster.create_db(db), compact_interval=0)]
+    pair.append(PostgresBackend(pg_cluster.dsn(db), compact_interval=0))
+    for b in pair:
+        await b.start()
+    try:
+        yield (*pair, db)
+    finally:
+        for b in pair:
+            await b.close()
+
+
+async def test_a_write_on_one_server_is_read_and_watched_on_the_other(two):
+    a, b, _ = two
+    w = await b.watch(P, 0)
+    rev = await a.create(P + "x", b"1")
+    events = await collect(w, rev)
+    w.cancel()
+    assert [(e.kv.key, e.kv.value) for e in events] == [(P + "x", b"1")]
+    _, kv = await b.get(P + "x")
+    assert kv is not None and kv.mod_revision == rev
+
+
+async def test_conditional_updates_from_two_servers_have_one_winner(two):
+    a, b, _ = two
+    rev = await a.create(P + "x", b"0")
+    await b.get(P + "x", rev)  # B has published the create
+    results = await asyncio.gather(*[s.update(P + "x", b"%d" % i, rev)
+                                     for i, s in enumerate([a, b] * 5)])
+    assert sum(ok for _, _, ok in results) == 1
+    winner = next(kv for _, kv, ok in results if ok)
+    assert (await a.get(P + "x"))[1] == (await b.get(P + "x"))[1] == winner
+    assert await a.create(P + "y", b"1") != await b.create(P + "z", b"2")
+
+
+async def test_a_row_written_without_notify_still_reaches_watchers(two, pg_cluster):
+    """A NOTIFY lost with a connection: the periodic poll finds the row anyway."""
+    a, _, db = two
+    w = await a.watch(P, 0)
+    rev = int(pg_cluster.psql(
+        "INSERT INTO kine SELECT n, '/registry/configmaps/quiet', 1, 0, n, 0, '\\x31' "
+        "FROM nextval('kine_id_seq') AS n RETURNING id", db).split()[0])
+    events = await collect(w, rev)
+    w.cancel()
+    assert [(e.kv.key, e.kv.mod_revision, e.create) for e in events] == [
+        (P + "quiet", rev, True)]
+
+
+async def test_an_id_that_never_commits_is_filled_not_waited_for(two, pg_cluster):
+    """A writer that died between nextval and its insert leaves a hole in the ids: the poller
+    waits for it briefly, then fills it, and later events flow; the fill is no event."""
+    a, b, db = two
+    w = await b.watch(P, 0)
+    hole = int(pg_cluster.psql("SELECT nextval('kine_id_seq')", db).split()[0])
+    rev = await a.create(P + "after-hole", b"1")
+    assert rev == hole + 1
+    events = await collect(w, rev)
+    w.cancel()
+    assert [(e.kv.key, e.kv.mod_revision) for e in events] == [(P + "after-hole", rev)]
+    assert await a.current_revision() >= rev and await b.current_revision() >= rev
+
+
+@pytest.mark.skipif(pg_bindir() is None, reason=SKIP_REASON)
+async def test_outage_fails_calls_then_heals_and_watches_resume():
+    cluster = PostgresCluster(fsync=False)
+    try:
+        cluster.start()
+        store = PostgresBackend(cluster.create_db("outage"), compact_interval=0)
+        await store.start()
+        try:
+            w = await store.watch(P, 0)
+            await store.create(P + "before", b"1")
+            cluster.stop()
+            with pytest.raises(StoreUnavailableError, match="datastore .* unavailable"):
+                await store.get(P + "before")
+            with pytest.raises(StoreUnavailableError):
+                await store.create(P + "during", b"1")
+            cluster.start()
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                try:
+                    rev = await store.create(P + "after", b"2")
+                    break
+                except StoreUnavailableError:
+                    assert asyncio.get_running_loop().time() < deadline, "no recovery"
+                    await asyncio.sleep(0.1)
+            events = await collect(w, rev, timeout=10)
+            w.cancel()
+            assert [e.kv.key for e in events] == [P + "before", P + "after"]
+        finally:
+            await store.close()
+    finally:
+        cluster.destroy()
+
+
+@pytest.mark.skipif(pg_bindir() is None, reason=SKIP_REASON)
+async def test_tls_with_a_ca_and_a_client_certificate(tmp_path):
+    """--datastore-cafile/certfile/keyfile: the server is verified (verify-full by default
+    with a CA) and presents the client certificate the database requires."""
+    bundle = pki.ensure_pki(str(tmp_path / "tls"), sans=["localhost"], ips=["127.0.0.1"])
+    cert, key = bundle.issue_client_cert(USER)
+    (tmp_path / "client.crt").write_bytes(cert)
+    (tmp_path / "client.key").write_bytes(key)
+    (tmp_path / "client.key").chmod(0o600)
+    cluster = PostgresCluster(fsync=False, tls=(
+        bundle.serving_cert_path, bundle.serving_key_path, bundle.client_ca_path))
+    try:
+        cluster.start()
+        cluster.create_db("tls")
+        dsn = f"postgres://{USER}:{PASSWORD}@127.0.0.1:{cluster.port}/tls"
+        store = PostgresBackend(dsn, cafile=bundle.ca_cert_path,
+                                certfile=str(tmp_path / "client.crt"),
+                                keyfile=str(tmp_path / "client.key"), compact_interval=0)
+        await store.start()
+        try:
+            rev = await store.create(P + "over-tls", b"1")
+            assert (await store.get(P + "over-tls"))[1].mod_revision == rev
+        finally:
+            await store.close()
+        without_cert = PostgresBackend(dsn, cafile=bundle.ca_cert_path)
+        with pytest.raises(StoreError, match="cannot use the datastore .*:\\*\\*\\*@"):
+            await without_cert.start()
+    finally:
+        cluster.destroy()
