@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from k3py.agent.network.records import is_ip
+from k3py.agent.network.records import ready_endpoints
 
 __all__ = ["Backend", "Route", "RouteTable", "build_routes", "CLASS_NAMES"]
 
@@ -169,12 +169,8 @@ def _resolve(b: dict, ns: str, services: dict, slices: dict, node_name: str,
                        if (q.get("name") or "") == (port.get("name") or "")), None)
         if not isinstance(target, int):
             continue
-        for ep in es.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            for ip in ep.get("addresses") or []:
-                if is_ip(ip):
-                    eps.append((ep.get("nodeName") != node_name, ip, target))
+        for ep, addrs in ready_endpoints(es):
+            eps.extend((ep.get("nodeName") != node_name, ip, target) for ip in addrs)
     eps.sort()
     return Backend(f"{ns}/{svc_name}", [(ip, p) for _, ip, p in eps])
 

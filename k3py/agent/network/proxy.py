@@ -24,6 +24,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
+from k3py.agent.network.records import ready_endpoints
+
 __all__ = ["TABLE", "ServicePort", "service_ports", "build_ruleset", "apply", "delete",
            "NftError"]
 
@@ -114,10 +116,8 @@ def _endpoints(slices: list[dict], sp: ServicePort, node_name: str) -> list[Endp
                      and _PROTOS.get(str(q.get("protocol") or "TCP")) == sp.protocol), None)
         if not isinstance(port, int):
             continue
-        for ep in es.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            for ip in ep.get("addresses") or []:
+        for ep, addrs in ready_endpoints(es):
+            for ip in addrs:
                 if _is_v4(ip):
                     seen[(ip, port)] = Endpoint(ip, port, ep.get("nodeName") == node_name)
     return sorted(seen.values(), key=lambda e: (e.ip, e.port))

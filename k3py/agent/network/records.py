@@ -28,7 +28,7 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
-__all__ = ["ClusterRecords", "Answer", "TTL", "is_ip"]
+__all__ = ["ClusterRecords", "Answer", "TTL", "is_ip", "ready_endpoints"]
 
 TTL = 5  # CoreDNS kubernetes plugin's default
 _A, _AAAA, _CNAME, _SRV, _PTR, _SOA, _ANY = (dns.rdatatype.A, dns.rdatatype.AAAA,
@@ -101,14 +101,8 @@ class ClusterRecords:
         self.delete_endpointslice(ns, name)
         if not owner:
             return
-        ready = []
-        for ep in es.get("endpoints") or []:
-            cond = ep.get("conditions") or {}
-            if cond.get("ready") is False:
-                continue
-            addrs = [a for a in ep.get("addresses") or [] if is_ip(a)]
-            if addrs:
-                ready.append(_Endpoint(addrs, ep.get("hostname") or ""))
+        ready = [_Endpoint(addrs, ep.get("hostname") or "")
+                 for ep, addrs in ready_endpoints(es) if addrs]
         self._slices.setdefault((ns, owner), {})[name] = ready
         self._slice_owner[(ns, name)] = owner
 
@@ -263,6 +257,14 @@ def _cluster_ips(spec: dict) -> list[str] | None:
 
 def _endpoint_label(ep: _Endpoint, ip: str) -> str:
     return ep.hostname.lower() if ep.hostname else _dashed(ip)
+
+
+def ready_endpoints(es: dict) -> list[tuple[dict, list[str]]]:
+    """(endpoint, its addresses that are IPs) for each endpoint of an EndpointSlice not
+    marked unready: what DNS, the service rules and the ingress route to."""
+    return [(ep, [a for a in ep.get("addresses") or [] if is_ip(a)])
+            for ep in es.get("endpoints") or []
+            if (ep.get("conditions") or {}).get("ready") is not False]
 
 
 def is_ip(value: object) -> bool:
