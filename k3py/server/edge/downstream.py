@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 
 from k3py.api.objects import name_of, namespace_of
+from k3py.api.podrefs import pod_references
 from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
 from k3py.server.edge.devicesync import DeviceFeed
 from k3py.server.edge.podtokens import PodTokens
@@ -32,35 +33,9 @@ __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message"]
 
 
 def referenced_objects(pod: dict) -> set[tuple[str, str]]:
-    """(plural, name) of the configmaps and secrets a pod needs, in the pod's namespace."""
-    spec = pod.get("spec") or {}
-    refs: set[tuple[str, str]] = set()
-    for vol in spec.get("volumes") or []:
-        if (vol.get("configMap") or {}).get("name"):
-            refs.add(("configmaps", vol["configMap"]["name"]))
-        if (vol.get("secret") or {}).get("secretName"):
-            refs.add(("secrets", vol["secret"]["secretName"]))
-        for src in (vol.get("projected") or {}).get("sources") or []:
-            if (src.get("configMap") or {}).get("name"):
-                refs.add(("configmaps", src["configMap"]["name"]))
-            if (src.get("secret") or {}).get("name"):
-                refs.add(("secrets", src["secret"]["name"]))
-    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-        for env in c.get("env") or []:
-            vf = env.get("valueFrom") or {}
-            if (vf.get("configMapKeyRef") or {}).get("name"):
-                refs.add(("configmaps", vf["configMapKeyRef"]["name"]))
-            if (vf.get("secretKeyRef") or {}).get("name"):
-                refs.add(("secrets", vf["secretKeyRef"]["name"]))
-        for ef in c.get("envFrom") or []:
-            if (ef.get("configMapRef") or {}).get("name"):
-                refs.add(("configmaps", ef["configMapRef"]["name"]))
-            if (ef.get("secretRef") or {}).get("name"):
-                refs.add(("secrets", ef["secretRef"]["name"]))
-    for ps in spec.get("imagePullSecrets") or []:
-        if ps.get("name"):
-            refs.add(("secrets", ps["name"]))
-    return refs
+    """(plural, name) of the configmaps and secrets a pod needs, in the pod's namespace: the
+    ones the Node authorizer lets its node read (k3py.api.podrefs, one definition for both)."""
+    return {ref for ref in pod_references(pod) if ref[0] in ("configmaps", "secrets")}
 
 
 # what a write of the pod's status alone changes besides the status
