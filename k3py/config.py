@@ -77,6 +77,7 @@ class NodeConfig:
     mqtt_bind: str = "127.0.0.1"  # the embedded broker's address
     mqtt_port: int = 1883
     device_offline_after: float = 0.0  # seconds of mapper silence; 0 = 3 x its report cycle
+    metrics_resolution: float = 15.0  # seconds between usage reports (agent/metrics.py)
 
     @property
     def effective_node_name(self) -> str:

@@ -9,7 +9,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Resource", "ResourceRegistry", "BUILTIN_RESOURCES", "ALL_VERBS", "builtin_registry"]
+__all__ = ["Resource", "ResourceRegistry", "BUILTIN_RESOURCES", "METRICS_RESOURCES", "ALL_VERBS",
+           "builtin_registry"]
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -171,6 +172,14 @@ BUILTIN_RESOURCES: tuple[Resource, ...] = (
     # (k3py does not proxy to aggregated API servers)
     _r("apiregistration.k8s.io", "v1", "APIService", "apiservices", namespaced=False,
        categories=("api-extensions",), subresources=("status",)),
+)
+
+# metrics.k8s.io/v1beta1, as metrics-server serves it (get and list, from memory, never
+# stored): added by k3py.server.metrics unless --disable metrics-server
+METRICS_RESOURCES: tuple[Resource, ...] = (
+    _r("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", namespaced=False,
+       verbs=("get", "list")),
+    _r("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", verbs=("get", "list")),
 )
 
 # Where a resource in one group is stored under another (kube stores events.k8s.io events

@@ -186,7 +186,7 @@ _NOT_YET_COMPONENTS = {
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("local-storage",)
+_COMPONENTS = ("local-storage", "metrics-server")
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
@@ -345,6 +345,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
          "goes offline (2s, 500ms, 1m)", check=_duration,
          default_help="3 x the device's report cycle"),
+    Flag("metrics-resolution", str, "(agent/node) How often the node reports its and its "
+         "pods' CPU and memory usage, for kubectl top and autoscaling (15s, 2s)",
+         check=_duration, default_help="15s"),
 )
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")

@@ -11,6 +11,7 @@ from k3py.api.errors import Cause
 from k3py.api.kinds import (  # noqa: F401
     apiregistration,
     core,
+    metrics,
     other,
     printers_core,
     printers_more,
