@@ -112,8 +112,10 @@ BUILTIN_RESOURCES: tuple[Resource, ...] = (
     _r("batch", "v1", "Job", "jobs", categories=("all",), subresources=("status",)),
     _r("batch", "v1", "CronJob", "cronjobs", short_names=("cj",), categories=("all",),
        subresources=("status",)),
-    # autoscaling (stored only)
+    # autoscaling: v2 preferred; v1 objects are converted (k3py.api.kinds.autoscaling)
     _r("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+       short_names=("hpa",), categories=("all",), subresources=("status",)),
+    _r("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
        short_names=("hpa",), categories=("all",), subresources=("status",)),
     # networking.k8s.io/v1
     _r("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",),

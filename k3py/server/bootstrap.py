@@ -159,6 +159,13 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.on_cleanup.append(stop_hub)
 
 
+# --kube-controller-manager-arg name -> the ctx.extra key its controller reads
+_CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period",
+                       "horizontal-pod-autoscaler-downscale-stabilization":
+                           "hpa_downscale_stabilization",
+                       "horizontal-pod-autoscaler-tolerance": "hpa_tolerance"}
+
+
 def disabled_controllers(config) -> frozenset[str]:
     """The built-in controllers a --disable'd component turns off."""
     return frozenset({"LocalPathProvisioner"} if localpath.ADDON in config.disable else ())
@@ -167,10 +174,11 @@ def disabled_controllers(config) -> frozenset[str]:
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
                             informers: InformerFactory, usage: metrics.UsageStore | None = None
                             ) -> list[Controller | ManifestDeployer]:
+    extra = {"api_endpoint": (advertise, config.https_listen_port), "usage": usage}
+    extra.update({_CONTROLLER_OPTIONS[k]: v
+                  for k, v in config.controller_manager_options.items()})
     ctx = ControllerContext(registry=registry, informers=informers,
-                            recorder=EventRecorder(registry), config=config,
-                            extra={"api_endpoint": (advertise, config.https_listen_port),
-                                   "usage": usage})
+                            recorder=EventRecorder(registry), config=config, extra=extra)
     started: list[Controller | ManifestDeployer] = [
         *await start_builtin_controllers(ctx, disabled_controllers(config))]
     crd = crds.CRDController(ctx, plugins.crds)
