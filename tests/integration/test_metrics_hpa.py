@@ -54,8 +54,8 @@ def _millicores(cell: str) -> int:
 def _burn_above_idle(srv) -> dict[str, int] | None:
     rows = {row[0].split("-")[0]: _millicores(row[2]) for row in _top(srv, "pods",
                                                                          "--containers")}
-    if "burn" in rows and "idle" in rows and rows["burn"] >= 100 and \
-            rows["burn"] > rows["idle"] + 50:
+    if "burn" in rows and "idle" in rows and rows["burn"] >= 50 and \
+            rows["burn"] > rows["idle"] + 40:
         return rows
     return None
 
@@ -65,7 +65,7 @@ def test_kubectl_top_shows_the_burning_pod_above_the_sleeping_one(srv):
                     "showing burn above idle")
     assert rows["burn"] <= 260, f"the 200m limit holds: {rows}"
     nodes = _top(srv, "nodes")
-    assert nodes[0][0] == srv.node and _millicores(nodes[0][1]) >= 100, nodes
+    assert nodes[0][0] == srv.node and _millicores(nodes[0][1]) >= 50, nodes
     everywhere = _top(srv, "pods", "-A")
     assert {(r[0], r[1].split("-")[0]) for r in everywhere} >= {("default", "burn"),
                                                                  ("default", "idle")}
@@ -89,25 +89,27 @@ def _replicas(srv, want: int) -> dict | None:
 
 
 def test_hpa_scales_the_burning_deployment_up_and_back_down(srv):
-    srv.kubectl("autoscale", "deployment", "burn", "--min=1", "--max=3", "--cpu=50%")
+    # a low target: even a burn slowed by a busy machine (> 40m of its 100m request) asks
+    # for 3 or more
+    srv.kubectl("autoscale", "deployment", "burn", "--min=1", "--max=3", "--cpu=20%")
     srv.kubectl("patch", "hpa", "burn", "--type=merge", "-p", json.dumps(
         {"spec": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 4}}}}))
     hpa = wait_for(lambda: _replicas(srv, 3), 60, 1, "the HPA scaling burn to 3")
     conditions = {c["type"]: c for c in hpa["status"]["conditions"]}
     assert conditions["ScalingActive"]["reason"] == "ValidMetricFound"
-    assert conditions["ScalingLimited"]["status"] == "True", conditions  # 4 wanted, max 3
+    assert conditions["ScalingLimited"]["status"] == "True", conditions  # more wanted, max 3
     table = srv.kubectl("get", "hpa", "burn").stdout.splitlines()
     assert table[0].split() == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS",
                                 "REPLICAS", "AGE"]
-    assert "Deployment/burn" in table[1] and "%/50%" in table[1], table
+    assert "Deployment/burn" in table[1] and "%/20%" in table[1], table
     events = srv.kubectl_json("get", "events", "--field-selector",
                               "involvedObject.name=burn,reason=SuccessfulRescale")
     assert any(e["message"] == "New size: 3; reason: cpu resource utilization (percentage "
                "of request) above target" for e in events["items"]), events["items"]
     v1 = json.loads(srv.kubectl("get", "--raw", "/apis/autoscaling/v1/namespaces/default/"
                                                 "horizontalpodautoscalers/burn").stdout)
-    assert v1["spec"]["targetCPUUtilizationPercentage"] == 50
-    assert v1["status"]["currentCPUUtilizationPercentage"] > 50
+    assert v1["spec"]["targetCPUUtilizationPercentage"] == 20
+    assert v1["status"]["currentCPUUtilizationPercentage"] > 40
 
     def all_running() -> list[str] | None:
         pods = srv.kubectl_json("get", "pods", "-l", "app=burn")["items"]

@@ -13,6 +13,7 @@ from k3py.api.kinds.printers import build_table
 from k3py.api.quantity import format_quantity, parse_quantity
 from k3py.api.resources import METRICS_RESOURCES
 from k3py.server.metrics.store import UsageStore
+from k3py.server.rbac.defaults import default_cluster_roles
 from k3py.tunnel.protocol import PodUsage, Usage, UsageReport
 
 pytestmark = pytest.mark.unit
@@ -78,3 +79,13 @@ def test_node_and_pod_metrics_as_metrics_server_writes_them():
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "CPU", "Memory",
                                                                "Window"]
     assert table["rows"][0]["cells"] == ["web", "12345n", "12Ki", "1m1.5s"]
+
+
+def test_view_edit_and_admin_aggregate_metrics_read():
+    role = next(r for r in default_cluster_roles()
+                if r["metadata"]["name"] == "system:aggregated-metrics-reader")
+    assert role["rules"] == [{"verbs": ["get", "list", "watch"], "apiGroups": ["metrics.k8s.io"],
+                              "resources": ["pods", "nodes"]}]
+    labels = role["metadata"]["labels"]
+    for to in ("view", "edit", "admin"):
+        assert labels[f"rbac.authorization.k8s.io/aggregate-to-{to}"] == "true"
