@@ -132,6 +132,7 @@ class ServerConfig(NodeConfig):
     https_listen_port: int = 6443
     advertise_address: str = ""  # "" = node-ip or the default route's address
     tls_san: tuple[str, ...] = ()
+    server: str = ""  # https://FIRST:6443: join that server's cluster (needs the datastore)
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     service_cidr: str = "10.43.0.0/16"

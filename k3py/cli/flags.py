@@ -268,7 +268,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
+    Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
+         "cluster, whose CAs and token it takes from the shared datastore)",
+         (*_BOTH, SECRETS), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
@@ -585,6 +587,10 @@ def _token(values: dict[str, Any]) -> str:
 def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
     values = parse(argv, SERVER, environ)
     values["token"] = _token(values)
+    if values.get("server") and not values.get("datastore_endpoint"):
+        raise UsageError("--server on a server joins another server's cluster through their "
+                         "shared datastore: add that cluster's --datastore-endpoint (servers "
+                         "on the embedded SQLite store cannot share a cluster)")
     return _build(ServerConfig, values)
 
 
