@@ -104,6 +104,12 @@ def _non_negative(v: float) -> float:
     return v
 
 
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError("expected a number > 0")
+    return v
+
+
 def _unix_endpoint(v: str) -> str:
     if not v.startswith("unix:///"):
         raise ValueError("expected a podman API socket such as unix:///run/podman/podman.sock")
@@ -286,6 +292,13 @@ FLAGS: tuple[Flag, ...] = (
          (SERVER,), check=_non_negative),
     Flag("compact-min-retain", int, "(db) Number of newest revisions compaction always keeps",
          (SERVER,), check=_non_negative),
+    Flag("leader-elect-lease-duration", float, "(db) Seconds a server's leadership of the "
+         "controllers or the scheduler lasts without renewal before another server takes over",
+         (SERVER,), check=_positive),
+    Flag("leader-elect-renew-deadline", float, "(db) Seconds the leader keeps trying to renew "
+         "before it stops its controllers", (SERVER,), check=_positive),
+    Flag("leader-elect-retry-period", float, "(db) Seconds between attempts to acquire or "
+         "renew leadership", (SERVER,), check=_positive),
     # components
     Flag("disable", list, "(components) Do not deploy packaged components "
          f"({', '.join((*_COMPONENTS, *_NOT_YET_COMPONENTS))})", (SERVER,), check=_components,

@@ -9,26 +9,30 @@ in one process never see each other's. Kept apart from main.py so each step read
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import socket
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from k3py.hostinfo import machine_secret
 from k3py.server import admission, crds
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
 from k3py.server.controllers import localpath, service
 from k3py.server.controllers.base import (
-    Controller,
     ControllerContext,
     EventRecorder,
     InformerFactory,
 )
 from k3py.server.controllers.defaultclass import DefaultStorageClass
-from k3py.server.controllers.manager import start_controllers as start_builtin_controllers
+from k3py.server.controllers.manager import CONTROLLERS, EVERY_SERVER, SCHEDULER, start_group
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.noderestriction import NodeRestriction
 from k3py.server.podsecurity import PodSecurityAdmission
@@ -51,6 +55,8 @@ __all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
 
 log = logging.getLogger("k3py.server")
 
+CONTROLLER_MANAGER_LEASE = "kube-controller-manager"
+SCHEDULER_LEASE = "kube-scheduler"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -158,19 +164,38 @@ def disabled_controllers(config) -> frozenset[str]:
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
-                            informers: InformerFactory) -> list[Controller | ManifestDeployer]:
+                            informers: InformerFactory) -> list[Stoppable]:
+    """What every server runs (CRDs served, APIService availability, its manifests), and the
+    controllers and the scheduler: on a shared datastore each under its Lease, on one server
+    at a time (upstream's kube-controller-manager and kube-scheduler leases)."""
     ctx = ControllerContext(registry=registry, informers=informers,
                             recorder=EventRecorder(registry), config=config,
                             extra={"api_endpoint": (advertise, config.https_listen_port)})
-    started: list[Controller | ManifestDeployer] = [
-        *await start_builtin_controllers(ctx, disabled_controllers(config))]
+    disabled = disabled_controllers(config)
+    started: list[Stoppable] = [await start_group(ctx, EVERY_SERVER, disabled)]
     crd = crds.CRDController(ctx, plugins.crds)
     await crd.start()
     started.append(crd)
-    aggregation = AggregationController(ctx)
-    await aggregation.start()
-    started.append(aggregation)
+    elected = ((CONTROLLER_MANAGER_LEASE, CONTROLLERS, (AggregationController,)),
+               (SCHEDULER_LEASE, SCHEDULER, ()))
+    for lease, entries, more in elected:
+        start = functools.partial(start_group, ctx, entries, disabled, more=more)
+        if not config.datastore_endpoint:  # alone on its store: nobody to elect against
+            started.append(await start())
+            continue
+        elector = LeaderElector(registry, lease, leader_identity(config), start_group=start,
+                                times=ElectionTimes(config.leader_elect_lease_duration,
+                                                    config.leader_elect_renew_deadline,
+                                                    config.leader_elect_retry_period))
+        elector.start()
+        started.append(elector)
     deployer = ManifestDeployer(registry, config.manifests_dir)
     await deployer.start()
     started.append(deployer)
     return started
+
+
+def leader_identity(config) -> str:
+    """hostname_<id kept in the data dir>: unique per server, and the same after a restart,
+    so a server that crashed while leading takes its Leases back at once."""
+    return f"{socket.gethostname()}_{machine_secret(os.path.join(config.server_dir, 'leader-id'), 8)}"
