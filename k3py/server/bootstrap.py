@@ -23,6 +23,7 @@ from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
 from k3py.server.controllers import localpath, service
+from k3py.server.controllers.apiendpoints import APIServerEndpoints
 from k3py.server.controllers.base import (
     ControllerContext,
     EventRecorder,
@@ -121,7 +122,8 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
     await plugins.crds.load()
     await plugins.services.rebuild()
     await service.ensure_kubernetes_service(registry, plugins.services.kubernetes_ip,
-                                            advertise, config.https_listen_port)
+                                            advertise, config.https_listen_port,
+                                            endpoints=not config.datastore_endpoint)
     await service.ensure_dns_service(registry, config.cluster_dns_ip, config.cluster_domain)
     await localpath.ensure_local_path_class(registry, localpath.ADDON not in config.disable)
 
@@ -176,6 +178,11 @@ async def start_controllers(registry: Registry, plugins: Plugins, config, advert
     crd = crds.CRDController(ctx, plugins.crds)
     await crd.start()
     started.append(crd)
+    if config.datastore_endpoint:  # the kubernetes Service's endpoints: every server
+        endpoints = APIServerEndpoints(registry, server_id(config), advertise,
+                                       config.https_listen_port)
+        await endpoints.start()
+        started.append(endpoints)
     elected = ((CONTROLLER_MANAGER_LEASE, CONTROLLERS, (AggregationController,)),
                (SCHEDULER_LEASE, SCHEDULER, ()))
     for lease, entries, more in elected:
@@ -195,7 +202,12 @@ async def start_controllers(registry: Registry, plugins: Plugins, config, advert
     return started
 
 
+def server_id(config) -> str:
+    """A random id kept in the data dir: names this server's Leases, the same after a
+    restart, so a server that crashed while leading takes its Leases back at once."""
+    return machine_secret(os.path.join(config.server_dir, "server-id"), 8)
+
+
 def leader_identity(config) -> str:
-    """hostname_<id kept in the data dir>: unique per server, and the same after a restart,
-    so a server that crashed while leading takes its Leases back at once."""
-    return f"{socket.gethostname()}_{machine_secret(os.path.join(config.server_dir, 'leader-id'), 8)}"
+    """hostname_<server id>, upstream's form of a leader's identity."""
+    return f"{socket.gethostname()}_{server_id(config)}"

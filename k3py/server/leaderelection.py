@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,17 +42,17 @@ class Stoppable(Protocol):
 
 class LeaderElector:
     """Runs `start_group()` (which returns what it started) while this server holds Lease
-    `name`, and stops what it returned when leadership is lost or on `stop()`."""
+    `name`, and stops that when leadership is lost or on `stop()`."""
 
     def __init__(self, registry: Registry, name: str, identity: str,
-                 start_group: Callable[[], Awaitable[Sequence[Stoppable]]],
+                 start_group: Callable[[], Awaitable[Stoppable]],
                  times: ElectionTimes = ElectionTimes()) -> None:
         self.registry = registry
         self.name = name
         self.identity = identity
         self.times = times
         self._start_group = start_group
-        self._running: list[Stoppable] = []
+        self._running: Stoppable | None = None
         self._observed: tuple | None = None  # (holder, renewTime, resourceVersion)
         self._observed_at = 0.0
         self._task: asyncio.Task | None = None
@@ -80,7 +80,7 @@ class LeaderElector:
             log.info("%s: %s became leader", self.name, self.identity)
             self.leading.set()
             try:
-                self._running = list(await self._start_group())
+                self._running = await self._start_group()
             except Exception:  # noqa: BLE001 - a group that cannot start: let another try
                 log.exception("%s: starting the leader's controllers failed", self.name)
                 await self._stop_group()
@@ -102,10 +102,10 @@ class LeaderElector:
 
     async def _stop_group(self) -> None:
         self.leading.clear()
-        for item in reversed(self._running):
+        running, self._running = self._running, None
+        if running is not None:
             with contextlib.suppress(Exception):
-                await item.stop()
-        self._running = []
+                await running.stop()
 
     def _spec(self, old: dict, now: str) -> dict:
         taking_over = old.get("holderIdentity") != self.identity

@@ -111,7 +111,6 @@ async def _open_store(config: ServerConfig) -> Backend:
         await backend.start()
     except StoreError as e:
         raise StartupError(str(e)) from None
-    log.info("datastore: %s", redact_endpoint(config.datastore_endpoint))
     return backend
 
 
@@ -154,7 +153,13 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     ips = ["127.0.0.1", advertise]
     if config.bind_address not in ("0.0.0.0", "::", ""):
         ips.append(config.bind_address)
-    bundle, keys = await _cluster_identity(backend, config, sans, ips)
+    try:
+        bundle, keys = await _cluster_identity(backend, config, sans, ips)
+    except BaseException:
+        await backend.close()
+        raise
+    if config.datastore_endpoint:  # logged once it is known to be usable with this token
+        log.info("datastore: %s", redact_endpoint(config.datastore_endpoint))
 
     resources = builtin_registry()
     secrets = resources.find("", "secrets")

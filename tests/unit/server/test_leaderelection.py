@@ -27,9 +27,9 @@ class Group:
 
 
 def _elector(env, who: str, log: list[str]) -> LeaderElector:
-    async def start() -> list[Group]:
+    async def start() -> Group:
         log.append(f"{who} started")
-        return [Group(log, who)]
+        return Group(log, who)
     return LeaderElector(env.registry, "kube-controller-manager", who, start, TIMES)
 
 
@@ -72,9 +72,9 @@ async def test_stopping_the_leader_releases_the_lease_at_once(env):
     assert log == ["a started", "b started"]
 
 
-async def _started(log: list[str], who: str) -> list:
+async def _started(log: list[str], who: str) -> Group:
     log.append(f"{who} started")
-    return []
+    return Group([], who)
 
 
 async def test_a_stopped_group_removes_its_handlers(env):
