@@ -97,7 +97,9 @@ class EdgeHub:
 
     def servers(self) -> list[str]:
         """--server, then every server of the cluster: the addresses of the `kubernetes`
-        Service's EndpointSlice, as the server sent it down (K3s's agent load balancer)."""
+        Service's EndpointSlice, as the server sent it down (K3s's agent load balancer). With
+        one address there, there is one server, reached as --server says (its advertised
+        address may not be one this node can reach)."""
         return server_urls(self.configured,
                            self.meta.get("endpointslices", "default", "kubernetes"))
 
@@ -186,10 +188,11 @@ class EdgeHub:
             return
         await asyncio.sleep(max(0.0, delay))
 
-    async def _probe(self) -> bool:
-        """True if the server's address answers a TCP connect (accepted or refused) within
-        PROBE_EVERY; False if nothing answers (link down, no route)."""
-        url = URL(self.url)
+    async def _probe(self, server: str = "") -> bool:
+        """True if the server's address (`server`, else the one dialled now) answers a TCP
+        connect (accepted or refused) within PROBE_EVERY; False if nothing answers (link down,
+        no route)."""
+        url = URL(server or self.server)
         try:
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection(url.host, url.port), PROBE_EVERY)
@@ -204,12 +207,20 @@ class EdgeHub:
 
     async def _await_answer(self) -> None:
         """Probe once a second until the server's address answers: the dial follows at once
-        (reconnect attempts themselves still back off: a refused or failing dial does)."""
+        (reconnect attempts themselves still back off: a refused or failing dial does). With
+        several servers, all are probed at once and the dial goes to the current one if it
+        answers, else to the first that does."""
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            if await self._probe() or self._fail_over():  # another server may answer
-                return
+            servers = [self.server, *(s for s in self.servers() if s != self.server)]
+            answers = await asyncio.gather(*(self._probe(s) for s in servers))
+            for server, answered in zip(servers, answers, strict=True):
+                if answered:
+                    if server != self.server:
+                        log.info("server %s answers; dialling it", server)
+                        self.server = server
+                    return
             await asyncio.sleep(max(0.0, PROBE_EVERY - (loop.time() - started)))
 
     async def _run(self) -> None:
@@ -367,16 +378,18 @@ class EdgeHub:
 
 def server_urls(configured: str, kubernetes_slice: dict | None) -> list[str]:
     """`configured` first, then https://ADDRESS:PORT for each endpoint of the `kubernetes`
-    EndpointSlice, without repeats."""
+    EndpointSlice when it has several, without repeats."""
     out = [configured]
-    if kubernetes_slice:
-        ports = [p.get("port") for p in kubernetes_slice.get("ports") or [] if p.get("port")]
-        for ep in kubernetes_slice.get("endpoints") or [] if ports else []:
-            for addr in ep.get("addresses") or []:
-                host = f"[{addr}]" if ":" in addr else addr
-                url = f"https://{host}:{ports[0]}"
-                if url not in out:
-                    out.append(url)
+    slice_ = kubernetes_slice or {}
+    addresses = [a for ep in slice_.get("endpoints") or [] for a in ep.get("addresses") or []]
+    ports = [p["port"] for p in slice_.get("ports") or [] if p.get("port")]
+    if len(addresses) < 2 or not ports:
+        return out
+    for addr in addresses:
+        host = f"[{addr}]" if ":" in addr else addr
+        url = f"https://{host}:{ports[0]}"
+        if url not in out:
+            out.append(url)
     return out
 
 
