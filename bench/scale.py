@@ -5,7 +5,8 @@ no container), in a second process on the same machine.
 For each size: seconds until N nodes are Ready, the server's RSS (idle, with N nodes, with the
 pods), the heartbeats it takes (lease + status writes/s over a steady window, against the
 N x 2 / 10 s the agents send: its ratio) and its CPU meanwhile, the oldest node Lease at the
-end, and for N x --pods-per-node pods created at concurrency 16, create -> Running p50/p99.
+end, for N x --pods-per-node pods created at concurrency 16, create -> Running p50/p99, and
+after a server restart, the seconds until every node's tunnel is back.
 With two sizes, `ratio:` lines compare the larger to the smaller (RSS per node, p99).
 
 Run: python3 bench/scale.py --nodes 100 --nodes 1000 [--pods-per-node 1] [--timeout 600].
@@ -165,10 +166,28 @@ async def one_size(nodes: int, pods_per_node: int, timeout: float, window: float
             out["pod_p50"], out["pod_p99"] = pct(lat, 50), pct(lat, 99)
             out["pods_per_s"] = len(lat) / wall
             out["rss_pods"] = rss_mb(srv.proc.pid)
+            out["reconnect"] = await reconnect_after_restart(srv, fleet, timeout)
     finally:
         await fleet.stop()
         srv.stop()
     return out
+
+
+async def reconnect_after_restart(srv: ServerProcess, fleet: HollowFleet,
+                                  timeout: float) -> float:
+    """Restart the server (SIGTERM, then the same data dir and port): seconds from its
+    /readyz until every hollow node's tunnel is connected again."""
+    srv.stop()
+    await _wait(lambda: _done(fleet.connected() == 0), timeout, "every tunnel down", 0.2)
+    await asyncio.to_thread(srv.start, True, 60.0)
+    t0 = time.monotonic()
+    await _wait(lambda: _done(fleet.connected() == fleet.count), timeout,
+                f"{fleet.count} tunnels back", 0.2)
+    return time.monotonic() - t0
+
+
+async def _done(value: bool) -> bool:
+    return value
 
 
 async def _at_least(value, n: int) -> bool:
@@ -193,6 +212,7 @@ def report(nodes: int, r: dict) -> None:
     emit(p + "pod_create_to_running_p99", r["pod_p99"], "s")
     emit(p + "pods_running_per_s", r["pods_per_s"], "pods/s")
     emit(p + "server_rss_pods", r["rss_pods"], "MB")
+    emit(p + "reconnect_after_restart", r["reconnect"], "s", "< 60 s")
 
 
 def main() -> int:

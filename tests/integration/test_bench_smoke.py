@@ -62,6 +62,7 @@ def test_scale_bench_with_ten_hollow_nodes() -> None:
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     figures, ratios = _figures(out.stdout)
     assert figures["n10_nodes_connected"] == 10 and figures["n10_pods_running"] == 10, figures
-    assert {"n10_server_rss_nodes", "n10_heartbeat_writes", "n10_pod_create_to_running_p99"} \
+    assert {"n10_server_rss_nodes", "n10_heartbeat_writes", "n10_pod_create_to_running_p99",
+            "n10_reconnect_after_restart"} \
         <= set(figures)
     assert ratios == 1  # heartbeat writes stored / sent
