@@ -89,3 +89,40 @@ async def test_joining_with_server_needs_existing_data(store, tmp_path):
     with pytest.raises(bootstrapdata.BootstrapError, match="start the first server"):
         await bootstrapdata.load(store, _server(tmp_path, "b", token="t",
                                                 server="https://a:6443"))
+
+
+class _LateReader:
+    """The store as a server saw it just before another wrote first: get finds nothing."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    async def get(self, key: str):
+        return 0, None
+
+    async def create(self, key: str, value: bytes) -> int:
+        return await self.store.create(key, value)
+
+
+async def test_a_first_server_that_lost_the_race_loads_the_winners(store, tmp_path):
+    _, token = await _first(store, tmp_path)
+    other = _server(tmp_path, "b", token=token)  # made its own CAs meanwhile, same token
+    bundle = pki.ensure_pki(other.tls_dir, sans=[], ips=[])
+    pki.ensure_token(other.token_path, bundle.ca_cert_pem, token)
+    assert not await bootstrapdata.save(_LateReader(store), other, token)
+    await bootstrapdata.load(store, other)  # what serve() does next
+    assert (tmp_path / "b/server/tls/server-ca.key").read_bytes() == \
+        (tmp_path / "a/server/tls/server-ca.key").read_bytes()
+
+
+async def test_a_key_made_later_is_added_to_the_stored_data(store, tmp_path):
+    first, token = await _first(store, tmp_path)
+    assert not (tmp_path / "a/server/cred/encryption-config.json").exists()
+    cred = tmp_path / "a/server/cred"
+    cred.mkdir(parents=True)
+    (cred / "encryption-config.json").write_text('{"kind": "EncryptionConfiguration"}')
+    assert await bootstrapdata.save(store, first, token)
+    joined = _server(tmp_path, "b", token=token)
+    await bootstrapdata.load(store, joined)
+    assert (tmp_path / "b/server/cred/encryption-config.json").read_text() == \
+        '{"kind": "EncryptionConfiguration"}'
