@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -223,6 +224,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=20,
                     help="seconds of steady heartbeats measured")
     args = ap.parse_args()
+    # the hollow agents' reconnect warnings during the restart are expected: figures only
+    logging.basicConfig(level=logging.ERROR)
     sizes = sorted(args.nodes or [100])
     results = {}
     with tempfile.TemporaryDirectory(prefix="k3py-scale-") as d:
