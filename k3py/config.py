@@ -133,6 +133,7 @@ class ServerConfig(NodeConfig):
     https_listen_port: int = 6443
     advertise_address: str = ""  # "" = node-ip or the default route's address
     tls_san: tuple[str, ...] = ()
+    server: str = ""  # https://FIRST:6443: join that server's cluster (needs the datastore)
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     service_cidr: str = "10.43.0.0/16"
@@ -149,6 +150,11 @@ class ServerConfig(NodeConfig):
     datastore_keyfile: str = ""
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
+    # controllers and scheduler on one server at a time (on a shared datastore), as upstream's
+    # --leader-elect-* flags of kube-controller-manager and kube-scheduler
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
     secrets_encryption: bool = True  # Secrets AES-GCM encrypted at rest (store/encryption.py)
     max_requests_inflight: int = 400  # read-only requests at once (apiserver/limits.py)

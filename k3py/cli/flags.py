@@ -104,6 +104,12 @@ def _non_negative(v: float) -> float:
     return v
 
 
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError("expected a number > 0")
+    return v
+
+
 def _unix_endpoint(v: str) -> str:
     if not v.startswith("unix:///"):
         raise ValueError("expected a podman API socket such as unix:///run/podman/podman.sock")
@@ -301,7 +307,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
+    Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
+         "cluster, whose CAs and token it takes from the shared datastore)",
+         (*_BOTH, SECRETS), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
@@ -317,6 +325,13 @@ FLAGS: tuple[Flag, ...] = (
          (SERVER,), check=_non_negative),
     Flag("compact-min-retain", int, "(db) Number of newest revisions compaction always keeps",
          (SERVER,), check=_non_negative),
+    Flag("leader-elect-lease-duration", float, "(db) Seconds a server's leadership of the "
+         "controllers or the scheduler lasts without renewal before another server takes over",
+         (SERVER,), check=_positive),
+    Flag("leader-elect-renew-deadline", float, "(db) Seconds the leader keeps trying to renew "
+         "before it stops its controllers", (SERVER,), check=_positive),
+    Flag("leader-elect-retry-period", float, "(db) Seconds between attempts to acquire or "
+         "renew leadership", (SERVER,), check=_positive),
     # components
     Flag("disable", list, "(components) Do not deploy packaged components "
          f"({', '.join((*_COMPONENTS, *_NOT_YET_COMPONENTS))})", (SERVER,), check=_components,
@@ -624,6 +639,10 @@ def _token(values: dict[str, Any]) -> str:
 def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
     values = parse(argv, SERVER, environ)
     values["token"] = _token(values)
+    if values.get("server") and not values.get("datastore_endpoint"):
+        raise UsageError("--server on a server joins another server's cluster through their "
+                         "shared datastore: add that cluster's --datastore-endpoint (servers "
+                         "on the embedded SQLite store cannot share a cluster)")
     return _build(ServerConfig, values)
 
 

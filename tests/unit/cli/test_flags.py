@@ -199,9 +199,17 @@ def test_values_are_normalised():
 
 
 def test_config_file_may_hold_keys_of_the_other_command(tmp_path):
-    cfg = write(tmp_path, "server: https://srv:6443\ntls-san: [a]\nnode-name: n1\n")
+    cfg = write(tmp_path, "server: https://srv:6443\ntls-san: [a]\nnode-name: n1\n"
+                "datastore-endpoint: postgres://k3py@db/k3py\n")
     assert server_config(["--config", cfg], {}).node_name == "n1"
     assert agent_config(["--config", cfg], {}).server == "https://srv:6443"
+
+
+def test_server_joining_another_needs_the_shared_datastore():
+    assert server_config(["--server", "https://a:6443", "--datastore-endpoint",
+                          "postgres://k3py@db/k3py"], {}).server == "https://a:6443"
+    with pytest.raises(UsageError, match="--datastore-endpoint"):
+        server_config(["--server", "https://a:6443"], {})
 
 
 def test_empty_config_file_is_fine(tmp_path):
