@@ -201,6 +201,7 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 SECRETS = "secrets-encrypt"
 SNAPSHOT = "snapshot"
+CHECK_CONFIG = "check-config"
 PODS = "agent pods"  # the node's pods from its local state
 _BOTH = (SERVER, AGENT)
 
@@ -234,7 +235,7 @@ class Flag:
 
 FLAGS: tuple[Flag, ...] = (
     Flag("config", str, "(config) Load configuration from FILE",
-         (*_BOTH, TOKEN, AIRGAP, PODS, SNAPSHOT),
+         (*_BOTH, TOKEN, AIRGAP, PODS, SNAPSHOT, CHECK_CONFIG),
          short="c",
          env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
@@ -248,7 +249,7 @@ FLAGS: tuple[Flag, ...] = (
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
     Flag("data-dir", str, "(data) Folder to hold state",
-         (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT),
+         (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT, CHECK_CONFIG),
          short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
@@ -357,7 +358,8 @@ FLAGS: tuple[Flag, ...] = (
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
 _CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
                                     TOKEN: ServerConfig, AIRGAP: AgentConfig,
-                                    PODS: AgentConfig, SNAPSHOT: SnapshotConfig}
+                                    PODS: AgentConfig, SNAPSHOT: SnapshotConfig,
+                                    CHECK_CONFIG: ServerConfig}
 
 
 def flags_for(command: str) -> tuple[Flag, ...]:
@@ -365,7 +367,7 @@ def flags_for(command: str) -> tuple[Flag, ...]:
 
 
 def default_of(flag: Flag, command: str) -> Any:
-    for f in fields(_CONFIG_CLASSES[command]):
+    for f in fields(_CONFIG_CLASSES.get(command, ServerConfig)):
         if f.name == flag.attr and f.default is not MISSING:
             return f.default
     return None
@@ -632,6 +634,7 @@ def _shown_default(flag: Flag, command: str) -> str:
 
 
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
+          CHECK_CONFIG: "Check this host for what k3py needs",
           SNAPSHOT: "Save, list, delete, prune or restore snapshots of the embedded store",
           AGENT: "Run a node that joins a server",
           TOKEN: "Print the join token of the local server",
