@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from k3py.hostinfo import machine_secret
 
-__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
+__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "SnapshotConfig", "DEFAULT_DATA_DIR",
+           "DEFAULT_CONFIG_FILE", "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
@@ -172,6 +172,12 @@ class ServerConfig(NodeConfig):
         """--kube-controller-manager-arg as {name: number}."""
         return {k: float(v) for k, _, v in
                 (item.partition("=") for item in self.kube_controller_manager_arg)}
+    snapshot_schedule_cron: str = "0 */12 * * *"  # scheduled store snapshots, as K3s
+    snapshot_retention: int = 5  # scheduled snapshots kept
+    snapshot_dir: str = ""  # "" = <data-dir>/server/db/snapshots
+    disable_snapshots: bool = False
+    cluster_reset: bool = False  # with cluster_reset_restore_path: restore, then exit
+    cluster_reset_restore_path: str = ""
 
     @property
     def server_dir(self) -> str:
@@ -184,6 +190,11 @@ class ServerConfig(NodeConfig):
     @property
     def tls_dir(self) -> str:
         return os.path.join(self.server_dir, "tls")
+
+    @property
+    def snapshots_dir(self) -> str:
+        """--snapshot-dir, else server/db/snapshots (K3s's place for etcd snapshots)."""
+        return self.snapshot_dir or os.path.join(self.server_dir, "db", "snapshots")
 
     @property
     def encryption_config_path(self) -> str:
@@ -217,6 +228,12 @@ class ServerConfig(NodeConfig):
         """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
         net = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(net.network_address + 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotConfig(ServerConfig):
+    """`k3py snapshot`: the server's data dir and datastore, and the snapshot's name."""
+    name: str = "on-demand"  # K3s's name for snapshots taken by hand
 
 
 def redact_endpoint(endpoint: str) -> str:

@@ -24,11 +24,12 @@ from k3py.config import (
     AgentConfig,
     NodeConfig,
     ServerConfig,
+    SnapshotConfig,
     redact_endpoint,
 )
 
 __all__ = ["Flag", "FLAGS", "UsageError", "HelpRequested", "parse", "flags_for", "env_name",
-           "help_text", "server_config", "agent_config", "ENV_PREFIX"]
+           "help_text", "server_config", "agent_config", "snapshot_config", "ENV_PREFIX"]
 
 ENV_PREFIX = PROGRAM.upper()
 CONFIG_ENV = f"{ENV_PREFIX}_CONFIG_FILE"
@@ -238,6 +239,8 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 SECRETS = "secrets-encrypt"
+SNAPSHOT = "snapshot"
+CHECK_CONFIG = "check-config"
 PODS = "agent pods"  # the node's pods from its local state
 _BOTH = (SERVER, AGENT)
 
@@ -257,6 +260,8 @@ class Flag:
     not_implemented: str = ""
     # values of a list flag that are refused by name, each with why (--disable)
     not_implemented_values: tuple[tuple[str, str], ...] = ()
+    # (command, other long name) pairs: K3s's second names, e.g. `etcd-snapshot --dir`
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def attr(self) -> str:
@@ -269,7 +274,7 @@ class Flag:
 
 FLAGS: tuple[Flag, ...] = (
     Flag("config", str, "(config) Load configuration from FILE",
-         (*_BOTH, TOKEN, AIRGAP, PODS),
+         (*_BOTH, TOKEN, AIRGAP, PODS, SNAPSHOT, CHECK_CONFIG),
          short="c",
          env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
@@ -282,7 +287,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
-    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS, PODS),
+    Flag("data-dir", str, "(data) Folder to hold state",
+         (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT, CHECK_CONFIG),
          short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
@@ -314,7 +320,8 @@ FLAGS: tuple[Flag, ...] = (
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
          "by several servers (postgres://user:pass@host:port/db?sslmode=...); default: the "
-         "embedded SQLite store in <data-dir>/server/db", (SERVER,), check=_datastore_endpoint),
+         "embedded SQLite store in <data-dir>/server/db", (SERVER, SNAPSHOT),
+         check=_datastore_endpoint),
     Flag("datastore-cafile", str, "(db) TLS Certificate Authority file used to secure "
          "datastore backend communication", (SERVER,), check=_existing_file),
     Flag("datastore-certfile", str, "(db) TLS certification file used to secure datastore "
@@ -358,9 +365,10 @@ FLAGS: tuple[Flag, ...] = (
          "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
          (SERVER,)),
     # node
-    Flag("node-name", str, "(agent/node) Node name", (*_BOTH, PODS), default_help="hostname"),
+    Flag("node-name", str, "(agent/node) Node name", (*_BOTH, PODS, SNAPSHOT),
+         default_help="hostname"),
     Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name",
-         (*_BOTH, PODS)),
+         (*_BOTH, PODS, SNAPSHOT)),
     Flag("node-label", list, "(agent/node) Registering the node with a set of labels "
          "(key=value)", check=_labels),
     Flag("node-taint", list, "(agent/node) Registering the node with a set of taints "
@@ -404,7 +412,8 @@ FLAGS: tuple[Flag, ...] = (
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
 _CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
                                     TOKEN: ServerConfig, AIRGAP: AgentConfig,
-                                    PODS: AgentConfig}
+                                    PODS: AgentConfig, SNAPSHOT: SnapshotConfig,
+                                    CHECK_CONFIG: ServerConfig}
 
 
 def flags_for(command: str) -> tuple[Flag, ...]:
@@ -412,7 +421,7 @@ def flags_for(command: str) -> tuple[Flag, ...]:
 
 
 def default_of(flag: Flag, command: str) -> Any:
-    for f in fields(_CONFIG_CLASSES[command]):
+    for f in fields(_CONFIG_CLASSES.get(command, ServerConfig)):
         if f.name == flag.attr and f.default is not MISSING:
             return f.default
     return None
@@ -506,6 +515,7 @@ def _load_config_file(path: str, explicit: bool) -> dict[str, Any]:
 def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...],
                positional: list[str] | None) -> dict[str, Any]:
     by_long = {f.name: f for f in flags}
+    by_long.update({alias: f for f in flags for cmd, alias in f.aliases if cmd == command})
     by_short = {f.short: f for f in flags if f.short}
     see = f"run '{PROGRAM} {command} --help' for the flags"
     given: dict[str, Any] = {}
@@ -643,7 +653,20 @@ def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> 
         raise UsageError("--server on a server joins another server's cluster through their "
                          "shared datastore: add that cluster's --datastore-endpoint (servers "
                          "on the embedded SQLite store cannot share a cluster)")
+    if values.get("cluster_reset_restore_path") and not values.get("cluster_reset"):
+        raise UsageError("--cluster-reset-restore-path needs --cluster-reset: "
+                         "k3py server --cluster-reset --cluster-reset-restore-path FILE")
+    if values.get("cluster_reset") and not values.get("cluster_reset_restore_path"):
+        raise UsageError("--cluster-reset needs --cluster-reset-restore-path FILE: the "
+                         "embedded store has no cluster membership to reset, only a "
+                         "snapshot to restore")
     return _build(ServerConfig, values)
+
+
+def snapshot_config(argv: list[str], positional: list[str],
+                    environ: Mapping[str, str] | None = None) -> SnapshotConfig:
+    """`k3py snapshot`'s flags; the subcommand and snapshot names go to `positional`."""
+    return _build(SnapshotConfig, parse(argv, SNAPSHOT, environ, positional=positional))
 
 
 def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -669,6 +692,8 @@ def _shown_default(flag: Flag, command: str) -> str:
 
 
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
+          CHECK_CONFIG: "Check this host for what k3py needs",
+          SNAPSHOT: "Save, list, delete, prune or restore snapshots of the embedded store",
           AGENT: "Run a node that joins a server",
           TOKEN: "Print the join token of the local server",
           AIRGAP: "Import image tarballs into this node's podman",
@@ -680,6 +705,7 @@ def help_text(command: str) -> str:
     for flag in flags_for(command):
         value = "" if flag.kind is bool else " value"
         left = f"--{flag.name}{value}" + (f", -{flag.short}{value}" if flag.short else "")
+        left += "".join(f", --{alias}{value}" for cmd, alias in flag.aliases if cmd == command)
         default = _shown_default(flag, command)
         text = flag.help + (f" (default: {default})" if default else "")
         if flag.not_implemented:
@@ -697,6 +723,47 @@ def help_text(command: str) -> str:
               f"({DEFAULT_CONFIG_FILE}).", "Precedence: flag > environment > config file > "
               "default."]
     return "\n".join(lines)
+
+
+# ---- store snapshots (K3s's etcd-snapshot flags without "etcd-"): the server's schedule and
+# `k3py snapshot save|ls|delete|prune|restore`
+
+def _cron(v: str) -> str:
+    from k3py.server.controllers.cron import CronError, parse_cron
+    try:
+        parse_cron(v)
+    except CronError as e:
+        raise ValueError(f"expected a cron schedule such as '0 */12 * * *' ({e})") from None
+    return v
+
+
+def _retention(v: int) -> int:
+    if v < 1:
+        raise ValueError("expected a number >= 1")
+    return v
+
+
+def _snapshot_name(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        raise ValueError("expected a name of letters, digits, '.', '_' and '-'")
+    return v
+
+
+FLAGS = FLAGS + (
+    Flag("snapshot-schedule-cron", str, "(db) Snapshot interval time in cron spec, e.g. every "
+         "5 hours '0 */5 * * *'", (SERVER,), check=_cron),
+    Flag("snapshot-retention", int, "(db) Number of snapshots to retain (scheduled ones; "
+         "`snapshot prune`: those of --name)", (SERVER, SNAPSHOT), check=_retention),
+    Flag("snapshot-dir", str, "(db) Directory to save snapshots", (SERVER, SNAPSHOT),
+         default_help="<data-dir>/server/db/snapshots", aliases=((SNAPSHOT, "dir"),)),
+    Flag("disable-snapshots", bool, "(db) Disable scheduled snapshots", (SERVER,)),
+    Flag("cluster-reset", bool, "(db) With --cluster-reset-restore-path: replace the store "
+         "with a snapshot, then exit", (SERVER,)),
+    Flag("cluster-reset-restore-path", str, "(db) Path to the snapshot file to be restored",
+         (SERVER,)),
+    Flag("name", str, "(snapshot) Set the base name of the snapshots", (SNAPSHOT,),
+         check=_snapshot_name),
+)
 
 
 # ---- `k3py agent pods`: its one flag of its own (it shares data-dir, node-name, podman-root)

@@ -30,9 +30,11 @@ from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
 from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.controllers.base import InformerFactory
+from k3py.server.controllers.cron import parse_cron
 from k3py.server.controllers.service import ServiceAllocator
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
+from k3py.server.snapshots import SnapshotSchedule
 from k3py.server.store.backend import Backend, StoreError
 from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 
@@ -207,11 +209,27 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                              admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
                                                     informers, usage)
+    schedule = _snapshot_schedule(config)
+    if schedule is not None:
+        schedule.start()
+        controllers.append(schedule)
     api.ready = True
     log.info("k3py server is ready at %s (node token in %s)", url, config.token_path)
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
                          controllers=controllers, url=url, informers=informers,
                          services=plugins.services)
+
+
+def _snapshot_schedule(config: ServerConfig) -> SnapshotSchedule | None:
+    """Scheduled snapshots of the embedded store, as K3s's (on unless --disable-snapshots)."""
+    if config.disable_snapshots:
+        return None
+    if config.datastore_endpoint:
+        log.info("scheduled snapshots are off: a PostgreSQL datastore is backed up with the "
+                 "database's own tools")
+        return None
+    return SnapshotSchedule(config.db_path, config.snapshots_dir, config.effective_node_name,
+                            parse_cron(config.snapshot_schedule_cron), config.snapshot_retention)
 
 
 def _audit_log(config: ServerConfig) -> AuditLog | None:
