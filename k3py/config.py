@@ -115,15 +115,13 @@ class NodeConfig:
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig(NodeConfig):
     server: str = ""  # https://HOST:6443 (K3PY_URL)
-    embedded: bool = False  # started in-process by `k3py server` (registers role "server")
 
     @classmethod
-    def for_node(cls, node: NodeConfig, *, server: str, token: str,
-                 embedded: bool) -> AgentConfig:
+    def for_node(cls, node: NodeConfig, *, server: str, token: str) -> AgentConfig:
         """The one way an agent's configuration is made, for `k3py agent` and for the server's
         embedded agent alike: every node option of `node`, plus where to join and with what."""
         shared = {f.name: getattr(node, f.name) for f in fields(NodeConfig)}
-        return cls(**{**shared, "token": token}, server=server, embedded=embedded)
+        return cls(**{**shared, "token": token}, server=server)
 
 
 @dataclass(frozen=True, kw_only=True)

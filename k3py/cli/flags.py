@@ -158,10 +158,15 @@ def _mqtt_mode(v: str) -> str:
 
 
 def _labels(items: tuple[str, ...]) -> tuple[str, ...]:
+    # imported here: `k3py mapper` reads this module and loads no k3py.api code
+    from k3py.api.nodelabels import label_allowed_for_node
     for item in items:
         key, eq, _ = item.partition("=")
         if not eq or not key:
             raise ValueError(f"expected key=value labels, got {item!r}")
+        if not label_allowed_for_node(key):
+            raise ValueError(f"a node may not give itself the label {key!r} (NodeRestriction); "
+                             f"label the Node with kubectl instead")
     return items
 
 
@@ -596,7 +601,7 @@ def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> A
         raise UsageError(f"--token-file {values['token_file']} is empty; copy the output of "
                          f"'{PROGRAM} token' on the server into it")
     return AgentConfig.for_node(_build(NodeConfig, values), server=values.get("server", ""),
-                                token=token, embedded=False)
+                                token=token)
 
 
 def _shown_default(flag: Flag, command: str) -> str:

@@ -139,7 +139,9 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    informers: InformerFactory, issuer: TokenIssuer) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     nodeauth.install_from_config(app, config, registry)
-    hub = CloudHub(registry, api.authenticator, issuer, informers=informers)
+    hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
+                   authorizer=api.authorizer,
+                   server_node="" if config.disable_agent else config.effective_node_name)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
 
