@@ -155,6 +155,8 @@ class ServerConfig(NodeConfig):
     audit_policy_file: str = ""  # "" = every request at Metadata level
     audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
     audit_log_maxbackup: int = 10  # rotated files kept
+    # "" = namespaces without pod-security labels are privileged (server/podsecurity.py)
+    pod_security_admission_config_file: str = ""
 
     @property
     def server_dir(self) -> str:

@@ -308,6 +308,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
          "(0: never)", (SERVER,)),
     Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),
+    Flag("pod-security-admission-config-file", str, "(security) AdmissionConfiguration with "
+         "the PodSecurity plug-in's cluster-wide defaults and exemptions", (SERVER,),
+         default_help="unlabelled namespaces are privileged"),
     Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
          "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
          (SERVER,)),

@@ -384,6 +384,7 @@ class Registry:
             md["generateName"] = omd["generateName"]
         self.admission.default(res, new, old)
         self.admission.check_valid(res, new, old)
+        await self.admission.check_update(res, new, old)
         if field_manager:
             admission.track_managed_fields(new, old, field_manager, operation)
         md.pop("resourceVersion", None)
