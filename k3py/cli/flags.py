@@ -135,10 +135,14 @@ def _existing_file(v: str) -> str:
 
 
 def _duration(v: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", v)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", v)
     if not m or float(m[1]) <= 0:
-        raise ValueError("expected a duration such as 2s, 500ms or 1m")
-    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
+        raise ValueError("expected a duration such as 2s, 500ms, 1m or 24h")
+    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m[2]]
+
+
+def _ttl(v: str) -> float:
+    return 0.0 if v.strip() == "0" else _duration(v)
 
 
 def _broker_url(v: str) -> str:
@@ -273,8 +277,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
+    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS, TOKEN), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
+    Flag("ttl", str, "(token) How long a created bootstrap token lasts (24h, 30m; 0: "
+         "forever)", (TOKEN,), check=_ttl, default_help="24h"),
+    Flag("description", str, "(token) A created bootstrap token's description", (TOKEN,)),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
          "by several servers (postgres://user:pass@host:port/db?sslmode=...); default: the "
@@ -620,7 +627,8 @@ def _shown_default(flag: Flag, command: str) -> str:
 
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
           AGENT: "Run a node that joins a server",
-          TOKEN: "Print the join token of the local server",
+          TOKEN: "Print the join token of the local server; create|list|delete bootstrap "
+                 "tokens",
           AIRGAP: "Import image tarballs into this node's podman",
           PODS: "Print this node's pods from its own state (works without the server)"}
 
