@@ -77,6 +77,7 @@ class NodeConfig:
     mqtt_bind: str = "127.0.0.1"  # the embedded broker's address
     mqtt_port: int = 1883
     device_offline_after: float = 0.0  # seconds of mapper silence; 0 = 3 x its report cycle
+    metrics_resolution: float = 15.0  # seconds between usage reports (agent/metrics.py)
 
     @property
     def effective_node_name(self) -> str:
@@ -157,6 +158,14 @@ class ServerConfig(NodeConfig):
     audit_log_maxbackup: int = 10  # rotated files kept
     # "" = namespaces without pod-security labels are privileged (server/podsecurity.py)
     pod_security_admission_config_file: str = ""
+    # "name=number" (seconds for durations), checked by the flag table
+    kube_controller_manager_arg: tuple[str, ...] = ()
+
+    @property
+    def controller_manager_options(self) -> dict[str, float]:
+        """--kube-controller-manager-arg as {name: number}."""
+        return {k: float(v) for k, _, v in
+                (item.partition("=") for item in self.kube_controller_manager_arg)}
 
     @property
     def server_dir(self) -> str:

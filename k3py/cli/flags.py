@@ -145,6 +145,39 @@ def _ttl(v: str) -> float:
     return 0.0 if v.strip() == "0" else _duration(v)
 
 
+# the kube-controller-manager flags k3py's built-in controllers read (K3s passes any)
+_CONTROLLER_MANAGER_ARGS = ("horizontal-pod-autoscaler-sync-period",
+                            "horizontal-pod-autoscaler-downscale-stabilization",
+                            "horizontal-pod-autoscaler-tolerance")
+_GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
+_GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _controller_manager_args(items: tuple[str, ...]) -> tuple[str, ...]:
+    """name=value items; durations (Go form: 15s, 5m0s) and the tolerance become seconds
+    and a number, so the config reads plain floats."""
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if key not in _CONTROLLER_MANAGER_ARGS or not eq:
+            raise ValueError(f"expected name=value with name one of "
+                             f"{', '.join(_CONTROLLER_MANAGER_ARGS)}, got {item!r}")
+        if key.endswith("tolerance"):
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if number < 0:
+                raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
+        elif _GO_DURATION.fullmatch(value):
+            number = sum(float(n) * _GO_UNITS[u]
+                         for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value))
+        else:
+            raise ValueError(f"{key}: expected a duration such as 15s or 5m0s, got {value!r}")
+        out.append(f"{key}={number:g}")
+    return tuple(out)
+
+
 def _broker_url(v: str) -> str:
     parts = urlsplit(v)
     if parts.scheme not in ("tcp", "mqtt", "ssl", "mqtts") or not parts.hostname:
@@ -195,7 +228,7 @@ _NOT_YET_COMPONENTS = {
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("local-storage",)
+_COMPONENTS = ("local-storage", "metrics-server")
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
@@ -300,6 +333,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("disable", list, "(components) Do not deploy packaged components "
          f"({', '.join((*_COMPONENTS, *_NOT_YET_COMPONENTS))})", (SERVER,), check=_components,
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
+    Flag("kube-controller-manager-arg", list, "(flags) Customized flag for the built-in "
+         "controllers, as for kube-controller-manager (k3py reads "
+         f"{', '.join(_CONTROLLER_MANAGER_ARGS)})", (SERVER,), check=_controller_manager_args),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
     Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
@@ -360,6 +396,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
          "goes offline (2s, 500ms, 1m)", check=_duration,
          default_help="3 x the device's report cycle"),
+    Flag("metrics-resolution", str, "(agent/node) How often the node reports its and its "
+         "pods' CPU and memory usage, for kubectl top and autoscaling (15s, 2s)",
+         check=_duration, default_help="15s"),
 )
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")

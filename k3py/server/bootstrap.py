@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from k3py.server import admission, crds
+from k3py.server import admission, crds, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
@@ -47,7 +47,7 @@ from k3py.tunnel.protocol import TUNNEL_PATH
 
 __all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
            "install_authenticators", "install_rbac", "install_routes", "start_controllers",
-           "ensure_namespaces", "disabled_controllers", "SYSTEM_NAMESPACES"]
+           "ensure_namespaces", "disabled_controllers", "install_metrics", "SYSTEM_NAMESPACES"]
 
 log = logging.getLogger("k3py.server")
 
@@ -139,13 +139,21 @@ def install_rbac(api: ApiServer, registry: Registry, informers: InformerFactory)
     Reviews(api.authorizer, rbac).install(api.create_only)
 
 
+def install_metrics(api: ApiServer, informers: InformerFactory,
+                    config) -> metrics.UsageStore | None:
+    """metrics.k8s.io served from the nodes' usage reports, unless --disable metrics-server."""
+    return metrics.install(api, informers, metrics.ADDON in config.disable)
+
+
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config,
-                   informers: InformerFactory, issuer: TokenIssuer) -> None:
+                   informers: InformerFactory, issuer: TokenIssuer,
+                   usage: metrics.UsageStore | None = None) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     nodeauth.install_from_config(app, config, registry)
     hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
                    authorizer=api.authorizer,
-                   server_node="" if config.disable_agent else config.effective_node_name)
+                   server_node="" if config.disable_agent else config.effective_node_name,
+                   usage=usage)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
 
@@ -158,16 +166,26 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.on_cleanup.append(stop_hub)
 
 
+# --kube-controller-manager-arg name -> the ctx.extra key its controller reads
+_CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period",
+                       "horizontal-pod-autoscaler-downscale-stabilization":
+                           "hpa_downscale_stabilization",
+                       "horizontal-pod-autoscaler-tolerance": "hpa_tolerance"}
+
+
 def disabled_controllers(config) -> frozenset[str]:
     """The built-in controllers a --disable'd component turns off."""
     return frozenset({"LocalPathProvisioner"} if localpath.ADDON in config.disable else ())
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
-                            informers: InformerFactory) -> list[Controller | ManifestDeployer]:
+                            informers: InformerFactory, usage: metrics.UsageStore | None = None
+                            ) -> list[Controller | ManifestDeployer]:
+    extra = {"api_endpoint": (advertise, config.https_listen_port), "usage": usage}
+    extra.update({_CONTROLLER_OPTIONS[k]: v
+                  for k, v in config.controller_manager_options.items()})
     ctx = ControllerContext(registry=registry, informers=informers,
-                            recorder=EventRecorder(registry), config=config,
-                            extra={"api_endpoint": (advertise, config.https_listen_port)})
+                            recorder=EventRecorder(registry), config=config, extra=extra)
     started: list[Controller | ManifestDeployer] = [
         *await start_builtin_controllers(ctx, disabled_controllers(config))]
     crd = crds.CRDController(ctx, plugins.crds)

@@ -171,7 +171,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         async def close_audit(_app: web.Application) -> None:
             audit.close()
         app.on_cleanup.append(close_audit)
-    bootstrap.install_routes(app, api, registry, config, informers, issuer)
+    usage = bootstrap.install_metrics(api, informers, config)
+    bootstrap.install_routes(app, api, registry, config, informers, issuer, usage)
     secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -186,7 +187,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
                              admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
-                                                    informers)
+                                                    informers, usage)
     api.ready = True
     log.info("k3py server is ready at %s (node token in %s)", url, config.token_path)
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,

@@ -32,6 +32,7 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.podgc", "PodGCController"),
     ("k3py.server.controllers.tokencleaner", "TokenCleaner"),
     ("k3py.server.controllers.apiservice", "APIServiceController"),
+    ("k3py.server.controllers.hpa", "HorizontalPodAutoscalerController"),
     ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),
     ("k3py.server.controllers.ephemeral", "EphemeralVolumeController"),
     ("k3py.server.controllers.localpath", "LocalPathProvisioner"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +23,9 @@ from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
 from k3py.tunnel.message import Message
 
+if TYPE_CHECKING:
+    from k3py.server.metrics.store import UsageStore
+
 __all__ = ["CloudHub", "NodeSession", "referenced_objects"]
 
 
@@ -34,12 +38,14 @@ class CloudHub:
 
     def __init__(self, registry: Registry, authenticator: Authenticator,
                  issuer: TokenIssuer | None = None, *, informers: InformerFactory,
-                 authorizer: AuthorizerChain, server_node: str = "") -> None:
+                 authorizer: AuthorizerChain, server_node: str = "",
+                 usage: UsageStore | None = None) -> None:
         self.registry = registry
         self.sessions: dict[str, NodeSession] = {}
         self.passwords = NodePasswords(registry)
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected)
-        self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node)
+        self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,
+                                       usage)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
                                     write_up=self.upstream.write)

@@ -3,7 +3,8 @@ its pods' status, finished pod deletions, Events, its Devices' status: devicesta
 via the Registry, as the node's own requests: each write is first asked of the server's
 authorizer chain (the Node authorizer) with the node's user, and runs with that user as the
 request's user, so admission (NodeRestriction) judges it as it judges the node's HTTP requests.
-A stolen node gains nothing by writing through its tunnel instead of the API.
+A stolen node gains nothing by writing through its tunnel instead of the API. Its usage
+reports (of its own node only) go to the metrics UsageStore (memory only).
 
 The server, not the node, decides a Node's role labels (`node-role.kubernetes.io/*`, which
 NodeRestriction keeps from nodes, as K3s's server and KubeEdge's cloud set them): control-plane
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from k3py.api import errors
 from k3py.api.objects import now_rfc3339
@@ -28,7 +30,10 @@ from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
-from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND
+from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND, METRICS_KIND, UsageReport
+
+if TYPE_CHECKING:
+    from k3py.server.metrics.store import UsageStore
 
 __all__ = ["UpstreamWriter", "node_user", "role_labels"]
 
@@ -59,15 +64,17 @@ def _as_user(user: User | None) -> Iterator[None]:
 class UpstreamWriter:
     """The writes a node may make: what the authorizer chain lets the node's user do, each
     run as that user. `server_node`: the server's own (embedded agent's) node name, "" if
-    none."""
+    none; `usage`: where usage reports go."""
 
     def __init__(self, registry: Registry, passwords: NodePasswords,
-                 authorizer: AuthorizerChain, server_node: str = "") -> None:
+                 authorizer: AuthorizerChain, server_node: str = "",
+                 usage: UsageStore | None = None) -> None:
         self.registry = registry
         self.passwords = passwords  # a registering Node adopts its password Secret
         self.authorizer = authorizer
         self.server_node = server_node
         self.devices = DeviceStatusWriter(registry)
+        self.usage = usage  # None: --disable metrics-server, reports are dropped
 
     async def write(self, node: str, msg: Message) -> None:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
@@ -100,8 +107,21 @@ class UpstreamWriter:
         elif plural == DEVICES_KIND and sub == DEVICE_STATUS:
             allow("update", DEVICE_GROUP, "devices", ns or "default", name, "status")
             await self.devices.write(node, ns or "default", name, msg.content)
+        elif plural == METRICS_KIND:
+            self._usage(node, name, msg.content)
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
+
+    def _usage(self, node: str, name: str, content: object) -> None:
+        if name != node:
+            raise errors.forbidden(f"node {node} may not report usage of node {name}")
+        if self.usage is None:
+            return
+        try:
+            report = UsageReport.from_content(content)
+        except ValueError as e:
+            raise errors.bad_request(f"bad usage report: {e}") from None
+        self.usage.record(node, report)
 
     async def _register_node(self, node: str, obj: dict) -> None:
         """Create or re-register the Node as the node (NodeRestriction judges its labels),

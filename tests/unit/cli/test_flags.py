@@ -333,8 +333,17 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from local-storage, ingress"):
+    with pytest.raises(UsageError, match="expected components from local-storage, "
+                                         "metrics-server, ingress"):
         server_config(["--disable", "traefik"], {})
+
+
+def test_disable_metrics_server_and_the_resolution():
+    cfg = server_config(["--disable", "metrics-server", "--metrics-resolution", "2s"], {})
+    assert cfg.disable == ("metrics-server",) and cfg.metrics_resolution == 2.0
+    assert agent_config([], {"K3PY_METRICS_RESOLUTION": "500ms"}).metrics_resolution == 0.5
+    with pytest.raises(UsageError, match="duration"):
+        agent_config(["--metrics-resolution", "0"], {})
 
 
 def test_disable_local_storage_and_its_path(tmp_path):
