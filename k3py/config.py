@@ -116,15 +116,13 @@ class NodeConfig:
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig(NodeConfig):
     server: str = ""  # https://HOST:6443 (K3PY_URL)
-    embedded: bool = False  # started in-process by `k3py server` (registers role "server")
 
     @classmethod
-    def for_node(cls, node: NodeConfig, *, server: str, token: str,
-                 embedded: bool) -> AgentConfig:
+    def for_node(cls, node: NodeConfig, *, server: str, token: str) -> AgentConfig:
         """The one way an agent's configuration is made, for `k3py agent` and for the server's
         embedded agent alike: every node option of `node`, plus where to join and with what."""
         shared = {f.name: getattr(node, f.name) for f in fields(NodeConfig)}
-        return cls(**{**shared, "token": token}, server=server, embedded=embedded)
+        return cls(**{**shared, "token": token}, server=server)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +162,8 @@ class ServerConfig(NodeConfig):
     audit_policy_file: str = ""  # "" = every request at Metadata level
     audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
     audit_log_maxbackup: int = 10  # rotated files kept
+    # "" = namespaces without pod-security labels are privileged (server/podsecurity.py)
+    pod_security_admission_config_file: str = ""
     # "name=number" (seconds for durations), checked by the flag table
     kube_controller_manager_arg: tuple[str, ...] = ()
 

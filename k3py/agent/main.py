@@ -66,8 +66,8 @@ class AgentHandle:
 
 
 async def start_agent(config: AgentConfig) -> AgentHandle:
-    """Join and start every part of the agent; `config.embedded` when `k3py server` runs it
-    in-process for its own node."""
+    """Join and start every part of the agent (also run by `k3py server`, in-process, for
+    its own node)."""
     if not config.server:
         raise JoinError("--server (K3PY_URL) is required")
     agent_dir = config.agent_dir
@@ -112,8 +112,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     node_ip = config.node_ip or primary_ip()
     node = node_object(name=node_name, node_ip=node_ip,
                        labels=config.labels, taints=taints,
-                       runtime_version=version, data_dir=config.data_dir,
-                       role="server" if config.embedded else "agent")
+                       runtime_version=version, data_dir=config.data_dir)
     hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,
                   headers={NODE_PASSWORD_HEADER: node_password(agent_dir)}, node_name=node_name)
     try:

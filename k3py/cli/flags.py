@@ -142,10 +142,14 @@ def _existing_file(v: str) -> str:
 
 
 def _duration(v: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", v)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", v)
     if not m or float(m[1]) <= 0:
-        raise ValueError("expected a duration such as 2s, 500ms or 1m")
-    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
+        raise ValueError("expected a duration such as 2s, 500ms, 1m or 24h")
+    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m[2]]
+
+
+def _ttl(v: str) -> float:
+    return 0.0 if v.strip() == "0" else _duration(v)
 
 
 # the kube-controller-manager flags k3py's built-in controllers read (K3s passes any)
@@ -198,10 +202,15 @@ def _mqtt_mode(v: str) -> str:
 
 
 def _labels(items: tuple[str, ...]) -> tuple[str, ...]:
+    # imported here: `k3py mapper` reads this module and loads no k3py.api code
+    from k3py.api.nodelabels import label_allowed_for_node
     for item in items:
         key, eq, _ = item.partition("=")
         if not eq or not key:
             raise ValueError(f"expected key=value labels, got {item!r}")
+        if not label_allowed_for_node(key):
+            raise ValueError(f"a node may not give itself the label {key!r} (NodeRestriction); "
+                             f"label the Node with kubectl instead")
     return items
 
 
@@ -315,8 +324,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token-file", str, "(cluster) File containing the token"),
     Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
          "cluster, whose CAs and token it takes from the shared datastore)",
-         (*_BOTH, SECRETS), short="s",
+         (*_BOTH, SECRETS, TOKEN), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
+    Flag("ttl", str, "(token) How long a created bootstrap token lasts (24h, 30m; 0: "
+         "forever)", (TOKEN,), check=_ttl, default_help="24h"),
+    Flag("description", str, "(token) A created bootstrap token's description", (TOKEN,)),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
          "by several servers (postgres://user:pass@host:port/db?sslmode=...); default: the "
@@ -361,6 +373,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
          "(0: never)", (SERVER,)),
     Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),
+    Flag("pod-security-admission-config-file", str, "(security) AdmissionConfiguration with "
+         "the PodSecurity plug-in's cluster-wide defaults and exemptions", (SERVER,),
+         default_help="unlabelled namespaces are privileged"),
     Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
          "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
          (SERVER,)),
@@ -677,7 +692,7 @@ def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> A
         raise UsageError(f"--token-file {values['token_file']} is empty; copy the output of "
                          f"'{PROGRAM} token' on the server into it")
     return AgentConfig.for_node(_build(NodeConfig, values), server=values.get("server", ""),
-                                token=token, embedded=False)
+                                token=token)
 
 
 def _shown_default(flag: Flag, command: str) -> str:
@@ -695,7 +710,8 @@ _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a
           CHECK_CONFIG: "Check this host for what k3py needs",
           SNAPSHOT: "Save, list, delete, prune or restore snapshots of the embedded store",
           AGENT: "Run a node that joins a server",
-          TOKEN: "Print the join token of the local server",
+          TOKEN: "Print the join token of the local server; create|list|delete bootstrap "
+                 "tokens",
           AIRGAP: "Import image tarballs into this node's podman",
           PODS: "Print this node's pods from its own state (works without the server)"}
 

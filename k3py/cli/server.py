@@ -58,8 +58,7 @@ async def start_embedded_agent(config: ServerConfig, server: Any) -> Any:
         token = f.read().strip()
     url = server.url
     try:
-        return await start_agent(AgentConfig.for_node(config, server=url, token=token,
-                                                      embedded=True))
+        return await start_agent(AgentConfig.for_node(config, server=url, token=token))
     except Exception as e:  # noqa: BLE001 - the API stays up even if this node cannot run pods
         log.error("embedded agent did not start (%s); the API server keeps running. "
                   "Run 'k3py check-config' to see what this host is missing.", e)

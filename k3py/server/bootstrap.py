@@ -36,7 +36,7 @@ from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.noderestriction import NodeRestriction
-from k3py.server.podsecurity import PodSecurityAdmission
+from k3py.server.podsecurity import PodSecurityAdmission, PodSecurityConfig
 from k3py.server.rbac import RBACAuthorizer
 from k3py.server.rbac.aggregation import AggregationController
 from k3py.server.rbac.defaults import reconcile_defaults
@@ -68,13 +68,15 @@ class Plugins:
     services: service.ServiceAllocator
 
 
-def install_admission(registry: Registry, config) -> Plugins:
+def install_admission(registry: Registry, config,
+                      pod_security: PodSecurityConfig | None = None) -> Plugins:
     """Fill the registry's AdmissionChain; within each phase the steps run in this order:
 
     prepare   CustomResourceStrategy, ServiceAllocatedValues
     mutate    ServiceAllocation, ServiceAccount, PodSecurity, DefaultStorageClass
               (create only)
     validate  CustomResourceValidation, NodeRestriction, RBACEscalation (install_rbac)
+    update-check  PodSecurity
     convert   CustomResourceConversion
     delete    ServiceRelease
 
@@ -86,9 +88,11 @@ def install_admission(registry: Registry, config) -> Plugins:
                                         config.service_node_port_range)
     services.install(chain)
     chain.add_mutator("ServiceAccount", ServiceAccountAdmission(registry))
-    chain.add_mutator("PodSecurity", PodSecurityAdmission(registry, admission.warn))
+    pod_security_admission = PodSecurityAdmission(registry, admission.warn, pod_security)
+    chain.add_mutator("PodSecurity", pod_security_admission)
     chain.add_validator("NodeRestriction", NodeRestriction())
     chain.add_mutator("DefaultStorageClass", DefaultStorageClass(registry))
+    chain.add_update_check("PodSecurity", pod_security_admission.on_update)
     return Plugins(crds=custom, services=services)
 
 
@@ -154,7 +158,10 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    usage: metrics.UsageStore | None = None) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     nodeauth.install_from_config(app, config, registry)
-    hub = CloudHub(registry, api.authenticator, issuer, informers=informers, usage=usage)
+    hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
+                   authorizer=api.authorizer,
+                   server_node="" if config.disable_agent else config.effective_node_name,
+                   usage=usage)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
 

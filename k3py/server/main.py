@@ -29,9 +29,11 @@ from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
 from k3py.server.apiserver.limits import RequestLimits
+from k3py.server.configfile import ConfigError
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.cron import parse_cron
 from k3py.server.controllers.service import ServiceAllocator
+from k3py.server.podsecurity import PodSecurityConfig
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
 from k3py.server.snapshots import SnapshotSchedule
@@ -145,6 +147,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     _check_data_dir(config.data_dir)
     _check_port(config.bind_address, config.https_listen_port)
     _check_cluster_dns(config)
+    pod_security = _pod_security_config(config)
     for d in (config.server_dir, os.path.dirname(config.db_path), config.tls_dir):
         os.makedirs(d, mode=0o700, exist_ok=True)
     backend = await _open_store(config)  # first: a datastore that cannot be used changes nothing
@@ -170,7 +173,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         if keys.keys else None
     backend = encrypting or backend  # its start() would start the store again: already open
     registry = Registry(backend, resources)
-    plugins = bootstrap.install_admission(registry, config)
+    plugins = bootstrap.install_admission(registry, config, pod_security)
     await bootstrap.prepare(registry, plugins, config, advertise)
 
     # one informer per resource for this server: controllers, RBAC and the tunnel share it
@@ -230,6 +233,15 @@ def _snapshot_schedule(config: ServerConfig) -> SnapshotSchedule | None:
         return None
     return SnapshotSchedule(config.db_path, config.snapshots_dir, config.effective_node_name,
                             parse_cron(config.snapshot_schedule_cron), config.snapshot_retention)
+
+
+def _pod_security_config(config: ServerConfig) -> PodSecurityConfig:
+    if not config.pod_security_admission_config_file:
+        return PodSecurityConfig()
+    try:
+        return PodSecurityConfig.load(config.pod_security_admission_config_file)
+    except ConfigError as e:
+        raise StartupError(f"--pod-security-admission-config-file: {e}") from None
 
 
 def _audit_log(config: ServerConfig) -> AuditLog | None:

@@ -44,6 +44,7 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.node", "NodeLifecycleController"),
     ("k3py.server.controllers.nodeipam", "NodeIPAMController"),
     ("k3py.server.controllers.podgc", "PodGCController"),
+    ("k3py.server.controllers.tokencleaner", "TokenCleaner"),
     ("k3py.server.controllers.hpa", "HorizontalPodAutoscalerController"),
     ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),
     ("k3py.server.controllers.ephemeral", "EphemeralVolumeController"),

@@ -76,11 +76,10 @@ def test_embedded_agent_and_k3py_agent_get_the_same_node_options(tmp_path):
                   "10.0.0.5", "--podman-root", "/p", "--container-runtime-endpoint",
                   "unix:///run/p.sock", "--debug"]
     server = server_config([*node_flags, "--token", "given"], {})
-    embedded = AgentConfig.for_node(server, server="https://127.0.0.1:6443", token="tok",
-                                    embedded=True)
+    embedded = AgentConfig.for_node(server, server="https://127.0.0.1:6443", token="tok")
     agent = agent_config([*node_flags, "--server", "https://127.0.0.1:6443", "--token",
                           "tok"], {})
-    assert embedded == dataclasses.replace(agent, embedded=True)
+    assert embedded == agent
     assert (embedded.server, embedded.token, embedded.labels) == \
         ("https://127.0.0.1:6443", "tok", {"a": "b"})
     assert embedded.effective_node_name == agent.effective_node_name
@@ -100,7 +99,7 @@ def test_every_config_field_is_a_flag():
     attrs = {f.attr for f in FLAGS}
     for cls in (ServerConfig, AgentConfig):
         for field in dataclasses.fields(cls):
-            assert field.name in attrs or field.name == "embedded", field.name
+            assert field.name in attrs, field.name
     for flag in FLAGS:
         if flag.not_implemented:
             assert flag.attr not in {f.name for f in dataclasses.fields(ServerConfig)}
@@ -260,6 +259,8 @@ def test_unreadable_config_file(tmp_path):
     (["server", "--service-node-port-range", "5-1"], ["LOW-HIGH"]),
     (["server", "--node-taint", "dedicated"], ["Effect"]),
     (["server", "--node-label", "novalue"], ["key=value"]),
+    (["agent", "--node-label", "node-role.kubernetes.io/worker=true"],
+     ["node-role.kubernetes.io/worker", "NodeRestriction"]),
     (["server", "--disable", "traefik"], ["traefik", "ingress"]),
     (["server", "--advertise-address", "my-host"], ["IP address"]),
     (["server", "--debug=maybe"], ["true or false"]),
@@ -492,8 +493,7 @@ def test_device_bus_flags_reach_both_agents(tmp_path):
     argv = ["--mqtt-mode", "BOTH", "--mqtt-server", "ssl://broker:8883", "--mqtt-port", "2883",
             "--mqtt-bind", "0.0.0.0", "--device-offline-after", "500ms"]
     agent = agent_config([*argv, "--server", "https://s:6443", "--token", "t"])
-    embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t",
-                                    embedded=True)
+    embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t")
     for cfg in (agent, embedded):
         assert (cfg.mqtt_mode, cfg.mqtt_server, cfg.mqtt_port, cfg.mqtt_bind,
                 cfg.device_offline_after) == ("both", "ssl://broker:8883", 2883, "0.0.0.0", 0.5)

@@ -121,7 +121,7 @@ def test_pod_references():
 
 
 def test_labels_a_node_may_set_on_itself():
-    from k3py.server.noderestriction import label_allowed_for_node
+    from k3py.api.nodelabels import label_allowed_for_node
     for ok in ("site", "example.com/rack", "kubernetes.io/hostname", "kubernetes.io/arch",
                "topology.kubernetes.io/zone", "node.kubernetes.io/instance-type",
                "kubelet.kubernetes.io/x", "node.kubernetes.io/anything"):
