@@ -34,6 +34,7 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),
     ("k3py.server.controllers.ephemeral", "EphemeralVolumeController"),
     ("k3py.server.controllers.localpath", "LocalPathProvisioner"),
+    ("k3py.server.controllers.ingress", "IngressController"),
     ("k3py.server.scheduler.scheduler", "Scheduler"),
 )
 
