@@ -83,12 +83,13 @@ def node_ready(srv: ServerProcess, node: str) -> dict | None:
 
 @contextlib.contextmanager
 def embedded_node(tmp: Path, prefix: str, timeout: float = 60.0, bind_address: str = "",
-                  **server_kw) -> Iterator[EmbeddedServer]:
-    """A started server whose embedded agent's node (`srv.node`) is Ready, with the test
-    image in podman; stopped and its pods removed on exit."""
+                  args: tuple[str, ...] = (), **server_kw) -> Iterator[EmbeddedServer]:
+    """A started server (with `args` added to its command line) whose embedded agent's node
+    (`srv.node`) is Ready, with the test image in podman; stopped and its pods removed on
+    exit."""
     build_test_image(tmp / "busybox.tar")
     node = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    srv = EmbeddedServer(tmp / "k3py", extra_args=["--node-name", node],
+    srv = EmbeddedServer(tmp / "k3py", extra_args=["--node-name", node, *args],
                          **server_kw)
     srv.node, srv.bind_address = node, bind_address
     try:
