@@ -182,7 +182,8 @@ def test_update_seen_on_an_open_keepalive_connection(world):
     try:
         assert get() == "a"
         sock = conn.sock
-        patch = {"spec": {"rules": [_rule("app.example.test", _path("/", "b"))]}}
+        rules = [_rule("app.example.test", _path("/", "b")), *ROUTES["spec"]["rules"][1:]]
+        patch = {"spec": {"rules": rules}}
         client.NetworkingV1Api(api).patch_namespaced_ingress("routes", "default", patch)
         written = time.monotonic()
         wait_for(lambda: get() == "b", 30, 0.02, "the updated route on the open connection")
