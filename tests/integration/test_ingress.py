@@ -7,8 +7,8 @@ curl asks the node's proxy.
 Host rules, a `*.` wildcard, Exact vs element-wise Prefix, TLS chosen by SNI with a real
 `kubernetes.io/tls` secret (verified against its CA; another name gets the default
 certificate), status.loadBalancer.ingress, an Event for a missing service (answered 503),
-an Ingress update seen on a keep-alive connection kept open across it, and 503 once the
-backend is down."""
+an Ingress update seen on a keep-alive connection kept open across it, 503 once the backend
+is down, and `--disable traefik` turning it off."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import base64
 import http.client
 import subprocess
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -207,3 +208,25 @@ def test_backend_down_is_503(world):
         raise AssertionError(f"{e}; last answer {last}; slices: " + srv.kubectl(
             "get", "endpointslices", "-o", "yaml").stdout[-2000:]) from None
     assert "no ready endpoint for default/b" in last[0][1], last
+
+
+def test_disable_traefik_turns_the_ingress_off(world):
+    """K3s's `--disable traefik`: the k3py IngressClass goes at the restart, and the node's
+    proxy, which came back from its cache first, stops when the class leaves the cache."""
+    srv, ports, _, _ = world
+    srv.stop()
+    restarted = datetime.now(UTC).replace(microsecond=0)
+    srv.extra_args = [*srv.extra_args, "--disable", "traefik"]
+    srv.start()
+    out = srv.kubectl("get", "ingressclass", "k3py", check=False)
+    assert out.returncode != 0 and "NotFound" in out.stderr, out.stderr
+
+    def reported_since_restart() -> bool:
+        ready = next(c for c in srv.kubectl_json("get", "node", srv.node)["status"]
+                     ["conditions"] if c["type"] == "Ready")
+        return ready["status"] == "True" and datetime.fromisoformat(
+            ready["lastHeartbeatTime"].replace("Z", "+00:00")) >= restarted
+    # the agent is back and synced (it reports after its snapshot): the proxy is off
+    wait_for(reported_since_restart, 60, 0.3, "the node reporting after the restart")
+    wait_for(lambda: curl(ports, "other.example.test")[0] < 0, 30, 0.3,
+             "the proxy closed its ports")
