@@ -62,6 +62,8 @@ class NodeConfig:
     node_label: tuple[str, ...] = ()  # "key=value"
     node_taint: tuple[str, ...] = ()  # "key=value:Effect"
     node_ip: str = ""  # "" = the address of the default route's interface
+    ingress_http_port: int = 80  # the node's ingress proxy (agent/ingress)
+    ingress_https_port: int = 443
     with_node_id: bool = False
     podman_root: str = ""  # "" = podman's default storage (the host's `podman ps` shows pods)
     container_runtime_endpoint: str = ""  # "" = find a podman API socket or start a service

@@ -1,5 +1,5 @@
 """`k3py agent`: join, then run edgehub, metamanager, the device twin and its MQTT event bus,
-the pod syncer and node heartbeats.
+the pod syncer, the node's service networking and ingress proxy, and node heartbeats.
 
 `run(config)` is the blocking CLI entry (one clear error line and exit 1 on a join problem);
 `start_agent(config)` also starts the same agent inside the server's event loop (embedded)."""
@@ -20,6 +20,7 @@ import aiohttp
 from k3py.agent.devices.eventbus import BusError
 from k3py.agent.devices.manager import DeviceManager
 from k3py.agent.edgehub import EdgeHub
+from k3py.agent.ingress.manager import IngressManager
 from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.metrics import MetricsReporter
@@ -52,11 +53,13 @@ class AgentHandle:
     devices: DeviceManager
     network: NetworkManager
     metrics: MetricsReporter
+    ingress: IngressManager
 
     async def stop(self) -> None:
         await self.metrics.stop()
         await self.reporter.stop()
         await self.devices.stop()
+        await self.ingress.stop()
         await self.network.stop()
         await self.pods.stop()
         await self.hub.stop()
@@ -129,16 +132,19 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
     metrics = MetricsReporter(runtime, node_name, config.metrics_resolution, hub.send_live)
+    ingress = IngressManager(meta, node_name=node_name, http_port=config.ingress_http_port,
+                             https_port=config.ingress_https_port)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
     network.start()
+    ingress.start()
     hub.start()
     pods.start()
     reporter.start()
     metrics.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
     return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
-                       network, metrics)
+                       network, metrics, ingress)
 
 
 async def _main(config: AgentConfig) -> int:

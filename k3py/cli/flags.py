@@ -230,20 +230,21 @@ def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
 # coredns) -> why k3py cannot disable them: it does not deploy any of them yet. A component
 # k3py does deploy moves out of here into a `disable` field that its deployer reads.
 _NOT_YET_COMPONENTS = {
-    "ingress": "k3py deploys no ingress controller",
     "servicelb": "k3py deploys no service load balancer",
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("local-storage", "metrics-server")
+_COMPONENTS = ("ingress", "local-storage", "metrics-server")
+# K3s's names of the same components, read as k3py's
+_COMPONENT_ALIASES = {"traefik": "ingress"}
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
-    known = (*_COMPONENTS, *_NOT_YET_COMPONENTS)
+    known = (*_COMPONENTS, *_COMPONENT_ALIASES, *_NOT_YET_COMPONENTS)
     for item in items:
         if item not in known:
             raise ValueError(f"expected components from {', '.join(known)}, got {item!r}")
-    return items
+    return tuple(dict.fromkeys(_COMPONENT_ALIASES.get(item, item) for item in items))
 
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
@@ -393,6 +394,10 @@ FLAGS: tuple[Flag, ...] = (
          check=_non_negative),
     Flag("node-ip", str, "(agent/networking) IP address to advertise for node", check=_ip,
          default_help="address of the default route"),
+    Flag("ingress-http-port", int, "(agent/networking) Port of the node's ingress proxy for "
+         "HTTP", check=_port),
+    Flag("ingress-https-port", int, "(agent/networking) Port of the node's ingress proxy for "
+         "HTTPS", check=_port),
     Flag("podman-root", str, "(agent/runtime) Run podman with its own storage under DIR "
          "(DIR/storage, DIR/run, DIR/tmp), e.g. for several agents on one machine",
          (*_BOTH, AIRGAP, PODS),

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from k3py.api import ingress as ingress_addon
 from k3py.hostinfo import machine_secret
 from k3py.server import admission, crds, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
-from k3py.server.controllers import localpath, service
+from k3py.server.controllers import ingress, localpath, service
 from k3py.server.controllers.apiendpoints import APIServerEndpoints
 from k3py.server.controllers.base import (
     ControllerContext,
@@ -119,7 +120,7 @@ async def ensure_namespaces(registry: Registry) -> None:
 async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) -> None:
     """State the API needs before it opens: namespaces, the default RBAC roles and bindings,
     CRDs served, service allocations known, the kubernetes Service, the local-path
-    StorageClass (or its removal under --disable local-storage)."""
+    StorageClass and the k3py IngressClass (or their removal under --disable)."""
     await ensure_namespaces(registry)
     await reconcile_defaults(registry)
     await crds.install_builtin_crds(registry)
@@ -130,6 +131,7 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
                                             endpoints=not config.datastore_endpoint)
     await service.ensure_dns_service(registry, config.cluster_dns_ip, config.cluster_domain)
     await localpath.ensure_local_path_class(registry, localpath.ADDON not in config.disable)
+    await ingress.ensure_ingress_class(registry, ingress_addon.ADDON not in config.disable)
 
 
 def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer) -> None:
@@ -183,7 +185,9 @@ _CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period
 
 def disabled_controllers(config) -> frozenset[str]:
     """The built-in controllers a --disable'd component turns off."""
-    return frozenset({"LocalPathProvisioner"} if localpath.ADDON in config.disable else ())
+    return frozenset({name for addon, name in ((localpath.ADDON, "LocalPathProvisioner"),
+                                               (ingress_addon.ADDON, "IngressController"))
+                      if addon in config.disable})
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,

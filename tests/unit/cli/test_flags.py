@@ -261,7 +261,7 @@ def test_unreadable_config_file(tmp_path):
     (["server", "--node-label", "novalue"], ["key=value"]),
     (["agent", "--node-label", "node-role.kubernetes.io/worker=true"],
      ["node-role.kubernetes.io/worker", "NodeRestriction"]),
-    (["server", "--disable", "traefik"], ["traefik", "ingress"]),
+    (["server", "--disable", "treafik"], ["treafik", "ingress"]),
     (["server", "--advertise-address", "my-host"], ["IP address"]),
     (["server", "--debug=maybe"], ["true or false"]),
     (["server", "--compact-interval", "-1"], [">= 0"]),
@@ -283,7 +283,6 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 
 REFUSED = [  # (flag, value, words the one line must hold)
     ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
-    ("disable", "ingress", ["--disable ingress", "ingress controller"]),
     ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
     ("disable", "dns", ["--disable dns", "DNS"]),
 ]
@@ -341,9 +340,23 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from local-storage, "
-                                         "metrics-server, ingress"):
-        server_config(["--disable", "traefik"], {})
+    with pytest.raises(UsageError, match="expected components from ingress, local-storage, "
+                                         "metrics-server"):
+        server_config(["--disable", "treafik"], {})
+
+
+def test_disable_traefik_is_k3s_name_of_ingress(tmp_path):
+    assert server_config(["--disable", "traefik"], {}).disable == ("ingress",)
+    cfg = write(tmp_path, "disable: [traefik, ingress, local-storage]\n")
+    assert server_config(["--config", cfg], {}).disable == ("ingress", "local-storage")
+
+
+def test_ingress_ports_on_server_and_agent(tmp_path):
+    assert (ServerConfig().ingress_http_port, ServerConfig().ingress_https_port) == (80, 443)
+    config = server_config(["--ingress-http-port", "8080", "--ingress-https-port", "8443"], {})
+    assert (config.ingress_http_port, config.ingress_https_port) == (8080, 8443)
+    cfg = write(tmp_path, "ingress-http-port: 9080\nserver: https://srv:6443\n")
+    assert agent_config(["--config", cfg], {"K3PY_TOKEN": "t"}).ingress_http_port == 9080
 
 
 def test_disable_metrics_server_and_the_resolution():
