@@ -28,6 +28,7 @@ from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
+from k3py.server.apiserver.headerdeadline import DeadlineSite, HeaderDeadline
 from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.configfile import ConfigError
 from k3py.server.controllers.base import InformerFactory
@@ -188,9 +189,11 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     bootstrap.install_authenticators(api, registry, issuer)
     bootstrap.install_rbac(api, registry, informers)
     audit = _audit_log(config)
+    deadline = HeaderDeadline()
     app = build_app(api, audit, RequestLimits(
         max_readonly=config.max_requests_inflight,
-        max_mutating=config.max_mutating_requests_inflight, timeout=config.request_timeout))
+        max_mutating=config.max_mutating_requests_inflight, timeout=config.request_timeout),
+        deadline)
     if audit is not None:
         async def close_audit(_app: web.Application) -> None:
             audit.close()
@@ -202,8 +205,9 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_ctx = pki.server_ssl_context(bundle)
-    site = web.TCPSite(runner, config.bind_address or None, config.https_listen_port,
-                       ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+    site = DeadlineSite(runner, config.bind_address or None, config.https_listen_port,
+                        deadline=deadline, ssl_context=ssl_ctx, backlog=1024,
+                        reuse_address=True)
     await site.start()
     url = f"https://{url_host}:{config.https_listen_port}"
     if config.write_kubeconfig:
