@@ -23,7 +23,7 @@ as they are: a pod bound a moment ago may be refused for that moment, as upstrea
 
 from __future__ import annotations
 
-from k3py.api.podrefs import pod_references
+from k3py.api.podrefs import bound_volumes, pod_references
 from k3py.server.apiserver.auth import Attributes
 from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
 from k3py.server.edge.devicesync import DEVICE_GROUP, device_model, device_node
@@ -120,11 +120,8 @@ class NodeAuthorizer:
     def _volume_of_node(self, node: str, volume: str) -> bool:
         for pod in self.pods.by_index(NODE_INDEX, node):
             ns = (pod.get("metadata") or {}).get("namespace") or ""
-            for plural, claim in pod_references(pod):
-                if plural == "persistentvolumeclaims":
-                    pvc = self.claims.get(ns, claim)
-                    if pvc is not None and (pvc.get("spec") or {}).get("volumeName") == volume:
-                        return True
+            if volume in bound_volumes(pod, lambda claim, ns=ns: self.claims.get(ns, claim)):
+                return True
         return False
 
     def _device_informer(self, plural: str) -> Informer | None:

@@ -1,6 +1,7 @@
 """Upstream status: what a node writes through its tunnel (its Node and status, its Lease,
-its pods' status, finished pod deletions, Events, its Devices' status: devicestatus.py),
-checked against the node, via the Registry.
+its pods' status, finished pod deletions, Events, its Devices' status: devicestatus.py, the
+removal of its deleted local-path volumes' directories), checked against the node, via the
+Registry.
 
 Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
 500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
@@ -8,13 +9,14 @@ Called by the tunnel handler (sessions.py) once per new resource message: a Stat
 from __future__ import annotations
 
 from k3py.api import errors
+from k3py.api.localpath import CLEANUP_FINALIZER, awaits_cleanup, volume_node
 from k3py.api.objects import now_rfc3339
 from k3py.server.edge.devicestatus import DeviceStatusWriter
 from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
-from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND
+from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND, VOLUME_CLEANED
 
 __all__ = ["UpstreamWriter"]
 
@@ -46,6 +48,8 @@ class UpstreamWriter:
             await self._event(ns or "default", body)
         elif plural == DEVICES_KIND and sub == DEVICE_STATUS:
             await self.devices.write(node, ns or "default", name, msg.content)
+        elif plural == "persistentvolumes" and sub == VOLUME_CLEANED:
+            await self._volume_cleaned(node, name, body.get("uid") or "")
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
 
@@ -141,6 +145,21 @@ class UpstreamWriter:
         except errors.StatusError as e:
             if e.code != 404:
                 raise
+
+    async def _volume_cleaned(self, node: str, name: str, uid: str) -> None:
+        """The node removed the directory of its deleted local-path volume: drop the cleanup
+        finalizer, which lets the deletion finish."""
+        res = self.registry.served("", "persistentvolumes")
+
+        def drop(cur: dict) -> dict | None:
+            if (uid and cur["metadata"].get("uid") != uid) or not awaits_cleanup(cur):
+                return None  # another volume of that name, or done already
+            if volume_node(cur) != node:
+                raise errors.forbidden(f"node {node} may not clean up volume {name}")
+            cur["metadata"]["finalizers"] = [f for f in cur["metadata"]["finalizers"]
+                                             if f != CLEANUP_FINALIZER]
+            return cur
+        await self.registry.update_with(res, None, name, drop)
 
     async def _event(self, ns: str, event: dict) -> None:
         """Create the Event, or, for a repeat the agent aggregated under the same name, raise
