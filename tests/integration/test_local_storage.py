@@ -229,8 +229,8 @@ def test_claim_data_outlives_pods_and_restarts_and_goes_with_the_claim(server, a
     wait_for(lambda: agent.podman_cat("reader", "/data/hello") == "hello\n", 60, 0.5,
              "the pod recreated offline with its volume")
     srv.start()
-    wait_for(lambda: node_ready(srv, agent.name), 60, 0.3, "the node back")
-    assert cat(srv, "reader", "/data/hello") == "hello\n"
+    wait_for(lambda: cat(srv, "reader", "/data/hello") == "hello\n", 60, 0.5,
+             "kubectl exec through the node's tunnel, back")
 
     srv.kubectl("delete", "pod", "reader")
     srv.kubectl("delete", "pvc", "keep")
@@ -264,8 +264,9 @@ def test_pod_waits_for_its_claim_and_read_only_claims(server, agent, tmp_path):
                                                 volumeName="static-pv"))
     running(srv, "early")
     assert static.is_dir()
-    wait_for(lambda: srv.kubectl("logs", "early").stdout.split()[-1:] == ["ro"], 30, 0.3,
-             "the write refused")  # (after touch's "Read-only file system")
+    logs = wait_for(lambda: {"ro", "rw"} & set((out := srv.kubectl("logs", "early").stdout)
+                                              .splitlines()) and out, 30, 0.3, "the pod's output")
+    assert "ro" in logs.splitlines() and "rw" not in logs.splitlines(), logs
     assert not (static / "x").exists()
     srv.kubectl("delete", "pod", "early", "--grace-period=0", "--force")
     srv.kubectl("delete", "pvc", "late")

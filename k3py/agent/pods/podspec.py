@@ -28,7 +28,7 @@ import tempfile
 from urllib.parse import urlsplit
 
 from k3py.agent.metamanager import MetaManager
-from k3py.agent.storage.claims import claim_directory
+from k3py.agent.storage.claims import claim_directory, make_sub_paths
 from k3py.api.quantity import QuantityError, parse_quantity
 from k3py.tunnel.protocol import POD_TOKENS_KIND
 
@@ -374,6 +374,7 @@ def prepare_volumes(pod: dict, meta: MetaManager, root: str, host_ip: str = ""
             continue
         claimed = claim_directory(pod, vol, meta)
         if claimed is not None:
+            make_sub_paths(pod, name, claimed)
             dirs[name] = claimed
             continue
         if "emptyDir" in vol:

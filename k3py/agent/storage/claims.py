@@ -5,17 +5,20 @@ volume while the server is away.
 A local-path volume's directory is made on first use with mode 0777, as K3s's
 local-path-provisioner's helper does (`mkdir -m 0777 -p`), so a pod running as any user can
 write to it; another hostPath volume follows its `type` (DirectoryOrCreate makes it, Directory
-must exist). Called by agent/pods/podspec.py when a pod's volumes are prepared."""
+must exist). The subPath directories the pod's mounts of it name are made too, with the
+volume directory's mode, as the kubelet does (podman refuses to mount a missing source).
+Called by agent/pods/podspec.py when a pod's volumes are prepared."""
 
 from __future__ import annotations
 
 import os
+import stat
 
 from k3py.agent.metamanager import MetaManager
 from k3py.api.localpath import is_local_path
 from k3py.api.podrefs import volume_claim_name
 
-__all__ = ["VolumeNotReady", "claim_directory"]
+__all__ = ["VolumeNotReady", "claim_directory", "make_sub_paths"]
 
 LOCAL_PATH_MODE = 0o777
 
@@ -69,6 +72,23 @@ def claim_directory(pod: dict, vol: dict, meta: MetaManager) -> str | None:
         raise VolumeNotReady(name, f'persistentvolume "{volume_name}": {path} is not a '
                                    f"directory")
     return path
+
+
+def make_sub_paths(pod: dict, volume: str, path: str) -> None:
+    """Make the missing subPath directories of `volume` (at `path`) that the pod's containers
+    mount; a subPath leaving the volume is skipped (validation refuses those)."""
+    spec = pod.get("spec") or {}
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        for m in c.get("volumeMounts") or []:
+            sub = m.get("subPath") or ""
+            rel = os.path.normpath(sub) if m.get("name") == volume and sub else ""
+            if not rel or rel.startswith("..") or os.path.isabs(rel):
+                continue
+            target = os.path.join(path, rel)
+            if not os.path.lexists(target):
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, mode)
 
 
 def _make_local_path(path: str) -> None:

@@ -88,6 +88,7 @@ async def test_claim_volume_waits_until_bound_then_mounts_its_directory(meta, tm
     path = str(root / "pvc-uid-data_ns_data")
     assert dirs == {"data": path}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o777  # any user of the pod may write
+    assert stat.S_IMODE(os.stat(path + "/s").st_mode) == 0o777  # the subPath, made too
     (c,) = podspec.container_specs(pod, meta, dirs, "10.0.0.1")
     assert c["mounts"] == [(path, "/data", False), (path + "/s", "/sub", False)]
     ro = _pod("data", read_only=True)
