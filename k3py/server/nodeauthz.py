@@ -9,7 +9,8 @@ A node may
   their status, delete and evict them;
 - get the Secrets, ConfigMaps and PersistentVolumeClaims its pods reference (volumes,
   projected sources, env, envFrom, imagePullSecrets: k3py.api.podrefs), the PersistentVolumes
-  bound to those claims, and request tokens of its pods' ServiceAccounts; list/watch of those
+  bound to those claims and its own deleted local-path volumes (whose directories it removes:
+  k3py.api.localpath), and request tokens of its pods' ServiceAccounts; list/watch of those
   only by name;
 - read every Service, Endpoints and EndpointSlice (the node's service proxy needs them all),
   RuntimeClasses and CSIDrivers, and its own CSINode;
@@ -23,6 +24,7 @@ as they are: a pod bound a moment ago may be refused for that moment, as upstrea
 
 from __future__ import annotations
 
+from k3py.api.localpath import awaits_cleanup, volume_node
 from k3py.api.podrefs import bound_volumes, pod_references
 from k3py.server.apiserver.auth import Attributes
 from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
@@ -46,6 +48,7 @@ class NodeAuthorizer:
         self.pods = informers.informer("", "pods")
         self.pods.add_index(NODE_INDEX, pod_node)
         self.claims = informers.informer("", "persistentvolumeclaims")
+        self.volumes = informers.informer("", "persistentvolumes")
 
     def allows(self, attrs: Attributes) -> bool:
         node = attrs.user.node_name
@@ -118,6 +121,9 @@ class NodeAuthorizer:
                    if (pod.get("metadata") or {}).get("namespace") == namespace)
 
     def _volume_of_node(self, node: str, volume: str) -> bool:
+        pv = self.volumes.get(None, volume)
+        if pv is not None and awaits_cleanup(pv) and volume_node(pv) == node:
+            return True
         for pod in self.pods.by_index(NODE_INDEX, node):
             ns = (pod.get("metadata") or {}).get("namespace") or ""
             if volume in bound_volumes(pod, lambda claim, ns=ns: self.claims.get(ns, claim)):

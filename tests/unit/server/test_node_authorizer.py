@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.api import errors
+from k3py.api.localpath import CLEANUP_FINALIZER, PROVISIONER
 from k3py.api.podrefs import pod_references
 from k3py.server.apiserver.auth import User
 from k3py.server.bootstrap import authorizer_chain
@@ -41,9 +42,22 @@ async def chain(env):
     await reg.create(env.res("persistentvolumeclaims"), "default", {
         "metadata": {"name": "data"}, "spec": {"volumeName": "pv-1", "accessModes": [
             "ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    # a deleted local-path volume of node a: a may read it (it removes its directory)
+    await reg.create(env.res("persistentvolumes"), None, {
+        "metadata": {"name": "pvc-old", "finalizers": [CLEANUP_FINALIZER],
+                     "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": "/srv/pvc-old"}, "nodeAffinity": {"required": {
+                     "nodeSelectorTerms": [{"matchExpressions": [{
+                         "key": "kubernetes.io/hostname", "operator": "In",
+                         "values": ["a"]}]}]}}}})
+    await reg.delete(env.res("persistentvolumes"), None, "pvc-old", {})
     chain = authorizer_chain(env.ctx.informers)
     await env.ctx.informers.wait_synced()
     await eventually(lambda: env.ctx.informers.informer("", "pods").get("default", "pb"))
+    await eventually(lambda: (env.ctx.informers.informer("", "persistentvolumes")
+                              .get(None, "pvc-old") or {}).get("metadata", {})
+                     .get("deletionTimestamp"))
     return chain
 
 
@@ -89,6 +103,8 @@ CASES = [
     (NODE_A, "get", "persistentvolumeclaims", "default", "data", "", "", None, True),
     (NODE_A, "get", "persistentvolumes", None, "pv-1", "", "", None, True),
     (NODE_B, "get", "persistentvolumes", None, "pv-1", "", "", None, False),
+    (NODE_A, "get", "persistentvolumes", None, "pvc-old", "", "", None, True),
+    (NODE_B, "get", "persistentvolumes", None, "pvc-old", "", "", None, False),
     (NODE_A, "create", "serviceaccounts", "default", "builder", "token", "", None, True),
     (NODE_A, "create", "serviceaccounts", "default", "admin", "token", "", None, False),
     (NODE_A, "list", "services", None, None, "", "", None, True),
