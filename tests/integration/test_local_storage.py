@@ -5,8 +5,8 @@ with kubectl, no agent); then with a real `k3py agent` joined to the same server
 directory made and mounted, its data kept across the pod's deletion, an offline agent restart
 that recreates the pod (podman pods removed, as a reboot leaves them) and a server restart, the
 directory removed with the claim; a pod waiting in ContainerCreating for its claim, a read-only
-claim; a StatefulSet's volumeClaimTemplates; and last, --disable local-storage removing the
-class."""
+claim; a StatefulSet's volumeClaimTemplates, on one node and (a server of its own) on two
+nodes in network namespaces; and last, --disable local-storage removing the class."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from tests.integration.agents import (
     remove_podman_pods,
     stop_proc,
 )
+from tests.integration.netns import NetNS, require_netns
 
 pytestmark = pytest.mark.integration
 
@@ -120,25 +121,29 @@ def test_claim_waits_for_its_pod_then_gets_a_local_volume(server):
 
 
 class Agent:
-    """A `k3py agent` process joined to the module's server (same machine, the server's
-    storage path); stopped and its podman pods removed at teardown."""
+    """A `k3py agent` process joined to `srv` (same machine, the server's storage path), in
+    the network namespace `ns` when given; stopped and its podman pods removed by its owner."""
 
-    def __init__(self, srv: ServerProcess, tmp: Path) -> None:
-        self.srv, self.tmp = srv, tmp
+    def __init__(self, srv: ServerProcess, tmp: Path, ns: NetNS | None = None) -> None:
+        self.srv, self.tmp, self.ns = srv, tmp, ns
         self.name = f"store-{uuid.uuid4().hex[:6]}"
         self.storage = srv.data_dir / "storage"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        with open(self.tmp / "agent.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                self.srv.agent_command(self.tmp / "agent", self.name,
-                                       "--default-local-storage-path", str(self.storage)),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=clean_env())
+        url = f"https://{self.ns.host_ip}:{self.srv.port}" if self.ns else ""
+        cmd = self.srv.agent_command(self.tmp / self.name, self.name,
+                                     "--default-local-storage-path", str(self.storage),
+                                     server=url)
+        with open(self.tmp / f"{self.name}.log", "ab") as log:
+            kw = {"stdout": log, "stderr": subprocess.STDOUT, "env": clean_env()}
+            self.proc = self.ns.popen(cmd, **kw) if self.ns else \
+                subprocess.Popen(cmd, start_new_session=True, **kw)
 
     def stop(self) -> None:
         if self.proc is not None:
             stop_proc(self.proc)
+        remove_podman_pods(self.name, self.ns)
 
     def podman_cat(self, pod: str, path: str) -> str:
         """`cat path` in the pod's container `c` straight through podman (no server needed)."""
@@ -165,7 +170,6 @@ def agent(server, tmp_path_factory):
         yield a
     finally:
         a.stop()
-        remove_podman_pods(a.name)
 
 
 def claim(name: str, **spec) -> str:
@@ -223,8 +227,7 @@ def test_claim_data_outlives_pods_and_restarts_and_goes_with_the_claim(server, a
 
     # reboot of the node while the server is down: the agent recreates the pod from its cache
     srv.stop()
-    agent.stop()
-    remove_podman_pods(agent.name)
+    agent.stop()  # (and its pods removed)
     agent.start()
     wait_for(lambda: agent.podman_cat("reader", "/data/hello") == "hello\n", 60, 0.5,
              "the pod recreated offline with its volume")
@@ -276,7 +279,7 @@ def test_pod_waits_for_its_claim_and_read_only_claims(server, agent, tmp_path):
 STATEFULSET = """
 apiVersion: apps/v1
 kind: StatefulSet
-metadata: {name: web, namespace: default}
+metadata: {name: NAME, namespace: default}
 spec:
   replicas: 2
   serviceName: web
@@ -303,8 +306,8 @@ spec:
 
 def test_statefulset_claims_keep_each_replica_data(server, agent):
     srv = server
-    srv.kubectl("apply", "-f", "-",
-                input=STATEFULSET.replace("NODE", agent.name).replace("IMAGE", IMAGE))
+    srv.kubectl("apply", "-f", "-", input=STATEFULSET.replace("NAME", "web").replace(
+        "NODE", agent.name).replace("IMAGE", IMAGE))
     running(srv, "web-0")
     running(srv, "web-1")
     ids = {p: wait_for(lambda p=p: cat(srv, p, "/data/id"), 30, 0.3, f"{p}'s id")
@@ -330,6 +333,50 @@ def test_statefulset_claims_keep_each_replica_data(server, agent):
     for c, uid in claims.items():
         wait_for(lambda uid=uid, c=c: not (agent.storage / f"pvc-{uid}_default_{c}").exists(),
                  60, 0.3, f"{c}'s directory removed")
+
+
+def test_statefulset_on_two_nodes(tmp_path):
+    """Two nodes, each an agent in its own network namespace: the replicas spread over them,
+    each claim's volume is made on its replica's node, and each replica comes back there with
+    its data."""
+    require_netns()
+    build_test_image(tmp_path / "busybox.tar")
+    with NetNS() as ns_a, NetNS() as ns_b:
+        srv = ServerProcess(tmp_path / "server", extra_args=[
+            "--bind-address", "0.0.0.0", "--advertise-address", ns_a.host_ip,
+            "--tls-san", ns_b.host_ip])
+        agents = [Agent(srv, tmp_path, ns_a), Agent(srv, tmp_path, ns_b)]
+        try:
+            srv.start()
+            for a in agents:
+                a.start()
+            for a in agents:
+                wait_for(lambda a=a: node_ready(srv, a.name), 60, 0.3, f"node {a.name} Ready")
+            spread = STATEFULSET.replace("NAME", "db").replace("IMAGE", IMAGE).replace(
+                "      nodeSelector: {kubernetes.io/hostname: NODE}\n", "")
+            srv.kubectl("apply", "-f", "-", input=spread.replace("app: web", "app: db"))
+            pods = {p: running(srv, p) for p in ("db-0", "db-1")}
+            nodes = {p: pod["spec"]["nodeName"] for p, pod in pods.items()}
+            assert sorted(nodes.values()) == sorted(a.name for a in agents)
+            ids = {p: wait_for(lambda p=p: cat(srv, p, "/data/id"), 30, 0.3, f"{p}'s id")
+                   for p in nodes}
+            for p, node in nodes.items():
+                pv = srv.kubectl_json("get", "pvc", f"data-{p}")["spec"]["volumeName"]
+                affinity = srv.kubectl_json("get", "pv", pv)["spec"]["nodeAffinity"]
+                assert affinity["required"]["nodeSelectorTerms"][0]["matchExpressions"][0][
+                    "values"] == [node]
+
+            srv.kubectl("delete", "pod", "db-0", "db-1")
+            for p, node in nodes.items():
+                back = wait_for(lambda p=p: (q := srv.kubectl_json("get", "pod", p))[
+                    "metadata"]["uid"] != pods[p]["metadata"]["uid"] and
+                    q["status"].get("phase") == "Running" and q, 60, 0.3, f"{p} recreated")
+                assert back["spec"]["nodeName"] == node
+                assert cat(srv, p, "/data/id") == ids[p]
+        finally:
+            for a in agents:
+                a.stop()
+            srv.stop()
 
 
 def test_disable_local_storage_removes_the_class(server):
