@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from k3py.hostinfo import machine_secret
 
-__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
+__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "SnapshotConfig", "DEFAULT_DATA_DIR",
+           "DEFAULT_CONFIG_FILE", "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
@@ -80,6 +80,7 @@ class NodeConfig:
     # where local-path volumes live (the server's provisioner puts them there, the node's
     # agent removes them only from there); "" = <data-dir>/storage, as K3s
     default_local_storage_path: str = ""
+    metrics_resolution: float = 15.0  # seconds between usage reports (agent/metrics.py)
 
     @property
     def effective_node_name(self) -> str:
@@ -122,15 +123,13 @@ class NodeConfig:
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig(NodeConfig):
     server: str = ""  # https://HOST:6443 (K3PY_URL)
-    embedded: bool = False  # started in-process by `k3py server` (registers role "server")
 
     @classmethod
-    def for_node(cls, node: NodeConfig, *, server: str, token: str,
-                 embedded: bool) -> AgentConfig:
+    def for_node(cls, node: NodeConfig, *, server: str, token: str) -> AgentConfig:
         """The one way an agent's configuration is made, for `k3py agent` and for the server's
         embedded agent alike: every node option of `node`, plus where to join and with what."""
         shared = {f.name: getattr(node, f.name) for f in fields(NodeConfig)}
-        return cls(**{**shared, "token": token}, server=server, embedded=embedded)
+        return cls(**{**shared, "token": token}, server=server)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +138,7 @@ class ServerConfig(NodeConfig):
     https_listen_port: int = 6443
     advertise_address: str = ""  # "" = node-ip or the default route's address
     tls_san: tuple[str, ...] = ()
+    server: str = ""  # https://FIRST:6443: join that server's cluster (needs the datastore)
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     service_cidr: str = "10.43.0.0/16"
@@ -154,6 +154,11 @@ class ServerConfig(NodeConfig):
     datastore_keyfile: str = ""
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
+    # controllers and scheduler on one server at a time (on a shared datastore), as upstream's
+    # --leader-elect-* flags of kube-controller-manager and kube-scheduler
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
     secrets_encryption: bool = True  # Secrets AES-GCM encrypted at rest (store/encryption.py)
     max_requests_inflight: int = 400  # read-only requests at once (apiserver/limits.py)
@@ -163,6 +168,22 @@ class ServerConfig(NodeConfig):
     audit_policy_file: str = ""  # "" = every request at Metadata level
     audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
     audit_log_maxbackup: int = 10  # rotated files kept
+    # "" = namespaces without pod-security labels are privileged (server/podsecurity.py)
+    pod_security_admission_config_file: str = ""
+    # "name=number" (seconds for durations), checked by the flag table
+    kube_controller_manager_arg: tuple[str, ...] = ()
+
+    @property
+    def controller_manager_options(self) -> dict[str, float]:
+        """--kube-controller-manager-arg as {name: number}."""
+        return {k: float(v) for k, _, v in
+                (item.partition("=") for item in self.kube_controller_manager_arg)}
+    snapshot_schedule_cron: str = "0 */12 * * *"  # scheduled store snapshots, as K3s
+    snapshot_retention: int = 5  # scheduled snapshots kept
+    snapshot_dir: str = ""  # "" = <data-dir>/server/db/snapshots
+    disable_snapshots: bool = False
+    cluster_reset: bool = False  # with cluster_reset_restore_path: restore, then exit
+    cluster_reset_restore_path: str = ""
 
     @property
     def server_dir(self) -> str:
@@ -175,6 +196,11 @@ class ServerConfig(NodeConfig):
     @property
     def tls_dir(self) -> str:
         return os.path.join(self.server_dir, "tls")
+
+    @property
+    def snapshots_dir(self) -> str:
+        """--snapshot-dir, else server/db/snapshots (K3s's place for etcd snapshots)."""
+        return self.snapshot_dir or os.path.join(self.server_dir, "db", "snapshots")
 
     @property
     def encryption_config_path(self) -> str:
@@ -208,6 +234,12 @@ class ServerConfig(NodeConfig):
         """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
         net = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(net.network_address + 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotConfig(ServerConfig):
+    """`k3py snapshot`: the server's data dir and datastore, and the snapshot's name."""
+    name: str = "on-demand"  # K3s's name for snapshots taken by hand
 
 
 def redact_endpoint(endpoint: str) -> str:

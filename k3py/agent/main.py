@@ -22,6 +22,7 @@ from k3py.agent.devices.manager import DeviceManager
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
+from k3py.agent.metrics import MetricsReporter
 from k3py.agent.network.manager import NetworkManager
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
@@ -52,8 +53,10 @@ class AgentHandle:
     devices: DeviceManager
     network: NetworkManager
     volumes: VolumeCleanup
+    metrics: MetricsReporter
 
     async def stop(self) -> None:
+        await self.metrics.stop()
         await self.reporter.stop()
         await self.devices.stop()
         await self.network.stop()
@@ -66,8 +69,8 @@ class AgentHandle:
 
 
 async def start_agent(config: AgentConfig) -> AgentHandle:
-    """Join and start every part of the agent; `config.embedded` when `k3py server` runs it
-    in-process for its own node."""
+    """Join and start every part of the agent (also run by `k3py server`, in-process, for
+    its own node)."""
     if not config.server:
         raise JoinError("--server (K3PY_URL) is required")
     agent_dir = config.agent_dir
@@ -112,8 +115,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     node_ip = config.node_ip or primary_ip()
     node = node_object(name=node_name, node_ip=node_ip,
                        labels=config.labels, taints=taints,
-                       runtime_version=version, data_dir=config.data_dir,
-                       role="server" if config.embedded else "agent")
+                       runtime_version=version, data_dir=config.data_dir)
     hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,
                   headers={NODE_PASSWORD_HEADER: node_password(agent_dir)}, node_name=node_name)
     try:
@@ -131,6 +133,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     volumes = VolumeCleanup(meta, hub.send, node_name=node_name,
                             storage_path=config.local_storage_path)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
+    metrics = MetricsReporter(runtime, node_name, config.metrics_resolution, hub.send_live)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
     network.start()
@@ -138,9 +141,10 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     pods.start()
     volumes.start()
     reporter.start()
+    metrics.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
     return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
-                       network, volumes)
+                       network, volumes, metrics)
 
 
 async def _main(config: AgentConfig) -> int:

@@ -24,11 +24,12 @@ from k3py.config import (
     AgentConfig,
     NodeConfig,
     ServerConfig,
+    SnapshotConfig,
     redact_endpoint,
 )
 
 __all__ = ["Flag", "FLAGS", "UsageError", "HelpRequested", "parse", "flags_for", "env_name",
-           "help_text", "server_config", "agent_config", "ENV_PREFIX"]
+           "help_text", "server_config", "agent_config", "snapshot_config", "ENV_PREFIX"]
 
 ENV_PREFIX = PROGRAM.upper()
 CONFIG_ENV = f"{ENV_PREFIX}_CONFIG_FILE"
@@ -104,6 +105,12 @@ def _non_negative(v: float) -> float:
     return v
 
 
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError("expected a number > 0")
+    return v
+
+
 def _unix_endpoint(v: str) -> str:
     if not v.startswith("unix:///"):
         raise ValueError("expected a podman API socket such as unix:///run/podman/podman.sock")
@@ -135,10 +142,47 @@ def _existing_file(v: str) -> str:
 
 
 def _duration(v: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", v)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", v)
     if not m or float(m[1]) <= 0:
-        raise ValueError("expected a duration such as 2s, 500ms or 1m")
-    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
+        raise ValueError("expected a duration such as 2s, 500ms, 1m or 24h")
+    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m[2]]
+
+
+def _ttl(v: str) -> float:
+    return 0.0 if v.strip() == "0" else _duration(v)
+
+
+# the kube-controller-manager flags k3py's built-in controllers read (K3s passes any)
+_CONTROLLER_MANAGER_ARGS = ("horizontal-pod-autoscaler-sync-period",
+                            "horizontal-pod-autoscaler-downscale-stabilization",
+                            "horizontal-pod-autoscaler-tolerance")
+_GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
+_GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _controller_manager_args(items: tuple[str, ...]) -> tuple[str, ...]:
+    """name=value items; durations (Go form: 15s, 5m0s) and the tolerance become seconds
+    and a number, so the config reads plain floats."""
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if key not in _CONTROLLER_MANAGER_ARGS or not eq:
+            raise ValueError(f"expected name=value with name one of "
+                             f"{', '.join(_CONTROLLER_MANAGER_ARGS)}, got {item!r}")
+        if key.endswith("tolerance"):
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if number < 0:
+                raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
+        elif _GO_DURATION.fullmatch(value):
+            number = sum(float(n) * _GO_UNITS[u]
+                         for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value))
+        else:
+            raise ValueError(f"{key}: expected a duration such as 15s or 5m0s, got {value!r}")
+        out.append(f"{key}={number:g}")
+    return tuple(out)
 
 
 def _broker_url(v: str) -> str:
@@ -158,10 +202,15 @@ def _mqtt_mode(v: str) -> str:
 
 
 def _labels(items: tuple[str, ...]) -> tuple[str, ...]:
+    # imported here: `k3py mapper` reads this module and loads no k3py.api code
+    from k3py.api.nodelabels import label_allowed_for_node
     for item in items:
         key, eq, _ = item.partition("=")
         if not eq or not key:
             raise ValueError(f"expected key=value labels, got {item!r}")
+        if not label_allowed_for_node(key):
+            raise ValueError(f"a node may not give itself the label {key!r} (NodeRestriction); "
+                             f"label the Node with kubectl instead")
     return items
 
 
@@ -186,7 +235,7 @@ _NOT_YET_COMPONENTS = {
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("local-storage",)
+_COMPONENTS = ("local-storage", "metrics-server")
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
@@ -199,6 +248,8 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 SECRETS = "secrets-encrypt"
+SNAPSHOT = "snapshot"
+CHECK_CONFIG = "check-config"
 PODS = "agent pods"  # the node's pods from its local state
 _BOTH = (SERVER, AGENT)
 
@@ -218,6 +269,8 @@ class Flag:
     not_implemented: str = ""
     # values of a list flag that are refused by name, each with why (--disable)
     not_implemented_values: tuple[tuple[str, str], ...] = ()
+    # (command, other long name) pairs: K3s's second names, e.g. `etcd-snapshot --dir`
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def attr(self) -> str:
@@ -230,7 +283,7 @@ class Flag:
 
 FLAGS: tuple[Flag, ...] = (
     Flag("config", str, "(config) Load configuration from FILE",
-         (*_BOTH, TOKEN, AIRGAP, PODS),
+         (*_BOTH, TOKEN, AIRGAP, PODS, SNAPSHOT, CHECK_CONFIG),
          short="c",
          env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
@@ -243,7 +296,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
-    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS, PODS),
+    Flag("data-dir", str, "(data) Folder to hold state",
+         (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT, CHECK_CONFIG),
          short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class (on an agent: where it may remove deleted volumes' "
@@ -269,12 +323,18 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
+    Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
+         "cluster, whose CAs and token it takes from the shared datastore)",
+         (*_BOTH, SECRETS, TOKEN), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
+    Flag("ttl", str, "(token) How long a created bootstrap token lasts (24h, 30m; 0: "
+         "forever)", (TOKEN,), check=_ttl, default_help="24h"),
+    Flag("description", str, "(token) A created bootstrap token's description", (TOKEN,)),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
          "by several servers (postgres://user:pass@host:port/db?sslmode=...); default: the "
-         "embedded SQLite store in <data-dir>/server/db", (SERVER,), check=_datastore_endpoint),
+         "embedded SQLite store in <data-dir>/server/db", (SERVER, SNAPSHOT),
+         check=_datastore_endpoint),
     Flag("datastore-cafile", str, "(db) TLS Certificate Authority file used to secure "
          "datastore backend communication", (SERVER,), check=_existing_file),
     Flag("datastore-certfile", str, "(db) TLS certification file used to secure datastore "
@@ -285,10 +345,20 @@ FLAGS: tuple[Flag, ...] = (
          (SERVER,), check=_non_negative),
     Flag("compact-min-retain", int, "(db) Number of newest revisions compaction always keeps",
          (SERVER,), check=_non_negative),
+    Flag("leader-elect-lease-duration", float, "(db) Seconds a server's leadership of the "
+         "controllers or the scheduler lasts without renewal before another server takes over",
+         (SERVER,), check=_positive),
+    Flag("leader-elect-renew-deadline", float, "(db) Seconds the leader keeps trying to renew "
+         "before it stops its controllers", (SERVER,), check=_positive),
+    Flag("leader-elect-retry-period", float, "(db) Seconds between attempts to acquire or "
+         "renew leadership", (SERVER,), check=_positive),
     # components
     Flag("disable", list, "(components) Do not deploy packaged components "
          f"({', '.join((*_COMPONENTS, *_NOT_YET_COMPONENTS))})", (SERVER,), check=_components,
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
+    Flag("kube-controller-manager-arg", list, "(flags) Customized flag for the built-in "
+         "controllers, as for kube-controller-manager (k3py reads "
+         f"{', '.join(_CONTROLLER_MANAGER_ARGS)})", (SERVER,), check=_controller_manager_args),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
     Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
@@ -304,13 +374,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
          "(0: never)", (SERVER,)),
     Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),
+    Flag("pod-security-admission-config-file", str, "(security) AdmissionConfiguration with "
+         "the PodSecurity plug-in's cluster-wide defaults and exemptions", (SERVER,),
+         default_help="unlabelled namespaces are privileged"),
     Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
          "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
          (SERVER,)),
     # node
-    Flag("node-name", str, "(agent/node) Node name", (*_BOTH, PODS), default_help="hostname"),
+    Flag("node-name", str, "(agent/node) Node name", (*_BOTH, PODS, SNAPSHOT),
+         default_help="hostname"),
     Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name",
-         (*_BOTH, PODS)),
+         (*_BOTH, PODS, SNAPSHOT)),
     Flag("node-label", list, "(agent/node) Registering the node with a set of labels "
          "(key=value)", check=_labels),
     Flag("node-taint", list, "(agent/node) Registering the node with a set of taints "
@@ -346,12 +420,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
          "goes offline (2s, 500ms, 1m)", check=_duration,
          default_help="3 x the device's report cycle"),
+    Flag("metrics-resolution", str, "(agent/node) How often the node reports its and its "
+         "pods' CPU and memory usage, for kubectl top and autoscaling (15s, 2s)",
+         check=_duration, default_help="15s"),
 )
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
 _CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
                                     TOKEN: ServerConfig, AIRGAP: AgentConfig,
-                                    PODS: AgentConfig}
+                                    PODS: AgentConfig, SNAPSHOT: SnapshotConfig,
+                                    CHECK_CONFIG: ServerConfig}
 
 
 def flags_for(command: str) -> tuple[Flag, ...]:
@@ -359,7 +437,7 @@ def flags_for(command: str) -> tuple[Flag, ...]:
 
 
 def default_of(flag: Flag, command: str) -> Any:
-    for f in fields(_CONFIG_CLASSES[command]):
+    for f in fields(_CONFIG_CLASSES.get(command, ServerConfig)):
         if f.name == flag.attr and f.default is not MISSING:
             return f.default
     return None
@@ -453,6 +531,7 @@ def _load_config_file(path: str, explicit: bool) -> dict[str, Any]:
 def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...],
                positional: list[str] | None) -> dict[str, Any]:
     by_long = {f.name: f for f in flags}
+    by_long.update({alias: f for f in flags for cmd, alias in f.aliases if cmd == command})
     by_short = {f.short: f for f in flags if f.short}
     see = f"run '{PROGRAM} {command} --help' for the flags"
     given: dict[str, Any] = {}
@@ -586,7 +665,24 @@ def _token(values: dict[str, Any]) -> str:
 def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
     values = parse(argv, SERVER, environ)
     values["token"] = _token(values)
+    if values.get("server") and not values.get("datastore_endpoint"):
+        raise UsageError("--server on a server joins another server's cluster through their "
+                         "shared datastore: add that cluster's --datastore-endpoint (servers "
+                         "on the embedded SQLite store cannot share a cluster)")
+    if values.get("cluster_reset_restore_path") and not values.get("cluster_reset"):
+        raise UsageError("--cluster-reset-restore-path needs --cluster-reset: "
+                         "k3py server --cluster-reset --cluster-reset-restore-path FILE")
+    if values.get("cluster_reset") and not values.get("cluster_reset_restore_path"):
+        raise UsageError("--cluster-reset needs --cluster-reset-restore-path FILE: the "
+                         "embedded store has no cluster membership to reset, only a "
+                         "snapshot to restore")
     return _build(ServerConfig, values)
+
+
+def snapshot_config(argv: list[str], positional: list[str],
+                    environ: Mapping[str, str] | None = None) -> SnapshotConfig:
+    """`k3py snapshot`'s flags; the subcommand and snapshot names go to `positional`."""
+    return _build(SnapshotConfig, parse(argv, SNAPSHOT, environ, positional=positional))
 
 
 def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -597,7 +693,7 @@ def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> A
         raise UsageError(f"--token-file {values['token_file']} is empty; copy the output of "
                          f"'{PROGRAM} token' on the server into it")
     return AgentConfig.for_node(_build(NodeConfig, values), server=values.get("server", ""),
-                                token=token, embedded=False)
+                                token=token)
 
 
 def _shown_default(flag: Flag, command: str) -> str:
@@ -612,8 +708,11 @@ def _shown_default(flag: Flag, command: str) -> str:
 
 
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
+          CHECK_CONFIG: "Check this host for what k3py needs",
+          SNAPSHOT: "Save, list, delete, prune or restore snapshots of the embedded store",
           AGENT: "Run a node that joins a server",
-          TOKEN: "Print the join token of the local server",
+          TOKEN: "Print the join token of the local server; create|list|delete bootstrap "
+                 "tokens",
           AIRGAP: "Import image tarballs into this node's podman",
           PODS: "Print this node's pods from its own state (works without the server)"}
 
@@ -623,6 +722,7 @@ def help_text(command: str) -> str:
     for flag in flags_for(command):
         value = "" if flag.kind is bool else " value"
         left = f"--{flag.name}{value}" + (f", -{flag.short}{value}" if flag.short else "")
+        left += "".join(f", --{alias}{value}" for cmd, alias in flag.aliases if cmd == command)
         default = _shown_default(flag, command)
         text = flag.help + (f" (default: {default})" if default else "")
         if flag.not_implemented:
@@ -640,6 +740,47 @@ def help_text(command: str) -> str:
               f"({DEFAULT_CONFIG_FILE}).", "Precedence: flag > environment > config file > "
               "default."]
     return "\n".join(lines)
+
+
+# ---- store snapshots (K3s's etcd-snapshot flags without "etcd-"): the server's schedule and
+# `k3py snapshot save|ls|delete|prune|restore`
+
+def _cron(v: str) -> str:
+    from k3py.server.controllers.cron import CronError, parse_cron
+    try:
+        parse_cron(v)
+    except CronError as e:
+        raise ValueError(f"expected a cron schedule such as '0 */12 * * *' ({e})") from None
+    return v
+
+
+def _retention(v: int) -> int:
+    if v < 1:
+        raise ValueError("expected a number >= 1")
+    return v
+
+
+def _snapshot_name(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        raise ValueError("expected a name of letters, digits, '.', '_' and '-'")
+    return v
+
+
+FLAGS = FLAGS + (
+    Flag("snapshot-schedule-cron", str, "(db) Snapshot interval time in cron spec, e.g. every "
+         "5 hours '0 */5 * * *'", (SERVER,), check=_cron),
+    Flag("snapshot-retention", int, "(db) Number of snapshots to retain (scheduled ones; "
+         "`snapshot prune`: those of --name)", (SERVER, SNAPSHOT), check=_retention),
+    Flag("snapshot-dir", str, "(db) Directory to save snapshots", (SERVER, SNAPSHOT),
+         default_help="<data-dir>/server/db/snapshots", aliases=((SNAPSHOT, "dir"),)),
+    Flag("disable-snapshots", bool, "(db) Disable scheduled snapshots", (SERVER,)),
+    Flag("cluster-reset", bool, "(db) With --cluster-reset-restore-path: replace the store "
+         "with a snapshot, then exit", (SERVER,)),
+    Flag("cluster-reset-restore-path", str, "(db) Path to the snapshot file to be restored",
+         (SERVER,)),
+    Flag("name", str, "(snapshot) Set the base name of the snapshots", (SNAPSHOT,),
+         check=_snapshot_name),
+)
 
 
 # ---- `k3py agent pods`: its one flag of its own (it shares data-dir, node-name, podman-root)

@@ -10,7 +10,7 @@ A node may
 - get the Secrets, ConfigMaps and PersistentVolumeClaims its pods reference (volumes,
   projected sources, env, envFrom, imagePullSecrets: k3py.api.podrefs), the PersistentVolumes
   bound to those claims and its own deleted local-path volumes (whose directories it removes:
-  k3py.api.localpath), and request tokens of its pods' ServiceAccounts; list/watch of those
+  k3py.api.localpath; it may update those, to drop their cleanup finalizer), and request tokens of its pods' ServiceAccounts; list/watch of those
   only by name;
 - read every Service, Endpoints and EndpointSlice (the node's service proxy needs them all),
   RuntimeClasses and CSIDrivers, and its own CSINode;
@@ -82,6 +82,9 @@ class NodeAuthorizer:
                 return verb_ok and name is not None and \
                     self._referenced(node, attrs.plural, attrs.namespace or "", name)
             if attrs.plural == "persistentvolumes":
+                if attrs.verb in ("update", "patch"):  # dropping its cleanup finalizer
+                    return name is not None and not attrs.subresource and \
+                        self._cleanup_of_node(node, name)
                 return attrs.verb in _READ and name is not None and \
                     self._volume_of_node(node, name)
             if attrs.plural == "serviceaccounts":
@@ -120,9 +123,13 @@ class NodeAuthorizer:
                    for pod in self.pods.by_index(NODE_INDEX, node)
                    if (pod.get("metadata") or {}).get("namespace") == namespace)
 
-    def _volume_of_node(self, node: str, volume: str) -> bool:
+    def _cleanup_of_node(self, node: str, volume: str) -> bool:
+        """A deleted local-path volume on `node`, waiting for it to remove the directory."""
         pv = self.volumes.get(None, volume)
-        if pv is not None and awaits_cleanup(pv) and volume_node(pv) == node:
+        return pv is not None and awaits_cleanup(pv) and volume_node(pv) == node
+
+    def _volume_of_node(self, node: str, volume: str) -> bool:
+        if self._cleanup_of_node(node, volume):
             return True
         for pod in self.pods.by_index(NODE_INDEX, node):
             ns = (pod.get("metadata") or {}).get("namespace") or ""

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.unit
 # the server package is being completed in parallel; skip (not fail) until it imports
 pytest.importorskip("k3py.server.registry")
 from k3py.server.apiserver.auth import User  # noqa: E402
+from k3py.server.bootstrap import authorizer_chain  # noqa: E402
 from k3py.server.controllers.base import InformerFactory  # noqa: E402
 from k3py.server.edge.cloudhub import CloudHub  # noqa: E402
 from k3py.server.edge.downstream import status_only  # noqa: E402
@@ -66,7 +67,8 @@ async def cluster(tmp_path):
     for name in ("default", "kube-node-lease"):
         await registry.create(ns, None, {"metadata": {"name": name}})
     informers = InformerFactory(registry)
-    hub = CloudHub(registry, NodeAuth(), informers=informers)
+    hub = CloudHub(registry, NodeAuth(), informers=informers,
+                   authorizer=authorizer_chain(informers))
     # open unless a test closes it: a closed gate answers the tunnel's handshake 503, so an
     # agent stays away (retrying) exactly as long as the test needs it away
     gate = asyncio.Event()

@@ -76,11 +76,10 @@ def test_embedded_agent_and_k3py_agent_get_the_same_node_options(tmp_path):
                   "10.0.0.5", "--podman-root", "/p", "--container-runtime-endpoint",
                   "unix:///run/p.sock", "--debug"]
     server = server_config([*node_flags, "--token", "given"], {})
-    embedded = AgentConfig.for_node(server, server="https://127.0.0.1:6443", token="tok",
-                                    embedded=True)
+    embedded = AgentConfig.for_node(server, server="https://127.0.0.1:6443", token="tok")
     agent = agent_config([*node_flags, "--server", "https://127.0.0.1:6443", "--token",
                           "tok"], {})
-    assert embedded == dataclasses.replace(agent, embedded=True)
+    assert embedded == agent
     assert (embedded.server, embedded.token, embedded.labels) == \
         ("https://127.0.0.1:6443", "tok", {"a": "b"})
     assert embedded.effective_node_name == agent.effective_node_name
@@ -100,7 +99,7 @@ def test_every_config_field_is_a_flag():
     attrs = {f.attr for f in FLAGS}
     for cls in (ServerConfig, AgentConfig):
         for field in dataclasses.fields(cls):
-            assert field.name in attrs or field.name == "embedded", field.name
+            assert field.name in attrs, field.name
     for flag in FLAGS:
         if flag.not_implemented:
             assert flag.attr not in {f.name for f in dataclasses.fields(ServerConfig)}
@@ -199,9 +198,17 @@ def test_values_are_normalised():
 
 
 def test_config_file_may_hold_keys_of_the_other_command(tmp_path):
-    cfg = write(tmp_path, "server: https://srv:6443\ntls-san: [a]\nnode-name: n1\n")
+    cfg = write(tmp_path, "server: https://srv:6443\ntls-san: [a]\nnode-name: n1\n"
+                "datastore-endpoint: postgres://k3py@db/k3py\n")
     assert server_config(["--config", cfg], {}).node_name == "n1"
     assert agent_config(["--config", cfg], {}).server == "https://srv:6443"
+
+
+def test_server_joining_another_needs_the_shared_datastore():
+    assert server_config(["--server", "https://a:6443", "--datastore-endpoint",
+                          "postgres://k3py@db/k3py"], {}).server == "https://a:6443"
+    with pytest.raises(UsageError, match="--datastore-endpoint"):
+        server_config(["--server", "https://a:6443"], {})
 
 
 def test_empty_config_file_is_fine(tmp_path):
@@ -252,6 +259,8 @@ def test_unreadable_config_file(tmp_path):
     (["server", "--service-node-port-range", "5-1"], ["LOW-HIGH"]),
     (["server", "--node-taint", "dedicated"], ["Effect"]),
     (["server", "--node-label", "novalue"], ["key=value"]),
+    (["agent", "--node-label", "node-role.kubernetes.io/worker=true"],
+     ["node-role.kubernetes.io/worker", "NodeRestriction"]),
     (["server", "--disable", "traefik"], ["traefik", "ingress"]),
     (["server", "--advertise-address", "my-host"], ["IP address"]),
     (["server", "--debug=maybe"], ["true or false"]),
@@ -332,8 +341,17 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from local-storage, ingress"):
+    with pytest.raises(UsageError, match="expected components from local-storage, "
+                                         "metrics-server, ingress"):
         server_config(["--disable", "traefik"], {})
+
+
+def test_disable_metrics_server_and_the_resolution():
+    cfg = server_config(["--disable", "metrics-server", "--metrics-resolution", "2s"], {})
+    assert cfg.disable == ("metrics-server",) and cfg.metrics_resolution == 2.0
+    assert agent_config([], {"K3PY_METRICS_RESOLUTION": "500ms"}).metrics_resolution == 0.5
+    with pytest.raises(UsageError, match="duration"):
+        agent_config(["--metrics-resolution", "0"], {})
 
 
 def test_disable_local_storage_and_its_path(tmp_path):
@@ -475,8 +493,7 @@ def test_device_bus_flags_reach_both_agents(tmp_path):
     argv = ["--mqtt-mode", "BOTH", "--mqtt-server", "ssl://broker:8883", "--mqtt-port", "2883",
             "--mqtt-bind", "0.0.0.0", "--device-offline-after", "500ms"]
     agent = agent_config([*argv, "--server", "https://s:6443", "--token", "t"])
-    embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t",
-                                    embedded=True)
+    embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t")
     for cfg in (agent, embedded):
         assert (cfg.mqtt_mode, cfg.mqtt_server, cfg.mqtt_port, cfg.mqtt_bind,
                 cfg.device_offline_after) == ("both", "ssl://broker:8883", 2883, "0.0.0.0", 0.5)

@@ -9,6 +9,7 @@ import pytest
 from k3py.api import errors
 from k3py.api.localpath import CLEANUP_FINALIZER
 from k3py.config import ServerConfig
+from k3py.server.bootstrap import authorizer_chain
 from k3py.server.controllers.defaultclass import DefaultStorageClass, default_class_name
 from k3py.server.controllers.ephemeral import EphemeralVolumeController
 from k3py.server.controllers.localpath import (
@@ -39,6 +40,11 @@ def pod(name: str, claim: str) -> dict:
     return {"metadata": {"name": name}, "spec": {
         "containers": [{"name": "c", "image": "x"}],
         "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}}
+
+
+def authorizer_volume_terminating(c, name: str) -> bool:
+    pv = c.ctx.informers.informer("", "persistentvolumes").get(None, name) or {}
+    return bool(pv.get("metadata", {}).get("deletionTimestamp"))
 
 
 async def storage_cluster(c, tmp_path, **config) -> None:
@@ -116,7 +122,11 @@ async def test_claim_waits_for_its_pod_then_gets_a_volume_on_its_node(tmp_path) 
         pv = await eventually(pv_terminating, what="the provisioned PV deleted with its claim")
         # kept until its node reports the directory removed (the agent's volume cleanup)
         assert pv["metadata"]["finalizers"] == [CLEANUP_FINALIZER]
-        upstream = UpstreamWriter(c.registry, NodePasswords(c.registry))
+        upstream = UpstreamWriter(c.registry, NodePasswords(c.registry),
+                                  authorizer_chain(c.ctx.informers))
+        await c.ctx.informers.wait_synced()
+        await eventually(lambda: authorizer_volume_terminating(c, f"pvc-{uid}"),
+                         what="the authorizer's informer has the deleted PV")
         other = next(n for n in ("n1", "n2") if n != chosen)
         cleaned = new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
                               resource=volume_cleaned_resource(f"pvc-{uid}"),

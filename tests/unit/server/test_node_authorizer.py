@@ -105,6 +105,9 @@ CASES = [
     (NODE_B, "get", "persistentvolumes", None, "pv-1", "", "", None, False),
     (NODE_A, "get", "persistentvolumes", None, "pvc-old", "", "", None, True),
     (NODE_B, "get", "persistentvolumes", None, "pvc-old", "", "", None, False),
+    (NODE_A, "update", "persistentvolumes", None, "pvc-old", "", "", None, True),
+    (NODE_B, "update", "persistentvolumes", None, "pvc-old", "", "", None, False),
+    (NODE_A, "update", "persistentvolumes", None, "pv-1", "", "", None, False),
     (NODE_A, "create", "serviceaccounts", "default", "builder", "token", "", None, True),
     (NODE_A, "create", "serviceaccounts", "default", "admin", "token", "", None, False),
     (NODE_A, "list", "services", None, None, "", "", None, True),
@@ -137,7 +140,7 @@ def test_pod_references():
 
 
 def test_labels_a_node_may_set_on_itself():
-    from k3py.server.noderestriction import label_allowed_for_node
+    from k3py.api.nodelabels import label_allowed_for_node
     for ok in ("site", "example.com/rack", "kubernetes.io/hostname", "kubernetes.io/arch",
                "topology.kubernetes.io/zone", "node.kubernetes.io/instance-type",
                "kubelet.kubernetes.io/x", "node.kubernetes.io/anything"):
