@@ -1,5 +1,6 @@
 """`k3py agent`: join, then run edgehub, metamanager, the device twin and its MQTT event bus,
-the pod syncer, the node's service networking and ingress proxy, and node heartbeats.
+the pod syncer, the local-path volume cleanup, the node's service networking and ingress
+proxy, and node heartbeats.
 
 `run(config)` is the blocking CLI entry (one clear error line and exit 1 on a join problem);
 `start_agent(config)` also starts the same agent inside the server's event loop (embedded)."""
@@ -30,6 +31,7 @@ from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime import images
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_
+from k3py.agent.storage.cleanup import VolumeCleanup
 from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
 from k3py.config import AgentConfig
@@ -52,6 +54,7 @@ class AgentHandle:
     runtime: LibpodAPI
     devices: DeviceManager
     network: NetworkManager
+    volumes: VolumeCleanup
     metrics: MetricsReporter
     ingress: IngressManager
 
@@ -61,6 +64,7 @@ class AgentHandle:
         await self.devices.stop()
         await self.ingress.stop()
         await self.network.stop()
+        await self.volumes.stop()
         await self.pods.stop()
         await self.hub.stop()
         await self.meta.close()
@@ -130,6 +134,8 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
                      node_name=node_name, host_ip=node_ip, server_url=config.server)
     network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster)
+    volumes = VolumeCleanup(meta, hub.send, node_name=node_name,
+                            storage_path=config.local_storage_path)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
     metrics = MetricsReporter(runtime, node_name, config.metrics_resolution, hub.send_live)
     ingress = IngressManager(meta, node_name=node_name, http_port=config.ingress_http_port,
@@ -140,11 +146,12 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     ingress.start()
     hub.start()
     pods.start()
+    volumes.start()
     reporter.start()
     metrics.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
     return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
-                       network, metrics, ingress)
+                       network, volumes, metrics, ingress)
 
 
 async def _main(config: AgentConfig) -> int:
