@@ -310,8 +310,12 @@ rm -f '$UNIT' '$ENV_FILE'
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
 fi
-# the shared parts go with the last k3py service
+# the shared parts go with the last k3py service; a binary no other service runs goes now
 if ls '$SYSTEMD_DIR'/k3py*.service >/dev/null 2>&1; then
+    if ! grep -qs '^ExecStart=$BIN_DIR/k3py ' '$SYSTEMD_DIR'/k3py*.service; then
+        [ -L '$BIN_DIR/kubectl' ] && [ "\$(readlink '$BIN_DIR/kubectl')" = k3py ] && rm -f '$BIN_DIR/kubectl'
+        rm -f '$BIN_DIR/k3py' '$KILLALL'
+    fi
     rm -f "\$0"
     echo "[k3py] uninstalled $SYSTEM_NAME (other k3py services remain)"
     exit 0

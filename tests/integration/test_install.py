@@ -79,7 +79,7 @@ def in_throwaway_root(tmp: Path, mirror: Path, script: str) -> subprocess.Comple
         cd "{mirror}"
         python3 -m http.server --bind 127.0.0.1 {port} >/dev/null 2>&1 &
         MIRROR_PID=$!
-        trap 'kill $MIRROR_PID 2>/dev/null' EXIT
+        trap 'kill $MIRROR_PID 2>/dev/null || true' EXIT
         i=0; until curl -sf -o /dev/null http://127.0.0.1:{port}/install.sh; do
             i=$((i+1)); [ $i -lt 100 ] || exit 9; sleep 0.1; done
         MIRROR=http://127.0.0.1:{port}
@@ -156,3 +156,39 @@ def test_agent_install_needs_url_and_token(mirror, tmp_path):
     assert 'K3PY_URL="https://192.0.2.1:6443"' in out.stdout, text
     assert 'K3PY_TOKEN="secret"' in out.stdout, text
     assert "ExecStart=/usr/local/bin/k3py agent '--node-label' 'site=pole7'" in out.stdout, text
+
+
+def test_airgapped_agent_joins_the_installed_server(mirror, tmp_path):
+    """K3s's air-gap steps: the binary is put in INSTALL_K3PY_BIN_DIR by hand and
+    INSTALL_K3PY_SKIP_DOWNLOAD=true installs an agent from it with the mirror gone; the agent
+    joins the server installed before it and its Node turns Ready."""
+    out = in_throwaway_root(tmp_path, mirror, f"""
+        curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - server \\
+            --disable-agent
+        TOKEN=$(/usr/local/bin/k3py token)
+        mkdir -p /opt/airgap-bin
+        cp "{mirror}/k3py-amd64" /opt/airgap-bin/k3py
+        chmod 0755 /opt/airgap-bin/k3py
+        kill $MIRROR_PID  # nothing left to download from
+        INSTALL_K3PY_SKIP_DOWNLOAD=true INSTALL_K3PY_BIN_DIR=/opt/airgap-bin \\
+            INSTALL_K3PY_NAME=edge INSTALL_K3PY_SKIP_PODMAN=true \\
+            K3PY_URL=https://127.0.0.1:6443 K3PY_TOKEN="$TOKEN" \\
+            sh "{mirror}/install.sh" --node-name pole7 --node-ip 127.0.0.1
+        i=0
+        until kubectl --kubeconfig /etc/k3py/k3py.yaml get node pole7 \\
+                -o 'jsonpath={{.status.conditions[?(@.type=="Ready")].status}}' 2>/dev/null \\
+                | grep -q True; do
+            i=$((i+1)); [ $i -lt 240 ] || break; sleep 0.5
+        done
+        kubectl --kubeconfig /etc/k3py/k3py.yaml get node pole7 --no-headers | sed 's/^/NODE /'
+        /opt/airgap-bin/k3py-edge-uninstall.sh
+        /usr/local/bin/k3py-test-uninstall.sh
+        ls /opt/airgap-bin/k3py* /usr/local/bin/k3py* /etc/systemd/system/k3py* /etc/k3py \\
+            "$K3PY_DATA_DIR" 2>/dev/null | sed 's/^/LEFT /' || true
+        pgrep -f 'k3py (server|agent)' | sed 's/^/PROC /' || true
+    """)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "using the existing /opt/airgap-bin/k3py" in out.stdout, text
+    assert "NODE pole7" in out.stdout and " Ready " in out.stdout, text
+    assert "LEFT" not in out.stdout and "PROC" not in out.stdout, text
