@@ -17,17 +17,15 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from k3py.api import errors
 from k3py.api.ingress import (
     ADDON,
-    ADDON_ANNOTATION,
-    CLASS_NAME,
     TLS_SECRET_TYPE,
     ingress_class,
     served,
     tls_secret_names,
 )
 from k3py.api.objects import name_of, namespace_of
+from k3py.server.controllers.addonobjects import ensure_addon_object
 from k3py.server.controllers.base import Controller, ControllerContext, object_key, split_key
 from k3py.server.registry import Registry
 
@@ -40,22 +38,9 @@ GROUP = "networking.k8s.io"
 
 
 async def ensure_ingress_class(registry: Registry, enabled: bool) -> None:
-    """At server start: create the `k3py` IngressClass when missing (an edited one is kept);
-    with --disable ingress, remove the one k3py made (a user's own class of that name stays)."""
-    res = registry.resources.get(GROUP, "v1", "ingressclasses")
-    cur = await registry.try_get(res, None, CLASS_NAME)
-    if not enabled:
-        if cur is not None and ((cur.get("metadata") or {}).get("annotations") or {}).get(
-                ADDON_ANNOTATION) == ADDON:
-            await registry.delete(res, None, CLASS_NAME, {})
-            log.info("ingress disabled: removed IngressClass %s", CLASS_NAME)
-        return
-    if cur is None:
-        try:
-            await registry.create(res, None, ingress_class())
-        except errors.StatusError as e:
-            if e.code != 409:  # another server of the same datastore made it
-                raise
+    """At server start: the `k3py` IngressClass (see addonobjects)."""
+    await ensure_addon_object(registry, registry.resources.get(GROUP, "v1", "ingressclasses"),
+                              ingress_class(), ADDON, enabled)
 
 
 @dataclass(frozen=True, order=True)

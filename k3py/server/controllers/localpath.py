@@ -16,6 +16,7 @@ import os
 
 from k3py.api import errors
 from k3py.api.localpath import ANN_PROVISIONED_BY, CLEANUP_FINALIZER, PROVISIONER, directory_name
+from k3py.server.controllers.addonobjects import ADDON_ANNOTATION, ensure_addon_object
 from k3py.server.controllers.base import Controller, ControllerContext, split_key
 from k3py.server.controllers.volumematch import (
     ANN_BETA_STORAGE_PROVISIONER,
@@ -37,7 +38,6 @@ log = logging.getLogger("k3py.controllers.localpath")
 CLASS_NAME = "local-path"
 COMPONENT = f"{PROVISIONER}_k3py"
 # marks the StorageClass as the one k3py deployed, so --disable local-storage removes only it
-ANN_ADDON = "k3py.io/addon"
 ADDON = "local-storage"  # its --disable name
 _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
@@ -45,27 +45,16 @@ _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 def local_path_class() -> dict:
     return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": CLASS_NAME,
-                         "annotations": {ANN_DEFAULT_CLASS: "true", ANN_ADDON: ADDON}},
+                         "annotations": {ANN_DEFAULT_CLASS: "true", ADDON_ANNOTATION: ADDON}},
             "provisioner": PROVISIONER, "reclaimPolicy": "Delete",
             "volumeBindingMode": WAIT_FOR_CONSUMER}
 
 
 async def ensure_local_path_class(registry: Registry, enabled: bool) -> None:
-    """At server start: create the class when it is missing (an edited one is kept); with
-    --disable local-storage, remove the one k3py made (a user's own `local-path` stays)."""
-    res = registry.resources.get("storage.k8s.io", "v1", "storageclasses")
-    cur = await registry.try_get(res, None, CLASS_NAME)
-    if not enabled:
-        if cur is not None and annotations(cur).get(ANN_ADDON) == ADDON:
-            await registry.delete(res, None, CLASS_NAME, {})
-            log.info("local-storage disabled: removed StorageClass %s", CLASS_NAME)
-        return
-    if cur is None:
-        try:
-            await registry.create(res, None, local_path_class())
-        except errors.StatusError as e:
-            if e.code != 409:  # another server of the same datastore made it
-                raise
+    """At server start: the `local-path` StorageClass (see addonobjects)."""
+    await ensure_addon_object(registry,
+                              registry.resources.get("storage.k8s.io", "v1", "storageclasses"),
+                              local_path_class(), ADDON, enabled)
 
 
 def volume_name(claim: dict) -> str:
