@@ -5,8 +5,8 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 PY="${PYTHON:-python3}"
-"$PY" -m ruff check k3py tests bench examples 2>/dev/null || {
-  "$PY" -m ruff check k3py tests bench examples; exit 1; }
+"$PY" -m ruff check k3py tests bench examples tools 2>/dev/null || {
+  "$PY" -m ruff check k3py tests bench examples tools; exit 1; }
 # The layering contracts in pyproject.toml ([tool.importlinter]); quiet unless one is broken.
 lint_imports() {
   "$PY" -c 'from importlinter.cli import lint_imports_command; lint_imports_command()' \
