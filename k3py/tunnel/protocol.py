@@ -68,10 +68,12 @@ HEARTBEAT = 10.0  # seconds between websocket pings, both ends
 
 # the kinds sent down (resource keys' plural, the keys of a sync snapshot's content)
 POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/podtokens.py)
-# services and endpointslices go to every node (its DNS and service rules, offline too)
+# services and endpointslices go to every node (its DNS and service rules, offline too), and
+# the nodes' routing view (name, pod CIDRs, addresses: server/edge/downstream.node_route_view)
+# for the pod network's routes
 DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,
-              "services", "endpointslices")
-CLUSTER_WIDE_KINDS = ("services", "endpointslices")
+              "services", "endpointslices", "nodes")
+CLUSTER_WIDE_KINDS = ("services", "endpointslices", "nodes")
 
 # ---------------------------------------------------------------- device status (node to server)
 # A reliable GROUP_RESOURCE message, operation OP_UPDATE, resource

@@ -90,7 +90,7 @@ class Node:
 
     def load(self, services, slices) -> None:
         script = proxy.build_ruleset(proxy.service_ports(services, slices, "n1"),
-                                     cluster_cidr="10.42.0.0/16")
+                                     pod_cidrs=("10.42.0.0/16",))
         asyncio.run(proxy.apply(script, netns=self.ns.name))
 
     def client(self, host, port, proto="tcp", n=1) -> list[str]:
