@@ -21,7 +21,7 @@ import pytest
 
 from k3py.config import podman_storage_args
 from tests.harness import ServerProcess, clean_env, wait_for
-from tests.integration.agents import IMAGE, build_test_image
+from tests.integration.agents import IMAGE, build_test_image, remove_pod_networks
 from tests.integration.netns import NetNS, require_netns
 
 __all__ = ["Agent", "Cluster", "two_agent_cluster"]
@@ -69,15 +69,6 @@ class Agent:
                               f"label=io.k3py.node={self.name}"],
                              capture_output=True, text=True, check=True, timeout=60)
         return sorted(out.stdout.split())
-
-    def remove_pod_networks(self) -> None:
-        """The agent's pod network (k3py-<cluster>-<node>): podman keeps network
-        definitions host-wide, so one left over would hold its subnet for good."""
-        out = subprocess.run([*self.podman, "network", "ls", "--format", "{{.Name}}"],
-                             capture_output=True, text=True, timeout=60)
-        for net in out.stdout.split():
-            if net.startswith("k3py-") and net.endswith(f"-{self.name}"):
-                self.ns.run([*self.podman, "network", "rm", "-f", net], timeout=60)
 
     def connected_since(self, since: float) -> bool:
         import datetime as dt
@@ -202,7 +193,7 @@ def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool 
             for pod_id in ids:
                 ag.ns.run([*ag.podman, "pod", "rm", "-f", "-t", "0", pod_id], timeout=60)
             subprocess.run([*ag.podman, "rmi", "-a", "-f"], capture_output=True)
-            ag.remove_pod_networks()
+            remove_pod_networks(ag.name, tuple(ag.podman), ag.ns)
         for ns in reversed(made):
             ns.destroy()
         for ag in agents.values():
