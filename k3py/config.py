@@ -77,6 +77,7 @@ class NodeConfig:
     mqtt_bind: str = "127.0.0.1"  # the embedded broker's address
     mqtt_port: int = 1883
     device_offline_after: float = 0.0  # seconds of mapper silence; 0 = 3 x its report cycle
+    metrics_resolution: float = 15.0  # seconds between usage reports (agent/metrics.py)
 
     @property
     def effective_node_name(self) -> str:
@@ -132,6 +133,7 @@ class ServerConfig(NodeConfig):
     https_listen_port: int = 6443
     advertise_address: str = ""  # "" = node-ip or the default route's address
     tls_san: tuple[str, ...] = ()
+    server: str = ""  # https://FIRST:6443: join that server's cluster (needs the datastore)
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
     cluster_cidr: str = "10.42.0.0/16"  # pod CIDRs of the nodes (controllers/nodeipam.py)
@@ -150,6 +152,11 @@ class ServerConfig(NodeConfig):
     datastore_keyfile: str = ""
     compact_interval: float = 300.0  # seconds between store compactions
     compact_min_retain: int = 1000  # revisions compaction always keeps
+    # controllers and scheduler on one server at a time (on a shared datastore), as upstream's
+    # --leader-elect-* flags of kube-controller-manager and kube-scheduler
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
     node_eviction_timeout: float = 0.0  # 0 = never evict pods of unreachable nodes
     secrets_encryption: bool = True  # Secrets AES-GCM encrypted at rest (store/encryption.py)
     max_requests_inflight: int = 400  # read-only requests at once (apiserver/limits.py)
@@ -159,6 +166,14 @@ class ServerConfig(NodeConfig):
     audit_policy_file: str = ""  # "" = every request at Metadata level
     audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
     audit_log_maxbackup: int = 10  # rotated files kept
+    # "name=number" (seconds for durations), checked by the flag table
+    kube_controller_manager_arg: tuple[str, ...] = ()
+
+    @property
+    def controller_manager_options(self) -> dict[str, float]:
+        """--kube-controller-manager-arg as {name: number}."""
+        return {k: float(v) for k, _, v in
+                (item.partition("=") for item in self.kube_controller_manager_arg)}
 
     @property
     def server_dir(self) -> str:

@@ -52,8 +52,10 @@ class ServerProcess:
     """A real `python -m k3py server` child process."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None,
-                 extra_args: list[str] | None = None, env: dict | None = None) -> None:
+                 extra_args: list[str] | None = None, env: dict | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.data_dir = Path(data_dir)
+        self.host = host  # a loopback address: several servers may share one port
         self.port = port or free_port()
         self.kubeconfig = self.data_dir / "kubeconfig.yaml"
         self.extra_args = extra_args or []
@@ -63,11 +65,11 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "k3py", "server", "--data-dir", str(self.data_dir),
-                "--bind-address", "127.0.0.1", "--https-listen-port", str(self.port),
+                "--bind-address", self.host, "--https-listen-port", str(self.port),
                 "--write-kubeconfig", str(self.kubeconfig), "--disable-agent",
                 *self.extra_args]
 

@@ -3,6 +3,9 @@ reconnects with exponential backoff + jitter (capped at 10 s), ACKs after persis
 While the server's address does not answer at all (a cut link), a TCP probe a second decides
 when to dial, so the tunnel is back within about a second of the link.
 
+When the server does not answer, the tunnel fails over to the cluster's other servers (the
+endpoints of the `kubernetes` Service, as K3s's agent load balancer learns them).
+
 Down messages go to metamanager (persist, then ACK); stream requests go to `stream_handlers`
 by operation; up messages (`send`) are queued in meta.db until cloudhub ACKs them. The paths,
 headers and stream names both ends share are k3py.tunnel.protocol's."""
@@ -40,7 +43,7 @@ from k3py.tunnel.message import (
 from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_ERROR, HEARTBEAT, RESUME_HEADER, TUNNEL_PATH
 from k3py.tunnel.reliability import RESEND_AFTER, Backoff, ReceivedWindow, SendQueue
 
-__all__ = ["EdgeHub"]
+__all__ = ["EdgeHub", "server_urls"]
 
 log = logging.getLogger("k3py.edgehub")
 
@@ -58,7 +61,8 @@ class EdgeHub:
     def __init__(self, *, server: str, ssl_context: ssl.SSLContext, meta: MetaManager,
                  session: aiohttp.ClientSession, backoff: Backoff | None = None,
                  headers: dict[str, str] | None = None, node_name: str = "") -> None:
-        self.url = server.rstrip("/") + TUNNEL_PATH
+        self.configured = server.rstrip("/")  # --server: the first choice
+        self.server = self.configured  # the server dialled now (failover moves it)
         self.headers = dict(headers or {})  # sent on every dial (the node password)
         # set when the server refuses this node for good (409: its name went to another
         # machine); dialling stops and `refused` says why
@@ -86,6 +90,28 @@ class EdgeHub:
         self._dropped_reported = 0
         self._dropped_reports = 0
         self._started = time.time()
+
+    @property
+    def url(self) -> str:
+        return self.server + TUNNEL_PATH
+
+    def servers(self) -> list[str]:
+        """--server, then every server of the cluster: the addresses of the `kubernetes`
+        Service's EndpointSlice, as the server sent it down (K3s's agent load balancer). With
+        one address there, there is one server, reached as --server says (its advertised
+        address may not be one this node can reach)."""
+        return server_urls(self.configured,
+                           self.meta.get("endpointslices", "default", "kubernetes"))
+
+    def _fail_over(self) -> bool:
+        """Dial the next server of the cluster from now on; False when there is no other."""
+        servers = self.servers()
+        if len(servers) < 2:
+            return False
+        at = servers.index(self.server) if self.server in servers else -1
+        self.server = servers[(at + 1) % len(servers)]
+        log.info("trying server %s", self.server)
+        return True
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -162,10 +188,11 @@ class EdgeHub:
             return
         await asyncio.sleep(max(0.0, delay))
 
-    async def _probe(self) -> bool:
-        """True if the server's address answers a TCP connect (accepted or refused) within
-        PROBE_EVERY; False if nothing answers (link down, no route)."""
-        url = URL(self.url)
+    async def _probe(self, server: str = "") -> bool:
+        """True if the server's address (`server`, else the one dialled now) answers a TCP
+        connect (accepted or refused) within PROBE_EVERY; False if nothing answers (link down,
+        no route)."""
+        url = URL(server or self.server)
         try:
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection(url.host, url.port), PROBE_EVERY)
@@ -180,12 +207,20 @@ class EdgeHub:
 
     async def _await_answer(self) -> None:
         """Probe once a second until the server's address answers: the dial follows at once
-        (reconnect attempts themselves still back off: a refused or failing dial does)."""
+        (reconnect attempts themselves still back off: a refused or failing dial does). With
+        several servers, all are probed at once and the dial goes to the current one if it
+        answers, else to the first that does."""
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            if await self._probe():
-                return
+            servers = [self.server, *(s for s in self.servers() if s != self.server)]
+            answers = await asyncio.gather(*(self._probe(s) for s in servers))
+            for server, answered in zip(servers, answers, strict=True):
+                if answered:
+                    if server != self.server:
+                        log.info("server %s answers; dialling it", server)
+                        self.server = server
+                    return
             await asyncio.sleep(max(0.0, PROBE_EVERY - (loop.time() - started)))
 
     async def _run(self) -> None:
@@ -210,11 +245,13 @@ class EdgeHub:
                     self.fatal.set()
                     return
                 self._failed(f"tunnel handshake refused: {e.status} {e.message}")
+                self._fail_over()
                 await self._retry_sleep(started)
                 continue
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 self._failed(f"cannot reach {self.url}: {e or type(e).__name__}")
-                await self._retry_sleep(started, _unreachable(e))
+                moved = self._fail_over()
+                await self._retry_sleep(started, _unreachable(e) and not moved)
                 continue
             self.connects += 1
             log.info("tunnel connected to %s", self.url)
@@ -337,6 +374,23 @@ class EdgeHub:
                 self._stream_inputs.pop(msg.id, None)
         self.stream_input(msg.id)
         self._stream_tasks[msg.id] = asyncio.create_task(run())
+
+
+def server_urls(configured: str, kubernetes_slice: dict | None) -> list[str]:
+    """`configured` first, then https://ADDRESS:PORT for each endpoint of the `kubernetes`
+    EndpointSlice when it has several, without repeats."""
+    out = [configured]
+    slice_ = kubernetes_slice or {}
+    addresses = [a for ep in slice_.get("endpoints") or [] for a in ep.get("addresses") or []]
+    ports = [p["port"] for p in slice_.get("ports") or [] if p.get("port")]
+    if len(addresses) < 2 or not ports:
+        return out
+    for addr in addresses:
+        host = f"[{addr}]" if ":" in addr else addr
+        url = f"https://{host}:{ports[0]}"
+        if url not in out:
+            out.append(url)
+    return out
 
 
 def _unreachable(e: BaseException) -> bool:

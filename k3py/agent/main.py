@@ -22,6 +22,7 @@ from k3py.agent.devices.manager import DeviceManager
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
+from k3py.agent.metrics import MetricsReporter
 from k3py.agent.network.manager import NetworkManager
 from k3py.agent.network.podnet import PodNetwork, network_name
 from k3py.agent.node import NodeReporter, node_object, parse_taint
@@ -51,8 +52,10 @@ class AgentHandle:
     runtime: LibpodAPI
     devices: DeviceManager
     network: NetworkManager
+    metrics: MetricsReporter
 
     async def stop(self) -> None:
+        await self.metrics.stop()
         await self.reporter.stop()
         await self.devices.stop()
         await self.network.stop()
@@ -131,15 +134,17 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                              pod_network=pod_network)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
     runtime.pod_network = network.pod_network  # the node's pod CIDR bridge
+    metrics = MetricsReporter(runtime, node_name, config.metrics_resolution, hub.send_live)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
     network.start()
     hub.start()
     pods.start()
     reporter.start()
+    metrics.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
     return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
-                       network)
+                       network, metrics)
 
 
 async def _main(config: AgentConfig) -> int:

@@ -9,7 +9,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Resource", "ResourceRegistry", "BUILTIN_RESOURCES", "ALL_VERBS", "builtin_registry"]
+__all__ = ["Resource", "ResourceRegistry", "BUILTIN_RESOURCES", "METRICS_RESOURCES", "ALL_VERBS",
+           "builtin_registry"]
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -111,8 +112,10 @@ BUILTIN_RESOURCES: tuple[Resource, ...] = (
     _r("batch", "v1", "Job", "jobs", categories=("all",), subresources=("status",)),
     _r("batch", "v1", "CronJob", "cronjobs", short_names=("cj",), categories=("all",),
        subresources=("status",)),
-    # autoscaling (stored only)
+    # autoscaling: v2 preferred; v1 objects are converted (k3py.api.kinds.autoscaling)
     _r("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+       short_names=("hpa",), categories=("all",), subresources=("status",)),
+    _r("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
        short_names=("hpa",), categories=("all",), subresources=("status",)),
     # networking.k8s.io/v1
     _r("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",),
@@ -171,6 +174,14 @@ BUILTIN_RESOURCES: tuple[Resource, ...] = (
     # (k3py does not proxy to aggregated API servers)
     _r("apiregistration.k8s.io", "v1", "APIService", "apiservices", namespaced=False,
        categories=("api-extensions",), subresources=("status",)),
+)
+
+# metrics.k8s.io/v1beta1, as metrics-server serves it (get and list, from memory, never
+# stored): added by k3py.server.metrics unless --disable metrics-server
+METRICS_RESOURCES: tuple[Resource, ...] = (
+    _r("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", namespaced=False,
+       verbs=("get", "list")),
+    _r("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", verbs=("get", "list")),
 )
 
 # Where a resource in one group is stored under another (kube stores events.k8s.io events

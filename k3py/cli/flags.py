@@ -110,6 +110,12 @@ def _non_negative(v: float) -> float:
     return v
 
 
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError("expected a number > 0")
+    return v
+
+
 def _unix_endpoint(v: str) -> str:
     if not v.startswith("unix:///"):
         raise ValueError("expected a podman API socket such as unix:///run/podman/podman.sock")
@@ -145,6 +151,39 @@ def _duration(v: str) -> float:
     if not m or float(m[1]) <= 0:
         raise ValueError("expected a duration such as 2s, 500ms or 1m")
     return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
+
+
+# the kube-controller-manager flags k3py's built-in controllers read (K3s passes any)
+_CONTROLLER_MANAGER_ARGS = ("horizontal-pod-autoscaler-sync-period",
+                            "horizontal-pod-autoscaler-downscale-stabilization",
+                            "horizontal-pod-autoscaler-tolerance")
+_GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
+_GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _controller_manager_args(items: tuple[str, ...]) -> tuple[str, ...]:
+    """name=value items; durations (Go form: 15s, 5m0s) and the tolerance become seconds
+    and a number, so the config reads plain floats."""
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if key not in _CONTROLLER_MANAGER_ARGS or not eq:
+            raise ValueError(f"expected name=value with name one of "
+                             f"{', '.join(_CONTROLLER_MANAGER_ARGS)}, got {item!r}")
+        if key.endswith("tolerance"):
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if number < 0:
+                raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
+        elif _GO_DURATION.fullmatch(value):
+            number = sum(float(n) * _GO_UNITS[u]
+                         for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value))
+        else:
+            raise ValueError(f"{key}: expected a duration such as 15s or 5m0s, got {value!r}")
+        out.append(f"{key}={number:g}")
+    return tuple(out)
 
 
 def _broker_url(v: str) -> str:
@@ -192,7 +231,7 @@ _NOT_YET_COMPONENTS = {
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("local-storage",)
+_COMPONENTS = ("local-storage", "metrics-server")
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
@@ -275,7 +314,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token", str, "(cluster) Shared secret used to join agents to the cluster",
          short="t"),
     Flag("token-file", str, "(cluster) File containing the token"),
-    Flag("server", str, "(cluster) Server to connect to", (AGENT, SECRETS), short="s",
+    Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
+         "cluster, whose CAs and token it takes from the shared datastore)",
+         (*_BOTH, SECRETS), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
@@ -291,10 +332,20 @@ FLAGS: tuple[Flag, ...] = (
          (SERVER,), check=_non_negative),
     Flag("compact-min-retain", int, "(db) Number of newest revisions compaction always keeps",
          (SERVER,), check=_non_negative),
+    Flag("leader-elect-lease-duration", float, "(db) Seconds a server's leadership of the "
+         "controllers or the scheduler lasts without renewal before another server takes over",
+         (SERVER,), check=_positive),
+    Flag("leader-elect-renew-deadline", float, "(db) Seconds the leader keeps trying to renew "
+         "before it stops its controllers", (SERVER,), check=_positive),
+    Flag("leader-elect-retry-period", float, "(db) Seconds between attempts to acquire or "
+         "renew leadership", (SERVER,), check=_positive),
     # components
     Flag("disable", list, "(components) Do not deploy packaged components "
          f"({', '.join((*_COMPONENTS, *_NOT_YET_COMPONENTS))})", (SERVER,), check=_components,
          not_implemented_values=tuple(_NOT_YET_COMPONENTS.items())),
+    Flag("kube-controller-manager-arg", list, "(flags) Customized flag for the built-in "
+         "controllers, as for kube-controller-manager (k3py reads "
+         f"{', '.join(_CONTROLLER_MANAGER_ARGS)})", (SERVER,), check=_controller_manager_args),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
     Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
@@ -352,6 +403,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
          "goes offline (2s, 500ms, 1m)", check=_duration,
          default_help="3 x the device's report cycle"),
+    Flag("metrics-resolution", str, "(agent/node) How often the node reports its and its "
+         "pods' CPU and memory usage, for kubectl top and autoscaling (15s, 2s)",
+         check=_duration, default_help="15s"),
 )
 
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
@@ -592,6 +646,10 @@ def _token(values: dict[str, Any]) -> str:
 def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
     values = parse(argv, SERVER, environ)
     values["token"] = _token(values)
+    if values.get("server") and not values.get("datastore_endpoint"):
+        raise UsageError("--server on a server joins another server's cluster through their "
+                         "shared datastore: add that cluster's --datastore-endpoint (servers "
+                         "on the embedded SQLite store cannot share a cluster)")
     config = _build(ServerConfig, values)
     _check_pod_network(config)
     return config

@@ -17,6 +17,7 @@ from k3py.api import apply as applylib
 from k3py.api import decoding, errors, kinds, schema, selectors, structural
 from k3py.api import patch as patchlib
 from k3py.api.errors import Cause
+from k3py.api.kinds import autoscaling
 from k3py.api.objects import deepcopy
 from k3py.api.resources import Resource
 
@@ -211,6 +212,8 @@ class AdmissionChain:
             out = step.fn(res, obj)
             if out is not None:
                 return out
+        if (res.group, res.kind) == (autoscaling.GROUP, autoscaling.KIND):
+            return autoscaling.to_v1(obj) if res.version == "v1" else autoscaling.to_v2(obj)
         if res.kind == "Event" and obj.get("kind") == "Event":
             if res.group == "events.k8s.io" and obj.get("apiVersion") == "v1":
                 return _convert_event(obj, to_core=False)

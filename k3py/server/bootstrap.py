@@ -9,26 +9,31 @@ in one process never see each other's. Kept apart from main.py so each step read
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import socket
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from k3py.server import admission, crds
+from k3py.hostinfo import machine_secret
+from k3py.server import admission, crds, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
 from k3py.server.controllers import localpath, service
+from k3py.server.controllers.apiendpoints import APIServerEndpoints
 from k3py.server.controllers.base import (
-    Controller,
     ControllerContext,
     EventRecorder,
     InformerFactory,
 )
 from k3py.server.controllers.defaultclass import DefaultStorageClass
-from k3py.server.controllers.manager import start_controllers as start_builtin_controllers
+from k3py.server.controllers.manager import CONTROLLERS, EVERY_SERVER, SCHEDULER, start_group
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.noderestriction import NodeRestriction
 from k3py.server.podsecurity import PodSecurityAdmission
@@ -47,10 +52,12 @@ from k3py.tunnel.protocol import TUNNEL_PATH
 
 __all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
            "install_authenticators", "install_rbac", "install_routes", "start_controllers",
-           "ensure_namespaces", "disabled_controllers", "SYSTEM_NAMESPACES"]
+           "ensure_namespaces", "disabled_controllers", "install_metrics", "SYSTEM_NAMESPACES"]
 
 log = logging.getLogger("k3py.server")
 
+CONTROLLER_MANAGER_LEASE = "kube-controller-manager"
+SCHEDULER_LEASE = "kube-scheduler"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -115,7 +122,8 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
     await plugins.crds.load()
     await plugins.services.rebuild()
     await service.ensure_kubernetes_service(registry, plugins.services.kubernetes_ip,
-                                            advertise, config.https_listen_port)
+                                            advertise, config.https_listen_port,
+                                            endpoints=not config.datastore_endpoint)
     await service.ensure_dns_service(registry, config.cluster_dns_ip, config.cluster_domain)
     await localpath.ensure_local_path_class(registry, localpath.ADDON not in config.disable)
 
@@ -135,11 +143,18 @@ def install_rbac(api: ApiServer, registry: Registry, informers: InformerFactory)
     Reviews(api.authorizer, rbac).install(api.create_only)
 
 
+def install_metrics(api: ApiServer, informers: InformerFactory,
+                    config) -> metrics.UsageStore | None:
+    """metrics.k8s.io served from the nodes' usage reports, unless --disable metrics-server."""
+    return metrics.install(api, informers, metrics.ADDON in config.disable)
+
+
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config,
-                   informers: InformerFactory, issuer: TokenIssuer) -> None:
+                   informers: InformerFactory, issuer: TokenIssuer,
+                   usage: metrics.UsageStore | None = None) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     nodeauth.install_from_config(app, config, registry)
-    hub = CloudHub(registry, api.authenticator, issuer, informers=informers)
+    hub = CloudHub(registry, api.authenticator, issuer, informers=informers, usage=usage)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
 
@@ -152,25 +167,64 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.on_cleanup.append(stop_hub)
 
 
+# --kube-controller-manager-arg name -> the ctx.extra key its controller reads
+_CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period",
+                       "horizontal-pod-autoscaler-downscale-stabilization":
+                           "hpa_downscale_stabilization",
+                       "horizontal-pod-autoscaler-tolerance": "hpa_tolerance"}
+
+
 def disabled_controllers(config) -> frozenset[str]:
     """The built-in controllers a --disable'd component turns off."""
     return frozenset({"LocalPathProvisioner"} if localpath.ADDON in config.disable else ())
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
-                            informers: InformerFactory) -> list[Controller | ManifestDeployer]:
+                            informers: InformerFactory, usage: metrics.UsageStore | None = None
+                            ) -> list[Stoppable]:
+    """What every server runs (CRDs served, APIService availability, its manifests), and the
+    controllers and the scheduler: on a shared datastore each under its Lease, on one server
+    at a time (upstream's kube-controller-manager and kube-scheduler leases)."""
+    extra = {"api_endpoint": (advertise, config.https_listen_port), "usage": usage}
+    extra.update({_CONTROLLER_OPTIONS[k]: v
+                  for k, v in config.controller_manager_options.items()})
     ctx = ControllerContext(registry=registry, informers=informers,
-                            recorder=EventRecorder(registry), config=config,
-                            extra={"api_endpoint": (advertise, config.https_listen_port)})
-    started: list[Controller | ManifestDeployer] = [
-        *await start_builtin_controllers(ctx, disabled_controllers(config))]
+                            recorder=EventRecorder(registry), config=config, extra=extra)
+    disabled = disabled_controllers(config)
+    started: list[Stoppable] = [await start_group(ctx, EVERY_SERVER, disabled)]
     crd = crds.CRDController(ctx, plugins.crds)
     await crd.start()
     started.append(crd)
-    aggregation = AggregationController(ctx)
-    await aggregation.start()
-    started.append(aggregation)
+    if config.datastore_endpoint:  # the kubernetes Service's endpoints: every server
+        endpoints = APIServerEndpoints(registry, server_id(config), advertise,
+                                       config.https_listen_port)
+        await endpoints.start()
+        started.append(endpoints)
+    elected = ((CONTROLLER_MANAGER_LEASE, CONTROLLERS, (AggregationController,)),
+               (SCHEDULER_LEASE, SCHEDULER, ()))
+    for lease, entries, more in elected:
+        start = functools.partial(start_group, ctx, entries, disabled, more=more)
+        if not config.datastore_endpoint:  # alone on its store: nobody to elect against
+            started.append(await start())
+            continue
+        elector = LeaderElector(registry, lease, leader_identity(config), start_group=start,
+                                times=ElectionTimes(config.leader_elect_lease_duration,
+                                                    config.leader_elect_renew_deadline,
+                                                    config.leader_elect_retry_period))
+        elector.start()
+        started.append(elector)
     deployer = ManifestDeployer(registry, config.manifests_dir)
     await deployer.start()
     started.append(deployer)
     return started
+
+
+def server_id(config) -> str:
+    """A random id kept in the data dir: names this server's Leases, the same after a
+    restart, so a server that crashed while leading takes its Leases back at once."""
+    return machine_secret(os.path.join(config.server_dir, "server-id"), 8)
+
+
+def leader_identity(config) -> str:
+    """hostname_<server id>, upstream's form of a leader's identity."""
+    return f"{socket.gethostname()}_{server_id(config)}"

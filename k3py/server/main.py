@@ -19,10 +19,11 @@ from typing import Protocol
 
 from aiohttp import web
 
+from k3py import pki
 from k3py.api.resources import builtin_registry
 from k3py.config import ServerConfig, redact_endpoint
 from k3py.hostinfo import primary_ip, sd_notify
-from k3py.server import bootstrap, secretsencrypt
+from k3py.server import bootstrap, bootstrapdata, secretsencrypt
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
@@ -110,15 +111,35 @@ async def _open_store(config: ServerConfig) -> Backend:
         await backend.start()
     except StoreError as e:
         raise StartupError(str(e)) from None
-    log.info("datastore: %s", redact_endpoint(config.datastore_endpoint))
     return backend
+
+
+async def _cluster_identity(backend: Backend, config: ServerConfig, sans: list[str],
+                            ips: list[str]) -> tuple[pki.Pki, EncryptionKeys]:
+    """The CAs, certificates, join token and secrets-encryption keys. On a shared datastore
+    they come from its bootstrap data (bootstrapdata.py), or this first server writes them
+    there; if another server wrote first meanwhile, this one takes theirs."""
+    for _ in range(2):
+        if config.datastore_endpoint:
+            try:
+                await bootstrapdata.load(backend, config)
+            except bootstrapdata.BootstrapError as e:
+                raise StartupError(str(e)) from None
+        bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips,
+                                service_ip=config.kubernetes_service_ip)
+        # the join token file; nodeauth reads it back when it installs the join route
+        token = pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
+        keys = EncryptionKeys.load_or_create(config.encryption_config_path,
+                                             enable=config.secrets_encryption)
+        if not config.datastore_endpoint or await bootstrapdata.save(backend, config, token):
+            return bundle, keys
+    raise StartupError("another server kept rewriting the datastore's bootstrap data; "
+                       "start this server again")
 
 
 async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                 started: asyncio.Future | None = None) -> RunningServer:
     """Start everything; returns once serving. Call `shutdown` to stop."""
-    from k3py import pki
-
     _check_data_dir(config.data_dir)
     _check_port(config.bind_address, config.https_listen_port)
     _check_cluster_dns(config)
@@ -132,14 +153,15 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     ips = ["127.0.0.1", advertise]
     if config.bind_address not in ("0.0.0.0", "::", ""):
         ips.append(config.bind_address)
-    bundle = pki.ensure_pki(config.tls_dir, sans=sans, ips=ips,
-                            service_ip=config.kubernetes_service_ip)
-    # the join token file; nodeauth reads it back when it installs the join route
-    pki.ensure_token(config.token_path, bundle.ca_cert_pem, config.token)
+    try:
+        bundle, keys = await _cluster_identity(backend, config, sans, ips)
+    except BaseException:
+        await backend.close()
+        raise
+    if config.datastore_endpoint:  # logged once it is known to be usable with this token
+        log.info("datastore: %s", redact_endpoint(config.datastore_endpoint))
 
     resources = builtin_registry()
-    keys = EncryptionKeys.load_or_create(config.encryption_config_path,
-                                         enable=config.secrets_encryption)
     secrets = resources.find("", "secrets")
     assert secrets is not None
     encrypting = EncryptingBackend(backend, keys, resources.storage_prefix(secrets)) \
@@ -168,7 +190,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         async def close_audit(_app: web.Application) -> None:
             audit.close()
         app.on_cleanup.append(close_audit)
-    bootstrap.install_routes(app, api, registry, config, informers, issuer)
+    usage = bootstrap.install_metrics(api, informers, config)
+    bootstrap.install_routes(app, api, registry, config, informers, issuer, usage)
     secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -183,7 +206,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
                              admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
-                                                    informers)
+                                                    informers, usage)
     api.ready = True
     log.info("k3py server is ready at %s (node token in %s)", url, config.token_path)
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,

@@ -15,6 +15,7 @@ __all__ = [
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
     "POD_TOKENS_KIND", "DOWN_KINDS",
     "DEVICES_KIND", "DEVICE_STATUS", "device_status_resource", "ReportedValue", "DeviceReport",
+    "METRICS_KIND", "metrics_resource", "Usage", "PodUsage", "UsageReport",
     "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD",
     "FRAME_DATA", "FRAME_EXIT", "FRAME_ERROR", "FRAME_CLOSE",
     "FRAME_STDIN", "FRAME_STDIN_CLOSE", "FRAME_RESIZE", "FRAME_DATA_CLOSE",
@@ -147,6 +148,95 @@ class DeviceReport:
                    {k: ReportedValue.from_content(v) for k, v in desired.items()},
                    state if isinstance(state, str) else None,
                    last if isinstance(last, str) else None)
+
+
+# ---------------------------------------------------------------- resource usage (node to server)
+# A live (never queued, never resent) GROUP_RESOURCE message, operation OP_UPDATE, resource
+# metrics_resource(node), content UsageReport.to_content(): the node's and its pods' CPU and
+# memory usage over the last window, every --metrics-resolution. The server keeps only the
+# newest report per node, in memory, as metrics-server keeps its last scrape.
+
+METRICS_KIND = "metrics"
+
+
+def metrics_resource(node: str) -> str:
+    """The resource key of a usage report: "metrics//<node>"."""
+    return f"{METRICS_KIND}//{node}"
+
+
+def _count(v: Any, what: str) -> int:
+    if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"{what} must be a number >= 0")
+    return int(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """CPU in nanocores (the average rate over the window) and memory in bytes (working set)."""
+
+    cpu: int
+    memory: int
+
+    def to_content(self) -> dict:
+        return {"cpu": self.cpu, "memory": self.memory}
+
+    @classmethod
+    def from_content(cls, c: Any) -> Usage:
+        """ValueError when `c` is not such an object."""
+        if not isinstance(c, dict):
+            raise ValueError("a usage is an object")
+        return cls(_count(c.get("cpu"), "cpu"), _count(c.get("memory"), "memory"))
+
+
+@dataclass(frozen=True, slots=True)
+class PodUsage:
+    """One pod's containers' usage, by container name."""
+
+    namespace: str
+    name: str
+    uid: str
+    containers: dict[str, Usage] = field(default_factory=dict)
+
+    def to_content(self) -> dict:
+        return {"namespace": self.namespace, "name": self.name, "uid": self.uid,
+                "containers": {k: v.to_content() for k, v in self.containers.items()}}
+
+    @classmethod
+    def from_content(cls, c: Any) -> PodUsage:
+        if not isinstance(c, dict) or not isinstance(c.get("containers"), dict):
+            raise ValueError("a pod usage is an object with containers")
+        names = [c.get(k) for k in ("namespace", "name", "uid")]
+        if not all(isinstance(n, str) and n for n in names):
+            raise ValueError("a pod usage needs a namespace, a name and a uid")
+        return cls(*names, {str(k): Usage.from_content(v)
+                            for k, v in c["containers"].items()})
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """timestamp: when the newer of the two samples was taken (seconds since the epoch);
+    window: seconds between the two samples the CPU rates come from."""
+
+    timestamp: float
+    window: float
+    node: Usage
+    pods: tuple[PodUsage, ...] = ()
+
+    def to_content(self) -> dict:
+        return {"timestamp": self.timestamp, "window": self.window,
+                "node": self.node.to_content(), "pods": [p.to_content() for p in self.pods]}
+
+    @classmethod
+    def from_content(cls, c: Any) -> UsageReport:
+        """ValueError when `c` is not a usage report."""
+        if not isinstance(c, dict) or not isinstance(c.get("pods", []), list):
+            raise ValueError("a usage report is an object with a list of pods")
+        ts, window = c.get("timestamp"), c.get("window")
+        if not isinstance(ts, int | float) or not isinstance(window, int | float) or \
+                window <= 0:
+            raise ValueError("a usage report needs a timestamp and a window > 0")
+        return cls(float(ts), float(window), Usage.from_content(c.get("node")),
+                   tuple(PodUsage.from_content(p) for p in c.get("pods") or []))
 
 
 # ---------------------------------------------------------------- streams

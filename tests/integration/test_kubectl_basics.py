@@ -196,8 +196,9 @@ def test_apiservices(server):
     out = server.kubectl("get", "apiservices").stdout.splitlines()
     assert out[0].split() == ["NAME", "SERVICE", "AVAILABLE", "AGE"]
     got = rows()
-    for name in ("v1.", "v1.apps", "v1.batch", "v2.autoscaling", "v1.rbac.authorization.k8s.io",
-                 "v1.apiextensions.k8s.io", "v1.shop.example.com"):
+    for name in ("v1.", "v1.apps", "v1.batch", "v2.autoscaling", "v1.autoscaling",
+                 "v1.rbac.authorization.k8s.io", "v1.apiextensions.k8s.io",
+                 "v1.shop.example.com", "v1beta1.metrics.k8s.io"):
         assert got[name][1:3] == ["Local", "True"], (name, got.get(name))
     core = server.kubectl_json("get", "apiservice", "v1.")
     assert core["spec"] == {"group": "", "version": "v1", "groupPriorityMinimum": 18000,
@@ -214,36 +215,39 @@ def test_apiservices(server):
     # a user's APIService for an aggregated server: stored, reported unavailable, its group
     # version answered 503
     metrics = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-               "metadata": {"name": "v1beta1.metrics.k8s.io"},
-               "spec": {"group": "metrics.k8s.io", "version": "v1beta1",
+               "metadata": {"name": "v1beta1.custom.metrics.k8s.io"},
+               "spec": {"group": "custom.metrics.k8s.io", "version": "v1beta1",
                         "groupPriorityMinimum": 100, "versionPriority": 100,
                         "insecureSkipTLSVerify": True,
-                        "service": {"name": "metrics-server", "namespace": "kube-system"}}}
+                        "service": {"name": "prometheus-adapter", "namespace": "kube-system"}}}
     server.kubectl("apply", "-f", "-", input=json.dumps(metrics))
     try:
-        wait_for(lambda: rows().get("v1beta1.metrics.k8s.io", [])[1:4] ==
-                 ["kube-system/metrics-server", "False", "(ServiceNotFound)"], 20, 0.3,
+        wait_for(lambda: rows().get("v1beta1.custom.metrics.k8s.io", [])[1:4] ==
+                 ["kube-system/prometheus-adapter", "False", "(ServiceNotFound)"], 20, 0.3,
                  "APIService reported ServiceNotFound")
-        obj = server.kubectl_json("get", "apiservice", "v1beta1.metrics.k8s.io")
+        obj = server.kubectl_json("get", "apiservice", "v1beta1.custom.metrics.k8s.io")
         assert obj["spec"]["service"]["port"] == 443
         cond = obj["status"]["conditions"][0]
-        assert cond["message"] == 'service/metrics-server in "kube-system" is not present'
-        out = server.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
+        assert cond["message"] == 'service/prometheus-adapter in "kube-system" is not present'
+        out = server.kubectl("get", "--raw", "/apis/custom.metrics.k8s.io/v1beta1/pods",
+                             check=False)
         assert out.returncode != 0
         assert "ServiceUnavailable" in out.stderr and "does not proxy" in out.stderr
         # the Service appears: the next reason (no endpoints) is reported
-        server.kubectl("create", "service", "clusterip", "metrics-server", "-n", "kube-system",
-                       "--tcp=443:4443")
-        wait_for(lambda: rows()["v1beta1.metrics.k8s.io"][2:4] != ["False",
-                                                                  "(ServiceNotFound)"],
+        server.kubectl("create", "service", "clusterip", "prometheus-adapter", "-n",
+                       "kube-system", "--tcp=443:4443")
+        wait_for(lambda: rows()["v1beta1.custom.metrics.k8s.io"][2:4] !=
+                 ["False", "(ServiceNotFound)"],
                  20, 0.3, "APIService status follows its Service")
-        assert rows()["v1beta1.metrics.k8s.io"][2] == "False"
+        assert rows()["v1beta1.custom.metrics.k8s.io"][2] == "False"
     finally:
-        server.kubectl("delete", "apiservice", "v1beta1.metrics.k8s.io", "--ignore-not-found")
-        server.kubectl("delete", "service", "metrics-server", "-n", "kube-system",
+        server.kubectl("delete", "apiservice", "v1beta1.custom.metrics.k8s.io",
+                       "--ignore-not-found")
+        server.kubectl("delete", "service", "prometheus-adapter", "-n", "kube-system",
                        "--ignore-not-found")
     # validation as upstream's
     bad = dict(metrics, metadata={"name": "wrong"})
     out = server.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
     assert out.returncode != 0
-    assert 'must be `spec.version+"."+spec.group`: "v1beta1.metrics.k8s.io"' in out.stderr
+    assert 'must be `spec.version+"."+spec.group`: "v1beta1.custom.metrics.k8s.io"' in \
+        out.stderr

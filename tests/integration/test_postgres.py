@@ -2,12 +2,12 @@
 writes and watch events, a conditional update race between them has one winner and one 409, a
 datastore outage answers 503/504 without stopping the servers, and a bad endpoint is one line.
 
-Uses a throwaway cluster from tests/pg.py; each server has its own data dir, port and certs."""
+Uses a throwaway cluster from tests/pg.py; each server has its own data dir, port and serving
+certificate, from the CAs the first one wrote to the datastore."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,16 +35,15 @@ def pg():
 
 @pytest.fixture(scope="module")
 def servers(pg, tmp_path_factory):
-    """Servers A and B on one database. B gets A's CAs and token (copied by hand until servers
-    share bootstrap data through the datastore): with two CAs, each server's root-CA publisher
-    would rewrite every kube-root-ca.crt ConfigMap to its own, for ever."""
+    """Servers A and B on one database; B joins A's cluster with --server and A's token (the
+    CAs and keys come from the datastore's bootstrap data)."""
     dsn = pg.create_db("shared")
-    pair = [ServerProcess(tmp_path_factory.mktemp(name),
-                          extra_args=["--datastore-endpoint", dsn]) for name in ("a", "b")]
+    a = ServerProcess(tmp_path_factory.mktemp("a"), extra_args=["--datastore-endpoint", dsn])
+    pair = [a]
     try:
-        pair[0].start(timeout=60)
-        shutil.copytree(pair[0].data_dir / "server" / "tls", pair[1].data_dir / "server" / "tls")
-        shutil.copy(pair[0].data_dir / "server" / "token", pair[1].data_dir / "server" / "token")
+        a.start(timeout=60)
+        pair.append(ServerProcess(tmp_path_factory.mktemp("b"), extra_args=[
+            "--datastore-endpoint", dsn, "--server", a.url, "--token", a.join_token()]))
         pair[1].start(timeout=60)
         yield pair
     finally:

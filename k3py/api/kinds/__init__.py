@@ -10,7 +10,9 @@ from __future__ import annotations
 from k3py.api.errors import Cause
 from k3py.api.kinds import (  # noqa: F401
     apiregistration,
+    autoscaling,
     core,
+    metrics,
     other,
     printers_core,
     printers_more,
@@ -33,7 +35,8 @@ _RESET_STATUS_ON_CREATE = {("apps", "Deployment"), ("apps", "ReplicaSet"), ("app
                            ("", "Service"), ("networking.k8s.io", "Ingress"),
                            ("", "ReplicationController"), ("", "PersistentVolumeClaim"),
                            ("policy", "PodDisruptionBudget"),
-                           ("apiregistration.k8s.io", "APIService")}
+                           ("apiregistration.k8s.io", "APIService"),
+                           ("autoscaling", "HorizontalPodAutoscaler")}
 
 
 def convert(res: Resource, obj: dict) -> dict:

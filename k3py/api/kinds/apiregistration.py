@@ -49,6 +49,8 @@ LOCAL_PRIORITIES: dict[tuple[str, str], tuple[int, int]] = {
     ("node.k8s.io", "v1"): (16300, 15),
     ("discovery.k8s.io", "v1"): (16200, 15),
     ("flowcontrol.apiserver.k8s.io", "v1"): (16100, 21),
+    # metrics-server's own APIService (served in-process by k3py, so Local)
+    ("metrics.k8s.io", "v1beta1"): (100, 100),
 }
 # what upstream's crdregistration controller gives a CRD's group version
 CRD_PRIORITY = (1000, 100)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -35,10 +35,13 @@ from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, D
 from k3py.server.apiserver.impersonation import impersonate
 from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.apiserver.negotiation import (
+    bool_param,
     decode_body,
     json_body,
     json_response,
     status_response,
+    table_for,
+    wants_table,
 )
 from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
@@ -52,6 +55,8 @@ KUBE_GIT_VERSION = "v1.31.0"  # the Kubernetes API level we model
 
 # (decoded body, requesting user, namespace of the path) -> the object answered with 201
 CreateOnlyHandler = Callable[[object, User, str | None], Awaitable[dict]]
+# (path, query) -> the object a get names, or the items of a list
+ReadOnlyHandler = Callable[[ResourcePath, Mapping[str, str]], "dict | list[dict]"]
 
 
 @dataclass(kw_only=True)
@@ -65,6 +70,9 @@ class ApiServer:
     # (group, plural) of resources that are only ever created, answered by a handler and
     # never stored: SelfSubjectAccessReview, SubjectAccessReview, SelfSubjectReview...
     create_only: dict[tuple[str, str], CreateOnlyHandler] = field(default_factory=dict)
+    # (group, plural) of resources only ever read, answered from memory and never stored:
+    # metrics.k8s.io's (k3py.server.metrics)
+    read_only: dict[tuple[str, str], ReadOnlyHandler] = field(default_factory=dict)
     ready: bool = False
     started: float = field(default_factory=time.time)
     auth_failures: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
@@ -155,6 +163,9 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     create_only = api.create_only.get((rp.resource.group, rp.resource.plural))
     if create_only is not None:
         return await _create_only(request, rp, user, api.authorizer, create_only)
+    read_only = api.read_only.get((rp.resource.group, rp.resource.plural))
+    if read_only is not None:
+        return _read_only(request, rp, user, api.authorizer, read_only)
     return await handlers.handle_resource(request, rp, user, api.registry, api.authorizer,
                                           api.streams)
 
@@ -189,6 +200,27 @@ async def _create_only(request: web.Request, rp: ResourcePath, user: User,
     authorizer.authorize(user, "create", res.group, res.plural, rp.namespace)
     body = decode_body(await request.read(), request.content_type)
     return json_response(await handler(body, user, rp.namespace), 201)
+
+
+def _read_only(request: web.Request, rp: ResourcePath, user: User,
+               authorizer: AuthorizerChain, handler: ReadOnlyHandler) -> web.Response:
+    res = rp.resource
+    assert res is not None
+    watch = rp.legacy_watch or bool_param(request, "watch")
+    verb = "watch" if watch else "get" if rp.name is not None else "list"
+    if request.method != "GET" or rp.subresource or verb not in res.verbs:
+        what = verb if request.method == "GET" else request.method
+        raise errors.method_not_allowed(f"the server does not allow this method on the "
+                                        f"requested resource ({what})")
+    authorizer.authorize(user, verb, res.group, res.plural, rp.namespace, rp.name)
+    out = handler(rp, request.query)
+    items = [out] if isinstance(out, dict) else out
+    if wants_table(request):
+        return json_response(table_for(res, items, request, {}))
+    if isinstance(out, dict):
+        return json_response(out)
+    return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
+                          "metadata": {}, "items": items})
 
 
 async def _refuse_aggregated(api: ApiServer, group: str, version: str) -> None:

@@ -106,10 +106,13 @@ class APIServiceController(Controller):
                 except errors.StatusError as e:
                     if e.code != 409:
                         raise
+        # "onstart" ones are removed at start when no longer served (metrics.k8s.io after a
+        # restart with --disable metrics-server), CRD ones whenever their CRD goes
+        removable = ("true",) if self._started else ("true", "onstart")
         self._started = True
         for cur in self.apiservices.list():
             md = cur.get("metadata") or {}
-            if (md.get("labels") or {}).get(AUTOMANAGED_LABEL) == "true" and \
+            if (md.get("labels") or {}).get(AUTOMANAGED_LABEL) in removable and \
                     md.get("name") not in wanted and not md.get("deletionTimestamp"):
                 try:
                     await self.registry.delete(self.res, None, md["name"])

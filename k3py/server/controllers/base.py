@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import random
@@ -21,7 +22,7 @@ from k3py.api.resources import Resource
 from k3py.config import ServerConfig
 from k3py.server.registry import Registry
 
-__all__ = ["Informer", "InformerFactory", "WorkQueue", "Controller", "ControllerContext",
+__all__ = ["Informer", "InformerFactory", "record_handlers", "WorkQueue", "Controller", "ControllerContext",
            "EventRecorder", "object_key", "split_key", "NODE_INDEX", "pod_node"]
 
 log = logging.getLogger("k3py.controllers")
@@ -52,6 +53,20 @@ def split_key(key: str) -> tuple[str | None, str]:
     return None, key
 
 
+# Handlers added by the task that set this (and by the tasks it starts): what a group of
+# controllers added, so that stopping the group (leadership lost) also removes its handlers.
+_recorded_handlers: contextvars.ContextVar[list[tuple[Informer, Handler]] | None] = \
+    contextvars.ContextVar("recorded_handlers", default=None)
+
+
+def record_handlers() -> list[tuple[Informer, Handler]]:
+    """From now on in this task (and the tasks it creates), handlers added to any informer are
+    also appended to the returned list."""
+    recorded: list[tuple[Informer, Handler]] = []
+    _recorded_handlers.set(recorded)
+    return recorded
+
+
 class Informer:
     """A cache of one resource kept current by list + watch (relist on 410 or error)."""
 
@@ -67,8 +82,15 @@ class Informer:
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
+        recorded = _recorded_handlers.get()
+        if recorded is not None:
+            recorded.append((self, handler))
         for obj in list(self.cache.values()):
             handler("ADDED", None, obj)
+
+    def remove_handler(self, handler: Handler) -> None:
+        with contextlib.suppress(ValueError):
+            self.handlers.remove(handler)
 
     def add_index(self, name: str, fn: Callable[[dict], list[str]]) -> None:
         self.indexes[name] = fn

@@ -286,9 +286,10 @@ def _keep_allocated_values(obj: dict, old: dict) -> None:
 
 
 async def ensure_kubernetes_service(registry: Registry, cluster_ip: str, advertise_ip: str,
-                                    port: int) -> dict:
+                                    port: int, *, endpoints: bool = True) -> dict:
     """default/kubernetes: ClusterIP = first IP of the service CIDR (the allocator's
-    `kubernetes_ip`), port 443 -> API port."""
+    `kubernetes_ip`), port 443 -> API port; its endpoints = this server, unless `endpoints`
+    is False (several servers: apiendpoints.py writes them)."""
     res = registry.resources.get("", "v1", "services")
     ports = [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": int(port)}]
     svc = await registry.try_get(res, "default", "kubernetes")
@@ -313,7 +314,8 @@ async def ensure_kubernetes_service(registry: Registry, cluster_ip: str, adverti
         cur["spec"]["ports"] = ports
         return cur
     out = await registry.update_with(res, "default", "kubernetes", fix) or svc
-    await ensure_kubernetes_endpoints(registry, advertise_ip, port)
+    if endpoints:
+        await ensure_kubernetes_endpoints(registry, [advertise_ip], port)
     return out
 
 
@@ -384,20 +386,23 @@ async def _put(registry: Registry, res: Resource | None, obj: dict, fields: tupl
                 raise
 
 
-async def ensure_kubernetes_endpoints(registry: Registry, advertise_ip: str, port: int) -> None:
-    """Endpoints and EndpointSlice of default/kubernetes point at the API server, written by
-    the server itself as upstream's endpoint reconciler does (the Service has no selector)."""
-    family = "IPv6" if ":" in advertise_ip else "IPv4"
+async def ensure_kubernetes_endpoints(registry: Registry, addresses: list[str],
+                                      port: int) -> None:
+    """Endpoints and EndpointSlice of default/kubernetes point at the API servers (every
+    server listens on the same port, as upstream assumes), written by the servers themselves
+    as upstream's endpoint reconciler does (the Service has no selector)."""
+    family = "IPv6" if ":" in addresses[0] else "IPv4"
     ports = [{"name": "https", "port": int(port), "protocol": "TCP"}]
     await _put(registry, registry.resources.get("", "v1", "endpoints"), {
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": advertise_ip}], "ports": ports}]}, ("subsets",))
+        "subsets": [{"addresses": [{"ip": ip} for ip in addresses], "ports": ports}]},
+        ("subsets",))
     await _put(registry, registry.resources.get("discovery.k8s.io", "v1", "endpointslices"), {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"kubernetes.io/service-name": "kubernetes"}},
         "addressType": family,
-        "endpoints": [{"addresses": [advertise_ip], "conditions": {"ready": True}}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in addresses],
         "ports": ports}, ("addressType", "endpoints", "ports"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +23,9 @@ from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
 from k3py.tunnel.message import Message
 
+if TYPE_CHECKING:
+    from k3py.server.metrics.store import UsageStore
+
 __all__ = ["CloudHub", "NodeSession", "referenced_objects"]
 
 
@@ -32,12 +36,13 @@ class CloudHub:
     when it starts (which starts them); whoever made the factory stops it."""
 
     def __init__(self, registry: Registry, authenticator: Authenticator,
-                 issuer: TokenIssuer | None = None, *, informers: InformerFactory) -> None:
+                 issuer: TokenIssuer | None = None, *, informers: InformerFactory,
+                 usage: UsageStore | None = None) -> None:
         self.registry = registry
         self.sessions: dict[str, NodeSession] = {}
         self.passwords = NodePasswords(registry)
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected)
-        self.upstream = UpstreamWriter(registry, self.passwords)
+        self.upstream = UpstreamWriter(registry, self.passwords, usage)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
                                     write_up=self.upstream.write)

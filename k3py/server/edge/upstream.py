@@ -1,11 +1,14 @@
 """Upstream status: what a node writes through its tunnel (its Node and status, its Lease,
 its pods' status, finished pod deletions, Events, its Devices' status: devicestatus.py),
-checked against the node, via the Registry.
+checked against the node, via the Registry; its usage reports go to the metrics UsageStore
+(memory only).
 
 Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
 500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from k3py.api import errors
 from k3py.api.objects import now_rfc3339
@@ -14,7 +17,10 @@ from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
-from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND
+from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND, METRICS_KIND, UsageReport
+
+if TYPE_CHECKING:
+    from k3py.server.metrics.store import UsageStore
 
 __all__ = ["UpstreamWriter"]
 
@@ -22,10 +28,12 @@ __all__ = ["UpstreamWriter"]
 class UpstreamWriter:
     """The writes a node may make, each limited to the node's own objects."""
 
-    def __init__(self, registry: Registry, passwords: NodePasswords) -> None:
+    def __init__(self, registry: Registry, passwords: NodePasswords,
+                 usage: UsageStore | None = None) -> None:
         self.registry = registry
         self.passwords = passwords  # a registering Node adopts its password Secret
         self.devices = DeviceStatusWriter(registry)
+        self.usage = usage  # None: --disable metrics-server, reports are dropped
 
     async def write(self, node: str, msg: Message) -> None:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
@@ -46,8 +54,21 @@ class UpstreamWriter:
             await self._event(ns or "default", body)
         elif plural == DEVICES_KIND and sub == DEVICE_STATUS:
             await self.devices.write(node, ns or "default", name, msg.content)
+        elif plural == METRICS_KIND:
+            self._usage(node, name, msg.content)
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
+
+    def _usage(self, node: str, name: str, content: object) -> None:
+        if name != node:
+            raise errors.forbidden(f"node {node} may not report usage of node {name}")
+        if self.usage is None:
+            return
+        try:
+            report = UsageReport.from_content(content)
+        except ValueError as e:
+            raise errors.bad_request(f"bad usage report: {e}") from None
+        self.usage.record(node, report)
 
     async def _register_node(self, node: str, obj: dict) -> None:
         res = self.registry.served("", "nodes")

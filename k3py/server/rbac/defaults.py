@@ -161,6 +161,11 @@ def default_cluster_roles() -> list[dict]:
                       labels=_aggregate_labels("admin", "edit")),
         _cluster_role("system:aggregate-to-view", _view_rules(),
                       labels=_aggregate_labels("admin", "edit", "view")),
+        # what metrics-server's manifest adds (K3s ships it): view, edit and admin read
+        # metrics.k8s.io
+        _cluster_role("system:aggregated-metrics-reader", [
+            _rule(READ, ["metrics.k8s.io"], ["pods", "nodes"])],
+            labels=_aggregate_labels("admin", "edit", "view")),
         _cluster_role("system:basic-user", [
             _rule(["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews",
                                                          "selfsubjectrulesreviews"]),

@@ -40,3 +40,56 @@ async def test_probe_answers_for_a_listener_and_a_refusal():
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     assert await _hub(f"https://127.0.0.1:{free}")._probe()
+
+
+class _Meta:
+    """What edgehub reads of metamanager to fail over: the `kubernetes` EndpointSlice."""
+
+    def __init__(self, addresses: list[str], port: int = 6443) -> None:
+        self.slice = {"endpoints": [{"addresses": [a]} for a in addresses],
+                      "ports": [{"name": "https", "port": port}]}
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        return self.slice if (kind, namespace, name) == ("endpointslices", "default",
+                                                         "kubernetes") else None
+
+
+def test_servers_are_the_given_one_then_the_kubernetes_endpoints():
+    given = "https://10.0.0.1:6443"
+    assert _hub_with(given, _Meta(["10.0.0.1", "10.0.0.2", "fd00::3"])).servers() == [
+        given, "https://10.0.0.2:6443", "https://[fd00::3]:6443"]
+    # one address: one server, reached as --server says (its advertised address may be one
+    # this node cannot reach, e.g. behind NAT)
+    assert _hub_with(given, _Meta(["192.168.1.5"])).servers() == [given]
+    assert _hub_with(given, _Meta([])).servers() == [given]
+
+
+async def test_waiting_for_an_answer_picks_a_server_that_answers():
+    hub = _hub_with("https://10.0.0.1:6443", _Meta(["10.0.0.1", "10.0.0.2", "10.0.0.3"]))
+    answering = {"https://10.0.0.3:6443"}
+    probed: list[str] = []
+
+    async def probe(server: str = "") -> bool:  # 10.0.0.1 and .2 do not answer (a cut link)
+        probed.append(server)
+        return server in answering
+    hub._probe = probe  # type: ignore[method-assign]
+    await asyncio.wait_for(hub._await_answer(), 5)
+    assert hub.server == "https://10.0.0.3:6443" and len(probed) == 3
+    answering.add("https://10.0.0.2:6443")  # the current one is kept while it answers
+    await asyncio.wait_for(hub._await_answer(), 5)
+    assert hub.server == "https://10.0.0.3:6443"
+
+
+def test_fail_over_cycles_through_the_servers():
+    hub = _hub_with("https://a:6443", _Meta(["10.0.0.2", "10.0.0.3"]))
+    seen = []
+    for _ in range(3):
+        assert hub._fail_over()
+        seen.append(hub.server)
+    assert seen == ["https://10.0.0.2:6443", "https://10.0.0.3:6443", "https://a:6443"]
+    assert hub.url == "https://a:6443/v1-k3py/tunnel"
+    assert not _hub_with("https://a:6443", _Meta([]))._fail_over()
+
+
+def _hub_with(url: str, meta: _Meta) -> EdgeHub:
+    return EdgeHub(server=url, ssl_context=None, meta=meta, session=None)  # type: ignore[arg-type]

@@ -199,9 +199,17 @@ def test_values_are_normalised():
 
 
 def test_config_file_may_hold_keys_of_the_other_command(tmp_path):
-    cfg = write(tmp_path, "server: https://srv:6443\ntls-san: [a]\nnode-name: n1\n")
+    cfg = write(tmp_path, "server: https://srv:6443\ntls-san: [a]\nnode-name: n1\n"
+                "datastore-endpoint: postgres://k3py@db/k3py\n")
     assert server_config(["--config", cfg], {}).node_name == "n1"
     assert agent_config(["--config", cfg], {}).server == "https://srv:6443"
+
+
+def test_server_joining_another_needs_the_shared_datastore():
+    assert server_config(["--server", "https://a:6443", "--datastore-endpoint",
+                          "postgres://k3py@db/k3py"], {}).server == "https://a:6443"
+    with pytest.raises(UsageError, match="--datastore-endpoint"):
+        server_config(["--server", "https://a:6443"], {})
 
 
 def test_empty_config_file_is_fine(tmp_path):
@@ -344,8 +352,17 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from local-storage, ingress"):
+    with pytest.raises(UsageError, match="expected components from local-storage, "
+                                         "metrics-server, ingress"):
         server_config(["--disable", "traefik"], {})
+
+
+def test_disable_metrics_server_and_the_resolution():
+    cfg = server_config(["--disable", "metrics-server", "--metrics-resolution", "2s"], {})
+    assert cfg.disable == ("metrics-server",) and cfg.metrics_resolution == 2.0
+    assert agent_config([], {"K3PY_METRICS_RESOLUTION": "500ms"}).metrics_resolution == 0.5
+    with pytest.raises(UsageError, match="duration"):
+        agent_config(["--metrics-resolution", "0"], {})
 
 
 def test_disable_local_storage_and_its_path(tmp_path):

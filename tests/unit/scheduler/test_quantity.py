@@ -32,3 +32,9 @@ def test_rounding() -> None:
     assert milli_value("1n") == 1
     assert int_value("1.5") == 2
     assert int_value("1Ki") == 1024
+
+
+def test_cached_values_keep_their_type() -> None:
+    assert parse_quantity(1) == 1 and parse_quantity("1") == 1
+    with pytest.raises(QuantityError):  # True is not the cached 1
+        parse_quantity(True)

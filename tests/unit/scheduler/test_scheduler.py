@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from k3py.server.scheduler.scheduler import Scheduler
+from k3py.server.scheduler.scheduler import Scheduler, feasible_nodes_to_find
 from tests.unit.controllers.test_core_support import cluster, eventually
 
 pytestmark = pytest.mark.unit
@@ -99,3 +99,9 @@ async def test_spread_and_throughput(tmp_path) -> None:
             counts[p["spec"]["nodeName"]] = counts.get(p["spec"]["nodeName"], 0) + 1
         assert sorted(counts.values()) == [33, 33, 33], counts
         assert elapsed < 10, elapsed
+
+
+@pytest.mark.parametrize("nodes, find", [(10, 10), (100, 100), (250, 120), (1000, 420),
+                                         (5000, 500), (100_000, 5000)])
+def test_filtering_stops_after_upstreams_share_of_nodes(nodes, find) -> None:
+    assert feasible_nodes_to_find(nodes) == find

@@ -1,0 +1,56 @@
+"""The newest usage report of every node, in memory only (as metrics-server keeps its last
+scrape): written by the node tunnel, read by the metrics API and the HPA controller. A report
+older than a few of its windows (a node gone quiet) counts as no metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from k3py.tunnel.protocol import PodUsage, UsageReport
+
+__all__ = ["UsageStore", "PodSample", "STALE_AFTER"]
+
+STALE_AFTER = 60.0  # seconds, at least: 3 windows of the report when longer
+
+
+@dataclass(frozen=True, slots=True)
+class PodSample:
+    """One pod's usage with the time and window of the report it came in."""
+    timestamp: float
+    window: float
+    usage: PodUsage
+
+
+class UsageStore:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._nodes: dict[str, UsageReport] = {}
+        self._pods: dict[str, tuple[str, PodUsage]] = {}  # pod uid -> (node, usage)
+
+    def record(self, node: str, report: UsageReport) -> None:
+        old = self._nodes.get(node)
+        if old is not None:
+            for p in old.pods:
+                if self._pods.get(p.uid, ("",))[0] == node:
+                    del self._pods[p.uid]
+        self._nodes[node] = report
+        for p in report.pods:
+            self._pods[p.uid] = (node, p)
+
+    def _fresh(self, report: UsageReport) -> bool:
+        return self.clock() - report.timestamp <= max(STALE_AFTER, 3 * report.window)
+
+    def node(self, name: str) -> UsageReport | None:
+        report = self._nodes.get(name)
+        return report if report is not None and self._fresh(report) else None
+
+    def pod(self, uid: str) -> PodSample | None:
+        found = self._pods.get(uid)
+        if found is None:
+            return None
+        report = self.node(found[0])
+        if report is None:
+            return None
+        return PodSample(report.timestamp, report.window, found[1])

@@ -1,0 +1,151 @@
+"""Two servers, one cluster, on a real PostgreSQL: B joins A with --server and A's token (its CAs
+and keys come from the datastore's bootstrap data, no TLS dir copied), so A's kubeconfig works
+through B; a wrong token is one line; the leader killed with -9 hands the controllers and the
+scheduler to B (a Deployment scaled after the kill gets its pod), and the agent joined to A
+moves its tunnel to B with its pod not restarted.
+
+A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machines would: the
+`kubernetes` Service's endpoints (what the agent fails over to) carry addresses, not ports."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+
+import pytest
+import yaml
+
+from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
+from tests.integration.agents import (
+    IMAGE,
+    build_test_image,
+    node_ready,
+    remove_podman_pods,
+    running_unrestarted,
+    stop_proc,
+)
+from tests.integration.test_server_cli import k3py, one_line_error
+from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir
+
+pytestmark = pytest.mark.skipif(pg_bindir() is None, reason=SKIP_REASON)
+
+# short leases so that the takeover is quick (the defaults are upstream's 15 s / 10 s / 2 s)
+ELECTION = ["--leader-elect-lease-duration", "3", "--leader-elect-renew-deadline", "2",
+            "--leader-elect-retry-period", "0.5"]
+
+
+class Cluster:
+    def __init__(self, a: ServerProcess, b: ServerProcess, node: str,
+                 agent: subprocess.Popen, agent_log) -> None:
+        self.a, self.b, self.node, self.agent, self.agent_log = a, b, node, agent, agent_log
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ha")
+    build_test_image(tmp / "busybox.tar")
+    pg = PostgresCluster(fsync=False).start()
+    dsn = pg.create_db("ha")
+    port = free_port()
+    a = ServerProcess(tmp / "a", port=port, extra_args=[
+        "--datastore-endpoint", dsn, "--advertise-address", "127.0.0.1", *ELECTION])
+    b = ServerProcess(tmp / "b", port=port, host="127.0.0.2", extra_args=[
+        "--datastore-endpoint", dsn, "--advertise-address", "127.0.0.2", *ELECTION])
+    node = f"ha-{uuid.uuid4().hex[:6]}"
+    agent = None
+    try:
+        a.start(timeout=60)
+        b.extra_args += ["--server", a.url, "--token", a.join_token()]
+        b.start(timeout=60)
+        agent_log = open(tmp / "agent.log", "wb")
+        agent = subprocess.Popen(a.agent_command(tmp / "agent", node), stdout=agent_log,
+                                 stderr=subprocess.STDOUT)
+        wait_for(lambda: node_ready(b, node), 60, 0.3, f"node {node} Ready")
+        yield Cluster(a, b, node, agent, tmp / "agent.log")
+    finally:
+        if agent is not None:
+            stop_proc(agent)
+        for srv in (a, b):
+            srv.stop()
+        remove_podman_pods(node)
+        pg.destroy()
+
+
+def _ca_data(srv: ServerProcess) -> str:
+    return yaml.safe_load(srv.kubeconfig.read_text())["clusters"][0]["cluster"][
+        "certificate-authority-data"]
+
+
+def test_joined_server_serves_the_same_ca_and_accepts_the_same_clients(cluster):
+    a, b = cluster.a, cluster.b
+    assert _ca_data(a) == _ca_data(b)
+    assert a.join_token() == b.join_token()
+    # A's kubeconfig (A's admin certificate, A's CA) through B: one PKI
+    out = subprocess.run([KUBECTL, "--kubeconfig", str(a.kubeconfig), "--server", b.url,
+                          "get", "configmap", "kube-root-ca.crt", "-n", "default", "-o",
+                          "jsonpath={.data.ca\\.crt}"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == base64.b64decode(_ca_data(a)).decode().strip()
+    # the kubernetes Service's endpoints name both servers (what agents fail over to)
+    wait_for(lambda: b.kubectl_json("get", "endpoints", "kubernetes", "-n", "default")
+             ["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}, {"ip": "127.0.0.2"}],
+             20, 0.3, "both servers in the kubernetes endpoints")
+
+
+def test_wrong_token_is_one_line(cluster, tmp_path):
+    dsn = cluster.a.extra_args[cluster.a.extra_args.index("--datastore-endpoint") + 1]
+    out = k3py("server", "--data-dir", str(tmp_path / "d"), "--https-listen-port",
+               str(free_port()), "--bind-address", "127.0.0.1", "--write-kubeconfig",
+               str(tmp_path / "kc"), "--disable-agent", "--datastore-endpoint", dsn,
+               "--server", cluster.a.url, "--token", "not-the-token")
+    line = one_line_error(out)
+    assert "different token" in line and "--token" in line, line
+    assert not (tmp_path / "kc").exists()
+
+
+def _holder(srv: ServerProcess, lease: str) -> str:
+    return srv.kubectl_json("get", "lease", lease, "-n", "kube-system")["spec"].get(
+        "holderIdentity", "")
+
+
+def _server_id(srv: ServerProcess) -> str:
+    return (srv.data_dir / "server" / "server-id").read_text().strip()
+
+
+def _deployment(replicas: int) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                     "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"]}]}}}})
+
+
+def _running(srv: ServerProcess) -> list[str]:
+    pods = srv.kubectl_json("get", "pods", "-l", "app=web")["items"]
+    return sorted(p["metadata"]["name"] for p in pods
+                  if p["status"].get("phase") == "Running")
+
+
+def test_leader_killed_controllers_go_on_and_the_agent_moves(cluster):
+    a, b = cluster.a, cluster.b
+    for lease in ("kube-controller-manager", "kube-scheduler"):
+        assert _holder(b, lease).endswith(_server_id(a)), "A started first and leads"
+    a.kubectl("apply", "-f", "-", input=_deployment(1))
+    first = wait_for(lambda: _running(a), 60, 0.3, "the first pod Running")[0]
+
+    a.kill9()
+    for lease in ("kube-controller-manager", "kube-scheduler"):
+        wait_for(lambda lease=lease: _holder(b, lease).endswith(_server_id(b)), 30, 0.3,
+                 f"B holding the {lease} Lease")
+    b.kubectl("scale", "deployment", "web", "--replicas=2")
+    running = wait_for(lambda: len(_running(b)) == 2 and _running(b), 60, 0.3,
+                       "two pods Running after the scale through B")
+    assert first in running and running_unrestarted(b, first)
+    log = cluster.agent_log.read_text(errors="replace")
+    assert f"tunnel connected to {b.url}" in log, log[-2000:]
+    assert node_ready(b, cluster.node)
