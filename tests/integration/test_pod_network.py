@@ -2,14 +2,18 @@
 --cluster-cidr/--node-cidr-mask-size and two agents in network namespaces joined by a direct
 link (one LAN: tests/integration/twonodes.py with `link`), real podman pods.
 
-- each Node gets its own pod CIDR from the cluster CIDR; each agent's pods are on its podman
-  bridge network with that subnet, and `status.podIP` is in it;
-- each agent routes the other node's pod CIDR via its node IP (host-gw), and a pod on agent A
-  reaches a pod on agent B by pod IP;
-- a pod on A reaches a ClusterIP Service whose endpoints are on both nodes, and gets answers
-  from both;
-- an endpoint removed from the Service (its pod relabelled, still running) is out of A's
-  rules within 2 s, and traffic to the Service reaches only the other endpoint after that.
+The cluster CIDR holds two node subnets, and a Node object with no agent ("placeholder") takes
+one before the agents join: the first agent to register gets the other, the second ("late")
+gets none (CIDRNotAvailable).
+- the late node's pod waits for a pod CIDR, then runs on podman's default network; once the
+  placeholder Node is deleted its CIDR goes to the late node at once, and the pod is recreated
+  on the node's new bridge network: its `status.podIP` is now in that CIDR;
+- each agent routes the other node's pod CIDR via its node IP (host-gw), and a pod on one
+  node reaches a pod on the other by pod IP;
+- a pod reaches a ClusterIP Service whose endpoints are on both nodes, and gets answers from
+  both;
+- an endpoint removed from the Service (its pod relabelled, still running) is out of the
+  client node's rules within 2 s, and traffic to the Service reaches only the other endpoint.
 
 Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
@@ -23,14 +27,21 @@ import time
 import pytest
 
 from tests.integration.agents import IMAGE
-from tests.integration.twonodes import Cluster, two_agent_cluster
+from tests.integration.twonodes import Agent, Cluster, two_agent_cluster
 
 pytestmark = [pytest.mark.integration]
 
-CLUSTER_CIDR = "10.52.0.0/16"
-MASK = 26
+CLUSTER_CIDR = "10.52.0.0/25"
+MASK = 26  # two node subnets
 PORT = 8080
 TABLE_PREFIX = "k3py-proxy-"
+PLACEHOLDER = "placeholder"
+
+
+def placeholder_node(srv) -> None:
+    srv.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": PLACEHOLDER}}))
+    srv.kubectl("wait", "node", PLACEHOLDER, "--for=jsonpath={.spec.podCIDR}", "--timeout=20s")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +49,8 @@ def cluster(tmp_path_factory):
     if shutil.which("nft") is None:
         pytest.skip("nft is not installed")
     with two_agent_cluster(tmp_path_factory.mktemp("podnet"), {}, link=True, server_args=(
-            "--cluster-cidr", CLUSTER_CIDR, "--node-cidr-mask-size", str(MASK))) as c:
+            "--cluster-cidr", CLUSTER_CIDR, "--node-cidr-mask-size", str(MASK)),
+            before_agents=placeholder_node) as c:
         yield c
 
 
@@ -67,61 +79,75 @@ def node_cidr(c: Cluster, node: str) -> str:
     return c.srv.kubectl_json("get", "node", node).get("spec", {}).get("podCIDR") or ""
 
 
-def routes_in(ag) -> str:
+def routes_in(ag: Agent) -> str:
     return ag.ns.run(["ip", "-4", "route", "show", "proto", "201"]).stdout
 
 
-def rules_of(ag) -> str:
+def rules_of(ag: Agent) -> str:
     out = ag.ns.run(["nft", "list", "tables"]).stdout
     tables = [line.split()[-1] for line in out.splitlines() if TABLE_PREFIX in line]
     return "".join(ag.ns.run(["nft", "list", "table", "ip", t]).stdout for t in tables)
 
 
-def test_pods_get_node_cidr_ips_and_reach_each_other_and_services(cluster: Cluster):
+def pod_ip_in(c: Cluster, pod: str, cidr: str) -> str | None:
+    obj = c.running(pod)
+    ip = ((obj or {}).get("status") or {}).get("podIP")
+    return ip if ip and ipaddress.ip_address(ip) in ipaddress.ip_network(cidr) else None
+
+
+def test_pod_cidrs_routes_pod_to_pod_and_services_across_nodes(cluster: Cluster):
     c = cluster
-    a, b = c.a, c.b
-    cidrs = {ag.name: c.wait(lambda n=ag.name: node_cidr(c, n), 30, f"{ag.name} podCIDR")
-             for ag in (a, b)}
+    early = c.wait(lambda: next((ag for ag in (c.a, c.b) if node_cidr(c, ag.name)), None),
+                   20, "the first agent's pod CIDR")
+    late = c.b if early is c.a else c.a
+    assert node_cidr(c, late.name) == "", "the cluster CIDR should hold two node subnets"
+
+    # the late node has no CIDR yet: its pod runs on podman's default network after a wait
+    web_pod(c, "web-late", late.name, {"app": "web"})
+    obj = c.wait(lambda: c.running("web-late"), 60, "web-late Running without a pod CIDR")
+    assert ipaddress.ip_address(obj["status"]["podIP"]) not in \
+        ipaddress.ip_network(CLUSTER_CIDR), obj["status"]
+    # the placeholder goes: its CIDR is the late node's at once, and the pod moves onto it
+    c.srv.kubectl("delete", "node", PLACEHOLDER)
+    cidrs = {ag.name: c.wait(lambda n=ag.name: node_cidr(c, n), 20, f"{ag.name} pod CIDR")
+             for ag in (early, late)}
     for cidr in cidrs.values():
         net = ipaddress.ip_network(cidr)
         assert net.prefixlen == MASK and net.subnet_of(ipaddress.ip_network(CLUSTER_CIDR))
-    assert cidrs[a.name] != cidrs[b.name]
+    assert cidrs[early.name] != cidrs[late.name]
+    ip_late = c.wait(lambda: pod_ip_in(c, "web-late", cidrs[late.name]), 60,
+                     "web-late recreated on the late node's pod CIDR")
 
-    web_pod(c, "web-a", a.name, {"app": "web"})
-    web_pod(c, "web-b", b.name, {"app": "web"})
-    web_pod(c, "client", a.name, {"role": "client"})
-    pods = {p: c.wait(lambda p=p: c.running(p), 90, f"pod {p} Running and Ready")
-            for p in ("web-a", "web-b", "client")}
-    for p, obj in pods.items():
-        ip = ipaddress.ip_address(obj["status"]["podIP"])
-        assert ip in ipaddress.ip_network(cidrs[obj["spec"]["nodeName"]]), (p, ip, cidrs)
+    web_pod(c, "web-early", early.name, {"app": "web"})
+    web_pod(c, "client", early.name, {"role": "client"})
+    ip_early = c.wait(lambda: pod_ip_in(c, "web-early", cidrs[early.name]), 60,
+                      "web-early Running in the early node's pod CIDR")
+    c.wait(lambda: pod_ip_in(c, "client", cidrs[early.name]), 60, "client Running")
 
     # host-gw: each namespace routes the other's pod CIDR via the other's node IP
-    c.wait(lambda: cidrs[b.name] in routes_in(a) and cidrs[a.name] in routes_in(b), 10,
-           "routes to the other node's pod CIDR")
-    # pod on A -> pod on B by pod IP, across the link
-    ip_b = pods["web-b"]["status"]["podIP"]
-    got = fetch_from(c, "client", ip_b, PORT)
-    assert got == ["web-b"], c.logs()
+    c.wait(lambda: cidrs[late.name] in routes_in(early) and
+           cidrs[early.name] in routes_in(late), 10, "routes to the other node's pod CIDR")
+    # pod -> pod on the other node by pod IP, across the link
+    assert fetch_from(c, "client", ip_late, PORT) == ["web-late"], c.logs()
 
-    # pod on A -> ClusterIP with an endpoint on each node: both answer
-    c.srv.kubectl("expose", "pod", "web-a", "--name", "web", "--port", "80",
+    # pod -> ClusterIP with an endpoint on each node: both answer
+    c.srv.kubectl("expose", "pod", "web-early", "--name", "web", "--port", "80",
                   "--target-port", str(PORT), "--selector", "app=web")
     svc_ip = c.srv.kubectl_json("get", "service", "web")["spec"]["clusterIP"]
-    ip_a = pods["web-a"]["status"]["podIP"]
-    c.wait(lambda: ip_a in rules_of(a) and ip_b in rules_of(a), 20,
-           "both endpoints in agent A's service rules")
+    c.wait(lambda: ip_early in rules_of(early) and ip_late in rules_of(early), 20,
+           "both endpoints in the client node's service rules")
     seen: set[str] = set()
     deadline = time.monotonic() + 30
-    while seen != {"web-a", "web-b"}:
+    while seen != {"web-early", "web-late"}:
         assert time.monotonic() < deadline, f"only {seen} answered through {svc_ip}\n{c.logs()}"
         seen.update(x for x in fetch_from(c, "client", svc_ip, 80, 8) if x)
 
-    # endpoint removal: web-b leaves the Service (still running); out of A's rules in 2 s
-    c.srv.kubectl("label", "pod", "web-b", "app-")
-    c.wait(lambda: ip_b not in json.dumps(c.srv.kubectl_json(
+    # endpoint removal: web-late leaves the Service (still running); out of the rules in 2 s
+    c.srv.kubectl("label", "pod", "web-late", "app-")
+    c.wait(lambda: ip_late not in json.dumps(c.srv.kubectl_json(
         "get", "endpointslices", "-l", "kubernetes.io/service-name=web")), 20,
-        "web-b out of the EndpointSlice")
-    c.wait(lambda: ip_b not in rules_of(a), 2, "web-b out of agent A's rules within 2 s")
+        "web-late out of the EndpointSlice")
+    c.wait(lambda: ip_late not in rules_of(early), 2,
+           "web-late out of the client node's rules within 2 s")
     answers = fetch_from(c, "client", svc_ip, 80, 10)
-    assert answers == ["web-a"] * 10, answers
+    assert answers == ["web-early"] * 10, answers

@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,8 +136,11 @@ class Cluster:
 
 @contextlib.contextmanager
 def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool = False,
-                      server_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
-    """Agents "a" and "b" (extra agent flags in `node_args`), both Ready."""
+                      server_args: tuple[str, ...] = (),
+                      before_agents: Callable[[ServerProcess], None] | None = None
+                      ) -> Iterator[Cluster]:
+    """Agents "a" and "b" (extra agent flags in `node_args`), both Ready; `before_agents`
+    runs once the server is up, before the agents join."""
     require_netns()
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed")
@@ -157,6 +160,8 @@ def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool 
             "--bind-address", "0.0.0.0", "--advertise-address", ns_a.host_ip,
             "--tls-san", ns_b.host_ip, *server_args])
         srv.start()
+        if before_agents is not None:
+            before_agents(srv)
         suffix = uuid.uuid4().hex[:6]
         for label, ns in (("a", ns_a), ("b", ns_b)):
             data = tmp / f"agent-{label}"

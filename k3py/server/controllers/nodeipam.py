@@ -129,9 +129,14 @@ class NodeIPAMController(Controller):
         obj = new or old or {}
         name = (obj.get("metadata") or {}).get("name") or ""
         if etype == "DELETED":
-            for cidr in self._held.pop(name, []):
+            freed = self._held.pop(name, [])
+            for cidr in freed:
                 for a in self.allocators:
                     a.release(cidr)
+            if freed:  # a Node waiting for a CIDR (the range was full) gets it now
+                for waiting in self.nodes.list():
+                    if not _pod_cidrs(waiting):
+                        self.enqueue(waiting["metadata"]["name"])
             return
         cidrs = _pod_cidrs(obj)
         if cidrs:

@@ -59,12 +59,16 @@ async def test_nodes_get_distinct_cidrs_kept_across_restart_and_freed(env):
     assert ev[0][1] == "Warning" and "10.42.0.0/23" in ev[0][3]
 
     await env.registry.delete(nodes, None, "a")
+    # the waiting node gets the freed CIDR at once, not at its next retry
+    assert await eventually(lambda: _cidr(env, "c"), timeout=5) == ["10.42.1.0/24"]
+    await env.registry.delete(nodes, None, "c")
     await ctl.stop()
     env.controllers.remove(ctl)
-    # a new controller (a server restart) marks what the stored Nodes hold first: the waiting
-    # node gets the freed CIDR, and b keeps its own
+    # a new controller (a server restart) marks what the stored Nodes hold first: a new node
+    # gets the freed CIDR, and b keeps its own
+    await env.registry.create(nodes, None, {"metadata": {"name": "d"}})
     await env.start(NodeIPAMController)
-    assert await eventually(lambda: _cidr(env, "c"), timeout=5) == ["10.42.1.0/24"]
+    assert await eventually(lambda: _cidr(env, "d"), timeout=5) == ["10.42.1.0/24"]
     assert await _cidr(env, "b") == ["10.42.0.0/24"]
 
 
