@@ -50,8 +50,9 @@ def stale_entries(before: list[ServicePort], after: list[ServicePort]) -> list[E
 
 
 class Conntrack:
-    def __init__(self) -> None:
+    def __init__(self, netns: str = "") -> None:
         self.available = shutil.which("conntrack") is not None
+        self.netns = netns  # a named network namespace (tests); "" = the agent's own
         self._warned = False
 
     async def flush(self, entries: list[Entry]) -> None:
@@ -69,12 +70,14 @@ class Conntrack:
                 args += ["--orig-dst", dst]
             if src:
                 args += ["--reply-src", src]
-            await _conntrack(*args)
+            await self._run(*args)
 
-
-async def _conntrack(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "conntrack", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    if proc.returncode not in (0, 1):  # 1: no entry matched
-        log.debug("conntrack %s: %s", " ".join(args), err.decode(errors="replace").strip())
+    async def _run(self, *args: str) -> None:
+        cmd = ["conntrack", *args]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode not in (0, 1):  # 1: no entry matched
+            log.debug("conntrack %s: %s", " ".join(args), err.decode(errors="replace").strip())
