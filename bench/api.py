@@ -57,9 +57,10 @@ def client_ssl(kubeconfig: Path, tmp: Path) -> ssl.SSLContext:
     return ctx
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident memory in MB (`field` "VmHWM": its peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from k3py.hostinfo import machine_secret
 
-__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "DEFAULT_DATA_DIR", "DEFAULT_CONFIG_FILE",
-           "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
+__all__ = ["NodeConfig", "ServerConfig", "AgentConfig", "SnapshotConfig", "DEFAULT_DATA_DIR",
+           "DEFAULT_CONFIG_FILE", "DEFAULT_KUBECONFIG", "hostname", "podman_storage_args", "redact_endpoint"]
 
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 DEFAULT_CONFIG_FILE = "/etc/k3py/config.yaml"
@@ -62,6 +62,8 @@ class NodeConfig:
     node_label: tuple[str, ...] = ()  # "key=value"
     node_taint: tuple[str, ...] = ()  # "key=value:Effect"
     node_ip: str = ""  # "" = the address of the default route's interface
+    ingress_http_port: int = 80  # the node's ingress proxy (agent/ingress)
+    ingress_https_port: int = 443
     with_node_id: bool = False
     podman_root: str = ""  # "" = podman's default storage (the host's `podman ps` shows pods)
     container_runtime_endpoint: str = ""  # "" = find a podman API socket or start a service
@@ -116,15 +118,13 @@ class NodeConfig:
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig(NodeConfig):
     server: str = ""  # https://HOST:6443 (K3PY_URL)
-    embedded: bool = False  # started in-process by `k3py server` (registers role "server")
 
     @classmethod
-    def for_node(cls, node: NodeConfig, *, server: str, token: str,
-                 embedded: bool) -> AgentConfig:
+    def for_node(cls, node: NodeConfig, *, server: str, token: str) -> AgentConfig:
         """The one way an agent's configuration is made, for `k3py agent` and for the server's
         embedded agent alike: every node option of `node`, plus where to join and with what."""
         shared = {f.name: getattr(node, f.name) for f in fields(NodeConfig)}
-        return cls(**{**shared, "token": token}, server=server, embedded=embedded)
+        return cls(**{**shared, "token": token}, server=server)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +166,8 @@ class ServerConfig(NodeConfig):
     audit_policy_file: str = ""  # "" = every request at Metadata level
     audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
     audit_log_maxbackup: int = 10  # rotated files kept
+    # "" = namespaces without pod-security labels are privileged (server/podsecurity.py)
+    pod_security_admission_config_file: str = ""
     # "name=number" (seconds for durations), checked by the flag table
     kube_controller_manager_arg: tuple[str, ...] = ()
 
@@ -174,6 +176,12 @@ class ServerConfig(NodeConfig):
         """--kube-controller-manager-arg as {name: number}."""
         return {k: float(v) for k, _, v in
                 (item.partition("=") for item in self.kube_controller_manager_arg)}
+    snapshot_schedule_cron: str = "0 */12 * * *"  # scheduled store snapshots, as K3s
+    snapshot_retention: int = 5  # scheduled snapshots kept
+    snapshot_dir: str = ""  # "" = <data-dir>/server/db/snapshots
+    disable_snapshots: bool = False
+    cluster_reset: bool = False  # with cluster_reset_restore_path: restore, then exit
+    cluster_reset_restore_path: str = ""
 
     @property
     def server_dir(self) -> str:
@@ -186,6 +194,11 @@ class ServerConfig(NodeConfig):
     @property
     def tls_dir(self) -> str:
         return os.path.join(self.server_dir, "tls")
+
+    @property
+    def snapshots_dir(self) -> str:
+        """--snapshot-dir, else server/db/snapshots (K3s's place for etcd snapshots)."""
+        return self.snapshot_dir or os.path.join(self.server_dir, "db", "snapshots")
 
     @property
     def encryption_config_path(self) -> str:
@@ -219,6 +232,12 @@ class ServerConfig(NodeConfig):
         """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
         net = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(net.network_address + 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotConfig(ServerConfig):
+    """`k3py snapshot`: the server's data dir and datastore, and the snapshot's name."""
+    name: str = "on-demand"  # K3s's name for snapshots taken by hand
 
 
 def redact_endpoint(endpoint: str) -> str:

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env"]
+__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args"]
 
 KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
 
@@ -25,6 +25,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# a node's listeners: never the machine's 1883, 80 and 443 (tests run side by side)
+_NODE_PORT_FLAGS = ("--mqtt-port", "--ingress-http-port", "--ingress-https-port")
+
+
+def node_port_args(args) -> list[str]:
+    """Free ports for the node listeners `args` (a k3py command line) does not choose."""
+    return [a for flag in _NODE_PORT_FLAGS if flag not in args
+            for a in (flag, str(free_port()))]
 
 
 def clean_env() -> dict[str, str]:
@@ -80,10 +90,9 @@ class ServerProcess:
                       token: str = "") -> list[str]:
         """`python -m k3py agent` joining this server (`server`: another URL for it, e.g.
         from a network namespace; `token`: another token than the server's)."""
-        mqtt = [] if "--mqtt-port" in extra else ["--mqtt-port", str(free_port())]
         return [sys.executable, "-m", "k3py", "agent", "--server", server or self.url,
                 "--token", token or self.join_token(), "--data-dir", str(data_dir),
-                "--node-name", node, *mqtt, *extra]
+                "--node-name", node, *node_port_args(extra), *extra]
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)

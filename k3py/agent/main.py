@@ -1,5 +1,5 @@
 """`k3py agent`: join, then run edgehub, metamanager, the device twin and its MQTT event bus,
-the pod syncer and node heartbeats.
+the pod syncer, the node's service networking and ingress proxy, and node heartbeats.
 
 `run(config)` is the blocking CLI entry (one clear error line and exit 1 on a join problem);
 `start_agent(config)` also starts the same agent inside the server's event loop (embedded)."""
@@ -20,6 +20,7 @@ import aiohttp
 from k3py.agent.devices.eventbus import BusError
 from k3py.agent.devices.manager import DeviceManager
 from k3py.agent.edgehub import EdgeHub
+from k3py.agent.ingress.manager import IngressManager
 from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.metrics import MetricsReporter
@@ -53,11 +54,13 @@ class AgentHandle:
     devices: DeviceManager
     network: NetworkManager
     metrics: MetricsReporter
+    ingress: IngressManager
 
     async def stop(self) -> None:
         await self.metrics.stop()
         await self.reporter.stop()
         await self.devices.stop()
+        await self.ingress.stop()
         await self.network.stop()
         await self.pods.stop()
         await self.hub.stop()
@@ -67,8 +70,8 @@ class AgentHandle:
 
 
 async def start_agent(config: AgentConfig) -> AgentHandle:
-    """Join and start every part of the agent; `config.embedded` when `k3py server` runs it
-    in-process for its own node."""
+    """Join and start every part of the agent (also run by `k3py server`, in-process, for
+    its own node)."""
     if not config.server:
         raise JoinError("--server (K3PY_URL) is required")
     agent_dir = config.agent_dir
@@ -113,8 +116,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     node_ip = config.node_ip or primary_ip()
     node = node_object(name=node_name, node_ip=node_ip,
                        labels=config.labels, taints=taints,
-                       runtime_version=version, data_dir=config.data_dir,
-                       role="server" if config.embedded else "agent")
+                       runtime_version=version, data_dir=config.data_dir)
     hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,
                   headers={NODE_PASSWORD_HEADER: node_password(agent_dir)}, node_name=node_name)
     try:
@@ -135,16 +137,19 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
     runtime.pod_network = network.pod_network  # the node's pod CIDR bridge
     metrics = MetricsReporter(runtime, node_name, config.metrics_resolution, hub.send_live)
+    ingress = IngressManager(meta, node_name=node_name, http_port=config.ingress_http_port,
+                             https_port=config.ingress_https_port)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
     network.start()
+    ingress.start()
     hub.start()
     pods.start()
     reporter.start()
     metrics.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
     return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
-                       network, metrics)
+                       network, metrics, ingress)
 
 
 async def _main(config: AgentConfig) -> int:

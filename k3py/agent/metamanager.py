@@ -6,7 +6,11 @@ twin record and the report not sent yet: agent/devices/manager.py).
 edgehub calls `apply` (persist, then ACK) and `queue`/`acked` for the up direction; the pod
 syncer reads `pods()` and is woken through `changed`; on restart the agent starts from here.
 SQLite through apsw, as the server's store (server/store/sqlite.py); the file is the one the
-agent wrote with the stdlib sqlite3 before, so an agent upgraded in place keeps its cache."""
+agent wrote with the stdlib sqlite3 before, so an agent upgraded in place keeps its cache.
+Secrets and service-account tokens are sealed with the node key (metakey.py, meta.key next to
+meta.db): a plain row of theirs left by an older agent is sealed when the file is opened, with
+nothing of it left in the file's free pages or its WAL; a row the key cannot open (the key file
+was lost) is dropped and the next connect brings a full snapshot."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from collections.abc import Callable
 import apsw
 import orjson
 
+from k3py.agent.metakey import SEALED_PREFIX, InvalidTag, MetaKey
 from k3py.tunnel.message import (
     OP_DELETE,
     OP_INSERT,
@@ -26,13 +31,14 @@ from k3py.tunnel.message import (
     Message,
     split_resource_key,
 )
-from k3py.tunnel.protocol import DOWN_KINDS
+from k3py.tunnel.protocol import DOWN_KINDS, POD_TOKENS_KIND
 
 __all__ = ["MetaManager", "DiskFullError", "CACHED_KINDS", "MAX_QUEUED_EVENTS"]
 
 log = logging.getLogger(__name__)
 
 CACHED_KINDS = DOWN_KINDS  # every kind the server sends down is kept
+SEALED_KINDS = frozenset({"secrets", POD_TOKENS_KIND})  # stored sealed with the node key
 
 # Events queued for the server at most, as upstream's event broadcaster queue (client-go's
 # maxQueuedEvents): beyond it the oldest queued Event is dropped. Statuses need no cap: there
@@ -80,8 +86,10 @@ class MetaManager:
     """SQLite writes run in a worker thread, one at a time, each committed before it returns
     (apsw's autocommit; a sync is one transaction); reads come from memory."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, key_path: str = "") -> None:
         self.path = path
+        self.key_path = key_path or os.path.join(os.path.dirname(path) or ".", "meta.key")
+        self._key: MetaKey | None = None
         self._db: apsw.Connection | None = None
         self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in CACHED_KINDS}
         # as stored when opened: (namespace, name) -> (twin record, pending report or None)
@@ -113,15 +121,55 @@ class MetaManager:
             # still starts from its cache; writes wait for space as ever
             log.error("no space for %s-shm: meta.db opened for this process only", self.path)
             db = self._connect(exclusive=True)
+        self._key = MetaKey.load_or_create(self.key_path)
+        plain, lost = [], []
         for kind, ns, name, body in db.execute("SELECT kind, namespace, name, body FROM objects"):
-            if kind in self._objects:
-                self._objects[kind][(ns, name)] = orjson.loads(body)
-        self.synced = db.execute("SELECT 1 FROM state WHERE key='synced'").fetchone() is not None
+            if kind not in self._objects:
+                continue
+            if kind in SEALED_KINDS and not body.startswith(SEALED_PREFIX):
+                plain.append((kind, ns, name))
+            try:
+                self._objects[kind][(ns, name)] = self._decode(kind, ns, name, body)
+            except InvalidTag:
+                lost.append((kind, ns, name))
+        if plain or lost:
+            self._reseal(db, plain, lost)
+        self.synced = not lost and \
+            db.execute("SELECT 1 FROM state WHERE key='synced'").fetchone() is not None
         for ns, name, record, pending in db.execute(
                 "SELECT namespace, name, record, pending FROM twins"):
             self._twins[(ns, name)] = (orjson.loads(record),
                                        orjson.loads(pending) if pending else None)
         self._db = db
+
+    def _reseal(self, db: apsw.Connection, plain: list, lost: list) -> None:
+        """Seal the plain rows of sealed kinds, drop the ones the key cannot open, and leave
+        no copy of the plain ones in free pages (secure_delete) or the WAL (truncated)."""
+        log.warning("meta.db: sealing %d plain secret(s)/token(s) with %s; dropping %d sealed "
+                    "with another key (a full sync replaces them)", len(plain), self.key_path,
+                    len(lost))
+        db.execute("PRAGMA secure_delete=ON").fetchall()
+        with db:
+            for kind, ns, name in plain:
+                self._put_row(db, kind, ns, name, self._objects[kind][(ns, name)])
+            db.executemany("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?", lost)
+            if lost:
+                db.execute("DELETE FROM state WHERE key='synced'")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        db.execute("PRAGMA secure_delete=OFF").fetchall()
+
+    def _encode(self, kind: str, ns: str, name: str, obj: dict) -> bytes:
+        body = orjson.dumps(obj)
+        if kind not in SEALED_KINDS:
+            return body
+        assert self._key is not None
+        return self._key.seal(f"{kind}/{ns}/{name}".encode(), body)
+
+    def _decode(self, kind: str, ns: str, name: str, body: bytes) -> dict:
+        if body.startswith(SEALED_PREFIX):
+            assert self._key is not None
+            body = self._key.open(f"{kind}/{ns}/{name}".encode(), body)
+        return orjson.loads(body)
 
     def _connect(self, exclusive: bool) -> apsw.Connection:
         db = apsw.Connection(self.path)
@@ -218,23 +266,22 @@ class MetaManager:
                 self.disk_full = False
                 log.warning("%s is written again: the disk has space", self.path)
 
-    @staticmethod
-    def _put_row(db: apsw.Connection, kind: str, ns: str, name: str, obj: dict) -> None:
+    def _put_row(self, db: apsw.Connection, kind: str, ns: str, name: str, obj: dict) -> None:
         db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
-                   (kind, ns, name, orjson.dumps(obj)))
+                   (kind, ns, name, self._encode(kind, ns, name, obj)))
 
     @staticmethod
     def _delete_row(db: apsw.Connection, kind: str, ns: str, name: str) -> None:
         db.execute("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
                    (kind, ns, name))
 
-    @staticmethod
-    def _sync_rows(db: apsw.Connection, snapshot: dict[str, list[dict]]) -> None:
+    def _sync_rows(self, db: apsw.Connection, snapshot: dict[str, list[dict]]) -> None:
         with db:  # one transaction: the old set or the new one, never half of each
             for kind, objs in snapshot.items():
                 db.execute("DELETE FROM objects WHERE kind=?", (kind,))
                 db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
-                               [(kind, *_nsname(o), orjson.dumps(o)) for o in objs])
+                               [(kind, *_nsname(o), self._encode(kind, *_nsname(o), o))
+                                for o in objs])
             db.execute("INSERT OR REPLACE INTO state VALUES ('synced', '1')")
 
     # ---------------------------------------------------------------- up: queued status

@@ -55,16 +55,13 @@ def _memory_bytes() -> int:
 
 
 def node_object(*, name: str, node_ip: str, labels: dict[str, str], taints: list[dict],
-                runtime_version: str, data_dir: str, role: str) -> dict:
+                runtime_version: str, data_dir: str) -> dict:
+    """The Node this agent registers; its role label is the server's to give (a node may not
+    set node-role.kubernetes.io/ labels: NodeRestriction)."""
     arch = _ARCH.get(platform.machine(), platform.machine())
     all_labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                   "kubernetes.io/arch": arch, "beta.kubernetes.io/os": "linux",
                   "beta.kubernetes.io/arch": arch}
-    if role == "server":
-        all_labels["node-role.kubernetes.io/control-plane"] = "true"
-        all_labels["node-role.kubernetes.io/master"] = "true"
-    else:
-        all_labels["node-role.kubernetes.io/edge"] = ""
     all_labels.update(labels)
     mem = _memory_bytes()
     try:

@@ -1,5 +1,5 @@
 """The `k3py` command: dispatches to the subcommands (server, agent, kubectl, token,
-check-config, airgap, mapper, secrets-encrypt). Usage errors are one `k3py: error: ...` line on stderr, exit code 1."""
+check-config, airgap, mapper, snapshot, secrets-encrypt). Usage errors are one `k3py: error: ...` line on stderr, exit code 1."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ COMMANDS:
    check-config   Check this host for what k3py needs
    airgap         Import image tarballs on air-gapped nodes (airgap import FILE...)
    mapper         Run a device mapper: mapper dht11|simulated|counter --device NAME
+   snapshot       Save, list, delete, prune or restore store snapshots (save|ls|delete|prune|restore)
    secrets-encrypt  Show or rotate the keys of Secrets at rest (status|prepare|rotate|reencrypt|rotate-keys)
 
 Run '{PROGRAM} COMMAND --help' for a command's options; '{PROGRAM} --version' for the version."""
@@ -67,13 +68,17 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         from k3py.cli.mapper import mapper_command
         return mapper_command(argv)
 
+    def snapshot(argv: list[str]) -> int:
+        from k3py.cli.snapshot import snapshot_command
+        return snapshot_command(argv)
+
     def secrets_encrypt(argv: list[str]) -> int:
         from k3py.cli.secrets_encrypt import secrets_encrypt_command
         return secrets_encrypt_command(argv)
 
     return {"server": server, "agent": agent, "kubectl": kubectl, "token": token,
             "check-config": check_config, "airgap": airgap, "mapper": mapper,
-            "secrets-encrypt": secrets_encrypt}
+            "snapshot": snapshot, "secrets-encrypt": secrets_encrypt}
 
 
 def fail(message: str) -> int:

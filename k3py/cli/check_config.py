@@ -1,10 +1,13 @@
-"""`k3py check-config`: checks this host for what k3py needs (Python, SQLite, podman and its
-containers.conf on awkward hosts, netns, overlay, ports); exit 1 when a check fails."""
+"""`k3py check-config`: checks this host for what k3py needs (Python, SQLite, the kernel, its
+modules and cgroups, podman, runc, conmon and containers.conf, ports, data-dir space, the
+clock); one line per check with its fix; exit 1 when a required check fails."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import glob
+import gzip
 import os
 import re
 import resource
@@ -17,16 +20,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from k3py import PROGRAM
-from k3py.cli.flags import HelpRequested, UsageError
+from k3py.cli.flags import CHECK_CONFIG, HelpRequested, UsageError, parse
+from k3py.config import DEFAULT_DATA_DIR
 
 __all__ = ["check_config_command", "run_checks", "Check", "cgroup_layout",
-           "nofile_raise_forbidden", "read_containers_conf"]
+           "nofile_raise_forbidden", "read_containers_conf", "memory_controller",
+           "kernel_checks", "disk_check", "clock_check"]
 
 CONTAINERS_CONF = "/etc/containers/containers.conf"
 # podman gives containers nofile=1048576 unless containers.conf says otherwise
 PODMAN_DEFAULT_NOFILE = 1048576
 MIN_SQLITE = (3, 35, 0)  # RETURNING, used by the store
 MIN_PODMAN = (4, 0, 0)
+MIN_KERNEL = (4, 19)  # cgroup v2 memory accounting, overlayfs on every Pi OS kernel
+MIN_FREE_FAIL = 500 * 10**6  # bytes free under the data dir below which the store stops
+MIN_FREE_WARN = 2 * 10**9  # images and pod logs need more than the store
+# The raspberrypi kernel turns the memory controller off unless the command line asks
+PI_CMDLINE_FIX = ("append ' cgroup_memory=1 cgroup_enable=memory' to the one line of "
+                  "/boot/firmware/cmdline.txt (/boot/cmdline.txt before Bookworm) and reboot")
+# The earliest time a sane clock can show: before this k3py did not exist
+CLOCK_FLOOR = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 PORTS = ((6443, "API server"), (80, "ingress http"), (443, "ingress https"),
          (1883, "MQTT broker"))
 
@@ -125,12 +138,6 @@ def _system_checks() -> list[Check]:
     except ImportError:
         out.append(Check("System", "sqlite", "fail", "apsw missing",
                          "pip install apsw (the server's store uses it)"))
-    fs = _read("/proc/filesystems")
-    ok = "overlay" in fs
-    out.append(Check("System", "overlay filesystem", "pass" if ok else "warn",
-                     "" if ok else "not in /proc/filesystems",
-                     "" if ok else "modprobe overlay (podman falls back to the slow vfs "
-                     "storage driver)"))
     ip = shutil.which("ip")
     netns_ok = os.path.exists("/proc/self/ns/net") and ip is not None and _runs([ip, "netns",
                                                                                   "list"])
@@ -139,6 +146,122 @@ def _system_checks() -> list[Check]:
                      "" if netns_ok else "apt-get install iproute2, and use a kernel with "
                      "CONFIG_NET_NS (needed for pod networking)"))
     return out
+
+
+def _kernel_config() -> str:
+    """The running kernel's build config (/proc/config.gz, else /boot/config-RELEASE)."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return f.read()
+    except OSError:
+        return _read(f"/boot/config-{os.uname().release}")
+
+
+def _module_state(name: str, config_key: str, present: bool, config: str) -> str:
+    """"loaded" (or built in), "loadable" (a module not loaded yet) or "missing"."""
+    if present or os.path.isdir(f"/sys/module/{name}") or f"{config_key}=y" in config:
+        return "loaded"
+    if f"{config_key}=m" in config or glob.glob(
+            f"/lib/modules/{os.uname().release}/**/{name}.ko*", recursive=True):
+        return "loadable"
+    return "missing"
+
+
+# module -> (kernel config key, what needs it, required, probe that it works without a module)
+_MODULES = {
+    "overlay": ("CONFIG_OVERLAY_FS", "podman's overlay storage (else the slow vfs driver)",
+                False, lambda: "overlay" in _read("/proc/filesystems")),
+    "br_netfilter": ("CONFIG_BRIDGE_NETFILTER", "Service traffic between pods on the bridge",
+                     False, lambda: os.path.isdir("/proc/sys/net/bridge")),
+    "nf_tables": ("CONFIG_NF_TABLES", "the Service proxy's nftables rules", True,
+                  lambda: _runs(["nft", "list", "tables"]) if shutil.which("nft") else False),
+}
+
+
+def kernel_checks(release: str | None = None, config: str | None = None) -> list[Check]:
+    sec = "Kernel"
+    release = release or os.uname().release
+    config = _kernel_config() if config is None else config
+    ok = _version_tuple(release)[:2] >= MIN_KERNEL
+    out = [Check(sec, "kernel version", "pass" if ok else "warn", release,
+                 "" if ok else f"upgrade to Linux {MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")]
+    for name, (key, why, required, probe) in _MODULES.items():
+        state = _module_state(name, key, probe(), config)
+        if state == "loaded":
+            out.append(Check(sec, f"module {name}", "pass", "available"))
+            continue
+        fix = (f"modprobe {name} && echo {name} >> /etc/modules-load.d/k3py.conf"
+               if state == "loadable" else
+               f"use a kernel built with {key} (needed for {why})")
+        out.append(Check(sec, f"module {name}", "fail" if required else "warn",
+                         f"not loaded (needed for {why})" if state == "loadable"
+                         else "not in this kernel", fix))
+    return out
+
+
+def memory_controller(root: str = "/sys/fs/cgroup", proc_cgroups: str = "/proc/cgroups"
+                      ) -> bool:
+    """Whether the memory cgroup controller is on (v2: in cgroup.controllers; v1: enabled
+    in /proc/cgroups). Pod memory limits and the node's memory stats need it."""
+    v2 = _read(os.path.join(root, "cgroup.controllers"))
+    if v2:
+        return "memory" in v2.split()
+    for line in _read(proc_cgroups).splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[0] == "memory":
+            return fields[3] == "1"
+    return False
+
+
+def cgroup_checks(root: str = "/sys/fs/cgroup", proc_cgroups: str = "/proc/cgroups"
+                  ) -> list[Check]:
+    sec = "Cgroups"
+    layout = cgroup_layout(root)
+    out = [Check(sec, "cgroup version", "pass" if layout != "none" else "fail",
+                 {"v2": "v2 (unified)", "hybrid": "v1 with a v2 mount (hybrid)",
+                  "v1": "v1", "none": "no cgroup file system"}[layout],
+                 "" if layout != "none" else "mount cgroup2 on /sys/fs/cgroup (systemd does "
+                 "this at boot)")]
+    if layout != "none":
+        ok = memory_controller(root, proc_cgroups)
+        out.append(Check(sec, "memory controller", "pass" if ok else "fail",
+                         "enabled" if ok else "disabled",
+                         "" if ok else f"on a Raspberry Pi: {PI_CMDLINE_FIX}; elsewhere "
+                         "remove cgroup_disable=memory from the kernel command line"))
+    return out
+
+
+def disk_check(data_dir: str) -> Check:
+    """Free space where the data dir is (or would be created)."""
+    path = os.path.abspath(data_dir)
+    while not os.path.exists(path) and path != "/":
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    detail = f"{free / 1e9:.1f} GB free under {data_dir}"
+    status = "fail" if free < MIN_FREE_FAIL else "warn" if free < MIN_FREE_WARN else "pass"
+    return Check("System", "data-dir space", status, detail,
+                 "" if status == "pass" else f"free space on that file system or choose "
+                 f"another --data-dir (at least {MIN_FREE_WARN // 10**9} GB)")
+
+
+def clock_check(data_dir: str, now: dt.datetime | None = None) -> Check:
+    """A Pi has no battery clock: offline, it boots with an old time, and certificates are
+    then 'not yet valid'. The clock must be past k3py's release and its own CA's start."""
+    now = now or dt.datetime.now(dt.UTC)
+    floor, why = CLOCK_FLOOR, "before k3py existed"
+    ca = os.path.join(data_dir, "server", "tls", "server-ca.crt")
+    if os.path.isfile(ca):
+        from cryptography import x509
+        with open(ca, "rb") as f:
+            start = x509.load_pem_x509_certificate(f.read()).not_valid_before_utc
+        if start > floor:
+            floor, why = start, "before this server's CA was made"
+    ok = now >= floor
+    return Check("System", "clock", "pass" if ok else "fail",
+                 now.strftime("%Y-%m-%dT%H:%M:%SZ") + ("" if ok else f", {why}"),
+                 "" if ok else "set the time (date -s 'YYYY-MM-DD HH:MM:SS', or NTP: "
+                 "timedatectl set-ntp true); offline nodes: apt-get install fake-hwclock")
 
 
 def _podman_checks() -> list[Check]:
@@ -152,6 +275,15 @@ def _podman_checks() -> list[Check]:
     ok = _version_tuple(version) >= MIN_PODMAN
     out = [Check(sec, "podman", "pass" if ok else "warn", version.removeprefix("podman "),
                  "" if ok else "upgrade to podman 4 or newer")]
+    for tool, required in (("conmon", True), ("runc", False)):
+        path = shutil.which(tool)
+        if path is None:
+            out.append(Check(sec, tool, "fail" if required else "warn", "not found",
+                             f"apt-get install {tool}" + ("" if required else
+                                                          " (the OCI runtime k3py tests)")))
+            continue
+        first = (_output([path, "--version"]).splitlines() or ["unknown"])[0]
+        out.append(Check(sec, tool, "pass", first.removeprefix(f"{tool} ")))
     conf, conf_error = read_containers_conf()
     if conf_error:
         out.append(Check(sec, "containers.conf", "fail", conf_error,
@@ -240,8 +372,9 @@ def _output(cmd: list[str]) -> str:
         return ""
 
 
-def run_checks() -> list[Check]:
-    return _system_checks() + _podman_checks() + _port_checks()
+def run_checks(data_dir: str = DEFAULT_DATA_DIR) -> list[Check]:
+    return (_system_checks() + [disk_check(data_dir), clock_check(data_dir)] +
+            kernel_checks() + cgroup_checks() + _podman_checks() + _port_checks())
 
 
 _COLORS = {"pass": "\033[32m", "warn": "\033[33m", "fail": "\033[31m"}
@@ -255,9 +388,8 @@ def format_report(checks: list[Check], color: bool = False) -> str:
             section = c.section
             lines += ([""] if lines else []) + [f"{section}:"]
         status = f"{_COLORS[c.status]}{c.status}\033[0m" if color else c.status
-        lines.append(f"- {c.name}: " + (f"{c.detail}: " if c.detail else "") + status)
-        if c.advice and c.status != "pass":
-            lines.append(f"    -> {c.advice}")
+        fix = f" (fix: {c.advice})" if c.advice and c.status != "pass" else ""
+        lines.append(f"- {c.name}: " + (f"{c.detail}: " if c.detail else "") + status + fix)
     fails = sum(c.status == "fail" for c in checks)
     warns = sum(c.status == "warn" for c in checks)
     summary = "fail" if fails else "pass"
@@ -268,11 +400,14 @@ def format_report(checks: list[Check], color: bool = False) -> str:
 
 
 def check_config_command(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help"):
-        raise HelpRequested(f"USAGE:\n   {PROGRAM} check-config\n\nChecks this host for what "
-                            f"{PROGRAM} needs; exit 1 when a required check fails.")
-    if argv:
-        raise UsageError(f"'{PROGRAM} check-config' takes no arguments (got {argv[0]!r})")
-    checks = run_checks()
+    if any(arg in ("-h", "--help") for arg in argv):
+        raise HelpRequested(f"USAGE:\n   {PROGRAM} check-config [--data-dir DIR]\n\nChecks "
+                            f"this host for what {PROGRAM} needs, one line per check with its "
+                            f"fix; exit 1 when a required check fails.")
+    extra: list[str] = []
+    values = parse(argv, CHECK_CONFIG, positional=extra)
+    if extra:
+        raise UsageError(f"'{PROGRAM} check-config' takes no arguments (got {extra[0]!r})")
+    checks = run_checks(values.get("data_dir", DEFAULT_DATA_DIR))
     print(format_report(checks, color=sys.stdout.isatty()))
     return 1 if any(c.status == "fail" for c in checks) else 0

@@ -24,11 +24,12 @@ from k3py.config import (
     AgentConfig,
     NodeConfig,
     ServerConfig,
+    SnapshotConfig,
     redact_endpoint,
 )
 
 __all__ = ["Flag", "FLAGS", "UsageError", "HelpRequested", "parse", "flags_for", "env_name",
-           "help_text", "server_config", "agent_config", "ENV_PREFIX"]
+           "help_text", "server_config", "agent_config", "snapshot_config", "ENV_PREFIX"]
 
 ENV_PREFIX = PROGRAM.upper()
 CONFIG_ENV = f"{ENV_PREFIX}_CONFIG_FILE"
@@ -147,10 +148,14 @@ def _existing_file(v: str) -> str:
 
 
 def _duration(v: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", v)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", v)
     if not m or float(m[1]) <= 0:
-        raise ValueError("expected a duration such as 2s, 500ms or 1m")
-    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m[2]]
+        raise ValueError("expected a duration such as 2s, 500ms, 1m or 24h")
+    return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m[2]]
+
+
+def _ttl(v: str) -> float:
+    return 0.0 if v.strip() == "0" else _duration(v)
 
 
 # the kube-controller-manager flags k3py's built-in controllers read (K3s passes any)
@@ -203,10 +208,15 @@ def _mqtt_mode(v: str) -> str:
 
 
 def _labels(items: tuple[str, ...]) -> tuple[str, ...]:
+    # imported here: `k3py mapper` reads this module and loads no k3py.api code
+    from k3py.api.nodelabels import label_allowed_for_node
     for item in items:
         key, eq, _ = item.partition("=")
         if not eq or not key:
             raise ValueError(f"expected key=value labels, got {item!r}")
+        if not label_allowed_for_node(key):
+            raise ValueError(f"a node may not give itself the label {key!r} (NodeRestriction); "
+                             f"label the Node with kubectl instead")
     return items
 
 
@@ -226,24 +236,27 @@ def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
 # coredns) -> why k3py cannot disable them: it does not deploy any of them yet. A component
 # k3py does deploy moves out of here into a `disable` field that its deployer reads.
 _NOT_YET_COMPONENTS = {
-    "ingress": "k3py deploys no ingress controller",
     "servicelb": "k3py deploys no service load balancer",
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("local-storage", "metrics-server")
+_COMPONENTS = ("ingress", "local-storage", "metrics-server")
+# K3s's names of the same components, read as k3py's
+_COMPONENT_ALIASES = {"traefik": "ingress"}
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:
-    known = (*_COMPONENTS, *_NOT_YET_COMPONENTS)
+    known = (*_COMPONENTS, *_COMPONENT_ALIASES, *_NOT_YET_COMPONENTS)
     for item in items:
         if item not in known:
             raise ValueError(f"expected components from {', '.join(known)}, got {item!r}")
-    return items
+    return tuple(dict.fromkeys(_COMPONENT_ALIASES.get(item, item) for item in items))
 
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 SECRETS = "secrets-encrypt"
+SNAPSHOT = "snapshot"
+CHECK_CONFIG = "check-config"
 PODS = "agent pods"  # the node's pods from its local state
 _BOTH = (SERVER, AGENT)
 
@@ -263,6 +276,8 @@ class Flag:
     not_implemented: str = ""
     # values of a list flag that are refused by name, each with why (--disable)
     not_implemented_values: tuple[tuple[str, str], ...] = ()
+    # (command, other long name) pairs: K3s's second names, e.g. `etcd-snapshot --dir`
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def attr(self) -> str:
@@ -275,7 +290,7 @@ class Flag:
 
 FLAGS: tuple[Flag, ...] = (
     Flag("config", str, "(config) Load configuration from FILE",
-         (*_BOTH, TOKEN, AIRGAP, PODS),
+         (*_BOTH, TOKEN, AIRGAP, PODS, SNAPSHOT, CHECK_CONFIG),
          short="c",
          env_aliases=(CONFIG_ENV,), default_help=DEFAULT_CONFIG_FILE),
     Flag("debug", bool, "(logging) Turn on debug logs"),
@@ -288,7 +303,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tls-san", list, "(listener) Add additional hostnames or IPv4/IPv6 addresses as "
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
-    Flag("data-dir", str, "(data) Folder to hold state", (*_BOTH, TOKEN, SECRETS, PODS),
+    Flag("data-dir", str, "(data) Folder to hold state",
+         (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT, CHECK_CONFIG),
          short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
@@ -316,12 +332,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token-file", str, "(cluster) File containing the token"),
     Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
          "cluster, whose CAs and token it takes from the shared datastore)",
-         (*_BOTH, SECRETS), short="s",
+         (*_BOTH, SECRETS, TOKEN), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
+    Flag("ttl", str, "(token) How long a created bootstrap token lasts (24h, 30m; 0: "
+         "forever)", (TOKEN,), check=_ttl, default_help="24h"),
+    Flag("description", str, "(token) A created bootstrap token's description", (TOKEN,)),
     # db
     Flag("datastore-endpoint", str, "(db) PostgreSQL data source name for a datastore shared "
          "by several servers (postgres://user:pass@host:port/db?sslmode=...); default: the "
-         "embedded SQLite store in <data-dir>/server/db", (SERVER,), check=_datastore_endpoint),
+         "embedded SQLite store in <data-dir>/server/db", (SERVER, SNAPSHOT),
+         check=_datastore_endpoint),
     Flag("datastore-cafile", str, "(db) TLS Certificate Authority file used to secure "
          "datastore backend communication", (SERVER,), check=_existing_file),
     Flag("datastore-certfile", str, "(db) TLS certification file used to secure datastore "
@@ -361,13 +381,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
          "(0: never)", (SERVER,)),
     Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),
+    Flag("pod-security-admission-config-file", str, "(security) AdmissionConfiguration with "
+         "the PodSecurity plug-in's cluster-wide defaults and exemptions", (SERVER,),
+         default_help="unlabelled namespaces are privileged"),
     Flag("secrets-encryption", bool, "(security) Encrypt Secrets at rest (AES-GCM; keys in "
          "<data-dir>/server/cred/encryption-config.json); =false writes new ones in plain",
          (SERVER,)),
     # node
-    Flag("node-name", str, "(agent/node) Node name", (*_BOTH, PODS), default_help="hostname"),
+    Flag("node-name", str, "(agent/node) Node name", (*_BOTH, PODS, SNAPSHOT),
+         default_help="hostname"),
     Flag("with-node-id", bool, "(agent/node) Append a persistent random id to the node name",
-         (*_BOTH, PODS)),
+         (*_BOTH, PODS, SNAPSHOT)),
     Flag("node-label", list, "(agent/node) Registering the node with a set of labels "
          "(key=value)", check=_labels),
     Flag("node-taint", list, "(agent/node) Registering the node with a set of taints "
@@ -377,6 +401,10 @@ FLAGS: tuple[Flag, ...] = (
          check=_non_negative),
     Flag("node-ip", str, "(agent/networking) IP address to advertise for node", check=_ip,
          default_help="address of the default route"),
+    Flag("ingress-http-port", int, "(agent/networking) Port of the node's ingress proxy for "
+         "HTTP", check=_port),
+    Flag("ingress-https-port", int, "(agent/networking) Port of the node's ingress proxy for "
+         "HTTPS", check=_port),
     Flag("podman-root", str, "(agent/runtime) Run podman with its own storage under DIR "
          "(DIR/storage, DIR/run, DIR/tmp), e.g. for several agents on one machine",
          (*_BOTH, AIRGAP, PODS),
@@ -411,7 +439,8 @@ FLAGS: tuple[Flag, ...] = (
 _CONFIG_FLAG = next(f for f in FLAGS if f.name == "config")
 _CONFIG_CLASSES: dict[str, type] = {SERVER: ServerConfig, AGENT: AgentConfig,
                                     TOKEN: ServerConfig, AIRGAP: AgentConfig,
-                                    PODS: AgentConfig}
+                                    PODS: AgentConfig, SNAPSHOT: SnapshotConfig,
+                                    CHECK_CONFIG: ServerConfig}
 
 
 def flags_for(command: str) -> tuple[Flag, ...]:
@@ -419,7 +448,7 @@ def flags_for(command: str) -> tuple[Flag, ...]:
 
 
 def default_of(flag: Flag, command: str) -> Any:
-    for f in fields(_CONFIG_CLASSES[command]):
+    for f in fields(_CONFIG_CLASSES.get(command, ServerConfig)):
         if f.name == flag.attr and f.default is not MISSING:
             return f.default
     return None
@@ -513,6 +542,7 @@ def _load_config_file(path: str, explicit: bool) -> dict[str, Any]:
 def _scan_argv(argv: list[str], command: str, flags: tuple[Flag, ...],
                positional: list[str] | None) -> dict[str, Any]:
     by_long = {f.name: f for f in flags}
+    by_long.update({alias: f for f in flags for cmd, alias in f.aliases if cmd == command})
     by_short = {f.short: f for f in flags if f.short}
     see = f"run '{PROGRAM} {command} --help' for the flags"
     given: dict[str, Any] = {}
@@ -650,6 +680,13 @@ def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> 
         raise UsageError("--server on a server joins another server's cluster through their "
                          "shared datastore: add that cluster's --datastore-endpoint (servers "
                          "on the embedded SQLite store cannot share a cluster)")
+    if values.get("cluster_reset_restore_path") and not values.get("cluster_reset"):
+        raise UsageError("--cluster-reset-restore-path needs --cluster-reset: "
+                         "k3py server --cluster-reset --cluster-reset-restore-path FILE")
+    if values.get("cluster_reset") and not values.get("cluster_reset_restore_path"):
+        raise UsageError("--cluster-reset needs --cluster-reset-restore-path FILE: the "
+                         "embedded store has no cluster membership to reset, only a "
+                         "snapshot to restore")
     config = _build(ServerConfig, values)
     _check_pod_network(config)
     return config
@@ -670,6 +707,12 @@ def _check_pod_network(config: ServerConfig) -> None:
                              f"choose networks that do not overlap")
 
 
+def snapshot_config(argv: list[str], positional: list[str],
+                    environ: Mapping[str, str] | None = None) -> SnapshotConfig:
+    """`k3py snapshot`'s flags; the subcommand and snapshot names go to `positional`."""
+    return _build(SnapshotConfig, parse(argv, SNAPSHOT, environ, positional=positional))
+
+
 def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> AgentConfig:
     """`k3py agent`'s configuration, made by AgentConfig.for_node as the embedded agent's is."""
     values = parse(argv, AGENT, environ)
@@ -678,7 +721,7 @@ def agent_config(argv: list[str], environ: Mapping[str, str] | None = None) -> A
         raise UsageError(f"--token-file {values['token_file']} is empty; copy the output of "
                          f"'{PROGRAM} token' on the server into it")
     return AgentConfig.for_node(_build(NodeConfig, values), server=values.get("server", ""),
-                                token=token, embedded=False)
+                                token=token)
 
 
 def _shown_default(flag: Flag, command: str) -> str:
@@ -693,8 +736,11 @@ def _shown_default(flag: Flag, command: str) -> str:
 
 
 _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a node)",
+          CHECK_CONFIG: "Check this host for what k3py needs",
+          SNAPSHOT: "Save, list, delete, prune or restore snapshots of the embedded store",
           AGENT: "Run a node that joins a server",
-          TOKEN: "Print the join token of the local server",
+          TOKEN: "Print the join token of the local server; create|list|delete bootstrap "
+                 "tokens",
           AIRGAP: "Import image tarballs into this node's podman",
           PODS: "Print this node's pods from its own state (works without the server)"}
 
@@ -704,6 +750,7 @@ def help_text(command: str) -> str:
     for flag in flags_for(command):
         value = "" if flag.kind is bool else " value"
         left = f"--{flag.name}{value}" + (f", -{flag.short}{value}" if flag.short else "")
+        left += "".join(f", --{alias}{value}" for cmd, alias in flag.aliases if cmd == command)
         default = _shown_default(flag, command)
         text = flag.help + (f" (default: {default})" if default else "")
         if flag.not_implemented:
@@ -721,6 +768,47 @@ def help_text(command: str) -> str:
               f"({DEFAULT_CONFIG_FILE}).", "Precedence: flag > environment > config file > "
               "default."]
     return "\n".join(lines)
+
+
+# ---- store snapshots (K3s's etcd-snapshot flags without "etcd-"): the server's schedule and
+# `k3py snapshot save|ls|delete|prune|restore`
+
+def _cron(v: str) -> str:
+    from k3py.server.controllers.cron import CronError, parse_cron
+    try:
+        parse_cron(v)
+    except CronError as e:
+        raise ValueError(f"expected a cron schedule such as '0 */12 * * *' ({e})") from None
+    return v
+
+
+def _retention(v: int) -> int:
+    if v < 1:
+        raise ValueError("expected a number >= 1")
+    return v
+
+
+def _snapshot_name(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        raise ValueError("expected a name of letters, digits, '.', '_' and '-'")
+    return v
+
+
+FLAGS = FLAGS + (
+    Flag("snapshot-schedule-cron", str, "(db) Snapshot interval time in cron spec, e.g. every "
+         "5 hours '0 */5 * * *'", (SERVER,), check=_cron),
+    Flag("snapshot-retention", int, "(db) Number of snapshots to retain (scheduled ones; "
+         "`snapshot prune`: those of --name)", (SERVER, SNAPSHOT), check=_retention),
+    Flag("snapshot-dir", str, "(db) Directory to save snapshots", (SERVER, SNAPSHOT),
+         default_help="<data-dir>/server/db/snapshots", aliases=((SNAPSHOT, "dir"),)),
+    Flag("disable-snapshots", bool, "(db) Disable scheduled snapshots", (SERVER,)),
+    Flag("cluster-reset", bool, "(db) With --cluster-reset-restore-path: replace the store "
+         "with a snapshot, then exit", (SERVER,)),
+    Flag("cluster-reset-restore-path", str, "(db) Path to the snapshot file to be restored",
+         (SERVER,)),
+    Flag("name", str, "(snapshot) Set the base name of the snapshots", (SNAPSHOT,),
+         check=_snapshot_name),
+)
 
 
 # ---- `k3py agent pods`: its one flag of its own (it shares data-dir, node-name, podman-root)

@@ -22,7 +22,8 @@ from k3py.api.objects import deepcopy
 from k3py.api.resources import Resource
 
 __all__ = [
-    "AdmissionChain", "Step", "Preparer", "Mutator", "Validator", "Converter", "DeleteHook",
+    "AdmissionChain", "Step", "Preparer", "Mutator", "Validator", "UpdateCheck", "Converter",
+    "DeleteHook",
     "label_selector", "field_selector", "track_managed_fields", "apply_patch",
     "parse_apply_body", "server_side_apply", "unknown_fields", "needs_finalization",
     "on_terminating", "finalize_when_empty", "PATCH_TYPES", "REQUEST_WARNINGS", "warn",
@@ -152,6 +153,9 @@ Preparer = Callable[[Resource, dict, dict | None, str], dict | None]
 Mutator = Callable[[Resource, dict], Awaitable[None] | None]
 # (res, obj, old | None) -> causes of a 422 Invalid
 Validator = Callable[[Resource, dict, dict | None], list[Cause]]
+# (res, obj, old) on update, after validation; may be async (may read the store), raises a
+# StatusError to refuse
+UpdateCheck = Callable[[Resource, dict, dict], Awaitable[None] | None]
 # (res, stored obj) -> the object in the served version, or None when not this step's kind
 Converter = Callable[[Resource, dict], dict | None]
 # (res, obj) after an object is gone from the store; may be async
@@ -171,7 +175,8 @@ class AdmissionChain:
     """The ordered plug-in steps of one server's admission, run by its Registry.
 
     A write runs: the kind's strategy, then `preparers`; the kind's defaults; on create the
-    `mutators`; the kind's validation plus `validators`. Reads in another version run the
+    `mutators`; the kind's validation plus `validators`; on update the `update_checks`.
+    Reads in another version run the
     `converters` (the first that answers wins, then the built-in Event conversion). A delete
     that removed the object runs `delete_hooks`. Each list runs in the order steps were added."""
 
@@ -179,6 +184,7 @@ class AdmissionChain:
         self.preparers: list[Step[Preparer]] = []
         self.mutators: list[Step[Mutator]] = []
         self.validators: list[Step[Validator]] = []
+        self.update_checks: list[Step[UpdateCheck]] = []
         self.converters: list[Step[Converter]] = []
         self.delete_hooks: list[Step[DeleteHook]] = []
 
@@ -191,6 +197,9 @@ class AdmissionChain:
     def add_validator(self, name: str, fn: Validator) -> None:
         self.validators.append(Step(name, fn))
 
+    def add_update_check(self, name: str, fn: UpdateCheck) -> None:
+        self.update_checks.append(Step(name, fn))
+
     def add_converter(self, name: str, fn: Converter) -> None:
         self.converters.append(Step(name, fn))
 
@@ -200,7 +209,8 @@ class AdmissionChain:
     def describe(self) -> list[tuple[str, str]]:
         """(phase, step name) in the order a write meets them, for a reader or a test."""
         phases = (("prepare", self.preparers), ("mutate", self.mutators),
-                  ("validate", self.validators), ("convert", self.converters),
+                  ("validate", self.validators), ("update-check", self.update_checks),
+                  ("convert", self.converters),
                   ("after-delete", self.delete_hooks))
         return [(phase, step.name) for phase, steps in phases for step in steps]
 
@@ -250,6 +260,12 @@ class AdmissionChain:
         if causes:
             name = (obj.get("metadata") or {}).get("name") or ""
             raise errors.invalid(res.group, res.kind, name, causes)
+
+    async def check_update(self, res: Resource, obj: dict, old: dict) -> None:
+        for step in self.update_checks:
+            r = step.fn(res, obj, old)
+            if asyncio.iscoroutine(r):
+                await r
 
     async def after_delete(self, res: Resource, obj: dict) -> None:
         for step in self.delete_hooks:

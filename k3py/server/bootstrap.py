@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from k3py.api import ingress as ingress_addon
 from k3py.hostinfo import machine_secret
 from k3py.server import admission, crds, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
-from k3py.server.controllers import localpath, service
+from k3py.server.controllers import ingress, localpath, service
 from k3py.server.controllers.apiendpoints import APIServerEndpoints
 from k3py.server.controllers.base import (
     ControllerContext,
@@ -36,7 +37,7 @@ from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.noderestriction import NodeRestriction
-from k3py.server.podsecurity import PodSecurityAdmission
+from k3py.server.podsecurity import PodSecurityAdmission, PodSecurityConfig
 from k3py.server.rbac import RBACAuthorizer
 from k3py.server.rbac.aggregation import AggregationController
 from k3py.server.rbac.defaults import reconcile_defaults
@@ -68,13 +69,15 @@ class Plugins:
     services: service.ServiceAllocator
 
 
-def install_admission(registry: Registry, config) -> Plugins:
+def install_admission(registry: Registry, config,
+                      pod_security: PodSecurityConfig | None = None) -> Plugins:
     """Fill the registry's AdmissionChain; within each phase the steps run in this order:
 
     prepare   CustomResourceStrategy, ServiceAllocatedValues
     mutate    ServiceAllocation, ServiceAccount, PodSecurity, DefaultStorageClass
               (create only)
     validate  CustomResourceValidation, NodeRestriction, RBACEscalation (install_rbac)
+    update-check  PodSecurity
     convert   CustomResourceConversion
     delete    ServiceRelease
 
@@ -86,9 +89,11 @@ def install_admission(registry: Registry, config) -> Plugins:
                                         config.service_node_port_range)
     services.install(chain)
     chain.add_mutator("ServiceAccount", ServiceAccountAdmission(registry))
-    chain.add_mutator("PodSecurity", PodSecurityAdmission(registry, admission.warn))
+    pod_security_admission = PodSecurityAdmission(registry, admission.warn, pod_security)
+    chain.add_mutator("PodSecurity", pod_security_admission)
     chain.add_validator("NodeRestriction", NodeRestriction())
     chain.add_mutator("DefaultStorageClass", DefaultStorageClass(registry))
+    chain.add_update_check("PodSecurity", pod_security_admission.on_update)
     return Plugins(crds=custom, services=services)
 
 
@@ -115,7 +120,7 @@ async def ensure_namespaces(registry: Registry) -> None:
 async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) -> None:
     """State the API needs before it opens: namespaces, the default RBAC roles and bindings,
     CRDs served, service allocations known, the kubernetes Service, the local-path
-    StorageClass (or its removal under --disable local-storage)."""
+    StorageClass and the k3py IngressClass (or their removal under --disable)."""
     await ensure_namespaces(registry)
     await reconcile_defaults(registry)
     await crds.install_builtin_crds(registry)
@@ -126,6 +131,7 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
                                             endpoints=not config.datastore_endpoint)
     await service.ensure_dns_service(registry, config.cluster_dns_ip, config.cluster_domain)
     await localpath.ensure_local_path_class(registry, localpath.ADDON not in config.disable)
+    await ingress.ensure_ingress_class(registry, ingress_addon.ADDON not in config.disable)
 
 
 def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer) -> None:
@@ -154,7 +160,10 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    usage: metrics.UsageStore | None = None) -> None:
     """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
     nodeauth.install_from_config(app, config, registry)
-    hub = CloudHub(registry, api.authenticator, issuer, informers=informers, usage=usage)
+    hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
+                   authorizer=api.authorizer,
+                   server_node="" if config.disable_agent else config.effective_node_name,
+                   usage=usage)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
 
@@ -176,7 +185,9 @@ _CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period
 
 def disabled_controllers(config) -> frozenset[str]:
     """The built-in controllers a --disable'd component turns off."""
-    return frozenset({"LocalPathProvisioner"} if localpath.ADDON in config.disable else ())
+    return frozenset({name for addon, name in ((localpath.ADDON, "LocalPathProvisioner"),
+                                               (ingress_addon.ADDON, "IngressController"))
+                      if addon in config.disable})
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,

@@ -28,11 +28,16 @@ from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.apiserver.discovery import Discovery
+from k3py.server.apiserver.headerdeadline import DeadlineSite, HeaderDeadline
 from k3py.server.apiserver.limits import RequestLimits
+from k3py.server.configfile import ConfigError
 from k3py.server.controllers.base import InformerFactory
+from k3py.server.controllers.cron import parse_cron
 from k3py.server.controllers.service import ServiceAllocator
+from k3py.server.podsecurity import PodSecurityConfig
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
+from k3py.server.snapshots import SnapshotSchedule
 from k3py.server.store.backend import Backend, StoreError
 from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
 
@@ -143,6 +148,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     _check_data_dir(config.data_dir)
     _check_port(config.bind_address, config.https_listen_port)
     _check_cluster_dns(config)
+    pod_security = _pod_security_config(config)
     for d in (config.server_dir, os.path.dirname(config.db_path), config.tls_dir):
         os.makedirs(d, mode=0o700, exist_ok=True)
     backend = await _open_store(config)  # first: a datastore that cannot be used changes nothing
@@ -168,7 +174,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         if keys.keys else None
     backend = encrypting or backend  # its start() would start the store again: already open
     registry = Registry(backend, resources)
-    plugins = bootstrap.install_admission(registry, config)
+    plugins = bootstrap.install_admission(registry, config, pod_security)
     await bootstrap.prepare(registry, plugins, config, advertise)
 
     # one informer per resource for this server: controllers, RBAC and the tunnel share it
@@ -183,9 +189,11 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     bootstrap.install_authenticators(api, registry, issuer)
     bootstrap.install_rbac(api, registry, informers)
     audit = _audit_log(config)
+    deadline = HeaderDeadline()
     app = build_app(api, audit, RequestLimits(
         max_readonly=config.max_requests_inflight,
-        max_mutating=config.max_mutating_requests_inflight, timeout=config.request_timeout))
+        max_mutating=config.max_mutating_requests_inflight, timeout=config.request_timeout),
+        deadline)
     if audit is not None:
         async def close_audit(_app: web.Application) -> None:
             audit.close()
@@ -197,8 +205,9 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_ctx = pki.server_ssl_context(bundle)
-    site = web.TCPSite(runner, config.bind_address or None, config.https_listen_port,
-                       ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+    site = DeadlineSite(runner, config.bind_address or None, config.https_listen_port,
+                        deadline=deadline, ssl_context=ssl_ctx, backlog=1024,
+                        reuse_address=True)
     await site.start()
     url = f"https://{url_host}:{config.https_listen_port}"
     if config.write_kubeconfig:
@@ -207,11 +216,36 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                              admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
                                                     informers, usage)
+    schedule = _snapshot_schedule(config)
+    if schedule is not None:
+        schedule.start()
+        controllers.append(schedule)
     api.ready = True
     log.info("k3py server is ready at %s (node token in %s)", url, config.token_path)
     return RunningServer(registry=registry, api=api, runner=runner, backend=backend,
                          controllers=controllers, url=url, informers=informers,
                          services=plugins.services)
+
+
+def _snapshot_schedule(config: ServerConfig) -> SnapshotSchedule | None:
+    """Scheduled snapshots of the embedded store, as K3s's (on unless --disable-snapshots)."""
+    if config.disable_snapshots:
+        return None
+    if config.datastore_endpoint:
+        log.info("scheduled snapshots are off: a PostgreSQL datastore is backed up with the "
+                 "database's own tools")
+        return None
+    return SnapshotSchedule(config.db_path, config.snapshots_dir, config.effective_node_name,
+                            parse_cron(config.snapshot_schedule_cron), config.snapshot_retention)
+
+
+def _pod_security_config(config: ServerConfig) -> PodSecurityConfig:
+    if not config.pod_security_admission_config_file:
+        return PodSecurityConfig()
+    try:
+        return PodSecurityConfig.load(config.pod_security_admission_config_file)
+    except ConfigError as e:
+        raise StartupError(f"--pod-security-admission-config-file: {e}") from None
 
 
 def _audit_log(config: ServerConfig) -> AuditLog | None:

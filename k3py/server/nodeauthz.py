@@ -11,8 +11,11 @@ A node may
   projected sources, env, envFrom, imagePullSecrets: k3py.api.podrefs), the PersistentVolumes
   bound to those claims, and request tokens of its pods' ServiceAccounts; list/watch of those
   only by name;
+- get the `kubernetes.io/tls` Secrets named in spec.tls of the Ingresses the built-in ingress
+  serves (server/edge/ingresssync.py; as K3s's Traefik may), list/watch them only by name;
 - read every Service, Endpoints and EndpointSlice (the node's service proxy needs them all),
-  RuntimeClasses and CSIDrivers, and its own CSINode;
+  Ingress and IngressClass (its ingress proxy), RuntimeClasses and CSIDrivers, and its own
+  CSINode;
 - read the KubeEdge Devices bound to it (get, or list/watch with spec.nodeName=NAME), update
   their status, and get the DeviceModels they use;
 - create Events, CertificateSigningRequests, TokenReviews and SubjectAccessReviews.
@@ -27,12 +30,14 @@ from k3py.api.podrefs import pod_references
 from k3py.server.apiserver.auth import Attributes
 from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
 from k3py.server.edge.devicesync import DEVICE_GROUP, device_model, device_node
+from k3py.server.edge.ingresssync import INGRESS_GROUP, IngressSecrets
 
 __all__ = ["NodeAuthorizer"]
 
 _READ = ("get", "list", "watch")
 _WRITE_OWN = ("get", "list", "watch", "create", "update", "patch", "delete")
 _READ_ALL = {("", "services"), ("", "endpoints"), ("discovery.k8s.io", "endpointslices"),
+             (INGRESS_GROUP, "ingresses"), (INGRESS_GROUP, "ingressclasses"),
              ("node.k8s.io", "runtimeclasses"), ("storage.k8s.io", "csidrivers")}
 _CREATE_ONLY = {("", "events"), ("events.k8s.io", "events"),
                 ("authentication.k8s.io", "tokenreviews"),
@@ -46,6 +51,7 @@ class NodeAuthorizer:
         self.pods = informers.informer("", "pods")
         self.pods.add_index(NODE_INDEX, pod_node)
         self.claims = informers.informer("", "persistentvolumeclaims")
+        self.ingress_secrets = IngressSecrets(informers)
 
     def allows(self, attrs: Attributes) -> bool:
         node = attrs.user.node_name
@@ -76,8 +82,12 @@ class NodeAuthorizer:
                         attrs.verb in ("get", "update", "patch")
                 else:
                     verb_ok = attrs.verb in _READ
-                return verb_ok and name is not None and \
-                    self._referenced(node, attrs.plural, attrs.namespace or "", name)
+                if not verb_ok or name is None:
+                    return False
+                ns = attrs.namespace or ""
+                return self._referenced(node, attrs.plural, ns, name) or (
+                    attrs.plural == "secrets" and not attrs.subresource
+                    and self.ingress_secrets.served(ns, name))
             if attrs.plural == "persistentvolumes":
                 return attrs.verb in _READ and name is not None and \
                     self._volume_of_node(node, name)

@@ -8,23 +8,32 @@
   of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs and CronJobs (enforce does not
   apply to templates, as upstream);
 - audit: recorded as an annotation on the audit Event upstream; here a log line.
-A namespace without labels is privileged (no checks), as on a K3s server without a
-PodSecurity configuration. kube-system is exempt."""
+On create, and on update when it matters as upstream: a pod whose containers or images
+changed (enforce, warn, audit), a workload whose pod template changed (warn, audit).
+A namespace without a label gets the cluster-wide default for that mode
+(`--pod-security-admission-config-file`: upstream's AdmissionConfiguration with a
+PodSecurityConfiguration, defaults and exemptions of namespaces, usernames, runtime classes);
+without the file it is privileged (no checks), as on K3s, and kube-system is exempt."""
 
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass, field
 
 from k3py.api import errors
 from k3py.api.resources import Resource
+from k3py.server.apiserver.auth import REQUEST_USER
+from k3py.server.configfile import ConfigError, read_yaml
 from k3py.server.registry import Registry
 
-__all__ = ["PodSecurityAdmission", "check_pod", "LEVELS"]
+__all__ = ["PodSecurityAdmission", "PodSecurityConfig", "check_pod", "LEVELS"]
 
 log = logging.getLogger("k3py.podsecurity")
 
 LEVELS = ("privileged", "baseline", "restricted")
 _LABEL = "pod-security.kubernetes.io/"
+_MODES = ("enforce", "warn", "audit")
 _EXEMPT_NAMESPACES = {"kube-system"}
 _TEMPLATES = {("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"),
               ("apps", "daemonsets"), ("batch", "jobs"), ("", "replicationcontrollers")}
@@ -148,36 +157,124 @@ def check_pod(level: str, spec: dict) -> list[str]:
     return []
 
 
-def _levels(ns: dict | None) -> dict[str, str]:
+@dataclass(frozen=True)
+class PodSecurityConfig:
+    """The cluster-wide defaults (mode -> level, for a namespace without that label) and
+    exemptions: upstream's PodSecurityConfiguration."""
+    defaults: dict[str, str] = field(default_factory=dict)
+    exempt_namespaces: frozenset[str] = frozenset(_EXEMPT_NAMESPACES)
+    exempt_usernames: frozenset[str] = frozenset()
+    exempt_runtime_classes: frozenset[str] = frozenset()
+
+    @classmethod
+    def load(cls, path: str) -> PodSecurityConfig:
+        """From an AdmissionConfiguration file (`--pod-security-admission-config-file`, as
+        K3s and kube-apiserver take it): the PodSecurity plug-in's configuration, inline or
+        in the file its `path` names. ConfigError says what is wrong."""
+        doc = read_yaml(path, "the admission configuration")
+        if not isinstance(doc, dict) or doc.get("kind") != "AdmissionConfiguration":
+            raise ConfigError(f"{path}: want kind AdmissionConfiguration "
+                              f"(apiserver.config.k8s.io/v1)")
+        for plugin in doc.get("plugins") or []:
+            if isinstance(plugin, dict) and plugin.get("name") == "PodSecurity":
+                conf = plugin.get("configuration")
+                if conf is None and plugin.get("path"):
+                    where = os.path.join(os.path.dirname(os.path.abspath(path)), plugin["path"])
+                    conf = read_yaml(where, "the PodSecurity configuration")
+                if not isinstance(conf, dict):
+                    raise ConfigError(f"{path}: the PodSecurity plug-in has no configuration")
+                return cls.from_configuration(conf, path)
+        raise ConfigError(f"{path}: no plug-in named PodSecurity")
+
+    @classmethod
+    def from_configuration(cls, conf: dict, where: str) -> PodSecurityConfig:
+        if conf.get("kind") != "PodSecurityConfiguration":
+            raise ConfigError(f"{where}: the PodSecurity plug-in's configuration must be of "
+                              f"kind PodSecurityConfiguration")
+        defaults = {}
+        for key, value in (conf.get("defaults") or {}).items():
+            mode, _, version = str(key).partition("-")
+            if mode not in _MODES or version not in ("", "version"):
+                raise ConfigError(f"{where}: unknown defaults key {key!r}")
+            if version:
+                continue  # one version of the standards here: latest
+            if value not in LEVELS:
+                raise ConfigError(f"{where}: defaults.{key} must be one of "
+                                  f"{', '.join(LEVELS)}, not {value!r}")
+            defaults[mode] = value
+        ex = conf.get("exemptions") or {}
+        return cls(defaults=defaults,
+                   exempt_namespaces=frozenset(ex.get("namespaces") or ()),
+                   exempt_usernames=frozenset(ex.get("usernames") or ()),
+                   exempt_runtime_classes=frozenset(ex.get("runtimeClasses") or ()))
+
+
+def _levels(ns: dict | None, defaults: dict[str, str]) -> dict[str, str]:
+    """mode -> level for the namespace: its label, else the cluster default; privileged
+    (no checks) left out."""
     labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
     out = {}
-    for mode in ("enforce", "warn", "audit"):
+    for mode in _MODES:
         level = labels.get(_LABEL + mode)
-        if level in LEVELS and level != "privileged":
+        if level not in LEVELS:
+            level = defaults.get(mode, "privileged")
+        if level != "privileged":
             out[mode] = level
     return out
 
 
-class PodSecurityAdmission:
-    """A create mutator (it reads the namespace) that refuses or warns."""
+def _significant_pod_update(new: dict, old: dict) -> bool:
+    """Upstream's rule: a pod update is judged again only when a container was added or
+    removed or changed its image (the rest of a pod's spec cannot change or does not matter
+    to the standards)."""
+    def images(pod: dict) -> list:
+        spec = pod.get("spec") or {}
+        return [[c.get("image") for c in spec.get(k) or [] if isinstance(c, dict)]
+                for k in ("initContainers", "containers", "ephemeralContainers")]
+    return images(new) != images(old)
 
-    def __init__(self, registry: Registry, warn) -> None:
+
+class PodSecurityAdmission:
+    """On create (a mutator: it reads the namespace) and on update (an update check) of pods
+    and workloads: refuses pods (enforce) or warns and logs (warn, audit; also for templates).
+    A pod update is judged again only when it is significant (_significant_pod_update), a
+    workload's only when its pod template changed, as upstream."""
+
+    def __init__(self, registry: Registry, warn, config: PodSecurityConfig | None = None) -> None:
         self.registry = registry
         self.warn = warn  # appends a Warning to the current request's response
+        self.config = config or PodSecurityConfig()
 
     async def __call__(self, res: Resource, obj: dict) -> None:
+        await self._evaluate(res, obj)
+
+    async def on_update(self, res: Resource, obj: dict, old: dict) -> None:
         key = (res.group, res.plural)
-        if key != ("", "pods") and key not in _TEMPLATES and key != ("batch", "cronjobs"):
+        if not _judged(key):
+            return
+        if key == ("", "pods"):
+            if not _significant_pod_update(obj, old):
+                return
+        elif _pod_template(key, obj) == _pod_template(key, old):
+            return
+        await self._evaluate(res, obj)
+
+    async def _evaluate(self, res: Resource, obj: dict) -> None:
+        key = (res.group, res.plural)
+        if not _judged(key):
             return
         ns = (obj.get("metadata") or {}).get("namespace") or ""
-        if not ns or ns in _EXEMPT_NAMESPACES:
+        if not ns or ns in self.config.exempt_namespaces:
+            return
+        user = REQUEST_USER.get()
+        if user is not None and user.name in self.config.exempt_usernames:
             return
         ns_res = self.registry.served("", "namespaces")
-        levels = _levels(await self.registry.try_get(ns_res, None, ns))
+        levels = _levels(await self.registry.try_get(ns_res, None, ns), self.config.defaults)
         if not levels:
             return
         spec = _pod_spec(key, obj)
-        if spec is None:
+        if spec is None or spec.get("runtimeClassName") in self.config.exempt_runtime_classes:
             return
         name = (obj.get("metadata") or {}).get("name") or \
             (obj.get("metadata") or {}).get("generateName") or ""
@@ -197,6 +294,17 @@ class PodSecurityAdmission:
             if bad:
                 log.info("PodSecurity audit: %s %s/%s violates %s:latest: %s", res.kind, ns,
                          name, levels["audit"], "; ".join(bad))
+
+
+def _judged(key: tuple[str, str]) -> bool:
+    return key == ("", "pods") or key in _TEMPLATES or key == ("batch", "cronjobs")
+
+
+def _pod_template(key: tuple[str, str], obj: dict) -> dict | None:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if key == ("batch", "cronjobs"):
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return spec.get("template")
 
 
 def _pod_spec(key: tuple[str, str], obj: dict) -> dict | None:

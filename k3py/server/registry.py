@@ -31,6 +31,9 @@ __all__ = ["Registry", "ListOptions", "WatchEvent"]
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _CONFLICT_MSG = "the object has been modified; please apply your changes to the latest version and try again"
+# etcd's --max-request-bytes default, the size upstream can store: a larger object is refused
+# 413 on every write path (create, update, patch, apply, status), before it reaches the store
+MAX_OBJECT_BYTES = 1536 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +127,15 @@ class Registry:
             if k not in ordered:
                 ordered[k] = v
         return dumps(ordered)
+
+    def _stored(self, res: Resource, obj: dict) -> bytes:
+        """The stored form of a created or updated object, refused if over MAX_OBJECT_BYTES."""
+        value = self._strip(obj)
+        if len(value) > MAX_OBJECT_BYTES:
+            raise errors.request_entity_too_large(
+                f"the {res.kind} would be {len(value)} bytes in storage, the limit is "
+                f"{MAX_OBJECT_BYTES}")
+        return value
 
     @staticmethod
     def _splice(value: bytes, revision: int, head: bytes) -> bytes | None:
@@ -276,7 +288,7 @@ class Registry:
             return obj
         key = self._key(res, md.get("namespace"), md["name"])
         try:
-            rev = await self.backend.create(key, self._strip(obj))
+            rev = await self.backend.create(key, self._stored(res, obj))
         except KeyExistsError:
             raise errors.already_exists(res.group, res.plural, md["name"]) from None
         md["resourceVersion"] = str(rev)
@@ -372,6 +384,7 @@ class Registry:
             md["generateName"] = omd["generateName"]
         self.admission.default(res, new, old)
         self.admission.check_valid(res, new, old)
+        await self.admission.check_update(res, new, old)
         if field_manager:
             admission.track_managed_fields(new, old, field_manager, operation)
         md.pop("resourceVersion", None)
@@ -390,7 +403,7 @@ class Registry:
             md["resourceVersion"] = str(rev)
             await self._after_delete(res, new)
             return new
-        rev, cur, ok = await self.backend.update(key, self._strip(new), kv.mod_revision)
+        rev, cur, ok = await self.backend.update(key, self._stored(res, new), kv.mod_revision)
         if not ok:
             if cur is None:
                 raise errors.not_found(res.group, res.plural, md["name"])

@@ -13,7 +13,7 @@ from typing import Any
 __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
-    "POD_TOKENS_KIND", "DOWN_KINDS",
+    "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "INGRESS_KINDS",
     "DEVICES_KIND", "DEVICE_STATUS", "device_status_resource", "ReportedValue", "DeviceReport",
     "METRICS_KIND", "metrics_resource", "Usage", "PodUsage", "UsageReport",
     "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD",
@@ -72,9 +72,11 @@ POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/p
 # services and endpointslices go to every node (its DNS and service rules, offline too), and
 # the nodes' routing view (name, pod CIDRs, addresses: server/edge/downstream.node_route_view)
 # for the pod network's routes
-DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,
-              "services", "endpointslices", "nodes")
 CLUSTER_WIDE_KINDS = ("services", "endpointslices", "nodes")
+# so do ingresses and ingress classes (its ingress proxy), with the TLS secrets they name
+INGRESS_KINDS = ("ingresses", "ingressclasses")
+DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,
+              *CLUSTER_WIDE_KINDS, *INGRESS_KINDS)
 
 # ---------------------------------------------------------------- device status (node to server)
 # A reliable GROUP_RESOURCE message, operation OP_UPDATE, resource

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
+from tests.harness import KUBECTL, ServerProcess, free_port, node_port_args, wait_for
 
 __all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "embedded_node",
            "node_ready", "podman_pods", "remove_podman_pods", "remove_pod_networks", "container_status", "fetch",
@@ -36,9 +36,7 @@ class EmbeddedServer(ServerProcess):
         cmd = [a for a in super().command() if a != "--disable-agent"]
         if self.bind_address:
             cmd[cmd.index("--bind-address") + 1] = self.bind_address
-        if "--mqtt-port" not in cmd:  # never the node's 1883: tests run side by side
-            cmd += ["--mqtt-port", str(free_port())]
-        return cmd
+        return cmd + node_port_args(cmd)
 
 
 def build_python_image() -> None:
@@ -98,12 +96,13 @@ def node_ready(srv: ServerProcess, node: str) -> dict | None:
 
 @contextlib.contextmanager
 def embedded_node(tmp: Path, prefix: str, timeout: float = 60.0, bind_address: str = "",
-                  **server_kw) -> Iterator[EmbeddedServer]:
-    """A started server whose embedded agent's node (`srv.node`) is Ready, with the test
-    image in podman; stopped and its pods removed on exit."""
+                  args: tuple[str, ...] = (), **server_kw) -> Iterator[EmbeddedServer]:
+    """A started server (with `args` added to its command line) whose embedded agent's node
+    (`srv.node`) is Ready, with the test image in podman; stopped and its pods removed on
+    exit."""
     build_test_image(tmp / "busybox.tar")
     node = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    srv = EmbeddedServer(tmp / "k3py", extra_args=["--node-name", node],
+    srv = EmbeddedServer(tmp / "k3py", extra_args=["--node-name", node, *args],
                          **server_kw)
     srv.node, srv.bind_address = node, bind_address
     try:

@@ -112,6 +112,21 @@ def test_env_from_values_configmaps_secrets_and_fields(cluster):
     assert env["password"] == "s3cret" and env["user"] == "admin"
 
 
+def test_the_nodes_cache_holds_the_secret_only_sealed(cluster):
+    """The pod got its secret, and the agent's meta.db (and its WAL) hold the Secret and the
+    pod's service-account token only sealed with the node key (meta.key, 0600)."""
+    agent_dir = cluster.data_dir / "agent"
+    assert (agent_dir / "meta.key").stat().st_mode & 0o777 == 0o600
+    token = cluster.kubectl("exec", "full", "-c", "main", "--", "cat",
+                            "/var/run/secrets/kubernetes.io/serviceaccount/token").stdout
+    for name in ("meta.db", "meta.db-wal"):
+        path = agent_dir / name
+        if path.exists():
+            held = path.read_bytes()
+            for value in (b"czNjcmV0", b"s3cret", token.split(".")[2][:40].encode()):
+                assert value not in held, (name, value)
+
+
 def test_working_dir_and_volumes(cluster):
     assert _exec(cluster, "full", "main", "pwd").strip() == "/work-dir"
     assert _exec(cluster, "full", "main", "cat /etc/cm/greeting") == "hello-cm"

@@ -172,3 +172,43 @@ def test_owner_references_validated_and_quantities_may_be_numbers(server):
     status, answer = _send(server, "POST", "/api/v1/namespaces/default/pods", json.dumps(pod),
                            "application/json")
     assert status == 201, answer  # a number is a fine Quantity, as upstream
+
+
+# 300 KiB of control characters: within ConfigMap's 1 MiB of data, but 6 bytes each in JSON
+# ("\u0001"), so 1.8 MiB as stored: over the 1.5 MiB an object may take in the store.
+_ESCAPED = "\x01" * (300 * 1024)
+
+
+def _expect_413_object(server, method: str, path: str, body: dict | list, content_type: str):
+    status, answer = _send(server, method, path, json.dumps(body), content_type)
+    assert status == 413, (status, answer)
+    assert answer["reason"] == "RequestEntityTooLarge", answer
+    assert answer["message"].startswith("Request entity too large: the ConfigMap would be "), \
+        answer["message"]
+    assert answer["message"].endswith(" bytes in storage, the limit is 1572864")
+
+
+def test_object_over_1_5_mib_in_storage_is_413_on_every_write(server):
+    _expect_413_object(server, "POST", CM_PATH, {**_cm(name="escaped"), "data": {"a": _ESCAPED}},
+                       "application/json")
+    assert server.kubectl("get", "configmap", "escaped", check=False).returncode != 0
+    server.kubectl("create", "configmap", "grows", "--from-literal=a=small")
+    old = server.kubectl_json("get", "configmap", "grows")
+    _expect_413_object(server, "PUT", CM_PATH + "/grows", {**old, "data": {"a": _ESCAPED}},
+                       "application/json")
+    _expect_413_object(server, "PATCH", CM_PATH + "/grows", {"data": {"a": _ESCAPED}},
+                       "application/merge-patch+json")
+    _expect_413_object(server, "PATCH", CM_PATH + "/grows",
+                       [{"op": "replace", "path": "/data/a", "value": _ESCAPED}],
+                       "application/json-patch+json")
+    _expect_413_object(server, "PATCH", CM_PATH + "/grows?fieldManager=big&force=true",
+                       {**_cm(name="grows"), "data": {"a": _ESCAPED}},
+                       "application/apply-patch+yaml")
+    _expect_413_object(server, "PATCH", CM_PATH + "/applied?fieldManager=big",
+                       {**_cm(name="applied"), "data": {"a": _ESCAPED}},
+                       "application/apply-patch+yaml")
+    assert server.kubectl_json("get", "configmap", "grows")["data"] == {"a": "small"}
+    half = "\x01" * (150 * 1024)  # 0.9 MiB stored: fine
+    status, answer = _send(server, "PATCH", CM_PATH + "/grows", json.dumps({"data": {"a": half}}),
+                           "application/merge-patch+json")
+    assert status == 200, answer

@@ -5,7 +5,9 @@ Node A gets its own Node, the pods bound to it (by name, or listed with
 --field-selector spec.nodeName=a) and the secret its pod uses; it is refused (Forbidden) the
 secret only node B's pod uses, all secrets or pods of the cluster, node B's Node and pods, and
 writes outside its own pods (create a secret, delete B's pod, bind itself cluster-admin),
-and NodeRestriction keeps it from giving itself restricted labels or changing its taints."""
+and NodeRestriction keeps it from giving itself restricted labels or changing its taints.
+The same holds for what node A writes up its tunnel (the real EdgeHub with its join's
+certificate): B's pod status, B's Node and Lease and a control-plane label are refused."""
 
 from __future__ import annotations
 
@@ -17,8 +19,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from k3py.agent.join import join
-from tests.harness import KUBECTL, ServerProcess
+from k3py.agent.edgehub import EdgeHub
+from k3py.agent.join import join, node_password, ssl_context
+from k3py.agent.metamanager import MetaManager
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_INSERT, OP_UPDATE, new_message
+from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
+from tests.harness import KUBECTL, ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +36,13 @@ def _pod(name: str, node: str, secret: str) -> dict:
                      "containers": [{"name": "c", "image": "busybox"}]}}
 
 
-def _node_kubeconfig(srv: ServerProcess, tmp: Path, node: str) -> Path:
-    agent_dir = tmp / node
+async def _join(srv: ServerProcess, agent_dir: Path, node: str):
+    async with aiohttp.ClientSession() as session:
+        return await join(session, srv.url, srv.join_token(), node, str(agent_dir))
 
-    async def get_cert():
-        async with aiohttp.ClientSession() as session:
-            return await join(session, srv.url, srv.join_token(), node, str(agent_dir))
-    creds = asyncio.run(get_cert())
+
+def _node_kubeconfig(srv: ServerProcess, tmp: Path, node: str) -> Path:
+    creds = asyncio.run(_join(srv, tmp / node, node))
     cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "n",
            "clusters": [{"name": "c", "cluster": {"server": srv.url,
                                                   "certificate-authority": creds.ca_path}}],
@@ -131,3 +137,57 @@ def test_node_restriction_on_its_own_node(cluster):
     assert out.returncode != 0 and "not allowed to modify taints" in out.stderr, out.stderr
     out = as_node(configs["a"], "label", "node", "b", "site=pole7")
     assert out.returncode != 0 and "forbidden" in out.stderr.lower()
+
+
+def _up(operation: str, resource: str, content: dict):
+    return new_message(source=EDGE, group=GROUP_RESOURCE, operation=operation,
+                       resource=resource, content=content)
+
+
+async def _send_up(srv: ServerProcess, agent_dir: Path, messages: list, done) -> None:
+    """Node A's real EdgeHub (its join's certificate and password) sends `messages` in order
+    up its tunnel; returns once `done()` (the effect of the last one) holds."""
+    creds = await _join(srv, agent_dir, "a")  # the stored certificate, as a restart uses it
+    meta = MetaManager(str(agent_dir / "meta.db"))
+    await meta.open()
+    async with aiohttp.ClientSession() as session:
+        hub = EdgeHub(server=srv.url, ssl_context=ssl_context(creds), meta=meta,
+                      session=session, node_name="a",
+                      headers={NODE_PASSWORD_HEADER: node_password(str(agent_dir))})
+        hub.start()
+        try:
+            for msg in messages:
+                await hub.send(msg)
+            await asyncio.to_thread(wait_for, done, 30,
+                                    what="node A's allowed write through the tunnel")
+        finally:
+            await hub.stop()
+            await meta.close()
+
+
+def test_tunnel_writes_get_the_node_authorizer_and_node_restriction(cluster):
+    srv, configs = cluster
+    b_status = srv.kubectl_json("get", "pod", "pb").get("status")
+    stolen = {"phase": "Failed", "message": "written by node a"}
+    messages = [
+        _up(OP_UPDATE, "pods/default/pb/status", {"status": stolen}),
+        _up(OP_UPDATE, "nodes//b/status", {"conditions": [{"type": "Ready", "status": "False"}]}),
+        _up(OP_UPDATE, "leases/kube-node-lease/b", {"holderIdentity": "a"}),
+        _up(OP_INSERT, "nodes//a", {"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": "a", "labels": {"node-role.kubernetes.io/control-plane": "true"}}}),
+        _up(OP_INSERT, "nodes//a", {"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": "a", "labels": {"site": "pole9"}}}),
+        _up(OP_UPDATE, "pods/default/pa/status", {"status": {"phase": "Running",
+                                                             "message": "by a"}}),
+    ]
+
+    def pa_written() -> bool:
+        return (srv.kubectl_json("get", "pod", "pa").get("status") or {}).get("message") == "by a"
+    asyncio.run(_send_up(srv, configs["a"].parent / "a", messages, pa_written))
+    assert srv.kubectl_json("get", "pod", "pb").get("status") == b_status
+    assert "conditions" not in (srv.kubectl_json("get", "node", "b").get("status") or {})
+    assert srv.kubectl("get", "lease", "-n", "kube-node-lease", "b", check=False).returncode != 0
+    labels = srv.kubectl_json("get", "node", "a")["metadata"]["labels"]
+    assert "node-role.kubernetes.io/control-plane" not in labels, labels
+    # the allowed registration: its own label, and the role the server gives an edge node
+    assert labels["site"] == "pole9" and labels["node-role.kubernetes.io/edge"] == "", labels

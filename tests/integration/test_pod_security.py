@@ -1,7 +1,10 @@
 """Pod Security Admission on a real server with kubectl: a namespace labelled
 enforce=restricted refuses a privileged pod with upstream's message and admits a compliant
 one; warn=baseline lets a hostNetwork Deployment through with kubectl's "Warning: would
-violate PodSecurity"; an unlabelled namespace checks nothing."""
+violate PodSecurity", and warns again when an update changes the template (not on a scale);
+a pod update that changes an image is judged again, a label change is not. The server runs
+with --pod-security-admission-config-file (upstream's AdmissionConfiguration): unlabelled
+namespaces get its default level (baseline), an exempt namespace or a privileged label none."""
 
 from __future__ import annotations
 
@@ -14,40 +17,91 @@ from tests.harness import ServerProcess
 
 pytestmark = pytest.mark.integration
 
+ADMISSION_CONFIG = """apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: PodSecurity
+  configuration:
+    apiVersion: pod-security.admission.config.k8s.io/v1
+    kind: PodSecurityConfiguration
+    defaults:
+      enforce: baseline
+      enforce-version: latest
+    exemptions:
+      namespaces: [kube-system, free]
+"""
+
 
 def _pod(name: str, **spec) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
                        "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec}})
 
 
-def test_enforce_warn_and_unlabelled(tmp_path: Path):
-    srv = ServerProcess(tmp_path / "srv").start()
+PRIVILEGED = _pod("root", containers=[{"name": "c", "image": "busybox",
+                                       "securityContext": {"privileged": True}}])
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    tmp: Path = tmp_path_factory.mktemp("psa")
+    (tmp / "admission.yaml").write_text(ADMISSION_CONFIG)
+    server = ServerProcess(tmp / "srv", extra_args=[
+        "--pod-security-admission-config-file", str(tmp / "admission.yaml")])
     try:
-        srv.kubectl("create", "namespace", "locked")
-        srv.kubectl("label", "namespace", "locked",
-                    "pod-security.kubernetes.io/enforce=restricted")
-        privileged = _pod("root", containers=[{"name": "c", "image": "busybox",
-                                               "securityContext": {"privileged": True}}])
-        out = srv.kubectl("apply", "-n", "locked", "-f", "-", input=privileged, check=False)
-        assert out.returncode != 0
-        assert 'violates PodSecurity "restricted:latest": privileged (container "c" must ' \
-               'not set securityContext.privileged=true)' in out.stderr, out.stderr
-        compliant = _pod("ok", securityContext={
-            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            containers=[{"name": "c", "image": "busybox", "securityContext": {
-                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}])
-        srv.kubectl("apply", "-n", "locked", "-f", "-", input=compliant)
-
-        srv.kubectl("create", "namespace", "watched")
-        srv.kubectl("label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline")
-        out = srv.kubectl("create", "deployment", "web", "-n", "watched", "--image=busybox",
-                          "--dry-run=client", "-o", "json")
-        dep = json.loads(out.stdout)
-        dep["spec"]["template"]["spec"]["hostNetwork"] = True
-        out = srv.kubectl("apply", "-n", "watched", "-f", "-", input=json.dumps(dep))
-        assert 'Warning: would violate PodSecurity "baseline:latest": host namespaces ' \
-               '(hostNetwork=true)' in out.stderr, out.stderr
-
-        srv.kubectl("apply", "-f", "-", input=privileged)  # default: unlabelled, privileged
+        yield server.start()
     finally:
-        srv.stop()
+        server.stop()
+
+
+def test_enforce_and_warn_by_namespace_labels(srv):
+    srv.kubectl("create", "namespace", "locked")
+    srv.kubectl("label", "namespace", "locked", "pod-security.kubernetes.io/enforce=restricted")
+    out = srv.kubectl("apply", "-n", "locked", "-f", "-", input=PRIVILEGED, check=False)
+    assert out.returncode != 0
+    assert 'violates PodSecurity "restricted:latest": privileged (container "c" must ' \
+           'not set securityContext.privileged=true)' in out.stderr, out.stderr
+    compliant = _pod("ok", securityContext={
+        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        containers=[{"name": "c", "image": "busybox", "securityContext": {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}])
+    srv.kubectl("apply", "-n", "locked", "-f", "-", input=compliant)
+
+    srv.kubectl("create", "namespace", "watched")
+    srv.kubectl("label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline",
+                "pod-security.kubernetes.io/enforce=privileged")
+    out = srv.kubectl("create", "deployment", "web", "-n", "watched", "--image=busybox",
+                      "--dry-run=client", "-o", "json")
+    dep = json.loads(out.stdout)
+    dep["spec"]["template"]["spec"]["hostNetwork"] = True
+    out = srv.kubectl("apply", "-n", "watched", "-f", "-", input=json.dumps(dep))
+    assert 'Warning: would violate PodSecurity "baseline:latest": host namespaces ' \
+           '(hostNetwork=true)' in out.stderr, out.stderr
+    # an update: judged again when the template changes, not when only replicas do
+    dep["spec"]["template"]["spec"]["hostPID"] = True
+    out = srv.kubectl("apply", "-n", "watched", "-f", "-", input=json.dumps(dep))
+    assert "(hostNetwork=true, hostPID=true)" in out.stderr, out.stderr
+    out = srv.kubectl("scale", "deployment", "web", "-n", "watched", "--replicas=2")
+    assert "PodSecurity" not in out.stderr, out.stderr
+
+
+def test_cluster_default_and_exemptions_from_the_config_file(srv):
+    out = srv.kubectl("apply", "-f", "-", input=PRIVILEGED, check=False)  # unlabelled
+    assert out.returncode != 0
+    assert 'violates PodSecurity "baseline:latest": privileged' in out.stderr, out.stderr
+    srv.kubectl("create", "namespace", "free")  # exempt by the file
+    srv.kubectl("apply", "-n", "free", "-f", "-", input=PRIVILEGED)
+    srv.kubectl("create", "namespace", "open")
+    srv.kubectl("label", "namespace", "open", "pod-security.kubernetes.io/enforce=privileged")
+    srv.kubectl("apply", "-n", "open", "-f", "-", input=PRIVILEGED)
+
+
+def test_pod_updates_are_judged_when_an_image_changes(srv):
+    srv.kubectl("create", "namespace", "later")
+    srv.kubectl("label", "namespace", "later", "pod-security.kubernetes.io/enforce=privileged")
+    srv.kubectl("apply", "-n", "later", "-f", "-", input=PRIVILEGED)
+    srv.kubectl("label", "namespace", "later", "--overwrite",
+                "pod-security.kubernetes.io/enforce=baseline")
+    srv.kubectl("label", "pod", "root", "-n", "later", "tier=old")  # not significant
+    out = srv.kubectl("set", "image", "pod/root", "-n", "later", "c=busybox:1.36", check=False)
+    assert out.returncode != 0
+    assert 'violates PodSecurity "baseline:latest": privileged' in out.stderr, out.stderr

@@ -69,7 +69,9 @@ class IngressProxy:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self, host: str, http_port: int, https_port: int | None = None) -> None:
+    async def start(self, host: str | None, http_port: int,
+                    https_port: int | None = None) -> None:
+        """Listen on `host` (None: every address) at the two ports (0: any free port)."""
         app = web.Application(client_max_size=0, handler_args={"max_field_size": 16384})
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._session = aiohttp.ClientSession(

@@ -8,19 +8,17 @@ at equal length; Prefix matches element-wise (`/foo` matches `/foo` and `/foo/ba
 `/foobar`); ImplementationSpecific is a Prefix here. A request that matches no rule goes to
 the `defaultBackend` of an Ingress (the oldest one that has one), else 404.
 
-Ingresses served: class `k3py` or its K3s name `traefik`, or no class at all (the `k3py`
-IngressClass is the default one)."""
+Ingresses served: k3py.api.ingress.served (no class, `k3py`, K3s's `traefik`, or a class of
+the `k3py.io/ingress` controller), others are left out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from k3py.agent.network.records import ready_endpoints
+from k3py.api.ingress import ingress_class, served
 
-__all__ = ["Backend", "Route", "RouteTable", "build_routes", "CLASS_NAMES"]
-
-CLASS_NAMES = ("k3py", "traefik")
-_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+__all__ = ["Backend", "Route", "RouteTable", "build_routes"]
 
 
 @dataclass
@@ -86,14 +84,12 @@ def _match_path(routes: list[Route], path: str) -> Backend | None:
     return None
 
 
-def served(ing: dict) -> bool:
-    cls = (ing.get("spec") or {}).get("ingressClassName") or \
-        ((ing.get("metadata") or {}).get("annotations") or {}).get(_CLASS_ANNOTATION)
-    return not cls or cls in CLASS_NAMES
-
-
 def build_routes(ingresses: list[dict], services: list[dict], slices: list[dict],
-                 secrets: list[dict], node_name: str = "") -> RouteTable:
+                 secrets: list[dict], node_name: str = "",
+                 classes: list[dict] | None = None) -> RouteTable:
+    """The table for the Ingresses served given `classes` (every IngressClass; None: the
+    server's `k3py` class alone); endpoints on `node_name` come first."""
+    classes = [ingress_class()] if classes is None else classes
     svc_index = {_key(s): s for s in services}
     slice_index: dict[tuple[str, str], list[dict]] = {}
     for es in slices:
@@ -103,7 +99,7 @@ def build_routes(ingresses: list[dict], services: list[dict], slices: list[dict]
             slice_index.setdefault((md.get("namespace") or "default", owner), []).append(es)
     secret_index = {_key(s): s for s in secrets}
     table = RouteTable()
-    ordered = sorted((i for i in ingresses if served(i)),
+    ordered = sorted((i for i in ingresses if served(i, classes)),
                      key=lambda i: ((i.get("metadata") or {}).get("creationTimestamp") or "",
                                     _key(i)))
     for ing in ordered:

@@ -5,7 +5,8 @@ loads through the runtime's `load_archive` and checks with its `image_exists` (p
 Podman 4.3 loads plain and zstd tarballs itself but not a gzipped docker-archive, so a tarball
 podman refuses is decompressed (streaming, to a temporary file) and loaded again. Tarballs
 already imported are skipped on restart: a state file remembers each one's size, mtime, sha256
-and the images it held, and those images must still be in podman's storage."""
+and the images it held, and those images must still be in podman's storage. Every image a
+tarball holds goes into the runtime's `airgap_images`, which ensure_image never pulls."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import lzma
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 
-from k3py.agent.runtime.podman import Podman, RuntimeError_
+from k3py.agent.runtime.podman import Podman, RuntimeError_, full_reference
 
 __all__ = ["ImportError_", "TARBALL_SUFFIXES", "tarballs_in", "import_tarball", "import_dir"]
 
@@ -188,17 +190,26 @@ async def import_dir(runtime: Podman, directory: str, state_path: str | None = N
         before = dict(entry or {})
         try:
             if await _still_imported(runtime, entry, path):
-                log.debug("image tarball %s already imported", path)
+                held = (entry or {}).get("images", [])
+                log.info("image tarball %s already imported: %s", path, ", ".join(held))
+                runtime.airgap_images.update(full_reference(i) for i in held)
                 changed = changed or entry != before  # a new mtime for the same bytes
                 continue
+            size_mb = (await asyncio.to_thread(os.path.getsize, path)) / 1e6
+            log.info("importing image tarball %s (%.1f MB)", path, size_mb)
+            started = time.monotonic()
             images = await import_tarball(runtime, path)
             fp = await asyncio.to_thread(_Fingerprint.of, path)
             state.entries[name] = {"size": fp.size, "mtime_ns": fp.mtime_ns,
                                    "sha256": await asyncio.to_thread(_sha256, path),
                                    "images": images}
+            runtime.airgap_images.update(full_reference(i) for i in images)
             changed = True
             imported.append(path)
-            log.info("imported image tarball %s: %s", path, ", ".join(images) or "(no names)")
+            for image in images:
+                log.info("imported image %s from %s", image, name)
+            log.info("imported image tarball %s in %.1fs: %d image(s)", path,
+                     time.monotonic() - started, len(images))
         except (ImportError_, OSError) as e:
             log.warning("could not import image tarball %s: %s", path, e)
             if state.entries.pop(name, None) is not None:

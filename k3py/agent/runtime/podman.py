@@ -54,6 +54,21 @@ def loaded_names(output: str) -> list[str]:
     return names
 
 
+def full_reference(image: str) -> str:
+    """An image reference as podman names it once loaded: a registry host (docker.io, and
+    library/ for one-word names, when none is given) and a tag (:latest when there is no tag
+    or digest), so `busybox` and `docker.io/library/busybox:latest` compare equal."""
+    first, slash, rest = image.partition("/")
+    if not slash:
+        image = f"docker.io/library/{image}"
+    elif not ("." in first or ":" in first or first == "localhost"):
+        image = f"docker.io/{image}"
+    last = image.rsplit("/", 1)[1]
+    if "@" not in last and ":" not in last:
+        image += ":latest"
+    return image
+
+
 def pod_name_for(pod: dict) -> str:
     md = pod["metadata"]
     return f"{md['namespace']}_{md['name']}_{md['uid'][:8]}"
@@ -97,6 +112,8 @@ class Podman:
         self.node_name = node_name
         self.extra_args = extra_args  # e.g. --root/--runroot for a per-agent storage
         self._images: set[str] = set()  # seen present: no `image exists` per start
+        # what the air-gap tarballs carry (full references): never pulled, whatever the policy
+        self.airgap_images: set[str] = set()
 
     async def _run_captured(self, args: tuple[str, ...] | list[str], timeout: float
                             ) -> tuple[int, bytes, bytes]:
@@ -140,7 +157,15 @@ class Podman:
     async def ensure_image(self, image: str, policy: str) -> str:
         """Make `image` present per the pull policy: "present" (nothing pulled), "pulled",
         or "offline" (Always, but the pull failed and the local copy is used, like an
-        air-gapped kubelet). Raises ErrImageNeverPull / ErrImagePull."""
+        air-gapped kubelet). Raises ErrImageNeverPull / ErrImagePull. An image that an
+        air-gap tarball carries is never pulled: present, or ErrImageNeverPull."""
+        if full_reference(image) in self.airgap_images:
+            if image in self._images or await self.image_exists(image):
+                self._images.add(image)
+                return "present"
+            raise RuntimeError_(f'Container image "{image}" comes from an air-gap tarball but '
+                                f'is no longer in podman\'s storage: restart the agent to '
+                                f'import it again', "ErrImageNeverPull")
         if policy != "Always" and image in self._images:
             return "present"  # the container is run with --pull never: if it vanished, that fails
         exists = await self.image_exists(image)

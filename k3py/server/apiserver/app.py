@@ -32,6 +32,7 @@ from k3py.server.apiserver.auth import (
     User,
 )
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
+from k3py.server.apiserver.headerdeadline import HeaderDeadline
 from k3py.server.apiserver.impersonation import impersonate
 from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.apiserver.negotiation import (
@@ -331,15 +332,19 @@ def audit_target(api: ApiServer):
 
 
 def build_app(api: ApiServer, audit: AuditLog | None = None,
-              limits: RequestLimits | None = None) -> web.Application:
+              limits: RequestLimits | None = None,
+              deadline: HeaderDeadline | None = None) -> web.Application:
     """The API's aiohttp app; with `audit`, its middleware records every request (outermost,
     so it sees the final status of errors too); `limits` (in-flight and timeout) run inside
-    the error handling, so their 429 and 504 are Status bodies."""
+    the error handling, so their 429 and 504 are Status bodies; `deadline` (the first
+    request's header timeout) is disarmed before anything else runs."""
     middlewares = [_errors_middleware]
     if limits is not None:
         middlewares.append(limits.middleware())
     if audit is not None:
         middlewares.insert(0, audit.middleware(audit_target(api)))
+    if deadline is not None:
+        middlewares.insert(0, deadline.middleware())
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[API_SERVER] = api
     return app

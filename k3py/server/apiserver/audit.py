@@ -18,8 +18,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import yaml
 from aiohttp import web
+
+from k3py.server.configfile import ConfigError, read_yaml
 
 __all__ = ["AuditPolicy", "AuditLog", "PolicyError", "LEVELS"]
 
@@ -91,12 +92,9 @@ class AuditPolicy:
     @classmethod
     def load(cls, path: str) -> AuditPolicy:
         try:
-            with open(path) as f:
-                doc = yaml.safe_load(f)
-        except OSError as e:
-            raise PolicyError(f"cannot read the audit policy {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise PolicyError(f"the audit policy {path} is not YAML: {e}") from None
+            doc = read_yaml(path, "the audit policy")
+        except ConfigError as e:
+            raise PolicyError(str(e)) from None
         if not isinstance(doc, dict) or doc.get("kind") != "Policy" or \
                 not str(doc.get("apiVersion", "")).startswith("audit.k8s.io/"):
             raise PolicyError(f"{path}: want kind Policy, apiVersion audit.k8s.io/v1")

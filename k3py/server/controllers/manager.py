@@ -44,10 +44,12 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.node", "NodeLifecycleController"),
     ("k3py.server.controllers.nodeipam", "NodeIPAMController"),
     ("k3py.server.controllers.podgc", "PodGCController"),
+    ("k3py.server.controllers.tokencleaner", "TokenCleaner"),
     ("k3py.server.controllers.hpa", "HorizontalPodAutoscalerController"),
     ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),
     ("k3py.server.controllers.ephemeral", "EphemeralVolumeController"),
     ("k3py.server.controllers.localpath", "LocalPathProvisioner"),
+    ("k3py.server.controllers.ingress", "IngressController"),
 )
 SCHEDULER: tuple[tuple[str, str], ...] = (("k3py.server.scheduler.scheduler", "Scheduler"),)
 # each API server's own (upstream: the aggregator's availability controller in every apiserver)

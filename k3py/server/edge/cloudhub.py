@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from k3py.server.apiserver.auth import Authenticator
+from k3py.server.apiserver.auth import Authenticator, AuthorizerChain
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.edge import nodestreams
 from k3py.server.edge.downstream import DownstreamSync, referenced_objects
@@ -33,16 +33,19 @@ class CloudHub:
     """Per-node sessions, fed by the server's informers; serves the tunnel route.
 
     `informers` is the server's InformerFactory: the hub asks it for the informers it needs
-    when it starts (which starts them); whoever made the factory stops it."""
+    when it starts (which starts them); whoever made the factory stops it. `authorizer`: the
+    API's chain, which judges what a node writes up; `server_node`: the server's own node."""
 
     def __init__(self, registry: Registry, authenticator: Authenticator,
                  issuer: TokenIssuer | None = None, *, informers: InformerFactory,
+                 authorizer: AuthorizerChain, server_node: str = "",
                  usage: UsageStore | None = None) -> None:
         self.registry = registry
         self.sessions: dict[str, NodeSession] = {}
         self.passwords = NodePasswords(registry)
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected)
-        self.upstream = UpstreamWriter(registry, self.passwords, usage)
+        self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,
+                                       usage)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
                                     write_up=self.upstream.write)
@@ -74,8 +77,14 @@ class CloudHub:
                     await s.ws.close()
 
     async def _ready(self) -> None:
+        """The hub is started and the informers the Node authorizer reads for a node's
+        writes (pods; devices once served) are synced: a queued status write that arrives
+        first is not refused for a cache that is still filling."""
         self.start()
         await self.downstream.pods.synced.wait()
+        feed = self.downstream.device_feed
+        if feed is not None and feed.devices is not None:
+            await feed.devices.synced.wait()
 
     # ---------------------------------------------------------------- the tunnel
 

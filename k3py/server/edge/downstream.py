@@ -1,8 +1,10 @@
 """Downstream sync: what each node must hold (its pods; the configmaps, secrets and tokens they
-need; its devices) as one snapshot on a full sync, then one object message per change.
+need; its devices; every Service, EndpointSlice and Ingress) as one snapshot on a full sync,
+then one object message per change.
 
 Fed by the server's informers; queues into CloudHub's node sessions (sessions.py); the tokens
-come from podtokens.py, the devices from devicesync.py."""
+come from podtokens.py, the devices from devicesync.py, the ingresses and their TLS secrets
+from ingresssync.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from k3py.api.objects import name_of, namespace_of
 from k3py.api.podrefs import pod_references
 from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
 from k3py.server.edge.devicesync import DeviceFeed
+from k3py.server.edge.ingresssync import IngressFeed
 from k3py.server.edge.podtokens import PodTokens
 from k3py.server.edge.sessions import NodeSession
 from k3py.server.serviceaccounts import TokenIssuer
@@ -106,6 +109,7 @@ class DownstreamSync:
         self.configmaps: Informer
         self.secrets: Informer
         self.device_feed: DeviceFeed | None = None
+        self.ingress_feed: IngressFeed | None = None
         self.cluster_wide: dict[str, Informer] = {}  # services, endpointslices: to every node
         self._tasks: set[asyncio.Task] = set()
 
@@ -124,6 +128,10 @@ class DownstreamSync:
             inf.add_handler(lambda t, o, n, plural=plural: self._to_every_node(plural, t, o, n))
         self.device_feed = DeviceFeed(self._informers, self.send_object)
         self.device_feed.start()
+        self.ingress_feed = IngressFeed(
+            self._informers, self.send_object, lambda: list(self.sessions),
+            lambda node, ns, name: ("secrets", ns, name) in self._refs_for_node(node))
+        self.ingress_feed.start()
         if self.issuer is not None:
             self._start_tokens(self.issuer)
 
@@ -186,6 +194,12 @@ class DownstreamSync:
             content.update(self.device_feed.snapshot(node))
         for plural, inf in self.cluster_wide.items():
             content[plural] = [_view(plural, o) for o in inf.list()]
+        if self.ingress_feed is not None:
+            ingress = self.ingress_feed.snapshot()
+            have = {(namespace_of(s), name_of(s)) for s in content["secrets"]}
+            content["secrets"] += [s for s in ingress.pop("secrets")
+                                   if (namespace_of(s), name_of(s)) not in have]
+            content.update(ingress)
         return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
                            content=content, key="sync")
 

@@ -1,5 +1,7 @@
 """Node joining on the server: GET /cacerts (unauthenticated, like K3s) and
-POST /v1-k3py/node-cert, which trades the join token for a node client certificate.
+POST /v1-k3py/node-cert, which trades the join token for a node client certificate. The
+token is the server's, or a bootstrap token (`k3py token create`, k3py.api.bootstraptoken)
+whose Secret exists, is for authentication and has not expired.
 
 Installed by bootstrap.install_routes; the certificate (CN=system:node:<name>,
 O=system:nodes) then authenticates the node's tunnel and API calls through TLS. A node name
@@ -18,8 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from k3py.api import errors
+from k3py.api import bootstraptoken, errors
 from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.registry import Registry
 from k3py.tunnel.protocol import CACERTS_PATH, NODE_CERT_PATH, NodeCertRequest, NodeCertResponse
 
 __all__ = ["NodeJoin", "token_secret"]
@@ -41,15 +44,18 @@ def token_secret(token: str) -> str:
 class NodeJoin:
     def __init__(self, *, ca_cert_pem: bytes, ca_key_pem: bytes, token: str,
                  valid_days: int = 365, served_ca_pem: bytes | None = None,
-                 passwords: NodePasswords | None = None) -> None:
+                 passwords: NodePasswords | None = None,
+                 registry: Registry | None = None) -> None:
         """`ca_*`: the CA the API server trusts for client certificates (signs node certs);
-        `served_ca_pem`: what /cacerts returns (the CA of the serving cert), if different."""
+        `served_ca_pem`: what /cacerts returns (the CA of the serving cert), if different;
+        `registry`: where bootstrap tokens are looked up (None: only the server's token)."""
         self.ca_cert_pem = served_ca_pem or ca_cert_pem
         self._ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
         self._ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
         self._secret = token_secret(token)
         self.valid_days = valid_days
         self.passwords = passwords  # None: no registry (unit tests), names are not guarded
+        self.registry = registry
 
     def install(self, app: web.Application) -> None:
         app.router.add_get(CACERTS_PATH, self.cacerts)
@@ -58,7 +64,25 @@ class NodeJoin:
     async def cacerts(self, request: web.Request) -> web.Response:
         return web.Response(body=self.ca_cert_pem, content_type="application/x-pem-file")
 
-    def _token_ok(self, request: web.Request) -> bool:
+    async def _token_ok(self, request: web.Request) -> bool:
+        given = self._given_secret(request)
+        if given is None:
+            return False
+        if self._secret and hmac.compare_digest(given.encode(), self._secret.encode()):
+            return True
+        if self.registry is None or bootstraptoken.parse(given) is None:
+            return False
+        token_id = given.partition(".")[0]
+        stored = await self.registry.try_get(self.registry.served("", "secrets"),
+                                             bootstraptoken.NAMESPACE,
+                                             bootstraptoken.secret_name(token_id))
+        why = bootstraptoken.join_refusal(stored, given, _dt.datetime.now(_dt.UTC))
+        if why:
+            log.warning("node join from %s refused: %s", request.remote, why)
+        return not why
+
+    @staticmethod
+    def _given_secret(request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
             given = token_secret(auth[7:])
@@ -67,14 +91,14 @@ class NodeJoin:
             try:
                 given = base64.b64decode(auth[6:]).decode().split(":", 1)[1]
             except (ValueError, IndexError):
-                return False
+                return None
             given = token_secret(given)
         else:
-            return False
-        return bool(self._secret) and hmac.compare_digest(given.encode(), self._secret.encode())
+            return None
+        return given
 
     async def node_cert(self, request: web.Request) -> web.Response:
-        if not self._token_ok(request):
+        if not await self._token_ok(request):
             log.warning("node join with a wrong token from %s", request.remote)
             return _status(errors.unauthorized("invalid join token"))
         try:
@@ -150,6 +174,7 @@ def install_from_config(app: web.Application, config, registry=None) -> NodeJoin
         token = f.read().strip()
     join = NodeJoin(ca_cert_pem=signer[0], ca_key_pem=signer[1], token=token,
                     served_ca_pem=served[0],
-                    passwords=NodePasswords(registry) if registry is not None else None)
+                    passwords=NodePasswords(registry) if registry is not None else None,
+                    registry=registry)
     join.install(app)
     return join

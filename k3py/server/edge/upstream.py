@@ -1,18 +1,31 @@
 """Upstream status: what a node writes through its tunnel (its Node and status, its Lease,
 its pods' status, finished pod deletions, Events, its Devices' status: devicestatus.py),
-checked against the node, via the Registry; its usage reports go to the metrics UsageStore
-(memory only).
+via the Registry, as the node's own requests: each write is first asked of the server's
+authorizer chain (the Node authorizer) with the node's user, and runs with that user as the
+request's user, so admission (NodeRestriction) judges it as it judges the node's HTTP requests.
+A stolen node gains nothing by writing through its tunnel instead of the API. Its usage
+reports (of its own node only) go to the metrics UsageStore (memory only).
+
+The server, not the node, decides a Node's role labels (`node-role.kubernetes.io/*`, which
+NodeRestriction keeps from nodes, as K3s's server and KubeEdge's cloud set them): control-plane
+and master for the server's own node, edge for every other, given to a Node that has no role
+label yet.
 
 Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
 500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from k3py.api import errors
 from k3py.api.objects import now_rfc3339
+from k3py.server.apiserver.auth import REQUEST_USER, AuthorizerChain, User
 from k3py.server.edge.devicestatus import DeviceStatusWriter
+from k3py.server.edge.devicesync import DEVICE_GROUP
 from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
@@ -22,16 +35,44 @@ from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND, METRICS_KIND, Usag
 if TYPE_CHECKING:
     from k3py.server.metrics.store import UsageStore
 
-__all__ = ["UpstreamWriter"]
+__all__ = ["UpstreamWriter", "node_user", "role_labels"]
+
+_ROLE_PREFIX = "node-role.kubernetes.io/"
+
+
+def node_user(node: str) -> User:
+    """The user a node's client certificate authenticates as."""
+    return User(f"system:node:{node}", ("system:nodes", "system:authenticated"))
+
+
+def role_labels(node: str, server_node: str) -> dict[str, str]:
+    """The role labels the server gives `node` (`server_node`: the server's own node)."""
+    if node == server_node:
+        return {_ROLE_PREFIX + "control-plane": "true", _ROLE_PREFIX + "master": "true"}
+    return {_ROLE_PREFIX + "edge": ""}
+
+
+@contextlib.contextmanager
+def _as_user(user: User | None) -> Iterator[None]:
+    token = REQUEST_USER.set(user)
+    try:
+        yield
+    finally:
+        REQUEST_USER.reset(token)
 
 
 class UpstreamWriter:
-    """The writes a node may make, each limited to the node's own objects."""
+    """The writes a node may make: what the authorizer chain lets the node's user do, each
+    run as that user. `server_node`: the server's own (embedded agent's) node name, "" if
+    none; `usage`: where usage reports go."""
 
     def __init__(self, registry: Registry, passwords: NodePasswords,
+                 authorizer: AuthorizerChain, server_node: str = "",
                  usage: UsageStore | None = None) -> None:
         self.registry = registry
         self.passwords = passwords  # a registering Node adopts its password Secret
+        self.authorizer = authorizer
+        self.server_node = server_node
         self.devices = DeviceStatusWriter(registry)
         self.usage = usage  # None: --disable metrics-server, reports are dropped
 
@@ -39,20 +80,32 @@ class UpstreamWriter:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
         plural, ns, name, sub = split_resource_key(msg.route.resource)
         body = msg.content if isinstance(msg.content, dict) else {}
+        user = node_user(node)
+        with _as_user(user):
+            await self._write(user, node, msg, (plural, ns, name, sub), body)
+
+    async def _write(self, user: User, node: str, msg: Message,
+                     key: tuple[str, str | None, str, str], body: dict) -> None:
+        plural, ns, name, sub = key
+        allow = functools.partial(self.authorizer.authorize, user)  # 403 unless it may
         if plural == "nodes":
-            if name != node:
-                raise errors.forbidden(f"node {node} may not write node {name}")
+            allow("update" if sub else "create", "", "nodes", None, name, sub)
             await (self._node_status(node, body) if sub == "status"
                    else self._register_node(node, body))
         elif plural == "leases":
+            allow("update", "coordination.k8s.io", "leases", ns, name)
             await self._renew_lease(node, body)
         elif plural == "pods" and sub == "status":
+            allow("update", "", "pods", ns, name, "status")
             await self._pod_status(node, ns or "", name, body)
         elif plural == "pods" and not sub and msg.route.operation == OP_DELETE:
+            allow("delete", "", "pods", ns, name)
             await self._pod_terminated(node, ns or "", name, body.get("uid") or "")
         elif plural == "events":
+            allow("create", "", "events", ns or "default", None)
             await self._event(ns or "default", body)
         elif plural == DEVICES_KIND and sub == DEVICE_STATUS:
+            allow("update", DEVICE_GROUP, "devices", ns or "default", name, "status")
             await self.devices.write(node, ns or "default", name, msg.content)
         elif plural == METRICS_KIND:
             self._usage(node, name, msg.content)
@@ -71,6 +124,8 @@ class UpstreamWriter:
         self.usage.record(node, report)
 
     async def _register_node(self, node: str, obj: dict) -> None:
+        """Create or re-register the Node as the node (NodeRestriction judges its labels),
+        then give it its role labels as the server."""
         res = self.registry.served("", "nodes")
         md = obj.setdefault("metadata", {})
         md["name"] = node
@@ -81,6 +136,7 @@ class UpstreamWriter:
             except errors.StatusError as e:
                 if e.code != 409:
                     raise
+            await self._give_role(node)
             if status:
                 await self._node_status(node, status)
             await self.passwords.adopt(node)  # the Node owns its password Secret
@@ -93,9 +149,24 @@ class UpstreamWriter:
             annotations.update(md.get("annotations") or {})
             return cur
         await self.registry.update_with(res, None, node, merge)
+        await self._give_role(node)
         if obj.get("status"):
             await self._node_status(node, obj["status"])
         await self.passwords.adopt(node)
+
+    async def _give_role(self, node: str) -> None:
+        role = role_labels(node, self.server_node)
+
+        def label(cur: dict) -> dict | None:
+            labels = cur["metadata"].setdefault("labels", {})
+            # a role given before (by this or another server) or by an admin stands
+            if any(k.startswith(_ROLE_PREFIX) for k in labels):
+                return None
+            labels.update(role)
+            return cur
+        with _as_user(None):  # the server's own write
+            await self.registry.update_with(self.registry.served("", "nodes"), None, node,
+                                            label)
 
     async def _node_status(self, node: str, status: dict) -> None:
         res = self.registry.served("", "nodes")

@@ -9,7 +9,7 @@ import lzma
 import pytest
 
 from k3py.agent.runtime.images import compression_of, tarballs_in
-from k3py.agent.runtime.podman import loaded_names
+from k3py.agent.runtime.podman import full_reference, loaded_names
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +38,12 @@ def testloaded_names():
     assert loaded_names("Getting image source signatures\nLoaded image(s): a:1,b:2\n") == \
         ["a:1", "b:2"]
     assert loaded_names("") == []
+
+
+def test_full_reference_names_an_image_as_podman_does():
+    # the air-gap set and a pod's image compare in this form
+    assert full_reference("busybox") == "docker.io/library/busybox:latest"
+    assert full_reference("library/busybox:1.36") == "docker.io/library/busybox:1.36"
+    assert full_reference("k3py.local/mapper") == "k3py.local/mapper:latest"
+    assert full_reference("localhost:5000/app") == "localhost:5000/app:latest"
+    assert full_reference("quay.io/a/b@sha256:00") == "quay.io/a/b@sha256:00"

@@ -103,17 +103,25 @@ async def test_queued_status_survives_restart_until_acked(tmp_path):
     await again.close()
 
 
-async def test_meta_db_of_an_older_agent_is_read(tmp_path):
-    """An agent upgraded in place starts from the meta.db the stdlib sqlite3 version wrote."""
-    path = str(tmp_path / "meta.db")
+def _older_meta_db(path: str, kind: str, obj: dict) -> sqlite3.Connection:
+    """A meta.db as the stdlib sqlite3 version of the agent wrote it, holding `obj` in plain;
+    open, for the caller to add to and close."""
     old = sqlite3.connect(path, isolation_level=None)
     old.execute("PRAGMA journal_mode=WAL")
     old.execute("CREATE TABLE objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, "
                 "name TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, namespace, name))")
     old.execute("CREATE TABLE outbox (key TEXT PRIMARY KEY, id TEXT NOT NULL, body BLOB NOT NULL)")
     old.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    old.execute("INSERT INTO objects VALUES ('pods', 'default', 'a', ?)",
-                (orjson.dumps(_pod("a")),))
+    md = obj["metadata"]
+    old.execute("INSERT INTO objects VALUES (?, ?, ?, ?)",
+                (kind, md.get("namespace", ""), md["name"], orjson.dumps(obj)))
+    return old
+
+
+async def test_meta_db_of_an_older_agent_is_read(tmp_path):
+    """An agent upgraded in place starts from the meta.db the stdlib sqlite3 version wrote."""
+    path = str(tmp_path / "meta.db")
+    old = _older_meta_db(path, "pods", _pod("a"))
     old.execute("INSERT INTO state VALUES ('synced', '1')")
     msg = new_message(source="edgehub", group=GROUP_RESOURCE, operation="update",
                       resource="pods/default/a/status", content={"phase": "Running"},
@@ -194,3 +202,59 @@ async def test_outbox_keeps_one_status_per_pod_and_caps_events(tmp_path):
     assert mm.events_dropped == 3 and len(dropped) == 3
     assert events[1].id in dropped and events[2].id in dropped and events[0].id not in dropped
     await mm.close()
+
+
+_SECRET = {"metadata": {"name": "s", "namespace": "default"},
+           "data": {"password": "c3VwZXJzZWNyZXQtdmFsdWU="}}
+
+
+def _files_hold(tmp_path, needle: bytes) -> list[str]:
+    """The files (meta.db, its WAL) that hold `needle` anywhere, free pages included."""
+    return [p.name for p in tmp_path.iterdir() if p.is_file() and needle in p.read_bytes()]
+
+
+async def test_secrets_and_tokens_are_sealed_with_the_node_key(tmp_path):
+    path = str(tmp_path / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+    token = {"metadata": {"name": "p", "namespace": "default"}, "token": "eyJhbGciOiJSUzI1NiJ9.x"}
+    assert await mm.apply(_put("secrets", _SECRET))
+    assert await mm.apply(_put("podtokens", token))
+    assert _files_hold(tmp_path, b"c3VwZXJzZWNyZXQtdmFsdWU=") == []
+    assert _files_hold(tmp_path, b"eyJhbGciOiJSUzI1NiJ9") == []
+    await mm.close()
+    assert (tmp_path / "meta.key").stat().st_mode & 0o777 == 0o600
+    again = MetaManager(path)
+    await again.open()
+    assert again.get("secrets", "default", "s") == _SECRET
+    assert again.get("podtokens", "default", "p") == token
+    await again.close()
+
+
+async def test_plain_secrets_of_an_older_agent_are_sealed_and_wiped(tmp_path):
+    path = str(tmp_path / "meta.db")
+    old = _older_meta_db(path, "secrets", _SECRET)
+    old.execute("INSERT INTO state VALUES ('synced', '1')")
+    old.close()
+    assert _files_hold(tmp_path, b"c3VwZXJzZWNyZXQtdmFsdWU=")
+    mm = MetaManager(path)
+    await mm.open()
+    assert mm.synced and mm.get("secrets", "default", "s") == _SECRET
+    assert _files_hold(tmp_path, b"c3VwZXJzZWNyZXQtdmFsdWU=") == []
+    await mm.close()
+
+
+async def test_without_its_key_the_sealed_rows_are_dropped_for_a_full_sync(tmp_path):
+    path = str(tmp_path / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+    assert await mm.apply(new_message(source="cloudhub", group=GROUP_RESOURCE, operation=OP_SYNC,
+                                      content={"pods": [_pod("a")], "secrets": [_SECRET]}))
+    await mm.close()
+    (tmp_path / "meta.key").unlink()  # a copied meta.db, without the key next to it
+    again = MetaManager(path)
+    await again.open()
+    assert again.get("secrets", "default", "s") is None
+    assert [p["metadata"]["name"] for p in again.pods()] == ["a"]
+    assert not again.synced  # the server sends the full set again
+    await again.close()

@@ -1,5 +1,6 @@
 """cloudhub and edgehub talking over a real websocket, in one process (no TLS, no podman):
-snapshot on first connect, live pod changes, resend after reconnect, status written up.
+snapshot on first connect, live pod changes, resend after reconnect, status written up,
+ingresses and the TLS secrets they serve.
 
 A real Registry on SQLite serves as the server's state; a test authenticator stands in for the
 node client certificate."""
@@ -24,7 +25,9 @@ pytestmark = pytest.mark.unit
 # the server package is being completed in parallel; skip (not fail) until it imports
 pytest.importorskip("k3py.server.registry")
 from k3py.server.apiserver.auth import User  # noqa: E402
+from k3py.server.bootstrap import authorizer_chain  # noqa: E402
 from k3py.server.controllers.base import InformerFactory  # noqa: E402
+from k3py.server.controllers.ingress import ensure_ingress_class  # noqa: E402
 from k3py.server.edge.cloudhub import CloudHub  # noqa: E402
 from k3py.server.edge.downstream import status_only  # noqa: E402
 from k3py.server.registry import Registry  # noqa: E402
@@ -66,7 +69,8 @@ async def cluster(tmp_path):
     for name in ("default", "kube-node-lease"):
         await registry.create(ns, None, {"metadata": {"name": name}})
     informers = InformerFactory(registry)
-    hub = CloudHub(registry, NodeAuth(), informers=informers)
+    hub = CloudHub(registry, NodeAuth(), informers=informers,
+                   authorizer=authorizer_chain(informers))
     # open unless a test closes it: a closed gate answers the tunnel's handshake 503, so an
     # agent stays away (retrying) exactly as long as the test needs it away
     gate = asyncio.Event()
@@ -155,6 +159,42 @@ async def test_snapshot_live_updates_and_status_up(cluster):
     await registry.update_with(pods, "default", "after", label)
     await _wait(lambda: meta.get("pods", "default", "after")["metadata"].get("labels"))
     assert applied == ["pods"], applied
+
+
+async def test_ingresses_and_the_tls_secrets_they_serve_reach_the_node(cluster):
+    """Every Ingress and IngressClass go down; of the secrets, only the kubernetes.io/tls ones
+    a served Ingress names, added and removed as the Ingress changes."""
+    registry, _, agent, _ = cluster
+    await ensure_ingress_class(registry, True)
+    secrets = registry.resources.get("", "v1", "secrets")
+    ingresses = registry.resources.get("networking.k8s.io", "v1", "ingresses")
+    for name, type_ in (("a-tls", "kubernetes.io/tls"), ("b-tls", "kubernetes.io/tls"),
+                        ("opaque", "Opaque")):
+        await registry.create(secrets, "default", {"metadata": {"name": name}, "type": type_,
+                                                   "data": {"tls.crt": "", "tls.key": ""}})
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+
+    def ingress(name: str, cls: str | None, *tls: str) -> dict:
+        return {"metadata": {"name": name}, "spec": {
+            "ingressClassName": cls, "defaultBackend": backend,
+            "tls": [{"secretName": s} for s in tls]}}
+    await registry.create(ingresses, "default", ingress("web", None, "a-tls", "opaque"))
+    await registry.create(ingresses, "default", ingress("other", "nginx", "b-tls"))
+    meta = (await agent()).meta
+
+    def held(kind: str) -> set[str]:
+        return {o["metadata"]["name"] for o in meta.objects(kind)}
+    await _wait(lambda: held("ingresses") == {"web", "other"})
+    assert held("ingressclasses") == {"k3py"}
+    await _wait(lambda: held("secrets") == {"a-tls"})
+    # the served Ingress now names b-tls instead: it comes, a-tls goes
+    def swap(cur):
+        cur["spec"]["tls"] = [{"secretName": "b-tls"}]
+        return cur
+    await registry.update_with(ingresses, "default", "web", swap)
+    await _wait(lambda: held("secrets") == {"b-tls"})
+    await registry.delete(ingresses, "default", "web")
+    await _wait(lambda: held("secrets") == set() and held("ingresses") == {"other"})
 
 
 def test_status_only_tells_a_status_write_from_a_change():

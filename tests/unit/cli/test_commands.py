@@ -129,16 +129,16 @@ def test_report_format():
               check_config.Check("Ports", "6443 (API server)", "warn", "in use", "stop it")]
     text = check_config.format_report(checks)
     assert "System:\n- python: 3.11.7: pass" in text
-    assert "- OCI runtime: cgroups hybrid, runtime = crun: fail\n    -> put runtime" in text
+    assert "- OCI runtime: cgroups hybrid, runtime = crun: fail (fix: put runtime" in text
     assert text.endswith("STATUS: fail (1 failed, 1 warning)")
 
 
 def test_check_config_exit_code(monkeypatch, capsys):
-    monkeypatch.setattr(check_config, "run_checks", lambda: [
+    monkeypatch.setattr(check_config, "run_checks", lambda data_dir: [
         check_config.Check("System", "python", "pass", "3.11")])
     assert main(["check-config"]) == 0
     assert "STATUS: pass" in capsys.readouterr().out
-    monkeypatch.setattr(check_config, "run_checks", lambda: [
+    monkeypatch.setattr(check_config, "run_checks", lambda data_dir: [
         check_config.Check("System", "sqlite", "fail", "apsw missing", "pip install apsw")])
     assert main(["check-config"]) == 1
 
@@ -195,3 +195,65 @@ def test_podman_api_check_finds_an_answering_service(tmp_path, monkeypatch):
     srv.close()  # nobody serves it now
     got = check_config._api_check("Container runtime")
     assert got.status == "pass" and "the agent starts its own" in got.detail
+
+
+def test_kernel_modules_from_the_kernel_config(monkeypatch):
+    monkeypatch.setattr(check_config.os.path, "isdir", lambda path: False)
+    monkeypatch.setattr(check_config, "_read", lambda path: "")
+    monkeypatch.setattr(check_config.shutil, "which", lambda name: None)
+    got = {c.name: c for c in check_config.kernel_checks(
+        "6.6.31+rpt-rpi-v8", "CONFIG_OVERLAY_FS=y\nCONFIG_BRIDGE_NETFILTER=m\n")}
+    assert got["kernel version"].status == "pass"
+    assert got["module overlay"].status == "pass"
+    assert got["module br_netfilter"].status == "warn"
+    assert got["module br_netfilter"].advice.startswith("modprobe br_netfilter")
+    assert got["module nf_tables"].status == "fail"  # required: the Service proxy
+    assert "CONFIG_NF_TABLES" in got["module nf_tables"].advice
+    assert check_config.kernel_checks("4.9.0", "")[0].status == "warn"
+
+
+def test_memory_controller_and_the_pi_fix(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpuset cpu io pids\n")  # a Pi without the fix
+    got = {c.name: c for c in check_config.cgroup_checks(str(v2), str(tmp_path / "none"))}
+    assert got["cgroup version"].detail == "v2 (unified)"
+    assert got["memory controller"].status == "fail"
+    assert "cgroup_memory=1 cgroup_enable=memory" in got["memory controller"].advice
+    (v2 / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    assert check_config.memory_controller(str(v2))
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    cgroups = tmp_path / "cgroups"
+    cgroups.write_text("#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t4\t1\t0\n")
+    assert not check_config.memory_controller(str(v1), str(cgroups))
+    cgroups.write_text("memory\t4\t1\t1\n")
+    assert check_config.memory_controller(str(v1), str(cgroups))
+
+
+def test_data_dir_space_looks_at_the_nearest_existing_parent(tmp_path):
+    got = check_config.disk_check(str(tmp_path / "not" / "yet"))
+    assert got.name == "data-dir space" and "GB free" in got.detail
+
+
+def test_clock_before_release_or_the_ca_fails(tmp_path):
+    import datetime as dt
+
+    from k3py import pki
+    old = dt.datetime(1970, 1, 1, 0, 5, tzinfo=dt.UTC)  # a Pi booted offline, no RTC
+    got = check_config.clock_check(str(tmp_path), now=old)
+    assert got.status == "fail" and "timedatectl set-ntp true" in got.advice
+    assert check_config.clock_check(str(tmp_path)).status == "pass"
+    tls = tmp_path / "server" / "tls"
+    pki.ensure_pki(str(tls), sans=["localhost"], ips=["127.0.0.1"], service_ip="10.43.0.1")
+    got = check_config.clock_check(str(tmp_path), now=dt.datetime(2025, 6, 1, tzinfo=dt.UTC))
+    assert got.status == "fail" and "this server's CA" in got.detail
+
+
+def test_check_config_takes_the_data_dir(monkeypatch, capsys, tmp_path):
+    seen = []
+    monkeypatch.setattr(check_config, "run_checks", lambda data_dir: seen.append(data_dir) or [
+        check_config.Check("System", "python", "pass", "3.11")])
+    assert main(["check-config", "--data-dir", str(tmp_path)]) == 0
+    assert seen == [str(tmp_path)]
+    assert main(["check-config", "extra"]) == 1

@@ -76,11 +76,10 @@ def test_embedded_agent_and_k3py_agent_get_the_same_node_options(tmp_path):
                   "10.0.0.5", "--podman-root", "/p", "--container-runtime-endpoint",
                   "unix:///run/p.sock", "--debug"]
     server = server_config([*node_flags, "--token", "given"], {})
-    embedded = AgentConfig.for_node(server, server="https://127.0.0.1:6443", token="tok",
-                                    embedded=True)
+    embedded = AgentConfig.for_node(server, server="https://127.0.0.1:6443", token="tok")
     agent = agent_config([*node_flags, "--server", "https://127.0.0.1:6443", "--token",
                           "tok"], {})
-    assert embedded == dataclasses.replace(agent, embedded=True)
+    assert embedded == agent
     assert (embedded.server, embedded.token, embedded.labels) == \
         ("https://127.0.0.1:6443", "tok", {"a": "b"})
     assert embedded.effective_node_name == agent.effective_node_name
@@ -100,7 +99,7 @@ def test_every_config_field_is_a_flag():
     attrs = {f.attr for f in FLAGS}
     for cls in (ServerConfig, AgentConfig):
         for field in dataclasses.fields(cls):
-            assert field.name in attrs or field.name == "embedded", field.name
+            assert field.name in attrs, field.name
     for flag in FLAGS:
         if flag.not_implemented:
             assert flag.attr not in {f.name for f in dataclasses.fields(ServerConfig)}
@@ -260,7 +259,9 @@ def test_unreadable_config_file(tmp_path):
     (["server", "--service-node-port-range", "5-1"], ["LOW-HIGH"]),
     (["server", "--node-taint", "dedicated"], ["Effect"]),
     (["server", "--node-label", "novalue"], ["key=value"]),
-    (["server", "--disable", "traefik"], ["traefik", "ingress"]),
+    (["agent", "--node-label", "node-role.kubernetes.io/worker=true"],
+     ["node-role.kubernetes.io/worker", "NodeRestriction"]),
+    (["server", "--disable", "treafik"], ["treafik", "ingress"]),
     (["server", "--advertise-address", "my-host"], ["IP address"]),
     (["server", "--debug=maybe"], ["true or false"]),
     (["server", "--compact-interval", "-1"], [">= 0"]),
@@ -281,7 +282,6 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 # ---------------------------------------------------------------- not implemented: refused
 
 REFUSED = [  # (flag, value, words the one line must hold)
-    ("disable", "ingress", ["--disable ingress", "ingress controller"]),
     ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
     ("disable", "dns", ["--disable dns", "DNS"]),
 ]
@@ -352,9 +352,23 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from local-storage, "
-                                         "metrics-server, ingress"):
-        server_config(["--disable", "traefik"], {})
+    with pytest.raises(UsageError, match="expected components from ingress, local-storage, "
+                                         "metrics-server"):
+        server_config(["--disable", "treafik"], {})
+
+
+def test_disable_traefik_is_k3s_name_of_ingress(tmp_path):
+    assert server_config(["--disable", "traefik"], {}).disable == ("ingress",)
+    cfg = write(tmp_path, "disable: [traefik, ingress, local-storage]\n")
+    assert server_config(["--config", cfg], {}).disable == ("ingress", "local-storage")
+
+
+def test_ingress_ports_on_server_and_agent(tmp_path):
+    assert (ServerConfig().ingress_http_port, ServerConfig().ingress_https_port) == (80, 443)
+    config = server_config(["--ingress-http-port", "8080", "--ingress-https-port", "8443"], {})
+    assert (config.ingress_http_port, config.ingress_https_port) == (8080, 8443)
+    cfg = write(tmp_path, "ingress-http-port: 9080\nserver: https://srv:6443\n")
+    assert agent_config(["--config", cfg], {"K3PY_TOKEN": "t"}).ingress_http_port == 9080
 
 
 def test_disable_metrics_server_and_the_resolution():
@@ -504,8 +518,7 @@ def test_device_bus_flags_reach_both_agents(tmp_path):
     argv = ["--mqtt-mode", "BOTH", "--mqtt-server", "ssl://broker:8883", "--mqtt-port", "2883",
             "--mqtt-bind", "0.0.0.0", "--device-offline-after", "500ms"]
     agent = agent_config([*argv, "--server", "https://s:6443", "--token", "t"])
-    embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t",
-                                    embedded=True)
+    embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t")
     for cfg in (agent, embedded):
         assert (cfg.mqtt_mode, cfg.mqtt_server, cfg.mqtt_port, cfg.mqtt_bind,
                 cfg.device_offline_after) == ("both", "ssl://broker:8883", 2883, "0.0.0.0", 0.5)

@@ -21,8 +21,7 @@ def test_flag_env_and_config_file(tmp_path):
     cfg.write_text("podman-root: /from-file\n")
     assert agent_config(["--config", str(cfg)], environ={}).podman_root == "/from-file"
     srv = server_config(["--podman-root", "/s"], environ={})
-    embedded = AgentConfig.for_node(srv, server="https://127.0.0.1:6443", token="t",
-                                    embedded=True)
+    embedded = AgentConfig.for_node(srv, server="https://127.0.0.1:6443", token="t")
     assert embedded.podman_root == "/s"
 
 

@@ -1,5 +1,6 @@
 """The Node authorizer over a real Registry and its informers: node A may reach its own Node
-and Lease, its pods and exactly the objects they reference; node B's pod's secret, other
+and Lease, its pods and exactly the objects they reference (and the TLS secrets of the
+Ingresses k3py serves); node B's pod's secret, other
 nodes' objects, cluster-wide lists and writes outside its pods are refused (403 from the
 chain: SystemMasters -> Node -> RBAC -> Deny, as the server builds it)."""
 
@@ -11,6 +12,7 @@ from k3py.api import errors
 from k3py.api.podrefs import pod_references
 from k3py.server.apiserver.auth import User
 from k3py.server.bootstrap import authorizer_chain
+from k3py.server.controllers.ingress import ensure_ingress_class
 from tests.unit.conftest import eventually
 
 pytestmark = pytest.mark.unit
@@ -41,10 +43,32 @@ async def chain(env):
     await reg.create(env.res("persistentvolumeclaims"), "default", {
         "metadata": {"name": "data"}, "spec": {"volumeName": "pv-1", "accessModes": [
             "ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    await _ingress_objects(env)
     chain = authorizer_chain(env.ctx.informers)
     await env.ctx.informers.wait_synced()
     await eventually(lambda: env.ctx.informers.informer("", "pods").get("default", "pb"))
+    await eventually(lambda: env.ctx.informers.informer(
+        "networking.k8s.io", "ingresses").get("default", "nginx"))
     return chain
+
+
+async def _ingress_objects(env) -> None:
+    """The k3py IngressClass; a served Ingress naming a TLS secret and an Opaque one; an
+    Ingress of another class naming a TLS secret."""
+    await ensure_ingress_class(env.registry, True)
+    tls = {"tls.crt": "", "tls.key": ""}
+    for name, type_ in (("web-tls", "kubernetes.io/tls"), ("opaque", "Opaque"),
+                        ("nginx-tls", "kubernetes.io/tls")):
+        await env.registry.create(env.res("secrets"), "default", {
+            "metadata": {"name": name}, "type": type_, "data": tls})
+    ing = env.registry.resources.get("networking.k8s.io", "v1", "ingresses")
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+    for name, cls, secrets in (("web", None, ["web-tls", "opaque"]),
+                               ("nginx", "nginx", ["nginx-tls"])):
+        await env.registry.create(ing, "default", {
+            "metadata": {"name": name}, "spec": {
+                "ingressClassName": cls, "defaultBackend": backend,
+                "tls": [{"secretName": s} for s in secrets]}})
 
 
 def allowed(chain, user, verb, plural, ns=None, name=None, sub="", group="",
@@ -91,6 +115,16 @@ CASES = [
     (NODE_B, "get", "persistentvolumes", None, "pv-1", "", "", None, False),
     (NODE_A, "create", "serviceaccounts", "default", "builder", "token", "", None, True),
     (NODE_A, "create", "serviceaccounts", "default", "admin", "token", "", None, False),
+    # the TLS secrets of the Ingresses k3py serves, to every node; nothing else of theirs
+    (NODE_A, "get", "secrets", "default", "web-tls", "", "", None, True),
+    (NODE_B, "watch", "secrets", "default", None, "", "", {"metadata.name": "web-tls"}, True),
+    (NODE_A, "update", "secrets", "default", "web-tls", "", "", None, False),
+    (NODE_A, "get", "secrets", "default", "opaque", "", "", None, False),
+    (NODE_A, "get", "secrets", "default", "nginx-tls", "", "", None, False),
+    (NODE_A, "list", "ingresses", None, None, "", "networking.k8s.io", None, True),
+    (NODE_A, "get", "ingressclasses", None, "k3py", "", "networking.k8s.io", None, True),
+    (NODE_A, "update", "ingresses", "default", "web", "status", "networking.k8s.io", None,
+     False),
     (NODE_A, "list", "services", None, None, "", "", None, True),
     (NODE_A, "watch", "endpointslices", None, None, "", "discovery.k8s.io", None, True),
     (NODE_A, "create", "services", "default", None, "", "", None, False),
@@ -121,7 +155,7 @@ def test_pod_references():
 
 
 def test_labels_a_node_may_set_on_itself():
-    from k3py.server.noderestriction import label_allowed_for_node
+    from k3py.api.nodelabels import label_allowed_for_node
     for ok in ("site", "example.com/rack", "kubernetes.io/hostname", "kubernetes.io/arch",
                "topology.kubernetes.io/zone", "node.kubernetes.io/instance-type",
                "kubelet.kubernetes.io/x", "node.kubernetes.io/anything"):

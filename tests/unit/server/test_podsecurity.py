@@ -1,11 +1,13 @@
 """The Pod Security Standards checks (server/podsecurity.py): what baseline and restricted
-refuse, in upstream's words, and a pod that meets restricted passing both."""
+refuse, in upstream's words, and a pod that meets restricted passing both; the cluster-wide
+configuration file read as upstream's AdmissionConfiguration."""
 
 from __future__ import annotations
 
 import pytest
 
-from k3py.server.podsecurity import check_pod
+from k3py.server.configfile import ConfigError
+from k3py.server.podsecurity import PodSecurityConfig, check_pod
 
 pytestmark = pytest.mark.unit
 
@@ -48,3 +50,49 @@ def test_restricted_adds_its_own_rules():
     assert "runAsUser=0 (pod and containers must not set runAsUser=0)" in got
     assert any(g.startswith("seccompProfile (pod or containers") for g in got)
     assert check_pod("baseline", spec) == []
+
+
+_PLUGIN = """apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: EventRateLimit
+  path: eventconfig.yaml
+- name: PodSecurity
+  {how}
+"""
+_CONF = """apiVersion: pod-security.admission.config.k8s.io/v1
+kind: PodSecurityConfiguration
+defaults: {enforce: restricted, enforce-version: latest, audit: baseline, warn: restricted}
+exemptions: {usernames: [admin], runtimeClasses: [kata], namespaces: [kube-system]}
+"""
+
+
+def test_admission_configuration_inline_or_by_path(tmp_path):
+    inline = tmp_path / "inline.yaml"
+    inline.write_text(_PLUGIN.format(how="configuration:\n" + "".join(
+        "    " + line + "\n" for line in _CONF.splitlines())))
+    (tmp_path / "psa.yaml").write_text(_CONF)
+    by_path = tmp_path / "by_path.yaml"
+    by_path.write_text(_PLUGIN.format(how="path: psa.yaml"))
+    for f in (inline, by_path):
+        cfg = PodSecurityConfig.load(str(f))
+        assert cfg.defaults == {"enforce": "restricted", "audit": "baseline",
+                                "warn": "restricted"}
+        assert (cfg.exempt_usernames, cfg.exempt_runtime_classes, cfg.exempt_namespaces) == \
+            ({"admin"}, {"kata"}, {"kube-system"})
+
+
+@pytest.mark.parametrize("text, words", [
+    ("kind: PodSecurityConfiguration\n", "want kind AdmissionConfiguration"),
+    ("kind: AdmissionConfiguration\nplugins: []\n", "no plug-in named PodSecurity"),
+    (_PLUGIN.format(how="configuration: {kind: PodSecurityConfiguration, defaults: "
+                        "{enforce: strict}}"), "defaults.enforce must be one of"),
+    (_PLUGIN.format(how="configuration: {kind: PodSecurityConfiguration, defaults: "
+                        "{block: baseline}}"), "unknown defaults key 'block'"),
+    ("[", "is not YAML"),
+])
+def test_a_wrong_configuration_says_what_is_wrong(tmp_path, text, words):
+    f = tmp_path / "a.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        PodSecurityConfig.load(str(f))

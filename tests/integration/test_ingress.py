@@ -1,0 +1,232 @@
+"""The built-in ingress on a one-machine `k3py server` (free ingress ports, never 80/443): a
+backend pod of the offline Python image serves two directories with Python's http.server (on
+8080 files that say "a", on 8081 the same files saying "b"), Services `a` and `b` in front;
+Ingresses, Secrets and the Deployment are created with the `kubernetes` Python client, and
+curl asks the node's proxy.
+
+Host rules, a `*.` wildcard, Exact vs element-wise Prefix, TLS chosen by SNI with a real
+`kubernetes.io/tls` secret (verified against its CA; another name gets the default
+certificate), status.loadBalancer.ingress, an Event for a missing service (answered 503),
+an Ingress update seen on a keep-alive connection kept open across it, 503 once the backend
+is down, and `--disable traefik` turning it off."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import subprocess
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from k3py import pki
+from tests.harness import free_port, wait_for
+from tests.integration.agents import PY_IMAGE, build_python_image, embedded_node
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BACKEND = """
+import functools, http.server, os, threading
+for name in ("a", "b"):
+    os.makedirs(f"/tmp/{name}/api", exist_ok=True)
+    for f in ("index.html", "exact", "exactly", "api/v1", "apix"):
+        with open(f"/tmp/{name}/{f}", "w") as out:
+            out.write(name)
+def serve(name, port):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/tmp/" + name)
+    http.server.ThreadingHTTPServer(("", port), handler).serve_forever()
+threading.Thread(target=serve, args=("b", 8081), daemon=True).start()
+serve("a", 8080)
+"""
+
+
+def _path(path: str, svc: str, ptype: str = "Prefix") -> dict:
+    return {"path": path, "pathType": ptype,
+            "backend": {"service": {"name": svc, "port": {"number": 80}}}}
+
+
+def _rule(host: str, *paths: dict) -> dict:
+    return {"host": host, "http": {"paths": list(paths)}}
+
+
+ROUTES = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+          "metadata": {"name": "routes"},
+          "spec": {"tls": [{"hosts": ["secure.example.test"], "secretName": "secure-tls"}],
+                   "rules": [
+                       _rule("app.example.test", _path("/", "a"), _path("/api", "b"),
+                             _path("/exact", "b", "Exact")),
+                       _rule("other.example.test", _path("/", "b")),
+                       _rule("*.wild.example.test", _path("/", "b")),
+                       _rule("secure.example.test", _path("/", "a")),
+                       _rule("gone.example.test", _path("/", "gone"))]}}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The server, its node's proxy ports, the CA of the TLS secret, the kubernetes client."""
+    from kubernetes import client
+    build_python_image()
+    tmp = tmp_path_factory.mktemp("ingress")
+    ports = {"http": free_port(), "https": free_port()}
+    args = ("--ingress-http-port", str(ports["http"]),
+            "--ingress-https-port", str(ports["https"]))
+    with embedded_node(tmp, "ing", args=args) as srv:
+        api = srv.client()
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        net = client.NetworkingV1Api(api)
+        apps.create_namespaced_deployment("default", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                         "terminationGracePeriodSeconds": 1,
+                         "containers": [{
+                             "name": "web", "image": PY_IMAGE, "imagePullPolicy": "Never",
+                             "command": ["python3", "-c", BACKEND],
+                             "readinessProbe": {"tcpSocket": {"port": 8081},
+                                                "periodSeconds": 1}}]}}}})
+        for name, port in (("a", 8080), ("b", 8081)):
+            core.create_namespaced_service("default", {
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"selector": {"app": "web"},
+                         "ports": [{"name": "http", "port": 80, "targetPort": port}]}})
+        ca_cert, ca_key = pki._make_ca("ingress test CA")
+        cert, key = pki._issue(ca_cert, ca_key, "secure.example.test", server=True,
+                               dns=("secure.example.test",))
+        (tmp / "ca.crt").write_bytes(ca_cert)
+        core.create_namespaced_secret("default", {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "secure-tls"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": base64.b64encode(cert).decode(),
+                     "tls.key": base64.b64encode(key).decode()}})
+        net.create_namespaced_ingress("default", ROUTES)
+        wait_for(lambda: (apps.read_namespaced_deployment("web", "default").status
+                          .ready_replicas == 1), 90, 0.5, "the backend pod ready")
+        yield srv, ports, tmp / "ca.crt", api
+        api.close()
+
+
+def curl(ports: dict, host: str, path: str = "/", *extra: str,
+         scheme: str = "http") -> tuple[int, str]:
+    """(status, body) of `curl` to the node's proxy with `host` as Host (and SNI)."""
+    port = ports[scheme]
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
+                          "--resolve", f"{host}:{port}:127.0.0.1", *extra,
+                          f"{scheme}://{host}:{port}{path}"],
+                         capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        return -out.returncode, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def _served(ports: dict, host: str, path: str, want: str) -> bool:
+    return curl(ports, host, path) == (200, want)
+
+
+def test_host_wildcard_exact_and_prefix(world):
+    _, ports, _, _ = world
+    wait_for(lambda: _served(ports, "app.example.test", "/index.html", "a"), 30, 0.2,
+             "the routes served")
+    cases = [  # (host, path, the backend that answers)
+        ("app.example.test", "/api/v1", "b"),     # Prefix /api, element-wise
+        ("app.example.test", "/apix", "a"),       # not under /api: the / rule
+        ("app.example.test", "/exact", "b"),      # Exact
+        ("app.example.test", "/exactly", "a"),    # Exact is not a prefix
+        ("other.example.test", "/index.html", "b"),
+        ("x.wild.example.test", "/index.html", "b")]
+    got = [(host, path, curl(ports, host, path)) for host, path, _ in cases]
+    assert got == [(h, p, (200, want)) for h, p, want in cases], got
+    for host in ("unknown.test", "wild.example.test", "a.b.wild.example.test"):
+        assert curl(ports, host, "/index.html")[0] == 404, host
+
+
+def test_tls_certificate_chosen_by_sni(world):
+    _, ports, ca, _ = world
+    wait_for(lambda: curl(ports, "secure.example.test", "/index.html", "--cacert", str(ca),
+                          scheme="https") == (200, "a"), 30, 0.2,
+             "secure.example.test served with the secret's certificate")
+    # another name gets the generated default certificate, which that CA did not sign
+    code, err = curl(ports, "other.example.test", "/index.html", "--cacert", str(ca),
+                     scheme="https")
+    assert code < 0 and "certificate" in err.lower(), (code, err)
+    assert curl(ports, "other.example.test", "/index.html", "-k", scheme="https") == (200, "b")
+
+
+def test_status_and_an_event_for_a_missing_service(world):
+    srv, ports, _, _ = world
+    node_ip = next(a["address"] for a in srv.kubectl_json("get", "node", srv.node)
+                   ["status"]["addresses"] if a["type"] == "InternalIP")
+    wait_for(lambda: srv.kubectl_json("get", "ingress", "routes")["status"]["loadBalancer"]
+             .get("ingress") == [{"ip": node_ip}], 30, 0.3, "status.loadBalancer.ingress")
+    code, body = curl(ports, "gone.example.test")
+    assert code == 503 and "service default/gone not found" in body, (code, body)
+
+    def event() -> list[dict]:
+        return [e for e in srv.kubectl_json(
+            "get", "events", "--field-selector", "involvedObject.name=routes")["items"]
+            if e["reason"] == "ServiceNotFound"]
+    ev = wait_for(event, 30, 0.3, "a ServiceNotFound Event on the Ingress")[0]
+    assert ev["type"] == "Warning" and "default/gone" in ev["message"], ev
+    assert ev["involvedObject"]["kind"] == "Ingress", ev
+
+
+def test_update_seen_on_an_open_keepalive_connection(world):
+    srv, ports, _, api = world
+    from kubernetes import client
+    conn = http.client.HTTPConnection("127.0.0.1", ports["http"], timeout=10)
+
+    def get() -> str:
+        conn.request("GET", "/index.html", headers={"Host": "app.example.test"})
+        resp = conn.getresponse()
+        return resp.read().decode()
+    try:
+        assert get() == "a"
+        sock = conn.sock
+        rules = [_rule("app.example.test", _path("/", "b")), *ROUTES["spec"]["rules"][1:]]
+        patch = {"spec": {"rules": rules}}
+        client.NetworkingV1Api(api).patch_namespaced_ingress("routes", "default", patch)
+        written = time.monotonic()
+        wait_for(lambda: get() == "b", 30, 0.02, "the updated route on the open connection")
+        print(f"ingress update seen after {time.monotonic() - written:.3f} s")
+        assert conn.sock is sock, "the keep-alive connection was dropped by the update"
+    finally:
+        conn.close()
+
+
+def test_backend_down_is_503(world):
+    srv, ports, _, _ = world
+    srv.kubectl("scale", "deployment", "web", "--replicas", "0")
+    last: list[tuple[int, str]] = []
+
+    def down() -> bool:
+        last[:] = [curl(ports, "other.example.test", "/index.html")]
+        return last[0][0] == 503
+    try:
+        wait_for(down, 60, 0.3, "503 once the backend is down")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; last answer {last}; slices: " + srv.kubectl(
+            "get", "endpointslices", "-o", "yaml").stdout[-2000:]) from None
+    assert "no ready endpoint for default/b" in last[0][1], last
+
+
+def test_disable_traefik_turns_the_ingress_off(world):
+    """K3s's `--disable traefik`: the k3py IngressClass goes at the restart, and the node's
+    proxy, which came back from its cache first, stops when the class leaves the cache."""
+    srv, ports, _, _ = world
+    srv.stop()
+    restarted = datetime.now(UTC).replace(microsecond=0)
+    srv.extra_args = [*srv.extra_args, "--disable", "traefik"]
+    srv.start()
+    out = srv.kubectl("get", "ingressclass", "k3py", check=False)
+    assert out.returncode != 0 and "NotFound" in out.stderr, out.stderr
+
+    def reported_since_restart() -> bool:
+        ready = next(c for c in srv.kubectl_json("get", "node", srv.node)["status"]
+                     ["conditions"] if c["type"] == "Ready")
+        return ready["status"] == "True" and datetime.fromisoformat(
+            ready["lastHeartbeatTime"].replace("Z", "+00:00")) >= restarted
+    # the agent is back and synced (it reports after its snapshot): the proxy is off
+    wait_for(reported_since_restart, 60, 0.3, "the node reporting after the restart")
+    wait_for(lambda: curl(ports, "other.example.test")[0] < 0, 30, 0.3,
+             "the proxy closed its ports")
