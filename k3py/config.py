@@ -79,6 +79,9 @@ class NodeConfig:
     mqtt_bind: str = "127.0.0.1"  # the embedded broker's address
     mqtt_port: int = 1883
     device_offline_after: float = 0.0  # seconds of mapper silence; 0 = 3 x its report cycle
+    # where local-path volumes live (the server's provisioner puts them there, the node's
+    # agent removes them only from there); "" = <data-dir>/storage, as K3s
+    default_local_storage_path: str = ""
     metrics_resolution: float = 15.0  # seconds between usage reports (agent/metrics.py)
 
     @property
@@ -113,6 +116,10 @@ class NodeConfig:
     def meta_db_path(self) -> str:
         return os.path.join(self.agent_dir, "meta.db")
 
+    @property
+    def local_storage_path(self) -> str:
+        return self.default_local_storage_path or os.path.join(self.data_dir, "storage")
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,7 +152,6 @@ class ServerConfig(NodeConfig):
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
     disable: tuple[str, ...] = ()  # packaged components not deployed (--disable)
-    default_local_storage_path: str = ""  # "" = <data-dir>/storage (local-path volumes)
     datastore_endpoint: str = ""  # "" = embedded SQLite; postgres://user:pass@host:port/db
     datastore_cafile: str = ""
     datastore_certfile: str = ""

@@ -1,5 +1,6 @@
 """`k3py agent`: join, then run edgehub, metamanager, the device twin and its MQTT event bus,
-the pod syncer, the node's service networking and ingress proxy, and node heartbeats.
+the pod syncer, the local-path volume cleanup, the node's service networking and ingress
+proxy, and node heartbeats.
 
 `run(config)` is the blocking CLI entry (one clear error line and exit 1 on a join problem);
 `start_agent(config)` also starts the same agent inside the server's event loop (embedded)."""
@@ -31,6 +32,7 @@ from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime import images
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_CLUSTER, RuntimeError_
+from k3py.agent.storage.cleanup import VolumeCleanup
 from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
 from k3py.config import AgentConfig
@@ -53,6 +55,7 @@ class AgentHandle:
     runtime: LibpodAPI
     devices: DeviceManager
     network: NetworkManager
+    volumes: VolumeCleanup
     metrics: MetricsReporter
     ingress: IngressManager
 
@@ -62,6 +65,7 @@ class AgentHandle:
         await self.devices.stop()
         await self.ingress.stop()
         await self.network.stop()
+        await self.volumes.stop()
         await self.pods.stop()
         await self.hub.stop()
         await self.meta.close()
@@ -134,6 +138,8 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                              labels={LABEL_CLUSTER: runtime.cluster})
     network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster,
                              pod_network=pod_network)
+    volumes = VolumeCleanup(meta, hub.send, node_name=node_name,
+                            storage_path=config.local_storage_path)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
     runtime.pod_network = network.pod_network  # the node's pod CIDR bridge
     metrics = MetricsReporter(runtime, node_name, config.metrics_resolution, hub.send_live)
@@ -145,11 +151,12 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     ingress.start()
     hub.start()
     pods.start()
+    volumes.start()
     reporter.start()
     metrics.start()
     log.info("k3py agent %s started (server %s)", node_name, config.server)
     return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
-                       network, metrics, ingress)
+                       network, volumes, metrics, ingress)
 
 
 async def _main(config: AgentConfig) -> int:

@@ -1,7 +1,7 @@
-"""The agent's local cache in <data-dir>/agent/meta.db: desired pods, the configmaps and secrets
-they need and the devices (and device models) bound to this node, as last received from
-cloudhub, status messages queued for the server, and the device twin's state (each device's
-twin record and the report not sent yet: agent/devices/manager.py).
+"""The agent's local cache in <data-dir>/agent/meta.db: desired pods, the configmaps, secrets,
+claims and volumes they need and the devices (and device models) bound to this node, as last
+received from cloudhub, status messages queued for the server, and the device twin's state
+(each device's twin record and the report not sent yet: agent/devices/manager.py).
 
 edgehub calls `apply` (persist, then ACK) and `queue`/`acked` for the up direction; the pod
 syncer reads `pods()` and is woken through `changed`; on restart the agent starts from here.

@@ -307,7 +307,8 @@ FLAGS: tuple[Flag, ...] = (
          (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT, CHECK_CONFIG),
          short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
-         "provisioner storage class", (SERVER,), default_help="<data-dir>/storage"),
+         "provisioner storage class (on an agent: where it may remove deleted volumes' "
+         "directories; the server's path)", _BOTH, default_help="<data-dir>/storage"),
     # networking
     Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
          (SERVER,), check=_cidr),

@@ -9,7 +9,8 @@ A node may
   their status, delete and evict them;
 - get the Secrets, ConfigMaps and PersistentVolumeClaims its pods reference (volumes,
   projected sources, env, envFrom, imagePullSecrets: k3py.api.podrefs), the PersistentVolumes
-  bound to those claims, and request tokens of its pods' ServiceAccounts; list/watch of those
+  bound to those claims and its own deleted local-path volumes (whose directories it removes:
+  k3py.api.localpath; it may update those, to drop their cleanup finalizer), and request tokens of its pods' ServiceAccounts; list/watch of those
   only by name;
 - get the `kubernetes.io/tls` Secrets named in spec.tls of the Ingresses the built-in ingress
   serves (server/edge/ingresssync.py; as K3s's Traefik may), list/watch them only by name;
@@ -26,7 +27,8 @@ as they are: a pod bound a moment ago may be refused for that moment, as upstrea
 
 from __future__ import annotations
 
-from k3py.api.podrefs import pod_references
+from k3py.api.localpath import awaits_cleanup, volume_node
+from k3py.api.podrefs import bound_volumes, pod_references
 from k3py.server.apiserver.auth import Attributes
 from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
 from k3py.server.edge.devicesync import DEVICE_GROUP, device_model, device_node
@@ -52,6 +54,7 @@ class NodeAuthorizer:
         self.pods.add_index(NODE_INDEX, pod_node)
         self.claims = informers.informer("", "persistentvolumeclaims")
         self.ingress_secrets = IngressSecrets(informers)
+        self.volumes = informers.informer("", "persistentvolumes")
 
     def allows(self, attrs: Attributes) -> bool:
         node = attrs.user.node_name
@@ -89,6 +92,9 @@ class NodeAuthorizer:
                     attrs.plural == "secrets" and not attrs.subresource
                     and self.ingress_secrets.served(ns, name))
             if attrs.plural == "persistentvolumes":
+                if attrs.verb in ("update", "patch"):  # dropping its cleanup finalizer
+                    return name is not None and not attrs.subresource and \
+                        self._cleanup_of_node(node, name)
                 return attrs.verb in _READ and name is not None and \
                     self._volume_of_node(node, name)
             if attrs.plural == "serviceaccounts":
@@ -127,14 +133,18 @@ class NodeAuthorizer:
                    for pod in self.pods.by_index(NODE_INDEX, node)
                    if (pod.get("metadata") or {}).get("namespace") == namespace)
 
+    def _cleanup_of_node(self, node: str, volume: str) -> bool:
+        """A deleted local-path volume on `node`, waiting for it to remove the directory."""
+        pv = self.volumes.get(None, volume)
+        return pv is not None and awaits_cleanup(pv) and volume_node(pv) == node
+
     def _volume_of_node(self, node: str, volume: str) -> bool:
+        if self._cleanup_of_node(node, volume):
+            return True
         for pod in self.pods.by_index(NODE_INDEX, node):
             ns = (pod.get("metadata") or {}).get("namespace") or ""
-            for plural, claim in pod_references(pod):
-                if plural == "persistentvolumeclaims":
-                    pvc = self.claims.get(ns, claim)
-                    if pvc is not None and (pvc.get("spec") or {}).get("volumeName") == volume:
-                        return True
+            if volume in bound_volumes(pod, lambda claim, ns=ns: self.claims.get(ns, claim)):
+                return True
         return False
 
     def _device_informer(self, plural: str) -> Informer | None:

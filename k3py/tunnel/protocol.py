@@ -13,7 +13,8 @@ from typing import Any
 __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
-    "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "INGRESS_KINDS",
+    "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "INGRESS_KINDS", "VOLUME_KINDS",
+    "VOLUME_CLEANED", "volume_cleaned_resource",
     "DEVICES_KIND", "DEVICE_STATUS", "device_status_resource", "ReportedValue", "DeviceReport",
     "METRICS_KIND", "metrics_resource", "Usage", "PodUsage", "UsageReport",
     "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD",
@@ -68,6 +69,9 @@ NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on every dial: the name is stil
 HEARTBEAT = 10.0  # seconds between websocket pings, both ends
 
 # the kinds sent down (resource keys' plural, the keys of a sync snapshot's content)
+# the claims a node's pods use and their volumes (bound, or deleted local-path volumes of the
+# node whose directories it must remove: k3py.api.localpath)
+VOLUME_KINDS = ("persistentvolumeclaims", "persistentvolumes")
 POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/podtokens.py)
 # services and endpointslices go to every node (its DNS and service rules, offline too), and
 # the nodes' routing view (name, pod CIDRs, addresses: server/edge/downstream.node_route_view)
@@ -76,7 +80,20 @@ CLUSTER_WIDE_KINDS = ("services", "endpointslices", "nodes")
 # so do ingresses and ingress classes (its ingress proxy), with the TLS secrets they name
 INGRESS_KINDS = ("ingresses", "ingressclasses")
 DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,
-              *CLUSTER_WIDE_KINDS, *INGRESS_KINDS)
+              *CLUSTER_WIDE_KINDS, *INGRESS_KINDS, *VOLUME_KINDS)
+
+# ---------------------------------------------------------------- volume cleanup (node to server)
+# The node removed the directory of a deleted local-path volume: a reliable GROUP_RESOURCE
+# message, operation OP_UPDATE, resource volume_cleaned_resource(name), content {"uid": the
+# volume's uid}; the server then drops the volume's cleanup finalizer.
+
+VOLUME_CLEANED = "cleaned"
+
+
+def volume_cleaned_resource(name: str) -> str:
+    """The resource key of a volume cleanup report: "persistentvolumes//<name>/cleaned"."""
+    return f"persistentvolumes//{name}/{VOLUME_CLEANED}"
+
 
 # ---------------------------------------------------------------- device status (node to server)
 # A reliable GROUP_RESOURCE message, operation OP_UPDATE, resource

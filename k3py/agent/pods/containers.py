@@ -23,6 +23,7 @@ from k3py.agent.pods.restarts import (
     note_pull_failure,
 )
 from k3py.agent.runtime.podman import RuntimeError_, container_name_for
+from k3py.agent.storage.claims import VolumeNotReady
 
 if TYPE_CHECKING:
     from k3py.agent.pods.syncer import PodSyncer
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["ContainerActions", "grace_of"]
 
 log = logging.getLogger("k3py.pods")
+
+VOLUME_RETRY_MAX = 10.0  # seconds between tries of a pod waiting for its volume, at most
 
 
 def grace_of(pod: dict) -> int:
@@ -80,7 +83,7 @@ class ContainerActions:
             ok = True
             self.syncer.started(uid)
             rec = self.syncer.record(uid)
-            rec.error = None
+            rec.error, rec.volume_wait = None, False
             rec.start_failures, rec.retry_at = 0, 0.0
             await self._do(pod, self.syncer.plan(pod, []).actions, vols)
             log.info("started pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -95,6 +98,8 @@ class ContainerActions:
         except Exception as e:  # noqa: BLE001 - retried with backoff
             if ok:
                 log.warning("starting containers of pod %s failed: %s", uid, e)
+            elif isinstance(e, VolumeNotReady):
+                self._volume_wait(pod, e)
             elif isinstance(e, RuntimeError_):
                 self.syncer.record(uid).error = (e.reason, str(e))
                 log.warning("pod %s/%s: %s", pod["metadata"]["namespace"],
@@ -105,7 +110,8 @@ class ContainerActions:
             if not ok:
                 rec = self.syncer.record(uid)
                 rec.start_failures += 1
-                rec.retry_at = time.monotonic() + min(60.0, 2.0 ** rec.start_failures)
+                rec.retry_at = time.monotonic() + min(
+                    VOLUME_RETRY_MAX if rec.volume_wait else 60.0, 2.0 ** rec.start_failures)
         finally:
             try:  # report the outcome now, not on the next full pass
                 await self.syncer.report(pod, created, containers)
@@ -118,6 +124,17 @@ class ContainerActions:
                 if not ok or not settled or rec.missed:
                     self.syncer.wake()  # schedule the retry / find the real state / next step
                 rec.missed = False
+
+    def _volume_wait(self, pod: dict, e: VolumeNotReady) -> None:
+        """The pod waits in ContainerCreating for its claim's volume, with the kubelet's
+        FailedMount Event; retried when a claim or volume arrives (syncer.py), or soon."""
+        rec = self.syncer.record(pod_uid(pod))
+        rec.error = ("ContainerCreating", str(e))
+        rec.volume_wait = True
+        self._event(pod, "FailedMount", f"Unable to attach or mount volumes: unmounted "
+                    f"volumes=[{e.volume}]: {e}", "Warning")
+        log.info("pod %s/%s waits for volume %s: %s", pod["metadata"]["namespace"],
+                 pod["metadata"]["name"], e.volume, e)
 
     async def act(self, pod: dict, pod_id: str, created: str | None, actions: list) -> None:
         """Run a present pod's pending actions (restarts, next init container, app

@@ -1,7 +1,8 @@
 """What a Kubernetes pod spec becomes on this node: the runtime's container specs (env from
 values, configmaps, secrets, fields, resources; the KUBERNETES_SERVICE_* variables) and the
 host directories behind the pod's volumes (emptyDir, hostPath, configMap, secret, downwardAPI,
-projected with serviceAccountToken sources).
+projected with serviceAccountToken sources, persistentVolumeClaim and ephemeral through their
+bound volume: agent/storage/claims.py).
 
 The API address given to pods: there is no kube-proxy, so the `kubernetes` Service's cluster
 IP leads nowhere. Pods get the address this agent joined the server with (PodSpecs), which is
@@ -27,6 +28,7 @@ import tempfile
 from urllib.parse import urlsplit
 
 from k3py.agent.metamanager import MetaManager
+from k3py.agent.storage.claims import claim_directory, make_sub_paths
 from k3py.api.quantity import QuantityError, parse_quantity
 from k3py.tunnel.protocol import POD_TOKENS_KIND
 
@@ -219,10 +221,12 @@ def container_specs(pod: dict, meta: MetaManager, volume_dirs: dict[str, str],
     `server_url`: the server this agent joined (see the module docstring)."""
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
     spec = pod.get("spec") or {}
+    read_only = {v.get("name") for v in spec.get("volumes") or []
+                 if (v.get("persistentVolumeClaim") or {}).get("readOnly")}
     out = []
     for c in spec.get(key) or []:
         mounts = [(volume_dirs[m["name"]] + ("/" + m["subPath"] if m.get("subPath") else ""),
-                   m["mountPath"], bool(m.get("readOnly")))
+                   m["mountPath"], bool(m.get("readOnly")) or m["name"] in read_only)
                   for m in c.get("volumeMounts") or [] if m.get("name") in volume_dirs]
         sc = c.get("securityContext") or {}
         user = ""
@@ -356,7 +360,8 @@ def _projected_files(pod: dict, vol: dict, meta: MetaManager, ns: str, host_ip: 
 def prepare_volumes(pod: dict, meta: MetaManager, root: str, host_ip: str = ""
                     ) -> dict[str, str]:
     """Host directories for the pod's volumes (emptyDir, hostPath, configMap, secret,
-    downwardAPI, projected); `host_ip`: the node IP (status.hostIP in downward files)."""
+    downwardAPI, projected, claims); `host_ip`: the node IP (status.hostIP in downward files).
+    VolumeNotReady (agent/storage/claims.py) while a claim's volume cannot be mounted."""
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
     dirs: dict[str, str] = {}
     for vol in (pod.get("spec") or {}).get("volumes") or []:
@@ -366,6 +371,11 @@ def prepare_volumes(pod: dict, meta: MetaManager, root: str, host_ip: str = ""
             dirs[name] = vol["hostPath"].get("path") or "/"
             if (vol["hostPath"].get("type") or "") == "DirectoryOrCreate":
                 os.makedirs(dirs[name], exist_ok=True)
+            continue
+        claimed = claim_directory(pod, vol, meta)
+        if claimed is not None:
+            make_sub_paths(pod, name, claimed)
+            dirs[name] = claimed
             continue
         if "emptyDir" in vol:
             os.makedirs(path, exist_ok=True)

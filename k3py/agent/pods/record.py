@@ -40,6 +40,7 @@ class PodRecord:
     # the pod's start (sandbox) failed this many times; not retried before retry_at
     start_failures: int = 0
     retry_at: float = 0.0  # time.monotonic()
+    volume_wait: bool = False  # the start waits for a claim's volume (retried on its arrival)
     # wall clock before the inspect that followed our last start: older events are known
     started_at: float = 0.0
     finalized: bool = False  # its final delete was sent up

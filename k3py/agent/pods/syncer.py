@@ -49,6 +49,7 @@ from k3py.tunnel.message import (
     new_message,
     resource_key,
 )
+from k3py.tunnel.protocol import VOLUME_KINDS
 
 __all__ = ["PodSyncer"]
 
@@ -93,11 +94,14 @@ class PodSyncer:
 
     def start(self) -> None:
         self.specs.watch_tokens()
+        self.meta.listeners.append(self._on_volumes)
         self._task = asyncio.create_task(self._loop(), name="pod-syncer")
         self._events_task = asyncio.create_task(self._follow_events(), name="pod-events")
 
     async def stop(self) -> None:
         self.specs.unwatch_tokens()
+        if self._on_volumes in self.meta.listeners:
+            self.meta.listeners.remove(self._on_volumes)
         if self._wake_handle is not None:
             self._wake_handle.cancel()
         for rec in self._pods.values():
@@ -168,6 +172,16 @@ class PodSyncer:
         """Run a full pass (listing podman) now, not just the new pods' starts."""
         self._dirty = True
         self.meta.changed.set()
+
+    def _on_volumes(self, kind: str) -> None:
+        """A claim or volume arrived: the pods waiting for theirs try again now."""
+        if kind not in (*VOLUME_KINDS, "sync"):
+            return
+        waiting = [rec for rec in self._pods.values() if rec.volume_wait]
+        for rec in waiting:
+            rec.retry_at = 0.0
+        if waiting:
+            self.wake()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

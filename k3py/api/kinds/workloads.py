@@ -244,12 +244,28 @@ _STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy",
                 "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
 
 
+def _with_claim_volumes(spec: dict) -> dict:
+    """The spec with its volumeClaimTemplates added to the template's volumes, as each pod
+    gets them from the controller: the containers' volumeMounts may name them."""
+    tmpl = spec.get("template")
+    claims = [(t.get("metadata") or {}).get("name") for t in
+              spec.get("volumeClaimTemplates") or [] if isinstance(t, dict)]
+    pod_spec = tmpl.get("spec") if isinstance(tmpl, dict) else None
+    volumes = (pod_spec or {}).get("volumes") or []
+    if not isinstance(pod_spec, dict) or not any(claims) or not isinstance(volumes, list):
+        return spec
+    have = {vol.get("name") for vol in volumes if isinstance(vol, dict)}
+    volumes += [{"name": c, "persistentVolumeClaim": {"claimName": c}}
+                for c in claims if isinstance(c, str) and c and c not in have]
+    return {**spec, "template": {**tmpl, "spec": {**pod_spec, "volumes": volumes}}}
+
+
 def _validate_statefulset(obj: dict, old: dict | None) -> list[Cause]:
     spec = _spec(obj)
     if spec is None:
         return [v.required("spec")]
     causes = _nonneg(spec, "replicas", "spec") + _nonneg(spec, "minReadySeconds", "spec")
-    causes += _selector_and_template(spec, "statefulset")
+    causes += _selector_and_template(_with_claim_volumes(spec), "statefulset")
     pmp = spec.get("podManagementPolicy")
     if pmp and pmp not in ("OrderedReady", "Parallel"):
         causes.append(v.not_supported("spec.podManagementPolicy", pmp,

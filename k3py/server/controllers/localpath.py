@@ -5,8 +5,9 @@ claim is gone under reclaimPolicy Delete.
 
 The volume lives at <storage dir>/pvc-<claim uid>_<namespace>_<claim name> on that node
 (--default-local-storage-path, else <data-dir>/storage as in K3s); the node's agent creates
-the directory when a pod mounts it (hostPath type DirectoryOrCreate). The PersistentVolume
-controller binds the PV this creates; the scheduler chose the node."""
+the directory when a pod mounts it (hostPath type DirectoryOrCreate) and removes it once the
+volume is deleted (k3py.api.localpath.CLEANUP_FINALIZER holds the PV until then). The
+PersistentVolume controller binds the PV this creates; the scheduler chose the node."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import logging
 import os
 
 from k3py.api import errors
+from k3py.api.localpath import ANN_PROVISIONED_BY, CLEANUP_FINALIZER, PROVISIONER, directory_name
 from k3py.server.controllers.base import Controller, ControllerContext, split_key
 from k3py.server.controllers.volumematch import (
     ANN_BETA_STORAGE_PROVISIONER,
     ANN_DEFAULT_CLASS,
-    ANN_PROVISIONED_BY,
     ANN_SELECTED_NODE,
     ANN_STORAGE_PROVISIONER,
     WAIT_FOR_CONSUMER,
@@ -33,7 +34,6 @@ __all__ = ["LocalPathProvisioner", "PROVISIONER", "CLASS_NAME", "COMPONENT",
 
 log = logging.getLogger("k3py.controllers.localpath")
 
-PROVISIONER = "rancher.io/local-path"
 CLASS_NAME = "local-path"
 COMPONENT = f"{PROVISIONER}_k3py"
 # marks the StorageClass as the one k3py deployed, so --disable local-storage removes only it
@@ -75,7 +75,8 @@ def volume_name(claim: dict) -> str:
 
 def volume_path(storage_dir: str, claim: dict) -> str:
     md = claim["metadata"]
-    return os.path.join(storage_dir, f"{volume_name(claim)}_{md['namespace']}_{md['name']}")
+    return os.path.join(storage_dir, directory_name(volume_name(claim), md["namespace"],
+                                                    md["name"]))
 
 
 def _provisioner_of(claim: dict) -> str:
@@ -91,9 +92,7 @@ class LocalPathProvisioner(Controller):
         super().__init__(ctx)
         self.pvc_res = ctx.resource("", "persistentvolumeclaims")
         self.pv_res = ctx.resource("", "persistentvolumes")
-        config = ctx.config
-        self.storage_dir = config.default_local_storage_path or \
-            os.path.join(config.data_dir, "storage")
+        self.storage_dir = ctx.config.local_storage_path
 
     def setup(self) -> None:
         inf = self.ctx.informers
@@ -194,14 +193,16 @@ class LocalPathProvisioner(Controller):
             pv_spec["mountOptions"] = list(sc["mountOptions"])
         return {"apiVersion": "v1", "kind": "PersistentVolume",
                 "metadata": {"name": volume_name(claim),
-                             "annotations": {ANN_PROVISIONED_BY: PROVISIONER}},
+                             "annotations": {ANN_PROVISIONED_BY: PROVISIONER},
+                             "finalizers": [CLEANUP_FINALIZER]},
                 "spec": pv_spec}
 
     # ------------------------------------------------------------ deletion
 
     async def delete_released(self, volume: dict) -> None:
-        """A Released volume of ours under Delete: the PV goes (the node's agent removes the
-        directory when it sees the volume deleted)."""
+        """A Released volume of ours under Delete: the PV is deleted; its finalizer keeps it
+        (Terminating) until the node's agent has removed the directory and dropped it
+        (server/edge/upstream.py), which waits for a node that is offline."""
         spec = volume.get("spec") or {}
         if (volume.get("status") or {}).get("phase") != "Released" or \
                 spec.get("persistentVolumeReclaimPolicy") != "Delete" or \

@@ -7,6 +7,7 @@ scheduler's volume binding."""
 from __future__ import annotations
 
 from k3py.api.nodeselector import node_selector_term_matches
+from k3py.api.podrefs import volume_claim_name
 from k3py.api.quantity import QuantityError, int_value
 from k3py.api.selectors import SelectorError, label_selector_from_struct
 
@@ -178,14 +179,10 @@ def pod_claims(pod: dict) -> list[tuple[str, bool]]:
     """(claim name, ephemeral) for each claim a pod's volumes use; an ephemeral volume's
     claim is <pod>-<volume>, made by the ephemeral volume controller."""
     out = []
-    pod_name = (pod.get("metadata") or {}).get("name") or ""
     for vol in (pod.get("spec") or {}).get("volumes") or []:
-        if isinstance(vol.get("persistentVolumeClaim"), dict):
-            name = vol["persistentVolumeClaim"].get("claimName")
-            if name:
-                out.append((name, False))
-        elif isinstance(vol.get("ephemeral"), dict):
-            out.append((f"{pod_name}-{vol.get('name')}", True))
+        name = volume_claim_name(pod, vol)
+        if name:
+            out.append((name, not isinstance(vol.get("persistentVolumeClaim"), dict)))
     return out
 
 

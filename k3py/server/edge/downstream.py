@@ -1,6 +1,7 @@
-"""Downstream sync: what each node must hold (its pods; the configmaps, secrets and tokens they
-need; its devices; every Service, EndpointSlice and Ingress) as one snapshot on a full sync,
-then one object message per change.
+"""Downstream sync: what each node must hold (its pods; the configmaps, secrets, claims, volumes
+and tokens they need; its devices; the deleted local-path volumes whose directories it must
+remove; every Service, EndpointSlice and Ingress) as one snapshot on a full sync, then one
+object message per change.
 
 Fed by the server's informers; queues into CloudHub's node sessions (sessions.py); the tokens
 come from podtokens.py, the devices from devicesync.py, the ingresses and their TLS secrets
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 
+from k3py.api.localpath import awaits_cleanup, volume_node
 from k3py.api.objects import name_of, namespace_of
-from k3py.api.podrefs import pod_references
+from k3py.api.podrefs import bound_volumes, pod_references
 from k3py.server.controllers.base import NODE_INDEX, Informer, InformerFactory, pod_node
 from k3py.server.edge.devicesync import DeviceFeed
 from k3py.server.edge.ingresssync import IngressFeed
@@ -36,10 +38,14 @@ __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message",
            "node_route_view"]
 
 
+_REFERENCED = ("configmaps", "secrets", "persistentvolumeclaims")
+
+
 def referenced_objects(pod: dict) -> set[tuple[str, str]]:
-    """(plural, name) of the configmaps and secrets a pod needs, in the pod's namespace: the
-    ones the Node authorizer lets its node read (k3py.api.podrefs, one definition for both)."""
-    return {ref for ref in pod_references(pod) if ref[0] in ("configmaps", "secrets")}
+    """(plural, name) of the configmaps, secrets and claims a pod needs, in the pod's
+    namespace: the ones the Node authorizer lets its node read (k3py.api.podrefs, one
+    definition for both)."""
+    return {ref for ref in pod_references(pod) if ref[0] in _REFERENCED}
 
 
 # what a write of the pod's status alone changes besides the status
@@ -106,8 +112,8 @@ class DownstreamSync:
         self._connected = connected
         self.tokens: PodTokens | None = None
         self.pods: Informer
-        self.configmaps: Informer
-        self.secrets: Informer
+        self.refs: dict[str, Informer] = {}  # configmaps, secrets, claims by plural
+        self.volumes: Informer
         self.device_feed: DeviceFeed | None = None
         self.ingress_feed: IngressFeed | None = None
         self.cluster_wide: dict[str, Informer] = {}  # services, endpointslices: to every node
@@ -117,10 +123,12 @@ class DownstreamSync:
         self.pods = self._informers.informer("", "pods")
         self.pods.add_index(NODE_INDEX, pod_node)  # the one definition: the informer is shared
         self.pods.add_handler(self._on_pod)
-        self.configmaps = self._informers.informer("", "configmaps")
-        self.configmaps.add_handler(lambda t, o, n: self._on_ref("configmaps", t, o, n))
-        self.secrets = self._informers.informer("", "secrets")
-        self.secrets.add_handler(lambda t, o, n: self._on_ref("secrets", t, o, n))
+        self.refs = {}
+        for plural in _REFERENCED:
+            inf = self.refs[plural] = self._informers.informer("", plural)
+            inf.add_handler(lambda t, o, n, plural=plural: self._on_ref(plural, t, o, n))
+        self.volumes = self._informers.informer("", "persistentvolumes")
+        self.volumes.add_handler(self._on_volume)
         self.cluster_wide = {}  # (reset: start may run again on a restarted hub)
         for plural in CLUSTER_WIDE_KINDS:
             group = "discovery.k8s.io" if plural == "endpointslices" else ""
@@ -177,19 +185,34 @@ class DownstreamSync:
         return out
 
     def _ref_object(self, plural: str, ns: str, name: str) -> dict | None:
-        inf = self.configmaps if plural == "configmaps" else self.secrets
-        return inf.get(ns, name)
+        return self.refs[plural].get(ns, name)
+
+    def _pod_volumes(self, pod: dict) -> set[str]:
+        """The PersistentVolumes bound to the claims `pod` uses."""
+        claims, ns = self.refs["persistentvolumeclaims"], namespace_of(pod)
+        return bound_volumes(pod, lambda name: claims.get(ns, name))
+
+    def _volumes_for_node(self, node: str) -> set[str]:
+        """The volumes of its pods' claims, and its deleted local-path volumes whose
+        directories it has to remove (also after having been offline at the deletion)."""
+        out = {name_of(v) for v in self.volumes.list()
+               if awaits_cleanup(v) and volume_node(v) == node}
+        for pod in self.pods.by_index(NODE_INDEX, node):
+            out |= self._pod_volumes(pod)
+        return out
 
     def snapshot(self, node: str) -> Message:
         """Everything `node` must hold, in one OP_SYNC message (a full sync)."""
         pods = self.pods.by_index(NODE_INDEX, node)
-        content: dict[str, list[dict]] = {"pods": pods, "configmaps": [], "secrets": []}
+        content: dict[str, list[dict]] = {"pods": pods, **{k: [] for k in _REFERENCED}}
         if self.tokens is not None:
             content[POD_TOKENS_KIND] = [o for o in map(self.tokens.object_for, pods) if o]
         for plural, ns, name in sorted(self._refs_for_node(node)):
             obj = self._ref_object(plural, ns, name)
             if obj is not None:
                 content[plural].append(obj)
+        content["persistentvolumes"] = [v for v in map(lambda n: self.volumes.get(None, n),
+                                                       sorted(self._volumes_for_node(node))) if v]
         if self.device_feed is not None:
             content.update(self.device_feed.snapshot(node))
         for plural, inf in self.cluster_wide.items():
@@ -237,6 +260,10 @@ class DownstreamSync:
                     obj = self._ref_object(plural, ns, name)
                     if obj is not None:
                         session.send(object_message(plural, "MODIFIED", obj))
+                volumes = self._pod_volumes(new)
+                if not arrived and old is not None:
+                    volumes -= self._pod_volumes(old)
+                self._send_volumes(session, volumes)
             session.send(object_message("pods", etype, new))
 
     def _pod_tokens_gone(self, pod: dict | None) -> None:
@@ -267,6 +294,31 @@ class DownstreamSync:
         if obj is None:
             return
         ns, name = namespace_of(obj), name_of(obj)
+        volume = ((new or {}).get("spec") or {}).get("volumeName") \
+            if plural == "persistentvolumeclaims" and etype != "DELETED" else None
+        if volume == ((old or {}).get("spec") or {}).get("volumeName"):
+            volume = None  # (bound already: its volume went down with it)
         for node, session in self.sessions.items():
             if (plural, ns, name) in self._refs_for_node(node):
+                if volume:  # the claim just bound: its volume first, the pod waits for both
+                    self._send_volumes(session, {volume})
                 session.send(object_message(plural, etype, obj))
+
+    def _send_volumes(self, session: NodeSession, names: set[str]) -> None:
+        for name in sorted(names):
+            volume = self.volumes.get(None, name)
+            if volume is not None:
+                session.send(object_message("persistentvolumes", "MODIFIED", volume))
+
+    def _on_volume(self, etype: str, old: dict | None, new: dict | None) -> None:
+        """A volume goes to the nodes whose pods' claims are bound to it, and (deleted) to
+        its own node, which removes its directory; a volume gone, to both as well."""
+        obj = new or old
+        if obj is None:
+            return
+        name = name_of(obj)
+        cleanup = volume_node(obj) if awaits_cleanup(obj) or \
+            (etype == "DELETED" and awaits_cleanup(old or obj)) else ""
+        for node, session in self.sessions.items():
+            if node == cleanup or name in self._volumes_for_node(node):
+                session.send(object_message("persistentvolumes", etype, obj))

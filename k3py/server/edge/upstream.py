@@ -1,8 +1,8 @@
 """Upstream status: what a node writes through its tunnel (its Node and status, its Lease,
-its pods' status, finished pod deletions, Events, its Devices' status: devicestatus.py),
-via the Registry, as the node's own requests: each write is first asked of the server's
-authorizer chain (the Node authorizer) with the node's user, and runs with that user as the
-request's user, so admission (NodeRestriction) judges it as it judges the node's HTTP requests.
+its pods' status, finished pod deletions, Events, its Devices' status: devicestatus.py, the
+removal of its deleted local-path volumes' directories), via the Registry, as the node's own
+requests: each write is first asked of the server's authorizer chain (the Node authorizer)
+with the node's user, and runs with that user as the request's user, so admission (NodeRestriction) judges it as it judges the node's HTTP requests.
 A stolen node gains nothing by writing through its tunnel instead of the API. Its usage
 reports (of its own node only) go to the metrics UsageStore (memory only).
 
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from k3py.api import errors
+from k3py.api.localpath import CLEANUP_FINALIZER, awaits_cleanup, volume_node
 from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.auth import REQUEST_USER, AuthorizerChain, User
 from k3py.server.edge.devicestatus import DeviceStatusWriter
@@ -30,7 +31,13 @@ from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
-from k3py.tunnel.protocol import DEVICE_STATUS, DEVICES_KIND, METRICS_KIND, UsageReport
+from k3py.tunnel.protocol import (
+    DEVICE_STATUS,
+    DEVICES_KIND,
+    METRICS_KIND,
+    VOLUME_CLEANED,
+    UsageReport,
+)
 
 if TYPE_CHECKING:
     from k3py.server.metrics.store import UsageStore
@@ -107,6 +114,9 @@ class UpstreamWriter:
         elif plural == DEVICES_KIND and sub == DEVICE_STATUS:
             allow("update", DEVICE_GROUP, "devices", ns or "default", name, "status")
             await self.devices.write(node, ns or "default", name, msg.content)
+        elif plural == "persistentvolumes" and sub == VOLUME_CLEANED:
+            allow("update", "", "persistentvolumes", None, name)
+            await self._volume_cleaned(node, name, body.get("uid") or "")
         elif plural == METRICS_KIND:
             self._usage(node, name, msg.content)
         else:
@@ -233,6 +243,21 @@ class UpstreamWriter:
         except errors.StatusError as e:
             if e.code != 404:
                 raise
+
+    async def _volume_cleaned(self, node: str, name: str, uid: str) -> None:
+        """The node removed the directory of its deleted local-path volume: drop the cleanup
+        finalizer, which lets the deletion finish."""
+        res = self.registry.served("", "persistentvolumes")
+
+        def drop(cur: dict) -> dict | None:
+            if (uid and cur["metadata"].get("uid") != uid) or not awaits_cleanup(cur):
+                return None  # another volume of that name, or done already
+            if volume_node(cur) != node:
+                raise errors.forbidden(f"node {node} may not clean up volume {name}")
+            cur["metadata"]["finalizers"] = [f for f in cur["metadata"]["finalizers"]
+                                             if f != CLEANUP_FINALIZER]
+            return cur
+        await self.registry.update_with(res, None, name, drop)
 
     async def _event(self, ns: str, event: dict) -> None:
         """Create the Event, or, for a repeat the agent aggregated under the same name, raise

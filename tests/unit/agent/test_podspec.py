@@ -25,14 +25,6 @@ async def _put(meta: MetaManager, kind: str, obj: dict) -> None:
                                  resource=key, content=obj, key=key))
 
 
-@pytest.fixture
-async def meta(tmp_path):
-    m = MetaManager(str(tmp_path / "agent" / "meta.db"))
-    await m.open()
-    yield m
-    await m.close()
-
-
 def _pod(**spec) -> dict:
     return {"metadata": {"name": "p", "namespace": "ns", "uid": "uid-1",
                          "labels": {"b": "2", "a": 'q"x'}},

@@ -142,3 +142,16 @@ def test_unknown_kind_and_crds_only_check_metadata():
     res = Resource(group="x.io", version="v1", kind="Foo", plural="foos", crd=True)
     assert kinds.validate(res, {"metadata": {"name": "ok"}, "spec": {"any": 1}}) == []
     assert kinds.validate(res, {"metadata": {"name": "NO"}})[0]["field"] == "metadata.name"
+
+
+def test_statefulset_mounts_may_name_its_claim_templates():
+    sts = _deploy({"matchLabels": {"app": "db"}}, {"app": "db"})
+    sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "data", "mountPath": "/data"}]
+    sts["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
+    assert _causes("apps", "statefulsets", sts) == []
+    sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] = "other"
+    [c] = _causes("apps", "statefulsets", sts)
+    assert c["field"] == "spec.template.spec.containers[0].volumeMounts[0].name"
+    assert "volumes" not in sts["spec"]["template"]["spec"]  # the object is not changed

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from k3py.api import errors
+from k3py.api.localpath import CLEANUP_FINALIZER
 from k3py.config import ServerConfig
+from k3py.server.bootstrap import authorizer_chain
 from k3py.server.controllers.defaultclass import DefaultStorageClass, default_class_name
 from k3py.server.controllers.ephemeral import EphemeralVolumeController
 from k3py.server.controllers.localpath import (
@@ -16,7 +19,11 @@ from k3py.server.controllers.localpath import (
 )
 from k3py.server.controllers.persistentvolume import PersistentVolumeController
 from k3py.server.controllers.statefulset import StatefulSetController
+from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.edge.upstream import UpstreamWriter
 from k3py.server.scheduler.scheduler import Scheduler
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message
+from k3py.tunnel.protocol import volume_cleaned_resource
 from tests.unit.controllers.test_core_support import cluster, eventually
 from tests.unit.controllers.test_storage_binding import pvc, wait_event, wait_phase
 
@@ -33,6 +40,11 @@ def pod(name: str, claim: str) -> dict:
     return {"metadata": {"name": name}, "spec": {
         "containers": [{"name": "c", "image": "x"}],
         "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}}
+
+
+def authorizer_volume_terminating(c, name: str) -> bool:
+    pv = c.ctx.informers.informer("", "persistentvolumes").get(None, name) or {}
+    return bool(pv.get("metadata", {}).get("deletionTimestamp"))
 
 
 async def storage_cluster(c, tmp_path, **config) -> None:
@@ -104,9 +116,26 @@ async def test_claim_waits_for_its_pod_then_gets_a_volume_on_its_node(tmp_path) 
         await c.delete("pods", "default", "app-2", gracePeriodSeconds=0)
         await c.delete("persistentvolumeclaims", "default", "data")
 
-        async def pv_gone():
-            return await c.get("persistentvolumes", None, f"pvc-{uid}") is None
-        await eventually(pv_gone, what="the provisioned PV deleted with its claim")
+        async def pv_terminating():
+            pv = await c.get("persistentvolumes", None, f"pvc-{uid}")
+            return pv["metadata"].get("deletionTimestamp") and pv
+        pv = await eventually(pv_terminating, what="the provisioned PV deleted with its claim")
+        # kept until its node reports the directory removed (the agent's volume cleanup)
+        assert pv["metadata"]["finalizers"] == [CLEANUP_FINALIZER]
+        upstream = UpstreamWriter(c.registry, NodePasswords(c.registry),
+                                  authorizer_chain(c.ctx.informers))
+        await c.ctx.informers.wait_synced()
+        await eventually(lambda: authorizer_volume_terminating(c, f"pvc-{uid}"),
+                         what="the authorizer's informer has the deleted PV")
+        other = next(n for n in ("n1", "n2") if n != chosen)
+        cleaned = new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
+                              resource=volume_cleaned_resource(f"pvc-{uid}"),
+                              content={"uid": pv["metadata"]["uid"]})
+        with pytest.raises(errors.StatusError) as e:
+            await upstream.write(other, cleaned)
+        assert e.value.code == 403
+        await upstream.write(chosen, cleaned)
+        assert await c.get("persistentvolumes", None, f"pvc-{uid}") is None
 
 
 async def test_storage_path_flag_retain_class_and_errors(tmp_path) -> None:

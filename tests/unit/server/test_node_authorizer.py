@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.api import errors
+from k3py.api.localpath import CLEANUP_FINALIZER, PROVISIONER
 from k3py.api.podrefs import pod_references
 from k3py.server.apiserver.auth import User
 from k3py.server.bootstrap import authorizer_chain
@@ -44,9 +45,22 @@ async def chain(env):
         "metadata": {"name": "data"}, "spec": {"volumeName": "pv-1", "accessModes": [
             "ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
     await _ingress_objects(env)
+    # a deleted local-path volume of node a: a may read it (it removes its directory)
+    await reg.create(env.res("persistentvolumes"), None, {
+        "metadata": {"name": "pvc-old", "finalizers": [CLEANUP_FINALIZER],
+                     "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": "/srv/pvc-old"}, "nodeAffinity": {"required": {
+                     "nodeSelectorTerms": [{"matchExpressions": [{
+                         "key": "kubernetes.io/hostname", "operator": "In",
+                         "values": ["a"]}]}]}}}})
+    await reg.delete(env.res("persistentvolumes"), None, "pvc-old", {})
     chain = authorizer_chain(env.ctx.informers)
     await env.ctx.informers.wait_synced()
     await eventually(lambda: env.ctx.informers.informer("", "pods").get("default", "pb"))
+    await eventually(lambda: (env.ctx.informers.informer("", "persistentvolumes")
+                              .get(None, "pvc-old") or {}).get("metadata", {})
+                     .get("deletionTimestamp"))
     await eventually(lambda: env.ctx.informers.informer(
         "networking.k8s.io", "ingresses").get("default", "nginx"))
     return chain
@@ -113,6 +127,11 @@ CASES = [
     (NODE_A, "get", "persistentvolumeclaims", "default", "data", "", "", None, True),
     (NODE_A, "get", "persistentvolumes", None, "pv-1", "", "", None, True),
     (NODE_B, "get", "persistentvolumes", None, "pv-1", "", "", None, False),
+    (NODE_A, "get", "persistentvolumes", None, "pvc-old", "", "", None, True),
+    (NODE_B, "get", "persistentvolumes", None, "pvc-old", "", "", None, False),
+    (NODE_A, "update", "persistentvolumes", None, "pvc-old", "", "", None, True),
+    (NODE_B, "update", "persistentvolumes", None, "pvc-old", "", "", None, False),
+    (NODE_A, "update", "persistentvolumes", None, "pv-1", "", "", None, False),
     (NODE_A, "create", "serviceaccounts", "default", "builder", "token", "", None, True),
     (NODE_A, "create", "serviceaccounts", "default", "admin", "token", "", None, False),
     # the TLS secrets of the Ingresses k3py serves, to every node; nothing else of theirs
