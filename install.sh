@@ -267,7 +267,8 @@ write_killall() {
     cat >"$KILLALL" <<EOF
 #!/bin/sh
 # Stops every k3py service and process on this host and removes the podman pods k3py made
-# (labelled io.k3py.pod-uid); data and configuration stay.
+# (labelled io.k3py.pod-uid), their bridge networks and the routes to other nodes' pods; data
+# and configuration stay.
 [ "\$(id -u)" = 0 ] || exec sudo "\$0" "\$@"
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     for unit in \$(systemctl list-units --all --plain --no-legend 'k3py*.service' | awk '{print \$1}'); do
@@ -287,6 +288,12 @@ while pgrep -f '^$BIN_DIR/k3py (server|agent)' >/dev/null 2>&1; do
 done
 if command -v podman >/dev/null 2>&1; then
     podman pod ls -q --filter label=io.k3py.pod-uid | xargs -r podman pod rm -f -t 5 >/dev/null 2>&1
+    # the pods' bridge networks (agent/network/podnet.py)
+    podman network ls -q --filter label=io.k3py.network=pods | xargs -r podman network rm -f >/dev/null 2>&1
+fi
+# the routes to other nodes' pod CIDRs (agent/network/routes.py: proto 201)
+if command -v ip >/dev/null 2>&1; then
+    ip -4 route show proto 201 | while read -r dst _; do ip route del "\$dst" proto 201; done
 fi
 exit 0
 EOF

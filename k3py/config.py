@@ -143,6 +143,8 @@ class ServerConfig(NodeConfig):
     server: str = ""  # https://FIRST:6443: join that server's cluster (needs the datastore)
     write_kubeconfig: str = DEFAULT_KUBECONFIG
     write_kubeconfig_mode: str = "0600"
+    cluster_cidr: str = "10.42.0.0/16"  # pod CIDRs of the nodes (controllers/nodeipam.py)
+    node_cidr_mask_size: int = 24  # each node's IPv4 pod CIDR size (IPv6: /64)
     service_cidr: str = "10.43.0.0/16"
     cluster_dns: str = ""  # the kube-dns Service IP every agent answers DNS on; "" = the
     # 10th address of the service CIDR, as K3s (10.43.0.10)

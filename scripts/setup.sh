@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables postgresql zstd}"
+APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables conntrack postgresql zstd}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -26,11 +26,12 @@ from k3py.agent.join import JoinError, join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.metrics import MetricsReporter
 from k3py.agent.network.manager import NetworkManager
+from k3py.agent.network.podnet import PodNetwork, network_name
 from k3py.agent.node import NodeReporter, node_object, parse_taint
 from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime import images
 from k3py.agent.runtime.libpod import LibpodAPI
-from k3py.agent.runtime.podman import RuntimeError_
+from k3py.agent.runtime.podman import LABEL_CLUSTER, RuntimeError_
 from k3py.agent.storage.cleanup import VolumeCleanup
 from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
@@ -133,10 +134,14 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     reporter = NodeReporter(node, hub.send)
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
                      node_name=node_name, host_ip=node_ip, server_url=config.server)
-    network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster)
+    pod_network = PodNetwork(runtime, name=network_name(runtime.cluster, node_name),
+                             labels={LABEL_CLUSTER: runtime.cluster})
+    network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster,
+                             pod_network=pod_network)
     volumes = VolumeCleanup(meta, hub.send, node_name=node_name,
                             storage_path=config.local_storage_path)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
+    runtime.pod_network = network.pod_network  # the node's pod CIDR bridge
     metrics = MetricsReporter(runtime, node_name, config.metrics_resolution, hub.send_live)
     ingress = IngressManager(meta, node_name=node_name, http_port=config.ingress_http_port,
                              https_port=config.ingress_https_port)

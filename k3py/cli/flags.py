@@ -74,6 +74,12 @@ def _cidr(v: str) -> str:
     return v
 
 
+def _node_mask(v: int) -> int:
+    if not 8 <= v <= 30:
+        raise ValueError("expected a prefix length 8-30 (24 gives each node 254 pod IPs)")
+    return v
+
+
 def _domain(v: str) -> str:
     v = v.strip().strip(".").lower()
     if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}"
@@ -305,8 +311,9 @@ FLAGS: tuple[Flag, ...] = (
          "directories; the server's path)", _BOTH, default_help="<data-dir>/storage"),
     # networking
     Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
-         (SERVER,), check=_cidr,
-         not_implemented="pods get their addresses from podman's default network"),
+         (SERVER,), check=_cidr),
+    Flag("node-cidr-mask-size", int, "(networking) Size of each node's IPv4 pod CIDR out of "
+         "the cluster CIDR (IPv6: /64)", (SERVER,), check=_node_mask),
     Flag("service-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for service IPs",
          (SERVER,), check=_cidr),
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
@@ -681,7 +688,24 @@ def server_config(argv: list[str], environ: Mapping[str, str] | None = None) -> 
         raise UsageError("--cluster-reset needs --cluster-reset-restore-path FILE: the "
                          "embedded store has no cluster membership to reset, only a "
                          "snapshot to restore")
-    return _build(ServerConfig, values)
+    config = _build(ServerConfig, values)
+    _check_pod_network(config)
+    return config
+
+
+def _check_pod_network(config: ServerConfig) -> None:
+    """--cluster-cidr must hold node subnets of --node-cidr-mask-size and stay clear of the
+    service CIDR (a pod IP that is also a ClusterIP would be routed to the Service)."""
+    from k3py.server.controllers.nodeipam import parse_cluster_cidrs
+    try:
+        nets = parse_cluster_cidrs(config.cluster_cidr, config.node_cidr_mask_size)
+    except ValueError as e:
+        raise UsageError(f"--cluster-cidr / --node-cidr-mask-size: {e}") from None
+    service = ipaddress.ip_network(config.service_cidr, strict=False)
+    for net in nets:
+        if net.version == service.version and net.overlaps(service):  # type: ignore[arg-type]
+            raise UsageError(f"--cluster-cidr {net} overlaps --service-cidr {service}; "
+                             f"choose networks that do not overlap")
 
 
 def snapshot_config(argv: list[str], positional: list[str],

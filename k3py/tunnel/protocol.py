@@ -73,8 +73,10 @@ HEARTBEAT = 10.0  # seconds between websocket pings, both ends
 # node whose directories it must remove: k3py.api.localpath)
 VOLUME_KINDS = ("persistentvolumeclaims", "persistentvolumes")
 POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/podtokens.py)
-# services and endpointslices go to every node (its DNS and service rules, offline too)
-CLUSTER_WIDE_KINDS = ("services", "endpointslices")
+# services and endpointslices go to every node (its DNS and service rules, offline too), and
+# the nodes' routing view (name, pod CIDRs, addresses: server/edge/downstream.node_route_view)
+# for the pod network's routes
+CLUSTER_WIDE_KINDS = ("services", "endpointslices", "nodes")
 # so do ingresses and ingress classes (its ingress proxy), with the TLS secrets they name
 INGRESS_KINDS = ("ingresses", "ingressclasses")
 DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,

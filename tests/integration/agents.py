@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.harness import KUBECTL, ServerProcess, free_port, node_port_args, wait_for
 
 __all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "embedded_node",
-           "node_ready", "podman_pods", "remove_podman_pods", "container_status", "fetch",
+           "node_ready", "podman_pods", "remove_podman_pods", "remove_pod_networks", "container_status", "fetch",
            "kubectl_env", "kubectl_popen", "port_forward", "read_until", "running_unrestarted",
            "stop_proc"]
 
@@ -66,6 +66,19 @@ def remove_podman_pods(node: str, ns=None) -> None:
     out = run("pod", "ps", "-q", "--filter", f"label=io.k3py.node={node}")
     for pod_id in out.stdout.split():
         run("pod", "rm", "-f", "-t", "0", pod_id)
+    remove_pod_networks(node, ns=ns)
+
+
+def remove_pod_networks(node: str, podman: tuple[str, ...] = ("podman",), ns=None) -> None:
+    """The node's pod network (k3py-<cluster>-<node>, agent/network/podnet.py): podman keeps
+    network definitions host-wide, so one left over would hold its subnet."""
+    out = subprocess.run([*podman, "network", "ls", "--format", "{{.Name}}"],
+                         capture_output=True, text=True, timeout=60)
+    for net in out.stdout.split():
+        if net.startswith("k3py-") and net.endswith(f"-{node}"):
+            cmd = [*podman, "network", "rm", "-f", net]
+            subprocess.run(ns.command(cmd) if ns is not None else cmd, capture_output=True,
+                           timeout=60)
 
 
 def podman_pods(node: str) -> list[str]:

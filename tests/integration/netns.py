@@ -29,6 +29,7 @@ __all__ = ["NetNS", "netns_available", "require_netns", "netns_factory"]
 
 PREFIX = "k3py-"
 _SUBNET = "10.203"
+_LINK_SUBNET = "10.204"  # links between two namespaces (NetNS.link), inside them only
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -181,6 +182,20 @@ class NetNS:
         proc = subprocess.Popen(self.command(cmd), **kw)
         self.procs.append(proc)
         return proc
+
+    def link(self, other: NetNS) -> tuple[str, str]:
+        """A direct veth link between this namespace and `other` (one L2 segment, as two
+        nodes on one LAN), 10.204.<n>.1/30 here and .2/30 there; (this end's IP, the other's).
+        Deleting either namespace deletes the link."""
+        assert self.subnet is not None, "create() first"
+        here, there = f"{_LINK_SUBNET}.{self.subnet}.1", f"{_LINK_SUBNET}.{self.subnet}.2"
+        dev, peer = "k3l" + self.id[:11], "k3m" + other.id[:11]
+        _ip("-n", self.name, "link", "add", dev, "type", "veth", "peer", "name", peer,
+            "netns", other.name)
+        for ns, name, ip in ((self, dev, here), (other, peer, there)):
+            _ip("-n", ns.name, "addr", "add", f"{ip}/30", "dev", name)
+            _ip("-n", ns.name, "link", "set", name, "up")
+        return here, there
 
     def cut(self) -> None:
         _ip("link", "set", self.host_dev, "down")

@@ -21,25 +21,18 @@ pods, podman storages and namespaces."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import shutil
-import signal
 import subprocess
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from k3py.config import podman_storage_args
-from tests.harness import KUBECTL, ServerProcess, clean_env, wait_for
+from tests.harness import KUBECTL
 from tests.integration.agents import (
     IMAGE,
-    build_test_image,
     container_status,
     fetch,
     kubectl_env,
@@ -49,184 +42,19 @@ from tests.integration.agents import (
     running_unrestarted,
     stop_proc,
 )
-from tests.integration.netns import NetNS, require_netns
+from tests.integration.twonodes import Cluster, two_agent_cluster
 
 pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class Agent:
-    label: str
-    name: str
-    ns: NetNS
-    data_dir: Path
-    podman_root: Path
-    log: Path
-    args: list[str]
-    proc: subprocess.Popen | None = None
-    extra: list[str] = field(default_factory=list)
-
-    @property
-    def podman(self) -> list[str]:
-        return ["podman", *podman_storage_args(str(self.podman_root))]
-
-    def start(self) -> None:
-        with open(self.log, "ab") as f:
-            self.proc = self.ns.popen(self.args, stdout=f, stderr=subprocess.STDOUT, env=clean_env(),
-                                      cwd=str(ROOT))
-
-    def kill9(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-2000:]
-        self.proc.send_signal(signal.SIGKILL)  # the agent only: its containers keep running
-        self.proc.wait(10)
-
-    def containers(self) -> dict[str, tuple[str, str]]:
-        """k3py's app containers (not pods' infra) in this agent's storage: id -> (pod uid,
-        state)."""
-        out = subprocess.run([*self.podman, "ps", "-a", "--format", "json", "--filter",
-                              f"label=io.k3py.node={self.name}"],
-                             capture_output=True, text=True, check=True, timeout=60)
-        return {c["Id"]: (c["Labels"].get("io.k3py.pod-uid", ""), c["State"])
-                for c in json.loads(out.stdout or "[]") if not c.get("IsInfra")}
-
-    def podman_pods(self) -> list[str]:
-        out = subprocess.run([*self.podman, "pod", "ps", "--format", "{{.Name}}", "--filter",
-                              f"label=io.k3py.node={self.name}"],
-                             capture_output=True, text=True, check=True, timeout=60)
-        return sorted(out.stdout.split())
-
-    def connected_since(self, since: float) -> bool:
-        import datetime as dt
-        for line in self.log.read_text(errors="replace").splitlines():
-            if "tunnel connected" in line:
-                with contextlib.suppress(ValueError):
-                    if dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() \
-                            >= since:
-                        return True
-        return False
-
-
-class Cluster:
-    def __init__(self, srv: ServerProcess, agents: dict[str, Agent]) -> None:
-        self.srv = srv
-        self.a, self.b = agents["a"], agents["b"]
-
-    def logs(self) -> str:
-        out = ["--- server log (tail)", self.srv.log_path.read_text(errors="replace")[-4000:]]
-        for ag in (self.a, self.b):
-            out += [f"--- agent {ag.name} log (tail)",
-                    ag.log.read_text(errors="replace")[-4000:]]
-        return "\n".join(out)
-
-    def wait(self, pred, timeout: float, what: str):
-        try:
-            return wait_for(pred, timeout, 0.3, what)
-        except TimeoutError as e:
-            raise AssertionError(f"{e}\n{self.logs()}") from None
-
-    def pod(self, name: str) -> dict:
-        return self.srv.kubectl_json("get", "pod", name)
-
-    def pod_gone(self, name: str) -> bool:
-        return self.srv.kubectl("get", "pod", name, check=False).returncode != 0
-
-    def ready(self, node: str) -> bool:
-        n = self.srv.kubectl_json("get", "node", node)
-        return any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in n.get("status", {}).get("conditions", []))
-
-    def apply_pod(self, name: str, *, selector: dict | None = None,
-                  tolerate: bool = False, script: str = "", restart_policy: str = "",
-                  **container) -> None:
-        spec: dict = {"terminationGracePeriodSeconds": 5, "containers": [{
-            "name": "c", "image": IMAGE, "imagePullPolicy": "Never",
-            "command": ["sh", "-c", script or f"echo hello-from-{name}; trap 'exit 0' TERM; "
-                        "while true; do sleep 1; done"], **container}]}
-        if restart_policy:
-            spec["restartPolicy"] = restart_policy
-        if selector:
-            spec["nodeSelector"] = selector
-        if tolerate:
-            spec["tolerations"] = [{"key": "dedicated", "operator": "Equal", "value": "b",
-                                    "effect": "NoSchedule"}]
-        self.srv.kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}))
-
-    def running(self, name: str) -> dict | None:
-        p = self.pod(name)
-        ok = p.get("status", {}).get("phase") == "Running" and all(
-            cs.get("ready") for cs in p["status"].get("containerStatuses") or [{}])
-        return p if ok else None
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    require_netns()
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed")
-    tmp = tmp_path_factory.mktemp("two-nodes")
-    tarball = tmp / "busybox.tar"
-    build_test_image(tarball)
-    made: list[NetNS] = []
-    agents: dict[str, Agent] = {}
-    srv = None
-    try:
-        for _ in range(2):
-            ns = NetNS()
-            made.append(ns)
-            ns.create()
-        ns_a, ns_b = made
-        srv = ServerProcess(tmp / "server", extra_args=[
-            "--bind-address", "0.0.0.0", "--advertise-address", ns_a.host_ip,
-            "--tls-san", ns_b.host_ip])
-        srv.start()
-        suffix = uuid.uuid4().hex[:6]
-        for label, ns, node_args in (
-                ("a", ns_a, ["--node-label", "site=alpha"]),
-                ("b", ns_b, ["--node-label", "site=beta",
-                             "--node-taint", "dedicated=b:NoSchedule"])):
-            data = tmp / f"agent-{label}"
-            (data / "agent" / "images").mkdir(parents=True)
-            shutil.copy(tarball, data / "agent" / "images" / "busybox.tar")
-            name = f"two-{label}-{suffix}"
-            args = srv.agent_command(data, name, "--podman-root", str(data / "podman"),
-                                     *node_args, server=f"https://{ns.host_ip}:{srv.port}")
-            agents[label] = Agent(label, name, ns, data, data / "podman",
-                                  tmp / f"agent-{label}.log", args)
-            agents[label].start()
-        c = Cluster(srv, agents)
-        for ag in agents.values():
-            c.wait(lambda n=ag.name: c.ready(n), 60, f"node {ag.name} Ready")
+    with two_agent_cluster(tmp_path_factory.mktemp("two-nodes"), {
+            "a": ["--node-label", "site=alpha"],
+            "b": ["--node-label", "site=beta", "--node-taint", "dedicated=b:NoSchedule"]}) as c:
         yield c
-    finally:
-        if srv is not None and srv.proc is not None and srv.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                srv.kubectl("delete", "pods", "--all", "--wait=false", "--grace-period=0",
-                            "--force", check=False, timeout=20)
-        for ag in agents.values():
-            if ag.proc is not None and ag.proc.poll() is None:
-                ag.proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    ag.proc.wait(10)
-        if srv is not None:
-            srv.stop()
-        for ag in agents.values():
-            # inside the agent's namespace: its pods' bridge is there, and netavark must tear
-            # their network down (the IPAM database is shared by the whole host)
-            ids = ag.ns.run([*ag.podman, "pod", "ps", "-q"]).stdout.split()
-            for pod_id in ids:
-                ag.ns.run([*ag.podman, "pod", "rm", "-f", "-t", "0", pod_id], timeout=60)
-            subprocess.run([*ag.podman, "rmi", "-a", "-f"], capture_output=True)
-        for ns in reversed(made):
-            ns.destroy()
-        for ag in agents.values():
-            args = podman_storage_args(str(ag.podman_root))
-            subprocess.run(["umount", "-R", str(ag.podman_root / "storage" / "overlay")],
-                           capture_output=True)
-            shutil.rmtree(ag.podman_root, ignore_errors=True)
-            shutil.rmtree(args[args.index("--runroot") + 1], ignore_errors=True)
 
 
 def test_two_agents_placement_streams_and_kill9_adoption(cluster: Cluster):

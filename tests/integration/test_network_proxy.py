@@ -7,7 +7,8 @@ Proves: a ClusterIP reaches every ready endpoint, TCP and UDP, named target port
 on the node's address; sessionAffinity ClientIP sticks; an endpoint removed from the slice
 gets no more traffic after the next load; a port with no endpoint is refused at once
 (ICMP port unreachable, so connect() fails fast, not a timeout); reloading replaces the table
-whole; deleting it stops service routing."""
+whole; deleting it stops service routing; a UDP flow to a removed endpoint moves to another
+once its conntrack entries are flushed (conntrack.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import textwrap
 import pytest
 
 from k3py.agent.network import proxy
+from k3py.agent.network.conntrack import Conntrack, stale_entries
 from tests.harness import wait_for
 from tests.integration.netns import netns_factory  # noqa: F401 - fixture
 
@@ -90,7 +92,7 @@ class Node:
 
     def load(self, services, slices) -> None:
         script = proxy.build_ruleset(proxy.service_ports(services, slices, "n1"),
-                                     cluster_cidr="10.42.0.0/16")
+                                     pod_cidrs=("10.42.0.0/16",))
         asyncio.run(proxy.apply(script, netns=self.ns.name))
 
     def client(self, host, port, proto="tcp", n=1) -> list[str]:
@@ -98,6 +100,14 @@ class Node:
                           timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
+
+
+_UDP_FROM_PORT = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("", int(sys.argv[3])))
+    s.sendto(b"?", (sys.argv[1], int(sys.argv[2]))); print(s.recv(64).decode())
+""")
 
 
 @pytest.fixture
@@ -145,6 +155,28 @@ def test_cluster_ip_node_port_udp_affinity_and_removal(node):
     assert node.client(CLUSTER_IP, 80) == ["TimeoutError"]
     wait_for(lambda: "k3py-proxy" not in node.ns.run(["nft", "list", "tables"]).stdout,
              timeout=5, what="table deleted")
+
+
+def test_udp_flow_of_a_removed_endpoint_is_flushed(node):
+    """A UDP flow (one client port) stays with the endpoint its conntrack entry names, also
+    after the rules drop that endpoint; the flush moves it to the one left."""
+    services = [_service("dns", UDP_IP, 53, proto="UDP")]
+
+    def ask() -> str:
+        out = node.ns.run([sys.executable, "-c", _UDP_FROM_PORT, UDP_IP, "53", "40053"])
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+    both = [_slice("dns", EPS, 5353, "UDP")]
+    node.load(services, both)
+    first = ask()
+    left = [ip for ip in EPS if ip != first]
+    node.load(services, [_slice("dns", left, 5353, "UDP")])
+    assert ask() == first  # the kernel keeps the flow on its endpoint
+    stale = stale_entries(proxy.service_ports(services, both, "n1"), proxy.service_ports(
+        services, [_slice("dns", left, 5353, "UDP")], "n1"))
+    assert stale == [(UDP_IP, 53, first)]
+    asyncio.run(Conntrack(netns=node.ns.name).flush(stale))
+    assert ask() == left[0]
 
 
 def test_a_bad_ruleset_is_refused_whole_and_the_old_one_stays(node):

@@ -1,7 +1,9 @@
-"""The node's service networking, fed from metamanager (so it keeps working offline): the
-Services and EndpointSlices the server sends every node become the cluster DNS records
-(records.py, served by dns.py on the cluster DNS IP) and the node's nftables service rules
-(proxy.py), rebuilt together a moment after any change.
+"""The node's networking, fed from metamanager (so it keeps working offline): this Node's pod
+CIDR becomes its pods' podman bridge network (podnet.py), the other Nodes' pod CIDRs routes to
+them (routes.py), and the Services and EndpointSlices the server sends every node become the
+cluster DNS records (records.py, served by dns.py on the cluster DNS IP) and the node's
+nftables service rules (proxy.py; conntrack.py cuts UDP flows to removed endpoints), rebuilt
+together a moment after any change.
 
 The cluster DNS IP and domain come from the kube-system/kube-dns Service the server keeps
 (its annotations follow `k3py server --cluster-dns/--cluster-domain`). The IP is added to the
@@ -20,8 +22,11 @@ import shutil
 
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.network import proxy
+from k3py.agent.network.conntrack import Conntrack, stale_entries
 from k3py.agent.network.dns import DNSServer, host_resolvers
+from k3py.agent.network.podnet import PodNetwork
 from k3py.agent.network.records import ClusterRecords
+from k3py.agent.network.routes import RouteTable, pod_cidrs
 
 __all__ = ["NetworkManager", "DNS_DOMAIN_ANNOTATION", "NODE_LOCAL_ANNOTATION"]
 
@@ -34,9 +39,13 @@ DEBOUNCE_SECONDS = 0.2
 
 class NetworkManager:
     def __init__(self, meta: MetaManager, *, node_name: str, cluster_id: str = "",
-                 dns_port: int = 53) -> None:
+                 dns_port: int = 53, pod_network: PodNetwork | None = None) -> None:
         self.meta = meta
         self.node_name = node_name
+        self.podnet = pod_network  # None: pods stay on podman's default network
+        self.routes = RouteTable()
+        self.conntrack = Conntrack()
+        self._ports: list[proxy.ServicePort] = []  # as the loaded rules route them
         self.table = f"{proxy.TABLE}-{cluster_id}" if cluster_id else proxy.TABLE
         self.dns_port = dns_port
         self.records = ClusterRecords()
@@ -66,7 +75,7 @@ class NetworkManager:
                 await proxy.delete(table=self.table)
 
     def _on_change(self, what: str) -> None:
-        if what in ("services", "endpointslices", "sync"):
+        if what in ("services", "endpointslices", "nodes", "sync"):
             self._wake.set()
 
     async def _loop(self) -> None:
@@ -95,8 +104,30 @@ class NetworkManager:
             await self._serve_dns(*dns)
         if self._server is not None:
             self._server.records = records
+        nodes = self.meta.objects("nodes")
+        own = next((pod_cidrs(n) for n in nodes
+                    if (n.get("metadata") or {}).get("name") == self.node_name), [])
+        if self.podnet is not None:
+            await self.podnet.ensure(own[0] if own else "", self._host_network)
+            if self.podnet.active:
+                await self._apply_routes(nodes)
         routed = [s for s in services if not _node_local(s)]
-        await self._apply_rules(proxy.service_ports(routed, slices, self.node_name))
+        await self._apply_rules(proxy.service_ports(routed, slices, self.node_name),
+                                sorted({c for n in nodes for c in pod_cidrs(n)}))
+
+    def _host_network(self, uid: str) -> bool:
+        return any(((p.get("spec") or {}).get("hostNetwork") and
+                    (p.get("metadata") or {}).get("uid") == uid) for p in self.meta.pods())
+
+    async def _apply_routes(self, nodes: list[dict]) -> None:
+        try:
+            await self.routes.sync(nodes, self.node_name)
+        except (OSError, ValueError) as e:
+            log.warning("updating the routes to other nodes' pods failed: %s", e)
+
+    async def pod_network(self) -> str:
+        """The podman network a new pod joins ("" = podman's default), for the runtime."""
+        return await self.podnet.pod_network() if self.podnet is not None else ""
 
     async def _serve_dns(self, ip: str, domain: str) -> None:
         if self._server is not None:
@@ -114,15 +145,19 @@ class NetworkManager:
         self._server = server
         log.info("cluster DNS for %s answering on %s:%s", domain, ip, self.dns_port)
 
-    async def _apply_rules(self, ports: list[proxy.ServicePort]) -> None:
+    async def _apply_rules(self, ports: list[proxy.ServicePort], cidrs: list[str]) -> None:
         if not self._nft:
             if not self._rules_failed:
                 log.warning("nft is not installed: Services are not routed on this node")
                 self._rules_failed = True
             return
+        own = self.podnet.cidr if self.podnet is not None else ""
         try:
-            await proxy.apply(proxy.build_ruleset(ports, table=self.table,
-                                                  masquerade_all=True))
+            await proxy.apply(proxy.build_ruleset(
+                ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
+                own_pod_cidr=own, masquerade_all=not own))
+            stale, self._ports = stale_entries(self._ports, ports), ports
+            await self.conntrack.flush(stale)
             if self._rules_failed:
                 log.info("service rules loaded again (%d service ports)", len(ports))
             self._rules_failed = False

@@ -9,8 +9,10 @@ whole in one `nft -f` transaction at each change (no half-applied state, nothing
 - externalTrafficPolicy Local: node ports reach only this node's endpoints (and keep the client
   address); internalTrafficPolicy Local: the ClusterIP only this node's endpoints.
 - Masquerade (mark, then masquerade in postrouting) what would not come back through this node
-  otherwise: traffic from outside the cluster CIDR to a ClusterIP, node ports with policy
-  Cluster, and hairpin (an endpoint reaching itself through its Service).
+  otherwise: traffic from outside the pod CIDRs to a ClusterIP, node ports with policy
+  Cluster, and hairpin (an endpoint reaching itself through its Service); and, as flannel
+  does, traffic from this node's pods leaving the pod CIDRs (the `pod-cidrs` set: every
+  Node's pod CIDR), so pod-to-pod traffic keeps its addresses.
 - A service port with no ready endpoint is rejected (ICMP port unreachable / TCP reset) rather
   than left to time out; headless and ExternalName Services get no rules.
 
@@ -123,13 +125,16 @@ def _endpoints(slices: list[dict], sp: ServicePort, node_name: str) -> list[Endp
     return sorted(seen.values(), key=lambda e: (e.ip, e.port))
 
 
-def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "",
-                  table: str = TABLE, masquerade_all: bool = False) -> str:
+def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
+                  own_pod_cidr: str = "", table: str = TABLE,
+                  masquerade_all: bool = False) -> str:
     """The whole table as one nft script: declared, flushed by deleting it, and written
     again, so loading it replaces what was there in one transaction. `table`: one per cluster
-    (two k3py clusters on one host keep their own). `masquerade_all`: ClusterIP traffic is
-    masqueraded too, as kube-proxy's masqueradeAll (needed while pods share one bridge with
-    no pod CIDR per node: a reply must come back through the node to be un-NATed)."""
+    (two k3py clusters on one host keep their own). `pod_cidrs`: the cluster's pod CIDRs
+    (ClusterIP traffic from elsewhere is masqueraded); `own_pod_cidr`: this node's, whose
+    traffic leaving `pod_cidrs` is masqueraded. `masquerade_all`: ClusterIP traffic is
+    masqueraded too, as kube-proxy's masqueradeAll (needed while pods share podman's default
+    bridge with no pod CIDR per node: a reply must come back through the node)."""
     lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
     vmap_ips: list[str] = []
     vmap_nodeports: list[str] = []
@@ -145,12 +150,12 @@ def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "",
             else:
                 rejects.append(key)
         if cluster_eps:
-            chains += _service_chain(f"svc-{sp.id}", sp, cluster_eps, cluster_cidr,
+            chains += _service_chain(f"svc-{sp.id}", sp, cluster_eps, bool(pod_cidrs),
                                      masquerade_all=masquerade_all)
         if sp.node_port:
             if ext_eps:
                 vmap_nodeports.append(f"{sp.protocol} . {sp.node_port} : goto ext-{sp.id}")
-                chains += _service_chain(f"ext-{sp.id}", sp, ext_eps, cluster_cidr,
+                chains += _service_chain(f"ext-{sp.id}", sp, ext_eps, bool(pod_cidrs),
                                          masquerade_all=not sp.external_local)
     lines += [
         "  map service-ips {", "    type ipv4_addr . inet_proto . inet_service : verdict",
@@ -159,6 +164,8 @@ def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "",
         *_elements(vmap_nodeports), "  }",
         "  set no-endpoint-services {", "    type ipv4_addr . inet_proto . inet_service",
         *_elements(rejects), "  }",
+        "  set pod-cidrs {", "    type ipv4_addr", "    flags interval", "    auto-merge",
+        *_elements(list(pod_cidrs)), "  }",
         "  chain services {",
         "    ip daddr . meta l4proto . th dport vmap @service-ips",
         "    fib daddr type local ip daddr != 127.0.0.0/8 "
@@ -172,6 +179,8 @@ def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "",
         "    type nat hook postrouting priority srcnat; policy accept;",
         f"    meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} meta mark set meta mark ^ "
         f"{MASQ_MARK:#x} masquerade fully-random",
+        *([f"    ip saddr {own_pod_cidr} ip daddr != @pod-cidrs masquerade fully-random"]
+          if own_pod_cidr else []),
         "  }",
         "  chain mark-for-masquerade {", f"    meta mark set meta mark | {MASQ_MARK:#x}", "  }",
         "  chain reject-no-endpoints {",
@@ -193,13 +202,13 @@ def build_ruleset(ports: list[ServicePort], *, cluster_cidr: str = "",
     return "\n".join(lines) + "\n"
 
 
-def _service_chain(chain: str, sp: ServicePort, eps: list[Endpoint], cluster_cidr: str,
+def _service_chain(chain: str, sp: ServicePort, eps: list[Endpoint], from_pods: bool,
                    masquerade_all: bool) -> list[str]:
     out = [f"  chain {chain} {{", f'    comment "{sp.comment}"']
     if masquerade_all:
         out.append("    jump mark-for-masquerade")
-    elif cluster_cidr:
-        out.append(f"    ip saddr != {cluster_cidr} jump mark-for-masquerade")
+    elif from_pods:
+        out.append("    ip saddr != @pod-cidrs jump mark-for-masquerade")
     ep_chains = [f"{chain}-ep{i}" for i in range(len(eps))]
     if sp.affinity_seconds:
         for name in ep_chains:

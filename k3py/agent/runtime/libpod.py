@@ -28,7 +28,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from urllib.parse import quote
 
 import aiohttp
@@ -146,6 +146,9 @@ class LibpodAPI(Podman):
         # () -> (cluster DNS IP, domain) or None: ClusterFirst pods' resolver (set by the
         # agent to its NetworkManager.pod_dns)
         self.cluster_dns: Callable[[], tuple[str, str] | None] | None = None
+        # () -> the podman network pods join ("" = podman's default): the node's pod CIDR
+        # bridge (set by the agent to its NetworkManager.pod_network)
+        self.pod_network: Callable[[], Awaitable[str]] | None = None
         # uids of pods an agent older than the cluster label started for this node, taken
         # over because they are desired here (see list_pods)
         self._adopted: set[str] = set()
@@ -416,6 +419,9 @@ class LibpodAPI(Podman):
             body["netns"] = {"nsmode": "host"}
         else:
             body["hostname"] = md["name"][:63]
+            network = await self.pod_network() if self.pod_network else ""
+            if network:
+                body["Networks"] = {network: {}}
             ports = []
             for c in spec.get("containers") or []:
                 for p in c.get("ports") or []:
@@ -542,6 +548,32 @@ class LibpodAPI(Podman):
                 and str(c.get("State") or "").lower() in ("running", "paused", "stopping")]
         await asyncio.gather(*(self.stop_container(cid, grace) for cid in apps))
         await self._json("DELETE", f"/pods/{ref}", params={"force": "true"}, check=False)
+
+    # ------------------------------------------------------------ networks
+
+    async def network_inspect(self, name: str) -> dict | None:
+        """The podman network `name` (name, subnets, network_interface, labels), None if
+        there is none."""
+        return await self._json("GET", f"/networks/{quote(name, safe='')}/json", check=False)
+
+    async def network_list(self) -> list[dict]:
+        return await self._json("GET", "/networks/json") or []
+
+    async def network_create(self, name: str, subnet: str, gateway: str,
+                             labels: dict[str, str]) -> None:
+        """A bridge network on `subnet` (its gateway on the bridge), no podman DNS (the node
+        answers cluster DNS itself); RuntimeError_ with podman's reason when refused."""
+        await self._json("POST", "/networks/create", body={
+            "name": name, "driver": "bridge", "labels": labels, "dns_enabled": False,
+            "subnets": [{"subnet": subnet, "gateway": gateway}]})
+
+    async def network_remove(self, name: str) -> None:
+        await self._json("DELETE", f"/networks/{quote(name, safe='')}")
+
+    async def network_users(self, name: str) -> list[dict]:
+        """Containers (any state, any owner) attached to the network `name`."""
+        return await self._json("GET", "/containers/json", params={
+            "all": "true", **self._filters(network=[name])}) or []
 
     # ------------------------------------------------------------ logs
 

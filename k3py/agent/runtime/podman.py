@@ -90,9 +90,19 @@ def _slim(item: dict) -> dict:
         return item  # a pod's inspect: its State is a string; read once per start
     out = {k: item[k] for k in _KEEP if k in item}
     out["Config"] = {"Labels": (item.get("Config") or {}).get("Labels") or {}}
-    out["NetworkSettings"] = {
-        "IPAddress": (item.get("NetworkSettings") or {}).get("IPAddress") or ""}
+    out["NetworkSettings"] = {"IPAddress": _ip_address(item.get("NetworkSettings") or {})}
     return out
+
+
+def _ip_address(settings: dict) -> str:
+    """The container's IPv4 address: podman fills the top-level one only on its default
+    network; on another (the node's pod CIDR bridge) it is that network's."""
+    if settings.get("IPAddress"):
+        return settings["IPAddress"]
+    for net in (settings.get("Networks") or {}).values():
+        if isinstance(net, dict) and net.get("IPAddress"):
+            return net["IPAddress"]
+    return ""
 
 
 class Podman:

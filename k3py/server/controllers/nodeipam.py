@@ -10,9 +10,10 @@ restarts (it is in the Node object; the allocator marks what the stored Nodes ho
 hands out anything) and goes back to the pool when the Node is deleted. When the range is
 full the Node gets a Warning Event CIDRNotAvailable and is retried later.
 
-The cluster CIDR is K3s's default until the agent puts its pods on its Node's CIDR (the
-networking work); `--cluster-cidr` and `--node-cidr-mask-size` are refused until then, and
-`ctx.extra` ("cluster_cidr", "node_cidr_mask_size") sets them for tests."""
+The range and size are `k3py server --cluster-cidr/--node-cidr-mask-size` (ServerConfig;
+`ctx.extra` "cluster_cidr" and "node_cidr_mask_size" override them in tests). A Node holding a
+CIDR outside the range (the server restarted with another --cluster-cidr) keeps it, with a
+warning: its pods are already on it; a new Node gets one from the new range."""
 
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ __all__ = ["NodeIPAMController", "CIDRAllocator", "parse_cluster_cidrs"]
 
 log = logging.getLogger("k3py.controllers.nodeipam")
 
-CLUSTER_CIDR = "10.42.0.0/16"
-NODE_CIDR_MASK = 24
 IPV6_MASK = 64
 RETRY_FULL_SECONDS = 30.0
 
@@ -115,10 +114,10 @@ class NodeIPAMController(Controller):
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
-        mask = ctx.extra.get("node_cidr_mask_size", NODE_CIDR_MASK)
+        mask = ctx.extra.get("node_cidr_mask_size", ctx.config.node_cidr_mask_size)
         self.allocators = [CIDRAllocator(n, mask if n.version == 4 else IPV6_MASK)
                            for n in parse_cluster_cidrs(
-                               ctx.extra.get("cluster_cidr", CLUSTER_CIDR), mask)]
+                               ctx.extra.get("cluster_cidr", ctx.config.cluster_cidr), mask)]
         self.node_res = ctx.resource("", "nodes")
         self._held: dict[str, list[str]] = {}  # node name -> the CIDRs it holds
 
@@ -130,9 +129,14 @@ class NodeIPAMController(Controller):
         obj = new or old or {}
         name = (obj.get("metadata") or {}).get("name") or ""
         if etype == "DELETED":
-            for cidr in self._held.pop(name, []):
+            freed = self._held.pop(name, [])
+            for cidr in freed:
                 for a in self.allocators:
                     a.release(cidr)
+            if freed:  # a Node waiting for a CIDR (the range was full) gets it now
+                for waiting in self.nodes.list():
+                    if not _pod_cidrs(waiting):
+                        self.enqueue(waiting["metadata"]["name"])
             return
         cidrs = _pod_cidrs(obj)
         if cidrs:

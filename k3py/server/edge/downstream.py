@@ -34,7 +34,8 @@ from k3py.tunnel.message import (
 )
 from k3py.tunnel.protocol import CLUSTER_WIDE_KINDS, POD_TOKENS_KIND
 
-__all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message"]
+__all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message",
+           "node_route_view"]
 
 
 _REFERENCED = ("configmaps", "secrets", "persistentvolumeclaims")
@@ -65,6 +66,22 @@ def _without_status(pod: dict) -> dict:
     md = {k: v for k, v in (pod.get("metadata") or {}).items()
           if k not in _STATUS_WRITE_METADATA}
     return {**{k: v for k, v in pod.items() if k != "status"}, "metadata": md}
+
+
+def node_route_view(node: dict) -> dict:
+    """What every node needs of each Node for the pod network's routes (agent/network/):
+    its name, pod CIDRs and addresses. Not the whole Node: its status changes at each report,
+    and a node may read only its own Node through the API (as upstream kubelets; the routes
+    are the agent's network part's business, as flannel's own identity in K3s)."""
+    md, spec = node.get("metadata") or {}, node.get("spec") or {}
+    view: dict = {"metadata": {"name": md.get("name") or "", "uid": md.get("uid") or ""},
+                  "spec": {k: spec[k] for k in ("podCIDR", "podCIDRs") if spec.get(k)},
+                  "status": {"addresses": (node.get("status") or {}).get("addresses") or []}}
+    return view
+
+
+def _view(plural: str, obj: dict) -> dict:
+    return node_route_view(obj) if plural == "nodes" else obj
 
 
 def node_of(pod: dict | None) -> str:
@@ -199,7 +216,7 @@ class DownstreamSync:
         if self.device_feed is not None:
             content.update(self.device_feed.snapshot(node))
         for plural, inf in self.cluster_wide.items():
-            content[plural] = inf.list()
+            content[plural] = [_view(plural, o) for o in inf.list()]
         if self.ingress_feed is not None:
             ingress = self.ingress_feed.snapshot()
             have = {(namespace_of(s), name_of(s)) for s in content["secrets"]}
@@ -260,9 +277,14 @@ class DownstreamSync:
 
     def _to_every_node(self, plural: str, etype: str, old: dict | None,
                        new: dict | None) -> None:
-        """Services and EndpointSlices: every node holds them all (its DNS and rules)."""
+        """Services, EndpointSlices and the Nodes' route views: every node holds them all
+        (its DNS, service rules and pod routes). A Node goes down only when its view
+        changed, not at each status report."""
         obj = new or old
         if obj is None:
+            return
+        obj = _view(plural, obj)
+        if etype == "MODIFIED" and old is not None and _view(plural, old) == obj:
             return
         for session in self.sessions.values():
             session.send(object_message(plural, etype, obj))

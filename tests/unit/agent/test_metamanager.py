@@ -51,7 +51,7 @@ async def test_apply_is_idempotent_and_rejects_unknown(tmp_path):
     msg = _put("pods", _pod("a"))
     assert await mm.apply(msg) and await mm.apply(msg)
     assert len(mm.pods()) == 1
-    assert not await mm.apply(_put("nodes", {"metadata": {"name": "n"}}))
+    assert not await mm.apply(_put("leases", {"metadata": {"name": "n"}}))
     assert not await mm.apply(new_message(source="x", group=GROUP_RESOURCE, operation=OP_INSERT,
                                           resource="bad"))
     await mm.close()

@@ -282,7 +282,6 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 # ---------------------------------------------------------------- not implemented: refused
 
 REFUSED = [  # (flag, value, words the one line must hold)
-    ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
     ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
     ("disable", "dns", ["--disable dns", "DNS"]),
 ]
@@ -321,17 +320,30 @@ def test_unimplemented_flag_is_refused_from_the_config_file(tmp_path, flag, valu
 
 
 def test_refusal_names_the_source_that_won(tmp_path):
-    cfg = write(tmp_path, "cluster-cidr: 10.52.0.0/16\n")
-    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_CLUSTER_CIDR": "10.53.0.0/16"}
-    with pytest.raises(UsageError, match="environment variable K3PY_CLUSTER_CIDR"):
+    cfg = write(tmp_path, "disable: [dns]\n")
+    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_DISABLE": "servicelb"}
+    with pytest.raises(UsageError, match="environment variable K3PY_DISABLE"):
         server_config([], env)
-    with pytest.raises(UsageError, match="remove it from the command line"):
-        server_config(["--cluster-cidr", "10.54.0.0/16"], env)
+    with pytest.raises(UsageError, match="from --disable on the command line"):
+        server_config(["--disable", "dns"], env)
 
 
 def test_unimplemented_flags_left_empty_are_fine(tmp_path):
     cfg = write(tmp_path, "datastore-endpoint: \"\"\ndisable: []\n")
-    assert server_config(["--config", cfg], {"K3PY_CLUSTER_CIDR": ""}) == ServerConfig()
+    assert server_config(["--config", cfg], {"K3PY_DISABLE": ""}) == ServerConfig()
+
+
+def test_cluster_cidr_and_node_mask_are_taken_and_checked_together():
+    cfg = server_config(["--cluster-cidr", "10.52.0.0/16", "--node-cidr-mask-size", "26"], {})
+    assert (cfg.cluster_cidr, cfg.node_cidr_mask_size) == ("10.52.0.0/16", 26)
+    assert ServerConfig().cluster_cidr == "10.42.0.0/16"
+    for argv, words in ((["--cluster-cidr", "10.52.0.0/25"], ["--cluster-cidr", "/24"]),
+                        (["--cluster-cidr", "10.43.0.0/16"], ["overlaps --service-cidr"]),
+                        (["--node-cidr-mask-size", "31"], ["8-30"])):
+        with pytest.raises(UsageError) as e:
+            server_config(argv, {})
+        for word in words:
+            assert word in str(e.value), str(e.value)
 
 
 def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
@@ -378,15 +390,15 @@ def test_disable_local_storage_and_its_path(tmp_path):
 
 
 def test_refusal_through_main_is_one_line_exit_1(capsys):
-    line = one_error_line(capsys, "server", "--cluster-cidr", "10.52.0.0/16")
-    assert "--cluster-cidr" in line and "remove it" in line
+    line = one_error_line(capsys, "server", "--disable", "dns")
+    assert "--disable dns" in line and "remove 'dns'" in line
 
 
 def test_help_marks_the_refused_flags(capsys):
     _, out, _ = run_main(capsys, "server", "--help")
     refused = [line for line in out.splitlines() if "not implemented yet" in line]
     assert {line.split()[0] for line in refused} == \
-        {"--cluster-cidr", "--disable"}
+        {"--disable"}
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])

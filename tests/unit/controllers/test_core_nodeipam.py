@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from k3py.config import ServerConfig
 from k3py.server.controllers.nodeipam import CIDRAllocator, NodeIPAMController, parse_cluster_cidrs
 from tests.unit.conftest import eventually
 
@@ -58,13 +59,26 @@ async def test_nodes_get_distinct_cidrs_kept_across_restart_and_freed(env):
     assert ev[0][1] == "Warning" and "10.42.0.0/23" in ev[0][3]
 
     await env.registry.delete(nodes, None, "a")
+    # the waiting node gets the freed CIDR at once, not at its next retry
+    assert await eventually(lambda: _cidr(env, "c"), timeout=5) == ["10.42.1.0/24"]
+    await env.registry.delete(nodes, None, "c")
     await ctl.stop()
     env.controllers.remove(ctl)
-    # a new controller (a server restart) marks what the stored Nodes hold first: the waiting
-    # node gets the freed CIDR, and b keeps its own
+    # a new controller (a server restart) marks what the stored Nodes hold first: a new node
+    # gets the freed CIDR, and b keeps its own
+    await env.registry.create(nodes, None, {"metadata": {"name": "d"}})
     await env.start(NodeIPAMController)
-    assert await eventually(lambda: _cidr(env, "c"), timeout=5) == ["10.42.1.0/24"]
+    assert await eventually(lambda: _cidr(env, "d"), timeout=5) == ["10.42.1.0/24"]
     assert await _cidr(env, "b") == ["10.42.0.0/24"]
+
+
+async def test_cluster_cidr_and_mask_come_from_the_server_config(env):
+    env.ctx.config = ServerConfig(cluster_cidr="10.60.0.0/16", node_cidr_mask_size=26)
+    await env.registry.create(env.res("nodes"), None, {"metadata": {"name": "n"}})
+    await env.registry.create(env.res("nodes"), None, {"metadata": {"name": "m"}})
+    await env.start(NodeIPAMController)
+    assert sorted([await eventually(lambda n=n: _cidr(env, n), timeout=5) for n in "nm"]) == \
+        [["10.60.0.0/26"], ["10.60.0.64/26"]]
 
 
 async def test_dual_stack_gets_one_cidr_per_family(env):

@@ -1,0 +1,149 @@
+"""The node's pod network: a podman bridge network on this Node's pod CIDR (`spec.podCIDR`,
+given by the server's node IPAM controller), made through podman's own network API
+(runtime/libpod.py), so that pod IPs are unique in the cluster and other nodes can route to
+them (routes.py). NetworkManager (manager.py) calls `ensure` with the CIDR of each sync; the
+runtime asks `pod_network` which network a new pod joins.
+
+The network is `k3py-<cluster id>-<node>` (one per cluster and node, as podman keeps network
+definitions host-wide), labelled with the cluster. A pod created before the CIDR was known
+waits for it briefly, then goes on podman's default network (logged); once the network
+exists (or its CIDR changed), the pods on another network are removed once, and the pod
+syncer recreates them on it. A stale k3py network of a gone cluster holding the same subnet
+(nothing attached) is removed; one in use makes this node stay on podman's default."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable, Collection
+from typing import Protocol
+
+__all__ = ["PodNetwork", "network_name", "gateway_of", "POD_CIDR_WAIT", "NETWORK_LABEL"]
+
+log = logging.getLogger("k3py.network")
+
+POD_CIDR_WAIT = 10.0  # seconds a new pod waits for the node's pod CIDR at most, once
+NETWORK_LABEL = "io.k3py.network"  # "pods": a k3py pod network (the cluster is LABEL_CLUSTER)
+
+
+class NetworkAPI(Protocol):
+    """What of the libpod API (runtime/libpod.LibpodAPI) the pod network uses."""
+
+    async def network_inspect(self, name: str) -> dict | None: ...
+    async def network_list(self) -> list[dict]: ...
+    async def network_create(self, name: str, subnet: str, gateway: str,
+                             labels: dict[str, str]) -> None: ...
+    async def network_remove(self, name: str) -> None: ...
+    async def network_users(self, name: str) -> list[dict]: ...
+    async def list_pods(self, claim: Collection[str] = ()) -> dict[str, dict]: ...
+    async def remove_pod(self, name_or_id: str, grace: int = 30) -> None: ...
+
+
+def network_name(cluster_id: str, node_name: str) -> str:
+    return f"k3py-{cluster_id}-{node_name}" if cluster_id else f"k3py-{node_name}"
+
+
+def gateway_of(cidr: str) -> str:
+    """The bridge's address: the CIDR's first host address (as flannel's cni0)."""
+    return str(ipaddress.ip_network(cidr, strict=False).network_address + 1)
+
+
+class PodNetwork:
+    def __init__(self, api: NetworkAPI, *, name: str, labels: dict[str, str],
+                 wait: float = POD_CIDR_WAIT) -> None:
+        self.api = api
+        self.name = name
+        self.labels = {**labels, NETWORK_LABEL: "pods"}
+        self.wait = wait
+        self.cidr = ""  # the pod CIDR of the network pods join now ("" = podman's default)
+        self._refused = ""  # a CIDR the network could not be made on (not tried again)
+        self._decided = asyncio.Event()  # the CIDR came, or waiting for it ended
+
+    @property
+    def active(self) -> str:
+        return self.name if self.cidr else ""
+
+    async def pod_network(self) -> str:
+        """The network a new pod joins: the node's, or "" (podman's default) when the pod
+        CIDR did not come within `wait` seconds of the first ask."""
+        if not self._decided.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._decided.wait(), self.wait)
+            if not self._decided.is_set():
+                self._decided.set()
+                log.warning("this Node has no spec.podCIDR after %.0fs: pods go on podman's "
+                            "default network until it has one (pod IPs may then collide "
+                            "with other nodes')", self.wait)
+        return self.active
+
+    async def ensure(self, cidr: str, host_network: Callable[[str], bool]) -> bool:
+        """Make the network match the node's pod CIDR `cidr` ("": none yet); True when pods
+        now go on another network (those elsewhere were removed for the syncer to
+        recreate). `host_network(uid)`: the pod uses the host's network (left alone)."""
+        if not cidr or cidr in (self.cidr, self._refused):
+            return False
+        try:
+            await self._make(cidr)
+        except Exception as e:  # noqa: BLE001 - the node keeps podman's default network
+            log.error("cannot make the pod network %s on %s: %s; pods stay on podman's "
+                      "default network", self.name, cidr, e)
+            self._refused = cidr
+            self._decided.set()
+            return False
+        self.cidr = cidr
+        self._decided.set()
+        log.info("pods go on network %s (%s, gateway %s)", self.name, cidr, gateway_of(cidr))
+        await self._recreate_elsewhere(host_network)
+        return True
+
+    async def _make(self, cidr: str) -> None:
+        found = await self.api.network_inspect(self.name)
+        if found is not None:
+            if cidr in _subnets(found):
+                return
+            log.info("pod network %s has subnet %s, the node's pod CIDR is now %s: made "
+                     "again", self.name, ",".join(_subnets(found)), cidr)
+            await self._remove_pods_on(self.name)
+            await self.api.network_remove(self.name)
+        await self._clear_stale(cidr)
+        await self.api.network_create(self.name, cidr, gateway_of(cidr), self.labels)
+
+    async def _clear_stale(self, cidr: str) -> None:
+        """Remove k3py pod networks of other clusters on this subnet with nothing attached
+        (left by a cluster that is gone); one in use is left, and the create says why."""
+        want = ipaddress.ip_network(cidr, strict=False)
+        for net in await self.api.network_list():
+            name = net.get("name") or ""
+            if name == self.name or (net.get("labels") or {}).get(NETWORK_LABEL) != "pods":
+                continue
+            if not any(ipaddress.ip_network(s, strict=False).overlaps(want)
+                       for s in _subnets(net)):
+                continue
+            if await self.api.network_users(name):
+                continue
+            log.info("removing the unused pod network %s of another cluster (subnet %s)",
+                     name, ",".join(_subnets(net)))
+            await self.api.network_remove(name)
+
+    async def _remove_pods_on(self, network: str) -> None:
+        for info in (await self.api.list_pods()).values():
+            if network in (info.get("Networks") or []):
+                await self.api.remove_pod(info.get("Id") or info.get("Name") or "", 2)
+
+    async def _recreate_elsewhere(self, host_network: Callable[[str], bool]) -> None:
+        """Remove this node's pods that are on another network (podman's default, or an
+        older one): the pod syncer starts them again on this one."""
+        for uid, info in (await self.api.list_pods()).items():
+            nets = info.get("Networks") or []
+            if host_network(uid) or not nets or self.name in nets:
+                continue
+            log.info("pod %s is on network %s: recreated on %s", info.get("Name"),
+                     ",".join(nets), self.name)
+            await self.api.remove_pod(info.get("Id") or info.get("Name") or "", 2)
+
+
+def _subnets(net: dict) -> list[str]:
+    return [s["subnet"] for s in net.get("subnets") or [] if isinstance(s, dict)
+            and s.get("subnet")]
