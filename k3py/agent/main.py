@@ -30,6 +30,7 @@ from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_
 from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
+from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from k3py.config import AgentConfig
 from k3py.hostinfo import primary_ip, sd_notify
 from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
@@ -124,7 +125,9 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     reporter = NodeReporter(node, hub.send)
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
                      node_name=node_name, host_ip=node_ip, server_url=config.server)
-    network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster)
+    network = NetworkManager(
+        meta, node_name=node_name, cluster_id=runtime.cluster, node_ip=node_ip,
+        report_ports_in_use=lambda ports: reporter.annotate(PORTS_IN_USE_ANNOTATION, ports))
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))

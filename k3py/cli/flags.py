@@ -182,11 +182,10 @@ def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
 # k3py does deploy moves out of here into a `disable` field that its deployer reads.
 _NOT_YET_COMPONENTS = {
     "ingress": "k3py deploys no ingress controller",
-    "servicelb": "k3py deploys no service load balancer",
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("local-storage",)
+_COMPONENTS = ("local-storage", "servicelb")
 
 
 def _components(items: tuple[str, ...]) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from k3py.server import admission, crds
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
-from k3py.server.controllers import localpath, service
+from k3py.server.controllers import localpath, service, servicelb
 from k3py.server.controllers.base import (
     Controller,
     ControllerContext,
@@ -154,7 +154,8 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
 
 def disabled_controllers(config) -> frozenset[str]:
     """The built-in controllers a --disable'd component turns off."""
-    return frozenset({"LocalPathProvisioner"} if localpath.ADDON in config.disable else ())
+    off = {localpath.ADDON: "LocalPathProvisioner", servicelb.ADDON: "ServiceLBController"}
+    return frozenset(name for addon, name in off.items() if addon in config.disable)
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,

@@ -29,6 +29,7 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.endpointslice", "EndpointSliceController"),
     ("k3py.server.controllers.node", "NodeLifecycleController"),
     ("k3py.server.controllers.nodeipam", "NodeIPAMController"),
+    ("k3py.server.controllers.servicelb", "ServiceLBController"),
     ("k3py.server.controllers.podgc", "PodGCController"),
     ("k3py.server.controllers.apiservice", "APIServiceController"),
     ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),

@@ -13,6 +13,7 @@ from k3py import PROGRAM, __version__
 from k3py.cli import flags, main
 from k3py.cli.flags import FLAGS, UsageError, agent_config, parse, server_config
 from k3py.config import AgentConfig, ServerConfig
+from k3py.server.bootstrap import disabled_controllers
 
 pytestmark = pytest.mark.unit
 
@@ -275,7 +276,6 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 REFUSED = [  # (flag, value, words the one line must hold)
     ("cluster-cidr", "10.52.0.0/16", ["--cluster-cidr", "podman"]),
     ("disable", "ingress", ["--disable ingress", "ingress controller"]),
-    ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
     ("disable", "dns", ["--disable dns", "DNS"]),
 ]
 
@@ -332,8 +332,15 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from local-storage, ingress"):
+    with pytest.raises(UsageError, match="expected components from local-storage, servicelb, ingress"):
         server_config(["--disable", "traefik"], {})
+
+
+def test_disable_servicelb_turns_its_controller_off():
+    config = server_config(["--disable", "servicelb"], {})
+    assert config.disable == ("servicelb",)
+    assert "ServiceLBController" in disabled_controllers(config)
+    assert "ServiceLBController" not in disabled_controllers(server_config([], {}))
 
 
 def test_disable_local_storage_and_its_path(tmp_path):
