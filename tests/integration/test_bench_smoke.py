@@ -1,8 +1,10 @@
-"""bench/devices.py runs end to end at a tiny size (5 devices, 3 s) and prints only lines the
-conventions allow: `name: value unit` figures and `ratio: x`. No timing is asserted here."""
+"""bench/devices.py (5 devices, 3 s) and bench/network.py (10 Services, 1 s rounds) run end
+to end at a tiny size and print only lines the conventions allow: `name: value unit` figures
+and `ratio: x`. No timing is asserted here."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -13,11 +15,7 @@ import pytest
 
 from tests.harness import clean_env
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which("mosquitto_pub") is None
-                                 or shutil.which("mosquitto") is None,
-                                 reason="needs mosquitto and mosquitto-clients "
-                                        "(scripts/setup.sh)")]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^([a-z][a-z0-9_]*): (-?[0-9]+(?:\.[0-9]+)?|nan)(?: (.*))?$")
@@ -26,6 +24,8 @@ FIGURES = ("publish_to_status_p99", "device_status_writes", "agent_rss_peak",
            "mosquitto_qos1")
 
 
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None or shutil.which("mosquitto") is None,
+                    reason="needs mosquitto and mosquitto-clients (scripts/setup.sh)")
 def test_devices_bench_prints_its_figures() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "devices.py"), "--devices", "5",
                           "--seconds", "3", "--patches", "3", "--kubectl-patches", "1",
@@ -45,3 +45,35 @@ def test_devices_bench_prints_its_figures() -> None:
     assert ratios == 3  # status writes / limit, amqtt / mosquitto at QoS 0 and 1
     assert figures["devices"] == 5
     assert figures["readings_never_shown"] == 0 and figures["desired_values_missing"] == 0
+
+
+NETWORK_FIGURES = ("agent_extra_rss", "http_pod_ip_rate", "http_cluster_ip_rate",
+                   "http_cluster_ip_p99", "dns_dnsmasq_rate", "dns_node_dns_rate",
+                   "dns_node_dns_p99")
+
+
+@pytest.mark.skipif(shutil.which("dnsmasq") is None or shutil.which("nft") is None
+                    or os.geteuid() != 0,
+                    reason="needs root, nft and dnsmasq (scripts/setup.sh)")
+def test_network_bench_prints_its_figures() -> None:
+    """bench/network.py at a tiny size (10 Services, 1 s rounds): every line a figure or a
+    ratio, and the requests and queries all answered right."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "network.py"), "--services",
+                          "10", "--endpoints", "40", "--seconds", "1", "--rounds", "1",
+                          "--settle", "0.5"], capture_output=True, text=True, timeout=180,
+                         cwd=ROOT, env=clean_env())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    figures: dict[str, float] = {}
+    ratios = 0
+    for line in out.stdout.splitlines():
+        m = LINE.match(line)
+        assert m, f"not a `name: value unit` line: {line!r}"
+        if m.group(1) == "ratio":
+            ratios += 1
+        else:
+            figures[m.group(1)] = float(m.group(2))
+    assert set(NETWORK_FIGURES) <= set(figures), sorted(figures)
+    assert ratios == 5  # RSS / target, HTTP req/s and p99, DNS queries/s and p99
+    assert figures["services"] == 10
+    assert all(figures[f"{kind}_errors"] == 0 for kind in (
+        "http_pod_ip", "http_cluster_ip", "dns_dnsmasq", "dns_node_dns")), figures
