@@ -107,7 +107,8 @@ class ServiceLBController(Controller):
             if want:
                 await self.ctx.recorder.record(
                     svc, "Normal", "UpdatedLoadBalancer",
-                    f"Updated LoadBalancer with new IPs: {_ips(_ingress(svc))} -> {ips}")
+                    f"Updated LoadBalancer with new IPs: {_ips(_ingress(svc))} -> "
+                    f"[{' '.join(ips)}]")
             else:
                 await self.ctx.recorder.record(
                     svc, "Warning", "UnAvailableLoadBalancer",
@@ -250,8 +251,9 @@ def _ingress(svc: dict) -> list[dict]:
     return ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
 
 
-def _ips(ingress: list[dict]) -> list[str]:
-    return [i.get("ip") or i.get("hostname") or "" for i in ingress]
+def _ips(ingress: list[dict]) -> str:
+    """As K3s's Event prints them (a Go slice)."""
+    return f"[{' '.join(i.get('ip') or i.get('hostname') or '' for i in ingress)}]"
 
 
 def _age_key(svc: dict) -> tuple[str, str]:

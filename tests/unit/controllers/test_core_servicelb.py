@@ -68,8 +68,10 @@ async def test_ready_nodes_serve_and_enablelb_label_narrows_them(env):
     async def only_b():
         return await _ips(env, "web") == ["10.0.0.12"]
     assert await eventually(only_b, timeout=5)
-    reasons = {e[2] for e in await env.events("default") if e[0] == "web"}
-    assert "UpdatedLoadBalancer" in reasons
+    messages = {e[3] for e in await env.events("default")
+                if e[0] == "web" and e[2] == "UpdatedLoadBalancer"}
+    assert "Updated LoadBalancer with new IPs: [] -> [10.0.0.2 10.0.0.12]" in messages
+    assert "Updated LoadBalancer with new IPs: [10.0.0.2 10.0.0.12] -> [10.0.0.12]" in messages
 
 
 async def test_external_ips_win_when_any_node_has_one(env):
