@@ -27,10 +27,8 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -43,7 +41,14 @@ import dns.rdatatype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import emit, pct, rss_mb  # noqa: E402
-from bench.pods import NODE_LABEL, Unmeasurable, node_ready, remove_podman_pods, start_agent  # noqa: E402, E501
+from bench.pods import (  # noqa: E402
+    NODE_LABEL,
+    Unmeasurable,
+    guarded_run,
+    node_ready,
+    remove_podman_pods,
+    start_agent,
+)
 from tests.harness import ServerProcess, free_port, wait_for  # noqa: E402
 from tests.integration.agents import PY_IMAGE, build_python_image  # noqa: E402
 
@@ -366,29 +371,10 @@ def main() -> int:
         print("error: dnsmasq not found (scripts/setup.sh installs dnsmasq-base)", flush=True)
         return 1
 
-    def interrupt(*_):
-        raise KeyboardInterrupt
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
     node = f"{args.node_name}-{uuid.uuid4().hex[:6]}"
     started: dict = {}
-    with tempfile.TemporaryDirectory(prefix="k3py-bench-network-") as d:
-        tmp = Path(d)
-        try:
-            run(args, tmp, node, started)
-            return 0
-        except (Unmeasurable, TimeoutError) as e:
-            print(f"error: {e}", flush=True)
-            log = tmp / "agent.log"
-            if log.exists():
-                tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-                print("# agent log tail:\n# " + "\n# ".join(tail), file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("error: interrupted", flush=True)
-            return 130
-        finally:
-            teardown(started, node)
+    return guarded_run("k3py-bench-network-", lambda tmp: run(args, tmp, node, started),
+                       lambda tmp: teardown(started, node))
 
 
 def teardown(started: dict, node: str) -> None:

@@ -24,13 +24,8 @@ FIGURES = ("publish_to_status_p99", "device_status_writes", "agent_rss_peak",
            "mosquitto_qos1")
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_pub") is None or shutil.which("mosquitto") is None,
-                    reason="needs mosquitto and mosquitto-clients (scripts/setup.sh)")
-def test_devices_bench_prints_its_figures() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "devices.py"), "--devices", "5",
-                          "--seconds", "3", "--patches", "3", "--kubectl-patches", "1",
-                          "--broker-messages", "500"], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT, env=clean_env())
+def bench_lines(out: subprocess.CompletedProcess) -> tuple[dict[str, float], int]:
+    """The figures a bench printed and its number of `ratio:` lines; every line is one."""
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     figures: dict[str, float] = {}
     ratios = 0
@@ -41,6 +36,17 @@ def test_devices_bench_prints_its_figures() -> None:
             ratios += 1
         else:
             figures[m.group(1)] = float(m.group(2))
+    return figures, ratios
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None or shutil.which("mosquitto") is None,
+                    reason="needs mosquitto and mosquitto-clients (scripts/setup.sh)")
+def test_devices_bench_prints_its_figures() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "devices.py"), "--devices", "5",
+                          "--seconds", "3", "--patches", "3", "--kubectl-patches", "1",
+                          "--broker-messages", "500"], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=clean_env())
+    figures, ratios = bench_lines(out)
     assert set(FIGURES) <= set(figures), sorted(figures)
     assert ratios == 3  # status writes / limit, amqtt / mosquitto at QoS 0 and 1
     assert figures["devices"] == 5
@@ -62,16 +68,7 @@ def test_network_bench_prints_its_figures() -> None:
                           "10", "--endpoints", "40", "--seconds", "1", "--rounds", "1",
                           "--settle", "0.5"], capture_output=True, text=True, timeout=180,
                          cwd=ROOT, env=clean_env())
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    figures: dict[str, float] = {}
-    ratios = 0
-    for line in out.stdout.splitlines():
-        m = LINE.match(line)
-        assert m, f"not a `name: value unit` line: {line!r}"
-        if m.group(1) == "ratio":
-            ratios += 1
-        else:
-            figures[m.group(1)] = float(m.group(2))
+    figures, ratios = bench_lines(out)
     assert set(NETWORK_FIGURES) <= set(figures), sorted(figures)
     assert ratios == 5  # RSS / target, HTTP req/s and p99, DNS queries/s and p99
     assert figures["services"] == 10
