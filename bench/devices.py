@@ -20,10 +20,8 @@ import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import client_ssl, emit, pct, rss_mb  # noqa: E402
-from bench.pods import Unmeasurable, cpu_ticks  # noqa: E402
+from bench.pods import Unmeasurable, cpu_ticks, guarded_run  # noqa: E402
 from tests.harness import KUBECTL, ServerProcess, clean_env, free_port, wait_for  # noqa: E402
 
 NS = "default"
@@ -658,29 +656,9 @@ def main() -> int:
     args.patches = max(1, min(args.patches, 500))
     args.kubectl_patches = max(0, min(args.kubectl_patches, 100))
     args.broker_messages = max(100, min(args.broker_messages, 200000))
-
-    def interrupt(*_):  # SIGTERM/SIGHUP unwind through the finally blocks like Ctrl-C
-        raise KeyboardInterrupt
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
     started: dict = {"clients": [], "procs": []}
-    with tempfile.TemporaryDirectory(prefix="k3py-bench-devices-") as d:
-        tmp = Path(d)
-        try:
-            run(args, tmp, started)
-            return 0
-        except Unmeasurable as e:
-            print(f"error: {e}", flush=True)
-            log = tmp / "agent.log"
-            if log.exists():
-                tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-                print("# agent log tail:\n# " + "\n# ".join(tail), file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("error: interrupted", flush=True)
-            return 130
-        finally:
-            teardown(started)
+    return guarded_run("k3py-bench-devices-", lambda tmp: run(args, tmp, started),
+                       lambda tmp: teardown(started))
 
 
 if __name__ == "__main__":

@@ -586,29 +586,20 @@ def teardown(srv: ServerProcess | None, agent: subprocess.Popen | None, tmp: Pat
         print(f"# teardown: force-removed {left} podman pods/containers", file=sys.stderr)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pods", type=int, default=30, help="pods to start (default 30)")
-    ap.add_argument("--calls", type=int, default=20, help="logs/exec calls (default 20)")
-    ap.add_argument("--idle-seconds", type=float, default=20.0)
-    ap.add_argument("--node-name", default="bench-node")
-    args = ap.parse_args()
-    args.pods = max(1, min(args.pods, 200))
-    args.calls = max(1, min(args.calls, 200))
-    args.idle_seconds = max(1.0, min(args.idle_seconds, 120.0))
-    # SIGTERM/SIGHUP unwind through the finally blocks like Ctrl-C does
+def guarded_run(prefix: str, body, cleanup) -> int:
+    """`body(tmp)` in a fresh temporary directory, `cleanup(tmp)` after it whatever happens:
+    0; 1 with the one-line reason (and the tail of tmp/agent.log) when a figure cannot be
+    measured; 130 when interrupted. SIGTERM and SIGHUP unwind like Ctrl-C."""
     def interrupt(*_):
         raise KeyboardInterrupt
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
-    run_id = uuid.uuid4().hex[:8]
-    started: dict = {}
-    with tempfile.TemporaryDirectory(prefix="k3py-bench-pods-") as d:
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
         tmp = Path(d)
         try:
-            run(args, tmp, run_id, args.node_name, started)
+            body(tmp)
             return 0
-        except Unmeasurable as e:
+        except (Unmeasurable, TimeoutError) as e:
             print(f"error: {e}", flush=True)
             log = tmp / "agent.log"
             if log.exists():
@@ -619,7 +610,25 @@ def main() -> int:
             print("error: interrupted", flush=True)
             return 130
         finally:
-            teardown(started.get("server"), started.get("agent"), tmp, args.node_name, run_id)
+            cleanup(tmp)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=30, help="pods to start (default 30)")
+    ap.add_argument("--calls", type=int, default=20, help="logs/exec calls (default 20)")
+    ap.add_argument("--idle-seconds", type=float, default=20.0)
+    ap.add_argument("--node-name", default="bench-node")
+    args = ap.parse_args()
+    args.pods = max(1, min(args.pods, 200))
+    args.calls = max(1, min(args.calls, 200))
+    args.idle_seconds = max(1.0, min(args.idle_seconds, 120.0))
+    run_id = uuid.uuid4().hex[:8]
+    started: dict = {}
+    return guarded_run(
+        "k3py-bench-pods-", lambda tmp: run(args, tmp, run_id, args.node_name, started),
+        lambda tmp: teardown(started.get("server"), started.get("agent"), tmp,
+                             args.node_name, run_id))
 
 
 if __name__ == "__main__":

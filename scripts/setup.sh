@@ -2,11 +2,13 @@
 # Installs what k3py and its tests need on a fresh Debian 12 machine, idempotently:
 # Python packages (the project itself, editable, with test extras) and the Debian packages
 # that integration tests use (postgresql: tests/pg.py starts throwaway clusters from its
-# binaries in /usr/lib/postgresql/<version>/bin). Safe to run again; does nothing that is already done.
+# binaries in /usr/lib/postgresql/<version>/bin; dnsmasq-base: the dnsmasq binary only, no
+# system service on port 53, the DNS peer of bench/network.py). Safe to run again; does nothing
+# that is already done.
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables conntrack postgresql zstd}"
+APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables conntrack postgresql zstd dnsmasq-base}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

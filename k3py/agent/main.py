@@ -35,6 +35,7 @@ from k3py.agent.runtime.podman import LABEL_CLUSTER, RuntimeError_
 from k3py.agent.storage.cleanup import VolumeCleanup
 from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
+from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from k3py.config import AgentConfig
 from k3py.hostinfo import primary_ip, sd_notify
 from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
@@ -136,8 +137,10 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                      node_name=node_name, host_ip=node_ip, server_url=config.server)
     pod_network = PodNetwork(runtime, name=network_name(runtime.cluster, node_name),
                              labels={LABEL_CLUSTER: runtime.cluster})
-    network = NetworkManager(meta, node_name=node_name, cluster_id=runtime.cluster,
-                             pod_network=pod_network)
+    network = NetworkManager(
+        meta, node_name=node_name, cluster_id=runtime.cluster, pod_network=pod_network,
+        node_ip=node_ip,
+        report_ports_in_use=lambda ports: reporter.annotate(PORTS_IN_USE_ANNOTATION, ports))
     volumes = VolumeCleanup(meta, hub.send, node_name=node_name,
                             storage_path=config.local_storage_path)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver

@@ -146,6 +146,11 @@ class NodeReporter:
         # runs on every (re)connect: a fresh lease at once, not at the next 10 s tick
         await self.renew_lease()
 
+    async def annotate(self, key: str, value: str) -> None:
+        """Set one annotation of this node's Node (kept for every later registration)."""
+        self.node["metadata"].setdefault("annotations", {})[key] = value
+        await self.register()
+
     async def renew_lease(self) -> None:
         await self.send(new_message(
             source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,

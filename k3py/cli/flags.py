@@ -236,11 +236,10 @@ def _taints(items: tuple[str, ...]) -> tuple[str, ...]:
 # coredns) -> why k3py cannot disable them: it does not deploy any of them yet. A component
 # k3py does deploy moves out of here into a `disable` field that its deployer reads.
 _NOT_YET_COMPONENTS = {
-    "servicelb": "k3py deploys no service load balancer",
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("ingress", "local-storage", "metrics-server")
+_COMPONENTS = ("ingress", "local-storage", "metrics-server", "servicelb")
 # K3s's names of the same components, read as k3py's
 _COMPONENT_ALIASES = {"traefik": "ingress"}
 

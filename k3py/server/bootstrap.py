@@ -23,7 +23,7 @@ from k3py.server import admission, crds, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
-from k3py.server.controllers import ingress, localpath, service
+from k3py.server.controllers import ingress, localpath, service, servicelb
 from k3py.server.controllers.apiendpoints import APIServerEndpoints
 from k3py.server.controllers.base import (
     ControllerContext,
@@ -185,9 +185,9 @@ _CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period
 
 def disabled_controllers(config) -> frozenset[str]:
     """The built-in controllers a --disable'd component turns off."""
-    return frozenset({name for addon, name in ((localpath.ADDON, "LocalPathProvisioner"),
-                                               (ingress_addon.ADDON, "IngressController"))
-                      if addon in config.disable})
+    off = {localpath.ADDON: "LocalPathProvisioner", ingress_addon.ADDON: "IngressController",
+           servicelb.ADDON: "ServiceLBController"}
+    return frozenset(name for addon, name in off.items() if addon in config.disable)
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,

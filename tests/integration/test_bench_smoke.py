@@ -1,9 +1,10 @@
-"""bench/devices.py (5 devices, 3 s) and bench/scale.py (10 hollow nodes) run end to end at a
-tiny size and print only lines the conventions allow: `name: value unit` figures and
-`ratio: x`. No timing is asserted here."""
+"""bench/devices.py (5 devices, 3 s), bench/scale.py (10 hollow nodes) and bench/network.py
+(10 Services, 1 s rounds) run end to end at a tiny size and print only lines the conventions
+allow: `name: value unit` figures and `ratio: x`. No timing is asserted here."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,11 +28,12 @@ FIGURES = ("publish_to_status_p99", "device_status_writes", "agent_rss_peak",
            "mosquitto_qos1")
 
 
-def _figures(stdout: str) -> tuple[dict[str, float], int]:
-    """The `name: value` figures printed, and how many `ratio:` lines."""
+def bench_lines(out: subprocess.CompletedProcess) -> tuple[dict[str, float], int]:
+    """The figures a bench printed and its number of `ratio:` lines; every line is one."""
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     figures: dict[str, float] = {}
     ratios = 0
-    for line in stdout.splitlines():
+    for line in out.stdout.splitlines():
         m = LINE.match(line)
         assert m, f"not a `name: value unit` line: {line!r}"
         if m.group(1) == "ratio":
@@ -47,8 +49,7 @@ def test_devices_bench_prints_its_figures() -> None:
                           "--seconds", "3", "--patches", "3", "--kubectl-patches", "1",
                           "--broker-messages", "500"], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env=clean_env())
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    figures, ratios = _figures(out.stdout)
+    figures, ratios = bench_lines(out)
     assert set(FIGURES) <= set(figures), sorted(figures)
     assert ratios == 3  # status writes / limit, amqtt / mosquitto at QoS 0 and 1
     assert figures["devices"] == 5
@@ -59,10 +60,32 @@ def test_scale_bench_with_ten_hollow_nodes() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--nodes", "10",
                           "--window", "2", "--timeout", "60"], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env=clean_env())
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    figures, ratios = _figures(out.stdout)
+    figures, ratios = bench_lines(out)
     assert figures["n10_nodes_connected"] == 10 and figures["n10_pods_running"] == 10, figures
     assert {"n10_server_rss_nodes", "n10_heartbeat_writes", "n10_pod_create_to_running_p99",
             "n10_reconnect_after_restart"} \
         <= set(figures)
     assert ratios == 1  # heartbeat writes stored / sent
+
+
+NETWORK_FIGURES = ("agent_extra_rss", "http_pod_ip_rate", "http_cluster_ip_rate",
+                   "http_cluster_ip_p99", "dns_dnsmasq_rate", "dns_node_dns_rate",
+                   "dns_node_dns_p99")
+
+
+@pytest.mark.skipif(shutil.which("dnsmasq") is None or shutil.which("nft") is None
+                    or os.geteuid() != 0,
+                    reason="needs root, nft and dnsmasq (scripts/setup.sh)")
+def test_network_bench_prints_its_figures() -> None:
+    """bench/network.py at a tiny size (10 Services, 1 s rounds): every line a figure or a
+    ratio, and the requests and queries all answered right."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "network.py"), "--services",
+                          "10", "--endpoints", "40", "--seconds", "1", "--rounds", "1",
+                          "--settle", "0.5"], capture_output=True, text=True, timeout=180,
+                         cwd=ROOT, env=clean_env())
+    figures, ratios = bench_lines(out)
+    assert set(NETWORK_FIGURES) <= set(figures), sorted(figures)
+    assert ratios == 5  # RSS / target, HTTP req/s and p99, DNS queries/s and p99
+    assert figures["services"] == 10
+    assert all(figures[f"{kind}_errors"] == 0 for kind in (
+        "http_pod_ip", "http_cluster_ip", "dns_dnsmasq", "dns_node_dns")), figures

@@ -8,7 +8,8 @@ on the node's address; sessionAffinity ClientIP sticks; an endpoint removed from
 gets no more traffic after the next load; a port with no endpoint is refused at once
 (ICMP port unreachable, so connect() fails fast, not a timeout); reloading replaces the table
 whole; deleting it stops service routing; a UDP flow to a removed endpoint moves to another
-once its conntrack entries are flushed (conntrack.py)."""
+once its conntrack entries are flushed (conntrack.py); a LoadBalancer's ingress address
+(ServiceLB: the node's IP) forwards the Service's port from the host."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from tests.integration.netns import netns_factory  # noqa: F401 - fixture
 pytestmark = pytest.mark.integration
 
 EPS = ("10.42.0.5", "10.42.0.6")
-CLUSTER_IP, UDP_IP, EMPTY_IP = "10.43.0.20", "10.43.0.21", "10.43.0.22"
+CLUSTER_IP, UDP_IP, EMPTY_IP, LB_IP = "10.43.0.20", "10.43.0.21", "10.43.0.22", "10.43.0.23"
+LB_PORT = 8081
 NODE_PORT = 30080
 
 _ECHO = textwrap.dedent("""
@@ -126,8 +128,13 @@ def test_cluster_ip_node_port_udp_affinity_and_removal(node):
     services = [_service("web", CLUSTER_IP, 80, type="NodePort",
                          port_extra={"nodePort": NODE_PORT}),
                 _service("dns", UDP_IP, 53, proto="UDP"),
-                _service("empty", EMPTY_IP, 80)]
-    slices = [_slice("web", EPS, 8080), _slice("dns", EPS, 5353, "UDP")]
+                _service("empty", EMPTY_IP, 80),
+                {**_service("lb", LB_IP, LB_PORT, type="LoadBalancer",
+                            port_extra={"nodePort": NODE_PORT + 1}),
+                 "status": {"loadBalancer": {"ingress": [{"ip": node.ns.ns_ip,
+                                                          "ipMode": "VIP"}]}}}]
+    slices = [_slice("web", EPS, 8080), _slice("dns", EPS, 5353, "UDP"),
+              _slice("lb", EPS, 8080)]
     node.load(services, slices)
 
     got = node.client(CLUSTER_IP, 80, n=40)
@@ -137,13 +144,14 @@ def test_cluster_ip_node_port_udp_affinity_and_removal(node):
     assert node.client("10.43.0.99", 80) == ["TimeoutError"]  # not a service: no rule at all
 
     # the node port, from the host to the node's address
-    def from_host() -> str:
-        with socket.create_connection((node.ns.ns_ip, NODE_PORT), timeout=3) as s:
+    def from_host(port: int = NODE_PORT) -> str:
+        with socket.create_connection((node.ns.ns_ip, port), timeout=3) as s:
             return s.recv(64).decode()
     assert {from_host() for _ in range(20)} <= set(EPS)
+    assert {from_host(LB_PORT) for _ in range(10)} <= set(EPS)  # the LoadBalancer's port
 
     # one endpoint goes: the next load routes to the other only
-    node.load(services, [_slice("web", EPS[:1], 8080), _slice("dns", EPS, 5353, "UDP")])
+    node.load(services, [_slice("web", EPS[:1], 8080), *slices[1:]])
     assert set(node.client(CLUSTER_IP, 80, n=20)) == {EPS[0]}
 
     # ClientIP affinity: one client address always gets the same endpoint

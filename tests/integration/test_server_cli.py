@@ -113,15 +113,15 @@ def test_disable_of_a_component_k3py_does_not_deploy_is_refused(tmp_path, how):
             str(free_port()), "--write-kubeconfig", str(tmp_path / "kc"), "--disable-agent"]
     env = {}
     if how == "flag":
-        args += ["--disable", "servicelb"]
+        args += ["--disable", "dns"]
     elif how == "env":
-        env["K3PY_DISABLE"] = "servicelb"
+        env["K3PY_DISABLE"] = "dns"
     else:
         cfg = tmp_path / "config.yaml"
-        cfg.write_text("disable:\n  - servicelb\n")
+        cfg.write_text("disable:\n  - dns\n")
         args += ["--config", str(cfg)]
     line = one_line_error(k3py(*args, env=env))
-    assert "--disable servicelb" in line and "remove 'servicelb'" in line, line
+    assert "--disable dns" in line and "remove 'dns'" in line, line
     assert {"flag": "command line", "env": "K3PY_DISABLE",
             "config file": "config file"}[how] in line, line
     assert not (tmp_path / "d").exists()

@@ -10,7 +10,12 @@ The cluster DNS IP and domain come from the kube-system/kube-dns Service the ser
 node's loopback, so pods reach it through their gateway and the node itself does too; that
 Service gets no service rules (there is nothing to forward to: every node answers itself).
 Without root, nft or a free port 53 on that IP, the part that cannot run logs why and the rest
-goes on."""
+goes on.
+
+ServiceLB (servicelb.py): the LoadBalancer ports something on this node already listens on are
+checked at each rebuild and every PORT_CHECK_SECONDS, kept out of the rules for this node's
+own address, and reported through `report_ports_in_use` (the Node annotation the server
+reads) whenever they change."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.network import proxy
@@ -27,6 +33,8 @@ from k3py.agent.network.dns import DNSServer, host_resolvers
 from k3py.agent.network.podnet import PodNetwork
 from k3py.agent.network.records import ClusterRecords
 from k3py.agent.network.routes import RouteTable, pod_cidrs
+from k3py.agent.network.servicelb import leave_out_taken, ports_in_use
+from k3py.api.servicelb import format_ports
 
 __all__ = ["NetworkManager", "DNS_DOMAIN_ANNOTATION", "NODE_LOCAL_ANNOTATION"]
 
@@ -35,17 +43,23 @@ log = logging.getLogger("k3py.network")
 DNS_DOMAIN_ANNOTATION = "k3py.io/cluster-domain"  # server/controllers/service.py writes them
 NODE_LOCAL_ANNOTATION = "k3py.io/node-local"
 DEBOUNCE_SECONDS = 0.2
+PORT_CHECK_SECONDS = 10.0
 
 
 class NetworkManager:
     def __init__(self, meta: MetaManager, *, node_name: str, cluster_id: str = "",
-                 dns_port: int = 53, pod_network: PodNetwork | None = None) -> None:
+                 dns_port: int = 53, pod_network: PodNetwork | None = None, node_ip: str = "",
+                 report_ports_in_use: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.meta = meta
         self.node_name = node_name
         self.podnet = pod_network  # None: pods stay on podman's default network
         self.routes = RouteTable()
         self.conntrack = Conntrack()
         self._ports: list[proxy.ServicePort] = []  # as the loaded rules route them
+        self.node_ip = node_ip
+        self.report_ports_in_use = report_ports_in_use
+        self.ports_in_use: set[tuple[str, int]] = set()
+        self._reported: str | None = None
         self.table = f"{proxy.TABLE}-{cluster_id}" if cluster_id else proxy.TABLE
         self.dns_port = dns_port
         self.records = ClusterRecords()
@@ -80,7 +94,11 @@ class NetworkManager:
 
     async def _loop(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), PORT_CHECK_SECONDS)
+            if not self._wake.is_set() and \
+                    self._check_ports(self.meta.objects("services")) == self.ports_in_use:
+                continue  # nothing changed; a listener came or went: rebuild
             await asyncio.sleep(DEBOUNCE_SECONDS)  # a burst of changes: one rebuild
             self._wake.clear()
             try:
@@ -112,8 +130,23 @@ class NetworkManager:
             if self.podnet.active:
                 await self._apply_routes(nodes)
         routed = [s for s in services if not _node_local(s)]
-        await self._apply_rules(proxy.service_ports(routed, slices, self.node_name),
-                                sorted({c for n in nodes for c in pod_cidrs(n)}))
+        ports = proxy.service_ports(routed, slices, self.node_name)
+        self.ports_in_use = self._check_ports(services)
+        leave_out_taken(ports, self.node_ip, self.ports_in_use)
+        await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}))
+        await self._report_ports()
+
+    def _check_ports(self, services: list[dict]) -> set[tuple[str, int]]:
+        return ports_in_use(services, self.node_ip) if self.node_ip else set()
+
+    async def _report_ports(self) -> None:
+        text = format_ports(self.ports_in_use)
+        if self.report_ports_in_use is not None and text != self._reported:
+            if text:
+                log.warning("LoadBalancer ports already in use on this node, not served "
+                            "here: %s", text)
+            await self.report_ports_in_use(text)
+            self._reported = text
 
     def _host_network(self, uid: str) -> bool:
         return any(((p.get("spec") or {}).get("hostNetwork") and

@@ -6,6 +6,8 @@ whole in one `nft -f` transaction at each change (no half-applied state, nothing
   endpoint at random (`numgen random`) and DNATs to it; with sessionAffinity ClientIP a client
   sticks to the endpoint it got for timeoutSeconds (a dynamic set per endpoint, as upstream).
 - NodePort (and LoadBalancer's node ports): `proto . nodePort` to a local address of the node.
+- LoadBalancer: the `status.loadBalancer.ingress` addresses (ipMode VIP) with the Service's
+  ports, like the node ports (K3s's ServiceLB lists node IPs there: servicelb.py).
 - externalTrafficPolicy Local: node ports reach only this node's endpoints (and keep the client
   address); internalTrafficPolicy Local: the ClusterIP only this node's endpoints.
 - Masquerade (mark, then masquerade in postrouting) what would not come back through this node
@@ -27,6 +29,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from k3py.agent.network.records import ready_endpoints
+from k3py.api.servicelb import ingress_ips
 
 __all__ = ["TABLE", "ServicePort", "service_ports", "build_ruleset", "apply", "delete",
            "NftError"]
@@ -60,6 +63,7 @@ class ServicePort:
     external_local: bool = False
     internal_local: bool = False
     affinity_seconds: int = 0  # sessionAffinity ClientIP timeout, 0 = none
+    lb_ips: list[str] = field(default_factory=list)  # LoadBalancer ingress addresses
     endpoints: list[Endpoint] = field(default_factory=list)
 
     @property
@@ -104,7 +108,9 @@ def service_ports(services: list[dict], slices: list[dict], node_name: str) -> l
                 if spec.get("type") in ("NodePort", "LoadBalancer") else 0,
                 external_local=spec.get("externalTrafficPolicy") == "Local",
                 internal_local=spec.get("internalTrafficPolicy") == "Local",
-                affinity_seconds=affinity)
+                affinity_seconds=affinity,
+                lb_ips=[ip for ip in ingress_ips(svc) if _is_v4(ip)]
+                if spec.get("type") == "LoadBalancer" else [])
             sp.endpoints = _endpoints(by_service.get((ns, name), []), sp, node_name)
             out.append(sp)
     return out
@@ -140,23 +146,28 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
     vmap_nodeports: list[str] = []
     rejects: list[str] = []
     chains: list[str] = []
+    seen: set[str] = set()  # an address and port twice (stale LoadBalancer status): first wins
     for sp in ports:
         cluster_eps = [e for e in sp.endpoints if e.local or not sp.internal_local]
         ext_eps = [e for e in sp.endpoints if e.local or not sp.external_local]
-        for ip in sp.cluster_ips:
+        for ip, chain, eps in [*((ip, "svc", cluster_eps) for ip in sp.cluster_ips),
+                               *((ip, "ext", ext_eps) for ip in sp.lb_ips)]:
             key = f"{ip} . {sp.protocol} . {sp.port}"
-            if cluster_eps:
-                vmap_ips.append(f"{key} : goto svc-{sp.id}")
+            if key in seen:
+                continue
+            seen.add(key)
+            if eps:
+                vmap_ips.append(f"{key} : goto {chain}-{sp.id}")
             else:
                 rejects.append(key)
         if cluster_eps:
             chains += _service_chain(f"svc-{sp.id}", sp, cluster_eps, bool(pod_cidrs),
                                      masquerade_all=masquerade_all)
-        if sp.node_port:
-            if ext_eps:
-                vmap_nodeports.append(f"{sp.protocol} . {sp.node_port} : goto ext-{sp.id}")
-                chains += _service_chain(f"ext-{sp.id}", sp, ext_eps, bool(pod_cidrs),
-                                         masquerade_all=not sp.external_local)
+        if sp.node_port and ext_eps:
+            vmap_nodeports.append(f"{sp.protocol} . {sp.node_port} : goto ext-{sp.id}")
+        if (sp.node_port or sp.lb_ips) and ext_eps:
+            chains += _service_chain(f"ext-{sp.id}", sp, ext_eps, bool(pod_cidrs),
+                                     masquerade_all=not sp.external_local)
     lines += [
         "  map service-ips {", "    type ipv4_addr . inet_proto . inet_service : verdict",
         *_elements(vmap_ips), "  }",

@@ -43,6 +43,7 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.endpointslice", "EndpointSliceController"),
     ("k3py.server.controllers.node", "NodeLifecycleController"),
     ("k3py.server.controllers.nodeipam", "NodeIPAMController"),
+    ("k3py.server.controllers.servicelb", "ServiceLBController"),
     ("k3py.server.controllers.podgc", "PodGCController"),
     ("k3py.server.controllers.tokencleaner", "TokenCleaner"),
     ("k3py.server.controllers.hpa", "HorizontalPodAutoscalerController"),

@@ -13,6 +13,7 @@ from k3py import PROGRAM, __version__
 from k3py.cli import flags, main
 from k3py.cli.flags import FLAGS, UsageError, agent_config, parse, server_config
 from k3py.config import AgentConfig, ServerConfig
+from k3py.server.bootstrap import disabled_controllers
 
 pytestmark = pytest.mark.unit
 
@@ -282,7 +283,6 @@ def test_usage_errors_are_one_line_exit_1(capsys, argv, words):
 # ---------------------------------------------------------------- not implemented: refused
 
 REFUSED = [  # (flag, value, words the one line must hold)
-    ("disable", "servicelb", ["--disable servicelb", "load balancer"]),
     ("disable", "dns", ["--disable dns", "DNS"]),
 ]
 
@@ -321,7 +321,7 @@ def test_unimplemented_flag_is_refused_from_the_config_file(tmp_path, flag, valu
 
 def test_refusal_names_the_source_that_won(tmp_path):
     cfg = write(tmp_path, "disable: [dns]\n")
-    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_DISABLE": "servicelb"}
+    env = {"K3PY_CONFIG_FILE": cfg, "K3PY_DISABLE": "dns"}
     with pytest.raises(UsageError, match="environment variable K3PY_DISABLE"):
         server_config([], env)
     with pytest.raises(UsageError, match="from --disable on the command line"):
@@ -353,7 +353,7 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 def test_disable_typo_is_still_a_bad_value():
     with pytest.raises(UsageError, match="expected components from ingress, local-storage, "
-                                         "metrics-server"):
+                                         "metrics-server, servicelb"):
         server_config(["--disable", "treafik"], {})
 
 
@@ -377,6 +377,13 @@ def test_disable_metrics_server_and_the_resolution():
     assert agent_config([], {"K3PY_METRICS_RESOLUTION": "500ms"}).metrics_resolution == 0.5
     with pytest.raises(UsageError, match="duration"):
         agent_config(["--metrics-resolution", "0"], {})
+
+
+def test_disable_servicelb_turns_its_controller_off():
+    config = server_config(["--disable", "servicelb"], {})
+    assert config.disable == ("servicelb",)
+    assert "ServiceLBController" in disabled_controllers(config)
+    assert "ServiceLBController" not in disabled_controllers(server_config([], {}))
 
 
 def test_disable_local_storage_and_its_path(tmp_path):
