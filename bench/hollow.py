@@ -77,8 +77,7 @@ class HollowNode:
         self.meta = MetaManager(str(Path(self.agent_dir) / "meta.db"))
         await self.meta.open()
         node = node_object(name=self.name, node_ip=self.host_ip, labels={"k3py.io/hollow": "true"},
-                           taints=[], runtime_version="hollow", data_dir=self.agent_dir,
-                           role="agent")
+                           taints=[], runtime_version="hollow", data_dir=self.agent_dir)
         self.hub = EdgeHub(server=self.server, ssl_context=ssl_context(creds), meta=self.meta,
                            session=self.session,
                            headers={NODE_PASSWORD_HEADER: node_password(self.agent_dir)},
