@@ -1,0 +1,150 @@
+"""The dashboard on a real server (--disable-agent): its page and assets with the CSP and
+caching headers and no credential; login with a cluster-admin service account's token sets an
+HttpOnly, SameSite=Strict, Secure session cookie; the API takes that cookie only with the
+X-K3py-Dashboard marker header; the tunnel route is authorized; a wrong token gets 401;
+logout ends the session; `--disable dashboard` leaves no /dashboard/ at all."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from http.cookies import SimpleCookie
+
+import aiohttp
+import pytest
+
+from tests.harness import ServerProcess
+from tests.integration.storeload import client_ssl
+
+pytestmark = pytest.mark.integration
+
+MARKER = {"X-K3py-Dashboard": "1"}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    server = ServerProcess(tmp_path_factory.mktemp("dashboard") / "srv")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def admin_token(srv: ServerProcess) -> str:
+    srv.kubectl("-n", "kube-system", "create", "serviceaccount", "dashboard-admin")
+    srv.kubectl("create", "clusterrolebinding", "dashboard-admin", "--clusterrole=cluster-admin",
+                "--serviceaccount=kube-system:dashboard-admin")
+    return srv.kubectl("-n", "kube-system", "create", "token", "dashboard-admin").stdout.strip()
+
+
+def _tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def _session() -> aiohttp.ClientSession:
+    # a dummy jar: the test sends the cookie itself, so that each request says what it carries
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_tls()),
+                                 cookie_jar=aiohttp.DummyCookieJar(),
+                                 timeout=aiohttp.ClientTimeout(total=15))
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_page_and_assets_need_no_credential_and_carry_csp(srv):
+    async def check() -> None:
+        async with await _session() as http:
+            async with http.get(srv.url + "/dashboard/") as r:
+                assert r.status == 200, await r.text()
+                assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+                assert r.headers["Cache-Control"] == "no-cache"
+                page = await r.text()
+            names = re.findall(r'(?:src|href)="([^"]+)"', page)
+            assert any(re.fullmatch(r"app\.[0-9a-f]{12}\.js", n) for n in names), page
+            for name in names:
+                async with http.get(srv.url + "/dashboard/" + name,
+                                    headers={"Accept-Encoding": "gzip"}) as r:
+                    assert r.status == 200, name
+                    assert r.headers["Content-Encoding"] == "gzip"
+                    assert "immutable" in r.headers["Cache-Control"]
+                    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+            async with http.get(srv.url + "/dashboard/no-such.js") as r:
+                assert r.status == 404
+                assert (await r.json())["reason"] == "NotFound"
+    run(check())
+
+
+def test_login_cookie_marker_and_logout(srv, admin_token):
+    async def check() -> None:
+        async with await _session() as http:
+            async with http.post(srv.url + "/dashboard/login", json={"token": "wrong"},
+                                 headers=MARKER) as r:
+                assert r.status == 401
+                assert (await r.json())["reason"] == "Unauthorized"
+            async with http.post(srv.url + "/dashboard/login", json={"token": admin_token}) as r:
+                assert r.status == 400  # no marker header: a cross-site form cannot log in
+            async with http.post(srv.url + "/dashboard/login", json={"token": admin_token},
+                                 headers=MARKER) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["user"] == "system:serviceaccount:kube-system:dashboard-admin"
+                raw = r.headers.getall("Set-Cookie")
+            morsel = SimpleCookie(raw[0])["k3py-dashboard"]
+            assert morsel["httponly"] and morsel["secure"]
+            assert morsel["samesite"] == "Strict" and morsel["path"] == "/"
+            cookie = {"Cookie": f"k3py-dashboard={morsel.value}"}
+            async with http.get(srv.url + "/api/v1/nodes", headers=cookie) as r:
+                assert r.status == 401  # the cookie alone, as a cross-site request sends it
+            async with http.get(srv.url + "/api/v1/nodes", headers={**cookie, **MARKER}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["kind"] == "NodeList"
+            async with http.get(srv.url + "/dashboard/api/tunnels",
+                                headers={**cookie, **MARKER}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json()) == {"nodes": {}}  # --disable-agent: no node
+            async with http.get(srv.url + "/dashboard/api/tunnels", headers=cookie) as r:
+                assert r.status == 401
+            async with http.post(srv.url + "/dashboard/logout", headers={**cookie, **MARKER}) as r:
+                assert r.status == 200
+                assert 'k3py-dashboard=""' in r.headers["Set-Cookie"]
+            async with http.get(srv.url + "/api/v1/nodes", headers={**cookie, **MARKER}) as r:
+                assert r.status == 401  # the session is gone on the server too
+    run(check())
+
+
+def test_a_user_without_node_access_is_refused_the_tunnels(srv):
+    srv.kubectl("-n", "default", "create", "serviceaccount", "nobody")
+    token = srv.kubectl("-n", "default", "create", "token", "nobody").stdout.strip()
+
+    async def check() -> None:
+        async with await _session() as http:
+            async with http.post(srv.url + "/dashboard/login", json={"token": token},
+                                 headers=MARKER) as r:
+                assert r.status == 200, await r.text()
+                sid = SimpleCookie(r.headers["Set-Cookie"])["k3py-dashboard"].value
+            headers = {"Cookie": f"k3py-dashboard={sid}", **MARKER}
+            for path in ("/dashboard/api/tunnels", "/api/v1/nodes"):
+                async with http.get(srv.url + path, headers=headers) as r:
+                    assert r.status == 403, path
+    run(check())
+
+
+def test_disable_dashboard_serves_no_dashboard(tmp_path):
+    server = ServerProcess(tmp_path / "off", extra_args=["--disable", "dashboard"])
+    try:
+        server.start()
+
+        async def check() -> None:
+            async with await _session() as http:
+                # the admin's client certificate, so that the answer is a 404, not a 401
+                for path in ("/dashboard/", "/dashboard/login"):
+                    async with http.get(server.url + path, ssl=client_ssl(server)) as r:
+                        assert r.status == 404, path
+        run(check())
+    finally:
+        server.stop()
