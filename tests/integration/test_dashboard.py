@@ -2,11 +2,16 @@
 caching headers and no credential; login with a cluster-admin service account's token sets an
 HttpOnly, SameSite=Strict, Secure session cookie; the API takes that cookie only with the
 X-K3py-Dashboard marker header; the tunnel route is authorized; a wrong token gets 401;
-logout ends the session; `--disable dashboard` leaves no /dashboard/ at all."""
+logout ends the session; `--disable dashboard` leaves no /dashboard/ at all. A real headless
+Chromium (Debian's, driven by selenium with Debian's chromedriver) logs in, sees the node list,
+sees a pod created with kubectl appear through the page's watch, and makes no request to any
+origin but the server's."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import ssl
 from http.cookies import SimpleCookie
@@ -14,7 +19,7 @@ from http.cookies import SimpleCookie
 import aiohttp
 import pytest
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, wait_for
 from tests.integration.storeload import client_ssl
 
 pytestmark = pytest.mark.integration
@@ -148,3 +153,63 @@ def test_disable_dashboard_serves_no_dashboard(tmp_path):
         run(check())
     finally:
         server.stop()
+
+
+_NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "browser-node"}}
+_POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen-live", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+
+
+def _chromium():
+    os.environ["SE_OFFLINE"] = "true"  # selenium must never fetch a browser or a driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--ignore-certificate-errors", "--window-size=1280,800"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def _requested_urls(driver) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def test_browser_logs_in_sees_nodes_and_a_pod_appear(srv, admin_token):
+    from selenium.webdriver.common.by import By
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_NODE))
+    driver = _chromium()
+    try:
+        driver.get(srv.url + "/dashboard/")
+        wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")
+        driver.find_element(By.ID, "token").send_keys(admin_token)
+        driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+        wait_for(lambda: "browser-node" in _text(driver, "nodes"), 15,
+                 what="browser-node in the page's node list")
+        assert "no tunnel" in _text(driver, "nodes")
+        driver.find_element(By.XPATH, "//nav/button[text()='Pods']").click()
+        wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pod table")
+        srv.kubectl("apply", "-f", "-", input=json.dumps(_POD))
+        wait_for(lambda: "seen-live" in _text(driver, "pods"), 15,
+                 what="the pod created with kubectl in the page (from its watch)")
+        driver.find_element(By.ID, "logout").click()
+        wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form again")
+        urls = _requested_urls(driver)
+        assert urls and all(u.startswith(srv.url + "/") for u in urls), \
+            f"requests left the server's origin: {[u for u in urls if not u.startswith(srv.url)]}"
+    finally:
+        driver.quit()
+        srv.kubectl("delete", "pod", "seen-live", "--wait=false", check=False)
+
+
+def _text(driver, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+    found = driver.find_elements(By.ID, element_id)
+    return found[0].text if found else ""
