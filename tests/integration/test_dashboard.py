@@ -1,7 +1,8 @@
 """The dashboard on a real server (--disable-agent): its page and assets with the CSP and
 caching headers and no credential; login with a cluster-admin service account's token sets an
 HttpOnly, SameSite=Strict, Secure session cookie; the API takes that cookie only with the
-X-K3py-Dashboard marker header; the tunnel route is authorized; a wrong token gets 401;
+X-K3py-Dashboard marker header; the tunnel route is authorized and shows a real agent's
+tunnel connected (since when) and then offline; a wrong token gets 401;
 logout ends the session; `--disable dashboard` leaves no /dashboard/ at all. A real headless
 Chromium (Debian's, driven by selenium with Debian's chromedriver) logs in, sees the node list,
 sees a pod created with kubectl appear through the page's watch, and makes no request to any
@@ -14,12 +15,15 @@ import json
 import os
 import re
 import ssl
+import subprocess
+import time
 from http.cookies import SimpleCookie
 
 import aiohttp
 import pytest
 
-from tests.harness import ServerProcess, wait_for
+from tests.harness import ServerProcess, clean_env, wait_for
+from tests.integration.agents import remove_podman_pods, stop_proc
 from tests.integration.storeload import client_ssl
 
 pytestmark = pytest.mark.integration
@@ -122,17 +126,45 @@ def test_login_cookie_marker_and_logout(srv, admin_token):
     run(check())
 
 
+async def _login(http: aiohttp.ClientSession, url: str, token: str) -> dict[str, str]:
+    """The headers the page sends after logging in with `token`."""
+    async with http.post(url + "/dashboard/login", json={"token": token}, headers=MARKER) as r:
+        assert r.status == 200, await r.text()
+        return {"Cookie": f"k3py-dashboard={SimpleCookie(r.headers['Set-Cookie'])['k3py-dashboard'].value}",
+                **MARKER}
+
+
+def test_tunnels_show_an_agent_connected_then_offline(srv, admin_token, tmp_path):
+    node = "dash-edge"
+    before = time.time()
+    with open(tmp_path / "agent.log", "wb") as log:
+        proc = subprocess.Popen(srv.agent_command(tmp_path / "agent", node), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=clean_env())
+
+    async def tunnel() -> dict:
+        async with await _session() as http:
+            headers = await _login(http, srv.url, admin_token)
+            async with http.get(srv.url + "/dashboard/api/tunnels", headers=headers) as r:
+                assert r.status == 200, await r.text()
+                return (await r.json())["nodes"].get(node, {})
+    try:
+        wait_for(lambda: run(tunnel()).get("connected"), 30, 0.3, f"{node}'s tunnel connected")
+        assert before <= run(tunnel())["connectedSince"] <= time.time()
+        stop_proc(proc)
+        wait_for(lambda: run(tunnel()) == {"connected": False, "connectedSince": None}, 15, 0.3,
+                 f"{node}'s tunnel offline once its agent stopped")
+    finally:
+        stop_proc(proc)
+        remove_podman_pods(node)
+        srv.kubectl("delete", "node", node, "--wait=false", check=False)
+
 def test_a_user_without_node_access_is_refused_the_tunnels(srv):
     srv.kubectl("-n", "default", "create", "serviceaccount", "nobody")
     token = srv.kubectl("-n", "default", "create", "token", "nobody").stdout.strip()
 
     async def check() -> None:
         async with await _session() as http:
-            async with http.post(srv.url + "/dashboard/login", json={"token": token},
-                                 headers=MARKER) as r:
-                assert r.status == 200, await r.text()
-                sid = SimpleCookie(r.headers["Set-Cookie"])["k3py-dashboard"].value
-            headers = {"Cookie": f"k3py-dashboard={sid}", **MARKER}
+            headers = await _login(http, srv.url, token)
             for path in ("/dashboard/api/tunnels", "/api/v1/nodes"):
                 async with http.get(srv.url + path, headers=headers) as r:
                     assert r.status == 403, path
