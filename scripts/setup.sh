@@ -3,12 +3,12 @@
 # Python packages (the project itself, editable, with test extras) and the Debian packages
 # that integration tests use (postgresql: tests/pg.py starts throwaway clusters from its
 # binaries in /usr/lib/postgresql/<version>/bin; dnsmasq-base: the dnsmasq binary only, no
-# system service on port 53, the DNS peer of bench/network.py). Safe to run again; does nothing
-# that is already done.
+# system service on port 53, the DNS peer of bench/network.py; chromium and chromium-driver:
+# the dashboard's browser test). Safe to run again; does nothing that is already done.
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables conntrack postgresql zstd dnsmasq-base}"
+APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables conntrack postgresql zstd dnsmasq-base chromium chromium-driver}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -35,7 +35,7 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
 fi
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c 'import k3py, aiohttp, apsw, asyncpg, amqtt, paho.mqtt, dns.message, pytest, pytest_timeout, kubernetes, importlinter, helm_python' 2>/dev/null || \
+if ! "$PY" -c 'import k3py, aiohttp, apsw, asyncpg, amqtt, paho.mqtt, dns.message, pytest, pytest_timeout, kubernetes, importlinter, helm_python, selenium' 2>/dev/null || \
    ! command -v kubectl >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 fi

@@ -239,7 +239,7 @@ _NOT_YET_COMPONENTS = {
     "dns": "k3py deploys no cluster DNS",
 }
 # The components k3py deploys, each read from ServerConfig.disable by its deployer.
-_COMPONENTS = ("ingress", "local-storage", "metrics-server", "servicelb")
+_COMPONENTS = ("dashboard", "ingress", "local-storage", "metrics-server", "servicelb")
 # K3s's names of the same components, read as k3py's
 _COMPONENT_ALIASES = {"traefik": "ingress"}
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from k3py.api import ingress as ingress_addon
 from k3py.hostinfo import machine_secret
-from k3py.server import admission, crds, metrics
+from k3py.server import admission, crds, dashboard, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain
@@ -158,7 +158,8 @@ def install_metrics(api: ApiServer, informers: InformerFactory,
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config,
                    informers: InformerFactory, issuer: TokenIssuer,
                    usage: metrics.UsageStore | None = None) -> None:
-    """Routes that are not Kubernetes resources (the node tunnel) go before the catch-all."""
+    """Routes that are not Kubernetes resources (the node tunnel, the dashboard) go before the
+    catch-all."""
     nodeauth.install_from_config(app, config, registry)
     hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
                    authorizer=api.authorizer,
@@ -166,6 +167,8 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    usage=usage)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
+    if dashboard.ADDON not in config.disable:
+        dashboard.install(app, api, hub.sessions)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()

@@ -59,32 +59,40 @@ def _subject_from_peercert(cert: dict) -> User | None:
 
 
 class Authenticator:
-    """Maps a request to a User. Token authenticators are pluggable (node and SA tokens)."""
+    """Maps a request to a User. Token authenticators are pluggable (node and SA tokens);
+    `cookie_authenticator` (the dashboard's sessions, k3py.server.dashboard) is asked only
+    for a request with neither a bearer token nor a client certificate."""
 
     def __init__(self) -> None:
         self._static_tokens: dict[str, User] = {}
         self.token_authenticators: list[Callable[[str], User | None]] = []
+        self.cookie_authenticator: Callable[[web.Request], User | None] | None = None
 
     def add_token(self, token: str, user: User) -> None:
         self._static_tokens[token] = user
 
+    def authenticate_token(self, token: str) -> User | None:
+        """The user a bearer token stands for, or None."""
+        for known, user in self._static_tokens.items():
+            if hmac.compare_digest(known, token):
+                return user
+        for fn in self.token_authenticators:
+            user = fn(token)
+            if user is not None:
+                return user
+        return None
+
     def authenticate(self, request: web.Request) -> User | None:
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
-            token = auth[7:].strip()
-            for known, user in self._static_tokens.items():
-                if hmac.compare_digest(known, token):
-                    return user
-            for fn in self.token_authenticators:
-                user = fn(token)
-                if user is not None:
-                    return user
-            return None
+            return self.authenticate_token(auth[7:].strip())
         transport = request.transport
         if transport is not None:
             cert = transport.get_extra_info("peercert")
             if cert:
                 return _subject_from_peercert(cert)
+        if self.cookie_authenticator is not None:
+            return self.cookie_authenticator(request)
         return None
 
 

@@ -50,6 +50,7 @@ class NodeSession:
     ws: web.WebSocketResponse | None = None
     streams: dict[str, asyncio.Queue] = field(default_factory=dict)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    connected_since: float | None = None  # wall-clock time the current websocket opened
 
     @property
     def connected(self) -> bool:
@@ -135,6 +136,7 @@ class TunnelHandler:
         if session.connected:
             await session.ws.close(code=4000, message=b"replaced by a newer connection")
         session.ws = ws
+        session.connected_since = time.time()
         session.queue.link_reset()  # resume: everything unACKed goes again, in order
         log.info("node %s connected (%s)", node, "resume" if resume else "full sync")
         if not resume:
@@ -158,6 +160,7 @@ class TunnelHandler:
                 await writer
             if session.ws is ws:
                 session.ws = None
+                session.connected_since = None
                 nodestreams.tunnel_lost(session)
             log.info("node %s disconnected", node)
         return ws

@@ -352,8 +352,8 @@ def test_agent_ignores_server_only_keys_of_a_shared_config_file(tmp_path):
 
 
 def test_disable_typo_is_still_a_bad_value():
-    with pytest.raises(UsageError, match="expected components from ingress, local-storage, "
-                                         "metrics-server, servicelb"):
+    with pytest.raises(UsageError, match="expected components from dashboard, ingress, "
+                                         "local-storage, metrics-server, servicelb"):
         server_config(["--disable", "treafik"], {})
 
 

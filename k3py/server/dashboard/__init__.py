@@ -1,0 +1,124 @@
+"""The web dashboard served by `k3py server` under /dashboard/ on the API port (off with
+`--disable dashboard`); see docs/dashboard.md.
+
+Static assets (assets.py) need no credential: they hold no data. The page's data calls go to
+the ordinary API, authenticated by the login cookie (logins.py) and authorized as that user;
+the one dashboard-only data route, /dashboard/api/tunnels (each node's tunnel state from
+CloudHub's sessions), is authorized as `list nodes`. Installed by bootstrap.install_routes,
+before the API's catch-all route."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from k3py.api import errors
+from k3py.server.apiserver.app import ApiServer
+from k3py.server.apiserver.negotiation import json_response
+from k3py.server.dashboard.assets import Asset, load_assets
+from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker
+from k3py.server.edge.sessions import NodeSession
+
+__all__ = ["ADDON", "PREFIX", "install"]
+
+ADDON = "dashboard"  # its --disable name
+PREFIX = "/dashboard/"
+_CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+_SECURITY_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
+                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+def _asset_response(request: web.Request, asset: Asset) -> web.Response:
+    headers = dict(_SECURITY_HEADERS)
+    headers["Cache-Control"] = "public, max-age=31536000, immutable" if asset.immutable \
+        else "no-cache"
+    headers["Vary"] = "Accept-Encoding"
+    headers["Content-Type"] = asset.content_type
+    body = asset.body
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        body = asset.gzipped
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+class Dashboard:
+    """The dashboard's routes over one ApiServer and CloudHub's node sessions."""
+
+    def __init__(self, api: ApiServer, sessions: Mapping[str, NodeSession]) -> None:
+        self.api = api
+        self.node_sessions = sessions
+        self.logins = LoginSessions()
+        self.assets = load_assets()
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        if request.path == PREFIX.rstrip("/"):
+            raise web.HTTPFound(PREFIX)
+        return _asset_response(request, self.assets["index.html"])
+
+    async def asset(self, request: web.Request) -> web.StreamResponse:
+        asset = self.assets.get(request.match_info["name"])
+        if asset is None:
+            raise errors.StatusError(404, "NotFound",
+                                     "the server could not find the requested resource")
+        return _asset_response(request, asset)
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """Body {"token": "..."}: a bearer token the API accepts, not a node's."""
+        if not has_marker(request):
+            raise errors.bad_request("a dashboard login needs the X-K3py-Dashboard: 1 header")
+        peer = request.remote or ""
+        if self.api.auth_failures.blocked(peer, time.monotonic()):
+            raise errors.too_many_requests("too many failed authentication attempts from this "
+                                           "address; try again later")
+        try:
+            body = await request.json()
+        except ValueError as e:
+            raise errors.bad_request(f"the login body is not JSON: {e}") from None
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token.strip():
+            raise errors.bad_request('the login body needs a "token" string')
+        user = self.api.authenticator.authenticate_token(token.strip())
+        if user is None:
+            self.api.auth_failures.failed(peer, "dashboard bearer token", time.monotonic())
+            raise errors.unauthorized()
+        if user.node_name is not None:
+            raise errors.forbidden("a node's credential cannot log in to the dashboard")
+        response = json_response({"user": user.name, "groups": list(user.groups)})
+        response.set_cookie(COOKIE, self.logins.open(user), path="/", secure=True,
+                            httponly=True, samesite="Strict", max_age=int(self.logins.ttl))
+        return response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        if not has_marker(request):
+            raise errors.bad_request("a dashboard logout needs the X-K3py-Dashboard: 1 header")
+        sid = request.cookies.get(COOKIE)
+        if sid:
+            self.logins.close(sid)
+        response = json_response(errors.status_success())
+        response.del_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
+        return response
+
+    async def tunnels(self, request: web.Request) -> web.StreamResponse:
+        """{"nodes": {name: {"connected": bool, "connectedSince": epoch seconds | null}}}."""
+        user = self.api.authenticator.authenticate(request)
+        if user is None:
+            raise errors.unauthorized()
+        self.api.authorizer.authorize(user, "list", "", "nodes", None)
+        return json_response({"nodes": {
+            name: {"connected": s.connected,
+                   "connectedSince": s.connected_since if s.connected else None}
+            for name, s in self.node_sessions.items()}})
+
+
+def install(app: web.Application, api: ApiServer, sessions: Mapping[str, NodeSession]) -> None:
+    """Serve the dashboard and let the API accept its login cookie."""
+    dashboard = Dashboard(api, sessions)
+    api.authenticator.cookie_authenticator = dashboard.logins.authenticate
+    app.router.add_get(PREFIX.rstrip("/"), dashboard.index)
+    app.router.add_get(PREFIX, dashboard.index)
+    app.router.add_post(PREFIX + "login", dashboard.login)
+    app.router.add_post(PREFIX + "logout", dashboard.logout)
+    app.router.add_get(PREFIX + "api/tunnels", dashboard.tunnels)
+    app.router.add_get(PREFIX + "{name:.+}", dashboard.asset)

@@ -1,0 +1,78 @@
+"""Dashboard login sessions: a random id in an HttpOnly, SameSite=Strict, Secure cookie stands
+for the user whose bearer token logged in; the id maps to that user in memory only, for at
+most `ttl` seconds, and at most `max_sessions` at once (the oldest go first).
+
+The API accepts the cookie (through Authenticator.cookie_authenticator) only on a request that
+carries MARKER_HEADER, which a page of another origin cannot set without a CORS preflight the
+server never grants: that, with SameSite=Strict, keeps other sites from riding the session
+(CSRF). The login and logout routes that open and close sessions are in __init__.py."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiohttp import web
+
+from k3py.server.apiserver.auth import User
+
+__all__ = ["COOKIE", "MARKER_HEADER", "LoginSessions", "has_marker"]
+
+COOKIE = "k3py-dashboard"
+MARKER_HEADER = "X-K3py-Dashboard"
+
+
+def has_marker(request: web.Request) -> bool:
+    return request.headers.get(MARKER_HEADER) == "1"
+
+
+class LoginSessions:
+    """Session id -> (user, expiry), oldest first."""
+
+    def __init__(self, ttl: float = 8 * 3600, max_sessions: int = 1000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._sessions: OrderedDict[str, tuple[User, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(self, user: User) -> str:
+        now = self._clock()
+        self._drop_expired(now)
+        while len(self._sessions) >= self.max_sessions:
+            self._sessions.popitem(last=False)
+        sid = secrets.token_urlsafe(32)
+        self._sessions[sid] = (user, now + self.ttl)
+        return sid
+
+    def close(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+
+    def user(self, sid: str) -> User | None:
+        entry = self._sessions.get(sid)
+        if entry is None:
+            return None
+        user, expires = entry
+        if self._clock() >= expires:
+            del self._sessions[sid]
+            return None
+        return user
+
+    def authenticate(self, request: web.Request) -> User | None:
+        """The cookie's user, for a request with the marker header (else None)."""
+        sid = request.cookies.get(COOKIE)
+        if not sid or not has_marker(request):
+            return None
+        return self.user(sid)
+
+    def _drop_expired(self, now: float) -> None:
+        while self._sessions:
+            sid, (_, expires) = next(iter(self._sessions.items()))
+            if expires > now:
+                return
+            del self._sessions[sid]

@@ -1,0 +1,53 @@
+"""The dashboard's packaged assets: none names another origin (the page must work air-gapped
+under `default-src 'self'`), scripts and stylesheets get hashed names that the files naming
+them are rewritten to, and a name inside a library's code is left alone."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from k3py.server.dashboard.assets import build_assets, load_assets
+
+pytestmark = pytest.mark.unit
+
+# XML namespace names in preact's source: identifiers compared as strings, never fetched
+_NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1998/Math/MathML",
+               "http://www.w3.org/1999/xhtml"}
+_URL = re.compile(rb"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"'`)]*")
+
+
+def test_no_asset_names_another_origin():
+    for name, asset in load_assets().items():
+        if "LICENSE" in name or name.endswith(".json"):
+            continue  # licence text and the vendor manifest are never loaded by the page
+        urls = {u.decode() for u in _URL.findall(asset.body)} - _NAMESPACES
+        assert not urls, f"{name} names another origin: {sorted(urls)}"
+
+
+def test_packaged_assets_are_complete_and_hashed():
+    assets = load_assets()
+    page = assets["index.html"].body.decode()
+    app = next(n for n in assets if re.fullmatch(r"app\.[0-9a-f]{12}\.js", n))
+    assert f'src="{app}"' in page and not assets["index.html"].immutable
+    assert assets[app].immutable
+    code = assets[app].body.decode()
+    for lib in ("preact", "htm"):
+        vendored = next(n for n in assets if re.fullmatch(rf"vendor/{lib}\.[0-9a-f]{{12}}\.mjs", n))
+        assert f'"./{vendored}"' in code
+    assert {"vendor/LICENSE.preact", "vendor/LICENSE.htm"} <= set(assets)
+
+
+def test_only_quoted_references_are_rewritten():
+    assets = build_assets({"style.css": b"p{}", "lib.js": b'x.style.cssText="";',
+                           "index.html": b'<link href="style.css"><script src="./lib.js">'})
+    lib = next(n for n in assets if n.startswith("lib."))
+    assert assets[lib].body == b'x.style.cssText="";'
+    css = next(n for n in assets if n.startswith("style."))
+    assert assets["index.html"].body == f'<link href="{css}"><script src="./{lib}">'.encode()
+
+
+def test_a_reference_cycle_is_an_error():
+    with pytest.raises(ValueError, match="cycle"):
+        build_assets({"a.js": b'import "./b.js"', "b.js": b'import "./a.js"'})

@@ -1,0 +1,45 @@
+"""Dashboard login sessions: they expire, are bounded in count (oldest dropped first), and
+close on logout."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3py.server.apiserver.auth import User
+from k3py.server.dashboard.logins import LoginSessions
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_expires():
+    clock = Clock()
+    logins = LoginSessions(ttl=60, clock=clock)
+    sid = logins.open(User("alice"))
+    assert logins.user(sid) == User("alice")
+    clock.now += 60
+    assert logins.user(sid) is None
+    assert len(logins) == 0
+
+
+def test_sessions_are_bounded_oldest_first():
+    logins = LoginSessions(max_sessions=2, clock=Clock())
+    first, second, third = (logins.open(User(n)) for n in ("a", "b", "c"))
+    assert logins.user(first) is None
+    assert logins.user(second) == User("b") and logins.user(third) == User("c")
+    assert len(logins) == 2
+
+
+def test_logout_closes_only_its_session():
+    logins = LoginSessions(clock=Clock())
+    mine, other = logins.open(User("a")), logins.open(User("b"))
+    logins.close(mine)
+    logins.close("never-issued")
+    assert logins.user(mine) is None and logins.user(other) == User("b")
