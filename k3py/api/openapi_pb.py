@@ -140,6 +140,8 @@ _pool.Add(_file_descriptor())
 _classes = {name: message_factory.GetMessageClass(
     _pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in _MESSAGES}
 Document = _classes["Document"]
+_REPEATED = {(name, f[0]) for name, fields in _MESSAGES.items() for f in fields
+             if len(f) > 3 and f[3]}
 
 # swagger key -> proto field of the messages filled field by field
 _SCHEMA_KEYS = {"$ref": "_ref", "multipleOf": "multiple_of", "exclusiveMaximum":
@@ -175,13 +177,14 @@ def _fill(msg: Any, node: dict, special: dict) -> None:
         if field not in fields:
             continue
         fd = fields[field]
+        repeated = (msg.DESCRIPTOR.name, field) in _REPEATED
         if fd.message_type is not None and fd.message_type.name == "Any":
-            if fd.is_repeated:
+            if repeated:
                 for v in value:
                     _any(getattr(msg, field).add(), v)
             else:
                 _any(getattr(msg, field), value)
-        elif fd.is_repeated:
+        elif repeated:
             getattr(msg, field).extend(value)
         else:
             setattr(msg, field, value)
