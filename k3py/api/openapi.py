@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 
+from k3py.api import openapi_pb
 from k3py.api import schema as schemalib
 from k3py.api.resources import Resource
 
-__all__ = ["openapi_v2", "openapi_v3_index", "openapi_v3_group_version", "schema_name",
+__all__ = ["openapi_v2", "openapi_v2_protobuf", "openapi_v3_index", "openapi_v3_group_version", "schema_name",
            "v3_path"]
 
 _OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
@@ -311,24 +312,40 @@ def _cached(key: tuple, build: Any) -> Any:
     return value
 
 
-def openapi_v2(resources: list[Resource], generation: int = 0) -> bytes:
-    """The swagger 2.0 document (JSON bytes) of every served resource."""
-    resources = list(resources)
-
-    def build() -> bytes:
+def _v2_document(resources: list[Resource], generation: int) -> dict:
+    def build() -> dict:
         paths: dict[str, dict] = {}
         for r in resources:
             paths.update(_paths(r, v3=False))
         defs = _all_definitions(resources)
-        doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.37.1"},
-               "paths": dict(sorted(paths.items())), "definitions": defs,
-               "securityDefinitions": {"BearerToken": {
-                   "description": "Bearer Token authentication", "type": "apiKey",
-                   "name": "authorization", "in": "header"}},
-               "security": [{"BearerToken": []}]}
-        return orjson.dumps(doc)
+        return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.37.1"},
+                "paths": dict(sorted(paths.items())), "definitions": defs,
+                "securityDefinitions": {"BearerToken": {
+                    "description": "Bearer Token authentication", "type": "apiKey",
+                    "name": "authorization", "in": "header"}},
+                "security": [{"BearerToken": []}]}
 
-    return _cached(("v2", generation, _fingerprint(resources)), build)
+    return _cached(("v2doc", generation, _fingerprint(resources)), build)
+
+
+def openapi_v2(resources: list[Resource], generation: int = 0) -> bytes:
+    """The swagger 2.0 document (JSON bytes) of every served resource."""
+    resources = list(resources)
+    return _cached(("v2", generation, _fingerprint(resources)),
+                   lambda: orjson.dumps(_v2_document(resources, generation)))
+
+
+def openapi_v2_protobuf(resources: list[Resource], generation: int = 0) -> tuple[bytes, str]:
+    """The same document as the gnostic protobuf kubectl asks for when a kind is missing from
+    the v3 index (`kind: List`), and older kubectl always; with its ETag (upstream's: the
+    quoted upper-case hex SHA-512 of the body)."""
+    resources = list(resources)
+
+    def build() -> tuple[bytes, str]:
+        body = openapi_pb.encode(_v2_document(resources, generation))
+        return body, f'"{hashlib.sha512(body).hexdigest().upper()}"'
+
+    return _cached(("v2pb", generation, _fingerprint(resources)), build)
 
 
 def v3_path(group: str, version: str) -> str:

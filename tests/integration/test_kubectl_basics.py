@@ -112,6 +112,39 @@ def test_apply_deployment_reapply_and_scale(server):
     server.kubectl("delete", "deploy", "web")
 
 
+LIST = """
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed}
+  data: {a: "1"}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: listed}
+  spec:
+    selector: {matchLabels: {app: listed}}
+    template:
+      metadata: {labels: {app: listed}}
+      spec:
+        containers: [{name: c, image: busybox:1.36}]
+"""
+
+
+def test_apply_list_validates_with_openapi_v2_protobuf(server):
+    # kind List is not in the v3 index: kubectl validates it with the v2 protobuf document
+    out = server.kubectl("apply", "-f", "-", input=LIST).stdout
+    assert "configmap/listed created" in out and "deployment.apps/listed created" in out
+    assert server.kubectl_json("get", "cm", "listed")["data"] == {"a": "1"}
+    server.kubectl("get", "deploy", "listed")
+    bad = LIST.replace('data: {a: "1"}', 'data: {a: "1"}\n  bogus: 1')
+    err = server.kubectl("apply", "--validate=strict", "-f", "-", input=bad, check=False)
+    assert err.returncode == 1
+    assert 'unknown field "bogus"' in err.stderr and "error validating" in err.stderr
+    server.kubectl("delete", "-f", "-", input=LIST)
+
+
 def test_create_duplicate_is_already_exists(server):
     server.kubectl("create", "namespace", "dup")
     err = server.kubectl("create", "namespace", "dup", check=False)

@@ -143,7 +143,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             doc = api.discovery.aggregated(core=False, api_version=_agg_version(agg))
             return _aggregated_response(doc, agg)
         return json_response(api.discovery.api_group_list())
-    if path.startswith("/openapi/"):
+    if path.startswith("/openapi/") or path == _SWAGGER_PB:
         return await _openapi(request, api)
     parts = [p for p in path.split("/") if p]
     if len(parts) == 2 and parts[0] == "apis":
@@ -186,7 +186,7 @@ def _is_non_resource(path: str) -> bool:
     `/apis/<g>`, `/apis/<g>/<v>`), OpenAPI: authorized as non-resource paths before anything
     else is looked at, as upstream."""
     parts = [p for p in path.split("/") if p]
-    if path.startswith("/openapi") or not parts:
+    if path.startswith("/openapi") or path == _SWAGGER_PB or not parts:
         return True
     return parts[0] == "api" and len(parts) <= 2 or parts[0] == "apis" and len(parts) <= 3
 
@@ -252,13 +252,30 @@ def _aggregated_response(doc: dict, content_type: str) -> web.Response:
     return web.Response(body=json_body(doc), headers={"Content-Type": content_type})
 
 
+_SWAGGER_PB = "/swagger-2.0.0.pb-v1"  # the older path of the same protobuf, which kubectl tries
+
+
+def _openapi_v2_protobuf(request: web.Request, resources: list, gen: int) -> web.Response:
+    """The gnostic protobuf of the v2 document, with upstream's ETag and 304 on a match."""
+    from k3py.api import openapi, openapi_pb
+    body, etag = openapi.openapi_v2_protobuf(resources, gen)
+    headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "no-cache, private"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers={**headers, "Content-Type": openapi_pb.CONTENT_TYPE})
+
+
 async def _openapi(request: web.Request, api: ApiServer) -> web.Response:
-    from k3py.api import openapi
+    from k3py.api import openapi, openapi_pb
     path = request.path
     gen = api.resources.generation
     resources = list(api.resources)
+    if path == _SWAGGER_PB:
+        return _openapi_v2_protobuf(request, resources, gen)
     if path == "/openapi/v2":
         accept = request.headers.get("Accept", "")
+        if any(t in accept for t in openapi_pb.ACCEPTED):
+            return _openapi_v2_protobuf(request, resources, gen)
         if "protobuf" in accept and "json" not in accept:
             raise errors.not_acceptable("only application/json is served")
         return web.Response(body=openapi.openapi_v2(resources, gen),

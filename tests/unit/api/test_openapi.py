@@ -7,8 +7,9 @@ import json
 from dataclasses import replace
 
 import pytest
+import yaml
 
-from k3py.api import openapi
+from k3py.api import openapi, openapi_pb
 from k3py.api.resources import BUILTIN_RESOURCES, Resource
 from k3py.api.schema import definitions
 
@@ -120,3 +121,34 @@ def test_cache_follows_the_resource_set():
     assert openapi.openapi_v3_index(rs, 7) is first
     changed = rs[:-1] + [replace(WIDGET, extra={"schema": {"type": "object"}})]
     assert openapi.openapi_v3_index(changed, 7) is not first
+
+
+def test_v2_protobuf_decodes_to_the_json_document():
+    body, etag = openapi.openapi_v2_protobuf(resources(), 1)
+    assert etag.startswith('"') and len(etag) == 130
+    doc = openapi_pb.Document.FromString(body)
+    assert doc.swagger == "2.0" and doc.info.title == "Kubernetes"
+    defs = {d.name: d.value for d in doc.definitions.additional_properties}
+    as_json = json.loads(openapi.openapi_v2(resources(), 1))
+    assert set(defs) == set(as_json["definitions"])
+    for name, gvk in ((POD, {"group": "", "kind": "Pod", "version": "v1"}),
+                      ("io.k8s.api.apps.v1.Deployment",
+                       {"group": "apps", "kind": "Deployment", "version": "v1"}),
+                      ("com.example.v1.Widget",
+                       {"group": "example.com", "kind": "Widget", "version": "v1"})):
+        ext = {e.name: yaml.safe_load(e.value.yaml) for e in defs[name].vendor_extension}
+        assert ext["x-kubernetes-group-version-kind"] == [gvk]
+    props = {p.name: p.value for p in defs[POD].properties.additional_properties}
+    assert props["spec"]._ref == "#/definitions/io.k8s.api.core.v1.PodSpec"
+    assert list(defs["io.k8s.api.core.v1.ConfigMap"].type.value) == ["object"]
+    data = {p.name: p.value for p in defs["io.k8s.api.core.v1.ConfigMap"]
+            .properties.additional_properties}["data"]
+    assert list(data.additional_properties.schema.type.value) == ["string"]
+    containers = {p.name: p.value for p in defs["io.k8s.api.core.v1.PodSpec"]
+                  .properties.additional_properties}["containers"]
+    assert containers.items.schema[0]._ref == "#/definitions/io.k8s.api.core.v1.Container"
+    paths = {p.name: p.value for p in doc.paths.path}
+    patch = paths["/api/v1/namespaces/{namespace}/pods/{name}"].patch
+    assert "application/strategic-merge-patch+json" in patch.consumes
+    assert any(p.parameter.non_body_parameter.query_parameter_sub_schema.name
+               == "fieldValidation" for p in patch.parameters)
