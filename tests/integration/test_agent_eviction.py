@@ -135,7 +135,9 @@ def sides(tmp_path):
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed")
     build_test_image(tmp_path / "busybox.tar")
-    evict = Side(tmp_path, "evict", ["--node-eviction-timeout", str(EVICT_AFTER)])
+    # two clusters on one host: each its own pod CIDR (their pod bridges cannot share a subnet)
+    evict = Side(tmp_path, "evict", ["--node-eviction-timeout", str(EVICT_AFTER),
+                                     "--cluster-cidr", "10.52.0.0/16"])
     keep = Side(tmp_path, "keep", [])
     try:
         for s in (evict, keep):

@@ -138,7 +138,7 @@ async def test_rbac_and_chains_are_per_server(tmp_path):
                 ("mutate", "ServiceAllocation"), ("mutate", "ServiceAccount"),
                 ("mutate", "PodSecurity"), ("mutate", "DefaultStorageClass"),
                 ("validate", "CustomResourceValidation"), ("validate", "NodeRestriction"),
-                ("validate", "RBACEscalation"),
+                ("validate", "RBACEscalation"), ("update-check", "PodSecurity"),
                 ("convert", "CustomResourceConversion"), ("after-delete", "ServiceRelease")]
         assert a.running.registry.admission is not b.running.registry.admission
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from k3py.agent.lifecycle import qos_class
 from k3py.agent.pods.inspects import container_state, k8s_time, label_of
 from k3py.agent.pods.restarts import Plan, RestartState
+from k3py.agent.runtime.podman import ip_address
 
 __all__ = ["phase_of", "pod_network", "pod_status"]
 
@@ -38,7 +39,7 @@ def pod_network(pod: dict, containers: list[dict], host_ip: str) -> tuple[dict[s
         if cname:
             by_name[cname] = c
         if c.get("IsInfra") or (not pod_ip and cname):
-            ip = (c.get("NetworkSettings") or {}).get("IPAddress") or ""
+            ip = ip_address(c.get("NetworkSettings") or {})
             pod_ip = pod_ip or ip
     if (pod.get("spec") or {}).get("hostNetwork"):
         pod_ip = host_ip
