@@ -120,6 +120,10 @@ class NodeIPAMController(Controller):
                                ctx.extra.get("cluster_cidr", ctx.config.cluster_cidr), mask)]
         self.node_res = ctx.resource("", "nodes")
         self._held: dict[str, list[str]] = {}  # node name -> the CIDRs it holds
+        # Nodes told the range is full: retried on their timer or when a CIDR is freed, not at
+        # each of their status updates (at 1,000 nodes in a /16 of /24s that was an Event
+        # write per heartbeat)
+        self._full: set[str] = set()
 
     def setup(self) -> None:
         self.nodes = self.ctx.informers.informer("", "nodes")
@@ -129,6 +133,7 @@ class NodeIPAMController(Controller):
         obj = new or old or {}
         name = (obj.get("metadata") or {}).get("name") or ""
         if etype == "DELETED":
+            self._full.discard(name)
             freed = self._held.pop(name, [])
             for cidr in freed:
                 for a in self.allocators:
@@ -140,8 +145,9 @@ class NodeIPAMController(Controller):
             return
         cidrs = _pod_cidrs(obj)
         if cidrs:
+            self._full.discard(name)
             self._hold(name, cidrs)
-        else:
+        elif name not in self._full:
             self.enqueue(name)
 
     def _hold(self, name: str, cidrs: list[str]) -> None:
@@ -162,12 +168,14 @@ class NodeIPAMController(Controller):
             for a, c in zip(self.allocators, picked, strict=True):
                 if c is not None:
                     a.release(c)
-            nets = ",".join(str(a.network) for a in self.allocators)
-            log.warning("no pod CIDR left in %s for node %s", nets, key)
-            await self.ctx.recorder.record(
-                node, "Warning", "CIDRNotAvailable",
-                f"Node {key} status is now: CIDRNotAvailable (no /{self.allocators[0].mask} "
-                f"left in {nets})", component="cidrAllocator")
+            if key not in self._full:
+                self._full.add(key)
+                nets = ",".join(str(a.network) for a in self.allocators)
+                log.warning("no pod CIDR left in %s for node %s", nets, key)
+                await self.ctx.recorder.record(
+                    node, "Warning", "CIDRNotAvailable",
+                    f"Node {key} status is now: CIDRNotAvailable (no "
+                    f"/{self.allocators[0].mask} left in {nets})", component="cidrAllocator")
             self.enqueue(key, after=RETRY_FULL_SECONDS)
             return
         cidrs = [c for c in picked if c is not None]
