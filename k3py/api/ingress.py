@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from k3py.api.objects import ADDON_ANNOTATION
+
 __all__ = ["CONTROLLER", "CLASS_NAME", "CLASS_ALIASES", "ADDON", "ADDON_ALIAS",
            "CLASS_ANNOTATION", "DEFAULT_CLASS_ANNOTATION", "ADDON_ANNOTATION", "TLS_SECRET_TYPE",
            "ingress_class", "enabled", "class_of", "served", "tls_secret_names"]
@@ -21,7 +23,6 @@ ADDON = "ingress"  # its --disable name
 ADDON_ALIAS = "traefik"  # K3s's --disable name for the same component
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"  # before spec.ingressClassName (deprecated)
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
-ADDON_ANNOTATION = "k3py.io/addon"  # marks the class k3py made (--disable removes only it)
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 

@@ -11,10 +11,15 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "ADDON_ANNOTATION",
     "dumps", "loads", "now_rfc3339", "parse_time", "new_uid", "meta", "name_of",
     "namespace_of", "labels_of", "owner_uids", "is_controlled_by", "controller_ref",
     "deepcopy",
 ]
+
+# on a cluster object a built-in add-on brings: its --disable name (only such an object is
+# removed when the add-on is disabled; a user's own of the same name is kept)
+ADDON_ANNOTATION = "k3py.io/addon"
 
 
 def dumps(obj: Any) -> bytes:

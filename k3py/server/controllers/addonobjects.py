@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from k3py.api import errors
+from k3py.api.objects import ADDON_ANNOTATION
 from k3py.api.resources import Resource
 from k3py.server.registry import Registry
 
@@ -15,7 +16,6 @@ __all__ = ["ADDON_ANNOTATION", "ensure_addon_object"]
 
 log = logging.getLogger("k3py.controllers.addons")
 
-ADDON_ANNOTATION = "k3py.io/addon"  # its value: the add-on's --disable name
 
 
 async def ensure_addon_object(registry: Registry, res: Resource, obj: dict, addon: str,
