@@ -13,4 +13,7 @@ lint_imports() {
     --no-logo --no-cache
 }
 lint_imports >/dev/null 2>&1 || { lint_imports; exit 1; }
-exec "$PY" -m pytest -q -p no:cacheprovider "$@"
+# Two workers (tests/conftest.py: what may share the host runs on one of them, in order);
+# K3PY_TEST_WORKERS=0 runs everything in this one process. The slowest tests are listed at the end.
+exec "$PY" -m pytest -q -p no:cacheprovider -n "${K3PY_TEST_WORKERS:-2}" --dist loadgroup \
+  --durations=25 "$@"
