@@ -598,10 +598,11 @@ class Registry:
         label_sel = admission.label_selector(label_selector)
         field_sel = admission.field_selector(field_selector, res)
 
-        def matches(obj: dict) -> bool:
+        def selected(obj: dict) -> bool:
             if label_sel and not label_sel.matches((obj.get("metadata") or {}).get("labels") or {}):
                 return False
             return not (field_sel and not field_sel.matches(obj))
+        matches = selected if label_sel or field_sel else None
 
         initial: list[KeyValue] = []
         if resource_version in ("", "0") or send_initial_events:
@@ -616,12 +617,12 @@ class Registry:
         return self._watch_stream(res, w, initial, matches, rev, send_initial_events)
 
     async def _watch_stream(self, res: Resource, w: Any, initial: list[KeyValue],
-                            matches: Callable[[dict], bool], rev: int,
+                            matches: Callable[[dict], bool] | None, rev: int,
                             send_initial_events: bool | None) -> AsyncIterator[WatchEvent]:
         try:
             for kv in initial:
                 obj = self.decode(res, kv)
-                if matches(obj):
+                if matches is None or matches(obj):
                     yield "ADDED", obj
             if send_initial_events:
                 yield "BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version,
@@ -636,8 +637,14 @@ class Registry:
             w.cancel()
 
     def _convert_event(self, res: Resource, ev: Event,
-                       matches: Callable[[dict], bool]) -> WatchEvent | None:
+                       matches: Callable[[dict], bool] | None) -> WatchEvent | None:
+        """The event a watcher sees (None: none), `matches` its selectors (None: it has none,
+        so the object before the change need not be decoded)."""
         obj = self.decode(res, ev.kv)
+        if matches is None:
+            if ev.delete:
+                return "DELETED", obj
+            return ("ADDED" if ev.create or ev.prev_kv is None else "MODIFIED"), obj
         if ev.delete:
             return ("DELETED", obj) if matches(obj) else None
         now = matches(obj)

@@ -12,6 +12,7 @@ import contextvars
 import hashlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,34 @@ __all__ = ["Informer", "InformerFactory", "record_handlers", "WorkQueue", "Contr
 log = logging.getLogger("k3py.controllers")
 
 Handler = Callable[[str, dict | None, dict | None], None]  # (type, old, new)
+
+
+# strings longer than this (certificates, scripts, big annotations) are kept as they are
+_INTERN_MAX = 256
+
+
+def cached_form(obj: dict) -> dict:
+    """An object as an informer keeps it (in place; also returned): without
+    metadata.managedFields, which no controller reads and which is about half of a parsed
+    pod, and with its short strings interned, so the values that repeat from object to object
+    (images, commands, env, labels, policy names) are held once. An update from a cached
+    object keeps the stored managedFields, as upstream keeps them when a write omits them."""
+    md = obj.get("metadata")
+    if isinstance(md, dict):
+        md.pop("managedFields", None)
+    _intern_strings(obj)
+    return obj
+
+
+def _intern_strings(node: dict | list) -> None:
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for k, v in items:
+        t = type(v)
+        if t is str:
+            if len(v) <= _INTERN_MAX:
+                node[k] = sys.intern(v)
+        elif t is dict or t is list:
+            _intern_strings(v)
 
 
 def object_key(obj: dict) -> str:
@@ -150,7 +179,7 @@ class Informer:
             try:
                 listing = await self.registry.list(self.res, None)
                 rv = listing["metadata"]["resourceVersion"]
-                fresh = {object_key(o): o for o in listing["items"]}
+                fresh = {object_key(o): cached_form(o) for o in listing["items"]}
                 for key in list(self.cache):
                     if key not in fresh:
                         old = self.cache.pop(key)
@@ -169,6 +198,7 @@ class Informer:
                 backoff = 0.2
                 stream = await self.registry.watch(self.res, None, resource_version=rv)
                 async for etype, obj in stream:
+                    cached_form(obj)
                     key = object_key(obj)
                     if etype == "DELETED":
                         old = self.cache.pop(key, None)
