@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import ssl
 import statistics
@@ -248,6 +249,59 @@ def start_bare(tmp: Path, srv: ServerProcess) -> tuple[str, subprocess.Popen]:
     return url, proc
 
 
+def realistic_pod(w: int, i: int) -> bytes:
+    """A ~1.8 KB pod as workloads write them: two containers with env, ports, resources and
+    probes; a nodeSelector nobody matches, so it stays Pending (the scheduler writes its
+    Unschedulable condition, as it would)."""
+    import orjson
+
+    def container(name: str) -> dict:
+        return {"name": name, "image": "registry.example.com/team/app:1.2.3",
+                "command": ["/app/server", "--port=8080", "--log-level=info"],
+                "env": [{"name": f"ENV_{k}", "value": f"value-{k}-abcdefgh"} for k in range(8)],
+                "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                              "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080},
+                                   "periodSeconds": 5},
+                "livenessProbe": {"httpGet": {"path": "/livez", "port": 8080},
+                                  "periodSeconds": 10, "failureThreshold": 3}}
+    return orjson.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"r-{w}-{i}", "labels": {"app": "bench", "tier": "web", "w": str(w)},
+                     "annotations": {"example.com/owner": "team-a"}},
+        "spec": {"containers": [container("app"), container("sidecar")],
+                 "nodeSelector": {"bench.k3py.io/none": "x"}}})
+
+
+async def bench_realistic_pods(srv: ServerProcess, tmp: Path, n: int) -> dict:
+    """Server RSS per realistic pod and pod creates/s at concurrency 16, with a pod watch open
+    (and read) all along; ConfigMap creates/s on the same server just before, as the peer."""
+    import aiohttp
+    import orjson
+    ctx = client_ssl(srv.kubeconfig, tmp)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=0)) as s:
+        cm_url = f"{srv.url}/api/v1/namespaces/default/configmaps"
+        _, cm_rps = await load(s, "POST", lambda w, i: cm_url,
+                               lambda w, i: orjson.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                                                          "metadata": {"name": f"c-{w}-{i}"},
+                                                          "data": {"k": "v"}}), 5, 16, 20000)
+        url = f"{srv.url}/api/v1/namespaces/default/pods"
+        async with s.get(url + "?watch=true", timeout=aiohttp.ClientTimeout(total=None)) as wr:
+            async def drain() -> None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async for _ in wr.content.iter_any():
+                        pass
+            reader = asyncio.create_task(drain())
+            await asyncio.sleep(2)
+            before = rss_mb(srv.proc.pid)
+            _, rps = await load(s, "POST", lambda w, i: url, realistic_pod, 300, 16, n)
+            await asyncio.sleep(5)  # the scheduler's condition writes and the watch settle
+            after = rss_mb(srv.proc.pid)
+            reader.cancel()
+    return {"pod_rps": rps, "cm_rps": cm_rps, "kb_per_pod": (after - before) * 1024 / n}
+
+
 def raw_apsw_inserts(tmp: Path, seconds: float = 3.0) -> float:
     import apsw
     db = apsw.Connection(str(tmp / "raw.db"))
@@ -309,6 +363,18 @@ def main() -> int:
             emit("raw_apsw_insert_throughput", raw, "rows/s")
             print(f"ratio: {rps_c / raw:.2f}   (k3py CREATE / raw apsw single-row commits)")
             emit("rss_after_load", rss_mb(srv.proc.pid), "MB")
+        finally:
+            srv.stop()
+        # realistic pods on a fresh server, so its RSS growth is theirs alone
+        n = 1000 if args.quick else 5000
+        srv = ServerProcess(tmp / "pods")
+        srv.start()
+        try:
+            r = asyncio.run(bench_realistic_pods(srv, tmp, n))
+            emit(f"realistic_pod_create_throughput_{n}", r["pod_rps"], "req/s", ">= 1000")
+            emit("configmap_create_throughput_same_server", r["cm_rps"], "req/s")
+            print(f"ratio: {r['pod_rps'] / r['cm_rps']:.2f}   (pod creates / ConfigMap creates)")
+            emit("server_rss_per_realistic_pod", r["kb_per_pod"], "KB", "< 25 KB")
         finally:
             srv.stop()
     return 0
