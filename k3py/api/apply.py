@@ -78,6 +78,23 @@ def _strip_ignored(obj: dict) -> dict:
     return out
 
 
+def _differing_parts(old: dict, new: dict) -> tuple[dict, dict]:
+    """`old` and `new` cut down to their top-level fields (and metadata fields) that differ:
+    a field equal in both owns the same paths with the same values in both."""
+    o, n = _strip_ignored(old), _strip_ignored(new)
+    keys = [k for k in {**o, **n} if o.get(k) != n.get(k)]
+    o_part = {k: o[k] for k in keys if k in o}
+    n_part = {k: n[k] for k in keys if k in n}
+    om, nm = o_part.get("metadata"), n_part.get("metadata")
+    if isinstance(om, dict) and isinstance(nm, dict):
+        mkeys = [k for k in {**om, **nm} if om.get(k) != nm.get(k)]
+        for part, md in ((o_part, om), (n_part, nm)):
+            part["metadata"] = {k: md[k] for k in mkeys if k in md}
+            if not part["metadata"]:  # (never empty in a whole object: see _strip_ignored)
+                del part["metadata"]
+    return o_part, n_part
+
+
 def field_set(obj: dict, schema: Schema | None) -> set[Path]:
     """Every owned path of `obj` (leaves, granular maps, list items), as upstream's ToFieldSet."""
     out: set[Path] = set()
@@ -237,6 +254,8 @@ def _leaves(paths: set[Path]) -> set[Path]:
 def _changed(old: Any, new: Any, paths: set[Path]) -> set[Path]:
     """Paths of `paths` whose value differs between old and new (non-leaf paths only when they
     appear: owning a map or list item is not changed by edits to its members)."""
+    if old is None:
+        return set(paths)
     leaves = _leaves(paths)
     out: set[Path] = set()
     for p in paths:
@@ -252,12 +271,16 @@ def _changed(old: Any, new: Any, paths: set[Path]) -> set[Path]:
 
 
 class _Entry:
-    __slots__ = ("manager", "operation", "api_version", "subresource", "time", "fields")
+    """One managedFields entry; `raw` is the FieldsV1 it was read from, written back as it was
+    while its fields are unchanged (whoever changes `fields` sets `raw` to None)."""
+
+    __slots__ = ("manager", "operation", "api_version", "subresource", "time", "fields", "raw")
 
     def __init__(self, manager: str, operation: str, api_version: str, subresource: str,
-                 time: str | None, fields: set[Path]) -> None:
+                 time: str | None, fields: set[Path], raw: dict | None = None) -> None:
         self.manager, self.operation, self.api_version = manager, operation, api_version
         self.subresource, self.time, self.fields = subresource, time, fields
+        self.raw = raw
 
     @property
     def ident(self) -> tuple[str, str, str, str]:
@@ -271,7 +294,7 @@ class _Entry:
         if self.time:
             out["time"] = self.time
         out["fieldsType"] = "FieldsV1"
-        out["fieldsV1"] = encode_fields(self.fields)
+        out["fieldsV1"] = self.raw if self.raw is not None else encode_fields(self.fields)
         if self.subresource:
             out["subresource"] = self.subresource
         return out
@@ -294,7 +317,8 @@ def _entries(obj: dict | None) -> list[_Entry]:
             continue
         out.append(_Entry(str(e.get("manager", "")), str(e.get("operation", "Update")),
                           str(e.get("apiVersion", "")), str(e.get("subresource", "")),
-                          e.get("time"), decode_fields(e.get("fieldsV1"))))
+                          e.get("time"), decode_fields(e.get("fieldsV1")),
+                          e["fieldsV1"] if isinstance(e.get("fieldsV1"), dict) else None))
     return out
 
 
@@ -411,6 +435,7 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
             raise _conflict_error(conflicts)
         for e, p in conflicts:
             e.fields.discard(p)
+            e.raw = None
 
     # fields this manager applied before and no longer applies go, unless someone else owns them
     if mine is not None:
@@ -459,12 +484,15 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
     else:
         entries = _entries(old)
     schema = _schema(schema_for, new)
-    new_set = field_set(new, schema)
-    changed = _changed(old, new, new_set)
-    if old is not None:
-        removed = field_set(old, schema) - new_set
+    if old is None:
+        new_set = field_set(new, schema)
+        changed, removed = new_set, set()
     else:
-        removed = set()
+        # only the parts that differ can hold changed or removed fields: walk just those
+        old_part, new_part = _differing_parts(old, new)
+        new_set = field_set(new_part, schema)
+        changed = _changed(old, new, new_set)
+        removed = field_set(old_part, schema) - new_set
     if not changed and not removed:
         _store(new, entries)
         return new
@@ -472,14 +500,20 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
     mine = next((e for e in entries if e.manager == manager and e.operation == operation
                  and e.api_version == api_version and e.subresource == subresource), None)
     for e in entries:
+        before = len(e.fields)
         if e is not mine:
             e.fields -= changed
         e.fields -= removed
+        if len(e.fields) != before:
+            e.raw = None
     if changed:
         if mine is None:
             mine = _Entry(manager, operation, api_version, subresource, None, set())
             entries.append(mine)
+        before = len(mine.fields)
         mine.fields |= changed
+        if len(mine.fields) != before:
+            mine.raw = None
         mine.time = _now()
     _store(new, entries)
     return new

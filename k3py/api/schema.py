@@ -55,6 +55,11 @@ def definition_for(api_version: str, kind: str) -> dict | None:
     return definitions().get(name) if name else None
 
 
+# resolved child schemas by (id(node), id(defs)), with the node and defs kept alive
+_children: dict[tuple[int, int], tuple[dict, dict, Schema]] = {}
+_CHILDREN_MAX = 50_000
+
+
 class Schema:
     """One node of a schema (definition or property), with `$ref`s resolved on the way down.
 
@@ -94,11 +99,24 @@ class Schema:
         """The schema of property `name` (or of the map values), None when unknown."""
         props = self.node.get("properties")
         if props and name in props:
-            return Schema(props[name], self.defs)
+            return self._child(props[name])
         addl = self.node.get("additionalProperties")
         if isinstance(addl, dict):
-            return Schema(addl, self.defs)
+            return self._child(addl)
         return None
+
+    def _child(self, node: dict) -> Schema:
+        """Schema(node) for a node of this schema's tree, resolved once: the cache holds the
+        node itself, so its id is not reused while the entry lives."""
+        key = (id(node), id(self.defs))
+        hit = _children.get(key)
+        if hit is not None and hit[0] is node and hit[1] is self.defs:
+            return hit[2]
+        child = Schema(node, self.defs)
+        if len(_children) >= _CHILDREN_MAX:
+            _children.clear()
+        _children[key] = (node, self.defs, child)
+        return child
 
     def raw_field(self, name: str) -> dict:
         """The property node itself (carries the patch extensions before ref resolution)."""

@@ -176,3 +176,45 @@ def test_update_managed_fields_create_update_and_reset():
     reset["metadata"]["managedFields"] = [{}]
     update_managed_fields(new2, reset, "kubectl-edit")
     assert "managedFields" not in reset["metadata"]
+
+
+def _edits() -> list:
+    def label_removed(o):
+        del o["metadata"]["labels"]["app"]
+
+    def labels_gone(o):
+        del o["metadata"]["labels"]
+
+    def env_removed(o):
+        o["spec"]["template"]["spec"]["containers"][0]["env"].pop()
+
+    def several(o):
+        o["spec"]["replicas"] = 5
+        o["metadata"]["annotations"] = {"a": "b"}
+        o["metadata"]["finalizers"] = ["x/y"]
+
+    def status_only(o):
+        o["status"] = {"replicas": 2}
+    return [label_removed, labels_gone, env_removed, several, status_only]
+
+
+@pytest.mark.parametrize("edit", _edits(), ids=lambda f: f.__name__)
+def test_update_walks_only_what_differs_with_the_same_result(edit, monkeypatch):
+    """Fields equal in the old and new object cannot be changed or removed: walking only the
+    parts that differ gives what walking both whole objects gives."""
+    import k3py.api.apply as applylib
+    base = copy.deepcopy(DEPLOY)
+    update_managed_fields(None, base, "kubectl-create")
+    other = copy.deepcopy(base)
+    other["metadata"]["labels"]["tier"] = "fe"
+    update_managed_fields(base, other, "kubectl-label")
+    results = []
+    for whole in (False, True):
+        if whole:
+            monkeypatch.setattr(applylib, "_differing_parts", lambda o, n: (o, n))
+        new = copy.deepcopy(other)
+        edit(new)
+        update_managed_fields(other, new, "editor")
+        results.append([{k: v for k, v in e.items() if k != "time"}
+                        for e in new["metadata"]["managedFields"]])
+    assert results[0] == results[1]
