@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from k3py.api import errors
 from k3py.api.schema import Schema, find_unknown_fields, schema_for, schema_from_structural
 
@@ -43,8 +45,11 @@ def _now() -> str:
 
 
 def _key_elem(keys: dict) -> str:
-    return "k:" + json.dumps(dict(sorted(keys.items())), separators=(",", ":"),
-                             ensure_ascii=False)
+    try:
+        return "k:" + orjson.dumps(keys, option=orjson.OPT_SORT_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):  # e.g. an int over 64 bits (from YAML)
+        return "k:" + json.dumps(dict(sorted(keys.items())), separators=(",", ":"),
+                                 ensure_ascii=False)
 
 
 def _value_elem(value: Any) -> str:
@@ -134,6 +139,61 @@ def _walk(value: Any, schema: Schema | None, prefix: Path, out: set[Path],
 
 
 # ------------------------------------------------------------------ FieldsV1 encoding
+
+
+class _Duplicate(Exception):
+    """Two items of a list share a key: fields_v1 leaves such an object to the set walk."""
+
+
+def fields_v1(obj: dict, schema: Schema | None) -> dict:
+    """encode_fields(field_set(obj, schema)) built in one walk, without the set of paths (an
+    object's create: every field is the creator's)."""
+    try:
+        return _node(*_tree(_strip_ignored(obj), schema, None, "", True)) or {}
+    except _Duplicate:
+        return encode_fields(field_set(obj, schema))
+
+
+def _node(owned: bool, children: dict) -> dict | None:
+    """A FieldsV1 node as encode_fields writes it; None when no path reaches it."""
+    if not children:
+        return {} if owned else None
+    out: dict = {".": {}} if owned else {}
+    for k in sorted(children):
+        out[k] = children[k]
+    return out
+
+
+def _tree(value: Any, schema: Schema | None, parent: Schema | None, name: str,
+          top: bool = False) -> tuple[bool, dict]:
+    """(whether the path of `value` is itself owned, its children's nodes): _walk's rules."""
+    if isinstance(value, dict):
+        if schema is not None and schema.is_atomic() and not top:
+            return True, {}
+        owned = not top and (not value or (schema is not None and schema.is_granular_map()))
+        children: dict = {}
+        for key, sub in value.items():
+            if sub is None:
+                continue
+            n = _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
+            if n is not None:
+                children["f:" + key] = n
+        return owned, children
+    if isinstance(value, list):
+        kind, keys = _list_kind(schema, parent, name)
+        if kind == "map" and all(isinstance(i, dict) for i in value):
+            items = schema.items() if schema else None
+            children = {}
+            for item in value:
+                elem = _key_elem(_item_keys(item, keys))
+                if elem in children:
+                    raise _Duplicate
+                children[elem] = _node(True, _tree(item, items, None, "")[1])
+            return False, children
+        if kind == "set":
+            return False, {_value_elem(item): {} for item in value}
+    return True, {}
+
 
 
 def encode_fields(paths: Iterable[Path]) -> dict:
@@ -484,6 +544,14 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
     else:
         entries = _entries(old)
     schema = _schema(schema_for, new)
+    if old is None and not entries:  # a create: one entry with every field
+        created = _Entry(manager, operation, str(new.get("apiVersion", "")), subresource,
+                         _now(), set(), fields_v1(new, schema))
+        if created.raw:
+            meta["managedFields"] = [created.to_dict()]
+        else:
+            meta.pop("managedFields", None)
+        return new
     if old is None:
         new_set = field_set(new, schema)
         changed, removed = new_set, set()

@@ -10,6 +10,8 @@ from k3py.api import errors
 from k3py.api.apply import (
     decode_fields,
     encode_fields,
+    field_set,
+    fields_v1,
     path_string,
     server_side_apply,
     update_managed_fields,
@@ -218,3 +220,45 @@ def test_update_walks_only_what_differs_with_the_same_result(edit, monkeypatch):
         results.append([{k: v for k, v in e.items() if k != "time"}
                         for e in new["metadata"]["managedFields"]])
     assert results[0] == results[1]
+
+
+_POD = {
+    "apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "p", "namespace": "d", "labels": {"a": "b"}, "annotations": {},
+                 "finalizers": ["x/y"], "ownerReferences": [
+                     {"apiVersion": "v1", "kind": "X", "name": "o", "uid": "u"}]},
+    "spec": {"containers": [
+        {"name": "app", "image": "i", "command": ["a", "b"], "env": [
+            {"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {
+                "fieldPath": "status.podIP"}}}],
+         "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 53,
+                                                             "protocol": "UDP"}],
+         "resources": {"requests": {"cpu": "1"}, "limits": {}},
+         "readinessProbe": {"httpGet": {"path": "/", "port": 80}}, "securityContext": None},
+        {"name": "side", "image": "j"}],
+        "tolerations": [{"key": "k", "operator": "Exists"}], "nodeSelector": {"x": "y"},
+        "volumes": [{"name": "v", "emptyDir": {}}]},
+    "status": {"phase": "Pending"},
+}
+_SVC = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+        "spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": "http"},
+                           {"port": 80, "protocol": "UDP"}], "selector": {"a": "b"}}}
+_CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+       "data": {"k": "v", "e": ""}, "binaryData": {}}
+_CUSTOM = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+           "spec": {"list": [1, 2], "nested": {"a": [{"b": 1}]}, "empty": {}}}
+
+
+@pytest.mark.parametrize("obj", [DEPLOY, _POD, _SVC, _CM, _CUSTOM],
+                         ids=["deployment", "pod", "service", "configmap", "custom"])
+def test_fields_v1_is_the_encoded_field_set(obj):
+    """A create's FieldsV1, built in one walk, is what encoding its field set gives."""
+    schema = schema_lookup(obj["apiVersion"], obj["kind"])
+    assert fields_v1(obj, schema) == encode_fields(field_set(obj, schema))
+
+
+def test_fields_v1_with_duplicate_list_keys_falls_back_to_the_set():
+    pod = copy.deepcopy(_POD)
+    pod["spec"]["containers"][0]["env"].append({"name": "A", "value": "2"})
+    schema = schema_lookup("v1", "Pod")
+    assert fields_v1(pod, schema) == encode_fields(field_set(pod, schema))
