@@ -9,7 +9,7 @@ import base64
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,7 +27,7 @@ from k3py.server.store.backend import (
     KeyValue,
 )
 
-__all__ = ["Registry", "ListOptions", "WatchEvent"]
+__all__ = ["Registry", "ListOptions", "RawObject", "WatchEvent"]
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _CONFLICT_MSG = "the object has been modified; please apply your changes to the latest version and try again"
@@ -84,6 +84,12 @@ def _check_json_types(res: Resource, obj: dict) -> None:
         raise errors.bad_request(wrong)
 
 
+class RawObject(NamedTuple):
+    """A watched object as its stored JSON, resourceVersion spliced in (Registry.watch raw)."""
+    data: bytes
+    resource_version: str
+
+
 class Registry:
     """Objects by resource; every write goes through admission and a compare-and-swap."""
 
@@ -138,6 +144,12 @@ class Registry:
         return value
 
     @staticmethod
+    def _head(res: Resource) -> bytes:
+        """How the stored bytes of an object in `res`'s own version begin."""
+        return b'{"apiVersion":"' + res.api_version.encode() + b'","kind":"' + \
+            res.kind.encode() + b'",'
+
+    @staticmethod
     def _splice(value: bytes, revision: int, head: bytes) -> bytes | None:
         """The stored bytes with metadata.resourceVersion set, or None if not splicable."""
         if not value.startswith(head):
@@ -158,8 +170,7 @@ class Registry:
             return None
         prefix = self.resources.storage_prefix(res, namespace or None)
         rev, kvs = await self.backend.list(prefix)
-        head = b'{"apiVersion":"' + res.api_version.encode() + b'","kind":"' + \
-            res.kind.encode() + b'",'
+        head = self._head(res)
         parts = []
         for kv in kvs:
             spliced = self._splice(kv.value, kv.mod_revision, head)
@@ -592,8 +603,12 @@ class Registry:
 
     async def watch(self, res: Resource, namespace: str | None, *, resource_version: str = "",
                     label_selector: str = "", field_selector: str = "",
-                    send_initial_events: bool | None = None) -> AsyncIterator[WatchEvent]:
-        """Events as (type, object). rv "" / "0": the current state as ADDED, then changes."""
+                    send_initial_events: bool | None = None,
+                    raw: bool = False) -> AsyncIterator[WatchEvent]:
+        """Events as (type, object). rv "" / "0": the current state as ADDED, then changes.
+        `raw`: an object that needs neither selecting nor converting comes as a RawObject,
+        its stored bytes with the resourceVersion spliced in (for a watch served as JSON,
+        never decoded and encoded again)."""
         prefix = self.resources.storage_prefix(res, namespace or None)
         label_sel = admission.label_selector(label_selector)
         field_sel = admission.field_selector(field_selector, res)
@@ -603,6 +618,7 @@ class Registry:
                 return False
             return not (field_sel and not field_sel.matches(obj))
         matches = selected if label_sel or field_sel else None
+        head = self._head(res) if raw and matches is None and not res.crd else None
 
         initial: list[KeyValue] = []
         if resource_version in ("", "0") or send_initial_events:
@@ -614,14 +630,15 @@ class Registry:
         except CompactedError as e:
             raise errors.expired(
                 f"too old resource version: {rev} ({e.compact_revision})") from None
-        return self._watch_stream(res, w, initial, matches, rev, send_initial_events)
+        return self._watch_stream(res, w, initial, matches, rev, send_initial_events, head)
 
     async def _watch_stream(self, res: Resource, w: Any, initial: list[KeyValue],
                             matches: Callable[[dict], bool] | None, rev: int,
-                            send_initial_events: bool | None) -> AsyncIterator[WatchEvent]:
+                            send_initial_events: bool | None,
+                            head: bytes | None = None) -> AsyncIterator[WatchEvent]:
         try:
             for kv in initial:
-                obj = self.decode(res, kv)
+                obj = self._raw_or_decode(res, kv, head)
                 if matches is None or matches(obj):
                     yield "ADDED", obj
             if send_initial_events:
@@ -630,21 +647,29 @@ class Registry:
                                        "k8s.io/initial-events-end": "true"}}}
             async for batch in w.events():
                 for ev in batch:
-                    out = self._convert_event(res, ev, matches)
+                    out = self._convert_event(res, ev, matches, head)
                     if out is not None:
                         yield out
         finally:
             w.cancel()
 
-    def _convert_event(self, res: Resource, ev: Event,
-                       matches: Callable[[dict], bool] | None) -> WatchEvent | None:
+    def _raw_or_decode(self, res: Resource, kv: KeyValue, head: bytes | None) -> Any:
+        if head is not None:
+            data = self._splice(kv.value, kv.mod_revision, head)
+            if data is not None:
+                return RawObject(data, str(kv.mod_revision))
+        return self.decode(res, kv)
+
+    def _convert_event(self, res: Resource, ev: Event, matches: Callable[[dict], bool] | None,
+                       head: bytes | None = None) -> WatchEvent | None:
         """The event a watcher sees (None: none), `matches` its selectors (None: it has none,
         so the object before the change need not be decoded)."""
-        obj = self.decode(res, ev.kv)
         if matches is None:
+            obj = self._raw_or_decode(res, ev.kv, head)
             if ev.delete:
                 return "DELETED", obj
             return ("ADDED" if ev.create or ev.prev_kv is None else "MODIFIED"), obj
+        obj = self.decode(res, ev.kv)
         if ev.delete:
             return ("DELETED", obj) if matches(obj) else None
         now = matches(obj)

@@ -284,3 +284,17 @@ def test_apiservices(server):
     assert out.returncode != 0
     assert 'must be `spec.version+"."+spec.group`: "v1beta1.custom.metrics.k8s.io"' in \
         out.stderr
+
+
+def test_watch_events_carry_the_object_as_get_returns_it(server):
+    """A watch without selectors sends the stored bytes with the resourceVersion spliced in
+    (Registry.watch raw): the same object GET returns, Go's escapes included."""
+    server.kubectl("create", "configmap", "watched", "--from-literal=a=<b>&c")
+    server.kubectl("label", "configmap", "watched", "step=2")
+    got = server.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps/watched").stdout
+    lines = server.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps"
+                           "?watch=true&timeoutSeconds=1").stdout.splitlines()
+    watched = [json.loads(line) for line in lines if '"name":"watched"' in line]
+    assert [e["type"] for e in watched] == ["ADDED"]
+    assert watched[0]["object"] == json.loads(got)
+    assert "\\u003cb\\u003e\\u0026c" in next(line for line in lines if '"watched"' in line)

@@ -15,12 +15,13 @@ from k3py.api import errors, kinds
 from k3py.api.resources import Resource
 from k3py.server.apiserver.negotiation import (
     bool_param,
+    finish_json,
     include_object,
     int_param,
     json_body,
     wants_table,
 )
-from k3py.server.registry import Registry
+from k3py.server.registry import RawObject, Registry
 
 __all__ = ["serve_watch", "BOOKMARK_INTERVAL"]
 
@@ -28,8 +29,16 @@ BOOKMARK_INTERVAL = 60.0  # seconds, jittered like upstream
 _IDLE_CHECK = 5.0
 
 
-def _line(event_type: str, obj: dict) -> bytes:
+def _line(event_type: str, obj: dict | RawObject) -> bytes:
+    if isinstance(obj, RawObject):
+        return finish_json(b'{"type":"%s","object":%s}' % (event_type.encode(), obj.data))
     return json_body({"type": event_type, "object": obj})
+
+
+def _rv(obj: dict | RawObject) -> str | None:
+    if isinstance(obj, RawObject):
+        return obj.resource_version
+    return (obj.get("metadata") or {}).get("resourceVersion")
 
 
 async def serve_watch(request: web.Request, registry: Registry, res: Resource,
@@ -53,7 +62,8 @@ async def serve_watch(request: web.Request, registry: Registry, res: Resource,
         stream = await registry.watch(
             res, namespace, resource_version=q.get("resourceVersion", ""),
             label_selector=q.get("labelSelector", ""), field_selector=field_selector,
-            send_initial_events=(send_initial == "true") if send_initial else None)
+            send_initial_events=(send_initial == "true") if send_initial else None,
+            raw=not as_table)
     except errors.StatusError as e:
         if e.code != 410:
             raise
@@ -99,7 +109,7 @@ async def serve_watch(request: web.Request, registry: Registry, res: Resource,
             etype, obj = event
             if etype == "BOOKMARK" and not bookmarks and not send_initial:
                 continue
-            last_rv = (obj.get("metadata") or {}).get("resourceVersion") or last_rv
+            last_rv = _rv(obj) or last_rv
             if as_table and etype != "BOOKMARK":
                 obj = kinds.build_table(res, [obj], include_object=include)
                 obj["metadata"] = {"resourceVersion": last_rv}
@@ -110,7 +120,7 @@ async def serve_watch(request: web.Request, registry: Registry, res: Resource,
                     queue.put_nowait(None)
                     break
                 etype, obj = more
-                last_rv = (obj.get("metadata") or {}).get("resourceVersion") or last_rv
+                last_rv = _rv(obj) or last_rv
                 if as_table and etype != "BOOKMARK":
                     obj = kinds.build_table(res, [obj], include_object=include)
                     obj["metadata"] = {"resourceVersion": last_rv}
