@@ -432,8 +432,7 @@ class Registry:
             _, kv = await self.backend.get(key)
             if kv is None:
                 return None
-            cur = self.decode(res, kv)
-            new = mutate(deepcopy(cur))
+            new = mutate(self.decode(res, kv))  # a fresh copy: _write_update decodes its own
             if new is None:
                 return None
             try:
