@@ -66,11 +66,12 @@ class Schema:
     Works for the generated definitions (refs into `defs`) and for CRD structural schemas
     (no refs)."""
 
-    __slots__ = ("node", "defs")
+    __slots__ = ("node", "defs", "_fields")
 
     def __init__(self, node: dict, defs: dict[str, dict] | None = None) -> None:
         self.defs = defs if defs is not None else {}
         self.node = self._resolve(node)
+        self._fields: dict[str, Schema | None] = {}  # field() by property name
 
     def _resolve(self, node: dict) -> dict:
         for _ in range(8):
@@ -97,9 +98,13 @@ class Schema:
 
     def field(self, name: str) -> Schema | None:
         """The schema of property `name` (or of the map values), None when unknown."""
+        known = self._fields.get(name)
+        if known is not None:
+            return known
         props = self.node.get("properties")
-        if props and name in props:
-            return self._child(props[name])
+        if props and name in props:  # (names of properties only: map keys are user data)
+            known = self._fields[name] = self._child(props[name])
+            return known
         addl = self.node.get("additionalProperties")
         if isinstance(addl, dict):
             return self._child(addl)
