@@ -7,14 +7,20 @@ curl asks the node's proxy.
 Host rules, a `*.` wildcard, Exact vs element-wise Prefix, TLS chosen by SNI with a real
 `kubernetes.io/tls` secret (verified against its CA; another name gets the default
 certificate), status.loadBalancer.ingress, an Event for a missing service (answered 503),
-an Ingress update seen on a keep-alive connection kept open across it, 503 once the backend
-is down, and `--disable traefik` turning it off."""
+an Ingress update seen on a keep-alive connection kept open across it; through a backend on the
+host (aiohttp, a Service without selector and its EndpointSlice): a websocket echo, a 100 MB
+streamed upload that does not grow the proxy's process by its size, 502 once that backend
+process is gone; 503 once the backend pod is down, and `--disable traefik` turning it off."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
+import json
 import subprocess
+import sys
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -22,7 +28,7 @@ import pytest
 
 from k3py import pki
 from tests.harness import free_port, wait_for
-from tests.integration.agents import PY_IMAGE, build_python_image, embedded_node
+from tests.integration.agents import PY_IMAGE, build_python_image, embedded_node, stop_proc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -192,6 +198,113 @@ def test_update_seen_on_an_open_keepalive_connection(world):
         assert conn.sock is sock, "the keep-alive connection was dropped by the update"
     finally:
         conn.close()
+
+
+HOST_BACKEND = """
+import sys
+from aiohttp import web
+async def ws(request):
+    sock = web.WebSocketResponse()
+    await sock.prepare(request)
+    async for msg in sock:
+        await sock.send_str("echo:" + msg.data)
+    return sock
+async def upload(request):
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+    return web.Response(text=str(size))
+app = web.Application(client_max_size=0)
+app.router.add_get("/ws", ws)
+app.router.add_put("/upload", upload)
+web.run_app(app, host="0.0.0.0", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+@pytest.fixture(scope="module")
+def host_backend(world):
+    """An aiohttp backend on the host (websocket echo at /ws, PUT /upload answers the size it
+    read), behind a Service without selector whose EndpointSlice names the node's address,
+    served as stream.example.test; yields the backend process."""
+    srv, _, _, _ = world
+    port = free_port()
+    node_ip = next(a["address"] for a in srv.kubectl_json("get", "node", srv.node)
+                   ["status"]["addresses"] if a["type"] == "InternalIP")
+    proc = subprocess.Popen([sys.executable, "-c", HOST_BACKEND, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    objects = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "host"},
+         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "host-1", "labels": {"kubernetes.io/service-name": "host"}},
+         "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+         "endpoints": [{"addresses": [node_ip], "conditions": {"ready": True}}]},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+         "metadata": {"name": "stream"},
+         "spec": {"rules": [_rule("stream.example.test", _path("/", "host"))]}}]
+    try:
+        srv.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": objects}))
+        yield proc
+    finally:
+        stop_proc(proc)
+
+
+def _rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_websocket_echo_through_the_ingress(world, host_backend):
+    _, ports, _, _ = world
+    import aiohttp
+
+    async def echo() -> list[str]:
+        url = f"http://127.0.0.1:{ports['http']}/ws"
+        async with aiohttp.ClientSession() as s, \
+                s.ws_connect(url, headers={"Host": "stream.example.test"}) as ws:
+            out = []
+            for text in ("one", "two"):
+                await ws.send_str(text)
+                out.append((await ws.receive(timeout=10)).data)
+            return out
+    wait_for(lambda: curl(ports, "stream.example.test", "/ws")[0] == 400, 30, 0.2,
+             "the host backend served (a plain GET of /ws: 400 from aiohttp)")
+    assert asyncio.run(echo()) == ["echo:one", "echo:two"]
+
+
+def test_100mb_upload_streamed_then_502_when_the_backend_dies(world, host_backend, tmp_path):
+    """The proxy (inside the server process: its embedded node) streams a 100 MB body: its
+    RSS does not grow by anything like the body's size. Then the backend process dies while
+    its endpoint stays ready: 502."""
+    srv, ports, _, _ = world
+    body = tmp_path / "body"
+    with open(body, "wb") as f:
+        f.truncate(100 * 1024 * 1024)
+    before = _rss_kb(srv.proc.pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], _rss_kb(srv.proc.pid))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        code, answer = curl(ports, "stream.example.test", "/upload", "-T", str(body))
+    finally:
+        done.set()
+        sampler.join(5)
+    grew_mb = (peak[0] - before) / 1024
+    print(f"server RSS {before / 1024:.1f} MB, peak during the upload +{grew_mb:.1f} MB")
+    assert (code, answer) == (200, str(100 * 1024 * 1024)), (code, answer[-500:])
+    assert grew_mb < 40, f"the server grew by {grew_mb:.1f} MB during a 100 MB upload"
+
+    stop_proc(host_backend)
+    code, answer = curl(ports, "stream.example.test", "/ws")
+    assert code == 502 and "default/host" in answer, (code, answer)
 
 
 def test_backend_down_is_503(world):
