@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.harness import KUBECTL, ServerProcess, free_port, node_port_args, wait_for
 
-__all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "embedded_node",
+__all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "curl_host", "embedded_node",
            "node_ready", "podman_pods", "remove_podman_pods", "remove_pod_networks", "container_status", "fetch",
            "kubectl_env", "kubectl_popen", "port_forward", "read_until", "running_unrestarted",
            "stop_proc"]
@@ -126,6 +126,20 @@ def kubectl_popen(srv, *args: str, env: dict | None = None, stdin=None):
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         return r.read().decode()
+
+
+def curl_host(address: str, port: int, host: str, path: str = "/", *extra: str,
+              scheme: str = "http") -> tuple[int, str]:
+    """(status, body) of `curl` to address:port with `host` as Host (and SNI); (-exit code,
+    stderr) when curl fails."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
+                          "--resolve", f"{host}:{port}:{address}", *extra,
+                          f"{scheme}://{host}:{port}{path}"],
+                         capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        return -out.returncode, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
 
 
 def port_forward(srv, target: str, remote: int, env: dict | None = None):

@@ -28,7 +28,13 @@ import pytest
 
 from k3py import pki
 from tests.harness import free_port, wait_for
-from tests.integration.agents import PY_IMAGE, build_python_image, embedded_node, stop_proc
+from tests.integration.agents import (
+    PY_IMAGE,
+    build_python_image,
+    curl_host,
+    embedded_node,
+    stop_proc,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -115,15 +121,7 @@ def world(tmp_path_factory):
 def curl(ports: dict, host: str, path: str = "/", *extra: str,
          scheme: str = "http") -> tuple[int, str]:
     """(status, body) of `curl` to the node's proxy with `host` as Host (and SNI)."""
-    port = ports[scheme]
-    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
-                          "--resolve", f"{host}:{port}:127.0.0.1", *extra,
-                          f"{scheme}://{host}:{port}{path}"],
-                         capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        return -out.returncode, out.stderr
-    body, _, code = out.stdout.rpartition("\n")
-    return int(code), body
+    return curl_host("127.0.0.1", ports[scheme], host, path, *extra, scheme=scheme)
 
 
 def _served(ports: dict, host: str, path: str, want: str) -> bool:
