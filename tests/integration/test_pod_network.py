@@ -15,14 +15,15 @@ gets none (CIDRNotAvailable).
 - an endpoint removed from the Service (its pod relabelled, still running) is out of the
   client node's rules within 2 s, and traffic to the Service reaches only the other endpoint;
 - the ingress on :80/:443 of each node (curl from the host to the node's namespace address)
-  reaches a backend pod on its own node and one on the other node (the host-gw routes), over
-  HTTP and HTTPS; status.loadBalancer.ingress lists both nodes, and is cleared (the routes
+  reaches a backend pod on its own node and one on the other node (the host-gw routes), by
+  exact and wildcard host, over HTTP and HTTPS (a real TLS secret chosen by SNI); status.loadBalancer.ingress lists both nodes, and is cleared (the routes
   gone) once the Ingress names another class.
 
 Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import shutil
@@ -30,6 +31,7 @@ import time
 
 import pytest
 
+from k3py import pki
 from tests.integration.agents import IMAGE, curl_host
 from tests.integration.twonodes import Agent, Cluster, two_agent_cluster
 
@@ -167,11 +169,23 @@ def _ingress(cls: str | None) -> str:
     return json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                        "metadata": {"name": "nodes"},
                        "spec": {"ingressClassName": cls,
+                                "tls": [{"hosts": ["a.nodes.test"], "secretName": "nodes-tls"}],
                                 "rules": [rule("a.nodes.test", "ing-a"),
-                                          rule("b.nodes.test", "ing-b")]}})
+                                          rule("*.b.nodes.test", "ing-b")]}})
 
 
-def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster):
+def _tls_secret(tmp) -> str:
+    """A kubernetes.io/tls Secret for a.nodes.test signed by a fresh CA written to tmp/ca.crt."""
+    ca_cert, ca_key = pki._make_ca("nodes test CA")
+    cert, key = pki._issue(ca_cert, ca_key, "a.nodes.test", server=True, dns=("a.nodes.test",))
+    (tmp / "ca.crt").write_bytes(ca_cert)
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nodes-tls"},
+                       "type": "kubernetes.io/tls",
+                       "data": {"tls.crt": base64.b64encode(cert).decode(),
+                                "tls.key": base64.b64encode(key).decode()}})
+
+
+def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster, tmp_path):
     c = cluster
     c.srv.kubectl("delete", "node", PLACEHOLDER, "--ignore-not-found")  # (the first test's)
     for ag in (c.a, c.b):
@@ -182,22 +196,26 @@ def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster):
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": f"ing-{label}"},
             "spec": {"selector": {"ing": label},
                      "ports": [{"port": 80, "targetPort": PORT}]}}))
+    c.srv.kubectl("apply", "-f", "-", input=_tls_secret(tmp_path))
     c.srv.kubectl("apply", "-f", "-", input=_ingress(None))
     for label in "ab":
         c.wait(lambda p=f"ing-{label}": c.running(p), 60, f"ing-{label} Running")
 
     def answers(ag: Agent, host: str, scheme: str = "http") -> tuple[int, str]:
+        tls = ("--cacert", str(tmp_path / "ca.crt")) if host == "a.nodes.test" else ("-k",)
         code, body = curl_host(ag.ns.ns_ip, 443 if scheme == "https" else 80, host, "/",
-                               "-k", scheme=scheme)
+                               *tls, scheme=scheme)
         return code, body.strip()
-    # every node's proxy: its own pod and the other node's
+    # every node's proxy: its own pod and the other node's, by exact and wildcard host
     for ag in (c.a, c.b):
-        for label in "ab":
-            c.wait(lambda ag=ag, h=f"{label}.nodes.test", want=f"ing-{label}":
-                   answers(ag, h) == (200, want), 20,
-                   f"{label}.nodes.test through {ag.name}'s :80")
-    assert answers(c.a, "b.nodes.test", "https") == (200, "ing-b")
-    assert answers(c.b, "a.nodes.test", "https") == (200, "ing-a")
+        for host, want in (("a.nodes.test", "ing-a"), ("x.b.nodes.test", "ing-b")):
+            c.wait(lambda ag=ag, h=host, w=want: answers(ag, h) == (200, w), 20,
+                   f"{host} through {ag.name}'s :80")
+    # HTTPS on :443: the secret's certificate (verified against its CA) came down the tunnel
+    c.wait(lambda: answers(c.b, "a.nodes.test", "https") == (200, "ing-a"), 20,
+           "a.nodes.test over HTTPS through the other node, with the secret's certificate")
+    assert answers(c.a, "a.nodes.test", "https") == (200, "ing-a")
+    assert answers(c.a, "x.b.nodes.test", "https") == (200, "ing-b")  # default certificate
 
     node_ips = sorted(next(a["address"] for a in c.srv.kubectl_json("get", "node", ag.name)
                            ["status"]["addresses"] if a["type"] == "InternalIP")
@@ -211,4 +229,4 @@ def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster):
     # another class: no longer ours, the status cleared and the routes gone
     c.srv.kubectl("apply", "-f", "-", input=_ingress("other"))
     c.wait(lambda: lb() == [], 20, "status.loadBalancer.ingress cleared")
-    c.wait(lambda: answers(c.a, "b.nodes.test")[0] == 404, 10, "the route gone")
+    c.wait(lambda: answers(c.a, "x.b.nodes.test")[0] == 404, 10, "the route gone")
