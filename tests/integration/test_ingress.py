@@ -6,8 +6,8 @@ curl asks the node's proxy.
 
 Host rules, a `*.` wildcard, Exact vs element-wise Prefix, TLS chosen by SNI with a real
 `kubernetes.io/tls` secret (verified against its CA; another name gets the default
-certificate), status.loadBalancer.ingress, an Event for a missing service (answered 503),
-an Ingress update seen on a keep-alive connection kept open across it; through a backend on the
+certificate; a renewed secret served at the next handshake), status.loadBalancer.ingress, an
+Event for a missing service (answered 503), an Ingress update seen on a keep-alive connection kept open across it; through a backend on the
 host (aiohttp, a Service without selector and its EndpointSlice): a websocket echo, a 100 MB
 streamed upload that does not grow the proxy's process by its size, 502 once that backend
 process is gone; 503 once the backend pod is down, and `--disable traefik` turning it off."""
@@ -15,7 +15,6 @@ process is gone; 503 once the backend pod is down, and `--disable traefik` turni
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import json
 import subprocess
@@ -26,7 +25,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from k3py import pki
 from tests.harness import free_port, wait_for
 from tests.integration.agents import (
     PY_IMAGE,
@@ -34,6 +32,7 @@ from tests.integration.agents import (
     curl_host,
     embedded_node,
     stop_proc,
+    tls_secret,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -102,15 +101,8 @@ def world(tmp_path_factory):
                 "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
                 "spec": {"selector": {"app": "web"},
                          "ports": [{"name": "http", "port": 80, "targetPort": port}]}})
-        ca_cert, ca_key = pki._make_ca("ingress test CA")
-        cert, key = pki._issue(ca_cert, ca_key, "secure.example.test", server=True,
-                               dns=("secure.example.test",))
-        (tmp / "ca.crt").write_bytes(ca_cert)
-        core.create_namespaced_secret("default", {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "secure-tls"},
-            "type": "kubernetes.io/tls",
-            "data": {"tls.crt": base64.b64encode(cert).decode(),
-                     "tls.key": base64.b64encode(key).decode()}})
+        core.create_namespaced_secret("default", tls_secret("secure-tls", "secure.example.test",
+                                                            tmp / "ca.crt"))
         net.create_namespaced_ingress("default", ROUTES)
         wait_for(lambda: (apps.read_namespaced_deployment("web", "default").status
                           .ready_replicas == 1), 90, 0.5, "the backend pod ready")
@@ -146,7 +138,7 @@ def test_host_wildcard_exact_and_prefix(world):
 
 
 def test_tls_certificate_chosen_by_sni(world):
-    _, ports, ca, _ = world
+    _, ports, ca, api = world
     wait_for(lambda: curl(ports, "secure.example.test", "/index.html", "--cacert", str(ca),
                           scheme="https") == (200, "a"), 30, 0.2,
              "secure.example.test served with the secret's certificate")
@@ -155,6 +147,15 @@ def test_tls_certificate_chosen_by_sni(world):
                      scheme="https")
     assert code < 0 and "certificate" in err.lower(), (code, err)
     assert curl(ports, "other.example.test", "/index.html", "-k", scheme="https") == (200, "b")
+
+    # the secret renewed (another CA): the next handshake presents the new certificate
+    from kubernetes import client
+    new_ca = ca.parent / "renewed-ca.crt"
+    client.CoreV1Api(api).replace_namespaced_secret(
+        "secure-tls", "default", tls_secret("secure-tls", "secure.example.test", new_ca))
+    wait_for(lambda: curl(ports, "secure.example.test", "/index.html", "--cacert", str(new_ca),
+                          scheme="https") == (200, "a"), 30, 0.2,
+             "the renewed certificate served")
 
 
 def test_status_and_an_event_for_a_missing_service(world):

@@ -23,7 +23,6 @@ Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import shutil
@@ -31,8 +30,7 @@ import time
 
 import pytest
 
-from k3py import pki
-from tests.integration.agents import IMAGE, curl_host
+from tests.integration.agents import IMAGE, curl_host, tls_secret
 from tests.integration.twonodes import Agent, Cluster, two_agent_cluster
 
 pytestmark = [pytest.mark.integration]
@@ -174,17 +172,6 @@ def _ingress(cls: str | None) -> str:
                                           rule("*.b.nodes.test", "ing-b")]}})
 
 
-def _tls_secret(tmp) -> str:
-    """A kubernetes.io/tls Secret for a.nodes.test signed by a fresh CA written to tmp/ca.crt."""
-    ca_cert, ca_key = pki._make_ca("nodes test CA")
-    cert, key = pki._issue(ca_cert, ca_key, "a.nodes.test", server=True, dns=("a.nodes.test",))
-    (tmp / "ca.crt").write_bytes(ca_cert)
-    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nodes-tls"},
-                       "type": "kubernetes.io/tls",
-                       "data": {"tls.crt": base64.b64encode(cert).decode(),
-                                "tls.key": base64.b64encode(key).decode()}})
-
-
 def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster, tmp_path):
     c = cluster
     c.srv.kubectl("delete", "node", PLACEHOLDER, "--ignore-not-found")  # (the first test's)
@@ -196,7 +183,8 @@ def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster, tmp_path):
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": f"ing-{label}"},
             "spec": {"selector": {"ing": label},
                      "ports": [{"port": 80, "targetPort": PORT}]}}))
-    c.srv.kubectl("apply", "-f", "-", input=_tls_secret(tmp_path))
+    c.srv.kubectl("apply", "-f", "-", input=json.dumps(
+        tls_secret("nodes-tls", "a.nodes.test", tmp_path / "ca.crt")))
     c.srv.kubectl("apply", "-f", "-", input=_ingress(None))
     for label in "ab":
         c.wait(lambda p=f"ing-{label}": c.running(p), 60, f"ing-{label} Running")
