@@ -9,8 +9,9 @@ Host rules, a `*.` wildcard, Exact vs element-wise Prefix, TLS chosen by SNI wit
 certificate; a renewed secret served at the next handshake), status.loadBalancer.ingress, an
 Event for a missing service (answered 503), an Ingress update seen on a keep-alive connection kept open across it; through a backend on the
 host (aiohttp, a Service without selector and its EndpointSlice): a websocket echo, a 100 MB
-streamed upload that does not grow the proxy's process by its size, 502 once that backend
-process is gone; 503 once the backend pod is down, and `--disable traefik` turning it off."""
+streamed upload and download that do not grow the proxy's process by their size, 502 once
+that backend process is gone; 503 once the backend pod is down, and `--disable traefik`
+turning it off."""
 
 from __future__ import annotations
 
@@ -213,8 +214,19 @@ async def upload(request):
     async for chunk in request.content.iter_any():
         size += len(chunk)
     return web.Response(text=str(size))
+async def download(request):
+    left = int(request.match_info["size"])
+    resp = web.StreamResponse()
+    resp.content_length = left
+    await resp.prepare(request)
+    block = bytes(1 << 20)
+    while left > 0:
+        await resp.write(block[:left])
+        left -= len(block)
+    return resp
 app = web.Application(client_max_size=0)
 app.router.add_get("/ws", ws)
+app.router.add_get("/download/{size}", download)
 app.router.add_put("/upload", upload)
 web.run_app(app, host="0.0.0.0", port=int(sys.argv[1]), access_log=None, print=None)
 """
@@ -223,7 +235,7 @@ web.run_app(app, host="0.0.0.0", port=int(sys.argv[1]), access_log=None, print=N
 @pytest.fixture(scope="module")
 def host_backend(world):
     """An aiohttp backend on the host (websocket echo at /ws, PUT /upload answers the size it
-    read), behind a Service without selector whose EndpointSlice names the node's address,
+    read, GET /download/<size> streams that many bytes), behind a Service without selector whose EndpointSlice names the node's address,
     served as stream.example.test; yields the backend process."""
     srv, _, _, _ = world
     port = free_port()
@@ -274,32 +286,47 @@ def test_websocket_echo_through_the_ingress(world, host_backend):
     assert asyncio.run(echo()) == ["echo:one", "echo:two"]
 
 
-def test_100mb_upload_streamed_then_502_when_the_backend_dies(world, host_backend, tmp_path):
-    """The proxy (inside the server process: its embedded node) streams a 100 MB body: its
-    RSS does not grow by anything like the body's size. Then the backend process dies while
-    its endpoint stays ready: 502."""
-    srv, ports, _, _ = world
-    body = tmp_path / "body"
-    with open(body, "wb") as f:
-        f.truncate(100 * 1024 * 1024)
-    before = _rss_kb(srv.proc.pid)
+def _peak_rss_growth_mb(pid: int, run):
+    """(what `run()` returned, the growth of `pid`'s RSS at its peak while it ran, in MB)."""
+    before = _rss_kb(pid)
     peak = [before]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            peak[0] = max(peak[0], _rss_kb(srv.proc.pid))
+            peak[0] = max(peak[0], _rss_kb(pid))
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        code, answer = curl(ports, "stream.example.test", "/upload", "-T", str(body))
+        out = run()
     finally:
         done.set()
         sampler.join(5)
-    grew_mb = (peak[0] - before) / 1024
-    print(f"server RSS {before / 1024:.1f} MB, peak during the upload +{grew_mb:.1f} MB")
-    assert (code, answer) == (200, str(100 * 1024 * 1024)), (code, answer[-500:])
-    assert grew_mb < 40, f"the server grew by {grew_mb:.1f} MB during a 100 MB upload"
+    return out, (peak[0] - before) / 1024
+
+
+def test_100mb_streamed_both_ways_then_502_when_the_backend_dies(world, host_backend,
+                                                                  tmp_path):
+    """The proxy (inside the server process: its embedded node) streams a 100 MB upload and a
+    100 MB download: the process's RSS does not grow by anything like the body's size. Then
+    the backend process dies while its endpoint stays ready: 502."""
+    srv, ports, _, _ = world
+    size = 100 * 1024 * 1024
+    body = tmp_path / "body"
+    with open(body, "wb") as f:
+        f.truncate(size)
+    (code, answer), grew = _peak_rss_growth_mb(srv.proc.pid, lambda: curl(
+        ports, "stream.example.test", "/upload", "-T", str(body)))
+    print(f"server RSS peak during the upload +{grew:.1f} MB")
+    assert (code, answer) == (200, str(size)), (code, answer[-500:])
+    assert grew < 40, f"the server grew by {grew:.1f} MB during a 100 MB upload"
+
+    (code, answer), grew = _peak_rss_growth_mb(srv.proc.pid, lambda: curl(
+        ports, "stream.example.test", f"/download/{size}", "-o", "/dev/null",
+        "-w", "%{size_download}\n%{http_code}"))  # (the last -w wins: the size as the body)
+    print(f"server RSS peak during the download +{grew:.1f} MB")
+    assert (code, answer) == (200, str(size)), (code, answer[-500:])
+    assert grew < 40, f"the server grew by {grew:.1f} MB during a 100 MB download"
 
     stop_proc(host_backend)
     code, answer = curl(ports, "stream.example.test", "/ws")
