@@ -4,11 +4,17 @@ K3s ships) on the same Ingress, the same backend and the same load, in one run.
 A `k3py server` holds the objects: a Service with a manual EndpointSlice (and Endpoints) to a
 backend process on 127.0.0.1, an Ingress for host bench.local, and a ServiceAccount bound to a
 ClusterRole so Traefik's Kubernetes Ingress provider (client-go) reads them through the k3py
-API. k3py's proxy runs as its own process from the same objects. A load process (aiohttp,
-uvloop) sends small GETs with keep-alive at a fixed concurrency for a fixed time to each.
+API. k3py's proxy is measured twice: as its own process from the same objects (the proxy
+alone), and wired, as it runs on a node: a real `k3py agent` joined to the server (its own data
+dir, free ingress ports) serving the Ingress from what came down its tunnel. A load process
+(aiohttp, uvloop) sends small GETs with keep-alive at a fixed concurrency for a fixed time to
+each.
 
-Prints req/s and p50/p99 for both and the ratios (targets: k3py ≥ 0.5 × Traefik's req/s,
-p99 ≤ 2 × Traefik's), and each proxy's RSS. Run: python3 bench/ingress.py [--seconds 10]
+Prints req/s and p50/p99 for each and the ratios to Traefik's (targets: k3py ≥ 0.5 × Traefik's
+req/s, p99 ≤ 2 × Traefik's), the standalone proxy's and Traefik's RSS, and the agent's (the
+whole agent: proxy, tunnel, metamanager, podman client). The agent runs in this network
+namespace (it holds the cluster DNS address while it runs) and its podman pods and pod network
+are removed at the end. Run: python3 bench/ingress.py [--seconds 10]
 [--concurrency 32]. Traffic goes only to 127.0.0.1; every loop is bounded."""
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import ServerProcess, free_port, wait_for  # noqa: E402
+from tests.harness import ServerProcess, clean_env, free_port, wait_for  # noqa: E402
+from tests.integration.agents import remove_podman_pods, stop_proc  # noqa: E402
 
 HOST = "bench.local"
+AGENT = "bench-ingress-node"
 
 BACKEND = textwrap.dedent("""
     import sys
@@ -204,8 +212,22 @@ def main() -> int:
                     from None
             print("traefik: Kubernetes Ingress provider (client-go) routes from the k3py API",
                   flush=True)
+            agent_port = free_port()
+            with open(tmp / "agent.log", "ab") as log:
+                agent = subprocess.Popen(
+                    srv.agent_command(tmp / "agent", AGENT, "--ingress-http-port",
+                                      str(agent_port)),
+                    stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
+                    start_new_session=True)
+            procs.append(agent)
+            try:
+                wait_for(lambda: routed(agent_port), 90, 0.5, "the agent's ingress routing")
+            except TimeoutError:
+                raise RuntimeError("the agent never routed bench.local:\n" +
+                                   (tmp / "agent.log").read_text()[-3000:]) from None
             results = {}
-            for name, port in (("traefik", traefik_port), ("k3py", k3py_port)):
+            for name, port in (("traefik", traefik_port), ("k3py", k3py_port),
+                               ("k3py_agent", agent_port)):
                 load(port, args.concurrency, min(2.0, args.seconds))  # warm-up
                 results[name] = load(port, args.concurrency, args.seconds)
                 r = results[name]
@@ -214,19 +236,20 @@ def main() -> int:
                 print(f"{name}_p99: {r['p99']:.2f} ms", flush=True)
                 print(f"{name}_errors: {r['errors']}", flush=True)
             print(f"k3py_rss: {rss_mb(k3py.pid):.1f} MB", flush=True)
+            print(f"k3py_agent_rss: {rss_mb(agent.pid):.1f} MB", flush=True)
             print(f"traefik_rss: {rss_mb(traefik.pid):.1f} MB", flush=True)
-            k, t = results["k3py"], results["traefik"]
-            print(f"ratio_rps (k3py/traefik): {k['rps'] / t['rps']:.2f}   (target >= 0.5)")
-            print(f"ratio_p99 (k3py/traefik): {k['p99'] / t['p99']:.2f}   (target <= 2)")
+            t = results["traefik"]
+            for name, what in (("k3py", "k3py"), ("k3py_agent", "agent")):
+                k = results[name]
+                print(f"ratio_{what}_rps ({name}/traefik): {k['rps'] / t['rps']:.2f}   "
+                      "(target >= 0.5)")
+                print(f"ratio_{what}_p99 ({name}/traefik): {k['p99'] / t['p99']:.2f}   "
+                      "(target <= 2)")
         finally:
             for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                stop_proc(p)
             srv.stop()
+            remove_podman_pods(AGENT)
     return 0
 
 

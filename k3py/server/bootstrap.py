@@ -32,6 +32,7 @@ from k3py.server.controllers.base import (
 )
 from k3py.server.controllers.defaultclass import DefaultStorageClass
 from k3py.server.controllers.manager import CONTROLLERS, EVERY_SERVER, SCHEDULER, start_group
+from k3py.server.controllers.storageprotection import StorageObjectInUseProtection
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
@@ -74,8 +75,8 @@ def install_admission(registry: Registry, config,
     """Fill the registry's AdmissionChain; within each phase the steps run in this order:
 
     prepare   CustomResourceStrategy, ServiceAllocatedValues
-    mutate    ServiceAllocation, ServiceAccount, PodSecurity, DefaultStorageClass
-              (create only)
+    mutate    ServiceAllocation, ServiceAccount, PodSecurity, DefaultStorageClass,
+              StorageObjectInUseProtection (create only)
     validate  CustomResourceValidation, NodeRestriction, RBACEscalation (install_rbac)
     update-check  PodSecurity
     convert   CustomResourceConversion
@@ -93,6 +94,7 @@ def install_admission(registry: Registry, config,
     chain.add_mutator("PodSecurity", pod_security_admission)
     chain.add_validator("NodeRestriction", NodeRestriction())
     chain.add_mutator("DefaultStorageClass", DefaultStorageClass(registry))
+    chain.add_mutator("StorageObjectInUseProtection", StorageObjectInUseProtection())
     chain.add_update_check("PodSecurity", pod_security_admission.on_update)
     return Plugins(crds=custom, services=services)
 

@@ -4,6 +4,7 @@ test's node started (only those: podman is shared by everything on the machine).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import queue
@@ -14,12 +15,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from k3py import pki
 from tests.harness import KUBECTL, ServerProcess, free_port, node_port_args, wait_for
 
-__all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "embedded_node",
+__all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "curl_host", "embedded_node",
            "node_ready", "podman_pods", "remove_podman_pods", "remove_pod_networks", "container_status", "fetch",
            "kubectl_env", "kubectl_popen", "port_forward", "read_until", "running_unrestarted",
-           "stop_proc"]
+           "stop_proc", "tls_secret"]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "k3py.local/busybox:latest"
@@ -126,6 +128,32 @@ def kubectl_popen(srv, *args: str, env: dict | None = None, stdin=None):
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         return r.read().decode()
+
+
+def curl_host(address: str, port: int, host: str, path: str = "/", *extra: str,
+              scheme: str = "http") -> tuple[int, str]:
+    """(status, body) of `curl` to address:port with `host` as Host (and SNI); (-exit code,
+    stderr) when curl fails."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
+                          "--resolve", f"{host}:{port}:{address}", *extra,
+                          f"{scheme}://{host}:{port}{path}"],
+                         capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        return -out.returncode, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def tls_secret(name: str, host: str, ca_path: Path) -> dict:
+    """A `kubernetes.io/tls` Secret for `host` (an ingress test's), signed by a fresh CA whose
+    certificate is written to `ca_path`."""
+    ca_cert, ca_key = pki._make_ca("ingress test CA")
+    cert, key = pki._issue(ca_cert, ca_key, host, server=True, dns=(host,))
+    ca_path.write_bytes(ca_cert)
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": base64.b64encode(cert).decode(),
+                     "tls.key": base64.b64encode(key).decode()}}
 
 
 def port_forward(srv, target: str, remote: int, env: dict | None = None):

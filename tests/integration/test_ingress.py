@@ -6,23 +6,35 @@ curl asks the node's proxy.
 
 Host rules, a `*.` wildcard, Exact vs element-wise Prefix, TLS chosen by SNI with a real
 `kubernetes.io/tls` secret (verified against its CA; another name gets the default
-certificate), status.loadBalancer.ingress, an Event for a missing service (answered 503),
-an Ingress update seen on a keep-alive connection kept open across it, 503 once the backend
-is down, and `--disable traefik` turning it off."""
+certificate; a renewed secret served at the next handshake), status.loadBalancer.ingress, an
+Event for a missing service (answered 503), an Ingress update seen on a keep-alive connection kept open across it; through a backend on the
+host (aiohttp, a Service without selector and its EndpointSlice): a websocket echo, a 100 MB
+streamed upload and download that do not grow the proxy's process by their size, 502 once
+that backend process is gone; 503 once the backend pod is down, and `--disable traefik`
+turning it off."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import http.client
+import json
 import subprocess
+import sys
+import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 
-from k3py import pki
 from tests.harness import free_port, wait_for
-from tests.integration.agents import PY_IMAGE, build_python_image, embedded_node
+from tests.integration.agents import (
+    PY_IMAGE,
+    build_python_image,
+    curl_host,
+    embedded_node,
+    stop_proc,
+    tls_secret,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,15 +102,8 @@ def world(tmp_path_factory):
                 "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
                 "spec": {"selector": {"app": "web"},
                          "ports": [{"name": "http", "port": 80, "targetPort": port}]}})
-        ca_cert, ca_key = pki._make_ca("ingress test CA")
-        cert, key = pki._issue(ca_cert, ca_key, "secure.example.test", server=True,
-                               dns=("secure.example.test",))
-        (tmp / "ca.crt").write_bytes(ca_cert)
-        core.create_namespaced_secret("default", {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "secure-tls"},
-            "type": "kubernetes.io/tls",
-            "data": {"tls.crt": base64.b64encode(cert).decode(),
-                     "tls.key": base64.b64encode(key).decode()}})
+        core.create_namespaced_secret("default", tls_secret("secure-tls", "secure.example.test",
+                                                            tmp / "ca.crt"))
         net.create_namespaced_ingress("default", ROUTES)
         wait_for(lambda: (apps.read_namespaced_deployment("web", "default").status
                           .ready_replicas == 1), 90, 0.5, "the backend pod ready")
@@ -109,15 +114,7 @@ def world(tmp_path_factory):
 def curl(ports: dict, host: str, path: str = "/", *extra: str,
          scheme: str = "http") -> tuple[int, str]:
     """(status, body) of `curl` to the node's proxy with `host` as Host (and SNI)."""
-    port = ports[scheme]
-    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
-                          "--resolve", f"{host}:{port}:127.0.0.1", *extra,
-                          f"{scheme}://{host}:{port}{path}"],
-                         capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        return -out.returncode, out.stderr
-    body, _, code = out.stdout.rpartition("\n")
-    return int(code), body
+    return curl_host("127.0.0.1", ports[scheme], host, path, *extra, scheme=scheme)
 
 
 def _served(ports: dict, host: str, path: str, want: str) -> bool:
@@ -142,7 +139,7 @@ def test_host_wildcard_exact_and_prefix(world):
 
 
 def test_tls_certificate_chosen_by_sni(world):
-    _, ports, ca, _ = world
+    _, ports, ca, api = world
     wait_for(lambda: curl(ports, "secure.example.test", "/index.html", "--cacert", str(ca),
                           scheme="https") == (200, "a"), 30, 0.2,
              "secure.example.test served with the secret's certificate")
@@ -151,6 +148,15 @@ def test_tls_certificate_chosen_by_sni(world):
                      scheme="https")
     assert code < 0 and "certificate" in err.lower(), (code, err)
     assert curl(ports, "other.example.test", "/index.html", "-k", scheme="https") == (200, "b")
+
+    # the secret renewed (another CA): the next handshake presents the new certificate
+    from kubernetes import client
+    new_ca = ca.parent / "renewed-ca.crt"
+    client.CoreV1Api(api).replace_namespaced_secret(
+        "secure-tls", "default", tls_secret("secure-tls", "secure.example.test", new_ca))
+    wait_for(lambda: curl(ports, "secure.example.test", "/index.html", "--cacert", str(new_ca),
+                          scheme="https") == (200, "a"), 30, 0.2,
+             "the renewed certificate served")
 
 
 def test_status_and_an_event_for_a_missing_service(world):
@@ -192,6 +198,139 @@ def test_update_seen_on_an_open_keepalive_connection(world):
         assert conn.sock is sock, "the keep-alive connection was dropped by the update"
     finally:
         conn.close()
+
+
+HOST_BACKEND = """
+import sys
+from aiohttp import web
+async def ws(request):
+    sock = web.WebSocketResponse()
+    await sock.prepare(request)
+    async for msg in sock:
+        await sock.send_str("echo:" + msg.data)
+    return sock
+async def upload(request):
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+    return web.Response(text=str(size))
+async def download(request):
+    left = int(request.match_info["size"])
+    resp = web.StreamResponse()
+    resp.content_length = left
+    await resp.prepare(request)
+    block = bytes(1 << 20)
+    while left > 0:
+        await resp.write(block[:left])
+        left -= len(block)
+    return resp
+app = web.Application(client_max_size=0)
+app.router.add_get("/ws", ws)
+app.router.add_get("/download/{size}", download)
+app.router.add_put("/upload", upload)
+web.run_app(app, host="0.0.0.0", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+@pytest.fixture(scope="module")
+def host_backend(world):
+    """An aiohttp backend on the host (websocket echo at /ws, PUT /upload answers the size it
+    read, GET /download/<size> streams that many bytes), behind a Service without selector whose EndpointSlice names the node's address,
+    served as stream.example.test; yields the backend process."""
+    srv, _, _, _ = world
+    port = free_port()
+    node_ip = next(a["address"] for a in srv.kubectl_json("get", "node", srv.node)
+                   ["status"]["addresses"] if a["type"] == "InternalIP")
+    proc = subprocess.Popen([sys.executable, "-c", HOST_BACKEND, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    objects = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "host"},
+         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "host-1", "labels": {"kubernetes.io/service-name": "host"}},
+         "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+         "endpoints": [{"addresses": [node_ip], "conditions": {"ready": True}}]},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+         "metadata": {"name": "stream"},
+         "spec": {"rules": [_rule("stream.example.test", _path("/", "host"))]}}]
+    try:
+        srv.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": objects}))
+        yield proc
+    finally:
+        stop_proc(proc)
+
+
+def _rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_websocket_echo_through_the_ingress(world, host_backend):
+    _, ports, _, _ = world
+    import aiohttp
+
+    async def echo() -> list[str]:
+        url = f"http://127.0.0.1:{ports['http']}/ws"
+        async with aiohttp.ClientSession() as s, \
+                s.ws_connect(url, headers={"Host": "stream.example.test"}) as ws:
+            out = []
+            for text in ("one", "two"):
+                await ws.send_str(text)
+                out.append((await ws.receive(timeout=10)).data)
+            return out
+    wait_for(lambda: curl(ports, "stream.example.test", "/ws")[0] == 400, 30, 0.2,
+             "the host backend served (a plain GET of /ws: 400 from aiohttp)")
+    assert asyncio.run(echo()) == ["echo:one", "echo:two"]
+
+
+def _peak_rss_growth_mb(pid: int, run):
+    """(what `run()` returned, the growth of `pid`'s RSS at its peak while it ran, in MB)."""
+    before = _rss_kb(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], _rss_kb(pid))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = run()
+    finally:
+        done.set()
+        sampler.join(5)
+    return out, (peak[0] - before) / 1024
+
+
+def test_100mb_streamed_both_ways_then_502_when_the_backend_dies(world, host_backend,
+                                                                  tmp_path):
+    """The proxy (inside the server process: its embedded node) streams a 100 MB upload and a
+    100 MB download: the process's RSS does not grow by anything like the body's size. Then
+    the backend process dies while its endpoint stays ready: 502."""
+    srv, ports, _, _ = world
+    size = 100 * 1024 * 1024
+    body = tmp_path / "body"
+    with open(body, "wb") as f:
+        f.truncate(size)
+    (code, answer), grew = _peak_rss_growth_mb(srv.proc.pid, lambda: curl(
+        ports, "stream.example.test", "/upload", "-T", str(body)))
+    print(f"server RSS peak during the upload +{grew:.1f} MB")
+    assert (code, answer) == (200, str(size)), (code, answer[-500:])
+    assert grew < 40, f"the server grew by {grew:.1f} MB during a 100 MB upload"
+
+    (code, answer), grew = _peak_rss_growth_mb(srv.proc.pid, lambda: curl(
+        ports, "stream.example.test", f"/download/{size}", "-o", "/dev/null",
+        "-w", "%{size_download}\n%{http_code}"))  # (the last -w wins: the size as the body)
+    print(f"server RSS peak during the download +{grew:.1f} MB")
+    assert (code, answer) == (200, str(size)), (code, answer[-500:])
+    assert grew < 40, f"the server grew by {grew:.1f} MB during a 100 MB download"
+
+    stop_proc(host_backend)
+    code, answer = curl(ports, "stream.example.test", "/ws")
+    assert code == 502 and "default/host" in answer, (code, answer)
 
 
 def test_backend_down_is_503(world):

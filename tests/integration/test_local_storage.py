@@ -4,7 +4,8 @@ Pending until a pod uses it, the pod scheduled and the hostPath PV provisioned o
 with kubectl, no agent); then with a real `k3py agent` joined to the same server: a claim's
 directory made and mounted, its data kept across the pod's deletion, an offline agent restart
 that recreates the pod (podman pods removed, as a reboot leaves them) and a server restart, the
-directory removed with the claim; a pod waiting in ContainerCreating for its claim, a read-only
+directory removed with the claim (which stays Terminating while its pod runs:
+pvc-protection); a pod waiting in ContainerCreating for its claim, a read-only
 claim; a StatefulSet's volumeClaimTemplates, on one node and (a server of its own) on two
 nodes in network namespaces; and last, --disable local-storage removing the class."""
 
@@ -235,8 +236,14 @@ def test_claim_data_outlives_pods_and_restarts_and_goes_with_the_claim(server, a
     wait_for(lambda: cat(srv, "reader", "/data/hello") == "hello\n", 60, 0.5,
              "kubectl exec through the node's tunnel, back")
 
+    # pvc-protection: the claim deleted under its pod stays Terminating, the pod keeps it
+    srv.kubectl("delete", "pvc", "keep", "--wait=false")
+    held = srv.kubectl_json("get", "pvc", "keep")
+    assert held["metadata"].get("deletionTimestamp") and \
+        held["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"], held["metadata"]
+    assert "Terminating" in srv.kubectl("get", "pvc", "keep").stdout
+    assert cat(srv, "reader", "/data/hello") == "hello\n"
     srv.kubectl("delete", "pod", "reader")
-    srv.kubectl("delete", "pvc", "keep")
     wait_for(lambda: srv.kubectl("get", "pv", f"pvc-{uid}", check=False).returncode != 0, 60,
              0.3, "the PV deleted with its claim")
     assert not path.exists()

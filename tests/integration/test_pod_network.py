@@ -13,7 +13,11 @@ gets none (CIDRNotAvailable).
 - a pod reaches a ClusterIP Service whose endpoints are on both nodes, and gets answers from
   both;
 - an endpoint removed from the Service (its pod relabelled, still running) is out of the
-  client node's rules within 2 s, and traffic to the Service reaches only the other endpoint.
+  client node's rules within 2 s, and traffic to the Service reaches only the other endpoint;
+- the ingress on :80/:443 of each node (curl from the host to the node's namespace address)
+  reaches a backend pod on its own node and one on the other node (the host-gw routes), by
+  exact and wildcard host, over HTTP and HTTPS (a real TLS secret chosen by SNI); status.loadBalancer.ingress lists both nodes, and is cleared (the routes
+  gone) once the Ingress names another class.
 
 Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
@@ -26,7 +30,7 @@ import time
 
 import pytest
 
-from tests.integration.agents import IMAGE
+from tests.integration.agents import IMAGE, curl_host, tls_secret
 from tests.integration.twonodes import Agent, Cluster, two_agent_cluster
 
 pytestmark = [pytest.mark.integration]
@@ -48,7 +52,10 @@ def placeholder_node(srv) -> None:
 def cluster(tmp_path_factory):
     if shutil.which("nft") is None:
         pytest.skip("nft is not installed")
-    with two_agent_cluster(tmp_path_factory.mktemp("podnet"), {}, link=True, server_args=(
+    # each agent in its own namespace: the ingress on the real :80/:443 of its node
+    ports = ["--ingress-http-port", "80", "--ingress-https-port", "443"]
+    with two_agent_cluster(tmp_path_factory.mktemp("podnet"), {"a": ports, "b": ports},
+                           link=True, server_args=(
             "--cluster-cidr", CLUSTER_CIDR, "--node-cidr-mask-size", str(MASK)),
             before_agents=placeholder_node) as c:
         yield c
@@ -151,3 +158,63 @@ def test_pod_cidrs_routes_pod_to_pod_and_services_across_nodes(cluster: Cluster)
            "web-late out of the client node's rules within 2 s")
     answers = fetch_from(c, "client", svc_ip, 80, 10)
     assert answers == ["web-early"] * 10, answers
+
+
+def _ingress(cls: str | None) -> str:
+    def rule(host: str, svc: str) -> dict:
+        return {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+            "service": {"name": svc, "port": {"number": 80}}}}]}}
+    return json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                       "metadata": {"name": "nodes"},
+                       "spec": {"ingressClassName": cls,
+                                "tls": [{"hosts": ["a.nodes.test"], "secretName": "nodes-tls"}],
+                                "rules": [rule("a.nodes.test", "ing-a"),
+                                          rule("*.b.nodes.test", "ing-b")]}})
+
+
+def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster, tmp_path):
+    c = cluster
+    c.srv.kubectl("delete", "node", PLACEHOLDER, "--ignore-not-found")  # (the first test's)
+    for ag in (c.a, c.b):
+        c.wait(lambda n=ag.name: node_cidr(c, n), 20, f"{ag.name} pod CIDR")
+    for label, ag in (("a", c.a), ("b", c.b)):
+        web_pod(c, f"ing-{label}", ag.name, {"ing": label})
+        c.srv.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": f"ing-{label}"},
+            "spec": {"selector": {"ing": label},
+                     "ports": [{"port": 80, "targetPort": PORT}]}}))
+    c.srv.kubectl("apply", "-f", "-", input=json.dumps(
+        tls_secret("nodes-tls", "a.nodes.test", tmp_path / "ca.crt")))
+    c.srv.kubectl("apply", "-f", "-", input=_ingress(None))
+    for label in "ab":
+        c.wait(lambda p=f"ing-{label}": c.running(p), 60, f"ing-{label} Running")
+
+    def answers(ag: Agent, host: str, scheme: str = "http") -> tuple[int, str]:
+        tls = ("--cacert", str(tmp_path / "ca.crt")) if host == "a.nodes.test" else ("-k",)
+        code, body = curl_host(ag.ns.ns_ip, 443 if scheme == "https" else 80, host, "/",
+                               *tls, scheme=scheme)
+        return code, body.strip()
+    # every node's proxy: its own pod and the other node's, by exact and wildcard host
+    for ag in (c.a, c.b):
+        for host, want in (("a.nodes.test", "ing-a"), ("x.b.nodes.test", "ing-b")):
+            c.wait(lambda ag=ag, h=host, w=want: answers(ag, h) == (200, w), 20,
+                   f"{host} through {ag.name}'s :80")
+    # HTTPS on :443: the secret's certificate (verified against its CA) came down the tunnel
+    c.wait(lambda: answers(c.b, "a.nodes.test", "https") == (200, "ing-a"), 20,
+           "a.nodes.test over HTTPS through the other node, with the secret's certificate")
+    assert answers(c.a, "a.nodes.test", "https") == (200, "ing-a")
+    assert answers(c.a, "x.b.nodes.test", "https") == (200, "ing-b")  # default certificate
+
+    node_ips = sorted(next(a["address"] for a in c.srv.kubectl_json("get", "node", ag.name)
+                           ["status"]["addresses"] if a["type"] == "InternalIP")
+                      for ag in (c.a, c.b))
+
+    def lb() -> list[dict]:
+        return c.srv.kubectl_json("get", "ingress", "nodes")["status"]["loadBalancer"] \
+            .get("ingress") or []
+    c.wait(lambda: lb() == [{"ip": ip} for ip in node_ips], 20,
+           "status.loadBalancer.ingress: both nodes")
+    # another class: no longer ours, the status cleared and the routes gone
+    c.srv.kubectl("apply", "-f", "-", input=_ingress("other"))
+    c.wait(lambda: lb() == [], 20, "status.loadBalancer.ingress cleared")
+    c.wait(lambda: answers(c.a, "x.b.nodes.test")[0] == 404, 10, "the route gone")

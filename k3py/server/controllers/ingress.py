@@ -1,7 +1,8 @@
 """The server's half of the built-in ingress (the proxy itself runs on every node:
 agent/ingress): the default IngressClass `k3py`, kept at start unless `--disable ingress`, and
 a controller that writes each served Ingress's `status.loadBalancer.ingress` (the InternalIPs
-of the Ready nodes: every node's proxy serves it) and tells what is wrong with it.
+of the Ready nodes: every node's proxy serves it), takes the nodes' addresses out of it when
+the Ingress stops being served (its class changed), and tells what is wrong with it.
 
 What is wrong (a backend Service or its port missing, a TLS secret missing or not a usable
 `kubernetes.io/tls` secret, a path that is not absolute) is one Warning Event on the Ingress
@@ -105,17 +106,26 @@ def _tls_secret_problem(secret: dict | None) -> str:
     return ""
 
 
-def serving_addresses(nodes: list[dict]) -> list[str]:
-    """The InternalIPs of the Ready nodes, sorted: where every node's proxy listens."""
+def node_addresses(nodes: list[dict], *, ready_only: bool = False) -> list[str]:
+    """The InternalIPs of the nodes (only the Ready ones with `ready_only`), sorted."""
     out = set()
     for node in nodes:
         status = node.get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status.get("conditions") or [])
-        if ready:
+        if ready or not ready_only:
             out.update(a["address"] for a in status.get("addresses") or []
                        if a.get("type") == "InternalIP" and a.get("address"))
     return sorted(out)
+
+
+def serving_addresses(nodes: list[dict]) -> list[str]:
+    """The InternalIPs of the Ready nodes, sorted: where every node's proxy listens."""
+    return node_addresses(nodes, ready_only=True)
+
+
+def _lb_ingress(ing: dict) -> list[dict]:
+    return ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
 
 
 class IngressController(Controller):
@@ -168,16 +178,26 @@ class IngressController(Controller):
             await inf.synced.wait()
         ns, name = split_key(key)
         ing = self.ingresses.get(ns, name)
-        if ing is None or not served(ing, self.classes.list()):
+        if ing is None:
             self._reported.pop(key, None)
             return
+        if not served(ing, self.classes.list()):
+            self._reported.pop(key, None)
+            ours = set(node_addresses(self.nodes.list()))
+            await self._write_status(ing, [e for e in _lb_ingress(ing) if e.get("ip") not in ours])
+            return
         await self._report(key, ing)
-        want = [{"ip": ip} for ip in serving_addresses(self.nodes.list())]
-        if (((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []) != want:
-            def write(cur: dict) -> dict:
-                cur.setdefault("status", {})["loadBalancer"] = {"ingress": want} if want else {}
-                return cur
-            await self.registry.update_with(self.res, ns, name, write, subresource="status")
+        await self._write_status(ing, [{"ip": ip} for ip in serving_addresses(self.nodes.list())])
+
+    async def _write_status(self, ing: dict, want: list[dict]) -> None:
+        if _lb_ingress(ing) == want:
+            return
+
+        def write(cur: dict) -> dict:
+            cur.setdefault("status", {})["loadBalancer"] = {"ingress": want} if want else {}
+            return cur
+        await self.registry.update_with(self.res, namespace_of(ing), name_of(ing), write,
+                                        subresource="status")
 
     async def _report(self, key: str, ing: dict) -> None:
         found = problems(ing, self.services.get, self.secrets.get)

@@ -49,6 +49,8 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.hpa", "HorizontalPodAutoscalerController"),
     ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),
     ("k3py.server.controllers.ephemeral", "EphemeralVolumeController"),
+    ("k3py.server.controllers.storageprotection", "PVCProtectionController"),
+    ("k3py.server.controllers.storageprotection", "PVProtectionController"),
     ("k3py.server.controllers.localpath", "LocalPathProvisioner"),
     ("k3py.server.controllers.ingress", "IngressController"),
 )

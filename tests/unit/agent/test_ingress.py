@@ -2,7 +2,7 @@
 they are and echo what they got), asked with aiohttp and curl: host rules with wildcards,
 Exact vs element-wise Prefix, longest match, defaultBackend, named service ports, TLS chosen
 by SNI from a TLS secret (verified against its CA) with a default certificate otherwise,
-websocket relay, a streamed 64 MiB upload, X-Forwarded-* headers, 404/502/503, and a new
+websocket relay, a streamed 64 MiB upload, X-Forwarded-* headers, 404/502/503/504, and a new
 table applied without dropping an open keep-alive connection."""
 
 from __future__ import annotations
@@ -221,3 +221,31 @@ async def test_concurrent_requests_spread(world):
     proxy, _, _ = world
     got = await asyncio.gather(*[get(proxy, "example.com", f"/n{i}") for i in range(50)])
     assert all(status == 200 for status, _ in got)
+
+
+async def test_a_slow_backend_is_504(monkeypatch):
+    from k3py.agent.ingress import proxy as proxy_module
+    monkeypatch.setattr(proxy_module, "BACKEND_TIMEOUT", 0.3)
+    answered = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await answered.wait()
+        return web.Response(text="late")
+    app = web.Application()
+    app.router.add_get("/", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    ing = {"metadata": {"name": "slow", "namespace": "default"},
+           "spec": {"rules": [{"host": "slow.example.com",
+                               "http": {"paths": [_path("/", "slow")]}}]}}
+    proxy = IngressProxy(build_routes([ing], [_svc("slow")], [_slice("slow", [port])], []))
+    await proxy.start("127.0.0.1", 0)
+    try:
+        status, text = await get(proxy, "slow.example.com")
+        assert status == 504 and "default/slow did not answer" in text, (status, text)
+    finally:
+        answered.set()
+        await proxy.stop()
+        await runner.cleanup()

@@ -1,6 +1,7 @@
 """The server's half of the built-in ingress against the real registry: the default `k3py`
 IngressClass (and its removal under --disable ingress), status.loadBalancer.ingress from the
-Ready nodes' InternalIPs, and a Warning Event per problem of a served Ingress (missing service
+Ready nodes' InternalIPs (a deleted node's out, and all of them once the Ingress names another
+class), and a Warning Event per problem of a served Ingress (missing service
 or port, missing or unusable TLS secret, a relative path); Ingresses of another class are left
 alone."""
 
@@ -95,6 +96,18 @@ async def test_status_lists_ready_nodes_and_problems_become_events(tmp_path) -> 
             what="both nodes' addresses")
         assert await addresses("theirs") is None
         assert not [e for e in await c.events("default") if e[0] == "theirs"]
+
+        # n2 deleted: out of the list; then another class: the nodes' addresses go
+        await c.delete("nodes", None, "n2")
+        await eventually(lambda: _equal(addresses("bad"), [{"ip": "192.0.2.1"}]),
+                         what="the deleted node's address out")
+
+        def nginx(cur):
+            cur["spec"]["ingressClassName"] = "nginx"
+            return cur
+        await c.registry.update_with(c.res("ingresses", NET), "default", "bad", nginx)
+        await eventually(lambda: _equal(addresses("bad"), None),
+                         what="status.loadBalancer.ingress cleared once not served")
 
 
 async def _equal(value, want) -> bool:
