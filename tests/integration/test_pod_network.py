@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -309,6 +310,10 @@ def test_a_node_without_a_route_is_reached_through_the_tunnel(cluster: Cluster):
                "default/far:80" in rules_of(near), 10, "the far pod CIDR sent to the tunnel")
         assert fetch_from(c, "client", ip_late, PORT) == ["web-late"], c.logs()
         assert fetch_from(c, "client", far_svc, 80, 3) == ["web-late"] * 3, c.logs()
+        # the tunnel proxy itself takes only what the rules sent it
+        proxy = re.search(r"dnat (?:ip )?to ([\d.]+:\d+)", rules_of(near).split(
+            "chain nat-prerouting")[1]).group(1).split(":")
+        assert fetch_from(c, "client", proxy[0], int(proxy[1])) == [""]
     finally:
         c.a.ns.set_link(True)
     c.wait(lambda: far_cidr in routes_in(near) and far_cidr not in set_of(

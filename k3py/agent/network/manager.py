@@ -240,7 +240,7 @@ class NetworkManager:
             await proxy.apply(proxy.build_ruleset(
                 ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
                 own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
-                tunnel_proxy=tunnel_proxy if tunnelled else ""))
+                tunnel_proxy=tunnel_proxy))
             stale, self._ports = stale_entries(self._ports, ports), ports
             await self.conntrack.flush(stale)
             if self._rules_failed:
