@@ -12,6 +12,11 @@ Service gets no service rules (there is nothing to forward to: every node answer
 Without root, nft or a free port 53 on that IP, the part that cannot run logs why and the rest
 goes on.
 
+Other nodes' pod CIDRs without a route (routes.py: not on a subnet of a link that is up; the
+links are watched) are reached through the tunnel: the rules send TCP for them to the tunnel
+proxy (tunnelproxy.py) on the cluster DNS IP, which relays it over a connect stream; this
+node's side of such streams from other nodes is registered on the hub here too.
+
 ServiceLB (servicelb.py): the LoadBalancer ports something on this node already listens on are
 checked at each rebuild and every PORT_CHECK_SECONDS, kept out of the rules for this node's
 own address, and reported through `report_ports_in_use` (the Node annotation the server
@@ -170,9 +175,11 @@ class NetworkManager:
 
     async def _tunnel_proxy(self, ports: list[proxy.ServicePort], tunnelled: list[str]) -> str:
         """The tunnel proxy's "IP:port" (on the cluster DNS IP, node-local), "" without one."""
-        if self.tunnel is None or not tunnelled or self.dns is None:
-            return self.tunnel.address if self.tunnel is not None else ""
+        if self.tunnel is None:
+            return ""
         self.tunnel.update(ports, tunnelled)
+        if not tunnelled or self.dns is None:
+            return self.tunnel.address  # (its guard stays in the rules while it listens)
         try:
             return await self.tunnel.listen(self.dns[0])
         except OSError as e:
