@@ -175,8 +175,9 @@ def test_pod_cidrs_routes_pod_to_pod_and_services_across_nodes(cluster: Cluster)
     c.wait(lambda: pod_ip_in(c, "client", cidrs[early.name]), 60, "client Running")
 
     # host-gw: each namespace routes the other's pod CIDR via the other's node IP
-    c.wait(lambda: cidrs[late.name] in routes_in(early) and
-           cidrs[early.name] in routes_in(late), 10, "routes to the other node's pod CIDR")
+    c.wait(lambda: f"{cidrs[late.name]} via" in routes_in(early) and
+           f"{cidrs[early.name]} via" in routes_in(late), 10,
+           "routes to the other node's pod CIDR")
     # pod -> pod on the other node by pod IP, across the link
     assert fetch_from(c, "client", ip_late, PORT) == ["web-late"], c.logs()
 
@@ -304,19 +305,20 @@ def test_a_node_without_a_route_is_reached_through_the_tunnel(cluster: Cluster):
     far_cidr = node_cidr(c, far.name)
     c.a.ns.set_link(False)  # the nodes' direct link; each still reaches the server
     try:
-        c.wait(lambda: not routes_in(near).strip() and not routes_in(far).strip(), 10,
+        c.wait(lambda: " via " not in routes_in(near) + routes_in(far), 10,
                "the host-gw routes gone with the link")
         c.wait(lambda: far_cidr in set_of(rules_of(near), "tunnel-cidrs") and
                "default/far:80" in rules_of(near), 10, "the far pod CIDR sent to the tunnel")
         assert fetch_from(c, "client", ip_late, PORT) == ["web-late"], c.logs()
         assert fetch_from(c, "client", far_svc, 80, 3) == ["web-late"] * 3, c.logs()
+        assert curl_in(near, ip_late, PORT) == "web-late"  # from the node itself too
         # the tunnel proxy itself takes only what the rules sent it
         proxy = re.search(r"dnat (?:ip )?to ([\d.]+:\d+)", rules_of(near).split(
             "chain nat-prerouting")[1]).group(1).split(":")
         assert fetch_from(c, "client", proxy[0], int(proxy[1])) == [""]
     finally:
         c.a.ns.set_link(True)
-    c.wait(lambda: far_cidr in routes_in(near) and far_cidr not in set_of(
+    c.wait(lambda: f"{far_cidr} via" in routes_in(near) and far_cidr not in set_of(
         rules_of(near), "tunnel-cidrs"), 10, "the route back with the link")
     assert fetch_from(c, "client", ip_late, PORT) == ["web-late"]
 

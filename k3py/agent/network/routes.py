@@ -1,7 +1,8 @@
 """Routes to the other nodes' pod CIDRs, flannel host-gw style: for every other Node with an
 InternalIP and a pod CIDR, `podCIDR via nodeIP` when that IP is on one of this node's own
 subnets (the same link, up: no tunnel needed); nodes not reachable that way get no route, and
-are reached through the tunnel (`tunnelled_cidrs`; tunnelproxy.py). `watch_links` says when
+are reached through the tunnel (`tunnelled_cidrs`; tunnelproxy.py), their pod CIDRs routed to
+lo so that the node's own connections find a route before the service rules' DNAT. `watch_links` says when
 the node's links change, so a cut link moves its nodes to the tunnel and back.
 
 `desired_routes` and `route_changes` are pure (unit-tested); `RouteTable` applies them with
@@ -135,7 +136,10 @@ class RouteTable:
             self.routes = await self._read()
             _enable_forwarding()
         self.desired = desired_routes(nodes, own_node, local)
-        put, gone = route_changes(self.routes, self.desired)
+        # the tunnelled CIDRs go to lo: the node's own connections to them find a route, and
+        # the service rules' DNAT then sends them to the tunnel proxy (nothing else leaves)
+        tunnel = dict.fromkeys(tunnelled_cidrs(nodes, own_node, self.desired), "")
+        put, gone = route_changes(self.routes, {**self.desired, **tunnel})
         for cidr in gone:
             await self._change("del", cidr, "")
         for cidr, via in put.items():
@@ -143,7 +147,8 @@ class RouteTable:
 
     async def _change(self, op: str, cidr: str, via: str) -> None:
         assert self.routes is not None
-        args = ["route", op, cidr, *(["via", via] if via else []), "proto", ROUTE_PROTO]
+        to = ["via", via] if via else ["dev", "lo"] if op == "replace" else []
+        args = ["route", op, cidr, *to, "proto", ROUTE_PROTO]
         try:
             await _ip(*args)
         except OSError as e:
@@ -156,7 +161,7 @@ class RouteTable:
             log.info("route to pod CIDR %s removed", cidr)
         else:
             self.routes[cidr] = via
-            log.info("route to pod CIDR %s via %s", cidr, via)
+            log.info("route to pod CIDR %s via %s", cidr, via or "lo (the tunnel)")
 
     async def _read(self) -> dict[str, str]:
         out = json.loads(await _ip("-j", "-4", "route", "show", "proto", ROUTE_PROTO) or "[]")
