@@ -140,7 +140,8 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     network = NetworkManager(
         meta, node_name=node_name, cluster_id=runtime.cluster, pod_network=pod_network,
         node_ip=node_ip,
-        report_ports_in_use=lambda ports: reporter.annotate(PORTS_IN_USE_ANNOTATION, ports))
+        report_ports_in_use=lambda ports: reporter.annotate(PORTS_IN_USE_ANNOTATION, ports),
+        hub=hub)
     volumes = VolumeCleanup(meta, hub.send, node_name=node_name,
                             storage_path=config.local_storage_path)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver
