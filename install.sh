@@ -227,6 +227,8 @@ write_env_file() {
 }
 
 write_unit() {
+    # NotifyAccess=all: READY=1 (with MAINPID) comes from the one-file binary's Python process,
+    # a child of the bootloader that systemd starts
     # shellcheck disable=SC2086 # the flags are split into words on purpose
     args=$(quote_args $EXEC_ARGS $EXTRA_ARGS)
     mkdir -p "$SYSTEMD_DIR"
@@ -242,6 +244,7 @@ WantedBy=multi-user.target
 
 [Service]
 Type=notify
+NotifyAccess=all
 EnvironmentFile=-/etc/default/%N
 EnvironmentFile=-/etc/sysconfig/%N
 EnvironmentFile=-$ENV_FILE
