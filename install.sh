@@ -196,6 +196,9 @@ setup_podman() {
     missing=
     command -v podman >/dev/null 2>&1 || missing="$missing podman"
     command -v runc >/dev/null 2>&1 || missing="$missing runc"
+    # podman's pause process for pods (a Recommends of Debian's podman, skipped by some hosts)
+    command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || \
+        missing="$missing catatonit"
     if [ -n "$missing" ]; then
         info "installing$missing"
         # shellcheck disable=SC2086 # one package name per word
