@@ -19,7 +19,7 @@
 #   INSTALL_K3PY_NAME          service name suffix: k3py-<name> (default k3py / k3py-agent)
 #   INSTALL_K3PY_SKIP_START=true, INSTALL_K3PY_SKIP_ENABLE=true
 #   INSTALL_K3PY_SYMLINK=skip|force   the kubectl symlink (default: only when none exists)
-#   INSTALL_K3PY_SKIP_PODMAN=true     do not install podman/runc (agents need them)
+#   INSTALL_K3PY_SKIP_PODMAN=true     do not install podman/runc/catatonit (agents need them)
 #
 # Writes: the binary (or venv), <systemd dir>/<name>.service and <name>.service.env (0600),
 # k3py-killall.sh, <name>-uninstall.sh; details of each step go to /var/log/k3py-install.log.
