@@ -107,10 +107,10 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
         except RuntimeError_ as e:
             raise JoinError(str(e)) from None
         images_dir = config.images_dir
-        if os.path.isdir(images_dir):
-            loaded = await images.import_dir(runtime, images_dir)
-            if loaded:
-                log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
+        os.makedirs(images_dir, exist_ok=True)  # where a user copies an images tarball
+        loaded = await images.import_dir(runtime, images_dir)
+        if loaded:
+            log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
         meta = MetaManager(config.meta_db_path)
         await meta.open()
     except BaseException:
