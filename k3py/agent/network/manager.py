@@ -2,8 +2,9 @@
 CIDR becomes its pods' podman bridge network (podnet.py), the other Nodes' pod CIDRs routes to
 them (routes.py), and the Services and EndpointSlices the server sends every node become the
 cluster DNS records (records.py, served by dns.py on the cluster DNS IP) and the node's
-nftables service rules (proxy.py; conntrack.py cuts UDP flows to removed endpoints), rebuilt
-together a moment after any change.
+nftables service rules (proxy.py; conntrack.py cuts UDP flows to removed endpoints); the
+NetworkPolicies with the namespaces' and pods' views become the policy rules (policy.py), loaded
+in the same nft transaction; all rebuilt together a moment after any change.
 
 The cluster DNS IP and domain come from the kube-system/kube-dns Service the server keeps
 (its annotations follow `k3py server --cluster-dns/--cluster-domain`). The IP is added to the
@@ -23,11 +24,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 
 from k3py.agent.metamanager import MetaManager
-from k3py.agent.network import proxy
+from k3py.agent.network import policy, proxy
 from k3py.agent.network.conntrack import Conntrack, stale_entries
 from k3py.agent.network.dns import DNSServer, host_resolvers
 from k3py.agent.network.podnet import PodNetwork
@@ -35,6 +37,7 @@ from k3py.agent.network.records import ClusterRecords
 from k3py.agent.network.routes import RouteTable, pod_cidrs
 from k3py.agent.network.servicelb import leave_out_taken, ports_in_use
 from k3py.api.servicelb import format_ports
+from k3py.tunnel.protocol import NETWORK_POLICY_KINDS, POD_PEERS_KIND
 
 __all__ = ["NetworkManager", "DNS_DOMAIN_ANNOTATION", "NODE_LOCAL_ANNOTATION"]
 
@@ -44,6 +47,7 @@ DNS_DOMAIN_ANNOTATION = "k3py.io/cluster-domain"  # server/controllers/service.p
 NODE_LOCAL_ANNOTATION = "k3py.io/node-local"
 DEBOUNCE_SECONDS = 0.2
 PORT_CHECK_SECONDS = 10.0
+BRIDGE_NF_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 class NetworkManager:
@@ -61,6 +65,8 @@ class NetworkManager:
         self.ports_in_use: set[tuple[str, int]] = set()
         self._reported: str | None = None
         self.table = f"{proxy.TABLE}-{cluster_id}" if cluster_id else proxy.TABLE
+        self.policy_table = f"{policy.TABLE}-{cluster_id}" if cluster_id else policy.TABLE
+        self._bridge_nf = False  # br_netfilter checked on (pod-to-pod on the bridge filtered)
         self.dns_port = dns_port
         self.records = ClusterRecords()
         self.dns: tuple[str, str] | None = None  # (IP, domain) once kube-dns is known
@@ -87,9 +93,11 @@ class NetworkManager:
         if self._nft:
             with contextlib.suppress(proxy.NftError, OSError):
                 await proxy.delete(table=self.table)
+            with contextlib.suppress(proxy.NftError, OSError):
+                await proxy.apply(policy.delete_script(self.policy_table))
 
     def _on_change(self, what: str) -> None:
-        if what in ("services", "endpointslices", "nodes", "sync"):
+        if what in ("services", "endpointslices", "nodes", "sync", *NETWORK_POLICY_KINDS):
             self._wake.set()
 
     async def _loop(self) -> None:
@@ -185,10 +193,16 @@ class NetworkManager:
                 self._rules_failed = True
             return
         own = self.podnet.cidr if self.podnet is not None else ""
+        policies = self.meta.objects("networkpolicies")
+        if policies and not self._bridge_nf:
+            self._bridge_nf = await _bridge_netfilter()
         try:
             await proxy.apply(proxy.build_ruleset(
                 ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
-                own_pod_cidr=own, masquerade_all=not own))
+                own_pod_cidr=own, masquerade_all=not own) + policy.build_ruleset(
+                policies, self.meta.objects("namespaces"),
+                policy.pod_peers(self.meta.objects(POD_PEERS_KIND)),
+                node_name=self.node_name, table=self.policy_table))
             stale, self._ports = stale_entries(self._ports, ports), ports
             await self.conntrack.flush(stale)
             if self._rules_failed:
@@ -220,6 +234,29 @@ def _dns_of(services: list[dict]) -> tuple[str, str] | None:
                     "cluster.local"
                 return ip, domain
     return None
+
+
+async def _bridge_netfilter() -> bool:
+    """Make bridged IPv4 traffic pass the IP hooks (br_netfilter, bridge-nf-call-iptables=1)
+    so that the policy rules see pod-to-pod traffic on this node's bridge (policy.py says
+    why); True once on. What fails is logged: policies then hold only across nodes."""
+    if not os.path.exists(BRIDGE_NF_SYSCTL) and shutil.which("modprobe") is not None:
+        proc = await asyncio.create_subprocess_exec(
+            "modprobe", "br_netfilter", stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            log.debug("modprobe br_netfilter: %s", err.decode(errors="replace").strip())
+    try:
+        with open(BRIDGE_NF_SYSCTL, "r+") as f:
+            if f.read().strip() != "1":
+                f.seek(0)
+                f.write("1")
+        return True
+    except OSError as e:
+        log.warning("cannot turn on %s (%s): NetworkPolicies do not apply between pods of "
+                    "the same node", BRIDGE_NF_SYSCTL, e.strerror or e)
+        return False
 
 
 async def _add_loopback_address(ip: str) -> None:

@@ -39,11 +39,12 @@ class CloudHub:
     def __init__(self, registry: Registry, authenticator: Authenticator,
                  issuer: TokenIssuer | None = None, *, informers: InformerFactory,
                  authorizer: AuthorizerChain, server_node: str = "",
-                 usage: UsageStore | None = None) -> None:
+                 usage: UsageStore | None = None, network_policy: bool = True) -> None:
         self.registry = registry
         self.sessions: dict[str, NodeSession] = {}
         self.passwords = NodePasswords(registry)
-        self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected)
+        self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected,
+                                         network_policy=network_policy)
         self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,
                                        usage)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
