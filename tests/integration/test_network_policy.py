@@ -8,7 +8,8 @@ applies policies and waits until every expected allowed and denied connection ho
 - a default-deny ingress policy in np-a: a2 -> a1 (same namespace, bridged) and b1 -> a1
   are refused, while a1 -> b1 connects (the other direction; its replies pass);
 - ingress from namespace np-b to a1 on port 8080 only: b1 -> a1:8080 connects, :9090 not,
-  a2 -> a1 still not;
+  a2 -> a1 still not; the same through a1's ClusterIP Service (port 80 -> 8080: the policy
+  sees the pod behind the service DNAT);
 - an ipBlock (the pod CIDR except a2) on port 9090: b1 -> a1:9090 connects, a2 -> a1:9090 not;
 - default-deny egress in np-b but to np-a's pods on the named port "http": b1 -> a1:8080
   connects, b1 -> a1:9090 no longer;
@@ -113,8 +114,12 @@ def test_policies_allow_and_deny_both_directions_and_go_away(cluster: Cluster):
         pod = c.wait(lambda ns=ns, name=name: c.running(name, ns), 90, f"{name} Ready")
         ips[name] = pod["status"]["podIP"]
 
+    c.srv.kubectl("expose", "pod", "a1", "-n", "np-a", "--name", "a1", "--port", "80",
+                  "--target-port", str(HTTP))
+    ips["svc-a1"] = c.srv.kubectl_json("get", "service", "a1", "-n", "np-a")["spec"]["clusterIP"]
     expect(c, "no policy: all connect", {(A2, "a1", HTTP): True, (B1, "a1", HTTP): True,
-                                         (A1, "b1", HTTP): True}, ips)
+                                         (A1, "b1", HTTP): True, (A2, "svc-a1", 80): True},
+           ips)
 
     apply(c, policy("np-a", "deny-ingress", ["Ingress"]))
     expect(c, "default-deny ingress in np-a", {
@@ -126,7 +131,8 @@ def test_policies_allow_and_deny_both_directions_and_go_away(cluster: Cluster):
                         "kubernetes.io/metadata.name": "np-b"}}}],
                               "ports": [{"protocol": "TCP", "port": HTTP}]}]))
     expect(c, "ingress from np-b on 8080", {
-        (B1, "a1", HTTP): True, (B1, "a1", OTHER): False, (A2, "a1", HTTP): False}, ips)
+        (B1, "a1", HTTP): True, (B1, "a1", OTHER): False, (A2, "a1", HTTP): False,
+        (B1, "svc-a1", 80): True, (A2, "svc-a1", 80): False}, ips)
 
     apply(c, policy("np-a", "ip-block", ["Ingress"], ingress=[{
         "from": [{"ipBlock": {"cidr": CLUSTER_CIDR, "except": [f"{ips['a2']}/32"]}}],
