@@ -196,13 +196,11 @@ class NetworkManager:
         policies = self.meta.objects("networkpolicies")
         if policies and not self._bridge_nf:
             self._bridge_nf = await _bridge_netfilter()
+        services = proxy.build_ruleset(
+            ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
+            own_pod_cidr=own, masquerade_all=not own)
         try:
-            await proxy.apply(proxy.build_ruleset(
-                ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
-                own_pod_cidr=own, masquerade_all=not own) + policy.build_ruleset(
-                policies, self.meta.objects("namespaces"),
-                policy.pod_peers(self.meta.objects(POD_PEERS_KIND)),
-                node_name=self.node_name, table=self.policy_table))
+            await self._apply_with_policies(services, policies)
             stale, self._ports = stale_entries(self._ports, ports), ports
             await self.conntrack.flush(stale)
             if self._rules_failed:
@@ -212,6 +210,18 @@ class NetworkManager:
             if not self._rules_failed:
                 log.warning("loading the service rules failed: %s", e)
             self._rules_failed = True
+
+    async def _apply_with_policies(self, services: str, policies: list[dict]) -> None:
+        """The service and policy rules in one transaction; if nft refuses the policy part,
+        the service rules alone, the policy table keeping its last loaded rules."""
+        rules = policy.build_ruleset(policies, self.meta.objects("namespaces"),
+                                     policy.pod_peers(self.meta.objects(POD_PEERS_KIND)),
+                                     node_name=self.node_name, table=self.policy_table)
+        try:
+            await proxy.apply(services + rules)
+        except proxy.NftError as e:
+            await proxy.apply(services)  # (refused too: the service rules were at fault)
+            log.error("the NetworkPolicy rules were refused, the previous ones stay: %s", e)
 
     def pod_dns(self) -> tuple[str, str] | None:
         """(cluster DNS IP, domain) for pods with dnsPolicy ClusterFirst, once served."""

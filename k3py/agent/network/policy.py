@@ -2,7 +2,8 @@
 controller enforces it: one nftables table (`ip k3py-policy`) built from the policies, the
 namespaces' labels and the pods' addresses the server sends every node (the `podpeers` views:
 name, labels, IP, node and named ports of each pod, nothing more), loaded by manager.py in the
-same `nft -f` transaction as the service rules (proxy.py).
+same `nft -f` transaction as the service rules (proxy.py); should nft refuse it, the service
+rules load alone and the previous policy table stays.
 
 Semantics, as upstream:
 - A pod selected by a policy with policyType Ingress (Egress) accepts (sends) only what one
@@ -113,7 +114,8 @@ def build_ruleset(policies: list[dict], namespaces: list[dict], pods: list[PodPe
     """The whole table as one nft script that replaces the previous one (declared, deleted,
     written again). Only this node's pods get chains: the others are checked on theirs."""
     cluster = _Cluster(pods, namespaces)
-    local = [p for p in pods if p.node == node_name]
+    # one chain per address: a stale view may still hold a gone pod's IP (the first wins)
+    local = list({p.ip: p for p in reversed(pods) if p.node == node_name}.values())[::-1]
     chains: list[str] = []
     ingress_map: list[str] = []
     egress_map: list[str] = []
@@ -198,10 +200,10 @@ def _peer_matches(peer: dict, addr: str, namespace: str,
         cidr = block.get("cidr") or ""
         if not _is_v4_net(cidr):
             return []
-        excepts = [c for c in block.get("except") or [] if _is_v4_net(c)]
+        excepts = _unique([_net(c) for c in block.get("except") or [] if _is_v4_net(c)])
         match = f"ip {addr} {_net(cidr)}"
         if excepts:
-            match += f" ip {addr} != {{ {', '.join(_net(c) for c in excepts)} }}"
+            match += f" ip {addr} != {{ {', '.join(excepts)} }}"
         return [(match, None)]
     try:
         pod_sel = label_selector_from_struct(peer.get("podSelector") or {})
@@ -232,9 +234,9 @@ def _port_matches(ports: list[dict], receiver: PodPeer | None,
             number = receiver.ports.get((port, proto)) if receiver is not None else None
             if number is not None:
                 out.append(f"meta l4proto {proto} th dport {number}")
-        else:
+        elif str(port).isdigit() and 0 < int(port) <= 65535:
             port = int(port)
-            rng = f"{port}-{int(end)}" if isinstance(end, int) and end > port else str(port)
+            rng = f"{port}-{end}" if isinstance(end, int) and port < end <= 65535 else str(port)
             out.append(f"meta l4proto {proto} th dport {rng}")
     return out
 

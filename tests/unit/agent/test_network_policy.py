@@ -130,3 +130,12 @@ def test_peer_view_keeps_only_what_policies_need():
     assert "env" not in str(view)
     assert view["status"] == {"podIP": "10.42.0.2"}  # (Running or Pending: the same)
     assert view["spec"]["containers"] == [{"ports": [{"name": "http", "containerPort": 8080}]}]
+
+
+def test_two_views_with_one_address_and_overlapping_excepts_still_load():
+    pods = [pod("a", "gone", "10.42.0.2"), pod("a", "new", "10.42.0.2")]
+    pol = policy("a", "p", {}, ["Ingress"], ingress=[{"from": [{"ipBlock": {
+        "cidr": "10.0.0.0/8", "except": ["10.1.0.0/16", "10.1.0.0/16", "10.1.2.0/24"]}}]}])
+    script = rules([pol], pods)
+    assert chain_of(script, "ingress", "a/gone") is not None
+    assert chain_of(script, "ingress", "a/new") is None
