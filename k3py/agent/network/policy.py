@@ -91,6 +91,21 @@ class _Cluster:
         self.ns_labels = {(n.get("metadata") or {}).get("name") or "":
                           dict((n.get("metadata") or {}).get("labels") or {})
                           for n in namespaces}
+        self._peers: dict[tuple[int, str], list[PodPeer]] = {}
+
+    def select_peer(self, peer: dict, namespace: str) -> list[PodPeer]:
+        """The pods a podSelector/namespaceSelector peer of a policy in `namespace` selects
+        (the same for every pod the policy selects: computed once per build)."""
+        key = (id(peer), namespace)
+        if key not in self._peers:
+            try:
+                pod_sel = label_selector_from_struct(peer.get("podSelector") or {})
+                ns_sel = label_selector_from_struct(peer["namespaceSelector"] or {}) \
+                    if "namespaceSelector" in peer else None
+                self._peers[key] = self.select(namespace, pod_sel, ns_sel)
+            except SelectorError:
+                self._peers[key] = []
+        return self._peers[key]
 
     def select(self, namespace: str | None, pod_sel: LabelSelector,
                ns_sel: LabelSelector | None) -> list[PodPeer]:
@@ -173,45 +188,46 @@ def _rule_matches(rule: dict, direction: str, pod: PodPeer, namespace: str,
     """The matches of one rule. A named port is the receiving pod's: this pod's for ingress,
     each peer pod's for egress (an ipBlock peer has none to name)."""
     ports = [p for p in rule.get("ports") or [] if isinstance(p, dict)]
+    named = any(isinstance(q.get("port"), str) and not q["port"].isdigit() for q in ports)
     if direction == "ingress":
         peers = [m for peer in rule.get("from") or []
-                 for m, _ in _peer_matches(peer or {}, "saddr", namespace, cluster)] \
+                 for m in _peer_matches(peer or {}, "saddr", namespace, cluster)[0]] \
             if rule.get("from") else [""]
         return [f"{m} {p}".strip() for m in peers for p in _port_matches(ports, pod)]
     if rule.get("to"):
-        targets = [t for peer in rule["to"]
-                   for t in _peer_matches(peer or {}, "daddr", namespace, cluster)]
-        return [f"{m} {p}".strip() for m, target in targets
-                for p in _port_matches(ports, target)]
-    # any destination: the numbered ports, and each pod that declares a named one
-    out = _port_matches(ports, None)
-    if any(isinstance(q.get("port"), str) for q in ports):
-        out += [f"ip daddr {t.ip} {p}" for t in cluster.pods
+        matches, targets = [], []
+        for peer in rule["to"]:
+            m, t = _peer_matches(peer or {}, "daddr", namespace, cluster)
+            matches += m
+            targets += t
+    else:  # any destination
+        matches, targets = [""], cluster.pods
+    out = [f"{m} {p}".strip() for m in matches for p in _port_matches(ports, None)]
+    if named:  # each destination pod's own number for the name
+        out += [f"ip daddr {t.ip} {p}" for t in targets
                 for p in _port_matches(ports, t, named_only=True)]
     return out
 
 
 def _peer_matches(peer: dict, addr: str, namespace: str,
-                  cluster: _Cluster) -> list[tuple[str, PodPeer | None]]:
-    """(nft match of the peer's addresses, the pod when the match is one pod) for one peer;
-    pods are matched one address each only when a named port needs the pod itself."""
+                  cluster: _Cluster) -> tuple[list[str], list[PodPeer]]:
+    """The nft matches of one peer's addresses, and the pods it selects (for named ports)."""
     if "ipBlock" in peer:
         block = peer.get("ipBlock") or {}
         cidr = block.get("cidr") or ""
         if not _is_v4_net(cidr):
-            return []
+            return [], []
         excepts = _unique([_net(c) for c in block.get("except") or [] if _is_v4_net(c)])
         match = f"ip {addr} {_net(cidr)}"
         if excepts:
             match += f" ip {addr} != {{ {', '.join(excepts)} }}"
-        return [(match, None)]
-    try:
-        pod_sel = label_selector_from_struct(peer.get("podSelector") or {})
-        ns_sel = label_selector_from_struct(peer["namespaceSelector"] or {}) \
-            if "namespaceSelector" in peer else None
-    except SelectorError:
-        return []
-    return [(f"ip {addr} {p.ip}", p) for p in cluster.select(namespace, pod_sel, ns_sel)]
+        return [match], []
+    pods = cluster.select_peer(peer, namespace)
+    ips = sorted({p.ip for p in pods}, key=ipaddress.ip_address)
+    if not ips:
+        return [], []
+    return [f"ip {addr} {ips[0]}" if len(ips) == 1 else
+            f"ip {addr} {{ {', '.join(ips)} }}"], pods
 
 
 def _port_matches(ports: list[dict], receiver: PodPeer | None,

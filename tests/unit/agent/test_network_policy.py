@@ -139,3 +139,12 @@ def test_two_views_with_one_address_and_overlapping_excepts_still_load():
     script = rules([pol], pods)
     assert chain_of(script, "ingress", "a/gone") is not None
     assert chain_of(script, "ingress", "a/new") is None
+
+
+def test_the_pods_of_a_peer_are_one_set_per_rule():
+    pol = policy("b", "p", {}, ["Egress"], egress=[{"to": [{"podSelector": {}, "namespaceSelector":
+                                                            {"matchLabels": {"team": "x"}}}],
+                                                     "ports": [{"port": 8080}]}])
+    local_b = [*PODS, pod("b", "mine", "10.42.0.9")]
+    assert chain_of(rules([pol], local_b), "egress", "b/mine")[0] == \
+        "ip daddr { 10.42.0.2, 10.42.0.3 } meta l4proto tcp th dport 8080 return"
