@@ -151,6 +151,7 @@ class ServerConfig(NodeConfig):
     cluster_domain: str = "cluster.local"
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
+    disable_network_policy: bool = False  # nodes are sent no NetworkPolicies: none enforced
     disable: tuple[str, ...] = ()  # packaged components not deployed (--disable)
     datastore_endpoint: str = ""  # "" = embedded SQLite; postgres://user:pass@host:port/db
     datastore_cafile: str = ""

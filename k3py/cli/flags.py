@@ -368,6 +368,9 @@ FLAGS: tuple[Flag, ...] = (
          f"{', '.join(_CONTROLLER_MANAGER_ARGS)})", (SERVER,), check=_controller_manager_args),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
+    Flag("disable-network-policy", bool, "(components) Disable the network policy "
+         "enforcement on every node (NetworkPolicy objects are kept but not applied)",
+         (SERVER,)),
     Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
          "more get 429 (0: no limit)", (SERVER,)),
     Flag("max-mutating-requests-inflight", int, "(security) Mutating API requests served at "

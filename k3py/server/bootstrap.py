@@ -166,7 +166,7 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
                    authorizer=api.authorizer,
                    server_node="" if config.disable_agent else config.effective_node_name,
-                   usage=usage)
+                   usage=usage, network_policy=not config.disable_network_policy)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub)
     if dashboard.ADDON not in config.disable:

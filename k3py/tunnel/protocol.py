@@ -14,7 +14,8 @@ from typing import Any
 __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
-    "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "INGRESS_KINDS", "VOLUME_KINDS",
+    "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "POD_PEERS_KIND",
+    "NETWORK_POLICY_KINDS", "INGRESS_KINDS", "VOLUME_KINDS",
     "VOLUME_CLEANED", "volume_cleaned_resource",
     "DEVICES_KIND", "DEVICE_STATUS", "device_status_resource", "ReportedValue", "DeviceReport",
     "METRICS_KIND", "metrics_resource", "Usage", "PodUsage", "UsageReport",
@@ -79,10 +80,15 @@ POD_TOKENS_KIND = "podtokens"  # the pods' service-account tokens (server/edge/p
 # the nodes' routing view (name, pod CIDRs, addresses: server/edge/downstream.node_route_view)
 # for the pod network's routes
 CLUSTER_WIDE_KINDS = ("services", "endpointslices", "nodes")
+# and, unless the server runs with --disable-network-policy, what its NetworkPolicy rules
+# need: the policies, the namespaces' labels and every pod's peer view (name, labels, IP,
+# node, named ports) under POD_PEERS_KIND
+POD_PEERS_KIND = "podpeers"
+NETWORK_POLICY_KINDS = ("networkpolicies", "namespaces", POD_PEERS_KIND)
 # so do ingresses and ingress classes (its ingress proxy), with the TLS secrets they name
 INGRESS_KINDS = ("ingresses", "ingressclasses")
 DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,
-              *CLUSTER_WIDE_KINDS, *INGRESS_KINDS, *VOLUME_KINDS)
+              *CLUSTER_WIDE_KINDS, *NETWORK_POLICY_KINDS, *INGRESS_KINDS, *VOLUME_KINDS)
 
 # ---------------------------------------------------------------- volume cleanup (node to server)
 # The node removed the directory of a deleted local-path volume: a reliable GROUP_RESOURCE

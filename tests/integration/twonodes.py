@@ -1,4 +1,4 @@
-"""A server (--disable-agent) and two `k3py agent` processes, each in its own network namespace
+"""A server (--disable-agent) and two (or, with `labels="a"`, one) `k3py agent` processes, each in its own network namespace
 (netns.py) with its own podman storage (--podman-root), the test image shipped in only as a
 tarball in <data-dir>/agent/images/: `two_agent_cluster` makes one and removes everything it
 made (pods, pod networks, storages, namespaces), also on failure. With `link`, the two
@@ -84,11 +84,12 @@ class Agent:
 class Cluster:
     def __init__(self, srv: ServerProcess, agents: dict[str, Agent]) -> None:
         self.srv = srv
-        self.a, self.b = agents["a"], agents["b"]
+        self.agents = agents
+        self.a, self.b = agents["a"], agents.get("b")  # (None: a one-node cluster)
 
     def logs(self) -> str:
         out = ["--- server log (tail)", self.srv.log_path.read_text(errors="replace")[-4000:]]
-        for ag in (self.a, self.b):
+        for ag in self.agents.values():
             out += [f"--- agent {ag.name} log (tail)",
                     ag.log.read_text(errors="replace")[-4000:]]
         return "\n".join(out)
@@ -99,8 +100,8 @@ class Cluster:
         except TimeoutError as e:
             raise AssertionError(f"{e}\n{self.logs()}") from None
 
-    def pod(self, name: str) -> dict:
-        return self.srv.kubectl_json("get", "pod", name)
+    def pod(self, name: str, namespace: str = "default") -> dict:
+        return self.srv.kubectl_json("get", "pod", "-n", namespace, name)
 
     def pod_gone(self, name: str) -> bool:
         return self.srv.kubectl("get", "pod", name, check=False).returncode != 0
@@ -127,8 +128,8 @@ class Cluster:
         self.srv.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}))
 
-    def running(self, name: str) -> dict | None:
-        p = self.pod(name)
+    def running(self, name: str, namespace: str = "default") -> dict | None:
+        p = self.pod(name, namespace)
         ok = p.get("status", {}).get("phase") == "Running" and all(
             cs.get("ready") for cs in p["status"].get("containerStatuses") or [{}])
         return p if ok else None
@@ -138,10 +139,10 @@ class Cluster:
 def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool = False,
                       server_args: tuple[str, ...] = (),
                       before_agents: Callable[[ServerProcess], None] | None = None,
-                      images: tuple[Path, ...] = ()) -> Iterator[Cluster]:
-    """Agents "a" and "b" (extra agent flags in `node_args`), both Ready; `before_agents`
-    runs once the server is up, before the agents join; `images`: more image tarballs for
-    both agents."""
+                      images: tuple[Path, ...] = (), labels: str = "ab") -> Iterator[Cluster]:
+    """Agents "a" and "b" (extra agent flags in `node_args`; `labels="a"`: "a" only), all
+    Ready; `before_agents` runs once the server is up, before the agents join; `images`: more
+    image tarballs for every agent."""
     require_netns()
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed")
@@ -151,20 +152,19 @@ def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool 
     agents: dict[str, Agent] = {}
     srv = None
     try:
-        for _ in range(2):
+        for _ in labels:
             ns = NetNS()
             made.append(ns)
             ns.create()
-        ns_a, ns_b = made
-        node_ips = dict(zip("ab", ns_a.link(ns_b), strict=True)) if link else {}
+        node_ips = dict(zip("ab", made[0].link(made[1]), strict=True)) if link else {}
         srv = ServerProcess(tmp / "server", extra_args=[
-            "--bind-address", "0.0.0.0", "--advertise-address", ns_a.host_ip,
-            "--tls-san", ns_b.host_ip, *server_args])
+            "--bind-address", "0.0.0.0", "--advertise-address", made[0].host_ip,
+            *(a for ns in made[1:] for a in ("--tls-san", ns.host_ip)), *server_args])
         srv.start()
         if before_agents is not None:
             before_agents(srv)
         suffix = uuid.uuid4().hex[:6]
-        for label, ns in (("a", ns_a), ("b", ns_b)):
+        for label, ns in zip(labels, made, strict=True):
             data = tmp / f"agent-{label}"
             (data / "agent" / "images").mkdir(parents=True)
             for image in (tarball, *images):

@@ -2,8 +2,9 @@
 CIDR becomes its pods' podman bridge network (podnet.py), the other Nodes' pod CIDRs routes to
 them (routes.py), and the Services and EndpointSlices the server sends every node become the
 cluster DNS records (records.py, served by dns.py on the cluster DNS IP) and the node's
-nftables service rules (proxy.py; conntrack.py cuts UDP flows to removed endpoints), rebuilt
-together a moment after any change.
+nftables service rules (proxy.py; conntrack.py cuts UDP flows to removed endpoints); the
+NetworkPolicies with the namespaces' and pods' views become the policy rules (policy.py), loaded
+in the same nft transaction; all rebuilt together a moment after any change.
 
 The cluster DNS IP and domain come from the kube-system/kube-dns Service the server keeps
 (its annotations follow `k3py server --cluster-dns/--cluster-domain`). The IP is added to the
@@ -28,12 +29,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
-from k3py.agent.network import proxy
+from k3py.agent.network import policy, proxy
 from k3py.agent.network.conntrack import Conntrack, stale_entries
 from k3py.agent.network.dns import DNSServer, host_resolvers
 from k3py.agent.network.podnet import PodNetwork
@@ -42,7 +44,7 @@ from k3py.agent.network.routes import RouteTable, pod_cidrs, tunnelled_cidrs, wa
 from k3py.agent.network.servicelb import leave_out_taken, ports_in_use
 from k3py.agent.network.tunnelproxy import TunnelProxy, serve_connect
 from k3py.api.servicelb import format_ports
-from k3py.tunnel.protocol import STREAM_CONNECT
+from k3py.tunnel.protocol import NETWORK_POLICY_KINDS, POD_PEERS_KIND, STREAM_CONNECT
 
 __all__ = ["NetworkManager", "DNS_DOMAIN_ANNOTATION", "NODE_LOCAL_ANNOTATION"]
 
@@ -52,6 +54,7 @@ DNS_DOMAIN_ANNOTATION = "k3py.io/cluster-domain"  # server/controllers/service.p
 NODE_LOCAL_ANNOTATION = "k3py.io/node-local"
 DEBOUNCE_SECONDS = 0.2
 PORT_CHECK_SECONDS = 10.0
+BRIDGE_NF_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 class NetworkManager:
@@ -70,6 +73,8 @@ class NetworkManager:
         self.ports_in_use: set[tuple[str, int]] = set()
         self._reported: str | None = None
         self.table = f"{proxy.TABLE}-{cluster_id}" if cluster_id else proxy.TABLE
+        self.policy_table = f"{policy.TABLE}-{cluster_id}" if cluster_id else policy.TABLE
+        self._bridge_nf = False  # br_netfilter checked on (pod-to-pod on the bridge filtered)
         self.dns_port = dns_port
         self.records = ClusterRecords()
         self.dns: tuple[str, str] | None = None  # (IP, domain) once kube-dns is known
@@ -110,9 +115,11 @@ class NetworkManager:
         if self._nft:
             with contextlib.suppress(proxy.NftError, OSError):
                 await proxy.delete(table=self.table)
+            with contextlib.suppress(proxy.NftError, OSError):
+                await proxy.apply(policy.delete_script(self.policy_table))
 
     def _on_change(self, what: str) -> None:
-        if what in ("services", "endpointslices", "nodes", "sync"):
+        if what in ("services", "endpointslices", "nodes", "sync", *NETWORK_POLICY_KINDS):
             self._changed = True
             self._wake.set()
 
@@ -243,11 +250,15 @@ class NetworkManager:
                 self._rules_failed = True
             return
         own = self.podnet.cidr if self.podnet is not None else ""
+        policies = self.meta.objects("networkpolicies")
+        if policies and not self._bridge_nf:
+            self._bridge_nf = await _bridge_netfilter()
+        services = proxy.build_ruleset(
+            ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
+            own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
+            tunnel_proxy=tunnel_proxy)
         try:
-            await proxy.apply(proxy.build_ruleset(
-                ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
-                own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
-                tunnel_proxy=tunnel_proxy))
+            await self._apply_with_policies(services, policies)
             stale, self._ports = stale_entries(self._ports, ports), ports
             await self.conntrack.flush(stale)
             if self._rules_failed:
@@ -257,6 +268,18 @@ class NetworkManager:
             if not self._rules_failed:
                 log.warning("loading the service rules failed: %s", e)
             self._rules_failed = True
+
+    async def _apply_with_policies(self, services: str, policies: list[dict]) -> None:
+        """The service and policy rules in one transaction; if nft refuses the policy part,
+        the service rules alone, the policy table keeping its last loaded rules."""
+        rules = policy.build_ruleset(policies, self.meta.objects("namespaces"),
+                                     policy.pod_peers(self.meta.objects(POD_PEERS_KIND)),
+                                     node_name=self.node_name, table=self.policy_table)
+        try:
+            await proxy.apply(services + rules)
+        except proxy.NftError as e:
+            await proxy.apply(services)  # (refused too: the service rules were at fault)
+            log.error("the NetworkPolicy rules were refused, the previous ones stay: %s", e)
 
     def pod_dns(self) -> tuple[str, str] | None:
         """(cluster DNS IP, domain) for pods with dnsPolicy ClusterFirst, once served."""
@@ -279,6 +302,29 @@ def _dns_of(services: list[dict]) -> tuple[str, str] | None:
                     "cluster.local"
                 return ip, domain
     return None
+
+
+async def _bridge_netfilter() -> bool:
+    """Make bridged IPv4 traffic pass the IP hooks (br_netfilter, bridge-nf-call-iptables=1)
+    so that the policy rules see pod-to-pod traffic on this node's bridge (policy.py says
+    why); True once on. What fails is logged: policies then hold only across nodes."""
+    if not os.path.exists(BRIDGE_NF_SYSCTL) and shutil.which("modprobe") is not None:
+        proc = await asyncio.create_subprocess_exec(
+            "modprobe", "br_netfilter", stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            log.debug("modprobe br_netfilter: %s", err.decode(errors="replace").strip())
+    try:
+        with open(BRIDGE_NF_SYSCTL, "r+") as f:
+            if f.read().strip() != "1":
+                f.seek(0)
+                f.write("1")
+        return True
+    except OSError as e:
+        log.warning("cannot turn on %s (%s): NetworkPolicies do not apply between pods of "
+                    "the same node", BRIDGE_NF_SYSCTL, e.strerror or e)
+        return False
 
 
 async def _add_loopback_address(ip: str) -> None:

@@ -41,11 +41,12 @@ class CloudHub:
     def __init__(self, registry: Registry, authenticator: Authenticator,
                  issuer: TokenIssuer | None = None, *, informers: InformerFactory,
                  authorizer: AuthorizerChain, server_node: str = "",
-                 usage: UsageStore | None = None) -> None:
+                 usage: UsageStore | None = None, network_policy: bool = True) -> None:
         self.registry = registry
         self.sessions: dict[str, NodeSession] = {}
         self.passwords = NodePasswords(registry)
-        self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected)
+        self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected,
+                                         network_policy=network_policy)
         self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,
                                        usage)
         self.relay = ConnectRelay(self.sessions, self._nodes)
@@ -87,10 +88,11 @@ class CloudHub:
 
     async def _ready(self) -> None:
         """The hub is started and the informers the Node authorizer reads for a node's
-        writes (pods; devices once served) are synced: a queued status write that arrives
-        first is not refused for a cache that is still filling."""
+        writes (pods; devices once served) and those its snapshot is made from are synced: a
+        queued status write that arrives first is not refused for a cache that is still
+        filling, and a first snapshot is whole."""
         self.start()
-        await self.downstream.pods.synced.wait()
+        await self.downstream.synced()
         feed = self.downstream.device_feed
         if feed is not None and feed.devices is not None:
             await feed.devices.synced.wait()

@@ -1,6 +1,7 @@
 """Downstream sync: what each node must hold (its pods; the configmaps, secrets, claims, volumes
 and tokens they need; its devices; the deleted local-path volumes whose directories it must
-remove; every Service, EndpointSlice and Ingress) as one snapshot on a full sync, then one
+remove; every Service, EndpointSlice and Ingress; unless NetworkPolicy is disabled, every
+NetworkPolicy and the namespaces' and pods' views its rules need) as one snapshot on a full sync, then one
 object message per change.
 
 Fed by the server's informers; queues into CloudHub's node sessions (sessions.py); the tokens
@@ -32,10 +33,15 @@ from k3py.tunnel.message import (
     new_message,
     resource_key,
 )
-from k3py.tunnel.protocol import CLUSTER_WIDE_KINDS, POD_TOKENS_KIND
+from k3py.tunnel.protocol import (
+    CLUSTER_WIDE_KINDS,
+    NETWORK_POLICY_KINDS,
+    POD_PEERS_KIND,
+    POD_TOKENS_KIND,
+)
 
 __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message",
-           "node_route_view"]
+           "node_route_view", "namespace_view", "pod_peer_view"]
 
 
 _REFERENCED = ("configmaps", "secrets", "persistentvolumeclaims")
@@ -80,8 +86,44 @@ def node_route_view(node: dict) -> dict:
     return view
 
 
+def namespace_view(ns: dict) -> dict:
+    """What a node's NetworkPolicy rules need of a Namespace: its name and labels."""
+    md = ns.get("metadata") or {}
+    return {"metadata": {"name": md.get("name") or "", "uid": md.get("uid") or "",
+                         "labels": md.get("labels") or {}}}
+
+
+_FINISHED = ("Succeeded", "Failed")  # a finished pod's IP may be another's already
+
+
+def pod_peer_view(pod: dict) -> dict:
+    """What a node's NetworkPolicy rules need of any pod of the cluster (as a peer, or to
+    resolve a named port): name, labels, node, IP, whether it finished, and named container
+    ports (so a pod's status reports change it only when its IP comes). Not the
+    pod (its env, volumes, secrets' names): the Node authorizer lets a node read only its own
+    pods, and this is the least of the others that policies need."""
+    md, spec, status = (pod.get(k) or {} for k in ("metadata", "spec", "status"))
+    ports = [[{k: p[k] for k in ("name", "containerPort", "protocol") if k in p}
+              for p in c.get("ports") or [] if p.get("name")]
+             for c in spec.get("containers") or []]
+    view_spec: dict = {"nodeName": spec.get("nodeName") or "",
+                       "containers": [{"ports": p} for p in ports if p]}
+    if spec.get("hostNetwork"):
+        view_spec["hostNetwork"] = True
+    return {"metadata": {"namespace": md.get("namespace") or "", "name": md.get("name") or "",
+                         "uid": md.get("uid") or "", "labels": md.get("labels") or {}},
+            "spec": view_spec,
+            "status": {"podIP": status.get("podIP") or "",
+                       **({"phase": status["phase"]} if status.get("phase") in _FINISHED
+                          else {})}}
+
+
+_VIEWS = {"nodes": node_route_view, "namespaces": namespace_view, POD_PEERS_KIND: pod_peer_view}
+
+
 def _view(plural: str, obj: dict) -> dict:
-    return node_route_view(obj) if plural == "nodes" else obj
+    view = _VIEWS.get(plural)
+    return view(obj) if view is not None else obj
 
 
 def node_of(pod: dict | None) -> str:
@@ -105,8 +147,10 @@ class DownstreamSync:
     `start` creates them on the factory, whose owner stops them."""
 
     def __init__(self, informers: InformerFactory, sessions: dict[str, NodeSession],
-                 issuer: TokenIssuer | None, connected: Callable[[str], bool]) -> None:
+                 issuer: TokenIssuer | None, connected: Callable[[str], bool], *,
+                 network_policy: bool = True) -> None:
         self._informers = informers
+        self.network_policy = network_policy  # False: --disable-network-policy
         self.sessions = sessions
         self.issuer = issuer  # pods' service-account tokens go down with them (podtokens.py)
         self._connected = connected
@@ -134,6 +178,8 @@ class DownstreamSync:
             group = "discovery.k8s.io" if plural == "endpointslices" else ""
             inf = self.cluster_wide[plural] = self._informers.informer(group, plural)
             inf.add_handler(lambda t, o, n, plural=plural: self._to_every_node(plural, t, o, n))
+        if self.network_policy:
+            self._start_network_policy()
         self.device_feed = DeviceFeed(self._informers, self.send_object)
         self.device_feed.start()
         self.ingress_feed = IngressFeed(
@@ -148,6 +194,15 @@ class DownstreamSync:
             await self.device_feed.stop()
         for task in list(self._tasks):
             task.cancel()
+
+    def _start_network_policy(self) -> None:
+        """Every node gets the policies, the namespaces' and the pods' views (their pods
+        come from the pod informer, under their own kind)."""
+        for group, plural in (("networking.k8s.io", "networkpolicies"), ("", "namespaces")):
+            inf = self.cluster_wide[plural] = self._informers.informer(group, plural)
+            inf.add_handler(lambda t, o, n, plural=plural: self._to_every_node(plural, t, o, n))
+        self.cluster_wide[POD_PEERS_KIND] = self.pods
+        self.pods.add_handler(lambda t, o, n: self._to_every_node(POD_PEERS_KIND, t, o, n))
 
     def _spawn(self, coro: Coroutine) -> None:
         task = asyncio.create_task(coro)
@@ -201,6 +256,12 @@ class DownstreamSync:
             out |= self._pod_volumes(pod)
         return out
 
+    async def synced(self) -> None:
+        """Every cache a snapshot is made from has been filled (so a first snapshot is not
+        missing, say, the ConfigMap a node's pod needs while that cache still fills)."""
+        for inf in (self.pods, *self.refs.values(), self.volumes, *self.cluster_wide.values()):
+            await inf.synced.wait()
+
     def snapshot(self, node: str) -> Message:
         """Everything `node` must hold, in one OP_SYNC message (a full sync)."""
         pods = self.pods.by_index(NODE_INDEX, node)
@@ -215,6 +276,7 @@ class DownstreamSync:
                                                        sorted(self._volumes_for_node(node))) if v]
         if self.device_feed is not None:
             content.update(self.device_feed.snapshot(node))
+        content.update({k: [] for k in NETWORK_POLICY_KINDS})  # (disabled: none held)
         for plural, inf in self.cluster_wide.items():
             content[plural] = [_view(plural, o) for o in inf.list()]
         if self.ingress_feed is not None:

@@ -62,7 +62,8 @@ async def test_volumes_go_to_the_nodes_that_need_them(env):
     await reg.create(pvs, None, _volume("pvc-gone", "a", local_path=True))
     await reg.delete(pvs, None, "pvc-gone", {})  # Terminating: the finalizer holds it
     sessions = {n: NodeSession(n) for n in ("a", "b")}
-    sync = DownstreamSync(env.ctx.informers, sessions, None, lambda n: False)
+    sync = DownstreamSync(env.ctx.informers, sessions, None, lambda n: False,
+                          network_policy=False)  # (peer views: to every node)
     sync.start()
     await env.ctx.informers.wait_synced()
     await eventually(lambda: sync.volumes.get(None, "pvc-gone") and
