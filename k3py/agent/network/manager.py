@@ -88,9 +88,14 @@ class NetworkManager:
         self.tunnel = TunnelProxy(hub) if hub is not None else None
         if hub is not None:
             hub.stream_handlers[STREAM_CONNECT] = lambda msg: serve_connect(
-                hub, msg, lambda: self.podnet.cidr if self.podnet is not None else "")
+                hub, msg, lambda: self.podnet.cidr if self.podnet is not None else "",
+                self._ingress_isolated)
         self._nft = shutil.which("nft") is not None
         self._rules_failed = False
+
+    def _ingress_isolated(self, ip: str) -> bool:
+        return policy.ingress_isolated(ip, self.meta.objects("networkpolicies"),
+                                       policy.pod_peers(self.meta.objects(POD_PEERS_KIND)))
 
     def start(self) -> None:
         self.meta.listeners.append(self._on_change)

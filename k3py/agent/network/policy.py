@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 
 from k3py.api.selectors import LabelSelector, SelectorError, label_selector_from_struct
 
-__all__ = ["TABLE", "PodPeer", "pod_peers", "build_ruleset", "delete_script"]
+__all__ = ["TABLE", "PodPeer", "pod_peers", "build_ruleset", "delete_script",
+           "ingress_isolated"]
 
 TABLE = "k3py-policy"
 _PROTOS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
@@ -168,19 +169,32 @@ def _pod_rules(pod: PodPeer, direction: str, policies: list[dict],
     selected = False
     rules: list[str] = []
     for pol in policies:
-        md, spec = pol.get("metadata") or {}, pol.get("spec") or {}
-        if (md.get("namespace") or "default") != pod.namespace or \
-                kind not in (spec.get("policyTypes") or ["Ingress"]):
+        if not _selects(pol, pod, kind):
             continue
-        try:
-            if not label_selector_from_struct(spec.get("podSelector") or {}).matches(pod.labels):
-                continue
-        except SelectorError:
-            continue  # (validation refuses such a policy; one from before is ignored)
         selected = True
-        for rule in spec.get(direction) or []:
+        for rule in (pol.get("spec") or {}).get(direction) or []:
             rules += _rule_matches(rule or {}, direction, pod, pod.namespace, cluster)
     return _unique(rules) if selected else None
+
+
+def _selects(pol: dict, pod: PodPeer, kind: str) -> bool:
+    """Whether policy `pol` selects `pod` for `kind` ("Ingress" or "Egress")."""
+    md, spec = pol.get("metadata") or {}, pol.get("spec") or {}
+    if (md.get("namespace") or "default") != pod.namespace or \
+            kind not in (spec.get("policyTypes") or ["Ingress"]):
+        return False
+    try:
+        return label_selector_from_struct(spec.get("podSelector") or {}).matches(pod.labels)
+    except SelectorError:
+        return False  # (validation refuses such a policy; one from before is ignored)
+
+
+def ingress_isolated(ip: str, policies: list[dict], pods: list[PodPeer]) -> bool:
+    """Whether an Ingress policy selects the pod at `ip`. A connection relayed through the
+    tunnel reaches the pod from its node, not from the pod that opened it, so the pod's rules
+    cannot be checked against it: the relay refuses such a pod's connections."""
+    pod = next((p for p in pods if p.ip == ip), None)
+    return pod is not None and any(_selects(pol, pod, "Ingress") for pol in policies)
 
 
 def _rule_matches(rule: dict, direction: str, pod: PodPeer, namespace: str,

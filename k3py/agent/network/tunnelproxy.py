@@ -127,9 +127,11 @@ class TunnelProxy:
             self.hub.close_stream(sid)
 
 
-async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str]) -> None:
+async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str],
+                        isolated: Callable[[str], bool] = lambda ip: False) -> None:
     """The connect stream handler: a connection to a pod of this node (`pod_cidr()`: the
-    node's pod CIDR now), relayed until either side ends; "error" when it cannot be made."""
+    node's pod CIDR now), relayed until either side ends; "error" when it cannot be made.
+    `isolated(ip)`: a NetworkPolicy isolates that pod's ingress, refused (403)."""
     def fail(code: int, message: str) -> None:
         hub.send_live(stream_frame(msg.id, FRAME_ERROR, {"code": code, "message": message},
                                    source=EDGE))
@@ -141,6 +143,10 @@ async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str])
     cidr = pod_cidr()
     if not cidr or ipaddress.IPv4Address(req.ip) not in ipaddress.IPv4Network(cidr):
         fail(403, f"{req.ip} is not in this node's pod CIDR {cidr or '(none)'}")
+        return
+    if isolated(req.ip):
+        fail(403, f"a NetworkPolicy isolates the pod at {req.ip}: its connections are not "
+                  "relayed through the tunnel, where its rules cannot be checked")
         return
     try:
         reader, writer = await asyncio.wait_for(

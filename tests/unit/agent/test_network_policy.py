@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from k3py.agent.network.policy import build_ruleset, pod_peers
+from k3py.agent.network.policy import build_ruleset, ingress_isolated, pod_peers
 from k3py.server.edge.downstream import namespace_view, pod_peer_view
 
 pytestmark = pytest.mark.unit
@@ -148,3 +148,15 @@ def test_the_pods_of_a_peer_are_one_set_per_rule():
     local_b = [*PODS, pod("b", "mine", "10.42.0.9")]
     assert chain_of(rules([pol], local_b), "egress", "b/mine")[0] == \
         "ip daddr { 10.42.0.2, 10.42.0.3 } meta l4proto tcp th dport 8080 return"
+
+
+def test_the_tunnel_relay_refuses_only_pods_an_ingress_policy_isolates():
+    """A relayed connection comes from the node, so it cannot be checked against a pod's
+    rules: a pod an Ingress policy selects is not reachable through the tunnel."""
+    peers = pod_peers([pod_peer_view(p) for p in PODS])
+    web_only = [policy("a", "web", {"matchLabels": {"app": "web"}}, ["Ingress"])]
+    egress_only = [policy("a", "out", {}, ["Egress"])]
+    assert ingress_isolated("10.42.0.2", web_only, peers)
+    assert not ingress_isolated("10.42.0.3", web_only, peers)
+    assert not ingress_isolated("10.42.0.2", egress_only, peers)
+    assert not ingress_isolated("10.42.0.9", web_only, peers)  # no such pod
