@@ -40,7 +40,8 @@ _DROPPED = ("authorization", "host", "cookie")
 
 
 class NotThere(Exception):
-    """The peer does not hold the node's tunnel either (it answered 503)."""
+    """The peer does not hold the node's tunnel either (it answered 503), or cannot be
+    reached: ask the next one. Raised only before anything was sent to the client."""
 
 
 class PeerRelay:
@@ -73,8 +74,6 @@ class PeerRelay:
                 return await self._relay_plain(request, peer)
             except NotThere:
                 continue
-            except (TimeoutError, OSError, aiohttp.ClientError) as e:
-                log.warning("stream relay to server %s: %s", peer, e)
         raise errors.service_unavailable(f"node {node} is not connected to the server")
 
     def _url(self, peer: str, request: web.Request) -> str:
@@ -90,9 +89,13 @@ class PeerRelay:
         """pods/log: a streamed response, copied at the pace the client reads it."""
         if self._session is None:
             self._session = aiohttp.ClientSession(auto_decompress=False)
-        async with self._session.request(
+        try:
+            r = await self._session.request(
                 request.method, self._url(peer, request), headers=self._headers(request),
-                ssl=self.tls, timeout=aiohttp.ClientTimeout(total=None, connect=10)) as r:
+                ssl=self.tls, timeout=aiohttp.ClientTimeout(total=None, connect=10))
+        except (OSError, aiohttp.ClientError) as e:
+            raise _unreachable(peer, e) from e
+        async with r:
             if r.status == 503:
                 raise NotThere
             resp = web.StreamResponse(status=r.status, headers={
@@ -108,15 +111,23 @@ class PeerRelay:
         """exec, attach, port-forward: the upgrade request goes to the peer as it came; its
         101 comes back, then the connection's bytes (websocket or SPDY frames) flow both
         ways unchanged."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            peer, self.port, ssl=self.tls, server_hostname=peer, limit=_HEAD_LIMIT), 10)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                peer, self.port, ssl=self.tls, server_hostname=peer, limit=_HEAD_LIMIT), 10)
+        except (OSError, TimeoutError) as e:
+            raise _unreachable(peer, e) from e
         try:
             head = f"{request.method} {request.path_qs} HTTP/1.1\r\nHost: {peer}:{self.port}\r\n"
             head += "".join(f"{k}: {v}\r\n" for k, v in self._headers(request))
             writer.write(head.encode("latin-1") + b"\r\n")
-            status, headers = await asyncio.wait_for(_read_head(reader), 30)
+            try:
+                status, headers = await asyncio.wait_for(_read_head(reader), 30)
+                body = b"" if status == 101 else \
+                    await reader.readexactly(int(headers.get("Content-Length") or 0))
+            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError) as e:
+                raise _unreachable(peer, e) from e
             if status != 101:
-                body = await reader.readexactly(int(headers.get("Content-Length") or 0))
                 if status == 503:
                     raise NotThere
                 return web.Response(status=status, body=body,
@@ -131,6 +142,11 @@ class PeerRelay:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _unreachable(peer: str, e: BaseException) -> NotThere:
+    log.warning("stream relay to server %s: %s", peer, e or type(e).__name__)
+    return NotThere()
 
 
 async def _read_head(reader: asyncio.StreamReader):
@@ -181,12 +197,13 @@ async def _pipe(request: web.Request, resp: web.StreamResponse,
     await resp.prepare(request)
 
     async def to_client() -> None:
-        while data := await reader.read(_CHUNK):
-            if transport.is_closing():
-                return
-            transport.write(data)
-            if transport.get_write_buffer_size() > _HIGH_WATER:
-                await protocol._drain_helper()  # noqa: SLF001 - aiohttp's own drain
+        with contextlib.suppress(OSError):  # either side gone: the relay ends
+            while data := await reader.read(_CHUNK):
+                if transport.is_closing():
+                    return
+                transport.write(data)
+                if transport.get_write_buffer_size() > _HIGH_WATER:
+                    await protocol._drain_helper()  # noqa: SLF001 - aiohttp's own drain
     down = asyncio.ensure_future(to_client())
     up = asyncio.ensure_future(to_peer.eof.wait())
     try:
