@@ -19,7 +19,7 @@
 #   INSTALL_K3PY_NAME          service name suffix: k3py-<name> (default k3py / k3py-agent)
 #   INSTALL_K3PY_SKIP_START=true, INSTALL_K3PY_SKIP_ENABLE=true
 #   INSTALL_K3PY_SYMLINK=skip|force   the kubectl symlink (default: only when none exists)
-#   INSTALL_K3PY_SKIP_PODMAN=true     do not install podman/runc (agents need them)
+#   INSTALL_K3PY_SKIP_PODMAN=true     do not install podman/runc/catatonit (agents need them)
 #
 # Writes: the binary (or venv), <systemd dir>/<name>.service and <name>.service.env (0600),
 # k3py-killall.sh, <name>-uninstall.sh; details of each step go to /var/log/k3py-install.log.
@@ -196,6 +196,9 @@ setup_podman() {
     missing=
     command -v podman >/dev/null 2>&1 || missing="$missing podman"
     command -v runc >/dev/null 2>&1 || missing="$missing runc"
+    # podman's pause process for pods (a Recommends of Debian's podman, skipped by some hosts)
+    command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || \
+        missing="$missing catatonit"
     if [ -n "$missing" ]; then
         info "installing$missing"
         # shellcheck disable=SC2086 # one package name per word
@@ -227,6 +230,8 @@ write_env_file() {
 }
 
 write_unit() {
+    # NotifyAccess=all: READY=1 (with MAINPID) comes from the one-file binary's Python process,
+    # a child of the bootloader that systemd starts
     # shellcheck disable=SC2086 # the flags are split into words on purpose
     args=$(quote_args $EXEC_ARGS $EXTRA_ARGS)
     mkdir -p "$SYSTEMD_DIR"
@@ -242,6 +247,7 @@ WantedBy=multi-user.target
 
 [Service]
 Type=notify
+NotifyAccess=all
 EnvironmentFile=-/etc/default/%N
 EnvironmentFile=-/etc/sysconfig/%N
 EnvironmentFile=-$ENV_FILE

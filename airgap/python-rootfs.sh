@@ -52,6 +52,8 @@ tar -C "$STDLIB/.." -cf - \
   tar -C "$root/usr/local/lib" -xf -
 
 mkdir -p "$root/usr/local/lib/python$VER/site-packages"
+# Debian's Python (the arm64 build root's) looks in dist-packages, not site-packages
+ln -sfn site-packages "$root/usr/local/lib/python$VER/dist-packages"
 excludes=""
 for e in "$@"; do excludes="$excludes --exclude=$e"; done
 for top in $tops; do

@@ -12,7 +12,8 @@ each.
 
 Prints req/s and p50/p99 for each and the ratios to Traefik's (targets: k3py ≥ 0.5 × Traefik's
 req/s, p99 ≤ 2 × Traefik's), the standalone proxy's and Traefik's RSS, and the agent's (the
-whole agent: proxy, tunnel, metamanager, podman client). The agent runs in this network
+whole agent: proxy, tunnel, metamanager, podman client) before any Ingress exists and after
+the load: its growth is what serving the Ingress costs it (target < 15 MB). The agent runs in this network
 namespace (it holds the cluster DNS address while it runs) and its podman pods and pod network
 are removed at the end. Run: python3 bench/ingress.py [--seconds 10]
 [--concurrency 32]. Traffic goes only to 127.0.0.1; every loop is bounded."""
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -178,6 +180,21 @@ def main() -> int:
         try:
             backend_port, k3py_port, traefik_port = free_port(), free_port(), free_port()
             procs.append(subprocess.Popen([sys.executable, "-c", BACKEND, str(backend_port)]))
+            # the agent first, so its RSS is known before it serves any Ingress
+            agent_port = free_port()
+            with open(tmp / "agent.log", "ab") as log:
+                agent = subprocess.Popen(
+                    srv.agent_command(tmp / "agent", AGENT, "--ingress-http-port",
+                                      str(agent_port)),
+                    stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
+                    start_new_session=True)
+            procs.append(agent)
+            wait_for(lambda: srv.kubectl("get", "node", AGENT, check=False).returncode == 0,
+                     90, 0.5, "the agent's Node")
+            srv.kubectl("wait", f"node/{AGENT}", "--for=condition=Ready", "--timeout=90s",
+                        timeout=100)
+            time.sleep(3.0)
+            agent_idle = rss_mb(agent.pid)
             for obj in objects(backend_port):
                 srv.kubectl("apply", "-f", "-", input=json.dumps(obj))
             token = srv.kubectl("create", "token", "traefik", "-n", "kube-system").stdout.strip()
@@ -212,14 +229,6 @@ def main() -> int:
                     from None
             print("traefik: Kubernetes Ingress provider (client-go) routes from the k3py API",
                   flush=True)
-            agent_port = free_port()
-            with open(tmp / "agent.log", "ab") as log:
-                agent = subprocess.Popen(
-                    srv.agent_command(tmp / "agent", AGENT, "--ingress-http-port",
-                                      str(agent_port)),
-                    stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
-                    start_new_session=True)
-            procs.append(agent)
             try:
                 wait_for(lambda: routed(agent_port), 90, 0.5, "the agent's ingress routing")
             except TimeoutError:
@@ -236,7 +245,12 @@ def main() -> int:
                 print(f"{name}_p99: {r['p99']:.2f} ms", flush=True)
                 print(f"{name}_errors: {r['errors']}", flush=True)
             print(f"k3py_rss: {rss_mb(k3py.pid):.1f} MB", flush=True)
-            print(f"k3py_agent_rss: {rss_mb(agent.pid):.1f} MB", flush=True)
+            agent_rss = rss_mb(agent.pid)
+            print(f"k3py_agent_rss_before_any_ingress: {agent_idle:.1f} MB", flush=True)
+            print(f"k3py_agent_rss: {agent_rss:.1f} MB", flush=True)
+            print(f"k3py_ingress_rss_over_agent: {agent_rss - agent_idle:.1f} MB   "
+                  "(target < 15 MB; the agent's growth from before any Ingress to after the "
+                  "load)", flush=True)
             print(f"traefik_rss: {rss_mb(traefik.pid):.1f} MB", flush=True)
             t = results["traefik"]
             for name, what in (("k3py", "k3py"), ("k3py_agent", "agent")):

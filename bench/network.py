@@ -11,10 +11,14 @@ podman pods.
 - The agent's extra RSS for N Services with M endpoints in all (default 500 / 2,000: selector-
   less Services with their own EndpointSlices), measured once the agent has their DNS
   records and nftables rules (target < 10 MB).
+- The tunnel path to a node without a route: a second cluster, a server and two agents in
+  network namespaces with a direct link (tests/integration/twonodes.py); HTTP from a pod on
+  one node to a pod on the other by pod IP, over the host-gw route (link up) and through the
+  tunnel (link down: agent -> server -> agent), round by round: req/s and p99, and the ratio.
 
 Run: python3 bench/network.py [--services 500] [--endpoints 2000] [--seconds 5] [--rounds 2]
-[--concurrency 16] [--in-flight 8] [--settle 3].
-Needs podman, nft, dnsmasq (scripts/setup.sh) and root. Prints `name: value unit` lines and
+[--concurrency 16] [--in-flight 8] [--settle 3] [--tunnel-concurrency 4].
+Needs podman, nft, dnsmasq (scripts/setup.sh) and root (`ip netns` for the tunnel part). Prints `name: value unit` lines and
 `ratio: x` lines; exits 1 with a one-line reason when a figure cannot be measured. Traffic
 stays on this machine (the pods' bridge, 127.0.0.1, the node's own address); every loop is
 bounded in count and time; the server, the agent, dnsmasq and the pods are removed at the end,
@@ -51,6 +55,7 @@ from bench.pods import (  # noqa: E402
 )
 from tests.harness import ServerProcess, free_port, wait_for  # noqa: E402
 from tests.integration.agents import PY_IMAGE, build_python_image  # noqa: E402
+from tests.integration.twonodes import Cluster, two_agent_cluster  # noqa: E402
 
 DNS_IP = "10.43.0.53"
 DOMAIN = "cluster.local"
@@ -325,6 +330,81 @@ def run(args: argparse.Namespace, tmp: Path, node: str, started: dict) -> None:
         raise Unmeasurable(f"the client pod {phase.lower()} without a result: "
                            f"{logs.strip()[-300:]}")
     report(results[0], args)
+    teardown(started, node)  # one cluster at a time: the tunnel part makes its own
+    started.clear()
+    tunnel_report(tunnel_run(args, tmp), args)
+
+
+def tunnel_run(args: argparse.Namespace, tmp: Path) -> dict:
+    """HTTP rounds from a pod on node a to a pod on node b: "route" over the nodes' link,
+    "tunnel" with that link down (each node still reaches the server)."""
+    try:
+        cm = two_agent_cluster(tmp / "tunnel", {}, link=True, images=(build_python_image(),))
+        c = cm.__enter__()
+    except BaseException as e:  # pytest.skip's exception when `ip netns` is not permitted
+        raise Unmeasurable(f"the two-node cluster cannot start: {e}") from None
+    try:
+        return _tunnel_rounds(c, args)
+    finally:
+        c.a.ns.set_link(True)
+        cm.__exit__(None, None, None)
+
+
+def _routed(c: Cluster, cidr: str) -> bool:
+    return cidr in c.a.ns.run(["ip", "-4", "route", "show", "proto", "201"]).stdout
+
+
+def _tunnel_rounds(c: Cluster, args: argparse.Namespace) -> dict:
+    srv = c.srv
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod(
+        "bench-far", c.b.name, ["python3", "-c", BACKEND])))
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod(
+        "bench-near", c.a.name, ["python3", "-c", "import time; time.sleep(3600)"],
+        dnspython=True)))
+    for name in ("bench-far", "bench-near"):
+        c.wait(lambda name=name: c.running(name), 120, f"{name} Running")
+    far_ip = c.pod("bench-far")["status"]["podIP"]
+    far_cidr = srv.kubectl_json("get", "node", c.b.name)["spec"]["podCIDR"]
+    c.wait(lambda: _routed(c, far_cidr), 20, "the host-gw route to b's pods")
+    params = {"response": RESPONSE.decode(), "seconds": args.seconds, "rounds": 1,
+              "concurrency": args.tunnel_concurrency, "in_flight": 1,
+              "max_requests": 1_000_000, "max_queries": 0, "names": [], "dns": []}
+    out: dict = {}
+    for _ in range(args.rounds):
+        for name, link_up in (("route", True), ("tunnel", False)):
+            c.a.ns.set_link(link_up)
+            c.wait(lambda up=link_up: _routed(c, far_cidr) == up, 20,
+                   f"the route {'back' if link_up else 'gone'}")
+            run = srv.kubectl("exec", "bench-near", "--", "python3", "-c", CLIENT, json.dumps(
+                {**params, "http": [[name, far_ip, 8080]]}), check=False,
+                timeout=4 * args.seconds + 60)
+            lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+            if not lines:
+                raise Unmeasurable(f"the {name} round gave no result: "
+                                   f"{(run.stderr or run.stdout).strip()[-300:]}")
+            r = json.loads(lines[0][7:])[name]
+            acc = out.setdefault(name, {"lat": [], "errors": 0, "took": 0.0})
+            acc["lat"] += r["lat"]
+            acc["errors"] += r["errors"]
+            acc["took"] += r["took"]
+    return out
+
+
+def tunnel_report(res: dict, args: argparse.Namespace) -> None:
+    figures = {}
+    for name in ("route", "tunnel"):
+        r = res[name]
+        rate = len(r["lat"]) / r["took"] if r["took"] else float("nan")
+        figures[name] = (rate, pct(r["lat"], 99))
+        emit(f"http_{name}_rate", rate, "req/s")
+        emit(f"http_{name}_p99", pct(r["lat"], 99), "ms")
+        emit(f"http_{name}_errors", r["errors"])
+    (tun, tun_p99), (route, route_p99) = figures["tunnel"], figures["route"]
+    print(f"ratio: {tun / route:.2f}   (HTTP req/s pod -> pod on a node without a route, "
+          f"through the tunnel / over the host-gw route, {args.tunnel_concurrency} "
+          "connections)", flush=True)
+    print(f"ratio: {tun_p99 / route_p99:.2f}   (HTTP p99 through the tunnel / over the route)",
+          flush=True)
 
 
 def report(res: dict, args: argparse.Namespace) -> None:
@@ -358,6 +438,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16, help="HTTP connections")
     ap.add_argument("--in-flight", type=int, default=8, help="DNS queries in flight")
     ap.add_argument("--settle", type=float, default=3.0, help="RSS sampling seconds")
+    ap.add_argument("--tunnel-concurrency", type=int, default=4,
+                    help="HTTP connections through the tunnel and over the route")
     ap.add_argument("--node-name", default="bench-net")
     args = ap.parse_args()
     args.services = max(1, min(args.services, 5000))
@@ -366,6 +448,7 @@ def main() -> int:
     args.rounds = max(1, min(args.rounds, 10))
     args.concurrency = max(1, min(args.concurrency, 256))
     args.in_flight = max(1, min(args.in_flight, 256))
+    args.tunnel_concurrency = max(1, min(args.tunnel_concurrency, 64))
     args.settle = max(0.5, min(args.settle, 60.0))
     if shutil.which("dnsmasq") is None:
         print("error: dnsmasq not found (scripts/setup.sh installs dnsmasq-base)", flush=True)

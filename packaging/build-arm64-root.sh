@@ -11,8 +11,9 @@ CACHE="${K3PY_BUILD_CACHE:-/var/cache/k3py-build}"
 ROOT="$CACHE/arm64-root"
 MIRROR="${K3PY_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 VENV=/opt/k3py-build/venv
-# Debian's Python with its shared library (PyInstaller bundles it) and binutils (strip)
-PACKAGES="python3 python3-venv libpython3.11 binutils ca-certificates"
+# Debian's Python with its shared library (PyInstaller bundles it) and binutils (strip);
+# busybox-static for airgap/build.sh arm64's busybox image
+PACKAGES="python3 python3-venv libpython3.11 binutils ca-certificates busybox-static"
 log() { echo "[arm64-root] $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { log "error: needs root (debootstrap, chroot)"; exit 1; }
@@ -64,9 +65,10 @@ if ! in_root dpkg -s $PACKAGES >/dev/null 2>&1; then
 fi
 
 # the build venv: PyInstaller and k3py's runtime dependencies (wheels preferred: little compiles
-# under qemu), refreshed when the dependency list changes
+# under qemu), refreshed when the dependency list changes; the kubernetes client too, for
+# airgap/build.sh arm64's python-k8s image (packaging/k3py.spec excludes it from the binary)
 python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(p["dependencies"] + p["optional-dependencies"]["build"]))' >"$ROOT/etc/k3py-build/requirements.txt"
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["build"] + ["kubernetes"]))' >"$ROOT/etc/k3py-build/requirements.txt"
 want=$(sha256sum "$ROOT/etc/k3py-build/requirements.txt" | cut -d' ' -f1)
 if [ "$(cat "$ROOT$VENV/.requirements-sha256" 2>/dev/null)" != "$want" ]; then
   t0=$(date +%s)

@@ -1,5 +1,6 @@
 """Smoke test of a built one-file binary: `--version`, `server` ready, `kubectl get ns` through
-it, and an agent of the same binary joining it (node Ready on the host's podman; with --pod a
+it, /openapi/v2 served as protobuf (the spec's hidden protobuf import; kubectl 1.27/1.28 ask
+for it) and `kubectl apply` of a `kind: List`, and an agent of the same binary joining it (node Ready on the host's podman; with --pod a
 pod of the offline test image runs on it and `kubectl logs` reads it).
 
 Usage: python3 packaging/smoke_test.py [BINARY] [--qemu ROOT] [--no-agent] [--pod]
@@ -53,6 +54,36 @@ def check_version(runner: list[str], env: dict[str, str]) -> bool:
                          env=env)
     print(out.stdout.strip() or out.stderr.strip())
     return out.returncode == 0
+
+
+OPENAPI_PB = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
+
+def check_openapi_and_apply(srv: BinaryServer) -> bool:
+    """/openapi/v2 answers protobuf when asked for it, and kubectl applies a `kind: List`."""
+    with srv.client() as api:
+        method, url, headers, _, _ = api.param_serialize(
+            "GET", "/openapi/v2", header_params={"Accept": OPENAPI_PB},
+            auth_settings=["BearerToken"])
+        resp = api.call_api(method, url, header_params=headers, _request_timeout=60)
+        resp.read()
+        ctype, body = resp.getheader("Content-Type") or "", resp.data
+    # the answer's type is upstream's spelling (…spec.v2.v1.0+protobuf); a Document's first
+    # field is swagger: "2.0"
+    if (resp.status != 200 or not ctype.startswith("application/com.github.proto-openapi")
+            or not body.startswith(b'\n\x032.0')):
+        print(f"smoke: /openapi/v2 as protobuf: {resp.status} {ctype!r} {body[:80]!r}",
+              file=sys.stderr)
+        return False
+    items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"smoke-{i}"},
+              "data": {"i": str(i)}} for i in range(2)]
+    listed = {"apiVersion": "v1", "kind": "List", "items": items}
+    out = srv.kubectl("apply", "-f", "-", input=json.dumps(listed)).stdout
+    if out.count("configmap/smoke-") != 2:
+        print(f"smoke: kubectl apply of a List: {out}", file=sys.stderr)
+        return False
+    print(f"smoke: /openapi/v2 protobuf ({len(body)} bytes), kubectl apply of a List ok")
+    return True
 
 
 def check_pod(srv: BinaryServer, tmp: Path, node: str, timeout: float) -> bool:
@@ -139,6 +170,8 @@ def main() -> int:
             if "default" not in out.stdout or "kube-system" not in out.stdout:
                 print("smoke: kubectl get ns did not list the system namespaces",
                       file=sys.stderr)
+                return 1
+            if not check_openapi_and_apply(srv):
                 return 1
             if not args.no_agent and not check_agent(srv, Path(tmp), env, arch, timeout,
                                                      args.pod):

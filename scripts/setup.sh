@@ -4,11 +4,12 @@
 # that integration tests use (postgresql: tests/pg.py starts throwaway clusters from its
 # binaries in /usr/lib/postgresql/<version>/bin; dnsmasq-base: the dnsmasq binary only, no
 # system service on port 53, the DNS peer of bench/network.py; chromium and chromium-driver:
-# the dashboard's browser test). Safe to run again; does nothing that is already done.
+# the dashboard's browser test; debootstrap: the cached Debian root with a real systemd in which
+# tests/integration/test_install.py runs install.sh, built here once). Safe to run again; does nothing that is already done.
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables conntrack postgresql zstd dnsmasq-base chromium chromium-driver}"
+APT_PACKAGES="${K3PY_APT_PACKAGES:-iproute2 podman runc busybox-static mosquitto mosquitto-clients bind9-dnsutils nftables conntrack postgresql zstd dnsmasq-base chromium chromium-driver debootstrap}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -32,6 +33,11 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
   if ! grep -q '^[[:space:]]*default_ulimits[[:space:]]*=' "$CONTAINERS_CONF"; then
     printf '\n[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n' >> "$CONTAINERS_CONF"
   fi
+fi
+
+# a Debian 12 root with systemd for the install test (cached in /var/cache/k3py-test, ~50 s once)
+if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null 2>&1; then
+  sh packaging/systemd-root.sh >/dev/null
 fi
 
 PY="${PYTHON:-python3}"

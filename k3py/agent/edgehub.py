@@ -7,7 +7,8 @@ When the server does not answer, the tunnel fails over to the cluster's other se
 endpoints of the `kubernetes` Service, as K3s's agent load balancer learns them).
 
 Down messages go to metamanager (persist, then ACK); stream requests go to `stream_handlers`
-by operation; up messages (`send`) are queued in meta.db until cloudhub ACKs them. The paths,
+by operation, and the node opens streams of its own (`open_stream`: connections the server
+relays to another node); up messages (`send`) are queued in meta.db until cloudhub ACKs them. The paths,
 headers and stream names both ends share are k3py.tunnel.protocol's."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import errno
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -84,6 +86,8 @@ class EdgeHub:
         self._stream_tasks: dict[str, asyncio.Task] = {}
         # frames the server sends into an open stream (exec stdin, resize), by stream id
         self._stream_inputs: dict[str, asyncio.Queue] = {}
+        # streams this node opened (open_stream): the server's frames, by stream id
+        self._opened: dict[str, asyncio.Queue] = {}
         self.last_error = ""
         self.node_name = node_name  # the Node that an EventsDropped Event is about
         self._dropped_logged = 0    # meta.events_dropped when last logged / reported
@@ -129,6 +133,9 @@ class EdgeHub:
         its side when that closes), so after the link nothing reads or writes it again."""
         for t in list(self._stream_tasks.values()):
             t.cancel()
+        for q in self._opened.values():
+            q.put_nowait((FRAME_ERROR, {"code": 503, "message": "the tunnel disconnected"}))
+        self._opened.clear()
 
     # ---------------------------------------------------------------- sending
 
@@ -175,6 +182,24 @@ class EdgeHub:
         self.queue.add_live(msg)
         self._wakeup.set()
         return True
+
+    def open_stream(self, operation: str, content: dict) -> tuple[str, asyncio.Queue] | None:
+        """A stream this node opens (the server serves it: server/edge/noderelay.py):
+        (stream id, the queue of the server's (frame, content)), None while not connected.
+        A lost link puts an error frame in the queue."""
+        sid = uuid.uuid4().hex
+        queue: asyncio.Queue = asyncio.Queue()
+        self._opened[sid] = queue
+        if not self.send_live(new_message(source=EDGE, group=GROUP_STREAM, operation=operation,
+                                          content=content, msg_id=sid)):
+            del self._opened[sid]
+            return None
+        return sid, queue
+
+    def close_stream(self, sid: str) -> None:
+        """Stop a stream this node opened (once)."""
+        if self._opened.pop(sid, None) is not None:
+            self.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))
 
     # ---------------------------------------------------------------- the link
 
@@ -345,6 +370,10 @@ class EdgeHub:
         return self._stream_inputs.setdefault(stream_id, asyncio.Queue())
 
     def _stream(self, msg: Message) -> None:
+        opened = self._opened.get(msg.header.parent_id)
+        if opened is not None:
+            opened.put_nowait((msg.route.operation, msg.content))
+            return
         if msg.route.operation == FRAME_CLOSE:
             task = self._stream_tasks.pop(msg.header.parent_id, None)
             if task is not None:

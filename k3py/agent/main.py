@@ -107,10 +107,10 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
         except RuntimeError_ as e:
             raise JoinError(str(e)) from None
         images_dir = config.images_dir
-        if os.path.isdir(images_dir):
-            loaded = await images.import_dir(runtime, images_dir)
-            if loaded:
-                log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
+        os.makedirs(images_dir, exist_ok=True)  # where a user copies an images tarball
+        loaded = await images.import_dir(runtime, images_dir)
+        if loaded:
+            log.info("imported %d image tarball(s) from %s", len(loaded), images_dir)
         meta = MetaManager(config.meta_db_path)
         await meta.open()
     except BaseException:
@@ -140,7 +140,8 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     network = NetworkManager(
         meta, node_name=node_name, cluster_id=runtime.cluster, pod_network=pod_network,
         node_ip=node_ip,
-        report_ports_in_use=lambda ports: reporter.annotate(PORTS_IN_USE_ANNOTATION, ports))
+        report_ports_in_use=lambda ports: reporter.annotate(PORTS_IN_USE_ANNOTATION, ports),
+        hub=hub)
     volumes = VolumeCleanup(meta, hub.send, node_name=node_name,
                             storage_path=config.local_storage_path)
     runtime.cluster_dns = network.pod_dns  # ClusterFirst pods' resolver

@@ -9,7 +9,6 @@ share the host's namespace, so their socket is an ordinary one."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import errno as errno_
 import os
@@ -19,14 +18,10 @@ import threading
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import RuntimeError_, pod_name_for
+from k3py.agent.streamrelay import relay_stream
 from k3py.tunnel.message import EDGE, stream_frame
 from k3py.tunnel.protocol import (
-    FRAME_CLOSE,
-    FRAME_DATA,
-    FRAME_DATA_CLOSE,
     FRAME_ERROR,
-    content_data,
-    data_content,
 )
 
 __all__ = ["forward_port", "sockets_in_netns"]
@@ -155,27 +150,5 @@ async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, po
             "message": f"failed to connect to localhost:{port} inside namespace of pod "
                        f"{pod['metadata']['name']}: {msg}"}, source=EDGE))
         return
-    inputs = hub.stream_input(sid)
     reader, writer = await asyncio.open_connection(sock=sock)
-
-    async def to_pod() -> None:
-        while True:
-            op, content = await inputs.get()
-            if op == FRAME_DATA:
-                writer.write(content_data(content))
-                await writer.drain()
-            elif op == FRAME_DATA_CLOSE and writer.can_write_eof():
-                writer.write_eof()
-    pump_in = asyncio.create_task(to_pod())
-    try:
-        while data := await reader.read(65536):
-            if not hub.send_live(stream_frame(sid, FRAME_DATA, data_content(data), source=EDGE)):
-                return
-        hub.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))
-    except ConnectionError:
-        hub.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))
-    finally:
-        pump_in.cancel()
-        with contextlib.suppress(BaseException):
-            await pump_in
-        writer.close()
+    await relay_stream(hub, sid, hub.stream_input(sid), reader, writer)

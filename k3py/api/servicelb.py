@@ -5,9 +5,11 @@ something else already listens on there. The server's ServiceLBController writes
 
 from __future__ import annotations
 
+import ipaddress
+
 __all__ = ["ENABLE_LB_LABEL", "LB_POOL_LABEL", "TOLERATIONS_ANNOTATION",
            "PORTS_IN_USE_ANNOTATION", "wants_load_balancer", "lb_ports", "format_ports",
-           "parse_ports", "ingress_ips"]
+           "parse_ports", "ingress_ips", "SOURCE_RANGES_ANNOTATION", "source_ranges"]
 
 ENABLE_LB_LABEL = "svccontroller.k3s.cattle.io/enablelb"
 LB_POOL_LABEL = "svccontroller.k3s.cattle.io/lbpool"
@@ -15,6 +17,8 @@ TOLERATIONS_ANNOTATION = "svccontroller.k3s.cattle.io/tolerations"
 # "TCP/80,UDP/53": LoadBalancer ports a node cannot serve (something listens there already);
 # written by the node's agent, read by the server to leave that node out
 PORTS_IN_USE_ANNOTATION = "k3py.io/servicelb-ports-in-use"
+# upstream's older form of spec.loadBalancerSourceRanges, comma-separated; the field wins
+SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
 
 
 def wants_load_balancer(svc: dict) -> bool:
@@ -51,4 +55,24 @@ def ingress_ips(svc: dict) -> list[str]:
     for ing in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
         if isinstance(ing, dict) and ing.get("ip") and (ing.get("ipMode") or "VIP") == "VIP":
             out.append(str(ing["ip"]))
+    return out
+
+
+def source_ranges(svc: dict) -> list[str] | None:
+    """The networks a LoadBalancer Service accepts clients from (spec.loadBalancerSourceRanges,
+    else the annotation), normalised ("10.0.0.1/8" -> "10.0.0.0/8"); [] when unrestricted,
+    None when one is not a CIDR."""
+    ranges = (svc.get("spec") or {}).get("loadBalancerSourceRanges") or []
+    if not ranges:
+        note = ((svc.get("metadata") or {}).get("annotations") or {}).get(
+            SOURCE_RANGES_ANNOTATION) or ""
+        ranges = [r for r in note.split(",") if r.strip()]
+    out = []
+    for r in ranges:
+        if "/" not in str(r):
+            return None  # a CIDR, as Go's net.ParseCIDR wants it
+        try:
+            out.append(str(ipaddress.ip_network(str(r).strip(), strict=False)))
+        except ValueError:
+            return None
     return out

@@ -264,6 +264,24 @@ def clock_check(data_dir: str, now: dt.datetime | None = None) -> Check:
                  "timedatectl set-ntp true); offline nodes: apt-get install fake-hwclock")
 
 
+# where podman looks for its pause process besides PATH (containers.conf helper_binaries_dir)
+PODMAN_HELPER_DIRS = ("/usr/local/libexec/podman", "/usr/local/lib/podman", "/usr/libexec/podman",
+                      "/usr/lib/podman")
+
+
+def _catatonit_check(sec: str) -> Check:
+    """podman builds every pod's infra (pause) image from catatonit: without it no pod starts
+    ('finding pause binary'); a Recommends of Debian's podman, so missing on hosts that skip
+    recommended packages."""
+    found = shutil.which("catatonit") or next(
+        (p for d in PODMAN_HELPER_DIRS if os.access(p := os.path.join(d, "catatonit"), os.X_OK)),
+        None)
+    if found is None:
+        return Check(sec, "catatonit", "fail", "not found",
+                     "apt-get install catatonit (podman's pause process: no pod starts without it)")
+    return Check(sec, "catatonit", "pass", found)
+
+
 def _podman_checks() -> list[Check]:
     sec = "Container runtime"
     podman = shutil.which("podman")
@@ -284,6 +302,7 @@ def _podman_checks() -> list[Check]:
             continue
         first = (_output([path, "--version"]).splitlines() or ["unknown"])[0]
         out.append(Check(sec, tool, "pass", first.removeprefix(f"{tool} ")))
+    out.append(_catatonit_check(sec))
     conf, conf_error = read_containers_conf()
     if conf_error:
         out.append(Check(sec, "containers.conf", "fail", conf_error,

@@ -7,6 +7,7 @@ streams, metamanager); the envelope's groups and operations are message.py's. No
 from __future__ import annotations
 
 import base64
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,8 @@ __all__ = [
     "VOLUME_CLEANED", "volume_cleaned_resource",
     "DEVICES_KIND", "DEVICE_STATUS", "device_status_resource", "ReportedValue", "DeviceReport",
     "METRICS_KIND", "metrics_resource", "Usage", "PodUsage", "UsageReport",
-    "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD",
+    "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD", "STREAM_CONNECT",
+    "ConnectRequest",
     "FRAME_DATA", "FRAME_EXIT", "FRAME_ERROR", "FRAME_CLOSE",
     "FRAME_STDIN", "FRAME_STDIN_CLOSE", "FRAME_RESIZE", "FRAME_DATA_CLOSE",
     "data_content", "content_data", "LogRequest", "ExecRequest", "PortForwardRequest",
@@ -267,6 +269,9 @@ STREAM_LOG = "log"
 STREAM_EXEC = "exec"
 STREAM_ATTACH = "attach"
 STREAM_PORTFORWARD = "portforward"
+# node to server, then server to the node that holds the address: a TCP connection to a pod
+# IP that the first node cannot route to (ConnectRequest); frames as port-forward's
+STREAM_CONNECT = "connect"
 
 # node to server
 FRAME_DATA = "data"              # {"data": base64, "fd": 1 or 2 (exec, attach)}; also server
@@ -367,3 +372,26 @@ class PortForwardRequest:
         c = c if isinstance(c, dict) else {}
         return cls(c.get("namespace") or "", c.get("pod") or "", c.get("uid") or "",
                    int(c.get("port") or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """A TCP connection to `ip`:`port`, a pod IP in the pod CIDR of the node that serves it
+    (the tunnel path to nodes that cannot be routed to: docs/networking.md)."""
+
+    ip: str
+    port: int
+
+    def to_content(self) -> dict:
+        return {"ip": self.ip, "port": self.port}
+
+    @classmethod
+    def from_content(cls, c: Any) -> ConnectRequest:
+        """ValueError unless `c` names an IPv4 address and a port in 1..65535."""
+        c = c if isinstance(c, dict) else {}
+        ip, port = str(c.get("ip") or ""), c.get("port")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"invalid port {port!r}")
+        if not isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address):
+            raise ValueError(f"not an IPv4 address: {ip!r}")
+        return cls(ip, port)

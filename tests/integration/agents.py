@@ -41,14 +41,15 @@ class EmbeddedServer(ServerProcess):
         return cmd + node_port_args(cmd)
 
 
-def build_python_image() -> None:
+def build_python_image() -> Path:
     """Build the offline Python image into podman (airgap/build-python-image.sh), its tarball
-    cached in ~/.cache/k3py between runs."""
+    cached in ~/.cache/k3py between runs; the tarball's path."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     cache = Path(base) / "k3py"
     cache.mkdir(parents=True, exist_ok=True)
     subprocess.run(["sh", str(ROOT / "airgap" / "build-python-image.sh"),
                     str(cache / "python-k8s.tar")], check=True, capture_output=True)
+    return cache / "python-k8s.tar"
 
 
 def build_test_image(dest: Path) -> Path:

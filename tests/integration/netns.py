@@ -8,6 +8,7 @@ side down / up (the inside loses carrier, as when a cable or Wi-Fi link drops).
     with NetNS() as ns:                 # or the `netns_factory` fixture
         proc = ns.popen(["python", "-m", "k3py", "agent", ...], stdout=log)
         ns.cut(); ...; ns.restore()
+        ns.link(other); ns.set_link(False); ...     # a direct link between two namespaces
 
 Everything is undone on exit, also on failure: processes started inside are killed, then the
 namespace is deleted (which deletes both veth ends). `require_netns()` skips the test with the
@@ -196,6 +197,11 @@ class NetNS:
             _ip("-n", ns.name, "addr", "add", f"{ip}/30", "dev", name)
             _ip("-n", ns.name, "link", "set", name, "up")
         return here, there
+
+    def set_link(self, up: bool) -> None:
+        """This namespace's end of the link it made with `link()` up or down (the other end
+        loses its carrier, as when the cable between two nodes is pulled)."""
+        _ip("-n", self.name, "link", "set", "k3l" + self.id[:11], "up" if up else "down")
 
     def cut(self) -> None:
         _ip("link", "set", self.host_dev, "down")

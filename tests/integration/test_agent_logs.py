@@ -1,6 +1,7 @@
 """`kubectl logs` of a restarted container shows its current run only, `--previous` the run
 before (the agent restarts a crashed container with `podman start` of the same container, so
-podman's log holds every run); `--previous` of a never-restarted container is the upstream 400.
+podman's log holds every run); `--previous` of a never-restarted container is the upstream 400,
+and so are the logs of a container that never started (waiting, with its reason).
 
 One `k3py server` with its embedded agent (real podman, the offline busybox test image),
 driven with the real kubectl."""
@@ -102,3 +103,18 @@ def test_previous_of_never_restarted_container(srv):
     assert out.stderr.strip() == ('Error from server (BadRequest): previous terminated '
                                   'container "c" in pod "steady" not found')
     srv.kubectl("delete", "pod", "steady", "--wait=false")
+
+
+def test_logs_of_a_container_waiting_to_start(srv):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "never"},
+           "spec": {"nodeName": srv.node, "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": "k3py.local/absent:1",
+                                    "imagePullPolicy": "Never"}]}}
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: (container_status(srv, "never").get("state") or {}).get("waiting", {})
+             .get("reason") == "ErrImageNeverPull", 60, 0.3, "waiting: ErrImageNeverPull")
+    out = srv.kubectl("logs", "never", check=False)
+    assert out.returncode != 0
+    assert out.stderr.strip() == ('Error from server (BadRequest): container "c" in pod "never" '
+                                  'is waiting to start: ErrImageNeverPull')
+    srv.kubectl("delete", "pod", "never", "--wait=false")

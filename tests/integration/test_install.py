@@ -9,6 +9,12 @@ under its restart loop, and kubectl works with /etc/k3py/k3py.yaml. A re-run upg
 and keeps the data; a corrupted download is refused by its checksum; the uninstall script
 leaves nothing of k3py behind. The unit passes `systemd-analyze verify`.
 
+Under a real systemd as PID 1 (a podman container started with --systemd=always on an overlay
+of the Debian 12 root that packaging/systemd-root.sh caches; the test builds it, ~50 s, when
+scripts/setup.sh has not): the unit is active once the server said READY=1 (Type=notify),
+kubectl works, a kill -9 of its main process is followed by systemd's restart, a re-run keeps
+the data, and the uninstall script leaves the root's file tree as it was before the install.
+
 Needs the one-file binary (dist/k3py-amd64 or dist/k3py: .ci/run builds it before the tests,
 else the fixture runs packaging/build.sh) and root for the namespaces (skipped otherwise)."""
 
@@ -17,12 +23,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.harness import free_port
+from tests.harness import KUBECTL, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -192,3 +199,85 @@ def test_airgapped_agent_joins_the_installed_server(mirror, tmp_path):
     assert "using the existing /opt/airgap-bin/k3py" in out.stdout, text
     assert "NODE pole7" in out.stdout and " Ready " in out.stdout, text
     assert "LEFT" not in out.stdout and "PROC" not in out.stdout, text
+
+
+def _kubectl_binary() -> Path:
+    """The kubectl executable itself (a pyenv shim is a script that needs the host's pyenv)."""
+    for candidate in (shutil.which(KUBECTL), Path(sys.executable).parent / "kubectl"):
+        if candidate and Path(candidate).is_file():
+            with open(candidate, "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    return Path(candidate).resolve()
+    pytest.skip("no kubectl executable to mount in the systemd container")
+
+
+@pytest.fixture(scope="module")
+def systemd_root():
+    if shutil.which("podman") is None or shutil.which("debootstrap") is None:
+        pytest.skip("needs podman and debootstrap for a systemd root")
+    out = subprocess.run(["sh", "packaging/systemd-root.sh"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_server_under_systemd(mirror, systemd_root):
+    port = free_port()
+    name = f"k3py-systemd-test-{os.getpid()}"
+    subprocess.run(["podman", "run", "-d", "--name", name, "--systemd=always", "--network",
+                    "none", "-v", f"{mirror}:/mirror:ro",
+                    "-v", f"{_kubectl_binary()}:/opt/hostbin/kubectl:ro",
+                    "--rootfs", f"{systemd_root}:O", "/sbin/init"],
+                   check=True, capture_output=True, timeout=60)
+    try:
+        out = subprocess.run(["podman", "exec", name, "sh", "-c", textwrap.dedent(f"""
+            set -eu
+            i=0; until systemctl is-system-running --wait >/dev/null 2>&1 \
+                    || [ "$(systemctl is-system-running)" = degraded ]; do
+                i=$((i+1)); [ $i -lt 60 ] || {{ echo NO-BOOT; exit 9; }}; sleep 0.5; done
+            busybox httpd -p 127.0.0.1:{port} -h /mirror
+            MIRROR=http://127.0.0.1:{port}
+            tree() {{ find / -xdev \\( -path /var/log/journal -o -path /var/lib/systemd \
+                -o -path /var/cache -o -path /tmp -o -path /mirror -o -path /opt/hostbin \\) \
+                -prune -o -print | sort; }}
+            tree > /tmp/before
+            k() {{ /opt/hostbin/kubectl --kubeconfig /etc/k3py/k3py.yaml --cache-dir /tmp/kube "$@"; }}
+            curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - server \
+                --disable-agent
+            echo "STATE $(systemctl show -p ActiveState,SubState,Type,Restart k3py | sort \
+                | tr '\n' ' ')"
+            k get ns default -o name
+            k create configmap kept --from-literal=a=b
+            # systemd restarts the server after a kill -9 of its main process (the one-file
+            # binary's bootloader: its Python child goes with it)
+            pid=$(systemctl show -p MainPID --value k3py)
+            kill -9 "$pid"
+            i=0; until [ "$(systemctl show -p NRestarts --value k3py)" = 1 ] \
+                    && systemctl is-active -q k3py; do
+                i=$((i+1)); [ $i -lt 60 ] || {{ echo NO-RESTART; exit 9; }}; sleep 0.5; done
+            new=$(systemctl show -p MainPID --value k3py)
+            [ "$new" != "$pid" ] && [ "$new" != 0 ] && echo RESTARTED
+            k get configmap kept -o name
+            # a re-run upgrades in place, the data stays
+            curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - server \
+                --disable-agent
+            systemctl is-active -q k3py && echo ACTIVE-AGAIN
+            k get configmap kept -o name
+            /usr/local/bin/k3py-uninstall.sh
+            systemctl list-units --all --plain --no-legend 'k3py*' | sed 's/^/UNIT /'
+            pgrep -x k3py | sed 's/^/PROC /' || true
+            tree > /tmp/after
+            diff /tmp/before /tmp/after | grep '^[<>]' | sed 's/^/LEFT /' || true
+        """)], capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, timeout=60)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "STATE ActiveState=active Restart=always SubState=running Type=notify" in out.stdout, \
+        text
+    assert "namespace/default" in out.stdout, text
+    assert "RESTARTED" in out.stdout and "ACTIVE-AGAIN" in out.stdout, text
+    assert out.stdout.splitlines().count("configmap/kept") == 2, text
+    assert "[k3py] uninstalled" in out.stdout, text
+    assert "UNIT" not in out.stdout and "PROC" not in out.stdout, text
+    assert "LEFT" not in out.stdout, text

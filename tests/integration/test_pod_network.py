@@ -17,7 +17,14 @@ gets none (CIDRNotAvailable).
 - the ingress on :80/:443 of each node (curl from the host to the node's namespace address)
   reaches a backend pod on its own node and one on the other node (the host-gw routes), by
   exact and wildcard host, over HTTP and HTTPS (a real TLS secret chosen by SNI); status.loadBalancer.ingress lists both nodes, and is cleared (the routes
-  gone) once the Ingress names another class.
+  gone) once the Ingress names another class;
+- ServiceLB on both agents: a LoadBalancer Service lists both node IPs, each answers from
+  either node; loadBalancerSourceRanges lets only the listed clients in;
+- with the link between the nodes cut (each still reaches the server), the routes go and a
+  pod reaches the other node's pod, by pod IP and through a Service, via the tunnel
+  (this node -> server -> that node); the routes come back with the link;
+- with the client node's link to the server cut, cluster DNS and Services still answer on it
+  (from its cache; the pod is reached with podman, since kubectl exec needs the server).
 
 Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
@@ -25,7 +32,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -73,13 +82,47 @@ def web_pod(c: Cluster, name: str, node: str, labels: dict[str, str]) -> None:
             "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1}}]}}))
 
 
-def fetch_from(c: Cluster, pod: str, ip: str, port: int, times: int = 1) -> list[str]:
+def in_pod(c: Cluster, pod: str, script: str, node: Agent | None = None) -> str:
+    """`script`'s output in `pod`: kubectl exec, or podman exec on `node` (no server needed)."""
+    if node is None:
+        return c.srv.kubectl("exec", pod, "--", "sh", "-c", script, check=False,
+                             timeout=60).stdout
+    ids = subprocess.run([*node.podman, "ps", "-q", "--filter", f"label=io.k3py.pod-name={pod}",
+                          "--filter", "label=io.k3py.container=c"],
+                         capture_output=True, text=True, timeout=30).stdout.split()
+    assert ids, f"no container of {pod} in {node.name}'s podman"
+    return subprocess.run([*node.podman, "exec", ids[0], "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60).stdout
+
+
+def fetch_from(c: Cluster, pod: str, ip: str, port: int, times: int = 1,
+               node: Agent | None = None) -> list[str]:
     """The bodies `times` HTTP GETs of ip:port from inside `pod` answered ("" for a failed
     one). busybox's nc, not its wget: the static wget crashes when a connection fails."""
     get = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} | tail -n 1"
     loop = f"for i in $(seq {times}); do echo \"[$({get})]\"; done"
-    out = c.srv.kubectl("exec", pod, "--", "sh", "-c", loop, check=False, timeout=60)
-    return [line.strip().strip("[]") for line in out.stdout.splitlines()]
+    return [line.strip().strip("[]") for line in in_pod(c, pod, loop, node).splitlines()]
+
+
+def curl_in(ag: Agent, ip: str, port: int) -> str:
+    """The body of http://ip:port/ from the node's namespace ("" when nothing answers in 3 s)."""
+    return ag.ns.run(["curl", "-s", "--max-time", "3", f"http://{ip}:{port}/"]).stdout.strip()
+
+
+def node_ip(c: Cluster, ag: Agent) -> str:
+    return next(a["address"] for a in c.srv.kubectl_json("get", "node", ag.name)["status"][
+        "addresses"] if a["type"] == "InternalIP")
+
+
+def agent_of_pod(c: Cluster, pod: str) -> Agent:
+    node = c.pod(pod)["spec"]["nodeName"]
+    return c.a if node == c.a.name else c.b
+
+
+def set_of(rules: str, name: str) -> str:
+    """The elements of nft set `name` as `nft list table` prints it."""
+    parts = rules.split(f"set {name} {{", 1)
+    return parts[1].split("}", 2)[0] if len(parts) == 2 else ""
 
 
 def node_cidr(c: Cluster, node: str) -> str:
@@ -132,8 +175,9 @@ def test_pod_cidrs_routes_pod_to_pod_and_services_across_nodes(cluster: Cluster)
     c.wait(lambda: pod_ip_in(c, "client", cidrs[early.name]), 60, "client Running")
 
     # host-gw: each namespace routes the other's pod CIDR via the other's node IP
-    c.wait(lambda: cidrs[late.name] in routes_in(early) and
-           cidrs[early.name] in routes_in(late), 10, "routes to the other node's pod CIDR")
+    c.wait(lambda: f"{cidrs[late.name]} via" in routes_in(early) and
+           f"{cidrs[early.name]} via" in routes_in(late), 10,
+           "routes to the other node's pod CIDR")
     # pod -> pod on the other node by pod IP, across the link
     assert fetch_from(c, "client", ip_late, PORT) == ["web-late"], c.logs()
 
@@ -205,9 +249,7 @@ def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster, tmp_path):
     assert answers(c.a, "a.nodes.test", "https") == (200, "ing-a")
     assert answers(c.a, "x.b.nodes.test", "https") == (200, "ing-b")  # default certificate
 
-    node_ips = sorted(next(a["address"] for a in c.srv.kubectl_json("get", "node", ag.name)
-                           ["status"]["addresses"] if a["type"] == "InternalIP")
-                      for ag in (c.a, c.b))
+    node_ips = sorted(node_ip(c, ag) for ag in (c.a, c.b))
 
     def lb() -> list[dict]:
         return c.srv.kubectl_json("get", "ingress", "nodes")["status"]["loadBalancer"] \
@@ -218,3 +260,77 @@ def test_ingress_on_each_node_reaches_pods_on_both(cluster: Cluster, tmp_path):
     c.srv.kubectl("apply", "-f", "-", input=_ingress("other"))
     c.wait(lambda: lb() == [], 20, "status.loadBalancer.ingress cleared")
     c.wait(lambda: answers(c.a, "x.b.nodes.test")[0] == 404, 10, "the route gone")
+
+
+def test_servicelb_on_both_agents_with_source_ranges(cluster: Cluster):
+    c = cluster
+    ips = {ag.name: node_ip(c, ag) for ag in (c.a, c.b)}
+    c.srv.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                 "ports": [{"port": 8081, "targetPort": PORT}]}}))
+
+    def ingress() -> set[str]:
+        st = c.srv.kubectl_json("get", "service", "lb").get("status") or {}
+        return {i.get("ip") for i in (st.get("loadBalancer") or {}).get("ingress") or []}
+    c.wait(lambda: ingress() == set(ips.values()), 20, "both node IPs in the LB ingress")
+    for client in (c.a, c.b):  # each node's address answers, from either node
+        for ip in ips.values():
+            c.wait(lambda ip=ip, client=client: curl_in(client, ip, 8081) == "web-early", 10,
+                   f"{ip}:8081 answering from {client.name}")
+
+    # only a's address may reach the Service's LoadBalancer addresses now
+    ip_a = ips[c.a.name]
+    c.srv.kubectl("patch", "service", "lb", "-p", json.dumps(
+        {"spec": {"loadBalancerSourceRanges": [f"{ip_a}/32"]}}))
+    c.wait(lambda: curl_in(c.b, ip_a, 8081) == "", 10, "b's requests dropped by the LB")
+    assert curl_in(c.a, ip_a, 8081) == "web-early"
+    assert curl_in(c.b, ips[c.b.name], 8081) == ""
+    bad = c.srv.kubectl("patch", "service", "lb", "-p", json.dumps(
+        {"spec": {"loadBalancerSourceRanges": ["10.0.0.1"]}}), check=False)
+    assert bad.returncode != 0 and "must be a list of IP ranges" in bad.stderr, bad.stderr
+    c.srv.kubectl("delete", "service", "lb")
+
+
+def test_a_node_without_a_route_is_reached_through_the_tunnel(cluster: Cluster):
+    c = cluster
+    far = agent_of_pod(c, "web-late")
+    near = agent_of_pod(c, "client")
+    assert far is not near
+    c.srv.kubectl("label", "pod", "web-late", "far=yes")
+    c.srv.kubectl("expose", "pod", "web-late", "--name", "far", "--port", "80",
+                  "--target-port", str(PORT), "--selector", "far=yes")
+    far_svc = c.srv.kubectl_json("get", "service", "far")["spec"]["clusterIP"]
+    ip_late = c.pod("web-late")["status"]["podIP"]
+    far_cidr = node_cidr(c, far.name)
+    c.a.ns.set_link(False)  # the nodes' direct link; each still reaches the server
+    try:
+        c.wait(lambda: " via " not in routes_in(near) + routes_in(far), 10,
+               "the host-gw routes gone with the link")
+        c.wait(lambda: far_cidr in set_of(rules_of(near), "tunnel-cidrs") and
+               "default/far:80" in rules_of(near), 10, "the far pod CIDR sent to the tunnel")
+        assert fetch_from(c, "client", ip_late, PORT) == ["web-late"], c.logs()
+        assert fetch_from(c, "client", far_svc, 80, 3) == ["web-late"] * 3, c.logs()
+        assert curl_in(near, ip_late, PORT) == "web-late"  # from the node itself too
+        # the tunnel proxy itself takes only what the rules sent it
+        proxy = re.search(r"dnat (?:ip )?to ([\d.]+:\d+)", rules_of(near).split(
+            "chain nat-prerouting")[1]).group(1).split(":")
+        assert fetch_from(c, "client", proxy[0], int(proxy[1])) == [""]
+    finally:
+        c.a.ns.set_link(True)
+    c.wait(lambda: f"{far_cidr} via" in routes_in(near) and far_cidr not in set_of(
+        rules_of(near), "tunnel-cidrs"), 10, "the route back with the link")
+    assert fetch_from(c, "client", ip_late, PORT) == ["web-late"]
+
+
+def test_dns_and_services_answer_on_a_node_cut_off_from_the_server(cluster: Cluster):
+    c = cluster
+    near = agent_of_pod(c, "client")
+    svc_ip = c.srv.kubectl_json("get", "service", "web")["spec"]["clusterIP"]
+    near.ns.cut()
+    try:
+        out = in_pod(c, "client", "nslookup web.default.svc.cluster.local", near)
+        assert svc_ip in out, out
+        assert fetch_from(c, "client", svc_ip, 80, 3, near) == ["web-early"] * 3, c.logs()
+    finally:
+        near.ns.restore()

@@ -137,10 +137,11 @@ class Cluster:
 @contextlib.contextmanager
 def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool = False,
                       server_args: tuple[str, ...] = (),
-                      before_agents: Callable[[ServerProcess], None] | None = None
-                      ) -> Iterator[Cluster]:
+                      before_agents: Callable[[ServerProcess], None] | None = None,
+                      images: tuple[Path, ...] = ()) -> Iterator[Cluster]:
     """Agents "a" and "b" (extra agent flags in `node_args`), both Ready; `before_agents`
-    runs once the server is up, before the agents join."""
+    runs once the server is up, before the agents join; `images`: more image tarballs for
+    both agents."""
     require_netns()
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed")
@@ -166,7 +167,8 @@ def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool 
         for label, ns in (("a", ns_a), ("b", ns_b)):
             data = tmp / f"agent-{label}"
             (data / "agent" / "images").mkdir(parents=True)
-            shutil.copy(tarball, data / "agent" / "images" / "busybox.tar")
+            for image in (tarball, *images):
+                shutil.copy(image, data / "agent" / "images" / image.name)
             name = f"two-{label}-{suffix}"
             extra = [*node_args.get(label, []),
                      *(["--node-ip", node_ips[label]] if label in node_ips else [])]

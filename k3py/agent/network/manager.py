@@ -12,6 +12,11 @@ Service gets no service rules (there is nothing to forward to: every node answer
 Without root, nft or a free port 53 on that IP, the part that cannot run logs why and the rest
 goes on.
 
+Other nodes' pod CIDRs without a route (routes.py: not on a subnet of a link that is up; the
+links are watched) are reached through the tunnel: the rules send TCP for them to the tunnel
+proxy (tunnelproxy.py) on the cluster DNS IP, which relays it over a connect stream; this
+node's side of such streams from other nodes is registered on the hub here too.
+
 ServiceLB (servicelb.py): the LoadBalancer ports something on this node already listens on are
 checked at each rebuild and every PORT_CHECK_SECONDS, kept out of the rules for this node's
 own address, and reported through `report_ports_in_use` (the Node annotation the server
@@ -26,15 +31,18 @@ import logging
 import shutil
 from collections.abc import Awaitable, Callable
 
+from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.network import proxy
 from k3py.agent.network.conntrack import Conntrack, stale_entries
 from k3py.agent.network.dns import DNSServer, host_resolvers
 from k3py.agent.network.podnet import PodNetwork
 from k3py.agent.network.records import ClusterRecords
-from k3py.agent.network.routes import RouteTable, pod_cidrs
+from k3py.agent.network.routes import RouteTable, pod_cidrs, tunnelled_cidrs, watch_links
 from k3py.agent.network.servicelb import leave_out_taken, ports_in_use
+from k3py.agent.network.tunnelproxy import TunnelProxy, serve_connect
 from k3py.api.servicelb import format_ports
+from k3py.tunnel.protocol import STREAM_CONNECT
 
 __all__ = ["NetworkManager", "DNS_DOMAIN_ANNOTATION", "NODE_LOCAL_ANNOTATION"]
 
@@ -49,7 +57,8 @@ PORT_CHECK_SECONDS = 10.0
 class NetworkManager:
     def __init__(self, meta: MetaManager, *, node_name: str, cluster_id: str = "",
                  dns_port: int = 53, pod_network: PodNetwork | None = None, node_ip: str = "",
-                 report_ports_in_use: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 report_ports_in_use: Callable[[str], Awaitable[None]] | None = None,
+                 hub: EdgeHub | None = None) -> None:
         self.meta = meta
         self.node_name = node_name
         self.podnet = pod_network  # None: pods stay on podman's default network
@@ -66,22 +75,36 @@ class NetworkManager:
         self.dns: tuple[str, str] | None = None  # (IP, domain) once kube-dns is known
         self._server: DNSServer | None = None
         self._task: asyncio.Task | None = None
+        self._links_task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._changed = False  # cached objects changed since the last sync
+        self._links_changed = False  # a link or address of the node did
+        # traffic to nodes this one cannot route to goes through the server (hub: the tunnel)
+        self.tunnel = TunnelProxy(hub) if hub is not None else None
+        if hub is not None:
+            hub.stream_handlers[STREAM_CONNECT] = lambda msg: serve_connect(
+                hub, msg, lambda: self.podnet.cidr if self.podnet is not None else "")
         self._nft = shutil.which("nft") is not None
         self._rules_failed = False
 
     def start(self) -> None:
         self.meta.listeners.append(self._on_change)
         self._task = asyncio.create_task(self._loop(), name="network")
+        if self.podnet is not None:
+            self._links_task = asyncio.create_task(watch_links(self._on_links), name="links")
+        self._changed = True
         self._wake.set()
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.meta.listeners.remove(self._on_change)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._links_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.tunnel is not None:
+            await self.tunnel.stop()
         if self._server is not None:
             await self._server.stop()
         if self._nft:
@@ -90,17 +113,27 @@ class NetworkManager:
 
     def _on_change(self, what: str) -> None:
         if what in ("services", "endpointslices", "nodes", "sync"):
+            self._changed = True
             self._wake.set()
+
+    def _on_links(self) -> None:
+        self._links_changed = True
+        self._wake.set()
 
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PORT_CHECK_SECONDS)
-            if not self._wake.is_set() and \
-                    self._check_ports(self.meta.objects("services")) == self.ports_in_use:
-                continue  # nothing changed; a listener came or went: rebuild
-            await asyncio.sleep(DEBOUNCE_SECONDS)  # a burst of changes: one rebuild
+            if self._wake.is_set():
+                await asyncio.sleep(DEBOUNCE_SECONDS)  # a burst of changes: one rebuild
             self._wake.clear()
+            changed, self._changed = self._changed, False
+            if self._links_changed:  # pods' veths come and go too: rebuild only for subnets
+                self._links_changed = False
+                changed = await self._networks_changed() or changed
+            if not changed and \
+                    self._check_ports(self.meta.objects("services")) == self.ports_in_use:
+                continue  # nothing changed; else a listener came or went: rebuild
             try:
                 await self.sync()
             except asyncio.CancelledError:
@@ -125,16 +158,40 @@ class NetworkManager:
         nodes = self.meta.objects("nodes")
         own = next((pod_cidrs(n) for n in nodes
                     if (n.get("metadata") or {}).get("name") == self.node_name), [])
+        tunnelled: list[str] = []
         if self.podnet is not None:
             await self.podnet.ensure(own[0] if own else "", self._host_network)
             if self.podnet.active:
                 await self._apply_routes(nodes)
+                tunnelled = tunnelled_cidrs(nodes, self.node_name, self.routes.desired)
         routed = [s for s in services if not _node_local(s)]
         ports = proxy.service_ports(routed, slices, self.node_name)
         self.ports_in_use = self._check_ports(services)
         leave_out_taken(ports, self.node_ip, self.ports_in_use)
-        await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}))
+        proxy.mark_tunnelled(ports, tunnelled)
+        await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}),
+                                tunnelled, await self._tunnel_proxy(ports, tunnelled))
         await self._report_ports()
+
+    async def _tunnel_proxy(self, ports: list[proxy.ServicePort], tunnelled: list[str]) -> str:
+        """The tunnel proxy's "IP:port" (on the cluster DNS IP, node-local), "" without one."""
+        if self.tunnel is None:
+            return ""
+        self.tunnel.update(ports, tunnelled)
+        if not tunnelled or self.dns is None:
+            return self.tunnel.address  # (its guard stays in the rules while it listens)
+        try:
+            return await self.tunnel.listen(self.dns[0])
+        except OSError as e:
+            log.warning("the tunnel proxy cannot listen on %s (%s): nodes this one cannot "
+                        "route to are not reached", self.dns[0], e.strerror or e)
+            return ""
+
+    async def _networks_changed(self) -> bool:
+        try:
+            return await self.routes.networks_changed()
+        except (OSError, ValueError):
+            return False
 
     def _check_ports(self, services: list[dict]) -> set[tuple[str, int]]:
         return ports_in_use(services, self.node_ip) if self.node_ip else set()
@@ -178,7 +235,8 @@ class NetworkManager:
         self._server = server
         log.info("cluster DNS for %s answering on %s:%s", domain, ip, self.dns_port)
 
-    async def _apply_rules(self, ports: list[proxy.ServicePort], cidrs: list[str]) -> None:
+    async def _apply_rules(self, ports: list[proxy.ServicePort], cidrs: list[str],
+                           tunnelled: list[str], tunnel_proxy: str) -> None:
         if not self._nft:
             if not self._rules_failed:
                 log.warning("nft is not installed: Services are not routed on this node")
@@ -188,7 +246,8 @@ class NetworkManager:
         try:
             await proxy.apply(proxy.build_ruleset(
                 ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
-                own_pod_cidr=own, masquerade_all=not own))
+                own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
+                tunnel_proxy=tunnel_proxy))
             stale, self._ports = stale_entries(self._ports, ports), ports
             await self.conntrack.flush(stale)
             if self._rules_failed:

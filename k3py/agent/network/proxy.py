@@ -29,10 +29,10 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from k3py.agent.network.records import ready_endpoints
-from k3py.api.servicelb import ingress_ips
+from k3py.api.servicelb import ingress_ips, source_ranges
 
-__all__ = ["TABLE", "ServicePort", "service_ports", "build_ruleset", "apply", "delete",
-           "NftError"]
+__all__ = ["TABLE", "ServicePort", "Endpoint", "service_ports", "mark_tunnelled",
+           "build_ruleset", "apply", "delete", "NftError"]
 
 TABLE = "k3py-proxy"
 MASQ_MARK = 0x4000
@@ -48,6 +48,7 @@ class Endpoint:
     ip: str
     port: int
     local: bool
+    via_tunnel: bool = False  # on a node this one cannot route to (tunnelproxy.py)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class ServicePort:
     internal_local: bool = False
     affinity_seconds: int = 0  # sessionAffinity ClientIP timeout, 0 = none
     lb_ips: list[str] = field(default_factory=list)  # LoadBalancer ingress addresses
+    source_ranges: list[str] = field(default_factory=list)  # clients lb_ips accept ([]: all)
     endpoints: list[Endpoint] = field(default_factory=list)
 
     @property
@@ -110,7 +112,8 @@ def service_ports(services: list[dict], slices: list[dict], node_name: str) -> l
                 internal_local=spec.get("internalTrafficPolicy") == "Local",
                 affinity_seconds=affinity,
                 lb_ips=[ip for ip in ingress_ips(svc) if _is_v4(ip)]
-                if spec.get("type") == "LoadBalancer" else [])
+                if spec.get("type") == "LoadBalancer" else [],
+                source_ranges=[r for r in source_ranges(svc) or [] if ":" not in r])
             sp.endpoints = _endpoints(by_service.get((ns, name), []), sp, node_name)
             out.append(sp)
     return out
@@ -131,16 +134,39 @@ def _endpoints(slices: list[dict], sp: ServicePort, node_name: str) -> list[Endp
     return sorted(seen.values(), key=lambda e: (e.ip, e.port))
 
 
+def mark_tunnelled(ports: list[ServicePort], tunnel_cidrs: list[str]) -> None:
+    """Mark the endpoints in `tunnel_cidrs` (pod CIDRs of nodes reached only through the
+    tunnel)."""
+    nets = [ipaddress.IPv4Network(c) for c in tunnel_cidrs]
+    for sp in ports:
+        for e in sp.endpoints:
+            e.via_tunnel = any(ipaddress.IPv4Address(e.ip) in n for n in nets)
+
+
+def _reachable(eps: list[Endpoint], sp: ServicePort, tunnel_proxy: str) -> list[Endpoint]:
+    """The endpoints the kernel routes to; only when there are none, the tunnel proxy (one
+    address that picks among the tunnelled ones: tunnelproxy.py), for TCP."""
+    direct = [e for e in eps if not e.via_tunnel]
+    if direct or not eps or not tunnel_proxy or sp.protocol != "tcp":
+        return direct
+    ip, _, port = tunnel_proxy.rpartition(":")
+    return [Endpoint(ip, int(port), False)]
+
+
 def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
                   own_pod_cidr: str = "", table: str = TABLE,
-                  masquerade_all: bool = False) -> str:
+                  masquerade_all: bool = False, tunnel_cidrs: tuple[str, ...] = (),
+                  tunnel_proxy: str = "") -> str:
     """The whole table as one nft script: declared, flushed by deleting it, and written
     again, so loading it replaces what was there in one transaction. `table`: one per cluster
     (two k3py clusters on one host keep their own). `pod_cidrs`: the cluster's pod CIDRs
     (ClusterIP traffic from elsewhere is masqueraded); `own_pod_cidr`: this node's, whose
     traffic leaving `pod_cidrs` is masqueraded. `masquerade_all`: ClusterIP traffic is
     masqueraded too, as kube-proxy's masqueradeAll (needed while pods share podman's default
-    bridge with no pod CIDR per node: a reply must come back through the node)."""
+    bridge with no pod CIDR per node: a reply must come back through the node).
+    `tunnel_proxy` ("IP:port", tunnelproxy.py): TCP to `tunnel_cidrs` (pod CIDRs of nodes
+    this one cannot route to), and to Services whose only endpoints are there, goes to it;
+    connections to it that were not DNATed here are dropped."""
     lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
     vmap_ips: list[str] = []
     vmap_nodeports: list[str] = []
@@ -148,10 +174,13 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
     chains: list[str] = []
     seen: set[str] = set()  # an address and port twice (stale LoadBalancer status): first wins
     for sp in ports:
-        cluster_eps = [e for e in sp.endpoints if e.local or not sp.internal_local]
-        ext_eps = [e for e in sp.endpoints if e.local or not sp.external_local]
+        cluster_eps = _reachable([e for e in sp.endpoints if e.local or not sp.internal_local],
+                                 sp, tunnel_proxy)
+        ext_eps = _reachable([e for e in sp.endpoints if e.local or not sp.external_local],
+                             sp, tunnel_proxy)
+        lb_chain = "fw" if sp.source_ranges else "ext"
         for ip, chain, eps in [*((ip, "svc", cluster_eps) for ip in sp.cluster_ips),
-                               *((ip, "ext", ext_eps) for ip in sp.lb_ips)]:
+                               *((ip, lb_chain, ext_eps) for ip in sp.lb_ips)]:
             key = f"{ip} . {sp.protocol} . {sp.port}"
             if key in seen:
                 continue
@@ -160,6 +189,11 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
                 vmap_ips.append(f"{key} : goto {chain}-{sp.id}")
             else:
                 rejects.append(key)
+        if sp.source_ranges and sp.lb_ips and ext_eps:
+            # loadBalancerSourceRanges: other clients of the LoadBalancer addresses dropped
+            chains += [f"  chain fw-{sp.id} {{",
+                       f"    ip saddr {{ {', '.join(sp.source_ranges)} }} goto ext-{sp.id}",
+                       "    drop", "  }"]
         if cluster_eps:
             chains += _service_chain(f"svc-{sp.id}", sp, cluster_eps, bool(pod_cidrs),
                                      masquerade_all=masquerade_all)
@@ -168,6 +202,12 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
         if (sp.node_port or sp.lb_ips) and ext_eps:
             chains += _service_chain(f"ext-{sp.id}", sp, ext_eps, bool(pod_cidrs),
                                      masquerade_all=not sp.external_local)
+    to_tunnel, guard_tunnel = [], []
+    if tunnel_proxy:
+        proxy_ip, _, proxy_port = tunnel_proxy.rpartition(":")
+        to_tunnel = [f"    ip daddr @tunnel-cidrs meta l4proto tcp dnat to {tunnel_proxy}"]
+        guard_tunnel = [f"    ip daddr {proxy_ip} tcp dport {proxy_port} ct status & dnat == 0 "
+                        "drop"]
     lines += [
         "  map service-ips {", "    type ipv4_addr . inet_proto . inet_service : verdict",
         *_elements(vmap_ips), "  }",
@@ -182,10 +222,14 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
         "    fib daddr type local ip daddr != 127.0.0.0/8 "
         "meta l4proto . th dport vmap @service-nodeports",
         "  }",
+        "  set tunnel-cidrs {", "    type ipv4_addr", "    flags interval", "    auto-merge",
+        *_elements(list(tunnel_cidrs) if tunnel_proxy else []), "  }",
         "  chain nat-prerouting {",
-        "    type nat hook prerouting priority dstnat; policy accept;", "    jump services", "  }",
+        "    type nat hook prerouting priority dstnat; policy accept;", "    jump services",
+        *to_tunnel, "  }",
         "  chain nat-output {",
-        "    type nat hook output priority -100; policy accept;", "    jump services", "  }",
+        "    type nat hook output priority -100; policy accept;", "    jump services",
+        *to_tunnel, "  }",
         "  chain nat-postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",
         f"    meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} meta mark set meta mark ^ "
@@ -200,7 +244,7 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
         "  }",
         "  chain filter-input {",
         "    type filter hook input priority -110; policy accept;",
-        "    jump reject-no-endpoints", "  }",
+        *guard_tunnel, "    jump reject-no-endpoints", "  }",
         "  chain filter-forward {",
         "    type filter hook forward priority -110; policy accept;",
         "    jump reject-no-endpoints", "  }",

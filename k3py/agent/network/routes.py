@@ -1,6 +1,9 @@
 """Routes to the other nodes' pod CIDRs, flannel host-gw style: for every other Node with an
 InternalIP and a pod CIDR, `podCIDR via nodeIP` when that IP is on one of this node's own
-subnets (the same link: no tunnel needed); nodes not reachable that way get no route.
+subnets (the same link, up: no tunnel needed); nodes not reachable that way get no route, and
+are reached through the tunnel (`tunnelled_cidrs`; tunnelproxy.py), their pod CIDRs routed to
+lo so that the node's own connections find a route before the service rules' DNAT. `watch_links` says when
+the node's links change, so a cut link moves its nodes to the tunnel and back.
 
 `desired_routes` and `route_changes` are pure (unit-tested); `RouteTable` applies them with
 the `ip` command (iproute2), marking its routes with its own protocol number so that it finds
@@ -14,9 +17,10 @@ import asyncio
 import ipaddress
 import json
 import logging
+from collections.abc import Callable
 
 __all__ = ["desired_routes", "route_changes", "local_networks", "RouteTable", "ROUTE_PROTO",
-           "pod_cidrs"]
+           "pod_cidrs", "tunnelled_cidrs", "watch_links"]
 
 log = logging.getLogger("k3py.network")
 
@@ -59,6 +63,37 @@ def desired_routes(nodes: list[dict], own_node: str,
     return out
 
 
+def tunnelled_cidrs(nodes: list[dict], own_node: str, routed: dict[str, str]) -> list[str]:
+    """The other nodes' pod CIDRs that have no route (`routed`: desired_routes'): those nodes
+    are reached through the tunnel (tunnelproxy.py)."""
+    out = {str(_v4_net(c)) for n in nodes if ((n.get("metadata") or {}).get("name") or "")
+           != own_node for c in pod_cidrs(n)}
+    return sorted(out - set(routed))
+
+
+async def watch_links(changed: Callable[[], None]) -> None:
+    """Call `changed` whenever a link or an address of this node changes (`ip monitor`),
+    until cancelled: a link going down or up changes which nodes are routed to."""
+    while True:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "ip", "-o", "monitor", "link", "address", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+        except OSError as e:
+            log.warning("cannot watch the node's links (%s): routes follow Node changes only",
+                        e.strerror or e)
+            return
+        try:
+            assert proc.stdout is not None
+            while await proc.stdout.readline():
+                changed()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await asyncio.sleep(1.0)  # `ip monitor` ended: start it again
+
+
 def route_changes(current: dict[str, str], desired: dict[str, str]
                   ) -> tuple[dict[str, str], list[str]]:
     """(routes to add or replace: cidr -> via, cidrs whose route goes)."""
@@ -68,11 +103,13 @@ def route_changes(current: dict[str, str], desired: dict[str, str]
 
 
 def local_networks(ip_addr_json: list[dict]) -> list[ipaddress.IPv4Interface]:
-    """This node's IPv4 addresses with their subnets, from `ip -j -4 addr show`, without
-    loopback's."""
+    """This node's IPv4 addresses with their subnets, from `ip -j -4 addr show`, on the
+    links that are up (with a carrier: a cut cable or a peer gone takes its subnet out),
+    without loopback's."""
     out = []
     for link in ip_addr_json:
-        if "LOOPBACK" in (link.get("flags") or []):
+        flags = link.get("flags") or []
+        if "LOOPBACK" in flags or "UP" not in flags or "LOWER_UP" not in flags:
             continue
         for a in link.get("addr_info") or []:
             if a.get("family") == "inet" and a.get("local"):
@@ -85,14 +122,24 @@ class RouteTable:
 
     def __init__(self) -> None:
         self.routes: dict[str, str] | None = None  # as last read or applied
+        self.desired: dict[str, str] = {}  # pod CIDR -> node IP, as of the last sync
+        self.local: list[ipaddress.IPv4Interface] = []  # this node's subnets, as of then
         self._failed = False
 
+    async def networks_changed(self) -> bool:
+        """Whether this node's subnets (on links that are up) differ from the last sync's."""
+        return await _local_networks() != self.local
+
     async def sync(self, nodes: list[dict], own_node: str) -> None:
-        local = local_networks(json.loads(await _ip("-j", "-4", "addr", "show") or "[]"))
+        local = self.local = await _local_networks()
         if self.routes is None:
             self.routes = await self._read()
             _enable_forwarding()
-        put, gone = route_changes(self.routes, desired_routes(nodes, own_node, local))
+        self.desired = desired_routes(nodes, own_node, local)
+        # the tunnelled CIDRs go to lo: the node's own connections to them find a route, and
+        # the service rules' DNAT then sends them to the tunnel proxy (nothing else leaves)
+        tunnel = dict.fromkeys(tunnelled_cidrs(nodes, own_node, self.desired), "")
+        put, gone = route_changes(self.routes, {**self.desired, **tunnel})
         for cidr in gone:
             await self._change("del", cidr, "")
         for cidr, via in put.items():
@@ -100,7 +147,8 @@ class RouteTable:
 
     async def _change(self, op: str, cidr: str, via: str) -> None:
         assert self.routes is not None
-        args = ["route", op, cidr, *(["via", via] if via else []), "proto", ROUTE_PROTO]
+        to = ["via", via] if via else ["dev", "lo"] if op == "replace" else []
+        args = ["route", op, cidr, *to, "proto", ROUTE_PROTO]
         try:
             await _ip(*args)
         except OSError as e:
@@ -113,7 +161,7 @@ class RouteTable:
             log.info("route to pod CIDR %s removed", cidr)
         else:
             self.routes[cidr] = via
-            log.info("route to pod CIDR %s via %s", cidr, via)
+            log.info("route to pod CIDR %s via %s", cidr, via or "lo (the tunnel)")
 
     async def _read(self) -> dict[str, str]:
         out = json.loads(await _ip("-j", "-4", "route", "show", "proto", ROUTE_PROTO) or "[]")
@@ -132,6 +180,10 @@ def _enable_forwarding() -> None:
     except OSError as e:
         log.warning("cannot switch on IPv4 forwarding (%s): pods on other nodes cannot "
                     "reach this node's pods", e.strerror or e)
+
+
+async def _local_networks() -> list[ipaddress.IPv4Interface]:
+    return local_networks(json.loads(await _ip("-j", "-4", "addr", "show") or "[]"))
 
 
 async def _ip(*args: str) -> str:

@@ -18,6 +18,7 @@ from k3py.api.kinds.podspec import (
 )
 from k3py.api.kinds.registry import register
 from k3py.api.selectors import label_selector_from_struct
+from k3py.api.servicelb import SOURCE_RANGES_ANNOTATION, source_ranges
 
 __all__ = ["POD_UPDATE_FORBIDDEN"]
 
@@ -178,12 +179,34 @@ def _validate_service(obj: dict, old: dict | None) -> list[Cause]:
         causes.append(v.forbidden("spec.clusterIP", "may not be set for ExternalName services"))
     if spec.get("selector") is not None:
         causes += v.check_labels(spec.get("selector"), "spec.selector")
+    causes += _source_ranges(obj, st)
     if old is not None:
         old_ip = (old.get("spec") or {}).get("clusterIP")
         if old_ip and cip and cip != old_ip and st != "ExternalName":
             causes.append(v.invalid_value("spec.clusterIPs[0]", [cip],
                                           "may not change once set"))
     return causes
+
+
+_RANGES_MSG = "must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24 "
+
+
+def _source_ranges(obj: dict, st: str) -> list[Cause]:
+    """spec.loadBalancerSourceRanges (or, without it, the older annotation) as upstream:
+    LoadBalancer only, each a CIDR (spaces around it allowed)."""
+    ranges = obj["spec"].get("loadBalancerSourceRanges") or []
+    note = ((obj.get("metadata") or {}).get("annotations") or {}).get(SOURCE_RANGES_ANNOTATION)
+    if not ranges and note is None:
+        return []
+    field = "spec.loadBalancerSourceRanges" if ranges else \
+        f"metadata.annotations[{SOURCE_RANGES_ANNOTATION}]"
+    if st != "LoadBalancer":
+        return [v.forbidden(field, "may only be used when `type` is 'LoadBalancer'")]
+    if not ranges:
+        return [] if source_ranges(obj) is not None else \
+            [v.invalid_value(field, note, _RANGES_MSG)]
+    return [v.invalid_value(f"{field}[{i}]", r, _RANGES_MSG) for i, r in enumerate(ranges)
+            if source_ranges({"spec": {"loadBalancerSourceRanges": [r]}}) is None]
 
 
 # ------------------------------------------------------------------ config and secrets

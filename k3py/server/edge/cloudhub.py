@@ -1,5 +1,6 @@
 """CloudHub, the server end of the node tunnel as the rest of the server sees it: the tunnel
-route, whether a node is connected, streams to a node; start and stop.
+route, whether a node is connected, streams to a node, connections between nodes relayed
+through it (noderelay.py); start and stop.
 
 Built by bootstrap.install_routes; wires sessions.py (the websocket), downstream.py (what goes
 down), upstream.py (what comes up) and nodestreams.py (streams) around one dict of sessions."""
@@ -17,6 +18,7 @@ from k3py.server.controllers.base import InformerFactory
 from k3py.server.edge import nodestreams
 from k3py.server.edge.downstream import DownstreamSync, referenced_objects
 from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.edge.noderelay import ConnectRelay
 from k3py.server.edge.sessions import NodeSession, TunnelHandler, resend_loop
 from k3py.server.edge.upstream import UpstreamWriter
 from k3py.server.registry import Registry
@@ -46,9 +48,11 @@ class CloudHub:
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected)
         self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,
                                        usage)
+        self.relay = ConnectRelay(self.sessions, self._nodes)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
-                                    write_up=self.upstream.write)
+                                    write_up=self.upstream.write,
+                                    stream_request=self.relay.request)
         self._resend: asyncio.Task | None = None
         self._started = False
 
@@ -66,7 +70,12 @@ class CloudHub:
         self.downstream.start()
         self._resend = asyncio.create_task(resend_loop(self.sessions))
 
+    def _nodes(self) -> list[dict]:
+        nodes = self.downstream.cluster_wide.get("nodes") if self._started else None
+        return nodes.list() if nodes is not None else []
+
     async def stop(self) -> None:
+        await self.relay.stop()
         if self._started:
             await self.downstream.stop()
         if self._resend is not None:

@@ -94,18 +94,20 @@ async def resend_loop(sessions: dict[str, NodeSession]) -> None:
 class TunnelHandler:
     """GET TUNNEL_PATH: authenticates the node, resumes or starts its session with a full
     snapshot, then dispatches what the node sends: ACKs to the session's queue, stream frames
-    to their relays, resource messages (once each) to `write_up`, ACKed when written."""
+    to their relays, stream requests to `stream_request`, resource messages (once each) to `write_up`, ACKed when written."""
 
     def __init__(self, sessions: dict[str, NodeSession], authenticator: Authenticator,
                  passwords: NodePasswords, *, ready: Callable[[], Awaitable[None]],
                  snapshot: Callable[[str], Message],
-                 write_up: Callable[[str, Message], Awaitable[None]]) -> None:
+                 write_up: Callable[[str, Message], Awaitable[None]],
+                 stream_request: Callable[[NodeSession, Message], None]) -> None:
         self.sessions = sessions
         self.authenticator = authenticator
         self.passwords = passwords
         self._ready = ready          # the hub is started and its pod cache is synced
         self._snapshot = snapshot    # a node's full desired state (downstream.py)
         self._write_up = write_up    # one up message into the store (upstream.py)
+        self._stream_request = stream_request  # a stream the node opens (noderelay.py)
 
     def node_of_request(self, request: web.Request) -> str:
         user = self.authenticator.authenticate(request)
@@ -172,7 +174,10 @@ class TunnelHandler:
                 session.queue.ack((msg.content or {}).get("ids") or [])
             return
         if group == GROUP_STREAM:
-            nodestreams.deliver(session, msg)
+            if msg.header.parent_id:
+                nodestreams.deliver(session, msg)
+            else:
+                self._stream_request(session, msg)
             return
         if group != GROUP_RESOURCE:
             return

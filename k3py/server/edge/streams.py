@@ -71,6 +71,9 @@ async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
         raise errors.bad_request(
             f"a container name must be specified for pod {rp.name}, choose one of: "
             f"[{' '.join(containers)}]")
+    waiting = _waiting_to_start(pod, container, rp.name or "")
+    if waiting and q.get("previous") != "true":
+        raise errors.bad_request(waiting)
     params = LogRequest(
         namespace=rp.namespace or "", pod=rp.name or "", uid=pod["metadata"]["uid"],
         container=container, follow=q.get("follow") == "true", tail_lines=q.get("tailLines"),
@@ -102,6 +105,26 @@ async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
         await resp.prepare(request)
     await resp.write_eof()
     return resp
+
+
+# the kubelet's words for the common pending failures (validateContainerLogStatus)
+_WAITING_WORDS = {"ErrImagePull": "image can't be pulled",
+                  "ImagePullBackOff": "trying and failing to pull image"}
+
+
+def _waiting_to_start(pod: dict, container: str, name: str) -> str:
+    """The kubelet's 400 message when the container has not run yet (waiting, no terminated
+    run before): there are no logs to read. Empty when it has run or its status is not known."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    cs = next((c for c in statuses if c.get("name") == container), None)
+    if cs is None:
+        return ""
+    waiting = (cs.get("state") or {}).get("waiting")
+    if waiting is None or (cs.get("lastState") or {}).get("terminated"):
+        return ""
+    reason = waiting.get("reason") or ""
+    return (f'container "{container}" in pod "{name}" is waiting to start: '
+            f'{_WAITING_WORDS.get(reason, reason)}')
 
 
 def _true(q, key: str, default: bool = False) -> bool:

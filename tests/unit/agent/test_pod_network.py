@@ -12,7 +12,13 @@ import pytest
 from k3py.agent.network.conntrack import stale_entries
 from k3py.agent.network.podnet import gateway_of, network_name
 from k3py.agent.network.proxy import Endpoint, ServicePort, build_ruleset
-from k3py.agent.network.routes import desired_routes, local_networks, pod_cidrs, route_changes
+from k3py.agent.network.routes import (
+    desired_routes,
+    local_networks,
+    pod_cidrs,
+    route_changes,
+    tunnelled_cidrs,
+)
 from k3py.server.edge.downstream import node_route_view
 
 pytestmark = pytest.mark.unit
@@ -53,13 +59,25 @@ def test_route_changes_add_replace_and_remove():
     assert route_changes(desired, desired) == ({}, [])
 
 
-def test_local_networks_from_ip_json_skip_loopback():
-    doc = [{"ifname": "lo", "flags": ["LOOPBACK", "UP"],
+def test_local_networks_from_ip_json_skip_loopback_and_links_down():
+    doc = [{"ifname": "lo", "flags": ["LOOPBACK", "UP", "LOWER_UP"],
             "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},
-           {"ifname": "eth0", "flags": ["UP"],
+           {"ifname": "eth0", "flags": ["UP", "LOWER_UP"],
             "addr_info": [{"family": "inet", "local": "192.168.1.10", "prefixlen": 24},
-                          {"family": "inet6", "local": "fe80::1", "prefixlen": 64}]}]
+                          {"family": "inet6", "local": "fe80::1", "prefixlen": 64}]},
+           {"ifname": "eth1", "flags": ["NO-CARRIER", "UP"],  # its cable (or peer) is gone
+            "addr_info": [{"family": "inet", "local": "10.0.0.1", "prefixlen": 30}]},
+           {"ifname": "eth2", "flags": [],  # set down
+            "addr_info": [{"family": "inet", "local": "10.0.1.1", "prefixlen": 30}]}]
     assert local_networks(doc) == [ipaddress.IPv4Interface("192.168.1.10/24")]
+
+
+def test_nodes_without_a_route_are_tunnelled():
+    nodes = [node("a", "192.168.1.10", "10.42.0.0/24"), node("b", "192.168.1.11", "10.42.1.0/24"),
+             node("c", "172.16.0.5", "10.42.2.0/24"), node("d", "", "10.42.3.0/24")]
+    routed = desired_routes(nodes, "a", [ipaddress.IPv4Interface("192.168.1.10/24")])
+    assert routed == {"10.42.1.0/24": "192.168.1.11"}
+    assert tunnelled_cidrs(nodes, "a", routed) == ["10.42.2.0/24", "10.42.3.0/24"]
 
 
 def test_node_view_going_down_holds_only_what_routes_need():

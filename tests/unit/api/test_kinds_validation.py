@@ -155,3 +155,26 @@ def test_statefulset_mounts_may_name_its_claim_templates():
     [c] = _causes("apps", "statefulsets", sts)
     assert c["field"] == "spec.template.spec.containers[0].volumeMounts[0].name"
     assert "volumes" not in sts["spec"]["template"]["spec"]  # the object is not changed
+
+
+def test_load_balancer_source_ranges():
+    def lb(type_: str = "LoadBalancer", ranges=None, note=None) -> dict:
+        md: dict = {"name": "web"}
+        if note is not None:
+            md["annotations"] = {"service.beta.kubernetes.io/load-balancer-source-ranges": note}
+        spec: dict = {"type": type_, "ports": [{"port": 80}]}
+        if ranges is not None:
+            spec["loadBalancerSourceRanges"] = ranges
+        return {"metadata": md, "spec": spec}
+    assert _causes("", "services", lb(ranges=["10.0.0.0/8", " 192.168.1.7/24 "])) == []
+    assert _causes("", "services", lb(note="10.0.0.0/8,192.168.1.0/24")) == []
+    [c] = _causes("", "services", lb("NodePort", ["10.0.0.0/8"]))
+    assert c == {"type": "FieldValueForbidden", "field": "spec.loadBalancerSourceRanges",
+                 "message": "Forbidden: may only be used when `type` is 'LoadBalancer'"}
+    [c] = _causes("", "services", lb(ranges=["10.0.0.0/8", "10.0.0.1"]))
+    assert c["field"] == "spec.loadBalancerSourceRanges[1]" and c["message"] == (
+        'Invalid value: "10.0.0.1": must be a list of IP ranges. For example, '
+        "10.240.0.0/24,10.250.0.0/24 ")
+    [c] = _causes("", "services", lb(note="10.0.0.0/8,nope"))
+    assert c["field"] == \
+        "metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]"

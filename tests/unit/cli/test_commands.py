@@ -1,5 +1,5 @@
 """`k3py kubectl` (which kubectl, which KUBECONFIG) and `k3py check-config`'s detectors
-(cgroup layout, containers.conf, report format), without running podman or kubectl."""
+(cgroup layout, containers.conf, catatonit, report format), without running podman or kubectl."""
 
 from __future__ import annotations
 
@@ -93,6 +93,20 @@ def test_cgroup_layout(tmp_path):
     (v1 / "memory").mkdir(parents=True)
     assert check_config.cgroup_layout(str(v1)) == "v1"
     assert check_config.cgroup_layout(str(tmp_path / "none")) == "none"
+
+
+def test_catatonit_on_path_or_in_podmans_helper_dirs(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "libexec").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setattr(check_config, "PODMAN_HELPER_DIRS", (str(tmp_path / "libexec"),))
+    missing = check_config._catatonit_check("Container runtime")
+    assert missing.status == "fail" and "apt-get install catatonit" in missing.advice
+    helper = _executable(tmp_path / "libexec" / "catatonit")
+    assert check_config._catatonit_check("Container runtime").status == "pass"
+    helper.unlink()
+    _executable(tmp_path / "bin" / "catatonit")
+    assert check_config._catatonit_check("Container runtime").status == "pass"
 
 
 def test_containers_conf_merge_and_ulimits(tmp_path):

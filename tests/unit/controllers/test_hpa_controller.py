@@ -114,8 +114,12 @@ async def test_replicaset_scales_down_on_cpu_utilization_after_its_window(env) -
     async def scaled() -> bool:
         return await _replicas(env, "replicasets", "web") == 2
     await eventually(scaled, what="the ReplicaSet scaled down by the policy's 2 pods")
-    hpa = await env.registry.get(env.res("horizontalpodautoscalers", "autoscaling"),
-                                 "default", "web")
+
+    async def status() -> dict | None:  # written after the scale
+        hpa = await env.registry.get(env.res("horizontalpodautoscalers", "autoscaling"),
+                                     "default", "web")
+        return hpa if (hpa.get("status") or {}).get("currentMetrics") else None
+    hpa = await eventually(status, what="the HPA's status")
     assert hpa["status"]["currentMetrics"][0]["resource"]["current"] == {
         "averageUtilization": 10, "averageValue": "10m"}
     events = await env.events()

@@ -1,0 +1,129 @@
+"""Connections between nodes through the server (STREAM_CONNECT), as KubeEdge's EdgeMesh
+carries service traffic to nodes behind NAT: a node asks for a TCP connection to a pod IP it
+cannot route to; the server finds the Node whose pod CIDR holds that address, opens a connect
+stream on that node's tunnel, and relays the frames of the two streams both ways.
+
+Called by sessions.TunnelHandler for a stream request a node sends; the Nodes come from the
+server's Node informer (the one downstream.py feeds every node's route view from). Any node
+may reach any pod IP this way, as on a flat pod network."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+
+from k3py.api import errors
+from k3py.server.edge import nodestreams
+from k3py.server.edge.sessions import NodeSession
+from k3py.tunnel.message import CLOUD, Message, stream_frame
+from k3py.tunnel.protocol import (
+    FRAME_CLOSE,
+    FRAME_DATA,
+    FRAME_DATA_CLOSE,
+    FRAME_ERROR,
+    STREAM_CONNECT,
+    ConnectRequest,
+)
+
+__all__ = ["ConnectRelay", "node_for_ip"]
+
+log = logging.getLogger("k3py.cloudhub")
+
+_FORWARDED = (FRAME_DATA, FRAME_DATA_CLOSE)
+
+
+def node_for_ip(nodes: list[dict], ip: str) -> str:
+    """The name of the Node whose pod CIDR holds `ip` ("" when none does)."""
+    addr = ipaddress.ip_address(ip)
+    for node in nodes:
+        spec = node.get("spec") or {}
+        for cidr in spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []):
+            with contextlib.suppress(ValueError, TypeError):
+                if addr in ipaddress.ip_network(cidr, strict=False):
+                    return (node.get("metadata") or {}).get("name") or ""
+    return ""
+
+
+class ConnectRelay:
+    """Serves the connect streams nodes open; `nodes()` lists the Node objects."""
+
+    def __init__(self, sessions: dict[str, NodeSession], nodes: Callable[[], list[dict]]) -> None:
+        self.sessions = sessions
+        self.nodes = nodes
+        self._tasks: set[asyncio.Task] = set()
+
+    def request(self, source: NodeSession, msg: Message) -> None:
+        """A stream request from `source`'s node; its frames reach the relay from now on."""
+        if msg.route.operation != STREAM_CONNECT:
+            source.send_live(_error(msg.id, errors.bad_request(
+                f"unsupported stream {msg.route.operation!r}")))
+            return
+        inbound: asyncio.Queue = asyncio.Queue()
+        source.streams[msg.id] = inbound  # nodestreams.deliver puts the node's frames here
+        task = asyncio.create_task(self._relay(source, msg.id, msg.content, inbound))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _open(self, source: NodeSession, content: object
+              ) -> tuple[NodeSession, str, asyncio.Queue]:
+        try:
+            req = ConnectRequest.from_content(content)
+        except ValueError as e:
+            raise errors.bad_request(f"connect: {e}") from None
+        target = node_for_ip(self.nodes(), req.ip)
+        if not target:
+            raise errors.StatusError(404, "NotFound", f"no node's pod CIDR holds {req.ip}")
+        if target == source.node:
+            raise errors.bad_request(f"{req.ip} is on the asking node {target}")
+        session = self.sessions.get(target)
+        stream_id, queue = nodestreams.open_stream(session, target, STREAM_CONNECT,
+                                                   req.to_content())
+        assert session is not None
+        return session, stream_id, queue
+
+    async def _relay(self, source: NodeSession, sid: str, content: object,
+                     inbound: asyncio.Queue) -> None:
+        try:
+            target, tid, outbound = self._open(source, content)
+        except errors.StatusError as e:
+            log.info("node %s: connect refused: %s", source.node, e.message)
+            source.send_live(_error(sid, e))
+            source.streams.pop(sid, None)
+            return
+        pumps = [asyncio.create_task(_pump(inbound, target, tid)),
+                 asyncio.create_task(_pump(outbound, source, sid))]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for p in pumps:
+                p.cancel()
+            nodestreams.close_stream(target, tid)
+            nodestreams.close_stream(source, sid)
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+
+async def _pump(frames: asyncio.Queue, to: NodeSession, stream_id: str) -> None:
+    """Frames of one stream into the other until it closes or fails (an error is passed
+    on: the tunnel of either node may be the one that went)."""
+    while True:
+        kind, content = await frames.get()
+        if kind in _FORWARDED:
+            if not to.send_live(stream_frame(stream_id, kind, content, source=CLOUD)):
+                return
+        elif kind == FRAME_ERROR:
+            to.send_live(stream_frame(stream_id, FRAME_ERROR, content if isinstance(
+                content, dict) else {"code": 503, "message": str(content)}, source=CLOUD))
+            return
+        elif kind == FRAME_CLOSE:
+            return
+
+
+def _error(stream_id: str, e: errors.StatusError) -> Message:
+    return stream_frame(stream_id, FRAME_ERROR, {"code": e.code, "reason": e.reason,
+                                                 "message": e.message}, source=CLOUD)

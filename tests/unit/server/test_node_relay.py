@@ -1,0 +1,94 @@
+"""The server's relay of connect streams between two nodes' sessions (noderelay.py): the
+request goes to the node whose pod CIDR holds the IP, frames pass both ways, either end's
+close or error ends both, and a request that cannot be served is answered with an error."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from k3py.server.edge import nodestreams
+from k3py.server.edge.noderelay import ConnectRelay
+from k3py.server.edge.sessions import NodeSession
+from k3py.tunnel.message import EDGE, GROUP_STREAM, Message, new_message, stream_frame
+from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_DATA, FRAME_ERROR, STREAM_CONNECT
+
+pytestmark = pytest.mark.unit
+
+NODES = [{"metadata": {"name": "a"}, "spec": {"podCIDR": "10.42.0.0/24"}},
+         {"metadata": {"name": "b"}, "spec": {"podCIDR": "10.42.1.0/24"}}]
+
+
+class _Link:
+    closed = False
+
+
+def session(name: str, connected: bool = True) -> NodeSession:
+    s = NodeSession(name)
+    s.ws = _Link() if connected else None  # type: ignore[assignment]
+    return s
+
+
+async def sent(s: NodeSession) -> list[Message]:
+    out: list[Message] = []
+
+    async def write(m: Message) -> None:
+        out.append(m)
+    for _ in range(5):  # let the relay's tasks run
+        await asyncio.sleep(0)
+    await s.queue.flush(write)
+    return out
+
+
+def connect(ip: str, port: int = 8080) -> Message:
+    return new_message(source=EDGE, group=GROUP_STREAM, operation=STREAM_CONNECT,
+                       content={"ip": ip, "port": port})
+
+
+async def test_frames_pass_both_ways_and_a_close_ends_both():
+    a, b = session("a"), session("b")
+    relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
+    req = connect("10.42.1.7")
+    relay.request(a, req)
+    [opened] = await sent(b)
+    assert (opened.route.operation, opened.content) == (STREAM_CONNECT,
+                                                        {"ip": "10.42.1.7", "port": 8080})
+    nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, {"data": "R0VU"}, source=EDGE))
+    [up] = await sent(b)
+    assert (up.header.parent_id, up.route.operation, up.content) == \
+        (opened.id, FRAME_DATA, {"data": "R0VU"})
+    nodestreams.deliver(b, stream_frame(opened.id, FRAME_DATA, {"data": "T0s="}, source=EDGE))
+    [down] = await sent(a)
+    assert (down.header.parent_id, down.content) == (req.id, {"data": "T0s="})
+    nodestreams.deliver(b, stream_frame(opened.id, FRAME_CLOSE, source=EDGE))
+    assert [m.route.operation for m in await sent(a)] == [FRAME_CLOSE]
+    assert [m.route.operation for m in await sent(b)] == [FRAME_CLOSE]
+    assert not a.streams and not b.streams
+
+
+async def test_a_lost_tunnel_ends_the_other_side_with_an_error():
+    a, b = session("a"), session("b")
+    relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
+    relay.request(a, connect("10.42.1.7"))
+    [opened] = await sent(b)
+    nodestreams.tunnel_lost(a)
+    ops = [(m.route.operation, m.header.parent_id) for m in await sent(b)]
+    assert ops == [(FRAME_ERROR, opened.id), (FRAME_CLOSE, opened.id)]
+
+
+@pytest.mark.parametrize("ip,port,connected,code", [
+    ("10.42.9.1", 80, True, 404),   # no node's pod CIDR
+    ("10.42.0.5", 80, True, 400),   # the asking node's own
+    ("10.42.1.5", 0, True, 400),    # not a port
+    ("10.42.1.5", 80, False, 503),  # the node is not connected
+])
+async def test_a_request_that_cannot_be_served_gets_an_error(ip, port, connected, code):
+    a, b = session("a"), session("b", connected)
+    relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
+    req = connect(ip, port)
+    relay.request(a, req)
+    [err] = await sent(a)
+    assert (err.header.parent_id, err.route.operation, err.content["code"]) == \
+        (req.id, FRAME_ERROR, code)
+    assert not a.streams and not b.streams
