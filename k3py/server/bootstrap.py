@@ -19,6 +19,7 @@ from aiohttp import web
 
 from k3py.api import ingress as ingress_addon
 from k3py.hostinfo import machine_secret
+from k3py.pki import Pki, client_ssl_context
 from k3py.server import admission, crds, dashboard, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
@@ -35,6 +36,7 @@ from k3py.server.controllers.manager import CONTROLLERS, EVERY_SERVER, SCHEDULER
 from k3py.server.controllers.storageprotection import StorageObjectInUseProtection
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.edge.peerrelay import PEER_GROUPS, PEER_USER, PeerRelay
 from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.noderestriction import NodeRestriction
@@ -159,16 +161,17 @@ def install_metrics(api: ApiServer, informers: InformerFactory,
 
 def install_routes(app: web.Application, api: ApiServer, registry: Registry, config,
                    informers: InformerFactory, issuer: TokenIssuer,
-                   usage: metrics.UsageStore | None = None) -> None:
+                   usage: metrics.UsageStore | None = None, peers: PeerRelay | None = None
+                   ) -> None:
     """Routes that are not Kubernetes resources (the node tunnel, the dashboard) go before the
-    catch-all."""
+    catch-all. `peers`: the other servers on a shared datastore, which streams relay to."""
     nodeauth.install_from_config(app, config, registry)
     hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
                    authorizer=api.authorizer,
                    server_node="" if config.disable_agent else config.effective_node_name,
                    usage=usage, network_policy=not config.disable_network_policy)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
-    streams.install(api, hub)
+    streams.install(api, hub, peers)
     if dashboard.ADDON not in config.disable:
         dashboard.install(app, api, hub.sessions)
 
@@ -177,8 +180,20 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
 
     async def stop_hub(_app: web.Application) -> None:
         await hub.stop()
+        if peers is not None:
+            await peers.close()
     app.on_startup.append(start_hub)
     app.on_cleanup.append(stop_hub)
+
+
+def peer_relay(registry: Registry, config, bundle: Pki, advertise: str) -> PeerRelay | None:
+    """On a shared datastore: the relay of streams to the other servers, which trusts only
+    the cluster's server CA and shows them a client certificate of the cluster's client CA."""
+    if not config.datastore_endpoint:
+        return None
+    cert, key = bundle.issue_client_cert(PEER_USER, PEER_GROUPS)
+    return PeerRelay(registry, client_ssl_context(bundle.ca_cert_pem, cert, key), advertise,
+                     config.https_listen_port)
 
 
 # --kube-controller-manager-arg name -> the ctx.extra key its controller reads

@@ -61,10 +61,12 @@ def test_scale_bench_with_ten_hollow_nodes() -> None:
                           "--window", "2", "--timeout", "60"], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env=clean_env())
     figures, ratios = bench_lines(out)
-    assert figures["n10_nodes_connected"] == 10 and figures["n10_pods_running"] == 10, figures
-    assert {"n10_server_rss_nodes", "n10_heartbeat_writes", "n10_pod_create_to_running_p99",
-            "n10_reconnect_after_restart"} \
-        <= set(figures)
+    assert figures["n10_sqlite_nodes_connected"] == 10 \
+        and figures["n10_sqlite_pods_running"] == 10, figures
+    assert {"n10_sqlite_server_rss_nodes", "n10_sqlite_heartbeat_writes",
+            "n10_sqlite_pods_scheduled_per_s", "n10_sqlite_api_get_p99",
+            "n10_sqlite_api_list_p99", "n10_sqlite_api_create_p99",
+            "n10_sqlite_reconnect_after_restart"} <= set(figures)
     assert ratios == 1  # heartbeat writes stored / sent
 
 

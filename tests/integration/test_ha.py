@@ -2,7 +2,8 @@
 and keys come from the datastore's bootstrap data, no TLS dir copied), so A's kubeconfig works
 through B; a wrong token is one line; the leader killed with -9 hands the controllers and the
 scheduler to B (a Deployment scaled after the kill gets its pod), and the agent joined to A
-moves its tunnel to B with its pod not restarted.
+moves its tunnel to B with its pod not restarted. Before that, streams (logs -f, exec -i,
+port-forward) to the pod on A's tunnel go through B, relayed to A.
 
 A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machines would: the
 `kubernetes` Service's endpoints (what the agent fails over to) carry addresses, not ports."""
@@ -10,6 +11,7 @@ A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machi
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 import uuid
 
@@ -20,7 +22,12 @@ from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
 from tests.integration.agents import (
     IMAGE,
     build_test_image,
+    fetch,
+    kubectl_env,
+    kubectl_popen,
     node_ready,
+    port_forward,
+    read_until,
     remove_podman_pods,
     running_unrestarted,
     stop_proc,
@@ -129,6 +136,49 @@ def _running(srv: ServerProcess) -> list[str]:
     pods = srv.kubectl_json("get", "pods", "-l", "app=web")["items"]
     return sorted(p["metadata"]["name"] for p in pods
                   if p["status"].get("phase") == "Running")
+
+
+def test_streams_through_the_server_without_the_tunnel(cluster):
+    """The node's tunnel is on A; kubectl talks to B, which relays logs -f, exec with stdin and
+    port-forward to A (authenticated by the cluster's CAs both ways)."""
+    b = cluster.b
+    script = ("mkdir -p /www && echo hello-relay > /www/index.html && "
+              "httpd -p 8080 -h /www && i=0; while true; do i=$((i+1)); echo tick-$i; "
+              "sleep 0.2; done")
+    b.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "relay"},
+        "spec": {"nodeName": cluster.node, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+                                 "command": ["sh", "-c", script]}]}}))
+    wait_for(lambda: b.kubectl_json("get", "pod", "relay")["status"].get("phase") == "Running",
+             60, 0.3, "pod relay Running")
+    assert "tunnel connected to " + cluster.a.url in cluster.agent_log.read_text(
+        errors="replace")
+    logs = kubectl_popen(b, "logs", "-f", "relay")
+    try:
+        read_until(logs, "tick-5")
+    finally:
+        stop_proc(logs)
+    data = "".join(f"line {i}\n" for i in range(20000))  # ~200 KB of stdin
+    out = kubectl_env(b, "exec", "-i", "relay", "--", "md5sum", env={}, input=data)
+    assert out.split()[0] == hashlib.md5(data.encode()).hexdigest()
+    for websockets in ("true", "false"):
+        pf, local = port_forward(b, "pod/relay", 8080,
+                                 {"KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets})
+        try:
+            assert fetch(f"http://127.0.0.1:{local}/") == "hello-relay\n"
+        finally:
+            stop_proc(pf)
+    b.kubectl("delete", "pod", "relay", "--wait=false")
+    # a node on no server: B asks A, which answers 503 without asking further; B's Status
+    b.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ghost"},
+        "spec": {"nodeName": "ghost-node", "containers": [{"name": "c", "image": IMAGE}]}}))
+    for args in (("logs", "ghost"), ("exec", "ghost", "--", "true")):
+        out = b.kubectl(*args, check=False)
+        assert out.returncode != 0 and "node ghost-node is not connected" in out.stderr, \
+            out.stderr
+    b.kubectl("delete", "pod", "ghost", "--wait=false")
 
 
 def test_leader_killed_controllers_go_on_and_the_agent_moves(cluster):

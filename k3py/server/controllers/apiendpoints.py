@@ -19,7 +19,7 @@ from k3py.server.controllers.service import ensure_kubernetes_endpoints
 from k3py.server.registry import ListOptions, Registry
 from k3py.server.store.backend import StoreError
 
-__all__ = ["APIServerEndpoints", "ADDRESS_ANNOTATION", "IDENTITY_LABEL"]
+__all__ = ["APIServerEndpoints", "ADDRESS_ANNOTATION", "IDENTITY_LABEL", "live_addresses"]
 
 log = logging.getLogger("k3py.controllers")
 
@@ -87,17 +87,23 @@ class APIServerEndpoints:
             "spec": {**spec, "acquireTime": spec["renewTime"]}})
 
     async def _reconcile(self) -> None:
-        leases = await self.registry.list(self._leases(), NAMESPACE, ListOptions(
-            label_selector=f"{IDENTITY_LABEL}=kube-apiserver"))
-        now = _dt.datetime.now(_dt.UTC)
-        live = set()
-        for lease in leases["items"]:
-            spec = lease.get("spec") or {}
-            renewed = parse_time(spec.get("renewTime"))
-            address = (lease["metadata"].get("annotations") or {}).get(ADDRESS_ANNOTATION)
-            if address and renewed is not None and \
-                    (now - renewed).total_seconds() < float(spec.get("leaseDurationSeconds")
-                                                            or LEASE_DURATION):
-                live.add(address)
+        live = await live_addresses(self.registry)
         if live:
-            await ensure_kubernetes_endpoints(self.registry, sorted(live), self.port)
+            await ensure_kubernetes_endpoints(self.registry, live, self.port)
+
+
+async def live_addresses(registry: Registry) -> list[str]:
+    """The advertise addresses of the servers whose apiserver Lease is current, sorted."""
+    leases = await registry.list(registry.served("coordination.k8s.io", "leases"), NAMESPACE,
+                                 ListOptions(label_selector=f"{IDENTITY_LABEL}=kube-apiserver"))
+    now = _dt.datetime.now(_dt.UTC)
+    live = set()
+    for lease in leases["items"]:
+        spec = lease.get("spec") or {}
+        renewed = parse_time(spec.get("renewTime"))
+        address = (lease["metadata"].get("annotations") or {}).get(ADDRESS_ANNOTATION)
+        if address and renewed is not None and \
+                (now - renewed).total_seconds() < float(spec.get("leaseDurationSeconds")
+                                                        or LEASE_DURATION):
+            live.add(address)
+    return sorted(live)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from k3py.server.apiserver.paths import ResourcePath
 from k3py.server.edge.channels import EXEC_PROTOCOLS, ChannelCodec
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.execclients import RemoteCommandClient, SpdyClient, WsClient
+from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.portforward import serve_portforward
 from k3py.server.edge.spdyconn import wants_spdy, wants_websocket
 from k3py.server.edge.streamrelay import next_frame, scheduled_pod, stream_target
@@ -40,13 +42,22 @@ from k3py.tunnel.protocol import (
 __all__ = ["serve_log", "serve_exec", "serve_attach", "serve_portforward", "EXEC_PROTOCOLS",
            "install", "ChannelCodec"]
 
-def install(api, hub: CloudHub) -> None:
-    """Register the stream subresources on the API server."""
-    api.streams["log"] = lambda request, rp, user: serve_log(hub, request, rp, user)
-    api.streams["exec"] = lambda request, rp, user: serve_exec(hub, request, rp, user)
-    api.streams["attach"] = lambda request, rp, user: serve_attach(hub, request, rp, user)
-    api.streams["portforward"] = (
-        lambda request, rp, user: serve_portforward(hub, request, rp, user))
+def install(api, hub: CloudHub, peers: PeerRelay | None = None) -> None:
+    """Register the stream subresources on the API server; with `peers` (servers sharing a
+    datastore), a stream to a node whose tunnel is on another server is relayed there."""
+    for sub, serve in (("log", serve_log), ("exec", serve_exec), ("attach", serve_attach),
+                       ("portforward", serve_portforward)):
+        api.streams[sub] = functools.partial(_serve_here_or_at_peer, hub, peers, serve)
+
+
+async def _serve_here_or_at_peer(hub: CloudHub, peers: PeerRelay | None, serve,
+                                 request: web.Request, rp: ResourcePath,
+                                 user: User) -> web.StreamResponse:
+    if peers is not None and not peers.is_peer(user):
+        _, node = await scheduled_pod(hub, rp)
+        if not hub.node_connected(node):
+            return await peers.relay(request, node)
+    return await serve(hub, request, rp, user)
 
 
 async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,

@@ -1,0 +1,214 @@
+"""Streams to a node whose tunnel another server holds: the server the client reached asks its
+peers (the servers with a current apiserver Lease) in turn and relays the request, bytes both
+ways, to the one that holds the node's tunnel.
+
+Used by streams.install when several servers share a datastore. A peer is authenticated both
+ways: it must serve a certificate of the cluster's server CA, and we present a client
+certificate of the cluster's client CA (PEER_USER, system:masters, as K3s's kube-apiserver
+client certificate) after authorizing the client ourselves. A peer never relays a peer's
+request again, so a node no server holds is one 503, never a loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import io
+import logging
+import ssl
+
+import aiohttp
+from aiohttp import web
+
+from k3py.api import errors
+from k3py.server.apiserver.auth import User
+from k3py.server.controllers.apiendpoints import live_addresses
+from k3py.server.registry import Registry
+
+__all__ = ["PeerRelay", "PEER_USER", "PEER_GROUPS"]
+
+log = logging.getLogger("k3py.edge")
+
+PEER_USER = "system:k3py-server"
+PEER_GROUPS = ("system:masters",)
+_HEAD_LIMIT = 64 * 1024
+_CHUNK = 64 * 1024
+_HIGH_WATER = 256 * 1024
+# not forwarded: the client was authenticated and authorized here; the peer knows us by our
+# certificate, and must not act on the client's credentials or impersonation
+_DROPPED = ("authorization", "host", "cookie")
+
+
+class NotThere(Exception):
+    """The peer does not hold the node's tunnel either (it answered 503), or cannot be
+    reached: ask the next one. Raised only before anything was sent to the client."""
+
+
+class PeerRelay:
+    """The live peers, and a request relayed to whichever of them holds a node."""
+
+    def __init__(self, registry: Registry, tls: ssl.SSLContext, address: str, port: int
+                 ) -> None:
+        self.registry, self.tls, self.address, self.port = registry, tls, address, port
+        self._session: aiohttp.ClientSession | None = None
+
+    @staticmethod
+    def is_peer(user: User) -> bool:
+        return user.name == PEER_USER
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def peers(self) -> list[str]:
+        """The advertise addresses of the other servers whose apiserver Lease is current."""
+        return [a for a in await live_addresses(self.registry) if a != self.address]
+
+    async def relay(self, request: web.Request, node: str) -> web.StreamResponse:
+        """Serve `request` through the peer holding `node`'s tunnel; 503 when none does."""
+        upgrade = bool(request.headers.get("Upgrade"))
+        for peer in await self.peers():
+            try:
+                if upgrade:
+                    return await self._relay_upgrade(request, peer)
+                return await self._relay_plain(request, peer)
+            except NotThere:
+                continue
+        raise errors.service_unavailable(f"node {node} is not connected to the server")
+
+    def _url(self, peer: str, request: web.Request) -> str:
+        host = f"[{peer}]" if ":" in peer else peer
+        return f"https://{host}:{self.port}{request.path_qs}"
+
+    @staticmethod
+    def _headers(request: web.Request) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in request.headers.items()
+                if k.lower() not in _DROPPED and not k.lower().startswith("impersonate-")]
+
+    async def _relay_plain(self, request: web.Request, peer: str) -> web.StreamResponse:
+        """pods/log: a streamed response, copied at the pace the client reads it."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        try:
+            r = await self._session.request(
+                request.method, self._url(peer, request), headers=self._headers(request),
+                ssl=self.tls, timeout=aiohttp.ClientTimeout(total=None, connect=10))
+        except (OSError, aiohttp.ClientError) as e:
+            raise _unreachable(peer, e) from e
+        async with r:
+            if r.status == 503:
+                raise NotThere
+            resp = web.StreamResponse(status=r.status, headers={
+                k: v for k, v in r.headers.items()
+                if k.lower() in ("content-type", "cache-control")})
+            await resp.prepare(request)
+            async for chunk in r.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+
+    async def _relay_upgrade(self, request: web.Request, peer: str) -> web.StreamResponse:
+        """exec, attach, port-forward: the upgrade request goes to the peer as it came; its
+        101 comes back, then the connection's bytes (websocket or SPDY frames) flow both
+        ways unchanged."""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                peer, self.port, ssl=self.tls, server_hostname=peer, limit=_HEAD_LIMIT), 10)
+        except (OSError, TimeoutError) as e:
+            raise _unreachable(peer, e) from e
+        try:
+            head = f"{request.method} {request.path_qs} HTTP/1.1\r\nHost: {peer}:{self.port}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in self._headers(request))
+            writer.write(head.encode("latin-1") + b"\r\n")
+            try:
+                status, headers = await asyncio.wait_for(_read_head(reader), 30)
+                body = b"" if status == 101 else \
+                    await reader.readexactly(int(headers.get("Content-Length") or 0))
+            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError) as e:
+                raise _unreachable(peer, e) from e
+            if status != 101:
+                if status == 503:
+                    raise NotThere
+                return web.Response(status=status, body=body,
+                                    content_type=headers.get_content_type())
+            resp = web.StreamResponse(status=101, headers={
+                k: v for k, v in headers.items()
+                if k.lower() not in ("date", "server", "content-length", "content-type")})
+            resp.force_close()
+            await _pipe(request, resp, reader, writer)
+            return resp
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def _unreachable(peer: str, e: BaseException) -> NotThere:
+    log.warning("stream relay to server %s: %s", peer, e or type(e).__name__)
+    return NotThere()
+
+
+async def _read_head(reader: asyncio.StreamReader):
+    raw = await reader.readuntil(b"\r\n\r\n")
+    line, _, rest = raw.partition(b"\r\n")
+    parts = line.decode("latin-1").split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise OSError(f"the peer answered {line[:80]!r}")
+    return int(parts[1]), http.client.parse_headers(io.BytesIO(rest))
+
+
+class _ToPeer:
+    """Stands in for aiohttp's request parser once upgraded: the client's bytes go to the
+    peer; the client is read no faster than the peer takes them."""
+
+    def __init__(self, writer: asyncio.StreamWriter, client: asyncio.Transport) -> None:
+        self.writer, self.client = writer, client
+        self.eof = asyncio.Event()
+        self._draining: asyncio.Task | None = None
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if not self.writer.is_closing():
+            self.writer.write(bytes(data))
+            if self.writer.transport.get_write_buffer_size() > _HIGH_WATER \
+                    and self._draining is None:
+                self.client.pause_reading()
+                self._draining = asyncio.ensure_future(self._drain())
+        return False, b""
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.writer.drain()
+        self._draining = None
+        if not self.client.is_closing():
+            self.client.resume_reading()
+
+    def feed_eof(self) -> None:
+        self.eof.set()
+
+
+async def _pipe(request: web.Request, resp: web.StreamResponse,
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    transport, protocol = request.transport, request.protocol
+    if transport is None:
+        return
+    to_peer = _ToPeer(writer, transport)
+    protocol.set_parser(to_peer)  # before the 101: the client may answer right away
+    await resp.prepare(request)
+
+    async def to_client() -> None:
+        with contextlib.suppress(OSError):  # either side gone: the relay ends
+            while data := await reader.read(_CHUNK):
+                if transport.is_closing():
+                    return
+                transport.write(data)
+                if transport.get_write_buffer_size() > _HIGH_WATER:
+                    await protocol._drain_helper()  # noqa: SLF001 - aiohttp's own drain
+    down = asyncio.ensure_future(to_client())
+    up = asyncio.ensure_future(to_peer.eof.wait())
+    try:
+        await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (down, up):
+            t.cancel()
+        transport.close()
