@@ -152,6 +152,7 @@ class ServerConfig(NodeConfig):
     service_node_port_range: str = "30000-32767"
     disable_agent: bool = False
     disable: tuple[str, ...] = ()  # packaged components not deployed (--disable)
+    dashboard_read_only: bool = False  # the dashboard's cookie sessions may not write
     datastore_endpoint: str = ""  # "" = embedded SQLite; postgres://user:pass@host:port/db
     datastore_cafile: str = ""
     datastore_certfile: str = ""

@@ -368,6 +368,8 @@ FLAGS: tuple[Flag, ...] = (
          f"{', '.join(_CONTROLLER_MANAGER_ARGS)})", (SERVER,), check=_controller_manager_args),
     Flag("disable-agent", bool, "(components) Do not run a local agent and register a local "
          "node", (SERVER,)),
+    Flag("dashboard-read-only", bool, "(components) The web dashboard refuses every write "
+         "(its users may only look)", (SERVER,)),
     Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
          "more get 429 (0: no limit)", (SERVER,)),
     Flag("max-mutating-requests-inflight", int, "(security) Mutating API requests served at "
