@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import ssl
 import subprocess
@@ -30,6 +29,7 @@ import pytest
 
 from tests.harness import ServerProcess, clean_env, wait_for
 from tests.integration.agents import remove_podman_pods, stop_proc
+from tests.integration.browser import chromium
 from tests.integration.storeload import client_ssl
 
 pytestmark = pytest.mark.integration
@@ -295,19 +295,6 @@ _POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen-live", "na
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
 
 
-def _chromium():
-    os.environ["SE_OFFLINE"] = "true"  # selenium must never fetch a browser or a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--ignore-certificate-errors", "--window-size=1280,800"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-
-
 _SEEN: list[dict] = []  # the performance log read so far (reading it drains it)
 
 
@@ -364,7 +351,7 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token):
     srv.kubectl("create", "clusterrolebinding", "viewer", "--clusterrole=view",
                 "--serviceaccount=default:viewer")
     viewer = srv.kubectl("-n", "default", "create", "token", "viewer").stdout.strip()
-    driver = _chromium()
+    driver = chromium()
     try:
         driver.get(srv.url + "/dashboard/")
         _log_in(driver, admin_token)

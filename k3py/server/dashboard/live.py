@@ -111,10 +111,9 @@ class LiveSocket:
                 self.api.authorizer.authorize(self.user, verb, res.group, res.plural, namespace)
             rv = str(msg.get("resourceVersion") or "")
             if not rv:
-                listed = await self.api.registry.list(res, namespace)
-                rv = listed["metadata"]["resourceVersion"]
-                await self._send({"id": sid, "type": "list", "resourceVersion": rv, "rows": [
-                    project(res.group, res.plural, o) for o in listed["items"]]})
+                rv, rows = await self._list(res, namespace)
+                await self._send({"id": sid, "type": "list", "resourceVersion": rv,
+                                  "rows": rows})
             stream = await self.api.registry.watch(res, namespace, resource_version=rv)
             rv = await self._forward(sid, res, stream, rv)
             await self._send({"id": sid, "type": "ended", "resourceVersion": rv})
@@ -124,6 +123,15 @@ class LiveSocket:
             raise
         except ConnectionResetError:
             pass
+
+    async def _list(self, res: Resource, namespace: str | None) -> tuple[str, list[dict]]:
+        """(resourceVersion, rows) now; each object is decoded and projected in turn, so that
+        a list never holds every decoded object at once."""
+        registry = self.api.registry
+        revision, kvs = await registry.backend.list(
+            registry.resources.storage_prefix(res, namespace))
+        return str(revision), [project(res.group, res.plural, registry.decode(res, kv))
+                               for kv in kvs]
 
     async def _forward(self, sid: str, res: Resource, stream: AsyncIterator, rv: str) -> str:
         """Coalesce the watch's events per object and send them, at most
