@@ -1,5 +1,5 @@
-"""Dashboard benchmark (issue 18): the page's first load (bytes gzipped, requests), its first
-contentful paint and the time until every pod row is shown, in headless Chromium on loopback;
+"""Dashboard benchmark (issue 18): the page's first load (bytes gzipped, requests), the
+terminal page's bytes, its first contentful paint and the time until every pod row is shown, in headless Chromium on loopback;
 and the server's memory with N dashboard tabs open on all pods next to N `kubectl get pods -A
 -w` watches, measured side by side in the same run (ratio).
 
@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import emit, rss_mb  # noqa: E402
+from k3py.server.dashboard.assets import load_assets  # noqa: E402
 from tests.harness import KUBECTL, ServerProcess, wait_for  # noqa: E402
 from tests.integration.browser import chromium  # noqa: E402
 
-TARGETS = {"first_load_kb": 60.0, "first_load_requests": 12, "fcp_ms": 300.0,
+TARGETS = {"first_load_kb": 60.0, "terminal_kb": 180.0, "first_load_requests": 12, "fcp_ms": 300.0,
            "all_rows_ms": 800.0, "tabs_rss_mb": 15.0}
 SETTLE = 3.0  # seconds for RSS to settle after a change
 
@@ -90,12 +91,23 @@ def first_load(driver, url: str, pods: int) -> None:
     emit("first_load_bytes", size / 1024, "KB", f"<= {TARGETS['first_load_kb']} KB")
     emit("first_load_requests", len(requests), "", f"<= {TARGETS['first_load_requests']}")
     print(f"ratio: {size / 1024 / TARGETS['first_load_kb']:.2f} (first load / target)")
+    terminal_bytes(size / 1024)
     if fcp is not None:
         emit("first_contentful_paint", fcp, "ms", f"<= {TARGETS['fcp_ms']} ms")
         print(f"ratio: {fcp / TARGETS['fcp_ms']:.2f} (first contentful paint / target)")
     rows = show_pods(driver, pods) * 1000
     emit("all_pod_rows_shown", rows, "ms", f"<= {TARGETS['all_rows_ms']} ms")
     print(f"ratio: {rows / TARGETS['all_rows_ms']:.2f} (all rows shown / target)")
+
+
+def terminal_bytes(first_load_kb: float) -> None:
+    """The terminal page: the first load plus what opening a shell fetches (terminal.js,
+    xterm.js and its stylesheet), gzipped as served."""
+    extra = sum(len(a.gzipped) for name, a in load_assets().items()
+                if name.startswith(("terminal.", "vendor/xterm.")))
+    total = first_load_kb + extra / 1024
+    emit("terminal_page_bytes", total, "KB", f"<= {TARGETS['terminal_kb']} KB")
+    print(f"ratio: {total / TARGETS['terminal_kb']:.2f} (terminal page / target)")
 
 
 def settled_rss(pid: int) -> float:

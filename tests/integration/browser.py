@@ -1,6 +1,6 @@
 """A real headless browser for the dashboard's tests and bench/dashboard.py: Debian's chromium
 driven by selenium through Debian's chromedriver, never a downloaded one (SE_OFFLINE), with
-Chrome's performance log on (every request and websocket the page makes)."""
+Chrome's performance log (every request and websocket the page makes) and console log on."""
 
 from __future__ import annotations
 
@@ -18,5 +18,5 @@ def chromium(width: int = 1280, height: int = 800):
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                 "--ignore-certificate-errors", f"--window-size={width},{height}"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)

@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 
 from tests.harness import ServerProcess, clean_env, wait_for
-from tests.integration.agents import remove_podman_pods, stop_proc
+from tests.integration.agents import IMAGE, build_test_image, remove_podman_pods, stop_proc
 from tests.integration.browser import chromium
 from tests.integration.storeload import client_ssl
 
@@ -44,6 +44,16 @@ def srv(tmp_path_factory):
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module's browser tests."""
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +150,14 @@ async def _login(http: aiohttp.ClientSession, url: str, token: str) -> dict[str,
                 **MARKER}
 
 
-def test_tunnels_show_an_agent_connected_then_offline(srv, admin_token, tmp_path):
+def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path):
+    """A real agent: its tunnel shows connected (since when); the page's terminal runs
+    `echo hi` in its pod over the API's exec websocket (v4.channel.k8s.io); once the agent
+    stops, its tunnel shows offline."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     node = "dash-edge"
+    build_test_image(tmp_path / "busybox.tar")
     before = time.time()
     with open(tmp_path / "agent.log", "wb") as log:
         proc = subprocess.Popen(srv.agent_command(tmp_path / "agent", node), stdout=log,
@@ -156,13 +172,49 @@ def test_tunnels_show_an_agent_connected_then_offline(srv, admin_token, tmp_path
     try:
         wait_for(lambda: run(tunnel()).get("connected"), 30, 0.3, f"{node}'s tunnel connected")
         assert before <= run(tunnel())["connectedSince"] <= time.time()
+        srv.kubectl("apply", "-f", "-", input=json.dumps(_shell_pod(node)))
+        wait_for(lambda: srv.kubectl_json("get", "pod", "shell")["status"].get("phase")
+                 == "Running", 60, 0.3, "the shell pod Running on the agent")
+        browser.get(srv.url + "/dashboard/")
+        _log_in(browser, admin_token)
+        _open(browser, "Pods", "pods")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-shell='shell']"), 15,
+                 what="the shell button (SelfSubjectRulesReview: create pods/exec)")[0].click()
+        try:
+            wait_for(lambda: any(line.rstrip().endswith("#") for line in _terminal(browser)),
+                     30, what="the shell's prompt in the terminal")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; the page shows: {_css_text(browser, 'main')!r}; "
+                                 f"console: {browser.get_log('browser')}") from None
+        browser.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea").send_keys(
+            "echo hi", Keys.ENTER)
+        wait_for(lambda: "hi" in [line.strip() for line in _terminal(browser)], 15,
+                 what=f"echo's answer in the terminal (it shows {_terminal(browser)})")
+        browser.find_element(By.ID, "logout").click()
+        wait_for(lambda: browser.find_elements(By.ID, "token"), 15, what="the login form")
         stop_proc(proc)
         wait_for(lambda: run(tunnel()) == {"connected": False, "connectedSince": None}, 15, 0.3,
                  f"{node}'s tunnel offline once its agent stopped")
     finally:
         stop_proc(proc)
         remove_podman_pods(node)
+        srv.kubectl("delete", "pod", "shell", "--force", "--grace-period=0", check=False)
         srv.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+def _shell_pod(node: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "shell", "namespace": "default"},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+                "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"]}]}}
+
+
+def _terminal(driver) -> list[str]:
+    """The lines xterm.js shows."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#terminal .xterm-rows > div')]"
+        ".map((row) => row.textContent)")
 
 
 def test_a_user_without_node_access_is_refused_the_tunnels(srv):
@@ -261,6 +313,9 @@ def test_read_only_dashboard_refuses_writes(tmp_path):
                                      headers=headers, json={"metadata": {"name": "x"}}) as r:
                     assert r.status == 403, await r.text()
                     assert "read-only" in (await r.json())["message"]
+                async with http.get(server.url + "/api/v1/namespaces/default/pods/p/exec"
+                                    "?command=sh&stdin=true", headers=headers) as r:
+                    assert r.status == 403, await r.text()  # a GET, yet no read
                 review = {"apiVersion": "authorization.k8s.io/v1",
                           "kind": "SelfSubjectRulesReview", "spec": {"namespace": "default"}}
                 async with http.post(
@@ -342,7 +397,7 @@ def _open(driver, view: str, table: str) -> None:
     wait_for(lambda: driver.find_elements(By.ID, table), 15, what=f"the {table} table")
 
 
-def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token):
+def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, browser):
     from selenium.webdriver.common.by import By
     srv.kubectl("apply", "-f", "-", input=json.dumps(_NODE))
     srv.kubectl("apply", "-f", "-", input=json.dumps(_MODEL))
@@ -351,7 +406,8 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token):
     srv.kubectl("create", "clusterrolebinding", "viewer", "--clusterrole=view",
                 "--serviceaccount=default:viewer")
     viewer = srv.kubectl("-n", "default", "create", "token", "viewer").stdout.strip()
-    driver = chromium()
+    driver = browser
+    opened = len(_live_sockets(driver))  # by the module's earlier tests
     try:
         driver.get(srv.url + "/dashboard/")
         _log_in(driver, admin_token)
@@ -386,8 +442,8 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token):
         _open(driver, "Device models", "devicemodels")
         wait_for(lambda: "status (string, ReadWrite)" in _text(driver, "devicemodels"), 15,
                  what="the DeviceModel's property")
-        sockets = _websockets(driver)
-        assert len(sockets) == 1, f"one websocket per tab, saw {sockets}"
+        sockets = _live_sockets(driver)[opened:]
+        assert len(sockets) == 1, f"one live websocket per tab, saw {sockets}"
 
         driver.find_element(By.ID, "logout").click()
         _log_in(driver, viewer)
@@ -399,7 +455,6 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token):
         assert urls and all(u.startswith(srv.url + "/") for u in urls), \
             f"requests left the server's origin: {[u for u in urls if not u.startswith(srv.url)]}"
     finally:
-        driver.quit()
         srv.kubectl("delete", "pod", "seen-live", "--wait=false", check=False)
 
 
@@ -415,10 +470,11 @@ def _points(driver) -> int:
     return int(found[0].get_attribute("data-points") or 0) if found else 0
 
 
-def _websockets(driver) -> list[str]:
-    """The websockets the page opened so far (Chrome's performance log, drained)."""
+def _live_sockets(driver) -> list[str]:
+    """The live websockets the browser opened so far (Chrome's performance log)."""
     return [m["params"]["url"] for m in _performance_log(driver)
-            if m["method"] == "Network.webSocketCreated"]
+            if m["method"] == "Network.webSocketCreated"
+            and m["params"]["url"].endswith("/dashboard/api/live")]
 
 
 def _text(driver, element_id: str) -> str:

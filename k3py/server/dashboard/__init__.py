@@ -22,8 +22,8 @@ from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
 from k3py.server.dashboard.assets import Asset, load_assets
-from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket, same_origin
-from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker
+from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
+from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker, same_origin
 from k3py.server.edge.sessions import NodeSession
 
 __all__ = ["ADDON", "PREFIX", "install"]
@@ -33,6 +33,7 @@ PREFIX = "/dashboard/"
 _CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 _READS = ("GET", "HEAD", "OPTIONS")
 _REVIEWS = "/apis/authorization.k8s.io/"  # created, answered, never stored: not writes
+_STREAMS = ("/exec", "/attach", "/portforward")  # a GET upgraded to a websocket, yet no read
 _SECURITY_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
                      "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
@@ -65,8 +66,9 @@ class Dashboard:
         """The API's cookie authenticator: the session's user; in read-only mode a write
         with the cookie is refused here, whatever the user's RBAC allows."""
         user = self.logins.authenticate(request)
-        if user is not None and self.read_only and request.method not in _READS \
-                and not request.path.startswith(_REVIEWS):
+        if user is not None and self.read_only and (
+                request.path.endswith(_STREAMS)
+                or request.method not in _READS and not request.path.startswith(_REVIEWS)):
             raise errors.forbidden("the dashboard is read-only (--dashboard-read-only): "
                                    f"{request.method} is refused")
         return user

@@ -36,16 +36,11 @@ from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.watch import stop_pump
 from k3py.server.dashboard.rows import project
 
-__all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED", "same_origin"]
+__all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
 
 MAX_FLUSHES_PER_SECOND = 4
 CLOSE_UNAUTHORIZED = 4401  # the websocket close code for "log in again"
 MAX_SUBSCRIPTIONS = 32  # per tab
-
-
-def same_origin(request: web.Request) -> bool:
-    """The request comes from a page of this server's own origin (a websocket's CSRF check)."""
-    return request.headers.get("Origin") == f"{request.scheme}://{request.host}"
 
 
 def _event_rv(obj: Any) -> str:

@@ -1,5 +1,5 @@
 // k3py dashboard: nodes with their tunnel, pods, devices with their twins and a plot, a pod's
-// logs. Lists are kept live over the tab's one websocket (live.js); other calls go to the
+// logs and a shell in it (terminal.js). Lists are kept live over the tab's one websocket (live.js); other calls go to the
 // server's own API with the login cookie and the X-K3py-Dashboard marker header, authorized
 // as the logged-in user. Buttons the user may not use are hidden (SelfSubjectRulesReview).
 import { Component, h, render } from "./vendor/preact.mjs";
@@ -119,7 +119,7 @@ class Pods extends Watched {
       encodeURIComponent(p.name), { method: "DELETE" })
       .catch((e) => this.setState({ error: message(e) }));
   }
-  render({ onLogs, permissions }, { rows, error }) {
+  render({ onLogs, onShell, permissions }, { rows, error }) {
     return html`
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="pods">
@@ -129,6 +129,8 @@ class Pods extends Watched {
           <td>${p.namespace}</td><td>${p.name}</td><td>${p.phase}</td><td>${p.node}</td>
           <td>${p.restarts}</td><td>${age(p.created)}</td>
           <td><button class="link" onClick=${() => onLogs(p)}>logs</button>
+            ${permissions.can("create", "", "pods/exec", p.namespace) && html`<button
+              class="link" data-shell=${p.name} onClick=${() => onShell(p)}>shell</button>`}
             ${permissions.can("delete", "", "pods", p.namespace) && html`<button
               class="link danger" data-delete=${p.name}
               onClick=${() => this.remove(p)}>delete</button>`}</td></tr>`)}
@@ -272,6 +274,15 @@ class DeviceModels extends Watched {
   }
 }
 
+// Back, the pod's name and its container picker, then the view's own buttons.
+function PodToolbar({ pod, container, onBack, onPick, children }) {
+  return html`<div class="toolbar"><button onClick=${onBack}>Back to pods</button>
+    <strong>${pod.namespace}/${pod.name}</strong>
+    <select value=${container} onChange=${(e) => onPick(e.target.value)}>
+      ${pod.containers.map((c) => html`<option value=${c}>${c}</option>`)}
+    </select>${children}</div>`;
+}
+
 class Logs extends Component {
   state = { text: "", error: "", container: "" };
   componentDidMount() { this.load(this.props.pod.containers[0]); }
@@ -290,14 +301,38 @@ class Logs extends Component {
   }
   render({ pod, onBack }, { text, error, container }) {
     return html`
-      <div class="toolbar"><button onClick=${onBack}>Back to pods</button>
-        <strong>${pod.namespace}/${pod.name}</strong>
-        <select value=${container} onChange=${(e) => this.load(e.target.value)}>
-          ${pod.containers.map((c) => html`<option value=${c}>${c}</option>`)}
-        </select>
-        <button onClick=${() => this.load(container)}>Reload</button></div>
+      <${PodToolbar} pod=${pod} container=${container} onBack=${onBack}
+        onPick=${(c) => this.load(c)}>
+        <button onClick=${() => this.load(container)}>Reload</button></${PodToolbar}>
       ${error && html`<p class="error">${error}</p>`}
       <pre class="logs" id="logs">${text}</pre>`;
+  }
+}
+
+// A shell in one of the pod's containers (terminal.js and xterm.js load on first use).
+class Shell extends Component {
+  state = { error: "", ended: false };
+  componentDidMount() { this.open(this.props.pod.containers[0]); }
+  componentWillUnmount() { this.close?.(); }
+  open(container) {
+    this.close?.();
+    this.setState({ container, error: "", ended: false });
+    import("./terminal.js").then(({ openTerminal }) => {
+      if (!this.element) return;
+      this.element.replaceChildren();
+      this.close = openTerminal(this.element, this.props.pod, container,
+        (error) => this.setState({ error, ended: true }));
+    }).catch((e) => this.setState({ error: message(e) }));
+  }
+  render({ pod, onBack }, { container, error, ended }) {
+    return html`
+      <${PodToolbar} pod=${pod} container=${container} onBack=${onBack}
+        onPick=${(c) => this.open(c)}>
+        ${ended && html`<button onClick=${() => this.open(container)}>Reconnect</button>`}
+        ${ended && html`<span class="muted">session ended</span>`}</${PodToolbar}>
+      ${error && html`<p class="error">${error}</p>`}
+      <div class="terminal" id="terminal"
+        ref=${(element) => { if (element) this.element = element; }}></div>`;
   }
 }
 
@@ -328,7 +363,7 @@ const VIEWS = [["nodes", "Nodes"], ["pods", "Pods"], ["devices", "Devices"],
   ["devicemodels", "Device models"]];
 
 class App extends Component {
-  state = { session: null, authed: null, view: "nodes", pod: null };
+  state = { session: null, authed: null, view: "nodes", pod: null, shell: null };
   componentDidMount() { this.loadSession(); }
   loadSession() {
     api("/dashboard/api/session").then((r) => r.json()).then((session) => {
@@ -342,16 +377,18 @@ class App extends Component {
     api("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false, session: null }); });
   }
-  render(_, { authed, session, view, pod }) {
+  render(_, { authed, session, view, pod, shell }) {
     if (authed === null) return html`<p>Loading…</p>`;
     const unauthorized = () => { this.live?.close(); this.setState({ authed: false }); };
     if (!authed) return html`<${Login} onLogin=${() => this.loadSession()} />`;
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
-      onClick=${() => this.setState({ view: name, pod: null })}>${label}</button>`;
+      onClick=${() => this.setState({ view: name, pod: null, shell: null })}>${label}</button>`;
     const common = { live: this.live, permissions: this.permissions,
       onUnauthorized: unauthorized };
     let body;
-    if (pod) {
+    if (shell) {
+      body = html`<${Shell} pod=${shell} onBack=${() => this.setState({ shell: null })} />`;
+    } else if (pod) {
       body = html`<${Logs} pod=${pod} onBack=${() => this.setState({ pod: null })}
         onUnauthorized=${unauthorized} />`;
     } else if (view === "nodes") {
@@ -359,7 +396,7 @@ class App extends Component {
     } else {
       const views = { pods: Pods, devices: Devices, devicemodels: DeviceModels };
       body = html`<${Namespaced} key=${view} view=${views[view]} ...${common}
-        onLogs=${(p) => this.setState({ pod: p })} />`;
+        onLogs=${(p) => this.setState({ pod: p })} onShell=${(p) => this.setState({ shell: p })} />`;
     }
     return html`<header><h1>k3py</h1><nav>${VIEWS.map(([n, l]) => tab(n, l))}</nav>
       <span class="muted" id="user">${session.user}${session.readOnly
