@@ -59,10 +59,11 @@ def _device(obj: dict) -> Row:
 def _device_model(obj: dict) -> Row:
     props = []
     for p in (obj.get("spec") or {}).get("properties") or []:
-        kind = next(iter(p.get("type") or {}), "")  # v1alpha1/2: {"int": {...}}
-        mode = ((p.get("type") or {}).get(kind) or {}).get("accessMode", "") if kind else ""
-        props.append({"name": p.get("name", ""), "type": kind or p.get("type", ""),
-                      "accessMode": mode or p.get("accessMode", "")})
+        kind, mode = p.get("type", ""), p.get("accessMode", "")  # v1beta1: "INT", "ReadOnly"
+        if isinstance(kind, dict):  # v1alpha1/2: {"int": {"accessMode": ...}}
+            kind, detail = next(iter(kind.items()), ("", {}))
+            mode = (detail or {}).get("accessMode", "")
+        props.append({"name": p.get("name", ""), "type": kind, "accessMode": mode})
     return {**_base(obj), "properties": props}
 
 
