@@ -153,6 +153,7 @@ class ServerConfig(NodeConfig):
     disable_agent: bool = False
     disable_network_policy: bool = False  # nodes are sent no NetworkPolicies: none enforced
     disable: tuple[str, ...] = ()  # packaged components not deployed (--disable)
+    dashboard_read_only: bool = False  # the dashboard's cookie sessions may not write
     datastore_endpoint: str = ""  # "" = embedded SQLite; postgres://user:pass@host:port/db
     datastore_cafile: str = ""
     datastore_certfile: str = ""

@@ -371,6 +371,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("disable-network-policy", bool, "(components) Disable the network policy "
          "enforcement on every node (NetworkPolicy objects are kept but not applied)",
          (SERVER,)),
+    Flag("dashboard-read-only", bool, "(components) The web dashboard refuses every write "
+         "(its users may only look)", (SERVER,)),
     Flag("max-requests-inflight", int, "(security) Read-only API requests served at once; "
          "more get 429 (0: no limit)", (SERVER,)),
     Flag("max-mutating-requests-inflight", int, "(security) Mutating API requests served at "

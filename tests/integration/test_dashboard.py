@@ -6,13 +6,18 @@ tunnel connected (since when) and then offline; a wrong token gets 401;
 logout ends the session; `--disable dashboard` leaves no /dashboard/ at all. A real headless
 Chromium (Debian's, driven by selenium with Debian's chromedriver) logs in, sees the node list,
 sees a pod created with kubectl appear through the page's watch, and makes no request to any
-origin but the server's."""
+origin but the server's.
+
+The tab's live websocket: only from the page's own origin, subscriptions authorized as the
+user, slim rows, and a reconnect that resumes from its resourceVersion gets just what changed
+meanwhile. Devices: the page shows a twin's reported value moving (written with kubectl) on a
+uPlot plot and sets a desired value; buttons are hidden from a user whose
+SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import ssl
 import subprocess
@@ -23,7 +28,8 @@ import aiohttp
 import pytest
 
 from tests.harness import ServerProcess, clean_env, wait_for
-from tests.integration.agents import remove_podman_pods, stop_proc
+from tests.integration.agents import IMAGE, build_test_image, remove_podman_pods, stop_proc
+from tests.integration.browser import chromium
 from tests.integration.storeload import client_ssl
 
 pytestmark = pytest.mark.integration
@@ -38,6 +44,16 @@ def srv(tmp_path_factory):
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module's browser tests."""
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +150,14 @@ async def _login(http: aiohttp.ClientSession, url: str, token: str) -> dict[str,
                 **MARKER}
 
 
-def test_tunnels_show_an_agent_connected_then_offline(srv, admin_token, tmp_path):
+def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path):
+    """A real agent: its tunnel shows connected (since when); the page's terminal runs
+    `echo hi` in its pod over the API's exec websocket (v4.channel.k8s.io); once the agent
+    stops, its tunnel shows offline."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     node = "dash-edge"
+    build_test_image(tmp_path / "busybox.tar")
     before = time.time()
     with open(tmp_path / "agent.log", "wb") as log:
         proc = subprocess.Popen(srv.agent_command(tmp_path / "agent", node), stdout=log,
@@ -150,13 +172,50 @@ def test_tunnels_show_an_agent_connected_then_offline(srv, admin_token, tmp_path
     try:
         wait_for(lambda: run(tunnel()).get("connected"), 30, 0.3, f"{node}'s tunnel connected")
         assert before <= run(tunnel())["connectedSince"] <= time.time()
+        srv.kubectl("apply", "-f", "-", input=json.dumps(_shell_pod(node)))
+        wait_for(lambda: srv.kubectl_json("get", "pod", "shell")["status"].get("phase")
+                 == "Running", 60, 0.3, "the shell pod Running on the agent")
+        browser.get(srv.url + "/dashboard/")
+        _log_in(browser, admin_token)
+        _open(browser, "Pods", "pods")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-shell='shell']"), 15,
+                 what="the shell button (SelfSubjectRulesReview: create pods/exec)")[0].click()
+        try:
+            wait_for(lambda: any(line.rstrip().endswith("#") for line in _terminal(browser)),
+                     30, what="the shell's prompt in the terminal")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; the page shows: {_css_text(browser, 'main')!r}; "
+                                 f"console: {browser.get_log('browser')}") from None
+        browser.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea").send_keys(
+            "echo hi", Keys.ENTER)
+        wait_for(lambda: "hi" in [line.strip() for line in _terminal(browser)], 15,
+                 what=f"echo's answer in the terminal (it shows {_terminal(browser)})")
+        browser.find_element(By.ID, "logout").click()
+        wait_for(lambda: browser.find_elements(By.ID, "token"), 15, what="the login form")
         stop_proc(proc)
         wait_for(lambda: run(tunnel()) == {"connected": False, "connectedSince": None}, 15, 0.3,
                  f"{node}'s tunnel offline once its agent stopped")
     finally:
         stop_proc(proc)
         remove_podman_pods(node)
+        srv.kubectl("delete", "pod", "shell", "--force", "--grace-period=0", check=False)
         srv.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+def _shell_pod(node: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "shell", "namespace": "default"},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+                "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"]}]}}
+
+
+def _terminal(driver) -> list[str]:
+    """The lines xterm.js shows."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#terminal .xterm-rows > div')]"
+        ".map((row) => row.textContent)")
+
 
 def test_a_user_without_node_access_is_refused_the_tunnels(srv):
     srv.kubectl("-n", "default", "create", "serviceaccount", "nobody")
@@ -168,7 +227,106 @@ def test_a_user_without_node_access_is_refused_the_tunnels(srv):
             for path in ("/dashboard/api/tunnels", "/api/v1/nodes"):
                 async with http.get(srv.url + path, headers=headers) as r:
                     assert r.status == 403, path
+            async with http.ws_connect(srv.url + "/dashboard/api/live",
+                                       headers={"Cookie": headers["Cookie"],
+                                                "Origin": srv.url}) as ws:
+                await ws.send_json({"op": "watch", "id": "n", "group": "",
+                                    "resource": "nodes"})
+                refused = await _next(ws, "n")  # each subscription is authorized
+            assert refused["type"] == "error" and refused["code"] == 403, refused
     run(check())
+
+
+def _pod(name: str) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, sid: str) -> dict:
+    """The next message for subscription `sid` (bounded by run()'s deadline)."""
+    while True:
+        msg = json.loads(await ws.receive_str())
+        if msg["id"] == sid:
+            return msg
+
+
+def test_live_socket_lists_watches_and_resumes(srv, admin_token):
+    origin = {"Origin": srv.url}
+
+    async def check() -> None:
+        async with await _session() as http:
+            headers = await _login(http, srv.url, admin_token)
+            cookie = {"Cookie": headers["Cookie"]}
+            async with http.get(srv.url + "/dashboard/api/live", headers=cookie) as r:
+                assert r.status == 403  # no Origin: not the page (cross-site websocket hijack)
+            async with http.ws_connect(srv.url + "/dashboard/api/live", headers=origin) as ws:
+                closed = await ws.receive()  # no session cookie: told to log in again
+                assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4401
+            spec = {"op": "watch", "group": "", "resource": "pods", "namespace": "default"}
+            async with http.ws_connect(srv.url + "/dashboard/api/live",
+                                       headers={**cookie, **origin}) as ws:
+                await ws.send_json({**spec, "id": "p"})
+                listed = await _next(ws, "p")
+                assert listed["type"] == "list", listed
+                await ws.send_json({"op": "watch", "id": "x", "group": "", "resource": "nope"})
+                assert (await _next(ws, "x"))["code"] == 404
+                await asyncio.to_thread(srv.kubectl, "apply", "-f", "-", input=_pod("live-a"))
+                event = await _next(ws, "p")
+            assert event["type"] == "events", event
+            (etype, row), = event["events"]
+            assert etype == "ADDED" and row["name"] == "live-a" and row["containers"] == ["c"]
+            assert "spec" not in row and "metadata" not in row  # a slim row, not the object
+            rv = event["resourceVersion"]
+            await asyncio.to_thread(srv.kubectl, "apply", "-f", "-", input=_pod("live-b"))
+            async with http.ws_connect(srv.url + "/dashboard/api/live",
+                                       headers={**cookie, **origin}) as ws:
+                await ws.send_json({**spec, "id": "p", "resourceVersion": rv})
+                resumed = await _next(ws, "p")
+            assert resumed["type"] == "events", resumed  # no list: resumed from rv
+            seen = {r["name"]: t for t, r in resumed["events"]}
+            assert seen.get("live-b") == "ADDED", resumed  # created while away
+            assert seen.get("live-a") != "ADDED", resumed  # seen before: not sent again as new
+    try:
+        run(check())
+    finally:
+        srv.kubectl("delete", "pod", "live-a", "live-b", "--wait=false", check=False)
+
+
+def test_read_only_dashboard_refuses_writes(tmp_path):
+    server = ServerProcess(tmp_path / "ro", extra_args=["--dashboard-read-only"])
+    try:
+        server.start()
+        server.kubectl("-n", "kube-system", "create", "serviceaccount", "admin")
+        server.kubectl("create", "clusterrolebinding", "ro-admin", "--clusterrole=cluster-admin",
+                       "--serviceaccount=kube-system:admin")
+        token = server.kubectl("-n", "kube-system", "create", "token", "admin").stdout.strip()
+
+        async def check() -> None:
+            async with await _session() as http:
+                headers = await _login(http, server.url, token)
+                async with http.get(server.url + "/dashboard/api/session", headers=headers) as r:
+                    assert (await r.json())["readOnly"] is True
+                async with http.get(server.url + "/api/v1/pods", headers=headers) as r:
+                    assert r.status == 200
+                async with http.post(server.url + "/api/v1/namespaces/default/configmaps",
+                                     headers=headers, json={"metadata": {"name": "x"}}) as r:
+                    assert r.status == 403, await r.text()
+                    assert "read-only" in (await r.json())["message"]
+                async with http.get(server.url + "/api/v1/namespaces/default/pods/p/exec"
+                                    "?command=sh&stdin=true", headers=headers) as r:
+                    assert r.status == 403, await r.text()  # a GET, yet no read
+                review = {"apiVersion": "authorization.k8s.io/v1",
+                          "kind": "SelfSubjectRulesReview", "spec": {"namespace": "default"}}
+                async with http.post(
+                        server.url + "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                        headers=headers, json=review) as r:
+                    assert r.status == 201, await r.text()  # a review is not a write
+        run(check())
+        # the same user's token itself still writes: only the dashboard is read-only
+        server.kubectl("create", "configmap", "by-kubectl", f"--token={token}")
+    finally:
+        server.stop()
 
 
 def test_disable_dashboard_serves_no_dashboard(tmp_path):
@@ -192,53 +350,131 @@ _POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen-live", "na
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
 
 
-def _chromium():
-    os.environ["SE_OFFLINE"] = "true"  # selenium must never fetch a browser or a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--ignore-certificate-errors", "--window-size=1280,800"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+_SEEN: list[dict] = []  # the performance log read so far (reading it drains it)
+
+
+def _performance_log(driver) -> list[dict]:
+    _SEEN.extend(json.loads(e["message"])["message"] for e in driver.get_log("performance"))
+    return _SEEN
 
 
 def _requested_urls(driver) -> list[str]:
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+    return [m["params"]["request"]["url"] for m in _performance_log(driver)
+            if m["method"] == "Network.requestWillBeSent"]
 
 
-def test_browser_logs_in_sees_nodes_and_a_pod_appear(srv, admin_token):
+_MODEL = {"apiVersion": "devices.kubeedge.io/v1alpha1", "kind": "DeviceModel",
+          "metadata": {"name": "counter-model", "namespace": "default"},
+          "spec": {"properties": [{"name": "status", "type": {"string": {
+              "accessMode": "ReadWrite", "defaultValue": ""}}}]}}
+_DEVICE = {"apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "Device",
+           "metadata": {"name": "counter", "namespace": "default"},
+           "spec": {"deviceModelRef": {"name": "counter-model"}, "nodeSelector": {
+               "nodeSelectorTerms": [{"matchExpressions": [
+                   {"key": "", "operator": "In", "values": ["browser-node"]}]}]}},
+           "status": {"twins": [{"propertyName": "status",
+                                 "desired": {"metadata": {"type": "string"}, "value": "OFF"},
+                                 "reported": {"metadata": {"type": "string"}, "value": "0"}}]}}
+
+
+def _report(srv: ServerProcess, value: str) -> None:
+    """What the server writes when the node reports the twin (here written with kubectl)."""
+    srv.kubectl("patch", "device", "counter", "--type=json", "-p", json.dumps(
+        [{"op": "replace", "path": "/status/twins/0/reported/value", "value": value}]))
+
+
+def _log_in(driver, token: str) -> None:
+    from selenium.webdriver.common.by import By
+    wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    wait_for(lambda: driver.find_elements(By.ID, "logout"), 15, what="the page after login")
+
+
+def _open(driver, view: str, table: str) -> None:
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.XPATH, f"//nav/button[text()='{view}']").click()
+    wait_for(lambda: driver.find_elements(By.ID, table), 15, what=f"the {table} table")
+
+
+def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, browser):
     from selenium.webdriver.common.by import By
     srv.kubectl("apply", "-f", "-", input=json.dumps(_NODE))
-    driver = _chromium()
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_MODEL))
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_DEVICE))
+    srv.kubectl("-n", "default", "create", "serviceaccount", "viewer")
+    srv.kubectl("create", "clusterrolebinding", "viewer", "--clusterrole=view",
+                "--serviceaccount=default:viewer")
+    viewer = srv.kubectl("-n", "default", "create", "token", "viewer").stdout.strip()
+    driver = browser
+    opened = len(_live_sockets(driver))  # by the module's earlier tests
     try:
         driver.get(srv.url + "/dashboard/")
-        wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")
-        driver.find_element(By.ID, "token").send_keys(admin_token)
-        driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+        _log_in(driver, admin_token)
         wait_for(lambda: "browser-node" in _text(driver, "nodes"), 15,
                  what="browser-node in the page's node list")
         assert "no tunnel" in _text(driver, "nodes")
-        driver.find_element(By.XPATH, "//nav/button[text()='Pods']").click()
-        wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pod table")
+        _open(driver, "Pods", "pods")
         srv.kubectl("apply", "-f", "-", input=json.dumps(_POD))
         wait_for(lambda: "seen-live" in _text(driver, "pods"), 15,
-                 what="the pod created with kubectl in the page (from its watch)")
+                 what="the pod created with kubectl in the page (from its subscription)")
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-delete='seen-live']"), 15,
+                 what="a delete button for the admin (SelfSubjectRulesReview)")
+
+        _open(driver, "Devices", "devices")
+        reported = "td.reported[data-device='counter']"
+        wait_for(lambda: _css_text(driver, reported) == "0", 15, what="the twin's reported 0")
+        driver.find_element(By.XPATH, "//table[@id='devices']//button[text()='plot']").click()
+        plot = "#plot canvas"
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, plot), 15, what="the uPlot plot")
+        for value in ("5", "7"):
+            _report(srv, value)
+            wait_for(lambda v=value: _css_text(driver, reported) == v, 15,
+                     what=f"the twin's reported {value} in the page")
+        wait_for(lambda: _points(driver) >= 3, 15, what="three points on the plot")
+        desired = driver.find_element(By.CSS_SELECTOR, "input[data-device='counter']")
+        desired.clear()
+        desired.send_keys("ON")
+        desired.submit()
+        wait_for(lambda: srv.kubectl_json("get", "device", "counter")["status"]["twins"][0]
+                 ["desired"]["value"] == "ON", 15, what="the desired value set from the page")
+
+        _open(driver, "Device models", "devicemodels")
+        wait_for(lambda: "status (string, ReadWrite)" in _text(driver, "devicemodels"), 15,
+                 what="the DeviceModel's property")
+        sockets = _live_sockets(driver)[opened:]
+        assert len(sockets) == 1, f"one live websocket per tab, saw {sockets}"
+
         driver.find_element(By.ID, "logout").click()
-        wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form again")
+        _log_in(driver, viewer)
+        _open(driver, "Pods", "pods")
+        wait_for(lambda: "seen-live" in _text(driver, "pods"), 15, what="the pods as a viewer")
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-delete]"), \
+            "a viewer is shown a delete button"
         urls = _requested_urls(driver)
         assert urls and all(u.startswith(srv.url + "/") for u in urls), \
             f"requests left the server's origin: {[u for u in urls if not u.startswith(srv.url)]}"
     finally:
-        driver.quit()
         srv.kubectl("delete", "pod", "seen-live", "--wait=false", check=False)
+
+
+def _css_text(driver, selector: str) -> str:
+    from selenium.webdriver.common.by import By
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else ""
+
+
+def _points(driver) -> int:
+    from selenium.webdriver.common.by import By
+    found = driver.find_elements(By.ID, "plot")
+    return int(found[0].get_attribute("data-points") or 0) if found else 0
+
+
+def _live_sockets(driver) -> list[str]:
+    """The live websockets the browser opened so far (Chrome's performance log)."""
+    return [m["params"]["url"] for m in _performance_log(driver)
+            if m["method"] == "Network.webSocketCreated"
+            and m["params"]["url"].endswith("/dashboard/api/live")]
 
 
 def _text(driver, element_id: str) -> str:

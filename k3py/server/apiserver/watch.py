@@ -23,7 +23,7 @@ from k3py.server.apiserver.negotiation import (
 )
 from k3py.server.registry import RawObject, Registry
 
-__all__ = ["serve_watch", "BOOKMARK_INTERVAL"]
+__all__ = ["serve_watch", "stop_pump", "BOOKMARK_INTERVAL"]
 
 BOOKMARK_INTERVAL = 60.0  # seconds, jittered like upstream
 _IDLE_CHECK = 5.0
@@ -39,6 +39,15 @@ def _rv(obj: dict | RawObject) -> str | None:
     if isinstance(obj, RawObject):
         return obj.resource_version
     return (obj.get("metadata") or {}).get("resourceVersion")
+
+
+async def stop_pump(pump_task: asyncio.Task, stream: object) -> None:
+    """End a task that reads a Registry.watch stream, and the stream (its store watch)."""
+    pump_task.cancel()
+    with contextlib.suppress(BaseException):
+        await pump_task
+    with contextlib.suppress(Exception):
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def serve_watch(request: web.Request, registry: Registry, res: Resource,
@@ -129,11 +138,7 @@ async def serve_watch(request: web.Request, registry: Registry, res: Resource,
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        pump_task.cancel()
-        with contextlib.suppress(BaseException):
-            await pump_task
-        with contextlib.suppress(Exception):
-            await stream.aclose()  # type: ignore[attr-defined]
+        await stop_pump(pump_task, stream)
     with contextlib.suppress(Exception):
         await response.write_eof()
     return response

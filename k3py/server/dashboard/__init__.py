@@ -3,9 +3,12 @@
 
 Static assets (assets.py) need no credential: they hold no data. The page's data calls go to
 the ordinary API, authenticated by the login cookie (logins.py) and authorized as that user;
-the one dashboard-only data route, /dashboard/api/tunnels (each node's tunnel state from
-CloudHub's sessions), is authorized as `list nodes`. Installed by bootstrap.install_routes,
-before the API's catch-all route."""
+the dashboard-only routes are /dashboard/api/tunnels (each node's tunnel state from CloudHub's
+sessions, authorized as `list nodes`), /dashboard/api/session (who is logged in, and whether
+the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py).
+With `--dashboard-read-only` the API refuses every write made with the login cookie (a review
+such as SelfSubjectRulesReview is not a write). Installed by bootstrap.install_routes, before
+the API's catch-all route."""
 
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ from aiohttp import web
 
 from k3py.api import errors
 from k3py.server.apiserver.app import ApiServer
+from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
 from k3py.server.dashboard.assets import Asset, load_assets
-from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker
+from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
+from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker, same_origin
 from k3py.server.edge.sessions import NodeSession
 
 __all__ = ["ADDON", "PREFIX", "install"]
@@ -26,6 +31,9 @@ __all__ = ["ADDON", "PREFIX", "install"]
 ADDON = "dashboard"  # its --disable name
 PREFIX = "/dashboard/"
 _CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+_READS = ("GET", "HEAD", "OPTIONS")
+_REVIEWS = "/apis/authorization.k8s.io/"  # created, answered, never stored: not writes
+_STREAMS = ("/exec", "/attach", "/portforward")  # a GET upgraded to a websocket, yet no read
 _SECURITY_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
                      "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
@@ -46,11 +54,30 @@ def _asset_response(request: web.Request, asset: Asset) -> web.Response:
 class Dashboard:
     """The dashboard's routes over one ApiServer and CloudHub's node sessions."""
 
-    def __init__(self, api: ApiServer, sessions: Mapping[str, NodeSession]) -> None:
+    def __init__(self, api: ApiServer, sessions: Mapping[str, NodeSession],
+                 read_only: bool = False) -> None:
         self.api = api
         self.node_sessions = sessions
+        self.read_only = read_only
         self.logins = LoginSessions()
         self.assets = load_assets()
+
+    def authenticate_cookie(self, request: web.Request) -> User | None:
+        """The API's cookie authenticator: the session's user; in read-only mode a write
+        with the cookie is refused here, whatever the user's RBAC allows."""
+        user = self.logins.authenticate(request)
+        if user is not None and self.read_only and (
+                request.path.endswith(_STREAMS)
+                or request.method not in _READS and not request.path.startswith(_REVIEWS)):
+            raise errors.forbidden("the dashboard is read-only (--dashboard-read-only): "
+                                   f"{request.method} is refused")
+        return user
+
+    def _user(self, request: web.Request) -> User:
+        user = self.api.authenticator.authenticate(request)  # the cookie's, with the marker
+        if user is None:
+            raise errors.unauthorized()
+        return user
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         if request.path == PREFIX.rstrip("/"):
@@ -102,23 +129,44 @@ class Dashboard:
 
     async def tunnels(self, request: web.Request) -> web.StreamResponse:
         """{"nodes": {name: {"connected": bool, "connectedSince": epoch seconds | null}}}."""
-        user = self.api.authenticator.authenticate(request)
-        if user is None:
-            raise errors.unauthorized()
+        user = self._user(request)
         self.api.authorizer.authorize(user, "list", "", "nodes", None)
         return json_response({"nodes": {
             name: {"connected": s.connected,
                    "connectedSince": s.connected_since if s.connected else None}
             for name, s in self.node_sessions.items()}})
 
+    async def session(self, request: web.Request) -> web.StreamResponse:
+        """{"user", "groups", "readOnly"}: what the page shows and hides."""
+        user = self._user(request)
+        return json_response({"user": user.name, "groups": list(user.groups),
+                              "readOnly": self.read_only})
 
-def install(app: web.Application, api: ApiServer, sessions: Mapping[str, NodeSession]) -> None:
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        """The tab's websocket; closed with CLOSE_UNAUTHORIZED when it has no session."""
+        if not same_origin(request):
+            raise errors.forbidden("the dashboard's websocket takes only its own origin")
+        sid = request.cookies.get(COOKIE)
+        user = self.logins.user(sid) if sid else None
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        if user is None:
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")
+            return ws
+        await LiveSocket(self.api, ws, user).serve()
+        return ws
+
+
+def install(app: web.Application, api: ApiServer, sessions: Mapping[str, NodeSession],
+            read_only: bool = False) -> None:
     """Serve the dashboard and let the API accept its login cookie."""
-    dashboard = Dashboard(api, sessions)
-    api.authenticator.cookie_authenticator = dashboard.logins.authenticate
+    dashboard = Dashboard(api, sessions, read_only)
+    api.authenticator.cookie_authenticator = dashboard.authenticate_cookie
     app.router.add_get(PREFIX.rstrip("/"), dashboard.index)
     app.router.add_get(PREFIX, dashboard.index)
     app.router.add_post(PREFIX + "login", dashboard.login)
     app.router.add_post(PREFIX + "logout", dashboard.logout)
     app.router.add_get(PREFIX + "api/tunnels", dashboard.tunnels)
+    app.router.add_get(PREFIX + "api/session", dashboard.session)
+    app.router.add_get(PREFIX + "api/live", dashboard.live)
     app.router.add_get(PREFIX + "{name:.+}", dashboard.asset)

@@ -5,7 +5,8 @@ most `ttl` seconds, and at most `max_sessions` at once (the oldest go first).
 The API accepts the cookie (through Authenticator.cookie_authenticator) only on a request that
 carries MARKER_HEADER, which a page of another origin cannot set without a CORS preflight the
 server never grants: that, with SameSite=Strict, keeps other sites from riding the session
-(CSRF). The login and logout routes that open and close sessions are in __init__.py."""
+(CSRF). A browser cannot put a header on a websocket (the exec terminal's), so a websocket
+upgrade is accepted instead when its Origin is the server's own. The login and logout routes that open and close sessions are in __init__.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from k3py.server.apiserver.auth import User
 
-__all__ = ["COOKIE", "MARKER_HEADER", "LoginSessions", "has_marker"]
+__all__ = ["COOKIE", "MARKER_HEADER", "LoginSessions", "from_page", "has_marker", "same_origin"]
 
 COOKIE = "k3py-dashboard"
 MARKER_HEADER = "X-K3py-Dashboard"
@@ -26,6 +27,19 @@ MARKER_HEADER = "X-K3py-Dashboard"
 
 def has_marker(request: web.Request) -> bool:
     return request.headers.get(MARKER_HEADER) == "1"
+
+
+def same_origin(request: web.Request) -> bool:
+    """The request comes from a page of this server's own origin (a websocket's CSRF check)."""
+    return request.headers.get("Origin") == f"{request.scheme}://{request.host}"
+
+
+def from_page(request: web.Request) -> bool:
+    """The request is the dashboard page's own: the marker header, or a websocket upgrade
+    from the server's origin."""
+    if has_marker(request):
+        return True
+    return request.headers.get("Upgrade", "").lower() == "websocket" and same_origin(request)
 
 
 class LoginSessions:
@@ -64,9 +78,9 @@ class LoginSessions:
         return user
 
     def authenticate(self, request: web.Request) -> User | None:
-        """The cookie's user, for a request with the marker header (else None)."""
+        """The cookie's user, for a request from the page (from_page; else None)."""
         sid = request.cookies.get(COOKIE)
-        if not sid or not has_marker(request):
+        if not sid or not from_page(request):
             return None
         return self.user(sid)
 

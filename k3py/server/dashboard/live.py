@@ -1,0 +1,176 @@
+"""The dashboard's one websocket per tab (`/dashboard/api/live`): the tab's views subscribe
+and unsubscribe over it, each subscription a list + watch of one resource in the server's own
+watch fan-out (Registry.watch), sent as slim rows (rows.py), coalesced to at most
+MAX_FLUSHES_PER_SECOND messages per subscription.
+
+Messages from the tab (JSON):
+  {"op": "watch", "id": ID, "group": G, "version": V?, "resource": PLURAL, "namespace": NS?,
+   "resourceVersion": RV?}  without RV: a list first; with RV: resume from it
+  {"op": "cancel", "id": ID}
+To the tab:
+  {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
+  {"id": ID, "type": "events", "events": [[TYPE, row], ...], "resourceVersion": RV}
+     (one event per object in a batch, its newest row, ADDED if it was added in the
+     batch; a DELETED row is {"uid": ...})
+  {"id": ID, "type": "ended", "resourceVersion": RV}   the watch ended: resume from RV
+  {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
+     (410: the RV is compacted, list again)
+Authentication is the login cookie; the marker header a browser cannot put on a websocket is
+replaced by the Origin check (the page's own origin only). Each subscription is authorized
+as the user for list and watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from k3py.api import errors
+from k3py.api.objects import dumps, loads
+from k3py.api.resources import Resource
+from k3py.server.apiserver.app import ApiServer
+from k3py.server.apiserver.auth import User
+from k3py.server.apiserver.watch import stop_pump
+from k3py.server.dashboard.rows import project
+
+__all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
+
+MAX_FLUSHES_PER_SECOND = 4
+CLOSE_UNAUTHORIZED = 4401  # the websocket close code for "log in again"
+MAX_SUBSCRIPTIONS = 32  # per tab
+
+
+def _event_rv(obj: Any) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class LiveSocket:
+    """One tab's websocket and its subscriptions (id -> task)."""
+
+    def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User) -> None:
+        self.api = api
+        self.ws = ws
+        self.user = user
+        self.subscriptions: dict[str, asyncio.Task] = {}
+
+    async def serve(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    self._handle(loads(msg.data))
+                except errors.StatusError as e:
+                    await self._send_error("", e)
+                except ValueError as e:
+                    await self._send_error("", errors.bad_request(f"not a JSON message: {e}"))
+        finally:
+            for task in self.subscriptions.values():
+                task.cancel()
+            for task in self.subscriptions.values():
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def _handle(self, msg: Any) -> None:
+        if not isinstance(msg, dict) or not isinstance(msg.get("id"), str):
+            raise errors.bad_request('a message needs "op" and a string "id"')
+        sid = msg["id"]
+        old = self.subscriptions.pop(sid, None)
+        if old is not None:
+            old.cancel()
+        if msg.get("op") == "cancel":
+            return
+        if msg.get("op") != "watch":
+            raise errors.bad_request(f'unknown op {msg.get("op")!r} (watch or cancel)')
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise errors.bad_request(f"at most {MAX_SUBSCRIPTIONS} subscriptions per tab")
+        self.subscriptions[sid] = asyncio.create_task(self._subscription(sid, msg))
+
+    def _resource(self, msg: dict) -> tuple[Resource, str | None]:
+        group, plural = str(msg.get("group") or ""), str(msg.get("resource") or "")
+        version = msg.get("version")
+        res = self.api.resources.get(group, str(version), plural) if version \
+            else self.api.resources.find(group, plural)
+        if res is None:
+            raise errors.not_found(group, plural, "")
+        namespace = str(msg.get("namespace") or "") or None if res.namespaced else None
+        return res, namespace
+
+    async def _subscription(self, sid: str, msg: dict) -> None:
+        try:
+            res, namespace = self._resource(msg)
+            for verb in ("list", "watch"):
+                self.api.authorizer.authorize(self.user, verb, res.group, res.plural, namespace)
+            rv = str(msg.get("resourceVersion") or "")
+            if not rv:
+                rv, rows = await self._list(res, namespace)
+                await self._send({"id": sid, "type": "list", "resourceVersion": rv,
+                                  "rows": rows})
+            stream = await self.api.registry.watch(res, namespace, resource_version=rv)
+            rv = await self._forward(sid, res, stream, rv)
+            await self._send({"id": sid, "type": "ended", "resourceVersion": rv})
+        except errors.StatusError as e:
+            await self._send_error(sid, e)
+        except asyncio.CancelledError:
+            raise
+        except ConnectionResetError:
+            pass
+
+    async def _list(self, res: Resource, namespace: str | None) -> tuple[str, list[dict]]:
+        """(resourceVersion, rows) now; each object is decoded and projected in turn, so that
+        a list never holds every decoded object at once."""
+        registry = self.api.registry
+        revision, kvs = await registry.backend.list(
+            registry.resources.storage_prefix(res, namespace))
+        return str(revision), [project(res.group, res.plural, registry.decode(res, kv))
+                               for kv in kvs]
+
+    async def _forward(self, sid: str, res: Resource, stream: AsyncIterator, rv: str) -> str:
+        """Coalesce the watch's events per object and send them, at most
+        MAX_FLUSHES_PER_SECOND times a second; the last resourceVersion sent, once it ends."""
+        pending: dict[str, list] = {}
+        state = {"rv": rv, "done": False}
+        ready = asyncio.Event()
+
+        async def pump() -> None:
+            try:
+                async for etype, obj in stream:
+                    uid = (obj.get("metadata") or {}).get("uid", "")
+                    row = {"uid": uid} if etype == "DELETED" else project(res.group, res.plural, obj)
+                    before = pending.pop(uid, None)  # re-inserted last: keeps event order
+                    if before is not None and before[0] == "ADDED" and etype == "MODIFIED":
+                        etype = "ADDED"  # still new to the tab
+                    pending[uid] = [etype, row]
+                    state["rv"] = _event_rv(obj) or state["rv"]
+                    ready.set()
+            finally:
+                state["done"] = True
+                ready.set()
+        pump_task = asyncio.create_task(pump())
+        sent_rv = rv
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                if pending:
+                    events = list(pending.values())
+                    pending.clear()
+                    sent_rv = state["rv"]
+                    await self._send({"id": sid, "type": "events", "events": events,
+                                      "resourceVersion": sent_rv})
+                if state["done"] and not pending:
+                    return sent_rv
+                await asyncio.sleep(1 / MAX_FLUSHES_PER_SECOND)
+        finally:
+            await stop_pump(pump_task, stream)
+
+    async def _send(self, message: dict) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(dumps(message).decode())
+
+    async def _send_error(self, sid: str, e: errors.StatusError) -> None:
+        await self._send({"id": sid, "type": "error", "code": e.code, "reason": e.reason,
+                          "message": e.message})

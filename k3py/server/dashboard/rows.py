@@ -1,0 +1,81 @@
+"""Slim rows: the few fields of an object that a dashboard view shows, so that what a tab is
+sent (and what it keeps) is a small projection, not the object.
+
+Pure functions of one decoded object; read by live.py, which projects each watch event once
+per subscription before coalescing it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["project"]
+
+Row = dict[str, Any]
+
+
+def _base(obj: dict) -> Row:
+    md = obj.get("metadata") or {}
+    row: Row = {"uid": md.get("uid", ""), "name": md.get("name", ""),
+                "created": md.get("creationTimestamp", "")}
+    if md.get("namespace"):
+        row["namespace"] = md["namespace"]
+    return row
+
+
+def _node(obj: dict) -> Row:
+    status = obj.get("status") or {}
+    ready = next((c.get("status") for c in status.get("conditions") or []
+                  if c.get("type") == "Ready"), "Unknown")
+    info = status.get("nodeInfo") or {}
+    return {**_base(obj), "ready": ready == "True", "arch": info.get("architecture", ""),
+            "kubelet": info.get("kubeletVersion", "")}
+
+
+def _pod(obj: dict) -> Row:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    phase = status.get("phase", "")
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        phase = "Terminating"
+    return {**_base(obj), "phase": phase, "node": spec.get("nodeName", ""),
+            "restarts": sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
+            "containers": [c.get("name", "") for c in spec.get("containers") or []]}
+
+
+def _twin_value(twin: dict, key: str) -> str | None:
+    part = twin.get(key)
+    return part.get("value") if isinstance(part, dict) else None
+
+
+def _device(obj: dict) -> Row:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    twins = [{"property": t.get("propertyName", ""), "desired": _twin_value(t, "desired"),
+              "reported": _twin_value(t, "reported")}
+             for t in status.get("twins") or [] if isinstance(t, dict)]
+    return {**_base(obj), "model": (spec.get("deviceModelRef") or {}).get("name", ""),
+            "node": spec.get("nodeName", ""), "twins": twins}
+
+
+def _device_model(obj: dict) -> Row:
+    props = []
+    for p in (obj.get("spec") or {}).get("properties") or []:
+        kind, mode = p.get("type", ""), p.get("accessMode", "")  # v1beta1: "INT", "ReadOnly"
+        if isinstance(kind, dict):  # v1alpha1/2: {"int": {"accessMode": ...}}
+            kind, detail = next(iter(kind.items()), ("", {}))
+            mode = (detail or {}).get("accessMode", "")
+        props.append({"name": p.get("name", ""), "type": kind, "accessMode": mode})
+    return {**_base(obj), "properties": props}
+
+
+_PROJECTIONS: dict[tuple[str, str], Callable[[dict], Row]] = {
+    ("", "nodes"): _node,
+    ("", "pods"): _pod,
+    ("devices.kubeedge.io", "devices"): _device,
+    ("devices.kubeedge.io", "devicemodels"): _device_model,
+}
+
+
+def project(group: str, plural: str, obj: dict) -> Row:
+    """The row a view of group/plural shows for `obj` (name, namespace, uid and age for a
+    resource with no projection of its own)."""
+    return _PROJECTIONS.get((group, plural), _base)(obj)

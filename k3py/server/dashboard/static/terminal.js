@@ -1,0 +1,61 @@
+// The exec terminal: xterm.js (imported with this module, only when a terminal opens) over the
+// API's own exec websocket, channel protocol v4.channel.k8s.io: each binary frame starts with
+// its channel (0 stdin, 1 stdout, 2 stderr, 3 the exit Status, 4 terminal size). The login
+// cookie rides the websocket; the server takes it because the Origin is its own.
+import { Terminal } from "./vendor/xterm.mjs";
+
+const CSS = "./vendor/xterm.css";
+const PROTOCOL = "v4.channel.k8s.io";
+const STDIN = 0, STDOUT = 1, STDERR = 2, ERROR = 3, RESIZE = 4;
+
+function addStylesheet() {
+  if (document.querySelector("link[data-xterm]")) return;
+  const link = document.createElement("link");
+  link.rel = "stylesheet"; link.href = CSS; link.dataset.xterm = "1";
+  document.head.append(link);
+}
+
+function frame(channel, text) {
+  const body = new TextEncoder().encode(text);
+  const out = new Uint8Array(body.length + 1);
+  out[0] = channel;
+  out.set(body, 1);
+  return out;
+}
+
+// Open a shell in `container` of `pod` inside `element`; returns a function that closes it.
+export function openTerminal(element, pod, container, onExit) {
+  addStylesheet();
+  const term = new Terminal({ cursorBlink: true, fontSize: 13, convertEol: false });
+  term.open(element);
+  const query = new URLSearchParams({ container, stdin: "true", stdout: "true",
+    stderr: "true", tty: "true" });
+  query.append("command", "sh");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/api/v1/namespaces/` +
+    `${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}/exec?${query}`,
+  [PROTOCOL]);
+  ws.binaryType = "arraybuffer";
+  const decoder = new TextDecoder();
+  const resize = () => {
+    if (ws.readyState === WebSocket.OPEN) {
+      ws.send(frame(RESIZE, JSON.stringify({ Width: term.cols, Height: term.rows })));
+    }
+  };
+  ws.onopen = () => { resize(); term.focus(); };
+  ws.onmessage = (event) => {
+    const data = new Uint8Array(event.data);
+    if (data[0] === STDOUT || data[0] === STDERR) {
+      term.write(decoder.decode(data.subarray(1), { stream: true }));
+    } else if (data[0] === ERROR && data.length > 1) {
+      const status = JSON.parse(decoder.decode(data.subarray(1)));
+      onExit(status.status === "Success" ? "" : status.message || status.reason);
+    }
+  };
+  ws.onclose = (event) => onExit(event.code === 1000 ? "" : `closed (${event.code})`);
+  const input = term.onData((text) => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(frame(STDIN, text));
+  });
+  const sized = term.onResize(resize);
+  return () => { input.dispose(); sized.dispose(); ws.close(); term.dispose(); };
+}

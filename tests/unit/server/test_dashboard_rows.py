@@ -1,0 +1,61 @@
+"""The dashboard's slim rows: each view's few fields from a whole object (a pod's phase,
+node, restarts and containers; a node's readiness; a Device's twins with desired and reported;
+a DeviceModel's properties), and name/namespace/uid/age for any other resource."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3py.server.dashboard.rows import project
+
+pytestmark = pytest.mark.unit
+
+_MD = {"name": "a", "namespace": "default", "uid": "u1", "creationTimestamp": "2026-01-01T00:00:00Z",
+       "labels": {"x": "y"}, "managedFields": [{"manager": "kubectl"}]}
+
+
+def test_a_pod_row_keeps_only_what_the_view_shows():
+    pod = {"metadata": {**_MD, "deletionTimestamp": "2026-01-01T00:01:00Z"},
+           "spec": {"nodeName": "n1", "containers": [{"name": "c1", "image": "i"},
+                                                     {"name": "c2", "image": "i"}]},
+           "status": {"phase": "Running", "containerStatuses": [{"restartCount": 2},
+                                                                {"restartCount": 1}]}}
+    assert project("", "pods", pod) == {
+        "uid": "u1", "name": "a", "namespace": "default", "created": "2026-01-01T00:00:00Z",
+        "phase": "Terminating", "node": "n1", "restarts": 3, "containers": ["c1", "c2"]}
+
+
+def test_a_node_row_says_ready_only_for_a_true_ready_condition():
+    node = {"metadata": {"name": "n1", "uid": "u2"}, "status": {
+        "conditions": [{"type": "Ready", "status": "Unknown"}],
+        "nodeInfo": {"architecture": "arm64", "kubeletVersion": "v1.31.0-k3py"}}}
+    row = project("", "nodes", node)
+    assert row["ready"] is False and row["arch"] == "arm64" and "namespace" not in row
+    node["status"]["conditions"][0]["status"] = "True"
+    assert project("", "nodes", node)["ready"] is True
+
+
+def test_device_rows_carry_desired_and_reported_twins():
+    device = {"metadata": _MD, "spec": {"deviceModelRef": {"name": "counter-model"}},
+              "status": {"twins": [
+                  {"propertyName": "status", "desired": {"value": "ON"},
+                   "reported": {"value": "7", "metadata": {"type": "string"}}},
+                  {"propertyName": "temp"}]}}
+    row = project("devices.kubeedge.io", "devices", device)
+    assert row["model"] == "counter-model"
+    assert row["twins"] == [{"property": "status", "desired": "ON", "reported": "7"},
+                            {"property": "temp", "desired": None, "reported": None}]
+
+
+def test_a_device_model_row_lists_its_properties():
+    model = {"metadata": _MD, "spec": {"properties": [
+        {"name": "status", "type": {"string": {"accessMode": "ReadWrite"}}},
+        {"name": "temp", "type": "FLOAT", "accessMode": "ReadOnly"}]}}  # v1alpha1/2, v1beta1
+    assert project("devices.kubeedge.io", "devicemodels", model)["properties"] == [
+        {"name": "status", "type": "string", "accessMode": "ReadWrite"},
+        {"name": "temp", "type": "FLOAT", "accessMode": "ReadOnly"}]
+
+
+def test_any_other_resource_gets_name_namespace_uid_and_age():
+    assert project("apps", "deployments", {"metadata": _MD, "spec": {"replicas": 3}}) == {
+        "uid": "u1", "name": "a", "namespace": "default", "created": "2026-01-01T00:00:00Z"}
