@@ -1,12 +1,17 @@
 """Facts about this host that both roles need (the server to advertise itself, the agent for
-its Node addresses) and the random ids a machine keeps in its data dir; stdlib only."""
+its Node addresses), the random ids a machine keeps in its data dir, and what both processes
+tell the outside (systemd readiness, a stack dump on SIGUSR1); stdlib only."""
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
 import os
+import signal
 import socket
+import sys
 
-__all__ = ["primary_ip", "machine_secret", "sd_notify"]
+__all__ = ["primary_ip", "machine_secret", "sd_notify", "dump_stacks_on_sigusr1"]
 
 
 def primary_ip() -> str:
@@ -54,3 +59,41 @@ def sd_notify(state: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def dump_stacks_on_sigusr1(loop: asyncio.AbstractEventLoop) -> None:
+    """`kill -USR1 <pid>` writes every asyncio task's stack and every thread's to stderr (the
+    log): what a process that seems stuck is waiting for. Costs nothing until the signal."""
+    loop.add_signal_handler(signal.SIGUSR1, _dump_stacks)
+
+
+def _dump_stacks() -> None:
+    tasks = asyncio.all_tasks()
+    print(f"--- SIGUSR1: {len(tasks)} asyncio tasks", file=sys.stderr)
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        print(f"task {task.get_name()}:", file=sys.stderr)
+        for line in _awaiting(task.get_coro()):
+            print(line, file=sys.stderr)
+    print("--- threads", file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+
+
+def _awaiting(coro: object) -> list[str]:
+    """Where a task's coroutine is suspended, outermost first, following what each coroutine
+    or async generator awaits (Task.print_stack shows the outermost frame only)."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or \
+            getattr(coro, "gi_frame", None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} "
+                         f"in {frame.f_code.co_name}")
+        inner = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or \
+            getattr(coro, "gi_yieldfrom", None)
+        if inner is None or not (hasattr(inner, "cr_frame") or hasattr(inner, "ag_frame")
+                                 or hasattr(inner, "gi_frame")):
+            if inner is not None:
+                lines.append(f"  awaiting {inner!r:.200}")
+            break
+        coro = inner
+    return lines

@@ -37,7 +37,7 @@ from k3py.agent.streams import install_stream_handlers
 from k3py.agent.tasks import cancel_and_wait
 from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from k3py.config import AgentConfig
-from k3py.hostinfo import primary_ip, sd_notify
+from k3py.hostinfo import dump_stacks_on_sigusr1, primary_ip, sd_notify
 from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
 
 __all__ = ["run", "start_agent", "AgentHandle"]
@@ -168,6 +168,7 @@ async def _main(config: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    dump_stacks_on_sigusr1(loop)
     handle = await start_agent(config)
     print(f"k3py agent {handle.node_name} running", file=sys.stderr, flush=True)
     sd_notify("READY=1")

@@ -219,9 +219,10 @@ class MetaManager:
             content = msg.content if isinstance(msg.content, dict) else {}
             snapshot = {k: [o for o in content.get(k) or [] if isinstance(o, dict)]
                         for k in CACHED_KINDS if k in content}
-            await self._write(self._sync_rows, snapshot)
-            for kind, objs in snapshot.items():
-                self._objects[kind] = {_nsname(o): o for o in objs}
+            async with self._lock:
+                await self._commit(self._sync_rows, snapshot)
+                for kind, objs in snapshot.items():
+                    self._objects[kind] = {_nsname(o): o for o in objs}
             self.synced = True
             self._notify("sync")
             return True
@@ -233,11 +234,13 @@ class MetaManager:
             return False
         ns = ns or ""
         if op in (OP_INSERT, OP_UPDATE) and isinstance(msg.content, dict):
-            await self._write(self._put_row, kind, ns, name, msg.content)
-            self._objects[kind][(ns, name)] = msg.content
+            async with self._lock:
+                await self._commit(self._put_row, kind, ns, name, msg.content)
+                self._objects[kind][(ns, name)] = msg.content
         elif op == OP_DELETE:
-            await self._write(self._delete_row, kind, ns, name)
-            self._objects[kind].pop((ns, name), None)
+            async with self._lock:
+                await self._commit(self._delete_row, kind, ns, name)
+                self._objects[kind].pop((ns, name), None)
         else:
             return False
         self._notify(kind)
@@ -249,22 +252,30 @@ class MetaManager:
             fn(what)
 
     async def _write(self, fn: Callable, *args) -> None:
-        """Run fn(db, *args) in a thread; DiskFullError if there was no space (SQLite rolled
-        the write back). The disk filling up and writes working again are logged once each."""
+        """One write that changes nothing in memory: `_commit` under the write lock."""
         async with self._lock:
-            if self._db is None:
-                raise RuntimeError("metamanager is closed")
-            try:
-                await asyncio.to_thread(fn, self._db, *args)
-            except apsw.FullError:
-                if not self.disk_full:
-                    self.disk_full = True
-                    log.error("the disk under %s is full: cached objects are not updated "
-                              "(nor ACKed) until space is freed; running pods go on", self.path)
-                raise DiskFullError(self.path) from None
-            if self.disk_full:
-                self.disk_full = False
-                log.warning("%s is written again: the disk has space", self.path)
+            await self._commit(fn, *args)
+
+    async def _commit(self, fn: Callable, *args) -> None:
+        """Run fn(db, *args) in a thread, the write lock held by the caller; DiskFullError if
+        there was no space (SQLite rolled the write back). The disk filling up and writes
+        working again are logged once each. A write that changes the cached objects changes
+        them before it lets the lock go, and reads what it builds on after taking it: the
+        cache then changes in the order the file does, and no write builds on a cached
+        object that an earlier write (still committing) replaces."""
+        if self._db is None:
+            raise RuntimeError("metamanager is closed")
+        try:
+            await asyncio.to_thread(fn, self._db, *args)
+        except apsw.FullError:
+            if not self.disk_full:
+                self.disk_full = True
+                log.error("the disk under %s is full: cached objects are not updated "
+                          "(nor ACKed) until space is freed; running pods go on", self.path)
+            raise DiskFullError(self.path) from None
+        if self.disk_full:
+            self.disk_full = False
+            log.warning("%s is written again: the disk has space", self.path)
 
     def _put_row(self, db: apsw.Connection, kind: str, ns: str, name: str, obj: dict) -> None:
         db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
@@ -294,21 +305,25 @@ class MetaManager:
         body = orjson.dumps(msg.to_dict())
         key = msg.key or msg.id
         dropped: list[str] = []
-        reported = self._reported_pod(msg)  # the cached pod with the status it reports
+        async with self._lock:
+            # the cached pod with the status it reports, read under the lock: a pod update
+            # being written meanwhile (say its deletion) is in it, not overwritten by it
+            reported = self._reported_pod(msg)
 
-        def write(db: apsw.Connection) -> None:
-            with db:
-                db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)", (key, msg.id, body))
-                if key.startswith(_EVENTS_PREFIX):
-                    dropped.extend(_drop_oldest_events(db, self.max_queued_events))
-                if reported is not None:
-                    self._put_row(db, "pods", *_nsname(reported), reported)
-        try:
-            await self._write(write)
-        except DiskFullError:  # edgehub still holds it and sends it: lost only by a restart
-            return []
-        if reported is not None:
-            self._objects["pods"][_nsname(reported)] = reported
+            def write(db: apsw.Connection) -> None:
+                with db:
+                    db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)",
+                               (key, msg.id, body))
+                    if key.startswith(_EVENTS_PREFIX):
+                        dropped.extend(_drop_oldest_events(db, self.max_queued_events))
+                    if reported is not None:
+                        self._put_row(db, "pods", *_nsname(reported), reported)
+            try:
+                await self._commit(write)
+            except DiskFullError:  # edgehub still holds it and sends it: lost only by a restart
+                return []
+            if reported is not None:
+                self._objects["pods"][_nsname(reported)] = reported
         self.events_dropped += len(dropped)
         return dropped
 

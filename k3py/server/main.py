@@ -22,7 +22,7 @@ from aiohttp import web
 from k3py import pki
 from k3py.api.resources import builtin_registry
 from k3py.config import ServerConfig, redact_endpoint
-from k3py.hostinfo import primary_ip, sd_notify
+from k3py.hostinfo import dump_stacks_on_sigusr1, primary_ip, sd_notify
 from k3py.server import bootstrap, bootstrapdata, secretsencrypt
 from k3py.server.apiserver.app import ApiServer, add_resource_routes, build_app
 from k3py.server.apiserver.audit import AuditLog, AuditPolicy, PolicyError
@@ -291,6 +291,7 @@ async def _main(config: ServerConfig, after_ready: AfterReady | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    dump_stacks_on_sigusr1(loop)
     server = await serve(config)
     print(f"k3py server ready: {server.url}", file=sys.stderr, flush=True)
     extra = await after_ready(config, server) if after_ready else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import clean_env, wait_for
-from tests.integration.agents import build_test_image
+from tests.integration.agents import build_test_image, podman_pods, remove_podman_pods
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +25,15 @@ pytest.importorskip("k3py.cli.agent")  # the CLI lands with the server work
 def agent_procs():
     procs: list[tuple[subprocess.Popen, str]] = []
     yield procs
-    for proc, node in procs:
+    for proc, _ in procs:
         if proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        out = subprocess.run(["podman", "pod", "ps", "-q", "--filter",
-                              f"label=io.k3py.node={node}"], capture_output=True, text=True)
-        for pod_id in out.stdout.split():
-            subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", pod_id], capture_output=True)
+    for node in {node for _, node in procs}:
+        remove_podman_pods(node)  # and the node's pod network, which would hold its subnet
 
 
 def test_wrong_token_and_wrong_ca_fail_fast(server, tmp_path):
@@ -81,7 +79,7 @@ def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
         wait_for(lambda: " 1/1 " in server.kubectl("get", "pod", "hello").stdout, 20, 0.5,
                  "pod Ready 1/1 in kubectl get pods")
         uid = server.kubectl_json("get", "pod", "hello")["metadata"]["uid"]
-        assert _podman_pods(node) == [f"default_hello_{uid[:8]}"]
+        assert podman_pods(node) == [f"default_hello_{uid[:8]}"]
         wait_for(lambda: "hi-from-k3py" in server.kubectl("logs", "hello").stdout, 20, 0.5,
                  "kubectl logs through the tunnel")
         # kubectl exec (websocket v5.channel.k8s.io) through the tunnel: streams kept apart,
@@ -99,16 +97,10 @@ def test_agent_registers_node_and_runs_pod(server, tmp_path, agent_procs):
         server.kubectl("delete", "pod", "hello", timeout=60)
         assert time.monotonic() - t0 < 20
         assert server.kubectl("get", "pod", "hello", check=False).returncode != 0
-        assert _podman_pods(node) == []
+        assert podman_pods(node) == []
     finally:
         server.kubectl("delete", "pod", "hello", "--wait=false", "--ignore-not-found",
                        check=False)
-
-
-def _podman_pods(node: str) -> list[str]:
-    out = subprocess.run(["podman", "pod", "ps", "--format", "{{.Name}}", "--filter",
-                          f"label=io.k3py.node={node}"], capture_output=True, text=True)
-    return out.stdout.split()
 
 
 def test_duplicate_node_name_is_refused_until_the_node_is_deleted(server, tmp_path, agent_procs):

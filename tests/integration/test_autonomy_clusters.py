@@ -3,7 +3,8 @@ embedded agents, each its own data dir and port, name their node alike (as two s
 host named after the hostname do) and share podman. Each runs a pod; neither's pod is
 stopped, restarted or adopted by the other while the other starts, syncs (full passes after a
 deletion), stops and starts again. A pod labelled for the node by an agent older than the
-cluster label, which neither cluster wants, is left alone by both."""
+cluster label, which neither cluster wants, is left alone by both. With the same cluster CIDR
+and cluster DNS address, the second says in one line each that the first has them."""
 
 from __future__ import annotations
 
@@ -118,6 +119,16 @@ def test_two_clusters_with_one_node_name_keep_their_own_pods(tmp_path):
         clusters = {c["Labels"]["io.k3py.pod-name"]: c["Labels"].get("io.k3py.cluster")
                     for c in _listing(node)}
         assert clusters[a.pod] and clusters[b.pod] and clusters[a.pod] != clusters[b.pod]
+        # one --cluster-cidr for both: a's pod bridge has the node's subnet, so b's node is
+        # refused its own in one line naming a's (its pods run on podman's default network,
+        # with no routes), and b cannot answer on the cluster DNS address a answers on
+        log_b = b.srv.log_path.read_text()
+        refused = [ln for ln in log_b.splitlines() if "cannot make the pod network" in ln]
+        assert refused and all(
+            f"the pod network k3py-{clusters[a.pod]}-{node} of another k3py cluster on this "
+            f"host has subnet 10.42.0.0/24 and is in use" in ln for ln in refused), refused
+        assert "another k3py cluster on this host may answer there: give each its own " \
+            "--cluster-dns and --service-cidr" in log_b, log_b[-3000:]
     finally:
         a.srv.stop()
         b.srv.stop()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -241,8 +242,12 @@ class NetworkManager:
         try:
             await server.start(ip, self.dns_port)
         except OSError as e:
+            # (uvloop's UDP bind error carries no errno)
+            hint = "; another k3py cluster on this host may answer there: give each its " \
+                "own --cluster-dns and --service-cidr" \
+                if e.errno in (errno.EADDRINUSE, None) else ""
             log.warning("cluster DNS cannot listen on %s:%s (%s); pods fall back to the "
-                        "host's resolvers", ip, self.dns_port, e.strerror)
+                        "host's resolvers%s", ip, self.dns_port, e.strerror or repr(e), hint)
             return
         self._server = server
         log.info("cluster DNS for %s answering on %s:%s", domain, ip, self.dns_port)

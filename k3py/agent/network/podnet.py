@@ -9,7 +9,8 @@ definitions host-wide), labelled with the cluster. A pod created before the CIDR
 waits for it briefly, then goes on podman's default network (logged); once the network
 exists (or its CIDR changed), the pods on another network are removed once, and the pod
 syncer recreates them on it. A stale k3py network of a gone cluster holding the same subnet
-(nothing attached) is removed; one in use makes this node stay on podman's default."""
+(nothing attached) is removed; one in use (another cluster on this host with the same
+--cluster-cidr) makes this node stay on podman's default, with one error line naming it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-__all__ = ["PodNetwork", "network_name", "gateway_of", "POD_CIDR_WAIT", "NETWORK_LABEL"]
+__all__ = ["PodNetwork", "PodNetworkTaken", "network_name", "gateway_of", "POD_CIDR_WAIT",
+           "NETWORK_LABEL"]
 
 log = logging.getLogger("k3py.network")
 
@@ -39,6 +41,10 @@ class NetworkAPI(Protocol):
     async def network_users(self, name: str) -> list[dict]: ...
     async def list_pods(self, claim: Collection[str] = ()) -> dict[str, dict]: ...
     async def remove_pod(self, name_or_id: str, grace: int = 30) -> None: ...
+
+
+class PodNetworkTaken(Exception):
+    """Another cluster's pod network in use on this host has the node's pod CIDR."""
 
 
 def network_name(cluster_id: str, node_name: str) -> str:
@@ -107,13 +113,19 @@ class PodNetwork:
                      "again", self.name, ",".join(_subnets(found)), cidr)
             await self._remove_pods_on(self.name)
             await self.api.network_remove(self.name)
-        await self._clear_stale(cidr)
+        taken = await self._clear_stale(cidr)
+        if taken:
+            raise PodNetworkTaken(
+                f"the pod network {taken[0]} of another k3py cluster on this host has "
+                f"subnet {cidr} and is in use (two clusters on one host need their own "
+                f"--cluster-cidr)")
         await self.api.network_create(self.name, cidr, gateway_of(cidr), self.labels)
 
-    async def _clear_stale(self, cidr: str) -> None:
+    async def _clear_stale(self, cidr: str) -> list[str]:
         """Remove k3py pod networks of other clusters on this subnet with nothing attached
-        (left by a cluster that is gone); one in use is left, and the create says why."""
+        (left by a cluster that is gone); the names of those in use are returned."""
         want = ipaddress.ip_network(cidr, strict=False)
+        in_use = []
         for net in await self.api.network_list():
             name = net.get("name") or ""
             if name == self.name or (net.get("labels") or {}).get(NETWORK_LABEL) != "pods":
@@ -122,10 +134,12 @@ class PodNetwork:
                        for s in _subnets(net)):
                 continue
             if await self.api.network_users(name):
+                in_use.append(name)
                 continue
             log.info("removing the unused pod network %s of another cluster (subnet %s)",
                      name, ",".join(_subnets(net)))
             await self.api.network_remove(name)
+        return in_use
 
     async def _remove_pods_on(self, network: str) -> None:
         for info in (await self.api.list_pods()).values():

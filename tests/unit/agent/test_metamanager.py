@@ -4,13 +4,21 @@ Uses a real SQLite file in tmp_path; no processes."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import orjson
 import pytest
 
 from k3py.agent.metamanager import MetaManager
-from k3py.tunnel.message import GROUP_RESOURCE, OP_DELETE, OP_INSERT, OP_SYNC, new_message
+from k3py.tunnel.message import (
+    GROUP_RESOURCE,
+    OP_DELETE,
+    OP_INSERT,
+    OP_SYNC,
+    OP_UPDATE,
+    new_message,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -258,3 +266,32 @@ async def test_without_its_key_the_sealed_rows_are_dropped_for_a_full_sync(tmp_p
     assert [p["metadata"]["name"] for p in again.pods()] == ["a"]
     assert not again.synced  # the server sends the full set again
     await again.close()
+
+
+async def test_a_status_queued_during_a_pod_update_keeps_the_update(tmp_path):
+    """The restarted agent's first status report of a pod, queued while the pod's update from
+    the server (its deletion, made while the node was away) is being written: the cached pod
+    keeps the update (with the reported status), in memory and in the file. A report that
+    wrote back the pod as cached before the update lost the deletion for good (the server
+    does not send an ACKed message again), so the evicted pod's containers ran on."""
+    path = str(tmp_path / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+    await mm.apply(_put("pods", _pod("a")))
+    deleted = _pod("a")
+    deleted["metadata"]["deletionTimestamp"] = "2026-12-06T15:21:48Z"
+    update = asyncio.create_task(mm.apply(_put("pods", deleted, OP_UPDATE)))
+    await asyncio.sleep(0)  # the update's write is under way, its cache change not yet made
+    await mm.queue(new_message(source="edgehub", group=GROUP_RESOURCE, operation=OP_UPDATE,
+                               resource="pods/default/a/status", key="pods/default/a/status",
+                               content={"uid": "uid-a", "status": {"phase": "Running"}}))
+    await update
+    for cached in (mm, None):
+        if cached is None:
+            await mm.close()
+            cached = MetaManager(path)
+            await cached.open()
+        pod = cached.get("pods", "default", "a")
+        assert pod["metadata"].get("deletionTimestamp") == "2026-12-06T15:21:48Z", pod
+        assert pod["status"] == {"phase": "Running"}
+    await cached.close()
