@@ -323,3 +323,15 @@ def test_aggregate_to_view_extends_view(cluster):
     for name in ("cluster-admin", "admin", "edit", "view", "system:discovery",
                  "system:basic-user", "system:public-info-viewer", "system:node"):
         assert f"clusterrole.rbac.authorization.k8s.io/{name}" in names
+
+
+def test_a_deleted_service_account_token_stops_authenticating(cluster):
+    srv, _ = cluster
+    srv.kubectl("create", "serviceaccount", "brief", "-n", "team")
+    token = srv.kubectl("create", "token", "brief", "-n", "team").stdout.strip()
+    who = Identity(Path("/dev/null"), token=token)  # raw HTTP only
+    wait_for(lambda: request(srv, who, "GET", "/apis") == 200, 10, 0.1,
+             "the new account's token authenticating")
+    srv.kubectl("delete", "serviceaccount", "brief", "-n", "team")
+    wait_for(lambda: request(srv, who, "GET", "/apis") == 401, 10, 0.1,
+             "the deleted account's token refused")
