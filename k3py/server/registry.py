@@ -34,6 +34,7 @@ _CONFLICT_MSG = "the object has been modified; please apply your changes to the 
 # etcd's --max-request-bytes default, the size upstream can store: a larger object is refused
 # 413 on every write path (create, update, patch, apply, status), before it reaches the store
 MAX_OBJECT_BYTES = 1536 * 1024
+MAX_LIST_LIMIT = 1 << 31  # a larger limit= is the same as this one (and fits a SQL LIMIT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,7 +230,7 @@ class Registry:
             start = prefix + start_suffix
         elif opts.resource_version not in ("", "0") and opts.resource_version_match == "Exact":
             revision = _rv_int(opts.resource_version)
-        limit = max(0, opts.limit)
+        limit = min(max(0, opts.limit), MAX_LIST_LIMIT)  # more than any store holds
         items: list[dict] = []
         next_key = ""
         try:
