@@ -7,6 +7,7 @@ with atomic lists."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Callable, Iterable
@@ -53,6 +54,8 @@ def _key_elem(keys: dict) -> str:
 
 
 def _value_elem(value: Any) -> str:
+    if type(value) is str:  # most set items (finalizers): orjson writes what json would
+        return "v:" + orjson.dumps(value).decode()
     return "v:" + json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
@@ -259,24 +262,66 @@ def path_string(path: Path) -> str:
 _ABSENT = object()
 
 
-def _find_item(items: list, elem: str) -> int | None:
+def _find_item(items: list, elem: str, index: dict | None = None) -> int | None:
+    """The position of the list item a path element names (k: keys, v: value, i: index).
+    With `index` (a dict kept for one walk over lists that do not change meanwhile) each list
+    is indexed once, so looking up n paths in a list of n items is linear, not n * n."""
     kind, _, rest = elem.partition(":")
     try:
         want = json.loads(rest)
     except ValueError:
         return None
+    if kind == "i":
+        return want if isinstance(want, int) and 0 <= want < len(items) else None
+    if kind == "k" and not isinstance(want, dict):
+        return None
+    if index is None:
+        return _scan(items, kind, want)
+    names = tuple(sorted(want)) if kind == "k" else ()
+    by_item = index.get((id(items), names))
+    if by_item is None:
+        by_item = index[(id(items), names)] = _index_items(items, names, kind == "k")
+    try:
+        return by_item.get(_item_id(want, names) if kind == "k" else _hashable(want))
+    except TypeError:  # nothing hashable names it: look as without an index
+        return _scan(items, kind, want)
+
+
+def _scan(items: list, kind: str, want: Any) -> int | None:
     for i, item in enumerate(items):
         if kind == "k" and isinstance(item, dict) and all(
                 item.get(k, _KEY_DEFAULTS.get(k, _ABSENT)) == v for k, v in want.items()):
             return i
         if kind == "v" and item == want:
             return i
-        if kind == "i" and i == want:
-            return i
     return None
 
 
-def _value_at(obj: Any, path: Path) -> Any:
+def _index_items(items: list, names: tuple[str, ...], by_keys: bool) -> dict:
+    """First position of each item by its keys `names` (map lists) or its value (sets)."""
+    out: dict = {}
+    for i, item in enumerate(items):
+        if by_keys and not isinstance(item, dict):
+            continue
+        with contextlib.suppress(TypeError):
+            out.setdefault(_item_id(item, names) if by_keys else _hashable(item), i)
+    return out
+
+
+def _item_id(item: dict, names: tuple[str, ...]) -> tuple:
+    return tuple(_hashable(item.get(k, _KEY_DEFAULTS.get(k, _ABSENT))) for k in names)
+
+
+def _hashable(v: Any) -> Any:
+    """A hashable stand-in equal exactly when the JSON values are (==)."""
+    if isinstance(v, dict):
+        return ("{}", frozenset((k, _hashable(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return ("[]", tuple(_hashable(x) for x in v))
+    return v
+
+
+def _value_at(obj: Any, path: Path, index: dict | None = None) -> Any:
     node = obj
     for elem in path:
         if elem.startswith("f:"):
@@ -284,7 +329,7 @@ def _value_at(obj: Any, path: Path) -> Any:
                 return _ABSENT
             node = node[elem[2:]]
         elif isinstance(node, list):
-            i = _find_item(node, elem)
+            i = _find_item(node, elem, index)
             if i is None:
                 return _ABSENT
             node = node[i]
@@ -318,11 +363,12 @@ def _changed(old: Any, new: Any, paths: set[Path]) -> set[Path]:
         return set(paths)
     leaves = _leaves(paths)
     out: set[Path] = set()
+    index: dict = {}  # neither object changes during the walk
     for p in paths:
-        before = _value_at(old, p) if old is not None else _ABSENT
+        before = _value_at(old, p, index)
         if before is _ABSENT:
             out.add(p)
-        elif p in leaves and before != _value_at(new, p):
+        elif p in leaves and before != _value_at(new, p, index):
             out.add(p)
     return out
 

@@ -4,7 +4,9 @@ token-id, token-secret, expiration (RFC 3339), description and usage-bootstrap-*
 
 `k3py token create|list|delete` (cli/token.py) writes and reads these Secrets; the server's
 join route (server/edge/nodeauth.py) accepts a token while `join_refusal` finds nothing wrong
-with its Secret. No I/O."""
+with its Secret, and the API (server/bootstrap.py) takes one as a bearer token for the user
+`system:bootstrap:<id>` in the groups `bearer_groups` gives, as upstream's
+--enable-bootstrap-token-auth. No I/O."""
 
 from __future__ import annotations
 
@@ -15,13 +17,17 @@ import re
 import secrets
 import string
 
-__all__ = ["SECRET_TYPE", "NAMESPACE", "parse", "secret_name", "new_token", "token_secret",
-           "join_refusal", "string_data"]
+__all__ = ["SECRET_TYPE", "NAMESPACE", "USER_PREFIX", "GROUP", "parse", "secret_name",
+           "new_token", "token_secret", "join_refusal", "bearer_groups", "string_data"]
 
 SECRET_TYPE = "bootstrap.kubernetes.io/token"
 NAMESPACE = "kube-system"
 _TOKEN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 _ALPHABET = string.ascii_lowercase + string.digits
+USER_PREFIX = "system:bootstrap:"
+GROUP = "system:bootstrappers"
+# an auth-extra-groups entry, as upstream's ValidateBootstrapGroupName
+_EXTRA_GROUP = re.compile(r"\Asystem:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]\Z")
 USAGES = ("authentication", "signing")  # usage-bootstrap-<usage>, as K3s's default
 
 
@@ -69,7 +75,8 @@ def join_refusal(secret: dict | None, token: str, now: _dt.datetime) -> str:
     """Why `token` may not join a node ("" = it may), its Secret being `secret` (None: no
     such Secret): the type, the secret, the authentication usage and the expiration."""
     parts = parse(token)
-    if parts is None or secret is None or secret.get("type") != SECRET_TYPE:
+    if parts is None or secret is None or secret.get("type") != SECRET_TYPE or \
+            (secret.get("metadata") or {}).get("deletionTimestamp"):
         return "no such bootstrap token"
     data = string_data(secret)
     if data.get("token-id") != parts[0] or \
@@ -86,3 +93,21 @@ def join_refusal(secret: dict | None, token: str, now: _dt.datetime) -> str:
         if expires <= now:
             return f"bootstrap token {parts[0]} expired at {expiration}"
     return ""
+
+
+def bearer_groups(secret: dict | None, token: str, now: _dt.datetime) -> list[str] | None:
+    """The groups of the user `token` authenticates as (GROUP, then the Secret's
+    auth-extra-groups), or None when it does not: `join_refusal` finds something wrong, or an
+    extra group is not system:bootstrappers:<name>, as upstream's bootstrap authenticator."""
+    if join_refusal(secret, token, now):
+        return None
+    groups = [GROUP]
+    for group in string_data(secret or {}).get("auth-extra-groups", "").split(","):
+        group = group.strip()
+        if not group:
+            continue
+        if not _EXTRA_GROUP.match(group):
+            return None
+        if group not in groups:
+            groups.append(group)
+    return groups

@@ -329,8 +329,10 @@ def _strip_list(items: list, schema: Schema | None, merge_key: str) -> list:
             if item.get(_DIRECTIVE) == "delete" or item == {_DIRECTIVE: "replace"}:
                 continue  # directives with nothing to act on
             out.append(_merge_map({}, item, item_schema))
-        else:
+        elif isinstance(item, list):
             out.append(copy.deepcopy(item))
+        else:
+            out.append(item)  # a scalar: nothing to copy
     return out
 
 

@@ -9,6 +9,7 @@ in one process never see each other's. Kept apart from main.py so each step read
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import os
@@ -17,18 +18,20 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from k3py.api import bootstraptoken
 from k3py.api import ingress as ingress_addon
 from k3py.hostinfo import machine_secret
 from k3py.pki import Pki, client_ssl_context
 from k3py.server import admission, crds, dashboard, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
-from k3py.server.apiserver.auth import AuthorizerChain
+from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.controllers import ingress, localpath, service, servicelb
 from k3py.server.controllers.apiendpoints import APIServerEndpoints
 from k3py.server.controllers.base import (
     ControllerContext,
     EventRecorder,
+    Informer,
     InformerFactory,
 )
 from k3py.server.controllers.defaultclass import DefaultStorageClass
@@ -138,11 +141,27 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
     await ingress.ensure_ingress_class(registry, ingress_addon.ADDON not in config.disable)
 
 
-def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer) -> None:
-    """Client certificates are handled by TLS; service-account tokens plug in here (node
-    tokens with the routes)."""
+def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer,
+                           informers: InformerFactory) -> None:
+    """Client certificates are handled by TLS; service-account tokens and bootstrap tokens
+    plug in here (node tokens with the routes)."""
     api.authenticator.token_authenticators.append(issuer.authenticate)
+    api.authenticator.token_authenticators.append(
+        functools.partial(_bootstrap_token_user, informers.informer("", "secrets")))
     api.streams["token"] = token_request_handler(registry, issuer)
+
+
+def _bootstrap_token_user(secrets: Informer, token: str) -> User | None:
+    """The user of a bootstrap token (`<id>.<secret>`) whose Secret in the cache allows it
+    (k3py.api.bootstraptoken.bearer_groups), as upstream's --enable-bootstrap-token-auth."""
+    parts = bootstraptoken.parse(token)
+    if parts is None:
+        return None
+    secret = secrets.get(bootstraptoken.NAMESPACE, bootstraptoken.secret_name(parts[0]))
+    groups = bootstraptoken.bearer_groups(secret, token, datetime.datetime.now(datetime.UTC))
+    if groups is None:
+        return None
+    return User(bootstraptoken.USER_PREFIX + parts[0], (*groups, "system:authenticated"))
 
 
 def install_rbac(api: ApiServer, registry: Registry, informers: InformerFactory) -> None:

@@ -186,7 +186,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                     authorizer=bootstrap.authorizer_chain(informers),
                     discovery=Discovery(resources, server_address))
     issuer = TokenIssuer(bundle.sa_key_pem)  # also mints the pods' tokens the tunnel sends
-    bootstrap.install_authenticators(api, registry, issuer)
+    bootstrap.install_authenticators(api, registry, issuer, informers)
     bootstrap.install_rbac(api, registry, informers)
     audit = _audit_log(config)
     deadline = HeaderDeadline()

@@ -10,6 +10,8 @@
 - audit: recorded as an annotation on the audit Event upstream; here a log line.
 On create, and on update when it matters as upstream: a pod whose containers or images
 changed (enforce, warn, audit), a workload whose pod template changed (warn, audit).
+A namespace update that makes its enforce level stricter warns, as upstream, with the existing
+pods that would violate it (grouped by violation, at most _MAX_PODS_CHECKED pods checked).
 A namespace without a label gets the cluster-wide default for that mode
 (`--pod-security-admission-config-file`: upstream's AdmissionConfiguration with a
 PodSecurityConfiguration, defaults and exemptions of namespaces, usernames, runtime classes);
@@ -27,7 +29,8 @@ from k3py.server.apiserver.auth import REQUEST_USER
 from k3py.server.configfile import ConfigError, read_yaml
 from k3py.server.registry import Registry
 
-__all__ = ["PodSecurityAdmission", "PodSecurityConfig", "check_pod", "LEVELS"]
+__all__ = ["PodSecurityAdmission", "PodSecurityConfig", "check_pod", "existing_pod_warnings",
+           "LEVELS"]
 
 log = logging.getLogger("k3py.podsecurity")
 
@@ -45,6 +48,7 @@ _SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
                  "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
                  "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout",
                  "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
+_MAX_PODS_CHECKED = 3000  # upstream's namespaceMaxPodsToCheck
 _RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
                        "persistentVolumeClaim", "projected", "secret"}
 
@@ -148,12 +152,26 @@ def _restricted(spec: dict) -> list[str]:
     return out
 
 
+# the reasons in the order of upstream's check IDs (allowPrivilegeEscalation, ...,
+# windowsHostProcess), the order its messages list them in
+_REASON_ORDER = ("allowPrivilegeEscalation", "non-default capabilities",
+                 "unrestricted capabilities", "host namespaces", "hostPath volumes", "hostPort",
+                 "privileged", "procMount", "restricted volume types", "runAsNonRoot",
+                 "runAsUser", "seccompProfile", "forbidden sysctls", "hostProcess")
+
+
+def _reason_rank(violation: str) -> int:
+    return next((i for i, r in enumerate(_REASON_ORDER) if violation.startswith(r)),
+                len(_REASON_ORDER))
+
+
 def check_pod(level: str, spec: dict) -> list[str]:
-    """The violations of `spec` (a PodSpec) against `level`, in upstream's wording."""
+    """The violations of `spec` (a PodSpec) against `level`, in upstream's wording and
+    order."""
     if level == "baseline":
-        return _baseline(spec)
+        return sorted(_baseline(spec), key=_reason_rank)
     if level == "restricted":
-        return _restricted(spec)
+        return sorted(_restricted(spec), key=_reason_rank)
     return []
 
 
@@ -250,6 +268,9 @@ class PodSecurityAdmission:
 
     async def on_update(self, res: Resource, obj: dict, old: dict) -> None:
         key = (res.group, res.plural)
+        if key == ("", "namespaces"):
+            await self._new_enforce_level(obj, old)
+            return
         if not _judged(key):
             return
         if key == ("", "pods"):
@@ -294,6 +315,53 @@ class PodSecurityAdmission:
             if bad:
                 log.info("PodSecurity audit: %s %s/%s violates %s:latest: %s", res.kind, ns,
                          name, levels["audit"], "; ".join(bad))
+
+
+    async def _new_enforce_level(self, ns: dict, old: dict) -> None:
+        """Upstream's check of a namespace update: when its enforce level changes to one that
+        is not privileged, a Warning for the existing pods that violate the new level."""
+        level = _levels(ns, self.config.defaults).get("enforce")
+        name = (ns.get("metadata") or {}).get("name") or ""
+        if level is None or level == _levels(old, self.config.defaults).get("enforce") or \
+                name in self.config.exempt_namespaces:
+            return
+        pods = (await self.registry.list(self.registry.served("", "pods"), name))["items"]
+        for warning in existing_pod_warnings(name, level, pods,
+                                             self.config.exempt_runtime_classes):
+            self.warn(warning)
+
+
+def existing_pod_warnings(namespace: str, level: str, pods: list[dict],
+                          exempt_runtime_classes: frozenset[str] = frozenset()) -> list[str]:
+    """Upstream's warnings for the existing `pods` of `namespace` under the new enforce
+    `level`: a heading, then per distinct violation "<first pod by name> (and N other pods):
+    <violations>", sorted."""
+    checked = pods[:_MAX_PODS_CHECKED]
+    by_reason: dict[str, list[str]] = {}
+    for pod in checked:
+        spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+        if spec.get("runtimeClassName") in exempt_runtime_classes:
+            continue
+        bad = check_pod(level, spec)
+        if bad:
+            reason = ", ".join(b.partition(" (")[0] for b in bad)
+            by_reason.setdefault(reason, []).append(pod["metadata"]["name"])
+    out = []
+    if len(checked) < len(pods):
+        out.append(f"new PodSecurity enforce level only checked against the first "
+                   f"{len(checked)} of {len(pods)} existing pods")
+    if by_reason:
+        out.append(f'existing pods in namespace "{namespace}" violate the new PodSecurity '
+                   f'enforce level "{level}:latest"')
+    out += sorted(f"{_counted(names)}: {reason}" for reason, names in by_reason.items())
+    return out
+
+
+def _counted(names: list[str]) -> str:
+    first, others = min(names), len(names) - 1
+    if others == 0:
+        return first
+    return f"{first} (and {others} other pod{'s' if others > 1 else ''})"
 
 
 def _judged(key: tuple[str, str]) -> bool:

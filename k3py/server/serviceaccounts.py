@@ -50,6 +50,9 @@ class TokenIssuer:
         # (namespace, pod name, pod uid) -> False once that pod is gone, None if unknown;
         # set by CloudHub's pod-token plumbing (k3py.server.edge.podtokens)
         self.pod_alive: Callable[[str, str, str], bool | None] | None = None
+        # (namespace, account name) -> the ServiceAccount's uid, "" once it is gone, None if
+        # unknown (the cache not synced yet); set with pod_alive
+        self.account_uid: Callable[[str, str], str | None] | None = None
         self._key = serialization.load_pem_private_key(private_key_pem, password=None)
         self._pub = self._key.public_key()
         self.issuer = issuer
@@ -129,8 +132,28 @@ class TokenIssuer:
         if bound is not None and self.pod_alive is not None and \
                 self.pod_alive(ns, bound[0], bound[1]) is False:
             return None  # a pod-bound token dies with its pod (upstream: "pod ... not found")
+        if not self._account_matches(ns, sub.split(":")[3] if sub.count(":") >= 3 else "",
+                                     claims):
+            return None  # nor does it outlive its ServiceAccount (deleted, or made again)
         return User(sub, ("system:serviceaccounts", f"system:serviceaccounts:{ns}",
                           "system:authenticated"))
+
+    def _account_matches(self, ns: str, name: str, claims: dict) -> bool:
+        """False when the token's ServiceAccount is gone or is another one of that name (its
+        uid differs from the token's claim), as upstream's token authenticator checks."""
+        if self.account_uid is None:
+            return True
+        uid = self.account_uid(ns, name)
+        if uid is None:
+            return True
+        claimed = _claimed_account_uid(claims)
+        return bool(uid) and (not claimed or claimed == uid)
+
+
+def _claimed_account_uid(claims: dict) -> str:
+    account = ((claims.get("kubernetes.io") or {}) if isinstance(claims, dict) else {}).get(
+        "serviceaccount")
+    return str(account.get("uid") or "") if isinstance(account, dict) else ""
 
 
 def bound_pod_of(claims: dict) -> tuple[str, str] | None:

@@ -1,7 +1,11 @@
 """Bootstrap tokens with the real CLI against a real server: `k3py token create` prints a
 K10 token an agent joins with (the real k3py.agent.join); `k3py token list` shows it with its
 TTL and description; an expired token and a deleted one are refused (and the token cleaner
-deletes the expired one's Secret), the server's own token keeps working."""
+deletes the expired one's Secret), the server's own token keeps working. As bearer tokens on
+the API (real kubectl, as upstream's --enable-bootstrap-token-auth): a valid token is
+system:bootstrap:<id> in system:bootstrappers and its auth-extra-groups; an expired one, a
+wrong secret, one without usage-bootstrap-authentication, a bad extra group and a deleted one
+are 401, and the join token is good only for joining."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import aiohttp
 import pytest
 
 from k3py.agent.join import JoinError, join
-from tests.harness import ServerProcess, clean_env, wait_for
+from tests.harness import KUBECTL, ServerProcess, clean_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +86,62 @@ def test_expired_and_wrong_tokens_are_refused(srv, tmp_path):
     assert joins(srv, srv.join_token(), tmp_path / "e", "pi-e") == ""
     bad = token_cli(srv, "create", "not-a-token")
     assert bad.returncode != 0 and "[a-z0-9]{6}.[a-z0-9]{16}" in bad.stderr, bad.stderr
+
+
+def bearer_kubectl(srv: ServerProcess, token: str, *args: str) -> subprocess.CompletedProcess:
+    """kubectl with only `token` as its credential (no kubeconfig user)."""
+    ca = srv.data_dir / "server" / "tls" / "server-ca.crt"
+    return subprocess.run([KUBECTL, "--kubeconfig", "/dev/null", "--server", srv.url,
+                           "--certificate-authority", str(ca), "--token", token, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def whoami(srv: ServerProcess, token: str) -> dict | str:
+    """The SelfSubjectReview's userInfo for `token`, or kubectl's error."""
+    out = bearer_kubectl(srv, token, "auth", "whoami", "-o", "json")
+    return json.loads(out.stdout)["status"]["userInfo"] if out.returncode == 0 else out.stderr
+
+
+def bootstrap_secret(token_id: str, secret: str, **data: str) -> str:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+        "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
+        "stringData": {"token-id": token_id, "token-secret": secret, **data}})
+
+
+def test_bootstrap_tokens_as_bearer_tokens(srv):
+    token = token_cli(srv, "create", "abc123.0123456789abcdef", "--ttl", "1h").stdout.strip()
+    token_id = "abc123"
+    assert token.endswith("::abc123.0123456789abcdef"), token
+    user = wait_for(lambda: isinstance(u := whoami(srv, "abc123.0123456789abcdef"), dict)
+                    and u, 10, 0.2, "the new token authenticating")
+    assert user["username"] == f"system:bootstrap:{token_id}", user
+    assert user["groups"] == ["system:bootstrappers", "system:authenticated"], user
+    denied = bearer_kubectl(srv, "abc123.0123456789abcdef", "get", "pods", "-A")
+    assert 'User "system:bootstrap:abc123" cannot list resource "pods"' in denied.stderr, \
+        denied.stderr
+
+    usage = {"usage-bootstrap-authentication": "true"}
+    srv.kubectl("apply", "-f", "-", input=bootstrap_secret(
+        "extra1", "0123456789abcdef", **usage,
+        **{"auth-extra-groups": "system:bootstrappers:edge, system:bootstrappers:edge"}))
+    srv.kubectl("apply", "-f", "-", input=bootstrap_secret(
+        "exp001", "0123456789abcdef", **usage, expiration="2020-01-01T00:00:00Z"))
+    srv.kubectl("apply", "-f", "-", input=bootstrap_secret(
+        "nouse1", "0123456789abcdef", **{"usage-bootstrap-signing": "true"}))
+    srv.kubectl("apply", "-f", "-", input=bootstrap_secret(
+        "badgrp", "0123456789abcdef", **usage, **{"auth-extra-groups": "system:masters"}))
+    extra = wait_for(lambda: isinstance(u := whoami(srv, "extra1.0123456789abcdef"), dict)
+                     and u, 10, 0.2, "the token with extra groups authenticating")
+    assert extra["groups"] == ["system:bootstrappers", "system:bootstrappers:edge",
+                               "system:authenticated"], extra
+    for refused in ("exp001.0123456789abcdef", "abc123.0123456789abcdee",
+                    "nouse1.0123456789abcdef", "badgrp.0123456789abcdef",
+                    "zzz999.0123456789abcdef", srv.join_token(),
+                    srv.join_token().rpartition(":")[2]):
+        assert "Unauthorized" in whoami(srv, refused), refused
+
+    assert token_cli(srv, "delete", token_id).returncode == 0
+    # the authenticator reads the Secret from the server's cache, as upstream's lister
+    wait_for(lambda: "Unauthorized" in whoami(srv, "abc123.0123456789abcdef"), 10, 0.1,
+             "the deleted token refused")

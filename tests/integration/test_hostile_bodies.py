@@ -212,3 +212,15 @@ def test_object_over_1_5_mib_in_storage_is_413_on_every_write(server):
     status, answer = _send(server, "PATCH", CM_PATH + "/grows", json.dumps({"data": {"a": half}}),
                            "application/merge-patch+json")
     assert status == 200, answer
+
+
+def test_limit_and_timeout_seconds_out_of_range(server):
+    """limit= beyond any store is every item; beyond int64 (and timeoutSeconds too) a 400 as
+    upstream's parse, never a 500 from the SQL LIMIT or the timer."""
+    for limit in ("99999999999", str((1 << 63) - 1), "-5"):
+        status, answer = _send(server, "GET", f"{CM_PATH}?limit={limit}", b"", "")
+        assert status == 200 and answer["kind"] == "ConfigMapList", (limit, status, answer)
+    for query in (f"limit={1 << 63}", "limit=1" + "0" * 400, f"watch=1&timeoutSeconds={1 << 64}",
+                  "watch=1&timeoutSeconds=" + "9" * 5000):
+        status, answer = _send(server, "GET", f"{CM_PATH}?{query}", b"", "")
+        assert status == 400 and answer["reason"] == "BadRequest", (query[:40], answer)

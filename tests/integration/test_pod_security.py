@@ -4,7 +4,9 @@ one; warn=baseline lets a hostNetwork Deployment through with kubectl's "Warning
 violate PodSecurity", and warns again when an update changes the template (not on a scale);
 a pod update that changes an image is judged again, a label change is not. The server runs
 with --pod-security-admission-config-file (upstream's AdmissionConfiguration): unlabelled
-namespaces get its default level (baseline), an exempt namespace or a privileged label none."""
+namespaces get its default level (baseline), an exempt namespace or a privileged label none.
+Labelling a namespace with a stricter enforce level warns with the existing pods that
+violate it, in upstream's words (also on a server-side dry run)."""
 
 from __future__ import annotations
 
@@ -58,7 +60,10 @@ def test_enforce_and_warn_by_namespace_labels(srv):
     srv.kubectl("label", "namespace", "locked", "pod-security.kubernetes.io/enforce=restricted")
     out = srv.kubectl("apply", "-n", "locked", "-f", "-", input=PRIVILEGED, check=False)
     assert out.returncode != 0
-    assert 'violates PodSecurity "restricted:latest": privileged (container "c" must ' \
+    assert 'violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false ' \
+           '(container "c" must set securityContext.allowPrivilegeEscalation=false), ' \
+           'unrestricted capabilities (container "c" must set ' \
+           'securityContext.capabilities.drop=["ALL"]), privileged (container "c" must ' \
            'not set securityContext.privileged=true)' in out.stderr, out.stderr
     compliant = _pod("ok", securityContext={
         "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -105,3 +110,34 @@ def test_pod_updates_are_judged_when_an_image_changes(srv):
     out = srv.kubectl("set", "image", "pod/root", "-n", "later", "c=busybox:1.36", check=False)
     assert out.returncode != 0
     assert 'violates PodSecurity "baseline:latest": privileged' in out.stderr, out.stderr
+
+
+def test_a_stricter_enforce_label_warns_of_existing_pods(srv):
+    srv.kubectl("create", "namespace", "legacy")
+    srv.kubectl("label", "namespace", "legacy", "pod-security.kubernetes.io/enforce=privileged")
+    for name in ("root-b", "root-a", "root-c"):
+        srv.kubectl("apply", "-n", "legacy", "-f", "-",
+                    input=PRIVILEGED.replace('"root"', f'"{name}"'))
+    srv.kubectl("apply", "-n", "legacy", "-f", "-", input=_pod("hostnet", hostNetwork=True))
+    out = srv.kubectl("label", "namespace", "legacy", "--overwrite", "--dry-run=server",
+                      "pod-security.kubernetes.io/enforce=baseline")
+    assert out.stderr.splitlines() == [
+        'Warning: existing pods in namespace "legacy" violate the new PodSecurity enforce '
+        'level "baseline:latest"',
+        "Warning: hostnet: host namespaces",
+        "Warning: root-a (and 2 other pods): privileged"], out.stderr
+    assert "(server dry run)" in out.stdout
+    out = srv.kubectl("label", "namespace", "legacy", "--overwrite",
+                      "pod-security.kubernetes.io/enforce=restricted")
+    # the violations in upstream's order (by its check IDs)
+    assert out.stderr.splitlines()[1:] == [
+        "Warning: hostnet: allowPrivilegeEscalation != false, unrestricted capabilities, host "
+        "namespaces, runAsNonRoot != true, seccompProfile",
+        "Warning: root-a (and 2 other pods): allowPrivilegeEscalation != false, unrestricted "
+        "capabilities, privileged, runAsNonRoot != true, seccompProfile"], out.stderr
+    # the same level again, or a laxer one, says nothing
+    out = srv.kubectl("label", "namespace", "legacy", "tier=old")
+    assert "Warning" not in out.stderr, out.stderr
+    out = srv.kubectl("label", "namespace", "legacy", "--overwrite",
+                      "pod-security.kubernetes.io/enforce=privileged")
+    assert "Warning" not in out.stderr, out.stderr

@@ -1,6 +1,7 @@
 """RBAC against a real server (no agent): per identity (the admin, alice with a Role in
-"team", a service account unbound and one bound to view, anonymous) a table of requests and
-the status each gets; escalation refused; `kubectl auth can-i`, `can-i --list` and
+"team", a service account unbound and one bound to view, anonymous, the join token, a forged
+JWT, a client certificate of another cluster's CA) a table of requests and the status each
+gets; a deleted service account's token refused; escalation refused; `kubectl auth can-i`, `can-i --list` and
 `auth whoami` for each; `kubectl --as` checked with the impersonate verb; a ClusterRole
 labelled aggregate-to-view extending view at once.
 
@@ -9,6 +10,8 @@ service accounts use `kubectl create token`."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import ssl
 import subprocess
@@ -108,6 +111,21 @@ def _service_account(srv: ServerProcess, tmp: Path, name: str) -> Identity:
                     token=token)
 
 
+def _foreign_admin(tls_dir: Path) -> Identity:
+    """system:masters, signed by another cluster's client CA."""
+    other = pki.ensure_pki(str(tls_dir), sans=[], ips=[])
+    return Identity(Path("/dev/null"), cert=(other.admin_cert_path, other.admin_key_path))
+
+
+def _forged(token: str) -> str:
+    """`token` with its subject changed to another account (the signature left as it was)."""
+    header, claims, sig = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    body["sub"] = "system:serviceaccount:kube-system:admin"
+    return ".".join([header, base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+                     .rstrip("="), sig])
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rbac")
@@ -120,11 +138,14 @@ def cluster(tmp_path_factory):
                "alice": _user(srv, tmp, "alice", "dev"),
                "unbound": _service_account(srv, tmp, "unbound"),
                "bound": _service_account(srv, tmp, "bound"),
-               "anonymous": Identity(_kubeconfig(srv, tmp / "anon.kubeconfig", {}))}
+               "anonymous": Identity(_kubeconfig(srv, tmp / "anon.kubeconfig", {})),
+               "join-token": Identity(Path("/dev/null"), token=srv.join_token()),
+               "foreign-ca": _foreign_admin(tmp / "foreign")}
         # view's rules arrive through the aggregation controller
         wait_for(lambda: kubectl(ids["bound"], "auth", "can-i", "list", "pods", "-n",
                                  "team").stdout.strip() == "yes", 30, 0.2,
                  "view aggregated and bound")
+        ids["forged-jwt"] = Identity(Path("/dev/null"), token=_forged(ids["bound"].token))
         yield srv, ids
     finally:
         srv.stop()
@@ -152,6 +173,10 @@ def request(srv: ServerProcess, who: Identity, method: str, path: str,
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+    except (urllib.error.URLError, http.client.RemoteDisconnected) as e:
+        if isinstance(e, http.client.RemoteDisconnected) or isinstance(e.reason, ssl.SSLError):
+            return 0  # refused in the TLS handshake (TLS 1.3: seen as the first read)
+        raise
 
 
 _TEAM = "/api/v1/namespaces/team"
@@ -198,6 +223,13 @@ TABLE = [
     ("anonymous", "GET", "/healthz", 200),
     ("anonymous", "GET", "/apis", 401),
     ("anonymous", "GET", f"{_TEAM}/pods", 401),
+    # the join token is for joining only; a JWT with a changed subject; a client certificate
+    # of another cluster's CA (refused in the handshake: it is not this cluster's)
+    ("join-token", "GET", "/apis", 401),
+    ("join-token", "GET", f"{_TEAM}/pods", 401),
+    ("forged-jwt", "GET", "/apis", 401),
+    ("forged-jwt", "GET", "/api/v1/secrets", 401),
+    ("foreign-ca", "GET", "/api/v1/secrets", 0),
 ]
 
 
@@ -323,3 +355,15 @@ def test_aggregate_to_view_extends_view(cluster):
     for name in ("cluster-admin", "admin", "edit", "view", "system:discovery",
                  "system:basic-user", "system:public-info-viewer", "system:node"):
         assert f"clusterrole.rbac.authorization.k8s.io/{name}" in names
+
+
+def test_a_deleted_service_account_token_stops_authenticating(cluster):
+    srv, _ = cluster
+    srv.kubectl("create", "serviceaccount", "brief", "-n", "team")
+    token = srv.kubectl("create", "token", "brief", "-n", "team").stdout.strip()
+    who = Identity(Path("/dev/null"), token=token)  # raw HTTP only
+    wait_for(lambda: request(srv, who, "GET", "/apis") == 200, 10, 0.1,
+             "the new account's token authenticating")
+    srv.kubectl("delete", "serviceaccount", "brief", "-n", "team")
+    wait_for(lambda: request(srv, who, "GET", "/apis") == 401, 10, 0.1,
+             "the deleted account's token refused")

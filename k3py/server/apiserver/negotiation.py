@@ -86,9 +86,12 @@ def int_param(request: web.Request, name: str) -> int | None:
     if v in (None, ""):
         return None
     try:
-        return int(v)
+        n = int(v)
     except ValueError:
-        raise errors.bad_request(f'invalid value for {name}: "{v}"') from None
+        n = None
+    if n is None or not -(1 << 63) <= n < (1 << 63):  # an int64, as upstream parses it
+        raise errors.bad_request(f'invalid value for {name}: "{v[:64]}"')
+    return n
 
 
 def dry_run(request: web.Request) -> bool:

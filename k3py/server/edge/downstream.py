@@ -215,6 +215,9 @@ class DownstreamSync:
         def account_uid(ns: str, name: str) -> str:
             return ((accounts.get(ns, name) or {}).get("metadata") or {}).get("uid") or ""
 
+        def known_account_uid(ns: str, name: str) -> str | None:
+            return account_uid(ns, name) if accounts.synced.is_set() else None
+
         def pod_alive(ns: str, name: str, uid: str) -> bool | None:
             if not self.pods.synced.is_set():
                 return None
@@ -226,6 +229,7 @@ class DownstreamSync:
                 self.sessions[node].send(object_message(POD_TOKENS_KIND, "MODIFIED", obj))
         self.tokens = PodTokens(issuer, account_uid)
         issuer.pod_alive = pod_alive
+        issuer.account_uid = known_account_uid
         self._spawn(self.tokens.refresh_loop(lambda: [n for n in self.sessions
                                                       if self._connected(n)],
                                              lambda n: self.pods.by_index(NODE_INDEX, n), send))

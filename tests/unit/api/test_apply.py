@@ -262,3 +262,16 @@ def test_fields_v1_with_duplicate_list_keys_falls_back_to_the_set():
     pod["spec"]["containers"][0]["env"].append({"name": "A", "value": "2"})
     schema = schema_lookup("v1", "Pod")
     assert fields_v1(pod, schema) == encode_fields(field_set(pod, schema))
+
+
+def test_list_items_found_through_the_index_as_by_a_scan():
+    """_changed looks paths up through a per-walk index (a list of 60,000 finalizers was
+    scanned once per path): the same item as the scan finds, for every kind of element."""
+    from k3py.api.apply import _find_item
+    items = [{"name": "a", "port": 1}, {"name": "a", "port": 1}, {"port": 2},
+             {"containerPort": 80, "protocol": "TCP"}, "x", 1, {"d": [1, {"e": 2}]}]
+    for elem in ('k:{"name":"a","port":1}', 'k:{"port":2}', 'k:{"name":"b"}',
+                 'k:{"containerPort":80,"protocol":"TCP"}', 'k:{"containerPort":80}',
+                 'v:"x"', 'v:1', 'v:true', 'v:{"d":[1,{"e":2}]}', 'v:"y"', "i:2", "i:9",
+                 "k:[1]", "v:not json"):
+        assert _find_item(items, elem, {}) == _find_item(items, elem), elem

@@ -48,3 +48,22 @@ def test_the_secret_and_who_may_join_with_it():
     forever = bootstraptoken.token_secret("abcdef.0123456789abcdef", 0, "", NOW)
     assert "expiration" not in forever["stringData"]
     assert ok(_stored(forever), "abcdef.0123456789abcdef", NOW + _dt.timedelta(days=900)) == ""
+
+
+def test_bearer_groups_as_upstream_bootstrap_authenticator():
+    secret = bootstraptoken.token_secret("abcdef.0123456789abcdef", 3600, "", NOW)
+    groups = bootstraptoken.bearer_groups
+    token = "abcdef.0123456789abcdef"
+    assert groups(_stored(secret), token, NOW) == ["system:bootstrappers"]
+    extra = {**secret, "stringData": {**secret["stringData"], "auth-extra-groups":
+                                      "system:bootstrappers:a, system:bootstrappers:a,"}}
+    assert groups(_stored(extra), token, NOW) == ["system:bootstrappers",
+                                                  "system:bootstrappers:a"]
+    for bad in ("system:masters", "system:bootstrappers:", "system:bootstrappers:A"):
+        wrong = {**secret, "stringData": {**secret["stringData"], "auth-extra-groups": bad}}
+        assert groups(_stored(wrong), token, NOW) is None, bad
+    deleting = _stored(secret)
+    deleting["metadata"] = {**deleting["metadata"], "deletionTimestamp": "2026-12-06T12:00:00Z"}
+    assert groups(deleting, token, NOW) is None
+    assert groups(_stored(secret), "abcdef.0123456789abcdee", NOW) is None
+    assert groups(_stored(secret), token, NOW + _dt.timedelta(hours=2)) is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.server.configfile import ConfigError
-from k3py.server.podsecurity import PodSecurityConfig, check_pod
+from k3py.server.podsecurity import PodSecurityConfig, check_pod, existing_pod_warnings
 
 pytestmark = pytest.mark.unit
 
@@ -29,13 +29,13 @@ def test_baseline_refuses_host_access_and_privileges():
                 "privileged": True, "capabilities": {"add": ["SYS_ADMIN", "CHOWN"]}},
                 "ports": [{"containerPort": 80, "hostPort": 80}]}]}
     got = check_pod("baseline", spec)
-    assert got == [
-        "host namespaces (hostNetwork=true)",
-        'privileged (container "c" must not set securityContext.privileged=true)',
+    assert got == [  # in the order of upstream's check IDs
         'non-default capabilities (container "c" must not include "SYS_ADMIN" in '
         'securityContext.capabilities.add)',
+        "host namespaces (hostNetwork=true)",
         'hostPath volumes (volume "dev")',
-        'hostPort (container "c" uses hostPort)']
+        'hostPort (container "c" uses hostPort)',
+        'privileged (container "c" must not set securityContext.privileged=true)']
     assert check_pod("privileged", spec) == []
 
 
@@ -96,3 +96,19 @@ def test_a_wrong_configuration_says_what_is_wrong(tmp_path, text, words):
     f.write_text(text)
     with pytest.raises(ConfigError, match=words):
         PodSecurityConfig.load(str(f))
+
+
+def test_existing_pod_warnings_group_pods_by_violation():
+    def pod(name: str, **spec) -> dict:
+        return {"metadata": {"name": name}, "spec": {"containers": [{"name": "c"}], **spec}}
+    # grouped by the violations' reasons, without their details, as upstream
+    pods = [pod("b", hostPID=True), pod("a", hostPID=True), pod("ok"), pod("c", hostIPC=True),
+            pod("d", hostPID=True, volumes=[{"name": "v", "hostPath": {"path": "/"}}])]
+    assert existing_pod_warnings("ns", "baseline", pods) == [
+        'existing pods in namespace "ns" violate the new PodSecurity enforce level '
+        '"baseline:latest"',
+        "a (and 2 other pods): host namespaces",
+        "d: host namespaces, hostPath volumes"]
+    assert existing_pod_warnings("ns", "baseline", pods[:3])[1] == \
+        "a (and 1 other pod): host namespaces"
+    assert existing_pod_warnings("ns", "baseline", [pod("ok")]) == []

@@ -148,6 +148,15 @@ def test_pod_tokens_minted_bound_and_rotated():
     assert issuer.authenticate(token) is None  # the pod is gone
     issuer.pod_alive = lambda ns, name, uid: None  # unknown: not rejected for that
     assert issuer.authenticate(token) is not None
+    accounts = {("ns", "default"): "sa-uid"}
+    issuer.account_uid = lambda ns, name: accounts.get((ns, name), "")
+    assert issuer.authenticate(token) is not None
+    accounts[("ns", "default")] = "another-uid"  # deleted and made again: not the same
+    assert issuer.authenticate(token) is None
+    del accounts[("ns", "default")]  # deleted
+    assert issuer.authenticate(token) is None
+    issuer.account_uid = lambda ns, name: None  # unknown (cache not synced)
+    assert issuer.authenticate(token) is not None
 
 
 def test_pod_tokens_honour_audience_and_minimum_lifetime():
