@@ -66,6 +66,15 @@ def _bind_ip(v: str) -> str:
     return v if v == "localhost" else _ip(v)
 
 
+def _loopback_bind(v: str) -> str:
+    """--mqtt-bind: loopback only, the embedded broker having neither TLS nor authentication."""
+    if v != "localhost" and not ipaddress.ip_address(_ip(v)).is_loopback:
+        raise ValueError("the embedded MQTT broker has neither TLS nor authentication, so it "
+                         "listens on loopback only (127.0.0.1, ::1); for devices on other "
+                         "hosts use a TLS broker: --mqtt-mode external --mqtt-server ssl://...")
+    return v
+
+
 def _cidr(v: str) -> str:
     try:
         ipaddress.ip_network(v, strict=False)
@@ -430,8 +439,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("mqtt-cert-file", str, "(agent/devices) Client certificate for an ssl:// external "
          "broker"),
     Flag("mqtt-key-file", str, "(agent/devices) Client key for an ssl:// external broker"),
-    Flag("mqtt-bind", str, "(agent/devices) Address of the embedded MQTT broker (the node IP "
-         "or 0.0.0.0 exposes it)", check=_bind_ip),
+    Flag("mqtt-bind", str, "(agent/devices) Loopback address of the embedded MQTT broker "
+         "(it has no TLS or authentication, so it is never exposed)", check=_loopback_bind),
     Flag("mqtt-port", int, "(agent/devices) Port of the embedded MQTT broker", check=_port),
     Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
          "goes offline (2s, 500ms, 1m)", check=_duration,

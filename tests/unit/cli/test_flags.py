@@ -523,12 +523,12 @@ def test_token_prints_the_token(capsys, tmp_path):
 
 def test_device_bus_flags_reach_both_agents(tmp_path):
     argv = ["--mqtt-mode", "BOTH", "--mqtt-server", "ssl://broker:8883", "--mqtt-port", "2883",
-            "--mqtt-bind", "0.0.0.0", "--device-offline-after", "500ms"]
+            "--mqtt-bind", "::1", "--device-offline-after", "500ms"]
     agent = agent_config([*argv, "--server", "https://s:6443", "--token", "t"])
     embedded = AgentConfig.for_node(server_config(argv), server="https://x:6443", token="t")
     for cfg in (agent, embedded):
         assert (cfg.mqtt_mode, cfg.mqtt_server, cfg.mqtt_port, cfg.mqtt_bind,
-                cfg.device_offline_after) == ("both", "ssl://broker:8883", 2883, "0.0.0.0", 0.5)
+                cfg.device_offline_after) == ("both", "ssl://broker:8883", 2883, "::1", 0.5)
     assert agent_config([]).mqtt_port == 1883 and agent_config([]).mqtt_bind == "127.0.0.1"
 
 
@@ -536,6 +536,7 @@ def test_device_bus_flags_reach_both_agents(tmp_path):
     (["--mqtt-mode", "bridge"], "internal, external, both"),
     (["--mqtt-server", "http://x"], "tcp://"),
     (["--mqtt-port", "0"], "1-65535"),
+    (["--mqtt-bind", "0.0.0.0"], "loopback only"),
     (["--device-offline-after", "soon"], "duration"),
 ])
 def test_device_bus_flag_errors(argv, words):
