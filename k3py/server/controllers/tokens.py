@@ -62,8 +62,11 @@ class TokensController(Controller):
             self.enqueue(object_key(new))
 
     def _on_account(self, etype: str, old: dict | None, new: dict | None) -> None:
-        """A deleted (or made again) account: its token Secrets are looked at again."""
-        md = (new or old or {}).get("metadata") or {}
+        """A deleted account: its token Secrets are looked at again (and deleted). A Secret's
+        own events cover the rest, an account made again under the same name included."""
+        if etype != "DELETED":
+            return
+        md = (old or new or {}).get("metadata") or {}
         for secret in self.secrets.list(md.get("namespace")):
             if _account_name(secret) == md.get("name"):
                 self.enqueue(object_key(secret))
