@@ -53,6 +53,7 @@ from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import (
     ServiceAccountAdmission,
     TokenIssuer,
+    legacy_token_user,
     token_request_handler,
 )
 from k3py.tunnel.protocol import TUNNEL_PATH
@@ -143,11 +144,16 @@ async def prepare(registry: Registry, plugins: Plugins, config, advertise: str) 
 
 def install_authenticators(api: ApiServer, registry: Registry, issuer: TokenIssuer,
                            informers: InformerFactory) -> None:
-    """Client certificates are handled by TLS; service-account tokens and bootstrap tokens
-    plug in here (node tokens with the routes)."""
+    """Client certificates are handled by TLS; service-account tokens (bound and legacy) and
+    bootstrap tokens plug in here (node tokens with the routes)."""
     api.authenticator.token_authenticators.append(issuer.authenticate)
+    secrets = informers.informer("", "secrets")
+    accounts = informers.informer("", "serviceaccounts")
     api.authenticator.token_authenticators.append(
-        functools.partial(_bootstrap_token_user, informers.informer("", "secrets")))
+        functools.partial(legacy_token_user, issuer, secret_of=secrets.get,
+                          account_of=accounts.get))
+    api.authenticator.token_authenticators.append(
+        functools.partial(_bootstrap_token_user, secrets))
     api.streams["token"] = token_request_handler(registry, issuer)
 
 
@@ -230,12 +236,13 @@ def disabled_controllers(config) -> frozenset[str]:
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
-                            informers: InformerFactory, usage: metrics.UsageStore | None = None
-                            ) -> list[Stoppable]:
+                            informers: InformerFactory, usage: metrics.UsageStore | None = None,
+                            issuer: TokenIssuer | None = None) -> list[Stoppable]:
     """What every server runs (CRDs served, APIService availability, its manifests), and the
     controllers and the scheduler: on a shared datastore each under its Lease, on one server
     at a time (upstream's kube-controller-manager and kube-scheduler leases)."""
-    extra = {"api_endpoint": (advertise, config.https_listen_port), "usage": usage}
+    extra = {"api_endpoint": (advertise, config.https_listen_port), "usage": usage,
+             "service_account_issuer": issuer}
     extra.update({_CONTROLLER_OPTIONS[k]: v
                   for k, v in config.controller_manager_options.items()})
     ctx = ControllerContext(registry=registry, informers=informers,

@@ -216,7 +216,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
                              admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
-                                                    informers, usage)
+                                                    informers, usage, issuer)
     schedule = _snapshot_schedule(config)
     if schedule is not None:
         schedule.start()

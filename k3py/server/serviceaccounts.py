@@ -1,5 +1,7 @@
 """Service-account tokens: signed JWTs issued through serviceaccounts/<name>/token
-(TokenRequest) and verified by the API server's bearer-token authenticator.
+(TokenRequest) and verified by the API server's bearer-token authenticator; legacy tokens
+(no expiry) are minted into service-account-token Secrets by the tokens controller
+(k3py.server.controllers.tokens) and accepted while that Secret and its account live.
 
 The signing key pair is the server's sa.key/sa.pub from k3py.pki; tokens carry the upstream
 claims so in-cluster clients (load_incluster_config) and tools that decode them work."""
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import random
 import time
 from collections.abc import Callable
@@ -31,10 +34,13 @@ from k3py.server.registry import Registry
 
 __all__ = ["TokenIssuer", "token_request_handler", "DEFAULT_ISSUER", "SA_MOUNT_PATH",
            "TOKEN_VOLUME_PREFIX", "mount_service_account_token", "ServiceAccountAdmission",
-           "bound_pod_of"]
+           "bound_pod_of", "LEGACY_ISSUER", "legacy_token_user"]
 
 DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 DEFAULT_AUDIENCES = (DEFAULT_ISSUER, "k3s")
+# upstream's legacy (Secret-based) token: its own issuer and flat claims under this prefix
+LEGACY_ISSUER = "kubernetes/serviceaccount"
+_LEGACY_CLAIM = "kubernetes.io/serviceaccount/"
 
 
 def _b64(data: bytes) -> str:
@@ -100,11 +106,27 @@ class TokenIssuer:
         if pod:
             claims["kubernetes.io"]["pod"] = {"name": pod["metadata"]["name"],
                                               "uid": pod["metadata"]["uid"]}
+        return self._signed(claims), exp
+
+    def issue_legacy(self, namespace: str, name: str, uid: str, secret_name: str) -> str:
+        """A legacy token for a kubernetes.io/service-account-token Secret: upstream's
+        claims, no audience and no expiry (it lives as long as its Secret)."""
+        claims = {"iss": LEGACY_ISSUER,
+                  _LEGACY_CLAIM + "namespace": namespace,
+                  _LEGACY_CLAIM + "secret.name": secret_name,
+                  _LEGACY_CLAIM + "service-account.name": name,
+                  _LEGACY_CLAIM + "service-account.uid": uid,
+                  "sub": f"system:serviceaccount:{namespace}:{name}"}
+        return self._signed(claims)
+
+    def _signed(self, claims: dict) -> str:
         header = {"alg": self.alg, "kid": self.kid}
         signing_input = f"{_b64(orjson.dumps(header))}.{_b64(orjson.dumps(claims))}".encode()
-        return f"{signing_input.decode()}.{_b64(self._sign(signing_input))}", exp
+        return f"{signing_input.decode()}.{_b64(self._sign(signing_input))}"
 
-    def authenticate(self, token: str) -> User | None:
+    def verified_claims(self, token: str) -> dict | None:
+        """The claims of a JWT signed with this issuer's key, or None (malformed, another
+        algorithm or key, a bad signature)."""
         parts = token.split(".")
         if len(parts) != 3:
             return None
@@ -114,9 +136,16 @@ class TokenIssuer:
             sig = _unb64(parts[2])
         except Exception:  # noqa: BLE001 - not our token
             return None
-        if header.get("alg") != self.alg:
+        if not isinstance(header, dict) or not isinstance(claims, dict) or \
+                header.get("alg") != self.alg:
             return None
         if not self._verify(f"{parts[0]}.{parts[1]}".encode(), sig):
+            return None
+        return claims
+
+    def authenticate(self, token: str) -> User | None:
+        claims = self.verified_claims(token)
+        if claims is None:
             return None
         if claims.get("iss") != self.issuer or claims.get("exp", 0) < time.time():
             return None
@@ -135,8 +164,7 @@ class TokenIssuer:
         if not self._account_matches(ns, sub.split(":")[3] if sub.count(":") >= 3 else "",
                                      claims):
             return None  # nor does it outlive its ServiceAccount (deleted, or made again)
-        return User(sub, ("system:serviceaccounts", f"system:serviceaccounts:{ns}",
-                          "system:authenticated"))
+        return _account_user(ns, sub)
 
     def _account_matches(self, ns: str, name: str, claims: dict) -> bool:
         """False when the token's ServiceAccount is gone or is another one of that name (its
@@ -148,6 +176,49 @@ class TokenIssuer:
             return True
         claimed = _claimed_account_uid(claims)
         return bool(uid) and (not claimed or claimed == uid)
+
+
+def _account_user(ns: str, sub: str) -> User:
+    return User(sub, ("system:serviceaccounts", f"system:serviceaccounts:{ns}",
+                      "system:authenticated"))
+
+
+def legacy_token_user(issuer: TokenIssuer, token: str,
+                      secret_of: Callable[[str, str], dict | None],
+                      account_of: Callable[[str, str], dict | None]) -> User | None:
+    """The user of a legacy service-account token (TokenIssuer.issue_legacy), or None.
+
+    As upstream's legacy validator with lookup on: the token counts only while its Secret
+    exists, is not being deleted and still holds this very token, and while its
+    ServiceAccount exists with the uid the token names. `secret_of` and `account_of` read
+    (namespace, name) from the server's informer caches."""
+    claims = issuer.verified_claims(token)
+    if claims is None or claims.get("iss") != LEGACY_ISSUER:
+        return None
+    ns, secret_name, name, uid = (claims.get(_LEGACY_CLAIM + k) for k in (
+        "namespace", "secret.name", "service-account.name", "service-account.uid"))
+    if not all(isinstance(v, str) and v for v in (ns, secret_name, name, uid)):
+        return None
+    sub = f"system:serviceaccount:{ns}:{name}"
+    if claims.get("sub") != sub:
+        return None
+    secret = secret_of(ns, secret_name)
+    if secret is None or (secret.get("metadata") or {}).get("deletionTimestamp") or \
+            not hmac.compare_digest(_secret_token(secret), token.encode()):
+        return None
+    account = account_of(ns, name)
+    md = (account or {}).get("metadata") or {}
+    if account is None or md.get("deletionTimestamp") or md.get("uid") != uid:
+        return None
+    return _account_user(ns, sub)
+
+
+def _secret_token(secret: dict) -> bytes:
+    value = (secret.get("data") or {}).get("token")
+    try:
+        return base64.b64decode(value) if isinstance(value, str) else b""
+    except ValueError:
+        return b""
 
 
 def _claimed_account_uid(claims: dict) -> str:

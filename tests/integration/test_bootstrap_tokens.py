@@ -5,11 +5,14 @@ deletes the expired one's Secret), the server's own token keeps working. As bear
 the API (real kubectl, as upstream's --enable-bootstrap-token-auth): a valid token is
 system:bootstrap:<id> in system:bootstrappers and its auth-extra-groups; an expired one, a
 wrong secret, one without usage-bootstrap-authentication, a bad extra group and a deleted one
-are 401, and the join token is good only for joining."""
+are 401, and the join token is good only for joining. Legacy service-account token Secrets:
+the tokens controller fills them, their token is the account (allowed once bound) and is 401
+once the Secret or the account is deleted (the account's token Secrets go with it)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -145,3 +148,45 @@ def test_bootstrap_tokens_as_bearer_tokens(srv):
     # the authenticator reads the Secret from the server's cache, as upstream's lister
     wait_for(lambda: "Unauthorized" in whoami(srv, "abc123.0123456789abcdef"), 10, 0.1,
              "the deleted token refused")
+
+
+def legacy_token(srv: ServerProcess, account: str, secret: str) -> str:
+    """Makes a kubernetes.io/service-account-token Secret for `account` and returns the token
+    the tokens controller fills it with."""
+    srv.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": secret, "namespace": "default",
+                     "annotations": {"kubernetes.io/service-account.name": account}}}))
+
+    def filled() -> str:
+        out = srv.kubectl("get", "secret", secret, "-o", "jsonpath={.data.token}", check=False)
+        return base64.b64decode(out.stdout).decode() if out.returncode == 0 else ""
+    return wait_for(filled, 10, 0.1, f"the token Secret {secret} filled")
+
+
+def test_legacy_service_account_token_secrets(srv):
+    srv.kubectl("create", "serviceaccount", "robot")
+    srv.kubectl("create", "serviceaccount", "leaver")
+    token = legacy_token(srv, "robot", "robot-token")
+    leaver_token = legacy_token(srv, "leaver", "leaver-token")
+    user = whoami(srv, token)
+    assert isinstance(user, dict), user
+    assert user["username"] == "system:serviceaccount:default:robot", user
+    assert user["groups"] == ["system:serviceaccounts", "system:serviceaccounts:default",
+                              "system:authenticated"], user
+    denied = bearer_kubectl(srv, token, "get", "configmaps")
+    assert 'cannot list resource "configmaps"' in denied.stderr, denied.stderr
+    srv.kubectl("create", "rolebinding", "robot-view", "--clusterrole", "view",
+                "--serviceaccount", "default:robot")
+    wait_for(lambda: bearer_kubectl(srv, token, "get", "configmaps").returncode == 0, 10, 0.1,
+             "the bound service account allowed to list configmaps")
+
+    srv.kubectl("delete", "secret", "robot-token")
+    wait_for(lambda: "Unauthorized" in whoami(srv, token), 10, 0.1,
+             "the token of a deleted Secret refused")
+    assert isinstance(whoami(srv, leaver_token), dict)
+    srv.kubectl("delete", "serviceaccount", "leaver")
+    wait_for(lambda: "Unauthorized" in whoami(srv, leaver_token), 10, 0.1,
+             "the token of a deleted ServiceAccount refused")
+    wait_for(lambda: srv.kubectl("get", "secret", "leaver-token", check=False).returncode != 0,
+             10, 0.1, "the deleted ServiceAccount's token Secret deleted")

@@ -46,6 +46,7 @@ CONTROLLERS: tuple[tuple[str, str], ...] = (
     ("k3py.server.controllers.servicelb", "ServiceLBController"),
     ("k3py.server.controllers.podgc", "PodGCController"),
     ("k3py.server.controllers.tokencleaner", "TokenCleaner"),
+    ("k3py.server.controllers.tokens", "TokensController"),
     ("k3py.server.controllers.hpa", "HorizontalPodAutoscalerController"),
     ("k3py.server.controllers.persistentvolume", "PersistentVolumeController"),
     ("k3py.server.controllers.ephemeral", "EphemeralVolumeController"),

@@ -14,7 +14,7 @@ from k3py.api import errors
 from k3py.config import ServerConfig
 from k3py.server.controllers.base import Controller, ControllerContext
 
-__all__ = ["RootCAController", "ROOT_CA_CONFIGMAP", "DESCRIPTION_ANNOTATION"]
+__all__ = ["RootCAController", "ROOT_CA_CONFIGMAP", "DESCRIPTION_ANNOTATION", "read_server_ca"]
 
 log = logging.getLogger("k3py.controllers.rootca")
 
@@ -26,7 +26,7 @@ _DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiser
                 "of Kubernetes clusters.")
 
 
-def _read_ca(config: ServerConfig) -> str | None:
+def read_server_ca(config: ServerConfig) -> str | None:
     try:
         with open(os.path.join(config.tls_dir, "server-ca.crt")) as f:
             return f.read()
@@ -41,7 +41,7 @@ class RootCAController(Controller):
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
         self.cm_res = ctx.resource("", "configmaps")
-        self.ca_pem: str | None = ctx.extra.get("root_ca_pem") or _read_ca(ctx.config)
+        self.ca_pem: str | None = ctx.extra.get("root_ca_pem") or read_server_ca(ctx.config)
         if self.ca_pem is None:
             log.warning("no server CA certificate found: kube-root-ca.crt is not published")
 
