@@ -1,6 +1,6 @@
 """A node whose link flaps while its pods churn, shared by tests/integration/test_autonomy_flaps.py
 and bench/autonomy_flaps.py: a real server and a real `k3py agent` in a network namespace
-(netns.py), each started through TASKS_HOOK so that SIGUSR1 makes it write its live asyncio
+(netns.py), each started through TASKS_HOOK so that SIGUSR2 makes it write its live asyncio
 tasks; what each process holds (RSS, fds, TCP sockets, tasks) is read from outside.
 
 One flap: cut the link for 1-5 s; meanwhile create a running pod and a probe pod on the node
@@ -36,7 +36,7 @@ CONVERGE_SECONDS = 90.0
 KEEP_CHURN = 2  # running churn pods alive at once
 STREAM_TASK = "EdgeHub._stream.<locals>.run"  # the agent's task per open stream
 
-# `python -c TASKS_HOOK <file> <k3py args...>`: k3py with a SIGUSR1 handler that writes to
+# `python -c TASKS_HOOK <file> <k3py args...>`: k3py with a SIGUSR2 handler that writes to
 # <file> {"tasks": {coroutine name: count} of the live asyncio tasks, "objects": {type name:
 # count} of what the garbage collector tracks, "sqlite": bytes SQLite holds (its page caches)}
 # (the handler runs on the main thread, where the loop runs, between two bytecodes).
@@ -55,7 +55,7 @@ def dump(*_):
     with open(out + ".tmp", "w") as f:
         json.dump({"tasks": names, "objects": objects, "sqlite": sqlite}, f)
     os.replace(out + ".tmp", out)
-signal.signal(signal.SIGUSR1, dump)
+signal.signal(signal.SIGUSR2, dump)
 from k3py.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -103,7 +103,7 @@ def _rss_mb(pid: int) -> float:
 
 def _dump(pid: int, path: Path) -> dict[str, dict[str, int]]:
     path.unlink(missing_ok=True)
-    os.kill(pid, signal.SIGUSR1)
+    os.kill(pid, signal.SIGUSR2)
     wait_for(path.exists, 10, 0.05, f"the task dump of pid {pid}")
     return json.loads(path.read_text())
 

@@ -137,6 +137,7 @@ async def test_rbac_and_chains_are_per_server(tmp_path):
                 ("prepare", "CustomResourceStrategy"), ("prepare", "ServiceAllocatedValues"),
                 ("mutate", "ServiceAllocation"), ("mutate", "ServiceAccount"),
                 ("mutate", "PodSecurity"), ("mutate", "DefaultStorageClass"),
+                ("mutate", "StorageObjectInUseProtection"),
                 ("validate", "CustomResourceValidation"), ("validate", "NodeRestriction"),
                 ("validate", "RBACEscalation"), ("update-check", "PodSecurity"),
                 ("convert", "CustomResourceConversion"), ("after-delete", "ServiceRelease")]
