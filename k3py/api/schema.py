@@ -55,23 +55,22 @@ def definition_for(api_version: str, kind: str) -> dict | None:
     return definitions().get(name) if name else None
 
 
-# resolved child schemas by (id(node), id(defs)), with the node and defs kept alive
-_children: dict[tuple[int, int], tuple[dict, dict, Schema]] = {}
-_CHILDREN_MAX = 50_000
-
-
 class Schema:
     """One node of a schema (definition or property), with `$ref`s resolved on the way down.
 
     Works for the generated definitions (refs into `defs`) and for CRD structural schemas
     (no refs)."""
 
-    __slots__ = ("node", "defs", "_fields")
+    __slots__ = ("node", "defs", "_fields", "_values", "_items")
 
     def __init__(self, node: dict, defs: dict[str, dict] | None = None) -> None:
         self.defs = defs if defs is not None else {}
         self.node = self._resolve(node)
-        self._fields: dict[str, Schema | None] = {}  # field() by property name
+        # children, resolved once per node (the roots of built-in kinds are cached, so a walk
+        # of the same kind meets the same nodes again): by property name, map values, items
+        self._fields: dict[str, Schema] = {}
+        self._values: Schema | None = None
+        self._items: Schema | None = None
 
     def _resolve(self, node: dict) -> dict:
         for _ in range(8):
@@ -103,33 +102,24 @@ class Schema:
             return known
         props = self.node.get("properties")
         if props and name in props:  # (names of properties only: map keys are user data)
-            known = self._fields[name] = self._child(props[name])
+            known = self._fields[name] = Schema(props[name], self.defs)
             return known
         addl = self.node.get("additionalProperties")
         if isinstance(addl, dict):
-            return self._child(addl)
+            if self._values is None:
+                self._values = Schema(addl, self.defs)
+            return self._values
         return None
-
-    def _child(self, node: dict) -> Schema:
-        """Schema(node) for a node of this schema's tree, resolved once: the cache holds the
-        node itself, so its id is not reused while the entry lives."""
-        key = (id(node), id(self.defs))
-        hit = _children.get(key)
-        if hit is not None and hit[0] is node and hit[1] is self.defs:
-            return hit[2]
-        child = Schema(node, self.defs)
-        if len(_children) >= _CHILDREN_MAX:
-            _children.clear()
-        _children[key] = (node, self.defs, child)
-        return child
 
     def raw_field(self, name: str) -> dict:
         """The property node itself (carries the patch extensions before ref resolution)."""
         return (self.node.get("properties") or {}).get(name) or {}
 
     def items(self) -> Schema | None:
-        items = self.node.get("items")
-        return Schema(items, self.defs) if isinstance(items, dict) else None
+        if self._items is None:
+            items = self.node.get("items")
+            self._items = Schema(items, self.defs) if isinstance(items, dict) else None
+        return self._items
 
     def is_struct(self) -> bool:
         return bool(self.node.get("properties"))
