@@ -198,7 +198,6 @@ def _tree(value: Any, schema: Schema | None, parent: Schema | None, name: str,
     return True, {}
 
 
-
 def encode_fields(paths: Iterable[Path]) -> dict:
     root: dict = {}
     for path in paths:
@@ -359,8 +358,6 @@ def _leaves(paths: set[Path]) -> set[Path]:
 def _changed(old: Any, new: Any, paths: set[Path]) -> set[Path]:
     """Paths of `paths` whose value differs between old and new (non-leaf paths only when they
     appear: owning a map or list item is not changed by edits to its members)."""
-    if old is None:
-        return set(paths)
     leaves = _leaves(paths)
     out: set[Path] = set()
     index: dict = {}  # neither object changes during the walk
