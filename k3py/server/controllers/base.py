@@ -24,7 +24,8 @@ from k3py.config import ServerConfig
 from k3py.server.registry import Registry
 
 __all__ = ["Informer", "InformerFactory", "record_handlers", "WorkQueue", "Controller", "ControllerContext",
-           "EventRecorder", "object_key", "split_key", "NODE_INDEX", "pod_node"]
+           "EventRecorder", "object_key", "split_key", "NODE_INDEX", "pod_node",
+           "drop_finalizer"]
 
 log = logging.getLogger("k3py.controllers")
 
@@ -57,6 +58,21 @@ def _intern_strings(node: dict | list) -> None:
                 node[k] = sys.intern(v)
         elif t is dict or t is list:
             _intern_strings(v)
+
+
+async def drop_finalizer(registry: Registry, res: Resource, obj: dict, finalizer: str) -> None:
+    """Take `finalizer` off `obj` as stored, if the stored object is still that one (its uid)
+    and still has it."""
+    md = obj["metadata"]
+    uid = md.get("uid")
+
+    def mutate(cur: dict) -> dict | None:
+        cmd = cur.get("metadata") or {}
+        if cmd.get("uid") != uid or finalizer not in (cmd.get("finalizers") or []):
+            return None
+        cmd["finalizers"] = [f for f in cmd["finalizers"] if f != finalizer]
+        return cur
+    await registry.update_with(res, md.get("namespace"), md["name"], mutate)
 
 
 def object_key(obj: dict) -> str:

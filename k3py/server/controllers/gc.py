@@ -9,7 +9,7 @@ import logging
 
 from k3py.api import errors
 from k3py.api.resources import Resource
-from k3py.server.controllers.base import Controller, ControllerContext
+from k3py.server.controllers.base import Controller, ControllerContext, drop_finalizer
 
 __all__ = ["GarbageCollector", "classify_owners", "deletion_policy", "watched_resources",
            "FOREGROUND", "ORPHAN"]
@@ -267,13 +267,4 @@ class GarbageCollector(Controller):
         await self._drop_finalizer(res, owner, FOREGROUND)
 
     async def _drop_finalizer(self, res: Resource, obj: dict, finalizer: str) -> None:
-        md = obj["metadata"]
-        uid = md.get("uid")
-
-        def mutate(cur: dict) -> dict | None:
-            cmd = cur.get("metadata") or {}
-            if cmd.get("uid") != uid or finalizer not in (cmd.get("finalizers") or []):
-                return None
-            cmd["finalizers"] = [f for f in cmd["finalizers"] if f != finalizer]
-            return cur
-        await self.registry.update_with(res, md.get("namespace"), md["name"], mutate)
+        await drop_finalizer(self.registry, res, obj, finalizer)

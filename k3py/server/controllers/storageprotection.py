@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import logging
 
+from k3py.api.podrefs import volume_claim_name
 from k3py.api.resources import Resource
-from k3py.server.controllers.base import Controller, ControllerContext, object_key, split_key
+from k3py.server.controllers.base import (
+    Controller,
+    ControllerContext,
+    drop_finalizer,
+    object_key,
+    split_key,
+)
 
 __all__ = ["PVC_PROTECTION", "PV_PROTECTION", "StorageObjectInUseProtection",
            "PVCProtectionController", "PVProtectionController", "pod_uses_claim"]
@@ -48,42 +55,24 @@ def _finished(pod: dict) -> bool:
 
 def pod_uses_claim(pod: dict, claim_name: str) -> bool:
     """Whether `pod` (of the claim's namespace) holds the claim, as upstream decides: only
-    scheduled pods count (a node never starts a pod whose claim is being deleted)."""
+    scheduled pods count (a node never starts a pod whose claim is being deleted), and an
+    ephemeral volume's claim only while the pod is not finished."""
     spec = pod.get("spec") or {}
-    if not spec.get("nodeName"):
+    if not spec.get("nodeName") or not claim_name:
         return False
-    pod_name = (pod.get("metadata") or {}).get("name") or ""
-    for vol in spec.get("volumes") or []:
-        if ((vol.get("persistentVolumeClaim") or {}).get("claimName")) == claim_name:
-            return True
-        if isinstance(vol.get("ephemeral"), dict) and not _finished(pod) and \
-                f"{pod_name}-{vol.get('name')}" == claim_name:
-            return True
-    return False
+    return any(volume_claim_name(pod, vol) == claim_name and
+               not (isinstance(vol.get("ephemeral"), dict) and _finished(pod))
+               for vol in spec.get("volumes") or [])
 
 
 def _claim_names(pod: dict | None) -> set[str]:
-    spec = (pod or {}).get("spec") or {}
-    name = ((pod or {}).get("metadata") or {}).get("name") or ""
-    out = set()
-    for vol in spec.get("volumes") or []:
-        if (vol.get("persistentVolumeClaim") or {}).get("claimName"):
-            out.add(vol["persistentVolumeClaim"]["claimName"])
-        elif isinstance(vol.get("ephemeral"), dict):
-            out.add(f"{name}-{vol.get('name')}")
-    return out
+    return {name for vol in ((pod or {}).get("spec") or {}).get("volumes") or []
+            if (name := volume_claim_name(pod, vol))}
 
 
-async def _drop_finalizer(ctrl: Controller, res: Resource, ns: str | None, name: str,
-                          finalizer: str) -> None:
-    def mutate(cur: dict) -> dict | None:
-        fins = cur["metadata"].get("finalizers") or []
-        if finalizer not in fins:
-            return None
-        cur["metadata"]["finalizers"] = [f for f in fins if f != finalizer]
-        return cur
-    await ctrl.registry.update_with(res, ns, name, mutate)
-    log.debug("%s: %s removed from %s", ctrl.name, finalizer, f"{ns}/{name}" if ns else name)
+async def _drop_finalizer(ctrl: Controller, res: Resource, obj: dict, finalizer: str) -> None:
+    await drop_finalizer(ctrl.registry, res, obj, finalizer)
+    log.debug("%s: %s removed from %s", ctrl.name, finalizer, object_key(obj))
 
 
 class PVCProtectionController(Controller):
@@ -119,14 +108,15 @@ class PVCProtectionController(Controller):
         for inf in (self.claims, self.pods):
             await inf.synced.wait()
         ns, name = split_key(key)
-        if not _deleting_with(self.claims.get(ns, name), PVC_PROTECTION):
+        claim = self.claims.get(ns, name)
+        if not _deleting_with(claim, PVC_PROTECTION):
             return
         if any(pod_uses_claim(p, name) for p in self.pods.list(ns)):
             return  # the pod's change enqueues the claim again
         # the informer may lag behind a pod created a moment ago: ask the store
         pods = (await self.registry.list(self.ctx.resource("", "pods"), ns))["items"]
         if not any(pod_uses_claim(p, name) for p in pods):
-            await _drop_finalizer(self, self.res, ns, name, PVC_PROTECTION)
+            await _drop_finalizer(self, self.res, claim, PVC_PROTECTION)
 
 
 class PVProtectionController(Controller):
@@ -168,4 +158,4 @@ class PVProtectionController(Controller):
         _, name = split_key(key)
         volume = self.volumes.get(None, name)
         if _deleting_with(volume, PV_PROTECTION) and not self._in_use(volume):
-            await _drop_finalizer(self, self.res, None, name, PV_PROTECTION)
+            await _drop_finalizer(self, self.res, volume, PV_PROTECTION)
