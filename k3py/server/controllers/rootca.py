@@ -11,10 +11,9 @@ import logging
 import os
 
 from k3py.api import errors
-from k3py.config import ServerConfig
 from k3py.server.controllers.base import Controller, ControllerContext
 
-__all__ = ["RootCAController", "ROOT_CA_CONFIGMAP", "DESCRIPTION_ANNOTATION", "read_server_ca"]
+__all__ = ["RootCAController", "ROOT_CA_CONFIGMAP", "DESCRIPTION_ANNOTATION", "server_ca"]
 
 log = logging.getLogger("k3py.controllers.rootca")
 
@@ -26,9 +25,14 @@ _DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiser
                 "of Kubernetes clusters.")
 
 
-def read_server_ca(config: ServerConfig) -> str | None:
+def server_ca(ctx: ControllerContext) -> str | None:
+    """The server CA's PEM that pods are told to trust: given to the controllers
+    (extra["root_ca_pem"]) or read from the server's TLS dir; None when there is none."""
+    given = ctx.extra.get("root_ca_pem")
+    if given or ctx.config is None:
+        return given or None
     try:
-        with open(os.path.join(config.tls_dir, "server-ca.crt")) as f:
+        with open(os.path.join(ctx.config.tls_dir, "server-ca.crt")) as f:
             return f.read()
     except OSError:
         return None
@@ -41,7 +45,7 @@ class RootCAController(Controller):
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
         self.cm_res = ctx.resource("", "configmaps")
-        self.ca_pem: str | None = ctx.extra.get("root_ca_pem") or read_server_ca(ctx.config)
+        self.ca_pem: str | None = server_ca(ctx)
         if self.ca_pem is None:
             log.warning("no server CA certificate found: kube-root-ca.crt is not published")
 

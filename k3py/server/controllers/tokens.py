@@ -13,7 +13,7 @@ import logging
 
 from k3py.api import errors
 from k3py.server.controllers.base import Controller, ControllerContext, object_key, split_key
-from k3py.server.controllers.rootca import read_server_ca
+from k3py.server.controllers.rootca import server_ca
 from k3py.server.serviceaccounts import TokenIssuer
 
 __all__ = ["TokensController", "SECRET_TYPE", "NAME_ANNOTATION", "UID_ANNOTATION"]
@@ -46,8 +46,7 @@ class TokensController(Controller):
         self.secret_res = ctx.resource("", "secrets")
         self.sa_res = ctx.resource("", "serviceaccounts")
         self.issuer: TokenIssuer | None = ctx.extra.get("service_account_issuer")
-        self.ca_pem: str = ctx.extra.get("root_ca_pem") or \
-            (read_server_ca(ctx.config) if ctx.config is not None else None) or ""
+        self.ca_pem: str = server_ca(ctx) or ""
         if self.issuer is None:
             log.warning("no service-account issuer: token Secrets are not filled")
 
