@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -21,10 +22,35 @@ __all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "no
 KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _port_range() -> range:
+    """This test process's own slice of 10000-32767: below the kernel's ephemeral range (so no
+    client socket or bind(0) elsewhere takes it) and disjoint between pytest-xdist workers."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    span = (32768 - 10000) // count
+    return range(10000 + index * span, 10000 + (index + 1) * span)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on and that this process never handed out before: bind(0) twice
+    in a row may return the same port (a server's and its agent's MQTT port collided so)."""
+    ports = _port_range()
+    for _ in range(2000):
+        port = random.choice(ports)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {ports}")
 
 
 # a node's listeners: never the machine's 1883, 80 and 443 (tests run side by side)

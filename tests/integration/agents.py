@@ -90,6 +90,13 @@ def podman_pods(node: str) -> list[str]:
     return out.stdout.split()
 
 
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"({e})"
+
+
 def node_ready(srv: ServerProcess, node: str) -> dict | None:
     """The Node if its Ready condition is True, else None."""
     n = srv.kubectl_json("get", "node", node)
@@ -110,7 +117,10 @@ def embedded_node(tmp: Path, prefix: str, timeout: float = 60.0, bind_address: s
     srv.node, srv.bind_address = node, bind_address
     try:
         srv.start()
-        wait_for(lambda: node_ready(srv, node), timeout, 0.3, f"node {node} Ready")
+        try:
+            wait_for(lambda: node_ready(srv, node), timeout, 0.3, f"node {node} Ready")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; server log ends:\n{_log_tail(srv.log_path)}") from None
         yield srv
     finally:
         srv.stop()
