@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import emit, rss_mb  # noqa: E402
-from k3py.server.dashboard.assets import load_assets  # noqa: E402
+from k3py.webui.assets import load_assets  # noqa: E402
 from tests.harness import KUBECTL, ServerProcess, wait_for  # noqa: E402
 from tests.integration.browser import chromium  # noqa: E402
 
@@ -103,7 +103,7 @@ def first_load(driver, url: str, pods: int) -> None:
 def terminal_bytes(first_load_kb: float) -> None:
     """The terminal page: the first load plus what opening a shell fetches (terminal.js,
     xterm.js and its stylesheet), gzipped as served."""
-    extra = sum(len(a.gzipped) for name, a in load_assets().items()
+    extra = sum(len(a.gzipped) for name, a in load_assets("k3py.server.dashboard").items()
                 if name.startswith(("terminal.", "vendor/xterm.")))
     total = first_load_kb + extra / 1024
     emit("terminal_page_bytes", total, "KB", f"<= {TARGETS['terminal_kb']} KB")

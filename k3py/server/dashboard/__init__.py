@@ -21,10 +21,10 @@ from k3py.api import errors
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
-from k3py.server.dashboard.assets import Asset, load_assets
 from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
 from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker, same_origin
 from k3py.server.edge.sessions import NodeSession
+from k3py.webui.assets import Asset, load_assets
 
 __all__ = ["ADDON", "PREFIX", "install"]
 
@@ -60,7 +60,7 @@ class Dashboard:
         self.node_sessions = sessions
         self.read_only = read_only
         self.logins = LoginSessions()
-        self.assets = load_assets()
+        self.assets = load_assets(__package__)
 
     def authenticate_cookie(self, request: web.Request) -> User | None:
         """The API's cookie authenticator: the session's user; in read-only mode a write

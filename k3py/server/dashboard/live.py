@@ -34,7 +34,7 @@ from k3py.api.resources import Resource
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.watch import stop_pump
-from k3py.server.dashboard.rows import project
+from k3py.webui.rows import project
 
 __all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
 

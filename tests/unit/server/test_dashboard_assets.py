@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from k3py.server.dashboard.assets import build_assets, load_assets
+from k3py.webui.assets import build_assets, load_assets
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +19,7 @@ _URL = re.compile(rb"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"'`)]*")
 
 
 def test_no_asset_names_another_origin():
-    for name, asset in load_assets().items():
+    for name, asset in load_assets("k3py.server.dashboard").items():
         if "LICENSE" in name or name.endswith(".json"):
             continue  # licence text and the vendor manifest are never loaded by the page
         urls = {u.decode() for u in _URL.findall(asset.body)} - _NAMESPACES
@@ -27,7 +27,7 @@ def test_no_asset_names_another_origin():
 
 
 def test_packaged_assets_are_complete_and_hashed():
-    assets = load_assets()
+    assets = load_assets("k3py.server.dashboard")
     page = assets["index.html"].body.decode()
     app = next(n for n in assets if re.fullmatch(r"app\.[0-9a-f]{12}\.js", n))
     assert f'src="{app}"' in page and not assets["index.html"].immutable

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from k3py.server.dashboard.rows import project
+from k3py.webui.rows import project
 
 pytestmark = pytest.mark.unit
 
