@@ -36,8 +36,10 @@ from k3py.tunnel.message import (
     GROUP_TUNNEL,
     OP_ACK,
     OP_INSERT,
+    OP_KEEPALIVE,
     Message,
     ack_for,
+    keepalive,
     new_message,
     resource_key,
     stream_frame,
@@ -349,6 +351,8 @@ class EdgeHub:
                 ids = (msg.content or {}).get("ids") or []
                 self.queue.ack(ids)
                 await self.meta.acked(ids)
+            elif msg.route.operation == OP_KEEPALIVE:
+                self.send_live(keepalive(msg.content, source=EDGE))
             return
         if group == GROUP_STREAM:
             self._stream(msg)

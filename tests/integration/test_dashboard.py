@@ -2,7 +2,8 @@
 caching headers and no credential; login with a cluster-admin service account's token sets an
 HttpOnly, SameSite=Strict, Secure session cookie; the API takes that cookie only with the
 X-K3py-Dashboard marker header; the tunnel route is authorized and shows a real agent's
-tunnel connected (since when) and then offline; a wrong token gets 401;
+tunnel connected (since when, its round trip), pushed to the page's Nodes view, and then
+offline within the heartbeat timeout + 1 s of the agent stopping; a wrong token gets 401;
 logout ends the session; `--disable dashboard` leaves no /dashboard/ at all. A real headless
 Chromium (Debian's, driven by selenium with Debian's chromedriver) logs in, sees the node list,
 sees a pod created with kubectl appear through the page's watch, and makes no request to any
@@ -27,6 +28,7 @@ from http.cookies import SimpleCookie
 import aiohttp
 import pytest
 
+from k3py.tunnel.protocol import HEARTBEAT
 from tests.harness import ServerProcess, clean_env, wait_for
 from tests.integration.agents import IMAGE, build_test_image, remove_podman_pods, stop_proc
 from tests.integration.browser import chromium
@@ -190,11 +192,22 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
             "echo hi", Keys.ENTER)
         wait_for(lambda: "hi" in [line.strip() for line in _terminal(browser)], 15,
                  what=f"echo's answer in the terminal (it shows {_terminal(browser)})")
+        _open(browser, "Nodes", "nodes")
+        cell = f"td.tunnel[data-node='{node}']"
+        wait_for(lambda: "rtt" in _css_text(browser, cell), 15,
+                 what=f"{node}'s tunnel connected with its round trip (it shows "
+                      f"{_css_text(browser, cell)!r})")
+        assert _css_text(browser, cell).startswith("connected since")
+        stop_proc(proc)
+        # pushed on the tab's live socket, no reload: within the heartbeat timeout + 1 s
+        wait_for(lambda: _css_text(browser, cell).startswith("offline last seen"),
+                 HEARTBEAT + 1, what=f"{node} offline in the page once its agent stopped "
+                                     f"(it shows {_css_text(browser, cell)!r})")
+        figures = run(tunnel())
+        assert figures["connected"] is False and figures["connectedSince"] is None, figures
+        assert figures["lastSeen"] >= before and figures["reconnects"] == 0, figures
         browser.find_element(By.ID, "logout").click()
         wait_for(lambda: browser.find_elements(By.ID, "token"), 15, what="the login form")
-        stop_proc(proc)
-        wait_for(lambda: run(tunnel()) == {"connected": False, "connectedSince": None}, 15, 0.3,
-                 f"{node}'s tunnel offline once its agent stopped")
     finally:
         stop_proc(proc)
         remove_podman_pods(node)

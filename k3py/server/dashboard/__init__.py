@@ -3,8 +3,9 @@
 
 Static assets (assets.py) need no credential: they hold no data. The page's data calls go to
 the ordinary API, authenticated by the login cookie (logins.py) and authorized as that user;
-the dashboard-only routes are /dashboard/api/tunnels (each node's tunnel state from CloudHub's
-sessions, authorized as `list nodes`), /dashboard/api/session (who is logged in, and whether
+the dashboard-only routes are /dashboard/api/tunnels (each node's tunnel figures from CloudHub's
+sessions, authorized as `list nodes`; tunnels.py), /dashboard/api/twinhistory (a twin's
+reported values of the last 10 minutes, as `get devices`; twinhistory.py), /dashboard/api/session (who is logged in, and whether
 the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py).
 With `--dashboard-read-only` the API refuses every write made with the login cookie (a review
 such as SelfSubjectRulesReview is not a write). Installed by bootstrap.install_routes, before
@@ -13,7 +14,6 @@ the API's catch-all route."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -23,7 +23,9 @@ from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
 from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
 from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker, same_origin
-from k3py.server.edge.sessions import NodeSession
+from k3py.server.dashboard.tunnels import TunnelFigures
+from k3py.server.dashboard.twinhistory import TwinHistory
+from k3py.server.edge.cloudhub import CloudHub
 from k3py.webui.assets import Asset, load_assets
 
 __all__ = ["ADDON", "PREFIX", "install"]
@@ -54,10 +56,10 @@ def _asset_response(request: web.Request, asset: Asset) -> web.Response:
 class Dashboard:
     """The dashboard's routes over one ApiServer and CloudHub's node sessions."""
 
-    def __init__(self, api: ApiServer, sessions: Mapping[str, NodeSession],
-                 read_only: bool = False) -> None:
+    def __init__(self, api: ApiServer, hub: CloudHub, read_only: bool = False) -> None:
         self.api = api
-        self.node_sessions = sessions
+        self.tunnel_figures = TunnelFigures(hub)
+        self.twin_history = TwinHistory()
         self.read_only = read_only
         self.logins = LoginSessions()
         self.assets = load_assets(__package__)
@@ -128,13 +130,23 @@ class Dashboard:
         return response
 
     async def tunnels(self, request: web.Request) -> web.StreamResponse:
-        """{"nodes": {name: {"connected": bool, "connectedSince": epoch seconds | null}}}."""
+        """{"nodes": {name: figures}}: NodeSession.figures of each node that dialled in."""
         user = self._user(request)
         self.api.authorizer.authorize(user, "list", "", "nodes", None)
-        return json_response({"nodes": {
-            name: {"connected": s.connected,
-                   "connectedSince": s.connected_since if s.connected else None}
-            for name, s in self.node_sessions.items()}})
+        return json_response({"nodes": self.tunnel_figures.table()})
+
+    async def twin_history_points(self, request: web.Request) -> web.StreamResponse:
+        """?namespace=&name=&property=: {"times": [epoch seconds], "values": [numbers]}, the
+        twin's reported values of the last 10 minutes (twinhistory.py)."""
+        user = self._user(request)
+        query = request.query
+        namespace, name, prop = (query.get(k, "") for k in ("namespace", "name", "property"))
+        if not (namespace and name and prop):
+            raise errors.bad_request("twinhistory needs namespace, name and property")
+        self.api.authorizer.authorize(user, "get", "devices.kubeedge.io", "devices", namespace,
+                                      name)
+        times, values = self.twin_history.points(namespace, name, prop)
+        return json_response({"times": times, "values": values})
 
     async def session(self, request: web.Request) -> web.StreamResponse:
         """{"user", "groups", "readOnly"}: what the page shows and hides."""
@@ -153,20 +165,29 @@ class Dashboard:
         if user is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")
             return ws
-        await LiveSocket(self.api, ws, user).serve()
+        await LiveSocket(self.api, ws, user, self.tunnel_figures).serve()
         return ws
 
 
-def install(app: web.Application, api: ApiServer, sessions: Mapping[str, NodeSession],
+def install(app: web.Application, api: ApiServer, hub: CloudHub,
             read_only: bool = False) -> None:
     """Serve the dashboard and let the API accept its login cookie."""
-    dashboard = Dashboard(api, sessions, read_only)
+    dashboard = Dashboard(api, hub, read_only)
     api.authenticator.cookie_authenticator = dashboard.authenticate_cookie
+
+    async def start_history(_app: web.Application) -> None:
+        dashboard.twin_history.start(api.registry)
+
+    async def stop_history(_app: web.Application) -> None:
+        await dashboard.twin_history.stop()
+    app.on_startup.append(start_history)
+    app.on_cleanup.append(stop_history)
     app.router.add_get(PREFIX.rstrip("/"), dashboard.index)
     app.router.add_get(PREFIX, dashboard.index)
     app.router.add_post(PREFIX + "login", dashboard.login)
     app.router.add_post(PREFIX + "logout", dashboard.logout)
     app.router.add_get(PREFIX + "api/tunnels", dashboard.tunnels)
     app.router.add_get(PREFIX + "api/session", dashboard.session)
+    app.router.add_get(PREFIX + "api/twinhistory", dashboard.twin_history_points)
     app.router.add_get(PREFIX + "api/live", dashboard.live)
     app.router.add_get(PREFIX + "{name:.+}", dashboard.asset)

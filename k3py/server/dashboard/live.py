@@ -6,6 +6,7 @@ MAX_FLUSHES_PER_SECOND messages per subscription.
 Messages from the tab (JSON):
   {"op": "watch", "id": ID, "group": G, "version": V?, "resource": PLURAL, "namespace": NS?,
    "resourceVersion": RV?}  without RV: a list first; with RV: resume from it
+  {"op": "tunnels", "id": ID}   every node's tunnel figures, again on each change
   {"op": "cancel", "id": ID}
 To the tab:
   {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
@@ -13,6 +14,7 @@ To the tab:
      (one event per object in a batch, its newest row, ADDED if it was added in the
      batch; a DELETED row is {"uid": ...})
   {"id": ID, "type": "ended", "resourceVersion": RV}   the watch ended: resume from RV
+  {"id": ID, "type": "tunnels", "nodes": {NAME: figures}}  (tunnels.py; `list nodes`)
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)
 Authentication is the login cookie; the marker header a browser cannot put on a websocket is
@@ -34,6 +36,7 @@ from k3py.api.resources import Resource
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.watch import stop_pump
+from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.webui.rows import project
 
 __all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
@@ -50,8 +53,10 @@ def _event_rv(obj: Any) -> str:
 class LiveSocket:
     """One tab's websocket and its subscriptions (id -> task)."""
 
-    def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User) -> None:
+    def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User,
+                 tunnels: TunnelFigures) -> None:
         self.api = api
+        self.tunnels = tunnels
         self.ws = ws
         self.user = user
         self.subscriptions: dict[str, asyncio.Task] = {}
@@ -83,11 +88,22 @@ class LiveSocket:
             old.cancel()
         if msg.get("op") == "cancel":
             return
-        if msg.get("op") != "watch":
-            raise errors.bad_request(f'unknown op {msg.get("op")!r} (watch or cancel)')
+        if msg.get("op") not in ("watch", "tunnels"):
+            raise errors.bad_request(f'unknown op {msg.get("op")!r} (watch, tunnels or cancel)')
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise errors.bad_request(f"at most {MAX_SUBSCRIPTIONS} subscriptions per tab")
-        self.subscriptions[sid] = asyncio.create_task(self._subscription(sid, msg))
+        follow = self._subscription(sid, msg) if msg["op"] == "watch" else self._tunnels(sid)
+        self.subscriptions[sid] = asyncio.create_task(follow)
+
+    async def _tunnels(self, sid: str) -> None:
+        try:
+            self.api.authorizer.authorize(self.user, "list", "", "nodes", None)
+            async for table in self.tunnels.follow(1 / MAX_FLUSHES_PER_SECOND):
+                await self._send({"id": sid, "type": "tunnels", "nodes": table})
+        except errors.StatusError as e:
+            await self._send_error(sid, e)
+        except ConnectionResetError:
+            pass
 
     def _resource(self, msg: dict) -> tuple[Resource, str | None]:
         group, plural = str(msg.get("group") or ""), str(msg.get("resource") or "")

@@ -83,32 +83,41 @@ class Watched extends Component {
   }
 }
 
+// The tunnel column: pushed by the server on each change (link up or down, a round trip, a
+// message queued while the node is offline).
+function Tunnel({ t }) {
+  if (!t) return html`<span class="muted">no tunnel</span>`;
+  const when = (s) => (s ? new Date(s * 1000).toLocaleTimeString() : "");
+  const figures = [t.rttMs != null && t.connected && `rtt ${t.rttMs} ms`,
+    t.reconnects && `${t.reconnects} reconnects`, t.queued && `${t.queued} queued`]
+    .filter(Boolean).join(", ");
+  return t.connected
+    ? html`<span class="ok">connected</span> <span class="muted">since ${when(t.connectedSince)}
+        ${figures && `· ${figures}`}</span>`
+    : html`<span class="bad">offline</span> <span class="muted">last seen ${when(t.lastSeen)}
+        ${figures && `· ${figures}`}</span>`;
+}
+
 class Nodes extends Watched {
   spec() { return { group: "", resource: "nodes" }; }
-  componentDidMount() { super.componentDidMount(); this.loadTunnels(); }
-  loadTunnels() {
-    api("/dashboard/api/tunnels").then((r) => r.json())
-      .then((t) => this.setState({ tunnels: t.nodes, tunnelError: "" }))
-      .catch((e) => this.setState({ tunnelError: message(e) }));
+  componentDidMount() {
+    super.componentDidMount();
+    this.unfollow = this.props.live.subscribe({ op: "tunnels" },
+      (tunnels) => this.setState({ tunnels, tunnelError: "" }),
+      (tunnelError) => this.setState({ tunnelError }));
   }
+  componentWillUnmount() { super.componentWillUnmount(); this.unfollow?.(); }
   render(_, { rows, error, tunnels = {}, tunnelError }) {
     return html`
-      <div class="toolbar"><button onClick=${() => this.loadTunnels()}>Refresh tunnels</button>
-        ${tunnelError && html`<span class="error">${tunnelError}</span>`}</div>
+      ${tunnelError && html`<p class="error">${tunnelError}</p>`}
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="nodes">
         <thead><tr><th>Name</th><th>Ready</th><th>Tunnel</th><th>Arch</th><th>Age</th></tr></thead>
-        <tbody>${byName(rows).map((n) => {
-          const t = tunnels[n.name];
-          return html`<tr key=${n.uid}>
+        <tbody>${byName(rows).map((n) => html`<tr key=${n.uid}>
             <td>${n.name}</td>
             <td class=${n.ready ? "ok" : "bad"}>${n.ready ? "Ready" : "NotReady"}</td>
-            <td>${t?.connected
-              ? html`<span class="ok">connected</span> <span class="muted">since
-                  ${new Date(t.connectedSince * 1000).toLocaleString()}</span>`
-              : html`<span class="muted">${t ? "offline" : "no tunnel"}</span>`}</td>
-            <td>${n.arch}</td><td>${age(n.created)}</td></tr>`;
-        })}</tbody></table></div>`;
+            <td class="tunnel" data-node=${n.name}><${Tunnel} t=${tunnels[n.name]} /></td>
+            <td>${n.arch}</td><td>${age(n.created)}</td></tr>`)}</tbody></table></div>`;
   }
 }
 
@@ -217,12 +226,21 @@ class Devices extends Watched {
     const history = [[...xs, at].slice(-HISTORY), [...ys, value].slice(-HISTORY)];
     this.setState({ history });
   }
+  // Opens with the server's last 10 minutes of the twin (its ring buffer), then streams.
   plot(device, twin) {
-    const value = Number(twin.reported);
-    const start = twin.reported != null && Number.isFinite(value)
-      ? [[Date.now() / 1000], [value]] : [[], []];
-    this.setState({ plotted: { uid: device.uid, property: twin.property,
-      label: `${device.name}.${twin.property}` }, history: start });
+    const plotted = { uid: device.uid, property: twin.property,
+      label: `${device.name}.${twin.property}` };
+    this.setState({ plotted, history: [[], []] });
+    const query = new URLSearchParams({ namespace: device.namespace, name: device.name,
+      property: twin.property });
+    api(`/dashboard/api/twinhistory?${query}`).then((r) => r.json()).then(({ times, values }) => {
+      if (this.state.plotted !== plotted) return;
+      const [xs, ys] = this.state.history; // streamed meanwhile: after the history
+      const last = times.length ? times[times.length - 1] : -Infinity;
+      const keep = xs.map((x, i) => i).filter((i) => xs[i] > last);
+      this.setState({ history: [[...times, ...keep.map((i) => xs[i])].slice(-HISTORY),
+        [...values, ...keep.map((i) => ys[i])].slice(-HISTORY)] });
+    }).catch((e) => this.setState({ error: message(e) }));
   }
   setDesired(device, index) {
     const key = `${device.uid}/${index}`;
