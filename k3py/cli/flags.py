@@ -442,6 +442,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("mqtt-bind", str, "(agent/devices) Loopback address of the embedded MQTT broker "
          "(it has no TLS or authentication, so it is never exposed)", check=_loopback_bind),
     Flag("mqtt-port", int, "(agent/devices) Port of the embedded MQTT broker", check=_port),
+    Flag("dashboard-port", int, "(agent/dashboard) Serve the node's own read-only dashboard "
+         "(its pods and their logs, devices, MQTT traffic, from its local cache: works while "
+         "the server is unreachable) on this port; log in with <data-dir>/agent/"
+         "dashboard-token", (AGENT,), check=_port, default_help="off"),
+    Flag("dashboard-bind", str, "(agent/dashboard) Address of the node's dashboard; an address "
+         "that is not loopback is served over TLS (a certificate of its own)", (AGENT,),
+         check=_bind_ip),
     Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
          "goes offline (2s, 500ms, 1m)", check=_duration,
          default_help="3 x the device's report cycle"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["project"]
+__all__ = ["Row", "project"]
 
 Row = dict[str, Any]
 

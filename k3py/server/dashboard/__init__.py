@@ -26,30 +26,19 @@ from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker, same
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.server.dashboard.twinhistory import TwinHistory
 from k3py.server.edge.cloudhub import CloudHub
-from k3py.webui.assets import Asset, load_assets
+from k3py.webui.assets import Asset, load_assets, served
 
 __all__ = ["ADDON", "PREFIX", "install"]
 
 ADDON = "dashboard"  # its --disable name
 PREFIX = "/dashboard/"
-_CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 _READS = ("GET", "HEAD", "OPTIONS")
 _REVIEWS = "/apis/authorization.k8s.io/"  # created, answered, never stored: not writes
 _STREAMS = ("/exec", "/attach", "/portforward")  # a GET upgraded to a websocket, yet no read
-_SECURITY_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
 def _asset_response(request: web.Request, asset: Asset) -> web.Response:
-    headers = dict(_SECURITY_HEADERS)
-    headers["Cache-Control"] = "public, max-age=31536000, immutable" if asset.immutable \
-        else "no-cache"
-    headers["Vary"] = "Accept-Encoding"
-    headers["Content-Type"] = asset.content_type
-    body = asset.body
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        body = asset.gzipped
-        headers["Content-Encoding"] = "gzip"
+    body, headers = served(asset, request.headers.get("Accept-Encoding", ""))
     return web.Response(body=body, headers=headers)
 
 

@@ -18,8 +18,9 @@ _NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1998/Math/MathML
 _URL = re.compile(rb"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"'`)]*")
 
 
-def test_no_asset_names_another_origin():
-    for name, asset in load_assets("k3py.server.dashboard").items():
+@pytest.mark.parametrize("package", ["k3py.server.dashboard", "k3py.agent.dashboard"])
+def test_no_asset_names_another_origin(package):
+    for name, asset in load_assets(package).items():
         if "LICENSE" in name or name.endswith(".json"):
             continue  # licence text and the vendor manifest are never loaded by the page
         urls = {u.decode() for u in _URL.findall(asset.body)} - _NAMESPACES

@@ -5,6 +5,7 @@
 import { Component, h, render } from "./vendor/preact.mjs";
 import htm from "./vendor/htm.mjs";
 import { Live } from "./live.js";
+import { age, byName, message } from "./ui.js";
 
 const html = htm.bind(h);
 const MARKER = { "X-K3py-Dashboard": "1" };
@@ -49,22 +50,6 @@ class Permissions {
   }
 }
 
-function age(timestamp) {
-  if (!timestamp) return "";
-  const s = Math.max(0, Math.floor((Date.now() - Date.parse(timestamp)) / 1000));
-  if (s < 120) return `${s}s`;
-  if (s < 7200) return `${Math.floor(s / 60)}m`;
-  if (s < 172800) return `${Math.floor(s / 3600)}h`;
-  return `${Math.floor(s / 86400)}d`;
-}
-
-function byName(rows) {
-  return [...rows.values()].sort((a, b) =>
-    (a.namespace || "").localeCompare(b.namespace || "") || a.name.localeCompare(b.name));
-}
-
-const message = (e) => String(e.message || e);
-
 // A view showing one live subscription's rows while it is mounted.
 class Watched extends Component {
   state = { rows: new Map(), error: "" };
@@ -92,10 +77,10 @@ function Tunnel({ t }) {
     t.reconnects && `${t.reconnects} reconnects`, t.queued && `${t.queued} queued`]
     .filter(Boolean).join(", ");
   return t.connected
-    ? html`<span class="ok">connected</span> <span class="muted">since ${when(t.connectedSince)}
-        ${figures && `· ${figures}`}</span>`
-    : html`<span class="bad">offline</span> <span class="muted">last seen ${when(t.lastSeen)}
-        ${figures && `· ${figures}`}</span>`;
+    ? html`<span class="ok">connected</span> <span class="muted">since ${when(t.connectedSince)}${
+        figures && ` · ${figures}`}</span>`
+    : html`<span class="bad">offline</span> <span class="muted">last seen ${when(t.lastSeen)}${
+        figures && ` · ${figures}`}</span>`;
 }
 
 class Nodes extends Watched {
