@@ -138,3 +138,7 @@ class TwinHistory:
                     log.warning("twin history: the Device watch failed: %s", e.message)
                     await asyncio.sleep(1.0)
                 rv = ""
+            except Exception:  # noqa: BLE001 - the history must outlive one bad event
+                log.exception("twin history: the Device watch failed")
+                await asyncio.sleep(1.0)
+                rv = ""
