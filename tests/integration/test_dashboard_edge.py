@@ -95,7 +95,8 @@ def _screenshots(driver, name: str) -> None:
         return
     for width, height in ((1280, 800), (360, 640)):
         driver.set_window_size(width, height)
-        time.sleep(0.3)  # let the layout settle before the capture (not a wait for a state)
+        driver.execute_async_script(  # two frames: the page laid out at the new size
+            "requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
         driver.save_screenshot(str(Path(folder) / f"{name}-{width}x{height}.png"))
     driver.set_window_size(1280, 800)
 
