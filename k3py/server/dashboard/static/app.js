@@ -286,16 +286,16 @@ class App extends Component {
     if (shell) {
       body = html`<${Shell} pod=${shell} onBack=${() => this.setState({ shell: null })} />`;
     } else if (pod) {
-      body = html`<${Lazy} load=${() => import("./logs.js")} name="LogView" pods=${[pod]}
-        title=${`${pod.namespace}/${pod.name}`} onBack=${() => this.setState({ pod: null })}
+      body = html`<${Lazy} key="logs" load=${() => import("./logs.js")} name="LogView"
+        pods=${[pod]} title=${`${pod.namespace}/${pod.name}`} onBack=${() => this.setState({ pod: null })}
         onUnauthorized=${unauthorized} />`;
     } else if (view === "overview") {
       body = html`<${Overview} ...${common} onOpen=${open} />`;
     } else if (view === "nodes") {
       body = html`<${Nodes} ...${common} />`;
     } else if (view === "workloads") {
-      body = html`<${Lazy} load=${() => import("./workloads.js")} name="Workloads"
-        ...${common} />`;
+      body = html`<${Lazy} key="workloads" load=${() => import("./workloads.js")}
+        name="Workloads" ...${common} />`;
     } else {
       const views = { pods: Pods, events: Events, devices: Devices, devicemodels: DeviceModels };
       body = html`<${Namespaced} key=${view} view=${views[view]} ...${common}

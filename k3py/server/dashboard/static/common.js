@@ -131,8 +131,8 @@ export function loadScript(src, css, global) {
   return scripts.get(src);
 }
 
-// A component from a module imported on first use: <Lazy load=${() => import("./x.js")}
-// name="X" ...props />.
+// A component from a module imported on first use: <Lazy key="x" load=${() => import("./x.js")}
+// name="X" ...props /> (the key: another Lazy in its place is a new one, not new props).
 export class Lazy extends Component {
   componentDidMount() {
     this.props.load().then((module) => this.setState({ View: module[this.props.name] }))
