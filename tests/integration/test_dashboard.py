@@ -12,7 +12,13 @@ The tab's live websocket: only from the page's own origin, subscriptions authori
 user, slim rows, and a reconnect that resumes from its resourceVersion gets just what changed
 meanwhile. Devices: the page shows a twin's reported value moving (written with kubectl) on a
 uPlot plot and sets a desired value; buttons are hidden from a user whose
-SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie."""
+SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie.
+
+The overview (the landing view), events filtered by type and object, a Deployment scaled,
+restarted, edited through a YAML dry-run and deleted from the page; a pod's logs followed,
+searched, with timestamps and the previous container's answer, and a Deployment's two pods'
+logs in one stream; `k3py dashboard-url`'s one-time link. With K3PY_DASHBOARD_SCREENSHOTS set
+to a directory, each of those views is saved there at 1280x800 and 360x640 (docs/dashboard)."""
 
 from __future__ import annotations
 

@@ -150,8 +150,9 @@ class Workload extends Component {
           </tr>`)}</tbody></table></div>
       <h3>Events</h3>
       ${mine.length ? html`<ul class="events" id="workload-events">${mine.map((e) => html`<li
-        key=${e.uid}><span class=${e.type === "Warning" ? "bad" : "muted"}>${age(e.last)}
-        ${e.reason}</span> ${e.object.kind}/${e.object.name}: ${e.message}</li>`)}</ul>`
+        key=${e.uid}><span class=${e.type === "Warning" ? "bad" : "muted"}>${
+        `${age(e.last)} ${e.reason}`}</span> ${e.object.kind}/${e.object.name}: ${e.message}
+        </li>`)}</ul>`
         : html`<p class="muted">none</p>`}`;
   }
 }
