@@ -263,6 +263,7 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 SECRETS = "secrets-encrypt"
+DASHBOARD_URL = "dashboard-url"
 SNAPSHOT = "snapshot"
 CHECK_CONFIG = "check-config"
 PODS = "agent pods"  # the node's pods from its local state
@@ -312,7 +313,7 @@ FLAGS: tuple[Flag, ...] = (
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
     Flag("data-dir", str, "(data) Folder to hold state",
-         (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT, CHECK_CONFIG),
+         (*_BOTH, TOKEN, SECRETS, DASHBOARD_URL, PODS, SNAPSHOT, CHECK_CONFIG),
          short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class (on an agent: where it may remove deleted volumes' "
@@ -341,7 +342,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token-file", str, "(cluster) File containing the token"),
     Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
          "cluster, whose CAs and token it takes from the shared datastore)",
-         (*_BOTH, SECRETS, TOKEN), short="s",
+         (*_BOTH, SECRETS, TOKEN, DASHBOARD_URL), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     Flag("ttl", str, "(token) How long a created bootstrap token lasts (24h, 30m; 0: "
          "forever)", (TOKEN,), check=_ttl, default_help="24h"),
@@ -762,6 +763,7 @@ _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a
           AGENT: "Run a node that joins a server",
           TOKEN: "Print the join token of the local server; create|list|delete bootstrap "
                  "tokens",
+          DASHBOARD_URL: "Print a one-time link that logs the admin in to the web dashboard",
           AIRGAP: "Import image tarballs into this node's podman",
           PODS: "Print this node's pods from its own state (works without the server)"}
 

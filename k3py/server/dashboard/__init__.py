@@ -3,9 +3,11 @@
 
 Static assets (assets.py) need no credential: they hold no data. The page's data calls go to
 the ordinary API, authenticated by the login cookie (logins.py) and authorized as that user;
-the dashboard-only routes are /dashboard/api/tunnels (each node's tunnel figures from CloudHub's
-sessions, authorized as `list nodes`; tunnels.py), /dashboard/api/twinhistory (a twin's
-reported values of the last 10 minutes, as `get devices`; twinhistory.py), /dashboard/api/session (who is logged in, and whether
+the dashboard-only routes are /dashboard/api/login-links (a one-time login code for the
+caller, which `k3py dashboard-url` prints in a link), /dashboard/api/tunnels (each node's
+tunnel figures from CloudHub's sessions, authorized as `list nodes`; tunnels.py),
+/dashboard/api/twinhistory (a twin's reported values of the last 10 minutes, as `get devices`;
+twinhistory.py), /dashboard/api/session (who is logged in, and whether
 the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py).
 With `--dashboard-read-only` the API refuses every write made with the login cookie (a review
 such as SelfSubjectRulesReview is not a write). Installed by bootstrap.install_routes, before
@@ -22,7 +24,7 @@ from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
 from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
-from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker, same_origin
+from k3py.server.dashboard.logins import COOKIE, LoginLinks, LoginSessions, has_marker, same_origin
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.server.dashboard.twinhistory import TwinHistory
 from k3py.server.edge.cloudhub import CloudHub
@@ -51,6 +53,7 @@ class Dashboard:
         self.twin_history = TwinHistory()
         self.read_only = read_only
         self.logins = LoginSessions()
+        self.links = LoginLinks()
         self.assets = load_assets(__package__)
 
     def authenticate_cookie(self, request: web.Request) -> User | None:
@@ -83,7 +86,8 @@ class Dashboard:
         return _asset_response(request, asset)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        """Body {"token": "..."}: a bearer token the API accepts, not a node's."""
+        """Body {"token": "..."}, a bearer token the API accepts (not a node's), or
+        {"code": "..."}, a one-time code from a login link (`k3py dashboard-url`)."""
         if not has_marker(request):
             raise errors.bad_request("a dashboard login needs the X-K3py-Dashboard: 1 header")
         peer = request.remote or ""
@@ -94,12 +98,17 @@ class Dashboard:
             body = await request.json()
         except ValueError as e:
             raise errors.bad_request(f"the login body is not JSON: {e}") from None
-        token = body.get("token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token.strip():
-            raise errors.bad_request('the login body needs a "token" string')
-        user = self.api.authenticator.authenticate_token(token.strip())
+        body = body if isinstance(body, dict) else {}
+        token, code = body.get("token"), body.get("code")
+        if isinstance(code, str) and code:
+            user, what = self.links.take(code), "dashboard login link"
+        elif isinstance(token, str) and token.strip():
+            user = self.api.authenticator.authenticate_token(token.strip())
+            what = "dashboard bearer token"
+        else:
+            raise errors.bad_request('the login body needs a "token" or a "code" string')
         if user is None:
-            self.api.auth_failures.failed(peer, "dashboard bearer token", time.monotonic())
+            self.api.auth_failures.failed(peer, what, time.monotonic())
             raise errors.unauthorized()
         if user.node_name is not None:
             raise errors.forbidden("a node's credential cannot log in to the dashboard")
@@ -107,6 +116,18 @@ class Dashboard:
         response.set_cookie(COOKIE, self.logins.open(user), path="/", secure=True,
                             httponly=True, samesite="Strict", max_age=int(self.logins.ttl))
         return response
+
+    async def login_link(self, request: web.Request) -> web.StreamResponse:
+        """POST: a one-time login code for the caller itself (`k3py dashboard-url` calls it
+        with the admin's client certificate): {"code", "expiresInSeconds"}. Not with the
+        dashboard's own cookie (a session cannot make more sessions), nor a node's credential."""
+        if request.cookies.get(COOKIE) and has_marker(request):
+            raise errors.forbidden("a login link cannot be made from a dashboard session")
+        user = self._user(request)
+        if user.node_name is not None:
+            raise errors.forbidden("a node's credential cannot log in to the dashboard")
+        return json_response({"code": self.links.issue(user),
+                              "expiresInSeconds": int(self.links.ttl)}, status=201)
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         if not has_marker(request):
@@ -178,5 +199,6 @@ def install(app: web.Application, api: ApiServer, hub: CloudHub,
     app.router.add_get(PREFIX + "api/tunnels", dashboard.tunnels)
     app.router.add_get(PREFIX + "api/session", dashboard.session)
     app.router.add_get(PREFIX + "api/twinhistory", dashboard.twin_history_points)
+    app.router.add_post(PREFIX + "api/login-links", dashboard.login_link)
     app.router.add_get(PREFIX + "api/live", dashboard.live)
     app.router.add_get(PREFIX + "{name:.+}", dashboard.asset)

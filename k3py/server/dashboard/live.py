@@ -5,7 +5,7 @@ MAX_FLUSHES_PER_SECOND messages per subscription.
 
 Messages from the tab (JSON):
   {"op": "watch", "id": ID, "group": G, "version": V?, "resource": PLURAL, "namespace": NS?,
-   "resourceVersion": RV?}  without RV: a list first; with RV: resume from it
+   "labelSelector": S?, "resourceVersion": RV?}  without RV: a list first; with RV: resume
   {"op": "tunnels", "id": ID}   every node's tunnel figures, again on each change
   {"op": "cancel", "id": ID}
 To the tab:
@@ -33,6 +33,7 @@ from aiohttp import WSMsgType, web
 from k3py.api import errors
 from k3py.api.objects import dumps, loads
 from k3py.api.resources import Resource
+from k3py.api.selectors import parse_label_selector
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.watch import stop_pump
@@ -121,11 +122,13 @@ class LiveSocket:
             for verb in ("list", "watch"):
                 self.api.authorizer.authorize(self.user, verb, res.group, res.plural, namespace)
             rv = str(msg.get("resourceVersion") or "")
+            selector = str(msg.get("labelSelector") or "")
             if not rv:
-                rv, rows = await self._list(res, namespace)
+                rv, rows = await self._list(res, namespace, selector)
                 await self._send({"id": sid, "type": "list", "resourceVersion": rv,
                                   "rows": rows})
-            stream = await self.api.registry.watch(res, namespace, resource_version=rv)
+            stream = await self.api.registry.watch(res, namespace, resource_version=rv,
+                                                   label_selector=selector)
             rv = await self._forward(sid, res, stream, rv)
             await self._send({"id": sid, "type": "ended", "resourceVersion": rv})
         except errors.StatusError as e:
@@ -135,14 +138,18 @@ class LiveSocket:
         except ConnectionResetError:
             pass
 
-    async def _list(self, res: Resource, namespace: str | None) -> tuple[str, list[dict]]:
+    async def _list(self, res: Resource, namespace: str | None,
+                    selector: str) -> tuple[str, list[dict]]:
         """(resourceVersion, rows) now; each object is decoded and projected in turn, so that
         a list never holds every decoded object at once."""
         registry = self.api.registry
+        wanted = parse_label_selector(selector) if selector else None
         revision, kvs = await registry.backend.list(
             registry.resources.storage_prefix(res, namespace))
-        return str(revision), [project(res.group, res.plural, registry.decode(res, kv))
-                               for kv in kvs]
+        objs = (registry.decode(res, kv) for kv in kvs)
+        return str(revision), [
+            project(res.group, res.plural, obj) for obj in objs
+            if wanted is None or wanted.matches((obj.get("metadata") or {}).get("labels") or {})]
 
     async def _forward(self, sid: str, res: Resource, stream: AsyncIterator, rv: str) -> str:
         """Coalesce the watch's events per object and send them, at most

@@ -33,11 +33,12 @@ def test_packaged_assets_are_complete_and_hashed():
     app = next(n for n in assets if re.fullmatch(r"app\.[0-9a-f]{12}\.js", n))
     assert f'src="{app}"' in page and not assets["index.html"].immutable
     assert assets[app].immutable
-    code = assets[app].body.decode()
+    common = next(n for n in assets if re.fullmatch(r"common\.[0-9a-f]{12}\.js", n))
+    assert f'"./{common}"' in assets[app].body.decode()
     for lib in ("preact", "htm"):
         vendored = next(n for n in assets if re.fullmatch(rf"vendor/{lib}\.[0-9a-f]{{12}}\.mjs", n))
-        assert f'"./{vendored}"' in code
-    assert {"vendor/LICENSE.preact", "vendor/LICENSE.htm"} <= set(assets)
+        assert f'"./{vendored}"' in assets[common].body.decode()
+    assert {"vendor/LICENSE.preact", "vendor/LICENSE.htm", "vendor/LICENSE.js-yaml"} <= set(assets)
 
 
 def test_only_quoted_references_are_rewritten():
