@@ -23,6 +23,9 @@ gets none (CIDRNotAvailable).
 - with the link between the nodes cut (each still reaches the server), the routes go and a
   pod reaches the other node's pod, by pod IP and through a Service, via the tunnel
   (this node -> server -> that node); the routes come back with the link;
+- through the tunnel, a fast sender on one node to a pod on the other that does not read
+  for a while is paused (flow control): the server's and both agents' memory stays bounded,
+  an exec into that pod (the same tunnel) still works meanwhile, and every byte arrives;
 - with the client node's link to the server cut, cluster DNS and Services still answer on it
   (from its cache; the pod is reached with podman, since kubectl exec needs the server).
 
@@ -30,15 +33,20 @@ Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
 import shutil
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from tests.harness import rss_kib
 from tests.integration.agents import IMAGE, curl_host, tls_secret
 from tests.integration.twonodes import Agent, Cluster, two_agent_cluster
 
@@ -321,6 +329,106 @@ def test_a_node_without_a_route_is_reached_through_the_tunnel(cluster: Cluster):
     c.wait(lambda: f"{far_cidr} via" in routes_in(near) and far_cidr not in set_of(
         rules_of(near), "tunnel-cidrs"), 10, "the route back with the link")
     assert fetch_from(c, "client", ip_late, PORT) == ["web-late"]
+
+
+# Sends argv[3] seeded random bytes to argv[1]:argv[2], printing "sent N" after each MiB the
+# kernel took, then "done <sha256>" once the far side closed. A connection the tunnel could
+# not make (the pod not listening yet) is reset before any byte got through: tried again.
+SENDER = """
+import hashlib, random, socket, sys, time
+ip, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for attempt in range(20):
+    rng, digest, sent = random.Random(11), hashlib.sha256(), 0
+    try:
+        with socket.create_connection((ip, port), timeout=60) as s:
+            while sent < total:
+                chunk = rng.randbytes(min(1 << 20, total - sent))
+                s.sendall(chunk)
+                digest.update(chunk)
+                sent += len(chunk)
+                print("sent", sent, flush=True)
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+        print("done", digest.hexdigest(), flush=True)
+        break
+    except OSError as e:
+        print("retry", e, flush=True)
+        time.sleep(0.5)
+"""
+FLOW_BYTES = 200 * 2**20
+PAUSE = 3.0  # seconds the sink does not read
+
+
+@contextlib.contextmanager
+def sampling_rss(pids: dict[str, int]) -> Iterator[dict[str, int]]:
+    """The highest RSS (KiB) of each process while the block runs, sampled every 0.1 s."""
+    peak = {name: rss_kib(pid) for name, pid in pids.items()}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            for name, pid in pids.items():
+                peak[name] = max(peak[name], rss_kib(pid))
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_a_slow_reader_pauses_a_fast_sender_through_the_tunnel(cluster: Cluster):
+    c = cluster
+    far = agent_of_pod(c, "web-late")
+    near = agent_of_pod(c, "client")
+    # reads nothing until /tmp/go exists, then everything, and prints its checksum
+    c.srv.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sink"},
+        "spec": {"nodeName": far.name, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c",
+            "sleep 3600 | nc -l -p 9000 | "
+            "(until [ -e /tmp/go ]; do sleep 0.1; done; sha256sum; echo summed)"]}]}}))
+    sink = c.wait(lambda: c.running("sink"), 60, "the sink pod Running")["status"]["podIP"]
+    far_cidr = node_cidr(c, far.name)
+    c.a.ns.set_link(False)
+    sender = None
+    try:
+        c.wait(lambda: far_cidr in set_of(rules_of(near), "tunnel-cidrs"), 10,
+               "the far pod CIDR sent to the tunnel")
+        pids = {"server": c.srv.proc.pid, "near agent": near.proc.pid,
+                "far agent": far.proc.pid}
+        before = {name: rss_kib(pid) for name, pid in pids.items()}
+        lines: list[str] = []
+        sender = near.ns.popen([sys.executable, "-c", SENDER, sink, "9000", str(FLOW_BYTES)],
+                               stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=lambda: lines.extend(sender.stdout), daemon=True).start()
+
+        def sent() -> int:
+            return next((int(x.split()[1]) for x in reversed(lines) if x.startswith("sent")), 0)
+        with sampling_rss(pids) as peak:
+            c.wait(lambda: sent() >= 2**20, 30, "the first MiB through the tunnel")
+            paused_until = time.monotonic() + PAUSE
+            while time.monotonic() < paused_until:
+                time.sleep(0.1)
+            held = sent()
+            # another stream on the far node's tunnel is not held up by the stalled one
+            assert in_pod(c, "sink", "touch /tmp/go && echo go") == "go\n", c.logs()
+            c.wait(lambda: sender.poll() is not None, 120, "the sender done")
+        growth = {name: (peak[name] - before[name]) // 1024 for name in pids}
+        print(f"flow control: {held // 2**20} MiB sent while the sink read nothing for "
+              f"{PAUSE:.0f} s; RSS growth (MiB) {growth}; before {before}")
+        assert held < 32 * 2**20, f"the sender was not paused: {held} bytes sent"
+        assert all(g < 24 for g in growth.values()), growth
+        done = next((x.split()[1] for x in lines if x.startswith("done")), "")
+        assert done, "".join(lines[-5:])
+        c.wait(lambda: "summed" in c.srv.kubectl("logs", "sink").stdout, 10, "the checksum")
+        assert c.srv.kubectl("logs", "sink").stdout.split()[0] == done, c.logs()
+    finally:
+        if sender is not None and sender.poll() is None:
+            sender.kill()
+        c.a.ns.set_link(True)
+        c.srv.kubectl("delete", "pod", "sink", "--wait=false")
 
 
 def test_dns_and_services_answer_on_a_node_cut_off_from_the_server(cluster: Cluster):

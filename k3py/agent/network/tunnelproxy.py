@@ -122,7 +122,8 @@ class TunnelProxy:
             return
         sid, queue = opened
         try:
-            await relay_stream(self.hub, sid, queue, reader, writer, opened=True)
+            await relay_stream(self.hub, sid, queue, reader, writer, opened=True,
+                               flow_control=True)
         finally:
             self.hub.close_stream(sid)
 
@@ -156,4 +157,5 @@ async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str],
              if isinstance(e, OSError) else f"connecting to {req.ip}:{req.port} timed out")
         return
     with contextlib.suppress(ConnectionError):
-        await relay_stream(hub, msg.id, hub.stream_input(msg.id), reader, writer)
+        await relay_stream(hub, msg.id, hub.stream_input(msg.id), reader, writer,
+                           flow_control=True)
