@@ -1,13 +1,15 @@
 """A TCP connection relayed over a tunnel stream: port-forward and connect streams the server
 opens (portforward.py, network/tunnelproxy.py's serve_connect), and the connect streams this
-node opens itself (tunnelproxy.py's TunnelProxy). Frames are protocol.py's FRAME_*; connect
-streams are flow controlled both ways (tunnel/flowcontrol.py)."""
+node opens itself (tunnelproxy.py's TunnelProxy); and a UDP flow over a connect stream, one
+datagram per frame. Frames are protocol.py's FRAME_*; connect streams are flow controlled
+both ways (tunnel/flowcontrol.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from k3py.tunnel.flowcontrol import StreamWindow
@@ -28,7 +30,7 @@ from k3py.tunnel.protocol import (
 if TYPE_CHECKING:
     from k3py.agent.edgehub import EdgeHub
 
-__all__ = ["relay_stream"]
+__all__ = ["relay_stream", "relay_datagrams", "DatagramQueue"]
 
 log = logging.getLogger("k3py.streams")
 
@@ -124,3 +126,77 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
             t.cancel()
         await asyncio.gather(pump_frames, pump_in, pump_out, return_exceptions=True)
         writer.close()
+
+
+async def relay_datagrams(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
+                          send_to: Callable[[bytes], None], received: asyncio.Queue, *,
+                          idle: float) -> None:
+    """Datagrams between a UDP socket and connect stream `sid`, one per "data" frame: the
+    stream's go out through `send_to` and are granted back at once; `received`'s go up while
+    the window has room and are dropped when it has none (a peer that does not keep up loses
+    datagrams, as on a network, and nothing piles up). Returns on the stream's close or
+    error, or once no datagram passed either way for `idle` seconds."""
+    sending, receiving = StreamWindow(), StreamWindow()
+    active = asyncio.Event()
+
+    def send(op: str, content: Any = None) -> bool:
+        return hub.send_live(stream_frame(sid, op, content, source=EDGE))
+
+    async def from_tunnel() -> None:
+        while True:
+            op, content = await inputs.get()
+            if op == FRAME_CREDIT:
+                sending.granted(content_credit(content))
+            elif op == FRAME_DATA:
+                data = content_data(content)
+                if not receiving.sent(len(data)):
+                    send(FRAME_ERROR, {"code": 502, "message": "more data than the stream's "
+                                       "flow-control window"})
+                    return
+                send_to(data)
+                active.set()
+                grant = receiving.consumed(len(data), idle=inputs.empty())
+                if grant:
+                    send(FRAME_CREDIT, credit_content(grant))
+            elif op in (FRAME_CLOSE, FRAME_ERROR):
+                return
+
+    async def to_tunnel() -> None:
+        while True:
+            data = await received.get()
+            active.set()
+            if sending.room() < len(data):
+                continue
+            sending.sent(len(data))
+            if not send(FRAME_DATA, data_content(data)):
+                return
+
+    async def until_idle() -> None:
+        while True:
+            active.clear()
+            try:
+                await asyncio.wait_for(active.wait(), idle)
+            except TimeoutError:
+                return
+    tasks = [asyncio.create_task(f()) for f in (from_tunnel, to_tunnel, until_idle)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class DatagramQueue(asyncio.DatagramProtocol):
+    """A UDP socket's datagrams into a bounded queue (full: dropped, as a full socket buffer
+    drops them), for relay_datagrams; `on_datagram(data, addr)` instead when given."""
+
+    def __init__(self, queue: asyncio.Queue | None = None,
+                 on_datagram: Callable[[bytes, tuple], None] | None = None) -> None:
+        self.queue, self.on_datagram = queue, on_datagram
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if self.on_datagram is not None:
+            self.on_datagram(data, addr)
+        elif self.queue is not None and not self.queue.full():
+            self.queue.put_nowait(data)

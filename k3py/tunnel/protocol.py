@@ -403,22 +403,30 @@ class PortForwardRequest:
 
 @dataclass(frozen=True, slots=True)
 class ConnectRequest:
-    """A TCP connection to `ip`:`port`, a pod IP in the pod CIDR of the node that serves it
-    (the tunnel path to nodes that cannot be routed to: docs/networking.md)."""
+    """A TCP connection (or, `protocol` "udp", a UDP flow: one datagram per data frame) to
+    `ip`:`port`, a pod IP in the pod CIDR of the node that serves it (the tunnel path to
+    nodes that cannot be routed to: docs/networking.md)."""
 
     ip: str
     port: int
+    protocol: str = "tcp"
 
     def to_content(self) -> dict:
-        return {"ip": self.ip, "port": self.port}
+        out: dict = {"ip": self.ip, "port": self.port}
+        if self.protocol != "tcp":
+            out["protocol"] = self.protocol
+        return out
 
     @classmethod
     def from_content(cls, c: Any) -> ConnectRequest:
-        """ValueError unless `c` names an IPv4 address and a port in 1..65535."""
+        """ValueError unless `c` names an IPv4 address, a port in 1..65535 and tcp or udp."""
         c = c if isinstance(c, dict) else {}
         ip, port = str(c.get("ip") or ""), c.get("port")
+        protocol = c.get("protocol") or "tcp"
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"invalid port {port!r}")
+        if protocol not in ("tcp", "udp"):
+            raise ValueError(f"unsupported protocol {protocol!r}")
         if not isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address):
             raise ValueError(f"not an IPv4 address: {ip!r}")
-        return cls(ip, port)
+        return cls(ip, port, protocol)

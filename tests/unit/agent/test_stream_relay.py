@@ -1,7 +1,8 @@
 """A TCP connection relayed over a flow-controlled connect stream (streamrelay.py), with a real
 socket on one side and the stream's frames on the other: the relay sends no more than the
 window until the other end grants more, grants back what it wrote to the connection, and
-ends the stream when the other end overruns its window."""
+ends the stream when the other end overruns its window; and a UDP flow, one datagram per
+frame, until the stream closes or the flow is idle."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import hashlib
 
 import pytest
 
-from k3py.agent.streamrelay import relay_stream
+from k3py.agent.streamrelay import DatagramQueue, relay_datagrams, relay_stream
 from k3py.tunnel.flowcontrol import STREAM_WINDOW
 from k3py.tunnel.message import Message
 from k3py.tunnel.protocol import (
+    FRAME_CLOSE,
     FRAME_CREDIT,
     FRAME_DATA,
     FRAME_ERROR,
@@ -97,3 +99,31 @@ async def test_an_overrun_window_ends_the_stream():
         await asyncio.wait_for(task, 5)
         errors = [m.content for m in hub.sent if m.route.operation == FRAME_ERROR]
         assert [e["code"] for e in errors] == [502], hub.sent
+
+
+async def test_a_udp_flow_relays_datagrams_both_ways_until_idle():
+    loop = asyncio.get_running_loop()
+    pod_got: asyncio.Queue = asyncio.Queue()
+    pod, _ = await loop.create_datagram_endpoint(
+        lambda: DatagramQueue(pod_got), local_addr=("127.0.0.1", 0))
+    received: asyncio.Queue = asyncio.Queue()
+    flow, _ = await loop.create_datagram_endpoint(
+        lambda: DatagramQueue(received), remote_addr=pod.get_extra_info("sockname"))
+    hub, inputs = Frames(), asyncio.Queue()
+    task = asyncio.create_task(relay_datagrams(hub, "s1", inputs, flow.sendto,  # type: ignore
+                                               received, idle=0.5))
+    try:
+        inputs.put_nowait((FRAME_DATA, data_content(b"query")))
+        assert await asyncio.wait_for(pod_got.get(), 5) == b"query"
+        await _until(lambda: hub.total(FRAME_CREDIT) == 5, "the grant")
+        pod.sendto(b"answer", flow.get_extra_info("sockname"))
+        await _until(lambda: hub.total(FRAME_DATA) == 6, "the answer up the stream")
+        await asyncio.wait_for(task, 5)  # idle: the flow ends
+        task = asyncio.create_task(relay_datagrams(hub, "s2", inputs, flow.sendto,  # type: ignore
+                                                   received, idle=30))
+        inputs.put_nowait((FRAME_CLOSE, None))
+        await asyncio.wait_for(task, 5)  # the stream closed
+    finally:
+        task.cancel()
+        pod.close()
+        flow.close()
