@@ -85,7 +85,7 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
                 writer.write(data)
                 await writer.drain()
                 if receiving is not None:
-                    grant = receiving.consumed(len(data), idle=to_connection.empty())
+                    grant = receiving.consumed(len(data))
                     if grant:
                         send(FRAME_CREDIT, credit_content(grant))
             elif op == FRAME_DATA_CLOSE and writer.can_write_eof():
@@ -155,7 +155,7 @@ async def relay_datagrams(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
                     return
                 send_to(data)
                 active.set()
-                grant = receiving.consumed(len(data), idle=inputs.empty())
+                grant = receiving.consumed(len(data))
                 if grant:
                     send(FRAME_CREDIT, credit_content(grant))
             elif op in (FRAME_CLOSE, FRAME_ERROR):

@@ -38,13 +38,13 @@ class StreamWindow:
         """The receiver granted `n` bytes back (never more than are in flight)."""
         self.in_flight = max(0, self.in_flight - max(0, n))
 
-    def consumed(self, n: int, *, idle: bool) -> int:
+    def consumed(self, n: int) -> int:
         """The receiver handed `n` more bytes on; the grant to send now (0: none yet).
-        Grants go a quarter window at a time, or at once when nothing more is waiting
-        (`idle`), so the sender, which stops only with a full window in flight, never
-        waits on bytes already handed on."""
+        Grants go a quarter window at a time (small exchanges cost no credit frames): a
+        sender stops only with a full window in flight, and then at least a quarter of it
+        is handed on or on its way, so a grant always follows."""
         self._to_grant += n
-        if self._to_grant < self.size // 4 and not idle:
+        if self._to_grant < self.size // 4:
             return 0
         grant, self._to_grant = self._to_grant, 0
         self.granted(grant)

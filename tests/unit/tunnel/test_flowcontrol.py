@@ -27,14 +27,14 @@ def test_more_than_the_window_in_flight_is_an_overrun():
     assert not w.sent(1)
 
 
-def test_a_receiver_grants_a_quarter_window_at_a_time_or_when_idle():
+def test_a_receiver_grants_a_quarter_window_at_a_time():
     w = StreamWindow(100)
     w.sent(100)
-    assert w.consumed(10, idle=False) == 0
-    assert w.consumed(15, idle=False) == 25  # a quarter of the window handed on
-    assert w.consumed(5, idle=True) == 5     # nothing more waiting: grant what there is
-    assert w.room() == 30
-    assert w.consumed(0, idle=True) == 0
+    assert w.consumed(10) == 0
+    assert w.consumed(15) == 25  # a quarter of the window handed on
+    assert w.consumed(24) == 0
+    assert w.consumed(51) == 75
+    assert w.room() == 100
 
 
 @pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", b"abcd", bytes(range(256)) * 9])
