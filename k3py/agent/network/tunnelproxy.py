@@ -218,8 +218,11 @@ class UdpPort:
         self.address = f"{ip}:{self._transport.get_extra_info('sockname')[1]}"
 
     def close(self) -> None:
+        """The socket and its flows (their streams closed)."""
         if self._transport is not None:
             self._transport.close()
+        for _, task in list(self.flows.values()):
+            task.cancel()
 
     def _received(self, data: bytes, client: tuple) -> None:
         flow = self.flows[client][0] if client in self.flows else self._open_flow(client)
