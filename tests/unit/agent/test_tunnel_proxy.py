@@ -1,17 +1,23 @@
 """The tunnel path to nodes this node cannot route to: which endpoints go through it (the
 service rules), where a connection the rules sent to the tunnel proxy goes, which node the
-server relays a pod IP to, and loadBalancerSourceRanges in the rules."""
+server relays a pod IP to, sessionAffinity ClientIP, UDP Services (a socket per port, a flow
+per client over its own udp connect stream, the oldest ended past the cap), and
+loadBalancerSourceRanges in the rules."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 
 import pytest
 
+from k3py.agent.network import tunnelproxy
 from k3py.agent.network.proxy import Endpoint, ServicePort, build_ruleset, mark_tunnelled
-from k3py.agent.network.tunnelproxy import ClientAffinity, tunnel_target
+from k3py.agent.network.tunnelproxy import ClientAffinity, TunnelProxy, tunnel_target
 from k3py.server.edge.noderelay import node_for_ip
-from k3py.tunnel.protocol import ConnectRequest
+from k3py.tunnel.message import Message
+from k3py.tunnel.protocol import FRAME_DATA, ConnectRequest, content_data, data_content
 
 pytestmark = pytest.mark.unit
 
@@ -146,3 +152,73 @@ def test_load_balancer_source_ranges_drop_other_clients_of_the_lb_address():
     assert f"192.168.1.5 . tcp . 80 : goto fw-{sp.id}" in script
     assert f"ip saddr {{ 10.0.0.0/8, 192.168.2.0/24 }} goto ext-{sp.id}\n    drop" in script
     assert f"tcp . 30080 : goto ext-{sp.id}" in script  # node ports: not restricted (upstream)
+
+
+class Hub:
+    """Stands in for EdgeHub: the streams this node opens, and the frames sent on them."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, tuple[ConnectRequest, asyncio.Queue]] = {}
+        self.closed: list[str] = []
+        self.sent: list[Message] = []
+
+    def open_stream(self, operation: str, content: dict):
+        sid = f"s{len(self.opened)}"
+        self.opened[sid] = ConnectRequest.from_content(content), asyncio.Queue()
+        return sid, self.opened[sid][1]
+
+    def close_stream(self, sid: str) -> None:
+        self.closed.append(sid)
+
+    def send_live(self, msg: Message) -> bool:
+        self.sent.append(msg)
+        return True
+
+
+async def _until(pred, what: str) -> None:
+    for _ in range(500):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _client() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5)
+    return s
+
+
+async def test_each_client_is_a_flow_to_a_tunnelled_endpoint_and_gets_its_answers(monkeypatch):
+    monkeypatch.setattr(tunnelproxy, "UDP_FLOWS", 2)
+    hub = Hub()
+    proxy = TunnelProxy(hub)  # type: ignore[arg-type]
+    sp = _port("udp", "10.42.0.7", "10.42.1.5")  # one local endpoint, one tunnelled
+    proxy.update([sp], ["10.42.1.0/24"])
+    proxy.address = "127.0.0.1:1"  # as if listening there
+    ports = await proxy.serve_udp()
+    ip, _, port = ports[sp.id].rpartition(":")
+    clients = [_client() for _ in range(3)]
+    try:
+        clients[0].sendto(b"q1", (ip, int(port)))
+        clients[0].sendto(b"q2", (ip, int(port)))
+        await _until(lambda: len([m for m in hub.sent if m.route.operation == FRAME_DATA]) == 2,
+                     "both datagrams up one stream")
+        [(sid, (req, inputs))] = hub.opened.items()
+        assert req == ConnectRequest("10.42.1.5", 8080, "udp")
+        assert [content_data(m.content) for m in hub.sent] == [b"q1", b"q2"]
+        assert {m.header.parent_id for m in hub.sent} == {sid}
+        inputs.put_nowait((FRAME_DATA, data_content(b"a1")))
+        assert await asyncio.to_thread(clients[0].recv, 100) == b"a1"
+        for n, c in enumerate(clients[1:], 2):  # two more clients: past the cap, the first ends
+            c.sendto(b"q", (ip, int(port)))
+            await _until(lambda n=n: len(hub.opened) == n, "a new flow")
+        await _until(lambda: hub.closed == [sid], "the oldest flow closed")
+        assert await proxy.serve_udp() == ports  # still wanted: the same socket
+        sp.endpoints = sp.endpoints[:1]  # no tunnelled endpoint any more
+        assert await proxy.serve_udp() == {}
+    finally:
+        for c in clients:
+            c.close()
+        await proxy.stop()
