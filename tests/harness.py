@@ -5,6 +5,7 @@ Every process started here is torn down by its owner (fixtures call stop() in fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -13,8 +14,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args"]
@@ -66,6 +69,35 @@ def node_port_args(args) -> list[str]:
 def clean_env() -> dict[str, str]:
     """This environment without K3PY_* variables, so a child k3py reads only its flags."""
     return {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of process `pid`, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.contextmanager
+def sampling_rss(pids: dict[str, int], every: float = 0.1) -> Iterator[dict[str, int]]:
+    """The highest RSS (KiB) of each process (by name) while the block runs, sampled in a
+    thread every `every` seconds."""
+    peak = {name: rss_kib(pid) for name, pid in pids.items()}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            for name, pid in pids.items():
+                with contextlib.suppress(OSError):
+                    peak[name] = max(peak[name], rss_kib(pid))
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        t.join(5)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):

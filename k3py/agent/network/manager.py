@@ -14,8 +14,9 @@ Without root, nft or a free port 53 on that IP, the part that cannot run logs wh
 goes on.
 
 Other nodes' pod CIDRs without a route (routes.py: not on a subnet of a link that is up; the
-links are watched) are reached through the tunnel: the rules send TCP for them to the tunnel
-proxy (tunnelproxy.py) on the cluster DNS IP, which relays it over a connect stream; this
+links are watched) are reached through the tunnel: the rules send TCP for them, and UDP for
+Services whose endpoints are all there, to the tunnel proxy (tunnelproxy.py) on the cluster
+DNS IP, which relays it over connect streams; this
 node's side of such streams from other nodes is registered on the hub here too.
 
 ServiceLB (servicelb.py): the LoadBalancer ports something on this node already listens on are
@@ -182,8 +183,9 @@ class NetworkManager:
         self.ports_in_use = self._check_ports(services)
         leave_out_taken(ports, self.node_ip, self.ports_in_use)
         proxy.mark_tunnelled(ports, tunnelled)
+        tunnel_proxy = await self._tunnel_proxy(ports, tunnelled)
         await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}),
-                                tunnelled, await self._tunnel_proxy(ports, tunnelled))
+                                tunnelled, tunnel_proxy, await self._udp_proxies())
         await self._report_ports()
 
     async def _tunnel_proxy(self, ports: list[proxy.ServicePort], tunnelled: list[str]) -> str:
@@ -199,6 +201,17 @@ class NetworkManager:
             log.warning("the tunnel proxy cannot listen on %s (%s): nodes this one cannot "
                         "route to are not reached", self.dns[0], e.strerror or e)
             return ""
+
+    async def _udp_proxies(self) -> dict[str, str]:
+        """The tunnel proxy's socket for each UDP Service port with tunnelled endpoints."""
+        if self.tunnel is None:
+            return {}
+        try:
+            return await self.tunnel.serve_udp()
+        except OSError as e:
+            log.warning("the tunnel proxy cannot open its UDP sockets (%s): UDP Services on "
+                        "nodes this one cannot route to are not reached", e.strerror or e)
+            return {}
 
     async def _networks_changed(self) -> bool:
         try:
@@ -253,7 +266,8 @@ class NetworkManager:
         log.info("cluster DNS for %s answering on %s:%s", domain, ip, self.dns_port)
 
     async def _apply_rules(self, ports: list[proxy.ServicePort], cidrs: list[str],
-                           tunnelled: list[str], tunnel_proxy: str) -> None:
+                           tunnelled: list[str], tunnel_proxy: str,
+                           udp_proxies: dict[str, str]) -> None:
         if not self._nft:
             if not self._rules_failed:
                 log.warning("nft is not installed: Services are not routed on this node")
@@ -266,7 +280,7 @@ class NetworkManager:
         services = proxy.build_ruleset(
             ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
             own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
-            tunnel_proxy=tunnel_proxy)
+            tunnel_proxy=tunnel_proxy, udp_proxies=udp_proxies)
         try:
             await self._apply_with_policies(services, policies)
             stale, self._ports = stale_entries(self._ports, ports), ports
