@@ -17,9 +17,19 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args"]
+__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args",
+           "NODE_MONITOR_GRACE", "NODE_MONITOR_PERIOD", "NODE_MONITOR_ARGS"]
 
 KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
+
+# Server args for tests that wait for a silent node to turn Unknown: 20 s of grace instead of
+# 40 (still two of the agents' 10 s lease renewals), checked every second instead of every 5.
+NODE_MONITOR_GRACE = 20.0
+NODE_MONITOR_PERIOD = 1.0
+NODE_MONITOR_ARGS = ["--kube-controller-manager-arg",
+                     f"node-monitor-grace-period={NODE_MONITOR_GRACE:g}s",
+                     "--kube-controller-manager-arg",
+                     f"node-monitor-period={NODE_MONITOR_PERIOD:g}s"]
 
 
 _HANDED_OUT: set[int] = set()
