@@ -5,6 +5,7 @@ Every process started here is torn down by its owner (fixtures call stop() in fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -157,13 +158,21 @@ class ServerProcess:
             raise TimeoutError("server not ready:\n" + self.log_path.read_text()[-3000:]) from None
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, and after `timeout` SIGKILL: then its stacks are in the log first (what
+        its stop waited for), and what is left of its process group gets SIGTERM, i.e. the
+        embedded agent's podman service, which would otherwise live on until its idle timeout
+        (60 s) and hold up the podman commands of the test's cleanup."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)  # the dump is written from the event loop
                 self.proc.kill()
                 self.proc.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)  # its own session (start())
         if getattr(self, "_log", None):
             self._log.close()
 
