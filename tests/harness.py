@@ -20,9 +20,19 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args"]
+__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args",
+           "NODE_MONITOR_GRACE", "NODE_MONITOR_PERIOD", "NODE_MONITOR_ARGS"]
 
 KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
+
+# Server args for tests that wait for a silent node to turn Unknown: 20 s of grace instead of
+# 40 (still two of the agents' 10 s lease renewals), checked every second instead of every 5.
+NODE_MONITOR_GRACE = 20.0
+NODE_MONITOR_PERIOD = 1.0
+NODE_MONITOR_ARGS = ["--kube-controller-manager-arg",
+                     f"node-monitor-grace-period={NODE_MONITOR_GRACE:g}s",
+                     "--kube-controller-manager-arg",
+                     f"node-monitor-period={NODE_MONITOR_PERIOD:g}s"]
 
 
 _HANDED_OUT: set[int] = set()
@@ -179,13 +189,21 @@ class ServerProcess:
             raise TimeoutError("server not ready:\n" + self.log_path.read_text()[-3000:]) from None
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, and after `timeout` SIGKILL: then its stacks are in the log first (what
+        its stop waited for), and what is left of its process group gets SIGTERM, i.e. the
+        embedded agent's podman service, which would otherwise live on until its idle timeout
+        (60 s) and hold up the podman commands of the test's cleanup."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)  # the dump is written from the event loop
                 self.proc.kill()
                 self.proc.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)  # its own session (start())
         if getattr(self, "_log", None):
             self._log.close()
 

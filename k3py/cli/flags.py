@@ -170,7 +170,8 @@ def _ttl(v: str) -> float:
 # the kube-controller-manager flags k3py's built-in controllers read (K3s passes any)
 _CONTROLLER_MANAGER_ARGS = ("horizontal-pod-autoscaler-sync-period",
                             "horizontal-pod-autoscaler-downscale-stabilization",
-                            "horizontal-pod-autoscaler-tolerance")
+                            "horizontal-pod-autoscaler-tolerance",
+                            "node-monitor-grace-period", "node-monitor-period")
 _GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
 _GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -196,6 +197,8 @@ def _controller_manager_args(items: tuple[str, ...]) -> tuple[str, ...]:
                          for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value))
         else:
             raise ValueError(f"{key}: expected a duration such as 15s or 5m0s, got {value!r}")
+        if key.startswith("node-monitor") and number <= 0:  # a period of 0 would spin
+            raise ValueError(f"{key}: expected a duration above 0, got {value!r}")
         out.append(f"{key}={number:g}")
     return tuple(out)
 

@@ -225,7 +225,9 @@ def peer_relay(registry: Registry, config, bundle: Pki, advertise: str) -> PeerR
 _CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period",
                        "horizontal-pod-autoscaler-downscale-stabilization":
                            "hpa_downscale_stabilization",
-                       "horizontal-pod-autoscaler-tolerance": "hpa_tolerance"}
+                       "horizontal-pod-autoscaler-tolerance": "hpa_tolerance",
+                       "node-monitor-grace-period": "node_monitor_grace_period",
+                       "node-monitor-period": "node_monitor_period"}
 
 
 def disabled_controllers(config) -> frozenset[str]:

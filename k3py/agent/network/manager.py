@@ -94,10 +94,16 @@ class NetworkManager:
                 self._ingress_isolated)
         self._nft = shutil.which("nft") is not None
         self._rules_failed = False
+        self._isolated: frozenset[str] | None = None  # until policies or pods change
 
     def _ingress_isolated(self, ip: str) -> bool:
-        return policy.ingress_isolated(ip, self.meta.objects("networkpolicies"),
-                                       policy.pod_peers(self.meta.objects(POD_PEERS_KIND)))
+        """Whether the relay must refuse connections to `ip` (computed once per change of the
+        cached policies and pods, not per relayed connection)."""
+        if self._isolated is None:
+            self._isolated = policy.ingress_isolated(
+                self.meta.objects("networkpolicies"),
+                policy.pod_peers(self.meta.objects(POD_PEERS_KIND)))
+        return ip in self._isolated
 
     def start(self) -> None:
         self.meta.listeners.append(self._on_change)
@@ -126,6 +132,8 @@ class NetworkManager:
                 await proxy.apply(policy.delete_script(self.policy_table))
 
     def _on_change(self, what: str) -> None:
+        if what in ("sync", *NETWORK_POLICY_KINDS):
+            self._isolated = None
         if what in ("services", "endpointslices", "nodes", "sync", *NETWORK_POLICY_KINDS):
             self._changed = True
             self._wake.set()
