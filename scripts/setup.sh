@@ -35,7 +35,8 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
   fi
 fi
 
-# a Debian 12 root with systemd for the install test (cached in /var/cache/k3py-test, ~50 s once)
+# a Debian 12 root with systemd and podman for the install test (cached in /var/cache/k3py-test,
+# ~3 min once)
 if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null 2>&1; then
   sh packaging/systemd-root.sh >/dev/null
 fi
