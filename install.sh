@@ -290,8 +290,8 @@ write_killall() {
     cat >"$KILLALL" <<EOF
 #!/bin/sh
 # Stops every k3py service and process on this host and removes what they leave running: the
-# podman pods of their clusters, those pods' bridge networks and the routes to other nodes'
-# pods; data and configuration stay. Only the clusters of the installed services' data dirs
+# podman pods of their clusters (killed at once, as K3s's killall kills its containers), those
+# pods' bridge networks and the routes to other nodes' pods; data and configuration stay. Only the clusters of the installed services' data dirs
 # (or of the DATA_DIRs given) are touched: a cluster's pods carry io.k3py.cluster=<the first 12
 # hex digits of its CA's sha256> (agent/join.py), its networks are k3py-<that>-<node>
 # (agent/network/podnet.py), so another k3py cluster on this host keeps its own.
@@ -326,7 +326,7 @@ done
 if command -v podman >/dev/null 2>&1; then
     for cluster in \$clusters; do
         podman pod ls -q --filter "label=io.k3py.cluster=\$cluster" \\
-            | xargs -r podman pod rm -f -t 5 >/dev/null 2>&1
+            | xargs -r podman pod rm -f -t 0 >/dev/null 2>&1
         podman network ls --format '{{.Name}}' | grep "^k3py-\$cluster-" \\
             | xargs -r podman network rm -f >/dev/null 2>&1
     done

@@ -197,7 +197,7 @@ def test_airgapped_agent_joins_the_installed_server(mirror, tmp_path):
         /usr/local/bin/k3py-test-uninstall.sh
         ls /opt/airgap-bin/k3py* /usr/local/bin/k3py* /etc/systemd/system/k3py* /etc/k3py \\
             "$K3PY_DATA_DIR" 2>/dev/null | sed 's/^/LEFT /' || true
-        pgrep -f 'k3py (server|agent)' | sed 's/^/PROC /' || true
+        pgrep -f '^(/opt/airgap-bin|/usr/local/bin)/k3py (server|agent)' | sed 's/^/PROC /' || true
     """)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
@@ -264,13 +264,30 @@ def systemd_host(mirror, systemd_root, tmp_path_factory):
 def in_systemd_host(name: str, script: str, mirror: str = "") -> subprocess.CompletedProcess:
     """Run `script` (sh, set -eu) in the systemd container; $MIRROR is the mirror's URL, k()
     is kubectl with the installed server's kubeconfig, tree() lists the root's files but for
-    what systemd, podman and the test itself change; until_ok retries a command for 60 s."""
+    what systemd, podman and the test itself change; until_ok retries a command for 60 s, kill9
+    UNIT kills the unit's main process and waits for systemd's restart, leftovers prints what
+    an uninstall left behind (see nothing_left)."""
     prelude = textwrap.dedent(f"""
         set -eu
         MIRROR={mirror}
         k() {{ /opt/hostbin/kubectl --kubeconfig /etc/k3py/k3py.yaml --cache-dir /tmp/kube "$@"; }}
         until_ok() {{ i=0; until "$@" >/dev/null 2>&1; do
             i=$((i+1)); [ $i -lt 120 ] || {{ echo "TIMEOUT $*"; return 9; }}; sleep 0.5; done; }}
+        kill9() {{  # kill -9 of the unit's main process; then systemd's (first) restart
+            pid=$(systemctl show -p MainPID --value "$1")
+            kill -9 "$pid"
+            i=0; until [ "$(systemctl show -p NRestarts --value "$1")" = 1 ] \
+                    && systemctl is-active -q "$1"; do
+                i=$((i+1)); [ $i -lt 60 ] || {{ echo "NO-RESTART $1"; exit 9; }}; sleep 0.5; done
+            new=$(systemctl show -p MainPID --value "$1")
+            [ "$new" != "$pid" ] && [ "$new" != 0 ] && echo "RESTARTED $1"; }}
+        leftovers() {{  # what an uninstall left: k3py units, processes, files not in /tmp/before
+            systemctl list-units --all --plain --no-legend 'k3py*' | sed 's/^/UNIT /'
+            pgrep -x k3py | sed 's/^/PROC /' || true
+            tree > /tmp/after
+            diff /tmp/before /tmp/after | grep '^[<>]' | sed 's/^/LEFT /' || true
+            podman pod ls -q | sed 's/^/LEFT pod /'
+            podman network ls -q | grep -vx podman | sed 's/^/LEFT network /' || true; }}
         tree() {{ find / -xdev \\( -path /var/log/journal -o -path /var/lib/systemd \\
             -o -path /var/cache -o -path /tmp -o -path /mirror -o -path /opt/hostbin \\
             -o -path /images -o -path /etc/containers/networks \\) -prune -o -print | sort; }}
@@ -280,47 +297,84 @@ def in_systemd_host(name: str, script: str, mirror: str = "") -> subprocess.Comp
                           capture_output=True, text=True, timeout=300)
 
 
-def test_server_under_systemd(systemd_host):
+def nothing_left(out: subprocess.CompletedProcess) -> None:
+    """`leftovers` printed nothing: no k3py unit, process, file, pod or pod network stayed
+    after the uninstall."""
+    left = [line for line in out.stdout.splitlines()
+            if line.startswith(("UNIT ", "PROC ", "LEFT "))]
+    assert not left, "\n".join(left) + "\n" + out.stdout + out.stderr
+
+
+QUICKSTART = ROOT / "docs" / "quickstart.md"
+# Where the test's host differs from the page's reader's: no network but the mirror, and an
+# images tarball holding only the busybox image the page's Deployment runs (a plain tar: the
+# agent tells it from a .tar.zst by its first bytes; the full airgap/build.sh takes minutes).
+# A line that starts with a key is replaced by its value (None: dropped).
+QUICKSTART_LINES = {
+    "sh install.sh": None,  # the checkout alternative to curl | sh
+    "curl -fLO https://dl.k8s.io/": "cp /opt/hostbin/kubectl kubectl",
+    "sh airgap/build.sh": "mkdir -p dist && cp /images/busybox.tar "
+                          "dist/k3py-airgap-images-amd64.tar.zst",
+}
+
+
+def quickstart_commands() -> str:
+    """The ```sh blocks of docs/quickstart.md in order, QUICKSTART_LINES applied, the page's
+    http://MIRROR the test's mirror."""
+    lines: list[str] = []
+    used: set[str] = set()
+    lang = None
+    for line in QUICKSTART.read_text().splitlines():
+        if line.startswith("```"):
+            lang = None if lang is not None else line[3:].strip()
+            continue
+        if lang != "sh":
+            continue
+        for prefix, replacement in QUICKSTART_LINES.items():
+            if line.startswith(prefix):
+                used.add(prefix)
+                line = replacement
+                break
+        if line is not None:
+            lines.append(line.replace("http://MIRROR", "$MIRROR"))
+    assert used == set(QUICKSTART_LINES), \
+        f"docs/quickstart.md changed: no line starts with {set(QUICKSTART_LINES) - used}"
+    return "\n".join(lines)
+
+
+def test_quickstart_server_under_systemd(systemd_host):
+    """docs/quickstart.md's commands as a reader runs them (the server with its own node, the
+    images tarball, a Deployment scaled to 3); then the unit: active once the server said
+    READY=1 (Type=notify), Restart=always (test_agent_under_systemd kills the binary's main
+    process -9 and sees systemd restart it), a re-run keeping the data, and the uninstall
+    leaving the root as before the install."""
     name, mirror = systemd_host
-    out = in_systemd_host(name, """
+    out = in_systemd_host(name, f"""
         tree > /tmp/before
-        curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - server \\
-            --disable-agent
+        mkdir -p /tmp/checkout && cd /tmp/checkout
+        {textwrap.indent(quickstart_commands(), " " * 8).lstrip()}
+        k3py kubectl rollout status deployment/hello --timeout=60s
+        echo "RUNNING $(k get pods -l app=hello --no-headers | grep -c ' Running ')"
         echo "STATE $(systemctl show -p ActiveState,SubState,Type,Restart k3py | sort \\
             | tr '\\n' ' ')"
-        k get ns default -o name
         k create configmap kept --from-literal=a=b
-        # systemd restarts the server after a kill -9 of its main process (the one-file
-        # binary's bootloader: its Python child goes with it)
-        pid=$(systemctl show -p MainPID --value k3py)
-        kill -9 "$pid"
-        i=0; until [ "$(systemctl show -p NRestarts --value k3py)" = 1 ] \\
-                && systemctl is-active -q k3py; do
-            i=$((i+1)); [ $i -lt 60 ] || { echo NO-RESTART; exit 9; }; sleep 0.5; done
-        new=$(systemctl show -p MainPID --value k3py)
-        [ "$new" != "$pid" ] && [ "$new" != 0 ] && echo RESTARTED
-        k get configmap kept -o name
         # a re-run upgrades in place, the data stays
-        curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - server \\
-            --disable-agent
+        curl -sfL "$MIRROR/install.sh" | INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -
         systemctl is-active -q k3py && echo ACTIVE-AGAIN
         k get configmap kept -o name
         /usr/local/bin/k3py-uninstall.sh
-        systemctl list-units --all --plain --no-legend 'k3py*' | sed 's/^/UNIT /'
-        pgrep -x k3py | sed 's/^/PROC /' || true
-        tree > /tmp/after
-        diff /tmp/before /tmp/after | grep '^[<>]' | sed 's/^/LEFT /' || true
+        rm -rf /usr/bin/kubectl /root/.kube  # the reader's own kubectl and its cache
+        leftovers
     """, mirror)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
+    assert "imported image k3py.local/busybox:latest" in out.stdout, text
+    assert "hello from hello-" in out.stdout and "RUNNING 3" in out.stdout, text
     assert "STATE ActiveState=active Restart=always SubState=running Type=notify" in out.stdout, \
         text
-    assert "namespace/default" in out.stdout, text
-    assert "RESTARTED" in out.stdout and "ACTIVE-AGAIN" in out.stdout, text
-    assert out.stdout.splitlines().count("configmap/kept") == 2, text
+    assert "ACTIVE-AGAIN" in out.stdout and "configmap/kept" in out.stdout.splitlines(), text
     assert "[k3py] uninstalled" in out.stdout, text
-    assert "UNIT" not in out.stdout and "PROC" not in out.stdout, text
-    assert "LEFT" not in out.stdout, text
+    nothing_left(out)
 
 
 def test_agent_under_systemd(systemd_host):
@@ -352,13 +406,9 @@ def test_agent_under_systemd(systemd_host):
         ctr=$(podman ps -q --filter label=io.k3py.pod-name=sleeper --filter \\
             label=io.k3py.container=sleeper)
         [ -n "$ctr" ] && echo POD-IN-PODMAN
-        # systemd restarts the agent after a kill -9; its pod keeps running, not restarted
-        pid=$(systemctl show -p MainPID --value k3py-agent)
-        kill -9 "$pid"
-        i=0; until [ "$(systemctl show -p NRestarts --value k3py-agent)" = 1 ] \\
-                && systemctl is-active -q k3py-agent; do
-            i=$((i+1)); [ $i -lt 60 ] || {{ echo NO-RESTART; exit 9; }}; sleep 0.5; done
-        echo AGENT-RESTARTED
+        # systemd restarts the agent after a kill -9 of its main process (the one-file
+        # binary's bootloader: its Python child goes with it); its pod keeps running
+        kill9 k3py-agent
         k wait --for=condition=Ready node/pole7 --timeout=60s
         [ "$(podman ps -q --filter label=io.k3py.pod-name=sleeper --filter \\
             label=io.k3py.container=sleeper)" = "$ctr" ] && echo POD-KEPT
@@ -378,19 +428,15 @@ def test_agent_under_systemd(systemd_host):
         podman pod exists other && podman network exists k3py-0123456789ab-other \\
             && echo OTHER-KEPT
         podman pod rm -f other >/dev/null && podman network rm k3py-0123456789ab-other >/dev/null
-        systemctl list-units --all --plain --no-legend 'k3py*' | sed 's/^/UNIT /'
-        pgrep -x k3py | sed 's/^/PROC /' || true
-        tree > /tmp/after
-        diff /tmp/before /tmp/after | grep '^[<>]' | sed 's/^/LEFT /' || true
+        leftovers
     """, mirror)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert "STATE ActiveState=active SubState=running Type=notify" in out.stdout, text
     assert "node/pole7 condition met" in out.stdout, text
     assert "pod/sleeper condition met" in out.stdout and "POD-IN-PODMAN" in out.stdout, text
-    assert "AGENT-RESTARTED" in out.stdout and "POD-KEPT" in out.stdout, text
+    assert "RESTARTED k3py-agent" in out.stdout and "POD-KEPT" in out.stdout, text
     assert "RESTARTS 0 Running" in out.stdout, text
     assert "OTHER-KEPT" in out.stdout, text
     assert "POD-LEFT" not in out.stdout and "NET-LEFT" not in out.stdout, text
-    assert "UNIT" not in out.stdout and "PROC" not in out.stdout, text
-    assert "LEFT" not in out.stdout, text
+    nothing_left(out)
