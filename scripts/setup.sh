@@ -16,6 +16,7 @@ for p in $APT_PACKAGES; do
 done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
+    # shellcheck disable=SC2086 # one package name per word
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
     echo "k3py setup: please install:$missing (needs root)" >&2

@@ -158,6 +158,10 @@ def test_agent_install_needs_url_and_token(mirror, tmp_path):
             INSTALL_K3PY_CHANNEL_URL="$MIRROR" sh -s - --node-label site=pole7
         cat /etc/systemd/system/k3py-test.service.env
         grep '^ExecStart=' /etc/systemd/system/k3py-test.service
+        if command -v shellcheck >/dev/null; then
+            shellcheck -s sh /usr/local/bin/k3py-killall.sh /usr/local/bin/k3py-test-uninstall.sh \
+                && echo SHELLCHECK-CLEAN
+        else echo SHELLCHECK-CLEAN; fi
         /usr/local/bin/k3py-test-uninstall.sh
     """)
     text = out.stdout + out.stderr
@@ -168,6 +172,7 @@ def test_agent_install_needs_url_and_token(mirror, tmp_path):
     assert 'K3PY_URL="https://192.0.2.1:6443"' in out.stdout, text
     assert 'K3PY_TOKEN="secret"' in out.stdout, text
     assert "ExecStart=/usr/local/bin/k3py agent '--node-label' 'site=pole7'" in out.stdout, text
+    assert "SHELLCHECK-CLEAN" in out.stdout, text  # the scripts the installer wrote
 
 
 def test_airgapped_agent_joins_the_installed_server(mirror, tmp_path):
