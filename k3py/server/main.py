@@ -180,6 +180,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
 
     # one informer per resource for this server: controllers, RBAC and the tunnel share it
     informers = InformerFactory(registry)
+    registry.cached = informers.cached  # admission's namespace and ServiceAccount reads
     url_host = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else \
         config.bind_address
     server_address = f"{advertise}:{config.https_listen_port}"

@@ -101,6 +101,10 @@ class Registry:
         # This server's admission plug-ins (CRDs, service allocation, ServiceAccount), filled
         # by k3py.server.bootstrap; empty for a bare registry (unit tests)
         self.admission = admission_chain if admission_chain is not None else AdmissionChain()
+        # An informer's copy of an object (shared: read, never changed), None when it has
+        # none; serve() sets it once the server's informers exist (None: every read_through
+        # reads the store)
+        self.cached: Callable[[Resource, str | None, str], dict | None] | None = None
 
     def served(self, group: str, plural: str) -> Resource:
         """The served resource; a 500 Status when it is not (a built-in missing is a bug)."""
@@ -217,6 +221,14 @@ class Registry:
     async def try_get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
         _, kv = await self.backend.get(self._key(res, namespace, name))
         return None if kv is None else self.decode(res, kv)
+
+    async def read_through(self, res: Resource, namespace: str | None,
+                           name: str) -> dict | None:
+        """The object from the server's informers (shared: read it, never change it), from
+        the store when they do not hold it (not synced yet, or just created), as upstream's
+        admission plug-ins read a lister and look up the API on a miss."""
+        obj = self.cached(res, namespace, name) if self.cached is not None else None
+        return obj if obj is not None else await self.try_get(res, namespace, name)
 
     async def list(self, res: Resource, namespace: str | None,
                    opts: ListOptions = ListOptions()) -> dict:
@@ -356,13 +368,16 @@ class Registry:
         ns_res = self.resources.get("", "v1", "namespaces")
         if ns_res is None:
             return
-        _, kv = await self.backend.get(self._key(ns_res, None, ns))
-        if kv is None:
+        nsobj = await self.read_through(ns_res, None, ns)
+        terminating = res.kind != "Event" and nsobj is not None and \
+            bool((nsobj.get("metadata") or {}).get("deletionTimestamp"))
+        if terminating:  # a refusal is confirmed by the store, the cache may lag
+            nsobj = await self.try_get(ns_res, None, ns)
+            terminating = nsobj is not None and \
+                bool((nsobj.get("metadata") or {}).get("deletionTimestamp"))
+        if nsobj is None:
             raise errors.not_found("", "namespaces", ns)
-        if res.kind in ("Event",):
-            return
-        nsobj = loads(kv.value)
-        if (nsobj.get("metadata") or {}).get("deletionTimestamp"):
+        if terminating:
             raise errors.forbidden(
                 f'{res.group_resource} is forbidden: unable to create new content in namespace '
                 f'{ns} because it is being terminated', res.group, res.plural)
