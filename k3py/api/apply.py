@@ -172,9 +172,9 @@ def _tree(value: Any, schema: Schema | None, parent: Schema | None, name: str,
           top: bool = False) -> tuple[bool, dict]:
     """(whether the path of `value` is itself owned, its children's nodes): _walk's rules."""
     if isinstance(value, dict):
-        if schema is not None and schema.is_atomic() and not top:
+        if schema is not None and schema.atomic and not top:
             return True, {}
-        owned = not top and (not value or (schema is not None and schema.is_granular_map()))
+        owned = not top and (not value or (schema is not None and schema.granular_map))
         children: dict = {}
         for key, sub in value.items():
             if type(sub) is dict or type(sub) is list:

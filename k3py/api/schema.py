@@ -61,7 +61,8 @@ class Schema:
     Works for the generated definitions (refs into `defs`) and for CRD structural schemas
     (no refs)."""
 
-    __slots__ = ("node", "ref", "accepts", "defs", "_fields", "_values", "_items")
+    __slots__ = ("node", "ref", "accepts", "atomic", "granular_map", "defs", "_fields",
+                 "_values", "_items")
 
     def __init__(self, node: dict, defs: dict[str, dict] | None = None) -> None:
         self.defs = defs if defs is not None else {}
@@ -69,6 +70,12 @@ class Schema:
         self.node, self.ref = self._resolve(node)
         # the Python types of decoded JSON values that surely fit (None: any value does)
         self.accepts = _accepted_types(self.node, self.ref)
+        n = self.node
+        self.atomic = n.get("x-kubernetes-map-type") == "atomic" or \
+            n.get("x-kubernetes-list-type") == "atomic"
+        # a map with free keys (labels, annotations, data): SSA owns the map and each key
+        self.granular_map = not n.get("properties") and isinstance(
+            n.get("additionalProperties"), dict) and not self.atomic
         # children, resolved once per node (the roots of built-in kinds are cached, so a walk
         # of the same kind meets the same nodes again): by property name, map values, items
         self._fields: dict[str, Schema] = {}
@@ -130,13 +137,10 @@ class Schema:
         return bool(self.node.get("properties"))
 
     def is_granular_map(self) -> bool:
-        """A map with free keys (labels, annotations, data): SSA owns the map and each key."""
-        return not self.node.get("properties") and isinstance(
-            self.node.get("additionalProperties"), dict) and not self.is_atomic()
+        return self.granular_map
 
     def is_atomic(self) -> bool:
-        return self.node.get("x-kubernetes-map-type") == "atomic" or \
-            self.node.get("x-kubernetes-list-type") == "atomic"
+        return self.atomic
 
     def preserves_unknown(self) -> bool:
         n = self.node
