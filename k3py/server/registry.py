@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ _CONFLICT_MSG = "the object has been modified; please apply your changes to the 
 # 413 on every write path (create, update, patch, apply, status), before it reaches the store
 MAX_OBJECT_BYTES = 1536 * 1024
 MAX_LIST_LIMIT = 1 << 31  # a larger limit= is the same as this one (and fits a SQL LIMIT)
+NAMESPACE_LIVE_LOOKUP = 30.0  # seconds a deleted namespace is read from the store, not cached
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +107,10 @@ class Registry:
         # none; serve() sets it once the server's informers exist (None: every read_through
         # reads the store)
         self.cached: Callable[[Resource, str | None, str], dict | None] | None = None
+        # namespace -> until when (time.monotonic) creates in it read it from the store: one
+        # deleted through this server may still look active to the informers for a moment
+        # (upstream's namespace lifecycle admission keeps the same 30 s forceLiveLookupCache)
+        self._live_lookup: dict[str, float] = {}
 
     def served(self, group: str, plural: str) -> Resource:
         """The served resource; a 500 Status when it is not (a built-in missing is a bug)."""
@@ -368,7 +374,10 @@ class Registry:
         ns_res = self.resources.get("", "v1", "namespaces")
         if ns_res is None:
             return
-        nsobj = await self.read_through(ns_res, None, ns)
+        if self._live_lookup.get(ns, 0.0) > time.monotonic():
+            nsobj = await self.try_get(ns_res, None, ns)
+        else:
+            nsobj = await self.read_through(ns_res, None, ns)
         terminating = res.kind != "Event" and nsobj is not None and \
             bool((nsobj.get("metadata") or {}).get("deletionTimestamp"))
         if terminating:  # a refusal is confirmed by the store, the cache may lag
@@ -536,6 +545,10 @@ class Registry:
                      options: dict | None = None, *, dry_run: bool = False) -> dict:
         options = options or {}
         key = self._key(res, namespace, name)
+        if res.group == "" and res.plural == "namespaces" and not dry_run:
+            now = time.monotonic()
+            self._live_lookup = {k: t for k, t in self._live_lookup.items() if t > now}
+            self._live_lookup[name] = now + NAMESPACE_LIVE_LOOKUP
         for _ in range(20):
             _, kv = await self.backend.get(key)
             if kv is None:

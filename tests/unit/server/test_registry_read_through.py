@@ -1,6 +1,7 @@
 """Registry.read_through: admission's namespace and ServiceAccount reads come from the
 server's informers, and from the store when the informer does not hold the object or when
-the cache would refuse (a namespace it still sees terminating), on a real Registry over
+the cache would refuse (a namespace it still sees terminating) or may not have seen a delete
+yet (a namespace deleted through this registry), on a real Registry over
 SQLite with real informers whose watch is stopped, so their cache stays as it was."""
 
 from __future__ import annotations
@@ -71,3 +72,20 @@ async def test_a_namespace_the_cache_sees_terminating_is_confirmed_by_the_store(
     await reg.create(ns_res, None, {"metadata": {"name": "again"}})
     await reg.create(env.res("configmaps"), "again", {"metadata": {"name": "c"}})
     assert seen_terminating(), "the informer's copy is still the terminating one"
+
+
+async def test_a_namespace_deleted_here_is_read_from_the_store(env):
+    """The informer saw "bye" active and stopped before its delete: a create in it is refused
+    all the same, as upstream's lifecycle admission looks a namespace deleted there up live."""
+    reg = env.registry
+    reg.cached = env.ctx.informers.cached
+    ns_res = env.res("namespaces")
+    await reg.create(ns_res, None, {"metadata": {"name": "bye"}})
+    inf = env.ctx.informers.informer("", "namespaces")
+    await eventually(lambda: inf.get(None, "bye"), what="the informer seeing the namespace")
+    await inf.stop()
+    await reg.delete(ns_res, None, "bye")
+    with pytest.raises(errors.StatusError) as e:
+        await reg.create(env.res("configmaps"), "bye", {"metadata": {"name": "c"}})
+    assert e.value.code == 403 and "being terminated" in e.value.message
+    assert not inf.get(None, "bye")["metadata"].get("deletionTimestamp")
