@@ -132,6 +132,7 @@ def test_twin_history_and_tunnel_figures_on_the_server(edge, browser):  # noqa: 
     token = _admin_token(srv)
     browser.get(srv.url + "/dashboard/")
     _log_in(browser, token)
+    _open(browser, "Nodes", "nodes")
     cell = f"td.tunnel[data-node='{NODE}']"
     wait_for(lambda: "rtt" in _css_text(browser, cell), 15,
              what=f"the tunnel with its round trip (it shows {_css_text(browser, cell)!r})")
