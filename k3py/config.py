@@ -61,7 +61,7 @@ class NodeConfig:
     node_name: str = ""  # "" = this host's name (hostname())
     node_label: tuple[str, ...] = ()  # "key=value"
     node_taint: tuple[str, ...] = ()  # "key=value:Effect"
-    node_ip: str = ""  # "" = the address of the default route's interface
+    node_ip: str = ""  # "" = the address of the default route's interface; dual-stack: "v4,v6"
     ingress_http_port: int = 80  # the node's ingress proxy (agent/ingress)
     ingress_https_port: int = 443
     with_node_id: bool = False

@@ -62,6 +62,15 @@ def _ip(v: str) -> str:
         raise ValueError("expected an IP address such as 192.168.1.10") from None
 
 
+def _node_ips(v: str) -> str:
+    """One IP, or an IPv4 and an IPv6 address separated by a comma (dual-stack)."""
+    ips = [_ip(p.strip()) for p in v.split(",")]
+    if len(ips) > 2 or len({":" in ip for ip in ips}) != len(ips):
+        raise ValueError("expected one IP, or an IPv4 and an IPv6 address separated by a "
+                         "comma")
+    return ",".join(ips)
+
+
 def _bind_ip(v: str) -> str:
     return v if v == "localhost" else _ip(v)
 
@@ -414,7 +423,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("node-eviction-timeout", float, "(agent/node) Seconds an unreachable node keeps its "
          "pods before they are evicted; 0 = never (edge autonomy)", (SERVER,),
          check=_non_negative),
-    Flag("node-ip", str, "(agent/networking) IP address to advertise for node", check=_ip,
+    Flag("node-ip", str, "(agent/networking) IP address to advertise for node (dual-stack: "
+         "an IPv4 and an IPv6 address separated by a comma)", check=_node_ips,
          default_help="address of the default route"),
     Flag("ingress-http-port", int, "(agent/networking) Port of the node's ingress proxy for "
          "HTTP", check=_port),

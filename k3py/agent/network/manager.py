@@ -169,21 +169,24 @@ class NetworkManager:
         if self._server is not None:
             self._server.records = records
         nodes = self.meta.objects("nodes")
-        own = next((pod_cidrs(n) for n in nodes
-                    if (n.get("metadata") or {}).get("name") == self.node_name), [])
+        me = next((n for n in nodes if (n.get("metadata") or {}).get("name") == self.node_name),
+                  {})
+        own = pod_cidrs(me, 4)[:1] + pod_cidrs(me, 6)[:1]  # the bridge's subnets
         tunnelled: list[str] = []
         if self.podnet is not None:
-            await self.podnet.ensure(own[0] if own else "", self._host_network)
+            await self.podnet.ensure(own, self._host_network)
             if self.podnet.active:
                 await self._apply_routes(nodes)
                 tunnelled = tunnelled_cidrs(nodes, self.node_name, self.routes.desired)
         routed = [s for s in services if not _node_local(s)]
         ports = proxy.service_ports(routed, slices, self.node_name)
+        ports6 = proxy.service_ports(routed, slices, self.node_name, family=6)
         self.ports_in_use = self._check_ports(services)
         leave_out_taken(ports, self.node_ip, self.ports_in_use)
         proxy.mark_tunnelled(ports, tunnelled)
         await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}),
-                                tunnelled, await self._tunnel_proxy(ports, tunnelled))
+                                tunnelled, await self._tunnel_proxy(ports, tunnelled),
+                                ports6, sorted({c for n in nodes for c in pod_cidrs(n, 6)}))
         await self._report_ports()
 
     async def _tunnel_proxy(self, ports: list[proxy.ServicePort], tunnelled: list[str]) -> str:
@@ -253,7 +256,8 @@ class NetworkManager:
         log.info("cluster DNS for %s answering on %s:%s", domain, ip, self.dns_port)
 
     async def _apply_rules(self, ports: list[proxy.ServicePort], cidrs: list[str],
-                           tunnelled: list[str], tunnel_proxy: str) -> None:
+                           tunnelled: list[str], tunnel_proxy: str,
+                           ports6: list[proxy.ServicePort], cidrs6: list[str]) -> None:
         if not self._nft:
             if not self._rules_failed:
                 log.warning("nft is not installed: Services are not routed on this node")
@@ -267,9 +271,16 @@ class NetworkManager:
             ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
             own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
             tunnel_proxy=tunnel_proxy)
+        own6 = next((c for c in (self.podnet.cidrs if self.podnet is not None else [])
+                     if ":" in c), "")
+        # the IPv6 table only once there is IPv6 to route (else declared and deleted: none)
+        services += proxy.build_ruleset(
+            ports6, table=self.table, pod_cidrs=tuple(cidrs6) if own6 else (),
+            own_pod_cidr=own6, masquerade_all=not own6, family=6) \
+            if ports6 or own6 else proxy.delete_script(self.table, ("ip6",))
         try:
             await self._apply_with_policies(services, policies)
-            stale, self._ports = stale_entries(self._ports, ports), ports
+            stale, self._ports = stale_entries(self._ports, ports + ports6), ports + ports6
             await self.conntrack.flush(stale)
             if self._rules_failed:
                 log.info("service rules loaded again (%d service ports)", len(ports))
