@@ -180,7 +180,7 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
     this one cannot route to), and to Services whose only endpoints are there, goes to it;
     connections to it that were not DNATed here are dropped. `family` 6: the `ip6` table of
     the IPv6 ports (no tunnel)."""
-    nf = _Family(family)
+    nf = _FAMILIES[family]
     l3 = nf.ip
     lines = [f"table {l3} {table} {{}}", f"delete table {l3} {table}", f"table {l3} {table} {{"]
     vmap_ips: list[str] = []
@@ -275,26 +275,18 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
 @dataclass(frozen=True)
 class _Family:
     """How an nft rule spells one IP family."""
-    version: int
-
-    @property
-    def ip(self) -> str:
-        return "ip" if self.version == 4 else "ip6"
-
-    @property
-    def addr(self) -> str:
-        return "ipv4_addr" if self.version == 4 else "ipv6_addr"
-
-    @property
-    def loopback(self) -> str:
-        return "127.0.0.0/8" if self.version == 4 else "::1"
-
-    @property
-    def icmp(self) -> str:
-        return "icmp" if self.version == 4 else "icmpv6"
+    ip: str  # the table family and address match: ip / ip6
+    addr: str  # the set element type
+    loopback: str
+    icmp: str
+    v6: bool
 
     def target(self, ip: str, port: int) -> str:
-        return f"{ip}:{port}" if self.version == 4 else f"[{ip}]:{port}"
+        return f"[{ip}]:{port}" if self.v6 else f"{ip}:{port}"
+
+
+_FAMILIES = {4: _Family("ip", "ipv4_addr", "127.0.0.0/8", "icmp", False),
+             6: _Family("ip6", "ipv6_addr", "::1", "icmpv6", True)}
 
 
 def _service_chain(chain: str, sp: ServicePort, eps: list[Endpoint], from_pods: bool,

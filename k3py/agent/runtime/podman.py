@@ -99,21 +99,20 @@ def _slim(item: dict) -> dict:
 def ip_address(settings: dict) -> str:
     """The container's IPv4 address: podman fills the top-level one only on its default
     network; on another (the node's pod CIDR bridge) it is that network's."""
-    if settings.get("IPAddress"):
-        return settings["IPAddress"]
-    for net in (settings.get("Networks") or {}).values():
-        if isinstance(net, dict) and net.get("IPAddress"):
-            return net["IPAddress"]
-    return ""
+    return _address(settings, "IPAddress")
 
 
 def ipv6_address(settings: dict) -> str:
     """The container's global IPv6 address on a dual-stack network ("" when none)."""
-    if settings.get("GlobalIPv6Address"):
-        return settings["GlobalIPv6Address"]
+    return _address(settings, "GlobalIPv6Address")
+
+
+def _address(settings: dict, key: str) -> str:
+    if settings.get(key):
+        return settings[key]
     for net in (settings.get("Networks") or {}).values():
-        if isinstance(net, dict) and net.get("GlobalIPv6Address"):
-            return net["GlobalIPv6Address"]
+        if isinstance(net, dict) and net.get(key):
+            return net[key]
     return ""
 
 
