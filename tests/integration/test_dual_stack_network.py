@@ -8,7 +8,9 @@ agent's --node-ip "v4,v6"), real podman pods.
   Service's IPv6 ClusterIP reaches endpoints on both nodes (the ip6 service table);
 - the node's cluster DNS (dig from the node's namespace) answers AAAA with the Service's IPv6
   ClusterIP, a headless Service's pods' IPv6 addresses, and a pod's dashed IPv6 name, while
-  A stays IPv4.
+  A stays IPv4;
+- a NetworkPolicy isolating the web pods refuses the client's IPv6 connections to them, on
+  the other node (routed) and on its own (bridged), as it does IPv4.
 
 Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
@@ -111,3 +113,14 @@ def test_pods_services_and_dns_in_both_families(dual: Cluster):
            "AAAA of the headless Service's pods")
     dashed = ips["web-b"][1].replace(":", "-")
     assert _dig(a, "AAAA", f"{dashed}.default.pod.cluster.local") == [ips["web-b"][1]]
+
+    # a NetworkPolicy holds for IPv6 as for IPv4: the web pods isolated, the client refused
+    assert fetch_from(c, "client", ips["web-a"][1], PORT) == ["web-a"]  # (open before it)
+    c.srv.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-web"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}))
+    c.wait(lambda: fetch_from(c, "client", ips["web-b"][1], PORT) == [""], 20,
+           "IPv6 to web-b (other node) refused")
+    assert fetch_from(c, "client", ips["web-a"][1], PORT) == [""]  # same node, bridged
+    assert fetch_from(c, "client", ips["web-a"][0], PORT) == [""]

@@ -126,7 +126,8 @@ async def test_dual_stack_service_gets_a_slice_per_family(cluster):
         items = (await reg.list(es_res, "default"))["items"]
         by = {s["addressType"]: sorted(e["addresses"][0] for e in s.get("endpoints") or [])
               for s in items}
-        return by if len(items) == 2 and len(by.get("IPv4", [])) == 2 else None
+        return by if len(items) == 2 and len(by.get("IPv4", [])) == 2 and by.get("IPv6") \
+            else None
     assert await eventually(slices, timeout=10.0) == {
         "IPv4": ["10.42.0.2", "10.42.0.3"], "IPv6": ["fd42::2"]}
     ep = await reg.get(reg.resources.find("", "endpoints"), "default", "ds")
