@@ -28,6 +28,8 @@ set -eu
 LOG=${INSTALL_K3PY_LOG:-/var/log/k3py-install.log}
 info() { echo "[k3py] $*"; }
 fatal() { echo "[k3py] error: $*" >&2; exit 1; }
+# the first line of a containers.conf the installer made (the last uninstall removes it)
+CONF_MARK="# made by k3py's install.sh (k3py-uninstall.sh removes it)"
 run_logged() { "$@" >>"$LOG" 2>&1 || fatal "'$*' failed; see $LOG"; }
 
 # ---------------------------------------------------------------------------- settings
@@ -78,11 +80,25 @@ setup_env() {
     SRC_DIR=$(cd "$(dirname "$0")" 2>/dev/null && pwd || echo /nonexistent)
     CHANNEL=${INSTALL_K3PY_CHANNEL_URL:-${INSTALL_K3PY_MIRROR:-}}
     KUBECONFIG_OUT=${K3PY_WRITE_KUBECONFIG:-${K3PY_KUBECONFIG_OUTPUT:-/etc/k3py/k3py.yaml}}
+    # shellcheck disable=SC2086 # the flags are split into words on purpose
+    DATA_DIR=$(data_dir_of $EXEC_ARGS $EXTRA_ARGS)
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         HAS_SYSTEMD=true
     else
         HAS_SYSTEMD=false
     fi
+}
+
+data_dir_of() {  # FLAGS...: the data dir they give, else K3PY_DATA_DIR's, else the default
+    dir=${K3PY_DATA_DIR:-/var/lib/k3py}
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --data-dir=*) dir=${1#*=} ;;
+            --data-dir|-d) [ $# -lt 2 ] || { dir=$2; shift; } ;;
+        esac
+        shift
+    done
+    echo "$dir"
 }
 
 setup_arch() {
@@ -206,7 +222,7 @@ setup_podman() {
     fi
     conf=/etc/containers/containers.conf
     mkdir -p /etc/containers
-    touch "$conf"
+    [ -e "$conf" ] || echo "$CONF_MARK" >"$conf"
     grep -q '^[[:space:]]*runtime[[:space:]]*=' "$conf" || \
         printf '\n[engine]\nruntime = "runc"\n' >>"$conf"
     grep -q '^[[:space:]]*default_ulimits[[:space:]]*=' "$conf" || \
@@ -236,6 +252,7 @@ write_unit() {
     args=$(quote_args $EXEC_ARGS $EXTRA_ARGS)
     mkdir -p "$SYSTEMD_DIR"
     cat >"$UNIT.tmp" <<EOF
+# k3py-data-dir=$DATA_DIR
 [Unit]
 Description=k3py: lightweight Kubernetes for the edge ($CMD_K3PY)
 Documentation=file://$BIN_DIR/k3py
@@ -272,10 +289,24 @@ EOF
 write_killall() {
     cat >"$KILLALL" <<EOF
 #!/bin/sh
-# Stops every k3py service and process on this host and removes the podman pods k3py made
-# (labelled io.k3py.pod-uid), their bridge networks and the routes to other nodes' pods; data
-# and configuration stay.
+# Stops every k3py service and process on this host and removes what they leave running: the
+# podman pods of their clusters (killed at once, as K3s's killall kills its containers), those
+# pods' bridge networks and the routes to other nodes' pods; data and configuration stay. Only the clusters of the installed services' data dirs
+# (or of the DATA_DIRs given) are touched: a cluster's pods carry io.k3py.cluster=<the first 12
+# hex digits of its CA's sha256> (agent/join.py), its networks are k3py-<that>-<node>
+# (agent/network/podnet.py), so another k3py cluster on this host keeps its own.
+# Usage: k3py-killall.sh [DATA_DIR...]
 [ "\$(id -u)" = 0 ] || exec sudo "\$0" "\$@"
+if [ \$# -gt 0 ]; then
+    dirs=\$(printf '%s\\n' "\$@")
+else
+    dirs=\$(sed -n 's/^# k3py-data-dir=//p' '$SYSTEMD_DIR'/k3py*.service 2>/dev/null)
+fi
+clusters=\$(printf '%s\\n' "\$dirs" | while IFS= read -r dir; do
+    for ca in "\$dir/agent/server-ca.crt" "\$dir/server/tls/server-ca.crt"; do
+        [ -n "\$dir" ] && [ -f "\$ca" ] && sha256sum "\$ca" | cut -c1-12
+    done
+done | sort -u)
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     for unit in \$(systemctl list-units --all --plain --no-legend 'k3py*.service' | awk '{print \$1}'); do
         systemctl stop "\$unit"
@@ -293,9 +324,12 @@ while pgrep -f '^$BIN_DIR/k3py (server|agent)' >/dev/null 2>&1; do
     sleep 0.25
 done
 if command -v podman >/dev/null 2>&1; then
-    podman pod ls -q --filter label=io.k3py.pod-uid | xargs -r podman pod rm -f -t 5 >/dev/null 2>&1
-    # the pods' bridge networks (agent/network/podnet.py)
-    podman network ls -q --filter label=io.k3py.network=pods | xargs -r podman network rm -f >/dev/null 2>&1
+    for cluster in \$clusters; do
+        podman pod ls -q --filter "label=io.k3py.cluster=\$cluster" \\
+            | xargs -r podman pod rm -f -t 0 >/dev/null 2>&1
+        podman network ls --format '{{.Name}}' | grep "^k3py-\$cluster-" \\
+            | xargs -r podman network rm -f >/dev/null 2>&1
+    done
 fi
 # the routes to other nodes' pod CIDRs (agent/network/routes.py: proto 201)
 if command -v ip >/dev/null 2>&1; then
@@ -307,7 +341,6 @@ EOF
 }
 
 write_uninstall() {
-    data_dir=${K3PY_DATA_DIR:-/var/lib/k3py}
     cat >"$UNINSTALL" <<EOF
 #!/bin/sh
 # Removes what install.sh wrote for $SYSTEM_NAME, and its data (only k3py's).
@@ -317,7 +350,11 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl disable --now $SYSTEM_NAME >/dev/null 2>&1
     systemctl reset-failed $SYSTEM_NAME >/dev/null 2>&1
 fi
-[ -f /run/$SYSTEM_NAME.pid ] && kill "\$(cat /run/$SYSTEM_NAME.pid)" 2>/dev/null
+# no systemd: the restart loop stops its k3py before it exits; wait for that (10 s at most)
+if [ -f /run/$SYSTEM_NAME.pid ] && pid=\$(cat /run/$SYSTEM_NAME.pid) && kill "\$pid" 2>/dev/null; then
+    i=0
+    while kill -0 "\$pid" 2>/dev/null && [ \$i -lt 40 ]; do sleep 0.25; i=\$((i + 1)); done
+fi
 rm -f /run/$SYSTEM_NAME.pid
 rm -f '$UNIT' '$ENV_FILE'
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
@@ -333,9 +370,11 @@ if ls '$SYSTEMD_DIR'/k3py*.service >/dev/null 2>&1; then
     echo "[k3py] uninstalled $SYSTEM_NAME (other k3py services remain)"
     exit 0
 fi
-'$KILLALL'
+'$KILLALL' '$DATA_DIR'
 [ -L '$BIN_DIR/kubectl' ] && [ "\$(readlink '$BIN_DIR/kubectl')" = k3py ] && rm -f '$BIN_DIR/kubectl'
-rm -rf '$data_dir' /etc/k3py /opt/k3py /var/log/k3py.log /var/log/k3py-install.log
+rm -rf '$DATA_DIR' /etc/k3py /opt/k3py /var/log/k3py.log /var/log/k3py-install.log
+[ "\$(head -n1 /etc/containers/containers.conf 2>/dev/null)" != "$CONF_MARK" ] || \
+    rm -f /etc/containers/containers.conf
 rm -f '$BIN_DIR/k3py' '$KILLALL' "\$0"
 echo "[k3py] uninstalled"
 EOF
@@ -372,7 +411,7 @@ journalctl -u $SYSTEM_NAME"
         # shellcheck disable=SC1090
         . "$ENV_FILE"
         set +a
-        trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
+        trap 'kill "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
         while :; do
             "$@" >>"/var/log/$SYSTEM_NAME.log" 2>&1 &
             child=$!

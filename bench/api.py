@@ -1,7 +1,8 @@
 """API server benchmark: cold start, idle RSS, GET / CREATE / LIST / watch fan-out latencies,
 each next to its limit measured in the same run (a bare aiohttp handler; raw apsw inserts).
 
-Run: python3 bench/api.py [--quick]. Prints `name: value unit` lines and `ratio: x` lines.
+Run: python3 bench/api.py [--quick] [--realistic-only]. Prints `name: value unit` lines and
+`ratio: x` lines.
 Traffic goes only to 127.0.0.1; every loop is bounded in count and time."""
 
 from __future__ import annotations
@@ -322,9 +323,14 @@ def raw_apsw_inserts(tmp: Path, seconds: float = 3.0) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes (CI smoke)")
+    ap.add_argument("--realistic-only", action="store_true",
+                    help="only the realistic pods' creates/s and RSS (and their peer)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.realistic_only:
+            realistic(tmp, args.quick)
+            return 0
         starts = []
         for i in range(3):
             srv = ServerProcess(tmp / f"cold{i}")
@@ -365,19 +371,23 @@ def main() -> int:
             emit("rss_after_load", rss_mb(srv.proc.pid), "MB")
         finally:
             srv.stop()
-        # realistic pods on a fresh server, so its RSS growth is theirs alone
-        n = 1000 if args.quick else 5000
-        srv = ServerProcess(tmp / "pods")
-        srv.start()
-        try:
-            r = asyncio.run(bench_realistic_pods(srv, tmp, n))
-            emit(f"realistic_pod_create_throughput_{n}", r["pod_rps"], "req/s", ">= 1000")
-            emit("configmap_create_throughput_same_server", r["cm_rps"], "req/s")
-            print(f"ratio: {r['pod_rps'] / r['cm_rps']:.2f}   (pod creates / ConfigMap creates)")
-            emit("server_rss_per_realistic_pod", r["kb_per_pod"], "KB", "< 25 KB")
-        finally:
-            srv.stop()
+        realistic(tmp, args.quick)
     return 0
+
+
+def realistic(tmp: Path, quick: bool) -> None:
+    """Realistic pods on a fresh server, so its RSS growth is theirs alone."""
+    n = 1000 if quick else 5000
+    srv = ServerProcess(tmp / "pods")
+    srv.start()
+    try:
+        r = asyncio.run(bench_realistic_pods(srv, tmp, n))
+        emit(f"realistic_pod_create_throughput_{n}", r["pod_rps"], "req/s", ">= 1000")
+        emit("configmap_create_throughput_same_server", r["cm_rps"], "req/s")
+        print(f"ratio: {r['pod_rps'] / r['cm_rps']:.2f}   (pod creates / ConfigMap creates)")
+        emit("server_rss_per_realistic_pod", r["kb_per_pod"], "KB", "< 25 KB")
+    finally:
+        srv.stop()
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ podman pods.
 - The tunnel path to a node without a route: a second cluster, a server and two agents in
   network namespaces with a direct link (tests/integration/twonodes.py); HTTP from a pod on
   one node to a pod on the other by pod IP, over the host-gw route (link up) and through the
-  tunnel (link down: agent -> server -> agent), round by round: req/s and p99, and the ratio.
+  tunnel (link down: agent -> server -> agent), round by round: req/s and p99, and the ratio;
+  then one bulk upload each way of --tunnel-mib MiB (MB/s, and through the tunnel the peak
+  RSS growth of the server and both agents: flow control keeps it to a few windows).
 
 Run: python3 bench/network.py [--services 500] [--endpoints 2000] [--seconds 5] [--rounds 2]
-[--concurrency 16] [--in-flight 8] [--settle 3] [--tunnel-concurrency 4].
+[--concurrency 16] [--in-flight 8] [--settle 3] [--tunnel-concurrency 4] [--tunnel-mib 200].
 Needs podman, nft, dnsmasq (scripts/setup.sh) and root (`ip netns` for the tunnel part). Prints `name: value unit` lines and
 `ratio: x` lines; exits 1 with a one-line reason when a figure cannot be measured. Traffic
 stays on this machine (the pods' bridge, 127.0.0.1, the node's own address); every loop is
@@ -53,7 +55,7 @@ from bench.pods import (  # noqa: E402
     remove_podman_pods,
     start_agent,
 )
-from tests.harness import ServerProcess, free_port, wait_for  # noqa: E402
+from tests.harness import ServerProcess, free_port, sampling_rss, wait_for  # noqa: E402
 from tests.integration.agents import PY_IMAGE, build_python_image  # noqa: E402
 from tests.integration.twonodes import Cluster, two_agent_cluster  # noqa: E402
 
@@ -82,6 +84,34 @@ BACKEND = textwrap.dedent("""
         await srv.serve_forever()
     asyncio.run(main())
 """) % RESPONSE
+
+# the bulk sink: reads each connection to its end, then answers the byte count
+SINK = textwrap.dedent("""
+    import socket
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 9000))
+    s.listen(8)
+    while True:
+        c, _ = s.accept()
+        n = 0
+        while data := c.recv(1 << 20):
+            n += len(data)
+        c.sendall(str(n).encode())
+        c.close()
+""")
+
+# the bulk client: argv[2] MiB to argv[1]:9000, the bytes the sink counted and the seconds
+BULK = textwrap.dedent("""
+    import json, os, socket, sys, time
+    block, t0 = os.urandom(1 << 20), time.monotonic()
+    with socket.create_connection((sys.argv[1], 9000), timeout=60) as s:
+        for _ in range(int(sys.argv[2])):
+            s.sendall(block)
+        s.shutdown(socket.SHUT_WR)
+        got = int(s.recv(64) or 0)
+    print("RESULT " + json.dumps({"bytes": got, "took": time.monotonic() - t0}), flush=True)
+""")
 
 # the client: the rounds of every target, HTTP then DNS, one JSON line at the end
 CLIENT = textwrap.dedent("""
@@ -359,9 +389,11 @@ def _tunnel_rounds(c: Cluster, args: argparse.Namespace) -> dict:
     srv.kubectl("apply", "-f", "-", input=json.dumps(pod(
         "bench-far", c.b.name, ["python3", "-c", BACKEND])))
     srv.kubectl("apply", "-f", "-", input=json.dumps(pod(
+        "bench-sink", c.b.name, ["python3", "-c", SINK])))
+    srv.kubectl("apply", "-f", "-", input=json.dumps(pod(
         "bench-near", c.a.name, ["python3", "-c", "import time; time.sleep(3600)"],
         dnspython=True)))
-    for name in ("bench-far", "bench-near"):
+    for name in ("bench-far", "bench-sink", "bench-near"):
         c.wait(lambda name=name: c.running(name), 120, f"{name} Running")
     far_ip = c.pod("bench-far")["status"]["podIP"]
     far_cidr = srv.kubectl_json("get", "node", c.b.name)["spec"]["podCIDR"]
@@ -387,6 +419,26 @@ def _tunnel_rounds(c: Cluster, args: argparse.Namespace) -> dict:
             acc["lat"] += r["lat"]
             acc["errors"] += r["errors"]
             acc["took"] += r["took"]
+    sink_ip = c.pod("bench-sink")["status"]["podIP"]
+    for name, link_up in (("route", True), ("tunnel", False)):
+        c.a.ns.set_link(link_up)
+        c.wait(lambda up=link_up: _routed(c, far_cidr) == up, 20,
+               f"the route {'back' if link_up else 'gone'}")
+        pids = {"server": srv.proc.pid, "near_agent": c.a.proc.pid, "far_agent": c.b.proc.pid}
+        before = {k: rss_mb(pid) for k, pid in pids.items()}
+        with sampling_rss(pids) as peak:
+            run = srv.kubectl("exec", "bench-near", "--", "python3", "-c", BULK, sink_ip,
+                              str(args.tunnel_mib), check=False, timeout=600)
+        lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+        if not lines:
+            raise Unmeasurable(f"the {name} upload gave no result: "
+                               f"{(run.stderr or run.stdout).strip()[-300:]}")
+        r = json.loads(lines[0][7:])
+        if r["bytes"] != args.tunnel_mib << 20:
+            raise Unmeasurable(f"the {name} upload: {r['bytes']} of "
+                               f"{args.tunnel_mib << 20} bytes arrived")
+        out[f"bulk_{name}"] = {"rate": r["bytes"] / 1e6 / r["took"], "growth": {
+            k: peak[k] / 1024 - before[k] for k in pids}}
     return out
 
 
@@ -405,6 +457,12 @@ def tunnel_report(res: dict, args: argparse.Namespace) -> None:
           "connections)", flush=True)
     print(f"ratio: {tun_p99 / route_p99:.2f}   (HTTP p99 through the tunnel / over the route)",
           flush=True)
+    for name in ("route", "tunnel"):
+        emit(f"bulk_{name}_rate", res[f"bulk_{name}"]["rate"], "MB/s")
+    for proc, growth in res["bulk_tunnel"]["growth"].items():
+        emit(f"bulk_tunnel_rss_growth_{proc}", growth, "MB")
+    print(f"ratio: {res['bulk_tunnel']['rate'] / res['bulk_route']['rate']:.2f}   (a "
+          f"{args.tunnel_mib} MiB upload through the tunnel / over the route)", flush=True)
 
 
 def report(res: dict, args: argparse.Namespace) -> None:
@@ -440,6 +498,8 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=3.0, help="RSS sampling seconds")
     ap.add_argument("--tunnel-concurrency", type=int, default=4,
                     help="HTTP connections through the tunnel and over the route")
+    ap.add_argument("--tunnel-mib", type=int, default=200,
+                    help="MiB of the bulk upload through the tunnel and over the route")
     ap.add_argument("--node-name", default="bench-net")
     args = ap.parse_args()
     args.services = max(1, min(args.services, 5000))
@@ -449,6 +509,7 @@ def main() -> int:
     args.concurrency = max(1, min(args.concurrency, 256))
     args.in_flight = max(1, min(args.in_flight, 256))
     args.tunnel_concurrency = max(1, min(args.tunnel_concurrency, 64))
+    args.tunnel_mib = max(1, min(args.tunnel_mib, 4096))
     args.settle = max(0.5, min(args.settle, 60.0))
     if shutil.which("dnsmasq") is None:
         print("error: dnsmasq not found (scripts/setup.sh installs dnsmasq-base)", flush=True)

@@ -83,6 +83,9 @@ class NodeConfig:
     # agent removes them only from there); "" = <data-dir>/storage, as K3s
     default_local_storage_path: str = ""
     metrics_resolution: float = 15.0  # seconds between usage reports (agent/metrics.py)
+    # the node's own read-only dashboard (agent/dashboard); 0 = off
+    dashboard_port: int = 0
+    dashboard_bind: str = "127.0.0.1"  # not loopback: served over TLS (it always takes a token)
 
     @property
     def effective_node_name(self) -> str:

@@ -16,6 +16,7 @@ for p in $APT_PACKAGES; do
 done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
+    # shellcheck disable=SC2086 # one package name per word
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
     echo "k3py setup: please install:$missing (needs root)" >&2
@@ -35,7 +36,8 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1; then
   fi
 fi
 
-# a Debian 12 root with systemd for the install test (cached in /var/cache/k3py-test, ~50 s once)
+# a Debian 12 root with systemd and podman for the install test (cached in /var/cache/k3py-test,
+# ~3 min once)
 if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null 2>&1; then
   sh packaging/systemd-root.sh >/dev/null
 fi

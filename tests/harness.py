@@ -5,6 +5,7 @@ Every process started here is torn down by its owner (fixtures call stop() in fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -13,13 +14,25 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args"]
+__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args",
+           "NODE_MONITOR_GRACE", "NODE_MONITOR_PERIOD", "NODE_MONITOR_ARGS"]
 
 KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
+
+# Server args for tests that wait for a silent node to turn Unknown: 20 s of grace instead of
+# 40 (still two of the agents' 10 s lease renewals), checked every second instead of every 5.
+NODE_MONITOR_GRACE = 20.0
+NODE_MONITOR_PERIOD = 1.0
+NODE_MONITOR_ARGS = ["--kube-controller-manager-arg",
+                     f"node-monitor-grace-period={NODE_MONITOR_GRACE:g}s",
+                     "--kube-controller-manager-arg",
+                     f"node-monitor-period={NODE_MONITOR_PERIOD:g}s"]
 
 
 _HANDED_OUT: set[int] = set()
@@ -66,6 +79,35 @@ def node_port_args(args) -> list[str]:
 def clean_env() -> dict[str, str]:
     """This environment without K3PY_* variables, so a child k3py reads only its flags."""
     return {k: v for k, v in os.environ.items() if not k.startswith("K3PY_")}
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of process `pid`, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.contextmanager
+def sampling_rss(pids: dict[str, int], every: float = 0.1) -> Iterator[dict[str, int]]:
+    """The highest RSS (KiB) of each process (by name) while the block runs, sampled in a
+    thread every `every` seconds."""
+    peak = {name: rss_kib(pid) for name, pid in pids.items()}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            for name, pid in pids.items():
+                with contextlib.suppress(OSError):
+                    peak[name] = max(peak[name], rss_kib(pid))
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        t.join(5)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
@@ -147,13 +189,21 @@ class ServerProcess:
             raise TimeoutError("server not ready:\n" + self.log_path.read_text()[-3000:]) from None
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, and after `timeout` SIGKILL: then its stacks are in the log first (what
+        its stop waited for), and what is left of its process group gets SIGTERM, i.e. the
+        embedded agent's podman service, which would otherwise live on until its idle timeout
+        (60 s) and hold up the podman commands of the test's cleanup."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)  # the dump is written from the event loop
                 self.proc.kill()
                 self.proc.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)  # its own session (start())
         if getattr(self, "_log", None):
             self._log.close()
 

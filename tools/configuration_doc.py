@@ -23,7 +23,7 @@ END = "<!-- END GENERATED -->"
 
 # the commands in the order a reader meets them; every command of the table must be here
 COMMANDS = (flags.SERVER, flags.AGENT, flags.SNAPSHOT, flags.CHECK_CONFIG, flags.TOKEN,
-            flags.AIRGAP, flags.PODS, flags.SECRETS, flags.MAPPER)
+            flags.AIRGAP, flags.PODS, flags.SECRETS, flags.DASHBOARD_URL, flags.MAPPER)
 
 
 def _cell(text: str) -> str:

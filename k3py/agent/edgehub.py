@@ -36,8 +36,10 @@ from k3py.tunnel.message import (
     GROUP_TUNNEL,
     OP_ACK,
     OP_INSERT,
+    OP_KEEPALIVE,
     Message,
     ack_for,
+    keepalive,
     new_message,
     resource_key,
     stream_frame,
@@ -79,6 +81,7 @@ class EdgeHub:
         self.connected = asyncio.Event()
         self.stream_handlers: dict[str, StreamHandler] = {}
         self.on_connect: list[Callable[[], None]] = []
+        self.on_disconnect: list[Callable[[], None]] = []
         self.connects = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._wakeup = asyncio.Event()
@@ -295,6 +298,8 @@ class EdgeHub:
                 self.connected.clear()
                 self.queue.link_reset()
                 self._end_streams()
+                for fn in self.on_disconnect:
+                    fn()
             log.warning("tunnel to %s lost; reconnecting", self.url)
             await asyncio.sleep(self.backoff.next_delay())
             await self._await_answer()  # a cut link: dial when it answers, not into the cut
@@ -349,6 +354,8 @@ class EdgeHub:
                 ids = (msg.content or {}).get("ids") or []
                 self.queue.ack(ids)
                 await self.meta.acked(ids)
+            elif msg.route.operation == OP_KEEPALIVE:
+                self.send_live(keepalive(msg.content, source=EDGE))
             return
         if group == GROUP_STREAM:
             self._stream(msg)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from k3py.agent.dashboard import EdgeDashboard
 from k3py.agent.devices.eventbus import BusError
 from k3py.agent.devices.manager import DeviceManager
 from k3py.agent.edgehub import EdgeHub
@@ -59,8 +60,11 @@ class AgentHandle:
     volumes: VolumeCleanup
     metrics: MetricsReporter
     ingress: IngressManager
+    dashboard: EdgeDashboard | None = None
 
     async def stop(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.metrics.stop()
         await self.reporter.stop()
         await self.devices.stop()
@@ -158,9 +162,21 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     volumes.start()
     reporter.start()
     metrics.start()
+    handle = AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
+                         network, volumes, metrics, ingress)
+    if config.dashboard_port:
+        handle.dashboard = EdgeDashboard(
+            node=node_name, agent_dir=agent_dir, bind=config.dashboard_bind,
+            port=config.dashboard_port, meta=meta, pods=pods, devices=devices, hub=hub,
+            runtime=runtime)
+        try:
+            await handle.dashboard.start()
+        except OSError as e:
+            await handle.stop()
+            raise JoinError(f"--dashboard-port {config.dashboard_port}: cannot listen on "
+                            f"{config.dashboard_bind}: {e.strerror or e}") from None
     log.info("k3py agent %s started (server %s)", node_name, config.server)
-    return AgentHandle(node_name, session, meta, hub, pods, reporter, runtime, devices,
-                       network, volumes, metrics, ingress)
+    return handle
 
 
 async def _main(config: AgentConfig) -> int:

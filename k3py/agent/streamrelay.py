@@ -1,43 +1,93 @@
 """A TCP connection relayed over a tunnel stream: port-forward and connect streams the server
 opens (portforward.py, network/tunnelproxy.py's serve_connect), and the connect streams this
-node opens itself (tunnelproxy.py's TunnelProxy). Frames are protocol.py's FRAME_*."""
+node opens itself (tunnelproxy.py's TunnelProxy); and a UDP flow over a connect stream, one
+datagram per frame. Frames are protocol.py's FRAME_*; connect streams are flow controlled
+both ways (tunnel/flowcontrol.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import EDGE, stream_frame
 from k3py.tunnel.protocol import (
     FRAME_CLOSE,
+    FRAME_CREDIT,
     FRAME_DATA,
     FRAME_DATA_CLOSE,
     FRAME_ERROR,
+    content_credit,
     content_data,
+    credit_content,
     data_content,
+    data_length,
 )
 
 if TYPE_CHECKING:
     from k3py.agent.edgehub import EdgeHub
 
-__all__ = ["relay_stream"]
+__all__ = ["relay_stream", "relay_datagrams", "DatagramQueue"]
+
+log = logging.getLogger("k3py.streams")
+
+CHUNK = 65536
 
 
 async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                       opened: bool = False) -> None:
+                       opened: bool = False, flow_control: bool = False) -> None:
     """Bytes between a TCP connection and tunnel stream `sid`: "data" frames both ways, the
     other side's "data-close" half-closes the connection. When the connection's side ends,
     a stream the server opened (port-forward, connect) sends "close"; one this node opened
     (`opened`: its queue also gets the server's "close" and "error") sends "data-close" and
-    runs until the server ends it. The connection is closed on return."""
-    async def inbound() -> None:
+    runs until the server ends it. The connection is closed on return.
+
+    `flow_control` (connect streams): at most a window of bytes goes out before the other
+    end grants more ("credit" frames), and what comes in is granted back once written to
+    the connection, so a slow reader on either side pauses the writer on the other."""
+    sending = StreamWindow() if flow_control else None
+    receiving = StreamWindow() if flow_control else None
+    room = asyncio.Event()
+    to_connection: asyncio.Queue = asyncio.Queue()  # at most a window of data, when controlled
+
+    def send(op: str, content: Any = None) -> bool:
+        return hub.send_live(stream_frame(sid, op, content, source=EDGE))
+
+    async def dispatch() -> None:
+        """The stream's frames: credit at once (a connection slow to take our data must not
+        hold up the grants for the data we send), the rest in order to the connection."""
         while True:
             op, content = await inputs.get()
+            if op == FRAME_CREDIT:
+                if sending is not None:
+                    sending.granted(content_credit(content))
+                    room.set()
+                continue
+            if op == FRAME_DATA and receiving is not None and \
+                    not receiving.sent(data_length(content)):
+                log.warning("stream %s: the other end sent more than its window", sid)
+                send(FRAME_ERROR, {"code": 502, "message": "more data than the stream's "
+                                   "flow-control window"})
+                op, content = FRAME_ERROR, None
+            to_connection.put_nowait((op, content))
+            if op in (FRAME_CLOSE, FRAME_ERROR):
+                return
+
+    async def inbound() -> None:
+        while True:
+            op, content = await to_connection.get()
             if op == FRAME_DATA:
-                writer.write(content_data(content))
+                data = content_data(content)
+                writer.write(data)
                 await writer.drain()
+                if receiving is not None:
+                    grant = receiving.consumed(len(data))
+                    if grant:
+                        send(FRAME_CREDIT, credit_content(grant))
             elif op == FRAME_DATA_CLOSE and writer.can_write_eof():
                 writer.write_eof()
             elif op in (FRAME_CLOSE, FRAME_ERROR):
@@ -46,23 +96,107 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     async def outbound() -> bool:
         """True when the connection's side ended (EOF, reset), False when the link did."""
         with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                if not hub.send_live(stream_frame(sid, FRAME_DATA, data_content(data),
-                                                  source=EDGE)):
+            while True:
+                size = CHUNK
+                if sending is not None:
+                    while not sending.room():
+                        room.clear()
+                        await room.wait()
+                    size = min(size, sending.room())
+                data = await reader.read(size)
+                if not data:
+                    break
+                if sending is not None:
+                    sending.sent(len(data))
+                if not send(FRAME_DATA, data_content(data)):
                     return False
         return True
+    pump_frames = asyncio.create_task(dispatch())
     pump_in = asyncio.create_task(inbound())
     pump_out = asyncio.create_task(outbound())
     try:
         done, _ = await asyncio.wait({pump_in, pump_out}, return_when=asyncio.FIRST_COMPLETED)
         if pump_out in done and pump_out.result():
             if not opened:
-                hub.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))
-            elif not reader.exception() and \
-                    hub.send_live(stream_frame(sid, FRAME_DATA_CLOSE, source=EDGE)):
+                send(FRAME_CLOSE)
+            elif not reader.exception() and send(FRAME_DATA_CLOSE):
                 await pump_in
     finally:
-        for t in (pump_in, pump_out):
+        for t in (pump_frames, pump_in, pump_out):
             t.cancel()
-        await asyncio.gather(pump_in, pump_out, return_exceptions=True)
+        await asyncio.gather(pump_frames, pump_in, pump_out, return_exceptions=True)
         writer.close()
+
+
+async def relay_datagrams(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
+                          send_to: Callable[[bytes], None], received: asyncio.Queue, *,
+                          idle: float) -> None:
+    """Datagrams between a UDP socket and connect stream `sid`, one per "data" frame: the
+    stream's go out through `send_to` and are granted back at once; `received`'s go up while
+    the window has room and are dropped when it has none (a peer that does not keep up loses
+    datagrams, as on a network, and nothing piles up). Returns on the stream's close or
+    error, or once no datagram passed either way for `idle` seconds."""
+    sending, receiving = StreamWindow(), StreamWindow()
+    active = asyncio.Event()
+
+    def send(op: str, content: Any = None) -> bool:
+        return hub.send_live(stream_frame(sid, op, content, source=EDGE))
+
+    async def from_tunnel() -> None:
+        while True:
+            op, content = await inputs.get()
+            if op == FRAME_CREDIT:
+                sending.granted(content_credit(content))
+            elif op == FRAME_DATA:
+                data = content_data(content)
+                if not receiving.sent(len(data)):
+                    send(FRAME_ERROR, {"code": 502, "message": "more data than the stream's "
+                                       "flow-control window"})
+                    return
+                send_to(data)
+                active.set()
+                grant = receiving.consumed(len(data))
+                if grant:
+                    send(FRAME_CREDIT, credit_content(grant))
+            elif op in (FRAME_CLOSE, FRAME_ERROR):
+                return
+
+    async def to_tunnel() -> None:
+        while True:
+            data = await received.get()
+            active.set()
+            if sending.room() < len(data):
+                continue
+            sending.sent(len(data))
+            if not send(FRAME_DATA, data_content(data)):
+                return
+
+    async def until_idle() -> None:
+        while True:
+            active.clear()
+            try:
+                await asyncio.wait_for(active.wait(), idle)
+            except TimeoutError:
+                return
+    tasks = [asyncio.create_task(f()) for f in (from_tunnel, to_tunnel, until_idle)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class DatagramQueue(asyncio.DatagramProtocol):
+    """A UDP socket's datagrams into a bounded queue (full: dropped, as a full socket buffer
+    drops them), for relay_datagrams; `on_datagram(data, addr)` instead when given."""
+
+    def __init__(self, queue: asyncio.Queue | None = None,
+                 on_datagram: Callable[[bytes, tuple], None] | None = None) -> None:
+        self.queue, self.on_datagram = queue, on_datagram
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if self.on_datagram is not None:
+            self.on_datagram(data, addr)
+        elif self.queue is not None and not self.queue.full():
+            self.queue.put_nowait(data)

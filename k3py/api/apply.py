@@ -120,10 +120,11 @@ def _walk(value: Any, schema: Schema | None, prefix: Path, out: set[Path],
             if prefix:
                 out.add(prefix)
         for key, sub in value.items():
-            if sub is None:
-                continue
-            _walk(sub, schema.field(key) if schema else None, prefix + ("f:" + key,), out,
-                  schema, key)
+            if type(sub) is dict or type(sub) is list:
+                _walk(sub, schema.field(key) if schema else None, prefix + ("f:" + key,), out,
+                      schema, key)
+            elif sub is not None:  # a scalar: an owned leaf
+                out.add(prefix + ("f:" + key,))
     elif isinstance(value, list):
         kind, keys = _list_kind(schema, parent, name)
         items = schema.items() if schema else None
@@ -171,16 +172,17 @@ def _tree(value: Any, schema: Schema | None, parent: Schema | None, name: str,
           top: bool = False) -> tuple[bool, dict]:
     """(whether the path of `value` is itself owned, its children's nodes): _walk's rules."""
     if isinstance(value, dict):
-        if schema is not None and schema.is_atomic() and not top:
+        if schema is not None and schema.atomic and not top:
             return True, {}
-        owned = not top and (not value or (schema is not None and schema.is_granular_map()))
+        owned = not top and (not value or (schema is not None and schema.granular_map))
         children: dict = {}
         for key, sub in value.items():
-            if sub is None:
-                continue
-            n = _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
-            if n is not None:
-                children["f:" + key] = n
+            if type(sub) is dict or type(sub) is list:
+                n = _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
+                if n is not None:
+                    children["f:" + key] = n
+            elif sub is not None:  # a scalar: an owned leaf
+                children["f:" + key] = {}
         return owned, children
     if isinstance(value, list):
         kind, keys = _list_kind(schema, parent, name)

@@ -61,30 +61,42 @@ class Schema:
     Works for the generated definitions (refs into `defs`) and for CRD structural schemas
     (no refs)."""
 
-    __slots__ = ("node", "defs", "_fields", "_values", "_items")
+    __slots__ = ("node", "ref", "accepts", "atomic", "granular_map", "defs", "_fields",
+                 "_values", "_items")
 
     def __init__(self, node: dict, defs: dict[str, dict] | None = None) -> None:
         self.defs = defs if defs is not None else {}
-        self.node = self._resolve(node)
+        # ref: the name of the definition the node resolved to ("" when none)
+        self.node, self.ref = self._resolve(node)
+        # the Python types of decoded JSON values that surely fit (None: any value does)
+        self.accepts = _accepted_types(self.node, self.ref)
+        n = self.node
+        self.atomic = n.get("x-kubernetes-map-type") == "atomic" or \
+            n.get("x-kubernetes-list-type") == "atomic"
+        # a map with free keys (labels, annotations, data): SSA owns the map and each key
+        self.granular_map = not n.get("properties") and isinstance(
+            n.get("additionalProperties"), dict) and not self.atomic
         # children, resolved once per node (the roots of built-in kinds are cached, so a walk
         # of the same kind meets the same nodes again): by property name, map values, items
         self._fields: dict[str, Schema] = {}
         self._values: Schema | None = None
         self._items: Schema | None = None
 
-    def _resolve(self, node: dict) -> dict:
+    def _resolve(self, node: dict) -> tuple[dict, str]:
+        name = ""
         for _ in range(8):
             ref = node.get("$ref")
             if not ref and len(node.get("allOf") or ()) == 1:
                 ref = node["allOf"][0].get("$ref")
             if not ref:
-                return node
-            target = self.defs.get(ref.rsplit("/", 1)[-1])
+                return node, name
+            name = ref.rsplit("/", 1)[-1]
+            target = self.defs.get(name)
             if target is None:
-                return {}
+                return {}, name
             extras = {k: v for k, v in node.items() if k.startswith("x-kubernetes-")}
             node = {**target, **extras} if extras else target
-        return node
+        return node, name
 
     @property
     def type(self) -> str:
@@ -125,13 +137,10 @@ class Schema:
         return bool(self.node.get("properties"))
 
     def is_granular_map(self) -> bool:
-        """A map with free keys (labels, annotations, data): SSA owns the map and each key."""
-        return not self.node.get("properties") and isinstance(
-            self.node.get("additionalProperties"), dict) and not self.is_atomic()
+        return self.granular_map
 
     def is_atomic(self) -> bool:
-        return self.node.get("x-kubernetes-map-type") == "atomic" or \
-            self.node.get("x-kubernetes-list-type") == "atomic"
+        return self.atomic
 
     def preserves_unknown(self) -> bool:
         n = self.node
@@ -189,21 +198,21 @@ def find_unknown_fields(api_version: str, kind: str, obj: Any) -> list[str]:
 
 
 def _unknown(s: Schema, v: Any, path: str, out: list[str]) -> None:
-    if isinstance(v, dict):
+    if type(v) is dict:
         if s.preserves_unknown() or not (s.is_struct() or s.is_granular_map()):
             return
         for key, val in v.items():
             sub = s.field(key)
-            child = f"{path}.{key}" if path else key
             if sub is None:
-                out.append(child)
-                continue
-            _unknown(sub, val, child, out)
-    elif isinstance(v, list):
+                out.append(f"{path}.{key}" if path else key)
+            elif type(val) is dict or type(val) is list:  # a scalar has no fields
+                _unknown(sub, val, f"{path}.{key}" if path else key, out)
+    elif type(v) is list:
         items = s.items()
         if items is not None:
             for i, item in enumerate(v):
-                _unknown(items, item, f"{path}[{i}]", out)
+                if type(item) is dict or type(item) is list:
+                    _unknown(items, item, f"{path}[{i}]", out)
 
 
 # ------------------------------------------------------------------ JSON types (decode step)
@@ -268,52 +277,86 @@ def _type_ok(node: dict, ref: str, value: Any) -> bool:
     return True  # no type, or a bare "object" (how the generator renders []byte, FieldsV1)
 
 
-def _zero(node: dict, defs: dict[str, dict]) -> Any:
+def _zero(s: Schema) -> Any:
     """What Go's decoder leaves for a null map or list entry of this schema: "" for a string,
     {} for an object, None (the entry stays null) for anything else."""
-    node, _ = _deref(node, defs)
-    t = node.get("type") or ("object" if "properties" in node else "")
+    t = s.node.get("type") or ("object" if "properties" in s.node else "")
     return "" if t == "string" else {} if t == "object" else None
 
 
-def _first_wrong_type(node: dict, value: Any, path: str, defs: dict[str, dict]) -> str | None:
-    """The first value of the wrong JSON type under `node`, None when all fit. On the way,
+def _accepted_types(node: dict, ref: str) -> frozenset[type] | None:
+    """The exact types _type_ok surely accepts for `node` (an integer-valued float where an
+    integer goes still needs _type_ok); None when it accepts anything."""
+    if ref == _QUANTITY:
+        return frozenset((str, int, float))
+    if node.get("x-kubernetes-int-or-string"):
+        return frozenset((str, int))
+    t = node.get("type") or ("object" if "properties" in node else "")
+    if t == "object" and not ("properties" in node or "additionalProperties" in node):
+        return None
+    types = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+             "array": (list,), "object": (dict,)}.get(t)
+    return frozenset(types) if types else None
+
+
+def _mismatch(s: Schema, value: Any, path: str) -> str | None:
+    """The decode error for `value` under `s`, None when its type fits."""
+    if s.accepts is None or type(value) in s.accepts or _type_ok(s.node, s.ref, value):
+        return None
+    return f"json: cannot unmarshal {json_type_name(value)} into Go " \
+           f"struct field {path} of type {_go_type(s.node, s.ref, s.defs)}"
+
+
+def _first_wrong_type(s: Schema, value: Any, path: str) -> str | None:
+    """The first value of the wrong JSON type under `s`, None when all fit. On the way,
     nulls become what Go's decoder makes of them: a struct field's null is the field absent,
     a map or list entry's null its type's zero value (so no later step meets a null where an
-    object goes)."""
+    object goes). Walks the cached Schema nodes (refs resolved once per server) and checks a
+    scalar in place, without a call of its own."""
     if value is None:
         return None
-    node, ref = _deref(node, defs)
-    if not _type_ok(node, ref, value):
-        return f"json: cannot unmarshal {json_type_name(value)} into Go " \
-               f"struct field {path} of type {_go_type(node, ref, defs)}"
-    if isinstance(value, list):
-        items = node.get("items")
-        if isinstance(items, dict):
+    err = _mismatch(s, value, path)
+    if err:
+        return err
+    if type(value) is list:
+        items = s.items()
+        if items is not None:
             for i, item in enumerate(value):
-                if item is None and (zero := _zero(items, defs)) is not None:
-                    value[i] = zero
-                err = _first_wrong_type(items, value[i], path, defs)
+                if item is None:
+                    item = value[i] = _zero(items)
+                    if item is None:
+                        continue
+                if type(item) is dict or type(item) is list:
+                    err = _first_wrong_type(items, item, path)
+                elif items.accepts is not None and type(item) not in items.accepts:
+                    err = _mismatch(items, item, path)
                 if err:
                     return err
-    elif isinstance(value, dict) and not node.get("x-kubernetes-preserve-unknown-fields"):
-        props = node.get("properties") or {}
-        addl = node.get("additionalProperties")
+    elif type(value) is dict and not s.node.get("x-kubernetes-preserve-unknown-fields"):
+        props = s.node.get("properties") or {}
         for key in list(value):
-            sub = props.get(key) if props else None
-            if value[key] is None:
-                if sub is not None:
+            sub = s.field(key)  # the property, else the map values' schema, else None
+            v = value[key]
+            if v is None:
+                if key in props:
                     del value[key]  # a struct field: null is absent
-                elif isinstance(addl, dict) and (zero := _zero(addl, defs)) is not None:
+                elif sub is not None and (zero := _zero(sub)) is not None:
                     value[key] = zero
                 continue
-            if sub is None and isinstance(addl, dict):
-                sub = addl
-            if sub is not None:
-                err = _first_wrong_type(sub, value[key], f"{path}.{key}", defs)
-                if err:
-                    return err
+            if sub is None:
+                continue
+            if type(v) is dict or type(v) is list:
+                err = _first_wrong_type(sub, v, f"{path}.{key}")
+            elif sub.accepts is not None and type(v) not in sub.accepts:
+                err = _mismatch(sub, v, f"{path}.{key}")
+            if err:
+                return err
     return None
+
+
+@lru_cache(maxsize=1)
+def _object_meta() -> Schema:
+    return Schema({"$ref": _OBJECT_META}, definitions())
 
 
 def wrong_type(api_version: str, kind: str, obj: dict, *, crd: bool = False) -> str | None:
@@ -321,15 +364,13 @@ def wrong_type(api_version: str, kind: str, obj: dict, *, crd: bool = False) -> 
     schema (a string where a list goes, a number as a name), None when all fit; nulls in `obj`
     are decoded as Go would on the way (see _first_wrong_type). For CRDs only metadata is
     checked here; their own schema is validated later."""
-    defs = definitions()
     if crd:
-        meta = obj.get("metadata")
-        err = _first_wrong_type({"$ref": _OBJECT_META}, meta, "ObjectMeta.metadata", defs)
+        err = _first_wrong_type(_object_meta(), obj.get("metadata"), "ObjectMeta.metadata")
     else:
-        name = definition_name(api_version, kind)
-        if not name:
+        root = schema_for(api_version, kind)
+        if root is None:
             return None
-        err = _first_wrong_type({"$ref": name}, obj, kind, defs)
+        err = _first_wrong_type(root, obj, kind)
     if err is None:
         return None
     version = api_version.rpartition("/")[2]

@@ -24,6 +24,7 @@ COMMANDS:
    agent pods     Print this node's pods from its own state (works without the server)
    kubectl        Run kubectl against the local server (KUBECONFIG=/etc/k3py/k3py.yaml)
    token          Print the join token of the local server
+   dashboard-url  Print a one-time link that logs the admin in to the web dashboard
    check-config   Check this host for what k3py needs
    airgap         Import image tarballs on air-gapped nodes (airgap import FILE...)
    mapper         Run a device mapper: mapper dht11|simulated|counter --device NAME
@@ -56,6 +57,10 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         from k3py.cli.token import token_command
         return token_command(argv)
 
+    def dashboard_url(argv: list[str]) -> int:
+        from k3py.cli.dashboard_url import dashboard_url_command
+        return dashboard_url_command(argv)
+
     def check_config(argv: list[str]) -> int:
         from k3py.cli.check_config import check_config_command
         return check_config_command(argv)
@@ -77,6 +82,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         return secrets_encrypt_command(argv)
 
     return {"server": server, "agent": agent, "kubectl": kubectl, "token": token,
+            "dashboard-url": dashboard_url,
             "check-config": check_config, "airgap": airgap, "mapper": mapper,
             "snapshot": snapshot, "secrets-encrypt": secrets_encrypt}
 

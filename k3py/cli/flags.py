@@ -178,7 +178,8 @@ def _ttl(v: str) -> float:
 # the kube-controller-manager flags k3py's built-in controllers read (K3s passes any)
 _CONTROLLER_MANAGER_ARGS = ("horizontal-pod-autoscaler-sync-period",
                             "horizontal-pod-autoscaler-downscale-stabilization",
-                            "horizontal-pod-autoscaler-tolerance")
+                            "horizontal-pod-autoscaler-tolerance",
+                            "node-monitor-grace-period", "node-monitor-period")
 _GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
 _GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -204,6 +205,8 @@ def _controller_manager_args(items: tuple[str, ...]) -> tuple[str, ...]:
                          for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value))
         else:
             raise ValueError(f"{key}: expected a duration such as 15s or 5m0s, got {value!r}")
+        if key.startswith("node-monitor") and number <= 0:  # a period of 0 would spin
+            raise ValueError(f"{key}: expected a duration above 0, got {value!r}")
         out.append(f"{key}={number:g}")
     return tuple(out)
 
@@ -271,6 +274,7 @@ def _components(items: tuple[str, ...]) -> tuple[str, ...]:
 
 SERVER, AGENT, TOKEN, AIRGAP = "server", "agent", "token", "airgap"
 SECRETS = "secrets-encrypt"
+DASHBOARD_URL = "dashboard-url"
 SNAPSHOT = "snapshot"
 CHECK_CONFIG = "check-config"
 PODS = "agent pods"  # the node's pods from its local state
@@ -320,7 +324,7 @@ FLAGS: tuple[Flag, ...] = (
          "Subject Alternative Names on the server TLS cert", (SERVER,)),
     # data
     Flag("data-dir", str, "(data) Folder to hold state",
-         (*_BOTH, TOKEN, SECRETS, PODS, SNAPSHOT, CHECK_CONFIG),
+         (*_BOTH, TOKEN, SECRETS, DASHBOARD_URL, PODS, SNAPSHOT, CHECK_CONFIG),
          short="d"),
     Flag("default-local-storage-path", str, "(storage) Default local storage path for local "
          "provisioner storage class (on an agent: where it may remove deleted volumes' "
@@ -351,7 +355,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("token-file", str, "(cluster) File containing the token"),
     Flag("server", str, "(cluster) Server to connect to (a server: another server of the "
          "cluster, whose CAs and token it takes from the shared datastore)",
-         (*_BOTH, SECRETS, TOKEN), short="s",
+         (*_BOTH, SECRETS, TOKEN, DASHBOARD_URL), short="s",
          env_aliases=(f"{ENV_PREFIX}_URL",), check=_https_url),
     Flag("ttl", str, "(token) How long a created bootstrap token lasts (24h, 30m; 0: "
          "forever)", (TOKEN,), check=_ttl, default_help="24h"),
@@ -453,6 +457,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("mqtt-bind", str, "(agent/devices) Loopback address of the embedded MQTT broker "
          "(it has no TLS or authentication, so it is never exposed)", check=_loopback_bind),
     Flag("mqtt-port", int, "(agent/devices) Port of the embedded MQTT broker", check=_port),
+    Flag("dashboard-port", int, "(agent/dashboard) Serve the node's own read-only dashboard "
+         "(its pods and their logs, devices, MQTT traffic, from its local cache: works while "
+         "the server is unreachable) on this port; log in with <data-dir>/agent/"
+         "dashboard-token", (AGENT,), check=_port, default_help="off"),
+    Flag("dashboard-bind", str, "(agent/dashboard) Address of the node's dashboard; an address "
+         "that is not loopback is served over TLS (a certificate of its own)", (AGENT,),
+         check=_bind_ip),
     Flag("device-offline-after", str, "(agent/devices) Mapper silence after which a device "
          "goes offline (2s, 500ms, 1m)", check=_duration,
          default_help="3 x the device's report cycle"),
@@ -773,6 +784,7 @@ _ABOUT = {SERVER: "Run the Kubernetes API server (and, unless --disable-agent, a
           AGENT: "Run a node that joins a server",
           TOKEN: "Print the join token of the local server; create|list|delete bootstrap "
                  "tokens",
+          DASHBOARD_URL: "Print a one-time link that logs the admin in to the web dashboard",
           AIRGAP: "Import image tarballs into this node's podman",
           PODS: "Print this node's pods from its own state (works without the server)"}
 

@@ -198,7 +198,7 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub, peers)
     if dashboard.ADDON not in config.disable:
-        dashboard.install(app, api, hub.sessions, config.dashboard_read_only)
+        dashboard.install(app, api, hub, config.dashboard_read_only)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()
@@ -225,7 +225,9 @@ def peer_relay(registry: Registry, config, bundle: Pki, advertise: str) -> PeerR
 _CONTROLLER_OPTIONS = {"horizontal-pod-autoscaler-sync-period": "hpa_sync_period",
                        "horizontal-pod-autoscaler-downscale-stabilization":
                            "hpa_downscale_stabilization",
-                       "horizontal-pod-autoscaler-tolerance": "hpa_tolerance"}
+                       "horizontal-pod-autoscaler-tolerance": "hpa_tolerance",
+                       "node-monitor-grace-period": "node_monitor_grace_period",
+                       "node-monitor-period": "node_monitor_period"}
 
 
 def disabled_controllers(config) -> frozenset[str]:

@@ -21,7 +21,7 @@ from k3py.api.errors import Cause
 from k3py.api.objects import now_rfc3339
 from k3py.api.resources import Resource, ResourceRegistry
 from k3py.server.admission import AdmissionChain
-from k3py.server.controllers.base import Controller, ControllerContext
+from k3py.server.controllers.base import Controller, ControllerContext, drop_finalizer
 from k3py.server.registry import Registry
 
 __all__ = ["CustomResources", "CRDController", "install_builtin_crds", "validate_crd",
@@ -554,7 +554,8 @@ class CRDController(Controller):
 
         def mark(cur: dict) -> dict | None:
             conds = (cur.get("status") or {}).get("conditions") or []
-            if any(c.get("type") == "Terminating" for c in conds):
+            if cur["metadata"].get("uid") != crd["metadata"].get("uid") or \
+                    any(c.get("type") == "Terminating" for c in conds):
                 return None
             cur.setdefault("status", {})["conditions"] = [*conds, term]
             return cur
@@ -577,11 +578,4 @@ class CRDController(Controller):
                 self.enqueue(name, 1.0)  # instances with finalizers are still going away
                 return
         self.crds.unregister(name)
-
-        def drop_finalizer(cur: dict) -> dict | None:
-            fins = cur["metadata"].get("finalizers") or []
-            if CLEANUP_FINALIZER not in fins:
-                return None
-            cur["metadata"]["finalizers"] = [f for f in fins if f != CLEANUP_FINALIZER]
-            return cur
-        await self.registry.update_with(res, None, name, drop_finalizer)
+        await drop_finalizer(self.registry, res, crd, CLEANUP_FINALIZER)

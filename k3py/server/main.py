@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -179,6 +180,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
 
     # one informer per resource for this server: controllers, RBAC and the tunnel share it
     informers = InformerFactory(registry)
+    registry.cached = informers.cached  # admission's namespace and ServiceAccount reads
     url_host = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else \
         config.bind_address
     server_address = f"{advertise}:{config.https_listen_port}"
@@ -316,6 +318,15 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _tune_garbage_collector() -> None:
+    """Most of a server's heap is long-lived (informer and watch caches, a few hundred
+    containers per pod) and grows with the cluster. With CPython's default thresholds a full
+    collection walks all of it again every ~70,000 new containers while it grows: 12% of the
+    CPU time of creating 5,000 pods. Young collections 14x rarer and full ones considered 28x
+    rarer still collect cycles, without the repeated walks."""
+    gc.set_threshold(10_000, 20, 10)
+
+
 def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
     """Blocking entry for the CLI. `after_ready(config, server)` may start more (the
     embedded agent, which the server package must not import) and return a handle with
@@ -324,6 +335,7 @@ def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _raise_open_files_limit()
+    _tune_garbage_collector()
     try:
         import uvloop
         uvloop.install()

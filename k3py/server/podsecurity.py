@@ -291,7 +291,8 @@ class PodSecurityAdmission:
         if user is not None and user.name in self.config.exempt_usernames:
             return
         ns_res = self.registry.served("", "namespaces")
-        levels = _levels(await self.registry.try_get(ns_res, None, ns), self.config.defaults)
+        levels = _levels(await self.registry.read_through(ns_res, None, ns),
+                         self.config.defaults)
         if not levels:
             return
         spec = _pod_spec(key, obj)

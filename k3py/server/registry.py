@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ _CONFLICT_MSG = "the object has been modified; please apply your changes to the 
 # 413 on every write path (create, update, patch, apply, status), before it reaches the store
 MAX_OBJECT_BYTES = 1536 * 1024
 MAX_LIST_LIMIT = 1 << 31  # a larger limit= is the same as this one (and fits a SQL LIMIT)
+NAMESPACE_LIVE_LOOKUP = 30.0  # seconds a deleted namespace is read from the store, not cached
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +103,14 @@ class Registry:
         # This server's admission plug-ins (CRDs, service allocation, ServiceAccount), filled
         # by k3py.server.bootstrap; empty for a bare registry (unit tests)
         self.admission = admission_chain if admission_chain is not None else AdmissionChain()
+        # An informer's copy of an object (shared: read, never changed), None when it has
+        # none; serve() sets it once the server's informers exist (None: every read_through
+        # reads the store)
+        self.cached: Callable[[Resource, str | None, str], dict | None] | None = None
+        # namespace -> until when (time.monotonic) creates in it read it from the store: one
+        # deleted through this server may still look active to the informers for a moment
+        # (upstream's namespace lifecycle admission keeps the same 30 s forceLiveLookupCache)
+        self._live_lookup: dict[str, float] = {}
 
     def served(self, group: str, plural: str) -> Resource:
         """The served resource; a 500 Status when it is not (a built-in missing is a bug)."""
@@ -217,6 +227,14 @@ class Registry:
     async def try_get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
         _, kv = await self.backend.get(self._key(res, namespace, name))
         return None if kv is None else self.decode(res, kv)
+
+    async def read_through(self, res: Resource, namespace: str | None,
+                           name: str) -> dict | None:
+        """The object from the server's informers (shared: read it, never change it), from
+        the store when they do not hold it (not synced yet, or just created), as upstream's
+        admission plug-ins read a lister and look up the API on a miss."""
+        obj = self.cached(res, namespace, name) if self.cached is not None else None
+        return obj if obj is not None else await self.try_get(res, namespace, name)
 
     async def list(self, res: Resource, namespace: str | None,
                    opts: ListOptions = ListOptions()) -> dict:
@@ -356,13 +374,19 @@ class Registry:
         ns_res = self.resources.get("", "v1", "namespaces")
         if ns_res is None:
             return
-        _, kv = await self.backend.get(self._key(ns_res, None, ns))
-        if kv is None:
+        if self._live_lookup.get(ns, 0.0) > time.monotonic():
+            nsobj = await self.try_get(ns_res, None, ns)
+        else:
+            nsobj = await self.read_through(ns_res, None, ns)
+        terminating = res.kind != "Event" and nsobj is not None and \
+            bool((nsobj.get("metadata") or {}).get("deletionTimestamp"))
+        if terminating:  # a refusal is confirmed by the store, the cache may lag
+            nsobj = await self.try_get(ns_res, None, ns)
+            terminating = nsobj is not None and \
+                bool((nsobj.get("metadata") or {}).get("deletionTimestamp"))
+        if nsobj is None:
             raise errors.not_found("", "namespaces", ns)
-        if res.kind in ("Event",):
-            return
-        nsobj = loads(kv.value)
-        if (nsobj.get("metadata") or {}).get("deletionTimestamp"):
+        if terminating:
             raise errors.forbidden(
                 f'{res.group_resource} is forbidden: unable to create new content in namespace '
                 f'{ns} because it is being terminated', res.group, res.plural)
@@ -521,6 +545,10 @@ class Registry:
                      options: dict | None = None, *, dry_run: bool = False) -> dict:
         options = options or {}
         key = self._key(res, namespace, name)
+        if res.group == "" and res.plural == "namespaces" and not dry_run:
+            now = time.monotonic()
+            self._live_lookup = {k: t for k, t in self._live_lookup.items() if t > now}
+            self._live_lookup[name] = now + NAMESPACE_LIVE_LOOKUP
         for _ in range(20):
             _, kv = await self.backend.get(key)
             if kv is None:

@@ -349,7 +349,7 @@ class ServiceAccountAdmission:
         res = self.registry.resources.get("", "v1", "serviceaccounts")
         deadline = time.monotonic() + (self.wait_seconds if name == "default" else 0.0)
         while True:
-            sa = await self.registry.try_get(res, ns, name)
+            sa = await self.registry.read_through(res, ns, name)
             if sa is not None or time.monotonic() >= deadline:
                 return sa
             await asyncio.sleep(0.1)

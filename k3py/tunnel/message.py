@@ -13,7 +13,7 @@ __all__ = [
     "Header", "Route", "Message", "new_message", "ack_for", "needs_ack",
     "GROUP_RESOURCE", "GROUP_STREAM", "GROUP_TUNNEL",
     "OP_INSERT", "OP_UPDATE", "OP_DELETE", "OP_SYNC", "OP_RESPONSE", "OP_ACK",
-    "OP_KEEPALIVE", "CLOUD", "EDGE", "resource_key", "split_resource_key", "stream_frame",
+    "OP_KEEPALIVE", "CLOUD", "EDGE", "keepalive", "resource_key", "split_resource_key", "stream_frame",
 ]
 
 # route.group: what kind of payload this is
@@ -111,6 +111,14 @@ def ack_for(ids: list[str], *, source: str) -> Message:
     """One ACK message can acknowledge many ids (batched after a burst)."""
     return new_message(source=source, group=GROUP_TUNNEL, operation=OP_ACK,
                        content={"ids": list(ids)})
+
+
+def keepalive(content: Any, *, source: str) -> Message:
+    """A link probe: the server sends one with {"sent": its monotonic clock} and the agent
+    sends the same content back, which times the round trip (the websocket's own pings are
+    answered inside aiohttp, out of sight)."""
+    return new_message(source=source, group=GROUP_TUNNEL, operation=OP_KEEPALIVE,
+                       content=content)
 
 
 def stream_frame(stream_id: str, operation: str, content: Any = None, *,

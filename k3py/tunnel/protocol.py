@@ -22,8 +22,8 @@ __all__ = [
     "STREAM_LOG", "STREAM_EXEC", "STREAM_ATTACH", "STREAM_PORTFORWARD", "STREAM_CONNECT",
     "ConnectRequest",
     "FRAME_DATA", "FRAME_EXIT", "FRAME_ERROR", "FRAME_CLOSE",
-    "FRAME_STDIN", "FRAME_STDIN_CLOSE", "FRAME_RESIZE", "FRAME_DATA_CLOSE",
-    "data_content", "content_data", "LogRequest", "ExecRequest", "PortForwardRequest",
+    "FRAME_STDIN", "FRAME_STDIN_CLOSE", "FRAME_RESIZE", "FRAME_DATA_CLOSE", "FRAME_CREDIT",
+    "data_content", "content_data", "data_length", "credit_content", "content_credit", "LogRequest", "ExecRequest", "PortForwardRequest",
 ]
 
 # ---------------------------------------------------------------- joining (plain HTTPS)
@@ -290,6 +290,9 @@ FRAME_STDIN = "stdin"            # {"data": base64}
 FRAME_STDIN_CLOSE = "stdin-close"
 FRAME_RESIZE = "resize"          # {"Width": cols, "Height": rows}, as kubectl sends it
 FRAME_DATA_CLOSE = "data-close"  # port-forward: the client half-closed its connection
+# both ways, connect streams only: {"bytes": n}, the receiver handed n more bytes on and the
+# sender may send that many more (flowcontrol.py)
+FRAME_CREDIT = "credit"
 
 
 def data_content(data: bytes, fd: int | None = None) -> dict:
@@ -301,6 +304,24 @@ def data_content(data: bytes, fd: int | None = None) -> dict:
 def content_data(content: Any) -> bytes:
     """The bytes a FRAME_DATA or FRAME_STDIN frame carries."""
     return base64.b64decode((content or {}).get("data") or "")
+
+
+def data_length(content: Any) -> int:
+    """How many bytes a FRAME_DATA frame carries, without decoding them."""
+    encoded = (content if isinstance(content, dict) else {}).get("data")
+    if not isinstance(encoded, str):
+        return 0
+    return len(encoded) * 3 // 4 - encoded[-2:].count("=")
+
+
+def credit_content(n: int) -> dict:
+    return {"bytes": n}
+
+
+def content_credit(content: Any) -> int:
+    """The bytes a FRAME_CREDIT frame grants (0 for a malformed one)."""
+    n = (content if isinstance(content, dict) else {}).get("bytes")
+    return n if isinstance(n, int) and n > 0 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,22 +403,30 @@ class PortForwardRequest:
 
 @dataclass(frozen=True, slots=True)
 class ConnectRequest:
-    """A TCP connection to `ip`:`port`, a pod IP in the pod CIDR of the node that serves it
-    (the tunnel path to nodes that cannot be routed to: docs/networking.md)."""
+    """A TCP connection (or, `protocol` "udp", a UDP flow: one datagram per data frame) to
+    `ip`:`port`, a pod IP in the pod CIDR of the node that serves it (the tunnel path to
+    nodes that cannot be routed to: docs/networking.md)."""
 
     ip: str
     port: int
+    protocol: str = "tcp"
 
     def to_content(self) -> dict:
-        return {"ip": self.ip, "port": self.port}
+        out: dict = {"ip": self.ip, "port": self.port}
+        if self.protocol != "tcp":
+            out["protocol"] = self.protocol
+        return out
 
     @classmethod
     def from_content(cls, c: Any) -> ConnectRequest:
-        """ValueError unless `c` names an IPv4 address and a port in 1..65535."""
+        """ValueError unless `c` names an IPv4 address, a port in 1..65535 and tcp or udp."""
         c = c if isinstance(c, dict) else {}
         ip, port = str(c.get("ip") or ""), c.get("port")
+        protocol = c.get("protocol") or "tcp"
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"invalid port {port!r}")
+        if protocol not in ("tcp", "udp"):
+            raise ValueError(f"unsupported protocol {protocol!r}")
         if not isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address):
             raise ValueError(f"not an IPv4 address: {ip!r}")
-        return cls(ip, port)
+        return cls(ip, port, protocol)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k3py.agent.pods.workers import IDLE_SECONDS
-from tests.harness import ServerProcess, clean_env, wait_for
+from tests.harness import ServerProcess, clean_env, rss_kib, wait_for
 from tests.integration.agents import IMAGE, build_test_image
 from tests.integration.netns import NetNS
 
@@ -94,13 +94,6 @@ class _HookedServer(ServerProcess):
         return _hooked(super().command(), self.tasks_file)
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
 def _dump(pid: int, path: Path) -> dict[str, dict[str, int]]:
     path.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR2)
@@ -114,7 +107,7 @@ def _tasks(pid: int, path: Path) -> dict[str, int]:
 
 def _usage(pid: int, dump: Path, ss: list[str]) -> Usage:
     d = _dump(pid, dump)
-    return Usage(_rss_mb(pid), len(os.listdir(f"/proc/{pid}/fd")), _tcp(pid, ss), d["tasks"],
+    return Usage(rss_kib(pid) / 1024, len(os.listdir(f"/proc/{pid}/fd")), _tcp(pid, ss), d["tasks"],
                  d["objects"], d["sqlite"] / 2**20)
 
 

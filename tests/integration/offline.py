@@ -91,6 +91,17 @@ class OfflineNode:
     def restore(self) -> None:
         self.ns.restore()
 
+    def log_marks(self) -> tuple[int, int]:
+        """Where the server's and the agent's logs end now (for tunnel_lost)."""
+        return self.srv.log_path.stat().st_size, self.log.stat().st_size
+
+    def tunnel_lost(self, marks: tuple[int, int]) -> bool:
+        """Both ends logged the loss of the node's tunnel after `marks`."""
+        server = self.srv.log_path.read_bytes()[marks[0]:]
+        agent = self.log.read_bytes()[marks[1]:]
+        return f"node {self.node} disconnected".encode() in server and \
+            b"lost; reconnecting" in agent
+
     def logs(self) -> str:
         out = ["", "--- server log (tail)", self.srv.log_path.read_text(errors="replace")[-3000:]]
         if self.log.exists():

@@ -1,5 +1,5 @@
 """kill -9 of a real `k3py server` under a mixed write load over HTTP, and the oracle that says
-what must be there afterwards; used by test_autonomy_store.py (a few rounds) and
+what must be there afterwards; used by test_store_kill9.py (KILL_ROUNDS rounds) and
 bench/autonomy_store.py (50 rounds, with figures).
 
 Each client owns its ConfigMaps and walks each through create -> update (PUT, with its

@@ -1,8 +1,8 @@
 """Taint-based eviction end to end: `--node-eviction-timeout` on, and off (KubeEdge autonomy).
 
 Two real servers side by side, each with one real `k3py agent` running real busybox pods on
-podman; both agents are killed at once, so the one 40 s node-monitor grace is paid once for
-both halves of the proof:
+podman; both agents are killed at once, so the one node-monitor grace (NODE_MONITOR_GRACE,
+set on both servers) is paid once for both halves of the proof:
 - with `--node-eviction-timeout EVICT_AFTER`, the silent node turns Unknown (NotReady in
   kubectl) with the unreachable NoSchedule and NoExecute taints; a pod tolerating the taint for
   SHORT_TOLERATION seconds is evicted first while the pod with the default 300 s tolerations
@@ -31,14 +31,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, clean_env, wait_for
+from tests.harness import NODE_MONITOR_ARGS, NODE_MONITOR_GRACE, ServerProcess, clean_env, wait_for
 from tests.integration.agents import IMAGE, build_test_image, podman_pods, remove_podman_pods
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EVICT_AFTER = 12        # --node-eviction-timeout of the evicting server
 SHORT_TOLERATION = 2    # tolerationSeconds of the pod that must go first
-GRACE = 40              # node-monitor grace period (controllers/node.py)
+GRACE = NODE_MONITOR_GRACE  # node-monitor grace period of both servers
 LEASE_EVERY = 10        # the agent renews its Lease this often (agent/node.py)
 UNREACHABLE = "node.kubernetes.io/unreachable"
 
@@ -48,7 +48,8 @@ class Side:
 
     def __init__(self, tmp: Path, label: str, server_args: list[str]) -> None:
         self.node = f"{label}-{uuid.uuid4().hex[:6]}"
-        self.srv = ServerProcess(tmp / f"server-{label}", extra_args=server_args)
+        self.srv = ServerProcess(tmp / f"server-{label}",
+                                 extra_args=[*server_args, *NODE_MONITOR_ARGS])
         self.agent_dir = tmp / f"agent-{label}"
         self.agent_log = tmp / f"agent-{label}.log"
         self.agent: subprocess.Popen | None = None

@@ -8,7 +8,7 @@ bench/autonomy_flaps.py is the 100-cut run with the figures.
 
 Also `k3py agent pods` itself: with the link cut it prints the node's pods from meta.db and
 podman (kubectl's columns, `-o json`), and one error line for a data dir without agent state.
-Needs root (`ip netns`); skipped with the reason otherwise. Env: K3PY_TEST_FLAPS (default 10)."""
+Needs root (`ip netns`); skipped with the reason otherwise. Env: K3PY_TEST_FLAPS (default 5)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests.integration.netns import netns_factory  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FLAPS = int(os.environ.get("K3PY_TEST_FLAPS", "10"))
+FLAPS = int(os.environ.get("K3PY_TEST_FLAPS", "5"))
 WARMUP = 3
 RSS_SLACK_MB = 5.0
 FD_SLACK = 2  # an fd or socket in passing (a podman call, a kubectl request being served)

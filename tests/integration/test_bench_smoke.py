@@ -83,12 +83,13 @@ def test_network_bench_prints_its_figures() -> None:
     ratio, and the requests and queries all answered right."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "network.py"), "--services",
                           "10", "--endpoints", "40", "--seconds", "1", "--rounds", "1",
-                          "--settle", "0.5"], capture_output=True, text=True, timeout=180,
+                          "--settle", "0.5", "--tunnel-mib", "8"], capture_output=True,
+                         text=True, timeout=180,
                          cwd=ROOT, env=clean_env())
     figures, ratios = bench_lines(out)
     assert set(NETWORK_FIGURES) <= set(figures), sorted(figures)
-    assert ratios == 7  # RSS / target, HTTP req/s and p99, DNS queries/s and p99, tunnel
-    # req/s and p99 (two agents in netns: route vs tunnel)
+    assert ratios == 8  # RSS / target, HTTP req/s and p99, DNS queries/s and p99, tunnel
+    # req/s and p99 and bulk MB/s (two agents in netns: route vs tunnel)
     assert figures["services"] == 10
     assert all(figures[f"{kind}_errors"] == 0 for kind in (
         "http_pod_ip", "http_cluster_ip", "dns_dnsmasq", "dns_node_dns")), figures

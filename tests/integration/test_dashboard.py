@@ -2,7 +2,8 @@
 caching headers and no credential; login with a cluster-admin service account's token sets an
 HttpOnly, SameSite=Strict, Secure session cookie; the API takes that cookie only with the
 X-K3py-Dashboard marker header; the tunnel route is authorized and shows a real agent's
-tunnel connected (since when) and then offline; a wrong token gets 401;
+tunnel connected (since when, its round trip), pushed to the page's Nodes view, and then
+offline within the heartbeat timeout + 1 s of the agent stopping; a wrong token gets 401;
 logout ends the session; `--disable dashboard` leaves no /dashboard/ at all. A real headless
 Chromium (Debian's, driven by selenium with Debian's chromedriver) logs in, sees the node list,
 sees a pod created with kubectl appear through the page's watch, and makes no request to any
@@ -12,21 +13,30 @@ The tab's live websocket: only from the page's own origin, subscriptions authori
 user, slim rows, and a reconnect that resumes from its resourceVersion gets just what changed
 meanwhile. Devices: the page shows a twin's reported value moving (written with kubectl) on a
 uPlot plot and sets a desired value; buttons are hidden from a user whose
-SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie."""
+SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie.
+
+The overview (the landing view), events filtered by type and object, a Deployment scaled,
+restarted, edited through a YAML dry-run and deleted from the page; a pod's logs followed,
+searched, with timestamps and the previous container's answer, and a Deployment's two pods'
+logs in one stream; `k3py dashboard-url`'s one-time link. With K3PY_DASHBOARD_SCREENSHOTS set
+to a directory, each of those views is saved there at 1280x800 and 360x640 (docs/dashboard)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import ssl
 import subprocess
+import sys
 import time
 from http.cookies import SimpleCookie
 
 import aiohttp
 import pytest
 
+from k3py.tunnel.protocol import HEARTBEAT
 from tests.harness import ServerProcess, clean_env, wait_for
 from tests.integration.agents import IMAGE, build_test_image, remove_podman_pods, stop_proc
 from tests.integration.browser import chromium
@@ -173,6 +183,7 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
         wait_for(lambda: run(tunnel()).get("connected"), 30, 0.3, f"{node}'s tunnel connected")
         assert before <= run(tunnel())["connectedSince"] <= time.time()
         srv.kubectl("apply", "-f", "-", input=json.dumps(_shell_pod(node)))
+        srv.kubectl("apply", "-f", "-", input=json.dumps(_ticker(node)))
         wait_for(lambda: srv.kubectl_json("get", "pod", "shell")["status"].get("phase")
                  == "Running", 60, 0.3, "the shell pod Running on the agent")
         browser.get(srv.url + "/dashboard/")
@@ -190,24 +201,99 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
             "echo hi", Keys.ENTER)
         wait_for(lambda: "hi" in [line.strip() for line in _terminal(browser)], 15,
                  what=f"echo's answer in the terminal (it shows {_terminal(browser)})")
+        _follow_logs(browser, srv)
+        _open(browser, "Nodes", "nodes")
+        cell = f"td.tunnel[data-node='{node}']"
+        wait_for(lambda: "rtt" in _css_text(browser, cell), 15,
+                 what=f"{node}'s tunnel connected with its round trip (it shows "
+                      f"{_css_text(browser, cell)!r})")
+        assert _css_text(browser, cell).startswith("connected since")
+        stop_proc(proc)
+        # pushed on the tab's live socket, no reload: within the heartbeat timeout + 1 s
+        wait_for(lambda: _css_text(browser, cell).startswith("offline last seen"),
+                 HEARTBEAT + 1, what=f"{node} offline in the page once its agent stopped "
+                                     f"(it shows {_css_text(browser, cell)!r})")
+        figures = run(tunnel())
+        assert figures["connected"] is False and figures["connectedSince"] is None, figures
+        assert figures["lastSeen"] >= before and figures["reconnects"] == 0, figures
         browser.find_element(By.ID, "logout").click()
         wait_for(lambda: browser.find_elements(By.ID, "token"), 15, what="the login form")
-        stop_proc(proc)
-        wait_for(lambda: run(tunnel()) == {"connected": False, "connectedSince": None}, 15, 0.3,
-                 f"{node}'s tunnel offline once its agent stopped")
     finally:
         stop_proc(proc)
         remove_podman_pods(node)
         srv.kubectl("delete", "pod", "shell", "--force", "--grace-period=0", check=False)
+        srv.kubectl("delete", "deployment", "ticker", "--wait=false", check=False)
+        srv.kubectl("delete", "pods", "-l", "app=ticker", "--force", "--grace-period=0",
+                    check=False)
         srv.kubectl("delete", "node", node, "--wait=false", check=False)
 
 
+_TICK = ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done"]
+
+
+def _pod_spec(node: str, command: list[str]) -> dict:
+    return {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+        "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": command}]}
+
+
 def _shell_pod(node: str) -> dict:
+    """A pod that logs a line every half second: the shell's and the followed logs'."""
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "shell", "namespace": "default"},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
-                "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
-                "command": ["sleep", "3600"]}]}}
+            "spec": _pod_spec(node, _TICK)}
+
+
+def _ticker(node: str) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "ticker", "namespace": "default"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "ticker"}},
+                     "template": {"metadata": {"labels": {"app": "ticker"}},
+                                  "spec": _pod_spec(node, _TICK)}}}
+
+
+def _log_lines(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#logs .line')].map((l) => l.textContent)")
+
+
+def _follow_logs(driver, srv: ServerProcess) -> None:
+    """A pod's logs follow (new lines arrive), search, timestamps and the previous
+    container's; then a Deployment's two pods in one stream, each line marked by its pod."""
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.XPATH, "//button[text()='Back to pods']").click()
+    wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pods table")
+    driver.find_element(By.XPATH, "//tr[td[text()='shell']]//button[text()='logs']").click()
+    wait_for(lambda: any("tick" in line for line in _log_lines(driver)), 15,
+             what="the shell pod's lines in the log view")
+    seen = len(_log_lines(driver))
+    wait_for(lambda: len(_log_lines(driver)) >= seen + 2, 15,
+             what="new lines while following (a followed stream)")
+    driver.find_element(By.ID, "log-search").send_keys("tick 1")
+    shown = _log_lines(driver)
+    assert shown and all("tick 1" in line for line in shown), shown
+    driver.find_element(By.ID, "timestamps").click()
+    wait_for(lambda: re.match(r"\d{4}-\d\d-\d\dT", (_log_lines(driver) or [""])[0]), 15,
+             what="timestamps before the lines")
+    _screenshots(driver, "logs")
+    driver.find_element(By.ID, "previous").click()  # no run before this one: the API says so
+    wait_for(lambda: "previous" in _css_text(driver, "main .error"), 15,
+             what="the API's answer for a previous container that never ran")
+    wait_for(lambda: len(srv.kubectl_json("get", "pods", "-l", "app=ticker")["items"]) == 2
+             and all(p["status"].get("phase") == "Running"
+                     for p in srv.kubectl_json("get", "pods", "-l", "app=ticker")["items"]),
+             60, 0.5, "the ticker Deployment's two pods Running")
+    driver.find_element(By.XPATH, "//nav/button[text()='Workloads']").click()
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-workload='ticker']"), 15,
+             what="the ticker Deployment in the workloads")[0].click()
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#workload-pods tbody tr")) == 2,
+             15, what="the Deployment's two pods (a labelSelector subscription)")
+    driver.find_element(By.ID, "workload-logs").click()
+    wait_for(lambda: len({e.get_attribute("data-pod") for e in
+                          driver.find_elements(By.CSS_SELECTOR, "#logs .line")}) == 2, 15,
+             what="lines of both pods in one stream")
+    assert driver.find_elements(By.CSS_SELECTOR, "#logs .pod.c0") and \
+        driver.find_elements(By.CSS_SELECTOR, "#logs .pod.c1"), "each pod in its own colour"
+    _screenshots(driver, "workload-logs")
 
 
 def _terminal(driver) -> list[str]:
@@ -411,6 +497,7 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
     try:
         driver.get(srv.url + "/dashboard/")
         _log_in(driver, admin_token)
+        _open(driver, "Nodes", "nodes")
         wait_for(lambda: "browser-node" in _text(driver, "nodes"), 15,
                  what="browser-node in the page's node list")
         assert "no tunnel" in _text(driver, "nodes")
@@ -481,3 +568,166 @@ def _text(driver, element_id: str) -> str:
     from selenium.webdriver.common.by import By
     found = driver.find_elements(By.ID, element_id)
     return found[0].text if found else ""
+
+
+_SHOTS = os.environ.get("K3PY_DASHBOARD_SCREENSHOTS", "")  # a directory, e.g. docs/dashboard
+_SIZES = ((1280, 800), (360, 640))
+
+
+def _screenshots(driver, view: str) -> None:
+    """With K3PY_DASHBOARD_SCREENSHOTS set: the page now, at 1280x800 and 360x640."""
+    if not _SHOTS:
+        return
+    for width, height in _SIZES:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+        driver.execute_async_script(  # two frames: laid out and painted at the new size
+            "requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
+        driver.save_screenshot(os.path.join(_SHOTS, f"{view}-{width}x{height}.png"))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _logged_out(driver, srv: ServerProcess) -> None:
+    """The page's login form (whoever was logged in before logged out)."""
+    from selenium.webdriver.common.by import By
+    driver.get(srv.url + "/dashboard/")
+    wait_for(lambda: driver.find_elements(By.ID, "token") or driver.find_elements(By.ID, "logout"),
+             15, what="the page")
+    if driver.find_elements(By.ID, "logout"):
+        driver.find_element(By.ID, "logout").click()
+        wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")
+
+
+def test_dashboard_url_prints_a_one_time_login_link(srv, browser):
+    from selenium.webdriver.common.by import By
+    out = subprocess.run([sys.executable, "-m", "k3py", "dashboard-url", "--data-dir",
+                          str(srv.data_dir), "--server", srv.url], capture_output=True,
+                         text=True, timeout=30, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    link = out.stdout.split()[0]
+    assert re.fullmatch(re.escape(srv.url) + r"/dashboard/#login=[\w-]{40,}", link), out.stdout
+    _logged_out(browser, srv)
+    browser.get(link)
+    wait_for(lambda: _css_text(browser, "#user").startswith("system:admin"), 15,
+             what="logged in as the admin by the link")
+    assert "#login" not in browser.current_url  # the code is taken out of the address
+    browser.find_element(By.ID, "logout").click()
+    wait_for(lambda: browser.find_elements(By.ID, "token"), 15, what="the login form")
+    browser.get(srv.url + "/")  # leave, then follow the same link again
+    browser.get(link)
+    wait_for(lambda: "already used" in _css_text(browser, "#login-error"), 15,
+             what="a used link refused")
+
+    async def anonymous() -> None:
+        async with await _session() as http:
+            async with http.post(srv.url + "/dashboard/api/login-links") as r:
+                assert r.status == 401, await r.text()
+    run(anonymous())
+
+
+_WEB = {"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+
+
+def _warning() -> dict:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "web.dashboard-test", "namespace": "default"},
+            "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "default",
+                               "apiVersion": "apps/v1"},
+            "type": "Warning", "reason": "DashboardTest", "message": "a warning from the test",
+            "count": 1, "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": "test"}}
+
+
+def _set_yaml(driver, pattern: str, replacement: str) -> None:
+    """Edit the YAML text area as typing would (the input event the page listens to)."""
+    driver.execute_script(
+        "const t = document.getElementById('yaml-text');"
+        "t.value = t.value.replace(new RegExp(arguments[0], 'm'), arguments[1]);"
+        "t.dispatchEvent(new Event('input', {bubbles: true}));", pattern, replacement)
+
+
+def _replicas(srv: ServerProcess) -> int:
+    return srv.kubectl_json("get", "deployment", "web")["spec"]["replicas"]
+
+
+def test_overview_events_and_a_workload_scaled_restarted_edited_deleted(srv, admin_token,
+                                                                         browser):
+    """The overview (landing) counts pods by phase and shows the newest warning; the events
+    view filters by type and object; a Deployment is scaled, restarted (the annotation
+    kubectl rollout restart sets), its YAML checked by a server dry-run (an invalid edit is
+    refused, a valid one saved) and deleted, all from the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_WEB))
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_warning()))
+    driver = browser
+    try:
+        _logged_out(driver, srv)
+        _log_in(driver, admin_token)
+        wait_for(lambda: _css_text(driver, "#overview-pods [data-count='Pending']"), 15,
+                 what="Pending pods counted on the overview")
+        wait_for(lambda: "DashboardTest" in _text(driver, "events"), 15,
+                 what="the warning on the overview")
+        _screenshots(driver, "overview")
+
+        _open(driver, "Events", "events")
+        Select(driver.find_element(By.ID, "event-type")).select_by_visible_text("Warning")
+        wait_for(lambda: "DashboardTest" in _text(driver, "events"), 15, what="the warning")
+        types = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#events td:nth-child(2)")]
+        assert types and set(types) == {"Warning"}, types
+        driver.find_element(By.ID, "event-object").send_keys("deployment/web")
+        objects = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#events td:nth-child(4)")]
+        assert objects == ["Deployment/web"], objects
+        _screenshots(driver, "events")
+
+        _open(driver, "Workloads", "workloads")
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-workload='web']"), 15,
+                 what="the Deployment in the list")
+        _screenshots(driver, "workloads")
+        driver.find_element(By.CSS_SELECTOR, "[data-workload='web']").click()
+        replicas = wait_for(lambda: driver.find_elements(By.ID, "replicas"), 15,
+                            what="the scale field (SelfSubjectRulesReview: patch scale)")[0]
+        replicas.clear()
+        replicas.send_keys("2")
+        driver.find_element(By.ID, "scale").click()
+        wait_for(lambda: _replicas(srv) == 2, 15, what="the Deployment scaled to 2")
+        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#workload-pods tbody tr"))
+                 == 2, 15, what="its two pods in the page")
+        driver.find_element(By.ID, "restart").click()
+        wait_for(lambda: "kubectl.kubernetes.io/restartedAt" in (srv.kubectl_json(
+            "get", "deployment", "web")["spec"]["template"]["metadata"].get("annotations") or {}),
+            15, what="the restart annotation on the pod template")
+        wait_for(lambda: "DashboardTest" in _text(driver, "workload-events"), 15,
+                 what="the Deployment's event in its details")
+        _screenshots(driver, "workload")
+
+        driver.find_element(By.ID, "yaml").click()
+        wait_for(lambda: "kind: Deployment" in (driver.find_element(By.ID, "yaml-text")
+                                                 .get_attribute("value") or ""), 15,
+                 what="the Deployment's YAML")
+        _set_yaml(driver, "^  replicas: 2$", "  replicas: -1")
+        driver.find_element(By.ID, "yaml-check").click()
+        wait_for(lambda: "422" in _css_text(driver, "#yaml-error"), 15,
+                 what="the dry run's refusal of replicas: -1")
+        assert _replicas(srv) == 2  # a dry run writes nothing
+        _set_yaml(driver, "^  replicas: -1$", "  replicas: 3")
+        driver.find_element(By.ID, "yaml-save").click()
+        wait_for(lambda: _replicas(srv) == 3, 15, what="the edited YAML saved")
+        wait_for(lambda: "saved" in _css_text(driver, "#yaml-notice"), 15, what="saved")
+        _screenshots(driver, "yaml")
+
+        driver.find_element(By.XPATH, "//button[text()='Back']").click()
+        driver.find_element(By.ID, "delete").click()
+        driver.find_element(By.ID, "confirm-delete").click()
+        wait_for(lambda: srv.kubectl("get", "deployment", "web", check=False).returncode != 0,
+                 15, what="the Deployment deleted")
+        wait_for(lambda: not driver.find_elements(By.CSS_SELECTOR, "[data-workload='web']"), 15,
+                 what="the Deployment gone from the list")
+    finally:
+        srv.kubectl("delete", "deployment", "web", "--wait=false", check=False)
+        srv.kubectl("delete", "event", "web.dashboard-test", check=False)

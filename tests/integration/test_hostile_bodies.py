@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.harness import rss_kib
+
 pytestmark = pytest.mark.integration
 
 # Nine levels of nine aliases: 9^9 (387 million) strings once expanded, in about 500 bytes.
@@ -28,14 +30,6 @@ data:
 CM_PATH = "/api/v1/namespaces/default/configmaps"
 
 
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def _send(server, method: str, path: str, body: str | bytes, content_type: str):
     pool = server.client().rest_client.pool_manager  # TLS and the admin's client cert
     body = body.encode() if isinstance(body, str) else body
@@ -53,11 +47,11 @@ def _expect_400(server, method: str, path: str, body: str | bytes, content_type:
 
 
 def test_yaml_alias_bomb_is_refused_without_growing_the_server(server):
-    before = _rss_kib(server.proc.pid)
+    before = rss_kib(server.proc.pid)
     _expect_400(server, "POST", CM_PATH, BOMB, "application/yaml", "excessive aliasing")
     _expect_400(server, "PATCH", CM_PATH + "/lol?fieldManager=t", BOMB,
                 "application/apply-patch+yaml", "excessive aliasing")
-    assert _rss_kib(server.proc.pid) - before < 50 * 1024
+    assert rss_kib(server.proc.pid) - before < 50 * 1024
     assert server.kubectl("get", "configmap", "lol", check=False).returncode != 0
     server.kubectl("get", "ns", "default")
 

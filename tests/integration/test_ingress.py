@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.harness import free_port, wait_for
+from tests.harness import free_port, rss_kib, wait_for
 from tests.integration.agents import (
     PY_IMAGE,
     build_python_image,
@@ -261,13 +261,6 @@ def host_backend(world):
         stop_proc(proc)
 
 
-def _rss_kb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def test_websocket_echo_through_the_ingress(world, host_backend):
     _, ports, _, _ = world
     import aiohttp
@@ -288,13 +281,13 @@ def test_websocket_echo_through_the_ingress(world, host_backend):
 
 def _peak_rss_growth_mb(pid: int, run):
     """(what `run()` returned, the growth of `pid`'s RSS at its peak while it ran, in MB)."""
-    before = _rss_kb(pid)
+    before = rss_kib(pid)
     peak = [before]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            peak[0] = max(peak[0], _rss_kb(pid))
+            peak[0] = max(peak[0], rss_kib(pid))
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:

@@ -76,10 +76,11 @@ def test_namespace_delete_removes_contents(server):
     wait_for(lambda: srv.kubectl_json("get", "rs", "-n", "doomed")["items"], 30,
              what="replicaset in doomed")
     srv.kubectl("delete", "namespace", "doomed", "--wait=false")
-    ns = srv.kubectl_json("get", "namespace", "doomed") if not gone(srv, "namespace", "doomed") \
-        else None
-    if ns is not None:
-        assert ns["status"]["phase"] == "Terminating"
+    out = srv.kubectl("get", "namespace", "doomed", "-o", "json", check=False)
+    if out.returncode == 0:
+        assert json.loads(out.stdout)["status"]["phase"] == "Terminating"
+    else:  # removed already, between the delete and this read (one read: no check-then-get race)
+        assert "NotFound" in out.stderr, out.stderr
     wait_for(lambda: gone(srv, "namespace", "doomed"), 60, what="namespace removed")
     for kind in ("configmaps", "secrets", "pods", "deployments", "replicasets"):
         items = srv.kubectl_json("get", kind, "-n", "doomed")["items"]

@@ -22,7 +22,13 @@ gets none (CIDRNotAvailable).
   either node; loadBalancerSourceRanges lets only the listed clients in;
 - with the link between the nodes cut (each still reaches the server), the routes go and a
   pod reaches the other node's pod, by pod IP and through a Service, via the tunnel
-  (this node -> server -> that node); the routes come back with the link;
+  (this node -> server -> that node), each of a Service's tunnelled endpoints answering, and
+  sessionAffinity ClientIP keeping a client on one; the routes come back with the link;
+- through the tunnel, a fast sender on one node to a pod on the other that does not read
+  for a while is paused (flow control): the server's and both agents' memory stays bounded,
+  an exec into that pod (the same tunnel) still works meanwhile, and every byte arrives;
+- through the tunnel, a UDP Service whose one endpoint is on the other node (a DNS server in
+  that node's namespace on its pod bridge address) answers `nslookup` from a pod;
 - with the client node's link to the server cut, cluster DNS and Services still answer on it
   (from its cache; the pod is reached with podman, since kubectl exec needs the server).
 
@@ -35,10 +41,14 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
+from k3py.agent.network.podnet import gateway_of
+from tests.harness import free_port, rss_kib, sampling_rss
 from tests.integration.agents import IMAGE, curl_host, tls_secret
 from tests.integration.twonodes import Agent, Cluster, two_agent_cluster
 
@@ -303,14 +313,36 @@ def test_a_node_without_a_route_is_reached_through_the_tunnel(cluster: Cluster):
     far_svc = c.srv.kubectl_json("get", "service", "far")["spec"]["clusterIP"]
     ip_late = c.pod("web-late")["status"]["podIP"]
     far_cidr = node_cidr(c, far.name)
+    # two endpoints on the far node, behind a Service without and one with ClientIP affinity
+    web_pod(c, "web-far2", far.name, {"pair": "yes"})
+    c.srv.kubectl("label", "pod", "web-late", "pair=yes")
+    for name, affinity in (("pair", {}), ("sticky", {
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}})):
+        c.srv.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"pair": "yes"}, "ports": [{"port": 80, "targetPort": PORT}],
+                     **affinity}}))
+    c.wait(lambda: c.running("web-far2"), 60, "web-far2 Running")
+    pair, sticky = (c.srv.kubectl_json("get", "service", n)["spec"]["clusterIP"]
+                    for n in ("pair", "sticky"))
     c.a.ns.set_link(False)  # the nodes' direct link; each still reaches the server
     try:
         c.wait(lambda: " via " not in routes_in(near) + routes_in(far), 10,
                "the host-gw routes gone with the link")
-        c.wait(lambda: far_cidr in set_of(rules_of(near), "tunnel-cidrs") and
-               "default/far:80" in rules_of(near), 10, "the far pod CIDR sent to the tunnel")
+        c.wait(lambda: far_cidr in set_of(rules_of(near), "tunnel-cidrs") and all(
+            f"default/{n}:80" in rules_of(near) for n in ("far", "pair", "sticky")), 10,
+            "the far pod CIDR and the Services sent to the tunnel")
         assert fetch_from(c, "client", ip_late, PORT) == ["web-late"], c.logs()
         assert fetch_from(c, "client", far_svc, 80, 3) == ["web-late"] * 3, c.logs()
+        seen: set[str] = set()
+        deadline = time.monotonic() + 30
+        while seen != {"web-late", "web-far2"}:
+            assert time.monotonic() < deadline, f"only {seen} answered through {pair}"
+            seen.update(x for x in fetch_from(c, "client", pair, 80, 6) if x)
+        # ClientIP affinity: every connection of the client pod to the same endpoint
+        [first, *rest] = fetch_from(c, "client", sticky, 80, 8)
+        assert first in seen and rest == [first] * 7, (first, rest)
         assert curl_in(near, ip_late, PORT) == "web-late"  # from the node itself too
         # the tunnel proxy itself takes only what the rules sent it
         proxy = re.search(r"dnat (?:ip )?to ([\d.]+:\d+)", rules_of(near).split(
@@ -321,6 +353,135 @@ def test_a_node_without_a_route_is_reached_through_the_tunnel(cluster: Cluster):
     c.wait(lambda: f"{far_cidr} via" in routes_in(near) and far_cidr not in set_of(
         rules_of(near), "tunnel-cidrs"), 10, "the route back with the link")
     assert fetch_from(c, "client", ip_late, PORT) == ["web-late"]
+
+
+# Sends argv[3] seeded random bytes to argv[1]:argv[2], printing "sent N" after each MiB the
+# kernel took, then "done <sha256>" once the far side closed. A connection the tunnel could
+# not make (the pod not listening yet) is reset before any byte got through: tried again.
+SENDER = """
+import hashlib, random, socket, sys, time
+ip, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for attempt in range(20):
+    rng, digest, sent = random.Random(11), hashlib.sha256(), 0
+    try:
+        with socket.create_connection((ip, port), timeout=60) as s:
+            while sent < total:
+                chunk = rng.randbytes(min(1 << 20, total - sent))
+                s.sendall(chunk)
+                digest.update(chunk)
+                sent += len(chunk)
+                print("sent", sent, flush=True)
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+        print("done", digest.hexdigest(), flush=True)
+        break
+    except OSError as e:
+        print("retry", e, flush=True)
+        time.sleep(0.5)
+"""
+FLOW_BYTES = 200 * 2**20
+PAUSE = 3.0  # seconds the sink does not read
+
+
+def test_a_slow_reader_pauses_a_fast_sender_through_the_tunnel(cluster: Cluster):
+    c = cluster
+    far = agent_of_pod(c, "web-late")
+    near = agent_of_pod(c, "client")
+    # reads nothing until /tmp/go exists, then everything, and prints its checksum
+    c.srv.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sink"},
+        "spec": {"nodeName": far.name, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c",
+            "sleep 3600 | nc -l -p 9000 | "
+            "(until [ -e /tmp/go ]; do sleep 0.1; done; sha256sum; echo summed)"]}]}}))
+    sink = c.wait(lambda: c.running("sink"), 60, "the sink pod Running")["status"]["podIP"]
+    far_cidr = node_cidr(c, far.name)
+    c.a.ns.set_link(False)
+    sender = None
+    try:
+        c.wait(lambda: far_cidr in set_of(rules_of(near), "tunnel-cidrs"), 10,
+               "the far pod CIDR sent to the tunnel")
+        pids = {"server": c.srv.proc.pid, "near agent": near.proc.pid,
+                "far agent": far.proc.pid}
+        before = {name: rss_kib(pid) for name, pid in pids.items()}
+        lines: list[str] = []
+        sender = near.ns.popen([sys.executable, "-c", SENDER, sink, "9000", str(FLOW_BYTES)],
+                               stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=lambda: lines.extend(sender.stdout), daemon=True).start()
+
+        def sent() -> int:
+            return next((int(x.split()[1]) for x in reversed(lines) if x.startswith("sent")), 0)
+        with sampling_rss(pids) as peak:
+            c.wait(lambda: sent() >= 2**20, 30, "the first MiB through the tunnel")
+            paused_until = time.monotonic() + PAUSE
+            while time.monotonic() < paused_until:
+                time.sleep(0.1)
+            held = sent()
+            # another stream on the far node's tunnel is not held up by the stalled one
+            assert in_pod(c, "sink", "touch /tmp/go && echo go") == "go\n", c.logs()
+            c.wait(lambda: sender.poll() is not None, 120, "the sender done")
+        growth = {name: (peak[name] - before[name]) // 1024 for name in pids}
+        print(f"flow control: {held // 2**20} MiB sent while the sink read nothing for "
+              f"{PAUSE:.0f} s; RSS growth (MiB) {growth}; before {before}")
+        assert held < 32 * 2**20, f"the sender was not paused: {held} bytes sent"
+        assert all(g < 24 for g in growth.values()), growth
+        done = next((x.split()[1] for x in lines if x.startswith("done")), "")
+        assert done, "".join(lines[-5:])
+        c.wait(lambda: "summed" in c.srv.kubectl("logs", "sink").stdout, 10, "the checksum")
+        assert c.srv.kubectl("logs", "sink").stdout.split()[0] == done, c.logs()
+    finally:
+        if sender is not None and sender.poll() is None:
+            sender.kill()
+        c.a.ns.set_link(True)
+        c.srv.kubectl("delete", "pod", "sink", "--wait=false")
+
+
+# Answers every A query on argv[1]:argv[2] with 10.9.8.7, anything else with no records.
+DNS_SERVER = """
+import socket, sys
+import dns.message, dns.rdatatype, dns.rrset
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    data, client = s.recvfrom(4096)
+    query = dns.message.from_wire(data)
+    answer = dns.message.make_response(query)
+    if query.question and query.question[0].rdtype == dns.rdatatype.A:
+        answer.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A",
+                                                 "10.9.8.7"))
+    s.sendto(answer.to_wire(), client)
+"""
+
+
+def test_a_udp_service_on_a_node_without_a_route_answers_through_the_tunnel(cluster: Cluster):
+    c = cluster
+    far = agent_of_pod(c, "web-late")
+    near = agent_of_pod(c, "client")
+    far_cidr = node_cidr(c, far.name)
+    port = free_port()
+    server = far.ns.popen([sys.executable, "-c", DNS_SERVER, gateway_of(far_cidr), str(port)])
+    c.srv.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                        "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp-far"},
+         "spec": {"ports": [{"port": 53, "protocol": "UDP", "targetPort": port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "udp-far-1", "labels": {"kubernetes.io/service-name": "udp-far"}},
+         "addressType": "IPv4", "ports": [{"port": port, "protocol": "UDP"}],
+         "endpoints": [{"addresses": [gateway_of(far_cidr)], "nodeName": far.name,
+                        "conditions": {"ready": True}}]}]}))
+    svc = c.srv.kubectl_json("get", "service", "udp-far")["spec"]["clusterIP"]
+    c.a.ns.set_link(False)
+    try:
+        c.wait(lambda: far_cidr in set_of(rules_of(near), "tunnel-cidrs") and re.search(
+            r"udp dport \d+ ct status ! dnat drop", rules_of(near)), 10,
+            "the UDP Service sent to the tunnel proxy")
+        for _ in range(3):  # a flow per query (each from a new source port)
+            out = in_pod(c, "client", f"nslookup -type=a tunnel.k3py.test {svc}")
+            assert "10.9.8.7" in out, f"{out}\n{rules_of(near)}\n{c.logs()}"
+    finally:
+        c.a.ns.set_link(True)
+        server.kill()
+        server.wait(10)
 
 
 def test_dns_and_services_answer_on_a_node_cut_off_from_the_server(cluster: Cluster):

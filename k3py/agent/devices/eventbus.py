@@ -300,6 +300,9 @@ class EventBus:
         self._queue: asyncio.Queue[tuple[_Link | None, str, bytes]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # each told ("in" | "out", topic, payload) of what the bus receives and publishes (the
+        # edge dashboard's MQTT tail)
+        self.taps: list[Callable[[str, str, bytes], None]] = []
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -351,6 +354,8 @@ class EventBus:
     async def _consume(self) -> None:
         while True:
             link, topic, payload = await self._queue.get()
+            for tap in self.taps:
+                tap("in", topic, payload)
             try:
                 await self._carry_out(self.twins.handle(topic, payload), link)
             except Exception:  # never stop on one bad message
@@ -379,6 +384,8 @@ class EventBus:
             devices = [self.twins.devices[k] for k in out.persist if k in self.twins.devices]
             await self._on_persist(devices)
         for msg in out.publish:
+            for tap in self.taps:
+                tap("out", msg.topic, msg.payload)
             targets = [origin] if msg.reply and origin is not None else self._links
             for link in targets:
                 link.publish(msg.topic, msg.payload)

@@ -14,8 +14,9 @@ Without root, nft or a free port 53 on that IP, the part that cannot run logs wh
 goes on.
 
 Other nodes' pod CIDRs without a route (routes.py: not on a subnet of a link that is up; the
-links are watched) are reached through the tunnel: the rules send TCP for them to the tunnel
-proxy (tunnelproxy.py) on the cluster DNS IP, which relays it over a connect stream; this
+links are watched) are reached through the tunnel: the rules send TCP for them, and UDP for
+Services whose endpoints are all there, to the tunnel proxy (tunnelproxy.py) on the cluster
+DNS IP, which relays it over connect streams; this
 node's side of such streams from other nodes is registered on the hub here too.
 
 ServiceLB (servicelb.py): the LoadBalancer ports something on this node already listens on are
@@ -95,10 +96,16 @@ class NetworkManager:
                 self._ingress_isolated)
         self._nft = shutil.which("nft") is not None
         self._rules_failed = False
+        self._isolated: frozenset[str] | None = None  # until policies or pods change
 
     def _ingress_isolated(self, ip: str) -> bool:
-        return policy.ingress_isolated(ip, self.meta.objects("networkpolicies"),
-                                       policy.pod_peers(self.meta.objects(POD_PEERS_KIND)))
+        """Whether the relay must refuse connections to `ip` (computed once per change of the
+        cached policies and pods, not per relayed connection)."""
+        if self._isolated is None:
+            self._isolated = policy.ingress_isolated(
+                self.meta.objects("networkpolicies"),
+                policy.pod_peers(self.meta.objects(POD_PEERS_KIND)))
+        return ip in self._isolated
 
     def start(self) -> None:
         self.meta.listeners.append(self._on_change)
@@ -127,6 +134,8 @@ class NetworkManager:
                 await proxy.apply(policy.delete_script(self.policy_table))
 
     def _on_change(self, what: str) -> None:
+        if what in ("sync", *NETWORK_POLICY_KINDS):
+            self._isolated = None
         if what in ("services", "endpointslices", "nodes", "sync", *NETWORK_POLICY_KINDS):
             self._changed = True
             self._wake.set()
@@ -186,8 +195,9 @@ class NetworkManager:
         self.ports_in_use = self._check_ports(services)
         leave_out_taken(ports, self.node_ip, self.ports_in_use)
         proxy.mark_tunnelled(ports, tunnelled)
+        tunnel_proxy = await self._tunnel_proxy(ports, tunnelled)
         await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}),
-                                tunnelled, await self._tunnel_proxy(ports, tunnelled),
+                                tunnelled, tunnel_proxy, await self._udp_proxies(),
                                 ports6, sorted({c for n in nodes for c in pod_cidrs(n, 6)}))
         await self._report_ports()
 
@@ -204,6 +214,17 @@ class NetworkManager:
             log.warning("the tunnel proxy cannot listen on %s (%s): nodes this one cannot "
                         "route to are not reached", self.dns[0], e.strerror or e)
             return ""
+
+    async def _udp_proxies(self) -> dict[str, str]:
+        """The tunnel proxy's socket for each UDP Service port with tunnelled endpoints."""
+        if self.tunnel is None:
+            return {}
+        try:
+            return await self.tunnel.serve_udp()
+        except OSError as e:
+            log.warning("the tunnel proxy cannot open its UDP sockets (%s): UDP Services on "
+                        "nodes this one cannot route to are not reached", e.strerror or e)
+            return {}
 
     async def _networks_changed(self) -> bool:
         try:
@@ -259,6 +280,7 @@ class NetworkManager:
 
     async def _apply_rules(self, ports: list[proxy.ServicePort], cidrs: list[str],
                            tunnelled: list[str], tunnel_proxy: str,
+                           udp_proxies: dict[str, str],
                            ports6: list[proxy.ServicePort], cidrs6: list[str]) -> None:
         if not self._nft:
             if not self._rules_failed:
@@ -275,7 +297,7 @@ class NetworkManager:
         services = proxy.build_ruleset(
             ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
             own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
-            tunnel_proxy=tunnel_proxy)
+            tunnel_proxy=tunnel_proxy, udp_proxies=udp_proxies)
         # the IPv6 table only once there is IPv6 to route (else declared and deleted: none)
         services += proxy.build_ruleset(
             ports6, table=self.table, pod_cidrs=tuple(cidrs6) if own6 else (),

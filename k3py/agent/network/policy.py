@@ -197,12 +197,12 @@ def _selects(pol: dict, pod: PodPeer, kind: str) -> bool:
         return False  # (validation refuses such a policy; one from before is ignored)
 
 
-def ingress_isolated(ip: str, policies: list[dict], pods: list[PodPeer]) -> bool:
-    """Whether an Ingress policy selects the pod at `ip`. A connection relayed through the
-    tunnel reaches the pod from its node, not from the pod that opened it, so the pod's rules
-    cannot be checked against it: the relay refuses such a pod's connections."""
-    pod = next((p for p in pods if p.ip == ip), None)
-    return pod is not None and any(_selects(pol, pod, "Ingress") for pol in policies)
+def ingress_isolated(policies: list[dict], pods: list[PodPeer]) -> frozenset[str]:
+    """The IPs of the pods an Ingress policy selects. A connection relayed through the tunnel
+    reaches the pod from its node, not from the pod that opened it, so the pod's rules cannot
+    be checked against it: the relay refuses connections to these pods."""
+    return frozenset(pod.ip for pod in pods
+                     if any(_selects(pol, pod, "Ingress") for pol in policies))
 
 
 def _rule_matches(rule: dict, direction: str, pod: PodPeer, namespace: str,

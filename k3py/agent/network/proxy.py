@@ -155,20 +155,24 @@ def mark_tunnelled(ports: list[ServicePort], tunnel_cidrs: list[str]) -> None:
             e.via_tunnel = any(ipaddress.IPv4Address(e.ip) in n for n in nets)
 
 
-def _reachable(eps: list[Endpoint], sp: ServicePort, tunnel_proxy: str) -> list[Endpoint]:
+def _reachable(eps: list[Endpoint], sp: ServicePort, tunnel_proxy: str,
+               udp_proxies: dict[str, str]) -> list[Endpoint]:
     """The endpoints the kernel routes to; only when there are none, the tunnel proxy (one
-    address that picks among the tunnelled ones: tunnelproxy.py), for TCP."""
+    address that picks among the tunnelled ones: tunnelproxy.py): its listener for TCP, the
+    port's own socket for UDP."""
     direct = [e for e in eps if not e.via_tunnel]
-    if direct or not eps or not tunnel_proxy or sp.protocol != "tcp":
+    proxy = tunnel_proxy if sp.protocol == "tcp" else udp_proxies.get(sp.id, "")
+    if direct or not eps or not proxy:
         return direct
-    ip, _, port = tunnel_proxy.rpartition(":")
+    ip, _, port = proxy.rpartition(":")
     return [Endpoint(ip, int(port), False)]
 
 
 def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
                   own_pod_cidr: str = "", table: str = TABLE,
                   masquerade_all: bool = False, tunnel_cidrs: tuple[str, ...] = (),
-                  tunnel_proxy: str = "", family: int = 4) -> str:
+                  tunnel_proxy: str = "", udp_proxies: dict[str, str] | None = None,
+                  family: int = 4) -> str:
     """The whole table as one nft script: declared, flushed by deleting it, and written
     again, so loading it replaces what was there in one transaction. `table`: one per cluster
     (two k3py clusters on one host keep their own). `pod_cidrs`: the cluster's pod CIDRs
@@ -178,8 +182,10 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
     bridge with no pod CIDR per node: a reply must come back through the node).
     `tunnel_proxy` ("IP:port", tunnelproxy.py): TCP to `tunnel_cidrs` (pod CIDRs of nodes
     this one cannot route to), and to Services whose only endpoints are there, goes to it;
-    connections to it that were not DNATed here are dropped. `family` 6: the `ip6` table of
-    the IPv6 ports (no tunnel)."""
+    connections to it that were not DNATed here are dropped. `udp_proxies` (service port id:
+    "IP:port"): the same for a UDP Service port, whose datagrams go to a socket of its own.
+    `family` 6: the `ip6` table of the IPv6 ports (no tunnel)."""
+    udp_proxies = udp_proxies or {}
     nf = _FAMILIES[family]
     l3 = nf.ip
     lines = [f"table {l3} {table} {{}}", f"delete table {l3} {table}", f"table {l3} {table} {{"]
@@ -190,9 +196,9 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
     seen: set[str] = set()  # an address and port twice (stale LoadBalancer status): first wins
     for sp in ports:
         cluster_eps = _reachable([e for e in sp.endpoints if e.local or not sp.internal_local],
-                                 sp, tunnel_proxy)
+                                 sp, tunnel_proxy, udp_proxies)
         ext_eps = _reachable([e for e in sp.endpoints if e.local or not sp.external_local],
-                             sp, tunnel_proxy)
+                             sp, tunnel_proxy, udp_proxies)
         lb_chain = "fw" if sp.source_ranges else "ext"
         for ip, chain, eps in [*((ip, "svc", cluster_eps) for ip in sp.cluster_ips),
                                *((ip, lb_chain, ext_eps) for ip in sp.lb_ips)]:
@@ -223,6 +229,10 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
         to_tunnel = [f"    ip daddr @tunnel-cidrs meta l4proto tcp dnat to {tunnel_proxy}"]
         guard_tunnel = [f"    ip daddr {proxy_ip} tcp dport {proxy_port} ct status & dnat == 0 "
                         "drop"]
+    for address in sorted(udp_proxies.values()):
+        proxy_ip, _, proxy_port = address.rpartition(":")
+        guard_tunnel.append(f"    ip daddr {proxy_ip} udp dport {proxy_port} ct status & dnat "
+                            "== 0 drop")
     lines += [
         "  map service-ips {", f"    type {nf.addr} . inet_proto . inet_service : verdict",
         *_elements(vmap_ips), "  }",

@@ -91,6 +91,8 @@ class PodSyncer:
         # container id -> (listing_signature when inspected, inspect); refreshed on a change
         self._inspected: dict[str, tuple[tuple, dict]] = {}
         self._bg: set[asyncio.Task] = set()
+        # called after a pod's status changed (the node's edge dashboard: agent/dashboard)
+        self.status_listeners: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self.specs.watch_tokens()
@@ -125,6 +127,11 @@ class PodSyncer:
     def container_name(self, namespace: str, name: str, container: str) -> str | None:
         pod = self.find_pod(namespace, name)
         return None if pod is None else container_name_for(pod, container)
+
+    def status(self, uid: str) -> dict | None:
+        """The pod's status as last reported (None before its first report)."""
+        rec = self._pods.get(uid)
+        return rec.sent_status if rec is not None else None
 
     def find_pod(self, namespace: str, name: str) -> dict | None:
         for pod in self.meta.pods():
@@ -495,6 +502,8 @@ class PodSyncer:
         if rec.sent_status == st:
             return
         rec.sent_status = st
+        for listener in self.status_listeners:
+            listener()
         md = pod["metadata"]
         key = resource_key("pods", md["namespace"], md["name"], "status")
         await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,

@@ -41,7 +41,8 @@ def _default_pod(obj: dict, old: dict | None) -> None:
     status = obj.setdefault("status", {})
     if isinstance(status, dict):
         status.setdefault("phase", "Pending")
-        status.setdefault("qosClass", pod_qos(spec))
+        if "qosClass" not in status:  # (worked out only when missing: every status write)
+            status["qosClass"] = pod_qos(spec)
 
 
 def _strip_mutable(spec: dict) -> dict:

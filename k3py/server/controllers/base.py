@@ -257,6 +257,13 @@ class InformerFactory:
             inf.start()
         return inf
 
+    def cached(self, res: Resource, namespace: str | None, name: str) -> dict | None:
+        """The informer's copy of an object (shared: read it, never change it; without
+        managedFields), None while that informer has not synced or when it does not hold
+        the object (the Registry's read_through then reads the store)."""
+        inf = self.informer(res.group, res.plural)
+        return inf.get(namespace, name) if inf.synced.is_set() else None
+
     async def wait_synced(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(
             asyncio.gather(*(i.synced.wait() for i in self._informers.values())), timeout)

@@ -3,8 +3,11 @@
 
 Static assets (assets.py) need no credential: they hold no data. The page's data calls go to
 the ordinary API, authenticated by the login cookie (logins.py) and authorized as that user;
-the dashboard-only routes are /dashboard/api/tunnels (each node's tunnel state from CloudHub's
-sessions, authorized as `list nodes`), /dashboard/api/session (who is logged in, and whether
+the dashboard-only routes are /dashboard/api/login-links (a one-time login code for the
+caller, which `k3py dashboard-url` prints in a link), /dashboard/api/tunnels (each node's
+tunnel figures from CloudHub's sessions, authorized as `list nodes`; tunnels.py),
+/dashboard/api/twinhistory (a twin's reported values of the last 10 minutes, as `get devices`;
+twinhistory.py), /dashboard/api/session (who is logged in, and whether
 the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py).
 With `--dashboard-read-only` the API refuses every write made with the login cookie (a review
 such as SelfSubjectRulesReview is not a write). Installed by bootstrap.install_routes, before
@@ -13,7 +16,6 @@ the API's catch-all route."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -21,46 +23,38 @@ from k3py.api import errors
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
-from k3py.server.dashboard.assets import Asset, load_assets
 from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
-from k3py.server.dashboard.logins import COOKIE, LoginSessions, has_marker, same_origin
-from k3py.server.edge.sessions import NodeSession
+from k3py.server.dashboard.logins import COOKIE, LoginLinks, LoginSessions, has_marker, same_origin
+from k3py.server.dashboard.tunnels import TunnelFigures
+from k3py.server.dashboard.twinhistory import TwinHistory
+from k3py.server.edge.cloudhub import CloudHub
+from k3py.webui.assets import Asset, load_assets, served
 
 __all__ = ["ADDON", "PREFIX", "install"]
 
 ADDON = "dashboard"  # its --disable name
 PREFIX = "/dashboard/"
-_CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 _READS = ("GET", "HEAD", "OPTIONS")
 _REVIEWS = "/apis/authorization.k8s.io/"  # created, answered, never stored: not writes
 _STREAMS = ("/exec", "/attach", "/portforward")  # a GET upgraded to a websocket, yet no read
-_SECURITY_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
 def _asset_response(request: web.Request, asset: Asset) -> web.Response:
-    headers = dict(_SECURITY_HEADERS)
-    headers["Cache-Control"] = "public, max-age=31536000, immutable" if asset.immutable \
-        else "no-cache"
-    headers["Vary"] = "Accept-Encoding"
-    headers["Content-Type"] = asset.content_type
-    body = asset.body
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        body = asset.gzipped
-        headers["Content-Encoding"] = "gzip"
+    body, headers = served(asset, request.headers.get("Accept-Encoding", ""))
     return web.Response(body=body, headers=headers)
 
 
 class Dashboard:
     """The dashboard's routes over one ApiServer and CloudHub's node sessions."""
 
-    def __init__(self, api: ApiServer, sessions: Mapping[str, NodeSession],
-                 read_only: bool = False) -> None:
+    def __init__(self, api: ApiServer, hub: CloudHub, read_only: bool = False) -> None:
         self.api = api
-        self.node_sessions = sessions
+        self.tunnel_figures = TunnelFigures(hub)
+        self.twin_history = TwinHistory()
         self.read_only = read_only
         self.logins = LoginSessions()
-        self.assets = load_assets()
+        self.links = LoginLinks()
+        self.assets = load_assets(__package__)
 
     def authenticate_cookie(self, request: web.Request) -> User | None:
         """The API's cookie authenticator: the session's user; in read-only mode a write
@@ -92,7 +86,8 @@ class Dashboard:
         return _asset_response(request, asset)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        """Body {"token": "..."}: a bearer token the API accepts, not a node's."""
+        """Body {"token": "..."}, a bearer token the API accepts (not a node's), or
+        {"code": "..."}, a one-time code from a login link (`k3py dashboard-url`)."""
         if not has_marker(request):
             raise errors.bad_request("a dashboard login needs the X-K3py-Dashboard: 1 header")
         peer = request.remote or ""
@@ -103,12 +98,17 @@ class Dashboard:
             body = await request.json()
         except ValueError as e:
             raise errors.bad_request(f"the login body is not JSON: {e}") from None
-        token = body.get("token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token.strip():
-            raise errors.bad_request('the login body needs a "token" string')
-        user = self.api.authenticator.authenticate_token(token.strip())
+        body = body if isinstance(body, dict) else {}
+        token, code = body.get("token"), body.get("code")
+        if isinstance(code, str) and code:
+            user, what = self.links.take(code), "dashboard login link"
+        elif isinstance(token, str) and token.strip():
+            user = self.api.authenticator.authenticate_token(token.strip())
+            what = "dashboard bearer token"
+        else:
+            raise errors.bad_request('the login body needs a "token" or a "code" string')
         if user is None:
-            self.api.auth_failures.failed(peer, "dashboard bearer token", time.monotonic())
+            self.api.auth_failures.failed(peer, what, time.monotonic())
             raise errors.unauthorized()
         if user.node_name is not None:
             raise errors.forbidden("a node's credential cannot log in to the dashboard")
@@ -116,6 +116,18 @@ class Dashboard:
         response.set_cookie(COOKIE, self.logins.open(user), path="/", secure=True,
                             httponly=True, samesite="Strict", max_age=int(self.logins.ttl))
         return response
+
+    async def login_link(self, request: web.Request) -> web.StreamResponse:
+        """POST: a one-time login code for the caller itself (`k3py dashboard-url` calls it
+        with the admin's client certificate): {"code", "expiresInSeconds"}. Not with the
+        dashboard's own cookie (a session cannot make more sessions), nor a node's credential."""
+        if request.cookies.get(COOKIE) and has_marker(request):
+            raise errors.forbidden("a login link cannot be made from a dashboard session")
+        user = self._user(request)
+        if user.node_name is not None:
+            raise errors.forbidden("a node's credential cannot log in to the dashboard")
+        return json_response({"code": self.links.issue(user),
+                              "expiresInSeconds": int(self.links.ttl)}, status=201)
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         if not has_marker(request):
@@ -128,13 +140,23 @@ class Dashboard:
         return response
 
     async def tunnels(self, request: web.Request) -> web.StreamResponse:
-        """{"nodes": {name: {"connected": bool, "connectedSince": epoch seconds | null}}}."""
+        """{"nodes": {name: figures}}: NodeSession.figures of each node that dialled in."""
         user = self._user(request)
         self.api.authorizer.authorize(user, "list", "", "nodes", None)
-        return json_response({"nodes": {
-            name: {"connected": s.connected,
-                   "connectedSince": s.connected_since if s.connected else None}
-            for name, s in self.node_sessions.items()}})
+        return json_response({"nodes": self.tunnel_figures.table()})
+
+    async def twin_history_points(self, request: web.Request) -> web.StreamResponse:
+        """?namespace=&name=&property=: {"times": [epoch seconds], "values": [numbers]}, the
+        twin's reported values of the last 10 minutes (twinhistory.py)."""
+        user = self._user(request)
+        query = request.query
+        namespace, name, prop = (query.get(k, "") for k in ("namespace", "name", "property"))
+        if not (namespace and name and prop):
+            raise errors.bad_request("twinhistory needs namespace, name and property")
+        self.api.authorizer.authorize(user, "get", "devices.kubeedge.io", "devices", namespace,
+                                      name)
+        times, values = self.twin_history.points(namespace, name, prop)
+        return json_response({"times": times, "values": values})
 
     async def session(self, request: web.Request) -> web.StreamResponse:
         """{"user", "groups", "readOnly"}: what the page shows and hides."""
@@ -153,20 +175,30 @@ class Dashboard:
         if user is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")
             return ws
-        await LiveSocket(self.api, ws, user).serve()
+        await LiveSocket(self.api, ws, user, self.tunnel_figures).serve()
         return ws
 
 
-def install(app: web.Application, api: ApiServer, sessions: Mapping[str, NodeSession],
+def install(app: web.Application, api: ApiServer, hub: CloudHub,
             read_only: bool = False) -> None:
     """Serve the dashboard and let the API accept its login cookie."""
-    dashboard = Dashboard(api, sessions, read_only)
+    dashboard = Dashboard(api, hub, read_only)
     api.authenticator.cookie_authenticator = dashboard.authenticate_cookie
+
+    async def start_history(_app: web.Application) -> None:
+        dashboard.twin_history.start(api.registry)
+
+    async def stop_history(_app: web.Application) -> None:
+        await dashboard.twin_history.stop()
+    app.on_startup.append(start_history)
+    app.on_cleanup.append(stop_history)
     app.router.add_get(PREFIX.rstrip("/"), dashboard.index)
     app.router.add_get(PREFIX, dashboard.index)
     app.router.add_post(PREFIX + "login", dashboard.login)
     app.router.add_post(PREFIX + "logout", dashboard.logout)
     app.router.add_get(PREFIX + "api/tunnels", dashboard.tunnels)
     app.router.add_get(PREFIX + "api/session", dashboard.session)
+    app.router.add_get(PREFIX + "api/twinhistory", dashboard.twin_history_points)
+    app.router.add_post(PREFIX + "api/login-links", dashboard.login_link)
     app.router.add_get(PREFIX + "api/live", dashboard.live)
     app.router.add_get(PREFIX + "{name:.+}", dashboard.asset)

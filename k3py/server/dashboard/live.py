@@ -5,7 +5,8 @@ MAX_FLUSHES_PER_SECOND messages per subscription.
 
 Messages from the tab (JSON):
   {"op": "watch", "id": ID, "group": G, "version": V?, "resource": PLURAL, "namespace": NS?,
-   "resourceVersion": RV?}  without RV: a list first; with RV: resume from it
+   "labelSelector": S?, "resourceVersion": RV?}  without RV: a list first; with RV: resume
+  {"op": "tunnels", "id": ID}   every node's tunnel figures, again on each change
   {"op": "cancel", "id": ID}
 To the tab:
   {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
@@ -13,6 +14,7 @@ To the tab:
      (one event per object in a batch, its newest row, ADDED if it was added in the
      batch; a DELETED row is {"uid": ...})
   {"id": ID, "type": "ended", "resourceVersion": RV}   the watch ended: resume from RV
+  {"id": ID, "type": "tunnels", "nodes": {NAME: figures}}  (tunnels.py; `list nodes`)
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)
 Authentication is the login cookie; the marker header a browser cannot put on a websocket is
@@ -31,10 +33,12 @@ from aiohttp import WSMsgType, web
 from k3py.api import errors
 from k3py.api.objects import dumps, loads
 from k3py.api.resources import Resource
+from k3py.api.selectors import parse_label_selector
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.watch import stop_pump
-from k3py.server.dashboard.rows import project
+from k3py.server.dashboard.tunnels import TunnelFigures
+from k3py.webui.rows import project
 
 __all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
 
@@ -50,8 +54,10 @@ def _event_rv(obj: Any) -> str:
 class LiveSocket:
     """One tab's websocket and its subscriptions (id -> task)."""
 
-    def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User) -> None:
+    def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User,
+                 tunnels: TunnelFigures) -> None:
         self.api = api
+        self.tunnels = tunnels
         self.ws = ws
         self.user = user
         self.subscriptions: dict[str, asyncio.Task] = {}
@@ -83,11 +89,22 @@ class LiveSocket:
             old.cancel()
         if msg.get("op") == "cancel":
             return
-        if msg.get("op") != "watch":
-            raise errors.bad_request(f'unknown op {msg.get("op")!r} (watch or cancel)')
+        if msg.get("op") not in ("watch", "tunnels"):
+            raise errors.bad_request(f'unknown op {msg.get("op")!r} (watch, tunnels or cancel)')
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise errors.bad_request(f"at most {MAX_SUBSCRIPTIONS} subscriptions per tab")
-        self.subscriptions[sid] = asyncio.create_task(self._subscription(sid, msg))
+        follow = self._subscription(sid, msg) if msg["op"] == "watch" else self._tunnels(sid)
+        self.subscriptions[sid] = asyncio.create_task(follow)
+
+    async def _tunnels(self, sid: str) -> None:
+        try:
+            self.api.authorizer.authorize(self.user, "list", "", "nodes", None)
+            async for table in self.tunnels.follow(1 / MAX_FLUSHES_PER_SECOND):
+                await self._send({"id": sid, "type": "tunnels", "nodes": table})
+        except errors.StatusError as e:
+            await self._send_error(sid, e)
+        except ConnectionResetError:
+            pass
 
     def _resource(self, msg: dict) -> tuple[Resource, str | None]:
         group, plural = str(msg.get("group") or ""), str(msg.get("resource") or "")
@@ -105,11 +122,13 @@ class LiveSocket:
             for verb in ("list", "watch"):
                 self.api.authorizer.authorize(self.user, verb, res.group, res.plural, namespace)
             rv = str(msg.get("resourceVersion") or "")
+            selector = str(msg.get("labelSelector") or "")
             if not rv:
-                rv, rows = await self._list(res, namespace)
+                rv, rows = await self._list(res, namespace, selector)
                 await self._send({"id": sid, "type": "list", "resourceVersion": rv,
                                   "rows": rows})
-            stream = await self.api.registry.watch(res, namespace, resource_version=rv)
+            stream = await self.api.registry.watch(res, namespace, resource_version=rv,
+                                                   label_selector=selector)
             rv = await self._forward(sid, res, stream, rv)
             await self._send({"id": sid, "type": "ended", "resourceVersion": rv})
         except errors.StatusError as e:
@@ -119,14 +138,18 @@ class LiveSocket:
         except ConnectionResetError:
             pass
 
-    async def _list(self, res: Resource, namespace: str | None) -> tuple[str, list[dict]]:
+    async def _list(self, res: Resource, namespace: str | None,
+                    selector: str) -> tuple[str, list[dict]]:
         """(resourceVersion, rows) now; each object is decoded and projected in turn, so that
         a list never holds every decoded object at once."""
         registry = self.api.registry
+        wanted = parse_label_selector(selector) if selector else None
         revision, kvs = await registry.backend.list(
             registry.resources.storage_prefix(res, namespace))
-        return str(revision), [project(res.group, res.plural, registry.decode(res, kv))
-                               for kv in kvs]
+        objs = (registry.decode(res, kv) for kv in kvs)
+        return str(revision), [
+            project(res.group, res.plural, obj) for obj in objs
+            if wanted is None or wanted.matches((obj.get("metadata") or {}).get("labels") or {})]
 
     async def _forward(self, sid: str, res: Resource, stream: AsyncIterator, rv: str) -> str:
         """Coalesce the watch's events per object and send them, at most

@@ -6,7 +6,12 @@ The API accepts the cookie (through Authenticator.cookie_authenticator) only on 
 carries MARKER_HEADER, which a page of another origin cannot set without a CORS preflight the
 server never grants: that, with SameSite=Strict, keeps other sites from riding the session
 (CSRF). A browser cannot put a header on a websocket (the exec terminal's), so a websocket
-upgrade is accepted instead when its Origin is the server's own. The login and logout routes that open and close sessions are in __init__.py."""
+upgrade is accepted instead when its Origin is the server's own. The login and logout routes
+that open and close sessions are in __init__.py.
+
+LoginLinks are the one-time codes `k3py dashboard-url` prints in a link: each stands for the
+user who asked for it (the admin, by its client certificate), is taken once, and expires after
+LINK_TTL seconds."""
 
 from __future__ import annotations
 
@@ -19,10 +24,11 @@ from aiohttp import web
 
 from k3py.server.apiserver.auth import User
 
-__all__ = ["COOKIE", "MARKER_HEADER", "LoginSessions", "from_page", "has_marker", "same_origin"]
+__all__ = ["COOKIE", "LINK_TTL", "MARKER_HEADER", "LoginLinks", "LoginSessions", "from_page", "has_marker", "same_origin"]
 
 COOKIE = "k3py-dashboard"
 MARKER_HEADER = "X-K3py-Dashboard"
+LINK_TTL = 300.0  # seconds a login link may wait to be opened
 
 
 def has_marker(request: web.Request) -> bool:
@@ -90,3 +96,29 @@ class LoginSessions:
             if expires > now:
                 return
             del self._sessions[sid]
+
+
+class LoginLinks:
+    """One-time login codes -> (user, expiry); a code is forgotten once taken or expired."""
+
+    def __init__(self, ttl: float = LINK_TTL, max_links: int = 100,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_links = max_links
+        self._clock = clock
+        self._links: OrderedDict[str, tuple[User, float]] = OrderedDict()
+
+    def issue(self, user: User) -> str:
+        now = self._clock()
+        for code in [c for c, (_, expires) in self._links.items() if expires <= now]:
+            del self._links[code]
+        while len(self._links) >= self.max_links:
+            self._links.popitem(last=False)
+        code = secrets.token_urlsafe(32)
+        self._links[code] = (user, now + self.ttl)
+        return code
+
+    def take(self, code: str) -> User | None:
+        """The code's user, once: the code is gone afterwards (None if unknown or expired)."""
+        user, expires = self._links.pop(code, (None, 0.0))
+        return user if user is not None and self._clock() < expires else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from k3py.server.edge import nodestreams
 from k3py.server.edge.downstream import DownstreamSync, referenced_objects
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.edge.noderelay import ConnectRelay
-from k3py.server.edge.sessions import NodeSession, TunnelHandler, resend_loop
+from k3py.server.edge.sessions import NodeSession, TunnelHandler, keepalive_loop, resend_loop
 from k3py.server.edge.upstream import UpstreamWriter
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
@@ -44,6 +45,8 @@ class CloudHub:
                  usage: UsageStore | None = None, network_policy: bool = True) -> None:
         self.registry = registry
         self.sessions: dict[str, NodeSession] = {}
+        # told a node's name when its tunnel's figures change (the dashboard's Nodes view)
+        self.tunnel_listeners: set[Callable[[str], None]] = set()
         self.passwords = NodePasswords(registry)
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected,
                                          network_policy=network_policy)
@@ -53,9 +56,15 @@ class CloudHub:
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
                                     write_up=self.upstream.write,
-                                    stream_request=self.relay.request)
+                                    stream_request=self.relay.request,
+                                    changed=self._tunnel_changed)
         self._resend: asyncio.Task | None = None
+        self._keepalive: asyncio.Task | None = None
         self._started = False
+
+    def _tunnel_changed(self, node: str) -> None:
+        for listener in list(self.tunnel_listeners):
+            listener(node)
 
     def node_connected(self, node: str) -> bool:
         session = self.sessions.get(node) if node else None
@@ -70,6 +79,7 @@ class CloudHub:
         self._started = True
         self.downstream.start()
         self._resend = asyncio.create_task(resend_loop(self.sessions))
+        self._keepalive = asyncio.create_task(keepalive_loop(self.sessions))
 
     def _nodes(self) -> list[dict]:
         nodes = self.downstream.cluster_wide.get("nodes") if self._started else None
@@ -79,8 +89,9 @@ class CloudHub:
         await self.relay.stop()
         if self._started:
             await self.downstream.stop()
-        if self._resend is not None:
-            self._resend.cancel()
+        for task in (self._resend, self._keepalive):
+            if task is not None:
+                task.cancel()
         for s in self.sessions.values():
             if s.ws is not None:
                 with contextlib.suppress(Exception):

@@ -5,7 +5,11 @@ stream on that node's tunnel, and relays the frames of the two streams both ways
 
 Called by sessions.TunnelHandler for a stream request a node sends; the Nodes come from the
 server's Node informer (the one downstream.py feeds every node's route view from). Any node
-may reach any pod IP this way, as on a flat pod network."""
+may reach any pod IP this way, as on a flat pod network.
+
+The two agents flow-control the stream end to end (tunnel/flowcontrol.py) and the relay passes
+their credit frames on, so it holds at most a window per direction; a node that sends more
+than its window ends the stream, rather than growing the server's queues."""
 
 from __future__ import annotations
 
@@ -18,21 +22,25 @@ from collections.abc import Callable
 from k3py.api import errors
 from k3py.server.edge import nodestreams
 from k3py.server.edge.sessions import NodeSession
+from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import CLOUD, Message, stream_frame
 from k3py.tunnel.protocol import (
     FRAME_CLOSE,
+    FRAME_CREDIT,
     FRAME_DATA,
     FRAME_DATA_CLOSE,
     FRAME_ERROR,
     STREAM_CONNECT,
     ConnectRequest,
+    content_credit,
+    data_length,
 )
 
 __all__ = ["ConnectRelay", "node_for_ip"]
 
 log = logging.getLogger("k3py.cloudhub")
 
-_FORWARDED = (FRAME_DATA, FRAME_DATA_CLOSE)
+_FORWARDED = (FRAME_DATA, FRAME_DATA_CLOSE, FRAME_CREDIT)
 
 
 def node_for_ip(nodes: list[dict], ip: str) -> str:
@@ -93,8 +101,9 @@ class ConnectRelay:
             source.send_live(_error(sid, e))
             source.streams.pop(sid, None)
             return
-        pumps = [asyncio.create_task(_pump(inbound, target, tid)),
-                 asyncio.create_task(_pump(outbound, source, sid))]
+        up, down = StreamWindow(), StreamWindow()  # source -> target, target -> source
+        pumps = [asyncio.create_task(_pump(inbound, target, tid, up, down)),
+                 asyncio.create_task(_pump(outbound, source, sid, down, up))]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -108,11 +117,22 @@ class ConnectRelay:
             t.cancel()
 
 
-async def _pump(frames: asyncio.Queue, to: NodeSession, stream_id: str) -> None:
+async def _pump(frames: asyncio.Queue, to: NodeSession, stream_id: str,
+                sending: StreamWindow, granting: StreamWindow) -> None:
     """Frames of one stream into the other until it closes or fails (an error is passed
-    on: the tunnel of either node may be the one that went)."""
+    on: the tunnel of either node may be the one that went). `sending`: the window of the
+    data these frames carry; `granting`: the one their credit frames open."""
     while True:
         kind, content = await frames.get()
+        if kind == FRAME_DATA and not sending.sent(data_length(content)):
+            log.warning("node %s: connect stream ended: a node sent more than its window",
+                        to.node)
+            to.send_live(stream_frame(stream_id, FRAME_ERROR, {
+                "code": 502, "message": "the other node sent more than its flow-control window"},
+                source=CLOUD))
+            return
+        if kind == FRAME_CREDIT:
+            granting.granted(content_credit(content))
         if kind in _FORWARDED:
             if not to.send_live(stream_frame(stream_id, kind, content, source=CLOUD)):
                 return

@@ -26,13 +26,15 @@ from k3py.tunnel.message import (
     GROUP_STREAM,
     GROUP_TUNNEL,
     OP_ACK,
+    OP_KEEPALIVE,
     Message,
     ack_for,
+    keepalive,
 )
 from k3py.tunnel.protocol import HEARTBEAT, NODE_PASSWORD_HEADER, RESUME_HEADER
 from k3py.tunnel.reliability import RESEND_AFTER, ReceivedWindow, SendQueue
 
-__all__ = ["NodeSession", "TunnelHandler", "resend_loop"]
+__all__ = ["NodeSession", "TunnelHandler", "keepalive_loop", "resend_loop"]
 
 log = logging.getLogger("k3py.cloudhub")
 
@@ -51,15 +53,30 @@ class NodeSession:
     streams: dict[str, asyncio.Queue] = field(default_factory=dict)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     connected_since: float | None = None  # wall-clock time the current websocket opened
+    last_seen: float | None = None  # wall-clock time of the node's last frame (or link change)
+    connects: int = 0  # websockets opened so far: reconnects are the ones after the first
+    rtt: float | None = None  # seconds, the last keepalive's round trip on this link
+    # told the node's name when a figure the dashboard shows changed (link, rtt, queue)
+    changed: Callable[[str], None] = lambda node: None
 
     @property
     def connected(self) -> bool:
         return self.ws is not None and not self.ws.closed
 
+    def figures(self) -> dict:
+        """The tunnel as the dashboard shows it (times in epoch seconds)."""
+        return {"connected": self.connected,
+                "connectedSince": self.connected_since if self.connected else None,
+                "lastSeen": self.last_seen, "reconnects": max(0, self.connects - 1),
+                "rttMs": round(self.rtt * 1000, 1) if self.rtt is not None else None,
+                "queued": len(self.queue.outbox)}
+
     def send(self, msg: Message) -> None:
         """Reliable: kept in the outbox until ACKed, sent as soon as the node is connected."""
         self.queue.add(msg)
         self.wakeup.set()
+        if not self.connected:
+            self.changed(self.node)  # one more queued while offline
 
     def send_live(self, msg: Message) -> bool:
         """Best effort (ACKs, stream frames): dropped if the node is not connected."""
@@ -82,6 +99,19 @@ class NodeSession:
             await self.queue.flush(write)
 
 
+def probe(session: NodeSession) -> None:
+    """Time a round trip: the agent sends this content back (k3py.tunnel.message.keepalive)."""
+    session.send_live(keepalive({"sent": time.monotonic()}, source=CLOUD))
+
+
+async def keepalive_loop(sessions: dict[str, NodeSession]) -> None:
+    """A round-trip probe on every live link each HEARTBEAT."""
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        for session in list(sessions.values()):
+            probe(session)
+
+
 async def resend_loop(sessions: dict[str, NodeSession]) -> None:
     """One timer for every node: what stays unACKed on a live link goes again."""
     while True:
@@ -100,7 +130,8 @@ class TunnelHandler:
                  passwords: NodePasswords, *, ready: Callable[[], Awaitable[None]],
                  snapshot: Callable[[str], Message],
                  write_up: Callable[[str, Message], Awaitable[None]],
-                 stream_request: Callable[[NodeSession, Message], None]) -> None:
+                 stream_request: Callable[[NodeSession, Message], None],
+                 changed: Callable[[str], None] = lambda node: None) -> None:
         self.sessions = sessions
         self.authenticator = authenticator
         self.passwords = passwords
@@ -108,6 +139,7 @@ class TunnelHandler:
         self._snapshot = snapshot    # a node's full desired state (downstream.py)
         self._write_up = write_up    # one up message into the store (upstream.py)
         self._stream_request = stream_request  # a stream the node opens (noderelay.py)
+        self._changed = changed  # a session's figures changed (the dashboard's tunnel column)
 
     def node_of_request(self, request: web.Request) -> str:
         user = self.authenticator.authenticate(request)
@@ -134,20 +166,23 @@ class TunnelHandler:
         session = self.sessions.get(node)
         resume = session is not None and request.headers.get(RESUME_HEADER) == "1"
         if session is None:
-            session = self.sessions[node] = NodeSession(node)
+            session = self.sessions[node] = NodeSession(node, changed=self._changed)
         if session.connected:
             await session.ws.close(code=4000, message=b"replaced by a newer connection")
         session.ws = ws
-        session.connected_since = time.time()
+        session.connected_since = session.last_seen = time.time()
+        session.connects += 1
         session.queue.link_reset()  # resume: everything unACKed goes again, in order
         log.info("node %s connected (%s)", node, "resume" if resume else "full sync")
         if not resume:
             session.queue = SendQueue()
             session.send(self._snapshot(node))
         writer = asyncio.create_task(session.write_loop(ws))
-        session.wakeup.set()
+        probe(session)
+        self._changed(node)
         try:
             async for frame in ws:
+                session.last_seen = time.time()
                 if frame.type != WSMsgType.TEXT:
                     continue
                 try:
@@ -163,7 +198,9 @@ class TunnelHandler:
             if session.ws is ws:
                 session.ws = None
                 session.connected_since = None
+                session.last_seen = time.time()
                 nodestreams.tunnel_lost(session)
+                self._changed(node)
             log.info("node %s disconnected", node)
         return ws
 
@@ -172,6 +209,11 @@ class TunnelHandler:
         if group == GROUP_TUNNEL:
             if msg.route.operation == OP_ACK:
                 session.queue.ack((msg.content or {}).get("ids") or [])
+            elif msg.route.operation == OP_KEEPALIVE:
+                sent = (msg.content or {}).get("sent") if isinstance(msg.content, dict) else None
+                if isinstance(sent, int | float) and 0 <= time.monotonic() - sent < 3600:
+                    session.rtt = time.monotonic() - sent
+                    self._changed(session.node)
             return
         if group == GROUP_STREAM:
             if msg.header.parent_id:

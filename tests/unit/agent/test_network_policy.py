@@ -9,8 +9,12 @@ import subprocess
 
 import pytest
 
+from k3py.agent.metamanager import MetaManager
+from k3py.agent.network.manager import NetworkManager
 from k3py.agent.network.policy import build_ruleset, ingress_isolated, pod_peers
 from k3py.server.edge.downstream import namespace_view, pod_peer_view
+from k3py.tunnel.message import GROUP_RESOURCE, OP_DELETE, OP_INSERT, OP_SYNC, new_message
+from k3py.tunnel.protocol import POD_PEERS_KIND
 
 pytestmark = pytest.mark.unit
 
@@ -156,10 +160,34 @@ def test_the_tunnel_relay_refuses_only_pods_an_ingress_policy_isolates():
     peers = pod_peers([pod_peer_view(p) for p in PODS])
     web_only = [policy("a", "web", {"matchLabels": {"app": "web"}}, ["Ingress"])]
     egress_only = [policy("a", "out", {}, ["Egress"])]
-    assert ingress_isolated("10.42.0.2", web_only, peers)
-    assert not ingress_isolated("10.42.0.3", web_only, peers)
-    assert not ingress_isolated("10.42.0.2", egress_only, peers)
-    assert not ingress_isolated("10.42.0.9", web_only, peers)  # no such pod
+    assert ingress_isolated(web_only, peers) == {"10.42.0.2"}
+    assert ingress_isolated(egress_only, peers) == set()
+    assert ingress_isolated(web_only + egress_only, []) == set()  # no pods
+
+
+async def test_the_relay_check_follows_policy_changes(tmp_path):
+    """The node computes the isolated pods once per change of its cached policies and pods,
+    and a new or deleted policy counts at once."""
+    meta = MetaManager(str(tmp_path / "meta.db"))
+    await meta.open()
+    try:
+        net = NetworkManager(meta, node_name=NODE)
+        meta.listeners.append(net._on_change)  # as start() does, without its rule syncs
+        web_only = policy("a", "web", {"matchLabels": {"app": "web"}}, ["Ingress"])
+        await meta.apply(new_message(source="cloudhub", group=GROUP_RESOURCE,
+                                     operation=OP_SYNC, content={
+                                         POD_PEERS_KIND: [pod_peer_view(p) for p in PODS],
+                                         "networkpolicies": []}))
+        assert not net._ingress_isolated("10.42.0.2")
+        await meta.apply(new_message(source="cloudhub", group=GROUP_RESOURCE,
+                                     operation=OP_INSERT, resource="networkpolicies/a/web",
+                                     content=web_only))
+        assert net._ingress_isolated("10.42.0.2") and not net._ingress_isolated("10.42.0.3")
+        await meta.apply(new_message(source="cloudhub", group=GROUP_RESOURCE,
+                                     operation=OP_DELETE, resource="networkpolicies/a/web"))
+        assert not net._ingress_isolated("10.42.0.2")
+    finally:
+        await meta.close()
 
 
 def test_ipv6_addresses_get_the_same_rules_in_an_ip6_table():

@@ -212,6 +212,15 @@ def test_server_joining_another_needs_the_shared_datastore():
         server_config(["--server", "https://a:6443"], {})
 
 
+def test_node_monitor_periods_as_kube_controller_manager_args():
+    cfg = server_config(["--kube-controller-manager-arg", "node-monitor-grace-period=20s",
+                         "--kube-controller-manager-arg", "node-monitor-period=500ms"], {})
+    assert cfg.controller_manager_options == {"node-monitor-grace-period": 20.0,
+                                              "node-monitor-period": 0.5}
+    with pytest.raises(UsageError, match="node-monitor-period: expected a duration above 0"):
+        server_config(["--kube-controller-manager-arg", "node-monitor-period=0s"], {})
+
+
 def test_empty_config_file_is_fine(tmp_path):
     assert server_config(["--config", write(tmp_path, "")], {}).https_listen_port == 6443
 

@@ -211,6 +211,21 @@ async def test_crd_is_served_established_and_cleaned_up(cluster):
     assert left == []
 
 
+async def test_cleanup_of_a_stale_crd_leaves_one_made_again_alone(cluster, env):
+    """The cleanup finalizer comes off the CRD being deleted (its uid), not off a CRD of the
+    same name made again meanwhile (here: the controller handed the old copy)."""
+    registry = cluster
+    name = CRD["metadata"]["name"]
+    await registry.create(crd_res(registry), None, copy.deepcopy(CRD))
+    live = await eventually(lambda: established(registry, name), timeout=10.0)
+    stale = copy.deepcopy(live)
+    stale["metadata"].update(uid="the-deleted-one", deletionTimestamp="2026-01-01T00:00:00Z")
+    await env.controllers[-1]._finalize(crd_res(registry), stale)
+    now = await registry.get(crd_res(registry), None, name)
+    assert crds.CLEANUP_FINALIZER in now["metadata"]["finalizers"]
+    assert "Terminating" not in {c["type"] for c in now["status"]["conditions"]}
+
+
 async def test_builtin_crds_install_idempotently_and_load(cluster):
     registry = cluster
     names = await crds.install_builtin_crds(registry)

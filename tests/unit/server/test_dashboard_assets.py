@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from k3py.server.dashboard.assets import build_assets, load_assets
+from k3py.webui.assets import build_assets, load_assets
 
 pytestmark = pytest.mark.unit
 
@@ -18,8 +18,9 @@ _NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1998/Math/MathML
 _URL = re.compile(rb"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"'`)]*")
 
 
-def test_no_asset_names_another_origin():
-    for name, asset in load_assets().items():
+@pytest.mark.parametrize("package", ["k3py.server.dashboard", "k3py.agent.dashboard"])
+def test_no_asset_names_another_origin(package):
+    for name, asset in load_assets(package).items():
         if "LICENSE" in name or name.endswith(".json"):
             continue  # licence text and the vendor manifest are never loaded by the page
         urls = {u.decode() for u in _URL.findall(asset.body)} - _NAMESPACES
@@ -27,16 +28,17 @@ def test_no_asset_names_another_origin():
 
 
 def test_packaged_assets_are_complete_and_hashed():
-    assets = load_assets()
+    assets = load_assets("k3py.server.dashboard")
     page = assets["index.html"].body.decode()
     app = next(n for n in assets if re.fullmatch(r"app\.[0-9a-f]{12}\.js", n))
     assert f'src="{app}"' in page and not assets["index.html"].immutable
     assert assets[app].immutable
-    code = assets[app].body.decode()
+    common = next(n for n in assets if re.fullmatch(r"common\.[0-9a-f]{12}\.js", n))
+    assert f'"./{common}"' in assets[app].body.decode()
     for lib in ("preact", "htm"):
         vendored = next(n for n in assets if re.fullmatch(rf"vendor/{lib}\.[0-9a-f]{{12}}\.mjs", n))
-        assert f'"./{vendored}"' in code
-    assert {"vendor/LICENSE.preact", "vendor/LICENSE.htm"} <= set(assets)
+        assert f'"./{vendored}"' in assets[common].body.decode()
+    assert {"vendor/LICENSE.preact", "vendor/LICENSE.htm", "vendor/LICENSE.js-yaml"} <= set(assets)
 
 
 def test_only_quoted_references_are_rewritten():

@@ -1,12 +1,12 @@
 """Dashboard login sessions: they expire, are bounded in count (oldest dropped first), and
-close on logout."""
+close on logout. Login links are one-time and short-lived."""
 
 from __future__ import annotations
 
 import pytest
 
 from k3py.server.apiserver.auth import User
-from k3py.server.dashboard.logins import LoginSessions
+from k3py.server.dashboard.logins import LoginLinks, LoginSessions
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +43,21 @@ def test_logout_closes_only_its_session():
     logins.close(mine)
     logins.close("never-issued")
     assert logins.user(mine) is None and logins.user(other) == User("b")
+
+
+def test_a_login_link_is_taken_once_and_expires():
+    clock = Clock()
+    links = LoginLinks(ttl=300, clock=clock)
+    code = links.issue(User("system:admin", ("system:masters",)))
+    assert links.take(code) == User("system:admin", ("system:masters",))
+    assert links.take(code) is None  # one use
+    late = links.issue(User("system:admin"))
+    clock.now += 300
+    assert links.take(late) is None
+    assert links.take("made-up") is None
+
+
+def test_login_links_are_bounded():
+    links = LoginLinks(max_links=2)
+    first, *_ = [links.issue(User(f"u{i}")) for i in range(3)]
+    assert links.take(first) is None  # the oldest was dropped

@@ -1,6 +1,7 @@
 """The server's relay of connect streams between two nodes' sessions (noderelay.py): the
 request goes to the node whose pod CIDR holds the IP, frames pass both ways, either end's
-close or error ends both, and a request that cannot be served is answered with an error."""
+close or error ends both, credit frames pass on and a node that overruns its flow-control
+window ends the stream, and a request that cannot be served is answered with an error."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ import pytest
 from k3py.server.edge import nodestreams
 from k3py.server.edge.noderelay import ConnectRelay
 from k3py.server.edge.sessions import NodeSession
+from k3py.tunnel.flowcontrol import STREAM_WINDOW
 from k3py.tunnel.message import EDGE, GROUP_STREAM, Message, new_message, stream_frame
-from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_DATA, FRAME_ERROR, STREAM_CONNECT
+from k3py.tunnel.protocol import (
+    FRAME_CLOSE,
+    FRAME_CREDIT,
+    FRAME_DATA,
+    FRAME_ERROR,
+    STREAM_CONNECT,
+    credit_content,
+    data_content,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -46,12 +56,19 @@ def connect(ip: str, port: int = 8080) -> Message:
                        content={"ip": ip, "port": port})
 
 
-async def test_frames_pass_both_ways_and_a_close_ends_both():
+async def relayed() -> tuple[NodeSession, NodeSession, Message, Message]:
+    """Node a's connect stream to a pod of node b, relayed: (a, b, a's request, the stream
+    the relay opened on b)."""
     a, b = session("a"), session("b")
     relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
     req = connect("10.42.1.7")
     relay.request(a, req)
     [opened] = await sent(b)
+    return a, b, req, opened
+
+
+async def test_frames_pass_both_ways_and_a_close_ends_both():
+    a, b, req, opened = await relayed()
     assert (opened.route.operation, opened.content) == (STREAM_CONNECT,
                                                         {"ip": "10.42.1.7", "port": 8080})
     nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, {"data": "R0VU"}, source=EDGE))
@@ -67,11 +84,28 @@ async def test_frames_pass_both_ways_and_a_close_ends_both():
     assert not a.streams and not b.streams
 
 
+async def test_credit_passes_on_and_an_overrun_window_ends_the_stream():
+    a, b, req, opened = await relayed()
+    chunk = data_content(bytes(STREAM_WINDOW // 2))
+    for _ in range(2):  # a full window from a
+        nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, chunk, source=EDGE))
+    nodestreams.deliver(b, stream_frame(opened.id, FRAME_CREDIT, credit_content(STREAM_WINDOW // 2),
+                                        source=EDGE))
+    assert [m.route.operation for m in await sent(b)] == [FRAME_DATA, FRAME_DATA]
+    [credit] = await sent(a)
+    assert (credit.route.operation, credit.content) == (FRAME_CREDIT,
+                                                        credit_content(STREAM_WINDOW // 2))
+    nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, chunk, source=EDGE))  # granted
+    assert [m.route.operation for m in await sent(b)] == [FRAME_DATA]
+    nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, data_content(b"x"), source=EDGE))
+    ends = await sent(b)
+    assert [m.route.operation for m in ends] == [FRAME_ERROR, FRAME_CLOSE]
+    assert ends[0].content["code"] == 502
+    assert [m.route.operation for m in await sent(a)] == [FRAME_CLOSE]
+
+
 async def test_a_lost_tunnel_ends_the_other_side_with_an_error():
-    a, b = session("a"), session("b")
-    relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
-    relay.request(a, connect("10.42.1.7"))
-    [opened] = await sent(b)
+    a, b, _, opened = await relayed()
     nodestreams.tunnel_lost(a)
     ops = [(m.route.operation, m.header.parent_id) for m in await sent(b)]
     assert ops == [(FRAME_ERROR, opened.id), (FRAME_CLOSE, opened.id)]

@@ -1,114 +1,55 @@
-// k3py dashboard: nodes with their tunnel, pods, devices with their twins and a plot, a pod's
-// logs and a shell in it (terminal.js). Lists are kept live over the tab's one websocket (live.js); other calls go to the
-// server's own API with the login cookie and the X-K3py-Dashboard marker header, authorized
-// as the logged-in user. Buttons the user may not use are hidden (SelfSubjectRulesReview).
-import { Component, h, render } from "./vendor/preact.mjs";
-import htm from "./vendor/htm.mjs";
+// k3py dashboard: the overview and events (views.js), nodes with their tunnel, pods,
+// workloads (workloads.js), devices with their twins and a plot, a pod's logs (logs.js) and a
+// shell in it (terminal.js); the login form, or a login link's one-time code. Lists are kept
+// live over the tab's one websocket (live.js); other calls go to the server's own API
+// (common.js), authorized as the logged-in user. Buttons the user may not use are hidden
+// (SelfSubjectRulesReview).
+import { Component, render } from "./vendor/preact.mjs";
+import { age, api, byName, html, Lazy, loadScript, message, Namespaced, Permissions,
+  Unauthorized, Watched } from "./common.js";
 import { Live } from "./live.js";
+import { Events, Overview } from "./views.js";
 
-const html = htm.bind(h);
-const MARKER = { "X-K3py-Dashboard": "1" };
 const UPLOT = "./vendor/uplot.min.js";
 const UPLOT_CSS = "./vendor/uplot.min.css";
 const DEVICES = { group: "devices.kubeedge.io", version: "v1alpha2" };
 const HISTORY = 600; // points kept per plotted twin
 
-class Unauthorized extends Error {}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options, credentials: "same-origin",
-    headers: { Accept: "application/json", ...MARKER, ...(options.headers || {}) },
-  });
-  if (response.status === 401) throw new Unauthorized();
-  if (!response.ok) {
-    let message = response.statusText;
-    try { message = (await response.json()).message || message; } catch (_) { /* not JSON */ }
-    throw new Error(`${response.status}: ${message}`);
-  }
-  return response;
-}
-
-// What the user may do, from a SelfSubjectRulesReview per namespace ("" = cluster scope).
-class Permissions {
-  constructor(readOnly) { this.readOnly = readOnly; this.rules = new Map(); }
-  async load(namespace) {
-    if (this.rules.has(namespace)) return;
-    const review = await (await api("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ apiVersion: "authorization.k8s.io/v1",
-        kind: "SelfSubjectRulesReview", spec: { namespace: namespace || "default" } }),
-    })).json();
-    this.rules.set(namespace, review.status?.resourceRules || []);
-  }
-  can(verb, group, resource, namespace) {
-    if (this.readOnly) return false;
-    const has = (list, value) => (list || []).includes("*") || (list || []).includes(value);
-    return (this.rules.get(namespace) || []).some((r) => has(r.verbs, verb) &&
-      has(r.apiGroups, group) && has(r.resources, resource));
-  }
-}
-
-function age(timestamp) {
-  if (!timestamp) return "";
-  const s = Math.max(0, Math.floor((Date.now() - Date.parse(timestamp)) / 1000));
-  if (s < 120) return `${s}s`;
-  if (s < 7200) return `${Math.floor(s / 60)}m`;
-  if (s < 172800) return `${Math.floor(s / 3600)}h`;
-  return `${Math.floor(s / 86400)}d`;
-}
-
-function byName(rows) {
-  return [...rows.values()].sort((a, b) =>
-    (a.namespace || "").localeCompare(b.namespace || "") || a.name.localeCompare(b.name));
-}
-
-const message = (e) => String(e.message || e);
-
-// A view showing one live subscription's rows while it is mounted.
-class Watched extends Component {
-  state = { rows: new Map(), error: "" };
-  componentDidMount() { this.subscribe(); }
-  componentWillUnmount() { this.unsubscribe?.(); }
-  componentDidUpdate(previous) {
-    if (previous.namespace !== this.props.namespace) this.subscribe();
-  }
-  subscribe() {
-    this.unsubscribe?.();
-    this.setState({ rows: new Map(), error: "" });
-    this.unsubscribe = this.props.live.subscribe(
-      { ...this.spec(), namespace: this.props.namespace || "" },
-      (rows, changed) => { this.setState({ rows, error: "" }); this.changed?.(changed); },
-      (error) => this.setState({ error }));
-  }
+// The tunnel column: pushed by the server on each change (link up or down, a round trip, a
+// message queued while the node is offline).
+function Tunnel({ t }) {
+  if (!t) return html`<span class="muted">no tunnel</span>`;
+  const when = (s) => (s ? new Date(s * 1000).toLocaleTimeString() : "");
+  const figures = [t.rttMs != null && t.connected && `rtt ${t.rttMs} ms`,
+    t.reconnects && `${t.reconnects} reconnects`, t.queued && `${t.queued} queued`]
+    .filter(Boolean).join(", ");
+  return t.connected
+    ? html`<span class="ok">connected</span> <span class="muted">since ${when(t.connectedSince)}${
+        figures && ` · ${figures}`}</span>`
+    : html`<span class="bad">offline</span> <span class="muted">last seen ${when(t.lastSeen)}${
+        figures && ` · ${figures}`}</span>`;
 }
 
 class Nodes extends Watched {
   spec() { return { group: "", resource: "nodes" }; }
-  componentDidMount() { super.componentDidMount(); this.loadTunnels(); }
-  loadTunnels() {
-    api("/dashboard/api/tunnels").then((r) => r.json())
-      .then((t) => this.setState({ tunnels: t.nodes, tunnelError: "" }))
-      .catch((e) => this.setState({ tunnelError: message(e) }));
+  componentDidMount() {
+    super.componentDidMount();
+    this.unfollow = this.props.live.subscribe({ op: "tunnels" },
+      (tunnels) => this.setState({ tunnels, tunnelError: "" }),
+      (tunnelError) => this.setState({ tunnelError }));
   }
+  componentWillUnmount() { super.componentWillUnmount(); this.unfollow?.(); }
   render(_, { rows, error, tunnels = {}, tunnelError }) {
     return html`
-      <div class="toolbar"><button onClick=${() => this.loadTunnels()}>Refresh tunnels</button>
-        ${tunnelError && html`<span class="error">${tunnelError}</span>`}</div>
+      ${tunnelError && html`<p class="error">${tunnelError}</p>`}
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="nodes">
         <thead><tr><th>Name</th><th>Ready</th><th>Tunnel</th><th>Arch</th><th>Age</th></tr></thead>
-        <tbody>${byName(rows).map((n) => {
-          const t = tunnels[n.name];
-          return html`<tr key=${n.uid}>
+        <tbody>${byName(rows).map((n) => html`<tr key=${n.uid}>
             <td>${n.name}</td>
             <td class=${n.ready ? "ok" : "bad"}>${n.ready ? "Ready" : "NotReady"}</td>
-            <td>${t?.connected
-              ? html`<span class="ok">connected</span> <span class="muted">since
-                  ${new Date(t.connectedSince * 1000).toLocaleString()}</span>`
-              : html`<span class="muted">${t ? "offline" : "no tunnel"}</span>`}</td>
-            <td>${n.arch}</td><td>${age(n.created)}</td></tr>`;
-        })}</tbody></table></div>`;
+            <td class="tunnel" data-node=${n.name}><${Tunnel} t=${tunnels[n.name]} /></td>
+            <td>${n.arch}</td><td>${age(n.created)}</td></tr>`)}</tbody></table></div>`;
   }
 }
 
@@ -138,45 +79,8 @@ class Pods extends Watched {
   }
 }
 
-// The namespace picker over a namespaced view; loads the user's rules for the namespace.
-class Namespaced extends Component {
-  state = { namespaces: [], namespace: "" };
-  componentDidMount() {
-    api("/api/v1/namespaces").then((r) => r.json())
-      .then((list) => this.setState({ namespaces: list.items.map((n) => n.metadata.name) }))
-      .catch((e) => { if (e instanceof Unauthorized) this.props.onUnauthorized(); })
-      .finally(() => this.pick(""));
-  }
-  pick(namespace) {
-    const { permissions } = this.props;
-    const wanted = namespace ? [namespace] : ["", ...this.state.namespaces];
-    Promise.all(wanted.map((n) => permissions.load(n))).catch(() => {})
-      .finally(() => this.setState({ namespace, ready: true }));
-  }
-  render({ view: View, ...props }, { namespaces, namespace, ready }) {
-    if (!ready) return html`<p>Loading…</p>`;
-    return html`
-      <div class="toolbar"><label>Namespace <select value=${namespace}
-        onChange=${(e) => this.pick(e.target.value)}>
-        <option value="">all</option>
-        ${namespaces.map((n) => html`<option value=${n}>${n}</option>`)}</select></label></div>
-      <${View} ...${props} namespace=${namespace} />`;
-  }
-}
-
 // uPlot, loaded with a script element the first time a plot is shown (not on first load).
-let uplotLoading;
-function loadUplot() {
-  uplotLoading ||= new Promise((resolve, reject) => {
-    const css = document.createElement("link");
-    css.rel = "stylesheet"; css.href = UPLOT_CSS;
-    document.head.append(css);
-    const script = document.createElement("script");
-    script.src = UPLOT; script.onload = () => resolve(window.uPlot); script.onerror = reject;
-    document.head.append(script);
-  });
-  return uplotLoading;
-}
+const loadUplot = () => loadScript(UPLOT, UPLOT_CSS, "uPlot");
 
 // A numeric twin's reported values over time, appended as the device's rows change.
 class Plot extends Component {
@@ -217,12 +121,21 @@ class Devices extends Watched {
     const history = [[...xs, at].slice(-HISTORY), [...ys, value].slice(-HISTORY)];
     this.setState({ history });
   }
+  // Opens with the server's last 10 minutes of the twin (its ring buffer), then streams.
   plot(device, twin) {
-    const value = Number(twin.reported);
-    const start = twin.reported != null && Number.isFinite(value)
-      ? [[Date.now() / 1000], [value]] : [[], []];
-    this.setState({ plotted: { uid: device.uid, property: twin.property,
-      label: `${device.name}.${twin.property}` }, history: start });
+    const plotted = { uid: device.uid, property: twin.property,
+      label: `${device.name}.${twin.property}` };
+    this.setState({ plotted, history: [[], []] });
+    const query = new URLSearchParams({ namespace: device.namespace, name: device.name,
+      property: twin.property });
+    api(`/dashboard/api/twinhistory?${query}`).then((r) => r.json()).then(({ times, values }) => {
+      if (this.state.plotted !== plotted) return;
+      const [xs, ys] = this.state.history; // streamed meanwhile: after the history
+      const last = times.length ? times[times.length - 1] : -Infinity;
+      const keep = xs.map((x, i) => i).filter((i) => xs[i] > last);
+      this.setState({ history: [[...times, ...keep.map((i) => xs[i])].slice(-HISTORY),
+        [...values, ...keep.map((i) => ys[i])].slice(-HISTORY)] });
+    }).catch((e) => this.setState({ error: message(e) }));
   }
   setDesired(device, index) {
     const key = `${device.uid}/${index}`;
@@ -283,32 +196,6 @@ function PodToolbar({ pod, container, onBack, onPick, children }) {
     </select>${children}</div>`;
 }
 
-class Logs extends Component {
-  state = { text: "", error: "", container: "" };
-  componentDidMount() { this.load(this.props.pod.containers[0]); }
-  load(container) {
-    const pod = this.props.pod;
-    const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/` +
-      `${encodeURIComponent(pod.name)}/log?tailLines=1000&container=` +
-      encodeURIComponent(container);
-    this.setState({ container, text: "", error: "" });
-    api(path, { headers: { Accept: "text/plain" } }).then((r) => r.text())
-      .then((text) => this.setState({ text }))
-      .catch((e) => {
-        if (e instanceof Unauthorized) this.props.onUnauthorized();
-        else this.setState({ error: message(e) });
-      });
-  }
-  render({ pod, onBack }, { text, error, container }) {
-    return html`
-      <${PodToolbar} pod=${pod} container=${container} onBack=${onBack}
-        onPick=${(c) => this.load(c)}>
-        <button onClick=${() => this.load(container)}>Reload</button></${PodToolbar}>
-      ${error && html`<p class="error">${error}</p>`}
-      <pre class="logs" id="logs">${text}</pre>`;
-  }
-}
-
 // A shell in one of the pod's containers (terminal.js and xterm.js load on first use).
 class Shell extends Component {
   state = { error: "", ended: false };
@@ -348,53 +235,87 @@ class Login extends Component {
         error: err instanceof Unauthorized ? "That token was not accepted." : message(err),
       }));
   }
-  render(_, { token, error }) {
+  render({ linkError }, { token, error }) {
     return html`<form class="login" onSubmit=${(e) => this.submit(e)}>
       <h2>Log in to k3py</h2>
       <label for="token">Bearer token (a service account's, or the admin's)</label>
       <input id="token" type="password" autocomplete="off" value=${token}
         onInput=${(e) => this.setState({ token: e.target.value })} />
       <button type="submit">Log in</button>
-      ${error && html`<p class="error" id="login-error">${error}</p>`}</form>`;
+      <p class="muted">Or run <code>k3py dashboard-url</code> on the server for a one-time link.</p>
+      ${(error || linkError) && html`<p class="error" id="login-error">${error || linkError}</p>`}
+      </form>`;
   }
 }
 
-const VIEWS = [["nodes", "Nodes"], ["pods", "Pods"], ["devices", "Devices"],
+// A login link's one-time code (`k3py dashboard-url`), taken out of the address at once.
+function takeLoginCode() {
+  const match = /^#login=([\w-]+)$/.exec(location.hash);
+  if (!match) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  return api("/dashboard/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: match[1] }) });
+}
+
+const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["pods", "Pods"],
+  ["workloads", "Workloads"], ["events", "Events"], ["devices", "Devices"],
   ["devicemodels", "Device models"]];
 
 class App extends Component {
-  state = { session: null, authed: null, view: "nodes", pod: null, shell: null };
-  componentDidMount() { this.loadSession(); }
+  state = { session: null, authed: null, view: "overview", pod: null, shell: null };
+  componentDidMount() {
+    // a link opened in a tab already showing the page changes only the address's fragment
+    addEventListener("hashchange", () => this.followLink());
+    if (!this.followLink()) this.loadSession();
+  }
+  followLink() {
+    const login = takeLoginCode();
+    login?.then(() => this.loadSession()).catch(() => {
+      this.live?.close();
+      this.setState({ authed: false, linkError: "That login link was already used or has " +
+        "expired: run k3py dashboard-url again." });
+    });
+    return login;
+  }
   loadSession() {
     api("/dashboard/api/session").then((r) => r.json()).then((session) => {
       this.live?.close();
       this.live = new Live(() => this.setState({ authed: false }));
       this.permissions = new Permissions(session.readOnly);
-      this.setState({ session, authed: true });
+      this.setState({ session, authed: true, linkError: "" });
     }).catch(() => this.setState({ authed: false }));
   }
   logout() {
     api("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false, session: null }); });
   }
-  render(_, { authed, session, view, pod, shell }) {
+  render(_, { authed, session, view, pod, shell, linkError }) {
     if (authed === null) return html`<p>Loading…</p>`;
     const unauthorized = () => { this.live?.close(); this.setState({ authed: false }); };
-    if (!authed) return html`<${Login} onLogin=${() => this.loadSession()} />`;
+    if (!authed) {
+      return html`<${Login} linkError=${linkError} onLogin=${() => this.loadSession()} />`;
+    }
+    const open = (name) => this.setState({ view: name, pod: null, shell: null });
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
-      onClick=${() => this.setState({ view: name, pod: null, shell: null })}>${label}</button>`;
+      onClick=${() => open(name)}>${label}</button>`;
     const common = { live: this.live, permissions: this.permissions,
       onUnauthorized: unauthorized };
     let body;
     if (shell) {
       body = html`<${Shell} pod=${shell} onBack=${() => this.setState({ shell: null })} />`;
     } else if (pod) {
-      body = html`<${Logs} pod=${pod} onBack=${() => this.setState({ pod: null })}
+      body = html`<${Lazy} key="logs" load=${() => import("./logs.js")} name="LogView"
+        pods=${[pod]} title=${`${pod.namespace}/${pod.name}`} onBack=${() => this.setState({ pod: null })}
         onUnauthorized=${unauthorized} />`;
+    } else if (view === "overview") {
+      body = html`<${Overview} ...${common} onOpen=${open} />`;
     } else if (view === "nodes") {
       body = html`<${Nodes} ...${common} />`;
+    } else if (view === "workloads") {
+      body = html`<${Lazy} key="workloads" load=${() => import("./workloads.js")}
+        name="Workloads" ...${common} />`;
     } else {
-      const views = { pods: Pods, devices: Devices, devicemodels: DeviceModels };
+      const views = { pods: Pods, events: Events, devices: Devices, devicemodels: DeviceModels };
       body = html`<${Namespaced} key=${view} view=${views[view]} ...${common}
         onLogs=${(p) => this.setState({ pod: p })} onShell=${(p) => this.setState({ shell: p })} />`;
     }

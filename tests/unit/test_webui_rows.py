@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from k3py.server.dashboard.rows import project
+from k3py.webui.rows import project
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +42,7 @@ def test_device_rows_carry_desired_and_reported_twins():
                    "reported": {"value": "7", "metadata": {"type": "string"}}},
                   {"propertyName": "temp"}]}}
     row = project("devices.kubeedge.io", "devices", device)
-    assert row["model"] == "counter-model"
+    assert row["model"] == "counter-model" and row["state"] == "unknown"  # no report yet
     assert row["twins"] == [{"property": "status", "desired": "ON", "reported": "7"},
                             {"property": "temp", "desired": None, "reported": None}]
 
@@ -57,5 +57,35 @@ def test_a_device_model_row_lists_its_properties():
 
 
 def test_any_other_resource_gets_name_namespace_uid_and_age():
-    assert project("apps", "deployments", {"metadata": _MD, "spec": {"replicas": 3}}) == {
+    assert project("", "configmaps", {"metadata": _MD, "data": {"k": "v"}}) == {
         "uid": "u1", "name": "a", "namespace": "default", "created": "2026-01-01T00:00:00Z"}
+
+
+def test_an_event_row_names_its_object_and_when_it_was_last_seen():
+    event = {"metadata": _MD, "type": "Warning", "reason": "BackOff", "message": "restarting",
+             "involvedObject": {"kind": "Pod", "name": "web-1", "uid": "p1"}, "count": 4,
+             "lastTimestamp": "2026-01-01T00:05:00Z"}
+    row = project("", "events", event)
+    assert row["object"] == {"kind": "Pod", "name": "web-1", "uid": "p1"}
+    assert (row["type"], row["reason"], row["count"], row["last"]) == (
+        "Warning", "BackOff", 4, "2026-01-01T00:05:00Z")
+    new_style = {"metadata": _MD, "type": "Normal", "note": "n", "eventTime": "2026-01-02T00:00:00Z",
+                 "regarding": {"kind": "Node", "name": "n1"}}
+    row = project("", "events", new_style)
+    assert (row["message"], row["object"]["name"], row["count"], row["last"]) == (
+        "n", "n1", 1, "2026-01-02T00:00:00Z")
+
+
+def test_workload_rows_count_desired_ready_and_carry_the_selector():
+    template = {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}
+    deployment = {"metadata": _MD, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "w"}},
+                                            "template": template},
+                  "status": {"readyReplicas": 2, "updatedReplicas": 3}}
+    row = project("apps", "deployments", deployment)
+    assert (row["desired"], row["ready"], row["upToDate"]) == (3, 2, 3)
+    assert row["images"] == ["nginx:1"] and row["selector"] == {"app": "w"}
+    assert "spec" not in row
+    daemonset = {"metadata": _MD, "spec": {"template": template},
+                 "status": {"desiredNumberScheduled": 2, "numberReady": 1}}
+    row = project("apps", "daemonsets", daemonset)
+    assert (row["desired"], row["ready"], row["upToDate"]) == (2, 1, 0)

@@ -1,10 +1,12 @@
-"""The dashboard's static files, read once from the package (importlib.resources, so they
-ride in the wheel and the PyInstaller binary), each kept gzip-compressed too.
+"""A dashboard's static files, read once from the packages that hold them (each one's static/
+folder, through importlib.resources, so they ride in the wheel and the PyInstaller binary),
+served as one tree, each kept gzip-compressed too.
 
 Scripts and stylesheets get content-hashed names (`app.3f2a9c01b2d4.js`) and are served as
 immutable; a file that names another asset (index.html, app.js) has those names rewritten to
 the hashed ones before it is hashed itself. index.html, the licences and the vendor manifest
-keep their names and are revalidated on every load. Read by k3py.server.dashboard."""
+keep their names and are revalidated on every load. Read by k3py.server.dashboard (with
+this package's shared static/) and k3py.agent.dashboard."""
 
 from __future__ import annotations
 
@@ -15,7 +17,14 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-__all__ = ["Asset", "load_assets"]
+__all__ = ["Asset", "SECURITY_HEADERS", "load_assets", "served"]
+
+# on every dashboard response: the page loads nothing from another origin and is never framed
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY"}
 
 _HASHED_SUFFIXES = (".js", ".mjs", ".css")
 _TEXT_SUFFIXES = (".html", ".js", ".mjs", ".css")
@@ -32,6 +41,18 @@ class Asset:
     gzipped: bytes
     content_type: str
     immutable: bool
+
+
+def served(asset: Asset, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of `asset` as a response: gzipped when the client takes it, cached for
+    good when its name carries its hash, revalidated otherwise."""
+    headers = {**SECURITY_HEADERS, "Vary": "Accept-Encoding", "Content-Type": asset.content_type,
+               "Cache-Control": "public, max-age=31536000, immutable" if asset.immutable
+               else "no-cache"}
+    if "gzip" in accept_encoding:
+        headers["Content-Encoding"] = "gzip"
+        return asset.gzipped, headers
+    return asset.body, headers
 
 
 def _walk(root: Traversable, prefix: str = "") -> dict[str, bytes]:
@@ -85,6 +106,13 @@ def build_assets(files: dict[str, bytes]) -> dict[str, Asset]:
     return out
 
 
-def load_assets() -> dict[str, Asset]:
-    """The packaged static/ directory, ready to serve."""
-    return build_assets(_walk(resources.files(__package__) / "static"))
+def load_assets(*packages: str) -> dict[str, Asset]:
+    """This package's static/ folder and those of `packages`, as one tree ready to serve (a
+    path in two of them is an error)."""
+    files: dict[str, bytes] = {}
+    for package in (__package__, *packages):
+        found = _walk(resources.files(package) / "static")
+        if clash := sorted(set(found) & set(files)):
+            raise ValueError(f"dashboard assets of {package} clash with others: {clash}")
+        files.update(found)
+    return build_assets(files)

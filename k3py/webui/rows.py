@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["project"]
+__all__ = ["Row", "project"]
 
 Row = dict[str, Any]
 
@@ -53,7 +53,8 @@ def _device(obj: dict) -> Row:
               "reported": _twin_value(t, "reported")}
              for t in status.get("twins") or [] if isinstance(t, dict)]
     return {**_base(obj), "model": (spec.get("deviceModelRef") or {}).get("name", ""),
-            "node": spec.get("nodeName", ""), "twins": twins}
+            "node": spec.get("nodeName", ""), "twins": twins,
+            "state": status.get("state") or "unknown"}
 
 
 def _device_model(obj: dict) -> Row:
@@ -67,9 +68,48 @@ def _device_model(obj: dict) -> Row:
     return {**_base(obj), "properties": props}
 
 
+def _event(obj: dict) -> Row:
+    """core/v1 Event (events.k8s.io/v1's fields as fallbacks: note, regarding, series)."""
+    md = obj.get("metadata") or {}
+    involved = obj.get("involvedObject") or obj.get("regarding") or {}
+    series = obj.get("series") or {}
+    return {**_base(obj), "type": obj.get("type", ""), "reason": obj.get("reason", ""),
+            "message": obj.get("message") or obj.get("note") or "",
+            "object": {"kind": involved.get("kind", ""), "name": involved.get("name", ""),
+                       "uid": involved.get("uid", "")},
+            "count": obj.get("count") or series.get("count") or 1,
+            "last": (obj.get("lastTimestamp") or series.get("lastObservedTime")
+                     or obj.get("eventTime") or md.get("creationTimestamp", ""))}
+
+
+def _workload(obj: dict, desired: int, ready: int, up_to_date: int) -> Row:
+    spec = obj.get("spec") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") or {}
+    return {**_base(obj), "desired": desired, "ready": ready, "upToDate": up_to_date,
+            "images": [c.get("image", "") for c in pod_spec.get("containers") or []],
+            "selector": (spec.get("selector") or {}).get("matchLabels") or {}}
+
+
+def _replicated(obj: dict) -> Row:
+    """A Deployment or StatefulSet."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return _workload(obj, spec.get("replicas", 1), status.get("readyReplicas", 0),
+                     status.get("updatedReplicas", 0))
+
+
+def _daemonset(obj: dict) -> Row:
+    status = obj.get("status") or {}
+    return _workload(obj, status.get("desiredNumberScheduled", 0),
+                     status.get("numberReady", 0), status.get("updatedNumberScheduled", 0))
+
+
 _PROJECTIONS: dict[tuple[str, str], Callable[[dict], Row]] = {
     ("", "nodes"): _node,
     ("", "pods"): _pod,
+    ("", "events"): _event,
+    ("apps", "deployments"): _replicated,
+    ("apps", "statefulsets"): _replicated,
+    ("apps", "daemonsets"): _daemonset,
     ("devices.kubeedge.io", "devices"): _device,
     ("devices.kubeedge.io", "devicemodels"): _device_model,
 }

@@ -40,6 +40,7 @@ export class Live {
   }
 
   // spec: {group, version?, resource, namespace?}; onRows(rows Map uid->row, changed Map).
+  // spec {op: "tunnels"}: onRows(every node's tunnel figures), again on each change.
   subscribe(spec, onRows, onError) {
     const sub = new Subscription(String(this.next++), spec, onRows, onError);
     this.subscriptions.set(sub.id, sub);
@@ -81,6 +82,8 @@ class Subscription {
       this.rows = rows;
       this.resourceVersion = msg.resourceVersion;
       this.onRows(rows, changed);
+    } else if (msg.type === "tunnels") {
+      this.onRows(msg.nodes);
     } else if (msg.type === "ended") {
       this.resourceVersion = msg.resourceVersion;
       live.send(this);
