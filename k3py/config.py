@@ -61,7 +61,7 @@ class NodeConfig:
     node_name: str = ""  # "" = this host's name (hostname())
     node_label: tuple[str, ...] = ()  # "key=value"
     node_taint: tuple[str, ...] = ()  # "key=value:Effect"
-    node_ip: str = ""  # "" = the address of the default route's interface
+    node_ip: str = ""  # "" = the address of the default route's interface; dual-stack: "v4,v6"
     ingress_http_port: int = 80  # the node's ingress proxy (agent/ingress)
     ingress_https_port: int = 443
     with_node_id: bool = False
@@ -235,14 +235,19 @@ class ServerConfig(NodeConfig):
         """--cluster-dns, or the service CIDR's 10th address (K3s's default)."""
         if self.cluster_dns:
             return self.cluster_dns
-        net = ipaddress.ip_network(self.service_cidr, strict=False)
-        return str(net.network_address + 10)
+        return str(self.service_networks[0].network_address + 10)
 
     @property
     def kubernetes_service_ip(self) -> str:
-        """The first address of the service CIDR: the `kubernetes` Service's ClusterIP."""
-        net = ipaddress.ip_network(self.service_cidr, strict=False)
-        return str(net.network_address + 1)
+        """The first address of the (primary) service CIDR: the `kubernetes` Service's
+        ClusterIP."""
+        return str(self.service_networks[0].network_address + 1)
+
+    @property
+    def service_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """--service-cidr: one network, or two of different families (the primary first)."""
+        return [ipaddress.ip_network(p.strip(), strict=False)
+                for p in self.service_cidr.split(",")]
 
 
 @dataclass(frozen=True, kw_only=True)

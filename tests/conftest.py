@@ -22,6 +22,7 @@ _MARK_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integrat
 _TESTS = Path(__file__).parent
 _PARALLEL_SAFE = frozenset({
     "test_audit_log.py", "test_bootstrap_tokens.py", "test_crds.py", "test_devices_bus.py",
+    "test_dual_stack_api.py",
     "test_fuzz_api.py", "test_hostile_bodies.py", "test_kubectl_basics.py",
     "test_namespaces_gc.py", "test_node_authorizer.py", "test_pod_security.py",
     "test_postgres.py", "test_python_client.py", "test_rbac.py", "test_request_limits.py",

@@ -148,9 +148,9 @@ def node_pods(state: LocalState, podman: dict[str, PodmanPod] | None, pods_dir: 
             live = podman.get(uid)
             containers = live.containers if live else []
             saved = restarts.load_restarts(pods_dir, uid)
-            by_name, pod_ip = status.pod_network(pod, containers, recorded.get("hostIP") or "")
+            by_name, pod_ips = status.pod_network(pod, containers, recorded.get("hostIP") or "")
             st = status.pod_status(
-                pod, created=live.created if live else None, by_name=by_name, pod_ip=pod_ip,
+                pod, created=live.created if live else None, by_name=by_name, pod_ips=pod_ips,
                 host_ip=recorded.get("hostIP") or "",
                 plan=_recorded_plan(spec, recorded, containers, uid, saved),
                 error=None, restarts=saved, probes=_probe_verdicts(spec, recorded))

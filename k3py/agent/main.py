@@ -122,8 +122,8 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
         await cancel_and_wait(opening)
         await runtime.close()
         raise
-    node_ip = config.node_ip or primary_ip()
-    node = node_object(name=node_name, node_ip=node_ip,
+    node_ip, *more_ips = config.node_ip.split(",") if config.node_ip else [primary_ip()]
+    node = node_object(name=node_name, node_ip=node_ip, more_ips=more_ips,
                        labels=config.labels, taints=taints,
                        runtime_version=version, data_dir=config.data_dir)
     hub = EdgeHub(server=config.server, ssl_context=ssl_context(creds), meta=meta, session=session,

@@ -55,9 +55,11 @@ def _memory_bytes() -> int:
 
 
 def node_object(*, name: str, node_ip: str, labels: dict[str, str], taints: list[dict],
-                runtime_version: str, data_dir: str) -> dict:
+                runtime_version: str, data_dir: str, more_ips: list[str] | None = None) -> dict:
     """The Node this agent registers; its role label is the server's to give (a node may not
-    set node-role.kubernetes.io/ labels: NodeRestriction)."""
+    set node-role.kubernetes.io/ labels: NodeRestriction). `more_ips`: a dual-stack node's
+    address of the other family (--node-ip v4,v6), a second InternalIP as upstream."""
+    more_ips = more_ips or []
     arch = _ARCH.get(platform.machine(), platform.machine())
     all_labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                   "kubernetes.io/arch": arch, "beta.kubernetes.io/os": "linux",
@@ -82,8 +84,9 @@ def node_object(*, name: str, node_ip: str, labels: dict[str, str], taints: list
         "spec": spec,
         "status": {
             "capacity": capacity, "allocatable": dict(capacity),
-            "addresses": [{"type": "InternalIP", "address": node_ip},
-                          {"type": "Hostname", "address": name}],
+            "addresses": [{"type": "InternalIP", "address": ip}
+                          for ip in (node_ip, *more_ips)] + [
+                              {"type": "Hostname", "address": name}],
             "nodeInfo": {"architecture": arch, "operatingSystem": "linux",
                          "kernelVersion": uname.release, "osImage": _os_image(),
                          "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,

@@ -62,6 +62,15 @@ def _ip(v: str) -> str:
         raise ValueError("expected an IP address such as 192.168.1.10") from None
 
 
+def _node_ips(v: str) -> str:
+    """One IP, or an IPv4 and an IPv6 address separated by a comma (dual-stack)."""
+    ips = [_ip(p.strip()) for p in v.split(",")]
+    if len(ips) > 2 or len({":" in ip for ip in ips}) != len(ips):
+        raise ValueError("expected one IP, or an IPv4 and an IPv6 address separated by a "
+                         "comma")
+    return ",".join(ips)
+
+
 def _bind_ip(v: str) -> str:
     return v if v == "localhost" else _ip(v)
 
@@ -75,11 +84,10 @@ def _loopback_bind(v: str) -> str:
     return v
 
 
-def _cidr(v: str) -> str:
-    try:
-        ipaddress.ip_network(v, strict=False)
-    except ValueError:
-        raise ValueError("expected a CIDR such as 10.42.0.0/16") from None
+def _cidrs(v: str) -> str:
+    """One CIDR, or one IPv4 and one IPv6 CIDR separated by a comma (dual-stack)."""
+    from k3py.api.dualstack import parse_cidrs
+    parse_cidrs(v)
     return v
 
 
@@ -322,12 +330,14 @@ FLAGS: tuple[Flag, ...] = (
          "provisioner storage class (on an agent: where it may remove deleted volumes' "
          "directories; the server's path)", _BOTH, default_help="<data-dir>/storage"),
     # networking
-    Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for pod IPs",
-         (SERVER,), check=_cidr),
+    Flag("cluster-cidr", str, "(networking) IPv4/IPv6 network CIDRs to use for pod IPs (one, "
+         "or an IPv4 and an IPv6 CIDR separated by a comma for dual-stack)",
+         (SERVER,), check=_cidrs),
     Flag("node-cidr-mask-size", int, "(networking) Size of each node's IPv4 pod CIDR out of "
          "the cluster CIDR (IPv6: /64)", (SERVER,), check=_node_mask),
-    Flag("service-cidr", str, "(networking) IPv4/IPv6 network CIDR to use for service IPs",
-         (SERVER,), check=_cidr),
+    Flag("service-cidr", str, "(networking) IPv4/IPv6 network CIDRs to use for service IPs "
+         "(one, or an IPv4 and an IPv6 CIDR separated by a comma for dual-stack)",
+         (SERVER,), check=_cidrs),
     Flag("service-node-port-range", str, "(networking) Port range to reserve for services "
          "with NodePort visibility", (SERVER,), check=_port_range),
     Flag("cluster-dns", str, "(networking) IPv4 Cluster IP for the DNS service; should be in "
@@ -417,7 +427,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("node-eviction-timeout", float, "(agent/node) Seconds an unreachable node keeps its "
          "pods before they are evicted; 0 = never (edge autonomy)", (SERVER,),
          check=_non_negative),
-    Flag("node-ip", str, "(agent/networking) IP address to advertise for node", check=_ip,
+    Flag("node-ip", str, "(agent/networking) IP address to advertise for node (dual-stack: "
+         "an IPv4 and an IPv6 address separated by a comma)", check=_node_ips,
          default_help="address of the default route"),
     Flag("ingress-http-port", int, "(agent/networking) Port of the node's ingress proxy for "
          "HTTP", check=_port),
@@ -725,9 +736,16 @@ def _check_pod_network(config: ServerConfig) -> None:
         nets = parse_cluster_cidrs(config.cluster_cidr, config.node_cidr_mask_size)
     except ValueError as e:
         raise UsageError(f"--cluster-cidr / --node-cidr-mask-size: {e}") from None
-    service = ipaddress.ip_network(config.service_cidr, strict=False)
-    for net in nets:
-        if net.version == service.version and net.overlaps(service):  # type: ignore[arg-type]
+    services = config.service_networks
+    if len(nets) != len(services):
+        raise UsageError(f"--cluster-cidr {config.cluster_cidr} and --service-cidr "
+                         f"{config.service_cidr} must both be single-stack or both dual-stack")
+    for net, service in zip(nets, services, strict=True):
+        if net.version != service.version:
+            raise UsageError(f"--cluster-cidr {config.cluster_cidr} and --service-cidr "
+                             f"{config.service_cidr} must list their IP families in the same "
+                             f"order")
+        if net.overlaps(service):  # type: ignore[arg-type]
             raise UsageError(f"--cluster-cidr {net} overlaps --service-cidr {service}; "
                              f"choose networks that do not overlap")
 

@@ -77,10 +77,10 @@ def _check_data_dir(path: str) -> None:
 
 def _check_cluster_dns(config: ServerConfig) -> None:
     import ipaddress
-    net = ipaddress.ip_network(config.service_cidr, strict=False)
-    if ipaddress.ip_address(config.cluster_dns_ip) not in net:
+    ip = ipaddress.ip_address(config.cluster_dns_ip)
+    if not any(ip in net for net in config.service_networks):
         raise StartupError(f"--cluster-dns {config.cluster_dns_ip} is outside --service-cidr "
-                           f"{net}: choose an address inside it")
+                           f"{config.service_cidr}: choose an address inside it")
 
 
 def _check_port(host: str, port: int) -> None:

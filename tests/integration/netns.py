@@ -184,10 +184,11 @@ class NetNS:
         self.procs.append(proc)
         return proc
 
-    def link(self, other: NetNS) -> tuple[str, str]:
+    def link(self, other: NetNS, ipv6: bool = False) -> tuple[str, str]:
         """A direct veth link between this namespace and `other` (one L2 segment, as two
         nodes on one LAN), 10.204.<n>.1/30 here and .2/30 there; (this end's IP, the other's).
-        Deleting either namespace deletes the link."""
+        `ipv6`: also fd00:204:<n>::1/64 and ::2/64, each end's IPs then "v4,v6". Deleting
+        either namespace deletes the link."""
         assert self.subnet is not None, "create() first"
         here, there = f"{_LINK_SUBNET}.{self.subnet}.1", f"{_LINK_SUBNET}.{self.subnet}.2"
         dev, peer = "k3l" + self.id[:11], "k3m" + other.id[:11]
@@ -196,7 +197,14 @@ class NetNS:
         for ns, name, ip in ((self, dev, here), (other, peer, there)):
             _ip("-n", ns.name, "addr", "add", f"{ip}/30", "dev", name)
             _ip("-n", ns.name, "link", "set", name, "up")
-        return here, there
+        if not ipv6:
+            return here, there
+        ends = []
+        for ns, name, v4, last in ((self, dev, here, 1), (other, peer, there, 2)):
+            v6 = f"fd00:{_LINK_SUBNET.split('.')[1]}:{self.subnet}::{last}"
+            _ip("-n", ns.name, "addr", "add", f"{v6}/64", "dev", name, "nodad")
+            ends.append(f"{v4},{v6}")
+        return ends[0], ends[1]
 
     def set_link(self, up: bool) -> None:
         """This namespace's end of the link it made with `link()` up or down (the other end

@@ -137,12 +137,14 @@ class Cluster:
 
 @contextlib.contextmanager
 def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool = False,
+                      dual_stack: bool = False,
                       server_args: tuple[str, ...] = (),
                       before_agents: Callable[[ServerProcess], None] | None = None,
                       images: tuple[Path, ...] = (), labels: str = "ab") -> Iterator[Cluster]:
     """Agents "a" and "b" (extra agent flags in `node_args`; `labels="a"`: "a" only), all
     Ready; `before_agents` runs once the server is up, before the agents join; `images`: more
-    image tarballs for every agent."""
+    image tarballs for every agent; `dual_stack`: the link has IPv6 addresses too and each
+    agent's --node-ip is "v4,v6"."""
     require_netns()
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed")
@@ -156,7 +158,8 @@ def two_agent_cluster(tmp: Path, node_args: dict[str, list[str]], *, link: bool 
             ns = NetNS()
             made.append(ns)
             ns.create()
-        node_ips = dict(zip("ab", made[0].link(made[1]), strict=True)) if link else {}
+        node_ips = dict(zip("ab", made[0].link(made[1], ipv6=dual_stack), strict=True)) \
+            if link else {}
         srv = ServerProcess(tmp / "server", extra_args=[
             "--bind-address", "0.0.0.0", "--advertise-address", made[0].host_ip,
             *(a for ns in made[1:] for a in ("--tls-san", ns.host_ip)), *server_args])

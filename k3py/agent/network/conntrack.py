@@ -70,6 +70,8 @@ class Conntrack:
                 args += ["--orig-dst", dst]
             if src:
                 args += ["--reply-src", src]
+            if ":" in f"{dst}{src}":
+                args = ["-f", "ipv6", *args]  # (conntrack lists IPv4 flows by default)
             await self._run(*args)
 
     async def _run(self, *args: str) -> None:

@@ -57,6 +57,7 @@ NODE_LOCAL_ANNOTATION = "k3py.io/node-local"
 DEBOUNCE_SECONDS = 0.2
 PORT_CHECK_SECONDS = 10.0
 BRIDGE_NF_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+BRIDGE_NF6_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
 
 
 class NetworkManager:
@@ -76,7 +77,8 @@ class NetworkManager:
         self._reported: str | None = None
         self.table = f"{proxy.TABLE}-{cluster_id}" if cluster_id else proxy.TABLE
         self.policy_table = f"{policy.TABLE}-{cluster_id}" if cluster_id else policy.TABLE
-        self._bridge_nf = False  # br_netfilter checked on (pod-to-pod on the bridge filtered)
+        # br_netfilter checked on (pod-to-pod on the bridge filtered), for IPv6 too?
+        self._bridge_nf = (False, False)
         self.dns_port = dns_port
         self.records = ClusterRecords()
         self.dns: tuple[str, str] | None = None  # (IP, domain) once kube-dns is known
@@ -178,22 +180,25 @@ class NetworkManager:
         if self._server is not None:
             self._server.records = records
         nodes = self.meta.objects("nodes")
-        own = next((pod_cidrs(n) for n in nodes
-                    if (n.get("metadata") or {}).get("name") == self.node_name), [])
+        me = next((n for n in nodes if (n.get("metadata") or {}).get("name") == self.node_name),
+                  {})
+        own = pod_cidrs(me, 4)[:1] + pod_cidrs(me, 6)[:1]  # the bridge's subnets
         tunnelled: list[str] = []
         if self.podnet is not None:
-            await self.podnet.ensure(own[0] if own else "", self._host_network)
+            await self.podnet.ensure(own, self._host_network)
             if self.podnet.active:
                 await self._apply_routes(nodes)
                 tunnelled = tunnelled_cidrs(nodes, self.node_name, self.routes.desired)
         routed = [s for s in services if not _node_local(s)]
         ports = proxy.service_ports(routed, slices, self.node_name)
+        ports6 = proxy.service_ports(routed, slices, self.node_name, family=6)
         self.ports_in_use = self._check_ports(services)
         leave_out_taken(ports, self.node_ip, self.ports_in_use)
         proxy.mark_tunnelled(ports, tunnelled)
         tunnel_proxy = await self._tunnel_proxy(ports, tunnelled)
         await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}),
-                                tunnelled, tunnel_proxy, await self._udp_proxies())
+                                tunnelled, tunnel_proxy, await self._udp_proxies(),
+                                ports6, sorted({c for n in nodes for c in pod_cidrs(n, 6)}))
         await self._report_ports()
 
     async def _tunnel_proxy(self, ports: list[proxy.ServicePort], tunnelled: list[str]) -> str:
@@ -275,23 +280,32 @@ class NetworkManager:
 
     async def _apply_rules(self, ports: list[proxy.ServicePort], cidrs: list[str],
                            tunnelled: list[str], tunnel_proxy: str,
-                           udp_proxies: dict[str, str]) -> None:
+                           udp_proxies: dict[str, str],
+                           ports6: list[proxy.ServicePort], cidrs6: list[str]) -> None:
         if not self._nft:
             if not self._rules_failed:
                 log.warning("nft is not installed: Services are not routed on this node")
                 self._rules_failed = True
             return
         own = self.podnet.cidr if self.podnet is not None else ""
+        own6 = next((c for c in (self.podnet.cidrs if self.podnet is not None else [])
+                     if ":" in c), "")
         policies = self.meta.objects("networkpolicies")
-        if policies and not self._bridge_nf:
-            self._bridge_nf = await _bridge_netfilter()
+        if policies and self._bridge_nf != (True, bool(own6)):
+            self._bridge_nf = (await _bridge_netfilter(BRIDGE_NF_SYSCTL) and (
+                not own6 or await _bridge_netfilter(BRIDGE_NF6_SYSCTL)), bool(own6))
         services = proxy.build_ruleset(
             ports, table=self.table, pod_cidrs=tuple(cidrs) if own else (),
             own_pod_cidr=own, masquerade_all=not own, tunnel_cidrs=tuple(tunnelled),
             tunnel_proxy=tunnel_proxy, udp_proxies=udp_proxies)
+        # the IPv6 table only once there is IPv6 to route (else declared and deleted: none)
+        services += proxy.build_ruleset(
+            ports6, table=self.table, pod_cidrs=tuple(cidrs6) if own6 else (),
+            own_pod_cidr=own6, masquerade_all=not own6, family=6) \
+            if ports6 or own6 else proxy.delete_script(self.table, ("ip6",))
         try:
-            await self._apply_with_policies(services, policies)
-            stale, self._ports = stale_entries(self._ports, ports), ports
+            await self._apply_with_policies(services, policies, bool(own6))
+            stale, self._ports = stale_entries(self._ports, ports + ports6), ports + ports6
             await self.conntrack.flush(stale)
             if self._rules_failed:
                 log.info("service rules loaded again (%d service ports)", len(ports))
@@ -301,12 +315,19 @@ class NetworkManager:
                 log.warning("loading the service rules failed: %s", e)
             self._rules_failed = True
 
-    async def _apply_with_policies(self, services: str, policies: list[dict]) -> None:
+    async def _apply_with_policies(self, services: str, policies: list[dict],
+                                   ipv6: bool) -> None:
         """The service and policy rules in one transaction; if nft refuses the policy part,
-        the service rules alone, the policy table keeping its last loaded rules."""
-        rules = policy.build_ruleset(policies, self.meta.objects("namespaces"),
-                                     policy.pod_peers(self.meta.objects(POD_PEERS_KIND)),
+        the service rules alone, the policy table keeping its last loaded rules. `ipv6`: the
+        node's pods have IPv6 addresses, filtered in the policies' ip6 table too."""
+        namespaces = self.meta.objects("namespaces")
+        views = self.meta.objects(POD_PEERS_KIND)
+        rules = policy.build_ruleset(policies, namespaces, policy.pod_peers(views),
                                      node_name=self.node_name, table=self.policy_table)
+        rules += policy.build_ruleset(policies, namespaces, policy.pod_peers(views, 6),
+                                      node_name=self.node_name, table=self.policy_table,
+                                      family=6) if ipv6 else \
+            policy.delete_script(self.policy_table, ("ip6",))
         try:
             await proxy.apply(services + rules)
         except proxy.NftError as e:
@@ -336,11 +357,12 @@ def _dns_of(services: list[dict]) -> tuple[str, str] | None:
     return None
 
 
-async def _bridge_netfilter() -> bool:
-    """Make bridged IPv4 traffic pass the IP hooks (br_netfilter, bridge-nf-call-iptables=1)
-    so that the policy rules see pod-to-pod traffic on this node's bridge (policy.py says
-    why); True once on. What fails is logged: policies then hold only across nodes."""
-    if not os.path.exists(BRIDGE_NF_SYSCTL) and shutil.which("modprobe") is not None:
+async def _bridge_netfilter(sysctl: str) -> bool:
+    """Make bridged IPv4 (IPv6) traffic pass the IP hooks (br_netfilter,
+    bridge-nf-call-iptables=1 or -ip6tables=1: `sysctl`) so that the policy rules see
+    pod-to-pod traffic on this node's bridge (policy.py says why); True once on. What fails
+    is logged: policies then hold only across nodes."""
+    if not os.path.exists(sysctl) and shutil.which("modprobe") is not None:
         proc = await asyncio.create_subprocess_exec(
             "modprobe", "br_netfilter", stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE)
@@ -348,14 +370,14 @@ async def _bridge_netfilter() -> bool:
         if proc.returncode != 0:
             log.debug("modprobe br_netfilter: %s", err.decode(errors="replace").strip())
     try:
-        with open(BRIDGE_NF_SYSCTL, "r+") as f:
+        with open(sysctl, "r+") as f:
             if f.read().strip() != "1":
                 f.seek(0)
                 f.write("1")
         return True
     except OSError as e:
         log.warning("cannot turn on %s (%s): NetworkPolicies do not apply between pods of "
-                    "the same node", BRIDGE_NF_SYSCTL, e.strerror or e)
+                    "the same node", sysctl, e.strerror or e)
         return False
 
 

@@ -10,7 +10,10 @@ waits for it briefly, then goes on podman's default network (logged); once the n
 exists (or its CIDR changed), the pods on another network are removed once, and the pod
 syncer recreates them on it. A stale k3py network of a gone cluster holding the same subnet
 (nothing attached) is removed; one in use (another cluster on this host with the same
---cluster-cidr) makes this node stay on podman's default, with one error line naming it."""
+--cluster-cidr) makes this node stay on podman's default, with one error line naming it.
+
+Dual-stack: a Node with an IPv4 and an IPv6 pod CIDR gets one network with both subnets
+(podman's IPv6 on), so each pod has an address of each family."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class NetworkAPI(Protocol):
 
     async def network_inspect(self, name: str) -> dict | None: ...
     async def network_list(self) -> list[dict]: ...
-    async def network_create(self, name: str, subnet: str, gateway: str,
+    async def network_create(self, name: str, subnets: list[tuple[str, str]],
                              labels: dict[str, str]) -> None: ...
     async def network_remove(self, name: str) -> None: ...
     async def network_users(self, name: str) -> list[dict]: ...
@@ -63,13 +66,19 @@ class PodNetwork:
         self.name = name
         self.labels = {**labels, NETWORK_LABEL: "pods"}
         self.wait = wait
-        self.cidr = ""  # the pod CIDR of the network pods join now ("" = podman's default)
-        self._refused = ""  # a CIDR the network could not be made on (not tried again)
+        # the pod CIDRs of the network pods join now ([] = podman's default), IPv4 first
+        self.cidrs: list[str] = []
+        self._refused: list[str] = []  # CIDRs the network could not be made on (not retried)
         self._decided = asyncio.Event()  # the CIDR came, or waiting for it ended
 
     @property
+    def cidr(self) -> str:
+        """The network's IPv4 pod CIDR ("" = none)."""
+        return next((c for c in self.cidrs if ":" not in c), "")
+
+    @property
     def active(self) -> str:
-        return self.name if self.cidr else ""
+        return self.name if self.cidrs else ""
 
     async def pod_network(self) -> str:
         """The network a new pod joins: the node's, or "" (podman's default) when the pod
@@ -84,54 +93,60 @@ class PodNetwork:
                             "with other nodes')", self.wait)
         return self.active
 
-    async def ensure(self, cidr: str, host_network: Callable[[str], bool]) -> bool:
-        """Make the network match the node's pod CIDR `cidr` ("": none yet); True when pods
-        now go on another network (those elsewhere were removed for the syncer to
-        recreate). `host_network(uid)`: the pod uses the host's network (left alone)."""
-        if not cidr or cidr in (self.cidr, self._refused):
+    async def ensure(self, cidrs: list[str], host_network: Callable[[str], bool]) -> bool:
+        """Make the network match the node's pod CIDRs `cidrs` ([]: none yet; at most one
+        per family); True when pods now go on another network (those elsewhere were removed
+        for the syncer to recreate). `host_network(uid)`: the pod uses the host's network
+        (left alone)."""
+        if not cidrs or cidrs in (self.cidrs, self._refused):
             return False
+        shown = ",".join(cidrs)
         try:
-            await self._make(cidr)
+            await self._make(cidrs)
         except Exception as e:  # noqa: BLE001 - the node keeps podman's default network
             log.error("cannot make the pod network %s on %s: %s; pods stay on podman's "
-                      "default network", self.name, cidr, e)
-            self._refused = cidr
+                      "default network", self.name, shown, e)
+            self._refused = cidrs
             self._decided.set()
             return False
-        self.cidr = cidr
+        self.cidrs = cidrs
         self._decided.set()
-        log.info("pods go on network %s (%s, gateway %s)", self.name, cidr, gateway_of(cidr))
+        log.info("pods go on network %s (%s, gateway %s)", self.name, shown,
+                 ",".join(gateway_of(c) for c in cidrs))
         await self._recreate_elsewhere(host_network)
         return True
 
-    async def _make(self, cidr: str) -> None:
+    async def _make(self, cidrs: list[str]) -> None:
         found = await self.api.network_inspect(self.name)
+        shown = ",".join(cidrs)
         if found is not None:
-            if cidr in _subnets(found):
+            if sorted(_subnets(found)) == sorted(cidrs):
                 return
             log.info("pod network %s has subnet %s, the node's pod CIDR is now %s: made "
-                     "again", self.name, ",".join(_subnets(found)), cidr)
+                     "again", self.name, ",".join(_subnets(found)), shown)
             await self._remove_pods_on(self.name)
             await self.api.network_remove(self.name)
-        taken = await self._clear_stale(cidr)
+        taken = await self._clear_stale(cidrs)
         if taken:
             raise PodNetworkTaken(
                 f"the pod network {taken[0]} of another k3py cluster on this host has "
-                f"subnet {cidr} and is in use (two clusters on one host need their own "
+                f"subnet {shown} and is in use (two clusters on one host need their own "
                 f"--cluster-cidr)")
-        await self.api.network_create(self.name, cidr, gateway_of(cidr), self.labels)
+        await self.api.network_create(self.name, [(c, gateway_of(c)) for c in cidrs],
+                                      self.labels)
 
-    async def _clear_stale(self, cidr: str) -> list[str]:
-        """Remove k3py pod networks of other clusters on this subnet with nothing attached
+    async def _clear_stale(self, cidrs: list[str]) -> list[str]:
+        """Remove k3py pod networks of other clusters on these subnets with nothing attached
         (left by a cluster that is gone); the names of those in use are returned."""
-        want = ipaddress.ip_network(cidr, strict=False)
+        wants = [ipaddress.ip_network(c, strict=False) for c in cidrs]
         in_use = []
         for net in await self.api.network_list():
             name = net.get("name") or ""
             if name == self.name or (net.get("labels") or {}).get(NETWORK_LABEL) != "pods":
                 continue
-            if not any(ipaddress.ip_network(s, strict=False).overlaps(want)
-                       for s in _subnets(net)):
+            if not any(ipaddress.ip_network(s, strict=False).overlaps(want)  # type: ignore
+                       for s in _subnets(net) for want in wants
+                       if ipaddress.ip_network(s, strict=False).version == want.version):
                 continue
             if await self.api.network_users(name):
                 in_use.append(name)

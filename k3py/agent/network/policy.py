@@ -12,7 +12,8 @@ Semantics, as upstream:
   namespaces), ipBlock with except; ports: protocol, number, name (resolved from the
   receiving pod's containerPorts) and endPort ranges. Empty `from`/`to`/`ports`: anything.
 - Replies of allowed connections pass (conntrack established/related); hostNetwork pods are
-  neither selected nor peers; only IPv4 is filtered (as the service rules).
+  neither selected nor peers. Dual-stack: the same rules for the pods' IPv6 addresses in an
+  `ip6` table of the same name (ipBlocks of each family in their own table), loaded with it.
 - Traffic from the node itself (kubelet probes, the node's processes) never passes the
   forward hook, so it is always allowed, as kube-router allows the node; so is a pod's
   traffic to the node itself (the input hook), which keeps the cluster DNS served by the
@@ -63,14 +64,16 @@ class PodPeer:
         return hashlib.sha256(f"{self.namespace}/{self.name}".encode()).hexdigest()[:12]
 
 
-def pod_peers(views: list[dict]) -> list[PodPeer]:
-    """The pods with an IPv4 address that are not on the host's network and not finished."""
+def pod_peers(views: list[dict], family: int = 4) -> list[PodPeer]:
+    """The pods with an address of `family` (4 or 6) that are not on the host's network and
+    not finished, each with that address."""
     out = []
     for view in views:
         md, spec, status = (view.get(k) or {} for k in ("metadata", "spec", "status"))
-        ip = status.get("podIP") or ""
-        if spec.get("hostNetwork") or status.get("phase") in ("Succeeded", "Failed") \
-                or not _is_v4(ip):
+        ips = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, dict)] or \
+            [status.get("podIP")]
+        ip = next((x for x in ips if x and _version(x) == family), "")
+        if spec.get("hostNetwork") or status.get("phase") in ("Succeeded", "Failed") or not ip:
             continue
         ports = {}
         for c in spec.get("containers") or []:
@@ -87,8 +90,10 @@ def pod_peers(views: list[dict]) -> list[PodPeer]:
 class _Cluster:
     """The pods and namespaces' labels the policies' selectors match against."""
 
-    def __init__(self, pods: list[PodPeer], namespaces: list[dict]) -> None:
+    def __init__(self, pods: list[PodPeer], namespaces: list[dict], family: int = 4) -> None:
         self.pods = pods
+        self.family = family  # of the pods' addresses and the rules' matches
+        self.l3 = "ip" if family == 4 else "ip6"
         self.ns_labels = {(n.get("metadata") or {}).get("name") or "":
                           dict((n.get("metadata") or {}).get("labels") or {})
                           for n in namespaces}
@@ -126,10 +131,12 @@ class _Cluster:
 
 
 def build_ruleset(policies: list[dict], namespaces: list[dict], pods: list[PodPeer], *,
-                  node_name: str, table: str = TABLE) -> str:
+                  node_name: str, table: str = TABLE, family: int = 4) -> str:
     """The whole table as one nft script that replaces the previous one (declared, deleted,
-    written again). Only this node's pods get chains: the others are checked on theirs."""
-    cluster = _Cluster(pods, namespaces)
+    written again). Only this node's pods get chains: the others are checked on theirs.
+    `family` 6: the `ip6` table, `pods` with their IPv6 addresses (pod_peers(..., 6))."""
+    cluster = _Cluster(pods, namespaces, family)
+    l3, addr_type = cluster.l3, "ipv4_addr" if family == 4 else "ipv6_addr"
     # one chain per address: a stale view may still hold a gone pod's IP (the first wins)
     local = list({p.ip: p for p in reversed(pods) if p.node == node_name}.values())[::-1]
     chains: list[str] = []
@@ -145,20 +152,21 @@ def build_ruleset(policies: list[dict], namespaces: list[dict], pods: list[PodPe
             chains += [f"  chain {chain} {{", f'    comment "{pod.namespace}/{pod.name}"',
                        *(f"    {r} return" for r in rules),
                        "    meta l4proto tcp reject with tcp reset", "    reject", "  }"]
-    lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{",
-             "  map ingress-pods {", "    type ipv4_addr : verdict", *_elements(ingress_map),
-             "  }",
-             "  map egress-pods {", "    type ipv4_addr : verdict", *_elements(egress_map),
+    lines = [f"table {l3} {table} {{}}", f"delete table {l3} {table}", f"table {l3} {table} {{",
+             "  map ingress-pods {", f"    type {addr_type} : verdict",
+             *_elements(ingress_map), "  }",
+             "  map egress-pods {", f"    type {addr_type} : verdict", *_elements(egress_map),
              "  }",
              "  chain forward {", "    type filter hook forward priority filter; policy accept;",
              "    ct state established,related accept",
-             "    ip saddr vmap @egress-pods", "    ip daddr vmap @ingress-pods", "  }",
+             f"    {l3} saddr vmap @egress-pods", f"    {l3} daddr vmap @ingress-pods", "  }",
              *chains, "}"]
     return "\n".join(lines) + "\n"
 
 
-def delete_script(table: str = TABLE) -> str:
-    return f"table ip {table} {{}}\ndelete table ip {table}\n"
+def delete_script(table: str = TABLE, families: tuple[str, ...] = ("ip", "ip6")) -> str:
+    """Declare and delete `table` in each of `families` (nothing left, no error if absent)."""
+    return "".join(f"table {f} {table} {{}}\ndelete table {f} {table}\n" for f in families)
 
 
 def _pod_rules(pod: PodPeer, direction: str, policies: list[dict],
@@ -218,7 +226,7 @@ def _rule_matches(rule: dict, direction: str, pod: PodPeer, namespace: str,
         matches, targets = [""], cluster.pods
     out = [f"{m} {p}".strip() for m in matches for p in _port_matches(ports, None)]
     if named:  # each destination pod's own number for the name
-        out += [f"ip daddr {t.ip} {p}" for t in targets
+        out += [f"{cluster.l3} daddr {t.ip} {p}" for t in targets
                 for p in _port_matches(ports, t, named_only=True)]
     return out
 
@@ -229,19 +237,21 @@ def _peer_matches(peer: dict, addr: str, namespace: str,
     if "ipBlock" in peer:
         block = peer.get("ipBlock") or {}
         cidr = block.get("cidr") or ""
-        if not _is_v4_net(cidr):
+        l3 = cluster.l3
+        if _net_version(cidr) != cluster.family:
             return [], []
-        excepts = _unique([_net(c) for c in block.get("except") or [] if _is_v4_net(c)])
-        match = f"ip {addr} {_net(cidr)}"
+        excepts = _unique([_net(c) for c in block.get("except") or []
+                           if _net_version(c) == cluster.family])
+        match = f"{l3} {addr} {_net(cidr)}"
         if excepts:
-            match += f" ip {addr} != {{ {', '.join(excepts)} }}"
+            match += f" {l3} {addr} != {{ {', '.join(excepts)} }}"
         return [match], []
     pods = cluster.select_peer(peer, namespace)
     ips = sorted({p.ip for p in pods}, key=ipaddress.ip_address)
     if not ips:
         return [], []
-    return [f"ip {addr} {ips[0]}" if len(ips) == 1 else
-            f"ip {addr} {{ {', '.join(ips)} }}"], pods
+    return [f"{cluster.l3} {addr} {ips[0]}" if len(ips) == 1 else
+            f"{cluster.l3} {addr} {{ {', '.join(ips)} }}"], pods
 
 
 def _port_matches(ports: list[dict], receiver: PodPeer | None,
@@ -283,15 +293,15 @@ def _net(cidr: str) -> str:
     return str(ipaddress.ip_network(cidr, strict=False))
 
 
-def _is_v4(ip: object) -> bool:
+def _version(ip: object) -> int:
     try:
-        return ipaddress.ip_address(str(ip)).version == 4
+        return ipaddress.ip_address(str(ip)).version
     except ValueError:
-        return False
+        return 0
 
 
-def _is_v4_net(cidr: object) -> bool:
+def _net_version(cidr: object) -> int:
     try:
-        return ipaddress.ip_network(str(cidr), strict=False).version == 4
+        return ipaddress.ip_network(str(cidr), strict=False).version
     except ValueError:
-        return False
+        return 0

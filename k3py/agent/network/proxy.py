@@ -18,6 +18,11 @@ whole in one `nft -f` transaction at each change (no half-applied state, nothing
 - A service port with no ready endpoint is rejected (ICMP port unreachable / TCP reset) rather
   than left to time out; headless and ExternalName Services get no rules.
 
+Dual-stack: the IPv6 ClusterIPs, node ports, LoadBalancer addresses and endpoints go in a
+table of the same name in the `ip6` family, built by the same code (`family=6`) and loaded in
+the same transaction; it is declared and deleted on every load, so a node that has no IPv6
+left keeps none. The tunnel path is IPv4 only.
+
 `build_ruleset(...)` returns the nft script (pure, tested by loading it with `nft -c`);
 `apply(script)` loads it. The nft command is the kernel interface, as the issue asks."""
 
@@ -74,17 +79,23 @@ class ServicePort:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @property
+    def family(self) -> int:
+        return 6 if ":" in self.cluster_ips[0] else 4
+
+    @property
     def comment(self) -> str:
         return f"{self.namespace}/{self.name}:{self.port_name or self.port}"
 
 
-def service_ports(services: list[dict], slices: list[dict], node_name: str) -> list[ServicePort]:
-    """The routable ports of `services` with their ready IPv4 endpoints from `slices`."""
+def service_ports(services: list[dict], slices: list[dict], node_name: str,
+                  family: int = 4) -> list[ServicePort]:
+    """The routable ports of `services` in one IP family (4 or 6) with their ready endpoints
+    of that family from `slices`."""
     by_service: dict[tuple[str, str], list[dict]] = {}
     for es in slices:
         md = es.get("metadata") or {}
         owner = (md.get("labels") or {}).get("kubernetes.io/service-name")
-        if owner and es.get("addressType", "IPv4") == "IPv4":
+        if owner and es.get("addressType", "IPv4") == f"IPv{family}":
             by_service.setdefault((md.get("namespace") or "default", owner), []).append(es)
     out = []
     for svc in services:
@@ -93,9 +104,9 @@ def service_ports(services: list[dict], slices: list[dict], node_name: str) -> l
         if spec.get("type") == "ExternalName":
             continue
         ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]
-               if ip and ip != "None" and _is_v4(ip)]
+               if ip and ip != "None" and _version(ip) == family]
         if not ips:
-            continue  # headless (or IPv6 only: not routed yet)
+            continue  # headless (or none of this family)
         affinity = 0
         if spec.get("sessionAffinity") == "ClientIP":
             cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
@@ -111,9 +122,10 @@ def service_ports(services: list[dict], slices: list[dict], node_name: str) -> l
                 external_local=spec.get("externalTrafficPolicy") == "Local",
                 internal_local=spec.get("internalTrafficPolicy") == "Local",
                 affinity_seconds=affinity,
-                lb_ips=[ip for ip in ingress_ips(svc) if _is_v4(ip)]
+                lb_ips=[ip for ip in ingress_ips(svc) if _version(ip) == family]
                 if spec.get("type") == "LoadBalancer" else [],
-                source_ranges=[r for r in source_ranges(svc) or [] if ":" not in r])
+                source_ranges=[r for r in source_ranges(svc) or []
+                               if (":" in r) == (family == 6)])
             sp.endpoints = _endpoints(by_service.get((ns, name), []), sp, node_name)
             out.append(sp)
     return out
@@ -129,7 +141,7 @@ def _endpoints(slices: list[dict], sp: ServicePort, node_name: str) -> list[Endp
             continue
         for ep, addrs in ready_endpoints(es):
             for ip in addrs:
-                if _is_v4(ip):
+                if _version(ip) == sp.family:
                     seen[(ip, port)] = Endpoint(ip, port, ep.get("nodeName") == node_name)
     return sorted(seen.values(), key=lambda e: (e.ip, e.port))
 
@@ -159,7 +171,8 @@ def _reachable(eps: list[Endpoint], sp: ServicePort, tunnel_proxy: str,
 def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
                   own_pod_cidr: str = "", table: str = TABLE,
                   masquerade_all: bool = False, tunnel_cidrs: tuple[str, ...] = (),
-                  tunnel_proxy: str = "", udp_proxies: dict[str, str] | None = None) -> str:
+                  tunnel_proxy: str = "", udp_proxies: dict[str, str] | None = None,
+                  family: int = 4) -> str:
     """The whole table as one nft script: declared, flushed by deleting it, and written
     again, so loading it replaces what was there in one transaction. `table`: one per cluster
     (two k3py clusters on one host keep their own). `pod_cidrs`: the cluster's pod CIDRs
@@ -170,9 +183,12 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
     `tunnel_proxy` ("IP:port", tunnelproxy.py): TCP to `tunnel_cidrs` (pod CIDRs of nodes
     this one cannot route to), and to Services whose only endpoints are there, goes to it;
     connections to it that were not DNATed here are dropped. `udp_proxies` (service port id:
-    "IP:port"): the same for a UDP Service port, whose datagrams go to a socket of its own."""
+    "IP:port"): the same for a UDP Service port, whose datagrams go to a socket of its own.
+    `family` 6: the `ip6` table of the IPv6 ports (no tunnel)."""
     udp_proxies = udp_proxies or {}
-    lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
+    nf = _FAMILIES[family]
+    l3 = nf.ip
+    lines = [f"table {l3} {table} {{}}", f"delete table {l3} {table}", f"table {l3} {table} {{"]
     vmap_ips: list[str] = []
     vmap_nodeports: list[str] = []
     rejects: list[str] = []
@@ -197,18 +213,18 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
         if sp.source_ranges and sp.lb_ips and ext_eps:
             # loadBalancerSourceRanges: other clients of the LoadBalancer addresses dropped
             chains += [f"  chain fw-{sp.id} {{",
-                       f"    ip saddr {{ {', '.join(sp.source_ranges)} }} goto ext-{sp.id}",
+                       f"    {l3} saddr {{ {', '.join(sp.source_ranges)} }} goto ext-{sp.id}",
                        "    drop", "  }"]
         if cluster_eps:
             chains += _service_chain(f"svc-{sp.id}", sp, cluster_eps, bool(pod_cidrs),
-                                     masquerade_all=masquerade_all)
+                                     masquerade_all=masquerade_all, nf=nf)
         if sp.node_port and ext_eps:
             vmap_nodeports.append(f"{sp.protocol} . {sp.node_port} : goto ext-{sp.id}")
         if (sp.node_port or sp.lb_ips) and ext_eps:
             chains += _service_chain(f"ext-{sp.id}", sp, ext_eps, bool(pod_cidrs),
-                                     masquerade_all=not sp.external_local)
+                                     masquerade_all=not sp.external_local, nf=nf)
     to_tunnel, guard_tunnel = [], []
-    if tunnel_proxy:
+    if tunnel_proxy and family == 4:
         proxy_ip, _, proxy_port = tunnel_proxy.rpartition(":")
         to_tunnel = [f"    ip daddr @tunnel-cidrs meta l4proto tcp dnat to {tunnel_proxy}"]
         guard_tunnel = [f"    ip daddr {proxy_ip} tcp dport {proxy_port} ct status & dnat == 0 "
@@ -218,21 +234,21 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
         guard_tunnel.append(f"    ip daddr {proxy_ip} udp dport {proxy_port} ct status & dnat "
                             "== 0 drop")
     lines += [
-        "  map service-ips {", "    type ipv4_addr . inet_proto . inet_service : verdict",
+        "  map service-ips {", f"    type {nf.addr} . inet_proto . inet_service : verdict",
         *_elements(vmap_ips), "  }",
         "  map service-nodeports {", "    type inet_proto . inet_service : verdict",
         *_elements(vmap_nodeports), "  }",
-        "  set no-endpoint-services {", "    type ipv4_addr . inet_proto . inet_service",
+        "  set no-endpoint-services {", f"    type {nf.addr} . inet_proto . inet_service",
         *_elements(rejects), "  }",
-        "  set pod-cidrs {", "    type ipv4_addr", "    flags interval", "    auto-merge",
+        "  set pod-cidrs {", f"    type {nf.addr}", "    flags interval", "    auto-merge",
         *_elements(list(pod_cidrs)), "  }",
         "  chain services {",
-        "    ip daddr . meta l4proto . th dport vmap @service-ips",
-        "    fib daddr type local ip daddr != 127.0.0.0/8 "
+        f"    {l3} daddr . meta l4proto . th dport vmap @service-ips",
+        f"    fib daddr type local {l3} daddr != {nf.loopback} "
         "meta l4proto . th dport vmap @service-nodeports",
         "  }",
-        "  set tunnel-cidrs {", "    type ipv4_addr", "    flags interval", "    auto-merge",
-        *_elements(list(tunnel_cidrs) if tunnel_proxy else []), "  }",
+        "  set tunnel-cidrs {", f"    type {nf.addr}", "    flags interval", "    auto-merge",
+        *_elements(list(tunnel_cidrs) if to_tunnel else []), "  }",
         "  chain nat-prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;", "    jump services",
         *to_tunnel, "  }",
@@ -243,13 +259,13 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
         "    type nat hook postrouting priority srcnat; policy accept;",
         f"    meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} meta mark set meta mark ^ "
         f"{MASQ_MARK:#x} masquerade fully-random",
-        *([f"    ip saddr {own_pod_cidr} ip daddr != @pod-cidrs masquerade fully-random"]
+        *([f"    {l3} saddr {own_pod_cidr} {l3} daddr != @pod-cidrs masquerade fully-random"]
           if own_pod_cidr else []),
         "  }",
         "  chain mark-for-masquerade {", f"    meta mark set meta mark | {MASQ_MARK:#x}", "  }",
         "  chain reject-no-endpoints {",
-        "    ip daddr . meta l4proto . th dport @no-endpoint-services "
-        "reject with icmp type port-unreachable",
+        f"    {l3} daddr . meta l4proto . th dport @no-endpoint-services "
+        f"reject with {nf.icmp} type port-unreachable",
         "  }",
         "  chain filter-input {",
         "    type filter hook input priority -110; policy accept;",
@@ -266,17 +282,35 @@ def build_ruleset(ports: list[ServicePort], *, pod_cidrs: tuple[str, ...] = (),
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class _Family:
+    """How an nft rule spells one IP family."""
+    ip: str  # the table family and address match: ip / ip6
+    addr: str  # the set element type
+    loopback: str
+    icmp: str
+    v6: bool
+
+    def target(self, ip: str, port: int) -> str:
+        return f"[{ip}]:{port}" if self.v6 else f"{ip}:{port}"
+
+
+_FAMILIES = {4: _Family("ip", "ipv4_addr", "127.0.0.0/8", "icmp", False),
+             6: _Family("ip6", "ipv6_addr", "::1", "icmpv6", True)}
+
+
 def _service_chain(chain: str, sp: ServicePort, eps: list[Endpoint], from_pods: bool,
-                   masquerade_all: bool) -> list[str]:
+                   masquerade_all: bool, nf: _Family) -> list[str]:
+    l3 = nf.ip
     out = [f"  chain {chain} {{", f'    comment "{sp.comment}"']
     if masquerade_all:
         out.append("    jump mark-for-masquerade")
     elif from_pods:
-        out.append("    ip saddr != @pod-cidrs jump mark-for-masquerade")
+        out.append(f"    {l3} saddr != @pod-cidrs jump mark-for-masquerade")
     ep_chains = [f"{chain}-ep{i}" for i in range(len(eps))]
     if sp.affinity_seconds:
         for name in ep_chains:
-            out.append(f"    ip saddr @{name}-aff goto {name}")
+            out.append(f"    {l3} saddr @{name}-aff goto {name}")
     if len(eps) == 1:
         out.append(f"    goto {ep_chains[0]}")
     else:
@@ -285,13 +319,13 @@ def _service_chain(chain: str, sp: ServicePort, eps: list[Endpoint], from_pods: 
     out.append("  }")
     for name, ep in zip(ep_chains, eps, strict=True):
         if sp.affinity_seconds:
-            out += [f"  set {name}-aff {{", "    type ipv4_addr", "    flags dynamic,timeout",
+            out += [f"  set {name}-aff {{", f"    type {nf.addr}", "    flags dynamic,timeout",
                     f"    timeout {sp.affinity_seconds}s", "  }"]
         out += [f"  chain {name} {{",
-                f"    ip saddr {ep.ip} jump mark-for-masquerade"]  # hairpin
+                f"    {l3} saddr {ep.ip} jump mark-for-masquerade"]  # hairpin
         if sp.affinity_seconds:
-            out.append(f"    update @{name}-aff {{ ip saddr }}")
-        out += [f"    meta l4proto {sp.protocol} dnat to {ep.ip}:{ep.port}", "  }"]
+            out.append(f"    update @{name}-aff {{ {l3} saddr }}")
+        out += [f"    meta l4proto {sp.protocol} dnat to {nf.target(ep.ip, ep.port)}", "  }"]
     return out
 
 
@@ -314,12 +348,17 @@ async def apply(script: str, *, check: bool = False, netns: str = "") -> None:
 
 
 async def delete(*, netns: str = "", table: str = TABLE) -> None:
-    """Remove the table (the agent stops routing services); nothing if it is absent."""
-    await apply(f"table ip {table} {{}}\ndelete table ip {table}\n", netns=netns)
+    """Remove the tables (the agent stops routing services); nothing if they are absent."""
+    await apply(delete_script(table), netns=netns)
 
 
-def _is_v4(ip: object) -> bool:
+def delete_script(table: str, families: tuple[str, ...] = ("ip", "ip6")) -> str:
+    """Declare and delete `table` in each of `families` (nothing left, no error if absent)."""
+    return "".join(f"table {f} {table} {{}}\ndelete table {f} {table}\n" for f in families)
+
+
+def _version(ip: object) -> int:
     try:
-        return ipaddress.ip_address(str(ip)).version == 4
+        return ipaddress.ip_address(str(ip)).version
     except ValueError:
-        return False
+        return 0

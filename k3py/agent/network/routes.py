@@ -9,7 +9,11 @@ the node's links change, so a cut link moves its nodes to the tunnel and back.
 the `ip` command (iproute2), marking its routes with its own protocol number so that it finds
 and removes what it added before, also after a restart. The routes stay when the agent stops
 (its pods keep running), as flannel's do. Forwarding is switched on (net.ipv4.ip_forward),
-as flannel does."""
+as flannel does.
+
+Dual-stack: a Node's IPv6 pod CIDR is routed via its IPv6 InternalIP (`--node-ip v4,v6`) on
+the same terms, and IPv6 forwarding switched on once any Node has an IPv6 pod CIDR. IPv6 pod
+CIDRs of nodes without such a route are not tunnelled (the tunnel proxy is IPv4)."""
 
 from __future__ import annotations
 
@@ -25,48 +29,53 @@ __all__ = ["desired_routes", "route_changes", "local_networks", "RouteTable", "R
 log = logging.getLogger("k3py.network")
 
 ROUTE_PROTO = "201"  # the routes k3py adds (iproute2's proto number; 0-4 are the kernel's)
-_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+_FORWARD = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-def pod_cidrs(node: dict) -> list[str]:
-    """A Node's IPv4 pod CIDRs."""
+def pod_cidrs(node: dict, version: int = 4) -> list[str]:
+    """A Node's pod CIDRs of one IP version (4 or 6), normalized."""
     spec = node.get("spec") or {}
     cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
-    return [c for c in cidrs if isinstance(c, str) and _v4_net(c) is not None]
+    nets = (_net(c) for c in cidrs if isinstance(c, str))
+    return [str(n) for n in nets if n is not None and n.version == version]
 
 
-def internal_ip(node: dict) -> str:
-    """A Node's IPv4 InternalIP ("" when it has none)."""
+def internal_ip(node: dict, version: int = 4) -> str:
+    """A Node's InternalIP of one IP version ("" when it has none)."""
     for a in (node.get("status") or {}).get("addresses") or []:
-        if a.get("type") == "InternalIP" and _v4_net(f"{a.get('address')}/32") is not None:
-            return str(a["address"])
+        net = _net(f"{a.get('address')}") if a.get("type") == "InternalIP" else None
+        if net is not None and net.version == version:
+            return str(net.network_address)
     return ""
 
 
-def desired_routes(nodes: list[dict], own_node: str,
-                   local: list[ipaddress.IPv4Interface]) -> dict[str, str]:
-    """pod CIDR -> next hop (the node's InternalIP) for each other node whose InternalIP is
-    on one of the `local` subnets (and is not one of our own addresses)."""
+def desired_routes(nodes: list[dict], own_node: str, local: list[Interface]) -> dict[str, str]:
+    """pod CIDR -> next hop (the node's InternalIP of the CIDR's version) for each other node
+    whose InternalIP is on one of the `local` subnets (and is not one of our own addresses)."""
     own_ips = {i.ip for i in local}
     out: dict[str, str] = {}
     for node in nodes:
         if ((node.get("metadata") or {}).get("name") or "") == own_node:
             continue
-        ip = internal_ip(node)
-        if not ip or ipaddress.IPv4Address(ip) in own_ips:
-            continue
-        addr = ipaddress.IPv4Address(ip)
-        if not any(addr in i.network for i in local if i.network.prefixlen < 32):
-            continue
-        for cidr in pod_cidrs(node):
-            out[str(_v4_net(cidr))] = ip
+        for version in (4, 6):
+            ip = internal_ip(node, version)
+            if not ip or ipaddress.ip_address(ip) in own_ips:
+                continue
+            addr = ipaddress.ip_address(ip)
+            if not any(addr in i.network for i in local
+                       if i.version == version and i.network.prefixlen < i.max_prefixlen):
+                continue
+            for cidr in pod_cidrs(node, version):
+                out[cidr] = ip
     return out
 
 
 def tunnelled_cidrs(nodes: list[dict], own_node: str, routed: dict[str, str]) -> list[str]:
     """The other nodes' pod CIDRs that have no route (`routed`: desired_routes'): those nodes
     are reached through the tunnel (tunnelproxy.py)."""
-    out = {str(_v4_net(c)) for n in nodes if ((n.get("metadata") or {}).get("name") or "")
+    out = {c for n in nodes if ((n.get("metadata") or {}).get("name") or "")
            != own_node for c in pod_cidrs(n)}
     return sorted(out - set(routed))
 
@@ -102,11 +111,11 @@ def route_changes(current: dict[str, str], desired: dict[str, str]
     return put, gone
 
 
-def local_networks(ip_addr_json: list[dict]) -> list[ipaddress.IPv4Interface]:
-    """This node's IPv4 addresses with their subnets, from `ip -j -4 addr show`, on the
-    links that are up (with a carrier: a cut cable or a peer gone takes its subnet out),
-    without loopback's."""
-    out = []
+def local_networks(ip_addr_json: list[dict]) -> list[Interface]:
+    """This node's addresses with their subnets, from `ip -j addr show`, on the links that
+    are up (with a carrier: a cut cable or a peer gone takes its subnet out), without
+    loopback's and IPv6 link-local ones."""
+    out: list[Interface] = []
     for link in ip_addr_json:
         flags = link.get("flags") or []
         if "LOOPBACK" in flags or "UP" not in flags or "LOWER_UP" not in flags:
@@ -114,6 +123,9 @@ def local_networks(ip_addr_json: list[dict]) -> list[ipaddress.IPv4Interface]:
         for a in link.get("addr_info") or []:
             if a.get("family") == "inet" and a.get("local"):
                 out.append(ipaddress.IPv4Interface(f"{a['local']}/{a.get('prefixlen', 32)}"))
+            elif a.get("family") == "inet6" and a.get("local") and \
+                    not ipaddress.IPv6Address(a["local"]).is_link_local:
+                out.append(ipaddress.IPv6Interface(f"{a['local']}/{a.get('prefixlen', 128)}"))
     return out
 
 
@@ -123,8 +135,9 @@ class RouteTable:
     def __init__(self) -> None:
         self.routes: dict[str, str] | None = None  # as last read or applied
         self.desired: dict[str, str] = {}  # pod CIDR -> node IP, as of the last sync
-        self.local: list[ipaddress.IPv4Interface] = []  # this node's subnets, as of then
+        self.local: list[Interface] = []  # this node's subnets, as of then
         self._failed = False
+        self._v6_forwarding = False  # switched on once a Node has an IPv6 pod CIDR
 
     async def networks_changed(self) -> bool:
         """Whether this node's subnets (on links that are up) differ from the last sync's."""
@@ -134,7 +147,9 @@ class RouteTable:
         local = self.local = await _local_networks()
         if self.routes is None:
             self.routes = await self._read()
-            _enable_forwarding()
+            _enable_forwarding(4)
+        if not self._v6_forwarding and any(pod_cidrs(n, 6) for n in nodes):
+            self._v6_forwarding = _enable_forwarding(6)
         self.desired = desired_routes(nodes, own_node, local)
         # the tunnelled CIDRs go to lo: the node's own connections to them find a route, and
         # the service rules' DNAT then sends them to the tunnel proxy (nothing else leaves)
@@ -148,7 +163,7 @@ class RouteTable:
     async def _change(self, op: str, cidr: str, via: str) -> None:
         assert self.routes is not None
         to = ["via", via] if via else ["dev", "lo"] if op == "replace" else []
-        args = ["route", op, cidr, *to, "proto", ROUTE_PROTO]
+        args = [*(["-6"] if ":" in cidr else []), "route", op, cidr, *to, "proto", ROUTE_PROTO]
         try:
             await _ip(*args)
         except OSError as e:
@@ -164,26 +179,33 @@ class RouteTable:
             log.info("route to pod CIDR %s via %s", cidr, via or "lo (the tunnel)")
 
     async def _read(self) -> dict[str, str]:
-        out = json.loads(await _ip("-j", "-4", "route", "show", "proto", ROUTE_PROTO) or "[]")
-        return {str(_v4_net(r["dst"])): r.get("gateway", "") for r in out
-                if r.get("dst") and _v4_net(r["dst"]) is not None}
+        out = []
+        for family in ("-4", "-6"):
+            out += json.loads(await _ip("-j", family, "route", "show", "proto", ROUTE_PROTO)
+                              or "[]")
+        return {str(net): r.get("gateway", "") for r in out
+                if r.get("dst") and (net := _net(r["dst"])) is not None}
 
 
-def _enable_forwarding() -> None:
+def _enable_forwarding(version: int) -> bool:
+    path = _FORWARD[version]
+    name = "net.ipv4.ip_forward" if version == 4 else "net.ipv6.conf.all.forwarding"
     try:
-        with open(_FORWARD) as f:
+        with open(path) as f:
             if f.read().strip() == "1":
-                return
-        with open(_FORWARD, "w") as f:
+                return True
+        with open(path, "w") as f:
             f.write("1")
-        log.info("IPv4 forwarding switched on (net.ipv4.ip_forward=1) for pod traffic")
+        log.info("IPv%d forwarding switched on (%s=1) for pod traffic", version, name)
+        return True
     except OSError as e:
-        log.warning("cannot switch on IPv4 forwarding (%s): pods on other nodes cannot "
-                    "reach this node's pods", e.strerror or e)
+        log.warning("cannot switch on IPv%d forwarding (%s): pods on other nodes cannot "
+                    "reach this node's pods", version, e.strerror or e)
+        return False
 
 
-async def _local_networks() -> list[ipaddress.IPv4Interface]:
-    return local_networks(json.loads(await _ip("-j", "-4", "addr", "show") or "[]"))
+async def _local_networks() -> list[Interface]:
+    return local_networks(json.loads(await _ip("-j", "addr", "show") or "[]"))
 
 
 async def _ip(*args: str) -> str:
@@ -195,9 +217,8 @@ async def _ip(*args: str) -> str:
     return out.decode()
 
 
-def _v4_net(cidr: str) -> ipaddress.IPv4Network | None:
+def _net(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
-        net = ipaddress.ip_network(cidr, strict=False)
+        return ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         return None
-    return net if isinstance(net, ipaddress.IPv4Network) else None

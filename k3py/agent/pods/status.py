@@ -9,7 +9,7 @@ from __future__ import annotations
 from k3py.agent.lifecycle import qos_class
 from k3py.agent.pods.inspects import container_state, k8s_time, label_of
 from k3py.agent.pods.restarts import Plan, RestartState
-from k3py.agent.runtime.podman import ip_address
+from k3py.agent.runtime.podman import ip_address, ipv6_address
 
 __all__ = ["phase_of", "pod_network", "pod_status"]
 
@@ -29,28 +29,31 @@ def phase_of(restart_policy: str, states: list[dict]) -> str:
     return "Pending"
 
 
-def pod_network(pod: dict, containers: list[dict], host_ip: str) -> tuple[dict[str, dict], str]:
-    """(the inspects by the pod spec's container name, the pod IP): the infra container
-    holds the IP when it is among `containers`, else the first container that has one."""
+def pod_network(pod: dict, containers: list[dict], host_ip: str
+                ) -> tuple[dict[str, dict], list[str]]:
+    """(the inspects by the pod spec's container name, the pod IPs: IPv4 first, then IPv6 on
+    a dual-stack network): the infra container holds them when it is among `containers`,
+    else the first container that has one."""
     by_name: dict[str, dict] = {}
-    pod_ip = ""
+    pod_ips: list[str] = []
     for c in sorted(containers, key=lambda c: not c.get("IsInfra")):  # infra first
         cname = label_of(c)
         if cname:
             by_name[cname] = c
-        if c.get("IsInfra") or (not pod_ip and cname):
-            ip = ip_address(c.get("NetworkSettings") or {})
-            pod_ip = pod_ip or ip
+        if c.get("IsInfra") or (not pod_ips and cname):
+            settings = c.get("NetworkSettings") or {}
+            ips = [ip for ip in (ip_address(settings), ipv6_address(settings)) if ip]
+            pod_ips = pod_ips or ips
     if (pod.get("spec") or {}).get("hostNetwork"):
-        pod_ip = host_ip
-    return by_name, pod_ip
+        pod_ips = [host_ip] if host_ip else []
+    return by_name, pod_ips
 
 
-def pod_status(pod: dict, *, created: str | None, by_name: dict[str, dict], pod_ip: str,
+def pod_status(pod: dict, *, created: str | None, by_name: dict[str, dict], pod_ips: list[str],
                host_ip: str, plan: Plan | None, error: tuple[str, str] | None,
                restarts: dict[str, RestartState],
                probes: dict[str, tuple[bool, bool]]) -> dict:
-    """The pod's status. `created`: its podman pod's creation time; `by_name`, `pod_ip`: from
+    """The pod's status. `created`: its podman pod's creation time; `by_name`, `pod_ips`: from
     pod_network; `plan`: None when no container exists yet; `error`: why the podman pod
     could not be made; `probes`: container name -> (started, ready) of those with probes."""
     spec = pod.get("spec") or {}
@@ -109,8 +112,8 @@ def pod_status(pod: dict, *, created: str | None, by_name: dict[str, dict], pod_
         phase = phase_of(spec.get("restartPolicy") or "Always", states)
     all_ready = bool(statuses) and all(s["ready"] for s in statuses)
     cond = "True" if all_ready else "False"
-    status = {"phase": phase, "hostIP": host_ip, "podIP": pod_ip or None,
-              "podIPs": [{"ip": pod_ip}] if pod_ip else [],
+    status = {"phase": phase, "hostIP": host_ip, "podIP": pod_ips[0] if pod_ips else None,
+              "podIPs": [{"ip": ip} for ip in pod_ips],
               "startTime": k8s_time(created), "containerStatuses": statuses,
               "qosClass": qos_class(pod),
               "conditions": [

@@ -515,10 +515,10 @@ class PodSyncer:
         (the infra container's too, when known: it holds the pod IP); starts and stops the
         probes of its containers on the way."""
         uid = pod_uid(pod)
-        by_name, pod_ip = status.pod_network(pod, containers, self.host_ip)
+        by_name, pod_ips = status.pod_network(pod, containers, self.host_ip)
         p = None
         if containers:
-            self._sync_probes(pod, by_name, pod_ip)
+            self._sync_probes(pod, by_name, pod_ips[0] if pod_ips else "")
             p = self.plan(pod, containers)
         rec = self.record(uid)
         saved = rec.restarts or {}
@@ -527,7 +527,7 @@ class PodSyncer:
             for n in by_name:
                 saved.setdefault(n, restarts.RestartState())
         return status.pod_status(
-            pod, created=created, by_name=by_name, pod_ip=pod_ip, host_ip=self.host_ip,
+            pod, created=created, by_name=by_name, pod_ips=pod_ips, host_ip=self.host_ip,
             plan=p, error=rec.error, restarts=saved,
             probes={n: (pr.started, pr.ready) for n, (_, pr) in rec.probes.items()})
 

@@ -559,13 +559,15 @@ class LibpodAPI(Podman):
     async def network_list(self) -> list[dict]:
         return await self._json("GET", "/networks/json") or []
 
-    async def network_create(self, name: str, subnet: str, gateway: str,
+    async def network_create(self, name: str, subnets: list[tuple[str, str]],
                              labels: dict[str, str]) -> None:
-        """A bridge network on `subnet` (its gateway on the bridge), no podman DNS (the node
-        answers cluster DNS itself); RuntimeError_ with podman's reason when refused."""
+        """A bridge network on `subnets` ((subnet, gateway) pairs: one, or an IPv4 and an
+        IPv6 one for dual-stack), no podman DNS (the node answers cluster DNS itself);
+        RuntimeError_ with podman's reason when refused."""
         await self._json("POST", "/networks/create", body={
             "name": name, "driver": "bridge", "labels": labels, "dns_enabled": False,
-            "subnets": [{"subnet": subnet, "gateway": gateway}]})
+            "ipv6_enabled": any(":" in subnet for subnet, _ in subnets),
+            "subnets": [{"subnet": subnet, "gateway": gateway} for subnet, gateway in subnets]})
 
     async def network_remove(self, name: str) -> None:
         await self._json("DELETE", f"/networks/{quote(name, safe='')}")

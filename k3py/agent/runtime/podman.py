@@ -16,7 +16,7 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator
 
-__all__ = ["Podman", "RuntimeError_", "reap", "ip_address", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
+__all__ = ["Podman", "RuntimeError_", "reap", "ip_address", "ipv6_address", "LABEL_UID", "LABEL_NS", "LABEL_NAME", "LABEL_CONTAINER",
            "LABEL_NODE", "LABEL_CLUSTER", "pod_name_for", "container_name_for", "loaded_names"]
 
 log = logging.getLogger("k3py.runtime")
@@ -90,18 +90,29 @@ def _slim(item: dict) -> dict:
         return item  # a pod's inspect: its State is a string; read once per start
     out = {k: item[k] for k in _KEEP if k in item}
     out["Config"] = {"Labels": (item.get("Config") or {}).get("Labels") or {}}
-    out["NetworkSettings"] = {"IPAddress": ip_address(item.get("NetworkSettings") or {})}
+    settings = item.get("NetworkSettings") or {}
+    out["NetworkSettings"] = {"IPAddress": ip_address(settings),
+                              "GlobalIPv6Address": ipv6_address(settings)}
     return out
 
 
 def ip_address(settings: dict) -> str:
     """The container's IPv4 address: podman fills the top-level one only on its default
     network; on another (the node's pod CIDR bridge) it is that network's."""
-    if settings.get("IPAddress"):
-        return settings["IPAddress"]
+    return _address(settings, "IPAddress")
+
+
+def ipv6_address(settings: dict) -> str:
+    """The container's global IPv6 address on a dual-stack network ("" when none)."""
+    return _address(settings, "GlobalIPv6Address")
+
+
+def _address(settings: dict, key: str) -> str:
+    if settings.get(key):
+        return settings[key]
     for net in (settings.get("Networks") or {}).values():
-        if isinstance(net, dict) and net.get("IPAddress"):
-            return net["IPAddress"]
+        if isinstance(net, dict) and net.get(key):
+            return net[key]
     return ""
 
 

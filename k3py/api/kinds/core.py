@@ -4,9 +4,9 @@ namespaces, nodes, volumes, service accounts, replication controllers and the li
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
 
+from k3py.api import dualstack
 from k3py.api import validation as v
 from k3py.api.errors import Cause
 from k3py.api.kinds.podspec import (
@@ -103,8 +103,9 @@ def _default_service(obj: dict, old: dict | None) -> None:
         spec.setdefault("externalTrafficPolicy", "Cluster")
     if st in ("NodePort", "LoadBalancer", "ClusterIP"):
         spec.setdefault("internalTrafficPolicy", "Cluster")
-        spec.setdefault("ipFamilyPolicy", "SingleStack")
-        spec.setdefault("ipFamilies", ["IPv4"])
+        # ipFamilies and ipFamilyPolicy depend on the cluster's service CIDRs: the server's
+        # ServiceAllocator sets them
+        dualstack.normalize_cluster_ips(spec, (old or {}).get("spec"))
     if st == "LoadBalancer":
         spec.setdefault("allocateLoadBalancerNodePorts", True)
     if old is None:
@@ -168,24 +169,15 @@ def _validate_service(obj: dict, old: dict | None) -> list[Cause]:
                 causes.append(v.invalid_value(f"{pp}.nodePort", np_,
                                               "provided port is not in the valid range. The "
                                               "range of valid ports is 30000-32767"))
-    cip = spec.get("clusterIP")
-    if cip and cip != "None":
-        try:
-            ipaddress.ip_address(cip)
-        except ValueError:
-            causes.append(v.invalid_value("spec.clusterIPs[0]", cip,
-                                          "must be a valid IP address, (e.g. 10.9.8.7 or "
-                                          "2001:db8::ffff)"))
-    if st == "ExternalName" and cip and old is None:
-        causes.append(v.forbidden("spec.clusterIP", "may not be set for ExternalName services"))
+    if st == "ExternalName":
+        causes += dualstack.validate_external_name_families(spec)
+    else:
+        causes += dualstack.validate_cluster_ips(spec)
     if spec.get("selector") is not None:
         causes += v.check_labels(spec.get("selector"), "spec.selector")
     causes += _source_ranges(obj, st)
     if old is not None:
-        old_ip = (old.get("spec") or {}).get("clusterIP")
-        if old_ip and cip and cip != old_ip and st != "ExternalName":
-            causes.append(v.invalid_value("spec.clusterIPs[0]", [cip],
-                                          "may not change once set"))
+        causes += dualstack.validate_family_update(spec, old.get("spec") or {})
     return causes
 
 

@@ -139,7 +139,8 @@ def _svc_row(o: dict, now: _dt.datetime) -> list:
     for p in spec.get("ports") or []:
         s = f"{p.get('port')}:{p['nodePort']}" if p.get("nodePort") else f"{p.get('port')}"
         ports.append(f"{s}/{p.get('protocol') or 'TCP'}")
-    return [name(o), spec.get("type") or "", spec.get("clusterIP") or "<none>",
+    cluster_ip = ",".join(spec.get("clusterIPs") or []) or spec.get("clusterIP") or "<none>"
+    return [name(o), spec.get("type") or "", cluster_ip,
             _svc_external_ip(o), ",".join(ports) or "<none>", age(o, now),
             format_labels(spec.get("selector"))]
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 
 from k3py.api import errors
+from k3py.api.dualstack import family_of
 from k3py.server.controllers.base import Controller, object_key, split_key
 
 __all__ = ["EndpointsController", "ServicePodsController", "selects", "pod_ready",
-           "pod_ports", "endpoint_pods", "build_subsets"]
+           "pod_ports", "endpoint_pods", "build_subsets", "pod_ip", "address_families"]
 
 log = logging.getLogger("k3py.controllers.endpoints")
 
@@ -71,9 +72,35 @@ def endpoint_pods(service: dict, pods: list[dict]) -> list[dict]:
     return out
 
 
-def _address(service: dict, pod: dict) -> dict:
+def pod_ip(pod: dict, family: str) -> str:
+    """The pod's IP of `family` ("IPv4" or "IPv6") from status.podIPs; "" if it has none."""
+    status = pod.get("status") or {}
+    ips = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, dict)]
+    return next((ip for ip in ips or [status.get("podIP")] if ip and family_of(ip) == family),
+                "")
+
+
+def address_families(service: dict) -> list[str]:
+    """The address families a Service's endpoints are listed in: its ipFamilies, else its
+    ClusterIP's, else (a headless Service a server without dual-stack wrote) both."""
+    spec = service.get("spec") or {}
+    if spec.get("ipFamilies"):
+        return list(spec["ipFamilies"])
+    cip = spec.get("clusterIP") or ""
+    return [family_of(cip)] if cip and cip != "None" else ["IPv4", "IPv6"]
+
+
+def _address(service: dict, pod: dict) -> dict | None:
+    """The Endpoints address of a pod: its IP of the Service's primary family (upstream's
+    podToEndpointAddressForService), None if it has none."""
     md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-    addr: dict = {"ip": pod["status"]["podIP"]}
+    families = address_families(service)
+    family = families[0] if len(families) == 1 or (service.get("spec") or {}).get(
+        "ipFamilies") else family_of(pod["status"]["podIP"])
+    ip = pod_ip(pod, family)
+    if not ip:
+        return None
+    addr: dict = {"ip": ip}
     if spec.get("hostname") and spec.get("subdomain") == service["metadata"]["name"]:
         addr["hostname"] = spec["hostname"]
     if spec.get("nodeName"):
@@ -103,8 +130,11 @@ def build_subsets(service: dict, pods: list[dict]) -> list[dict]:
         ports = pod_ports(service, pod)
         if (service.get("spec") or {}).get("ports") and not ports:
             continue
+        addr = _address(service, pod)
+        if addr is None:
+            continue
         ready, not_ready = groups.setdefault(ports, ([], []))
-        (ready if publish or pod_ready(pod) else not_ready).append(_address(service, pod))
+        (ready if publish or pod_ready(pod) else not_ready).append(addr)
     subsets = []
     for ports, (ready, not_ready) in sorted(groups.items()):
         subset: dict = {}

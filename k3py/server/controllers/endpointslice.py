@@ -1,5 +1,6 @@
-"""EndpointSliceController: discovery.k8s.io/v1 EndpointSlices (IPv4) for Services with a
-selector, one slice per distinct resolved port set, owned by the Service.
+"""EndpointSliceController: discovery.k8s.io/v1 EndpointSlices for Services with a selector,
+one slice per address family of the Service (its ipFamilies) and distinct resolved port set,
+owned by the Service; a pod is listed under each family it has an IP of.
 
 Slices carry kubernetes.io/service-name and managed-by endpointslice-controller.k8s.io;
 endpoints have ready/serving/terminating conditions, nodeName and a Pod targetRef."""
@@ -14,7 +15,9 @@ from k3py.api.objects import make_controller_ref
 from k3py.server.controllers.endpoints import (
     Port,
     ServicePodsController,
+    address_families,
     endpoint_pods,
+    pod_ip,
     pod_ports,
     pod_ready,
 )
@@ -30,11 +33,11 @@ MANAGED_BY = "endpointslice-controller.k8s.io"
 MAX_ENDPOINTS = 100
 
 
-def _endpoint(pod: dict) -> dict:
+def _endpoint(pod: dict, ip: str) -> dict:
     md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
     ready = pod_ready(pod)
     terminating = bool(md.get("deletionTimestamp"))
-    ep: dict = {"addresses": [pod["status"]["podIP"]],
+    ep: dict = {"addresses": [ip],
                 "conditions": {"ready": ready and not terminating, "serving": ready,
                                "terminating": terminating}}
     if spec.get("hostname"):
@@ -53,15 +56,18 @@ def _port(p: Port) -> dict:
     return d
 
 
-def build_slices(service: dict, pods: list[dict]) -> list[tuple[list[dict], list[dict]]]:
-    """(ports, endpoints) per slice wanted, endpoints sorted by address."""
+def build_slices(service: dict, pods: list[dict], family: str = "IPv4"
+                 ) -> list[tuple[list[dict], list[dict]]]:
+    """(ports, endpoints) per slice of address type `family` wanted, endpoints sorted by
+    address; one slice with no ports and no endpoints when there are none."""
     groups: dict[tuple[Port, ...], list[dict]] = {}
     has_ports = bool((service.get("spec") or {}).get("ports"))
     for pod in endpoint_pods(service, pods):
         ports = pod_ports(service, pod)
-        if has_ports and not ports:
+        ip = pod_ip(pod, family)
+        if has_ports and not ports or not ip:
             continue
-        groups.setdefault(ports, []).append(_endpoint(pod))
+        groups.setdefault(ports, []).append(_endpoint(pod, ip))
     if not groups:
         groups[()] = []
     out = []
@@ -115,7 +121,8 @@ class EndpointSliceController(ServicePodsController):
             for s in existing:
                 await self._delete(res, s)
             return
-        wanted = build_slices(svc, pods)
+        wanted = [(family, ports, endpoints) for family in address_families(svc)
+                  for ports, endpoints in build_slices(svc, pods, family)]
         labels = {**((svc.get("metadata") or {}).get("labels") or {}),
                   SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}
         if (svc.get("spec") or {}).get("clusterIP") == "None":
@@ -126,11 +133,14 @@ class EndpointSliceController(ServicePodsController):
         reusable = [s for s in existing
                     if any(r.get("uid") == uid for r in s["metadata"].get("ownerReferences") or [])]
         stale = [s for s in existing if s not in reusable]
-        for ports, endpoints in wanted:
-            match = next((s for s in reusable if (s.get("ports") or []) == ports), None) or \
-                (reusable[0] if reusable else None)
+        for family, ports, endpoints in wanted:
+            # addressType is immutable: a slice is reused only for its own family
+            mine = [s for s in reusable if s.get("addressType", "IPv4") == family]
+            match = next((s for s in mine if (s.get("ports") or []) == ports), None) or \
+                (mine[0] if mine else None)
             if match is None:
-                made = await self._create(res, ns, name, labels, owner, ports, endpoints)
+                made = await self._create(res, ns, name, labels, owner, family, ports,
+                                          endpoints)
                 if made:
                     self._created.setdefault(key, {})[made] = time.monotonic()
                 continue
@@ -140,11 +150,11 @@ class EndpointSliceController(ServicePodsController):
             await self._delete(res, s)
 
     async def _create(self, res, ns: str | None, name: str, labels: dict, owner: dict,
-                      ports: list[dict], endpoints: list[dict]) -> str | None:
+                      family: str, ports: list[dict], endpoints: list[dict]) -> str | None:
         body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                 "metadata": {"generateName": f"{name}-", "namespace": ns, "labels": labels,
                              "ownerReferences": [owner]},
-                "addressType": "IPv4", "endpoints": endpoints, "ports": ports}
+                "addressType": family, "endpoints": endpoints, "ports": ports}
         try:
             return (await self.registry.create(res, ns, body))["metadata"]["name"]
         except errors.StatusError as e:

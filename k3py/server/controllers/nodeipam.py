@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+from k3py.api.dualstack import Network, parse_cidrs
 from k3py.server.controllers.base import Controller, ControllerContext
 
 __all__ = ["NodeIPAMController", "CIDRAllocator", "parse_cluster_cidrs"]
@@ -29,25 +30,17 @@ log = logging.getLogger("k3py.controllers.nodeipam")
 IPV6_MASK = 64
 RETRY_FULL_SECONDS = 30.0
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 def parse_cluster_cidrs(value: str, mask_v4: int, mask_v6: int = IPV6_MASK) -> list[Network]:
     """The cluster CIDR list ("10.42.0.0/16" or "10.42.0.0/16,fd42::/56"); ValueError with a
     message fit for the user when it is not one network per family, each larger than the
     per-node size."""
-    nets: list[Network] = []
-    for part in (p.strip() for p in value.split(",") if p.strip()):
-        net = ipaddress.ip_network(part, strict=False)
+    nets = parse_cidrs(value)
+    for net in nets:
         want = mask_v4 if net.version == 4 else mask_v6
         if want < net.prefixlen or want > net.max_prefixlen:
             raise ValueError(f"cluster CIDR {net} cannot hold node subnets of /{want}: the "
                              f"node mask must be between /{net.prefixlen} and "
                              f"/{net.max_prefixlen}")
-        nets.append(net)
-    if not nets or len(nets) > 2 or len({n.version for n in nets}) != len(nets):
-        raise ValueError(f"cluster CIDR {value!r}: want one network, or one IPv4 and one "
-                         f"IPv6 network separated by a comma")
     return nets
 
 

@@ -13,8 +13,10 @@ import ipaddress
 import logging
 import random
 import time
+from collections.abc import Iterable
 
-from k3py.api import errors
+from k3py.api import dualstack, errors
+from k3py.api import validation as v
 from k3py.api.resources import Resource
 from k3py.server.admission import AdmissionChain
 from k3py.server.registry import Registry
@@ -137,7 +139,10 @@ class ServiceAllocator:
 
     def __init__(self, registry: Registry, service_cidr: str, node_port_range: str) -> None:
         self.registry = registry
-        self.ips = IPAllocator(service_cidr)
+        # one allocator per family of --service-cidr, the primary first
+        self.families = {dualstack.family_of(str(n.network_address)): IPAllocator(str(n))
+                         for n in dualstack.parse_cidrs(service_cidr)}
+        self.ips = next(iter(self.families.values()))
         self.ports = PortAllocator(node_port_range)
         self._repair_task: asyncio.Task | None = None
 
@@ -163,14 +168,17 @@ class ServiceAllocator:
     async def repair(self) -> None:
         res = self.registry.resources.get("", "v1", "services")
         items = (await self.registry.list(res, None))["items"]
-        ips: set[int] = set()
+        ips: dict[str, set[int]] = {fam: set() for fam in self.families}
         ports: set[int] = set()
         for svc in items:
             spec = svc.get("spec") or {}
-            ips.update(int(ipaddress.ip_address(ip)) for ip in _cluster_ips(spec)
-                       if self.ips.contains(ip))
+            for ip in _cluster_ips(spec):
+                fam = dualstack.family_of(ip)
+                if fam in self.families and self.families[fam].contains(ip):
+                    ips[fam].add(int(ipaddress.ip_address(ip)))
             ports.update(_node_ports(spec))
-        self.ips.repair(ips)
+        for fam, alloc in self.families.items():
+            alloc.repair(ips[fam])
         self.ports.repair(ports)
 
     async def _repair_loop(self, interval: float) -> None:
@@ -202,44 +210,36 @@ class ServiceAllocator:
             return
         _keep_allocated_values(obj, old)
         self.allocate(obj, old)
+        kept = set(_cluster_ips(obj.get("spec") or {}))
+        # a released secondary IP (or all of them, on a change to ExternalName) is free at
+        # once, as upstream frees it when the update commits
+        self._release_ips(ip for ip in _cluster_ips(old.get("spec") or {}) if ip not in kept)
+
+    def _release_ips(self, ips: Iterable[str]) -> None:
+        for ip in ips:
+            alloc = self.families.get(dualstack.family_of(ip))
+            if alloc is not None:
+                alloc.release_ip(ip)
 
     def on_delete(self, res: Resource, obj: dict) -> None:
         if not _is_service(res):
             return
         spec = obj.get("spec") or {}
-        for ip in _cluster_ips(spec):
-            self.ips.release_ip(ip)
+        self._release_ips(_cluster_ips(spec))
         for port in _node_ports(spec):
             self.ports.release(port)
 
     def allocate(self, obj: dict, old: dict | None) -> None:
-        """Fill clusterIP(s) and node ports of `obj`; 422 Invalid on a taken value."""
+        """Fill ipFamilies, ipFamilyPolicy, clusterIP(s) and node ports of `obj`; 422 Invalid
+        on a request the cluster cannot meet or a taken value."""
         spec = obj.setdefault("spec", {})
         name = (obj.get("metadata") or {}).get("name") or ""
         stype = spec.get("type") or "ClusterIP"
         old_spec = (old or {}).get("spec") or {}
-        taken: list[tuple[str, int]] = []  # rolled back if a later step fails
+        taken: list[tuple[IPAllocator | PortAllocator, int]] = []  # undone if a step fails
         try:
-            if stype == "ExternalName":
-                spec.pop("clusterIP", None)
-                spec.pop("clusterIPs", None)
-            elif spec.get("clusterIP") == "None" or spec.get("clusterIPs") == ["None"]:
-                spec["clusterIP"] = "None"
-                spec["clusterIPs"] = ["None"]
-            else:
-                have = _cluster_ips(old_spec)
-                want = spec.get("clusterIP") or (spec.get("clusterIPs") or [None])[0]
-                if have and (not want or want == have[0]):
-                    ip = have[0]
-                else:
-                    try:
-                        ip = self.ips.allocate(want)
-                    except ValueError as e:
-                        raise errors.invalid("", "Service", name, [errors.field_cause(
-                            "spec.clusterIPs", f'Invalid value: ["{want}"]: {e}')]) from None
-                    taken.append(("ip", int(ipaddress.ip_address(ip))))
-                spec["clusterIP"] = ip
-                spec["clusterIPs"] = [ip]
+            if stype != "ExternalName":
+                self._allocate_ips(name, spec, old_spec if old is not None else None, taken)
             if stype in _NODE_PORT_TYPES:
                 old_ports = set(_node_ports(old_spec))
                 for i, p in enumerate(spec.get("ports") or []):
@@ -254,11 +254,44 @@ class ServiceAllocator:
                         raise errors.invalid("", "Service", name, [errors.field_cause(
                             f"spec.ports[{i}].nodePort",
                             f"Invalid value: {want_port}: {e}")]) from None
-                    taken.append(("port", p["nodePort"]))
+                    taken.append((self.ports, p["nodePort"]))
         except errors.StatusError:
-            for kind, n in taken:
-                (self.ips if kind == "ip" else self.ports).release(n)
+            for alloc, n in taken:
+                alloc.release(n)
             raise
+
+    def _allocate_ips(self, name: str, spec: dict, old_spec: dict | None,
+                      taken: list[tuple[IPAllocator | PortAllocator, int]]) -> None:
+        """Upstream's initIPFamilyFields then allocClusterIPs: families from the policy and
+        the cluster's service CIDRs, one IP per family (requested or free)."""
+        old_type = (old_spec or {}).get("type") or "ClusterIP"
+        from_external = old_spec is not None and old_type == "ExternalName"
+        dualstack.normalize_cluster_ips(spec, None if from_external else old_spec)
+        causes = dualstack.init_ip_families(spec, None if from_external else old_spec,
+                                            list(self.families))
+        if causes:
+            raise errors.invalid("", "Service", name, causes)
+        if spec.get("clusterIP") == "None":
+            return
+        have = [] if old_spec is None or from_external else _cluster_ips(old_spec)
+        ips = list(spec.get("clusterIPs") or [])
+        for i, fam in enumerate(spec.get("ipFamilies") or []):
+            want = ips[i] if i < len(ips) else ""
+            if want and want in have:
+                continue
+            try:
+                ip = self.families[fam].allocate(want or None)
+            except ValueError as e:
+                raise errors.invalid("", "Service", name, [v.invalid_value(
+                    "spec.clusterIPs", ips or [""], str(e))]) from None
+            taken.append((self.families[fam], int(ipaddress.ip_address(ip))))
+            if i < len(ips):
+                ips[i] = ip
+            else:
+                ips.append(ip)
+        ips = ips[:len(spec.get("ipFamilies") or [])]
+        spec["clusterIPs"] = ips
+        spec["clusterIP"] = ips[0]
 
 
 def _keep_allocated_values(obj: dict, old: dict) -> None:
@@ -266,10 +299,20 @@ def _keep_allocated_values(obj: dict, old: dict) -> None:
     old_spec = old.get("spec") or {}
     stype = spec.get("type") or old_spec.get("type") or "ClusterIP"
     old_type = old_spec.get("type") or "ClusterIP"
-    if stype != "ExternalName" and not spec.get("clusterIP") and not spec.get("clusterIPs"):
-        if old_spec.get("clusterIP"):
+    if stype != "ExternalName" and old_type != "ExternalName":
+        if not spec.get("clusterIP") and old_spec.get("clusterIP"):
             spec["clusterIP"] = old_spec["clusterIP"]
-            spec["clusterIPs"] = list(old_spec.get("clusterIPs") or [old_spec["clusterIP"]])
+        if not spec.get("clusterIPs") and old_spec.get("clusterIPs"):
+            spec["clusterIPs"] = list(old_spec["clusterIPs"])
+    elif stype == "ExternalName" and old_type != "ExternalName":
+        # what the Service had as another type goes; what the client changed stays, for
+        # validation to refuse (upstream's dropTypeDependentFields)
+        if _cluster_ips(spec) == _cluster_ips(old_spec):
+            spec.pop("clusterIP", None)
+            spec.pop("clusterIPs", None)
+        for f in ("ipFamilyPolicy", "ipFamilies"):
+            if spec.get(f) == old_spec.get(f):
+                spec.pop(f, None)
     old_np = {(p.get("port"), p.get("protocol") or "TCP"): p.get("nodePort")
               for p in old_spec.get("ports") or [] if isinstance(p, dict)}
     if stype in _NODE_PORT_TYPES:

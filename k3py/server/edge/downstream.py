@@ -114,6 +114,8 @@ def pod_peer_view(pod: dict) -> dict:
                          "uid": md.get("uid") or "", "labels": md.get("labels") or {}},
             "spec": view_spec,
             "status": {"podIP": status.get("podIP") or "",
+                       **({"podIPs": status["podIPs"]} if len(status.get("podIPs") or []) > 1
+                          else {}),
                        **({"phase": status["phase"]} if status.get("phase") in _FINISHED
                           else {})}}
 

@@ -188,3 +188,28 @@ async def test_the_relay_check_follows_policy_changes(tmp_path):
         assert not net._ingress_isolated("10.42.0.2")
     finally:
         await meta.close()
+
+
+def test_ipv6_addresses_get_the_same_rules_in_an_ip6_table():
+    def dual(p: dict, v6: str) -> dict:
+        p["status"]["podIPs"] = [{"ip": p["status"]["podIP"]}, {"ip": v6}]
+        return p
+    pods = [dual(pod("a", "web", "10.42.0.2", app="web"), "fd42::2"),
+            dual(pod("a", "client", "10.42.0.3", app="client"), "fd42::3"),
+            pod("a", "v4only", "10.42.0.4", app="client")]
+    views = [pod_peer_view(p) for p in pods]
+    assert views[0]["status"]["podIPs"][1] == {"ip": "fd42::2"}
+    assert "podIPs" not in views[2]["status"]  # single-stack views as before
+    allow = [policy("a", "web", {"matchLabels": {"app": "web"}}, ["Ingress"], ingress=[
+        {"from": [{"podSelector": {"matchLabels": {"app": "client"}}},
+                  {"ipBlock": {"cidr": "fd00::/8", "except": ["fd00:1::/32"]}},
+                  {"ipBlock": {"cidr": "192.168.0.0/16"}}]}])]
+    namespaces = [namespace_view(n) for n in NAMESPACES]
+    six = build_ruleset(allow, namespaces, pod_peers(views, 6), node_name=NODE, family=6)
+    _nft_check(six)
+    assert six.startswith("table ip6 k3py-policy {}") and "fd42::2 : jump ingress-" in six
+    assert "ip6 saddr fd42::3 return" in six  # the v4-only client has no IPv6 to allow
+    assert "ip6 saddr fd00::/8 ip6 saddr != { fd00:1::/32 } return" in six
+    assert "192.168" not in six and "10.42" not in six and "ip saddr" not in six
+    four = rules(allow, pods)
+    assert "ip saddr { 10.42.0.3, 10.42.0.4 } return" in four and "fd" not in four

@@ -11,7 +11,7 @@ import pytest
 
 from k3py.agent.network.conntrack import stale_entries
 from k3py.agent.network.podnet import gateway_of, network_name
-from k3py.agent.network.proxy import Endpoint, ServicePort, build_ruleset
+from k3py.agent.network.proxy import Endpoint, ServicePort, build_ruleset, service_ports
 from k3py.agent.network.routes import (
     desired_routes,
     local_networks,
@@ -20,6 +20,7 @@ from k3py.agent.network.routes import (
     tunnelled_cidrs,
 )
 from k3py.server.edge.downstream import node_route_view
+from tests.unit.agent.test_network_policy import _nft_check
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +126,45 @@ def test_ruleset_masquerades_pod_traffic_leaving_the_pod_cidrs():
     assert "ip saddr != @pod-cidrs jump mark-for-masquerade" in script
     plain = build_ruleset([_port("tcp", "10.42.1.5")], masquerade_all=True)
     assert "@pod-cidrs" not in plain.split("set pod-cidrs")[1].split("}", 1)[1]
+
+
+def test_ipv6_pod_cidrs_route_via_the_nodes_ipv6_addresses():
+    local = [*LOCAL, ipaddress.IPv6Interface("fd00:9::2/64")]
+    b = node("b", "10.9.0.1", "10.42.1.0/24", "fd42:0:0:1::/64")
+    b["status"]["addresses"].append({"type": "InternalIP", "address": "fd00:9::1"})
+    c = node("c", "10.9.0.1", "10.42.2.0/24", "fd42:0:0:2::/64")  # no IPv6 node address
+    assert pod_cidrs(b, 6) == ["fd42:0:0:1::/64"] and pod_cidrs(b) == ["10.42.1.0/24"]
+    assert desired_routes([b, c], "a", local) == {
+        "10.42.1.0/24": "10.9.0.1", "fd42:0:0:1::/64": "fd00:9::1", "10.42.2.0/24": "10.9.0.1"}
+    got = local_networks([{"flags": ["UP", "LOWER_UP"], "addr_info": [
+        {"family": "inet6", "local": "fd00:9::2", "prefixlen": 64},
+        {"family": "inet6", "local": "fe80::1", "prefixlen": 64}]}])
+    assert got == [ipaddress.IPv6Interface("fd00:9::2/64")]
+
+
+def test_ipv6_service_ports_and_their_ip6_table():
+    svc = {"metadata": {"namespace": "default", "name": "web"}, "spec": {
+        "type": "LoadBalancer", "clusterIP": "10.43.0.9", "clusterIPs": ["10.43.0.9", "fd43::9"],
+        "sessionAffinity": "ClientIP", "loadBalancerSourceRanges": ["10.0.0.0/8", "fd00::/8"],
+        "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.168.1.10"}, {"ip": "fd00::10"}]}}}
+
+    def es(family: str, ip: str) -> dict:
+        return {"metadata": {"namespace": "default", "name": f"web-{family}",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": family, "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}]}
+    slices = [es("IPv4", "10.42.0.5"), es("IPv6", "fd42::5")]
+    (v4,) = service_ports([svc], slices, "a")
+    (v6,) = service_ports([svc], slices, "a", family=6)
+    assert (v4.cluster_ips, [e.ip for e in v4.endpoints]) == (["10.43.0.9"], ["10.42.0.5"])
+    assert (v6.cluster_ips, [e.ip for e in v6.endpoints]) == (["fd43::9"], ["fd42::5"])
+    assert (v6.lb_ips, v6.source_ranges) == (["fd00::10"], ["fd00::/8"])
+    empty = ServicePort("default", "none", "", "udp", 53, ["fd43::53"])
+    script = build_ruleset([v6, empty], pod_cidrs=("fd42::/64",), own_pod_cidr="fd42::/64",
+                           family=6)
+    assert script.startswith("table ip6 k3py-proxy {}")
+    assert "dnat to [fd42::5]:8080" in script and "ip6 saddr fd42::5 jump" in script
+    assert "fd43::53 . udp . 53" in script and "icmpv6 type port-unreachable" in script
+    assert "ip daddr" not in script and "ipv4_addr" not in script
+    _nft_check(script)

@@ -39,9 +39,9 @@ def _status(pod: dict, containers: list[dict], restarts: dict | None = None,
             probes: dict | None = None, error: tuple[str, str] | None = None,
             now: float = 0.0) -> dict:
     restarts = {} if restarts is None else restarts
-    by_name, ip = pod_network(pod, containers, "192.168.1.5")
+    by_name, ips = pod_network(pod, containers, "192.168.1.5")
     p = plan(pod, containers, restarts, {}, now=now) if containers else None
-    return pod_status(pod, created=T0, by_name=by_name, pod_ip=ip, host_ip="192.168.1.5",
+    return pod_status(pod, created=T0, by_name=by_name, pod_ips=ips, host_ip="192.168.1.5",
                       plan=p, error=error, restarts=restarts, probes=probes or {})
 
 
@@ -59,6 +59,15 @@ def test_phase_of():
     assert phase_of("OnFailure", [bad]) == "Running"
     assert phase_of("Never", [ok, bad]) == "Failed"
     assert phase_of("Never", [ok]) == "Succeeded"
+
+
+def test_dual_stack_pod_lists_both_ips_ipv4_first():
+    infra = _inspect(None, infra=True)
+    infra["NetworkSettings"] = {"Networks": {"k3py-n": {
+        "IPAddress": "10.42.0.7", "GlobalIPv6Address": "2001:cafe:42::7"}}}
+    st = _status(_pod(), [_inspect("app"), infra])
+    assert st["podIP"] == "10.42.0.7"
+    assert st["podIPs"] == [{"ip": "10.42.0.7"}, {"ip": "2001:cafe:42::7"}]
 
 
 def test_running_pod_is_ready_with_the_infra_containers_ip():

@@ -551,3 +551,16 @@ def test_device_bus_flags_reach_both_agents(tmp_path):
 def test_device_bus_flag_errors(argv, words):
     with pytest.raises(UsageError, match=words):
         agent_config(argv)
+
+
+def test_dual_stack_node_ip_and_cidrs():
+    cfg = agent_config(["--node-ip", "10.0.0.2, fd00::2"], environ={})
+    assert cfg.node_ip == "10.0.0.2,fd00::2"
+    for bad in ("10.0.0.2,10.0.0.3", "fd00::2,fd00::3", "10.0.0.2,fd00::2,10.0.0.4"):
+        with pytest.raises(UsageError, match="an IPv4 and an IPv6 address separated by a comma"):
+            agent_config(["--node-ip", bad], environ={})
+    srv = server_config(["--cluster-cidr", "10.42.0.0/16,2001:cafe:42::/56",
+                         "--service-cidr", "10.43.0.0/16,2001:cafe:43::/112"], environ={})
+    assert (srv.cluster_dns_ip, srv.kubernetes_service_ip) == ("10.43.0.10", "10.43.0.1")
+    with pytest.raises(UsageError, match="must both be single-stack or both dual-stack"):
+        server_config(["--cluster-cidr", "10.42.0.0/16,2001:cafe:42::/56"], environ={})

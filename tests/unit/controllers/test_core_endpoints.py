@@ -101,3 +101,48 @@ async def test_endpoints_and_slices_follow_pods(cluster):
         return await reg.try_get(ep_res, "default", "web") is None and \
             not (await reg.list(es_res, "default"))["items"]
     await eventually(gone, timeout=10.0)
+
+
+def _dual(name: str, v4: str, v6: str, ready: bool = True) -> dict:
+    p = pod(name, v4, ready)
+    p["status"]["podIPs"] = [{"ip": v4}, {"ip": v6}]
+    return p
+
+
+async def test_dual_stack_service_gets_a_slice_per_family(cluster):
+    reg = cluster
+    es_res = reg.resources.find("discovery.k8s.io", "endpointslices")
+    svc = {"metadata": {"name": "ds"}, "spec": {
+        "selector": {"app": "web"}, "clusterIP": "10.43.0.11",
+        "clusterIPs": ["10.43.0.11", "fd43::11"], "ipFamilyPolicy": "PreferDualStack",
+        "ipFamilies": ["IPv4", "IPv6"],
+        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+    await reg.create(reg.resources.find("", "services"), "default", svc)
+    pods = reg.resources.find("", "pods")
+    await reg.create(pods, "default", _dual("a", "10.42.0.2", "fd42::2"))
+    await reg.create(pods, "default", pod("v4only", "10.42.0.3", True))
+
+    async def slices():
+        items = (await reg.list(es_res, "default"))["items"]
+        by = {s["addressType"]: sorted(e["addresses"][0] for e in s.get("endpoints") or [])
+              for s in items}
+        return by if len(items) == 2 and len(by.get("IPv4", [])) == 2 and by.get("IPv6") \
+            else None
+    assert await eventually(slices, timeout=10.0) == {
+        "IPv4": ["10.42.0.2", "10.42.0.3"], "IPv6": ["fd42::2"]}
+    ep = await reg.get(reg.resources.find("", "endpoints"), "default", "ds")
+    assert [a["ip"] for a in ep["subsets"][0]["addresses"]] == ["10.42.0.2", "10.42.0.3"]
+    # an IPv6-primary Service lists its pods' IPv6 addresses in Endpoints
+    six = _dual("b", "10.42.0.4", "fd42::4")
+    six["metadata"]["labels"] = {"app": "six"}
+    await reg.create(pods, "default", six)
+    await reg.create(reg.resources.find("", "services"), "default", {
+        "metadata": {"name": "six"}, "spec": {
+            "selector": {"app": "six"}, "clusterIP": "fd43::12", "ipFamilies": ["IPv6"],
+            "ipFamilyPolicy": "SingleStack", "ports": [{"port": 80, "protocol": "TCP"}]}})
+
+    async def six_endpoints():
+        ep = await reg.try_get(reg.resources.find("", "endpoints"), "default", "six")
+        subs = (ep or {}).get("subsets") or []
+        return subs and [a["ip"] for a in subs[0].get("addresses") or []]
+    assert await eventually(six_endpoints, timeout=10.0) == ["fd42::4"]
