@@ -215,6 +215,8 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     eh = await agent()
     await _wait(lambda: eh.connected.is_set() and eh.meta.synced)
     session = hub.sessions["n1"]
+    # the node's ACK of the sync may still be on its way: the outbox starts empty
+    await _wait(lambda: len(session.queue.outbox) == 0)
     # cut the link from the server side and change things while the node is away; the gate
     # keeps it away until then (with a 50-200 ms backoff it would otherwise be back, and the
     # queued change sent and ACKed, before the checks below see it queued)
