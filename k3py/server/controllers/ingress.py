@@ -168,6 +168,9 @@ class IngressController(Controller):
             self._enqueue_all(namespace_of(obj))
 
     def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
+        if etype == "MODIFIED" and serving_addresses([old or {}]) == \
+                serving_addresses([new or {}]):
+            return  # a heartbeat: this node's share of the addresses is the same
         addresses = serving_addresses(self.nodes.list())
         if addresses != self._addresses:
             self._addresses = addresses

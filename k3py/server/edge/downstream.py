@@ -22,6 +22,7 @@ from k3py.server.edge.ingresssync import IngressFeed
 from k3py.server.edge.podtokens import PodTokens
 from k3py.server.edge.sessions import NodeSession
 from k3py.server.serviceaccounts import TokenIssuer
+from k3py.tunnel import framing
 from k3py.tunnel.message import (
     CLOUD,
     GROUP_RESOURCE,
@@ -41,7 +42,7 @@ from k3py.tunnel.protocol import (
 )
 
 __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message",
-           "node_route_view", "namespace_view", "pod_peer_view"]
+           "node_route_view", "routable", "namespace_view", "pod_peer_view"]
 
 
 _REFERENCED = ("configmaps", "secrets", "persistentvolumeclaims")
@@ -116,6 +117,14 @@ def pod_peer_view(pod: dict) -> dict:
             "status": {"podIP": status.get("podIP") or "",
                        **({"phase": status["phase"]} if status.get("phase") in _FINISHED
                           else {})}}
+
+
+def routable(node: dict) -> bool:
+    """A Node's route view goes to the nodes once the Node has a pod CIDR: before, there is no
+    route to it, and a view sent at its registration then again with its CIDR would be two
+    messages to every node for each node that joins."""
+    spec = node.get("spec") or {}
+    return bool(spec.get("podCIDR") or spec.get("podCIDRs"))
 
 
 _VIEWS = {"nodes": node_route_view, "namespaces": namespace_view, POD_PEERS_KIND: pod_peer_view}
@@ -282,7 +291,8 @@ class DownstreamSync:
             content.update(self.device_feed.snapshot(node))
         content.update({k: [] for k in NETWORK_POLICY_KINDS})  # (disabled: none held)
         for plural, inf in self.cluster_wide.items():
-            content[plural] = [_view(plural, o) for o in inf.list()]
+            content[plural] = [_view(plural, o) for o in inf.list()
+                               if plural != "nodes" or routable(o)]
         if self.ingress_feed is not None:
             ingress = self.ingress_feed.snapshot()
             have = {(namespace_of(s), name_of(s)) for s in content["secrets"]}
@@ -347,13 +357,14 @@ class DownstreamSync:
         (its DNS, service rules and pod routes). A Node goes down only when its view
         changed, not at each status report."""
         obj = new or old
-        if obj is None:
+        if obj is None or (plural == "nodes" and etype != "DELETED" and not routable(obj)):
             return
         obj = _view(plural, obj)
         if etype == "MODIFIED" and old is not None and _view(plural, old) == obj:
             return
+        msg = framing.shared(object_message(plural, etype, obj))
         for session in self.sessions.values():
-            session.send(object_message(plural, etype, obj))
+            session.send(msg)
 
     def _on_ref(self, plural: str, etype: str, old: dict | None, new: dict | None) -> None:
         obj = new or old
