@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -302,6 +303,9 @@ def main() -> int:
     args = ap.parse_args()
     # the hollow agents' reconnect warnings during the restart are expected: figures only
     logging.basicConfig(level=logging.ERROR)
+    # the hollow nodes' caches are millions of objects in this process: the server's reason
+    # (k3py/server/main.py) for fewer full collections holds here too
+    gc.set_threshold(10_000, 10, 100)
     sizes = sorted(args.nodes or [100])
     stores = args.datastore or ["sqlite"]
     results = {}
