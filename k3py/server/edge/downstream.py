@@ -372,11 +372,13 @@ class DownstreamSync:
         (its DNS, service rules and pod routes). A Node goes down only when its view
         changed, not at each status report; a Node or pod held back (_SENT_WHEN) goes down
         when it is first of use, and goes away if it stops being so."""
+        if etype == "DELETED" and old is None:
+            old = new  # (not in the cache: its last form is what the nodes may hold)
         was, now = _sent(plural, old), etype != "DELETED" and _sent(plural, new)
         if not was and not now:
             return
         if not now:
-            etype, obj = "DELETED", _view(plural, new if etype == "DELETED" and new else old)
+            etype, obj = "DELETED", _view(plural, old)  # (the form the nodes hold)
         else:
             obj = _view(plural, new)
             if was and _view(plural, old) == obj:
