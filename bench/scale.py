@@ -7,7 +7,8 @@ same 2 cores): seconds until N nodes are Ready, the server's RSS (idle, with N n
 pods), the heartbeats it takes (lease + status writes/s over a steady window, against the
 N x 2 / 10 s the agents send: its ratio) and its CPU meanwhile, the oldest node Lease; then
 --pods pods made through Deployments of 100: pods scheduled/s and Running/s (from the first
-Deployment create until the last pod), the API's p99 for a GET, a LIST (limit=500) and a
+Deployment create until the last pod; Running/s is nan, and pods_running says how many
+ran, if not all ran within --timeout), the API's p99 for a GET, a LIST (limit=500) and a
 CREATE meanwhile; and after a server restart, the seconds until every node's tunnel is back.
 With two sizes, `ratio:` compares the server RSS per node; with both datastores, postgres /
 sqlite for pods scheduled/s, the API p99s, RSS and reconnect time.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -142,13 +144,15 @@ async def pods_through_deployments(api: Api, count: int, timeout: float) -> dict
                     raise RuntimeError(f"create deployment -> {r.status}: {await r.text()}")
         await asyncio.wait_for(done.wait(), timeout)
     except TimeoutError:
-        raise TimeoutError(f"only {len(scheduled)} scheduled and {len(running)} of {count} "
-                           f"pods Running after {timeout:.0f} s") from None
+        if "scheduled" not in marks:
+            raise TimeoutError(f"only {len(scheduled)} scheduled and {len(running)} of "
+                               f"{count} pods Running after {timeout:.0f} s") from None
+        # all scheduled: the figures stand, with how many ran by the deadline
     finally:
         watcher.cancel()
         prober.cancel()
-    return {"pods": len(running), "scheduled_s": marks["scheduled"] - t0,
-            "running_s": marks["running"] - t0, **probe.p99()}
+    return {"pods": count, "running": len(running), "scheduled_s": marks["scheduled"] - t0,
+            "running_s": marks.get("running", float("nan")) - t0, **probe.p99()}
 
 
 class ApiProbe:
@@ -267,7 +271,7 @@ def report(name: str, nodes: int, r: dict) -> None:
           f"the {nodes} nodes, {expected:.0f}/s)", flush=True)
     emit(p + "heartbeat_server_cpu", r["heartbeat_cpu"], "%")
     emit(p + "node_lease_age_max", r["lease_age_max"], "s", "< 40 s")
-    emit(p + "pods_running", r["pods"], "pods")
+    emit(p + "pods_running", r["running"], "pods", f"{r['pods']} by the deadline")
     emit(p + "pods_scheduled_per_s", r["pods"] / r["scheduled_s"], "pods/s", ">= 300/s")
     emit(p + "pods_running_per_s", r["pods"] / r["running_s"], "pods/s")
     for verb in ("get", "list", "create"):
@@ -299,6 +303,9 @@ def main() -> int:
     args = ap.parse_args()
     # the hollow agents' reconnect warnings during the restart are expected: figures only
     logging.basicConfig(level=logging.ERROR)
+    # the hollow nodes' caches are millions of objects in this process: the server's reason
+    # (k3py/server/main.py) for fewer full collections holds here too
+    gc.set_threshold(10_000, 10, 100)
     sizes = sorted(args.nodes or [100])
     stores = args.datastore or ["sqlite"]
     results = {}

@@ -66,6 +66,9 @@ _PRAGMAS = (
     # server would not resend what the last commits lost (bench/autonomy_store.py: the cost)
     "PRAGMA synchronous=FULL",
 )
+# not durable (bench/hollow.py's simulated nodes, hundreds in one process on one disk, measure
+# the server, not the disk's fsyncs): a crash may lose the last commits
+_NOT_DURABLE = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=OFF")
 
 
 # what opening a WAL file says when its -shm file cannot be given its first pages
@@ -86,8 +89,9 @@ class MetaManager:
     """SQLite writes run in a worker thread, one at a time, each committed before it returns
     (apsw's autocommit; a sync is one transaction); reads come from memory."""
 
-    def __init__(self, path: str, key_path: str = "") -> None:
+    def __init__(self, path: str, key_path: str = "", *, durable: bool = True) -> None:
         self.path = path
+        self.durable = durable
         self.key_path = key_path or os.path.join(os.path.dirname(path) or ".", "meta.key")
         self._key: MetaKey | None = None
         self._db: apsw.Connection | None = None
@@ -177,7 +181,7 @@ class MetaManager:
             db.setbusytimeout(5000)
             if exclusive:
                 db.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
-            for stmt in _PRAGMAS:
+            for stmt in _PRAGMAS if self.durable else _NOT_DURABLE:
                 db.execute(stmt).fetchall()
             for stmt in _SCHEMA:
                 db.execute(stmt)

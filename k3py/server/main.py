@@ -298,6 +298,7 @@ async def _main(config: ServerConfig, after_ready: AfterReady | None) -> int:
     print(f"k3py server ready: {server.url}", file=sys.stderr, flush=True)
     extra = await after_ready(config, server) if after_ready else None
     sd_notify("READY=1")  # Type=notify units (install.sh) count as started from here
+    gc.freeze()  # what start-up made (modules, schemas, routes) lives on: never scan it again
     await stop.wait()
     sd_notify("STOPPING=1")
     log.info("shutting down")
@@ -318,13 +319,14 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _tune_garbage_collector() -> None:
-    """Most of a server's heap is long-lived (informer and watch caches, a few hundred
-    containers per pod) and grows with the cluster. With CPython's default thresholds a full
-    collection walks all of it again every ~70,000 new containers while it grows: 12% of the
-    CPU time of creating 5,000 pods. Young collections 14x rarer and full ones considered 28x
-    rarer still collect cycles, without the repeated walks."""
-    gc.set_threshold(10_000, 20, 10)
+# The server holds millions of long-lived objects (informer and watch caches, the tunnel's
+# unACKed messages), almost none in reference cycles. With the default thresholds (700, 10, 10)
+# a full collection walked all of them every 2-3 s at 200 nodes and 3,000 pods, freeing nothing,
+# 0.1-0.8 s each with the event loop stopped (bench/scale.py: API p99 in seconds), and took 12%
+# of the CPU of creating 5,000 pods (bench/api.py). Young collections now come every 10,000
+# allocations and a full one is considered after 100 of the middle generation's (and still
+# only once the old generation grew by 25%).
+_GC_THRESHOLDS = (10_000, 10, 100)
 
 
 def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
@@ -335,7 +337,7 @@ def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _raise_open_files_limit()
-    _tune_garbage_collector()
+    gc.set_threshold(*_GC_THRESHOLDS)
     try:
         import uvloop
         uvloop.install()

@@ -4,11 +4,13 @@ Used by cloudhub and edgehub; decode() turns anything malformed into a FramingEr
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
 from k3py.tunnel.message import Message
 
-__all__ = ["encode", "decode", "FramingError", "MAX_FRAME_BYTES", "SUBPROTOCOL"]
+__all__ = ["encode", "shared", "decode", "FramingError", "MAX_FRAME_BYTES", "SUBPROTOCOL"]
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 SUBPROTOCOL = "k3py.tunnel.v1"
@@ -19,7 +21,16 @@ class FramingError(ValueError):
 
 
 def encode(msg: Message) -> str:
+    if msg.frame is not None:
+        return msg.frame
     return orjson.dumps(msg.to_dict()).decode()
+
+
+def shared(msg: Message) -> Message:
+    """`msg` carrying its frame, for one message queued to many nodes (a Service, a Node's
+    route view): it is encoded once, not once per node. Its one id is ACKed by each node
+    apart, in each node's own outbox."""
+    return replace(msg, frame=encode(msg))
 
 
 def decode(frame: str | bytes) -> Message:

@@ -58,6 +58,8 @@ class Message:
     content: Any = None
     # for coalescing in an outbox: a newer message with the same key replaces an older one
     key: str = field(default="", compare=False)
+    # its wire form, made once for a message that many nodes are sent (framing.shared)
+    frame: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -92,7 +94,7 @@ class Message:
         return cls(header, route, d.get("content"))
 
     def with_content(self, content: Any) -> Message:
-        return replace(self, content=content)
+        return replace(self, content=content, frame=None)
 
 
 def new_message(*, source: str, group: str, operation: str, resource: str = "",

@@ -31,11 +31,16 @@ class Outbox:
 
     A message with a `key` supersedes an unACKed older one with the same key (a newer pod
     spec makes the older one pointless), so the outbox is bounded by the number of objects
-    rather than the number of changes while a node is offline."""
+    rather than the number of changes while a node is offline.
+
+    The ids not sent yet are also queued apart, oldest first, so that taking the next one
+    costs the same with ten unACKed messages or a hundred thousand (a node joining a big
+    cluster has a route view of every other node in flight)."""
 
     def __init__(self, max_len: int = 100_000) -> None:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._by_key: dict[str, str] = {}
+        self._unsent: deque[str] = deque()  # may hold ids ACKed, superseded or sent since
         self.max_len = max_len
         self.dropped = 0
 
@@ -52,6 +57,9 @@ class Outbox:
                 self._entries.pop(old, None)
             self._by_key[msg.key] = msg.id
         self._entries[msg.id] = _Entry(msg)
+        self._unsent.append(msg.id)
+        if len(self._unsent) > 2 * len(self._entries) + 64:  # superseded while offline
+            self._queue_unsent()
         while len(self._entries) > self.max_len:
             _, entry = self._entries.popitem(last=False)
             self._forget_key(entry.msg)
@@ -81,8 +89,14 @@ class Outbox:
         """Everything unACKed, oldest first: what to send again after a reconnect."""
         return [e.msg for e in self._entries.values()]
 
-    def unsent(self) -> list[Message]:
-        return [e.msg for e in self._entries.values() if e.sent_at is None]
+    def next_unsent(self) -> Message | None:
+        """The oldest message not sent yet, None if all were."""
+        while self._unsent:
+            entry = self._entries.get(self._unsent[0])
+            if entry is not None and entry.sent_at is None:
+                return entry.msg
+            self._unsent.popleft()
+        return None
 
     def due(self, now: float, timeout: float) -> list[Message]:
         """Sent more than `timeout` ago and still unACKed (lost on a live link)."""
@@ -93,12 +107,18 @@ class Outbox:
         """The link dropped: nothing is in flight any more."""
         for e in self._entries.values():
             e.sent_at = None
+        self._queue_unsent()
 
-    def reset_one(self, msg_id: str) -> None:
-        """Send this one again (no ACK came in time)."""
-        entry = self._entries.get(msg_id)
-        if entry is not None:
-            entry.sent_at = None
+    def _queue_unsent(self) -> None:
+        self._unsent = deque(i for i, e in self._entries.items() if e.sent_at is None)
+
+    def reset(self, ids: Iterable[str]) -> None:
+        """Send these again (no ACK came in time), in the outbox's order."""
+        for msg_id in ids:
+            entry = self._entries.get(msg_id)
+            if entry is not None:
+                entry.sent_at = None
+        self._queue_unsent()
 
     def attempts(self, msg_id: str) -> int:
         entry = self._entries.get(msg_id)
@@ -136,8 +156,8 @@ class SendQueue:
         """Send again what was sent `after` seconds ago and is still unACKed (lost on a live
         link); True if there is any, so the writer must be woken."""
         due = self.outbox.due(now, after)
-        for msg in due:
-            self.outbox.reset_one(msg.id)
+        if due:
+            self.outbox.reset(m.id for m in due)
         return bool(due)
 
     async def flush(self, write: Callable[[Message], Awaitable[None]],
@@ -146,7 +166,7 @@ class SendQueue:
         sent (its resend timer starts) once `write` returned."""
         while self._live:
             await write(self._live.popleft())
-        for msg in self.outbox.unsent():
+        while (msg := self.outbox.next_unsent()) is not None:
             await write(msg)
             self.outbox.mark_sent(msg.id, clock())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -139,6 +140,7 @@ class IngressController(Controller):
         self.res = ctx.resource(GROUP, "ingresses")
         self._reported: dict[str, tuple[str, list[Problem]]] = {}  # key -> (uid, problems)
         self._addresses: list[str] = []
+        self._serving: Counter[str] = Counter()  # InternalIP -> Ready nodes that have it
 
     def setup(self) -> None:
         inf = self.ctx.informers
@@ -168,7 +170,15 @@ class IngressController(Controller):
             self._enqueue_all(namespace_of(obj))
 
     def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
-        addresses = serving_addresses(self.nodes.list())
+        """Counts each node's serving addresses in and out as it changes: a scan of every
+        node at each event would cost N x N while N nodes join, and at each heartbeat."""
+        before = serving_addresses([old]) if old is not None else []
+        after = serving_addresses([new]) if new is not None and etype != "DELETED" else []
+        if before == after:
+            return  # a heartbeat: this node's share of the addresses is the same
+        self._serving -= Counter(before)  # (keeps only the addresses still counted)
+        self._serving += Counter(after)
+        addresses = sorted(self._serving)
         if addresses != self._addresses:
             self._addresses = addresses
             self._enqueue_all()

@@ -16,7 +16,7 @@ from k3py.api.objects import controller_ref, deepcopy, make_controller_ref, pars
 from k3py.api.selectors import label_selector_from_struct
 from k3py.server.controllers.base import object_key
 
-__all__ = ["selector_matches", "pod_ready", "pod_available", "pod_active", "ready_since",
+__all__ = ["selector_matches", "selector_matcher", "pod_ready", "pod_available", "pod_active", "ready_since",
            "Expectations", "template_hash", "safe_encode", "fnv32a", "pod_from_template",
            "resolve_int_or_percent", "set_condition", "get_condition", "owner_index",
            "OWNER_INDEX", "parse_int", "is_terminating", "claim_pods", "now_dt",
@@ -44,12 +44,18 @@ def parse_int(v: Any, default: int = 0) -> int:
 def selector_matches(sel: dict | None, labels: dict | None) -> bool:
     """A metav1.LabelSelector struct against labels; an empty/None selector matches nothing
     (controllers treat an empty selector as selecting nothing)."""
+    return selector_matcher(sel)(labels)
+
+
+def selector_matcher(sel: dict | None) -> Callable[[dict | None], bool]:
+    """selector_matches with the selector parsed once, for the many pods of a namespace."""
     if not sel or not (sel.get("matchLabels") or sel.get("matchExpressions")):
-        return False
+        return lambda labels: False
     try:
-        return label_selector_from_struct(sel).matches(labels or {})
+        parsed = label_selector_from_struct(sel)
     except (ValueError, errors.StatusError):
-        return False
+        return lambda labels: False
+    return lambda labels: parsed.matches(labels or {})
 
 
 # ------------------------------------------------------------------ pod state
@@ -318,13 +324,13 @@ async def claim_pods(registry: Any, pod_res: Any, owner: dict, pods: list[dict],
     uid = owner["metadata"]["uid"]
     owned: list[dict] = []
     terminating_owner = is_terminating(owner)
+    match = selector_matcher(selector)
     for pod in pods:
         ref = controller_ref(pod)
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        matches = selector_matches(selector, labels)
+        if ref is not None and ref.get("uid") != uid:
+            continue  # another controller's
+        matches = match((pod.get("metadata") or {}).get("labels"))
         if ref is not None:
-            if ref.get("uid") != uid:
-                continue
             if matches:
                 owned.append(pod)
                 continue

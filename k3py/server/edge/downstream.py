@@ -22,6 +22,7 @@ from k3py.server.edge.ingresssync import IngressFeed
 from k3py.server.edge.podtokens import PodTokens
 from k3py.server.edge.sessions import NodeSession
 from k3py.server.serviceaccounts import TokenIssuer
+from k3py.tunnel import framing
 from k3py.tunnel.message import (
     CLOUD,
     GROUP_RESOURCE,
@@ -41,7 +42,7 @@ from k3py.tunnel.protocol import (
 )
 
 __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message",
-           "node_route_view", "namespace_view", "pod_peer_view"]
+           "node_route_view", "routable", "addressed", "namespace_view", "pod_peer_view"]
 
 
 _REFERENCED = ("configmaps", "secrets", "persistentvolumeclaims")
@@ -120,7 +121,31 @@ def pod_peer_view(pod: dict) -> dict:
                           else {})}}
 
 
+def routable(node: dict) -> bool:
+    """A Node's route view goes to the nodes once the Node has a pod CIDR: before, there is no
+    route to it, and a view sent at its registration then again with its CIDR would be two
+    messages to every node for each node that joins."""
+    spec = node.get("spec") or {}
+    return bool(spec.get("podCIDR") or spec.get("podCIDRs"))
+
+
+def addressed(pod: dict) -> bool:
+    """A pod's peer view goes to the nodes once the pod has an IP: policy rules match peers by
+    their IPs, and a view at its creation, again at its binding, then with its IP would be
+    three messages to every node for each pod."""
+    return bool((pod.get("status") or {}).get("podIP"))
+
+
 _VIEWS = {"nodes": node_route_view, "namespaces": namespace_view, POD_PEERS_KIND: pod_peer_view}
+# the kinds every node gets only once an object is of use to it (until then they are held back)
+_SENT_WHEN = {"nodes": routable, POD_PEERS_KIND: addressed}
+
+
+def _sent(plural: str, obj: dict | None) -> bool:
+    if obj is None:
+        return False
+    when = _SENT_WHEN.get(plural)
+    return when is None or when(obj)
 
 
 def _view(plural: str, obj: dict) -> dict:
@@ -284,7 +309,7 @@ class DownstreamSync:
             content.update(self.device_feed.snapshot(node))
         content.update({k: [] for k in NETWORK_POLICY_KINDS})  # (disabled: none held)
         for plural, inf in self.cluster_wide.items():
-            content[plural] = [_view(plural, o) for o in inf.list()]
+            content[plural] = [_view(plural, o) for o in inf.list() if _sent(plural, o)]
         if self.ingress_feed is not None:
             ingress = self.ingress_feed.snapshot()
             have = {(namespace_of(s), name_of(s)) for s in content["secrets"]}
@@ -347,15 +372,23 @@ class DownstreamSync:
                        new: dict | None) -> None:
         """Services, EndpointSlices and the Nodes' route views: every node holds them all
         (its DNS, service rules and pod routes). A Node goes down only when its view
-        changed, not at each status report."""
-        obj = new or old
-        if obj is None:
+        changed, not at each status report; a Node or pod held back (_SENT_WHEN) goes down
+        when it is first of use, and goes away if it stops being so."""
+        if etype == "DELETED" and old is None:
+            old = new  # (not in the cache: its last form is what the nodes may hold)
+        was, now = _sent(plural, old), etype != "DELETED" and _sent(plural, new)
+        if not was and not now:
             return
-        obj = _view(plural, obj)
-        if etype == "MODIFIED" and old is not None and _view(plural, old) == obj:
-            return
+        if not now:
+            etype, obj = "DELETED", _view(plural, old)  # (the form the nodes hold)
+        else:
+            obj = _view(plural, new)
+            if was and _view(plural, old) == obj:
+                return
+            etype = "MODIFIED" if was else "ADDED"
+        msg = framing.shared(object_message(plural, etype, obj))
         for session in self.sessions.values():
-            session.send(object_message(plural, etype, obj))
+            session.send(msg)
 
     def _on_ref(self, plural: str, etype: str, old: dict | None, new: dict | None) -> None:
         obj = new or old

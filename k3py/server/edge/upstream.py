@@ -190,7 +190,12 @@ class UpstreamWriter:
         res = self.registry.served("coordination.k8s.io", "leases")
         spec = {**spec, "holderIdentity": node}
         ns = "kube-node-lease"
-        if await self.registry.try_get(res, ns, node) is None:
+
+        def renew(cur: dict) -> dict:
+            cur["spec"] = {**(cur.get("spec") or {}), **spec}
+            return cur
+        # a renewal, every 10 s from every node: one read, not a look first and then another
+        if await self.registry.update_with(res, ns, node, renew) is None:
             nodes = self.registry.served("", "nodes")
             owner = await self.registry.try_get(nodes, None, node)
             md: dict = {"name": node, "namespace": ns}
@@ -205,11 +210,7 @@ class UpstreamWriter:
             except errors.StatusError as e:
                 if e.code != 409:
                     raise
-
-        def renew(cur: dict) -> dict:
-            cur["spec"] = {**(cur.get("spec") or {}), **spec}
-            return cur
-        await self.registry.update_with(res, ns, node, renew)
+            await self.registry.update_with(res, ns, node, renew)  # made meanwhile
 
     async def _pod_status(self, node: str, ns: str, name: str, body: dict) -> None:
         res = self.registry.served("", "pods")

@@ -3,12 +3,13 @@ requests and host ports. Pure; kept current by scheduler.py and read by filters 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from k3py.api.quantity import QuantityError, int_value, milli_value
 
 __all__ = ["NodeInfo", "pod_requests", "pod_host_ports", "node_allocatable", "pod_key",
-           "DEFAULT_MILLI_CPU", "DEFAULT_MEMORY"]
+           "pod_controller", "DEFAULT_MILLI_CPU", "DEFAULT_MEMORY"]
 
 # Upstream's non-zero defaults used only for scoring pods that request nothing.
 DEFAULT_MILLI_CPU = 100
@@ -89,6 +90,15 @@ def pod_host_ports(pod: dict) -> list[tuple[str, str, int]]:
     return out
 
 
+def pod_controller(pod: dict) -> tuple[str, str] | None:
+    """(namespace, uid of the controlling owner) of a pod; None if nothing controls it."""
+    md = pod.get("metadata") or {}
+    for ref in md.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return md.get("namespace") or "", ref.get("uid") or ""
+    return None
+
+
 def node_allocatable(node: dict) -> Resources | None:
     """Allocatable (or capacity) of a node; None when the node reports neither (a bare test
     node created through the API), which the resource filter treats as unlimited."""
@@ -107,6 +117,8 @@ class NodeInfo:
     requested: Resources = field(default_factory=dict)
     non_zero_requested: Resources = field(default_factory=dict)
     ports: list[tuple[str, str, int]] = field(default_factory=list)
+    # pods on the node per controller (SelectorSpread's count, without a walk of every pod)
+    controlled: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add_pod(self, pod: dict) -> None:
         key = pod_key(pod)
@@ -116,6 +128,8 @@ class NodeInfo:
         _add(self.requested, pod_requests(pod))
         _add(self.non_zero_requested, pod_requests(pod, non_zero=True))
         self.ports.extend(pod_host_ports(pod))
+        if (owner := pod_controller(pod)) is not None:
+            self.controlled[owner] += 1
 
     def remove_pod(self, key: str) -> None:
         pod = self.pods.pop(key, None)
@@ -127,3 +141,7 @@ class NodeInfo:
             self.non_zero_requested[k] = self.non_zero_requested.get(k, 0) - v
         for p in pod_host_ports(pod):
             self.ports.remove(p)
+        if (owner := pod_controller(pod)) is not None:
+            self.controlled[owner] -= 1
+            if not self.controlled[owner]:
+                del self.controlled[owner]

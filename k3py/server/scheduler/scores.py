@@ -6,7 +6,12 @@ from __future__ import annotations
 import math
 
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
-from k3py.server.scheduler.nodeinfo import NodeInfo, node_allocatable, pod_requests
+from k3py.server.scheduler.nodeinfo import (
+    NodeInfo,
+    node_allocatable,
+    pod_controller,
+    pod_requests,
+)
 
 __all__ = ["least_allocated", "balanced_allocation", "node_affinity_raw", "taint_raw",
            "spread_raw", "score_nodes", "MAX_SCORE", "WEIGHTS"]
@@ -66,21 +71,10 @@ def taint_raw(pod: dict, info: NodeInfo) -> int:
                and not any(tolerates(t, taint) for t in tolerations))
 
 
-def _owner_uid(pod: dict) -> str | None:
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
-
-
 def spread_raw(pod: dict, info: NodeInfo) -> int:
     """Pods on the node with the same controller as this pod (lower is better)."""
-    owner = _owner_uid(pod)
-    if owner is None:
-        return 0
-    ns = (pod.get("metadata") or {}).get("namespace")
-    return sum(1 for p in info.pods.values()
-               if _owner_uid(p) == owner and (p.get("metadata") or {}).get("namespace") == ns)
+    owner = pod_controller(pod)
+    return 0 if owner is None else info.controlled[owner]
 
 
 def _normalize(raw: dict[str, int], reverse: bool) -> dict[str, int]:

@@ -17,7 +17,7 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.api.resources import builtin_registry
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_INSERT, OP_UPDATE, new_message
-from k3py.tunnel.protocol import POD_PEERS_KIND, TUNNEL_PATH
+from k3py.tunnel.protocol import TUNNEL_PATH
 from k3py.tunnel.reliability import Backoff
 
 pytestmark = pytest.mark.unit
@@ -158,7 +158,7 @@ async def test_snapshot_live_updates_and_status_up(cluster):
         return cur
     await registry.update_with(pods, "default", "after", label)
     await _wait(lambda: meta.get("pods", "default", "after")["metadata"].get("labels"))
-    assert applied == ["pods", POD_PEERS_KIND], applied  # (new labels: its peer view too)
+    assert applied == ["pods"], applied  # (no IP: no peer view, tests/unit/server/...policy)
 
 
 async def test_ingresses_and_the_tls_secrets_they_serve_reach_the_node(cluster):
@@ -224,7 +224,7 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await session.ws.close()
     await _wait(lambda: not eh.connected.is_set())
     await registry.create(pods, "default", _pod("while-away"))
-    await _wait(lambda: len(session.queue.outbox) == 2)  # the pod and its peer view
+    await _wait(lambda: len(session.queue.outbox) == 1)  # the pod (no IP yet: no peer view)
     # not connected: deleting a pod of this node leaves it Terminating until the node confirms
     await registry.create(pods, "default", _pod("gone"))
     await registry.delete(pods, "default", "gone")

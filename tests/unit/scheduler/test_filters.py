@@ -11,6 +11,7 @@ from k3py.server.scheduler.filters import (
     tolerates,
 )
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_requests
+from k3py.server.scheduler.scores import spread_raw
 
 pytestmark = pytest.mark.unit
 
@@ -151,3 +152,21 @@ def test_init_containers_max_rule_and_overhead() -> None:
     p["spec"]["overhead"] = {"cpu": "10m"}
     # max(100 + 50 sidecar, 500, 50 + 300) + 10 overhead
     assert pod_requests(p) == {"cpu": 510, "memory": 2 ** 30}
+
+
+def test_spread_counts_the_pods_of_the_same_controller_on_a_node():
+    def owned(name: str, uid: str, ns: str = "default") -> dict:
+        p = pod(name)
+        p["metadata"].update(namespace=ns, ownerReferences=[
+            {"kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": True}])
+        return p
+    info = NodeInfo("n1")
+    for p in (owned("a", "u1"), owned("b", "u1"), owned("c", "u2"), owned("d", "u1", "other")):
+        info.add_pod(p)
+    assert spread_raw(owned("new", "u1"), info) == 2  # (not the one in the other namespace)
+    info.remove_pod("default/a")
+    info.add_pod(owned("b", "u1"))  # the same pod again: counted once
+    assert spread_raw(owned("new", "u1"), info) == 1
+    assert spread_raw(pod("bare"), info) == 0
+    info.remove_pod("default/b")
+    assert ("default", "u1") not in info.controlled

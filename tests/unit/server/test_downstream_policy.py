@@ -1,7 +1,7 @@
 """What goes down the tunnel for NetworkPolicy, over a real Registry, its informers and real
 node sessions: every node gets the policies, the namespaces' names and labels and every pod's
-peer view (no more of the pod), a pod's view again only when it changed (its IP, not each
-status report); with --disable-network-policy none of them (the node holds empty lists)."""
+peer view (no more of the pod) once it has an IP, a pod's view again only when it changed (not
+at each status report); with --disable-network-policy none of them (the node holds empty lists)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ async def test_every_node_gets_policies_and_peer_views(env):
     await eventually(lambda: sync.cluster_wide["networkpolicies"].get("default", "deny"))
     snap = sync.snapshot("a").content
     assert [p["metadata"]["name"] for p in snap["networkpolicies"]] == ["deny"]
-    assert [p["metadata"]["name"] for p in snap["podpeers"]] == ["pb"]  # node b's pod
-    assert "image" not in str(snap["podpeers"])
+    assert snap["podpeers"] == []  # node b's pod has no IP yet: no peer of any rule
     assert "default" in [n["metadata"]["name"] for n in snap["namespaces"]]
     assert set(snap["namespaces"][0]) == {"metadata"}
     for s in sessions.values():
@@ -52,8 +51,25 @@ async def test_every_node_gets_policies_and_peer_views(env):
         **p, "status": {"phase": "Running", "podIP": "10.42.1.5"}}, subresource="status")
 
     async def peer_sent() -> bool:
-        return ("update", "podpeers/default/pb") in await _drain(sessions["a"])
+        return ("insert", "podpeers/default/pb") in await _drain(sessions["a"])
     await eventually(peer_sent)
+    snap = sync.snapshot("a").content
+    assert [p["metadata"]["name"] for p in snap["podpeers"]] == ["pb"]
+    assert "image" not in str(snap["podpeers"])
+    await env.registry.update_with(pods, "default", "pb", lambda p: {
+        **p, "status": {"phase": "Running", "podIP": "10.42.1.5", "hostIP": "10.0.0.2"}},
+        subresource="status")
+
+    async def hostip_seen() -> bool:
+        return bool(sync.pods.get("default", "pb")["status"].get("hostIP"))
+    await eventually(hostip_seen)
+    assert await _drain(sessions["a"]) == []  # the same view
+    await env.registry.update_with(pods, "default", "pb", lambda p: {
+        **p, "status": {"phase": "Pending"}}, subresource="status")
+
+    async def peer_gone() -> bool:
+        return ("delete", "podpeers/default/pb") in await _drain(sessions["a"])
+    await eventually(peer_gone)  # its IP is gone (the pod restarts elsewhere): so is its view
     await sync.stop()
 
 

@@ -71,3 +71,12 @@ def test_resource_keys():
     assert split_resource_key("nodes//n1") == ("nodes", None, "n1", "")
     with pytest.raises(ValueError):
         split_resource_key("pods")
+
+
+def test_a_shared_message_keeps_its_frame_until_its_content_changes():
+    msg = framing.shared(new_message(source="s", group="resource", operation="update",
+                                     content={"n": 1}))
+    assert framing.encode(msg) is msg.frame
+    assert framing.decode(msg.frame) == msg
+    changed = msg.with_content({"n": 2})
+    assert framing.decode(framing.encode(changed)).content == {"n": 2}

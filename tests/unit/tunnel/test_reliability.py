@@ -40,14 +40,38 @@ def test_newer_message_for_same_key_supersedes_unacked_one():
 def test_resend_after_reconnect_and_timeout():
     box = Outbox()
     a, b = box.add(_msg()), box.add(_msg())
-    assert box.unsent() == [a, b]
+    assert box.next_unsent() == a
     box.mark_sent(a.id, now=100.0)
+    assert box.next_unsent() == b
     box.mark_sent(b.id, now=105.0)
-    assert box.unsent() == []
+    assert box.next_unsent() is None
     assert box.due(now=110.0, timeout=10.0) == [a]
+    box.reset([a.id])
+    assert box.next_unsent() == a
     box.reset_sent()
-    assert box.unsent() == [a, b]
-    assert box.attempts(a.id) == 1
+    assert box.next_unsent() == a
+    box.mark_sent(a.id, now=120.0)
+    assert box.next_unsent() == b
+    assert box.attempts(a.id) == 2
+
+
+def test_next_unsent_skips_acked_and_superseded():
+    box = Outbox()
+    a, b, c = box.add(_msg("a")), box.add(_msg("b")), box.add(_msg("c"))
+    box.ack([a.id])
+    newer_b = box.add(_msg("b"))
+    assert box.next_unsent() == c
+    box.mark_sent(c.id, now=1.0)
+    assert box.next_unsent() == newer_b
+    assert b.id not in box
+
+
+def test_unsent_queue_stays_bounded_while_offline():
+    box = Outbox()
+    for _ in range(10_000):
+        box.add(_msg("status"))  # each supersedes the one before
+    assert len(box) == 1 and len(box._unsent) <= 2 * len(box) + 64
+    assert box.next_unsent() is not None
 
 
 def test_outbox_bound_drops_oldest():
@@ -132,4 +156,4 @@ async def test_send_queue_write_failure_leaves_the_message_unsent():
 
     with pytest.raises(ConnectionResetError):
         await q.flush(broken)
-    assert [m.id for m in q.outbox.unsent()] == [a.id]
+    assert q.outbox.next_unsent() == a
