@@ -68,10 +68,14 @@ async def test_ready_nodes_serve_and_enablelb_label_narrows_them(env):
     async def only_b():
         return await _ips(env, "web") == ["10.0.0.12"]
     assert await eventually(only_b, timeout=5)
-    messages = {e[3] for e in await env.events("default")
-                if e[0] == "web" and e[2] == "UpdatedLoadBalancer"}
-    assert "Updated LoadBalancer with new IPs: [] -> [10.0.0.2 10.0.0.12]" in messages
-    assert "Updated LoadBalancer with new IPs: [10.0.0.2 10.0.0.12] -> [10.0.0.12]" in messages
+
+    async def messages():  # the Event is written after the status it tells of
+        found = {e[3] for e in await env.events("default")
+                 if e[0] == "web" and e[2] == "UpdatedLoadBalancer"}
+        return found if len(found) == 2 else None
+    assert await eventually(messages, timeout=5) == {
+        "Updated LoadBalancer with new IPs: [] -> [10.0.0.2 10.0.0.12]",
+        "Updated LoadBalancer with new IPs: [10.0.0.2 10.0.0.12] -> [10.0.0.12]"}
 
 
 async def test_external_ips_win_when_any_node_has_one(env):
