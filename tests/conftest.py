@@ -24,6 +24,7 @@ _PARALLEL_SAFE = frozenset({
     "test_audit_log.py", "test_bootstrap_tokens.py", "test_crds.py", "test_devices_bus.py",
     "test_dual_stack_api.py",
     "test_fuzz_api.py", "test_hostile_bodies.py", "test_kubectl_basics.py",
+    "test_kubectl_versions.py",
     "test_namespaces_gc.py", "test_node_authorizer.py", "test_pod_security.py",
     "test_postgres.py", "test_python_client.py", "test_rbac.py", "test_request_limits.py",
     "test_scheduling.py", "test_secrets_encryption.py", "test_server_cli.py",

@@ -9,6 +9,8 @@ import contextlib
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import socket
 import ssl
@@ -20,10 +22,41 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "clean_env", "node_port_args",
+__all__ = ["free_port", "ServerProcess", "wait_for", "KUBECTL", "kubectl_builds", "clean_env",
+           "node_port_args",
            "NODE_MONITOR_GRACE", "NODE_MONITOR_PERIOD", "NODE_MONITOR_ARGS"]
 
 KUBECTL = os.environ.get("K3PY_TEST_KUBECTL", "kubectl")
+# where scripts/setup.sh keeps older kubectl builds, as kubectl.1.NN
+KUBECTL_CACHE = Path(os.environ.get("K3PY_TEST_KUBECTL_CACHE", "/var/cache/k3py-test/kubectl"))
+_KUBECTL_BUILD = re.compile(r"kubectl\.1\.(\d+)")
+
+
+def kubectl_builds() -> dict[str, str]:
+    """Every kubectl build to test, by label: KUBECTL as "path", then the `kubectl.1.NN` files
+    (label "1.NN") beside the last `kubectl` on PATH or its symlink's target (a machine image's
+    own older builds, e.g. /usr/lib/google-cloud-sdk/bin/kubectl.1.27) and in
+    KUBECTL_CACHE (scripts/setup.sh), oldest first; one entry per distinct binary."""
+    builds: dict[str, str] = {}
+    seen: set[str] = set()
+
+    def add(label: str, path: str | None) -> None:
+        if path and os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            builds[label] = path
+    add("path", shutil.which(KUBECTL))
+    on_path = [Path(d) / "kubectl" for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    last = [p for p in on_path if p.is_file() and os.access(p, os.X_OK)][-1:]
+    folders = [d for p in last for d in (p.parent, Path(os.path.realpath(p)).parent)]
+    found: dict[int, str] = {}
+    for folder in folders + [KUBECTL_CACHE]:
+        for f in folder.glob("kubectl.1.*") if folder.is_dir() else ():
+            m = _KUBECTL_BUILD.fullmatch(f.name)
+            if m and os.access(f, os.X_OK):
+                found.setdefault(int(m.group(1)), str(f))
+    for minor in sorted(found):
+        add(f"1.{minor}", found[minor])
+    return builds
 
 # Server args for tests that wait for a silent node to turn Unknown: 20 s of grace instead of
 # 40 (still two of the agents' 10 s lease renewals), checked every second instead of every 5.
@@ -213,8 +246,9 @@ class ServerProcess:
             self.proc.wait()
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60.0) -> subprocess.CompletedProcess:
-        cmd = [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args]
+                timeout: float = 60.0, binary: str = KUBECTL) -> subprocess.CompletedProcess:
+        """`binary` (default KUBECTL): another kubectl build, e.g. one of kubectl_builds()."""
+        cmd = [binary, "--kubeconfig", str(self.kubeconfig), *args]
         out = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
         if check and out.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({out.returncode}):\n"
