@@ -203,7 +203,7 @@ class PostgresBackend:
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=_CONNECT_TIMEOUT,
-                command_timeout=_COMMAND_TIMEOUT)
+                command_timeout=_COMMAND_TIMEOUT, reset=_keep_session)
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 for stmt in SCHEMA:
@@ -555,6 +555,14 @@ class PostgresBackend:
 
 
 async def _nothing() -> None:
+    return None
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection. asyncpg rolls back an open transaction
+    itself; its default reset adds a round trip per statement (UNLISTEN, RESET ALL, CLOSE ALL,
+    advisory unlock) for session state this backend never sets on a pool connection (LISTEN is
+    on the poller's own connection, the schema lock is transaction-scoped)."""
     return None
 
 
