@@ -13,6 +13,11 @@ CREATE meanwhile; and after a server restart, the seconds until every node's tun
 With two sizes, `ratio:` compares the server RSS per node; with both datastores, postgres /
 sqlite for pods scheduled/s, the API p99s, RSS and reconnect time.
 
+Each figure is printed (flushed) as soon as it is measured, the ratios when all runs are done.
+A phase past --timeout ends its run (the next one still runs), Ctrl-C ends them all: the ratios
+of what was measured follow, then one line on stderr says which phase was cut, and the exit
+status is 1.
+
 Run: python3 bench/scale.py --nodes 200 --pods 3000 --datastore sqlite --datastore postgres
 [--timeout 600]. Every phase is bounded by --timeout; traffic goes only to 127.0.0.1."""
 
@@ -103,14 +108,15 @@ def deployment(name: str, replicas: int) -> bytes:
                      {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}}})
 
 
-async def pods_through_deployments(api: Api, count: int, timeout: float) -> dict[str, float]:
-    """`count` pods through Deployments of REPLICAS: seconds from the first create until all
-    are scheduled and all Running, and the API's latencies (probe) meanwhile."""
+async def pods_through_deployments(run: Run, api: Api, count: int, timeout: float) -> None:
+    """`count` pods through Deployments of REPLICAS: pods scheduled/s and Running/s from the
+    first create until the last (each printed when reached), how many ran by the deadline,
+    and the API's p99 latencies (probe) meanwhile."""
     scheduled: set[str] = set()
     running: set[str] = set()
-    marks: dict[str, float] = {}
     done = asyncio.Event()
     rv = str(await api.revision())
+    t0 = time.monotonic()
 
     async def watch() -> None:
         async with api.s.get(f"{api.base}/api/v1/namespaces/default/pods?watch=1&"
@@ -119,21 +125,23 @@ async def pods_through_deployments(api: Api, count: int, timeout: float) -> dict
             async for line in r.content:
                 obj = orjson.loads(line).get("object") or {}
                 name = (obj.get("metadata") or {}).get("name")
-                if (obj.get("spec") or {}).get("nodeName"):
+                if (obj.get("spec") or {}).get("nodeName") and name not in scheduled:
                     scheduled.add(name)
                     if len(scheduled) == count:
-                        marks.setdefault("scheduled", time.monotonic())
+                        run.put("scheduled_per_s", count / (time.monotonic() - t0),
+                                "pods_scheduled_per_s", "pods/s", ">= 300/s")
+                        run.phase = f"{count} pods Running"
                 if (obj.get("status") or {}).get("phase") == "Running":
                     running.add(name)
                     if len(running) == count:
-                        marks["running"] = time.monotonic()
+                        run.put("running_per_s", count / (time.monotonic() - t0),
+                                "pods_running_per_s", "pods/s")
                         done.set()
                         return
 
     watcher = asyncio.create_task(watch())
     probe = ApiProbe(api)
     prober = asyncio.create_task(probe.run())
-    t0 = time.monotonic()
     try:
         for i in range(0, count, REPLICAS):
             async with api.s.post(f"{api.base}/apis/apps/v1/namespaces/default/deployments",
@@ -142,17 +150,21 @@ async def pods_through_deployments(api: Api, count: int, timeout: float) -> dict
                                   headers=JSON) as r:
                 if r.status != 201:
                     raise RuntimeError(f"create deployment -> {r.status}: {await r.text()}")
-        await asyncio.wait_for(done.wait(), timeout)
-    except TimeoutError:
-        if "scheduled" not in marks:
-            raise TimeoutError(f"only {len(scheduled)} scheduled and {len(running)} of "
-                               f"{count} pods Running after {timeout:.0f} s") from None
-        # all scheduled: the figures stand, with how many ran by the deadline
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            if "scheduled_per_s" not in run.r:
+                raise TimeoutError(f"only {len(scheduled)} scheduled and {len(running)} of "
+                                   f"{count} pods Running after {timeout:.0f} s") from None
+            # all scheduled: the figures stand, with how many ran by the deadline
     finally:
         watcher.cancel()
         prober.cancel()
-    return {"pods": count, "running": len(running), "scheduled_s": marks["scheduled"] - t0,
-            "running_s": marks.get("running", float("nan")) - t0, **probe.p99()}
+        # what was measured, even if this phase is cut short
+        run.put("running", len(running), "pods_running", "pods", f"{count} by the deadline")
+        for verb, value in probe.p99().items():
+            run.put(f"{verb}_p99", value, f"api_{verb}_p99", "ms",
+                    "" if verb == "list" else "< 100 ms")
 
 
 class ApiProbe:
@@ -183,58 +195,93 @@ class ApiProbe:
             await asyncio.sleep(0.05)
 
     def p99(self) -> dict[str, float]:
-        return {f"{verb}_p99": pct(v, 99) for verb, v in self.lat.items()}
+        """Milliseconds, by verb (nan before the first sample)."""
+        return {verb: pct(v, 99) * 1000 for verb, v in self.lat.items()}
 
 
-async def one_run(datastore: str, nodes: int, pods: int, timeout: float, window: float,
-                  tmp: Path) -> dict:
-    """One server on `datastore` (sqlite, or postgres: a fresh local PostgreSQL), N hollow
-    nodes, `pods` pods; the figures of one run."""
+class Run:
+    """The figures of one run (datastore, size), each printed as soon as it is measured;
+    `phase` names the step under way, for the line that says where a cut-short run stopped."""
+
+    def __init__(self, store: str, nodes: int) -> None:
+        self.store, self.nodes = store, nodes
+        self.r: dict[str, float] = {}
+        self.phase = "server start"
+
+    def put(self, key: str, value: float, name: str, unit: str, target: str = "") -> None:
+        self.r[key] = value
+        emit(f"n{self.nodes}_{self.store}_{name}", value, unit, target)
+
+
+async def one_run(run: Run, pods: int, timeout: float, window: float, tmp: Path) -> None:
+    """One server on `run.store` (sqlite, or postgres: a fresh local PostgreSQL), N hollow
+    nodes, `pods` pods; the figures go into `run` as they are measured."""
     pg = dsn = None
-    if datastore == "postgres":
+    if run.store == "postgres":
         pg = PostgresCluster().start()
-        dsn = pg.create_db(f"scale{nodes}")
-    srv = ServerProcess(tmp / f"server-{datastore}-{nodes}",
+        dsn = pg.create_db(f"scale{run.nodes}")
+    srv = ServerProcess(tmp / f"server-{run.store}-{run.nodes}",
                         extra_args=["--datastore-endpoint", dsn] if dsn else [])
     try:
         srv.start(timeout=60)
-        return await _measure(srv, nodes, pods, timeout, window, tmp / f"nodes-{datastore}")
+        await _measure(run, srv, pods, timeout, window, tmp / f"nodes-{run.store}")
     finally:
         srv.stop()
         if pg is not None:
             pg.destroy()
 
 
-async def _measure(srv: ServerProcess, nodes: int, pods: int, timeout: float, window: float,
-                   tmp: Path) -> dict:
+async def _measure(run: Run, srv: ServerProcess, pods: int, timeout: float, window: float,
+                   tmp: Path) -> None:
+    nodes = run.nodes
     fleet = HollowFleet(nodes, srv.url, srv.join_token(), tmp / str(nodes))
-    out: dict[str, float] = {}
     ctx = client_ssl(srv.kubeconfig, tmp.parent)
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=0)) as s:
             api = Api(srv, s)
             await asyncio.sleep(2)
-            out["rss_idle"] = rss_mb(srv.proc.pid)
+            run.put("rss_idle", rss_mb(srv.proc.pid), "server_rss_idle", "MB")
+            run.phase = f"{nodes} nodes joining"
             t0 = time.monotonic()
             await asyncio.wait_for(fleet.start(), timeout)
             await _wait(lambda: _at_least(api.ready_nodes(), nodes), timeout, f"{nodes} nodes "
                         f"Ready", 1.0)
-            out["nodes_ready"] = time.monotonic() - t0
-            await asyncio.sleep(min(5.0, window))  # registrations settle
-            rev0, cpu0, w0 = await api.revision(), cpu_seconds(srv.proc.pid), time.monotonic()
-            await asyncio.sleep(window)
-            rev1, cpu1, w1 = await api.revision(), cpu_seconds(srv.proc.pid), time.monotonic()
-            out["heartbeat_writes"] = (rev1 - rev0) / (w1 - w0)
-            out["heartbeat_cpu"] = 100 * (cpu1 - cpu0) / (w1 - w0)
-            out["rss_nodes"] = rss_mb(srv.proc.pid)
-            out["lease_age_max"] = await api.oldest_lease_age()
-            out["connected"] = fleet.connected()
-            out.update(await pods_through_deployments(api, pods, timeout))
-            out["rss_pods"] = rss_mb(srv.proc.pid)
-            out["reconnect"] = await reconnect_after_restart(srv, fleet, timeout)
+            run.put("nodes_ready", time.monotonic() - t0, "nodes_ready", "s")
+            run.put("connected", fleet.connected(), "nodes_connected", "nodes")
+            await _heartbeats(run, api, srv, window)
+            run.phase = f"{pods} pods through Deployments"
+            await pods_through_deployments(run, api, pods, timeout)
+            run.put("rss_pods", rss_mb(srv.proc.pid), "server_rss_pods", "MB",
+                    "< 1500 MB at 30,000 pods")
+            emit(f"n{nodes}_{run.store}_server_rss_per_pod",
+                 (run.r["rss_pods"] - run.r["rss_nodes"]) * 1024 / pods, "KB")
+            run.phase = "reconnect after a server restart"
+            run.put("reconnect", await reconnect_after_restart(srv, fleet, timeout),
+                    "reconnect_after_restart", "s", "< 60 s")
+            run.phase = ""
     finally:
         await fleet.stop()
-    return out
+
+
+async def _heartbeats(run: Run, api: Api, srv: ServerProcess, window: float) -> None:
+    """The heartbeat writes stored per second over a steady window, the server's CPU
+    meanwhile, its RSS with the nodes and the oldest node Lease."""
+    run.phase = "heartbeat window"
+    nodes = run.nodes
+    await asyncio.sleep(min(5.0, window))  # registrations settle
+    rev0, cpu0, w0 = await api.revision(), cpu_seconds(srv.proc.pid), time.monotonic()
+    await asyncio.sleep(window)
+    rev1, cpu1, w1 = await api.revision(), cpu_seconds(srv.proc.pid), time.monotonic()
+    run.put("rss_nodes", rss_mb(srv.proc.pid), "server_rss_nodes", "MB")
+    emit(f"n{nodes}_{run.store}_server_rss_per_node",
+         (run.r["rss_nodes"] - run.r["rss_idle"]) * 1024 / nodes, "KB")
+    writes = (rev1 - rev0) / (w1 - w0)
+    run.put("heartbeat_writes", writes, "heartbeat_writes", "writes/s")
+    expected = nodes * 2 / 10.0  # each agent: a lease renewal and a status every 10 s
+    print(f"ratio: {writes / expected:.2f}   (heartbeat writes stored / sent by the {nodes} "
+          f"nodes, {expected:.0f}/s)", flush=True)
+    run.put("heartbeat_cpu", 100 * (cpu1 - cpu0) / (w1 - w0), "heartbeat_server_cpu", "%")
+    run.put("lease_age_max", await api.oldest_lease_age(), "node_lease_age_max", "s", "< 40 s")
 
 
 async def reconnect_after_restart(srv: ServerProcess, fleet: HollowFleet,
@@ -258,36 +305,28 @@ async def _at_least(value, n: int) -> bool:
     return (await value) >= n
 
 
-def report(name: str, nodes: int, r: dict) -> None:
-    p = f"{name}_"
-    emit(p + "nodes_ready", r["nodes_ready"], "s")
-    emit(p + "nodes_connected", r["connected"], "nodes")
-    emit(p + "server_rss_idle", r["rss_idle"], "MB")
-    emit(p + "server_rss_nodes", r["rss_nodes"], "MB")
-    emit(p + "server_rss_per_node", (r["rss_nodes"] - r["rss_idle"]) * 1024 / nodes, "KB")
-    expected = nodes * 2 / 10.0  # each agent: a lease renewal and a status every 10 s
-    emit(p + "heartbeat_writes", r["heartbeat_writes"], "writes/s")
-    print(f"ratio: {r['heartbeat_writes'] / expected:.2f}   (heartbeat writes stored / sent by "
-          f"the {nodes} nodes, {expected:.0f}/s)", flush=True)
-    emit(p + "heartbeat_server_cpu", r["heartbeat_cpu"], "%")
-    emit(p + "node_lease_age_max", r["lease_age_max"], "s", "< 40 s")
-    emit(p + "pods_running", r["running"], "pods", f"{r['pods']} by the deadline")
-    emit(p + "pods_scheduled_per_s", r["pods"] / r["scheduled_s"], "pods/s", ">= 300/s")
-    emit(p + "pods_running_per_s", r["pods"] / r["running_s"], "pods/s")
-    for verb in ("get", "list", "create"):
-        emit(p + f"api_{verb}_p99", r[f"{verb}_p99"] * 1000, "ms",
-             "< 100 ms" if verb != "list" else "")
-    emit(p + "server_rss_pods", r["rss_pods"], "MB", "< 1500 MB at 30,000 pods")
-    emit(p + "server_rss_per_pod", (r["rss_pods"] - r["rss_nodes"]) * 1024 / r["pods"], "KB")
-    emit(p + "reconnect_after_restart", r["reconnect"], "s", "< 60 s")
+# the figures compared, postgres / sqlite (key in Run.r, printed name)
+_COMPARED = (("scheduled_per_s", "pods_scheduled_per_s"), ("get_p99", "api_get_p99"),
+             ("list_p99", "api_list_p99"), ("create_p99", "api_create_p99"),
+             ("rss_pods", "server_rss_pods"), ("reconnect", "reconnect_after_restart"))
 
 
-# the figures compared, postgres / sqlite, by name and how each is read from a run
-_COMPARED = (("pods_scheduled_per_s", lambda r: r["pods"] / r["scheduled_s"]),
-             ("api_get_p99", lambda r: r["get_p99"]), ("api_list_p99", lambda r: r["list_p99"]),
-             ("api_create_p99", lambda r: r["create_p99"]), ("server_rss_pods",
-                                                             lambda r: r["rss_pods"]),
-             ("reconnect_after_restart", lambda r: r["reconnect"]))
+def summary(runs: list[Run], sizes: list[int], stores: list[str]) -> None:
+    """The ratios between the runs made so far (a figure a cut run lacks is skipped)."""
+    done = {(run.store, run.nodes): run.r for run in runs}
+    first = [done.get((stores[0], n)) for n in (sizes[0], sizes[-1])]
+    if len(sizes) > 1 and all(r and "rss_nodes" in r for r in first):
+        per = [(r["rss_nodes"] - r["rss_idle"]) / n for n, r in zip((sizes[0], sizes[-1]),
+                                                                   first, strict=True)]
+        print(f"ratio: {per[1] / per[0]:.2f}   (server RSS per node, {sizes[-1]} / {sizes[0]} "
+              f"nodes, {stores[0]})")
+    if len(stores) > 1:
+        for n in sizes:
+            pg, lite = done.get(("postgres", n)) or {}, done.get(("sqlite", n)) or {}
+            for key, name in _COMPARED:
+                if key in pg and key in lite:
+                    print(f"ratio: {pg[key] / lite[key]:.2f}   ({name}, postgres / sqlite, "
+                          f"{n} nodes)")
 
 
 def main() -> int:
@@ -308,26 +347,26 @@ def main() -> int:
     gc.set_threshold(10_000, 10, 100)
     sizes = sorted(args.nodes or [100])
     stores = args.datastore or ["sqlite"]
-    results = {}
+    runs: list[Run] = []
+    cuts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="k3py-scale-") as d:
-        for n in sizes:
-            for store in stores:
-                pods = args.pods or n * args.pods_per_node
-                results[store, n] = asyncio.run(one_run(store, n, pods, args.timeout,
-                                                        args.window, Path(d)))
-                report(f"n{n}_{store}", n, results[store, n])
-    if len(sizes) > 1:
-        small, big = results[stores[0], sizes[0]], results[stores[0], sizes[-1]]
-        per = [(r["rss_nodes"] - r["rss_idle"]) / n for n, r in ((sizes[0], small),
-                                                              (sizes[-1], big))]
-        print(f"ratio: {per[1] / per[0]:.2f}   (server RSS per node, {sizes[-1]} / {sizes[0]} "
-              f"nodes, {stores[0]})")
-    if len(stores) > 1:
-        for n in sizes:
-            pg, lite = results["postgres", n], results["sqlite", n]
-            for name, value in _COMPARED:
-                print(f"ratio: {value(pg) / value(lite):.2f}   ({name}, postgres / sqlite, "
-                      f"{n} nodes)")
+        try:
+            for n in sizes:
+                for store in stores:
+                    run = Run(store, n)
+                    runs.append(run)
+                    try:
+                        asyncio.run(one_run(run, args.pods or n * args.pods_per_node,
+                                            args.timeout, args.window, Path(d)))
+                    except (TimeoutError, RuntimeError) as e:  # a bound: on to the next run
+                        cuts.append(f"{store}, {n} nodes: cut during {run.phase}: {e}")
+        except KeyboardInterrupt:
+            cuts.append(f"{run.store}, {run.nodes} nodes: interrupted during {run.phase}")
+    summary(runs, sizes, stores)
+    if cuts:
+        print(f"scale.py: run cut short ({'; '.join(cuts)}); the figures above are those "
+              "measured", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
