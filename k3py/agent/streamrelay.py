@@ -47,8 +47,8 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     runs until the server ends it. The connection is closed on return.
 
     `flow_control` (connect and port-forward streams): at most a window of bytes goes out
-    before the other end grants more ("credit" frames), and what comes in is granted back once written to
-    the connection, so a slow reader on either side pauses the writer on the other."""
+    before the other end grants more ("credit" frames), and what comes in is granted back
+    once written to the connection, so a slow reader on either side pauses the writer on the other."""
     sending = StreamWindow() if flow_control else None
     receiving = StreamWindow() if flow_control else None
     room = asyncio.Event()
