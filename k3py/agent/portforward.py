@@ -136,7 +136,8 @@ async def _connect(runtime: LibpodAPI, pod: dict, port: int) -> socket.socket:
 
 async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, port: int) -> None:
     """Relay tunnel stream `sid` to localhost:`port` in the pod: "data" frames both ways,
-    "data-close" half-closes toward the pod, "close" when the pod side ends, "error" when
+    flow controlled ("credit" frames, as connect streams), "data-close" half-closes toward
+    the pod, "close" when the pod side ends, "error" when
     the connection cannot be made."""
     if not 0 < port < 65536:
         hub.send_live(stream_frame(sid, FRAME_ERROR, {"message": f"invalid port {port}"},
@@ -151,4 +152,4 @@ async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, po
                        f"{pod['metadata']['name']}: {msg}"}, source=EDGE))
         return
     reader, writer = await asyncio.open_connection(sock=sock)
-    await relay_stream(hub, sid, hub.stream_input(sid), reader, writer)
+    await relay_stream(hub, sid, hub.stream_input(sid), reader, writer, flow_control=True)

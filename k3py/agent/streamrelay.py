@@ -1,8 +1,8 @@
 """A TCP connection relayed over a tunnel stream: port-forward and connect streams the server
 opens (portforward.py, network/tunnelproxy.py's serve_connect), and the connect streams this
 node opens itself (tunnelproxy.py's TunnelProxy); and a UDP flow over a connect stream, one
-datagram per frame. Frames are protocol.py's FRAME_*; connect streams are flow controlled
-both ways (tunnel/flowcontrol.py)."""
+datagram per frame. Frames are protocol.py's FRAME_*; connect and port-forward streams are
+flow controlled both ways (tunnel/flowcontrol.py)."""
 
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     (`opened`: its queue also gets the server's "close" and "error") sends "data-close" and
     runs until the server ends it. The connection is closed on return.
 
-    `flow_control` (connect streams): at most a window of bytes goes out before the other
-    end grants more ("credit" frames), and what comes in is granted back once written to
-    the connection, so a slow reader on either side pauses the writer on the other."""
+    `flow_control` (connect and port-forward streams): at most a window of bytes goes out
+    before the other end grants more ("credit" frames), and what comes in is granted back
+    once written to the connection, so a slow reader on either side pauses the writer on the other."""
     sending = StreamWindow() if flow_control else None
     receiving = StreamWindow() if flow_control else None
     room = asyncio.Event()

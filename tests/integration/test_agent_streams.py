@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.harness import KUBECTL, wait_for
+from tests.harness import KUBECTL, sampling_rss, wait_for
 from tests.integration.agents import (
     IMAGE,
     container_status,
@@ -44,6 +45,9 @@ PODS = {
                        "i=0; while [ $i -lt 3000 ]; do echo line-$i-$i-$i-$i-$i-$i-$i-$i-$i; "
                        "i=$((i+1)); done > /www/big.txt && exec httpd -f -p 8080 -h /www",
                 ports=[{"containerPort": 8080}]),
+    # 48 MB of random bytes, served as fast as the pod can write them
+    "bulk": dict(script="mkdir -p /www && head -c 48000000 /dev/urandom > /www/bulk.bin && "
+                        "exec httpd -f -p 8082 -h /www"),
     "local": dict(script="mkdir -p /www && echo hello-local > /www/index.html && "
                          "exec httpd -f -p 127.0.0.1:8081 -h /www"),
     # attach targets: one echoing its stdin, one printing a tick every 0.2 s
@@ -122,6 +126,37 @@ def test_port_forward_with_the_python_client(cluster):
     sock.close()
     assert data.startswith(b"HTTP/1.") and data.endswith(b"hello-local\n")
     assert pf.error(8081) is None
+
+
+def test_port_forward_to_a_slow_client_is_flow_controlled(cluster):
+    # the pod writes 48 MB at once; the client reads nothing for 3 s, then everything: the
+    # server+agent process (embedded) must hold about a window, not the backlog
+    want = cluster.kubectl("exec", "bulk", "--", "sha256sum", "/www/bulk.bin").stdout.split()[0]
+    proc, local = port_forward(cluster, "pod/bulk", 8082)
+    try:
+        with sampling_rss({"server": cluster.proc.pid}) as peak, \
+                socket.create_connection(("127.0.0.1", local), timeout=30) as sock:
+            before = dict(peak)
+            sock.sendall(b"GET /bulk.bin HTTP/1.0\r\n\r\n")
+            time.sleep(3)  # a client that does not read
+            digest, got, head = hashlib.sha256(), 0, b""
+            while chunk := sock.recv(1 << 20):
+                if len(head) < 4096:
+                    head += chunk
+                    if b"\r\n\r\n" in head:
+                        body = head[head.index(b"\r\n\r\n") + 4:]
+                        head = b"x" * 4096
+                        digest.update(body)
+                        got += len(body)
+                    continue
+                digest.update(chunk)
+                got += len(chunk)
+    finally:
+        stop_proc(proc)
+    growth_mib = (peak["server"] - before["server"]) / 1024
+    print(f"server+agent RSS growth: {growth_mib:.1f} MiB for {got} bytes")
+    assert got == 48_000_000 and digest.hexdigest() == want
+    assert growth_mib < 24, f"RSS grew {growth_mib:.1f} MiB while the client did not read"
 
 
 def test_port_forward_to_a_closed_port_reports_the_error(cluster):

@@ -2,7 +2,9 @@
 websocket channel protocol, each forwarded connection one "portforward" stream to the agent.
 
 Called through streams.install; reads targets and frames with streamrelay.py, accepts SPDY
-with spdyconn.py; the agent's end is k3py/agent/portforward.py."""
+with spdyconn.py; the agent's end is k3py/agent/portforward.py. Each tunnel stream is flow
+controlled both ways (tunnel/flowcontrol.py, as connect streams), so a slow client pauses
+the pod's writes instead of growing this server's or the agent's queues."""
 
 from __future__ import annotations
 
@@ -19,21 +21,81 @@ from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.spdy import SpdyStream
 from k3py.server.edge.spdyconn import accept_spdy, wants_websocket
 from k3py.server.edge.streamrelay import next_frame, stream_target
+from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import CLOUD, stream_frame
 from k3py.tunnel.protocol import (
     FRAME_CLOSE,
+    FRAME_CREDIT,
     FRAME_DATA,
     FRAME_DATA_CLOSE,
     FRAME_ERROR,
     STREAM_PORTFORWARD,
     PortForwardRequest,
+    content_credit,
     content_data,
+    credit_content,
     data_content,
+    data_length,
 )
 
 __all__ = ["serve_portforward", "PORTFORWARD_PROTOCOL"]
 
 PORTFORWARD_PROTOCOL = "portforward.k8s.io"
+
+
+class _Flow:
+    """One port-forward tunnel stream's flow control, server side: `send` puts client bytes
+    in "data" frames within the node's credit; `frames` gets the node's frames once credit
+    is taken out (at once, so a client slow to read does not hold up the node's grants) and
+    a node that overruns its window turned into an error; `handed_on` grants back what went
+    to the client."""
+
+    def __init__(self, session, stream_id: str, queue: asyncio.Queue) -> None:
+        self.session, self.stream_id = session, stream_id
+        self.sending, self.receiving = StreamWindow(), StreamWindow()
+        self.room = asyncio.Event()
+        self.frames: asyncio.Queue = asyncio.Queue()  # at most a window of data
+        self._dispatch = asyncio.create_task(self._run(queue))
+
+    async def _run(self, queue: asyncio.Queue) -> None:
+        while True:
+            kind, content = await next_frame(queue)
+            if kind == FRAME_CREDIT:
+                self.sending.granted(content_credit(content))
+                self.room.set()
+                continue
+            if kind == FRAME_DATA and not self.receiving.sent(data_length(content)):
+                kind, content = FRAME_ERROR, {"message": "the node sent more than the "
+                                              "stream's flow-control window"}
+            self.frames.put_nowait((kind, content))
+            if kind in (FRAME_CLOSE, FRAME_ERROR):
+                return
+
+    def _send(self, kind: str, content: dict | None = None) -> bool:
+        return self.session.send_live(stream_frame(self.stream_id, kind, content,
+                                                   source=CLOUD))
+
+    async def send(self, chunk: bytes) -> bool:
+        """Client bytes to the node, waiting for credit; False once the link is gone."""
+        view = memoryview(chunk)
+        while view:
+            while not self.sending.room():
+                self.room.clear()
+                await self.room.wait()
+            n = min(len(view), self.sending.room())
+            self.sending.sent(n)
+            if not self._send(FRAME_DATA, data_content(bytes(view[:n]))):
+                return False
+            view = view[n:]
+        return True
+
+    def handed_on(self, n: int) -> None:
+        grant = self.receiving.consumed(n)
+        if grant:
+            self._send(FRAME_CREDIT, credit_content(grant))
+
+    def close(self) -> None:
+        self._dispatch.cancel()
 
 
 async def serve_portforward(hub: CloudHub, request: web.Request, rp: ResourcePath,
@@ -91,23 +153,26 @@ async def _forward(hub: CloudHub, node: str, base: PortForwardRequest, err: Spdy
     except errors.StatusError as e:
         await _forward_error(err, data, e.message)
         return
+    flow = _Flow(session, stream_id, queue)
 
     async def upstream() -> None:
         while chunk := await data.read():
-            session.send_live(stream_frame(stream_id, FRAME_DATA, data_content(chunk),
-                                           source=CLOUD))
+            if not await flow.send(chunk):
+                return
         if not data.reset:
             session.send_live(stream_frame(stream_id, FRAME_DATA_CLOSE, source=CLOUD))
             await asyncio.Event().wait()  # half-closed: keep relaying the other way
     up = asyncio.create_task(upstream())
     try:
         while True:
-            frame = await next_frame(queue, up)
+            frame = await next_frame(flow.frames, up)
             if frame is None:
                 return  # the client reset the stream or left
             kind, content = frame
             if kind == FRAME_DATA:
-                await data.write(content_data(content))
+                chunk = content_data(content)
+                await data.write(chunk)
+                flow.handed_on(len(chunk))
             elif kind == FRAME_ERROR:
                 msg = content.get("message") or "port-forward failed"
                 await _forward_error(err, data, f"error forwarding port {port} to pod "
@@ -119,6 +184,7 @@ async def _forward(hub: CloudHub, node: str, base: PortForwardRequest, err: Spdy
         return
     finally:
         up.cancel()
+        flow.close()
         await hub.close_stream(session, stream_id)
         with contextlib.suppress(ConnectionError):
             await data.close()
@@ -145,7 +211,8 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
         raise errors.bad_request("query parameter \"ports\" is required")
     ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",), heartbeat=30.0)
     await ws.prepare(request)
-    opened = []
+    opened: list[tuple | None] = []
+    flows: list[_Flow | None] = []
     try:
         for i, port in enumerate(ports):
             prefix = port.to_bytes(2, "little")
@@ -157,23 +224,24 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
             except errors.StatusError as e:
                 await ws.send_bytes(bytes([2 * i + 1]) + e.message.encode())
                 opened.append(None)
+            flows.append(_Flow(*opened[-1]) if opened[-1] is not None else None)
 
         async def from_client() -> None:
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY or not msg.data:
                     continue
                 ch = msg.data[0]
-                if ch % 2 == 0 and ch // 2 < len(opened) and opened[ch // 2] is not None:
-                    session, stream_id, _ = opened[ch // 2]
-                    session.send_live(stream_frame(stream_id, FRAME_DATA,
-                                                   data_content(msg.data[1:]), source=CLOUD))
+                flow = flows[ch // 2] if ch % 2 == 0 and ch // 2 < len(flows) else None
+                if flow is not None:
+                    await flow.send(msg.data[1:])
 
-        async def to_client(i: int, queue: asyncio.Queue) -> None:
+        async def to_client(i: int, flow: _Flow) -> None:
             while True:
-                kind, content = await next_frame(queue)
+                kind, content = await next_frame(flow.frames)
                 if kind == FRAME_DATA:
-                    await ws.send_bytes(bytes([2 * i]) +
-                                        content_data(content))
+                    chunk = content_data(content)
+                    await ws.send_bytes(bytes([2 * i]) + chunk)
+                    flow.handed_on(len(chunk))
                 elif kind == FRAME_ERROR:
                     await ws.send_bytes(bytes([2 * i + 1]) + (
                         f"error forwarding port {ports[i]} to pod {base.pod}, uid "
@@ -182,8 +250,8 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
                 elif kind == FRAME_CLOSE:
                     return
         reader = asyncio.create_task(from_client())
-        pumps = [asyncio.create_task(to_client(i, o[2])) for i, o in enumerate(opened)
-                 if o is not None]
+        pumps = [asyncio.create_task(to_client(i, f)) for i, f in enumerate(flows)
+                 if f is not None]
         try:
             if pumps:
                 await asyncio.wait({reader, asyncio.ensure_future(asyncio.gather(*pumps))},
@@ -192,6 +260,9 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
             for t in (reader, *pumps):
                 t.cancel()
     finally:
+        for f in flows:
+            if f is not None:
+                f.close()
         for o in opened:
             if o is not None:
                 await hub.close_stream(o[0], o[1])
