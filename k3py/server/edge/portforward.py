@@ -54,6 +54,7 @@ class _Flow:
         self.session, self.stream_id = session, stream_id
         self.sending, self.receiving = StreamWindow(), StreamWindow()
         self.room = asyncio.Event()
+        self.ended = False  # the node closed or failed the stream: client bytes are dropped
         self.frames: asyncio.Queue = asyncio.Queue()  # at most a window of data
         self._dispatch = asyncio.create_task(self._run(queue))
 
@@ -69,6 +70,8 @@ class _Flow:
                                               "stream's flow-control window"}
             self.frames.put_nowait((kind, content))
             if kind in (FRAME_CLOSE, FRAME_ERROR):
+                self.ended = True
+                self.room.set()  # a send waiting for credit gives up instead of waiting forever
                 return
 
     def _send(self, kind: str, content: dict | None = None) -> bool:
@@ -76,12 +79,17 @@ class _Flow:
                                                    source=CLOUD))
 
     async def send(self, chunk: bytes) -> bool:
-        """Client bytes to the node, waiting for credit; False once the link is gone."""
+        """Client bytes to the node, waiting for credit; False once the link is gone or the
+        node ended the stream (the bytes are dropped then)."""
         view = memoryview(chunk)
         while view:
             while not self.sending.room():
+                if self.ended:
+                    return False
                 self.room.clear()
                 await self.room.wait()
+            if self.ended:
+                return False
             n = min(len(view), self.sending.room())
             self.sending.sent(n)
             if not self._send(FRAME_DATA, data_content(bytes(view[:n]))):

@@ -169,6 +169,9 @@ class TunnelHandler:
             session = self.sessions[node] = NodeSession(node, changed=self._changed)
         if session.connected:
             await session.ws.close(code=4000, message=b"replaced by a newer connection")
+            # the old handler's cleanup sees a newer socket and leaves the session alone: the
+            # streams on the replaced link end here, or they would wait for frames forever
+            nodestreams.tunnel_lost(session)
         session.ws = ws
         session.connected_since = session.last_seen = time.time()
         session.connects += 1

@@ -16,8 +16,17 @@ from aiohttp import web
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.api.resources import builtin_registry
-from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_DELETE, OP_INSERT, OP_UPDATE, new_message
-from k3py.tunnel.protocol import TUNNEL_PATH
+from k3py.tunnel import framing
+from k3py.tunnel.message import (
+    EDGE,
+    GROUP_RESOURCE,
+    GROUP_STREAM,
+    OP_DELETE,
+    OP_INSERT,
+    OP_UPDATE,
+    new_message,
+)
+from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_ERROR, TUNNEL_PATH
 from k3py.tunnel.reliability import Backoff
 
 pytestmark = pytest.mark.unit
@@ -94,6 +103,7 @@ async def cluster(tmp_path):
         eh.start()
         agents.append(eh)
         return eh
+    agent.url = f"http://127.0.0.1:{port}"  # for a test's own raw websocket
     try:
         yield registry, hub, agent, gate
     finally:
@@ -242,6 +252,43 @@ async def test_changes_while_disconnected_arrive_after_reconnect(cluster):
     await _wait(lambda: [p["metadata"]["name"] for p in eh.meta.pods()] == ["while-away"])
     assert await registry.try_get(pods, "default", "gone") is None
     assert eh.connects >= 2
+
+
+async def test_a_replaced_link_ends_its_streams(cluster):
+    """A node dialling again while its old socket is still open (a link cut the server did not
+    notice yet) replaces it; the streams of the old link end with an error at once instead of
+    waiting for frames that will never come."""
+    _, hub, agent, _ = cluster
+    async with aiohttp.ClientSession() as client:
+        url = agent.url + TUNNEL_PATH
+        old = await client.ws_connect(url, protocols=(framing.SUBPROTOCOL,))
+        await _wait(lambda: "n1" in hub.sessions and hub.sessions["n1"].connected)
+        session, stream_id, queue = await hub.open_stream("n1", "portforward", {"port": 1})
+        new = await client.ws_connect(url, protocols=(framing.SUBPROTOCOL,))
+        kind, content = await asyncio.wait_for(queue.get(), 5)
+        assert kind == FRAME_ERROR and "disconnected" in str(content), (kind, content)
+        await new.close()
+        await old.close()
+
+
+async def test_a_port_forward_upload_waiting_for_credit_ends_with_its_stream(cluster):
+    """Client bytes for a port-forward stream the node already closed are dropped: a send
+    waiting for credit returns (False) instead of blocking every other port's uploads."""
+    from k3py.server.edge.portforward import _Flow
+    _, hub, agent, _ = cluster
+    async with aiohttp.ClientSession() as client:
+        node = await client.ws_connect(agent.url + TUNNEL_PATH, protocols=(framing.SUBPROTOCOL,))
+        await _wait(lambda: "n1" in hub.sessions and hub.sessions["n1"].connected)
+        flow = _Flow(*await hub.open_stream("n1", "portforward", {"port": 1}))
+        upload = asyncio.ensure_future(flow.send(b"x" * (1 << 20)))  # more than one window
+        await asyncio.sleep(0.2)
+        assert not upload.done()  # waiting for the node's credit
+        await node.send_str(framing.encode(new_message(
+            source=EDGE, group=GROUP_STREAM, operation=FRAME_CLOSE, parent_id=flow.stream_id)))
+        assert await asyncio.wait_for(upload, 5) is False
+        assert await flow.send(b"more") is False
+        flow.close()
+        await node.close()
 
 
 async def test_events_over_the_cap_are_dropped_and_reported_at_reconnect(cluster):
