@@ -198,7 +198,7 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub, peers)
     if dashboard.ADDON not in config.disable:
-        dashboard.install(app, api, hub, config.dashboard_read_only)
+        dashboard.install(app, api, hub, config.dashboard_read_only, usage)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()

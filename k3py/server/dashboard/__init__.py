@@ -8,7 +8,8 @@ caller, which `k3py dashboard-url` prints in a link), /dashboard/api/tunnels (ea
 tunnel figures from CloudHub's sessions, authorized as `list nodes`; tunnels.py),
 /dashboard/api/twinhistory (a twin's reported values of the last 10 minutes, as `get devices`;
 twinhistory.py), /dashboard/api/session (who is logged in, and whether
-the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py).
+the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py; it
+also streams the nodes' and pods' usage of the last 15 minutes, metricshistory.py).
 With `--dashboard-read-only` the API refuses every write made with the login cookie (a review
 such as SelfSubjectRulesReview is not a write). Installed by bootstrap.install_routes, before
 the API's catch-all route."""
@@ -25,9 +26,11 @@ from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
 from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
 from k3py.server.dashboard.logins import COOKIE, LoginLinks, LoginSessions, has_marker, same_origin
+from k3py.server.dashboard.metricshistory import MetricsHistory
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.server.dashboard.twinhistory import TwinHistory
 from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.metrics.store import UsageStore
 from k3py.webui.assets import Asset, load_assets, served
 
 __all__ = ["ADDON", "PREFIX", "install"]
@@ -47,9 +50,11 @@ def _asset_response(request: web.Request, asset: Asset) -> web.Response:
 class Dashboard:
     """The dashboard's routes over one ApiServer and CloudHub's node sessions."""
 
-    def __init__(self, api: ApiServer, hub: CloudHub, read_only: bool = False) -> None:
+    def __init__(self, api: ApiServer, hub: CloudHub, read_only: bool = False,
+                 usage: UsageStore | None = None) -> None:
         self.api = api
         self.tunnel_figures = TunnelFigures(hub)
+        self.metrics_history = MetricsHistory(usage)  # fed whether or not a tab is open
         self.twin_history = TwinHistory()
         self.read_only = read_only
         self.logins = LoginSessions()
@@ -175,14 +180,16 @@ class Dashboard:
         if user is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")
             return ws
-        await LiveSocket(self.api, ws, user, self.tunnel_figures).serve()
+        await LiveSocket(self.api, ws, user, self.tunnel_figures,
+                         self.metrics_history).serve()
         return ws
 
 
 def install(app: web.Application, api: ApiServer, hub: CloudHub,
-            read_only: bool = False) -> None:
-    """Serve the dashboard and let the API accept its login cookie."""
-    dashboard = Dashboard(api, hub, read_only)
+            read_only: bool = False, usage: UsageStore | None = None) -> None:
+    """Serve the dashboard and let the API accept its login cookie; `usage`: the nodes'
+    usage reports (None with --disable metrics-server), whose history the page graphs."""
+    dashboard = Dashboard(api, hub, read_only, usage)
     api.authenticator.cookie_authenticator = dashboard.authenticate_cookie
 
     async def start_history(_app: web.Application) -> None:

@@ -7,6 +7,8 @@ Messages from the tab (JSON):
   {"op": "watch", "id": ID, "group": G, "version": V?, "resource": PLURAL, "namespace": NS?,
    "labelSelector": S?, "resourceVersion": RV?}  without RV: a list first; with RV: resume
   {"op": "tunnels", "id": ID}   every node's tunnel figures, again on each change
+  {"op": "metrics", "id": ID, "kind": "nodes"|"pods", "namespace": NS?, "name": N?}
+     CPU and memory of the last 15 minutes, then each new point (metricshistory.py)
   {"op": "cancel", "id": ID}
 To the tab:
   {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
@@ -15,6 +17,8 @@ To the tab:
      batch; a DELETED row is {"uid": ...})
   {"id": ID, "type": "ended", "resourceVersion": RV}   the watch ended: resume from RV
   {"id": ID, "type": "tunnels", "nodes": {NAME: figures}}  (tunnels.py; `list nodes`)
+  {"id": ID, "type": "metrics", "reset": true?, "series": {NAME: {"times", "cpu", "memory"}}}
+     (reset: the history; then new points to append; `list`/`get` metrics.k8s.io)
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)
 Authentication is the login cookie; the marker header a browser cannot put on a websocket is
@@ -31,12 +35,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from k3py.api import errors
+from k3py.api.kinds.metrics import GROUP as METRICS_GROUP
 from k3py.api.objects import dumps, loads
 from k3py.api.resources import Resource
 from k3py.api.selectors import parse_label_selector
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.watch import stop_pump
+from k3py.server.dashboard.metricshistory import MetricsHistory, MetricsQuery
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.webui.rows import project
 
@@ -55,9 +61,10 @@ class LiveSocket:
     """One tab's websocket and its subscriptions (id -> task)."""
 
     def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User,
-                 tunnels: TunnelFigures) -> None:
+                 tunnels: TunnelFigures, metrics: MetricsHistory) -> None:
         self.api = api
         self.tunnels = tunnels
+        self.metrics = metrics
         self.ws = ws
         self.user = user
         self.subscriptions: dict[str, asyncio.Task] = {}
@@ -89,11 +96,17 @@ class LiveSocket:
             old.cancel()
         if msg.get("op") == "cancel":
             return
-        if msg.get("op") not in ("watch", "tunnels"):
-            raise errors.bad_request(f'unknown op {msg.get("op")!r} (watch, tunnels or cancel)')
+        if msg.get("op") not in ("watch", "tunnels", "metrics"):
+            raise errors.bad_request(f'unknown op {msg.get("op")!r} '
+                                     "(watch, tunnels, metrics or cancel)")
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise errors.bad_request(f"at most {MAX_SUBSCRIPTIONS} subscriptions per tab")
-        follow = self._subscription(sid, msg) if msg["op"] == "watch" else self._tunnels(sid)
+        if msg["op"] == "watch":
+            follow = self._subscription(sid, msg)
+        elif msg["op"] == "metrics":
+            follow = self._metrics(sid, msg)
+        else:
+            follow = self._tunnels(sid)
         self.subscriptions[sid] = asyncio.create_task(follow)
 
     async def _tunnels(self, sid: str) -> None:
@@ -101,6 +114,18 @@ class LiveSocket:
             self.api.authorizer.authorize(self.user, "list", "", "nodes", None)
             async for table in self.tunnels.follow(1 / MAX_FLUSHES_PER_SECOND):
                 await self._send({"id": sid, "type": "tunnels", "nodes": table})
+        except errors.StatusError as e:
+            await self._send_error(sid, e)
+        except ConnectionResetError:
+            pass
+
+    async def _metrics(self, sid: str, msg: dict) -> None:
+        try:
+            query = MetricsQuery.parse(msg)
+            self.api.authorizer.authorize(self.user, query.verb, METRICS_GROUP, query.kind,
+                                          query.namespace, query.name)
+            async for message in self.metrics.follow(query, 1 / MAX_FLUSHES_PER_SECOND):
+                await self._send({"id": sid, "type": "metrics", **message})
         except errors.StatusError as e:
             await self._send_error(sid, e)
         except ConnectionResetError:

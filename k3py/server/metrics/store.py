@@ -1,6 +1,7 @@
 """The newest usage report of every node, in memory only (as metrics-server keeps its last
 scrape): written by the node tunnel, read by the metrics API and the HPA controller. A report
-older than a few of its windows (a node gone quiet) counts as no metrics."""
+older than a few of its windows (a node gone quiet) counts as no metrics. `listeners` are told
+each report as it is recorded (the dashboard's metrics history)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class UsageStore:
         self.clock = clock
         self._nodes: dict[str, UsageReport] = {}
         self._pods: dict[str, tuple[str, PodUsage]] = {}  # pod uid -> (node, usage)
+        self.listeners: set[Callable[[str, UsageReport], None]] = set()
 
     def record(self, node: str, report: UsageReport) -> None:
         old = self._nodes.get(node)
@@ -38,6 +40,8 @@ class UsageStore:
         self._nodes[node] = report
         for p in report.pods:
             self._pods[p.uid] = (node, p)
+        for tell in self.listeners:
+            tell(node, report)
 
     def _fresh(self, report: UsageReport) -> bool:
         return self.clock() - report.timestamp <= max(STALE_AFTER, 3 * report.window)
