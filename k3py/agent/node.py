@@ -12,12 +12,13 @@ import os
 import platform
 import shutil
 
+from k3py import __version__
 from k3py.agent.tasks import cancel_and_wait
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_INSERT, OP_UPDATE, new_message
 
 __all__ = ["NodeReporter", "node_object", "parse_taint", "KUBELET_VERSION"]
 
-KUBELET_VERSION = "k3py/v0.1.0"
+KUBELET_VERSION = f"k3py/v{__version__}"  # shown by kubectl get nodes and the dashboard
 LEASE_SECONDS = 10.0
 STATUS_SECONDS = 10.0
 LEASE_DURATION = 40

@@ -37,19 +37,25 @@ class Nodes extends Watched {
     this.unfollow = this.props.live.subscribe({ op: "tunnels" },
       (tunnels) => this.setState({ tunnels, tunnelError: "" }),
       (tunnelError) => this.setState({ tunnelError }));
+    this.usage = import("./metrics.js").then((metrics) => metrics.followNodeUsage(this));
   }
-  componentWillUnmount() { super.componentWillUnmount(); this.unfollow?.(); }
-  render(_, { rows, error, tunnels = {}, tunnelError }) {
+  componentWillUnmount() {
+    super.componentWillUnmount(); this.unfollow?.(); this.usage.then((stop) => stop());
+  }
+  render(_, { rows, error, tunnels = {}, tunnelError, usage = new Map(), UsageCells }) {
     return html`
       ${tunnelError && html`<p class="error">${tunnelError}</p>`}
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="nodes">
-        <thead><tr><th>Name</th><th>Ready</th><th>Tunnel</th><th>Arch</th><th>Age</th></tr></thead>
+        <thead><tr><th>Name</th><th>Ready</th><th>CPU</th><th>Memory</th><th>Tunnel</th>
+          <th>Arch</th><th>Version</th><th>Age</th></tr></thead>
         <tbody>${byName(rows).map((n) => html`<tr key=${n.uid}>
             <td>${n.name}</td>
             <td class=${n.ready ? "ok" : "bad"}>${n.ready ? "Ready" : "NotReady"}</td>
+            ${UsageCells ? html`<${UsageCells} series=${usage.get(n.name)} />` : html`<td /><td />`}
             <td class="tunnel" data-node=${n.name}><${Tunnel} t=${tunnels[n.name]} /></td>
-            <td>${n.arch}</td><td>${age(n.created)}</td></tr>`)}</tbody></table></div>`;
+            <td>${n.arch}</td><td class="version" data-node=${n.name}>${n.kubelet}</td>
+            <td>${age(n.created)}</td></tr>`)}</tbody></table></div>`;
   }
 }
 
@@ -257,7 +263,7 @@ function takeLoginCode() {
     body: JSON.stringify({ code: match[1] }) });
 }
 
-const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["pods", "Pods"],
+const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["metrics", "Metrics"], ["pods", "Pods"],
   ["workloads", "Workloads"], ["events", "Events"], ["devices", "Devices"],
   ["devicemodels", "Device models"]];
 
@@ -311,6 +317,9 @@ class App extends Component {
       body = html`<${Overview} ...${common} onOpen=${open} />`;
     } else if (view === "nodes") {
       body = html`<${Nodes} ...${common} />`;
+    } else if (view === "metrics") {
+      body = html`<${Lazy} key="metrics" load=${() => import("./metrics.js")} name="Metrics"
+        ...${common} />`;
     } else if (view === "workloads") {
       body = html`<${Lazy} key="workloads" load=${() => import("./workloads.js")}
         name="Workloads" ...${common} />`;
