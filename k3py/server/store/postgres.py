@@ -66,10 +66,9 @@ SCHEMA = [
     # only for an update or a delete); 0: the condition failed (cur_* is the newest row); < 0:
     # another writer took the key's successor slot, or a poller filled this id as a gap, so a
     # gap row holds -rev instead (the log stays dense, no poller waits for an id that will
-    # never commit): try again. The NOTIFY carries the writer's token so that its own server,
-    # which publishes the write itself, does not poll for it.
+    # never commit): try again. The NOTIFY is sent apart (_NOTIFY).
     """CREATE OR REPLACE FUNCTION kine_write(p_op SMALLINT, p_name TEXT, p_revision BIGINT,
-            p_value BYTEA, p_token TEXT, OUT rev BIGINT, OUT cur_id BIGINT,
+            p_value BYTEA, OUT rev BIGINT, OUT cur_id BIGINT,
             OUT cur_deleted SMALLINT, OUT cur_create_revision BIGINT, OUT cur_value BYTEA)
             LANGUAGE plpgsql AS $$
     BEGIN
@@ -96,7 +95,6 @@ SCHEMA = [
                 ON CONFLICT DO NOTHING;
             rev := -rev;
         END;
-        PERFORM pg_notify('kine', p_token);
     END $$""",
 ]
 
@@ -106,7 +104,13 @@ _LATEST = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1
            "ORDER BY id DESC LIMIT 1")
 _LATEST_AT = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1 "
               "AND id <= $2 ORDER BY id DESC LIMIT 1")
-_WRITE = "SELECT * FROM kine_write($1, $2, $3, $4, $5)"
+_WRITE = "SELECT * FROM kine_write($1, $2, $3, $4)"
+# Wakes the other servers' pollers; the payload is the sending server's token. Not in the
+# write's transaction: PostgreSQL holds one database-wide lock from a notifying transaction's
+# commit until its WAL is flushed, which would make every write wait for the one before it. A
+# NOTIFY needs no durability, so it commits without waiting for the flush.
+_NOTIFY = ("BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('" + _CHANNEL +
+           "', '{}'); COMMIT")
 _CREATE, _UPDATE, _DELETE = 1, 2, 3
 _FILL = ("INSERT INTO kine VALUES ($1::bigint, 'gap-' || $1::text, 0, 1, 0, 0, '') "
          "ON CONFLICT DO NOTHING")
@@ -236,6 +240,8 @@ class PostgresBackend:
         self._token = secrets.token_hex(8)  # this server's NOTIFY payload
         self._local: dict[int, Event | None] = {}  # committed here, not yet published
         self._hole_timer: asyncio.TimerHandle | None = None
+        self._notifier: asyncio.Task[None] | None = None
+        self._notify_again = False
         self._compact_lock = asyncio.Lock()
         self._maintenance: Maintenance | None = None
         self._closed = False
@@ -282,6 +288,10 @@ class PostgresBackend:
                 pass
         if self._hole_timer is not None:
             self._hole_timer.cancel()
+        if self._notifier is not None:
+            notifier = self._notifier
+            notifier.cancel()
+            await asyncio.gather(notifier, return_exceptions=True)
         self._broadcaster.close()
         self._release_waiters(None)
         if self._pool is not None:
@@ -340,9 +350,9 @@ class PostgresBackend:
             check_read_revision(revision, self._rev, self._compact_rev)
             compact, rows = await self._read(_LATEST_AT, key, revision)
             check_read_revision(revision, self._rev, compact)
-        else:
-            _, rows = await self._read(_LATEST, key)
-        row = rows[0] if rows else None
+            row = rows[0] if rows else None
+        else:  # the newest row: no compaction can refuse it
+            row = await self._db(lambda p: p.fetchrow(_LATEST, key))
         current = max(self._rev, row["id"] if row else 0)
         if row is None or row["deleted"]:
             return current, None
@@ -424,13 +434,14 @@ class PostgresBackend:
         like SQLite's group commit, so a read or a watch here right after the write sees it."""
         for _ in range(_WRITE_TRIES):
             try:
-                row = await self._db(lambda p: p.fetchrow(_WRITE, op, key, revision, value,
-                                                          self._token))
+                row = await self._db(lambda p: p.fetchrow(_WRITE, op, key, revision, value))
             except BaseException:
                 # the write may have committed unseen: the poller looks for it at once
                 self._wake.set()
                 raise
             rev = row["rev"]
+            if rev:
+                self._notify_others()
             if rev < 0:
                 self._committed(-rev, None)  # the gap row under our id is no event
                 continue
@@ -442,6 +453,27 @@ class PostgresBackend:
                                 "after %.0fs", rev, _PUBLISH_WAIT)
             return row
         raise self._contended(key)
+
+    def _notify_others(self) -> None:
+        """Wake the other servers' pollers for this server's new rows: one NOTIFY in flight at
+        a time, and one more after it if rows were written meanwhile (a poller reads every row
+        after its last one anyway, and a NOTIFY lost here costs them at most their 1 s poll)."""
+        if self._notifier is None:
+            self._notifier = asyncio.create_task(self._notify_loop(), name="store-notify")
+        else:
+            self._notify_again = True
+
+    async def _notify_loop(self) -> None:
+        try:
+            while True:
+                self._notify_again = False
+                await self._db(lambda p: p.execute(_NOTIFY.format(self._token)))
+                if not self._notify_again:
+                    return
+        except StoreError as e:
+            log.debug("NOTIFY not sent (%s): other servers find the rows at their next poll", e)
+        finally:
+            self._notifier = None
 
     def _contended(self, key: str) -> StoreError:
         return StoreError(f"key {key} changed under {_WRITE_TRIES} attempts in a row; retry")
