@@ -96,6 +96,18 @@ SCHEMA = [
             rev := -rev;
         END;
     END $$""",
+    # Several writes in one round trip and one transaction (one commit, one WAL flush): a
+    # server's concurrent writes go together, as SQLite's group commit. In array order.
+    """CREATE OR REPLACE FUNCTION kine_write_batch(p_ops SMALLINT[], p_names TEXT[],
+            p_revisions BIGINT[], p_values BYTEA[]) RETURNS TABLE (rev BIGINT, cur_id BIGINT,
+            cur_deleted SMALLINT, cur_create_revision BIGINT, cur_value BYTEA)
+            LANGUAGE plpgsql AS $$
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(p_ops, 1), 0) LOOP
+            RETURN QUERY SELECT * FROM kine_write(p_ops[i], p_names[i], p_revisions[i],
+                                                  p_values[i]);
+        END LOOP;
+    END $$""",
 ]
 
 # Gap rows have create_revision 0; every real row has its creation's id there.
@@ -104,7 +116,7 @@ _LATEST = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1
            "ORDER BY id DESC LIMIT 1")
 _LATEST_AT = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1 "
               "AND id <= $2 ORDER BY id DESC LIMIT 1")
-_WRITE = "SELECT * FROM kine_write($1, $2, $3, $4)"
+_WRITE_BATCH = "SELECT * FROM kine_write_batch($1, $2, $3, $4)"
 # Wakes the other servers' pollers; the payload is the sending server's token. Not in the
 # write's transaction: PostgreSQL holds one database-wide lock from a notifying transaction's
 # commit until its WAL is flushed, which would make every write wait for the one before it. A
@@ -142,12 +154,17 @@ _GAP_WAIT = 0.5  # seconds an id may stay missing before the poller fills it
 _HOLE_WAIT = 0.02  # seconds before the poller looks for an id missing before this server's rows
 _PUBLISH_WAIT = 5.0  # seconds a writer waits to see its own row published
 _WRITE_TRIES = 10
+_WRITE_BATCH_MAX = 200  # writes per round trip
+_WRITE_BATCHES = 2  # round trips of writes in flight at once (the pool has more for reads)
 _COMPACT_CHUNK = 5000
 _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 10.0
 _RECONNECT_MAX = 2.0
 
 # What a lost or refused connection raises: the datastore is unavailable, not the request wrong.
+# A write waiting for its batch: (op, key, revision, value, the writer's future).
+_QueuedWrite = tuple[int, str, int, bytes, "asyncio.Future[asyncpg.Record]"]
+
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
                 asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
@@ -241,6 +258,8 @@ class PostgresBackend:
         self._local: dict[int, Event | None] = {}  # committed here, not yet published
         self._hole_timer: asyncio.TimerHandle | None = None
         self._notifier: asyncio.Task[None] | None = None
+        self._queued: list[_QueuedWrite] = []  # writes waiting for a batch
+        self._flushers = 0
         self._notify_again = False
         self._compact_lock = asyncio.Lock()
         self._maintenance: Maintenance | None = None
@@ -433,26 +452,61 @@ class PostgresBackend:
         the key's successor slot. A written row is published by this server before it returns,
         like SQLite's group commit, so a read or a watch here right after the write sees it."""
         for _ in range(_WRITE_TRIES):
-            try:
-                row = await self._db(lambda p: p.fetchrow(_WRITE, op, key, revision, value))
-            except BaseException:
-                # the write may have committed unseen: the poller looks for it at once
-                self._wake.set()
-                raise
+            fut: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
+            self._queued.append((op, key, revision, value, fut))
+            if self._flushers < _WRITE_BATCHES:
+                self._flushers += 1
+                asyncio.create_task(self._flush_writes(), name="store-write")
+            row = await fut
             rev = row["rev"]
-            if rev:
-                self._notify_others()
             if rev < 0:
-                self._committed(-rev, None)  # the gap row under our id is no event
                 continue
-            if rev:
-                self._committed(rev, _write_event(op, key, value, row))
+            if rev and not await self._published(rev, _PUBLISH_WAIT, poll=False):
                 # Bounded: the row is durable anyway, and the poller may be reconnecting.
-                if not await self._published(rev, _PUBLISH_WAIT, poll=False):
-                    log.warning("revision %d is written but not yet published by this server "
-                                "after %.0fs", rev, _PUBLISH_WAIT)
+                log.warning("revision %d is written but not yet published by this server "
+                            "after %.0fs", rev, _PUBLISH_WAIT)
             return row
         raise self._contended(key)
+
+    async def _flush_writes(self) -> None:
+        """Send the queued writes in batches until none is left. A batch is sorted by key, so
+        that two servers' batches wait for each other's rows in one order (no deadlock)."""
+        try:
+            while self._queued:
+                batch = sorted(self._queued[:_WRITE_BATCH_MAX], key=lambda w: w[1])
+                del self._queued[:_WRITE_BATCH_MAX]
+                try:
+                    rows = await self._db(lambda p, b=batch: p.fetch(
+                        _WRITE_BATCH, [w[0] for w in b], [w[1] for w in b],
+                        [w[2] for w in b], [w[3] for w in b]))
+                except BaseException as e:
+                    # the batch may have committed unseen: the poller looks for it at once
+                    self._wake.set()
+                    error = e if isinstance(e, Exception) else StoreError("store is closed")
+                    for *_, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(error)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                self._written(batch, rows)
+        finally:
+            self._flushers -= 1
+
+    def _written(self, batch: list[_QueuedWrite], rows: list[asyncpg.Record]) -> None:
+        """Publish a committed batch's rows (in revision order, see _committed), then answer
+        its writers; done here, not by the writers, so a writer gone meanwhile loses nothing."""
+        for (op, key, _, value, _), row in zip(batch, rows, strict=True):
+            rev = row["rev"]
+            if rev < 0:
+                self._committed(-rev, None)  # the gap row under this id is no event
+            elif rev:
+                self._committed(rev, _write_event(op, key, value, row))
+        if any(row["rev"] for row in rows):
+            self._notify_others()
+        for (*_, fut), row in zip(batch, rows, strict=True):
+            if not fut.done():
+                fut.set_result(row)
 
     def _notify_others(self) -> None:
         """Wake the other servers' pollers for this server's new rows: one NOTIFY in flight at
