@@ -161,11 +161,13 @@ _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 10.0
 _RECONNECT_MAX = 2.0
 
-# What a lost or refused connection raises: the datastore is unavailable, not the request wrong.
 # A write waiting for its batch: (op, key, revision, value, the writer's future).
 _QueuedWrite = tuple[int, str, int, bytes, "asyncio.Future[asyncpg.Record]"]
 
+# What a lost or refused connection raises: the datastore is unavailable, not the request wrong.
+# (InternalClientError: a pool connection the server has just closed, before the driver saw it.)
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
                 asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
 
