@@ -261,7 +261,7 @@ class PostgresBackend:
         self._hole_timer: asyncio.TimerHandle | None = None
         self._notifier: asyncio.Task[None] | None = None
         self._queued: list[_QueuedWrite] = []  # writes waiting for a batch
-        self._flushers = 0
+        self._flushers: set[asyncio.Task[None]] = set()  # tasks sending batches
         self._notify_again = False
         self._compact_lock = asyncio.Lock()
         self._maintenance: Maintenance | None = None
@@ -456,9 +456,12 @@ class PostgresBackend:
         for _ in range(_WRITE_TRIES):
             fut: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
             self._queued.append((op, key, revision, value, fut))
-            if self._flushers < _WRITE_BATCHES:
-                self._flushers += 1
-                asyncio.create_task(self._flush_writes(), name="store-write")
+            # done() is set in the step a sender finds the queue empty (its done callback
+            # runs later): a write queued after that starts a new sender
+            if sum(not t.done() for t in self._flushers) < _WRITE_BATCHES:
+                task = asyncio.create_task(self._flush_writes(), name="store-write")
+                self._flushers.add(task)
+                task.add_done_callback(self._flushers.discard)
             row = await fut
             rev = row["rev"]
             if rev < 0:
@@ -473,27 +476,24 @@ class PostgresBackend:
     async def _flush_writes(self) -> None:
         """Send the queued writes in batches until none is left. A batch is sorted by key, so
         that two servers' batches wait for each other's rows in one order (no deadlock)."""
-        try:
-            while self._queued:
-                batch = sorted(self._queued[:_WRITE_BATCH_MAX], key=lambda w: w[1])
-                del self._queued[:_WRITE_BATCH_MAX]
-                try:
-                    rows = await self._db(lambda p, b=batch: p.fetch(
-                        _WRITE_BATCH, [w[0] for w in b], [w[1] for w in b],
-                        [w[2] for w in b], [w[3] for w in b]))
-                except BaseException as e:
-                    # the batch may have committed unseen: the poller looks for it at once
-                    self._wake.set()
-                    error = e if isinstance(e, Exception) else StoreError("store is closed")
-                    for *_, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(error)
-                    if not isinstance(e, Exception):
-                        raise
-                    continue
-                self._written(batch, rows)
-        finally:
-            self._flushers -= 1
+        while self._queued:
+            batch = sorted(self._queued[:_WRITE_BATCH_MAX], key=lambda w: w[1])
+            del self._queued[:_WRITE_BATCH_MAX]
+            try:
+                rows = await self._db(lambda p, b=batch: p.fetch(
+                    _WRITE_BATCH, [w[0] for w in b], [w[1] for w in b],
+                    [w[2] for w in b], [w[3] for w in b]))
+            except BaseException as e:
+                # the batch may have committed unseen: the poller looks for it at once
+                self._wake.set()
+                error = e if isinstance(e, Exception) else StoreError("store is closed")
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(error)
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            self._written(batch, rows)
 
     def _written(self, batch: list[_QueuedWrite], rows: list[asyncpg.Record]) -> None:
         """Publish a committed batch's rows (in revision order, see _committed), then answer
