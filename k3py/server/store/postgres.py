@@ -1,9 +1,10 @@
 """The shared datastore: the kine-style revision log in one PostgreSQL table, driven through asyncpg.
 
 Implements backend.Backend for the registry when `--datastore-endpoint postgres://...` is given;
-several servers share one database. Writes are conditional inserts, one poller per server turns
-committed rows into events (LISTEN/NOTIFY wakes it; gaps are waited for, then filled) and hands
-them to broadcaster.py; logstructured.py holds the revision rules and the periodic compaction."""
+several servers share one database. Writes are conditional inserts whose events their server
+publishes itself; one poller per server turns the other servers' rows into events (LISTEN/NOTIFY
+wakes it; gaps are waited for, then filled); both hand them to broadcaster.py in revision order.
+logstructured.py holds the revision rules and the periodic compaction."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -58,26 +60,53 @@ SCHEMA = [
     "CREATE SEQUENCE IF NOT EXISTS kine_id_seq START WITH 2",
     "CREATE TABLE IF NOT EXISTS kine_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     "INSERT INTO kine_meta (key, value) VALUES ('compact_revision', 0) ON CONFLICT DO NOTHING",
-    # One round trip per write. A conflict (another writer took the key's successor slot, or
-    # a poller filled this id as a gap) leaves a gap row under the id instead, so the log stays
-    # dense and no poller waits for an id that will never commit; it returns 0: try again.
-    """CREATE OR REPLACE FUNCTION kine_insert(p_name TEXT, p_created SMALLINT,
-            p_deleted SMALLINT, p_create_revision BIGINT, p_prev_revision BIGINT,
-            p_value BYTEA) RETURNS BIGINT LANGUAGE plpgsql AS $$
-    DECLARE
-        rev BIGINT := nextval('kine_id_seq');
+    # One round trip per write: read the key's newest row, check the write's condition
+    # (op 1 create: no live row; 2 update: the live row is p_revision; 3 delete: likewise, or
+    # any if 0), insert its successor. rev > 0: written (cur_* is the row it replaced, value
+    # only for an update or a delete); 0: the condition failed (cur_* is the newest row); < 0:
+    # another writer took the key's successor slot, or a poller filled this id as a gap, so a
+    # gap row holds -rev instead (the log stays dense, no poller waits for an id that will
+    # never commit): try again. The NOTIFY is sent apart (_NOTIFY).
+    """CREATE OR REPLACE FUNCTION kine_write(p_op SMALLINT, p_name TEXT, p_revision BIGINT,
+            p_value BYTEA, OUT rev BIGINT, OUT cur_id BIGINT,
+            OUT cur_deleted SMALLINT, OUT cur_create_revision BIGINT, OUT cur_value BYTEA)
+            LANGUAGE plpgsql AS $$
     BEGIN
+        SELECT id, deleted, create_revision, value
+            INTO cur_id, cur_deleted, cur_create_revision, cur_value
+            FROM kine WHERE name = p_name ORDER BY id DESC LIMIT 1;
+        rev := 0;
+        IF p_op = 1 THEN
+            cur_value := NULL;
+            IF cur_deleted = 0 THEN
+                RETURN;
+            END IF;
+        ELSIF cur_id IS NULL OR cur_deleted = 1 OR (p_revision <> 0 AND cur_id <> p_revision)
+                THEN
+            RETURN;
+        END IF;
+        rev := nextval('kine_id_seq');
         BEGIN
-            INSERT INTO kine VALUES (rev, p_name, p_created, p_deleted,
-                CASE WHEN p_created = 1 THEN rev ELSE p_create_revision END,
-                p_prev_revision, p_value);
+            INSERT INTO kine VALUES (rev, p_name, (p_op = 1)::int, (p_op = 3)::int,
+                CASE WHEN p_op = 1 THEN rev ELSE cur_create_revision END,
+                COALESCE(cur_id, 0), CASE WHEN p_op = 3 THEN cur_value ELSE p_value END);
         EXCEPTION WHEN unique_violation THEN
             INSERT INTO kine VALUES (rev, 'gap-' || rev, 0, 1, 0, 0, '')
                 ON CONFLICT DO NOTHING;
-            rev := 0;
+            rev := -rev;
         END;
-        PERFORM pg_notify('kine', '');
-        RETURN rev;
+    END $$""",
+    # Several writes in one round trip and one transaction (one commit, one WAL flush): a
+    # server's concurrent writes go together, as SQLite's group commit. In array order.
+    """CREATE OR REPLACE FUNCTION kine_write_batch(p_ops SMALLINT[], p_names TEXT[],
+            p_revisions BIGINT[], p_values BYTEA[]) RETURNS TABLE (rev BIGINT, cur_id BIGINT,
+            cur_deleted SMALLINT, cur_create_revision BIGINT, cur_value BYTEA)
+            LANGUAGE plpgsql AS $$
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(p_ops, 1), 0) LOOP
+            RETURN QUERY SELECT * FROM kine_write(p_ops[i], p_names[i], p_revisions[i],
+                                                  p_values[i]);
+        END LOOP;
     END $$""",
 ]
 
@@ -87,7 +116,14 @@ _LATEST = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1
            "ORDER BY id DESC LIMIT 1")
 _LATEST_AT = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = $1 "
               "AND id <= $2 ORDER BY id DESC LIMIT 1")
-_INSERT = "SELECT kine_insert($1, $2, $3, $4, $5, $6)"
+_WRITE_BATCH = "SELECT * FROM kine_write_batch($1, $2, $3, $4)"
+# Wakes the other servers' pollers; the payload is the sending server's token. Not in the
+# write's transaction: PostgreSQL holds one database-wide lock from a notifying transaction's
+# commit until its WAL is flushed, which would make every write wait for the one before it. A
+# NOTIFY needs no durability, so it commits without waiting for the flush.
+_NOTIFY = ("BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('" + _CHANNEL +
+           "', '{}'); COMMIT")
+_CREATE, _UPDATE, _DELETE = 1, 2, 3
 _FILL = ("INSERT INTO kine VALUES ($1::bigint, 'gap-' || $1::text, 0, 1, 0, 0, '') "
          "ON CONFLICT DO NOTHING")
 # Every read is one statement, so its rows and the compact revision come from one snapshot:
@@ -115,15 +151,23 @@ _SET_COMPACT = "UPDATE kine_meta SET value = $1 WHERE key = 'compact_revision'"
 _POLL_BATCH = 1000  # rows per poll query
 _POLL_INTERVAL = 1.0  # seconds between polls when no notification arrives (a missed NOTIFY)
 _GAP_WAIT = 0.5  # seconds an id may stay missing before the poller fills it
+_HOLE_WAIT = 0.02  # seconds before the poller looks for an id missing before this server's rows
 _PUBLISH_WAIT = 5.0  # seconds a writer waits to see its own row published
 _WRITE_TRIES = 10
+_WRITE_BATCH_MAX = 200  # writes per round trip
+_WRITE_BATCHES = 2  # round trips of writes in flight at once (the pool has more for reads)
 _COMPACT_CHUNK = 5000
 _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 10.0
 _RECONNECT_MAX = 2.0
 
+# A write waiting for its batch: (op, key, revision, value, the writer's future).
+_QueuedWrite = tuple[int, str, int, bytes, "asyncio.Future[asyncpg.Record]"]
+
 # What a lost or refused connection raises: the datastore is unavailable, not the request wrong.
+# (InternalClientError: a pool connection the server has just closed, before the driver saw it.)
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
                 asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
 
@@ -166,10 +210,31 @@ def _event(row: asyncpg.Record) -> Event:
     return Event(create=bool(row["created"]), delete=bool(row["deleted"]), kv=kv, prev_kv=prev)
 
 
+def _live(key: str, row: asyncpg.Record) -> KeyValue | None:
+    """The newest row kine_write read, if it is a live object."""
+    if row["cur_id"] is None or row["cur_deleted"]:
+        return None
+    return KeyValue(key, row["cur_create_revision"], row["cur_id"], row["cur_value"])
+
+
+def _write_event(op: int, key: str, value: bytes, row: asyncpg.Record) -> Event:
+    """The event of a row kine_write wrote, as the poller would read it back."""
+    rev = row["rev"]
+    if op == _CREATE:
+        return Event(create=True, delete=False, kv=KeyValue(key, rev, rev, value))
+    prev = _live(key, row)
+    assert prev is not None
+    if op == _DELETE:
+        return Event(create=False, delete=True,
+                     kv=KeyValue(key, prev.create_revision, rev, prev.value), prev_kv=prev)
+    return Event(create=False, delete=False,
+                 kv=KeyValue(key, prev.create_revision, rev, value), prev_kv=prev)
+
+
 class PostgresBackend:
     """Backend on a PostgreSQL database shared by every server. `await start()` before use.
 
-    `_rev` is the newest revision this server's poller has published: every id up to it is
+    `_rev` is the newest revision this server has published: every id up to it is
     committed or filled, so reads at `_rev` and watches from it are stable and gap-free."""
 
     def __init__(self, endpoint: str, *, cafile: str = "", certfile: str = "",
@@ -191,6 +256,13 @@ class PostgresBackend:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._gap: tuple[int, float] | None = None  # (missing id, fill deadline)
+        self._token = secrets.token_hex(8)  # this server's NOTIFY payload
+        self._local: dict[int, Event | None] = {}  # committed here, not yet published
+        self._hole_timer: asyncio.TimerHandle | None = None
+        self._notifier: asyncio.Task[None] | None = None
+        self._queued: list[_QueuedWrite] = []  # writes waiting for a batch
+        self._flushers: set[asyncio.Task[None]] = set()  # tasks sending batches
+        self._notify_again = False
         self._compact_lock = asyncio.Lock()
         self._maintenance: Maintenance | None = None
         self._closed = False
@@ -235,6 +307,12 @@ class PostgresBackend:
                 await self._poller
             except asyncio.CancelledError:
                 pass
+        if self._hole_timer is not None:
+            self._hole_timer.cancel()
+        if self._notifier is not None:
+            notifier = self._notifier
+            notifier.cancel()
+            await asyncio.gather(notifier, return_exceptions=True)
         self._broadcaster.close()
         self._release_waiters(None)
         if self._pool is not None:
@@ -293,9 +371,9 @@ class PostgresBackend:
             check_read_revision(revision, self._rev, self._compact_rev)
             compact, rows = await self._read(_LATEST_AT, key, revision)
             check_read_revision(revision, self._rev, compact)
-        else:
-            _, rows = await self._read(_LATEST, key)
-        row = rows[0] if rows else None
+            row = rows[0] if rows else None
+        else:  # the newest row: no compaction can refuse it
+            row = await self._db(lambda p: p.fetchrow(_LATEST, key))
         current = max(self._rev, row["id"] if row else 0)
         if row is None or row["deleted"]:
             return current, None
@@ -353,58 +431,105 @@ class PostgresBackend:
     # ------------------------------------------------------------------ writes
 
     async def create(self, key: str, value: bytes) -> int:
-        for _ in range(_WRITE_TRIES):
-            row = await self._db(lambda p: p.fetchrow(_LATEST, key))
-            if row is not None and not row["deleted"]:
-                raise KeyExistsError(key)
-            prev = row["id"] if row is not None else 0
-            rev = await self._insert(key, 1, 0, 0, prev, value)
-            if rev:
-                return rev
-        raise self._contended(key)
+        row = await self._write(_CREATE, key, 0, value)
+        if not row["rev"]:
+            raise KeyExistsError(key)
+        return row["rev"]
 
     async def update(self, key: str, value: bytes,
                      revision: int) -> tuple[int, KeyValue | None, bool]:
-        for _ in range(_WRITE_TRIES):
-            live = await self._live(key)
-            if live is None or live.mod_revision != revision:
-                return self._rev, live, False
-            rev = await self._insert(key, 0, 0, live.create_revision, live.mod_revision, value)
-            if rev:
-                return rev, KeyValue(key, live.create_revision, rev, value), True
-        raise self._contended(key)
+        row = await self._write(_UPDATE, key, revision, value)
+        if not row["rev"]:
+            return self._rev, _live(key, row), False
+        return row["rev"], KeyValue(key, row["cur_create_revision"], row["rev"], value), True
 
     async def delete(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None, bool]:
+        row = await self._write(_DELETE, key, revision, b"")
+        if not row["rev"]:
+            return self._rev, _live(key, row), False
+        return row["rev"], _live(key, row), True
+
+    async def _write(self, op: int, key: str, revision: int, value: bytes) -> asyncpg.Record:
+        """kine_write's row (rev 0: the condition failed), retried while other writers take
+        the key's successor slot. A written row is published by this server before it returns,
+        like SQLite's group commit, so a read or a watch here right after the write sees it."""
         for _ in range(_WRITE_TRIES):
-            live = await self._live(key)
-            if live is None or (revision and live.mod_revision != revision):
-                return self._rev, live, False
-            # the tombstone carries the last value, so a DELETED event can show the object
-            rev = await self._insert(key, 0, 1, live.create_revision, live.mod_revision,
-                                     live.value)
-            if rev:
-                return rev, live, True
-        raise self._contended(key)
-
-    async def _live(self, key: str) -> KeyValue | None:
-        row = await self._db(lambda p: p.fetchrow(_LATEST, key))
-        if row is None or row["deleted"]:
-            return None
-        return KeyValue(key, row["create_revision"], row["id"], row["value"])
-
-    async def _insert(self, key: str, created: int, deleted: int, create_revision: int,
-                      prev_revision: int, value: bytes) -> int:
-        """The new row's revision once this server has published it, or 0 on a conflict."""
-        rev = await self._db(lambda p: p.fetchval(
-            _INSERT, key, created, deleted, create_revision, prev_revision, value))
-        if rev:
-            # Like SQLite's group commit: the caller returns after the event is published,
-            # so a read or a watch on this server right after the write sees it. Bounded: the
-            # row is durable anyway, and the poller may be reconnecting.
-            if not await self._published(rev, _PUBLISH_WAIT):
+            fut: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
+            self._queued.append((op, key, revision, value, fut))
+            # done() is set in the step a sender finds the queue empty (its done callback
+            # runs later): a write queued after that starts a new sender
+            if sum(not t.done() for t in self._flushers) < _WRITE_BATCHES:
+                task = asyncio.create_task(self._flush_writes(), name="store-write")
+                self._flushers.add(task)
+                task.add_done_callback(self._flushers.discard)
+            row = await fut
+            rev = row["rev"]
+            if rev < 0:
+                continue
+            if rev and not await self._published(rev, _PUBLISH_WAIT, poll=False):
+                # Bounded: the row is durable anyway, and the poller may be reconnecting.
                 log.warning("revision %d is written but not yet published by this server "
                             "after %.0fs", rev, _PUBLISH_WAIT)
-        return rev
+            return row
+        raise self._contended(key)
+
+    async def _flush_writes(self) -> None:
+        """Send the queued writes in batches until none is left. A batch is sorted by key, so
+        that two servers' batches wait for each other's rows in one order (no deadlock)."""
+        while self._queued:
+            batch = sorted(self._queued[:_WRITE_BATCH_MAX], key=lambda w: w[1])
+            del self._queued[:_WRITE_BATCH_MAX]
+            try:
+                rows = await self._db(lambda p, b=batch: p.fetch(
+                    _WRITE_BATCH, [w[0] for w in b], [w[1] for w in b],
+                    [w[2] for w in b], [w[3] for w in b]))
+            except BaseException as e:
+                # the batch may have committed unseen: the poller looks for it at once
+                self._wake.set()
+                error = e if isinstance(e, Exception) else StoreError("store is closed")
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(error)
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            self._written(batch, rows)
+
+    def _written(self, batch: list[_QueuedWrite], rows: list[asyncpg.Record]) -> None:
+        """Publish a committed batch's rows (in revision order, see _committed), then answer
+        its writers; done here, not by the writers, so a writer gone meanwhile loses nothing."""
+        for (op, key, _, value, _), row in zip(batch, rows, strict=True):
+            rev = row["rev"]
+            if rev < 0:
+                self._committed(-rev, None)  # the gap row under this id is no event
+            elif rev:
+                self._committed(rev, _write_event(op, key, value, row))
+        if any(row["rev"] for row in rows):
+            self._notify_others()
+        for (*_, fut), row in zip(batch, rows, strict=True):
+            if not fut.done():
+                fut.set_result(row)
+
+    def _notify_others(self) -> None:
+        """Wake the other servers' pollers for this server's new rows: one NOTIFY in flight at
+        a time, and one more after it if rows were written meanwhile (a poller reads every row
+        after its last one anyway, and a NOTIFY lost here costs them at most their 1 s poll)."""
+        if self._notifier is None:
+            self._notifier = asyncio.create_task(self._notify_loop(), name="store-notify")
+        else:
+            self._notify_again = True
+
+    async def _notify_loop(self) -> None:
+        try:
+            while True:
+                self._notify_again = False
+                await self._db(lambda p: p.execute(_NOTIFY.format(self._token)))
+                if not self._notify_again:
+                    return
+        except StoreError as e:
+            log.debug("NOTIFY not sent (%s): other servers find the rows at their next poll", e)
+        finally:
+            self._notifier = None
 
     def _contended(self, key: str) -> StoreError:
         return StoreError(f"key {key} changed under {_WRITE_TRIES} attempts in a row; retry")
@@ -432,13 +557,15 @@ class PostgresBackend:
 
     # ------------------------------------------------------------------ publication
 
-    async def _published(self, rev: int, timeout: float) -> bool:
-        """Wait until the poller has published `rev`, at most `timeout` seconds."""
+    async def _published(self, rev: int, timeout: float, *, poll: bool = True) -> bool:
+        """Wait until `rev` is published, at most `timeout` seconds; `poll`: ask the poller to
+        look now (a revision another server wrote; this server's writes publish themselves)."""
         if rev <= self._rev or self._closed:
             return True
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (rev, next(self._seq), fut))
-        self._wake.set()
+        if poll:
+            self._wake.set()
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -450,6 +577,38 @@ class PostgresBackend:
             _, _, fut = heapq.heappop(self._waiters)
             if not fut.done():
                 fut.set_result(None)
+
+    def _committed(self, rev: int, event: Event | None) -> None:
+        """A row this server has committed (None: a gap row, no event): published at once if
+        every id before it is, else when the ids before it are (written here, or found by
+        the poller), so events stay in revision order with no gap."""
+        if rev <= self._rev:
+            return
+        self._local[rev] = event
+        self._publish_local()
+
+    def _publish_local(self) -> None:
+        """Publish the run of this server's committed rows that follows `_rev`. Rows left
+        behind a missing id make the poller look for it after _HOLE_WAIT: the missing id is
+        usually a write of this server about to return, else another server's or a lost one."""
+        rev, events = self._rev, []
+        while rev + 1 in self._local:
+            rev += 1
+            event = self._local.pop(rev)
+            if event is not None:
+                events.append(event)
+        if rev > self._rev:
+            self._publish(rev, events)
+        if not self._local:
+            if self._hole_timer is not None:
+                self._hole_timer.cancel()
+                self._hole_timer = None
+        elif self._hole_timer is None:
+            self._hole_timer = asyncio.get_running_loop().call_later(_HOLE_WAIT, self._hole)
+
+    def _hole(self) -> None:
+        self._hole_timer = None
+        self._wake.set()
 
     async def _poll_forever(self) -> None:
         """One LISTEN connection: poll after each notification, and every second anyway (a
@@ -483,8 +642,9 @@ class PostgresBackend:
                 if conn is not None:
                     conn.terminate()
 
-    def _notified(self, *_args: object) -> None:
-        self._wake.set()
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload != self._token:  # another server's write (this server's publish themselves)
+            self._wake.set()
 
     async def _sleep_until_woken(self) -> None:
         timeout = _POLL_INTERVAL
@@ -496,7 +656,9 @@ class PostgresBackend:
             pass
 
     async def _poll_once(self, conn: asyncpg.Connection) -> bool:
-        """Publish the rows after `_rev` up to the first missing id; True if more are ready."""
+        """Publish the rows after `_rev` up to the first missing id (this server's own rows
+        may have been published, or may fill in, while the query ran); True if more are
+        ready."""
         rows = await conn.fetch(_WITH_COMPACT.format(_EVENTS.format(cond="true")), self._rev,
                                 _POLL_BATCH)
         compact = rows[0]["compact"] if rows else 0
@@ -504,22 +666,27 @@ class PostgresBackend:
             self._skip_compacted(compact)
             return True
         self._compact_rev = max(self._compact_rev, compact)
+        found = {r["id"]: r for r in rows if r["id"] is not None and r["id"] > self._rev}
         expected = self._rev + 1
         events: list[Event] = []
-        blocked = False
-        for row in rows:
-            if row["id"] is None:
+        while True:
+            if expected in self._local:
+                event = self._local.pop(expected)
+            elif expected in found:
+                row = found[expected]
+                event = _event(row) if row["create_revision"] > 0 else None
+            else:
                 break
-            if row["id"] != expected:
-                blocked = True
-                break
-            if row["create_revision"] > 0:
-                events.append(_event(row))
+            if event is not None:
+                events.append(event)
             expected += 1
         if expected - 1 > self._rev:
             self._publish(expected - 1, events)
-        if blocked:
-            return await self._on_gap(conn, expected)
+        for rev in [r for r in self._local if r <= self._rev]:
+            del self._local[rev]
+        self._publish_local()
+        if any(rev > self._rev for rev in found) or self._local:
+            return await self._on_gap(conn, self._rev + 1)
         self._gap = None
         return len(rows) == _POLL_BATCH
 

@@ -63,6 +63,22 @@ async def test_conditional_updates_from_two_servers_have_one_winner(two):
     assert await a.create(P + "y", b"1") != await b.create(P + "z", b"2")
 
 
+async def test_two_servers_writing_the_same_keys_in_opposite_orders(two):
+    """Each server sends its concurrent writes as one transaction (sorted by key, so two
+    batches cannot wait for each other in a cycle; this test does not force that overlap):
+    every round ends without an error, with one winner per key."""
+    a, b, _ = two
+    revs = {k: await a.create(P + k, b"0") for k in ("x", "y")}
+    await b.get(P + "y", max(revs.values()))
+    for i in range(10):
+        results = await asyncio.gather(
+            a.update(P + "x", b"a%d" % i, revs["x"]), a.update(P + "y", b"a%d" % i, revs["y"]),
+            b.update(P + "y", b"b%d" % i, revs["y"]), b.update(P + "x", b"b%d" % i, revs["x"]))
+        for key, outcomes in (("x", results[0::3]), ("y", results[1:3])):
+            assert sum(ok for _, _, ok in outcomes) == 1, (i, key, outcomes)
+            revs[key] = next(kv.mod_revision for _, kv, ok in outcomes if ok)
+
+
 async def test_a_row_written_without_notify_still_reaches_watchers(two, pg_cluster):
     """A NOTIFY lost with a connection: the periodic poll finds the row anyway."""
     a, _, db = two
@@ -78,16 +94,41 @@ async def test_a_row_written_without_notify_still_reaches_watchers(two, pg_clust
 
 async def test_an_id_that_never_commits_is_filled_not_waited_for(two, pg_cluster):
     """A writer that died between nextval and its insert leaves a hole in the ids: the poller
-    waits for it briefly, then fills it, and later events flow; the fill is no event."""
+    waits for it briefly, then fills it, and later events flow; the fill is no event. The
+    writing server holds its own write back behind the hole too (revision order, no gap)."""
     a, b, db = two
-    w = await b.watch(P, 0)
+    watches = [await a.watch(P, 0), await b.watch(P, 0)]
     hole = int(pg_cluster.psql("SELECT nextval('kine_id_seq')", db).split()[0])
     rev = await a.create(P + "after-hole", b"1")
     assert rev == hole + 1
-    events = await collect(w, rev)
-    w.cancel()
-    assert [(e.kv.key, e.kv.mod_revision) for e in events] == [(P + "after-hole", rev)]
-    assert await a.current_revision() >= rev and await b.current_revision() >= rev
+    assert await a.current_revision() >= rev  # published when the create returned
+    for w in watches:
+        events = await collect(w, rev)
+        w.cancel()
+        assert [(e.kv.key, e.kv.mod_revision) for e in events] == [(P + "after-hole", rev)]
+    assert await b.current_revision() >= rev
+
+
+async def test_the_writing_server_publishes_the_events_other_servers_read_back(two):
+    """A server publishes its own writes without reading them back; its events are those the
+    other server's poller reads from the database (prev_kv included), in the same order."""
+    a, b, _ = two
+    watches = [await a.watch(P, 0), await b.watch(P, 0)]
+    rev = await a.create(P + "x", b"1")
+    rev, _, ok = await a.update(P + "x", b"2", rev)
+    assert ok
+    writes = [a.update(P + "x", b"3", rev), a.create(P + "y", b"1"), a.create(P + "z", b"1")]
+    await asyncio.gather(*writes)
+    rev, _, ok = await a.delete(P + "x")
+    assert ok
+    seen = [await collect(w, rev) for w in watches]
+    for w in watches:
+        w.cancel()
+    assert seen[0] == seen[1]
+    assert [e.kv.mod_revision for e in seen[0]] == sorted(e.kv.mod_revision for e in seen[0])
+    last = seen[0][-1]
+    assert last.delete and last.kv.value == b"3" and last.prev_kv.value == b"3"
+    assert seen[0][1].prev_kv.value == b"1" and seen[0][1].kv.value == b"2"
 
 
 @pytest.mark.skipif(pg_bindir() is None, reason=SKIP_REASON)
