@@ -14,6 +14,7 @@ import contextlib
 import datetime as _dt
 import ipaddress
 import logging
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -152,6 +153,10 @@ class HollowFleet:
 
     def connected(self) -> int:
         return sum(n.connected for n in self.nodes)
+
+    def dial_errors(self) -> Counter[str]:
+        """The tunnel dials that failed so far, by error, over all the nodes."""
+        return sum((n.hub.dial_errors for n in self.nodes if n.hub is not None), Counter())
 
     async def stop(self) -> None:
         await asyncio.gather(*(n.stop() for n in self.nodes), return_exceptions=True)

@@ -20,6 +20,7 @@ import logging
 import ssl
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -92,6 +93,7 @@ class EdgeHub:
         # streams this node opened (open_stream): the server's frames, by stream id
         self._opened: dict[str, asyncio.Queue] = {}
         self.last_error = ""
+        self.dial_errors: Counter[str] = Counter()  # failed dials so far, by error
         self.node_name = node_name  # the Node that an EventsDropped Event is about
         self._dropped_logged = 0    # meta.events_dropped when last logged / reported
         self._dropped_reported = 0
@@ -272,12 +274,14 @@ class EdgeHub:
                     log.error("%s", self.refused)
                     self.fatal.set()
                     return
-                self._failed(f"tunnel handshake refused: {e.status} {e.message}")
+                self._failed(f"tunnel handshake refused: {e.status} {e.message}",
+                             f"HTTP {e.status}")
                 self._fail_over()
                 await self._retry_sleep(started)
                 continue
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                self._failed(f"cannot reach {self.url}: {e or type(e).__name__}")
+                self._failed(f"cannot reach {self.url}: {e or type(e).__name__}",
+                             type(e).__name__)
                 moved = self._fail_over()
                 await self._retry_sleep(started, _unreachable(e) and not moved)
                 continue
@@ -304,7 +308,8 @@ class EdgeHub:
             await asyncio.sleep(self.backoff.next_delay())
             await self._await_answer()  # a cut link: dial when it answers, not into the cut
 
-    def _failed(self, why: str) -> None:
+    def _failed(self, why: str, kind: str) -> None:
+        self.dial_errors[kind] += 1
         if why != self.last_error:
             log.warning("%s (retrying with backoff)", why)
         self.last_error = why
