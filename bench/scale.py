@@ -21,8 +21,8 @@ status is 1.
 
 Run: python3 bench/scale.py --nodes 200 --pods 3000 --datastore sqlite --datastore postgres
 [--timeout 600]. Every phase is bounded by --timeout; traffic goes only to 127.0.0.1.
-`--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: a py-spy flame graph
-of the server during the reconnect, and its log, are kept in DIR."""
+`--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: py-spy flame graphs of
+the server and of the hollow nodes during the reconnect, and the server's log, are kept in DIR."""
 
 from __future__ import annotations
 
@@ -308,14 +308,17 @@ async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFle
                                   timeout: float, profile: Path | None) -> None:
     """Restart the server (SIGTERM, then the same data dir and port): seconds from its
     /readyz until half, 90 % and every hollow node's tunnel are connected again, the dials
-    that failed meanwhile (by error), the server's CPU and RSS by then. `profile`: a py-spy
-    flame graph of the server over the reconnect, and its log, are kept there."""
+    that failed meanwhile (by error), the server's CPU and RSS by then. `profile`: py-spy
+    flame graphs of the server and of this process (the hollow nodes) over the reconnect,
+    and the server's log, are kept there."""
     srv.stop()
     await _wait(lambda: _done(fleet.connected() == 0), timeout, "every tunnel down", 0.2)
     await asyncio.to_thread(srv.start, True, 60.0)
     failed0 = fleet.dial_errors()  # (not the dials refused while the server was down)
     t0, cpu0 = time.monotonic(), cpu_seconds(srv.proc.pid)
-    spy = _py_spy(srv.proc.pid, profile / f"reconnect-n{run.nodes}.svg") if profile else None
+    spies = [_py_spy(srv.proc.pid, profile / f"reconnect-n{run.nodes}.svg"),
+             _py_spy(os.getpid(), profile / f"hollow-reconnect-n{run.nodes}.svg")
+             ] if profile else []
     marks = {"half": fleet.count // 2, "p90": fleet.count * 9 // 10}
     try:
         while fleet.connected() < fleet.count:
@@ -330,9 +333,10 @@ async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFle
             await asyncio.sleep(0.2)
         took = time.monotonic() - t0
     finally:
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(signal.SIGINT)
             await asyncio.to_thread(spy.wait, 60)
+        if profile:
             shutil.copy(srv.log_path, profile / f"server-n{run.nodes}.log")
     run.put("reconnect", took, "reconnect_after_restart", "s", "< 60 s")
     run.put("reconnect_cpu", 100 * (cpu_seconds(srv.proc.pid) - cpu0) / took,
