@@ -398,7 +398,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=20,
                     help="seconds of steady heartbeats measured (0: none)")
     ap.add_argument("--profile", type=Path,
-                    help="keep a py-spy flame graph of the server's reconnect and its log here")
+                    help="keep py-spy flame graphs of the reconnect (server, hollow nodes) and "
+                         "the server log here")
     args = ap.parse_args()
     # the hollow agents' reconnect warnings during the restart are expected: figures only
     logging.basicConfig(level=logging.ERROR)
