@@ -12,7 +12,7 @@ verifier, an HMAC of the password under a key derived from the cluster's token (
 has it; no client that may read Secrets does): a match is proof enough at the speed of one
 HMAC, so after a server restart a thousand reconnecting nodes cost no thousand scrypts
 (40 ms of CPU each). A verifier that does not match (none yet, or a token since changed)
-leaves the decision to scrypt."""
+leaves the decision to scrypt, and once scrypt said yes the verifier is written."""
 
 from __future__ import annotations
 
@@ -129,7 +129,26 @@ class NodePasswords:
         ok = await self._matches(cur, password)
         if ok:
             self._verified[node] = fingerprint
+            await self._add_verifier(node, password, cur)
         return ok
+
+    async def _add_verifier(self, node: str, password: str, secret: dict) -> None:
+        """A Secret from before verifiers (or from another token) gets this key's, once, so
+        that the next restart checks an HMAC, not scrypt, for this node."""
+        hashed = _stored(secret, "hash")
+        verifier = self._verifier(password, hashed) if self.key else ""
+        if not verifier or _stored(secret, "verifier") == verifier:
+            return
+
+        def add(obj: dict) -> dict | None:
+            if _stored(obj, "hash") != hashed:
+                return None  # claimed again meanwhile: its own verifier came with it
+            obj["data"] = {**(obj.get("data") or {}),
+                           "verifier": base64.b64encode(verifier.encode()).decode()}
+            return obj
+        with contextlib.suppress(errors.StatusError):  # deleted meanwhile
+            await self.registry.update_with(self.registry.served("", "secrets"), NAMESPACE,
+                                            secret_name(node), add)
 
     async def claim(self, node: str, password: str) -> None:
         """Accept `password` for `node` (storing it on first use) or raise a StatusError."""

@@ -144,3 +144,10 @@ async def test_a_restarted_server_checks_the_verifier_not_scrypt(env, monkeypatc
     assert not await restarted.owns("pi-5", "pw-6") and scrypts == ["pw-6"]
     rotated = NodePasswords(env.registry, nodepassword.verifier_key("n3w"))
     assert await rotated.owns("pi-5", "pw-5") and scrypts == ["pw-6", "pw-5"]
+    # scrypt said yes: the Secret now has the new key's verifier (as one from before
+    # verifiers gets one), so the next restart checks an HMAC again
+    assert await NodePasswords(env.registry, nodepassword.verifier_key("n3w")).owns(
+        "pi-5", "pw-5") and scrypts == ["pw-6", "pw-5"]
+    await NodePasswords(env.registry).claim("pi-4", "pw-4")  # no key: no verifier
+    assert await restarted.owns("pi-4", "pw-4") and scrypts[-1] == "pw-4"
+    assert await NodePasswords(env.registry, key).owns("pi-4", "pw-4") and len(scrypts) == 3
