@@ -14,6 +14,7 @@ import contextlib
 import datetime as _dt
 import ipaddress
 import logging
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -69,6 +70,7 @@ class HollowNode:
         self._reported: set[str] = set()
         self._pod_ips = 0
         self._pending: asyncio.Task | None = None
+        self._registering: asyncio.Future | None = None
         self.meta: MetaManager | None = None
         self.hub: EdgeHub | None = None
         self.reporter: NodeReporter | None = None
@@ -84,10 +86,15 @@ class HollowNode:
                            headers={NODE_PASSWORD_HEADER: node_password(self.agent_dir)},
                            node_name=self.name)
         self.reporter = NodeReporter(node, self.hub.send)
-        self.hub.on_connect.append(lambda: asyncio.ensure_future(self.reporter.register()))
+        self.hub.on_connect.append(self._register)
         self.meta.listeners.append(self._changed)
         self.hub.start()
         self.reporter.start()
+
+    def _register(self) -> None:
+        """At each connect, as the agent does; the task is kept so that stop() ends it."""
+        assert self.reporter is not None
+        self._registering = asyncio.ensure_future(self.reporter.register())
 
     def _changed(self, what: str) -> None:
         if what in ("pods", "sync") and (self._pending is None or self._pending.done()):
@@ -114,8 +121,9 @@ class HollowNode:
         return self.hub is not None and self.hub.connected.is_set()
 
     async def stop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        for task in (self._pending, self._registering):
+            if task is not None:
+                task.cancel()
         for part in (self.reporter, self.hub):
             if part is not None:
                 with contextlib.suppress(Exception):
@@ -152,6 +160,10 @@ class HollowFleet:
 
     def connected(self) -> int:
         return sum(n.connected for n in self.nodes)
+
+    def dial_errors(self) -> Counter[str]:
+        """The tunnel dials that failed so far, by error, over all the nodes."""
+        return sum((n.hub.dial_errors for n in self.nodes if n.hub is not None), Counter())
 
     async def stop(self) -> None:
         await asyncio.gather(*(n.stop() for n in self.nodes), return_exceptions=True)

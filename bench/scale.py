@@ -9,7 +9,8 @@ N x 2 / 10 s the agents send: its ratio) and its CPU meanwhile, the oldest node 
 --pods pods made through Deployments of 100: pods scheduled/s and Running/s (from the first
 Deployment create until the last pod; Running/s is nan, and pods_running says how many
 ran, if not all ran within --timeout), the API's p99 for a GET, a LIST (limit=500) and a
-CREATE meanwhile; and after a server restart, the seconds until every node's tunnel is back.
+CREATE meanwhile; and after a server restart, the seconds until half, 90 % and every node's
+tunnel are back, the dials that failed meanwhile and the server's CPU meanwhile.
 With two sizes, `ratio:` compares the server RSS per node; with both datastores, postgres /
 sqlite for pods scheduled/s, the API p99s, RSS and reconnect time.
 
@@ -19,7 +20,9 @@ of what was measured follow, then one line on stderr says which phase was cut, a
 status is 1.
 
 Run: python3 bench/scale.py --nodes 200 --pods 3000 --datastore sqlite --datastore postgres
-[--timeout 600]. Every phase is bounded by --timeout; traffic goes only to 127.0.0.1."""
+[--timeout 600]. Every phase is bounded by --timeout; traffic goes only to 127.0.0.1.
+`--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: py-spy flame graphs of
+the server and of the hollow nodes during the reconnect, and the server's log, are kept in DIR."""
 
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -213,7 +219,8 @@ class Run:
         emit(f"n{self.nodes}_{self.store}_{name}", value, unit, target)
 
 
-async def one_run(run: Run, pods: int, timeout: float, window: float, tmp: Path) -> None:
+async def one_run(run: Run, pods: int, timeout: float, window: float, tmp: Path,
+                  profile: Path | None = None) -> None:
     """One server on `run.store` (sqlite, or postgres: a fresh local PostgreSQL), N hollow
     nodes, `pods` pods; the figures go into `run` as they are measured."""
     pg = dsn = None
@@ -224,7 +231,7 @@ async def one_run(run: Run, pods: int, timeout: float, window: float, tmp: Path)
                         extra_args=["--datastore-endpoint", dsn] if dsn else [])
     try:
         srv.start(timeout=60)
-        await _measure(run, srv, pods, timeout, window, tmp / f"nodes-{run.store}")
+        await _measure(run, srv, pods, timeout, window, tmp / f"nodes-{run.store}", profile)
     finally:
         srv.stop()
         if pg is not None:
@@ -232,7 +239,7 @@ async def one_run(run: Run, pods: int, timeout: float, window: float, tmp: Path)
 
 
 async def _measure(run: Run, srv: ServerProcess, pods: int, timeout: float, window: float,
-                   tmp: Path) -> None:
+                   tmp: Path, profile: Path | None) -> None:
     nodes = run.nodes
     fleet = HollowFleet(nodes, srv.url, srv.join_token(), tmp / str(nodes))
     ctx = client_ssl(srv.kubeconfig, tmp.parent)
@@ -248,16 +255,19 @@ async def _measure(run: Run, srv: ServerProcess, pods: int, timeout: float, wind
                         f"Ready", 1.0)
             run.put("nodes_ready", time.monotonic() - t0, "nodes_ready", "s")
             run.put("connected", fleet.connected(), "nodes_connected", "nodes")
-            await _heartbeats(run, api, srv, window)
-            run.phase = f"{pods} pods through Deployments"
-            await pods_through_deployments(run, api, pods, timeout)
-            run.put("rss_pods", rss_mb(srv.proc.pid), "server_rss_pods", "MB",
-                    "< 1500 MB at 30,000 pods")
-            emit(f"n{nodes}_{run.store}_server_rss_per_pod",
-                 (run.r["rss_pods"] - run.r["rss_nodes"]) * 1024 / pods, "KB")
+            if window:
+                await _heartbeats(run, api, srv, window)
+            else:
+                await _idle(run, srv)
+            if pods:
+                run.phase = f"{pods} pods through Deployments"
+                await pods_through_deployments(run, api, pods, timeout)
+                run.put("rss_pods", rss_mb(srv.proc.pid), "server_rss_pods", "MB",
+                        "< 1500 MB at 30,000 pods")
+                emit(f"n{nodes}_{run.store}_server_rss_per_pod",
+                     (run.r["rss_pods"] - run.r["rss_nodes"]) * 1024 / pods, "KB")
             run.phase = "reconnect after a server restart"
-            run.put("reconnect", await reconnect_after_restart(srv, fleet, timeout),
-                    "reconnect_after_restart", "s", "< 60 s")
+            await reconnect_after_restart(run, srv, fleet, timeout, profile)
             run.phase = ""
     finally:
         await fleet.stop()
@@ -284,17 +294,65 @@ async def _heartbeats(run: Run, api: Api, srv: ServerProcess, window: float) -> 
     run.put("lease_age_max", await api.oldest_lease_age(), "node_lease_age_max", "s", "< 40 s")
 
 
-async def reconnect_after_restart(srv: ServerProcess, fleet: HollowFleet,
-                                  timeout: float) -> float:
+async def _idle(run: Run, srv: ServerProcess) -> None:
+    """Without a heartbeat window (--window 0): the server's RSS and CPU with the nodes over
+    5 s once they are Ready."""
+    cpu0, w0 = cpu_seconds(srv.proc.pid), time.monotonic()
+    await asyncio.sleep(5.0)
+    run.put("rss_nodes", rss_mb(srv.proc.pid), "server_rss_nodes", "MB")
+    run.put("idle_cpu", 100 * (cpu_seconds(srv.proc.pid) - cpu0) / (time.monotonic() - w0),
+            "idle_server_cpu", "%")
+
+
+async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFleet,
+                                  timeout: float, profile: Path | None) -> None:
     """Restart the server (SIGTERM, then the same data dir and port): seconds from its
-    /readyz until every hollow node's tunnel is connected again."""
+    /readyz until half, 90 % and every hollow node's tunnel are connected again, the dials
+    that failed meanwhile (by error), the server's CPU and RSS by then. `profile`: py-spy
+    flame graphs of the server and of this process (the hollow nodes) over the reconnect,
+    and the server's log, are kept there."""
     srv.stop()
     await _wait(lambda: _done(fleet.connected() == 0), timeout, "every tunnel down", 0.2)
     await asyncio.to_thread(srv.start, True, 60.0)
-    t0 = time.monotonic()
-    await _wait(lambda: _done(fleet.connected() == fleet.count), timeout,
-                f"{fleet.count} tunnels back", 0.2)
-    return time.monotonic() - t0
+    failed0 = fleet.dial_errors()  # (not the dials refused while the server was down)
+    t0, cpu0 = time.monotonic(), cpu_seconds(srv.proc.pid)
+    spies = [_py_spy(srv.proc.pid, profile / f"reconnect-n{run.nodes}.svg"),
+             _py_spy(os.getpid(), profile / f"hollow-reconnect-n{run.nodes}.svg")
+             ] if profile else []
+    marks = {"half": fleet.count // 2, "p90": fleet.count * 9 // 10}
+    try:
+        while fleet.connected() < fleet.count:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for "
+                                   f"{fleet.count} tunnels back ({fleet.connected()} are)")
+            for mark, at in list(marks.items()):
+                if fleet.connected() >= at:
+                    del marks[mark]
+                    run.put(f"reconnect_{mark}", time.monotonic() - t0,
+                            f"reconnect_{mark}_after_restart", "s")
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - t0
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.to_thread(spy.wait, 60)
+        if profile:
+            shutil.copy(srv.log_path, profile / f"server-n{run.nodes}.log")
+    run.put("reconnect", took, "reconnect_after_restart", "s", "< 60 s")
+    run.put("reconnect_cpu", 100 * (cpu_seconds(srv.proc.pid) - cpu0) / took,
+            "reconnect_server_cpu", "%")
+    run.put("rss_reconnected", rss_mb(srv.proc.pid), "server_rss_reconnected", "MB")
+    failed = fleet.dial_errors() - failed0
+    run.put("dials_failed", sum(failed.values()), "reconnect_dials_failed", "dials")
+    for why, count in sorted(failed.items()):
+        print(f"# {count} dials failed: {why}", file=sys.stderr, flush=True)
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "50",
+                             "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _done(value: bool) -> bool:
@@ -338,7 +396,10 @@ def main() -> int:
                     help="run on this datastore (repeatable: side by side; default sqlite)")
     ap.add_argument("--timeout", type=float, default=600, help="bound of each phase (s)")
     ap.add_argument("--window", type=float, default=20,
-                    help="seconds of steady heartbeats measured")
+                    help="seconds of steady heartbeats measured (0: none)")
+    ap.add_argument("--profile", type=Path,
+                    help="keep py-spy flame graphs of the reconnect (server, hollow nodes) and "
+                         "the server log here")
     args = ap.parse_args()
     # the hollow agents' reconnect warnings during the restart are expected: figures only
     logging.basicConfig(level=logging.ERROR)
@@ -356,8 +417,9 @@ def main() -> int:
                     run = Run(store, n)
                     runs.append(run)
                     try:
-                        asyncio.run(one_run(run, args.pods or n * args.pods_per_node,
-                                            args.timeout, args.window, Path(d)))
+                        pods = n * args.pods_per_node if args.pods is None else args.pods
+                        asyncio.run(one_run(run, pods, args.timeout, args.window, Path(d),
+                                            args.profile))
                     except (TimeoutError, RuntimeError) as e:  # a bound: on to the next run
                         cuts.append(f"{store}, {n} nodes: cut during {run.phase}: {e}")
         except KeyboardInterrupt:

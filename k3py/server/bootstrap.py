@@ -190,9 +190,10 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    ) -> None:
     """Routes that are not Kubernetes resources (the node tunnel, the dashboard) go before the
     catch-all. `peers`: the other servers on a shared datastore, which streams relay to."""
-    nodeauth.install_from_config(app, config, registry)
+    join = nodeauth.install_from_config(app, config, registry)
     hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
                    authorizer=api.authorizer,
+                   passwords=join.passwords if join is not None else None,
                    server_node="" if config.disable_agent else config.effective_node_name,
                    usage=usage, network_policy=not config.disable_network_policy)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)

@@ -37,17 +37,20 @@ class CloudHub:
 
     `informers` is the server's InformerFactory: the hub asks it for the informers it needs
     when it starts (which starts them); whoever made the factory stops it. `authorizer`: the
-    API's chain, which judges what a node writes up; `server_node`: the server's own node."""
+    API's chain, which judges what a node writes up; `server_node`: the server's own node;
+    `passwords`: the node passwords the joins claim (nodeauth.py)."""
 
     def __init__(self, registry: Registry, authenticator: Authenticator,
                  issuer: TokenIssuer | None = None, *, informers: InformerFactory,
                  authorizer: AuthorizerChain, server_node: str = "",
-                 usage: UsageStore | None = None, network_policy: bool = True) -> None:
+                 usage: UsageStore | None = None, network_policy: bool = True,
+                 passwords: NodePasswords | None = None) -> None:
         self.registry = registry
         self.sessions: dict[str, NodeSession] = {}
         # told a node's name when its tunnel's figures change (the dashboard's Nodes view)
         self.tunnel_listeners: set[Callable[[str], None]] = set()
-        self.passwords = NodePasswords(registry)
+        # the joins' (nodeauth.py): one cache of verified passwords, one verifier key
+        self.passwords = passwords or NodePasswords(registry)
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected,
                                          network_policy=network_policy)
         self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,

@@ -188,6 +188,10 @@ class DownstreamSync:
         self.device_feed: DeviceFeed | None = None
         self.ingress_feed: IngressFeed | None = None
         self.cluster_wide: dict[str, Informer] = {}  # services, endpointslices: to every node
+        # what every node's snapshot holds of each cluster-wide kind, made once and dropped
+        # when one of them goes down to the nodes (a thousand snapshots after a server restart
+        # would otherwise make a thousand times the same views of every pod and Node)
+        self._every_node: dict[str, list[dict]] = {}
         self._tasks: set[asyncio.Task] = set()
 
     def start(self) -> None:
@@ -201,6 +205,7 @@ class DownstreamSync:
         self.volumes = self._informers.informer("", "persistentvolumes")
         self.volumes.add_handler(self._on_volume)
         self.cluster_wide = {}  # (reset: start may run again on a restarted hub)
+        self._every_node = {}
         for plural in CLUSTER_WIDE_KINDS:
             group = "discovery.k8s.io" if plural == "endpointslices" else ""
             inf = self.cluster_wide[plural] = self._informers.informer(group, plural)
@@ -308,8 +313,8 @@ class DownstreamSync:
         if self.device_feed is not None:
             content.update(self.device_feed.snapshot(node))
         content.update({k: [] for k in NETWORK_POLICY_KINDS})  # (disabled: none held)
-        for plural, inf in self.cluster_wide.items():
-            content[plural] = [_view(plural, o) for o in inf.list() if _sent(plural, o)]
+        for plural in self.cluster_wide:
+            content[plural] = list(self._held_by_every_node(plural))
         if self.ingress_feed is not None:
             ingress = self.ingress_feed.snapshot()
             have = {(namespace_of(s), name_of(s)) for s in content["secrets"]}
@@ -318,6 +323,14 @@ class DownstreamSync:
             content.update(ingress)
         return new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
                            content=content, key="sync")
+
+    def _held_by_every_node(self, plural: str) -> list[dict]:
+        held = self._every_node.get(plural)
+        if held is None:
+            held = self._every_node[plural] = [_view(plural, o) for o in
+                                               self.cluster_wide[plural].list()
+                                               if _sent(plural, o)]
+        return held
 
     # ---------------------------------------------------------------- changes
 
@@ -386,6 +399,7 @@ class DownstreamSync:
             if was and _view(plural, old) == obj:
                 return
             etype = "MODIFIED" if was else "ADDED"
+        self._every_node.pop(plural, None)
         msg = framing.shared(object_message(plural, etype, obj))
         for session in self.sessions.values():
             session.send(msg)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from k3py.api import bootstraptoken, errors
-from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.edge.nodepassword import NodePasswords, verifier_key
 from k3py.server.registry import Registry
 from k3py.tunnel.protocol import CACERTS_PATH, NODE_CERT_PATH, NodeCertRequest, NodeCertResponse
 
@@ -174,7 +174,8 @@ def install_from_config(app: web.Application, config, registry=None) -> NodeJoin
         token = f.read().strip()
     join = NodeJoin(ca_cert_pem=signer[0], ca_key_pem=signer[1], token=token,
                     served_ca_pem=served[0],
-                    passwords=NodePasswords(registry) if registry is not None else None,
+                    passwords=NodePasswords(registry, verifier_key(token_secret(token)))
+                    if registry is not None else None,
                     registry=registry)
     join.install(app)
     return join

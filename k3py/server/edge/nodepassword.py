@@ -5,7 +5,14 @@ a node certificate; the server keeps its scrypt hash in the Secret
 kube-system/<node>.node-password.k3py. A different secret for a name whose Node exists is a
 409 (two machines would otherwise fight over one Node, its pods and its tunnel); once the Node
 is deleted (`kubectl delete node NAME`) the name is free and the next agent claims it. The
-Node owns the Secret (ownerReference), so the garbage collector deletes it with the Node."""
+Node owns the Secret (ownerReference), so the garbage collector deletes it with the Node.
+
+The tunnel checks the password at every connect. Next to the scrypt hash, the Secret keeps a
+verifier, an HMAC of the password under a key derived from the cluster's token (every server
+has it; no client that may read Secrets does): a match is proof enough at the speed of one
+HMAC, so after a server restart a thousand reconnecting nodes cost no thousand scrypts
+(40 ms of CPU each). A verifier that does not match (none yet, or a token since changed)
+leaves the decision to scrypt, and once scrypt said yes the verifier is written."""
 
 from __future__ import annotations
 
@@ -19,8 +26,8 @@ import os
 
 from k3py.api import errors
 
-__all__ = ["NodePasswords", "secret_name", "hash_password",
-           "check_password"]
+__all__ = ["NodePasswords", "secret_name", "hash_password", "check_password",
+           "verifier_key"]
 
 log = logging.getLogger("k3py.nodeauth")
 
@@ -48,26 +55,55 @@ def check_password(password: str, stored: str) -> bool:
     return kind == "scrypt" and hmac.compare_digest(hash_password(password, salt), stored)
 
 
-def _stored_hash(secret: dict) -> str:
+def verifier_key(token_secret: str) -> bytes:
+    """The key of the verifiers, from the secret part of the cluster's token."""
+    return hashlib.sha256(b"k3py node password verifier\0" + token_secret.encode()).digest()
+
+
+def _stored(secret: dict, field: str) -> str:
     try:
-        return base64.b64decode((secret.get("data") or {}).get("hash", "")).decode()
+        return base64.b64decode((secret.get("data") or {}).get(field, "")).decode()
     except (ValueError, TypeError):
         return ""
 
 
 class NodePasswords:
-    def __init__(self, registry) -> None:
+    """`key` (verifier_key): verifiers are written and checked; empty: scrypt only."""
+
+    def __init__(self, registry, key: bytes = b"") -> None:
         self.registry = registry
+        self.key = key
         self._lock = asyncio.Lock()  # one claim at a time: two racing joins cannot both win
         self._verified: dict[str, tuple[str, str]] = {}  # node -> (secret rv, password sha256)
 
-    def _secret(self, node: str, hashed: str, owner: dict | None = None) -> dict:
+    def _verifier(self, password: str, hashed: str) -> str:
+        """HMAC(key, the stored hash's salt + password): one per node even for equal
+        passwords."""
+        salt = hashed.split("$")[1] if hashed.count("$") == 2 else ""
+        return hmac.new(self.key, f"{salt}${password}".encode(), hashlib.sha256).hexdigest()
+
+    async def _matches(self, secret: dict, password: str) -> bool:
+        """Whether `password` is the one `secret` stores: its verifier if it matches, else
+        scrypt (in a thread: 40 ms of CPU)."""
+        hashed = _stored(secret, "hash")
+        verifier = _stored(secret, "verifier")
+        if self.key and verifier and hmac.compare_digest(
+                self._verifier(password, hashed), verifier):
+            return True
+        return await asyncio.to_thread(check_password, password, hashed)
+
+    def _secret(self, node: str, hashed: str, password: str,
+                owner: dict | None = None) -> dict:
         md: dict = {"name": secret_name(node), "namespace": NAMESPACE,
                     "labels": {"k3py.io/node": node}}
         if owner is not None:
             md["ownerReferences"] = [_owner_ref(owner)]
+        data = {"hash": base64.b64encode(hashed.encode()).decode()}
+        if self.key:
+            data["verifier"] = base64.b64encode(
+                self._verifier(password, hashed).encode()).decode()
         return {"apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE, "metadata": md,
-                "data": {"hash": base64.b64encode(hashed.encode()).decode()}}
+                "data": data}
 
     async def _node(self, node: str) -> dict | None:
         return await self.registry.try_get(self.registry.served("", "nodes"), None, node)
@@ -90,10 +126,29 @@ class NodePasswords:
         fingerprint = (rv, hashlib.sha256(password.encode()).hexdigest())
         if self._verified.get(node) == fingerprint:
             return True
-        ok = await asyncio.to_thread(check_password, password, _stored_hash(cur))
+        ok = await self._matches(cur, password)
         if ok:
             self._verified[node] = fingerprint
+            await self._add_verifier(node, password, cur)
         return ok
+
+    async def _add_verifier(self, node: str, password: str, secret: dict) -> None:
+        """A Secret from before verifiers (or from another token) gets this key's, once, so
+        that the next restart checks an HMAC, not scrypt, for this node."""
+        hashed = _stored(secret, "hash")
+        verifier = self._verifier(password, hashed) if self.key else ""
+        if not verifier or _stored(secret, "verifier") == verifier:
+            return
+
+        def add(obj: dict) -> dict | None:
+            if _stored(obj, "hash") != hashed:
+                return None  # claimed again meanwhile: its own verifier came with it
+            obj["data"] = {**(obj.get("data") or {}),
+                           "verifier": base64.b64encode(verifier.encode()).decode()}
+            return obj
+        with contextlib.suppress(errors.StatusError):  # deleted meanwhile
+            await self.registry.update_with(self.registry.served("", "secrets"), NAMESPACE,
+                                            secret_name(node), add)
 
     async def claim(self, node: str, password: str) -> None:
         """Accept `password` for `node` (storing it on first use) or raise a StatusError."""
@@ -105,8 +160,7 @@ class NodePasswords:
             cur = await self.registry.try_get(secrets, NAMESPACE, secret_name(node))
             owner = await self._node(node)
             if cur is not None:
-                stored = _stored_hash(cur)
-                if await asyncio.to_thread(check_password, password, stored):
+                if await self._matches(cur, password):
                     return
                 if owner is not None:
                     raise errors.StatusError(
@@ -122,7 +176,8 @@ class NodePasswords:
                     await self.registry.delete(secrets, NAMESPACE, secret_name(node), {
                         "preconditions": {"uid": cur["metadata"].get("uid")}})
             hashed = await asyncio.to_thread(hash_password, password)
-            await self.registry.create(secrets, NAMESPACE, self._secret(node, hashed, owner))
+            await self.registry.create(secrets, NAMESPACE,
+                                       self._secret(node, hashed, password, owner))
 
     async def adopt(self, node: str) -> None:
         """Make the Node the owner of its password Secret (called when a Node registers; the

@@ -1,6 +1,7 @@
 """Dialling after a cut link: edgehub tells "nothing answers" (probe once a second, dial when
-it answers) from "refused" (the server process is down: plain backoff), so a link that
-returns is used at once instead of after the dial's SYN retransmits."""
+it answers) from "refused" (the server process is down: probe once a second until it listens
+again), so a link that returns is used at once instead of after the dial's SYN retransmits,
+and a restarted server at once instead of after a backoff grown while it was down."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import socket
 import aiohttp
 import pytest
 
-from k3py.agent.edgehub import EdgeHub, _unreachable
+from k3py.agent.edgehub import EdgeHub, _refused, _unreachable
 
 pytestmark = pytest.mark.unit
 
@@ -26,6 +27,8 @@ def test_unreachable_classification():
     assert _unreachable(OSError(errno.EHOSTUNREACH, "no route"))
     assert not _unreachable(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
     assert not _unreachable(aiohttp.ClientError("handshake"))
+    assert _refused(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    assert not _refused(TimeoutError()) and not _refused(aiohttp.ClientError("handshake"))
 
 
 async def test_probe_answers_for_a_listener_and_a_refusal():
@@ -40,6 +43,27 @@ async def test_probe_answers_for_a_listener_and_a_refusal():
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     assert await _hub(f"https://127.0.0.1:{free}")._probe()
+    assert not await _hub(f"https://127.0.0.1:{free}")._probe(listening=True)
+
+
+async def test_after_a_refusal_the_dial_waits_for_the_server_to_listen_not_the_backoff():
+    """A backoff grown to its cap while the server restarted: the next dial still goes
+    within about a probe's second of the port listening again."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hub = _hub_with(f"https://127.0.0.1:{port}", _Meta([]))
+    hub.backoff.failures = 64  # 10 s of backoff
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(hub._retry_sleep(loop.time(), refused=True))
+    await asyncio.sleep(1.5)
+    assert not waiting.done()  # refused all along: it waits
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+    try:
+        await asyncio.wait_for(waiting, 3)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 class _Meta:
@@ -69,7 +93,7 @@ async def test_waiting_for_an_answer_picks_a_server_that_answers():
     answering = {"https://10.0.0.3:6443"}
     probed: list[str] = []
 
-    async def probe(server: str = "") -> bool:  # 10.0.0.1 and .2 do not answer (a cut link)
+    async def probe(server: str = "", listening: bool = False) -> bool:  # .1, .2: a cut link
         probed.append(server)
         return server in answering
     hub._probe = probe  # type: ignore[method-assign]

@@ -85,6 +85,35 @@ async def test_sync_replaces_the_desired_set(tmp_path):
     await again.close()
 
 
+async def test_a_sync_writes_only_what_changed(tmp_path):
+    """A full sync again (after a server restart) rewrites no row it leaves as it was: the
+    unchanged pod keeps its row (rowid), the others are deleted, replaced, added."""
+    path = str(tmp_path / "meta.db")
+    mm = MetaManager(path)
+    await mm.open()
+
+    def sync(*pods: dict):
+        return new_message(source="cloudhub", group=GROUP_RESOURCE, operation=OP_SYNC,
+                           content={"pods": list(pods)})
+
+    def rowids() -> dict[str, int]:
+        with sqlite3.connect(path) as db:
+            return dict(db.execute("SELECT name, rowid FROM objects WHERE kind='pods'"))
+    changed = {**_pod("b"), "spec": {"nodeName": "n"}}
+    await mm.apply(sync(_pod("a"), _pod("b"), _pod("c")))
+    before = rowids()
+    await mm.apply(sync(_pod("a"), changed, _pod("d")))
+    after = rowids()
+    assert sorted(after) == ["a", "b", "d"] and after["a"] == before["a"]
+    assert after["b"] != before["b"]
+    await mm.close()
+    again = MetaManager(path)
+    await again.open()
+    assert again.get("pods", "default", "b") == changed
+    assert sorted(p["metadata"]["name"] for p in again.pods()) == ["a", "b", "d"]
+    await again.close()
+
+
 async def test_queued_status_survives_restart_until_acked(tmp_path):
     path = str(tmp_path / "meta.db")
     mm = MetaManager(path)

@@ -123,3 +123,31 @@ async def test_the_node_owns_its_password_secret(env):
     await passwords.claim("pi-8", "other")  # the Node exists: owned from the start
     fresh = await env.registry.get(secrets, "kube-system", secret_name("pi-8"))
     assert fresh["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
+
+
+async def test_a_restarted_server_checks_the_verifier_not_scrypt(env, monkeypatch):
+    """The Secret keeps an HMAC of the password under the token's key: a server that
+    restarted (a new NodePasswords, nothing cached) accepts the right password without a
+    scrypt; a wrong one, or a key since changed (a new token), goes to scrypt, which decides."""
+    from k3py.server.edge import nodepassword
+    key = nodepassword.verifier_key("s3cret")
+    await NodePasswords(env.registry, key).claim("pi-5", "pw-5")
+    secret = await env.registry.get(env.res("secrets"), "kube-system", secret_name("pi-5"))
+    assert set(secret["data"]) == {"hash", "verifier"}
+    assert b"pw-5" not in __import__("base64").b64decode(secret["data"]["verifier"])
+    scrypts = []
+    real = nodepassword.check_password
+    monkeypatch.setattr(nodepassword, "check_password",
+                        lambda pw, stored: scrypts.append(pw) or real(pw, stored))
+    restarted = NodePasswords(env.registry, key)
+    assert await restarted.owns("pi-5", "pw-5") and scrypts == []
+    assert not await restarted.owns("pi-5", "pw-6") and scrypts == ["pw-6"]
+    rotated = NodePasswords(env.registry, nodepassword.verifier_key("n3w"))
+    assert await rotated.owns("pi-5", "pw-5") and scrypts == ["pw-6", "pw-5"]
+    # scrypt said yes: the Secret now has the new key's verifier (as one from before
+    # verifiers gets one), so the next restart checks an HMAC again
+    assert await NodePasswords(env.registry, nodepassword.verifier_key("n3w")).owns(
+        "pi-5", "pw-5") and scrypts == ["pw-6", "pw-5"]
+    await NodePasswords(env.registry).claim("pi-4", "pw-4")  # no key: no verifier
+    assert await restarted.owns("pi-4", "pw-4") and scrypts[-1] == "pw-4"
+    assert await NodePasswords(env.registry, key).owns("pi-4", "pw-4") and len(scrypts) == 3

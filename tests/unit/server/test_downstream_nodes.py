@@ -1,6 +1,7 @@
 """The Nodes' route views on the tunnel, over a real Registry, its informers and real node
 sessions: a Node goes down once it has a pod CIDR (not at its registration, then again), as one
-message encoded once for every node, and not again at its status reports."""
+message encoded once for every node, and not again at its status reports; the snapshots'
+views follow."""
 
 from __future__ import annotations
 
@@ -55,4 +56,9 @@ async def test_a_node_goes_down_once_it_has_a_pod_cidr(env):
     await eventually(lambda: sync.cluster_wide["nodes"].get(None, "n1")["status"]
                      .get("conditions"))
     assert [m for m in await _sent(sessions["b"]) if m.route.resource == "nodes//n1"] == []
+    # the snapshots' views are made once for every node, and made again once one changed
+    assert sync.snapshot("b").content["nodes"] == sync.snapshot("a").content["nodes"]
+    await env.registry.delete(nodes, None, "n1", {"gracePeriodSeconds": 0})
+    await eventually(lambda: sync.cluster_wide["nodes"].get(None, "n1") is None)
+    assert sync.snapshot("a").content["nodes"] == []
     await sync.stop()
