@@ -28,7 +28,8 @@ _PARALLEL_SAFE = frozenset({
     "test_namespaces_gc.py", "test_node_authorizer.py", "test_pod_security.py",
     "test_postgres.py", "test_python_client.py", "test_rbac.py", "test_request_limits.py",
     "test_scheduling.py", "test_secrets_encryption.py", "test_server_cli.py",
-    "test_snapshots.py", "test_store_kill9.py", "test_two_servers_one_process.py",
+    "test_snapshots.py", "test_store_kill9.py", "test_tunnel_skew.py",
+    "test_two_servers_one_process.py",
     "test_workloads.py",
 })
 

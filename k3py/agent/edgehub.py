@@ -38,6 +38,7 @@ from k3py.tunnel.message import (
     GROUP_STREAM,
     GROUP_TUNNEL,
     OP_ACK,
+    OP_HELLO,
     OP_INSERT,
     OP_KEEPALIVE,
     Message,
@@ -47,7 +48,17 @@ from k3py.tunnel.message import (
     resource_key,
     stream_frame,
 )
-from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_ERROR, HEARTBEAT, RESUME_HEADER, TUNNEL_PATH
+from k3py.tunnel.protocol import (
+    FEATURES,
+    FEATURES_HEADER,
+    FRAME_CLOSE,
+    FRAME_ERROR,
+    HEARTBEAT,
+    RESUME_HEADER,
+    TUNNEL_PATH,
+    features_header,
+    hello_features,
+)
 from k3py.tunnel.reliability import RESEND_AFTER, Backoff, ReceivedWindow, SendQueue
 
 __all__ = ["EdgeHub", "server_urls"]
@@ -86,6 +97,8 @@ class EdgeHub:
         self.on_connect: list[Callable[[], None]] = []
         self.on_disconnect: list[Callable[[], None]] = []
         self.connects = 0
+        # the tunnel features of the server on this link (its hello; none: an older server)
+        self.server_features: frozenset[str] = frozenset()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -105,6 +118,10 @@ class EdgeHub:
     @property
     def url(self) -> str:
         return self.server + TUNNEL_PATH
+
+    def speaks(self, feature: str) -> bool:
+        """Whether the server on this link and this agent both have `feature`."""
+        return feature in self.server_features and feature in FEATURES
 
     def servers(self) -> list[str]:
         """--server, then every server of the cluster: the addresses of the `kubernetes`
@@ -272,7 +289,8 @@ class EdgeHub:
                     self.url, ssl=self.ssl if self.ssl is not None else True, heartbeat=HEARTBEAT,
                     protocols=(framing.SUBPROTOCOL,), max_msg_size=framing.MAX_FRAME_BYTES,
                     headers={**self.headers,
-                             RESUME_HEADER: "1" if self.meta.synced else "0"},
+                             RESUME_HEADER: "1" if self.meta.synced else "0",
+                             FEATURES_HEADER: features_header()},
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
             except asyncio.CancelledError:
                 raise
@@ -327,6 +345,14 @@ class EdgeHub:
         self.last_error = why
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        # the server's first message is its hello, or, from a server older than features,
+        # anything else (its keepalive probe, the snapshot): nothing goes up or is served
+        # before it says which features the link has
+        first = await _first_message(ws)
+        self.server_features = hello_features(first.content) if _is_hello(first) else \
+            frozenset()
+        log.info("tunnel features: %s", ", ".join(sorted(self.server_features)) or "none "
+                 "(the server is older than tunnel features)")
         self._ws = ws
         self.queue.link_reset()
         self.connected.set()
@@ -336,6 +362,8 @@ class EdgeHub:
         self._wakeup.set()
         await self._report_dropped()
         try:
+            if not _is_hello(first):
+                await self._received(first)
             async for frame in ws:
                 if frame.type != aiohttp.WSMsgType.TEXT:
                     continue
@@ -444,6 +472,25 @@ def server_urls(configured: str, kubernetes_slice: dict | None) -> list[str]:
         if url not in out:
             out.append(url)
     return out
+
+
+async def _first_message(ws: aiohttp.ClientWebSocketResponse) -> Message:
+    """The server's first message on a new link (ConnectionError if the link ends first)."""
+    while True:
+        frame = await ws.receive()
+        if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                          aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            raise ConnectionError(f"the server closed the tunnel ({frame.extra or frame.type})")
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            continue
+        try:
+            return framing.decode(frame.data)
+        except framing.FramingError as e:
+            log.warning("bad frame from server: %s", e)
+
+
+def _is_hello(msg: Message) -> bool:
+    return msg.route.group == GROUP_TUNNEL and msg.route.operation == OP_HELLO
 
 
 def _unreachable(e: BaseException) -> bool:

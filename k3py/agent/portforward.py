@@ -134,11 +134,12 @@ async def _connect(runtime: LibpodAPI, pod: dict, port: int) -> socket.socket:
     raise last
 
 
-async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, port: int) -> None:
+async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, port: int, *,
+                       flow: bool) -> None:
     """Relay tunnel stream `sid` to localhost:`port` in the pod: "data" frames both ways,
-    flow controlled ("credit" frames, as connect streams), "data-close" half-closes toward
-    the pod, "close" when the pod side ends, "error" when
-    the connection cannot be made."""
+    flow controlled when `flow` (the request's: "credit" frames, as connect streams; an older
+    server sends none), "data-close" half-closes toward the pod, "close" when the pod side
+    ends, "error" when the connection cannot be made."""
     if not 0 < port < 65536:
         hub.send_live(stream_frame(sid, FRAME_ERROR, {"message": f"invalid port {port}"},
                                    source=EDGE))
@@ -152,4 +153,4 @@ async def forward_port(hub: EdgeHub, runtime: LibpodAPI, sid: str, pod: dict, po
                        f"{pod['metadata']['name']}: {msg}"}, source=EDGE))
         return
     reader, writer = await asyncio.open_connection(sock=sock)
-    await relay_stream(hub, sid, hub.stream_input(sid), reader, writer, flow_control=True)
+    await relay_stream(hub, sid, hub.stream_input(sid), reader, writer, flow_control=flow)

@@ -2,7 +2,8 @@
 opens (portforward.py, network/tunnelproxy.py's serve_connect), and the connect streams this
 node opens itself (tunnelproxy.py's TunnelProxy); and a UDP flow over a connect stream, one
 datagram per frame. Frames are protocol.py's FRAME_*; connect and port-forward streams are
-flow controlled both ways (tunnel/flowcontrol.py)."""
+flow controlled both ways (tunnel/flowcontrol.py) when the request says so (its `flow`: the
+server and the agent at the other end speak it)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from k3py.tunnel.flowcontrol import StreamWindow
+from k3py.tunnel.flowcontrol import StreamWindow, datagram_cost
 from k3py.tunnel.message import EDGE, stream_frame
 from k3py.tunnel.protocol import (
     FRAME_CLOSE,
@@ -20,8 +21,10 @@ from k3py.tunnel.protocol import (
     FRAME_DATA,
     FRAME_DATA_CLOSE,
     FRAME_ERROR,
+    FRAME_FLOW,
     content_credit,
     content_data,
+    content_flow_off,
     credit_content,
     data_content,
     data_length,
@@ -46,9 +49,11 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     (`opened`: its queue also gets the server's "close" and "error") sends "data-close" and
     runs until the server ends it. The connection is closed on return.
 
-    `flow_control` (connect and port-forward streams): at most a window of bytes goes out
-    before the other end grants more ("credit" frames), and what comes in is granted back
-    once written to the connection, so a slow reader on either side pauses the writer on the other."""
+    `flow_control` (connect and port-forward streams whose request says "flow"): at most a
+    window of bytes goes out before the other end grants more ("credit" frames), and what
+    comes in is granted back once written to the connection, so a slow reader on either side
+    pauses the writer on the other. A "flow" frame that turns it off (the server: the other
+    node is older) ends the counting both ways."""
     sending = StreamWindow() if flow_control else None
     receiving = StreamWindow() if flow_control else None
     room = asyncio.Event()
@@ -60,11 +65,17 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     async def dispatch() -> None:
         """The stream's frames: credit at once (a connection slow to take our data must not
         hold up the grants for the data we send), the rest in order to the connection."""
+        nonlocal sending, receiving
         while True:
             op, content = await inputs.get()
             if op == FRAME_CREDIT:
                 if sending is not None:
                     sending.granted(content_credit(content))
+                    room.set()
+                continue
+            if op == FRAME_FLOW:
+                if content_flow_off(content):
+                    sending = receiving = None
                     room.set()
                 continue
             if op == FRAME_DATA and receiving is not None and \
@@ -84,7 +95,7 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
                 data = content_data(content)
                 writer.write(data)
                 await writer.drain()
-                if receiving is not None:
+                if receiving is not None:  # (looked up again: a "flow" frame may end it)
                     grant = receiving.consumed(len(data))
                     if grant:
                         send(FRAME_CREDIT, credit_content(grant))
@@ -98,10 +109,10 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
         with contextlib.suppress(ConnectionError):
             while True:
                 size = CHUNK
+                while sending is not None and not sending.room():
+                    room.clear()
+                    await room.wait()
                 if sending is not None:
-                    while not sending.room():
-                        room.clear()
-                        await room.wait()
                     size = min(size, sending.room())
                 data = await reader.read(size)
                 if not data:
@@ -130,44 +141,56 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
 
 async def relay_datagrams(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
                           send_to: Callable[[bytes], None], received: asyncio.Queue, *,
-                          idle: float) -> None:
+                          idle: float, flow_control: bool = False) -> None:
     """Datagrams between a UDP socket and connect stream `sid`, one per "data" frame: the
-    stream's go out through `send_to` and are granted back at once; `received`'s go up while
-    the window has room and are dropped when it has none (a peer that does not keep up loses
-    datagrams, as on a network, and nothing piles up). Returns on the stream's close or
-    error, or once no datagram passed either way for `idle` seconds."""
-    sending, receiving = StreamWindow(), StreamWindow()
+    stream's go out through `send_to`, `received`'s go up. With `flow_control` (the request's
+    "flow"), each datagram takes flowcontrol.datagram_cost of the window, what goes out is
+    granted back at once, and what the window has no room for is dropped (a peer that does not
+    keep up loses datagrams, as on a network, and nothing piles up); a "flow" frame may turn
+    it off. Returns on the stream's close or error, or once no datagram passed either way for
+    `idle` seconds."""
+    sending = StreamWindow() if flow_control else None
+    receiving = StreamWindow() if flow_control else None
     active = asyncio.Event()
 
     def send(op: str, content: Any = None) -> bool:
         return hub.send_live(stream_frame(sid, op, content, source=EDGE))
 
     async def from_tunnel() -> None:
+        nonlocal sending, receiving
         while True:
             op, content = await inputs.get()
-            if op == FRAME_CREDIT:
+            if op == FRAME_CREDIT and sending is not None:
                 sending.granted(content_credit(content))
+            elif op == FRAME_FLOW and content_flow_off(content):
+                sending = receiving = None
             elif op == FRAME_DATA:
                 data = content_data(content)
-                if not receiving.sent(len(data)):
+                cost = datagram_cost(len(data))
+                if receiving is not None and not receiving.sent(cost):
                     send(FRAME_ERROR, {"code": 502, "message": "more data than the stream's "
                                        "flow-control window"})
                     return
                 send_to(data)
                 active.set()
-                grant = receiving.consumed(len(data))
+                grant = receiving.consumed(cost) if receiving is not None else 0
                 if grant:
                     send(FRAME_CREDIT, credit_content(grant))
-            elif op in (FRAME_CLOSE, FRAME_ERROR):
+            elif op == FRAME_ERROR:  # e.g. the pod's node does not relay UDP (an older agent)
+                log.warning("UDP flow %s ended: %s", sid, (content or {}).get("message")
+                            if isinstance(content, dict) else content)
+                return
+            elif op == FRAME_CLOSE:
                 return
 
     async def to_tunnel() -> None:
         while True:
             data = await received.get()
             active.set()
-            if sending.room() < len(data):
-                continue
-            sending.sent(len(data))
+            if sending is not None:
+                if sending.room() < datagram_cost(len(data)):
+                    continue
+                sending.sent(datagram_cost(len(data)))
             if not send(FRAME_DATA, data_content(data)):
                 return
 

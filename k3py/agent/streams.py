@@ -121,7 +121,7 @@ def install_stream_handlers(hub: EdgeHub, pods: PodSyncer, runtime: LibpodAPI) -
         if pod is None:
             hub.send_live(_not_here(msg.id, r.pod))
             return
-        await forward_port(hub, runtime, msg.id, pod, r.port)
+        await forward_port(hub, runtime, msg.id, pod, r.port, flow=r.flow)
 
     hub.stream_handlers[STREAM_LOG] = log
     hub.stream_handlers[STREAM_EXEC] = exec_

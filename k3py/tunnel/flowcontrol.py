@@ -5,13 +5,27 @@ direction, and a slow reader pauses the sender without stalling the tunnel's oth
 
 Pure bookkeeping (no I/O), as reliability.py: agent/streamrelay.py keeps one StreamWindow per
 direction at both ends, server/edge/noderelay.py one per direction to check the nodes keep to
-it. The frames are protocol.py's FRAME_DATA and FRAME_CREDIT."""
+it. The frames are protocol.py's FRAME_DATA and FRAME_CREDIT; a stream is flow controlled
+only when both its ends (and the server between) name protocol.FEATURE_FLOW_CONTROL.
+
+A TCP stream counts the bytes it carries. A UDP flow counts each datagram as its bytes plus
+DATAGRAM_OVERHEAD (`datagram_cost`), at the sender, the relay and the receiver alike: a frame
+costs its envelope whatever it carries, so empty or one-byte datagrams also fill the window."""
 
 from __future__ import annotations
 
-__all__ = ["StreamWindow", "STREAM_WINDOW"]
+__all__ = ["StreamWindow", "STREAM_WINDOW", "DATAGRAM_OVERHEAD", "datagram_cost"]
 
 STREAM_WINDOW = 256 * 1024  # bytes one direction of a stream may have in flight
+# what a UDP flow's frame is charged beyond its datagram: about its envelope on the wire
+# (header, route, the data's wrapper: 285 bytes for an empty datagram), so at most a
+# thousand frames of a flow are in flight per direction
+DATAGRAM_OVERHEAD = 256
+
+
+def datagram_cost(n: int) -> int:
+    """The window a datagram of `n` bytes takes."""
+    return n + DATAGRAM_OVERHEAD
 
 
 class StreamWindow:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,13 +14,13 @@ __all__ = [
     "Header", "Route", "Message", "new_message", "ack_for", "needs_ack",
     "GROUP_RESOURCE", "GROUP_STREAM", "GROUP_TUNNEL",
     "OP_INSERT", "OP_UPDATE", "OP_DELETE", "OP_SYNC", "OP_RESPONSE", "OP_ACK",
-    "OP_KEEPALIVE", "CLOUD", "EDGE", "keepalive", "resource_key", "split_resource_key", "stream_frame",
+    "OP_KEEPALIVE", "OP_HELLO", "CLOUD", "EDGE", "keepalive", "hello", "resource_key", "split_resource_key", "stream_frame",
 ]
 
 # route.group: what kind of payload this is
 GROUP_RESOURCE = "resource"  # Kubernetes objects (pods, configmaps, nodes, leases, events)
 GROUP_STREAM = "stream"      # logs / exec frames: live only, never resent
-GROUP_TUNNEL = "tunnel"      # the link itself: ACKs, keepalives
+GROUP_TUNNEL = "tunnel"      # the link itself: ACKs, keepalives, the server's hello
 
 OP_INSERT = "insert"
 OP_UPDATE = "update"
@@ -28,6 +29,7 @@ OP_SYNC = "sync"            # the full desired set of a resource kind for this n
 OP_RESPONSE = "response"
 OP_ACK = "ack"
 OP_KEEPALIVE = "keepalive"
+OP_HELLO = "hello"  # the server's first message on a link: {"features": [...]}
 
 CLOUD = "cloudhub"
 EDGE = "edgehub"
@@ -113,6 +115,13 @@ def ack_for(ids: list[str], *, source: str) -> Message:
     """One ACK message can acknowledge many ids (batched after a burst)."""
     return new_message(source=source, group=GROUP_TUNNEL, operation=OP_ACK,
                        content={"ids": list(ids)})
+
+
+def hello(features: Iterable[str], *, source: str) -> Message:
+    """The server's first message on each link: the tunnel features it speaks
+    (protocol.FEATURES). A server that sends none is older than features: it speaks none."""
+    return new_message(source=source, group=GROUP_TUNNEL, operation=OP_HELLO,
+                       content={"features": sorted(features)})
 
 
 def keepalive(content: Any, *, source: str) -> Message:

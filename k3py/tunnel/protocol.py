@@ -14,6 +14,8 @@ from typing import Any
 __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
+    "FEATURES_HEADER", "FEATURE_FLOW_CONTROL", "FEATURE_UDP_CONNECT", "FEATURES",
+    "features_header", "parse_features", "hello_features",
     "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "POD_PEERS_KIND",
     "NETWORK_POLICY_KINDS", "INGRESS_KINDS", "VOLUME_KINDS",
     "VOLUME_CLEANED", "volume_cleaned_resource",
@@ -23,6 +25,7 @@ __all__ = [
     "ConnectRequest",
     "FRAME_DATA", "FRAME_EXIT", "FRAME_ERROR", "FRAME_CLOSE",
     "FRAME_STDIN", "FRAME_STDIN_CLOSE", "FRAME_RESIZE", "FRAME_DATA_CLOSE", "FRAME_CREDIT",
+    "FRAME_FLOW", "flow_off_content", "content_flow_off",
     "data_content", "content_data", "data_length", "credit_content", "content_credit", "LogRequest", "ExecRequest", "PortForwardRequest",
 ]
 
@@ -70,6 +73,36 @@ TUNNEL_PATH = "/v1-k3py/tunnel"
 RESUME_HEADER = "X-K3py-Resume"  # "1": the agent holds a snapshot, resend what is unACKed only
 NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on every dial: the name is still this machine's
 HEARTBEAT = 10.0  # seconds between websocket pings, both ends
+
+# What each end speaks beyond the first tunnel protocol, so that a server and its agents of
+# different versions (an upgrade, server or agents first) use only what both know. The agent
+# names its features in FEATURES_HEADER on every dial; the server names its own in the hello
+# (message.hello), its first message on each link. A peer older than features names none: an
+# older server ignores the header, an older agent the hello, and each feature is off towards
+# them.
+FEATURES_HEADER = "X-K3py-Features"
+FEATURE_FLOW_CONTROL = "flow-control"  # credit frames on connect and port-forward streams
+FEATURE_UDP_CONNECT = "udp-connect"    # ConnectRequest protocol "udp"
+FEATURES = frozenset({FEATURE_FLOW_CONTROL, FEATURE_UDP_CONNECT})  # this build's
+
+
+def features_header(features: frozenset[str] = FEATURES) -> str:
+    return ",".join(sorted(features))
+
+
+def parse_features(value: Any) -> frozenset[str]:
+    """The features a FEATURES_HEADER value names (none for a missing or malformed one)."""
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(f.strip() for f in value.split(",") if f.strip())
+
+
+def hello_features(content: Any) -> frozenset[str]:
+    """The features a hello's content names (none for a malformed one)."""
+    names = (content if isinstance(content, dict) else {}).get("features")
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(f for f in names if isinstance(f, str))
 
 # the kinds sent down (resource keys' plural, the keys of a sync snapshot's content)
 # the claims a node's pods use and their volumes (bound, or deleted local-path volumes of the
@@ -290,9 +323,23 @@ FRAME_STDIN = "stdin"            # {"data": base64}
 FRAME_STDIN_CLOSE = "stdin-close"
 FRAME_RESIZE = "resize"          # {"Width": cols, "Height": rows}, as kubectl sends it
 FRAME_DATA_CLOSE = "data-close"  # port-forward: the client half-closed its connection
-# both ways, connect streams only: {"bytes": n}, the receiver handed n more bytes on and the
-# sender may send that many more (flowcontrol.py)
+# both ways, on a flow-controlled connect or port-forward stream (the request's "flow"):
+# {"bytes": n}, the receiver handed n more bytes on and the sender may send that many more
+# (flowcontrol.py)
 FRAME_CREDIT = "credit"
+# server to the node that opened a connect stream asking for flow control, first on the
+# stream: {"flow": false}, the node at the other end does not do it (an older agent), so
+# neither end counts a window
+FRAME_FLOW = "flow"
+
+
+def flow_off_content() -> dict:
+    return {"flow": False}
+
+
+def content_flow_off(content: Any) -> bool:
+    """True when a FRAME_FLOW frame turns the stream's flow control off."""
+    return isinstance(content, dict) and content.get("flow") is False
 
 
 def data_content(data: bytes, fd: int | None = None) -> dict:
@@ -383,36 +430,42 @@ class ExecRequest:
 
 @dataclass(frozen=True, slots=True)
 class PortForwardRequest:
-    """pods/portforward: one forwarded connection to `port` on the pod's localhost."""
+    """pods/portforward: one forwarded connection to `port` on the pod's localhost. `flow`:
+    the stream is flow controlled (the server sets it when the node named FEATURE_FLOW_CONTROL;
+    a request without it comes from an older server, which sends no credit)."""
 
     namespace: str
     pod: str
     uid: str
     port: int = 0
+    flow: bool = False
 
     def to_content(self) -> dict:
         return {"namespace": self.namespace, "pod": self.pod, "uid": self.uid,
-                "port": self.port}
+                "port": self.port, "flow": self.flow}
 
     @classmethod
     def from_content(cls, c: Any) -> PortForwardRequest:
         c = c if isinstance(c, dict) else {}
         return cls(c.get("namespace") or "", c.get("pod") or "", c.get("uid") or "",
-                   int(c.get("port") or 0))
+                   int(c.get("port") or 0), c.get("flow") is True)
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectRequest:
     """A TCP connection (or, `protocol` "udp", a UDP flow: one datagram per data frame) to
     `ip`:`port`, a pod IP in the pod CIDR of the node that serves it (the tunnel path to
-    nodes that cannot be routed to: docs/networking.md)."""
+    nodes that cannot be routed to: docs/networking.md). `flow`: from a node, it asks for
+    flow control; from the server, the stream is flow controlled (absent: an older peer,
+    not)."""
 
     ip: str
     port: int
     protocol: str = "tcp"
+    flow: bool = False
 
     def to_content(self) -> dict:
-        out: dict = {"ip": self.ip, "port": self.port}
+        out: dict = {"ip": self.ip, "port": self.port, "flow": self.flow}
         if self.protocol != "tcp":
             out["protocol"] = self.protocol
         return out
@@ -429,4 +482,4 @@ class ConnectRequest:
             raise ValueError(f"unsupported protocol {protocol!r}")
         if not isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address):
             raise ValueError(f"not an IPv4 address: {ip!r}")
-        return cls(ip, port, protocol)
+        return cls(ip, port, protocol, c.get("flow") is True)

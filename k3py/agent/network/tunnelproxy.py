@@ -12,7 +12,11 @@ and relays the connection over a connect stream (protocol.ConnectRequest) that
 the server passes on (server/edge/noderelay.py).
 
 The other side (`serve_connect`, an EdgeHub stream handler): connect to the pod IP, which
-must be in this node's pod CIDR, and relay."""
+must be in this node's pod CIDR, and relay.
+
+Flow control and UDP flows depend on the server (EdgeHub.speaks): a connection asks for flow
+control only from a server that speaks it (the server turns it off when the other node's
+agent is older), and UDP goes only through a server that relays it."""
 
 from __future__ import annotations
 
@@ -29,10 +33,17 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.network.proxy import Endpoint, ServicePort
 from k3py.agent.streamrelay import DatagramQueue, relay_datagrams, relay_stream
 from k3py.tunnel.message import EDGE, Message, stream_frame
-from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_ERROR, STREAM_CONNECT, ConnectRequest
+from k3py.tunnel.protocol import (
+    FEATURE_FLOW_CONTROL,
+    FEATURE_UDP_CONNECT,
+    FRAME_CLOSE,
+    FRAME_ERROR,
+    STREAM_CONNECT,
+    ConnectRequest,
+)
 
-__all__ = ["TunnelProxy", "UdpPort", "ClientAffinity", "serve_connect", "tunnel_target",
-           "original_destination"]
+__all__ = ["TunnelProxy", "UdpPort", "ClientAffinity", "serve_connect", "connect_through",
+           "tunnel_target", "original_destination"]
 
 log = logging.getLogger("k3py.network")
 
@@ -189,16 +200,23 @@ class TunnelProxy:
         if target is None:
             log.debug("tunnel proxy: no tunnelled pod for %s:%s", *dst)
             return
-        opened = self.hub.open_stream(STREAM_CONNECT, ConnectRequest(*target).to_content())
-        if opened is None:
-            log.debug("tunnel proxy: no tunnel to the server for %s:%s", *target)
-            return
-        sid, queue = opened
-        try:
-            await relay_stream(self.hub, sid, queue, reader, writer, opened=True,
-                               flow_control=True)
-        finally:
-            self.hub.close_stream(sid)
+        await connect_through(self.hub, *target, reader, writer)
+
+
+async def connect_through(hub: EdgeHub, ip: str, port: int, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+    """Relay a connection to the pod at `ip`:`port` over a connect stream this node opens,
+    flow controlled if the server speaks it (and, it answers, the pod's node too)."""
+    flow = hub.speaks(FEATURE_FLOW_CONTROL)
+    opened = hub.open_stream(STREAM_CONNECT, ConnectRequest(ip, port, flow=flow).to_content())
+    if opened is None:
+        log.debug("tunnel proxy: no tunnel to the server for %s:%s", ip, port)
+        return
+    sid, queue = opened
+    try:
+        await relay_stream(hub, sid, queue, reader, writer, opened=True, flow_control=flow)
+    finally:
+        hub.close_stream(sid)
 
 
 class UdpPort:
@@ -210,6 +228,7 @@ class UdpPort:
         self.proxy, self.port_id = proxy, port_id
         self.address = ""
         self.flows: dict[tuple, tuple[asyncio.Queue, asyncio.Task]] = {}  # oldest first
+        self.refused = 0  # the link (hub.connects) whose server could not relay UDP, logged
         self._transport: asyncio.DatagramTransport | None = None
 
     async def open(self, ip: str) -> None:
@@ -234,30 +253,38 @@ class UdpPort:
         eps = [e for e in sp.endpoints if e.via_tunnel] if sp is not None else []
         if sp is None or not eps:
             return None
-        ep = self.proxy.affinity.pick(sp, client[0], eps)
         hub = self.proxy.hub
-        opened = hub.open_stream(STREAM_CONNECT,
-                                 ConnectRequest(ep.ip, ep.port, "udp").to_content())
+        if not hub.speaks(FEATURE_UDP_CONNECT):
+            if self.refused != hub.connects:  # once per link
+                self.refused = hub.connects
+                log.warning("UDP to Service port %s through the tunnel dropped: the server "
+                            "is older than UDP relaying (upgrade it)", self.port_id)
+            return None
+        ep = self.proxy.affinity.pick(sp, client[0], eps)
+        flow = hub.speaks(FEATURE_FLOW_CONTROL)
+        opened = hub.open_stream(STREAM_CONNECT, ConnectRequest(
+            ep.ip, ep.port, "udp", flow=flow).to_content())
         if opened is None:
             return None
         if len(self.flows) >= UDP_FLOWS:
             self.flows.pop(next(iter(self.flows)))[1].cancel()
-        flow: asyncio.Queue = asyncio.Queue(maxsize=UDP_QUEUE)
-        task = asyncio.create_task(self._relay(client, *opened, flow))
-        self.flows[client] = flow, task
+        queue: asyncio.Queue = asyncio.Queue(maxsize=UDP_QUEUE)
+        task = asyncio.create_task(self._relay(client, *opened, queue, flow))
+        self.flows[client] = queue, task
         self.proxy.track(task)
-        return flow
+        return queue
 
     async def _relay(self, client: tuple, sid: str, inputs: asyncio.Queue,
-                     flow: asyncio.Queue) -> None:
+                     queue: asyncio.Queue, flow: bool) -> None:
         def reply(data: bytes) -> None:
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.sendto(data, client)
         try:
-            await relay_datagrams(self.proxy.hub, sid, inputs, reply, flow, idle=UDP_IDLE)
+            await relay_datagrams(self.proxy.hub, sid, inputs, reply, queue, idle=UDP_IDLE,
+                                  flow_control=flow)
         finally:
             self.proxy.hub.close_stream(sid)
-            if self.flows.get(client, (None,))[0] is flow:
+            if self.flows.get(client, (None,))[0] is queue:
                 del self.flows[client]
 
 
@@ -294,7 +321,7 @@ async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str],
         return
     with contextlib.suppress(ConnectionError):
         await relay_stream(hub, msg.id, hub.stream_input(msg.id), reader, writer,
-                           flow_control=True)
+                           flow_control=req.flow)
 
 
 async def _serve_datagrams(hub: EdgeHub, sid: str, req: ConnectRequest,
@@ -310,7 +337,7 @@ async def _serve_datagrams(hub: EdgeHub, sid: str, req: ConnectRequest,
         return
     try:
         await relay_datagrams(hub, sid, hub.stream_input(sid), transport.sendto, received,
-                              idle=UDP_IDLE)
+                              idle=UDP_IDLE, flow_control=req.flow)
     finally:
         transport.close()
     hub.send_live(stream_frame(sid, FRAME_CLOSE, source=EDGE))

@@ -7,9 +7,11 @@ Called by sessions.TunnelHandler for a stream request a node sends; the Nodes co
 server's Node informer (the one downstream.py feeds every node's route view from). Any node
 may reach any pod IP this way, as on a flat pod network.
 
-The two agents flow-control the stream end to end (tunnel/flowcontrol.py) and the relay passes
-their credit frames on, so it holds at most a window per direction; a node that sends more
-than its window ends the stream, rather than growing the server's queues."""
+When both agents speak flow control (sessions.NodeSession.speaks), they flow-control the
+stream end to end (tunnel/flowcontrol.py) and the relay passes their credit frames on, so it
+holds at most a window per direction; a node that sends more than its window ends the stream,
+rather than growing the server's queues. With an older agent at either end no window is
+counted (it would send no credit), and a UDP flow goes only to an agent that speaks it."""
 
 from __future__ import annotations
 
@@ -18,22 +20,27 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from k3py.api import errors
 from k3py.server.edge import nodestreams
 from k3py.server.edge.sessions import NodeSession
-from k3py.tunnel.flowcontrol import StreamWindow
+from k3py.tunnel.flowcontrol import StreamWindow, datagram_cost
 from k3py.tunnel.message import CLOUD, Message, stream_frame
 from k3py.tunnel.protocol import (
+    FEATURE_FLOW_CONTROL,
+    FEATURE_UDP_CONNECT,
     FRAME_CLOSE,
     FRAME_CREDIT,
     FRAME_DATA,
     FRAME_DATA_CLOSE,
     FRAME_ERROR,
+    FRAME_FLOW,
     STREAM_CONNECT,
     ConnectRequest,
     content_credit,
     data_length,
+    flow_off_content,
 )
 
 __all__ = ["ConnectRelay", "node_for_ip"]
@@ -76,7 +83,9 @@ class ConnectRelay:
         task.add_done_callback(self._tasks.discard)
 
     def _open(self, source: NodeSession, content: object
-              ) -> tuple[NodeSession, str, asyncio.Queue]:
+              ) -> tuple[ConnectRequest, NodeSession, str, asyncio.Queue]:
+        """The stream opened on the target node, with the request it was sent (its `flow`:
+        whether the stream is flow controlled)."""
         try:
             req = ConnectRequest.from_content(content)
         except ValueError as e:
@@ -87,23 +96,39 @@ class ConnectRelay:
         if target == source.node:
             raise errors.bad_request(f"{req.ip} is on the asking node {target}")
         session = self.sessions.get(target)
+        if req.protocol == "udp" and session is not None and session.connected and \
+                not session.speaks(FEATURE_UDP_CONNECT):
+            raise errors.StatusError(501, "NotImplemented", f"node {target}'s agent does not "
+                                     "relay UDP (it is older than this server)")
+        flow = req.flow and source.speaks(FEATURE_FLOW_CONTROL) and session is not None \
+            and session.speaks(FEATURE_FLOW_CONTROL)
+        req = replace(req, flow=bool(flow))
         stream_id, queue = nodestreams.open_stream(session, target, STREAM_CONNECT,
                                                    req.to_content())
         assert session is not None
-        return session, stream_id, queue
+        return req, session, stream_id, queue
 
     async def _relay(self, source: NodeSession, sid: str, content: object,
                      inbound: asyncio.Queue) -> None:
         try:
-            target, tid, outbound = self._open(source, content)
+            req, target, tid, outbound = self._open(source, content)
         except errors.StatusError as e:
             log.info("node %s: connect refused: %s", source.node, e.message)
             source.send_live(_error(sid, e))
             source.streams.pop(sid, None)
             return
-        up, down = StreamWindow(), StreamWindow()  # source -> target, target -> source
-        pumps = [asyncio.create_task(_pump(inbound, target, tid, up, down)),
-                 asyncio.create_task(_pump(outbound, source, sid, down, up))]
+        if req.flow:
+            up, down = StreamWindow(), StreamWindow()  # source -> target, target -> source
+        else:
+            up = down = None
+            if (content if isinstance(content, dict) else {}).get("flow") is True:
+                # the source counts a window until it hears that the target will not
+                source.send_live(stream_frame(sid, FRAME_FLOW, flow_off_content(),
+                                              source=CLOUD))
+        cost = (lambda c: datagram_cost(data_length(c))) if req.protocol == "udp" \
+            else data_length
+        pumps = [asyncio.create_task(_pump(inbound, target, tid, up, down, cost)),
+                 asyncio.create_task(_pump(outbound, source, sid, down, up, cost))]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -118,13 +143,16 @@ class ConnectRelay:
 
 
 async def _pump(frames: asyncio.Queue, to: NodeSession, stream_id: str,
-                sending: StreamWindow, granting: StreamWindow) -> None:
+                sending: StreamWindow | None, granting: StreamWindow | None,
+                cost: Callable[[object], int]) -> None:
     """Frames of one stream into the other until it closes or fails (an error is passed
     on: the tunnel of either node may be the one that went). `sending`: the window of the
-    data these frames carry; `granting`: the one their credit frames open."""
+    data these frames carry, `cost(content)` what a data frame takes of it; `granting`: the
+    one their credit frames open (both None: the stream is not flow controlled, and credit
+    frames are not passed on)."""
     while True:
         kind, content = await frames.get()
-        if kind == FRAME_DATA and not sending.sent(data_length(content)):
+        if kind == FRAME_DATA and sending is not None and not sending.sent(cost(content)):
             log.warning("node %s: connect stream ended: a node sent more than its window",
                         to.node)
             to.send_live(stream_frame(stream_id, FRAME_ERROR, {
@@ -132,6 +160,8 @@ async def _pump(frames: asyncio.Queue, to: NodeSession, stream_id: str,
                 source=CLOUD))
             return
         if kind == FRAME_CREDIT:
+            if granting is None:
+                continue
             granting.granted(content_credit(content))
         if kind in _FORWARDED:
             if not to.send_live(stream_frame(stream_id, kind, content, source=CLOUD)):

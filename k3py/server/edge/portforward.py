@@ -2,9 +2,10 @@
 websocket channel protocol, each forwarded connection one "portforward" stream to the agent.
 
 Called through streams.install; reads targets and frames with streamrelay.py, accepts SPDY
-with spdyconn.py; the agent's end is k3py/agent/portforward.py. Each tunnel stream is flow
-controlled both ways (tunnel/flowcontrol.py, as connect streams), so a slow client pauses
-the pod's writes instead of growing this server's or the agent's queues."""
+with spdyconn.py; the agent's end is k3py/agent/portforward.py. Each tunnel stream to an agent
+that speaks flow control is flow controlled both ways (tunnel/flowcontrol.py, as connect
+streams), so a slow client pauses the pod's writes instead of growing this server's or the
+agent's queues; to an older agent, which sends no credit, bytes go as they come."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from aiohttp import WSMsgType, web
 from k3py.api import errors
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.paths import ResourcePath
-from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.edge.cloudhub import CloudHub, NodeSession
 from k3py.server.edge.spdy import SpdyStream
 from k3py.server.edge.spdyconn import accept_spdy, wants_websocket
 from k3py.server.edge.streamrelay import next_frame, stream_target
 from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import CLOUD, stream_frame
 from k3py.tunnel.protocol import (
+    FEATURE_FLOW_CONTROL,
     FRAME_CLOSE,
     FRAME_CREDIT,
     FRAME_DATA,
@@ -48,11 +50,13 @@ class _Flow:
     in "data" frames within the node's credit; `frames` gets the node's frames once credit
     is taken out (at once, so a client slow to read does not hold up the node's grants) and
     a node that overruns its window turned into an error; `handed_on` grants back what went
-    to the client."""
+    to the client. With `enabled` False (an agent older than flow control) no window is
+    counted and no credit sent."""
 
-    def __init__(self, session, stream_id: str, queue: asyncio.Queue) -> None:
+    def __init__(self, session, stream_id: str, queue: asyncio.Queue, enabled: bool) -> None:
         self.session, self.stream_id = session, stream_id
-        self.sending, self.receiving = StreamWindow(), StreamWindow()
+        self.sending = StreamWindow() if enabled else None
+        self.receiving = StreamWindow() if enabled else None
         self.room = asyncio.Event()
         self.ended = False  # the node closed or failed the stream: client bytes are dropped
         self.frames: asyncio.Queue = asyncio.Queue()  # at most a window of data
@@ -62,10 +66,12 @@ class _Flow:
         while True:
             kind, content = await next_frame(queue)
             if kind == FRAME_CREDIT:
-                self.sending.granted(content_credit(content))
-                self.room.set()
+                if self.sending is not None:
+                    self.sending.granted(content_credit(content))
+                    self.room.set()
                 continue
-            if kind == FRAME_DATA and not self.receiving.sent(data_length(content)):
+            if kind == FRAME_DATA and self.receiving is not None and \
+                    not self.receiving.sent(data_length(content)):
                 kind, content = FRAME_ERROR, {"message": "the node sent more than the "
                                               "stream's flow-control window"}
             self.frames.put_nowait((kind, content))
@@ -81,6 +87,8 @@ class _Flow:
     async def send(self, chunk: bytes) -> bool:
         """Client bytes to the node, waiting for credit; False once the link is gone or the
         node ended the stream (the bytes are dropped then)."""
+        if self.sending is None:
+            return not self.ended and self._send(FRAME_DATA, data_content(chunk))
         view = memoryview(chunk)
         while view:
             while not self.sending.room():
@@ -98,7 +106,7 @@ class _Flow:
         return True
 
     def handed_on(self, n: int) -> None:
-        grant = self.receiving.consumed(n)
+        grant = self.receiving.consumed(n) if self.receiving is not None else 0
         if grant:
             self._send(FRAME_CREDIT, credit_content(grant))
 
@@ -156,12 +164,12 @@ async def _forward(hub: CloudHub, node: str, base: PortForwardRequest, err: Spdy
         await _forward_error(err, data, f'invalid port "{port_s}"')
         return
     try:
-        session, stream_id, queue = await hub.open_stream(
-            node, STREAM_PORTFORWARD, replace(base, port=port).to_content())
+        opened = await _open(hub, node, replace(base, port=port))
     except errors.StatusError as e:
         await _forward_error(err, data, e.message)
         return
-    flow = _Flow(session, stream_id, queue)
+    flow = _Flow(*opened)
+    session, stream_id = flow.session, flow.stream_id
 
     async def upstream() -> None:
         while chunk := await data.read():
@@ -219,7 +227,6 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
         raise errors.bad_request("query parameter \"ports\" is required")
     ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",), heartbeat=30.0)
     await ws.prepare(request)
-    opened: list[tuple | None] = []
     flows: list[_Flow | None] = []
     try:
         for i, port in enumerate(ports):
@@ -227,12 +234,10 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
             await ws.send_bytes(bytes([2 * i]) + prefix)
             await ws.send_bytes(bytes([2 * i + 1]) + prefix)
             try:
-                opened.append(await hub.open_stream(node, STREAM_PORTFORWARD,
-                                                    replace(base, port=port).to_content()))
+                flows.append(_Flow(*await _open(hub, node, replace(base, port=port))))
             except errors.StatusError as e:
                 await ws.send_bytes(bytes([2 * i + 1]) + e.message.encode())
-                opened.append(None)
-            flows.append(_Flow(*opened[-1]) if opened[-1] is not None else None)
+                flows.append(None)
 
         async def from_client() -> None:
             async for msg in ws:
@@ -271,11 +276,20 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
         for f in flows:
             if f is not None:
                 f.close()
-        for o in opened:
-            if o is not None:
-                await hub.close_stream(o[0], o[1])
+                await hub.close_stream(f.session, f.stream_id)
         await ws.close()
     return ws
+
+
+async def _open(hub: CloudHub, node: str, request: PortForwardRequest
+                ) -> tuple[NodeSession, str, asyncio.Queue, bool]:
+    """A port-forward stream on `node`'s tunnel, flow controlled if its agent speaks it:
+    (session, stream id, the node's frames, whether flow controlled)."""
+    session = hub.sessions.get(node)
+    flow = session is not None and session.speaks(FEATURE_FLOW_CONTROL)
+    opened = await hub.open_stream(node, STREAM_PORTFORWARD,
+                                   replace(request, flow=flow).to_content())
+    return (*opened, flow)
 
 
 async def _forward_error(err: SpdyStream, data: SpdyStream, message: str) -> None:

@@ -29,9 +29,17 @@ from k3py.tunnel.message import (
     OP_KEEPALIVE,
     Message,
     ack_for,
+    hello,
     keepalive,
 )
-from k3py.tunnel.protocol import HEARTBEAT, NODE_PASSWORD_HEADER, RESUME_HEADER
+from k3py.tunnel.protocol import (
+    FEATURES,
+    FEATURES_HEADER,
+    HEARTBEAT,
+    NODE_PASSWORD_HEADER,
+    RESUME_HEADER,
+    parse_features,
+)
 from k3py.tunnel.reliability import RESEND_AFTER, ReceivedWindow, SendQueue
 
 __all__ = ["NodeSession", "TunnelHandler", "keepalive_loop", "resend_loop"]
@@ -56,12 +64,19 @@ class NodeSession:
     last_seen: float | None = None  # wall-clock time of the node's last frame (or link change)
     connects: int = 0  # websockets opened so far: reconnects are the ones after the first
     rtt: float | None = None  # seconds, the last keepalive's round trip on this link
+    # the tunnel features the node's agent named on its last dial (protocol.FEATURES_HEADER;
+    # none: an agent older than features)
+    features: frozenset[str] = frozenset()
     # told the node's name when a figure the dashboard shows changed (link, rtt, queue)
     changed: Callable[[str], None] = lambda node: None
 
     @property
     def connected(self) -> bool:
         return self.ws is not None and not self.ws.closed
+
+    def speaks(self, feature: str) -> bool:
+        """Whether the node's agent and this server both have `feature` (protocol.FEATURES)."""
+        return feature in self.features and feature in FEATURES
 
     def figures(self) -> dict:
         """The tunnel as the dashboard shows it (times in epoch seconds)."""
@@ -163,6 +178,8 @@ class TunnelHandler:
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, protocols=(framing.SUBPROTOCOL,),
                                    max_msg_size=framing.MAX_FRAME_BYTES)
         await ws.prepare(request)
+        # first on the link, before anything the node could act on: what this server speaks
+        await ws.send_str(framing.encode(hello(FEATURES, source=CLOUD)))
         session = self.sessions.get(node)
         resume = session is not None and request.headers.get(RESUME_HEADER) == "1"
         if session is None:
@@ -173,6 +190,7 @@ class TunnelHandler:
             # streams on the replaced link end here, or they would wait for frames forever
             nodestreams.tunnel_lost(session)
         session.ws = ws
+        session.features = parse_features(request.headers.get(FEATURES_HEADER))
         session.connected_since = session.last_seen = time.time()
         session.connects += 1
         session.queue.link_reset()  # resume: everything unACKed goes again, in order

@@ -1,8 +1,10 @@
 """A TCP connection relayed over a flow-controlled connect stream (streamrelay.py), with a real
 socket on one side and the stream's frames on the other: the relay sends no more than the
 window until the other end grants more, grants back what it wrote to the connection, and
-ends the stream when the other end overruns its window; and a UDP flow, one datagram per
-frame, until the stream closes or the flow is idle."""
+ends the stream when the other end overruns its window; without flow control (a request from
+an older server, or the server's "flow" frame turning it off) bytes go as they come; and a UDP
+flow, one datagram per frame, until the stream closes or the flow is idle, its window counting
+each datagram with its overhead."""
 
 from __future__ import annotations
 
@@ -13,17 +15,19 @@ import hashlib
 import pytest
 
 from k3py.agent.streamrelay import DatagramQueue, relay_datagrams, relay_stream
-from k3py.tunnel.flowcontrol import STREAM_WINDOW
+from k3py.tunnel.flowcontrol import DATAGRAM_OVERHEAD, STREAM_WINDOW, datagram_cost
 from k3py.tunnel.message import Message
 from k3py.tunnel.protocol import (
     FRAME_CLOSE,
     FRAME_CREDIT,
     FRAME_DATA,
     FRAME_ERROR,
+    FRAME_FLOW,
     content_credit,
     content_data,
     credit_content,
     data_content,
+    flow_off_content,
 )
 
 pytestmark = pytest.mark.unit
@@ -52,7 +56,7 @@ async def _until(pred, what: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def relayed():
+async def relayed(flow_control: bool = True):
     """(frames sent, the stream's input queue, the far end of the relayed connection)."""
     accepted: asyncio.Queue = asyncio.Queue()
     server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), "127.0.0.1", 0)
@@ -60,7 +64,7 @@ async def relayed():
     peer = await accepted.get()
     hub, inputs = Frames(), asyncio.Queue()
     task = asyncio.create_task(relay_stream(hub, "s1", inputs, reader, writer,  # type: ignore
-                                            flow_control=True))
+                                            flow_control=flow_control))
     try:
         yield hub, inputs, peer, task
     finally:
@@ -100,6 +104,49 @@ async def test_an_overrun_window_ends_the_stream():
         await asyncio.wait_for(task, 5)
         errors = [m.content for m in hub.sent if m.route.operation == FRAME_ERROR]
         assert [e["code"] for e in errors] == [502], hub.sent
+
+
+async def test_without_flow_control_bytes_go_both_ways_without_credit():
+    # a request from a server older than flow control: it sends no credit and expects none
+    async with relayed(flow_control=False) as (hub, inputs, (peer_r, peer_w), _task):
+        peer_w.write(b"x" * (4 * STREAM_WINDOW))
+        await _until(lambda: hub.total(FRAME_DATA) == 4 * STREAM_WINDOW, "all the data up")
+        for _ in range(4 * STREAM_WINDOW // 65536):
+            inputs.put_nowait((FRAME_DATA, data_content(b"y" * 65536)))
+        got = await asyncio.wait_for(peer_r.readexactly(4 * STREAM_WINDOW), 5)
+        assert got == b"y" * (4 * STREAM_WINDOW)
+        assert not [m for m in hub.sent if m.route.operation in (FRAME_CREDIT, FRAME_ERROR)]
+
+
+async def test_a_flow_frame_turns_flow_control_off():
+    # the server: the other node's agent is older; a sender waiting at the window goes on
+    async with relayed() as (hub, inputs, (_, peer_w), _task):
+        peer_w.write(b"x" * (4 * STREAM_WINDOW))
+        await _until(lambda: hub.total(FRAME_DATA) == STREAM_WINDOW, "a window of data")
+        inputs.put_nowait((FRAME_FLOW, flow_off_content()))
+        await _until(lambda: hub.total(FRAME_DATA) == 4 * STREAM_WINDOW, "the rest, uncounted")
+
+
+async def test_a_udp_window_counts_each_datagram_with_its_overhead():
+    to_pod: list[bytes] = []
+    hub, inputs, received = Frames(), asyncio.Queue(), asyncio.Queue()
+    task = asyncio.create_task(relay_datagrams(hub, "s1", inputs, to_pod.append,  # type: ignore
+                                               received, idle=30, flow_control=True))
+    fits = STREAM_WINDOW // DATAGRAM_OVERHEAD
+    try:
+        for _ in range(fits + 10):  # empty datagrams: a window holds `fits`, the rest dropped
+            received.put_nowait(b"")
+        await _until(received.empty, "the datagrams taken")
+        await asyncio.sleep(0.01)
+        assert len([m for m in hub.sent if m.route.operation == FRAME_DATA]) == fits
+        quarter = STREAM_WINDOW // 4 // DATAGRAM_OVERHEAD  # one-byte ones coming in: 256
+        for _ in range(quarter):  # bytes alone, 256 would be far from a quarter window
+            inputs.put_nowait((FRAME_DATA, data_content(b"1")))
+        await _until(lambda: hub.total(FRAME_CREDIT) > 0, "a grant")
+        assert hub.total(FRAME_CREDIT) == quarter * datagram_cost(1)
+        assert to_pod[0] == b"1"
+    finally:
+        task.cancel()
 
 
 async def test_a_udp_flow_relays_datagrams_both_ways_until_idle():

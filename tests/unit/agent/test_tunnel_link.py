@@ -279,7 +279,7 @@ async def test_a_port_forward_upload_waiting_for_credit_ends_with_its_stream(clu
     async with aiohttp.ClientSession() as client:
         node = await client.ws_connect(agent.url + TUNNEL_PATH, protocols=(framing.SUBPROTOCOL,))
         await _wait(lambda: "n1" in hub.sessions and hub.sessions["n1"].connected)
-        flow = _Flow(*await hub.open_stream("n1", "portforward", {"port": 1}))
+        flow = _Flow(*await hub.open_stream("n1", "portforward", {"port": 1}), True)
         upload = asyncio.ensure_future(flow.send(b"x" * (1 << 20)))  # more than one window
         await asyncio.sleep(0.2)
         assert not upload.done()  # waiting for the node's credit

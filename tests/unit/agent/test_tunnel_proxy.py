@@ -17,7 +17,13 @@ from k3py.agent.network.proxy import Endpoint, ServicePort, build_ruleset, mark_
 from k3py.agent.network.tunnelproxy import ClientAffinity, TunnelProxy, tunnel_target
 from k3py.server.edge.noderelay import node_for_ip
 from k3py.tunnel.message import Message
-from k3py.tunnel.protocol import FRAME_DATA, ConnectRequest, content_data, data_content
+from k3py.tunnel.protocol import (
+    FEATURES,
+    FRAME_DATA,
+    ConnectRequest,
+    content_data,
+    data_content,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -157,10 +163,16 @@ def test_load_balancer_source_ranges_drop_other_clients_of_the_lb_address():
 class Hub:
     """Stands in for EdgeHub: the streams this node opens, and the frames sent on them."""
 
-    def __init__(self) -> None:
+    connects = 1
+
+    def __init__(self, server_features: frozenset[str] = FEATURES) -> None:
         self.opened: dict[str, tuple[ConnectRequest, asyncio.Queue]] = {}
         self.closed: list[str] = []
         self.sent: list[Message] = []
+        self.server_features = server_features
+
+    def speaks(self, feature: str) -> bool:
+        return feature in self.server_features
 
     def open_stream(self, operation: str, content: dict):
         sid = f"s{len(self.opened)}"
@@ -206,7 +218,7 @@ async def test_each_client_is_a_flow_to_a_tunnelled_endpoint_and_gets_its_answer
         await _until(lambda: len([m for m in hub.sent if m.route.operation == FRAME_DATA]) == 2,
                      "both datagrams up one stream")
         [(sid, (req, inputs))] = hub.opened.items()
-        assert req == ConnectRequest("10.42.1.5", 8080, "udp")
+        assert req == ConnectRequest("10.42.1.5", 8080, "udp", flow=True)
         assert [content_data(m.content) for m in hub.sent] == [b"q1", b"q2"]
         assert {m.header.parent_id for m in hub.sent} == {sid}
         inputs.put_nowait((FRAME_DATA, data_content(b"a1")))
@@ -221,4 +233,27 @@ async def test_each_client_is_a_flow_to_a_tunnelled_endpoint_and_gets_its_answer
     finally:
         for c in clients:
             c.close()
+        await proxy.stop()
+
+
+async def test_no_udp_flow_through_a_server_older_than_udp_relaying(caplog):
+    # an older server would pass the request on as a TCP connect: nothing is opened, and the
+    # agent says why, once per link
+    hub = Hub(server_features=frozenset())
+    proxy = TunnelProxy(hub)  # type: ignore[arg-type]
+    sp = _port("udp", "10.42.1.5")
+    proxy.update([sp], ["10.42.1.0/24"])
+    proxy.address = "127.0.0.1:1"
+    ports = await proxy.serve_udp()
+    ip, _, port = ports[sp.id].rpartition(":")
+    client = _client()
+    try:
+        for q in (b"q1", b"q2"):
+            client.sendto(q, (ip, int(port)))
+        await _until(lambda: "older than UDP relaying" in caplog.text, "the refusal logged")
+        await asyncio.sleep(0.05)
+        assert hub.opened == {} and hub.sent == []
+        assert caplog.text.count("older than UDP relaying") == 1
+    finally:
+        client.close()
         await proxy.stop()

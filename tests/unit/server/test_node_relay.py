@@ -1,7 +1,10 @@
 """The server's relay of connect streams between two nodes' sessions (noderelay.py): the
 request goes to the node whose pod CIDR holds the IP, frames pass both ways, either end's
 close or error ends both, credit frames pass on and a node that overruns its flow-control
-window ends the stream, and a request that cannot be served is answered with an error."""
+window ends the stream, and a request that cannot be served is answered with an error.
+With an agent older than tunnel features at either end, no window is counted, the asking
+node hears so, and a UDP flow to such an agent is refused; a UDP flow's window counts each
+datagram's overhead."""
 
 from __future__ import annotations
 
@@ -12,16 +15,19 @@ import pytest
 from k3py.server.edge import nodestreams
 from k3py.server.edge.noderelay import ConnectRelay
 from k3py.server.edge.sessions import NodeSession
-from k3py.tunnel.flowcontrol import STREAM_WINDOW
+from k3py.tunnel.flowcontrol import DATAGRAM_OVERHEAD, STREAM_WINDOW
 from k3py.tunnel.message import EDGE, GROUP_STREAM, Message, new_message, stream_frame
 from k3py.tunnel.protocol import (
+    FEATURES,
     FRAME_CLOSE,
     FRAME_CREDIT,
     FRAME_DATA,
     FRAME_ERROR,
+    FRAME_FLOW,
     STREAM_CONNECT,
     credit_content,
     data_content,
+    flow_off_content,
 )
 
 pytestmark = pytest.mark.unit
@@ -34,8 +40,12 @@ class _Link:
     closed = False
 
 
-def session(name: str, connected: bool = True) -> NodeSession:
-    s = NodeSession(name)
+OLD: frozenset[str] = frozenset()  # an agent older than tunnel features names none
+
+
+def session(name: str, connected: bool = True, features: frozenset[str] = FEATURES
+            ) -> NodeSession:
+    s = NodeSession(name, features=features)
     s.ws = _Link() if connected else None  # type: ignore[assignment]
     return s
 
@@ -51,17 +61,19 @@ async def sent(s: NodeSession) -> list[Message]:
     return out
 
 
-def connect(ip: str, port: int = 8080) -> Message:
+def connect(ip: str, port: int = 8080, **more) -> Message:
+    """A connect request as a node sends it (an older agent's has no "flow")."""
     return new_message(source=EDGE, group=GROUP_STREAM, operation=STREAM_CONNECT,
-                       content={"ip": ip, "port": port})
+                       content={"ip": ip, "port": port, **more})
 
 
-async def relayed() -> tuple[NodeSession, NodeSession, Message, Message]:
+async def relayed(a_features: frozenset[str] = FEATURES, b_features: frozenset[str] = FEATURES,
+                  **request) -> tuple[NodeSession, NodeSession, Message, Message]:
     """Node a's connect stream to a pod of node b, relayed: (a, b, a's request, the stream
-    the relay opened on b)."""
-    a, b = session("a"), session("b")
+    the relay opened on b). a asks for flow control when it speaks it."""
+    a, b = session("a", features=a_features), session("b", features=b_features)
     relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
-    req = connect("10.42.1.7")
+    req = connect("10.42.1.7", **({"flow": True} if a_features else {}), **request)
     relay.request(a, req)
     [opened] = await sent(b)
     return a, b, req, opened
@@ -69,8 +81,8 @@ async def relayed() -> tuple[NodeSession, NodeSession, Message, Message]:
 
 async def test_frames_pass_both_ways_and_a_close_ends_both():
     a, b, req, opened = await relayed()
-    assert (opened.route.operation, opened.content) == (STREAM_CONNECT,
-                                                        {"ip": "10.42.1.7", "port": 8080})
+    assert (opened.route.operation, opened.content) == (STREAM_CONNECT, {
+        "ip": "10.42.1.7", "port": 8080, "flow": True})
     nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, {"data": "R0VU"}, source=EDGE))
     [up] = await sent(b)
     assert (up.header.parent_id, up.route.operation, up.content) == \
@@ -102,6 +114,59 @@ async def test_credit_passes_on_and_an_overrun_window_ends_the_stream():
     assert [m.route.operation for m in ends] == [FRAME_ERROR, FRAME_CLOSE]
     assert ends[0].content["code"] == 502
     assert [m.route.operation for m in await sent(a)] == [FRAME_CLOSE]
+
+
+async def data_both_ways(a: NodeSession, b: NodeSession, req: Message, opened: Message,
+                         n: int) -> tuple[list[str], list[str]]:
+    """`n` bytes each way with no credit: the frames each node got."""
+    chunk = data_content(bytes(65536))
+    for _ in range(n // 65536):
+        nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, chunk, source=EDGE))
+        nodestreams.deliver(b, stream_frame(opened.id, FRAME_DATA, chunk, source=EDGE))
+    return ([m.route.operation for m in await sent(a)],
+            [m.route.operation for m in await sent(b)])
+
+
+@pytest.mark.parametrize("a_features,b_features", [(OLD, OLD), (FEATURES, OLD), (OLD, FEATURES)],
+                         ids=["both-old", "old-target", "old-source"])
+async def test_with_an_older_agent_at_either_end_no_window_is_counted(a_features, b_features):
+    a, b, req, opened = await relayed(a_features, b_features)
+    assert opened.content["flow"] is False  # the target sends no credit, expects none
+    flow_frames = await sent(a)
+    if a_features:  # a asked for flow control: it hears it is off, first on its stream
+        assert [(m.route.operation, m.content) for m in flow_frames] == \
+            [(FRAME_FLOW, flow_off_content())]
+    else:
+        assert flow_frames == []
+    got_a, got_b = await data_both_ways(a, b, req, opened, 4 * STREAM_WINDOW)
+    assert got_a == got_b == [FRAME_DATA] * (4 * STREAM_WINDOW // 65536)  # no 502
+    nodestreams.deliver(b, stream_frame(opened.id, FRAME_CREDIT, credit_content(1000),
+                                        source=EDGE))
+    assert await sent(a) == []  # credit is not passed on to a node that does not count
+
+
+async def test_a_udp_flow_to_an_older_agent_is_refused():
+    a, b = session("a"), session("b", features=OLD)
+    relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
+    req = connect("10.42.1.7", 53, protocol="udp", flow=True)
+    relay.request(a, req)
+    [err] = await sent(a)
+    assert (err.route.operation, err.content["code"]) == (FRAME_ERROR, 501)
+    assert "does not relay UDP" in err.content["message"]
+    assert await sent(b) == []  # an older agent would have opened a TCP connection
+
+
+async def test_a_udp_window_counts_each_datagram_with_its_overhead():
+    a, b, req, opened = await relayed(protocol="udp")
+    assert opened.content == {"ip": "10.42.1.7", "port": 8080, "protocol": "udp", "flow": True}
+    empty = data_content(b"")
+    for _ in range(STREAM_WINDOW // DATAGRAM_OVERHEAD):  # a window of empty datagrams
+        nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, empty, source=EDGE))
+    assert len(await sent(b)) == STREAM_WINDOW // DATAGRAM_OVERHEAD
+    nodestreams.deliver(a, stream_frame(req.id, FRAME_DATA, empty, source=EDGE))
+    ends = await sent(b)
+    assert [m.route.operation for m in ends] == [FRAME_ERROR, FRAME_CLOSE]
+    assert ends[0].content["code"] == 502
 
 
 async def test_a_lost_tunnel_ends_the_other_side_with_an_error():
