@@ -4,7 +4,8 @@ HttpOnly, SameSite=Strict, Secure session cookie; the API takes that cookie only
 X-K3py-Dashboard marker header; the tunnel route is authorized and shows a real agent's
 tunnel connected (since when, its round trip), pushed to the page's Nodes view, and then
 offline within the heartbeat timeout + 1 s of the agent stopping; a wrong token gets 401;
-logout ends the session; `--disable dashboard` leaves no /dashboard/ at all. A real headless
+logout ends the session; a node's credentials (its client certificate, its join token, `k3py
+dashboard-url` on the node) get no login; `--disable dashboard` leaves no /dashboard/ at all. A real headless
 Chromium (Debian's, driven by selenium with Debian's chromedriver) logs in, sees the node list,
 sees a pod created with kubectl appear through the page's watch, and makes no request to any
 origin but the server's.
@@ -12,7 +13,9 @@ origin but the server's.
 The tab's live websocket: only from the page's own origin, subscriptions authorized as the
 user, slim rows, and a reconnect that resumes from its resourceVersion gets just what changed
 meanwhile. Devices: the page shows a twin's reported value moving (written with kubectl) on a
-uPlot plot and sets a desired value; buttons are hidden from a user whose
+uPlot plot and sets a desired value, and with a real agent and `k3py mapper counter` on its
+MQTT broker, ON set from the page makes the mapper's count move on the plot; buttons are
+hidden from a user whose
 SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie.
 
 The overview (the landing view), events filtered by type and object, a Deployment scaled,
@@ -37,7 +40,7 @@ import aiohttp
 import pytest
 
 from k3py.tunnel.protocol import HEARTBEAT
-from tests.harness import ServerProcess, clean_env, wait_for
+from tests.harness import ServerProcess, clean_env, free_port, wait_for
 from tests.integration.agents import IMAGE, build_test_image, remove_podman_pods, stop_proc
 from tests.integration.browser import chromium
 from tests.integration.storeload import client_ssl
@@ -161,17 +164,22 @@ async def _login(http: aiohttp.ClientSession, url: str, token: str) -> dict[str,
 
 
 def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path):
-    """A real agent: its tunnel shows connected (since when); the page's terminal runs
-    `echo hi` in its pod over the API's exec websocket (v4.channel.k8s.io); once the agent
-    stops, its tunnel shows offline."""
+    """A real agent: its tunnel shows connected (since when); its credentials get no login;
+    the page's terminal runs `echo hi` in its pod over the API's exec websocket
+    (v4.channel.k8s.io); a desired value set from the page reaches a real mapper on its MQTT
+    broker, whose reported count moves on the plot; once the agent stops, its tunnel shows
+    offline."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     node = "dash-edge"
     build_test_image(tmp_path / "busybox.tar")
     before = time.time()
+    mqtt_port = free_port()
     with open(tmp_path / "agent.log", "wb") as log:
-        proc = subprocess.Popen(srv.agent_command(tmp_path / "agent", node), stdout=log,
+        proc = subprocess.Popen(srv.agent_command(tmp_path / "agent", node, "--mqtt-port",
+                                                  str(mqtt_port)), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=clean_env())
+    mapper = None
 
     async def tunnel() -> dict:
         async with await _session() as http:
@@ -182,6 +190,7 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
     try:
         wait_for(lambda: run(tunnel()).get("connected"), 30, 0.3, f"{node}'s tunnel connected")
         assert before <= run(tunnel())["connectedSince"] <= time.time()
+        _node_credential_refused(srv, tmp_path / "agent")
         srv.kubectl("apply", "-f", "-", input=json.dumps(_shell_pod(node)))
         srv.kubectl("apply", "-f", "-", input=json.dumps(_ticker(node)))
         wait_for(lambda: srv.kubectl_json("get", "pod", "shell")["status"].get("phase")
@@ -190,7 +199,9 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
         _log_in(browser, admin_token)
         _open(browser, "Pods", "pods")
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-shell='shell']"), 15,
-                 what="the shell button (SelfSubjectRulesReview: create pods/exec)")[0].click()
+                 what="the shell button (SelfSubjectRulesReview: create pods/exec)")
+        _screenshots(browser, "pods")
+        browser.find_element(By.CSS_SELECTOR, "[data-shell='shell']").click()
         try:
             wait_for(lambda: any(line.rstrip().endswith("#") for line in _terminal(browser)),
                      30, what="the shell's prompt in the terminal")
@@ -201,7 +212,10 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
             "echo hi", Keys.ENTER)
         wait_for(lambda: "hi" in [line.strip() for line in _terminal(browser)], 15,
                  what=f"echo's answer in the terminal (it shows {_terminal(browser)})")
+        _screenshots(browser, "terminal")
         _follow_logs(browser, srv)
+        mapper = _counter_mapper(srv, node, mqtt_port, tmp_path)
+        _desired_moves_the_mapper(browser)
         _open(browser, "Nodes", "nodes")
         cell = f"td.tunnel[data-node='{node}']"
         wait_for(lambda: "rtt" in _css_text(browser, cell), 15,
@@ -219,13 +233,85 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
         browser.find_element(By.ID, "logout").click()
         wait_for(lambda: browser.find_elements(By.ID, "token"), 15, what="the login form")
     finally:
+        if mapper is not None:
+            stop_proc(mapper)
         stop_proc(proc)
         remove_podman_pods(node)
+        srv.kubectl("delete", "device", _EDGE_DEVICE, "--wait=false", check=False)
         srv.kubectl("delete", "pod", "shell", "--force", "--grace-period=0", check=False)
         srv.kubectl("delete", "deployment", "ticker", "--wait=false", check=False)
         srv.kubectl("delete", "pods", "-l", "app=ticker", "--force", "--grace-period=0",
                     check=False)
         srv.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+def _node_credential_refused(srv: ServerProcess, agent_dir) -> None:
+    """A node's credentials get no dashboard session: its client certificate is refused a
+    login link and the dashboard's own routes by the server, `k3py dashboard-url` on the node
+    has no admin certificate to ask with, and its join token is no login token."""
+    out = subprocess.run([sys.executable, "-m", "k3py", "dashboard-url", "--data-dir",
+                          str(agent_dir), "--server", srv.url], capture_output=True, text=True,
+                         timeout=30, env=clean_env())
+    assert out.returncode != 0 and "no admin certificate" in out.stderr, out
+    tls = _tls()
+    tls.load_cert_chain(agent_dir / "agent" / "client-node.crt",
+                        agent_dir / "agent" / "client-node.key")
+
+    async def refused() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls),
+                                         timeout=aiohttp.ClientTimeout(total=15)) as http:
+            async with http.get(srv.url + "/api/v1/nodes/dash-edge") as r:
+                assert r.status == 200, await r.text()  # the certificate is the node's own
+            async with http.post(srv.url + "/dashboard/api/login-links") as r:
+                assert r.status == 403, await r.text()
+                assert "node's credential" in (await r.json())["message"]
+            async with http.post(srv.url + "/dashboard/login", headers=MARKER,
+                                 json={"token": srv.join_token()}) as r:
+                assert r.status == 401, await r.text()
+            for route in ("session", "tunnels"):  # nor are the dashboard's own routes
+                async with http.get(srv.url + f"/dashboard/api/{route}") as r:
+                    assert r.status == 403, await r.text()
+    run(refused())
+
+
+_EDGE_DEVICE = "edge-counter"
+
+
+def _counter_mapper(srv: ServerProcess, node: str, mqtt_port: int,
+                    tmp_path) -> subprocess.Popen:
+    """The counter demo's Device on the real agent and `k3py mapper counter` on its broker."""
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_MODEL))
+    device = json.loads(json.dumps(_DEVICE))
+    device["metadata"]["name"] = _EDGE_DEVICE
+    device["spec"]["nodeSelector"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] = [
+        node]
+    srv.kubectl("apply", "-f", "-", input=json.dumps(device))
+    with open(tmp_path / "mapper.log", "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "k3py", "mapper", "counter", "--device", _EDGE_DEVICE,
+             "--broker", f"tcp://127.0.0.1:{mqtt_port}", "--interval", "500ms"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=clean_env())
+
+
+def _desired_moves_the_mapper(driver) -> None:
+    """ON set from the page goes down the tunnel to the real mapper, whose count comes back
+    up as the reported value, moving on the plot."""
+    from selenium.webdriver.common.by import By
+    _open(driver, "Devices", "devices")
+    reported = f"td.reported[data-device='{_EDGE_DEVICE}']"
+    wait_for(lambda: _css_text(driver, reported) == "0", 15, what="the counter's reported 0")
+    driver.find_element(By.XPATH, f"//tr[td[@data-device='{_EDGE_DEVICE}']]"
+                                  "//button[text()='plot']").click()
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#plot canvas"), 15,
+             what="the uPlot plot")
+    desired = driver.find_element(By.CSS_SELECTOR, f"input[data-device='{_EDGE_DEVICE}']")
+    desired.clear()
+    desired.send_keys("ON")
+    desired.submit()
+    wait_for(lambda: int(_css_text(driver, reported) or 0) >= 3, 30,
+             what=f"the mapper counting after ON (reported {_css_text(driver, reported)!r})")
+    wait_for(lambda: _points(driver) >= 3, 15, what="the count's points on the plot")
+    _screenshots(driver, "devices")
 
 
 _TICK = ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done"]

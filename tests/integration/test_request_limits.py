@@ -1,16 +1,19 @@
 """In-flight limits and the request timeout on a real server: mutating requests whose bodies
 trickle in hold the mutating slots; one more is answered 429 TooManyRequests with
 Retry-After at once, while reads (their own pool) and watches still work; the trickling ones
-are answered 504 Timeout when --request-timeout passes, and the slots are free again."""
+are answered 504 Timeout when --request-timeout passes, and the slots are free again; a
+websocket (a dashboard tab's live socket) is long-running: it outlives the timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.api import client_ssl
@@ -85,5 +88,34 @@ def test_failed_token_authentication_is_limited_per_address(tmp_path: Path):
         log = srv.log_path.read_text()
         assert "authentication failed from 127.0.0.1 (bearer token)" in log
         assert "guess-" not in log
+    finally:
+        srv.stop()
+
+
+def test_a_websocket_outlives_the_request_timeout(tmp_path: Path):
+    srv = ServerProcess(tmp_path / "srv", extra_args=["--request-timeout", "2"]).start()
+    try:
+        srv.kubectl("-n", "default", "create", "serviceaccount", "tab")
+        srv.kubectl("create", "clusterrolebinding", "tab", "--clusterrole=view",
+                    "--serviceaccount=default:tab")
+        token = srv.kubectl("-n", "default", "create", "token", "tab").stdout.strip()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+
+        async def tab() -> dict:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx),
+                                             cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                async with http.post(srv.url + "/dashboard/login", json={"token": token},
+                                     headers={"X-K3py-Dashboard": "1"}) as r:
+                    assert r.status == 200, await r.text()
+                async with http.ws_connect(srv.url + "/dashboard/api/live",
+                                           origin=srv.url) as ws:
+                    await asyncio.sleep(3)  # past --request-timeout, which cut it before
+                    await ws.send_json({"op": "watch", "id": "1", "resource": "namespaces"})
+                    msg = await ws.receive(timeout=10)
+                    assert msg.type == aiohttp.WSMsgType.TEXT, (msg, ws.close_code)
+                    return json.loads(msg.data)
+        assert asyncio.run(tab())["type"] == "list"
+        assert "504" not in srv.log_path.read_text()
     finally:
         srv.stop()

@@ -6,8 +6,9 @@
   work, so a flood cannot queue up memory;
 - a request that runs longer than `timeout` seconds (`--request-timeout`, 60) is answered 504
   Timeout and its work cancelled.
-Long-running requests (watches, exec/attach/port-forward, followed logs, the node tunnel) are
-counted by neither. Health checks pass untouched."""
+Long-running requests (watches, exec/attach/port-forward, followed logs, the node tunnel, any
+websocket, e.g. a dashboard tab's live socket) are counted by neither. Health checks pass
+untouched."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def is_long_running(request: web.Request) -> bool:
     path = request.path
     if q.get("watch") in ("1", "true") or "/watch/" in path:
         return True
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return True  # open until a side closes it: the timeout cut dashboard tabs every 60 s
     if path.endswith(_STREAM_SUBRESOURCES) or "/proxy/" in path:
         return True
     if path.endswith("/log") and q.get("follow") in ("1", "true"):

@@ -73,9 +73,13 @@ class Dashboard:
         return user
 
     def _user(self, request: web.Request) -> User:
-        user = self.api.authenticator.authenticate(request)  # the cookie's, with the marker
+        """The caller of a dashboard route: the cookie's user (with the marker) or any API
+        credential's, but never a node's (the dashboard is for people)."""
+        user = self.api.authenticator.authenticate(request)
         if user is None:
             raise errors.unauthorized()
+        if user.node_name is not None:
+            raise errors.forbidden("a node's credential cannot use the dashboard")
         return user
 
     async def index(self, request: web.Request) -> web.StreamResponse:
@@ -129,8 +133,6 @@ class Dashboard:
         if request.cookies.get(COOKIE) and has_marker(request):
             raise errors.forbidden("a login link cannot be made from a dashboard session")
         user = self._user(request)
-        if user.node_name is not None:
-            raise errors.forbidden("a node's credential cannot log in to the dashboard")
         return json_response({"code": self.links.issue(user),
                               "expiresInSeconds": int(self.links.ttl)}, status=201)
 

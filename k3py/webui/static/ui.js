@@ -1,4 +1,24 @@
-// Small helpers the server's dashboard (app.js) and the node's edge view (edge.js) share.
+// Small helpers the server's dashboard (common.js, app.js) and the node's edge view (edge.js)
+// share: htm bound to preact, a same-origin fetch that turns an error answer into an Error
+// (401 into Unauthorized), and formatting of ages and names.
+import { h } from "./vendor/preact.mjs";
+import htm from "./vendor/htm.mjs";
+
+export const html = htm.bind(h);
+
+export class Unauthorized extends Error {}
+
+// fetch with the page's cookie; an answer that is not 2xx throws, with the API's message.
+export async function request(path, options = {}) {
+  const response = await fetch(path, { ...options, credentials: "same-origin" });
+  if (response.status === 401) throw new Unauthorized();
+  if (!response.ok) {
+    let text = response.statusText;
+    try { text = (await response.json()).message || text; } catch (_) { /* not JSON */ }
+    throw new Error(`${response.status}: ${text}`);
+  }
+  return response;
+}
 export function age(timestamp) {
   if (!timestamp) return "";
   const s = Math.max(0, Math.floor((Date.now() - Date.parse(timestamp)) / 1000));

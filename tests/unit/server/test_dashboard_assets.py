@@ -35,9 +35,11 @@ def test_packaged_assets_are_complete_and_hashed():
     assert assets[app].immutable
     common = next(n for n in assets if re.fullmatch(r"common\.[0-9a-f]{12}\.js", n))
     assert f'"./{common}"' in assets[app].body.decode()
+    ui = next(n for n in assets if re.fullmatch(r"ui\.[0-9a-f]{12}\.js", n))
+    assert f'"./{ui}"' in assets[common].body.decode()
     for lib in ("preact", "htm"):
         vendored = next(n for n in assets if re.fullmatch(rf"vendor/{lib}\.[0-9a-f]{{12}}\.mjs", n))
-        assert f'"./{vendored}"' in assets[common].body.decode()
+        assert f'"./{vendored}"' in assets[ui].body.decode()
     assert {"vendor/LICENSE.preact", "vendor/LICENSE.htm", "vendor/LICENSE.js-yaml"} <= set(assets)
 
 

@@ -2,25 +2,9 @@
 // its devices' twins and its MQTT traffic, from the agent's local state, so that it works
 // while the server cannot be reached. Kept live over one websocket (live.js, whose every
 // message here is a whole list of a view's rows); nothing polls and nothing writes.
-import { Component, h, render } from "./vendor/preact.mjs";
-import htm from "./vendor/htm.mjs";
+import { Component, render } from "./vendor/preact.mjs";
 import { Live } from "./live.js";
-import { age, byName, message } from "./ui.js";
-
-const html = htm.bind(h);
-
-class Unauthorized extends Error {}
-
-async function call(path, options = {}) {
-  const response = await fetch(path, { ...options, credentials: "same-origin" });
-  if (response.status === 401) throw new Unauthorized();
-  if (!response.ok) {
-    let text = response.statusText;
-    try { text = (await response.json()).message || text; } catch (_) { /* not JSON */ }
-    throw new Error(`${response.status}: ${text}`);
-  }
-  return response;
-}
+import { age, byName, html, message, request, Unauthorized } from "./ui.js";
 
 // One view's rows while it is mounted.
 class Followed extends Component {
@@ -100,7 +84,7 @@ class Logs extends Component {
     const { pod } = this.props;
     const query = new URLSearchParams({ namespace: pod.namespace, pod: pod.name, container });
     this.setState({ container, text: "", error: "" });
-    call(`/dashboard/api/logs?${query}`).then((r) => r.text())
+    request(`/dashboard/api/logs?${query}`).then((r) => r.text())
       .then((text) => this.setState({ text }))
       .catch((e) => (e instanceof Unauthorized ? this.props.onUnauthorized()
         : this.setState({ error: message(e) })));
@@ -120,7 +104,7 @@ class Login extends Component {
   state = { token: "", error: "" };
   submit(e) {
     e.preventDefault();
-    call("/dashboard/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    request("/dashboard/login", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ token: this.state.token }) })
       .then(() => this.props.onLogin())
       .catch((err) => this.setState({ error: err instanceof Unauthorized
@@ -151,7 +135,7 @@ class App extends Component {
     this.setState({ authed: true });
   }
   logout() {
-    call("/dashboard/logout", { method: "POST" }).catch(() => {})
+    request("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false }); });
   }
   render(_, { authed, view, pod }) {

@@ -1,27 +1,19 @@
-// What the dashboard's views share: htm bound to preact, calls to the server's own API with the
-// login cookie and the X-K3py-Dashboard marker header (authorized as the logged-in user), the
-// user's rules (SelfSubjectRulesReview), a view over one live subscription, the namespace
-// picker, and modules or scripts loaded on first use.
-import { Component, h } from "./vendor/preact.mjs";
-import htm from "./vendor/htm.mjs";
+// What the dashboard's views share: calls to the server's own API with the login cookie and
+// the X-K3py-Dashboard marker header (authorized as the logged-in user; html, Unauthorized and
+// the bare request are ui.js's, shared with the node's edge view), the user's rules
+// (SelfSubjectRulesReview), a view over one live subscription, the namespace picker, and
+// modules or scripts loaded on first use.
+import { Component } from "./vendor/preact.mjs";
+import { html, message, request, Unauthorized } from "./ui.js";
 
-export const html = htm.bind(h);
+export { age, byName, html, message, Unauthorized } from "./ui.js";
+
 const MARKER = { "X-K3py-Dashboard": "1" };
 
-export class Unauthorized extends Error {}
-
-export async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options, credentials: "same-origin",
-    headers: { Accept: "application/json", ...MARKER, ...(options.headers || {}) },
+export function api(path, options = {}) {
+  return request(path, {
+    ...options, headers: { Accept: "application/json", ...MARKER, ...(options.headers || {}) },
   });
-  if (response.status === 401) throw new Unauthorized();
-  if (!response.ok) {
-    let message = response.statusText;
-    try { message = (await response.json()).message || message; } catch (_) { /* not JSON */ }
-    throw new Error(`${response.status}: ${message}`);
-  }
-  return response;
 }
 
 // The API path of a resource ({group, version, resource}), of one object when name is given.
@@ -51,8 +43,6 @@ export class Permissions {
       has(r.apiGroups, group) && has(r.resources, resource));
   }
 }
-
-export { age, byName, message } from "./ui.js";
 
 // A view showing one live subscription's rows while it is mounted.
 export class Watched extends Component {

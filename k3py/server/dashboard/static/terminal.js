@@ -23,9 +23,30 @@ function frame(channel, text) {
   return out;
 }
 
+// xterm's DOM renderer writes its theme, font and cell sizes into <style> elements, which the
+// page's Content-Security-Policy (no 'unsafe-inline') leaves unapplied: grey on black, a
+// proportional font. Their rules go into a constructed stylesheet instead (CSSOM, which the
+// policy allows), kept in step as xterm rewrites them; returns a function that drops it.
+function adoptStyles(element) {
+  const sheet = new CSSStyleSheet();
+  document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+  const sync = () => sheet.replaceSync(
+    [...element.querySelectorAll("style")].map((style) => style.textContent).join("\n"));
+  const isStyle = (node) => node.nodeName === "STYLE";
+  const observer = new MutationObserver((records) => {
+    if (records.some((r) => isStyle(r.target) || [...r.addedNodes].some(isStyle))) sync();
+  });
+  observer.observe(element, { childList: true, subtree: true });
+  return () => {
+    observer.disconnect();
+    document.adoptedStyleSheets = document.adoptedStyleSheets.filter((s) => s !== sheet);
+  };
+}
+
 // Open a shell in `container` of `pod` inside `element`; returns a function that closes it.
 export function openTerminal(element, pod, container, onExit) {
   addStylesheet();
+  const dropStyles = adoptStyles(element);
   const term = new Terminal({ cursorBlink: true, fontSize: 13, convertEol: false });
   term.open(element);
   const query = new URLSearchParams({ container, stdin: "true", stdout: "true",
@@ -57,5 +78,5 @@ export function openTerminal(element, pod, container, onExit) {
     if (ws.readyState === WebSocket.OPEN) ws.send(frame(STDIN, text));
   });
   const sized = term.onResize(resize);
-  return () => { input.dispose(); sized.dispose(); ws.close(); term.dispose(); };
+  return () => { input.dispose(); sized.dispose(); ws.close(); term.dispose(); dropStyles(); };
 }
