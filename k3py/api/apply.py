@@ -11,12 +11,12 @@ import contextlib
 import copy
 import json
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from k3py.api import errors
+from k3py.api.objects import now_rfc3339
 from k3py.api.schema import Schema, find_unknown_fields, schema_for, schema_from_structural
 
 __all__ = ["server_side_apply", "update_managed_fields", "field_set", "encode_fields",
@@ -39,10 +39,6 @@ _KEY_DEFAULTS = {"protocol": "TCP"}
 def _item_keys(item: dict, keys: list[str]) -> dict:
     return {k: item[k] if k in item else _KEY_DEFAULTS[k] for k in keys
             if k in item or k in _KEY_DEFAULTS}
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _key_elem(keys: dict) -> str:
@@ -557,7 +553,7 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
             _remove_path(merged, p)
             removed.append(p)
 
-    new_entry = _Entry(manager, "Apply", api_version, "", _now(), applied_set)
+    new_entry = _Entry(manager, "Apply", api_version, "", now_rfc3339(), applied_set)
     if mine is not None and mine.fields == applied_set and mine.api_version == api_version:
         new_entry.time = mine.time
     ordered = [new_entry if e is mine else e for e in entries]
@@ -591,7 +587,7 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
     schema = _schema(schema_for, new)
     if old is None and not entries:  # a create: one entry with every field
         created = _Entry(manager, operation, str(new.get("apiVersion", "")), subresource,
-                         _now(), set(), fields_v1(new, schema))
+                         now_rfc3339(), set(), fields_v1(new, schema))
         if created.raw:
             meta["managedFields"] = [created.to_dict()]
         else:
@@ -627,7 +623,7 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
         mine.fields |= changed
         if len(mine.fields) != before:
             mine.raw = None
-        mine.time = _now()
+        mine.time = now_rfc3339()
     _store(new, entries)
     return new
 
