@@ -43,17 +43,12 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.api import client_ssl, emit, pct, rss_mb  # noqa: E402
+from bench.api import client_ssl, cpu_seconds, emit, pct, rss_mb  # noqa: E402
 from bench.hollow import HollowFleet  # noqa: E402
 from tests.harness import ServerProcess  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _wait(pred, timeout: float, what: str, interval: float = 0.5):

@@ -11,12 +11,12 @@ import contextlib
 import copy
 import json
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from k3py.api import errors
+from k3py.api.objects import now_rfc3339
 from k3py.api.schema import Schema, find_unknown_fields, schema_for, schema_from_structural
 
 __all__ = ["server_side_apply", "update_managed_fields", "field_set", "encode_fields",
@@ -39,10 +39,6 @@ _KEY_DEFAULTS = {"protocol": "TCP"}
 def _item_keys(item: dict, keys: list[str]) -> dict:
     return {k: item[k] if k in item else _KEY_DEFAULTS[k] for k in keys
             if k in item or k in _KEY_DEFAULTS}
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _key_elem(keys: dict) -> str:
@@ -158,6 +154,34 @@ def fields_v1(obj: dict, schema: Schema | None) -> dict:
         return encode_fields(field_set(obj, schema))
 
 
+# A top-level field's FieldsV1 node by (schema, field, its JSON): the objects a controller
+# makes from one template (a Deployment's pods, a Job's) carry the same spec, and its walk is
+# most of a create's field tracking. Bounded in entries and in the size of a remembered value.
+_TOP_MEMO: dict[tuple[Schema | None, str, bytes], bytes] = {}
+_TOP_MEMO_ENTRIES = 256
+_TOP_MEMO_MAX_BYTES = 16 * 1024
+
+
+def _top_field_node(sub: dict | list, schema: Schema | None, key: str) -> dict | None:
+    """The FieldsV1 node of the top-level field `key` (not metadata, whose name and labels
+    differ from object to object), from the memo when the same value was walked before."""
+    try:
+        data = orjson.dumps(sub)
+    except (orjson.JSONEncodeError, TypeError):  # e.g. an int over 64 bits (from YAML)
+        data = b""
+    if not data or len(data) > _TOP_MEMO_MAX_BYTES:
+        return _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
+    memo_key = (schema, key, data)
+    encoded = _TOP_MEMO.get(memo_key)
+    if encoded is None:
+        node = _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
+        if len(_TOP_MEMO) >= _TOP_MEMO_ENTRIES:
+            del _TOP_MEMO[next(iter(_TOP_MEMO))]
+        _TOP_MEMO[memo_key] = orjson.dumps(node)
+        return node
+    return orjson.loads(encoded)  # a copy of its own: the caller's object may be changed
+
+
 def _node(owned: bool, children: dict) -> dict | None:
     """A FieldsV1 node as encode_fields writes it; None when no path reaches it."""
     if not children:
@@ -178,7 +202,8 @@ def _tree(value: Any, schema: Schema | None, parent: Schema | None, name: str,
         children: dict = {}
         for key, sub in value.items():
             if type(sub) is dict or type(sub) is list:
-                n = _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
+                n = _top_field_node(sub, schema, key) if top and key != "metadata" else \
+                    _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
                 if n is not None:
                     children["f:" + key] = n
             elif sub is not None:  # a scalar: an owned leaf
@@ -557,7 +582,7 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
             _remove_path(merged, p)
             removed.append(p)
 
-    new_entry = _Entry(manager, "Apply", api_version, "", _now(), applied_set)
+    new_entry = _Entry(manager, "Apply", api_version, "", now_rfc3339(), applied_set)
     if mine is not None and mine.fields == applied_set and mine.api_version == api_version:
         new_entry.time = mine.time
     ordered = [new_entry if e is mine else e for e in entries]
@@ -591,7 +616,7 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
     schema = _schema(schema_for, new)
     if old is None and not entries:  # a create: one entry with every field
         created = _Entry(manager, operation, str(new.get("apiVersion", "")), subresource,
-                         _now(), set(), fields_v1(new, schema))
+                         now_rfc3339(), set(), fields_v1(new, schema))
         if created.raw:
             meta["managedFields"] = [created.to_dict()]
         else:
@@ -627,7 +652,7 @@ def update_managed_fields(old: dict | None, new: dict, manager: str,
         mine.fields |= changed
         if len(mine.fields) != before:
             mine.raw = None
-        mine.time = _now()
+        mine.time = now_rfc3339()
     _store(new, entries)
     return new
 

@@ -5,6 +5,7 @@ Used by the registry, the apiserver handlers, controllers and the agent; the one
 from __future__ import annotations
 
 import datetime as _dt
+import time
 import uuid
 from typing import Any
 
@@ -35,11 +36,23 @@ def deepcopy(obj: Any) -> Any:
     return orjson.loads(orjson.dumps(obj))
 
 
+# (second, its RFC 3339 text): a server writes several timestamps per object (creation,
+# managedFields, conditions, Events), most within the same second, and formatting one costs
+# more than the rest of a small write's bookkeeping
+_last_second: tuple[int, str] = (-1, "")
+
+
 def now_rfc3339(micro: bool = False) -> str:
-    now = _dt.datetime.now(_dt.UTC)
+    global _last_second
     if micro:
-        return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    second = int(time.time())
+    cached = _last_second
+    if cached[0] == second:
+        return cached[1]
+    text = _dt.datetime.fromtimestamp(second, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _last_second = (second, text)
+    return text
 
 
 def parse_time(value: str | None) -> _dt.datetime | None:

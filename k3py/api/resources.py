@@ -197,6 +197,8 @@ class ResourceRegistry:
     def __init__(self, resources: Iterable[Resource] = ()) -> None:
         self._lock = threading.Lock()
         self._by_gvr: dict[tuple[str, str, str], Resource] = {}
+        # (group, plural) -> its preferred version's Resource: find() is on every request's path
+        self._preferred: dict[tuple[str, str], Resource] = {}
         self.generation = 0  # bumped on every change; discovery caches key on it
         for r in resources:
             self.add(r)
@@ -204,23 +206,30 @@ class ResourceRegistry:
     def add(self, res: Resource) -> None:
         with self._lock:
             self._by_gvr[(res.group, res.version, res.plural)] = res
+            self._prefer(res.group, res.plural)
             self.generation += 1
 
     def remove_group_resource(self, group: str, plural: str) -> None:
         with self._lock:
             for k in [k for k in self._by_gvr if k[0] == group and k[2] == plural]:
                 del self._by_gvr[k]
+            self._prefer(group, plural)
             self.generation += 1
+
+    def _prefer(self, group: str, plural: str) -> None:
+        """Index the first registered version of group/plural (under the lock)."""
+        for (g, _v, p), r in self._by_gvr.items():
+            if g == group and p == plural:
+                self._preferred[(group, plural)] = r
+                return
+        self._preferred.pop((group, plural), None)
 
     def get(self, group: str, version: str, plural: str) -> Resource | None:
         return self._by_gvr.get((group, version, plural))
 
     def find(self, group: str, plural: str) -> Resource | None:
         """The preferred (first registered) version of group/plural."""
-        for (g, _v, p), r in list(self._by_gvr.items()):
-            if g == group and p == plural:
-                return r
-        return None
+        return self._preferred.get((group, plural))
 
     def by_kind(self, group: str, kind: str, version: str | None = None) -> Resource | None:
         for r in list(self._by_gvr.values()):

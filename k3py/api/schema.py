@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 __all__ = ["definitions", "definition_name", "definition_for", "Schema", "schema_for",
            "schema_from_structural", "find_unknown_fields", "wrong_type",
            "json_type_name"]
@@ -188,6 +190,42 @@ def schema_from_structural(openapi_v3_schema: dict | None) -> Schema:
 _ROOT_KEPT = ("apiVersion", "kind", "metadata")
 
 
+class _Clean:
+    """Top-level field values (by schema, path and JSON encoding) a walk found nothing in:
+    the objects a controller makes from one template carry the same spec, so it is walked
+    once, not per object. Bounded in entries and in the size of a remembered value."""
+
+    def __init__(self, entries: int = 256, max_bytes: int = 16 * 1024) -> None:
+        self._seen: dict[tuple[Schema, str, bytes], None] = {}
+        self._entries = entries
+        self._max_bytes = max_bytes
+
+    def key(self, s: Schema, path: str, value: Any,
+            skip: bytes = b"") -> tuple[Schema, str, bytes] | None:
+        """The memo key of `value`, None when it is not remembered (too large, not encodable,
+        or holding `skip`)."""
+        try:
+            data = orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError):  # e.g. an int over 64 bits (from YAML)
+            return None
+        if len(data) > self._max_bytes or (skip and skip in data):
+            return None
+        return (s, path, data)
+
+    def __contains__(self, key: tuple[Schema, str, bytes] | None) -> bool:
+        return key is not None and key in self._seen
+
+    def add(self, key: tuple[Schema, str, bytes] | None) -> None:
+        if key is None:
+            return
+        if len(self._seen) >= self._entries:
+            del self._seen[next(iter(self._seen))]
+        self._seen[key] = None
+
+
+_NO_UNKNOWN = _Clean()
+
+
 def find_unknown_fields(api_version: str, kind: str, obj: Any) -> list[str]:
     """Dotted paths (`spec.containers[0].foo`) of fields a built-in kind does not define."""
     root = schema_for(api_version, kind)
@@ -206,7 +244,16 @@ def _unknown(s: Schema, v: Any, path: str, out: list[str]) -> None:
             if sub is None:
                 out.append(f"{path}.{key}" if path else key)
             elif type(val) is dict or type(val) is list:  # a scalar has no fields
-                _unknown(sub, val, f"{path}.{key}" if path else key, out)
+                if path or key == "metadata":
+                    _unknown(sub, val, f"{path}.{key}" if path else key, out)
+                    continue
+                memo = _NO_UNKNOWN.key(sub, key, val)
+                if memo in _NO_UNKNOWN:
+                    continue
+                found = len(out)
+                _unknown(sub, val, key, out)
+                if len(out) == found:
+                    _NO_UNKNOWN.add(memo)
     elif type(v) is list:
         items = s.items()
         if items is not None:
@@ -307,7 +354,10 @@ def _mismatch(s: Schema, value: Any, path: str) -> str | None:
            f"struct field {path} of type {_go_type(s.node, s.ref, s.defs)}"
 
 
-def _first_wrong_type(s: Schema, value: Any, path: str) -> str | None:
+_FITTING = _Clean()
+
+
+def _first_wrong_type(s: Schema, value: Any, path: str, top: bool = False) -> str | None:
     """The first value of the wrong JSON type under `s`, None when all fit. On the way,
     nulls become what Go's decoder makes of them: a struct field's null is the field absent,
     a map or list entry's null its type's zero value (so no later step meets a null where an
@@ -346,12 +396,28 @@ def _first_wrong_type(s: Schema, value: Any, path: str) -> str | None:
             if sub is None:
                 continue
             if type(v) is dict or type(v) is list:
-                err = _first_wrong_type(sub, v, f"{path}.{key}")
+                if top and key != "metadata":
+                    err = _fitting_field(sub, v, f"{path}.{key}")
+                else:
+                    err = _first_wrong_type(sub, v, f"{path}.{key}")
             elif sub.accepts is not None and type(v) not in sub.accepts:
                 err = _mismatch(sub, v, f"{path}.{key}")
             if err:
                 return err
     return None
+
+
+def _fitting_field(s: Schema, value: Any, path: str) -> str | None:
+    """_first_wrong_type of a top-level field, skipped for a value seen to fit before. Only
+    a value without nulls is remembered: nothing in it is changed by the walk, so the same
+    value fits again."""
+    memo = _FITTING.key(s, path, value, skip=b"null")
+    if memo in _FITTING:
+        return None
+    err = _first_wrong_type(s, value, path)
+    if err is None:
+        _FITTING.add(memo)
+    return err
 
 
 @lru_cache(maxsize=1)
@@ -370,7 +436,7 @@ def wrong_type(api_version: str, kind: str, obj: dict, *, crd: bool = False) -> 
         root = schema_for(api_version, kind)
         if root is None:
             return None
-        err = _first_wrong_type(root, obj, kind)
+        err = _first_wrong_type(root, obj, kind, top=True)
     if err is None:
         return None
     version = api_version.rpartition("/")[2]

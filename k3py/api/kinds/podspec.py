@@ -3,6 +3,7 @@ jobs, ...), after upstream's core/v1 defaults.go and core validation.go."""
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -119,7 +120,13 @@ _QTY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|
 
 
 def parse_quantity(q: object) -> Decimal | None:
-    m = _QTY.match(str(q).strip())
+    return _parse_quantity_text(str(q).strip())
+
+
+# the same few quantities ("100m", "128Mi") come in every pod, and a Decimal is immutable
+@functools.lru_cache(maxsize=4096)
+def _parse_quantity_text(text: str) -> Decimal | None:
+    m = _QTY.match(text)
     if not m:
         return None
     try:

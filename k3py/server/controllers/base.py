@@ -36,17 +36,43 @@ Handler = Callable[[str, dict | None, dict | None], None]  # (type, old, new)
 _INTERN_MAX = 256
 
 
-def cached_form(obj: dict) -> dict:
+def cached_form(obj: dict, previous: dict | None = None) -> dict:
     """An object as an informer keeps it (in place; also returned): without
     metadata.managedFields, which no controller reads and which is about half of a parsed
     pod, and with its short strings interned, so the values that repeat from object to object
     (images, commands, env, labels, policy names) are held once. An update from a cached
-    object keeps the stored managedFields, as upstream keeps them when a write omits them."""
+    object keeps the stored managedFields, as upstream keeps them when a write omits them.
+
+    `previous`: the cached form of the object's revision before; the parts of `obj` equal to
+    its parts (a pod's spec after a status write) become those parts, already interned, so
+    only what changed is walked."""
     md = obj.get("metadata")
     if isinstance(md, dict):
         md.pop("managedFields", None)
-    _intern_strings(obj)
+    if previous is None:
+        _intern_strings(obj)
+    else:
+        _share_or_intern(obj, previous, 2)
     return obj
+
+
+def _share_or_intern(node: dict, previous: dict, depth: int) -> None:
+    """_intern_strings(node), taking each field equal to `previous`'s from `previous`;
+    `depth` levels of objects are compared field by field (metadata differs in its
+    resourceVersion alone)."""
+    for k, v in node.items():
+        t = type(v)
+        if t is str:
+            if len(v) <= _INTERN_MAX:
+                node[k] = sys.intern(v)
+        elif t is dict or t is list:
+            before = previous.get(k)
+            if before == v:
+                node[k] = before
+            elif depth > 1 and t is dict and type(before) is dict:
+                _share_or_intern(v, before, depth - 1)
+            else:
+                _intern_strings(v)
 
 
 def _intern_strings(node: dict | list) -> None:
@@ -195,7 +221,8 @@ class Informer:
             try:
                 listing = await self.registry.list(self.res, None)
                 rv = listing["metadata"]["resourceVersion"]
-                fresh = {object_key(o): cached_form(o) for o in listing["items"]}
+                fresh = {key: cached_form(o, self.cache.get(key))
+                         for key, o in ((object_key(o), o) for o in listing["items"])}
                 for key in list(self.cache):
                     if key not in fresh:
                         old = self.cache.pop(key)
@@ -214,8 +241,8 @@ class Informer:
                 backoff = 0.2
                 stream = await self.registry.watch(self.res, None, resource_version=rv)
                 async for etype, obj in stream:
-                    cached_form(obj)
                     key = object_key(obj)
+                    cached_form(obj, self.cache.get(key) if etype == "MODIFIED" else None)
                     if etype == "DELETED":
                         old = self.cache.pop(key, None)
                         self._reindex(key, old, None)

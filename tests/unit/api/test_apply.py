@@ -257,6 +257,24 @@ def test_fields_v1_is_the_encoded_field_set(obj):
     assert fields_v1(obj, schema) == encode_fields(field_set(obj, schema))
 
 
+def test_fields_v1_of_a_remembered_spec_is_a_copy_of_its_own():
+    """A second object with the same spec gets its FieldsV1 from the memo: the same as the
+    walk gives, its own metadata's fields, and a changed result does not leak into a third."""
+    schema = schema_lookup("v1", "Pod")
+    first = fields_v1(_POD, schema)
+    second_pod = copy.deepcopy(_POD)
+    second_pod["metadata"]["labels"] = {"other": "label"}
+    second = fields_v1(second_pod, schema)
+    assert second == encode_fields(field_set(second_pod, schema))
+    assert second["f:spec"] == first["f:spec"]
+    second["f:spec"]["f:changed"] = {}
+    assert fields_v1(_POD, schema) == encode_fields(field_set(_POD, schema))
+    twice = copy.deepcopy(_POD)
+    twice["spec"]["containers"][0]["env"].append({"name": "A", "value": "2"})
+    for _ in range(2):  # a spec that falls back to the set is never remembered
+        assert fields_v1(twice, schema) == encode_fields(field_set(twice, schema))
+
+
 def test_fields_v1_with_duplicate_list_keys_falls_back_to_the_set():
     pod = copy.deepcopy(_POD)
     pod["spec"]["containers"][0]["env"].append({"name": "A", "value": "2"})
