@@ -7,6 +7,8 @@ Messages from the tab (JSON):
   {"op": "watch", "id": ID, "group": G, "version": V?, "resource": PLURAL, "namespace": NS?,
    "labelSelector": S?, "resourceVersion": RV?}  without RV: a list first; with RV: resume
   {"op": "tunnels", "id": ID}   every node's tunnel figures, again on each change
+  {"op": FEED, "id": ID, ...}   one of the `feeds` the socket was given (mqtt.py's "mqtt" and
+     "mqtttail"), with the feed's own fields
   {"op": "cancel", "id": ID}
 To the tab:
   {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
@@ -15,6 +17,7 @@ To the tab:
      batch; a DELETED row is {"uid": ...})
   {"id": ID, "type": "ended", "resourceVersion": RV}   the watch ended: resume from RV
   {"id": ID, "type": "tunnels", "nodes": {NAME: figures}}  (tunnels.py; `list nodes`)
+  {"id": ID, "type": "feed", "data": {...}}   what a feed yields, each time it does
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)
 Authentication is the login cookie; the marker header a browser cannot put on a websocket is
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -40,11 +43,14 @@ from k3py.server.apiserver.watch import stop_pump
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.webui.rows import project
 
-__all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
+__all__ = ["LiveSocket", "Feed", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
 
 MAX_FLUSHES_PER_SECOND = 4
 CLOSE_UNAUTHORIZED = 4401  # the websocket close code for "log in again"
 MAX_SUBSCRIPTIONS = 32  # per tab
+# a feed: (the user, the tab's message) -> what to send, as it comes; a StatusError it raises
+# is sent to the tab as an error
+Feed = Callable[[User, dict], AsyncIterator[dict]]
 
 
 def _event_rv(obj: Any) -> str:
@@ -55,9 +61,10 @@ class LiveSocket:
     """One tab's websocket and its subscriptions (id -> task)."""
 
     def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User,
-                 tunnels: TunnelFigures) -> None:
+                 tunnels: TunnelFigures, feeds: dict[str, Feed] | None = None) -> None:
         self.api = api
         self.tunnels = tunnels
+        self.feeds = feeds or {}
         self.ws = ws
         self.user = user
         self.subscriptions: dict[str, asyncio.Task] = {}
@@ -89,11 +96,14 @@ class LiveSocket:
             old.cancel()
         if msg.get("op") == "cancel":
             return
-        if msg.get("op") not in ("watch", "tunnels"):
-            raise errors.bad_request(f'unknown op {msg.get("op")!r} (watch, tunnels or cancel)')
+        op = msg.get("op")
+        if op not in ("watch", "tunnels", *self.feeds):
+            raise errors.bad_request(f'unknown op {op!r} (one of watch, tunnels, '
+                                     f'{", ".join(self.feeds)} or cancel)')
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise errors.bad_request(f"at most {MAX_SUBSCRIPTIONS} subscriptions per tab")
-        follow = self._subscription(sid, msg) if msg["op"] == "watch" else self._tunnels(sid)
+        follow = self._subscription(sid, msg) if op == "watch" else self._tunnels(sid) \
+            if op == "tunnels" else self._feed(sid, self.feeds[op](self.user, msg))
         self.subscriptions[sid] = asyncio.create_task(follow)
 
     async def _tunnels(self, sid: str) -> None:
@@ -101,6 +111,16 @@ class LiveSocket:
             self.api.authorizer.authorize(self.user, "list", "", "nodes", None)
             async for table in self.tunnels.follow(1 / MAX_FLUSHES_PER_SECOND):
                 await self._send({"id": sid, "type": "tunnels", "nodes": table})
+        except errors.StatusError as e:
+            await self._send_error(sid, e)
+        except ConnectionResetError:
+            pass
+
+    async def _feed(self, sid: str, feed: AsyncIterator[dict]) -> None:
+        try:
+            async with contextlib.aclosing(feed):  # its cleanup runs when the tab cancels
+                async for data in feed:
+                    await self._send({"id": sid, "type": "feed", "data": data})
         except errors.StatusError as e:
             await self._send_error(sid, e)
         except ConnectionResetError:

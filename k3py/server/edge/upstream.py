@@ -4,7 +4,8 @@ removal of its deleted local-path volumes' directories), via the Registry, as th
 requests: each write is first asked of the server's authorizer chain (the Node authorizer)
 with the node's user, and runs with that user as the request's user, so admission (NodeRestriction) judges it as it judges the node's HTTP requests.
 A stolen node gains nothing by writing through its tunnel instead of the API. Its usage
-reports (of its own node only) go to the metrics UsageStore (memory only).
+reports (of its own node only) go to the metrics UsageStore, its MQTT summaries to
+MqttFigures (both memory only).
 
 The server, not the node, decides a Node's role labels (`node-role.kubernetes.io/*`, which
 NodeRestriction keeps from nodes, as K3s's server and KubeEdge's cloud set them): control-plane
@@ -31,6 +32,7 @@ from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
+from k3py.tunnel.mqtt import MQTT_KIND, MqttSummary
 from k3py.tunnel.protocol import (
     DEVICE_STATUS,
     DEVICES_KIND,
@@ -40,6 +42,7 @@ from k3py.tunnel.protocol import (
 )
 
 if TYPE_CHECKING:
+    from k3py.server.edge.mqttstats import MqttFigures
     from k3py.server.metrics.store import UsageStore
 
 __all__ = ["UpstreamWriter", "node_user", "role_labels"]
@@ -75,13 +78,14 @@ class UpstreamWriter:
 
     def __init__(self, registry: Registry, passwords: NodePasswords,
                  authorizer: AuthorizerChain, server_node: str = "",
-                 usage: UsageStore | None = None) -> None:
+                 usage: UsageStore | None = None, mqtt: MqttFigures | None = None) -> None:
         self.registry = registry
         self.passwords = passwords  # a registering Node adopts its password Secret
         self.authorizer = authorizer
         self.server_node = server_node
         self.devices = DeviceStatusWriter(registry)
         self.usage = usage  # None: --disable metrics-server, reports are dropped
+        self.mqtt = mqtt
 
     async def write(self, node: str, msg: Message) -> None:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
@@ -119,6 +123,8 @@ class UpstreamWriter:
             await self._volume_cleaned(node, name, body.get("uid") or "")
         elif plural == METRICS_KIND:
             self._usage(node, name, msg.content)
+        elif plural == MQTT_KIND:
+            self._mqtt(node, name, msg.content)
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
 
@@ -132,6 +138,17 @@ class UpstreamWriter:
         except ValueError as e:
             raise errors.bad_request(f"bad usage report: {e}") from None
         self.usage.record(node, report)
+
+    def _mqtt(self, node: str, name: str, content: object) -> None:
+        if name != node:
+            raise errors.forbidden(f"node {node} may not report MQTT traffic of node {name}")
+        if self.mqtt is None:
+            return
+        try:
+            summary = MqttSummary.from_content(content)
+        except ValueError as e:
+            raise errors.bad_request(f"bad MQTT summary: {e}") from None
+        self.mqtt.record(node, summary)
 
     async def _register_node(self, node: str, obj: dict) -> None:
         """Create or re-register the Node as the node (NodeRestriction judges its labels),

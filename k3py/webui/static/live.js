@@ -41,6 +41,7 @@ export class Live {
 
   // spec: {group, version?, resource, namespace?}; onRows(rows Map uid->row, changed Map).
   // spec {op: "tunnels"}: onRows(every node's tunnel figures), again on each change.
+  // spec {op: FEED, ...}: onRows(what the server's feed sends), each time (e.g. "mqtt").
   subscribe(spec, onRows, onError) {
     const sub = new Subscription(String(this.next++), spec, onRows, onError);
     this.subscriptions.set(sub.id, sub);
@@ -84,6 +85,8 @@ class Subscription {
       this.onRows(rows, changed);
     } else if (msg.type === "tunnels") {
       this.onRows(msg.nodes);
+    } else if (msg.type === "feed") {
+      this.onRows(msg.data);
     } else if (msg.type === "ended") {
       this.resourceVersion = msg.resourceVersion;
       live.send(this);

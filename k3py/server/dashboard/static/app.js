@@ -39,17 +39,20 @@ class Nodes extends Watched {
       (tunnelError) => this.setState({ tunnelError }));
   }
   componentWillUnmount() { super.componentWillUnmount(); this.unfollow?.(); }
-  render(_, { rows, error, tunnels = {}, tunnelError }) {
+  render({ onMqtt }, { rows, error, tunnels = {}, tunnelError }) {
     return html`
       ${tunnelError && html`<p class="error">${tunnelError}</p>`}
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="nodes">
-        <thead><tr><th>Name</th><th>Ready</th><th>Tunnel</th><th>Arch</th><th>Age</th></tr></thead>
+        <thead><tr><th>Name</th><th>Ready</th><th>Tunnel</th><th>Arch</th><th>Age</th><th></th>
+          </tr></thead>
         <tbody>${byName(rows).map((n) => html`<tr key=${n.uid}>
             <td>${n.name}</td>
             <td class=${n.ready ? "ok" : "bad"}>${n.ready ? "Ready" : "NotReady"}</td>
             <td class="tunnel" data-node=${n.name}><${Tunnel} t=${tunnels[n.name]} /></td>
-            <td>${n.arch}</td><td>${age(n.created)}</td></tr>`)}</tbody></table></div>`;
+            <td>${n.arch}</td><td>${age(n.created)}</td><td><button class="link"
+              data-mqtt=${n.name} onClick=${() => onMqtt(n.name)}>MQTT</button></td></tr>`)}
+        </tbody></table></div>`;
   }
 }
 
@@ -262,7 +265,7 @@ const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["pods", "Pods"],
   ["devicemodels", "Device models"]];
 
 class App extends Component {
-  state = { session: null, authed: null, view: "overview", pod: null, shell: null };
+  state = { session: null, authed: null, view: "overview", pod: null, shell: null, mqtt: null };
   componentDidMount() {
     // a link opened in a tab already showing the page changes only the address's fragment
     addEventListener("hashchange", () => this.followLink());
@@ -289,13 +292,13 @@ class App extends Component {
     api("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false, session: null }); });
   }
-  render(_, { authed, session, view, pod, shell, linkError }) {
+  render(_, { authed, session, view, pod, shell, mqtt, linkError }) {
     if (authed === null) return html`<p>Loading…</p>`;
     const unauthorized = () => { this.live?.close(); this.setState({ authed: false }); };
     if (!authed) {
       return html`<${Login} linkError=${linkError} onLogin=${() => this.loadSession()} />`;
     }
-    const open = (name) => this.setState({ view: name, pod: null, shell: null });
+    const open = (name) => this.setState({ view: name, pod: null, shell: null, mqtt: null });
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
       onClick=${() => open(name)}>${label}</button>`;
     const common = { live: this.live, permissions: this.permissions,
@@ -309,8 +312,11 @@ class App extends Component {
         onUnauthorized=${unauthorized} />`;
     } else if (view === "overview") {
       body = html`<${Overview} ...${common} onOpen=${open} />`;
+    } else if (mqtt) {
+      body = html`<${Lazy} key="mqtt" load=${() => import("./mqtt.js")} name="MqttNode"
+        node=${mqtt} ...${common} onBack=${() => this.setState({ mqtt: null })} />`;
     } else if (view === "nodes") {
-      body = html`<${Nodes} ...${common} />`;
+      body = html`<${Nodes} ...${common} onMqtt=${(node) => this.setState({ mqtt: node })} />`;
     } else if (view === "workloads") {
       body = html`<${Lazy} key="workloads" load=${() => import("./workloads.js")}
         name="Workloads" ...${common} />`;
