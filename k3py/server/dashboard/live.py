@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -50,7 +50,7 @@ CLOSE_UNAUTHORIZED = 4401  # the websocket close code for "log in again"
 MAX_SUBSCRIPTIONS = 32  # per tab
 # a feed: (the user, the tab's message) -> what to send, as it comes; a StatusError it raises
 # is sent to the tab as an error
-Feed = Callable[[User, dict], AsyncIterator[dict]]
+Feed = Callable[[User, dict], AsyncGenerator[dict, None]]
 
 
 def _event_rv(obj: Any) -> str:
@@ -116,7 +116,7 @@ class LiveSocket:
         except ConnectionResetError:
             pass
 
-    async def _feed(self, sid: str, feed: AsyncIterator[dict]) -> None:
+    async def _feed(self, sid: str, feed: AsyncGenerator[dict, None]) -> None:
         try:
             async with contextlib.aclosing(feed):  # its cleanup runs when the tab cancels
                 async for data in feed:

@@ -72,7 +72,8 @@ function Tail({ tail }) {
 
 // props: node, live, onBack.
 export class MqttNode extends Summaries {
-  state = { nodes: null, error: "", filter: FILTER, tail: [], dropped: 0, tailError: "" };
+  state = { nodes: null, error: "", filter: FILTER, draft: FILTER, tail: [], dropped: 0,
+    tailError: "" };
   componentDidMount() { super.componentDidMount(); this.follow(FILTER); }
   componentWillUnmount() { super.componentWillUnmount(); this.unfollowTail?.(); }
   // the node's link came back: a tail that ended with it starts again
@@ -91,14 +92,14 @@ export class MqttNode extends Summaries {
           .slice(0, TAIL) })),
       (tailError) => this.setState({ tailError }));
   }
-  render({ node, onBack }, { nodes, error, filter, tail, dropped, tailError }) {
+  render({ node, onBack }, { nodes, error, draft, tail, dropped, tailError }) {
     const s = nodes?.[node];
     return html`
       <div class="toolbar"><button onClick=${onBack}>Back to nodes</button>
         <strong>MQTT on ${node}</strong>
         ${s && html`<span id="mqtt-rate">${perSecond(s.rate)} msg/s</span>
-          <span class="muted">${s.received} received, ${s.published} published,
-            ${s.errors} error answers</span>`}</div>
+          <span class="muted">${`${s.received} received, ${s.published} published, ${
+            s.errors} error answers`}</span>`}</div>
       ${error && html`<p class="error">${error}</p>`}
       ${nodes && !s && html`<p class="muted" id="mqtt-none">No MQTT figures from ${node}: its
         tunnel is not connected to this server.</p>`}
@@ -107,9 +108,9 @@ export class MqttNode extends Summaries {
         <${Topics} s=${s} />`}
       <h2>Live tail</h2>
       <form class="toolbar" onSubmit=${(e) => {
-        e.preventDefault(); this.follow(e.target.elements.filter.value.trim() || FILTER); }}>
-        <label>Topic filter <input id="mqtt-filter" name="filter" size="28" value=${filter} />
-        </label><button type="submit">Apply</button>
+        e.preventDefault(); this.follow(draft.trim() || FILTER); }}>
+        <label>Topic filter <input id="mqtt-filter" size="28" value=${draft}
+          onInput=${(e) => this.setState({ draft: e.target.value })} /></label><button type="submit">Apply</button>
         <span class="muted" id="mqtt-dropped">newest ${TAIL}, at most 50 a second${
           dropped ? `; ${dropped} dropped` : ""}</span></form>
       ${tailError && html`<p class="error" id="mqtt-tail-error">${tailError}</p>`}
