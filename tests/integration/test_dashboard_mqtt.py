@@ -25,6 +25,7 @@ import paho.mqtt.publish as publish
 import pytest
 
 from tests.harness import ServerProcess, clean_env, free_port, wait_for
+from tests.integration import test_dashboard_edge as edge_view
 from tests.integration.agents import stop_proc
 from tests.integration.test_dashboard import (  # noqa: F401 - browser: the module's fixture
     _css_text,
@@ -43,17 +44,7 @@ pytestmark = pytest.mark.integration
 NODE = "mqtt-view"
 MAPPER = "thermo-mapper"
 UPDATE = "$hw/events/device/default/thermo/twin/update"
-_MODEL = {"apiVersion": "devices.kubeedge.io/v1alpha1", "kind": "DeviceModel",
-          "metadata": {"name": "thermo-model", "namespace": "default"},
-          "spec": {"properties": [{"name": "temperature", "type": {"string": {
-              "accessMode": "ReadOnly", "defaultValue": ""}}}]}}
-_DEVICE = {"apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "Device",
-           "metadata": {"name": "thermo", "namespace": "default"},
-           "spec": {"deviceModelRef": {"name": "thermo-model"}, "nodeSelector": {
-               "nodeSelectorTerms": [{"matchExpressions": [
-                   {"key": "", "operator": "In", "values": [NODE]}]}]}},
-           "status": {"twins": [{"propertyName": "temperature",
-                                 "desired": {"metadata": {"type": "string"}, "value": ""}}]}}
+_DEVICE = json.loads(json.dumps(edge_view._DEVICE).replace(edge_view.NODE, NODE))
 # may read nodes (and so open a node's MQTT page), not Devices
 _NODE_READER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                 "metadata": {"name": "node-reader"},
@@ -102,7 +93,7 @@ def cluster(tmp_path_factory):
                             env=clean_env())
     mapper = None
     try:
-        for obj in (_MODEL, _DEVICE, _NODE_READER):
+        for obj in (edge_view._MODEL, _DEVICE, _NODE_READER):
             srv.kubectl("apply", "-f", "-", input=json.dumps(obj))
         wait_for(lambda: _node_ready(srv), 60, 0.3,
                  f"node {NODE} Ready (agent log: {_tail(tmp / 'agent.log')})")

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from k3py.api import errors
 from k3py.api.localpath import CLEANUP_FINALIZER, awaits_cleanup, volume_node
@@ -122,33 +122,29 @@ class UpstreamWriter:
             allow("update", "", "persistentvolumes", None, name)
             await self._volume_cleaned(node, name, body.get("uid") or "")
         elif plural == METRICS_KIND:
-            self._usage(node, name, msg.content)
+            self._live_report(node, name, msg.content, "usage", UsageReport.from_content,
+                              self.usage.record if self.usage is not None else None)
         elif plural == MQTT_KIND:
-            self._mqtt(node, name, msg.content)
+            self._live_report(node, name, msg.content, "MQTT", MqttSummary.from_content,
+                              self.mqtt.record if self.mqtt is not None else None)
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
 
-    def _usage(self, node: str, name: str, content: object) -> None:
+    @staticmethod
+    def _live_report(node: str, name: str, content: object, what: str,
+                     parse: Callable[[object], object],
+                     record: Callable[[str, Any], None] | None) -> None:
+        """A report sent live (usage, MQTT): of the node itself only, kept by `record`
+        (None: its add-on is off, the report is dropped)."""
         if name != node:
-            raise errors.forbidden(f"node {node} may not report usage of node {name}")
-        if self.usage is None:
+            raise errors.forbidden(f"node {node} may not report {what} of node {name}")
+        if record is None:
             return
         try:
-            report = UsageReport.from_content(content)
+            report = parse(content)
         except ValueError as e:
-            raise errors.bad_request(f"bad usage report: {e}") from None
-        self.usage.record(node, report)
-
-    def _mqtt(self, node: str, name: str, content: object) -> None:
-        if name != node:
-            raise errors.forbidden(f"node {node} may not report MQTT traffic of node {name}")
-        if self.mqtt is None:
-            return
-        try:
-            summary = MqttSummary.from_content(content)
-        except ValueError as e:
-            raise errors.bad_request(f"bad MQTT summary: {e}") from None
-        self.mqtt.record(node, summary)
+            raise errors.bad_request(f"bad {what} report: {e}") from None
+        record(node, report)
 
     async def _register_node(self, node: str, obj: dict) -> None:
         """Create or re-register the Node as the node (NodeRestriction judges its labels),

@@ -1,5 +1,6 @@
-"""The server's side of the dashboard's MQTT view: the newest summary per node (forgotten
-when asked, bounded), the Device a tail message's topic names (both topic forms, node
+"""The server's side of the dashboard's MQTT view: a node's summary comes up its tunnel (its
+own only; a malformed one is a 400, as a malformed usage report), the newest per node is kept
+(forgotten when asked, bounded), the Device a tail message's topic names (both topic forms, node
 topics), and whether a user may see its payload, asked of a real AuthorizerChain (a rule that
 lets alice `get` one Device and nothing else) and kept for a few seconds."""
 
@@ -7,11 +8,17 @@ from __future__ import annotations
 
 import pytest
 
+from k3py.api import errors
 from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.dashboard.mqtt import ACCESS_TTL, PayloadAccess, device_of
 from k3py.server.edge import mqttstats
 from k3py.server.edge.mqttstats import MqttFigures
-from k3py.tunnel.mqtt import MqttSummary
+from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.edge.upstream import UpstreamWriter
+from k3py.server.metrics.store import UsageStore
+from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message
+from k3py.tunnel.mqtt import MqttSummary, mqtt_resource
+from k3py.tunnel.protocol import metrics_resource
 
 pytestmark = pytest.mark.unit
 
@@ -76,3 +83,24 @@ def test_payloads_only_for_users_who_may_get_the_device():
     assert alice.allowed(THERMO, None) and len(asked) == n + 1  # asked again
     admin = PayloadAccess(chain, ADMIN, clock)
     assert admin.allowed("$hw/events/node/n1/membership/get/result", None)
+
+
+async def test_summaries_come_up_the_tunnel_of_their_own_node_only(env):
+    figures = MqttFigures()
+    upstream = UpstreamWriter(env.registry, NodePasswords(env.registry), AuthorizerChain(),
+                              usage=UsageStore(), mqtt=figures)
+
+    def up(resource: str, content: object):
+        return new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
+                           resource=resource, content=content)
+    summary = MqttSummary(1.0, 10.0, 0.5, 5, 5, 1)
+    await upstream.write("n1", up(mqtt_resource("n1"), summary.to_content()))
+    assert figures.get("n1") == summary
+    with pytest.raises(errors.StatusError) as e:
+        await upstream.write("n1", up(mqtt_resource("n2"), summary.to_content()))
+    assert e.value.code == 403 and "may not report MQTT of node n2" in e.value.message
+    for resource, what in ((mqtt_resource("n1"), "MQTT"), (metrics_resource("n1"), "usage")):
+        with pytest.raises(errors.StatusError) as e:
+            await upstream.write("n1", up(resource, {"topics": "x"}))
+        assert e.value.code == 400 and f"bad {what} report" in e.value.message
+    assert figures.get("n1") == summary
