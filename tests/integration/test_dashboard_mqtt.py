@@ -154,6 +154,7 @@ def _tail_rows(driver) -> list[tuple[str, str, str]]:
 
 def test_mqtt_view_shows_clients_rates_and_the_live_tail(cluster, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     srv, mqtt_port = cluster
     driver = browser
     driver.get(srv.url + "/dashboard/")
@@ -180,7 +181,7 @@ def test_mqtt_view_shows_clients_rates_and_the_live_tail(cluster, browser):  # n
     _screenshots(driver, "mqtt")
 
     field = driver.find_element(By.ID, "mqtt-filter")
-    field.clear()
+    field.send_keys(Keys.CONTROL, "a")  # typed over (input events), as a user replaces it
     field.send_keys("$hw/events/device/+/+/twin/update/document")
     field.submit()
     wait_for(lambda: _tail_rows(driver) and all(t.endswith("/twin/update/document")
