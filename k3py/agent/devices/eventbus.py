@@ -30,6 +30,7 @@ from amqtt.events import BrokerEvents
 from k3py.agent.devices.twin import Device, DeviceTwins, Outcome, Report, ReportCoalescer
 from k3py.agent.tasks import cancel_and_wait
 from k3py.mapper import topics as t
+from k3py.tunnel.mqtt import ClientInfo
 
 __all__ = ["EventBus", "BusError", "EmbeddedBroker", "ExternalBroker", "LogLimiter", "MODES",
            "SUBSCRIPTIONS"]
@@ -142,6 +143,14 @@ class EmbeddedBroker:
 
     def serving(self) -> bool:
         return self._broker is not None and self._broker.serving()
+
+    def clients(self) -> list[ClientInfo]:
+        """The clients connected now (the bus's own link among them), oldest first."""
+        sessions = self._broker.sessions.items() if self._broker is not None else ()
+        out = [ClientInfo(cid, f"{s.remote_address}:{s.remote_port}",
+                          float(s.last_connect_time or 0))
+               for cid, (s, _) in sessions if s.transitions.state == "connected"]
+        return sorted(out, key=lambda c: (c.since, c.client_id))
 
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
@@ -300,8 +309,8 @@ class EventBus:
         self._queue: asyncio.Queue[tuple[_Link | None, str, bytes]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        # each told ("in" | "out", topic, payload) of what the bus receives and publishes (the
-        # edge dashboard's MQTT tail)
+        # each told ("in" | "out" | "error", topic, payload) of what the bus receives and
+        # publishes, "error" for an error answer (the MQTT tails and traffic counter)
         self.taps: list[Callable[[str, str, bytes], None]] = []
 
     async def start(self) -> None:
@@ -333,6 +342,10 @@ class EventBus:
                 return True
             await asyncio.sleep(0.02)
         return False
+
+    def clients(self) -> list[ClientInfo] | None:
+        """The embedded broker's clients; None when there is none (external mode)."""
+        return self.broker.clients() if self.broker is not None else None
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -384,8 +397,9 @@ class EventBus:
             devices = [self.twins.devices[k] for k in out.persist if k in self.twins.devices]
             await self._on_persist(devices)
         for msg in out.publish:
+            direction = "error" if out.error is not None and msg.reply else "out"
             for tap in self.taps:
-                tap("out", msg.topic, msg.payload)
+                tap(direction, msg.topic, msg.payload)
             targets = [origin] if msg.reply and origin is not None else self._links
             for link in targets:
                 link.publish(msg.topic, msg.payload)

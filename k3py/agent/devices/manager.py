@@ -13,6 +13,7 @@ import logging
 import ssl
 
 from k3py.agent.devices.eventbus import BusError, EventBus, ExternalBroker
+from k3py.agent.devices.mqttreport import MqttReporter
 from k3py.agent.devices.twin import (
     Device,
     DeviceKey,
@@ -79,6 +80,7 @@ class DeviceManager:
         self._wake = asyncio.Event()
         self._resync = True
         self._task: asyncio.Task | None = None
+        self.mqtt = MqttReporter(self.bus, node, hub)  # the server dashboard's MQTT figures
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -99,12 +101,14 @@ class DeviceManager:
         self.hub.on_connect.append(self._wake.set)
         self._task = asyncio.create_task(self._run(), name="devices")
         self._wake.set()
+        self.mqtt.start()
 
     async def stop(self) -> None:
         if self._on_meta in self.meta.listeners:
             self.meta.listeners.remove(self._on_meta)
         if self._wake.set in self.hub.on_connect:
             self.hub.on_connect.remove(self._wake.set)
+        await self.mqtt.stop()
         await cancel_and_wait(self._task)
         await self.bus.stop()
 

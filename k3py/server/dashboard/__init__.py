@@ -9,7 +9,8 @@ tunnel figures from CloudHub's sessions, authorized as `list nodes`; tunnels.py)
 /dashboard/api/twinhistory (a twin's reported values of the last 10 minutes, as `get devices`;
 twinhistory.py), /dashboard/api/session (who is logged in, and whether
 the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py; it
-also streams the nodes' and pods' usage of the last 15 minutes, metricshistory.py).
+also streams the nodes' and pods' usage of the last 15 minutes, metricshistory.py, and serves
+the nodes' MQTT figures and live tails, mqtt.py).
 With `--dashboard-read-only` the API refuses every write made with the login cookie (a review
 such as SelfSubjectRulesReview is not a write). Installed by bootstrap.install_routes, before
 the API's catch-all route."""
@@ -24,9 +25,10 @@ from k3py.api import errors
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
-from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LiveSocket
+from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, MAX_FLUSHES_PER_SECOND, LiveSocket
 from k3py.server.dashboard.logins import COOKIE, LoginLinks, LoginSessions, has_marker, same_origin
 from k3py.server.dashboard.metricshistory import MetricsHistory
+from k3py.server.dashboard.mqtt import MqttFeeds
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.server.dashboard.twinhistory import TwinHistory
 from k3py.server.edge.cloudhub import CloudHub
@@ -56,6 +58,7 @@ class Dashboard:
         self.tunnel_figures = TunnelFigures(hub)
         self.metrics_history = MetricsHistory(usage)  # fed whether or not a tab is open
         self.twin_history = TwinHistory()
+        self.mqtt = MqttFeeds(api.authorizer, hub, 1 / MAX_FLUSHES_PER_SECOND)
         self.read_only = read_only
         self.logins = LoginSessions()
         self.links = LoginLinks()
@@ -182,8 +185,8 @@ class Dashboard:
         if user is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")
             return ws
-        await LiveSocket(self.api, ws, user, self.tunnel_figures,
-                         self.metrics_history).serve()
+        await LiveSocket(self.api, ws, user, self.tunnel_figures, self.metrics_history,
+                         self.mqtt.feeds()).serve()
         return ws
 
 

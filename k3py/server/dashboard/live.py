@@ -9,6 +9,8 @@ Messages from the tab (JSON):
   {"op": "tunnels", "id": ID}   every node's tunnel figures, again on each change
   {"op": "metrics", "id": ID, "kind": "nodes"|"pods", "namespace": NS?, "name": N?}
      CPU and memory of the last 15 minutes, then each new point (metricshistory.py)
+  {"op": FEED, "id": ID, ...}   one of the `feeds` the socket was given (mqtt.py's "mqtt" and
+     "mqtttail"), with the feed's own fields
   {"op": "cancel", "id": ID}
 To the tab:
   {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
@@ -19,6 +21,7 @@ To the tab:
   {"id": ID, "type": "tunnels", "nodes": {NAME: figures}}  (tunnels.py; `list nodes`)
   {"id": ID, "type": "metrics", "reset": true?, "series": {NAME: {"times", "cpu", "memory"}}}
      (reset: the history; then new points to append; `list`/`get` metrics.k8s.io)
+  {"id": ID, "type": "feed", "data": {...}}   what a feed yields, each time it does
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)
 Authentication is the login cookie; the marker header a browser cannot put on a websocket is
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -46,11 +49,14 @@ from k3py.server.dashboard.metricshistory import MetricsHistory, MetricsQuery
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.webui.rows import project
 
-__all__ = ["LiveSocket", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
+__all__ = ["LiveSocket", "Feed", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
 
 MAX_FLUSHES_PER_SECOND = 4
 CLOSE_UNAUTHORIZED = 4401  # the websocket close code for "log in again"
 MAX_SUBSCRIPTIONS = 32  # per tab
+# a feed: (the user, the tab's message) -> what to send, as it comes; a StatusError it raises
+# is sent to the tab as an error
+Feed = Callable[[User, dict], AsyncGenerator[dict, None]]
 
 
 def _event_rv(obj: Any) -> str:
@@ -61,10 +67,12 @@ class LiveSocket:
     """One tab's websocket and its subscriptions (id -> task)."""
 
     def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User,
-                 tunnels: TunnelFigures, metrics: MetricsHistory) -> None:
+                 tunnels: TunnelFigures, metrics: MetricsHistory,
+                 feeds: dict[str, Feed] | None = None) -> None:
         self.api = api
         self.tunnels = tunnels
         self.metrics = metrics
+        self.feeds = feeds or {}
         self.ws = ws
         self.user = user
         self.subscriptions: dict[str, asyncio.Task] = {}
@@ -96,17 +104,20 @@ class LiveSocket:
             old.cancel()
         if msg.get("op") == "cancel":
             return
-        if msg.get("op") not in ("watch", "tunnels", "metrics"):
-            raise errors.bad_request(f'unknown op {msg.get("op")!r} '
-                                     "(watch, tunnels, metrics or cancel)")
+        op = msg.get("op")
+        if op not in ("watch", "tunnels", "metrics", *self.feeds):
+            raise errors.bad_request(f'unknown op {op!r} (one of watch, tunnels, metrics, '
+                                     f'{", ".join(self.feeds)} or cancel)')
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise errors.bad_request(f"at most {MAX_SUBSCRIPTIONS} subscriptions per tab")
-        if msg["op"] == "watch":
+        if op == "watch":
             follow = self._subscription(sid, msg)
-        elif msg["op"] == "metrics":
+        elif op == "metrics":
             follow = self._metrics(sid, msg)
-        else:
+        elif op == "tunnels":
             follow = self._tunnels(sid)
+        else:
+            follow = self._feed(sid, self.feeds[op](self.user, msg))
         self.subscriptions[sid] = asyncio.create_task(follow)
 
     async def _tunnels(self, sid: str) -> None:
@@ -126,6 +137,16 @@ class LiveSocket:
                                           query.namespace, query.name)
             async for message in self.metrics.follow(query, 1 / MAX_FLUSHES_PER_SECOND):
                 await self._send({"id": sid, "type": "metrics", **message})
+        except errors.StatusError as e:
+            await self._send_error(sid, e)
+        except ConnectionResetError:
+            pass
+
+    async def _feed(self, sid: str, feed: AsyncGenerator[dict, None]) -> None:
+        try:
+            async with contextlib.aclosing(feed):  # its cleanup runs when the tab cancels
+                async for data in feed:
+                    await self._send({"id": sid, "type": "feed", "data": data})
         except errors.StatusError as e:
             await self._send_error(sid, e)
         except ConnectionResetError:

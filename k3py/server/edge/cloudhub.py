@@ -18,6 +18,7 @@ from k3py.server.apiserver.auth import Authenticator, AuthorizerChain
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.edge import nodestreams
 from k3py.server.edge.downstream import DownstreamSync, referenced_objects
+from k3py.server.edge.mqttstats import MqttFigures
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.edge.noderelay import ConnectRelay
 from k3py.server.edge.sessions import NodeSession, TunnelHandler, keepalive_loop, resend_loop
@@ -51,10 +52,11 @@ class CloudHub:
         self.tunnel_listeners: set[Callable[[str], None]] = set()
         # the joins' (nodeauth.py): one cache of verified passwords, one verifier key
         self.passwords = passwords or NodePasswords(registry)
+        self.mqtt = MqttFigures()  # each connected node's MQTT summary (the dashboard's)
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected,
                                          network_policy=network_policy)
         self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,
-                                       usage)
+                                       usage, self.mqtt)
         self.relay = ConnectRelay(self.sessions, self._nodes)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
@@ -66,6 +68,8 @@ class CloudHub:
         self._started = False
 
     def _tunnel_changed(self, node: str) -> None:
+        if not self.node_connected(node):
+            self.mqtt.forget(node)  # sent again by the node after it reconnects
         for listener in list(self.tunnel_listeners):
             listener(node)
 

@@ -4,7 +4,8 @@ removal of its deleted local-path volumes' directories), via the Registry, as th
 requests: each write is first asked of the server's authorizer chain (the Node authorizer)
 with the node's user, and runs with that user as the request's user, so admission (NodeRestriction) judges it as it judges the node's HTTP requests.
 A stolen node gains nothing by writing through its tunnel instead of the API. Its usage
-reports (of its own node only) go to the metrics UsageStore (memory only).
+reports (of its own node only) go to the metrics UsageStore, its MQTT summaries to
+MqttFigures (both memory only).
 
 The server, not the node, decides a Node's role labels (`node-role.kubernetes.io/*`, which
 NodeRestriction keeps from nodes, as K3s's server and KubeEdge's cloud set them): control-plane
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from k3py.api import errors
 from k3py.api.localpath import CLEANUP_FINALIZER, awaits_cleanup, volume_node
@@ -31,6 +32,7 @@ from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
+from k3py.tunnel.mqtt import MQTT_KIND, MqttSummary
 from k3py.tunnel.protocol import (
     DEVICE_STATUS,
     DEVICES_KIND,
@@ -40,6 +42,7 @@ from k3py.tunnel.protocol import (
 )
 
 if TYPE_CHECKING:
+    from k3py.server.edge.mqttstats import MqttFigures
     from k3py.server.metrics.store import UsageStore
 
 __all__ = ["UpstreamWriter", "node_user", "role_labels"]
@@ -75,13 +78,14 @@ class UpstreamWriter:
 
     def __init__(self, registry: Registry, passwords: NodePasswords,
                  authorizer: AuthorizerChain, server_node: str = "",
-                 usage: UsageStore | None = None) -> None:
+                 usage: UsageStore | None = None, mqtt: MqttFigures | None = None) -> None:
         self.registry = registry
         self.passwords = passwords  # a registering Node adopts its password Secret
         self.authorizer = authorizer
         self.server_node = server_node
         self.devices = DeviceStatusWriter(registry)
         self.usage = usage  # None: --disable metrics-server, reports are dropped
+        self.mqtt = mqtt
 
     async def write(self, node: str, msg: Message) -> None:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
@@ -118,20 +122,29 @@ class UpstreamWriter:
             allow("update", "", "persistentvolumes", None, name)
             await self._volume_cleaned(node, name, body.get("uid") or "")
         elif plural == METRICS_KIND:
-            self._usage(node, name, msg.content)
+            self._live_report(node, name, msg.content, "usage", UsageReport.from_content,
+                              self.usage.record if self.usage is not None else None)
+        elif plural == MQTT_KIND:
+            self._live_report(node, name, msg.content, "MQTT", MqttSummary.from_content,
+                              self.mqtt.record if self.mqtt is not None else None)
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
 
-    def _usage(self, node: str, name: str, content: object) -> None:
+    @staticmethod
+    def _live_report(node: str, name: str, content: object, what: str,
+                     parse: Callable[[object], object],
+                     record: Callable[[str, Any], None] | None) -> None:
+        """A report sent live (usage, MQTT): of the node itself only, kept by `record`
+        (None: its add-on is off, the report is dropped)."""
         if name != node:
-            raise errors.forbidden(f"node {node} may not report usage of node {name}")
-        if self.usage is None:
+            raise errors.forbidden(f"node {node} may not report {what} of node {name}")
+        if record is None:
             return
         try:
-            report = UsageReport.from_content(content)
+            report = parse(content)
         except ValueError as e:
-            raise errors.bad_request(f"bad usage report: {e}") from None
-        self.usage.record(node, report)
+            raise errors.bad_request(f"bad {what} report: {e}") from None
+        record(node, report)
 
     async def _register_node(self, node: str, obj: dict) -> None:
         """Create or re-register the Node as the node (NodeRestriction judges its labels),

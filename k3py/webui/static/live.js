@@ -42,6 +42,7 @@ export class Live {
   // spec: {group, version?, resource, namespace?}; onRows(rows Map uid->row, changed Map).
   // spec {op: "tunnels"}: onRows(every node's tunnel figures), again on each change.
   // spec {op: "metrics", kind, ...}: onRows(each message: the history, then new points).
+  // spec {op: FEED, ...}: onRows(what the server's feed sends), each time (e.g. "mqtt").
   subscribe(spec, onRows, onError) {
     const sub = new Subscription(String(this.next++), spec, onRows, onError);
     this.subscriptions.set(sub.id, sub);
@@ -87,6 +88,8 @@ class Subscription {
       this.onRows(msg.nodes);
     } else if (msg.type === "metrics") {
       this.onRows(msg);
+    } else if (msg.type === "feed") {
+      this.onRows(msg.data);
     } else if (msg.type === "ended") {
       this.resourceVersion = msg.resourceVersion;
       live.send(this);

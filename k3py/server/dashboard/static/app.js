@@ -42,20 +42,22 @@ class Nodes extends Watched {
   componentWillUnmount() {
     super.componentWillUnmount(); this.unfollow?.(); this.usage.then((stop) => stop());
   }
-  render(_, { rows, error, tunnels = {}, tunnelError, usage = new Map(), UsageCells }) {
+  render({ onMqtt }, { rows, error, tunnels = {}, tunnelError, usage = new Map(), UsageCells }) {
     return html`
       ${tunnelError && html`<p class="error">${tunnelError}</p>`}
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="nodes">
         <thead><tr><th>Name</th><th>Ready</th><th>CPU</th><th>Memory</th><th>Tunnel</th>
-          <th>Arch</th><th>Version</th><th>Age</th></tr></thead>
+          <th>Arch</th><th>Version</th><th>Age</th><th></th></tr></thead>
         <tbody>${byName(rows).map((n) => html`<tr key=${n.uid}>
             <td>${n.name}</td>
             <td class=${n.ready ? "ok" : "bad"}>${n.ready ? "Ready" : "NotReady"}</td>
             ${UsageCells ? html`<${UsageCells} series=${usage.get(n.name)} />` : html`<td /><td />`}
             <td class="tunnel" data-node=${n.name}><${Tunnel} t=${tunnels[n.name]} /></td>
             <td>${n.arch}</td><td class="version" data-node=${n.name}>${n.kubelet}</td>
-            <td>${age(n.created)}</td></tr>`)}</tbody></table></div>`;
+            <td>${age(n.created)}</td><td><button class="link"
+              data-mqtt=${n.name} onClick=${() => onMqtt(n.name)}>MQTT</button></td></tr>`)}
+        </tbody></table></div>`;
   }
 }
 
@@ -268,7 +270,7 @@ const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["metrics", "Metric
   ["devicemodels", "Device models"]];
 
 class App extends Component {
-  state = { session: null, authed: null, view: "overview", pod: null, shell: null };
+  state = { session: null, authed: null, view: "overview", pod: null, shell: null, mqtt: null };
   componentDidMount() {
     // a link opened in a tab already showing the page changes only the address's fragment
     addEventListener("hashchange", () => this.followLink());
@@ -295,13 +297,13 @@ class App extends Component {
     api("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false, session: null }); });
   }
-  render(_, { authed, session, view, pod, shell, linkError }) {
+  render(_, { authed, session, view, pod, shell, mqtt, linkError }) {
     if (authed === null) return html`<p>Loading…</p>`;
     const unauthorized = () => { this.live?.close(); this.setState({ authed: false }); };
     if (!authed) {
       return html`<${Login} linkError=${linkError} onLogin=${() => this.loadSession()} />`;
     }
-    const open = (name) => this.setState({ view: name, pod: null, shell: null });
+    const open = (name) => this.setState({ view: name, pod: null, shell: null, mqtt: null });
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
       onClick=${() => open(name)}>${label}</button>`;
     const common = { live: this.live, permissions: this.permissions,
@@ -315,8 +317,11 @@ class App extends Component {
         onUnauthorized=${unauthorized} />`;
     } else if (view === "overview") {
       body = html`<${Overview} ...${common} onOpen=${open} />`;
+    } else if (mqtt) {
+      body = html`<${Lazy} key="mqtt" load=${() => import("./mqtt.js")} name="MqttNode"
+        node=${mqtt} ...${common} onBack=${() => this.setState({ mqtt: null })} />`;
     } else if (view === "nodes") {
-      body = html`<${Nodes} ...${common} />`;
+      body = html`<${Nodes} ...${common} onMqtt=${(node) => this.setState({ mqtt: node })} />`;
     } else if (view === "metrics") {
       body = html`<${Lazy} key="metrics" load=${() => import("./metrics.js")} name="Metrics"
         ...${common} />`;

@@ -1,8 +1,9 @@
-// The Overview (the landing view: nodes ready or not, pods by phase, devices by state, the
-// newest warnings) and the Events view (live, filtered by type, namespace and object). Both
+// The Overview (the landing view: nodes ready or not, pods by phase, devices by state, MQTT
+// messages per second (mqtt.js), the newest warnings) and the Events view (live, filtered by type, namespace and object). Both
 // are fed by the tab's live subscriptions (live.js); nothing is polled.
 import { Component } from "./vendor/preact.mjs";
 import { age, html, Watched } from "./common.js";
+import { MqttCard } from "./mqtt.js";
 
 const WARNINGS = 8; // on the overview
 const EVENT_ROWS = 500; // shown at most, newest first
@@ -57,6 +58,7 @@ export class Overview extends Component {
           entries=${counts(pods, (p) => p.phase || "Unknown")} onOpen=${() => onOpen("pods")} />
         <${Card} title="Devices" id="overview-devices" error=${errors.devices}
           entries=${counts(devices, (d) => d.state)} onOpen=${() => onOpen("devices")} />
+        <${MqttCard} live=${this.props.live} onOpen=${() => onOpen("nodes")} />
       </div>
       <h2>Recent warnings</h2>
       ${errors.events ? html`<p class="error">${errors.events}</p>` : warnings.length === 0
