@@ -124,8 +124,9 @@ _WRITE_BATCH = "SELECT * FROM kine_write_batch($1, $2, $3, $4)"
 _NOTIFY = ("BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('" + _CHANNEL +
            "', '{}'); COMMIT")
 _CREATE, _UPDATE, _DELETE = 1, 2, 3
-_FILL = ("INSERT INTO kine VALUES ($1::bigint, 'gap-' || $1::text, 0, 1, 0, 0, '') "
-         "ON CONFLICT DO NOTHING")
+# Gap rows for the ids $1..$2: a rolled-back batch leaves a run of them, filled at once.
+_FILL = ("INSERT INTO kine SELECT n, 'gap-' || n, 0, 1, 0, 0, '' "
+         "FROM generate_series($1::bigint, $2::bigint) AS n ON CONFLICT DO NOTHING")
 # Every read is one statement, so its rows and the compact revision come from one snapshot:
 # the compact revision is the first column of each row (one row of NULLs if nothing matched).
 _WITH_COMPACT = ("SELECT m.value AS compact, q.* FROM kine_meta AS m LEFT JOIN LATERAL ({}) "
@@ -685,8 +686,9 @@ class PostgresBackend:
         for rev in [r for r in self._local if r <= self._rev]:
             del self._local[rev]
         self._publish_local()
-        if any(rev > self._rev for rev in found) or self._local:
-            return await self._on_gap(conn, self._rev + 1)
+        above = [rev for rev in itertools.chain(found, self._local) if rev > self._rev]
+        if above:
+            return await self._on_gap(conn, self._rev + 1, min(above))
         self._gap = None
         return len(rows) == _POLL_BATCH
 
@@ -700,18 +702,21 @@ class PostgresBackend:
         self._compact_rev = compact
         self._publish(compact, [])
 
-    async def _on_gap(self, conn: asyncpg.Connection, missing: int) -> bool:
-        """An id below a committed row is missing: a writer between nextval and commit, or one
-        that died there. Wait for it a little; then take the id with a gap row (kine's fill),
-        which makes a late writer of it retry under a new id."""
+    async def _on_gap(self, conn: asyncpg.Connection, missing: int, committed: int) -> bool:
+        """Ids from `missing` up to the committed row `committed` are missing: writers between
+        nextval and commit, or ones that died or rolled back there (a failed batch leaves up
+        to _WRITE_BATCH_MAX). Wait for the first a little; then take them all with gap rows
+        (kine's fill) in one statement, which makes a late writer of any retry under a new
+        id (kine_write's conflict on the id)."""
         now = asyncio.get_running_loop().time()
         if self._gap is None or self._gap[0] != missing:
             self._gap = (missing, now + _GAP_WAIT)
             return False
         if now < self._gap[1]:
             return False
-        log.info("filling revision %d: not committed after %.1fs", missing, _GAP_WAIT)
-        await conn.execute(_FILL, missing)
+        log.info("filling revisions %d-%d: not committed after %.1fs", missing, committed - 1,
+                 _GAP_WAIT)
+        await conn.execute(_FILL, missing, committed - 1)
         self._gap = None
         return True
 
