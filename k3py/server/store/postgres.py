@@ -24,6 +24,7 @@ from k3py.config import redact_endpoint
 from k3py.server.store.backend import (
     CompactedError,
     Event,
+    InvalidKeyError,
     KeyExistsError,
     KeyValue,
     StoreError,
@@ -158,12 +159,18 @@ _WRITE_TRIES = 10
 _WRITE_BATCH_MAX = 200  # writes per round trip
 _WRITE_BATCHES = 2  # round trips of writes in flight at once (the pool has more for reads)
 _COMPACT_CHUNK = 5000
+# Longest key in bytes: a btree index row holds at most ~2.7 kB (kine_name_id, with the id).
+_MAX_KEY_BYTES = 2048
 _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 10.0
 _RECONNECT_MAX = 2.0
 
 # A write waiting for its batch: (op, key, revision, value, the writer's future).
 _QueuedWrite = tuple[int, str, int, bytes, "asyncio.Future[asyncpg.Record]"]
+
+class _RefusedError(StoreError):
+    """The database answered with an error: the statement's transaction rolled back."""
+
 
 # What a lost or refused connection raises: the datastore is unavailable, not the request wrong.
 # (InternalClientError: a pool connection the server has just closed, before the driver saw it.)
@@ -340,7 +347,7 @@ class PostgresBackend:
             raise StoreUnavailableError(
                 f"the datastore {self.endpoint} is unavailable: {_describe(e)}") from None
         except asyncpg.PostgresError as e:
-            raise StoreError(f"datastore error: {_describe(e)}") from None
+            raise _RefusedError(f"datastore error: {_describe(e)}") from None
 
     # ------------------------------------------------------------------ reads
 
@@ -454,6 +461,7 @@ class PostgresBackend:
         """kine_write's row (rev 0: the condition failed), retried while other writers take
         the key's successor slot. A written row is published by this server before it returns,
         like SQLite's group commit, so a read or a watch here right after the write sees it."""
+        _check_key(key)
         for _ in range(_WRITE_TRIES):
             fut: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
             self._queued.append((op, key, revision, value, fut))
@@ -480,21 +488,36 @@ class PostgresBackend:
         while self._queued:
             batch = sorted(self._queued[:_WRITE_BATCH_MAX], key=lambda w: w[1])
             del self._queued[:_WRITE_BATCH_MAX]
-            try:
-                rows = await self._db(lambda p, b=batch: p.fetch(
-                    _WRITE_BATCH, [w[0] for w in b], [w[1] for w in b],
-                    [w[2] for w in b], [w[3] for w in b]))
-            except BaseException as e:
-                # the batch may have committed unseen: the poller looks for it at once
-                self._wake.set()
-                error = e if isinstance(e, Exception) else StoreError("store is closed")
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
-                if not isinstance(e, Exception):
-                    raise
-                continue
-            self._written(batch, rows)
+            await self._send(batch)
+
+    async def _send(self, batch: list[_QueuedWrite]) -> None:
+        """Send one batch and answer its writers. A batch the database refused has rolled
+        back: it is sent again one write at a time, so that only the bad write fails."""
+        try:
+            rows = await self._db(lambda p: p.fetch(
+                _WRITE_BATCH, [w[0] for w in batch], [w[1] for w in batch],
+                [w[2] for w in batch], [w[3] for w in batch]))
+        except _RefusedError as e:
+            if len(batch) == 1:
+                self._fail(batch, e)
+                return
+            for write in batch:
+                await self._send([write])
+            return
+        except BaseException as e:
+            # the batch may have committed unseen: the poller looks for it at once
+            self._wake.set()
+            self._fail(batch, e if isinstance(e, Exception) else StoreError("store is closed"))
+            if not isinstance(e, Exception):
+                raise
+            return
+        self._written(batch, rows)
+
+    @staticmethod
+    def _fail(batch: list[_QueuedWrite], error: Exception) -> None:
+        for *_, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
 
     def _written(self, batch: list[_QueuedWrite], rows: list[asyncpg.Record]) -> None:
         """Publish a committed batch's rows (in revision order, see _committed), then answer
@@ -736,6 +759,16 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     advisory unlock) for session state this backend never sets on a pool connection (LISTEN is
     on the poller's own connection, the schema lock is transaction-scoped)."""
     return None
+
+
+def _check_key(key: str) -> None:
+    """Refuse a key PostgreSQL cannot store, before it joins (and fails) a batch."""
+    if "\x00" in key:
+        raise InvalidKeyError(f"key {key!r} contains a NUL character")
+    size = len(key.encode())
+    if size > _MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key {key[:80]}... is {size} bytes long; the datastore holds "
+                              f"keys of at most {_MAX_KEY_BYTES} bytes")
 
 
 def _describe(e: BaseException) -> str:

@@ -14,7 +14,7 @@ import itertools
 import pytest
 
 from k3py import pki
-from k3py.server.store.backend import StoreError, StoreUnavailableError
+from k3py.server.store.backend import InvalidKeyError, StoreError, StoreUnavailableError
 from k3py.server.store.postgres import PostgresBackend
 from tests.pg import PASSWORD, SKIP_REASON, USER, PostgresCluster, pg_bindir
 from tests.unit.store.test_backend_contract import collect
@@ -132,6 +132,22 @@ async def test_the_ids_of_a_rolled_back_batch_are_filled_together(two, pg_cluste
     events = await collect(w, rev, timeout=5)
     w.cancel()
     assert events[-1].kv.key == P + "after-batch"
+
+
+async def test_a_bad_write_fails_alone_not_its_batch(two, pg_cluster):
+    """Keys PostgreSQL cannot hold are refused before they join a batch; a write the
+    database refuses inside a batch fails alone: the batch is sent again one by one."""
+    a, _, db = two
+    for key in (P + "nul\x00", P + "x" * 2100):
+        with pytest.raises(InvalidKeyError):
+            await a.create(key, b"1")
+    refuse_key(pg_cluster, db, P + "z-bad")
+    rev = await a.create(P + "u", b"0")
+    results = await asyncio.gather(
+        a.create(P + "z-bad", b"1"), a.update(P + "u", b"1", rev),
+        *[a.create(P + f"ok{i}", b"1") for i in range(5)], return_exceptions=True)
+    assert isinstance(results[0], StoreError) and "refused" in str(results[0])
+    assert results[1][2] and all(isinstance(r, int) for r in results[2:]), results
 
 
 async def test_the_writing_server_publishes_the_events_other_servers_read_back(two):
