@@ -87,15 +87,17 @@ SCHEMA = [
             RETURN;
         END IF;
         rev := nextval('kine_id_seq');
-        BEGIN
-            INSERT INTO kine VALUES (rev, p_name, (p_op = 1)::int, (p_op = 3)::int,
-                CASE WHEN p_op = 1 THEN rev ELSE cur_create_revision END,
-                COALESCE(cur_id, 0), CASE WHEN p_op = 3 THEN cur_value ELSE p_value END);
-        EXCEPTION WHEN unique_violation THEN
+        -- ON CONFLICT, not an EXCEPTION block: that would open a subtransaction per write,
+        -- and more than 64 in one transaction (a batch) overflow PostgreSQL's subxid cache
+        INSERT INTO kine VALUES (rev, p_name, (p_op = 1)::int, (p_op = 3)::int,
+            CASE WHEN p_op = 1 THEN rev ELSE cur_create_revision END,
+            COALESCE(cur_id, 0), CASE WHEN p_op = 3 THEN cur_value ELSE p_value END)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
             INSERT INTO kine VALUES (rev, 'gap-' || rev, 0, 1, 0, 0, '')
                 ON CONFLICT DO NOTHING;
             rev := -rev;
-        END;
+        END IF;
     END $$""",
     # Several writes in one round trip and one transaction (one commit, one WAL flush): a
     # server's concurrent writes go together, as SQLite's group commit. In array order.

@@ -150,6 +150,16 @@ async def test_a_bad_write_fails_alone_not_its_batch(two, pg_cluster):
     assert results[1][2] and all(isinstance(r, int) for r in results[2:]), results
 
 
+async def test_a_batch_writes_in_one_transaction_without_subtransactions(two, pg_cluster):
+    """A batch's rows share their transaction id: no write opens a subtransaction (more than
+    64 in a transaction overflow PostgreSQL's subxid cache and slow every snapshot)."""
+    a, _, db = two
+    await asyncio.gather(*[a.create(P + f"b{i}", b"1") for i in range(70)])
+    xids = pg_cluster.psql(f"SELECT COUNT(DISTINCT xmin::text) FROM kine WHERE name LIKE '{P}b%'",
+                           db)
+    assert xids.strip() == "1"
+
+
 async def test_the_writing_server_publishes_the_events_other_servers_read_back(two):
     """A server publishes its own writes without reading them back; its events are those the
     other server's poller reads from the database (prev_kv included), in the same order."""
