@@ -486,11 +486,14 @@ class PostgresBackend:
 
     async def _flush_writes(self) -> None:
         """Send the queued writes in batches until none is left. A batch is sorted by key, so
-        that two servers' batches wait for each other's rows in one order (no deadlock)."""
+        that two servers' batches wait for each other's rows in one order (no deadlock).
+        A write whose writer was cancelled while it waited is dropped, not written."""
         while self._queued:
-            batch = sorted(self._queued[:_WRITE_BATCH_MAX], key=lambda w: w[1])
+            batch = sorted((w for w in self._queued[:_WRITE_BATCH_MAX] if not w[4].cancelled()),
+                           key=lambda w: w[1])
             del self._queued[:_WRITE_BATCH_MAX]
-            await self._send(batch)
+            if batch:
+                await self._send(batch)
 
     async def _send(self, batch: list[_QueuedWrite]) -> None:
         """Send one batch and answer its writers. A batch the database refused has rolled

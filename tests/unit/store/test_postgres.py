@@ -160,6 +160,17 @@ async def test_a_batch_writes_in_one_transaction_without_subtransactions(two, pg
     assert xids.strip() == "1"
 
 
+async def test_a_write_cancelled_while_queued_is_not_sent(two):
+    a, _, _ = two
+    writer = asyncio.create_task(a.create(P + "cancelled", b"1"))
+    await asyncio.sleep(0)  # the write is queued; its batch is not formed yet
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    await a.create(P + "after", b"1")  # sent after the cancelled one would have been
+    assert (await a.get(P + "cancelled"))[1] is None
+
+
 async def test_the_writing_server_publishes_the_events_other_servers_read_back(two):
     """A server publishes its own writes without reading them back; its events are those the
     other server's poller reads from the database (prev_kv included), in the same order."""
