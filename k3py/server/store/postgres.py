@@ -82,8 +82,8 @@ SCHEMA = [
             IF cur_deleted = 0 THEN
                 RETURN;
             END IF;
-        ELSIF cur_id IS NULL OR cur_deleted = 1 OR (p_revision <> 0 AND cur_id <> p_revision)
-                THEN
+        ELSIF cur_id IS NULL OR cur_deleted = 1
+                OR ((p_op = 2 OR p_revision <> 0) AND cur_id <> p_revision) THEN
             RETURN;
         END IF;
         rev := nextval('kine_id_seq');
