@@ -516,7 +516,13 @@ class PostgresBackend:
             if not isinstance(e, Exception):
                 raise
             return
-        self._written(batch, rows)
+        try:
+            self._written(batch, rows)
+        except Exception:  # noqa: BLE001 - its writers must get an answer, and the next batch go
+            log.exception("publishing a written batch failed; the poller publishes its rows")
+            self._wake.set()
+            self._fail(batch, StoreError("the write's outcome is unknown: publishing it failed "
+                                         "(see the server log)"))
 
     @staticmethod
     def _fail(batch: list[_QueuedWrite], error: Exception) -> None:

@@ -171,6 +171,19 @@ async def test_a_write_cancelled_while_queued_is_not_sent(two):
     assert (await a.get(P + "cancelled"))[1] is None
 
 
+async def test_a_batch_whose_answer_cannot_be_used_fails_its_writers(two, pg_cluster):
+    """A batch answered with rows the server cannot match to its writes (here: a database
+    whose kine_write_batch returns none) fails its writers instead of leaving them waiting."""
+    a, _, db = two
+    pg_cluster.psql(
+        "CREATE OR REPLACE FUNCTION kine_write_batch(p_ops SMALLINT[], p_names TEXT[], "
+        "p_revisions BIGINT[], p_values BYTEA[]) RETURNS TABLE (rev BIGINT, cur_id BIGINT, "
+        "cur_deleted SMALLINT, cur_create_revision BIGINT, cur_value BYTEA) "
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN; END $$", db)
+    with pytest.raises(StoreError, match="outcome is unknown"):
+        await asyncio.wait_for(a.create(P + "x", b"1"), 10)
+
+
 async def test_the_writing_server_publishes_the_events_other_servers_read_back(two):
     """A server publishes its own writes without reading them back; its events are those the
     other server's poller reads from the database (prev_kv included), in the same order."""
