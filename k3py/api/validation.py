@@ -120,11 +120,19 @@ def dns1035_label(value: str) -> list[str]:
     return out
 
 
+# Upstream bounds a path-segment name only by etcd's request size; the datastore's key index
+# (postgres.py) holds keys of up to 2 kB, so names stop well short of that.
+PATH_SEGMENT_NAME_MAX = 1024
+
+
 def path_segment_name(name: str) -> list[str]:
-    """ValidatePathSegmentName (RBAC objects)."""
+    """ValidatePathSegmentName (RBAC objects), with a length bound of our own."""
     if name in (".", ".."):
         return [f"may not be '{name}'"]
-    return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+    out = [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+    if len(name.encode()) > PATH_SEGMENT_NAME_MAX:
+        out.append(f"must be no more than {PATH_SEGMENT_NAME_MAX} bytes")
+    return out
 
 
 def qualified_name(value: str) -> list[str]:

@@ -46,7 +46,7 @@ from k3py.server.apiserver.negotiation import (
 )
 from k3py.server.apiserver.paths import ResourcePath, parse_resource_path
 from k3py.server.registry import Registry
-from k3py.server.store import StorageFullError, StoreUnavailableError
+from k3py.server.store import InvalidKeyError, StorageFullError, StoreUnavailableError
 
 __all__ = ["ApiServer", "API_SERVER", "build_app", "audit_target", "CreateOnlyHandler"]
 
@@ -312,6 +312,8 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
         return status_response(e)
     except web.HTTPRequestEntityTooLarge:
         return status_response(errors.request_entity_too_large(f"limit is {MAX_BODY_BYTES}"))
+    except InvalidKeyError as e:  # a name the datastore cannot hold (validation is looser)
+        return status_response(errors.bad_request(str(e)))
     except StorageFullError as e:  # logged by the store when the disk filled up
         return status_response(errors.insufficient_storage(str(e)))
     except StoreUnavailableError as e:  # a shared datastore's outage: clients retry

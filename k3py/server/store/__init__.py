@@ -9,6 +9,7 @@ from k3py.server.store.backend import (
     CompactedError,
     Event,
     FutureRevisionError,
+    InvalidKeyError,
     KeyExistsError,
     KeyValue,
     StorageFullError,
@@ -20,5 +21,6 @@ from k3py.server.store.backend import (
 __all__ = [
     "Backend", "KeyValue", "Event", "WatchResult",
     "StoreError", "StorageFullError", "StoreUnavailableError", "KeyExistsError",
+    "InvalidKeyError",
     "CompactedError", "FutureRevisionError",
 ]

@@ -56,6 +56,10 @@ class StoreUnavailableError(StoreError):
         self.timeout = timeout
 
 
+class InvalidKeyError(StoreError):
+    """A key the datastore cannot hold (a NUL, or too long for its index) (-> 400)."""
+
+
 class KeyExistsError(StoreError):
     def __init__(self, key: str) -> None:
         super().__init__(f"key exists: {key}")

@@ -24,6 +24,7 @@ from k3py.config import redact_endpoint
 from k3py.server.store.backend import (
     CompactedError,
     Event,
+    InvalidKeyError,
     KeyExistsError,
     KeyValue,
     StoreError,
@@ -81,20 +82,22 @@ SCHEMA = [
             IF cur_deleted = 0 THEN
                 RETURN;
             END IF;
-        ELSIF cur_id IS NULL OR cur_deleted = 1 OR (p_revision <> 0 AND cur_id <> p_revision)
-                THEN
+        ELSIF cur_id IS NULL OR cur_deleted = 1
+                OR ((p_op = 2 OR p_revision <> 0) AND cur_id <> p_revision) THEN
             RETURN;
         END IF;
         rev := nextval('kine_id_seq');
-        BEGIN
-            INSERT INTO kine VALUES (rev, p_name, (p_op = 1)::int, (p_op = 3)::int,
-                CASE WHEN p_op = 1 THEN rev ELSE cur_create_revision END,
-                COALESCE(cur_id, 0), CASE WHEN p_op = 3 THEN cur_value ELSE p_value END);
-        EXCEPTION WHEN unique_violation THEN
+        -- ON CONFLICT, not an EXCEPTION block: that would open a subtransaction per write,
+        -- and more than 64 in one transaction (a batch) overflow PostgreSQL's subxid cache
+        INSERT INTO kine VALUES (rev, p_name, (p_op = 1)::int, (p_op = 3)::int,
+            CASE WHEN p_op = 1 THEN rev ELSE cur_create_revision END,
+            COALESCE(cur_id, 0), CASE WHEN p_op = 3 THEN cur_value ELSE p_value END)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
             INSERT INTO kine VALUES (rev, 'gap-' || rev, 0, 1, 0, 0, '')
                 ON CONFLICT DO NOTHING;
             rev := -rev;
-        END;
+        END IF;
     END $$""",
     # Several writes in one round trip and one transaction (one commit, one WAL flush): a
     # server's concurrent writes go together, as SQLite's group commit. In array order.
@@ -124,8 +127,9 @@ _WRITE_BATCH = "SELECT * FROM kine_write_batch($1, $2, $3, $4)"
 _NOTIFY = ("BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('" + _CHANNEL +
            "', '{}'); COMMIT")
 _CREATE, _UPDATE, _DELETE = 1, 2, 3
-_FILL = ("INSERT INTO kine VALUES ($1::bigint, 'gap-' || $1::text, 0, 1, 0, 0, '') "
-         "ON CONFLICT DO NOTHING")
+# Gap rows for the ids $1..$2: a rolled-back batch leaves a run of them, filled at once.
+_FILL = ("INSERT INTO kine SELECT n, 'gap-' || n, 0, 1, 0, 0, '' "
+         "FROM generate_series($1::bigint, $2::bigint) AS n ON CONFLICT DO NOTHING")
 # Every read is one statement, so its rows and the compact revision come from one snapshot:
 # the compact revision is the first column of each row (one row of NULLs if nothing matched).
 _WITH_COMPACT = ("SELECT m.value AS compact, q.* FROM kine_meta AS m LEFT JOIN LATERAL ({}) "
@@ -157,12 +161,18 @@ _WRITE_TRIES = 10
 _WRITE_BATCH_MAX = 200  # writes per round trip
 _WRITE_BATCHES = 2  # round trips of writes in flight at once (the pool has more for reads)
 _COMPACT_CHUNK = 5000
+# Longest key in bytes: a btree index row holds at most ~2.7 kB (kine_name_id, with the id).
+_MAX_KEY_BYTES = 2048
 _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 10.0
 _RECONNECT_MAX = 2.0
 
 # A write waiting for its batch: (op, key, revision, value, the writer's future).
 _QueuedWrite = tuple[int, str, int, bytes, "asyncio.Future[asyncpg.Record]"]
+
+class _RefusedError(StoreError):
+    """The database answered with an error: the statement's transaction rolled back."""
+
 
 # What a lost or refused connection raises: the datastore is unavailable, not the request wrong.
 # (InternalClientError: a pool connection the server has just closed, before the driver saw it.)
@@ -339,7 +349,7 @@ class PostgresBackend:
             raise StoreUnavailableError(
                 f"the datastore {self.endpoint} is unavailable: {_describe(e)}") from None
         except asyncpg.PostgresError as e:
-            raise StoreError(f"datastore error: {_describe(e)}") from None
+            raise _RefusedError(f"datastore error: {_describe(e)}") from None
 
     # ------------------------------------------------------------------ reads
 
@@ -453,6 +463,7 @@ class PostgresBackend:
         """kine_write's row (rev 0: the condition failed), retried while other writers take
         the key's successor slot. A written row is published by this server before it returns,
         like SQLite's group commit, so a read or a watch here right after the write sees it."""
+        _check_key(key)
         for _ in range(_WRITE_TRIES):
             fut: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
             self._queued.append((op, key, revision, value, fut))
@@ -475,25 +486,49 @@ class PostgresBackend:
 
     async def _flush_writes(self) -> None:
         """Send the queued writes in batches until none is left. A batch is sorted by key, so
-        that two servers' batches wait for each other's rows in one order (no deadlock)."""
+        that two servers' batches wait for each other's rows in one order (no deadlock).
+        A write whose writer was cancelled while it waited is dropped, not written."""
         while self._queued:
-            batch = sorted(self._queued[:_WRITE_BATCH_MAX], key=lambda w: w[1])
+            batch = sorted((w for w in self._queued[:_WRITE_BATCH_MAX] if not w[4].cancelled()),
+                           key=lambda w: w[1])
             del self._queued[:_WRITE_BATCH_MAX]
-            try:
-                rows = await self._db(lambda p, b=batch: p.fetch(
-                    _WRITE_BATCH, [w[0] for w in b], [w[1] for w in b],
-                    [w[2] for w in b], [w[3] for w in b]))
-            except BaseException as e:
-                # the batch may have committed unseen: the poller looks for it at once
-                self._wake.set()
-                error = e if isinstance(e, Exception) else StoreError("store is closed")
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
-                if not isinstance(e, Exception):
-                    raise
-                continue
+            if batch:
+                await self._send(batch)
+
+    async def _send(self, batch: list[_QueuedWrite]) -> None:
+        """Send one batch and answer its writers. A batch the database refused has rolled
+        back: it is sent again one write at a time, so that only the bad write fails."""
+        try:
+            rows = await self._db(lambda p: p.fetch(
+                _WRITE_BATCH, [w[0] for w in batch], [w[1] for w in batch],
+                [w[2] for w in batch], [w[3] for w in batch]))
+        except _RefusedError as e:
+            if len(batch) == 1:
+                self._fail(batch, e)
+                return
+            for write in batch:
+                await self._send([write])
+            return
+        except BaseException as e:
+            # the batch may have committed unseen: the poller looks for it at once
+            self._wake.set()
+            self._fail(batch, e if isinstance(e, Exception) else StoreError("store is closed"))
+            if not isinstance(e, Exception):
+                raise
+            return
+        try:
             self._written(batch, rows)
+        except Exception:  # noqa: BLE001 - its writers must get an answer, and the next batch go
+            log.exception("publishing a written batch failed; the poller publishes its rows")
+            self._wake.set()
+            self._fail(batch, StoreError("the write's outcome is unknown: publishing it failed "
+                                         "(see the server log)"))
+
+    @staticmethod
+    def _fail(batch: list[_QueuedWrite], error: Exception) -> None:
+        for *_, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
 
     def _written(self, batch: list[_QueuedWrite], rows: list[asyncpg.Record]) -> None:
         """Publish a committed batch's rows (in revision order, see _committed), then answer
@@ -685,8 +720,9 @@ class PostgresBackend:
         for rev in [r for r in self._local if r <= self._rev]:
             del self._local[rev]
         self._publish_local()
-        if any(rev > self._rev for rev in found) or self._local:
-            return await self._on_gap(conn, self._rev + 1)
+        above = [rev for rev in itertools.chain(found, self._local) if rev > self._rev]
+        if above:
+            return await self._on_gap(conn, self._rev + 1, min(above))
         self._gap = None
         return len(rows) == _POLL_BATCH
 
@@ -700,18 +736,21 @@ class PostgresBackend:
         self._compact_rev = compact
         self._publish(compact, [])
 
-    async def _on_gap(self, conn: asyncpg.Connection, missing: int) -> bool:
-        """An id below a committed row is missing: a writer between nextval and commit, or one
-        that died there. Wait for it a little; then take the id with a gap row (kine's fill),
-        which makes a late writer of it retry under a new id."""
+    async def _on_gap(self, conn: asyncpg.Connection, missing: int, committed: int) -> bool:
+        """Ids from `missing` up to the committed row `committed` are missing: writers between
+        nextval and commit, or ones that died or rolled back there (a failed batch leaves up
+        to _WRITE_BATCH_MAX). Wait for the first a little; then take them all with gap rows
+        (kine's fill) in one statement, which makes a late writer of any retry under a new
+        id (kine_write's conflict on the id)."""
         now = asyncio.get_running_loop().time()
         if self._gap is None or self._gap[0] != missing:
             self._gap = (missing, now + _GAP_WAIT)
             return False
         if now < self._gap[1]:
             return False
-        log.info("filling revision %d: not committed after %.1fs", missing, _GAP_WAIT)
-        await conn.execute(_FILL, missing)
+        log.info("filling revisions %d-%d: not committed after %.1fs", missing, committed - 1,
+                 _GAP_WAIT)
+        await conn.execute(_FILL, missing, committed - 1)
         self._gap = None
         return True
 
@@ -731,6 +770,16 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     advisory unlock) for session state this backend never sets on a pool connection (LISTEN is
     on the poller's own connection, the schema lock is transaction-scoped)."""
     return None
+
+
+def _check_key(key: str) -> None:
+    """Refuse a key PostgreSQL cannot store, before it joins (and fails) a batch."""
+    if "\x00" in key:
+        raise InvalidKeyError(f"key {key!r} contains a NUL character")
+    size = len(key.encode())
+    if size > _MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key {key[:80]}... is {size} bytes long; the datastore holds "
+                              f"keys of at most {_MAX_KEY_BYTES} bytes")
 
 
 def _describe(e: BaseException) -> str:

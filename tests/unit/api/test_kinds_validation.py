@@ -34,6 +34,12 @@ def test_bad_names():
     assert "a lowercase RFC 1123 label must consist" in c["message"]
     svc = {"metadata": {"name": "1web"}, "spec": {"ports": [{"port": 80}]}}
     assert "a DNS-1035 label must consist" in _causes("", "services", svc)[0]["message"]
+    # RBAC names are path segments: any characters but '/' and '%', of bounded length
+    # (our own bound: the datastore's key index holds keys of up to 2 kB)
+    assert not _causes("rbac.authorization.k8s.io", "clusterroles",
+                       {"metadata": {"name": "system:Any name"}})
+    [c] = _causes("rbac.authorization.k8s.io", "clusterroles", {"metadata": {"name": "x" * 1025}})
+    assert c["field"] == "metadata.name" and "no more than 1024 bytes" in c["message"]
 
 
 def test_labels_and_annotations():

@@ -71,6 +71,9 @@ async def test_update_is_compare_and_swap(store: Backend):
     assert (await store.get(P + "a"))[1] == kv
     _, none, ok = await store.update(P + "missing", b"x", 5)
     assert not ok and none is None
+    # revision 0 is no wildcard for an update (only a delete may be unconditional)
+    _, live, ok = await store.update(P + "a", b"4", 0)
+    assert not ok and live == kv and (await store.get(P + "a"))[1] == kv
 
 
 async def test_concurrent_cas_only_one_wins(store: Backend):

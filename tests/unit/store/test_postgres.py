@@ -14,7 +14,7 @@ import itertools
 import pytest
 
 from k3py import pki
-from k3py.server.store.backend import StoreError, StoreUnavailableError
+from k3py.server.store.backend import InvalidKeyError, StoreError, StoreUnavailableError
 from k3py.server.store.postgres import PostgresBackend
 from tests.pg import PASSWORD, SKIP_REASON, USER, PostgresCluster, pg_bindir
 from tests.unit.store.test_backend_contract import collect
@@ -107,6 +107,81 @@ async def test_an_id_that_never_commits_is_filled_not_waited_for(two, pg_cluster
         w.cancel()
         assert [(e.kv.key, e.kv.mod_revision) for e in events] == [(P + "after-hole", rev)]
     assert await b.current_revision() >= rev
+
+
+def refuse_key(pg_cluster, db: str, key: str) -> None:
+    """Make the database fail any insert of `key` (a write that rolls back its batch)."""
+    pg_cluster.psql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.name = '{key}' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$; "
+        "CREATE TRIGGER refuse BEFORE INSERT ON kine FOR EACH ROW EXECUTE FUNCTION refuse()",
+        db)
+
+
+async def test_the_ids_of_a_rolled_back_batch_are_filled_together(two, pg_cluster):
+    """A batch that rolls back leaves one hole per write: the poller fills the whole run at
+    once after the first has waited, so the next write's event is not held back behind a
+    fill per hole (51 holes would take over 25 s one by one)."""
+    a, b, db = two
+    refuse_key(pg_cluster, db, P + "z-bad")  # last in its batch (sorted by key)
+    w = await b.watch(P, 0)
+    writes = [a.create(P + "z-bad", b"1")] + [a.create(P + f"k{i}", b"1") for i in range(50)]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert isinstance(results[0], StoreError) and "refused" in str(results[0])
+    rev = await a.create(P + "after-batch", b"1")
+    events = await collect(w, rev, timeout=5)
+    w.cancel()
+    assert events[-1].kv.key == P + "after-batch"
+
+
+async def test_a_bad_write_fails_alone_not_its_batch(two, pg_cluster):
+    """Keys PostgreSQL cannot hold are refused before they join a batch; a write the
+    database refuses inside a batch fails alone: the batch is sent again one by one."""
+    a, _, db = two
+    for key in (P + "nul\x00", P + "x" * 2100):
+        with pytest.raises(InvalidKeyError):
+            await a.create(key, b"1")
+    refuse_key(pg_cluster, db, P + "z-bad")
+    rev = await a.create(P + "u", b"0")
+    results = await asyncio.gather(
+        a.create(P + "z-bad", b"1"), a.update(P + "u", b"1", rev),
+        *[a.create(P + f"ok{i}", b"1") for i in range(5)], return_exceptions=True)
+    assert isinstance(results[0], StoreError) and "refused" in str(results[0])
+    assert results[1][2] and all(isinstance(r, int) for r in results[2:]), results
+
+
+async def test_a_batch_writes_in_one_transaction_without_subtransactions(two, pg_cluster):
+    """A batch's rows share their transaction id: no write opens a subtransaction (more than
+    64 in a transaction overflow PostgreSQL's subxid cache and slow every snapshot)."""
+    a, _, db = two
+    await asyncio.gather(*[a.create(P + f"b{i}", b"1") for i in range(70)])
+    xids = pg_cluster.psql(f"SELECT COUNT(DISTINCT xmin::text) FROM kine WHERE name LIKE '{P}b%'",
+                           db)
+    assert xids.strip() == "1"
+
+
+async def test_a_write_cancelled_while_queued_is_not_sent(two):
+    a, _, _ = two
+    writer = asyncio.create_task(a.create(P + "cancelled", b"1"))
+    await asyncio.sleep(0)  # the write is queued; its batch is not formed yet
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    await a.create(P + "after", b"1")  # sent after the cancelled one would have been
+    assert (await a.get(P + "cancelled"))[1] is None
+
+
+async def test_a_batch_whose_answer_cannot_be_used_fails_its_writers(two, pg_cluster):
+    """A batch answered with rows the server cannot match to its writes (here: a database
+    whose kine_write_batch returns none) fails its writers instead of leaving them waiting."""
+    a, _, db = two
+    pg_cluster.psql(
+        "CREATE OR REPLACE FUNCTION kine_write_batch(p_ops SMALLINT[], p_names TEXT[], "
+        "p_revisions BIGINT[], p_values BYTEA[]) RETURNS TABLE (rev BIGINT, cur_id BIGINT, "
+        "cur_deleted SMALLINT, cur_create_revision BIGINT, cur_value BYTEA) "
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN; END $$", db)
+    with pytest.raises(StoreError, match="outcome is unknown"):
+        await asyncio.wait_for(a.create(P + "x", b"1"), 10)
 
 
 async def test_the_writing_server_publishes_the_events_other_servers_read_back(two):
