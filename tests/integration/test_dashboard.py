@@ -522,12 +522,15 @@ _POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen-live", "na
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
 
 
-_SEEN: list[dict] = []  # the performance log read so far (reading it drains it)
+# each browser's performance log read so far (reading it drains it), by its session: the
+# modules that import these helpers run their own browsers in the same process
+_SEEN: dict[str, list[dict]] = {}
 
 
 def _performance_log(driver) -> list[dict]:
-    _SEEN.extend(json.loads(e["message"])["message"] for e in driver.get_log("performance"))
-    return _SEEN
+    seen = _SEEN.setdefault(driver.session_id, [])
+    seen.extend(json.loads(e["message"])["message"] for e in driver.get_log("performance"))
+    return seen
 
 
 def _requested_urls(driver) -> list[str]:
