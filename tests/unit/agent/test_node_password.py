@@ -151,3 +151,17 @@ async def test_a_restarted_server_checks_the_verifier_not_scrypt(env, monkeypatc
     await NodePasswords(env.registry).claim("pi-4", "pw-4")  # no key: no verifier
     assert await restarted.owns("pi-4", "pw-4") and scrypts[-1] == "pw-4"
     assert await NodePasswords(env.registry, key).owns("pi-4", "pw-4") and len(scrypts) == 3
+
+
+async def test_a_failed_verifier_write_does_not_fail_the_dial(env, monkeypatch, caplog):
+    """The verifier is optional: if writing it fails for any reason (here the datastore
+    raises), the password was still right, so the node is accepted and the failure logged."""
+    from k3py.server.edge import nodepassword
+    await NodePasswords(env.registry).claim("pi-3", "pw-3")  # (no key: no verifier yet)
+
+    async def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(env.registry, "update_with", broken)
+    passwords = NodePasswords(env.registry, nodepassword.verifier_key("s3cret"))
+    assert await passwords.owns("pi-3", "pw-3")
+    assert "could not store its password verifier: disk full" in caplog.text
