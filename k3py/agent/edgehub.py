@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import ssl
 import time
 import uuid
@@ -69,6 +70,10 @@ log = logging.getLogger("k3py.edgehub")
 # second says when it answers again: a dial attempt made during the cut would wait for its SYN
 # retransmits (1, 3, 7, 15 s apart) and could come back up to 8 s after the link did.
 PROBE_EVERY = 1.0
+# After a refusal (the server restarting), every node probes once a second: when the port
+# opens, each waits a random part of DIAL_SPREAD before dialling, so that they do not all
+# dial (TLS handshake, password check, resync) within the same second.
+DIAL_SPREAD = 2.0
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT, errno.ENETDOWN,
                 errno.EHOSTDOWN}
 
@@ -235,7 +240,7 @@ class EdgeHub:
         refused (nothing listens: the server is restarting), until a probe is accepted,
         at least the backoff's first delay: a refusal costs the server nothing, and a
         backoff grown to 10 s while it restarted would keep nodes away that long after it
-        is back."""
+        is back (then a random part of DIAL_SPREAD spreads the nodes' dials)."""
         delay = self.backoff.next_delay() - (asyncio.get_running_loop().time() - started)
         if unreachable:
             await self._await_answer()
@@ -243,6 +248,7 @@ class EdgeHub:
         if refused:
             await asyncio.sleep(min(max(0.0, delay), self.backoff.base))
             await self._await_answer(listening=True)
+            await asyncio.sleep(dial_spread())
             return
         await asyncio.sleep(max(0.0, delay))
 
@@ -487,6 +493,12 @@ async def _first_message(ws: aiohttp.ClientWebSocketResponse) -> Message:
             return framing.decode(frame.data)
         except framing.FramingError as e:
             log.warning("bad frame from server: %s", e)
+
+
+def dial_spread() -> float:
+    """A random wait in [0, DIAL_SPREAD] s between a restarted server's port opening and the
+    dial."""
+    return random.uniform(0.0, DIAL_SPREAD)
 
 
 def _is_hello(msg: Message) -> bool:
