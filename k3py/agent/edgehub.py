@@ -70,6 +70,9 @@ log = logging.getLogger("k3py.edgehub")
 # second says when it answers again: a dial attempt made during the cut would wait for its SYN
 # retransmits (1, 3, 7, 15 s apart) and could come back up to 8 s after the link did.
 PROBE_EVERY = 1.0
+# A server's first message on a new link is its hello; one older than its keepalive probe
+# may send nothing first: after this long the agent takes it for one without features.
+FIRST_MESSAGE_WAIT = HEARTBEAT
 # After a refusal (the server restarting), every node probes once a second: when the port
 # opens, each waits a random part of DIAL_SPREAD before dialling, so that they do not all
 # dial (TLS handshake, password check, resync) within the same second.
@@ -353,10 +356,12 @@ class EdgeHub:
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         # the server's first message is its hello, or, from a server older than features,
         # anything else (its keepalive probe, the snapshot): nothing goes up or is served
-        # before it says which features the link has
-        first = await _first_message(ws)
-        self.server_features = hello_features(first.content) if _is_hello(first) else \
-            frozenset()
+        # before it says which features the link has; a server older than its keepalive
+        # probe may send nothing first (a resumed node with nothing for it): after
+        # FIRST_MESSAGE_WAIT the link goes on with no features
+        first = await _first_message(ws, FIRST_MESSAGE_WAIT)
+        self.server_features = hello_features(first.content) \
+            if first is not None and _is_hello(first) else frozenset()
         log.info("tunnel features: %s", ", ".join(sorted(self.server_features)) or "none "
                  "(the server is older than tunnel features)")
         self._ws = ws
@@ -368,7 +373,7 @@ class EdgeHub:
         self._wakeup.set()
         await self._report_dropped()
         try:
-            if not _is_hello(first):
+            if first is not None and not _is_hello(first):
                 await self._received(first)
             async for frame in ws:
                 if frame.type != aiohttp.WSMsgType.TEXT:
@@ -480,10 +485,18 @@ def server_urls(configured: str, kubernetes_slice: dict | None) -> list[str]:
     return out
 
 
-async def _first_message(ws: aiohttp.ClientWebSocketResponse) -> Message:
-    """The server's first message on a new link (ConnectionError if the link ends first)."""
+async def _first_message(ws: aiohttp.ClientWebSocketResponse, wait: float) -> Message | None:
+    """The server's first message on a new link, None if none comes within `wait` s
+    (ConnectionError if the link ends first)."""
+    deadline = asyncio.get_running_loop().time() + wait
     while True:
-        frame = await ws.receive()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return None
+        try:
+            frame = await ws.receive(timeout=left)
+        except TimeoutError:
+            return None
         if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                           aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
             raise ConnectionError(f"the server closed the tunnel ({frame.extra or frame.type})")

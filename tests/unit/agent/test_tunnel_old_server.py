@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from k3py.agent import edgehub
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.network.tunnelproxy import connect_through, serve_connect
@@ -53,15 +54,17 @@ CHUNK = 64 * 1024
 class OldServer:
     """The tunnel route of a server older than features; `links` gets each agent's link."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: bool = True) -> None:
         self.links: asyncio.Queue[OldLink] = asyncio.Queue()
+        self.first = first  # False: older than its keepalive probe, it sends nothing first
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=(framing.SUBPROTOCOL,),
                                    max_msg_size=framing.MAX_FRAME_BYTES)
         await ws.prepare(request)
         link = OldLink(ws, request.headers.get(FEATURES_HEADER))
-        await link.send(keepalive({"sent": 1.0}, source=CLOUD))  # its first message
+        if self.first:
+            await link.send(keepalive({"sent": 1.0}, source=CLOUD))  # its first message
         self.links.put_nowait(link)
         await link.read()
         return ws
@@ -106,7 +109,13 @@ class OldLink:
 
 @pytest.fixture
 async def old_server(tmp_path):
-    server = OldServer()
+    async with _agent_of(OldServer(), tmp_path) as (hub, link):
+        yield hub, link
+
+
+@contextlib.asynccontextmanager
+async def _agent_of(server: OldServer, tmp_path):
+    """A real EdgeHub (with the connect handler) dialled in to `server`."""
     app = web.Application()
     app.router.add_get(TUNNEL_PATH, server.handle)
     runner, port = await serve_app(app)
@@ -142,6 +151,18 @@ async def test_the_agent_names_its_features_and_takes_the_server_for_one_without
     assert hub.server_features == frozenset() and not hub.speaks("flow-control")
     # the first message was not a hello: it was handled as the message it is
     await _within(_until(lambda: link.keepalives == [{"sent": 1.0}]), "the keepalive answer")
+
+
+async def test_a_server_that_sends_nothing_first_is_taken_for_one_without_features(
+        tmp_path, monkeypatch):
+    """Older than its keepalive probe, a server may send nothing until it has something for
+    the node: the agent does not wait for its first message for ever."""
+    monkeypatch.setattr(edgehub, "FIRST_MESSAGE_WAIT", 0.5)
+    async with _agent_of(OldServer(first=False), tmp_path) as (hub, link):
+        assert hub.server_features == frozenset()
+        await link.send(keepalive({"sent": 2.0}, source=CLOUD))  # then it is served
+        await _within(_until(lambda: link.keepalives == [{"sent": 2.0}]),
+                      "the keepalive answer")
 
 
 async def _until(pred) -> None:
