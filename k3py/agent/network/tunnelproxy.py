@@ -309,6 +309,10 @@ async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str],
         fail(403, f"a NetworkPolicy isolates the pod at {req.ip}: its connections are not "
                   "relayed through the tunnel, where its rules cannot be checked")
         return
+    if req.protocol == "udp" and not hub.speaks(FEATURE_UDP_CONNECT):
+        fail(501, "UDP through the tunnel needs the server and both agents at this version "
+                  "(the server is older)")
+        return
     if req.protocol == "udp":
         await _serve_datagrams(hub, msg.id, req, fail)
         return
