@@ -22,6 +22,7 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.network.tunnelproxy import connect_through, serve_connect
 from k3py.tunnel import framing
+from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import (
     CLOUD,
     GROUP_STREAM,
@@ -39,7 +40,9 @@ from k3py.tunnel.protocol import (
     FRAME_DATA,
     STREAM_CONNECT,
     TUNNEL_PATH,
+    content_credit,
     content_data,
+    credit_content,
     data_content,
     parse_features,
 )
@@ -55,15 +58,16 @@ CHUNK = 64 * 1024
 class OldServer:
     """The tunnel route of a server older than features; `links` gets each agent's link."""
 
-    def __init__(self, first: bool = True) -> None:
+    def __init__(self, first: bool = True, counts: bool = False) -> None:
         self.links: asyncio.Queue[OldLink] = asyncio.Queue()
         self.first = first  # False: older than its keepalive probe, it sends nothing first
+        self.counts = counts  # True: the release before features (it counts windows)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=(framing.SUBPROTOCOL,),
                                    max_msg_size=framing.MAX_FRAME_BYTES)
         await ws.prepare(request)
-        link = OldLink(ws, request.headers.get(FEATURES_HEADER))
+        link = OldLink(ws, request.headers.get(FEATURES_HEADER), self.counts)
         if self.first:
             await link.send(keepalive({"sent": 1.0}, source=CLOUD))  # its first message
         self.links.put_nowait(link)
@@ -72,8 +76,15 @@ class OldServer:
 
 
 class OldLink:
-    def __init__(self, ws: web.WebSocketResponse, features: str | None) -> None:
-        self.ws, self.features = ws, features
+    """One agent's link. `counts`: as the release before features (8ad632f), each stream's
+    data is flow controlled both ways whatever the request says: at most a window goes to
+    the agent until it grants more, and what comes is granted back (an overrun fails)."""
+
+    def __init__(self, ws: web.WebSocketResponse, features: str | None,
+                 counts: bool = False) -> None:
+        self.ws, self.features, self.counts = ws, features, counts
+        self.windows: dict[str, tuple[StreamWindow, StreamWindow]] = {}  # sending, receiving
+        self.credit = asyncio.Event()
         self.keepalives: list[object] = []  # what the agent sent back
         self.requests: asyncio.Queue[Message] = asyncio.Queue()  # streams the agent opens
         self.frames: dict[str, asyncio.Queue] = {}
@@ -89,12 +100,24 @@ class OldLink:
             elif msg.route.group == GROUP_STREAM and not msg.header.parent_id:
                 self.frames[msg.id] = asyncio.Queue()
                 self.requests.put_nowait(msg)
+            elif msg.route.group == GROUP_STREAM and msg.route.operation == FRAME_CREDIT \
+                    and self.counts:
+                self._window(msg.header.parent_id)[0].granted(content_credit(msg.content))
+                self.credit.set()
             elif msg.route.group == GROUP_STREAM:
                 self.frames.setdefault(msg.header.parent_id, asyncio.Queue()).put_nowait(
                     (msg.route.operation, msg.content))
 
+    def _window(self, sid: str) -> tuple[StreamWindow, StreamWindow]:
+        return self.windows.setdefault(sid, (StreamWindow(), StreamWindow()))
+
     async def send_bytes(self, sid: str, n: int) -> None:
+        sending = self._window(sid)[0]
         for _ in range(n // CHUNK):
+            while self.counts and sending.room() < CHUNK:
+                self.credit.clear()
+                await self.credit.wait()
+            sending.sent(CHUNK)
             await self.send(stream_frame(sid, FRAME_DATA, data_content(bytes(CHUNK)),
                                          source=CLOUD))
 
@@ -108,12 +131,20 @@ class OldLink:
             if op == FRAME_CREDIT:
                 continue
             assert op == FRAME_DATA, (op, content, got)
-            got += len(content_data(content))
+            data = content_data(content)
+            got += len(data)
+            if self.counts:
+                receiving = self._window(sid)[1]
+                assert receiving.sent(len(data)), "the agent overran its window"
+                if grant := receiving.consumed(len(data)):
+                    await self.send(stream_frame(sid, FRAME_CREDIT, credit_content(grant),
+                                                 source=CLOUD))
 
 
-@pytest.fixture
-async def old_server(tmp_path):
-    async with _agent_of(OldServer(), tmp_path) as (hub, link):
+@pytest.fixture(params=[False, True], ids=["before-flow-control", "release-before-features"])
+async def old_server(request, tmp_path):
+    """Both older servers: one from before flow control and one that counts windows."""
+    async with _agent_of(OldServer(counts=request.param), tmp_path) as (hub, link):
         yield hub, link
 
 
