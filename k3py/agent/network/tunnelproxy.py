@@ -15,8 +15,9 @@ The other side (`serve_connect`, an EdgeHub stream handler): connect to the pod 
 must be in this node's pod CIDR, and relay.
 
 Flow control and UDP flows depend on the server (EdgeHub.speaks): a connection asks for flow
-control only from a server that speaks it (the server turns it off when the other node's
-agent is older), and UDP goes only through a server that relays it."""
+control only from a server that speaks it (the server makes it lenient when the other node's
+agent is older; streamrelay.py), and UDP goes only through a server that relays it (a UDP
+connect from a server that does not is refused)."""
 
 from __future__ import annotations
 
