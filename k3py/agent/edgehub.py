@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import ssl
 import time
 import uuid
@@ -69,6 +70,13 @@ log = logging.getLogger("k3py.edgehub")
 # second says when it answers again: a dial attempt made during the cut would wait for its SYN
 # retransmits (1, 3, 7, 15 s apart) and could come back up to 8 s after the link did.
 PROBE_EVERY = 1.0
+# A server's first message on a new link is its hello; one older than its keepalive probe
+# may send nothing first: after this long the agent takes it for one without features.
+FIRST_MESSAGE_WAIT = HEARTBEAT
+# After a refusal (the server restarting), every node probes once a second: when the port
+# opens, each waits a random part of DIAL_SPREAD before dialling, so that they do not all
+# dial (TLS handshake, password check, resync) within the same second.
+DIAL_SPREAD = 2.0
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT, errno.ENETDOWN,
                 errno.EHOSTDOWN}
 
@@ -235,7 +243,7 @@ class EdgeHub:
         refused (nothing listens: the server is restarting), until a probe is accepted,
         at least the backoff's first delay: a refusal costs the server nothing, and a
         backoff grown to 10 s while it restarted would keep nodes away that long after it
-        is back."""
+        is back (then a random part of DIAL_SPREAD spreads the nodes' dials)."""
         delay = self.backoff.next_delay() - (asyncio.get_running_loop().time() - started)
         if unreachable:
             await self._await_answer()
@@ -243,6 +251,7 @@ class EdgeHub:
         if refused:
             await asyncio.sleep(min(max(0.0, delay), self.backoff.base))
             await self._await_answer(listening=True)
+            await asyncio.sleep(dial_spread())
             return
         await asyncio.sleep(max(0.0, delay))
 
@@ -347,10 +356,12 @@ class EdgeHub:
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         # the server's first message is its hello, or, from a server older than features,
         # anything else (its keepalive probe, the snapshot): nothing goes up or is served
-        # before it says which features the link has
-        first = await _first_message(ws)
-        self.server_features = hello_features(first.content) if _is_hello(first) else \
-            frozenset()
+        # before it says which features the link has; a server older than its keepalive
+        # probe may send nothing first (a resumed node with nothing for it): after
+        # FIRST_MESSAGE_WAIT the link goes on with no features
+        first = await _first_message(ws, FIRST_MESSAGE_WAIT)
+        self.server_features = hello_features(first.content) \
+            if first is not None and _is_hello(first) else frozenset()
         log.info("tunnel features: %s", ", ".join(sorted(self.server_features)) or "none "
                  "(the server is older than tunnel features)")
         self._ws = ws
@@ -362,7 +373,7 @@ class EdgeHub:
         self._wakeup.set()
         await self._report_dropped()
         try:
-            if not _is_hello(first):
+            if first is not None and not _is_hello(first):
                 await self._received(first)
             async for frame in ws:
                 if frame.type != aiohttp.WSMsgType.TEXT:
@@ -474,10 +485,18 @@ def server_urls(configured: str, kubernetes_slice: dict | None) -> list[str]:
     return out
 
 
-async def _first_message(ws: aiohttp.ClientWebSocketResponse) -> Message:
-    """The server's first message on a new link (ConnectionError if the link ends first)."""
+async def _first_message(ws: aiohttp.ClientWebSocketResponse, wait: float) -> Message | None:
+    """The server's first message on a new link, None if none comes within `wait` s
+    (ConnectionError if the link ends first)."""
+    deadline = asyncio.get_running_loop().time() + wait
     while True:
-        frame = await ws.receive()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return None
+        try:
+            frame = await ws.receive(timeout=left)
+        except TimeoutError:
+            return None
         if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                           aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
             raise ConnectionError(f"the server closed the tunnel ({frame.extra or frame.type})")
@@ -487,6 +506,12 @@ async def _first_message(ws: aiohttp.ClientWebSocketResponse) -> Message:
             return framing.decode(frame.data)
         except framing.FramingError as e:
             log.warning("bad frame from server: %s", e)
+
+
+def dial_spread() -> float:
+    """A random wait in [0, DIAL_SPREAD] s between a restarted server's port opening and the
+    dial."""
+    return random.uniform(0.0, DIAL_SPREAD)
 
 
 def _is_hello(msg: Message) -> bool:

@@ -52,10 +52,12 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     `flow_control` (connect and port-forward streams whose request says "flow"): at most a
     window of bytes goes out before the other end grants more ("credit" frames), and what
     comes in is granted back once written to the connection, so a slow reader on either side
-    pauses the writer on the other. A "flow" frame that turns it off (the server: the other
-    node is older) ends the counting both ways."""
-    sending = StreamWindow() if flow_control else None
-    receiving = StreamWindow() if flow_control else None
+    pauses the writer on the other. Without it (the server or the other node is older than
+    tunnel features), or once a "flow" frame turns it off (the server: the other node is
+    older), the stream is lenient (flowcontrol.py): what comes in is still granted back, an
+    overrun does not end it, and the writer keeps to the window only once credit came."""
+    sending, receiving = StreamWindow(), StreamWindow()
+    strict = flow_control
     room = asyncio.Event()
     to_connection: asyncio.Queue = asyncio.Queue()  # at most a window of data, when controlled
 
@@ -65,21 +67,19 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     async def dispatch() -> None:
         """The stream's frames: credit at once (a connection slow to take our data must not
         hold up the grants for the data we send), the rest in order to the connection."""
-        nonlocal sending, receiving
+        nonlocal strict
         while True:
             op, content = await inputs.get()
             if op == FRAME_CREDIT:
-                if sending is not None:
-                    sending.granted(content_credit(content))
-                    room.set()
+                sending.credit(content_credit(content))
+                room.set()
                 continue
             if op == FRAME_FLOW:
                 if content_flow_off(content):
-                    sending = receiving = None
+                    strict = False
                     room.set()
                 continue
-            if op == FRAME_DATA and receiving is not None and \
-                    not receiving.sent(data_length(content)):
+            if op == FRAME_DATA and not receiving.sent(data_length(content)) and strict:
                 log.warning("stream %s: the other end sent more than its window", sid)
                 send(FRAME_ERROR, {"code": 502, "message": "more data than the stream's "
                                    "flow-control window"})
@@ -95,10 +95,9 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
                 data = content_data(content)
                 writer.write(data)
                 await writer.drain()
-                if receiving is not None:  # (looked up again: a "flow" frame may end it)
-                    grant = receiving.consumed(len(data))
-                    if grant:
-                        send(FRAME_CREDIT, credit_content(grant))
+                grant = receiving.consumed(len(data))
+                if grant:
+                    send(FRAME_CREDIT, credit_content(grant))
             elif op == FRAME_DATA_CLOSE and writer.can_write_eof():
                 writer.write_eof()
             elif op in (FRAME_CLOSE, FRAME_ERROR):
@@ -109,16 +108,15 @@ async def relay_stream(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
         with contextlib.suppress(ConnectionError):
             while True:
                 size = CHUNK
-                while sending is not None and not sending.room():
+                while sending.limits(strict) and not sending.room():
                     room.clear()
                     await room.wait()
-                if sending is not None:
+                if sending.limits(strict):
                     size = min(size, sending.room())
                 data = await reader.read(size)
                 if not data:
                     break
-                if sending is not None:
-                    sending.sent(len(data))
+                sending.sent(len(data))
                 if not send(FRAME_DATA, data_content(data)):
                     return False
         return True

@@ -6,7 +6,16 @@ direction, and a slow reader pauses the sender without stalling the tunnel's oth
 Pure bookkeeping (no I/O), as reliability.py: agent/streamrelay.py keeps one StreamWindow per
 direction at both ends, server/edge/noderelay.py one per direction to check the nodes keep to
 it. The frames are protocol.py's FRAME_DATA and FRAME_CREDIT; a stream is flow controlled
-only when both its ends (and the server between) name protocol.FEATURE_FLOW_CONTROL.
+("strict") only when both its ends (and the server between) name
+protocol.FEATURE_FLOW_CONTROL.
+
+Towards a peer that names no features there are two older builds: one from before flow
+control (it never sends credit and ignores credit frames) and the release before features
+(it always counts windows, sends credit, waits for credit and ends a stream whose peer
+overruns its window). Neither can be told from the other up front, so such a stream is
+"lenient": credit is still granted (the second build needs it, the first ignores it), an
+overrun never ends it, and the sender waits for credit only once the peer has sent some on
+that stream (`StreamWindow.limits`): a peer that sends credit counts the window.
 
 A TCP stream counts the bytes it carries. A UDP flow counts each datagram as its bytes plus
 DATAGRAM_OVERHEAD (`datagram_cost`), at the sender, the relay and the receiver alike: a frame
@@ -39,6 +48,7 @@ class StreamWindow:
         self.size = size
         self.in_flight = 0
         self._to_grant = 0  # receiver: handed on, not yet granted back
+        self.credited = False  # sender: the peer sent credit (so it counts this window)
 
     def room(self) -> int:
         return max(0, self.size - self.in_flight)
@@ -51,6 +61,16 @@ class StreamWindow:
     def granted(self, n: int) -> None:
         """The receiver granted `n` bytes back (never more than are in flight)."""
         self.in_flight = max(0, self.in_flight - max(0, n))
+
+    def credit(self, n: int) -> None:
+        """A credit frame from the peer granted `n` bytes."""
+        self.credited = True
+        self.granted(n)
+
+    def limits(self, strict: bool) -> bool:
+        """Whether the sender keeps within the window: always on a strict stream, on a
+        lenient one once the peer showed it counts it (it sent credit)."""
+        return strict or self.credited
 
     def consumed(self, n: int) -> int:
         """The receiver handed `n` more bytes on; the grant to send now (0: none yet).

@@ -1,8 +1,10 @@
 """A server upgraded before its agents: a real `k3py server` with agents that speak the tunnel
-as it was before tunnel features (no flow control, no UDP relaying). Each old agent here is
-that protocol written out with the websocket library: it joins for a node certificate, dials
-the tunnel without the features header, ignores the server's hello (an unknown tunnel
-message to it), ACKs what it persists and never sends nor expects a credit frame.
+as it was before tunnel features, in both its older forms: from before flow control (it never
+sends nor expects a credit frame) and the release before features (8ad632f: it names no
+features but flow-controls every stream, waiting for credit and granting it). Each old agent
+here is that protocol written out with the websocket library: it joins for a node
+certificate, dials the tunnel without the features header, ignores the server's hello (an
+unknown tunnel message to it) and ACKs what it persists.
 
 Checked: kubectl port-forward to a pod on an old node moves 1 MiB each way (before tunnel
 features: the upload stopped after one 256 KiB window, waiting for credit, and the download
@@ -24,6 +26,7 @@ import pytest
 
 from k3py.agent.join import join, ssl_context
 from k3py.tunnel import framing
+from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import (
     EDGE,
     GROUP_RESOURCE,
@@ -48,7 +51,9 @@ from k3py.tunnel.protocol import (
     STREAM_CONNECT,
     STREAM_PORTFORWARD,
     TUNNEL_PATH,
+    content_credit,
     content_data,
+    credit_content,
     data_content,
     features_header,
 )
@@ -65,10 +70,14 @@ DEADLINE = 20.0  # seconds for any one exchange: a stream stuck waiting for cred
 class Agent:
     """A node's tunnel, spoken by the test: the old protocol, or (`features`) a newer agent's
     dial. Stream requests the server sends land in `requests`, the frames of every stream
-    in `streams[id]`."""
+    in `streams[id]`. `counts`: as the release before features (8ad632f), which names no
+    features but flow-controls every stream: at most a window goes until credit comes, what
+    comes is granted back, and more than a window in flight would fail the stream."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, counts: bool = False) -> None:
+        self.ws, self.counts = ws, counts
+        self.windows: dict[str, tuple[StreamWindow, StreamWindow]] = {}  # sending, receiving
+        self.credit = asyncio.Event()
         self.requests: asyncio.Queue[Message] = asyncio.Queue()
         self.streams: dict[str, asyncio.Queue] = {}
         self.tunnel_ops: list[str] = []  # the link messages the server sent (the hello)
@@ -88,6 +97,10 @@ class Agent:
             elif msg.route.group == GROUP_STREAM and not msg.header.parent_id:
                 self.streams[msg.id] = asyncio.Queue()
                 self.requests.put_nowait(msg)
+            elif msg.route.group == GROUP_STREAM and msg.route.operation == FRAME_CREDIT \
+                    and self.counts:
+                self._window(msg.header.parent_id)[0].granted(content_credit(msg.content))
+                self.credit.set()
             elif msg.route.group == GROUP_STREAM:
                 q = self.streams.get(msg.header.parent_id)
                 if q is not None:
@@ -102,18 +115,34 @@ class Agent:
         await self.send(msg)
         return msg.id
 
+    def _window(self, sid: str) -> tuple[StreamWindow, StreamWindow]:
+        return self.windows.setdefault(sid, (StreamWindow(), StreamWindow()))
+
     async def send_bytes(self, sid: str, n: int) -> None:
-        """`n` bytes up stream `sid` in 64 KiB data frames, without waiting for credit."""
+        """`n` bytes up stream `sid` in 64 KiB data frames (`counts`: within credit)."""
+        sending = self._window(sid)[0]
         for _ in range(n // CHUNK):
+            while self.counts and sending.room() < CHUNK:
+                self.credit.clear()
+                await self.credit.wait()
+            sending.sent(CHUNK)
             await self.send(stream_frame(sid, FRAME_DATA, data_content(bytes(CHUNK)), source=EDGE))
 
     async def receive_bytes(self, sid: str, n: int) -> list[str]:
-        """Read stream `sid` until `n` bytes came; the other frames seen (no credit is sent)."""
+        """Read stream `sid` until `n` bytes came (`counts`: granted back as they come); the
+        other frames seen."""
         got, others = 0, []
+        receiving = self._window(sid)[1]
         while got < n:
             op, content = await self.streams[sid].get()
             if op == FRAME_DATA:
-                got += len(content_data(content))
+                data = content_data(content)
+                got += len(data)
+                if self.counts:
+                    assert receiving.sent(len(data)), f"more than a window on {sid}"
+                    if grant := receiving.consumed(len(data)):
+                        await self.send(stream_frame(sid, FRAME_CREDIT, credit_content(grant),
+                                                     source=EDGE))
             else:
                 others.append(op)
                 assert op not in (FRAME_ERROR, FRAME_CLOSE), (op, content, got)
@@ -147,9 +176,10 @@ def homes(tmp_path_factory) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def dialled(server, node: str, tmp: Path, features: str | None = None):
+async def dialled(server, node: str, tmp: Path, features: str | None = None,
+                  counts: bool = False):
     """Node `node`'s tunnel: joined with the server's token, dialled without the features
-    header (an old agent) or with `features`."""
+    header (an old agent) or with `features`; `counts`: see Agent."""
     async with aiohttp.ClientSession() as session:
         creds = await join(session, server.url, server.join_token(), node, str(tmp / node))
         headers = {RESUME_HEADER: "0"}
@@ -158,7 +188,7 @@ async def dialled(server, node: str, tmp: Path, features: str | None = None):
         ws = await session.ws_connect(server.url + TUNNEL_PATH, ssl=ssl_context(creds),
                                       protocols=(framing.SUBPROTOCOL,), headers=headers,
                                       max_msg_size=framing.MAX_FRAME_BYTES)
-        agent = Agent(ws)
+        agent = Agent(ws, counts)
         try:
             yield agent
         finally:
@@ -177,13 +207,19 @@ async def within(aw, what: str):
             from None
 
 
-async def test_port_forward_to_an_old_agent_moves_a_mebibyte_each_way(server, nodes, homes):
+OLD = pytest.mark.parametrize("counts", [False, True],
+                              ids=["before-flow-control", "release-before-features"])
+
+
+@OLD
+async def test_port_forward_to_an_old_agent_moves_a_mebibyte_each_way(server, nodes, homes,
+                                                                      counts):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-old"},
            "spec": {"nodeName": "old-a", "containers": [{"name": "c", "image": "none"}]}}
     await asyncio.to_thread(server.kubectl, "apply", "-f", "-", input=json.dumps(pod))
     await asyncio.to_thread(server.kubectl, "patch", "pod", "on-old", "--subresource=status",
                             "--type=merge", "-p", '{"status": {"phase": "Running"}}')
-    async with dialled(server, "old-a", homes) as old:
+    async with dialled(server, "old-a", homes, counts=counts) as old:
         proc, local = await asyncio.to_thread(port_forward, server, "pod/on-old", 8080)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", local)
@@ -192,7 +228,8 @@ async def test_port_forward_to_an_old_agent_moves_a_mebibyte_each_way(server, no
             assert req.content["flow"] is False, req.content  # the agent speaks no credit
             writer.write(bytes(MIB))  # up: the server must not wait for the old agent's credit
             await within(old.receive_bytes(req.id, MIB), "the upload")
-            await old.send_bytes(req.id, MIB)  # down: no credit comes back from the agent
+            # down: credit from the server all the same (the counting agent waits for it)
+            await within(old.send_bytes(req.id, MIB), "the download's credit")
             assert len(await within(reader.readexactly(MIB), "the download")) == MIB
             await old.send(stream_frame(req.id, FRAME_CLOSE, source=EDGE))
             writer.close()
@@ -201,12 +238,15 @@ async def test_port_forward_to_an_old_agent_moves_a_mebibyte_each_way(server, no
     assert old.tunnel_ops[0] == "hello"  # sent first; an old agent just ignores it
 
 
+@OLD
 @pytest.mark.parametrize("source_features", [None, features_header()], ids=["old", "new"])
 async def test_a_connection_to_an_old_agent_is_relayed_without_flow_control(
-        server, nodes, homes, source_features):
+        server, nodes, homes, source_features, counts):
+    """Lenient: the relay counts no window but passes credit on both ways (here the source
+    counts as the target does: a new agent grants on a lenient stream too)."""
     source_name = "old-a" if source_features is None else "new-c"
-    async with dialled(server, source_name, homes, source_features) as source, \
-            dialled(server, "old-b", homes) as target:
+    async with dialled(server, source_name, homes, source_features, counts) as source, \
+            dialled(server, "old-b", homes, counts=counts) as target:
         request = {"ip": pod_ip(nodes["old-b"]), "port": 80}
         if source_features is not None:
             request["flow"] = True  # a newer agent asks; the server answers it is off
@@ -216,11 +256,10 @@ async def test_a_connection_to_an_old_agent_is_relayed_without_flow_control(
         if source_features is not None:
             op, content = await within(source.streams[sid].get(), "the flow frame")
             assert (op, content) == (FRAME_FLOW, {"flow": False})
-        await source.send_bytes(sid, MIB)
-        await target.send_bytes(opened.id, MIB)
-        seen = await within(asyncio.gather(target.receive_bytes(opened.id, MIB),
-                                           source.receive_bytes(sid, MIB)), "1 MiB each way")
-        assert FRAME_CREDIT not in seen[0] + seen[1]
+        await within(asyncio.gather(source.send_bytes(sid, MIB),
+                                    target.send_bytes(opened.id, MIB),
+                                    target.receive_bytes(opened.id, MIB),
+                                    source.receive_bytes(sid, MIB)), "1 MiB each way")
         await source.send(stream_frame(sid, FRAME_DATA_CLOSE, source=EDGE))
         op, _ = await within(target.streams[opened.id].get(), "the half-close")
         assert op == FRAME_DATA_CLOSE

@@ -15,8 +15,9 @@ The other side (`serve_connect`, an EdgeHub stream handler): connect to the pod 
 must be in this node's pod CIDR, and relay.
 
 Flow control and UDP flows depend on the server (EdgeHub.speaks): a connection asks for flow
-control only from a server that speaks it (the server turns it off when the other node's
-agent is older), and UDP goes only through a server that relays it."""
+control only from a server that speaks it (the server makes it lenient when the other node's
+agent is older; streamrelay.py), and UDP goes only through a server that relays it (a UDP
+connect from a server that does not is refused)."""
 
 from __future__ import annotations
 
@@ -308,6 +309,10 @@ async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str],
     if isolated(req.ip):
         fail(403, f"a NetworkPolicy isolates the pod at {req.ip}: its connections are not "
                   "relayed through the tunnel, where its rules cannot be checked")
+        return
+    if req.protocol == "udp" and not hub.speaks(FEATURE_UDP_CONNECT):
+        fail(501, "UDP through the tunnel needs the server and both agents at this version "
+                  "(the server is older)")
         return
     if req.protocol == "udp":
         await _serve_datagrams(hub, msg.id, req, fail)

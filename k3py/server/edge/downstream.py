@@ -387,6 +387,7 @@ class DownstreamSync:
         (its DNS, service rules and pod routes). A Node goes down only when its view
         changed, not at each status report; a Node or pod held back (_SENT_WHEN) goes down
         when it is first of use, and goes away if it stops being so."""
+        self._every_node.pop(plural, None)  # (first: whatever follows, the cache may be stale)
         if etype == "DELETED" and old is None:
             old = new  # (not in the cache: its last form is what the nodes may hold)
         was, now = _sent(plural, old), etype != "DELETED" and _sent(plural, new)
@@ -399,7 +400,6 @@ class DownstreamSync:
             if was and _view(plural, old) == obj:
                 return
             etype = "MODIFIED" if was else "ADDED"
-        self._every_node.pop(plural, None)
         msg = framing.shared(object_message(plural, etype, obj))
         for session in self.sessions.values():
             session.send(msg)

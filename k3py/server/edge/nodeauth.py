@@ -174,7 +174,7 @@ def install_from_config(app: web.Application, config, registry=None) -> NodeJoin
         token = f.read().strip()
     join = NodeJoin(ca_cert_pem=signer[0], ca_key_pem=signer[1], token=token,
                     served_ca_pem=served[0],
-                    passwords=NodePasswords(registry, verifier_key(token_secret(token)))
+                    passwords=NodePasswords(registry, verifier_key(signer[1]))
                     if registry is not None else None,
                     registry=registry)
     join.install(app)

@@ -8,11 +8,12 @@ is deleted (`kubectl delete node NAME`) the name is free and the next agent clai
 Node owns the Secret (ownerReference), so the garbage collector deletes it with the Node.
 
 The tunnel checks the password at every connect. Next to the scrypt hash, the Secret keeps a
-verifier, an HMAC of the password under a key derived from the cluster's token (every server
-has it; no client that may read Secrets does): a match is proof enough at the speed of one
-HMAC, so after a server restart a thousand reconnecting nodes cost no thousand scrypts
-(40 ms of CPU each). A verifier that does not match (none yet, or a token since changed)
-leaves the decision to scrypt, and once scrypt said yes the verifier is written."""
+verifier, an HMAC of the password under a key derived from the node-signing CA's private key
+(every server has it, from the shared bootstrap data; no node nor API client does): a match is
+proof enough at the speed of one HMAC, so after a server restart a thousand reconnecting nodes
+cost no thousand scrypts (40 ms of CPU each). A verifier that does not match (none yet, one
+under the cluster token's key of the first verifier build, or a CA since rotated) leaves the
+decision to scrypt, and once scrypt said yes the verifier is written."""
 
 from __future__ import annotations
 
@@ -55,9 +56,12 @@ def check_password(password: str, stored: str) -> bool:
     return kind == "scrypt" and hmac.compare_digest(hash_password(password, salt), stored)
 
 
-def verifier_key(token_secret: str) -> bytes:
-    """The key of the verifiers, from the secret part of the cluster's token."""
-    return hashlib.sha256(b"k3py node password verifier\0" + token_secret.encode()).digest()
+def verifier_key(server_secret: bytes) -> bytes:
+    """The key of the verifiers, from a secret every server holds and no node nor API client
+    does: nodeauth passes the node-signing CA's private key, bootstrap data that the servers
+    of one datastore share byte for byte (bootstrapdata.FILES), so all compute the same key.
+    (The join token would not do: every node holds it.)"""
+    return hashlib.sha256(b"k3py node password verifier\0" + server_secret).digest()
 
 
 def _stored(secret: dict, field: str) -> str:
@@ -133,7 +137,7 @@ class NodePasswords:
         return ok
 
     async def _add_verifier(self, node: str, password: str, secret: dict) -> None:
-        """A Secret from before verifiers (or from another token) gets this key's, once, so
+        """A Secret from before verifiers (or under another key) gets this key's, once, so
         that the next restart checks an HMAC, not scrypt, for this node."""
         hashed = _stored(secret, "hash")
         verifier = self._verifier(password, hashed) if self.key else ""
@@ -146,9 +150,11 @@ class NodePasswords:
             obj["data"] = {**(obj.get("data") or {}),
                            "verifier": base64.b64encode(verifier.encode()).decode()}
             return obj
-        with contextlib.suppress(errors.StatusError):  # deleted meanwhile
+        try:
             await self.registry.update_with(self.registry.served("", "secrets"), NAMESPACE,
                                             secret_name(node), add)
+        except Exception as e:  # noqa: BLE001 - optional: it must never fail the dial
+            log.warning("node %s: could not store its password verifier: %s", node, e)
 
     async def claim(self, node: str, password: str) -> None:
         """Accept `password` for `node` (storing it on first use) or raise a StatusError."""

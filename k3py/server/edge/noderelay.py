@@ -10,8 +10,10 @@ may reach any pod IP this way, as on a flat pod network.
 When both agents speak flow control (sessions.NodeSession.speaks), they flow-control the
 stream end to end (tunnel/flowcontrol.py) and the relay passes their credit frames on, so it
 holds at most a window per direction; a node that sends more than its window ends the stream,
-rather than growing the server's queues. With an older agent at either end no window is
-counted (it would send no credit), and a UDP flow goes only to an agent that speaks it."""
+rather than growing the server's queues. With an older agent at either end the relay counts
+no window and the stream is lenient (flowcontrol.py): the relay still passes credit frames
+on both ways (the release before features waits for them), and a new agent at the other end
+hears so by a "flow" frame. A UDP flow goes only between agents that both speak it."""
 
 from __future__ import annotations
 
@@ -96,6 +98,10 @@ class ConnectRelay:
         if target == source.node:
             raise errors.bad_request(f"{req.ip} is on the asking node {target}")
         session = self.sessions.get(target)
+        if req.protocol == "udp" and not source.speaks(FEATURE_UDP_CONNECT):
+            raise errors.StatusError(501, "NotImplemented", f"node {source.node}'s agent is "
+                                     "older than this server: UDP through the tunnel needs "
+                                     "both agents at this version")
         if req.protocol == "udp" and session is not None and session.connected and \
                 not session.speaks(FEATURE_UDP_CONNECT):
             raise errors.StatusError(501, "NotImplemented", f"node {target}'s agent does not "
@@ -122,7 +128,7 @@ class ConnectRelay:
         else:
             up = down = None
             if (content if isinstance(content, dict) else {}).get("flow") is True:
-                # the source counts a window until it hears that the target will not
+                # the source keeps to a window until it hears that the stream is lenient
                 source.send_live(stream_frame(sid, FRAME_FLOW, flow_off_content(),
                                               source=CLOUD))
         cost = (lambda c: datagram_cost(data_length(c))) if req.protocol == "udp" \
@@ -148,8 +154,8 @@ async def _pump(frames: asyncio.Queue, to: NodeSession, stream_id: str,
     """Frames of one stream into the other until it closes or fails (an error is passed
     on: the tunnel of either node may be the one that went). `sending`: the window of the
     data these frames carry, `cost(content)` what a data frame takes of it; `granting`: the
-    one their credit frames open (both None: the stream is not flow controlled, and credit
-    frames are not passed on)."""
+    one their credit frames open (both None: the stream is lenient, nothing is counted and
+    credit frames are passed on as they come)."""
     while True:
         kind, content = await frames.get()
         if kind == FRAME_DATA and sending is not None and not sending.sent(cost(content)):
@@ -159,9 +165,7 @@ async def _pump(frames: asyncio.Queue, to: NodeSession, stream_id: str,
                 "code": 502, "message": "the other node sent more than its flow-control window"},
                 source=CLOUD))
             return
-        if kind == FRAME_CREDIT:
-            if granting is None:
-                continue
+        if kind == FRAME_CREDIT and granting is not None:
             granting.granted(content_credit(content))
         if kind in _FORWARDED:
             if not to.send_live(stream_frame(stream_id, kind, content, source=CLOUD)):

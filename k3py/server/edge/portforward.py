@@ -5,7 +5,9 @@ Called through streams.install; reads targets and frames with streamrelay.py, ac
 with spdyconn.py; the agent's end is k3py/agent/portforward.py. Each tunnel stream to an agent
 that speaks flow control is flow controlled both ways (tunnel/flowcontrol.py, as connect
 streams), so a slow client pauses the pod's writes instead of growing this server's or the
-agent's queues; to an older agent, which sends no credit, bytes go as they come."""
+agent's queues; to an older agent the stream is lenient (flowcontrol.py): credit is granted
+to it all the same (the release before features counts windows and waits for it), bytes go
+to it as they come until it sends credit, and an overrun from it does not end the stream."""
 
 from __future__ import annotations
 
@@ -50,13 +52,14 @@ class _Flow:
     in "data" frames within the node's credit; `frames` gets the node's frames once credit
     is taken out (at once, so a client slow to read does not hold up the node's grants) and
     a node that overruns its window turned into an error; `handed_on` grants back what went
-    to the client. With `enabled` False (an agent older than flow control) no window is
-    counted and no credit sent."""
+    to the client. With `strict` False (an agent older than tunnel features) the stream is
+    lenient: credit is granted all the same, an overrun is no error, and `send` keeps to
+    the window only once the node sent credit."""
 
-    def __init__(self, session, stream_id: str, queue: asyncio.Queue, enabled: bool) -> None:
+    def __init__(self, session, stream_id: str, queue: asyncio.Queue, strict: bool) -> None:
         self.session, self.stream_id = session, stream_id
-        self.sending = StreamWindow() if enabled else None
-        self.receiving = StreamWindow() if enabled else None
+        self.strict = strict
+        self.sending, self.receiving = StreamWindow(), StreamWindow()
         self.room = asyncio.Event()
         self.ended = False  # the node closed or failed the stream: client bytes are dropped
         self.frames: asyncio.Queue = asyncio.Queue()  # at most a window of data
@@ -66,12 +69,11 @@ class _Flow:
         while True:
             kind, content = await next_frame(queue)
             if kind == FRAME_CREDIT:
-                if self.sending is not None:
-                    self.sending.granted(content_credit(content))
-                    self.room.set()
+                self.sending.credit(content_credit(content))
+                self.room.set()
                 continue
-            if kind == FRAME_DATA and self.receiving is not None and \
-                    not self.receiving.sent(data_length(content)):
+            if kind == FRAME_DATA and not self.receiving.sent(data_length(content)) and \
+                    self.strict:
                 kind, content = FRAME_ERROR, {"message": "the node sent more than the "
                                               "stream's flow-control window"}
             self.frames.put_nowait((kind, content))
@@ -87,7 +89,8 @@ class _Flow:
     async def send(self, chunk: bytes) -> bool:
         """Client bytes to the node, waiting for credit; False once the link is gone or the
         node ended the stream (the bytes are dropped then)."""
-        if self.sending is None:
+        if not self.sending.limits(self.strict):
+            self.sending.sent(len(chunk))
             return not self.ended and self._send(FRAME_DATA, data_content(chunk))
         view = memoryview(chunk)
         while view:
@@ -106,7 +109,7 @@ class _Flow:
         return True
 
     def handed_on(self, n: int) -> None:
-        grant = self.receiving.consumed(n) if self.receiving is not None else 0
+        grant = self.receiving.consumed(n)
         if grant:
             self._send(FRAME_CREDIT, credit_content(grant))
 
@@ -284,7 +287,7 @@ async def _serve_ws_portforward(hub: CloudHub, request: web.Request, node: str,
 async def _open(hub: CloudHub, node: str, request: PortForwardRequest
                 ) -> tuple[NodeSession, str, asyncio.Queue, bool]:
     """A port-forward stream on `node`'s tunnel, flow controlled if its agent speaks it:
-    (session, stream id, the node's frames, whether flow controlled)."""
+    (session, stream id, the node's frames, whether strictly flow controlled)."""
     session = hub.sessions.get(node)
     flow = session is not None and session.speaks(FEATURE_FLOW_CONTROL)
     opened = await hub.open_stream(node, STREAM_PORTFORWARD,

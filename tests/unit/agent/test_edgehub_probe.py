@@ -12,7 +12,7 @@ import socket
 import aiohttp
 import pytest
 
-from k3py.agent.edgehub import EdgeHub, _refused, _unreachable
+from k3py.agent.edgehub import DIAL_SPREAD, EdgeHub, _refused, _unreachable, dial_spread
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +48,7 @@ async def test_probe_answers_for_a_listener_and_a_refusal():
 
 async def test_after_a_refusal_the_dial_waits_for_the_server_to_listen_not_the_backoff():
     """A backoff grown to its cap while the server restarted: the next dial still goes
-    within about a probe's second of the port listening again."""
+    within about a probe's second (and the dial spread) of the port listening again."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -60,10 +60,17 @@ async def test_after_a_refusal_the_dial_waits_for_the_server_to_listen_not_the_b
     assert not waiting.done()  # refused all along: it waits
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
     try:
-        await asyncio.wait_for(waiting, 3)
+        await asyncio.wait_for(waiting, 2 + DIAL_SPREAD)
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_the_dial_after_a_restart_waits_a_bounded_random_spread():
+    """Nodes that all saw the port open in the same second do not all dial in it."""
+    spreads = [dial_spread() for _ in range(200)]
+    assert all(0.0 <= s <= DIAL_SPREAD for s in spreads)
+    assert len(set(spreads)) > 100 and max(spreads) - min(spreads) > DIAL_SPREAD / 2
 
 
 class _Meta:

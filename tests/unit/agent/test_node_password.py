@@ -126,11 +126,12 @@ async def test_the_node_owns_its_password_secret(env):
 
 
 async def test_a_restarted_server_checks_the_verifier_not_scrypt(env, monkeypatch):
-    """The Secret keeps an HMAC of the password under the token's key: a server that
+    """The Secret keeps an HMAC of the password under the servers' key: a server that
     restarted (a new NodePasswords, nothing cached) accepts the right password without a
-    scrypt; a wrong one, or a key since changed (a new token), goes to scrypt, which decides."""
+    scrypt; a wrong one, or a key since changed (an upgrade from the token-derived key),
+    goes to scrypt, which decides."""
     from k3py.server.edge import nodepassword
-    key = nodepassword.verifier_key("s3cret")
+    key = nodepassword.verifier_key(b"s3cret")
     await NodePasswords(env.registry, key).claim("pi-5", "pw-5")
     secret = await env.registry.get(env.res("secrets"), "kube-system", secret_name("pi-5"))
     assert set(secret["data"]) == {"hash", "verifier"}
@@ -142,12 +143,26 @@ async def test_a_restarted_server_checks_the_verifier_not_scrypt(env, monkeypatc
     restarted = NodePasswords(env.registry, key)
     assert await restarted.owns("pi-5", "pw-5") and scrypts == []
     assert not await restarted.owns("pi-5", "pw-6") and scrypts == ["pw-6"]
-    rotated = NodePasswords(env.registry, nodepassword.verifier_key("n3w"))
+    rotated = NodePasswords(env.registry, nodepassword.verifier_key(b"n3w"))
     assert await rotated.owns("pi-5", "pw-5") and scrypts == ["pw-6", "pw-5"]
     # scrypt said yes: the Secret now has the new key's verifier (as one from before
     # verifiers gets one), so the next restart checks an HMAC again
-    assert await NodePasswords(env.registry, nodepassword.verifier_key("n3w")).owns(
+    assert await NodePasswords(env.registry, nodepassword.verifier_key(b"n3w")).owns(
         "pi-5", "pw-5") and scrypts == ["pw-6", "pw-5"]
     await NodePasswords(env.registry).claim("pi-4", "pw-4")  # no key: no verifier
     assert await restarted.owns("pi-4", "pw-4") and scrypts[-1] == "pw-4"
     assert await NodePasswords(env.registry, key).owns("pi-4", "pw-4") and len(scrypts) == 3
+
+
+async def test_a_failed_verifier_write_does_not_fail_the_dial(env, monkeypatch, caplog):
+    """The verifier is optional: if writing it fails for any reason (here the datastore
+    raises), the password was still right, so the node is accepted and the failure logged."""
+    from k3py.server.edge import nodepassword
+    await NodePasswords(env.registry).claim("pi-3", "pw-3")  # (no key: no verifier yet)
+
+    async def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(env.registry, "update_with", broken)
+    passwords = NodePasswords(env.registry, nodepassword.verifier_key(b"s3cret"))
+    assert await passwords.owns("pi-3", "pw-3")
+    assert "could not store its password verifier: disk full" in caplog.text

@@ -106,8 +106,10 @@ async def test_an_overrun_window_ends_the_stream():
         assert [e["code"] for e in errors] == [502], hub.sent
 
 
-async def test_without_flow_control_bytes_go_both_ways_without_credit():
-    # a request from a server older than flow control: it sends no credit and expects none
+async def test_a_lenient_stream_goes_both_ways_without_credit_and_grants_all_the_same():
+    # a request from a server older than tunnel features: one from before flow control sends
+    # no credit (nothing waits for it, an overrun is no error); the release before features
+    # waits for credit, so what comes in is granted back all the same
     async with relayed(flow_control=False) as (hub, inputs, (peer_r, peer_w), _task):
         peer_w.write(b"x" * (4 * STREAM_WINDOW))
         await _until(lambda: hub.total(FRAME_DATA) == 4 * STREAM_WINDOW, "all the data up")
@@ -115,7 +117,22 @@ async def test_without_flow_control_bytes_go_both_ways_without_credit():
             inputs.put_nowait((FRAME_DATA, data_content(b"y" * 65536)))
         got = await asyncio.wait_for(peer_r.readexactly(4 * STREAM_WINDOW), 5)
         assert got == b"y" * (4 * STREAM_WINDOW)
-        assert not [m for m in hub.sent if m.route.operation in (FRAME_CREDIT, FRAME_ERROR)]
+        await _until(lambda: hub.total(FRAME_CREDIT) == 4 * STREAM_WINDOW, "the grants")
+        assert not [m for m in hub.sent if m.route.operation == FRAME_ERROR]
+
+
+async def test_a_lenient_stream_keeps_to_the_window_once_the_peer_sends_credit():
+    # the release before features counts the window and ends a stream that overruns it:
+    # once its credit shows that it counts, the sender waits for it
+    async with relayed(flow_control=False) as (hub, inputs, (_, peer_w), _task):
+        inputs.put_nowait((FRAME_CREDIT, credit_content(0)))
+        await asyncio.sleep(0.05)
+        peer_w.write(b"x" * (4 * STREAM_WINDOW))
+        await _until(lambda: hub.total(FRAME_DATA) == STREAM_WINDOW, "a window of data")
+        await asyncio.sleep(0.1)
+        assert hub.total(FRAME_DATA) == STREAM_WINDOW
+        inputs.put_nowait((FRAME_CREDIT, credit_content(100_000)))
+        await _until(lambda: hub.total(FRAME_DATA) == STREAM_WINDOW + 100_000, "credited data")
 
 
 async def test_a_flow_frame_turns_flow_control_off():

@@ -17,10 +17,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from k3py.agent import edgehub
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.network.tunnelproxy import connect_through, serve_connect
 from k3py.tunnel import framing
+from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import (
     CLOUD,
     GROUP_STREAM,
@@ -34,10 +36,13 @@ from k3py.tunnel.message import (
 from k3py.tunnel.protocol import (
     FEATURES_HEADER,
     FRAME_CLOSE,
+    FRAME_CREDIT,
     FRAME_DATA,
     STREAM_CONNECT,
     TUNNEL_PATH,
+    content_credit,
     content_data,
+    credit_content,
     data_content,
     parse_features,
 )
@@ -53,23 +58,33 @@ CHUNK = 64 * 1024
 class OldServer:
     """The tunnel route of a server older than features; `links` gets each agent's link."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: bool = True, counts: bool = False) -> None:
         self.links: asyncio.Queue[OldLink] = asyncio.Queue()
+        self.first = first  # False: older than its keepalive probe, it sends nothing first
+        self.counts = counts  # True: the release before features (it counts windows)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=(framing.SUBPROTOCOL,),
                                    max_msg_size=framing.MAX_FRAME_BYTES)
         await ws.prepare(request)
-        link = OldLink(ws, request.headers.get(FEATURES_HEADER))
-        await link.send(keepalive({"sent": 1.0}, source=CLOUD))  # its first message
+        link = OldLink(ws, request.headers.get(FEATURES_HEADER), self.counts)
+        if self.first:
+            await link.send(keepalive({"sent": 1.0}, source=CLOUD))  # its first message
         self.links.put_nowait(link)
         await link.read()
         return ws
 
 
 class OldLink:
-    def __init__(self, ws: web.WebSocketResponse, features: str | None) -> None:
-        self.ws, self.features = ws, features
+    """One agent's link. `counts`: as the release before features (8ad632f), each stream's
+    data is flow controlled both ways whatever the request says: at most a window goes to
+    the agent until it grants more, and what comes is granted back (an overrun fails)."""
+
+    def __init__(self, ws: web.WebSocketResponse, features: str | None,
+                 counts: bool = False) -> None:
+        self.ws, self.features, self.counts = ws, features, counts
+        self.windows: dict[str, tuple[StreamWindow, StreamWindow]] = {}  # sending, receiving
+        self.credit = asyncio.Event()
         self.keepalives: list[object] = []  # what the agent sent back
         self.requests: asyncio.Queue[Message] = asyncio.Queue()  # streams the agent opens
         self.frames: dict[str, asyncio.Queue] = {}
@@ -85,28 +100,57 @@ class OldLink:
             elif msg.route.group == GROUP_STREAM and not msg.header.parent_id:
                 self.frames[msg.id] = asyncio.Queue()
                 self.requests.put_nowait(msg)
+            elif msg.route.group == GROUP_STREAM and msg.route.operation == FRAME_CREDIT \
+                    and self.counts:
+                self._window(msg.header.parent_id)[0].granted(content_credit(msg.content))
+                self.credit.set()
             elif msg.route.group == GROUP_STREAM:
                 self.frames.setdefault(msg.header.parent_id, asyncio.Queue()).put_nowait(
                     (msg.route.operation, msg.content))
 
+    def _window(self, sid: str) -> tuple[StreamWindow, StreamWindow]:
+        return self.windows.setdefault(sid, (StreamWindow(), StreamWindow()))
+
     async def send_bytes(self, sid: str, n: int) -> None:
+        sending = self._window(sid)[0]
         for _ in range(n // CHUNK):
+            while self.counts and sending.room() < CHUNK:
+                self.credit.clear()
+                await self.credit.wait()
+            sending.sent(CHUNK)
             await self.send(stream_frame(sid, FRAME_DATA, data_content(bytes(CHUNK)),
                                          source=CLOUD))
 
     async def receive_bytes(self, sid: str, n: int) -> None:
-        """Until `n` bytes came on `sid`; an error, a close or a credit frame fails."""
+        """Until `n` bytes came on `sid` (credit frames skipped: this server ignores them);
+        an error or a close fails."""
         queue = self.frames.setdefault(sid, asyncio.Queue())
         got = 0
         while got < n:
             op, content = await queue.get()
+            if op == FRAME_CREDIT:
+                continue
             assert op == FRAME_DATA, (op, content, got)
-            got += len(content_data(content))
+            data = content_data(content)
+            got += len(data)
+            if self.counts:
+                receiving = self._window(sid)[1]
+                assert receiving.sent(len(data)), "the agent overran its window"
+                if grant := receiving.consumed(len(data)):
+                    await self.send(stream_frame(sid, FRAME_CREDIT, credit_content(grant),
+                                                 source=CLOUD))
 
 
-@pytest.fixture
-async def old_server(tmp_path):
-    server = OldServer()
+@pytest.fixture(params=[False, True], ids=["before-flow-control", "release-before-features"])
+async def old_server(request, tmp_path):
+    """Both older servers: one from before flow control and one that counts windows."""
+    async with _agent_of(OldServer(counts=request.param), tmp_path) as (hub, link):
+        yield hub, link
+
+
+@contextlib.asynccontextmanager
+async def _agent_of(server: OldServer, tmp_path):
+    """A real EdgeHub (with the connect handler) dialled in to `server`."""
     app = web.Application()
     app.router.add_get(TUNNEL_PATH, server.handle)
     runner, port = await serve_app(app)
@@ -144,6 +188,18 @@ async def test_the_agent_names_its_features_and_takes_the_server_for_one_without
     await _within(_until(lambda: link.keepalives == [{"sent": 1.0}]), "the keepalive answer")
 
 
+async def test_a_server_that_sends_nothing_first_is_taken_for_one_without_features(
+        tmp_path, monkeypatch):
+    """Older than its keepalive probe, a server may send nothing until it has something for
+    the node: the agent does not wait for its first message for ever."""
+    monkeypatch.setattr(edgehub, "FIRST_MESSAGE_WAIT", 0.5)
+    async with _agent_of(OldServer(first=False), tmp_path) as (hub, link):
+        assert hub.server_features == frozenset()
+        await link.send(keepalive({"sent": 2.0}, source=CLOUD))  # then it is served
+        await _within(_until(lambda: link.keepalives == [{"sent": 2.0}]),
+                      "the keepalive answer")
+
+
 async def _until(pred) -> None:
     while not pred():
         await asyncio.sleep(0.01)
@@ -166,7 +222,9 @@ async def test_a_connection_the_old_server_opens_moves_a_mebibyte_each_way(old_s
         await link.send_bytes(request.id, MIB)
         await _within(link.receive_bytes(request.id, MIB), "1 MiB from the pod")
         assert await _within(pod_got.get(), "1 MiB to the pod") == MIB
-        op, _ = await _within(link.frames[request.id].get(), "the close")
+        op = FRAME_CREDIT
+        while op == FRAME_CREDIT:  # (the agent's grants, which this server ignores)
+            op, _ = await _within(link.frames[request.id].get(), "the close")
         assert op == FRAME_CLOSE
     finally:
         listener.close()

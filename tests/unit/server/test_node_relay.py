@@ -130,8 +130,10 @@ async def data_both_ways(a: NodeSession, b: NodeSession, req: Message, opened: M
 @pytest.mark.parametrize("a_features,b_features", [(OLD, OLD), (FEATURES, OLD), (OLD, FEATURES)],
                          ids=["both-old", "old-target", "old-source"])
 async def test_with_an_older_agent_at_either_end_no_window_is_counted(a_features, b_features):
+    """The stream is lenient: the relay counts nothing, so no 502, and passes credit on both
+    ways (an older agent from the release before features waits for it)."""
     a, b, req, opened = await relayed(a_features, b_features)
-    assert opened.content["flow"] is False  # the target sends no credit, expects none
+    assert opened.content["flow"] is False  # the target keeps to no window
     flow_frames = await sent(a)
     if a_features:  # a asked for flow control: it hears it is off, first on its stream
         assert [(m.route.operation, m.content) for m in flow_frames] == \
@@ -142,7 +144,23 @@ async def test_with_an_older_agent_at_either_end_no_window_is_counted(a_features
     assert got_a == got_b == [FRAME_DATA] * (4 * STREAM_WINDOW // 65536)  # no 502
     nodestreams.deliver(b, stream_frame(opened.id, FRAME_CREDIT, credit_content(1000),
                                         source=EDGE))
-    assert await sent(a) == []  # credit is not passed on to a node that does not count
+    nodestreams.deliver(a, stream_frame(req.id, FRAME_CREDIT, credit_content(2000),
+                                        source=EDGE))
+    assert [(m.route.operation, m.content) for m in await sent(a)] == \
+        [(FRAME_CREDIT, credit_content(1000))]
+    assert [(m.route.operation, m.content) for m in await sent(b)] == \
+        [(FRAME_CREDIT, credit_content(2000))]
+
+
+async def test_a_udp_flow_from_an_older_agent_is_refused():
+    """UDP through the tunnel needs both agents at this version: an older source (the
+    release before features relays UDP) would count the flow's window and get no credit."""
+    a, b = session("a", features=OLD), session("b")
+    relay = ConnectRelay({"a": a, "b": b}, lambda: NODES)
+    relay.request(a, connect("10.42.1.7", 53, protocol="udp"))
+    [err] = await sent(a)
+    assert (err.route.operation, err.content["code"]) == (FRAME_ERROR, 501)
+    assert await sent(b) == []
 
 
 async def test_a_udp_flow_to_an_older_agent_is_refused():
