@@ -11,6 +11,7 @@ once per new problem (the server puts the Events on it: server/controllers/ingre
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from k3py.agent.ingress.proxy import IngressProxy
@@ -69,6 +70,9 @@ class IngressManager:
         proxy = IngressProxy(table)
         try:
             await proxy.start(self.host, self.http_port, self.https_port)
+        except asyncio.CancelledError:  # the agent stops meanwhile: close its client session
+            await proxy.stop()
+            raise
         except OSError as e:
             await proxy.stop()
             if not self._bind_failed:
