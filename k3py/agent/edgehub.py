@@ -31,7 +31,7 @@ from yarl import URL
 
 from k3py.agent.lifecycle import dropped_events_event
 from k3py.agent.metamanager import MetaManager
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait, wait_event
 from k3py.tunnel import framing
 from k3py.tunnel.message import (
     EDGE,
@@ -394,8 +394,7 @@ class EdgeHub:
             await ws.send_str(framing.encode(msg))
         last_resend = time.monotonic()
         while not ws.closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), RESEND_AFTER / 3)
+            await wait_event(self._wakeup, RESEND_AFTER / 3)
             self._wakeup.clear()
             now = time.monotonic()
             if now - last_resend > RESEND_AFTER / 3:

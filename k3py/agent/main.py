@@ -35,7 +35,7 @@ from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_CLUSTER, RuntimeError_
 from k3py.agent.storage.cleanup import VolumeCleanup
 from k3py.agent.streams import install_stream_handlers
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from k3py.config import AgentConfig
 from k3py.hostinfo import dump_stacks_on_sigusr1, primary_ip, sd_notify

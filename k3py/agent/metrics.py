@@ -22,7 +22,7 @@ from k3py.agent.runtime.podman import (
     LABEL_UID,
     RuntimeError_,
 )
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, Message, new_message
 from k3py.tunnel.protocol import PodUsage, Usage, UsageReport, metrics_resource
 

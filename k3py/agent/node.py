@@ -13,7 +13,7 @@ import platform
 import shutil
 
 from k3py import __version__
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_INSERT, OP_UPDATE, new_message
 
 __all__ = ["NodeReporter", "node_object", "parse_taint", "KUBELET_VERSION"]

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from k3py.aio import wait_event
 from k3py.tunnel.flowcontrol import StreamWindow, datagram_cost
 from k3py.tunnel.message import EDGE, stream_frame
 from k3py.tunnel.protocol import (
@@ -195,9 +196,7 @@ async def relay_datagrams(hub: EdgeHub, sid: str, inputs: asyncio.Queue,
     async def until_idle() -> None:
         while True:
             active.clear()
-            try:
-                await asyncio.wait_for(active.wait(), idle)
-            except TimeoutError:
+            if not await wait_event(active, idle):
                 return
     tasks = [asyncio.create_task(f()) for f in (from_tunnel, to_tunnel, until_idle)]
     try:

@@ -35,7 +35,7 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.pods import PodSyncer
 from k3py.agent.runtime.libpod import LibpodAPI
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.api.objects import dumps, loads
 from k3py.webui.assets import SECURITY_HEADERS, Asset, load_assets, served
 

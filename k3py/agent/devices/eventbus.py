@@ -28,7 +28,7 @@ from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
 
 from k3py.agent.devices.twin import Device, DeviceTwins, Outcome, Report, ReportCoalescer
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.mapper import topics as t
 from k3py.tunnel.mqtt import ClientInfo
 

@@ -24,7 +24,7 @@ from k3py.agent.devices.twin import (
 )
 from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.config import AgentConfig
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, Message, new_message
 from k3py.tunnel.protocol import DeviceReport, ReportedValue, device_status_resource

@@ -17,7 +17,7 @@ from paho.mqtt.client import topic_matches_sub
 from k3py.agent.devices.eventbus import EventBus
 from k3py.agent.devices.traffic import RateLimit, TrafficCounter
 from k3py.agent.edgehub import EdgeHub
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.mapper import topics as t
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, Message, new_message, stream_frame
 from k3py.tunnel.mqtt import (

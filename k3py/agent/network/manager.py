@@ -45,6 +45,7 @@ from k3py.agent.network.records import ClusterRecords
 from k3py.agent.network.routes import RouteTable, pod_cidrs, tunnelled_cidrs, watch_links
 from k3py.agent.network.servicelb import leave_out_taken, ports_in_use
 from k3py.agent.network.tunnelproxy import TunnelProxy, serve_connect
+from k3py.aio import wait_event
 from k3py.api.servicelb import format_ports
 from k3py.tunnel.protocol import NETWORK_POLICY_KINDS, POD_PEERS_KIND, STREAM_CONNECT
 
@@ -146,8 +147,7 @@ class NetworkManager:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), PORT_CHECK_SECONDS)
+            await wait_event(self._wake, PORT_CHECK_SECONDS)
             if self._wake.is_set():
                 await asyncio.sleep(DEBOUNCE_SECONDS)  # a burst of changes: one rebuild
             self._wake.clear()

@@ -18,11 +18,12 @@ Dual-stack: a Node with an IPv4 and an IPv6 pod CIDR gets one network with both 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable, Collection
 from typing import Protocol
+
+from k3py.aio import wait_event
 
 __all__ = ["PodNetwork", "PodNetworkTaken", "network_name", "gateway_of", "POD_CIDR_WAIT",
            "NETWORK_LABEL"]
@@ -84,9 +85,7 @@ class PodNetwork:
         """The network a new pod joins: the node's, or "" (podman's default) when the pod
         CIDR did not come within `wait` seconds of the first ask."""
         if not self._decided.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._decided.wait(), self.wait)
-            if not self._decided.is_set():
+            if not await wait_event(self._decided, self.wait):
                 self._decided.set()
                 log.warning("this Node has no spec.podCIDR after %.0fs: pods go on podman's "
                             "default network until it has one (pod IPs may then collide "

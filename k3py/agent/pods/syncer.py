@@ -39,7 +39,7 @@ from k3py.agent.pods.record import PodRecord, pod_uid
 from k3py.agent.pods.workers import PodWorkers
 from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_UID, container_name_for
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait, wait_event
 from k3py.tunnel.message import (
     EDGE,
     GROUP_RESOURCE,
@@ -230,8 +230,7 @@ class PodSyncer:
             for uid, rec in self._pods.items():
                 if rec.start_failures and rec.retry_at > now and not self.workers.busy(uid):
                     timeout = min(timeout, rec.retry_at - now + 0.05)  # the backoff retry
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.meta.changed.wait(), max(0.0, timeout))
+            if await wait_event(self.meta.changed, timeout):
                 continue
             self._dirty = True  # the resync or a backoff retry is due
 

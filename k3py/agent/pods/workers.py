@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 
 __all__ = ["PodWorkers", "Job", "IDLE_SECONDS"]
 

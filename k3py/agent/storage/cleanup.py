@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 
 from k3py.agent.metamanager import MetaManager
-from k3py.agent.tasks import cancel_and_wait
+from k3py.aio import cancel_and_wait
 from k3py.api.localpath import (
     CLEANUP_FINALIZER,
     awaits_cleanup,

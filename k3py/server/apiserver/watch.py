@@ -101,8 +101,9 @@ async def serve_watch(request: web.Request, registry: Registry, res: Resource,
             if now >= deadline:
                 break
             wait = min(deadline, next_bookmark if bookmarks else deadline, now + _IDLE_CHECK) - now
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.01))
+            try:  # asyncio.timeout, not wait_for: on 3.11 that could swallow a cancel
+                async with asyncio.timeout(max(wait, 0.01)):
+                    event = await queue.get()
             except TimeoutError:
                 transport = request.transport
                 if transport is None or transport.is_closing():

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from k3py.aio import cancel_and_wait
 from k3py.server.store.backend import CompactedError, FutureRevisionError, StorageFullError
 
 __all__ = ["prefix_end", "check_read_revision", "Maintenance"]
@@ -69,12 +70,7 @@ class Maintenance:
 
     async def stop(self) -> None:
         for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(t)
         self._tasks.clear()
 
     async def compact_once(self) -> int:

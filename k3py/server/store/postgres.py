@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from k3py.aio import cancel_and_wait, wait_event
 from k3py.config import redact_endpoint
 from k3py.server.store.backend import (
     CompactedError,
@@ -309,20 +310,13 @@ class PostgresBackend:
         if self._closed:
             return
         self._closed = True
+        self._wake.set()
         if self._maintenance is not None:
             await self._maintenance.stop()
-        if self._poller is not None:
-            self._poller.cancel()
-            try:
-                await self._poller
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._poller)
         if self._hole_timer is not None:
             self._hole_timer.cancel()
-        if self._notifier is not None:
-            notifier = self._notifier
-            notifier.cancel()
-            await asyncio.gather(notifier, return_exceptions=True)
+        await cancel_and_wait(self._notifier)
         self._broadcaster.close()
         self._release_waiters(None)
         if self._pool is not None:
@@ -649,7 +643,7 @@ class PostgresBackend:
         """One LISTEN connection: poll after each notification, and every second anyway (a
         NOTIFY lost with a connection must not lose an event). Reconnects after an outage."""
         delay = 0.1
-        while True:
+        while not self._closed:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT,
@@ -660,7 +654,7 @@ class PostgresBackend:
                     log.info("datastore %s is back; watches resume from revision %d",
                              self.endpoint, self._rev)
                 delay = 0.1
-                while True:
+                while not self._closed:
                     self._wake.clear()
                     more = await self._poll_once(conn)
                     if not more:
@@ -685,10 +679,7 @@ class PostgresBackend:
         timeout = _POLL_INTERVAL
         if self._gap is not None:
             timeout = min(timeout, max(0.0, self._gap[1] - asyncio.get_running_loop().time()))
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self._wake, timeout)
 
     async def _poll_once(self, conn: asyncpg.Connection) -> bool:
         """Publish the rows after `_rev` up to the first missing id (this server's own rows

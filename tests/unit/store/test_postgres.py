@@ -63,6 +63,35 @@ async def test_conditional_updates_from_two_servers_have_one_winner(two):
     assert await a.create(P + "y", b"1") != await b.create(P + "z", b"2")
 
 
+async def test_a_server_closes_while_the_other_keeps_writing(pg_cluster):
+    """Each write of one server wakes the other's poller (NOTIFY): closing that other server
+    meanwhile ends at once. (Its poller used asyncio.wait_for, which on Python 3.11 can swallow
+    the cancel that arrives as the wake-up does: close() then hung, once in a CI run.)"""
+    db = f"closing{next(_names)}"
+    writer = PostgresBackend(pg_cluster.create_db(db), compact_interval=0)
+    await writer.start()
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            await writer.create(P + f"w{i}", b"1")
+
+    task = asyncio.create_task(write())
+    try:
+        for _ in range(5):
+            closing = PostgresBackend(pg_cluster.dsn(db), compact_interval=0)
+            await closing.start()
+            await asyncio.sleep(0.2)  # a few writes' NOTIFYs reach its poller
+            async with asyncio.timeout(20):
+                await closing.close()
+    finally:
+        stop.set()
+        await task
+        await writer.close()
+
+
 async def test_two_servers_writing_the_same_keys_in_opposite_orders(two):
     """Each server sends its concurrent writes as one transaction (sorted by key, so two
     batches cannot wait for each other in a cycle; this test does not force that overlap):
