@@ -40,6 +40,7 @@ from k3py.server.controllers.storageprotection import StorageObjectInUseProtecti
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PEER_GROUPS, PEER_USER, PeerRelay
+from k3py.server.edge.peerreports import PEER_REPORTS_PATH, PeerReports
 from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.noderestriction import NodeRestriction
@@ -189,7 +190,8 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    usage: metrics.UsageStore | None = None, peers: PeerRelay | None = None
                    ) -> None:
     """Routes that are not Kubernetes resources (the node tunnel, the dashboard) go before the
-    catch-all. `peers`: the other servers on a shared datastore, which streams relay to."""
+    catch-all. `peers`: the other servers on a shared datastore, which streams relay to and
+    the nodes' reports are shared with."""
     join = nodeauth.install_from_config(app, config, registry)
     hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
                    authorizer=api.authorizer,
@@ -198,13 +200,22 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    usage=usage, network_policy=not config.disable_network_policy)
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub, peers)
+    shared = None
+    if peers is not None:  # every server sees every node's usage and MQTT figures
+        shared = PeerReports(peers, api.authenticator, usage, hub.mqtt)
+        hub.report_listeners.add(shared.share)
+        app.router.add_post(PEER_REPORTS_PATH, shared.receive)
     if dashboard.ADDON not in config.disable:
         dashboard.install(app, api, hub, config.dashboard_read_only, usage)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()
+        if shared is not None:
+            shared.start()
 
     async def stop_hub(_app: web.Application) -> None:
+        if shared is not None:
+            await shared.stop()
         await hub.stop()
         if peers is not None:
             await peers.close()

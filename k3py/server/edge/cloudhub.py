@@ -3,14 +3,16 @@ route, whether a node is connected, streams to a node, connections between nodes
 through it (noderelay.py); start and stop.
 
 Built by bootstrap.install_routes; wires sessions.py (the websocket), downstream.py (what goes
-down), upstream.py (what comes up) and nodestreams.py (streams) around one dict of sessions."""
+down), upstream.py (what comes up) and nodestreams.py (streams) around one dict of sessions;
+`report_listeners` hear the nodes' live reports (peerreports.py shares them with the other
+servers on a shared datastore)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,6 +28,7 @@ from k3py.server.edge.upstream import UpstreamWriter
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
 from k3py.tunnel.message import Message
+from k3py.tunnel.mqtt import MQTT_KIND
 
 if TYPE_CHECKING:
     from k3py.server.metrics.store import UsageStore
@@ -53,10 +56,13 @@ class CloudHub:
         # the joins' (nodeauth.py): one cache of verified passwords, one verifier key
         self.passwords = passwords or NodePasswords(registry)
         self.mqtt = MqttFigures()  # each connected node's MQTT summary (the dashboard's)
+        # told each live report a node sends (kind, node, report; None: the node's MQTT
+        # summary went with its link): the other servers' share (peerreports.py)
+        self.report_listeners: set[Callable[[str, str, Any], None]] = set()
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected,
                                          network_policy=network_policy)
         self.upstream = UpstreamWriter(registry, self.passwords, authorizer, server_node,
-                                       usage, self.mqtt)
+                                       usage, self.mqtt, self.report_listeners)
         self.relay = ConnectRelay(self.sessions, self._nodes)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
@@ -68,8 +74,10 @@ class CloudHub:
         self._started = False
 
     def _tunnel_changed(self, node: str) -> None:
-        if not self.node_connected(node):
-            self.mqtt.forget(node)  # sent again by the node after it reconnects
+        # sent again by the node after it reconnects
+        if not self.node_connected(node) and self.mqtt.forget(node):
+            for tell in list(self.report_listeners):
+                tell(MQTT_KIND, node, None)
         for listener in list(self.tunnel_listeners):
             listener(node)
 

@@ -6,7 +6,10 @@ Used by streams.install when several servers share a datastore. A peer is authen
 ways: it must serve a certificate of the cluster's server CA, and we present a client
 certificate of the cluster's client CA (PEER_USER, system:masters, as K3s's kube-apiserver
 client certificate) after authorizing the client ourselves. A peer never relays a peer's
-request again, so a node no server holds is one 503, never a loop."""
+request again, so a node no server holds is one 503, never a loop.
+
+`post` is the servers' other call to each other: the nodes' reports they share
+(peerreports.py), on the same client session and certificates."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import logging
 import ssl
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from k3py.api import errors
@@ -25,7 +29,7 @@ from k3py.server.apiserver.auth import User
 from k3py.server.controllers.apiendpoints import live_addresses
 from k3py.server.registry import Registry
 
-__all__ = ["PeerRelay", "PEER_USER", "PEER_GROUPS"]
+__all__ = ["PeerRelay", "PeerError", "PEER_USER", "PEER_GROUPS"]
 
 log = logging.getLogger("k3py.edge")
 
@@ -37,6 +41,10 @@ _HIGH_WATER = 256 * 1024
 # not forwarded: the client was authenticated and authorized here; the peer knows us by our
 # certificate, and must not act on the client's credentials or impersonation
 _DROPPED = ("authorization", "host", "cookie")
+
+
+class PeerError(Exception):
+    """A peer could not be reached, or did not take a `post` (the message says why)."""
 
 
 class NotThere(Exception):
@@ -60,6 +68,24 @@ class PeerRelay:
         if self._session is not None:
             await self._session.close()
 
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self._session
+
+    async def post(self, peer: str, path: str, body: bytes, timeout: float) -> None:
+        """POST the JSON `body` to `path` on `peer`, within `timeout` seconds; PeerError
+        unless it answers 2xx."""
+        try:
+            async with self._client().post(
+                    self._url(peer, path), data=body, ssl=self.tls,
+                    headers={"Content-Type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                if r.status >= 300:
+                    raise PeerError(f"it answered {r.status}: {_message(await r.read())}")
+        except (OSError, aiohttp.ClientError, TimeoutError) as e:
+            raise PeerError(str(e) or type(e).__name__) from e
+
     async def peers(self) -> list[str]:
         """The advertise addresses of the other servers whose apiserver Lease is current."""
         return [a for a in await live_addresses(self.registry) if a != self.address]
@@ -76,9 +102,9 @@ class PeerRelay:
                 continue
         raise errors.service_unavailable(f"node {node} is not connected to the server")
 
-    def _url(self, peer: str, request: web.Request) -> str:
+    def _url(self, peer: str, path_qs: str) -> str:
         host = f"[{peer}]" if ":" in peer else peer
-        return f"https://{host}:{self.port}{request.path_qs}"
+        return f"https://{host}:{self.port}{path_qs}"
 
     @staticmethod
     def _headers(request: web.Request) -> list[tuple[str, str]]:
@@ -87,11 +113,9 @@ class PeerRelay:
 
     async def _relay_plain(self, request: web.Request, peer: str) -> web.StreamResponse:
         """pods/log: a streamed response, copied at the pace the client reads it."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
         try:
-            r = await self._session.request(
-                request.method, self._url(peer, request), headers=self._headers(request),
+            r = await self._client().request(
+                request.method, self._url(peer, request.path_qs), headers=self._headers(request),
                 ssl=self.tls, timeout=aiohttp.ClientTimeout(total=None, connect=10))
         except (OSError, aiohttp.ClientError) as e:
             raise _unreachable(peer, e) from e
@@ -142,6 +166,13 @@ class PeerRelay:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _message(body: bytes) -> str:
+    """A Status answer's message, else the start of the answer."""
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(orjson.loads(body).get("message"))
+    return body[:200].decode("utf-8", "replace")
 
 
 def _unreachable(peer: str, e: BaseException) -> NotThere:

@@ -5,7 +5,8 @@ requests: each write is first asked of the server's authorizer chain (the Node a
 with the node's user, and runs with that user as the request's user, so admission (NodeRestriction) judges it as it judges the node's HTTP requests.
 A stolen node gains nothing by writing through its tunnel instead of the API. Its usage
 reports (of its own node only) go to the metrics UsageStore, its MQTT summaries to
-MqttFigures (both memory only).
+MqttFigures (both memory only), and each is told to `report_listeners` (the other servers'
+share of them, peerreports.py).
 
 The server, not the node, decides a Node's role labels (`node-role.kubernetes.io/*`, which
 NodeRestriction keeps from nodes, as K3s's server and KubeEdge's cloud set them): control-plane
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["UpstreamWriter", "node_user", "role_labels"]
 
 _ROLE_PREFIX = "node-role.kubernetes.io/"
+_WHAT = {METRICS_KIND: "usage", MQTT_KIND: "MQTT"}  # the live reports, as errors name them
 
 
 def node_user(node: str) -> User:
@@ -74,11 +76,13 @@ def _as_user(user: User | None) -> Iterator[None]:
 class UpstreamWriter:
     """The writes a node may make: what the authorizer chain lets the node's user do, each
     run as that user. `server_node`: the server's own (embedded agent's) node name, "" if
-    none; `usage`: where usage reports go."""
+    none; `usage`: where usage reports go; `report_listeners` are told each live report
+    kept (kind, node, report)."""
 
     def __init__(self, registry: Registry, passwords: NodePasswords,
                  authorizer: AuthorizerChain, server_node: str = "",
-                 usage: UsageStore | None = None, mqtt: MqttFigures | None = None) -> None:
+                 usage: UsageStore | None = None, mqtt: MqttFigures | None = None,
+                 report_listeners: set[Callable[[str, str, Any], None]] | None = None) -> None:
         self.registry = registry
         self.passwords = passwords  # a registering Node adopts its password Secret
         self.authorizer = authorizer
@@ -86,6 +90,7 @@ class UpstreamWriter:
         self.devices = DeviceStatusWriter(registry)
         self.usage = usage  # None: --disable metrics-server, reports are dropped
         self.mqtt = mqtt
+        self.report_listeners = report_listeners if report_listeners is not None else set()
 
     async def write(self, node: str, msg: Message) -> None:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
@@ -122,29 +127,30 @@ class UpstreamWriter:
             allow("update", "", "persistentvolumes", None, name)
             await self._volume_cleaned(node, name, body.get("uid") or "")
         elif plural == METRICS_KIND:
-            self._live_report(node, name, msg.content, "usage", UsageReport.from_content,
+            self._live_report(node, name, msg.content, plural, UsageReport.from_content,
                               self.usage.record if self.usage is not None else None)
         elif plural == MQTT_KIND:
-            self._live_report(node, name, msg.content, "MQTT", MqttSummary.from_content,
+            self._live_report(node, name, msg.content, plural, MqttSummary.from_content,
                               self.mqtt.record if self.mqtt is not None else None)
         else:
             raise errors.bad_request(f"unsupported up message {msg.route.resource}")
 
-    @staticmethod
-    def _live_report(node: str, name: str, content: object, what: str,
+    def _live_report(self, node: str, name: str, content: object, kind: str,
                      parse: Callable[[object], object],
                      record: Callable[[str, Any], None] | None) -> None:
-        """A report sent live (usage, MQTT): of the node itself only, kept by `record`
-        (None: its add-on is off, the report is dropped)."""
+        """A report sent live (`kind` METRICS_KIND or MQTT_KIND): of the node itself only,
+        kept by `record` (None: its add-on is off, the report is dropped)."""
         if name != node:
-            raise errors.forbidden(f"node {node} may not report {what} of node {name}")
+            raise errors.forbidden(f"node {node} may not report {_WHAT[kind]} of node {name}")
         if record is None:
             return
         try:
             report = parse(content)
         except ValueError as e:
-            raise errors.bad_request(f"bad {what} report: {e}") from None
+            raise errors.bad_request(f"bad {_WHAT[kind]} report: {e}") from None
         record(node, report)
+        for tell in list(self.report_listeners):
+            tell(kind, node, report)
 
     async def _register_node(self, node: str, obj: dict) -> None:
         """Create or re-register the Node as the node (NodeRestriction judges its labels),

@@ -1,7 +1,9 @@
 """The newest usage report of every node, in memory only (as metrics-server keeps its last
 scrape): written by the node tunnel, read by the metrics API and the HPA controller. A report
 older than a few of its windows (a node gone quiet) counts as no metrics. `listeners` are told
-each report as it is recorded (the dashboard's metrics history)."""
+each report as it is recorded (the dashboard's metrics history). On a shared datastore the
+reports of the other servers' nodes are recorded here too (k3py.server.edge.peerreports), so
+every server, and the HPA controller on the leader, sees every node."""
 
 from __future__ import annotations
 
@@ -31,8 +33,12 @@ class UsageStore:
         self._pods: dict[str, tuple[str, PodUsage]] = {}  # pod uid -> (node, usage)
         self.listeners: set[Callable[[str, UsageReport], None]] = set()
 
-    def record(self, node: str, report: UsageReport) -> None:
+    def record(self, node: str, report: UsageReport, newer_only: bool = False) -> None:
+        """Keep `report` as the node's newest; with `newer_only` (a report another server
+        shares) only when it is newer than the one kept."""
         old = self._nodes.get(node)
+        if newer_only and old is not None and old.timestamp >= report.timestamp:
+            return
         if old is not None:
             for p in old.pods:
                 if self._pods.get(p.uid, ("",))[0] == node:

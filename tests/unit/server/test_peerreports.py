@@ -1,0 +1,184 @@
+"""The nodes' reports shared between servers (k3py/server/edge/peerreports.py), without a
+network: a batch's wire form both ways, split to its bounds and refused with what is wrong;
+the peers-only route (401 without a credential, 403 for an admin) recording a peer's batch into
+a real UsageStore and MqttFigures as if from the nodes, the newest winning and nothing sent on;
+and what a server keeps of its own nodes' reports for the peers it meets later."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import make_mocked_request
+
+from k3py.api import errors
+from k3py.server.apiserver.auth import Authenticator
+from k3py.server.edge import peerreports
+from k3py.server.edge.mqttstats import MqttFigures
+from k3py.server.edge.peerrelay import PEER_GROUPS, PEER_USER, PeerRelay
+from k3py.server.edge.peerreports import (
+    PEER_REPORTS_PATH,
+    PeerReports,
+    SharedReport,
+    decode_batch,
+    encode_batches,
+)
+from k3py.server.metrics.store import UsageStore
+from k3py.tunnel.mqtt import MQTT_KIND, MqttSummary, TopicRate
+from k3py.tunnel.protocol import METRICS_KIND, PodUsage, Usage, UsageReport
+
+pytestmark = pytest.mark.unit
+
+
+def _usage(ts: float, cpu: int = 1000) -> UsageReport:
+    return UsageReport(ts, 15.0, Usage(cpu, 2 ** 20),
+                       (PodUsage("default", "web", "uid-1", {"c": Usage(cpu // 2, 4096)}),))
+
+
+def _summary(ts: float, rate: float = 1.5) -> MqttSummary:
+    return MqttSummary(ts, 10.0, rate, 7, 3, 0, (TopicRate("a/b", rate, 7),))
+
+
+def test_a_batch_crosses_as_it_was_sent():
+    sent = [SharedReport(METRICS_KIND, "n1", _usage(10.0)),
+            SharedReport(MQTT_KIND, "n1", _summary(10.0)),
+            SharedReport(MQTT_KIND, "n2", None)]
+    bodies = list(encode_batches("10.0.0.1", sent))
+    assert len(bodies) == 1
+    assert decode_batch(bodies[0]) == ("10.0.0.1", sent)
+
+
+def test_a_large_share_is_split_and_an_oversized_report_left_out(monkeypatch, caplog):
+    monkeypatch.setattr(peerreports, "MAX_ENTRIES", 3)
+    sent = [SharedReport(METRICS_KIND, f"n{i}", _usage(10.0)) for i in range(7)]
+    bodies = list(encode_batches("a", sent))
+    assert [len(decode_batch(b)[1]) for b in bodies] == [3, 3, 1]
+    assert [r for b in bodies for r in decode_batch(b)[1]] == sent
+    one = len(orjson.dumps(sent[0].to_content()))
+    monkeypatch.setattr(peerreports, "MAX_ENTRIES", 500)
+    monkeypatch.setattr(peerreports, "MAX_BODY", 1024 + 2 * one + 2)  # two fit in a body
+    big = SharedReport(METRICS_KIND, "big", UsageReport(10.0, 15.0, Usage(1, 1), tuple(
+        PodUsage("default", f"p{i}", f"u{i}", {"c": Usage(1, 1)}) for i in range(100))))
+    bodies = list(encode_batches("a", [*sent[:3], big]))
+    assert [[r.node for r in decode_batch(b)[1]] for b in bodies] == [["n0", "n1"], ["n2"]]
+    assert "node big: its metrics report" in caplog.text and "too large" in caplog.text
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    (b"{", "not JSON"),
+    (b"[]", 'a list of "reports"'),
+    (b'{"reports": []}', 'names its "server"'),
+    (b'{"server": "a", "reports": [{"kind": "metrics", "node": "n1", "content": {}}]}',
+     "reports[0]: a usage report needs a timestamp"),
+    (b'{"server": "a", "reports": [{"kind": "metrics", "node": "n1", "content": null}]}',
+     "reports[0]: a metrics report needs its content"),
+    (b'{"server": "a", "reports": [{"kind": "mqtt", "content": null}]}',
+     "reports[0]: a report needs the node's name"),
+])
+def test_a_bad_batch_says_what_is_wrong(body, says):
+    with pytest.raises(ValueError) as e:
+        decode_batch(body)
+    assert says in str(e.value)
+
+
+def test_too_many_reports_and_unknown_kinds():
+    many = {"server": "a", "reports": [{"kind": MQTT_KIND, "node": "n", "content": None}] * 501}
+    with pytest.raises(ValueError, match="at most 500 reports"):
+        decode_batch(orjson.dumps(many))
+    newer = {"server": "a", "reports": [{"kind": "gpu", "node": "n", "content": {"x": 1}}]}
+    assert decode_batch(orjson.dumps(newer)) == ("a", [])  # a newer peer may share more kinds
+
+
+class _Transport:
+    """What aiohttp's TLS transport says of the client's certificate."""
+
+    def __init__(self, user: str = "", groups: tuple[str, ...] = ()) -> None:
+        self.subject = ((("commonName", user),), *((("organizationName", g),) for g in groups))
+
+    def get_extra_info(self, name: str, default=None):
+        return {"subject": self.subject} if name == "peercert" and self.subject[0][0][1] \
+            else default
+
+
+class _Protocol:
+    """What aiohttp's StreamReader asks of the connection it reads (flow control)."""
+
+    def pause_reading(self, **_kw) -> None: ...
+
+    def resume_reading(self, **_kw) -> None: ...
+
+
+def _post(reports: PeerReports, body: bytes, transport: _Transport) -> web.Response:
+    async def send() -> web.Response:
+        payload = StreamReader(_Protocol(), 2 ** 16, loop=asyncio.get_running_loop())
+        payload.feed_data(body)
+        payload.feed_eof()
+        request = make_mocked_request("POST", PEER_REPORTS_PATH, payload=payload,
+                                      transport=transport,
+                                      headers={"Content-Length": str(len(body))})
+        return await reports.receive(request)
+    return asyncio.run(send())
+
+
+def _reports() -> PeerReports:
+    relay = PeerRelay(None, None, "10.0.0.2", 6443)  # type: ignore[arg-type] - no call made
+    return PeerReports(relay, Authenticator(), UsageStore(clock=lambda: 20.0), MqttFigures())
+
+
+def test_only_a_peer_may_post_and_its_reports_are_recorded_newest_first():
+    here = _reports()
+    assert here.usage is not None
+    here.usage.record("n1", _usage(15.0, cpu=7))  # the node is (also) connected here: newer
+    here.mqtt.record("n3", _summary(15.0))  # connected here, and gone on the peer below
+    body = next(encode_batches("10.0.0.1", [
+        SharedReport(METRICS_KIND, "n1", _usage(12.0)),
+        SharedReport(METRICS_KIND, "n2", _usage(12.0, cpu=9)),
+        SharedReport(MQTT_KIND, "n2", _summary(12.0)),
+        SharedReport(MQTT_KIND, "n3", None)]))
+    with pytest.raises(errors.StatusError) as e:
+        _post(here, body, _Transport())
+    assert e.value.code == 401
+    with pytest.raises(errors.StatusError) as e:
+        _post(here, body, _Transport("system:admin", ("system:masters",)))
+    assert e.value.code == 403 and "only the cluster's servers" in e.value.message
+    with pytest.raises(errors.StatusError) as e:
+        _post(here, b'{"server": "x"}', _Transport(PEER_USER, PEER_GROUPS))
+    assert e.value.code == 400 and 'list of "reports"' in e.value.message
+    assert here.usage.node("n2") is None
+
+    assert _post(here, body, _Transport(PEER_USER, PEER_GROUPS)).status == 204
+    assert here.usage.node("n1").node.cpu == 7  # the newer one kept
+    assert here.usage.node("n2").node.cpu == 9 and here.usage.pod("uid-1").usage.name == "web"
+    assert here.mqtt.get("n2") == _summary(12.0)
+    assert here.mqtt.get("n3") == _summary(15.0)  # gone at the peer, not here
+    assert here.newest() == {}  # recorded, never shared again: no loops
+
+
+def test_shared_summaries_give_way_and_expire():
+    now = [100.0]
+    figures = MqttFigures(clock=lambda: now[0])
+    figures.record("n1", _summary(10.0), via="b")
+    figures.record("n1", _summary(9.0, rate=9), via="c")  # older: not taken
+    assert figures.get("n1") == _summary(10.0)
+    figures.record("n1", _summary(5.0, rate=5))  # the node itself, whatever its time
+    assert not figures.forget("n1", via="b") and figures.get("n1") == _summary(5.0, rate=5)
+    figures.record("n2", _summary(10.0), via="b")
+    figures.record("n3", _summary(10.0), via="c")
+    now[0] = 150.0
+    figures.record("n4", _summary(10.0), via="b")
+    figures.expire({"b"}, older_than=120.0)  # c is no longer a peer, n2 was not refreshed
+    assert sorted(figures.table()) == ["n1", "n4"]
+
+
+def test_a_server_keeps_its_nodes_newest_reports_for_the_peers():
+    here = _reports()
+    here.share(METRICS_KIND, "n1", _usage(10.0))
+    here.share(METRICS_KIND, "n1", _usage(11.0))
+    here.share(MQTT_KIND, "n1", _summary(11.0))
+    here.share(MQTT_KIND, "n2", _summary(11.0))
+    here.share(MQTT_KIND, "n2", None)  # its link went down here
+    assert here.newest() == {(METRICS_KIND, "n1"): SharedReport(METRICS_KIND, "n1", _usage(11.0)),
+                             (MQTT_KIND, "n1"): SharedReport(MQTT_KIND, "n1", _summary(11.0))}
