@@ -3,7 +3,10 @@ and keys come from the datastore's bootstrap data, no TLS dir copied), so A's ku
 through B; a wrong token is one line; the leader killed with -9 hands the controllers and the
 scheduler to B (a Deployment scaled after the kill gets its pod), and the agent joined to A
 moves its tunnel to B with its pod not restarted. Before that, streams (logs -f, exec -i,
-port-forward) to the pod on A's tunnel go through B, relayed to A.
+port-forward) to the pod on A's tunnel go through B, relayed to A, and `kubectl top` through B
+shows the node A holds (the servers share their nodes' reports; their endpoint refuses an
+admin). After it, A started again shows the node now on B in `kubectl top` and in its
+dashboard's MQTT figures.
 
 A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machines would: the
 `kubernetes` Service's endpoints (what the agent fails over to) carry addresses, not ports."""
@@ -18,6 +21,7 @@ import uuid
 import pytest
 import yaml
 
+from k3py.server.edge.peerreports import PEER_REPORTS_PATH
 from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
 from tests.integration.agents import (
     IMAGE,
@@ -32,6 +36,7 @@ from tests.integration.agents import (
     running_unrestarted,
     stop_proc,
 )
+from tests.integration.test_dashboard import MARKER, _login, _next, _session, run
 from tests.integration.test_server_cli import k3py, one_line_error
 from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir
 
@@ -66,7 +71,8 @@ def cluster(tmp_path_factory):
         b.extra_args += ["--server", a.url, "--token", a.join_token()]
         b.start(timeout=60)
         agent_log = open(tmp / "agent.log", "wb")
-        agent = subprocess.Popen(a.agent_command(tmp / "agent", node), stdout=agent_log,
+        agent = subprocess.Popen(a.agent_command(tmp / "agent", node, "--metrics-resolution",
+                                                 "2s"), stdout=agent_log,
                                  stderr=subprocess.STDOUT)
         wait_for(lambda: node_ready(b, node), 60, 0.3, f"node {node} Ready")
         yield Cluster(a, b, node, agent, tmp / "agent.log")
@@ -181,6 +187,25 @@ def test_streams_through_the_server_without_the_tunnel(cluster):
     b.kubectl("delete", "pod", "ghost", "--wait=false")
 
 
+def _top_node(srv: ServerProcess, node: str) -> list[str]:
+    """The node's row of `kubectl top node` ([] while it has no metrics there)."""
+    out = srv.kubectl("top", "node", node, "--no-headers", check=False)
+    return out.stdout.split() if out.returncode == 0 else []
+
+
+def test_usage_of_the_node_on_the_other_server(cluster):
+    """The node's tunnel is on A, which shares its reports: B serves them as its own; the
+    servers' endpoint for that refuses an admin (and anyone else but a server)."""
+    row = wait_for(lambda: _top_node(cluster.b, cluster.node), 30, 0.5,
+                   "the node's usage in kubectl top through B")
+    assert row[0] == cluster.node and row[1].endswith("m") and row[3].endswith("Mi"), row
+    for srv in (cluster.a, cluster.b):
+        out = srv.kubectl("create", "--raw", PEER_REPORTS_PATH, "-f", "-", check=False,
+                          input='{"server": "127.0.0.9", "reports": []}')
+        assert out.returncode != 0 and "Forbidden" in out.stderr and \
+            "only the cluster's servers" in out.stderr, out.stderr
+
+
 def test_leader_killed_controllers_go_on_and_the_agent_moves(cluster):
     a, b = cluster.a, cluster.b
     for lease in ("kube-controller-manager", "kube-scheduler"):
@@ -199,3 +224,37 @@ def test_leader_killed_controllers_go_on_and_the_agent_moves(cluster):
     log = cluster.agent_log.read_text(errors="replace")
     assert f"tunnel connected to {b.url}" in log, log[-2000:]
     assert node_ready(b, cluster.node)
+
+
+def test_restarted_server_sees_the_node_on_the_other(cluster):
+    """After the kill above the node's tunnel is on B. A started again is sent the newest
+    reports of B's nodes as soon as B sees its Lease: kubectl top through A shows the node, and
+    A's dashboard lists its MQTT summary (the agent sends one only when it changes, or every
+    30 s). B warned at most once while A was down."""
+    a, b = cluster.a, cluster.b
+    a.start(timeout=60)
+    row = wait_for(lambda: _top_node(a, cluster.node), 30, 0.5,
+                   "the node's usage in kubectl top through the restarted A")
+    assert row[0] == cluster.node, row
+    a.kubectl("-n", "kube-system", "create", "serviceaccount", "ha-admin")
+    a.kubectl("create", "clusterrolebinding", "ha-admin", "--clusterrole=cluster-admin",
+              "--serviceaccount=kube-system:ha-admin")
+    token = a.kubectl("-n", "kube-system", "create", "token", "ha-admin").stdout.strip()
+
+    async def mqtt_figures() -> dict:
+        async with await _session() as http:
+            cookie = (await _login(http, a.url, token))["Cookie"]
+            async with http.ws_connect(a.url + "/dashboard/api/live", headers={
+                    "Cookie": cookie, "Origin": a.url, **MARKER}) as ws:
+                await ws.send_json({"op": "mqtt", "id": "m"})
+                msg = await _next(ws, "m")
+                while cluster.node not in msg["data"]["nodes"]:  # bounded by run()'s deadline
+                    msg = await _next(ws, "m")
+                return msg["data"]["nodes"][cluster.node]
+    summary = run(mqtt_figures())
+    assert "topics" in summary and summary["timestamp"] > 0, summary
+    log = cluster.agent_log.read_text(errors="replace")
+    assert log.rindex(f"tunnel connected to {b.url}") > log.rfind(f"tunnel connected to {a.url}")
+    warnings = b.log_path.read_text(errors="replace").count(
+        "sharing the nodes' reports with server 127.0.0.1:")
+    assert warnings <= 1, warnings

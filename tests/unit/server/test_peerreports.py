@@ -58,7 +58,7 @@ def test_a_large_share_is_split_and_an_oversized_report_left_out(monkeypatch, ca
     assert [len(decode_batch(b)[1]) for b in bodies] == [3, 3, 1]
     assert [r for b in bodies for r in decode_batch(b)[1]] == sent
     one = len(orjson.dumps(sent[0].to_content()))
-    monkeypatch.setattr(peerreports, "MAX_ENTRIES", 500)
+    monkeypatch.setattr(peerreports, "MAX_ENTRIES", 100)
     monkeypatch.setattr(peerreports, "MAX_BODY", 1024 + 2 * one + 2)  # two fit in a body
     big = SharedReport(METRICS_KIND, "big", UsageReport(10.0, 15.0, Usage(1, 1), tuple(
         PodUsage("default", f"p{i}", f"u{i}", {"c": Usage(1, 1)}) for i in range(100))))
@@ -85,8 +85,9 @@ def test_a_bad_batch_says_what_is_wrong(body, says):
 
 
 def test_too_many_reports_and_unknown_kinds():
-    many = {"server": "a", "reports": [{"kind": MQTT_KIND, "node": "n", "content": None}] * 501}
-    with pytest.raises(ValueError, match="at most 500 reports"):
+    many = {"server": "a", "reports": [{"kind": MQTT_KIND, "node": "n", "content": None}] *
+            (peerreports.MAX_ENTRIES + 1)}
+    with pytest.raises(ValueError, match=f"at most {peerreports.MAX_ENTRIES} reports"):
         decode_batch(orjson.dumps(many))
     newer = {"server": "a", "reports": [{"kind": "gpu", "node": "n", "content": {"x": 1}}]}
     assert decode_batch(orjson.dumps(newer)) == ("a", [])  # a newer peer may share more kinds
