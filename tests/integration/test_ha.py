@@ -36,7 +36,8 @@ from tests.integration.agents import (
     running_unrestarted,
     stop_proc,
 )
-from tests.integration.test_dashboard import MARKER, _login, _next, _session, run
+from tests.integration.test_dashboard import _login, _next, _session, run
+from tests.integration.test_dashboard_mqtt import _token
 from tests.integration.test_server_cli import k3py, one_line_error
 from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir
 
@@ -236,16 +237,12 @@ def test_restarted_server_sees_the_node_on_the_other(cluster):
     row = wait_for(lambda: _top_node(a, cluster.node), 30, 0.5,
                    "the node's usage in kubectl top through the restarted A")
     assert row[0] == cluster.node, row
-    a.kubectl("-n", "kube-system", "create", "serviceaccount", "ha-admin")
-    a.kubectl("create", "clusterrolebinding", "ha-admin", "--clusterrole=cluster-admin",
-              "--serviceaccount=kube-system:ha-admin")
-    token = a.kubectl("-n", "kube-system", "create", "token", "ha-admin").stdout.strip()
+    token = _token(a, "ha-admin", "cluster-admin")
 
     async def mqtt_figures() -> dict:
         async with await _session() as http:
-            cookie = (await _login(http, a.url, token))["Cookie"]
-            async with http.ws_connect(a.url + "/dashboard/api/live", headers={
-                    "Cookie": cookie, "Origin": a.url, **MARKER}) as ws:
+            headers = {**(await _login(http, a.url, token)), "Origin": a.url}
+            async with http.ws_connect(a.url + "/dashboard/api/live", headers=headers) as ws:
                 await ws.send_json({"op": "mqtt", "id": "m"})
                 msg = await _next(ws, "m")
                 while cluster.node not in msg["data"]["nodes"]:  # bounded by run()'s deadline
