@@ -182,6 +182,8 @@ def test_mqtt_view_shows_clients_rates_and_the_live_tail(cluster, browser):  # n
     wait_for(lambda: any(d == "error" and t == UPDATE + "/result" and "400" in p
                          for d, t, p in _tail_rows(driver)), 20,
              what=f"the error answer in the tail ({_tail_rows(driver)[:3]})")
+    wait_for(lambda: _css_text(driver, "#mqtt-tails") == "1 live tail open", 15,
+             what=f"the node's count of its tails ({_css_text(driver, '#mqtt-tails')!r})")
     _screenshots(driver, "mqtt")
 
     field = driver.find_element(By.ID, "mqtt-filter")

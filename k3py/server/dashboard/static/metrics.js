@@ -111,8 +111,8 @@ export function followNodeUsage(view) {
 // uPlot, loaded with a script element the first time a graph is shown.
 const loadUplot = () => loadScript(UPLOT, UPLOT_CSS, "uPlot");
 
-// Lines over time (uPlot; lines: [{label, values}]), from 0 to at least `floor`; new data goes
-// to the chart, which owns the element. A new set of lines is a new Graph (its key).
+// Lines over time (uPlot; lines: [{label, color, values}]), from 0 to at least `floor`; new
+// data goes to the chart, which owns the element. A new set of lines is a new Graph (its key).
 class Graph extends Component {
   componentDidMount() {
     const { title, format, floor, lines } = this.props;
@@ -120,8 +120,8 @@ class Graph extends Component {
       if (!this.element) return;
       this.chart = new UPlot({
         title, width: this.element.clientWidth || 320, height: 180,
-        series: [{}, ...lines.map(({ label }, i) => ({ label, stroke: COLORS[i % COLORS.length],
-          width: 2, value: (_, v) => v == null ? "" : format(v) }))],
+        series: [{}, ...lines.map(({ label, color }) => ({ label, stroke: color, width: 2,
+          value: (_, v) => v == null ? "" : format(v) }))],
         scales: { y: { range: (_, _min, max) => [0, Math.max(max, floor)] } },
         axes: [{}, { size: 64, values: (_, ticks) => ticks.map(format) }],
       }, this.data(this.props), this.element);
@@ -147,18 +147,21 @@ class Graph extends Component {
   }
 }
 
-// A series' CPU and memory graphs: one line each, or with `byContainer` one per container.
+// A series' CPU and memory graphs: one line each, or with `byContainer` one per container
+// (a container in the same colour in both).
 function Graphs({ name, series, byContainer }) {
   const columns = byContainer ? Object.entries(series.containers || {}).sort(byName) : [];
-  const lines = (what, label) => (byContainer
-    ? columns.map(([container, c]) => ({ label: container, values: c[what] }))
-    : [{ label, values: series[what] }]);
+  const lines = (what, label, color) => (byContainer
+    ? columns.map(([container, c], i) => ({ label: container, color: COLORS[i % COLORS.length],
+      values: c[what] }))
+    : [{ label, color, values: series[what] }]);
   const key = `${name} ${columns.map(([c]) => c).join(",")}`;
   return html`<div class="graphs">
     <${Graph} key=${`cpu ${key}`} id="graph-cpu" title=${byContainer ? "CPU (cores)" : undefined}
-      times=${series.times} lines=${lines("cpu", "CPU (cores)")} format=${cores} floor=${1e7} />
+      times=${series.times} lines=${lines("cpu", "CPU (cores)", COLORS[0])} format=${cores}
+      floor=${1e7} />
     <${Graph} key=${`memory ${key}`} id="graph-memory" title=${byContainer ? "Memory" : undefined}
-      times=${series.times} lines=${lines("memory", "Memory")} format=${bytes}
+      times=${series.times} lines=${lines("memory", "Memory", COLORS[1])} format=${bytes}
       floor=${2 ** 20} /></div>`;
 }
 
