@@ -85,7 +85,8 @@ class TopicRate:
 @dataclass(frozen=True, slots=True)
 class MqttSummary:
     """timestamp: when it was taken (epoch seconds); window: seconds the rates are over;
-    rate: all messages per second; clients: None when the broker is external (not known)."""
+    rate: all messages per second; clients: None when the broker is external (not known);
+    tails: live tail streams the node serves now (None from an agent that does not say)."""
 
     timestamp: float
     window: float
@@ -96,6 +97,7 @@ class MqttSummary:
     topics: tuple[TopicRate, ...] = ()
     clients: tuple[ClientInfo, ...] | None = None
     client_count: int = 0
+    tails: int | None = None
 
     def to_content(self) -> dict:
         out: dict[str, Any] = {
@@ -105,6 +107,8 @@ class MqttSummary:
         if self.clients is not None:
             out["clients"] = [c.to_content() for c in self.clients]
             out["clientCount"] = self.client_count
+        if self.tails is not None:
+            out["tails"] = self.tails
         return out
 
     @classmethod
@@ -127,7 +131,8 @@ class MqttSummary:
                    tuple(TopicRate.from_content(t) for t in c["topics"]),
                    None if clients is None else tuple(ClientInfo.from_content(x)
                                                       for x in clients),
-                   int(_number(c.get("clientCount", len(clients or ())), "clientCount")))
+                   int(_number(c.get("clientCount", len(clients or ())), "clientCount")),
+                   None if c.get("tails") is None else int(_number(c["tails"], "tails")))
 
 
 # ---------------------------------------------------------------- the live tail (a stream)

@@ -21,8 +21,11 @@ SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes wi
 The overview (the landing view), events filtered by type and object, a Deployment scaled,
 restarted, edited through a YAML dry-run and deleted from the page; a pod's logs followed,
 searched, with timestamps and the previous container's answer, and a Deployment's two pods'
-logs in one stream; `k3py dashboard-url`'s one-time link. With K3PY_DASHBOARD_SCREENSHOTS set
-to a directory, each of those views is saved there at 1280x800 and 360x640 (docs/dashboard)."""
+logs in one stream; `k3py dashboard-url`'s one-time link. The exec terminal fits its element:
+after the window is made smaller, the pod's `stty size` answers the fewer rows and columns the
+page sent as a resize. The Overview's cold first load makes at most 12 requests. With
+K3PY_DASHBOARD_SCREENSHOTS set to a directory, each of those views is saved there at 1280x800
+and 360x640 (docs/dashboard)."""
 
 from __future__ import annotations
 
@@ -212,6 +215,7 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
             "echo hi", Keys.ENTER)
         wait_for(lambda: "hi" in [line.strip() for line in _terminal(browser)], 15,
                  what=f"echo's answer in the terminal (it shows {_terminal(browser)})")
+        _terminal_follows_the_window(browser)
         _screenshots(browser, "terminal")
         _follow_logs(browser, srv)
         mapper = _counter_mapper(srv, node, mqtt_port, tmp_path)
@@ -387,6 +391,50 @@ def _terminal(driver) -> list[str]:
     return driver.execute_script(
         "return [...document.querySelectorAll('#terminal .xterm-rows > div')]"
         ".map((row) => row.textContent)")
+
+
+def _stty_size(driver, mark: str) -> tuple[int, int]:
+    """(rows, columns) the shell's terminal has, as `stty size` in the pod answers."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    driver.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea").send_keys(
+        f"echo {mark} $(stty size)", Keys.ENTER)
+    answer = re.compile(rf"{mark} (\d+) (\d+)")
+
+    def answered() -> tuple[int, int] | None:
+        found = [answer.fullmatch(line.strip()) for line in _terminal(driver)]
+        return next(((int(m[1]), int(m[2])) for m in found if m), None)
+    return wait_for(answered, 15, what=f"stty's answer in the terminal ({_terminal(driver)})")
+
+
+def _terminal_size(driver) -> tuple[int, int]:
+    """(rows, columns) of the page's terminal, and a check that they fit its element: the
+    screen is within the element and less than two cells (and the scrollbar) short of it."""
+    width, screen, rows, cols = driver.execute_script(
+        "const t = document.getElementById('terminal');"
+        "return [t.querySelector('.terminal-fit').clientWidth,"
+        " t.querySelector('.xterm-screen').getBoundingClientRect().width,"
+        " Number(t.dataset.rows), Number(t.dataset.cols)]")
+    assert rows and cols and screen <= width < screen + 2 * screen / cols + 14, \
+        f"a terminal of {cols} columns ({screen} px) in an element {width} px wide"
+    return rows, cols
+
+
+def _terminal_follows_the_window(driver) -> None:
+    """The terminal fits its element: the shell in the pod has the terminal's rows and
+    columns; after the window is made smaller, the terminal's fewer ones (the page sends the
+    new size on the exec stream's resize channel, as kubectl does)."""
+    before = _terminal_size(driver)
+    assert _stty_size(driver, "size-1") == before
+    window = driver.get_window_size()
+    driver.set_window_size(640, 560)
+    try:
+        wait_for(lambda: all(a < b for a, b in zip(_terminal_size(driver), before, strict=True)),
+                 15, what=f"fewer rows and columns than {before} in a smaller window")
+        after = _terminal_size(driver)
+        assert _stty_size(driver, "size-2") == after
+    finally:
+        driver.set_window_size(window["width"], window["height"])
 
 
 def test_a_user_without_node_access_is_refused_the_tunnels(srv):
@@ -685,6 +733,26 @@ def _logged_out(driver, srv: ServerProcess) -> None:
     if driver.find_elements(By.ID, "logout"):
         driver.find_element(By.ID, "logout").click()
         wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")
+
+
+FIRST_LOAD_REQUESTS = 12  # issue 18's bound (bench/dashboard.py measures the bytes too)
+
+
+def test_the_overviews_first_load_stays_within_its_requests(srv, admin_token, browser):
+    """A cold load of the Overview, logged in, makes at most FIRST_LOAD_REQUESTS requests
+    (the live websocket aside): a module more on the first load must merge another."""
+    from selenium.webdriver.common.by import By
+    _logged_out(browser, srv)
+    _log_in(browser, admin_token)
+    browser.execute_cdp_cmd("Network.clearBrowserCache", {})
+    before = len(_requested_urls(browser))
+    browser.get(srv.url + "/dashboard/")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#overview-mqtt dl")
+             and browser.find_elements(By.CSS_SELECTOR, "#overview-pods dl, #overview-pods p"),
+             15, what="the Overview's cards filled")
+    made = _requested_urls(browser)[before:]
+    assert made and len(made) <= FIRST_LOAD_REQUESTS, \
+        f"the Overview's first load made {len(made)} requests: {made}"
 
 
 def test_dashboard_url_prints_a_one_time_login_link(srv, browser):

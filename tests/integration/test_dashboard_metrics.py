@@ -1,11 +1,12 @@
 """The dashboard's metrics, on a real server with its embedded agent reporting usage every
-second (--metrics-resolution 1s) and a real busybox pod:
+second (--metrics-resolution 1s) and a real busybox pod of two containers:
 
 - the live websocket's "metrics" subscription answers with the history, then new points, and
   is authorized as the user (a service account without metrics.k8s.io is refused with 403);
 - a real headless Chromium shows, in the Nodes view, the node's k3py version and CPU and memory
-  sparklines that grow point by point; the Metrics view graphs the node's and then the pod's
-  CPU and memory with uPlot; while the points come in, the page makes no request at all
+  sparklines that grow point by point; the node's *metrics* button opens the Metrics view's
+  uPlot graphs of its CPU and memory, and the pod's (in the Pods view) the pod's, with a line
+  and a row for each container; while the points come in, the page makes no request at all
   (they come on the one websocket: nothing is polled).
 
 Screenshots (1280x800 and 360x640) go to $K3PY_DASHBOARD_SCREENSHOTS when it names a folder."""
@@ -37,8 +38,8 @@ pytestmark = pytest.mark.integration
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "usage", "namespace": "default"},
        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
-           "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
-           "command": ["sleep", "3600"]}]}}
+           "name": name, "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+           "command": ["sleep", "3600"]} for name in ("app", "sidecar")]}}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,8 @@ def test_subscription_sends_history_then_points_as_the_user(srv, admin_token):  
     assert series["times"] and series["memory"][-1] > 0, series
     new = update["series"]["default/usage"]
     assert "reset" not in update and new["times"][0] > series["times"][-1], (history, update)
+    assert sorted(series["containers"]) == sorted(new["containers"]) == ["app", "sidecar"]
+    assert all(len(c["memory"]) == len(series["times"]) for c in series["containers"].values())
     srv.kubectl("-n", "default", "create", "serviceaccount", "no-metrics")
     token = srv.kubectl("-n", "default", "create", "token", "no-metrics").stdout.strip()
     refused, = run(_metrics(srv, token, {"kind": "nodes"}, 1))
@@ -117,23 +120,38 @@ def test_nodes_sparklines_and_metrics_graphs_stream_without_polling(srv, admin_t
     _grows_without_requests(browser, cpu, "the node's CPU sparkline")
     _screenshots(browser, "nodes-metrics")
 
-    _open(browser, "Metrics", "metrics")
+    browser.find_element(By.CSS_SELECTOR, f"#nodes [data-metrics='{node}']").click()
     wait_for(lambda: _css_text(browser, "#metrics-name") == node, 15,
-             what="the node's graphs (the first series)")
+             what="the node's graphs, opened from its row")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#graph-memory canvas"), 15,
              what="the uPlot memory graph")
     _grows_without_requests(browser, "#graph-cpu", "the node's CPU graph")
     _screenshots(browser, "metrics-node")
 
-    Select(browser.find_element(By.ID, "metrics-kind")).select_by_value("pods")
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-series='default/usage']"),
-             15, what="the pod in the Metrics view")[0].click()
+    _open(browser, "Pods", "pods")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#pods [data-metrics='usage']"), 15,
+             what="the pod's metrics button")[0].click()
     wait_for(lambda: _css_text(browser, "#metrics-name") == "default/usage", 15,
-             what="the pod's graphs")
-    wait_for(lambda: _points(browser, "#graph-memory") >= 2, 15, 0.2,
-             "two points on the pod's memory graph")
+             what="the pod's graphs, opened from its row")
+    lines = "#graph-cpu[data-lines='2'] canvas"
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, lines), 15,
+             what="the pod's CPU graph with a line per container")
+    assert browser.find_elements(By.CSS_SELECTOR, "#graph-memory[data-lines='2']")
+    rows = "#pod-containers tr[data-container]"
+    wait_for(lambda: [e.get_attribute("data-container")
+                      for e in browser.find_elements(By.CSS_SELECTOR, rows)]
+             == ["app", "sidecar"], 15, what="a row for each of the pod's containers")
+    assert _css_text(browser, "#pod-containers tr[data-container='app'] td:nth-child(3)") \
+        .endswith(("Ki", "Mi")), "the container's memory now"
     _grows_without_requests(browser, "#graph-memory", "the pod's memory graph")
     _screenshots(browser, "metrics-pod")
+
+    Select(browser.find_element(By.ID, "metrics-kind")).select_by_value("nodes")
+    Select(browser.find_element(By.ID, "metrics-kind")).select_by_value("pods")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-series='default/usage']"),
+             15, what="the pod in the Metrics view's list")[0].click()
+    wait_for(lambda: _css_text(browser, "#metrics-name") == "default/usage", 15,
+             what="the pod's graphs, picked in the Metrics view")
     urls = _requested_urls(browser)
     assert all(u.startswith(srv.url + "/") for u in urls), \
         f"requests left the server's origin: {[u for u in urls if not u.startswith(srv.url)]}"

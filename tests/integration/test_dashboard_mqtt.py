@@ -7,6 +7,8 @@ publishing twin updates on the node's broker, and one message the twin refuses:
   twin update topic with its messages per second, and a live tail with the payload and the
   error answer; a topic filter keeps only what matches;
 - a user who may read nodes but not Devices sees the tail's topics and sizes, never a payload;
+- the node tails its bus only while a tab shows its MQTT page: its count of open tails goes
+  back to 0 when the tab leaves the page and when the tab is closed;
 - on the tab's websocket: the "mqtt" feed carries the node's summary; a bad topic filter gets
   400, a node that is not connected 503, a user who may not read nodes 403.
 
@@ -14,6 +16,7 @@ Screenshots (1280x800 and 360x640) go to $K3PY_DASHBOARD_SCREENSHOTS when it nam
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
@@ -30,6 +33,7 @@ from tests.integration.agents import stop_proc
 from tests.integration.test_dashboard import (  # noqa: F401 - browser: the module's fixture
     _css_text,
     _log_in,
+    _logged_out,
     _login,
     _next,
     _screenshots,
@@ -178,6 +182,8 @@ def test_mqtt_view_shows_clients_rates_and_the_live_tail(cluster, browser):  # n
     wait_for(lambda: any(d == "error" and t == UPDATE + "/result" and "400" in p
                          for d, t, p in _tail_rows(driver)), 20,
              what=f"the error answer in the tail ({_tail_rows(driver)[:3]})")
+    wait_for(lambda: _css_text(driver, "#mqtt-tails") == "1 live tail open", 15,
+             what=f"the node's count of its tails ({_css_text(driver, '#mqtt-tails')!r})")
     _screenshots(driver, "mqtt")
 
     field = driver.find_element(By.ID, "mqtt-filter")
@@ -231,3 +237,53 @@ def test_mqtt_feeds_on_the_live_socket_are_authorized_and_checked(cluster):
                     await ws.send_json({"op": op, "id": sid, "node": NODE})
                     assert (await _next(ws, sid))["code"] == 403
     run(check())
+
+
+def _tails_become(srv: ServerProcess, token: str, wanted: int) -> None:
+    """Wait until the node's own count of open tails (its MQTT summary, on the "mqtt" feed)
+    is `wanted`: the node reports it within a few seconds of a change."""
+    async def follow() -> None:
+        async with await _session() as http:
+            cookie = (await _login(http, srv.url, token))["Cookie"]
+            async with http.ws_connect(srv.url + "/dashboard/api/live",
+                                       headers={"Cookie": cookie, "Origin": srv.url}) as ws:
+                await ws.send_json({"op": "mqtt", "id": "m"})
+                seen = None
+                try:
+                    async with asyncio.timeout(20):
+                        while seen != wanted:
+                            msg = await _next(ws, "m")
+                            seen = msg["data"]["nodes"].get(NODE, {}).get("tails")
+                except TimeoutError:
+                    raise AssertionError(f"{NODE} reports {seen} open tails, not {wanted}, "
+                                         f"after 20 s") from None
+    run(follow())
+
+
+def test_the_nodes_tail_stops_when_the_tab_leaves_the_page_or_closes(cluster,  # noqa: F811
+                                                                      browser):  # noqa: F811
+    """The server closes the tail stream through the tunnel, and the node stops tailing its
+    bus, when the tab goes back to the Nodes view and when the tab is closed."""
+    from selenium.webdriver.common.by import By
+    srv, _ = cluster
+    admin = _token(srv, "mqtt-tails-admin", "cluster-admin")
+    driver = browser
+    _logged_out(driver, srv)  # the page the module's other test left on the MQTT view
+    _tails_become(srv, admin, 0)
+    first = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    try:
+        _logged_out(driver, srv)
+        _log_in(driver, admin)
+        _open_mqtt(driver)
+        _tails_become(srv, admin, 1)
+        wait_for(lambda: _css_text(driver, "#mqtt-tails") == "1 live tail open", 15,
+                 what=f"the page's count of the node's tails ({_css_text(driver, '#mqtt-tails')!r})")
+        driver.find_element(By.XPATH, "//button[text()='Back to nodes']").click()
+        _tails_become(srv, admin, 0)
+        _open_mqtt(driver)
+        _tails_become(srv, admin, 1)
+    finally:
+        driver.close()
+        driver.switch_to.window(first)
+    _tails_become(srv, admin, 0)

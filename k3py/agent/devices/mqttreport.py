@@ -3,13 +3,15 @@ embedded broker's clients) sent up the tunnel as a live message when it changed,
 REPORT_EVERY seconds and at least every HEARTBEAT seconds; and the live tail stream
 (STREAM_MQTT_TAIL) the server opens while a tab watches this node's MQTT view: the bus's
 messages matching the tab's topic filter, at most the asked rate (the rest dropped and
-counted), in batches every BATCH_EVERY seconds, until the server closes the stream.
+counted), in batches every BATCH_EVERY seconds, until the server closes the stream (the tab left
+the view, or closed); the summary says how many tails are open.
 
 Owned by DeviceManager (its bus and edgehub); nothing here is queued while offline."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from paho.mqtt.client import topic_matches_sub
@@ -44,6 +46,7 @@ class MqttReporter:
         self.counter = TrafficCounter()
         self.every = every
         self._last: dict | None = None  # the summary last sent, its time aside
+        self.tails = 0  # live tail streams open now
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -63,9 +66,9 @@ class MqttReporter:
     # ---------------------------------------------------------------- the summary
 
     def summary_message(self) -> Message:
+        summary = dataclasses.replace(self.counter.summary(self.bus.clients()), tails=self.tails)
         return new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
-                           resource=mqtt_resource(self.node),
-                           content=self.counter.summary(self.bus.clients()).to_content())
+                           resource=mqtt_resource(self.node), content=summary.to_content())
 
     def _reconnected(self) -> None:
         self._last = None  # the server forgot the node's summary when its link went down
@@ -116,9 +119,11 @@ class MqttReporter:
                 pending.append(self._entry(direction, topic, payload).to_content())
             wake.set()
         self.bus.taps.append(tap)
+        self.tails += 1
         try:
             await self._send_batches(msg.id, pending, dropped, wake)
         finally:
+            self.tails -= 1
             self.bus.taps.remove(tap)
 
     async def _send_batches(self, sid: str, pending: list[dict], dropped: list[int],

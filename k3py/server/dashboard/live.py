@@ -19,8 +19,9 @@ To the tab:
      batch; a DELETED row is {"uid": ...})
   {"id": ID, "type": "ended", "resourceVersion": RV}   the watch ended: resume from RV
   {"id": ID, "type": "tunnels", "nodes": {NAME: figures}}  (tunnels.py; `list nodes`)
-  {"id": ID, "type": "metrics", "reset": true?, "series": {NAME: {"times", "cpu", "memory"}}}
-     (reset: the history; then new points to append; `list`/`get` metrics.k8s.io)
+  {"id": ID, "type": "metrics", "reset": true?, "series": {NAME: {"times", "cpu", "memory",
+   "containers"?}}}  (reset: the history; then new points to append; one pod's also has its
+     containers' {NAME: {"cpu", "memory"}}; `list`/`get` metrics.k8s.io)
   {"id": ID, "type": "feed", "data": {...}}   what a feed yields, each time it does
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)

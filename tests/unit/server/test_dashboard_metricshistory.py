@@ -1,9 +1,11 @@
 """The dashboard's metrics history: each usage report the UsageStore records gives a point to its
-node and to each pod (containers summed); a faster resolution than STEP is thinned (the newest
-point stands in for the ones since the last kept); the last WINDOW only, at most MAX_POINTS per
-series and MAX_SERIES series (the one updated longest ago goes first, one not updated for a
-window is dropped); the memory a full history takes stays within its documented bound; a
-subscription gets the history, then only the new points it matches."""
+node and to each pod (containers summed, and each container's own for one pod's subscription:
+none before a container came or while it is missing, at most MAX_CONTAINERS of its own, the
+rest as OTHERS); a faster resolution than STEP is thinned (the newest point stands in for the
+ones since the last kept); the last WINDOW only, at most MAX_POINTS per series and MAX_COLUMNS
+columns (the series updated longest ago goes first, one not updated for a window is dropped);
+the memory a full history takes stays within its documented bound; a subscription gets the
+history, then only the new points it matches."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import pytest
 
 from k3py.api import errors
 from k3py.server.dashboard.metricshistory import (
+    MAX_COLUMNS,
+    MAX_CONTAINERS,
     MAX_POINTS,
-    MAX_SERIES,
+    OTHERS,
     STEP,
     WINDOW,
     MetricsHistory,
@@ -61,10 +65,44 @@ def test_reports_give_node_and_pod_points_through_the_usage_store():
     pod = history.series(MetricsQuery("pods", "default"))["default/web"]
     assert pod["namespace"] == "default" and pod["name"] == "web"
     assert pod["cpu"] == [101, 102, 103] and pod["memory"] == [1024] * 3
+    assert "containers" not in pod  # only for one pod's subscription
     assert history.series(MetricsQuery("pods", "other")) == {}
     assert list(history.series(MetricsQuery("nodes", name="n2"))) == []
     usage.record("n1", _report(clock.now - 1))  # older than the last point: no point
     assert len(history.series(NODES)["n1"]["times"]) == 3
+
+
+def _pod_report(at: float, containers: dict[str, int]) -> UsageReport:
+    return UsageReport(at, 15.0, Usage(1, 1), (PodUsage("default", "web", "uid-web", {
+        name: Usage(cpu, cpu * 10) for name, cpu in containers.items()}),))
+
+
+def test_one_pods_series_has_its_containers_each_missing_one_without_a_value():
+    clock = Clock()
+    usage, history = _history(clock)
+    web = MetricsQuery("pods", "default", "web")
+    for containers in ({"app": 5}, {"app": 6, "sidecar": 1}, {"sidecar": 2}):
+        clock.now += STEP
+        usage.record("n1", _pod_report(clock.now, containers))
+    pod = history.series(web)["default/web"]
+    assert pod["cpu"] == [5, 7, 2] and pod["memory"] == [50, 70, 20]
+    assert pod["containers"] == {"app": {"cpu": [5, 6, None], "memory": [50, 60, None]},
+                                 "sidecar": {"cpu": [None, 1, 2], "memory": [None, 10, 20]}}
+    for _ in range(MAX_POINTS):  # the app container gone for a whole window
+        clock.now += STEP
+        usage.record("n1", _pod_report(clock.now, {"sidecar": 2}))
+    assert list(history.series(web)["default/web"]["containers"]) == ["sidecar"]
+    assert history.columns == 2  # the node's and the sidecar's
+
+
+def test_a_pods_containers_past_the_bound_share_one_column():
+    clock = Clock()
+    usage, history = _history(clock)
+    many = {f"c{i:02d}": 1 for i in range(MAX_CONTAINERS + 3)}
+    usage.record("n1", _pod_report(clock.now, many))
+    pod = history.series(MetricsQuery("pods", "default", "web"))["default/web"]
+    assert set(pod["containers"]) == {*sorted(many)[:MAX_CONTAINERS], OTHERS}
+    assert pod["containers"][OTHERS]["cpu"] == [3] and pod["cpu"] == [MAX_CONTAINERS + 3]
 
 
 def test_a_fast_resolution_is_thinned_to_one_point_per_step():
@@ -82,14 +120,14 @@ def test_a_fast_resolution_is_thinned_to_one_point_per_step():
     assert times[0] > start + WINDOW  # the first window is gone
 
 
-def test_series_are_bounded_least_recently_updated_first_and_expire():
+def test_columns_are_bounded_least_recently_updated_first_and_expire():
     clock = Clock()
     usage, history = _history(clock)
     usage.record("first", _report(clock.now))
-    for n in range(MAX_SERIES):
+    for n in range(MAX_COLUMNS):
         clock.now += 0.001
         usage.record(f"n{n}", _report(clock.now))
-    assert len(history) == MAX_SERIES
+    assert len(history) == history.columns == MAX_COLUMNS
     assert "first" not in history.series(NODES) and "n0" in history.series(NODES)
     clock.now += WINDOW / 2
     usage.record("n0", _report(clock.now))  # keeps reporting
@@ -99,17 +137,18 @@ def test_series_are_bounded_least_recently_updated_first_and_expire():
 
 
 def test_a_full_history_stays_within_its_bound():
-    """MAX_SERIES series of MAX_POINTS points: 16 bytes of values a point (1.4 MiB), plus the
-    series' own objects; measured, not assumed."""
+    """MAX_COLUMNS columns of MAX_POINTS points (here 40 nodes' and 480 pods' of two
+    containers each): at most 16 bytes of values a point and column (1.4 MiB), plus the series'
+    own objects; measured, not assumed."""
     clock = Clock()
     gc.collect()
     tracemalloc.start()
     try:
         usage, history = _history(clock)
-        pods = [tuple(f"pod-{n}-{i}" for i in range(MAX_SERIES // 20 - 1)) for n in range(20)]
+        pods = [tuple(f"pod-{n}-{i}" for i in range(12)) for n in range(40)]
         for _ in range(MAX_POINTS + 5):
             clock.now += STEP
-            for n in range(20):
+            for n in range(40):
                 usage.record(f"node-{n}", _report(clock.now, pods=pods[n]))
         usage.listeners.clear()
         del usage
@@ -117,12 +156,12 @@ def test_a_full_history_stays_within_its_bound():
         used, _peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(history) == MAX_SERIES
+    assert history.columns == MAX_COLUMNS and len(history) == 40 + 480
     assert all(len(s["times"]) == MAX_POINTS for s in history.series(NODES).values())
-    values = MAX_SERIES * MAX_POINTS * 16
+    values = MAX_COLUMNS * MAX_POINTS * 16
     assert values < 1.5 * 2**20
-    print(f"a full history: {used} bytes for {len(history)} series")
-    assert used < values + MAX_SERIES * 1024, f"{used} bytes for {len(history)} series"
+    print(f"a full history: {used} bytes for {len(history)} series, {history.columns} columns")
+    assert used < values + MAX_COLUMNS * 1024, f"{used} bytes for {len(history)} series"
 
 
 def test_a_subscription_gets_the_history_then_its_new_points():
@@ -140,6 +179,8 @@ def test_a_subscription_gets_the_history_then_its_new_points():
         assert "reset" not in update and list(update["series"]) == ["default/web"]
         assert update["series"]["default/web"]["times"] == [clock.now - 1, clock.now]
         assert update["series"]["default/web"]["cpu"] == [8, 8]
+        assert update["series"]["default/web"]["containers"] == {
+            "a": {"cpu": [7, 7], "memory": [1000, 1000]}, "b": {"cpu": [1, 1], "memory": [24, 24]}}
         await feed.aclose()
         clock.now += 1
         usage.record("n1", _report(clock.now))  # no follower left to tell

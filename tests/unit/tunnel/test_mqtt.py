@@ -32,7 +32,7 @@ def _summary(**kw) -> MqttSummary:
 
 def test_round_trips():
     assert mqtt_resource("n1") == "mqtt//n1"
-    for s in (_summary(), _summary(clients=None, client_count=0)):
+    for s in (_summary(), _summary(clients=None, client_count=0), _summary(tails=2)):
         assert MqttSummary.from_content(s.to_content()) == s
     e = TailEntry(1.0, "error", "$hw/events/device/d/twin/update/result", 30, "{}", ("ns", "d"))
     assert TailEntry.from_content(e.to_content()) == e

@@ -42,7 +42,8 @@ class Nodes extends Watched {
   componentWillUnmount() {
     super.componentWillUnmount(); this.unfollow?.(); this.usage.then((stop) => stop());
   }
-  render({ onMqtt }, { rows, error, tunnels = {}, tunnelError, usage = new Map(), UsageCells }) {
+  render({ onMqtt, onMetrics }, { rows, error, tunnels = {}, tunnelError, usage = new Map(),
+    UsageCells }) {
     return html`
       ${tunnelError && html`<p class="error">${tunnelError}</p>`}
       ${error && html`<p class="error">${error}</p>`}
@@ -55,8 +56,10 @@ class Nodes extends Watched {
             ${UsageCells ? html`<${UsageCells} series=${usage.get(n.name)} />` : html`<td /><td />`}
             <td class="tunnel" data-node=${n.name}><${Tunnel} t=${tunnels[n.name]} /></td>
             <td>${n.arch}</td><td class="version" data-node=${n.name}>${n.kubelet}</td>
-            <td>${age(n.created)}</td><td><button class="link"
-              data-mqtt=${n.name} onClick=${() => onMqtt(n.name)}>MQTT</button></td></tr>`)}
+            <td>${age(n.created)}</td><td><button class="link" data-metrics=${n.name}
+              onClick=${() => onMetrics({ kind: "nodes", name: n.name })}>metrics</button>
+              <button class="link" data-mqtt=${n.name}
+                onClick=${() => onMqtt(n.name)}>MQTT</button></td></tr>`)}
         </tbody></table></div>`;
   }
 }
@@ -68,7 +71,7 @@ class Pods extends Watched {
       encodeURIComponent(p.name), { method: "DELETE" })
       .catch((e) => this.setState({ error: message(e) }));
   }
-  render({ onLogs, onShell, permissions }, { rows, error }) {
+  render({ onLogs, onShell, onMetrics, permissions }, { rows, error }) {
     return html`
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="pods">
@@ -78,6 +81,8 @@ class Pods extends Watched {
           <td>${p.namespace}</td><td>${p.name}</td><td>${p.phase}</td><td>${p.node}</td>
           <td>${p.restarts}</td><td>${age(p.created)}</td>
           <td><button class="link" onClick=${() => onLogs(p)}>logs</button>
+            <button class="link" data-metrics=${p.name} onClick=${() => onMetrics({ kind: "pods",
+              namespace: p.namespace, name: `${p.namespace}/${p.name}` })}>metrics</button>
             ${permissions.can("create", "", "pods/exec", p.namespace) && html`<button
               class="link" data-shell=${p.name} onClick=${() => onShell(p)}>shell</button>`}
             ${permissions.can("delete", "", "pods", p.namespace) && html`<button
@@ -270,7 +275,8 @@ const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["metrics", "Metric
   ["devicemodels", "Device models"]];
 
 class App extends Component {
-  state = { session: null, authed: null, view: "overview", pod: null, shell: null, mqtt: null };
+  state = { session: null, authed: null, view: "overview", pod: null, shell: null, mqtt: null,
+    pick: null };
   componentDidMount() {
     // a link opened in a tab already showing the page changes only the address's fragment
     addEventListener("hashchange", () => this.followLink());
@@ -297,13 +303,15 @@ class App extends Component {
     api("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false, session: null }); });
   }
-  render(_, { authed, session, view, pod, shell, mqtt, linkError }) {
+  render(_, { authed, session, view, pod, shell, mqtt, pick, linkError }) {
     if (authed === null) return html`<p>Loading…</p>`;
     const unauthorized = () => { this.live?.close(); this.setState({ authed: false }); };
     if (!authed) {
       return html`<${Login} linkError=${linkError} onLogin=${() => this.loadSession()} />`;
     }
-    const open = (name) => this.setState({ view: name, pod: null, shell: null, mqtt: null });
+    const open = (name, picked = null) => this.setState({ view: name, pod: null, shell: null,
+      mqtt: null, pick: picked });
+    const onMetrics = (picked) => open("metrics", picked); // a node's or pod's graphs
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
       onClick=${() => open(name)}>${label}</button>`;
     const common = { live: this.live, permissions: this.permissions,
@@ -321,17 +329,19 @@ class App extends Component {
       body = html`<${Lazy} key="mqtt" load=${() => import("./mqtt.js")} name="MqttNode"
         node=${mqtt} ...${common} onBack=${() => this.setState({ mqtt: null })} />`;
     } else if (view === "nodes") {
-      body = html`<${Nodes} ...${common} onMqtt=${(node) => this.setState({ mqtt: node })} />`;
+      body = html`<${Nodes} ...${common} onMqtt=${(node) => this.setState({ mqtt: node })}
+        onMetrics=${onMetrics} />`;
     } else if (view === "metrics") {
-      body = html`<${Lazy} key="metrics" load=${() => import("./metrics.js")} name="Metrics"
-        ...${common} />`;
+      body = html`<${Lazy} key=${`metrics ${pick?.kind} ${pick?.name}`}
+        load=${() => import("./metrics.js")} name="Metrics" pick=${pick} ...${common} />`;
     } else if (view === "workloads") {
       body = html`<${Lazy} key="workloads" load=${() => import("./workloads.js")}
         name="Workloads" ...${common} />`;
     } else {
       const views = { pods: Pods, events: Events, devices: Devices, devicemodels: DeviceModels };
       body = html`<${Namespaced} key=${view} view=${views[view]} ...${common}
-        onLogs=${(p) => this.setState({ pod: p })} onShell=${(p) => this.setState({ shell: p })} />`;
+        onLogs=${(p) => this.setState({ pod: p })} onShell=${(p) => this.setState({ shell: p })}
+        onMetrics=${onMetrics} />`;
     }
     return html`<header><h1>k3py</h1><nav>${VIEWS.map(([n, l]) => tab(n, l))}</nav>
       <span class="muted" id="user">${session.user}${session.readOnly

@@ -99,7 +99,8 @@ export class MqttNode extends Summaries {
         <strong>MQTT on ${node}</strong>
         ${s && html`<span id="mqtt-rate">${perSecond(s.rate)} msg/s</span>
           <span class="muted">${`${s.received} received, ${s.published} published, ${
-            s.errors} error answers`}</span>`}</div>
+            s.errors} error answers`}${s.tails != null && html`, <span id="mqtt-tails">${
+            s.tails} live ${s.tails === 1 ? "tail" : "tails"} open</span>`}</span>`}</div>
       ${error && html`<p class="error">${error}</p>`}
       ${nodes && !s && html`<p class="muted" id="mqtt-none">No MQTT figures from ${node}: its
         tunnel is not connected to this server.</p>`}

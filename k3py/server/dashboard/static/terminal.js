@@ -1,17 +1,23 @@
 // The exec terminal: xterm.js (imported with this module, only when a terminal opens) over the
 // API's own exec websocket, channel protocol v4.channel.k8s.io: each binary frame starts with
 // its channel (0 stdin, 1 stdout, 2 stderr, 3 the exit Status, 4 terminal size). The login
-// cookie rides the websocket; the server takes it because the Origin is its own.
+// cookie rides the websocket; the server takes it because the Origin is its own. The terminal
+// fits its element (xterm's fit addon): when the element's size changes (the window resized),
+// its columns and rows follow and the new size goes to the process on channel 4, as kubectl
+// sends it on SIGWINCH.
+import { FitAddon } from "./vendor/addon-fit.mjs";
 import { Terminal } from "./vendor/xterm.mjs";
 
 const CSS = "./vendor/xterm.css";
 const PROTOCOL = "v4.channel.k8s.io";
 const STDIN = 0, STDOUT = 1, STDERR = 2, ERROR = 3, RESIZE = 4;
 
-function addStylesheet() {
+// xterm's stylesheet, added once; `onLoad` runs when it applies (its layout changes the fit).
+function addStylesheet(onLoad) {
   if (document.querySelector("link[data-xterm]")) return;
   const link = document.createElement("link");
   link.rel = "stylesheet"; link.href = CSS; link.dataset.xterm = "1";
+  link.addEventListener("load", onLoad, { once: true });
   document.head.append(link);
 }
 
@@ -43,12 +49,32 @@ function adoptStyles(element) {
   };
 }
 
+// The terminal inside `element`, sized to it now and whenever its size changes; its size is
+// shown as the element's data-cols and data-rows. Returns a function that stops following.
+function fitTo(element, term) {
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  // a box of its own, without padding or border: the addon sizes the terminal to its parent
+  const box = document.createElement("div");
+  box.className = "terminal-fit";
+  element.append(box);
+  term.open(box);
+  const refit = () => {
+    fit.fit();
+    element.dataset.cols = String(term.cols);
+    element.dataset.rows = String(term.rows);
+  };
+  const observer = new ResizeObserver(refit); // called once at first, then on each change
+  observer.observe(box);
+  addStylesheet(refit);
+  return () => observer.disconnect();
+}
+
 // Open a shell in `container` of `pod` inside `element`; returns a function that closes it.
 export function openTerminal(element, pod, container, onExit) {
-  addStylesheet();
   const dropStyles = adoptStyles(element);
   const term = new Terminal({ cursorBlink: true, fontSize: 13, convertEol: false });
-  term.open(element);
+  const unfit = fitTo(element, term);
   const query = new URLSearchParams({ container, stdin: "true", stdout: "true",
     stderr: "true", tty: "true" });
   query.append("command", "sh");
@@ -78,5 +104,7 @@ export function openTerminal(element, pod, container, onExit) {
     if (ws.readyState === WebSocket.OPEN) ws.send(frame(STDIN, text));
   });
   const sized = term.onResize(resize);
-  return () => { input.dispose(); sized.dispose(); ws.close(); term.dispose(); dropStyles(); };
+  return () => {
+    unfit(); input.dispose(); sized.dispose(); ws.close(); term.dispose(); dropStyles();
+  };
 }
