@@ -329,10 +329,13 @@ class Registry:
         md["creationTimestamp"] = now_rfc3339()
         self.admission.prepare_for_create(res, obj)
         self.admission.default(res, obj)
+        if field_manager:
+            # before the admission plug-ins, as upstream's create handler: the creator owns
+            # what it sent and its defaults, not what a plug-in adds (a pod's token volume,
+            # a Service's cluster IP, a finalizer)
+            admission.track_managed_fields(obj, None, field_manager, "Update")
         await self.admission.mutate_create(res, obj)
         self.admission.check_valid(res, obj)
-        if field_manager:
-            admission.track_managed_fields(obj, None, field_manager, "Update")
         if dry_run:
             return obj
         key = self._key(res, md.get("namespace"), md["name"])

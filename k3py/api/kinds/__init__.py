@@ -110,7 +110,11 @@ def prepare_for_update(res: Resource, obj: dict, old: dict, subresource: str) ->
     metadata the kind allows). Bumps metadata.generation when the spec changes."""
     key = (res.group, res.kind)
     if subresource == "status":
-        new = deepcopy(old)
+        # the stored object's parts, shared with `old` rather than copied: a status write
+        # changes none of them (its metadata is a dict of its own: the kind may take some
+        # of it from the write)
+        new = {k: v for k, v in old.items() if k != "status"}
+        new["metadata"] = dict(old.get("metadata") or {})
         if "status" in obj:
             new["status"] = obj["status"]
         else:

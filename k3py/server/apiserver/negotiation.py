@@ -43,8 +43,11 @@ def decode_body(body: bytes, content_type: str) -> Any:
 
 # what Go's json.Encoder (kube-apiserver's JSON serializer) escapes in strings; these
 # characters only ever occur inside JSON strings, so replacing them in the bytes is safe
-_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
-               ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
+# U+2028 and U+2029, escaped too; both begin with this byte. Searching bytes for a one-byte
+# needle is a memchr, for a three-byte one ~10 us in 7 KB: the lead byte is looked for first
+_LINE_SEPARATORS = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+_SEPARATOR_LEAD = b"\xe2"
 
 
 def finish_json(data: bytes) -> bytes:
@@ -52,6 +55,9 @@ def finish_json(data: bytes) -> bytes:
     (json.Encoder.Encode writes one after every value)."""
     for raw, escaped in _GO_ESCAPES:
         data = data.replace(raw, escaped)
+    if _SEPARATOR_LEAD in data:
+        for raw, escaped in _LINE_SEPARATORS:
+            data = data.replace(raw, escaped)
     return data + b"\n"
 
 

@@ -157,6 +157,22 @@ def test_update_keeps_status_and_bumps_generation_on_spec_change():
     assert "labels" not in st["metadata"]  # deployments' status writes keep the labels
 
 
+def test_pod_status_write_keeps_the_stored_spec_unvalidated():
+    """A status write takes the stored spec itself (not a copy) and, as upstream's
+    ValidatePodStatusUpdate, validates no spec: one stored before a stricter rule still takes
+    its status; the stored metadata is not changed by what the write brings."""
+    res = REG.find("", "pods")
+    old = {"metadata": {"name": "p", "labels": {"a": "b"}},
+           "spec": {"containers": [{"name": "Not_A_Name", "image": "x"}]}}
+    write = {"metadata": {"name": "p", "labels": {"a": "c"}}, "spec": {"containers": []},
+             "status": {"phase": "Running"}}
+    new = kinds.prepare_for_update(res, write, old, "status")
+    assert new["spec"] is old["spec"] and new["status"] == {"phase": "Running"}
+    assert new["metadata"]["labels"] == {"a": "c"} and old["metadata"]["labels"] == {"a": "b"}
+    assert kinds.validate(res, new, old) == []
+    assert kinds.validate(res, {**new, "spec": dict(old["spec"])}, old)  # a main write is
+
+
 def test_custom_resource_status_write_changes_only_status():
     from k3py.api.resources import Resource
     res = Resource(group="x.io", version="v1", kind="Foo", plural="foos", crd=True,

@@ -60,6 +60,9 @@ def test_go_escapes_and_empty_fields_left_out():
     assert body(err) == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
                          '"message":"a \\u003cb\\u003e \\u0026 c\\u2028","code":500}\n')
     assert finish_json(b'{"a":"x"}') == b'{"a":"x"}\n'
+    # both line separators escaped; other characters sharing their lead byte (\xe2) kept
+    assert finish_json('{"a":"\u2029\u20ac\u2028\u2019"}'.encode()) == \
+        '{"a":"\\u2029\u20ac\\u2028\u2019"}\n'.encode()
     assert json_body(errors.status_success({"kind": "pods", "name": "p", "uid": "u"})) == (
         b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success",'
         b'"details":{"name":"p","kind":"pods","uid":"u"}}\n')

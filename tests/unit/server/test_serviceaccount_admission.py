@@ -93,6 +93,23 @@ async def test_admission_on_create(env):
     assert not off["spec"].get("volumes")
 
 
+async def test_creator_does_not_own_what_admission_adds(env):
+    """As upstream's create handler, the creator's managed fields are taken before the
+    admission plug-ins: its containers and their defaults, not the token volume and mounts."""
+    env.registry.admission.add_mutator("ServiceAccount", ServiceAccountAdmission(env.registry, 0.2))
+    await env.registry.create(env.res("serviceaccounts"), "default", _sa("default"))
+    pod = await env.registry.create(env.res("pods"), "default", _pod("owned"),
+                                    field_manager="kubectl-run")
+    assert pod["spec"]["volumes"][0]["name"].startswith("kube-api-access-")
+    (entry,) = pod["metadata"]["managedFields"]
+    assert entry["manager"] == "kubectl-run"
+    spec = entry["fieldsV1"]["f:spec"]
+    container = spec["f:containers"]['k:{"name":"c"}']
+    assert "f:image" in container and "f:imagePullPolicy" in container  # sent, defaulted
+    assert "f:volumeMounts" not in container
+    assert "f:volumes" not in spec
+
+
 async def test_admission_waits_for_the_default_account(env):
     env.registry.admission.add_mutator("ServiceAccount", ServiceAccountAdmission(env.registry, 5.0))
 
