@@ -6,12 +6,7 @@ from __future__ import annotations
 import math
 
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
-from k3py.server.scheduler.nodeinfo import (
-    NodeInfo,
-    node_allocatable,
-    pod_controller,
-    pod_requests,
-)
+from k3py.server.scheduler.nodeinfo import NodeInfo, pod_controller, requests_of
 
 __all__ = ["least_allocated", "balanced_allocation", "node_affinity_raw", "taint_raw",
            "spread_raw", "score_nodes", "MAX_SCORE", "WEIGHTS"]
@@ -23,8 +18,8 @@ WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAff
 
 def _fractions(pod: dict, info: NodeInfo) -> list[tuple[int, int]]:
     """(requested including this pod, allocatable) for cpu and memory."""
-    alloc = node_allocatable(info.node or {})
-    want = pod_requests(pod, non_zero=True)
+    alloc = info.allocatable()
+    want = requests_of(pod, non_zero=True)
     out = []
     for r in ("cpu", "memory"):
         cap = alloc.get(r, 0) if alloc is not None else 0
@@ -34,8 +29,12 @@ def _fractions(pod: dict, info: NodeInfo) -> list[tuple[int, int]]:
 
 def least_allocated(pod: dict, info: NodeInfo) -> int:
     """Average over cpu and memory of the free share left after placing the pod."""
+    return _least_allocated(_fractions(pod, info))
+
+
+def _least_allocated(fractions: list[tuple[int, int]]) -> int:
     parts = []
-    for used, cap in _fractions(pod, info):
+    for used, cap in fractions:
         if cap <= 0 or used > cap:
             parts.append(0)
         else:
@@ -45,8 +44,12 @@ def least_allocated(pod: dict, info: NodeInfo) -> int:
 
 def balanced_allocation(pod: dict, info: NodeInfo) -> int:
     """Higher when cpu and memory are used in equal shares (1 - standard deviation)."""
+    return _balanced_allocation(_fractions(pod, info))
+
+
+def _balanced_allocation(fractions: list[tuple[int, int]]) -> int:
     shares = []
-    for used, cap in _fractions(pod, info):
+    for used, cap in fractions:
         shares.append(min(used / cap, 1.0) if cap > 0 else 1.0)
     mean = sum(shares) / len(shares)
     std = math.sqrt(sum((s - mean) ** 2 for s in shares) / len(shares))
@@ -90,9 +93,10 @@ def score_nodes(pod: dict, infos: list[NodeInfo]) -> dict[str, int]:
     """Weighted total per feasible node name."""
     totals = {i.name: 0 for i in infos}
     for i in infos:
-        totals[i.name] += WEIGHTS["NodeResourcesFit"] * least_allocated(pod, i)
+        fractions = _fractions(pod, i)
+        totals[i.name] += WEIGHTS["NodeResourcesFit"] * _least_allocated(fractions)
         totals[i.name] += WEIGHTS["NodeResourcesBalancedAllocation"] * \
-            balanced_allocation(pod, i)
+            _balanced_allocation(fractions)
     for plugin, fn, reverse in (("NodeAffinity", node_affinity_raw, False),
                                 ("TaintToleration", taint_raw, True),
                                 ("SelectorSpread", spread_raw, True)):
