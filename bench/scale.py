@@ -318,7 +318,7 @@ async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFle
     failed0 = fleet.dial_errors()  # (not the dials refused while the server was down)
     t0, cpu0 = time.monotonic(), cpu_seconds(srv.proc.pid)
     marks = {"half": fleet.count // 2, "p90": fleet.count * 9 // 10}
-    async with _profiled(srv, profile, f"reconnect-{run.store}-n{run.nodes}", "svg"):
+    async with _profiled(srv, profile, f"reconnect-{run.store}-n{run.nodes}", "flamegraph"):
         while fleet.connected() < fleet.count:
             if time.monotonic() - t0 > timeout:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for "
@@ -343,12 +343,12 @@ async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFle
 @contextlib.asynccontextmanager
 async def _profiled(srv: ServerProcess, profile: Path | None, name: str, fmt: str = "raw"):
     """py-spy on the server (`name`) and on this process, the hollow nodes (`hollow-name`),
-    while the block runs, as collapsed stacks (raw, .txt) or a flame graph (svg); the server's
-    log is kept beside them. Nothing without `profile`."""
+    while the block runs, as collapsed stacks (raw, .txt) or a flame graph (flamegraph,
+    .svg); the server's log is kept beside them. Nothing without `profile`."""
     if profile is None:
         yield
         return
-    ext = "txt" if fmt == "raw" else fmt
+    ext = {"raw": "txt", "flamegraph": "svg"}[fmt]
     spies = [_py_spy(srv.proc.pid, profile / f"{name}.{ext}", fmt),
              _py_spy(os.getpid(), profile / f"hollow-{name}.{ext}", fmt)]
     try:
