@@ -23,7 +23,11 @@ Run: python3 bench/scale.py --nodes 200 --pods 3000 --datastore sqlite --datasto
 [--timeout 600]. Every phase is bounded by --timeout; traffic goes only to 127.0.0.1.
 `--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: py-spy's samples of
 the server and of the hollow nodes while the pods are made (collapsed stacks, .txt) and flame
-graphs of both during the reconnect (.svg), and the server's log, are kept in DIR."""
+graphs of both during the reconnect (.svg), and the server's log, are kept in DIR.
+`--disable-network-policy`: the server's flag of that name, so that no node is sent every pod's
+peer view; the 1,000-node, 30,000-pod run needs it (docs/ha.md says why):
+python3 bench/scale.py --nodes 1000 --pods 30000 --window 20 --timeout 720
+--disable-network-policy [--datastore postgres]."""
 
 from __future__ import annotations
 
