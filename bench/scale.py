@@ -21,13 +21,19 @@ status is 1.
 
 Run: python3 bench/scale.py --nodes 200 --pods 3000 --datastore sqlite --datastore postgres
 [--timeout 600]. Every phase is bounded by --timeout; traffic goes only to 127.0.0.1.
-`--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: py-spy flame graphs of
-the server and of the hollow nodes during the reconnect, and the server's log, are kept in DIR."""
+`--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: py-spy's samples of
+the server and of the hollow nodes while the pods are made (collapsed stacks, .txt) and flame
+graphs of both during the reconnect (.svg), and the server's log, are kept in DIR.
+`--disable-network-policy`: the server's flag of that name, so that no node is sent every pod's
+peer view; the 1,000-node, 30,000-pod run needs it (docs/ha.md says why):
+python3 bench/scale.py --nodes 1000 --pods 30000 --window 20 --timeout 720
+--disable-network-policy [--datastore postgres]."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -215,15 +221,19 @@ class Run:
 
 
 async def one_run(run: Run, pods: int, timeout: float, window: float, tmp: Path,
-                  profile: Path | None = None) -> None:
+                  profile: Path | None = None, network_policy: bool = True) -> None:
     """One server on `run.store` (sqlite, or postgres: a fresh local PostgreSQL), N hollow
-    nodes, `pods` pods; the figures go into `run` as they are measured."""
+    nodes, `pods` pods; the figures go into `run` as they are measured. Without
+    `network_policy` the server runs with --disable-network-policy: no node is sent every
+    pod's peer view (N x pods messages, and N copies of them in this one process)."""
     pg = dsn = None
     if run.store == "postgres":
         pg = PostgresCluster().start()
         dsn = pg.create_db(f"scale{run.nodes}")
-    srv = ServerProcess(tmp / f"server-{run.store}-{run.nodes}",
-                        extra_args=["--datastore-endpoint", dsn] if dsn else [])
+    args = ["--datastore-endpoint", dsn] if dsn else []
+    if not network_policy:
+        args.append("--disable-network-policy")
+    srv = ServerProcess(tmp / f"server-{run.store}-{run.nodes}", extra_args=args)
     try:
         srv.start(timeout=60)
         await _measure(run, srv, pods, timeout, window, tmp / f"nodes-{run.store}", profile)
@@ -256,7 +266,8 @@ async def _measure(run: Run, srv: ServerProcess, pods: int, timeout: float, wind
                 await _idle(run, srv)
             if pods:
                 run.phase = f"{pods} pods through Deployments"
-                await pods_through_deployments(run, api, pods, timeout)
+                async with _profiled(srv, profile, f"pods-{run.store}-n{nodes}"):
+                    await pods_through_deployments(run, api, pods, timeout)
                 run.put("rss_pods", rss_mb(srv.proc.pid), "server_rss_pods", "MB",
                         "< 1500 MB at 30,000 pods")
                 emit(f"n{nodes}_{run.store}_server_rss_per_pod",
@@ -304,18 +315,14 @@ async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFle
     """Restart the server (SIGTERM, then the same data dir and port): seconds from its
     /readyz until half, 90 % and every hollow node's tunnel are connected again, the dials
     that failed meanwhile (by error), the server's CPU and RSS by then. `profile`: py-spy
-    flame graphs of the server and of this process (the hollow nodes) over the reconnect,
-    and the server's log, are kept there."""
+    flame graphs of the server and of the hollow nodes over the reconnect (_profiled)."""
     srv.stop()
     await _wait(lambda: _done(fleet.connected() == 0), timeout, "every tunnel down", 0.2)
     await asyncio.to_thread(srv.start, True, 60.0)
     failed0 = fleet.dial_errors()  # (not the dials refused while the server was down)
     t0, cpu0 = time.monotonic(), cpu_seconds(srv.proc.pid)
-    spies = [_py_spy(srv.proc.pid, profile / f"reconnect-n{run.nodes}.svg"),
-             _py_spy(os.getpid(), profile / f"hollow-reconnect-n{run.nodes}.svg")
-             ] if profile else []
     marks = {"half": fleet.count // 2, "p90": fleet.count * 9 // 10}
-    try:
+    async with _profiled(srv, profile, f"reconnect-{run.store}-n{run.nodes}", "flamegraph"):
         while fleet.connected() < fleet.count:
             if time.monotonic() - t0 > timeout:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for "
@@ -327,12 +334,8 @@ async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFle
                             f"reconnect_{mark}_after_restart", "s")
             await asyncio.sleep(0.2)
         took = time.monotonic() - t0
-    finally:
-        for spy in spies:
-            spy.send_signal(signal.SIGINT)
-            await asyncio.to_thread(spy.wait, 60)
-        if profile:
-            shutil.copy(srv.log_path, profile / f"server-n{run.nodes}.log")
+    for mark in marks:  # (reached with the last tunnels, between two looks)
+        run.put(f"reconnect_{mark}", took, f"reconnect_{mark}_after_restart", "s")
     run.put("reconnect", took, "reconnect_after_restart", "s", "< 60 s")
     run.put("reconnect_cpu", 100 * (cpu_seconds(srv.proc.pid) - cpu0) / took,
             "reconnect_server_cpu", "%")
@@ -343,10 +346,30 @@ async def reconnect_after_restart(run: Run, srv: ServerProcess, fleet: HollowFle
         print(f"# {count} dials failed: {why}", file=sys.stderr, flush=True)
 
 
-def _py_spy(pid: int, out: Path) -> subprocess.Popen:
+@contextlib.asynccontextmanager
+async def _profiled(srv: ServerProcess, profile: Path | None, name: str, fmt: str = "raw"):
+    """py-spy on the server (`name`) and on this process, the hollow nodes (`hollow-name`),
+    while the block runs, as collapsed stacks (raw, .txt) or a flame graph (flamegraph,
+    .svg); the server's log is kept beside them. Nothing without `profile`."""
+    if profile is None:
+        yield
+        return
+    ext = {"raw": "txt", "flamegraph": "svg"}[fmt]
+    spies = [_py_spy(srv.proc.pid, profile / f"{name}.{ext}", fmt),
+             _py_spy(os.getpid(), profile / f"hollow-{name}.{ext}", fmt)]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.to_thread(spy.wait, 60)
+        shutil.copy(srv.log_path, profile / f"server-{name}.log")
+
+
+def _py_spy(pid: int, out: Path, fmt: str) -> subprocess.Popen:
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "50",
-                             "--output", str(out), "--nonblocking"],
+                             "--format", fmt, "--output", str(out), "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -395,6 +418,8 @@ def main() -> int:
     ap.add_argument("--profile", type=Path,
                     help="keep py-spy flame graphs of the reconnect (server, hollow nodes) and "
                          "the server log here")
+    ap.add_argument("--disable-network-policy", action="store_true",
+                    help="the server's --disable-network-policy: no pod peer views to every node")
     args = ap.parse_args()
     # the hollow agents' reconnect warnings during the restart are expected: figures only
     logging.basicConfig(level=logging.ERROR)
@@ -414,7 +439,7 @@ def main() -> int:
                     try:
                         pods = n * args.pods_per_node if args.pods is None else args.pods
                         asyncio.run(one_run(run, pods, args.timeout, args.window, Path(d),
-                                            args.profile))
+                                            args.profile, not args.disable_network_policy))
                     except (TimeoutError, RuntimeError) as e:  # a bound: on to the next run
                         cuts.append(f"{store}, {n} nodes: cut during {run.phase}: {e}")
         except KeyboardInterrupt:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 
 from k3py.api import errors
-from k3py.api.objects import controller_ref, deepcopy
+from k3py.api.objects import deepcopy
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.deployment import HASH_LABEL
 from k3py.server.controllers.workloads_common import (
     REVISION_HASH_LABEL,
     Expectations,
     RevisionHistory,
+    claim_candidates,
     claim_pods,
     delete_exact,
     enqueue_when_available,
@@ -197,8 +198,7 @@ class DaemonSetController(Controller):
         template = spec.get("template") or {}
         h = template_hash(template)
         owned = await claim_pods(self.registry, self.pod_res, ds,
-                                 [p for p in self.pod_inf.list(ns) if not is_terminating(p)
-                                  or controller_ref(p)], spec.get("selector"))
+                                 claim_candidates(self.pod_inf, ds), spec.get("selector"))
         by_node: dict[str, list[dict]] = {}
         failed: list[dict] = []
         for p in owned:

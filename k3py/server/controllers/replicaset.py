@@ -12,6 +12,7 @@ from k3py.api.objects import controller_ref, parse_time
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
     Expectations,
+    claim_candidates,
     claim_pods,
     enqueue_when_available,
     is_terminating,
@@ -124,10 +125,8 @@ class ReplicaSetController(Controller):
             return
         spec = rs.get("spec") or {}
         selector = spec.get("selector")
-        uid = rs["metadata"]["uid"]
-        candidates = [p for p in self.pod_inf.list(ns)
-                      if not is_terminating(p) or is_controlled_by_uid(p, uid)]
-        owned = await claim_pods(self.registry, self.pod_res, rs, candidates, selector)
+        owned = await claim_pods(self.registry, self.pod_res, rs,
+                                 claim_candidates(self.pod_inf, rs), selector)
         active = [p for p in owned if pod_active(p)]
         synced = self.expectations.satisfied(key)
         if synced and not is_terminating(rs):
@@ -207,8 +206,3 @@ class ReplicaSetController(Controller):
         await write_status(self, self.rs_res, rs, st, mrs, "readyReplicas", "availableReplicas",
                            omit_zero=("fullyLabeledReplicas", "readyReplicas",
                                       "availableReplicas"), same_object=True)
-
-
-def is_controlled_by_uid(pod: dict, uid: str) -> bool:
-    ref = controller_ref(pod)
-    return bool(ref and ref.get("uid") == uid)

@@ -22,9 +22,10 @@ __all__ = ["selector_matches", "selector_matcher", "pod_ready", "pod_available",
            "OWNER_INDEX", "parse_int", "is_terminating", "claim_pods", "now_dt",
            "REVISION_HASH_LABEL", "revision_data", "RevisionHistory", "watch_pods",
            "owner_handler", "owner_key_of", "observe_pod_event", "enqueue_when_available",
-           "delete_exact", "write_status"]
+           "delete_exact", "write_status", "ORPHAN_INDEX", "claim_candidates"]
 
 OWNER_INDEX = "controller-uid"
+ORPHAN_INDEX = "orphan-namespace"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -270,11 +271,31 @@ def owner_index(obj: dict) -> list[str]:
     return [ref["uid"]] if ref and ref.get("uid") else []
 
 
+def orphan_index(obj: dict) -> list[str]:
+    """The namespace of a pod no controller owns (one a controller may adopt), else none."""
+    if controller_ref(obj) is not None:
+        return []
+    return [(obj.get("metadata") or {}).get("namespace") or ""]
+
+
 def watch_pods(ctx: Any) -> tuple[Any, Any]:
-    """The pod informer, indexed by controller uid (OWNER_INDEX), and the pods Resource."""
+    """The pod informer, indexed by controller uid (OWNER_INDEX) and its orphans by namespace
+    (ORPHAN_INDEX), and the pods Resource."""
     inf = ctx.informers.informer("", "pods")
     inf.add_index(OWNER_INDEX, owner_index)
+    inf.add_index(ORPHAN_INDEX, orphan_index)
     return inf, ctx.resource("", "pods")
+
+
+def claim_candidates(pod_inf: Any, owner: dict) -> list[dict]:
+    """The pods `claim_pods` may keep or adopt for `owner`: those it controls, and the live
+    orphans of its namespace. Read from the indexes, not the namespace's every pod: with
+    30,000 pods in one namespace, a walk of them all at each reconcile (one per pod event)
+    was most of the server's time."""
+    md = owner["metadata"]
+    orphans = [p for p in pod_inf.by_index(ORPHAN_INDEX, md.get("namespace") or "")
+               if not is_terminating(p)]
+    return pod_inf.by_index(OWNER_INDEX, md["uid"]) + orphans
 
 
 def owner_key_of(pod: dict | None, kind: str) -> str | None:

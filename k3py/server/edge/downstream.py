@@ -55,6 +55,16 @@ def referenced_objects(pod: dict) -> set[tuple[str, str]]:
     return {ref for ref in pod_references(pod) if ref[0] in _REFERENCED}
 
 
+# Pods by what they reference ("configmaps/<ns>/<name>"...): which nodes a ConfigMap, Secret or
+# claim goes to, without every pod's references at each change of one
+REF_INDEX = "references"
+
+
+def pod_reference_keys(pod: dict) -> list[str]:
+    ns = namespace_of(pod)
+    return [f"{plural}/{ns}/{name}" for plural, name in referenced_objects(pod)]
+
+
 # what a write of the pod's status alone changes besides the status
 _STATUS_WRITE_METADATA = ("resourceVersion", "managedFields")
 
@@ -197,6 +207,7 @@ class DownstreamSync:
     def start(self) -> None:
         self.pods = self._informers.informer("", "pods")
         self.pods.add_index(NODE_INDEX, pod_node)  # the one definition: the informer is shared
+        self.pods.add_index(REF_INDEX, pod_reference_keys)
         self.pods.add_handler(self._on_pod)
         self.refs = {}
         for plural in _REFERENCED:
@@ -216,7 +227,7 @@ class DownstreamSync:
         self.device_feed.start()
         self.ingress_feed = IngressFeed(
             self._informers, self.send_object, lambda: list(self.sessions),
-            lambda node, ns, name: ("secrets", ns, name) in self._refs_for_node(node))
+            lambda node, ns, name: node in self._nodes_referencing("secrets", ns, name))
         self.ingress_feed.start()
         if self.issuer is not None:
             self._start_tokens(self.issuer)
@@ -274,6 +285,10 @@ class DownstreamSync:
             ns = namespace_of(pod)
             out.update((plural, ns, name) for plural, name in referenced_objects(pod))
         return out
+
+    def _nodes_referencing(self, plural: str, ns: str, name: str) -> set[str]:
+        """The nodes with a pod that references this ConfigMap, Secret or claim."""
+        return {node_of(p) for p in self.pods.by_index(REF_INDEX, f"{plural}/{ns}/{name}")}
 
     def _ref_object(self, plural: str, ns: str, name: str) -> dict | None:
         return self.refs[plural].get(ns, name)
@@ -413,8 +428,9 @@ class DownstreamSync:
             if plural == "persistentvolumeclaims" and etype != "DELETED" else None
         if volume == ((old or {}).get("spec") or {}).get("volumeName"):
             volume = None  # (bound already: its volume went down with it)
+        nodes = self._nodes_referencing(plural, ns, name)
         for node, session in self.sessions.items():
-            if (plural, ns, name) in self._refs_for_node(node):
+            if node in nodes:
                 if volume:  # the claim just bound: its volume first, the pod waits for both
                     self._send_volumes(session, {volume})
                 session.send(object_message(plural, etype, obj))

@@ -6,12 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from k3py.api.nodeselector import node_selector_term_matches
-from k3py.server.scheduler.nodeinfo import (
-    NodeInfo,
-    node_allocatable,
-    pod_host_ports,
-    pod_requests,
-)
+from k3py.server.scheduler.nodeinfo import NodeInfo, pod_host_ports, requests_of
 
 __all__ = ["FILTERS", "run_filters", "tolerates", "untolerated_taint", "node_selector_matches",
            "node_selector_term_matches", "UNRESOLVABLE", "REASON_AFFINITY", "REASON_NODE_NAME",
@@ -111,7 +106,7 @@ def node_ports(pod: dict, info: NodeInfo) -> Reasons:
 
 
 def fit_reasons(requests: dict[str, int], info: NodeInfo) -> Reasons:
-    alloc = node_allocatable(info.node or {})
+    alloc = info.allocatable()
     if alloc is None:
         return []
     reasons = []
@@ -127,7 +122,7 @@ def fit_reasons(requests: dict[str, int], info: NodeInfo) -> Reasons:
 
 
 def node_resources_fit(pod: dict, info: NodeInfo) -> Reasons:
-    return fit_reasons(pod_requests(pod), info)
+    return fit_reasons(requests_of(pod), info)
 
 
 # Upstream's default order; a node is reported with the reasons of the first filter it fails.

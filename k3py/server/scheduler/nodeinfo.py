@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from k3py.api.quantity import QuantityError, int_value, milli_value
 
-__all__ = ["NodeInfo", "pod_requests", "pod_host_ports", "node_allocatable", "pod_key",
+__all__ = ["NodeInfo", "pod_requests", "requests_of", "pod_host_ports", "node_allocatable",
+           "pod_key",
            "pod_controller", "DEFAULT_MILLI_CPU", "DEFAULT_MEMORY"]
 
 # Upstream's non-zero defaults used only for scoring pods that request nothing.
@@ -99,6 +100,22 @@ def pod_controller(pod: dict) -> tuple[str, str] | None:
     return None
 
 
+# the last pod's requests (with and without the scoring defaults), held with the pod itself:
+# the scheduler filters and scores one pod against up to hundreds of nodes in a row (upstream
+# computes them once, in PreFilter), and informer objects are never changed in place
+_last_requests: dict[bool, tuple[dict, Resources]] = {}
+
+
+def requests_of(pod: dict, non_zero: bool = False) -> Resources:
+    """pod_requests(pod, non_zero), computed once for the pod being scheduled."""
+    last = _last_requests.get(non_zero)
+    if last is not None and last[0] is pod:
+        return last[1]
+    got = pod_requests(pod, non_zero)
+    _last_requests[non_zero] = (pod, got)
+    return got
+
+
 def node_allocatable(node: dict) -> Resources | None:
     """Allocatable (or capacity) of a node; None when the node reports neither (a bare test
     node created through the API), which the resource filter treats as unlimited."""
@@ -119,6 +136,17 @@ class NodeInfo:
     ports: list[tuple[str, str, int]] = field(default_factory=list)
     # pods on the node per controller (SelectorSpread's count, without a walk of every pod)
     controlled: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (the Node object, its allocatable): parsed once per Node object, not per pod scheduled
+    _allocatable: tuple[dict | None, Resources | None] = field(
+        default=(None, None), repr=False, compare=False)
+
+    def allocatable(self) -> Resources | None:
+        """node_allocatable of the node, None without one."""
+        node, alloc = self._allocatable
+        if node is not self.node or node is None:
+            alloc = node_allocatable(self.node) if self.node is not None else None
+            self._allocatable = (self.node, alloc)
+        return alloc
 
     def add_pod(self, pod: dict) -> None:
         key = pod_key(pod)

@@ -6,12 +6,7 @@ from __future__ import annotations
 import math
 
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
-from k3py.server.scheduler.nodeinfo import (
-    NodeInfo,
-    node_allocatable,
-    pod_controller,
-    pod_requests,
-)
+from k3py.server.scheduler.nodeinfo import NodeInfo, pod_controller, requests_of
 
 __all__ = ["least_allocated", "balanced_allocation", "node_affinity_raw", "taint_raw",
            "spread_raw", "score_nodes", "MAX_SCORE", "WEIGHTS"]
@@ -23,8 +18,11 @@ WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAff
 
 def _fractions(pod: dict, info: NodeInfo) -> list[tuple[int, int]]:
     """(requested including this pod, allocatable) for cpu and memory."""
-    alloc = node_allocatable(info.node or {})
-    want = pod_requests(pod, non_zero=True)
+    return _fractions_of(requests_of(pod, non_zero=True), info)
+
+
+def _fractions_of(want: dict[str, int], info: NodeInfo) -> list[tuple[int, int]]:
+    alloc = info.allocatable()
     out = []
     for r in ("cpu", "memory"):
         cap = alloc.get(r, 0) if alloc is not None else 0
@@ -34,8 +32,12 @@ def _fractions(pod: dict, info: NodeInfo) -> list[tuple[int, int]]:
 
 def least_allocated(pod: dict, info: NodeInfo) -> int:
     """Average over cpu and memory of the free share left after placing the pod."""
+    return _least_allocated(_fractions(pod, info))
+
+
+def _least_allocated(fractions: list[tuple[int, int]]) -> int:
     parts = []
-    for used, cap in _fractions(pod, info):
+    for used, cap in fractions:
         if cap <= 0 or used > cap:
             parts.append(0)
         else:
@@ -45,8 +47,12 @@ def least_allocated(pod: dict, info: NodeInfo) -> int:
 
 def balanced_allocation(pod: dict, info: NodeInfo) -> int:
     """Higher when cpu and memory are used in equal shares (1 - standard deviation)."""
+    return _balanced_allocation(_fractions(pod, info))
+
+
+def _balanced_allocation(fractions: list[tuple[int, int]]) -> int:
     shares = []
-    for used, cap in _fractions(pod, info):
+    for used, cap in fractions:
         shares.append(min(used / cap, 1.0) if cap > 0 else 1.0)
     mean = sum(shares) / len(shares)
     std = math.sqrt(sum((s - mean) ** 2 for s in shares) / len(shares))
@@ -55,8 +61,15 @@ def balanced_allocation(pod: dict, info: NodeInfo) -> int:
 
 def node_affinity_raw(pod: dict, info: NodeInfo) -> int:
     """Sum of weights of the preferred node affinity terms the node matches."""
-    preferred = ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
-                 .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+    return _affinity(_preferred_terms(pod), info)
+
+
+def _preferred_terms(pod: dict) -> list[dict]:
+    return ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
+            .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+
+
+def _affinity(preferred: list[dict], info: NodeInfo) -> int:
     node = info.node or {}
     return sum(int(p.get("weight") or 0) for p in preferred
                if node_selector_term_matches(p.get("preference") or {}, node))
@@ -64,8 +77,15 @@ def node_affinity_raw(pod: dict, info: NodeInfo) -> int:
 
 def taint_raw(pod: dict, info: NodeInfo) -> int:
     """Count of PreferNoSchedule taints the pod does not tolerate (lower is better)."""
-    tolerations = [t for t in (pod.get("spec") or {}).get("tolerations") or []
-                   if (t.get("effect") or "PreferNoSchedule") == "PreferNoSchedule"]
+    return _untolerated(_prefer_no_schedule_tolerations(pod), info)
+
+
+def _prefer_no_schedule_tolerations(pod: dict) -> list[dict]:
+    return [t for t in (pod.get("spec") or {}).get("tolerations") or []
+            if (t.get("effect") or "PreferNoSchedule") == "PreferNoSchedule"]
+
+
+def _untolerated(tolerations: list[dict], info: NodeInfo) -> int:
     return sum(1 for taint in ((info.node or {}).get("spec") or {}).get("taints") or []
                if taint.get("effect") == "PreferNoSchedule"
                and not any(tolerates(t, taint) for t in tolerations))
@@ -87,15 +107,24 @@ def _normalize(raw: dict[str, int], reverse: bool) -> dict[str, int]:
 
 
 def score_nodes(pod: dict, infos: list[NodeInfo]) -> dict[str, int]:
-    """Weighted total per feasible node name."""
-    totals = {i.name: 0 for i in infos}
+    """Weighted total per feasible node name. What each plugin needs of the pod is read once
+    (upstream's PreScore), then each node is scored in one pass: with 1,000 nodes, scoring
+    was most of what the scheduler spent on a pod."""
+    want = requests_of(pod, non_zero=True)
+    preferred, tolerations = _preferred_terms(pod), _prefer_no_schedule_tolerations(pod)
+    owner = pod_controller(pod)
+    totals: dict[str, int] = {}
+    raw: dict[str, dict[str, int]] = {"NodeAffinity": {}, "TaintToleration": {},
+                                      "SelectorSpread": {}}
     for i in infos:
-        totals[i.name] += WEIGHTS["NodeResourcesFit"] * least_allocated(pod, i)
-        totals[i.name] += WEIGHTS["NodeResourcesBalancedAllocation"] * \
-            balanced_allocation(pod, i)
-    for plugin, fn, reverse in (("NodeAffinity", node_affinity_raw, False),
-                                ("TaintToleration", taint_raw, True),
-                                ("SelectorSpread", spread_raw, True)):
-        for name, s in _normalize({i.name: fn(pod, i) for i in infos}, reverse).items():
+        fractions = _fractions_of(want, i)
+        totals[i.name] = WEIGHTS["NodeResourcesFit"] * _least_allocated(fractions) + \
+            WEIGHTS["NodeResourcesBalancedAllocation"] * _balanced_allocation(fractions)
+        raw["NodeAffinity"][i.name] = _affinity(preferred, i) if preferred else 0
+        raw["TaintToleration"][i.name] = _untolerated(tolerations, i)
+        raw["SelectorSpread"][i.name] = 0 if owner is None else i.controlled[owner]
+    for plugin, reverse in (("NodeAffinity", False), ("TaintToleration", True),
+                            ("SelectorSpread", True)):
+        for name, s in _normalize(raw[plugin], reverse).items():
             totals[name] += WEIGHTS[plugin] * s
     return totals

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.server.controllers.replicaset import ReplicaSetController, deletion_rank
+from k3py.server.controllers.workloads_common import claim_candidates, watch_pods
 from tests.unit.controllers.conftest import eventually
 
 pytestmark = pytest.mark.unit
@@ -75,3 +76,34 @@ async def _count(items, n: int) -> bool:
 
 async def _eq(obj, key: str, value) -> bool:
     return (await obj).get(key) == value
+
+
+async def test_claim_candidates_are_its_own_pods_and_the_live_orphans(env) -> None:
+    """What a reconcile claims from: the indexes, not every pod of the namespace. Pods
+    another controller owns, and orphans elsewhere or terminating, are not candidates; an
+    adopted orphan moves to its owner's."""
+    inf, pod_res = watch_pods(env.ctx)
+    await env.ctx.informers.wait_synced()
+    owner = {"kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default",
+                                                "uid": "u-web"}}
+
+    def pod(name: str, owner_uid: str = "", **md) -> dict:
+        refs = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": owner_uid,
+                 "controller": True}] if owner_uid else []
+        return {"metadata": {"name": name, "labels": {"app": "web"}, "ownerReferences": refs,
+                             **md}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    for p in (pod("mine", owner_uid="u-web"), pod("theirs", owner_uid="u-other"),
+              pod("orphan"), pod("held", finalizers=["k3py.io/test"])):
+        await env.registry.create(pod_res, "default", p)
+    await env.registry.delete(pod_res, "default", "held", {})  # terminating: kept by its finalizer
+
+    def names() -> set[str]:
+        return {p["metadata"]["name"] for p in claim_candidates(inf, owner)}
+    await eventually(lambda: names() == {"mine", "orphan"})
+
+    def adopt(cur: dict) -> dict:
+        cur["metadata"]["ownerReferences"] = pod("x", owner_uid="u-other")["metadata"][
+            "ownerReferences"]
+        return cur
+    await env.registry.update_with(pod_res, "default", "orphan", adopt)
+    await eventually(lambda: names() == {"mine"})

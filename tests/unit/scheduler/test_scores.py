@@ -3,6 +3,7 @@ spreading pods of one controller; and the FailedScheduling message format."""
 
 import pytest
 
+from k3py.server.scheduler.filters import run_filters
 from k3py.server.scheduler.scheduler import fit_error_message
 from k3py.server.scheduler.scores import balanced_allocation, least_allocated, score_nodes
 from tests.unit.scheduler.test_filters import info, node, pod
@@ -65,3 +66,16 @@ def test_fit_error_message() -> None:
         "found for incoming pod, 2 Preemption is not helpful for scheduling.")
     assert fit_error_message(0, {}) == \
         "0/0 nodes are available: no nodes available to schedule pods."
+
+
+def test_what_is_computed_once_follows_a_new_node_and_the_next_pod() -> None:
+    """A node's parsed allocatable is kept per Node object and a pod's requests per pod being
+    scheduled: a Node update (a new object) and the next pod are read afresh."""
+    i = info(node(cpu="1", memory="1Gi"))
+    big = pod(cpu="1500m")
+    assert run_filters(big, i) == ("NodeResourcesFit", ["Insufficient cpu"])
+    i.node = node(cpu="2", memory="1Gi")
+    assert run_filters(big, i) == ("", [])
+    assert run_filters(pod(name="q", cpu="3"), i) == ("NodeResourcesFit", ["Insufficient cpu"])
+    assert least_allocated(pod(cpu="1"), i) == least_allocated(pod(cpu="1"), i) < \
+        least_allocated(pod(cpu="100m"), i)
