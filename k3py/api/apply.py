@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from k3py.api import errors
+from k3py.api.memo import ValueMemo
 from k3py.api.objects import now_rfc3339
 from k3py.api.schema import Schema, find_unknown_fields, schema_for, schema_from_structural
 
@@ -154,30 +155,21 @@ def fields_v1(obj: dict, schema: Schema | None) -> dict:
         return encode_fields(field_set(obj, schema))
 
 
-# A top-level field's FieldsV1 node by (schema, field, its JSON): the objects a controller
-# makes from one template (a Deployment's pods, a Job's) carry the same spec, and its walk is
-# most of a create's field tracking. Bounded in entries and in the size of a remembered value.
-_TOP_MEMO: dict[tuple[Schema | None, str, bytes], bytes] = {}
-_TOP_MEMO_ENTRIES = 256
-_TOP_MEMO_MAX_BYTES = 16 * 1024
+# A top-level field's FieldsV1 node (encoded) by (schema, field, its JSON): the objects a
+# controller makes from one template (a Deployment's pods, a Job's) carry the same spec, and
+# its walk is most of a create's field tracking.
+_TOP_MEMO: ValueMemo[bytes] = ValueMemo()
 
 
 def _top_field_node(sub: dict | list, schema: Schema | None, key: str) -> dict | None:
     """The FieldsV1 node of the top-level field `key` (not metadata, whose name and labels
     differ from object to object), from the memo when the same value was walked before."""
-    try:
-        data = orjson.dumps(sub)
-    except (orjson.JSONEncodeError, TypeError):  # e.g. an int over 64 bits (from YAML)
-        data = b""
-    if not data or len(data) > _TOP_MEMO_MAX_BYTES:
-        return _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
-    memo_key = (schema, key, data)
+    memo_key = _TOP_MEMO.key(schema, key, sub)
     encoded = _TOP_MEMO.get(memo_key)
     if encoded is None:
         node = _node(*_tree(sub, schema.field(key) if schema else None, schema, key))
-        if len(_TOP_MEMO) >= _TOP_MEMO_ENTRIES:
-            del _TOP_MEMO[next(iter(_TOP_MEMO))]
-        _TOP_MEMO[memo_key] = orjson.dumps(node)
+        if memo_key is not None:
+            _TOP_MEMO.put(memo_key, orjson.dumps(node))
         return node
     return orjson.loads(encoded)  # a copy of its own: the caller's object may be changed
 

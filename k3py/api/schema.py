@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import orjson
+from k3py.api.memo import ValueMemo
 
 __all__ = ["definitions", "definition_name", "definition_for", "Schema", "schema_for",
            "schema_from_structural", "find_unknown_fields", "wrong_type",
@@ -190,40 +190,8 @@ def schema_from_structural(openapi_v3_schema: dict | None) -> Schema:
 _ROOT_KEPT = ("apiVersion", "kind", "metadata")
 
 
-class _Clean:
-    """Top-level field values (by schema, path and JSON encoding) a walk found nothing in:
-    the objects a controller makes from one template carry the same spec, so it is walked
-    once, not per object. Bounded in entries and in the size of a remembered value."""
-
-    def __init__(self, entries: int = 256, max_bytes: int = 16 * 1024) -> None:
-        self._seen: dict[tuple[Schema, str, bytes], None] = {}
-        self._entries = entries
-        self._max_bytes = max_bytes
-
-    def key(self, s: Schema, path: str, value: Any,
-            skip: bytes = b"") -> tuple[Schema, str, bytes] | None:
-        """The memo key of `value`, None when it is not remembered (too large, not encodable,
-        or holding `skip`)."""
-        try:
-            data = orjson.dumps(value)
-        except (orjson.JSONEncodeError, TypeError):  # e.g. an int over 64 bits (from YAML)
-            return None
-        if len(data) > self._max_bytes or (skip and skip in data):
-            return None
-        return (s, path, data)
-
-    def __contains__(self, key: tuple[Schema, str, bytes] | None) -> bool:
-        return key is not None and key in self._seen
-
-    def add(self, key: tuple[Schema, str, bytes] | None) -> None:
-        if key is None:
-            return
-        if len(self._seen) >= self._entries:
-            del self._seen[next(iter(self._seen))]
-        self._seen[key] = None
-
-
-_NO_UNKNOWN = _Clean()
+# top-level field values a walk found no unknown field in (walked once, not per object)
+_NO_UNKNOWN: ValueMemo[bool] = ValueMemo()
 
 
 def find_unknown_fields(api_version: str, kind: str, obj: Any) -> list[str]:
@@ -248,12 +216,12 @@ def _unknown(s: Schema, v: Any, path: str, out: list[str]) -> None:
                     _unknown(sub, val, f"{path}.{key}" if path else key, out)
                     continue
                 memo = _NO_UNKNOWN.key(sub, key, val)
-                if memo in _NO_UNKNOWN:
+                if _NO_UNKNOWN.get(memo):
                     continue
                 found = len(out)
                 _unknown(sub, val, key, out)
                 if len(out) == found:
-                    _NO_UNKNOWN.add(memo)
+                    _NO_UNKNOWN.put(memo, True)
     elif type(v) is list:
         items = s.items()
         if items is not None:
@@ -354,7 +322,8 @@ def _mismatch(s: Schema, value: Any, path: str) -> str | None:
            f"struct field {path} of type {_go_type(s.node, s.ref, s.defs)}"
 
 
-_FITTING = _Clean()
+# top-level field values (without nulls) seen to fit their schema
+_FITTING: ValueMemo[bool] = ValueMemo()
 
 
 def _first_wrong_type(s: Schema, value: Any, path: str, top: bool = False) -> str | None:
@@ -412,11 +381,11 @@ def _fitting_field(s: Schema, value: Any, path: str) -> str | None:
     a value without nulls is remembered: nothing in it is changed by the walk, so the same
     value fits again."""
     memo = _FITTING.key(s, path, value, skip=b"null")
-    if memo in _FITTING:
+    if _FITTING.get(memo):
         return None
     err = _first_wrong_type(s, value, path)
     if err is None:
-        _FITTING.add(memo)
+        _FITTING.put(memo, True)
     return err
 
 

@@ -1,7 +1,7 @@
 """The dashboard's metrics, on a real server with its embedded agent reporting usage every
 second (--metrics-resolution 1s) and a real busybox pod of two containers:
 
-- the live websocket's "metrics" subscription answers with the history, then new points, and
+- the live websocket's "metrics" feed answers with the history, then new points, and
   is authorized as the user (a service account without metrics.k8s.io is refused with 403);
 - a real headless Chromium shows, in the Nodes view, the node's k3py version and CPU and memory
   sparklines that grow point by point; the node's *metrics* button opens the Metrics view's
@@ -72,11 +72,12 @@ def test_subscription_sends_history_then_points_as_the_user(srv, admin_token):  
     wait_for(lambda: _pod_metrics_listed(srv), 30, 0.5, "the pod's metrics (kubectl top)")
     history, update = run(_metrics(srv, admin_token, {"kind": "pods", "namespace": "default",
                                                       "name": "usage"}, 2))
-    assert history["type"] == "metrics" and history["reset"], history
-    series = history["series"]["default/usage"]
+    assert history["type"] == "feed" and history["data"]["reset"], history
+    series = history["data"]["series"]["default/usage"]
     assert series["times"] and series["memory"][-1] > 0, series
-    new = update["series"]["default/usage"]
-    assert "reset" not in update and new["times"][0] > series["times"][-1], (history, update)
+    new = update["data"]["series"]["default/usage"]
+    assert "reset" not in update["data"] and new["times"][0] > series["times"][-1], (
+        history, update)
     assert sorted(series["containers"]) == sorted(new["containers"]) == ["app", "sidecar"]
     assert all(len(c["memory"]) == len(series["times"]) for c in series["containers"].values())
     srv.kubectl("-n", "default", "create", "serviceaccount", "no-metrics")

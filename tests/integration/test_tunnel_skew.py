@@ -11,8 +11,9 @@ features: the upload stopped after one 256 KiB window, waiting for credit, and t
 ended with an error); a connection relayed from one node to an old one moves 1 MiB each way
 (before: 502 after a window), also from a node that asked for flow control, which the server
 tells it is off; a UDP flow to an old node is refused, not opened as TCP. The other way round
-(an agent upgraded before its server) is tests/unit/agent/test_tunnel_link.py's, with the real
-agent against a server speaking the old protocol."""
+(an agent upgraded before its server) is tests/unit/agent/test_tunnel_old_server.py's, with
+the real agent against a server speaking the old protocol; both old ends' streams are
+tests/tunnelpeers.py."""
 
 from __future__ import annotations
 
@@ -26,24 +27,19 @@ import pytest
 
 from k3py.agent.join import join, ssl_context
 from k3py.tunnel import framing
-from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import (
     EDGE,
     GROUP_RESOURCE,
-    GROUP_STREAM,
     GROUP_TUNNEL,
     OP_KEEPALIVE,
     Message,
     ack_for,
     keepalive,
-    new_message,
     stream_frame,
 )
 from k3py.tunnel.protocol import (
     FEATURES_HEADER,
     FRAME_CLOSE,
-    FRAME_CREDIT,
-    FRAME_DATA,
     FRAME_DATA_CLOSE,
     FRAME_ERROR,
     FRAME_FLOW,
@@ -51,102 +47,33 @@ from k3py.tunnel.protocol import (
     STREAM_CONNECT,
     STREAM_PORTFORWARD,
     TUNNEL_PATH,
-    content_credit,
-    content_data,
-    credit_content,
-    data_content,
     features_header,
 )
 from tests.harness import wait_for
 from tests.integration.agents import port_forward, stop_proc
+from tests.tunnelpeers import MIB, OldTunnelEnd
 
 pytestmark = pytest.mark.integration
 
-MIB = 1 << 20
-CHUNK = 64 * 1024
 DEADLINE = 20.0  # seconds for any one exchange: a stream stuck waiting for credit fails here
 
 
-class Agent:
+class Agent(OldTunnelEnd):
     """A node's tunnel, spoken by the test: the old protocol, or (`features`) a newer agent's
-    dial. Stream requests the server sends land in `requests`, the frames of every stream
-    in `streams[id]`. `counts`: as the release before features (8ad632f), which names no
-    features but flow-controls every stream: at most a window goes until credit comes, what
-    comes is granted back, and more than a window in flight would fail the stream."""
+    dial (`counts`: see OldTunnelEnd). It answers keepalives and ACKs resources."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, counts: bool = False) -> None:
-        self.ws, self.counts = ws, counts
-        self.windows: dict[str, tuple[StreamWindow, StreamWindow]] = {}  # sending, receiving
-        self.credit = asyncio.Event()
-        self.requests: asyncio.Queue[Message] = asyncio.Queue()
-        self.streams: dict[str, asyncio.Queue] = {}
+        super().__init__(ws, EDGE, counts)
         self.tunnel_ops: list[str] = []  # the link messages the server sent (the hello)
-        self._reader = asyncio.create_task(self._read())
+        self._reader = asyncio.create_task(self.read())
 
-    async def _read(self) -> None:
-        async for frame in self.ws:
-            if frame.type != aiohttp.WSMsgType.TEXT:
-                continue
-            msg = framing.decode(frame.data)
-            if msg.route.group == GROUP_TUNNEL:
-                self.tunnel_ops.append(msg.route.operation)
-                if msg.route.operation == OP_KEEPALIVE:
-                    await self.send(keepalive(msg.content, source=EDGE))
-            elif msg.route.group == GROUP_RESOURCE:
-                await self.send(ack_for([msg.id], source=EDGE))  # "persisted"
-            elif msg.route.group == GROUP_STREAM and not msg.header.parent_id:
-                self.streams[msg.id] = asyncio.Queue()
-                self.requests.put_nowait(msg)
-            elif msg.route.group == GROUP_STREAM and msg.route.operation == FRAME_CREDIT \
-                    and self.counts:
-                self._window(msg.header.parent_id)[0].granted(content_credit(msg.content))
-                self.credit.set()
-            elif msg.route.group == GROUP_STREAM:
-                q = self.streams.get(msg.header.parent_id)
-                if q is not None:
-                    q.put_nowait((msg.route.operation, msg.content))
-
-    async def send(self, msg: Message) -> None:
-        await self.ws.send_str(framing.encode(msg))
-
-    async def open(self, operation: str, content: dict) -> str:
-        msg = new_message(source=EDGE, group=GROUP_STREAM, operation=operation, content=content)
-        self.streams[msg.id] = asyncio.Queue()
-        await self.send(msg)
-        return msg.id
-
-    def _window(self, sid: str) -> tuple[StreamWindow, StreamWindow]:
-        return self.windows.setdefault(sid, (StreamWindow(), StreamWindow()))
-
-    async def send_bytes(self, sid: str, n: int) -> None:
-        """`n` bytes up stream `sid` in 64 KiB data frames (`counts`: within credit)."""
-        sending = self._window(sid)[0]
-        for _ in range(n // CHUNK):
-            while self.counts and sending.room() < CHUNK:
-                self.credit.clear()
-                await self.credit.wait()
-            sending.sent(CHUNK)
-            await self.send(stream_frame(sid, FRAME_DATA, data_content(bytes(CHUNK)), source=EDGE))
-
-    async def receive_bytes(self, sid: str, n: int) -> list[str]:
-        """Read stream `sid` until `n` bytes came (`counts`: granted back as they come); the
-        other frames seen."""
-        got, others = 0, []
-        receiving = self._window(sid)[1]
-        while got < n:
-            op, content = await self.streams[sid].get()
-            if op == FRAME_DATA:
-                data = content_data(content)
-                got += len(data)
-                if self.counts:
-                    assert receiving.sent(len(data)), f"more than a window on {sid}"
-                    if grant := receiving.consumed(len(data)):
-                        await self.send(stream_frame(sid, FRAME_CREDIT, credit_content(grant),
-                                                     source=EDGE))
-            else:
-                others.append(op)
-                assert op not in (FRAME_ERROR, FRAME_CLOSE), (op, content, got)
-        return others
+    async def on_link(self, msg: Message) -> None:
+        if msg.route.group == GROUP_TUNNEL:
+            self.tunnel_ops.append(msg.route.operation)
+            if msg.route.operation == OP_KEEPALIVE:
+                await self.send(keepalive(msg.content, source=EDGE))
+        elif msg.route.group == GROUP_RESOURCE:
+            await self.send(ack_for([msg.id], source=EDGE))  # "persisted"
 
     async def close(self) -> None:
         self._reader.cancel()

@@ -25,7 +25,13 @@ from k3py.api import errors
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
-from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, MAX_FLUSHES_PER_SECOND, LiveSocket
+from k3py.server.dashboard.live import (
+    CLOSE_UNAUTHORIZED,
+    MAX_FLUSHES_PER_SECOND,
+    LiveSocket,
+    metrics_feed,
+    tunnels_feed,
+)
 from k3py.server.dashboard.logins import COOKIE, LoginLinks, LoginSessions, has_marker, same_origin
 from k3py.server.dashboard.metricshistory import MetricsHistory
 from k3py.server.dashboard.mqtt import MqttFeeds
@@ -58,7 +64,10 @@ class Dashboard:
         self.tunnel_figures = TunnelFigures(hub)
         self.metrics_history = MetricsHistory(usage)  # fed whether or not a tab is open
         self.twin_history = TwinHistory()
-        self.mqtt = MqttFeeds(api.authorizer, hub, 1 / MAX_FLUSHES_PER_SECOND)
+        mqtt = MqttFeeds(api.authorizer, hub, 1 / MAX_FLUSHES_PER_SECOND)
+        self.feeds = {"tunnels": tunnels_feed(api.authorizer, self.tunnel_figures),
+                      "metrics": metrics_feed(api.authorizer, self.metrics_history),
+                      **mqtt.feeds()}  # the live websocket's ops beside "watch"
         self.read_only = read_only
         self.logins = LoginSessions()
         self.links = LoginLinks()
@@ -185,8 +194,7 @@ class Dashboard:
         if user is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")
             return ws
-        await LiveSocket(self.api, ws, user, self.tunnel_figures, self.metrics_history,
-                         self.mqtt.feeds()).serve()
+        await LiveSocket(self.api, ws, user, self.feeds).serve()
         return ws
 
 

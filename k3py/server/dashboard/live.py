@@ -6,11 +6,10 @@ MAX_FLUSHES_PER_SECOND messages per subscription.
 Messages from the tab (JSON):
   {"op": "watch", "id": ID, "group": G, "version": V?, "resource": PLURAL, "namespace": NS?,
    "labelSelector": S?, "resourceVersion": RV?}  without RV: a list first; with RV: resume
-  {"op": "tunnels", "id": ID}   every node's tunnel figures, again on each change
-  {"op": "metrics", "id": ID, "kind": "nodes"|"pods", "namespace": NS?, "name": N?}
-     CPU and memory of the last 15 minutes, then each new point (metricshistory.py)
-  {"op": FEED, "id": ID, ...}   one of the `feeds` the socket was given (mqtt.py's "mqtt" and
-     "mqtttail"), with the feed's own fields
+  {"op": FEED, "id": ID, ...}   one of the `feeds` the socket was given, with the feed's own
+     fields: "tunnels" (every node's tunnel figures, again on each change; tunnels_feed),
+     "metrics" {"kind": "nodes"|"pods", "namespace": NS?, "name": N?} (CPU and memory of the
+     last 15 minutes, then each new point; metrics_feed), mqtt.py's "mqtt" and "mqtttail"
   {"op": "cancel", "id": ID}
 To the tab:
   {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
@@ -18,11 +17,11 @@ To the tab:
      (one event per object in a batch, its newest row, ADDED if it was added in the
      batch; a DELETED row is {"uid": ...})
   {"id": ID, "type": "ended", "resourceVersion": RV}   the watch ended: resume from RV
-  {"id": ID, "type": "tunnels", "nodes": {NAME: figures}}  (tunnels.py; `list nodes`)
-  {"id": ID, "type": "metrics", "reset": true?, "series": {NAME: {"times", "cpu", "memory",
-   "containers"?}}}  (reset: the history; then new points to append; one pod's also has its
-     containers' {NAME: {"cpu", "memory"}}; `list`/`get` metrics.k8s.io)
-  {"id": ID, "type": "feed", "data": {...}}   what a feed yields, each time it does
+  {"id": ID, "type": "feed", "data": {...}}   what a feed yields, each time it does:
+     "tunnels": {NAME: figures} (tunnels.py; as `list nodes`); "metrics": {"reset": true?,
+     "series": {NAME: {"times", "cpu", "memory", "containers"?}}} (reset: the history; then
+     new points to append; one pod's also has its containers' {NAME: {"cpu", "memory"}}; as
+     `list`/`get` of metrics.k8s.io)
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)
 Authentication is the login cookie; the marker header a browser cannot put on a websocket is
@@ -44,13 +43,14 @@ from k3py.api.objects import dumps, loads
 from k3py.api.resources import Resource
 from k3py.api.selectors import parse_label_selector
 from k3py.server.apiserver.app import ApiServer
-from k3py.server.apiserver.auth import User
+from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.apiserver.watch import stop_pump
 from k3py.server.dashboard.metricshistory import MetricsHistory, MetricsQuery
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.webui.rows import project
 
-__all__ = ["LiveSocket", "Feed", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED"]
+__all__ = ["LiveSocket", "Feed", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED",
+           "tunnels_feed", "metrics_feed"]
 
 MAX_FLUSHES_PER_SECOND = 4
 CLOSE_UNAUTHORIZED = 4401  # the websocket close code for "log in again"
@@ -64,16 +64,34 @@ def _event_rv(obj: Any) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def tunnels_feed(authorizer: AuthorizerChain, figures: TunnelFigures) -> Feed:
+    """The "tunnels" feed: every node's tunnel figures, again on each change (`list nodes`)."""
+    async def feed(user: User, _msg: dict) -> AsyncGenerator[dict, None]:
+        authorizer.authorize(user, "list", "", "nodes", None)
+        async for table in figures.follow(1 / MAX_FLUSHES_PER_SECOND):
+            yield table
+    return feed
+
+
+def metrics_feed(authorizer: AuthorizerChain, history: MetricsHistory) -> Feed:
+    """The "metrics" feed: the history of the series a query matches, then their new points,
+    authorized as `kubectl top` is."""
+    async def feed(user: User, msg: dict) -> AsyncGenerator[dict, None]:
+        query = MetricsQuery.parse(msg)
+        authorizer.authorize(user, query.verb, METRICS_GROUP, query.kind, query.namespace,
+                             query.name)
+        async for message in history.follow(query, 1 / MAX_FLUSHES_PER_SECOND):
+            yield message
+    return feed
+
+
 class LiveSocket:
     """One tab's websocket and its subscriptions (id -> task)."""
 
     def __init__(self, api: ApiServer, ws: web.WebSocketResponse, user: User,
-                 tunnels: TunnelFigures, metrics: MetricsHistory,
-                 feeds: dict[str, Feed] | None = None) -> None:
+                 feeds: dict[str, Feed]) -> None:
         self.api = api
-        self.tunnels = tunnels
-        self.metrics = metrics
-        self.feeds = feeds or {}
+        self.feeds = feeds
         self.ws = ws
         self.user = user
         self.subscriptions: dict[str, asyncio.Task] = {}
@@ -106,42 +124,16 @@ class LiveSocket:
         if msg.get("op") == "cancel":
             return
         op = msg.get("op")
-        if op not in ("watch", "tunnels", "metrics", *self.feeds):
-            raise errors.bad_request(f'unknown op {op!r} (one of watch, tunnels, metrics, '
+        if op not in ("watch", *self.feeds):
+            raise errors.bad_request(f'unknown op {op!r} (one of watch, '
                                      f'{", ".join(self.feeds)} or cancel)')
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise errors.bad_request(f"at most {MAX_SUBSCRIPTIONS} subscriptions per tab")
         if op == "watch":
             follow = self._subscription(sid, msg)
-        elif op == "metrics":
-            follow = self._metrics(sid, msg)
-        elif op == "tunnels":
-            follow = self._tunnels(sid)
         else:
             follow = self._feed(sid, self.feeds[op](self.user, msg))
         self.subscriptions[sid] = asyncio.create_task(follow)
-
-    async def _tunnels(self, sid: str) -> None:
-        try:
-            self.api.authorizer.authorize(self.user, "list", "", "nodes", None)
-            async for table in self.tunnels.follow(1 / MAX_FLUSHES_PER_SECOND):
-                await self._send({"id": sid, "type": "tunnels", "nodes": table})
-        except errors.StatusError as e:
-            await self._send_error(sid, e)
-        except ConnectionResetError:
-            pass
-
-    async def _metrics(self, sid: str, msg: dict) -> None:
-        try:
-            query = MetricsQuery.parse(msg)
-            self.api.authorizer.authorize(self.user, query.verb, METRICS_GROUP, query.kind,
-                                          query.namespace, query.name)
-            async for message in self.metrics.follow(query, 1 / MAX_FLUSHES_PER_SECOND):
-                await self._send({"id": sid, "type": "metrics", **message})
-        except errors.StatusError as e:
-            await self._send_error(sid, e)
-        except ConnectionResetError:
-            pass
 
     async def _feed(self, sid: str, feed: AsyncGenerator[dict, None]) -> None:
         try:

@@ -40,9 +40,8 @@ export class Live {
   }
 
   // spec: {group, version?, resource, namespace?}; onRows(rows Map uid->row, changed Map).
-  // spec {op: "tunnels"}: onRows(every node's tunnel figures), again on each change.
-  // spec {op: "metrics", kind, ...}: onRows(each message: the history, then new points).
-  // spec {op: FEED, ...}: onRows(what the server's feed sends), each time (e.g. "mqtt").
+  // spec {op: FEED, ...}: onRows(what the server's feed sends), each time: "tunnels" (every
+  // node's tunnel figures), "metrics" (the history, then new points), "mqtt", "mqtttail".
   subscribe(spec, onRows, onError) {
     const sub = new Subscription(String(this.next++), spec, onRows, onError);
     this.subscriptions.set(sub.id, sub);
@@ -84,10 +83,6 @@ class Subscription {
       this.rows = rows;
       this.resourceVersion = msg.resourceVersion;
       this.onRows(rows, changed);
-    } else if (msg.type === "tunnels") {
-      this.onRows(msg.nodes);
-    } else if (msg.type === "metrics") {
-      this.onRows(msg);
     } else if (msg.type === "feed") {
       this.onRows(msg.data);
     } else if (msg.type === "ended") {

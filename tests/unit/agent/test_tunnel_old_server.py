@@ -1,5 +1,6 @@
 """An agent upgraded before its server: the real EdgeHub and connect handlers against a server
-that speaks the tunnel as it was before tunnel features, written here with aiohttp: it sends
+that speaks the tunnel as it was before tunnel features, written here with aiohttp (its
+streams: tests/tunnelpeers.py, shared with tests/integration/test_tunnel_skew.py): it sends
 no hello (its first message is its keepalive probe), sends requests without "flow", and
 never sends nor passes on a credit frame.
 
@@ -22,37 +23,26 @@ from k3py.agent.edgehub import EdgeHub
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.network.tunnelproxy import connect_through, serve_connect
 from k3py.tunnel import framing
-from k3py.tunnel.flowcontrol import StreamWindow
 from k3py.tunnel.message import (
     CLOUD,
-    GROUP_STREAM,
     GROUP_TUNNEL,
     OP_KEEPALIVE,
     Message,
     keepalive,
-    new_message,
-    stream_frame,
 )
 from k3py.tunnel.protocol import (
     FEATURES_HEADER,
     FRAME_CLOSE,
     FRAME_CREDIT,
-    FRAME_DATA,
     STREAM_CONNECT,
     TUNNEL_PATH,
-    content_credit,
-    content_data,
-    credit_content,
-    data_content,
     parse_features,
 )
 from k3py.tunnel.reliability import Backoff
+from tests.tunnelpeers import MIB, OldTunnelEnd
 from tests.unit.conftest import serve_app
 
 pytestmark = pytest.mark.unit
-
-MIB = 1 << 20
-CHUNK = 64 * 1024
 
 
 class OldServer:
@@ -75,70 +65,18 @@ class OldServer:
         return ws
 
 
-class OldLink:
-    """One agent's link. `counts`: as the release before features (8ad632f), each stream's
-    data is flow controlled both ways whatever the request says: at most a window goes to
-    the agent until it grants more, and what comes is granted back (an overrun fails)."""
+class OldLink(OldTunnelEnd):
+    """One agent's link; `keepalives`: what the agent sent back."""
 
     def __init__(self, ws: web.WebSocketResponse, features: str | None,
                  counts: bool = False) -> None:
-        self.ws, self.features, self.counts = ws, features, counts
-        self.windows: dict[str, tuple[StreamWindow, StreamWindow]] = {}  # sending, receiving
-        self.credit = asyncio.Event()
-        self.keepalives: list[object] = []  # what the agent sent back
-        self.requests: asyncio.Queue[Message] = asyncio.Queue()  # streams the agent opens
-        self.frames: dict[str, asyncio.Queue] = {}
+        super().__init__(ws, CLOUD, counts)
+        self.features = features
+        self.keepalives: list[object] = []
 
-    async def send(self, msg: Message) -> None:
-        await self.ws.send_str(framing.encode(msg))
-
-    async def read(self) -> None:
-        async for frame in self.ws:
-            msg = framing.decode(frame.data)
-            if msg.route.group == GROUP_TUNNEL and msg.route.operation == OP_KEEPALIVE:
-                self.keepalives.append(msg.content)
-            elif msg.route.group == GROUP_STREAM and not msg.header.parent_id:
-                self.frames[msg.id] = asyncio.Queue()
-                self.requests.put_nowait(msg)
-            elif msg.route.group == GROUP_STREAM and msg.route.operation == FRAME_CREDIT \
-                    and self.counts:
-                self._window(msg.header.parent_id)[0].granted(content_credit(msg.content))
-                self.credit.set()
-            elif msg.route.group == GROUP_STREAM:
-                self.frames.setdefault(msg.header.parent_id, asyncio.Queue()).put_nowait(
-                    (msg.route.operation, msg.content))
-
-    def _window(self, sid: str) -> tuple[StreamWindow, StreamWindow]:
-        return self.windows.setdefault(sid, (StreamWindow(), StreamWindow()))
-
-    async def send_bytes(self, sid: str, n: int) -> None:
-        sending = self._window(sid)[0]
-        for _ in range(n // CHUNK):
-            while self.counts and sending.room() < CHUNK:
-                self.credit.clear()
-                await self.credit.wait()
-            sending.sent(CHUNK)
-            await self.send(stream_frame(sid, FRAME_DATA, data_content(bytes(CHUNK)),
-                                         source=CLOUD))
-
-    async def receive_bytes(self, sid: str, n: int) -> None:
-        """Until `n` bytes came on `sid` (credit frames skipped: this server ignores them);
-        an error or a close fails."""
-        queue = self.frames.setdefault(sid, asyncio.Queue())
-        got = 0
-        while got < n:
-            op, content = await queue.get()
-            if op == FRAME_CREDIT:
-                continue
-            assert op == FRAME_DATA, (op, content, got)
-            data = content_data(content)
-            got += len(data)
-            if self.counts:
-                receiving = self._window(sid)[1]
-                assert receiving.sent(len(data)), "the agent overran its window"
-                if grant := receiving.consumed(len(data)):
-                    await self.send(stream_frame(sid, FRAME_CREDIT, credit_content(grant),
-                                                 source=CLOUD))
+    async def on_link(self, msg: Message) -> None:
+        if msg.route.group == GROUP_TUNNEL and msg.route.operation == OP_KEEPALIVE:
+            self.keepalives.append(msg.content)
 
 
 @pytest.fixture(params=[False, True], ids=["before-flow-control", "release-before-features"])
@@ -216,15 +154,13 @@ async def test_a_connection_the_old_server_opens_moves_a_mebibyte_each_way(old_s
     listener = await asyncio.start_server(pod, "127.0.0.1", 0)
     try:
         port = listener.sockets[0].getsockname()[1]
-        request = new_message(source=CLOUD, group=GROUP_STREAM, operation=STREAM_CONNECT,
-                              content={"ip": "127.0.0.1", "port": port})  # no "flow"
-        await link.send(request)
-        await link.send_bytes(request.id, MIB)
-        await _within(link.receive_bytes(request.id, MIB), "1 MiB from the pod")
+        sid = await link.open(STREAM_CONNECT, {"ip": "127.0.0.1", "port": port})  # no "flow"
+        await link.send_bytes(sid, MIB)
+        await _within(link.receive_bytes(sid, MIB), "1 MiB from the pod")
         assert await _within(pod_got.get(), "1 MiB to the pod") == MIB
         op = FRAME_CREDIT
         while op == FRAME_CREDIT:  # (the agent's grants, which this server ignores)
-            op, _ = await _within(link.frames[request.id].get(), "the close")
+            op, _ = await _within(link.streams[sid].get(), "the close")
         assert op == FRAME_CLOSE
     finally:
         listener.close()
