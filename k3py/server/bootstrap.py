@@ -201,8 +201,9 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.router.add_get(TUNNEL_PATH, hub.handle_tunnel)
     streams.install(api, hub, peers)
     shared = None
-    if peers is not None:  # every server sees every node's usage and MQTT figures
-        shared = PeerReports(peers, api.authenticator, usage, hub.mqtt)
+    if peers is not None:  # every server sees every node's usage, MQTT and tunnel figures
+        shared = PeerReports(peers, api.authenticator, usage, hub.mqtt,
+                             hub.peer_tunnels)
         hub.report_listeners.add(shared.share)
         app.router.add_post(PEER_REPORTS_PATH, shared.receive)
     if dashboard.ADDON not in config.disable:

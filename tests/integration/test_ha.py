@@ -6,7 +6,7 @@ moves its tunnel to B with its pod not restarted. Before that, streams (logs -f,
 port-forward) to the pod on A's tunnel go through B, relayed to A, and `kubectl top` through B
 shows the node A holds (the servers share their nodes' reports; their endpoint refuses an
 admin). After it, A started again shows the node now on B in `kubectl top` and in its
-dashboard's MQTT figures.
+dashboard's MQTT figures and tunnel column (connected via B).
 
 A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machines would: the
 `kubernetes` Service's endpoints (what the agent fails over to) carry addresses, not ports."""
@@ -231,7 +231,7 @@ def test_restarted_server_sees_the_node_on_the_other(cluster):
     """After the kill above the node's tunnel is on B. A started again is sent the newest
     reports of B's nodes as soon as B sees its Lease: kubectl top through A shows the node, and
     A's dashboard lists its MQTT summary (the agent sends one only when it changes, or every
-    30 s). B warned at most once while A was down."""
+    30 s) and its tunnel, connected via B. B warned at most once while A was down."""
     a, b = cluster.a, cluster.b
     a.start(timeout=60)
     row = wait_for(lambda: _top_node(a, cluster.node), 30, 0.5,
@@ -239,7 +239,7 @@ def test_restarted_server_sees_the_node_on_the_other(cluster):
     assert row[0] == cluster.node, row
     token = _token(a, "ha-admin", "cluster-admin")
 
-    async def mqtt_figures() -> dict:
+    async def live_figures() -> tuple[dict, dict]:
         async with await _session() as http:
             headers = {**(await _login(http, a.url, token)), "Origin": a.url}
             async with http.ws_connect(a.url + "/dashboard/api/live", headers=headers) as ws:
@@ -247,9 +247,14 @@ def test_restarted_server_sees_the_node_on_the_other(cluster):
                 msg = await _next(ws, "m")
                 while cluster.node not in msg["data"]["nodes"]:  # bounded by run()'s deadline
                     msg = await _next(ws, "m")
-                return msg["data"]["nodes"][cluster.node]
-    summary = run(mqtt_figures())
+                await ws.send_json({"op": "tunnels", "id": "t"})
+                tunnels = (await _next(ws, "t"))["data"]
+                while not tunnels.get(cluster.node, {}).get("connected"):
+                    tunnels = (await _next(ws, "t"))["data"]
+                return msg["data"]["nodes"][cluster.node], tunnels[cluster.node]
+    summary, tunnel = run(live_figures())
     assert "topics" in summary and summary["timestamp"] > 0, summary
+    assert tunnel["server"] == "127.0.0.2" and tunnel["connectedSince"] > 0, tunnel
     log = cluster.agent_log.read_text(errors="replace")
     assert log.rindex(f"tunnel connected to {b.url}") > log.rfind(f"tunnel connected to {a.url}")
     warnings = b.log_path.read_text(errors="replace").count(

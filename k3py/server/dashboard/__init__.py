@@ -159,7 +159,7 @@ class Dashboard:
         return response
 
     async def tunnels(self, request: web.Request) -> web.StreamResponse:
-        """{"nodes": {name: figures}}: NodeSession.figures of each node that dialled in."""
+        """{"nodes": {name: figures}}: each node's tunnel, here or on a peer (TunnelFigures)."""
         user = self._user(request)
         self.api.authorizer.authorize(user, "list", "", "nodes", None)
         return json_response({"nodes": self.tunnel_figures.table()})

@@ -4,8 +4,8 @@ through it (noderelay.py); start and stop.
 
 Built by bootstrap.install_routes; wires sessions.py (the websocket), downstream.py (what goes
 down), upstream.py (what comes up) and nodestreams.py (streams) around one dict of sessions;
-`report_listeners` hear the nodes' live reports (peerreports.py shares them with the other
-servers on a shared datastore)."""
+`report_listeners` hear the nodes' live reports and their tunnels' figures (peerreports.py
+shares them with the other servers on a shared datastore, which fill `peer_tunnels`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from k3py.server.edge.downstream import DownstreamSync, referenced_objects
 from k3py.server.edge.mqttstats import MqttFigures
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.edge.noderelay import ConnectRelay
+from k3py.server.edge.peertunnels import TUNNEL_KIND, PeerTunnels
 from k3py.server.edge.sessions import NodeSession, TunnelHandler, keepalive_loop, resend_loop
 from k3py.server.edge.upstream import UpstreamWriter
 from k3py.server.registry import Registry
@@ -56,8 +57,11 @@ class CloudHub:
         # the joins' (nodeauth.py): one cache of verified passwords, one verifier key
         self.passwords = passwords or NodePasswords(registry)
         self.mqtt = MqttFigures()  # each connected node's MQTT summary (the dashboard's)
+        # the tunnels the other servers hold, as they shared them (the dashboard's)
+        self.peer_tunnels = PeerTunnels()
         # told each live report a node sends (kind, node, report; None: the node's MQTT
-        # summary went with its link): the other servers' share (peerreports.py)
+        # summary went with its link) and its tunnel's figures on each change (TUNNEL_KIND):
+        # the other servers' share (peerreports.py)
         self.report_listeners: set[Callable[[str, str, Any], None]] = set()
         self.downstream = DownstreamSync(informers, self.sessions, issuer, self.node_connected,
                                          network_policy=network_policy)
@@ -80,6 +84,10 @@ class CloudHub:
                 tell(MQTT_KIND, node, None)
         for listener in list(self.tunnel_listeners):
             listener(node)
+        session = self.sessions.get(node)
+        if session is not None:
+            for tell in list(self.report_listeners):
+                tell(TUNNEL_KIND, node, session.figures())
 
     def node_connected(self, node: str) -> bool:
         session = self.sessions.get(node) if node else None

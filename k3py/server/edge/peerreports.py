@@ -1,7 +1,8 @@
 """The nodes' live reports shared between servers on one datastore, so that each sees every
 node as metrics-server does: the usage reports (kubectl top, the HPA controller on the leader,
 the dashboard's metrics history) and the MQTT summaries (the dashboard's MQTT figures) that the
-nodes connected here send up their tunnel go to every peer (PeerRelay's servers with a current
+nodes connected here send up their tunnel, and their tunnels' figures on each change (the
+dashboard's tunnel column, peertunnels.py; a link going down too) go to every peer (PeerRelay's servers with a current
 apiserver Lease, authenticated both ways as for streams).
 
 A server batches what its own nodes reported in the last SEND_EVERY seconds, the newest per
@@ -10,6 +11,8 @@ and MAX_BODY bytes a POST); a peer records them as if from the node, the newest 
 never sends them on, so a report crosses one hop and nothing loops. A peer seen for the first
 time, or reachable again after failing, is sent the newest report of every node connected
 here, so it does not wait for the nodes' next reports (an MQTT summary may be 30 s away). A
+shared MQTT summary or tunnel goes when its server is no longer a live peer or has not
+refreshed it for a while (SUMMARY_STALE, peertunnels.TUNNEL_STALE). A
 peer that fails costs one warning per outage; the tunnel only ever puts a report in a dict.
 
 Fed by CloudHub.report_listeners (the node tunnel); the route is served to peers only (403
@@ -32,6 +35,7 @@ from k3py.api import errors
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.edge.mqttstats import MqttFigures
 from k3py.server.edge.peerrelay import PeerError, PeerRelay
+from k3py.server.edge.peertunnels import TUNNEL_KIND, TUNNEL_STALE, PeerTunnels, TunnelReport
 from k3py.server.store.backend import StoreError
 from k3py.tunnel.mqtt import MQTT_KIND, MqttSummary
 from k3py.tunnel.protocol import METRICS_KIND, UsageReport
@@ -56,17 +60,19 @@ SUMMARY_STALE = 90.0  # a shared MQTT summary not refreshed for 3 of the agent's
 _NAME_LIMIT = 253
 
 _PARSERS: dict[str, Any] = {METRICS_KIND: UsageReport.from_content,
-                            MQTT_KIND: MqttSummary.from_content}
+                            MQTT_KIND: MqttSummary.from_content,
+                            TUNNEL_KIND: TunnelReport.from_content}
 
 
 @dataclass(frozen=True, slots=True)
 class SharedReport:
-    """One node's report of one kind (METRICS_KIND, MQTT_KIND); `report` None: the node's
-    MQTT summary is gone (its link went down on the server that had it)."""
+    """One node's report of one kind (METRICS_KIND, MQTT_KIND, TUNNEL_KIND: its tunnel's
+    figures); `report` None: the node's MQTT summary is gone (its link went down on the
+    server that had it)."""
 
     kind: str
     node: str
-    report: UsageReport | MqttSummary | None
+    report: UsageReport | MqttSummary | TunnelReport | None
 
     def to_content(self) -> dict:
         return {"kind": self.kind, "node": self.node,
@@ -179,18 +185,20 @@ class _Link:
 
 class PeerReports:
     """Shares the reports of the nodes connected here (`share`), and records the peers'
-    (`receive`) into `usage` (None: metrics-server is disabled here) and `mqtt`."""
+    (`receive`) into `usage` (None: metrics-server is disabled here), `mqtt` and `tunnels`."""
 
     def __init__(self, relay: PeerRelay, authenticator: Authenticator,
-                 usage: UsageStore | None, mqtt: MqttFigures) -> None:
+                 usage: UsageStore | None, mqtt: MqttFigures, tunnels: PeerTunnels) -> None:
         self.relay, self.authenticator, self.usage, self.mqtt = relay, authenticator, usage, mqtt
+        self.tunnels = tunnels
         self._own: dict[Key, tuple[SharedReport, float]] = {}  # newest, its monotonic time
         self._links: dict[str, _Link] = {}
         self._task: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- this server's nodes
 
-    def share(self, kind: str, node: str, report: UsageReport | MqttSummary | None) -> None:
+    def share(self, kind: str, node: str,
+              report: UsageReport | MqttSummary | TunnelReport | None) -> None:
         """A report a node connected here sent (None: its MQTT summary is gone); for the
         peers in the next batch. Called on the event loop by the tunnel: never waits."""
         r = SharedReport(kind, node, report)
@@ -229,8 +237,8 @@ class PeerReports:
 
     async def _look_for_peers(self, now: float) -> None:
         """Links to the live peers (a new one starts with every node's newest report); the
-        summaries shared by servers gone, or not refreshed, and old reports of nodes no
-        longer here are dropped."""
+        summaries and tunnels shared by servers gone, or not refreshed, and old reports of
+        nodes no longer here are dropped."""
         try:
             live = set(await self.relay.peers())
         except (errors.StatusError, StoreError, OSError) as e:  # the datastore is away
@@ -243,6 +251,7 @@ class PeerReports:
         for key in [k for k, (_, at) in self._own.items() if now - at > OWN_KEPT]:
             del self._own[key]
         self.mqtt.expire(live, now - SUMMARY_STALE)
+        self.tunnels.expire(live, now - TUNNEL_STALE)
 
     # ---------------------------------------------------------------- the peers' nodes
 
@@ -273,5 +282,7 @@ class PeerReports:
                 self.usage.record(r.node, r.report, newer_only=True)
         elif isinstance(r.report, MqttSummary):
             self.mqtt.record(r.node, r.report, via=server)
+        elif isinstance(r.report, TunnelReport):
+            self.tunnels.record(r.node, server, r.report)
         else:
             self.mqtt.forget(r.node, via=server)

@@ -19,6 +19,7 @@ from k3py.api import errors
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.edge import nodestreams
 from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.edge.peertunnels import TunnelReport
 from k3py.tunnel import framing
 from k3py.tunnel.message import (
     CLOUD,
@@ -78,13 +79,13 @@ class NodeSession:
         """Whether the node's agent and this server both have `feature` (protocol.FEATURES)."""
         return feature in self.features and feature in FEATURES
 
-    def figures(self) -> dict:
+    def figures(self) -> TunnelReport:
         """The tunnel as the dashboard shows it (times in epoch seconds)."""
-        return {"connected": self.connected,
-                "connectedSince": self.connected_since if self.connected else None,
-                "lastSeen": self.last_seen, "reconnects": max(0, self.connects - 1),
-                "rttMs": round(self.rtt * 1000, 1) if self.rtt is not None else None,
-                "queued": len(self.queue.outbox)}
+        return TunnelReport(self.connected,
+                            self.connected_since if self.connected else None,
+                            self.last_seen, max(0, self.connects - 1),
+                            round(self.rtt * 1000, 1) if self.rtt is not None else None,
+                            len(self.queue.outbox))
 
     def send(self, msg: Message) -> None:
         """Reliable: kept in the outbox until ACKed, sent as soon as the node is connected."""

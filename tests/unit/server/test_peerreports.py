@@ -1,7 +1,8 @@
 """The nodes' reports shared between servers (k3py/server/edge/peerreports.py), without a
 network: a batch's wire form both ways, split to its bounds and refused with what is wrong;
 the peers-only route (401 without a credential, 403 for an admin) recording a peer's batch into
-a real UsageStore and MqttFigures as if from the nodes, the newest winning and nothing sent on;
+a real UsageStore, MqttFigures and PeerTunnels as if from the nodes, the newest winning and
+nothing sent on;
 and what a server keeps of its own nodes' reports for the peers it meets later."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from k3py.server.edge.peerreports import (
     decode_batch,
     encode_batches,
 )
+from k3py.server.edge.peertunnels import TUNNEL_KIND, PeerTunnels, TunnelReport
 from k3py.server.metrics.store import UsageStore
 from k3py.tunnel.mqtt import MQTT_KIND, MqttSummary, TopicRate
 from k3py.tunnel.protocol import METRICS_KIND, PodUsage, Usage, UsageReport
@@ -42,13 +44,23 @@ def _summary(ts: float, rate: float = 1.5) -> MqttSummary:
     return MqttSummary(ts, 10.0, rate, 7, 3, 0, (TopicRate("a/b", rate, 7),))
 
 
+def _tunnel(connected: bool = True, last_seen: float = 100.0) -> TunnelReport:
+    return TunnelReport(connected, 90.0 if connected else None, last_seen, 2, 1.5, 0)
+
+
 def test_a_batch_crosses_as_it_was_sent():
     sent = [SharedReport(METRICS_KIND, "n1", _usage(10.0)),
             SharedReport(MQTT_KIND, "n1", _summary(10.0)),
-            SharedReport(MQTT_KIND, "n2", None)]
+            SharedReport(MQTT_KIND, "n2", None),
+            SharedReport(TUNNEL_KIND, "n1", _tunnel()),
+            SharedReport(TUNNEL_KIND, "n2", TunnelReport(False, None, None, 0, None, 3))]
     bodies = list(encode_batches("10.0.0.1", sent))
     assert len(bodies) == 1
     assert decode_batch(bodies[0]) == ("10.0.0.1", sent)
+    assert orjson.loads(bodies[0])["reports"][3] == {  # the tunnel column's own fields
+        "kind": "tunnel", "node": "n1", "content": {
+            "connected": True, "connectedSince": 90.0, "lastSeen": 100.0, "reconnects": 2,
+            "rttMs": 1.5, "queued": 0}}
 
 
 def test_a_large_share_is_split_and_an_oversized_report_left_out(monkeypatch, caplog):
@@ -77,6 +89,16 @@ def test_a_large_share_is_split_and_an_oversized_report_left_out(monkeypatch, ca
      "reports[0]: a metrics report needs its content"),
     (b'{"server": "a", "reports": [{"kind": "mqtt", "content": null}]}',
      "reports[0]: a report needs the node's name"),
+    (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": null}]}',
+     "reports[0]: a tunnel report needs its content"),
+    (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": {}}]}',
+     'reports[0]: tunnel figures say whether "connected"'),
+    (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": '
+     b'{"connected": true, "lastSeen": "now", "reconnects": 0, "queued": 0}}]}',
+     'reports[0]: "lastSeen" is a number of at least 0, or null'),
+    (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": '
+     b'{"connected": true, "reconnects": -1, "queued": 0}}]}',
+     'reports[0]: "reconnects" is a count'),
 ])
 def test_a_bad_batch_says_what_is_wrong(body, says):
     with pytest.raises(ValueError) as e:
@@ -126,7 +148,8 @@ def _post(reports: PeerReports, body: bytes, transport: _Transport) -> web.Respo
 
 def _reports() -> PeerReports:
     relay = PeerRelay(None, None, "10.0.0.2", 6443)  # type: ignore[arg-type] - no call made
-    return PeerReports(relay, Authenticator(), UsageStore(clock=lambda: 20.0), MqttFigures())
+    return PeerReports(relay, Authenticator(), UsageStore(clock=lambda: 20.0), MqttFigures(),
+                       PeerTunnels())
 
 
 def test_only_a_peer_may_post_and_its_reports_are_recorded_newest_first():
@@ -138,7 +161,8 @@ def test_only_a_peer_may_post_and_its_reports_are_recorded_newest_first():
         SharedReport(METRICS_KIND, "n1", _usage(12.0)),
         SharedReport(METRICS_KIND, "n2", _usage(12.0, cpu=9)),
         SharedReport(MQTT_KIND, "n2", _summary(12.0)),
-        SharedReport(MQTT_KIND, "n3", None)]))
+        SharedReport(MQTT_KIND, "n3", None),
+        SharedReport(TUNNEL_KIND, "n2", _tunnel())]))
     with pytest.raises(errors.StatusError) as e:
         _post(here, body, _Transport())
     assert e.value.code == 401
@@ -155,6 +179,7 @@ def test_only_a_peer_may_post_and_its_reports_are_recorded_newest_first():
     assert here.usage.node("n2").node.cpu == 9 and here.usage.pod("uid-1").usage.name == "web"
     assert here.mqtt.get("n2") == _summary(12.0)
     assert here.mqtt.get("n3") == _summary(15.0)  # gone at the peer, not here
+    assert here.tunnels.table({}) == {"n2": {**_tunnel().to_content(), "server": "10.0.0.1"}}
     assert here.newest() == {}  # recorded, never shared again: no loops
 
 
@@ -181,5 +206,9 @@ def test_a_server_keeps_its_nodes_newest_reports_for_the_peers():
     here.share(MQTT_KIND, "n1", _summary(11.0))
     here.share(MQTT_KIND, "n2", _summary(11.0))
     here.share(MQTT_KIND, "n2", None)  # its link went down here
-    assert here.newest() == {(METRICS_KIND, "n1"): SharedReport(METRICS_KIND, "n1", _usage(11.0)),
-                             (MQTT_KIND, "n1"): SharedReport(MQTT_KIND, "n1", _summary(11.0))}
+    here.share(TUNNEL_KIND, "n2", _tunnel())
+    here.share(TUNNEL_KIND, "n2", _tunnel(connected=False, last_seen=120.0))  # shared too
+    assert here.newest() == {
+        (METRICS_KIND, "n1"): SharedReport(METRICS_KIND, "n1", _usage(11.0)),
+        (MQTT_KIND, "n1"): SharedReport(MQTT_KIND, "n1", _summary(11.0)),
+        (TUNNEL_KIND, "n2"): SharedReport(TUNNEL_KIND, "n2", _tunnel(False, 120.0))}

@@ -16,11 +16,12 @@ const DEVICES = { group: "devices.kubeedge.io", version: "v1alpha2" };
 const HISTORY = 600; // points kept per plotted twin
 
 // The tunnel column: pushed by the server on each change (link up or down, a round trip, a
-// message queued while the node is offline).
+// message queued while the node is offline), whichever server holds the tunnel (t.server).
 function Tunnel({ t }) {
   if (!t) return html`<span class="muted">no tunnel</span>`;
   const when = (s) => (s ? new Date(s * 1000).toLocaleTimeString() : "");
-  const figures = [t.rttMs != null && t.connected && `rtt ${t.rttMs} ms`,
+  const figures = [t.server && `via ${t.server}`,
+    t.rttMs != null && t.connected && `rtt ${t.rttMs} ms`,
     t.reconnects && `${t.reconnects} reconnects`, t.queued && `${t.queued} queued`]
     .filter(Boolean).join(", ");
   return t.connected
