@@ -196,6 +196,8 @@ class ServerProcess:
                 "--node-name", node, *node_port_args(extra), *extra]
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
+        if self.proc is not None and self.proc.poll() is None:  # its stop() would miss it
+            raise RuntimeError(f"k3py server {self.url} is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**clean_env(), **self.env}
         self._log = open(self.log_path, "ab")
