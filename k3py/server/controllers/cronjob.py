@@ -16,6 +16,7 @@ from k3py.server.controllers.workloads_common import (
     OWNER_INDEX,
     is_terminating,
     now_dt,
+    owned_by,
     owner_index,
     parse_int,
 )
@@ -87,7 +88,7 @@ class CronJobController(Controller):
             return
         cj = deepcopy(cached)
         spec = cj.get("spec") or {}
-        jobs = self.job_inf.by_index(OWNER_INDEX, cj["metadata"]["uid"])
+        jobs = owned_by(self.job_inf, cj)
         status = deepcopy(cj.get("status") or {})
         active_refs = []
         for j in jobs:

@@ -15,6 +15,7 @@ from k3py.server.controllers.workloads_common import (
     get_condition,
     is_terminating,
     now_dt,
+    owned_by,
     owner_index,
     parse_int,
     resolve_int_or_percent,
@@ -181,7 +182,7 @@ class DeploymentController(Controller):
         await self._sync_status(d, all_rs, new_rs, msg="created" if created else "found")
 
     def _owned(self, d: dict) -> list[dict]:
-        return [rs for rs in self.rs_inf.by_index(OWNER_INDEX, d["metadata"]["uid"])
+        return [rs for rs in owned_by(self.rs_inf, d)
                 if not is_terminating(rs)]
 
     def _split(self, d: dict, all_rs: list[dict]) -> tuple[dict | None, list[dict]]:

@@ -11,13 +11,13 @@ from k3py.api import errors
 from k3py.api.objects import deepcopy, now_rfc3339, parse_time
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
-    OWNER_INDEX,
     Expectations,
     delete_exact,
     get_condition,
     is_terminating,
     now_dt,
     observe_pod_event,
+    owned_by,
     owner_handler,
     owner_key_of,
     parse_int,
@@ -121,7 +121,7 @@ class JobController(Controller):
         job = deepcopy(cached)
         spec = job.get("spec") or {}
         status = deepcopy(job.get("status") or {})
-        pods = self.pod_inf.by_index(OWNER_INDEX, job["metadata"]["uid"])
+        pods = owned_by(self.pod_inf, job)
         finished = job_finished(job)
         if finished:
             await self._delete_pods(key, job, [p for p in pods if pod_active(p)])

@@ -10,10 +10,10 @@ from k3py.api import errors
 from k3py.api.objects import deepcopy
 from k3py.server.controllers.base import Controller, object_key
 from k3py.server.controllers.workloads_common import (
-    OWNER_INDEX,
     RevisionHistory,
     delete_exact,
     is_terminating,
+    owned_by,
     owner_key_of,
     parse_int,
     pod_active,
@@ -75,7 +75,7 @@ class StatefulSetController(Controller):
         parallel = spec.get("podManagementPolicy") == "Parallel"
         rev = f"{name}-{template_hash(spec.get('template'))}"
         pods = {}
-        for p in self.pod_inf.by_index(OWNER_INDEX, sts["metadata"]["uid"]):
+        for p in owned_by(self.pod_inf, sts):
             i = ordinal_of(name, p["metadata"]["name"])
             if i is not None:
                 pods[i] = p

@@ -19,7 +19,7 @@ from k3py.server.controllers.base import object_key
 __all__ = ["selector_matches", "selector_matcher", "pod_ready", "pod_available", "pod_active", "ready_since",
            "Expectations", "template_hash", "safe_encode", "fnv32a", "pod_from_template",
            "resolve_int_or_percent", "set_condition", "get_condition", "owner_index",
-           "OWNER_INDEX", "parse_int", "is_terminating", "claim_pods", "now_dt",
+           "OWNER_INDEX", "owned_by", "parse_int", "is_terminating", "claim_pods", "now_dt",
            "REVISION_HASH_LABEL", "revision_data", "RevisionHistory", "watch_pods",
            "owner_handler", "owner_key_of", "observe_pod_event", "enqueue_when_available",
            "delete_exact", "write_status", "ORPHAN_INDEX", "claim_candidates"]
@@ -267,8 +267,19 @@ async def write_status(ctrl: Any, res: Any, obj: dict, st: dict, min_ready_secon
 # ------------------------------------------------------------------ pods
 
 def owner_index(obj: dict) -> list[str]:
+    """`namespace/uid` of the object's controller: an owner reference names an object of the
+    same namespace (the garbage collector's rule), so a pod in another namespace that names a
+    controller's uid is never that controller's."""
     ref = controller_ref(obj)
-    return [ref["uid"]] if ref and ref.get("uid") else []
+    if not ref or not ref.get("uid"):
+        return []
+    return [f"{(obj.get('metadata') or {}).get('namespace') or ''}/{ref['uid']}"]
+
+
+def owned_by(inf: Any, owner: dict) -> list[dict]:
+    """The objects in informer `inf` (indexed with OWNER_INDEX) that `owner` controls."""
+    md = owner["metadata"]
+    return inf.by_index(OWNER_INDEX, f"{md.get('namespace') or ''}/{md['uid']}")
 
 
 def orphan_index(obj: dict) -> list[str]:
@@ -295,7 +306,7 @@ def claim_candidates(pod_inf: Any, owner: dict) -> list[dict]:
     md = owner["metadata"]
     orphans = [p for p in pod_inf.by_index(ORPHAN_INDEX, md.get("namespace") or "")
                if not is_terminating(p)]
-    return pod_inf.by_index(OWNER_INDEX, md["uid"]) + orphans
+    return owned_by(pod_inf, owner) + orphans
 
 
 def owner_key_of(pod: dict | None, kind: str) -> str | None:
@@ -429,8 +440,7 @@ class RevisionHistory:
         self.res = ctx.resource("apps", "controllerrevisions")
 
     def owned(self, owner: dict) -> list[dict]:
-        return [r for r in self.inf.by_index(OWNER_INDEX, owner["metadata"]["uid"])
-                if not is_terminating(r)]
+        return [r for r in owned_by(self.inf, owner) if not is_terminating(r)]
 
     async def sync(self, owner: dict, rev_name: str, label_value: str,
                    in_use: set[str]) -> int:

@@ -80,8 +80,8 @@ async def _eq(obj, key: str, value) -> bool:
 
 async def test_claim_candidates_are_its_own_pods_and_the_live_orphans(env) -> None:
     """What a reconcile claims from: the indexes, not every pod of the namespace. Pods
-    another controller owns, and orphans elsewhere or terminating, are not candidates; an
-    adopted orphan moves to its owner's."""
+    another controller owns, pods of another namespace naming its uid, and orphans elsewhere
+    or terminating, are not candidates; an adopted orphan moves to its owner's."""
     inf, pod_res = watch_pods(env.ctx)
     await env.ctx.informers.wait_synced()
     owner = {"kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default",
@@ -96,6 +96,9 @@ async def test_claim_candidates_are_its_own_pods_and_the_live_orphans(env) -> No
               pod("orphan"), pod("held", finalizers=["k3py.io/test"])):
         await env.registry.create(pod_res, "default", p)
     await env.registry.delete(pod_res, "default", "held", {})  # terminating: kept by its finalizer
+    # another namespace's pod naming the owner's uid is not the owner's (an owner reference
+    # names an object of the pod's own namespace)
+    await env.registry.create(pod_res, "kube-system", pod("elsewhere", owner_uid="u-web"))
 
     def names() -> set[str]:
         return {p["metadata"]["name"] for p in claim_candidates(inf, owner)}
