@@ -31,8 +31,9 @@ def mqtt_resource(node: str) -> str:
 
 
 def _number(v: Any, what: str) -> float:
-    if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
-        raise ValueError(f"{what} must be a number >= 0")
+    """>= 0 and below 2**63 (a larger count failed every later encoding of the summary)."""
+    if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < 2**63:
+        raise ValueError(f"{what} must be a number >= 0 and < 2**63")
     return float(v)
 
 

@@ -225,8 +225,10 @@ def metrics_resource(node: str) -> str:
 
 
 def _count(v: Any, what: str) -> int:
-    if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
-        raise ValueError(f"{what} must be a number >= 0")
+    """A count or amount: >= 0 and below 2**63 (what JSON encoders and Kubernetes quantities
+    carry: a larger one failed every later encoding of the report)."""
+    if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < 2**63:
+        raise ValueError(f"{what} must be a number >= 0 and < 2**63")
     return int(v)
 
 

@@ -104,7 +104,11 @@ def encode_batches(server: str, reports: Iterable[SharedReport]) -> Iterator[byt
     size = 0
     for r in reports:
         content = r.to_content()
-        n = len(orjson.dumps(content)) + 1
+        try:
+            n = len(orjson.dumps(content)) + 1
+        except orjson.JSONEncodeError as e:  # parsing bounds its numbers: never expected
+            log.warning("node %s: its %s report cannot be shared: %s", r.node, r.kind, e)
+            continue
         if n > MAX_BODY - 1024:
             log.warning("node %s: its %s report (%d bytes) is too large to share with the "
                         "other servers", r.node, r.kind, n)
@@ -119,7 +123,8 @@ def encode_batches(server: str, reports: Iterable[SharedReport]) -> Iterator[byt
 
 
 def decode_batch(body: bytes) -> tuple[str, list[SharedReport]]:
-    """The sending server and its reports; ValueError saying what is wrong."""
+    """The sending server and its reports (one it cannot read is left out, logged); ValueError
+    saying what is wrong with the batch itself."""
     try:
         batch = orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -135,8 +140,10 @@ def decode_batch(body: bytes) -> tuple[str, list[SharedReport]]:
     for i, c in enumerate(batch["reports"]):
         try:
             r = SharedReport.from_content(c)
-        except ValueError as e:
-            raise ValueError(f"reports[{i}]: {e}") from None
+        except ValueError as e:  # one bad report (a peer of another version) costs only itself
+            log.debug("server %s shared a report this server refuses: reports[%d]: %s",
+                      server, i, e)
+            continue
         if r is not None:
             out.append(r)
     return server, out
@@ -166,7 +173,9 @@ class _Link:
         try:
             for body in encode_batches(self.owner.relay.address, batch.values()):
                 await self.owner.relay.post(self.peer, PEER_REPORTS_PATH, body, POST_TIMEOUT)
-        except PeerError as e:
+        except Exception as e:  # noqa: BLE001 - whatever it was, the link retries
+            if not isinstance(e, PeerError):
+                log.exception("sharing the nodes' reports with server %s failed", self.peer)
             if not self.failing:
                 log.warning("sharing the nodes' reports with server %s: %s (retrying every "
                             "%g s while its apiserver Lease is current)", self.peer, e,
@@ -228,11 +237,14 @@ class PeerReports:
         looked = float("-inf")
         while True:
             now = time.monotonic()
-            if now - looked >= PEERS_EVERY:
-                looked = now
-                await self._look_for_peers(now)
-            for link in self._links.values():
-                link.kick(now)
+            try:
+                if now - looked >= PEERS_EVERY:
+                    looked = now
+                    await self._look_for_peers(now)
+                for link in self._links.values():
+                    link.kick(now)
+            except Exception:  # noqa: BLE001 - sharing must go on
+                log.exception("sharing the nodes' reports with the other servers")
             await asyncio.sleep(SEND_EVERY)
 
     async def _look_for_peers(self, now: float) -> None:

@@ -7,6 +7,7 @@ every server, and the HPA controller on the leader, sees every node."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,12 @@ class UsageStore:
 
     def record(self, node: str, report: UsageReport, newer_only: bool = False) -> None:
         """Keep `report` as the node's newest; with `newer_only` (a report another server
-        shares) only when it is newer than the one kept."""
+        shares) only when it is newer than the one kept. A report from the future (the node's
+        clock ahead) counts as taken now: kept at its own time, it would stay fresh, and win
+        over every correct report, until that time came."""
+        now = self.clock()
+        if report.timestamp > now:
+            report = dataclasses.replace(report, timestamp=now)
         old = self._nodes.get(node)
         if newer_only and old is not None and old.timestamp >= report.timestamp:
             return

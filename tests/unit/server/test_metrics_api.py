@@ -41,6 +41,7 @@ def test_store_keeps_the_newest_report_and_forgets_quiet_nodes():
     old = PodUsage("default", "a", "uid-a", {"c": Usage(1, 1)})
     store.record("n1", _report(1000.0, old))
     assert store.pod("uid-a").usage == old
+    now[0] = 1015.0
     store.record("n1", _report(1015.0, PodUsage("default", "b", "uid-b", {"c": Usage(2, 2)})))
     assert store.pod("uid-a") is None, "a pod gone from the node's newest report"
     assert store.pod("uid-b").timestamp == 1015.0
