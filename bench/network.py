@@ -104,8 +104,17 @@ SINK = textwrap.dedent("""
 # the bulk client: argv[2] MiB to argv[1]:9000, the bytes the sink counted and the seconds
 BULK = textwrap.dedent("""
     import json, os, socket, sys, time
-    block, t0 = os.urandom(1 << 20), time.monotonic()
-    with socket.create_connection((sys.argv[1], 9000), timeout=60) as s:
+    block, deadline = os.urandom(1 << 20), time.monotonic() + 20
+    while True:  # the path may be switching (the route gone, the node's rules not yet loaded)
+        try:
+            s = socket.create_connection((sys.argv[1], 9000), timeout=60)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    t0 = time.monotonic()
+    with s:
         for _ in range(int(sys.argv[2])):
             s.sendall(block)
         s.shutdown(socket.SHUT_WR)
