@@ -16,9 +16,12 @@ meanwhile. Devices: the page shows a twin's reported value moving (written with 
 uPlot plot and sets a desired value, and with a real agent and `k3py mapper counter` on its
 MQTT broker, ON set from the page makes the mapper's count move on the plot; buttons are
 hidden from a user whose
-SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie.
+SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie,
+and its page shows the read-only badge and no write button. Every browser (this module's
+fixture, which the other dashboard modules use too) is checked at its end for any request
+to another origin than its page's.
 
-The overview (the landing view), events filtered by type and object, a Deployment scaled,
+The overview (the landing view), events filtered by type, namespace and object, a Deployment scaled,
 restarted, edited through a YAML dry-run and deleted from the page; a pod's logs followed,
 searched, with timestamps and the previous container's answer, and a Deployment's two pods'
 logs in one stream; `k3py dashboard-url`'s one-time link. The exec terminal fits its element:
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import time
 from http.cookies import SimpleCookie
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -64,10 +68,13 @@ def srv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the module's browser tests."""
+    """One headless Chromium for the module's browser tests; at its end, a check that no
+    page it opened made a request to another origin than its own (the air-gapped rule)."""
     driver = chromium()
     try:
         yield driver
+        foreign = _foreign_requests(driver)
+        assert not foreign, f"requests left their page's origin: {foreign}"
     finally:
         driver.quit()
 
@@ -513,7 +520,7 @@ def test_live_socket_lists_watches_and_resumes(srv, admin_token):
         srv.kubectl("delete", "pod", "live-a", "live-b", "--wait=false", check=False)
 
 
-def test_read_only_dashboard_refuses_writes(tmp_path):
+def test_read_only_dashboard_refuses_writes(tmp_path, browser):
     server = ServerProcess(tmp_path / "ro", extra_args=["--dashboard-read-only"])
     try:
         server.start()
@@ -545,8 +552,42 @@ def test_read_only_dashboard_refuses_writes(tmp_path):
         run(check())
         # the same user's token itself still writes: only the dashboard is read-only
         server.kubectl("create", "configmap", "by-kubectl", f"--token={token}")
+        _read_only_page(browser, server, token)
     finally:
         server.stop()
+
+
+def _read_only_page(driver, server: ServerProcess, token: str) -> None:
+    """The page of a read-only dashboard, logged in as a cluster admin, shows its read-only
+    badge and no write: no delete or shell for a pod, no Set for a device, no scale, restart,
+    delete or YAML save for a Deployment."""
+    from selenium.webdriver.common.by import By
+    for obj in (_POD, _MODEL, _DEVICE, _WEB):
+        server.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    _logged_out(driver, server)
+    _log_in(driver, token)
+    wait_for(lambda: _css_text(driver, "#read-only") == "read-only", 15,
+             what="the read-only badge")
+    _open(driver, "Pods", "pods")
+    wait_for(lambda: "seen-live" in _text(driver, "pods"), 15, what="the pod in the page")
+    _open(driver, "Devices", "devices")
+    wait_for(lambda: "counter" in _text(driver, "devices"), 15, what="the device in the page")
+    assert not driver.find_elements(By.CSS_SELECTOR, "input[data-device]"), "a desired input"
+    _open(driver, "Workloads", "workloads")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-workload='web']"), 15,
+             what="the Deployment in the list")[0].click()
+    wait_for(lambda: driver.find_elements(By.ID, "workload-pods"), 15, what="its details")
+    writes = "#scale, #replicas, #restart, #delete, [data-delete], [data-shell]"
+    assert not driver.find_elements(By.CSS_SELECTOR, writes), \
+        [e.get_attribute("outerHTML") for e in driver.find_elements(By.CSS_SELECTOR, writes)]
+    driver.find_element(By.ID, "yaml").click()
+    wait_for(lambda: "kind: Deployment" in (driver.find_element(By.ID, "yaml-text")
+                                             .get_attribute("value") or ""), 15,
+             what="the Deployment's YAML, to read")
+    assert not driver.find_elements(By.ID, "yaml-save"), "a save button"
+    _open(driver, "Pods", "pods")
+    assert not driver.find_elements(By.CSS_SELECTOR, "[data-delete], [data-shell]"), \
+        "a delete or shell button on a read-only dashboard"
 
 
 def test_disable_dashboard_serves_no_dashboard(tmp_path):
@@ -579,6 +620,20 @@ def _performance_log(driver) -> list[dict]:
     seen = _SEEN.setdefault(driver.session_id, [])
     seen.extend(json.loads(e["message"])["message"] for e in driver.get_log("performance"))
     return seen
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def _foreign_requests(driver) -> list[str]:
+    """Each request (its URL, and the page's) made to an origin other than the page's that
+    made it: the server's pages and the edge's each have their own."""
+    return [f"{m['params']['request']['url']} from {m['params']['documentURL']}"
+            for m in _performance_log(driver) if m["method"] == "Network.requestWillBeSent"
+            and not m["params"]["request"]["url"].startswith(("data:", "blob:"))
+            and _origin(m["params"]["request"]["url"]) != _origin(m["params"]["documentURL"])]
 
 
 def _requested_urls(driver) -> list[str]:
@@ -789,15 +844,21 @@ _WEB = {"apiVersion": "apps/v1", "kind": "Deployment",
                               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
 
 
-def _warning() -> dict:
+def _warning(namespace: str = "default") -> dict:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": "web.dashboard-test", "namespace": "default"},
-            "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "default",
+            "metadata": {"name": "web.dashboard-test", "namespace": namespace},
+            "involvedObject": {"kind": "Deployment", "name": "web", "namespace": namespace,
                                "apiVersion": "apps/v1"},
             "type": "Warning", "reason": "DashboardTest", "message": "a warning from the test",
             "count": 1, "firstTimestamp": now, "lastTimestamp": now,
             "source": {"component": "test"}}
+
+
+def _event_column(driver, column: int) -> list[str]:
+    from selenium.webdriver.common.by import By
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR,
+                                                  f"#events td:nth-child({column})")]
 
 
 def _set_yaml(driver, pattern: str, replacement: str) -> None:
@@ -822,6 +883,7 @@ def test_overview_events_and_a_workload_scaled_restarted_edited_deleted(srv, adm
     from selenium.webdriver.support.ui import Select
     srv.kubectl("apply", "-f", "-", input=json.dumps(_WEB))
     srv.kubectl("apply", "-f", "-", input=json.dumps(_warning()))
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_warning("kube-system")))
     driver = browser
     try:
         _logged_out(driver, srv)
@@ -835,10 +897,17 @@ def test_overview_events_and_a_workload_scaled_restarted_edited_deleted(srv, adm
         _open(driver, "Events", "events")
         Select(driver.find_element(By.ID, "event-type")).select_by_visible_text("Warning")
         wait_for(lambda: "DashboardTest" in _text(driver, "events"), 15, what="the warning")
-        types = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#events td:nth-child(2)")]
+        types = _event_column(driver, 2)
         assert types and set(types) == {"Warning"}, types
+        wait_for(lambda: set(_event_column(driver, 3)) == {"default", "kube-system"}, 15,
+                 what="the warnings of both namespaces")
+        Select(driver.find_element(By.XPATH, "//label[starts-with(normalize-space(), "
+                                             "'Namespace')]/select")).select_by_visible_text(
+            "default")
+        wait_for(lambda: set(_event_column(driver, 3)) == {"default"}, 15,
+                 what=f"only default's events (it shows {_event_column(driver, 3)})")
         driver.find_element(By.ID, "event-object").send_keys("deployment/web")
-        objects = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#events td:nth-child(4)")]
+        objects = _event_column(driver, 4)
         assert objects == ["Deployment/web"], objects
         _screenshots(driver, "events")
 
@@ -888,3 +957,4 @@ def test_overview_events_and_a_workload_scaled_restarted_edited_deleted(srv, adm
     finally:
         srv.kubectl("delete", "deployment", "web", "--wait=false", check=False)
         srv.kubectl("delete", "event", "web.dashboard-test", check=False)
+        srv.kubectl("-n", "kube-system", "delete", "event", "web.dashboard-test", check=False)
