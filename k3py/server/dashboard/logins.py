@@ -99,7 +99,10 @@ class LoginSessions:
     def track(self, sid: str, closer: Callable[[], object]) -> Callable[[], None]:
         """Hold a connection open with the session `sid` (a live one, in a running loop):
         `closer` is called when the session ends; the function returned forgets it (call it
-        when the connection ends first)."""
+        when the connection ends first). A session already gone closes it at once."""
+        if sid not in self._sessions:
+            closer()
+            return lambda: None
         closers = self._closers.setdefault(sid, {})
         key = id(closer)
         closers[key] = closer

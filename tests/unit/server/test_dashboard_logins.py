@@ -76,6 +76,8 @@ def test_an_ending_session_closes_its_connections_and_its_timer_notices_expiry()
         forget()  # that connection ended first
         logins.close(mine)  # logout
         assert closed == ["live"]
+        logins.track(mine, lambda: closed.append("late"))  # it ended while this one opened
+        assert closed == ["live", "late"]
         short = LoginSessions(ttl=0.05)
         sid = short.open(User("c"))
         expired = asyncio.Event()
