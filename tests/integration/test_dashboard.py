@@ -33,6 +33,7 @@ and 360x640 (docs/dashboard)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -176,7 +177,7 @@ async def _login(http: aiohttp.ClientSession, url: str, token: str) -> dict[str,
 def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path):
     """A real agent: its tunnel shows connected (since when); its credentials get no login;
     the page's terminal runs `echo hi` in its pod over the API's exec websocket
-    (v4.channel.k8s.io); a desired value set from the page reaches a real mapper on its MQTT
+    (v4.channel.k8s.io); a logout closes the session's exec and followed logs; a desired value set from the page reaches a real mapper on its MQTT
     broker, whose reported count moves on the plot; once the agent stops, its tunnel shows
     offline."""
     from selenium.webdriver.common.by import By
@@ -224,6 +225,7 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
                  what=f"echo's answer in the terminal (it shows {_terminal(browser)})")
         _terminal_follows_the_window(browser)
         _screenshots(browser, "terminal")
+        run(_logout_closes_exec_and_logs(srv, admin_token))
         _follow_logs(browser, srv)
         mapper = _counter_mapper(srv, node, mqtt_port, tmp_path)
         _desired_moves_the_mapper(browser)
@@ -254,6 +256,29 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
         srv.kubectl("delete", "pods", "-l", "app=ticker", "--force", "--grace-period=0",
                     check=False)
         srv.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+async def _logout_closes_exec_and_logs(srv: ServerProcess, token: str) -> None:
+    """A session's exec terminal (over the tunnel to the agent) and its followed logs are
+    closed by a logout made with another request."""
+    async with await _session() as http:
+        headers = await _login(http, srv.url, token)
+        pod = srv.url + "/api/v1/namespaces/default/pods/shell"
+        async with http.ws_connect(pod + "/exec?command=sh&stdin=true&stdout=true&tty=true",
+                                   protocols=["v4.channel.k8s.io"],
+                                   headers={"Cookie": headers["Cookie"], "Origin": srv.url}) as ws, \
+                http.get(pod + "/log?follow=true", headers=headers) as logs:
+            assert logs.status == 200, await logs.text()
+            await logs.content.readline()  # a tick: the stream is flowing
+            async with http.post(srv.url + "/dashboard/logout", headers=headers) as r:
+                assert r.status == 200, await r.text()
+            while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE,
+                                                    aiohttp.WSMsgType.CLOSED,
+                                                    aiohttp.WSMsgType.ERROR):
+                pass  # the shell's output until the terminal is closed (bounded by run())
+            with contextlib.suppress(aiohttp.ClientPayloadError):
+                while await logs.content.readline():  # ticks until the stream is cut
+                    pass
 
 
 def _node_credential_refused(srv: ServerProcess, agent_dir) -> None:
