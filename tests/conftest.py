@@ -21,7 +21,8 @@ _MARK_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integrat
                    "e2e": pytest.mark.integration}  # the demos' run.sh, for real
 _TESTS = Path(__file__).parent
 _PARALLEL_SAFE = frozenset({
-    "test_audit_log.py", "test_bootstrap_tokens.py", "test_crds.py", "test_devices_bus.py",
+    "test_audit_log.py", "test_bootstrap_tokens.py", "test_crds.py", "test_dashboard_live.py",
+    "test_devices_bus.py",
     "test_dual_stack_api.py",
     "test_fuzz_api.py", "test_hostile_bodies.py", "test_kubectl_basics.py",
     "test_kubectl_versions.py",

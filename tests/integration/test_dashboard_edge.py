@@ -8,12 +8,12 @@ real agent with `--dashboard-port`, a busybox pod and a Device bound to it:
   Running, its logs, the device's twin and the MQTT traffic; nothing is served without the
   token; then the server is stopped and the page, reloaded, still shows the pod and its logs.
 
-Screenshots (1280x800 and 360x640) go to $K3PY_DASHBOARD_SCREENSHOTS when it names a folder."""
+Screenshots (the page area at 1280x800 and 360x640) go to $K3PY_DASHBOARD_SCREENSHOTS when it
+names a folder."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.error
@@ -29,6 +29,7 @@ from tests.integration.test_dashboard import (  # noqa: F401 - browser: the modu
     _css_text,
     _log_in,
     _open,
+    _screenshots,
     _text,
     browser,
 )
@@ -87,18 +88,6 @@ def edge(tmp_path_factory):
         log.close()
         remove_podman_pods(NODE)
         srv.stop()
-
-
-def _screenshots(driver, name: str) -> None:
-    folder = os.environ.get("K3PY_DASHBOARD_SCREENSHOTS")
-    if not folder:
-        return
-    for width, height in ((1280, 800), (360, 640)):
-        driver.set_window_size(width, height)
-        driver.execute_async_script(  # two frames: the page laid out at the new size
-            "requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
-        driver.save_screenshot(str(Path(folder) / f"{name}-{width}x{height}.png"))
-    driver.set_window_size(1280, 800)
 
 
 def _reported(srv: ServerProcess) -> str | None:

@@ -17,6 +17,7 @@ the API's catch-all route."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -75,13 +76,19 @@ class Dashboard:
 
     def authenticate_cookie(self, request: web.Request) -> User | None:
         """The API's cookie authenticator: the session's user; in read-only mode a write
-        with the cookie is refused here, whatever the user's RBAC allows."""
+        with the cookie is refused here, whatever the user's RBAC allows. The request (an
+        exec terminal, followed logs, a watch...) is cancelled, its connection closed, if the
+        session ends before it does."""
         user = self.logins.authenticate(request)
         if user is not None and self.read_only and (
                 request.path.endswith(_STREAMS)
                 or request.method not in _READS and not request.path.startswith(_REVIEWS)):
             raise errors.forbidden("the dashboard is read-only (--dashboard-read-only): "
                                    f"{request.method} is refused")
+        task = asyncio.current_task()
+        if user is not None and task is not None:
+            forget = self.logins.track(request.cookies[COOKIE], task.cancel)
+            task.add_done_callback(lambda _task: forget())
         return user
 
     def _user(self, request: web.Request) -> User:
@@ -184,7 +191,8 @@ class Dashboard:
                               "readOnly": self.read_only})
 
     async def live(self, request: web.Request) -> web.StreamResponse:
-        """The tab's websocket; closed with CLOSE_UNAUTHORIZED when it has no session."""
+        """The tab's websocket; closed with CLOSE_UNAUTHORIZED when it has no session, and
+        when its session ends (logout, expiry)."""
         if not same_origin(request):
             raise errors.forbidden("the dashboard's websocket takes only its own origin")
         sid = request.cookies.get(COOKIE)
@@ -194,7 +202,17 @@ class Dashboard:
         if user is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")
             return ws
-        await LiveSocket(self.api, ws, user, self.feeds).serve()
+        closing: list[asyncio.Task] = []
+
+        def close() -> None:
+            closing.append(asyncio.create_task(
+                ws.close(code=CLOSE_UNAUTHORIZED, message=b"log in again")))
+        forget = self.logins.track(sid, close)
+        try:
+            await LiveSocket(self.api, ws, user, self.feeds).serve()
+        finally:
+            forget()
+            await asyncio.gather(*closing, return_exceptions=True)
         return ws
 
 

@@ -1,6 +1,9 @@
 """Dashboard login sessions: a random id in an HttpOnly, SameSite=Strict, Secure cookie stands
 for the user whose bearer token logged in; the id maps to that user in memory only, for at
-most `ttl` seconds, and at most `max_sessions` at once (the oldest go first).
+most `ttl` seconds, and at most `max_sessions` at once (the oldest go first). Each session
+also holds its open connections (the live websocket, exec terminals, followed logs and
+watches: `track`), which are closed the moment it ends, by logout, eviction or expiry; a
+session with connections has one timer at its expiry, so that no connection is polled.
 
 The API accepts the cookie (through Authenticator.cookie_authenticator) only on a request that
 carries MARKER_HEADER, which a page of another origin cannot set without a CORS preflight the
@@ -15,6 +18,7 @@ LINK_TTL seconds."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import OrderedDict
@@ -49,7 +53,8 @@ def from_page(request: web.Request) -> bool:
 
 
 class LoginSessions:
-    """Session id -> (user, expiry), oldest first."""
+    """Session id -> (user, expiry), oldest first; and each session's open connections, as
+    the callbacks that close them."""
 
     def __init__(self, ttl: float = 8 * 3600, max_sessions: int = 1000,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -57,6 +62,8 @@ class LoginSessions:
         self.max_sessions = max_sessions
         self._clock = clock
         self._sessions: OrderedDict[str, tuple[User, float]] = OrderedDict()
+        self._closers: dict[str, dict[int, Callable[[], object]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -65,13 +72,19 @@ class LoginSessions:
         now = self._clock()
         self._drop_expired(now)
         while len(self._sessions) >= self.max_sessions:
-            self._sessions.popitem(last=False)
+            self.close(next(iter(self._sessions)))
         sid = secrets.token_urlsafe(32)
         self._sessions[sid] = (user, now + self.ttl)
         return sid
 
     def close(self, sid: str) -> None:
+        """End the session (logout, eviction, expiry) and close its open connections."""
         self._sessions.pop(sid, None)
+        timer = self._timers.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+        for closer in self._closers.pop(sid, {}).values():
+            closer()
 
     def user(self, sid: str) -> User | None:
         entry = self._sessions.get(sid)
@@ -79,9 +92,33 @@ class LoginSessions:
             return None
         user, expires = entry
         if self._clock() >= expires:
-            del self._sessions[sid]
+            self.close(sid)
             return None
         return user
+
+    def track(self, sid: str, closer: Callable[[], object]) -> Callable[[], None]:
+        """Hold a connection open with the session `sid` (a live one, in a running loop):
+        `closer` is called when the session ends; the function returned forgets it (call it
+        when the connection ends first). A session already gone closes it at once."""
+        if sid not in self._sessions:
+            closer()
+            return lambda: None
+        closers = self._closers.setdefault(sid, {})
+        key = id(closer)
+        closers[key] = closer
+        if sid not in self._timers:
+            loop = asyncio.get_running_loop()
+            delay = self._sessions[sid][1] - self._clock()
+            self._timers[sid] = loop.call_at(loop.time() + delay, self.close, sid)
+
+        def forget() -> None:
+            left = self._closers.get(sid)
+            if left is not None and left.pop(key, None) is not None and not left:
+                del self._closers[sid]
+                timer = self._timers.pop(sid, None)
+                if timer is not None:
+                    timer.cancel()
+        return forget
 
     def authenticate(self, request: web.Request) -> User | None:
         """The cookie's user, for a request from the page (from_page; else None)."""
@@ -95,7 +132,7 @@ class LoginSessions:
             sid, (_, expires) = next(iter(self._sessions.items()))
             if expires > now:
                 return
-            del self._sessions[sid]
+            self.close(sid)
 
 
 class LoginLinks:

@@ -3,6 +3,8 @@ close on logout. Login links are one-time and short-lived."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from k3py.server.apiserver.auth import User
@@ -61,3 +63,25 @@ def test_login_links_are_bounded():
     links = LoginLinks(max_links=2)
     first, *_ = [links.issue(User(f"u{i}")) for i in range(3)]
     assert links.take(first) is None  # the oldest was dropped
+
+
+def test_an_ending_session_closes_its_connections_and_its_timer_notices_expiry():
+    async def check() -> None:
+        logins = LoginSessions(ttl=60)
+        mine, other = logins.open(User("a")), logins.open(User("b"))
+        closed: list[str] = []
+        logins.track(mine, lambda: closed.append("live"))
+        forget = logins.track(mine, lambda: closed.append("exec"))
+        logins.track(other, lambda: closed.append("other"))
+        forget()  # that connection ended first
+        logins.close(mine)  # logout
+        assert closed == ["live"]
+        logins.track(mine, lambda: closed.append("late"))  # it ended while this one opened
+        assert closed == ["live", "late"]
+        short = LoginSessions(ttl=0.05)
+        sid = short.open(User("c"))
+        expired = asyncio.Event()
+        short.track(sid, expired.set)
+        await asyncio.wait_for(expired.wait(), 10)  # no request needed to notice it
+        assert short.user(sid) is None and len(short) == 0
+    asyncio.run(check())

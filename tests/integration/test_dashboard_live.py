@@ -1,0 +1,152 @@
+"""The dashboard's live websocket and its login session on a real server (--disable-agent),
+compacting its store every half second down to its last 20 revisions:
+
+- a logout made with another request closes the session's open connections at once: its
+  live websocket with 4401 (the page's "log in again") and a watch it streams with the cookie
+  (exec terminals and followed logs are held the same way);
+- a subscription resumed from a resourceVersion the store has compacted meanwhile is
+  answered 410, and the tab's relist (a subscription without one) lists what is there now;
+- a burst of 50 creates reaches the tab coalesced: no more flushes than MAX_FLUSHES_PER_SECOND
+  per second from the burst's first create to the last message, plus one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import aiohttp
+import pytest
+
+from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, MAX_FLUSHES_PER_SECOND
+from tests.harness import ServerProcess
+from tests.integration.storeload import client_ssl
+from tests.integration.test_dashboard import (  # noqa: F401 - admin_token: a fixture
+    MARKER,
+    _login,
+    _next,
+    _session,
+    admin_token,
+    run,
+)
+
+pytestmark = pytest.mark.integration
+
+RETAIN = 20  # --compact-min-retain: revisions the store keeps
+BURST = 50
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    server = ServerProcess(tmp_path_factory.mktemp("dashboard-live") / "srv", extra_args=[
+        "--compact-interval", "0.5", "--compact-min-retain", str(RETAIN)])
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def _configmap(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {"k": "v"}}
+
+
+async def _create(srv: ServerProcess, namespace: str, names: list[str]) -> None:
+    """Create the namespace's ConfigMaps one after the other, as fast as the server takes
+    them, as the admin (its client certificate): each its own write and watch event."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl(srv)),
+                                     timeout=aiohttp.ClientTimeout(total=20)) as http:
+        for name in names:
+            async with http.post(f"{srv.url}/api/v1/namespaces/{namespace}/configmaps",
+                                 json=_configmap(name)) as r:
+                assert r.status == 201, await r.text()
+
+
+def _live(http: aiohttp.ClientSession, srv: ServerProcess, headers: dict[str, str]):
+    return http.ws_connect(srv.url + "/dashboard/api/live",
+                           headers={"Cookie": headers["Cookie"], "Origin": srv.url})
+
+
+def _watch(namespace: str, sid: str, rv: str = "") -> dict:
+    return {"op": "watch", "id": sid, "group": "", "resource": "configmaps",
+            "namespace": namespace, "resourceVersion": rv or None}
+
+
+def test_logout_closes_the_sessions_live_socket_and_streams(srv, admin_token):  # noqa: F811
+    async def check() -> None:
+        async with await _session() as http:
+            headers = await _login(http, srv.url, admin_token)
+            async with _live(http, srv, headers) as ws, \
+                    http.get(srv.url + "/api/v1/namespaces/default/configmaps?watch=true",
+                             headers=headers) as stream:
+                assert stream.status == 200, await stream.text()
+                await ws.send_json(_watch("default", "c"))
+                assert (await _next(ws, "c"))["type"] == "list"
+                async with http.post(srv.url + "/dashboard/logout", headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                closed = await ws.receive()
+                assert closed.type == aiohttp.WSMsgType.CLOSE, closed
+                assert closed.data == CLOSE_UNAUTHORIZED, closed
+                with contextlib.suppress(aiohttp.ClientPayloadError):  # cut, or ended
+                    await stream.content.read()  # the end, long before the watch's own
+            async with _live(http, srv, headers) as ws:  # and no new one
+                again = await ws.receive()
+                assert again.type == aiohttp.WSMsgType.CLOSE and again.data == CLOSE_UNAUTHORIZED
+    run(check())
+
+
+def test_a_compacted_resume_is_answered_410_and_the_tab_relists(srv, admin_token):  # noqa: F811
+    srv.kubectl("create", "namespace", "relist")
+
+    async def check() -> None:
+        async with await _session() as http:
+            headers = await _login(http, srv.url, admin_token)
+            async with _live(http, srv, headers) as ws:
+                await ws.send_json(_watch("relist", "r"))
+                listed = await _next(ws, "r")
+            assert listed["type"] == "list", listed
+            rv = listed["resourceVersion"]
+            # while the tab is away: more writes than the store keeps, then its compaction
+            await _create(srv, "relist", [f"away-{i}" for i in range(RETAIN + 10)])
+            async with _live(http, srv, headers) as ws:
+                answer = {"type": "events"}
+                while answer["type"] == "events":  # until the compaction passes rv
+                    await ws.send_json(_watch("relist", "r", rv))
+                    answer = await _next(ws, "r")
+                    if answer["type"] == "events":
+                        await asyncio.sleep(0.2)  # the store compacts every 0.5 s
+                assert answer["type"] == "error" and answer["code"] == 410, answer
+                await ws.send_json(_watch("relist", "r"))  # what the page does on a 410
+                relisted = await _next(ws, "r")
+            assert relisted["type"] == "list", relisted
+            assert {row["name"] for row in relisted["rows"]} >= {
+                f"away-{i}" for i in range(RETAIN + 10)}, relisted
+    run(check())
+
+
+def test_a_burst_of_creates_is_coalesced_to_four_flushes_a_second(srv, admin_token):  # noqa: F811
+    srv.kubectl("create", "namespace", "burst")
+    names = {f"burst-{i}" for i in range(BURST)}
+
+    async def check() -> None:
+        async with await _session() as http:
+            headers = await _login(http, srv.url, admin_token)
+            async with _live(http, srv, headers) as ws:
+                await ws.send_json(_watch("burst", "b"))
+                assert (await _next(ws, "b"))["type"] == "list"
+                started = time.monotonic()
+                creating = asyncio.create_task(_create(srv, "burst", sorted(names)))
+                seen: dict[str, str] = {}
+                flushes = 0
+                while not names <= set(seen):  # (the namespace's kube-root-ca.crt aside)
+                    message = await _next(ws, "b")
+                    assert message["type"] == "events", message
+                    flushes += 1
+                    seen.update((row["name"], etype) for etype, row in message["events"])
+                last = time.monotonic()
+                await creating
+        assert {seen[name] for name in names} == {"ADDED"}, seen
+        bound = MAX_FLUSHES_PER_SECOND * (last - started) + 1
+        assert flushes <= bound, \
+            f"{flushes} flushes for {BURST} creates in {last - started:.2f} s (at most {bound:.1f})"
+    run(check())
