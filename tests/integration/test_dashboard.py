@@ -18,6 +18,10 @@ MQTT broker, ON set from the page makes the mapper's count move on the plot; but
 hidden from a user whose
 SelfSubjectRulesReview lacks the verb; `--dashboard-read-only` refuses writes with the cookie.
 
+A pod's page, opened from its row, shows its container, its event and its YAML (a dry run
+refuses an edit of an immutable field); a device shows its state and the twin's delta (desired
+not yet reported); the overview counts a node online while its tunnel is connected.
+
 The overview (the landing view), events filtered by type and object, a Deployment scaled,
 restarted, edited through a YAML dry-run and deleted from the page; a pod's logs followed,
 searched, with timestamps and the previous container's answer, and a Deployment's two pods'
@@ -200,6 +204,10 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
                  == "Running", 60, 0.3, "the shell pod Running on the agent")
         browser.get(srv.url + "/dashboard/")
         _log_in(browser, admin_token)
+        online = "#overview-nodes [data-count='online']"
+        wait_for(lambda: _css_text(browser, online) == "1", 15,
+                 what=f"{node} online (its tunnel) on the overview (it shows "
+                      f"{_css_text(browser, '#overview-nodes')!r})")
         _open(browser, "Pods", "pods")
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-shell='shell']"), 15,
                  what="the shell button (SelfSubjectRulesReview: create pods/exec)")
@@ -644,6 +652,7 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
                  what="the pod created with kubectl in the page (from its subscription)")
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-delete='seen-live']"), 15,
                  what="a delete button for the admin (SelfSubjectRulesReview)")
+        _pod_detail(driver, srv)
 
         _open(driver, "Devices", "devices")
         reported = "td.reported[data-device='counter']"
@@ -655,6 +664,9 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
             _report(srv, value)
             wait_for(lambda v=value: _css_text(driver, reported) == v, 15,
                      what=f"the twin's reported {value} in the page")
+        assert _css_text(driver, "td.state[data-device='counter']") == "unknown"  # no mapper
+        delta = "td.delta[data-device='counter']"
+        assert _css_text(driver, delta) == "OFF", "desired OFF, reported 7: the delta is OFF"
         wait_for(lambda: _points(driver) >= 3, 15, what="three points on the plot")
         desired = driver.find_element(By.CSS_SELECTOR, "input[data-device='counter']")
         desired.clear()
@@ -662,6 +674,8 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
         desired.submit()
         wait_for(lambda: srv.kubectl_json("get", "device", "counter")["status"]["twins"][0]
                  ["desired"]["value"] == "ON", 15, what="the desired value set from the page")
+        wait_for(lambda: _css_text(driver, delta) == "ON", 15,
+                 what=f"the delta ON, not reported yet (it shows {_css_text(driver, delta)!r})")
 
         _open(driver, "Device models", "devicemodels")
         wait_for(lambda: "status (string, ReadWrite)" in _text(driver, "devicemodels"), 15,
@@ -680,6 +694,32 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
             f"requests left the server's origin: {[u for u in urls if not u.startswith(srv.url)]}"
     finally:
         srv.kubectl("delete", "pod", "seen-live", "--wait=false", check=False)
+        srv.kubectl("delete", "event", "seen-live.dashboard-test", check=False)
+
+
+def _pod_detail(driver, srv: ServerProcess) -> None:
+    """seen-live's page, opened from its row: its container, its event (live) and its YAML,
+    whose edit of an immutable field the server's dry run refuses."""
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.CSS_SELECTOR, "button[data-pod='seen-live']").click()
+    wait_for(lambda: "busybox" in _text(driver, "pod-containers"), 15,
+             what="the pod's container and its image on its page")
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_event(
+        "seen-live.dashboard-test", "Pod", "seen-live", "Normal", "PodDetailTest")))
+    wait_for(lambda: "PodDetailTest" in _text(driver, "pod-events"), 15,
+             what="the pod's event on its page")
+    _screenshots(driver, "pod")
+    driver.find_element(By.ID, "yaml").click()
+    wait_for(lambda: "kind: Pod" in (driver.find_element(By.ID, "yaml-text")
+                                      .get_attribute("value") or ""), 15, what="the pod's YAML")
+    _set_yaml(driver, "^(\\s+- )name: c$", "$1name: renamed")
+    driver.find_element(By.ID, "yaml-check").click()
+    wait_for(lambda: "pod updates may not change" in _css_text(driver, "#yaml-error"), 15,
+             what=f"the dry run's refusal of a renamed container (it shows "
+                  f"{_css_text(driver, '#yaml-error')!r})")
+    driver.find_element(By.XPATH, "//button[text()='Back']").click()
+    driver.find_element(By.XPATH, "//button[text()='Back to pods']").click()
+    wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pods list again")
 
 
 def _css_text(driver, selector: str) -> str:
@@ -789,15 +829,19 @@ _WEB = {"apiVersion": "apps/v1", "kind": "Deployment",
                               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
 
 
-def _warning() -> dict:
+def _event(name: str, kind: str, about: str, kind_of_event: str, reason: str) -> dict:
+    """An Event in default about `kind`/`about`, as a component would record it."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": "web.dashboard-test", "namespace": "default"},
-            "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "default",
-                               "apiVersion": "apps/v1"},
-            "type": "Warning", "reason": "DashboardTest", "message": "a warning from the test",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"kind": kind, "name": about, "namespace": "default"},
+            "type": kind_of_event, "reason": reason, "message": f"{reason} from the test",
             "count": 1, "firstTimestamp": now, "lastTimestamp": now,
             "source": {"component": "test"}}
+
+
+def _warning() -> dict:
+    return _event("web.dashboard-test", "Deployment", "web", "Warning", "DashboardTest")
 
 
 def _set_yaml(driver, pattern: str, replacement: str) -> None:
