@@ -78,8 +78,8 @@ class Pods extends Watched {
     const { onLogs, onShell, onMetrics, onDetail, detail, permissions } = props;
     const chosen = detail && rows.get(detail);
     if (chosen) {
-      return html`<${Lazy} key="pod" load=${() => import("./pod.js")} name="PodDetail"
-        ...${props} row=${chosen} onBack=${() => onDetail(null)} />`;
+      return html`<${Lazy} key=${`pod ${chosen.uid}`} load=${() => import("./pod.js")}
+        name="PodDetail" ...${props} row=${chosen} onBack=${() => onDetail(null)} />`;
     }
     return html`
       ${error && html`<p class="error">${error}</p>`}
