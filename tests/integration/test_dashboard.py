@@ -360,7 +360,7 @@ def _follow_logs(driver, srv: ServerProcess) -> None:
     from selenium.webdriver.common.by import By
     driver.find_element(By.XPATH, "//button[text()='Back to pods']").click()
     wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pods table")
-    driver.find_element(By.XPATH, "//tr[td[text()='shell']]//button[text()='logs']").click()
+    driver.find_element(By.XPATH, "//tr[td/button[@data-pod='shell']]//button[text()='logs']").click()
     wait_for(lambda: any("tick" in line for line in _log_lines(driver)), 15,
              what="the shell pod's lines in the log view")
     seen = len(_log_lines(driver))
