@@ -712,11 +712,11 @@ def _pod_detail(driver, srv: ServerProcess) -> None:
     driver.find_element(By.ID, "yaml").click()
     wait_for(lambda: "kind: Pod" in (driver.find_element(By.ID, "yaml-text")
                                       .get_attribute("value") or ""), 15, what="the pod's YAML")
-    _set_yaml(driver, "^(\\s+- )name: c$", "$1name: renamed")
+    _set_yaml(driver, "^(.*)name: c$", "$1name: renamed")
     driver.find_element(By.ID, "yaml-check").click()
     wait_for(lambda: "pod updates may not change" in _css_text(driver, "#yaml-error"), 15,
              what=f"the dry run's refusal of a renamed container (it shows "
-                  f"{_css_text(driver, '#yaml-error')!r})")
+                  f"{_css_text(driver, 'main')!r})")
     driver.find_element(By.XPATH, "//button[text()='Back']").click()
     driver.find_element(By.XPATH, "//button[text()='Back to pods']").click()
     wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pods list again")

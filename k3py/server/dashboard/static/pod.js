@@ -22,6 +22,11 @@ function containerState(state = {}) {
   return ["muted", "not started"];
 }
 
+const summary = (row, status) => [`Node ${row.node || "none (not scheduled)"}`,
+  `IP ${status.podIP || "none"}${status.hostIP ? ` on host ${status.hostIP}` : ""}`,
+  status.qosClass && `QoS ${status.qosClass}`, `created ${age(row.created)} ago`]
+  .filter(Boolean).join("; ");
+
 function Containers({ pod }) {
   const statuses = new Map((pod.status?.containerStatuses || []).map((c) => [c.name, c]));
   return html`<h3>Containers</h3><div class="table"><table id="pod-containers">
@@ -91,11 +96,8 @@ export class PodDetail extends Component {
         ${can("delete") && html`<${DeleteButton} name=${row.name}
           onDelete=${() => this.remove()} />`}</div>
       ${error && html`<p class="error" id="pod-error">${error}</p>`}
-      <p id="pod-summary">Node ${row.node || html`<span class="muted">not scheduled</span>`};
-        IP ${status.podIP || "none"}${status.hostIP ? ` on host ${status.hostIP}` : ""};
-        ${status.qosClass ? `QoS ${status.qosClass}; ` : ""}created ${age(row.created)} ago
-        ${status.reason ? html`; <span class="bad">${status.reason}: ${status.message}</span>` : ""}
-      </p>
+      <p id="pod-summary">${summary(row, status)}${status.reason && html`;
+        <span class="bad">${status.reason}: ${status.message}</span>`}</p>
       ${pod ? html`<${Containers} pod=${pod} /><${Conditions} pod=${pod} />`
         : !error && html`<p>Loading…</p>`}
       <${EventList} id="pod-events" events=${eventsOf(events, [{ kind: "Pod", name: row.name }],
