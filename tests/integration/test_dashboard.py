@@ -21,6 +21,10 @@ and its page shows the read-only badge and no write button. Every browser (this 
 fixture, which the other dashboard modules use too) is checked at its end for any request
 to another origin than its page's.
 
+A pod's page, opened from its row, shows its container, its event and its YAML (a dry run
+refuses an edit of an immutable field); a device shows its state and the twin's delta (desired
+not yet reported); the overview counts a node online while its tunnel is connected.
+
 The overview (the landing view), events filtered by type, namespace and object, a Deployment scaled,
 restarted, edited through a YAML dry-run and deleted from the page; a pod's logs followed,
 searched, with timestamps and the previous container's answer, and a Deployment's two pods'
@@ -208,6 +212,10 @@ def test_agent_tunnel_and_a_shell_in_its_pod(srv, admin_token, browser, tmp_path
                  == "Running", 60, 0.3, "the shell pod Running on the agent")
         browser.get(srv.url + "/dashboard/")
         _log_in(browser, admin_token)
+        online = "#overview-nodes [data-count='online']"
+        wait_for(lambda: _css_text(browser, online) == "1", 15,
+                 what=f"{node} online (its tunnel) on the overview (it shows "
+                      f"{_css_text(browser, '#overview-nodes')!r})")
         _open(browser, "Pods", "pods")
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-shell='shell']"), 15,
                  what="the shell button (SelfSubjectRulesReview: create pods/exec)")
@@ -384,7 +392,7 @@ def _follow_logs(driver, srv: ServerProcess) -> None:
     from selenium.webdriver.common.by import By
     driver.find_element(By.XPATH, "//button[text()='Back to pods']").click()
     wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pods table")
-    driver.find_element(By.XPATH, "//tr[td[text()='shell']]//button[text()='logs']").click()
+    driver.find_element(By.XPATH, "//tr[td/button[@data-pod='shell']]//button[text()='logs']").click()
     wait_for(lambda: any("tick" in line for line in _log_lines(driver)), 15,
              what="the shell pod's lines in the log view")
     seen = len(_log_lines(driver))
@@ -724,6 +732,7 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
                  what="the pod created with kubectl in the page (from its subscription)")
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-delete='seen-live']"), 15,
                  what="a delete button for the admin (SelfSubjectRulesReview)")
+        _pod_detail(driver, srv)
 
         _open(driver, "Devices", "devices")
         reported = "td.reported[data-device='counter']"
@@ -735,6 +744,9 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
             _report(srv, value)
             wait_for(lambda v=value: _css_text(driver, reported) == v, 15,
                      what=f"the twin's reported {value} in the page")
+        assert _css_text(driver, "td.state[data-device='counter']") == "unknown"  # no mapper
+        delta = "td.delta[data-device='counter']"
+        assert _css_text(driver, delta) == "OFF", "desired OFF, reported 7: the delta is OFF"
         wait_for(lambda: _points(driver) >= 3, 15, what="three points on the plot")
         desired = driver.find_element(By.CSS_SELECTOR, "input[data-device='counter']")
         desired.clear()
@@ -742,6 +754,8 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
         desired.submit()
         wait_for(lambda: srv.kubectl_json("get", "device", "counter")["status"]["twins"][0]
                  ["desired"]["value"] == "ON", 15, what="the desired value set from the page")
+        wait_for(lambda: _css_text(driver, delta) == "ON", 15,
+                 what=f"the delta ON, not reported yet (it shows {_css_text(driver, delta)!r})")
 
         _open(driver, "Device models", "devicemodels")
         wait_for(lambda: "status (string, ReadWrite)" in _text(driver, "devicemodels"), 15,
@@ -757,6 +771,32 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
             "a viewer is shown a delete button"
     finally:
         srv.kubectl("delete", "pod", "seen-live", "--wait=false", check=False)
+        srv.kubectl("delete", "event", "seen-live.dashboard-test", check=False)
+
+
+def _pod_detail(driver, srv: ServerProcess) -> None:
+    """seen-live's page, opened from its row: its container, its event (live) and its YAML,
+    whose edit of an immutable field the server's dry run refuses."""
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.CSS_SELECTOR, "button[data-pod='seen-live']").click()
+    wait_for(lambda: "busybox" in _text(driver, "pod-containers"), 15,
+             what="the pod's container and its image on its page")
+    srv.kubectl("apply", "-f", "-", input=json.dumps(_event(
+        "seen-live.dashboard-test", "Pod", "seen-live", "Normal", "PodDetailTest")))
+    wait_for(lambda: "PodDetailTest" in _text(driver, "pod-events"), 15,
+             what="the pod's event on its page")
+    _screenshots(driver, "pod")
+    driver.find_element(By.ID, "yaml").click()
+    wait_for(lambda: "kind: Pod" in (driver.find_element(By.ID, "yaml-text")
+                                      .get_attribute("value") or ""), 15, what="the pod's YAML")
+    _set_yaml(driver, "^(.*)name: c$", "$1name: renamed")
+    driver.find_element(By.ID, "yaml-check").click()
+    wait_for(lambda: "pod updates may not change" in _css_text(driver, "#yaml-error"), 15,
+             what=f"the dry run's refusal of a renamed container (it shows "
+                  f"{_css_text(driver, 'main')!r})")
+    driver.find_element(By.XPATH, "//button[text()='Back']").click()
+    driver.find_element(By.XPATH, "//button[text()='Back to pods']").click()
+    wait_for(lambda: driver.find_elements(By.ID, "pods"), 15, what="the pods list again")
 
 
 def _css_text(driver, selector: str) -> str:
@@ -866,15 +906,21 @@ _WEB = {"apiVersion": "apps/v1", "kind": "Deployment",
                               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
 
 
-def _warning(namespace: str = "default") -> dict:
+def _event(name: str, kind: str, about: str, kind_of_event: str, reason: str,
+           namespace: str = "default") -> dict:
+    """An Event in `namespace` about `kind`/`about`, as a component would record it."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": "web.dashboard-test", "namespace": namespace},
-            "involvedObject": {"kind": "Deployment", "name": "web", "namespace": namespace,
-                               "apiVersion": "apps/v1"},
-            "type": "Warning", "reason": "DashboardTest", "message": "a warning from the test",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {"kind": kind, "name": about, "namespace": namespace},
+            "type": kind_of_event, "reason": reason, "message": f"{reason} from the test",
             "count": 1, "firstTimestamp": now, "lastTimestamp": now,
             "source": {"component": "test"}}
+
+
+def _warning(namespace: str = "default") -> dict:
+    return _event("web.dashboard-test", "Deployment", "web", "Warning", "DashboardTest",
+                  namespace)
 
 
 def _event_column(driver, column: int) -> list[str]:

@@ -65,6 +65,8 @@ class Nodes extends Watched {
   }
 }
 
+// The pods, live; a pod's name opens its page (pod.js, loaded then), kept open (detail: its
+// uid, the App's) while it is in the list.
 class Pods extends Watched {
   spec() { return { group: "", resource: "pods" }; }
   remove(p) {
@@ -72,15 +74,22 @@ class Pods extends Watched {
       encodeURIComponent(p.name), { method: "DELETE" })
       .catch((e) => this.setState({ error: message(e) }));
   }
-  render({ onLogs, onShell, onMetrics, permissions }, { rows, error }) {
+  render(props, { rows, error }) {
+    const { onLogs, onShell, onMetrics, onDetail, detail, permissions } = props;
+    const chosen = detail && rows.get(detail);
+    if (chosen) {
+      return html`<${Lazy} key=${`pod ${chosen.uid}`} load=${() => import("./pod.js")}
+        name="PodDetail" ...${props} row=${chosen} onBack=${() => onDetail(null)} />`;
+    }
     return html`
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="pods">
         <thead><tr><th>Namespace</th><th>Name</th><th>Phase</th><th>Node</th><th>Restarts</th>
           <th>Age</th><th></th></tr></thead>
         <tbody>${byName(rows).map((p) => html`<tr key=${p.uid}>
-          <td>${p.namespace}</td><td>${p.name}</td><td>${p.phase}</td><td>${p.node}</td>
-          <td>${p.restarts}</td><td>${age(p.created)}</td>
+          <td>${p.namespace}</td><td><button class="link" data-pod=${p.name}
+            onClick=${() => onDetail(p.uid)}>${p.name}</button></td><td>${p.phase}</td>
+          <td>${p.node}</td><td>${p.restarts}</td><td>${age(p.created)}</td>
           <td><button class="link" onClick=${() => onLogs(p)}>logs</button>
             <button class="link" data-metrics=${p.name} onClick=${() => onMetrics({ kind: "pods",
               namespace: p.namespace, name: `${p.namespace}/${p.name}` })}>metrics</button>
@@ -121,6 +130,17 @@ class Plot extends Component {
   }
 }
 
+// A twin's delta, as KubeEdge's twin sends one to the mapper: the desired value while the
+// reported one differs from it (not yet applied, or no mapper reporting); none once they agree.
+function delta(twin) {
+  if (twin.desired == null || twin.desired === twin.reported) {
+    return html`<span class="muted">none</span>`;
+  }
+  return html`<span class="bad">${twin.desired}</span>`;
+}
+
+// Each device's state (status.state, "unknown" until its mapper reports one) and its twins:
+// desired, reported and the delta between them, live; Set writes a desired value.
 class Devices extends Watched {
   spec() { return { ...DEVICES, resource: "devices" }; }
   state = { rows: new Map(), error: "", plotted: null, history: [[], []], desired: {} };
@@ -164,14 +184,17 @@ class Devices extends Watched {
     return html`
       ${error && html`<p class="error">${error}</p>`}
       <div class="table"><table id="devices">
-        <thead><tr><th>Namespace</th><th>Name</th><th>Model</th><th>Property</th>
-          <th>Desired</th><th>Reported</th><th></th></tr></thead>
+        <thead><tr><th>Namespace</th><th>Name</th><th>Model</th><th>State</th><th>Property</th>
+          <th>Desired</th><th>Reported</th><th>Delta</th><th></th></tr></thead>
         <tbody>${byName(rows).map((d) => (d.twins.length ? d.twins : [null]).map((t, i) => {
           const key = `${d.uid}/${i}`;
           const writable = t && permissions.can("patch", DEVICES.group, "devices", d.namespace);
           return html`<tr key=${key}>
             <td>${i === 0 && d.namespace}</td><td>${i === 0 && d.name}</td>
-            <td>${i === 0 && d.model}</td><td>${t?.property}</td>
+            <td>${i === 0 && d.model}</td>
+            <td class=${i === 0 ? `state ${d.state}` : ""} data-device=${d.name}>${
+              i === 0 && d.state}</td>
+            <td>${t?.property}</td>
             <td>${writable ? html`<form class="inline" onSubmit=${(e) => {
                 e.preventDefault(); this.setDesired(d, i); }}>
                 <input name="desired" size="6" data-device=${d.name}
@@ -179,6 +202,7 @@ class Devices extends Watched {
                   onInput=${(e) => this.setState({ desired: { ...desired, [key]: e.target.value } })} />
                 <button type="submit">Set</button></form>` : t?.desired}</td>
             <td class="reported" data-device=${d.name}>${t?.reported}</td>
+            <td class="delta" data-device=${d.name}>${t && delta(t)}</td>
             <td>${t && html`<button class="link" onClick=${() => this.plot(d, t)}>plot</button>`}
             </td></tr>`;
         }))}</tbody></table></div>
@@ -277,7 +301,7 @@ const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["metrics", "Metric
 
 class App extends Component {
   state = { session: null, authed: null, view: "overview", pod: null, shell: null, mqtt: null,
-    pick: null };
+    pick: null, detail: null };
   componentDidMount() {
     // a link opened in a tab already showing the page changes only the address's fragment
     addEventListener("hashchange", () => this.followLink());
@@ -304,14 +328,14 @@ class App extends Component {
     api("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false, session: null }); });
   }
-  render(_, { authed, session, view, pod, shell, mqtt, pick, linkError }) {
+  render(_, { authed, session, view, pod, shell, mqtt, pick, detail, linkError }) {
     if (authed === null) return html`<p>Loading…</p>`;
     const unauthorized = () => { this.live?.close(); this.setState({ authed: false }); };
     if (!authed) {
       return html`<${Login} linkError=${linkError} onLogin=${() => this.loadSession()} />`;
     }
     const open = (name, picked = null) => this.setState({ view: name, pod: null, shell: null,
-      mqtt: null, pick: picked });
+      mqtt: null, pick: picked, detail: null });
     const onMetrics = (picked) => open("metrics", picked); // a node's or pod's graphs
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
       onClick=${() => open(name)}>${label}</button>`;
@@ -342,7 +366,8 @@ class App extends Component {
       const views = { pods: Pods, events: Events, devices: Devices, devicemodels: DeviceModels };
       body = html`<${Namespaced} key=${view} view=${views[view]} ...${common}
         onLogs=${(p) => this.setState({ pod: p })} onShell=${(p) => this.setState({ shell: p })}
-        onMetrics=${onMetrics} />`;
+        onMetrics=${onMetrics} detail=${detail}
+        onDetail=${(uid) => this.setState({ detail: uid })} />`;
     }
     return html`<header><h1>k3py</h1><nav>${VIEWS.map(([n, l]) => tab(n, l))}</nav>
       <span class="muted" id="user">${session.user}${session.readOnly

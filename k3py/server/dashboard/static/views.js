@@ -1,6 +1,7 @@
-// The Overview (the landing view: nodes ready or not, pods by phase, devices by state, MQTT
-// messages per second (mqtt.js), the newest warnings) and the Events view (live, filtered by type, namespace and object). Both
-// are fed by the tab's live subscriptions (live.js); nothing is polled.
+// The Overview (the landing view: nodes online or offline, i.e. their tunnel connected or not,
+// pods by phase, devices by state, MQTT messages per second (mqtt.js), the newest warnings) and
+// the Events view (live, filtered by type, namespace and object). Both are fed by the tab's live
+// subscriptions (live.js, the tunnels feed too); nothing is polled.
 import { Component } from "./vendor/preact.mjs";
 import { age, html, Watched } from "./common.js";
 import { MqttCard } from "./mqtt.js";
@@ -38,21 +39,23 @@ function EventRows({ events }) {
 }
 
 export class Overview extends Component {
-  state = { nodes: new Map(), pods: new Map(), devices: new Map(), events: new Map(), errors: {} };
+  state = { nodes: new Map(), tunnels: {}, pods: new Map(), devices: new Map(),
+    events: new Map(), errors: {} };
   componentDidMount() {
-    const kinds = { nodes: { group: "", resource: "nodes" }, pods: { group: "", resource: "pods" },
-      events: { group: "", resource: "events" }, devices: DEVICES };
+    const kinds = { nodes: { group: "", resource: "nodes" }, tunnels: { op: "tunnels" },
+      pods: { group: "", resource: "pods" }, events: { group: "", resource: "events" },
+      devices: DEVICES };
     this.unsubscribe = Object.entries(kinds).map(([key, spec]) => this.props.live.subscribe(
       spec, (rows) => this.setState({ [key]: rows }),
       (error) => this.setState({ errors: { ...this.state.errors, [key]: error } })));
   }
   componentWillUnmount() { this.unsubscribe.forEach((stop) => stop()); }
-  render({ onOpen }, { nodes, pods, devices, events, errors }) {
+  render({ onOpen }, { nodes, tunnels, pods, devices, events, errors }) {
     const warnings = [...events.values()].filter((e) => e.type === "Warning")
       .sort(newest).slice(0, WARNINGS);
     return html`<div class="cards">
-        <${Card} title="Nodes" id="overview-nodes" error=${errors.nodes}
-          entries=${counts(nodes, (n) => (n.ready ? "Ready" : "NotReady"))}
+        <${Card} title="Nodes" id="overview-nodes" error=${errors.nodes || errors.tunnels}
+          entries=${counts(nodes, (n) => (tunnels[n.name]?.connected ? "online" : "offline"))}
           onOpen=${() => onOpen("nodes")} />
         <${Card} title="Pods" id="overview-pods" error=${errors.pods}
           entries=${counts(pods, (p) => p.phase || "Unknown")} onOpen=${() => onOpen("pods")} />

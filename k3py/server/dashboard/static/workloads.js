@@ -1,13 +1,11 @@
 // Deployments, StatefulSets and DaemonSets: live lists, and a workload's details with its pods
 // and events (live), scale, restart (kubectl rollout restart's annotation), delete, its YAML
-// (js-yaml, loaded on first use) edited and checked by a server dry-run before it is saved,
-// and its pods' logs in one stream. Loaded the first time the Workloads view opens.
+// edited and checked by a server dry-run before it is saved (details.js), and its pods' logs
+// in one stream. Loaded the first time the Workloads view opens.
 import { Component } from "./vendor/preact.mjs";
-import { age, api, byName, html, loadScript, message, Namespaced, resourcePath, Watched }
-  from "./common.js";
+import { age, api, byName, html, message, Namespaced, resourcePath, Watched } from "./common.js";
+import { DeleteButton, EventList, eventsOf, YamlEditor } from "./details.js";
 import { LogView } from "./logs.js";
-
-const JSYAML = "./vendor/js-yaml.min.js";
 const KINDS = {
   deployments: { group: "apps", version: "v1", resource: "deployments", kind: "Deployment",
     scalable: true },
@@ -100,7 +98,7 @@ class Workload extends Component {
       .then(() => this.props.onBack());
   }
   render({ spec, row, permissions, onBack, onUnauthorized }, state) {
-    const { pods, events, error, notice, mode, replicas, confirming } = state;
+    const { pods, events, error, notice, mode, replicas } = state;
     const can = (verb, resource = spec.resource) =>
       permissions.can(verb, spec.group, resource, row.namespace);
     const title = `${spec.kind} ${row.namespace}/${row.name}`;
@@ -114,9 +112,7 @@ class Workload extends Component {
       return html`<${YamlEditor} path=${this.path()} title=${title}
         editable=${can("update")} onBack=${() => this.setState({ mode: "" })} />`;
     }
-    const mine = [...events.values()].filter((e) => (e.object.kind === spec.kind &&
-      e.object.name === row.name) || pods.has(e.object.uid))
-      .sort((a, b) => (b.last || "").localeCompare(a.last || ""));
+    const mine = eventsOf(events, [{ kind: spec.kind, name: row.name }], pods);
     return html`
       <div class="toolbar"><button onClick=${onBack}>Back</button>
         <strong id="workload-title">${title}</strong>
@@ -133,11 +129,8 @@ class Workload extends Component {
         <button id="yaml" onClick=${() => this.setState({ mode: "yaml" })}>YAML</button>
         <button id="workload-logs" disabled=${!podList.length}
           onClick=${() => this.setState({ mode: "logs" })}>Logs</button>
-        ${can("delete") && (confirming
-          ? html`<button class="danger" id="confirm-delete" onClick=${() => this.remove()}>
-              Delete ${row.name}?</button>`
-          : html`<button class="danger" id="delete"
-              onClick=${() => this.setState({ confirming: true })}>Delete</button>`)}
+        ${can("delete") && html`<${DeleteButton} name=${row.name}
+          onDelete=${() => this.remove()} />`}
         ${notice && html`<span class="ok" id="notice">${notice}</span>`}</div>
       ${error && html`<p class="error" id="workload-error">${error}</p>`}
       <p class="muted">Images: ${row.images.join(", ")}; selector:
@@ -148,51 +141,7 @@ class Workload extends Component {
         <tbody>${byName(pods).map((p) => html`<tr key=${p.uid}><td>${p.name}</td>
           <td>${p.phase}</td><td>${p.node}</td><td>${p.restarts}</td><td>${age(p.created)}</td>
           </tr>`)}</tbody></table></div>
-      <h3>Events</h3>
-      ${mine.length ? html`<ul class="events" id="workload-events">${mine.map((e) => html`<li
-        key=${e.uid}><span class=${e.type === "Warning" ? "bad" : "muted"}>${
-        `${age(e.last)} ${e.reason}`}</span> ${e.object.kind}/${e.object.name}: ${e.message}
-        </li>`)}</ul>`
-        : html`<p class="muted">none</p>`}`;
+      <${EventList} id="workload-events" events=${mine} />`;
   }
 }
 
-// An object's YAML; when editable, Check asks the server for a dry run (?dryRun=All) of the
-// replacement and Save does the same, then the real write.
-class YamlEditor extends Component {
-  state = { text: "", error: "", notice: "", loading: true };
-  componentDidMount() { this.load(); }
-  load(notice = "") {
-    this.setState({ loading: true, error: "", notice });
-    Promise.all([loadYaml(), api(this.props.path).then((r) => r.json())])
-      .then(([yaml, obj]) => {
-        delete obj.metadata?.managedFields;
-        this.setState({ text: yaml.dump(obj, { noRefs: true }), loading: false });
-      }).catch((e) => this.setState({ error: message(e), loading: false }));
-  }
-  put(dryRun) {
-    return api(this.props.path + (dryRun ? "?dryRun=All" : ""), { method: "PUT",
-      headers: { "Content-Type": "application/yaml" }, body: this.state.text });
-  }
-  check(save) {
-    this.setState({ error: "", notice: "" });
-    this.put(true).then(() => (save ? this.put(false).then(() => this.load("saved"))
-      : this.setState({ notice: "the server accepts it (dry run)" })))
-      .catch((e) => this.setState({ error: message(e) }));
-  }
-  render({ title, editable, onBack }, { text, error, notice, loading }) {
-    return html`<div class="toolbar"><button onClick=${onBack}>Back</button>
-        <strong>${title}</strong>
-        ${editable && html`<button id="yaml-check" onClick=${() => this.check(false)}>
-          Check (dry run)</button><button id="yaml-save" onClick=${() => this.check(true)}>
-          Save</button>`}
-        <button onClick=${() => this.load()}>Reload</button>
-        ${notice && html`<span class="ok" id="yaml-notice">${notice}</span>`}</div>
-      ${error && html`<p class="error" id="yaml-error">${error}</p>`}
-      ${loading ? html`<p>Loading…</p>` : html`<textarea id="yaml-text" class="yaml"
-        spellcheck="false" readonly=${!editable} value=${text}
-        onInput=${(e) => this.setState({ text: e.target.value })} />`}`;
-  }
-}
-
-const loadYaml = () => loadScript(JSYAML, null, "jsyaml");
