@@ -8,8 +8,8 @@ import math
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_controller, requests_of
 
-__all__ = ["least_allocated", "balanced_allocation", "node_affinity_raw", "taint_raw",
-           "spread_raw", "score_nodes", "MAX_SCORE", "WEIGHTS"]
+__all__ = ["least_allocated", "balanced_allocation", "spread_raw", "score_nodes", "MAX_SCORE",
+           "WEIGHTS"]
 
 MAX_SCORE = 100
 WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAffinity": 2,
@@ -59,25 +59,16 @@ def _balanced_allocation(fractions: list[tuple[int, int]]) -> int:
     return int((1 - std) * MAX_SCORE)
 
 
-def node_affinity_raw(pod: dict, info: NodeInfo) -> int:
-    """Sum of weights of the preferred node affinity terms the node matches."""
-    return _affinity(_preferred_terms(pod), info)
-
-
 def _preferred_terms(pod: dict) -> list[dict]:
     return ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
             .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
 
 
 def _affinity(preferred: list[dict], info: NodeInfo) -> int:
+    """Sum of weights of the preferred node affinity terms the node matches."""
     node = info.node or {}
     return sum(int(p.get("weight") or 0) for p in preferred
                if node_selector_term_matches(p.get("preference") or {}, node))
-
-
-def taint_raw(pod: dict, info: NodeInfo) -> int:
-    """Count of PreferNoSchedule taints the pod does not tolerate (lower is better)."""
-    return _untolerated(_prefer_no_schedule_tolerations(pod), info)
 
 
 def _prefer_no_schedule_tolerations(pod: dict) -> list[dict]:
@@ -86,6 +77,7 @@ def _prefer_no_schedule_tolerations(pod: dict) -> list[dict]:
 
 
 def _untolerated(tolerations: list[dict], info: NodeInfo) -> int:
+    """Count of PreferNoSchedule taints the pod does not tolerate (lower is better)."""
     return sum(1 for taint in ((info.node or {}).get("spec") or {}).get("taints") or []
                if taint.get("effect") == "PreferNoSchedule"
                and not any(tolerates(t, taint) for t in tolerations))
