@@ -6,7 +6,7 @@ real agent with `--dashboard-port`, a busybox pod and a Device bound to it:
   the Nodes view shows the agent's tunnel connected with its round trip;
 - the edge page (a real headless Chromium) asks for the node's token, then shows the pod
   Running, its logs, the device's twin and the MQTT traffic; nothing is served without the
-  token; then the server is stopped and the page, reloaded, still shows the pod and its logs.
+  token; then the server is stopped and the page, reloaded, still shows the pod and follows its logs.
 
 Screenshots (the page area at 1280x800 and 360x640) go to $K3PY_DASHBOARD_SCREENSHOTS when it
 names a folder."""
@@ -14,6 +14,7 @@ names a folder."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.error
@@ -51,7 +52,8 @@ _DEVICE = {"apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "Device",
 _POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "edge-pod", "namespace": "default"},
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 0, "containers": [{
             "name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", "echo hello from the edge; sleep 3600"]}]}}
+            "command": ["sh", "-c", "echo hello from the edge; i=0; "
+                        "while true; do i=$((i + 1)); echo tick $i; sleep 1; done"]}]}}
 
 
 class Edge:
@@ -102,6 +104,11 @@ def _publish(edge: Edge, value: str) -> None:
         "event_id": "", "timestamp": int(time.time() * 1000), "twin": {"temperature": {
             "actual": {"value": value}, "metadata": {"type": "Updated"}}}}),
         qos=1, hostname="127.0.0.1", port=edge.mqtt_port)
+
+
+def _last_tick(logs: str) -> int:
+    ticks = re.findall(r"^tick (\d+)$", logs, re.MULTILINE)
+    return int(ticks[-1]) if ticks else 0
 
 
 def _admin_token(srv: ServerProcess) -> str:
@@ -155,6 +162,10 @@ def test_edge_page_shows_the_node_and_outlives_the_server(edge, browser):  # noq
     wait_for(lambda: "edge-pod" in _text(browser, "pods") and "Running" in _text(browser, "pods"),
              15, what=f"edge-pod Running in the edge page (it shows {_text(browser, 'pods')!r})")
     assert "connected" in _text(browser, "node-line")
+    status = browser.execute_async_script(
+        "const done = arguments[0]; fetch('api/logs?namespace=default&pod=edge-pod&container=c"
+        "&follow=maybe').then((r) => done(r.status), (e) => done(String(e)))")
+    assert status == 400, f"follow=maybe answered {status}"
     _screenshots(browser, "edge-pods")
     _publish(edge, "23.5")
     _open(browser, "Devices", "devices")
@@ -175,4 +186,7 @@ def test_edge_page_shows_the_node_and_outlives_the_server(edge, browser):  # noq
     browser.find_element(By.CSS_SELECTOR, "[data-logs='edge-pod']").click()
     wait_for(lambda: "hello from the edge" in _text(browser, "logs"), 15,
              what=f"edge-pod's logs with the server stopped (page: {_text(browser, 'logs')!r})")
+    first = _last_tick(_text(browser, "logs"))
+    wait_for(lambda: _last_tick(_text(browser, "logs")) > first, 15,
+             what=f"a line after tick {first} in the followed logs, without a reload")
     _screenshots(browser, "edge-logs-offline")

@@ -7,7 +7,8 @@ Served under /dashboard/ as the server's dashboard is, with the same shared asse
 libraries, stylesheet, live.js) and this package's static/ (edge.html, edge.js), and the same
 Content-Security-Policy. Access: access.py (a token file on the node, a cookie; TLS off
 loopback). Routes: POST /dashboard/login {"token"}, POST /dashboard/logout,
-GET /dashboard/api/logs?namespace=&pod=&container= (the container's last lines, from podman),
+GET /dashboard/api/logs?namespace=&pod=&container=&follow= (the container's last lines, from
+podman, and with follow=true what it writes next),
 GET /dashboard/api/live: the tab's websocket, live.js's protocol ({"op": "watch", "id",
 "resource": node | pods | devices | mqtt} and {"op": "cancel", "id"}), answered with a whole
 "list" of the view's rows after each change. Nothing here writes."""
@@ -48,6 +49,7 @@ MAX_FLUSHES_PER_SECOND = 4
 MAX_SUBSCRIPTIONS = 8
 LOG_TAIL = 1000  # lines of a container's log
 LOG_BYTES = 1 << 20
+MAX_FOLLOWS = 8  # logs followed at once
 CLOSE_UNAUTHORIZED = 4401  # as the server's: live.js shows the login form
 _HEADERS = SECURITY_HEADERS
 
@@ -75,6 +77,7 @@ class EdgeDashboard:
         self.token = ensure_token(agent_dir)
         self.tls = serving_context(agent_dir, bind)
         self._sockets: set[web.WebSocketResponse] = set()
+        self._follows: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -99,6 +102,8 @@ class EdgeDashboard:
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
                 await ws.close()
+        for task in list(self._follows):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         self.feeds.close()
@@ -148,15 +153,22 @@ class EdgeDashboard:
     # ---------------------------------------------------------------- data
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
-        """The container's last LOG_TAIL lines, as text, straight from podman."""
+        """The container's last LOG_TAIL lines, as text, straight from podman; with
+        follow=true, then what it writes next, streamed until the page or the container goes
+        (at most MAX_FOLLOWS at once: a Pi's podman serves each with a process)."""
         if not self._logged_in(request):
             return _refused(401, "Unauthorized", "log in to the node's dashboard")
         q = request.query
         namespace, pod, container = q.get("namespace", ""), q.get("pod", ""), q.get("container", "")
+        follow = q.get("follow", "false")
+        if follow not in ("true", "false"):
+            return _refused(400, "BadRequest", f'follow is "true" or "false", not "{follow}"')
         name = self.pods.container_name(namespace, pod, container)
         if name is None:
             return _refused(404, "NotFound", f'container "{container}" of pod '
                             f'"{namespace}/{pod}" is not on this node')
+        if follow == "true":
+            return await self._follow_logs(request, name)
         chunks, size = [], 0
         async for chunk in self.runtime.logs(name, tail=LOG_TAIL):
             chunks.append(chunk)
@@ -165,6 +177,23 @@ class EdgeDashboard:
                 break
         return web.Response(body=b"".join(chunks)[:LOG_BYTES], headers=_HEADERS,
                             content_type="text/plain", charset="utf-8")
+
+    async def _follow_logs(self, request: web.Request, name: str) -> web.StreamResponse:
+        if len(self._follows) >= MAX_FOLLOWS:
+            return _refused(429, "TooManyRequests", f"{MAX_FOLLOWS} logs are followed on this "
+                            "node's dashboard already: close one")
+        response = web.StreamResponse(headers={**_HEADERS, "Content-Type":
+                                               "text/plain; charset=utf-8"})
+        task = asyncio.current_task()
+        self._follows.add(task)
+        try:
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionResetError):
+                async for chunk in self.runtime.logs(name, follow=True, tail=LOG_TAIL):
+                    await response.write(chunk)
+        finally:
+            self._follows.discard(task)
+        return response
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         """live.js's websocket; only from the page's own origin, closed with

@@ -1,6 +1,6 @@
-// The node's own read-only dashboard (k3py agent --dashboard-port): its pods and their logs,
-// its devices' twins and its MQTT traffic, from the agent's local state, so that it works
-// while the server cannot be reached. Kept live over one websocket (live.js, whose every
+// The node's own read-only dashboard (k3py agent --dashboard-port): its pods and their
+// followed logs, its devices' twins and its MQTT traffic, from the agent's local state, so that
+// it works while the server cannot be reached. Kept live over one websocket (live.js, whose every
 // message here is a whole list of a view's rows); nothing polls and nothing writes.
 import { Component, render } from "./vendor/preact.mjs";
 import { Live } from "./live.js";
@@ -77,24 +77,46 @@ class Mqtt extends Followed {
   }
 }
 
+// A container's last lines and, with "follow" ticked, what it writes next (a streamed
+// answer); the text kept is bounded (KEPT_CHARS) however long the page stays open.
+const KEPT_CHARS = 1 << 20;
+
 class Logs extends Component {
-  state = { text: "", error: "", container: "" };
-  componentDidMount() { this.load(this.props.pod.containers[0]); }
-  load(container) {
-    const { pod } = this.props;
-    const query = new URLSearchParams({ namespace: pod.namespace, pod: pod.name, container });
-    this.setState({ container, text: "", error: "" });
-    request(`/dashboard/api/logs?${query}`).then((r) => r.text())
-      .then((text) => this.setState({ text }))
-      .catch((e) => (e instanceof Unauthorized ? this.props.onUnauthorized()
-        : this.setState({ error: message(e) })));
+  state = { text: "", error: "", container: "", follow: true };
+  componentDidMount() { this.load({ container: this.props.pod.containers[0] }); }
+  componentWillUnmount() { this.controller?.abort(); }
+  load(change = {}) {
+    this.controller?.abort();
+    const controller = this.controller = new AbortController();
+    this.setState({ ...change, text: "", error: "" }, () => this.read(controller.signal));
   }
-  render({ pod, onBack }, { text, error, container }) {
+  async read(signal) {
+    const { pod } = this.props;
+    const { container, follow } = this.state;
+    const query = new URLSearchParams({ namespace: pod.namespace, pod: pod.name, container,
+      follow: String(follow) });
+    try {
+      const response = await request(`/dashboard/api/logs?${query}`, { signal });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        this.setState(({ text }) => ({ text: (text + value).slice(-KEPT_CHARS) }));
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+      if (e instanceof Unauthorized) this.props.onUnauthorized();
+      else this.setState({ error: message(e) });
+    }
+  }
+  render({ pod, onBack }, { text, error, container, follow }) {
     return html`<div class="toolbar"><button onClick=${onBack}>Back to pods</button>
         <strong>${pod.namespace}/${pod.name}</strong>
-        <select value=${container} onChange=${(e) => this.load(e.target.value)}>
+        <select value=${container} onChange=${(e) => this.load({ container: e.target.value })}>
           ${pod.containers.map((c) => html`<option value=${c}>${c}</option>`)}</select>
-        <button onClick=${() => this.load(container)}>Reload</button></div>
+        <label><input type="checkbox" id="follow" checked=${follow}
+          onChange=${(e) => this.load({ follow: e.target.checked })} /> follow</label>
+        ${!follow && html`<button onClick=${() => this.load()}>Reload</button>`}</div>
       ${error && html`<p class="error">${error}</p>`}
       <pre class="logs" id="logs">${text}</pre>`;
   }
