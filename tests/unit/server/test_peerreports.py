@@ -104,7 +104,7 @@ def test_a_bad_batch_says_what_is_wrong(body, says):
      'reports[0]: tunnel figures say whether "connected"'),
     (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": '
      b'{"connected": true, "lastSeen": "now", "reconnects": 0, "queued": 0}}]}',
-     'reports[0]: "lastSeen" is a number of at least 0, or null'),
+     'reports[0]: "lastSeen" is a number >= 0 and < 2**63, or null'),
     (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": '
      b'{"connected": true, "reconnects": -1, "queued": 0}}]}',
      'reports[0]: "reconnects" is a count'),
