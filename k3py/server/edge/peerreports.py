@@ -32,7 +32,7 @@ from aiohttp import web
 
 from k3py.aio import cancel_and_wait
 from k3py.api import errors
-from k3py.server.apiserver.auth import Authenticator
+from k3py.server.apiserver.auth import REQUEST_USER, Authenticator
 from k3py.server.edge.mqttstats import MqttFigures
 from k3py.server.edge.peerrelay import PeerError, PeerRelay
 from k3py.server.edge.peertunnels import TUNNEL_KIND, TUNNEL_STALE, PeerTunnels, TunnelReport
@@ -273,6 +273,7 @@ class PeerReports:
         user = self.authenticator.authenticate(request)
         if user is None:
             raise errors.unauthorized()
+        REQUEST_USER.set(user)  # the audit log's user (its default policy skips a peer's)
         if not self.relay.is_peer(user):
             raise errors.forbidden(f'User "{user.name}" cannot share node reports: only the '
                                    "cluster's servers do")
