@@ -35,6 +35,8 @@ from k3py.server.configfile import ConfigError
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.cron import parse_cron
 from k3py.server.controllers.service import ServiceAllocator
+from k3py.server.edge.peerrelay import PEER_USER
+from k3py.server.edge.peerreports import PEER_REPORTS_PATH
 from k3py.server.podsecurity import PodSecurityConfig
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
@@ -255,8 +257,9 @@ def _audit_log(config: ServerConfig) -> AuditLog | None:
     if not config.audit_log_path:
         return None
     try:
+        # a peer's batch of its nodes' reports comes every SEND_EVERY (1 s): not audited
         policy = AuditPolicy.load(config.audit_policy_file) if config.audit_policy_file \
-            else AuditPolicy.default()
+            else AuditPolicy.default(quiet=[(PEER_USER, PEER_REPORTS_PATH)])
         os.makedirs(os.path.dirname(os.path.abspath(config.audit_log_path)), exist_ok=True)
         return AuditLog(config.audit_log_path, policy, max_size_mb=config.audit_log_maxsize,
                         max_backups=config.audit_log_maxbackup)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from k3py.api.amounts import amount, count
+
 __all__ = ["MQTT_KIND", "mqtt_resource", "STREAM_MQTT_TAIL", "MAX_CLIENTS", "MAX_TOPICS",
            "MAX_TAIL_RATE", "MAX_BATCH", "PAYLOAD_CHARS", "DEFAULT_FILTER", "ClientInfo",
            "TopicRate", "MqttSummary", "TailRequest", "TailEntry", "valid_topic_filter"]
@@ -28,13 +30,6 @@ MAX_TOPICS = 50    # topics listed in a summary, busiest first
 def mqtt_resource(node: str) -> str:
     """The resource key of an MQTT summary: "mqtt//<node>"."""
     return f"{MQTT_KIND}//{node}"
-
-
-def _number(v: Any, what: str) -> float:
-    """>= 0 and below 2**63 (a larger count failed every later encoding of the summary)."""
-    if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < 2**63:
-        raise ValueError(f"{what} must be a number >= 0 and < 2**63")
-    return float(v)
 
 
 def _text(v: Any, what: str, limit: int = 512) -> str:
@@ -59,7 +54,7 @@ class ClientInfo:
         if not isinstance(c, dict):
             raise ValueError("a client is an object")
         return cls(_text(c.get("id"), "a client id"), _text(c.get("address", ""), "an address"),
-                   _number(c.get("since", 0), "since"))
+                   amount(c.get("since", 0), "since"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +74,8 @@ class TopicRate:
     def from_content(cls, c: Any) -> TopicRate:
         if not isinstance(c, dict):
             raise ValueError("a topic rate is an object")
-        return cls(_text(c.get("topic"), "a topic"), _number(c.get("rate"), "rate"),
-                   int(_number(c.get("total"), "total")))
+        return cls(_text(c.get("topic"), "a topic"), amount(c.get("rate"), "rate"),
+                   count(c.get("total"), "total"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +118,17 @@ class MqttSummary:
         if len(c["topics"]) > MAX_TOPICS or len(clients or ()) > MAX_CLIENTS:
             raise ValueError(f"an MQTT summary lists at most {MAX_TOPICS} topics and "
                              f"{MAX_CLIENTS} clients")
-        window = _number(c.get("window"), "window")
+        window = amount(c.get("window"), "window")
         if window <= 0:
             raise ValueError("an MQTT summary needs a window > 0")
-        return cls(_number(c.get("timestamp"), "timestamp"), window,
-                   _number(c.get("rate"), "rate"),
-                   *(int(_number(c.get(k), k)) for k in ("received", "published", "errors")),
+        return cls(amount(c.get("timestamp"), "timestamp"), window,
+                   amount(c.get("rate"), "rate"),
+                   *(count(c.get(k), k) for k in ("received", "published", "errors")),
                    tuple(TopicRate.from_content(t) for t in c["topics"]),
                    None if clients is None else tuple(ClientInfo.from_content(x)
                                                       for x in clients),
-                   int(_number(c.get("clientCount", len(clients or ())), "clientCount")),
-                   None if c.get("tails") is None else int(_number(c["tails"], "tails")))
+                   count(c.get("clientCount", len(clients or ())), "clientCount"),
+                   None if c.get("tails") is None else count(c["tails"], "tails"))
 
 
 # ---------------------------------------------------------------- the live tail (a stream)
@@ -215,7 +210,7 @@ class TailEntry:
         direction = c.get("direction")
         if direction not in ("in", "out", "error"):
             raise ValueError("a tail entry's direction is in, out or error")
-        return cls(_number(c.get("at"), "at"), direction, _text(c.get("topic"), "a topic"),
-                   int(_number(c.get("size"), "size")),
+        return cls(amount(c.get("at"), "at"), direction, _text(c.get("topic"), "a topic"),
+                   count(c.get("size"), "size"),
                    _text(c.get("payload", ""), "a payload", 4 * PAYLOAD_CHARS),
                    None if device is None else (device[0], device[1]))

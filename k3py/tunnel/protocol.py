@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from k3py.api.amounts import count
+
 __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
@@ -224,14 +226,6 @@ def metrics_resource(node: str) -> str:
     return f"{METRICS_KIND}//{node}"
 
 
-def _count(v: Any, what: str) -> int:
-    """A count or amount: >= 0 and below 2**63 (what JSON encoders and Kubernetes quantities
-    carry: a larger one failed every later encoding of the report)."""
-    if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < 2**63:
-        raise ValueError(f"{what} must be a number >= 0 and < 2**63")
-    return int(v)
-
-
 @dataclass(frozen=True, slots=True)
 class Usage:
     """CPU in nanocores (the average rate over the window) and memory in bytes (working set)."""
@@ -247,7 +241,7 @@ class Usage:
         """ValueError when `c` is not such an object."""
         if not isinstance(c, dict):
             raise ValueError("a usage is an object")
-        return cls(_count(c.get("cpu"), "cpu"), _count(c.get("memory"), "memory"))
+        return cls(count(c.get("cpu"), "cpu"), count(c.get("memory"), "memory"))
 
 
 @dataclass(frozen=True, slots=True)

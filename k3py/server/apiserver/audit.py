@@ -4,8 +4,9 @@ order on users, userGroups, verbs, resources with apiGroups and resourceNames, n
 nonResourceURLs; levels None, Metadata, Request, RequestResponse; omitStages), rotated by size.
 
 `--audit-log-path` turns it on; without `--audit-policy-file` every request is logged at
-Metadata level (no bodies, so no secret values in the log) and the RequestReceived stage is
-omitted. Request and RequestResponse add the request and response bodies when they are JSON.
+Metadata level (no bodies, so no secret values in the log), but for the servers' own frequent
+calls given as `quiet` (level None, as upstream's example policies skip the system's polling),
+and the RequestReceived stage is omitted. Request and RequestResponse add the request and response bodies when they are JSON.
 Health checks are never logged."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import logging.handlers
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -86,8 +88,11 @@ class AuditPolicy:
         self.omit_stages = omit_stages
 
     @classmethod
-    def default(cls) -> AuditPolicy:
-        return cls([_Rule("Metadata")], ["RequestReceived"])
+    def default(cls, quiet: Iterable[tuple[str, str]] = ()) -> AuditPolicy:
+        """Every request at Metadata level, RequestReceived omitted; but level None for each
+        (user, non-resource path) in `quiet`."""
+        return cls([*(_Rule("None", users=[user], non_resource_urls=[path])
+                      for user, path in quiet), _Rule("Metadata")], ["RequestReceived"])
 
     @classmethod
     def load(cls, path: str) -> AuditPolicy:

@@ -14,6 +14,7 @@ import logging
 import random
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -433,8 +434,10 @@ class EventRecorder:
     def __init__(self, registry: Registry, component: str = "k3py") -> None:
         self.registry = registry
         self.component = component
-        # hash -> (ns, name, last time), least recently recorded first
-        self._seen: dict[str, tuple[str, str, float]] = {}
+        # hash -> (ns, name, last time), least recently recorded first: an OrderedDict, whose
+        # popitem(last=False) is O(1) (a dict's first key, after many deleted from its front,
+        # is found by walking their empty slots)
+        self._seen: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
 
     async def record(self, obj: dict, type_: str, reason: str, message: str,
                      component: str | None = None) -> None:
@@ -477,7 +480,7 @@ class EventRecorder:
         """The event last recorded goes last; the least recent beyond EVENTS_REMEMBERED go.
         (A sweep of the older than 10 minutes at each event past 5,000 found none to drop
         while 30,000 pods were made: every event walked them all.)"""
-        self._seen.pop(h, None)
         self._seen[h] = (ns, name, time.time())
+        self._seen.move_to_end(h)
         while len(self._seen) > EVENTS_REMEMBERED:
-            del self._seen[next(iter(self._seen))]
+            self._seen.popitem(last=False)

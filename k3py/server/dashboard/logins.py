@@ -3,7 +3,8 @@ for the user whose bearer token logged in; the id maps to that user in memory on
 most `ttl` seconds, and at most `max_sessions` at once (the oldest go first). Each session
 also holds its open connections (the live websocket, exec terminals, followed logs and
 watches: `track`), which are closed the moment it ends, by logout, eviction or expiry; a
-session with connections has one timer at its expiry, so that no connection is polled.
+session that has held a connection has one timer at its expiry, set once, so that no
+connection is polled.
 
 The API accepts the cookie (through Authenticator.cookie_authenticator) only on a request that
 carries MARKER_HEADER, which a page of another origin cannot set without a CORS preflight the
@@ -23,6 +24,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -52,18 +54,26 @@ def from_page(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket" and same_origin(request)
 
 
+@dataclass(slots=True)
+class _Session:
+    """A session's user and expiry (fixed at login), its open connections' closers, and the
+    timer at its expiry (set when it first holds a connection, cancelled when it ends)."""
+
+    user: User
+    expires: float
+    closers: dict[int, Callable[[], object]] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+
 class LoginSessions:
-    """Session id -> (user, expiry), oldest first; and each session's open connections, as
-    the callbacks that close them."""
+    """Session id -> _Session, oldest first."""
 
     def __init__(self, ttl: float = 8 * 3600, max_sessions: int = 1000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.max_sessions = max_sessions
         self._clock = clock
-        self._sessions: OrderedDict[str, tuple[User, float]] = OrderedDict()
-        self._closers: dict[str, dict[int, Callable[[], object]]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -74,50 +84,50 @@ class LoginSessions:
         while len(self._sessions) >= self.max_sessions:
             self.close(next(iter(self._sessions)))
         sid = secrets.token_urlsafe(32)
-        self._sessions[sid] = (user, now + self.ttl)
+        self._sessions[sid] = _Session(user, now + self.ttl)
         return sid
 
     def close(self, sid: str) -> None:
         """End the session (logout, eviction, expiry) and close its open connections."""
-        self._sessions.pop(sid, None)
-        timer = self._timers.pop(sid, None)
-        if timer is not None:
-            timer.cancel()
-        for closer in self._closers.pop(sid, {}).values():
+        session = self._sessions.pop(sid, None)
+        if session is None:
+            return
+        if session.timer is not None:
+            session.timer.cancel()
+        closers, session.closers = session.closers, {}  # a closer may forget itself
+        for closer in closers.values():
             closer()
 
     def user(self, sid: str) -> User | None:
-        entry = self._sessions.get(sid)
-        if entry is None:
+        session = self._sessions.get(sid)
+        if session is None:
             return None
-        user, expires = entry
-        if self._clock() >= expires:
+        if self._clock() >= session.expires:
             self.close(sid)
             return None
-        return user
+        return session.user
 
     def track(self, sid: str, closer: Callable[[], object]) -> Callable[[], None]:
         """Hold a connection open with the session `sid` (a live one, in a running loop):
         `closer` is called when the session ends; the function returned forgets it (call it
-        when the connection ends first). A session already gone closes it at once."""
-        if sid not in self._sessions:
+        when the connection ends first). A session already gone closes it at once.
+
+        The session's timer is set at its first connection and kept until it ends: its
+        expiry never moves, so each API request the cookie makes (every one is tracked) costs
+        a dict entry, not a timer made and cancelled."""
+        session = self._sessions.get(sid)
+        if session is None:
             closer()
             return lambda: None
-        closers = self._closers.setdefault(sid, {})
         key = id(closer)
-        closers[key] = closer
-        if sid not in self._timers:
+        session.closers[key] = closer
+        if session.timer is None:
             loop = asyncio.get_running_loop()
-            delay = self._sessions[sid][1] - self._clock()
-            self._timers[sid] = loop.call_at(loop.time() + delay, self.close, sid)
+            delay = session.expires - self._clock()
+            session.timer = loop.call_at(loop.time() + delay, self.close, sid)
 
         def forget() -> None:
-            left = self._closers.get(sid)
-            if left is not None and left.pop(key, None) is not None and not left:
-                del self._closers[sid]
-                timer = self._timers.pop(sid, None)
-                if timer is not None:
-                    timer.cancel()
+            session.closers.pop(key, None)
         return forget
 
     def authenticate(self, request: web.Request) -> User | None:
@@ -129,8 +139,8 @@ class LoginSessions:
 
     def _drop_expired(self, now: float) -> None:
         while self._sessions:
-            sid, (_, expires) = next(iter(self._sessions.items()))
-            if expires > now:
+            sid, session = next(iter(self._sessions.items()))
+            if session.expires > now:
                 return
             self.close(sid)
 

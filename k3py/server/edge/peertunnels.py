@@ -12,11 +12,12 @@ it for TUNNEL_STALE seconds (expire, called by peerreports.py)."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
+
+from k3py.api.amounts import is_amount
 
 __all__ = ["TUNNEL_KIND", "TUNNEL_STALE", "MAX_NODES", "TunnelReport", "PeerTunnels"]
 
@@ -31,15 +32,15 @@ def _figure(c: dict, key: str) -> float | None:
     v = c.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-        raise ValueError(f'"{key}" is a number of at least 0, or null')
+    if not is_amount(v):
+        raise ValueError(f'"{key}" is a number >= 0 and < 2**63, or null')
     return float(v)
 
 
 def _count(c: dict, key: str) -> int:
     v = c.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f'"{key}" is a count')
+    if not isinstance(v, int) or not is_amount(v):
+        raise ValueError(f'"{key}" is a count: a whole number >= 0 and < 2**63')
     return v
 
 

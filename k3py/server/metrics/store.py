@@ -3,7 +3,9 @@ scrape): written by the node tunnel, read by the metrics API and the HPA control
 older than a few of its windows (a node gone quiet) counts as no metrics. `listeners` are told
 each report as it is recorded (the dashboard's metrics history). On a shared datastore the
 reports of the other servers' nodes are recorded here too (k3py.server.edge.peerreports), so
-every server, and the HPA controller on the leader, sees every node."""
+every server, and the HPA controller on the leader, sees every node. At most MAX_NODES nodes'
+reports are kept: a new node's makes room by dropping the stale ones (nodes gone quiet or
+deleted), else the oldest."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from dataclasses import dataclass
 
 from k3py.tunnel.protocol import PodUsage, UsageReport
 
-__all__ = ["UsageStore", "PodSample", "STALE_AFTER"]
+__all__ = ["UsageStore", "PodSample", "STALE_AFTER", "MAX_NODES"]
 
 STALE_AFTER = 60.0  # seconds, at least: 3 windows of the report when longer
+MAX_NODES = 5000  # nodes whose reports are kept (the edge's mqttstats and peertunnels: as many)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +49,27 @@ class UsageStore:
         if newer_only and old is not None and old.timestamp >= report.timestamp:
             return
         if old is not None:
-            for p in old.pods:
-                if self._pods.get(p.uid, ("",))[0] == node:
-                    del self._pods[p.uid]
+            self._forget_pods(node, old)
+        elif len(self._nodes) >= MAX_NODES:
+            self._make_room()
         self._nodes[node] = report
         for p in report.pods:
             self._pods[p.uid] = (node, p)
         for tell in self.listeners:
             tell(node, report)
+
+    def _make_room(self) -> None:
+        """Drop the stale reports, or else the oldest one: node names no longer reporting
+        (or a peer's flood of them) cannot grow the store, and a real node that lost its
+        place takes it back with its next report."""
+        stale = [n for n, r in self._nodes.items() if not self._fresh(r)]
+        for node in stale or [min(self._nodes, key=lambda n: self._nodes[n].timestamp)]:
+            self._forget_pods(node, self._nodes.pop(node))
+
+    def _forget_pods(self, node: str, report: UsageReport) -> None:
+        for p in report.pods:
+            if self._pods.get(p.uid, ("",))[0] == node:
+                del self._pods[p.uid]
 
     def _fresh(self, report: UsageReport) -> bool:
         return self.clock() - report.timestamp <= max(STALE_AFTER, 3 * report.window)

@@ -85,3 +85,47 @@ def test_an_ending_session_closes_its_connections_and_its_timer_notices_expiry()
         await asyncio.wait_for(expired.wait(), 10)  # no request needed to notice it
         assert short.user(sid) is None and len(short) == 0
     asyncio.run(check())
+
+
+def test_a_session_sets_one_timer_however_many_requests_it_makes():
+    """Every API request with the cookie is tracked (and forgotten when it ends): the
+    session's timer is set at its first connection and kept, not made and cancelled per
+    request; it still ends the session at its expiry, with or without connections open."""
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        timers: list[float] = []
+        call_at = loop.call_at
+
+        def counting_call_at(when, callback, *args, **kw):
+            if callback == logins.close:  # not asyncio's own (sleep, wait_for)
+                timers.append(when)
+            return call_at(when, callback, *args, **kw)
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        logins = LoginSessions(ttl=0.2)
+        sid = logins.open(User("a"))
+        for _ in range(50):  # requests, one after the other
+            logins.track(sid, lambda: None)()
+        assert len(timers) == 1
+        idle = logins.open(User("b"))
+        logins.track(idle, lambda: None)()  # its only request ended long before its expiry
+        ended = asyncio.Event()
+        logins.track(sid, ended.set)
+        await asyncio.wait_for(ended.wait(), 10)
+        assert len(timers) == 2
+        deadline = loop.time() + 10
+        while len(logins) and loop.time() < deadline:  # idle's timer ends it too
+            await asyncio.sleep(0.05)
+        assert len(logins) == 0, "a session whose connections all ended outlived its expiry"
+    asyncio.run(check())
+
+
+def test_a_closer_that_forgets_itself_is_fine():
+    async def check() -> None:
+        logins = LoginSessions()
+        sid = logins.open(User("a"))
+        forgets = []
+        forgets.append(logins.track(sid, lambda: forgets[0]()))
+        logins.track(sid, lambda: None)
+        logins.close(sid)
+        assert len(logins) == 0
+    asyncio.run(check())

@@ -12,6 +12,7 @@ from k3py.api.kinds import metrics as kinds
 from k3py.api.kinds.printers import build_table
 from k3py.api.quantity import format_quantity, parse_quantity
 from k3py.api.resources import METRICS_RESOURCES
+from k3py.server.metrics import store as store_module
 from k3py.server.metrics.store import UsageStore
 from k3py.server.rbac.defaults import default_cluster_roles
 from k3py.tunnel.protocol import PodUsage, Usage, UsageReport
@@ -49,6 +50,29 @@ def test_store_keeps_the_newest_report_and_forgets_quiet_nodes():
     assert store.node("n1") is not None
     now[0] += 1
     assert store.node("n1") is None and store.pod("uid-b") is None
+
+
+
+def test_the_nodes_kept_are_bounded_stale_ones_first_else_the_oldest(monkeypatch):
+    """Node names that stopped reporting (deleted nodes) or a peer sharing ever more of them
+    cannot grow the store past MAX_NODES; a real node that lost its place gets it back with
+    its next report."""
+    monkeypatch.setattr(store_module, "MAX_NODES", 3)
+    now = [1000.0]
+    store = UsageStore(clock=lambda: now[0])
+    pod = PodUsage("default", "a", "uid-a", {"c": Usage(1, 1)})
+    store.record("quiet", _report(1000.0, pod))
+    now[0] = 1100.0  # "quiet" is stale now
+    store.record("n1", _report(1090.0))
+    store.record("n2", _report(1095.0))
+    store.record("n3", _report(1100.0))  # full: the stale one makes room
+    assert len(store._nodes) == 3 and store.pod("uid-a") is None
+    assert "quiet" not in store._nodes and "uid-a" not in store._pods
+    for i in range(100):  # a flood of fresh names: the oldest report goes each time
+        store.record(f"flood{i}", _report(1100.0), newer_only=True)
+    assert len(store._nodes) == 3 and store.node("n1") is None and store.node("n3") is None
+    store.record("n1", _report(1101.0))
+    assert store.node("n1") is not None and len(store._nodes) == 3
 
 
 def test_quantities_in_upstreams_canonical_form():

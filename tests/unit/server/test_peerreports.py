@@ -17,6 +17,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.test_utils import make_mocked_request
 
 from k3py.api import errors
+from k3py.server.apiserver.audit import AuditLog, AuditPolicy
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.edge import peerreports
 from k3py.server.edge.mqttstats import MqttFigures
@@ -104,7 +105,7 @@ def test_a_bad_batch_says_what_is_wrong(body, says):
      'reports[0]: tunnel figures say whether "connected"'),
     (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": '
      b'{"connected": true, "lastSeen": "now", "reconnects": 0, "queued": 0}}]}',
-     'reports[0]: "lastSeen" is a number of at least 0, or null'),
+     'reports[0]: "lastSeen" is a number >= 0 and < 2**63, or null'),
     (b'{"server": "a", "reports": [{"kind": "tunnel", "node": "n1", "content": '
      b'{"connected": true, "reconnects": -1, "queued": 0}}]}',
      'reports[0]: "reconnects" is a count'),
@@ -151,15 +152,18 @@ class _Protocol:
     def resume_reading(self, **_kw) -> None: ...
 
 
+def _request(body: bytes, transport: _Transport) -> web.Request:
+    """A POST of `body` to PEER_REPORTS_PATH (in a running loop)."""
+    payload = StreamReader(_Protocol(), 2 ** 16, loop=asyncio.get_running_loop())
+    payload.feed_data(body)
+    payload.feed_eof()
+    return make_mocked_request("POST", PEER_REPORTS_PATH, payload=payload, transport=transport,
+                               headers={"Content-Length": str(len(body))})
+
+
 def _post(reports: PeerReports, body: bytes, transport: _Transport) -> web.Response:
     async def send() -> web.Response:
-        payload = StreamReader(_Protocol(), 2 ** 16, loop=asyncio.get_running_loop())
-        payload.feed_data(body)
-        payload.feed_eof()
-        request = make_mocked_request("POST", PEER_REPORTS_PATH, payload=payload,
-                                      transport=transport,
-                                      headers={"Content-Length": str(len(body))})
-        return await reports.receive(request)
+        return await reports.receive(_request(body, transport))
     return asyncio.run(send())
 
 
@@ -242,3 +246,32 @@ def test_a_report_from_the_future_counts_as_taken_now():
     now[0] = 1015.0
     store.record("n1", _usage(1015.0, cpu=2), newer_only=True)  # the clock set right
     assert store.node("n1").node.cpu == 2
+
+
+def test_a_peers_batches_are_not_audited_by_default_anyone_elses_posts_are(tmp_path):
+    """A peer's POST comes every SEND_EVERY: the default audit policy (as the server builds
+    it) skips it by the peer's user and the path; a refused caller's POST is logged, in its
+    name."""
+    path = tmp_path / "audit.log"
+    policy = AuditPolicy.default(quiet=[(PEER_USER, PEER_REPORTS_PATH)])
+    audit = AuditLog(str(path), policy)
+    here = _reports()
+    body = next(encode_batches("10.0.0.1", [SharedReport(MQTT_KIND, "n1", None)]))
+    middleware = audit.middleware(lambda request: (request.method.lower(), None))
+
+    async def post(transport: _Transport) -> int:
+        try:
+            return (await middleware(_request(body, transport), here.receive)).status
+        except errors.StatusError as e:
+            return e.code
+    try:
+        assert asyncio.run(post(_Transport(PEER_USER, PEER_GROUPS))) == 204
+        assert path.read_text() == ""
+        assert asyncio.run(post(_Transport("system:admin", ("system:masters",)))) == 403
+        lines = [orjson.loads(line) for line in path.read_text().splitlines()]
+    finally:
+        audit.close()
+    assert [(e["user"]["username"], e["requestURI"], e["level"]) for e in lines] == [
+        ("system:admin", PEER_REPORTS_PATH, "Metadata")]
+    assert policy.decide(PEER_USER, list(PEER_GROUPS), "get", None, "/version")[0] == \
+        "Metadata"  # the peer's other calls are audited
