@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from k3py.api import errors
-from k3py.server.apiserver.auth import Authenticator
+from k3py.server.apiserver.auth import REQUEST_USER, Authenticator
 from k3py.server.edge import nodestreams
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.edge.peertunnels import TunnelReport
@@ -161,6 +161,7 @@ class TunnelHandler:
         user = self.authenticator.authenticate(request)
         if user is None:
             raise errors.unauthorized()
+        REQUEST_USER.set(user)  # the audit log's user
         node = user.node_name
         if node is None:
             raise errors.forbidden(f'User "{user.name}" is not a node; the tunnel needs a node '
