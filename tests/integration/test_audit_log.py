@@ -45,11 +45,11 @@ def test_default_metadata_level(tmp_path: Path):
         srv.kubectl("create", "secret", "generic", "db", "--from-literal=password=hunter2")
         srv.kubectl("get", "secret", "db")
         srv.kubectl("get", "--raw", "/healthz")
-        srv.kubectl("get", "--raw", "/v1-k3py/encrypt")  # a route that authenticates itself
+        srv.kubectl("get", "--raw", "/v1-k3py/encrypt/status")  # a route that authenticates itself
     finally:
         srv.stop()
     evs = events(log)
-    own = [e["user"]["username"] for e in evs if e["requestURI"] == "/v1-k3py/encrypt"]
+    own = [e["user"]["username"] for e in evs if e["requestURI"] == "/v1-k3py/encrypt/status"]
     assert own == ["system:admin"], own
     create = [e for e in evs if e["verb"] == "create" and
               e.get("objectRef", {}).get("resource") == "secrets"]
