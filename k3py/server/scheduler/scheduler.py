@@ -73,6 +73,14 @@ def _occupies_node(pod: dict) -> bool:
         (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
+def _same_usage(old: dict, new: dict) -> bool:
+    """Both revisions occupy the same node with the same spec and controller: the informer
+    shares the parts that did not change between revisions, so this is identity, not a walk."""
+    return _occupies_node(old) and _occupies_node(new) and old.get("spec") is new.get("spec") \
+        and (old.get("metadata") or {}).get("ownerReferences") is \
+        (new.get("metadata") or {}).get("ownerReferences")
+
+
 class Scheduler(Controller):
     """One scheduling decision at a time (the cache is the truth); bindings run concurrently."""
 
@@ -117,6 +125,9 @@ class Scheduler(Controller):
     def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
         pod = new if etype != "DELETED" else None
         key = pod_key(new or old or {})
+        if pod is not None and old is not None and _same_usage(old, pod) and \
+                self._pod_node.get(key) == (pod.get("spec") or {}).get("nodeName"):
+            return  # a bound pod's status update: where it is and what it takes are unchanged
         if pod is not None and key in self._assumed and not _occupies_node(pod):
             # the watch has not caught up with our binding yet: keep the assumed placement
             if time.monotonic() - self._assumed[key] < 30:

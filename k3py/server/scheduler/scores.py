@@ -32,13 +32,11 @@ def least_allocated(state: PodState, info: NodeInfo) -> int:
     return _least_allocated(_fractions(state, info))
 
 
-def _free_share(used: int, cap: int) -> int:
-    return (cap - used) * MAX_SCORE // cap if 0 < cap and used <= cap else 0
-
-
 def _least_allocated(fractions: Fractions) -> int:
     (cpu, cpu_cap), (mem, mem_cap) = fractions
-    return (_free_share(cpu, cpu_cap) + _free_share(mem, mem_cap)) // 2
+    cpu_free = (cpu_cap - cpu) * MAX_SCORE // cpu_cap if 0 < cpu_cap and cpu <= cpu_cap else 0
+    mem_free = (mem_cap - mem) * MAX_SCORE // mem_cap if 0 < mem_cap and mem <= mem_cap else 0
+    return (cpu_free + mem_free) // 2
 
 
 def balanced_allocation(state: PodState, info: NodeInfo) -> int:
@@ -48,8 +46,8 @@ def balanced_allocation(state: PodState, info: NodeInfo) -> int:
 
 def _balanced_allocation(fractions: Fractions) -> int:
     (cpu, cpu_cap), (mem, mem_cap) = fractions
-    a = min(cpu / cpu_cap, 1.0) if cpu_cap > 0 else 1.0
-    b = min(mem / mem_cap, 1.0) if mem_cap > 0 else 1.0
+    a = cpu / cpu_cap if cpu_cap > 0 and cpu < cpu_cap else 1.0  # shares above 1 count as 1
+    b = mem / mem_cap if mem_cap > 0 and mem < mem_cap else 1.0
     mean = (a + b) / 2
     std = math.sqrt(((a - mean) ** 2 + (b - mean) ** 2) / 2)
     return int((1 - std) * MAX_SCORE)
