@@ -146,3 +146,35 @@ async def test_pods_pinned_by_name_as_daemonset_pods(tmp_path) -> None:
         assert (await eventually(lambda: message("ds-conflict")))[0] == (
             "0/5 nodes are available: pod affinity terms conflict. preemption: 0/5 nodes are "
             "available: 5 Preemption is not helpful for scheduling.")
+
+
+async def test_a_bound_pods_status_updates_keep_its_place_until_it_ends(tmp_path) -> None:
+    """Status writes of a bound pod leave it counted on its node (they do not take it off and
+    on again); once it Succeeds its slot frees and the waiting pod takes it."""
+    async with cluster(tmp_path) as c:
+        await c.create("nodes", node("one", pods="1"))
+        sched = await c.start(Scheduler)
+        await c.create("pods", pod("first"))
+
+        async def node_of(name):
+            return (await c.get("pods", "default", name))["spec"].get("nodeName")
+        assert await eventually(lambda: node_of("first")) == "one"
+
+        async def phase(value):
+            def mutate(cur):
+                cur.setdefault("status", {})["phase"] = value
+                return cur
+            await c.registry.update_with(c.res("pods"), "default", "first", mutate,
+                                         subresource="status")
+        for value in ("Pending", "Running"):
+            await phase(value)
+        await c.create("pods", pod("second"))
+
+        async def too_many():
+            p = await c.get("pods", "default", "second")
+            return [x["message"] for x in (p.get("status") or {}).get("conditions") or []
+                    if x["type"] == "PodScheduled" and x["status"] == "False"]
+        assert "1 Too many pods" in (await eventually(too_many))[0]
+        assert list(sched.nodes["one"].pods) == ["default/first"]
+        await phase("Succeeded")
+        assert await eventually(lambda: node_of("second")) == "one"
