@@ -184,10 +184,13 @@ class NodeInfo:
         return f"NodeInfo({self.name!r}, pods={len(self.pods)})"
 
     def add_pod(self, pod: dict) -> None:
-        key = pod_key(pod)
+        self.add(pod_key(pod), PodUsage.of(pod))
+
+    def add(self, key: str, usage: PodUsage) -> None:
+        """The pod `key` on this node, taking `usage`."""
         if key in self.pods:
             self.remove_pod(key)
-        usage = self.pods[key] = PodUsage.of(pod)
+        self.pods[key] = usage
         _add(self.requested, usage.requests)
         _add(self.non_zero_requested, usage.non_zero_requests)
         self.ports.extend(usage.ports)

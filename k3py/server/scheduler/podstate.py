@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from k3py.server.scheduler.nodeinfo import (
+    PodUsage,
     Resources,
     pod_controller,
     pod_host_ports,
@@ -76,3 +77,7 @@ class PodState:
                                                                or "PreferNoSchedule")
                                    == "PreferNoSchedule"),
             owner=pod_controller(pod))
+
+    def usage(self) -> PodUsage:
+        """What the pod takes of the node it is placed on (the assumed placement)."""
+        return PodUsage(self.requests, self.non_zero_requests, self.host_ports, self.owner)

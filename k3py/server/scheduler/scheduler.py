@@ -222,12 +222,13 @@ class Scheduler(Controller):
             await self._set_condition(pod, "SchedulingGated",
                                       "Scheduling is blocked due to non-empty scheduling gates")
             return
-        node = self.schedule_one(pod)
+        state = PodState.of(pod)
+        node = self.schedule_one(state)
         if isinstance(node, str):
             self.unschedulable.discard(key)
             self._attempts.pop(key, None)
             decision = self._assume_volumes(pod, node)
-            self._assume(pod, node)
+            self._assume(state, node)
             task = asyncio.create_task(self._bind(pod, node, decision), name=f"bind-{key}")
             self._binds.add(task)
             self._binding.add(key)
@@ -250,13 +251,12 @@ class Scheduler(Controller):
             self._candidates = [i for i in self.nodes.values() if i.node is not None]
         return self._candidates
 
-    def schedule_one(self, pod: dict) -> str | tuple[None, str]:
-        """The chosen node name, or (None, FailedScheduling message)."""
+    def schedule_one(self, state: PodState) -> str | tuple[None, str]:
+        """The chosen node name for the pod of `state`, or (None, FailedScheduling message)."""
         nodes = self._nodes()
-        volumes = self.volume_binder.pre_filter(pod)
+        volumes = self.volume_binder.pre_filter(state.pod)
         if isinstance(volumes, str) and nodes:
             return None, pre_filter_error_message(len(nodes), volumes)
-        state = PodState.of(pod)
         candidates = nodes
         if state.node_names is not None:  # NodeAffinity's PreFilterResult
             if not state.node_names and nodes:
@@ -294,11 +294,13 @@ class Scheduler(Controller):
             return None
         return self.volume_binder.assume(volumes, self.nodes[node].node or {})
 
-    def _assume(self, pod: dict, node: str) -> None:
-        key = pod_key(pod)
-        placed = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}
+    def _assume(self, state: PodState, node: str) -> None:
+        """The pod on `node` in the cache now, with what the cycle read of it."""
+        key = pod_key(state.pod)
         self._assumed[key] = time.monotonic()
-        self._place(key, placed)
+        self._place(key, None)
+        self._info(node).add(key, state.usage())
+        self._pod_node[key] = node
 
     def _forget(self, key: str) -> None:
         self._assumed.pop(key, None)
