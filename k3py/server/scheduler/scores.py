@@ -71,13 +71,18 @@ def spread_raw(state: PodState, info: NodeInfo) -> int:
     return 0 if state.owner is None else info.controlled.get(state.owner, 0)
 
 
-def _normalized(raw: list[int], reverse: bool) -> list[int]:
-    top = max(raw, default=0)
+def _add_normalized(totals: list[int], raw: list[int] | None, weight: int,
+                    reverse: bool) -> int:
+    """Add `weight` x raw normalised to 0..MAX_SCORE (against the highest; `reverse`: lower is
+    better) into `totals`; when every node scores alike (all 0, or no raw scores: the plugin
+    had nothing to tell apart), return the same score for all instead of adding it to each."""
+    top = max(raw, default=0) if raw is not None else 0
     if top == 0:
-        return [MAX_SCORE if reverse else 0] * len(raw)
-    if reverse:
-        return [MAX_SCORE - v * MAX_SCORE // top for v in raw]
-    return [v * MAX_SCORE // top for v in raw]
+        return weight * (MAX_SCORE if reverse else 0)
+    for k, v in enumerate(raw):
+        share = v * MAX_SCORE // top
+        totals[k] += weight * (MAX_SCORE - share if reverse else share)
+    return 0
 
 
 def score_nodes(state: PodState, infos: list[NodeInfo]) -> dict[str, int]:
@@ -85,22 +90,17 @@ def score_nodes(state: PodState, infos: list[NodeInfo]) -> dict[str, int]:
     PodState holds (upstream's PreScore); a plugin with nothing to tell apart for this pod
     (no preferred terms, no PreferNoSchedule taint, no controller) is not run per node."""
     fit, balanced = WEIGHTS["NodeResourcesFit"], WEIGHTS["NodeResourcesBalancedAllocation"]
-    base = []
+    totals = []
     for i in infos:
         fractions = _fractions(state, i)
-        base.append(fit * _least_allocated(fractions) +
-                    balanced * _balanced_allocation(fractions))
-    raw = {
-        "NodeAffinity": [_affinity(state.preferred, i) for i in infos] if state.preferred
-        else None,
-        "TaintToleration": [_untolerated(state.soft_tolerations, i) if i.facts.soft_taints
-                            else 0 for i in infos],
-        "SelectorSpread": [spread_raw(state, i) for i in infos] if state.owner is not None
-        else None,
-    }
-    for plugin, reverse in (("NodeAffinity", False), ("TaintToleration", True),
-                            ("SelectorSpread", True)):
-        scores = raw[plugin] or [0] * len(infos)
-        weight = WEIGHTS[plugin]
-        base = [b + weight * s for b, s in zip(base, _normalized(scores, reverse), strict=True)]
-    return {i.name: total for i, total in zip(infos, base, strict=True)}
+        totals.append(fit * _least_allocated(fractions) +
+                      balanced * _balanced_allocation(fractions))
+    same = _add_normalized(totals, [_affinity(state.preferred, i) for i in infos]
+                           if state.preferred else None, WEIGHTS["NodeAffinity"], False)
+    same += _add_normalized(totals, [_untolerated(state.soft_tolerations, i) for i in infos]
+                            if any(i.facts.soft_taints for i in infos) else None,
+                            WEIGHTS["TaintToleration"], True)
+    same += _add_normalized(totals, [spread_raw(state, i) for i in infos]
+                            if state.owner is not None else None, WEIGHTS["SelectorSpread"],
+                            True)
+    return {i.name: total + same for i, total in zip(infos, totals, strict=True)}
