@@ -1,16 +1,18 @@
-"""Scheduler filters as upstream's default profile runs them: each takes (pod, NodeInfo) and
-returns the failure reasons (empty = fits). Pure; scheduler.py aggregates the reasons."""
+"""Scheduler filters as upstream's default profile runs them: each takes (PodState, NodeInfo)
+and returns the failure reasons (empty = fits); filters_for leaves out those a pod skips, as
+upstream's PreFilter does. Pure; scheduler.py aggregates the reasons."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from k3py.api.nodeselector import node_selector_term_matches
-from k3py.server.scheduler.nodeinfo import NodeInfo, pod_host_ports, requests_of
+from k3py.server.scheduler.nodeinfo import NodeInfo
+from k3py.server.scheduler.podstate import PodState
 
-__all__ = ["FILTERS", "run_filters", "tolerates", "untolerated_taint", "node_selector_matches",
-           "node_selector_term_matches", "UNRESOLVABLE", "REASON_AFFINITY", "REASON_NODE_NAME",
-           "REASON_UNSCHEDULABLE", "REASON_PORTS", "fit_reasons"]
+__all__ = ["FILTERS", "run_filters", "filters_for", "tolerates", "node_selector_term_matches",
+           "UNRESOLVABLE", "REASON_AFFINITY", "REASON_NODE_NAME", "REASON_UNSCHEDULABLE",
+           "REASON_PORTS", "Filter"]
 
 REASON_NODE_NAME = "node(s) didn't match the requested node name"
 REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
@@ -37,59 +39,54 @@ def tolerates(toleration: dict, taint: dict) -> bool:
     return False
 
 
-def _tolerated(tolerations: list[dict], taint: dict) -> bool:
+def _tolerated(tolerations: tuple[dict, ...], taint: dict) -> bool:
     return any(tolerates(t, taint) for t in tolerations)
 
 
-def untolerated_taint(pod: dict, node: dict, effects: tuple[str, ...]) -> dict | None:
-    tolerations = (pod.get("spec") or {}).get("tolerations") or []
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("effect") in effects and not _tolerated(tolerations, taint):
+def untolerated_taint(tolerations: tuple[dict, ...], taints: tuple[dict, ...]) -> dict | None:
+    for taint in taints:
+        if not _tolerated(tolerations, taint):
             return taint
     return None
 
 
-def node_selector_matches(pod: dict, node: dict) -> bool:
+def node_selector_matches(state: PodState, node: dict, labels: dict[str, str]) -> bool:
     """spec.nodeSelector and required node affinity (terms ORed)."""
-    spec = pod.get("spec") or {}
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    for k, v in (spec.get("nodeSelector") or {}).items():
+    for k, v in state.node_selector.items():
         if labels.get(k) != v:
             return False
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution"))
-    if required is None:
+    if state.required_terms is None:
         return True
-    terms = required.get("nodeSelectorTerms") or []
-    return any(node_selector_term_matches(t, node) for t in terms)
+    return any(node_selector_term_matches(t, node) for t in state.required_terms)
 
 
 # ---------------------------------------------------------------- the filters
 
 
-def node_unschedulable(pod: dict, info: NodeInfo) -> Reasons:
-    if not ((info.node or {}).get("spec") or {}).get("unschedulable"):
+def node_unschedulable(state: PodState, info: NodeInfo) -> Reasons:
+    if not info.facts.unschedulable:
         return []
     taint = {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
-    if _tolerated((pod.get("spec") or {}).get("tolerations") or [], taint):
+    if _tolerated(state.tolerations, taint):
         return []
     return [REASON_UNSCHEDULABLE]
 
 
-def node_name(pod: dict, info: NodeInfo) -> Reasons:
-    want = (pod.get("spec") or {}).get("nodeName")
-    return [REASON_NODE_NAME] if want and want != info.name else []
+def node_name(state: PodState, info: NodeInfo) -> Reasons:
+    return [REASON_NODE_NAME] if state.node_name and state.node_name != info.name else []
 
 
-def taint_toleration(pod: dict, info: NodeInfo) -> Reasons:
-    taint = untolerated_taint(pod, info.node or {}, ("NoSchedule", "NoExecute"))
+def taint_toleration(state: PodState, info: NodeInfo) -> Reasons:
+    taints = info.facts.hard_taints
+    taint = untolerated_taint(state.tolerations, taints) if taints else None
     if taint is None:
         return []
     return [f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"]
 
 
-def node_affinity(pod: dict, info: NodeInfo) -> Reasons:
-    return [] if node_selector_matches(pod, info.node or {}) else [REASON_AFFINITY]
+def node_affinity(state: PodState, info: NodeInfo) -> Reasons:
+    return [] if node_selector_matches(state, info.node or {}, info.facts.labels) \
+        else [REASON_AFFINITY]
 
 
 def _ports_conflict(a: tuple[str, str, int], b: tuple[str, str, int]) -> bool:
@@ -98,35 +95,33 @@ def _ports_conflict(a: tuple[str, str, int], b: tuple[str, str, int]) -> bool:
     return a[0] == b[0] or "0.0.0.0" in (a[0], b[0])
 
 
-def node_ports(pod: dict, info: NodeInfo) -> Reasons:
-    for want in pod_host_ports(pod):
+def node_ports(state: PodState, info: NodeInfo) -> Reasons:
+    for want in state.host_ports:
         if any(_ports_conflict(want, used) for used in info.ports):
             return [REASON_PORTS]
     return []
 
 
-def fit_reasons(requests: dict[str, int], info: NodeInfo) -> Reasons:
-    alloc = info.allocatable()
+def node_resources_fit(state: PodState, info: NodeInfo) -> Reasons:
+    """The pod count against allocatable pods, then each requested resource against what
+    the node's pods leave of its allocatable; nothing on a node that reports none."""
+    facts = info.facts
+    alloc = facts.allocatable
     if alloc is None:
         return []
     reasons = []
-    if len(info.pods) + 1 > alloc.get("pods", 0):
+    if len(info.pods) >= facts.max_pods:
         reasons.append("Too many pods")
-    for name, amount in sorted(requests.items()):
-        if name == "pods" or amount <= 0:
-            continue
-        free = alloc.get(name, 0) - info.requested.get(name, 0)
-        if amount > free:
+    requested = info.requested
+    for name, amount in state.fit_requests:
+        if amount > alloc.get(name, 0) - requested.get(name, 0):
             reasons.append(f"Insufficient {name}")
     return reasons
 
 
-def node_resources_fit(pod: dict, info: NodeInfo) -> Reasons:
-    return fit_reasons(requests_of(pod), info)
-
-
+Filter = Callable[[PodState, NodeInfo], Reasons]
 # Upstream's default order; a node is reported with the reasons of the first filter it fails.
-FILTERS: tuple[tuple[str, Callable[[dict, NodeInfo], Reasons]], ...] = (
+FILTERS: tuple[tuple[str, Filter], ...] = (
     ("NodeUnschedulable", node_unschedulable),
     ("NodeName", node_name),
     ("TaintToleration", taint_toleration),
@@ -139,12 +134,28 @@ UNRESOLVABLE = frozenset({"NodeUnschedulable", "NodeName", "TaintToleration", "N
                           "VolumeBinding"})
 
 
-def run_filters(pod: dict, info: NodeInfo) -> tuple[str, Reasons]:
-    """("", []) when the pod fits, else (failing filter name, reasons)."""
+def filters_for(state: PodState) -> tuple[tuple[str, Filter], ...]:
+    """FILTERS less those with nothing to check for this pod (upstream's PreFilter Skip):
+    NodeName without a nodeName, NodeAffinity without a nodeSelector or required affinity,
+    NodePorts without host ports."""
+    skip = set()
+    if not state.node_name:
+        skip.add("NodeName")
+    if not state.node_selector and state.required_terms is None:
+        skip.add("NodeAffinity")
+    if not state.host_ports:
+        skip.add("NodePorts")
+    return tuple((name, fn) for name, fn in FILTERS if name not in skip)
+
+
+def run_filters(state: PodState, info: NodeInfo,
+                filters: tuple[tuple[str, Filter], ...] | None = None) -> tuple[str, Reasons]:
+    """("", []) when the pod fits, else (failing filter name, reasons); `filters`: those of
+    filters_for(state), computed once per pod by the caller that tries many nodes."""
     if info.node is None:
         return "NodeName", ["node(s) not found"]
-    for name, fn in FILTERS:
-        reasons = fn(pod, info)
+    for name, fn in filters_for(state) if filters is None else filters:
+        reasons = fn(state, info)
         if reasons:
             return name, reasons
     return "", []

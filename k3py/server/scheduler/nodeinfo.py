@@ -4,13 +4,13 @@ requests and host ports. Pure; kept current by scheduler.py and read by filters 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from k3py.api.quantity import QuantityError, int_value, milli_value
 
-__all__ = ["NodeInfo", "pod_requests", "requests_of", "pod_host_ports", "node_allocatable",
-           "pod_key",
-           "pod_controller", "DEFAULT_MILLI_CPU", "DEFAULT_MEMORY"]
+__all__ = ["NodeInfo", "NodeFacts", "PodUsage", "pod_requests", "pod_host_ports",
+           "node_allocatable", "pod_key", "pod_controller", "DEFAULT_MILLI_CPU",
+           "DEFAULT_MEMORY"]
 
 # Upstream's non-zero defaults used only for scoring pods that request nothing.
 DEFAULT_MILLI_CPU = 100
@@ -100,22 +100,6 @@ def pod_controller(pod: dict) -> tuple[str, str] | None:
     return None
 
 
-# the last pod's requests (with and without the scoring defaults), held with the pod itself:
-# the scheduler filters and scores one pod against up to hundreds of nodes in a row (upstream
-# computes them once, in PreFilter), and informer objects are never changed in place
-_last_requests: dict[bool, tuple[dict, Resources]] = {}
-
-
-def requests_of(pod: dict, non_zero: bool = False) -> Resources:
-    """pod_requests(pod, non_zero), computed once for the pod being scheduled."""
-    last = _last_requests.get(non_zero)
-    if last is not None and last[0] is pod:
-        return last[1]
-    got = pod_requests(pod, non_zero)
-    _last_requests[non_zero] = (pod, got)
-    return got
-
-
 def node_allocatable(node: dict) -> Resources | None:
     """Allocatable (or capacity) of a node; None when the node reports neither (a bare test
     node created through the API), which the resource filter treats as unlimited."""
@@ -126,50 +110,104 @@ def node_allocatable(node: dict) -> Resources | None:
     return {k: _amount(k, v) for k, v in alloc.items()}
 
 
-@dataclass
-class NodeInfo:
-    name: str
-    node: dict | None = None
-    pods: dict[str, dict] = field(default_factory=dict)
-    requested: Resources = field(default_factory=dict)
-    non_zero_requested: Resources = field(default_factory=dict)
-    ports: list[tuple[str, str, int]] = field(default_factory=list)
-    # pods on the node per controller (SelectorSpread's count, without a walk of every pod)
-    controlled: Counter[tuple[str, str]] = field(default_factory=Counter)
-    # (the Node object, its allocatable): parsed once per Node object, not per pod scheduled
-    _allocatable: tuple[dict | None, Resources | None] = field(
-        default=(None, None), repr=False, compare=False)
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What the filters and scores read of one Node object, parsed once per object (a Node
+    update is a new object): not again for each pod against each node."""
 
-    def allocatable(self) -> Resources | None:
-        """node_allocatable of the node, None without one."""
-        node, alloc = self._allocatable
-        if node is not self.node or node is None:
-            alloc = node_allocatable(self.node) if self.node is not None else None
-            self._allocatable = (self.node, alloc)
-        return alloc
+    allocatable: Resources | None  # None: the node reports none (unlimited)
+    max_pods: int
+    cpu: int  # allocatable millicores, 0 when unknown
+    memory: int
+    labels: dict[str, str]
+    unschedulable: bool
+    hard_taints: tuple[dict, ...]  # NoSchedule and NoExecute: the filter's
+    soft_taints: tuple[dict, ...]  # PreferNoSchedule: the score's
+
+    @classmethod
+    def of(cls, node: dict | None) -> NodeFacts:
+        node = node or {}
+        alloc = node_allocatable(node)
+        spec = node.get("spec") or {}
+        taints = spec.get("taints") or []
+        have = alloc or {}
+        return cls(allocatable=alloc, max_pods=have.get("pods", 0), cpu=have.get("cpu", 0),
+                   memory=have.get("memory", 0),
+                   labels=(node.get("metadata") or {}).get("labels") or {},
+                   unschedulable=bool(spec.get("unschedulable")),
+                   hard_taints=tuple(t for t in taints
+                                     if t.get("effect") in ("NoSchedule", "NoExecute")),
+                   soft_taints=tuple(t for t in taints
+                                     if t.get("effect") == "PreferNoSchedule"))
+
+
+@dataclass(frozen=True, slots=True)
+class PodUsage:
+    """What one pod on a node adds to its NodeInfo, kept so that taking the pod off again
+    (every status update of a bound pod is an off and on) does not compute it a second time."""
+
+    requests: Resources
+    non_zero_requests: Resources
+    ports: tuple[tuple[str, str, int], ...]
+    owner: tuple[str, str] | None
+
+    @classmethod
+    def of(cls, pod: dict) -> PodUsage:
+        return cls(pod_requests(pod), pod_requests(pod, non_zero=True),
+                   tuple(pod_host_ports(pod)), pod_controller(pod))
+
+
+class NodeInfo:
+    """One node's Node object (and its NodeFacts, parsed again only when a new object is
+    set), the pods on it and their summed requests, host ports and controllers."""
+
+    def __init__(self, name: str, node: dict | None = None) -> None:
+        self.name = name
+        self.pods: dict[str, PodUsage] = {}
+        self.requested: Resources = {}
+        self.non_zero_requested: Resources = {}
+        self.ports: list[tuple[str, str, int]] = []
+        # pods on the node per controller (SelectorSpread's count, without a walk of every pod)
+        self.controlled: Counter[tuple[str, str]] = Counter()
+        self.node = node
+
+    @property
+    def node(self) -> dict | None:
+        return self._node
+
+    @node.setter
+    def node(self, node: dict | None) -> None:
+        self._node = node
+        self.facts = NodeFacts.of(node)
+
+    def __repr__(self) -> str:
+        return f"NodeInfo({self.name!r}, pods={len(self.pods)})"
 
     def add_pod(self, pod: dict) -> None:
-        key = pod_key(pod)
+        self.add(pod_key(pod), PodUsage.of(pod))
+
+    def add(self, key: str, usage: PodUsage) -> None:
+        """The pod `key` on this node, taking `usage`."""
         if key in self.pods:
             self.remove_pod(key)
-        self.pods[key] = pod
-        _add(self.requested, pod_requests(pod))
-        _add(self.non_zero_requested, pod_requests(pod, non_zero=True))
-        self.ports.extend(pod_host_ports(pod))
-        if (owner := pod_controller(pod)) is not None:
-            self.controlled[owner] += 1
+        self.pods[key] = usage
+        _add(self.requested, usage.requests)
+        _add(self.non_zero_requested, usage.non_zero_requests)
+        self.ports.extend(usage.ports)
+        if usage.owner is not None:
+            self.controlled[usage.owner] += 1
 
     def remove_pod(self, key: str) -> None:
-        pod = self.pods.pop(key, None)
-        if pod is None:
+        usage = self.pods.pop(key, None)
+        if usage is None:
             return
-        for k, v in pod_requests(pod).items():
+        for k, v in usage.requests.items():
             self.requested[k] = self.requested.get(k, 0) - v
-        for k, v in pod_requests(pod, non_zero=True).items():
+        for k, v in usage.non_zero_requests.items():
             self.non_zero_requested[k] = self.non_zero_requested.get(k, 0) - v
-        for p in pod_host_ports(pod):
+        for p in usage.ports:
             self.ports.remove(p)
-        if (owner := pod_controller(pod)) is not None:
-            self.controlled[owner] -= 1
-            if not self.controlled[owner]:
-                del self.controlled[owner]
+        if usage.owner is not None:
+            self.controlled[usage.owner] -= 1
+            if not self.controlled[usage.owner]:
+                del self.controlled[usage.owner]

@@ -13,29 +13,24 @@ from k3py.api import errors
 from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.handlers import bind_pod
 from k3py.server.controllers.base import Controller, ControllerContext, split_key
-from k3py.server.scheduler.filters import UNRESOLVABLE, run_filters
+from k3py.server.scheduler.filters import UNRESOLVABLE, filters_for, run_filters
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_key
+from k3py.server.scheduler.podstate import PodState
+from k3py.server.scheduler.sampling import NodeSampler
 from k3py.server.scheduler.scores import score_nodes
 from k3py.server.scheduler.volumebinding import Decision, PodVolumes, VolumeBinder
 
-__all__ = ["Scheduler", "fit_error_message", "pre_filter_error_message", "SCHEDULER_NAME"]
+__all__ = ["Scheduler", "fit_error_message", "pre_filter_error_message", "SCHEDULER_NAME",
+           "REASON_NOT_NAMED", "REASON_TERMS_CONFLICT"]
 
 log = logging.getLogger("k3py.scheduler")
 
 SCHEDULER_NAME = "default-scheduler"
 RETRY_UNSCHEDULABLE = 30.0
-MIN_FEASIBLE_NODES_TO_FIND = 100  # upstream's minFeasibleNodesToFind
-MIN_FEASIBLE_NODES_PERCENTAGE = 5
-
-
-def feasible_nodes_to_find(total: int) -> int:
-    """How many fitting nodes end the filtering: upstream's adaptive percentageOfNodesToScore
-    (50 %, less 1 % per 125 nodes, at least 5 % and 100 nodes), so that a pod among 1,000
-    nodes is scored on 420 of them, not all."""
-    if total < MIN_FEASIBLE_NODES_TO_FIND:
-        return total
-    percentage = max(MIN_FEASIBLE_NODES_PERCENTAGE, 50 - total // 125)
-    return max(MIN_FEASIBLE_NODES_TO_FIND, total * percentage // 100)
+# upstream's NodeAffinity texts: terms whose metadata.name sets exclude each other, and the
+# nodes its PreFilterResult (the names a DaemonSet pod's affinity lists) leaves out
+REASON_TERMS_CONFLICT = "pod affinity terms conflict"
+REASON_NOT_NAMED = "node(s) didn't satisfy plugin(s) [NodeAffinity]"
 
 
 def _histogram(counts: dict[str, int]) -> str:
@@ -78,6 +73,14 @@ def _occupies_node(pod: dict) -> bool:
         (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
+def _same_usage(old: dict, new: dict) -> bool:
+    """Both revisions occupy the same node with the same spec and controller: the informer
+    shares the parts that did not change between revisions, so this is identity, not a walk."""
+    return _occupies_node(old) and _occupies_node(new) and old.get("spec") is new.get("spec") \
+        and (old.get("metadata") or {}).get("ownerReferences") is \
+        (new.get("metadata") or {}).get("ownerReferences")
+
+
 class Scheduler(Controller):
     """One scheduling decision at a time (the cache is the truth); bindings run concurrently."""
 
@@ -96,7 +99,8 @@ class Scheduler(Controller):
         # placement's 30 s and must not be decided a second time meanwhile
         self._binding: set[str] = set()
         self._periodic: asyncio.Task | None = None
-        self._next_start = 0  # where the next pod's filtering starts (upstream rotates it)
+        self._sampler = NodeSampler()
+        self._candidates: list[NodeInfo] | None = None  # the nodes with a Node, in order
 
     # ------------------------------------------------------------ cache upkeep
 
@@ -121,6 +125,9 @@ class Scheduler(Controller):
     def _on_pod(self, etype: str, old: dict | None, new: dict | None) -> None:
         pod = new if etype != "DELETED" else None
         key = pod_key(new or old or {})
+        if pod is not None and old is not None and _same_usage(old, pod) and \
+                self._pod_node.get(key) == (pod.get("spec") or {}).get("nodeName"):
+            return  # a bound pod's status update: where it is and what it takes are unchanged
         if pod is not None and key in self._assumed and not _occupies_node(pod):
             # the watch has not caught up with our binding yet: keep the assumed placement
             if time.monotonic() - self._assumed[key] < 30:
@@ -148,10 +155,14 @@ class Scheduler(Controller):
             info = self.nodes.get(name)
             if info is not None:
                 info.node = None
+                self._candidates = None
                 if not info.pods:
                     del self.nodes[name]
             return
-        self._info(name).node = new
+        info = self._info(name)
+        if info.node is None:
+            self._candidates = None
+        info.node = new
         if old is None or (old.get("spec"), (old.get("metadata") or {}).get("labels"),
                            (old.get("status") or {}).get("allocatable")) != \
                 (new.get("spec"), (new.get("metadata") or {}).get("labels"),
@@ -211,12 +222,13 @@ class Scheduler(Controller):
             await self._set_condition(pod, "SchedulingGated",
                                       "Scheduling is blocked due to non-empty scheduling gates")
             return
-        node = self.schedule_one(pod)
+        state = PodState.of(pod)
+        node = self.schedule_one(state)
         if isinstance(node, str):
             self.unschedulable.discard(key)
             self._attempts.pop(key, None)
             decision = self._assume_volumes(pod, node)
-            self._assume(pod, node)
+            self._assume(state, node)
             task = asyncio.create_task(self._bind(pod, node, decision), name=f"bind-{key}")
             self._binds.add(task)
             self._binding.add(key)
@@ -232,35 +244,47 @@ class Scheduler(Controller):
                                        component=SCHEDULER_NAME)
         await self._set_condition(pod, "Unschedulable", message)
 
-    def schedule_one(self, pod: dict) -> str | tuple[None, str]:
-        """The chosen node name, or (None, FailedScheduling message)."""
-        nodes = [i for i in self.nodes.values() if i.node is not None]
-        volumes = self.volume_binder.pre_filter(pod)
+    def _nodes(self) -> list[NodeInfo]:
+        """The NodeInfos that have a Node object: the candidates of every cycle (kept until a
+        Node comes or goes, not rebuilt for each pod)."""
+        if self._candidates is None:
+            self._candidates = [i for i in self.nodes.values() if i.node is not None]
+        return self._candidates
+
+    def schedule_one(self, state: PodState) -> str | tuple[None, str]:
+        """The chosen node name for the pod of `state`, or (None, FailedScheduling message)."""
+        nodes = self._nodes()
+        volumes = self.volume_binder.pre_filter(state.pod)
         if isinstance(volumes, str) and nodes:
             return None, pre_filter_error_message(len(nodes), volumes)
-        feasible: list[NodeInfo] = []
+        candidates = nodes
+        if state.node_names is not None:  # NodeAffinity's PreFilterResult
+            if not state.node_names and nodes:
+                return None, pre_filter_error_message(len(nodes), REASON_TERMS_CONFLICT)
+            candidates = [self.nodes[n] for n in sorted(state.node_names)
+                          if n in self.nodes and self.nodes[n].node is not None]
+        filters = filters_for(state)
+        check_volumes = isinstance(volumes, PodVolumes) and not volumes.empty
         failures: dict[str, tuple[str, list[str]]] = {}
-        want = feasible_nodes_to_find(len(nodes))
-        start = self._next_start % len(nodes) if nodes else 0
-        checked = 0
-        for info in nodes[start:] + nodes[:start]:
-            if len(feasible) >= want:
-                break
-            checked += 1
-            plugin, reasons = run_filters(pod, info)
-            if not reasons and isinstance(volumes, PodVolumes) and not volumes.empty:
+
+        def fits(info: NodeInfo) -> bool:
+            plugin, reasons = run_filters(state, info, filters)
+            if not reasons and check_volumes:
                 plugin, reasons = "VolumeBinding", \
                     self.volume_binder.filter(volumes, info.node or {})
             if reasons:
                 failures[info.name] = (plugin, reasons)
-            else:
-                feasible.append(info)
-        self._next_start = start + checked
+            return not reasons
+
+        feasible = self._sampler.find(candidates, fits)
         if not feasible:
+            if candidates is not nodes:
+                for info in nodes:
+                    failures.setdefault(info.name, ("NodeAffinity", [REASON_NOT_NAMED]))
             return None, fit_error_message(len(nodes), failures)
         if len(feasible) == 1:
             return feasible[0].name
-        scores = score_nodes(pod, feasible)
+        scores = score_nodes(state, feasible)
         best = max(scores.values())
         return random.choice([n for n, s in scores.items() if s == best])
 
@@ -270,11 +294,13 @@ class Scheduler(Controller):
             return None
         return self.volume_binder.assume(volumes, self.nodes[node].node or {})
 
-    def _assume(self, pod: dict, node: str) -> None:
-        key = pod_key(pod)
-        placed = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}
+    def _assume(self, state: PodState, node: str) -> None:
+        """The pod on `node` in the cache now, with what the cycle read of it."""
+        key = pod_key(state.pod)
         self._assumed[key] = time.monotonic()
-        self._place(key, placed)
+        self._place(key, None)
+        self._info(node).add(key, state.usage())
+        self._pod_node[key] = node
 
     def _forget(self, key: str) -> None:
         self._assumed.pop(key, None)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
-from k3py.server.scheduler.nodeinfo import NodeInfo, pod_controller, requests_of
+from k3py.server.scheduler.nodeinfo import NodeInfo
+from k3py.server.scheduler.podstate import PodState
 
 __all__ = ["least_allocated", "balanced_allocation", "spread_raw", "score_nodes", "MAX_SCORE",
            "WEIGHTS"]
@@ -16,107 +17,90 @@ WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAff
            "TaintToleration": 3, "SelectorSpread": 2}
 
 
-def _fractions(pod: dict, info: NodeInfo) -> list[tuple[int, int]]:
+Fractions = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _fractions(state: PodState, info: NodeInfo) -> Fractions:
     """(requested including this pod, allocatable) for cpu and memory."""
-    return _fractions_of(requests_of(pod, non_zero=True), info)
+    want, have, facts = state.non_zero_requests, info.non_zero_requested, info.facts
+    return ((have.get("cpu", 0) + want.get("cpu", 0), facts.cpu),
+            (have.get("memory", 0) + want.get("memory", 0), facts.memory))
 
 
-def _fractions_of(want: dict[str, int], info: NodeInfo) -> list[tuple[int, int]]:
-    alloc = info.allocatable()
-    out = []
-    for r in ("cpu", "memory"):
-        cap = alloc.get(r, 0) if alloc is not None else 0
-        out.append((info.non_zero_requested.get(r, 0) + want.get(r, 0), cap))
-    return out
-
-
-def least_allocated(pod: dict, info: NodeInfo) -> int:
+def least_allocated(state: PodState, info: NodeInfo) -> int:
     """Average over cpu and memory of the free share left after placing the pod."""
-    return _least_allocated(_fractions(pod, info))
+    return _least_allocated(_fractions(state, info))
 
 
-def _least_allocated(fractions: list[tuple[int, int]]) -> int:
-    parts = []
-    for used, cap in fractions:
-        if cap <= 0 or used > cap:
-            parts.append(0)
-        else:
-            parts.append((cap - used) * MAX_SCORE // cap)
-    return sum(parts) // len(parts)
+def _least_allocated(fractions: Fractions) -> int:
+    (cpu, cpu_cap), (mem, mem_cap) = fractions
+    cpu_free = (cpu_cap - cpu) * MAX_SCORE // cpu_cap if 0 < cpu_cap and cpu <= cpu_cap else 0
+    mem_free = (mem_cap - mem) * MAX_SCORE // mem_cap if 0 < mem_cap and mem <= mem_cap else 0
+    return (cpu_free + mem_free) // 2
 
 
-def balanced_allocation(pod: dict, info: NodeInfo) -> int:
+def balanced_allocation(state: PodState, info: NodeInfo) -> int:
     """Higher when cpu and memory are used in equal shares (1 - standard deviation)."""
-    return _balanced_allocation(_fractions(pod, info))
+    return _balanced_allocation(_fractions(state, info))
 
 
-def _balanced_allocation(fractions: list[tuple[int, int]]) -> int:
-    shares = []
-    for used, cap in fractions:
-        shares.append(min(used / cap, 1.0) if cap > 0 else 1.0)
-    mean = sum(shares) / len(shares)
-    std = math.sqrt(sum((s - mean) ** 2 for s in shares) / len(shares))
+def _balanced_allocation(fractions: Fractions) -> int:
+    (cpu, cpu_cap), (mem, mem_cap) = fractions
+    a = cpu / cpu_cap if cpu_cap > 0 and cpu < cpu_cap else 1.0  # shares above 1 count as 1
+    b = mem / mem_cap if mem_cap > 0 and mem < mem_cap else 1.0
+    mean = (a + b) / 2
+    std = math.sqrt(((a - mean) ** 2 + (b - mean) ** 2) / 2)
     return int((1 - std) * MAX_SCORE)
 
 
-def _preferred_terms(pod: dict) -> list[dict]:
-    return ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
-            .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
-
-
-def _affinity(preferred: list[dict], info: NodeInfo) -> int:
+def _affinity(preferred: tuple[dict, ...], info: NodeInfo) -> int:
     """Sum of weights of the preferred node affinity terms the node matches."""
     node = info.node or {}
     return sum(int(p.get("weight") or 0) for p in preferred
                if node_selector_term_matches(p.get("preference") or {}, node))
 
 
-def _prefer_no_schedule_tolerations(pod: dict) -> list[dict]:
-    return [t for t in (pod.get("spec") or {}).get("tolerations") or []
-            if (t.get("effect") or "PreferNoSchedule") == "PreferNoSchedule"]
-
-
-def _untolerated(tolerations: list[dict], info: NodeInfo) -> int:
+def _untolerated(tolerations: tuple[dict, ...], info: NodeInfo) -> int:
     """Count of PreferNoSchedule taints the pod does not tolerate (lower is better)."""
-    return sum(1 for taint in ((info.node or {}).get("spec") or {}).get("taints") or []
-               if taint.get("effect") == "PreferNoSchedule"
-               and not any(tolerates(t, taint) for t in tolerations))
+    return sum(1 for taint in info.facts.soft_taints
+               if not any(tolerates(t, taint) for t in tolerations))
 
 
-def spread_raw(pod: dict, info: NodeInfo) -> int:
+def spread_raw(state: PodState, info: NodeInfo) -> int:
     """Pods on the node with the same controller as this pod (lower is better)."""
-    owner = pod_controller(pod)
-    return 0 if owner is None else info.controlled[owner]
+    return 0 if state.owner is None else info.controlled.get(state.owner, 0)
 
 
-def _normalize(raw: dict[str, int], reverse: bool) -> dict[str, int]:
-    top = max(raw.values(), default=0)
+def _add_normalized(totals: list[int], raw: list[int] | None, weight: int,
+                    reverse: bool) -> int:
+    """Add `weight` x raw normalised to 0..MAX_SCORE (against the highest; `reverse`: lower is
+    better) into `totals`; when every node scores alike (all 0, or no raw scores: the plugin
+    had nothing to tell apart), return the same score for all instead of adding it to each."""
+    top = max(raw, default=0) if raw is not None else 0
     if top == 0:
-        return {n: MAX_SCORE if reverse else 0 for n in raw}
-    if reverse:
-        return {n: MAX_SCORE - v * MAX_SCORE // top for n, v in raw.items()}
-    return {n: v * MAX_SCORE // top for n, v in raw.items()}
+        return weight * (MAX_SCORE if reverse else 0)
+    for k, v in enumerate(raw):
+        share = v * MAX_SCORE // top
+        totals[k] += weight * (MAX_SCORE - share if reverse else share)
+    return 0
 
 
-def score_nodes(pod: dict, infos: list[NodeInfo]) -> dict[str, int]:
-    """Weighted total per feasible node name. What each plugin needs of the pod is read once
-    (upstream's PreScore), then each node is scored in one pass: with 1,000 nodes, scoring
-    was most of what the scheduler spent on a pod."""
-    want = requests_of(pod, non_zero=True)
-    preferred, tolerations = _preferred_terms(pod), _prefer_no_schedule_tolerations(pod)
-    owner = pod_controller(pod)
-    totals: dict[str, int] = {}
-    raw: dict[str, dict[str, int]] = {"NodeAffinity": {}, "TaintToleration": {},
-                                      "SelectorSpread": {}}
+def score_nodes(state: PodState, infos: list[NodeInfo]) -> dict[str, int]:
+    """Weighted total per feasible node name, each node scored in one pass from what the
+    PodState holds (upstream's PreScore); a plugin with nothing to tell apart for this pod
+    (no preferred terms, no PreferNoSchedule taint, no controller) is not run per node."""
+    fit, balanced = WEIGHTS["NodeResourcesFit"], WEIGHTS["NodeResourcesBalancedAllocation"]
+    totals = []
     for i in infos:
-        fractions = _fractions_of(want, i)
-        totals[i.name] = WEIGHTS["NodeResourcesFit"] * _least_allocated(fractions) + \
-            WEIGHTS["NodeResourcesBalancedAllocation"] * _balanced_allocation(fractions)
-        raw["NodeAffinity"][i.name] = _affinity(preferred, i) if preferred else 0
-        raw["TaintToleration"][i.name] = _untolerated(tolerations, i)
-        raw["SelectorSpread"][i.name] = 0 if owner is None else i.controlled[owner]
-    for plugin, reverse in (("NodeAffinity", False), ("TaintToleration", True),
-                            ("SelectorSpread", True)):
-        for name, s in _normalize(raw[plugin], reverse).items():
-            totals[name] += WEIGHTS[plugin] * s
-    return totals
+        fractions = _fractions(state, i)
+        totals.append(fit * _least_allocated(fractions) +
+                      balanced * _balanced_allocation(fractions))
+    same = _add_normalized(totals, [_affinity(state.preferred, i) for i in infos]
+                           if state.preferred else None, WEIGHTS["NodeAffinity"], False)
+    same += _add_normalized(totals, [_untolerated(state.soft_tolerations, i) for i in infos]
+                            if any(i.facts.soft_taints for i in infos) else None,
+                            WEIGHTS["TaintToleration"], True)
+    same += _add_normalized(totals, [spread_raw(state, i) for i in infos]
+                            if state.owner is not None else None, WEIGHTS["SelectorSpread"],
+                            True)
+    return {i.name: total + same for i, total in zip(infos, totals, strict=True)}

@@ -11,6 +11,7 @@ from k3py.server.scheduler.filters import (
     tolerates,
 )
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_requests
+from k3py.server.scheduler.podstate import PodState
 from k3py.server.scheduler.scores import spread_raw
 
 pytestmark = pytest.mark.unit
@@ -45,6 +46,11 @@ def info(n: dict, *pods: dict) -> NodeInfo:
     return i
 
 
+def fits(p: dict, i: NodeInfo) -> tuple[str, list[str]]:
+    """run_filters for pod `p`, its PodState read as the scheduler reads it."""
+    return run_filters(PodState.of(p), i)
+
+
 def affinity(*terms) -> dict:
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": list(terms)}}}
@@ -52,12 +58,12 @@ def affinity(*terms) -> dict:
 
 def test_node_selector() -> None:
     n = node(labels={"disk": "ssd"})
-    assert run_filters(pod(nodeSelector={"disk": "ssd"}), info(n)) == ("", [])
-    assert run_filters(pod(nodeSelector={"disk": "hdd"}), info(n)) == (
+    assert fits(pod(nodeSelector={"disk": "ssd"}), info(n)) == ("", [])
+    assert fits(pod(nodeSelector={"disk": "hdd"}), info(n)) == (
         "NodeAffinity", [REASON_AFFINITY])
 
 
-@pytest.mark.parametrize("expr,fits", [
+@pytest.mark.parametrize("expr,matches", [
     ({"key": "zone", "operator": "In", "values": ["a", "b"]}, True),
     ({"key": "zone", "operator": "In", "values": ["c"]}, False),
     ({"key": "zone", "operator": "NotIn", "values": ["c"]}, True),
@@ -68,29 +74,29 @@ def test_node_selector() -> None:
     ({"key": "cores", "operator": "Lt", "values": ["3"]}, False),
     ({"key": "zone", "operator": "Gt", "values": ["3"]}, False),
 ])
-def test_affinity_operators(expr, fits) -> None:
+def test_affinity_operators(expr, matches) -> None:
     n = node(labels={"zone": "a", "cores": "4"})
-    got = run_filters(pod(affinity=affinity({"matchExpressions": [expr]})), info(n))
-    assert (got == ("", [])) is fits
+    got = fits(pod(affinity=affinity({"matchExpressions": [expr]})), info(n))
+    assert (got == ("", [])) is matches
 
 
 def test_affinity_terms_are_ored_and_fields_match_name() -> None:
     n = node(name="edge-1")
     no = {"matchExpressions": [{"key": "x", "operator": "Exists"}]}
     by_name = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["edge-1"]}]}
-    assert run_filters(pod(affinity=affinity(no, by_name)), info(n)) == ("", [])
-    assert run_filters(pod(affinity=affinity(no)), info(n))[1] == [REASON_AFFINITY]
-    assert run_filters(pod(affinity=affinity({})), info(n))[1] == [REASON_AFFINITY]
+    assert fits(pod(affinity=affinity(no, by_name)), info(n)) == ("", [])
+    assert fits(pod(affinity=affinity(no)), info(n))[1] == [REASON_AFFINITY]
+    assert fits(pod(affinity=affinity({})), info(n))[1] == [REASON_AFFINITY]
 
 
 def test_taints_and_tolerations() -> None:
     t = {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}
     n = node(taints=[t, {"key": "soft", "effect": "PreferNoSchedule"}])
-    assert run_filters(pod(), info(n)) == (
+    assert fits(pod(), info(n)) == (
         "TaintToleration", ["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"])
     tol = [{"key": "node.kubernetes.io/unreachable", "operator": "Exists"}]
-    assert run_filters(pod(tolerations=tol), info(n)) == ("", [])
-    assert run_filters(pod(tolerations=[{"operator": "Exists"}]), info(n)) == ("", [])
+    assert fits(pod(tolerations=tol), info(n)) == ("", [])
+    assert fits(pod(tolerations=[{"operator": "Exists"}]), info(n)) == ("", [])
     assert tolerates({"key": "k", "value": "v", "effect": "NoExecute"},
                      {"key": "k", "value": "v", "effect": "NoExecute"})
     assert not tolerates({"key": "k", "value": "w"}, {"key": "k", "value": "v",
@@ -101,10 +107,10 @@ def test_taints_and_tolerations() -> None:
 
 def test_unschedulable_node() -> None:
     n = node(unschedulable=True)
-    assert run_filters(pod(), info(n))[1] == [REASON_UNSCHEDULABLE]
+    assert fits(pod(), info(n))[1] == [REASON_UNSCHEDULABLE]
     tol = [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists",
             "effect": "NoSchedule"}]
-    assert run_filters(pod(tolerations=tol), info(n)) == ("", [])
+    assert fits(pod(tolerations=tol), info(n)) == ("", [])
 
 
 def test_host_ports() -> None:
@@ -118,28 +124,28 @@ def test_host_ports() -> None:
         p["spec"]["containers"][0]["ports"] = [cp]
         return p
     i = info(node(), hp(8080, "10.0.0.1"))
-    assert run_filters(hp(8080), i)[1] == [REASON_PORTS]
-    assert run_filters(hp(8080, "10.0.0.2"), i) == ("", [])
-    assert run_filters(hp(8080, proto="UDP"), i) == ("", [])
-    assert run_filters(hp(8081), i) == ("", [])
+    assert fits(hp(8080), i)[1] == [REASON_PORTS]
+    assert fits(hp(8080, "10.0.0.2"), i) == ("", [])
+    assert fits(hp(8080, proto="UDP"), i) == ("", [])
+    assert fits(hp(8081), i) == ("", [])
 
 
 def test_resources_fit() -> None:
     n = node(cpu="1", memory="1Gi", pods="2")
     i = info(n, pod("a", cpu="600m", memory="512Mi"))
-    assert run_filters(pod(cpu="400m"), i) == ("", [])
-    assert run_filters(pod(cpu="500m", memory="600Mi"), i) == (
+    assert fits(pod(cpu="400m"), i) == ("", [])
+    assert fits(pod(cpu="500m", memory="600Mi"), i) == (
         "NodeResourcesFit", ["Insufficient cpu", "Insufficient memory"])
     i.add_pod({**pod("b"), "spec": {**pod("b")["spec"], "nodeName": "n1"}})
-    assert run_filters(pod(), i)[1] == ["Too many pods"]
+    assert fits(pod(), i)[1] == ["Too many pods"]
     gpu = pod()
     gpu["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
-    assert "Insufficient nvidia.com/gpu" in run_filters(gpu, info(node()))[1]
+    assert "Insufficient nvidia.com/gpu" in fits(gpu, info(node()))[1]
 
 
 def test_bare_node_without_status_is_unlimited() -> None:
     bare = {"metadata": {"name": "kwok"}}
-    assert run_filters(pod(cpu="64"), info(bare)) == ("", [])
+    assert fits(pod(cpu="64"), info(bare)) == ("", [])
 
 
 def test_init_containers_max_rule_and_overhead() -> None:
@@ -163,10 +169,11 @@ def test_spread_counts_the_pods_of_the_same_controller_on_a_node():
     info = NodeInfo("n1")
     for p in (owned("a", "u1"), owned("b", "u1"), owned("c", "u2"), owned("d", "u1", "other")):
         info.add_pod(p)
-    assert spread_raw(owned("new", "u1"), info) == 2  # (not the one in the other namespace)
+    new = PodState.of(owned("new", "u1"))
+    assert spread_raw(new, info) == 2  # (not the one in the other namespace)
     info.remove_pod("default/a")
     info.add_pod(owned("b", "u1"))  # the same pod again: counted once
-    assert spread_raw(owned("new", "u1"), info) == 1
-    assert spread_raw(pod("bare"), info) == 0
+    assert spread_raw(new, info) == 1
+    assert spread_raw(PodState.of(pod("bare")), info) == 0
     info.remove_pod("default/b")
     assert ("default", "u1") not in info.controlled

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from k3py.server.scheduler.scheduler import Scheduler, feasible_nodes_to_find
+from k3py.server.scheduler.scheduler import Scheduler
 from tests.unit.controllers.test_core_support import cluster, eventually
 
 pytestmark = pytest.mark.unit
@@ -101,7 +101,80 @@ async def test_spread_and_throughput(tmp_path) -> None:
         assert elapsed < 10, elapsed
 
 
-@pytest.mark.parametrize("nodes, find", [(10, 10), (100, 100), (250, 120), (1000, 420),
-                                         (5000, 500), (100_000, 5000)])
-def test_filtering_stops_after_upstreams_share_of_nodes(nodes, find) -> None:
-    assert feasible_nodes_to_find(nodes) == find
+def pinned(name: str, *nodes: str) -> dict:
+    """A pod whose required affinity names its nodes, as a DaemonSet's pods do."""
+    terms = [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [n]}]}
+             for n in nodes]
+    return pod(name, affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                                                {"nodeSelectorTerms": terms}}})
+
+
+async def test_pods_pinned_by_name_as_daemonset_pods(tmp_path) -> None:
+    """Only the named nodes are tried (upstream's NodeAffinity PreFilterResult); the others
+    count in FailedScheduling as upstream words them, and conflicting terms fail at once."""
+    async with cluster(tmp_path) as c:
+        for i in range(5):
+            await c.create("nodes", node(f"n{i}", cpu="1"))
+        await c.start(Scheduler)
+        await c.create("pods", pinned("ds-3", "n3"))
+        await c.create("pods", pinned("ds-gone", "n3", "gone"))
+        await c.create("pods", pinned("ds-big", "n1"))
+        big = await c.get("pods", "default", "ds-big")
+        big["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
+        await c.delete("pods", "default", "ds-big")
+        big["metadata"] = {"name": "ds-big2"}
+        await c.create("pods", big)
+        conflict = pinned("ds-conflict", "n1")
+        conflict["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+            "matchFields"].append({"key": "metadata.name", "operator": "In", "values": ["n2"]})
+        await c.create("pods", conflict)
+
+        async def node_of(name):
+            return (await c.get("pods", "default", name))["spec"].get("nodeName")
+        assert await eventually(lambda: node_of("ds-3")) == "n3"
+        assert await eventually(lambda: node_of("ds-gone")) == "n3"
+
+        async def message(name):
+            p = await c.get("pods", "default", name)
+            return [x["message"] for x in (p.get("status") or {}).get("conditions") or []
+                    if x["type"] == "PodScheduled" and x["status"] == "False"]
+        assert (await eventually(lambda: message("ds-big2")))[0] == (
+            "0/5 nodes are available: 1 Insufficient cpu, 4 node(s) didn't satisfy plugin(s) "
+            "[NodeAffinity]. preemption: 0/5 nodes are available: 1 No preemption victims "
+            "found for incoming pod, 4 Preemption is not helpful for scheduling.")
+        assert (await eventually(lambda: message("ds-conflict")))[0] == (
+            "0/5 nodes are available: pod affinity terms conflict. preemption: 0/5 nodes are "
+            "available: 5 Preemption is not helpful for scheduling.")
+
+
+async def test_a_bound_pods_status_updates_keep_its_place_until_it_ends(tmp_path) -> None:
+    """Status writes of a bound pod leave it counted on its node (they do not take it off and
+    on again); once it Succeeds its slot frees and the waiting pod takes it."""
+    async with cluster(tmp_path) as c:
+        await c.create("nodes", node("one", pods="1"))
+        sched = await c.start(Scheduler)
+        await c.create("pods", pod("first"))
+
+        async def node_of(name):
+            return (await c.get("pods", "default", name))["spec"].get("nodeName")
+        assert await eventually(lambda: node_of("first")) == "one"
+
+        async def phase(value):
+            def mutate(cur):
+                cur.setdefault("status", {})["phase"] = value
+                return cur
+            await c.registry.update_with(c.res("pods"), "default", "first", mutate,
+                                         subresource="status")
+        for value in ("Pending", "Running"):
+            await phase(value)
+        await c.create("pods", pod("second"))
+
+        async def too_many():
+            p = await c.get("pods", "default", "second")
+            return [x["message"] for x in (p.get("status") or {}).get("conditions") or []
+                    if x["type"] == "PodScheduled" and x["status"] == "False"]
+        assert "1 Too many pods" in (await eventually(too_many))[0]
+        assert list(sched.nodes["one"].pods) == ["default/first"]
+        await phase("Succeeded")
+        assert await eventually(lambda: node_of("second")) == "one"

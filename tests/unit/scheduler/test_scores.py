@@ -3,10 +3,14 @@ spreading pods of one controller; and the FailedScheduling message format."""
 
 import pytest
 
-from k3py.server.scheduler.filters import run_filters
+from k3py.server.scheduler.podstate import PodState
 from k3py.server.scheduler.scheduler import fit_error_message
 from k3py.server.scheduler.scores import balanced_allocation, least_allocated, score_nodes
-from tests.unit.scheduler.test_filters import info, node, pod
+from tests.unit.scheduler.test_filters import fits, info, node, pod
+
+
+def scored(p: dict, infos: list) -> dict[str, int]:
+    return score_nodes(PodState.of(p), infos)
 
 pytestmark = pytest.mark.unit
 
@@ -15,15 +19,18 @@ def test_least_allocated_prefers_emptier_node() -> None:
     busy = info(node("busy"), pod("a", cpu="1500m", memory="3Gi"))
     idle = info(node("idle"))
     p = pod(cpu="100m", memory="100Mi")
-    assert least_allocated(p, idle) > least_allocated(p, busy)
-    scores = score_nodes(p, [busy, idle])
+    state = PodState.of(p)
+    assert least_allocated(state, idle) > least_allocated(state, busy)
+    scores = scored(p, [busy, idle])
     assert scores["idle"] > scores["busy"]
 
 
 def test_balanced_allocation() -> None:
     n = node(cpu="1", memory="1Gi")
-    assert balanced_allocation(pod(cpu="500m", memory="512Mi"), info(n)) == 100
-    assert balanced_allocation(pod(cpu="900m", memory="10Mi"), info(n)) < 70
+    even, cpu_heavy = PodState.of(pod(cpu="500m", memory="512Mi")), \
+        PodState.of(pod(cpu="900m", memory="10Mi"))
+    assert balanced_allocation(even, info(n)) == 100
+    assert balanced_allocation(cpu_heavy, info(n)) < 70
 
 
 def test_preferred_affinity_and_prefer_no_schedule() -> None:
@@ -33,10 +40,10 @@ def test_preferred_affinity_and_prefer_no_schedule() -> None:
     p = pod(affinity={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
         {"weight": 50, "preference": {"matchExpressions": [
             {"key": "zone", "operator": "In", "values": ["x"]}]}}]}})
-    s = score_nodes(p, [a, b, c])
+    s = scored(p, [a, b, c])
     assert s["a"] > s["c"] > s["b"]
     tolerant = pod(tolerations=[{"key": "k", "operator": "Exists"}])
-    s = score_nodes(tolerant, [b, c])
+    s = scored(tolerant, [b, c])
     assert s["b"] == s["c"]
 
 
@@ -50,7 +57,7 @@ def test_spread_same_controller() -> None:
     b = info(node("b"), other)
     p = pod("m2")
     p["metadata"]["ownerReferences"] = owner
-    s = score_nodes(p, [a, b])
+    s = scored(p, [a, b])
     assert s["b"] > s["a"]
 
 
@@ -69,13 +76,13 @@ def test_fit_error_message() -> None:
 
 
 def test_what_is_computed_once_follows_a_new_node_and_the_next_pod() -> None:
-    """A node's parsed allocatable is kept per Node object and a pod's requests per pod being
-    scheduled: a Node update (a new object) and the next pod are read afresh."""
+    """A node's facts are parsed once per Node object and a pod's once per scheduling cycle
+    (its PodState): a Node update (a new object) and the next pod are read afresh."""
     i = info(node(cpu="1", memory="1Gi"))
     big = pod(cpu="1500m")
-    assert run_filters(big, i) == ("NodeResourcesFit", ["Insufficient cpu"])
+    assert fits(big, i) == ("NodeResourcesFit", ["Insufficient cpu"])
     i.node = node(cpu="2", memory="1Gi")
-    assert run_filters(big, i) == ("", [])
-    assert run_filters(pod(name="q", cpu="3"), i) == ("NodeResourcesFit", ["Insufficient cpu"])
-    assert least_allocated(pod(cpu="1"), i) == least_allocated(pod(cpu="1"), i) < \
-        least_allocated(pod(cpu="100m"), i)
+    assert fits(big, i) == ("", [])
+    assert fits(pod(name="q", cpu="3"), i) == ("NodeResourcesFit", ["Insufficient cpu"])
+    one, small = PodState.of(pod(cpu="1")), PodState.of(pod(cpu="100m"))
+    assert least_allocated(one, i) < least_allocated(small, i)
