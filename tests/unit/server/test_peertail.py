@@ -1,0 +1,67 @@
+"""A node's MQTT tail through the server that holds its tunnel (k3py/server/edge/peertail.py),
+without a network: which tails may be asked for, how a batch is read (bounded, a bad entry
+costing only itself), and the peer's frames both ways, a node's error carried as its Status."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3py.api import errors
+from k3py.server.edge.peertail import (
+    batch_frame,
+    error_frame,
+    read_batch,
+    read_peer_frame,
+    tail_target,
+)
+from k3py.tunnel.mqtt import DEFAULT_FILTER, MAX_BATCH, TailEntry
+
+pytestmark = pytest.mark.unit
+
+UPDATE = "$hw/events/device/default/thermo/twin/update"
+
+
+def _entry(i: int, device: tuple[str, str] | None = ("default", "thermo")) -> TailEntry:
+    return TailEntry(1000.0 + i, "in", UPDATE, 12, f'{{"n": {i}}}', device)
+
+
+def test_a_tail_names_a_node_and_a_valid_filter():
+    assert tail_target("n1", None) == ("n1", DEFAULT_FILTER)
+    assert tail_target("n1", "") == ("n1", DEFAULT_FILTER)
+    assert tail_target("n1", "$hw/+/device/#") == ("n1", "$hw/+/device/#")
+    for node, topic_filter, says in ((None, None, 'needs a "node"'), ("", "#", 'needs a "node"'),
+                                     (7, "#", 'needs a "node"'),
+                                     ("n1", "a/#/b", "not an MQTT topic filter"),
+                                     ("n1", "a/b+", "not an MQTT topic filter"),
+                                     ("n1", ["#"], "not an MQTT topic filter")):
+        with pytest.raises(errors.StatusError) as e:
+            tail_target(node, topic_filter)
+        assert e.value.code == 400 and says in e.value.message, (node, topic_filter)
+
+
+def test_a_batch_is_bounded_and_a_bad_entry_costs_only_itself():
+    good = [_entry(i).to_content() for i in range(3)]
+    entries, dropped = read_batch({"messages": [good[0], {"direction": "sideways"}, "x",
+                                                good[1], good[2]], "dropped": 4})
+    assert entries == [_entry(0), _entry(1), _entry(2)] and dropped == 4
+    many = [_entry(i).to_content() for i in range(MAX_BATCH + 10)]
+    assert len(read_batch({"messages": many, "dropped": 0})[0]) == MAX_BATCH
+    for dropped in (-1, True, "3", 1.5, None):
+        assert read_batch({"messages": [], "dropped": dropped}) == ([], 0)
+    assert read_batch("not a batch") == ([], 0)
+
+
+def test_the_peers_frames_carry_batches_whole_and_errors_as_their_status():
+    batch = ([_entry(0), _entry(1, None)], 7)
+    assert read_peer_frame(batch_frame(batch)) == batch  # payloads and devices kept
+    lost = errors.service_unavailable("the node's tunnel disconnected")
+    with pytest.raises(errors.StatusError) as e:
+        read_peer_frame(error_frame(lost))
+    assert (e.value.code, e.value.reason, e.value.message) == (
+        503, "ServiceUnavailable", "the node's tunnel disconnected")
+    with pytest.raises(errors.StatusError) as e:
+        read_peer_frame('{"error": {"code": 99}}')  # never a code a tab cannot show
+    assert e.value.code == 503 and e.value.message == "the node's tail ended"
+    for garbage in ("nope", "[]", '{"dropped": 1}'):
+        with pytest.raises(ValueError):
+            read_peer_frame(garbage)
