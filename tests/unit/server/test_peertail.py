@@ -1,13 +1,24 @@
-"""A node's MQTT tail through the server that holds its tunnel (k3py/server/edge/peertail.py),
-without a network: which tails may be asked for, how a batch is read (bounded, a bad entry
-costing only itself), and the peer's frames both ways, a node's error carried as its Status."""
+"""A node's MQTT tail through the server that holds its tunnel (k3py/server/edge/peertail.py):
+which tails may be asked for, how a batch is read (bounded, a bad entry costing only itself),
+the peer's frames both ways, a node's error carried as its Status; and, over a websocket on
+loopback (a stand-in for the node's batches, none of the servers), how either end going ends
+the other: the tab's server hanging up ends the node's tail, the peer's tail ending closes the
+socket cleanly, the peer gone is a 503."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
 import pytest
+from aiohttp import web
 
 from k3py.api import errors
 from k3py.server.edge.peertail import (
+    Batch,
+    _forward,
+    _peer_batches,
     batch_frame,
     error_frame,
     read_batch,
@@ -15,6 +26,7 @@ from k3py.server.edge.peertail import (
     tail_target,
 )
 from k3py.tunnel.mqtt import DEFAULT_FILTER, MAX_BATCH, TailEntry
+from tests.unit.conftest import serve_app
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +77,68 @@ def test_the_peers_frames_carry_batches_whole_and_errors_as_their_status():
     for garbage in ("nope", "[]", '{"dropped": 1}'):
         with pytest.raises(ValueError):
             read_peer_frame(garbage)
+
+
+async def _peer(batches: AsyncIterator[Batch], abort: bool = False):
+    """A peer serving `batches` on a websocket (`abort`: its connection cut after the first
+    frame); (runner, url)."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if abort:
+            await ws.send_str(batch_frame(([_entry(0)], 0)))
+            request.transport.abort()
+            return ws
+        await _forward(ws, batches)
+        return ws
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner, port = await serve_app(app)
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+async def _read_all(url: str) -> list[Batch]:
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        return [b async for b in _peer_batches(ws, "n1", "127.0.0.9")]
+
+
+async def test_the_tabs_server_hanging_up_ends_the_nodes_tail():
+    ended = asyncio.Event()
+
+    async def batches() -> AsyncIterator[Batch]:
+        try:
+            yield [_entry(0)], 0
+            await asyncio.Event().wait()  # the node sends nothing more
+        finally:
+            ended.set()
+    runner, url = await _peer(batches())
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            assert read_peer_frame((await ws.receive(timeout=5)).data) == ([_entry(0)], 0)
+        await asyncio.wait_for(ended.wait(), 5)
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_peers_end_reaches_the_tab_as_an_end_an_error_or_a_503():
+    async def closed() -> AsyncIterator[Batch]:  # the node closed its tail
+        yield [_entry(0)], 2
+
+    async def lost() -> AsyncIterator[Batch]:  # the node's tunnel went down at the peer
+        yield [_entry(0)], 0
+        raise errors.service_unavailable("the node's tunnel disconnected")
+    runner, url = await _peer(closed())
+    try:
+        assert await asyncio.wait_for(_read_all(url), 5) == [([_entry(0)], 2)]
+    finally:
+        await runner.cleanup()
+    for peer, says in ((_peer(lost()), "the node's tunnel disconnected"),
+                       (_peer(closed(), abort=True), "server 127.0.0.9, which holds its "
+                                                     "tunnel, went away")):
+        runner, url = await peer
+        try:
+            with pytest.raises(errors.StatusError) as e:
+                await asyncio.wait_for(_read_all(url), 5)
+            assert e.value.code == 503 and says in e.value.message, e.value.message
+        finally:
+            await runner.cleanup()
