@@ -7,10 +7,11 @@
   opens a tail stream to the node through its tunnel (the node filters and holds it to at most
   MAX_TAIL_RATE messages a second, counting the rest as dropped) and closes it when the tab
   cancels or goes away; on a shared datastore, through the server that holds the node's
-  tunnel when it is not here (k3py.server.edge.peertail). Authorized as `get` of the node. A message's payload is shown only to
-  a user who may `get` the Device its topic names (devices.kubeedge.io, in its namespace;
-  a node topic's answer lists the node's devices: `list devices` in every namespace), asked of
-  the API's own authorizer; otherwise the tab gets its topic, time and size only."""
+  tunnel when it is not here (k3py.server.edge.peertail). Authorized as `get` of the node.
+  A message's payload is shown only to a user who may `get` the Device its topic names
+  (devices.kubeedge.io, in its namespace; a node topic's answer lists the node's devices:
+  `list devices` in every namespace), asked of this server's authorizer, wherever the node
+  is; otherwise the tab gets its topic, time and size only."""
 
 from __future__ import annotations
 
