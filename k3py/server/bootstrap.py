@@ -41,6 +41,7 @@ from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PEER_GROUPS, PEER_USER, PeerRelay
 from k3py.server.edge.peerreports import PEER_REPORTS_PATH, PeerReports
+from k3py.server.edge.peertail import PEER_MQTT_TAIL_PATH, PeerTails
 from k3py.server.leaderelection import ElectionTimes, LeaderElector, Stoppable
 from k3py.server.nodeauthz import NodeAuthorizer
 from k3py.server.noderestriction import NodeRestriction
@@ -190,8 +191,8 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                    usage: metrics.UsageStore | None = None, peers: PeerRelay | None = None
                    ) -> None:
     """Routes that are not Kubernetes resources (the node tunnel, the dashboard) go before the
-    catch-all. `peers`: the other servers on a shared datastore, which streams relay to and
-    the nodes' reports are shared with."""
+    catch-all. `peers`: the other servers on a shared datastore, which streams relay to, the
+    nodes' reports are shared with, and the dashboard's MQTT tails go through."""
     join = nodeauth.install_from_config(app, config, registry)
     hub = CloudHub(registry, api.authenticator, issuer, informers=informers,
                    authorizer=api.authorizer,
@@ -206,8 +207,10 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
                              hub.peer_tunnels)
         hub.report_listeners.add(shared.share)
         app.router.add_post(PEER_REPORTS_PATH, shared.receive)
+        # a node's MQTT tail for another server's dashboard, whether or not this one has it
+        app.router.add_get(PEER_MQTT_TAIL_PATH, PeerTails(hub, peers, api.authenticator).serve)
     if dashboard.ADDON not in config.disable:
-        dashboard.install(app, api, hub, config.dashboard_read_only, usage)
+        dashboard.install(app, api, hub, config.dashboard_read_only, usage, peers)
 
     async def start_hub(_app: web.Application) -> None:
         hub.start()

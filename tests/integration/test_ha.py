@@ -3,9 +3,9 @@ and keys come from the datastore's bootstrap data, no TLS dir copied), so A's ku
 through B; a wrong token is one line; the leader killed with -9 hands the controllers and the
 scheduler to B (a Deployment scaled after the kill gets its pod), and the agent joined to A
 moves its tunnel to B with its pod not restarted. Before that, streams (logs -f, exec -i,
-port-forward) to the pod on A's tunnel go through B, relayed to A, and `kubectl top` through B
+port-forward) to the pod on A's tunnel go through B, relayed to A, `kubectl top` through B
 shows the node A holds (the servers share their nodes' reports; their endpoint refuses an
-admin). After it, A started again shows the node now on B in `kubectl top` and in its
+admin), and a dashboard tab on B follows the node's live MQTT tail through A. After it, A started again shows the node now on B in `kubectl top` and in its
 dashboard's MQTT figures and tunnel column (connected via B).
 
 A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machines would: the
@@ -13,15 +13,19 @@ A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import json
 import subprocess
 import uuid
 
+import paho.mqtt.publish as publish
 import pytest
 import yaml
 
 from k3py.server.edge.peerreports import PEER_REPORTS_PATH
+from k3py.server.edge.peertail import PEER_MQTT_TAIL_PATH
 from tests.harness import KUBECTL, ServerProcess, free_port, wait_for
 from tests.integration.agents import (
     IMAGE,
@@ -50,8 +54,9 @@ ELECTION = ["--leader-elect-lease-duration", "3", "--leader-elect-renew-deadline
 
 class Cluster:
     def __init__(self, a: ServerProcess, b: ServerProcess, node: str,
-                 agent: subprocess.Popen, agent_log) -> None:
+                 agent: subprocess.Popen, agent_log, mqtt_port: int) -> None:
         self.a, self.b, self.node, self.agent, self.agent_log = a, b, node, agent, agent_log
+        self.mqtt_port = mqtt_port  # the agent's embedded broker
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +77,12 @@ def cluster(tmp_path_factory):
         b.extra_args += ["--server", a.url, "--token", a.join_token()]
         b.start(timeout=60)
         agent_log = open(tmp / "agent.log", "wb")
+        mqtt_port = free_port()
         agent = subprocess.Popen(a.agent_command(tmp / "agent", node, "--metrics-resolution",
-                                                 "2s"), stdout=agent_log,
-                                 stderr=subprocess.STDOUT)
+                                                 "2s", "--mqtt-port", str(mqtt_port)),
+                                 stdout=agent_log, stderr=subprocess.STDOUT)
         wait_for(lambda: node_ready(b, node), 60, 0.3, f"node {node} Ready")
-        yield Cluster(a, b, node, agent, tmp / "agent.log")
+        yield Cluster(a, b, node, agent, tmp / "agent.log", mqtt_port)
     finally:
         if agent is not None:
             stop_proc(agent)
@@ -203,6 +209,74 @@ def test_usage_of_the_node_on_the_other_server(cluster):
     for srv in (cluster.a, cluster.b):
         out = srv.kubectl("create", "--raw", PEER_REPORTS_PATH, "-f", "-", check=False,
                           input='{"server": "127.0.0.9", "reports": []}')
+        assert out.returncode != 0 and "Forbidden" in out.stderr and \
+            "only the cluster's servers" in out.stderr, out.stderr
+
+
+async def _until(ws, sid: str, wanted, what: str, timeout: float = 15) -> dict:
+    """The first message for `sid` that `wanted` accepts, within `timeout` seconds."""
+    last = None
+    try:
+        async with asyncio.timeout(timeout):
+            while not wanted(last := await _next(ws, sid)):
+                pass
+    except TimeoutError:
+        raise AssertionError(f"{what} within {timeout:g} s (last: {last})") from None
+    return last
+
+
+def test_mqtt_tail_of_the_node_on_the_other_server(cluster):
+    """The node's tunnel is on A; a tab on B follows the node's MQTT tail, which B opens
+    through A (the servers' peer-only websocket): a message published on the node's broker
+    shows with its payload, and when the tab cancels, A closes the node's tail (the node's
+    count of its open tails, shared by A, back to 0). A node no server holds is the tab's
+    503; the servers' endpoint refuses an admin."""
+    a, b = cluster.a, cluster.b
+    token = _token(b, "ha-tail-admin", "cluster-admin")
+    marker = uuid.uuid4().hex
+    topic = "$hw/events/device/default/ha-thermo/twin/update"
+    payload = json.dumps({"event_id": marker, "timestamp": 0, "twin": {}})
+
+    def tails(msg: dict) -> int | None:
+        return msg["data"]["nodes"].get(cluster.node, {}).get("tails")
+
+    async def publish_every(seconds: float) -> None:
+        for _ in range(60):  # until cancelled, 18 s at most
+            await asyncio.to_thread(publish.single, topic, payload, qos=1,
+                                    hostname="127.0.0.1", port=cluster.mqtt_port)
+            await asyncio.sleep(seconds)
+
+    async def follow() -> tuple[dict, dict]:
+        async with await _session() as http:
+            headers = {**(await _login(http, b.url, token)), "Origin": b.url}
+            async with http.ws_connect(b.url + "/dashboard/api/live", headers=headers) as ws:
+                await ws.send_json({"op": "mqtttail", "id": "ghost", "node": "ghost-node"})
+                ghost = await _next(ws, "ghost")
+                await ws.send_json({"op": "mqtttail", "id": "t", "node": cluster.node})
+                publisher = asyncio.create_task(publish_every(0.3))
+                try:
+                    seen = await _until(ws, "t", lambda m: m["type"] == "error" or any(
+                        e["topic"] == topic and marker in e["payload"]
+                        for e in m["data"]["messages"]), "the message in B's tail")
+                finally:
+                    publisher.cancel()
+                await ws.send_json({"op": "mqtt", "id": "m"})
+                await _until(ws, "m", lambda m: (tails(m) or 0) >= 1,
+                             "the node's summary counting the tail open through A")
+                await ws.send_json({"op": "cancel", "id": "t"})
+                await _until(ws, "m", lambda m: tails(m) == 0,
+                             "the node's tail closed once the tab cancelled it")
+                return ghost, seen
+    ghost, seen = run(follow())
+    assert ghost["type"] == "error" and ghost["code"] == 503 and \
+        "node ghost-node is not connected" in ghost["message"], ghost
+    assert seen["type"] == "feed", seen
+    entry = next(e for e in seen["data"]["messages"] if marker in e["payload"])
+    assert entry["direction"] == "in" and entry["size"] == len(payload) and \
+        not entry.get("hidden"), entry
+    for srv in (a, b):
+        out = srv.kubectl("get", "--raw", f"{PEER_MQTT_TAIL_PATH}?node={cluster.node}",
+                          check=False)
         assert out.returncode != 0 and "Forbidden" in out.stderr and \
             "only the cluster's servers" in out.stderr, out.stderr
 

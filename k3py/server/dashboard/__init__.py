@@ -39,6 +39,7 @@ from k3py.server.dashboard.mqtt import MqttFeeds
 from k3py.server.dashboard.tunnels import TunnelFigures
 from k3py.server.dashboard.twinhistory import TwinHistory
 from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.metrics.store import UsageStore
 from k3py.webui.assets import Asset, load_assets, served
 
@@ -60,12 +61,12 @@ class Dashboard:
     """The dashboard's routes over one ApiServer and CloudHub's node sessions."""
 
     def __init__(self, api: ApiServer, hub: CloudHub, read_only: bool = False,
-                 usage: UsageStore | None = None) -> None:
+                 usage: UsageStore | None = None, peers: PeerRelay | None = None) -> None:
         self.api = api
         self.tunnel_figures = TunnelFigures(hub)
         self.metrics_history = MetricsHistory(usage)  # fed whether or not a tab is open
         self.twin_history = TwinHistory()
-        mqtt = MqttFeeds(api.authorizer, hub, 1 / MAX_FLUSHES_PER_SECOND)
+        mqtt = MqttFeeds(api.authorizer, hub, 1 / MAX_FLUSHES_PER_SECOND, peers)
         self.feeds = {"tunnels": tunnels_feed(api.authorizer, self.tunnel_figures),
                       "metrics": metrics_feed(api.authorizer, self.metrics_history),
                       **mqtt.feeds()}  # the live websocket's ops beside "watch"
@@ -218,10 +219,12 @@ class Dashboard:
 
 
 def install(app: web.Application, api: ApiServer, hub: CloudHub,
-            read_only: bool = False, usage: UsageStore | None = None) -> None:
+            read_only: bool = False, usage: UsageStore | None = None,
+            peers: PeerRelay | None = None) -> None:
     """Serve the dashboard and let the API accept its login cookie; `usage`: the nodes'
-    usage reports (None with --disable metrics-server), whose history the page graphs."""
-    dashboard = Dashboard(api, hub, read_only, usage)
+    usage reports (None with --disable metrics-server), whose history the page graphs;
+    `peers`: the other servers on a shared datastore (a node's MQTT tail through theirs)."""
+    dashboard = Dashboard(api, hub, read_only, usage, peers)
     api.authenticator.cookie_authenticator = dashboard.authenticate_cookie
 
     async def start_history(_app: web.Application) -> None:

@@ -6,15 +6,16 @@
 - "mqtttail" {node, filter}: the node's live tail, only while the tab follows it: the server
   opens a tail stream to the node through its tunnel (the node filters and holds it to at most
   MAX_TAIL_RATE messages a second, counting the rest as dropped) and closes it when the tab
-  cancels or goes away. Authorized as `get` of the node. A message's payload is shown only to
-  a user who may `get` the Device its topic names (devices.kubeedge.io, in its namespace;
-  a node topic's answer lists the node's devices: `list devices` in every namespace), asked of
-  the API's own authorizer; otherwise the tab gets its topic, time and size only."""
+  cancels or goes away; on a shared datastore, through the server that holds the node's
+  tunnel when it is not here (k3py.server.edge.peertail). Authorized as `get` of the node.
+  A message's payload is shown only to a user who may `get` the Device its topic names
+  (devices.kubeedge.io, in its namespace; a node topic's answer lists the node's devices:
+  `list devices` in every namespace), asked of this server's authorizer, wherever the node
+  is; otherwise the tab gets its topic, time and size only."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -22,16 +23,9 @@ from k3py.api import errors
 from k3py.mapper import topics as t
 from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.edge.cloudhub import CloudHub
-from k3py.server.edge.streamrelay import next_frame
-from k3py.tunnel.mqtt import (
-    DEFAULT_FILTER,
-    MAX_BATCH,
-    STREAM_MQTT_TAIL,
-    TailEntry,
-    TailRequest,
-    valid_topic_filter,
-)
-from k3py.tunnel.protocol import FRAME_CLOSE, FRAME_DATA, FRAME_ERROR
+from k3py.server.edge.peerrelay import PeerRelay
+from k3py.server.edge.peertail import node_tail, peer_tail, tail_target
+from k3py.tunnel.mqtt import TailEntry
 
 __all__ = ["MqttFeeds", "PayloadAccess", "device_of"]
 
@@ -92,10 +86,12 @@ class PayloadAccess:
 class MqttFeeds:
     """The "mqtt" and "mqtttail" feeds of the tab's websocket (LiveSocket's `feeds`)."""
 
-    def __init__(self, authorizer: AuthorizerChain, hub: CloudHub, interval: float) -> None:
+    def __init__(self, authorizer: AuthorizerChain, hub: CloudHub, interval: float,
+                 peers: PeerRelay | None = None) -> None:
         self.authorizer = authorizer
         self.hub = hub
         self.interval = interval
+        self.peers = peers  # the other servers on a shared datastore
 
     def feeds(self) -> dict:
         return {"mqtt": self.summaries, "mqtttail": self.tail}
@@ -121,40 +117,23 @@ class MqttFeeds:
     async def tail(self, user: User, msg: dict) -> AsyncIterator[dict]:
         """{"messages": [entry...], "dropped": n} per batch the node sends; an entry's
         payload is "" and `hidden` true where the user may not read its device."""
-        node, topic_filter = msg.get("node"), msg.get("filter") or DEFAULT_FILTER
-        if not isinstance(node, str) or not node:
-            raise errors.bad_request('an "mqtttail" subscription needs a "node"')
-        if not isinstance(topic_filter, str) or not valid_topic_filter(topic_filter):
-            raise errors.bad_request(f"not an MQTT topic filter: {topic_filter!r} (# only as "
-                                     f"the last level, + only as a whole level)")
+        node, topic_filter = tail_target(msg.get("node"), msg.get("filter"))
         self.authorizer.authorize(user, "get", "", "nodes", None, node)
         access = PayloadAccess(self.authorizer, user)
-        session, stream_id, queue = await self.hub.open_stream(
-            node, STREAM_MQTT_TAIL, TailRequest(topic_filter).to_content())
-        try:
-            while True:
-                kind, content = await next_frame(queue)
-                if kind == FRAME_ERROR:
-                    raise errors.StatusError(int(content.get("code") or 503),
-                                             content.get("reason") or "ServiceUnavailable",
-                                             content.get("message") or "the node's tail ended")
-                if kind == FRAME_CLOSE:
-                    return
-                if kind == FRAME_DATA:
-                    yield {"messages": _shown(content.get("messages"), access),
-                           "dropped": content.get("dropped") or 0}
-        finally:
-            await self.hub.close_stream(session, stream_id)
+        tail = node_tail(self.hub, node, topic_filter) \
+            if self.peers is None or self.hub.node_connected(node) \
+            else peer_tail(self.peers, node, topic_filter)
+        async with tail as batches:
+            async for entries, dropped in batches:
+                yield {"messages": _shown(entries, access), "dropped": dropped}
 
 
-def _shown(messages: object, access: PayloadAccess) -> list[dict]:
+def _shown(entries: list[TailEntry], access: PayloadAccess) -> list[dict]:
     out = []
-    for raw in messages[:MAX_BATCH] if isinstance(messages, list) else ():
-        with contextlib.suppress(ValueError):
-            entry = TailEntry.from_content(raw)
-            row = entry.to_content()
-            row.pop("device", None)
-            if not access.allowed(entry.topic, entry.device):
-                row["payload"], row["hidden"] = "", True
-            out.append(row)
+    for entry in entries:
+        row = entry.to_content()
+        row.pop("device", None)
+        if not access.allowed(entry.topic, entry.device):
+            row["payload"], row["hidden"] = "", True
+        out.append(row)
     return out

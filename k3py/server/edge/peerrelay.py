@@ -8,8 +8,9 @@ certificate of the cluster's client CA (PEER_USER, system:masters, as K3s's kube
 client certificate) after authorizing the client ourselves. A peer never relays a peer's
 request again, so a node no server holds is one 503, never a loop.
 
-`post` is the servers' other call to each other: the nodes' reports they share
-(peerreports.py), on the same client session and certificates."""
+`post` and `websocket` are the servers' other calls to each other: the nodes' reports they
+share (peerreports.py) and a node's live MQTT tail (peertail.py), on the same client session
+and certificates."""
 
 from __future__ import annotations
 
@@ -100,6 +101,28 @@ class PeerRelay:
                 return await self._relay_plain(request, peer)
             except NotThere:
                 continue
+        raise errors.service_unavailable(f"node {node} is not connected to the server")
+
+    async def websocket(self, path_qs: str, node: str, heartbeat: float
+                        ) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+        """A websocket to `path_qs` (a peer-only endpoint) on the peer that holds `node`'s
+        tunnel, and that peer: those answering 503 or not reachable are passed over; 503
+        when none holds it. A peer's other refusal is a 429 (it is busy) or a 500 Status."""
+        for peer in await self.peers():
+            try:
+                ws = await asyncio.wait_for(self._client().ws_connect(
+                    self._url(peer, path_qs), ssl=self.tls, heartbeat=heartbeat,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0)), 10)
+            except aiohttp.WSServerHandshakeError as e:
+                if e.status == 503:
+                    continue
+                refused = f"server {peer} answered {e.status} to {path_qs.partition('?')[0]}"
+                raise (errors.too_many_requests(refused) if e.status == 429
+                       else errors.internal_error(refused)) from None
+            except (OSError, aiohttp.ClientError, TimeoutError) as e:
+                _unreachable(peer, e)
+                continue
+            return peer, ws
         raise errors.service_unavailable(f"node {node} is not connected to the server")
 
     def _url(self, peer: str, path_qs: str) -> str:
