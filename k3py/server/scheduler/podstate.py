@@ -22,10 +22,11 @@ def required_node_names(required: dict | None) -> frozenset[str] | None:
     match by `metadata.name In` (a DaemonSet pod's one node), None when any term can match
     other nodes (terms are ORed; the requirements of one term ANDed). An empty set: the
     terms conflict, no node can match."""
-    if required is None:
+    terms = (required or {}).get("nodeSelectorTerms") or []
+    if not terms:  # no term: no restriction (upstream's validation refuses it)
         return None
     names: set[str] = set()
-    for term in required.get("nodeSelectorTerms") or []:
+    for term in terms:
         term_names: set[str] | None = None
         for r in term.get("matchFields") or []:
             if r.get("key") == "metadata.name" and r.get("operator") == "In":

@@ -254,15 +254,15 @@ class Scheduler(Controller):
     def schedule_one(self, state: PodState) -> str | tuple[None, str]:
         """The chosen node name for the pod of `state`, or (None, FailedScheduling message)."""
         nodes = self._nodes()
-        volumes = self.volume_binder.pre_filter(state.pod)
-        if isinstance(volumes, str) and nodes:
-            return None, pre_filter_error_message(len(nodes), volumes)
         candidates = nodes
-        if state.node_names is not None:  # NodeAffinity's PreFilterResult
+        if state.node_names is not None:  # NodeAffinity's PreFilterResult (upstream: first)
             if not state.node_names and nodes:
                 return None, pre_filter_error_message(len(nodes), REASON_TERMS_CONFLICT)
             candidates = [self.nodes[n] for n in sorted(state.node_names)
                           if n in self.nodes and self.nodes[n].node is not None]
+        volumes = self.volume_binder.pre_filter(state.pod)
+        if isinstance(volumes, str) and nodes:
+            return None, pre_filter_error_message(len(nodes), volumes)
         filters = filters_for(state)
         check_volumes = isinstance(volumes, PodVolumes) and not volumes.empty
         failures: dict[str, tuple[str, list[str]]] = {}
@@ -276,7 +276,10 @@ class Scheduler(Controller):
                 failures[info.name] = (plugin, reasons)
             return not reasons
 
-        feasible = self._sampler.find(candidates, fits)
+        # the named nodes (a DaemonSet pod's one) are all tried, and the rotation over every
+        # node is left where it was for the next pod
+        feasible = self._sampler.find(candidates, fits) if candidates is nodes \
+            else [info for info in candidates if fits(info)]
         if not feasible:
             if candidates is not nodes:
                 for info in nodes:

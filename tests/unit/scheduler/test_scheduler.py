@@ -4,6 +4,7 @@ PodScheduled condition, retry when a node appears, spreading and throughput."""
 
 import pytest
 
+from k3py.server.scheduler.podstate import required_node_names
 from k3py.server.scheduler.scheduler import Scheduler
 from tests.unit.controllers.test_core_support import cluster, eventually
 
@@ -142,6 +143,30 @@ async def test_pods_pinned_by_name_as_daemonset_pods(tmp_path) -> None:
         assert (await eventually(lambda: message("ds-conflict")))[0] == (
             "0/5 nodes are available: pod affinity terms conflict. preemption: 0/5 nodes are "
             "available: 5 Preemption is not helpful for scheduling.")
+
+
+async def test_a_pinned_pod_leaves_the_rotation_where_it_was(tmp_path) -> None:
+    """A DaemonSet pod tries its named node only, and the next ordinary pod starts where the
+    last ordinary one stopped (it used to start again at node 0, so the first nodes were
+    scored far more often while DaemonSet pods came)."""
+    async with cluster(tmp_path) as c:
+        for i in range(150):
+            await c.create("nodes", node(f"n{i:03}"))
+        sched = await c.start(Scheduler)
+
+        async def node_of(name):
+            return (await c.get("pods", "default", name))["spec"].get("nodeName")
+        await c.create("pods", pod("plain"))
+        await eventually(lambda: node_of("plain"))
+        assert sched._sampler.next_start == 100  # 100 of 150 nodes fit: the search stopped
+        await c.create("pods", pinned("ds", "n007"))
+        assert await eventually(lambda: node_of("ds")) == "n007"
+        assert sched._sampler.next_start == 100
+
+
+def test_no_node_selector_term_restricts_nothing() -> None:
+    assert required_node_names({"nodeSelectorTerms": []}) is None
+    assert required_node_names({}) is None
 
 
 async def test_a_bound_pods_status_updates_keep_its_place_until_it_ends(tmp_path) -> None:
