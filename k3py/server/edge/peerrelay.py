@@ -106,15 +106,16 @@ class PeerRelay:
     async def websocket(self, path_qs: str, node: str, heartbeat: float
                         ) -> tuple[str, aiohttp.ClientWebSocketResponse]:
         """A websocket to `path_qs` (a peer-only endpoint) on the peer that holds `node`'s
-        tunnel, and that peer: those answering 503 or not reachable are passed over; 503
-        when none holds it. A peer's other refusal is a 429 (it is busy) or a 500 Status."""
+        tunnel, and that peer: those answering 503 (or 404: an older server) or not reachable
+        are passed over; 503 when none holds it. A peer's other refusal is a 429 (it is busy)
+        or a 500 Status."""
         for peer in await self.peers():
             try:
                 ws = await asyncio.wait_for(self._client().ws_connect(
                     self._url(peer, path_qs), ssl=self.tls, heartbeat=heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0)), 10)
             except aiohttp.WSServerHandshakeError as e:
-                if e.status == 503:
+                if e.status in (503, 404):  # 404: a peer of an older version, without it
                     continue
                 refused = f"server {peer} answered {e.status} to {path_qs.partition('?')[0]}"
                 raise (errors.too_many_requests(refused) if e.status == 429

@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 
 from k3py.aio import cancel_and_wait
 from k3py.api import errors
-from k3py.server.apiserver.auth import Authenticator
+from k3py.server.apiserver.auth import REQUEST_USER, Authenticator
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.streamrelay import next_frame
@@ -179,10 +179,13 @@ class PeerTails:
         user = self.authenticator.authenticate(request)
         if user is None:
             raise errors.unauthorized()
+        REQUEST_USER.set(user)  # the audit log's user
         if not self.relay.is_peer(user):
             raise errors.forbidden(f'User "{user.name}" cannot follow a node\'s MQTT tail for '
                                    "another server: only the cluster's servers do")
         node, topic_filter = tail_target(request.query.get("node"), request.query.get("filter"))
+        if not self.hub.node_connected(node):  # said before "busy": the peer asks the next
+            raise errors.service_unavailable(f"node {node} is not connected to this server")
         if self.open >= MAX_PEER_TAILS:
             raise errors.too_many_requests(f"this server serves at most {MAX_PEER_TAILS} MQTT "
                                            "tails to the other servers at once")
