@@ -49,6 +49,13 @@ def _max(into: Resources, other: Resources) -> None:
             into[k] = v
 
 
+def _default_missing(requests: Resources) -> None:
+    """Upstream's scoring defaults for a container that requests no cpu or no memory (a
+    request set to 0 stays 0, as upstream's GetNonzeroRequestForResource keeps it)."""
+    requests.setdefault("cpu", DEFAULT_MILLI_CPU)
+    requests.setdefault("memory", DEFAULT_MEMORY)
+
+
 def pod_requests(pod: dict, non_zero: bool = False) -> Resources:
     """Effective requests: max(sum of containers + sidecars, each init container in turn)
     plus pod overhead. `non_zero` substitutes upstream's scoring defaults for cpu/memory."""
@@ -57,15 +64,14 @@ def pod_requests(pod: dict, non_zero: bool = False) -> Resources:
     for c in spec.get("containers") or []:
         r = _container_requests(c)
         if non_zero:
-            r.setdefault("cpu", 0)
-            r.setdefault("memory", 0)
-            r["cpu"] = r["cpu"] or DEFAULT_MILLI_CPU
-            r["memory"] = r["memory"] or DEFAULT_MEMORY
+            _default_missing(r)
         _add(total, r)
     sidecars: Resources = {}
     init_peak: Resources = {}
     for c in spec.get("initContainers") or []:
         r = _container_requests(c)
+        if non_zero:
+            _default_missing(r)
         if c.get("restartPolicy") == "Always":
             _add(sidecars, r)
             _max(init_peak, sidecars)

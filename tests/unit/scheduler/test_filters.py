@@ -160,6 +160,16 @@ def test_init_containers_max_rule_and_overhead() -> None:
     assert pod_requests(p) == {"cpu": 510, "memory": 2 ** 30}
 
 
+def test_scoring_defaults_fill_only_missing_requests() -> None:
+    """Upstream's non-zero requests for scoring: 100m / 200Mi where a container (init
+    containers too) requests nothing; an explicit 0 stays 0."""
+    p = pod()
+    p["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "0"}}
+    p["spec"]["initContainers"] = [{"name": "i", "resources": {}}]
+    # containers: cpu 0 (explicit), memory 200Mi; the init container alone: 100m, 200Mi
+    assert pod_requests(p, non_zero=True) == {"cpu": 100, "memory": 200 * 2 ** 20}
+
+
 def test_spread_counts_the_pods_of_the_same_controller_on_a_node():
     def owned(name: str, uid: str, ns: str = "default") -> dict:
         p = pod(name)
