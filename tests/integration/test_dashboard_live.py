@@ -7,26 +7,34 @@ compacting its store every half second down to its last 20 revisions:
 - a subscription resumed from a resourceVersion the store has compacted meanwhile is
   answered 410, and the tab's relist (a subscription without one) lists what is there now;
 - a burst of 50 creates reaches the tab coalesced: no more flushes than MAX_FLUSHES_PER_SECOND
-  per second from the burst's first create to the last message, plus one."""
+  per second from the burst's first create to the last message, plus one;
+- in the browser, a list sent in several frames (more events than LIST_CHUNK) is shown whole
+  in the Events view, and an event made afterwards joins it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 import aiohttp
 import pytest
 
-from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, MAX_FLUSHES_PER_SECOND
-from tests.harness import ServerProcess
+from k3py.server.dashboard.live import CLOSE_UNAUTHORIZED, LIST_CHUNK, MAX_FLUSHES_PER_SECOND
+from tests.harness import ServerProcess, wait_for
 from tests.integration.storeload import client_ssl
-from tests.integration.test_dashboard import (  # noqa: F401 - admin_token: a fixture
+from tests.integration.test_dashboard import (  # noqa: F401 - admin_token, browser: fixtures
     MARKER,
+    _event,
+    _event_column,
+    _log_in,
     _login,
     _next,
+    _open,
     _session,
     admin_token,
+    browser,
     run,
 )
 
@@ -150,3 +158,24 @@ def test_a_burst_of_creates_is_coalesced_to_four_flushes_a_second(srv, admin_tok
         assert flushes <= bound, \
             f"{flushes} flushes for {BURST} creates in {last - started:.2f} s (at most {bound:.1f})"
     run(check())
+
+
+def test_the_page_shows_a_list_sent_in_frames(srv, admin_token, browser):  # noqa: F811
+    srv.kubectl("create", "namespace", "frames")
+    listed = [_event(f"framed-{i:03d}", "ConfigMap", f"cm-{i:03d}", "Normal", "Framed", "frames")
+              for i in range(2 * LIST_CHUNK + 5)]
+    srv.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                       "items": listed}))
+    browser.get(srv.url + "/dashboard/")
+    _log_in(browser, admin_token)
+    _open(browser, "Events", "events")
+    wanted = {f"ConfigMap/cm-{i:03d}" for i in range(len(listed))}
+
+    def shown() -> set[str]:
+        return set(_event_column(browser, 4)) & (wanted | {"ConfigMap/late"})
+    wait_for(lambda: shown() == wanted, 15, 0.2,
+             what=f"the {len(wanted)} events of a list in frames in the Events view")
+    srv.kubectl("create", "-f", "-", input=json.dumps(
+        _event("framed-late", "ConfigMap", "late", "Normal", "Framed", "frames")))
+    wait_for(lambda: shown() == wanted | {"ConfigMap/late"}, 15, 0.2,
+             what="an event made after the list in the Events view")

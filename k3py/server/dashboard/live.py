@@ -12,7 +12,9 @@ Messages from the tab (JSON):
      last 15 minutes, then each new point; metrics_feed), mqtt.py's "mqtt" and "mqtttail"
   {"op": "cancel", "id": ID}
 To the tab:
-  {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV}
+  {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV, "more": true?}
+     (the list in frames of LIST_CHUNK rows, all at RV; "more": another frame follows, so
+     the tab shows the rows once the last has come)
   {"id": ID, "type": "events", "events": [[TYPE, row], ...], "resourceVersion": RV}
      (one event per object in a batch, its newest row, ADDED if it was added in the
      batch; a DELETED row is {"uid": ...})
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -41,12 +44,12 @@ from k3py.api import errors
 from k3py.api.kinds.metrics import GROUP as METRICS_GROUP
 from k3py.api.objects import dumps, loads
 from k3py.api.resources import Resource
-from k3py.api.selectors import parse_label_selector
 from k3py.server.apiserver.app import ApiServer
 from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.apiserver.watch import stop_pump
 from k3py.server.dashboard.metricshistory import MetricsHistory, MetricsQuery
 from k3py.server.dashboard.tunnels import TunnelFigures
+from k3py.server.registry import ListOptions
 from k3py.webui.rows import project
 
 __all__ = ["LiveSocket", "Feed", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED",
@@ -55,6 +58,9 @@ __all__ = ["LiveSocket", "Feed", "MAX_FLUSHES_PER_SECOND", "CLOSE_UNAUTHORIZED",
 MAX_FLUSHES_PER_SECOND = 4
 CLOSE_UNAUTHORIZED = 4401  # the websocket close code for "log in again"
 MAX_SUBSCRIPTIONS = 32  # per tab
+# rows per "list" frame: a frame of pods stays under aiohttp's 16 KiB for compressing on the
+# loop (not in a thread), and a list of any length holds one page of objects at a time
+LIST_CHUNK = 50
 # a feed: (the user, the tab's message) -> what to send, as it comes; a StatusError it raises
 # is sent to the tab as an error
 Feed = Callable[[User, dict], AsyncGenerator[dict, None]]
@@ -163,9 +169,7 @@ class LiveSocket:
             rv = str(msg.get("resourceVersion") or "")
             selector = str(msg.get("labelSelector") or "")
             if not rv:
-                rv, rows = await self._list(res, namespace, selector)
-                await self._send({"id": sid, "type": "list", "resourceVersion": rv,
-                                  "rows": rows})
+                rv = await self._send_list(sid, res, namespace, selector)
             stream = await self.api.registry.watch(res, namespace, resource_version=rv,
                                                    label_selector=selector)
             rv = await self._forward(sid, res, stream, rv)
@@ -177,18 +181,30 @@ class LiveSocket:
         except ConnectionResetError:
             pass
 
-    async def _list(self, res: Resource, namespace: str | None,
-                    selector: str) -> tuple[str, list[dict]]:
-        """(resourceVersion, rows) now; each object is decoded and projected in turn, so that
-        a list never holds every decoded object at once."""
-        registry = self.api.registry
-        wanted = parse_label_selector(selector) if selector else None
-        revision, kvs = await registry.backend.list(
-            registry.resources.storage_prefix(res, namespace))
-        objs = (registry.decode(res, kv) for kv in kvs)
-        return str(revision), [
-            project(res.group, res.plural, obj) for obj in objs
-            if wanted is None or wanted.matches((obj.get("metadata") or {}).get("labels") or {})]
+    async def _send_list(self, sid: str, res: Resource, namespace: str | None,
+                         selector: str) -> str:
+        """Send the list in frames of LIST_CHUNK rows, read a page at a time at the first
+        page's revision (the API's own paging: a page compacted meanwhile is a 410, and the
+        tab lists again), and return that resourceVersion. One page's objects and rows are
+        held at a time, none once sent (a subscription lives as long as its tab)."""
+        options = ListOptions(label_selector=selector, limit=LIST_CHUNK)
+        while True:
+            rv, token = await self._send_page(sid, res, namespace, options)
+            if not token:
+                return rv
+            options = replace(options, continue_=token)
+
+    async def _send_page(self, sid: str, res: Resource, namespace: str | None,
+                         options: ListOptions) -> tuple[str, str]:
+        """One frame of the list: (its resourceVersion, the continue token of the next)."""
+        page = await self.api.registry.list(res, namespace, options)
+        meta = page["metadata"]
+        message = {"id": sid, "type": "list", "resourceVersion": meta["resourceVersion"],
+                   "rows": [project(res.group, res.plural, obj) for obj in page["items"]]}
+        if meta.get("continue"):
+            message["more"] = True
+        await self._send(message)
+        return meta["resourceVersion"], meta.get("continue", "")
 
     async def _forward(self, sid: str, res: Resource, stream: AsyncIterator, rv: str) -> str:
         """Coalesce the watch's events per object and send them, at most
@@ -218,16 +234,20 @@ class LiveSocket:
                 await ready.wait()
                 ready.clear()
                 if pending:
-                    events = list(pending.values())
-                    pending.clear()
                     sent_rv = state["rv"]
-                    await self._send({"id": sid, "type": "events", "events": events,
-                                      "resourceVersion": sent_rv})
+                    await self._send_events(sid, pending, sent_rv)
                 if state["done"] and not pending:
                     return sent_rv
                 await asyncio.sleep(1 / MAX_FLUSHES_PER_SECOND)
         finally:
             await stop_pump(pump_task, stream)
+
+    async def _send_events(self, sid: str, pending: dict[str, list], rv: str) -> None:
+        """Send what `pending` holds and empty it (the watch fills it again meanwhile); its
+        rows are not kept once sent (not until the next flush)."""
+        events = list(pending.values())
+        pending.clear()
+        await self._send({"id": sid, "type": "events", "events": events, "resourceVersion": rv})
 
     async def _send(self, message: dict) -> None:
         if not self.ws.closed:

@@ -1,7 +1,8 @@
 // The tab's one websocket to /dashboard/api/live: every view's subscription (kind, namespace)
-// is multiplexed on it. Each subscription keeps its rows (slim projections the server sends)
-// and its resourceVersion; after a reconnect it resumes from that resourceVersion, and lists
-// again when the server answers 410. Reconnects back off from 0.5 s to 10 s; nothing polls.
+// is multiplexed on it. Each subscription keeps its rows (slim projections the server sends,
+// a list in several frames) and its resourceVersion; after a reconnect it resumes from that
+// resourceVersion, and lists again when the server answers 410. Reconnects back off from
+// 0.5 s to 10 s; nothing polls.
 const CLOSE_UNAUTHORIZED = 4401;
 
 export class Live {
@@ -35,6 +36,7 @@ export class Live {
 
   send(sub) {
     if (this.ws.readyState !== WebSocket.OPEN) return; // sent on open
+    sub.listing = null; // a list's frames so far: the server starts afresh
     this.ws.send(JSON.stringify({ op: "watch", id: sub.id, ...sub.spec,
       resourceVersion: sub.resourceVersion || undefined }));
   }
@@ -65,12 +67,17 @@ class Subscription {
   constructor(id, spec, onRows, onError) {
     Object.assign(this, { id, spec, onRows, onError });
     this.rows = new Map();
+    this.listing = null; // the frames of a list still coming ("more")
     this.resourceVersion = "";
   }
 
   receive(msg, live) {
     if (msg.type === "list") {
-      this.rows = new Map(msg.rows.map((row) => [row.uid, row]));
+      this.listing ??= new Map();
+      for (const row of msg.rows) this.listing.set(row.uid, row);
+      if (msg.more) return; // shown once its last frame has come
+      this.rows = this.listing;
+      this.listing = null;
       this.resourceVersion = msg.resourceVersion;
       this.onRows(this.rows, this.rows);
     } else if (msg.type === "events") {
