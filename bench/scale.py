@@ -24,10 +24,10 @@ Run: python3 bench/scale.py --nodes 200 --pods 3000 --datastore sqlite --datasto
 `--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: py-spy's samples of
 the server and of the hollow nodes while the pods are made (collapsed stacks, .txt) and flame
 graphs of both during the reconnect (.svg), and the server's log, are kept in DIR.
-`--disable-network-policy`: the server's flag of that name, so that no node is sent every pod's
-peer view; the 1,000-node, 30,000-pod run needs it (docs/ha.md says why):
-python3 bench/scale.py --nodes 1000 --pods 30000 --window 20 --timeout 720
---disable-network-policy [--datastore postgres]."""
+`--disable-network-policy`: the server's flag of that name. The bench makes no NetworkPolicy,
+so the nodes are sent no pod's peer view either way (they go only while a policy exists:
+docs/ha.md says why): python3 bench/scale.py --nodes 1000 --pods 30000 --window 20
+--timeout 720 [--datastore postgres]."""
 
 from __future__ import annotations
 
@@ -224,8 +224,8 @@ async def one_run(run: Run, pods: int, timeout: float, window: float, tmp: Path,
                   profile: Path | None = None, network_policy: bool = True) -> None:
     """One server on `run.store` (sqlite, or postgres: a fresh local PostgreSQL), N hollow
     nodes, `pods` pods; the figures go into `run` as they are measured. Without
-    `network_policy` the server runs with --disable-network-policy: no node is sent every
-    pod's peer view (N x pods messages, and N copies of them in this one process)."""
+    `network_policy` the server runs with --disable-network-policy (no policy is sent; with
+    it, none exists here, so no pod's peer view is sent either)."""
     pg = dsn = None
     if run.store == "postgres":
         pg = PostgresCluster().start()
@@ -419,7 +419,7 @@ def main() -> int:
                     help="keep py-spy flame graphs of the reconnect (server, hollow nodes) and "
                          "the server log here")
     ap.add_argument("--disable-network-policy", action="store_true",
-                    help="the server's --disable-network-policy: no pod peer views to every node")
+                    help="the server's --disable-network-policy")
     args = ap.parse_args()
     # the hollow agents' reconnect warnings during the restart are expected: figures only
     logging.basicConfig(level=logging.ERROR)

@@ -31,7 +31,7 @@ from k3py.tunnel.message import (
     Message,
     split_resource_key,
 )
-from k3py.tunnel.protocol import DOWN_KINDS, POD_TOKENS_KIND
+from k3py.tunnel.protocol import DOWN_KINDS, POD_TOKENS_KIND, full_sync
 
 __all__ = ["MetaManager", "DiskFullError", "CACHED_KINDS", "MAX_QUEUED_EVENTS"]
 
@@ -217,19 +217,27 @@ class MetaManager:
     # ---------------------------------------------------------------- down: desired state
 
     async def apply(self, msg: Message) -> bool:
-        """Persist what a resource message says; True if it was understood. Idempotent."""
+        """Persist what a resource message says; True if it was understood. Idempotent.
+        A sync replaces the kinds it holds; a partial one (protocol.full_sync) tells the
+        listeners its kinds changed, not that everything did."""
         op = msg.route.operation
         if op == OP_SYNC:
             content = msg.content if isinstance(msg.content, dict) else {}
             snapshot = {k: [o for o in content.get(k) or [] if isinstance(o, dict)]
                         for k in CACHED_KINDS if k in content}
             fresh = {kind: {_nsname(o): o for o in objs} for kind, objs in snapshot.items()}
+            full = full_sync(content)
             async with self._lock:
                 await self._commit(self._sync_rows, {
-                    kind: _difference(self._objects[kind], objs) for kind, objs in fresh.items()})
+                    kind: _difference(self._objects[kind], objs) for kind, objs in fresh.items()},
+                    full)
                 self._objects.update(fresh)
-            self.synced = True
-            self._notify("sync")
+            if full:
+                self.synced = True
+                self._notify("sync")
+            else:
+                for kind in fresh:
+                    self._notify(kind)
             return True
         try:
             kind, ns, name, sub = split_resource_key(msg.route.resource)
@@ -292,11 +300,12 @@ class MetaManager:
                    (kind, ns, name))
 
     def _sync_rows(self, db: apsw.Connection,
-                   changes: dict[str, tuple[list[tuple[str, str]], list[dict]]]) -> None:
-        """A full sync's rows: by kind, the (namespace, name)s gone and the objects new or
-        changed (_difference). After a server restart a node usually holds every object
-        already: nothing is written again, where every row was (flash wear, and a node's
-        seconds of CPU for thousands of rows)."""
+                   changes: dict[str, tuple[list[tuple[str, str]], list[dict]]],
+                   full: bool) -> None:
+        """A sync's rows: by kind, the (namespace, name)s gone and the objects new or
+        changed (_difference); a full sync also marks the cache synced. After a server
+        restart a node usually holds every object already: nothing is written again, where
+        every row was (flash wear, and a node's seconds of CPU for thousands of rows)."""
         with db:  # one transaction: the old set or the new one, never half of each
             for kind, (gone, changed) in changes.items():
                 db.executemany("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
@@ -304,7 +313,8 @@ class MetaManager:
                 db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
                                [(kind, *_nsname(o), self._encode(kind, *_nsname(o), o))
                                 for o in changed])
-            db.execute("INSERT OR REPLACE INTO state VALUES ('synced', '1')")
+            if full:
+                db.execute("INSERT OR REPLACE INTO state VALUES ('synced', '1')")
 
     # ---------------------------------------------------------------- up: queued status
 

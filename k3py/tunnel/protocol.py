@@ -19,7 +19,7 @@ __all__ = [
     "FEATURES_HEADER", "FEATURE_FLOW_CONTROL", "FEATURE_UDP_CONNECT", "FEATURES",
     "features_header", "parse_features", "hello_features",
     "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "POD_PEERS_KIND",
-    "NETWORK_POLICY_KINDS", "INGRESS_KINDS", "VOLUME_KINDS",
+    "NETWORK_POLICY_KINDS", "POLICY_PEER_KINDS", "full_sync", "INGRESS_KINDS", "VOLUME_KINDS",
     "VOLUME_CLEANED", "volume_cleaned_resource",
     "DEVICES_KIND", "DEVICE_STATUS", "device_status_resource", "ReportedValue", "DeviceReport",
     "METRICS_KIND", "metrics_resource", "Usage", "PodUsage", "UsageReport",
@@ -120,6 +120,19 @@ CLUSTER_WIDE_KINDS = ("services", "endpointslices", "nodes")
 # node, named ports) under POD_PEERS_KIND
 POD_PEERS_KIND = "podpeers"
 NETWORK_POLICY_KINDS = ("networkpolicies", "namespaces", POD_PEERS_KIND)
+# the namespaces' and pods' views are of use to no node while the cluster has no policy, so
+# none is sent then (each pod's would be a message to every node): the first policy is
+# preceded by a partial sync holding all of them, the last one's deletion followed by an
+# empty one, which drops them from the nodes
+POLICY_PEER_KINDS = ("namespaces", POD_PEERS_KIND)
+
+
+def full_sync(content: Any) -> bool:
+    """Whether a sync message's content is a node's full snapshot (on a connect without
+    resume: every kind, "pods" always), not a partial sync (POLICY_PEER_KINDS only). Either
+    replaces the node's cached objects of the kinds it holds, and those alone."""
+    return isinstance(content, dict) and "pods" in content
+
 # so do ingresses and ingress classes (its ingress proxy), with the TLS secrets they name
 INGRESS_KINDS = ("ingresses", "ingressclasses")
 DOWN_KINDS = ("pods", "configmaps", "secrets", "devices", "devicemodels", POD_TOKENS_KIND,

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import os
 import queue
+import sqlite3
 import subprocess
 import threading
 import urllib.request
@@ -18,7 +19,7 @@ from pathlib import Path
 from k3py import pki
 from tests.harness import KUBECTL, ServerProcess, free_port, node_port_args, wait_for
 
-__all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "curl_host", "embedded_node",
+__all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", "build_test_image", "cached_names", "curl_host", "embedded_node",
            "node_ready", "podman_pods", "remove_podman_pods", "remove_pod_networks", "container_status", "fetch",
            "kubectl_env", "kubectl_popen", "port_forward", "read_until", "running_unrestarted",
            "stop_proc", "tls_secret"]
@@ -26,6 +27,16 @@ __all__ = ["ROOT", "IMAGE", "PY_IMAGE", "build_python_image", "EmbeddedServer", 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "k3py.local/busybox:latest"
 PY_IMAGE = "k3py.local/python-k8s:latest"  # a minimal Python with the kubernetes client
+
+
+def cached_names(meta_db: Path, kind: str) -> set[str]:
+    """The names of the objects of `kind` an agent holds in its meta.db (read only, beside
+    the running agent)."""
+    db = sqlite3.connect(f"file:{meta_db}?mode=ro", uri=True, timeout=5)
+    try:
+        return {name for (name,) in db.execute("SELECT name FROM objects WHERE kind=?", (kind,))}
+    finally:
+        db.close()
 
 
 class EmbeddedServer(ServerProcess):

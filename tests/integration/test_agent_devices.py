@@ -5,13 +5,12 @@ restart resends them in the node's snapshot. Uses the server's embedded agent.""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 
 import pytest
 
 from tests.harness import wait_for
-from tests.integration.agents import EmbeddedServer, remove_podman_pods
+from tests.integration.agents import EmbeddedServer, cached_names, remove_podman_pods
 from tests.integration.test_crds import DEVICE, MODEL
 
 pytestmark = pytest.mark.integration
@@ -26,15 +25,6 @@ spec:
 """
 
 
-def _cached(meta_db, kind: str) -> set[str]:
-    db = sqlite3.connect(f"file:{meta_db}?mode=ro", uri=True, timeout=5)
-    try:
-        return {name for (name,) in db.execute(
-            "SELECT name FROM objects WHERE kind=?", (kind,))}
-    finally:
-        db.close()
-
-
 def test_devices_reach_their_node(tmp_path):
     node = f"dev-{uuid.uuid4().hex[:6]}"
     srv = EmbeddedServer(tmp_path / "k3py", extra_args=["--node-name", node])
@@ -47,19 +37,19 @@ def test_devices_reach_their_node(tmp_path):
         srv.kubectl("apply", "-f", "-", input=MODEL)
         srv.kubectl("apply", "-f", "-", input=DEVICE.replace("edge-node", node))
         srv.kubectl("apply", "-f", "-", input=V1BETA1.replace("NODE", node))
-        wait_for(lambda: _cached(meta_db, "devices") == {"temperature", "counter"}, 30, 0.2,
+        wait_for(lambda: cached_names(meta_db, "devices") == {"temperature", "counter"}, 30, 0.2,
                  "both devices cached by the agent")
-        assert _cached(meta_db, "devicemodels") == {"temperature-model"}
+        assert cached_names(meta_db, "devicemodels") == {"temperature-model"}
 
         srv.kubectl("patch", "device", "counter", "--type=merge",
                     "-p", '{"spec":{"nodeName":"elsewhere"}}')
-        wait_for(lambda: _cached(meta_db, "devices") == {"temperature"}, 30, 0.2,
+        wait_for(lambda: cached_names(meta_db, "devices") == {"temperature"}, 30, 0.2,
                  "moved device dropped")
 
         srv.stop()
         srv.start()
         srv.kubectl("delete", "device", "temperature")
-        wait_for(lambda: _cached(meta_db, "devices") == set(), 30, 0.2,
+        wait_for(lambda: cached_names(meta_db, "devices") == set(), 30, 0.2,
                  "deleted device dropped after a server restart")
     finally:
         srv.stop()

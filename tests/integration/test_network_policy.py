@@ -4,17 +4,19 @@ two namespaces, connections made with busybox nc from inside the pods.
 
 Pods a1, a2 in np-a and b1 in np-b each serve HTTP on 8080 (named "http") and 9090. Each step
 applies policies and waits until every expected allowed and denied connection holds:
-- no policy: all connect;
-- a default-deny ingress policy in np-a: a2 -> a1 (same namespace, bridged) and b1 -> a1
-  are refused, while a1 -> b1 connects (the other direction; its replies pass);
+- no policy: all connect, and the node holds no pod's nor namespace's view (the server sends
+  none while no policy exists);
+- a default-deny ingress policy in np-a: the node gets every pod's view; a2 -> a1 (same
+  namespace, bridged) and b1 -> a1 are refused, while a1 -> b1 connects (the other
+  direction; its replies pass);
 - ingress from namespace np-b to a1 on port 8080 only: b1 -> a1:8080 connects, :9090 not,
   a2 -> a1 still not; the same through a1's ClusterIP Service (port 80 -> 8080: the policy
   sees the pod behind the service DNAT);
 - an ipBlock (the pod CIDR except a2) on port 9090: b1 -> a1:9090 connects, a2 -> a1:9090 not;
 - default-deny egress in np-b but to np-a's pods on the named port "http": b1 -> a1:8080
   connects, b1 -> a1:9090 no longer;
-- the policies deleted: everything connects again, and the pods stayed Ready (the node's own
-  probes are never filtered).
+- the policies deleted: everything connects again, the node drops the views, and the pods
+  stayed Ready (the node's own probes are never filtered).
 
 Needs root (`ip netns`), podman and nft; skipped with the reason otherwise."""
 
@@ -25,6 +27,7 @@ import shutil
 
 import pytest
 
+from k3py.tunnel.protocol import POD_PEERS_KIND
 from tests.integration.agents import IMAGE
 from tests.integration.twonodes import Cluster, two_agent_cluster
 
@@ -120,8 +123,13 @@ def test_policies_allow_and_deny_both_directions_and_go_away(cluster: Cluster):
     expect(c, "no policy: all connect", {(A2, "a1", HTTP): True, (B1, "a1", HTTP): True,
                                          (A1, "b1", HTTP): True, (A2, "svc-a1", 80): True},
            ips)
+    # the pods have had their IPs since before they were Ready: their views would be there
+    assert c.a.cached(POD_PEERS_KIND) == set() and c.a.cached("namespaces") == set()
 
     apply(c, policy("np-a", "deny-ingress", ["Ingress"]))
+    c.wait(lambda: c.a.cached(POD_PEERS_KIND) >= {"a1", "a2", "b1"}
+           and c.a.cached("namespaces") >= {"np-a", "np-b"}, 30,
+           "the pods' and namespaces' views on the node once a policy exists")
     expect(c, "default-deny ingress in np-a", {
         (A2, "a1", HTTP): False, (B1, "a1", HTTP): False, (A1, "b1", HTTP): True,
         (A1, "a2", HTTP): False}, ips)
@@ -150,5 +158,7 @@ def test_policies_allow_and_deny_both_directions_and_go_away(cluster: Cluster):
     c.srv.kubectl("delete", "networkpolicy", "--all", "-n", "np-b")
     expect(c, "policies deleted: all connect again", {
         (A2, "a1", HTTP): True, (B1, "a1", OTHER): True, (A1, "a2", HTTP): True}, ips)
+    c.wait(lambda: c.a.cached(POD_PEERS_KIND) == set() and c.a.cached("namespaces") == set(),
+           30, "the views dropped by the node with the last policy")
     for ns, name in (A1, A2, B1):
         assert c.running(name, ns), f"{name} not Ready\n{c.logs()}"

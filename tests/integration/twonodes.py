@@ -21,7 +21,7 @@ import pytest
 
 from k3py.config import podman_storage_args
 from tests.harness import ServerProcess, clean_env, wait_for
-from tests.integration.agents import IMAGE, build_test_image, remove_pod_networks
+from tests.integration.agents import IMAGE, build_test_image, cached_names, remove_pod_networks
 from tests.integration.netns import NetNS, require_netns
 
 __all__ = ["Agent", "Cluster", "two_agent_cluster"]
@@ -69,6 +69,10 @@ class Agent:
                               f"label=io.k3py.node={self.name}"],
                              capture_output=True, text=True, check=True, timeout=60)
         return sorted(out.stdout.split())
+
+    def cached(self, kind: str) -> set[str]:
+        """The names of the objects of `kind` this agent holds in its meta.db."""
+        return cached_names(self.data_dir / "agent" / "meta.db", kind)
 
     def connected_since(self, since: float) -> bool:
         import datetime as dt

@@ -1,8 +1,8 @@
 """Downstream sync: what each node must hold (its pods; the configmaps, secrets, claims, volumes
 and tokens they need; its devices; the deleted local-path volumes whose directories it must
 remove; every Service, EndpointSlice and Ingress; unless NetworkPolicy is disabled, every
-NetworkPolicy and the namespaces' and pods' views its rules need) as one snapshot on a full sync, then one
-object message per change.
+NetworkPolicy and, while there is one, the namespaces' and pods' views its rules need) as one
+snapshot on a full sync, then one object message per change.
 
 Fed by the server's informers; queues into CloudHub's node sessions (sessions.py); the tokens
 come from podtokens.py, the devices from devicesync.py, the ingresses and their TLS secrets
@@ -39,6 +39,7 @@ from k3py.tunnel.protocol import (
     NETWORK_POLICY_KINDS,
     POD_PEERS_KIND,
     POD_TOKENS_KIND,
+    POLICY_PEER_KINDS,
 )
 
 __all__ = ["DownstreamSync", "referenced_objects", "node_of", "object_message",
@@ -202,6 +203,8 @@ class DownstreamSync:
         # when one of them goes down to the nodes (a thousand snapshots after a server restart
         # would otherwise make a thousand times the same views of every pod and Node)
         self._every_node: dict[str, list[dict]] = {}
+        # the nodes are being sent the namespaces' and pods' views: a NetworkPolicy exists
+        self.peers_sent = False
         self._tasks: set[asyncio.Task] = set()
 
     def start(self) -> None:
@@ -217,6 +220,7 @@ class DownstreamSync:
         self.volumes.add_handler(self._on_volume)
         self.cluster_wide = {}  # (reset: start may run again on a restarted hub)
         self._every_node = {}
+        self.peers_sent = False
         for plural in CLUSTER_WIDE_KINDS:
             group = "discovery.k8s.io" if plural == "endpointslices" else ""
             inf = self.cluster_wide[plural] = self._informers.informer(group, plural)
@@ -239,11 +243,13 @@ class DownstreamSync:
             task.cancel()
 
     def _start_network_policy(self) -> None:
-        """Every node gets the policies, the namespaces' and the pods' views (their pods
-        come from the pod informer, under their own kind)."""
-        for group, plural in (("networking.k8s.io", "networkpolicies"), ("", "namespaces")):
-            inf = self.cluster_wide[plural] = self._informers.informer(group, plural)
-            inf.add_handler(lambda t, o, n, plural=plural: self._to_every_node(plural, t, o, n))
+        """Every node gets the policies and, while there is one, the namespaces' and the pods'
+        views (their pods come from the pod informer, under their own kind)."""
+        policies = self._informers.informer("networking.k8s.io", "networkpolicies")
+        self.cluster_wide["networkpolicies"] = policies
+        policies.add_handler(self._on_policy)
+        namespaces = self.cluster_wide["namespaces"] = self._informers.informer("", "namespaces")
+        namespaces.add_handler(lambda t, o, n: self._to_every_node("namespaces", t, o, n))
         self.cluster_wide[POD_PEERS_KIND] = self.pods
         self.pods.add_handler(lambda t, o, n: self._to_every_node(POD_PEERS_KIND, t, o, n))
 
@@ -329,7 +335,8 @@ class DownstreamSync:
             content.update(self.device_feed.snapshot(node))
         content.update({k: [] for k in NETWORK_POLICY_KINDS})  # (disabled: none held)
         for plural in self.cluster_wide:
-            content[plural] = list(self._held_by_every_node(plural))
+            if self.peers_sent or plural not in POLICY_PEER_KINDS:
+                content[plural] = list(self._held_by_every_node(plural))
         if self.ingress_feed is not None:
             ingress = self.ingress_feed.snapshot()
             have = {(namespace_of(s), name_of(s)) for s in content["secrets"]}
@@ -396,13 +403,41 @@ class DownstreamSync:
             self.sessions[node].send(object_message(
                 POD_TOKENS_KIND, "DELETED", self.tokens.deleted_object(pod)))
 
+    def _on_policy(self, etype: str, old: dict | None, new: dict | None) -> None:
+        """A NetworkPolicy goes to every node. The first one (the informer's cache holds it
+        already) goes after every namespace's and pod's view, so that no node enforces it
+        without its peers; the last one's deletion goes before their removal."""
+        exist = bool(self.cluster_wide["networkpolicies"].cache)
+        if exist and not self.peers_sent:
+            self.peers_sent = True
+            self._send_peer_views()
+        self._to_every_node("networkpolicies", etype, old, new)
+        if not exist and self.peers_sent:
+            self.peers_sent = False
+            self._send_peer_views()
+
+    def _send_peer_views(self) -> None:
+        """Every node's namespaces' and pods' views replaced by the current ones (none if no
+        policy exists): one partial sync message, encoded once. Its key makes it supersede an
+        older one still unACKed (a node offline while policies came and went): it goes after
+        the views' changes queued since, which it makes pointless."""
+        content = {k: self._held_by_every_node(k) if self.peers_sent else []
+                   for k in POLICY_PEER_KINDS}
+        msg = framing.shared(new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
+                                         content=content, key="sync-policy-peers"))
+        for session in self.sessions.values():
+            session.send(msg)
+
     def _to_every_node(self, plural: str, etype: str, old: dict | None,
                        new: dict | None) -> None:
         """Services, EndpointSlices and the Nodes' route views: every node holds them all
         (its DNS, service rules and pod routes). A Node goes down only when its view
         changed, not at each status report; a Node or pod held back (_SENT_WHEN) goes down
-        when it is first of use, and goes away if it stops being so."""
+        when it is first of use, and goes away if it stops being so. The namespaces' and
+        pods' views go only while a NetworkPolicy exists (_on_policy)."""
         self._every_node.pop(plural, None)  # (first: whatever follows, the cache may be stale)
+        if plural in POLICY_PEER_KINDS and not self.peers_sent:
+            return
         if etype == "DELETED" and old is None:
             old = new  # (not in the cache: its last form is what the nodes may hold)
         was, now = _sent(plural, old), etype != "DELETED" and _sent(plural, new)

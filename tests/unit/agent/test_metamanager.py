@@ -19,6 +19,7 @@ from k3py.tunnel.message import (
     OP_UPDATE,
     new_message,
 )
+from k3py.tunnel.protocol import POD_PEERS_KIND
 
 pytestmark = pytest.mark.unit
 
@@ -82,6 +83,32 @@ async def test_sync_replaces_the_desired_set(tmp_path):
     await again.open()
     assert again.synced
     assert sorted(p["metadata"]["name"] for p in again.pods()) == ["new1", "new2"]
+    await again.close()
+
+
+async def test_a_partial_sync_replaces_its_kinds_alone(tmp_path):
+    """The namespaces' and pods' views the server sends when the first NetworkPolicy
+    appears (protocol.POLICY_PEER_KINDS): they replace the cached ones, the pods stay, the
+    listeners hear of those kinds (not of a whole sync), and an agent never fully synced
+    still is not (it must not resume on them)."""
+    mm = MetaManager(str(tmp_path / "meta.db"))
+    await mm.open()
+    heard: list[str] = []
+    mm.listeners.append(heard.append)
+    await mm.apply(_put("pods", _pod("p")))
+    await mm.apply(_put(POD_PEERS_KIND, _pod("gone")))
+    views = new_message(source="cloudhub", group=GROUP_RESOURCE, operation=OP_SYNC, content={
+        "namespaces": [{"metadata": {"name": "default"}}], POD_PEERS_KIND: [_pod("peer")]})
+    assert await mm.apply(views)
+    assert [o["metadata"]["name"] for o in mm.objects(POD_PEERS_KIND)] == ["peer"]
+    assert [p["metadata"]["name"] for p in mm.pods()] == ["p"]
+    assert heard[-2:] == ["namespaces", POD_PEERS_KIND] and "sync" not in heard
+    assert not mm.synced
+    await mm.close()
+    again = MetaManager(str(tmp_path / "meta.db"))
+    await again.open()
+    assert not again.synced
+    assert [o["metadata"]["name"] for o in again.objects(POD_PEERS_KIND)] == ["peer"]
     await again.close()
 
 

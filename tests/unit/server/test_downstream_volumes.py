@@ -42,14 +42,19 @@ def _volume(name: str, node: str = "", local_path: bool = False) -> dict:
     return {"metadata": md, "spec": spec}
 
 
-async def _drain(session: NodeSession) -> list[tuple[str, str]]:
-    """(operation, resource) of what was queued for the node since the last drain."""
+async def _flushed(session: NodeSession) -> list[Message]:
+    """What was queued for the node since the last flush, in the order it goes."""
     out: list[Message] = []
 
     async def write(msg: Message) -> None:
         out.append(msg)
     await session.queue.flush(write)
-    return [(m.route.operation, m.route.resource) for m in out]
+    return out
+
+
+async def _drain(session: NodeSession) -> list[tuple[str, str]]:
+    """(operation, resource) of what was queued for the node since the last drain."""
+    return [(m.route.operation, m.route.resource) for m in await _flushed(session)]
 
 
 async def test_volumes_go_to_the_nodes_that_need_them(env):
