@@ -296,7 +296,7 @@ class EdgeHub:
             try:
                 ws = await self.session.ws_connect(
                     self.url, ssl=self.ssl if self.ssl is not None else True, heartbeat=HEARTBEAT,
-                    protocols=(framing.SUBPROTOCOL,), max_msg_size=framing.MAX_FRAME_BYTES,
+                    protocols=(framing.SUBPROTOCOL,), max_msg_size=framing.MAX_DOWN_FRAME_BYTES,
                     headers={**self.headers,
                              RESUME_HEADER: "1" if self.meta.synced else "0",
                              FEATURES_HEADER: features_header()},
@@ -376,10 +376,12 @@ class EdgeHub:
             if first is not None and not _is_hello(first):
                 await self._received(first)
             async for frame in ws:
+                if frame.type == aiohttp.WSMsgType.ERROR:  # e.g. a frame over the limit
+                    log.warning("tunnel error: %s", ws.exception())
                 if frame.type != aiohttp.WSMsgType.TEXT:
                     continue
                 try:
-                    msg = framing.decode(frame.data)
+                    msg = framing.decode(frame.data, framing.MAX_DOWN_FRAME_BYTES)
                 except framing.FramingError as e:
                     log.warning("bad frame from server: %s", e)
                     continue
@@ -502,7 +504,7 @@ async def _first_message(ws: aiohttp.ClientWebSocketResponse, wait: float) -> Me
         if frame.type != aiohttp.WSMsgType.TEXT:
             continue
         try:
-            return framing.decode(frame.data)
+            return framing.decode(frame.data, framing.MAX_DOWN_FRAME_BYTES)
         except framing.FramingError as e:
             log.warning("bad frame from server: %s", e)
 

@@ -247,11 +247,11 @@ class DownstreamSync:
         views (their pods come from the pod informer, under their own kind)."""
         policies = self._informers.informer("networking.k8s.io", "networkpolicies")
         self.cluster_wide["networkpolicies"] = policies
-        policies.add_handler(self._on_policy)
         namespaces = self.cluster_wide["namespaces"] = self._informers.informer("", "namespaces")
         namespaces.add_handler(lambda t, o, n: self._to_every_node("namespaces", t, o, n))
         self.cluster_wide[POD_PEERS_KIND] = self.pods
         self.pods.add_handler(lambda t, o, n: self._to_every_node(POD_PEERS_KIND, t, o, n))
+        policies.add_handler(self._on_policy)  # last: it replays cached policies at once
 
     def _spawn(self, coro: Coroutine) -> None:
         task = asyncio.create_task(coro)

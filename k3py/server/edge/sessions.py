@@ -199,7 +199,7 @@ class TunnelHandler:
         log.info("node %s connected (%s)", node, "resume" if resume else "full sync")
         if not resume:
             session.queue = SendQueue()
-            session.send(self._snapshot(node))
+            session.send(framing.shared(self._snapshot(node)))  # encoded once, size checked
         writer = asyncio.create_task(session.write_loop(ws))
         probe(session)
         self._changed(node)

@@ -80,3 +80,20 @@ def test_a_shared_message_keeps_its_frame_until_its_content_changes():
     assert framing.decode(msg.frame) == msg
     changed = msg.with_content({"n": 2})
     assert framing.decode(framing.encode(changed)).content == {"n": 2}
+
+
+def test_a_node_takes_a_bigger_frame_from_its_server_and_an_oversized_one_is_logged(caplog):
+    """A node's frames to the server stay within MAX_FRAME_BYTES; the server's to a node may
+    reach MAX_DOWN_FRAME_BYTES (a sync with every pod's peer view), and a shared message
+    over it is logged as an error where it is made (the node would drop its link on it)."""
+    big = new_message(source="cloud", group="resource", operation="sync",
+                      content={"podpeers": ["x" * (framing.MAX_FRAME_BYTES + 10)]})
+    frame = framing.encode(big)
+    with pytest.raises(framing.FramingError):
+        framing.decode(frame)
+    assert framing.decode(frame, framing.MAX_DOWN_FRAME_BYTES).content == big.content
+    assert not caplog.records
+    huge = new_message(source="cloud", group="resource", operation="sync",
+                       content={"podpeers": ["x" * (framing.MAX_DOWN_FRAME_BYTES + 10)]})
+    framing.shared(huge)
+    assert "over their" in caplog.text
