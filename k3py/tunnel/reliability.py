@@ -79,6 +79,15 @@ class Outbox:
                 done.append(entry.msg)
         return done
 
+    def drop_keyed(self, prefixes: tuple[str, ...]) -> int:
+        """Forget the unACKed messages whose key starts with one of `prefixes` (a sync of
+        their kinds, queued after them, makes them pointless; resent after it, they would
+        undo it). How many went."""
+        gone = [i for i, e in self._entries.items() if e.msg.key.startswith(prefixes)]
+        for msg_id in gone:
+            self._forget_key(self._entries.pop(msg_id).msg)
+        return len(gone)
+
     def mark_sent(self, msg_id: str, now: float) -> None:
         entry = self._entries.get(msg_id)
         if entry is not None:

@@ -419,13 +419,16 @@ class DownstreamSync:
     def _send_peer_views(self) -> None:
         """Every node's namespaces' and pods' views replaced by the current ones (none if no
         policy exists): one partial sync message, encoded once. Its key makes it supersede an
-        older one still unACKed (a node offline while policies came and went): it goes after
-        the views' changes queued since, which it makes pointless."""
+        older one still unACKed (a node offline while policies came and went), and the views'
+        changes still unACKed are dropped: resent after it on a live link, an older one would
+        undo it."""
         content = {k: self._held_by_every_node(k) if self.peers_sent else []
                    for k in POLICY_PEER_KINDS}
         msg = framing.shared(new_message(source=CLOUD, group=GROUP_RESOURCE, operation=OP_SYNC,
                                          content=content, key="sync-policy-peers"))
+        views = tuple(f"{kind}/" for kind in POLICY_PEER_KINDS)
         for session in self.sessions.values():
+            session.queue.outbox.drop_keyed(views)  # resent after the sync, they'd undo it
             session.send(msg)
 
     def _to_every_node(self, plural: str, etype: str, old: dict | None,

@@ -37,6 +37,19 @@ def test_newer_message_for_same_key_supersedes_unacked_one():
     assert len(box) == 2
 
 
+def test_drop_keyed_forgets_the_unacked_messages_of_some_kinds():
+    box = Outbox()
+    view = box.add(_msg("podpeers/ns/p", 1))
+    ns = box.add(_msg("namespaces//ns", 1))
+    pod = box.add(_msg("pods/ns/p", 1))
+    box.mark_sent(view.id, 1.0)
+    assert box.drop_keyed(("podpeers/", "namespaces/")) == 2
+    assert [m.id for m in box.pending()] == [pod.id]
+    assert box.next_unsent() is pod
+    again = box.add(_msg("podpeers/ns/p", 2))  # its key is free again
+    assert [m.id for m in box.pending()] == [pod.id, again.id] and ns.id not in box
+
+
 def test_resend_after_reconnect_and_timeout():
     box = Outbox()
     a, b = box.add(_msg()), box.add(_msg())
