@@ -497,9 +497,9 @@ def test_a_user_without_node_access_is_refused_the_tunnels(srv):
     run(check())
 
 
-def _pod(name: str) -> str:
+def _pod(name: str, namespace: str = "default") -> str:
     return json.dumps({"apiVersion": "v1", "kind": "Pod",
-                       "metadata": {"name": name, "namespace": "default"},
+                       "metadata": {"name": name, "namespace": namespace},
                        "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
 
 
