@@ -340,8 +340,8 @@ class App extends Component {
     // a workload's page opens a pod's page in the Pods view; its Back goes to that workload
     // (back: {kind, uid, name}, the workload's page Workloads opens again)
     const onPod = (uid, from) => this.setState({ view: "pods", detail: uid, back: from });
-    const onDetail = (uid) => this.setState(uid || !back ? { detail: uid }
-      : { view: "workloads", detail: null, back: null, workload: back });
+    const onDetail = (uid) => this.setState(uid ? { detail: uid, back: null }
+      : back ? { view: "workloads", detail: null, back: null, workload: back } : { detail: null });
     const onMetrics = (picked) => open("metrics", picked); // a node's or pod's graphs
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
       onClick=${() => open(name)}>${label}</button>`;
