@@ -1,7 +1,9 @@
 """Smoke test of a built one-file binary: `--version`, `server` ready, `kubectl get ns` through
 it, /openapi/v2 served as protobuf (the spec's hidden protobuf import; kubectl 1.27/1.28 ask
-for it) and `kubectl apply` of a `kind: List`, and an agent of the same binary joining it (node Ready on the host's podman; with --pod a
-pod of the offline test image runs on it and `kubectl logs` reads it).
+for it) and `kubectl apply` of a `kind: List`, the web dashboard from the binary's own files
+(`dashboard-url`'s one-time link logs in; /dashboard/ and the assets it names, by their hashed
+names, plain and pre-compressed), and an agent of the same binary joining it (node Ready on the
+host's podman; with --pod a pod of the offline test image runs on it and `kubectl logs` reads it).
 
 Usage: python3 packaging/smoke_test.py [BINARY] [--qemu ROOT] [--no-agent] [--pod]
   dist/k3py (default) is what .ci/run checks after packaging/build.sh. --qemu ROOT runs a
@@ -11,13 +13,19 @@ Usage: python3 packaging/smoke_test.py [BINARY] [--qemu ROOT] [--no-agent] [--po
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import os
+import re
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,6 +91,59 @@ def check_openapi_and_apply(srv: BinaryServer) -> bool:
         print(f"smoke: kubectl apply of a List: {out}", file=sys.stderr)
         return False
     print(f"smoke: /openapi/v2 protobuf ({len(body)} bytes), kubectl apply of a List ok")
+    return True
+
+
+def _dashboard_get(srv: BinaryServer, tls: ssl.SSLContext, path: str,
+                   headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(srv.url + path, headers=headers)
+    with urllib.request.urlopen(req, context=tls, timeout=30) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def check_dashboard(srv: BinaryServer, runner: list[str], env: dict[str, str]) -> bool:
+    """The binary's `dashboard-url` link logs in (the session answers as the admin); the page
+    and every asset it names are served from the binary's packaged files: each hashed name
+    matches its body, and its gzip variant is the same file."""
+    tls = ssl.create_default_context(
+        cafile=str(srv.data_dir / "server" / "tls" / "server-ca.crt"))
+    out = subprocess.run([*runner, "dashboard-url", "--data-dir", str(srv.data_dir),
+                          "--server", srv.url], capture_output=True, text=True, timeout=120,
+                         env=env)
+    link = out.stdout.split()[0] if out.stdout.split() else ""
+    if out.returncode != 0 or "#login=" not in link:
+        print(f"smoke: dashboard-url: {out.stdout}{out.stderr}", file=sys.stderr)
+        return False
+    login = urllib.request.Request(
+        srv.url + "/dashboard/login", method="POST",
+        data=json.dumps({"code": link.split("#login=", 1)[1]}).encode(),
+        headers={"Content-Type": "application/json", "X-K3py-Dashboard": "1"})
+    with urllib.request.urlopen(login, context=tls, timeout=30) as r:
+        cookie = SimpleCookie(r.headers["Set-Cookie"])["k3py-dashboard"].value
+    _, _, body = _dashboard_get(srv, tls, "/dashboard/api/session", {
+        "Cookie": f"k3py-dashboard={cookie}", "X-K3py-Dashboard": "1"})
+    user = json.loads(body)["user"]
+    status, headers, page = _dashboard_get(srv, tls, "/dashboard/", {})
+    names = re.findall(r'(?:src|href)="([^"]+)"', page.decode())
+    if (user != "system:admin" or status != 200
+            or "default-src 'self'" not in headers.get("Content-Security-Policy", "")
+            or not any(re.fullmatch(r"app\.[0-9a-f]{12}\.js", n) for n in names)):
+        print(f"smoke: dashboard: session of {user!r}, /dashboard/ {status} {headers} "
+              f"{page[:300]!r}", file=sys.stderr)
+        return False
+    for name in names:
+        _, _, plain = _dashboard_get(srv, tls, "/dashboard/" + name, {})
+        _, zheaders, zipped = _dashboard_get(srv, tls, "/dashboard/" + name,
+                                             {"Accept-Encoding": "gzip"})
+        digest = re.fullmatch(r".+\.([0-9a-f]{12})\.\w+", name)
+        if (not digest or hashlib.sha256(plain).hexdigest()[:12] != digest[1]
+                or zheaders.get("Content-Encoding") != "gzip"
+                or gzip.decompress(zipped) != plain):
+            print(f"smoke: dashboard asset {name}: {len(plain)} bytes, gzip {zheaders}",
+                  file=sys.stderr)
+            return False
+    print(f"smoke: dashboard login as {user}, /dashboard/ and {len(names)} assets "
+          f"({', '.join(names)}) plain and gzipped ok")
     return True
 
 
@@ -171,7 +232,7 @@ def main() -> int:
                 print("smoke: kubectl get ns did not list the system namespaces",
                       file=sys.stderr)
                 return 1
-            if not check_openapi_and_apply(srv):
+            if not check_openapi_and_apply(srv) or not check_dashboard(srv, runner, env):
                 return 1
             if not args.no_agent and not check_agent(srv, Path(tmp), env, arch, timeout,
                                                      args.pod):

@@ -21,9 +21,10 @@ and its page shows the read-only badge and no write button. Every browser (this 
 fixture, which the other dashboard modules use too) is checked at its end for any request
 to another origin than its page's.
 
-A pod's page, opened from its row, shows its container, its event and its YAML (a dry run
-refuses an edit of an immutable field); a device shows its state and the twin's delta (desired
-not yet reported); the overview counts a node online while its tunnel is connected.
+A pod's page, opened from its row (or from a workload's page, whose Back goes back there),
+shows its container, its event and its YAML (a dry run refuses an edit of an immutable
+field); a device shows its state and the twin's delta (desired not yet reported); the
+overview counts a node online while its tunnel is connected.
 
 The overview (the landing view), events filtered by type, namespace and object, a Deployment scaled,
 restarted, edited through a YAML dry-run and deleted from the page; a pod's logs followed,
@@ -497,9 +498,9 @@ def test_a_user_without_node_access_is_refused_the_tunnels(srv):
     run(check())
 
 
-def _pod(name: str) -> str:
+def _pod(name: str, namespace: str = "default") -> str:
     return json.dumps({"apiVersion": "v1", "kind": "Pod",
-                       "metadata": {"name": name, "namespace": "default"},
+                       "metadata": {"name": name, "namespace": namespace},
                        "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
 
 
@@ -619,8 +620,10 @@ def _read_only_page(driver, server: ServerProcess, token: str) -> None:
              what="the Deployment's YAML, to read")
     assert not driver.find_elements(By.ID, "yaml-save"), "a save button"
     _open(driver, "Pods", "pods")
+    wait_for(lambda: "seen-live" in _text(driver, "pods"), 15, what="the pod in the page")
     assert not driver.find_elements(By.CSS_SELECTOR, "[data-delete], [data-shell]"), \
         "a delete or shell button on a read-only dashboard"
+    _screenshots(driver, "read-only")
 
 
 def test_disable_dashboard_serves_no_dashboard(tmp_path):
@@ -761,6 +764,7 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
         _open(driver, "Device models", "devicemodels")
         wait_for(lambda: "status (string, ReadWrite)" in _text(driver, "devicemodels"), 15,
                  what="the DeviceModel's property")
+        _screenshots(driver, "devicemodels")
         here = _origin(srv.url)[1]
         sockets = [url for url in _live_sockets(driver)[opened:] if _origin(url)[1] == here]
         assert len(sockets) == 1, f"one live websocket per tab, saw {sockets}"
@@ -943,11 +947,29 @@ def _replicas(srv: ServerProcess) -> int:
     return srv.kubectl_json("get", "deployment", "web")["spec"]["replicas"]
 
 
+def _workload_pod_page(driver) -> None:
+    """A pod's name on the workload's page opens the pod's page (as in the Pods view), whose
+    Back goes back to the workload's page."""
+    from selenium.webdriver.common.by import By
+    link = driver.find_element(By.CSS_SELECTOR, "#workload-pods button[data-pod]")
+    name = link.get_attribute("data-pod")
+    link.click()
+    wait_for(lambda: _text(driver, "pod-title") == f"Pod default/{name}", 15,
+             what=f"{name}'s page, opened from the Deployment's (it shows "
+                  f"{_css_text(driver, 'main')!r})")
+    wait_for(lambda: "busybox" in _text(driver, "pod-containers"), 15, what="its container")
+    driver.find_element(By.XPATH, "//button[text()='Back to web']").click()
+    wait_for(lambda: _text(driver, "workload-title") == "Deployment default/web", 15,
+             what="the Deployment's page again")
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#workload-pods tbody tr"))
+             == 2, 15, what="its two pods again")
+
+
 def test_overview_events_and_a_workload_scaled_restarted_edited_deleted(srv, admin_token,
                                                                          browser):
     """The overview (landing) counts pods by phase and shows the newest warning; the events
-    view filters by type and object; a Deployment is scaled, restarted (the annotation
-    kubectl rollout restart sets), its YAML checked by a server dry-run (an invalid edit is
+    view filters by type and object; a Deployment is scaled (a pod's name on its page opens
+    the pod's page, and back), restarted (the annotation kubectl rollout restart sets), its YAML checked by a server dry-run (an invalid edit is
     refused, a valid one saved) and deleted, all from the page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -957,6 +979,7 @@ def test_overview_events_and_a_workload_scaled_restarted_edited_deleted(srv, adm
     driver = browser
     try:
         _logged_out(driver, srv)
+        _screenshots(driver, "login")
         _log_in(driver, admin_token)
         wait_for(lambda: _css_text(driver, "#overview-pods [data-count='Pending']"), 15,
                  what="Pending pods counted on the overview")
@@ -994,6 +1017,7 @@ def test_overview_events_and_a_workload_scaled_restarted_edited_deleted(srv, adm
         wait_for(lambda: _replicas(srv) == 2, 15, what="the Deployment scaled to 2")
         wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#workload-pods tbody tr"))
                  == 2, 15, what="its two pods in the page")
+        _workload_pod_page(driver)
         driver.find_element(By.ID, "restart").click()
         wait_for(lambda: "kubectl.kubernetes.io/restartedAt" in (srv.kubectl_json(
             "get", "deployment", "web")["spec"]["template"]["metadata"].get("annotations") or {}),

@@ -171,6 +171,7 @@ def test_edge_page_shows_the_node_and_outlives_the_server(edge, browser):  # noq
     _open(browser, "Devices", "devices")
     wait_for(lambda: _css_text(browser, "td.reported[data-device='thermo']") == "23.5", 15,
              what="the twin's reported value in the edge page")
+    _screenshots(browser, "edge-devices")
     _open(browser, "MQTT", "mqtt")
     wait_for(lambda: "thermo/twin/update" in _text(browser, "mqtt"), 15,
              what="the twin update in the edge page's MQTT tail")

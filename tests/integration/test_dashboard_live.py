@@ -6,6 +6,9 @@ compacting its store every half second down to its last 20 revisions:
   (exec terminals and followed logs are held the same way);
 - a subscription resumed from a resourceVersion the store has compacted meanwhile is
   answered 410, and the tab's relist (a subscription without one) lists what is there now;
+- the page itself (live.js, in a real Chromium): a tab kept offline while pods change and the
+  store compacts past its resume point is answered 410 when it reconnects, subscribes again
+  without a resourceVersion and shows the pods as they are now, with no reload;
 - a burst of 50 creates reaches the tab coalesced: no more flushes than MAX_FLUSHES_PER_SECOND
   per second from the burst's first create to the last message, plus one;
 - in the browser, a list sent in several frames (more events than LIST_CHUNK) is shown whole
@@ -32,7 +35,10 @@ from tests.integration.test_dashboard import (  # noqa: F401 - admin_token, brow
     _login,
     _next,
     _open,
+    _performance_log,
+    _pod,
     _session,
+    _text,
     admin_token,
     browser,
     run,
@@ -75,9 +81,21 @@ def _live(http: aiohttp.ClientSession, srv: ServerProcess, headers: dict[str, st
                            headers={"Cookie": headers["Cookie"], "Origin": srv.url})
 
 
-def _watch(namespace: str, sid: str, rv: str = "") -> dict:
-    return {"op": "watch", "id": sid, "group": "", "resource": "configmaps",
+def _watch(namespace: str, sid: str, rv: str = "", resource: str = "configmaps") -> dict:
+    return {"op": "watch", "id": sid, "group": "", "resource": resource,
             "namespace": namespace, "resourceVersion": rv or None}
+
+
+async def _compacted(ws: aiohttp.ClientWebSocketResponse, watch: dict) -> dict:
+    """Resume `watch` (from its resourceVersion, with changes after it) until the store's
+    compaction has passed that resourceVersion: the answer then, a 410 (run()'s deadline)."""
+    answer = {"type": "events"}
+    while answer["type"] == "events":
+        await ws.send_json(watch)
+        answer = await _next(ws, watch["id"])
+        if answer["type"] == "events":
+            await asyncio.sleep(0.2)  # the store compacts every 0.5 s
+    return answer
 
 
 def test_logout_closes_the_sessions_live_socket_and_streams(srv, admin_token):  # noqa: F811
@@ -117,12 +135,7 @@ def test_a_compacted_resume_is_answered_410_and_the_tab_relists(srv, admin_token
             # while the tab is away: more writes than the store keeps, then its compaction
             await _create(srv, "relist", [f"away-{i}" for i in range(RETAIN + 10)])
             async with _live(http, srv, headers) as ws:
-                answer = {"type": "events"}
-                while answer["type"] == "events":  # until the compaction passes rv
-                    await ws.send_json(_watch("relist", "r", rv))
-                    answer = await _next(ws, "r")
-                    if answer["type"] == "events":
-                        await asyncio.sleep(0.2)  # the store compacts every 0.5 s
+                answer = await _compacted(ws, _watch("relist", "r", rv))
                 assert answer["type"] == "error" and answer["code"] == 410, answer
                 await ws.send_json(_watch("relist", "r"))  # what the page does on a 410
                 relisted = await _next(ws, "r")
@@ -130,6 +143,75 @@ def test_a_compacted_resume_is_answered_410_and_the_tab_relists(srv, admin_token
             assert {row["name"] for row in relisted["rows"]} >= {
                 f"away-{i}" for i in range(RETAIN + 10)}, relisted
     run(check())
+
+
+_OFFLINE = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+
+
+@contextlib.contextmanager
+def _tab_offline(driver):
+    """The browser offline (DevTools' network emulation, which refuses new connections) and
+    the tab's open websocket closed, as a dropped link would: the page keeps reconnecting, and
+    cannot until the block ends."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, **_OFFLINE})
+    try:
+        prototype = driver.execute_cdp_cmd("Runtime.evaluate", {
+            "expression": "WebSocket.prototype"})["result"]["objectId"]
+        sockets = driver.execute_cdp_cmd("Runtime.queryObjects", {
+            "prototypeObjectId": prototype})["objects"]["objectId"]
+        driver.execute_cdp_cmd("Runtime.callFunctionOn", {
+            "objectId": sockets, "functionDeclaration":
+            "function () { this.forEach((ws) => ws.close()); }"})
+        yield
+    finally:
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False,
+                                                                    **_OFFLINE})
+
+
+def _frames(driver, method: str) -> list[dict]:
+    """The live websocket's messages the page sent or received so far (Chrome's log)."""
+    return [json.loads(m["params"]["response"]["payloadData"])
+            for m in _performance_log(driver) if m["method"] == method]
+
+
+def test_the_page_relists_on_410_and_shows_the_pods_now(srv, admin_token, browser):  # noqa: F811
+    srv.kubectl("create", "namespace", "gap")
+    srv.kubectl("apply", "-f", "-", input=_pod("before-gap", "gap"))
+    browser.get(srv.url + "/dashboard/")
+    _log_in(browser, admin_token)
+    _open(browser, "Pods", "pods")
+    wait_for(lambda: "before-gap" in _text(browser, "pods"), 15, what="before-gap in the page")
+    # the store's revision now: the page's resume point is at most this
+    rv = json.loads(srv.kubectl("get", "--raw", "/api/v1/namespaces/gap/pods").stdout)[
+        "metadata"]["resourceVersion"]
+    documents = len([m for m in _performance_log(browser) if m["method"] ==
+                     "Network.requestWillBeSent" and m["params"]["type"] == "Document"])
+    received = len(_frames(browser, "Network.webSocketFrameReceived"))
+
+    async def away() -> None:  # while the tab is offline: the pods change, the store compacts
+        await _create(srv, "gap", [f"away-{i}" for i in range(RETAIN + 10)])
+        async with await _session() as http:
+            headers = await _login(http, srv.url, admin_token)
+            async with _live(http, srv, headers) as ws:
+                answer = await _compacted(ws, _watch("gap", "g", rv, "pods"))
+        assert answer["type"] == "error" and answer["code"] == 410, answer
+
+    with _tab_offline(browser):
+        srv.kubectl("delete", "pod", "-n", "gap", "before-gap", "--wait=false")
+        srv.kubectl("apply", "-f", "-", input=_pod("after-gap", "gap"))
+        run(away())
+    wait_for(lambda: "after-gap" in _text(browser, "pods")
+             and "before-gap" not in _text(browser, "pods"), 20,
+             what=f"the pods as they are now in the page (it shows {_text(browser, 'pods')!r})")
+    gone = [f for f in _frames(browser, "Network.webSocketFrameReceived")[received:]
+            if f.get("type") == "error"]
+    assert gone and all(f["code"] == 410 for f in gone), gone  # its resume point, refused
+    relists = [f for f in _frames(browser, "Network.webSocketFrameSent")
+               if f.get("id") == gone[0]["id"] and f.get("op") == "watch"]
+    assert "resourceVersion" not in relists[-1], relists  # listed again, from now
+    assert documents == len([m for m in _performance_log(browser) if m["method"] ==
+                             "Network.requestWillBeSent" and m["params"]["type"] == "Document"])
 
 
 def test_a_burst_of_creates_is_coalesced_to_four_flushes_a_second(srv, admin_token):  # noqa: F811

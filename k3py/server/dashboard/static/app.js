@@ -66,7 +66,7 @@ class Nodes extends Watched {
 }
 
 // The pods, live; a pod's name opens its page (pod.js, loaded then), kept open (detail: its
-// uid, the App's) while it is in the list.
+// uid, the App's) while it is in the list; a workload's page opens its pods' pages here too.
 class Pods extends Watched {
   spec() { return { group: "", resource: "pods" }; }
   remove(p) {
@@ -301,7 +301,7 @@ const VIEWS = [["overview", "Overview"], ["nodes", "Nodes"], ["metrics", "Metric
 
 class App extends Component {
   state = { session: null, authed: null, view: "overview", pod: null, shell: null, mqtt: null,
-    pick: null, detail: null };
+    pick: null, detail: null, workload: null, back: null };
   componentDidMount() {
     // a link opened in a tab already showing the page changes only the address's fragment
     addEventListener("hashchange", () => this.followLink());
@@ -328,14 +328,20 @@ class App extends Component {
     api("/dashboard/logout", { method: "POST" }).catch(() => {})
       .finally(() => { this.live?.close(); this.setState({ authed: false, session: null }); });
   }
-  render(_, { authed, session, view, pod, shell, mqtt, pick, detail, linkError }) {
+  render(_, { authed, session, view, pod, shell, mqtt, pick, detail, workload, back,
+    linkError }) {
     if (authed === null) return html`<p>Loading…</p>`;
     const unauthorized = () => { this.live?.close(); this.setState({ authed: false }); };
     if (!authed) {
       return html`<${Login} linkError=${linkError} onLogin=${() => this.loadSession()} />`;
     }
     const open = (name, picked = null) => this.setState({ view: name, pod: null, shell: null,
-      mqtt: null, pick: picked, detail: null });
+      mqtt: null, pick: picked, detail: null, workload: null, back: null });
+    // a workload's page opens a pod's page in the Pods view; its Back goes to that workload
+    // (back: {kind, uid, name}, the workload's page Workloads opens again)
+    const onPod = (uid, from) => this.setState({ view: "pods", detail: uid, back: from });
+    const onDetail = (uid) => this.setState(uid ? { detail: uid, back: null }
+      : back ? { view: "workloads", detail: null, back: null, workload: back } : { detail: null });
     const onMetrics = (picked) => open("metrics", picked); // a node's or pod's graphs
     const tab = (name, label) => html`<button aria-current=${view === name ? "page" : null}
       onClick=${() => open(name)}>${label}</button>`;
@@ -361,13 +367,13 @@ class App extends Component {
         load=${() => import("./metrics.js")} name="Metrics" pick=${pick} ...${common} />`;
     } else if (view === "workloads") {
       body = html`<${Lazy} key="workloads" load=${() => import("./workloads.js")}
-        name="Workloads" ...${common} />`;
+        name="Workloads" ...${common} workload=${workload} onPod=${onPod} />`;
     } else {
       const views = { pods: Pods, events: Events, devices: Devices, devicemodels: DeviceModels };
       body = html`<${Namespaced} key=${view} view=${views[view]} ...${common}
         onLogs=${(p) => this.setState({ pod: p })} onShell=${(p) => this.setState({ shell: p })}
-        onMetrics=${onMetrics} detail=${detail}
-        onDetail=${(uid) => this.setState({ detail: uid })} />`;
+        onMetrics=${onMetrics} detail=${detail} onDetail=${onDetail}
+        backLabel=${back ? `Back to ${back.name}` : "Back to pods"} />`;
     }
     return html`<header><h1>k3py</h1><nav>${VIEWS.map(([n, l]) => tab(n, l))}</nav>
       <span class="muted" id="user">${session.user}${session.readOnly

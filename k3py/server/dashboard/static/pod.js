@@ -1,4 +1,4 @@
-// A pod's detail page, opened from its row in the Pods view: phase, node, IPs, its containers
+// A pod's detail page, opened from its row in the Pods view or a workload's page: phase, node, IPs, its containers
 // (image, ready, restarts, state) and conditions, from the pod itself (read again each time
 // its live row changes, so it follows the pod without polling), its events (live), its YAML
 // (details.js: a pod's spec is mostly immutable, so the dry run says what may not change),
@@ -73,7 +73,8 @@ export class PodDetail extends Component {
     api(this.path(), { method: "DELETE" }).then(() => this.props.onBack())
       .catch((e) => this.setState({ error: message(e) }));
   }
-  render({ row, permissions, onBack, onLogs, onShell, onMetrics }, { pod, events, error, mode }) {
+  render({ row, permissions, backLabel, onBack, onLogs, onShell, onMetrics },
+    { pod, events, error, mode }) {
     const can = (verb, resource = "pods") => permissions.can(verb, "", resource, row.namespace);
     const title = `Pod ${row.namespace}/${row.name}`;
     if (mode === "yaml") {
@@ -82,7 +83,7 @@ export class PodDetail extends Component {
     }
     const status = pod?.status || {};
     return html`
-      <div class="toolbar"><button onClick=${onBack}>Back to pods</button>
+      <div class="toolbar"><button onClick=${onBack}>${backLabel}</button>
         <strong id="pod-title">${title}</strong>
         <span class=${row.phase === "Running" ? "ok" : "bad"} id="pod-phase">${row.phase}</span>
       </div>

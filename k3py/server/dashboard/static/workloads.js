@@ -1,5 +1,5 @@
 // Deployments, StatefulSets and DaemonSets: live lists, and a workload's details with its pods
-// and events (live), scale, restart (kubectl rollout restart's annotation), delete, its YAML
+// and events (live; a pod's name opens its page, pod.js, in the Pods view), scale, restart (kubectl rollout restart's annotation), delete, its YAML
 // edited and checked by a server dry-run before it is saved (details.js), and its pods' logs
 // in one stream. Loaded the first time the Workloads view opens.
 import { Component } from "./vendor/preact.mjs";
@@ -21,8 +21,10 @@ function selectorString(labels) {
 
 function rfc3339Now() { return new Date().toISOString().replace(/\.\d+Z$/, "Z"); }
 
+// workload: {kind, uid} of the workload whose page opens first (the one a pod's page was
+// opened from), else the list.
 export class Workloads extends Component {
-  state = { kind: "deployments" };
+  state = { kind: this.props.workload?.kind || "deployments" };
   render(props, { kind }) {
     return html`<div class="toolbar"><label>Kind <select id="workload-kind" value=${kind}
         onChange=${(e) => this.setState({ kind: e.target.value })}>
@@ -33,6 +35,7 @@ export class Workloads extends Component {
 }
 
 class WorkloadList extends Watched {
+  state = { rows: new Map(), error: "", selected: this.props.workload?.uid };
   spec() { return this.props.spec; }
   render(props, { rows, error, selected }) {
     const chosen = selected && rows.get(selected);
@@ -97,7 +100,7 @@ class Workload extends Component {
     this.act(api(this.path(), { method: "DELETE" }), "deleted")
       .then(() => this.props.onBack());
   }
-  render({ spec, row, permissions, onBack, onUnauthorized }, state) {
+  render({ spec, row, permissions, onBack, onPod, onUnauthorized }, state) {
     const { pods, events, error, notice, mode, replicas } = state;
     const can = (verb, resource = spec.resource) =>
       permissions.can(verb, spec.group, resource, row.namespace);
@@ -138,7 +141,9 @@ class Workload extends Component {
       <h3>Pods</h3>
       <div class="table"><table id="workload-pods">
         <thead><tr><th>Name</th><th>Phase</th><th>Node</th><th>Restarts</th><th>Age</th></tr></thead>
-        <tbody>${byName(pods).map((p) => html`<tr key=${p.uid}><td>${p.name}</td>
+        <tbody>${byName(pods).map((p) => html`<tr key=${p.uid}><td><button class="link"
+          data-pod=${p.name} onClick=${() => onPod(p.uid, { kind: spec.resource, uid: row.uid,
+            name: row.name })}>${p.name}</button></td>
           <td>${p.phase}</td><td>${p.node}</td><td>${p.restarts}</td><td>${age(p.created)}</td>
           </tr>`)}</tbody></table></div>
       <${EventList} id="workload-events" events=${mine} />`;
