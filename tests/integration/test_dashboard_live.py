@@ -249,6 +249,8 @@ def test_the_page_shows_a_list_sent_in_frames(srv, admin_token, browser):  # noq
     srv.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                        "items": listed}))
     browser.get(srv.url + "/dashboard/")
+    browser.delete_all_cookies()  # an earlier test's session: this one logs in afresh
+    browser.refresh()
     _log_in(browser, admin_token)
     _open(browser, "Events", "events")
     wanted = {f"ConfigMap/cm-{i:03d}" for i in range(len(listed))}
