@@ -67,10 +67,9 @@ _LATEST = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = ? 
            "ORDER BY id DESC LIMIT 1")
 # A get of now: the current revision and the key's newest row in one statement, which is its
 # own read snapshot, so a point read is one step (and one GIL hand-off) in the reader thread,
-# not five (BEGIN, revision, compact revision, row, COMMIT)
-_GET_NOW = ("SELECT s.seq, k.id, k.deleted, k.create_revision, k.value FROM sqlite_sequence AS s "
-            "LEFT JOIN (SELECT id, deleted, create_revision, value FROM kine WHERE name = ? "
-            "ORDER BY id DESC LIMIT 1) AS k ON 1 WHERE s.name = 'kine'")
+# not five (BEGIN, revision, compact revision, row, COMMIT); no row: get() takes the snapshot
+_GET_NOW = ("SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'kine'), id, deleted, "
+            "create_revision, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1")
 _LATEST_AT = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = ? AND id <= ? "
               "ORDER BY id DESC LIMIT 1")
 _INSERT = ("INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, value) "
@@ -231,17 +230,7 @@ class SQLiteBackend:
 
     async def _read(self, fn: Callable[[apsw.Connection, int, int], T]) -> T:
         """Run fn(conn, current, compact) in a reader thread, inside one read snapshot."""
-        def run(conn: apsw.Connection) -> T:
-            conn.execute("BEGIN")
-            try:
-                row = conn.execute(_SEQ).fetchone()  # the snapshot starts here
-                current = row[0] if row else 0
-                compact = conn.execute(_COMPACT).fetchone()[0]
-                return fn(conn, current, compact)
-            finally:
-                conn.execute("COMMIT")
-
-        return await self._in_reader(run)
+        return await self._in_reader(lambda conn: _in_snapshot(conn, fn))
 
     async def current_revision(self) -> int:
         return self._rev
@@ -250,17 +239,24 @@ class SQLiteBackend:
         return self._compact_rev
 
     async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
-        if revision <= 0:
-            return await self._in_reader(lambda conn: _get_now(conn, key))
-
         def q(conn: apsw.Connection, current: int, compact: int) -> tuple[int, KeyValue | None]:
             check_read_revision(revision, current, compact)
-            row = conn.execute(_LATEST_AT, (key, revision)).fetchone()
+            if revision > 0:
+                row = conn.execute(_LATEST_AT, (key, revision)).fetchone()
+            else:
+                row = conn.execute(_LATEST, (key,)).fetchone()
             if row is None or row[1]:
                 return current, None
             return current, KeyValue(key, row[2], row[0], row[3])
 
-        return await self._read(q)
+        def now(conn: apsw.Connection) -> tuple[int, KeyValue | None]:
+            row = conn.execute(_GET_NOW, (key,)).fetchone()
+            if row is None:
+                return _in_snapshot(conn, q)
+            current, rid, deleted, crev, value = row
+            return current, None if deleted else KeyValue(key, crev, rid, value)
+
+        return await (self._in_reader(now) if revision <= 0 else self._read(q))
 
     async def list(self, prefix: str, start_key: str = "", limit: int = 0,
                    revision: int = 0) -> tuple[int, list[KeyValue]]:
@@ -511,11 +507,16 @@ def _transaction(conn: apsw.Connection) -> Iterator[None]:
         raise
 
 
-def _get_now(conn: apsw.Connection, key: str) -> tuple[int, KeyValue | None]:
-    current, rid, deleted, crev, value = conn.execute(_GET_NOW, (key,)).fetchone()
-    if rid is None or deleted:
-        return current, None
-    return current, KeyValue(key, crev, rid, value)
+def _in_snapshot(conn: apsw.Connection, fn: Callable[[apsw.Connection, int, int], T]) -> T:
+    """fn(conn, current, compact) inside one read transaction of a reader connection."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(_SEQ).fetchone()  # the snapshot starts here
+        current = row[0] if row else 0
+        compact = conn.execute(_COMPACT).fetchone()[0]
+        return fn(conn, current, compact)
+    finally:
+        conn.execute("COMMIT")
 
 
 def _event(rid: int, name: str, created: int, deleted: int, crev: int, value: bytes,
