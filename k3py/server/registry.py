@@ -69,6 +69,31 @@ def _decode_continue(token: str) -> tuple[int, str]:
         raise errors.bad_request(f"invalid continue token: {e or 'malformed'}") from None
 
 
+def _list_start(prefix: str, opts: ListOptions) -> tuple[int, str]:
+    """(revision to read at, 0 = now; first key) of a LIST: its continue token's, else an
+    Exact resourceVersion from the start."""
+    if opts.continue_:
+        revision, start_suffix = _decode_continue(opts.continue_)
+        return revision, prefix + start_suffix
+    if opts.resource_version not in ("", "0") and opts.resource_version_match == "Exact":
+        return _rv_int(opts.resource_version), prefix
+    return 0, prefix
+
+
+def _list_read_error(e: CompactedError | FutureRevisionError, opts: ListOptions,
+                     revision: int) -> errors.StatusError:
+    """The Status for a LIST at a revision the store no longer or not yet holds."""
+    if isinstance(e, FutureRevisionError):
+        return errors.timeout(f"Too large resource version: {e.revision}, "
+                              f"current resource version: {e.current}")
+    if opts.continue_:
+        return errors.StatusError(
+            410, "Expired",
+            "The provided continue parameter is too old to display a consistent list "
+            "result. You can start a new list without the continue parameter.")
+    return errors.expired(f"too old resource version: {revision}")
+
+
 def _rv_int(rv: str, what: str = "resourceVersion") -> int:
     try:
         n = int(rv)
@@ -192,13 +217,24 @@ class Registry:
 
     async def list_raw(self, res: Resource, namespace: str | None,
                        opts: ListOptions = ListOptions()) -> bytes | None:
-        """The JSON body of an unfiltered, unpaged list built from the stored bytes without
-        decoding them; None when the request needs the general path."""
-        if res.crd or opts.label_selector or opts.field_selector or opts.limit or \
-                opts.continue_ or opts.resource_version_match == "Exact":
+        """The JSON body of an unfiltered list (a page of one too: kubectl's limit=500) built
+        from the stored bytes without decoding them; None when the request needs the general
+        path (a selector, a custom resource, an object stored in another version)."""
+        if res.crd or opts.label_selector or opts.field_selector:
             return None
         prefix = self.resources.storage_prefix(res, namespace or None)
-        rev, kvs = await self.backend.list(prefix)
+        revision, start = _list_start(prefix, opts)
+        limit = min(max(0, opts.limit), MAX_LIST_LIMIT)
+        try:
+            rev, kvs = await self.backend.list(prefix, start_key=start,
+                                               limit=limit + 1 if limit else 0,
+                                               revision=revision)
+        except (CompactedError, FutureRevisionError) as e:
+            raise _list_read_error(e, opts, revision) from None
+        revision = revision or rev
+        next_key = ""
+        if limit and len(kvs) > limit:
+            next_key, kvs = kvs[limit].key, kvs[:limit]
         head = self._head(res)
         parts = []
         for kv in kvs:
@@ -206,8 +242,12 @@ class Registry:
             if spliced is None:
                 return None
             parts.append(spliced)
-        return b'{"kind":"%s","apiVersion":"%s","metadata":{"resourceVersion":"%d"},"items":[' % (
-            res.list_kind.encode(), res.api_version.encode(), rev) + b",".join(parts) + b"]}"
+        meta = b'"resourceVersion":"%d"' % revision
+        if next_key:
+            meta += b',"continue":"%s"' % _encode_continue(revision,
+                                                           next_key[len(prefix):]).encode()
+        return b'{"kind":"%s","apiVersion":"%s","metadata":{%s},"items":[' % (
+            res.list_kind.encode(), res.api_version.encode(), meta) + b",".join(parts) + b"]}"
 
     # ---------------------------------------------------------------- reads
 
@@ -241,13 +281,7 @@ class Registry:
         prefix = self.resources.storage_prefix(res, namespace or None)
         label_sel = admission.label_selector(opts.label_selector)
         field_sel = admission.field_selector(opts.field_selector, res)
-        revision = 0
-        start = prefix
-        if opts.continue_:
-            revision, start_suffix = _decode_continue(opts.continue_)
-            start = prefix + start_suffix
-        elif opts.resource_version not in ("", "0") and opts.resource_version_match == "Exact":
-            revision = _rv_int(opts.resource_version)
+        revision, start = _list_start(prefix, opts)
         limit = min(max(0, opts.limit), MAX_LIST_LIMIT)  # more than any store holds
         items: list[dict] = []
         next_key = ""
@@ -277,16 +311,8 @@ class Registry:
                 if next_key or not more:
                     break
                 start = kvs[-1].key + "\x00"
-        except CompactedError:
-            if opts.continue_:
-                raise errors.StatusError(
-                    410, "Expired",
-                    "The provided continue parameter is too old to display a consistent list "
-                    "result. You can start a new list without the continue parameter.") from None
-            raise errors.expired(f"too old resource version: {revision}") from None
-        except FutureRevisionError as e:
-            raise errors.timeout(f"Too large resource version: {e.revision}, "
-                                 f"current resource version: {e.current}") from None
+        except (CompactedError, FutureRevisionError) as e:
+            raise _list_read_error(e, opts, revision) from None
         meta: dict[str, Any] = {"resourceVersion": str(revision)}
         if next_key:
             meta["continue"] = _encode_continue(revision, next_key[len(prefix):])

@@ -5,10 +5,11 @@ Built by cloudhub and edgehub; every message has an id, ACKs and responses name 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from k3py.api.objects import new_id
 
 __all__ = [
     "Header", "Route", "Message", "new_message", "ack_for", "needs_ack",
@@ -103,7 +104,7 @@ def new_message(*, source: str, group: str, operation: str, resource: str = "",
                 content: Any = None, parent_id: str = "", resource_version: str = "",
                 sync: bool = False, destination: str = "", key: str = "",
                 msg_id: str = "") -> Message:
-    header = Header(id=msg_id or uuid.uuid4().hex, parent_id=parent_id,
+    header = Header(id=msg_id or new_id(), parent_id=parent_id,
                     timestamp=int(time.time() * 1000), resource_version=resource_version,
                     sync=sync)
     route = Route(source=source, destination=destination, group=group, operation=operation,

@@ -65,6 +65,11 @@ _SEQ = "SELECT seq FROM sqlite_sequence WHERE name = 'kine'"
 _COMPACT = "SELECT value FROM kine_meta WHERE key = 'compact_revision'"
 _LATEST = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = ? "
            "ORDER BY id DESC LIMIT 1")
+# A get of now: the current revision and the key's newest row in one statement, which is its
+# own read snapshot, so a point read is one step (and one GIL hand-off) in the reader thread,
+# not five (BEGIN, revision, compact revision, row, COMMIT); no row: get() takes the snapshot
+_GET_NOW = ("SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'kine'), id, deleted, "
+            "create_revision, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1")
 _LATEST_AT = ("SELECT id, deleted, create_revision, value FROM kine WHERE name = ? AND id <= ? "
               "ORDER BY id DESC LIMIT 1")
 _INSERT = ("INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, value) "
@@ -216,23 +221,16 @@ class SQLiteBackend:
                 self._rconns.append(conn)
         return conn
 
-    async def _read(self, fn: Callable[[apsw.Connection, int, int], T]) -> T:
-        """Run fn(conn, current, compact) in a reader thread, inside one read snapshot."""
+    async def _in_reader(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run fn(conn) in a reader thread."""
         if self._closed or self._readers is None:
             raise StoreError("store is closed")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, lambda: fn(self._reader()))
 
-        def run() -> T:
-            conn = self._reader()
-            conn.execute("BEGIN")
-            try:
-                row = conn.execute(_SEQ).fetchone()  # the snapshot starts here
-                current = row[0] if row else 0
-                compact = conn.execute(_COMPACT).fetchone()[0]
-                return fn(conn, current, compact)
-            finally:
-                conn.execute("COMMIT")
-
-        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+    async def _read(self, fn: Callable[[apsw.Connection, int, int], T]) -> T:
+        """Run fn(conn, current, compact) in a reader thread, inside one read snapshot."""
+        return await self._in_reader(lambda conn: _in_snapshot(conn, fn))
 
     async def current_revision(self) -> int:
         return self._rev
@@ -251,7 +249,14 @@ class SQLiteBackend:
                 return current, None
             return current, KeyValue(key, row[2], row[0], row[3])
 
-        return await self._read(q)
+        def now(conn: apsw.Connection) -> tuple[int, KeyValue | None]:
+            row = conn.execute(_GET_NOW, (key,)).fetchone()
+            if row is None:
+                return _in_snapshot(conn, q)
+            current, rid, deleted, crev, value = row
+            return current, None if deleted else KeyValue(key, crev, rid, value)
+
+        return await (self._in_reader(now) if revision <= 0 else self._read(q))
 
     async def list(self, prefix: str, start_key: str = "", limit: int = 0,
                    revision: int = 0) -> tuple[int, list[KeyValue]]:
@@ -500,6 +505,18 @@ def _transaction(conn: apsw.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _in_snapshot(conn: apsw.Connection, fn: Callable[[apsw.Connection, int, int], T]) -> T:
+    """fn(conn, current, compact) inside one read transaction of a reader connection."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(_SEQ).fetchone()  # the snapshot starts here
+        current = row[0] if row else 0
+        compact = conn.execute(_COMPACT).fetchone()[0]
+        return fn(conn, current, compact)
+    finally:
+        conn.execute("COMMIT")
 
 
 def _event(rid: int, name: str, created: int, deleted: int, crev: int, value: bytes,
