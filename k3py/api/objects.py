@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import threading
 import time
 from typing import Any
 
@@ -72,20 +73,22 @@ def parse_time(value: str | None) -> _dt.datetime | None:
 _ID_BLOCK = 256 * 16
 _id_bytes = memoryview(b"")
 _id_pos = 0
+_id_lock = threading.Lock()  # two threads must never take the same 16 bytes
 
 
 def _random16() -> bytes:
     global _id_bytes, _id_pos
-    pos = _id_pos
-    if pos + 16 > len(_id_bytes):
-        _id_bytes, pos = memoryview(os.urandom(_ID_BLOCK)), 0
-    _id_pos = pos + 16
-    return bytes(_id_bytes[pos:pos + 16])
+    with _id_lock:
+        pos = _id_pos
+        if pos + 16 > len(_id_bytes):
+            _id_bytes, pos = memoryview(os.urandom(_ID_BLOCK)), 0
+        _id_pos = pos + 16
+        return bytes(_id_bytes[pos:pos + 16])
 
 
 def _forget_id_bytes() -> None:
-    global _id_bytes, _id_pos
-    _id_bytes, _id_pos = memoryview(b""), 0
+    global _id_bytes, _id_pos, _id_lock
+    _id_bytes, _id_pos, _id_lock = memoryview(b""), 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_id_bytes)  # a child never repeats its parent's ids
