@@ -156,3 +156,20 @@ def test_nodes_sparklines_and_metrics_graphs_stream_without_polling(srv, admin_t
     urls = _requested_urls(browser)
     assert all(u.startswith(srv.url + "/") for u in urls), \
         f"requests left the server's origin: {[u for u in urls if not u.startswith(srv.url)]}"
+    _follows_the_systems_colour_scheme(browser)
+
+
+def _follows_the_systems_colour_scheme(driver) -> None:
+    """Dark mode follows the system (prefers-color-scheme), emulated through Chrome's
+    DevTools protocol: the page's background turns to the dark theme's and back."""
+    def background() -> str:
+        return driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert background() == "rgb(255, 255, 255)"
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [
+        {"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        wait_for(lambda: background() == "rgb(13, 17, 23)", 5,
+                 what=f"the dark theme's background (it is {background()})")
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    wait_for(lambda: background() == "rgb(255, 255, 255)", 5, what="the light theme again")
