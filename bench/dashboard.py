@@ -12,10 +12,11 @@ the requests an idle tab makes (the first --idle-seconds of the heap run); the t
 (after a garbage collection) every 30 s over --heap-minutes of updates (the Devices view with a
 plot open).
 
-RSS phase: three servers (--disable-agent), seeded alike with the pods and the Devices, each
-Device's twin reported --twin-points times: `dash` next to `nodash` (--disable dashboard), both
-without a tab, gives the RSS the dashboard adds; then --tabs tabs on `dash` (overview, then all
-pods) next to as many `kubectl get pods -A -w` on `watches`.
+RSS phase: three servers (--disable-agent), seeded alike with --tab-pods pods (1,000, the
+target's) and the Devices, each Device's twin reported --twin-points times: `dash` next to
+`nodash` (--disable dashboard), both without a tab, gives the RSS the dashboard adds; then
+--tabs tabs on `dash` (overview, then all pods) next to as many `kubectl get pods -A -w` on
+`watches`.
 
 Run (a quiet machine; it takes the real agent's DNS address, so under the integration lock):
   flock /tmp/k3py-integration.lock python3 bench/dashboard.py [--heap-minutes 30]
@@ -486,7 +487,9 @@ def watches_rss(srv: ServerProcess, watches: int) -> float:
 
 def rss_phase(args: argparse.Namespace, tmp: Path, started: dict) -> None:
     # each measurement on servers of its own, seeded alike, so that none reuses memory another
-    # freed; `dash` and `nodash` are measured side by side
+    # freed; `dash` and `nodash` are measured side by side; their pods: --tab-pods
+    args = argparse.Namespace(**{**vars(args), "pods": args.tab_pods})
+    print(f"RSS phase: {args.pods} pods, {args.devices} devices, {args.tabs} tabs")
     dash, token = seeded_server(tmp, "dash", args)
     started["servers"].append(dash)
     nodash, _ = seeded_server(tmp, "nodash", args, ("--disable", "dashboard"))
@@ -567,6 +570,9 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=500)
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--tabs", type=int, default=10)
+    ap.add_argument("--tab-pods", type=int, default=1000,
+                    help="pods on the RSS phase's servers (1000: the target's '10 tabs on "
+                         "1,000 pods')")
     ap.add_argument("--writes", type=int, default=50, help="pods created for write-to-page (50)")
     ap.add_argument("--plot-seconds", type=float, default=40.0,
                     help="readings timed to the plot over this long (40)")
@@ -578,6 +584,7 @@ def main() -> int:
     args = ap.parse_args()
     args.nodes = max(1, min(args.nodes, 200))
     args.pods = max(1, min(args.pods, 5000))
+    args.tab_pods = max(1, min(args.tab_pods, 5000))
     args.devices = max(PLOTTED + 1, min(args.devices, 500))
     args.tabs = max(1, min(args.tabs, 20))
     args.writes = max(1, min(args.writes, 500))
