@@ -82,25 +82,67 @@ def _event(obj: dict) -> Row:
                      or obj.get("eventTime") or md.get("creationTimestamp", ""))}
 
 
-def _workload(obj: dict, desired: int, ready: int, up_to_date: int) -> Row:
+def _images(template: dict) -> list[str]:
+    return [c.get("image", "") for c in ((template or {}).get("spec") or {}).get("containers") or []]
+
+
+def _owner(obj: dict) -> str:
+    """The name of the object's controller (a ReplicaSet's Deployment, a Job's CronJob)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((r.get("name", "") for r in refs if r.get("controller")), "")
+
+
+def _workload(obj: dict, desired: int, ready: int) -> Row:
     spec = obj.get("spec") or {}
-    pod_spec = (spec.get("template") or {}).get("spec") or {}
-    return {**_base(obj), "desired": desired, "ready": ready, "upToDate": up_to_date,
-            "images": [c.get("image", "") for c in pod_spec.get("containers") or []],
+    return {**_base(obj), "desired": desired, "ready": ready,
+            "images": _images(spec.get("template")),
             "selector": (spec.get("selector") or {}).get("matchLabels") or {}}
 
 
 def _replicated(obj: dict) -> Row:
     """A Deployment or StatefulSet."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    return _workload(obj, spec.get("replicas", 1), status.get("readyReplicas", 0),
-                     status.get("updatedReplicas", 0))
+    return {**_workload(obj, spec.get("replicas", 1), status.get("readyReplicas", 0)),
+            "upToDate": status.get("updatedReplicas", 0)}
 
 
 def _daemonset(obj: dict) -> Row:
     status = obj.get("status") or {}
-    return _workload(obj, status.get("desiredNumberScheduled", 0),
-                     status.get("numberReady", 0), status.get("updatedNumberScheduled", 0))
+    return {**_workload(obj, status.get("desiredNumberScheduled", 0), status.get("numberReady", 0)),
+            "upToDate": status.get("updatedNumberScheduled", 0)}
+
+
+def _replicaset(obj: dict) -> Row:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return {**_workload(obj, spec.get("replicas", 1), status.get("readyReplicas", 0)),
+            "current": status.get("replicas", 0), "owner": _owner(obj)}
+
+
+def _job_status(obj: dict) -> str:
+    """Complete or Failed once a condition of that type is True, Suspended, else Running."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return c["type"]
+    return "Suspended" if (obj.get("spec") or {}).get("suspend") else "Running"
+
+
+def _job(obj: dict) -> Row:
+    """A Job: succeeded of completions (1 when unset, as kubectl shows it), active pods, its
+    status, start and completion times (the page shows the duration) and its CronJob."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    completions = spec.get("completions")
+    return {**_workload(obj, 1 if completions is None else completions, status.get("succeeded", 0)),
+            "active": status.get("active", 0), "failed": status.get("failed", 0),
+            "status": _job_status(obj), "start": status.get("startTime", ""),
+            "end": status.get("completionTime", ""), "owner": _owner(obj)}
+
+
+def _cronjob(obj: dict) -> Row:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return {**_base(obj), "schedule": spec.get("schedule", ""), "suspend": bool(spec.get("suspend")),
+            "active": len(status.get("active") or []),
+            "lastSchedule": status.get("lastScheduleTime", ""),
+            "images": _images(((spec.get("jobTemplate") or {}).get("spec") or {}).get("template"))}
 
 
 _PROJECTIONS: dict[tuple[str, str], Callable[[dict], Row]] = {
@@ -110,6 +152,9 @@ _PROJECTIONS: dict[tuple[str, str], Callable[[dict], Row]] = {
     ("apps", "deployments"): _replicated,
     ("apps", "statefulsets"): _replicated,
     ("apps", "daemonsets"): _daemonset,
+    ("apps", "replicasets"): _replicaset,
+    ("batch", "jobs"): _job,
+    ("batch", "cronjobs"): _cronjob,
     ("devices.kubeedge.io", "devices"): _device,
     ("devices.kubeedge.io", "devicemodels"): _device_model,
 }

@@ -737,6 +737,7 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-delete='seen-live']"), 15,
                  what="a delete button for the admin (SelfSubjectRulesReview)")
         _pod_detail(driver, srv)
+        _job_detail(driver, srv)
 
         _open(driver, "Devices", "devices")
         reported = "td.reported[data-device='counter']"
@@ -778,6 +779,31 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
     finally:
         srv.kubectl("delete", "pod", "seen-live", "--wait=false", check=False)
         srv.kubectl("delete", "event", "seen-live.dashboard-test", check=False)
+        srv.kubectl("delete", "job", "seen-job", "--wait=false", check=False)
+        srv.kubectl("delete", "pods", "-l", "job-name=seen-job", "--force", "--grace-period=0",
+                    check=False)
+
+
+def _job_detail(driver, srv: ServerProcess) -> None:
+    """A Job created with kubectl, in the Workloads view's Jobs with its status; its page has
+    its pod (by the Job's selector), which opens the pod's page, and no scale or restart."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    srv.kubectl("create", "job", "seen-job", "--image=busybox", "--", "true")
+    _open(driver, "Workloads", "workloads")
+    Select(driver.find_element(By.ID, "workload-kind")).select_by_value("jobs")
+    wait_for(lambda: "seen-job" in _text(driver, "workloads")
+             and "Running" in _text(driver, "workloads"), 15,
+             what=f"the Job Running in the Jobs list (it shows {_text(driver, 'workloads')!r})")
+    driver.find_element(By.CSS_SELECTOR, "[data-workload='seen-job']").click()
+    pod = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR,
+                                                "#workload-pods [data-pod^='seen-job-']"), 15,
+                   what="the Job's pod on its page")
+    assert _text(driver, "workload-title") == "Job default/seen-job"
+    assert not driver.find_elements(By.CSS_SELECTOR, "#scale, #restart"), "scale or restart a Job"
+    pod[0].click()
+    wait_for(lambda: "busybox" in _text(driver, "pod-containers"), 15,
+             what="the Job's pod's page, opened from the Job's page")
 
 
 def _pod_detail(driver, srv: ServerProcess) -> None:

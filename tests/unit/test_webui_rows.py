@@ -1,6 +1,7 @@
 """The dashboard's slim rows: each view's few fields from a whole object (a pod's phase,
 node, restarts and containers; a node's readiness; a Device's twins with desired and reported;
-a DeviceModel's properties), and name/namespace/uid/age for any other resource."""
+a DeviceModel's properties; a workload's counts: a Job's completions and status, a
+CronJob's schedule), and name/namespace/uid/age for any other resource."""
 
 from __future__ import annotations
 
@@ -89,3 +90,38 @@ def test_workload_rows_count_desired_ready_and_carry_the_selector():
                  "status": {"desiredNumberScheduled": 2, "numberReady": 1}}
     row = project("apps", "daemonsets", daemonset)
     assert (row["desired"], row["ready"], row["upToDate"]) == (2, 1, 0)
+
+
+def test_a_replicaset_row_has_desired_current_ready_and_its_deployment():
+    rs = {"metadata": {**_MD, "ownerReferences": [
+              {"kind": "Deployment", "name": "web", "controller": True}]},
+          "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "w"}}},
+          "status": {"replicas": 2, "readyReplicas": 1}}
+    row = project("apps", "replicasets", rs)
+    assert (row["desired"], row["current"], row["ready"], row["owner"]) == (3, 2, 1, "web")
+
+
+def test_a_job_row_counts_completions_and_says_its_status():
+    job = {"metadata": _MD, "spec": {"completions": 3, "selector": {"matchLabels": {
+               "batch.kubernetes.io/controller-uid": "u1"}}},
+           "status": {"succeeded": 1, "active": 2, "startTime": "2026-01-01T00:00:00Z"}}
+    row = project("batch", "jobs", job)
+    assert (row["desired"], row["ready"], row["active"], row["status"], row["end"]) == (
+        3, 1, 2, "Running", "")
+    assert row["selector"] == {"batch.kubernetes.io/controller-uid": "u1"}
+    del job["spec"]["completions"]
+    job["status"]["conditions"] = [{"type": "Failed", "status": "False"},
+                                   {"type": "Complete", "status": "True"}]
+    row = project("batch", "jobs", job)
+    assert (row["desired"], row["status"]) == (1, "Complete")
+    assert project("batch", "jobs", {"metadata": _MD, "spec": {"suspend": True}})["status"] == \
+        "Suspended"
+
+
+def test_a_cronjob_row_has_schedule_suspend_active_and_last_schedule():
+    cron = {"metadata": _MD, "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {
+                "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}},
+            "status": {"active": [{"name": "a-1"}], "lastScheduleTime": "2026-01-01T00:05:00Z"}}
+    row = project("batch", "cronjobs", cron)
+    assert (row["schedule"], row["suspend"], row["active"], row["lastSchedule"], row["images"]) == (
+        "*/5 * * * *", False, 1, "2026-01-01T00:05:00Z", ["busybox"])

@@ -19,9 +19,12 @@ export async function request(path, options = {}) {
   }
   return response;
 }
-export function age(timestamp) {
-  if (!timestamp) return "";
-  const s = Math.max(0, Math.floor((Date.now() - Date.parse(timestamp)) / 1000));
+export function age(timestamp) { return timestamp ? duration(timestamp) : ""; }
+
+// From one timestamp to another (to now when `end` is empty), e.g. "90s", "5m", "3h", "2d".
+export function duration(start, end) {
+  const to = end ? Date.parse(end) : Date.now();
+  const s = Math.max(0, Math.floor((to - Date.parse(start)) / 1000));
   if (s < 120) return `${s}s`;
   if (s < 7200) return `${Math.floor(s / 60)}m`;
   if (s < 172800) return `${Math.floor(s / 3600)}h`;

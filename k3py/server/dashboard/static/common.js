@@ -6,7 +6,7 @@
 import { Component } from "./vendor/preact.mjs";
 import { html, message, request, Unauthorized } from "./ui.js";
 
-export { age, byName, html, message, Unauthorized } from "./ui.js";
+export { age, byName, duration, html, message, Unauthorized } from "./ui.js";
 
 const MARKER = { "X-K3py-Dashboard": "1" };
 
