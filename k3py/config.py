@@ -174,7 +174,7 @@ class ServerConfig(NodeConfig):
     max_mutating_requests_inflight: int = 200  # mutating requests at once
     request_timeout: float = 60.0  # seconds before a non-long-running request gets 504
     audit_log_path: str = ""  # "" = no audit log (apiserver/audit.py)
-    audit_policy_file: str = ""  # "" = every request at Metadata level
+    audit_policy_file: str = ""  # "" = AuditPolicy.default (Metadata, the peers' reports quiet)
     audit_log_maxsize: int = 100  # MB before the log rotates (0 = never)
     audit_log_maxbackup: int = 10  # rotated files kept
     # "" = namespaces without pod-security labels are privileged (server/podsecurity.py)

@@ -405,7 +405,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("audit-log-path", str, "(security) Write an audit log (audit.k8s.io/v1 Events, one "
          "JSON line each) to this file", (SERVER,)),
     Flag("audit-policy-file", str, "(security) Audit Policy (audit.k8s.io/v1) choosing what is "
-         "logged at which level", (SERVER,), default_help="every request at Metadata level"),
+         "logged at which level (health checks never are)", (SERVER,),
+         default_help="Metadata for every request but the servers' node-report POSTs to each "
+                      "other; no RequestReceived stage"),
     Flag("audit-log-maxsize", int, "(security) Size in MB at which the audit log rotates "
          "(0: never)", (SERVER,)),
     Flag("audit-log-maxbackup", int, "(security) Rotated audit logs kept", (SERVER,)),

@@ -25,7 +25,7 @@ from k3py.pki import Pki, client_ssl_context
 from k3py.server import admission, crds, dashboard, metrics
 from k3py.server.addons.manifests import ManifestDeployer
 from k3py.server.apiserver.app import ApiServer
-from k3py.server.apiserver.auth import AuthorizerChain, User
+from k3py.server.apiserver.auth import Authenticator, AuthorizerChain, User
 from k3py.server.controllers import ingress, localpath, service, servicelb
 from k3py.server.controllers.apiendpoints import APIServerEndpoints
 from k3py.server.controllers.base import (
@@ -203,12 +203,11 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     streams.install(api, hub, peers)
     shared = None
     if peers is not None:  # every server sees every node's usage, MQTT and tunnel figures
-        shared = PeerReports(peers, api.authenticator, usage, hub.mqtt,
-                             hub.peer_tunnels)
+        shared = PeerReports(peers, usage, hub.mqtt, hub.peer_tunnels)
         hub.report_listeners.add(shared.share)
         app.router.add_post(PEER_REPORTS_PATH, shared.receive)
         # a node's MQTT tail for another server's dashboard, whether or not this one has it
-        app.router.add_get(PEER_MQTT_TAIL_PATH, PeerTails(hub, peers, api.authenticator).serve)
+        app.router.add_get(PEER_MQTT_TAIL_PATH, PeerTails(hub, peers).serve)
     if dashboard.ADDON not in config.disable:
         dashboard.install(app, api, hub, config.dashboard_read_only, usage, peers)
 
@@ -227,14 +226,15 @@ def install_routes(app: web.Application, api: ApiServer, registry: Registry, con
     app.on_cleanup.append(stop_hub)
 
 
-def peer_relay(registry: Registry, config, bundle: Pki, advertise: str) -> PeerRelay | None:
+def peer_relay(registry: Registry, config, bundle: Pki, advertise: str,
+               authenticator: Authenticator) -> PeerRelay | None:
     """On a shared datastore: the relay of streams to the other servers, which trusts only
     the cluster's server CA and shows them a client certificate of the cluster's client CA."""
     if not config.datastore_endpoint:
         return None
     cert, key = bundle.issue_client_cert(PEER_USER, PEER_GROUPS)
     return PeerRelay(registry, client_ssl_context(bundle.ca_cert_pem, cert, key), advertise,
-                     config.https_listen_port)
+                     config.https_listen_port, authenticator)
 
 
 # --kube-controller-manager-arg name -> the ctx.extra key its controller reads

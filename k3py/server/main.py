@@ -204,7 +204,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         app.on_cleanup.append(close_audit)
     usage = bootstrap.install_metrics(api, informers, config)
     bootstrap.install_routes(app, api, registry, config, informers, issuer, usage,
-                             bootstrap.peer_relay(registry, config, bundle, advertise))
+                             bootstrap.peer_relay(registry, config, bundle, advertise,
+                                                  api.authenticator))
     secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

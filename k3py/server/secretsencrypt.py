@@ -13,7 +13,7 @@ import asyncio
 from aiohttp import web
 
 from k3py.api import errors
-from k3py.server.apiserver.auth import REQUEST_USER, Authenticator
+from k3py.server.apiserver.auth import Authenticator
 from k3py.server.store.encryption import EncryptingBackend, EncryptionError
 
 __all__ = ["install", "ENCRYPT_PATH"]
@@ -26,10 +26,7 @@ def install(app: web.Application, authenticator: Authenticator,
     lock = asyncio.Lock()
 
     def admin(request: web.Request) -> None:
-        user = authenticator.authenticate(request)
-        if user is None:
-            raise errors.unauthorized()
-        REQUEST_USER.set(user)  # the audit log's user
+        user = authenticator.require(request)
         if not user.is_admin:
             raise errors.forbidden(f'User "{user.name}" cannot manage secrets encryption')
 

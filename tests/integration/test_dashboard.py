@@ -21,8 +21,10 @@ and its page shows the read-only badge and no write button. Every browser (this 
 fixture, which the other dashboard modules use too) is checked at its end for any request
 to another origin than its page's.
 
-A pod's page, opened from its row (or from a workload's page, whose Back goes back there),
-shows its container, its event and its YAML (a dry run refuses an edit of an immutable
+A Job's, a ReplicaSet's and a CronJob's rows in the Workloads view (the CronJob's schedule,
+suspended from its page); a Job's and a ReplicaSet's pages list their pods. A pod's page,
+opened from its row (or from a workload's page, whose Back goes back there), shows its
+container, its event and its YAML (a dry run refuses an edit of an immutable
 field); a device shows its state and the twin's delta (desired not yet reported); the
 overview counts a node online while its tunnel is connected.
 
@@ -738,6 +740,8 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
                  what="a delete button for the admin (SelfSubjectRulesReview)")
         _pod_detail(driver, srv)
         _job_detail(driver, srv)
+        _replicaset_detail(driver, srv)
+        _cronjob_suspended(driver, srv)
 
         _open(driver, "Devices", "devices")
         reported = "td.reported[data-device='counter']"
@@ -782,6 +786,66 @@ def test_browser_sees_nodes_pods_devices_live_on_one_socket(srv, admin_token, br
         srv.kubectl("delete", "job", "seen-job", "--wait=false", check=False)
         srv.kubectl("delete", "pods", "-l", "job-name=seen-job", "--force", "--grace-period=0",
                     check=False)
+        srv.kubectl("delete", "deployment", "seen-deploy", "--wait=false", check=False)
+        srv.kubectl("delete", "cronjob", "seen-cron", "--wait=false", check=False)
+
+
+def _workload_row(driver, prefix: str) -> list[str]:
+    """The cells of the Workloads list's row whose name starts with `prefix`."""
+    from selenium.webdriver.common.by import By
+    return [td.text for td in driver.find_elements(
+        By.XPATH, f"//table[@id='workloads']//tr[.//button[starts-with(@data-workload, "
+                  f"'{prefix}')]]/td")]
+
+
+def _replicaset_detail(driver, srv: ServerProcess) -> None:
+    """A Deployment's ReplicaSet in the Workloads view's ReplicaSets with its desired and
+    current replicas and its Deployment; its page has its two pods, which open the pod's
+    page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    srv.kubectl("create", "deployment", "seen-deploy", "--image=busybox", "--replicas=2")
+    _open(driver, "Workloads", "workloads")
+    Select(driver.find_element(By.ID, "workload-kind")).select_by_value("replicasets")
+    # Namespace, Name, Desired, Current, Ready, Deployment, Images (no agent: none ready)
+    wait_for(lambda: _workload_row(driver, "seen-deploy-")[2:7] ==
+             ["2", "2", "0/2", "seen-deploy", "busybox"], 15,
+             what=f"the ReplicaSet with 2 desired and current replicas (it shows "
+                  f"{_workload_row(driver, 'seen-deploy-')!r})")
+    driver.find_element(By.CSS_SELECTOR, "[data-workload^='seen-deploy-']").click()
+    pods = wait_for(lambda: len(found := driver.find_elements(
+        By.CSS_SELECTOR, "#workload-pods [data-pod^='seen-deploy-']")) == 2 and found, 15,
+        what="the ReplicaSet's two pods on its page")
+    assert _text(driver, "workload-title").startswith("ReplicaSet default/seen-deploy-")
+    pods[0].click()
+    wait_for(lambda: "busybox" in _text(driver, "pod-containers"), 15,
+             what="the ReplicaSet's pod's page, opened from the ReplicaSet's page")
+
+
+def _cronjob_suspended(driver, srv: ServerProcess) -> None:
+    """A CronJob in the Workloads view's CronJobs with its schedule, suspended from its page
+    (its summary and the list say so)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    srv.kubectl("create", "cronjob", "seen-cron", "--image=busybox", "--schedule=*/1 * * * *",
+                "--", "true")
+    _open(driver, "Workloads", "workloads")
+    Select(driver.find_element(By.ID, "workload-kind")).select_by_value("cronjobs")
+    # Namespace, Name, Schedule, Suspend
+    wait_for(lambda: _workload_row(driver, "seen-cron")[2:4] == ["*/1 * * * *", "no"], 15,
+             what=f"the CronJob with its schedule (it shows {_workload_row(driver, 'seen-cron')!r})")
+    driver.find_element(By.CSS_SELECTOR, "[data-workload='seen-cron']").click()
+    wait_for(lambda: _text(driver, "workload-ready") == "*/1 * * * *", 15,
+             what="the CronJob's schedule on its page")
+    assert _text(driver, "workload-title") == "CronJob default/seen-cron"
+    driver.find_element(By.ID, "suspend").click()
+    wait_for(lambda: srv.kubectl_json("get", "cronjob", "seen-cron")["spec"].get("suspend"), 15,
+             what="the CronJob suspended from its page")
+    wait_for(lambda: _text(driver, "workload-ready") == "*/1 * * * *, suspended", 15,
+             what="its page saying it is suspended")
+    driver.find_element(By.XPATH, "//button[text()='Back']").click()
+    wait_for(lambda: _workload_row(driver, "seen-cron")[3:4] == ["yes"], 15,
+             what="the list saying it is suspended")
 
 
 def _job_detail(driver, srv: ServerProcess) -> None:

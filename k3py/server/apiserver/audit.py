@@ -6,8 +6,10 @@ nonResourceURLs; levels None, Metadata, Request, RequestResponse; omitStages), r
 `--audit-log-path` turns it on; without `--audit-policy-file` every request is logged at
 Metadata level (no bodies, so no secret values in the log), but for the servers' own frequent
 calls given as `quiet` (level None, as upstream's example policies skip the system's polling),
-and the RequestReceived stage is omitted. Request and RequestResponse add the request and response bodies when they are JSON.
-Health checks are never logged."""
+and the RequestReceived stage is omitted. Request adds the request body (as the handler
+decoded it: JSON, YAML or protobuf), RequestResponse also the response body when it is JSON.
+A request is logged when its response is complete: a watch, a stream or a websocket when it
+ends (no ResponseStarted stage). Health checks are never logged, whatever the policy."""
 
 from __future__ import annotations
 

@@ -58,6 +58,13 @@ def _subject_from_peercert(cert: dict) -> User | None:
     return User(cn, tuple(orgs) + ("system:authenticated",))
 
 
+# The user of the API request being served (None for the server's own writes), for the
+# checks that run deep in a write, as upstream reads it from the request context: RBAC's
+# escalation check, and the audit log. The ApiServer sets it once a request is authenticated,
+# as Authenticator.require does for the routes that authenticate themselves.
+REQUEST_USER: ContextVar[User | None] = ContextVar("k3py_request_user", default=None)
+
+
 class Authenticator:
     """Maps a request to a User. Token authenticators are pluggable (node and SA tokens);
     `cookie_authenticator` (the dashboard's sessions, k3py.server.dashboard) is asked only
@@ -95,11 +102,15 @@ class Authenticator:
             return self.cookie_authenticator(request)
         return None
 
-
-# The user of the API request being served (None for the server's own writes), for the
-# checks that run deep in a write, as upstream reads it from the request context: RBAC's
-# escalation check. The ApiServer sets it once a request is authenticated.
-REQUEST_USER: ContextVar[User | None] = ContextVar("k3py_request_user", default=None)
+    def require(self, request: web.Request) -> User:
+        """The user of a route that authenticates itself (the tunnel, the dashboard, the
+        servers' own endpoints), as the API does: 401 without a credential it accepts, and
+        the user recorded in REQUEST_USER for the audit log."""
+        user = self.authenticate(request)
+        if user is None:
+            raise errors.unauthorized()
+        REQUEST_USER.set(user)
+        return user
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from k3py.api import errors
 from k3py.server.apiserver.app import ApiServer
-from k3py.server.apiserver.auth import REQUEST_USER, User
+from k3py.server.apiserver.auth import User
 from k3py.server.apiserver.negotiation import json_response
 from k3py.server.dashboard.live import (
     CLOSE_UNAUTHORIZED,
@@ -95,10 +95,7 @@ class Dashboard:
     def _user(self, request: web.Request) -> User:
         """The caller of a dashboard route: the cookie's user (with the marker) or any API
         credential's, but never a node's (the dashboard is for people)."""
-        user = self.api.authenticator.authenticate(request)
-        if user is None:
-            raise errors.unauthorized()
-        REQUEST_USER.set(user)  # the audit log's user
+        user = self.api.authenticator.require(request)
         if user.node_name is not None:
             raise errors.forbidden("a node's credential cannot use the dashboard")
         return user

@@ -7,7 +7,9 @@
   opens a tail stream to the node through its tunnel (the node filters and holds it to at most
   MAX_TAIL_RATE messages a second, counting the rest as dropped) and closes it when the tab
   cancels or goes away; on a shared datastore, through the server that holds the node's
-  tunnel when it is not here (k3py.server.edge.peertail). Authorized as `get` of the node.
+  tunnel when it is not here (k3py.server.edge.peertail): at most MAX_PEER_TAILS_PER_USER
+  such tails per user at once (429 beyond), so that no one user takes all of a peer's
+  MAX_PEER_TAILS. Authorized as `get` of the node.
   A message's payload is shown only to a user who may `get` the Device its topic names
   (devices.kubeedge.io, in its namespace; a node topic's answer lists the node's devices:
   `list devices` in every namespace), asked of this server's authorizer, wherever the node
@@ -16,22 +18,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from k3py.api import errors
 from k3py.mapper import topics as t
 from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PeerRelay
-from k3py.server.edge.peertail import node_tail, peer_tail, tail_target
+from k3py.server.edge.peertail import Batch, node_tail, peer_tail, tail_target
 from k3py.tunnel.mqtt import TailEntry
 
-__all__ = ["MqttFeeds", "PayloadAccess", "device_of"]
+__all__ = ["MqttFeeds", "PayloadAccess", "PeerTailQuota", "device_of",
+           "MAX_PEER_TAILS_PER_USER"]
 
 DEVICE_GROUP = "devices.kubeedge.io"
 ACCESS_TTL = 10.0  # seconds a payload decision is kept for a tail
 MAX_DECISIONS = 256  # kept per tail
+# a user's tails through the other servers at once, whatever tabs they are in: a peer serves
+# MAX_PEER_TAILS to all the servers' users together
+MAX_PEER_TAILS_PER_USER = 8
 
 
 def device_of(topic: str, hint: tuple[str, str] | None) -> tuple[str, str] | None | str:
@@ -83,6 +90,33 @@ class PayloadAccess:
         return ok
 
 
+class PeerTailQuota:
+    """The tails each user follows through the other servers now, at most `limit`."""
+
+    def __init__(self, limit: int = MAX_PEER_TAILS_PER_USER) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}  # user name -> tails open (no entry: none)
+
+    def open(self, user: str) -> int:
+        return self._open.get(user, 0)
+
+    @contextlib.contextmanager
+    def hold(self, user: str) -> Iterator[None]:
+        """One of `user`'s tails while inside; 429 when they follow `limit` already."""
+        if self.open(user) >= self.limit:
+            raise errors.too_many_requests(
+                f"at most {self.limit} MQTT tails per user through the other servers at once: "
+                "stop following another node's tail (in any tab) first")
+        self._open[user] = self.open(user) + 1
+        try:
+            yield
+        finally:
+            if self._open[user] == 1:
+                del self._open[user]
+            else:
+                self._open[user] -= 1
+
+
 class MqttFeeds:
     """The "mqtt" and "mqtttail" feeds of the tab's websocket (LiveSocket's `feeds`)."""
 
@@ -92,6 +126,7 @@ class MqttFeeds:
         self.hub = hub
         self.interval = interval
         self.peers = peers  # the other servers on a shared datastore
+        self.peer_tails = PeerTailQuota()
 
     def feeds(self) -> dict:
         return {"mqtt": self.summaries, "mqtttail": self.tail}
@@ -122,10 +157,17 @@ class MqttFeeds:
         access = PayloadAccess(self.authorizer, user)
         tail = node_tail(self.hub, node, topic_filter) \
             if self.peers is None or self.hub.node_connected(node) \
-            else peer_tail(self.peers, node, topic_filter)
+            else self._peer_tail(self.peers, user, node, topic_filter)
         async with tail as batches:
             async for entries, dropped in batches:
                 yield {"messages": _shown(entries, access), "dropped": dropped}
+
+    @contextlib.asynccontextmanager
+    async def _peer_tail(self, peers: PeerRelay, user: User, node: str, topic_filter: str
+                         ) -> AsyncIterator[AsyncIterator[Batch]]:
+        with self.peer_tails.hold(user.name):
+            async with peer_tail(peers, node, topic_filter) as batches:
+                yield batches
 
 
 def _shown(entries: list[TailEntry], access: PayloadAccess) -> list[dict]:

@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from k3py.api import errors
-from k3py.server.apiserver.auth import User
+from k3py.server.apiserver.auth import Authenticator, User
 from k3py.server.controllers.apiendpoints import live_addresses
 from k3py.server.registry import Registry
 
@@ -54,16 +54,27 @@ class NotThere(Exception):
 
 
 class PeerRelay:
-    """The live peers, and a request relayed to whichever of them holds a node."""
+    """The live peers, and a request relayed to whichever of them holds a node; the
+    servers' own endpoints (peerreports.py, peertail.py) admit a peer with `require_peer`."""
 
-    def __init__(self, registry: Registry, tls: ssl.SSLContext, address: str, port: int
-                 ) -> None:
+    def __init__(self, registry: Registry, tls: ssl.SSLContext, address: str, port: int,
+                 authenticator: Authenticator) -> None:
         self.registry, self.tls, self.address, self.port = registry, tls, address, port
+        self.authenticator = authenticator
         self._session: aiohttp.ClientSession | None = None
 
     @staticmethod
     def is_peer(user: User) -> bool:
         return user.name == PEER_USER
+
+    def require_peer(self, request: web.Request, doing: str) -> User:
+        """The peer a request of a servers-only endpoint is from: 401 without a credential,
+        403 for anyone else (`doing` says what they cannot do)."""
+        user = self.authenticator.require(request)
+        if not self.is_peer(user):
+            raise errors.forbidden(f'User "{user.name}" cannot {doing}: only the cluster\'s '
+                                   "servers do")
+        return user
 
     async def close(self) -> None:
         if self._session is not None:

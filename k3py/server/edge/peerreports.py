@@ -32,7 +32,6 @@ from aiohttp import web
 
 from k3py.aio import cancel_and_wait
 from k3py.api import errors
-from k3py.server.apiserver.auth import REQUEST_USER, Authenticator
 from k3py.server.edge.mqttstats import MqttFigures
 from k3py.server.edge.peerrelay import PeerError, PeerRelay
 from k3py.server.edge.peertunnels import TUNNEL_KIND, TUNNEL_STALE, PeerTunnels, TunnelReport
@@ -197,10 +196,9 @@ class PeerReports:
     """Shares the reports of the nodes connected here (`share`), and records the peers'
     (`receive`) into `usage` (None: metrics-server is disabled here), `mqtt` and `tunnels`."""
 
-    def __init__(self, relay: PeerRelay, authenticator: Authenticator,
-                 usage: UsageStore | None, mqtt: MqttFigures, tunnels: PeerTunnels) -> None:
-        self.relay, self.authenticator, self.usage, self.mqtt = relay, authenticator, usage, mqtt
-        self.tunnels = tunnels
+    def __init__(self, relay: PeerRelay, usage: UsageStore | None, mqtt: MqttFigures,
+                 tunnels: PeerTunnels) -> None:
+        self.relay, self.usage, self.mqtt, self.tunnels = relay, usage, mqtt, tunnels
         self._own: dict[Key, tuple[SharedReport, float]] = {}  # newest, its monotonic time
         self._links: dict[str, _Link] = {}
         self._task: asyncio.Task | None = None
@@ -270,13 +268,7 @@ class PeerReports:
 
     async def receive(self, request: web.Request) -> web.Response:
         """POST PEER_REPORTS_PATH: a peer's batch, recorded as if its nodes had sent it."""
-        user = self.authenticator.authenticate(request)
-        if user is None:
-            raise errors.unauthorized()
-        REQUEST_USER.set(user)  # the audit log's user (its default policy skips a peer's)
-        if not self.relay.is_peer(user):
-            raise errors.forbidden(f'User "{user.name}" cannot share node reports: only the '
-                                   "cluster's servers do")
+        self.relay.require_peer(request, "share node reports")
         if (request.content_length or 0) > MAX_BODY:
             raise errors.request_entity_too_large(f"a batch is at most {MAX_BODY} bytes")
         body = await request.read()

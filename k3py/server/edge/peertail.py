@@ -25,7 +25,6 @@ from aiohttp import WSMsgType, web
 
 from k3py.aio import cancel_and_wait
 from k3py.api import errors
-from k3py.server.apiserver.auth import REQUEST_USER, Authenticator
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.streamrelay import next_frame
@@ -171,18 +170,12 @@ async def peer_tail(relay: PeerRelay, node: str, topic_filter: str
 class PeerTails:
     """GET PEER_MQTT_TAIL_PATH: a peer's tail of a node connected here, on a websocket."""
 
-    def __init__(self, hub: CloudHub, relay: PeerRelay, authenticator: Authenticator) -> None:
-        self.hub, self.relay, self.authenticator = hub, relay, authenticator
+    def __init__(self, hub: CloudHub, relay: PeerRelay) -> None:
+        self.hub, self.relay = hub, relay
         self.open = 0  # tails served now
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
-        user = self.authenticator.authenticate(request)
-        if user is None:
-            raise errors.unauthorized()
-        REQUEST_USER.set(user)  # the audit log's user
-        if not self.relay.is_peer(user):
-            raise errors.forbidden(f'User "{user.name}" cannot follow a node\'s MQTT tail for '
-                                   "another server: only the cluster's servers do")
+        self.relay.require_peer(request, "follow a node's MQTT tail for another server")
         node, topic_filter = tail_target(request.query.get("node"), request.query.get("filter"))
         if not self.hub.node_connected(node):  # said before "busy": the peer asks the next
             raise errors.service_unavailable(f"node {node} is not connected to this server")

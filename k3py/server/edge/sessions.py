@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from k3py.api import errors
-from k3py.server.apiserver.auth import REQUEST_USER, Authenticator
+from k3py.server.apiserver.auth import Authenticator
 from k3py.server.edge import nodestreams
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.edge.peertunnels import TunnelReport
@@ -158,10 +158,7 @@ class TunnelHandler:
         self._changed = changed  # a session's figures changed (the dashboard's tunnel column)
 
     def node_of_request(self, request: web.Request) -> str:
-        user = self.authenticator.authenticate(request)
-        if user is None:
-            raise errors.unauthorized()
-        REQUEST_USER.set(user)  # the audit log's user
+        user = self.authenticator.require(request)
         node = user.node_name
         if node is None:
             raise errors.forbidden(f'User "{user.name}" is not a node; the tunnel needs a node '

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.unit
 
 # the server package is being completed in parallel; skip (not fail) until it imports
 pytest.importorskip("k3py.server.registry")
-from k3py.server.apiserver.auth import User  # noqa: E402
+from k3py.server.apiserver.auth import Authenticator, User  # noqa: E402
 from k3py.server.bootstrap import authorizer_chain  # noqa: E402
 from k3py.server.controllers.base import InformerFactory  # noqa: E402
 from k3py.server.controllers.ingress import ensure_ingress_class  # noqa: E402
@@ -44,8 +44,11 @@ from k3py.server.store.sqlite import SQLiteBackend  # noqa: E402
 from tests.unit.conftest import serve_app  # noqa: E402
 
 
-class NodeAuth:
+class NodeAuth(Authenticator):
+    """The server's Authenticator, with every request from `node` (no certificates here)."""
+
     def __init__(self, node: str = "n1") -> None:
+        super().__init__()
         self.user = User(f"system:node:{node}", ("system:nodes",))
 
     def authenticate(self, request):

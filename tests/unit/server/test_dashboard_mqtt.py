@@ -2,18 +2,32 @@
 own only; a malformed one is a 400, as a malformed usage report), the newest per node is kept
 (forgotten when asked, bounded), the Device a tail message's topic names (both topic forms, node
 topics), and whether a user may see its payload, asked of a real AuthorizerChain (a rule that
-lets alice `get` one Device and nothing else) and kept for a few seconds."""
+lets alice `get` one Device and nothing else) and kept for a few seconds; and how many tails
+one user may follow through the other servers at once (a 429 beyond, before any peer is asked,
+and their other users untouched)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 
 from k3py.api import errors
-from k3py.server.apiserver.auth import AuthorizerChain, User
-from k3py.server.dashboard.mqtt import ACCESS_TTL, PayloadAccess, device_of
+from k3py.server.apiserver.auth import Authenticator, AuthorizerChain, User
+from k3py.server.bootstrap import authorizer_chain
+from k3py.server.dashboard.mqtt import (
+    ACCESS_TTL,
+    MAX_PEER_TAILS_PER_USER,
+    MqttFeeds,
+    PayloadAccess,
+    PeerTailQuota,
+    device_of,
+)
 from k3py.server.edge import mqttstats
+from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.mqttstats import MqttFigures
 from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.upstream import UpstreamWriter
 from k3py.server.metrics.store import UsageStore
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message
@@ -104,3 +118,42 @@ async def test_summaries_come_up_the_tunnel_of_their_own_node_only(env):
             await upstream.write("n1", up(resource, {"topics": "x"}))
         assert e.value.code == 400 and f"bad {what} report" in e.value.message
     assert figures.get("n1") == summary
+
+
+def test_a_user_follows_a_bounded_number_of_tails_through_the_peers():
+    quota = PeerTailQuota(limit=2)
+    with quota.hold("alice"), quota.hold("alice"):
+        with pytest.raises(errors.StatusError) as e, quota.hold("alice"):
+            pass
+        assert e.value.code == 429 and "at most 2 MQTT tails per user" in e.value.message
+        with quota.hold("bob"):
+            assert (quota.open("alice"), quota.open("bob")) == (2, 1)
+    assert quota.open("alice") == 0 and quota._open == {}  # nothing kept of a user gone
+    with quota.hold("alice"):
+        assert quota.open("alice") == 1
+
+
+async def test_a_users_tail_over_the_quota_is_refused_before_any_peer_is_asked(env):
+    """A tab's tail of a node not connected here goes through a peer: 503 when none holds it
+    (the quota given back), 429 for a user who follows MAX_PEER_TAILS_PER_USER already."""
+    hub = CloudHub(env.registry, Authenticator(), informers=env.ctx.informers,
+                   authorizer=AuthorizerChain())
+    peers = PeerRelay(env.registry, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - no
+                      Authenticator())                      # peer is live: never connected
+    feeds = MqttFeeds(authorizer_chain(env.ctx.informers), hub, 0.0, peers)
+
+    async def tail(user: User) -> int:
+        with pytest.raises(errors.StatusError) as e:
+            async for _ in feeds.tail(user, {"node": "n1"}):
+                pass
+        return e.value.code
+    other = User("system:admin-2", ("system:masters",))
+    assert await tail(ADMIN) == 503 and feeds.peer_tails.open(ADMIN.name) == 0
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_PEER_TAILS_PER_USER - 1):
+            held.enter_context(feeds.peer_tails.hold(ADMIN.name))
+        assert await tail(ADMIN) == 503  # the last one of the quota
+        held.enter_context(feeds.peer_tails.hold(ADMIN.name))
+        assert await tail(ADMIN) == 429
+        assert await tail(other) == 503
+    assert await tail(ADMIN) == 503

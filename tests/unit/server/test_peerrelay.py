@@ -1,6 +1,7 @@
 """The stream relay between servers (k3py/server/edge/peerrelay.py), without a network: what of
 the client's request a peer gets (never the client's credentials or impersonation), how a
-peer's answer head is read, and who counts as a peer."""
+peer's answer head is read, who counts as a peer, and what anyone else gets from the
+servers-only endpoints."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import asyncio
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from k3py.server.apiserver.auth import User
+from k3py.api import errors
+from k3py.server.apiserver.auth import Authenticator, User
 from k3py.server.edge.peerrelay import PEER_GROUPS, PEER_USER, PeerRelay, _read_head
 
 pytestmark = pytest.mark.unit
@@ -49,3 +51,24 @@ def test_a_peers_answer_head_is_read_up_to_its_blank_line():
 def test_only_the_servers_certificate_identity_is_a_peer():
     assert PeerRelay.is_peer(User(PEER_USER, PEER_GROUPS))
     assert not PeerRelay.is_peer(User("system:admin", ("system:masters",)))
+
+
+def test_a_servers_only_endpoint_admits_a_peer_and_says_what_others_cannot_do():
+    authenticator = Authenticator()
+    authenticator.add_token("peer", User(PEER_USER, PEER_GROUPS))
+    authenticator.add_token("admin", User("system:admin", ("system:masters",)))
+    relay = PeerRelay(None, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - no call made
+                      authenticator)
+
+    def require(token: str) -> User:
+        request = make_mocked_request("GET", "/v1-k3py/peer-mqtttail",
+                                      headers={"Authorization": f"Bearer {token}"})
+        return relay.require_peer(request, "follow a tail")
+    assert require("peer").name == PEER_USER
+    with pytest.raises(errors.StatusError) as e:
+        require("admin")
+    assert e.value.code == 403 and e.value.message == (
+        'User "system:admin" cannot follow a tail: only the cluster\'s servers do')
+    with pytest.raises(errors.StatusError) as e:
+        require("wrong")
+    assert e.value.code == 401

@@ -168,9 +168,9 @@ def _post(reports: PeerReports, body: bytes, transport: _Transport) -> web.Respo
 
 
 def _reports() -> PeerReports:
-    relay = PeerRelay(None, None, "10.0.0.2", 6443)  # type: ignore[arg-type] - no call made
-    return PeerReports(relay, Authenticator(), UsageStore(clock=lambda: 20.0), MqttFigures(),
-                       PeerTunnels())
+    relay = PeerRelay(None, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - no call made
+                      Authenticator())
+    return PeerReports(relay, UsageStore(clock=lambda: 20.0), MqttFigures(), PeerTunnels())
 
 
 def test_only_a_peer_may_post_and_its_reports_are_recorded_newest_first():
