@@ -140,15 +140,12 @@ def test_a_deployments_six_pods_in_one_stream_closed_when_left(cluster, browser)
     _logged_out(browser, srv)
     _log_in(browser, token)
 
-    def open_logs() -> None:
-        browser.find_element(By.XPATH, "//nav/button[text()='Workloads']").click()
-        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR,
-                                               f"[data-workload='{DEPLOYMENT}']"),
-                 15, what=f"the {DEPLOYMENT} Deployment in the workloads")[0].click()
-        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#workload-pods tbody tr"))
-                 == REPLICAS, 15, what=f"the Deployment's {REPLICAS} pods")
-        browser.find_element(By.ID, "workload-logs").click()
-    open_logs()
+    browser.find_element(By.XPATH, "//nav/button[text()='Workloads']").click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"[data-workload='{DEPLOYMENT}']"),
+             15, what=f"the {DEPLOYMENT} Deployment in the workloads")[0].click()
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#workload-pods tbody tr"))
+             == REPLICAS, 15, what=f"the Deployment's {REPLICAS} pods")
+    browser.find_element(By.ID, "workload-logs").click()
     wait_for(lambda: sorted(_shown(browser)) == names, 20,
              what=f"lines of all {REPLICAS} pods in one stream (it shows "
                   f"{sorted(_shown(browser))})")
@@ -167,7 +164,8 @@ def test_a_deployments_six_pods_in_one_stream_closed_when_left(cluster, browser)
     wait_for(lambda: _followed_logs() == 0, 15,
              what=f"the node's log streams closed once the view was left ({_followed_logs()} "
                   "still followed)")
-    open_logs()
+    wait_for(lambda: browser.find_elements(By.ID, "workload-logs"), 15,
+             what="the Deployment's page again")[0].click()
     wait_for(lambda: _followed_logs() == REPLICAS, 15,
              what=f"the node following {REPLICAS} logs again")
     browser.find_element(By.ID, "logout").click()  # the websocket closed
