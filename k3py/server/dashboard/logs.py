@@ -3,7 +3,7 @@ workload's pods in one stream, on the tab's one connection (a browser opens at m
 HTTP/1.1 connections to a server, so a stream per pod would cap the pods shown).
 
 The tab asks {"op": "logs", "id": ID, "namespace": NS, "pods": [NAME, ...] (at most
-MAX_PODS, as `kubectl logs deploy/x` refuses more than --max-log-requests), "container": C?
+MAX_PODS, as `kubectl logs -f -l` refuses more than --max-log-requests), "container": C?
 (else each pod's first), "follow": bool?, "previous": bool?, "tailLines": N?}; each pod is
 authorized as GET pods/<name>/log is (`get pods/log`), all before any is opened. Each pod's
 log is read with timestamps as podlogs.py reads it for kubectl: through its node's tunnel
