@@ -1,9 +1,9 @@
 """What every pod stream relay shares: the pod and its node, with the Status a kubelet or
 kube-apiserver answers when the stream cannot start, and the node's next frame on a stream.
 
-Used by the handlers in streams.py (logs, exec, attach) and portforward.py, and the
-dashboard's logs feed; the frames come
-from the node's session through CloudHub (cloudhub.py, nodestreams.py)."""
+Used by the handlers in streams.py (logs, exec, attach) and portforward.py, and by the
+dashboard's logs feed; the frames come from the node's session through CloudHub (cloudhub.py,
+nodestreams.py)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ raw or tunneled in a websocket), relayed to the node's agent as GROUP_STREAM fra
 
 Registered on the API server by `install`. Here: logs (read as podlogs.py does), and the
 exec/attach relay; the clients it relays for are execclients.py's (websocket framing:
-channels.py), port-forward is portforward.py's, targets and frames streamrelay.py's. EXEC_PROTOCOLS, ChannelCodec and
-serve_portforward stay importable from here."""
+channels.py), port-forward is portforward.py's, targets and frames streamrelay.py's.
+EXEC_PROTOCOLS, ChannelCodec and serve_portforward stay importable from here."""
 
 from __future__ import annotations
 
