@@ -5,7 +5,7 @@ scheduler to B (a Deployment scaled after the kill gets its pod), and the agent 
 moves its tunnel to B with its pod not restarted. Before that, streams (logs -f, exec -i,
 port-forward) to the pod on A's tunnel go through B, relayed to A, `kubectl top` through B
 shows the node A holds (the servers share their nodes' reports; their endpoint refuses an
-admin), and a dashboard tab on B follows the node's live MQTT tail through A. After it, A started again shows the node now on B in `kubectl top` and in its
+admin), and a dashboard tab on B follows the node's live MQTT tail and a pod's log through A. After it, A started again shows the node now on B in `kubectl top` and in its
 dashboard's MQTT figures and tunnel column (connected via B).
 
 A listens on 127.0.0.1 and B on 127.0.0.2 with one port, as servers on two machines would: the
@@ -41,6 +41,7 @@ from tests.integration.agents import (
     stop_proc,
 )
 from tests.integration.test_dashboard import _login, _next, _session, run
+from tests.integration.test_dashboard_logs import followed_logs
 from tests.integration.test_dashboard_mqtt import _token
 from tests.integration.test_server_cli import k3py, one_line_error
 from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir
@@ -192,6 +193,54 @@ def test_streams_through_the_server_without_the_tunnel(cluster):
         assert out.returncode != 0 and "node ghost-node is not connected" in out.stderr, \
             out.stderr
     b.kubectl("delete", "pod", "ghost", "--wait=false")
+
+
+def test_dashboard_logs_of_a_pod_on_the_other_server(cluster):
+    """The node's tunnel is on A; a tab on B follows a pod's log in the dashboard's "logs"
+    feed, which B reads through A (PeerRelay.get); a pod on a node no server holds ends with
+    its own 503 meanwhile; when the tab cancels, the node stops following the log."""
+    b = cluster.b
+    token = _token(b, "ha-logs-admin", "cluster-admin")
+    for name, node in (("ha-logs", cluster.node), ("ha-logs-ghost", "ghost-node")):
+        b.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+                "name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "while true; do echo ha-tick; sleep 0.3; done"]}]}}))
+    wait_for(lambda: b.kubectl_json("get", "pod", "ha-logs")["status"].get("phase")
+             == "Running", 60, 0.3, "pod ha-logs Running")
+
+    def followed() -> int:
+        return followed_logs("default_ha-logs_")
+
+    async def follow() -> list[dict]:
+        async with await _session() as http:
+            headers = {**(await _login(http, b.url, token)), "Origin": b.url}
+            async with http.ws_connect(b.url + "/dashboard/api/live", headers=headers) as ws:
+                await ws.send_json({"op": "logs", "id": "l", "namespace": "default",
+                                    "pods": ["ha-logs", "ha-logs-ghost"], "follow": True,
+                                    "tailLines": 1})
+                seen: list[dict] = []
+
+                def both(m: dict) -> bool:
+                    seen.append(m)
+                    data = [s["data"] for s in seen if s["type"] == "feed"]
+                    return m["type"] == "error" or (
+                        any("ha-tick" in t for d in data for i, t in d.get("lines", [])
+                            if i == 0)
+                        and any(i == 1 for d in data for i, _ in d.get("ended", [])))
+                await _until(ws, "l", both, "ha-logs' lines and the ghost's end through B")
+                await asyncio.to_thread(wait_for, lambda: followed() == 1, 10, 0.2,
+                                        "the node following the log for B")
+                await ws.send_json({"op": "cancel", "id": "l"})
+                await asyncio.to_thread(wait_for, lambda: followed() == 0, 10, 0.2,
+                                        "the node's log stream closed once the tab cancelled")
+                return seen
+    seen = run(follow())
+    assert all(m["type"] == "feed" for m in seen), seen
+    ended = [e for m in seen for i, e in m["data"].get("ended", []) if i == 1]
+    assert ended and "node ghost-node is not connected" in ended[0], ended
+    b.kubectl("delete", "pod", "ha-logs", "ha-logs-ghost", "--wait=false")
 
 
 def _top_node(srv: ServerProcess, node: str) -> list[str]:

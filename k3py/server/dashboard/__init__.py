@@ -9,8 +9,8 @@ tunnel figures from CloudHub's sessions, authorized as `list nodes`; tunnels.py)
 /dashboard/api/twinhistory (a twin's reported values of the last 10 minutes, as `get devices`;
 twinhistory.py), /dashboard/api/session (who is logged in, and whether
 the dashboard is read-only) and /dashboard/api/live, the tab's one websocket (live.py; it
-also streams the nodes' and pods' usage of the last 15 minutes, metricshistory.py, and serves
-the nodes' MQTT figures and live tails, mqtt.py).
+also streams the nodes' and pods' usage of the last 15 minutes, metricshistory.py, serves
+the nodes' MQTT figures and live tails, mqtt.py, and pods' logs, logs.py).
 With `--dashboard-read-only` the API refuses every write made with the login cookie (a review
 such as SelfSubjectRulesReview is not a write). Installed by bootstrap.install_routes, before
 the API's catch-all route."""
@@ -34,6 +34,7 @@ from k3py.server.dashboard.live import (
     tunnels_feed,
 )
 from k3py.server.dashboard.logins import COOKIE, LoginLinks, LoginSessions, has_marker, same_origin
+from k3py.server.dashboard.logs import LogsFeed
 from k3py.server.dashboard.metricshistory import MetricsHistory
 from k3py.server.dashboard.mqtt import MqttFeeds
 from k3py.server.dashboard.tunnels import TunnelFigures
@@ -67,8 +68,10 @@ class Dashboard:
         self.metrics_history = MetricsHistory(usage)  # fed whether or not a tab is open
         self.twin_history = TwinHistory()
         mqtt = MqttFeeds(api.authorizer, hub, 1 / MAX_FLUSHES_PER_SECOND, peers)
+        logs = LogsFeed(api.authorizer, hub, 1 / MAX_FLUSHES_PER_SECOND, peers)
         self.feeds = {"tunnels": tunnels_feed(api.authorizer, self.tunnel_figures),
                       "metrics": metrics_feed(api.authorizer, self.metrics_history),
+                      "logs": logs.feed,
                       **mqtt.feeds()}  # the live websocket's ops beside "watch"
         self.read_only = read_only
         self.logins = LoginSessions()
@@ -220,7 +223,8 @@ def install(app: web.Application, api: ApiServer, hub: CloudHub,
             peers: PeerRelay | None = None) -> None:
     """Serve the dashboard and let the API accept its login cookie; `usage`: the nodes'
     usage reports (None with --disable metrics-server), whose history the page graphs;
-    `peers`: the other servers on a shared datastore (a node's MQTT tail through theirs)."""
+    `peers`: the other servers on a shared datastore (a node's MQTT tail and a pod's log
+    through theirs)."""
     dashboard = Dashboard(api, hub, read_only, usage, peers)
     api.authenticator.cookie_authenticator = dashboard.authenticate_cookie
 

@@ -9,7 +9,8 @@ Messages from the tab (JSON):
   {"op": FEED, "id": ID, ...}   one of the `feeds` the socket was given, with the feed's own
      fields: "tunnels" (every node's tunnel figures, again on each change; tunnels_feed),
      "metrics" {"kind": "nodes"|"pods", "namespace": NS?, "name": N?} (CPU and memory of the
-     last 15 minutes, then each new point; metrics_feed), mqtt.py's "mqtt" and "mqtttail"
+     last 15 minutes, then each new point; metrics_feed), mqtt.py's "mqtt" and "mqtttail",
+     logs.py's "logs" {"namespace", "pods": [...], ...} (pods' logs in one stream)
   {"op": "cancel", "id": ID}
 To the tab:
   {"id": ID, "type": "list", "rows": [...], "resourceVersion": RV, "more": true?}
@@ -23,7 +24,8 @@ To the tab:
      "tunnels": {NAME: figures} (tunnels.py; as `list nodes`); "metrics": {"reset": true?,
      "series": {NAME: {"times", "cpu", "memory", "containers"?}}} (reset: the history; then
      new points to append; one pod's also has its containers' {NAME: {"cpu", "memory"}}; as
-     `list`/`get` of metrics.k8s.io)
+     `list`/`get` of metrics.k8s.io); "logs": {"reset": true} then {"lines": [[POD, text]],
+     "dropped"?, "ended"?} (logs.py; as `get pods/log`)
   {"id": ID, "type": "error", "code": 403|404|410|400, "reason": R, "message": M}
      (410: the RV is compacted, list again)
 Authentication is the login cookie; the marker header a browser cannot put on a websocket is

@@ -8,9 +8,9 @@ certificate of the cluster's client CA (PEER_USER, system:masters, as K3s's kube
 client certificate) after authorizing the client ourselves. A peer never relays a peer's
 request again, so a node no server holds is one 503, never a loop.
 
-`post` and `websocket` are the servers' other calls to each other: the nodes' reports they
-share (peerreports.py) and a node's live MQTT tail (peertail.py), on the same client session
-and certificates."""
+`post`, `websocket` and `get` are the servers' other calls to each other: the nodes' reports
+they share (peerreports.py), a node's live MQTT tail (peertail.py) and a pod's log for the
+dashboard (podlogs.py), on the same client session and certificates."""
 
 from __future__ import annotations
 
@@ -137,6 +137,28 @@ class PeerRelay:
             return peer, ws
         raise errors.service_unavailable(f"node {node} is not connected to the server")
 
+    async def get(self, path_qs: str, node: str) -> tuple[str, aiohttp.ClientResponse]:
+        """A streamed GET of `path_qs` (as PEER_USER) on the peer that holds `node`'s tunnel,
+        and that peer: those answering 503 or not reachable are passed over; 503 when none
+        holds it. Another answer that is not 2xx is raised as its Status. The caller closes
+        the response."""
+        for peer in await self.peers():
+            try:
+                r = await self._client().get(
+                    self._url(peer, path_qs), ssl=self.tls,
+                    timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10))
+            except (OSError, aiohttp.ClientError) as e:
+                _unreachable(peer, e)
+                continue
+            if r.status < 300:
+                return peer, r
+            body = await r.read()
+            r.release()
+            if r.status == 503:
+                continue
+            raise errors.StatusError(r.status, _reason(body), _message(body))
+        raise errors.service_unavailable(f"node {node} is not connected to the server")
+
     def _url(self, peer: str, path_qs: str) -> str:
         host = f"[{peer}]" if ":" in peer else peer
         return f"https://{host}:{self.port}{path_qs}"
@@ -208,6 +230,13 @@ def _message(body: bytes) -> str:
     with contextlib.suppress(ValueError, AttributeError):
         return str(orjson.loads(body).get("message"))
     return body[:200].decode("utf-8", "replace")
+
+
+def _reason(body: bytes) -> str:
+    """A Status answer's reason, else a generic one."""
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(orjson.loads(body).get("reason") or "InternalError")
+    return "InternalError"
 
 
 def _unreachable(peer: str, e: BaseException) -> NotThere:

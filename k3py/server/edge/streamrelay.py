@@ -1,8 +1,9 @@
 """What every pod stream relay shares: the pod and its node, with the Status a kubelet or
 kube-apiserver answers when the stream cannot start, and the node's next frame on a stream.
 
-Used by the handlers in streams.py (logs, exec, attach) and portforward.py; the frames come
-from the node's session through CloudHub (cloudhub.py, nodestreams.py)."""
+Used by the handlers in streams.py (logs, exec, attach) and portforward.py, and by the
+dashboard's logs feed; the frames come from the node's session through CloudHub (cloudhub.py,
+nodestreams.py)."""
 
 from __future__ import annotations
 
@@ -31,19 +32,20 @@ async def next_frame(queue: asyncio.Queue, until: asyncio.Future | None = None
     return kind, content if isinstance(content, dict) else {"message": str(content)}
 
 
-async def scheduled_pod(hub: CloudHub, rp: ResourcePath) -> tuple[dict, str]:
+async def scheduled_pod(hub: CloudHub, namespace: str | None, name: str | None
+                        ) -> tuple[dict, str]:
     """The pod and its node: 404 without the pod, 400 while it is not scheduled."""
-    pod = await hub.registry.get(hub.registry.served("", "pods"), rp.namespace, rp.name or "")
+    pod = await hub.registry.get(hub.registry.served("", "pods"), namespace, name or "")
     node = node_of(pod)
     if not node:
-        raise errors.bad_request(f'pod "{rp.name}" is not scheduled to a node yet')
+        raise errors.bad_request(f'pod "{name}" is not scheduled to a node yet')
     return pod, node
 
 
 async def stream_target(hub: CloudHub, rp: ResourcePath, what: str) -> tuple[dict, str]:
     """The pod and its node, or the Status a kubelet/apiserver would answer: 404 no pod,
     400 not scheduled / completed, 503 node not connected."""
-    pod, node = await scheduled_pod(hub, rp)
+    pod, node = await scheduled_pod(hub, rp.namespace, rp.name)
     phase = (pod.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed"):
         raise errors.bad_request(f"cannot {what} a container in a completed pod; "

@@ -2,10 +2,10 @@
 remotecommand protocol over websocket v5/v4 or SPDY/3.1 v4) and pods/portforward (SPDY/3.1,
 raw or tunneled in a websocket), relayed to the node's agent as GROUP_STREAM frames.
 
-Registered on the API server by `install`. Here: logs, and the exec/attach relay; the clients
-it relays for are execclients.py's (websocket framing: channels.py), port-forward is
-portforward.py's, targets and frames streamrelay.py's. EXEC_PROTOCOLS, ChannelCodec and
-serve_portforward stay importable from here."""
+Registered on the API server by `install`. Here: logs (read as podlogs.py does), and the
+exec/attach relay; the clients it relays for are execclients.py's (websocket framing:
+channels.py), port-forward is portforward.py's, targets and frames streamrelay.py's.
+EXEC_PROTOCOLS, ChannelCodec and serve_portforward stay importable from here."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from k3py.server.edge.channels import EXEC_PROTOCOLS, ChannelCodec
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.execclients import RemoteCommandClient, SpdyClient, WsClient
 from k3py.server.edge.peerrelay import PeerRelay
+from k3py.server.edge.podlogs import log_request, node_log
 from k3py.server.edge.portforward import serve_portforward
 from k3py.server.edge.spdyconn import wants_spdy, wants_websocket
 from k3py.server.edge.streamrelay import next_frame, scheduled_pod, stream_target
@@ -33,9 +34,7 @@ from k3py.tunnel.protocol import (
     FRAME_EXIT,
     STREAM_ATTACH,
     STREAM_EXEC,
-    STREAM_LOG,
     ExecRequest,
-    LogRequest,
     content_data,
 )
 
@@ -54,7 +53,7 @@ async def _serve_here_or_at_peer(hub: CloudHub, peers: PeerRelay | None, serve,
                                  request: web.Request, rp: ResourcePath,
                                  user: User) -> web.StreamResponse:
     if peers is not None and not peers.is_peer(user):
-        _, node = await scheduled_pod(hub, rp)
+        _, node = await scheduled_pod(hub, rp.namespace, rp.name)
         if not hub.node_connected(node):
             return await peers.relay(request, node)
     return await serve(hub, request, rp, user)
@@ -62,69 +61,23 @@ async def _serve_here_or_at_peer(hub: CloudHub, peers: PeerRelay | None, serve,
 
 async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
                     user: User) -> web.StreamResponse:
-    """GET pods/<name>/log: relayed from the node's runtime through the tunnel."""
-    pod, node = await scheduled_pod(hub, rp)
-    q = request.query
-    containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-    container = q.get("container") or (containers[0] if len(containers) == 1 else "")
-    if not container:
-        raise errors.bad_request(
-            f"a container name must be specified for pod {rp.name}, choose one of: "
-            f"[{' '.join(containers)}]")
-    waiting = _waiting_to_start(pod, container, rp.name or "")
-    if waiting and q.get("previous") != "true":
-        raise errors.bad_request(waiting)
-    params = LogRequest(
-        namespace=rp.namespace or "", pod=rp.name or "", uid=pod["metadata"]["uid"],
-        container=container, follow=q.get("follow") == "true", tail_lines=q.get("tailLines"),
-        since_seconds=q.get("sinceSeconds"), since_time=q.get("sinceTime"),
-        timestamps=q.get("timestamps") == "true", previous=q.get("previous") == "true",
-        limit_bytes=q.get("limitBytes"))
-    session, stream_id, queue = await hub.open_stream(node, STREAM_LOG, params.to_content())
-    resp: web.StreamResponse | None = None
-    try:
-        while True:
-            kind, content = await next_frame(queue)
-            if kind == FRAME_ERROR:
-                if resp is None:
-                    raise errors.StatusError(int(content.get("code") or 500),
-                                             content.get("reason") or "InternalError",
-                                             content.get("message") or "log stream failed")
-                break
-            if resp is None:
-                resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-                await resp.prepare(request)
-            if kind == FRAME_CLOSE:
-                break
-            if kind == FRAME_DATA:
-                await resp.write(content_data(content))
-    finally:
-        await hub.close_stream(session, stream_id)
-    if resp is None:
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    """GET pods/<name>/log: relayed from the node's runtime through the tunnel (podlogs.py);
+    the node's error is the answer's Status until the first bytes, then ends the answer."""
+    pod, node = await scheduled_pod(hub, rp.namespace, rp.name)
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    async with node_log(hub, node, log_request(pod, request.query)) as chunks:
+        try:
+            async for chunk in chunks:
+                if not resp.prepared:
+                    await resp.prepare(request)
+                await resp.write(chunk)
+        except errors.StatusError:
+            if not resp.prepared:
+                raise
+    if not resp.prepared:
         await resp.prepare(request)
     await resp.write_eof()
     return resp
-
-
-# the kubelet's words for the common pending failures (validateContainerLogStatus)
-_WAITING_WORDS = {"ErrImagePull": "image can't be pulled",
-                  "ImagePullBackOff": "trying and failing to pull image"}
-
-
-def _waiting_to_start(pod: dict, container: str, name: str) -> str:
-    """The kubelet's 400 message when the container has not run yet (waiting, no terminated
-    run before): there are no logs to read. Empty when it has run or its status is not known."""
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    cs = next((c for c in statuses if c.get("name") == container), None)
-    if cs is None:
-        return ""
-    waiting = (cs.get("state") or {}).get("waiting")
-    if waiting is None or (cs.get("lastState") or {}).get("terminated"):
-        return ""
-    reason = waiting.get("reason") or ""
-    return (f'container "{container}" in pod "{name}" is waiting to start: '
-            f'{_WAITING_WORDS.get(reason, reason)}')
 
 
 def _true(q, key: str, default: bool = False) -> bool:

@@ -352,8 +352,8 @@ class App extends Component {
       body = html`<${Shell} pod=${shell} onBack=${() => this.setState({ shell: null })} />`;
     } else if (pod) {
       body = html`<${Lazy} key="logs" load=${() => import("./logs.js")} name="LogView"
-        pods=${[pod]} title=${`${pod.namespace}/${pod.name}`} onBack=${() => this.setState({ pod: null })}
-        onUnauthorized=${unauthorized} />`;
+        pods=${[pod]} title=${`${pod.namespace}/${pod.name}`} live=${this.live}
+        onBack=${() => this.setState({ pod: null })} />`;
     } else if (view === "overview") {
       body = html`<${Overview} ...${common} onOpen=${open} />`;
     } else if (mqtt) {

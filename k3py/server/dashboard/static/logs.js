@@ -1,14 +1,15 @@
-// Logs of one pod, or of a workload's pods in one stream coloured by pod: followed (a
-// streamed GET .../log?follow=true read as it arrives), with timestamps (shown or not),
-// the previous container's, and a search that keeps the matching lines. Loaded on first use.
+// Logs of one pod, or of a workload's pods in one stream coloured by pod: the "logs" feed of
+// the tab's live websocket (live.js; the server reads each pod's log through its node's
+// tunnel, so the pods shown are not bounded by the browser's 6 connections per server),
+// followed or not, with timestamps (shown or not), the previous container's, and a search
+// that keeps the matching lines. Loaded on first use.
 import { Component } from "./vendor/preact.mjs";
-import { api, html, message, Unauthorized } from "./common.js";
+import { html } from "./common.js";
 
-const TAIL = 500; // lines asked of each pod when a stream starts
 const KEPT = 5000; // lines kept, the newest
-// A browser opens at most 6 HTTP/1.1 connections to a server: the websocket, these streams
-// and one for the page's other calls must fit.
-export const MAX_STREAMS = 4;
+const TAIL = 500; // lines asked of a pod when a stream starts (fewer each when many pods)
+export const MAX_PODS = 50; // pods in one stream: the server's bound (logs.py)
+const COLOURS = 8; // .pod.c0 to .c7 in style.css
 
 function split(pod, color, text) {
   const space = text.indexOf(" ");
@@ -22,69 +23,56 @@ function marked(text, search) {
     text.slice(at + search.length)];
 }
 
-// props: pods [{namespace, name, containers}], title, onBack, onUnauthorized.
+// props: live (the tab's Live), pods [{namespace, name, containers}] (one namespace), title,
+// onBack.
 export class LogView extends Component {
-  state = { lines: [], errors: [], follow: true, timestamps: false, previous: false,
-    search: "", container: "" };
+  state = { lines: [], errors: [], dropped: 0, follow: true, timestamps: false,
+    previous: false, search: "", container: "" };
   componentDidMount() { this.start({ container: this.props.pods[0]?.containers[0] || "" }); }
-  componentWillUnmount() { this.controller?.abort(); }
+  componentWillUnmount() { this.unsubscribe?.(); }
   componentDidUpdate() {
     if (this.element && this.atBottom) this.element.scrollTop = this.element.scrollHeight;
   }
 
   start(change = {}) {
-    this.controller?.abort();
-    const controller = this.controller = new AbortController();
-    this.lines = [];
-    this.setState({ ...change, lines: [], errors: [] }, () => {
-      this.props.pods.slice(0, MAX_STREAMS).forEach((pod, color) =>
-        this.read(pod, color, controller.signal));
+    this.unsubscribe?.();
+    this.setState({ ...change, lines: [], errors: [], dropped: 0 }, () => {
+      const { follow, previous, container } = this.state;
+      const pods = this.props.pods.slice(0, MAX_PODS);
+      this.clear();
+      this.unsubscribe = this.props.live.subscribe({ op: "logs",
+        namespace: pods[0].namespace, pods: pods.map((p) => p.name),
+        container: pods.length === 1 ? container : undefined, follow: follow && !previous,
+        previous, tailLines: Math.min(TAIL, Math.ceil(KEPT / pods.length)) },
+      (batch) => this.receive(pods, batch), (error) => this.setState({ errors: [error] }));
     });
   }
 
-  async read(pod, color, signal) {
-    const { follow, previous } = this.state;
-    const single = this.props.pods.length === 1;
-    const query = new URLSearchParams({ timestamps: "true", tailLines: String(TAIL),
-      container: single ? this.state.container : pod.containers[0] });
-    if (previous) query.set("previous", "true");
-    else if (follow) query.set("follow", "true");
-    const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/` +
-      `${encodeURIComponent(pod.name)}/log?${query}`;
-    try {
-      const response = await api(path, { headers: { Accept: "text/plain" }, signal });
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let rest = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        const parts = (rest + value).split("\n");
-        rest = parts.pop();
-        this.add(parts.map((text) => split(pod.name, color, text)));
-      }
-      if (rest) this.add([split(pod.name, color, rest)]);
-    } catch (e) {
-      if (signal.aborted) return;
-      if (e instanceof Unauthorized) this.props.onUnauthorized();
-      else this.setState({ errors: [...this.state.errors, `${pod.name}: ${message(e)}`] });
-    }
+  clear() {
+    this.lines = [];
+    this.errors = [];
+    this.dropped = 0;
   }
 
-  add(lines) {
-    if (!lines.length) return;
-    this.lines.push(...lines);
-    if (this.props.pods.length > 1) this.lines.sort((a, b) => a.ts.localeCompare(b.ts));
+  // a batch of the feed: {reset} (the stream starts again), then {lines, dropped?, ended?}
+  receive(pods, { reset, lines = [], dropped = 0, ended = [] }) {
+    if (reset) this.clear();
+    this.lines.push(...lines.map(([i, text]) => split(pods[i].name, i % COLOURS, text)));
+    if (pods.length > 1) this.lines.sort((a, b) => a.ts.localeCompare(b.ts));
     if (this.lines.length > KEPT) this.lines.splice(0, this.lines.length - KEPT);
+    this.dropped += dropped;
+    for (const [i, error] of ended) if (error) this.errors.push(`${pods[i].name}: ${error}`);
     this.scheduled ||= requestAnimationFrame(() => {
       this.scheduled = 0;
       const el = this.element;
       this.atBottom = !el || el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-      this.setState({ lines: [...this.lines] });
+      this.setState({ lines: [...this.lines], errors: [...this.errors],
+        dropped: this.dropped });
     });
   }
 
-  render({ pods, title, onBack }, { lines, errors, follow, timestamps, previous, search,
-    container }) {
+  render({ pods, title, onBack }, { lines, errors, dropped, follow, timestamps, previous,
+    search, container }) {
     const wanted = search.toLowerCase();
     const shown = wanted ? lines.filter((l) => l.text.toLowerCase().includes(wanted)) : lines;
     const merged = pods.length > 1;
@@ -103,9 +91,10 @@ export class LogView extends Component {
         ${option("previous", "previous container", previous)}
         <input type="search" id="log-search" placeholder="search" value=${search}
           onInput=${(e) => this.setState({ search: e.target.value })} />
-        <span class="muted">${wanted ? `${shown.length} of ${lines.length} lines`
-          : `${lines.length} lines`}${pods.length > MAX_STREAMS
-          ? `, the first ${MAX_STREAMS} of ${pods.length} pods` : ""}</span></div>
+        <span class="muted" id="log-count">${wanted ? `${shown.length} of ${lines.length} lines`
+          : `${lines.length} lines`}${merged ? ` of ${Math.min(pods.length, MAX_PODS)} pods` : ""}${
+          pods.length > MAX_PODS ? ` (the first ${MAX_PODS} of ${pods.length})` : ""}${
+          dropped ? `, ${dropped} skipped (too fast to show)` : ""}</span></div>
       ${errors.map((e) => html`<p class="error">${e}</p>`)}
       <pre class="logs" id="logs" ref=${(el) => { if (el) this.element = el; }}>${
         shown.map((l) => html`<div class="line" data-pod=${l.pod}>${timestamps &&

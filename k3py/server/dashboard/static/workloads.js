@@ -133,7 +133,7 @@ class Workload extends Component {
     this.act(api(`${this.path()}?propagationPolicy=Background`, { method: "DELETE" }), "deleted")
       .then(() => this.props.onBack());
   }
-  render({ spec, row, permissions, onBack, onPod, onWorkload, onUnauthorized }, state) {
+  render({ spec, row, permissions, onBack, onPod, onWorkload }, state) {
     const { pods, events, error, notice, mode, replicas } = state;
     const jobs = [...state.jobs.values()].filter((j) => j.owner === row.name)
       .sort((a, b) => b.created.localeCompare(a.created));
@@ -143,7 +143,7 @@ class Workload extends Component {
     const podList = byName(pods).map((p) => ({ namespace: p.namespace, name: p.name,
       containers: p.containers }));
     if (mode === "logs") {
-      return html`<${LogView} pods=${podList} title=${title} onUnauthorized=${onUnauthorized}
+      return html`<${LogView} pods=${podList} title=${title} live=${this.props.live}
         onBack=${() => this.setState({ mode: "" })} />`;
     }
     if (mode === "yaml") {
