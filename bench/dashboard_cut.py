@@ -9,7 +9,8 @@ the page's tunnel cell says *offline* (a MutationObserver's timestamp, the page'
 is this host's), max and p50, next to the target: the tunnel's heartbeat timeout
 (k3py.tunnel.protocol.HEARTBEAT_TIMEOUT) + 1 s; its peer, from the cut until the server itself
 holds the tunnel closed (/dashboard/api/tunnels, which reads the node's session, polled every
-20 ms), the same cuts; and what the page adds to it (page minus server, per cut).
+20 ms), the same cuts; and what the page adds to it (page minus server, per cut; the poll
+sees the server's change up to 20 ms and a request late, so near 0 it can come out negative).
 
 Run (root, for `ip netns`; under the integration lock):
   flock /tmp/k3py-integration.lock python3 bench/dashboard_cut.py [--cuts 5] [--seed 18]
