@@ -43,6 +43,7 @@ from k3py.server.serviceaccounts import TokenIssuer
 from k3py.server.snapshots import SnapshotSchedule
 from k3py.server.store.backend import Backend, StoreError
 from k3py.server.store.encryption import EncryptingBackend, EncryptionKeys
+from k3py.tunnel.protocol import HEARTBEAT
 
 __all__ = ["run", "serve", "StartupError", "RunningServer"]
 
@@ -208,7 +209,10 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                                                   api.authenticator))
     secretsencrypt.install(app, api.authenticator, encrypting)
     add_resource_routes(app)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # aiohttp rounds a timeout longer than the threshold up to the whole second: so that a
+    # cut tunnel is closed HEARTBEAT_TIMEOUT after its last frame, not up to 1 s later
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           timeout_ceil_threshold=HEARTBEAT)
     await runner.setup()
     ssl_ctx = pki.server_ssl_context(bundle)
     site = DeadlineSite(runner, config.bind_address or None, config.https_listen_port,

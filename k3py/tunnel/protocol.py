@@ -16,6 +16,7 @@ from k3py.api.amounts import count
 __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
+    "HEARTBEAT_TIMEOUT",
     "FEATURES_HEADER", "FEATURE_FLOW_CONTROL", "FEATURE_UDP_CONNECT", "FEATURES",
     "features_header", "parse_features", "hello_features",
     "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "POD_PEERS_KIND",
@@ -75,6 +76,10 @@ TUNNEL_PATH = "/v1-k3py/tunnel"
 RESUME_HEADER = "X-K3py-Resume"  # "1": the agent holds a snapshot, resend what is unACKed only
 NODE_PASSWORD_HEADER = "X-K3py-Node-Password"  # on every dial: the name is still this machine's
 HEARTBEAT = 10.0  # seconds between websocket pings, both ends
+# how long a silent link stays open at most, from its last frame: each end pings HEARTBEAT
+# after the last frame it received and closes the link when no pong came HEARTBEAT / 2 later
+# (aiohttp's heartbeat); a cut link is noticed that long after the last frame crossed it
+HEARTBEAT_TIMEOUT = HEARTBEAT * 1.5
 
 # What each end speaks beyond the first tunnel protocol, so that a server and its agents of
 # different versions (an upgrade, server or agents first) use only what both know. The agent

@@ -1,6 +1,7 @@
-"""bench/devices.py (5 devices, 3 s), bench/scale.py (10 hollow nodes) and bench/network.py
-(10 Services, 1 s rounds) run end to end at a tiny size and print only lines the conventions
-allow: `name: value unit` figures and `ratio: x`. No timing is asserted here."""
+"""bench/devices.py (5 devices, 3 s), bench/scale.py (10 hollow nodes), bench/network.py
+(10 Services, 1 s rounds) and bench/dashboard_cut.py (one cut) run end to end at a tiny size
+and print only lines the conventions allow: `name: value unit` figures and `ratio: x`. No
+timing is asserted here."""
 
 from __future__ import annotations
 
@@ -93,3 +94,16 @@ def test_network_bench_prints_its_figures() -> None:
     assert figures["services"] == 10
     assert all(figures[f"{kind}_errors"] == 0 for kind in (
         "http_pod_ip", "http_cluster_ip", "dns_dnsmasq", "dns_node_dns")), figures
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (`ip netns`)")
+def test_dashboard_cut_bench_with_one_cut() -> None:
+    """bench/dashboard_cut.py with one cut: the page's figure, the server's and what the page
+    adds, each line a figure or a ratio."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "dashboard_cut.py"), "--cuts",
+                          "1"], capture_output=True, text=True, timeout=240, cwd=ROOT,
+                         env=clean_env())
+    figures, ratios = bench_lines(out)
+    assert {"cut_to_page_offline_max", "cut_to_server_offline_max",
+            "page_added_max"} <= set(figures), sorted(figures)
+    assert ratios == 2  # page / target, page / server

@@ -35,14 +35,18 @@ class TunnelFigures:
             event.set()
 
     async def follow(self, interval: float) -> AsyncIterator[dict[str, dict]]:
-        """The table now, then again after each change, at most once per `interval`."""
+        """The table now, then again after each change, at most once per `interval`: a change
+        after a quiet spell (a link going down) goes at once, the ones that follow it closer
+        than `interval` wait for its end and go together."""
         event = asyncio.Event()
         self._followers.add(event)
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 event.clear()
+                sent = loop.time()
                 yield self.table()
                 await event.wait()
-                await asyncio.sleep(interval)
+                await asyncio.sleep(sent + interval - loop.time())
         finally:
             self._followers.discard(event)
