@@ -197,7 +197,7 @@ def test_streams_through_the_server_without_the_tunnel(cluster):
 
 def test_dashboard_logs_of_a_pod_on_the_other_server(cluster):
     """The node's tunnel is on A; a tab on B follows a pod's log in the dashboard's "logs"
-    feed, which B reads through A (PeerRelay.get); a pod on a node no server holds ends with
+    feed, which B reads through A (PeerRelay.streamed_get); a pod on a node no server holds ends with
     its own 503 meanwhile; when the tab cancels, the node stops following the log."""
     b = cluster.b
     token = _token(b, "ha-logs-admin", "cluster-admin")

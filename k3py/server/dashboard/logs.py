@@ -211,10 +211,10 @@ class LogsFeed:
         try:
             pod, node = await scheduled_pod(self.hub, query.namespace, query.pods[index])
             params = log_request(pod, query.pod_query(pod))
-            log = node_log(self.hub, node, params) \
+            source = node_log(self.hub, node, params) \
                 if self.peers is None or self.hub.node_connected(node) \
                 else peer_log(self.peers, node, params)
-            async with log as chunks:
+            async with source as chunks:
                 async for chunk in chunks:
                     batch.add(index, chunk)
         except errors.StatusError as e:
@@ -223,4 +223,5 @@ class LogsFeed:
             log.exception("the dashboard's log of pod %s/%s", query.namespace,
                           query.pods[index])
             error = f"internal error: {e or type(e).__name__}"
-        batch.end(index, error)
+        finally:  # also when cancelled: the feed is ending then, nothing waits for the pod
+            batch.end(index, error)

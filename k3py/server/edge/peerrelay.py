@@ -8,9 +8,12 @@ certificate of the cluster's client CA (PEER_USER, system:masters, as K3s's kube
 client certificate) after authorizing the client ourselves. A peer never relays a peer's
 request again, so a node no server holds is one 503, never a loop.
 
-`post`, `websocket` and `get` are the servers' other calls to each other: the nodes' reports
-they share (peerreports.py), a node's live MQTT tail (peertail.py) and a pod's log for the
-dashboard (podlogs.py), on the same client session and certificates."""
+`post`, `websocket` and `streamed_get` are the servers' other calls to each other: the nodes'
+reports they share (peerreports.py), a node's live MQTT tail (peertail.py) and a pod's log for
+the dashboard (podlogs.py), with the same certificates. The streamed GETs (a followed log can
+stay open for hours) have their own connections, at most MAX_STREAMED_GETS at once (429
+beyond), so they never take the ones the reports and tails need; TCP keepalive ends one whose
+peer died without a word (power lost, link cut) within about STREAM_KEEPALIVE seconds."""
 
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import contextlib
 import http.client
 import io
 import logging
+import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -30,7 +35,7 @@ from k3py.server.apiserver.auth import Authenticator, User
 from k3py.server.controllers.apiendpoints import live_addresses
 from k3py.server.registry import Registry
 
-__all__ = ["PeerRelay", "PeerError", "PEER_USER", "PEER_GROUPS"]
+__all__ = ["PeerRelay", "PeerError", "PEER_USER", "PEER_GROUPS", "MAX_STREAMED_GETS"]
 
 log = logging.getLogger("k3py.edge")
 
@@ -42,6 +47,20 @@ _HIGH_WATER = 256 * 1024
 # not forwarded: the client was authenticated and authorized here; the peer knows us by our
 # certificate, and must not act on the client's credentials or impersonation
 _DROPPED = ("authorization", "host", "cookie")
+MAX_STREAMED_GETS = 64  # open at once from this server (the dashboard's followed logs)
+STREAM_KEEPALIVE = 60  # s: idle 30 s, then 3 probes 10 s apart
+
+
+def _keepalive_socket(addr_info) -> socket.socket:
+    """A client socket whose connection the kernel probes when idle (aiohttp's socket_factory:
+    a followed log of a quiet pod sends nothing for long, so no read timeout can tell)."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    return sock
 
 
 class PeerError(Exception):
@@ -62,6 +81,8 @@ class PeerRelay:
         self.registry, self.tls, self.address, self.port = registry, tls, address, port
         self.authenticator = authenticator
         self._session: aiohttp.ClientSession | None = None
+        self._stream_session: aiohttp.ClientSession | None = None
+        self._streamed = 0  # streamed GETs open
 
     @staticmethod
     def is_peer(user: User) -> bool:
@@ -77,8 +98,9 @@ class PeerRelay:
         return user
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._stream_session):
+            if session is not None:
+                await session.close()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -137,14 +159,36 @@ class PeerRelay:
             return peer, ws
         raise errors.service_unavailable(f"node {node} is not connected to the server")
 
-    async def get(self, path_qs: str, node: str) -> tuple[str, aiohttp.ClientResponse]:
-        """A streamed GET of `path_qs` (as PEER_USER) on the peer that holds `node`'s tunnel,
-        and that peer: those answering 503 or not reachable are passed over; 503 when none
-        holds it. Another answer that is not 2xx is raised as its Status. The caller closes
-        the response."""
+    @contextlib.asynccontextmanager
+    async def streamed_get(self, path_qs: str, node: str
+                           ) -> AsyncIterator[tuple[str, aiohttp.ClientResponse]]:
+        """A streamed GET of `path_qs` (as PEER_USER) on the peer that holds `node`'s tunnel:
+        (that peer, its response), closed on leaving. Peers answering 503 or not reachable are
+        passed over; 503 when none holds it; another answer that is not 2xx raised as its
+        Status; 429 when MAX_STREAMED_GETS are open already."""
+        if self._streamed >= MAX_STREAMED_GETS:
+            raise errors.too_many_requests(
+                f"{MAX_STREAMED_GETS} logs are followed through the other servers already: "
+                "close another log view first")
+        self._streamed += 1
+        try:
+            peer, response = await self._first_that_serves(path_qs, node)
+            try:
+                yield peer, response
+            finally:
+                response.close()
+        finally:
+            self._streamed -= 1
+
+    async def _first_that_serves(self, path_qs: str, node: str
+                                 ) -> tuple[str, aiohttp.ClientResponse]:
+        if self._stream_session is None:
+            self._stream_session = aiohttp.ClientSession(
+                auto_decompress=False, connector=aiohttp.TCPConnector(
+                    limit=MAX_STREAMED_GETS, socket_factory=_keepalive_socket))
         for peer in await self.peers():
             try:
-                r = await self._client().get(
+                r = await self._stream_session.get(
                     self._url(peer, path_qs), ssl=self.tls,
                     timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10))
             except (OSError, aiohttp.ClientError) as e:
@@ -152,8 +196,13 @@ class PeerRelay:
                 continue
             if r.status < 300:
                 return peer, r
-            body = await r.read()
-            r.release()
+            try:
+                body = await r.read()
+            except (OSError, aiohttp.ClientError) as e:
+                _unreachable(peer, e)
+                continue
+            finally:
+                r.release()
             if r.status == 503:
                 continue
             raise errors.StatusError(r.status, _reason(body), _message(body))

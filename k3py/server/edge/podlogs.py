@@ -3,7 +3,7 @@ container chosen and checked as the kubelet does) and the log's bytes as they co
 
 `node_log` reads it through the node's tunnel held here; `peer_log` through the server that
 holds it, on a shared datastore (its own pods/log, asked with the peers' certificates:
-PeerRelay.get). Used by streams.serve_log (GET pods/<name>/log, which a peer also serves)
+PeerRelay.streamed_get). Used by streams.serve_log (GET pods/<name>/log, which a peer also serves)
 and the dashboard's "logs" feed (k3py.server.dashboard.podlogs)."""
 
 from __future__ import annotations
@@ -130,8 +130,5 @@ async def peer_log(relay: PeerRelay, node: str, params: LogRequest
     node's stream) is closed on leaving."""
     path = (f"/api/v1/namespaces/{quote(params.namespace, safe='')}/pods/"
             f"{quote(params.pod, safe='')}/log?{urlencode(log_query(params))}")
-    peer, response = await relay.get(path, node)
-    try:
+    async with relay.streamed_get(path, node) as (peer, response):
         yield _peer_chunks(response, peer)
-    finally:
-        response.close()

@@ -2,18 +2,26 @@
 (namespace, pods up to MAX_PODS, flags, tailLines), the pods/log query each pod gets (its
 first container unless one is named, timestamps always, previous rather than follow), the
 batch's lines split per pod across chunks, a line too long cut once, the oldest lines dropped
-and counted beyond the budget, each pod's end with its error; and the pods/log query asked of
-a peer says again what the node is asked (podlogs.log_query of log_request)."""
+and counted beyond the budget, each pod's end with its error (also an unexpected one: the
+feed still ends); the pods/log query asked of a peer says again what the node is asked
+(podlogs.log_query of log_request); and the streamed GETs to the peers are bounded (429) and
+given back."""
 
 from __future__ import annotations
 
 import pytest
 
 from k3py.api import errors
-from k3py.server.dashboard.logs import MAX_PODS, MAX_TAIL_LINES, LogBatch, LogsQuery
+from k3py.server.apiserver.auth import Authenticator, AuthorizerChain, User
+from k3py.server.bootstrap import authorizer_chain
+from k3py.server.dashboard.logs import MAX_PODS, MAX_TAIL_LINES, LogBatch, LogsFeed, LogsQuery
+from k3py.server.edge.cloudhub import CloudHub
+from k3py.server.edge.peerrelay import MAX_STREAMED_GETS, PeerRelay
 from k3py.server.edge.podlogs import log_query, log_request
 
 pytestmark = pytest.mark.unit
+
+ADMIN = User("system:admin", ("system:masters",))
 
 
 def _pod(*containers: str, waiting: str = "") -> dict:
@@ -104,3 +112,50 @@ def test_the_oldest_lines_go_beyond_the_budget_and_are_counted():
     assert taken["dropped"] == 15
     batch.end(0)
     assert batch.take() == {"lines": [], "ended": [[0, ""]]} and batch.done
+
+
+async def _feed_ends(env, peers) -> list:
+    """The batches a feed of two pods sends to its end: web-1 on n1 (no tunnel here), and a
+    pod that does not exist."""
+    hub = CloudHub(env.registry, Authenticator(), informers=env.ctx.informers,
+                   authorizer=AuthorizerChain())
+    await env.registry.create(env.res("pods"), "default", {
+        "metadata": {"name": "web-1"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}})
+    feed = LogsFeed(authorizer_chain(env.ctx.informers), hub, 0.0, peers)
+    return [batch async for batch in feed.feed(ADMIN, _msg(pods=["web-1", "gone"]))]
+
+
+async def test_each_pod_ends_with_its_error_and_the_peers_streams_are_given_back(env):
+    """No server holds n1: web-1 ends with the 503's message, `gone` with its 404's, and the
+    relay's count of open streamed GETs is back to 0."""
+    peers = PeerRelay(env.registry, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - no
+                      Authenticator())                      # peer is live: never connected
+    batches = await _feed_ends(env, peers)
+    ended = dict(e for b in batches for e in b.get("ended", []))
+    assert batches[0] == {"reset": True}
+    assert ended == {0: "node n1 is not connected to the server",
+                     1: 'pods "gone" not found'}
+    assert peers._streamed == 0
+
+
+async def test_an_unexpected_failure_ends_that_pods_log_and_not_the_feed(env):
+    """The peers cannot be listed (their store fails: here it is missing): web-1's log ends
+    with an internal error, the other pod's as it would, and the feed ends."""
+    peers = PeerRelay(None, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - the store
+                      Authenticator())              # fails when the peers are listed
+    batches = await _feed_ends(env, peers)
+    ended = dict(e for b in batches for e in b.get("ended", []))
+    assert ended[0].startswith("internal error: ") and ended[1] == 'pods "gone" not found'
+    assert peers._streamed == 0
+
+
+async def test_streamed_gets_to_the_peers_are_bounded():
+    peers = PeerRelay(None, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - refused
+                      Authenticator())              # before any peer is listed
+    peers._streamed = MAX_STREAMED_GETS
+    with pytest.raises(errors.StatusError) as e:
+        async with peers.streamed_get("/api/v1/namespaces/default/pods/p/log", "n1"):
+            pass
+    assert e.value.code == 429 and f"{MAX_STREAMED_GETS} logs are followed" in e.value.message
+    assert peers._streamed == MAX_STREAMED_GETS

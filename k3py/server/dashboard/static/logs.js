@@ -44,7 +44,10 @@ export class LogView extends Component {
         namespace: pods[0].namespace, pods: pods.map((p) => p.name),
         container: pods.length === 1 ? container : undefined, follow: follow && !previous,
         previous, tailLines: Math.min(TAIL, Math.ceil(KEPT / pods.length)) },
-      (batch) => this.receive(pods, batch), (error) => this.setState({ errors: [error] }));
+      (batch) => this.receive(pods, batch), (error) => {
+        this.errors.push(error); // kept by a redraw already scheduled
+        this.setState({ errors: [...this.errors] });
+      });
     });
   }
 
