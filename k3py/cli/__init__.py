@@ -81,18 +81,10 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         from k3py.cli.secrets_encrypt import secrets_encrypt_command
         return secrets_encrypt_command(argv)
 
-    def scheduler_process(argv: list[str]) -> int:
-        # hidden: the scheduler's child process, which `k3py server` starts and feeds
-        from k3py.server.scheduler.process import run_scheduler_process
-        if argv:
-            return fail("scheduler-process takes no arguments")
-        return run_scheduler_process()
-
     return {"server": server, "agent": agent, "kubectl": kubectl, "token": token,
             "dashboard-url": dashboard_url,
             "check-config": check_config, "airgap": airgap, "mapper": mapper,
-            "snapshot": snapshot, "secrets-encrypt": secrets_encrypt,
-            "scheduler-process": scheduler_process}  # = process.SUBCOMMAND (tested)
+            "snapshot": snapshot, "secrets-encrypt": secrets_encrypt}
 
 
 def fail(message: str) -> int:

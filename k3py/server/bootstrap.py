@@ -35,7 +35,7 @@ from k3py.server.controllers.base import (
     InformerFactory,
 )
 from k3py.server.controllers.defaultclass import DefaultStorageClass
-from k3py.server.controllers.manager import CONTROLLERS, EVERY_SERVER, start_group
+from k3py.server.controllers.manager import CONTROLLERS, EVERY_SERVER, SCHEDULER, start_group
 from k3py.server.controllers.storageprotection import StorageObjectInUseProtection
 from k3py.server.edge import nodeauth, streams
 from k3py.server.edge.cloudhub import CloudHub
@@ -52,7 +52,6 @@ from k3py.server.rbac.defaults import reconcile_defaults
 from k3py.server.rbac.escalation import EscalationCheck
 from k3py.server.rbac.reviews import Reviews
 from k3py.server.registry import Registry
-from k3py.server.scheduler.process import SCHEDULER_USER, SchedulerProcess, SchedulerSettings
 from k3py.server.serviceaccounts import (
     ServiceAccountAdmission,
     TokenIssuer,
@@ -63,8 +62,7 @@ from k3py.tunnel.protocol import TUNNEL_PATH
 
 __all__ = ["Plugins", "install_admission", "authorizer_chain", "prepare",
            "install_authenticators", "install_rbac", "install_routes", "start_controllers",
-           "ensure_namespaces", "disabled_controllers", "install_metrics", "scheduler_settings",
-           "SYSTEM_NAMESPACES"]
+           "ensure_namespaces", "disabled_controllers", "install_metrics", "SYSTEM_NAMESPACES"]
 
 log = logging.getLogger("k3py.server")
 
@@ -256,13 +254,11 @@ def disabled_controllers(config) -> frozenset[str]:
 
 
 async def start_controllers(registry: Registry, plugins: Plugins, config, advertise: str,
-                            informers: InformerFactory, scheduler: SchedulerSettings,
-                            usage: metrics.UsageStore | None = None,
+                            informers: InformerFactory, usage: metrics.UsageStore | None = None,
                             issuer: TokenIssuer | None = None) -> list[Stoppable]:
-    """What every server runs (CRDs served, APIService availability, its manifests), the
-    controllers (on a shared datastore under their Lease, on one server at a time: upstream's
-    kube-controller-manager lease) and the scheduler's process (which elects itself under
-    the kube-scheduler Lease)."""
+    """What every server runs (CRDs served, APIService availability, its manifests), and the
+    controllers and the scheduler: on a shared datastore each under its Lease, on one server
+    at a time (upstream's kube-controller-manager and kube-scheduler leases)."""
     extra = {"api_endpoint": (advertise, config.https_listen_port), "usage": usage,
              "service_account_issuer": issuer}
     extra.update({_CONTROLLER_OPTIONS[k]: v
@@ -279,39 +275,23 @@ async def start_controllers(registry: Registry, plugins: Plugins, config, advert
                                        config.https_listen_port)
         await endpoints.start()
         started.append(endpoints)
-    start = functools.partial(start_group, ctx, CONTROLLERS, disabled,
-                              more=(AggregationController,))
-    if config.datastore_endpoint:
-        elector = LeaderElector(registry, CONTROLLER_MANAGER_LEASE, leader_identity(config),
-                                start_group=start,
+    elected = ((CONTROLLER_MANAGER_LEASE, CONTROLLERS, (AggregationController,)),
+               (SCHEDULER_LEASE, SCHEDULER, ()))
+    for lease, entries, more in elected:
+        start = functools.partial(start_group, ctx, entries, disabled, more=more)
+        if not config.datastore_endpoint:  # alone on its store: nobody to elect against
+            started.append(await start())
+            continue
+        elector = LeaderElector(registry, lease, leader_identity(config), start_group=start,
                                 times=ElectionTimes(config.leader_elect_lease_duration,
                                                     config.leader_elect_renew_deadline,
                                                     config.leader_elect_retry_period))
         elector.start()
         started.append(elector)
-    else:  # alone on its store: nobody to elect against
-        started.append(await start())
-    scheduler_process = SchedulerProcess(scheduler)
-    scheduler_process.start()
-    started.append(scheduler_process)
     deployer = ManifestDeployer(registry, config.manifests_dir)
     await deployer.start()
     started.append(deployer)
     return started
-
-
-def scheduler_settings(config, bundle: Pki, url: str) -> SchedulerSettings:
-    """The scheduler process's: this server's API, a client certificate of user
-    system:kube-scheduler (upstream's, bound to its ClusterRoles) and, on a shared
-    datastore, the kube-scheduler Lease it elects itself under."""
-    cert, key = bundle.issue_client_cert(SCHEDULER_USER)
-    lease = SCHEDULER_LEASE if config.datastore_endpoint else ""
-    return SchedulerSettings(
-        url=url, ca_pem=bundle.ca_cert_pem.decode(), cert_pem=cert.decode(),
-        key_pem=key.decode(), lease_name=lease, identity=leader_identity(config),
-        lease_duration=config.leader_elect_lease_duration,
-        renew_deadline=config.leader_elect_renew_deadline,
-        retry_period=config.leader_elect_retry_period, debug=config.debug)
 
 
 def server_id(config) -> str:

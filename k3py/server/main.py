@@ -219,9 +219,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         admin_cert, admin_key = bundle.admin_cert_pem, bundle.admin_key_pem
         pki.write_kubeconfig(config.write_kubeconfig, url, bundle.ca_cert_pem, admin_cert,
                              admin_key, mode=config.kubeconfig_mode)
-    controllers = await bootstrap.start_controllers(
-        registry, plugins, config, advertise, informers,
-        bootstrap.scheduler_settings(config, bundle, url), usage, issuer)
+    controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
+                                                    informers, usage, issuer)
     schedule = _snapshot_schedule(config)
     if schedule is not None:
         schedule.start()

@@ -99,35 +99,6 @@ def _admin_rules() -> list[dict]:
     ]
 
 
-def _scheduler_rules() -> list[dict]:
-    """upstream's system:kube-scheduler: what the scheduler reads, its Binding, the pods'
-    PodScheduled condition, its Events and its Lease (get/update of its own only)."""
-    lease = _rule(["get", "update"], ["coordination.k8s.io"], ["leases"])
-    lease["resourceNames"] = ["kube-scheduler"]
-    return [
-        _rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
-        _rule(["create"], ["coordination.k8s.io"], ["leases"]), lease,
-        _rule(READ, [""], ["nodes", "namespaces", "services", "replicationcontrollers",
-                           "persistentvolumeclaims", "persistentvolumes"]),
-        _rule(["delete", *READ], [""], ["pods"]),
-        _rule(["create"], [""], ["bindings", "pods/binding"]),
-        _rule(["patch", "update"], [""], ["pods/status"]),
-        _rule(READ, ["apps"], ["replicasets", "statefulsets"]),
-        _rule(READ, ["policy"], ["poddisruptionbudgets"]),
-        _rule(READ, ["storage.k8s.io"], ["csidrivers", "csinodes", "csistoragecapacities",
-                                         "storageclasses"]),
-        _rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
-        _rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"])]
-
-
-def _volume_scheduler_rules() -> list[dict]:
-    """upstream's system:volume-scheduler: the scheduler's volume binding writes claims and
-    volumes."""
-    return [_rule(["get", "list", "patch", "update", "watch"], [""],
-                  ["persistentvolumes", "persistentvolumeclaims"]),
-            _rule(READ, ["storage.k8s.io"], ["storageclasses"])]
-
-
 def _node_rules() -> list[dict]:
     """What a kubelet needs; not bound to system:nodes (the Node authorizer decides), as
     upstream."""
@@ -205,8 +176,6 @@ def default_cluster_roles() -> list[dict]:
         _cluster_role("system:public-info-viewer", [_urls(get, [
             "/healthz", "/livez", "/readyz", "/version", "/version/"])]),
         _cluster_role("system:node", _node_rules()),
-        _cluster_role("system:kube-scheduler", _scheduler_rules()),
-        _cluster_role("system:volume-scheduler", _volume_scheduler_rules()),
         _cluster_role("system:auth-delegator", [
             _rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
             _rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"])]),
@@ -222,15 +191,12 @@ def default_cluster_roles() -> list[dict]:
     ]
 
 
-def _binding(name: str, role: str, *groups: str, user: str = "") -> dict:
-    subjects = [{"apiGroup": GROUP, "kind": "Group", "name": g} for g in groups]
-    if user:
-        subjects.append({"apiGroup": GROUP, "kind": "User", "name": user})
+def _binding(name: str, role: str, *groups: str) -> dict:
     return {"apiVersion": f"{GROUP}/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": name, "labels": dict(_BOOTSTRAPPING),
                          "annotations": {AUTOUPDATE: "true"}},
             "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
-            "subjects": subjects}
+            "subjects": [{"apiGroup": GROUP, "kind": "Group", "name": g} for g in groups]}
 
 
 def default_cluster_role_bindings() -> list[dict]:
@@ -241,9 +207,6 @@ def default_cluster_role_bindings() -> list[dict]:
         _binding("system:public-info-viewer", "system:public-info-viewer",
                  "system:authenticated", "system:unauthenticated"),
         _binding("system:monitoring", "system:monitoring", "system:monitoring"),
-        _binding("system:kube-scheduler", "system:kube-scheduler", user="system:kube-scheduler"),
-        _binding("system:volume-scheduler", "system:volume-scheduler",
-                 user="system:kube-scheduler"),
         _binding("system:service-account-issuer-discovery",
                  "system:service-account-issuer-discovery", "system:serviceaccounts"),
     ]

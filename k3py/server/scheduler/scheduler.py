@@ -1,7 +1,6 @@
 """The default-scheduler: watches unscheduled pods and nodes, filters and scores nodes from a
 pod-per-node cache, binds the pod's volumes (volumebinding.py) and then the pod through the
-pods/binding logic (k3py.server.apiserver.handlers), or, in the scheduler process
-(process.py), a Binding POST to the API (apiclient.py)."""
+pods/binding logic (k3py.server.apiserver.handlers)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from k3py.api import errors
 from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.handlers import bind_pod
 from k3py.server.controllers.base import Controller, ControllerContext, split_key
-from k3py.server.scheduler.apiclient import ApiClient
 from k3py.server.scheduler.filters import UNRESOLVABLE, filters_for, run_filters
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_key
 from k3py.server.scheduler.podstate import PodState
@@ -335,15 +333,13 @@ class Scheduler(Controller):
         if decision is not None and not await self._bind_volumes(pod, decision):
             return
         try:
-            await self._bind_pod(md["namespace"], md["name"], node)
+            await bind_pod(self.registry, self.pod_res, md["namespace"], md["name"], node)
         except errors.StatusError as e:
             log.info("binding %s to %s failed: %s", key, node, e.message)
             self._forget(key)
             if e.code == 409 and "already assigned" not in e.message and \
                     "being deleted" not in e.message:
                 self.enqueue(key, after=0.1)
-            elif e.code == 429 or e.code >= 500:  # the API busy or unreachable: again later
-                self.enqueue(key, after=1.0)
             return
         except asyncio.CancelledError:
             raise
@@ -356,12 +352,6 @@ class Scheduler(Controller):
             pod, "Normal", "Scheduled",
             f"Successfully assigned {md['namespace']}/{md['name']} to {node}",
             component=SCHEDULER_NAME)
-
-    async def _bind_pod(self, namespace: str, name: str, node: str) -> None:
-        if isinstance(self.registry, ApiClient):  # the scheduler process
-            await self.registry.bind_pod(namespace, name, node)
-        else:
-            await bind_pod(self.registry, self.pod_res, namespace, name, node)
 
     async def _set_condition(self, pod: dict, reason: str, message: str) -> None:
         for c in (pod.get("status") or {}).get("conditions") or []:

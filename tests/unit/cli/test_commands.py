@@ -271,17 +271,3 @@ def test_check_config_takes_the_data_dir(monkeypatch, capsys, tmp_path):
     assert main(["check-config", "--data-dir", str(tmp_path)]) == 0
     assert seen == [str(tmp_path)]
     assert main(["check-config", "extra"]) == 1
-
-
-def test_scheduler_process_is_a_hidden_command_of_the_binary(monkeypatch, capsys):
-    from k3py.cli import USAGE, _commands
-    from k3py.server.scheduler import process
-    assert process.SUBCOMMAND in _commands()
-    assert process.SUBCOMMAND not in USAGE
-    # the one-file binary's sys.executable is k3py itself: the subcommand follows it
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert process.child_command() == [sys.executable, process.SUBCOMMAND]
-    monkeypatch.delattr(sys, "frozen")
-    assert process.child_command()[1:] == ["-m", "k3py", process.SUBCOMMAND]
-    assert main([process.SUBCOMMAND, "extra"]) == 1
-    assert "takes no arguments" in capsys.readouterr().err
