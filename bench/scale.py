@@ -9,8 +9,9 @@ N x 2 / 10 s the agents send: its ratio) and its CPU meanwhile, the oldest node 
 --pods pods made through Deployments of 100: pods scheduled/s and Running/s (from the first
 Deployment create until the last pod; Running/s is nan, and pods_running says how many
 ran, if not all ran within --timeout), the API's p99 for a GET, a LIST (limit=500) and a
-CREATE meanwhile; and after a server restart, the seconds until half, 90 % and every node's
-tunnel are back, the dials that failed meanwhile and the server's CPU meanwhile.
+CREATE meanwhile, and the server's CPU per pod (all its threads, heartbeats included); and
+after a server restart, the seconds until half, 90 % and every node's tunnel are back, the
+dials that failed meanwhile and the server's CPU meanwhile.
 With two sizes, `ratio:` compares the server RSS per node; with both datastores, postgres /
 sqlite for pods scheduled/s, the API p99s, RSS and reconnect time.
 
@@ -266,10 +267,13 @@ async def _measure(run: Run, srv: ServerProcess, pods: int, timeout: float, wind
                 await _idle(run, srv)
             if pods:
                 run.phase = f"{pods} pods through Deployments"
+                cpu0 = cpu_seconds(srv.proc.pid)
                 async with _profiled(srv, profile, f"pods-{run.store}-n{nodes}"):
                     await pods_through_deployments(run, api, pods, timeout)
                 run.put("rss_pods", rss_mb(srv.proc.pid), "server_rss_pods", "MB",
                         "< 1500 MB at 30,000 pods")
+                emit(f"n{nodes}_{run.store}_server_cpu_per_pod",
+                     (cpu_seconds(srv.proc.pid) - cpu0) * 1000 / pods, "ms")
                 emit(f"n{nodes}_{run.store}_server_rss_per_pod",
                      (run.r["rss_pods"] - run.r["rss_nodes"]) * 1024 / pods, "KB")
             run.phase = "reconnect after a server restart"
