@@ -39,7 +39,7 @@ from k3py.aio import cancel_and_wait
 from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from k3py.config import AgentConfig
 from k3py.hostinfo import dump_stacks_on_sigusr1, primary_ip, sd_notify
-from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
+from k3py.tunnel.protocol import HEARTBEAT, NODE_PASSWORD_HEADER
 
 __all__ = ["run", "start_agent", "AgentHandle"]
 
@@ -99,7 +99,11 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
     if version == "unknown":
         raise JoinError("podman does not work on this host ('podman version' failed); "
                         "this node cannot run pods")
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=15))
+    # aiohttp rounds its timers above the threshold up to the whole second: so that the agent,
+    # too, notices a cut tunnel HEARTBEAT_TIMEOUT after the last frame, not up to 1 s later
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, connect=15),
+        connector=aiohttp.TCPConnector(timeout_ceil_threshold=HEARTBEAT))
     opening = asyncio.ensure_future(runtime.open())  # find or start the podman API meanwhile
     try:
         try:

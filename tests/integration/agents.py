@@ -189,6 +189,21 @@ def port_forward(srv, target: str, remote: int, env: dict | None = None):
     return proc, local
 
 
+def followed_logs(prefix: str) -> int:
+    """The `podman logs --follow` running here of containers whose podman name (the agent's
+    NAMESPACE_POD_CONTAINER_UID) starts with `prefix`."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        if b"logs" in args and b"--follow" in args and any(
+                a.startswith(prefix.encode()) for a in args):
+            count += 1
+    return count
+
+
 def stop_proc(proc) -> tuple[str, str]:
     proc.terminate()
     try:

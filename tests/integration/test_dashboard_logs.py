@@ -24,6 +24,7 @@ from tests.harness import ServerProcess, clean_env, wait_for
 from tests.integration.agents import (
     IMAGE,
     build_test_image,
+    followed_logs,
     node_ready,
     remove_podman_pods,
     stop_proc,
@@ -98,21 +99,6 @@ def _pods(srv: ServerProcess) -> list[dict]:
 
 def _running(srv: ServerProcess) -> int:
     return sum(p["status"].get("phase") == "Running" for p in _pods(srv))
-
-
-def followed_logs(prefix: str) -> int:
-    """The `podman logs --follow` running here of containers whose podman name (the agent's
-    NAMESPACE_POD_CONTAINER_UID) starts with `prefix`."""
-    count = 0
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:  # ended meanwhile
-            continue
-        if b"logs" in args and b"--follow" in args and any(
-                a.startswith(prefix.encode()) for a in args):
-            count += 1
-    return count
 
 
 def _followed_logs() -> int:

@@ -31,6 +31,7 @@ from tests.integration.agents import (
     IMAGE,
     build_test_image,
     fetch,
+    followed_logs,
     kubectl_env,
     kubectl_popen,
     node_ready,
@@ -41,7 +42,6 @@ from tests.integration.agents import (
     stop_proc,
 )
 from tests.integration.test_dashboard import _login, _next, _session, run
-from tests.integration.test_dashboard_logs import followed_logs
 from tests.integration.test_dashboard_mqtt import _token
 from tests.integration.test_server_cli import k3py, one_line_error
 from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir

@@ -76,7 +76,11 @@ class ApiServer:
     read_only: dict[tuple[str, str], ReadOnlyHandler] = field(default_factory=dict)
     ready: bool = False
     started: float = field(default_factory=time.time)
-    auth_failures: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
+
+    @property
+    def auth_failures(self) -> FailedAuthLimiter:
+        """Wrong credentials per address, of every way in (the authenticator's)."""
+        return self.authenticator.failures
 
 
 API_SERVER: web.AppKey[ApiServer] = web.AppKey("api_server", ApiServer)
@@ -110,14 +114,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if not api.ready:
             return web.Response(status=503, text="not ready")
         return web.Response(text="ok")
-    peer = request.remote or ""
-    presented = _presented(request)
-    if presented.endswith("token") and api.auth_failures.blocked(peer, time.monotonic()):
-        raise errors.too_many_requests("too many failed authentication attempts from this "
-                                       "address; try again later")
-    user = api.authenticator.authenticate(request)
-    if user is None and presented:  # a wrong credential (not none at all)
-        api.auth_failures.failed(peer, presented, time.monotonic())
+    user = api.authenticator.identify(request)
     if user is None and path not in PUBLIC_PATHS:
         raise errors.unauthorized()
     if user is not None:
@@ -169,16 +166,6 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return _read_only(request, rp, user, api.authorizer, read_only)
     return await handlers.handle_resource(request, rp, user, api.registry, api.authorizer,
                                           api.streams)
-
-
-def _presented(request: web.Request) -> str:
-    """The kind of credential a request carried (for the failed-authentication log)."""
-    if request.headers.get("Authorization"):
-        return request.headers["Authorization"].split(" ", 1)[0].lower() + " token"
-    transport = request.transport
-    if transport is not None and transport.get_extra_info("peercert"):
-        return "client certificate"
-    return ""
 
 
 def _is_non_resource(path: str) -> bool:

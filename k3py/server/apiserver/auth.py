@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Authenticator:
     for a request with neither a bearer token nor a client certificate."""
 
     def __init__(self) -> None:
+        self.failures = FailedAuthLimiter()  # wrong credentials per address (429 beyond)
         self._static_tokens: dict[str, User] = {}
         self.token_authenticators: list[Callable[[str], User | None]] = []
         self.cookie_authenticator: Callable[[web.Request], User | None] | None = None
@@ -102,15 +104,39 @@ class Authenticator:
             return self.cookie_authenticator(request)
         return None
 
+    def identify(self, request: web.Request) -> User | None:
+        """The request's user (None without a credential it accepts), as every request is
+        authenticated, the API's and the routes' that authenticate themselves: a bearer
+        token from an address that sent too many wrong ones is a 429 (`failures`), and a
+        wrong credential is counted against its address."""
+        peer, presented = request.remote or "", presented_credential(request)
+        if presented.endswith("token") and self.failures.blocked(peer, time.monotonic()):
+            raise errors.too_many_requests("too many failed authentication attempts from this "
+                                           "address; try again later")
+        user = self.authenticate(request)
+        if user is None and presented:  # a wrong credential (not none at all)
+            self.failures.failed(peer, presented, time.monotonic())
+        return user
+
     def require(self, request: web.Request) -> User:
         """The user of a route that authenticates itself (the tunnel, the dashboard, the
-        servers' own endpoints), as the API does: 401 without a credential it accepts, and
-        the user recorded in REQUEST_USER for the audit log."""
-        user = self.authenticate(request)
+        servers' own endpoints), as the API does (`identify`): 401 without a credential it
+        accepts, and the user recorded in REQUEST_USER for the audit log."""
+        user = self.identify(request)
         if user is None:
             raise errors.unauthorized()
         REQUEST_USER.set(user)
         return user
+
+
+def presented_credential(request: web.Request) -> str:
+    """The kind of credential a request carried (for the failed-authentication log)."""
+    if request.headers.get("Authorization"):
+        return request.headers["Authorization"].split(" ", 1)[0].lower() + " token"
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("peercert"):
+        return "client certificate"
+    return ""
 
 
 @dataclass(frozen=True)

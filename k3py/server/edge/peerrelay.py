@@ -13,7 +13,7 @@ reports they share (peerreports.py), a node's live MQTT tail (peertail.py) and a
 the dashboard (podlogs.py), with the same certificates. The streamed GETs (a followed log can
 stay open for hours) have their own connections, at most MAX_STREAMED_GETS at once (429
 beyond), so they never take the ones the reports and tails need; TCP keepalive ends one whose
-peer died without a word (power lost, link cut) within about STREAM_KEEPALIVE seconds."""
+peer died without a word (power lost, link cut) within a minute."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ _HIGH_WATER = 256 * 1024
 # certificate, and must not act on the client's credentials or impersonation
 _DROPPED = ("authorization", "host", "cookie")
 MAX_STREAMED_GETS = 64  # open at once from this server (the dashboard's followed logs)
-STREAM_KEEPALIVE = 60  # s: idle 30 s, then 3 probes 10 s apart
+# TCP keepalive of their connections: probed after KEEPALIVE_IDLE s of silence, then every
+# KEEPALIVE_INTERVAL s, dropped after KEEPALIVE_PROBES unanswered (a dead peer: within 60 s)
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3
 
 
 def _keepalive_socket(addr_info) -> socket.socket:
@@ -57,9 +59,9 @@ def _keepalive_socket(addr_info) -> socket.socket:
     family, type_, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=type_, proto=proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
     return sock
 
 

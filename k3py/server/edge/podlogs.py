@@ -4,12 +4,13 @@ container chosen and checked as the kubelet does) and the log's bytes as they co
 `node_log` reads it through the node's tunnel held here; `peer_log` through the server that
 holds it, on a shared datastore (its own pods/log, asked with the peers' certificates:
 PeerRelay.streamed_get). Used by streams.serve_log (GET pods/<name>/log, which a peer also serves)
-and the dashboard's "logs" feed (k3py.server.dashboard.podlogs)."""
+and the dashboard's "logs" feed (k3py.server.dashboard.logs)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -33,6 +34,9 @@ __all__ = ["log_request", "log_query", "node_log", "peer_log"]
 _WAITING_WORDS = {"ErrImagePull": "image can't be pulled",
                   "ImagePullBackOff": "trying and failing to pull image"}
 _CHUNK = 64 * 1024
+# s: how often a quiet followed log asks whether its client is still there (aiohttp does not
+# cancel a handler whose client went; a write to it would fail, but a quiet pod writes nothing)
+IDLE_CHECK = 5.0
 
 
 def log_request(pod: dict, query: Mapping[str, str]) -> LogRequest:
@@ -87,9 +91,16 @@ def _waiting_to_start(pod: dict, container: str, name: str) -> str:
             f'{_WAITING_WORDS.get(reason, reason)}')
 
 
-async def _node_chunks(queue) -> AsyncIterator[bytes]:
+async def _node_chunks(queue: asyncio.Queue, client_gone: Callable[[], bool] | None
+                       ) -> AsyncIterator[bytes]:
     while True:
-        kind, content = await next_frame(queue)
+        try:  # asyncio.timeout, not wait_for: on 3.11 that could swallow a cancel
+            async with asyncio.timeout(IDLE_CHECK if client_gone is not None else None):
+                kind, content = await next_frame(queue)
+        except TimeoutError:
+            if client_gone is not None and client_gone():
+                return
+            continue
         if kind == FRAME_ERROR:
             raise errors.StatusError(int(content.get("code") or 500),
                                      content.get("reason") or "InternalError",
@@ -101,14 +112,16 @@ async def _node_chunks(queue) -> AsyncIterator[bytes]:
 
 
 @contextlib.asynccontextmanager
-async def node_log(hub: CloudHub, node: str, params: LogRequest
+async def node_log(hub: CloudHub, node: str, params: LogRequest,
+                   client_gone: Callable[[], bool] | None = None
                    ) -> AsyncIterator[AsyncIterator[bytes]]:
     """The log's chunks through `node`'s tunnel here, to its end (the node's error raised as
     its Status); 503 on entering when the node's tunnel is not here. The node's stream is
-    closed on leaving, however it is left."""
+    closed on leaving, however it is left; with `client_gone`, also once it says the client
+    went (asked every IDLE_CHECK seconds while the log is quiet)."""
     session, stream_id, queue = await hub.open_stream(node, STREAM_LOG, params.to_content())
     try:
-        yield _node_chunks(queue)
+        yield _node_chunks(queue, client_gone)
     finally:
         await hub.close_stream(session, stream_id)
 

@@ -62,10 +62,15 @@ async def _serve_here_or_at_peer(hub: CloudHub, peers: PeerRelay | None, serve,
 async def serve_log(hub: CloudHub, request: web.Request, rp: ResourcePath,
                     user: User) -> web.StreamResponse:
     """GET pods/<name>/log: relayed from the node's runtime through the tunnel (podlogs.py);
-    the node's error is the answer's Status until the first bytes, then ends the answer."""
+    the node's error is the answer's Status until the first bytes, then ends the answer. A
+    followed log ends when its client goes (kubectl's Ctrl-C, a peer closing its request),
+    even while the pod is quiet."""
     pod, node = await scheduled_pod(hub, rp.namespace, rp.name)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-    async with node_log(hub, node, log_request(pod, request.query)) as chunks:
+
+    def client_gone() -> bool:
+        return request.transport is None or request.transport.is_closing()
+    async with node_log(hub, node, log_request(pod, request.query), client_gone) as chunks:
         try:
             async for chunk in chunks:
                 if not resp.prepared:

@@ -6,6 +6,7 @@ servers-only endpoints."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -63,7 +64,7 @@ def test_a_servers_only_endpoint_admits_a_peer_and_says_what_others_cannot_do():
     def require(token: str) -> User:
         request = make_mocked_request("GET", "/v1-k3py/peer-mqtttail",
                                       headers={"Authorization": f"Bearer {token}"})
-        return relay.require_peer(request, "follow a tail")
+        return contextvars.Context().run(relay.require_peer, request, "follow a tail")
     assert require("peer").name == PEER_USER
     with pytest.raises(errors.StatusError) as e:
         require("admin")
