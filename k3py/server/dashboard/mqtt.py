@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 from k3py.api import errors
 from k3py.mapper import topics as t
@@ -28,10 +28,10 @@ from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.peertail import Batch, node_tail, peer_tail, tail_target
+from k3py.server.quota import Quota
 from k3py.tunnel.mqtt import TailEntry
 
-__all__ = ["MqttFeeds", "PayloadAccess", "PeerTailQuota", "device_of",
-           "MAX_PEER_TAILS_PER_USER"]
+__all__ = ["MqttFeeds", "PayloadAccess", "device_of", "MAX_PEER_TAILS_PER_USER"]
 
 DEVICE_GROUP = "devices.kubeedge.io"
 ACCESS_TTL = 10.0  # seconds a payload decision is kept for a tail
@@ -90,33 +90,6 @@ class PayloadAccess:
         return ok
 
 
-class PeerTailQuota:
-    """The tails each user follows through the other servers now, at most `limit`."""
-
-    def __init__(self, limit: int = MAX_PEER_TAILS_PER_USER) -> None:
-        self.limit = limit
-        self._open: dict[str, int] = {}  # user name -> tails open (no entry: none)
-
-    def open(self, user: str) -> int:
-        return self._open.get(user, 0)
-
-    @contextlib.contextmanager
-    def hold(self, user: str) -> Iterator[None]:
-        """One of `user`'s tails while inside; 429 when they follow `limit` already."""
-        if self.open(user) >= self.limit:
-            raise errors.too_many_requests(
-                f"at most {self.limit} MQTT tails per user through the other servers at once: "
-                "stop following another node's tail (in any tab) first")
-        self._open[user] = self.open(user) + 1
-        try:
-            yield
-        finally:
-            if self._open[user] == 1:
-                del self._open[user]
-            else:
-                self._open[user] -= 1
-
-
 class MqttFeeds:
     """The "mqtt" and "mqtttail" feeds of the tab's websocket (LiveSocket's `feeds`)."""
 
@@ -126,7 +99,10 @@ class MqttFeeds:
         self.hub = hub
         self.interval = interval
         self.peers = peers  # the other servers on a shared datastore
-        self.peer_tails = PeerTailQuota()
+        self.peer_tails = Quota(  # user name -> tails through the other servers
+            MAX_PEER_TAILS_PER_USER,
+            f"at most {MAX_PEER_TAILS_PER_USER} MQTT tails per user through the other servers "
+            "at once: stop following another node's tail (in any tab) first")
 
     def feeds(self) -> dict:
         return {"mqtt": self.summaries, "mqtttail": self.tail}

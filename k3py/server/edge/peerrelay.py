@@ -33,6 +33,7 @@ from aiohttp import web
 from k3py.api import errors
 from k3py.server.apiserver.auth import Authenticator, User
 from k3py.server.controllers.apiendpoints import live_addresses
+from k3py.server.quota import Quota
 from k3py.server.registry import Registry
 
 __all__ = ["PeerRelay", "PeerError", "PEER_USER", "PEER_GROUPS", "MAX_STREAMED_GETS"]
@@ -84,7 +85,9 @@ class PeerRelay:
         self.authenticator = authenticator
         self._session: aiohttp.ClientSession | None = None
         self._stream_session: aiohttp.ClientSession | None = None
-        self._streamed = 0  # streamed GETs open
+        self.streamed = Quota(  # streamed GETs open, for the whole server
+            MAX_STREAMED_GETS, f"{MAX_STREAMED_GETS} logs are followed through the other "
+            "servers already: close another log view first")
 
     @staticmethod
     def is_peer(user: User) -> bool:
@@ -168,19 +171,12 @@ class PeerRelay:
         (that peer, its response), closed on leaving. Peers answering 503 or not reachable are
         passed over; 503 when none holds it; another answer that is not 2xx raised as its
         Status; 429 when MAX_STREAMED_GETS are open already."""
-        if self._streamed >= MAX_STREAMED_GETS:
-            raise errors.too_many_requests(
-                f"{MAX_STREAMED_GETS} logs are followed through the other servers already: "
-                "close another log view first")
-        self._streamed += 1
-        try:
+        with self.streamed.hold():
             peer, response = await self._first_that_serves(path_qs, node)
             try:
                 yield peer, response
             finally:
                 response.close()
-        finally:
-            self._streamed -= 1
 
     async def _first_that_serves(self, path_qs: str, node: str
                                  ) -> tuple[str, aiohttp.ClientResponse]:

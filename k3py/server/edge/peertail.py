@@ -28,6 +28,7 @@ from k3py.api import errors
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.streamrelay import next_frame
+from k3py.server.quota import Quota
 from k3py.tunnel.mqtt import (
     DEFAULT_FILTER,
     MAX_BATCH,
@@ -172,26 +173,21 @@ class PeerTails:
 
     def __init__(self, hub: CloudHub, relay: PeerRelay) -> None:
         self.hub, self.relay = hub, relay
-        self.open = 0  # tails served now
+        self.serving = Quota(MAX_PEER_TAILS, f"this server serves at most {MAX_PEER_TAILS} "
+                             "MQTT tails to the other servers at once")
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         self.relay.require_peer(request, "follow a node's MQTT tail for another server")
         node, topic_filter = tail_target(request.query.get("node"), request.query.get("filter"))
         if not self.hub.node_connected(node):  # said before "busy": the peer asks the next
             raise errors.service_unavailable(f"node {node} is not connected to this server")
-        if self.open >= MAX_PEER_TAILS:
-            raise errors.too_many_requests(f"this server serves at most {MAX_PEER_TAILS} MQTT "
-                                           "tails to the other servers at once")
-        self.open += 1
-        try:
+        with self.serving.hold():
             # before the upgrade: a node not here is a plain 503, and the peer asks the next
             async with node_tail(self.hub, node, topic_filter) as batches:
                 ws = web.WebSocketResponse(heartbeat=HEARTBEAT)
                 await ws.prepare(request)
                 await _forward(ws, batches)
                 return ws
-        finally:
-            self.open -= 1
 
 
 async def _forward(ws: web.WebSocketResponse, batches: AsyncIterator[Batch]) -> None:

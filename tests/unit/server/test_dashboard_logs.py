@@ -9,6 +9,8 @@ given back."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from k3py.api import errors
@@ -136,7 +138,7 @@ async def test_each_pod_ends_with_its_error_and_the_peers_streams_are_given_back
     assert batches[0] == {"reset": True}
     assert ended == {0: "node n1 is not connected to the server",
                      1: 'pods "gone" not found'}
-    assert peers._streamed == 0
+    assert peers.streamed.held() == 0
 
 
 async def test_an_unexpected_failure_ends_that_pods_log_and_not_the_feed(env):
@@ -147,15 +149,20 @@ async def test_an_unexpected_failure_ends_that_pods_log_and_not_the_feed(env):
     batches = await _feed_ends(env, peers)
     ended = dict(e for b in batches for e in b.get("ended", []))
     assert ended[0].startswith("internal error: ") and ended[1] == 'pods "gone" not found'
-    assert peers._streamed == 0
+    assert peers.streamed.held() == 0
 
 
 async def test_streamed_gets_to_the_peers_are_bounded():
     peers = PeerRelay(None, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - refused
                       Authenticator())              # before any peer is listed
-    peers._streamed = MAX_STREAMED_GETS
-    with pytest.raises(errors.StatusError) as e:
-        async with peers.streamed_get("/api/v1/namespaces/default/pods/p/log", "n1"):
-            pass
-    assert e.value.code == 429 and f"{MAX_STREAMED_GETS} logs are followed" in e.value.message
-    assert peers._streamed == MAX_STREAMED_GETS
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_STREAMED_GETS):
+            held.enter_context(peers.streamed.hold())
+        with pytest.raises(errors.StatusError) as e:
+            async with peers.streamed_get("/api/v1/namespaces/default/pods/p/log", "n1"):
+                pass
+        assert e.value.code == 429 and e.value.message == (
+            f"{MAX_STREAMED_GETS} logs are followed through the other servers already: "
+            "close another log view first")
+        assert peers.streamed.held() == MAX_STREAMED_GETS
+    assert len(peers.streamed) == 0
