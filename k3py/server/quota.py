@@ -1,11 +1,12 @@
 """How many of a scarce thing each key (a user, or the whole server) holds at once, and a 429
 Status for one more: the server's long-lived streams between servers are bounded with it.
 
-Used for a user's MQTT tails through the other servers (dashboard/mqtt.py), the streamed GETs
-one server opens to its peers (edge/peerrelay.py) and the tails it serves them
-(edge/peertail.py). In memory, per process;
-a count goes back down however its holder ends (an error, a cancellation), and a key whose
-count is back at 0 is forgotten, so that the users who came and went leave nothing behind."""
+Used for a user's MQTT tails through the other servers (dashboard/mqtt.py), a user's logs
+through them (dashboard/logs.py), the streamed GETs one server opens to its peers
+(edge/peerrelay.py) and the tails it serves them (edge/peertail.py). In memory, per
+process; a count goes back down however its holder ends (an error, a cancellation), and a key
+whose count is back at 0 is forgotten, so that the users who came and went leave nothing
+behind."""
 
 from __future__ import annotations
 

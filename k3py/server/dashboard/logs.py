@@ -7,20 +7,22 @@ MAX_PODS, as `kubectl logs -f -l` refuses more than --max-log-requests), "contai
 (else each pod's first), "follow": bool?, "previous": bool?, "tailLines": N?}; each pod is
 authorized as GET pods/<name>/log is (`get pods/log`), all before any is opened. Each pod's
 log is read with timestamps as podlogs.py reads it for kubectl: through its node's tunnel
-here, or through the server that holds it (on a shared datastore). The tab gets
-{"reset": true} first (after a reconnect it shows the log afresh), then at most
-MAX_FLUSHES_PER_SECOND batches a second (LogBatch): {"lines": [[POD, "TIMESTAMP text"], ...],
-"dropped": n?, "ended": [[POD, ""|error], ...]?}, POD the pod's index in "pods". A batch holds
-at most MAX_BATCH_BYTES; when the tab falls behind the oldest lines go and "dropped" counts
-them. Every pod's stream is closed when the tab cancels, the socket closes or the session
-ends (the feed's task is cancelled)."""
+here, or through the server that holds it (on a shared datastore: at most
+MAX_PEER_LOGS_PER_USER of a user's logs at once, whatever tabs they are in; a pod's log beyond
+ends with the 429's message). The tab gets {"reset": true} first (after a reconnect it shows
+the log afresh), then at most MAX_FLUSHES_PER_SECOND batches a second (LogBatch): {"lines":
+[[POD, "TIMESTAMP text"], ...], "dropped": n?, "ended": [[POD, ""|error], ...]?}, POD the
+pod's index in "pods". A batch holds at most MAX_BATCH_BYTES; when the tab falls behind the
+oldest lines go and "dropped" counts them. Every pod's stream is closed when the tab cancels,
+the socket closes or the session ends (the feed's task is cancelled)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from k3py.aio import cancel_and_wait
@@ -30,13 +32,19 @@ from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.podlogs import log_request, node_log, peer_log
 from k3py.server.edge.streamrelay import scheduled_pod
+from k3py.server.quota import Quota
+from k3py.tunnel.protocol import LogRequest
 
 __all__ = ["LogsFeed", "LogsQuery", "LogBatch", "MAX_PODS", "MAX_TAIL_LINES",
-           "MAX_BATCH_BYTES", "MAX_LINE_BYTES"]
+           "MAX_BATCH_BYTES", "MAX_LINE_BYTES", "MAX_PEER_LOGS_PER_USER"]
 
 log = logging.getLogger("k3py.dashboard")
 
 MAX_PODS = 50  # streams one feed opens
+# a user's logs through the other servers at once, whatever tabs they are in: this server opens
+# MAX_STREAMED_GETS to them for all its users together, so one user's two workload views
+# cannot take them all
+MAX_PEER_LOGS_PER_USER = 50
 MAX_TAIL_LINES = 10_000  # per pod
 MAX_NAME = 253
 MAX_BATCH_BYTES = 2 * 1024 * 1024  # held for the tab between two flushes (with _LINE_COST)
@@ -187,13 +195,17 @@ class LogsFeed:
     def __init__(self, authorizer: AuthorizerChain, hub: CloudHub, interval: float,
                  peers: PeerRelay | None = None) -> None:
         self.authorizer, self.hub, self.interval, self.peers = authorizer, hub, interval, peers
+        self.peer_logs = Quota(  # user name -> logs read through the other servers
+            MAX_PEER_LOGS_PER_USER,
+            f"at most {MAX_PEER_LOGS_PER_USER} logs per user are followed through the other "
+            "servers at once: close another log view (in any tab) first")
 
     async def feed(self, user: User, msg: dict) -> AsyncGenerator[dict, None]:
         query = LogsQuery.parse(msg)
         for name in query.pods:
             self.authorizer.authorize(user, "get", "", "pods", query.namespace, name, "log")
         batch = LogBatch(len(query.pods))
-        readers = [asyncio.create_task(self._read(batch, index, query))
+        readers = [asyncio.create_task(self._read(user, batch, index, query))
                    for index in range(len(query.pods))]
         try:
             yield {"reset": True}
@@ -205,7 +217,7 @@ class LogsFeed:
             for reader in readers:
                 await cancel_and_wait(reader)
 
-    async def _read(self, batch: LogBatch, index: int, query: LogsQuery) -> None:
+    async def _read(self, user: User, batch: LogBatch, index: int, query: LogsQuery) -> None:
         """One pod's log into `batch`, to its end; an error ends it with its message."""
         error = ""
         try:
@@ -213,7 +225,7 @@ class LogsFeed:
             params = log_request(pod, query.pod_query(pod))
             source = node_log(self.hub, node, params) \
                 if self.peers is None or self.hub.node_connected(node) \
-                else peer_log(self.peers, node, params)
+                else self._peer_log(self.peers, user, node, params)
             async with source as chunks:
                 async for chunk in chunks:
                     batch.add(index, chunk)
@@ -225,3 +237,11 @@ class LogsFeed:
             error = f"internal error: {e or type(e).__name__}"
         finally:  # also when cancelled: the feed is ending then, nothing waits for the pod
             batch.end(index, error)
+
+    @contextlib.asynccontextmanager
+    async def _peer_log(self, peers: PeerRelay, user: User, node: str, params: LogRequest
+                        ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """peer_log, as one of `user`'s: 429 when they follow MAX_PEER_LOGS_PER_USER already."""
+        with self.peer_logs.hold(user.name):
+            async with peer_log(peers, node, params) as chunks:
+                yield chunks

@@ -12,8 +12,9 @@ request again, so a node no server holds is one 503, never a loop.
 reports they share (peerreports.py), a node's live MQTT tail (peertail.py) and a pod's log for
 the dashboard (podlogs.py), with the same certificates. The streamed GETs (a followed log can
 stay open for hours) have their own connections, at most MAX_STREAMED_GETS at once (429
-beyond), so they never take the ones the reports and tails need; TCP keepalive ends one whose
-peer died without a word (power lost, link cut) within a minute."""
+beyond; the dashboard holds each user to fewer), so they never take the ones the reports and
+tails need; TCP keepalive ends one whose peer died without a word (power lost, link cut)
+within a minute."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ batch's lines split per pod across chunks, a line too long cut once, the oldest 
 and counted beyond the budget, each pod's end with its error (also an unexpected one: the
 feed still ends); the pods/log query asked of a peer says again what the node is asked
 (podlogs.log_query of log_request); and the streamed GETs to the peers are bounded (429) and
-given back."""
+given back, for the whole server and for each user."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ import pytest
 from k3py.api import errors
 from k3py.server.apiserver.auth import Authenticator, AuthorizerChain, User
 from k3py.server.bootstrap import authorizer_chain
-from k3py.server.dashboard.logs import MAX_PODS, MAX_TAIL_LINES, LogBatch, LogsFeed, LogsQuery
+from k3py.server.dashboard.logs import (
+    MAX_PEER_LOGS_PER_USER,
+    MAX_PODS,
+    MAX_TAIL_LINES,
+    LogBatch,
+    LogsFeed,
+    LogsQuery,
+)
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import MAX_STREAMED_GETS, PeerRelay
 from k3py.server.edge.podlogs import log_query, log_request
@@ -116,16 +123,23 @@ def test_the_oldest_lines_go_beyond_the_budget_and_are_counted():
     assert batch.take() == {"lines": [], "ended": [[0, ""]]} and batch.done
 
 
-async def _feed_ends(env, peers) -> list:
-    """The batches a feed of two pods sends to its end: web-1 on n1 (no tunnel here), and a
-    pod that does not exist."""
+async def _logs_feed(env, peers) -> LogsFeed:
+    """The "logs" feed, with pod web-1 on n1 (no tunnel here)."""
     hub = CloudHub(env.registry, Authenticator(), informers=env.ctx.informers,
                    authorizer=AuthorizerChain())
     await env.registry.create(env.res("pods"), "default", {
         "metadata": {"name": "web-1"},
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}})
-    feed = LogsFeed(authorizer_chain(env.ctx.informers), hub, 0.0, peers)
-    return [batch async for batch in feed.feed(ADMIN, _msg(pods=["web-1", "gone"]))]
+    return LogsFeed(authorizer_chain(env.ctx.informers), hub, 0.0, peers)
+
+
+async def _batches(feed: LogsFeed, user: User = ADMIN) -> list:
+    """The batches a feed of two pods sends to its end: web-1, and a pod that does not exist."""
+    return [batch async for batch in feed.feed(user, _msg(pods=["web-1", "gone"]))]
+
+
+async def _feed_ends(env, peers) -> list:
+    return await _batches(await _logs_feed(env, peers))
 
 
 async def test_each_pod_ends_with_its_error_and_the_peers_streams_are_given_back(env):
@@ -166,3 +180,29 @@ async def test_streamed_gets_to_the_peers_are_bounded():
             "close another log view first")
         assert peers.streamed.held() == MAX_STREAMED_GETS
     assert len(peers.streamed) == 0
+
+
+async def test_a_users_logs_through_the_peers_are_bounded_and_others_untouched(env):
+    """web-1's log goes through a peer: the 503 of no peer holding n1 while the user follows
+    fewer than MAX_PEER_LOGS_PER_USER logs through the peers (in other feeds), the 429's
+    message at that many, before any peer is asked; another user's is the 503 still, and
+    every count is given back."""
+    peers = PeerRelay(env.registry, None, "10.0.0.2", 6443,  # type: ignore[arg-type] - no
+                      Authenticator())                      # peer is live: never connected
+    feed = await _logs_feed(env, peers)
+    other = User("system:admin-2", ("system:masters",))
+
+    async def web_1_ends(user: User) -> str:
+        return dict(e for b in await _batches(feed, user) for e in b.get("ended", []))[0]
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_PEER_LOGS_PER_USER - 1):
+            held.enter_context(feed.peer_logs.hold(ADMIN.name))
+        assert await web_1_ends(ADMIN) == "node n1 is not connected to the server"
+        held.enter_context(feed.peer_logs.hold(ADMIN.name))
+        assert await web_1_ends(ADMIN) == (
+            f"at most {MAX_PEER_LOGS_PER_USER} logs per user are followed through the other "
+            "servers at once: close another log view (in any tab) first")
+        assert await web_1_ends(other) == "node n1 is not connected to the server"
+        assert feed.peer_logs.held(ADMIN.name) == MAX_PEER_LOGS_PER_USER
+    assert len(feed.peer_logs) == 0 and peers.streamed.held() == 0
+    await peers.close()
