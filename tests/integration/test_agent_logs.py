@@ -20,7 +20,6 @@ from tests.integration.agents import (
     IMAGE,
     container_status,
     embedded_node,
-    followed_logs,
     kubectl_popen,
     read_until,
     stop_proc,
@@ -120,22 +119,3 @@ def test_logs_of_a_container_waiting_to_start(srv):
                                   'is waiting to start: ErrImageNeverPull')
     srv.kubectl("delete", "pod", "never", "--wait=false")
 
-
-def test_a_followed_log_of_a_quiet_pod_ends_when_kubectl_goes(srv):
-    """`kubectl logs -f` of a pod that prints nothing more, then kubectl stopped: the server
-    ends its side (it asks whether its client is still there while the log is quiet), so the
-    node's `podman logs --follow` of it ends too, without the pod printing again."""
-    _apply(srv, "quiet", "echo hello; sleep 3600")
-    wait_for(lambda: "running" in (container_status(srv, "quiet").get("state") or {}),
-             60, 0.3, "running")
-    proc = kubectl_popen(srv, "logs", "-f", "quiet")
-    try:
-        assert read_until(proc, "hello", 20).startswith("hello")
-        wait_for(lambda: followed_logs("default_quiet_") == 1, 20, 0.3,
-                 "the node following the pod's log")
-    finally:
-        stop_proc(proc)
-    wait_for(lambda: followed_logs("default_quiet_") == 0, 30, 0.3,
-             f"the node's log stream ended once kubectl went "
-             f"({followed_logs('default_quiet_')} still follow)")
-    srv.kubectl("delete", "pod", "quiet", "--wait=false")

@@ -699,12 +699,18 @@ def _report(srv: ServerProcess, value: str) -> None:
         [{"op": "replace", "path": "/status/twins/0/reported/value", "value": value}]))
 
 
+# a page's first load in a fresh Chromium can take long on a loaded 2-core machine: generous
+# deadlines (not figures: a passing test waits only as long as the page takes)
+PAGE_LOAD = 45
+
+
 def _log_in(driver, token: str) -> None:
     from selenium.webdriver.common.by import By
-    wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")
+    wait_for(lambda: driver.find_elements(By.ID, "token"), PAGE_LOAD, what="the login form")
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
-    wait_for(lambda: driver.find_elements(By.ID, "logout"), 15, what="the page after login")
+    wait_for(lambda: driver.find_elements(By.ID, "logout"), PAGE_LOAD,
+             what="the page after login")
 
 
 def _open(driver, view: str, table: str) -> None:
@@ -942,7 +948,7 @@ def _logged_out(driver, srv: ServerProcess) -> None:
     from selenium.webdriver.common.by import By
     driver.get(srv.url + "/dashboard/")
     wait_for(lambda: driver.find_elements(By.ID, "token") or driver.find_elements(By.ID, "logout"),
-             15, what="the page")
+             PAGE_LOAD, what="the page")
     if driver.find_elements(By.ID, "logout"):
         driver.find_element(By.ID, "logout").click()
         wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")

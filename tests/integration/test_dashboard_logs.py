@@ -25,7 +25,9 @@ from tests.integration.agents import (
     IMAGE,
     build_test_image,
     followed_logs,
+    kubectl_popen,
     node_ready,
+    read_until,
     remove_podman_pods,
     stop_proc,
 )
@@ -197,3 +199,33 @@ def test_the_feeds_bounds_and_a_pods_own_error(cluster):
     assert texts and texts[0].split(" ", 1)[1] == f"I am {names[0]}", texts
     [ghost] = [error for d in data for i, error in d.get("ended", []) if i == 1]
     assert 'pods "no-such-pod" not found' in ghost, ghost
+
+
+def test_a_followed_log_of_a_quiet_pod_ends_when_kubectl_goes(cluster):
+    """`kubectl logs -f` of a pod that prints nothing more, then kubectl stopped: the server
+    ends its side (it asks whether its client is still there while the log is quiet), so the
+    node's `podman logs --follow` of it ends too, without the pod printing again (the same
+    end a peer's closed request gets: the dashboard's logs through another server)."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "quiet"},
+           "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "c", "image": IMAGE,
+                                    "imagePullPolicy": "IfNotPresent",
+                                    "command": ["sh", "-c", "echo hello; sleep 3600"]}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    try:
+        wait_for(lambda: cluster.kubectl("logs", "quiet", check=False).stdout == "hello\n",
+                 60, 0.3, "the quiet pod's hello")
+        # with timestamps the node reads the log with `podman logs` (whose process shows
+        # here), not over the podman API
+        proc = kubectl_popen(cluster, "logs", "-f", "--timestamps", "quiet")
+        try:
+            assert read_until(proc, "hello", 20).endswith(" hello\n")
+            wait_for(lambda: followed_logs("default_quiet_") == 1, 20, 0.3,
+                     "the node following the pod's log")
+        finally:
+            stop_proc(proc)
+        wait_for(lambda: followed_logs("default_quiet_") == 0, 30, 0.3,
+                 f"the node's log stream ended once kubectl went "
+                 f"({followed_logs('default_quiet_')} still follow)")
+    finally:
+        cluster.kubectl("delete", "pod", "quiet", "--wait=false")
