@@ -11,11 +11,15 @@ behind."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
 from k3py.api import errors
 
 __all__ = ["Quota", "WHOLE_SERVER"]
+
+T = TypeVar("T")
 
 WHOLE_SERVER = ""  # the key of a quota that counts for the whole server, not per user
 
@@ -49,3 +53,11 @@ class Quota:
                 del self._held[key]
             else:
                 self._held[key] -= 1
+
+    @contextlib.asynccontextmanager
+    async def around(self, key: Hashable, context: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+        """`context` (not entered yet) entered as one of `key`'s: 429 Status before it is
+        when `key` holds `limit` already."""
+        with self.hold(key):
+            async with context as value:
+                yield value

@@ -19,10 +19,9 @@ the socket closes or the session ends (the feed's task is cancelled)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from k3py.aio import cancel_and_wait
@@ -33,7 +32,6 @@ from k3py.server.edge.peerrelay import PeerRelay
 from k3py.server.edge.podlogs import log_request, node_log, peer_log
 from k3py.server.edge.streamrelay import scheduled_pod
 from k3py.server.quota import Quota
-from k3py.tunnel.protocol import LogRequest
 
 __all__ = ["LogsFeed", "LogsQuery", "LogBatch", "MAX_PODS", "MAX_TAIL_LINES",
            "MAX_BATCH_BYTES", "MAX_LINE_BYTES", "MAX_PEER_LOGS_PER_USER"]
@@ -225,7 +223,7 @@ class LogsFeed:
             params = log_request(pod, query.pod_query(pod))
             source = node_log(self.hub, node, params) \
                 if self.peers is None or self.hub.node_connected(node) \
-                else self._peer_log(self.peers, user, node, params)
+                else self.peer_logs.around(user.name, peer_log(self.peers, node, params))
             async with source as chunks:
                 async for chunk in chunks:
                     batch.add(index, chunk)
@@ -237,11 +235,3 @@ class LogsFeed:
             error = f"internal error: {e or type(e).__name__}"
         finally:  # also when cancelled: the feed is ending then, nothing waits for the pod
             batch.end(index, error)
-
-    @contextlib.asynccontextmanager
-    async def _peer_log(self, peers: PeerRelay, user: User, node: str, params: LogRequest
-                        ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """peer_log, as one of `user`'s: 429 when they follow MAX_PEER_LOGS_PER_USER already."""
-        with self.peer_logs.hold(user.name):
-            async with peer_log(peers, node, params) as chunks:
-                yield chunks

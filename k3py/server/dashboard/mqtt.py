@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -27,7 +26,7 @@ from k3py.mapper import topics as t
 from k3py.server.apiserver.auth import AuthorizerChain, User
 from k3py.server.edge.cloudhub import CloudHub
 from k3py.server.edge.peerrelay import PeerRelay
-from k3py.server.edge.peertail import Batch, node_tail, peer_tail, tail_target
+from k3py.server.edge.peertail import node_tail, peer_tail, tail_target
 from k3py.server.quota import Quota
 from k3py.tunnel.mqtt import TailEntry
 
@@ -133,17 +132,10 @@ class MqttFeeds:
         access = PayloadAccess(self.authorizer, user)
         tail = node_tail(self.hub, node, topic_filter) \
             if self.peers is None or self.hub.node_connected(node) \
-            else self._peer_tail(self.peers, user, node, topic_filter)
+            else self.peer_tails.around(user.name, peer_tail(self.peers, node, topic_filter))
         async with tail as batches:
             async for entries, dropped in batches:
                 yield {"messages": _shown(entries, access), "dropped": dropped}
-
-    @contextlib.asynccontextmanager
-    async def _peer_tail(self, peers: PeerRelay, user: User, node: str, topic_filter: str
-                         ) -> AsyncIterator[AsyncIterator[Batch]]:
-        with self.peer_tails.hold(user.name):
-            async with peer_tail(peers, node, topic_filter) as batches:
-                yield batches
 
 
 def _shown(entries: list[TailEntry], access: PayloadAccess) -> list[dict]:

@@ -1,11 +1,13 @@
 """The server's quotas of long-lived streams (k3py/server/quota.py): each key holds at most the
 limit, one more is the quota's 429 Status and leaves the counts as they were, other keys are
 untouched, and a count goes back down however its holder ends (normally, an error, a task
-cancelled while holding it), a key back at 0 being forgotten."""
+cancelled while holding it), a key back at 0 being forgotten; and a stream's context entered as one of a key's
+(`around`), never entered beyond the limit."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -62,3 +64,20 @@ async def test_a_task_cancelled_while_holding_gives_the_count_back():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(quota) == 0
+
+
+async def test_a_context_is_entered_as_one_of_a_keys_and_not_beyond_the_limit():
+    quota = Quota(1, SAYS)
+    entered = []
+
+    @contextlib.asynccontextmanager
+    async def stream(name: str):
+        entered.append(name)
+        yield name
+    async with quota.around("alice", stream("first")) as value:
+        assert value == "first" and quota.held("alice") == 1
+        with pytest.raises(errors.StatusError) as e:
+            async with quota.around("alice", stream("second")):
+                pass
+        assert e.value.code == 429
+    assert entered == ["first"] and len(quota) == 0
