@@ -28,7 +28,6 @@ from k3py.server.apiserver.auth import (
     REQUEST_USER,
     Authenticator,
     AuthorizerChain,
-    FailedAuthLimiter,
     User,
 )
 from k3py.server.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
@@ -76,11 +75,6 @@ class ApiServer:
     read_only: dict[tuple[str, str], ReadOnlyHandler] = field(default_factory=dict)
     ready: bool = False
     started: float = field(default_factory=time.time)
-
-    @property
-    def auth_failures(self) -> FailedAuthLimiter:
-        """Wrong credentials per address, of every way in (the authenticator's)."""
-        return self.authenticator.failures
 
 
 API_SERVER: web.AppKey[ApiServer] = web.AppKey("api_server", ApiServer)

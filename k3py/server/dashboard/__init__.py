@@ -121,7 +121,7 @@ class Dashboard:
         if not has_marker(request):
             raise errors.bad_request("a dashboard login needs the X-K3py-Dashboard: 1 header")
         peer = request.remote or ""
-        if self.api.auth_failures.blocked(peer, time.monotonic()):
+        if self.api.authenticator.failures.blocked(peer, time.monotonic()):
             raise errors.too_many_requests("too many failed authentication attempts from this "
                                            "address; try again later")
         try:
@@ -138,7 +138,7 @@ class Dashboard:
         else:
             raise errors.bad_request('the login body needs a "token" or a "code" string')
         if user is None:
-            self.api.auth_failures.failed(peer, what, time.monotonic())
+            self.api.authenticator.failures.failed(peer, what, time.monotonic())
             raise errors.unauthorized()
         if user.node_name is not None:
             raise errors.forbidden("a node's credential cannot log in to the dashboard")
