@@ -27,7 +27,7 @@ from k3py.config import ServerConfig
 from k3py.server.store.backend import Backend, KeyExistsError
 
 __all__ = ["BootstrapError", "PREFIX", "FILES", "storage_key", "encrypt", "decrypt", "secret_of",
-           "load", "save"]
+           "load", "save", "save_with_secret", "stored_file"]
 
 log = logging.getLogger("k3py.server")
 
@@ -37,6 +37,7 @@ PREFIX = "/bootstrap/"
 FILES = ("tls/server-ca.crt", "tls/server-ca.key", "tls/client-ca.crt", "tls/client-ca.key",
          "tls/service.key", "cred/encryption-config.json")
 _ROUNDS = 4096
+_WRITE_TRIES = 5  # conditional updates lost to other servers' before giving up
 
 
 class BootstrapError(Exception):
@@ -158,21 +159,47 @@ async def save(backend: Backend, config: ServerConfig, token: str) -> bool:
     """Store this server's bootstrap data, encrypted with `token`'s secret, when the datastore
     lacks it or holds older files (a key made here since). False when another server wrote
     first in the meantime: the caller loads theirs and starts its certificates again."""
-    secret = pki.parse_token(token)[1]
+    return await save_with_secret(backend, config, pki.parse_token(token)[1])
+
+
+async def save_with_secret(backend: Backend, config: ServerConfig, secret: str) -> bool:
+    """`save` with the token's secret: this server's files replace the stored ones they
+    differ from (a rotated secrets-encryption key), the others are kept."""
     key = storage_key(secret)
     files = _read_files(config.server_dir)
-    _, kv = await backend.get(key)
-    if kv is None:
-        try:
-            await backend.create(key, encrypt(secret, json.dumps(files).encode()))
-        except KeyExistsError:
-            return False
-        log.info("bootstrap data written to the datastore (%s)", key)
-        return True
-    stored = json.loads(decrypt(secret, kv.value))
-    if {n: f["content"] for n, f in stored.items()} != {n: f["content"] for n, f in files.items()}:
+    for _ in range(_WRITE_TRIES):
+        _, kv = await backend.get(key)
+        if kv is None:
+            try:
+                await backend.create(key, encrypt(secret, json.dumps(files).encode()))
+            except KeyExistsError:
+                return False
+            log.info("bootstrap data written to the datastore (%s)", key)
+            return True
+        stored = json.loads(decrypt(secret, kv.value))
+        if {n: f["content"] for n, f in stored.items()} == \
+                {n: f["content"] for n, f in {**stored, **files}.items()}:
+            return True
         stored.update(files)
-        await backend.update(key, encrypt(secret, json.dumps(stored).encode()),
-                             kv.mod_revision)
-        log.info("bootstrap data updated in the datastore (%s)", key)
-    return True
+        _, _, ok = await backend.update(key, encrypt(secret, json.dumps(stored).encode()),
+                                        kv.mod_revision)
+        if ok:
+            log.info("bootstrap data updated in the datastore (%s)", key)
+            return True
+    raise BootstrapError(f"the datastore's bootstrap data ({key}) kept changing under this "
+                         f"server's write; try again")
+
+
+async def stored_file(backend: Backend, secret: str, name: str) -> tuple[int, bytes | None]:
+    """One of FILES as the datastore's bootstrap data holds it now: (the data's revision,
+    the content or None). (0, None) when there is no bootstrap data."""
+    _, kv = await backend.get(storage_key(secret))
+    if kv is None:
+        return 0, None
+    try:
+        files = json.loads(decrypt(secret, kv.value))
+    except (InvalidTag, ValueError) as e:
+        raise BootstrapError(f"the datastore's bootstrap data does not open with this "
+                             f"server's token ({type(e).__name__})") from None
+    found = files.get(name)
+    return kv.mod_revision, base64.b64decode(found["content"]) if found else None

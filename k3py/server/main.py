@@ -32,6 +32,7 @@ from k3py.server.apiserver.discovery import Discovery
 from k3py.server.apiserver.headerdeadline import DeadlineSite, HeaderDeadline
 from k3py.server.apiserver.limits import RequestLimits
 from k3py.server.configfile import ConfigError
+from k3py.server.controllers.apiendpoints import lease_name
 from k3py.server.controllers.base import InformerFactory
 from k3py.server.controllers.cron import parse_cron
 from k3py.server.controllers.service import ServiceAllocator
@@ -207,7 +208,9 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     bootstrap.install_routes(app, api, registry, config, informers, issuer, usage,
                              bootstrap.peer_relay(registry, config, bundle, advertise,
                                                   api.authenticator))
-    secretsencrypt.install(app, api.authenticator, encrypting)
+    key_sync = secretsencrypt.sync_for(registry, config, encrypting,
+                                       lease_name(bootstrap.server_id(config)))
+    secretsencrypt.install(app, api.authenticator, encrypting, key_sync)
     add_resource_routes(app)
     # aiohttp rounds a timeout longer than the threshold up to the whole second: so that a
     # cut tunnel is closed HEARTBEAT_TIMEOUT after its last frame, not up to 1 s later
@@ -226,6 +229,9 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                              admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
                                                     informers, usage, issuer)
+    if key_sync is not None:  # after the controllers: they make the Lease it annotates
+        await key_sync.start()
+        controllers.append(key_sync)
     schedule = _snapshot_schedule(config)
     if schedule is not None:
         schedule.start()

@@ -43,6 +43,7 @@ from tests.integration.agents import (
 )
 from tests.integration.test_dashboard import _login, _next, _session, run
 from tests.integration.test_dashboard_mqtt import _token
+from tests.integration.test_secrets_encryption import secrets_encrypt
 from tests.integration.test_server_cli import k3py, one_line_error
 from tests.pg import SKIP_REASON, PostgresCluster, pg_bindir
 
@@ -124,6 +125,33 @@ def test_wrong_token_is_one_line(cluster, tmp_path):
     line = one_line_error(out)
     assert "different token" in line and "--token" in line, line
     assert not (tmp_path / "kc").exists()
+
+
+def test_rotated_keys_reach_the_other_server(cluster):
+    """`secrets-encrypt rotate-keys` on A: B takes the new key file from the datastore without
+    a restart (status on B shows one key, A's new writer, and every hash matching), and a
+    secret written through either server reads back through the other."""
+    a, b = cluster.a, cluster.b
+    a.kubectl("create", "secret", "generic", "rot-a", "--from-literal=v=through-a")
+    out = secrets_encrypt(a, "rotate-keys")
+    assert out.returncode == 0, out.stderr
+    writer = out.stdout.split("Current Writer Key: ")[1].split()[0]
+    assert "Reencrypted: " in out.stdout and "Dropped: " in out.stdout, out.stdout
+
+    def b_status() -> str:
+        got = secrets_encrypt(b, "status")
+        assert got.returncode == 0, got.stderr
+        return got.stdout
+    wait_for(lambda: f"Keys: {writer}\n" in b_status()
+             and "Server Encryption Hashes: All hashes match" in b_status(), 20, 0.5,
+             "B holding A's rotated key")
+    key_file = "server/cred/encryption-config.json"
+    assert (b.data_dir / key_file).read_bytes() == (a.data_dir / key_file).read_bytes()
+    assert (b.data_dir / key_file).stat().st_mode & 0o777 == 0o600
+    b.kubectl("create", "secret", "generic", "rot-b", "--from-literal=v=through-b")
+    for srv, name, value in ((b, "rot-a", "through-a"), (a, "rot-b", "through-b")):
+        got = srv.kubectl("get", "secret", name, "-o", "jsonpath={.data.v}").stdout
+        assert base64.b64decode(got).decode() == value
 
 
 def _holder(srv: ServerProcess, lease: str) -> str:

@@ -19,7 +19,8 @@ from k3py.server.controllers.service import ensure_kubernetes_endpoints
 from k3py.server.registry import ListOptions, Registry
 from k3py.server.store.backend import StoreError
 
-__all__ = ["APIServerEndpoints", "ADDRESS_ANNOTATION", "IDENTITY_LABEL", "live_addresses"]
+__all__ = ["APIServerEndpoints", "ADDRESS_ANNOTATION", "IDENTITY_LABEL", "NAMESPACE",
+           "live_addresses", "live_leases", "lease_name", "address_of"]
 
 log = logging.getLogger("k3py.controllers")
 
@@ -35,7 +36,7 @@ class APIServerEndpoints:
 
     def __init__(self, registry: Registry, identity: str, address: str, port: int) -> None:
         self.registry = registry
-        self.name = f"apiserver-{identity}"
+        self.name = lease_name(identity)
         self.address = address
         self.port = port
         self._task: asyncio.Task | None = None
@@ -94,16 +95,29 @@ class APIServerEndpoints:
 
 async def live_addresses(registry: Registry) -> list[str]:
     """The advertise addresses of the servers whose apiserver Lease is current, sorted."""
+    return sorted({address_of(lease) for lease in await live_leases(registry)})
+
+
+async def live_leases(registry: Registry) -> list[dict]:
+    """The apiserver Leases that are current and name their server's address."""
     leases = await registry.list(registry.served("coordination.k8s.io", "leases"), NAMESPACE,
                                  ListOptions(label_selector=f"{IDENTITY_LABEL}=kube-apiserver"))
     now = _dt.datetime.now(_dt.UTC)
-    live = set()
+    live = []
     for lease in leases["items"]:
         spec = lease.get("spec") or {}
         renewed = parse_time(spec.get("renewTime"))
-        address = (lease["metadata"].get("annotations") or {}).get(ADDRESS_ANNOTATION)
-        if address and renewed is not None and \
+        if address_of(lease) and renewed is not None and \
                 (now - renewed).total_seconds() < float(spec.get("leaseDurationSeconds")
                                                         or LEASE_DURATION):
-            live.add(address)
-    return sorted(live)
+            live.append(lease)
+    return live
+
+
+def lease_name(identity: str) -> str:
+    """The name of the apiserver Lease of the server whose id is `identity`."""
+    return f"apiserver-{identity}"
+
+
+def address_of(lease: dict) -> str:
+    return (lease["metadata"].get("annotations") or {}).get(ADDRESS_ANNOTATION, "")

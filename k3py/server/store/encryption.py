@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets as _secrets
@@ -80,6 +81,24 @@ class EncryptionKeys:
                         raise ValueError(f"{self.path}: key {name!r} must have no ':' and "
                                          f"16, 24 or 32 bytes (base64)")
                     self.keys.append((name, secret))
+
+    def reload(self) -> None:
+        """Take the file's keys again (another server rotated them and this one was given
+        its file). Whether new writes are encrypted stays this server's own setting."""
+        fresh = EncryptionKeys(self.path)
+        fresh._read()
+        self.keys = fresh.keys
+        self._ciphers = {name: AESGCM(k) for name, k in self.keys}
+        self.enabled = self.enabled and bool(self.keys)
+
+    def fingerprint(self) -> str:
+        """A short hash of the keys and their order (the first one writes): equal on two
+        servers exactly when they hold the same keys with the same writer. It gives no key
+        away."""
+        h = hashlib.sha256()
+        for name, k in self.keys:
+            h.update(name.encode() + b":" + base64.b64encode(k) + b"\n")
+        return h.hexdigest()[:16]
 
     def save(self) -> None:
         doc = {"kind": "EncryptionConfiguration", "apiVersion": "apiserver.config.k8s.io/v1",

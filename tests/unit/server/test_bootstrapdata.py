@@ -126,3 +126,66 @@ async def test_a_key_made_later_is_added_to_the_stored_data(store, tmp_path):
     await bootstrapdata.load(store, joined)
     assert (tmp_path / "b/server/cred/encryption-config.json").read_text() == \
         '{"kind": "EncryptionConfiguration"}'
+
+
+async def test_a_rotated_key_file_replaces_the_stored_one(store, tmp_path):
+    """What secretsencrypt.KeySync publishes after a step and the other servers read back."""
+    first, token = await _first(store, tmp_path)
+    secret = pki.parse_token(token)[1]
+    _, content = await bootstrapdata.stored_file(store, secret, "cred/encryption-config.json")
+    assert content is None  # the first server had no key file
+    assert await bootstrapdata.stored_file(store, "another-secret", "tls/server-ca.key") == \
+        (0, None)
+    cred = tmp_path / "a/server/cred"
+    cred.mkdir(parents=True)
+    revisions = []
+    for text in ('{"v": 1}', '{"v": 2}'):
+        (cred / "encryption-config.json").write_text(text)
+        assert await bootstrapdata.save_with_secret(store, first, secret)
+        revision, content = await bootstrapdata.stored_file(store, secret,
+                                                            "cred/encryption-config.json")
+        assert content == text.encode()
+        revisions.append(revision)
+    assert revisions[0] < revisions[1]
+    # nothing changed: no write
+    assert await bootstrapdata.save_with_secret(store, first, secret)
+    assert (await bootstrapdata.stored_file(store, secret, "cred/encryption-config.json")
+            )[0] == revisions[1]
+    # the CA files stayed as the first server wrote them
+    joined = _server(tmp_path, "b", token=token)
+    await bootstrapdata.load(store, joined)
+    assert (tmp_path / "b/server/tls/server-ca.key").read_bytes() == \
+        (tmp_path / "a/server/tls/server-ca.key").read_bytes()
+
+
+class _RacingWriter:
+    """A datastore where another server updates the bootstrap data once between our read and
+    our conditional write."""
+
+    def __init__(self, store, first: ServerConfig, secret: str) -> None:
+        self.store, self.first, self.secret, self.raced = store, first, secret, False
+
+    async def get(self, key: str):
+        got = await self.store.get(key)
+        if not self.raced:
+            self.raced = True
+            await bootstrapdata.save_with_secret(self.store, self.first, self.secret)
+        return got
+
+    async def update(self, key: str, value: bytes, revision: int):
+        return await self.store.update(key, value, revision)
+
+
+async def test_a_write_lost_to_another_server_is_tried_again(store, tmp_path):
+    first, token = await _first(store, tmp_path)
+    secret = pki.parse_token(token)[1]
+    (tmp_path / "a/server/cred").mkdir(parents=True)
+    (tmp_path / "a/server/cred/encryption-config.json").write_text('{"v": "other"}')
+    mine = _server(tmp_path, "b", token=token)
+    await bootstrapdata.load(store, mine)
+    (tmp_path / "b/server/cred").mkdir(parents=True)
+    (tmp_path / "b/server/cred/encryption-config.json").write_text('{"v": "mine"}')
+    assert await bootstrapdata.save_with_secret(_RacingWriter(store, first, secret), mine,
+                                                secret)
+    _, content = await bootstrapdata.stored_file(store, secret, "cred/encryption-config.json")
+    assert content == b'{"v": "mine"}'

@@ -104,3 +104,24 @@ async def test_a_lost_key_is_a_clear_error(stores, tmp_path):
     other = EncryptionKeys.load_or_create(str(tmp_path / "other.json"), enable=True)
     with pytest.raises(EncryptionError, match="which is not in"):
         await EncryptingBackend(inner, other).get(KEY)
+
+
+def test_fingerprint_follows_keys_and_writer_and_reload_takes_a_new_file(tmp_path):
+    path = str(tmp_path / "cred" / "enc.json")
+    keys = EncryptionKeys.load_or_create(path, enable=True)
+    other = EncryptionKeys.load_or_create(str(tmp_path / "other.json"), enable=True)
+    assert keys.fingerprint() != other.fingerprint()
+    before = keys.fingerprint()
+    copy = EncryptionKeys.load_or_create(path, enable=False)  # the same file, not writing
+    assert copy.fingerprint() == before
+    keys.prepare()
+    prepared = keys.fingerprint()
+    keys.rotate()
+    assert len({before, prepared, keys.fingerprint()}) == 3  # the writer's order counts
+    sealed = keys.encrypt(KEY, b"v")
+    with pytest.raises(EncryptionError):
+        copy.decrypt(KEY, sealed)
+    copy.reload()  # another server's rotation reached this file
+    assert copy.fingerprint() == keys.fingerprint()
+    assert copy.decrypt(KEY, sealed) == b"v"
+    assert copy.encrypt(KEY, b"v") == b"v"  # still not writing: its own setting
