@@ -33,8 +33,9 @@ def secrets_encrypt_command(argv: list[str]) -> int:
     print(f"Current Writer Key: {body.get('writer', '')}")
     print(f"Keys: {', '.join(body.get('keys') or []) or '(none)'}")
     servers = body.get("servers")
-    if servers:  # the other live servers on a shared datastore, as K3s's status shows them
-        behind = sorted(a for a, same in servers.items() if not same)
+    if servers:  # the other servers on a shared datastore, as K3s's status shows them
+        behind = sorted(f"{s.get('address')} ({lease})" for lease, s in servers.items()
+                        if not s.get("same"))
         print("Server Encryption Hashes: " + (
             f"hash does not match on server(s): {', '.join(behind)}" if behind
             else "All hashes match"))

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import time
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -27,7 +28,7 @@ from k3py.config import ServerConfig
 from k3py.server.store.backend import Backend, KeyExistsError
 
 __all__ = ["BootstrapError", "PREFIX", "FILES", "storage_key", "encrypt", "decrypt", "secret_of",
-           "load", "save", "save_with_secret", "stored_file"]
+           "load", "save", "stored_file", "replace_file"]
 
 log = logging.getLogger("k3py.server")
 
@@ -157,14 +158,11 @@ def _check_token_ca(config: ServerConfig) -> None:
 
 async def save(backend: Backend, config: ServerConfig, token: str) -> bool:
     """Store this server's bootstrap data, encrypted with `token`'s secret, when the datastore
-    lacks it or holds older files (a key made here since). False when another server wrote
-    first in the meantime: the caller loads theirs and starts its certificates again."""
-    return await save_with_secret(backend, config, pki.parse_token(token)[1])
-
-
-async def save_with_secret(backend: Backend, config: ServerConfig, secret: str) -> bool:
-    """`save` with the token's secret: this server's files replace the stored ones they
-    differ from (a rotated secrets-encryption key), the others are kept."""
+    lacks it or lacks one of its files (a key made here since). A file the datastore holds is
+    never replaced here: a server starting while another rotates its keys must not put the old
+    ones back (secretsencrypt.KeySync replaces them, conditionally). False when another server
+    wrote first in the meantime: the caller loads theirs and starts its certificates again."""
+    secret = pki.parse_token(token)[1]
     key = storage_key(secret)
     files = _read_files(config.server_dir)
     for _ in range(_WRITE_TRIES):
@@ -177,29 +175,52 @@ async def save_with_secret(backend: Backend, config: ServerConfig, secret: str) 
             log.info("bootstrap data written to the datastore (%s)", key)
             return True
         stored = json.loads(decrypt(secret, kv.value))
-        if {n: f["content"] for n, f in stored.items()} == \
-                {n: f["content"] for n, f in {**stored, **files}.items()}:
+        missing = {n: f for n, f in files.items() if n not in stored}
+        if not missing:
             return True
-        stored.update(files)
-        _, _, ok = await backend.update(key, encrypt(secret, json.dumps(stored).encode()),
-                                        kv.mod_revision)
+        _, _, ok = await backend.update(key, encrypt(secret, json.dumps(
+            {**stored, **missing}).encode()), kv.mod_revision)
         if ok:
-            log.info("bootstrap data updated in the datastore (%s)", key)
+            log.info("bootstrap data updated in the datastore (%s: %s)", key,
+                     ", ".join(missing))
             return True
     raise BootstrapError(f"the datastore's bootstrap data ({key}) kept changing under this "
-                         f"server's write; try again")
+                         f"server's write; start this server again")
 
 
-async def stored_file(backend: Backend, secret: str, name: str) -> tuple[int, bytes | None]:
+async def stored_file(backend: Backend, secret: str, name: str, unless: int = -1
+                      ) -> tuple[int, bytes | None]:
     """One of FILES as the datastore's bootstrap data holds it now: (the data's revision,
-    the content or None). (0, None) when there is no bootstrap data."""
+    the content or None). (0, None) when there is no bootstrap data; (`unless`, None) without
+    opening it when its revision is still `unless`."""
     _, kv = await backend.get(storage_key(secret))
     if kv is None:
         return 0, None
+    if kv.mod_revision == unless:
+        return unless, None
+    found = _open(secret, kv.value).get(name)
+    return kv.mod_revision, base64.b64decode(found["content"]) if found else None
+
+
+async def replace_file(backend: Backend, secret: str, name: str, content: bytes,
+                       revision: int) -> bool:
+    """Put `content` as file `name` in the bootstrap data, only if the data is still at
+    `revision` (what the caller started from); False if another server changed it since."""
+    key = storage_key(secret)
+    _, kv = await backend.get(key)
+    if kv is None or kv.mod_revision != revision:
+        return False
+    files = _open(secret, kv.value)
+    files[name] = {"timestamp": int(time.time()), "content": base64.b64encode(content).decode()}
+    _, _, ok = await backend.update(key, encrypt(secret, json.dumps(files).encode()), revision)
+    if ok:
+        log.info("bootstrap data updated in the datastore (%s: %s)", key, name)
+    return ok
+
+
+def _open(secret: str, value: bytes) -> dict:
     try:
-        files = json.loads(decrypt(secret, kv.value))
+        return json.loads(decrypt(secret, value))
     except (InvalidTag, ValueError) as e:
         raise BootstrapError(f"the datastore's bootstrap data does not open with this "
                              f"server's token ({type(e).__name__})") from None
-    found = files.get(name)
-    return kv.mod_revision, base64.b64decode(found["content"]) if found else None

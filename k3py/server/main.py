@@ -179,6 +179,11 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
         if keys.keys else None
     backend = encrypting or backend  # its start() would start the store again: already open
     registry = Registry(backend, resources)
+    # on a shared datastore: the cluster's current keys before any secret is written here
+    key_sync = secretsencrypt.sync_for(registry, config, encrypting,
+                                       lease_name(bootstrap.server_id(config)))
+    if key_sync is not None:
+        await key_sync.start()
     plugins = bootstrap.install_admission(registry, config, pod_security)
     await bootstrap.prepare(registry, plugins, config, advertise)
 
@@ -208,8 +213,6 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     bootstrap.install_routes(app, api, registry, config, informers, issuer, usage,
                              bootstrap.peer_relay(registry, config, bundle, advertise,
                                                   api.authenticator))
-    key_sync = secretsencrypt.sync_for(registry, config, encrypting,
-                                       lease_name(bootstrap.server_id(config)))
     secretsencrypt.install(app, api.authenticator, encrypting, key_sync)
     add_resource_routes(app)
     # aiohttp rounds a timeout longer than the threshold up to the whole second: so that a
@@ -229,9 +232,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
                              admin_key, mode=config.kubeconfig_mode)
     controllers = await bootstrap.start_controllers(registry, plugins, config, advertise,
                                                     informers, usage, issuer)
-    if key_sync is not None:  # after the controllers: they make the Lease it annotates
-        await key_sync.start()
-        controllers.append(key_sync)
+    if key_sync is not None:
+        controllers.append(key_sync)  # stopped with them
     schedule = _snapshot_schedule(config)
     if schedule is not None:
         schedule.start()

@@ -6,13 +6,23 @@ and rotate-keys (all three at once). Admins only (system:masters); `k3py secrets
     GET  /v1-k3py/encrypt/status
     POST /v1-k3py/encrypt/{prepare,rotate,reencrypt,rotate-keys}
 
-Several servers on one datastore (KeySync): every step is written to the datastore's
-bootstrap data (bootstrapdata.py), where the other servers look for it every POLL_EVERY and
-take the new key file at once, without a restart (K3s asks for one). Each server shows the
-fingerprint of the keys it holds on its apiserver Lease. A server may only start writing with
-a new key once every live server can read it, and may only drop the old keys once every live
-server writes with the new one: so `rotate` and `reencrypt` answer 409 while a live server's
-fingerprint differs, and `rotate-keys` waits up to AGREE_WITHIN between its steps."""
+Several servers on one datastore (KeySync). The datastore's bootstrap data (bootstrapdata.py)
+holds the cluster's key file; what keeps every secret readable by every server:
+
+- A step changes the file only from the stored one, and stores it conditionally on the
+  bootstrap data's revision (a compare-and-swap): two servers stepping at once never lose a
+  key, the later one gets a 409. A step the datastore did not take is undone here.
+- Every server looks at the stored file every POLL_EVERY and takes it when it differs from its
+  own, without a restart (K3s asks for one), and shows the fingerprint of the keys it holds on
+  its apiserver Lease.
+- Fencing: a server writes a secret only within FENCE seconds of a successful look (else 503,
+  which clients retry), so SETTLE after a writer change nobody writes with the old one.
+- `rotate` (a new writer) only once every server that renewed its Lease within GONE_AFTER
+  shows this server's keys: each can read the new key before anyone writes with it. The same
+  before `reencrypt`, which then waits SETTLE, rewrites every secret until a pass finds all in
+  the writer's form, and drops the other keys only if the stored file did not change since
+  (else 409: run it again). `rotate-keys` waits up to AGREE_WITHIN for the others between its
+  steps; the separate steps answer 409 at once, naming the servers that differ."""
 
 from __future__ import annotations
 
@@ -25,14 +35,19 @@ from typing import Any
 
 from aiohttp import web
 
-from k3py import pki
 from k3py.api import errors
 from k3py.config import ServerConfig
 from k3py.server import bootstrapdata
 from k3py.server.apiserver.auth import Authenticator
-from k3py.server.controllers.apiendpoints import NAMESPACE, address_of, live_leases
+from k3py.server.controllers.apiendpoints import (
+    LEASE_DURATION,
+    NAMESPACE,
+    address_of,
+    apiserver_leases,
+    lease_age,
+)
 from k3py.server.registry import Registry
-from k3py.server.store.backend import Backend, StoreError
+from k3py.server.store.backend import Backend, StoreError, StoreUnavailableError
 from k3py.server.store.encryption import EncryptingBackend, EncryptionError, EncryptionKeys
 
 __all__ = ["install", "sync_for", "ENCRYPT_PATH", "KeySync", "FINGERPRINT_ANNOTATION"]
@@ -43,7 +58,11 @@ ENCRYPT_PATH = "/v1-k3py/encrypt"
 FINGERPRINT_ANNOTATION = "k3py.io/encryption-keys"  # on each server's apiserver Lease
 _CONFIG_FILE = "cred/encryption-config.json"  # one of bootstrapdata.FILES
 POLL_EVERY = 1.0  # seconds between looks at the datastore's copy of the key file
-AGREE_WITHIN = 30.0  # rotate-keys: how long every live server has to take each step
+FENCE = 5.0  # a secret is written only within this many seconds of a successful look
+SETTLE = FENCE + 2.0  # after a writer change, writes with the old writer are over (+ in flight)
+AGREE_WITHIN = 30.0  # rotate-keys: how long the other servers have to take each step
+GONE_AFTER = 3600.0  # a Lease not renewed for an hour: its server is gone for good
+SHOW_EVERY = 10  # looks between two checks of the fingerprint on our Lease
 
 
 class KeySync:
@@ -55,13 +74,14 @@ class KeySync:
         self.registry, self.backend, self.config = registry, backend, config
         self.keys, self.lease_name = keys, lease_name
         self.secret = bootstrapdata.secret_of(config)
-        self.lock = asyncio.Lock()  # one change of the key file at a time on this server
-        self._seen = 0  # the bootstrap data's revision last compared with the file
-        self._shown = ""  # the fingerprint on our Lease
+        self.lock = asyncio.Lock()  # one look or change of the key file at a time
+        self._seen = -1  # the bootstrap data's revision last compared with the file
+        self._looked = float("-inf")  # monotonic time of the last successful look
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._seen, _ = await bootstrapdata.stored_file(self.backend, self.secret, _CONFIG_FILE)
+        """The stored keys taken before this server serves, then a look every POLL_EVERY."""
+        await self.look()
         self._task = asyncio.create_task(self._loop(), name="secrets-encryption-keys")
 
     async def stop(self) -> None:
@@ -70,44 +90,82 @@ class KeySync:
             with contextlib.suppress(BaseException):
                 await self._task
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.take_stored()
-                if self._shown != self.keys.fingerprint():
-                    await self.show()
-            except (errors.StatusError, StoreError, bootstrapdata.BootstrapError, OSError,
-                    ValueError) as e:  # the datastore is away, or a file it gave is bad
-                log.warning("secrets encryption keys: %s", e)
-            await asyncio.sleep(POLL_EVERY)
+    def check_fresh(self) -> None:
+        """EncryptingBackend's gate: a secret is written only with keys looked at lately."""
+        age = time.monotonic() - self._looked
+        if age >= FENCE:
+            raise StoreUnavailableError(
+                "this server has not seen the cluster's secrets-encryption keys in the "
+                f"datastore for {min(age, 1e6):.0f} s: no secret is written until it has")
 
-    async def take_stored(self) -> None:
-        """The datastore's key file, if it changed since we looked and differs from ours.
-        Read under the lock: a step taken here meanwhile is never overwritten by what the
-        datastore held before it."""
+    async def _loop(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(POLL_EVERY)
+            try:
+                await self.look()
+                if n % SHOW_EVERY == 0:
+                    await self.show()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the datastore away, a bad stored file
+                log.warning("secrets encryption keys: %s", e)
+            n += 1
+
+    async def look(self) -> int:
+        """Take the stored key file if it differs from ours; the bootstrap data's revision."""
         async with self.lock:
-            revision, content = await bootstrapdata.stored_file(self.backend, self.secret,
-                                                                _CONFIG_FILE)
-            if revision == self._seen or content is None:
-                return
-            self._seen = revision
-            with open(self.keys.path, "rb") as f:
-                if f.read() == content:
-                    return
-            pki.atomic_write(self.keys.path, content, 0o600)
-            self.keys.reload()
+            revision, changed = await self._take()
+        if changed:
+            await self.show()
+        return revision
+
+    async def _take(self) -> tuple[int, bool]:
+        started = time.monotonic()
+        revision, content = await bootstrapdata.stored_file(self.backend, self.secret,
+                                                            _CONFIG_FILE, unless=self._seen)
+        changed = content is not None and content != self.keys.content()
+        if changed:
+            self.keys.replace(content)  # checked before it is written; ValueError if bad
             log.info("secrets encryption keys taken from the datastore: %s (writer %s)",
                      ", ".join(n for n, _ in self.keys.keys), self.keys.status()["writer"])
-        await self.show()
+        self._seen, self._looked = revision, started
+        return revision, changed
+
+    async def step(self, change: Callable[[], Any], since: int | None = None) -> Any:
+        """`change` the key file, starting from the stored one, and store it conditionally:
+        409 if another server changed it meanwhile (or since revision `since`), 503 if the
+        datastore did not answer; either way the file here is put back as it was."""
+        async with self.lock:
+            revision, _ = await self._take()
+            if since is not None and revision != since:
+                raise _changed_meanwhile()
+            before = self.keys.snapshot()
+            try:
+                done = change()
+                taken = await bootstrapdata.replace_file(
+                    self.backend, self.secret, _CONFIG_FILE, self.keys.content(), revision)
+            except BaseException as e:
+                self.keys.restore(before)  # if the write landed, the next look takes it
+                if isinstance(e, (StoreError, bootstrapdata.BootstrapError)):
+                    raise errors.service_unavailable(
+                        f"the datastore did not answer ({e}): see `k3py secrets-encrypt "
+                        f"status` in a few seconds for whether the step was taken") from None
+                raise
+            if not taken:
+                self.keys.restore(before)
+                raise _changed_meanwhile()
+        try:
+            await self.show()
+        except (errors.StatusError, StoreError) as e:  # the loop shows it later
+            log.warning("secrets encryption keys: fingerprint not shown yet: %s", e)
+        return done
 
     async def show(self) -> None:
         """Our keys' fingerprint on our apiserver Lease (once the Lease exists)."""
         fingerprint = self.keys.fingerprint()
-        found = False
 
         def annotate(lease: dict) -> dict | None:
-            nonlocal found
-            found = True
             notes = lease["metadata"].setdefault("annotations", {})
             if notes.get(FINGERPRINT_ANNOTATION) == fingerprint:
                 return None
@@ -115,49 +173,51 @@ class KeySync:
             return lease
         await self.registry.update_with(self.registry.served("coordination.k8s.io", "leases"),
                                         NAMESPACE, self.lease_name, annotate)
-        if found:
-            self._shown = fingerprint
 
-    async def publish(self) -> None:
-        """After a step here: the key file to the datastore (raises if it is not taken),
-        then our fingerprint to our Lease (else the loop shows it next time)."""
-        await bootstrapdata.save_with_secret(self.backend, self.config, self.secret)
-        try:
-            await self.show()
-        except (errors.StatusError, StoreError) as e:
-            log.warning("secrets encryption keys: fingerprint not shown yet: %s", e)
-
-    async def servers(self) -> dict[str, bool]:
-        """Each live server's address: whether it holds the same keys as this one."""
+    async def servers(self) -> dict[str, dict]:
+        """Every other server not gone for good, by Lease name: its address, whether it
+        holds the same keys as this one, and whether its Lease is current."""
         mine = self.keys.fingerprint()
-        return {address_of(lease): (lease["metadata"].get("annotations") or {}).get(
-                    FINGERPRINT_ANNOTATION) == mine
-                for lease in await live_leases(self.registry)
-                if lease["metadata"]["name"] != self.lease_name}
+        out = {}
+        for lease in await apiserver_leases(self.registry):
+            name, age = lease["metadata"]["name"], lease_age(lease)
+            if name == self.lease_name or age >= GONE_AFTER:
+                continue
+            shown = (lease["metadata"].get("annotations") or {}).get(FINGERPRINT_ANNOTATION)
+            out[name] = {"address": address_of(lease), "same": shown == mine,
+                         "live": age < float((lease.get("spec") or {}).get(
+                             "leaseDurationSeconds") or LEASE_DURATION)}
+        return out
 
-    async def behind(self) -> list[str]:
-        return sorted(a for a, same in (await self.servers()).items() if not same)
-
-    async def require_agreed(self, step: str) -> None:
-        behind = await self.behind()
-        if behind:
-            raise errors.StatusError(409, "Conflict", f"cannot {step}: server(s) "
-                                     f"{', '.join(behind)} do not hold this server's keys yet "
-                                     f"(they take them within seconds; restart one that does "
-                                     f"not); try again")
-
-    async def wait_agreed(self, step: str) -> None:
-        deadline = time.monotonic() + AGREE_WITHIN
-        while time.monotonic() < deadline:
-            if not await self.behind():
-                return
+    async def agreed(self, doing: str, wait: bool) -> int:
+        """The stored revision once every other server holds this server's keys; 409 naming
+        those that do not (at once, or after AGREE_WITHIN with `wait`)."""
+        deadline = time.monotonic() + (AGREE_WITHIN if wait else 0)
+        while True:
+            revision = await self.look()
+            behind = {n: s for n, s in (await self.servers()).items() if not s["same"]}
+            if not behind:
+                return revision
+            if time.monotonic() >= deadline:
+                names = ", ".join(f"{s['address']} (Lease kube-system/{n}"
+                                  f"{'' if s['live'] else ', not renewed lately'})"
+                                  for n, s in sorted(behind.items()))
+                raise errors.StatusError(
+                    409, "Conflict", f"cannot {doing}: server(s) {names} do not hold this "
+                    f"server's keys yet; a running server takes them within seconds: try "
+                    f"again; delete the Lease of a server that is gone for good")
             await asyncio.sleep(POLL_EVERY / 2)
-        await self.require_agreed(step)
+
+
+def _changed_meanwhile() -> errors.StatusError:
+    return errors.StatusError(409, "Conflict", "the keys were changed on another server "
+                              "meanwhile: nothing changed here; see `k3py secrets-encrypt "
+                              "status` and try again")
 
 
 def install(app: web.Application, authenticator: Authenticator,
             backend: EncryptingBackend | None, sync: KeySync | None = None) -> None:
-    lock = sync.lock if sync is not None else asyncio.Lock()
+    acting = asyncio.Lock()  # one command at a time on this server
 
     def admin(request: web.Request) -> None:
         user = authenticator.require(request)
@@ -179,26 +239,22 @@ def install(app: web.Application, authenticator: Authenticator,
             return answer({"encryption": "disabled", "keys": [], "writer": "identity"})
         return answer({**backend.keys.status(), **await servers()})
 
-    async def agreed(doing: str, wait: bool) -> None:
-        if sync is not None:
-            await (sync.wait_agreed(doing) if wait else sync.require_agreed(doing))
-
-    async def step(change: Callable[[], Any]) -> Any:
-        """`change` the key file here, then publish it; if the datastore does not take it,
-        the file is put back as it was (no server ever writes with a key only it holds)."""
-        with open(backend.keys.path, "rb") as f:
-            before = f.read()
-        done = change()
+    async def step(change: Callable[[], Any], since: int | None = None) -> Any:
         if sync is None:
-            return done
-        try:
-            await sync.publish()
-        except (StoreError, bootstrapdata.BootstrapError) as e:
-            pki.atomic_write(backend.keys.path, before, 0o600)
-            backend.keys.reload()
-            raise errors.service_unavailable(f"the datastore did not take the new keys ({e}); "
-                                             f"nothing changed: try again") from None
-        return done
+            return change()
+        return await sync.step(change, since)
+
+    async def agreed(doing: str, wait: bool) -> int | None:
+        return None if sync is None else await sync.agreed(doing, wait)
+
+    async def reencrypt(keys: EncryptionKeys, wait: bool) -> tuple[int, list[str]]:
+        # every server writes with this server's writer before anything is rewritten
+        since = await agreed("re-encrypt and drop the old keys", wait)
+        if sync is not None:
+            await asyncio.sleep(SETTLE)  # writes still under the old writer are over
+        done = await backend.reencrypt()
+        # the writer must not have changed since the agreement, or the drop could lose one
+        return done, await step(keys.drop_old, since)
 
     async def act(request: web.Request) -> web.Response:
         admin(request)
@@ -208,34 +264,44 @@ def install(app: web.Application, authenticator: Authenticator,
         what = request.match_info["action"]
         keys = backend.keys
         every = what == "rotate-keys"
-        async with lock:  # one rotation step at a time
+        async with acting:
             try:
                 out: dict = {}
                 if what in ("prepare", "rotate-keys"):
                     out["prepared"] = await step(keys.prepare)
                 if what in ("rotate", "rotate-keys"):
-                    # nobody writes with a key a live server cannot read yet
-                    await agreed("rotate to the prepared key", every)
-                    out["writer"] = await step(keys.rotate)
+                    # nobody writes with a key another server cannot read yet
+                    since = await agreed("rotate to the prepared key", every)
+                    out["writer"] = await step(keys.rotate, since)
                 if what in ("reencrypt", "rotate-keys"):
-                    # nobody is left writing with a key about to be dropped
-                    await agreed("re-encrypt and drop the old keys", every)
-                    out["reencrypted"] = await backend.reencrypt()
-                    out["dropped"] = await step(keys.drop_old)
+                    out["reencrypted"], out["dropped"] = await reencrypt(keys, every)
             except ValueError as e:
-                raise errors.StatusError(409, "Conflict", str(e)) from None
+                raise errors.StatusError(409, "Conflict", _with(str(e), out)) from None
             except EncryptionError as e:
-                raise errors.internal_error(str(e)) from None
+                raise errors.internal_error(_with(str(e), out)) from None
+            except errors.StatusError as e:
+                raise errors.StatusError(e.code, e.reason, _with(e.message, out)) from None
         return answer({**out, **keys.status(), **await servers()})
 
     app.router.add_get(ENCRYPT_PATH + "/status", status)
     app.router.add_post(ENCRYPT_PATH + "/{action:prepare|rotate|reencrypt|rotate-keys}", act)
 
 
+def _with(message: str, done: dict) -> str:
+    """A refusal's message, with the steps already taken (rotate-keys stopped half way)."""
+    if not done:
+        return message
+    return message + " (taken before this: " + "; ".join(
+        f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in done.items()) + ")"
+
+
 def sync_for(registry: Registry, config: ServerConfig, encrypting: EncryptingBackend | None,
              lease_name: str) -> KeySync | None:
-    """The KeySync of a server on a shared datastore that holds secrets-encryption keys;
-    else None (the bootstrap data is not under the secrets' prefix: read it unwrapped)."""
+    """The KeySync of a server on a shared datastore that holds secrets-encryption keys (its
+    secret writes fenced by it); else None. The bootstrap data is not under the secrets'
+    prefix: it is read unwrapped."""
     if not config.datastore_endpoint or encrypting is None:
         return None
-    return KeySync(registry, encrypting.inner, config, encrypting.keys, lease_name)
+    sync = KeySync(registry, encrypting.inner, config, encrypting.keys, lease_name)
+    encrypting.gate = sync.check_fresh
+    return sync

@@ -20,7 +20,8 @@ from k3py.server.registry import ListOptions, Registry
 from k3py.server.store.backend import StoreError
 
 __all__ = ["APIServerEndpoints", "ADDRESS_ANNOTATION", "IDENTITY_LABEL", "NAMESPACE",
-           "live_addresses", "live_leases", "lease_name", "address_of"]
+           "live_addresses", "live_leases", "apiserver_leases", "lease_age", "lease_name",
+           "address_of"]
 
 log = logging.getLogger("k3py.controllers")
 
@@ -100,18 +101,25 @@ async def live_addresses(registry: Registry) -> list[str]:
 
 async def live_leases(registry: Registry) -> list[dict]:
     """The apiserver Leases that are current and name their server's address."""
+    return [lease for lease in await apiserver_leases(registry)
+            if lease_age(lease) < float((lease.get("spec") or {}).get("leaseDurationSeconds")
+                                        or LEASE_DURATION)]
+
+
+async def apiserver_leases(registry: Registry) -> list[dict]:
+    """Every server's apiserver Lease that names its address, current or not (a server that
+    stopped cleanly deleted its own)."""
     leases = await registry.list(registry.served("coordination.k8s.io", "leases"), NAMESPACE,
                                  ListOptions(label_selector=f"{IDENTITY_LABEL}=kube-apiserver"))
-    now = _dt.datetime.now(_dt.UTC)
-    live = []
-    for lease in leases["items"]:
-        spec = lease.get("spec") or {}
-        renewed = parse_time(spec.get("renewTime"))
-        if address_of(lease) and renewed is not None and \
-                (now - renewed).total_seconds() < float(spec.get("leaseDurationSeconds")
-                                                        or LEASE_DURATION):
-            live.append(lease)
-    return live
+    return [lease for lease in leases["items"] if address_of(lease)]
+
+
+def lease_age(lease: dict) -> float:
+    """Seconds since the Lease was renewed (infinite when it never was)."""
+    renewed = parse_time((lease.get("spec") or {}).get("renewTime"))
+    if renewed is None:
+        return float("inf")
+    return (_dt.datetime.now(_dt.UTC) - renewed).total_seconds()
 
 
 def lease_name(identity: str) -> str:

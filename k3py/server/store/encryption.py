@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import secrets as _secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -40,6 +40,18 @@ def _key_name() -> str:
     """When it was made, and random: two keys never share a name (no ":": the separator)."""
     return "k3py-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + \
         _secrets.token_hex(3)
+
+
+def _atomic_write(path: str, content: bytes) -> None:
+    """`path` holds the old or the new content after a crash, never a torn file; 0600."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class EncryptionKeys:
@@ -69,27 +81,50 @@ class EncryptionKeys:
         return keys
 
     def _read(self) -> None:
-        with open(self.path) as f:
-            doc = json.load(f)
-        for res in doc.get("resources") or []:
-            if "secrets" not in (res.get("resources") or []):
-                continue
-            for provider in res.get("providers") or []:
-                for k in (provider.get("aesgcm") or {}).get("keys") or []:
-                    name, secret = str(k["name"]), base64.b64decode(k["secret"])
-                    if ":" in name or len(secret) not in (16, 24, 32):
-                        raise ValueError(f"{self.path}: key {name!r} must have no ':' and "
-                                         f"16, 24 or 32 bytes (base64)")
-                    self.keys.append((name, secret))
+        with open(self.path, "rb") as f:
+            self.keys = self._parse(f.read())
 
-    def reload(self) -> None:
-        """Take the file's keys again (another server rotated them and this one was given
-        its file). Whether new writes are encrypted stays this server's own setting."""
-        fresh = EncryptionKeys(self.path)
-        fresh._read()
-        self.keys = fresh.keys
+    def _parse(self, content: bytes) -> list[tuple[str, bytes]]:
+        """The keys of an EncryptionConfiguration's secrets providers; ValueError if bad."""
+        try:
+            doc = json.loads(content)
+            keys = []
+            for res in doc.get("resources") or []:
+                if "secrets" not in (res.get("resources") or []):
+                    continue
+                for provider in res.get("providers") or []:
+                    for k in (provider.get("aesgcm") or {}).get("keys") or []:
+                        name, secret = str(k["name"]), base64.b64decode(k["secret"])
+                        if ":" in name or len(secret) not in (16, 24, 32):
+                            raise ValueError(f"key {name!r} must have no ':' and 16, 24 or "
+                                             f"32 bytes (base64)")
+                        keys.append((name, secret))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"{self.path}: not an EncryptionConfiguration of aesgcm keys "
+                             f"({e})") from None
+        return keys
+
+    def content(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def replace(self, content: bytes) -> None:
+        """Take the keys of another server's file (`content`, checked before it is written
+        here). Whether new writes are encrypted stays this server's own setting."""
+        keys = self._parse(content)
+        _atomic_write(self.path, content)
+        self.keys = keys
         self._ciphers = {name: AESGCM(k) for name, k in self.keys}
         self.enabled = self.enabled and bool(self.keys)
+
+    def snapshot(self) -> tuple[bytes, bool]:
+        """What `restore` puts back: the file, and whether new writes are encrypted."""
+        return self.content(), self.enabled
+
+    def restore(self, snapshot: tuple[bytes, bool]) -> None:
+        content, enabled = snapshot
+        self.replace(content)
+        self.enabled = enabled
 
     def fingerprint(self) -> str:
         """A short hash of the keys and their order (the first one writes): equal on two
@@ -107,14 +142,7 @@ class EncryptionKeys:
                        {"name": n, "secret": base64.b64encode(k).decode()}
                        for n, k in self.keys]}}] if self.keys else []),
                    {"identity": {}}]}]}
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        _atomic_write(self.path, json.dumps(doc, indent=2).encode())
 
     # ---------------------------------------------------------------- rotation
 
@@ -188,12 +216,19 @@ class EncryptingBackend:
         self.inner = inner
         self.keys = keys
         self.prefix = prefix
+        # raises StoreUnavailableError when this server may not hold the cluster's current
+        # keys (secretsencrypt.KeySync.check_fresh): no secret is written with a stale key
+        self.gate: Callable[[], None] | None = None
 
     def __getattr__(self, name: str):  # anything else of the driver (stats, paths)
         return getattr(self.inner, name)
 
     def _in(self, key: str, value: bytes) -> bytes:
-        return self.keys.encrypt(key, value) if key.startswith(self.prefix) else value
+        if not key.startswith(self.prefix):
+            return value
+        if self.gate is not None:
+            self.gate()
+        return self.keys.encrypt(key, value)
 
     def _covers(self, prefix: str) -> bool:
         return prefix.startswith(self.prefix) or self.prefix.startswith(prefix)
@@ -251,19 +286,24 @@ class EncryptingBackend:
     async def compact(self, revision: int) -> int:
         return await self.inner.compact(revision)
 
-    async def reencrypt(self) -> int:
-        """Rewrite every secret not yet in the writer's form; the number rewritten. A
-        secret changed meanwhile is left to that change (which wrote it the new way)."""
-        _, kvs = await self.inner.list(self.prefix)
+    async def reencrypt(self, passes: int = 5) -> int:
+        """Rewrite every secret not yet in the writer's form; the number rewritten. A pass
+        that lost a secret to a write meanwhile looks again (that write may have been
+        encrypted before the writer changed), until a pass finds all in the writer's form;
+        EncryptionError if that takes more than `passes`."""
         done = 0
-        for kv in kvs:
-            if self.keys.written_by_writer(kv.value):
-                continue
-            plain = self.keys.decrypt(kv.key, kv.value)
-            _, _, ok = await self.inner.update(kv.key, self.keys.encrypt(kv.key, plain),
-                                               kv.mod_revision)
-            done += ok
-        return done
+        for _ in range(passes):
+            _, kvs = await self.inner.list(self.prefix)
+            behind = [kv for kv in kvs if not self.keys.written_by_writer(kv.value)]
+            if not behind:
+                return done
+            for kv in behind:
+                plain = self.keys.decrypt(kv.key, kv.value)
+                _, _, ok = await self.inner.update(kv.key, self.keys.encrypt(kv.key, plain),
+                                                   kv.mod_revision)
+                done += ok
+        raise EncryptionError(f"secrets kept changing while they were re-encrypted "
+                              f"({passes} passes): run reencrypt again")
 
 
 class _DecryptingWatch:

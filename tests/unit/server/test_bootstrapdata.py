@@ -128,64 +128,27 @@ async def test_a_key_made_later_is_added_to_the_stored_data(store, tmp_path):
         '{"kind": "EncryptionConfiguration"}'
 
 
-async def test_a_rotated_key_file_replaces_the_stored_one(store, tmp_path):
-    """What secretsencrypt.KeySync publishes after a step and the other servers read back."""
+async def test_a_key_file_is_replaced_only_from_the_revision_it_started_from(store, tmp_path):
+    """What secretsencrypt.KeySync stores after a step (a compare-and-swap), and what the
+    other servers read back; a server starting meanwhile never puts its older file back."""
     first, token = await _first(store, tmp_path)
     secret = pki.parse_token(token)[1]
-    _, content = await bootstrapdata.stored_file(store, secret, "cred/encryption-config.json")
-    assert content is None  # the first server had no key file
-    assert await bootstrapdata.stored_file(store, "another-secret", "tls/server-ca.key") == \
-        (0, None)
-    cred = tmp_path / "a/server/cred"
-    cred.mkdir(parents=True)
-    revisions = []
-    for text in ('{"v": 1}', '{"v": 2}'):
-        (cred / "encryption-config.json").write_text(text)
-        assert await bootstrapdata.save_with_secret(store, first, secret)
-        revision, content = await bootstrapdata.stored_file(store, secret,
-                                                            "cred/encryption-config.json")
-        assert content == text.encode()
-        revisions.append(revision)
-    assert revisions[0] < revisions[1]
-    # nothing changed: no write
-    assert await bootstrapdata.save_with_secret(store, first, secret)
-    assert (await bootstrapdata.stored_file(store, secret, "cred/encryption-config.json")
-            )[0] == revisions[1]
-    # the CA files stayed as the first server wrote them
+    name = "cred/encryption-config.json"
+    revision, content = await bootstrapdata.stored_file(store, secret, name)
+    assert revision > 0 and content is None  # the first server had no key file
+    assert await bootstrapdata.stored_file(store, "another-secret", name) == (0, None)
+    assert await bootstrapdata.stored_file(store, secret, name, unless=revision) == \
+        (revision, None)  # not opened: nothing changed
+    assert await bootstrapdata.replace_file(store, secret, name, b'{"v": 1}', revision)
+    assert not await bootstrapdata.replace_file(store, secret, name, b'{"v": 2}', revision)
+    newer, content = await bootstrapdata.stored_file(store, secret, name)
+    assert newer > revision and content == b'{"v": 1}'
+    # a server that loaded before that change and saves at its start adds nothing back
     joined = _server(tmp_path, "b", token=token)
     await bootstrapdata.load(store, joined)
+    (tmp_path / "b/server/cred/encryption-config.json").write_text('{"v": "stale"}')
+    assert await bootstrapdata.save(store, joined, token)
+    assert await bootstrapdata.stored_file(store, secret, name) == (newer, b'{"v": 1}')
+    # the CA files stayed as the first server wrote them
     assert (tmp_path / "b/server/tls/server-ca.key").read_bytes() == \
         (tmp_path / "a/server/tls/server-ca.key").read_bytes()
-
-
-class _RacingWriter:
-    """A datastore where another server updates the bootstrap data once between our read and
-    our conditional write."""
-
-    def __init__(self, store, first: ServerConfig, secret: str) -> None:
-        self.store, self.first, self.secret, self.raced = store, first, secret, False
-
-    async def get(self, key: str):
-        got = await self.store.get(key)
-        if not self.raced:
-            self.raced = True
-            await bootstrapdata.save_with_secret(self.store, self.first, self.secret)
-        return got
-
-    async def update(self, key: str, value: bytes, revision: int):
-        return await self.store.update(key, value, revision)
-
-
-async def test_a_write_lost_to_another_server_is_tried_again(store, tmp_path):
-    first, token = await _first(store, tmp_path)
-    secret = pki.parse_token(token)[1]
-    (tmp_path / "a/server/cred").mkdir(parents=True)
-    (tmp_path / "a/server/cred/encryption-config.json").write_text('{"v": "other"}')
-    mine = _server(tmp_path, "b", token=token)
-    await bootstrapdata.load(store, mine)
-    (tmp_path / "b/server/cred").mkdir(parents=True)
-    (tmp_path / "b/server/cred/encryption-config.json").write_text('{"v": "mine"}')
-    assert await bootstrapdata.save_with_secret(_RacingWriter(store, first, secret), mine,
-                                                secret)
-    _, content = await bootstrapdata.stored_file(store, secret, "cred/encryption-config.json")
-    assert content == b'{"v": "mine"}'

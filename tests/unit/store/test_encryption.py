@@ -106,7 +106,7 @@ async def test_a_lost_key_is_a_clear_error(stores, tmp_path):
         await EncryptingBackend(inner, other).get(KEY)
 
 
-def test_fingerprint_follows_keys_and_writer_and_reload_takes_a_new_file(tmp_path):
+def test_fingerprint_follows_keys_and_writer_and_replace_takes_another_file(tmp_path):
     path = str(tmp_path / "cred" / "enc.json")
     keys = EncryptionKeys.load_or_create(path, enable=True)
     other = EncryptionKeys.load_or_create(str(tmp_path / "other.json"), enable=True)
@@ -121,7 +121,17 @@ def test_fingerprint_follows_keys_and_writer_and_reload_takes_a_new_file(tmp_pat
     sealed = keys.encrypt(KEY, b"v")
     with pytest.raises(EncryptionError):
         copy.decrypt(KEY, sealed)
-    copy.reload()  # another server's rotation reached this file
+    copy.replace(keys.content())  # another server's rotation reached this one
+    assert copy.content() == keys.content()
     assert copy.fingerprint() == keys.fingerprint()
     assert copy.decrypt(KEY, sealed) == b"v"
     assert copy.encrypt(KEY, b"v") == b"v"  # still not writing: its own setting
+    with pytest.raises(ValueError, match="not an EncryptionConfiguration"):
+        copy.replace(b'{"resources": [{"resources": ["secrets"], "providers": '
+                     b'[{"aesgcm": {"keys": [{"name": "k"}]}}]}]}')
+    assert copy.content() == keys.content()  # a bad file is refused before it is written
+    snap = copy.snapshot()
+    keys.prepare()
+    copy.replace(keys.content())
+    copy.restore(snap)
+    assert copy.content() == snap[0] and not copy.enabled
