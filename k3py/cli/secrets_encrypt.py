@@ -33,9 +33,10 @@ def secrets_encrypt_command(argv: list[str]) -> int:
     print(f"Current Writer Key: {body.get('writer', '')}")
     print(f"Keys: {', '.join(body.get('keys') or []) or '(none)'}")
     servers = body.get("servers")
-    if servers:  # the other servers on a shared datastore, as K3s's status shows them
-        behind = sorted(f"{s.get('address')} ({lease})" for lease, s in servers.items()
-                        if not s.get("same"))
+    if servers is not None:  # the other servers on a shared datastore, as K3s's status
+        behind = sorted(f"{s.get('address')} ({lease}"
+                        f"{'' if s.get('live') else ', Lease not renewed lately'})"
+                        for lease, s in servers.items() if not s.get("same"))
         print("Server Encryption Hashes: " + (
             f"hash does not match on server(s): {', '.join(behind)}" if behind
             else "All hashes match"))

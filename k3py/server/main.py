@@ -183,7 +183,12 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None,
     key_sync = secretsencrypt.sync_for(registry, config, encrypting,
                                        lease_name(bootstrap.server_id(config)))
     if key_sync is not None:
-        await key_sync.start()
+        try:
+            await key_sync.start()
+        except Exception as e:  # noqa: BLE001 - the datastore went away, a bad stored file
+            await backend.close()
+            raise StartupError(f"cannot read the cluster's secrets-encryption keys from the "
+                               f"datastore: {e}") from None
     plugins = bootstrap.install_admission(registry, config, pod_security)
     await bootstrap.prepare(registry, plugins, config, advertise)
 

@@ -9,26 +9,28 @@ and rotate-keys (all three at once). Admins only (system:masters); `k3py secrets
 Several servers on one datastore (KeySync). The datastore's bootstrap data (bootstrapdata.py)
 holds the cluster's key file; what keeps every secret readable by every server:
 
-- A step changes the file only from the stored one, and stores it conditionally on the
-  bootstrap data's revision (a compare-and-swap): two servers stepping at once never lose a
-  key, the later one gets a 409. A step the datastore did not take is undone here.
+- A step changes a draft of the stored key file and stores it only if the bootstrap data is
+  still at the revision it started from (a compare-and-swap); the server takes the new file
+  only once stored. Two servers stepping at once never lose a key: the later one gets a 409.
 - Every server looks at the stored file every POLL_EVERY and takes it when it differs from its
   own, without a restart (K3s asks for one), and shows the fingerprint of the keys it holds on
   its apiserver Lease.
-- Fencing: a server writes a secret only within FENCE seconds of a successful look (else 503,
-  which clients retry), so SETTLE after a writer change nobody writes with the old one.
+- Fencing: a server encrypts a secret only within FENCE seconds of a successful look (else
+  503, which clients retry); a write that lands after the server's writer changed (it was on
+  its way meanwhile) is written again with the new writer before it is answered.
 - `rotate` (a new writer) only once every server that renewed its Lease within GONE_AFTER
   shows this server's keys: each can read the new key before anyone writes with it. The same
   before `reencrypt`, which then waits SETTLE, rewrites every secret until a pass finds all in
   the writer's form, and drops the other keys only if the stored file did not change since
   (else 409: run it again). `rotate-keys` waits up to AGREE_WITHIN for the others between its
-  steps; the separate steps answer 409 at once, naming the servers that differ."""
+  steps; the separate steps answer 409 at once, naming the servers that differ and why."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,7 +64,13 @@ FENCE = 5.0  # a secret is written only within this many seconds of a successful
 SETTLE = FENCE + 2.0  # after a writer change, writes with the old writer are over (+ in flight)
 AGREE_WITHIN = 30.0  # rotate-keys: how long the other servers have to take each step
 GONE_AFTER = 3600.0  # a Lease not renewed for an hour: its server is gone for good
-SHOW_EVERY = 10  # looks between two checks of the fingerprint on our Lease
+SHOW_EVERY = 10.0  # seconds between two checks of the fingerprint on our Lease
+
+
+def _clock() -> float:
+    """Seconds that go on while the machine sleeps or the VM is paused (CLOCK_BOOTTIME):
+    a server woken after an hour must not count its last look as recent."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class KeySync:
@@ -76,89 +84,108 @@ class KeySync:
         self.secret = bootstrapdata.secret_of(config)
         self.lock = asyncio.Lock()  # one look or change of the key file at a time
         self._seen = -1  # the bootstrap data's revision last compared with the file
-        self._looked = float("-inf")  # monotonic time of the last successful look
-        self._task: asyncio.Task | None = None
+        self._looked = float("-inf")  # _clock() of the last successful look
+        self._changed = asyncio.Event()  # our keys changed: show them
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        """The stored keys taken before this server serves, then a look every POLL_EVERY."""
+        """The stored keys taken before this server serves, then a look every POLL_EVERY
+        and the fingerprint on our Lease (its own task: a slow Lease write delays no look)."""
         await self.look()
-        self._task = asyncio.create_task(self._loop(), name="secrets-encryption-keys")
+        self._tasks = [asyncio.create_task(self._looking(), name="secrets-encryption-keys"),
+                       asyncio.create_task(self._showing(), name="secrets-encryption-show")]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(BaseException):
-                await self._task
+                await task
 
-    def check_fresh(self) -> None:
-        """EncryptingBackend's gate: a secret is written only with keys looked at lately."""
-        age = time.monotonic() - self._looked
+    async def fresh(self) -> None:
+        """EncryptingBackend's gate: a secret is written only with keys looked at within
+        FENCE; a server whose looks lag looks once more first (bounded) before it refuses."""
+        if _clock() - self._looked < FENCE:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.look(), FENCE)
+        age = _clock() - self._looked
         if age >= FENCE:
             raise StoreUnavailableError(
                 "this server has not seen the cluster's secrets-encryption keys in the "
                 f"datastore for {min(age, 1e6):.0f} s: no secret is written until it has")
 
-    async def _loop(self) -> None:
-        n = 0
+    async def _looking(self) -> None:
         while True:
             await asyncio.sleep(POLL_EVERY)
             try:
                 await self.look()
-                if n % SHOW_EVERY == 0:
-                    await self.show()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the datastore away, a bad stored file
                 log.warning("secrets encryption keys: %s", e)
-            n += 1
+
+    async def _showing(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), SHOW_EVERY)
+            self._changed.clear()
+            try:
+                await self.show()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the datastore away: next time
+                log.warning("secrets encryption keys: fingerprint not shown: %s", e)
 
     async def look(self) -> int:
         """Take the stored key file if it differs from ours; the bootstrap data's revision."""
         async with self.lock:
-            revision, changed = await self._take()
-        if changed:
-            await self.show()
+            return await self._take()
+
+    async def _take(self) -> int:
+        started = _clock()
+        try:
+            revision, content = await bootstrapdata.stored_file(
+                self.backend, self.secret, _CONFIG_FILE, unless=self._seen)
+            if content is not None and content != self.keys.content():
+                self.keys.replace(content)  # checked before it is written; ValueError if bad
+                self._changed.set()
+                log.info("secrets encryption keys taken from the datastore: %s (writer %s)",
+                         ", ".join(n for n, _ in self.keys.keys), self.keys.status()["writer"])
+        except BaseException:
+            self._seen = -1  # compare the whole file next time
+            raise
+        self._seen, self._looked = revision, started
         return revision
 
-    async def _take(self) -> tuple[int, bool]:
-        started = time.monotonic()
-        revision, content = await bootstrapdata.stored_file(self.backend, self.secret,
-                                                            _CONFIG_FILE, unless=self._seen)
-        changed = content is not None and content != self.keys.content()
-        if changed:
-            self.keys.replace(content)  # checked before it is written; ValueError if bad
-            log.info("secrets encryption keys taken from the datastore: %s (writer %s)",
-                     ", ".join(n for n, _ in self.keys.keys), self.keys.status()["writer"])
-        self._seen, self._looked = revision, started
-        return revision, changed
-
-    async def step(self, change: Callable[[], Any], since: int | None = None) -> Any:
-        """`change` the key file, starting from the stored one, and store it conditionally:
-        409 if another server changed it meanwhile (or since revision `since`), 503 if the
-        datastore did not answer; either way the file here is put back as it was."""
-        async with self.lock:
-            revision, _ = await self._take()
-            if since is not None and revision != since:
-                raise _changed_meanwhile()
-            before = self.keys.snapshot()
-            try:
-                done = change()
-                taken = await bootstrapdata.replace_file(
-                    self.backend, self.secret, _CONFIG_FILE, self.keys.content(), revision)
-            except BaseException as e:
-                self.keys.restore(before)  # if the write landed, the next look takes it
-                if isinstance(e, (StoreError, bootstrapdata.BootstrapError)):
-                    raise errors.service_unavailable(
-                        f"the datastore did not answer ({e}): see `k3py secrets-encrypt "
-                        f"status` in a few seconds for whether the step was taken") from None
-                raise
-            if not taken:
-                self.keys.restore(before)
-                raise _changed_meanwhile()
+    async def step(self, change: Callable[[EncryptionKeys], Any],
+                   since: int | None = None) -> Any:
+        """`change` a draft of the stored key file and store it conditionally; this server
+        takes it only once stored. 409 if another server changed the file meanwhile (or since
+        revision `since`), 503 if the datastore did not answer (the next look takes it if it
+        landed after all)."""
+        revision = await self.look()
+        if since is not None and revision != since:
+            raise _changed_meanwhile()
+        draft = self.keys.clone(self.keys.path + ".draft")
         try:
-            await self.show()
-        except (errors.StatusError, StoreError) as e:  # the loop shows it later
-            log.warning("secrets encryption keys: fingerprint not shown yet: %s", e)
+            done = change(draft)
+            content = draft.content()
+            taken = await bootstrapdata.replace_file(self.backend, self.secret, _CONFIG_FILE,
+                                                     content, revision)
+        except (StoreError, bootstrapdata.BootstrapError) as e:
+            self._seen = -1
+            raise errors.service_unavailable(
+                f"the datastore did not answer ({e}): see `k3py secrets-encrypt status` in "
+                f"a few seconds for whether the step was taken") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(draft.path)
+        if not taken:
+            raise _changed_meanwhile()
+        async with self.lock:
+            self.keys.replace(content)
+            self.keys.enabled = draft.enabled
+            self._changed.set()
         return done
 
     async def show(self) -> None:
@@ -185,6 +212,7 @@ class KeySync:
                 continue
             shown = (lease["metadata"].get("annotations") or {}).get(FINGERPRINT_ANNOTATION)
             out[name] = {"address": address_of(lease), "same": shown == mine,
+                         "shown": shown is not None,
                          "live": age < float((lease.get("spec") or {}).get(
                              "leaseDurationSeconds") or LEASE_DURATION)}
         return out
@@ -199,14 +227,22 @@ class KeySync:
             if not behind:
                 return revision
             if time.monotonic() >= deadline:
-                names = ", ".join(f"{s['address']} (Lease kube-system/{n}"
-                                  f"{'' if s['live'] else ', not renewed lately'})"
-                                  for n, s in sorted(behind.items()))
-                raise errors.StatusError(
-                    409, "Conflict", f"cannot {doing}: server(s) {names} do not hold this "
-                    f"server's keys yet; a running server takes them within seconds: try "
-                    f"again; delete the Lease of a server that is gone for good")
+                raise errors.StatusError(409, "Conflict", f"cannot {doing}: " + "; ".join(
+                    _why_behind(n, s) for n, s in sorted(behind.items())))
             await asyncio.sleep(POLL_EVERY / 2)
+
+
+def _why_behind(lease: str, server: dict) -> str:
+    who = f"server {server['address']} (Lease kube-system/{lease})"
+    if not server["live"]:
+        return (f"{who} does not hold this server's keys and has not renewed its Lease "
+                f"lately: start it again (it takes them at its start), or delete the Lease "
+                f"if it is gone for good")
+    if not server["shown"]:
+        return (f"{who} shows no keys: it runs without secrets encryption; restart it with "
+                f"--secrets-encryption")
+    return (f"{who} does not hold this server's keys yet; a running server takes them "
+            f"within seconds: try again")
 
 
 def _changed_meanwhile() -> errors.StatusError:
@@ -239,22 +275,22 @@ def install(app: web.Application, authenticator: Authenticator,
             return answer({"encryption": "disabled", "keys": [], "writer": "identity"})
         return answer({**backend.keys.status(), **await servers()})
 
-    async def step(change: Callable[[], Any], since: int | None = None) -> Any:
+    async def step(change: Callable[[EncryptionKeys], Any], since: int | None = None) -> Any:
         if sync is None:
-            return change()
+            return change(backend.keys)
         return await sync.step(change, since)
 
     async def agreed(doing: str, wait: bool) -> int | None:
         return None if sync is None else await sync.agreed(doing, wait)
 
-    async def reencrypt(keys: EncryptionKeys, wait: bool) -> tuple[int, list[str]]:
+    async def reencrypt(wait: bool) -> tuple[int, list[str]]:
         # every server writes with this server's writer before anything is rewritten
         since = await agreed("re-encrypt and drop the old keys", wait)
         if sync is not None:
             await asyncio.sleep(SETTLE)  # writes still under the old writer are over
         done = await backend.reencrypt()
         # the writer must not have changed since the agreement, or the drop could lose one
-        return done, await step(keys.drop_old, since)
+        return done, await step(EncryptionKeys.drop_old, since)
 
     async def act(request: web.Request) -> web.Response:
         admin(request)
@@ -268,19 +304,21 @@ def install(app: web.Application, authenticator: Authenticator,
             try:
                 out: dict = {}
                 if what in ("prepare", "rotate-keys"):
-                    out["prepared"] = await step(keys.prepare)
+                    out["prepared"] = await step(EncryptionKeys.prepare)
                 if what in ("rotate", "rotate-keys"):
                     # nobody writes with a key another server cannot read yet
                     since = await agreed("rotate to the prepared key", every)
-                    out["writer"] = await step(keys.rotate, since)
+                    out["writer"] = await step(EncryptionKeys.rotate, since)
                 if what in ("reencrypt", "rotate-keys"):
-                    out["reencrypted"], out["dropped"] = await reencrypt(keys, every)
+                    out["reencrypted"], out["dropped"] = await reencrypt(every)
             except ValueError as e:
                 raise errors.StatusError(409, "Conflict", _with(str(e), out)) from None
             except EncryptionError as e:
                 raise errors.internal_error(_with(str(e), out)) from None
             except errors.StatusError as e:
                 raise errors.StatusError(e.code, e.reason, _with(e.message, out)) from None
+            except StoreError as e:
+                raise errors.service_unavailable(_with(str(e), out)) from None
         return answer({**out, **keys.status(), **await servers()})
 
     app.router.add_get(ENCRYPT_PATH + "/status", status)
@@ -303,5 +341,5 @@ def sync_for(registry: Registry, config: ServerConfig, encrypting: EncryptingBac
     if not config.datastore_endpoint or encrypting is None:
         return None
     sync = KeySync(registry, encrypting.inner, config, encrypting.keys, lease_name)
-    encrypting.gate = sync.check_fresh
+    encrypting.gate = sync.fresh
     return sync

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import secrets as _secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -38,8 +38,18 @@ class EncryptionError(Exception):
 
 def _key_name() -> str:
     """When it was made, and random: two keys never share a name (no ":": the separator)."""
-    return "k3py-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + \
+    return "k3py-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + \
         _secrets.token_hex(3)
+
+
+def _made_at(name: str) -> str | None:
+    """The time a k3py key name says it was made, as 20 sortable digits (names of an earlier
+    k3py have no microseconds); None for a name k3py did not make."""
+    head, _, rest = name.partition("-")
+    stamp = rest.partition("-")[0].replace("T", "").rstrip("Z")
+    if head != "k3py" or not stamp.isdigit() or len(stamp) not in (14, 20):
+        return None
+    return stamp.ljust(20, "0")
 
 
 def _atomic_write(path: str, content: bytes) -> None:
@@ -117,6 +127,17 @@ class EncryptionKeys:
         self._ciphers = {name: AESGCM(k) for name, k in self.keys}
         self.enabled = self.enabled and bool(self.keys)
 
+    def clone(self, path: str) -> EncryptionKeys:
+        """The same keys and setting, saved to `path` by their changes (a step's draft)."""
+        other = EncryptionKeys(path)
+        other.keys, other.enabled = list(self.keys), self.enabled
+        other._ciphers = dict(self._ciphers)
+        return other
+
+    def writer(self) -> str | None:
+        """The name of the key new writes are encrypted with; None when they are not."""
+        return self.keys[0][0] if self.enabled and self.keys else None
+
     def snapshot(self) -> tuple[bytes, bool]:
         """What `restore` puts back: the file, and whether new writes are encrypted."""
         return self.content(), self.enabled
@@ -155,9 +176,12 @@ class EncryptionKeys:
         return name
 
     def rotate(self) -> str:
-        """Make the newest key the writer."""
-        if len(self.keys) < 2:
-            raise ValueError("no prepared key to rotate to: run prepare first")
+        """Make the newest key (the last one, prepared after the writer) the writer. k3py's
+        key names say when they were made, so a second rotate cannot go back to the old one."""
+        newest, writer = (_made_at(self.keys[-1][0]), _made_at(self.keys[0][0])) \
+            if len(self.keys) >= 2 else (None, None)
+        if len(self.keys) < 2 or (newest and writer and newest <= writer):
+            raise ValueError("no key prepared since the last rotation: run prepare first")
         self.keys.insert(0, self.keys.pop())
         self.enabled = True
         self.save()
@@ -217,18 +241,29 @@ class EncryptingBackend:
         self.keys = keys
         self.prefix = prefix
         # raises StoreUnavailableError when this server may not hold the cluster's current
-        # keys (secretsencrypt.KeySync.check_fresh): no secret is written with a stale key
-        self.gate: Callable[[], None] | None = None
+        # keys (secretsencrypt.KeySync.fresh): no secret is written with a stale key
+        self.gate: Callable[[], Awaitable[None]] | None = None
 
     def __getattr__(self, name: str):  # anything else of the driver (stats, paths)
         return getattr(self.inner, name)
 
-    def _in(self, key: str, value: bytes) -> bytes:
+    async def _sealed(self, key: str, value: bytes) -> tuple[bytes, str | None]:
+        """The value as stored, and the key it was encrypted with (None: not encrypted)."""
         if not key.startswith(self.prefix):
-            return value
+            return value, None
         if self.gate is not None:
-            self.gate()
-        return self.keys.encrypt(key, value)
+            await self.gate()
+        return self.keys.encrypt(key, value), self.keys.writer()
+
+    async def _rewritten(self, key: str, value: bytes, writer: str | None,
+                         revision: int) -> tuple[int, KeyValue | None, bool] | None:
+        """A write that landed after this server's writer changed (it was on its way while
+        another server rotated, and its key may be dropped next): written again with the
+        current writer, from the revision it landed at. None when it needs nothing."""
+        if writer is None or writer == self.keys.writer():
+            return None
+        rev, kv, ok = await self.inner.update(key, self.keys.encrypt(key, value), revision)
+        return (rev, self._out(kv), ok) if ok else None  # not ok: a newer write replaced it
 
     def _covers(self, prefix: str) -> bool:
         return prefix.startswith(self.prefix) or self.prefix.startswith(prefix)
@@ -266,12 +301,17 @@ class EncryptingBackend:
         return await self.inner.count(prefix)
 
     async def create(self, key: str, value: bytes) -> int:
-        return await self.inner.create(key, self._in(key, value))
+        sealed, writer = await self._sealed(key, value)
+        rev = await self.inner.create(key, sealed)
+        again = await self._rewritten(key, value, writer, rev)
+        return again[0] if again else rev
 
     async def update(self, key: str, value: bytes,
                      revision: int) -> tuple[int, KeyValue | None, bool]:
-        rev, kv, ok = await self.inner.update(key, self._in(key, value), revision)
-        return rev, self._out(kv), ok
+        sealed, writer = await self._sealed(key, value)
+        rev, kv, ok = await self.inner.update(key, sealed, revision)
+        again = await self._rewritten(key, value, writer, rev) if ok else None
+        return again or (rev, self._out(kv), ok)
 
     async def delete(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None, bool]:
         rev, kv, ok = await self.inner.delete(key, revision)

@@ -7,7 +7,8 @@ writes no secret."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import os
 
 import pytest
 
@@ -43,7 +44,7 @@ class Server:
         self.encrypting = EncryptingBackend(store, self.keys)
         self.sync = secretsencrypt.sync_for(self.env.registry, self.config, self.encrypting,
                                             lease_name(self.name))
-        assert self.sync is not None and self.encrypting.gate == self.sync.check_fresh
+        assert self.sync is not None and self.encrypting.gate == self.sync.fresh
         await APIServerEndpoints(self.env.registry, self.name, self.address, 6443).tick()
         await self.sync.start()
         await self.sync.show()
@@ -69,18 +70,19 @@ async def test_a_step_reaches_the_other_server_and_rotation_waits_for_it(pair):
     a, b = pair
     assert a.keys.fingerprint() == b.keys.fingerprint()
     await a.sync.agreed("rotate", wait=False)
-    prepared = await a.sync.step(a.keys.prepare)
+    prepared = await a.sync.step(EncryptionKeys.prepare)
     assert b.keys.status()["keys"] != a.keys.status()["keys"]
     with pytest.raises(errors.StatusError) as refused:  # B does not hold it yet
         await a.sync.agreed("rotate to the prepared key", wait=False)
-    assert refused.value.code == 409 and "10.0.0.2 (Lease kube-system/apiserver-b)" in \
-        refused.value.message
+    assert refused.value.code == 409 and "10.0.0.2 (Lease kube-system/apiserver-b) does " \
+        "not hold this server's keys yet" in refused.value.message
     assert (await a.sync.servers())[lease_name("b")]["same"] is False
     await b.sync.look()  # what B's loop does every second
+    await b.sync.show()  # and its show task when its keys changed
     assert prepared in b.keys.status()["keys"]
     assert b.keys.fingerprint() == a.keys.fingerprint()
     since = await a.sync.agreed("rotate to the prepared key", wait=False)
-    assert await a.sync.step(a.keys.rotate, since) == prepared
+    assert await a.sync.step(EncryptionKeys.rotate, since) == prepared
     # what A writes with the new key, B reads once it looked
     await a.encrypting.create(SECRET, b"v")
     await b.sync.look()
@@ -91,26 +93,42 @@ async def test_a_step_reaches_the_other_server_and_rotation_waits_for_it(pair):
 async def test_a_step_from_a_moved_revision_is_refused_and_undone(pair):
     a, b = pair
     before = await a.sync.look()
-    await b.sync.step(b.keys.prepare)  # B stepped meanwhile
+    await b.sync.step(EncryptionKeys.prepare)  # B stepped meanwhile
     content = a.keys.content()
     with pytest.raises(errors.StatusError) as refused:
-        await a.sync.step(a.keys.rotate, before)  # A's agreement was on the older keys
+        await a.sync.step(EncryptionKeys.rotate, before)  # A's agreement was on the older keys
     assert refused.value.code == 409 and "changed on another server" in refused.value.message
     assert a.keys.content() != content  # A took B's file: the step starts from the stored one
     assert a.keys.fingerprint() == b.keys.fingerprint()
-    # both prepare at once: each starts from the stored file, no key is lost
-    first = await a.sync.step(a.keys.prepare)
-    second = await b.sync.step(b.keys.prepare)
+    # both prepare at once: one is stored, the other refused or stacked on it; no key lost
+    got = await asyncio.gather(a.sync.step(EncryptionKeys.prepare),
+                               b.sync.step(EncryptionKeys.prepare), return_exceptions=True)
+    made = [k for k in got if isinstance(k, str)]
+    assert made and all(isinstance(e, errors.StatusError) and e.code == 409
+                        for e in got if not isinstance(e, str))
     _, stored = await bootstrapdata.stored_file(a.env.backend, a.sync.secret,
                                                 "cred/encryption-config.json")
-    assert first.encode() in stored and second.encode() in stored
+    assert all(k.encode() in stored for k in made)
+    await a.sync.look()
+    await b.sync.look()
+    assert a.keys.content() == b.keys.content() == stored
+
+
+async def test_a_step_is_taken_here_only_once_stored(pair):
+    a, _ = pair
+    content = a.keys.content()
+    stale = await a.sync.look() - 1  # as if another server had stepped since
+    with pytest.raises(errors.StatusError, match="changed on another server"):
+        await a.sync.step(EncryptionKeys.prepare, stale)
+    assert a.keys.content() == content
+    assert not os.path.exists(a.sync.keys.path + ".draft")
 
 
 async def test_a_refused_change_leaves_the_keys_as_they_were(pair):
     a, _ = pair
     content, enabled = a.keys.content(), a.keys.enabled
-    with pytest.raises(ValueError, match="no prepared key"):
-        await a.sync.step(a.keys.rotate)
+    with pytest.raises(ValueError, match="no key prepared"):
+        await a.sync.step(EncryptionKeys.rotate)
     assert a.keys.content() == content and a.keys.enabled == enabled
 
 
@@ -120,11 +138,41 @@ async def test_no_secret_is_written_without_a_recent_look(tmp_path):
         await a.start()
         try:
             await a.encrypting.create(SECRET, b"v")  # looked at its start
-            a.sync._looked = time.monotonic() - secretsencrypt.FENCE  # its looks failed since
-            with pytest.raises(StoreUnavailableError, match="no secret is written"):
-                await a.encrypting.create(SECRET + "2", b"v")
-            await a.encrypting.create("/registry/core/configmaps/default/c", b"v")
-            await a.sync.look()
+            a.sync._looked -= secretsencrypt.FENCE  # its looks lagged: it looks once more
             await a.encrypting.create(SECRET + "2", b"v")
+            await env.backend.close()  # now its look fails: no secret is written
+            a.sync._looked -= secretsencrypt.FENCE
+            with pytest.raises(StoreUnavailableError, match="no secret is written"):
+                await a.encrypting.create(SECRET + "3", b"v")
         finally:
             await a.stop()
+
+
+async def test_a_rotation_twice_does_not_go_back(pair):
+    a, _ = pair
+    first = a.keys.writer()
+    await a.sync.step(EncryptionKeys.prepare)
+    second = await a.sync.step(EncryptionKeys.rotate)
+    with pytest.raises(ValueError, match="no key prepared since the last rotation"):
+        await a.sync.step(EncryptionKeys.rotate)
+    assert a.keys.writer() == second != first
+
+
+async def test_a_write_landing_after_the_writer_changed_is_written_again(pair):
+    """B encrypts a secret with the old writer; while its write is on its way to the store,
+    A's rotation reaches B: before answering, B writes it again with the new writer, so a
+    reencrypt that ran meanwhile and dropped the old key loses nothing."""
+    a, b = pair
+    await a.sync.step(EncryptionKeys.prepare)
+    await b.sync.look()
+    new = await a.sync.step(EncryptionKeys.rotate)
+    old = b.keys.writer()
+    assert old != new
+    write = asyncio.create_task(b.encrypting.create(SECRET, b"late"))
+    await asyncio.sleep(0)  # B's write, encrypted with the old writer, is in the store's hands
+    b.keys.replace(a.keys.content())  # what B's look does meanwhile
+    revision = await write
+    _, raw = await a.env.backend.get(SECRET)
+    assert raw.mod_revision == revision
+    assert raw.value.startswith(f"k8s:enc:aesgcm:v1:{new}:".encode())
+    assert (await a.encrypting.get(SECRET))[1].value == b"late"
