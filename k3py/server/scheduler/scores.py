@@ -4,17 +4,19 @@ normalisation, combined with upstream's weights. Pure; scheduler.py picks the be
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
 from k3py.server.scheduler.nodeinfo import NodeInfo
 from k3py.server.scheduler.podstate import PodState
 
 __all__ = ["least_allocated", "balanced_allocation", "spread_raw", "score_nodes", "MAX_SCORE",
-           "WEIGHTS"]
+           "WEIGHTS", "RawScores", "raw_scores", "weighted_totals"]
 
 MAX_SCORE = 100
 WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAffinity": 2,
            "TaintToleration": 3, "SelectorSpread": 2}
+_FIT, _BALANCED = WEIGHTS["NodeResourcesFit"], WEIGHTS["NodeResourcesBalancedAllocation"]
 
 
 Fractions = tuple[tuple[int, int], tuple[int, int]]
@@ -85,22 +87,46 @@ def _add_normalized(totals: list[int], raw: list[int] | None, weight: int,
     return 0
 
 
-def score_nodes(state: PodState, infos: list[NodeInfo]) -> dict[str, int]:
-    """Weighted total per feasible node name, each node scored in one pass from what the
-    PodState holds (upstream's PreScore); a plugin with nothing to tell apart for this pod
-    (no preferred terms, no PreferNoSchedule taint, no controller) is not run per node."""
-    fit, balanced = WEIGHTS["NodeResourcesFit"], WEIGHTS["NodeResourcesBalancedAllocation"]
-    totals = []
-    for i in infos:
-        fractions = _fractions(state, i)
-        totals.append(fit * _least_allocated(fractions) +
-                      balanced * _balanced_allocation(fractions))
-    same = _add_normalized(totals, [_affinity(state.preferred, i) for i in infos]
-                           if state.preferred else None, WEIGHTS["NodeAffinity"], False)
-    same += _add_normalized(totals, [_untolerated(state.soft_tolerations, i) for i in infos]
-                            if any(i.facts.soft_taints for i in infos) else None,
+class RawScores(NamedTuple):
+    """One node's scores for one pod before the normalisation over the feasible nodes: what
+    the node alone decides (equivalence.py keeps it while the node's generation stays). A
+    tuple: one is made for each node tried, and a frozen dataclass takes twice as long."""
+
+    resources: int  # NodeResourcesFit + BalancedAllocation, weighted: nothing to normalise
+    affinity: int  # preferred node affinity weight matched
+    untolerated: int  # PreferNoSchedule taints not tolerated
+    spread: int  # pods of the same controller
+
+
+def raw_scores(state: PodState, info: NodeInfo) -> RawScores:
+    """Each plugin's raw score of the node; one a pod has nothing for is 0 (and stays out)."""
+    fractions = _fractions(state, info)
+    return RawScores(
+        _FIT * _least_allocated(fractions) + _BALANCED * _balanced_allocation(fractions),
+        _affinity(state.preferred, info) if state.preferred else 0,
+        _untolerated(state.soft_tolerations, info) if info.facts.soft_taints else 0,
+        0 if state.owner is None else info.controlled.get(state.owner, 0))
+
+
+def weighted_totals(state: PodState, raws: list[RawScores]) -> list[int]:
+    """The weighted total of each node of `raws` (the feasible nodes), each plugin's raw
+    scores normalised over them all; a plugin with nothing to tell apart for this pod (no
+    preferred terms, no PreferNoSchedule taint untolerated, no controller) adds one constant
+    instead of a list per node."""
+    totals = [r.resources for r in raws]
+    same = _add_normalized(totals, [r.affinity for r in raws] if state.preferred else None,
+                           WEIGHTS["NodeAffinity"], False)
+    untolerated = [r.untolerated for r in raws]
+    same += _add_normalized(totals, untolerated if any(untolerated) else None,
                             WEIGHTS["TaintToleration"], True)
-    same += _add_normalized(totals, [spread_raw(state, i) for i in infos]
+    same += _add_normalized(totals, [r.spread for r in raws]
                             if state.owner is not None else None, WEIGHTS["SelectorSpread"],
                             True)
-    return {i.name: total + same for i, total in zip(infos, totals, strict=True)}
+    return [total + same for total in totals] if same else totals
+
+
+def score_nodes(state: PodState, infos: list[NodeInfo]) -> dict[str, int]:
+    """Weighted total per feasible node name, each node scored in one pass from what the
+    PodState holds (upstream's PreScore)."""
+    totals = weighted_totals(state, [raw_scores(state, i) for i in infos])
+    return {i.name: total for i, total in zip(infos, totals, strict=True)}
