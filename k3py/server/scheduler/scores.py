@@ -4,6 +4,7 @@ normalisation, combined with upstream's weights. Pure; scheduler.py picks the be
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
@@ -73,7 +74,7 @@ def spread_raw(state: PodState, info: NodeInfo) -> int:
     return 0 if state.owner is None else info.controlled.get(state.owner, 0)
 
 
-def _add_normalized(totals: list[int], raw: list[int] | None, weight: int,
+def _add_normalized(totals: list[int], raw: Sequence[int] | None, weight: int,
                     reverse: bool) -> int:
     """Add `weight` x raw normalised to 0..MAX_SCORE (against the highest; `reverse`: lower is
     better) into `totals`; when every node scores alike (all 0, or no raw scores: the plugin
@@ -81,9 +82,11 @@ def _add_normalized(totals: list[int], raw: list[int] | None, weight: int,
     top = max(raw, default=0) if raw is not None else 0
     if top == 0:
         return weight * (MAX_SCORE if reverse else 0)
-    for k, v in enumerate(raw):
-        share = v * MAX_SCORE // top
-        totals[k] += weight * (MAX_SCORE - share if reverse else share)
+    # raw scores take few values (pods of a controller on a node: 0, 1, 2...): each value's
+    # points once, then one lookup a node
+    points = {v: weight * (MAX_SCORE - v * MAX_SCORE // top if reverse else v * MAX_SCORE // top)
+              for v in set(raw)}
+    totals[:] = [total + points[v] for total, v in zip(totals, raw, strict=True)]
     return 0
 
 
@@ -113,15 +116,16 @@ def weighted_totals(state: PodState, raws: list[RawScores]) -> list[int]:
     scores normalised over them all; a plugin with nothing to tell apart for this pod (no
     preferred terms, no PreferNoSchedule taint untolerated, no controller) adds one constant
     instead of a list per node."""
-    totals = [r.resources for r in raws]
-    same = _add_normalized(totals, [r.affinity for r in raws] if state.preferred else None,
+    if not raws:
+        return []
+    resources, affinity, untolerated, spread = zip(*raws, strict=True)  # one pass, in C
+    totals = list(resources)
+    same = _add_normalized(totals, affinity if state.preferred else None,
                            WEIGHTS["NodeAffinity"], False)
-    untolerated = [r.untolerated for r in raws]
     same += _add_normalized(totals, untolerated if any(untolerated) else None,
                             WEIGHTS["TaintToleration"], True)
-    same += _add_normalized(totals, [r.spread for r in raws]
-                            if state.owner is not None else None, WEIGHTS["SelectorSpread"],
-                            True)
+    same += _add_normalized(totals, spread if state.owner is not None else None,
+                            WEIGHTS["SelectorSpread"], True)
     return [total + same for total in totals] if same else totals
 
 
