@@ -33,8 +33,7 @@ _KEY_FIELDS = tuple(f.name for f in fields(PodState) if f.name not in _NOT_PER_N
 
 
 class Verdict(NamedTuple):
-    """The filters' and scores' result for one pod class on one node, at its generation (a
-    tuple, as RawScores)."""
+    """The filters' and scores' result for one pod class on one node, at its generation."""
 
     generation: int
     plugin: str  # the first failing filter, "" when the pod fits

@@ -1,5 +1,5 @@
-"""Scheduler scores as upstream's default plugins compute them, each 0..100 per node after
-normalisation, combined with upstream's weights. Pure; scheduler.py picks the best node."""
+"""Scheduler scores as upstream's default plugins compute them: raw_scores per node (kept by
+equivalence.py), weighted_totals normalised over the feasible nodes. Pure; used by scheduler.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
 from k3py.server.scheduler.nodeinfo import NodeInfo
 from k3py.server.scheduler.podstate import PodState
 
-__all__ = ["least_allocated", "balanced_allocation", "spread_raw", "score_nodes", "MAX_SCORE",
-           "WEIGHTS", "RawScores", "raw_scores", "weighted_totals"]
+__all__ = ["least_allocated", "balanced_allocation", "spread_raw", "MAX_SCORE", "WEIGHTS",
+           "RawScores", "raw_scores", "weighted_totals"]
 
 MAX_SCORE = 100
 WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAffinity": 2,
@@ -124,9 +124,3 @@ def weighted_totals(state: PodState, raws: list[RawScores]) -> list[int]:
                             WEIGHTS["SelectorSpread"], True)
     return [total + same for total in totals] if same else totals
 
-
-def score_nodes(state: PodState, infos: list[NodeInfo]) -> dict[str, int]:
-    """Weighted total per feasible node name, each node scored in one pass from what the
-    PodState holds (upstream's PreScore)."""
-    totals = weighted_totals(state, [raw_scores(state, i) for i in infos])
-    return {i.name: total for i, total in zip(infos, totals, strict=True)}
