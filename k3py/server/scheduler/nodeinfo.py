@@ -195,7 +195,7 @@ class NodeInfo:
     @node.setter
     def node(self, node: dict | None) -> None:
         """A new Node object; most (its heartbeats) leave the facts as they were, and then
-        the generation too."""
+        the generation too (run_filters also reads whether there is a Node at all)."""
         facts = NodeFacts.of(node)
         if facts != self.facts or (node is None) != (self._node is None):
             self.facts = facts
