@@ -3,6 +3,7 @@ requests and host ports. Pure; kept current by scheduler.py and read by filters 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -11,6 +12,10 @@ from k3py.api.quantity import QuantityError, int_value, milli_value
 __all__ = ["NodeInfo", "NodeFacts", "PodUsage", "pod_requests", "pod_host_ports",
            "node_allocatable", "pod_key", "pod_controller", "DEFAULT_MILLI_CPU",
            "DEFAULT_MEMORY"]
+
+# NodeInfo.generation: one sequence for every NodeInfo (upstream's nextGeneration), so that a
+# node deleted and made again never shows a number a verdict about the old one was kept with
+_generations = itertools.count(1)
 
 # Upstream's non-zero defaults used only for scoring pods that request nothing.
 DEFAULT_MILLI_CPU = 100
@@ -165,10 +170,16 @@ class PodUsage:
 
 class NodeInfo:
     """One node's Node object (and its NodeFacts, parsed again only when a new object is
-    set), the pods on it and their summed requests, host ports and controllers."""
+    set), the pods on it and their summed requests, host ports and controllers.
+    `generation` moves whenever something a filter or score reads of it changes (a pod on or
+    off, other NodeFacts or the Node gone), and only then: equivalence.py keeps each pod
+    class's verdict on the node while it stays."""
 
     def __init__(self, name: str, node: dict | None = None) -> None:
         self.name = name
+        self.generation = next(_generations)
+        self._node: dict | None = None
+        self.facts = NodeFacts.of(None)
         self.pods: dict[str, PodUsage] = {}
         self.requested: Resources = {}
         self.non_zero_requested: Resources = {}
@@ -183,8 +194,13 @@ class NodeInfo:
 
     @node.setter
     def node(self, node: dict | None) -> None:
+        """A new Node object; most (its heartbeats) leave the facts as they were, and then
+        the generation too (run_filters also reads whether there is a Node at all)."""
+        facts = NodeFacts.of(node)
+        if facts != self.facts or (node is None) != (self._node is None):
+            self.facts = facts
+            self.generation = next(_generations)
         self._node = node
-        self.facts = NodeFacts.of(node)
 
     def __repr__(self) -> str:
         return f"NodeInfo({self.name!r}, pods={len(self.pods)})"
@@ -197,6 +213,7 @@ class NodeInfo:
         if key in self.pods:
             self.remove_pod(key)
         self.pods[key] = usage
+        self.generation = next(_generations)
         _add(self.requested, usage.requests)
         _add(self.non_zero_requested, usage.non_zero_requests)
         self.ports.extend(usage.ports)
@@ -207,6 +224,7 @@ class NodeInfo:
         usage = self.pods.pop(key, None)
         if usage is None:
             return
+        self.generation = next(_generations)
         for k, v in usage.requests.items():
             self.requested[k] = self.requested.get(k, 0) - v
         for k, v in usage.non_zero_requests.items():

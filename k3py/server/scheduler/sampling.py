@@ -4,6 +4,7 @@ scheduler.py, which scores only the nodes found."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -43,11 +44,13 @@ class NodeSampler:
         want = feasible_nodes_to_find(total)
         start = self.next_start % total
         found: list[T] = []
-        tried = 0
-        while tried < total and len(found) < want:
-            node = nodes[(start + tried) % total]
-            tried += 1
+        tried = total  # unless enough fit before the last
+        # from the start round the list (sliced in C: no index arithmetic per node)
+        for k, node in enumerate(itertools.chain(nodes[start:], nodes[:start])):
             if fits(node):
                 found.append(node)
+                if len(found) == want:
+                    tried = k + 1
+                    break
         self.next_start = (start + tried) % total
         return found

@@ -13,11 +13,12 @@ from k3py.api import errors
 from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.handlers import bind_pod
 from k3py.server.controllers.base import Controller, ControllerContext, split_key
+from k3py.server.scheduler.equivalence import EquivalenceCache, judge
 from k3py.server.scheduler.filters import UNRESOLVABLE, filters_for, run_filters
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_key
 from k3py.server.scheduler.podstate import PodState
 from k3py.server.scheduler.sampling import NodeSampler
-from k3py.server.scheduler.scores import score_nodes
+from k3py.server.scheduler.scores import RawScores, raw_scores, weighted_totals
 from k3py.server.scheduler.volumebinding import Decision, PodVolumes, VolumeBinder
 
 __all__ = ["Scheduler", "fit_error_message", "pre_filter_error_message", "SCHEDULER_NAME",
@@ -101,6 +102,7 @@ class Scheduler(Controller):
         self._periodic: asyncio.Task | None = None
         self._sampler = NodeSampler()
         self._candidates: list[NodeInfo] | None = None  # the nodes with a Node, in order
+        self._equivalence = EquivalenceCache()
 
     # ------------------------------------------------------------ cache upkeep
 
@@ -156,6 +158,7 @@ class Scheduler(Controller):
             if info is not None:
                 info.node = None
                 self._candidates = None
+                self._equivalence.forget_node(name)
                 if not info.pods:
                     del self.nodes[name]
             return
@@ -265,16 +268,30 @@ class Scheduler(Controller):
             return None, pre_filter_error_message(len(nodes), volumes)
         filters = filters_for(state)
         check_volumes = isinstance(volumes, PodVolumes) and not volumes.empty
+        # a pod tried on every node, whose volumes nothing needs to check, takes its class's
+        # verdicts where the node has not changed since (a DaemonSet pod's class is its node)
+        known = self._equivalence.verdicts(state) \
+            if candidates is nodes and not check_volumes else None
         failures: dict[str, tuple[str, list[str]]] = {}
+        scored: list[RawScores] = []  # of the feasible nodes, in their order
 
         def fits(info: NodeInfo) -> bool:
-            plugin, reasons = run_filters(state, info, filters)
+            verdict = None
+            if known is None:
+                plugin, reasons = run_filters(state, info, filters)
+            else:
+                verdict = known.get(info.name)
+                if verdict is None or verdict.generation != info.generation:
+                    verdict = known[info.name] = judge(state, info, filters)
+                plugin, reasons = verdict.plugin, verdict.reasons
             if not reasons and check_volumes:
                 plugin, reasons = "VolumeBinding", \
                     self.volume_binder.filter(volumes, info.node or {})
             if reasons:
                 failures[info.name] = (plugin, reasons)
-            return not reasons
+                return False
+            scored.append(raw_scores(state, info) if verdict is None else verdict.scores)
+            return True
 
         # the named nodes (a DaemonSet pod's one) are all tried, and the rotation over every
         # node is left where it was for the next pod
@@ -287,9 +304,10 @@ class Scheduler(Controller):
             return None, fit_error_message(len(nodes), failures)
         if len(feasible) == 1:
             return feasible[0].name
-        scores = score_nodes(state, feasible)
-        best = max(scores.values())
-        return random.choice([n for n, s in scores.items() if s == best])
+        totals = weighted_totals(state, scored)
+        best = max(totals)
+        return random.choice([info.name for info, total in zip(feasible, totals, strict=True)
+                              if total == best])
 
     def _assume_volumes(self, pod: dict, node: str) -> Decision | None:
         volumes = self.volume_binder.pre_filter(pod)

@@ -1,20 +1,22 @@
-"""Scheduler scores as upstream's default plugins compute them, each 0..100 per node after
-normalisation, combined with upstream's weights. Pure; scheduler.py picks the best node."""
+"""Scheduler scores as upstream's default plugins compute them: raw_scores per node (kept by
+equivalence.py), weighted_totals normalised over the feasible nodes. Pure; used by scheduler.py."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from k3py.server.scheduler.filters import node_selector_term_matches, tolerates
 from k3py.server.scheduler.nodeinfo import NodeInfo
 from k3py.server.scheduler.podstate import PodState
 
-__all__ = ["least_allocated", "balanced_allocation", "spread_raw", "score_nodes", "MAX_SCORE",
-           "WEIGHTS"]
+__all__ = ["least_allocated", "balanced_allocation", "spread_raw", "MAX_SCORE", "WEIGHTS",
+           "RawScores", "raw_scores", "weighted_totals"]
 
 MAX_SCORE = 100
 WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "NodeAffinity": 2,
            "TaintToleration": 3, "SelectorSpread": 2}
+_FIT, _BALANCED = WEIGHTS["NodeResourcesFit"], WEIGHTS["NodeResourcesBalancedAllocation"]
 
 
 Fractions = tuple[tuple[int, int], tuple[int, int]]
@@ -71,7 +73,7 @@ def spread_raw(state: PodState, info: NodeInfo) -> int:
     return 0 if state.owner is None else info.controlled.get(state.owner, 0)
 
 
-def _add_normalized(totals: list[int], raw: list[int] | None, weight: int,
+def _add_normalized(totals: list[int], raw: Sequence[int] | None, weight: int,
                     reverse: bool) -> int:
     """Add `weight` x raw normalised to 0..MAX_SCORE (against the highest; `reverse`: lower is
     better) into `totals`; when every node scores alike (all 0, or no raw scores: the plugin
@@ -79,28 +81,46 @@ def _add_normalized(totals: list[int], raw: list[int] | None, weight: int,
     top = max(raw, default=0) if raw is not None else 0
     if top == 0:
         return weight * (MAX_SCORE if reverse else 0)
-    for k, v in enumerate(raw):
-        share = v * MAX_SCORE // top
-        totals[k] += weight * (MAX_SCORE - share if reverse else share)
+    # raw scores take few values (pods of a controller on a node: 0, 1, 2...): each value's
+    # points once, then one lookup a node
+    points = {v: weight * (MAX_SCORE - v * MAX_SCORE // top if reverse else v * MAX_SCORE // top)
+              for v in set(raw)}
+    totals[:] = [total + points[v] for total, v in zip(totals, raw, strict=True)]
     return 0
 
 
-def score_nodes(state: PodState, infos: list[NodeInfo]) -> dict[str, int]:
-    """Weighted total per feasible node name, each node scored in one pass from what the
-    PodState holds (upstream's PreScore); a plugin with nothing to tell apart for this pod
-    (no preferred terms, no PreferNoSchedule taint, no controller) is not run per node."""
-    fit, balanced = WEIGHTS["NodeResourcesFit"], WEIGHTS["NodeResourcesBalancedAllocation"]
-    totals = []
-    for i in infos:
-        fractions = _fractions(state, i)
-        totals.append(fit * _least_allocated(fractions) +
-                      balanced * _balanced_allocation(fractions))
-    same = _add_normalized(totals, [_affinity(state.preferred, i) for i in infos]
-                           if state.preferred else None, WEIGHTS["NodeAffinity"], False)
-    same += _add_normalized(totals, [_untolerated(state.soft_tolerations, i) for i in infos]
-                            if any(i.facts.soft_taints for i in infos) else None,
+# One node's scores for one pod before the normalisation over the feasible nodes: what the node
+# alone decides (equivalence.py keeps it while the node's generation stays). In this order:
+# NodeResourcesFit + BalancedAllocation weighted (nothing to normalise), preferred node affinity
+# weight matched, PreferNoSchedule taints not tolerated, pods of the same controller. A plain
+# tuple: one is made for each node tried, and a NamedTuple's constructor doubles that cost.
+RawScores = tuple[int, int, int, int]
+
+
+def raw_scores(state: PodState, info: NodeInfo) -> RawScores:
+    """Each plugin's raw score of the node; one a pod has nothing for is 0 (and stays out)."""
+    fractions = _fractions(state, info)
+    return (
+        _FIT * _least_allocated(fractions) + _BALANCED * _balanced_allocation(fractions),
+        _affinity(state.preferred, info) if state.preferred else 0,
+        _untolerated(state.soft_tolerations, info) if info.facts.soft_taints else 0,
+        spread_raw(state, info))
+
+
+def weighted_totals(state: PodState, raws: list[RawScores]) -> list[int]:
+    """The weighted total of each node of `raws` (the feasible nodes), each plugin's raw
+    scores normalised over them all; a plugin with nothing to tell apart for this pod (no
+    preferred terms, no PreferNoSchedule taint untolerated, no controller) adds one constant
+    instead of a list per node."""
+    if not raws:
+        return []
+    resources, affinity, untolerated, spread = zip(*raws, strict=True)  # one pass, in C
+    totals = list(resources)
+    same = _add_normalized(totals, affinity if state.preferred else None,
+                           WEIGHTS["NodeAffinity"], False)
+    same += _add_normalized(totals, untolerated if any(untolerated) else None,
                             WEIGHTS["TaintToleration"], True)
-    same += _add_normalized(totals, [spread_raw(state, i) for i in infos]
-                            if state.owner is not None else None, WEIGHTS["SelectorSpread"],
-                            True)
-    return {i.name: total + same for i, total in zip(infos, totals, strict=True)}
+    same += _add_normalized(totals, spread if state.owner is not None else None,
+                            WEIGHTS["SelectorSpread"], True)
+    return [total + same for total in totals] if same else totals
+

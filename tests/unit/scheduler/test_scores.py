@@ -5,12 +5,20 @@ import pytest
 
 from k3py.server.scheduler.podstate import PodState
 from k3py.server.scheduler.scheduler import fit_error_message
-from k3py.server.scheduler.scores import balanced_allocation, least_allocated, score_nodes
+from k3py.server.scheduler.scores import (
+    balanced_allocation,
+    least_allocated,
+    raw_scores,
+    weighted_totals,
+)
 from tests.unit.scheduler.test_filters import fits, info, node, pod
 
 
 def scored(p: dict, infos: list) -> dict[str, int]:
-    return score_nodes(PodState.of(p), infos)
+    """The weighted total of each node of `infos` for pod `p`, as the scheduler adds them."""
+    state = PodState.of(p)
+    totals = weighted_totals(state, [raw_scores(state, i) for i in infos])
+    return {i.name: total for i, total in zip(infos, totals, strict=True)}
 
 pytestmark = pytest.mark.unit
 
