@@ -28,7 +28,7 @@ from k3py.server.store.backend import (
     KeyValue,
 )
 
-__all__ = ["Registry", "ListOptions", "RawObject", "WatchEvent"]
+__all__ = ["Registry", "ListOptions", "RawObject", "Created", "WatchEvent"]
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _CONFLICT_MSG = "the object has been modified; please apply your changes to the latest version and try again"
@@ -116,6 +116,14 @@ class RawObject(NamedTuple):
     """A watched object as its stored JSON, resourceVersion spliced in (Registry.watch raw)."""
     data: bytes
     resource_version: str
+
+
+class Created(NamedTuple):
+    """A created object and its JSON: the bytes written to the store with the resourceVersion
+    spliced in (None when there are none to reuse: a dry run, another stored version), so
+    that the API's response is not encoded a second time (Registry.create_encoded)."""
+    obj: dict
+    data: bytes | None
 
 
 class Registry:
@@ -323,6 +331,13 @@ class Registry:
 
     async def create(self, res: Resource, namespace: str | None, obj: dict, *,
                      dry_run: bool = False, field_manager: str = "") -> dict:
+        created = await self.create_encoded(res, namespace, obj, dry_run=dry_run,
+                                            field_manager=field_manager)
+        return created.obj
+
+    async def create_encoded(self, res: Resource, namespace: str | None, obj: dict, *,
+                             dry_run: bool = False, field_manager: str = "") -> Created:
+        """create(), also returning the object's JSON as stored (see Created)."""
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request is not a JSON object")
         self._refuse_oversize(res, obj)
@@ -363,14 +378,15 @@ class Registry:
         await self.admission.mutate_create(res, obj)
         self.admission.check_valid(res, obj)
         if dry_run:
-            return obj
+            return Created(obj, None)
         key = self._key(res, md.get("namespace"), md["name"])
+        stored = self._stored(res, obj)
         try:
-            rev = await self.backend.create(key, self._stored(res, obj))
+            rev = await self.backend.create(key, stored)
         except KeyExistsError:
             raise errors.already_exists(res.group, res.plural, md["name"]) from None
         md["resourceVersion"] = str(rev)
-        return obj
+        return Created(obj, self._splice(stored, rev, self._head(res)))
 
     def _check_type(self, res: Resource, obj: dict) -> dict:
         if obj.get("metadata") is None:  # JSON null reads as absent, as in Go
