@@ -471,8 +471,12 @@ class Registry:
 
     async def _write_update(self, res: Resource, key: str, kv: KeyValue, obj: dict, *,
                             subresource: str, dry_run: bool, field_manager: str,
-                            strict_rv: bool, operation: str = "Update") -> dict:
-        old = self.decode(res, kv)
+                            strict_rv: bool, operation: str = "Update",
+                            old: dict | None = None) -> dict:
+        """Write `obj` over `kv`; `old`: `kv` decoded, when the caller holds a copy that
+        nothing has changed (else it is decoded here)."""
+        if old is None:
+            old = self.decode(res, kv)
         new = self.admission.prepare_for_update(res, obj, old, subresource)
         md, omd = new["metadata"], old["metadata"]
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -553,6 +557,8 @@ class Registry:
                 raise errors.not_found(res.group, res.plural, name)
             cur = self.decode(res, kv)
             new = admission.apply_patch(res, cur, body, patch_type, field_manager, force)
+            # these patch a copy: `cur` is still the stored object, _write_update's `old`
+            unchanged = cur if patch_type in ("json", "merge", "strategic") else None
             if not isinstance(new, dict):  # a JSON patch that replaced the whole document
                 raise errors.bad_request("the patched object is not a JSON object: couldn't "
                                          "get version/kind")
@@ -577,7 +583,7 @@ class Registry:
                     res, key, kv, new, subresource=subresource, dry_run=dry_run,
                     field_manager=field_manager if patch_type != "apply" else "",
                     strict_rv=bool(want_rv),
-                    operation="Apply" if patch_type == "apply" else "Update")
+                    operation="Apply" if patch_type == "apply" else "Update", old=unchanged)
             except errors.StatusError as e:
                 if e.code == 409 and e.reason == "Conflict" and not want_rv:
                     continue
