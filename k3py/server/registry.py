@@ -28,7 +28,7 @@ from k3py.server.store.backend import (
     KeyValue,
 )
 
-__all__ = ["Registry", "ListOptions", "RawObject", "WatchEvent"]
+__all__ = ["Registry", "ListOptions", "RawObject", "Created", "WatchEvent"]
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _CONFLICT_MSG = "the object has been modified; please apply your changes to the latest version and try again"
@@ -116,6 +116,14 @@ class RawObject(NamedTuple):
     """A watched object as its stored JSON, resourceVersion spliced in (Registry.watch raw)."""
     data: bytes
     resource_version: str
+
+
+class Created(NamedTuple):
+    """A created object and its JSON: the bytes written to the store with the resourceVersion
+    spliced in (None when there are none to reuse: a dry run, another stored version), so
+    that the API's response is not encoded a second time (Registry.create_encoded)."""
+    obj: dict
+    data: bytes | None
 
 
 class Registry:
@@ -323,6 +331,13 @@ class Registry:
 
     async def create(self, res: Resource, namespace: str | None, obj: dict, *,
                      dry_run: bool = False, field_manager: str = "") -> dict:
+        created = await self.create_encoded(res, namespace, obj, dry_run=dry_run,
+                                            field_manager=field_manager)
+        return created.obj
+
+    async def create_encoded(self, res: Resource, namespace: str | None, obj: dict, *,
+                             dry_run: bool = False, field_manager: str = "") -> Created:
+        """create(), also returning the object's JSON as stored (see Created)."""
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request is not a JSON object")
         self._refuse_oversize(res, obj)
@@ -363,14 +378,15 @@ class Registry:
         await self.admission.mutate_create(res, obj)
         self.admission.check_valid(res, obj)
         if dry_run:
-            return obj
+            return Created(obj, None)
         key = self._key(res, md.get("namespace"), md["name"])
+        stored = self._stored(res, obj)
         try:
-            rev = await self.backend.create(key, self._stored(res, obj))
+            rev = await self.backend.create(key, stored)
         except KeyExistsError:
             raise errors.already_exists(res.group, res.plural, md["name"]) from None
         md["resourceVersion"] = str(rev)
-        return obj
+        return Created(obj, self._splice(stored, rev, self._head(res)))
 
     def _check_type(self, res: Resource, obj: dict) -> dict:
         if obj.get("metadata") is None:  # JSON null reads as absent, as in Go
@@ -455,8 +471,12 @@ class Registry:
 
     async def _write_update(self, res: Resource, key: str, kv: KeyValue, obj: dict, *,
                             subresource: str, dry_run: bool, field_manager: str,
-                            strict_rv: bool, operation: str = "Update") -> dict:
-        old = self.decode(res, kv)
+                            strict_rv: bool, operation: str = "Update",
+                            old: dict | None = None) -> dict:
+        """Write `obj` over `kv`; `old`: `kv` decoded, when the caller holds a copy that
+        nothing has changed (else it is decoded here)."""
+        if old is None:
+            old = self.decode(res, kv)
         new = self.admission.prepare_for_update(res, obj, old, subresource)
         md, omd = new["metadata"], old["metadata"]
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -537,6 +557,8 @@ class Registry:
                 raise errors.not_found(res.group, res.plural, name)
             cur = self.decode(res, kv)
             new = admission.apply_patch(res, cur, body, patch_type, field_manager, force)
+            # these patch a copy: `cur` is still the stored object, _write_update's `old`
+            unchanged = cur if patch_type in ("json", "merge", "strategic") else None
             if not isinstance(new, dict):  # a JSON patch that replaced the whole document
                 raise errors.bad_request("the patched object is not a JSON object: couldn't "
                                          "get version/kind")
@@ -561,7 +583,7 @@ class Registry:
                     res, key, kv, new, subresource=subresource, dry_run=dry_run,
                     field_manager=field_manager if patch_type != "apply" else "",
                     strict_rv=bool(want_rv),
-                    operation="Apply" if patch_type == "apply" else "Update")
+                    operation="Apply" if patch_type == "apply" else "Update", old=unchanged)
             except errors.StatusError as e:
                 if e.code == 409 and e.reason == "Conflict" and not want_rv:
                     continue

@@ -81,7 +81,9 @@ def _warning_text(text: str) -> str:
 
 
 def _object_response(request: web.Request, res: Resource, obj: dict,
-                     status: int = 200, warnings: list[str] | None = None) -> web.Response:
+                     status: int = 200, warnings: list[str] | None = None,
+                     encoded: bytes | None = None) -> web.Response:
+    """The object (`encoded`: its JSON, when already at hand) or, when asked for, its Table."""
     warnings = [*(warnings or []), *(REQUEST_WARNINGS.get() or [])]
     headers = {"Warning": ", ".join(f'299 - "{_warning_text(w)}"' for w in warnings)} \
         if warnings else None
@@ -89,6 +91,9 @@ def _object_response(request: web.Request, res: Resource, obj: dict,
         return json_response(table_for(res, [obj], request, {
             "resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}), status,
             headers)
+    if encoded is not None:
+        return web.Response(body=finish_json(encoded), status=status,
+                            content_type="application/json", headers=headers)
     return json_response(obj, status, headers)
 
 
@@ -146,9 +151,9 @@ async def handle_resource(request: web.Request, rp: ResourcePath, user: User,
         body = decode_body(await request.read(), request.content_type)
         opts = _write_options(request)
         warnings = _check_unknown_fields(opts, res, body)
-        obj = await registry.create(res, ns, body, dry_run=opts.dry_run,
-                                    field_manager=opts.field_manager)
-        return _object_response(request, res, obj, 201, warnings)
+        created = await registry.create_encoded(res, ns, body, dry_run=opts.dry_run,
+                                                field_manager=opts.field_manager)
+        return _object_response(request, res, created.obj, 201, warnings, created.data)
 
     name = rp.name
     assert name is not None
