@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +91,7 @@ class KeySync:
         """The stored keys taken before this server serves, then a look every POLL_EVERY
         and the fingerprint on our Lease (its own task: a slow Lease write delays no look)."""
         await self.look()
+        self._changed.set()  # shown as soon as our Lease is there
         self._tasks = [asyncio.create_task(self._looking(), name="secrets-encryption-keys"),
                        asyncio.create_task(self._showing(), name="secrets-encryption-show")]
 
@@ -103,11 +103,17 @@ class KeySync:
 
     async def fresh(self) -> None:
         """EncryptingBackend's gate: a secret is written only with keys looked at within
-        FENCE; a server whose looks lag looks once more first (bounded) before it refuses."""
+        FENCE; when looks lag, one more look first (shared by the writes waiting on it, at
+        most FENCE long) before it refuses."""
         if _clock() - self._looked < FENCE:
             return
+
+        async def look_if_stale() -> None:
+            async with self.lock:
+                if _clock() - self._looked >= FENCE:
+                    await self._take()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.look(), FENCE)
+            await asyncio.wait_for(look_if_stale(), FENCE)
         age = _clock() - self._looked
         if age >= FENCE:
             raise StoreUnavailableError(
@@ -130,7 +136,9 @@ class KeySync:
                 await asyncio.wait_for(self._changed.wait(), SHOW_EVERY)
             self._changed.clear()
             try:
-                await self.show()
+                if not await self.show():  # our Lease is not made yet: soon
+                    self._changed.set()
+                    await asyncio.sleep(POLL_EVERY)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the datastore away: next time
@@ -166,10 +174,10 @@ class KeySync:
         revision = await self.look()
         if since is not None and revision != since:
             raise _changed_meanwhile()
-        draft = self.keys.clone(self.keys.path + ".draft")
+        draft = self.keys.draft()
         try:
             done = change(draft)
-            content = draft.content()
+            content = draft.render()
             taken = await bootstrapdata.replace_file(self.backend, self.secret, _CONFIG_FILE,
                                                      content, revision)
         except (StoreError, bootstrapdata.BootstrapError) as e:
@@ -177,22 +185,23 @@ class KeySync:
             raise errors.service_unavailable(
                 f"the datastore did not answer ({e}): see `k3py secrets-encrypt status` in "
                 f"a few seconds for whether the step was taken") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(draft.path)
         if not taken:
             raise _changed_meanwhile()
         async with self.lock:
-            self.keys.replace(content)
-            self.keys.enabled = draft.enabled
+            if self._seen == revision:  # else a look took this (or a later) file already
+                self.keys.replace(content)
+            self.keys.enabled = draft.enabled and bool(self.keys.keys)
             self._changed.set()
         return done
 
-    async def show(self) -> None:
-        """Our keys' fingerprint on our apiserver Lease (once the Lease exists)."""
+    async def show(self) -> bool:
+        """Our keys' fingerprint on our apiserver Lease; False while the Lease is not made."""
         fingerprint = self.keys.fingerprint()
+        found = False
 
         def annotate(lease: dict) -> dict | None:
+            nonlocal found
+            found = True
             notes = lease["metadata"].setdefault("annotations", {})
             if notes.get(FINGERPRINT_ANNOTATION) == fingerprint:
                 return None
@@ -200,6 +209,7 @@ class KeySync:
             return lease
         await self.registry.update_with(self.registry.served("coordination.k8s.io", "leases"),
                                         NAMESPACE, self.lease_name, annotate)
+        return found
 
     async def servers(self) -> dict[str, dict]:
         """Every other server not gone for good, by Lease name: its address, whether it

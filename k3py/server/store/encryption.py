@@ -17,18 +17,22 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import secrets as _secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from k3py.server.store.backend import Backend, Event, KeyValue, WatchResult
+from k3py.server.store.backend import Backend, Event, KeyValue, StoreError, WatchResult
 
 __all__ = ["EncryptionKeys", "EncryptingBackend", "EncryptionError", "SECRETS_PREFIX"]
 
+log = logging.getLogger("k3py.store")
+
 SECRETS_PREFIX = "/registry/core/secrets/"  # ResourceRegistry.storage_prefix of secrets
 _AESGCM = "k8s:enc:aesgcm:v1:"
+_REWRITE_TRIES = 3
 _NONCE = 12
 
 
@@ -127,9 +131,10 @@ class EncryptionKeys:
         self._ciphers = {name: AESGCM(k) for name, k in self.keys}
         self.enabled = self.enabled and bool(self.keys)
 
-    def clone(self, path: str) -> EncryptionKeys:
-        """The same keys and setting, saved to `path` by their changes (a step's draft)."""
-        other = EncryptionKeys(path)
+    def draft(self) -> EncryptionKeys:
+        """The same keys and setting in memory only: a step's changes, before they are
+        stored (`render` gives its file)."""
+        other = EncryptionKeys("")
         other.keys, other.enabled = list(self.keys), self.enabled
         other._ciphers = dict(self._ciphers)
         return other
@@ -137,15 +142,6 @@ class EncryptionKeys:
     def writer(self) -> str | None:
         """The name of the key new writes are encrypted with; None when they are not."""
         return self.keys[0][0] if self.enabled and self.keys else None
-
-    def snapshot(self) -> tuple[bytes, bool]:
-        """What `restore` puts back: the file, and whether new writes are encrypted."""
-        return self.content(), self.enabled
-
-    def restore(self, snapshot: tuple[bytes, bool]) -> None:
-        content, enabled = snapshot
-        self.replace(content)
-        self.enabled = enabled
 
     def fingerprint(self) -> str:
         """A short hash of the keys and their order (the first one writes): equal on two
@@ -156,14 +152,19 @@ class EncryptionKeys:
             h.update(name.encode() + b":" + base64.b64encode(k) + b"\n")
         return h.hexdigest()[:16]
 
-    def save(self) -> None:
+    def render(self) -> bytes:
+        """The key file: an EncryptionConfiguration, the writer first."""
         doc = {"kind": "EncryptionConfiguration", "apiVersion": "apiserver.config.k8s.io/v1",
                "resources": [{"resources": ["secrets"], "providers": [
                    *([{"aesgcm": {"keys": [
                        {"name": n, "secret": base64.b64encode(k).decode()}
                        for n, k in self.keys]}}] if self.keys else []),
                    {"identity": {}}]}]}
-        _atomic_write(self.path, json.dumps(doc, indent=2).encode())
+        return json.dumps(doc, indent=2).encode()
+
+    def save(self) -> None:
+        if self.path:  # a draft has none
+            _atomic_write(self.path, self.render())
 
     # ---------------------------------------------------------------- rotation
 
@@ -262,8 +263,19 @@ class EncryptingBackend:
         current writer, from the revision it landed at. None when it needs nothing."""
         if writer is None or writer == self.keys.writer():
             return None
-        rev, kv, ok = await self.inner.update(key, self.keys.encrypt(key, value), revision)
-        return (rev, self._out(kv), ok) if ok else None  # not ok: a newer write replaced it
+        for attempt in range(_REWRITE_TRIES):
+            try:
+                rev, kv, ok = await self.inner.update(key, self.keys.encrypt(key, value),
+                                                      revision)
+            except StoreError as e:
+                if attempt + 1 < _REWRITE_TRIES:
+                    continue
+                log.error("%s was written with key %s while the keys changed, and could not "
+                          "be written again with %s (%s): write it again", key, writer,
+                          self.keys.writer(), e)
+                raise
+            return (rev, self._out(kv), ok) if ok else None  # not ok: a newer write won
+        return None
 
     def _covers(self, prefix: str) -> bool:
         return prefix.startswith(self.prefix) or self.prefix.startswith(prefix)
@@ -360,10 +372,25 @@ class _DecryptingWatch:
         return self.inner.compact_revision
 
     async def events(self) -> AsyncIterator[list[Event]]:
-        out = self.backend._out
         async for batch in self.inner.events():
-            yield [Event(e.create, e.delete, out(e.kv) or e.kv, out(e.prev_kv))
-                   for e in batch]
+            yield [e for e in map(self._open, batch) if e is not None]
+
+    def _open(self, e: Event) -> Event | None:
+        """The event decrypted. A value under a key no longer held (a write that landed late
+        and was written again, or history from before a reencrypt and drop) is passed over
+        with a warning, not raised: a later revision of the key supersedes it, and a raise
+        would end every watch that passes that revision, again at each resume."""
+        out = self.backend._out
+        try:
+            kv = out(e.kv) or e.kv
+        except EncryptionError as err:
+            log.warning("watch: revision %d passed over: %s", e.kv.mod_revision, err)
+            return None
+        try:
+            prev = out(e.prev_kv)
+        except EncryptionError:
+            prev = None
+        return Event(e.create, e.delete, kv, prev)
 
     def cancel(self) -> None:
         self.inner.cancel()
