@@ -84,6 +84,12 @@ def server_side_apply(res: Resource, live: dict | None, applied: dict, manager: 
     return applylib.server_side_apply(live, applied, manager, force, patchlib.schema_lookup)
 
 
+# upstream's answer to a strategic merge patch of a custom resource (kubectl patch's default)
+_CR_PATCH_TYPES = ("the body of the request was in an unknown format - accepted media types "
+                   "include: application/json-patch+json, application/merge-patch+json, "
+                   "application/apply-patch+yaml")
+
+
 def apply_patch(res: Resource, cur: dict, body: bytes, patch_type: str, manager: str,
                 force: bool) -> dict:
     if patch_type == "apply":
@@ -96,7 +102,9 @@ def apply_patch(res: Resource, cur: dict, body: bytes, patch_type: str, manager:
         return patchlib.apply_json_patch(doc, patch)
     if not isinstance(patch, dict):
         raise errors.bad_request("patch must be a JSON object")
-    if patch_type == "merge" or res.crd:
+    if res.crd and patch_type == "strategic":  # no patch strategy for a custom resource
+        raise errors.StatusError(415, "UnsupportedMediaType", _CR_PATCH_TYPES)
+    if patch_type == "merge":
         return patchlib.apply_merge_patch(doc, patch)
     if patch_type == "strategic":
         return patchlib.apply_strategic_merge_patch(doc, patch, patchlib.schema_lookup(

@@ -6,7 +6,11 @@ itself aside) get the same filter result and the same raw scores on a node whose
 not changed since: of the hundreds of nodes a pod is tried on, only those that took or lost a
 pod or changed their facts since the last pod of its class are evaluated again (upstream's
 equivalence cache did this for its predicates from 1.8 until its removal at the end of 2018). The
-normalisation over the feasible nodes is not cached: it depends on which nodes were tried."""
+normalisation over the feasible nodes is not cached: it depends on which nodes were tried.
+
+Sound only while every filter and score reads one node alone (today's: no PodTopologySpread,
+no inter-pod affinity). A plugin that counts pods on other nodes of a zone would need those
+pods evaluated afresh (no key), or a generation per topology domain."""
 
 from __future__ import annotations
 
