@@ -21,7 +21,6 @@ from k3py.server.apiserver.negotiation import (
     json_body,
     wants_table,
 )
-from k3py.server.loopslice import LoopSlice
 from k3py.server.registry import RawObject, Registry
 
 __all__ = ["serve_watch", "stop_pump", "BOOKMARK_INTERVAL"]
@@ -86,10 +85,8 @@ async def serve_watch(request: web.Request, registry: Registry, res: Resource,
     queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
 
     async def pump() -> None:
-        slice_ = LoopSlice()  # decoding and selecting a batch of events, in slices
         try:
             async for event in stream:
-                await slice_.checkpoint()
                 await queue.put(event)
         finally:
             await queue.put(None)

@@ -22,7 +22,6 @@ from k3py.api import errors
 from k3py.api.objects import new_uid, now_rfc3339
 from k3py.api.resources import Resource
 from k3py.config import ServerConfig
-from k3py.server.loopslice import LoopSlice
 from k3py.server.registry import Registry
 
 __all__ = ["Informer", "InformerFactory", "record_handlers", "WorkQueue", "Controller", "ControllerContext",
@@ -242,9 +241,7 @@ class Informer:
                 self.synced.set()
                 backoff = 0.2
                 stream = await self.registry.watch(self.res, None, resource_version=rv)
-                slice_ = LoopSlice()  # a batch of events, handlers and all, in slices
                 async for etype, obj in stream:
-                    await slice_.checkpoint()
                     key = object_key(obj)
                     cached_form(obj, self.cache.get(key) if etype == "MODIFIED" else None)
                     if etype == "DELETED":
@@ -406,9 +403,7 @@ class Controller:
                 await t
 
     async def _worker(self) -> None:
-        slice_ = LoopSlice()  # a queue drained without a pause would hold the loop till empty
         while True:
-            await slice_.checkpoint()
             key = await self.queue.get()
             try:
                 await self.reconcile(key)
