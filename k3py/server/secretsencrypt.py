@@ -41,10 +41,10 @@ from k3py.config import ServerConfig
 from k3py.server import bootstrapdata
 from k3py.server.apiserver.auth import Authenticator
 from k3py.server.controllers.apiendpoints import (
-    LEASE_DURATION,
     NAMESPACE,
     address_of,
     apiserver_leases,
+    is_current,
     lease_age,
 )
 from k3py.server.registry import Registry
@@ -78,7 +78,7 @@ class KeySync:
 
     def __init__(self, registry: Registry, backend: Backend, config: ServerConfig,
                  keys: EncryptionKeys, lease_name: str) -> None:
-        self.registry, self.backend, self.config = registry, backend, config
+        self.registry, self.backend = registry, backend
         self.keys, self.lease_name = keys, lease_name
         self.secret = bootstrapdata.secret_of(config)
         self.lock = asyncio.Lock()  # one look or change of the key file at a time
@@ -223,8 +223,7 @@ class KeySync:
             shown = (lease["metadata"].get("annotations") or {}).get(FINGERPRINT_ANNOTATION)
             out[name] = {"address": address_of(lease), "same": shown == mine,
                          "shown": shown is not None,
-                         "live": age < float((lease.get("spec") or {}).get(
-                             "leaseDurationSeconds") or LEASE_DURATION)}
+                         "live": is_current(lease)}
         return out
 
     async def agreed(self, doing: str, wait: bool) -> int:

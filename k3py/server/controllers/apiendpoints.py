@@ -20,7 +20,7 @@ from k3py.server.registry import ListOptions, Registry
 from k3py.server.store.backend import StoreError
 
 __all__ = ["APIServerEndpoints", "ADDRESS_ANNOTATION", "IDENTITY_LABEL", "NAMESPACE",
-           "live_addresses", "live_leases", "apiserver_leases", "lease_age", "lease_name",
+           "live_addresses", "live_leases", "apiserver_leases", "lease_age", "is_current", "lease_name",
            "address_of"]
 
 log = logging.getLogger("k3py.controllers")
@@ -101,9 +101,7 @@ async def live_addresses(registry: Registry) -> list[str]:
 
 async def live_leases(registry: Registry) -> list[dict]:
     """The apiserver Leases that are current and name their server's address."""
-    return [lease for lease in await apiserver_leases(registry)
-            if lease_age(lease) < float((lease.get("spec") or {}).get("leaseDurationSeconds")
-                                        or LEASE_DURATION)]
+    return [lease for lease in await apiserver_leases(registry) if is_current(lease)]
 
 
 async def apiserver_leases(registry: Registry) -> list[dict]:
@@ -120,6 +118,12 @@ def lease_age(lease: dict) -> float:
     if renewed is None:
         return float("inf")
     return (_dt.datetime.now(_dt.UTC) - renewed).total_seconds()
+
+
+def is_current(lease: dict) -> bool:
+    """Renewed within its duration: its server is up."""
+    return lease_age(lease) < float((lease.get("spec") or {}).get("leaseDurationSeconds")
+                                    or LEASE_DURATION)
 
 
 def lease_name(identity: str) -> str:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from k3py import pki
 from k3py.server.store.backend import Backend, Event, KeyValue, StoreError, WatchResult
 
 __all__ = ["EncryptionKeys", "EncryptingBackend", "EncryptionError", "SECRETS_PREFIX"]
@@ -46,6 +47,13 @@ def _key_name() -> str:
         _secrets.token_hex(3)
 
 
+def _made_after(name: str, other: str) -> bool:
+    """Whether key `name` was made after key `other`, as far as their names tell (True when
+    either is not a k3py name)."""
+    made, other_made = _made_at(name), _made_at(other)
+    return not (made and other_made) or made > other_made
+
+
 def _made_at(name: str) -> str | None:
     """The time a k3py key name says it was made, as 20 sortable digits (names of an earlier
     k3py have no microseconds); None for a name k3py did not make."""
@@ -56,16 +64,11 @@ def _made_at(name: str) -> str | None:
     return stamp.ljust(20, "0")
 
 
-def _atomic_write(path: str, content: bytes) -> None:
-    """`path` holds the old or the new content after a crash, never a torn file; 0600."""
+def _write_key_file(path: str, content: bytes) -> None:
+    """`path` holds the old or the new content after a crash, never a torn file; 0600, in a
+    directory only its owner reads."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    pki.atomic_write(path, content, 0o600)
 
 
 class EncryptionKeys:
@@ -126,7 +129,7 @@ class EncryptionKeys:
         """Take the keys of another server's file (`content`, checked before it is written
         here). Whether new writes are encrypted stays this server's own setting."""
         keys = self._parse(content)
-        _atomic_write(self.path, content)
+        _write_key_file(self.path, content)
         self.keys = keys
         self._ciphers = {name: AESGCM(k) for name, k in self.keys}
         self.enabled = self.enabled and bool(self.keys)
@@ -164,7 +167,7 @@ class EncryptionKeys:
 
     def save(self) -> None:
         if self.path:  # a draft has none
-            _atomic_write(self.path, self.render())
+            _write_key_file(self.path, self.render())
 
     # ---------------------------------------------------------------- rotation
 
@@ -179,9 +182,7 @@ class EncryptionKeys:
     def rotate(self) -> str:
         """Make the newest key (the last one, prepared after the writer) the writer. k3py's
         key names say when they were made, so a second rotate cannot go back to the old one."""
-        newest, writer = (_made_at(self.keys[-1][0]), _made_at(self.keys[0][0])) \
-            if len(self.keys) >= 2 else (None, None)
-        if len(self.keys) < 2 or (newest and writer and newest <= writer):
+        if len(self.keys) < 2 or not _made_after(self.keys[-1][0], self.keys[0][0]):
             raise ValueError("no key prepared since the last rotation: run prepare first")
         self.keys.insert(0, self.keys.pop())
         self.enabled = True
@@ -263,19 +264,18 @@ class EncryptingBackend:
         current writer, from the revision it landed at. None when it needs nothing."""
         if writer is None or writer == self.keys.writer():
             return None
-        for attempt in range(_REWRITE_TRIES):
+        for attempt in range(1, _REWRITE_TRIES + 1):
             try:
                 rev, kv, ok = await self.inner.update(key, self.keys.encrypt(key, value),
                                                       revision)
+                break
             except StoreError as e:
-                if attempt + 1 < _REWRITE_TRIES:
-                    continue
-                log.error("%s was written with key %s while the keys changed, and could not "
-                          "be written again with %s (%s): write it again", key, writer,
-                          self.keys.writer(), e)
-                raise
-            return (rev, self._out(kv), ok) if ok else None  # not ok: a newer write won
-        return None
+                if attempt == _REWRITE_TRIES:
+                    log.error("%s was written with key %s while the keys changed, and could "
+                              "not be written again with %s (%s): write it again", key,
+                              writer, self.keys.writer(), e)
+                    raise
+        return (rev, self._out(kv), ok) if ok else None  # not ok: a newer write won
 
     def _covers(self, prefix: str) -> bool:
         return prefix.startswith(self.prefix) or self.prefix.startswith(prefix)
