@@ -8,12 +8,16 @@ pods), the heartbeats it takes (lease + status writes/s over a steady window, ag
 N x 2 / 10 s the agents send: its ratio) and its CPU meanwhile, the oldest node Lease; then
 --pods pods made through Deployments of 100: pods scheduled/s and Running/s (from the first
 Deployment create until the last pod; Running/s is nan, and pods_running says how many
-ran, if not all ran within --timeout), the API's p99 for a GET, a LIST (limit=500) and a
-CREATE meanwhile, and the server's CPU per pod (all its threads, heartbeats included); and
-after a server restart, the seconds until half, 90 % and every node's tunnel are back, the
+ran, if not all ran within --timeout), the API's p99 and p50 for a GET, a LIST (limit=500)
+and a CREATE meanwhile, and the server's CPU per pod (all its threads, heartbeats included);
+and after a server restart, the seconds until half, 90 % and every node's tunnel are back, the
 dials that failed meanwhile and the server's CPU meanwhile.
 With two sizes, `ratio:` compares the server RSS per node; with both datastores, postgres /
 sqlite for pods scheduled/s, the API p99s, RSS and reconnect time.
+
+The API probe (bench/apiprobe.py) runs in a process of its own, with its own event loop,
+from the pods' first create to the last pod: in this process it would share one loop with
+the hollow nodes, whose lag (up to 250 ms) would be counted as the server's (docs/ha.md).
 
 Each figure is printed (flushed) as soon as it is measured, the ratios when all runs are done.
 A phase past --timeout ends its run (the next one still runs), Ctrl-C ends them all: the ratios
@@ -50,7 +54,8 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.api import client_ssl, cpu_seconds, emit, pct, rss_mb  # noqa: E402
+from bench.api import client_ssl, cpu_seconds, emit, rss_mb  # noqa: E402
+from bench.apiprobe import ProbeProcess  # noqa: E402
 from bench.hollow import HollowFleet  # noqa: E402
 from tests.harness import ServerProcess  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
@@ -71,6 +76,7 @@ async def _wait(pred, timeout: float, what: str, interval: float = 0.5):
 class Api:
     def __init__(self, srv: ServerProcess, session: aiohttp.ClientSession) -> None:
         self.base = srv.url
+        self.kubeconfig = srv.kubeconfig
         self.s = session
 
     async def get(self, path: str) -> dict:
@@ -117,9 +123,28 @@ def deployment(name: str, replicas: int) -> bytes:
 
 
 async def pods_through_deployments(run: Run, api: Api, count: int, timeout: float) -> None:
-    """`count` pods through Deployments of REPLICAS: pods scheduled/s and Running/s from the
-    first create until the last (each printed when reached), how many ran by the deadline,
-    and the API's p99 latencies (probe) meanwhile."""
+    """`count` pods through Deployments of REPLICAS (_make_pods), and the API's latencies
+    meanwhile from a probe in a process of its own (bench/apiprobe.py says why): p99 and p50
+    by verb, and one line on stderr if the probe failed."""
+    probe = ProbeProcess(api.base, api.kubeconfig)
+    await probe.start()  # before the pods' clock starts: its start-up is not theirs
+    try:
+        await _make_pods(run, api, count, timeout)
+    finally:
+        report = await probe.stop()
+        for verb, value in report.ms(99).items():
+            run.put(f"{verb}_p99", value, f"api_{verb}_p99", "ms",
+                    "" if verb == "list" else "< 100 ms")
+        for verb, value in report.ms(50).items():
+            run.put(f"{verb}_p50", value, f"api_{verb}_p50", "ms")
+        if report.error:
+            print(f"# the API probe failed: {report.error} (its figures are of the "
+                  f"{report.samples()} requests before)", file=sys.stderr, flush=True)
+
+
+async def _make_pods(run: Run, api: Api, count: int, timeout: float) -> None:
+    """Pods scheduled/s and Running/s from the first Deployment create until the last pod
+    (each printed when reached), and how many ran by the deadline."""
     scheduled: set[str] = set()
     running: set[str] = set()
     done = asyncio.Event()
@@ -148,8 +173,6 @@ async def pods_through_deployments(run: Run, api: Api, count: int, timeout: floa
                         return
 
     watcher = asyncio.create_task(watch())
-    probe = ApiProbe(api)
-    prober = asyncio.create_task(probe.run())
     try:
         for i in range(0, count, REPLICAS):
             async with api.s.post(f"{api.base}/apis/apps/v1/namespaces/default/deployments",
@@ -167,44 +190,8 @@ async def pods_through_deployments(run: Run, api: Api, count: int, timeout: floa
             # all scheduled: the figures stand, with how many ran by the deadline
     finally:
         watcher.cancel()
-        prober.cancel()
         # what was measured, even if this phase is cut short
         run.put("running", len(running), "pods_running", "pods", f"{count} by the deadline")
-        for verb, value in probe.p99().items():
-            run.put(f"{verb}_p99", value, f"api_{verb}_p99", "ms",
-                    "" if verb == "list" else "< 100 ms")
-
-
-class ApiProbe:
-    """A client's single-object GET, chunked LIST (kubectl's limit=500) and CREATE, one after
-    the other every 50 ms, for the API latency while the pods are made."""
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.lat: dict[str, list[float]] = {"get": [], "list": [], "create": []}
-
-    async def _timed(self, verb: str, method: str, path: str, body: bytes | None = None,
-                     ok: int = 200) -> None:
-        t = time.monotonic()
-        async with self.api.s.request(method, self.api.base + path, data=body,
-                                      headers=JSON) as r:
-            await r.read()
-            if r.status != ok:
-                raise RuntimeError(f"{method} {path} -> {r.status}")
-        self.lat[verb].append(time.monotonic() - t)
-
-    async def run(self) -> None:
-        ns = "/api/v1/namespaces/default"
-        for i in range(10 ** 6):
-            await self._timed("get", "GET", f"{ns}/configmaps/kube-root-ca.crt")
-            await self._timed("list", "GET", f"{ns}/pods?limit=500")
-            await self._timed("create", "POST", f"{ns}/configmaps", orjson.dumps({
-                "metadata": {"name": f"probe-{i}"}, "data": {"k": "v"}}), 201)
-            await asyncio.sleep(0.05)
-
-    def p99(self) -> dict[str, float]:
-        """Milliseconds, by verb (nan before the first sample)."""
-        return {verb: pct(v, 99) * 1000 for verb, v in self.lat.items()}
 
 
 class Run:

@@ -67,6 +67,7 @@ def test_scale_bench_with_ten_hollow_nodes() -> None:
     assert {"n10_sqlite_server_rss_nodes", "n10_sqlite_heartbeat_writes",
             "n10_sqlite_pods_scheduled_per_s", "n10_sqlite_api_get_p99",
             "n10_sqlite_api_list_p99", "n10_sqlite_api_create_p99",
+            "n10_sqlite_api_get_p50", "n10_sqlite_api_list_p50", "n10_sqlite_api_create_p50",
             "n10_sqlite_reconnect_after_restart"} <= set(figures)
     assert ratios == 1  # heartbeat writes stored / sent
 
