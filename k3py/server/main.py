@@ -349,7 +349,7 @@ def _raise_open_files_limit() -> None:
 # only once the old generation grew by 25%). Every 10,000, a burst of creates (16 requests in
 # flight, their objects alive) spent 24 us of GC per realistic pod, with a 14 ms middle-
 # generation collection every ~1,200 pods; every 50,000, 10 us and pauses of ~7 ms.
-_GC_THRESHOLDS = (50_000, 10, 100)
+_GC_THRESHOLDS = (10_000, 10, 100)
 
 
 def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
