@@ -344,12 +344,14 @@ def _raise_open_files_limit() -> None:
 # unACKed messages), almost none in reference cycles. With the default thresholds (700, 10, 10)
 # a full collection walked all of them every 2-3 s at 200 nodes and 3,000 pods, freeing nothing,
 # 0.1-0.8 s each with the event loop stopped (bench/scale.py: API p99 in seconds), and took 12%
-# of the CPU of creating 5,000 pods (bench/api.py). Young collections now come every 50,000
-# allocations and a full one is considered after 100 of the middle generation's (and still
-# only once the old generation grew by 25%). Every 10,000, a burst of creates (16 requests in
-# flight, their objects alive) spent 24 us of GC per realistic pod, with a 14 ms middle-
-# generation collection every ~1,200 pods; every 50,000, 10 us and pauses of ~7 ms.
-_GC_THRESHOLDS = (50_000, 10, 100)
+# of the CPU of creating 5,000 pods (bench/api.py). A full one is now considered only after 100
+# of the middle generation's (and still only once the old generation grew by 25%). Young ones
+# come every 10,000 allocations: a burst of creates (bench/api.py, 16 in flight) spends 24 us
+# of GC a realistic pod there, against 10 us every 50,000, but each pause is a fifth as long,
+# and pauses are what a request waits behind. At 1,000 hollow nodes and 10,000 pods
+# (bench/scale.py) the server's longest young and middle collections took 104 and 284 ms
+# every 50,000; every 10,000, 31 and 76 ms.
+_GC_THRESHOLDS = (10_000, 10, 100)
 
 
 def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:

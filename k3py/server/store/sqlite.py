@@ -99,6 +99,7 @@ _VACUUM_MAX_PAGES = 4096  # pages moved per checkpoint: bounds the WAL that vacu
 _MAX_BATCH = 1000  # write ops per transaction
 _COMPACT_CHUNK = 5000  # revisions per compaction transaction, so writes wait little
 _READERS = 4
+_LOOP_BUSY_MS = 20  # milliseconds a point read on the event loop waits for a lock
 _WRITE_OPS = frozenset({"create", "update", "delete"})
 
 
@@ -149,6 +150,7 @@ class SQLiteBackend:
         self._local = threading.local()
         self._rconns: list[apsw.Connection] = []
         self._rconns_lock = threading.Lock()
+        self._loop_conn: apsw.Connection | None = None  # point reads on the loop (_on_loop)
         self._broadcaster = Broadcaster()
         self._compact_lock = asyncio.Lock()
         self._maintenance: Maintenance | None = None
@@ -256,7 +258,34 @@ class SQLiteBackend:
             current, rid, deleted, crev, value = row
             return current, None if deleted else KeyValue(key, crev, rid, value)
 
-        return await (self._in_reader(now) if revision <= 0 else self._read(q))
+        if revision > 0:
+            return await self._read(q)
+        conn = self._on_loop()
+        if conn is not None:
+            try:
+                return now(conn)
+            except apsw.BusyError:
+                pass  # the database is locked past a moment (a recovery): read in a thread
+        return await self._in_reader(now)
+
+    def _on_loop(self) -> apsw.Connection | None:
+        """The loop thread's own reader connection, for the point read of a key now: one
+        indexed row from SQLite's page cache takes tens of microseconds, where a reader
+        thread costs the request two more turns of a busy event loop (the result handed
+        back, then the handler woken), each as long as everything else ready in it. It
+        waits at most _LOOP_BUSY for a lock (a reader in WAL mode almost never does), then
+        the read goes to a thread. None when the store is closed."""
+        if self._closed:
+            return None
+        conn = self._loop_conn
+        if conn is None:
+            conn = self._loop_conn = apsw.Connection(self.path,
+                                                     flags=apsw.SQLITE_OPEN_READWRITE)
+            conn.setbusytimeout(_LOOP_BUSY_MS)
+            conn.execute("PRAGMA query_only=1")
+            with self._rconns_lock:
+                self._rconns.append(conn)
+        return conn
 
     async def list(self, prefix: str, start_key: str = "", limit: int = 0,
                    revision: int = 0) -> tuple[int, list[KeyValue]]:
