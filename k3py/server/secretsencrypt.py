@@ -132,8 +132,11 @@ class KeySync:
 
     async def _showing(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 a stop's cancel landing as the event is
+            # set was swallowed by wait_for, and the stop then waited for this task forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), SHOW_EVERY)
+                async with asyncio.timeout(SHOW_EVERY):
+                    await self._changed.wait()
             self._changed.clear()
             try:
                 if not await self.show():  # our Lease is not made yet: soon

@@ -56,14 +56,23 @@ def referenced_objects(pod: dict) -> set[tuple[str, str]]:
     return {ref for ref in pod_references(pod) if ref[0] in _REFERENCED}
 
 
-# Pods by what they reference ("configmaps/<ns>/<name>"...): which nodes a ConfigMap, Secret or
-# claim goes to, without every pod's references at each change of one
-REF_INDEX = "references"
+# Bound pods by their node and what they reference ("<node>/configmaps/<ns>/<name>"...):
+# whether a node holds a ConfigMap, Secret or claim through its pods, without every pod's
+# references at each change of one nor each pod of the cluster that references it (a
+# namespace's kube-root-ca.crt: all of them)
+REF_INDEX = "node-references"
+
+
+def ref_key(node: str, plural: str, ns: str, name: str) -> str:
+    return f"{node}/{plural}/{ns}/{name}"
 
 
 def pod_reference_keys(pod: dict) -> list[str]:
+    node = node_of(pod)
+    if not node:
+        return []  # (no node holds anything for it)
     ns = namespace_of(pod)
-    return [f"{plural}/{ns}/{name}" for plural, name in referenced_objects(pod)]
+    return [ref_key(node, plural, ns, name) for plural, name in referenced_objects(pod)]
 
 
 # what a write of the pod's status alone changes besides the status
@@ -231,7 +240,7 @@ class DownstreamSync:
         self.device_feed.start()
         self.ingress_feed = IngressFeed(
             self._informers, self.send_object, lambda: list(self.sessions),
-            lambda node, ns, name: node in self._nodes_referencing("secrets", ns, name))
+            lambda node, ns, name: self._node_references(node, "secrets", ns, name))
         self.ingress_feed.start()
         if self.issuer is not None:
             self._start_tokens(self.issuer)
@@ -292,9 +301,18 @@ class DownstreamSync:
             out.update((plural, ns, name) for plural, name in referenced_objects(pod))
         return out
 
-    def _nodes_referencing(self, plural: str, ns: str, name: str) -> set[str]:
-        """The nodes with a pod that references this ConfigMap, Secret or claim."""
-        return {node_of(p) for p in self.pods.by_index(REF_INDEX, f"{plural}/{ns}/{name}")}
+    def _node_references(self, node: str, plural: str, ns: str, name: str) -> bool:
+        """Whether `node` has a pod that references this ConfigMap, Secret or claim."""
+        return bool(self.pods.by_index(REF_INDEX, ref_key(node, plural, ns, name)))
+
+    def _held_through_other_pods(self, node: str, plural: str, ns: str, name: str,
+                                 pod: dict) -> bool:
+        """Whether another pod of `node` than `pod` references this object: the node was
+        sent it with that pod (or in its snapshot) and each change of it since (_on_ref),
+        and it keeps it (a node drops such objects only with a full sync), so it holds it."""
+        uid = (pod.get("metadata") or {}).get("uid")
+        return any((p.get("metadata") or {}).get("uid") != uid
+                   for p in self.pods.by_index(REF_INDEX, ref_key(node, plural, ns, name)))
 
     def _ref_object(self, plural: str, ns: str, name: str) -> dict | None:
         return self.refs[plural].get(ns, name)
@@ -379,12 +397,15 @@ class DownstreamSync:
                     if tokens is not None:
                         session.send(object_message(POD_TOKENS_KIND, "MODIFIED", tokens))
                 # referenced objects first, so the agent has them when it starts the pod (a
-                # change of one of them goes down by itself: _on_ref)
+                # change of one of them goes down by itself: _on_ref), unless the node holds
+                # them already (each pod of a namespace names its kube-root-ca.crt)
                 refs = referenced_objects(new)
                 if not arrived and old is not None:
                     refs -= referenced_objects(old)
                 ns = namespace_of(new)
                 for plural, name in sorted(refs):
+                    if self._held_through_other_pods(after, plural, ns, name, new):
+                        continue
                     obj = self._ref_object(plural, ns, name)
                     if obj is not None:
                         session.send(object_message(plural, "MODIFIED", obj))
@@ -466,9 +487,8 @@ class DownstreamSync:
             if plural == "persistentvolumeclaims" and etype != "DELETED" else None
         if volume == ((old or {}).get("spec") or {}).get("volumeName"):
             volume = None  # (bound already: its volume went down with it)
-        nodes = self._nodes_referencing(plural, ns, name)
         for node, session in self.sessions.items():
-            if node in nodes:
+            if self._node_references(node, plural, ns, name):
                 if volume:  # the claim just bound: its volume first, the pod waits for both
                     self._send_volumes(session, {volume})
                 session.send(object_message(plural, etype, obj))

@@ -66,3 +66,37 @@ async def test_a_change_goes_to_the_nodes_whose_pods_reference_it(env):
     assert await changed(cms, "conf", {"k": "3"}) == \
         {"a": [], "b": [], "c": ["configmaps/default/conf"]}
     await sync.stop()
+
+
+async def test_a_pod_comes_without_what_its_node_holds_already(env):
+    """A ConfigMap goes down with the first pod of a node that references it; the node's next
+    such pods come alone (it holds it, and each change of it goes to it); once no pod of the
+    node references it, the next one that does brings it again (its changes stopped)."""
+    reg, pods = env.registry, env.res("pods")
+    await reg.create(env.res("configmaps"), "default", {"metadata": {"name": "conf"},
+                                                        "data": {"k": "1"}})
+    sessions = {n: NodeSession(n) for n in ("a", "b")}
+    sync = DownstreamSync(env.ctx.informers, sessions, None, lambda n: False,
+                          network_policy=False)
+    sync.start()
+    await env.ctx.informers.wait_synced()
+
+    async def arrives(name: str, node: str) -> list[str]:
+        await reg.create(pods, "default", _pod(name, node, configmap="conf"))
+        got: list[str] = []
+
+        async def pod_sent() -> bool:
+            got.extend(r for _, r in await _drain(sessions[node]))
+            return f"pods/default/{name}" in got
+        await eventually(pod_sent)
+        return got
+    assert await arrives("p1", "a") == ["configmaps/default/conf", "pods/default/p1"]
+    assert await arrives("p2", "a") == ["pods/default/p2"]
+    assert await arrives("p3", "b") == ["configmaps/default/conf", "pods/default/p3"]
+    for name in ("p1", "p2"):
+        await reg.delete(pods, "default", name, {"gracePeriodSeconds": 0})
+    await eventually(lambda: not sync.pods.get("default", "p1") and
+                     not sync.pods.get("default", "p2"))
+    await _drain(sessions["a"])  # (the deletions)
+    assert await arrives("p4", "a") == ["configmaps/default/conf", "pods/default/p4"]
+    await sync.stop()

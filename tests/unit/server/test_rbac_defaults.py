@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from k3py.api import errors
-from k3py.server.apiserver.auth import REQUEST_USER, User
+from k3py.server.apiserver.auth import REQUEST_USER, Attributes, User
 from k3py.server.bootstrap import authorizer_chain
 from k3py.server.rbac.aggregation import AggregationController
 from k3py.server.rbac.authorizer import GROUP, RBACAuthorizer
@@ -149,7 +149,9 @@ async def test_escalation_refused_unless_held_or_allowed(rbac):
     await reg.create(bindings, "default", {**_binding("bob-more", "Role", "more"), "subjects": [
         {"kind": "User", "name": "bob"}]})
     authz = RBACAuthorizer(rbac.ctx.informers)
-    await eventually(lambda: len(authz.rules_for(BOB, "default")) > 3, what="bob-more cached")
+    await eventually(lambda: authz.allows(Attributes(BOB, "escalate", GROUP, "roles", "default"))
+                     and authz.allows(Attributes(BOB, "bind", GROUP, "clusterroles", "default",
+                                                 "edit")), what="bob-more cached")
     token = REQUEST_USER.set(BOB)
     try:
         await reg.create(roles, "default", _role("thief", {"verbs": ["get"], "apiGroups": [""],
