@@ -212,15 +212,19 @@ class SQLiteBackend:
 
     # ------------------------------------------------------------------ reads
 
+    def _open_reader(self, busy_ms: int) -> apsw.Connection:
+        """A read-only connection, closed with the store."""
+        conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
+        conn.setbusytimeout(busy_ms)
+        conn.execute("PRAGMA query_only=1")
+        with self._rconns_lock:
+            self._rconns.append(conn)
+        return conn
+
     def _reader(self) -> apsw.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
-            conn.setbusytimeout(5000)
-            conn.execute("PRAGMA query_only=1")
-            self._local.conn = conn
-            with self._rconns_lock:
-                self._rconns.append(conn)
+            conn = self._local.conn = self._open_reader(5000)
         return conn
 
     async def _in_reader(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -273,19 +277,13 @@ class SQLiteBackend:
         indexed row from SQLite's page cache takes tens of microseconds, where a reader
         thread costs the request two more turns of a busy event loop (the result handed
         back, then the handler woken), each as long as everything else ready in it. It
-        waits at most _LOOP_BUSY for a lock (a reader in WAL mode almost never does), then
-        the read goes to a thread. None when the store is closed."""
+        waits at most _LOOP_BUSY_MS for a lock (a reader in WAL mode almost never does),
+        then the read goes to a thread. None when the store is closed."""
         if self._closed:
             return None
-        conn = self._loop_conn
-        if conn is None:
-            conn = self._loop_conn = apsw.Connection(self.path,
-                                                     flags=apsw.SQLITE_OPEN_READWRITE)
-            conn.setbusytimeout(_LOOP_BUSY_MS)
-            conn.execute("PRAGMA query_only=1")
-            with self._rconns_lock:
-                self._rconns.append(conn)
-        return conn
+        if self._loop_conn is None:
+            self._loop_conn = self._open_reader(_LOOP_BUSY_MS)
+        return self._loop_conn
 
     async def list(self, prefix: str, start_key: str = "", limit: int = 0,
                    revision: int = 0) -> tuple[int, list[KeyValue]]:

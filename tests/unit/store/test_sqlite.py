@@ -122,13 +122,13 @@ async def test_full_disk_fails_the_batch_then_writes_resume(db: SQLiteBackend):
     assert peek(db.path, "PRAGMA integrity_check") == [("ok",)]
 
 
-
 async def test_point_read_on_the_loop_sees_each_acknowledged_write(db: SQLiteBackend):
     """A get of a key now is read on the event loop's own connection (not a reader
     thread): it sees every write as soon as the write is acknowledged, a delete included,
     and the current revision with it."""
     rev = await db.create(P + "a", b"1")
-    assert await db.get(P + "a") == (rev, (await db.get(P + "a"))[1])
+    current, kv = await db.get(P + "a")
+    assert (current, kv.value, kv.mod_revision) == (rev, b"1", rev)
     assert db._loop_conn is not None  # read on the loop's connection
     for i in range(20):
         rev, _, _ = await db.update(P + "a", b"%d" % i, rev)
