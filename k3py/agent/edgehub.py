@@ -261,8 +261,8 @@ class EdgeHub:
         nothing answers (link down, no route)."""
         url = URL(server or self.server)
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(url.host, url.port), PROBE_EVERY)
+            async with asyncio.timeout(PROBE_EVERY):
+                _, writer = await asyncio.open_connection(url.host, url.port)
         except TimeoutError:
             return False
         except OSError as e:  # refused, reset: the host is there (its server may be down)

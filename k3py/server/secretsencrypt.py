@@ -113,7 +113,8 @@ class KeySync:
                 if _clock() - self._looked >= FENCE:
                     await self._take()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(look_if_stale(), FENCE)
+            async with asyncio.timeout(FENCE):
+                await look_if_stale()
         age = _clock() - self._looked
         if age >= FENCE:
             raise StoreUnavailableError(

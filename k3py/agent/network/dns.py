@@ -193,9 +193,10 @@ class DNSServer:
         self._tcp_clients.add(task)
         try:
             while True:
-                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_SECONDS)
-                wire = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", head)[0]),
-                                              TCP_IDLE_SECONDS)
+                async with asyncio.timeout(TCP_IDLE_SECONDS):
+                    head = await reader.readexactly(2)
+                async with asyncio.timeout(TCP_IDLE_SECONDS):
+                    wire = await reader.readexactly(struct.unpack("!H", head)[0])
                 resp, _ = await self.resolve(wire)
                 if resp is None:
                     return

@@ -318,8 +318,8 @@ async def serve_connect(hub: EdgeHub, msg: Message, pod_cidr: Callable[[], str],
         await _serve_datagrams(hub, msg.id, req, fail)
         return
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(req.ip, req.port), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(req.ip, req.port)
     except (OSError, TimeoutError) as e:
         fail(503, f"connecting to {req.ip}:{req.port}: {e.strerror or e}"
              if isinstance(e, OSError) else f"connecting to {req.ip}:{req.port} timed out")

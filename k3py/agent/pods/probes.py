@@ -111,7 +111,8 @@ async def check(probe: dict, *, container: dict, host: str, exec_fn: ExecFn,
             return False, f"unknown port {t.get('port')!r}"
         target = t.get("host") or host
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(target, port), timeout)
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(target, port)
         except TimeoutError:
             return False, f"dial tcp {target}:{port}: i/o timeout"
         except OSError as e:

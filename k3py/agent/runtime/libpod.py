@@ -231,7 +231,8 @@ class LibpodAPI(Podman):
                 return
             if self._service is not None and self._service.returncode is None:
                 try:  # just killed: let the child watcher see it go
-                    await asyncio.wait_for(self._service.wait(), 2)
+                    async with asyncio.timeout(2):
+                        await self._service.wait()
                 except TimeoutError:
                     return  # alive but not answering: not ours to replace
             log.warning("the podman API service on %s is gone; starting it again", self.socket)

@@ -137,7 +137,8 @@ class Podman:
                 self.binary, *self.extra_args, *args, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out_f, stderr=err_f)
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
             except (TimeoutError, asyncio.CancelledError):
                 await reap(proc)
                 raise

@@ -150,9 +150,10 @@ class PeerRelay:
         or a 500 Status."""
         for peer in await self.peers():
             try:
-                ws = await asyncio.wait_for(self._client().ws_connect(
-                    self._url(peer, path_qs), ssl=self.tls, heartbeat=heartbeat,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0)), 10)
+                async with asyncio.timeout(10):
+                    ws = await self._client().ws_connect(
+                        self._url(peer, path_qs), ssl=self.tls, heartbeat=heartbeat,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
             except aiohttp.WSServerHandshakeError as e:
                 if e.status in (503, 404):  # 404: a peer of an older version, without it
                     continue
@@ -241,8 +242,9 @@ class PeerRelay:
         101 comes back, then the connection's bytes (websocket or SPDY frames) flow both
         ways unchanged."""
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                peer, self.port, ssl=self.tls, server_hostname=peer, limit=_HEAD_LIMIT), 10)
+            async with asyncio.timeout(10):
+                reader, writer = await asyncio.open_connection(
+                    peer, self.port, ssl=self.tls, server_hostname=peer, limit=_HEAD_LIMIT)
         except (OSError, TimeoutError) as e:
             raise _unreachable(peer, e) from e
         try:
@@ -250,7 +252,8 @@ class PeerRelay:
             head += "".join(f"{k}: {v}\r\n" for k, v in self._headers(request))
             writer.write(head.encode("latin-1") + b"\r\n")
             try:
-                status, headers = await asyncio.wait_for(_read_head(reader), 30)
+                async with asyncio.timeout(30):
+                    status, headers = await _read_head(reader)
                 body = b"" if status == 101 else \
                     await reader.readexactly(int(headers.get("Content-Length") or 0))
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError,

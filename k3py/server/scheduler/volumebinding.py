@@ -226,7 +226,8 @@ class VolumeBinder:
             self._waiters.add(changed)
             try:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed, left)
+                    async with asyncio.timeout(left):
+                        await changed
             finally:
                 self._waiters.discard(changed)
 

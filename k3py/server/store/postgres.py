@@ -596,7 +596,8 @@ class PostgresBackend:
         if poll:
             self._wake.set()
         try:
-            await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             return False
         return True

@@ -1,13 +1,19 @@
 """The scheduler's volume binding against a real in-process Registry: a bound volume's node
-affinity, static WaitForFirstConsumer volumes bound on the chosen node, and upstream's
-FailedScheduling texts for missing, immediate-unbound and unsatisfiable claims."""
+affinity, static WaitForFirstConsumer volumes bound on the chosen node, upstream's
+FailedScheduling texts for missing, immediate-unbound and unsatisfiable claims, and a PreBind
+stopped by the cancel that lands as a claim event wakes it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from k3py.aio import cancel_and_wait
 from k3py.server.controllers.persistentvolume import PersistentVolumeController
+from k3py.server.controllers.volumematch import ANN_SELECTED_NODE, annotations
 from k3py.server.scheduler.scheduler import Scheduler
+from k3py.server.scheduler.volumebinding import VolumeBinder
 from tests.unit.controllers.test_core_support import cluster, eventually
 from tests.unit.controllers.test_storage_binding import pv, pvc, wait_phase
 
@@ -132,3 +138,41 @@ async def test_claims_checked_before_nodes(tmp_path) -> None:
         await c.create("persistentvolumes", pv("for-nope", "1Gi"))
         await c.create("persistentvolumeclaims", pvc("nope", "1Gi"))
         assert await node_of(c, "orphan") in ("n1", "n2", "n3")
+
+
+async def test_prebind_stops_on_a_cancel_landing_as_a_claim_event_wakes_it(tmp_path) -> None:
+    """The scheduler's stop cancels a PreBind waiting for its claims in the very turn a claim
+    event wakes that wait: the bind ends cancelled. (Python 3.11's wait_for returned the
+    wake-up and lost the cancel there: the bind went on waiting up to BIND_TIMEOUT.)"""
+    async with cluster(tmp_path) as c:
+        await c.create("storageclasses", {"metadata": {"name": "remote"},
+                                          "provisioner": "example.com/nfs",
+                                          "volumeBindingMode": "WaitForFirstConsumer"}, group=SC)
+        await c.create("persistentvolumeclaims", pvc("data", "1Gi", cls="remote"))
+        binder = VolumeBinder(c.ctx)
+        await binder.synced()
+        await eventually(lambda: binder.claims.get("default", "data"), what="claim cached")
+        claimant = pod("p", "data")
+        claimant["metadata"]["namespace"] = "default"
+        decision = binder.assume(binder.pre_filter(claimant), node("n1"))
+        binding = asyncio.create_task(binder.bind(decision))
+        try:
+            def waiting() -> bool:  # the node selected on the claim, no provisioner answers
+                claim = binder.claims.get("default", "data")
+                return ANN_SELECTED_NODE in annotations(claim) and bool(binder._waiters)
+            await eventually(waiting, what="the bind waiting for its claim")
+
+            def cancel_as_poked(etype: str, old: dict | None, new: dict | None) -> None:
+                if ((new or {}).get("metadata") or {}).get("labels", {}).get("poke"):
+                    binding.cancel()  # called after the binder's own handler has woken it
+            binder.claims.add_handler(cancel_as_poked)
+
+            def poke(cur: dict) -> dict:
+                cur["metadata"].setdefault("labels", {})["poke"] = "yes"
+                return cur
+            await c.registry.update_with(c.res("persistentvolumeclaims"), "default", "data",
+                                         poke)
+            await asyncio.wait({binding}, timeout=60)  # a generous bound: fails only a hang
+            assert binding.cancelled()
+        finally:
+            await cancel_and_wait(binding)
