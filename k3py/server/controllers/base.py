@@ -22,6 +22,7 @@ from k3py.api import errors
 from k3py.api.objects import new_uid, now_rfc3339
 from k3py.api.resources import Resource
 from k3py.config import ServerConfig
+from k3py.server.controllers.eventcorrelator import EventCorrelator
 from k3py.server.registry import Registry
 
 __all__ = ["Informer", "InformerFactory", "record_handlers", "WorkQueue", "Controller", "ControllerContext",
@@ -429,11 +430,14 @@ EVENTS_REMEMBERED = 4096
 
 class EventRecorder:
     """Writes core/v1 Events, aggregating repeats of the same event (within 10 minutes,
-    among the EVENTS_REMEMBERED last recorded) into a count."""
+    among the EVENTS_REMEMBERED last recorded) into a count; similar events are combined and
+    a source's burst about one object is bounded as upstream's (EventCorrelator)."""
 
-    def __init__(self, registry: Registry, component: str = "k3py") -> None:
+    def __init__(self, registry: Registry, component: str = "k3py",
+                 correlator: EventCorrelator | None = None) -> None:
         self.registry = registry
         self.component = component
+        self.correlator = correlator or EventCorrelator()
         # hash -> (ns, name, last time), least recently recorded first: an OrderedDict, whose
         # popitem(last=False) is O(1) (a dict's first key, after many deleted from its front,
         # is found by walking their empty slots)
@@ -451,7 +455,14 @@ class EventRecorder:
                     "apiVersion": obj.get("apiVersion"),
                     "resourceVersion": md.get("resourceVersion")}
         involved = {k: v for k, v in involved.items() if v}
-        h = hashlib.sha1(f"{md.get('uid')}|{reason}|{message}|{type_}".encode()).hexdigest()
+        source = component or self.component
+        about = (source, *(involved.get(k) for k in ("kind", "namespace", "name", "uid",
+                                                     "apiVersion")))
+        message, combined = self.correlator.aggregate((*about, type_, reason), message)
+        if not self.correlator.allow(about):
+            return
+        what = "combined" if combined else message
+        h = hashlib.sha1(f"{md.get('uid')}|{reason}|{what}|{type_}|{source}".encode()).hexdigest()
         now = now_rfc3339()
         seen = self._seen.get(h)
         try:
@@ -459,6 +470,7 @@ class EventRecorder:
                 def bump(ev: dict) -> dict:
                     ev["count"] = int(ev.get("count") or 1) + 1
                     ev["lastTimestamp"] = now
+                    ev["message"] = message
                     return ev
                 out = await self.registry.update_with(res, seen[0], seen[1], bump)
                 if out is not None:

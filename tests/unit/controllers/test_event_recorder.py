@@ -1,11 +1,21 @@
 """The controllers' EventRecorder over a real Registry: repeats of an event aggregate into its
-count while it is remembered; what it remembers is bounded, least recently recorded out."""
+count while it is remembered; what it remembers is bounded, least recently recorded out;
+similar events are combined and a source's burst about one object bounded, as client-go's
+correlator does."""
 
 from __future__ import annotations
 
 import pytest
 
 from k3py.server.controllers import base
+from k3py.server.controllers.eventcorrelator import (
+    AGGREGATE_MAX,
+    AGGREGATE_WINDOW,
+    COMBINED_PREFIX,
+    SPAM_BURST,
+    SPAM_REFILL,
+    EventCorrelator,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -41,3 +51,49 @@ async def test_the_remembered_events_are_an_lru_of_4096(env) -> None:
     assert len(rec._seen) == 4096
     assert "h0" in rec._seen and "h1" not in rec._seen
     assert list(rec._seen)[:1] == ["h2"] and list(rec._seen)[-2:] == ["h0", "new"]
+
+
+async def test_a_replicasets_hundred_creates_are_nine_events_and_one_combined(env) -> None:
+    """client-go's correlator: from the 10th distinct message of a similar event on they are
+    one combined Event whose count grows, and the source's burst of 25 about one object ends
+    the writes (upstream's kube-controller-manager writes as many for 100 replicas)."""
+    rec = env.ctx.recorder
+    rs = {"kind": "ReplicaSet", "apiVersion": "apps/v1",
+          "metadata": {"name": "web-1", "namespace": "default", "uid": "rs-1"}}
+    for i in range(100):
+        await rec.record(rs, "Normal", "SuccessfulCreate", f"Created pod: web-1-{i}",
+                         component="replicaset-controller")
+    events = [ev for ev in await env.all("events") if ev["involvedObject"]["name"] == "web-1"]
+    single = sorted(ev["message"] for ev in events if ev["count"] == 1)
+    combined = [ev for ev in events if ev["message"].startswith(COMBINED_PREFIX)]
+    assert single == sorted(f"Created pod: web-1-{i}" for i in range(9))
+    assert [(ev["count"], ev["message"]) for ev in combined] == [
+        (16, COMBINED_PREFIX + "Created pod: web-1-24")]
+    # another object, or another source about the same one, has its own burst
+    await rec.record(rs, "Normal", "SuccessfulCreate", "Created pod: other",
+                     component="another-controller")
+    assert any(ev["message"] == "Created pod: other" for ev in await env.all("events"))
+
+
+def test_the_burst_refills_one_event_every_five_minutes() -> None:
+    now = [0.0]
+    c = EventCorrelator(clock=lambda: now[0])
+    about = ("scheduler", "Pod", "default", "p", "u", "v1")
+    assert all(c.allow(about) for _ in range(SPAM_BURST))
+    assert not c.allow(about)
+    now[0] += SPAM_REFILL - 1
+    assert not c.allow(about)
+    now[0] += 1
+    assert c.allow(about) and not c.allow(about)
+
+
+def test_similar_events_are_combined_again_only_within_ten_minutes() -> None:
+    now = [0.0]
+    c = EventCorrelator(clock=lambda: now[0])
+    key = ("rs", "ReplicaSet", "default", "web", "u", "apps/v1", "Normal", "SuccessfulCreate")
+    out = [c.aggregate(key, f"m{i}") for i in range(AGGREGATE_MAX)]
+    assert [combined for _, combined in out] == [False] * (AGGREGATE_MAX - 1) + [True]
+    now[0] += AGGREGATE_WINDOW - 1  # still similar: the window runs from the last one
+    assert c.aggregate(key, "later") == (COMBINED_PREFIX + "later", True)
+    now[0] += AGGREGATE_WINDOW + 1
+    assert c.aggregate(key, "fresh") == ("fresh", False)
