@@ -700,17 +700,41 @@ def _report(srv: ServerProcess, value: str) -> None:
 
 
 # a page's first load in a fresh Chromium can take long on a loaded 2-core machine: generous
-# deadlines (not figures: a passing test waits only as long as the page takes)
+# deadlines (not figures: a passing test waits only as long as the page takes); a page still
+# not there by then is reported with what it was doing (_page_state)
 PAGE_LOAD = 45
+
+
+def _page_wait(driver, predicate, what: str):
+    """wait_for(predicate) for up to PAGE_LOAD; on a timeout, what the page was doing: its
+    state and text, its console, and each of its requests that failed or got no answer."""
+    try:
+        return wait_for(predicate, PAGE_LOAD, what=what)
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; {_page_state(driver)}") from None
+
+
+def _page_state(driver) -> str:
+    url, ready, text = driver.execute_script(
+        "return [document.URL, document.readyState, document.body?.innerText]")
+    log = _performance_log(driver)
+    urls = {m["params"]["requestId"]: m["params"]["request"]["url"] for m in log
+            if m["method"] == "Network.requestWillBeSent"}
+    answered = {m["params"]["requestId"] for m in log
+                if m["method"] in ("Network.responseReceived", "Network.loadingFailed")}
+    failed = [f"{urls.get(m['params']['requestId'])}: {m['params'].get('errorText')}"
+              for m in log if m["method"] == "Network.loadingFailed"]
+    pending = [url for rid, url in urls.items() if rid not in answered]
+    return (f"the page {url} ({ready}) shows {text!r}; console: {driver.get_log('browser')}; "
+            f"failed requests: {failed}; unanswered requests: {pending}")
 
 
 def _log_in(driver, token: str) -> None:
     from selenium.webdriver.common.by import By
-    wait_for(lambda: driver.find_elements(By.ID, "token"), PAGE_LOAD, what="the login form")
+    _page_wait(driver, lambda: driver.find_elements(By.ID, "token"), "the login form")
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
-    wait_for(lambda: driver.find_elements(By.ID, "logout"), PAGE_LOAD,
-             what="the page after login")
+    _page_wait(driver, lambda: driver.find_elements(By.ID, "logout"), "the page after login")
 
 
 def _open(driver, view: str, table: str) -> None:
@@ -947,8 +971,8 @@ def _logged_out(driver, srv: ServerProcess) -> None:
     """The page's login form (whoever was logged in before logged out)."""
     from selenium.webdriver.common.by import By
     driver.get(srv.url + "/dashboard/")
-    wait_for(lambda: driver.find_elements(By.ID, "token") or driver.find_elements(By.ID, "logout"),
-             PAGE_LOAD, what="the page")
+    _page_wait(driver, lambda: driver.find_elements(By.ID, "token")
+               or driver.find_elements(By.ID, "logout"), "the page")
     if driver.find_elements(By.ID, "logout"):
         driver.find_element(By.ID, "logout").click()
         wait_for(lambda: driver.find_elements(By.ID, "token"), 15, what="the login form")
