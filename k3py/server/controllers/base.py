@@ -442,6 +442,7 @@ class EventRecorder:
         # popitem(last=False) is O(1) (a dict's first key, after many deleted from its front,
         # is found by walking their empty slots)
         self._seen: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        self._writing: dict[str, tuple[asyncio.Lock, int]] = {}  # h -> (its lock, users)
 
     async def record(self, obj: dict, type_: str, reason: str, message: str,
                      component: str | None = None) -> None:
@@ -463,6 +464,24 @@ class EventRecorder:
             return
         what = "combined" if combined else message
         h = hashlib.sha1(f"{md.get('uid')}|{reason}|{what}|{type_}|{source}".encode()).hexdigest()
+        # one write at a time for one Event: concurrent records of it (a ReplicaSet's pods are
+        # made by `gather`) would each create an Event before the first is remembered, then
+        # conflict on its count
+        lock, users = self._writing.get(h) or (asyncio.Lock(), 0)
+        self._writing[h] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._write(res, h, ns, involved, type_, reason, message, source)
+        finally:
+            lock, users = self._writing[h]
+            if users == 1:
+                del self._writing[h]
+            else:
+                self._writing[h] = (lock, users - 1)
+
+    async def _write(self, res: Resource, h: str, ns: str, involved: dict, type_: str,
+                     reason: str, message: str, source: str) -> None:
+        """The Event of dedupe key `h` created, or its count bumped if it is remembered."""
         now = now_rfc3339()
         seen = self._seen.get(h)
         try:
@@ -476,13 +495,13 @@ class EventRecorder:
                 if out is not None:
                     self._remember(h, seen[0], seen[1])
                     return
-            name = f"{md.get('name')}.{new_uid().replace('-', '')[:16]}"
+            name = f"{involved.get('name')}.{new_uid().replace('-', '')[:16]}"
             ev = {"apiVersion": "v1", "kind": "Event",
                   "metadata": {"name": name, "namespace": ns},
                   "involvedObject": involved, "reason": reason, "message": message,
                   "type": type_, "count": 1, "firstTimestamp": now, "lastTimestamp": now,
-                  "eventTime": None, "reportingComponent": component or self.component,
-                  "reportingInstance": "", "source": {"component": component or self.component}}
+                  "eventTime": None, "reportingComponent": source,
+                  "reportingInstance": "", "source": {"component": source}}
             await self.registry.create(res, ns, ev)
             self._remember(h, ns, name)
         except errors.StatusError as e:

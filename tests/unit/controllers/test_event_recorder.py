@@ -5,6 +5,8 @@ correlator does."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from k3py.server.controllers import base
@@ -97,3 +99,18 @@ def test_similar_events_are_combined_again_only_within_ten_minutes() -> None:
     assert c.aggregate(key, "later") == (COMBINED_PREFIX + "later", True)
     now[0] += AGGREGATE_WINDOW + 1
     assert c.aggregate(key, "fresh") == ("fresh", False)
+
+
+async def test_concurrent_records_of_one_event_make_one_event(env) -> None:
+    """A ReplicaSet makes its pods by `gather`: its SuccessfulCreate records run at once. The
+    combined Event is still one, and its count is every record of it (none lost to a
+    conflict), as when they come one by one."""
+    rec = env.ctx.recorder
+    rs = {"kind": "ReplicaSet", "apiVersion": "apps/v1",
+          "metadata": {"name": "web-2", "namespace": "default", "uid": "rs-2"}}
+    await asyncio.gather(*(rec.record(rs, "Normal", "SuccessfulCreate", f"Created pod: web-2-{i}",
+                                      component="replicaset-controller") for i in range(100)))
+    events = [ev for ev in await env.all("events") if ev["involvedObject"]["name"] == "web-2"]
+    combined = [ev["count"] for ev in events if ev["message"].startswith(COMBINED_PREFIX)]
+    assert combined == [16] and len(events) == 10
+    assert rec._writing == {}
