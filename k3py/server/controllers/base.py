@@ -22,7 +22,7 @@ from k3py.api import errors
 from k3py.api.objects import new_uid, now_rfc3339
 from k3py.api.resources import Resource
 from k3py.config import ServerConfig
-from k3py.server.controllers.eventcorrelator import EventCorrelator
+from k3py.server.controllers.eventcorrelator import REMEMBERED, EventCorrelator, lru_put
 from k3py.server.registry import Registry
 
 __all__ = ["Informer", "InformerFactory", "record_handlers", "WorkQueue", "Controller", "ControllerContext",
@@ -425,7 +425,7 @@ class Controller:
 
 # the events remembered for aggregation, least recently recorded first out (upstream's event
 # correlator keeps an LRU cache of as many)
-EVENTS_REMEMBERED = 4096
+EVENTS_REMEMBERED = REMEMBERED
 
 
 class EventRecorder:
@@ -433,11 +433,10 @@ class EventRecorder:
     among the EVENTS_REMEMBERED last recorded) into a count; similar events are combined and
     a source's burst about one object is bounded as upstream's (EventCorrelator)."""
 
-    def __init__(self, registry: Registry, component: str = "k3py",
-                 correlator: EventCorrelator | None = None) -> None:
+    def __init__(self, registry: Registry, component: str = "k3py") -> None:
         self.registry = registry
         self.component = component
-        self.correlator = correlator or EventCorrelator()
+        self.correlator = EventCorrelator()
         # hash -> (ns, name, last time), least recently recorded first: an OrderedDict, whose
         # popitem(last=False) is O(1) (a dict's first key, after many deleted from its front,
         # is found by walking their empty slots)
@@ -511,7 +510,4 @@ class EventRecorder:
         """The event last recorded goes last; the least recent beyond EVENTS_REMEMBERED go.
         (A sweep of the older than 10 minutes at each event past 5,000 found none to drop
         while 30,000 pods were made: every event walked them all.)"""
-        self._seen[h] = (ns, name, time.time())
-        self._seen.move_to_end(h)
-        while len(self._seen) > EVENTS_REMEMBERED:
-            self._seen.popitem(last=False)
+        lru_put(self._seen, h, (ns, name, time.time()), EVENTS_REMEMBERED)

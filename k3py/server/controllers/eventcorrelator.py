@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["AGGREGATE_MAX", "AGGREGATE_WINDOW", "COMBINED_PREFIX", "EventCorrelator",
-           "REMEMBERED", "SPAM_BURST", "SPAM_REFILL"]
+           "REMEMBERED", "SPAM_BURST", "SPAM_REFILL", "lru_put"]
 
 SPAM_BURST = 25
 SPAM_REFILL = 300.0  # seconds for one more token
@@ -44,10 +44,12 @@ class _Similar:
     messages: set[str] = field(default_factory=set)
 
 
-def _lru_put(cache: OrderedDict, key, value) -> None:
+def lru_put(cache: OrderedDict, key, value, bound: int = REMEMBERED) -> None:
+    """`key` set to `value` as the most recent; the least recent beyond `bound` go (an
+    OrderedDict's popitem(last=False) is O(1))."""
     cache[key] = value
     cache.move_to_end(key)
-    while len(cache) > REMEMBERED:
+    while len(cache) > bound:
         cache.popitem(last=False)
 
 
@@ -68,7 +70,7 @@ class EventCorrelator:
             rec = _Similar(now)
         rec.messages.add(message)
         rec.at = now
-        _lru_put(self._similar, similar_key, rec)
+        lru_put(self._similar, similar_key, rec)
         if len(rec.messages) < AGGREGATE_MAX:
             return message, False
         rec.messages.pop()  # stays below the threshold: the next new message combines too
@@ -86,5 +88,5 @@ class EventCorrelator:
         allowed = b.tokens >= 1.0
         if allowed:
             b.tokens -= 1.0
-        _lru_put(self._buckets, spam_key, b)
+        lru_put(self._buckets, spam_key, b)
         return allowed
