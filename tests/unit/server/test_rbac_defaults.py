@@ -100,7 +100,11 @@ async def rbac(env):
         "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": "manager"},
         "subjects": [{"kind": "User", "name": "bob"}]})
     await env.ctx.informers.wait_synced()
-    await eventually(lambda: authz.rules_for(BOB, "default"), what="bob's binding cached")
+    # what bob-manager grants, not just any rule (system:authenticated's default cluster
+    # bindings give bob rules before the new Role and binding are cached)
+    await eventually(lambda: authz.allows(Attributes(BOB, "get", "", "pods", "default"))
+                     and authz.allows(Attributes(BOB, "create", GROUP, "roles", "default")),
+                     what="bob's binding cached")
     return env
 
 
