@@ -87,6 +87,7 @@ class HollowNode:
                            node_name=self.name)
         self.reporter = NodeReporter(node, self.hub.send)
         self.hub.on_connect.append(self._register)
+        self.hub.on_status_request = self.reporter.post_status
         self.meta.listeners.append(self._changed)
         self.hub.start()
         self.reporter.start()

@@ -159,6 +159,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                              https_port=config.ingress_https_port)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
+    hub.on_status_request = reporter.post_status
     network.start()
     ingress.start()
     hub.start()
