@@ -5,7 +5,9 @@ Heartbeats as upstream's kubelet sends them since node leases (KEP-589): the Lea
 every 10 s; the Node's status is computed as often but posted only when it changed (heartbeat
 times aside), when 5 minutes passed since it was last posted, at each (re)connect, after this
 loop stalled past the lease's duration, or when the server asks (tunnel OP_NODE_STATUS: the
-node lifecycle controller marked the node Unknown while its link stayed up).
+node lifecycle controller marked the node Unknown while its link stayed up). Towards a server
+that does not ask (older than protocol.FEATURE_NODE_STATUS), an unchanged status still goes
+every 10 s.
 
 Everything goes up through the tunnel (edgehub reliable messages, coalesced by key), not as
 direct API calls: the agent needs one outbound connection only, as a KubeEdge edge node."""
@@ -18,6 +20,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 
 from k3py import __version__
 from k3py.aio import cancel_and_wait
@@ -148,10 +151,14 @@ class NodeReporter:
     """Registers the node once per connection, then renews its lease and, when due, posts its
     status."""
 
-    def __init__(self, node: dict, send) -> None:
+    def __init__(self, node: dict, send, *,
+                 server_asks: Callable[[], bool] = lambda: False) -> None:
         self.node = node
         self.name = node["metadata"]["name"]
         self.send = send  # async (Message) -> None
+        # whether the server asks for the status of a node it sees Unknown (a server older
+        # than that does not: an unchanged status then goes every 10 s, as before)
+        self.server_asks = server_asks
         self._transition = _now()
         self._task: asyncio.Task | None = None
         self._posted: dict | None = None  # the status posted last
@@ -220,6 +227,7 @@ class NodeReporter:
             stalled = _clock() - self._renewed > LEASE_DURATION
             await self.renew_lease()
             status = self._ready_status()
+            every = STATUS_REPORT_SECONDS if self.server_asks() else HEARTBEAT_SECONDS
             if stalled or status_changed(self._posted, status) or \
-                    _clock() - self._posted_at >= STATUS_REPORT_SECONDS:
+                    _clock() - self._posted_at >= every:
                 await self._post(status)

@@ -31,6 +31,7 @@ from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
 from k3py.tunnel.message import CLOUD, Message, node_status_request, split_resource_key
 from k3py.tunnel.mqtt import MQTT_KIND
+from k3py.tunnel.protocol import FEATURE_NODE_STATUS
 
 if TYPE_CHECKING:
     from k3py.server.metrics.store import UsageStore
@@ -147,7 +148,7 @@ class CloudHub:
         await self.upstream.write(node, msg)
         if split_resource_key(msg.route.resource)[0] == "leases" and self._marked_unknown(node):
             session = self.sessions.get(node)
-            if session is not None:
+            if session is not None and session.speaks(FEATURE_NODE_STATUS):
                 session.send_live(node_status_request(source=CLOUD))
 
     def _marked_unknown(self, node: str) -> bool:
