@@ -24,7 +24,7 @@ from k3py.agent.join import join, node_password, ssl_context
 from k3py.agent.metamanager import MetaManager
 from k3py.agent.node import NodeReporter, node_object
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_UPDATE, new_message, resource_key
-from k3py.tunnel.protocol import NODE_PASSWORD_HEADER
+from k3py.tunnel.protocol import FEATURE_NODE_STATUS, NODE_PASSWORD_HEADER
 
 __all__ = ["HollowNode", "HollowFleet"]
 
@@ -85,8 +85,11 @@ class HollowNode:
                            session=self.session,
                            headers={NODE_PASSWORD_HEADER: node_password(self.agent_dir)},
                            node_name=self.name)
-        self.reporter = NodeReporter(node, self.hub.send)
+        hub = self.hub
+        self.reporter = NodeReporter(node, hub.send,
+                                     server_asks=lambda: hub.speaks(FEATURE_NODE_STATUS))
         self.hub.on_connect.append(self._register)
+        self.hub.on_status_request = self.reporter.post_status
         self.meta.listeners.append(self._changed)
         self.hub.start()
         self.reporter.start()

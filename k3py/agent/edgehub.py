@@ -42,6 +42,7 @@ from k3py.tunnel.message import (
     OP_HELLO,
     OP_INSERT,
     OP_KEEPALIVE,
+    OP_NODE_STATUS,
     Message,
     ack_for,
     keepalive,
@@ -104,6 +105,8 @@ class EdgeHub:
         self.stream_handlers: dict[str, StreamHandler] = {}
         self.on_connect: list[Callable[[], None]] = []
         self.on_disconnect: list[Callable[[], None]] = []
+        # posts the node's status when the server asks for it (NodeReporter.post_status)
+        self.on_status_request: Callable[[], Awaitable[None]] | None = None
         self.connects = 0
         # the tunnel features of the server on this link (its hello; none: an older server)
         self.server_features: frozenset[str] = frozenset()
@@ -413,6 +416,8 @@ class EdgeHub:
                 await self.meta.acked(ids)
             elif msg.route.operation == OP_KEEPALIVE:
                 self.send_live(keepalive(msg.content, source=EDGE))
+            elif msg.route.operation == OP_NODE_STATUS and self.on_status_request is not None:
+                await self.on_status_request()
             return
         if group == GROUP_STREAM:
             self._stream(msg)

@@ -39,7 +39,7 @@ from k3py.aio import cancel_and_wait
 from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from k3py.config import AgentConfig
 from k3py.hostinfo import dump_stacks_on_sigusr1, primary_ip, sd_notify
-from k3py.tunnel.protocol import HEARTBEAT, NODE_PASSWORD_HEADER
+from k3py.tunnel.protocol import FEATURE_NODE_STATUS, HEARTBEAT, NODE_PASSWORD_HEADER
 
 __all__ = ["run", "start_agent", "AgentHandle"]
 
@@ -140,7 +140,8 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
         await session.close()
         await runtime.close()
         raise JoinError(str(e)) from None
-    reporter = NodeReporter(node, hub.send)
+    reporter = NodeReporter(node, hub.send,
+                            server_asks=lambda: hub.speaks(FEATURE_NODE_STATUS))
     pods = PodSyncer(meta=meta, runtime=runtime, send=hub.send, data_dir=config.data_dir,
                      node_name=node_name, host_ip=node_ip, server_url=config.server)
     pod_network = PodNetwork(runtime, name=network_name(runtime.cluster, node_name),
@@ -159,6 +160,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
                              https_port=config.ingress_https_port)
     install_stream_handlers(hub, pods, runtime)
     hub.on_connect.append(lambda: asyncio.ensure_future(reporter.register()))
+    hub.on_status_request = reporter.post_status
     network.start()
     ingress.start()
     hub.start()

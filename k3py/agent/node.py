@@ -1,6 +1,14 @@
 """The agent's Node: registration (labels, taints, capacity, addresses, nodeInfo), the Ready
 condition and Lease heartbeats in kube-node-lease every 10 s.
 
+Heartbeats as upstream's kubelet sends them since node leases (KEP-589): the Lease is renewed
+every 10 s; the Node's status is computed as often but posted only when it changed (heartbeat
+times aside), when 5 minutes passed since it was last posted, at each (re)connect, after this
+loop stalled past the lease's duration, or when the server asks (tunnel OP_NODE_STATUS: the
+node lifecycle controller marked the node Unknown while its link stayed up). Towards a server
+that does not ask (older than protocol.FEATURE_NODE_STATUS), an unchanged status still goes
+every 10 s.
+
 Everything goes up through the tunnel (edgehub reliable messages, coalesced by key), not as
 direct API calls: the agent needs one outbound connection only, as a KubeEdge edge node."""
 
@@ -11,17 +19,27 @@ import datetime as _dt
 import os
 import platform
 import shutil
+import time
+from collections.abc import Callable
 
 from k3py import __version__
 from k3py.aio import cancel_and_wait
 from k3py.tunnel.message import EDGE, GROUP_RESOURCE, OP_INSERT, OP_UPDATE, new_message
 
-__all__ = ["NodeReporter", "node_object", "parse_taint", "KUBELET_VERSION"]
+__all__ = ["NodeReporter", "node_object", "parse_taint", "status_changed", "KUBELET_VERSION"]
 
 KUBELET_VERSION = f"k3py/v{__version__}"  # shown by kubectl get nodes and the dashboard
-LEASE_SECONDS = 10.0
-STATUS_SECONDS = 10.0
-LEASE_DURATION = 40
+# One tick for both: upstream's lease renew interval (nodeLeaseDurationSeconds / 4) and its
+# nodeStatusUpdateFrequency (how often the kubelet computes the node's status) are both 10 s.
+HEARTBEAT_SECONDS = 10.0
+# upstream's nodeStatusReportFrequency: an unchanged status is posted this often
+STATUS_REPORT_SECONDS = 300.0
+LEASE_DURATION = 40  # nodeLeaseDurationSeconds
+
+
+def _clock() -> float:
+    """Seconds on a monotonic clock that also counts the time the machine was suspended."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm"}
 
@@ -42,6 +60,17 @@ def parse_taint(text: str) -> dict:
     if value:
         taint["value"] = value
     return taint
+
+
+def _without_heartbeats(status: dict) -> dict:
+    return {**status, "conditions": [{k: v for k, v in c.items() if k != "lastHeartbeatTime"}
+                                     for c in status.get("conditions") or []]}
+
+
+def status_changed(posted: dict | None, status: dict) -> bool:
+    """Whether `status` differs from the one `posted` last (None: none yet), the conditions'
+    lastHeartbeatTime aside, as upstream's kubelet compares before it patches."""
+    return posted is None or _without_heartbeats(posted) != _without_heartbeats(status)
 
 
 def _memory_bytes() -> int:
@@ -118,16 +147,23 @@ def _machine_id() -> str:
         return ""
 
 
-
 class NodeReporter:
-    """Registers the node once per connection, then renews its lease and status."""
+    """Registers the node once per connection, then renews its lease and, when due, posts its
+    status."""
 
-    def __init__(self, node: dict, send) -> None:
+    def __init__(self, node: dict, send, *,
+                 server_asks: Callable[[], bool] = lambda: False) -> None:
         self.node = node
         self.name = node["metadata"]["name"]
         self.send = send  # async (Message) -> None
+        # whether the server asks for the status of a node it sees Unknown (a server older
+        # than that does not: an unchanged status then goes every 10 s, as before)
+        self.server_asks = server_asks
         self._transition = _now()
         self._task: asyncio.Task | None = None
+        self._posted: dict | None = None  # the status posted last
+        self._posted_at = 0.0             # when (_clock)
+        self._renewed = _clock()          # when the lease was last renewed
 
     def _ready_status(self) -> dict:
         status = dict(self.node["status"])
@@ -143,8 +179,12 @@ class NodeReporter:
               "lastTransitionTime": self._transition}]
         return status
 
+    def _posting(self, status: dict) -> dict:
+        self._posted, self._posted_at = status, _clock()
+        return status
+
     async def register(self) -> None:
-        node = dict(self.node, status=self._ready_status())
+        node = dict(self.node, status=self._posting(self._ready_status()))
         await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_INSERT,
                                     resource=f"nodes//{self.name}", content=node, key="node"))
         # runs on every (re)connect: a fresh lease at once, not at the next 10 s tick
@@ -156,6 +196,7 @@ class NodeReporter:
         await self.register()
 
     async def renew_lease(self) -> None:
+        self._renewed = _clock()
         await self.send(new_message(
             source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
             resource=f"leases/kube-node-lease/{self.name}", key="lease",
@@ -163,9 +204,13 @@ class NodeReporter:
                      "renewTime": _now(micro=True)}))
 
     async def post_status(self) -> None:
+        """Post the node's status now (also when the server asks for it)."""
+        await self._post(self._ready_status())
+
+    async def _post(self, status: dict) -> None:
         await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
                                     resource=f"nodes//{self.name}/status",
-                                    content=self._ready_status(), key="node-status"))
+                                    content=self._posting(status), key="node-status"))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="node-heartbeat")
@@ -175,10 +220,14 @@ class NodeReporter:
 
     async def _loop(self) -> None:
         await self.register()
-        n = 0
         while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            # this loop (or the machine) stood still for longer than the lease lasts: the
+            # node may have been marked Unknown meanwhile; its status goes with the lease
+            stalled = _clock() - self._renewed > LEASE_DURATION
             await self.renew_lease()
-            if n % max(1, int(STATUS_SECONDS / LEASE_SECONDS)) == 0 and n:
-                await self.post_status()
-            n += 1
-            await asyncio.sleep(LEASE_SECONDS)
+            status = self._ready_status()
+            every = STATUS_REPORT_SECONDS if self.server_asks() else HEARTBEAT_SECONDS
+            if stalled or status_changed(self._posted, status) or \
+                    _clock() - self._posted_at >= every:
+                await self._post(status)

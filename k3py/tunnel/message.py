@@ -15,13 +15,14 @@ __all__ = [
     "Header", "Route", "Message", "new_message", "ack_for", "needs_ack",
     "GROUP_RESOURCE", "GROUP_STREAM", "GROUP_TUNNEL",
     "OP_INSERT", "OP_UPDATE", "OP_DELETE", "OP_SYNC", "OP_RESPONSE", "OP_ACK",
-    "OP_KEEPALIVE", "OP_HELLO", "CLOUD", "EDGE", "keepalive", "hello", "resource_key", "split_resource_key", "stream_frame",
+    "OP_KEEPALIVE", "OP_HELLO", "OP_NODE_STATUS", "CLOUD", "EDGE", "keepalive", "hello",
+    "node_status_request", "resource_key", "split_resource_key", "stream_frame",
 ]
 
 # route.group: what kind of payload this is
 GROUP_RESOURCE = "resource"  # Kubernetes objects (pods, configmaps, nodes, leases, events)
 GROUP_STREAM = "stream"      # logs / exec frames: live only, never resent
-GROUP_TUNNEL = "tunnel"      # the link itself: ACKs, keepalives, the server's hello
+GROUP_TUNNEL = "tunnel"      # the link itself: ACKs, keepalives, the server's hello, requests
 
 OP_INSERT = "insert"
 OP_UPDATE = "update"
@@ -31,6 +32,7 @@ OP_RESPONSE = "response"
 OP_ACK = "ack"
 OP_KEEPALIVE = "keepalive"
 OP_HELLO = "hello"  # the server's first message on a link: {"features": [...]}
+OP_NODE_STATUS = "nodestatus"  # the server asks the node to post its Node status now
 
 CLOUD = "cloudhub"
 EDGE = "edgehub"
@@ -131,6 +133,14 @@ def keepalive(content: Any, *, source: str) -> Message:
     answered inside aiohttp, out of sight)."""
     return new_message(source=source, group=GROUP_TUNNEL, operation=OP_KEEPALIVE,
                        content=content)
+
+
+def node_status_request(*, source: str) -> Message:
+    """The server's ask for the node's status now: its Node is marked Ready=Unknown (the node
+    lifecycle controller saw its heartbeats late) while its link is up, and the agent, which
+    posts an unchanged status every 5 minutes only, would not correct that before. Best
+    effort; an agent that does not know it ignores it (and posts its status every 10 s)."""
+    return new_message(source=source, group=GROUP_TUNNEL, operation=OP_NODE_STATUS)
 
 
 def stream_frame(stream_id: str, operation: str, content: Any = None, *,

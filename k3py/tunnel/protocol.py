@@ -17,7 +17,8 @@ __all__ = [
     "CACERTS_PATH", "NODE_CERT_PATH", "NodeCertRequest", "NodeCertResponse",
     "TUNNEL_PATH", "RESUME_HEADER", "NODE_PASSWORD_HEADER", "HEARTBEAT",
     "HEARTBEAT_TIMEOUT",
-    "FEATURES_HEADER", "FEATURE_FLOW_CONTROL", "FEATURE_UDP_CONNECT", "FEATURES",
+    "FEATURES_HEADER", "FEATURE_FLOW_CONTROL", "FEATURE_UDP_CONNECT", "FEATURE_NODE_STATUS",
+    "FEATURES",
     "features_header", "parse_features", "hello_features",
     "POD_TOKENS_KIND", "DOWN_KINDS", "CLUSTER_WIDE_KINDS", "POD_PEERS_KIND",
     "NETWORK_POLICY_KINDS", "POLICY_PEER_KINDS", "full_sync", "INGRESS_KINDS", "VOLUME_KINDS",
@@ -90,7 +91,11 @@ HEARTBEAT_TIMEOUT = HEARTBEAT * 1.5
 FEATURES_HEADER = "X-K3py-Features"
 FEATURE_FLOW_CONTROL = "flow-control"  # credit frames on connect and port-forward streams
 FEATURE_UDP_CONNECT = "udp-connect"    # ConnectRequest protocol "udp"
-FEATURES = frozenset({FEATURE_FLOW_CONTROL, FEATURE_UDP_CONNECT})  # this build's
+# the server asks a node it sees Ready=Unknown for its status (message.OP_NODE_STATUS), so the
+# agent may post an unchanged status every 5 minutes only; towards an older server, every 10 s
+FEATURE_NODE_STATUS = "node-status"
+FEATURES = frozenset({FEATURE_FLOW_CONTROL, FEATURE_UDP_CONNECT,
+                      FEATURE_NODE_STATUS})  # this build's
 
 
 def features_header(features: frozenset[str] = FEATURES) -> str:

@@ -96,7 +96,8 @@ class Cluster:
                    probes: dict[str, str] | None = None,
                    lost_since: float | None = None) -> dict:
         """Poll until, for every node: the agent's tunnel is connected again; the node is Ready
-        with a Ready heartbeat newer than `since`; its Lease has a renewTime newer than `since`;
+        with a Ready heartbeat newer than `since` (or, through a tunnel that survived, Ready with
+        a fresh Lease: no status is posted unchanged); its Lease has a renewTime newer than `since`;
         and its probe pod (if any), sent down the tunnel, got its status back up.
         Returns seconds after `since`, per node and per criterion. A tunnel that was never
         reconnected since `lost_since` (a short cut the websocket heartbeat did not notice)
@@ -116,9 +117,12 @@ class Cluster:
                         t["tunnel"] = 0.0  # the old connection survived the cut
                 try:
                     cond = _ready(self.node(n))
-                    # lastHeartbeatTime has a resolution of one second
-                    if "heartbeat" not in t and cond.get("status") == "True" \
-                            and _epoch(cond["lastHeartbeatTime"]) >= int(since):
+                    # lastHeartbeatTime has a resolution of one second; an agent whose tunnel
+                    # survived the cut posts no unchanged status (only its Lease), and one the
+                    # server marked Unknown meanwhile is Ready again only once it posted one
+                    survived = "lease" in t and self.tunnel_since(n, lost_since) is None
+                    if "heartbeat" not in t and cond.get("status") == "True" and (
+                            survived or _epoch(cond["lastHeartbeatTime"]) >= int(since)):
                         t["heartbeat"] = now - since
                     if "lease" not in t and \
                             _epoch(self.lease(n)["spec"]["renewTime"]) >= since:

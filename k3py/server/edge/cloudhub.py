@@ -4,6 +4,7 @@ through it (noderelay.py); start and stop.
 
 Built by bootstrap.install_routes; wires sessions.py (the websocket), downstream.py (what goes
 down), upstream.py (what comes up) and nodestreams.py (streams) around one dict of sessions;
+a node that renews its Lease while its Node is marked Ready=Unknown is asked for its status;
 `report_listeners` hear the nodes' live reports and their tunnels' figures (peerreports.py
 shares them with the other servers on a shared datastore, which fill `peer_tunnels`)."""
 
@@ -28,8 +29,9 @@ from k3py.server.edge.sessions import NodeSession, TunnelHandler, keepalive_loop
 from k3py.server.edge.upstream import UpstreamWriter
 from k3py.server.registry import Registry
 from k3py.server.serviceaccounts import TokenIssuer
-from k3py.tunnel.message import Message
+from k3py.tunnel.message import CLOUD, Message, node_status_request, split_resource_key
 from k3py.tunnel.mqtt import MQTT_KIND
+from k3py.tunnel.protocol import FEATURE_NODE_STATUS
 
 if TYPE_CHECKING:
     from k3py.server.metrics.store import UsageStore
@@ -70,7 +72,7 @@ class CloudHub:
         self.relay = ConnectRelay(self.sessions, self._nodes)
         self.tunnel = TunnelHandler(self.sessions, authenticator, self.passwords,
                                     ready=self._ready, snapshot=self.downstream.snapshot,
-                                    write_up=self.upstream.write,
+                                    write_up=self._write_up,
                                     stream_request=self.relay.request,
                                     changed=self._tunnel_changed)
         self._resend: asyncio.Task | None = None
@@ -136,6 +138,25 @@ class CloudHub:
     async def handle_tunnel(self, request: web.Request) -> web.StreamResponse:
         """GET TUNNEL_PATH (k3py.tunnel.protocol)."""
         return await self.tunnel.handle(request)
+
+    async def _write_up(self, node: str, msg: Message) -> None:
+        """One up message into the store. A Lease renewed while the server's Node cache shows
+        the node Ready=Unknown (the lifecycle controller saw its heartbeats late, say from an
+        overloaded server, while its link stayed up) asks the node for its status: the agent
+        posts an unchanged status every 5 minutes only, as upstream's kubelet, which instead
+        compares with the API's Node."""
+        await self.upstream.write(node, msg)
+        if split_resource_key(msg.route.resource)[0] == "leases" and self._marked_unknown(node):
+            session = self.sessions.get(node)
+            if session is not None and session.speaks(FEATURE_NODE_STATUS):
+                session.send_live(node_status_request(source=CLOUD))
+
+    def _marked_unknown(self, node: str) -> bool:
+        nodes = self.downstream.cluster_wide.get("nodes")
+        obj = nodes.get(None, node) if nodes is not None else None
+        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "Unknown"
+                   for c in conditions)
 
     def snapshot(self, node: str) -> Message:
         return self.downstream.snapshot(node)

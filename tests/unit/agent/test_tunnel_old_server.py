@@ -120,8 +120,10 @@ async def _within(aw, what: str):
 
 async def test_the_agent_names_its_features_and_takes_the_server_for_one_without(old_server):
     hub, link = old_server
-    assert parse_features(link.features) == {"flow-control", "udp-connect"}
+    assert parse_features(link.features) == {"flow-control", "udp-connect", "node-status"}
     assert hub.server_features == frozenset() and not hub.speaks("flow-control")
+    # it never asks for a node's status: the agent posts an unchanged one every 10 s
+    assert not hub.speaks("node-status")
     # the first message was not a hello: it was handled as the message it is
     await _within(_until(lambda: link.keepalives == [{"sent": 1.0}]), "the keepalive answer")
 

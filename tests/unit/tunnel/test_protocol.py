@@ -70,7 +70,8 @@ def test_join_bodies():
 
 
 def test_features_travel_in_the_dial_header_and_the_hello():
-    assert parse_features(features_header()) == FEATURES == {"flow-control", "udp-connect"}
+    assert parse_features(features_header()) == FEATURES == {"flow-control", "udp-connect",
+                                                             "node-status"}
     assert parse_features(" flow-control , ,future-thing") == {"flow-control", "future-thing"}
     assert parse_features(None) == parse_features("") == frozenset()  # an older agent
     assert hello_features(hello(FEATURES, source=EDGE).content) == FEATURES

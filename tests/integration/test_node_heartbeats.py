@@ -1,0 +1,80 @@
+"""Node heartbeats as upstream's kubelet sends them since node leases (KEP-589), with a real
+server and its embedded agent: the Lease is renewed every 10 s while an unchanged Node status is
+not written again (every 5 minutes only), and a Node marked Ready=Unknown by the lifecycle
+controller while the agent's tunnel stayed up is put back to Ready=True by the agent, asked by
+the server at its next Lease, not 5 minutes later.
+
+No timing is asserted: the waits are generous bounds (bench/scale.py measures the writes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+
+from tests.harness import wait_for
+from tests.integration.agents import embedded_node
+
+pytestmark = pytest.mark.integration
+
+QUIET_SECONDS = 25.0  # two lease renewals at least, and no status report due
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    with embedded_node(tmp_path_factory.mktemp("heartbeats"), "hb", timeout=30) as s:
+        yield s
+
+
+def _renew_time(srv) -> dt.datetime:
+    lease = srv.kubectl_json("get", "lease", "-n", "kube-node-lease", srv.node)
+    return dt.datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00"))
+
+
+def _ready(node: dict) -> dict:
+    return next((c for c in node["status"].get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def _settled(srv) -> dict:
+    """The Node once what its registration set off is done: a pod CIDR, and no lifecycle taint
+    (each a write of the Node)."""
+    def done() -> dict | None:
+        node = srv.kubectl_json("get", "node", srv.node)
+        taints = (node.get("spec") or {}).get("taints") or []
+        if node["spec"].get("podCIDR") and _ready(node).get("status") == "True" and not any(
+                t["key"].startswith("node.kubernetes.io/") for t in taints):
+            return node
+        return None
+    return wait_for(done, 60, 0.5, f"node {srv.node} Ready with a pod CIDR and no taint")
+
+
+def test_lease_renewed_while_an_unchanged_status_is_not_written(srv):
+    node = _settled(srv)
+    version = node["metadata"]["resourceVersion"]
+    renewals = {_renew_time(srv)}
+    until = time.monotonic() + QUIET_SECONDS
+    while time.monotonic() < until:
+        renewals.add(_renew_time(srv))
+        time.sleep(1.0)
+    now = srv.kubectl_json("get", "node", srv.node)
+    assert len(renewals) >= 3, f"the Lease was renewed {len(renewals) - 1} times: {renewals}"
+    assert now["metadata"]["resourceVersion"] == version, \
+        f"the Node was written meanwhile: {json.dumps(now['status'].get('conditions'))}"
+
+
+def test_ready_again_after_the_controller_marked_it_unknown(srv):
+    """As the node lifecycle controller's mark_unknown, through the API's status subresource;
+    the agent's tunnel stays up, so no reconnect re-registers the node."""
+    node = _settled(srv)
+    conditions = [{**c, "status": "Unknown", "reason": "NodeStatusUnknown",
+                   "message": "Kubelet stopped posting node status."}
+                  for c in node["status"]["conditions"]]
+    srv.kubectl("patch", "node", srv.node, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": {"conditions": conditions}}))
+    assert _ready(srv.kubectl_json("get", "node", srv.node))["status"] == "Unknown"
+    wait_for(lambda: _ready(srv.kubectl_json("get", "node", srv.node)).get("status") == "True",
+             90, 0.5, f"node {srv.node} Ready again")
+    # the lifecycle controller's unreachable taint follows the posted condition away
+    _settled(srv)
