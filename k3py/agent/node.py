@@ -18,6 +18,7 @@ import asyncio
 import datetime as _dt
 import os
 import platform
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -32,7 +33,11 @@ KUBELET_VERSION = f"k3py/v{__version__}"  # shown by kubectl get nodes and the d
 # One tick for both: upstream's lease renew interval (nodeLeaseDurationSeconds / 4) and its
 # nodeStatusUpdateFrequency (how often the kubelet computes the node's status) are both 10 s.
 HEARTBEAT_SECONDS = 10.0
-# upstream's nodeStatusReportFrequency: an unchanged status is posted this often
+# upstream's nodeStatusReportFrequency: an unchanged status is posted this often. After a
+# post that was not a periodic one (a registration, a change, a stall, the server asking) the
+# next periodic one comes at a random 50-150 % of it, as upstream's kubelet since
+# kubernetes#130919: a fleet that registered at once (a server restart) would otherwise post
+# in the same 10 s every 5 minutes for good (kubernetes#124202: API CPU 14 -> 64 % each time).
 STATUS_REPORT_SECONDS = 300.0
 LEASE_DURATION = 40  # nodeLeaseDurationSeconds
 
@@ -152,7 +157,8 @@ class NodeReporter:
     status."""
 
     def __init__(self, node: dict, send, *,
-                 server_asks: Callable[[], bool] = lambda: False) -> None:
+                 server_asks: Callable[[], bool] = lambda: False,
+                 rand: Callable[[], float] = random.random) -> None:
         self.node = node
         self.name = node["metadata"]["name"]
         self.send = send  # async (Message) -> None
@@ -163,6 +169,8 @@ class NodeReporter:
         self._task: asyncio.Task | None = None
         self._posted: dict | None = None  # the status posted last
         self._posted_at = 0.0             # when (_clock)
+        self._rand = rand
+        self._report_after = STATUS_REPORT_SECONDS  # an unchanged status goes again after
         self._renewed = _clock()          # when the lease was last renewed
 
     def _ready_status(self) -> dict:
@@ -179,8 +187,9 @@ class NodeReporter:
               "lastTransitionTime": self._transition}]
         return status
 
-    def _posting(self, status: dict) -> dict:
+    def _posting(self, status: dict, periodic: bool = False) -> dict:
         self._posted, self._posted_at = status, _clock()
+        self._report_after = STATUS_REPORT_SECONDS * (1 if periodic else 0.5 + self._rand())
         return status
 
     async def register(self) -> None:
@@ -207,10 +216,18 @@ class NodeReporter:
         """Post the node's status now (also when the server asks for it)."""
         await self._post(self._ready_status())
 
-    async def _post(self, status: dict) -> None:
+    async def _post(self, status: dict, periodic: bool = False) -> None:
         await self.send(new_message(source=EDGE, group=GROUP_RESOURCE, operation=OP_UPDATE,
                                     resource=f"nodes//{self.name}/status",
-                                    content=self._posting(status), key="node-status"))
+                                    content=self._posting(status, periodic), key="node-status"))
+
+    def report_due(self, status: dict, stalled: bool) -> tuple[bool, bool]:
+        """Whether `status` is to be posted now, and whether that post is a periodic one."""
+        if stalled or status_changed(self._posted, status):
+            return True, False
+        if not self.server_asks():  # a server that does not ask: every tick, as before
+            return True, True
+        return _clock() - self._posted_at >= self._report_after, True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="node-heartbeat")
@@ -227,7 +244,6 @@ class NodeReporter:
             stalled = _clock() - self._renewed > LEASE_DURATION
             await self.renew_lease()
             status = self._ready_status()
-            every = STATUS_REPORT_SECONDS if self.server_asks() else HEARTBEAT_SECONDS
-            if stalled or status_changed(self._posted, status) or \
-                    _clock() - self._posted_at >= every:
-                await self._post(status)
+            due, periodic = self.report_due(status, stalled)
+            if due:
+                await self._post(status, periodic)
