@@ -6,6 +6,7 @@ admission (defaults, validation), optimistic concurrency, finalizers and deletio
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from k3py.server.store.backend import (
     KeyExistsError,
     KeyValue,
 )
+from k3py.server.watchselection import LabelMemo, WatchSelection
 
 __all__ = ["Registry", "ListOptions", "RawObject", "Created", "WatchEvent"]
 
@@ -144,6 +146,8 @@ class Registry:
         # deleted through this server may still look active to the informers for a moment
         # (upstream's namespace lifecycle admission keeps the same 30 s forceLiveLookupCache)
         self._live_lookup: dict[str, float] = {}
+        # the labels of object versions, for the watches that select on them
+        self.labels = LabelMemo()
 
     def served(self, group: str, plural: str) -> Resource:
         """The served resource; a 500 Status when it is not (a built-in missing is a bug)."""
@@ -712,13 +716,13 @@ class Registry:
         prefix = self.resources.storage_prefix(res, namespace or None)
         label_sel = admission.label_selector(label_selector)
         field_sel = admission.field_selector(field_selector, res)
-
-        def selected(obj: dict) -> bool:
-            if label_sel and not label_sel.matches((obj.get("metadata") or {}).get("labels") or {}):
-                return False
-            return not (field_sel and not field_sel.matches(obj))
-        matches = selected if label_sel or field_sel else None
-        head = self._head(res) if raw and matches is None and not res.crd else None
+        selection = None
+        if label_sel or field_sel:
+            selection = WatchSelection(label_sel, field_sel, self.labels,
+                                       prefix=self.resources.storage_prefix(res),
+                                       namespaced=res.namespaced,
+                                       decode=functools.partial(self.decode, res))
+        head = self._head(res) if raw and not res.crd else None
 
         initial: list[KeyValue] = []
         if resource_version in ("", "0") or send_initial_events:
@@ -730,59 +734,62 @@ class Registry:
         except CompactedError as e:
             raise errors.expired(
                 f"too old resource version: {rev} ({e.compact_revision})") from None
-        return self._watch_stream(res, w, initial, matches, rev, send_initial_events, head)
+        return self._watch_stream(res, w, initial, selection, rev, send_initial_events, head)
 
     async def _watch_stream(self, res: Resource, w: Any, initial: list[KeyValue],
-                            matches: Callable[[dict], bool] | None, rev: int,
+                            selection: WatchSelection | None, rev: int,
                             send_initial_events: bool | None,
                             head: bytes | None = None) -> AsyncIterator[WatchEvent]:
+        # the resource's storage prefix, where the label memo counts the selecting watches
+        # and where a watch that decodes every event (an informer's) records for them
+        every = self.resources.storage_prefix(res)
+        if selection is not None:
+            self.labels.watching(every, 1)
         try:
             for kv in initial:
-                obj = self._raw_or_decode(res, kv, head)
-                if matches is None or matches(obj):
-                    yield "ADDED", obj
+                if selection is None:
+                    yield "ADDED", self._raw_or_decode(res, kv, head)
+                elif selection.selects(kv):
+                    yield "ADDED", self._raw_or_decode(res, kv, head, selection.decoded)
             if send_initial_events:
                 yield "BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version,
                                    "metadata": {"resourceVersion": str(rev), "annotations": {
                                        "k8s.io/initial-events-end": "true"}}}
             async for batch in w.events():
+                record = selection is None and head is None and self.labels.wanted(every)
                 for ev in batch:
-                    out = self._convert_event(res, ev, matches, head)
+                    out = self._convert_event(res, ev, selection, head)
                     if out is not None:
+                        if record:
+                            self.labels.record(ev.kv, out[1])
                         yield out
         finally:
             w.cancel()
+            if selection is not None:
+                self.labels.watching(every, -1)
 
-    def _raw_or_decode(self, res: Resource, kv: KeyValue, head: bytes | None) -> Any:
+    def _raw_or_decode(self, res: Resource, kv: KeyValue, head: bytes | None,
+                       decode: Callable[[KeyValue], dict] | None = None) -> Any:
+        """`kv`'s object as a RawObject when `head` is given and it splices, else decoded
+        (by `decode`, when given: a selection's, which may have decoded it already)."""
         if head is not None:
             data = self._splice(kv.value, kv.mod_revision, head)
             if data is not None:
                 return RawObject(data, str(kv.mod_revision))
-        return self.decode(res, kv)
+        return decode(kv) if decode is not None else self.decode(res, kv)
 
-    def _convert_event(self, res: Resource, ev: Event, matches: Callable[[dict], bool] | None,
+    def _convert_event(self, res: Resource, ev: Event, selection: WatchSelection | None,
                        head: bytes | None = None) -> WatchEvent | None:
-        """The event a watcher sees (None: none), `matches` its selectors (None: it has none,
-        so the object before the change need not be decoded)."""
-        if matches is None:
+        """The event a watcher sees (None: none)."""
+        if selection is None:
             obj = self._raw_or_decode(res, ev.kv, head)
             if ev.delete:
                 return "DELETED", obj
             return ("ADDED" if ev.create or ev.prev_kv is None else "MODIFIED"), obj
-        obj = self.decode(res, ev.kv)
-        if ev.delete:
-            return ("DELETED", obj) if matches(obj) else None
-        now = matches(obj)
-        if ev.create or ev.prev_kv is None:
-            return ("ADDED", obj) if now else None
-        before = matches(self.decode(res, ev.prev_kv))
-        if now and before:
-            return "MODIFIED", obj
-        if now:
-            return "ADDED", obj
-        if before:
-            return "DELETED", obj
-        return None
+        etype = selection.event_type(ev)
+        if etype is None:
+            return None
+        return etype, self._raw_or_decode(res, ev.kv, head, selection.decoded)
 
     async def current_revision(self) -> int:
         return await self.backend.current_revision()

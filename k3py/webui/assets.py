@@ -2,9 +2,11 @@
 folder, through importlib.resources, so they ride in the wheel and the PyInstaller binary),
 served as one tree, each kept gzip-compressed too.
 
-Scripts and stylesheets get content-hashed names (`app.3f2a9c01b2d4.js`) and are served as
-immutable; a file that names another asset (index.html, app.js) has those names rewritten to
-the hashed ones before it is hashed itself. index.html, the licences and the vendor manifest
+Scripts, stylesheets and the icon get content-hashed names (`app.3f2a9c01b2d4.js`) and are
+served as immutable; a file that names another asset (index.html, app.js) has those names
+rewritten to the hashed ones before it is hashed itself. Each page names its icon
+(favicon.svg), so that no browser asks the server's /favicon.ico, which is the API's and
+answers 401 to a caller without credentials. index.html, the licences and the vendor manifest
 keep their names and are revalidated on every load. Read by k3py.server.dashboard (with
 this package's shared static/) and k3py.agent.dashboard."""
 
@@ -26,11 +28,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY"}
 
-_HASHED_SUFFIXES = (".js", ".mjs", ".css")
+_HASHED_SUFFIXES = (".js", ".mjs", ".css", ".svg")
 _TEXT_SUFFIXES = (".html", ".js", ".mjs", ".css")
 _TYPES = {".mjs": "text/javascript; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8",
-          ".json": "application/json"}  # anything else (the licences) is text/plain
+          ".json": "application/json", ".svg": "image/svg+xml"}  # else (licences) text/plain
 
 
 @dataclass(frozen=True)

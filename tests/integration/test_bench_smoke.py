@@ -1,5 +1,6 @@
 """bench/devices.py (5 devices, 3 s), bench/scale.py (10 hollow nodes), bench/network.py
-(10 Services, 1 s rounds) and bench/dashboard_cut.py (one cut) run end to end at a tiny size
+(10 Services, 1 s rounds), bench/dashboard_cut.py (one cut) and bench/watchselect.py (300
+pods) run end to end at a tiny size
 and print only lines the conventions allow: `name: value unit` figures and `ratio: x`. No
 timing is asserted here."""
 
@@ -70,6 +71,17 @@ def test_scale_bench_with_ten_hollow_nodes() -> None:
             "n10_sqlite_api_get_p50", "n10_sqlite_api_list_p50", "n10_sqlite_api_create_p50",
             "n10_sqlite_reconnect_after_restart"} <= set(figures)
     assert ratios == 1  # heartbeat writes stored / sent
+
+
+def test_watchselect_bench_with_300_pods() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "watchselect.py"), "--pods",
+                          "300", "--repeat", "1"], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=clean_env())
+    figures, ratios = bench_lines(out)
+    assert figures["events"] == 900
+    assert {"w4_selecting_us_per_event_remembered", "w4_selecting_us_per_event_none_remembered",
+            "label_memo_bytes_per_entry"} <= set(figures)
+    assert ratios == 1  # remembered / none remembered
 
 
 NETWORK_FIGURES = ("agent_extra_rss", "http_pod_ip_rate", "http_cluster_ip_rate",

@@ -77,12 +77,19 @@ def srv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     """One headless Chromium for the module's browser tests; at its end, a check that no
-    page it opened made a request to another origin than its own (the air-gapped rule)."""
+    page it opened made a request to another origin than its own (the air-gapped rule),
+    and that no dashboard page asked for /favicon.ico (each names its icon: the API's
+    answer, 401, was a console error on every load; a page of the API itself still asks)."""
     driver = chromium()
     try:
         yield driver
         foreign = _foreign_requests(driver)
         assert not foreign, f"requests left their page's origin: {foreign}"
+        asked = [m["params"]["documentURL"] for m in _performance_log(driver)
+                 if m["method"] == "Network.requestWillBeSent"
+                 and urlsplit(m["params"]["request"]["url"]).path == "/favicon.ico"
+                 and urlsplit(m["params"]["documentURL"]).path.startswith("/dashboard")]
+        assert not asked, f"these dashboard pages asked for /favicon.ico: {asked}"
     finally:
         driver.quit()
 

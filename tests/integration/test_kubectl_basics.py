@@ -286,15 +286,19 @@ def test_apiservices(server):
         out.stderr
 
 
-def test_watch_events_carry_the_object_as_get_returns_it(server):
-    """A watch without selectors sends the stored bytes with the resourceVersion spliced in
-    (Registry.watch raw): the same object GET returns, Go's escapes included."""
-    server.kubectl("create", "configmap", "watched", "--from-literal=a=<b>&c")
-    server.kubectl("label", "configmap", "watched", "step=2")
-    got = server.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps/watched").stdout
+@pytest.mark.parametrize("name, selector", [
+    ("watched", ""), ("labelled", "&labelSelector=step%3D2"),
+    ("named", "&fieldSelector=metadata.name%3Dnamed")])
+def test_watch_events_carry_the_object_as_get_returns_it(server, name, selector):
+    """A watch sends the stored bytes with the resourceVersion spliced in (Registry.watch
+    raw), with a label or field selector too: the same object GET returns, Go's escapes
+    included."""
+    server.kubectl("create", "configmap", name, "--from-literal=a=<b>&c")
+    server.kubectl("label", "configmap", name, "step=2")
+    got = server.kubectl("get", "--raw", f"/api/v1/namespaces/default/configmaps/{name}").stdout
     lines = server.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps"
-                           "?watch=true&timeoutSeconds=1").stdout.splitlines()
-    watched = [json.loads(line) for line in lines if '"name":"watched"' in line]
+                           "?watch=true&timeoutSeconds=1" + selector).stdout.splitlines()
+    watched = [json.loads(line) for line in lines if f'"name":"{name}"' in line]
     assert [e["type"] for e in watched] == ["ADDED"]
     assert watched[0]["object"] == json.loads(got)
-    assert "\\u003cb\\u003e\\u0026c" in next(line for line in lines if '"watched"' in line)
+    assert "\\u003cb\\u003e\\u0026c" in next(line for line in lines if f'"{name}"' in line)

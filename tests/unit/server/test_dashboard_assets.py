@@ -43,6 +43,16 @@ def test_packaged_assets_are_complete_and_hashed():
     assert {"vendor/LICENSE.preact", "vendor/LICENSE.htm", "vendor/LICENSE.js-yaml"} <= set(assets)
 
 
+@pytest.mark.parametrize("package, page", [("k3py.server.dashboard", "index.html"),
+                                           ("k3py.agent.dashboard", "edge.html")])
+def test_each_page_names_its_icon(package, page):
+    """Else the browser asks /favicon.ico, which is the API's (401 without credentials)."""
+    assets = load_assets(package)
+    icon = next(n for n in assets if re.fullmatch(r"favicon\.[0-9a-f]{12}\.svg", n))
+    assert f'<link rel="icon" href="{icon}" type="image/svg+xml">' in assets[page].body.decode()
+    assert assets[icon].immutable and assets[icon].content_type == "image/svg+xml"
+
+
 def test_only_quoted_references_are_rewritten():
     assets = build_assets({"style.css": b"p{}", "lib.js": b'x.style.cssText="";',
                            "index.html": b'<link href="style.css"><script src="./lib.js">'})
