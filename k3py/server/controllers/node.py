@@ -20,6 +20,7 @@ import logging
 
 from k3py.api.objects import now_rfc3339, parse_time
 from k3py.server.controllers.base import NODE_INDEX, Controller, ControllerContext, pod_node
+from k3py.server.controllers.workloads_common import get_condition
 
 __all__ = ["NodeLifecycleController", "UNREACHABLE_TAINT", "NOT_READY_TAINT", "last_heartbeat",
            "desired_taint", "mark_unknown", "eviction_delay"]
@@ -35,10 +36,7 @@ MONITOR_PERIOD = 5.0
 
 
 def _ready(node: dict) -> dict | None:
-    for c in (node.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return c
-    return None
+    return get_condition(node, "Ready")
 
 
 def last_heartbeat(node: dict, lease: dict | None) -> _dt.datetime | None:

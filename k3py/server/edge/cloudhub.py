@@ -19,6 +19,7 @@ from aiohttp import web
 
 from k3py.server.apiserver.auth import Authenticator, AuthorizerChain
 from k3py.server.controllers.base import InformerFactory
+from k3py.server.controllers.workloads_common import get_condition
 from k3py.server.edge import nodestreams
 from k3py.server.edge.downstream import DownstreamSync, referenced_objects
 from k3py.server.edge.mqttstats import MqttFigures
@@ -154,9 +155,7 @@ class CloudHub:
     def _marked_unknown(self, node: str) -> bool:
         nodes = self.downstream.cluster_wide.get("nodes")
         obj = nodes.get(None, node) if nodes is not None else None
-        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
-        return any(c.get("type") == "Ready" and c.get("status") == "Unknown"
-                   for c in conditions)
+        return (get_condition(obj or {}, "Ready") or {}).get("status") == "Unknown"
 
     def snapshot(self, node: str) -> Message:
         return self.downstream.snapshot(node)
