@@ -9,7 +9,7 @@ informers') record what they decoded (Registry._watch_stream); none pays for it 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +21,7 @@ __all__ = ["LabelMemo", "WatchSelection", "LABEL_MEMO_ENTRIES"]
 
 # An old side is found when fewer versions than this were remembered since its key's last
 # write: at bench/scale.py's 10,000 pods (three writes each), several thousand. An entry is
-# its labels (a few short, interned strings) and its key, about 400 bytes: 6 MB at most.
+# its labels (a few short, interned strings) and its key, about 440 bytes: 7 MB at most.
 LABEL_MEMO_ENTRIES = 16_384
 
 _NO_LABELS: dict[str, str] = {}  # shared by every unlabelled version; never changed
@@ -36,10 +36,10 @@ class LabelMemo:
     resource, so whoever decodes a version may record it."""
 
     def __init__(self, entries: int = LABEL_MEMO_ENTRIES) -> None:
-        self._labels: dict[tuple[str, int], dict[str, str]] = {}
-        # the keys in the order stored: a dict's own first key is found by skipping the
-        # slots of those already dropped, longer and longer until the dict is resized
-        self._order: deque[tuple[str, int]] = deque()
+        # stored first, first: an OrderedDict, whose popitem(last=False) is O(1) (a dict's
+        # first key is found by skipping the slots of those already dropped, longer and
+        # longer until the dict is resized)
+        self._labels: OrderedDict[tuple[str, int], dict[str, str]] = OrderedDict()
         self._entries = entries
         self._selecting: dict[str, int] = {}  # storage prefix -> watches selecting in it
 
@@ -79,11 +79,9 @@ class LabelMemo:
         labels = md.get("labels") if isinstance(md, dict) else None
         found = labels if isinstance(labels, dict) and labels else _NO_LABELS
         if self._entries > 0:
-            if len(self._order) >= self._entries:
-                del self._labels[self._order.popleft()]
-            key = (kv.key, kv.mod_revision)
-            self._labels[key] = found
-            self._order.append(key)
+            self._labels[(kv.key, kv.mod_revision)] = found
+            if len(self._labels) > self._entries:
+                self._labels.popitem(last=False)
         return found
 
 
