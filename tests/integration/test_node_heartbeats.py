@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from tests.harness import wait_for
 from tests.integration.agents import embedded_node
 
@@ -38,16 +39,31 @@ def _ready(node: dict) -> dict:
 
 
 def _settled(srv) -> dict:
-    """The Node once what its registration set off is done: a pod CIDR, and no lifecycle taint
-    (each a write of the Node)."""
+    """The Node once what its registration set off is done (each a write of the Node): a pod
+    CIDR, no lifecycle taint, and the agent's first report of the LoadBalancer ports taken on
+    it (made once its network is set up, which on a busy machine comes after Ready)."""
     def done() -> dict | None:
         node = srv.kubectl_json("get", "node", srv.node)
         taints = (node.get("spec") or {}).get("taints") or []
+        annotations = node["metadata"].get("annotations") or {}
         if node["spec"].get("podCIDR") and _ready(node).get("status") == "True" and not any(
-                t["key"].startswith("node.kubernetes.io/") for t in taints):
+                t["key"].startswith("node.kubernetes.io/") for t in taints) and \
+                PORTS_IN_USE_ANNOTATION in annotations:
             return node
         return None
-    return wait_for(done, 60, 0.5, f"node {srv.node} Ready with a pod CIDR and no taint")
+    return wait_for(done, 60, 0.5, f"node {srv.node} Ready with a pod CIDR, no taint and its "
+                    f"ports reported")
+
+
+def _changes(old: dict, new: dict) -> list[str]:
+    """What differs between two versions of an object, resourceVersion aside."""
+    out = []
+    for part in ("metadata", "spec", "status"):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        out += [f"{part}.{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}"
+                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and
+                k not in ("resourceVersion", "managedFields")]
+    return out
 
 
 def test_lease_renewed_while_an_unchanged_status_is_not_written(srv):
@@ -61,7 +77,7 @@ def test_lease_renewed_while_an_unchanged_status_is_not_written(srv):
     now = srv.kubectl_json("get", "node", srv.node)
     assert len(renewals) >= 3, f"the Lease was renewed {len(renewals) - 1} times: {renewals}"
     assert now["metadata"]["resourceVersion"] == version, \
-        f"the Node was written meanwhile: {json.dumps(now['status'].get('conditions'))}"
+        f"the Node was written meanwhile: {_changes(node, now)}"
 
 
 def test_ready_again_after_the_controller_marked_it_unknown(srv):
