@@ -1,6 +1,22 @@
-"""NodeLifecycleController: marks nodes whose kubelet stopped heartbeating (Lease renewTime
-and Ready lastHeartbeatTime both older than the grace period) Ready=Unknown and taints them
-node.kubernetes.io/unreachable:NoSchedule; the taint goes when heartbeats resume.
+"""NodeLifecycleController: marks nodes whose kubelet stopped heartbeating Ready=Unknown and
+taints them node.kubernetes.io/unreachable:NoSchedule; the taint goes when heartbeats resume.
+
+A heartbeat is judged by when this controller saw it, on its own monotonic clock, never by the
+time the node wrote into it: a node's clock may be far off (a Raspberry Pi has no RTC and boots
+with a wrong time until NTP sets it), and a Lease renewed every 10 s by a node whose clock is a
+minute behind is as alive as any. Upstream's controller does the same (its nodeHealthMap): per
+node it keeps the Lease and the Ready condition it saw last and a probe time, its own clock's
+time when it saw one of them move; the probe time becomes "now" when the Ready condition's
+lastHeartbeatTime differs from the one kept, or the Lease's renewTime is later than the one
+kept; the node is marked Unknown once now is past the probe time plus the grace period
+(--node-monitor-grace-period). A node it has not seen before (every node, after a controller
+start or a new leader) is given its probe time when first seen, so each has a full grace period
+to check in (upstream gives a node that never posted a Ready condition its creation time and a
+longer startup grace instead; k3py has one grace period). Here a renewTime that changes either
+way counts (an edge clock that NTP sets back still beats), and a Lease that goes away is not a
+heartbeat. What is kept is one small record per node, dropped with the Node; controllers run
+on one server at a time (the kube-controller-manager Lease), and a new leader's controller
+starts with no record.
 
 Pods of an unreachable node are kept by default (KubeEdge's edge autonomy: the node goes on
 running them offline). `--node-eviction-timeout T` (> 0) turns eviction on, as upstream's
@@ -17,13 +33,15 @@ import asyncio
 import contextlib
 import datetime as _dt
 import logging
+import time
+from dataclasses import dataclass
 
 from k3py.api.objects import now_rfc3339, parse_time
 from k3py.server.controllers.base import NODE_INDEX, Controller, ControllerContext, pod_node
 from k3py.server.controllers.workloads_common import get_condition
 
-__all__ = ["NodeLifecycleController", "UNREACHABLE_TAINT", "NOT_READY_TAINT", "last_heartbeat",
-           "desired_taint", "mark_unknown", "eviction_delay"]
+__all__ = ["NodeLifecycleController", "UNREACHABLE_TAINT", "NOT_READY_TAINT", "NodeHealth",
+           "observe", "desired_taint", "mark_unknown", "eviction_delay"]
 
 log = logging.getLogger("k3py.controllers.node")
 
@@ -39,16 +57,25 @@ def _ready(node: dict) -> dict | None:
     return get_condition(node, "Ready")
 
 
-def last_heartbeat(node: dict, lease: dict | None) -> _dt.datetime | None:
-    """The newest of the Lease renewTime and the Ready condition's lastHeartbeatTime."""
-    times = []
-    if lease is not None:
-        times.append(parse_time((lease.get("spec") or {}).get("renewTime")))
-    ready = _ready(node)
-    if ready is not None:
-        times.append(parse_time(ready.get("lastHeartbeatTime")))
-    times = [t if t.tzinfo else t.replace(tzinfo=_dt.UTC) for t in times if t is not None]
-    return max(times, default=None)
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """What the controller last saw of one node's heartbeats, and when it last saw one."""
+
+    renew_time: str | None  # the Lease's spec.renewTime, as the node wrote it
+    heartbeat: str | None   # the Ready condition's lastHeartbeatTime, as the node wrote it
+    probed: float           # the controller's monotonic time of the last change seen
+
+
+def observe(seen: NodeHealth | None, node: dict, lease: dict | None, now: float) -> NodeHealth:
+    """The node's record after looking at its Node and Lease at `now` (monotonic): a node not
+    seen before, a renewTime that changed or a Ready lastHeartbeatTime that changed is a
+    heartbeat at `now`, whatever time the node wrote; a Lease gone is none."""
+    renew_time = (lease.get("spec") or {}).get("renewTime") if lease is not None else None
+    heartbeat = (_ready(node) or {}).get("lastHeartbeatTime")
+    if seen is None or heartbeat != seen.heartbeat or (
+            renew_time is not None and renew_time != seen.renew_time):
+        return NodeHealth(renew_time, heartbeat, now)
+    return seen
 
 
 def desired_taint(node: dict) -> str | None:
@@ -137,7 +164,7 @@ class NodeLifecycleController(Controller):
         self.grace = float(ctx.extra.get("node_monitor_grace_period", 40))
         self.period = float(ctx.extra.get("node_monitor_period", MONITOR_PERIOD))
         self.evict_after = ctx.config.node_eviction_timeout
-        self.started = _dt.datetime.now(_dt.UTC)
+        self._health: dict[str, NodeHealth] = {}  # node name -> what was seen of it
         self._ticker: asyncio.Task | None = None
 
     def setup(self) -> None:
@@ -153,8 +180,11 @@ class NodeLifecycleController(Controller):
             self.pods.add_index(NODE_INDEX, pod_node)
 
     def _on_node(self, etype: str, old: dict | None, new: dict | None) -> None:
-        if new is not None and etype != "DELETED":
-            self.enqueue(new["metadata"]["name"])
+        name = ((new or old or {}).get("metadata") or {}).get("name") or ""
+        if etype == "DELETED":
+            self._health.pop(name, None)  # what was seen of a node goes with it
+        elif name:
+            self.enqueue(name)
 
     def _on_lease(self, etype: str, old: dict | None, new: dict | None) -> None:
         obj = new if new is not None else old
@@ -181,24 +211,21 @@ class NodeLifecycleController(Controller):
 
     async def reconcile(self, key: str) -> None:
         node = self.nodes.get(None, key)
-        if node is None:
-            return
         lease = self.leases.get(LEASE_NS, key) if self.leases is not None else None
-        conds = (node.get("status") or {}).get("conditions") or []
-        if lease is None and not conds:
+        conds = ((node or {}).get("status") or {}).get("conditions") or []
+        if node is None or (lease is None and not conds):
+            self._health.pop(key, None)
             return
         res = self.ctx.resource("", "nodes")
-        beat = last_heartbeat(node, lease)
+        clock = time.monotonic()
+        health = self._health[key] = observe(self._health.get(key), node, lease, clock)
+        silent = clock - health.probed
         now = _dt.datetime.now(_dt.UTC)
-        # after a server restart every node gets a full grace period to check in
-        since = max(beat, self.started) if beat is not None else self.started
-        stale = (now - since).total_seconds() > self.grace
         stamp = now_rfc3339()
-        if stale:
+        if silent > self.grace:
             ready = _ready(node)
             if ready is None or ready.get("status") != "Unknown":
-                log.info("node %s: no heartbeat for %.0fs; marking Unknown", key,
-                         (now - since).total_seconds())
+                log.info("node %s: no heartbeat seen for %.0fs; marking Unknown", key, silent)
                 await self.registry.update_with(res, None, key, lambda n: mark_unknown(n, stamp),
                                                 subresource="status")
                 await self.ctx.recorder.record(
@@ -214,9 +241,7 @@ class NodeLifecycleController(Controller):
             await self.registry.update_with(
                 res, None, key, lambda n: _set_taints(n, desired_taint(n), stamp,
                                                       self.evict_after > 0))
-            if beat is not None:
-                left = self.grace - (now - since).total_seconds()
-                self.enqueue(key, after=max(left, 0) + 0.5)
+            self.enqueue(key, after=self.grace - silent + 0.5)
 
     async def _evict(self, key: str, node: dict, now: _dt.datetime) -> None:
         """Delete the node's pods whose time on the NoExecute taint is up; come back for the

@@ -1,10 +1,13 @@
 """NodeLifecycleController against a real Registry: a node whose lease goes stale turns
 Ready=Unknown with the unreachable taint, which goes once the lease is renewed again; its pods
-stay (edge autonomy) unless --node-eviction-timeout turns taint-based eviction on."""
+stay (edge autonomy) unless --node-eviction-timeout turns taint-based eviction on. Staleness is
+judged by when the controller saw the heartbeats change, so a node whose clock is minutes
+behind stays Ready while it renews its Lease."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from types import SimpleNamespace
 
 import pytest
@@ -12,10 +15,12 @@ import pytest
 from k3py.api.objects import now_rfc3339
 from k3py.server.controllers.node import (
     UNREACHABLE_TAINT,
+    NodeHealth,
     NodeLifecycleController,
     desired_taint,
     eviction_delay,
     mark_unknown,
+    observe,
 )
 from tests.unit.conftest import eventually
 
@@ -134,3 +139,76 @@ async def test_eviction_timeout_evicts_pods_that_do_not_tolerate(env):
         (UNREACHABLE_TAINT, "NoSchedule"), (UNREACHABLE_TAINT, "NoExecute")}
     assert ("plain", "Normal", "TaintManagerEviction", "Marking for deletion Pod default/plain") \
         in await env.events()
+
+
+def _lease(renew_time: str) -> dict:
+    return {"spec": {"holderIdentity": "n", "renewTime": renew_time}}
+
+
+def _node(heartbeat: str | None) -> dict:
+    ready = {"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat}
+    return {"metadata": {"name": "n"}, "status": {"conditions": [ready]}}
+
+
+def test_observe_counts_a_change_seen_not_the_time_written():
+    first = observe(None, _node("2020-01-01T00:00:00Z"), _lease("2020-01-01T00:00:00.1Z"), 5.0)
+    assert first == NodeHealth("2020-01-01T00:00:00.1Z", "2020-01-01T00:00:00Z", 5.0)
+    # nothing moved: the record, and its probe time, stay
+    assert observe(first, _node("2020-01-01T00:00:00Z"), _lease("2020-01-01T00:00:00.1Z"),
+                   50.0) is first
+    # a renewal years in the past, or earlier than the one seen (a clock set back), is one
+    assert observe(first, _node("2020-01-01T00:00:00Z"), _lease("2019-06-01T00:00:00.2Z"),
+                   50.0).probed == 50.0
+    assert observe(first, _node("2020-01-01T00:00:10Z"), _lease("2020-01-01T00:00:00.1Z"),
+                   50.0) == NodeHealth("2020-01-01T00:00:00.1Z", "2020-01-01T00:00:10Z", 50.0)
+    # a Lease gone is no heartbeat; one back with a new renewal is
+    assert observe(first, _node("2020-01-01T00:00:00Z"), None, 50.0) is first
+    assert observe(first, _node("2020-01-01T00:00:00Z"), _lease("2020-01-01T00:01:00Z"),
+                   60.0).probed == 60.0
+    # a node without a Ready condition, with a Lease only
+    bare = {"metadata": {"name": "n"}}
+    assert observe(None, bare, _lease("t1"), 1.0) == NodeHealth("t1", None, 1.0)
+
+
+def _long_ago() -> str:
+    """A renewTime as a node whose clock is ten minutes behind writes it now."""
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    return then.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def test_a_node_whose_clock_is_behind_stays_ready_while_it_renews(env):
+    env.ctx.extra.update(node_monitor_grace_period=1.0, node_monitor_period=0.2)
+    controller, = await env.start(NodeLifecycleController)
+    reg, nodes = env.registry, env.res("nodes")
+    leases = env.res("leases", "coordination.k8s.io")
+    await reg.create(nodes, None, {"metadata": {"name": "pi"}})
+    posted = _long_ago()[:19] + "Z"  # a status posted once, ten minutes ago by its clock
+    await reg.update_with(nodes, None, "pi", lambda n: {**n, "status": {"conditions": [
+        {"type": "Ready", "status": "True", "lastHeartbeatTime": posted,
+         "lastTransitionTime": posted}]}}, subresource="status")
+    await reg.create(leases, "kube-node-lease", {"metadata": {"name": "pi"},
+                                                 "spec": {"renewTime": _long_ago()}})
+
+    def renew(cur: dict) -> dict:
+        cur["spec"]["renewTime"] = _long_ago()
+        return cur
+
+    async def state() -> tuple[str, list[str]]:
+        n = await reg.get(nodes, None, "pi")
+        ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"][0]
+        return ready["status"], [t["key"] for t in (n.get("spec") or {}).get("taints") or []]
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 4.0  # four grace periods, renewed every 0.1 s
+    while loop.time() < until:
+        await reg.update_with(leases, "kube-node-lease", "pi", renew)
+        assert await state() == ("True", [])
+        await asyncio.sleep(0.1)
+
+    # a Lease that stops changing, its time as old as ever, is a node gone quiet
+    async def unreachable():
+        return await state() == ("Unknown", [UNREACHABLE_TAINT])
+    await eventually(unreachable, timeout=10.0, what="node pi Unknown")
+    assert "pi" in controller._health
+    await reg.delete(nodes, None, "pi")
+    await eventually(lambda: "pi" not in controller._health, timeout=5.0,
+                     what="the deleted node's record dropped")
