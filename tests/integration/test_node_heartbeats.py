@@ -2,7 +2,8 @@
 server and its embedded agent: the Lease is renewed every 10 s while an unchanged Node status is
 not written again (every 5 minutes only), and a Node marked Ready=Unknown by the lifecycle
 controller while the agent's tunnel stayed up is put back to Ready=True by the agent, asked by
-the server at its next Lease, not 5 minutes later.
+the server at its next Lease, not 5 minutes later, with the Ready lastTransitionTime of its
+return (the server's now, as upstream's kubelet posts it), not the agent's start.
 
 No timing is asserted: the waits are generous bounds (bench/scale.py measures the writes)."""
 
@@ -29,9 +30,13 @@ def srv(tmp_path_factory):
         yield s
 
 
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _renew_time(srv) -> dt.datetime:
     lease = srv.kubectl_json("get", "lease", "-n", "kube-node-lease", srv.node)
-    return dt.datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00"))
+    return _time(lease["spec"]["renewTime"])
 
 
 def _ready(node: dict) -> dict:
@@ -87,10 +92,17 @@ def test_ready_again_after_the_controller_marked_it_unknown(srv):
     conditions = [{**c, "status": "Unknown", "reason": "NodeStatusUnknown",
                    "message": "Kubelet stopped posting node status."}
                   for c in node["status"]["conditions"]]
+    # the times stored are whole seconds (the server's and the agent's clock are one here)
+    patched = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    assert _time(_ready(node)["lastTransitionTime"]) < patched  # the agent's start
     srv.kubectl("patch", "node", srv.node, "--subresource=status", "--type=merge",
                 "-p", json.dumps({"status": {"conditions": conditions}}))
     assert _ready(srv.kubectl_json("get", "node", srv.node))["status"] == "Unknown"
-    wait_for(lambda: _ready(srv.kubectl_json("get", "node", srv.node)).get("status") == "True",
-             90, 0.5, f"node {srv.node} Ready again")
+
+    def ready_again() -> dict | None:
+        now = srv.kubectl_json("get", "node", srv.node)
+        return now if _ready(now).get("status") == "True" else None
+    back = wait_for(ready_again, 90, 0.5, f"node {srv.node} Ready again")
+    assert _time(_ready(back)["lastTransitionTime"]) >= patched, _ready(back)
     # the lifecycle controller's unreachable taint follows the posted condition away
     _settled(srv)

@@ -13,19 +13,26 @@ NodeRestriction keeps from nodes, as K3s's server and KubeEdge's cloud set them)
 and master for the server's own node, edge for every other, given to a Node that has no role
 label yet.
 
+A posted Node status gets its conditions' lastTransitionTime from the stored Node, as upstream's
+kubelet sets it from the Node it reads from the API (the agent knows only its own start): a
+condition whose status stayed keeps the stored time, and one whose status changed (Unknown, set
+by the lifecycle controller, back to True) but whose posted time is not later than the stored
+one gets the server's now.
+
 Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
 500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from k3py.api import errors
 from k3py.api.localpath import CLEANUP_FINALIZER, awaits_cleanup, volume_node
-from k3py.api.objects import now_rfc3339
+from k3py.api.objects import now_rfc3339, parse_time
 from k3py.server.apiserver.auth import REQUEST_USER, AuthorizerChain, User
 from k3py.server.edge.devicestatus import DeviceStatusWriter
 from k3py.server.edge.devicesync import DEVICE_GROUP
@@ -46,7 +53,7 @@ if TYPE_CHECKING:
     from k3py.server.edge.mqttstats import MqttFigures
     from k3py.server.metrics.store import UsageStore
 
-__all__ = ["UpstreamWriter", "node_user", "role_labels"]
+__all__ = ["UpstreamWriter", "node_user", "role_labels", "with_transitions"]
 
 _ROLE_PREFIX = "node-role.kubernetes.io/"
 _WHAT = {METRICS_KIND: "usage", MQTT_KIND: "MQTT"}  # the live reports, as errors name them
@@ -62,6 +69,41 @@ def role_labels(node: str, server_node: str) -> dict[str, str]:
     if node == server_node:
         return {_ROLE_PREFIX + "control-plane": "true", _ROLE_PREFIX + "master": "true"}
     return {_ROLE_PREFIX + "edge": ""}
+
+
+def _later(posted: object, stored: object) -> bool:
+    """Whether the time `posted` is after the time `stored` (one that does not parse is never
+    after, and anything is after none)."""
+    p = parse_time(posted) if isinstance(posted, str) else None
+    s = parse_time(stored) if isinstance(stored, str) else None
+    if p is None:
+        return False
+    if s is None:
+        return True
+    return p.replace(tzinfo=p.tzinfo or _dt.UTC) > s.replace(tzinfo=s.tzinfo or _dt.UTC)
+
+
+def with_transitions(posted: dict, stored: dict | None, now: str) -> dict:
+    """The status to store for the node's `posted` status, `stored` being the Node's status
+    (None: none yet): each posted condition of a type the Node has keeps the stored
+    lastTransitionTime while its status stays, and gets `now` when its status changed and its
+    own time is not later than the stored one. `posted` is left as it is."""
+    conditions = posted.get("conditions") if isinstance(posted, dict) else None
+    if not isinstance(conditions, list):
+        return posted  # nothing to keep; validation judges the rest
+    had = {c.get("type"): c for c in (stored or {}).get("conditions") or []}
+    out = []
+    for c in conditions:
+        kind = c.get("type") if isinstance(c, dict) else None
+        old = had.get(kind) if isinstance(kind, str) else None
+        if old is not None:
+            if old.get("status") == c.get("status"):
+                if old.get("lastTransitionTime"):
+                    c = {**c, "lastTransitionTime": old["lastTransitionTime"]}
+            elif not _later(c.get("lastTransitionTime"), old.get("lastTransitionTime")):
+                c = {**c, "lastTransitionTime": now}
+        out.append(c)
+    return {**posted, "conditions": out}
 
 
 @contextlib.contextmanager
@@ -201,7 +243,7 @@ class UpstreamWriter:
         res = self.registry.served("", "nodes")
 
         def put(cur: dict) -> dict:
-            cur["status"] = status
+            cur["status"] = with_transitions(status, cur.get("status"), now_rfc3339())
             return cur
         await self.registry.update_with(res, None, node, put, subresource="status")
 
