@@ -769,14 +769,21 @@ class Registry:
                 self.labels.watching(every, -1)
 
     def _raw_or_decode(self, res: Resource, kv: KeyValue, head: bytes | None,
-                       decode: Callable[[KeyValue], dict] | None = None) -> Any:
+                       decode: Callable[[KeyValue], dict] | None = None,
+                       revision: int | None = None) -> Any:
         """`kv`'s object as a RawObject when `head` is given and it splices, else decoded
-        (by `decode`, when given: a selection's, which may have decoded it already)."""
+        (by `decode`, when given: a selection's, which may have decoded it already); its
+        resourceVersion is `revision` when given (an older version sent at a later event's
+        revision), else its own."""
+        rev = kv.mod_revision if revision is None else revision
         if head is not None:
-            data = self._splice(kv.value, kv.mod_revision, head)
+            data = self._splice(kv.value, rev, head)
             if data is not None:
-                return RawObject(data, str(kv.mod_revision))
-        return decode(kv) if decode is not None else self.decode(res, kv)
+                return RawObject(data, str(rev))
+        obj = decode(kv) if decode is not None else self.decode(res, kv)
+        if rev != kv.mod_revision:  # this watch's own decode, shared with no one
+            obj["metadata"]["resourceVersion"] = str(rev)
+        return obj
 
     def _convert_event(self, res: Resource, ev: Event, selection: WatchSelection | None,
                        head: bytes | None = None) -> WatchEvent | None:
@@ -786,10 +793,11 @@ class Registry:
             if ev.delete:
                 return "DELETED", obj
             return ("ADDED" if ev.create or ev.prev_kv is None else "MODIFIED"), obj
-        etype = selection.event_type(ev)
-        if etype is None:
+        seen = selection.event(ev)
+        if seen is None:
             return None
-        return etype, self._raw_or_decode(res, ev.kv, head, selection.decoded)
+        etype, kv = seen
+        return etype, self._raw_or_decode(res, kv, head, selection.decoded, ev.kv.mod_revision)
 
     async def current_revision(self) -> int:
         return await self.backend.current_revision()

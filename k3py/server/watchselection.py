@@ -1,5 +1,6 @@
 """Which store events a watch with a label or field selector sees, and as what: upstream's
-watch-cache rules (a MODIFIED that leaves the selection is DELETED, one that enters it ADDED).
+watch-cache rules (a MODIFIED that leaves the selection is DELETED, sent as the version it
+left; one that enters it ADDED).
 
 Registry.watch builds one WatchSelection per such watch. The labels of each object version
 come from the Registry's one LabelMemo, keyed by (storage key, revision): all the watchers of
@@ -114,18 +115,22 @@ class WatchSelection:
         self._last = (kv, obj)
         return self._fields.matches(obj)
 
-    def event_type(self, ev: Event) -> str | None:
-        """The type a watcher sees `ev` as, None when it sees nothing: a version's
-        selection is tested on it and, for an update, on the version it replaced (first,
-        so that the field test's last decode is of `ev.kv`, for `decoded`)."""
+    def event(self, ev: Event) -> tuple[str, KeyValue] | None:
+        """What a watcher sees of `ev` (None: nothing): its type and the version whose
+        object it is sent, at `ev`'s revision. A version's selection is tested on it and,
+        for an update, on the version it replaced (first, so that the field test's last
+        decode is of `ev.kv`, for `decoded`). An update that leaves the selection is sent
+        as upstream's watch cache and etcd3 watcher send it: DELETED, with the object as
+        the watcher last saw it (the replaced version), which a client may use to drop it
+        from its selected view."""
         if ev.delete:
-            return "DELETED" if self.selects(ev.kv) else None
+            return ("DELETED", ev.kv) if self.selects(ev.kv) else None
         if ev.create or ev.prev_kv is None:
-            return "ADDED" if self.selects(ev.kv) else None
+            return ("ADDED", ev.kv) if self.selects(ev.kv) else None
         before = self.selects(ev.prev_kv)
         if self.selects(ev.kv):
-            return "MODIFIED" if before else "ADDED"
-        return "DELETED" if before else None
+            return ("MODIFIED" if before else "ADDED"), ev.kv
+        return ("DELETED", ev.prev_kv) if before else None
 
     def decoded(self, kv: KeyValue) -> dict:
         """`kv`'s object decoded: the field test's, handed over, when it was the last."""

@@ -163,3 +163,31 @@ def test_crds_served_after_restart(fresh_server):
     fresh_server.stop()
     fresh_server.start()
     assert fresh_server.kubectl_json("get", "widget", "w1")["spec"]["color"] == "red"
+
+
+def test_watch_sends_a_custom_object_leaving_the_selection_as_it_was(server):
+    """A custom resource's watch (decoded, and converted for an older served version):
+    an update out of its label selection is DELETED with the object as the watcher last
+    saw it, at the update's resourceVersion."""
+    wait_for(lambda: server.kubectl("get", "devices", check=False).returncode == 0, 30, 0.2,
+             "devices served")
+    server.kubectl("apply", "-f", "-", input=MODEL)
+    server.kubectl("apply", "-f", "-", input=DEVICE.replace("name: temperature\n",
+                                                            "name: leaving\n"))
+    # (kubectl label -o json prints the object it sent, not the one written)
+    server.kubectl("label", "device", "leaving", "a=1")
+    start = server.kubectl_json("get", "device", "leaving")
+    server.kubectl("label", "device", "leaving", "a=2", "--overwrite")
+    left = server.kubectl_json("get", "device", "leaving")
+    for version in ("v1beta1", "v1alpha2"):
+        path = f"/apis/devices.kubeedge.io/{version}/namespaces/default/devices"
+        lines = server.kubectl("get", "--raw", f"{path}?watch=true&timeoutSeconds=1&"
+                               f"resourceVersion={start['metadata']['resourceVersion']}&"
+                               "labelSelector=a%3D1").stdout.splitlines()
+        events = [e for e in map(json.loads, lines) if e["object"]["metadata"]["name"] ==
+                  "leaving"]  # (a status write while selected is a MODIFIED before)
+        assert events and events[-1]["type"] == "DELETED", events
+        gone = events[-1]["object"]
+        assert gone["apiVersion"] == f"devices.kubeedge.io/{version}"
+        assert gone["metadata"]["labels"]["a"] == "1"
+        assert gone["metadata"]["resourceVersion"] == left["metadata"]["resourceVersion"]

@@ -302,3 +302,79 @@ def test_watch_events_carry_the_object_as_get_returns_it(server, name, selector)
     assert [e["type"] for e in watched] == ["ADDED"]
     assert watched[0]["object"] == json.loads(got)
     assert "\\u003cb\\u003e\\u0026c" in next(line for line in lines if f'"{name}"' in line)
+
+
+def _replayed(server, path: str, rv: str, query: str, name: str) -> list[dict]:
+    """The events of `name` that a watch on `path` with `query` replays from `rv` (it ends
+    after a second: every write was made before it started)."""
+    lines = server.kubectl("get", "--raw", f"{path}?watch=true&timeoutSeconds=1&"
+                           f"resourceVersion={rv}&{query}").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    return [e for e in events if e["object"]["metadata"]["name"] == name]
+
+
+def _at(obj: dict, rv: str) -> dict:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": rv}}
+
+
+def test_watch_sends_an_object_leaving_the_label_selection_as_it_was(server):
+    """As upstream's watch cache: an update that takes an object out of a watch's label
+    selection is DELETED with the object as the watcher last saw it (old labels, old data)
+    at the update's resourceVersion; one that brings it back is ADDED with the new object."""
+    path = "/api/v1/namespaces/default/configmaps"
+
+    def change(*args: str) -> dict:
+        """The object once `args` ran, as the API sends it (kubectl label -o json prints
+        the object it sent; get -o json leaves out managedFields)."""
+        server.kubectl(*args)
+        return json.loads(server.kubectl("get", "--raw", f"{path}/leaving").stdout)
+
+    server.kubectl("create", "configmap", "leaving", "--from-literal=v=1")
+    labelled = change("label", "configmap", "leaving", "a=1")
+    edited = change("patch", "configmap", "leaving", "--type=merge", "-p", '{"data":{"v":"2"}}')
+    left = change("label", "configmap", "leaving", "a=2", "--overwrite")
+    back = change("label", "configmap", "leaving", "a=1", "--overwrite")
+    events = _replayed(server, path, labelled["metadata"]["resourceVersion"],
+                       "labelSelector=a%3D1", "leaving")
+    assert [e["type"] for e in events] == ["MODIFIED", "DELETED", "ADDED"]
+    assert events[0]["object"] == edited
+    gone = events[1]["object"]
+    assert gone["metadata"]["labels"] == {"a": "1"} and gone["data"] == {"v": "2"}
+    assert gone == _at(edited, left["metadata"]["resourceVersion"])
+    assert events[2]["object"] == back
+
+
+def _event(name: str) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Event",
+                       "metadata": {"name": name, "namespace": "default"},
+                       "involvedObject": {"kind": "ConfigMap", "name": name,
+                                          "namespace": "default"},
+                       "reason": "Testing", "message": "first", "type": "Normal"})
+
+
+@pytest.mark.parametrize("name, path", [
+    ("leaving-core", "/api/v1/namespaces/default/events"),
+    ("leaving-events", "/apis/events.k8s.io/v1/namespaces/default/events")])
+def test_watch_sends_an_object_leaving_the_field_selection_as_it_was(server, name, path):
+    """The same with a field selector on a field an update changes (an Event's type), as
+    stored and as converted to events.k8s.io/v1."""
+    def read() -> dict:
+        return json.loads(server.kubectl("get", "--raw", f"{path}/{name}").stdout)
+
+    def patch(change: str) -> dict:
+        server.kubectl("patch", "event", name, "--type=merge", "-p", change)
+        return read()
+
+    server.kubectl("create", "-f", "-", input=_event(name))
+    created = read()
+    edited = patch('{"message":"second"}')
+    left = patch('{"type":"Warning"}')
+    back = patch('{"type":"Normal"}')
+    events = _replayed(server, path, created["metadata"]["resourceVersion"],
+                       "fieldSelector=type%3DNormal", name)
+    assert [e["type"] for e in events] == ["MODIFIED", "DELETED", "ADDED"]
+    assert events[0]["object"] == edited
+    gone = events[1]["object"]
+    assert gone["type"] == "Normal" and left["type"] == "Warning"
+    assert gone == _at(edited, left["metadata"]["resourceVersion"])
+    assert events[2]["object"] == back

@@ -3,6 +3,7 @@ concurrency (409), pagination, selectors, watch (incl. resume after restart and 
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 import urllib.error
@@ -85,6 +86,41 @@ def test_watch_events_and_resume(server):
         if len(seen) == 3:
             w.stop()
     assert seen == [("ADDED", "1"), ("MODIFIED", "2"), ("DELETED", "2")]
+
+
+def test_watch_selection_left_and_entered(server):
+    """watch.Watch with a label selector: an update out of it is DELETED with the object as
+    it was (old labels, old data) at the update's resourceVersion, one back into it ADDED;
+    a Table watch (kubectl get -w's) has the rows of the same versions (DATA: 1 key, 2)."""
+    v1 = client.CoreV1Api(server.client())
+    body = cm("sel", v="1")
+    body["metadata"]["labels"] = {"a": "1"}
+    start = v1.create_namespaced_config_map("default", body).metadata.resource_version
+    left = v1.patch_namespaced_config_map("sel", "default", {
+        "metadata": {"labels": {"a": "2"}}, "data": {"w": "2"}}).metadata.resource_version
+    back = v1.patch_namespaced_config_map("sel", "default", {
+        "metadata": {"labels": {"a": "1"}}}).metadata.resource_version
+    seen = []
+    w = watch.Watch()
+    for ev in w.stream(v1.list_namespaced_config_map, "default", label_selector="a=1",
+                       resource_version=start, timeout_seconds=2):
+        obj = ev["object"]
+        if obj.metadata.name == "sel":
+            seen.append((ev["type"], obj.metadata.labels, obj.data,
+                         obj.metadata.resource_version))
+        if len(seen) == 2:
+            w.stop()
+    assert seen == [("DELETED", {"a": "1"}, {"v": "1"}, left),
+                    ("ADDED", {"a": "1"}, {"v": "1", "w": "2"}, back)]
+    resp = v1.list_namespaced_config_map(
+        "default", label_selector="a=1", resource_version=start, watch=True, timeout_seconds=1,
+        _preload_content=False,
+        _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    rows = [json.loads(line) for line in resp.data.decode().splitlines()]
+    rows = [(e["type"], e["object"]["metadata"]["resourceVersion"], row["cells"][1],
+             row["object"]["metadata"]["labels"])
+            for e in rows for row in e["object"]["rows"] if row["cells"][0] == "sel"]
+    assert rows == [("DELETED", left, 1, {"a": "1"}), ("ADDED", back, 2, {"a": "1"})]
 
 
 def test_watch_too_old_resource_version_is_410(fresh_server):

@@ -1,7 +1,8 @@
 """A watch with a label or field selector sees upstream's watch-cache transitions (a
-MODIFIED into the selection is ADDED, out of it DELETED, outside it nothing), as JSON bytes
-and decoded alike, on a real Registry over SQLite; the labels of each object version are
-decoded once for all its watchers, and a key written again is selected by its new labels."""
+MODIFIED into the selection is ADDED, out of it DELETED with the object it left at the
+event's resourceVersion, outside it nothing), as JSON bytes and decoded alike, on a real
+Registry over SQLite; the labels of each object version are decoded once for all its
+watchers, and a key written again is selected by its new labels."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import asyncio
 import orjson
 import pytest
 
+from k3py.api.selectors import parse_field_selector, parse_label_selector
 from k3py.server.registry import RawObject
-from k3py.server.store.backend import KeyValue
-from k3py.server.watchselection import LabelMemo
+from k3py.server.store.backend import Event, KeyValue
+from k3py.server.watchselection import LabelMemo, WatchSelection
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +73,7 @@ async def test_label_selector_transitions(env, raw):
     seen = await _seen(stream, 5)
     assert [(t, n, labels) for t, n, labels, _ in seen] == [
         ("MODIFIED", "stays", {"app": "x", "v": "2"}),
-        ("DELETED", "leaves", {"app": "z"}),
+        ("DELETED", "leaves", {"app": "x"}),  # the version it left, at the event's rv
         ("ADDED", "enters", {"app": "x"}),
         ("DELETED", "gone", {"app": "x"}),
         ("ADDED", "end", {"app": "x"})]
@@ -161,3 +163,32 @@ def test_label_memo_is_bounded_and_keyed_by_revision():
     assert len(memo) == 2 and memo.labels(v1) == {"a": "1"}
     unremembered = LabelMemo(entries=0)
     assert unremembered.labels(v2) == {"a": "2"} and len(unremembered) == 0
+
+
+def _version(rev: int, phase: str, **labels: str) -> KeyValue:
+    obj = {"metadata": {"name": "p", "labels": labels}, "status": {"phase": phase}}
+    return KeyValue("/registry/pods/default/p", 1, rev, orjson.dumps(obj))
+
+
+@pytest.mark.parametrize("fields", [None, "status.phase=Running"])
+def test_an_update_leaving_the_selection_is_sent_as_the_version_it_left(fields):
+    """(type, version sent) for each transition, with labels alone and with a field tested
+    on the decoded object: the version an update left is the one sent as DELETED."""
+    selection = WatchSelection(
+        parse_label_selector("app=x"), parse_field_selector(fields) if fields else None,
+        LabelMemo(), prefix="/registry/pods/", namespaced=True,
+        decode=lambda kv: orjson.loads(kv.value))
+    inside, outside = _version(2, "Running", app="x"), _version(3, "Running", app="y")
+    if fields:
+        outside = _version(3, "Failed", app="x")
+    update = {"in-in": Event(False, False, _version(4, "Running", app="x", v="2"), inside),
+              "in-out": Event(False, False, outside, inside),
+              "out-in": Event(False, False, inside, outside),
+              "out-out": Event(False, False, _version(5, "Failed", app="y"), outside)}
+    assert selection.event(update["in-in"]) == ("MODIFIED", update["in-in"].kv)
+    assert selection.event(update["in-out"]) == ("DELETED", inside)
+    assert selection.event(update["out-in"]) == ("ADDED", inside)
+    assert selection.event(update["out-out"]) is None
+    assert selection.event(Event(True, False, inside)) == ("ADDED", inside)
+    assert selection.event(Event(False, True, inside, inside)) == ("DELETED", inside)
+    assert selection.event(Event(False, True, outside, outside)) is None
