@@ -28,7 +28,8 @@ status is 1.
 Run: python3 bench/scale.py --nodes 200 --pods 3000 --datastore sqlite --datastore postgres
 [--timeout 600]. Every phase is bounded by --timeout; traffic goes only to 127.0.0.1.
 `--window 0 --pods 0`: only the joins and the restart; `--profile DIR`: py-spy's samples of
-the server and of the hollow nodes while the pods are made (collapsed stacks, .txt) and flame
+the server and of the hollow nodes over the heartbeat window and while the pods are made
+(collapsed stacks, .txt) and flame
 graphs of both during the reconnect (.svg), and the server's log, are kept in DIR.
 `--disable-network-policy`: the server's flag of that name. The bench makes no NetworkPolicy,
 so the nodes are sent no pod's peer view either way (they go only while a policy exists:
@@ -255,7 +256,8 @@ async def _measure(run: Run, srv: ServerProcess, pods: int, timeout: float, wind
             # pods), which 1,000 machines never do. Never scan them again.
             gc.freeze()
             if window:
-                await _heartbeats(run, api, srv, window)
+                async with _profiled(srv, profile, f"heartbeats-{run.store}-n{nodes}"):
+                    await _heartbeats(run, api, srv, window)
             else:
                 await _idle(run, srv)
             if pods:
