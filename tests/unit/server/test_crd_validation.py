@@ -346,7 +346,7 @@ async def _names(registry: Registry, res, selector: str) -> list[str]:
     return sorted(o["metadata"]["name"] for o in listing["items"])
 
 
-async def test_field_selectors_on_custom_resources_list_and_watch(cluster):
+async def test_field_selectors_on_custom_resources_list_watch_delete_collection(cluster):
     registry = cluster
     await registry.create(crd_res(registry), None, shirts(
         [{"jsonPath": ".spec.color"}, {"jsonPath": ".spec.quantity"},
@@ -387,4 +387,8 @@ async def test_field_selectors_on_custom_resources_list_and_watch(cluster):
             break
     await stream.aclose()
     assert seen == [("ADDED", "s2"), ("DELETED", "s1"), ("ADDED", "s4")]
+    gone = await registry.delete_collection(v1, "default",
+                                            ListOptions(field_selector="spec.color=red"))
+    assert sorted(o["metadata"]["name"] for o in gone["items"]) == ["s2", "s4"]
+    assert await _names(registry, v1, "") == ["s1", "s3"]
     await registry.delete(crd_res(registry), None, "shirts.example.com")
