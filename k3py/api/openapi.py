@@ -4,7 +4,9 @@ one document per group/version), built from the generated definitions and the se
 kubectl reads v3: `explain` finds a kind by its x-kubernetes-group-version-kind, client-side
 apply takes patch metadata from components.schemas when the PATCH operation accepts
 strategic-merge-patch, and field validation is left to the server when PATCH lists the
-`fieldValidation` parameter. Results are cached per (registry generation, resource set)."""
+`fieldValidation` parameter. A custom kind lists its version's field selectors in
+x-kubernetes-selectable-fields, as upstream. Results are cached per (registry generation,
+resource set)."""
 
 from __future__ import annotations
 
@@ -106,6 +108,9 @@ def _crd_definitions(res: Resource) -> dict[str, dict]:
     props["metadata"] = {"$ref": f"#/definitions/{_OBJECT_META}",
                          "description": "Standard object's metadata."}
     body["x-kubernetes-group-version-kind"] = [_gvk(res)]
+    if res.extra.get("selectable_fields"):
+        body["x-kubernetes-selectable-fields"] = [
+            {"fieldPath": name} for name in res.extra["selectable_fields"]]
     lst = {"description": f"{res.kind}List is a list of {res.kind}", "type": "object",
            "required": ["items"], "properties": {
                "apiVersion": props["apiVersion"], "kind": props["kind"],

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from k3py.api import errors
+from k3py.api.resources import Resource
 from k3py.api.validation import label_key, label_value
 
 __all__ = ["LabelSelector", "Requirement", "parse_label_selector", "label_selector_from_struct",
@@ -358,16 +359,33 @@ def field_value(obj: dict, path: str) -> str:
     return str(cur)
 
 
+def custom_field_value(obj: dict, path: str) -> str:
+    """The string a custom resource's field selects on, as upstream formats its selectable
+    field's value: "" when absent, true/false, a whole number without a decimal point."""
+    cur: Any = obj
+    for part in path.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    if cur is None:
+        return ""
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    if isinstance(cur, float) and cur.is_integer():
+        return str(int(cur))
+    return str(cur)
+
+
 @dataclass(frozen=True)
 class FieldSelector:
     terms: tuple[tuple[str, bool, str], ...]  # (field, equal?, value)
+    custom: bool = False  # of a custom resource: values as custom_field_value reads them
 
     @property
     def empty(self) -> bool:
         return not self.terms
 
     def matches(self, obj: dict) -> bool:
-        return all((field_value(obj, f) == value) == equal for f, equal, value in self.terms)
+        value_of = custom_field_value if self.custom else field_value
+        return all((value_of(obj, f) == value) == equal for f, equal, value in self.terms)
 
     def value_of(self, field: str) -> str | None:
         for f, equal, value in self.terms:
@@ -409,22 +427,22 @@ def _unescape(v: str) -> str:
     return "".join(out)
 
 
-def _allowed_fields(res: Any) -> tuple[tuple[str, ...], bool] | None:
-    """(allowed labels, kind-specific?) or None when anything goes (no resource given)."""
+def _allowed_fields(res: Resource | None) -> tuple[tuple[str, ...], bool] | None:
+    """(allowed labels, kind-specific?) or None when anything goes (no resource given). A
+    custom resource allows metadata.name, metadata.namespace when namespaced and its served
+    version's selectable fields, as upstream's custom resource field label conversion."""
     if res is None:
         return None
-    if getattr(res, "crd", False):
-        extra = getattr(res, "extra", None) or {}
-        selectable = tuple(f.get("jsonPath", "").lstrip(".") if isinstance(f, dict) else str(f)
-                           for f in extra.get("selectable_fields") or ())
-        return _META + selectable, False
+    if res.crd:
+        meta = _META if res.namespaced else _META[:1]
+        return meta + tuple(res.extra.get("selectable_fields") or ()), True
     key = (res.group, res.kind)
     if key in _FIELDS:
         return _FIELDS[key], True
     return _META, False
 
 
-def parse_field_selector(s: str, res: Any = None) -> FieldSelector:
+def parse_field_selector(s: str, res: Resource | None = None) -> FieldSelector:
     """fields.ParseSelector plus the kind's field label conversion (400 on an unknown label)."""
     terms = []
     allowed = _allowed_fields(res)
@@ -448,4 +466,4 @@ def parse_field_selector(s: str, res: Any = None) -> FieldSelector:
             raise errors.bad_request(f'"{field}" is not a known field selector: only '
                                      f'"metadata.name", "metadata.namespace"')
         terms.append((field, op != "!=", _unescape(value)))
-    return FieldSelector(tuple(terms))
+    return FieldSelector(tuple(terms), custom=res is not None and res.crd)

@@ -16,7 +16,7 @@ import re
 
 import yaml
 
-from k3py.api import errors, structural, validation
+from k3py.api import errors, selectablefields, structural, validation
 from k3py.api.errors import Cause
 from k3py.api.objects import now_rfc3339
 from k3py.api.resources import Resource, ResourceRegistry
@@ -101,7 +101,7 @@ def validate_crd(crd: dict, old: dict | None = None) -> list[Cause]:
         out.append(_inv("spec.preserveUnknownFields", True, "cannot set to true, set "
                         "x-kubernetes-preserve-unknown-fields to true in "
                         "spec.versions[*].schema instead"))
-    out.extend(_validate_versions(spec))
+    out.extend(_validate_versions(spec, (old or {}).get("spec")))
     for key in ("plural", "singular", "kind", "listKind"):
         value = names.get(key)
         if not value:
@@ -126,11 +126,36 @@ def validate_crd(crd: dict, old: dict | None = None) -> list[Cause]:
     return out
 
 
-def _validate_versions(spec: dict) -> list[Cause]:
+def _old_selectable_fields(old_spec: dict | None) -> dict[str, object]:
+    """The selectableFields of an updated CRD's versions, by version name."""
+    versions = old_spec.get("versions") if isinstance(old_spec, dict) else None
+    if not isinstance(versions, list):
+        return {}
+    return {str(v.get("name")): v.get("selectableFields") for v in versions
+            if isinstance(v, dict)}
+
+
+def _validate_selectable_fields(v: dict, schema: object, path: str,
+                                old: dict[str, object]) -> list[Cause]:
+    """A version's selectableFields; an update may keep a list over the limit unchanged."""
+    fields = v.get("selectableFields")
+    if not fields:
+        return []
+    if schema is None:
+        # upstream's message, worded as it is
+        return [_inv(f"{path}.selectableFields", "", "may only be set when "
+                     "`version.schema.openAPIV3Schema` is not included")]
+    kept = old.get(str(v.get("name"))) == fields and isinstance(fields, list) and \
+        len(fields) > selectablefields.MAX_SELECTABLE_FIELDS
+    return selectablefields.validate(fields, schema, f"{path}.selectableFields", kept)
+
+
+def _validate_versions(spec: dict, old_spec: dict | None = None) -> list[Cause]:
     out: list[Cause] = []
     versions = spec.get("versions") or []
     if not isinstance(versions, list):
         return [_inv("spec.versions", versions, "must be a list")]
+    old_fields = _old_selectable_fields(old_spec)
     seen: set[str] = set()
     for i, v in enumerate(versions):
         path = f"spec.versions[{i}]"
@@ -149,6 +174,7 @@ def _validate_versions(spec: dict) -> list[Cause]:
                                 "is enabled"))
             out.extend(structural.check_structural(schema, sp))
         out.extend(_validate_subresources(subs, f"{path}.subresources"))
+        out.extend(_validate_selectable_fields(v, schema, path, old_fields))
         for j, col in enumerate(v.get("additionalPrinterColumns") or ()):
             out.extend(_validate_column(col, f"{path}.additionalPrinterColumns[{j}]"))
         seen_before = vname in seen
@@ -217,6 +243,8 @@ def resources_for(crd: dict) -> list[Resource]:
                        "crd_name": crd["metadata"]["name"], "preserve_unknown_fields": preserve}
         if isinstance(subs.get("scale"), dict):
             extra["scale"] = dict(subs["scale"])
+        if v.get("selectableFields"):
+            extra["selectable_fields"] = selectablefields.field_names(v["selectableFields"])
         if v.get("deprecated"):
             extra["deprecated"] = True
             extra["deprecation_warning"] = v.get("deprecationWarning") or ""

@@ -2,7 +2,8 @@
 real join (k3py.agent.join, the same code `k3py agent` runs), then the real kubectl with each.
 
 Node A gets its own Node, the pods bound to it (by name, or listed with
---field-selector spec.nodeName=a) and the secret its pod uses; it is refused (Forbidden) the
+--field-selector spec.nodeName=a), the KubeEdge Devices bound to it (listed and watched the
+same way) and the secret its pod uses; it is refused (Forbidden) the
 secret only node B's pod uses, all secrets or pods of the cluster, node B's Node and pods, and
 writes outside its own pods (create a secret, delete B's pod, bind itself cluster-admin),
 and NodeRestriction keeps it from giving itself restricted labels or changing its taints.
@@ -191,3 +192,37 @@ def test_tunnel_writes_get_the_node_authorizer_and_node_restriction(cluster):
     assert "node-role.kubernetes.io/control-plane" not in labels, labels
     # the allowed registration: its own label, and the role the server gives an edge node
     assert labels["site"] == "pole9" and labels["node-role.kubernetes.io/edge"] == "", labels
+
+
+def _device(name: str, node: str) -> str:
+    return json.dumps({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+                       "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"deviceModelRef": {"name": "m"}, "nodeName": node}})
+
+
+def test_node_lists_and_watches_only_its_own_devices(cluster):
+    """The node-scoped Device list and watch the node authorizer allows (KubeEdge's edge
+    lists its devices by spec.nodeName) works: the built-in CRD declares the field
+    selectable, and node A sees its devices and no other's."""
+    srv, configs = cluster
+    wait_for(lambda: srv.kubectl("get", "devices", check=False).returncode == 0, 30, 0.2,
+             "devices served")
+    rv = json.loads(srv.kubectl("get", "--raw", "/apis/devices.kubeedge.io/v1beta1/devices")
+                    .stdout)["metadata"]["resourceVersion"]
+    for name, node in (("dev-a", "a"), ("dev-b", "b"), ("dev-a2", "a")):
+        srv.kubectl("apply", "-f", "-", input=_device(name, node))
+    out = as_node(configs["a"], "get", "devices", "-A", "--field-selector",
+                  "spec.nodeName=a", "-o", "name")
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.split()) == ["device.devices.kubeedge.io/dev-a",
+                                          "device.devices.kubeedge.io/dev-a2"]
+    watch = as_node(configs["a"], "get", "--raw", "/apis/devices.kubeedge.io/v1beta1/devices?"
+                    f"watch=true&timeoutSeconds=1&resourceVersion={rv}&"
+                    "fieldSelector=spec.nodeName%3Da")
+    assert watch.returncode == 0, watch.stderr
+    events = [json.loads(line) for line in watch.stdout.splitlines()]
+    assert {e["object"]["metadata"]["name"] for e in events} == {"dev-a", "dev-a2"}
+    assert {e["type"] for e in events} <= {"ADDED", "MODIFIED"}
+    refused = as_node(configs["a"], "get", "devices", "-A", "--field-selector",
+                      "spec.nodeName=b")
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr

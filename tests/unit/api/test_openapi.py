@@ -115,6 +115,18 @@ def test_v3_crd_document():
     assert "application/strategic-merge-patch+json" not in patch["requestBody"]["content"]
 
 
+def test_crd_selectable_fields_listed_as_upstream():
+    shirt = replace(WIDGET, extra={**WIDGET.extra, "selectable_fields": ("spec.size",)})
+    rs = list(BUILTIN_RESOURCES) + [shirt]
+    doc = json.loads(openapi.openapi_v3_group_version(rs, "example.com", "v1", 2))
+    widget = doc["components"]["schemas"]["com.example.v1.Widget"]
+    assert widget["x-kubernetes-selectable-fields"] == [{"fieldPath": "spec.size"}]
+    v2 = json.loads(openapi.openapi_v2(rs, 2))["definitions"]["com.example.v1.Widget"]
+    assert v2["x-kubernetes-selectable-fields"] == [{"fieldPath": "spec.size"}]
+    assert "x-kubernetes-selectable-fields" not in json.loads(openapi.openapi_v3_group_version(
+        resources(), "example.com", "v1", 3))["components"]["schemas"]["com.example.v1.Widget"]
+
+
 def test_cache_follows_the_resource_set():
     rs = resources()
     first = openapi.openapi_v3_index(rs, 7)

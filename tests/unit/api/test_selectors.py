@@ -3,7 +3,7 @@
 import pytest
 
 from k3py.api.errors import StatusError
-from k3py.api.resources import builtin_registry
+from k3py.api.resources import Resource, builtin_registry
 from k3py.api.selectors import (
     SelectorError,
     label_selector_from_struct,
@@ -103,3 +103,23 @@ def test_field_selectors_other_kinds():
     assert parse_field_selector("involvedObject.kind=Pod,source=kubelet", events).matches(ev)
     with pytest.raises(StatusError, match="can't understand 'foo'"):
         parse_field_selector("foo", cms)
+
+
+def test_field_selectors_on_custom_resources():
+    shirts = Resource(group="example.com", version="v1", kind="Shirt", plural="shirts",
+                      crd=True, extra={"selectable_fields": ("spec.color", "spec.quantity",
+                                                             "spec.branded")})
+    shirt = {"metadata": {"name": "s", "namespace": "ns"},
+             "spec": {"color": "red", "quantity": 2, "branded": False}}
+    assert parse_field_selector("spec.color=red,spec.quantity=2,spec.branded=false",
+                                shirts).matches(shirt)
+    assert parse_field_selector("metadata.namespace=ns", shirts).matches(shirt)
+    assert parse_field_selector("spec.color=", shirts).matches({"spec": {}})  # absent: ""
+    with pytest.raises(StatusError) as e:
+        parse_field_selector("spec.size=M", shirts)
+    assert (e.value.code, e.value.message) == (400, "field label not supported: spec.size")
+    cluster_scoped = Resource(group="example.com", version="v1", kind="Hat", plural="hats",
+                              namespaced=False, crd=True)
+    with pytest.raises(StatusError) as e:
+        parse_field_selector("metadata.namespace=ns", cluster_scoped)
+    assert e.value.message == "field label not supported: metadata.namespace"

@@ -9,7 +9,7 @@ import pytest
 
 from k3py.api import errors
 from k3py.server import crds
-from k3py.server.registry import Registry
+from k3py.server.registry import ListOptions, Registry
 from tests.unit.conftest import eventually
 
 pytestmark = pytest.mark.unit
@@ -250,3 +250,145 @@ async def test_builtin_crds_install_idempotently_and_load(cluster):
     read = await registry.get(v1beta1, "default", "temperature")
     assert read["apiVersion"] == "devices.kubeedge.io/v1beta1"
     assert read["status"]["twins"][0]["propertyName"] == "temperature-status"
+
+
+# ------------------------------------------------------------------ selectableFields
+
+
+def shirts(v1_fields: list, **spec_props) -> dict:
+    """A CRD of two versions as upstream's field selector tests have it: v1 names the color
+    `color`, v1beta1 `hue` (conversion None: an object keeps the name it was written with)."""
+    props = {"color": {"type": "string"}, "hue": {"type": "string"},
+             "quantity": {"type": "integer"}, "branded": {"type": "boolean"},
+             "size": {"type": "string", "enum": ["S", "M"]},
+             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+             "tags": {"type": "array", "items": {"type": "string"}}, **spec_props}
+    schema = {"openAPIV3Schema": {"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+        "spec": {"type": "object", "properties": props}}}}
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "shirts.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                     "names": {"plural": "shirts", "kind": "Shirt", "singular": "shirt",
+                               "listKind": "ShirtList"},
+                     "versions": [
+                         {"name": "v1", "served": True, "storage": True,
+                          "schema": copy.deepcopy(schema), "selectableFields": v1_fields},
+                         {"name": "v1beta1", "served": True, "storage": False,
+                          "schema": copy.deepcopy(schema),
+                          "selectableFields": [{"jsonPath": ".spec.hue"}]}]}}
+
+
+def test_selectable_fields_valid_ones():
+    ok = [{"jsonPath": p} for p in (".spec.color", ".spec.quantity", ".spec.branded",
+                                    ".spec.size", ".spec.labels.team")]
+    assert msgs(shirts(ok)) == []
+
+
+def test_selectable_fields_invalid_paths_with_upstreams_messages():
+    at = "spec.versions[0].selectableFields"
+    bad = [{"jsonPath": p} for p in ("spec.color", ".spec.nosuch", ".spec.tags[0]", ".spec.",
+                                     ".spec", ".spec.tags", ".metadata.name")] + [{}]
+    assert msgs(shirts(bad)) == [
+        f'{at}[0].jsonPath: Invalid value: "spec.color": is an invalid path: expected [ or . '
+        "but got: spec",
+        f'{at}[1].jsonPath: Invalid value: ".spec.nosuch": is an invalid path: does not refer '
+        "to a valid field",
+        f'{at}[2].jsonPath: Invalid value: ".spec.tags[0]": is an invalid path: array notation '
+        "is not allowed",
+        f'{at}[3].jsonPath: Invalid value: ".spec.": is an invalid path: unexpected end of '
+        "JSON path",
+        f'{at}[4].jsonPath: Invalid value: ".spec": must point to a field of type string, '
+        "boolean or integer. Enum string fields and strings with formats are allowed.",
+        f'{at}[5].jsonPath: Invalid value: ".spec.tags": must point to a field of type string, '
+        "boolean or integer. Enum string fields and strings with formats are allowed.",
+        f'{at}[6].jsonPath: Invalid value: ".metadata.name": must not point to fields in '
+        "metadata",
+        f"{at}[7].jsonPath: Required value"]
+
+
+def test_selectable_fields_unique_and_at_most_eight():
+    at = "spec.versions[0].selectableFields"
+    assert msgs(shirts([{"jsonPath": ".spec.color"}, {"jsonPath": ".spec.color"}])) == [
+        f'{at}[1].jsonPath: Duplicate value: ".spec.color"']
+    many = {f"f{i}": {"type": "string"} for i in range(9)}
+    nine = [{"jsonPath": f".spec.f{i}"} for i in range(9)]
+    obj = shirts(nine, **many)
+    assert msgs(obj) == [f"{at}: Too many: 9: must have at most 8 items"]
+    # an update may keep a list over the limit as it was (upstream's ratcheting), not grow one
+    assert crds.validate_crd(copy.deepcopy(obj), obj) == []
+    eight = shirts(nine[:8], **many)
+    assert [c["message"] for c in crds.validate_crd(obj, eight)] == [
+        "Too many: 9: must have at most 8 items"]
+
+
+def test_selectable_fields_on_each_served_version_resource():
+    by_version = {r.version: r for r in crds.resources_for(shirts([{"jsonPath": ".spec.color"},
+                                                                    {"jsonPath": ".spec.size"}]))}
+    assert by_version["v1"].extra["selectable_fields"] == ("spec.color", "spec.size")
+    assert by_version["v1beta1"].extra["selectable_fields"] == ("spec.hue",)
+    assert "selectable_fields" not in crds.resources_for(CRD)[0].extra
+
+
+def test_builtin_device_crd_selects_on_spec_node_name():
+    device = next(c for c in crds._read_builtin() if c["spec"]["names"]["kind"] == "Device")
+    served = {r.version: r for r in crds.resources_for(device)}
+    assert served["v1beta1"].extra["selectable_fields"] == ("spec.nodeName",)
+
+
+def _shirt(name: str, api_version: str = "example.com/v1", **spec) -> dict:
+    return {"apiVersion": api_version, "kind": "Shirt", "metadata": {"name": name},
+            "spec": spec}
+
+
+async def _names(registry: Registry, res, selector: str) -> list[str]:
+    listing = await registry.list(res, "default", ListOptions(field_selector=selector))
+    return sorted(o["metadata"]["name"] for o in listing["items"])
+
+
+async def test_field_selectors_on_custom_resources_list_watch_delete_collection(cluster):
+    registry = cluster
+    await registry.create(crd_res(registry), None, shirts(
+        [{"jsonPath": ".spec.color"}, {"jsonPath": ".spec.quantity"},
+         {"jsonPath": ".spec.branded"}]))
+    await eventually(lambda: established(registry, "shirts.example.com"), timeout=10.0)
+    v1 = registry.resources.get("example.com", "v1", "shirts")
+    v1beta1 = registry.resources.get("example.com", "v1beta1", "shirts")
+    await registry.create(v1, "default", _shirt("s1", color="red", quantity=2, branded=True))
+    await registry.create(v1, "default", _shirt("s2", color="blue", quantity=3))
+    await registry.create(v1beta1, "default", _shirt("s3", "example.com/v1beta1", hue="red"))
+    start = str(await registry.current_revision())
+
+    assert await _names(registry, v1, "spec.color=red") == ["s1"]
+    assert await _names(registry, v1, "spec.quantity=2") == ["s1"]
+    assert await _names(registry, v1, "spec.branded=true") == ["s1"]
+    assert await _names(registry, v1, "spec.branded!=true") == ["s2", "s3"]  # absent: ""
+    assert await _names(registry, v1, "spec.color=,metadata.name!=s2") == ["s3"]
+    # the version requested decides: v1beta1 selects on hue, and knows no spec.color
+    assert await _names(registry, v1beta1, "spec.hue=red") == ["s3"]
+    with pytest.raises(errors.StatusError) as e:
+        await _names(registry, v1beta1, "spec.color=red")
+    assert (e.value.code, e.value.message) == (400, "field label not supported: spec.color")
+
+    s2 = await registry.get(v1, "default", "s2")
+    s2["spec"]["color"] = "red"
+    await registry.update(v1, "default", "s2", s2)
+    s1 = await registry.get(v1, "default", "s1")
+    s1["spec"]["color"] = "green"
+    await registry.update(v1, "default", "s1", s1)
+    await registry.create(v1, "default", _shirt("s4", color="red"))  # the last event
+
+    stream = await registry.watch(v1, "default", resource_version=start,
+                                  field_selector="spec.color=red")
+    seen = []
+    async for etype, obj in stream:
+        seen.append((etype, obj["metadata"]["name"]))
+        if obj["metadata"]["name"] == "s4":
+            break
+    await stream.aclose()
+    assert seen == [("ADDED", "s2"), ("DELETED", "s1"), ("ADDED", "s4")]
+    gone = await registry.delete_collection(v1, "default",
+                                            ListOptions(field_selector="spec.color=red"))
+    assert sorted(o["metadata"]["name"] for o in gone["items"]) == ["s2", "s4"]
+    assert await _names(registry, v1, "") == ["s1", "s3"]
+    await registry.delete(crd_res(registry), None, "shirts.example.com")
