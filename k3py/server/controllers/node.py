@@ -90,17 +90,24 @@ def desired_taint(node: dict) -> str | None:
     return None
 
 
+# the conditions a node's agent (upstream: its kubelet) posts, which the controller marks
+# Unknown when the node falls silent; another writer's (a network plugin's NetworkUnavailable,
+# node-problem-detector's) stay as they are, as upstream's controller leaves them
+KUBELET_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
+
+
 def mark_unknown(node: dict, now: str) -> dict | None:
-    """Every condition to Unknown (status write); None when already so."""
+    """The agent's conditions to Unknown, a Ready added if missing (status write); None when
+    already so."""
     status = node.setdefault("status", {})
-    conds = status.get("conditions") or []
-    if not conds:
-        conds = [{"type": "Ready"}]
+    conds = list(status.get("conditions") or [])
+    if not any(c.get("type") == "Ready" for c in conds):
+        conds.append({"type": "Ready"})
     changed = False
     out = []
     for c in conds:
         c = dict(c)
-        if c.get("status") != "Unknown":
+        if c.get("type") in KUBELET_CONDITIONS and c.get("status") != "Unknown":
             changed = True
             c["status"] = "Unknown"
             c["reason"] = UNKNOWN_REASON

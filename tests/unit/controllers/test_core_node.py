@@ -45,6 +45,19 @@ def test_mark_unknown_and_desired_taint():
         is None
 
 
+def test_mark_unknown_leaves_other_writers_conditions():
+    foreign = {"type": "NetworkUnavailable", "status": "False", "reason": "RouteCreated"}
+    node = {"status": {"conditions": [foreign, {"type": "DiskPressure", "status": "False"}]}}
+    out = mark_unknown(node, "t")
+    assert out["status"]["conditions"][0] == foreign
+    assert [(c["type"], c["status"]) for c in out["status"]["conditions"][1:]] == \
+        [("DiskPressure", "Unknown"), ("Ready", "Unknown")]
+    assert mark_unknown({"status": {"conditions": [foreign]}}, "t")["status"]["conditions"] \
+        == [foreign, {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                      "message": out["status"]["conditions"][1]["message"],
+                      "lastTransitionTime": "t", "lastHeartbeatTime": None}]
+
+
 async def test_stale_lease_marks_unknown_and_fresh_lease_clears(cluster):
     reg = cluster
     nodes = reg.resources.find("", "nodes")
