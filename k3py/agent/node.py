@@ -4,10 +4,10 @@ condition and Lease heartbeats in kube-node-lease every 10 s.
 Heartbeats as upstream's kubelet sends them since node leases (KEP-589): the Lease is renewed
 every 10 s; the Node's status is computed as often but posted only when it changed (heartbeat
 times aside), when 5 minutes passed since it was last posted, at each (re)connect, after this
-loop stalled past the lease's duration, or when the server asks (tunnel OP_NODE_STATUS: the
-node lifecycle controller marked the node Unknown while its link stayed up). Towards a server
-that does not ask (older than protocol.FEATURE_NODE_STATUS), an unchanged status still goes
-every 10 s.
+loop stalled past the lease's duration, or when the server asks (tunnel OP_NODE_STATUS: its
+part of the Node's status was changed by someone else, say the node lifecycle controller
+marked the node Unknown while its link stayed up). Towards a server that does not ask (older
+than protocol.FEATURE_NODE_STATUS), an unchanged status still goes every 10 s.
 
 Everything goes up through the tunnel (edgehub reliable messages, coalesced by key), not as
 direct API calls: the agent needs one outbound connection only, as a KubeEdge edge node."""

@@ -136,10 +136,11 @@ def keepalive(content: Any, *, source: str) -> Message:
 
 
 def node_status_request(*, source: str) -> Message:
-    """The server's ask for the node's status now: its Node is marked Ready=Unknown (the node
-    lifecycle controller saw its heartbeats late) while its link is up, and the agent, which
-    posts an unchanged status every 5 minutes only, would not correct that before. Best
-    effort; an agent that does not know it ignores it (and posts its status every 10 s)."""
+    """The server's ask for the node's status now: its part of its Node's status was changed
+    by another writer (the node lifecycle controller marked it Ready=Unknown, having seen its
+    heartbeats late while its link stayed up; an edit), and the agent, which posts an
+    unchanged status every 5 minutes only, would not correct that before. Best effort; an
+    agent that does not know it ignores it (and posts its status every 10 s)."""
     return new_message(source=source, group=GROUP_TUNNEL, operation=OP_NODE_STATUS)
 
 

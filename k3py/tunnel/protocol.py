@@ -91,8 +91,9 @@ HEARTBEAT_TIMEOUT = HEARTBEAT * 1.5
 FEATURES_HEADER = "X-K3py-Features"
 FEATURE_FLOW_CONTROL = "flow-control"  # credit frames on connect and port-forward streams
 FEATURE_UDP_CONNECT = "udp-connect"    # ConnectRequest protocol "udp"
-# the server asks a node it sees Ready=Unknown for its status (message.OP_NODE_STATUS), so the
-# agent may post an unchanged status every 5 minutes only; towards an older server, every 10 s
+# the server asks a node whose status it sees changed by others (Ready=Unknown, an edit) for
+# its status (message.OP_NODE_STATUS), so the agent may post an unchanged status every 5
+# minutes only; towards an older server, every 10 s
 FEATURE_NODE_STATUS = "node-status"
 FEATURES = frozenset({FEATURE_FLOW_CONTROL, FEATURE_UDP_CONNECT,
                       FEATURE_NODE_STATUS})  # this build's

@@ -3,7 +3,10 @@ server and its embedded agent: the Lease is renewed every 10 s while an unchange
 not written again (every 5 minutes only), and a Node marked Ready=Unknown by the lifecycle
 controller while the agent's tunnel stayed up is put back to Ready=True by the agent, asked by
 the server at its next Lease, not 5 minutes later, with the Ready lastTransitionTime of its
-return (the server's now, as upstream's kubelet posts it), not the agent's start.
+return (the server's now, as upstream's kubelet posts it), not the agent's start. As upstream's
+kubelet patches its status, a post keeps the conditions of other writers (a network plugin's,
+node-problem-detector's), and an edit of the agent's own part is put back soon, not at its
+next periodic post.
 
 No timing is asserted: the waits are generous bounds (bench/scale.py measures the writes)."""
 
@@ -71,9 +74,19 @@ def _changes(old: dict, new: dict) -> list[str]:
     return out
 
 
+ASKED = b"asked for it"  # what the server logs when it asks the agent for its status
+
+
+def _patch_conditions(srv, conditions: list[dict]) -> None:
+    """Write the Node's conditions through the API's status subresource, as another writer."""
+    srv.kubectl("patch", "node", srv.node, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": {"conditions": conditions}}))
+
+
 def test_lease_renewed_while_an_unchanged_status_is_not_written(srv):
     node = _settled(srv)
     version = node["metadata"]["resourceVersion"]
+    logged = srv.log_path.stat().st_size
     renewals = {_renew_time(srv)}
     until = time.monotonic() + QUIET_SECONDS
     while time.monotonic() < until:
@@ -83,6 +96,11 @@ def test_lease_renewed_while_an_unchanged_status_is_not_written(srv):
     assert len(renewals) >= 3, f"the Lease was renewed {len(renewals) - 1} times: {renewals}"
     assert now["metadata"]["resourceVersion"] == version, \
         f"the Node was written meanwhile: {_changes(node, now)}"
+    # nor was the agent asked for it (its post of an unchanged status would not be a write)
+    with open(srv.log_path, "rb") as f:
+        f.seek(logged)
+        asks = [line for line in f if ASKED in line]
+    assert not asks, asks
 
 
 def test_ready_again_after_the_controller_marked_it_unknown(srv):
@@ -95,8 +113,7 @@ def test_ready_again_after_the_controller_marked_it_unknown(srv):
     # the times stored are whole seconds (the server's and the agent's clock are one here)
     patched = dt.datetime.now(dt.UTC).replace(microsecond=0)
     assert _time(_ready(node)["lastTransitionTime"]) < patched  # the agent's start
-    srv.kubectl("patch", "node", srv.node, "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": {"conditions": conditions}}))
+    _patch_conditions(srv, conditions)
     assert _ready(srv.kubectl_json("get", "node", srv.node))["status"] == "Unknown"
 
     def ready_again() -> dict | None:
@@ -106,3 +123,46 @@ def test_ready_again_after_the_controller_marked_it_unknown(srv):
     assert _time(_ready(back)["lastTransitionTime"]) >= patched, _ready(back)
     # the lifecycle controller's unreachable taint follows the posted condition away
     _settled(srv)
+
+
+def _ready_again(srv, what: str) -> dict:
+    def again() -> dict | None:
+        now = srv.kubectl_json("get", "node", srv.node)
+        return now if _ready(now).get("status") == "True" else None
+    return wait_for(again, 90, 0.5, f"node {srv.node} Ready again {what}")
+
+
+def test_a_foreign_condition_survives_the_agents_post(srv):
+    """A condition of a type the agent does not post (node-problem-detector's, say) stays in
+    its place when the agent posts, here asked to by a Node marked Unknown."""
+    node = _settled(srv)
+    foreign = {"type": "ExampleProblem", "status": "False", "reason": "NoProblem",
+               "message": "set by a test as node-problem-detector would",
+               "lastHeartbeatTime": node["metadata"]["creationTimestamp"],
+               "lastTransitionTime": node["metadata"]["creationTimestamp"]}
+    mine = [c for c in node["status"]["conditions"] if c["type"] != foreign["type"]]
+    _patch_conditions(srv, [foreign] + [{**c, "status": "Unknown", "reason": "NodeStatusUnknown",
+                                         "message": "Kubelet stopped posting node status."}
+                                        for c in mine])
+    back = _ready_again(srv, "after it was marked Unknown")
+    conditions = back["status"]["conditions"]
+    assert conditions[0] == foreign, conditions
+    assert {c["type"]: c["status"] for c in conditions[1:]} == \
+        {c["type"]: c["status"] for c in mine}, conditions
+
+
+def test_an_edit_of_the_agents_condition_is_put_back(srv):
+    """The Ready condition's message edited (its status stays True): the server sees the
+    agent's part of the status changed at the node's next Lease and asks it to post, as
+    upstream's kubelet patches back what differs from its own status every 10 s."""
+    node = _settled(srv)
+    message = _ready(node)["message"]
+    _patch_conditions(srv, [{**c, "message": "edited by hand"} if c["type"] == "Ready" else c
+                            for c in node["status"]["conditions"]])
+    assert _ready(srv.kubectl_json("get", "node", srv.node))["message"] == "edited by hand"
+
+    def put_back() -> dict | None:
+        now = srv.kubectl_json("get", "node", srv.node)
+        return now if _ready(now).get("message") == message else None
+    back = wait_for(put_back, 90, 0.5, f"node {srv.node}'s Ready message put back")
+    assert _ready(back)["lastTransitionTime"] == _ready(node)["lastTransitionTime"]

@@ -4,7 +4,8 @@ through it (noderelay.py); start and stop.
 
 Built by bootstrap.install_routes; wires sessions.py (the websocket), downstream.py (what goes
 down), upstream.py (what comes up) and nodestreams.py (streams) around one dict of sessions;
-a node that renews its Lease while its Node is marked Ready=Unknown is asked for its status;
+a node that renews its Lease while the server's Node cache shows its part of the Node status
+changed by someone else since this server stored it last is asked for its status;
 `report_listeners` hear the nodes' live reports and their tunnels' figures (peerreports.py
 shares them with the other servers on a shared datastore, which fill `peer_tunnels`)."""
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from k3py.server.edge.downstream import DownstreamSync, referenced_objects
 from k3py.server.edge.mqttstats import MqttFigures
 from k3py.server.edge.nodepassword import NodePasswords
 from k3py.server.edge.noderelay import ConnectRelay
+from k3py.server.edge.nodestatus import resource_version
 from k3py.server.edge.peertunnels import TUNNEL_KIND, PeerTunnels
 from k3py.server.edge.sessions import NodeSession, TunnelHandler, keepalive_loop, resend_loop
 from k3py.server.edge.upstream import UpstreamWriter
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     from k3py.server.metrics.store import UsageStore
 
 __all__ = ["CloudHub", "NodeSession", "referenced_objects"]
+
+log = logging.getLogger("k3py.cloudhub")
 
 
 class CloudHub:
@@ -82,9 +87,11 @@ class CloudHub:
 
     def _tunnel_changed(self, node: str) -> None:
         # sent again by the node after it reconnects
-        if not self.node_connected(node) and self.mqtt.forget(node):
-            for tell in list(self.report_listeners):
-                tell(MQTT_KIND, node, None)
+        if not self.node_connected(node):
+            self.upstream.agent_status.pop(node, None)
+            if self.mqtt.forget(node):
+                for tell in list(self.report_listeners):
+                    tell(MQTT_KIND, node, None)
         for listener in list(self.tunnel_listeners):
             listener(node)
         session = self.sessions.get(node)
@@ -104,6 +111,7 @@ class CloudHub:
             return
         self._started = True
         self.downstream.start()
+        self.downstream.cluster_wide["nodes"].add_handler(self._node_event)
         self._resend = asyncio.create_task(resend_loop(self.sessions))
         self._keepalive = asyncio.create_task(keepalive_loop(self.sessions))
 
@@ -114,6 +122,7 @@ class CloudHub:
     async def stop(self) -> None:
         await self.relay.stop()
         if self._started:
+            self.downstream.cluster_wide["nodes"].remove_handler(self._node_event)
             await self.downstream.stop()
         for task in (self._resend, self._keepalive):
             if task is not None:
@@ -141,21 +150,48 @@ class CloudHub:
         return await self.tunnel.handle(request)
 
     async def _write_up(self, node: str, msg: Message) -> None:
-        """One up message into the store. A Lease renewed while the server's Node cache shows
-        the node Ready=Unknown (the lifecycle controller saw its heartbeats late, say from an
-        overloaded server, while its link stayed up) asks the node for its status: the agent
-        posts an unchanged status every 5 minutes only, as upstream's kubelet, which instead
-        compares with the API's Node."""
+        """One up message into the store. A Lease renewal is the agent's 10 s tick: when the
+        server's Node cache shows the agent's part of its status changed since this server
+        stored it (an edit, the lifecycle controller's Ready=Unknown), the node is asked for
+        its status, as upstream's kubelet, which compares its status with the API's Node
+        every 10 s, would patch it back; the agent itself posts an unchanged status every 5
+        minutes only. Only the server holding the node's tunnel writes its status and so
+        remembers it (the lifecycle controller may run on another server: its writes come
+        through the shared store to this server's cache)."""
         await self.upstream.write(node, msg)
-        if split_resource_key(msg.route.resource)[0] == "leases" and self._marked_unknown(node):
+        if not self.node_connected(node):
+            self.upstream.agent_status.pop(node, None)  # memory for connected nodes only
+        elif split_resource_key(msg.route.resource)[0] == "leases" and self._status_off(node):
             session = self.sessions.get(node)
             if session is not None and session.speaks(FEATURE_NODE_STATUS):
+                log.info("node %s: its status was changed by another writer; asked for it",
+                         node)
                 session.send_live(node_status_request(source=CLOUD))
 
-    def _marked_unknown(self, node: str) -> bool:
+    def _status_off(self, node: str) -> bool:
+        """Whether the cached Node shows the agent's status part changed by another writer;
+        with nothing stored by this server for the node (its Node was deleted since, or its
+        last post failed), whether it is marked Ready=Unknown."""
         nodes = self.downstream.cluster_wide.get("nodes")
         obj = nodes.get(None, node) if nodes is not None else None
-        return (get_condition(obj or {}, "Ready") or {}).get("status") == "Unknown"
+        if obj is None:
+            return False
+        stored = self.upstream.agent_status.get(node)
+        if stored is not None:
+            return stored.overridden_in(obj)
+        return (get_condition(obj, "Ready") or {}).get("status") == "Unknown"
+
+    def _node_event(self, etype: str, old: dict | None, new: dict | None) -> None:
+        """A deleted Node takes what was stored of its status along (not what a Node of
+        the same name, made since, got: a later version)."""
+        gone = old or new
+        if etype != "DELETED" or gone is None:
+            return
+        name = gone["metadata"].get("name") or ""
+        stored = self.upstream.agent_status.get(name)
+        if stored is not None and stored.version <= max(resource_version(old),
+                                                        resource_version(new)):
+            del self.upstream.agent_status[name]
 
     def snapshot(self, node: str) -> Message:
         return self.downstream.snapshot(node)

@@ -18,6 +18,9 @@ kubelet sets it from the Node it reads from the API (the agent knows only its ow
 condition whose status stayed keeps the stored time, and one whose status changed (Unknown, set
 by the lifecycle controller, back to True) but whose posted time is not later than the stored
 one gets the server's now.
+A posted Node status replaces only the agent's part of the stored one, as upstream's kubelet
+patches it (nodestatus.merged_status: other writers' conditions stay), and what was stored of
+it is remembered per node (`agent_status`, for cloudhub.py to see it changed by others).
 
 Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
 500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
@@ -38,6 +41,7 @@ from k3py.server.edge.devicestatus import DeviceStatusWriter
 from k3py.server.edge.devicesync import DEVICE_GROUP
 from k3py.server.edge.downstream import node_of
 from k3py.server.edge.nodepassword import NodePasswords
+from k3py.server.edge.nodestatus import AgentStatus, merged_status
 from k3py.server.registry import Registry
 from k3py.tunnel.message import OP_DELETE, Message, split_resource_key
 from k3py.tunnel.mqtt import MQTT_KIND, MqttSummary
@@ -133,6 +137,9 @@ class UpstreamWriter:
         self.usage = usage  # None: --disable metrics-server, reports are dropped
         self.mqtt = mqtt
         self.report_listeners = report_listeners if report_listeners is not None else set()
+        # per node, the agent's part of the Node status this server stored last (cloudhub.py
+        # drops a node's when its tunnel goes or its Node is deleted)
+        self.agent_status: dict[str, AgentStatus] = {}
 
     async def write(self, node: str, msg: Message) -> None:
         """Write what `node` sent in `msg`; StatusError when it may not or cannot be."""
@@ -240,12 +247,20 @@ class UpstreamWriter:
                                             label)
 
     async def _node_status(self, node: str, status: dict) -> None:
+        """Store the agent's part of its Node status (with the stored transition times) and
+        remember what was stored of it."""
         res = self.registry.served("", "nodes")
 
         def put(cur: dict) -> dict:
-            cur["status"] = with_transitions(status, cur.get("status"), now_rfc3339())
+            stored = cur.get("status")
+            cur["status"] = merged_status(with_transitions(status, stored, now_rfc3339()),
+                                          stored)
             return cur
-        await self.registry.update_with(res, None, node, put, subresource="status")
+        written = await self.registry.update_with(res, None, node, put, subresource="status")
+        if written is None or not isinstance(status, dict):
+            self.agent_status.pop(node, None)
+        else:
+            self.agent_status[node] = AgentStatus.of(status, written)
 
     async def _renew_lease(self, node: str, spec: dict) -> None:
         res = self.registry.served("coordination.k8s.io", "leases")

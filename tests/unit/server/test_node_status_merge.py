@@ -1,0 +1,95 @@
+"""The agent's share of its Node status (edge/nodestatus.py): a post replaces the fields and the
+conditions (by type, in place) it carries and keeps the rest, as upstream's kubelet's strategic
+merge patch does; and what was stored of it tells an edit by someone else from a cache that is
+only behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3py.server.edge.nodestatus import AgentStatus, merged_conditions, merged_status
+
+pytestmark = pytest.mark.unit
+
+
+def _cond(kind: str, status: str = "False", **more: str) -> dict:
+    return {"type": kind, "status": status, "lastHeartbeatTime": "2026-12-07T21:59:59Z",
+            "lastTransitionTime": "2026-12-07T08:00:00Z", **more}
+
+
+def _types(conditions: list) -> list:
+    return [(c["type"], c["status"]) for c in conditions]
+
+
+def _node(version: int, status: dict) -> dict:
+    return {"metadata": {"name": "pi", "resourceVersion": str(version)}, "status": status}
+
+
+POSTED = {"addresses": [{"type": "InternalIP", "address": "10.0.0.2"}],
+          "capacity": {"cpu": "4"},
+          "conditions": [_cond("MemoryPressure"), _cond("Ready", "True")]}
+
+
+def test_foreign_conditions_stay_in_their_place():
+    stored = [_cond("NetworkUnavailable"), _cond("Ready", "Unknown"),
+              _cond("KernelDeadlock"), _cond("MemoryPressure", "Unknown")]
+    out = merged_conditions(POSTED["conditions"], stored)
+    assert _types(out) == [("NetworkUnavailable", "False"), ("Ready", "True"),
+                           ("KernelDeadlock", "False"), ("MemoryPressure", "False")]
+
+
+def test_new_types_come_last_in_posted_order():
+    out = merged_conditions(POSTED["conditions"], [_cond("ExampleProblem", "True")])
+    assert _types(out) == [("ExampleProblem", "True"), ("MemoryPressure", "False"),
+                           ("Ready", "True")]
+    assert _types(merged_conditions(POSTED["conditions"], None)) == _types(POSTED["conditions"])
+
+
+def test_posted_fields_replace_theirs_and_the_rest_stays():
+    stored = {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"},
+                            {"type": "ExternalIP", "address": "1.2.3.4"}],
+              "capacity": {"cpu": "2", "example.com/dongle": "1"},
+              "volumesInUse": ["kubernetes.io/csi/x"],
+              "conditions": [_cond("NetworkUnavailable")]}
+    out = merged_status(POSTED, stored)
+    assert out["addresses"] == POSTED["addresses"]  # a field is the agent's whole
+    assert out["capacity"] == {"cpu": "4"}
+    assert out["volumesInUse"] == ["kubernetes.io/csi/x"]
+    assert _types(out["conditions"]) == [("NetworkUnavailable", "False"),
+                                         ("MemoryPressure", "False"), ("Ready", "True")]
+    assert stored["capacity"] == {"cpu": "2", "example.com/dongle": "1"}  # left as it was
+
+
+def test_a_malformed_post_is_stored_as_posted_for_validation():
+    assert merged_status({"conditions": "x"}, {"conditions": []})["conditions"] == "x"
+    assert merged_status("x", {"conditions": []}) == "x"  # type: ignore[arg-type]
+
+
+def test_an_edit_of_the_agents_part_is_seen():
+    written = _node(7, merged_status(POSTED, {"conditions": [_cond("NetworkUnavailable")]}))
+    mine = AgentStatus.of(POSTED, written)
+    assert not mine.overridden_in(written)
+    edited = _node(9, merged_status({"conditions": [_cond("Ready", "True", message="hi")]},
+                                    written["status"]))
+    assert mine.overridden_in(edited)
+    unknown = _node(9, merged_status({"conditions": [_cond("Ready", "Unknown")]},
+                                     written["status"]))
+    assert mine.overridden_in(unknown)
+    moved = _node(9, {**written["status"], "capacity": {"cpu": "1"}})
+    assert mine.overridden_in(moved)
+    dropped = _node(9, {**written["status"], "conditions": [_cond("NetworkUnavailable")]})
+    assert mine.overridden_in(dropped)
+
+
+def test_others_parts_times_and_a_cache_behind_are_not_an_edit():
+    written = _node(7, merged_status(POSTED, {"conditions": [_cond("NetworkUnavailable")]}))
+    mine = AgentStatus.of(POSTED, written)
+    foreign = _node(8, merged_status({"conditions": [_cond("NetworkUnavailable", "True")],
+                                      "volumesInUse": ["v"]}, written["status"]))
+    assert not mine.overridden_in(foreign)
+    beat = _node(8, merged_status({"conditions": [
+        {**_cond("Ready", "True"), "lastHeartbeatTime": "2026-12-07T22:10:00Z",
+         "lastTransitionTime": "2026-12-07T22:10:00Z"}]}, written["status"]))
+    assert not mine.overridden_in(beat)
+    behind = _node(6, {"conditions": [_cond("Ready", "Unknown")]})
+    assert not mine.overridden_in(behind)
