@@ -76,6 +76,7 @@ class NetworkManager:
         self.report_ports_in_use = report_ports_in_use
         self.ports_in_use: set[tuple[str, int]] = set()
         self._reported: str | None = None
+        self._tunnelled: list[str] = []  # the pod CIDRs the rules send to the tunnel proxy
         self.table = f"{proxy.TABLE}-{cluster_id}" if cluster_id else proxy.TABLE
         self.policy_table = f"{policy.TABLE}-{cluster_id}" if cluster_id else policy.TABLE
         # br_netfilter checked on (pod-to-pod on the bridge filtered), for IPv6 too?
@@ -195,10 +196,16 @@ class NetworkManager:
         self.ports_in_use = self._check_ports(services)
         leave_out_taken(ports, self.node_ip, self.ports_in_use)
         proxy.mark_tunnelled(ports, tunnelled)
-        tunnel_proxy = await self._tunnel_proxy(ports, tunnelled)
+        # a CIDR leaving the tunnel (its route is back) stays the proxy's until the new rules
+        # no longer send its connections there: one made in between would be refused
+        leaving = [c for c in self._tunnelled if c not in tunnelled]
+        tunnel_proxy = await self._tunnel_proxy(ports, tunnelled + leaving)
         await self._apply_rules(ports, sorted({c for n in nodes for c in pod_cidrs(n)}),
                                 tunnelled, tunnel_proxy, await self._udp_proxies(),
                                 ports6, sorted({c for n in nodes for c in pod_cidrs(n, 6)}))
+        if leaving and self.tunnel is not None:
+            self.tunnel.update(ports, tunnelled)
+        self._tunnelled = tunnelled
         await self._report_ports()
 
     async def _tunnel_proxy(self, ports: list[proxy.ServicePort], tunnelled: list[str]) -> str:
