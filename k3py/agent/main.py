@@ -110,7 +110,7 @@ async def start_agent(config: AgentConfig) -> AgentHandle:
             if runtime.endpoint:
                 await opening  # a given socket that does not answer fails before the join
             creds = await join(session, config.server, config.token, node_name, agent_dir)
-            await opening
+            log.info("%s", await opening)
             runtime.cluster = creds.cluster_id()
         except RuntimeError_ as e:
             raise JoinError(str(e)) from None

@@ -158,8 +158,10 @@ class LibpodAPI(Podman):
 
     # ------------------------------------------------------------ the service
 
-    async def open(self) -> None:
-        """Find the API socket, or start a service; RuntimeError_ when none answers."""
+    async def open(self) -> str:
+        """Find the API socket, or start a service; RuntimeError_ when none answers. Logs
+        nothing (the agent opens it while it joins, and a refused join is one line on stderr):
+        returns what it did, for the caller to log."""
         if self.endpoint:
             path = self.endpoint.removeprefix("unix://")
             if not await ping(path):
@@ -167,15 +169,16 @@ class LibpodAPI(Podman):
                                     f"start it with 'podman system service' or drop "
                                     f"--container-runtime-endpoint")
             self._use(path)
-            return
+            return f"podman API at {path}"
         own = socket_path_for(self.agent_dir)
         candidates = [own] if self.extra_args else [*system_sockets(), own]
         for path in candidates:
             if os.path.exists(path) and await ping(path):
                 self._use(path)
-                log.info("podman API at %s", path)
-                return
+                return f"podman API at {path}"
         await self._spawn(own)
+        assert self._service is not None
+        return f"started podman API service on {own} (pid {self._service.pid})"
 
     def _use(self, path: str) -> None:
         self.socket = path
@@ -183,7 +186,7 @@ class LibpodAPI(Podman):
             connector=aiohttp.UnixConnector(path=path, limit=0),
             timeout=aiohttp.ClientTimeout(total=None))
 
-    async def _spawn(self, path: str) -> None:
+    async def _spawn(self, path: str, *, announce: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket of a service that is gone
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -201,7 +204,9 @@ class LibpodAPI(Podman):
                 break
             if os.path.exists(path) and await ping(path):
                 self._use(path)
-                log.info("started podman API service on %s (pid %d)", path, self._service.pid)
+                if announce:
+                    log.info("started podman API service on %s (pid %d)", path,
+                             self._service.pid)
                 return
             await asyncio.sleep(0.1)
         raise RuntimeError_(f"podman system service did not start on {path}; see "
@@ -239,7 +244,7 @@ class LibpodAPI(Podman):
             if self._session is not None:
                 await self._session.close()
                 self._session = None
-            await self._spawn(self.socket)
+            await self._spawn(self.socket, announce=True)
 
     # ------------------------------------------------------------ requests
 
