@@ -220,6 +220,11 @@ def run(config: AgentConfig) -> int:
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        import uvloop
+        uvloop.install()  # as the server's (and so its embedded agent's): less CPU a message
+    except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
+        pass
+    try:
         return asyncio.run(_main(config))
     except JoinError as e:
         print(f"k3py: error: {e}", file=sys.stderr)
