@@ -21,13 +21,14 @@ lifecycle controller, back to True) and the posted time is not later than the st
 `AgentStatus` is what the server holding the node's tunnel remembers of the status it last
 stored for the agent, so that at the agent's next Lease it can see, from its nodes informer,
 that someone changed the agent's part since (cloudhub.py asks the agent to post again: the
-kubelet's 10 s look, without the agent reading its Node)."""
+kubelet's 10 s look, without the agent reading its Node); it compares a cached Node version
+once only."""
 
 from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from k3py.api.objects import parse_time
 
@@ -131,14 +132,17 @@ def _part(status: object, fields: Iterable[str], types: Iterable[str]) -> dict:
     return {"fields": {k: status.get(k) for k in fields}, "conditions": conditions}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AgentStatus:
     """The agent's part of the Node status the server stored at `version`: the fields the
     agent posted and its conditions (by type, heartbeat and transition times aside: the
-    kubelet sets a transition time only with a new status, and keeps the Node's)."""
+    kubelet sets a transition time only with a new status, and keeps the Node's); and the
+    last cached Node version judged against it, with the verdict (asked at every Lease, of
+    a cached Node that changes far less often)."""
 
     version: int
     part: dict
+    judged: tuple[int, bool] | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, posted: dict, node: dict) -> AgentStatus:
@@ -152,8 +156,13 @@ class AgentStatus:
     def overridden_in(self, node: dict) -> bool:
         """Whether `node` (a cached Node) is this version or a later one, and its part of
         the agent's differs: someone changed it since. A cache behind `version` (the
-        agent's own write not in it yet) tells nothing."""
-        if resource_version(node) < self.version:
+        agent's own write not in it yet) tells nothing. A version judged last is not
+        compared again: the same version is the same Node."""
+        version = resource_version(node)
+        if version < self.version:
             return False
-        fields = self.part["fields"]
-        return _part(node.get("status"), fields, self.part["conditions"]) != self.part
+        if self.judged is None or self.judged[0] != version:
+            fields = self.part["fields"]
+            self.judged = (version, _part(node.get("status"), fields,
+                                          self.part["conditions"]) != self.part)
+        return self.judged[1]

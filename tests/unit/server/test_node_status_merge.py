@@ -105,3 +105,20 @@ def test_others_parts_times_and_a_cache_behind_are_not_an_edit():
     behind = _node(6, {"conditions": [_cond("Ready", "Unknown")]})
     assert not mine.overridden_in(behind)
 
+
+def test_a_version_judged_is_not_compared_again():
+    """Asked at every Lease: the cached Node's version judged last gives the same verdict
+    without a look at its status (the same version is the same Node); a new one is compared."""
+    written = _node(7, merged_status(POSTED, {}, NOW))
+    mine = AgentStatus.of(POSTED, written)
+    assert not mine.overridden_in(written)
+    # never in a cache: version 7 with another status, which is not looked at
+    assert not mine.overridden_in(_node(7, _with(written["status"], _cond("Ready", "Unknown"))))
+    unknown = _node(8, _with(written["status"], _cond("Ready", "Unknown")))
+    assert mine.overridden_in(unknown)
+    assert mine.overridden_in(_node(8, written["status"]))  # as judged: not looked at
+    assert mine.judged == (8, True)
+    assert not mine.overridden_in(_node(6, {}))  # a cache behind: nothing, nothing judged
+    assert mine.judged == (8, True)
+    assert not mine.overridden_in(_node(9, written["status"]))  # put back: a new version
+    assert mine == AgentStatus.of(POSTED, written)  # what was judged is no part of it
