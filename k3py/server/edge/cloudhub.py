@@ -171,7 +171,8 @@ class CloudHub:
     def _status_off(self, node: str) -> bool:
         """Whether the cached Node shows the agent's status part changed by another writer;
         with nothing stored by this server for the node (its Node was deleted since, or its
-        last post failed), whether it is marked Ready=Unknown."""
+        last post failed), whether it is marked Ready=Unknown. Cheap at every Lease: a
+        cached Node version already judged is not compared again (AgentStatus.judged)."""
         nodes = self.downstream.cluster_wide.get("nodes")
         obj = nodes.get(None, node) if nodes is not None else None
         if obj is None:

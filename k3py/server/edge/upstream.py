@@ -13,14 +13,11 @@ NodeRestriction keeps from nodes, as K3s's server and KubeEdge's cloud set them)
 and master for the server's own node, edge for every other, given to a Node that has no role
 label yet.
 
-A posted Node status gets its conditions' lastTransitionTime from the stored Node, as upstream's
-kubelet sets it from the Node it reads from the API (the agent knows only its own start): a
-condition whose status stayed keeps the stored time, and one whose status changed (Unknown, set
-by the lifecycle controller, back to True) but whose posted time is not later than the stored
-one gets the server's now.
 A posted Node status replaces only the agent's part of the stored one, as upstream's kubelet
-patches it (nodestatus.merged_status: other writers' conditions stay), and what was stored of
-it is remembered per node (`agent_status`, for cloudhub.py to see it changed by others).
+patches it, and its conditions get their lastTransitionTime from the stored Node, as the kubelet
+sets it from the Node it reads (nodestatus.merged_status: other writers' conditions stay; the
+stored time while a status stays, the server's now when it changed); what was stored of it is
+remembered per node (`agent_status`, for cloudhub.py to see it changed by others).
 
 Called by the tunnel handler (sessions.py) once per new resource message: a StatusError below
 500 drops the message (it is ACKed), anything else leaves it to the node's resend."""
@@ -28,14 +25,13 @@ Called by the tunnel handler (sessions.py) once per new resource message: a Stat
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from k3py.api import errors
 from k3py.api.localpath import CLEANUP_FINALIZER, awaits_cleanup, volume_node
-from k3py.api.objects import now_rfc3339, parse_time
+from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.auth import REQUEST_USER, AuthorizerChain, User
 from k3py.server.edge.devicestatus import DeviceStatusWriter
 from k3py.server.edge.devicesync import DEVICE_GROUP
@@ -57,7 +53,7 @@ if TYPE_CHECKING:
     from k3py.server.edge.mqttstats import MqttFigures
     from k3py.server.metrics.store import UsageStore
 
-__all__ = ["UpstreamWriter", "node_user", "role_labels", "with_transitions"]
+__all__ = ["UpstreamWriter", "node_user", "role_labels"]
 
 _ROLE_PREFIX = "node-role.kubernetes.io/"
 _WHAT = {METRICS_KIND: "usage", MQTT_KIND: "MQTT"}  # the live reports, as errors name them
@@ -73,41 +69,6 @@ def role_labels(node: str, server_node: str) -> dict[str, str]:
     if node == server_node:
         return {_ROLE_PREFIX + "control-plane": "true", _ROLE_PREFIX + "master": "true"}
     return {_ROLE_PREFIX + "edge": ""}
-
-
-def _later(posted: object, stored: object) -> bool:
-    """Whether the time `posted` is after the time `stored` (one that does not parse is never
-    after, and anything is after none)."""
-    p = parse_time(posted) if isinstance(posted, str) else None
-    s = parse_time(stored) if isinstance(stored, str) else None
-    if p is None:
-        return False
-    if s is None:
-        return True
-    return p.replace(tzinfo=p.tzinfo or _dt.UTC) > s.replace(tzinfo=s.tzinfo or _dt.UTC)
-
-
-def with_transitions(posted: dict, stored: dict | None, now: str) -> dict:
-    """The status to store for the node's `posted` status, `stored` being the Node's status
-    (None: none yet): each posted condition of a type the Node has keeps the stored
-    lastTransitionTime while its status stays, and gets `now` when its status changed and its
-    own time is not later than the stored one. `posted` is left as it is."""
-    conditions = posted.get("conditions") if isinstance(posted, dict) else None
-    if not isinstance(conditions, list):
-        return posted  # nothing to keep; validation judges the rest
-    had = {c.get("type"): c for c in (stored or {}).get("conditions") or []}
-    out = []
-    for c in conditions:
-        kind = c.get("type") if isinstance(c, dict) else None
-        old = had.get(kind) if isinstance(kind, str) else None
-        if old is not None:
-            if old.get("status") == c.get("status"):
-                if old.get("lastTransitionTime"):
-                    c = {**c, "lastTransitionTime": old["lastTransitionTime"]}
-            elif not _later(c.get("lastTransitionTime"), old.get("lastTransitionTime")):
-                c = {**c, "lastTransitionTime": now}
-        out.append(c)
-    return {**posted, "conditions": out}
 
 
 @contextlib.contextmanager
@@ -252,9 +213,7 @@ class UpstreamWriter:
         res = self.registry.served("", "nodes")
 
         def put(cur: dict) -> dict:
-            stored = cur.get("status")
-            cur["status"] = merged_status(with_transitions(status, stored, now_rfc3339()),
-                                          stored)
+            cur["status"] = merged_status(status, cur.get("status"), now_rfc3339())
             return cur
         written = await self.registry.update_with(res, None, node, put, subresource="status")
         if written is None or not isinstance(status, dict):
