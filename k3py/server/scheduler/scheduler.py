@@ -13,7 +13,7 @@ from k3py.api import errors
 from k3py.api.objects import now_rfc3339
 from k3py.server.apiserver.handlers import bind_pod
 from k3py.server.controllers.base import Controller, ControllerContext, split_key
-from k3py.server.scheduler.equivalence import EquivalenceCache, judge
+from k3py.server.scheduler.equivalence import EquivalenceCache, fits_by_verdicts
 from k3py.server.scheduler.filters import UNRESOLVABLE, filters_for, run_filters
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_key
 from k3py.server.scheduler.podstate import PodState
@@ -275,23 +275,19 @@ class Scheduler(Controller):
         failures: dict[str, tuple[str, list[str]]] = {}
         scored: list[RawScores] = []  # of the feasible nodes, in their order
 
-        def fits(info: NodeInfo) -> bool:
-            verdict = None
-            if known is None:
-                plugin, reasons = run_filters(state, info, filters)
-            else:
-                verdict = known.get(info.name)
-                if verdict is None or verdict.generation != info.generation:
-                    verdict = known[info.name] = judge(state, info, filters)
-                plugin, reasons = verdict.plugin, verdict.reasons
+        def evaluate(info: NodeInfo) -> bool:  # each node afresh
+            plugin, reasons = run_filters(state, info, filters)
             if not reasons and check_volumes:
                 plugin, reasons = "VolumeBinding", \
                     self.volume_binder.filter(volumes, info.node or {})
             if reasons:
                 failures[info.name] = (plugin, reasons)
                 return False
-            scored.append(raw_scores(state, info) if verdict is None else verdict.scores)
+            scored.append(raw_scores(state, info))
             return True
+
+        fits = evaluate if known is None \
+            else fits_by_verdicts(known, state, filters, failures, scored)
 
         # the named nodes (a DaemonSet pod's one) are all tried, and the rotation over every
         # node is left where it was for the next pod
