@@ -27,6 +27,7 @@ from k3py.server.store.backend import (
 )
 from k3py.server.store.broadcaster import Broadcaster, WatchStream
 from k3py.server.store.logstructured import Maintenance, check_read_revision, prefix_end
+from k3py.server.store.recent import RecentValues
 
 __all__ = ["SQLiteBackend", "SCHEMA"]
 
@@ -151,6 +152,7 @@ class SQLiteBackend:
         self._rconns: list[apsw.Connection] = []
         self._rconns_lock = threading.Lock()
         self._loop_conn: apsw.Connection | None = None  # point reads on the loop (_on_loop)
+        self._recent = RecentValues()  # loop only: what the last batches committed (recent.py)
         self._broadcaster = Broadcaster()
         self._compact_lock = asyncio.Lock()
         self._maintenance: Maintenance | None = None
@@ -264,6 +266,9 @@ class SQLiteBackend:
 
         if revision > 0:
             return await self._read(q)
+        known, kv = self._recent.lookup(key)
+        if known:
+            return self._rev, kv
         conn = self._on_loop()
         if conn is not None:
             try:
@@ -341,6 +346,8 @@ class SQLiteBackend:
         if self._closed or self._loop is None:
             raise StoreError("store is closed")
         fut = self._loop.create_future()
+        if kind in _WRITE_OPS:
+            self._recent.submitted(key)
         self._wq.put(_Op(kind, key, value, revision, fut))
         return await fut
 
@@ -510,6 +517,7 @@ class SQLiteBackend:
         if rev > self._rev:
             self._rev = rev
         self._broadcaster.publish(events)
+        self._recent.resolved([op.key for op, _ in results if op.kind in _WRITE_OPS], events)
         for op, res in results:
             fut = op.future
             if fut is None or fut.done():

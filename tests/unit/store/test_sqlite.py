@@ -123,16 +123,21 @@ async def test_full_disk_fails_the_batch_then_writes_resume(db: SQLiteBackend):
 
 
 async def test_point_read_on_the_loop_sees_each_acknowledged_write(db: SQLiteBackend):
-    """A get of a key now is read on the event loop's own connection (not a reader
-    thread): it sees every write as soon as the write is acknowledged, a delete included,
-    and the current revision with it."""
+    """A get of a key now is answered on the event loop, from what the last batches
+    committed (store/recent.py) or else from the loop's own connection (not a reader
+    thread): either way it sees every write as soon as the write is acknowledged, a delete
+    included, and the current revision with it."""
     rev = await db.create(P + "a", b"1")
     current, kv = await db.get(P + "a")
     assert (current, kv.value, kv.mod_revision) == (rev, b"1", rev)
-    assert db._loop_conn is not None  # read on the loop's connection
     for i in range(20):
         rev, _, _ = await db.update(P + "a", b"%d" % i, rev)
+        if i % 2:
+            db._recent.clear()  # not kept: read on the loop's connection
         current, kv = await db.get(P + "a")
         assert (current, kv.value, kv.mod_revision) == (rev, b"%d" % i, rev)
+    assert db._loop_conn is not None
     drev, _, _ = await db.delete(P + "a", rev)
+    assert await db.get(P + "a") == (drev, None)
+    db._recent.clear()
     assert await db.get(P + "a") == (drev, None)
