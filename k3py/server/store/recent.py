@@ -22,7 +22,8 @@ from k3py.server.store.backend import Event, KeyValue
 
 __all__ = ["RecentValues", "KEPT_KEYS"]
 
-KEPT_KEYS = 8192  # about 16 MB of pod-sized values; ~10 s of a busy cluster's distinct keys
+KEPT_KEYS = 8192  # ~10 s of a busy cluster's distinct keys (1,000 nodes, 300 pods/s); the
+# server's RSS at 10,000 pods was 50-83 MB higher with them (bench/scale.py, docs/ha.md)
 
 _GONE = KeyValue("", 0, 0, b"")  # kept for a key whose last write deleted it
 
