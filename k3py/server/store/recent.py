@@ -5,9 +5,10 @@ A read-modify-write (a binding, a node's pod status report, a Lease renewal) rea
 is about to write, and the key was most often written a moment ago. On SQLite every commit
 of the writer empties the reading connection's page cache, so that read walks the index and
 the row's pages again: at 1,000 hollow nodes and ~290 pods/s, 740 such reads a second took
-120 us of the loop each (55 us of CPU, the rest waiting for the GIL back from the store's
-threads), about a tenth of the loop. What a batch committed is known on the loop anyway (its
-events), so the loop keeps it.
+120 us of the loop each (55 us of the thread's CPU; the rest waiting, most likely for the GIL
+back from the store's threads, which apsw lets go of around each SQLite call), about a tenth
+of the loop. What a batch committed is known on the loop anyway (its events), so the loop
+keeps it.
 
 Only what is committed and current is kept: a key leaves the map when a write to it is
 submitted, and comes back with the value its last committed write left once no other write
