@@ -266,8 +266,8 @@ class SQLiteBackend:
 
         if revision > 0:
             return await self._read(q)
-        known, kv = self._recent.lookup(key)
-        if known:
+        known, kv = self._recent.lookup(key) if not self._closed else (False, None)
+        if known:  # (a closed store answers nothing, as below)
             return self._rev, kv
         conn = self._on_loop()
         if conn is not None:

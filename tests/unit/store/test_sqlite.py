@@ -10,7 +10,7 @@ import apsw
 import pytest
 
 from k3py.server.store import sqlite
-from k3py.server.store.backend import StorageFullError, StoreError
+from k3py.server.store.backend import KeyValue, StorageFullError, StoreError
 from k3py.server.store.sqlite import SQLiteBackend
 
 pytestmark = pytest.mark.unit
@@ -141,3 +141,11 @@ async def test_point_read_on_the_loop_sees_each_acknowledged_write(db: SQLiteBac
     assert await db.get(P + "a") == (drev, None)
     db._recent.clear()
     assert await db.get(P + "a") == (drev, None)
+
+
+async def test_a_closed_store_answers_no_point_read_not_even_of_a_kept_key(db: SQLiteBackend):
+    rev = await db.create(P + "kept", b"1")
+    assert await db.get(P + "kept") == (rev, KeyValue(P + "kept", rev, rev, b"1"))
+    await db.close()
+    with pytest.raises(StoreError, match="store is closed"):
+        await db.get(P + "kept")
