@@ -21,19 +21,26 @@ from collections import OrderedDict
 
 from k3py.server.store.backend import Event, KeyValue
 
-__all__ = ["RecentValues", "KEPT_KEYS"]
+__all__ = ["RecentValues", "KEPT_KEYS", "KEPT_BYTES", "KEPT_VALUE_MAX"]
 
 KEPT_KEYS = 8192  # ~10 s of a busy cluster's distinct keys (1,000 nodes, 300 pods/s); the
 # server's RSS at 10,000 pods was 50-83 MB higher with them (bench/scale.py, docs/ha.md)
+KEPT_BYTES = 64 << 20  # and at most this many bytes of values, whatever their sizes
+KEPT_VALUE_MAX = 256 << 10  # a larger value (a Helm release Secret) is read from SQLite
 
 _GONE = KeyValue("", 0, 0, b"")  # kept for a key whose last write deleted it
 
 
 class RecentValues:
-    """key -> newest committed KeyValue (or deleted) of the last `size` keys written."""
+    """key -> newest committed KeyValue (or deleted) of the last `size` keys written, their
+    values `budget` bytes at most; a value over `value_max` bytes is not kept."""
 
-    def __init__(self, size: int = KEPT_KEYS) -> None:
+    def __init__(self, size: int = KEPT_KEYS, budget: int = KEPT_BYTES,
+                 value_max: int = KEPT_VALUE_MAX) -> None:
         self.size = size
+        self.budget = budget
+        self.value_max = value_max
+        self.bytes = 0  # of the values kept
         self._kept: OrderedDict[str, KeyValue] = OrderedDict()
         self._in_flight: dict[str, int] = {}
 
@@ -50,7 +57,12 @@ class RecentValues:
     def submitted(self, key: str) -> None:
         """A write to `key` is on its way: until it is resolved, SQLite answers for it."""
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        self._kept.pop(key, None)
+        self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        kv = self._kept.pop(key, None)
+        if kv is not None:
+            self.bytes -= len(kv.value)
 
     def resolved(self, keys: list[str], events: list[Event]) -> None:
         """A batch came back: `keys` its writes (committed or not), `events` what it
@@ -65,10 +77,15 @@ class RecentValues:
             key = ev.kv.key
             if key in self._in_flight:
                 continue
-            self._kept[key] = _GONE if ev.delete else ev.kv
-            self._kept.move_to_end(key)
-        while len(self._kept) > self.size:
-            self._kept.popitem(last=False)
+            self._drop(key)
+            kv = _GONE if ev.delete else ev.kv
+            if len(kv.value) <= self.value_max:
+                self._kept[key] = kv
+                self.bytes += len(kv.value)
+        while len(self._kept) > self.size or self.bytes > self.budget:
+            _, kv = self._kept.popitem(last=False)
+            self.bytes -= len(kv.value)
 
     def clear(self) -> None:
         self._kept.clear()
+        self.bytes = 0

@@ -62,3 +62,20 @@ def test_the_oldest_keys_go_first() -> None:
     assert len(r) == 2
     assert r.lookup("/a") == (False, None)
     assert r.lookup("/b")[0] and r.lookup("/c")[0]
+
+
+def test_the_values_kept_stay_within_their_bytes_and_a_large_one_is_not_kept() -> None:
+    r = RecentValues(size=100, budget=10, value_max=6)
+    for key, value in (("/a", b"1234"), ("/b", b"1234"), ("/c", b"1234")):
+        r.submitted(key)
+        r.resolved([key], [_put(key, 1, value)])
+    assert r.bytes == 8 and r.lookup("/a") == (False, None)  # the oldest went for the budget
+    r.submitted("/big")
+    r.resolved(["/big"], [_put("/big", 2, b"1234567")])
+    assert r.lookup("/big") == (False, None) and r.bytes == 8
+    r.submitted("/b")  # a key written again leaves, with its bytes
+    assert r.bytes == 4
+    r.resolved(["/b"], [_put("/b", 3, b"12")])
+    assert r.bytes == 6 and r.lookup("/b")[1].value == b"12"
+    r.clear()
+    assert r.bytes == 0 and len(r) == 0
