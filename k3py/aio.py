@@ -1,13 +1,23 @@
-"""asyncio helpers both roles share (stdlib only): stopping a long-running task for sure, and
-waiting for an Event with a timeout without Python 3.11's asyncio.wait_for, which can swallow
-a cancellation that arrives just as its inner future completes (fixed in 3.12): a loop woken
-at that moment then never stops."""
+"""asyncio helpers both roles share (stdlib only at import): the event loop they run on,
+stopping a long-running task for sure, and waiting for an Event with a timeout without Python
+3.11's asyncio.wait_for, which can swallow a cancellation that arrives just as its inner
+future completes (fixed in 3.12): a loop woken at that moment then never stops."""
 
 from __future__ import annotations
 
 import asyncio
 
-__all__ = ["cancel_and_wait", "wait_event"]
+__all__ = ["use_uvloop", "cancel_and_wait", "wait_event"]
+
+
+def use_uvloop() -> None:
+    """Run the next asyncio.run on uvloop (less CPU a message than asyncio's own loop), as
+    `k3py server` and `k3py agent` both do; asyncio's loop where uvloop does not import."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
+        return
+    uvloop.install()
 
 
 async def cancel_and_wait(task: asyncio.Task | None, retry_every: float = 0.5) -> None:

@@ -35,7 +35,7 @@ from k3py.agent.runtime.libpod import LibpodAPI
 from k3py.agent.runtime.podman import LABEL_CLUSTER, RuntimeError_
 from k3py.agent.storage.cleanup import VolumeCleanup
 from k3py.agent.streams import install_stream_handlers
-from k3py.aio import cancel_and_wait
+from k3py.aio import cancel_and_wait, use_uvloop
 from k3py.api.servicelb import PORTS_IN_USE_ANNOTATION
 from k3py.config import AgentConfig
 from k3py.hostinfo import dump_stacks_on_sigusr1, primary_ip, sd_notify
@@ -219,11 +219,7 @@ def run(config: AgentConfig) -> int:
     logging.basicConfig(
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        import uvloop
-        uvloop.install()  # as the server's (and so its embedded agent's): less CPU a message
-    except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
-        pass
+    use_uvloop()  # as the server (and so its embedded agent) runs
     try:
         return asyncio.run(_main(config))
     except JoinError as e:

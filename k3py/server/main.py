@@ -21,6 +21,7 @@ from typing import Protocol
 from aiohttp import web
 
 from k3py import pki
+from k3py.aio import use_uvloop
 from k3py.api.resources import builtin_registry
 from k3py.config import ServerConfig, redact_endpoint
 from k3py.hostinfo import dump_stacks_on_sigusr1, primary_ip, sd_notify
@@ -363,11 +364,7 @@ def run(config: ServerConfig, *, after_ready: AfterReady | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _raise_open_files_limit()
     gc.set_threshold(*_GC_THRESHOLDS)
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
-        pass
+    use_uvloop()
     try:
         return asyncio.run(_main(config, after_ready))
     except StartupError as e:

@@ -176,9 +176,7 @@ class LibpodAPI(Podman):
             if os.path.exists(path) and await ping(path):
                 self._use(path)
                 return f"podman API at {path}"
-        await self._spawn(own)
-        assert self._service is not None
-        return f"started podman API service on {own} (pid {self._service.pid})"
+        return await self._spawn(own)
 
     def _use(self, path: str) -> None:
         self.socket = path
@@ -186,7 +184,8 @@ class LibpodAPI(Podman):
             connector=aiohttp.UnixConnector(path=path, limit=0),
             timeout=aiohttp.ClientTimeout(total=None))
 
-    async def _spawn(self, path: str, *, announce: bool = False) -> None:
+    async def _spawn(self, path: str) -> str:
+        """Start the agent's own service on `path` and use it; what was started, to log."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket of a service that is gone
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -204,10 +203,7 @@ class LibpodAPI(Podman):
                 break
             if os.path.exists(path) and await ping(path):
                 self._use(path)
-                if announce:
-                    log.info("started podman API service on %s (pid %d)", path,
-                             self._service.pid)
-                return
+                return f"started podman API service on {path} (pid {self._service.pid})"
             await asyncio.sleep(0.1)
         raise RuntimeError_(f"podman system service did not start on {path}; see "
                             f"{os.path.join(self.agent_dir, 'podman-service.log')}")
@@ -244,7 +240,7 @@ class LibpodAPI(Podman):
             if self._session is not None:
                 await self._session.close()
                 self._session = None
-            await self._spawn(self.socket, announce=True)
+            log.info("%s", await self._spawn(self.socket))
 
     # ------------------------------------------------------------ requests
 
